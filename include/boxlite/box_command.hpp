@@ -1,0 +1,59 @@
+// BoxCommand: one command to run inside a box, built fluently:
+//   BoxCommand("python3").args({"-c", "print(1)"}).env("A", "1").timeout(Seconds{30}).tty(true)
+#pragma once
+
+#include <chrono>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace boxlite {
+
+class BoxCommand {
+public:
+    explicit BoxCommand(std::string program) : program_(std::move(program)) {}
+
+    BoxCommand& arg(std::string value) & { args_.push_back(std::move(value)); return *this; }
+    BoxCommand&& arg(std::string value) && { return std::move(arg(std::move(value))); }
+    BoxCommand& args(std::vector<std::string> values) & {
+        for (auto& v : values) args_.push_back(std::move(v));
+        return *this;
+    }
+    BoxCommand&& args(std::vector<std::string> values) && { return std::move(args(std::move(values))); }
+    BoxCommand& env(std::string key, std::string value) & {
+        env_.emplace_back(std::move(key), std::move(value));
+        return *this;
+    }
+    BoxCommand&& env(std::string key, std::string value) && { return std::move(env(std::move(key), std::move(value))); }
+    BoxCommand& timeout(std::chrono::milliseconds value) & { timeout_ = value; return *this; }
+    BoxCommand&& timeout(std::chrono::milliseconds value) && { return std::move(timeout(value)); }
+    BoxCommand& working_dir(std::string dir) & { working_dir_ = std::move(dir); return *this; }
+    BoxCommand&& working_dir(std::string dir) && { return std::move(working_dir(std::move(dir))); }
+    BoxCommand& tty(bool enabled) & { tty_ = enabled; return *this; }
+    BoxCommand&& tty(bool enabled) && { return std::move(tty(enabled)); }
+    BoxCommand& user(std::string name) & { user_ = std::move(name); return *this; }
+    BoxCommand&& user(std::string name) && { return std::move(user(std::move(name))); }
+
+    [[nodiscard]] const std::string& program() const noexcept { return program_; }
+    [[nodiscard]] const std::vector<std::string>& arguments() const noexcept { return args_; }
+    [[nodiscard]] const std::vector<std::pair<std::string, std::string>>& environment() const noexcept { return env_; }
+    [[nodiscard]] const std::optional<std::chrono::milliseconds>& timeout_value() const noexcept { return timeout_; }
+    [[nodiscard]] const std::optional<std::string>& working_directory() const noexcept { return working_dir_; }
+    [[nodiscard]] bool is_tty() const noexcept { return tty_; }
+    [[nodiscard]] const std::optional<std::string>& user_name() const noexcept { return user_; }
+
+    friend bool operator==(const BoxCommand&, const BoxCommand&) = default;
+
+private:
+    std::string program_;
+    std::vector<std::string> args_;
+    std::vector<std::pair<std::string, std::string>> env_;
+    std::optional<std::chrono::milliseconds> timeout_;
+    std::optional<std::string> working_dir_;
+    bool tty_ = false;
+    std::optional<std::string> user_;
+};
+
+}  // namespace boxlite

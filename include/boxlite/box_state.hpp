@@ -1,0 +1,35 @@
+// BoxState: a box's mutable record — status, and the handle of its running engine.
+#pragma once
+
+#include <boxlite/box_status.hpp>
+#include <boxlite/engine_handle.hpp>
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+namespace boxlite {
+
+struct BoxState {
+    BoxStatus status = BoxStatus::Configured;
+    /// Set while Running (and Stopping); cleared when Stopped.
+    std::optional<EngineHandle> handle;
+    /// The OCI container id (64 hex) inside the guest, once started.
+    std::optional<std::string> container_id;
+    std::chrono::system_clock::time_point last_updated = std::chrono::system_clock::now();
+    std::optional<std::chrono::system_clock::time_point> started_at;
+
+    /// Validated transition; InvalidState naming both ends when not allowed.
+    [[nodiscard]] BoxliteResult<void> transition_to(BoxStatus target) {
+        if (!can_transition(status, target)) {
+            return fail(ErrorKind::InvalidState, "cannot transition from {} to {}", status, target);
+        }
+        status = target;
+        last_updated = std::chrono::system_clock::now();
+        return {};
+    }
+
+    friend bool operator==(const BoxState&, const BoxState&) = default;
+};
+
+}  // namespace boxlite

@@ -1,0 +1,24 @@
+// EngineHandle: what a running box leaves behind so that any process can find it again.
+//
+// It is persisted in BoxState. `pid_start_time` (field 22 of /proc/<pid>/stat) guards
+// against pid reuse: a handle whose pid now belongs to another process is dead.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace boxlite {
+
+struct EngineHandle {
+    /// The box's `boxlite-shim` process (VMM, or the namespace init's parent).
+    std::int32_t pid = 0;
+    /// Start time of `pid` in clock ticks since boot; 0 when unknown.
+    std::uint64_t pid_start_time = 0;
+    /// Where the guest agent listens, in the Transport's syntax, e.g. "unix:/home/.boxlite/boxes/<id>/agent.sock"
+    /// or "vsock-uds:/home/.boxlite/boxes/<id>/vsock.sock:2695".
+    std::string endpoint;
+
+    friend bool operator==(const EngineHandle&, const EngineHandle&) = default;
+};
+
+}  // namespace boxlite
