@@ -1,0 +1,116 @@
+#include "vmm/memory.hpp"
+
+#include "vmm/layout.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <utility>
+
+namespace boxlite::vmm {
+namespace {
+
+constexpr std::uint64_t kPage = 4096;
+
+BoxliteResult<int> make_memfd(std::uint64_t bytes) {
+    int fd = ::memfd_create("boxlite-guest-ram", MFD_CLOEXEC);
+    if (fd < 0) return fail_errno(ErrorKind::Engine, "memfd_create for guest RAM", errno);
+    if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+        int err = errno;
+        ::close(fd);
+        return fail_errno(ErrorKind::Engine, fmt::format("sizing guest RAM memfd to {} bytes", bytes), err);
+    }
+    return fd;
+}
+
+}  // namespace
+
+BoxliteResult<GuestMemory> GuestMemory::create_flat(std::uint64_t base, std::uint64_t bytes) {
+    if (bytes == 0 || bytes % kPage != 0)
+        return fail(ErrorKind::Config, "guest memory size {} is not a positive multiple of 4096", bytes);
+    if (base + bytes < base) return fail(ErrorKind::Config, "guest memory at {:#x} wraps", base);
+    BOXLITE_TRY(int fd, make_memfd(bytes));
+    GuestMemory memory;
+    memory.memfd_ = fd;
+    memory.total_ = bytes;
+    void* host = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    if (host == MAP_FAILED) return fail_errno(ErrorKind::Engine, "mapping guest RAM", errno);
+    memory.regions_.push_back({base, bytes, static_cast<std::byte*>(host), 0});
+    return memory;
+}
+
+BoxliteResult<GuestMemory> GuestMemory::create(std::uint64_t bytes) {
+    if (bytes < 64 * 1024 || bytes % kPage != 0)
+        return fail(ErrorKind::Config,
+                    "guest memory size {} must be a multiple of 4096 and at least 64 KiB", bytes);
+    BOXLITE_TRY(int fd, make_memfd(bytes));
+    GuestMemory memory;
+    memory.memfd_ = fd;
+    memory.total_ = bytes;
+    const std::uint64_t low = std::min(bytes, layout::kMmioGapStart);
+    struct Piece { std::uint64_t gpa, size, offset; };
+    std::vector<Piece> pieces{{0, low, 0}};
+    if (bytes > low) pieces.push_back({layout::kHighRamStart, bytes - low, low});
+    for (const auto& piece : pieces) {
+        void* host = ::mmap(nullptr, piece.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd,
+                            static_cast<off_t>(piece.offset));
+        if (host == MAP_FAILED) return fail_errno(ErrorKind::Engine, "mapping guest RAM", errno);
+        memory.regions_.push_back({piece.gpa, piece.size, static_cast<std::byte*>(host), piece.offset});
+    }
+    return memory;
+}
+
+GuestMemory::GuestMemory(GuestMemory&& other) noexcept
+    : memfd_(std::exchange(other.memfd_, -1)),
+      total_(std::exchange(other.total_, 0)),
+      regions_(std::exchange(other.regions_, {})) {}
+
+GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
+    if (this != &other) {
+        release();
+        memfd_ = std::exchange(other.memfd_, -1);
+        total_ = std::exchange(other.total_, 0);
+        regions_ = std::exchange(other.regions_, {});
+    }
+    return *this;
+}
+
+GuestMemory::~GuestMemory() { release(); }
+
+void GuestMemory::release() noexcept {
+    for (auto& region : regions_) ::munmap(region.host, region.size);
+    regions_.clear();
+    if (memfd_ >= 0) ::close(memfd_);
+    memfd_ = -1;
+}
+
+std::optional<std::span<std::byte>> GuestMemory::slice(std::uint64_t address,
+                                                       std::uint64_t length) const noexcept {
+    for (const auto& region : regions_) {
+        if (address < region.guest_address) continue;
+        const std::uint64_t offset = address - region.guest_address;
+        // Written so that no expression can overflow: offset <= size, then length <= size - offset.
+        if (offset > region.size || length > region.size - offset) continue;
+        if (offset == region.size && length == 0) continue;  // one-past-the-end is not "in" RAM
+        return std::span<std::byte>(region.host + offset, static_cast<std::size_t>(length));
+    }
+    return std::nullopt;
+}
+
+bool GuestMemory::write_bytes(std::uint64_t address, std::span<const std::byte> data) const noexcept {
+    auto target = slice(address, data.size());
+    if (!target) return false;
+    if (!data.empty()) std::memcpy(target->data(), data.data(), data.size());
+    return true;
+}
+
+bool GuestMemory::read_bytes(std::uint64_t address, std::span<std::byte> out) const noexcept {
+    auto source = slice(address, out.size());
+    if (!source) return false;
+    if (!out.empty()) std::memcpy(out.data(), source->data(), out.size());
+    return true;
+}
+
+}  // namespace boxlite::vmm

@@ -1,0 +1,4 @@
+    .code32
+    .globl _start
+_start:
+    hlt
