@@ -12,8 +12,11 @@
 #include <boxlite/security_options.hpp>
 #include <boxlite/volume_spec.hpp>
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <map>
+#include <set>
 #include <optional>
 #include <string>
 #include <utility>
@@ -50,5 +53,79 @@ struct BoxOptions {
 
     friend bool operator==(const BoxOptions&, const BoxOptions&) = default;
 };
+
+/// The number of CPUs online on this host (at least 1): the upper bound of BoxOptions::cpus.
+[[nodiscard]] inline std::uint32_t host_cpu_count() noexcept {
+    const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1U : static_cast<std::uint32_t>(n);
+}
+
+/// Checks every option against the reference's ranges before anything is written. The first
+/// problem found is returned as a Config error naming the option and what is allowed.
+[[nodiscard]] inline BoxliteResult<void> validate_box_options(const BoxOptions& o,
+                                                              std::uint32_t host_cpus = host_cpu_count()) {
+    if (o.cpus < 1 || o.cpus > host_cpus) {
+        return fail(ErrorKind::Config, "CPU count must be between 1 and {}", host_cpus);
+    }
+    if (o.memory_mib < BoxOptions::kMinMemoryMib || o.memory_mib > BoxOptions::kMaxMemoryMib) {
+        return fail(ErrorKind::Config, "memory must be between {} and {} MiB, got {}", BoxOptions::kMinMemoryMib,
+                    BoxOptions::kMaxMemoryMib, o.memory_mib);
+    }
+    if (o.disk_size_gb && (*o.disk_size_gb < BoxOptions::kMinDiskSizeGb || *o.disk_size_gb > BoxOptions::kMaxDiskSizeGb)) {
+        return fail(ErrorKind::Config, "disk size must be between {} and {} GB, got {}", BoxOptions::kMinDiskSizeGb,
+                    BoxOptions::kMaxDiskSizeGb, *o.disk_size_gb);
+    }
+    if (o.working_dir && (o.working_dir->empty() || o.working_dir->front() != '/' || detail::has_nul(*o.working_dir))) {
+        return fail(ErrorKind::Config, "working_dir '{}' must be an absolute path", *o.working_dir);
+    }
+    for (const auto& [key, value] : o.env) {
+        if (key.empty() || key.find('=') != std::string::npos || detail::has_nul(key) || detail::has_nul(value)) {
+            return fail(ErrorKind::Config, "environment variable name '{}' must be non-empty without '=' or NUL", key);
+        }
+    }
+    if (auto ok = validate(o.rootfs); !ok) return ok;
+    std::set<std::string> guest_paths;
+    for (const auto& volume : o.volumes) {
+        if (auto ok = validate(volume); !ok) return ok;
+        if (!guest_paths.insert(volume.guest_path).second) {
+            return fail(ErrorKind::Config, "two volumes are mounted at guest path {}", volume.guest_path);
+        }
+    }
+    if (auto ok = validate(o.network); !ok) return ok;
+    std::set<std::pair<std::uint16_t, PortProtocol>> host_ports;
+    for (const auto& port : o.ports) {
+        if (auto ok = validate(port); !ok) return ok;
+        if (port.host_port && *port.host_port != 0 && !host_ports.insert({*port.host_port, port.protocol}).second) {
+            return fail(ErrorKind::Config, "host port {}/{} is forwarded twice", *port.host_port,
+                        port.protocol == PortProtocol::Tcp ? "tcp" : "udp");
+        }
+    }
+    if (o.auto_remove && o.detach) {
+        return fail(ErrorKind::Config,
+                    "auto_remove and detach cannot both be true (a detached box needs manual lifecycle control; "
+                    "set auto_remove=false)");
+    }
+    if (auto ok = validate(o.resource_limits); !ok) return ok;
+    if (auto ok = validate(o.security.resource_limits); !ok) return ok;
+    for (const auto& [key, value] : o.labels) {
+        if (key.empty() || detail::has_nul(key) || detail::has_nul(value)) {
+            return fail(ErrorKind::Config, "label keys must be non-empty and labels must not contain NUL");
+        }
+    }
+    std::set<std::string> secret_names;
+    for (const auto& secret : o.secrets) {
+        if (auto ok = validate(secret); !ok) return ok;
+        if (!secret_names.insert(secret.name).second) {
+            return fail(ErrorKind::Config, "secret '{}' is defined twice", secret.name);
+        }
+    }
+    if (o.entrypoint && o.entrypoint->empty()) {
+        return fail(ErrorKind::Config, "entrypoint, when set, must name a program");
+    }
+    if (o.user && (o.user->empty() || detail::has_nul(*o.user))) {
+        return fail(ErrorKind::Config, "user, when set, must be a name or uid[:gid]");
+    }
+    return {};
+}
 
 }  // namespace boxlite

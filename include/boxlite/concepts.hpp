@@ -19,6 +19,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace boxlite {
@@ -38,6 +39,12 @@ struct EngineLaunch {
     /// The image's defaults merged with BoxOptions (entrypoint+cmd, env, working dir, user) — what
     /// the box's main process would run; engines that have no main process may ignore it.
     std::vector<std::string> init_command;
+    /// The main process's environment: the image's Env overridden by BoxOptions::env.
+    std::vector<std::pair<std::string, std::string>> env;
+    /// BoxOptions::working_dir, else the image's WorkingDir, else "/".
+    std::string working_dir = "/";
+    /// BoxOptions::user, else the image's User; empty = root.
+    std::string user;
 };
 
 /// Engine-level measurements of one running box.

@@ -1,8 +1,12 @@
 // NetworkSpec: whether the box has outbound networking, and which destinations it may reach.
 #pragma once
 
+#include <boxlite/detail/validate.hpp>
+#include <boxlite/error.hpp>
+
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace boxlite {
@@ -16,5 +20,33 @@ struct NetworkSpec {
 
     friend bool operator==(const NetworkSpec&, const NetworkSpec&) = default;
 };
+
+constexpr std::string_view to_string(NetworkMode mode) noexcept {
+    return mode == NetworkMode::Enabled ? "enabled" : "disabled";
+}
+
+/// One allow_net entry: "host", "*.host", an IPv4/IPv6 address, or a CIDR.
+[[nodiscard]] inline BoxliteResult<void> validate_allow_net_pattern(std::string_view pattern) {
+    if (pattern.empty() || detail::has_nul(pattern)) {
+        return fail(ErrorKind::Config, "allow_net entry must not be empty (allowed: host, *.host, IP, CIDR)");
+    }
+    if (detail::is_ip(pattern) || detail::is_cidr(pattern)) return {};
+    std::string_view host = pattern;
+    if (host.starts_with("*.")) host.remove_prefix(2);
+    if (detail::is_hostname(host) && host.find('*') == std::string_view::npos) return {};
+    return fail(ErrorKind::Config, "allow_net entry '{}' is not a host, *.host, IP address or CIDR", pattern);
+}
+
+/// allow_net only makes sense with networking on: a restriction on a disabled network is a
+/// caller's mistake worth reporting rather than ignoring.
+[[nodiscard]] inline BoxliteResult<void> validate(const NetworkSpec& spec) {
+    if (spec.mode == NetworkMode::Disabled && !spec.allow_net.empty()) {
+        return fail(ErrorKind::Config, "allow_net is set but network mode is disabled (enable the network or drop allow_net)");
+    }
+    for (const auto& pattern : spec.allow_net) {
+        if (auto ok = validate_allow_net_pattern(pattern); !ok) return ok;
+    }
+    return {};
+}
 
 }  // namespace boxlite

@@ -1,9 +1,13 @@
 // PortSpec: a host port forwarded to a port inside the box.
 #pragma once
 
+#include <boxlite/detail/validate.hpp>
+#include <boxlite/error.hpp>
+
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace boxlite {
 
@@ -18,5 +22,20 @@ struct PortSpec {
 
     friend bool operator==(const PortSpec&, const PortSpec&) = default;
 };
+
+constexpr std::string_view to_string(PortProtocol protocol) noexcept {
+    return protocol == PortProtocol::Tcp ? "tcp" : "udp";
+}
+
+[[nodiscard]] inline BoxliteResult<void> validate(const PortSpec& spec) {
+    if (spec.guest_port == 0) {
+        return fail(ErrorKind::Config, "guest port must be between 1 and 65535, got 0");
+    }
+    if (!detail::is_ip(spec.host_ip)) {
+        return fail(ErrorKind::Config, "port {} host_ip '{}' is not an IPv4 or IPv6 address", spec.guest_port,
+                    spec.host_ip);
+    }
+    return {};
+}
 
 }  // namespace boxlite

@@ -2,8 +2,12 @@
 // ("alpine:latest", "ghcr.io/org/app@sha256:...") or an existing directory on the host.
 #pragma once
 
+#include <boxlite/detail/validate.hpp>
+#include <boxlite/error.hpp>
+
 #include <filesystem>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <variant>
 
@@ -30,5 +34,26 @@ struct RootfsSpec {
 
     friend bool operator==(const RootfsSpec&, const RootfsSpec&) = default;
 };
+
+/// Image: a non-empty reference without whitespace or control characters (the image component
+/// parses it fully when it pulls). RootfsPath: an existing directory.
+[[nodiscard]] inline BoxliteResult<void> validate(const RootfsSpec& spec) {
+    if (const auto* image = spec.as_image()) {
+        if (image->reference.empty()) return fail(ErrorKind::Config, "image reference must not be empty");
+        for (char c : image->reference) {
+            if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) {
+                return fail(ErrorKind::Config, "image reference '{}' contains whitespace or control characters",
+                            image->reference);
+            }
+        }
+        return {};
+    }
+    const auto& dir = spec.as_path()->path;
+    std::error_code ec;
+    if (dir.empty() || !std::filesystem::is_directory(dir, ec)) {
+        return fail(ErrorKind::Config, "rootfs path {} is not an existing directory", dir.string());
+    }
+    return {};
+}
 
 }  // namespace boxlite

@@ -2,6 +2,10 @@
 // replaced by the value on the way out.
 #pragma once
 
+#include <boxlite/detail/validate.hpp>
+#include <boxlite/error.hpp>
+#include <boxlite/network_spec.hpp>
+
 #include <string>
 #include <vector>
 
@@ -20,5 +24,25 @@ struct Secret {
 
     friend bool operator==(const Secret&, const Secret&) = default;
 };
+
+/// name: an environment-style identifier (it becomes part of the placeholder); hosts: at
+/// least one, each an allow_net-style pattern (the secret is only ever sent to those).
+[[nodiscard]] inline BoxliteResult<void> validate(const Secret& secret) {
+    if (!detail::is_env_name(secret.name)) {
+        return fail(ErrorKind::Config, "secret name '{}' must match [A-Za-z_][A-Za-z0-9_]*", secret.name);
+    }
+    if (secret.hosts.empty()) {
+        return fail(ErrorKind::Config, "secret '{}' must name at least one host it may be sent to", secret.name);
+    }
+    for (const auto& host : secret.hosts) {
+        if (auto ok = validate_allow_net_pattern(host); !ok) {
+            return fail(ok.error().with_context(fmt::format("secret '{}'", secret.name)));
+        }
+    }
+    if (detail::has_nul(secret.value) || detail::has_nul(secret.placeholder)) {
+        return fail(ErrorKind::Config, "secret '{}' value and placeholder must not contain NUL", secret.name);
+    }
+    return {};
+}
 
 }  // namespace boxlite

@@ -1,0 +1,72 @@
+// BoxInfo: what `list_info()` / `get_info()` / `box.info()` report about a box — a read-only
+// snapshot taken from its stored config and state; taking it never touches the engine.
+#pragma once
+
+#include <boxlite/box_config.hpp>
+#include <boxlite/box_id.hpp>
+#include <boxlite/box_state.hpp>
+#include <boxlite/box_status.hpp>
+#include <boxlite/detail/time.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+namespace boxlite {
+
+struct BoxInfo {
+    BoxID id = BoxID::generate();
+    std::optional<std::string> name;
+    BoxStatus status = BoxStatus::Unknown;
+    std::chrono::system_clock::time_point created_at{};
+    std::chrono::system_clock::time_point last_updated{};
+    std::optional<std::chrono::system_clock::time_point> started_at;
+    /// The engine process (shim) while Running, else nullopt.
+    std::optional<std::int32_t> pid;
+    /// "alpine:latest", or the rootfs directory for RootfsPath boxes.
+    std::string image;
+    std::uint32_t cpus = 0;
+    std::uint32_t memory_mib = 0;
+    std::string engine;
+    std::optional<std::string> container_id;
+    std::map<std::string, std::string> labels;
+
+    /// The reference's `state.running`.
+    [[nodiscard]] bool running() const noexcept { return is_running(status); }
+
+    [[nodiscard]] static BoxInfo from(const BoxConfig& config, const BoxState& state) {
+        BoxInfo info;
+        info.id = config.id;
+        info.name = config.name;
+        info.status = state.status;
+        info.created_at = config.created_at;
+        info.last_updated = state.last_updated;
+        info.started_at = state.started_at;
+        if (state.handle && (is_running(state.status) || is_transient(state.status))) info.pid = state.handle->pid;
+        if (const auto* image = config.options.rootfs.as_image()) info.image = image->reference;
+        else info.image = config.options.rootfs.as_path()->path.string();
+        info.cpus = config.options.cpus;
+        info.memory_mib = config.options.memory_mib;
+        info.engine = config.engine;
+        info.container_id = state.container_id;
+        info.labels = config.options.labels;
+        return info;
+    }
+
+    friend bool operator==(const BoxInfo&, const BoxInfo&) = default;
+};
+
+}  // namespace boxlite
+
+/// One line, as `boxlite ls` would print it: "01JJNH8QW3ZK my-box running alpine:latest 1cpu 512MiB".
+template <>
+struct fmt::formatter<boxlite::BoxInfo> : fmt::formatter<std::string_view> {
+    auto format(const boxlite::BoxInfo& info, format_context& ctx) const {
+        return fmt::formatter<std::string_view>::format(
+            fmt::format("{} {} {} {} {}cpu {}MiB", info.id.short_id(), info.name.value_or("-"), info.status,
+                        info.image, info.cpus, info.memory_mib),
+            ctx);
+    }
+};

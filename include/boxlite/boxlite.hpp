@@ -1,0 +1,103 @@
+// <boxlite/boxlite.hpp>: the whole public API, and the runtime a program gets by default.
+//
+//   auto runtime = boxlite::default_runtime();            // ~/.boxlite (or $BOXLITE_HOME)
+//   if (!runtime) { fmt::print("{}\n", runtime.error()); return 1; }
+//   BOXLITE_TRY(auto box, runtime->create(boxlite::BoxOptions{}, "web"));
+//
+// Engine selection: engine/select.hpp (the engine component) maps BoxliteOptions::engine to an
+// AnyEngine and registers every transport in an AnyTransport. It must provide
+//
+//   BoxliteResult<AnyEngine> select_engine(const BoxliteOptions&);
+//   AnyTransport default_transport();
+//
+// Until it exists, only the mock engine can be selected; other kinds give a runtime whose
+// engine reports UnsupportedEngine on start (listing, inspecting and removing still work).
+#pragma once
+
+#include <boxlite/box_command.hpp>
+#include <boxlite/box_config.hpp>
+#include <boxlite/box_id.hpp>
+#include <boxlite/box_info.hpp>
+#include <boxlite/box_metrics.hpp>
+#include <boxlite/box_options.hpp>
+#include <boxlite/box_state.hpp>
+#include <boxlite/box_status.hpp>
+#include <boxlite/boxlite_options.hpp>
+#include <boxlite/concepts.hpp>
+#include <boxlite/engine/any_engine.hpp>
+#include <boxlite/engine/mock_engine.hpp>
+#include <boxlite/error.hpp>
+#include <boxlite/json.hpp>
+#include <boxlite/lite_box.hpp>
+#include <boxlite/rootfs_provider.hpp>
+#include <boxlite/runtime.hpp>
+#include <boxlite/runtime_metrics.hpp>
+#include <boxlite/storage/memory_storage.hpp>
+#include <boxlite/storage/sqlite_storage.hpp>
+#include <boxlite/transport/any_transport.hpp>
+#include <boxlite/transport/pipe_transport.hpp>
+#include <boxlite/version.hpp>
+
+#if __has_include(<boxlite/engine/select.hpp>)
+#include <boxlite/engine/select.hpp>
+#define BOXLITE_HAS_ENGINE_SELECT 1
+#else
+#define BOXLITE_HAS_ENGINE_SELECT 0
+#endif
+
+#include <mutex>
+#include <optional>
+
+namespace boxlite {
+
+namespace detail {
+
+inline BoxliteResult<AnyEngine> engine_for(const BoxliteOptions& options) {
+#if BOXLITE_HAS_ENGINE_SELECT
+    return select_engine(options);
+#else
+    if (options.engine == EngineKind::Mock) return AnyEngine(MockEngine{});
+    return AnyEngine::unavailable(std::string(to_string(options.engine)),
+                                  BoxliteError(ErrorKind::UnsupportedEngine,
+                                               fmt::format("{} (no engine is built into this BoxLite)",
+                                                           to_string(options.engine))));
+#endif
+}
+
+inline AnyTransport transport_for(const BoxliteOptions&) {
+#if BOXLITE_HAS_ENGINE_SELECT
+    return default_transport();
+#else
+    AnyTransport transport;
+    transport.add("pipe", PipeTransport{});
+    return transport;
+#endif
+}
+
+}  // namespace detail
+
+/// A BoxliteRuntime on `options.home_dir`, with the engine `options.engine` selects.
+[[nodiscard]] inline BoxliteResult<BoxliteRuntime> open_runtime(BoxliteOptions options,
+                                                                RuntimeSettings settings = {}) {
+    BOXLITE_TRY(auto storage, SqliteStorage::open(options.home_dir));
+    BOXLITE_TRY(auto engine, detail::engine_for(options));
+    auto transport = detail::transport_for(options);
+    return BoxliteRuntime(std::move(options), std::move(engine), std::move(transport), std::move(storage),
+                          std::move(settings));
+}
+
+/// The process-wide runtime on BoxliteOptions::from_environment() (BOXLITE_HOME,
+/// BOXLITE_ENGINE), opened on first use; every call returns a handle to the same one. A
+/// failure to open is returned to every caller.
+[[nodiscard]] inline BoxliteResult<BoxliteRuntime> default_runtime() {
+    static std::once_flag once;
+    static std::optional<BoxliteResult<BoxliteRuntime>> instance;
+    std::call_once(once, [] {
+        auto options = BoxliteOptions::from_environment();
+        if (!options) instance.emplace(fail(options.error()));
+        else instance.emplace(open_runtime(std::move(*options)));
+    });
+    return *instance;
+}
+
+}  // namespace boxlite

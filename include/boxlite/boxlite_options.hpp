@@ -1,0 +1,86 @@
+// BoxliteOptions: how a runtime is set up — where its home directory is, which registries
+// images come from, and which engine runs boxes.
+//
+//   home_dir          default ~/.boxlite; BOXLITE_HOME overrides it (see `from_environment`)
+//   image_registries  registries tried, in order, for unqualified references ("alpine:latest")
+//   engine            auto | kvm | qemu | namespace | mock; BOXLITE_ENGINE overrides it.
+//                     `auto` picks kvm, then qemu; it never silently drops to namespace isolation.
+#pragma once
+
+#include <boxlite/error.hpp>
+
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace boxlite {
+
+/// Which engine runs boxes. The kind -> engine factory lives in engine/select.hpp.
+enum class EngineKind : std::uint8_t { Auto, Kvm, Qemu, Namespace, Mock };
+
+constexpr std::string_view to_string(EngineKind kind) noexcept {
+    switch (kind) {
+        case EngineKind::Auto: return "auto";
+        case EngineKind::Kvm: return "kvm";
+        case EngineKind::Qemu: return "qemu";
+        case EngineKind::Namespace: return "namespace";
+        case EngineKind::Mock: return "mock";
+    }
+    return "auto";
+}
+
+/// "auto", "kvm", "qemu", "namespace", "mock" (exact, lower case).
+[[nodiscard]] inline BoxliteResult<EngineKind> parse_engine_kind(std::string_view text) {
+    for (auto kind : {EngineKind::Auto, EngineKind::Kvm, EngineKind::Qemu, EngineKind::Namespace,
+                      EngineKind::Mock}) {
+        if (to_string(kind) == text) return kind;
+    }
+    return fail(ErrorKind::UnsupportedEngine, "'{}' (allowed: auto, kvm, qemu, namespace, mock)", text);
+}
+
+struct BoxliteOptions {
+    /// The default registry list: Docker Hub, as the reference.
+    static inline const std::vector<std::string> kDefaultRegistries = {"docker.io"};
+
+    std::filesystem::path home_dir = default_home_dir();
+    std::vector<std::string> image_registries = kDefaultRegistries;
+    EngineKind engine = EngineKind::Auto;
+
+    /// $BOXLITE_HOME when set and non-empty, else $HOME/.boxlite, else ./.boxlite.
+    [[nodiscard]] static std::filesystem::path default_home_dir() {
+        if (const char* home = std::getenv("BOXLITE_HOME"); home != nullptr && *home != '\0') {
+            return std::filesystem::path(home);
+        }
+        if (const char* user_home = std::getenv("HOME"); user_home != nullptr && *user_home != '\0') {
+            return std::filesystem::path(user_home) / ".boxlite";
+        }
+        return std::filesystem::path(".boxlite");
+    }
+
+    /// Defaults, with BOXLITE_HOME and BOXLITE_ENGINE applied. An unknown BOXLITE_ENGINE is an
+    /// error rather than a silent fallback, so a typo never changes the isolation a user gets.
+    [[nodiscard]] static BoxliteResult<BoxliteOptions> from_environment() {
+        BoxliteOptions options;
+        if (const char* engine = std::getenv("BOXLITE_ENGINE"); engine != nullptr && *engine != '\0') {
+            auto kind = parse_engine_kind(engine);
+            if (!kind) return fail(kind.error().with_context("BOXLITE_ENGINE"));
+            options.engine = *kind;
+        }
+        return options;
+    }
+
+    friend bool operator==(const BoxliteOptions&, const BoxliteOptions&) = default;
+};
+
+}  // namespace boxlite
+
+template <>
+struct fmt::formatter<boxlite::EngineKind> : fmt::formatter<std::string_view> {
+    auto format(boxlite::EngineKind kind, format_context& ctx) const {
+        return fmt::formatter<std::string_view>::format(boxlite::to_string(kind), ctx);
+    }
+};

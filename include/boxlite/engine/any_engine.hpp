@@ -1,0 +1,88 @@
+// AnyEngine: a type-erased Engine, so BoxliteRuntime can pick kvm, qemu, namespace or mock at
+// run time (engine/select.hpp maps EngineKind to one). Copies share the same engine object.
+#pragma once
+
+#include <boxlite/concepts.hpp>
+#include <boxlite/error.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+namespace boxlite {
+
+class AnyEngine {
+public:
+    template <Engine E>
+        requires(!std::same_as<std::remove_cvref_t<E>, AnyEngine>)
+    explicit AnyEngine(E engine) : impl_(std::make_shared<Model<E>>(std::move(engine))) {}
+
+    /// An engine that cannot run here: every call reports `why` (an UnsupportedEngine error).
+    /// Lets a runtime still list, inspect and remove boxes when no engine is usable.
+    [[nodiscard]] static AnyEngine unavailable(std::string kind, BoxliteError why) {
+        return AnyEngine(Unavailable{std::move(kind), std::move(why)});
+    }
+
+    [[nodiscard]] std::string_view kind() const { return impl_->kind(); }
+    [[nodiscard]] RootfsKind rootfs_kind() const { return impl_->rootfs_kind(); }
+    [[nodiscard]] BoxliteResult<void> available() const { return impl_->available(); }
+    BoxliteResult<EngineHandle> start(const EngineLaunch& launch) { return impl_->start(launch); }
+    BoxliteResult<void> stop(const EngineHandle& h, std::chrono::milliseconds timeout) { return impl_->stop(h, timeout); }
+    BoxliteResult<void> kill(const EngineHandle& h) { return impl_->kill(h); }
+    [[nodiscard]] bool is_alive(const EngineHandle& h) const { return impl_->is_alive(h); }
+    BoxliteResult<EngineMetrics> metrics(const EngineHandle& h) { return impl_->metrics(h); }
+
+    /// The concrete engine, when it is an E.
+    template <class E>
+    [[nodiscard]] E* target() noexcept {
+        auto* model = dynamic_cast<Model<E>*>(impl_.get());
+        return model != nullptr ? &model->engine : nullptr;
+    }
+
+private:
+    struct Unavailable {
+        std::string name;
+        BoxliteError why;
+        [[nodiscard]] std::string_view kind() const { return name; }
+        [[nodiscard]] RootfsKind rootfs_kind() const { return RootfsKind::Directory; }
+        [[nodiscard]] BoxliteResult<void> available() const { return fail(why); }
+        BoxliteResult<EngineHandle> start(const EngineLaunch&) { return fail(why); }
+        BoxliteResult<void> stop(const EngineHandle&, std::chrono::milliseconds) { return fail(why); }
+        BoxliteResult<void> kill(const EngineHandle&) { return fail(why); }
+        [[nodiscard]] bool is_alive(const EngineHandle&) const { return false; }
+        BoxliteResult<EngineMetrics> metrics(const EngineHandle&) { return fail(why); }
+    };
+
+    struct Base {
+        virtual ~Base() = default;
+        virtual std::string_view kind() const = 0;
+        virtual RootfsKind rootfs_kind() const = 0;
+        virtual BoxliteResult<void> available() const = 0;
+        virtual BoxliteResult<EngineHandle> start(const EngineLaunch&) = 0;
+        virtual BoxliteResult<void> stop(const EngineHandle&, std::chrono::milliseconds) = 0;
+        virtual BoxliteResult<void> kill(const EngineHandle&) = 0;
+        virtual bool is_alive(const EngineHandle&) const = 0;
+        virtual BoxliteResult<EngineMetrics> metrics(const EngineHandle&) = 0;
+    };
+    template <class E>
+    struct Model final : Base {
+        explicit Model(E e) : engine(std::move(e)) {}
+        std::string_view kind() const override { return engine.kind(); }
+        RootfsKind rootfs_kind() const override { return engine.rootfs_kind(); }
+        BoxliteResult<void> available() const override { return engine.available(); }
+        BoxliteResult<EngineHandle> start(const EngineLaunch& l) override { return engine.start(l); }
+        BoxliteResult<void> stop(const EngineHandle& h, std::chrono::milliseconds t) override { return engine.stop(h, t); }
+        BoxliteResult<void> kill(const EngineHandle& h) override { return engine.kill(h); }
+        bool is_alive(const EngineHandle& h) const override { return engine.is_alive(h); }
+        BoxliteResult<EngineMetrics> metrics(const EngineHandle& h) override { return engine.metrics(h); }
+        E engine;
+    };
+    std::shared_ptr<Base> impl_;
+};
+
+static_assert(Engine<AnyEngine>);
+
+}  // namespace boxlite

@@ -1,0 +1,91 @@
+// The root filesystem seam: how the runtime turns a box's RootfsSpec into the path its engine
+// boots from (engine.rootfs_kind(): an unpacked directory, or an ext4 disk image).
+//
+//   RootfsSpec::RootfsPath  the runtime uses the directory itself (checked to exist), for
+//                           Directory engines. Ext4Disk engines need an image: Unsupported.
+//   RootfsSpec::Image       the runtime calls the ImageRootfsProvider below. It pulls/unpacks as
+//                           needed and returns the rootfs in the requested kind plus the image's
+//                           config defaults (entrypoint, cmd, env, working dir, user), which the
+//                           runtime merges with BoxOptions into EngineLaunch.
+//
+// The provider is a runtime member (BasicRuntime::Options::image_provider), so tests can pass a
+// fake one, and `default_image_rootfs_provider()` is what real runtimes get.
+//
+// >>> SEAM for the image component (issue 4): replace the body of
+// >>> `default_image_rootfs_provider()` with one backed by the image store
+// >>> (include/boxlite/image, lib/image). Nothing else in the runtime needs to change.
+#pragma once
+
+#include <boxlite/boxlite_options.hpp>
+#include <boxlite/concepts.hpp>
+#include <boxlite/error.hpp>
+#include <boxlite/rootfs_spec.hpp>
+
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace boxlite {
+
+/// What an OCI image's config says about how to run it (all optional: images may omit any).
+struct ImageDefaults {
+    std::vector<std::string> entrypoint;
+    std::vector<std::string> cmd;
+    std::vector<std::pair<std::string, std::string>> env;
+    std::string working_dir;
+    std::string user;
+
+    friend bool operator==(const ImageDefaults&, const ImageDefaults&) = default;
+};
+
+/// A root filesystem ready for an engine.
+struct PreparedRootfs {
+    std::filesystem::path path;  ///< directory or ext4 image, per the requested RootfsKind
+    ImageDefaults defaults;
+};
+
+/// prepare(image, kind, runtime options) -> PreparedRootfs. Called from start() (creation is
+/// lazy, as the reference's), possibly from several threads for different boxes at once.
+using ImageRootfsProvider = std::function<BoxliteResult<PreparedRootfs>(
+    const RootfsSpec::Image& image, RootfsKind kind, const BoxliteOptions& options)>;
+
+/// The provider real runtimes get. SEAM: the image component fills this in.
+[[nodiscard]] inline ImageRootfsProvider default_image_rootfs_provider() {
+    return [](const RootfsSpec::Image& image, RootfsKind, const BoxliteOptions&) -> BoxliteResult<PreparedRootfs> {
+        return fail(ErrorKind::Unsupported,
+                    "image support not built: cannot prepare image '{}' (use a rootfs path instead)",
+                    image.reference);
+    };
+}
+
+/// The command, environment, working directory and user the box's main process gets:
+/// BoxOptions override the image's defaults, as `docker run` does (an overridden entrypoint
+/// drops the image's cmd unless cmd is given too).
+inline void merge_launch_defaults(const BoxOptions& options, const ImageDefaults& image, EngineLaunch& launch) {
+    std::vector<std::string> command = options.entrypoint.value_or(image.entrypoint);
+    if (options.cmd) {
+        command.insert(command.end(), options.cmd->begin(), options.cmd->end());
+    } else if (!options.entrypoint) {
+        command.insert(command.end(), image.cmd.begin(), image.cmd.end());
+    }
+    launch.init_command = std::move(command);
+
+    launch.env = image.env;
+    for (const auto& [key, value] : options.env) {
+        bool replaced = false;
+        for (auto& entry : launch.env) {
+            if (entry.first == key) {
+                entry.second = value;
+                replaced = true;
+            }
+        }
+        if (!replaced) launch.env.emplace_back(key, value);
+    }
+    launch.working_dir = options.working_dir.value_or(image.working_dir.empty() ? "/" : image.working_dir);
+    launch.user = options.user.value_or(image.user);
+}
+
+}  // namespace boxlite

@@ -1,0 +1,46 @@
+// The id-or-name lookup rule shared by every Storage, so MemoryStorage and SqliteStorage
+// answer the same way:
+//   1. a box whose name is exactly `key`;
+//   2. a box whose full id is `key` (case-insensitive, Crockford aliases accepted);
+//   3. the single box whose id starts with `key` (InvalidArgument when several do).
+#pragma once
+
+#include <boxlite/box_id.hpp>
+#include <boxlite/concepts.hpp>
+#include <boxlite/error.hpp>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace boxlite::detail {
+
+/// Upper-cases and maps Crockford aliases so prefixes compare with stored ids.
+[[nodiscard]] inline std::string normalize_id_prefix(std::string_view text) {
+    std::string out(text);
+    for (char& c : out) {
+        if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+        if (c == 'I' || c == 'L') c = '1';
+        if (c == 'O') c = '0';
+    }
+    return out;
+}
+
+[[nodiscard]] inline tl::unexpected<BoxliteError> not_found(std::string_view id_or_name) {
+    return fail(ErrorKind::NotFound, "{}", id_or_name);
+}
+
+/// Picks the match among `candidates` (boxes whose id starts with the prefix).
+[[nodiscard]] inline BoxliteResult<BoxRecord> single_prefix_match(std::string_view key,
+                                                                  std::vector<BoxRecord> candidates) {
+    if (candidates.empty()) return not_found(key);
+    if (candidates.size() > 1) {
+        std::string ids;
+        for (const auto& c : candidates) ids += (ids.empty() ? "" : ", ") + c.config.id.short_id();
+        return fail(ErrorKind::InvalidArgument, "box id prefix '{}' is ambiguous: it matches {} ({}); give more characters",
+                    key, candidates.size(), ids);
+    }
+    return std::move(candidates.front());
+}
+
+}  // namespace boxlite::detail

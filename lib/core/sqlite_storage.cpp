@@ -1,0 +1,343 @@
+// SqliteStorage: see include/boxlite/storage/sqlite_storage.hpp for the design.
+#include <boxlite/json.hpp>
+#include <boxlite/storage/lookup.hpp>
+#include <boxlite/storage/sqlite_storage.hpp>
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <mutex>
+#include <string>
+#include <utility>
+
+namespace boxlite {
+namespace {
+
+/// Ordered migrations: entry i brings the schema from version i to i + 1. Never edit a
+/// released entry; append a new one.
+constexpr const char* kMigrations[] = {
+    // 0 -> 1: the boxes table.
+    R"sql(
+    CREATE TABLE boxes (
+        id          TEXT PRIMARY KEY NOT NULL,   -- ULID, upper case
+        name        TEXT UNIQUE,                 -- NULL for unnamed boxes
+        created_at  TEXT NOT NULL,               -- RFC 3339 with ns, sorts as text
+        engine      TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        config      TEXT NOT NULL,               -- BoxConfig JSON, immutable
+        state       TEXT NOT NULL                -- BoxState JSON
+    );
+    CREATE INDEX boxes_by_creation ON boxes (created_at, id);
+    )sql",
+};
+static_assert(std::size(kMigrations) == SqliteStorage::kSchemaVersion);
+
+class Statement {
+public:
+    Statement(sqlite3* db, const char* sql) : db_(db) {
+        rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+    }
+    ~Statement() { sqlite3_finalize(stmt_); }
+    Statement(const Statement&) = delete;
+    Statement& operator=(const Statement&) = delete;
+
+    [[nodiscard]] bool ok() const noexcept { return rc_ == SQLITE_OK; }
+    void bind(int index, std::string_view text) {
+        sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+    }
+    void bind_null(int index) { sqlite3_bind_null(stmt_, index); }
+    void bind(int index, std::int64_t value) { sqlite3_bind_int64(stmt_, index, value); }
+    /// SQLITE_ROW, SQLITE_DONE or an error code.
+    int step() { return sqlite3_step(stmt_); }
+    [[nodiscard]] std::string column_text(int index) const {
+        const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, index));
+        return text == nullptr ? std::string() : std::string(text, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, index)));
+    }
+    [[nodiscard]] std::int64_t column_int(int index) const { return sqlite3_column_int64(stmt_, index); }
+
+private:
+    sqlite3* db_;
+    sqlite3_stmt* stmt_ = nullptr;
+    int rc_ = SQLITE_OK;
+};
+
+tl::unexpected<BoxliteError> db_error(sqlite3* db, std::string_view what) {
+    return fail(ErrorKind::Database, "{}: {} (sqlite code {})", what, sqlite3_errmsg(db), sqlite3_extended_errcode(db));
+}
+
+/// Holds an flock on <home>/lock for its lifetime.
+class FileLock {
+public:
+    static BoxliteResult<FileLock> exclusive(const std::filesystem::path& path) {
+        const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) return fail_errno(ErrorKind::Storage, fmt::format("opening lock file {}", path.string()), errno);
+        while (::flock(fd, LOCK_EX) != 0) {
+            if (errno != EINTR) {
+                const int saved = errno;
+                ::close(fd);
+                return fail_errno(ErrorKind::Storage, fmt::format("locking {}", path.string()), saved);
+            }
+        }
+        return FileLock(fd);
+    }
+    FileLock(FileLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    FileLock& operator=(FileLock&&) = delete;
+    FileLock(const FileLock&) = delete;
+    ~FileLock() {
+        if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+    }
+
+private:
+    explicit FileLock(int fd) : fd_(fd) {}
+    int fd_;
+};
+
+BoxliteResult<void> exec(sqlite3* db, const char* sql, std::string_view what) {
+    char* message = nullptr;
+    if (sqlite3_exec(db, sql, nullptr, nullptr, &message) != SQLITE_OK) {
+        std::string text = message != nullptr ? message : "unknown error";
+        sqlite3_free(message);
+        return fail(ErrorKind::Database, "{}: {}", what, text);
+    }
+    return {};
+}
+
+/// Writes `text` to `path` via a temporary file and rename, so readers never see half a file.
+BoxliteResult<void> write_file_atomically(const std::filesystem::path& path, const std::string& text) {
+    const auto tmp = path.string() + ".tmp";
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return fail_errno(ErrorKind::Storage, fmt::format("creating {}", tmp), errno);
+    std::size_t done = 0;
+    while (done < text.size()) {
+        const auto n = ::write(fd, text.data() + done, text.size() - done);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            const int saved = errno;
+            ::close(fd);
+            ::unlink(tmp.c_str());
+            return fail_errno(ErrorKind::Storage, fmt::format("writing {}", tmp), saved);
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        const int saved = errno;
+        ::unlink(tmp.c_str());
+        return fail_errno(ErrorKind::Storage, fmt::format("renaming {} to {}", tmp, path.string()), saved);
+    }
+    return {};
+}
+
+}  // namespace
+
+struct SqliteStorage::Impl {
+    explicit Impl(HomeLayout home) : layout(std::move(home)) {}
+    ~Impl() { sqlite3_close_v2(db); }
+
+    HomeLayout layout;
+    sqlite3* db = nullptr;
+    mutable std::mutex mutex;  // one statement sequence at a time on the shared connection
+
+    BoxliteResult<BoxRecord> row_to_record(const Statement& st, int first_column) const {
+        BOXLITE_TRY(auto config, parse_json_as<BoxConfig>(st.column_text(first_column), "stored box config"));
+        BOXLITE_TRY(auto state, parse_json_as<BoxState>(st.column_text(first_column + 1),
+                                                        fmt::format("stored state of box {}", config.id)));
+        return BoxRecord{std::move(config), std::move(state)};
+    }
+
+    BoxliteResult<std::vector<BoxRecord>> collect(Statement& st, std::string_view what) const {
+        std::vector<BoxRecord> out;
+        for (;;) {
+            const int rc = st.step();
+            if (rc == SQLITE_DONE) break;
+            if (rc != SQLITE_ROW) return db_error(db, what);
+            BOXLITE_TRY(auto record, row_to_record(st, 0));
+            out.push_back(std::move(record));
+        }
+        return out;
+    }
+
+    BoxliteResult<int> read_version() const {
+        Statement st(db, "SELECT version FROM schema_version LIMIT 1");
+        if (!st.ok()) return db_error(db, "reading schema_version");
+        const int rc = st.step();
+        if (rc == SQLITE_DONE) return 0;
+        if (rc != SQLITE_ROW) return db_error(db, "reading schema_version");
+        return static_cast<int>(st.column_int(0));
+    }
+
+    BoxliteResult<void> migrate() {
+        BOXLITE_TRY_VOID(exec(db, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+                              "creating schema_version"));
+        BOXLITE_TRY(int version, read_version());
+        if (version > kSchemaVersion) {
+            return fail(ErrorKind::Database,
+                        "{} has schema version {}, newer than this BoxLite understands ({}); upgrade BoxLite",
+                        layout.boxes_db().string(), version, kSchemaVersion);
+        }
+        for (; version < kSchemaVersion; ++version) {
+            BOXLITE_TRY_VOID(exec(db, "BEGIN IMMEDIATE", "starting migration"));
+            auto step = exec(db, kMigrations[version], fmt::format("migrating {} to version {}",
+                                                                   layout.boxes_db().string(), version + 1));
+            if (step) {
+                const auto sql = fmt::format("DELETE FROM schema_version; INSERT INTO schema_version VALUES ({})",
+                                             version + 1);
+                step = exec(db, sql.c_str(), "recording schema version");
+            }
+            if (!step) {
+                (void)exec(db, "ROLLBACK", "rolling back migration");
+                return step;
+            }
+            BOXLITE_TRY_VOID(exec(db, "COMMIT", "committing migration"));
+        }
+        return {};
+    }
+};
+
+BoxliteResult<SqliteStorage> SqliteStorage::open(const std::filesystem::path& home_dir) {
+    auto impl = std::make_shared<Impl>(HomeLayout(home_dir));
+    BOXLITE_TRY_VOID(impl->layout.ensure());
+    // The exclusive lock covers creating the file, switching it to WAL and migrating: the steps
+    // two processes opening a fresh home at once could otherwise interleave.
+    BOXLITE_TRY(auto lock, FileLock::exclusive(impl->layout.lock_file()));
+    const auto path = impl->layout.boxes_db().string();
+    const int rc = sqlite3_open_v2(path.c_str(), &impl->db,
+                                   SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
+    if (rc != SQLITE_OK) {
+        return fail(ErrorKind::Database, "opening {}: {}", path,
+                    impl->db != nullptr ? sqlite3_errmsg(impl->db) : sqlite3_errstr(rc));
+    }
+    sqlite3_busy_timeout(impl->db, static_cast<int>(kBusyTimeout.count()));
+    // WAL: readers never block the writer. synchronous=FULL: a committed box survives power loss.
+    BOXLITE_TRY_VOID(exec(impl->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON",
+                          fmt::format("configuring {}", path)));
+    BOXLITE_TRY_VOID(impl->migrate());
+    return SqliteStorage(std::move(impl));
+}
+
+const HomeLayout& SqliteStorage::layout() const noexcept { return impl_->layout; }
+
+BoxliteResult<int> SqliteStorage::schema_version() const {
+    std::lock_guard lock(impl_->mutex);
+    return impl_->read_version();
+}
+
+BoxliteResult<void> SqliteStorage::insert(const BoxConfig& config, const BoxState& state) {
+    const auto config_json = to_json_text(config);
+    const auto state_json = to_json_text(state);
+    {
+        std::lock_guard lock(impl_->mutex);
+        sqlite3* db = impl_->db;
+        Statement st(db,
+                     "INSERT INTO boxes (id, name, created_at, engine, status, config, state) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+        if (!st.ok()) return db_error(db, "preparing box insert");
+        st.bind(1, config.id.view());
+        if (config.name) st.bind(2, *config.name); else st.bind_null(2);
+        st.bind(3, detail::format_rfc3339(config.created_at));
+        st.bind(4, config.engine);
+        st.bind(5, to_string(state.status));
+        st.bind(6, config_json);
+        st.bind(7, state_json);
+        if (st.step() != SQLITE_DONE) {
+            if (sqlite3_extended_errcode(db) == SQLITE_CONSTRAINT_UNIQUE && config.name) {
+                return fail(ErrorKind::AlreadyExists, "box with name '{}' already exists", *config.name);
+            }
+            if (sqlite3_extended_errcode(db) == SQLITE_CONSTRAINT_PRIMARYKEY) {
+                return fail(ErrorKind::AlreadyExists, "box with id {} already exists", config.id);
+            }
+            return db_error(db, fmt::format("inserting box {}", config.id));
+        }
+    }
+    // The mirror is a convenience for humans and tools; the database row is the truth. A box
+    // whose mirror cannot be written is still taken back out, so create() either fully
+    // succeeds or leaves nothing.
+    std::error_code ec;
+    std::filesystem::create_directories(impl_->layout.box_dir(config.id), ec);
+    auto mirrored = ec ? fail(ErrorKind::Storage, "creating {}: {}", impl_->layout.box_dir(config.id).string(),
+                              ec.message())
+                       : write_file_atomically(impl_->layout.box_config_mirror(config.id), to_json_text(config, 2) + "\n");
+    if (!mirrored) {
+        (void)remove(config.id);
+        std::filesystem::remove_all(impl_->layout.box_dir(config.id), ec);
+        return mirrored;
+    }
+    return {};
+}
+
+BoxliteResult<BoxRecord> SqliteStorage::get(const BoxID& id) const {
+    std::lock_guard lock(impl_->mutex);
+    Statement st(impl_->db, "SELECT config, state FROM boxes WHERE id = ?1");
+    if (!st.ok()) return db_error(impl_->db, "preparing box query");
+    st.bind(1, id.view());
+    const int rc = st.step();
+    if (rc == SQLITE_DONE) return detail::not_found(id.view());
+    if (rc != SQLITE_ROW) return db_error(impl_->db, fmt::format("reading box {}", id));
+    return impl_->row_to_record(st, 0);
+}
+
+BoxliteResult<BoxRecord> SqliteStorage::lookup(std::string_view id_or_name) const {
+    std::lock_guard lock(impl_->mutex);
+    sqlite3* db = impl_->db;
+    {
+        Statement st(db, "SELECT config, state FROM boxes WHERE name = ?1");
+        if (!st.ok()) return db_error(db, "preparing name lookup");
+        st.bind(1, id_or_name);
+        const int rc = st.step();
+        if (rc == SQLITE_ROW) return impl_->row_to_record(st, 0);
+        if (rc != SQLITE_DONE) return db_error(db, fmt::format("looking up '{}'", id_or_name));
+    }
+    if (!BoxID::is_valid_prefix(id_or_name)) return detail::not_found(id_or_name);
+    const auto prefix = detail::normalize_id_prefix(id_or_name);
+    // Ids are upper-case Crockford base32, so the prefix range is [prefix, prefix + '~').
+    Statement st(db, "SELECT config, state FROM boxes WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 8");
+    if (!st.ok()) return db_error(db, "preparing id lookup");
+    st.bind(1, prefix);
+    st.bind(2, prefix + "~");
+    BOXLITE_TRY(auto candidates, impl_->collect(st, fmt::format("looking up id prefix '{}'", id_or_name)));
+    for (auto& c : candidates) {
+        if (c.config.id.view() == prefix) return std::move(c);
+    }
+    return detail::single_prefix_match(id_or_name, std::move(candidates));
+}
+
+BoxliteResult<std::vector<BoxRecord>> SqliteStorage::list() const {
+    std::lock_guard lock(impl_->mutex);
+    Statement st(impl_->db, "SELECT config, state FROM boxes ORDER BY created_at, id");
+    if (!st.ok()) return db_error(impl_->db, "preparing box list");
+    return impl_->collect(st, "listing boxes");
+}
+
+BoxliteResult<void> SqliteStorage::update_state(const BoxID& id, const BoxState& state) {
+    const auto state_json = to_json_text(state);
+    std::lock_guard lock(impl_->mutex);
+    Statement st(impl_->db, "UPDATE boxes SET status = ?2, state = ?3 WHERE id = ?1");
+    if (!st.ok()) return db_error(impl_->db, "preparing state update");
+    st.bind(1, id.view());
+    st.bind(2, to_string(state.status));
+    st.bind(3, state_json);
+    if (st.step() != SQLITE_DONE) return db_error(impl_->db, fmt::format("updating state of box {}", id));
+    if (sqlite3_changes(impl_->db) == 0) return detail::not_found(id.view());
+    return {};
+}
+
+BoxliteResult<void> SqliteStorage::remove(const BoxID& id) {
+    {
+        std::lock_guard lock(impl_->mutex);
+        Statement st(impl_->db, "DELETE FROM boxes WHERE id = ?1");
+        if (!st.ok()) return db_error(impl_->db, "preparing box delete");
+        st.bind(1, id.view());
+        if (st.step() != SQLITE_DONE) return db_error(impl_->db, fmt::format("removing box {}", id));
+        if (sqlite3_changes(impl_->db) == 0) return detail::not_found(id.view());
+    }
+    std::error_code ec;
+    std::filesystem::remove(impl_->layout.box_config_mirror(id), ec);
+    return {};
+}
+
+}  // namespace boxlite

@@ -1,0 +1,64 @@
+// SqliteStorage on real files: persistence across reopen, the home layout, lookups.
+#include <boxlite/boxlite.hpp>
+
+#include <gtest/gtest.h>
+
+#include "test_support.hpp"
+
+namespace boxlite {
+namespace {
+
+using testing::TempDir;
+
+BoxConfig config_named(std::optional<std::string> name) {
+    BoxConfig c;
+    c.name = std::move(name);
+    c.engine = "mock";
+    c.options.rootfs = RootfsSpec::image("alpine:3.19");
+    c.options.labels = {{"team", "infra"}};
+    return c;
+}
+
+TEST(SqliteStorage, CreatesTheHomeLayoutAndPersistsAcrossReopen) {
+    TempDir dir;
+    const auto home = dir.path() / "home";
+    BoxConfig config = config_named("db");
+    {
+        auto storage = SqliteStorage::open(home);
+        ASSERT_TRUE(storage) << storage.error().to_string();
+        EXPECT_EQ(storage->schema_version().value(), SqliteStorage::kSchemaVersion);
+        ASSERT_TRUE(storage->insert(config, BoxState{}));
+    }
+    for (const char* sub : {"db/boxes.db", "boxes", "images", "logs", "init", "lock"}) {
+        EXPECT_TRUE(std::filesystem::exists(home / sub)) << sub;
+    }
+    EXPECT_TRUE(std::filesystem::exists(home / "boxes" / config.id.str() / "config.json"));
+    auto reopened = SqliteStorage::open(home);
+    ASSERT_TRUE(reopened);
+    auto record = reopened->lookup("db");
+    ASSERT_TRUE(record) << record.error().to_string();
+    EXPECT_EQ(record->config, config);
+    EXPECT_EQ(record->state.status, BoxStatus::Configured);
+}
+
+TEST(SqliteStorage, OpenRuntimeOnTheMockEngine) {
+    TempDir dir;
+    BoxliteOptions options;
+    options.home_dir = dir.path();
+    options.engine = EngineKind::Mock;
+    auto runtime = open_runtime(options);
+    ASSERT_TRUE(runtime) << runtime.error().to_string();
+    BoxOptions box_options;
+    box_options.rootfs = RootfsSpec::path(dir.path());
+    box_options.auto_remove = false;
+    auto box = runtime->create(box_options, "one");
+    ASSERT_TRUE(box) << box.error().to_string();
+    ASSERT_TRUE(box->start());
+    EXPECT_EQ(runtime->get_info("one")->status, BoxStatus::Running);
+    ASSERT_TRUE(box->stop());
+    ASSERT_TRUE(runtime->remove("one"));
+    EXPECT_TRUE(runtime->list_info()->empty());
+}
+
+}  // namespace
+}  // namespace boxlite
