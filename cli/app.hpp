@@ -1,0 +1,197 @@
+// The `boxlite` command line: every subcommand and flag, parsed with CLI11 into plain structs,
+// then converted into the library's types (BoxOptions, BoxCommand) with the parsers of parse.hpp.
+//
+// Parsing never touches a runtime: `CommandLine::parse` either yields an Invocation, or says what
+// to print and which exit status to use (help: 0; any usage error: 2, one line on stderr).
+#pragma once
+
+#include "cli/parse.hpp"
+
+#include <boxlite/box_command.hpp>
+#include <boxlite/box_options.hpp>
+#include <boxlite/error.hpp>
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace boxlite::cli {
+
+struct GlobalFlags {
+    std::optional<std::string> home;      ///< --home / BOXLITE_HOME
+    bool debug = false;                   ///< --debug
+    std::vector<std::string> registries;  ///< --registry, repeatable, in order
+    EngineChoice engine = EngineChoice::Auto;  ///< --engine / BOXLITE_ENGINE
+};
+
+/// `run` and `create` (create has no -i/-t/-d/--rm/-u; run has all).
+struct CreateArgs {
+    std::vector<std::string> env;
+    std::optional<std::string> workdir;
+    std::optional<std::string> user;
+    std::optional<std::string> entrypoint;
+    std::optional<std::string> name;
+    std::optional<std::string> rootfs;
+    std::optional<std::string> cpus;
+    std::optional<std::string> memory;
+    std::optional<std::string> disk_size;
+    std::optional<std::string> network;
+    std::vector<std::string> allow_net;
+    std::vector<std::string> publish;
+    std::vector<std::string> volume;
+    bool interactive = false;
+    bool tty = false;
+    bool detach = false;
+    bool remove = false;
+    /// IMAGE [COMMAND...], or COMMAND... with --rootfs.
+    std::vector<std::string> positionals;
+};
+
+struct ExecArgs {
+    bool interactive = false;
+    bool tty = false;
+    bool detach = false;
+    std::vector<std::string> env;
+    std::optional<std::string> workdir;
+    std::optional<std::string> user;
+    std::string box;
+    std::vector<std::string> command;
+};
+
+struct BoxesArgs {  ///< start, stop, restart, rm
+    std::vector<std::string> boxes;
+    bool force = false;     ///< rm -f
+    bool all = false;       ///< rm -a
+    std::optional<unsigned> timeout_seconds;  ///< stop/restart -t
+};
+
+struct ListArgs {
+    bool all = false;
+    bool quiet = false;
+    std::optional<std::string> format;
+};
+
+struct CopyArgs {
+    std::string source;
+    std::string destination;
+};
+
+struct InspectArgs {
+    std::vector<std::string> boxes;
+    bool latest = false;
+    std::string format = "json";
+};
+
+struct LogsArgs {
+    std::string box;
+    bool follow = false;
+    std::size_t tail = 0;  ///< 0 = everything
+};
+
+struct StatsArgs {
+    std::string box;
+    bool stream = false;
+    std::string format = "table";
+};
+
+struct PullArgs {
+    std::string image;
+    bool quiet = false;
+};
+
+struct ImagesArgs {
+    bool quiet = false;
+    std::optional<std::string> format;
+    std::vector<std::string> remove_refs;  ///< images rm
+    bool force = false;                    ///< images rm -f
+    bool prune_all = false;                ///< images prune -a
+};
+
+struct LoadArgs {
+    std::string input;                  ///< OCI layout directory or docker-save tarball
+    std::optional<std::string> tag;     ///< reference for an untagged layout
+    bool quiet = false;
+};
+
+struct InfoArgs {
+    std::string format = "yaml";
+};
+
+struct VersionArgs {
+    std::optional<std::string> format;
+};
+
+/// What the command line asked for.
+struct Invocation {
+    GlobalFlags global;
+    /// "run", "exec", "create", "start", "stop", "restart", "rm", "list", "cp", "inspect", "logs",
+    /// "stats", "pull", "images", "images rm", "images prune", "load", "info", "version".
+    std::string command;
+    CreateArgs create;
+    ExecArgs exec;
+    BoxesArgs boxes;
+    ListArgs list;
+    CopyArgs copy;
+    InspectArgs inspect;
+    LogsArgs logs;
+    StatsArgs stats;
+    PullArgs pull;
+    ImagesArgs images;
+    LoadArgs load;
+    InfoArgs info;
+    VersionArgs version;
+};
+
+/// Parsing stopped before anything ran: print `out` to stdout and `err` to stderr, exit `status`.
+struct ParseStop {
+    int status = kExitUsageError;
+    std::string out;
+    std::string err;
+};
+
+/// Parses argv (argv[0] included) into an Invocation. Flag values are checked here too (a bad
+/// --memory is a usage error before any runtime exists).
+[[nodiscard]] tl::expected<Invocation, ParseStop> parse_command_line(const std::vector<std::string>& argv);
+
+/// The full help text of the program (or of one subcommand), for docs and tests.
+[[nodiscard]] std::string help_text(const std::string& subcommand = {});
+
+/// run/create converted into the library's terms.
+struct CreateRequest {
+    BoxOptions options;
+    std::optional<std::string> name;
+    /// The image reference (empty with --rootfs).
+    std::string image;
+    /// COMMAND... when given (replaces the image's Cmd; --entrypoint replaces its Entrypoint).
+    std::optional<std::vector<std::string>> command;
+    bool interactive = false;
+    bool tty = false;
+    bool detach = false;
+    bool remove = false;
+};
+
+/// Where the converters find the caller's environment, working directory and home.
+struct CallerContext {
+    EnvLookup env;
+    std::filesystem::path cwd;
+    std::optional<std::string> home;
+
+    /// The real process's environment and working directory.
+    [[nodiscard]] static CallerContext current();
+};
+
+/// Checks and converts run/create flags; InvalidArgument (a usage error) naming the flag.
+[[nodiscard]] BoxliteResult<CreateRequest> to_create_request(const CreateArgs& args, const CallerContext& caller,
+                                                             bool is_run);
+
+/// The BoxCommand `exec` runs, from its flags.
+[[nodiscard]] BoxliteResult<BoxCommand> to_exec_command(const ExecArgs& args, const CallerContext& caller);
+
+/// The command a `run` executes in its box: entrypoint + command, falling back to the image's.
+[[nodiscard]] BoxliteResult<BoxCommand> to_run_command(const CreateRequest& request,
+                                                       const std::vector<std::string>& image_entrypoint,
+                                                       const std::vector<std::string>& image_cmd);
+
+}  // namespace boxlite::cli
