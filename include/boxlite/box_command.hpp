@@ -2,10 +2,13 @@
 //   BoxCommand("python3").args({"-c", "print(1)"}).env("A", "1").timeout(Seconds{30}).tty(true)
 #pragma once
 
+#include <fmt/format.h>
+
 #include <chrono>
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -57,3 +60,21 @@ private:
 };
 
 }  // namespace boxlite
+
+/// The command line, each argument quoted when it needs it: python3 -c 'print(1)'.
+template <>
+struct fmt::formatter<boxlite::BoxCommand> : fmt::formatter<std::string_view> {
+    auto format(const boxlite::BoxCommand& c, format_context& ctx) const {
+        auto quote = [](const std::string& arg) {
+            const bool plain = !arg.empty() && arg.find_first_not_of(
+                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./=:,+@%") == std::string::npos;
+            if (plain) return arg;
+            std::string out = "'";
+            for (char ch : arg) out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+            return out + "'";
+        };
+        std::string out = quote(c.program());
+        for (const auto& a : c.arguments()) out += " " + quote(a);
+        return fmt::formatter<std::string_view>::format(out, ctx);
+    }
+};

@@ -22,3 +22,14 @@ struct BoxConfig {
 };
 
 }  // namespace boxlite
+
+/// "01JJNH8QW3ZKABCDEFGHJKMNPQ (web) on mock: image alpine:latest, 1 cpu, ...".
+template <>
+struct fmt::formatter<boxlite::BoxConfig> : fmt::formatter<std::string_view> {
+    auto format(const boxlite::BoxConfig& c, format_context& ctx) const {
+        return fmt::formatter<std::string_view>::format(
+            fmt::format("{}{} on {}: {}", c.id, c.name ? fmt::format(" ({})", *c.name) : std::string(),
+                        c.engine.empty() ? "?" : c.engine, c.options),
+            ctx);
+    }
+};

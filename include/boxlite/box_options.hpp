@@ -129,3 +129,18 @@ struct BoxOptions {
 }
 
 }  // namespace boxlite
+
+/// One line summary: "image alpine:latest, 1 cpu, 512 MiB, network enabled, auto_remove".
+template <>
+struct fmt::formatter<boxlite::BoxOptions> : fmt::formatter<std::string_view> {
+    auto format(const boxlite::BoxOptions& o, format_context& ctx) const {
+        std::string out = fmt::format("{}, {} cpu, {} MiB", o.rootfs, o.cpus, o.memory_mib);
+        if (o.disk_size_gb) out += fmt::format(", {} GB disk", *o.disk_size_gb);
+        out += fmt::format(", network {}", o.network);
+        for (const auto& v : o.volumes) out += fmt::format(", -v {}", v);
+        for (const auto& p : o.ports) out += fmt::format(", -p {}", p);
+        if (o.auto_remove) out += ", auto_remove";
+        if (o.detach) out += ", detach";
+        return fmt::formatter<std::string_view>::format(out, ctx);
+    }
+};

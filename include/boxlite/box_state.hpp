@@ -33,3 +33,12 @@ struct BoxState {
 };
 
 }  // namespace boxlite
+
+/// "running (pid 1234 at unix:/…)" or "stopped".
+template <>
+struct fmt::formatter<boxlite::BoxState> : fmt::formatter<std::string_view> {
+    auto format(const boxlite::BoxState& s, format_context& ctx) const {
+        const auto text = s.handle ? fmt::format("{} ({})", s.status, *s.handle) : fmt::format("{}", s.status);
+        return fmt::formatter<std::string_view>::format(text, ctx);
+    }
+};

@@ -23,7 +23,9 @@
 #include <boxlite/box_state.hpp>
 #include <boxlite/box_status.hpp>
 #include <boxlite/boxlite_options.hpp>
+#include <boxlite/bytes.hpp>
 #include <boxlite/concepts.hpp>
+#include <boxlite/container_id.hpp>
 #include <boxlite/engine/any_engine.hpp>
 #include <boxlite/engine/mock_engine.hpp>
 #include <boxlite/error.hpp>
@@ -32,6 +34,8 @@
 #include <boxlite/rootfs_provider.hpp>
 #include <boxlite/runtime.hpp>
 #include <boxlite/runtime_metrics.hpp>
+#include <boxlite/seconds.hpp>
+#include <boxlite/security_options.hpp>
 #include <boxlite/storage/memory_storage.hpp>
 #include <boxlite/storage/sqlite_storage.hpp>
 #include <boxlite/transport/any_transport.hpp>

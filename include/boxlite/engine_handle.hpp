@@ -4,8 +4,11 @@
 // against pid reuse: a handle whose pid now belongs to another process is dead.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace boxlite {
 
@@ -22,3 +25,11 @@ struct EngineHandle {
 };
 
 }  // namespace boxlite
+
+/// "pid 1234 at unix:/…/agent.sock".
+template <>
+struct fmt::formatter<boxlite::EngineHandle> : fmt::formatter<std::string_view> {
+    auto format(const boxlite::EngineHandle& h, format_context& ctx) const {
+        return fmt::formatter<std::string_view>::format(fmt::format("pid {} at {}", h.pid, h.endpoint), ctx);
+    }
+};

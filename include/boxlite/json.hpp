@@ -183,7 +183,10 @@ inline void to_json(nlohmann::json& j, const SecurityOptions& s) {
     j = {{"jailer_enabled", s.jailer_enabled}, {"seccomp_enabled", s.seccomp_enabled},
          {"new_pid_ns", s.new_pid_ns},         {"new_net_ns", s.new_net_ns},
          {"close_fds", s.close_fds},           {"sanitize_env", s.sanitize_env},
-         {"env_allowlist", s.env_allowlist},   {"resource_limits", s.resource_limits}};
+         {"env_allowlist", s.env_allowlist},   {"resource_limits", s.resource_limits},
+         {"uid", s.uid},                       {"gid", s.gid},
+         {"chroot_enabled", s.chroot_enabled}, {"chroot_base", s.chroot_base.string()},
+         {"network_enabled", s.network_enabled}};
 }
 inline void from_json(const nlohmann::json& j, SecurityOptions& s) {
     detail::read_field(j, "jailer_enabled", s.jailer_enabled);
@@ -194,6 +197,11 @@ inline void from_json(const nlohmann::json& j, SecurityOptions& s) {
     detail::read_field(j, "sanitize_env", s.sanitize_env);
     detail::read_field(j, "env_allowlist", s.env_allowlist);
     detail::read_field(j, "resource_limits", s.resource_limits);
+    detail::read_field(j, "uid", s.uid);
+    detail::read_field(j, "gid", s.gid);
+    detail::read_field(j, "chroot_enabled", s.chroot_enabled);
+    if (auto it = j.find("chroot_base"); it != j.end()) s.chroot_base = it->get<std::string>();
+    detail::read_field(j, "network_enabled", s.network_enabled);
 }
 
 inline void to_json(nlohmann::json& j, const Secret& s) {

@@ -4,6 +4,8 @@
 #include <boxlite/detail/validate.hpp>
 #include <boxlite/error.hpp>
 
+#include <fmt/ranges.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -50,3 +52,13 @@ constexpr std::string_view to_string(NetworkMode mode) noexcept {
 }
 
 }  // namespace boxlite
+
+/// "enabled", "enabled (allow: a.com, 10.0.0.0/8)" or "disabled".
+template <>
+struct fmt::formatter<boxlite::NetworkSpec> : fmt::formatter<std::string_view> {
+    auto format(const boxlite::NetworkSpec& n, format_context& ctx) const {
+        std::string out(boxlite::to_string(n.mode));
+        if (!n.allow_net.empty()) out += fmt::format(" (allow: {})", fmt::join(n.allow_net, ", "));
+        return fmt::formatter<std::string_view>::format(out, ctx);
+    }
+};

@@ -39,3 +39,16 @@ constexpr std::string_view to_string(PortProtocol protocol) noexcept {
 }
 
 }  // namespace boxlite
+
+/// docker's notation: "0.0.0.0:8080:80/tcp", with "auto" for an assigned host port.
+template <>
+struct fmt::formatter<boxlite::PortSpec> : fmt::formatter<std::string_view> {
+    auto format(const boxlite::PortSpec& p, format_context& ctx) const {
+        const std::string host = p.host_port && *p.host_port != 0 ? std::to_string(*p.host_port) : "auto";
+        const bool v6 = p.host_ip.find(':') != std::string::npos;
+        return fmt::formatter<std::string_view>::format(
+            fmt::format("{}{}{}:{}:{}/{}", v6 ? "[" : "", p.host_ip, v6 ? "]" : "", host, p.guest_port,
+                        boxlite::to_string(p.protocol)),
+            ctx);
+    }
+};

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <utility>
 
 namespace boxlite {
@@ -36,3 +38,20 @@ struct ResourceLimits {
 }
 
 }  // namespace boxlite
+
+/// "max_open_files=1024 max_processes=512" (only the limits that are set), or "none".
+template <>
+struct fmt::formatter<boxlite::ResourceLimits> : fmt::formatter<std::string_view> {
+    auto format(const boxlite::ResourceLimits& r, format_context& ctx) const {
+        std::string out;
+        auto add = [&](const char* name, const std::optional<std::uint64_t>& v) {
+            if (v) out += fmt::format("{}{}={}", out.empty() ? "" : " ", name, *v);
+        };
+        add("max_open_files", r.max_open_files);
+        add("max_file_size", r.max_file_size);
+        add("max_processes", r.max_processes);
+        add("max_memory", r.max_memory);
+        add("max_cpu_time", r.max_cpu_time);
+        return fmt::formatter<std::string_view>::format(out.empty() ? std::string("none") : out, ctx);
+    }
+};

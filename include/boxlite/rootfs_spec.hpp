@@ -57,3 +57,13 @@ struct RootfsSpec {
 }
 
 }  // namespace boxlite
+
+/// "image alpine:latest" or "path /srv/rootfs".
+template <>
+struct fmt::formatter<boxlite::RootfsSpec> : fmt::formatter<std::string_view> {
+    auto format(const boxlite::RootfsSpec& r, format_context& ctx) const {
+        const auto text = r.as_image() != nullptr ? fmt::format("image {}", r.as_image()->reference)
+                                                  : fmt::format("path {}", r.as_path()->path.string());
+        return fmt::formatter<std::string_view>::format(text, ctx);
+    }
+};

@@ -6,6 +6,8 @@
 #include <boxlite/error.hpp>
 #include <boxlite/network_spec.hpp>
 
+#include <fmt/ranges.h>
+
 #include <string>
 #include <vector>
 
@@ -46,3 +48,12 @@ struct Secret {
 }
 
 }  // namespace boxlite
+
+/// Never prints the value: "GITHUB_TOKEN -> api.github.com (<BOXLITE_SECRET:GITHUB_TOKEN>)".
+template <>
+struct fmt::formatter<boxlite::Secret> : fmt::formatter<std::string_view> {
+    auto format(const boxlite::Secret& s, format_context& ctx) const {
+        return fmt::formatter<std::string_view>::format(
+            fmt::format("{} -> {} ({})", s.name, fmt::join(s.hosts, ", "), s.effective_placeholder()), ctx);
+    }
+};

@@ -1,0 +1,379 @@
+// Validation, defaults and formatting of every public type.
+#include <boxlite/boxlite.hpp>
+
+#include <gtest/gtest.h>
+
+#include "test_support.hpp"
+
+namespace boxlite {
+namespace {
+
+using testing::TempDir;
+
+std::string config_error(const BoxOptions& o, std::uint32_t cpus = 8) {
+    auto r = validate_box_options(o, cpus);
+    return r ? std::string("ok") : r.error().to_string();
+}
+
+BoxOptions valid() {
+    BoxOptions o;
+    o.rootfs = RootfsSpec::image("alpine:latest");
+    return o;
+}
+
+TEST(BoxOptions, DefaultsFollowTheReference) {
+    BoxOptions o;
+    EXPECT_EQ(o.cpus, 1U);
+    EXPECT_EQ(o.memory_mib, 512U);
+    EXPECT_FALSE(o.disk_size_gb);
+    EXPECT_TRUE(o.auto_remove);
+    EXPECT_FALSE(o.detach);
+    EXPECT_EQ(o.rootfs, RootfsSpec::image("alpine:latest"));
+    EXPECT_EQ(o.network.mode, NetworkMode::Enabled);
+    EXPECT_EQ(o.security, SecurityOptions::standard());
+    EXPECT_EQ(config_error(o), "ok");
+}
+
+TEST(BoxOptions, CpuAndMemoryAndDiskRanges) {
+    auto o = valid();
+    o.cpus = 0;
+    EXPECT_EQ(config_error(o), "configuration error: CPU count must be between 1 and 8");
+    o.cpus = 9;
+    EXPECT_EQ(config_error(o), "configuration error: CPU count must be between 1 and 8");
+    o.cpus = 8;
+    EXPECT_EQ(config_error(o), "ok");
+    o.memory_mib = 127;
+    EXPECT_EQ(config_error(o), "configuration error: memory must be between 128 and 65536 MiB, got 127");
+    o.memory_mib = 65537;
+    EXPECT_NE(config_error(o), "ok");
+    o.memory_mib = 65536;
+    EXPECT_EQ(config_error(o), "ok");
+    o.disk_size_gb = 0;
+    EXPECT_EQ(config_error(o), "configuration error: disk size must be between 1 and 1024 GB, got 0");
+    o.disk_size_gb = 1025;
+    EXPECT_NE(config_error(o), "ok");
+    o.disk_size_gb = 1024;
+    EXPECT_EQ(config_error(o), "ok");
+}
+
+TEST(BoxOptions, DetachWithAutoRemoveIsRejected) {
+    auto o = valid();
+    o.detach = true;
+    EXPECT_NE(config_error(o).find("auto_remove and detach cannot both be true"), std::string::npos);
+    o.auto_remove = false;
+    EXPECT_EQ(config_error(o), "ok");
+}
+
+TEST(BoxOptions, EnvWorkingDirUserAndLabels) {
+    auto o = valid();
+    o.working_dir = "relative";
+    EXPECT_NE(config_error(o), "ok");
+    o.working_dir = "/app";
+    o.env = {{"A=B", "1"}};
+    EXPECT_NE(config_error(o), "ok");
+    o.env = {{"PATH", "/bin"}};
+    EXPECT_EQ(config_error(o), "ok");
+    o.user = "";
+    EXPECT_NE(config_error(o), "ok");
+    o.user = "1000:1000";
+    o.labels = {{"", "x"}};
+    EXPECT_NE(config_error(o), "ok");
+    o.labels = {{"team", "x"}};
+    o.entrypoint = std::vector<std::string>{};
+    EXPECT_NE(config_error(o), "ok");
+}
+
+TEST(RootfsSpec, ImageReferenceAndPath) {
+    EXPECT_FALSE(validate(RootfsSpec::image("")));
+    EXPECT_FALSE(validate(RootfsSpec::image("alpine latest")));
+    EXPECT_TRUE(validate(RootfsSpec::image("ghcr.io/org/app@sha256:abc")));
+    TempDir dir;
+    EXPECT_TRUE(validate(RootfsSpec::path(dir.path())));
+    auto missing = validate(RootfsSpec::path(dir.path() / "nope"));
+    ASSERT_FALSE(missing);
+    EXPECT_EQ(missing.error().kind(), ErrorKind::Config);
+    EXPECT_EQ(fmt::format("{}", RootfsSpec::image("alpine:latest")), "image alpine:latest");
+}
+
+TEST(VolumeSpec, HostPathMustExistAndGuestPathBeAbsolute) {
+    TempDir dir;
+    VolumeSpec v{dir.path().string(), "/data", true};
+    EXPECT_TRUE(validate(v));
+    EXPECT_EQ(fmt::format("{}", v), dir.path().string() + ":/data:ro");
+    v.host_path = (dir.path() / "missing").string();
+    auto missing = validate(v);
+    ASSERT_FALSE(missing);
+    EXPECT_EQ(missing.error().to_string(),
+              fmt::format("configuration error: volume host path {} does not exist", v.host_path));
+    v.host_path = dir.path().string();
+    for (const char* bad : {"data", "/", "/a/../etc", ""}) {
+        v.guest_path = bad;
+        EXPECT_FALSE(validate(v)) << bad;
+    }
+    auto o = valid();
+    o.volumes = {{dir.path().string(), "/x", false}, {dir.path().string(), "/x", true}};
+    EXPECT_NE(config_error(o).find("two volumes"), std::string::npos);
+}
+
+TEST(NetworkSpec, AllowNetPatterns) {
+    for (const char* good : {"example.com", "*.example.com", "api.github.com", "10.0.0.1", "::1", "10.0.0.0/8",
+                             "fd00::/8", "localhost"}) {
+        EXPECT_TRUE(validate_allow_net_pattern(good)) << good;
+    }
+    for (const char* bad : {"", "*", "*.", "a..b", "-a.com", "a-.com", "10.0.0.0/33", "::/129", "http://x.com",
+                            "a.*.com", "exa mple.com", "10.0.0.0/"}) {
+        EXPECT_FALSE(validate_allow_net_pattern(bad)) << bad;
+    }
+    NetworkSpec n{NetworkMode::Disabled, {"example.com"}};
+    EXPECT_FALSE(validate(n));
+    n.mode = NetworkMode::Enabled;
+    EXPECT_TRUE(validate(n));
+    EXPECT_EQ(fmt::format("{}", n), "enabled (allow: example.com)");
+}
+
+TEST(PortSpec, RangesAndNotation) {
+    PortSpec p;
+    EXPECT_FALSE(validate(p));  // guest port 0
+    p.guest_port = 80;
+    EXPECT_TRUE(validate(p));
+    EXPECT_EQ(fmt::format("{}", p), "0.0.0.0:auto:80/tcp");
+    p.host_port = 8080;
+    p.protocol = PortProtocol::Udp;
+    p.host_ip = "::1";
+    EXPECT_EQ(fmt::format("{}", p), "[::1]:8080:80/udp");
+    p.host_ip = "localhost";
+    EXPECT_FALSE(validate(p));
+    auto o = valid();
+    o.ports = {PortSpec{8080, 80, PortProtocol::Tcp, "0.0.0.0"}, PortSpec{8080, 81, PortProtocol::Tcp, "0.0.0.0"}};
+    EXPECT_NE(config_error(o).find("forwarded twice"), std::string::npos);
+    o.ports[1].protocol = PortProtocol::Udp;
+    EXPECT_EQ(config_error(o), "ok");
+}
+
+TEST(Secret, PlaceholderDefaultAndValidation) {
+    Secret s{"GITHUB_TOKEN", "ghp_x", {"api.github.com"}, ""};
+    EXPECT_EQ(s.effective_placeholder(), "<BOXLITE_SECRET:GITHUB_TOKEN>");
+    EXPECT_TRUE(validate(s));
+    EXPECT_EQ(fmt::format("{}", s), "GITHUB_TOKEN -> api.github.com (<BOXLITE_SECRET:GITHUB_TOKEN>)");
+    EXPECT_EQ(fmt::format("{}", s).find("ghp_x"), std::string::npos);
+    s.hosts.clear();
+    EXPECT_FALSE(validate(s));
+    s.hosts = {"not a host"};
+    EXPECT_FALSE(validate(s));
+    s.hosts = {"*.github.com"};
+    s.name = "1BAD";
+    EXPECT_FALSE(validate(s));
+    auto o = valid();
+    o.secrets = {Secret{"A", "1", {"a.com"}, ""}, Secret{"A", "2", {"b.com"}, ""}};
+    EXPECT_NE(config_error(o).find("defined twice"), std::string::npos);
+}
+
+TEST(SecurityOptions, PresetsAndBuilder) {
+    const auto dev = SecurityOptions::development();
+    EXPECT_FALSE(dev.jailer_enabled);
+    EXPECT_FALSE(dev.seccomp_enabled);
+    const auto standard = SecurityOptions::standard();
+    EXPECT_TRUE(standard.jailer_enabled);
+    EXPECT_TRUE(standard.seccomp_enabled);
+    const auto max = SecurityOptions::maximum();
+    EXPECT_EQ(max.resource_limits.max_open_files, 1024U);
+    EXPECT_EQ(max.uid, 65534U);
+    EXPECT_EQ(preset_name(max), "maximum");
+    EXPECT_EQ(fmt::format("{}", dev), "development (jailer off, seccomp off)");
+
+    auto built = SecurityOptionsBuilder::standard().max_open_files(256).max_memory(Bytes::from_mib(256)).build();
+    ASSERT_TRUE(built);
+    EXPECT_EQ(built->resource_limits.max_open_files, 256U);
+    EXPECT_EQ(built->resource_limits.max_memory, 256ULL << 20);
+    EXPECT_EQ(preset_name(*built), "custom");
+    EXPECT_FALSE(SecurityOptionsBuilder::standard().max_processes(0).build());
+    EXPECT_FALSE(SecurityOptionsBuilder::standard().chroot_base("relative").build());
+    EXPECT_EQ(fmt::format("{}", built->resource_limits), "max_open_files=256 max_memory=268435456");
+    EXPECT_EQ(fmt::format("{}", ResourceLimits{}), "none");
+}
+
+TEST(Bytes, ParseAndFormat) {
+    EXPECT_EQ(Bytes::parse("512M")->count(), 512ULL << 20);
+    EXPECT_EQ(Bytes::parse("1GiB")->count(), 1ULL << 30);
+    EXPECT_EQ(Bytes::parse("4096")->count(), 4096U);
+    EXPECT_EQ(Bytes::parse("2g")->gib(), 2U);
+    EXPECT_FALSE(Bytes::parse("M"));
+    EXPECT_FALSE(Bytes::parse("12X"));
+    EXPECT_FALSE(Bytes::parse("99999999999999999999"));
+    EXPECT_FALSE(Bytes::parse("17179869184G"));
+    EXPECT_EQ(fmt::format("{}", Bytes::from_mib(512)), "512 MiB");
+    EXPECT_EQ(fmt::format("{}", Bytes(1536ULL << 20)), "1.5 GiB");
+    EXPECT_EQ(fmt::format("{}", Bytes(100)), "100 B");
+}
+
+TEST(Seconds, ParseFormatAndChrono) {
+    EXPECT_EQ(Seconds::parse("30")->count(), 30U);
+    EXPECT_EQ(Seconds::parse("5m")->count(), 300U);
+    EXPECT_EQ(Seconds::parse("2h")->count(), 7200U);
+    EXPECT_FALSE(Seconds::parse("x"));
+    EXPECT_FALSE(Seconds::parse("5d"));
+    EXPECT_EQ(fmt::format("{}", Seconds{30}), "30s");
+    const std::chrono::milliseconds ms = Seconds{2};
+    EXPECT_EQ(ms.count(), 2000);
+    auto cmd = BoxCommand("sleep").arg("1").timeout(Seconds{30});
+    EXPECT_EQ(cmd.timeout_value()->count(), 30000);
+}
+
+TEST(ContainerID, GenerateParseShort) {
+    const auto id = ContainerID::generate();
+    EXPECT_EQ(id.str().size(), 64U);
+    EXPECT_EQ(id.short_id().size(), 12U);
+    EXPECT_EQ(*ContainerID::parse(id.str()), id);
+    auto upper = id.str();
+    for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    EXPECT_EQ(*ContainerID::parse(upper), id);
+    EXPECT_FALSE(ContainerID::parse("abc"));
+    EXPECT_FALSE(ContainerID::parse(std::string(64, 'g')));
+    EXPECT_EQ(fmt::format("{}", id), id.str());
+}
+
+TEST(BoxID, ShortPrefixAndAliases) {
+    const auto id = BoxID::generate();
+    EXPECT_EQ(id.short_id(), id.str().substr(0, 12));
+    EXPECT_TRUE(BoxID::is_valid_prefix("01j"));
+    EXPECT_FALSE(BoxID::is_valid_prefix("01U"));
+    EXPECT_FALSE(BoxID::parse("8ZZZZZZZZZZZZZZZZZZZZZZZZZ"));  // > 128 bits
+    auto lower = id.str();
+    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    EXPECT_EQ(*BoxID::parse(lower), id);
+    EXPECT_EQ(fmt::format("{}", id), id.str());
+}
+
+TEST(BoxStatus, PredicatesAndTransitions) {
+    using enum BoxStatus;
+    EXPECT_TRUE(can_start(Configured));
+    EXPECT_TRUE(can_start(Stopped));
+    EXPECT_FALSE(can_start(Running));
+    EXPECT_TRUE(can_stop(Running));
+    EXPECT_FALSE(can_stop(Stopped));
+    EXPECT_TRUE(can_remove(Stopped));
+    EXPECT_FALSE(can_remove(Running));
+    EXPECT_TRUE(can_exec(Stopped));
+    EXPECT_FALSE(can_exec(Stopping));
+    EXPECT_TRUE(is_transient(Stopping));
+    EXPECT_TRUE(is_active(Running));
+    BoxState state;
+    auto bad = state.transition_to(Stopping);
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.error().to_string(), "invalid state: cannot transition from configured to stopping");
+    EXPECT_EQ(fmt::format("{}", Running), "running");
+    EXPECT_EQ(parse_box_status("stopped"), Stopped);
+    EXPECT_FALSE(parse_box_status("paused"));
+}
+
+TEST(Formatters, InfoStateConfigCommandMetrics) {
+    BoxConfig config;
+    config.name = "web";
+    config.engine = "mock";
+    BoxState state;
+    EXPECT_EQ(fmt::format("{}", state), "configured");
+    state.status = BoxStatus::Running;
+    state.handle = EngineHandle{42, 7, "unix:/tmp/a.sock"};
+    EXPECT_EQ(fmt::format("{}", state), "running (pid 42 at unix:/tmp/a.sock)");
+    const auto info = BoxInfo::from(config, state);
+    EXPECT_EQ(info.pid, 42);
+    EXPECT_TRUE(info.running());
+    EXPECT_EQ(fmt::format("{}", info), fmt::format("{} web running alpine:latest 1cpu 512MiB", config.id.short_id()));
+    EXPECT_NE(fmt::format("{}", config).find("(web) on mock: image alpine:latest, 1 cpu, 512 MiB"), std::string::npos);
+    EXPECT_EQ(fmt::format("{}", BoxCommand("python3").args({"-c", "print('hi')"})), R"(python3 -c 'print('\''hi'\'')')");
+    RuntimeMetrics rm;
+    rm.boxes_created_total = 3;
+    EXPECT_NE(fmt::format("{}", rm).find("boxes_created_total=3"), std::string::npos);
+    BoxMetrics bm;
+    bm.commands_executed_total = 2;
+    EXPECT_NE(fmt::format("{}", bm).find("commands_executed_total=2"), std::string::npos);
+    EXPECT_EQ(fmt::format("{}", EngineKind::Namespace), "namespace");
+}
+
+TEST(BoxliteOptions, HomeFromEnvironmentAndEngineKind) {
+    const char* original_home = std::getenv("HOME");
+    const std::string saved_home = original_home != nullptr ? original_home : "";
+    ::setenv("BOXLITE_HOME", "/tmp/boxlite-home-test", 1);
+    EXPECT_EQ(BoxliteOptions{}.home_dir, "/tmp/boxlite-home-test");
+    ::unsetenv("BOXLITE_HOME");
+    ::setenv("HOME", "/home/someone", 1);
+    EXPECT_EQ(BoxliteOptions{}.home_dir, "/home/someone/.boxlite");
+    ::setenv("BOXLITE_ENGINE", "namespace", 1);
+    EXPECT_EQ(BoxliteOptions::from_environment()->engine, EngineKind::Namespace);
+    ::setenv("BOXLITE_ENGINE", "docker", 1);
+    auto bad = BoxliteOptions::from_environment();
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.error().to_string(),
+              "unsupported engine kind: BOXLITE_ENGINE: 'docker' (allowed: auto, kvm, qemu, namespace, mock)");
+    ::unsetenv("BOXLITE_ENGINE");
+    ::setenv("HOME", saved_home.c_str(), 1);
+    EXPECT_EQ(BoxliteOptions{}.image_registries, std::vector<std::string>{"docker.io"});
+}
+
+TEST(Json, BoxConfigAndStateRoundTrip) {
+    TempDir dir;
+    BoxConfig config;
+    config.name = "rt";
+    config.engine = "namespace";
+    auto& o = config.options;
+    o.cpus = 2;
+    o.disk_size_gb = 10;
+    o.working_dir = "/app";
+    o.env = {{"B", "2"}, {"A", "1"}, {"B", "3"}};
+    o.rootfs = RootfsSpec::path(dir.path());
+    o.volumes = {{dir.path().string(), "/data", true}};
+    o.network = NetworkSpec{NetworkMode::Enabled, {"*.example.com", "10.0.0.0/8"}};
+    o.ports = {PortSpec{std::nullopt, 80, PortProtocol::Udp, "127.0.0.1"}};
+    o.auto_remove = false;
+    o.detach = true;
+    o.security = SecurityOptions::maximum();
+    o.resource_limits.max_memory = 1 << 30;
+    o.labels = {{"team", "infra"}};
+    o.secrets = {Secret{"TOKEN", "v", {"api.example.com"}, ""}};
+    o.entrypoint = std::vector<std::string>{"/bin/sh"};
+    o.cmd = std::vector<std::string>{"-c", "true"};
+    o.user = "1000";
+    auto back = parse_json_as<BoxConfig>(to_json_text(config), "config");
+    ASSERT_TRUE(back) << back.error().to_string();
+    EXPECT_EQ(*back, config);
+
+    BoxState state;
+    state.status = BoxStatus::Running;
+    state.handle = EngineHandle{7, 99, "unix:/x"};
+    state.container_id = ContainerID::generate().str();
+    state.started_at = std::chrono::system_clock::now();
+    auto state_back = parse_json_as<BoxState>(to_json_text(state), "state");
+    ASSERT_TRUE(state_back);
+    EXPECT_EQ(*state_back, state);
+}
+
+TEST(Json, HostileInputIsAnErrorNotACrash) {
+    for (const char* text : {"", "{", "[]", R"({"id": 5})", R"({"id": "not-a-ulid"})",
+                             R"({"id": "01JJNH8QW3ZKABCDEFGHJKMNPQ", "options": {"cpus": "many"}})",
+                             R"({"id": "01JJNH8QW3ZKABCDEFGHJKMNPQ", "created_at": "yesterday"})",
+                             R"({"id": "01JJNH8QW3ZKABCDEFGHJKMNPQ", "options": {"rootfs": {}}})",
+                             R"({"id": "01JJNH8QW3ZKABCDEFGHJKMNPQ", "options": {"env": [["A"]]}})",
+                             R"({"id": "01JJNH8QW3ZKABCDEFGHJKMNPQ", "options": {"network": {"mode": "maybe"}}})"}) {
+        auto r = parse_json_as<BoxConfig>(text, "config");
+        ASSERT_FALSE(r) << text;
+        EXPECT_EQ(r.error().kind(), ErrorKind::MetadataError) << text;
+    }
+    // Missing keys take defaults (older records still load).
+    auto minimal = parse_json_as<BoxConfig>(R"({"id": "01JJNH8QW3ZKABCDEFGHJKMNPQ"})", "config");
+    ASSERT_TRUE(minimal) << minimal.error().to_string();
+    EXPECT_EQ(minimal->options, BoxOptions{});
+}
+
+TEST(Time, Rfc3339RoundTripAndRejects) {
+    const auto now = std::chrono::system_clock::now();
+    EXPECT_EQ(*detail::parse_rfc3339(detail::format_rfc3339(now)), now);
+    EXPECT_EQ(detail::format_rfc3339(std::chrono::system_clock::time_point{}), "1970-01-01T00:00:00.000000000Z");
+    EXPECT_TRUE(detail::parse_rfc3339("2024-02-29T23:59:59Z"));
+    for (const char* bad : {"2024-13-01T00:00:00Z", "2024-01-01 00:00:00Z", "2024-01-01T00:00:00+01:00",
+                            "2024-01-01T00:00:00.Z", "2024-01-01T00:00:00.1234567890Z", "x"}) {
+        EXPECT_FALSE(detail::parse_rfc3339(bad)) << bad;
+    }
+}
+
+}  // namespace
+}  // namespace boxlite
