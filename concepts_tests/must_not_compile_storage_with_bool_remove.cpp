@@ -1,0 +1,16 @@
+// Must not compile: BasicRuntime rejects StorageWithBoolRemove at the point of use,
+// with a diagnostic naming the concept that failed. With BOXLITE_MNC_CONTROL the same code
+// uses the good policy and must compile, so the failure is known to come from that one member.
+// EXPECT: template constraint failure.*BasicRuntime.*storage\.remove\(id\)[^ ]* does not satisfy return-type-requirement
+#include "policies.hpp"
+
+#include <boxlite/runtime.hpp>
+
+namespace boxlite::concept_tests {
+#ifdef BOXLITE_MNC_CONTROL
+using Runtime = BasicRuntime<GoodEngine, GoodTransport, GoodStorage>;
+#else
+using Runtime = BasicRuntime<GoodEngine, GoodTransport, StorageWithBoolRemove>;
+#endif
+[[maybe_unused]] Runtime* runtime = nullptr;
+}  // namespace boxlite::concept_tests
