@@ -448,7 +448,9 @@ struct Qcow2Image::Impl {
     }
 
     BoxliteResult<void> write_metadata(bool force_sync) {
-        failed = true;  // cleared on success: a half-written update must stop further writes
+        // A half-written update must stop further writes; a request in progress keeps its mark.
+        const bool was_failed = failed;
+        failed = true;
         // The file must cover every cluster we counted, even ones written only in part.
         if (file_size < alloc_end) {
             if (::ftruncate(fd.get(), static_cast<off_t>(alloc_end)) != 0)
@@ -522,7 +524,7 @@ struct Qcow2Image::Impl {
             std::sort(free_list.begin(), free_list.end(), std::greater<>());
             free_list.erase(std::unique(free_list.begin(), free_list.end()), free_list.end());
         }
-        failed = false;
+        failed = was_failed;
         return {};
     }
 
