@@ -4,7 +4,7 @@
 //   0x0000_0000 ┌──────────────────────────────┐
 //               │ real-mode IVT / BDA (unused)  │
 //   0x0000_0500 │ boot GDT, IDT                 │
-//   0x0000_6000 │ PVH start info + memory map   │
+//   0x0000_6000 │ PVH start info, modules, e820 │
 //   0x0000_7000 │ zero page (boot_params)       │
 //   0x0000_8ff0 │ boot stack (grows down)       │
 //   0x0000_9000 │ PML4, PDPT, PD (identity map) │
@@ -26,19 +26,22 @@ namespace boxlite::vmm::layout {
 
 // ---- boot structures (low memory) -------------------------------------------------------------
 
-/// Boot GDT: null, 64-bit code, data, TSS-ish placeholder. Linux reloads its own GDT at once;
-/// this one only has to make the first instructions after entry valid.
+/// Boot GDT: null, null, code (selector 0x10 = the boot protocol's __BOOT_CS), data (0x18 =
+/// __BOOT_DS), TSS (0x20). Linux loads its own GDT at once; this one only has to make the
+/// first instructions after entry valid.
 inline constexpr std::uint64_t kBootGdt = 0x500;
 /// Number of 8-byte GDT entries we write at kBootGdt.
-inline constexpr std::uint64_t kBootGdtEntries = 4;
+inline constexpr std::uint64_t kBootGdtEntries = 5;
 /// An empty IDT (limit 0): any exception before Linux installs its own triple-faults, which is
 /// what we want (a shutdown exit instead of a silent hang).
-inline constexpr std::uint64_t kBootIdt = 0x520;
+inline constexpr std::uint64_t kBootIdt = 0x540;
 
 /// PVH `hvm_start_info` (xen/arch-x86/hvm/start_info.h), passed in %ebx to the PVH entry point.
 inline constexpr std::uint64_t kPvhStartInfo = 0x6000;
-/// The PVH memory map (`hvm_memmap_table_entry[]`) follows the start info.
-inline constexpr std::uint64_t kPvhMemmap = 0x6040;
+/// The PVH module list (one `hvm_modlist_entry`, 32 bytes: the initrd) follows the start info.
+inline constexpr std::uint64_t kPvhModlist = 0x6040;
+/// The PVH memory map (`hvm_memmap_table_entry[]`, 24 bytes each) follows the module list.
+inline constexpr std::uint64_t kPvhMemmap = 0x6080;
 /// At most this many PVH memory map entries fit before the zero page.
 inline constexpr std::uint64_t kPvhMemmapMaxEntries = (0x7000 - kPvhMemmap) / 24;
 /// The Linux zero page (`struct boot_params`, 4 KiB), passed in %rsi to the 64-bit entry.
