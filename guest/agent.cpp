@@ -1,0 +1,875 @@
+// boxlite-agent: the process inside every box that runs commands for the host.
+//
+// One single-threaded poll loop serves every connection and every execution, so fork() is always
+// safe and no lock exists. Per connection: a frame decoder, an output queue, and the executions
+// that connection started (its stream ids). Per execution: the child's process group, its stdio
+// fds, the stdin bytes the host sent that the child has not read yet, and the credit the host
+// granted for stdout/stderr. Flow control (docs/protocol.md):
+//   - stdout/stderr: a pipe is only polled while its credit is positive, so a host that stops
+//     reading stops us reading, the pipe fills, and the child blocks in write() — without
+//     affecting any other execution;
+//   - stdin: the host may have at most `stdin_window` unwritten bytes here; we grant credit back
+//     as the child consumes them. A host that overruns the window is disconnected.
+// As PID 1 it also reaps orphans and, on Shutdown or SIGTERM, stops everything and exits.
+#include <boxlite/protocol/frame.hpp>
+#include <boxlite/protocol/messages.hpp>
+#include <boxlite/protocol/tar.hpp>
+#include <boxlite/version.hpp>
+
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <dirent.h>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace boxlite;
+using namespace boxlite::protocol;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kAgentVersion = BOXLITE_VERSION_STRING;
+
+void log(const std::string& text) {
+    const auto line = "boxlite-agent: " + text + "\n";
+    (void)!::write(2, line.data(), line.size());
+}
+
+void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
+void set_cloexec(int fd) { ::fcntl(fd, F_SETFD, FD_CLOEXEC); }
+
+struct Connection;
+
+struct Execution {
+    std::uint32_t id = 0;
+    Connection* conn = nullptr;
+    pid_t pid = -1;
+    ExecKind kind = ExecKind::Command;
+    bool tty = false;
+    int stdin_fd = -1;
+    int stdout_fd = -1;
+    int stderr_fd = -1;
+    std::vector<std::byte> stdin_buffer;  // bytes received, not yet written to the child
+    std::size_t stdin_offset = 0;
+    std::uint32_t stdin_window = kDefaultWindow;
+    bool stdin_close_requested = false;
+    std::uint64_t stdout_credit = 0;
+    std::uint64_t stderr_credit = 0;
+    bool exited = false;
+    int exit_code = 0;
+    bool timed_out = false;
+    std::optional<Clock::time_point> deadline;
+
+    [[nodiscard]] std::size_t stdin_pending() const { return stdin_buffer.size() - stdin_offset; }
+};
+
+struct Connection {
+    int fd = -1;
+    FrameDecoder decoder;
+    std::vector<std::byte> out;
+    std::size_t out_offset = 0;
+    bool hello_done = false;
+    bool closing = false;  // flush `out`, then close
+    std::map<std::uint32_t, std::unique_ptr<Execution>> executions;
+};
+
+class Agent {
+public:
+    Agent(int listen_fd) : listen_fd_(listen_fd) {}
+
+    int run(int ready_fd) {
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigprocmask(SIG_BLOCK, &mask, nullptr);
+        signal_fd_ = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+        ::signal(SIGPIPE, SIG_IGN);
+        set_nonblocking(listen_fd_);
+        started_ = Clock::now();
+        if (ready_fd >= 0) {
+            (void)!::write(ready_fd, "ready\n", 6);
+            ::close(ready_fd);
+        }
+        while (!exit_now_) loop_once();
+        return shutdown_everything();
+    }
+
+private:
+    // ----------------------------------------------------------------- output
+    void send(Connection& c, FrameType type, std::uint32_t stream, std::span<const std::byte> payload) {
+        const auto header = encode_header(type, stream, static_cast<std::uint32_t>(payload.size()));
+        c.out.insert(c.out.end(), header.begin(), header.end());
+        c.out.insert(c.out.end(), payload.begin(), payload.end());
+    }
+    void send(Connection& c, FrameType type, std::uint32_t stream, const std::vector<std::byte>& payload) {
+        send(c, type, stream, std::span<const std::byte>(payload));
+    }
+    void send_error(Connection& c, std::uint32_t stream, const std::string& message) {
+        send(c, FrameType::Error, stream, ErrorMessage{message}.encode());
+    }
+    void protocol_violation(Connection& c, const std::string& message) {
+        log("closing connection: " + message);
+        send_error(c, 0, message);
+        c.closing = true;
+    }
+
+    bool flush(Connection& c) {
+        while (c.out_offset < c.out.size()) {
+            const auto n = ::send(c.fd, c.out.data() + c.out_offset, c.out.size() - c.out_offset,
+                                  MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+            if (n <= 0) return false;
+            c.out_offset += static_cast<std::size_t>(n);
+        }
+        if (c.out_offset == c.out.size()) {
+            c.out.clear();
+            c.out_offset = 0;
+        } else if (c.out_offset > (1U << 20)) {
+            c.out.erase(c.out.begin(), c.out.begin() + static_cast<std::ptrdiff_t>(c.out_offset));
+            c.out_offset = 0;
+        }
+        return true;
+    }
+
+    // ----------------------------------------------------------------- loop
+    void loop_once() {
+        std::vector<pollfd> fds;
+        enum class Kind { Listen, Signal, Conn, Out, Err, In };
+        struct Slot {
+            Kind kind;
+            Connection* conn;
+            std::uint32_t exec_id;  // looked up again: an earlier slot may have ended it
+        };
+        std::vector<Slot> slots;
+        auto add = [&](int fd, short events, Kind kind, Connection* c, Execution* e) {
+            fds.push_back({fd, events, 0});
+            slots.push_back({kind, c, e != nullptr ? e->id : 0});
+        };
+        auto find = [](Connection* c, std::uint32_t id) -> Execution* {
+            if (c == nullptr || c->fd < 0) return nullptr;
+            auto it = c->executions.find(id);
+            return it == c->executions.end() ? nullptr : it->second.get();
+        };
+        if (!shutting_down_) add(listen_fd_, POLLIN, Kind::Listen, nullptr, nullptr);
+        add(signal_fd_, POLLIN, Kind::Signal, nullptr, nullptr);
+        auto timeout_ms = -1;
+        const auto now = Clock::now();
+        for (auto& c : connections_) {
+            short ev = c->closing ? 0 : POLLIN;
+            if (c->out_offset < c->out.size()) ev |= POLLOUT;
+            add(c->fd, ev, Kind::Conn, c.get(), nullptr);
+            // A connection whose output backs up past 64 MiB stops producing: its readers wait.
+            const bool backed_up = c->out.size() - c->out_offset > (64U << 20);
+            for (auto& [id, e] : c->executions) {
+                if (e->stdout_fd >= 0 && e->stdout_credit > 0 && !backed_up) add(e->stdout_fd, POLLIN, Kind::Out, c.get(), e.get());
+                if (e->stderr_fd >= 0 && e->stderr_credit > 0 && !backed_up) add(e->stderr_fd, POLLIN, Kind::Err, c.get(), e.get());
+                if (e->stdin_fd >= 0 && (e->stdin_pending() > 0 || e->stdin_close_requested)) {
+                    add(e->stdin_fd, POLLOUT, Kind::In, c.get(), e.get());
+                }
+                if (e->deadline && !e->exited) {
+                    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*e->deadline - now).count();
+                    const int ms = static_cast<int>(std::clamp<long long>(left + 1, 0, 60000));
+                    timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
+                }
+            }
+        }
+        if (shutting_down_) timeout_ms = timeout_ms < 0 ? 50 : std::min(timeout_ms, 50);
+        const int ready = ::poll(fds.data(), fds.size(), timeout_ms);
+        if (ready < 0 && errno != EINTR) {
+            log(std::string("poll failed: ") + std::strerror(errno));
+            exit_now_ = true;
+            return;
+        }
+        // Handle signals first (reaping), then data; pointers in slots stay valid until we erase
+        // connections at the end of the iteration.
+        for (std::size_t i = 0; i < fds.size() && ready > 0; ++i) {
+            if (fds[i].revents == 0) continue;
+            auto& s = slots[i];
+            switch (s.kind) {
+                case Kind::Listen: accept_connections(); break;
+                case Kind::Signal: handle_signals(); break;
+                case Kind::Conn:
+                    if (s.conn->fd >= 0 && (fds[i].revents & (POLLIN | POLLHUP | POLLERR))) read_connection(*s.conn);
+                    if (s.conn->fd >= 0 && !flush(*s.conn)) drop(*s.conn);
+                    break;
+                case Kind::Out:
+                    if (auto* e = find(s.conn, s.exec_id)) pump_output(*s.conn, *e, true);
+                    break;
+                case Kind::Err:
+                    if (auto* e = find(s.conn, s.exec_id)) pump_output(*s.conn, *e, false);
+                    break;
+                case Kind::In:
+                    if (auto* e = find(s.conn, s.exec_id)) pump_stdin(*s.conn, *e);
+                    break;
+            }
+        }
+        enforce_deadlines();
+        for (auto& c : connections_) {
+            if (c->fd < 0) continue;
+            if (!flush(*c)) drop(*c);
+            else if (c->closing && c->out_offset >= c->out.size()) drop(*c);
+        }
+        std::erase_if(connections_, [](const auto& c) { return c->fd < 0; });
+        if (shutting_down_) {
+            bool idle = true;
+            for (auto& c : connections_) idle = idle && c->out_offset >= c->out.size();
+            if (idle || Clock::now() > shutdown_deadline_) exit_now_ = true;
+        }
+    }
+
+    void accept_connections() {
+        while (true) {
+            const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+            if (fd < 0) return;
+            int size = 4 << 20;
+            ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+            auto c = std::make_unique<Connection>();
+            c->fd = fd;
+            connections_.push_back(std::move(c));
+        }
+    }
+
+    void drop(Connection& c) {
+        // A host that goes away takes its executions with it: nobody could read their output.
+        for (auto& [id, e] : c.executions) {
+            if (!e->exited && e->pid > 0) ::kill(-e->pid, SIGKILL);
+            close_exec_fds(*e);
+        }
+        c.executions.clear();
+        if (c.fd >= 0) ::close(c.fd);
+        c.fd = -1;
+    }
+
+    void read_connection(Connection& c) {
+        std::array<std::byte, 64 * 1024> buf{};
+        for (int rounds = 0; rounds < 16 && !c.closing; ++rounds) {
+            const auto n = ::recv(c.fd, buf.data(), buf.size(), MSG_DONTWAIT);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+            if (n <= 0) {
+                drop(c);
+                return;
+            }
+            c.decoder.feed(std::span<const std::byte>(buf.data(), static_cast<std::size_t>(n)));
+            while (!c.closing) {
+                auto frame = c.decoder.next();
+                if (!frame) {
+                    protocol_violation(c, frame.error().message());
+                    return;
+                }
+                if (!*frame) break;
+                handle_frame(c, std::move(**frame));
+                if (c.fd < 0) return;
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- frames
+    void handle_frame(Connection& c, Frame f) {
+        if (!c.hello_done) {
+            if (f.type != FrameType::Hello) return protocol_violation(c, "the first frame must be hello");
+            auto hello = Hello::decode(f.payload);
+            if (!hello) return protocol_violation(c, hello.error().message());
+            const auto version = std::min(hello->max_version, kMaxVersion);
+            if (version < hello->min_version || version < kMinVersion) {
+                return protocol_violation(c, fmt::format("no common protocol version: host speaks {}-{}, agent {}-{}",
+                                                         hello->min_version, hello->max_version, kMinVersion, kMaxVersion));
+            }
+            c.hello_done = true;
+            send(c, FrameType::HelloAck, 0, HelloAck{version, kAgentVersion}.encode());
+            return;
+        }
+        switch (f.type) {
+            case FrameType::Ping: send(c, FrameType::Pong, f.stream, f.payload); return;
+            case FrameType::MetricsRequest: send(c, FrameType::MetricsReply, f.stream, metrics().encode()); return;
+            case FrameType::Shutdown:
+                send(c, FrameType::ShutdownAck, 0, std::vector<std::byte>{});
+                begin_shutdown();
+                return;
+            case FrameType::Exec: return start_execution(c, f);
+            default: break;
+        }
+        if (f.stream == 0) return protocol_violation(c, fmt::format("frame type {} is not valid on stream 0", to_string(f.type)));
+        auto it = c.executions.find(f.stream);
+        if (it == c.executions.end()) {
+            // Late frames for an execution that already ended (e.g. credit racing the exit) are
+            // harmless; ignore them rather than failing the connection.
+            return;
+        }
+        auto& e = *it->second;
+        switch (f.type) {
+            case FrameType::Stdin: {
+                if (e.stdin_close_requested) return protocol_violation(c, "stdin data after stdin-close");
+                if (e.stdin_pending() + f.payload.size() > e.stdin_window) {
+                    return protocol_violation(c, fmt::format("execution {} overran its stdin window of {} bytes", e.id, e.stdin_window));
+                }
+                if (e.stdin_fd < 0) {
+                    // The child closed its stdin: drop the bytes but return the credit.
+                    grant_stdin(c, e, f.payload.size());
+                    return;
+                }
+                if (e.stdin_offset > 0 && e.stdin_offset == e.stdin_buffer.size()) {
+                    e.stdin_buffer.clear();
+                    e.stdin_offset = 0;
+                }
+                e.stdin_buffer.insert(e.stdin_buffer.end(), f.payload.begin(), f.payload.end());
+                pump_stdin(c, e);
+                return;
+            }
+            case FrameType::StdinClose:
+                e.stdin_close_requested = true;
+                pump_stdin(c, e);
+                return;
+            case FrameType::Credit: {
+                auto credit = Credit::decode(f.payload);
+                if (!credit) return protocol_violation(c, credit.error().message());
+                auto& target = credit->channel == Channel::Stderr ? e.stderr_credit : e.stdout_credit;
+                target = std::min<std::uint64_t>(target + credit->bytes, 1ULL << 40);
+                return;
+            }
+            case FrameType::Signal: {
+                auto sig = SignalRequest::decode(f.payload);
+                if (!sig) return send_error(c, e.id, sig.error().message());
+                if (!e.exited) ::kill(-e.pid, sig->signo);
+                return;
+            }
+            case FrameType::Resize: {
+                auto size = ResizeRequest::decode(f.payload);
+                if (!size) return protocol_violation(c, size.error().message());
+                if (e.tty && e.stdout_fd >= 0) {
+                    winsize ws{};
+                    ws.ws_row = size->rows;
+                    ws.ws_col = size->cols;
+                    ::ioctl(e.stdout_fd, TIOCSWINSZ, &ws);
+                }
+                return;
+            }
+            default:
+                return protocol_violation(c, fmt::format("frame type {} is not valid from the host", to_string(f.type)));
+        }
+    }
+
+    void grant_stdin(Connection& c, Execution& e, std::size_t bytes) {
+        if (bytes == 0) return;
+        send(c, FrameType::Credit, e.id, Credit{Channel::Stdin, static_cast<std::uint32_t>(bytes)}.encode());
+    }
+
+    void pump_stdin(Connection& c, Execution& e) {
+        std::size_t written_total = 0;
+        while (e.stdin_fd >= 0 && e.stdin_pending() > 0) {
+            const auto n = ::write(e.stdin_fd, e.stdin_buffer.data() + e.stdin_offset, e.stdin_pending());
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+            if (n < 0) {
+                // EPIPE/EIO: the child will never read more. Return all credit and stop.
+                written_total += e.stdin_pending();
+                e.stdin_buffer.clear();
+                e.stdin_offset = 0;
+                close_stdin(e);
+                break;
+            }
+            e.stdin_offset += static_cast<std::size_t>(n);
+            written_total += static_cast<std::size_t>(n);
+        }
+        if (e.stdin_offset == e.stdin_buffer.size()) {
+            e.stdin_buffer.clear();
+            e.stdin_offset = 0;
+        }
+        grant_stdin(c, e, written_total);
+        if (e.stdin_close_requested && e.stdin_pending() == 0 && e.stdin_fd >= 0) {
+            if (e.tty) {
+                // A terminal has no half-close: send the EOF character the line discipline knows.
+                termios t{};
+                char eof = 4;
+                if (::tcgetattr(e.stdin_fd, &t) == 0) eof = static_cast<char>(t.c_cc[VEOF]);
+                (void)!::write(e.stdin_fd, &eof, 1);
+                e.stdin_close_requested = false;
+            } else {
+                close_stdin(e);
+            }
+        }
+    }
+
+    void close_stdin(Execution& e) {
+        if (e.stdin_fd < 0) return;
+        if (!e.tty) ::close(e.stdin_fd);  // a tty shares the fd with stdout
+        e.stdin_fd = -1;
+    }
+
+    void pump_output(Connection& c, Execution& e, bool is_stdout) {
+        int& fd = is_stdout ? e.stdout_fd : e.stderr_fd;
+        auto& credit = is_stdout ? e.stdout_credit : e.stderr_credit;
+        std::array<std::byte, kMaxChunk> buf{};
+        for (int rounds = 0; rounds < 4 && fd >= 0 && credit > 0; ++rounds) {
+            const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(credit, buf.size()));
+            const auto n = ::read(fd, buf.data(), want);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+            if (n <= 0) {  // EOF, or EIO from a pty whose slave side closed
+                if (e.tty) e.stdin_fd = -1;
+                ::close(fd);
+                fd = -1;
+                maybe_finish(c, e);
+                return;
+            }
+            credit -= static_cast<std::uint64_t>(n);
+            send(c, is_stdout ? FrameType::Stdout : FrameType::Stderr, e.id,
+                 std::span<const std::byte>(buf.data(), static_cast<std::size_t>(n)));
+        }
+    }
+
+    // ----------------------------------------------------------------- executions
+    static std::optional<std::pair<uid_t, gid_t>> resolve_user(const std::string& user, std::string& home) {
+        home = "/root";
+        if (user.empty() || user == "root" || user == "0") return std::pair<uid_t, gid_t>{0, 0};
+        const auto colon = user.find(':');
+        const auto name = user.substr(0, colon);
+        std::optional<uid_t> uid;
+        std::optional<gid_t> gid;
+        const bool numeric = !name.empty() && std::all_of(name.begin(), name.end(), ::isdigit);
+        if (numeric) uid = static_cast<uid_t>(std::strtoul(name.c_str(), nullptr, 10));
+        // /etc/passwd of the box, parsed directly: a static binary must not rely on NSS.
+        std::ifstream passwd("/etc/passwd");
+        std::string line;
+        while (std::getline(passwd, line)) {
+            std::vector<std::string> f;
+            std::stringstream ss(line);
+            std::string part;
+            while (std::getline(ss, part, ':')) f.push_back(part);
+            if (f.size() < 6) continue;
+            const auto entry_uid = static_cast<uid_t>(std::strtoul(f[2].c_str(), nullptr, 10));
+            if ((numeric && entry_uid == *uid) || (!numeric && f[0] == name)) {
+                uid = entry_uid;
+                gid = static_cast<gid_t>(std::strtoul(f[3].c_str(), nullptr, 10));
+                home = f[5];
+                break;
+            }
+        }
+        if (!uid) return std::nullopt;
+        if (colon != std::string::npos) {
+            const auto g = user.substr(colon + 1);
+            if (g.empty() || !std::all_of(g.begin(), g.end(), ::isdigit)) return std::nullopt;
+            gid = static_cast<gid_t>(std::strtoul(g.c_str(), nullptr, 10));
+        }
+        return std::pair<uid_t, gid_t>{*uid, gid.value_or(static_cast<gid_t>(*uid))};
+    }
+
+    /// Runs in the forked child for copy executions: tar on stdin/stdout, errors on stderr.
+    [[noreturn]] static void run_copy(const ExecRequest& req) {
+        BoxliteResult<void> result;
+        if (req.kind == ExecKind::CopyIn) {
+            std::string dest = req.path.empty() ? "/" : req.path;
+            tar::Placement placement;
+            if (dest.back() == '/') {
+                std::string partial;
+                for (std::size_t i = 1; i <= dest.size(); ++i) {
+                    if (i == dest.size() || dest[i] == '/') ::mkdir(dest.substr(0, i).c_str(), 0755);
+                }
+                placement = {dest, std::nullopt};
+            } else {
+                placement = tar::place(dest);
+            }
+            tar::Extractor extractor(
+                [](std::span<std::byte> out) -> BoxliteResult<std::size_t> {
+                    while (true) {
+                        const auto n = ::read(0, out.data(), out.size());
+                        if (n < 0 && errno == EINTR) continue;
+                        if (n < 0) return fail_errno(ErrorKind::Storage, "reading the tar stream", errno);
+                        return static_cast<std::size_t>(n);
+                    }
+                },
+                tar::ExtractOptions{placement.rename_top, ::geteuid() == 0});
+            result = extractor.extract_to(placement.directory);
+            // Drain whatever follows so the host's writes never fail with EPIPE mid-archive.
+            if (result) {
+                char sink[4096];
+                while (::read(0, sink, sizeof sink) > 0) {}
+            }
+        } else {
+            tar::Writer writer([](std::span<const std::byte> data) -> BoxliteResult<void> {
+                std::size_t done = 0;
+                while (done < data.size()) {
+                    const auto n = ::write(1, data.data() + done, data.size() - done);
+                    if (n < 0 && errno == EINTR) continue;
+                    if (n < 0) return fail_errno(ErrorKind::Storage, "writing the tar stream", errno);
+                    done += static_cast<std::size_t>(n);
+                }
+                return {};
+            });
+            result = writer.add_tree(req.path, tar::top_name(req.path));
+            if (result) result = writer.finish();
+        }
+        if (!result) {
+            const auto text = result.error().message();
+            (void)!::write(2, text.data(), text.size());
+            ::_exit(1);
+        }
+        ::_exit(0);
+    }
+
+    void start_execution(Connection& c, const Frame& f) {
+        if (f.stream == 0) return protocol_violation(c, "exec on stream 0");
+        if (c.executions.count(f.stream) != 0) return protocol_violation(c, fmt::format("stream {} is already in use", f.stream));
+        if (shutting_down_) return send_error(c, f.stream, "the box is shutting down");
+        auto req_result = ExecRequest::decode(f.payload);
+        if (!req_result) return send_error(c, f.stream, req_result.error().message());
+        const auto& req = *req_result;
+        if (req.kind == ExecKind::Command && req.program.empty()) return send_error(c, f.stream, "empty program name");
+
+        std::string home;
+        auto ids = resolve_user(req.user, home);
+        if (!ids) return send_error(c, f.stream, fmt::format("user '{}' is not in the box's /etc/passwd", req.user));
+
+        int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, status[2] = {-1, -1};
+        int master = -1;
+        std::string slave_name;
+        auto close_all = [&] {
+            for (int fd : {in[0], in[1], out[0], out[1], err[0], err[1], status[0], status[1], master}) {
+                if (fd >= 0) ::close(fd);
+            }
+        };
+        if (::pipe2(status, O_CLOEXEC) != 0) return send_error(c, f.stream, std::string("pipe: ") + std::strerror(errno));
+        if (req.tty && req.kind == ExecKind::Command) {
+            master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+            if (master < 0 || ::grantpt(master) != 0 || ::unlockpt(master) != 0) {
+                close_all();
+                return send_error(c, f.stream, std::string("cannot allocate a pseudo-terminal: ") + std::strerror(errno));
+            }
+            slave_name = ::ptsname(master);
+            winsize ws{};
+            ws.ws_row = req.rows;
+            ws.ws_col = req.cols;
+            ::ioctl(master, TIOCSWINSZ, &ws);
+        } else if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+            close_all();
+            return send_error(c, f.stream, std::string("pipe: ") + std::strerror(errno));
+        }
+
+        std::vector<std::string> env = req.env;
+        auto has = [&](std::string_view key) {
+            return std::any_of(env.begin(), env.end(), [&](const std::string& kv) {
+                return kv.size() > key.size() && kv.compare(0, key.size(), key) == 0 && kv[key.size()] == '=';
+            });
+        };
+        if (!has("PATH")) env.emplace_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        if (!has("HOME")) env.push_back("HOME=" + home);
+        if (req.tty && !has("TERM")) env.emplace_back("TERM=xterm");
+        std::vector<char*> envp;
+        for (auto& kv : env) envp.push_back(kv.data());
+        envp.push_back(nullptr);
+        std::vector<std::string> argv_storage{req.program};
+        argv_storage.insert(argv_storage.end(), req.args.begin(), req.args.end());
+        std::vector<char*> argv;
+        for (auto& a : argv_storage) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        const std::string cwd = req.working_dir.empty() ? "/" : req.working_dir;
+
+        const pid_t pid = ::fork();
+        if (pid < 0) {
+            close_all();
+            return send_error(c, f.stream, std::string("fork: ") + std::strerror(errno));
+        }
+        if (pid == 0) {
+            // Child: its own session and process group, so signals reach everything it starts.
+            auto die = [&](const char* what) {
+                const int e = errno;
+                std::string msg = std::string(what) + ": " + std::strerror(e);
+                (void)!::write(status[1], msg.data(), msg.size());
+                ::_exit(127);
+            };
+            sigset_t none;
+            sigemptyset(&none);
+            sigprocmask(SIG_SETMASK, &none, nullptr);
+            ::signal(SIGPIPE, SIG_DFL);
+            ::setsid();
+            if (master >= 0) {
+                const int slave = ::open(slave_name.c_str(), O_RDWR);
+                if (slave < 0) die("opening the pseudo-terminal");
+                ::ioctl(slave, TIOCSCTTY, 0);
+                ::dup2(slave, 0);
+                ::dup2(slave, 1);
+                ::dup2(slave, 2);
+                if (slave > 2) ::close(slave);
+            } else {
+                ::dup2(in[0], 0);
+                ::dup2(out[1], 1);
+                ::dup2(err[1], 2);
+            }
+            if (::chdir(cwd.c_str()) != 0) die(("working directory '" + cwd + "'").c_str());
+            if (ids->first != 0 || ids->second != 0) {
+                if (::setgroups(0, nullptr) != 0 || ::setgid(ids->second) != 0 || ::setuid(ids->first) != 0) {
+                    die(("switching to user '" + req.user + "'").c_str());
+                }
+            }
+            if (req.kind != ExecKind::Command) {
+                // No exec follows, so O_CLOEXEC does not help: drop every inherited descriptor
+                // (sockets, other executions' pipes, our own stdin's write end) by hand.
+                ::close_range(3, ~0U, 0);
+                run_copy(req);
+            }
+            ::execvpe(req.program.c_str(), argv.data(), envp.data());
+            die(("cannot run '" + req.program + "'").c_str());
+        }
+        // Parent: the status pipe closes on a successful exec (CLOEXEC) or carries the reason.
+        ::close(status[1]);
+        status[1] = -1;
+        std::string failure;
+        char buf[512];
+        while (true) {
+            const auto n = ::read(status[0], buf, sizeof buf);
+            if (n < 0 && errno == EINTR) continue;
+            if (n > 0) {
+                failure.append(buf, static_cast<std::size_t>(n));
+                continue;
+            }
+            break;
+        }
+        if (!failure.empty()) {
+            // The child exits with 127; reap it here so the SIGCHLD loop never sees it.
+            ::waitpid(pid, nullptr, 0);
+            close_all();
+            return send_error(c, f.stream, failure);
+        }
+        ::close(status[0]);
+        ++executions_started_;
+
+        auto e = std::make_unique<Execution>();
+        e->id = f.stream;
+        e->conn = &c;
+        e->pid = pid;
+        e->kind = req.kind;
+        e->tty = master >= 0;
+        e->stdout_credit = req.stdout_window;
+        e->stderr_credit = req.stderr_window;
+        if (master >= 0) {
+            set_nonblocking(master);
+            e->stdin_fd = master;
+            e->stdout_fd = master;
+        } else {
+            ::close(in[0]);
+            ::close(out[1]);
+            ::close(err[1]);
+            set_nonblocking(in[1]);
+            set_nonblocking(out[0]);
+            set_nonblocking(err[0]);
+            e->stdin_fd = in[1];
+            e->stdout_fd = out[0];
+            e->stderr_fd = err[0];
+        }
+        if (req.timeout_ms > 0) e->deadline = Clock::now() + std::chrono::milliseconds(req.timeout_ms);
+        send(c, FrameType::Started, e->id, protocol::Started{pid, e->stdin_window}.encode());
+        by_pid_[pid] = e.get();
+        c.executions[e->id] = std::move(e);
+    }
+
+    void close_exec_fds(Execution& e) {
+        if (e.stdout_fd >= 0) ::close(e.stdout_fd);
+        if (e.stderr_fd >= 0) ::close(e.stderr_fd);
+        if (e.stdin_fd >= 0 && !e.tty) ::close(e.stdin_fd);
+        e.stdout_fd = e.stderr_fd = e.stdin_fd = -1;
+        by_pid_.erase(e.pid);
+    }
+
+    void maybe_finish(Connection& c, Execution& e) {
+        if (!e.exited || e.stdout_fd >= 0 || e.stderr_fd >= 0) return;
+        ExitStatus status{e.exit_code, e.timed_out, {}};
+        if (e.timed_out) status.message = "the command exceeded its timeout and was killed";
+        send(c, FrameType::Exit, e.id, status.encode());
+        close_exec_fds(e);
+        c.executions.erase(e.id);  // destroys e
+    }
+
+    void handle_signals() {
+        signalfd_siginfo info{};
+        bool child = false;
+        while (::read(signal_fd_, &info, sizeof info) == sizeof info) {
+            if (info.ssi_signo == SIGCHLD) child = true;
+            else begin_shutdown();
+        }
+        if (!child) return;
+        while (true) {
+            int status = 0;
+            const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+            if (pid <= 0) break;
+            auto it = by_pid_.find(pid);
+            if (it == by_pid_.end()) continue;  // an orphan we adopted as PID 1
+            auto* e = it->second;
+            e->exited = true;
+            e->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+            // Output the child wrote is still in the pipes; stdin is pointless now.
+            if (!e->tty) {
+                e->stdin_buffer.clear();
+                e->stdin_offset = 0;
+                close_stdin(*e);
+            }
+            maybe_finish(*e->conn, *e);
+        }
+    }
+
+    void enforce_deadlines() {
+        const auto now = Clock::now();
+        for (auto& c : connections_) {
+            for (auto& [id, e] : c->executions) {
+                if (e->deadline && !e->exited && now >= *e->deadline) {
+                    e->timed_out = true;
+                    e->deadline.reset();
+                    ::kill(-e->pid, SIGKILL);
+                }
+            }
+        }
+    }
+
+    [[nodiscard]] GuestMetrics metrics() const {
+        GuestMetrics m;
+        struct sysinfo si {};
+        if (::sysinfo(&si) == 0) m.memory_total_bytes = static_cast<std::uint64_t>(si.totalram) * si.mem_unit;
+        std::ifstream meminfo("/proc/meminfo");
+        std::string key;
+        std::uint64_t value = 0;
+        std::string unit;
+        while (meminfo >> key >> value) {
+            std::getline(meminfo, unit);
+            if (key == "MemAvailable:") m.memory_available_bytes = value * 1024;
+        }
+        rusage ru{};
+        ::getrusage(RUSAGE_CHILDREN, &ru);
+        auto ns = [](const timeval& tv) {
+            return static_cast<std::uint64_t>(tv.tv_sec) * 1000000000ULL + static_cast<std::uint64_t>(tv.tv_usec) * 1000ULL;
+        };
+        m.cpu_time_ns = ns(ru.ru_utime) + ns(ru.ru_stime);
+        if (DIR* d = ::opendir("/proc")) {
+            while (auto* entry = ::readdir(d)) {
+                if (entry->d_name[0] >= '1' && entry->d_name[0] <= '9') ++m.process_count;
+            }
+            ::closedir(d);
+        }
+        m.uptime_ms = static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_).count());
+        m.executions_started = executions_started_;
+        return m;
+    }
+
+    void begin_shutdown() {
+        if (shutting_down_) return;
+        shutting_down_ = true;
+        shutdown_deadline_ = Clock::now() + std::chrono::seconds(2);
+        for (auto& [pid, e] : by_pid_) ::kill(-pid, SIGTERM);
+    }
+
+    int shutdown_everything() {
+        for (auto& c : connections_) {
+            flush(*c);
+            drop(*c);
+        }
+        if (::getpid() == 1) {
+            // As init: everything in the box goes with us; give it a moment to exit cleanly.
+            ::kill(-1, SIGTERM);
+            const auto until = Clock::now() + std::chrono::seconds(2);
+            while (Clock::now() < until) {
+                if (::waitpid(-1, nullptr, WNOHANG) < 0 && errno == ECHILD) break;
+                ::usleep(10000);
+            }
+            ::kill(-1, SIGKILL);
+            ::sync();
+        }
+        log("shut down");
+        return 0;
+    }
+
+    int listen_fd_;
+    int signal_fd_ = -1;
+    bool shutting_down_ = false;
+    bool exit_now_ = false;
+    Clock::time_point shutdown_deadline_;
+    Clock::time_point started_;
+    std::uint64_t executions_started_ = 0;
+    std::vector<std::unique_ptr<Connection>> connections_;
+    std::map<pid_t, Execution*> by_pid_;
+};
+
+int listen_unix(const std::string& path) {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) return -1;
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    ::unlink(path.c_str());
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 128) != 0) return -1;
+    return fd;
+}
+
+void usage() {
+    std::fputs(
+        "usage: boxlite-agent (--listen-fd N | --listen unix:PATH) [--ready-fd N]\n"
+        "Serves the BoxLite agent protocol (docs/protocol.md) on a stream socket.\n",
+        stderr);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    int listen_fd = -1;
+    int ready_fd = -1;
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        const bool has_value = i + 1 < argc;
+        if (arg == "--listen-fd" && has_value) {
+            listen_fd = std::atoi(argv[++i]);
+        } else if (arg == "--ready-fd" && has_value) {
+            ready_fd = std::atoi(argv[++i]);
+        } else if (arg == "--listen" && has_value) {
+            const std::string endpoint = argv[++i];
+            if (endpoint.rfind("unix:", 0) != 0) {
+                std::fprintf(stderr, "boxlite-agent: endpoint '%s' is not supported (allowed: unix:PATH)\n", endpoint.c_str());
+                return 2;
+            }
+            listen_fd = listen_unix(endpoint.substr(5));
+            if (listen_fd < 0) {
+                std::fprintf(stderr, "boxlite-agent: cannot listen on %s: %s\n", endpoint.c_str(), std::strerror(errno));
+                return 1;
+            }
+        } else if (arg == "--version") {
+            std::printf("boxlite-agent %s (protocol %u-%u)\n", kAgentVersion, kMinVersion, kMaxVersion);
+            return 0;
+        } else {
+            usage();
+            return 2;
+        }
+    }
+    if (listen_fd < 0) {
+        usage();
+        return 2;
+    }
+    set_cloexec(listen_fd);
+    if (ready_fd >= 0) set_cloexec(ready_fd);
+    Agent agent(listen_fd);
+    return agent.run(ready_fd);
+}

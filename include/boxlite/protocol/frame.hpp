@@ -1,0 +1,209 @@
+// The BoxLite agent protocol's framing layer (docs/protocol.md is the full description).
+//
+// Every message is one frame: a fixed 12-byte little-endian header, then `length` bytes of payload.
+//
+//   offset 0  u32 length     payload bytes, 0 .. kMaxPayload
+//   offset 4  u8  type       a FrameType; anything else is a protocol error
+//   offset 5  u8  flags      must be 0 in version 1
+//   offset 6  u16 reserved   must be 0
+//   offset 8  u32 stream     0 = the connection itself; otherwise the execution it belongs to
+//
+// The host treats every byte from the agent as hostile: the decoder checks the length before it
+// buffers anything, rejects unknown types and non-zero reserved bits, and payload decoders
+// (messages.hpp) check every length against what is left. A decoder error ends the connection.
+#pragma once
+
+#include <boxlite/error.hpp>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace boxlite::protocol {
+
+/// The protocol versions this build speaks. Hello carries [min, max]; the agent picks the highest
+/// common one or refuses.
+inline constexpr std::uint16_t kMinVersion = 1;
+inline constexpr std::uint16_t kMaxVersion = 1;
+
+inline constexpr std::size_t kHeaderSize = 12;
+/// Largest payload of one frame. Data frames carry at most kMaxChunk; 1 MiB leaves room for an
+/// exec request with a large environment while bounding what a hostile peer can make us buffer.
+inline constexpr std::uint32_t kMaxPayload = 1U << 20;
+/// Largest data chunk a sender puts in one Stdin/Stdout/Stderr frame.
+inline constexpr std::uint32_t kMaxChunk = 64U * 1024U;
+/// Initial per-stream credit: how many data bytes a sender may have in flight before the
+/// receiver grants more (see Credit).
+inline constexpr std::uint32_t kDefaultWindow = 256U * 1024U;
+
+enum class FrameType : std::uint8_t {
+    // connection level (stream 0)
+    Hello = 1,           ///< host -> agent: Hello{min_version, max_version}; first frame
+    HelloAck = 2,        ///< agent -> host: HelloAck{version, agent_version}
+    Error = 3,           ///< either way: ErrorMessage{message}; on stream 0 the connection ends
+    Ping = 4,            ///< host -> agent: empty; answered by Pong with the same payload
+    Pong = 5,
+    Shutdown = 6,        ///< host -> agent: stop every process and exit (graceful box stop)
+    ShutdownAck = 7,     ///< agent -> host: about to exit
+    MetricsRequest = 8,  ///< host -> agent: empty
+    MetricsReply = 9,    ///< agent -> host: GuestMetrics
+    // execution level (stream = execution id chosen by the host, never 0, unique per connection)
+    Exec = 16,        ///< host -> agent: ExecRequest; answered by Started or Error
+    Started = 17,     ///< agent -> host: Started{pid, stdin_window}
+    Stdin = 18,       ///< host -> agent: raw bytes (counts against the agent's stdin credit)
+    StdinClose = 19,  ///< host -> agent: empty; the process reads EOF once buffered bytes are written
+    Stdout = 20,      ///< agent -> host: raw bytes (counts against the host's stdout credit)
+    Stderr = 21,      ///< agent -> host: raw bytes (counts against the host's stderr credit)
+    Credit = 22,      ///< either way: Credit{channel, bytes}; the receiver of data grants more
+    Signal = 23,      ///< host -> agent: SignalRequest{signo}; sent to the process group
+    Resize = 24,      ///< host -> agent: ResizeRequest{rows, cols}; TTY executions only
+    Exit = 25,        ///< agent -> host: ExitStatus{code, message}; last frame of the stream
+};
+
+[[nodiscard]] constexpr bool is_known_frame_type(std::uint8_t value) noexcept {
+    return (value >= 1 && value <= 9) || (value >= 16 && value <= 25);
+}
+
+[[nodiscard]] constexpr std::string_view to_string(FrameType type) noexcept {
+    switch (type) {
+        case FrameType::Hello: return "hello";
+        case FrameType::HelloAck: return "hello-ack";
+        case FrameType::Error: return "error";
+        case FrameType::Ping: return "ping";
+        case FrameType::Pong: return "pong";
+        case FrameType::Shutdown: return "shutdown";
+        case FrameType::ShutdownAck: return "shutdown-ack";
+        case FrameType::MetricsRequest: return "metrics-request";
+        case FrameType::MetricsReply: return "metrics-reply";
+        case FrameType::Exec: return "exec";
+        case FrameType::Started: return "started";
+        case FrameType::Stdin: return "stdin";
+        case FrameType::StdinClose: return "stdin-close";
+        case FrameType::Stdout: return "stdout";
+        case FrameType::Stderr: return "stderr";
+        case FrameType::Credit: return "credit";
+        case FrameType::Signal: return "signal";
+        case FrameType::Resize: return "resize";
+        case FrameType::Exit: return "exit";
+    }
+    return "unknown";
+}
+
+struct FrameHeader {
+    std::uint32_t length = 0;
+    FrameType type = FrameType::Ping;
+    std::uint32_t stream = 0;
+};
+
+struct Frame {
+    FrameType type = FrameType::Ping;
+    std::uint32_t stream = 0;
+    std::vector<std::byte> payload;
+};
+
+namespace detail {
+inline void put_le32(std::byte* out, std::uint32_t v) noexcept {
+    for (int i = 0; i < 4; ++i) out[i] = static_cast<std::byte>((v >> (8 * i)) & 0xFFU);
+}
+inline std::uint32_t get_le32(const std::byte* in) noexcept {
+    std::uint32_t v = 0;
+    for (int i = 3; i >= 0; --i) v = (v << 8) | std::to_integer<std::uint32_t>(in[i]);
+    return v;
+}
+}  // namespace detail
+
+[[nodiscard]] inline std::array<std::byte, kHeaderSize> encode_header(FrameType type, std::uint32_t stream,
+                                                                      std::uint32_t length) noexcept {
+    std::array<std::byte, kHeaderSize> header{};
+    detail::put_le32(header.data(), length);
+    header[4] = static_cast<std::byte>(type);
+    detail::put_le32(header.data() + 8, stream);
+    return header;
+}
+
+/// Header + payload in one buffer, ready for one write.
+[[nodiscard]] inline std::vector<std::byte> encode_frame(FrameType type, std::uint32_t stream,
+                                                         std::span<const std::byte> payload) {
+    std::vector<std::byte> out(kHeaderSize + payload.size());
+    const auto header = encode_header(type, stream, static_cast<std::uint32_t>(payload.size()));
+    std::memcpy(out.data(), header.data(), kHeaderSize);
+    if (!payload.empty()) std::memcpy(out.data() + kHeaderSize, payload.data(), payload.size());
+    return out;
+}
+
+/// Validates a header read from the peer.
+[[nodiscard]] inline BoxliteResult<FrameHeader> decode_header(std::span<const std::byte, kHeaderSize> bytes) {
+    FrameHeader header;
+    header.length = detail::get_le32(bytes.data());
+    const auto type = std::to_integer<std::uint8_t>(bytes[4]);
+    const auto flags = std::to_integer<std::uint8_t>(bytes[5]);
+    const auto reserved = std::to_integer<std::uint16_t>(bytes[6]) | std::to_integer<std::uint16_t>(bytes[7]);
+    header.stream = detail::get_le32(bytes.data() + 8);
+    if (header.length > kMaxPayload) {
+        return fail(ErrorKind::Portal, "agent frame of {} bytes exceeds the {}-byte limit", header.length,
+                    kMaxPayload);
+    }
+    if (!is_known_frame_type(type)) {
+        return fail(ErrorKind::Portal, "unknown agent frame type {} (allowed: 1-9, 16-25)", type);
+    }
+    if (flags != 0 || reserved != 0) {
+        return fail(ErrorKind::Portal, "agent frame type {} has non-zero flags/reserved bits", type);
+    }
+    header.type = static_cast<FrameType>(type);
+    return header;
+}
+
+/// Incremental decoder: feed it whatever the socket returned, take complete frames out.
+/// Buffers at most one header plus one payload (<= kMaxPayload), whatever the peer sends.
+class FrameDecoder {
+public:
+    /// Appends bytes; call next() until it yields nullopt before feeding more.
+    void feed(std::span<const std::byte> bytes) { buffer_.insert(buffer_.end(), bytes.begin(), bytes.end()); }
+
+    /// The next complete frame, nullopt when more bytes are needed, or a Portal error (after
+    /// which the decoder is poisoned: the stream is out of sync and must be closed).
+    [[nodiscard]] BoxliteResult<std::optional<Frame>> next() {
+        if (poisoned_) return fail(ErrorKind::Portal, "agent stream already failed to decode");
+        if (buffer_.size() - consumed_ < kHeaderSize) {
+            compact();
+            return std::optional<Frame>{};
+        }
+        std::span<const std::byte, kHeaderSize> head(buffer_.data() + consumed_, kHeaderSize);
+        auto header = decode_header(head);
+        if (!header) {
+            poisoned_ = true;
+            return fail(header.error());
+        }
+        if (buffer_.size() - consumed_ - kHeaderSize < header->length) {
+            compact();
+            return std::optional<Frame>{};
+        }
+        Frame frame;
+        frame.type = header->type;
+        frame.stream = header->stream;
+        const auto* begin = buffer_.data() + consumed_ + kHeaderSize;
+        frame.payload.assign(begin, begin + header->length);
+        consumed_ += kHeaderSize + header->length;
+        return std::optional<Frame>{std::move(frame)};
+    }
+
+    [[nodiscard]] std::size_t buffered() const noexcept { return buffer_.size() - consumed_; }
+
+private:
+    void compact() {
+        if (consumed_ == 0) return;
+        buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(consumed_));
+        consumed_ = 0;
+    }
+
+    std::vector<std::byte> buffer_;
+    std::size_t consumed_ = 0;
+    bool poisoned_ = false;
+};
+
+}  // namespace boxlite::protocol

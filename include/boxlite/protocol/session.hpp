@@ -1,0 +1,505 @@
+// The host end of one agent connection: a reader thread that demultiplexes frames into
+// per-execution state, and the senders that the public Execution / AgentClient call.
+//
+// Flow control, host side (the agent's side is in guest/agent.cpp):
+//   - stdout/stderr: the host granted `window` bytes per stream; the reader thread only buffers,
+//     so a slow consumer never stalls other streams. When the consumer has taken a quarter of
+//     the window out of the buffer, that many bytes of credit go back to the agent. A frame that
+//     exceeds the credit outstanding is a protocol violation and ends the connection, so the
+//     buffer can never exceed the window whatever the agent sends.
+//   - stdin: a writer may only send as many bytes as the agent granted; it blocks for credit.
+// Everything the agent sends is hostile: the decoder is bounds-checked (frame.hpp) and unknown
+// streams or unexpected frame types end the connection with a Portal error.
+#pragma once
+
+#include <boxlite/concepts.hpp>
+#include <boxlite/error.hpp>
+#include <boxlite/protocol/frame.hpp>
+#include <boxlite/protocol/messages.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace boxlite::protocol {
+
+/// A ByteStream behind std::function, so the session is not a template.
+struct ErasedStream {
+    std::function<BoxliteResult<std::size_t>(std::span<std::byte>)> read_some;
+    std::function<BoxliteResult<void>(std::span<const std::byte>)> write_all;
+    std::function<void()> close;
+
+    template <ByteStream S>
+    static ErasedStream from(S stream) {
+        auto shared = std::make_shared<S>(std::move(stream));
+        return ErasedStream{[shared](std::span<std::byte> b) { return shared->read_some(b); },
+                            [shared](std::span<const std::byte> d) { return shared->write_all(d); },
+                            [shared] { shared->close(); }};
+    }
+};
+
+/// Counters a session keeps for BoxMetrics.
+struct SessionCounters {
+    std::atomic<std::uint64_t> commands_run{0};
+    std::atomic<std::uint64_t> command_errors{0};
+    std::atomic<std::uint64_t> bytes_in{0};   ///< stdin (and copy-in) bytes sent to the box
+    std::atomic<std::uint64_t> bytes_out{0};  ///< stdout/stderr (and copy-out) bytes received
+};
+
+struct OutputBuffer {
+    std::deque<std::vector<std::byte>> chunks;
+    std::size_t front_offset = 0;
+    std::uint64_t buffered = 0;
+    std::uint64_t outstanding_credit = 0;  ///< bytes the agent may still send us
+    std::uint64_t unacked = 0;             ///< consumed, not yet returned as credit
+    bool discard = false;                  ///< nobody will read: drop and re-credit on arrival
+    bool taken = false;
+};
+
+struct ExecState {
+    std::uint32_t id = 0;
+    std::condition_variable cv;
+    // Everything below is guarded by Session::mutex_.
+    bool started = false;
+    std::optional<BoxliteError> start_error;
+    std::int32_t pid = 0;
+    std::uint64_t stdin_credit = 0;
+    bool stdin_closed = false;
+    bool stdin_taken = false;
+    OutputBuffer out;
+    OutputBuffer err;
+    std::optional<ExitStatus> exit;
+    std::optional<BoxliteError> failure;  ///< the connection died before Exit arrived
+    std::uint32_t window = kDefaultWindow;
+
+    [[nodiscard]] bool finished() const { return exit.has_value() || failure.has_value(); }
+};
+
+class Session : public std::enable_shared_from_this<Session> {
+public:
+    explicit Session(ErasedStream stream) : stream_(std::move(stream)) {}
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+    ~Session() {
+        stream_.close();
+        if (reader_.joinable()) reader_.join();
+    }
+
+    /// Hello / HelloAck on the calling thread, then starts the reader thread.
+    BoxliteResult<void> handshake() {
+        BOXLITE_TRY_VOID(send(FrameType::Hello, 0, Hello{}.encode()));
+        FrameDecoder decoder;
+        std::array<std::byte, 4096> buf{};
+        while (true) {
+            auto frame = decoder.next();
+            if (!frame) return fail(frame.error().with_context("agent handshake"));
+            if (*frame) {
+                if ((*frame)->type == FrameType::Error) {
+                    auto e = ErrorMessage::decode((*frame)->payload);
+                    return fail(ErrorKind::Portal, "the agent refused the connection: {}",
+                                e ? e->message : std::string("(malformed error)"));
+                }
+                if ((*frame)->type != FrameType::HelloAck) {
+                    return fail(ErrorKind::Portal, "agent handshake: expected hello-ack, got {}", to_string((*frame)->type));
+                }
+                BOXLITE_TRY(auto ack, HelloAck::decode((*frame)->payload));
+                if (ack.version < kMinVersion || ack.version > kMaxVersion) {
+                    return fail(ErrorKind::Portal, "the agent chose protocol version {}, this host speaks {}-{}",
+                                ack.version, kMinVersion, kMaxVersion);
+                }
+                version_ = ack.version;
+                agent_version_ = ack.agent_version;
+                break;
+            }
+            BOXLITE_TRY(auto n, stream_.read_some(buf));
+            if (n == 0) return fail(ErrorKind::Portal, "the agent closed the connection during the handshake");
+            decoder.feed(std::span<const std::byte>(buf.data(), n));
+        }
+        // Bytes after HelloAck cannot exist yet: the agent sends nothing unasked.
+        reader_ = std::thread([this] { read_loop(); });
+        return {};
+    }
+
+    [[nodiscard]] const std::string& agent_version() const noexcept { return agent_version_; }
+    [[nodiscard]] std::uint16_t version() const noexcept { return version_; }
+    [[nodiscard]] SessionCounters& counters() noexcept { return counters_; }
+    [[nodiscard]] bool alive() {
+        std::lock_guard lock(mutex_);
+        return !dead_;
+    }
+
+    BoxliteResult<void> send(FrameType type, std::uint32_t stream, std::span<const std::byte> payload) {
+        const auto header = encode_header(type, stream, static_cast<std::uint32_t>(payload.size()));
+        std::lock_guard lock(write_mutex_);
+        BOXLITE_TRY_VOID(stream_.write_all(header));
+        if (!payload.empty()) BOXLITE_TRY_VOID(stream_.write_all(payload));
+        return {};
+    }
+    BoxliteResult<void> send(FrameType type, std::uint32_t stream, const std::vector<std::byte>& payload) {
+        return send(type, stream, std::span<const std::byte>(payload));
+    }
+
+    /// Sends Exec and waits for Started (or the agent's refusal).
+    BoxliteResult<std::shared_ptr<ExecState>> start(const ExecRequest& request) {
+        auto state = std::make_shared<ExecState>();
+        state->window = std::max(request.stdout_window, request.stderr_window);
+        state->out.outstanding_credit = request.stdout_window;
+        state->err.outstanding_credit = request.stderr_window;
+        {
+            std::lock_guard lock(mutex_);
+            if (dead_) return fail(*dead_);
+            state->id = next_id_++;
+            executions_[state->id] = state;
+        }
+        if (auto sent = send(FrameType::Exec, state->id, request.encode()); !sent) {
+            forget(state->id);
+            return fail(sent.error());
+        }
+        std::unique_lock lock(mutex_);
+        state->cv.wait(lock, [&] { return state->started || state->start_error || state->failure; });
+        if (state->start_error || (!state->started && state->failure)) {
+            executions_.erase(state->id);
+            counters_.command_errors.fetch_add(1, std::memory_order_relaxed);
+            return fail(state->start_error ? *state->start_error : *state->failure);
+        }
+        counters_.commands_run.fetch_add(1, std::memory_order_relaxed);
+        return state;
+    }
+
+    // ---- stdin -------------------------------------------------------------------------------
+    BoxliteResult<void> write_stdin(ExecState& e, std::span<const std::byte> data) {
+        while (!data.empty()) {
+            std::size_t chunk = 0;
+            {
+                std::unique_lock lock(mutex_);
+                if (e.stdin_closed) return fail(ErrorKind::InvalidState, "stdin of execution {} is already closed", e.id);
+                e.cv.wait(lock, [&] { return e.stdin_credit > 0 || e.finished(); });
+                if (e.finished()) {
+                    return fail(ErrorKind::Execution, "execution {} has ended; its stdin accepts no more data", e.id);
+                }
+                chunk = static_cast<std::size_t>(std::min<std::uint64_t>({e.stdin_credit, data.size(), kMaxChunk}));
+                e.stdin_credit -= chunk;
+            }
+            BOXLITE_TRY_VOID(send(FrameType::Stdin, e.id, data.first(chunk)));
+            counters_.bytes_in.fetch_add(chunk, std::memory_order_relaxed);
+            data = data.subspan(chunk);
+        }
+        return {};
+    }
+
+    BoxliteResult<void> close_stdin(ExecState& e) {
+        {
+            std::lock_guard lock(mutex_);
+            if (e.stdin_closed) return {};
+            e.stdin_closed = true;
+            if (e.finished()) return {};
+        }
+        return send(FrameType::StdinClose, e.id, std::span<const std::byte>{});
+    }
+
+    // ---- stdout / stderr ---------------------------------------------------------------------
+    /// Copies up to out.size() bytes of one channel; 0 at end of stream. Blocks until data,
+    /// end of stream, or a connection failure.
+    BoxliteResult<std::size_t> read_output(ExecState& e, Channel channel, std::span<std::byte> out) {
+        std::uint32_t grant = 0;
+        std::size_t copied = 0;
+        {
+            std::unique_lock lock(mutex_);
+            auto& buf = channel == Channel::Stderr ? e.err : e.out;
+            e.cv.wait(lock, [&] { return buf.buffered > 0 || e.finished(); });
+            if (buf.buffered == 0) {
+                if (e.failure && !e.exit) return fail(*e.failure);
+                return std::size_t{0};
+            }
+            copied = take(buf, out);
+            buf.unacked += copied;
+            if (!e.finished() && buf.unacked >= e.window / 4) {
+                grant = static_cast<std::uint32_t>(buf.unacked);
+                buf.outstanding_credit += buf.unacked;
+                buf.unacked = 0;
+            }
+        }
+        if (grant > 0) BOXLITE_TRY_VOID(send(FrameType::Credit, e.id, Credit{channel, grant}.encode()));
+        return copied;
+    }
+
+    /// Stops buffering a channel nobody will read (its reader was dropped, or wait() was called
+    /// without taking it), so the process is never blocked by an unread pipe.
+    void discard_output(ExecState& e, Channel channel) {
+        std::uint64_t grant = 0;
+        {
+            std::lock_guard lock(mutex_);
+            auto& buf = channel == Channel::Stderr ? e.err : e.out;
+            if (buf.discard) return;
+            buf.discard = true;
+            grant = buf.buffered + buf.unacked;
+            buf.chunks.clear();
+            buf.front_offset = 0;
+            buf.buffered = 0;
+            buf.unacked = 0;
+            buf.outstanding_credit += grant;
+            if (e.finished()) return;
+        }
+        if (grant > 0) (void)send(FrameType::Credit, e.id, Credit{channel, static_cast<std::uint32_t>(grant)}.encode());
+    }
+
+    /// Blocks until both channels have data or ended, for readers that serve both at once.
+    void wait_any_output(ExecState& e) {
+        std::unique_lock lock(mutex_);
+        e.cv.wait(lock, [&] { return e.out.buffered > 0 || e.err.buffered > 0 || e.finished(); });
+    }
+
+    [[nodiscard]] bool finished(ExecState& e) {
+        std::lock_guard lock(mutex_);
+        return e.finished();
+    }
+
+    [[nodiscard]] std::uint64_t buffered(ExecState& e, Channel channel) {
+        std::lock_guard lock(mutex_);
+        return channel == Channel::Stderr ? e.err.buffered : e.out.buffered;
+    }
+
+    BoxliteResult<ExitStatus> wait_exit(ExecState& e, std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
+        std::unique_lock lock(mutex_);
+        if (timeout) {
+            if (!e.cv.wait_for(lock, *timeout, [&] { return e.finished(); })) {
+                return fail(ErrorKind::Execution, "execution {} did not finish within {} ms", e.id, timeout->count());
+            }
+        } else {
+            e.cv.wait(lock, [&] { return e.finished(); });
+        }
+        if (e.exit) return *e.exit;
+        return fail(*e.failure);
+    }
+
+    void forget(std::uint32_t id) {
+        std::lock_guard lock(mutex_);
+        executions_.erase(id);
+    }
+
+    // ---- connection-level requests -----------------------------------------------------------
+    BoxliteResult<void> ping(std::chrono::milliseconds timeout) {
+        std::uint64_t target = 0;
+        {
+            std::lock_guard lock(mutex_);
+            if (dead_) return fail(*dead_);
+            target = ++pings_sent_;
+        }
+        BOXLITE_TRY_VOID(send(FrameType::Ping, 0, std::span<const std::byte>{}));
+        std::unique_lock lock(mutex_);
+        if (!control_cv_.wait_for(lock, timeout, [&] { return pongs_ >= target || dead_; })) {
+            return fail(ErrorKind::Rpc, "the agent did not answer ping within {} ms", timeout.count());
+        }
+        if (pongs_ < target) return fail(*dead_);
+        return {};
+    }
+
+    BoxliteResult<GuestMetrics> metrics(std::chrono::milliseconds timeout) {
+        std::uint64_t target = 0;
+        {
+            std::lock_guard lock(mutex_);
+            if (dead_) return fail(*dead_);
+            target = ++metrics_sent_;
+        }
+        BOXLITE_TRY_VOID(send(FrameType::MetricsRequest, 0, std::span<const std::byte>{}));
+        std::unique_lock lock(mutex_);
+        if (!control_cv_.wait_for(lock, timeout, [&] { return metrics_received_ >= target || dead_; })) {
+            return fail(ErrorKind::Rpc, "the agent did not answer a metrics request within {} ms", timeout.count());
+        }
+        if (metrics_received_ < target) return fail(*dead_);
+        return last_metrics_;
+    }
+
+    BoxliteResult<void> shutdown(std::chrono::milliseconds timeout) {
+        BOXLITE_TRY_VOID(send(FrameType::Shutdown, 0, std::span<const std::byte>{}));
+        std::unique_lock lock(mutex_);
+        control_cv_.wait_for(lock, timeout, [&] { return shutdown_acked_ || dead_; });
+        if (!shutdown_acked_ && !dead_) return fail(ErrorKind::Rpc, "the agent did not acknowledge shutdown within {} ms", timeout.count());
+        return {};
+    }
+
+private:
+    static std::size_t take(OutputBuffer& buf, std::span<std::byte> out) {
+        std::size_t copied = 0;
+        while (copied < out.size() && !buf.chunks.empty()) {
+            auto& front = buf.chunks.front();
+            const auto n = std::min(out.size() - copied, front.size() - buf.front_offset);
+            std::copy_n(front.data() + buf.front_offset, n, out.data() + copied);
+            copied += n;
+            buf.front_offset += n;
+            if (buf.front_offset == front.size()) {
+                buf.chunks.pop_front();
+                buf.front_offset = 0;
+            }
+        }
+        buf.buffered -= copied;
+        return copied;
+    }
+
+    void read_loop() {
+        FrameDecoder decoder;
+        std::vector<std::byte> buf(256 * 1024);
+        BoxliteError reason(ErrorKind::RpcTransport, "the agent closed the connection");
+        while (true) {
+            auto n = stream_.read_some(buf);
+            if (!n) {
+                reason = n.error();
+                break;
+            }
+            if (*n == 0) break;
+            decoder.feed(std::span<const std::byte>(buf.data(), *n));
+            bool ok = true;
+            while (ok) {
+                auto frame = decoder.next();
+                if (!frame) {
+                    reason = frame.error();
+                    ok = false;
+                    break;
+                }
+                if (!*frame) break;
+                if (auto handled = dispatch(std::move(**frame)); !handled) {
+                    reason = handled.error();
+                    ok = false;
+                }
+            }
+            if (!ok) {
+                stream_.close();
+                break;
+            }
+        }
+        std::lock_guard lock(mutex_);
+        dead_ = reason;
+        for (auto& [id, state] : executions_) {
+            if (!state->finished()) state->failure = reason;
+            state->cv.notify_all();
+        }
+        executions_.clear();
+        control_cv_.notify_all();
+    }
+
+    BoxliteResult<void> dispatch(Frame f) {
+        std::vector<std::pair<Channel, std::uint64_t>> grants;
+        std::shared_ptr<ExecState> state;
+        {
+            std::lock_guard lock(mutex_);
+            switch (f.type) {
+                case FrameType::Pong: ++pongs_; control_cv_.notify_all(); return {};
+                case FrameType::MetricsReply: {
+                    BOXLITE_TRY(auto m, GuestMetrics::decode(f.payload));
+                    last_metrics_ = m;
+                    ++metrics_received_;
+                    control_cv_.notify_all();
+                    return {};
+                }
+                case FrameType::ShutdownAck: shutdown_acked_ = true; control_cv_.notify_all(); return {};
+                case FrameType::Error:
+                    if (f.stream == 0) {
+                        BOXLITE_TRY(auto m, ErrorMessage::decode(f.payload));
+                        return fail(ErrorKind::Rpc, "the agent ended the connection: {}", m.message);
+                    }
+                    break;
+                case FrameType::Started:
+                case FrameType::Stdout:
+                case FrameType::Stderr:
+                case FrameType::Credit:
+                case FrameType::Exit: break;
+                default:
+                    return fail(ErrorKind::Portal, "the agent sent a {} frame, which only the host may send", to_string(f.type));
+            }
+            auto it = executions_.find(f.stream);
+            if (it == executions_.end()) {
+                return fail(ErrorKind::Portal, "the agent sent {} for unknown execution {}", to_string(f.type), f.stream);
+            }
+            state = it->second;
+            auto& e = *state;
+            switch (f.type) {
+                case FrameType::Error: {
+                    BOXLITE_TRY(auto m, ErrorMessage::decode(f.payload));
+                    if (!e.started) {
+                        e.start_error = BoxliteError(ErrorKind::Execution, m.message);
+                    } else {
+                        e.failure = BoxliteError(ErrorKind::Rpc, m.message);
+                        executions_.erase(it);
+                    }
+                    break;
+                }
+                case FrameType::Started: {
+                    if (e.started) return fail(ErrorKind::Portal, "the agent started execution {} twice", e.id);
+                    BOXLITE_TRY(auto m, protocol::Started::decode(f.payload));
+                    e.started = true;
+                    e.pid = m.pid;
+                    e.stdin_credit = m.stdin_window;
+                    break;
+                }
+                case FrameType::Stdout:
+                case FrameType::Stderr: {
+                    if (!e.started) return fail(ErrorKind::Portal, "the agent sent output before execution {} started", e.id);
+                    auto& buf = f.type == FrameType::Stderr ? e.err : e.out;
+                    if (f.payload.size() > buf.outstanding_credit) {
+                        return fail(ErrorKind::Portal, "the agent sent {} bytes on execution {} with only {} bytes of credit",
+                                    f.payload.size(), e.id, buf.outstanding_credit);
+                    }
+                    buf.outstanding_credit -= f.payload.size();
+                    counters_.bytes_out.fetch_add(f.payload.size(), std::memory_order_relaxed);
+                    if (buf.discard) {
+                        grants.emplace_back(f.type == FrameType::Stderr ? Channel::Stderr : Channel::Stdout, f.payload.size());
+                        buf.outstanding_credit += f.payload.size();
+                    } else if (!f.payload.empty()) {
+                        buf.buffered += f.payload.size();
+                        buf.chunks.push_back(std::move(f.payload));
+                    }
+                    break;
+                }
+                case FrameType::Credit: {
+                    BOXLITE_TRY(auto m, Credit::decode(f.payload));
+                    if (m.channel != Channel::Stdin) return fail(ErrorKind::Portal, "the agent granted credit for an output channel");
+                    e.stdin_credit = std::min<std::uint64_t>(e.stdin_credit + m.bytes, 1ULL << 40);
+                    break;
+                }
+                case FrameType::Exit: {
+                    if (!e.started) return fail(ErrorKind::Portal, "the agent ended execution {} before starting it", e.id);
+                    BOXLITE_TRY(auto m, ExitStatus::decode(f.payload));
+                    e.exit = std::move(m);
+                    executions_.erase(it);
+                    break;
+                }
+                default: break;
+            }
+            e.cv.notify_all();
+        }
+        for (auto [channel, bytes] : grants) {
+            BOXLITE_TRY_VOID(send(FrameType::Credit, f.stream, Credit{channel, static_cast<std::uint32_t>(bytes)}.encode()));
+        }
+        return {};
+    }
+
+    ErasedStream stream_;
+    std::mutex write_mutex_;
+    std::mutex mutex_;
+    std::condition_variable control_cv_;
+    std::thread reader_;
+    std::map<std::uint32_t, std::shared_ptr<ExecState>> executions_;
+    std::uint32_t next_id_ = 1;
+    std::optional<BoxliteError> dead_;
+    std::uint64_t pings_sent_ = 0, pongs_ = 0;
+    std::uint64_t metrics_sent_ = 0, metrics_received_ = 0;
+    GuestMetrics last_metrics_;
+    bool shutdown_acked_ = false;
+    std::uint16_t version_ = 0;
+    std::string agent_version_;
+    SessionCounters counters_;
+};
+
+}  // namespace boxlite::protocol

@@ -1,0 +1,155 @@
+// Test helpers other components may reuse: temporary directories and homes, a busybox root
+// filesystem built from Debian's busybox-static, and the paths of the built helper binaries.
+#pragma once
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace boxlite::test {
+
+namespace fs = std::filesystem;
+
+/// A fresh directory, removed with everything in it when the object dies.
+class TempDir {
+public:
+    explicit TempDir(const std::string& prefix = "boxlite-test") {
+        std::string pattern = (fs::temp_directory_path() / (prefix + "-XXXXXX")).string();
+        if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed for " + pattern);
+        path_ = pattern;
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    ~TempDir() {
+        std::error_code ec;
+        fs::remove_all(path_, ec);
+    }
+    [[nodiscard]] const fs::path& path() const noexcept { return path_; }
+    [[nodiscard]] std::string str() const { return path_.string(); }
+
+private:
+    fs::path path_;
+};
+
+/// Sets BOXLITE_HOME to a temporary directory for the object's lifetime.
+class TempHome {
+public:
+    TempHome() : dir_("boxlite-home") {
+        if (const char* old = std::getenv("BOXLITE_HOME")) previous_ = old;
+        ::setenv("BOXLITE_HOME", dir_.str().c_str(), 1);
+    }
+    ~TempHome() {
+        if (previous_) ::setenv("BOXLITE_HOME", previous_->c_str(), 1);
+        else ::unsetenv("BOXLITE_HOME");
+    }
+    [[nodiscard]] const fs::path& path() const noexcept { return dir_.path(); }
+
+private:
+    TempDir dir_;
+    std::optional<std::string> previous_;
+};
+
+/// Runs a shell command, returns its stdout; throws when it fails.
+inline std::string shell(const std::string& command) {
+    std::string out;
+    FILE* pipe = ::popen(command.c_str(), "r");
+    if (pipe == nullptr) throw std::runtime_error("popen failed: " + command);
+    char buf[4096];
+    while (auto n = std::fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+    const int status = ::pclose(pipe);
+    if (status != 0) throw std::runtime_error("command failed (" + std::to_string(status) + "): " + command);
+    return out;
+}
+
+inline void write_file(const fs::path& path, const std::string& content) {
+    std::ofstream(path, std::ios::binary) << content;
+}
+
+inline std::string read_file(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+/// Where Debian's busybox-static lives; nullopt when the package is missing.
+inline std::optional<fs::path> busybox_binary() {
+    for (const char* candidate : {"/bin/busybox", "/usr/bin/busybox"}) {
+        if (fs::exists(candidate)) {
+            const auto type = shell(std::string("file -bL ") + candidate + " 2>/dev/null || true");
+            if (type.find("statically linked") != std::string::npos || type.find("static-pie") != std::string::npos) {
+                return fs::path(candidate);
+            }
+        }
+    }
+    return std::nullopt;
+}
+
+/// A minimal root filesystem: busybox with every applet linked, /etc/passwd and /etc/group
+/// (root, nobody and a "box" user 1000), and the usual empty mount points. Built once per machine
+/// under the temp directory and shared read-only (it is only ever an overlay lower layer).
+/// Returns nullopt when busybox-static is not installed.
+inline std::optional<fs::path> busybox_rootfs() {
+    static const std::optional<fs::path> cached = []() -> std::optional<fs::path> {
+        const auto busybox = busybox_binary();
+        if (!busybox) return std::nullopt;
+        const fs::path root = fs::temp_directory_path() / ("boxlite-busybox-rootfs-v1-" + std::to_string(::getuid()));
+        if (fs::exists(root / ".complete")) return root;
+        // Build next to it and rename, so concurrent test processes never see a half-made tree.
+        TempDir staging("boxlite-rootfs-staging");
+        const auto tree = staging.path() / "rootfs";
+        for (const char* dir : {"bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root",
+                                "home/box", "var/tmp", "mnt"}) {
+            fs::create_directories(tree / dir);
+        }
+        fs::copy_file(*busybox, tree / "bin/busybox");
+        fs::permissions(tree / "bin/busybox", fs::perms(0755));
+        std::istringstream applets(shell(busybox->string() + " --list-full"));
+        std::string applet;
+        while (std::getline(applets, applet)) {
+            if (applet.empty() || applet == "bin/busybox") continue;
+            const auto link = tree / applet;
+            fs::create_directories(link.parent_path());
+            std::error_code ec;
+            fs::create_symlink("/bin/busybox", link, ec);
+        }
+        write_file(tree / "etc/passwd",
+                   "root:x:0:0:root:/root:/bin/sh\nbox:x:1000:1000:box:/home/box:/bin/sh\n"
+                   "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n");
+        write_file(tree / "etc/group", "root:x:0:\nbox:x:1000:\nnogroup:x:65534:\n");
+        write_file(tree / "etc/hostname", "busybox\n");
+        fs::permissions(tree / "tmp", fs::perms(01777));
+        ::chown((tree / "home/box").c_str(), 1000, 1000);
+        write_file(tree / ".complete", "");
+        std::error_code ec;
+        fs::rename(tree, root, ec);  // loses the race harmlessly if another process won
+        if (!fs::exists(root / ".complete")) throw std::runtime_error("could not build the busybox rootfs at " + root.string());
+        return root;
+    }();
+    return cached;
+}
+
+/// The build directory's bin/ (agent and shim), baked in by tests/support/CMakeLists.txt.
+inline fs::path built_binary(const std::string& name) {
+#ifdef BOXLITE_TEST_BIN_DIR
+    return fs::path(BOXLITE_TEST_BIN_DIR) / name;
+#else
+    return fs::path(name);
+#endif
+}
+
+inline bool is_root() { return ::geteuid() == 0; }
+
+}  // namespace boxlite::test
