@@ -3,8 +3,9 @@
 // guest RAM, loop, or allocate without bound.
 //
 // Input: byte 0 = log2 queue size (mod 9), byte 1 = feature bits (event-idx, indirect),
-// the rest = the first bytes of a 64 KiB guest RAM image (descriptor table at 0, available ring
-// at 0x1000, used ring at 0x2000, buffers anywhere).
+// the rest = the first bytes of a 64 KiB guest RAM image: the descriptor table at 0, the
+// available ring right after it, the used ring after that (packed, so short inputs reach every
+// structure), buffers anywhere.
 #include "devices/virtio/blk/device.hpp"
 #include "devices/virtio/queue.hpp"
 #include "vmm/memory.hpp"
@@ -40,12 +41,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::memset(ram.data(), 0, ram.size());
     std::memcpy(ram.data(), data + 2, std::min<std::size_t>(size - 2, kRam));
 
+    const std::uint64_t avail = 16ULL * queue_size;
+    const std::uint64_t used = (avail + 6 + 2ULL * queue_size + 3) & ~3ULL;
+
     // 1. Raw pops.
     VirtQueue queue(256);
     queue.size = queue_size;
     queue.desc_table = 0;
-    queue.avail_ring = 0x1000;
-    queue.used_ring = 0x2000;
+    queue.avail_ring = avail;
+    queue.used_ring = used;
     queue.ready = true;
     if (!queue.validate(memory)) return 0;
     queue.activate(features);
@@ -67,8 +71,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     VirtQueue queues[1] = {VirtQueue(256)};
     queues[0].size = queue_size;
     queues[0].desc_table = 0;
-    queues[0].avail_ring = 0x1000;
-    queues[0].used_ring = 0x2000;
+    queues[0].avail_ring = avail;
+    queues[0].used_ring = used;
     queues[0].ready = true;
     queues[0].activate(features);
     NullInterrupt interrupt;
