@@ -168,7 +168,8 @@ struct Qcow2Image::Impl {
 
     std::unique_ptr<block::BlockBackend> backing;
     std::vector<std::uint8_t> inflated;  // the last decompressed cluster
-    std::uint64_t inflated_entry = kNoEntry;
+    std::uint64_t inflated_entry = 0;
+    bool inflated_valid = false;  // every 64-bit value is a possible (hostile) entry
     std::vector<std::uint8_t> compressed_buf;
     std::vector<std::uint8_t> scratch;  // one cluster, for copy-on-write
     std::vector<std::uint8_t> zero_cluster;
@@ -543,7 +544,7 @@ struct Qcow2Image::Impl {
     }
 
     BoxliteResult<const std::uint8_t*> inflate_cluster(std::uint64_t entry) {
-        if (entry == inflated_entry) return inflated.data();
+        if (inflated_valid && entry == inflated_entry) return inflated.data();
         std::uint64_t offset = 0, length = 0;
         compressed_extent(entry, offset, length);
         if (offset >= file_size || offset < cs)
@@ -565,12 +566,13 @@ struct Qcow2Image::Impl {
         const int rc = ::inflate(&zs, Z_FINISH);
         const std::uint64_t produced = cs - zs.avail_out;
         inflateEnd(&zs);
-        inflated_entry = kNoEntry;
+        inflated_valid = false;
         if ((rc != Z_STREAM_END && rc != Z_BUF_ERROR && rc != Z_OK) || produced != cs)
             return fail(ErrorKind::Storage,
                         "{}: compressed cluster at offset {} is corrupt (zlib: {}, {} of {} bytes)",
                         name, offset, rc, produced, cs);
         inflated_entry = entry;
+        inflated_valid = true;
         return inflated.data();
     }
 
