@@ -1,18 +1,38 @@
 # System dependencies, all from Debian (scripts/setup installs them).
-find_package(PkgConfig REQUIRED)
-find_package(Threads REQUIRED)
-find_package(fmt REQUIRED)
-find_package(tl-expected REQUIRED)
-find_package(nlohmann_json 3.10 REQUIRED)
-find_package(OpenSSL REQUIRED)
-find_package(ZLIB REQUIRED)
-pkg_check_modules(SQLITE3 REQUIRED IMPORTED_TARGET sqlite3)
-pkg_check_modules(LIBCURL REQUIRED IMPORTED_TARGET libcurl)
-pkg_check_modules(LIBARCHIVE REQUIRED IMPORTED_TARGET libarchive)
-pkg_check_modules(LIBSECCOMP REQUIRED IMPORTED_TARGET libseccomp)
-pkg_check_modules(LIBXXHASH REQUIRED IMPORTED_TARGET libxxhash)
+#
+# The public ones are listed once here; boxliteConfig.cmake (cmake/boxliteConfig.cmake.in) is
+# generated from the same lists, so an installed BoxLite finds exactly what it was built with.
+# To add a public dependency, append it to one of the two lists and to BOXLITE_PUBLIC_DEPENDENCIES.
 
-# What a consumer of boxlite::boxlite links transitively (mirrored in boxliteConfig.cmake.in).
+# find_package() arguments, one dependency per entry.
+set(BOXLITE_CMAKE_PACKAGES
+  "Threads"
+  "fmt"
+  "tl-expected"
+  "nlohmann_json 3.10"
+  "OpenSSL COMPONENTS Crypto"
+  "ZLIB")
+# "<PREFIX> <pkg-config module>": imported as PkgConfig::<PREFIX>.
+set(BOXLITE_PKG_CONFIG_MODULES
+  "SQLITE3 sqlite3"
+  "LIBCURL libcurl"
+  "LIBARCHIVE libarchive"
+  "LIBSECCOMP libseccomp"
+  "LIBXXHASH libxxhash")
+
+find_package(PkgConfig REQUIRED)
+foreach(entry ${BOXLITE_CMAKE_PACKAGES})
+  separate_arguments(args UNIX_COMMAND "${entry}")
+  find_package(${args} REQUIRED)
+endforeach()
+foreach(entry ${BOXLITE_PKG_CONFIG_MODULES})
+  separate_arguments(args UNIX_COMMAND "${entry}")
+  list(GET args 0 prefix)
+  list(GET args 1 module)
+  pkg_check_modules(${prefix} REQUIRED IMPORTED_TARGET ${module})
+endforeach()
+
+# What a consumer of boxlite::boxlite links transitively.
 set(BOXLITE_PUBLIC_DEPENDENCIES
   fmt::fmt tl::expected nlohmann_json::nlohmann_json Threads::Threads
   OpenSSL::Crypto ZLIB::ZLIB

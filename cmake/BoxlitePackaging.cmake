@@ -1,1 +1,29 @@
-# Packaging is completed by the foundation issue: install(EXPORT), config, version, pkg-config.
+# Packaging: `cmake --install` puts the headers, libboxlite.a, the CMake package
+# (boxlite::boxlite via find_package(boxlite)) and boxlite.pc under the prefix.
+include(CMakePackageConfigHelpers)
+
+set(BOXLITE_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/boxlite)
+
+install(TARGETS boxlite EXPORT boxliteTargets
+        ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+        LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+        INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/boxlite DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+        FILES_MATCHING PATTERN "*.hpp")
+install(EXPORT boxliteTargets NAMESPACE boxlite:: DESTINATION ${BOXLITE_INSTALL_CMAKEDIR})
+
+configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/boxliteConfig.cmake.in
+                              ${PROJECT_BINARY_DIR}/boxliteConfig.cmake
+                              INSTALL_DESTINATION ${BOXLITE_INSTALL_CMAKEDIR})
+# 0.x: minor versions may break the API, so only the same minor is compatible.
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/boxliteConfigVersion.cmake
+                                 VERSION ${PROJECT_VERSION} COMPATIBILITY SameMinorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/boxliteConfig.cmake ${PROJECT_BINARY_DIR}/boxliteConfigVersion.cmake
+        DESTINATION ${BOXLITE_INSTALL_CMAKEDIR})
+
+# pkg-config: the prefix is found relative to the .pc file, so an installed tree can be moved
+# (and `cmake --install --prefix` anywhere works).
+file(RELATIVE_PATH BOXLITE_PC_RELATIVE_PREFIX "/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/")
+string(REGEX REPLACE "/$" "" BOXLITE_PC_RELATIVE_PREFIX "${BOXLITE_PC_RELATIVE_PREFIX}")
+configure_file(${PROJECT_SOURCE_DIR}/cmake/boxlite.pc.in ${PROJECT_BINARY_DIR}/boxlite.pc @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/boxlite.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
