@@ -1,0 +1,174 @@
+// Attaching the caller's terminal or pipes to a command running in a box: `run` and `exec`
+// without -d.
+//
+//   stdout/stderr  one thread each copies the box's stream to fd 1 / fd 2 as bytes arrive
+//   stdin (-i)     a thread copies fd 0 into the box; EOF on fd 0 closes the box's stdin
+//   -t             the box gives one merged stream; with -i the caller's terminal is put in raw
+//                  mode (restored on every exit path, see terminal.hpp) so keys — Ctrl-C included,
+//                  as byte 0x03 — reach the box's terminal, which turns them into signals there
+//   signals        SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 received by the CLI are
+//                  passed to the box process (Docker's sig-proxy); SIGWINCH sends the new window
+//                  size
+//
+// The Execution type is a template parameter so this header does not depend on the protocol
+// headers; it needs stdin(), stdout(), stderr(), signal(n), resize_tty(rows, cols), wait().
+#pragma once
+
+#include "cli/terminal.hpp"
+
+#include <boxlite/error.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <csignal>
+#include <optional>
+#include <span>
+#include <thread>
+#include <utility>
+
+namespace boxlite::cli {
+
+struct AttachOptions {
+    bool interactive = false;  ///< forward fd 0 to the box's stdin
+    bool tty = false;          ///< the command has a terminal in the box
+    int in_fd = STDIN_FILENO;
+    int out_fd = STDOUT_FILENO;
+    int err_fd = STDERR_FILENO;
+};
+
+namespace attach_detail {
+
+/// write(2) until done; false when the destination is gone (EPIPE): the caller keeps draining
+/// the box's stream so the command never blocks on a reader that left.
+inline bool write_fully(int fd, const std::byte* data, std::size_t size) {
+    while (size > 0) {
+        const auto n = ::write(fd, data, size);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        data += n;
+        size -= static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+class Pipe {
+public:
+    Pipe() {
+        if (::pipe2(fds_, O_CLOEXEC | O_NONBLOCK) != 0) fds_[0] = fds_[1] = -1;
+    }
+    Pipe(const Pipe&) = delete;
+    Pipe& operator=(const Pipe&) = delete;
+    ~Pipe() {
+        for (int fd : fds_) {
+            if (fd >= 0) ::close(fd);
+        }
+    }
+    [[nodiscard]] bool ok() const noexcept { return fds_[0] >= 0; }
+    [[nodiscard]] int read_end() const noexcept { return fds_[0]; }
+    void notify() const noexcept {
+        const char byte = 1;
+        [[maybe_unused]] auto n = ::write(fds_[1], &byte, 1);
+    }
+
+private:
+    int fds_[2] = {-1, -1};
+};
+
+}  // namespace attach_detail
+
+/// Streams until the command's output ends, then waits for it; returns its ExecResult.
+template <class Exec>
+[[nodiscard]] auto attach(Exec& exec, const AttachOptions& options) -> decltype(exec.wait()) {
+    using attach_detail::Pipe;
+    Pipe outputs_done;
+    Pipe stop_input;
+    if (!outputs_done.ok() || !stop_input.ok()) return fail_errno(ErrorKind::Internal, "pipe2", errno);
+
+    // Signals first, so none arriving from here on is lost or kills us with the box running.
+    auto relay = SignalRelay::install({SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH});
+    if (!relay) return fail(relay.error());
+
+    std::optional<RawTerminal> raw;
+    if (options.tty && options.interactive && is_terminal(options.in_fd)) {
+        auto entered = RawTerminal::enter(options.in_fd);
+        if (!entered) return fail(entered.error());
+        raw.emplace(std::move(*entered));
+    }
+    const int size_fd = is_terminal(options.out_fd) ? options.out_fd : options.in_fd;
+    if (options.tty) {
+        if (auto size = window_size(size_fd)) (void)exec.resize_tty(size->rows, size->cols);
+    }
+
+    auto out = exec.stdout();
+    auto err = exec.stderr();
+    auto in = exec.stdin();
+    std::atomic<int> open_outputs{2};
+    auto pump_output = [&](auto& stream, int fd) {
+        bool destination_open = true;
+        std::byte buffer[32 * 1024];
+        while (stream) {
+            auto n = stream->read_some(std::span(buffer));
+            if (!n || *n == 0) break;
+            if (destination_open) destination_open = attach_detail::write_fully(fd, buffer, *n);
+        }
+        if (--open_outputs == 0) outputs_done.notify();
+    };
+    std::thread out_thread([&] { pump_output(out, options.out_fd); });
+    std::thread err_thread([&] { pump_output(err, options.err_fd); });
+
+    std::thread in_thread;
+    if (options.interactive && in) {
+        in_thread = std::thread([&] {
+            std::byte buffer[16 * 1024];
+            while (true) {
+                pollfd fds[2] = {{options.in_fd, POLLIN, 0}, {stop_input.read_end(), POLLIN, 0}};
+                if (::poll(fds, 2, -1) < 0) {
+                    if (errno == EINTR) continue;
+                    break;
+                }
+                if ((fds[1].revents & POLLIN) != 0) return;  // the command ended first
+                if (fds[0].revents == 0) continue;
+                const auto n = ::read(options.in_fd, buffer, sizeof buffer);
+                if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+                if (n <= 0) break;  // EOF (or a dead fd): the box reads EOF too
+                if (!in->write(std::span<const std::byte>(buffer, static_cast<std::size_t>(n)))) return;
+            }
+            (void)in->close();
+        });
+    } else if (in) {
+        (void)in->close();
+    }
+
+    // Relay signals until both output streams have ended.
+    while (true) {
+        pollfd fds[2] = {{relay->fd(), POLLIN, 0}, {outputs_done.read_end(), POLLIN, 0}};
+        if (::poll(fds, 2, -1) < 0 && errno != EINTR) break;
+        if ((fds[0].revents & POLLIN) != 0) {
+            for (int signal_number : relay->drain()) {
+                if (signal_number == SIGWINCH) {
+                    if (auto size = window_size(size_fd); size && options.tty) {
+                        (void)exec.resize_tty(size->rows, size->cols);
+                    }
+                } else {
+                    (void)exec.signal(signal_number);
+                }
+            }
+        }
+        if ((fds[1].revents & POLLIN) != 0) break;
+    }
+    out_thread.join();
+    err_thread.join();
+    stop_input.notify();
+    if (in_thread.joinable()) in_thread.join();
+    raw.reset();  // the terminal is the caller's again before anything else is printed
+    return exec.wait();
+}
+
+}  // namespace boxlite::cli

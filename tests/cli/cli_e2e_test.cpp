@@ -1,0 +1,661 @@
+// The real `boxlite` binary, end to end, on the namespace engine: every subcommand and flag,
+// exit-code rules, output formats, stdin piping, a local registry (tests/image/registry_harness.sh),
+// and an interactive session on a pseudo-terminal driven the way a person types.
+#include <support/support.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+struct Result {
+    int status = -1;  ///< exit status, or 128+N when the CLI itself died of signal N
+    std::string out;
+    std::string err;
+};
+
+std::ostream& operator<<(std::ostream& os, const Result& r) {
+    return os << "status " << r.status << "\n--- stdout\n" << r.out << "\n--- stderr\n" << r.err;
+}
+
+/// The environment every CLI run gets: a private home, the namespace engine, and what the
+/// test adds. Nothing else of the test runner's environment leaks in except PATH and HOME.
+std::vector<std::string> cli_environment(const fs::path& home, const std::map<std::string, std::string>& extra) {
+    std::map<std::string, std::string> env = {{"BOXLITE_HOME", home.string()}, {"BOXLITE_ENGINE", "namespace"}};
+    for (const char* keep : {"PATH", "HOME", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"}) {
+        if (const char* value = std::getenv(keep)) env[keep] = value;
+    }
+    for (const auto& [key, value] : extra) {
+        if (value == "<unset>") env.erase(key);
+        else env[key] = value;
+    }
+    std::vector<std::string> out;
+    for (const auto& [key, value] : env) out.push_back(key + "=" + value);
+    return out;
+}
+
+std::vector<char*> c_strings(std::vector<std::string>& strings) {
+    std::vector<char*> out;
+    for (auto& s : strings) out.push_back(s.data());
+    out.push_back(nullptr);
+    return out;
+}
+
+/// Runs boxlite with `args`, feeding `input` to its stdin (closed afterwards; no -i means the
+/// CLI never reads it). Fails the test (status -1) after `timeout`.
+Result run_cli(const fs::path& home, std::vector<std::string> args, const std::string& input = {},
+               const std::map<std::string, std::string>& env = {}, std::chrono::seconds timeout = 60s) {
+    args.insert(args.begin(), BOXLITE_CLI_PATH);
+    auto envs = cli_environment(home, env);
+    int in[2], out[2], err[2];
+    if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) return {};
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        ::dup2(in[0], 0);
+        ::dup2(out[1], 1);
+        ::dup2(err[1], 2);
+        auto argv = c_strings(args);
+        auto envp = c_strings(envs);
+        ::execve(argv[0], argv.data(), envp.data());
+        ::_exit(127);
+    }
+    ::close(in[0]);
+    ::close(out[1]);
+    ::close(err[1]);
+    ::fcntl(in[1], F_SETFL, O_NONBLOCK);
+    ::signal(SIGPIPE, SIG_IGN);
+    Result result;
+    std::size_t written = 0;
+    int in_fd = in[1];
+    if (input.empty()) {
+        ::close(in_fd);
+        in_fd = -1;
+    }
+    bool out_open = true, err_open = true;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (out_open || err_open) {
+        if (std::chrono::steady_clock::now() > deadline) {
+            ::kill(pid, SIGKILL);
+            ADD_FAILURE() << "boxlite timed out: " << args[1];
+            break;
+        }
+        pollfd fds[3] = {{out_open ? out[0] : -1, POLLIN, 0}, {err_open ? err[0] : -1, POLLIN, 0},
+                         {in_fd, POLLOUT, 0}};
+        ::poll(fds, 3, 100);
+        char buf[65536];
+        for (int i = 0; i < 2; ++i) {
+            if ((fds[i].revents & (POLLIN | POLLHUP)) == 0) continue;
+            const auto n = ::read(fds[i].fd, buf, sizeof buf);
+            if (n > 0) {
+                (i == 0 ? result.out : result.err).append(buf, static_cast<std::size_t>(n));
+            } else {
+                (i == 0 ? out_open : err_open) = false;
+            }
+        }
+        if (in_fd >= 0 && (fds[2].revents & (POLLOUT | POLLERR | POLLHUP)) != 0) {
+            const auto n = ::write(in_fd, input.data() + written, input.size() - written);
+            if (n > 0) written += static_cast<std::size_t>(n);
+            if (n < 0 || written == input.size()) {
+                ::close(in_fd);
+                in_fd = -1;
+            }
+        }
+    }
+    if (in_fd >= 0) ::close(in_fd);
+    ::close(out[0]);
+    ::close(err[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return result;
+}
+
+int free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    ::close(fd);
+    return ntohs(addr.sin_port);
+}
+
+std::string trim(std::string s) {
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+    return s;
+}
+
+/// Shared by every test: one home, the busybox rootfs, images built with umoci, a registry.
+class CliE2E : public ::testing::Test {
+protected:
+    static inline std::unique_ptr<boxlite::test::TempDir> work_;
+    static inline fs::path home_;
+    static inline std::optional<fs::path> rootfs_;
+    static inline std::string skip_reason_;
+    static inline std::string image_;      ///< loaded from the OCI layout: busybox, Cmd cat os-release
+    static inline int registry_port_ = 0;
+    static inline std::string registry_skip_;
+
+    static void SetUpTestSuite() {
+        work_ = std::make_unique<boxlite::test::TempDir>("boxlite-cli-e2e");
+        home_ = work_->path() / "home";
+        if (!boxlite::test::is_root()) {
+            skip_reason_ = "the namespace engine needs root";
+            return;
+        }
+        rootfs_ = boxlite::test::busybox_rootfs();
+        if (!rootfs_) {
+            skip_reason_ = "busybox-static is not installed";
+            return;
+        }
+        auto info = run_cli(home_, {"info", "--format", "json"});
+        if (info.status != 0) {
+            skip_reason_ = "boxlite info failed: " + info.err;
+            return;
+        }
+        const auto data = nlohmann::json::parse(info.out, nullptr, false);
+        if (data.is_discarded() || data.value("engineStatus", "") != "available") {
+            skip_reason_ = "the namespace engine is not available here: " + (data.is_discarded() ? info.out
+                                                                              : data.value("engineStatus", ""));
+            return;
+        }
+        // Images: an OCI layout made by the image component's harness (umoci, busybox-static).
+        const auto images = work_->path() / "images";
+        const std::string harness = std::string(BOXLITE_SOURCE_DIR) + "/tests/image/registry_harness.sh";
+        try {
+            boxlite::test::shell("bash " + harness + " build " + images.string() + " >/dev/null 2>&1");
+        } catch (const std::exception& e) {
+            registry_skip_ = std::string("building test images failed: ") + e.what();
+            return;
+        }
+        auto loaded = run_cli(home_, {"load", (images / "oci").string(), "--tag", "busybox-test:single", "-q"});
+        if (loaded.status == 0) image_ = trim(loaded.out);
+        // A local registry for pull.
+        registry_port_ = free_port();
+        try {
+            boxlite::test::shell("bash " + harness + " start " + (work_->path() / "registry").string() + " " +
+                                 std::to_string(registry_port_) + " >/dev/null 2>&1");
+            boxlite::test::shell("bash " + harness + " push " + (images / "oci").string() + " multi " +
+                                 std::to_string(registry_port_) + " test/busybox:multi");
+        } catch (const std::exception& e) {
+            registry_skip_ = std::string("the test registry did not start: ") + e.what();
+        }
+    }
+
+    static void TearDownTestSuite() {
+        if (!home_.empty() && fs::exists(home_)) (void)run_cli(home_, {"rm", "--all", "--force"});
+        if (work_) {
+            try {
+                boxlite::test::shell("bash " + std::string(BOXLITE_SOURCE_DIR) + "/tests/image/registry_harness.sh stop " +
+                                     (work_->path() / "registry").string() + " >/dev/null 2>&1");
+            } catch (...) {
+            }
+        }
+        work_.reset();
+    }
+
+    void SetUp() override {
+        if (!skip_reason_.empty()) GTEST_SKIP() << skip_reason_;
+    }
+
+    Result cli(std::vector<std::string> args, const std::string& input = {},
+               const std::map<std::string, std::string>& env = {}) {
+        return run_cli(home_, std::move(args), input, env);
+    }
+    /// `run --rm --rootfs <busybox> ARGS...`
+    Result box_run(std::vector<std::string> flags, std::vector<std::string> command, const std::string& input = {},
+                   const std::map<std::string, std::string>& env = {}) {
+        std::vector<std::string> args = {"run", "--rm"};
+        args.insert(args.end(), flags.begin(), flags.end());
+        args.push_back("--rootfs");
+        args.push_back(rootfs_->string());
+        args.insert(args.end(), command.begin(), command.end());
+        return cli(args, input, env);
+    }
+};
+
+// ------------------------------------------------------------------------------------------
+// run: output, exit codes, flags
+// ------------------------------------------------------------------------------------------
+
+TEST_F(CliE2E, RunPrintsAndPropagatesExitCodes) {
+    auto hello = box_run({}, {"echo", "hello from a box"});
+    EXPECT_EQ(hello.status, 0) << hello;
+    EXPECT_EQ(hello.out, "hello from a box\n");
+    auto split = box_run({}, {"sh", "-c", "echo out; echo err >&2; exit 3"});
+    EXPECT_EQ(split.status, 3) << split;
+    EXPECT_EQ(split.out, "out\n");
+    EXPECT_NE(split.err.find("err\n"), std::string::npos);
+    auto killed = box_run({}, {"sh", "-c", "kill -9 $$"});
+    EXPECT_EQ(killed.status, 137) << killed;  // 128 + SIGKILL
+    auto terminated = box_run({}, {"sh", "-c", "kill -15 $$"});
+    EXPECT_EQ(terminated.status, 143) << terminated;
+    auto missing = box_run({}, {"/no/such/program"});
+    EXPECT_NE(missing.status, 0) << missing;
+}
+
+TEST_F(CliE2E, RunFlagsReachTheCommand) {
+    auto env = box_run({"-e", "FROM_CALLER", "-e", "SET=value=with=equals", "-e", "NOT_IN_CALLER", "-w", "/tmp", "-u",
+                        "1000"},
+                       {"sh", "-c", "echo $FROM_CALLER; echo $SET; echo ${NOT_IN_CALLER-unset}; pwd; id -u"}, {},
+                       {{"FROM_CALLER", "caller-value"}, {"NOT_IN_CALLER", "<unset>"}});
+    EXPECT_EQ(env.status, 0) << env;
+    EXPECT_EQ(env.out, "caller-value\nvalue=with=equals\nunset\n/tmp\n1000\n");
+    auto entry = box_run({"--entrypoint", "/bin/echo"}, {"via", "entrypoint"});
+    EXPECT_EQ(entry.out, "via entrypoint\n") << entry;
+    auto limits = box_run({"--cpus", "1", "--memory", "256m", "--network", "disabled"}, {"true"});
+    EXPECT_EQ(limits.status, 0) << limits;
+    // A host directory shared read-only, and one read-write.
+    boxlite::test::TempDir shared("boxlite-cli-volume");
+    boxlite::test::write_file(shared.path() / "in.txt", "from the host\n");
+    auto ro = box_run({"-v", shared.str() + ":/mnt/ro:ro"}, {"sh", "-c", "cat /mnt/ro/in.txt; echo x > /mnt/ro/y"});
+    EXPECT_NE(ro.out.find("from the host"), std::string::npos) << ro;
+    EXPECT_NE(ro.status, 0) << "writing to a read-only volume succeeded";
+    auto rw = box_run({"-v", shared.str() + ":/mnt/rw"}, {"sh", "-c", "echo written > /mnt/rw/out.txt"});
+    EXPECT_EQ(rw.status, 0) << rw;
+    EXPECT_EQ(boxlite::test::read_file(shared.path() / "out.txt"), "written\n");
+}
+
+TEST_F(CliE2E, InteractivePipesStdin) {
+    auto cat = box_run({"-i"}, {"cat"}, "hi\n");
+    EXPECT_EQ(cat.status, 0) << cat;
+    EXPECT_EQ(cat.out, "hi\n");
+    std::string big(3 << 20, 'x');
+    for (std::size_t i = 0; i < big.size(); i += 97) big[i] = '\n';
+    auto wc = box_run({"-i"}, {"wc", "-c"}, big);
+    EXPECT_EQ(trim(wc.out), std::to_string(big.size())) << wc.err;
+    // Without -i the command reads EOF at once.
+    auto no_stdin = box_run({}, {"cat"}, "ignored\n");
+    EXPECT_EQ(no_stdin.status, 0) << no_stdin;
+    EXPECT_EQ(no_stdin.out, "");
+    // -it without a terminal is refused, as Docker does.
+    auto not_tty = box_run({"-it"}, {"sh"}, "exit\n");
+    EXPECT_EQ(not_tty.status, 1);
+    EXPECT_NE(not_tty.err.find("not a TTY"), std::string::npos) << not_tty;
+}
+
+TEST_F(CliE2E, RunWithoutRmKeepsAStoppedBox) {
+    auto run = cli({"run", "--name", "kept", "--rootfs", rootfs_->string(), "true"});
+    ASSERT_EQ(run.status, 0) << run;
+    auto listed = cli({"ls", "-a", "--format", "{{.Name}} {{.Status}}"});
+    EXPECT_NE(listed.out.find("kept stopped"), std::string::npos) << listed;
+    EXPECT_EQ(cli({"ls", "--format", "{{.Name}}"}).out.find("kept"), std::string::npos);  // not running
+    EXPECT_EQ(cli({"rm", "kept"}).status, 0);
+    auto gone = cli({"inspect", "kept"});
+    EXPECT_EQ(gone.status, 1);
+    EXPECT_NE(gone.err.find("box not found"), std::string::npos) << gone;
+    // --rm leaves nothing.
+    ASSERT_EQ(cli({"run", "--rm", "--name", "temporary", "--rootfs", rootfs_->string(), "true"}).status, 0);
+    EXPECT_EQ(cli({"ls", "-aq"}).out.find("temporary"), std::string::npos);
+    EXPECT_EQ(cli({"inspect", "temporary"}).status, 1);
+}
+
+// ------------------------------------------------------------------------------------------
+// Lifecycle: create, start, exec, stop, restart, rm; list and inspect formats
+// ------------------------------------------------------------------------------------------
+
+TEST_F(CliE2E, LifecycleAndFormats) {
+    auto created = cli({"create", "--name", "life", "-e", "A=1", "-p", "8080:80", "--rootfs", rootfs_->string()});
+    ASSERT_EQ(created.status, 0) << created;
+    const auto id = trim(created.out);
+    EXPECT_EQ(id.size(), 26U);
+    EXPECT_EQ(trim(cli({"inspect", "-f", "{{.State.Status}}", "life"}).out), "configured");
+
+    ASSERT_EQ(cli({"start", "life"}).status, 0);
+    EXPECT_EQ(trim(cli({"inspect", "-f", "{{.State.Status}} {{.State.Running}}", id}).out), "running true");
+    auto exec = cli({"exec", "life", "--", "sh", "-c", "echo $A; hostname"});
+    EXPECT_EQ(exec.status, 0) << exec;
+    EXPECT_EQ(exec.out.substr(0, 2), "1\n");
+    auto exit_code = cli({"exec", "life", "sh", "-c", "exit 42"});
+    EXPECT_EQ(exit_code.status, 42) << exit_code;
+    auto piped = cli({"exec", "-i", "-e", "B=2", "-w", "/tmp", "life", "--", "sh", "-c", "cat; echo $B; pwd"}, "in\n");
+    EXPECT_EQ(piped.out, "in\n2\n/tmp\n") << piped;
+
+    // A file written in the box survives stop/start (overlay upper layer in the box dir).
+    ASSERT_EQ(cli({"exec", "life", "--", "sh", "-c", "echo kept > /root/state"}).status, 0);
+    ASSERT_EQ(cli({"stop", "life"}).status, 0);
+    EXPECT_EQ(trim(cli({"inspect", "-f", "{{.State.Status}}", "life"}).out), "stopped");
+    ASSERT_EQ(cli({"restart", "life"}).status, 0);
+    EXPECT_EQ(cli({"exec", "life", "cat", "/root/state"}).out, "kept\n");
+
+    // list: table, -q, json, template with functions, table template.
+    auto table = cli({"ls"});
+    EXPECT_EQ(table.status, 0);
+    EXPECT_TRUE(table.out.starts_with("BOX ID")) << table.out;
+    EXPECT_NE(table.out.find(id.substr(0, 12)), std::string::npos);
+    EXPECT_EQ(trim(cli({"ps", "-q"}).out), id.substr(0, 12));
+    auto json = nlohmann::json::parse(cli({"list", "--format", "json"}).out);
+    ASSERT_EQ(json.size(), 1U);
+    EXPECT_EQ(json[0]["ID"], id);
+    EXPECT_EQ(json[0]["Name"], "life");
+    EXPECT_EQ(json[0]["Status"], "running");
+    EXPECT_EQ(trim(cli({"ls", "--format", "{{.Name | upper}} {{truncate .ID 4}}"}).out), "LIFE " + id.substr(0, 4));
+    auto custom = cli({"ls", "--format", "table {{.Name}}\\t{{.Status}}"});
+    EXPECT_TRUE(custom.out.starts_with("NAME")) << custom.out;
+
+    // inspect: json (an array), yaml, template with json, --latest.
+    auto doc = nlohmann::json::parse(cli({"inspect", "life"}).out);
+    ASSERT_TRUE(doc.is_array());
+    EXPECT_EQ(doc[0]["Id"], id);
+    EXPECT_EQ(doc[0]["Config"]["Env"], nlohmann::json::array({"A=1"}));
+    EXPECT_EQ(doc[0]["Config"]["Ports"][0], "0.0.0.0:8080->80/tcp");
+    EXPECT_NE(cli({"inspect", "-f", "yaml", "life"}).out.find("Status: running"), std::string::npos);
+    EXPECT_EQ(trim(cli({"inspect", "-f", "{{json .Config.Env}}", "life"}).out), R"(["A=1"])");
+    EXPECT_EQ(trim(cli({"inspect", "-l", "-f", "{{.Name}}"}).out), "life");
+    auto bad_field = cli({"inspect", "-f", "{{.Nope}}", "life"});
+    EXPECT_EQ(bad_field.status, 1);
+    EXPECT_NE(bad_field.err.find(".Nope"), std::string::npos);
+
+    // stats once (json) and logs (may be empty, never an error).
+    auto stats = cli({"stats", "--format", "json", "life"});
+    ASSERT_EQ(stats.status, 0) << stats;
+    EXPECT_EQ(nlohmann::json::parse(stats.out)["Name"], "life");
+    EXPECT_EQ(cli({"stats", "life"}).out.substr(0, 6), "BOX ID");
+    EXPECT_EQ(cli({"logs", "-n", "5", "life"}).status, 0);
+
+    // rm refuses a running box without -f, then removes it with -f.
+    auto refused = cli({"rm", "life"});
+    EXPECT_EQ(refused.status, 1);
+    EXPECT_NE(refused.err.find("invalid state"), std::string::npos) << refused;
+    EXPECT_EQ(cli({"rm", "-f", "life"}).status, 0);
+    EXPECT_EQ(trim(cli({"ls", "-aq"}).out), "");
+}
+
+TEST_F(CliE2E, DetachedRunAndExecDetach) {
+    auto run = cli({"run", "-d", "--name", "bg", "--rootfs", rootfs_->string(), "sh", "-c", "echo started > /tmp/mark"});
+    ASSERT_EQ(run.status, 0) << run;
+    EXPECT_EQ(trim(run.out).size(), 26U);
+    EXPECT_EQ(trim(cli({"inspect", "-f", "{{.State.Status}}", "bg"}).out), "running");
+    EXPECT_EQ(cli({"exec", "-d", "bg", "--", "sh", "-c", "echo detached > /tmp/d"}).status, 0);
+    std::string seen;
+    for (int i = 0; i < 50 && seen != "started\ndetached\n"; ++i) {
+        seen = cli({"exec", "bg", "--", "sh", "-c", "cat /tmp/mark /tmp/d 2>/dev/null"}).out;
+        std::this_thread::sleep_for(100ms);
+    }
+    EXPECT_EQ(seen, "started\ndetached\n");
+    EXPECT_EQ(cli({"stop", "-t", "2", "bg"}).status, 0);
+    EXPECT_EQ(cli({"rm", "bg"}).status, 0);
+}
+
+TEST_F(CliE2E, CopyInAndOut) {
+    ASSERT_EQ(cli({"create", "--name", "files", "--rootfs", rootfs_->string()}).status, 0);
+    boxlite::test::TempDir dir("boxlite-cli-cp");
+    fs::create_directories(dir.path() / "tree/sub");
+    boxlite::test::write_file(dir.path() / "tree/a.txt", "alpha\n");
+    boxlite::test::write_file(dir.path() / "tree/sub/b.txt", "beta\n");
+    auto in = cli({"cp", (dir.path() / "tree").string(), "files:/srv"});
+    ASSERT_EQ(in.status, 0) << in;
+    EXPECT_EQ(cli({"exec", "files", "cat", "/srv/sub/b.txt"}).out, "beta\n");
+    auto out = cli({"cp", "files:/srv", (dir.path() / "back").string()});
+    ASSERT_EQ(out.status, 0) << out;
+    EXPECT_EQ(boxlite::test::read_file(dir.path() / "back/a.txt"), "alpha\n");
+    auto both = cli({"cp", "files:/a", "files:/b"});
+    EXPECT_EQ(both.status, 2);
+    EXPECT_EQ(cli({"rm", "-f", "files"}).status, 0);
+}
+
+// ------------------------------------------------------------------------------------------
+// Errors and exit codes
+// ------------------------------------------------------------------------------------------
+
+TEST_F(CliE2E, UsageErrorsExitTwo) {
+    for (const auto& args : std::vector<std::vector<std::string>>{
+             {},
+             {"nonsense"},
+             {"run"},
+             {"run", "--memory", "1x", "alpine"},
+             {"run", "-p", "0", "alpine"},
+             {"run", "-v", "relative:/x", "alpine"},
+             {"exec", "box"},
+             {"ls", "--format", "{{.ID"},
+             {"cp", "/a", "/b"},
+             {"--engine", "xen", "ls"},
+             {"logs"},
+         }) {
+        auto result = cli(args);
+        EXPECT_EQ(result.status, 2) << result;
+        EXPECT_TRUE(result.out.empty()) << result;
+    }
+    auto one_line = cli({"run", "--cpus", "many", "alpine"});
+    EXPECT_EQ(one_line.err, "Error: invalid argument: --cpus 'many': expected a whole number of CPUs in 1..255 (see "
+                            "'boxlite run --help')\n");
+    EXPECT_EQ(cli({"--help"}).status, 0);
+    EXPECT_EQ(cli({"run", "--help"}).status, 0);
+    EXPECT_EQ(trim(cli({"--version"}).out), "boxlite version 0.1.0");
+    EXPECT_EQ(trim(cli({"version"}).out), "boxlite version 0.1.0");
+    EXPECT_EQ(nlohmann::json::parse(cli({"version", "--format", "json"}).out)["Version"], "0.1.0");
+}
+
+TEST_F(CliE2E, RuntimeErrorsExitOneWithOneLine) {
+    auto missing = cli({"start", "no-such-box"});
+    EXPECT_EQ(missing.status, 1);
+    EXPECT_EQ(missing.err, "Error: box not found: no-such-box\n");
+    auto debug = cli({"--debug", "inspect", "no-such-box"});
+    EXPECT_EQ(debug.status, 1);
+    EXPECT_NE(debug.err.find("debug: error kind: not_found"), std::string::npos) << debug;
+    // `auto` never silently becomes namespace isolation: without a VM engine it says why.
+    auto vm = cli({"--engine", "auto", "run", "--rm", "--rootfs", rootfs_->string(), "true"});
+    if (vm.status != 0) {
+        EXPECT_EQ(vm.status, 1);
+        EXPECT_NE(vm.err.find("unsupported engine"), std::string::npos) << vm;
+        EXPECT_EQ(std::count(vm.err.begin(), vm.err.end(), '\n'), 1) << vm;
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Images: load, pull from the local registry, images, rm, prune, run from an image
+// ------------------------------------------------------------------------------------------
+
+TEST_F(CliE2E, ImagesFromLayoutAndRegistry) {
+    if (!registry_skip_.empty()) GTEST_SKIP() << registry_skip_;
+    ASSERT_FALSE(image_.empty()) << "boxlite load did not name the loaded image";
+    // The loaded image's own command (cat /etc/os-release) runs when none is given.
+    auto defaults = cli({"run", "--rm", image_});
+    EXPECT_EQ(defaults.status, 0) << defaults;
+    EXPECT_NE(defaults.out.find("BoxLite Test Linux"), std::string::npos) << defaults;
+    auto env = cli({"run", "--rm", image_, "sh", "-c", "echo $FOO; pwd"});
+    EXPECT_EQ(env.out, "bar\n/data\n") << env;
+
+    const std::string remote = "127.0.0.1:" + std::to_string(registry_port_) + "/test/busybox:multi";
+    auto pull = cli({"pull", remote});
+    ASSERT_EQ(pull.status, 0) << pull;
+    EXPECT_NE(pull.out.find("Pull complete"), std::string::npos) << pull.out;  // plain lines: not a TTY
+    EXPECT_EQ(pull.out.find("\x1b["), std::string::npos) << "escape codes on a pipe";
+    EXPECT_NE(pull.out.find("Status: Downloaded newer image for"), std::string::npos);
+    auto quiet = cli({"pull", "-q", remote});
+    EXPECT_EQ(quiet.status, 0);
+    EXPECT_TRUE(trim(quiet.out).starts_with("sha256:")) << quiet;
+    EXPECT_EQ(std::count(quiet.out.begin(), quiet.out.end(), '\n'), 1);
+
+    auto table = cli({"images"});
+    EXPECT_TRUE(table.out.starts_with("REPOSITORY")) << table;
+    EXPECT_NE(table.out.find("test/busybox"), std::string::npos);
+    auto images = nlohmann::json::parse(cli({"images", "--format", "json"}).out);
+    EXPECT_GE(images.size(), 2U);
+    EXPECT_FALSE(trim(cli({"images", "-q"}).out).empty());
+    EXPECT_EQ(cli({"run", "--rm", remote, "cat", "/etc/motd"}).out, "welcome\n");
+
+    EXPECT_EQ(cli({"images", "rm", remote}).status, 0);
+    EXPECT_EQ(cli({"images", "--format", "{{.Reference}}"}).out.find("test/busybox"), std::string::npos);
+    auto prune = cli({"images", "prune"});
+    EXPECT_EQ(prune.status, 0) << prune;
+    EXPECT_NE(prune.out.find("Total reclaimed space"), std::string::npos);
+    auto unknown = cli({"pull", "127.0.0.1:" + std::to_string(registry_port_) + "/test/none:1"});
+    EXPECT_EQ(unknown.status, 1);
+    EXPECT_EQ(std::count(unknown.err.begin(), unknown.err.end(), '\n'), 1) << unknown;
+
+    auto info = nlohmann::json::parse(cli({"info", "--format", "json"}).out);
+    EXPECT_GE(info["imagesCount"].get<int>(), 1);
+    EXPECT_EQ(info["homeDir"], home_.string());
+}
+
+// ------------------------------------------------------------------------------------------
+// A person at a terminal: run -it on a pseudo-terminal
+// ------------------------------------------------------------------------------------------
+
+class PtySession {
+public:
+    PtySession(const fs::path& home, std::vector<std::string> args) {
+        args.insert(args.begin(), BOXLITE_CLI_PATH);
+        auto envs = cli_environment(home, {{"TERM", "dumb"}, {"PS1", "$ "}});
+        struct winsize ws {};
+        ws.ws_row = 24;
+        ws.ws_col = 80;
+        pid_ = ::forkpty(&master_, nullptr, nullptr, &ws);
+        if (pid_ == 0) {
+            auto argv = c_strings(args);
+            auto envp = c_strings(envs);
+            ::execve(argv[0], argv.data(), envp.data());
+            ::_exit(127);
+        }
+    }
+    ~PtySession() {
+        if (pid_ > 0 && !exited_) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+        if (master_ >= 0) ::close(master_);
+    }
+
+    void type(const std::string& keys) {
+        for (char c : keys) {  // one key at a time, as typed
+            [[maybe_unused]] auto n = ::write(master_, &c, 1);
+            std::this_thread::sleep_for(2ms);
+        }
+    }
+
+    /// Reads until `pattern` shows up in the output since the last expect; false on timeout.
+    bool expect(const std::string& pattern, std::chrono::milliseconds timeout = 10s) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (std::chrono::steady_clock::now() < deadline) {
+            if (const auto at = screen_.find(pattern); at != std::string::npos) {
+                screen_.erase(0, at + pattern.size());
+                return true;
+            }
+            pollfd fd{master_, POLLIN, 0};
+            if (::poll(&fd, 1, 50) > 0) {
+                char buf[4096];
+                const auto n = ::read(master_, buf, sizeof buf);
+                if (n <= 0) break;
+                screen_.append(buf, static_cast<std::size_t>(n));
+                all_.append(buf, static_cast<std::size_t>(n));
+            }
+        }
+        return screen_.find(pattern) != std::string::npos;
+    }
+
+    void resize(unsigned short rows, unsigned short cols) {
+        struct winsize ws {};
+        ws.ws_row = rows;
+        ws.ws_col = cols;
+        ::ioctl(master_, TIOCSWINSZ, &ws);  // the kernel sends SIGWINCH to the CLI
+    }
+
+    /// The CLI's exit status (128+N for a signal), or -1 on timeout.
+    int wait(std::chrono::milliseconds timeout = 15s) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (std::chrono::steady_clock::now() < deadline) {
+            (void)expect("\x01never\x01", 20ms);  // keep draining the terminal
+            int status = 0;
+            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+                exited_ = true;
+                return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            }
+        }
+        return -1;
+    }
+
+    /// The terminal's line discipline is back to cooked mode (the master shares the slave's termios).
+    bool cooked() const {
+        struct termios mode {};
+        ::tcgetattr(master_, &mode);
+        return (mode.c_lflag & ICANON) != 0 && (mode.c_lflag & ECHO) != 0 && (mode.c_lflag & ISIG) != 0;
+    }
+
+    pid_t pid() const { return pid_; }
+    const std::string& transcript() const { return all_; }
+
+private:
+    int master_ = -1;
+    pid_t pid_ = -1;
+    bool exited_ = false;
+    std::string screen_;
+    std::string all_;
+};
+
+TEST_F(CliE2E, InteractiveTerminalSession) {
+    PtySession session(home_, {"run", "-it", "--rm", "--rootfs", rootfs_->string(), "sh"});
+    ASSERT_GT(session.pid(), 0);
+    session.type("echo hello-$((40+2))\r");
+    ASSERT_TRUE(session.expect("hello-42")) << session.transcript();
+    EXPECT_FALSE(session.cooked()) << "the CLI did not put the terminal in raw mode";
+    session.type("tty\r");
+    EXPECT_TRUE(session.expect("/dev/pts/")) << session.transcript();
+
+    // A window-size change reaches the box.
+    session.resize(40, 100);
+    std::this_thread::sleep_for(300ms);
+    session.type("stty size\r");
+    EXPECT_TRUE(session.expect("40 100")) << session.transcript();
+
+    // Ctrl-C interrupts the box's foreground command, not the CLI.
+    session.type("sleep 30\r");
+    std::this_thread::sleep_for(500ms);
+    session.type("\x03");
+    session.type("echo after-$((1+1))\r");
+    EXPECT_TRUE(session.expect("after-2", 5s)) << "Ctrl-C did not reach the box: " << session.transcript();
+
+    session.type("exit 7\r");
+    EXPECT_EQ(session.wait(), 7) << session.transcript();
+    EXPECT_TRUE(session.cooked()) << "terminal left in raw mode";
+}
+
+TEST_F(CliE2E, TerminalRestoredWhenTheCliIsSignalled) {
+    PtySession session(home_, {"run", "-it", "--rm", "--rootfs", rootfs_->string(), "sh"});
+    ASSERT_GT(session.pid(), 0);
+    session.type("echo ready-$((2*3))\r");
+    ASSERT_TRUE(session.expect("ready-6")) << session.transcript();
+    // A hang-up is passed on to the box's shell, which exits from it; the CLI reports 128+1.
+    ::kill(session.pid(), SIGHUP);
+    EXPECT_EQ(session.wait(), 129) << session.transcript();
+    EXPECT_TRUE(session.cooked()) << "terminal left in raw mode after SIGHUP";
+}
+
+TEST_F(CliE2E, ExecInteractiveTerminal) {
+    ASSERT_EQ(cli({"run", "-d", "--name", "ttybox", "--rootfs", rootfs_->string(), "true"}).status, 0);
+    {
+        PtySession session(home_, {"exec", "-it", "ttybox", "--", "sh"});
+        session.type("echo exec-$((3+4))\r");
+        EXPECT_TRUE(session.expect("exec-7")) << session.transcript();
+        session.type("exit\r");
+        EXPECT_EQ(session.wait(), 0) << session.transcript();
+        EXPECT_TRUE(session.cooked());
+    }
+    EXPECT_EQ(cli({"rm", "-f", "ttybox"}).status, 0);
+}
+
+}  // namespace
