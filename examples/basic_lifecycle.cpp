@@ -1,0 +1,119 @@
+// basic_lifecycle: create, list, inspect and remove boxes — the first thing to run.
+//
+//   boxlite_example_basic_lifecycle            in a fresh temporary home (removed at the end)
+//   boxlite_example_basic_lifecycle <home>     in <home> (kept)
+//
+// The engine is BOXLITE_ENGINE when set; otherwise the namespace engine when this machine can
+// run it, else the mock engine (nothing runs either way: creation is lazy, and this example
+// never starts a box). It prints what it does and exits non-zero on the first error.
+#include <boxlite/boxlite.hpp>
+
+#include <stdlib.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+namespace {
+
+using namespace boxlite;
+
+int report(const BoxliteError& error) {
+    fmt::print(stderr, "error: {}\n", error);
+    return 1;
+}
+
+/// BOXLITE_ENGINE, or namespace when available, or mock.
+BoxliteResult<BoxliteRuntime> open_for_example(const std::filesystem::path& home) {
+    BOXLITE_TRY(auto options, BoxliteOptions::from_environment());
+    options.home_dir = home;
+    if (std::getenv("BOXLITE_ENGINE") == nullptr || *std::getenv("BOXLITE_ENGINE") == '\0') {
+        options.engine = EngineKind::Namespace;
+        BOXLITE_TRY(auto runtime, open_runtime(options));
+        if (auto ok = runtime.engine().available(); ok) return runtime;
+        else fmt::print("namespace engine not usable here ({}); using the mock engine\n", ok.error());
+        options.engine = EngineKind::Mock;
+    }
+    return open_runtime(options);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::filesystem::path home;
+    bool temporary = false;
+    if (argc > 1) {
+        home = argv[1];
+    } else {
+        std::string pattern = (std::filesystem::temp_directory_path() / "boxlite-example-XXXXXX").string();
+        if (::mkdtemp(pattern.data()) == nullptr) {
+            std::perror("mkdtemp");
+            return 1;
+        }
+        home = pattern;
+        temporary = true;
+    }
+
+    auto runtime = open_for_example(home);
+    if (!runtime) return report(runtime.error());
+    fmt::print("BoxLite {} — home {}, engine {}\n", version(), home.string(), runtime->engine().kind());
+
+    // 1. Create: one box from an image (pulled lazily, on first start), one from a directory.
+    BoxOptions web;
+    web.rootfs = RootfsSpec::image("alpine:latest");
+    web.cpus = 1;
+    web.memory_mib = 256;
+    web.env = {{"MODE", "demo"}};
+    web.labels = {{"app", "web"}};
+    web.ports = {PortSpec{8080, 80, PortProtocol::Tcp, "127.0.0.1"}};
+    web.auto_remove = false;
+    auto first = runtime->create(web, "web");
+    if (!first) return report(first.error());
+
+    BoxOptions tools;
+    tools.rootfs = RootfsSpec::path(home);
+    tools.security = SecurityOptions::maximum();
+    auto second = runtime->create(tools, "tools");
+    if (!second) return report(second.error());
+
+    // Validation happens before anything is written.
+    BoxOptions too_big;
+    too_big.cpus = 100000;
+    if (auto rejected = runtime->create(too_big, "too-big"); !rejected) {
+        fmt::print("rejected as expected: {}\n", rejected.error());
+    }
+
+    // 2. List.
+    auto boxes = runtime->list_info();
+    if (!boxes) return report(boxes.error());
+    fmt::print("{} boxes:\n", boxes->size());
+    for (const auto& info : *boxes) fmt::print("  {}\n", info);
+
+    // 3. Inspect, by name and by a unique id prefix.
+    const auto prefix = first->id().str().substr(0, 12);
+    auto info = runtime->get_info(prefix);
+    if (!info) return report(info.error());
+    fmt::print("inspect {}: name={} status={} image={} cpus={} memory={} MiB created={}\n", prefix,
+               info->name.value_or("-"), info->status, info->image, info->cpus, info->memory_mib,
+               detail::format_rfc3339(info->created_at));
+    auto config = first->config();
+    if (!config) return report(config.error());
+    fmt::print("config: {}\n", *config);
+
+    // 4. Remove, and show it is gone.
+    for (const char* name : {"web", "tools"}) {
+        if (auto removed = runtime->remove(name); !removed) return report(removed.error());
+        fmt::print("removed {}\n", name);
+    }
+    auto gone = runtime->get("web");
+    fmt::print("get web: {}\n", gone ? std::string("still there?") : gone.error().to_string());
+    auto remaining = runtime->list_info();
+    if (!remaining) return report(remaining.error());
+    fmt::print("{} boxes left\n", remaining->size());
+
+    if (temporary) {
+        std::error_code ec;
+        std::filesystem::remove_all(home, ec);
+    }
+    return gone || !remaining->empty() ? 1 : 0;
+}
