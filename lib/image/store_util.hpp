@@ -1,0 +1,72 @@
+// Small pieces the store is built from: flock-based file locks, atomic file writes, and a
+// thin SQLite statement wrapper. Internal to lib/image.
+#pragma once
+
+#include <boxlite/error.hpp>
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace boxlite::image {
+
+/// An flock(2) on a lock file, released on destruction. Locks are per open file description, so
+/// they also exclude other threads of this process that open the same path.
+class FileLock {
+public:
+    enum class Mode { Shared, Exclusive };
+    [[nodiscard]] static BoxliteResult<FileLock> acquire(const std::filesystem::path& path, Mode mode);
+    /// Nullopt when someone else holds it.
+    [[nodiscard]] static BoxliteResult<std::optional<FileLock>> try_acquire(const std::filesystem::path& path, Mode mode);
+
+    FileLock(FileLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    FileLock& operator=(FileLock&& other) noexcept;
+    FileLock(const FileLock&) = delete;
+    FileLock& operator=(const FileLock&) = delete;
+    ~FileLock();
+
+private:
+    explicit FileLock(int fd) : fd_(fd) {}
+    int fd_ = -1;
+};
+
+/// Writes `data` to a temporary file beside `path`, fsyncs it and renames it over `path`.
+[[nodiscard]] BoxliteResult<void> write_file_atomic(const std::filesystem::path& path, std::string_view data);
+
+/// Reads a whole file of at most `max_bytes`.
+[[nodiscard]] BoxliteResult<std::string> read_file_bounded(const std::filesystem::path& path, std::uint64_t max_bytes);
+
+class Statement {
+public:
+    Statement(sqlite3* db, std::string_view sql);
+    Statement(const Statement&) = delete;
+    Statement& operator=(const Statement&) = delete;
+    ~Statement();
+
+    Statement& bind(int index, std::string_view text);
+    Statement& bind(int index, std::int64_t value);
+    /// true: a row is available; false: done. Errors become Database errors.
+    [[nodiscard]] BoxliteResult<bool> step();
+    [[nodiscard]] BoxliteResult<void> run();
+    [[nodiscard]] std::string text(int column) const;
+    [[nodiscard]] std::int64_t integer(int column) const;
+
+private:
+    sqlite3* db_;
+    sqlite3_stmt* stmt_ = nullptr;
+    int prepare_rc_ = SQLITE_OK;
+};
+
+[[nodiscard]] BoxliteResult<void> sql_exec(sqlite3* db, const char* sql);
+
+/// Runs a program (argv[0] looked up in PATH) and waits; on non-zero exit the error carries the
+/// tail of its stderr.
+[[nodiscard]] BoxliteResult<void> run_program(const std::vector<std::string>& argv, ErrorKind kind);
+
+}  // namespace boxlite::image

@@ -1,0 +1,616 @@
+// The image store against a real registry: Debian's docker-registry on 127.0.0.1, images built
+// from busybox-static with umoci and pushed with skopeo (registry_harness.sh).
+#include "image/digest.hpp"
+
+#include <boxlite/image/image_store.hpp>
+#include <boxlite/image/reference.hpp>
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace boxlite::image {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kHarness = BOXLITE_IMAGE_HARNESS;
+
+class TempDir {
+public:
+    explicit TempDir(const char* prefix = "boxlite-image") {
+        std::string pattern = fmt::format("/tmp/{}-XXXXXX", prefix);
+        if (::mkdtemp(pattern.data()) == nullptr) std::abort();
+        path_ = pattern;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        fs::remove_all(path_, ec);
+    }
+    const fs::path& path() const { return path_; }
+
+private:
+    fs::path path_;
+};
+
+int sh(const std::string& command) {
+    const int status = std::system(command.c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string read(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+int free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    ::close(fd);
+    return ntohs(addr.sin_port);
+}
+
+std::string missing_tools() {
+    for (const char* tool : {"docker-registry", "skopeo", "umoci", "htpasswd", "mke2fs", "e2fsck", "debugfs", "curl"}) {
+        if (sh(fmt::format("command -v {} >/dev/null 2>&1", tool)) != 0) return tool;
+    }
+    if (!fs::exists("/bin/busybox")) return "busybox-static";
+    return {};
+}
+
+// One docker-registry process with its own storage; stopped and removed on destruction.
+class Registry {
+public:
+    explicit Registry(std::optional<std::pair<std::string, std::string>> credentials = std::nullopt)
+        : credentials_(std::move(credentials)), port_(free_port()) {
+        start();
+    }
+    ~Registry() { stop(); }
+    void start() {
+        std::string cmd = fmt::format("bash {} start {} {}", kHarness, dir_.path().string(), port_);
+        if (credentials_) cmd += fmt::format(" {} {}", credentials_->first, credentials_->second);
+        running_ = sh(cmd) == 0;
+    }
+    void stop() {
+        if (running_) sh(fmt::format("bash {} stop {}", kHarness, dir_.path().string()));
+        running_ = false;
+    }
+    bool running() const { return running_; }
+    std::string host() const { return fmt::format("127.0.0.1:{}", port_); }
+    int port() const { return port_; }
+    bool push(const fs::path& oci, const std::string& tag, const std::string& dest, bool all = false) const {
+        std::string cmd = fmt::format("bash {} push {} {} {} {} {}", kHarness, oci.string(), tag, port_, dest,
+                                      all ? "all" : "-");
+        if (credentials_) cmd += fmt::format(" {}:{}", credentials_->first, credentials_->second);
+        return sh(cmd) == 0;
+    }
+    fs::path blob_data(std::string_view digest) const {
+        const auto hex = std::string(digest_hex(digest));
+        return dir_.path() / "data/docker/registry/v2/blobs/sha256" / hex.substr(0, 2) / hex / "data";
+    }
+
+private:
+    TempDir dir_{"boxlite-registry"};
+    std::optional<std::pair<std::string, std::string>> credentials_;
+    int port_;
+    bool running_ = false;
+};
+
+class ImageRegistry : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() {
+        skip_reason_ = missing_tools();
+        if (!skip_reason_.empty()) {
+            skip_reason_ = "missing tool: " + skip_reason_;
+            return;
+        }
+        images_ = std::make_unique<TempDir>("boxlite-oci");
+        if (sh(fmt::format("bash {} build {} >{}/build.log 2>&1", kHarness, images_->path().string(),
+                           images_->path().string())) != 0) {
+            skip_reason_ = "building test images with umoci failed: " + read(images_->path() / "build.log");
+            return;
+        }
+        registry_ = std::make_unique<Registry>();
+        if (!registry_->running()) {
+            skip_reason_ = "docker-registry did not start on 127.0.0.1";
+            return;
+        }
+        const bool pushed = registry_->push(oci(), "single", "test/single:1") &&
+                            registry_->push(oci(), "multi", "test/multi:1") &&
+                            registry_->push(oci(), "multiarch", "test/multiarch:1", true) &&
+                            registry_->push(oci(), "unique", "test/unique:1");
+        if (!pushed) skip_reason_ = "skopeo could not push the test images";
+    }
+    static void TearDownTestSuite() {
+        registry_.reset();
+        images_.reset();
+    }
+    void SetUp() override {
+        if (!skip_reason_.empty()) GTEST_SKIP() << skip_reason_;
+    }
+
+    static fs::path oci() { return images_->path() / "oci"; }
+    static std::string ref(std::string_view repo_tag) { return fmt::format("{}/{}", registry_->host(), repo_tag); }
+
+    ImageStore open_store(const fs::path& home, RegistryOptions registry = {}) {
+        registry.search_registries = {};
+        registry.initial_backoff = std::chrono::milliseconds(20);
+        auto store = ImageStore::open({home, registry, {}});
+        EXPECT_TRUE(store) << store.error().message();
+        return std::move(*store);
+    }
+
+    static inline std::string skip_reason_;
+    static inline std::unique_ptr<TempDir> images_;
+    static inline std::unique_ptr<Registry> registry_;
+    TempDir home_{"boxlite-home"};
+};
+
+TEST_F(ImageRegistry, PullsASingleLayerImageAndReusesIt) {
+    auto store = open_store(home_.path());
+    std::vector<LayerProgress> events;
+    PullOptions options;
+    options.progress = [&](const LayerProgress& p) { events.push_back(p); };
+    auto image = store.pull(ref("test/single:1"), options);
+    ASSERT_TRUE(image) << image.error().message();
+
+    EXPECT_EQ(image->reference, registry_->host() + "/test/single:1");
+    ASSERT_EQ(image->layers.size(), 1u);
+    EXPECT_TRUE(is_valid_sha256_digest(image->manifest_digest));
+    EXPECT_EQ(image->config.cmd, (std::vector<std::string>{"/bin/sh", "-c", "cat /etc/os-release"}));
+    EXPECT_EQ(image->config.working_dir, "/data");
+    EXPECT_NE(std::find(image->config.env.begin(), image->config.env.end(), "FOO=bar"), image->config.env.end());
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.back().phase, LayerPhase::Complete);
+    EXPECT_EQ(events.back().current, image->layers[0].size);
+    EXPECT_EQ(events.back().total, image->layers[0].size);
+
+    // The store is an OCI layout: blobs by digest, index.json naming the image.
+    const auto images = home_.path() / "images";
+    EXPECT_TRUE(fs::exists(images / "oci-layout"));
+    EXPECT_TRUE(fs::exists(images / "blobs/sha256" / std::string(digest_hex(image->layers[0].digest))));
+    EXPECT_NE(read(images / "index.json").find(image->manifest_digest), std::string::npos);
+    EXPECT_TRUE(fs::exists(home_.path() / "db/images.db"));
+    EXPECT_EQ(sha256_file(images / "blobs/sha256" / std::string(digest_hex(image->layers[0].digest))).value(),
+              image->layers[0].digest);
+
+    // Again: served from the store, no download events at all.
+    events.clear();
+    auto again = store.pull(ref("test/single:1"), options);
+    ASSERT_TRUE(again) << again.error().message();
+    EXPECT_EQ(again->manifest_digest, image->manifest_digest);
+    EXPECT_TRUE(events.empty());
+    auto listed = store.list();
+    ASSERT_TRUE(listed);
+    ASSERT_EQ(listed->size(), 1u);
+    auto by_id = store.inspect(image->config_digest.substr(7, 12));
+    ASSERT_TRUE(by_id) << by_id.error().message();
+    EXPECT_EQ(by_id->reference, image->reference);
+
+    // The unpacked tree.
+    auto rootfs = store.rootfs_directory(*image);
+    ASSERT_TRUE(rootfs) << rootfs.error().message();
+    EXPECT_EQ(*rootfs, images / "rootfs" / std::string(digest_hex(image->manifest_digest)));
+    EXPECT_EQ(read(*rootfs / "etc/os-release"), "NAME=\"BoxLite Test Linux\"\nID=boxlite-test\nVERSION_ID=1\n");
+    EXPECT_EQ(read(*rootfs / "bin/busybox"), read("/bin/busybox"));
+    EXPECT_EQ(fs::read_symlink(*rootfs / "bin/sh"), "busybox");
+    struct stat st {};
+    ASSERT_EQ(::stat((*rootfs / "data/keep/file").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0640u);
+    if (::geteuid() == 0) {
+        EXPECT_EQ(st.st_uid, 1000u);
+    }
+    ASSERT_EQ(::stat((*rootfs / "tmp").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 01777u);
+    EXPECT_EQ(sh(fmt::format("{}/bin/busybox true", rootfs->string())), 0);
+}
+
+TEST_F(ImageRegistry, AppliesWhiteoutsOpaqueDirectoriesAndLinksAcrossLayers) {
+    auto store = open_store(home_.path());
+    auto image = store.pull(ref("test/multi:1"));
+    ASSERT_TRUE(image) << image.error().message();
+    ASSERT_EQ(image->layers.size(), 3u);
+    auto rootfs = store.rootfs_directory(*image);
+    ASSERT_TRUE(rootfs) << rootfs.error().message();
+    const auto& r = *rootfs;
+    EXPECT_EQ(read(r / "data/keep/file"), "keep\n");
+    EXPECT_FALSE(fs::exists(r / "data/gone"));
+    EXPECT_FALSE(fs::exists(r / "opq/old.txt"));
+    EXPECT_FALSE(fs::exists(r / "opq/sub"));
+    EXPECT_EQ(read(r / "opq/new.txt"), "new\n");
+    EXPECT_EQ(read(r / "etc/motd"), "welcome\n");
+    struct stat a {}, b {};
+    ASSERT_EQ(::stat((r / "data/added.txt").c_str(), &a), 0);
+    ASSERT_EQ(::stat((r / "data/hardlink.txt").c_str(), &b), 0);
+    EXPECT_EQ(a.st_ino, b.st_ino);
+    EXPECT_EQ(fs::read_symlink(r / "data/os-release-link"), "../etc/os-release");
+    for (const auto& entry : fs::recursive_directory_iterator(r)) {
+        EXPECT_FALSE(entry.path().filename().string().starts_with(".wh.")) << entry.path();
+    }
+}
+
+TEST_F(ImageRegistry, SelectsThePlatformOfAMultiArchIndex) {
+    auto store = open_store(home_.path());
+    auto amd = store.pull(ref("test/multiarch:1"), {PullPolicy::IfMissing, {}, Platform{"linux", "amd64", ""}});
+    ASSERT_TRUE(amd) << amd.error().message();
+    EXPECT_FALSE(amd->index_digest.empty());
+    auto amd_root = store.rootfs_directory(*amd);
+    ASSERT_TRUE(amd_root) << amd_root.error().message();
+    EXPECT_EQ(read(*amd_root / "etc/arch"), "amd64\n");
+
+    TempDir other{"boxlite-home"};
+    auto arm_store = open_store(other.path());
+    auto arm = arm_store.pull(ref("test/multiarch:1"), {PullPolicy::IfMissing, {}, Platform{"linux", "arm64", "v8"}});
+    ASSERT_TRUE(arm) << arm.error().message();
+    EXPECT_NE(arm->manifest_digest, amd->manifest_digest);
+    EXPECT_EQ(arm->index_digest, amd->index_digest);
+    EXPECT_EQ(arm->config.platform.architecture, "arm64");
+    auto arm_root = arm_store.rootfs_directory(*arm);
+    ASSERT_TRUE(arm_root) << arm_root.error().message();
+    EXPECT_EQ(read(*arm_root / "etc/arch"), "arm64\n");
+
+    TempDir third{"boxlite-home"};
+    auto riscv = open_store(third.path()).pull(ref("test/multiarch:1"), {PullPolicy::Always, {}, Platform{"linux", "riscv64", ""}});
+    ASSERT_FALSE(riscv);
+    EXPECT_EQ(riscv.error().kind(), ErrorKind::Image);
+    EXPECT_NE(riscv.error().message().find("no image for platform linux/riscv64"), std::string::npos)
+        << riscv.error().message();
+    EXPECT_NE(riscv.error().message().find("linux/amd64, linux/arm64/v8"), std::string::npos);
+}
+
+TEST_F(ImageRegistry, FollowsAMovedTagAndCollectsTheOldImage) {
+    Registry registry;
+    ASSERT_TRUE(registry.running());
+    ASSERT_TRUE(registry.push(oci(), "single", "test/moved:v"));
+    auto store = open_store(home_.path());
+    const auto name = registry.host() + "/test/moved:v";
+    auto first = store.pull(name);
+    ASSERT_TRUE(first) << first.error().message();
+    ASSERT_TRUE(store.rootfs_directory(*first));
+
+    ASSERT_TRUE(registry.push(oci(), "multi", "test/moved:v"));
+    auto cached = store.pull(name);  // IfMissing: the store's answer, no registry round trip
+    ASSERT_TRUE(cached);
+    EXPECT_EQ(cached->manifest_digest, first->manifest_digest);
+
+    std::vector<LayerProgress> events;
+    auto moved = store.pull(name, {PullPolicy::Always, [&](const LayerProgress& p) { events.push_back(p); }, {}});
+    ASSERT_TRUE(moved) << moved.error().message();
+    EXPECT_NE(moved->manifest_digest, first->manifest_digest);
+    ASSERT_EQ(moved->layers.size(), 3u);
+    // The base layer is shared with the first image: not downloaded again.
+    EXPECT_EQ(moved->layers[0].digest, first->layers[0].digest);
+    bool base_reused = false;
+    for (const auto& e : events) {
+        if (e.index == 0) {
+            EXPECT_EQ(e.phase, LayerPhase::AlreadyExists);
+            base_reused = true;
+        }
+    }
+    EXPECT_TRUE(base_reused);
+    auto listed = store.list();
+    ASSERT_TRUE(listed);
+    ASSERT_EQ(listed->size(), 1u);
+    EXPECT_EQ(listed->front().manifest_digest, moved->manifest_digest);
+
+    auto gc = store.gc();
+    ASSERT_TRUE(gc) << gc.error().message();
+    EXPECT_EQ(gc->blobs_removed, 2u);  // the old manifest and config; its layer is shared
+    EXPECT_EQ(gc->rootfs_removed, 1u);
+    EXPECT_FALSE(fs::exists(home_.path() / "images/blobs/sha256" / std::string(digest_hex(first->manifest_digest))));
+    EXPECT_TRUE(fs::exists(home_.path() / "images/blobs/sha256" / std::string(digest_hex(first->layers[0].digest))));
+    auto still = store.inspect(name);
+    ASSERT_TRUE(still) << still.error().message();
+    EXPECT_TRUE(store.rootfs_directory(*still));
+}
+
+TEST_F(ImageRegistry, RepullsFromTheCacheWithoutNetwork) {
+    Registry registry;
+    ASSERT_TRUE(registry.running());
+    ASSERT_TRUE(registry.push(oci(), "single", "test/offline:1"));
+    const auto name = registry.host() + "/test/offline:1";
+    {
+        auto store = open_store(home_.path());
+        ASSERT_TRUE(store.pull(name));
+    }
+    registry.stop();
+    RegistryOptions no_retry;
+    no_retry.max_attempts = 1;
+    auto store = open_store(home_.path(), no_retry);
+    auto cached = store.pull(name);
+    ASSERT_TRUE(cached) << cached.error().message();
+    auto prepared = store.prepare(name, RootfsKind::Directory);
+    ASSERT_TRUE(prepared) << prepared.error().message();
+    EXPECT_FALSE(prepared->pulled);
+    EXPECT_EQ(read(prepared->path / "etc/os-release").substr(0, 4), "NAME");
+    // Asking the registry now fails, and says which registry could not be reached.
+    auto online = store.pull(name, {PullPolicy::Always, {}, {}});
+    ASSERT_FALSE(online);
+    EXPECT_EQ(online.error().kind(), ErrorKind::Image);
+    EXPECT_NE(online.error().message().find("cannot reach registry " + registry.host()), std::string::npos)
+        << online.error().message();
+    auto never = store.pull(registry.host() + "/test/other:1", {PullPolicy::Never, {}, {}});
+    ASSERT_FALSE(never);
+    EXPECT_NE(never.error().message().find("not in the local store"), std::string::npos);
+}
+
+TEST_F(ImageRegistry, RefusesALayerWhoseDigestDoesNotMatch) {
+    Registry registry;
+    ASSERT_TRUE(registry.running());
+    ASSERT_TRUE(registry.push(oci(), "unique", "test/tampered:1"));
+    // Find the unique layer (the last one) through a first, clean pull.
+    TempDir scratch{"boxlite-home"};
+    auto clean = open_store(scratch.path()).pull(registry.host() + "/test/tampered:1");
+    ASSERT_TRUE(clean) << clean.error().message();
+    const auto layer = clean->layers.back().digest;
+    const auto data = registry.blob_data(layer);
+    ASSERT_TRUE(fs::exists(data)) << data;
+    {
+        std::fstream f(data, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(static_cast<std::streamoff>(fs::file_size(data) / 2));
+        f.put('\x42').put('\x43').put('\x44');
+    }
+    auto store = open_store(home_.path());
+    auto pulled = store.pull(registry.host() + "/test/tampered:1");
+    ASSERT_FALSE(pulled);
+    EXPECT_EQ(pulled.error().kind(), ErrorKind::Image);
+    const auto& message = pulled.error().message();
+    EXPECT_NE(message.find("digest mismatch"), std::string::npos) << message;
+    EXPECT_NE(message.find("expected " + layer), std::string::npos) << message;
+    EXPECT_NE(message.find("sent content with digest sha256:"), std::string::npos) << message;
+    EXPECT_FALSE(fs::exists(home_.path() / "images/blobs/sha256" / std::string(digest_hex(layer))));
+    EXPECT_FALSE(store.inspect(registry.host() + "/test/tampered:1"));
+}
+
+TEST_F(ImageRegistry, ResumesAPartialDownloadWithRange) {
+    auto seed = open_store(home_.path()).pull(ref("test/single:1"));
+    ASSERT_TRUE(seed) << seed.error().message();
+    const auto layer = seed->layers[0];
+    const auto blob = read(home_.path() / "images/blobs/sha256" / std::string(digest_hex(layer.digest)));
+
+    // A bogus prefix: only a resumed (Range) download keeps it, and then the digest cannot match.
+    TempDir bogus_home{"boxlite-home"};
+    auto bogus = open_store(bogus_home.path());
+    const auto partial = bogus_home.path() / "images/tmp" / fmt::format("{}.partial", digest_hex(layer.digest));
+    std::ofstream(partial, std::ios::binary) << std::string(4096, 'X');
+    auto refused = bogus.pull(ref("test/single:1"));
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message().find("digest mismatch"), std::string::npos) << refused.error().message();
+    EXPECT_EQ(fs::file_size(partial), 0u);  // thrown away: the next pull starts from scratch
+    ASSERT_TRUE(bogus.pull(ref("test/single:1")));
+
+    // A true prefix: the download continues after it and the blob verifies.
+    TempDir resumed_home{"boxlite-home"};
+    auto resumed = open_store(resumed_home.path());
+    const auto resumed_partial = resumed_home.path() / "images/tmp" / fmt::format("{}.partial", digest_hex(layer.digest));
+    std::ofstream(resumed_partial, std::ios::binary) << blob.substr(0, blob.size() / 2);
+    std::vector<LayerProgress> events;
+    auto ok = resumed.pull(ref("test/single:1"), {PullPolicy::IfMissing, [&](const LayerProgress& p) { events.push_back(p); }, {}});
+    ASSERT_TRUE(ok) << ok.error().message();
+    EXPECT_EQ(read(resumed_home.path() / "images/blobs/sha256" / std::string(digest_hex(layer.digest))), blob);
+    // The first download event already counts the bytes that were on disk.
+    auto first_download = std::find_if(events.begin(), events.end(), [](const auto& e) { return e.phase == LayerPhase::Downloading; });
+    ASSERT_NE(first_download, events.end());
+    EXPECT_EQ(first_download->current, blob.size() / 2);
+}
+
+TEST_F(ImageRegistry, ExplainsAuthenticationFailures) {
+    Registry secured(std::pair<std::string, std::string>{"boxlite", "s3cret"});
+    ASSERT_TRUE(secured.running());
+    ASSERT_TRUE(secured.push(oci(), "single", "test/private:1"));
+    const auto name = secured.host() + "/test/private:1";
+    TempDir no_config;
+    RegistryOptions anonymous;
+    anonymous.docker_config = no_config.path() / "config.json";
+    auto denied = open_store(home_.path(), anonymous).pull(name);
+    ASSERT_FALSE(denied);
+    EXPECT_EQ(denied.error().kind(), ErrorKind::Image);
+    EXPECT_NE(denied.error().message().find("requires authentication"), std::string::npos) << denied.error().message();
+
+    RegistryOptions wrong = anonymous;
+    wrong.credentials[secured.host()] = {"boxlite", "wrong"};
+    auto rejected = open_store(home_.path(), wrong).pull(name);
+    ASSERT_FALSE(rejected);
+    EXPECT_NE(rejected.error().message().find(
+                  fmt::format("authentication to registry {} failed for user 'boxlite'", secured.host())),
+              std::string::npos)
+        << rejected.error().message();
+
+    // The right credentials, from a docker config's auths (base64 "user:password").
+    std::ofstream(no_config.path() / "config.json")
+        << fmt::format(R"({{"auths":{{"http://{}":{{"auth":"Ym94bGl0ZTpzM2NyZXQ="}}}}}})", secured.host());
+    auto granted = open_store(home_.path(), anonymous).pull(name);
+    ASSERT_TRUE(granted) << granted.error().message();
+    EXPECT_EQ(granted->layers.size(), 1u);
+}
+
+TEST_F(ImageRegistry, ExplainsUnknownImages) {
+    auto store = open_store(home_.path());
+    auto missing_repo = store.pull(ref("test/does-not-exist:1"));
+    ASSERT_FALSE(missing_repo);
+    EXPECT_EQ(missing_repo.error().kind(), ErrorKind::Image);
+    EXPECT_NE(missing_repo.error().message().find("not found"), std::string::npos) << missing_repo.error().message();
+    EXPECT_NE(missing_repo.error().message().find("UNKNOWN"), std::string::npos) << missing_repo.error().message();
+    auto missing_tag = store.pull(ref("test/single:no-such-tag"));
+    ASSERT_FALSE(missing_tag);
+    EXPECT_NE(missing_tag.error().message().find("image '" + registry_->host() + "/test/single:no-such-tag' not found"),
+              std::string::npos)
+        << missing_tag.error().message();
+    auto not_local = store.inspect("nothing:here");
+    ASSERT_FALSE(not_local);
+    EXPECT_NE(not_local.error().message().find("not in the local store"), std::string::npos);
+}
+
+TEST_F(ImageRegistry, SearchesConfiguredRegistriesForUnqualifiedNames) {
+    RegistryOptions options;
+    auto store_result = ImageStore::open({home_.path(), options, {}});
+    ASSERT_TRUE(store_result);
+    RegistryOptions search;
+    search.search_registries = {registry_->host()};
+    auto store = ImageStore::open({home_.path(), search, {}});
+    ASSERT_TRUE(store);
+    auto image = store->pull("test/single:1");
+    ASSERT_TRUE(image) << image.error().message();
+    EXPECT_EQ(image->reference, registry_->host() + "/test/single:1");
+    auto local = store->inspect("test/single:1");
+    ASSERT_TRUE(local);
+    EXPECT_EQ(local->manifest_digest, image->manifest_digest);
+}
+
+TEST_F(ImageRegistry, BuildsAnExt4DiskThatPassesFsck) {
+    auto store = open_store(home_.path());
+    auto prepared = store.prepare(ref("test/multi:1"), RootfsKind::Ext4Disk);
+    ASSERT_TRUE(prepared) << prepared.error().message();
+    EXPECT_TRUE(prepared->pulled);
+    EXPECT_GT(prepared->build_time.count(), 0);
+    EXPECT_EQ(prepared->path.extension(), ".ext4");
+    EXPECT_EQ(prepared->path.parent_path(), home_.path() / "images/disk-images");
+    EXPECT_EQ(sh(fmt::format("e2fsck -fn {} >/dev/null 2>&1", prepared->path.string())), 0);
+    TempDir out;
+    ASSERT_EQ(sh(fmt::format("debugfs -R 'dump /etc/os-release {}/os-release' {} >/dev/null 2>&1", out.path().string(),
+                             prepared->path.string())),
+              0);
+    EXPECT_EQ(read(out.path() / "os-release").substr(0, 25), "NAME=\"BoxLite Test Linux\"");
+    ASSERT_EQ(sh(fmt::format("debugfs -R 'stat /opq/old.txt' {} 2>&1 | grep -q 'File not found'", prepared->path.string())), 0);
+
+    const auto built_at = fs::last_write_time(prepared->path);
+    auto again = store.prepare(ref("test/multi:1"), RootfsKind::Ext4Disk);
+    ASSERT_TRUE(again);
+    EXPECT_FALSE(again->pulled);
+    EXPECT_EQ(again->build_time.count(), 0);
+    EXPECT_EQ(fs::last_write_time(again->path), built_at);
+}
+
+TEST_F(ImageRegistry, TwoProcessesPullingTheSameImageDoTheWorkOnce) {
+    const auto counts = home_.path() / "counts";
+    fs::create_directories(counts);
+    std::vector<pid_t> children;
+    for (int i = 0; i < 2; ++i) {
+        const pid_t pid = ::fork();
+        ASSERT_GE(pid, 0);
+        if (pid == 0) {
+            int completed = 0;
+            RegistryOptions options;
+            options.search_registries = {};
+            auto store = ImageStore::open({home_.path(), options, {}});
+            if (!store) ::_exit(2);
+            auto image = store->pull(ref("test/multi:1"), {PullPolicy::IfMissing, [&](const LayerProgress& p) {
+                                                                if (p.phase == LayerPhase::Complete) ++completed;
+                                                            }, {}});
+            if (!image) {
+                std::fprintf(stderr, "child pull failed: %s\n", image.error().message().c_str());
+                ::_exit(3);
+            }
+            if (!store->rootfs_directory(*image)) ::_exit(4);
+            std::ofstream(counts / std::to_string(::getpid())) << completed;
+            ::_exit(0);
+        }
+        children.push_back(pid);
+    }
+    for (pid_t pid : children) {
+        int status = 0;
+        ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child exit status " << status;
+    }
+    int total = 0;
+    for (const auto& entry : fs::directory_iterator(counts)) total += std::stoi(read(entry.path()));
+    EXPECT_EQ(total, 3);  // three layers, each downloaded by exactly one of the two processes
+    auto store = open_store(home_.path());
+    auto listed = store.list();
+    ASSERT_TRUE(listed);
+    EXPECT_EQ(listed->size(), 1u);
+    std::size_t trees = 0;
+    for (const auto& entry : fs::directory_iterator(home_.path() / "images/rootfs")) {
+        EXPECT_FALSE(entry.path().filename().string().starts_with(".tmp-"));
+        ++trees;
+    }
+    EXPECT_EQ(trees, 1u);
+}
+
+TEST_F(ImageRegistry, LoadsDockerSaveArchivesAndOciLayouts) {
+    auto store = open_store(home_.path());
+    TempDir exports;
+    const auto docker_tar = exports.path() / "saved.tar";
+    ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:multi docker-archive:{}:team/loaded:2 >/dev/null", oci().string(),
+                             docker_tar.string())),
+              0);
+    auto loaded = store.load(docker_tar);
+    ASSERT_TRUE(loaded) << loaded.error().message();
+    ASSERT_EQ(loaded->size(), 1u);
+    EXPECT_EQ(loaded->front().reference, "docker.io/team/loaded:2");
+    EXPECT_EQ(loaded->front().layers.size(), 3u);
+    auto tree = store.rootfs_directory(loaded->front());
+    ASSERT_TRUE(tree) << tree.error().message();
+    EXPECT_EQ(read(*tree / "opq/new.txt"), "new\n");
+    EXPECT_FALSE(fs::exists(*tree / "opq/old.txt"));
+
+    // An OCI archive with an explicit name, then the whole layout directory (names from its tags).
+    const auto oci_tar = exports.path() / "single.tar";
+    ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:single oci-archive:{} >/dev/null", oci().string(), oci_tar.string())), 0);
+    auto named = store.load(oci_tar, "mine:1");
+    ASSERT_TRUE(named) << named.error().message();
+    ASSERT_EQ(named->size(), 1u);
+    EXPECT_EQ(named->front().reference, "localhost/mine:1");
+    auto layout = store.load(oci());
+    ASSERT_TRUE(layout) << layout.error().message();
+    std::vector<std::string> names;
+    for (const auto& image : *layout) names.push_back(image.reference);
+    EXPECT_NE(std::find(names.begin(), names.end(), "localhost/oci:single"), names.end());
+    EXPECT_NE(std::find(names.begin(), names.end(), "localhost/oci:multiarch"), names.end());
+    auto multiarch = store.inspect("localhost/oci:multiarch");
+    ASSERT_TRUE(multiarch);
+    EXPECT_FALSE(multiarch->index_digest.empty());
+    EXPECT_EQ(multiarch->config.platform.architecture, "amd64");
+    // Offline: none of these ever touched a registry, yet they run.
+    auto prepared = store.prepare("localhost/mine:1", RootfsKind::Directory, {PullPolicy::Never, {}, {}});
+    ASSERT_TRUE(prepared) << prepared.error().message();
+
+    auto not_an_image = store.load(exports.path());
+    ASSERT_FALSE(not_an_image);
+    EXPECT_NE(not_an_image.error().message().find("neither an OCI image layout"), std::string::npos);
+}
+
+TEST_F(ImageRegistry, RemoveThenGcFreesEverything) {
+    auto store = open_store(home_.path());
+    auto image = store.pull(ref("test/single:1"));
+    ASSERT_TRUE(image);
+    ASSERT_TRUE(store.rootfs_directory(*image));
+    ASSERT_TRUE(store.disk_image(*image));
+    ASSERT_TRUE(store.remove(ref("test/single:1")));
+    EXPECT_FALSE(store.inspect(ref("test/single:1")));
+    auto removed_twice = store.remove(ref("test/single:1"));
+    EXPECT_FALSE(removed_twice);
+    auto gc = store.gc();
+    ASSERT_TRUE(gc) << gc.error().message();
+    EXPECT_EQ(gc->blobs_removed, 3u);  // manifest, config, layer
+    EXPECT_EQ(gc->rootfs_removed, 1u);
+    EXPECT_EQ(gc->disk_images_removed, 1u);
+    EXPECT_GT(gc->bytes_freed, 0u);
+    EXPECT_TRUE(fs::is_empty(home_.path() / "images/blobs/sha256"));
+    EXPECT_TRUE(fs::is_empty(home_.path() / "images/rootfs"));
+    EXPECT_TRUE(fs::is_empty(home_.path() / "images/disk-images"));
+    EXPECT_EQ(read(home_.path() / "images/index.json").find("sha256:"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace boxlite::image
