@@ -192,8 +192,11 @@ protected:
             registry_skip_ = std::string("building test images failed: ") + e.what();
             return;
         }
-        auto loaded = run_cli(home_, {"load", (images / "oci").string(), "--tag", "busybox-test:single", "-q"});
-        if (loaded.status == 0) image_ = trim(loaded.out);
+        // The layout holds several tagged images; each keeps its tag under localhost/<dir name>.
+        auto loaded = run_cli(home_, {"load", (images / "oci").string(), "-q"});
+        if (loaded.status == 0 && loaded.out.find("localhost/oci:single\n") != std::string::npos) {
+            image_ = "localhost/oci:single";
+        }
         // A local registry for pull.
         registry_port_ = free_port();
         try {
