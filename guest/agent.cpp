@@ -100,7 +100,11 @@ struct Connection {
 
 class Agent {
 public:
-    Agent(int listen_fd) : listen_fd_(listen_fd) {}
+    Agent(int listen_fd, std::vector<std::string> base_env, std::string default_workdir, std::string default_user)
+        : listen_fd_(listen_fd),
+          base_env_(std::move(base_env)),
+          default_workdir_(default_workdir.empty() ? "/" : std::move(default_workdir)),
+          default_user_(std::move(default_user)) {}
 
     int run(int ready_fd) {
         sigset_t mask;
@@ -545,8 +549,9 @@ private:
         if (req.kind == ExecKind::Command && req.program.empty()) return send_error(c, f.stream, "empty program name");
 
         std::string home;
-        auto ids = resolve_user(req.user, home);
-        if (!ids) return send_error(c, f.stream, fmt::format("user '{}' is not in the box's /etc/passwd", req.user));
+        const auto& user = req.user.empty() ? default_user_ : req.user;
+        auto ids = resolve_user(user, home);
+        if (!ids) return send_error(c, f.stream, fmt::format("user '{}' is not in the box's /etc/passwd", user));
 
         int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, status[2] = {-1, -1};
         int master = -1;
@@ -573,7 +578,14 @@ private:
             return send_error(c, f.stream, std::string("pipe: ") + std::strerror(errno));
         }
 
-        std::vector<std::string> env = req.env;
+        // The box's environment (the image's Env and BoxOptions::env, given to the agent at
+        // start) overridden by the command's own.
+        std::vector<std::string> env = base_env_;
+        for (const auto& kv : req.env) {
+            const auto key = kv.substr(0, kv.find('='));
+            std::erase_if(env, [&](const std::string& e) { return e.compare(0, key.size() + 1, key + "=") == 0; });
+            env.push_back(kv);
+        }
         auto has = [&](std::string_view key) {
             return std::any_of(env.begin(), env.end(), [&](const std::string& kv) {
                 return kv.size() > key.size() && kv.compare(0, key.size(), key) == 0 && kv[key.size()] == '=';
@@ -590,7 +602,7 @@ private:
         std::vector<char*> argv;
         for (auto& a : argv_storage) argv.push_back(a.data());
         argv.push_back(nullptr);
-        const std::string cwd = req.working_dir.empty() ? "/" : req.working_dir;
+        const std::string cwd = !req.working_dir.empty() ? req.working_dir : default_workdir_;
 
         const pid_t pid = ::fork();
         if (pid < 0) {
@@ -626,7 +638,7 @@ private:
             if (::chdir(cwd.c_str()) != 0) die(("working directory '" + cwd + "'").c_str());
             if (ids->first != 0 || ids->second != 0) {
                 if (::setgroups(0, nullptr) != 0 || ::setgid(ids->second) != 0 || ::setuid(ids->first) != 0) {
-                    die(("switching to user '" + req.user + "'").c_str());
+                    die(("switching to user '" + user + "'").c_str());
                 }
             }
             if (req.kind != ExecKind::Command) {
@@ -805,6 +817,9 @@ private:
     }
 
     int listen_fd_;
+    std::vector<std::string> base_env_;
+    std::string default_workdir_;
+    std::string default_user_;
     int signal_fd_ = -1;
     bool shutting_down_ = false;
     bool exit_now_ = false;
@@ -828,7 +843,8 @@ int listen_unix(const std::string& path) {
 
 void usage() {
     std::fputs(
-        "usage: boxlite-agent (--listen-fd N | --listen unix:PATH) [--ready-fd N]\n"
+        "usage: boxlite-agent (--listen-fd N | --listen unix:PATH) [--ready-fd N] [--workdir DIR] [--user USER]\n"
+        "Commands inherit the agent's environment, working directory DIR and USER unless they set their own.\n"
         "Serves the BoxLite agent protocol (docs/protocol.md) on a stream socket.\n",
         stderr);
 }
@@ -836,8 +852,12 @@ void usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // Started from a memfd, the process would otherwise be called "memfd:boxlite-agent".
+    ::prctl(PR_SET_NAME, "boxlite-agent");
     int listen_fd = -1;
     int ready_fd = -1;
+    std::string default_workdir = "/";
+    std::string default_user;
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
         const bool has_value = i + 1 < argc;
@@ -856,6 +876,10 @@ int main(int argc, char** argv) {
                 std::fprintf(stderr, "boxlite-agent: cannot listen on %s: %s\n", endpoint.c_str(), std::strerror(errno));
                 return 1;
             }
+        } else if (arg == "--workdir" && has_value) {
+            default_workdir = argv[++i];
+        } else if (arg == "--user" && has_value) {
+            default_user = argv[++i];
         } else if (arg == "--version") {
             std::printf("boxlite-agent %s (protocol %u-%u)\n", kAgentVersion, kMinVersion, kMaxVersion);
             return 0;
@@ -870,6 +894,8 @@ int main(int argc, char** argv) {
     }
     set_cloexec(listen_fd);
     if (ready_fd >= 0) set_cloexec(ready_fd);
-    Agent agent(listen_fd);
+    std::vector<std::string> base_env;
+    for (char** e = environ; *e != nullptr; ++e) base_env.emplace_back(*e);
+    Agent agent(listen_fd, std::move(base_env), default_workdir, default_user);
     return agent.run(ready_fd);
 }

@@ -13,6 +13,8 @@
 #include <boxlite/detail/runtime_core.hpp>
 #include <boxlite/engine/any_engine.hpp>
 #include <boxlite/error.hpp>
+#include <boxlite/execution.hpp>
+#include <boxlite/protocol/client.hpp>
 #include <boxlite/storage/sqlite_storage.hpp>
 #include <boxlite/transport/any_transport.hpp>
 
@@ -70,6 +72,55 @@ public:
 
     // >>> EXEC SEAM (issue 3, helper A): run(BoxCommand) -> Execution, exec(...) -> ExecResult,
     // >>> copy_in, copy_out go here, built on connect_agent() and record_command()/record_bytes().
+    // Each call opens its own agent connection (the protocol multiplexes, but a connection per
+    // execution keeps executions independent of each other's handles and lifetimes).
+
+    /// Starts `command` in the box (starting the box first when it is Configured or Stopped) and
+    /// returns its streaming handle, as the reference's `LiteBox::exec`.
+    [[nodiscard]] BoxliteResult<Execution> exec(const BoxCommand& command) {
+        BOXLITE_TRY(auto agent, open_agent());
+        auto execution = agent.exec(command);
+        record_command(execution.has_value());
+        if (!execution) return fail(execution.error().with_context(fmt::format("running '{}' in box {}", command.program(), id_)));
+        return execution;
+    }
+
+    /// Runs `command` to completion and returns its exit code with everything it printed.
+    [[nodiscard]] BoxliteResult<ExecOutput> run(const BoxCommand& command) {
+        BOXLITE_TRY(auto execution, exec(command));
+        return execution.collect();
+    }
+
+    /// Copies a host file or directory tree into the box (into `box_path` when it is a directory
+    /// or ends with '/', else as `box_path`); modes, symlinks and (as root) ownership kept.
+    BoxliteResult<void> copy_in(const std::string& host_path, const std::string& box_path) {
+        BOXLITE_TRY(auto agent, open_agent());
+        auto copied = agent.copy_in(host_path, box_path);
+        record_command(copied.has_value());
+        if (!copied) return fail(copied.error().with_context(fmt::format("box {}", id_)));
+        return {};
+    }
+
+    /// Copies a file or tree out of the box; entries that would escape `host_path` are refused.
+    BoxliteResult<void> copy_out(const std::string& box_path, const std::string& host_path) {
+        BOXLITE_TRY(auto agent, open_agent());
+        auto copied = agent.copy_out(box_path, host_path);
+        record_command(copied.has_value());
+        if (!copied) return fail(copied.error().with_context(fmt::format("box {}", id_)));
+        return {};
+    }
+
+    /// A connection to the box's agent for the low-level API (several executions on one
+    /// connection, ping, guest metrics).
+    [[nodiscard]] BoxliteResult<protocol::AgentClient> open_agent() {
+        BOXLITE_TRY(auto stream, connect_agent());
+        auto agent = protocol::AgentClient::connect(std::move(stream));
+        if (!agent) return fail(agent.error().with_context(fmt::format("agent of box {}", id_)));
+        agent->on_close([core = core_, id = id_](const protocol::SessionCounters& counters) {
+            core->record_bytes(id, counters.bytes_in.load(), counters.bytes_out.load());
+        });
+        return agent;
+    }
     // <<< end of exec seam
 
     friend bool operator==(const BasicBox& a, const BasicBox& b) noexcept { return a.id_ == b.id_; }

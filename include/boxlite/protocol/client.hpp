@@ -191,6 +191,8 @@ public:
     [[nodiscard]] const std::string& agent_version() const noexcept { return session_->agent_version(); }
     [[nodiscard]] std::uint16_t protocol_version() const noexcept { return session_->version(); }
     [[nodiscard]] SessionCounters& counters() const noexcept { return session_->counters(); }
+    /// `callback(counters)` runs when the connection closes (the last client/execution is gone).
+    void on_close(std::function<void(const SessionCounters&)> callback) { session_->set_on_close(std::move(callback)); }
 
 private:
     explicit AgentClient(std::shared_ptr<Session> session) : session_(std::move(session)) {}

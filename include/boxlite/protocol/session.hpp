@@ -95,7 +95,11 @@ public:
     ~Session() {
         stream_.close();
         if (reader_.joinable()) reader_.join();
+        if (on_close_) on_close_(counters_);
     }
+
+    /// Called once when the connection's last handle goes away, with its final counters.
+    void set_on_close(std::function<void(const SessionCounters&)> callback) { on_close_ = std::move(callback); }
 
     /// Hello / HelloAck on the calling thread, then starts the reader thread.
     BoxliteResult<void> handshake() {
@@ -500,6 +504,7 @@ private:
     std::uint16_t version_ = 0;
     std::string agent_version_;
     SessionCounters counters_;
+    std::function<void(const SessionCounters&)> on_close_;
 };
 
 }  // namespace boxlite::protocol

@@ -1,0 +1,85 @@
+// EngineKind -> engine, and the transport set that reaches every engine's agents.
+//
+//   make_engine(kind)        the engine of that kind, or UnsupportedEngine saying why it cannot
+//                            run here. `auto` tries kvm, then qemu, and never silently drops to
+//                            namespace isolation: when neither works the error lists why each
+//                            was rejected.
+//   select_engine(options)   what open_runtime() uses: make_engine, except that an engine that
+//                            cannot run becomes AnyEngine::unavailable(...) so the runtime still
+//                            opens (list, inspect and remove work; start reports the reason).
+//   default_transport()      "unix" (namespace engine) and "pipe" (mock engine); VM engines add
+//                            their vsock transport here.
+#pragma once
+
+#include <boxlite/boxlite_options.hpp>
+#include <boxlite/engine/any_engine.hpp>
+#include <boxlite/engine/mock_engine.hpp>
+#include <boxlite/engine/namespace_engine.hpp>
+#include <boxlite/error.hpp>
+#include <boxlite/transport/any_transport.hpp>
+#include <boxlite/transport/pipe_transport.hpp>
+#include <boxlite/transport/unix_transport.hpp>
+
+#include <string>
+#include <vector>
+
+namespace boxlite {
+
+namespace detail {
+
+/// One VM engine kind, or UnsupportedEngine with the reason. >>> K: the kvm engine goes here.
+[[nodiscard]] inline BoxliteResult<AnyEngine> make_vm_engine(EngineKind kind) {
+    switch (kind) {
+        case EngineKind::Kvm:
+            return fail(ErrorKind::UnsupportedEngine, "kvm: the KVM engine is not built into this BoxLite yet");
+        case EngineKind::Qemu:
+            return fail(ErrorKind::UnsupportedEngine, "qemu: the QEMU engine is not built into this BoxLite yet");
+        default:
+            return fail(ErrorKind::UnsupportedEngine, "{} is not a VM engine", to_string(kind));
+    }
+}
+
+}  // namespace detail
+
+[[nodiscard]] inline BoxliteResult<AnyEngine> make_engine(EngineKind kind) {
+    switch (kind) {
+        case EngineKind::Mock: return AnyEngine(MockEngine{});
+        case EngineKind::Namespace: {
+            NamespaceEngine engine;
+            if (auto ok = engine.available(); !ok) return fail(ok.error());
+            return AnyEngine(std::move(engine));
+        }
+        case EngineKind::Kvm:
+        case EngineKind::Qemu: return detail::make_vm_engine(kind);
+        case EngineKind::Auto: {
+            std::vector<std::string> reasons;
+            for (auto candidate : {EngineKind::Kvm, EngineKind::Qemu}) {
+                auto engine = detail::make_vm_engine(candidate);
+                if (engine) return engine;
+                reasons.push_back(engine.error().message());
+            }
+            std::string text;
+            for (const auto& r : reasons) text += (text.empty() ? "" : "; ") + r;
+            return fail(ErrorKind::UnsupportedEngine,
+                        "auto: no VM engine can run here ({}); the namespace engine is container-grade isolation "
+                        "and is only used when asked for (--engine namespace / BOXLITE_ENGINE=namespace)",
+                        text);
+        }
+    }
+    return fail(ErrorKind::UnsupportedEngine, "unknown engine kind {}", static_cast<int>(kind));
+}
+
+[[nodiscard]] inline BoxliteResult<AnyEngine> select_engine(const BoxliteOptions& options) {
+    auto engine = make_engine(options.engine);
+    if (engine) return engine;
+    return AnyEngine::unavailable(std::string(to_string(options.engine)), engine.error());
+}
+
+[[nodiscard]] inline AnyTransport default_transport() {
+    AnyTransport transport;
+    transport.add("unix", UnixTransport{});
+    transport.add("pipe", PipeTransport{});
+    return transport;
+}
+
+}  // namespace boxlite

@@ -1,0 +1,156 @@
+// Per-box cgroups: memory, CPU and pids limits wherever the host lets us set them.
+//
+// Hosts differ: a pure cgroup v2 host (one hierarchy at /sys/fs/cgroup with cgroup.controllers),
+// a hybrid v1 host (one mount per controller, e.g. /sys/fs/cgroup/memory), or none writable
+// (unprivileged, read-only /sys). `CgroupSet::create` tries what exists, applies each limit it
+// can, and records which were applied and which were not (and why) instead of failing the box:
+// the namespace engine is container-grade isolation either way, and the caller is told.
+#pragma once
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace boxlite::jailer {
+
+struct CgroupLimits {
+    std::optional<std::uint64_t> memory_bytes;
+    std::optional<std::uint32_t> cpus;  ///< CFS quota of this many CPUs
+    std::optional<std::uint64_t> pids;
+};
+
+class CgroupSet {
+public:
+    /// Creates boxlite/<name> in every hierarchy that has the controllers and applies `limits`.
+    static CgroupSet create(const std::string& name, const CgroupLimits& limits) {
+        CgroupSet set;
+        const std::string root = "/sys/fs/cgroup";
+        if (::access((root + "/cgroup.controllers").c_str(), F_OK) == 0) {
+            set.create_v2(root, name, limits);
+        } else {
+            set.create_v1(root, name, limits);
+        }
+        return set;
+    }
+
+    /// Moves process `pid` into every created cgroup.
+    void add(int pid) const {
+        for (const auto& dir : dirs_) write(dir + "/cgroup.procs", std::to_string(pid));
+    }
+
+    /// Moves `pid` back to each hierarchy's root cgroup (a cgroup with a member cannot be removed).
+    void leave(int pid) const {
+        for (const auto& dir : dirs_) {
+            const auto boxlite_dir = dir.substr(0, dir.rfind('/'));
+            write(boxlite_dir.substr(0, boxlite_dir.rfind('/')) + "/cgroup.procs", std::to_string(pid));
+        }
+    }
+
+    /// Removes the cgroups (they must be empty; retried briefly while the kernel tears tasks down).
+    void remove() const {
+        for (const auto& dir : dirs_) {
+            for (int i = 0; i < 100 && ::rmdir(dir.c_str()) != 0 && errno == EBUSY; ++i) ::usleep(10000);
+        }
+    }
+
+    [[nodiscard]] const std::vector<std::string>& dirs() const noexcept { return dirs_; }
+    [[nodiscard]] const std::vector<std::string>& applied() const noexcept { return applied_; }
+    [[nodiscard]] const std::vector<std::string>& skipped() const noexcept { return skipped_; }
+    [[nodiscard]] const std::string& memory_dir() const noexcept { return memory_dir_; }
+    [[nodiscard]] const std::string& cpu_dir() const noexcept { return cpu_dir_; }
+    [[nodiscard]] const std::string& pids_dir() const noexcept { return pids_dir_; }
+    [[nodiscard]] const std::string& cpuacct_dir() const noexcept { return cpuacct_dir_; }
+    [[nodiscard]] bool v2() const noexcept { return v2_; }
+
+    static bool write(const std::string& path, const std::string& value) {
+        std::ofstream out(path);
+        if (!out) return false;
+        out << value;
+        out.flush();
+        return static_cast<bool>(out);
+    }
+
+private:
+    std::string make(const std::string& hierarchy, const std::string& name) {
+        const auto parent = hierarchy + "/boxlite";
+        ::mkdir(parent.c_str(), 0755);
+        const auto dir = parent + "/" + name;
+        if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return {};
+        dirs_.push_back(dir);
+        return dir;
+    }
+
+    void create_v2(const std::string& root, const std::string& name, const CgroupLimits& limits) {
+        v2_ = true;
+        // Controllers must be enabled top-down for the child to get their files.
+        write(root + "/cgroup.subtree_control", "+memory +pids +cpu");
+        const auto parent = root + "/boxlite";
+        ::mkdir(parent.c_str(), 0755);
+        write(parent + "/cgroup.subtree_control", "+memory +pids +cpu");
+        const auto dir = make(root, name);
+        if (dir.empty()) {
+            skipped_.push_back("all (cannot create " + root + "/boxlite/" + name + ": " + std::strerror(errno) + ")");
+            return;
+        }
+        memory_dir_ = cpu_dir_ = pids_dir_ = dir;
+        apply(limits.memory_bytes, dir + "/memory.max", "memory", [](std::uint64_t v) { return std::to_string(v); });
+        apply(limits.pids, dir + "/pids.max", "pids", [](std::uint64_t v) { return std::to_string(v); });
+        apply(limits.cpus ? std::optional<std::uint64_t>(*limits.cpus) : std::nullopt, dir + "/cpu.max", "cpu",
+              [](std::uint64_t v) { return std::to_string(v * 100000) + " 100000"; });
+    }
+
+    void create_v1(const std::string& root, const std::string& name, const CgroupLimits& limits) {
+        auto controller = [&](const char* ctl) -> std::string {
+            const auto hierarchy = root + "/" + ctl;
+            if (::access(hierarchy.c_str(), W_OK) != 0) return {};
+            return make(hierarchy, name);
+        };
+        memory_dir_ = controller("memory");
+        pids_dir_ = controller("pids");
+        cpu_dir_ = controller("cpu");
+        cpuacct_dir_ = controller("cpuacct");
+        if (memory_dir_.empty()) {
+            if (limits.memory_bytes) skipped_.emplace_back("memory (no writable v1 memory controller)");
+        } else {
+            apply(limits.memory_bytes, memory_dir_ + "/memory.limit_in_bytes", "memory",
+                  [](std::uint64_t v) { return std::to_string(v); });
+        }
+        if (pids_dir_.empty()) {
+            if (limits.pids) skipped_.emplace_back("pids (no writable v1 pids controller)");
+        } else {
+            apply(limits.pids, pids_dir_ + "/pids.max", "pids", [](std::uint64_t v) { return std::to_string(v); });
+        }
+        if (cpu_dir_.empty()) {
+            if (limits.cpus) skipped_.emplace_back("cpu (no writable v1 cpu controller)");
+        } else if (limits.cpus) {
+            write(cpu_dir_ + "/cpu.cfs_period_us", "100000");
+            apply(std::optional<std::uint64_t>(*limits.cpus), cpu_dir_ + "/cpu.cfs_quota_us", "cpu",
+                  [](std::uint64_t v) { return std::to_string(v * 100000); });
+        }
+    }
+
+    template <class Format>
+    void apply(const std::optional<std::uint64_t>& value, const std::string& file, const std::string& what, Format format) {
+        if (!value) return;
+        if (write(file, format(*value))) {
+            applied_.push_back(what + "=" + std::to_string(*value));
+        } else {
+            skipped_.push_back(what + " (writing " + file + " failed: " + std::strerror(errno) + ")");
+        }
+    }
+
+    bool v2_ = false;
+    std::vector<std::string> dirs_;
+    std::vector<std::string> applied_;
+    std::vector<std::string> skipped_;
+    std::string memory_dir_, cpu_dir_, pids_dir_, cpuacct_dir_;
+};
+
+}  // namespace boxlite::jailer

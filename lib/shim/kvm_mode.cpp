@@ -1,0 +1,197 @@
+// boxlite-shim kvm mode: assembles a Machine (lib/vmm) with its devices (lib/devices) from the
+// config the kvm engine wrote on a pipe, boots Linux (or a tiny flat32 test guest), and runs it
+// until the guest powers off or the host sends SIGTERM/SIGINT.
+#include "kvm_mode.hpp"
+
+#include "devices/virtio/blk/device.hpp"
+#include "devices/virtio/console/device.hpp"
+#include "devices/virtio/rng/device.hpp"
+#include "devices/virtio/vsock/device.hpp"
+#include "qcow2/qcow2_image.hpp"
+#include "qcow2/raw_file.hpp"
+#include "vmm/acpi.hpp"
+#include "vmm/boot.hpp"
+#include "vmm/device_manager.hpp"
+#include "vmm/layout.hpp"
+#include "vmm/machine.hpp"
+#include "vmm/shim_config.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <thread>
+
+namespace boxlite::shim {
+namespace {
+
+constexpr std::size_t kMaxConfigBytes = 1 << 20;
+
+void say(int& fd, const std::string& line) {
+    if (fd < 0) return;
+    const std::string text = line + "\n";
+    [[maybe_unused]] auto n = ::write(fd, text.data(), text.size());
+    ::close(fd);
+    fd = -1;
+}
+
+BoxliteResult<std::string> read_all(int fd) {
+    std::string text;
+    char buffer[4096];
+    for (;;) {
+        const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return fail_errno(ErrorKind::Config, "reading the shim config pipe", errno);
+        if (n == 0) break;
+        text.append(buffer, static_cast<std::size_t>(n));
+        if (text.size() > kMaxConfigBytes)
+            return fail(ErrorKind::Config, "shim config is larger than {} bytes", kMaxConfigBytes);
+    }
+    return text;
+}
+
+BoxliteResult<std::vector<std::byte>> read_file(const std::string& path, const char* what) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return fail(ErrorKind::Config, "cannot open the {} {}", what, path);
+    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<std::byte> out(bytes.size());
+    if (!bytes.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
+    return out;
+}
+
+BoxliteResult<std::shared_ptr<block::BlockBackend>> open_disk(const vmm::ShimDiskConfig& disk) {
+    if (disk.format == "raw") {
+        BOXLITE_TRY(auto raw, block::RawFile::open(disk.path, disk.read_only));
+        return std::shared_ptr<block::BlockBackend>(std::move(raw));
+    }
+    qcow2::OpenOptions options;
+    options.read_only = disk.read_only;
+    BOXLITE_TRY(auto image, qcow2::Qcow2Image::open(disk.path, options));
+    return std::shared_ptr<block::BlockBackend>(std::move(image));
+}
+
+/// Everything between "config parsed" and "vCPUs running", with errors as values.
+struct Vm {
+    std::unique_ptr<vmm::Machine> machine;
+    std::unique_ptr<vmm::DeviceManager> devices;
+    std::shared_ptr<block::BlockBackend> disk;
+};
+
+BoxliteResult<Vm> build_vm(const vmm::KvmShimConfig& config, int console_fd) {
+    Vm vm;
+    vmm::MachineConfig machine_config;
+    machine_config.vcpus = config.cpus;
+    machine_config.memory_bytes = config.memory_mib << 20;
+    BOXLITE_TRY(vm.machine, vmm::Machine::create(machine_config));
+    vm.devices = std::make_unique<vmm::DeviceManager>(*vm.machine);
+    auto sink = [console_fd](std::span<const std::byte> bytes) {
+        if (console_fd >= 0) [[maybe_unused]] auto n = ::write(console_fd, bytes.data(), bytes.size());
+    };
+    BOXLITE_TRY_VOID(vm.devices->add_legacy_devices(sink));
+    if (config.disk) {
+        BOXLITE_TRY(vm.disk, open_disk(*config.disk));
+        auto blk = std::make_shared<devices::virtio::BlockDevice>(vm.disk, config.disk->serial, config.disk->read_only);
+        BOXLITE_TRY_VOID(vm.devices->add_virtio_device(blk));
+    }
+    if (!config.vsock_uds.empty()) {
+        BOXLITE_TRY(auto vsock, devices::virtio::VsockDevice::create(config.guest_cid, config.vsock_uds));
+        BOXLITE_TRY_VOID(vm.devices->add_virtio_device(vsock));
+    }
+    if (config.rng) BOXLITE_TRY_VOID(vm.devices->add_virtio_device(std::make_shared<devices::virtio::RngDevice>()));
+    BOXLITE_TRY_VOID(vm.devices->add_virtio_device(std::make_shared<devices::virtio::ConsoleDevice>(sink)));
+
+    vmm::AcpiConfig acpi;
+    acpi.vcpus = config.cpus;
+    for (const auto& slot : vm.devices->virtio_slots()) acpi.virtio_mmio.push_back({slot.base, slot.size, slot.gsi});
+    BOXLITE_TRY(auto rsdp, vmm::write_acpi_tables(vm.machine->memory(), acpi));
+
+    if (!config.flat32_image.empty()) {
+        BOXLITE_TRY(auto image, read_file(config.flat32_image, "flat32 image"));
+        if (!vm.machine->memory().write_bytes(vmm::layout::kTestGuestLoad, image))
+            return fail(ErrorKind::Config, "flat32 image {} does not fit in guest memory", config.flat32_image);
+        BOXLITE_TRY_VOID(vm.machine->setup_flat32(0, vmm::layout::kTestGuestLoad));
+        return vm;
+    }
+    BOXLITE_TRY(auto kernel, read_file(config.kernel, "guest kernel"));
+    std::vector<std::byte> initrd;
+    if (!config.initrd.empty()) {
+        BOXLITE_TRY(initrd, read_file(config.initrd, "initrd"));
+    }
+    BOXLITE_TRY(auto boot, vmm::load_linux(vm.machine->memory(), kernel, initrd, config.cmdline, rsdp));
+    BOXLITE_TRY_VOID(vmm::setup_boot_vcpu(vm.machine->vcpu(0), vm.machine->memory(), boot));
+    return vm;
+}
+
+}  // namespace
+
+int run_kvm_mode(int config_fd, int ready_fd) {
+    auto text = read_all(config_fd);
+    ::close(config_fd);
+    if (!text) {
+        say(ready_fd, "error " + text.error().to_string());
+        return 1;
+    }
+    auto config = vmm::parse_shim_config(*text);
+    if (!config) {
+        say(ready_fd, "error " + config.error().to_string());
+        return 1;
+    }
+    int console_fd = -1;
+    if (!config->console_log.empty()) {
+        console_fd = ::open(config->console_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        if (console_fd < 0) {
+            say(ready_fd, fmt::format("error storage error: opening console log {}: {}", config->console_log,
+                                      std::strerror(errno)));
+            return 1;
+        }
+    }
+    // Termination requests are taken by one thread (sigtimedwait), never by a vCPU thread.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&stop_signals, s);
+    ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+    auto vm = build_vm(*config, console_fd);
+    if (!vm) {
+        say(ready_fd, "error " + vm.error().with_context(fmt::format("box {}", config->box_id)).to_string());
+        if (console_fd >= 0) ::close(console_fd);
+        return 1;
+    }
+    std::atomic<bool> finished{false};
+    std::thread signal_thread([&] {
+        const timespec tick{0, 100 * 1000 * 1000};
+        while (!finished) {
+            siginfo_t info;
+            if (::sigtimedwait(&stop_signals, &info, &tick) > 0)
+                vm->machine->request_stop(vmm::StopReason::HostStop,
+                                          fmt::format("signal {} from the host", info.si_signo));
+        }
+    });
+    say(ready_fd, fmt::format("ok {}", ::getpid()));
+    auto outcome = vm->machine->run();
+    finished = true;
+    signal_thread.join();
+    int code = 0;
+    if (!outcome) {
+        std::fprintf(stderr, "boxlite-shim: %s\n", outcome.error().to_string().c_str());
+        code = 1;
+    } else if (outcome->reason == vmm::StopReason::Error) {
+        std::fprintf(stderr, "boxlite-shim: box %s: %s\n", config->box_id.c_str(), outcome->detail.c_str());
+        code = 1;
+    }
+    if (vm->disk) {
+        if (auto flushed = vm->disk->flush(); !flushed) {
+            std::fprintf(stderr, "boxlite-shim: flushing the disk: %s\n", flushed.error().to_string().c_str());
+            code = 1;
+        }
+    }
+    if (console_fd >= 0) ::close(console_fd);
+    return code;
+}
+
+}  // namespace boxlite::shim

@@ -1,0 +1,53 @@
+// boxlite-shim: the per-box process between the runtime and the box.
+//
+//   boxlite-shim <mode> [options]      modes: namespace (namespace_mode.cpp); kvm is added later
+//
+// The runtime (an Engine's start()) spawns it detached from its own process tree, passes a
+// pipe as --ready-fd and reads one line back: "ok <agent-pid>" once the guest agent accepts
+// connections at --socket, or "error <message>". With --watchdog-fd the shim watches the other
+// end of a pipe the creating process holds: when it closes (the creator exited), the box is
+// killed — that is how `detach=false` boxes die with their creator.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace boxlite::shim {
+
+struct VolumeMount {
+    std::string host_path;
+    std::string guest_path;
+    bool read_only = false;
+};
+
+struct ShimOptions {
+    std::string mode;
+    std::string box_id;
+    std::string hostname;
+    std::string box_dir;
+    std::string rootfs;
+    std::string agent;
+    std::string socket;
+    int ready_fd = -1;
+    int watchdog_fd = -1;
+    std::optional<std::uint64_t> memory_bytes;
+    std::optional<std::uint32_t> cpus;
+    std::optional<std::uint64_t> pids;
+    std::optional<std::uint64_t> nofile;
+    std::optional<std::uint64_t> fsize;
+    std::optional<std::uint64_t> cpu_time;
+    std::vector<VolumeMount> volumes;
+    std::vector<std::string> env;  ///< the box's environment (image Env + BoxOptions::env)
+    std::string workdir;           ///< default working directory of commands
+    std::string user;              ///< default user of commands
+};
+
+/// Runs the namespace mode to completion; returns the shim's exit code.
+int run_namespace_mode(const ShimOptions& options);
+
+/// Writes one line to the ready fd (and closes it), if still open.
+void report(int& ready_fd, const std::string& line);
+
+}  // namespace boxlite::shim

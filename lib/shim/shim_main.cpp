@@ -1,0 +1,86 @@
+// boxlite-shim entry point: parses the options shared by every mode and runs the mode.
+#include "shim.hpp"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <string>
+
+namespace {
+
+using boxlite::shim::ShimOptions;
+
+bool parse_u64(const char* text, std::uint64_t& out) {
+    char* end = nullptr;
+    errno = 0;
+    const auto v = std::strtoull(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0') return false;
+    out = v;
+    return true;
+}
+
+int usage(const std::string& problem) {
+    std::fprintf(stderr,
+                 "boxlite-shim: %s\n"
+                 "usage: boxlite-shim namespace --box-id ID --hostname NAME --box-dir DIR --rootfs DIR --agent PATH\n"
+                 "         --socket PATH [--ready-fd N] [--watchdog-fd N] [--memory BYTES] [--cpus N] [--pids N]\n"
+                 "         [--nofile N] [--fsize BYTES] [--cpu-time SECONDS] [--volume HOST:GUEST[:ro]]... [--env K=V]... [--workdir DIR] [--user USER]\n",
+                 problem.c_str());
+    return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2) return usage("missing mode");
+    ShimOptions o;
+    o.mode = argv[1];
+    for (int i = 2; i < argc; ++i) {
+        const std::string flag = argv[i];
+        if (i + 1 >= argc) return usage("option " + flag + " needs a value");
+        const char* value = argv[++i];
+        std::uint64_t number = 0;
+        const bool numeric = parse_u64(value, number);
+        auto need_number = [&]() { return numeric ? 0 : usage("option " + flag + " needs a number, got '" + value + "'"); };
+        if (flag == "--box-id") o.box_id = value;
+        else if (flag == "--hostname") o.hostname = value;
+        else if (flag == "--box-dir") o.box_dir = value;
+        else if (flag == "--rootfs") o.rootfs = value;
+        else if (flag == "--agent") o.agent = value;
+        else if (flag == "--socket") o.socket = value;
+        else if (flag == "--env") o.env.emplace_back(value);
+        else if (flag == "--workdir") o.workdir = value;
+        else if (flag == "--user") o.user = value;
+        else if (flag == "--volume") {
+            std::string spec = value;
+            boxlite::shim::VolumeMount v;
+            if (spec.size() > 3 && spec.compare(spec.size() - 3, 3, ":ro") == 0) {
+                v.read_only = true;
+                spec.resize(spec.size() - 3);
+            }
+            const auto colon = spec.find(':');
+            if (colon == std::string::npos) return usage("volume '" + std::string(value) + "' must be HOST:GUEST[:ro]");
+            v.host_path = spec.substr(0, colon);
+            v.guest_path = spec.substr(colon + 1);
+            o.volumes.push_back(v);
+        } else {
+            if (int rc = need_number(); rc != 0) return rc;
+            if (flag == "--ready-fd") o.ready_fd = static_cast<int>(number);
+            else if (flag == "--watchdog-fd") o.watchdog_fd = static_cast<int>(number);
+            else if (flag == "--memory") o.memory_bytes = number;
+            else if (flag == "--cpus") o.cpus = static_cast<std::uint32_t>(number);
+            else if (flag == "--pids") o.pids = number;
+            else if (flag == "--nofile") o.nofile = number;
+            else if (flag == "--fsize") o.fsize = number;
+            else if (flag == "--cpu-time") o.cpu_time = number;
+            else return usage("unknown option " + flag);
+        }
+    }
+    if (o.mode == "namespace") return boxlite::shim::run_namespace_mode(o);
+    // Other modes (kvm) register here as they are added.
+    return usage("unknown mode '" + o.mode + "' (available: namespace)");
+}

@@ -1,0 +1,437 @@
+// End-to-end tests of the namespace engine: real boxlite-shim and boxlite-agent processes, a
+// busybox root filesystem, the public runtime API (BoxliteRuntime, LiteBox, Execution).
+#include <boxlite/boxlite.hpp>
+#include <boxlite/engine/namespace_engine.hpp>
+#include <boxlite/engine/select.hpp>
+#include <boxlite/protocol/tar.hpp>
+
+#include "support/support.hpp"
+
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <random>
+#include <thread>
+
+using namespace boxlite;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string sha256(std::string_view data) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr);
+    std::string hex;
+    for (unsigned i = 0; i < len; ++i) hex += fmt::format("{:02x}", digest[i]);
+    return hex;
+}
+
+class NamespaceBox : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (!test::is_root()) GTEST_SKIP() << "the namespace engine needs root (namespaces, overlayfs, cgroups)";
+        rootfs_ = test::busybox_rootfs();
+        if (!rootfs_) GTEST_SKIP() << "busybox-static is not installed (apt-get install busybox-static)";
+        ::setenv("BOXLITE_SHIM", test::built_binary("boxlite-shim").c_str(), 1);
+        ::setenv("BOXLITE_AGENT", test::built_binary("boxlite-agent").c_str(), 1);
+        home_.emplace();
+        BoxliteOptions options;
+        options.home_dir = home_->path();
+        options.engine = EngineKind::Namespace;
+        auto runtime = open_runtime(options);
+        ASSERT_TRUE(runtime) << runtime.error().to_string();
+        ASSERT_TRUE(runtime->engine().available()) << runtime->engine().available().error().to_string();
+        runtime_.emplace(std::move(*runtime));
+    }
+    void TearDown() override {
+        if (runtime_) {
+            if (auto boxes = runtime_->list_info()) {
+                for (const auto& info : *boxes) (void)runtime_->remove(info.id.str(), true);
+            }
+        }
+        runtime_.reset();
+        home_.reset();
+    }
+
+    BoxOptions options(bool auto_remove = true) const {
+        BoxOptions o;
+        o.rootfs = RootfsSpec::path(*rootfs_);
+        o.auto_remove = auto_remove;
+        o.env = {{"BOX_LEVEL", "box"}};
+        return o;
+    }
+
+    LiteBox make_box(bool auto_remove = true, bool detach = false) {
+        auto o = options(auto_remove);
+        o.detach = detach;
+        auto box = runtime_->create(o);
+        EXPECT_TRUE(box) << box.error().to_string();
+        return *box;
+    }
+
+    ExecOutput run(LiteBox& box, const BoxCommand& command) {
+        auto out = box.run(command);
+        EXPECT_TRUE(out) << out.error().to_string();
+        return out ? *out : ExecOutput{};
+    }
+
+    std::optional<fs::path> rootfs_;
+    std::optional<test::TempHome> home_;
+    std::optional<BoxliteRuntime> runtime_;
+};
+
+TEST_F(NamespaceBox, EchoInItsOwnNamespaces) {
+    auto box = make_box();
+    auto out = run(box, BoxCommand("echo").args({"hello", "box"}));
+    EXPECT_EQ(out.stdout_text, "hello box\n");
+    EXPECT_EQ(out.exit_code, 0);
+    EXPECT_EQ(run(box, BoxCommand("hostname")).stdout_text, box.id().short_id() + "\n");
+    EXPECT_EQ(run(box, BoxCommand("cat").arg("/proc/1/comm")).stdout_text, "boxlite-agent\n") << "the agent is PID 1";
+    // Network disabled or not: only loopback exists (outbound networking is a later issue).
+    const auto dev = run(box, BoxCommand("cat").arg("/proc/net/dev")).stdout_text;
+    EXPECT_NE(dev.find("lo:"), std::string::npos);
+    EXPECT_EQ(std::count(dev.begin(), dev.end(), ':'), 1) << dev;
+    EXPECT_NE(run(box, BoxCommand("cat").arg("/proc/mounts")).stdout_text.find("overlay / overlay"), std::string::npos);
+    auto info = box.info();
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->status, BoxStatus::Running);
+    EXPECT_EQ(info->engine, "namespace");
+}
+
+TEST_F(NamespaceBox, EnvAndWorkingDir) {
+    auto box = make_box();
+    auto out = run(box, BoxCommand("sh").args({"-c", "echo $BOX_LEVEL $CMD_LEVEL; pwd"}).env("CMD_LEVEL", "cmd").working_dir("/tmp"));
+    EXPECT_EQ(out.stdout_text, "box cmd\n/tmp\n");
+    auto overridden = run(box, BoxCommand("sh").args({"-c", "echo $BOX_LEVEL"}).env("BOX_LEVEL", "command wins"));
+    EXPECT_EQ(overridden.stdout_text, "command wins\n");
+    auto as_user = run(box, BoxCommand("id").arg("-u").user("box"));
+    EXPECT_EQ(as_user.stdout_text, "1000\n");
+}
+
+TEST_F(NamespaceBox, ExitCodes) {
+    auto box = make_box();
+    EXPECT_EQ(run(box, BoxCommand("sh").args({"-c", "exit 7"})).exit_code, 7);
+    EXPECT_EQ(run(box, BoxCommand("false")).exit_code, 1);
+    auto missing = box.exec(BoxCommand("/bin/no-such-program"));
+    ASSERT_FALSE(missing);
+    EXPECT_EQ(missing.error().kind(), ErrorKind::Execution);
+}
+
+TEST_F(NamespaceBox, KilledBySignalCodes) {
+    auto box = make_box();
+    EXPECT_EQ(run(box, BoxCommand("sh").args({"-c", "kill -9 $$"})).exit_code, -9);
+    auto exec = box.exec(BoxCommand("sleep").arg("60"));
+    ASSERT_TRUE(exec);
+    ASSERT_TRUE(exec->signal(SIGTERM));
+    EXPECT_EQ(exec->wait()->exit_code, -SIGTERM);
+    auto killed = box.exec(BoxCommand("sh").args({"-c", "sleep 60 & sleep 60; wait"}));
+    ASSERT_TRUE(killed);
+    ASSERT_TRUE(killed->kill());
+    EXPECT_EQ(killed->wait()->exit_code, -SIGKILL);
+}
+
+TEST_F(NamespaceBox, Stdin50MBThroughCatKeepsSha256) {
+    auto box = make_box();
+    std::string data(50U << 20, '\0');
+    std::mt19937_64 rng(42);
+    for (std::size_t i = 0; i + 8 <= data.size(); i += 8) {
+        const auto v = rng();
+        std::memcpy(data.data() + i, &v, 8);
+    }
+    auto exec = box.exec(BoxCommand("cat"));
+    ASSERT_TRUE(exec);
+    auto in = exec->stdin();
+    auto out = exec->stdout();
+    std::thread writer([&] {
+        // Odd-sized writes, so frames never line up with pipe or window sizes.
+        for (std::size_t off = 0; off < data.size(); off += 777777) {
+            ASSERT_TRUE(in->write(std::string_view(data).substr(off, 777777)));
+        }
+        ASSERT_TRUE(in->close());
+    });
+    auto echoed = out->read_all();
+    writer.join();
+    ASSERT_TRUE(echoed) << echoed.error().to_string();
+    EXPECT_EQ(echoed->size(), data.size());
+    EXPECT_EQ(sha256(*echoed), sha256(data));
+    EXPECT_EQ(exec->wait()->exit_code, 0);
+}
+
+TEST_F(NamespaceBox, OneGigabyteStdoutToASlowReader) {
+    auto box = make_box();
+    constexpr std::uint64_t kTotal = 1ULL << 30;
+    auto exec = box.exec(BoxCommand("sh").args({"-c", "head -c 1073741824 /dev/zero; echo finished >&2"}));
+    ASSERT_TRUE(exec);
+    auto out = exec->stdout();
+    auto err = exec->stderr();
+    // Not reading for a while: the writer must block (flow control), nothing may be lost.
+    std::this_thread::sleep_for(300ms);
+    std::uint64_t total = 0;
+    std::vector<std::byte> buf(1 << 20);
+    std::size_t reads = 0;
+    bool all_zero = true;
+    while (true) {
+        auto n = out->read_some(buf);
+        ASSERT_TRUE(n) << n.error().to_string();
+        if (*n == 0) break;
+        for (std::size_t i = 0; i < *n; i += 4093) all_zero = all_zero && buf[i] == std::byte{0};
+        total += *n;
+        if (++reads % 256 == 0) std::this_thread::sleep_for(20ms);  // a slow consumer
+    }
+    EXPECT_EQ(total, kTotal);
+    EXPECT_TRUE(all_zero);
+    EXPECT_EQ(*err->read_all(), "finished\n");
+    EXPECT_EQ(exec->wait()->exit_code, 0);
+}
+
+TEST_F(NamespaceBox, StderrFloodWhileStdinIsWrittenDoesNotDeadlock) {
+    auto box = make_box();
+    // The process writes 8 MB to stderr before it reads any stdin; we write 8 MB of stdin at the
+    // same time. Per-stream credit keeps both moving.
+    auto exec = box.exec(BoxCommand("sh").args({"-c", "head -c 8388608 /dev/zero >&2; wc -c"}));
+    ASSERT_TRUE(exec);
+    auto in = exec->stdin();
+    auto out = exec->stdout();
+    auto err = exec->stderr();
+    std::thread writer([&] {
+        const std::string chunk(1 << 20, 'x');
+        for (int i = 0; i < 8; ++i) ASSERT_TRUE(in->write(chunk));
+        ASSERT_TRUE(in->close());
+    });
+    auto errors = err->read_all();
+    auto counted = out->read_all();
+    writer.join();
+    EXPECT_EQ(errors->size(), 8U << 20);
+    EXPECT_EQ(*counted, "8388608\n");
+}
+
+TEST_F(NamespaceBox, HundredConcurrentExecutions) {
+    auto box = make_box();
+    ASSERT_TRUE(box.start());
+    std::vector<std::thread> threads;
+    std::atomic<int> good{0};
+    for (int i = 0; i < 100; ++i) {
+        threads.emplace_back([&, i] {
+            auto out = box.run(BoxCommand("sh").args({"-c", "sleep 0.2; echo $0", std::to_string(i)}));
+            if (out && out->exit_code == 0 && out->stdout_text == std::to_string(i) + "\n") ++good;
+        });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(good.load(), 100);
+    auto metrics = box.metrics();
+    ASSERT_TRUE(metrics);
+    EXPECT_GE(metrics->commands_executed_total, 100U);
+}
+
+TEST_F(NamespaceBox, TtyIsATerminalAndSeesResize) {
+    auto box = make_box();
+    auto exec = box.exec(BoxCommand("sh")
+                             .args({"-c", "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; stty size; read line; stty size"})
+                             .tty(true));
+    ASSERT_TRUE(exec);
+    auto in = exec->stdin();
+    auto out = exec->stdout();
+    auto next_line = [&]() {
+        auto line = out->read_line();
+        EXPECT_TRUE(line && *line);
+        std::string text = line && *line ? **line : "";
+        if (!text.empty() && text.back() == '\r') text.pop_back();
+        return text;
+    };
+    EXPECT_EQ(next_line(), "is-a-tty");
+    EXPECT_EQ(next_line(), "24 80");
+    ASSERT_TRUE(exec->resize_tty(50, 132));
+    ASSERT_TRUE(in->write("go\n"));
+    EXPECT_EQ(next_line(), "go") << "the terminal echoes input";
+    EXPECT_EQ(next_line(), "50 132");
+    EXPECT_EQ(exec->wait()->exit_code, 0);
+}
+
+TEST_F(NamespaceBox, TimeoutKills) {
+    auto box = make_box();
+    const auto start = std::chrono::steady_clock::now();
+    auto out = run(box, BoxCommand("sleep").arg("60").timeout(300ms));
+    EXPECT_TRUE(out.timed_out);
+    EXPECT_EQ(out.exit_code, -SIGKILL);
+    EXPECT_TRUE(out.error_message.has_value());
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+}
+
+TEST_F(NamespaceBox, StopStartKeepsAWrittenFile) {
+    auto box = make_box(/*auto_remove=*/false);
+    EXPECT_EQ(run(box, BoxCommand("sh").args({"-c", "echo persisted > /root/data.txt"})).exit_code, 0);
+    const auto pid = box.info()->pid;
+    ASSERT_TRUE(pid);
+    ASSERT_TRUE(box.stop());
+    EXPECT_EQ(box.info()->status, BoxStatus::Stopped);
+    EXPECT_FALSE(detail::process_alive(*pid, 0)) << "the shim is gone after stop";
+    ASSERT_TRUE(box.start());
+    EXPECT_EQ(run(box, BoxCommand("cat").arg("/root/data.txt")).stdout_text, "persisted\n");
+    EXPECT_FALSE(fs::exists(*rootfs_ / "root/data.txt")) << "the image rootfs is never written";
+}
+
+TEST_F(NamespaceBox, RemoveDeletesEveryTrace) {
+    auto box = make_box(/*auto_remove=*/false);
+    ASSERT_EQ(run(box, BoxCommand("touch").arg("/root/x")).exit_code, 0);
+    const auto id = box.id();
+    const auto pid = *box.info()->pid;
+    const auto box_dir = home_->path() / "boxes" / id.str();
+    ASSERT_TRUE(fs::exists(box_dir / "upper/root/x"));
+    std::vector<std::string> cgroups;
+    {
+        std::ifstream info(box_dir / "cgroup.info");
+        std::string key, value;
+        while (info >> key >> value) {
+            if (key != "applied" && key != "skipped" && !value.empty()) cgroups.push_back(value);
+        }
+    }
+    EXPECT_FALSE(runtime_->remove(id.str()).has_value()) << "a running box needs force";
+    ASSERT_TRUE(runtime_->remove(id.str(), /*force=*/true));
+    EXPECT_FALSE(detail::process_alive(pid, 0));
+    EXPECT_FALSE(fs::exists(box_dir));
+    for (const auto& dir : cgroups) EXPECT_FALSE(fs::exists(dir)) << dir;
+    EXPECT_FALSE(*runtime_->exists(id.str()));
+}
+
+TEST_F(NamespaceBox, DeadShimReadsAsStopped) {
+    auto box = make_box(/*auto_remove=*/false);
+    ASSERT_TRUE(box.start());
+    const auto pid = *box.info()->pid;
+    ::kill(pid, SIGKILL);
+    for (int i = 0; i < 500 && detail::process_alive(pid, 0); ++i) std::this_thread::sleep_for(10ms);
+    auto info = box.info();
+    ASSERT_TRUE(info);
+    EXPECT_NE(info->status, BoxStatus::Running);
+}
+
+TEST_F(NamespaceBox, CgroupLimitsApplied) {
+    auto o = options();
+    o.memory_mib = 256;
+    o.resource_limits.max_processes = 64;
+    auto box = runtime_->create(o);
+    ASSERT_TRUE(box);
+    ASSERT_TRUE(box->start());
+    const auto info_text = test::read_file(home_->path() / "boxes" / box->id().str() / "cgroup.info");
+    // This host's cgroup layout decides what can be applied; whatever was, is recorded.
+    if (info_text.find("applied memory=") != std::string::npos) {
+        EXPECT_NE(info_text.find("applied memory=268435456"), std::string::npos) << info_text;
+    }
+    if (info_text.find("applied pids=") != std::string::npos) {
+        EXPECT_NE(info_text.find("applied pids=64"), std::string::npos) << info_text;
+        // 100 background processes cannot fit under pids.max=64: the shell reports failed forks.
+        auto forks = box->run(BoxCommand("sh").args({"-c", "for i in $(seq 1 100); do sleep 5 & done; kill $(jobs -p) 2>/dev/null; true"}));
+        ASSERT_TRUE(forks);
+        EXPECT_NE(forks->stderr_text.find("fork"), std::string::npos) << forks->stderr_text;
+    }
+    auto metrics = box->metrics();
+    ASSERT_TRUE(metrics) << metrics.error().to_string();
+    if (info_text.find("memory /") != std::string::npos) {
+        EXPECT_GT(metrics->memory_bytes.value_or(0), 0U);
+    }
+}
+
+TEST_F(NamespaceBox, CopyInCopyOutRoundTripWithSymlinks) {
+    auto box = make_box();
+    test::TempDir src("boxlite-copy-src");
+    fs::create_directories(src.path() / "tree/nested/deeper");
+    test::write_file(src.path() / "tree/file.txt", "hello");
+    test::write_file(src.path() / "tree/nested/deeper/big.bin", std::string(3 << 20, 'z'));
+    fs::create_symlink("file.txt", src.path() / "tree/relative-link");
+    fs::create_symlink("/etc/passwd", src.path() / "tree/absolute-link");
+    fs::permissions(src.path() / "tree/file.txt", fs::perms(0600));
+    ::chown((src.path() / "tree/file.txt").c_str(), 1000, 1000);
+
+    ASSERT_TRUE(box.copy_in((src.path() / "tree").string(), "/root/"));
+    auto listing = run(box, BoxCommand("sh").args({"-c", "cd /root/tree && cat file.txt relative-link && readlink absolute-link && stat -c '%a %u' file.txt && wc -c < nested/deeper/big.bin"}));
+    EXPECT_EQ(listing.stdout_text, "hellohello/etc/passwd\n600 1000\n3145728\n") << listing.stderr_text;
+
+    test::TempDir back("boxlite-copy-back");
+    ASSERT_TRUE(box.copy_out("/root/tree", (back.path() / "restored").string()));
+    EXPECT_EQ(test::read_file(back.path() / "restored/file.txt"), "hello");
+    EXPECT_EQ(fs::read_symlink(back.path() / "restored/relative-link"), "file.txt");
+    EXPECT_EQ(fs::read_symlink(back.path() / "restored/absolute-link"), "/etc/passwd");
+    EXPECT_EQ(fs::file_size(back.path() / "restored/nested/deeper/big.bin"), 3U << 20);
+
+    // A single file to a new name.
+    ASSERT_TRUE(box.copy_in((src.path() / "tree/file.txt").string(), "/tmp/renamed.txt"));
+    EXPECT_EQ(run(box, BoxCommand("cat").arg("/tmp/renamed.txt")).stdout_text, "hello");
+}
+
+TEST_F(NamespaceBox, TarThatClimbsOutIsRefused) {
+    auto box = make_box();
+    test::TempDir src("boxlite-evil");
+    test::write_file(src.path() / "payload", "gotcha");
+    auto agent = box.open_agent();
+    ASSERT_TRUE(agent);
+    auto copied = agent->copy_in_stream("/tmp/target/", [&](tar::Writer& writer) -> BoxliteResult<void> {
+        BOXLITE_TRY_VOID(writer.add_tree((src.path() / "payload").string(), "../../escaped"));
+        return writer.finish();
+    });
+    ASSERT_FALSE(copied);
+    EXPECT_NE(copied.error().message().find("escapes the target directory"), std::string::npos) << copied.error().to_string();
+    EXPECT_NE(run(box, BoxCommand("ls").arg("/escaped")).exit_code, 0);
+    EXPECT_NE(run(box, BoxCommand("ls").arg("/tmp/escaped")).exit_code, 0);
+}
+
+TEST_F(NamespaceBox, CreatorExitWithoutDetachKillsTheBox) {
+    const auto helper = test::built_binary("boxlite_agent_test_helper");
+    ASSERT_TRUE(fs::exists(helper));
+    const auto output = test::shell(helper.string() + " start-attached " + home_->path().string() + " " + rootfs_->string());
+    std::istringstream fields(output);
+    std::string id;
+    std::int32_t pid = 0;
+    fields >> id >> pid;
+    ASSERT_GT(pid, 0) << output;
+    // The helper _exit()ed without any cleanup: the shim's watchdog pipe closed with it.
+    for (int i = 0; i < 500 && detail::process_alive(pid, 0); ++i) std::this_thread::sleep_for(10ms);
+    EXPECT_FALSE(detail::process_alive(pid, 0)) << "the box outlived its creator";
+    auto info = runtime_->get_info(id);
+    ASSERT_TRUE(info) << info.error().to_string();
+    EXPECT_NE(info->status, BoxStatus::Running);
+}
+
+TEST_F(NamespaceBox, DetachedBoxOutlivesCreatorAndIsReattached) {
+    const auto helper = test::built_binary("boxlite_agent_test_helper");
+    const auto output = test::shell(helper.string() + " start-detached " + home_->path().string() + " " + rootfs_->string());
+    std::istringstream fields(output);
+    std::string id;
+    std::int32_t pid = 0;
+    fields >> id >> pid;
+    ASSERT_GT(pid, 0) << output;
+    std::this_thread::sleep_for(100ms);
+    EXPECT_TRUE(detail::process_alive(pid, 0));
+    // A second process (this one) reattaches by id and runs a command.
+    auto box = runtime_->get(id);
+    ASSERT_TRUE(box) << box.error().to_string();
+    EXPECT_EQ(box->info()->status, BoxStatus::Running);
+    auto out = box->run(BoxCommand("cat").arg("/root/marker"));
+    ASSERT_TRUE(out) << out.error().to_string();
+    EXPECT_EQ(out->stdout_text, "written by the creator\n");
+    // ... and from yet another process.
+    const auto other = test::shell(helper.string() + " exec " + home_->path().string() + " " + id + " cat /root/marker");
+    EXPECT_EQ(other, "written by the creator\n");
+}
+
+TEST(EngineSelect, AutoNeverFallsBackToNamespace) {
+    auto engine = make_engine(EngineKind::Auto);
+    if (engine) {
+        EXPECT_NE(engine->kind(), "namespace");
+        return;
+    }
+    EXPECT_EQ(engine.error().kind(), ErrorKind::UnsupportedEngine);
+    EXPECT_NE(engine.error().message().find("kvm"), std::string::npos) << engine.error().to_string();
+    EXPECT_NE(engine.error().message().find("qemu"), std::string::npos) << engine.error().to_string();
+    BoxliteOptions options;
+    options.engine = EngineKind::Auto;
+    auto selected = select_engine(options);
+    ASSERT_TRUE(selected);
+    EXPECT_FALSE(selected->available());
+}
+
+}  // namespace
