@@ -147,13 +147,13 @@ TEST_P(Qcow2Differential, AgreesWithRawModel) {
 INSTANTIATE_TEST_SUITE_P(
     Configs, Qcow2Differential,
     ::testing::Values(Config{"c512_tiny_cache", 9, Config::Base::None, 4 * 512, 2500},
-                      Config{"c4k", 12, Config::Base::None, 32ull << 20, 3000},
-                      Config{"c64k", 16, Config::Base::None, 32ull << 20, 3000},
+                      Config{"c4k", 12, Config::Base::None, 32ull << 20, 2500},
+                      Config{"c64k", 16, Config::Base::None, 32ull << 20, 2500},
                       Config{"c64k_raw_backing", 16, Config::Base::Raw, 32ull << 20, 3000},
                       Config{"c4k_raw_backing_tiny_cache", 12, Config::Base::Raw, 2 * 4096, 2500},
                       Config{"c16k_qemu_v2", 14, Config::Base::QemuV2, 32ull << 20, 2500},
                       Config{"c4k_qemu_compressed", 12, Config::Base::QemuCompressed, 32ull << 20, 2500},
-                      Config{"c2m", 21, Config::Base::None, 32ull << 20, 600}),
+                      Config{"c2m", 21, Config::Base::None, 32ull << 20, 300}),
     [](const ::testing::TestParamInfo<Config>& param_info) { return std::string(param_info.param.name); });
 
 }  // namespace
