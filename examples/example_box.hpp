@@ -1,0 +1,127 @@
+// Shared set-up of the runnable examples (simplebox, lifecycle, list_boxes, cross_process,
+// native): a runtime on the namespace engine in a temporary home, and a root filesystem.
+//
+//   <example>                      temporary home; a busybox rootfs built from /bin/busybox
+//   <example> <rootfs-dir>         that directory as every box's root filesystem
+//
+// The namespace engine needs root and overlayfs; where it cannot run (or busybox-static is
+// missing), the example says why and exits 0, so `ctest` on any machine stays green while the
+// engine tests (tests/agent) report the same condition as skipped.
+#pragma once
+
+#include <boxlite/boxlite.hpp>
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <system_error>
+
+namespace example {
+
+using namespace boxlite;
+namespace fs = std::filesystem;
+
+inline int report(const BoxliteError& error) {
+    fmt::print(stderr, "error: {}\n", error);
+    return 1;
+}
+
+/// A temporary directory removed at scope exit.
+struct Scratch {
+    fs::path path;
+    Scratch() {
+        std::string pattern = (fs::temp_directory_path() / "boxlite-example-XXXXXX").string();
+        if (::mkdtemp(pattern.data()) != nullptr) path = pattern;
+    }
+    ~Scratch() {
+        std::error_code ec;
+        if (!path.empty()) fs::remove_all(path, ec);
+    }
+};
+
+/// A minimal busybox root filesystem under `dir` (busybox + applet links + /etc/passwd).
+inline std::optional<fs::path> make_busybox_rootfs(const fs::path& dir) {
+    const fs::path busybox = fs::exists("/bin/busybox") ? "/bin/busybox" : "/usr/bin/busybox";
+    if (!fs::exists(busybox)) return std::nullopt;
+    const auto root = dir / "rootfs";
+    std::error_code ec;
+    for (const char* d : {"bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root"}) {
+        fs::create_directories(root / d, ec);
+    }
+    fs::copy_file(busybox, root / "bin/busybox", ec);
+    if (ec) return std::nullopt;
+    std::string list;
+    if (FILE* pipe = ::popen((busybox.string() + " --list-full").c_str(), "r")) {
+        char buf[4096];
+        while (auto n = std::fread(buf, 1, sizeof buf, pipe)) list.append(buf, n);
+        ::pclose(pipe);
+    }
+    std::size_t pos = 0;
+    while (pos < list.size()) {
+        auto end = list.find('\n', pos);
+        if (end == std::string::npos) end = list.size();
+        const auto applet = list.substr(pos, end - pos);
+        pos = end + 1;
+        if (applet.empty() || applet == "bin/busybox") continue;
+        fs::create_directories((root / applet).parent_path(), ec);
+        fs::create_symlink("/bin/busybox", root / applet, ec);
+    }
+    if (FILE* f = std::fopen((root / "etc/passwd").c_str(), "w")) {
+        std::fputs("root:x:0:0:root:/root:/bin/sh\n", f);
+        std::fclose(f);
+    }
+    fs::permissions(root / "tmp", fs::perms(01777), ec);
+    return root;
+}
+
+/// Everything an example needs; `ready == false` means "cannot run here" (already explained).
+struct Setup {
+    Scratch scratch;
+    std::optional<BoxliteRuntime> runtime;
+    fs::path home;
+    fs::path rootfs;
+    bool ready = false;
+    int exit_code = 0;
+
+    BoxOptions box_options() const {
+        BoxOptions options;
+        options.rootfs = RootfsSpec::path(rootfs);
+        return options;
+    }
+};
+
+inline void setup(Setup& s, int argc, char** argv, const char* name) {
+    if (::geteuid() != 0) {
+        fmt::print("{}: skipped — the namespace engine needs root (namespaces, overlayfs, cgroups)\n", name);
+        return;
+    }
+    s.home = s.scratch.path / "home";
+    if (argc > 1) {
+        s.rootfs = argv[1];
+    } else if (auto rootfs = make_busybox_rootfs(s.scratch.path)) {
+        s.rootfs = *rootfs;
+    } else {
+        fmt::print("{}: skipped — no rootfs given and busybox-static is not installed\n", name);
+        return;
+    }
+    BoxliteOptions options;
+    options.home_dir = s.home;
+    options.engine = EngineKind::Namespace;
+    auto runtime = open_runtime(options);
+    if (!runtime) {
+        s.exit_code = report(runtime.error());
+        return;
+    }
+    if (auto ok = runtime->engine().available(); !ok) {
+        fmt::print("{}: skipped — {}\n", name, ok.error());
+        return;
+    }
+    s.runtime.emplace(std::move(*runtime));
+    s.ready = true;
+}
+
+}  // namespace example
