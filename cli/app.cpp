@@ -104,6 +104,9 @@ struct Parser {
         auto* exec = subcommand("exec", "Run a command in a box: exec [OPTIONS] BOX -- COMMAND [ARGS...]");
         add_process_flags(exec, true, true, e.env, e.workdir, e.user, e.interactive, e.tty);
         exec->add_flag("-d,--detach", e.detach, "Start the command and return without waiting");
+        // The background worker of -d (never typed by people: hidden from help).
+        exec->add_option("--worker-log", e.worker_log)->group("");
+        exec->add_option("--worker-ready-fd", e.worker_ready_fd)->group("");
         exec->add_option("box", e.box, "Box name or ID")->required();
         exec->add_option("command", e.command, "-- COMMAND [ARGS...]")->required();
         exec->positionals_at_end(true);

@@ -58,6 +58,10 @@ struct ExecArgs {
     std::optional<std::string> user;
     std::string box;
     std::vector<std::string> command;
+    /// Internal (hidden flags): the background worker behind `-d` appends the command's output to
+    /// `worker_log` and reports "started" on `worker_ready_fd` (see exec_commands.cpp).
+    std::optional<std::string> worker_log;
+    int worker_ready_fd = -1;
 };
 
 struct BoxesArgs {  ///< start, stop, restart, rm

@@ -3,7 +3,13 @@
 #include "cli/commands_internal.hpp"
 #include "cli/terminal.hpp"
 
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <spawn.h>
 #include <unistd.h>
+
+#include <chrono>
 
 namespace boxlite::cli {
 
@@ -51,18 +57,91 @@ tl::unexpected<BoxliteError> no_exec() {
     return fail(ErrorKind::Unsupported, "command execution is not in this build of BoxLite yet");
 }
 
-/// Starts `command` in `box` without attaching to it.
-template <class Box>
-BoxliteResult<void> start_detached(Box& box, const BoxCommand& command) {
-    if constexpr (kCanExec<Box>) {
-        BOXLITE_TRY(auto execution, start_execution(box, command));
-        (void)execution;
-        return {};
-    } else {
-        (void)box;
-        (void)command;
-        return no_exec();
+/// Starts `command` in box `box_id` in the background, where it outlives this process.
+///
+/// The guest agent ends an execution when the connection that started it closes (nobody could
+/// read its output any more), so a command that must outlive the CLI needs a connection that
+/// stays: a `boxlite exec` worker in its own session, started here, holds it and appends the
+/// command's output to the box's console log (what `boxlite logs` shows). The worker reports on a
+/// pipe once the command runs, so errors (no such program, box not runnable) still reach the user.
+BoxliteResult<void> spawn_detached(Context& context, const std::string& box_id, const std::filesystem::path& log,
+                                   const BoxCommand& command) {
+    char self[PATH_MAX];
+    const auto length = ::readlink("/proc/self/exe", self, sizeof self - 1);
+    if (length <= 0) return fail_errno(ErrorKind::Internal, "readlink /proc/self/exe", errno);
+    self[length] = '\0';
+    const auto options = context.runtime_options();
+    std::vector<std::string> argv = {self, "--home", options.home_dir.string(), "--engine",
+                                     std::string(to_string(context.global().engine)), "exec", "--worker-log",
+                                     log.string(), "--worker-ready-fd", "3"};
+    for (const auto& [key, value] : command.environment()) {
+        argv.push_back("-e");
+        argv.push_back(key + "=" + value);
     }
+    if (const auto& dir = command.working_directory()) {
+        argv.push_back("-w");
+        argv.push_back(*dir);
+    }
+    if (const auto& user = command.user_name()) {
+        argv.push_back("-u");
+        argv.push_back(*user);
+    }
+    argv.push_back(box_id);
+    argv.push_back("--");
+    argv.push_back(command.program());
+    for (const auto& arg : command.arguments()) argv.push_back(arg);
+
+    std::error_code ec;
+    std::filesystem::create_directories(log.parent_path(), ec);
+    const int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (log_fd < 0) return fail_errno(ErrorKind::Storage, fmt::format("opening {}", log.string()), errno);
+    int ready[2];
+    if (::pipe2(ready, O_CLOEXEC) != 0) {
+        ::close(log_fd);
+        return fail_errno(ErrorKind::Internal, "pipe2", errno);
+    }
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, log_fd, STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, log_fd, STDERR_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, ready[1], 3);
+    posix_spawnattr_t attributes;
+    posix_spawnattr_init(&attributes);
+    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSID);  // no terminal, no signals from ours
+    std::vector<char*> c_argv;
+    for (auto& arg : argv) c_argv.push_back(arg.data());
+    c_argv.push_back(nullptr);
+    pid_t pid = 0;
+    const int spawned = ::posix_spawn(&pid, self, &actions, &attributes, c_argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attributes);
+    ::close(log_fd);
+    ::close(ready[1]);
+    if (spawned != 0) {
+        ::close(ready[0]);
+        return fail_errno(ErrorKind::Internal, "starting the background exec worker", spawned);
+    }
+    context.debug("background worker pid {} for box {}, output to {}", pid, box_id, log.string());
+    // "ok" once the command runs; anything else is the worker's error line.
+    std::string report;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (std::chrono::steady_clock::now() < deadline) {
+        pollfd fd{ready[0], POLLIN, 0};
+        if (::poll(&fd, 1, 200) <= 0) continue;
+        char buffer[512];
+        const auto n = ::read(ready[0], buffer, sizeof buffer);
+        if (n <= 0) break;
+        report.append(buffer, static_cast<std::size_t>(n));
+    }
+    ::close(ready[0]);
+    while (!report.empty() && report.back() == '\n') report.pop_back();
+    if (report == "ok") return {};
+    if (report.empty()) {
+        return fail(ErrorKind::Execution, "the background command did not start in box {} (see `boxlite logs {}`)",
+                    box_id, box_id);
+    }
+    return fail(ErrorKind::Execution, "{}", report);
 }
 
 /// Runs `command` in `box` attached to this process's stdio; the ExecResult's exit code.
@@ -86,6 +165,36 @@ BoxliteResult<int> run_attached(Box& box, const BoxCommand& command, bool intera
         if (result.error_message && result.exit_code == 0) {
             return fail(ErrorKind::Execution, "{}", *result.error_message);
         }
+        return exit_status_for(result.exit_code);
+    }
+}
+
+/// The background worker of `exec -d` / `run -d`: starts the command, reports on `ready_fd`,
+/// then streams its output to our stdout/stderr (the box's console log) until it ends.
+template <class Box>
+BoxliteResult<int> run_worker(Box& box, const BoxCommand& command, int ready_fd, Context& context) {
+    ::signal(SIGHUP, SIG_IGN);
+    auto report = [&](const std::string& line) {
+        [[maybe_unused]] auto n = ::write(ready_fd, line.data(), line.size());
+        ::close(ready_fd);
+    };
+    if constexpr (!kCanExec<Box>) {
+        (void)box;
+        (void)command;
+        (void)context;
+        auto error = no_exec();
+        report(error.value().to_string() + "\n");
+        return error;
+    } else {
+        auto execution = start_execution(box, command);
+        if (!execution) {
+            report(execution.error().to_string() + "\n");
+            return fail(execution.error());
+        }
+        report("ok\n");
+        AttachOptions options;  // no stdin, no terminal: output goes to the log
+        BOXLITE_TRY(auto result, attach(*execution, options));
+        context.debug("background command ended: exit code {}", result.exit_code);
         return exit_status_for(result.exit_code);
     }
 }
@@ -131,7 +240,8 @@ BoxliteResult<int> cmd_run(Context& context) {
     if (auto started = box.start(); !started) return finish(fail(started.error()));
     if (request.detach) {
         // The command runs in the background; the box lives on until `boxlite stop`.
-        auto started_command = start_detached(box, command);
+        auto started_command =
+            spawn_detached(context, box.id().str(), runtime->layout().box_dir(box.id()) / "console.log", command);
         if (!started_command) return finish(fail(started_command.error()));
         fmt::print("{}\n", box.id());
         return kExitSuccess;
@@ -147,8 +257,12 @@ BoxliteResult<int> cmd_exec(Context& context) {
     }
     BOXLITE_TRY(auto* runtime, context.runtime(cli_runtime_settings(context)));
     BOXLITE_TRY(auto box, runtime->get(args.box));
+    if (args.worker_ready_fd >= 0) return run_worker(box, command, args.worker_ready_fd, context);
     if (args.detach) {
-        BOXLITE_TRY_VOID(start_detached(box, command));
+        // Start the box here (a configured or stopped box) so the worker only attaches.
+        BOXLITE_TRY_VOID(box.start());
+        BOXLITE_TRY_VOID(spawn_detached(context, box.id().str(),
+                                        runtime->layout().box_dir(box.id()) / "console.log", command));
         return kExitSuccess;
     }
     return run_attached(box, command, args.interactive, context);

@@ -483,31 +483,38 @@ TEST_F(CliE2E, ImagesFromLayoutAndRegistry) {
     auto env = cli({"run", "--rm", image_, "sh", "-c", "echo $FOO; pwd"});
     EXPECT_EQ(env.out, "bar\n/data\n") << env;
 
+    // Pull into a home of its own, so no layer is already there from the layout loaded above.
+    const auto pull_home = work_->path() / "pull-home";
+    auto in_pull_home = [&](std::vector<std::string> args) { return run_cli(pull_home, std::move(args)); };
     const std::string remote = "127.0.0.1:" + std::to_string(registry_port_) + "/test/busybox:multi";
-    auto pull = cli({"pull", remote});
+    auto pull = in_pull_home({"pull", remote});
     ASSERT_EQ(pull.status, 0) << pull;
     EXPECT_NE(pull.out.find("Pull complete"), std::string::npos) << pull.out;  // plain lines: not a TTY
     EXPECT_EQ(pull.out.find("\x1b["), std::string::npos) << "escape codes on a pipe";
-    EXPECT_NE(pull.out.find("Status: Downloaded newer image for"), std::string::npos);
-    auto quiet = cli({"pull", "-q", remote});
+    EXPECT_NE(pull.out.find("Status: Downloaded newer image for"), std::string::npos) << pull.out;
+    auto again = in_pull_home({"pull", remote});
+    EXPECT_NE(again.out.find("Already exists"), std::string::npos) << again.out;
+    EXPECT_NE(again.out.find("Status: Image is up to date"), std::string::npos) << again.out;
+    auto quiet = in_pull_home({"pull", "-q", remote});
     EXPECT_EQ(quiet.status, 0);
     EXPECT_TRUE(trim(quiet.out).starts_with("sha256:")) << quiet;
     EXPECT_EQ(std::count(quiet.out.begin(), quiet.out.end(), '\n'), 1);
 
-    auto table = cli({"images"});
+    auto table = in_pull_home({"images"});
     EXPECT_TRUE(table.out.starts_with("REPOSITORY")) << table;
     EXPECT_NE(table.out.find("test/busybox"), std::string::npos);
     auto images = nlohmann::json::parse(cli({"images", "--format", "json"}).out);
     EXPECT_GE(images.size(), 2U);
-    EXPECT_FALSE(trim(cli({"images", "-q"}).out).empty());
-    EXPECT_EQ(cli({"run", "--rm", remote, "cat", "/etc/motd"}).out, "welcome\n");
+    EXPECT_FALSE(trim(in_pull_home({"images", "-q"}).out).empty());
+    auto motd = in_pull_home({"run", "--rm", remote, "cat", "/etc/motd"});
+    EXPECT_EQ(motd.out, "welcome\n") << motd;
 
-    EXPECT_EQ(cli({"images", "rm", remote}).status, 0);
-    EXPECT_EQ(cli({"images", "--format", "{{.Reference}}"}).out.find("test/busybox"), std::string::npos);
-    auto prune = cli({"images", "prune"});
+    EXPECT_EQ(in_pull_home({"images", "rm", remote}).status, 0);
+    EXPECT_EQ(in_pull_home({"images", "--format", "{{.Reference}}"}).out.find("test/busybox"), std::string::npos);
+    auto prune = in_pull_home({"images", "prune"});
     EXPECT_EQ(prune.status, 0) << prune;
     EXPECT_NE(prune.out.find("Total reclaimed space"), std::string::npos);
-    auto unknown = cli({"pull", "127.0.0.1:" + std::to_string(registry_port_) + "/test/none:1"});
+    auto unknown = in_pull_home({"pull", "127.0.0.1:" + std::to_string(registry_port_) + "/test/none:1"});
     EXPECT_EQ(unknown.status, 1);
     EXPECT_EQ(std::count(unknown.err.begin(), unknown.err.end(), '\n'), 1) << unknown;
 
