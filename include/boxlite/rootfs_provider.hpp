@@ -52,14 +52,16 @@ struct PreparedRootfs {
 using ImageRootfsProvider = std::function<BoxliteResult<PreparedRootfs>(
     const RootfsSpec::Image& image, RootfsKind kind, const BoxliteOptions& options)>;
 
+namespace image {
+/// The image store behind RootfsSpec::Image (lib/image/provider.cpp): one ImageStore per home
+/// directory, shared by the runtime's threads; pulls what is missing (BoxliteOptions::
+/// image_registries searched for unqualified names), then returns the unpacked tree (Directory)
+/// or the ext4 base disk (Ext4Disk) and the image config's defaults.
+[[nodiscard]] ImageRootfsProvider store_rootfs_provider();
+}  // namespace image
+
 /// The provider real runtimes get. SEAM: the image component fills this in.
-[[nodiscard]] inline ImageRootfsProvider default_image_rootfs_provider() {
-    return [](const RootfsSpec::Image& image, RootfsKind, const BoxliteOptions&) -> BoxliteResult<PreparedRootfs> {
-        return fail(ErrorKind::Unsupported,
-                    "image support not built: cannot prepare image '{}' (use a rootfs path instead)",
-                    image.reference);
-    };
-}
+[[nodiscard]] inline ImageRootfsProvider default_image_rootfs_provider() { return image::store_rootfs_provider(); }
 
 /// The command, environment, working directory and user the box's main process gets:
 /// BoxOptions override the image's defaults, as `docker run` does (an overridden entrypoint

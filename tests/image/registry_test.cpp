@@ -2,8 +2,12 @@
 // from busybox-static with umoci and pushed with skopeo (registry_harness.sh).
 #include "image/digest.hpp"
 
+#include <boxlite/engine/mock_engine.hpp>
 #include <boxlite/image/image_store.hpp>
 #include <boxlite/image/reference.hpp>
+#include <boxlite/runtime.hpp>
+#include <boxlite/storage/memory_storage.hpp>
+#include <boxlite/transport/pipe_transport.hpp>
 
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -610,6 +614,71 @@ TEST_F(ImageRegistry, RemoveThenGcFreesEverything) {
     EXPECT_TRUE(fs::is_empty(home_.path() / "images/rootfs"));
     EXPECT_TRUE(fs::is_empty(home_.path() / "images/disk-images"));
     EXPECT_EQ(read(home_.path() / "images/index.json").find("sha256:"), std::string::npos);
+}
+
+// The runtime seam: RootfsSpec::Image goes through the image store (default provider), searching
+// BoxliteOptions::image_registries, and the engine gets the tree or disk plus the image's defaults.
+TEST_F(ImageRegistry, RuntimeStartPullsTheImageAndLaunchesTheEngineFromIt) {
+    using Runtime = BasicRuntime<MockEngine, PipeTransport, MemoryStorage>;
+    for (const auto kind : {RootfsKind::Directory, RootfsKind::Ext4Disk}) {
+        TempDir home{"boxlite-home"};
+        MockEngine engine(MockEngine::Options{kind, "pipe"});
+        RuntimeSettings settings;
+        settings.host_cpus = 2;
+        Runtime runtime(BoxliteOptions{home.path(), {registry_->host()}, EngineKind::Mock}, engine, PipeTransport{},
+                        MemoryStorage{}, settings);
+        BoxOptions options;
+        options.rootfs = RootfsSpec::image("test/single:1");
+        options.auto_remove = false;
+        auto box = runtime.create(options);
+        ASSERT_TRUE(box) << box.error().to_string();
+        auto started = box->start();
+        ASSERT_TRUE(started) << started.error().to_string();
+        const auto launches = engine.launches();
+        ASSERT_EQ(launches.size(), 1u);
+        const auto& rootfs = launches[0].rootfs;
+        if (kind == RootfsKind::Directory) {
+            EXPECT_EQ(rootfs.parent_path(), home.path() / "images/rootfs");
+            EXPECT_EQ(read(rootfs / "etc/os-release").substr(0, 4), "NAME");
+        } else {
+            EXPECT_EQ(rootfs.parent_path(), home.path() / "images/disk-images");
+            EXPECT_EQ(rootfs.extension(), ".ext4");
+        }
+        EXPECT_EQ(launches[0].init_command, (std::vector<std::string>{"/bin/sh", "-c", "cat /etc/os-release"}));
+        auto metrics = box->metrics();
+        ASSERT_TRUE(metrics) << metrics.error().to_string();
+        EXPECT_TRUE(metrics->stage_image_prepare_ms.has_value());
+
+        // A second box of the same image reuses the store: same tree or disk.
+        BoxOptions again = options;
+        again.cmd = std::vector<std::string>{"true"};
+        auto second = runtime.create(again);
+        ASSERT_TRUE(second);
+        ASSERT_TRUE(second->start());
+        ASSERT_EQ(engine.launches().size(), 2u);
+        EXPECT_EQ(engine.launches()[1].rootfs, rootfs);
+        // The image has Cmd and no Entrypoint: a new cmd replaces the whole command line.
+        EXPECT_EQ(engine.launches()[1].init_command, (std::vector<std::string>{"true"}));
+    }
+}
+
+TEST_F(ImageRegistry, RuntimeStartReportsAnImageThatCannotBePulled) {
+    using Runtime = BasicRuntime<MockEngine, PipeTransport, MemoryStorage>;
+    MockEngine engine(MockEngine::Options{RootfsKind::Directory, "pipe"});
+    RuntimeSettings settings;
+    settings.host_cpus = 2;
+    Runtime runtime(BoxliteOptions{home_.path(), {}, EngineKind::Mock}, engine, PipeTransport{}, MemoryStorage{},
+                    settings);
+    BoxOptions options;
+    options.rootfs = RootfsSpec::image(ref("test/missing:1"));
+    options.auto_remove = false;
+    auto box = runtime.create(options);
+    ASSERT_TRUE(box);
+    auto started = box->start();
+    ASSERT_FALSE(started);
+    EXPECT_EQ(started.error().kind(), ErrorKind::Image);
+    EXPECT_NE(started.error().message().find("test/missing:1"), std::string::npos) << started.error().message();
+    EXPECT_TRUE(engine.launches().empty());
 }
 
 }  // namespace

@@ -33,6 +33,11 @@ protected:
         RuntimeSettings s;
         s.host_cpus = 4;
         s.connect_timeout = std::chrono::milliseconds(2000);
+        // Unit tests never reach a registry: image references get a provider that refuses them.
+        s.image_provider = [](const RootfsSpec::Image& image, RootfsKind, const BoxliteOptions&)
+            -> BoxliteResult<PreparedRootfs> {
+            return fail(ErrorKind::Unsupported, "no image store in unit tests (image '{}')", image.reference);
+        };
         return s;
     }
 

@@ -1,0 +1,55 @@
+// The runtime's rootfs provider seam, backed by the image store (see rootfs_provider.hpp).
+#include <boxlite/image/image_store.hpp>
+#include <boxlite/rootfs_provider.hpp>
+
+#include <map>
+#include <memory>
+#include <mutex>
+
+namespace boxlite::image {
+namespace {
+
+// Opening a store creates directories and a SQLite connection: do it once per home directory
+// and search list, and share it (ImageStore is safe to use from several threads).
+BoxliteResult<ImageStore*> shared_store(const BoxliteOptions& options) {
+    static std::mutex mutex;
+    static std::map<std::string, std::unique_ptr<ImageStore>> stores;
+    std::string key = options.home_dir.string();
+    for (const auto& registry : options.image_registries) key += "\n" + registry;
+    std::lock_guard lock(mutex);
+    if (auto it = stores.find(key); it != stores.end()) return it->second.get();
+    ImageStoreOptions store_options;
+    store_options.home = options.home_dir;
+    store_options.registry.search_registries = options.image_registries;
+    BOXLITE_TRY(auto store, ImageStore::open(std::move(store_options)));
+    auto owned = std::make_unique<ImageStore>(std::move(store));
+    auto* raw = owned.get();
+    stores.emplace(std::move(key), std::move(owned));
+    return raw;
+}
+
+ImageDefaults to_defaults(const ImageConfig& config) {
+    ImageDefaults defaults;
+    defaults.entrypoint = config.entrypoint.value_or(std::vector<std::string>{});
+    defaults.cmd = config.cmd.value_or(std::vector<std::string>{});
+    // The same Env rules as merge_process_defaults: "NAME" alone becomes an empty value.
+    const auto merged = merge_process_defaults(config, BoxOptions{});
+    defaults.env = merged.env;
+    defaults.working_dir = config.working_dir;
+    defaults.user = config.user;
+    return defaults;
+}
+
+}  // namespace
+
+ImageRootfsProvider store_rootfs_provider() {
+    return [](const RootfsSpec::Image& image, RootfsKind kind,
+              const BoxliteOptions& options) -> BoxliteResult<PreparedRootfs> {
+        BOXLITE_TRY(auto* store, shared_store(options));
+        auto prepared = store->prepare(image.reference, kind);
+        if (!prepared) return fail(prepared.error().with_context(fmt::format("preparing image '{}'", image.reference)));
+        return PreparedRootfs{prepared->path, to_defaults(prepared->image.config)};
+    };
+}
+
+}  // namespace boxlite::image
