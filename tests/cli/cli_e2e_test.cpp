@@ -495,6 +495,10 @@ TEST_F(CliE2E, ImagesFromLayoutAndRegistry) {
     auto again = in_pull_home({"pull", remote});
     EXPECT_NE(again.out.find("Already exists"), std::string::npos) << again.out;
     EXPECT_NE(again.out.find("Status: Image is up to date"), std::string::npos) << again.out;
+    // --registry: an unqualified name is looked up there first.
+    auto via_registry = in_pull_home({"--registry", "127.0.0.1:" + std::to_string(registry_port_), "pull", "-q",
+                                      "test/busybox:multi"});
+    EXPECT_EQ(via_registry.status, 0) << via_registry;
     auto quiet = in_pull_home({"pull", "-q", remote});
     EXPECT_EQ(quiet.status, 0);
     EXPECT_TRUE(trim(quiet.out).starts_with("sha256:")) << quiet;
@@ -666,6 +670,58 @@ TEST_F(CliE2E, ExecInteractiveTerminal) {
         EXPECT_TRUE(session.cooked());
     }
     EXPECT_EQ(cli({"rm", "-f", "ttybox"}).status, 0);
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(CliE2E, MoreFlagsAndGlobalOptions) {
+    auto flags = box_run({"--disk-size", "2", "--allow-net", "example.com", "-p", "127.0.0.1:18080:80/tcp"},
+                         {"echo", "ok"});
+    EXPECT_EQ(flags.status, 0) << flags;
+    EXPECT_EQ(flags.out, "ok\n");
+    // --home wins over BOXLITE_HOME.
+    const auto other = work_->path() / "other-home";
+    ASSERT_EQ(cli({"--home", other.string(), "create", "--name", "elsewhere", "--rootfs", rootfs_->string()}).status, 0);
+    EXPECT_EQ(cli({"ls", "-a", "--format", "{{.Name}}"}).out.find("elsewhere"), std::string::npos);
+    EXPECT_NE(cli({"--home", other.string(), "ls", "-a", "--format", "{{.Name}}"}).out.find("elsewhere"),
+              std::string::npos);
+    // Several boxes at once: start/stop/inspect/rm report per box; rm -a removes them all.
+    ASSERT_EQ(cli({"--home", other.string(), "create", "--name", "second", "--rootfs", rootfs_->string()}).status, 0);
+    auto started = cli({"--home", other.string(), "start", "elsewhere", "second", "missing"});
+    EXPECT_EQ(started.status, 1);  // one failed, the others still started
+    EXPECT_EQ(started.out, "elsewhere\nsecond\n");
+    EXPECT_EQ(started.err, "Error: box not found: missing\n");
+    auto both = nlohmann::json::parse(cli({"--home", other.string(), "inspect", "elsewhere", "second"}).out);
+    EXPECT_EQ(both.size(), 2U);
+    EXPECT_EQ(trim(cli({"--home", other.string(), "ls", "-q"}).out).size(), 12U * 2 + 1);
+    auto removed = cli({"--home", other.string(), "rm", "-a", "-f"});
+    EXPECT_EQ(removed.status, 0) << removed;
+    EXPECT_EQ(trim(cli({"--home", other.string(), "ls", "-aq"}).out), "");
+}
+
+TEST_F(CliE2E, StreamingCommandsEndCleanly) {
+    ASSERT_EQ(cli({"run", "-d", "--name", "streamer", "--rootfs", rootfs_->string(), "sh", "-c",
+                   "echo first; sleep 0.2; echo second"})
+                  .status,
+              0);
+    {
+        PtySession stats(home_, {"stats", "--stream", "--format", "{{.Name}} pids={{.Pids}}", "streamer"});
+        EXPECT_TRUE(stats.expect("streamer pids=")) << stats.transcript();
+        ::kill(stats.pid(), SIGINT);  // Ctrl-C ends the stream normally
+        EXPECT_EQ(stats.wait(), 0) << stats.transcript();
+    }
+    {
+        PtySession logs(home_, {"logs", "-f", "streamer"});
+        EXPECT_TRUE(logs.expect("second")) << logs.transcript();
+        // Following ends when the box stops.
+        ASSERT_EQ(cli({"stop", "streamer"}).status, 0);
+        EXPECT_EQ(logs.wait(), 0) << logs.transcript();
+    }
+    auto tail = cli({"logs", "-n", "1", "streamer"});
+    EXPECT_EQ(tail.out, "second\n") << tail;
+    EXPECT_EQ(cli({"rm", "streamer"}).status, 0);
 }
 
 }  // namespace
