@@ -241,6 +241,97 @@ protected:
     }
 };
 
+/// A CLI process on a pseudo-terminal, driven the way a person types.
+class PtySession {
+public:
+    PtySession(const fs::path& home, std::vector<std::string> args) {
+        args.insert(args.begin(), BOXLITE_CLI_PATH);
+        auto envs = cli_environment(home, {{"TERM", "dumb"}, {"PS1", "$ "}});
+        struct winsize ws {};
+        ws.ws_row = 24;
+        ws.ws_col = 80;
+        pid_ = ::forkpty(&master_, nullptr, nullptr, &ws);
+        if (pid_ == 0) {
+            auto argv = c_strings(args);
+            auto envp = c_strings(envs);
+            ::execve(argv[0], argv.data(), envp.data());
+            ::_exit(127);
+        }
+    }
+    ~PtySession() {
+        if (pid_ > 0 && !exited_) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+        if (master_ >= 0) ::close(master_);
+    }
+
+    void type(const std::string& keys) {
+        for (char c : keys) {  // one key at a time, as typed
+            [[maybe_unused]] auto n = ::write(master_, &c, 1);
+            std::this_thread::sleep_for(2ms);
+        }
+    }
+
+    /// Reads until `pattern` shows up in the output since the last expect; false on timeout.
+    bool expect(const std::string& pattern, std::chrono::milliseconds timeout = 10s) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (std::chrono::steady_clock::now() < deadline) {
+            if (const auto at = screen_.find(pattern); at != std::string::npos) {
+                screen_.erase(0, at + pattern.size());
+                return true;
+            }
+            pollfd fd{master_, POLLIN, 0};
+            if (::poll(&fd, 1, 50) > 0) {
+                char buf[4096];
+                const auto n = ::read(master_, buf, sizeof buf);
+                if (n <= 0) break;
+                screen_.append(buf, static_cast<std::size_t>(n));
+                all_.append(buf, static_cast<std::size_t>(n));
+            }
+        }
+        return screen_.find(pattern) != std::string::npos;
+    }
+
+    void resize(unsigned short rows, unsigned short cols) {
+        struct winsize ws {};
+        ws.ws_row = rows;
+        ws.ws_col = cols;
+        ::ioctl(master_, TIOCSWINSZ, &ws);  // the kernel sends SIGWINCH to the CLI
+    }
+
+    /// The CLI's exit status (128+N for a signal), or -1 on timeout.
+    int wait(std::chrono::milliseconds timeout = 15s) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (std::chrono::steady_clock::now() < deadline) {
+            (void)expect("\x01never\x01", 20ms);  // keep draining the terminal
+            int status = 0;
+            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+                exited_ = true;
+                return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            }
+        }
+        return -1;
+    }
+
+    /// The terminal's line discipline is back to cooked mode (the master shares the slave's termios).
+    bool cooked() const {
+        struct termios mode {};
+        ::tcgetattr(master_, &mode);
+        return (mode.c_lflag & ICANON) != 0 && (mode.c_lflag & ECHO) != 0 && (mode.c_lflag & ISIG) != 0;
+    }
+
+    pid_t pid() const { return pid_; }
+    const std::string& transcript() const { return all_; }
+
+private:
+    int master_ = -1;
+    pid_t pid_ = -1;
+    bool exited_ = false;
+    std::string screen_;
+    std::string all_;
+};
+
 // ------------------------------------------------------------------------------------------
 // run: output, exit codes, flags
 // ------------------------------------------------------------------------------------------
@@ -504,6 +595,14 @@ TEST_F(CliE2E, ImagesFromLayoutAndRegistry) {
     EXPECT_TRUE(trim(quiet.out).starts_with("sha256:")) << quiet;
     EXPECT_EQ(std::count(quiet.out.begin(), quiet.out.end(), '\n'), 1);
 
+    // On a terminal: one progress bar per layer, redrawn in place.
+    {
+        const auto tty_home = work_->path() / "tty-pull-home";
+        PtySession tty_pull(tty_home, {"pull", remote});
+        EXPECT_EQ(tty_pull.wait(), 0) << tty_pull.transcript();
+        EXPECT_NE(tty_pull.transcript().find("\x1b[2K"), std::string::npos) << tty_pull.transcript();
+        EXPECT_NE(tty_pull.transcript().find("Pull complete"), std::string::npos) << tty_pull.transcript();
+    }
     auto table = in_pull_home({"images"});
     EXPECT_TRUE(table.out.starts_with("REPOSITORY")) << table;
     EXPECT_NE(table.out.find("test/busybox"), std::string::npos);
@@ -530,96 +629,6 @@ TEST_F(CliE2E, ImagesFromLayoutAndRegistry) {
 // ------------------------------------------------------------------------------------------
 // A person at a terminal: run -it on a pseudo-terminal
 // ------------------------------------------------------------------------------------------
-
-class PtySession {
-public:
-    PtySession(const fs::path& home, std::vector<std::string> args) {
-        args.insert(args.begin(), BOXLITE_CLI_PATH);
-        auto envs = cli_environment(home, {{"TERM", "dumb"}, {"PS1", "$ "}});
-        struct winsize ws {};
-        ws.ws_row = 24;
-        ws.ws_col = 80;
-        pid_ = ::forkpty(&master_, nullptr, nullptr, &ws);
-        if (pid_ == 0) {
-            auto argv = c_strings(args);
-            auto envp = c_strings(envs);
-            ::execve(argv[0], argv.data(), envp.data());
-            ::_exit(127);
-        }
-    }
-    ~PtySession() {
-        if (pid_ > 0 && !exited_) {
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, nullptr, 0);
-        }
-        if (master_ >= 0) ::close(master_);
-    }
-
-    void type(const std::string& keys) {
-        for (char c : keys) {  // one key at a time, as typed
-            [[maybe_unused]] auto n = ::write(master_, &c, 1);
-            std::this_thread::sleep_for(2ms);
-        }
-    }
-
-    /// Reads until `pattern` shows up in the output since the last expect; false on timeout.
-    bool expect(const std::string& pattern, std::chrono::milliseconds timeout = 10s) {
-        const auto deadline = std::chrono::steady_clock::now() + timeout;
-        while (std::chrono::steady_clock::now() < deadline) {
-            if (const auto at = screen_.find(pattern); at != std::string::npos) {
-                screen_.erase(0, at + pattern.size());
-                return true;
-            }
-            pollfd fd{master_, POLLIN, 0};
-            if (::poll(&fd, 1, 50) > 0) {
-                char buf[4096];
-                const auto n = ::read(master_, buf, sizeof buf);
-                if (n <= 0) break;
-                screen_.append(buf, static_cast<std::size_t>(n));
-                all_.append(buf, static_cast<std::size_t>(n));
-            }
-        }
-        return screen_.find(pattern) != std::string::npos;
-    }
-
-    void resize(unsigned short rows, unsigned short cols) {
-        struct winsize ws {};
-        ws.ws_row = rows;
-        ws.ws_col = cols;
-        ::ioctl(master_, TIOCSWINSZ, &ws);  // the kernel sends SIGWINCH to the CLI
-    }
-
-    /// The CLI's exit status (128+N for a signal), or -1 on timeout.
-    int wait(std::chrono::milliseconds timeout = 15s) {
-        const auto deadline = std::chrono::steady_clock::now() + timeout;
-        while (std::chrono::steady_clock::now() < deadline) {
-            (void)expect("\x01never\x01", 20ms);  // keep draining the terminal
-            int status = 0;
-            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-                exited_ = true;
-                return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            }
-        }
-        return -1;
-    }
-
-    /// The terminal's line discipline is back to cooked mode (the master shares the slave's termios).
-    bool cooked() const {
-        struct termios mode {};
-        ::tcgetattr(master_, &mode);
-        return (mode.c_lflag & ICANON) != 0 && (mode.c_lflag & ECHO) != 0 && (mode.c_lflag & ISIG) != 0;
-    }
-
-    pid_t pid() const { return pid_; }
-    const std::string& transcript() const { return all_; }
-
-private:
-    int master_ = -1;
-    pid_t pid_ = -1;
-    bool exited_ = false;
-    std::string screen_;
-    std::string all_;
-};
 
 TEST_F(CliE2E, InteractiveTerminalSession) {
     PtySession session(home_, {"run", "-it", "--rm", "--rootfs", rootfs_->string(), "sh"});

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <random>
 
 namespace boxlite::cli {
 namespace {
@@ -212,6 +213,45 @@ TEST(ExitStatus, BoxExitAndSignals) {
     EXPECT_EQ(exit_status_for(-9), 137);
     EXPECT_EQ(exit_status_for(-15), 143);
     EXPECT_EQ(exit_status_for(-2), 130);
+}
+
+}  // namespace
+}  // namespace boxlite::cli
+
+namespace boxlite::cli {
+namespace {
+
+// Random strings over the characters these grammars care about: nothing crashes, and whatever
+// is accepted is within the documented ranges.
+TEST(ParseFuzz, RandomInputIsAcceptedOnlyWhenValid) {
+    std::mt19937 rng(12345);
+    const std::string alphabet = "0123456789:/[].-_abcdgkmtuprocwxyzAB=~ \t";
+    auto random_text = [&] {
+        std::string text(rng() % 24, ' ');
+        for (char& c : text) c = alphabet[rng() % alphabet.size()];
+        return text;
+    };
+    const auto lookup = [](const std::string&) -> std::optional<std::string> { return "v"; };
+    for (int i = 0; i < 20000; ++i) {
+        const auto text = random_text();
+        if (auto port = parse_port(text)) {
+            EXPECT_GE(port->guest_port, 1) << text;
+            EXPECT_TRUE(!port->host_port || *port->host_port >= 1) << text;
+        }
+        if (auto mib = parse_memory_mib(text)) {
+            EXPECT_FALSE(text.empty());
+        }
+        (void)parse_disk_size_gb(text);
+        (void)parse_cpus(text);
+        (void)parse_volume(text, "/", std::string("/root"));
+        if (auto env = parse_env(text, lookup); env && *env) {
+            EXPECT_FALSE((*env)->first.empty()) << text;
+        }
+        const auto operand = parse_copy_operand(text);
+        if (operand.box) {
+            EXPECT_EQ(*operand.box + ":" + operand.path, text);
+        }
+    }
 }
 
 }  // namespace
