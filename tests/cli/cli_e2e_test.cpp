@@ -734,3 +734,22 @@ TEST_F(CliE2E, StreamingCommandsEndCleanly) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(CliE2E, SignalsToTheCliReachTheBoxCommand) {
+    // Without -t, Ctrl-C (SIGINT to the CLI) is passed on to the box command: 128 + SIGINT.
+    PtySession run(home_, {"run", "--rm", "--rootfs", rootfs_->string(), "sh", "-c", "echo started; sleep 30"});
+    ASSERT_TRUE(run.expect("started")) << run.transcript();
+    ::kill(run.pid(), SIGINT);
+    EXPECT_EQ(run.wait(), 130) << run.transcript();
+    // A command that handles the signal decides its own exit status.
+    PtySession trapped(home_, {"run", "--rm", "--rootfs", rootfs_->string(), "sh", "-c",
+                               "trap 'echo got-term; exit 9' TERM; echo ready; while true; do sleep 0.1; done"});
+    ASSERT_TRUE(trapped.expect("ready")) << trapped.transcript();
+    ::kill(trapped.pid(), SIGTERM);
+    EXPECT_TRUE(trapped.expect("got-term")) << trapped.transcript();
+    EXPECT_EQ(trapped.wait(), 9) << trapped.transcript();
+}
+
+}  // namespace
