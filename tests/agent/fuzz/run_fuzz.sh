@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs a libFuzzer binary for a bounded time over a seed corpus of valid frames.
+#   run_fuzz.sh <fuzzer> <work-dir> <seconds>
+set -euo pipefail
+fuzzer=$1 work=$2 seconds=$3
+[[ -x "$fuzzer" ]] || exit 77
+mkdir -p "$work/corpus"
+# Seeds: a hello, an exec header with a short payload, a credit frame.
+printf '\x04\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01\x00' > "$work/corpus/hello"
+printf '\x05\x00\x00\x00\x16\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\x01\x00' > "$work/corpus/credit"
+printf '\x0a\x00\x00\x00\x19\x00\x00\x00\x02\x00\x00\x00\xf7\xff\xff\xff\x01\x00\x00\x00\x00\x00' > "$work/corpus/exit"
+exec "$fuzzer" -max_total_time="$seconds" -max_len=4096 -timeout=5 -rss_limit_mb=1024 "$work/corpus"
