@@ -81,6 +81,9 @@ BoxliteResult<std::unique_ptr<Machine>> Machine::create(const MachineConfig& con
             if (entry.function == 1) {
                 entry.ebx = (entry.ebx & 0x00ffffffu) | (id << 24);  // initial APIC id
                 entry.ecx |= 1u << 31;                               // hypervisor present
+                // kvm_pvm cannot emulate CMPXCHG16B (a KVM internal emulation error in SLUB's
+                // init when Linux boots); without CX16 the guest uses its fallback path.
+                if (config.hide_cmpxchg16b) entry.ecx &= ~(1u << 13);
             } else if (entry.function == 0xb || entry.function == 0x1f) {
                 entry.edx = id;  // x2APIC id
             }

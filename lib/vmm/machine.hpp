@@ -26,6 +26,8 @@ struct MachineConfig {
     std::uint64_t memory_bytes = 64ULL << 20;
     /// In-kernel LAPIC/IOAPIC/PIC and PIT. Without them a guest HLT exits to us (tests use that).
     bool irqchip = true;
+    /// Clear CPUID.1:ECX.CX16 (see machine.cpp; needed under kvm_pvm).
+    bool hide_cmpxchg16b = false;
 };
 
 enum class StopReason : std::uint8_t {

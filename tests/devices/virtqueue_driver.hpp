@@ -7,8 +7,6 @@
 #include "devices/virtio/queue.hpp"
 #include "vmm/memory.hpp"
 
-#include <gtest/gtest.h>
-
 #include <cstring>
 #include <optional>
 #include <vector>

@@ -1,0 +1,81 @@
+// KvmEngine: the `kvm` engine — each box is a micro-VM run by our own VMM (lib/vmm +
+// lib/devices) inside a `boxlite-shim-kvm` process.
+//
+//   start()   creates <box_dir>/disk.qcow2 over the image's ext4 base, spawns the shim with its
+//             configuration on a pipe (JSON, see lib/vmm/shim_config.hpp), waits for "ok <pid>",
+//             then for the guest agent to answer on vsock port `agent_port` through the shim's
+//             hybrid vsock socket: the endpoint is "vsock-uds:<box_dir>/vsock.sock:<port>".
+//   stop()    SIGTERM (the shim stops the vCPUs and flushes the disk), SIGKILL after `timeout`.
+//   available()  a real, cached probe: a tiny 64-bit guest must run (lib/vmm/probe.hpp). Where
+//             /dev/kvm cannot run 64-bit guests (kvm_pvm) it answers UnsupportedEngine with the
+//             reason, in milliseconds.
+#pragma once
+
+#include <boxlite/concepts.hpp>
+#include <boxlite/error.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+namespace boxlite {
+
+struct KvmEngineOptions {
+    /// The boxlite-shim-kvm executable; empty: $BOXLITE_SHIM_KVM, next to the running program,
+    /// the build tree's bin/, then the install libexec dir.
+    std::filesystem::path shim;
+    /// Guest kernel (uncompressed vmlinux with a PVH note, or a bzImage) and initramfs whose
+    /// /init is boxlite-agent — normally <home>/init/.
+    std::filesystem::path kernel;
+    std::filesystem::path initrd;
+    /// Appended to the kernel command line the engine builds.
+    std::string extra_cmdline;
+    /// vsock port the guest agent listens on.
+    std::uint32_t agent_port = 2695;
+    /// The guest's vsock CID (3 is the first one that is not reserved).
+    std::uint64_t guest_cid = 3;
+    /// How long start() waits for the agent to answer after the VM started.
+    std::chrono::milliseconds boot_timeout{30000};
+};
+
+namespace detail {
+// Compiled in lib/vmm/kvm_engine.cpp (syscalls, process management, QCOW2).
+[[nodiscard]] BoxliteResult<void> kvm_engine_available();
+[[nodiscard]] BoxliteResult<EngineHandle> kvm_engine_start(const KvmEngineOptions& options,
+                                                           const EngineLaunch& launch);
+[[nodiscard]] BoxliteResult<void> kvm_engine_stop(const EngineHandle& handle, std::chrono::milliseconds timeout);
+[[nodiscard]] BoxliteResult<void> kvm_engine_kill(const EngineHandle& handle);
+[[nodiscard]] bool kvm_engine_is_alive(const EngineHandle& handle);
+[[nodiscard]] BoxliteResult<EngineMetrics> kvm_engine_metrics(const EngineHandle& handle);
+}  // namespace detail
+
+class KvmEngine {
+public:
+    KvmEngine() = default;
+    explicit KvmEngine(KvmEngineOptions options) : options_(std::move(options)) {}
+
+    [[nodiscard]] std::string_view kind() const noexcept { return "kvm"; }
+    [[nodiscard]] RootfsKind rootfs_kind() const noexcept { return RootfsKind::Ext4Disk; }
+    [[nodiscard]] BoxliteResult<void> available() const { return detail::kvm_engine_available(); }
+    BoxliteResult<EngineHandle> start(const EngineLaunch& launch) {
+        BOXLITE_TRY_VOID(available());
+        return detail::kvm_engine_start(options_, launch);
+    }
+    BoxliteResult<void> stop(const EngineHandle& handle, std::chrono::milliseconds timeout) {
+        return detail::kvm_engine_stop(handle, timeout);
+    }
+    BoxliteResult<void> kill(const EngineHandle& handle) { return detail::kvm_engine_kill(handle); }
+    [[nodiscard]] bool is_alive(const EngineHandle& handle) const { return detail::kvm_engine_is_alive(handle); }
+    BoxliteResult<EngineMetrics> metrics(const EngineHandle& handle) { return detail::kvm_engine_metrics(handle); }
+
+    [[nodiscard]] const KvmEngineOptions& options() const noexcept { return options_; }
+
+private:
+    KvmEngineOptions options_;
+};
+
+static_assert(Engine<KvmEngine>);
+
+}  // namespace boxlite

@@ -1,0 +1,107 @@
+#include "vmm/probe.hpp"
+
+#include "vmm/boot.hpp"
+#include "vmm/layout.hpp"
+#include "vmm/machine.hpp"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <thread>
+
+namespace boxlite::vmm {
+namespace {
+
+/// Port I/O recorder: the probe guest's one write lands here.
+class ProbePort final : public BusDevice {
+public:
+    void read(std::uint64_t, std::span<std::byte> data) override {
+        for (auto& b : data) b = std::byte{0};
+    }
+    void write(std::uint64_t, std::span<const std::byte> data) override {
+        if (!data.empty()) value = std::to_integer<std::uint8_t>(data[0]);
+        if (on_write) on_write();
+    }
+    std::uint8_t value = 0;
+    std::function<void()> on_write;
+};
+
+constexpr std::uint8_t kProbeValue = 0x64;
+
+}  // namespace
+
+bool kvm_is_pvm() {
+    struct stat st{};
+    return ::stat("/sys/module/kvm_pvm", &st) == 0;
+}
+
+BoxliteResult<void> probe_long_mode_support(const std::string& kvm_device) {
+    if (kvm_device != "/dev/kvm")
+        return fail(ErrorKind::UnsupportedEngine, "kvm engine: only /dev/kvm is supported (asked for {})", kvm_device);
+    if (kvm_is_pvm())
+        return fail(ErrorKind::UnsupportedEngine,
+                    "kvm engine: /dev/kvm is provided by kvm_pvm (Pagetable-based Virtual Machine), which cannot "
+                    "run a stock 64-bit Linux guest kernel (it stalls in early boot, before its first console "
+                    "line); use --engine qemu here");
+    return run_long_mode_probe_guest();
+}
+
+BoxliteResult<void> run_long_mode_probe_guest() {
+    MachineConfig config;
+    config.memory_bytes = 4ULL << 20;
+    config.irqchip = false;  // HLT must exit to us, so a probe can never hang
+    auto created = Machine::create(config);
+    if (!created) {
+        auto error = created.error();
+        return fail(ErrorKind::UnsupportedEngine, "kvm engine: cannot create a KVM virtual machine: {}",
+                    error.message());
+    }
+    Machine& machine = **created;
+    // mov $kTestResultPort, %dx ; mov $kProbeValue, %al ; out %al, %dx ; hlt — valid in 64-bit mode.
+    const std::uint8_t code[] = {0x66, 0xba, static_cast<std::uint8_t>(layout::kTestResultPort & 0xff),
+                                 static_cast<std::uint8_t>(layout::kTestResultPort >> 8), 0xb0, kProbeValue,
+                                 0xee, 0xf4};
+    machine.memory().write_bytes(layout::kHighMemory, std::as_bytes(std::span(code)));
+    BootInfo info;
+    info.entry_kind = BootEntry::Linux64;
+    info.entry = layout::kHighMemory;
+    if (auto set = setup_boot_vcpu(machine.vcpu(0), machine.memory(), info); !set)
+        return fail(ErrorKind::UnsupportedEngine, "kvm engine: KVM refused the 64-bit vCPU state: {}",
+                    set.error().message());
+    auto port = std::make_shared<ProbePort>();
+    port->on_write = [&machine] { machine.request_stop(StopReason::PowerOff, "probe reached its port write"); };
+    (void)machine.pio_bus().insert(layout::kTestResultPort, 1, port);
+
+    // A guard in case the vCPU spins without exiting.
+    std::mutex mutex;
+    std::condition_variable done_cv;
+    bool done = false;
+    std::thread guard([&] {
+        std::unique_lock lock(mutex);
+        if (!done_cv.wait_for(lock, std::chrono::seconds(2), [&] { return done; }))
+            machine.request_stop(StopReason::HostStop, "the 64-bit probe guest did not finish within 2 s");
+    });
+    auto outcome = machine.run();
+    {
+        std::lock_guard lock(mutex);
+        done = true;
+    }
+    done_cv.notify_one();
+    guard.join();
+    if (outcome && port->value == kProbeValue) return {};
+
+    const std::string what = outcome ? fmt::format("{} ({})", outcome->detail, to_string(outcome->reason))
+                                     : outcome.error().message();
+    return fail(ErrorKind::UnsupportedEngine,
+                "kvm engine: this host's KVM cannot run a 64-bit guest: a long-mode probe guest ended with: {}. "
+                "Use --engine qemu here",
+                what);
+}
+
+const BoxliteResult<void>& cached_long_mode_support() {
+    static const BoxliteResult<void> verdict = probe_long_mode_support();
+    return verdict;
+}
+
+}  // namespace boxlite::vmm
