@@ -2,6 +2,8 @@
 #include "memory_backend.hpp"
 #include "virtqueue_driver.hpp"
 
+#include <gtest/gtest.h>
+
 #include "devices/virtio/blk/device.hpp"
 #include "devices/virtio/mmio/transport.hpp"
 

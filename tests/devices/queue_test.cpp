@@ -1,6 +1,8 @@
 // Split virtqueue parsing over real guest memory, with well-formed and hostile chains.
 #include "virtqueue_driver.hpp"
 
+#include <gtest/gtest.h>
+
 namespace boxlite::devices::virtio {
 namespace {
 

@@ -1,6 +1,8 @@
 // virtio-rng and virtio-console over in-process guest memory.
 #include "virtqueue_driver.hpp"
 
+#include <gtest/gtest.h>
+
 #include "devices/virtio/console/device.hpp"
 #include "devices/virtio/rng/device.hpp"
 

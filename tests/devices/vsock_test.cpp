@@ -2,6 +2,8 @@
 // speaking Firecracker's hybrid protocol.
 #include "virtqueue_driver.hpp"
 
+#include <gtest/gtest.h>
+
 #include "devices/virtio/vsock/device.hpp"
 
 #include <poll.h>
