@@ -4,7 +4,7 @@
 // EXPECT: template constraint failure.*BasicRuntime.*required expression [^ ]*engine\.kill\(handle\)[^ ]* is invalid
 #include "policies.hpp"
 
-#include <boxlite/runtime.hpp>
+#include <boxlite/detail/runtime_fwd.hpp>
 
 namespace boxlite::concept_tests {
 #ifdef BOXLITE_MNC_CONTROL
