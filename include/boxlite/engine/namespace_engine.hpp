@@ -128,8 +128,10 @@ public:
         if (::geteuid() != 0) missing.emplace_back("root privileges (namespaces, overlayfs and cgroups need CAP_SYS_ADMIN)");
         {
             std::ifstream filesystems("/proc/filesystems");
-            std::string text((std::istreambuf_iterator<char>(filesystems)), std::istreambuf_iterator<char>());
-            if (text.find("overlay") == std::string::npos) missing.emplace_back("overlayfs support in the kernel");
+            std::string line;
+            bool overlay = false;
+            while (std::getline(filesystems, line)) overlay = overlay || line.find("overlay") != std::string::npos;
+            if (!overlay) missing.emplace_back("overlayfs support in the kernel");
         }
         if (::access("/proc/self/ns/pid", F_OK) != 0) missing.emplace_back("PID namespaces");
         if (settings_.shim.empty()) missing.emplace_back("the boxlite-shim binary (set BOXLITE_SHIM)");
