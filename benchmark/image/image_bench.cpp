@@ -59,7 +59,7 @@ struct Environment {
         const bool ok =
             sh(fmt::format("bash {} build {w}/img >{w}/build.log 2>&1", kHarness, fmt::arg("w", w))) == 0 &&
             sh(fmt::format("cd {w}/img && umoci unpack --image oci:single b >/dev/null && mkdir -p b/rootfs/usr/lib && "
-                           "cp -a {py} b/rootfs/usr/lib/ && umoci repack --image oci:single --tag python b >/dev/null && "
+                           "cp -a {py} b/rootfs/usr/lib/ && umoci repack --image oci:python b >/dev/null && "
                            "rm -rf b",
                            fmt::arg("w", w), fmt::arg("py", python))) == 0 &&
             sh(fmt::format("bash {} start {}/registry {}", kHarness, w, port)) == 0 &&

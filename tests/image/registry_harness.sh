@@ -9,6 +9,8 @@
 #       multiarch  an OCI index of amd (linux/amd64) and arm (linux/arm64/v8)
 #       unique     single + a layer of random bytes (for tampering tests)
 #   registry_harness.sh start <dir> <port> [user pass]    registry in <dir> (pid in <dir>/pid), waits until up
+#   registry_harness.sh start-token <dir> <port> <token-port> <user> <pass>
+#                                                         registry with bearer-token auth; token_server.py as realm
 #   registry_harness.sh stop <dir>
 #   registry_harness.sh push <oci-dir> <tag> <port> <repo:tag> [all] [user:pass]
 set -euo pipefail
@@ -69,11 +71,28 @@ json.dump(idx, open("oci/index.json", "w"))
 PY
     rm -rf bundle l2 l3 la-amd la-arm lu
     ;;
-start)
+start|start-token)
     dir=$1 port=$2
     mkdir -p "$dir/data"
     auth=""
-    if [[ $# -ge 4 ]]; then
+    if [[ "$cmd" == start-token ]]; then
+        tport=$3 user=$4 pass=$5
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout "$dir/key.pem" -out "$dir/cert.pem" -days 2 \
+            -subj /CN=boxlite-test-token >/dev/null 2>&1
+        python3 "$(dirname "$0")/token_server.py" "$tport" "$dir/key.pem" "$dir/cert.pem" boxlite-issuer \
+            boxlite-registry "$user" "$pass" >"$dir/token.log" 2>&1 &
+        echo $! > "$dir/token.pid"
+        auth="auth:
+  token:
+    realm: http://127.0.0.1:$tport/token
+    service: boxlite-registry
+    issuer: boxlite-issuer
+    rootcertbundle: $dir/cert.pem"
+        for _ in $(seq 1 100); do
+            curl -s -o /dev/null "http://127.0.0.1:$tport/token" && break
+            sleep 0.05
+        done
+    elif [[ $# -ge 4 ]]; then
         htpasswd -Bbn "$3" "$4" > "$dir/htpasswd"
         auth="auth:
   htpasswd:
@@ -107,6 +126,10 @@ CFG
     ;;
 stop)
     dir=$1
+    if [[ -f "$dir/token.pid" ]]; then
+        kill "$(cat "$dir/token.pid")" 2>/dev/null || true
+        rm -f "$dir/token.pid"
+    fi
     if [[ -f "$dir/pid" ]]; then
         pid=$(cat "$dir/pid"); kill "$pid" 2>/dev/null || true
         for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done

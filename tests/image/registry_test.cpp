@@ -75,7 +75,8 @@ int free_port() {
 }
 
 std::string missing_tools() {
-    for (const char* tool : {"docker-registry", "skopeo", "umoci", "htpasswd", "mke2fs", "e2fsck", "debugfs", "curl"}) {
+    for (const char* tool :
+         {"docker-registry", "skopeo", "umoci", "htpasswd", "mke2fs", "e2fsck", "debugfs", "curl", "openssl", "python3"}) {
         if (sh(fmt::format("command -v {} >/dev/null 2>&1", tool)) != 0) return tool;
     }
     if (!fs::exists("/bin/busybox")) return "busybox-static";
@@ -85,13 +86,17 @@ std::string missing_tools() {
 // One docker-registry process with its own storage; stopped and removed on destruction.
 class Registry {
 public:
-    explicit Registry(std::optional<std::pair<std::string, std::string>> credentials = std::nullopt)
-        : credentials_(std::move(credentials)), port_(free_port()) {
+    enum class Auth { None, Basic, Token };
+    explicit Registry(std::optional<std::pair<std::string, std::string>> credentials = std::nullopt,
+                      Auth auth = Auth::Basic)
+        : credentials_(std::move(credentials)), auth_(credentials_ ? auth : Auth::None), port_(free_port()) {
         start();
     }
     ~Registry() { stop(); }
     void start() {
-        std::string cmd = fmt::format("bash {} start {} {}", kHarness, dir_.path().string(), port_);
+        std::string cmd = fmt::format("bash {} {} {} {}", kHarness, auth_ == Auth::Token ? "start-token" : "start",
+                                      dir_.path().string(), port_);
+        if (auth_ == Auth::Token) cmd += fmt::format(" {}", free_port());
         if (credentials_) cmd += fmt::format(" {} {}", credentials_->first, credentials_->second);
         running_ = sh(cmd) == 0;
     }
@@ -116,6 +121,7 @@ public:
 private:
     TempDir dir_{"boxlite-registry"};
     std::optional<std::pair<std::string, std::string>> credentials_;
+    Auth auth_;
     int port_;
     bool running_ = false;
 };
@@ -446,6 +452,44 @@ TEST_F(ImageRegistry, ExplainsAuthenticationFailures) {
     auto granted = open_store(home_.path(), anonymous).pull(name);
     ASSERT_TRUE(granted) << granted.error().message();
     EXPECT_EQ(granted->layers.size(), 1u);
+}
+
+TEST_F(ImageRegistry, GetsBearerTokensAnonymouslyAndWithCredentials) {
+    Registry registry(std::pair<std::string, std::string>{"boxlite", "s3cret"}, Registry::Auth::Token);
+    ASSERT_TRUE(registry.running());
+    ASSERT_TRUE(registry.push(oci(), "single", "public/open:1"));
+    ASSERT_TRUE(registry.push(oci(), "multi", "test/private:1"));
+    TempDir no_config;
+    RegistryOptions anonymous;
+    anonymous.docker_config = no_config.path() / "config.json";
+
+    // The token server grants anonymous pulls under public/.
+    auto open = open_store(home_.path(), anonymous).pull(registry.host() + "/public/open:1");
+    ASSERT_TRUE(open) << open.error().message();
+    EXPECT_EQ(open->layers.size(), 1u);
+
+    auto denied = open_store(home_.path(), anonymous).pull(registry.host() + "/test/private:1");
+    ASSERT_FALSE(denied);
+    EXPECT_EQ(denied.error().kind(), ErrorKind::Image);
+    EXPECT_NE(denied.error().message().find("pull access denied for " + registry.host() + "/test/private"),
+              std::string::npos)
+        << denied.error().message();
+
+    RegistryOptions wrong = anonymous;
+    wrong.credentials[registry.host()] = {"boxlite", "wrong"};
+    auto rejected = open_store(home_.path(), wrong).pull(registry.host() + "/test/private:1");
+    ASSERT_FALSE(rejected);
+    EXPECT_NE(rejected.error().message().find(fmt::format(
+                  "authentication to registry {} failed for user 'boxlite': the token server answered HTTP 401",
+                  registry.host())),
+              std::string::npos)
+        << rejected.error().message();
+
+    RegistryOptions right = anonymous;
+    right.credentials[registry.host()] = {"boxlite", "s3cret"};
+    auto granted = open_store(home_.path(), right).pull(registry.host() + "/test/private:1");
+    ASSERT_TRUE(granted) << granted.error().message();
+    EXPECT_EQ(granted->layers.size(), 3u);
 }
 
 TEST_F(ImageRegistry, ExplainsUnknownImages) {
