@@ -2,12 +2,15 @@
 // from busybox-static with umoci and pushed with skopeo (registry_harness.sh).
 #include "image/digest.hpp"
 
+#include <boxlite/boxlite.hpp>
 #include <boxlite/engine/mock_engine.hpp>
 #include <boxlite/image/image_store.hpp>
 #include <boxlite/image/reference.hpp>
 #include <boxlite/runtime.hpp>
 #include <boxlite/storage/memory_storage.hpp>
 #include <boxlite/transport/pipe_transport.hpp>
+
+#include "support/support.hpp"
 
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -490,6 +493,50 @@ TEST_F(ImageRegistry, GetsBearerTokensAnonymouslyAndWithCredentials) {
     auto granted = open_store(home_.path(), right).pull(registry.host() + "/test/private:1");
     ASSERT_TRUE(granted) << granted.error().message();
     EXPECT_EQ(granted->layers.size(), 3u);
+}
+
+// The whole path on a real engine: the namespace engine runs a box whose root is the pulled image.
+TEST_F(ImageRegistry, BoxRunsThePulledImageOnTheNamespaceEngine) {
+    if (::geteuid() != 0) GTEST_SKIP() << "the namespace engine needs root (namespaces, overlayfs)";
+    const auto shim = test::built_binary("boxlite-shim");
+    const auto agent = test::built_binary("boxlite-agent");
+    if (!fs::exists(shim) || !fs::exists(agent)) GTEST_SKIP() << "boxlite-shim / boxlite-agent are not built";
+    ::setenv("BOXLITE_SHIM", shim.c_str(), 1);
+    ::setenv("BOXLITE_AGENT", agent.c_str(), 1);
+    BoxliteOptions options;
+    options.home_dir = home_.path();
+    options.image_registries = {registry_->host()};
+    options.engine = EngineKind::Namespace;
+    auto runtime = open_runtime(options);
+    ASSERT_TRUE(runtime) << runtime.error().to_string();
+    if (auto available = runtime->engine().available(); !available) {
+        GTEST_SKIP() << "namespace engine unavailable here: " << available.error().to_string();
+    }
+    BoxOptions box_options;
+    box_options.rootfs = RootfsSpec::image("test/multi:1");
+    auto box = runtime->create(box_options);
+    ASSERT_TRUE(box) << box.error().to_string();
+
+    auto os_release = box->run(BoxCommand("cat").arg("/etc/os-release"));
+    ASSERT_TRUE(os_release) << os_release.error().to_string();
+    EXPECT_EQ(os_release->exit_code, 0) << os_release->stderr_text;
+    EXPECT_EQ(os_release->stdout_text, "NAME=\"BoxLite Test Linux\"\nID=boxlite-test\nVERSION_ID=1\n");
+    // The image config's Env and WorkingDir are the box's defaults; the layers' whiteouts hold.
+    auto defaults = box->run(BoxCommand("sh").args({"-c", "echo $FOO; pwd; cat /etc/motd; ls /opq; ls /data"}));
+    ASSERT_TRUE(defaults) << defaults.error().to_string();
+    EXPECT_EQ(defaults->stdout_text, "bar\n/data\nwelcome\nnew.txt\nadded.txt\nhardlink.txt\nkeep\nos-release-link\n")
+        << defaults->stderr_text;
+    // Writes land in the box, never in the shared image tree.
+    auto write = box->run(BoxCommand("sh").args({"-c", "echo mine > /etc/written && cat /etc/written"}));
+    ASSERT_TRUE(write) << write.error().to_string();
+    EXPECT_EQ(write->stdout_text, "mine\n");
+    auto image = image::ImageStore::open({home_.path(), {}, {}})->inspect(registry_->host() + "/test/multi:1");
+    ASSERT_TRUE(image) << image.error().message();
+    EXPECT_FALSE(fs::exists(home_.path() / "images/rootfs" / std::string(digest_hex(image->manifest_digest)) / "etc/written"));
+    auto metrics = box->metrics();
+    ASSERT_TRUE(metrics);
+    EXPECT_TRUE(metrics->stage_image_prepare_ms.has_value());
+    ASSERT_TRUE(runtime->remove(box->id().str(), true));
 }
 
 TEST_F(ImageRegistry, ExplainsUnknownImages) {
