@@ -369,5 +369,57 @@ TEST_F(Qcow2Test, LeaksAreFoundAndRepaired) {
     EXPECT_EQ((*data)[(1 << 20) - 1], 1);
 }
 
+TEST(RawFileTest, ReadWriteZeroResizeAndBounds) {
+    TempDir dir;
+    auto raw = block::RawFile::create(dir / "disk.raw", 1 << 20);
+    ASSERT_TRUE(raw) << raw.error().to_string();
+    EXPECT_EQ((*raw)->size(), 1u << 20);
+    std::vector<std::uint8_t> data(10000, 0x3c);
+    ASSERT_TRUE(write_bytes(**raw, 4097, data));
+    auto back = read_bytes(**raw, 4097, data.size());
+    ASSERT_TRUE(back);
+    EXPECT_TRUE(*back == data);
+    ASSERT_TRUE((*raw)->write_zeroes(4096, 8192));
+    back = read_bytes(**raw, 4097, data.size());
+    ASSERT_TRUE(back);
+    EXPECT_EQ((*back)[0], 0);
+    EXPECT_EQ((*back)[8190], 0);
+    EXPECT_EQ((*back)[8191], 0x3c);
+    ASSERT_TRUE((*raw)->flush());
+    auto past = read_bytes(**raw, (1 << 20) - 1, 2);
+    ASSERT_FALSE(past);
+    EXPECT_EQ(past.error().kind(), ErrorKind::InvalidArgument);
+    ASSERT_TRUE((*raw)->resize(2 << 20));
+    EXPECT_EQ((*raw)->size(), 2u << 20);
+    auto tail = read_bytes(**raw, (2 << 20) - 4096, 4096);
+    ASSERT_TRUE(tail);
+    EXPECT_EQ((*tail)[4095], 0);
+    auto ro = block::RawFile::open(dir / "disk.raw", true);
+    ASSERT_TRUE(ro);
+    EXPECT_TRUE((*ro)->read_only());
+    EXPECT_FALSE(write_bytes(**ro, 0, data));
+    auto missing = block::RawFile::open(dir / "missing.raw");
+    ASSERT_FALSE(missing);
+    EXPECT_EQ(missing.error().kind(), ErrorKind::Storage);
+    EXPECT_NE(missing.error().message().find("missing.raw"), std::string::npos);
+}
+
+TEST(OpenDiskTest, ProbesFormat) {
+    TempDir dir;
+    ASSERT_TRUE(block::RawFile::create(dir / "a.raw", 65536));
+    ASSERT_TRUE(Qcow2Image::create(dir / "b.qcow2", sized(1 << 20)));
+    auto raw = open_disk(dir / "a.raw", true);
+    ASSERT_TRUE(raw);
+    EXPECT_EQ((*raw)->size(), 65536u);
+    EXPECT_NE(dynamic_cast<block::RawFile*>(raw->get()), nullptr);
+    auto q = open_disk(dir / "b.qcow2", false);
+    ASSERT_TRUE(q);
+    EXPECT_NE(dynamic_cast<Qcow2Image*>(q->get()), nullptr);
+    EXPECT_EQ((*q)->size(), 1u << 20);
+    auto bad = open_disk(dir / "a.raw", true, "vmdk");
+    ASSERT_FALSE(bad);
+    EXPECT_NE(bad.error().message().find("vmdk"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace boxlite::qcow2::test
