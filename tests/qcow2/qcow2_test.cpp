@@ -96,7 +96,7 @@ TEST_F(Qcow2Test, ReadsQemuMadeImagesIdentically) {
     };
     for (std::size_t i = 0; i < variants.size(); ++i) {
         SCOPED_TRACE(variants[i]);
-        const auto target = dir / ("v" + std::to_string(i) + ".qcow2");
+        const auto target = dir / fmt::format("v{}.qcow2", i);
         const auto made = run("qemu-img convert -f raw " + variants[i] + " '" + source + "' '" + target + "'");
         ASSERT_EQ(made.exit_code, 0) << made.output;
         auto image = Qcow2Image::open(target, read_only());
