@@ -12,6 +12,7 @@
 #include "devices/virtqueue_driver.hpp"
 
 #include "devices/virtio/blk/device.hpp"
+#include "vmm/file.hpp"
 #include "vmm/layout.hpp"
 #include "vmm/machine.hpp"
 
@@ -30,11 +31,7 @@ namespace {
 constexpr std::uint32_t kExitsPerRun = 20000;
 
 std::vector<std::byte> exit_loop_guest() {
-    std::ifstream in(std::string(BOXLITE_TEST_GUEST_DIR) + "/exit_loop.bin", std::ios::binary);
-    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::vector<std::byte> out(bytes.size());
-    std::memcpy(out.data(), bytes.data(), bytes.size());
-    return out;
+    return read_file_bytes(std::string(BOXLITE_TEST_GUEST_DIR) + "/exit_loop.bin").value_or(std::vector<std::byte>{});
 }
 
 class NullPort final : public BusDevice {

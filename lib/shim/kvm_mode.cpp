@@ -12,6 +12,7 @@
 #include "vmm/acpi.hpp"
 #include "vmm/boot.hpp"
 #include "vmm/device_manager.hpp"
+#include "vmm/file.hpp"
 #include "vmm/layout.hpp"
 #include "vmm/machine.hpp"
 #include "vmm/shim_config.hpp"
@@ -22,6 +23,8 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -56,12 +59,9 @@ BoxliteResult<std::string> read_all(int fd) {
 }
 
 BoxliteResult<std::vector<std::byte>> read_file(const std::string& path, const char* what) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return fail(ErrorKind::Config, "cannot open the {} {}", what, path);
-    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::vector<std::byte> out(bytes.size());
-    if (!bytes.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
-    return out;
+    auto bytes = vmm::read_file_bytes(path);
+    if (!bytes) return fail(bytes.error().with_context(fmt::format("the {}", what)));
+    return bytes;
 }
 
 BoxliteResult<std::shared_ptr<block::BlockBackend>> open_disk(const vmm::ShimDiskConfig& disk) {
@@ -192,6 +192,34 @@ int run_kvm_mode(int config_fd, int ready_fd) {
     }
     if (console_fd >= 0) ::close(console_fd);
     return code;
+}
+
+int run_kvm_shim(int argc, char** argv) {
+    int config_fd = 0;
+    int ready_fd = -1;
+    for (int i = 0; i < argc; ++i) {
+        const std::string flag = argv[i];
+        if (i + 1 >= argc) {
+            std::fprintf(stderr, "boxlite-shim kvm: option %s needs a value\n", flag.c_str());
+            return 2;
+        }
+        char* end = nullptr;
+        const long value = std::strtol(argv[++i], &end, 10);
+        if (*end != '\0' || value < 0 || value > 65535) {
+            std::fprintf(stderr, "boxlite-shim kvm: option %s needs a file descriptor number\n", flag.c_str());
+            return 2;
+        }
+        if (flag == "--config-fd") {
+            config_fd = static_cast<int>(value);
+        } else if (flag == "--ready-fd") {
+            ready_fd = static_cast<int>(value);
+        } else {
+            std::fprintf(stderr, "boxlite-shim kvm: unknown option %s (allowed: --config-fd, --ready-fd)\n",
+                         flag.c_str());
+            return 2;
+        }
+    }
+    return run_kvm_mode(config_fd, ready_fd);
 }
 
 }  // namespace boxlite::shim

@@ -8,4 +8,8 @@ namespace boxlite::shim {
 /// (0 after a guest power-off/reset or a host stop, 1 on any failure).
 int run_kvm_mode(int config_fd, int ready_fd);
 
+/// The command line of the kvm mode: `[--config-fd N] [--ready-fd N]` (config defaults to
+/// stdin). Used by boxlite-shim-kvm's main and by `boxlite-shim kvm ...`.
+int run_kvm_shim(int argc, char** argv);
+
 }  // namespace boxlite::shim

@@ -1,4 +1,5 @@
 // boxlite-shim entry point: parses the options shared by every mode and runs the mode.
+#include "kvm_mode.hpp"
 #include "shim.hpp"
 
 #include <unistd.h>
@@ -26,7 +27,8 @@ bool parse_u64(const char* text, std::uint64_t& out) {
 int usage(const std::string& problem) {
     std::fprintf(stderr,
                  "boxlite-shim: %s\n"
-                 "usage: boxlite-shim namespace --box-id ID --hostname NAME --box-dir DIR --rootfs DIR --agent PATH\n"
+                 "usage: boxlite-shim kvm [--config-fd N] [--ready-fd N]   (VM config: JSON on the config fd)\n"
+                 "       boxlite-shim namespace --box-id ID --hostname NAME --box-dir DIR --rootfs DIR --agent PATH\n"
                  "         --socket PATH [--ready-fd N] [--watchdog-fd N] [--memory BYTES] [--cpus N] [--pids N]\n"
                  "         [--nofile N] [--fsize BYTES] [--cpu-time SECONDS] [--volume HOST:GUEST[:ro]]... [--env K=V]... [--workdir DIR] [--user USER]\n",
                  problem.c_str());
@@ -39,6 +41,8 @@ int main(int argc, char** argv) {
     if (argc < 2) return usage("missing mode");
     ShimOptions o;
     o.mode = argv[1];
+    // kvm mode takes its configuration on a pipe (JSON), not as options: its own parser.
+    if (o.mode == "kvm") return boxlite::shim::run_kvm_shim(argc - 2, argv + 2);
     for (int i = 2; i < argc; ++i) {
         const std::string flag = argv[i];
         if (i + 1 >= argc) return usage("option " + flag + " needs a value");
@@ -81,6 +85,5 @@ int main(int argc, char** argv) {
         }
     }
     if (o.mode == "namespace") return boxlite::shim::run_namespace_mode(o);
-    // Other modes (kvm) register here as they are added.
-    return usage("unknown mode '" + o.mode + "' (available: namespace)");
+    return usage("unknown mode '" + o.mode + "' (available: namespace, kvm)");
 }

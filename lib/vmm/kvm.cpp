@@ -40,16 +40,18 @@ constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, FlexHeader);
 template <class Entry>
 class FlexBuffer {
 public:
+    // A plain array (never null, never empty) rather than std::vector: GCC's -Wnull-dereference
+    // cannot prove a vector of computed size non-empty at -O3.
     explicit FlexBuffer(std::size_t count)
-        : words_((sizeof(FlexHeader) + count * sizeof(Entry) + 7) / 8, 0) {
-        header()->count = static_cast<std::uint32_t>(count);
+        : words_(new std::uint64_t[(sizeof(FlexHeader) + count * sizeof(Entry) + 7) / 8]()) {
+        words_[0] = count;  // FlexHeader{count, padding 0}, little-endian
     }
-    FlexHeader* header() { return reinterpret_cast<FlexHeader*>(words_.data()); }
-    Entry* entries() { return reinterpret_cast<Entry*>(words_.data() + 1); }
-    void* data() { return words_.data(); }
+    [[nodiscard]] std::uint32_t count() const { return static_cast<std::uint32_t>(words_[0]); }
+    Entry* entries() { return reinterpret_cast<Entry*>(words_.get() + 1); }
+    void* data() { return words_.get(); }
 
 private:
-    std::vector<std::uint64_t> words_;
+    std::unique_ptr<std::uint64_t[]> words_;
 };
 
 tl::unexpected<BoxliteError> ioctl_error(std::string_view name) {
@@ -87,7 +89,7 @@ BoxliteResult<CpuidTable> Kvm::supported_cpuid() const {
     FlexBuffer<kvm_cpuid_entry2> cpuid(kMaxEntries);
     if (do_ioctl(fd_.get(), kGetSupportedCpuid, cpuid.data()) < 0) return ioctl_error("KVM_GET_SUPPORTED_CPUID");
     CpuidTable table;
-    const std::uint32_t count = std::min<std::uint32_t>(cpuid.header()->count, kMaxEntries);
+    const std::uint32_t count = std::min<std::uint32_t>(cpuid.count(), kMaxEntries);
     table.entries.assign(cpuid.entries(), cpuid.entries() + count);
     return table;
 }

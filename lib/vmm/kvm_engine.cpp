@@ -5,6 +5,7 @@
 #include <boxlite/engine/kvm_engine.hpp>
 
 #include "qcow2/qcow2_image.hpp"
+#include "vmm/file.hpp"
 #include "vmm/probe.hpp"
 #include "vmm/shim_config.hpp"
 
@@ -49,12 +50,7 @@ BoxliteResult<fs::path> find_shim(const KvmEngineOptions& options) {
 }
 
 std::string tail_of(const fs::path& file, std::size_t bytes = 2000) {
-    std::ifstream in(file, std::ios::binary);
-    if (!in) return {};
-    in.seekg(0, std::ios::end);
-    const auto size = static_cast<std::size_t>(in.tellg());
-    in.seekg(static_cast<std::streamoff>(size > bytes ? size - bytes : 0));
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    return vmm::read_file_text(file.string(), bytes);
 }
 
 /// One line from `fd` within `timeout`; nullopt on EOF or timeout.

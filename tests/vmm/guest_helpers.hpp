@@ -2,6 +2,7 @@
 #pragma once
 
 #include "vmm/bus.hpp"
+#include "vmm/file.hpp"
 #include "vmm/layout.hpp"
 #include "vmm/machine.hpp"
 
@@ -28,11 +29,7 @@ inline std::string kvm_unusable_reason() {
 }
 
 inline std::vector<std::byte> read_guest_binary(const std::string& name) {
-    std::ifstream in(std::string(BOXLITE_TEST_GUEST_DIR) + "/" + name, std::ios::binary);
-    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::vector<std::byte> out(bytes.size());
-    std::memcpy(out.data(), bytes.data(), bytes.size());
-    return out;
+    return read_file_bytes(std::string(BOXLITE_TEST_GUEST_DIR) + "/" + name).value_or(std::vector<std::byte>{});
 }
 
 /// Loads a tiny guest at layout::kTestGuestLoad and points vCPU 0 at it (32-bit flat mode).

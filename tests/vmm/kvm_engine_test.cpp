@@ -5,6 +5,7 @@
 
 #include <boxlite/engine/kvm_engine.hpp>
 
+#include "vmm/file.hpp"
 #include "vmm/probe.hpp"
 #include "vmm/shim_config.hpp"
 
@@ -107,7 +108,8 @@ struct Shim {
 };
 
 /// Runs the shim with `config` on its stdin; returns once it reported a ready line.
-Shim spawn_shim(const std::string& config) {
+/// `via_boxlite_shim` runs `boxlite-shim kvm ...` instead of boxlite-shim-kvm.
+Shim spawn_shim(const std::string& config, bool via_boxlite_shim = false) {
     int in[2], ready[2];
     EXPECT_EQ(::pipe(in), 0);
     EXPECT_EQ(::pipe(ready), 0);
@@ -118,6 +120,11 @@ Shim spawn_shim(const std::string& config) {
         ::close(ready[0]);
         ::dup2(in[0], 0);
         const std::string ready_fd = std::to_string(ready[1]);
+#ifdef BOXLITE_SHIM_PATH
+        if (via_boxlite_shim)
+            ::execl(BOXLITE_SHIM_PATH, BOXLITE_SHIM_PATH, "kvm", "--ready-fd", ready_fd.c_str(),
+                    static_cast<char*>(nullptr));
+#endif
         ::execl(BOXLITE_SHIM_KVM_PATH, BOXLITE_SHIM_KVM_PATH, "--ready-fd", ready_fd.c_str(),
                 static_cast<char*>(nullptr));
         ::_exit(127);
@@ -152,8 +159,7 @@ struct ShimFixture : ::testing::Test {
     }
     void TearDown() override { fs::remove_all(dir); }
     std::string read(const fs::path& file) {
-        std::ifstream in(file);
-        return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+        return vmm::read_file_text(file.string());
     }
 };
 
@@ -175,6 +181,21 @@ TEST_F(ShimFixture, RunsATinyGuestWithEveryDeviceAndExitsOnPowerOff) {
     EXPECT_EQ(wait_exit(shim.pid, std::chrono::seconds(10)), 0);
     EXPECT_EQ(read(dir / "console.log"), "hello from a tiny guest\n");
     EXPECT_FALSE(fs::exists(dir / "vsock.sock")) << "the vsock socket is removed on exit";
+}
+
+TEST_F(ShimFixture, BoxliteShimKvmModeIsTheSameShim) {
+#ifndef BOXLITE_SHIM_PATH
+    GTEST_SKIP() << "boxlite-shim is not built";
+#else
+    vmm::KvmShimConfig config;
+    config.memory_mib = 16;
+    config.flat32_image = std::string(BOXLITE_TEST_GUEST_DIR) + "/hello.bin";
+    config.console_log = (dir / "console.log").string();
+    auto shim = spawn_shim(vmm::to_json_document(config).dump(), /*via_boxlite_shim=*/true);
+    EXPECT_EQ(shim.ready, fmt::format("ok {}", shim.pid));
+    EXPECT_EQ(wait_exit(shim.pid, std::chrono::seconds(10)), 0);
+    EXPECT_EQ(read(dir / "console.log"), "hello from a tiny guest\n");
+#endif
 }
 
 TEST_F(ShimFixture, SigtermStopsARunningVm) {
