@@ -66,7 +66,7 @@ struct Parser {
             ->type_name("VOLUME");
         sub->add_option("--rootfs", a.rootfs, "Use a prepared root filesystem directory instead of an image")
             ->type_name("PATH");
-        sub->add_option("args", a.positionals, "IMAGE [COMMAND...] (COMMAND... with --rootfs)")
+        sub->add_option("ARGS", a.positionals, "IMAGE [COMMAND...] (COMMAND... with --rootfs)")
             ->type_name("IMAGE [COMMAND...]");
         // Docker's grammar: the first positional ends the flags, so `run alpine ls -la` passes -la on.
         sub->positionals_at_end(true);
@@ -107,23 +107,23 @@ struct Parser {
         // The background worker of -d (never typed by people: hidden from help).
         exec->add_option("--worker-log", e.worker_log)->group("");
         exec->add_option("--worker-ready-fd", e.worker_ready_fd)->group("");
-        exec->add_option("box", e.box, "Box name or ID")->required();
-        exec->add_option("command", e.command, "-- COMMAND [ARGS...]")->required();
+        exec->add_option("BOX", e.box, "Box name or ID")->required();
+        exec->add_option("COMMAND", e.command, "-- COMMAND [ARGS...]")->required();
         exec->positionals_at_end(true);
 
         auto& b = invocation.boxes;
         auto* start = subcommand("start", "Start one or more boxes");
-        start->add_option("boxes", b.boxes, "Box names or IDs")->required();
+        start->add_option("BOX", b.boxes, "Box names or IDs")->required();
         auto* stop = subcommand("stop", "Stop one or more boxes");
         stop->add_option("-t,--time", b.timeout_seconds, "Seconds to wait before killing (default 10)");
-        stop->add_option("boxes", b.boxes, "Box names or IDs")->required();
+        stop->add_option("BOX", b.boxes, "Box names or IDs")->required();
         auto* restart = subcommand("restart", "Stop, then start one or more boxes");
         restart->add_option("-t,--time", b.timeout_seconds, "Seconds to wait before killing (default 10)");
-        restart->add_option("boxes", b.boxes, "Box names or IDs")->required();
+        restart->add_option("BOX", b.boxes, "Box names or IDs")->required();
         auto* rm = subcommand("rm", "Remove one or more boxes");
         rm->add_flag("-f,--force", b.force, "Stop and remove running boxes");
         rm->add_flag("-a,--all", b.all, "Remove every box");
-        rm->add_option("boxes", b.boxes, "Box names or IDs");
+        rm->add_option("BOX", b.boxes, "Box names or IDs");
 
         auto& l = invocation.list;
         auto* list = subcommand("list", "List boxes (aliases: ls, ps)");
@@ -135,31 +135,31 @@ struct Parser {
 
         auto& c = invocation.copy;
         auto* cp = subcommand("cp", "Copy files between the host and a box: cp SRC DST, one side BOX:PATH");
-        cp->add_option("source", c.source, "SRC")->required();
-        cp->add_option("destination", c.destination, "DST")->required();
+        cp->add_option("SRC", c.source, "Host path or BOX:PATH")->required();
+        cp->add_option("DST", c.destination, "Host path or BOX:PATH")->required();
 
         auto& i = invocation.inspect;
         auto* inspect = subcommand("inspect", "Show detailed information about boxes");
         inspect->add_flag("-l,--latest", i.latest, "Inspect the most recently created box");
         inspect->add_option("-f,--format", i.format, "json (default), yaml, or a Go template ('{{.State.Status}}')");
-        inspect->add_option("boxes", i.boxes, "Box names or IDs");
+        inspect->add_option("BOX", i.boxes, "Box names or IDs");
 
         auto& lg = invocation.logs;
         auto* logs = subcommand("logs", "Show a box's console log");
         logs->add_flag("-f,--follow", lg.follow, "Keep printing new output");
         logs->add_option("-n,--tail", lg.tail, "Only the last N lines (0: all)");
-        logs->add_option("box", lg.box, "Box name or ID")->required();
+        logs->add_option("BOX", lg.box, "Box name or ID")->required();
 
         auto& s = invocation.stats;
         auto* stats = subcommand("stats", "Show a box's resource usage");
         stats->add_flag("-s,--stream", s.stream, "Refresh every second until interrupted");
         stats->add_option("--format", s.format, "table (default), json, yaml, or a Go template");
-        stats->add_option("box", s.box, "Box name or ID")->required();
+        stats->add_option("BOX", s.box, "Box name or ID")->required();
 
         auto& p = invocation.pull;
         auto* pull = subcommand("pull", "Pull an image from a registry");
         pull->add_flag("-q,--quiet", p.quiet, "No progress output; print only the image digest");
-        pull->add_option("image", p.image, "Image reference")->required();
+        pull->add_option("IMAGE", p.image, "Image reference")->required();
 
         auto& im = invocation.images;
         auto* images = subcommand("images", "List images; `images rm`, `images prune`");
@@ -168,7 +168,7 @@ struct Parser {
         images->require_subcommand(0, 1);
         auto* images_rm = images->add_subcommand("rm", "Remove images");
         images_rm->add_flag("-f,--force", im.force, "Remove even when boxes use the image");
-        images_rm->add_option("images", im.remove_refs, "Image references or IDs")->required();
+        images_rm->add_option("IMAGE", im.remove_refs, "Image references or IDs")->required();
         names.emplace_back(images_rm, "images rm");
         auto* images_prune = images->add_subcommand("prune", "Remove unused layers and dangling images");
         images_prune->add_flag("-a,--all", im.prune_all, "Also remove images no box uses");
@@ -179,7 +179,7 @@ struct Parser {
         load->add_option("-i,--input", ld.input, "Layout directory or tarball");
         load->add_option("--tag", ld.tag, "Reference for an image the archive does not name");
         load->add_flag("-q,--quiet", ld.quiet, "Print only the loaded references");
-        load->add_option("path", ld.input, "Layout directory or tarball (same as --input)");
+        load->add_option("PATH", ld.input, "Layout directory or tarball (same as --input)");
 
         auto& inf = invocation.info;
         auto* info = subcommand("info", "Show system-wide information");
@@ -199,6 +199,20 @@ struct Parser {
         return result;
     }
 };
+
+/// The first word of argv that is neither an option nor the value of a global option: what the
+/// user meant as the command.
+std::string first_word(const std::vector<std::string>& argv) {
+    for (std::size_t i = 1; i < argv.size(); ++i) {
+        const auto& arg = argv[i];
+        if (arg == "--home" || arg == "--registry" || arg == "--engine") {
+            ++i;
+            continue;
+        }
+        if (!arg.empty() && arg.front() != '-') return arg;
+    }
+    return {};
+}
 
 tl::unexpected<ParseStop> usage_error(const std::string& command, const std::string& message) {
     std::string hint = command.empty() ? "boxlite --help" : "boxlite " + command + " --help";
@@ -310,11 +324,17 @@ tl::expected<Invocation, ParseStop> parse_command_line(const std::vector<std::st
             // Bare `boxlite`: show what there is to do, as a usage error.
             return tl::unexpected(ParseStop{kExitUsageError, {}, parser.app.help()});
         }
+        if (command.empty()) {
+            const auto word = first_word(argv);
+            if (!word.empty()) return usage_error({}, fmt::format("'{}' is not a boxlite command", word));
+        }
         return usage_error(command, error.what());
     } catch (const CLI::ParseError& error) {
         return usage_error(parser.selected(), error.what());
     }
     parser.invocation.command = parser.selected();
+    // A bad global option points at the global help, not at the subcommand's.
+    if (auto engine = parse_engine(parser.engine_text); !engine) return usage_error({}, engine.error().to_string());
     if (auto valid = validate(parser.invocation, parser.engine_text); !valid) {
         return usage_error(parser.invocation.command, valid.error().to_string());
     }
