@@ -15,6 +15,7 @@
 #include "vmm/file.hpp"
 #include "vmm/layout.hpp"
 #include "vmm/machine.hpp"
+#include "vmm/probe.hpp"
 #include "vmm/shim_config.hpp"
 
 #include <fcntl.h>
@@ -87,6 +88,8 @@ BoxliteResult<Vm> build_vm(const vmm::KvmShimConfig& config, int console_fd) {
     vmm::MachineConfig machine_config;
     machine_config.vcpus = config.cpus;
     machine_config.memory_bytes = config.memory_mib << 20;
+    // kvm_pvm cannot emulate CMPXCHG16B; hiding it lets a Linux guest get further (docs/vmm.md).
+    machine_config.hide_cmpxchg16b = vmm::kvm_is_pvm();
     BOXLITE_TRY(vm.machine, vmm::Machine::create(machine_config));
     vm.devices = std::make_unique<vmm::DeviceManager>(*vm.machine);
     auto sink = [console_fd](std::span<const std::byte> bytes) {
