@@ -97,6 +97,27 @@ struct WatchdogRegistry {
     }
 };
 
+/// Removes box cgroups left behind by shims that were SIGKILLed while nobody cleaned up after
+/// them (their box records may be gone already). Only empty cgroups untouched for a minute are
+/// removed, so a shim that has just created its cgroup and not yet joined it is never raced.
+inline void sweep_stale_cgroups() {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const auto now = fs::file_time_type::clock::now();
+    for (const char* hierarchy : {"/sys/fs/cgroup/boxlite", "/sys/fs/cgroup/memory/boxlite", "/sys/fs/cgroup/cpu/boxlite",
+                                  "/sys/fs/cgroup/cpuacct/boxlite", "/sys/fs/cgroup/pids/boxlite"}) {
+        for (const auto& entry : fs::directory_iterator(hierarchy, ec)) {
+            if (!entry.is_directory(ec)) continue;
+            const auto modified = fs::last_write_time(entry.path(), ec);
+            if (ec || now - modified < std::chrono::minutes(1)) continue;
+            std::ifstream procs(entry.path() / "cgroup.procs");
+            std::string first;
+            if (procs >> first) continue;  // still has members
+            ::rmdir(entry.path().c_str());
+        }
+    }
+}
+
 }  // namespace detail
 
 class NamespaceEngine {
@@ -145,6 +166,7 @@ public:
     BoxliteResult<EngineHandle> start(const EngineLaunch& launch) {
         BOXLITE_TRY_VOID(available());
         if (launch.config == nullptr) return fail(ErrorKind::InvalidArgument, "engine launch without a box config");
+        detail::sweep_stale_cgroups();
         const auto& config = *launch.config;
         const auto& options = config.options;
         std::error_code ec;
