@@ -3,6 +3,8 @@
 #include <boxlite/boxlite.hpp>
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -177,6 +179,29 @@ TEST(Concurrency, AnotherProcessSeesStateChangesAndDeadEnginesAreStopped) {
     EXPECT_FALSE(storage->lookup("left-running")->state.handle);
     ASSERT_TRUE(runtime->remove("left-running"));
     ASSERT_TRUE(runtime->remove("detached"));
+}
+
+TEST(Concurrency, LifecycleWaitsForTheBoxLockOtherProcessesHold) {
+    TempDir dir;
+    auto runtime = open_runtime(BoxliteOptions{dir.path() / "home", {}, EngineKind::Mock}, small_host());
+    ASSERT_TRUE(runtime);
+    auto box = runtime->create(rootfs_options(dir.path()), "locked");
+    ASSERT_TRUE(box);
+    // Another open file description on the lock file behaves as another process would.
+    const auto lock_path = dir.path() / "home" / "boxes" / box->id().str() / ".lock";
+    const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::flock(fd, LOCK_EX), 0);
+    std::atomic<bool> started{false};
+    std::thread starter([&] { started = static_cast<bool>(box->start()); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    EXPECT_FALSE(started.load());  // still waiting for the lock
+    EXPECT_EQ(box->info()->status, BoxStatus::Configured);
+    ::close(fd);  // releases the lock
+    starter.join();
+    EXPECT_TRUE(started.load());
+    EXPECT_EQ(box->info()->status, BoxStatus::Running);
+    ASSERT_TRUE(runtime->remove("locked", true));
 }
 
 TEST(Concurrency, AttachedBoxesStopWithTheirRuntime) {

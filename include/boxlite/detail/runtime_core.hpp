@@ -24,7 +24,12 @@
 #include <boxlite/runtime_metrics.hpp>
 #include <boxlite/storage/home_layout.hpp>
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <atomic>
 #include <chrono>
@@ -153,7 +158,7 @@ public:
 
     BoxliteResult<void> remove(std::string_view id_or_name, bool force) {
         BOXLITE_TRY(auto found, with_storage([&](S& s) { return s.lookup(id_or_name); }));
-        auto box_lock = lock_box(found.config.id);
+        BOXLITE_TRY(auto box_lock, lock_box(found.config.id));
         return remove_locked(found.config.id, force);
     }
 
@@ -171,12 +176,12 @@ public:
     // --- box operations (BasicBox forwards here) ------------------------------------------
 
     BoxliteResult<void> start(const BoxID& id) {
-        auto box_lock = lock_box(id);
+        BOXLITE_TRY(auto box_lock, lock_box(id));
         return start_locked(id).map([](const EngineHandle&) {});
     }
 
     BoxliteResult<void> stop(const BoxID& id) {
-        auto box_lock = lock_box(id);
+        BOXLITE_TRY(auto box_lock, lock_box(id));
         BOXLITE_TRY(auto record, get(id));
         auto& state = record.state;
         switch (state.status) {
@@ -241,7 +246,7 @@ public:
     /// A running box's agent endpoint, starting the box first when it can run commands but is
     /// not running (Configured, Stopped).
     BoxliteResult<EngineHandle> ensure_running(const BoxID& id) {
-        auto box_lock = lock_box(id);
+        BOXLITE_TRY(auto box_lock, lock_box(id));
         return start_locked(id, /*for_exec=*/true);
     }
 
@@ -293,13 +298,29 @@ private:
         return std::forward<F>(f)(storage_);
     }
 
-    /// Holds one box's mutex; owns a reference so a removed box's mutex outlives its holder.
-    struct BoxLock {
-        std::shared_ptr<std::mutex> mutex;
-        std::unique_lock<std::mutex> lock;
+    /// Holds one box for a lifecycle operation: its in-process mutex (threads), then an flock on
+    /// <home>/boxes/<id>/.lock (other processes sharing the home), so two processes never start
+    /// or stop one box at once. Owns a reference so a removed box's mutex outlives its holder.
+    class BoxLock {
+    public:
+        BoxLock(std::shared_ptr<std::mutex> mutex, std::unique_lock<std::mutex> held, int fd)
+            : mutex_(std::move(mutex)), held_(std::move(held)), fd_(fd) {}
+        BoxLock(BoxLock&& other) noexcept
+            : mutex_(std::move(other.mutex_)), held_(std::move(other.held_)), fd_(std::exchange(other.fd_, -1)) {}
+        BoxLock& operator=(BoxLock&&) = delete;
+        BoxLock(const BoxLock&) = delete;
+        BoxLock& operator=(const BoxLock&) = delete;
+        ~BoxLock() {
+            if (fd_ >= 0) ::close(fd_);  // releases the flock before the mutex (members unwind after)
+        }
+
+    private:
+        std::shared_ptr<std::mutex> mutex_;
+        std::unique_lock<std::mutex> held_;
+        int fd_;
     };
 
-    BoxLock lock_box(const BoxID& id) {
+    BoxliteResult<BoxLock> lock_box(const BoxID& id) {
         std::shared_ptr<std::mutex> mutex;
         {
             std::lock_guard lock(locks_mutex_);
@@ -308,7 +329,20 @@ private:
             mutex = slot;
         }
         std::unique_lock<std::mutex> held(*mutex);
-        return BoxLock{std::move(mutex), std::move(held)};
+        const auto dir = layout_.box_dir(id);
+        std::error_code ec;
+        std::filesystem::create_directories(dir, ec);
+        const auto path = dir / ".lock";
+        const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0) return fail_errno(ErrorKind::Storage, fmt::format("opening lock {}", path.string()), errno);
+        while (::flock(fd, LOCK_EX) != 0) {
+            if (errno != EINTR) {
+                const int saved = errno;
+                ::close(fd);
+                return fail_errno(ErrorKind::Storage, fmt::format("locking {}", path.string()), saved);
+            }
+        }
+        return BoxLock(std::move(mutex), std::move(held), fd);
     }
 
     std::shared_ptr<BoxCounters> counters_for(const BoxID& id) {
