@@ -48,7 +48,9 @@ struct RootfsSpec {
         }
         return {};
     }
-    const auto& dir = spec.as_path()->path;
+    const auto* path_spec = spec.as_path();
+    if (path_spec == nullptr) return {};  // unreachable; spelled out so -O3 sees no null dereference
+    const auto& dir = path_spec->path;
     std::error_code ec;
     if (dir.empty() || !std::filesystem::is_directory(dir, ec)) {
         return fail(ErrorKind::Config, "rootfs path {} is not an existing directory", dir.string());
