@@ -940,7 +940,22 @@ struct Qcow2Image::Impl {
             BOXLITE_TRY(const std::uint64_t rc, refcount(l2_offset >> cb));
             if (((l1[i] & kFlagCopied) != 0) != (rc == 1)) {
                 ++report.corruptions;
-                report.messages.push_back(fmt::format("L1 entry {}: COPIED flag disagrees with refcount {}", i, rc));
+                if (report.messages.size() < 32)
+                    report.messages.push_back(fmt::format("L1 entry {}: COPIED flag disagrees with refcount {}", i, rc));
+            }
+            BOXLITE_TRY(L2Table * table, l2_table(i, false));
+            const std::vector<std::uint64_t> entries = table->entries;  // the next load may evict
+            for (std::uint64_t j = 0; j < l2_entries; ++j) {
+                const std::uint64_t e = entries[j];
+                const std::uint64_t host = e & kOffsetMask;
+                if ((e & kFlagCompressed) || host == 0 || host % cs != 0) continue;
+                BOXLITE_TRY(const std::uint64_t data_rc, refcount(host >> cb));
+                if (((e & kFlagCopied) != 0) != (data_rc == 1)) {
+                    ++report.corruptions;
+                    if (report.messages.size() < 32)
+                        report.messages.push_back(fmt::format(
+                            "L2 entry {} of table {}: COPIED flag disagrees with refcount {}", j, i, data_rc));
+                }
             }
         }
         return report;
