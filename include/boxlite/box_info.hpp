@@ -46,7 +46,7 @@ struct BoxInfo {
         info.started_at = state.started_at;
         if (state.handle && (is_running(state.status) || is_transient(state.status))) info.pid = state.handle->pid;
         if (const auto* image = config.options.rootfs.as_image()) info.image = image->reference;
-        else info.image = config.options.rootfs.as_path()->path.string();
+        else if (const auto* dir = config.options.rootfs.as_path()) info.image = dir->path.string();
         info.cpus = config.options.cpus;
         info.memory_mib = config.options.memory_mib;
         info.engine = config.engine;

@@ -117,7 +117,7 @@ inline void from_json(const nlohmann::json& j, BoxState& s) {
 /// {"image": "alpine:latest"} or {"path": "/srv/rootfs"}.
 inline void to_json(nlohmann::json& j, const RootfsSpec& r) {
     if (const auto* image = r.as_image()) j = {{"image", image->reference}};
-    else j = {{"path", r.as_path()->path.string()}};
+    else if (const auto* dir = r.as_path()) j = {{"path", dir->path.string()}};
 }
 inline void from_json(const nlohmann::json& j, RootfsSpec& r) {
     if (auto it = j.find("image"); it != j.end()) r = RootfsSpec::image(it->get<std::string>());

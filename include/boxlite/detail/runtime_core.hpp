@@ -474,7 +474,9 @@ private:
         if (const auto* image = config.options.rootfs.as_image()) {
             return settings_.image_provider(*image, kind, options_);
         }
-        const auto& dir = config.options.rootfs.as_path()->path;
+        const auto* path_spec = config.options.rootfs.as_path();
+        if (path_spec == nullptr) return fail(ErrorKind::Internal, "box {} has no rootfs", config.id);
+        const auto& dir = path_spec->path;
         std::error_code ec;
         if (!std::filesystem::is_directory(dir, ec)) {
             return fail(ErrorKind::Storage, "rootfs path {} of box {} is no longer a directory", dir.string(),
