@@ -100,6 +100,12 @@ void reap_if_child(std::int32_t pid) {
     ::waitpid(pid, &status, WNOHANG);
 }
 
+fs::path default_init_dir() {
+    if (const char* home = std::getenv("BOXLITE_HOME"); home && *home) return fs::path(home) / "init";
+    if (const char* user = std::getenv("HOME"); user && *user) return fs::path(user) / ".boxlite" / "init";
+    return fs::path("/root/.boxlite/init");
+}
+
 }  // namespace
 
 BoxliteResult<void> kvm_engine_available() { return vmm::cached_long_mode_support(); }
@@ -109,9 +115,13 @@ BoxliteResult<EngineHandle> kvm_engine_start(const KvmEngineOptions& options, co
     const auto& box = *launch.config;
     const fs::path box_dir = launch.box_dir;
     BOXLITE_TRY(auto shim, find_shim(options));
-    if (options.kernel.empty() || !fs::exists(options.kernel))
+    const fs::path kernel = options.kernel.empty() ? default_init_dir() / "vmlinux" : options.kernel;
+    fs::path initrd = options.initrd;
+    if (initrd.empty() && fs::exists(default_init_dir() / "initramfs.cpio.gz"))
+        initrd = default_init_dir() / "initramfs.cpio.gz";
+    if (!fs::exists(kernel))
         return fail(ErrorKind::Config, "kvm engine: no guest kernel at '{}' (put vmlinux in <home>/init/)",
-                    options.kernel.string());
+                    kernel.string());
 
     // The box's disk: a QCOW2 overlay over the image's read-only ext4 base, made once per box.
     const fs::path disk = box_dir / "disk.qcow2";
@@ -128,8 +138,8 @@ BoxliteResult<EngineHandle> kvm_engine_start(const KvmEngineOptions& options, co
     config.box_id = box.id.str();
     config.cpus = box.options.cpus;
     config.memory_mib = box.options.memory_mib;
-    config.kernel = options.kernel.string();
-    config.initrd = options.initrd.string();
+    config.kernel = kernel.string();
+    config.initrd = initrd.string();
     config.cmdline = fmt::format("console=ttyS0 reboot=k panic=-1 quiet boxlite.box_id={} boxlite.agent_port={}{}{}",
                                  config.box_id, options.agent_port, options.extra_cmdline.empty() ? "" : " ",
                                  options.extra_cmdline);

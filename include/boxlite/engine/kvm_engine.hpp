@@ -27,7 +27,8 @@ struct KvmEngineOptions {
     /// the build tree's bin/, then the install libexec dir.
     std::filesystem::path shim;
     /// Guest kernel (uncompressed vmlinux with a PVH note, or a bzImage) and initramfs whose
-    /// /init is boxlite-agent — normally <home>/init/.
+    /// /init is boxlite-agent. Empty: <home>/init/vmlinux and <home>/init/initramfs.cpio.gz,
+    /// <home> being $BOXLITE_HOME or ~/.boxlite.
     std::filesystem::path kernel;
     std::filesystem::path initrd;
     /// Appended to the kernel command line the engine builds.
