@@ -51,6 +51,8 @@ namespace boxlite::detail {
         return bad();
     }
     if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) return bad();
+    // system_clock counts nanoseconds in 64 bits: only years 1678..2261 are representable.
+    if (year < 1678 || year > 2261) return bad();
     std::size_t pos = 19;
     std::int64_t nanos = 0;
     if (text[pos] == '.') {
