@@ -1,10 +1,5 @@
 // run, create, exec, cp: boxes made from the command line, and commands streamed into them.
 
-// GCC 12 at -O2 reports a "potential null pointer dereference" inside RootfsSpec validation once
-// runtime->create() is inlined here (a false positive: as_path() is checked for null first).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wnull-dereference"
-#endif
 #include "cli/attach.hpp"
 #include "cli/commands_internal.hpp"
 #include "cli/terminal.hpp"
