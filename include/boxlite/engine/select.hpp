@@ -7,18 +7,20 @@
 //   select_engine(options)   what open_runtime() uses: make_engine, except that an engine that
 //                            cannot run becomes AnyEngine::unavailable(...) so the runtime still
 //                            opens (list, inspect and remove work; start reports the reason).
-//   default_transport()      "unix" (namespace engine) and "pipe" (mock engine); VM engines add
-//                            their vsock transport here.
+//   default_transport()      "unix" (namespace engine), "pipe" (mock engine) and "vsock-uds"
+//                            (VM engines: the shim's hybrid vsock socket).
 #pragma once
 
 #include <boxlite/boxlite_options.hpp>
 #include <boxlite/engine/any_engine.hpp>
+#include <boxlite/engine/kvm_engine.hpp>
 #include <boxlite/engine/mock_engine.hpp>
 #include <boxlite/engine/namespace_engine.hpp>
 #include <boxlite/error.hpp>
 #include <boxlite/transport/any_transport.hpp>
 #include <boxlite/transport/pipe_transport.hpp>
 #include <boxlite/transport/unix_transport.hpp>
+#include <boxlite/transport/vsock_uds_transport.hpp>
 
 #include <string>
 #include <vector>
@@ -27,11 +29,14 @@ namespace boxlite {
 
 namespace detail {
 
-/// One VM engine kind, or UnsupportedEngine with the reason. >>> K: the kvm engine goes here.
+/// One VM engine kind, or UnsupportedEngine with the reason.
 [[nodiscard]] inline BoxliteResult<AnyEngine> make_vm_engine(EngineKind kind) {
     switch (kind) {
-        case EngineKind::Kvm:
-            return fail(ErrorKind::UnsupportedEngine, "kvm: the KVM engine is not built into this BoxLite yet");
+        case EngineKind::Kvm: {
+            KvmEngine engine;
+            if (auto ok = engine.available(); !ok) return fail(ok.error());
+            return AnyEngine(std::move(engine));
+        }
         case EngineKind::Qemu:
             return fail(ErrorKind::UnsupportedEngine, "qemu: the QEMU engine is not built into this BoxLite yet");
         default:
@@ -79,6 +84,7 @@ namespace detail {
     AnyTransport transport;
     transport.add("unix", UnixTransport{});
     transport.add("pipe", PipeTransport{});
+    transport.add("vsock-uds", VsockUdsTransport{});
     return transport;
 }
 
