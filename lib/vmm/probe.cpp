@@ -43,7 +43,7 @@ BoxliteResult<void> probe_long_mode_support(const std::string& kvm_device) {
         return fail(ErrorKind::UnsupportedEngine,
                     "kvm engine: /dev/kvm is provided by kvm_pvm (Pagetable-based Virtual Machine), which cannot "
                     "run a stock 64-bit Linux guest kernel (it stalls in early boot, before its first console "
-                    "line); use --engine qemu here");
+                    "line); on such hosts VMs need the qemu engine");
     return run_long_mode_probe_guest();
 }
 
