@@ -517,6 +517,9 @@ BoxliteResult<ImageStore> ImageStore::open(ImageStoreOptions options) {
                     impl->db != nullptr ? sqlite3_errmsg(impl->db) : "out of memory");
     }
     sqlite3_busy_timeout(impl->db, 30000);
+    // Switching a new database to WAL and creating its schema are not covered by SQLite's busy
+    // handler when two processes do it at once ("database is locked"), so opening is serialised.
+    BOXLITE_TRY(auto opening, FileLock::acquire(impl->locks / "open.lock", FileLock::Mode::Exclusive));
     BOXLITE_TRY_VOID(sql_exec(impl->db, "PRAGMA journal_mode=WAL"));
     BOXLITE_TRY_VOID(sql_exec(impl->db, kSchema));
     if (!fs::exists(impl->images / "index.json", ec)) BOXLITE_TRY_VOID(impl->write_index_json());

@@ -608,7 +608,10 @@ TEST_F(ImageRegistry, TwoProcessesPullingTheSameImageDoTheWorkOnce) {
             RegistryOptions options;
             options.search_registries = {};
             auto store = ImageStore::open({home_.path(), options, {}});
-            if (!store) ::_exit(2);
+            if (!store) {
+                std::fprintf(stderr, "child open failed: %s\n", store.error().message().c_str());
+                ::_exit(2);
+            }
             auto image = store->pull(ref("test/multi:1"), {PullPolicy::IfMissing, [&](const LayerProgress& p) {
                                                                 if (p.phase == LayerPhase::Complete) ++completed;
                                                             }, {}});
