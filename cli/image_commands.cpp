@@ -68,29 +68,13 @@ image::PullProgressCallback progress_callback(PullProgress& progress) {
 }
 
 /// References of images some box was created from (exact reference text, as given at create).
-BoxliteResult<std::set<std::string>> images_in_use(Context& context) {
+/// The ids of every box in this home: the live holders of image leases.
+BoxliteResult<std::vector<std::string>> box_ids(Context& context) {
     BOXLITE_TRY(auto* runtime, context.runtime(cli_runtime_settings(context)));
     BOXLITE_TRY(auto boxes, runtime->list_info());
-    std::set<std::string> used;
-    for (const auto& box : boxes) used.insert(box.image);
-    return used;
-}
-
-bool image_used(const image::ImageInfo& info, const std::set<std::string>& used) {
-    const auto [repository, tag] = split_reference(info.reference);
-    for (const auto& reference : used) {
-        if (reference == info.reference || reference == info.manifest_digest) return true;
-        // Boxes keep the reference as typed ("busybox:latest"); the store keeps it canonical
-        // ("docker.io/library/busybox:latest"). A suffix match on a path boundary is the same image.
-        if (info.reference.size() > reference.size() && info.reference.ends_with(reference) &&
-            info.reference[info.reference.size() - reference.size() - 1] == '/') {
-            return true;
-        }
-        if (reference.find(':') == std::string::npos && tag == "latest" && repository.ends_with("/" + reference)) {
-            return true;
-        }
-    }
-    return false;
+    std::vector<std::string> ids;
+    for (const auto& box : boxes) ids.push_back(box.id.str());
+    return ids;
 }
 
 }  // namespace
@@ -190,19 +174,13 @@ BoxliteResult<int> cmd_images(Context& context) {
 BoxliteResult<int> cmd_images_rm(Context& context) {
     const auto& args = context.invocation().images;
     BOXLITE_TRY(auto store, open_store(context));
-    std::set<std::string> used;
-    if (!args.force) {
-        BOXLITE_TRY(used, images_in_use(context));
-    }
     int status = kExitSuccess;
     for (const auto& reference : args.remove_refs) {
+        // The store refuses the last reference to an image that boxes hold (its leases), naming
+        // them; -f untags anyway, and those boxes keep their image until they are removed.
         auto removed = [&]() -> BoxliteResult<std::string> {
             BOXLITE_TRY(auto info, store.inspect(reference));
-            if (!args.force && image_used(info, used)) {
-                return fail(ErrorKind::InvalidState, "image '{}' is used by a box (remove the box, or use -f)",
-                            reference);
-            }
-            BOXLITE_TRY_VOID(store.remove(info.reference));
+            BOXLITE_TRY_VOID(store.remove(info.reference, args.force));
             return info.reference;
         }();
         if (removed) {
@@ -219,15 +197,17 @@ BoxliteResult<int> cmd_images_prune(Context& context) {
     const auto& args = context.invocation().images;
     BOXLITE_TRY(auto store, open_store(context));
     if (args.prune_all) {
-        BOXLITE_TRY(auto used, images_in_use(context));
         BOXLITE_TRY(auto images, store.list());
         for (const auto& info : images) {
-            if (image_used(info, used)) continue;
-            BOXLITE_TRY_VOID(store.remove(info.reference));
+            auto removed = store.remove(info.reference);
+            if (!removed && removed.error().kind() == ErrorKind::InvalidState) continue;  // a box uses it
+            BOXLITE_TRY_VOID(removed);
             fmt::print("Untagged: {}\n", info.reference);
         }
     }
-    BOXLITE_TRY(auto report, store.gc());
+    image::GcOptions gc_options;
+    BOXLITE_TRY(gc_options.live_holders, box_ids(context));
+    BOXLITE_TRY(auto report, store.gc(gc_options));
     fmt::print("Deleted {} blobs, {} rootfs trees, {} disk images\nTotal reclaimed space: {}\n", report.blobs_removed,
                report.rootfs_removed, report.disk_images_removed, human_size(report.bytes_freed));
     return kExitSuccess;

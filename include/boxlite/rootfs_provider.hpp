@@ -3,19 +3,18 @@
 //
 //   RootfsSpec::RootfsPath  the runtime uses the directory itself (checked to exist), for
 //                           Directory engines. Ext4Disk engines need an image: Unsupported.
-//   RootfsSpec::Image       the runtime calls the ImageRootfsProvider below. It pulls/unpacks as
-//                           needed and returns the rootfs in the requested kind plus the image's
-//                           config defaults (entrypoint, cmd, env, working dir, user), which the
-//                           runtime merges with BoxOptions into EngineLaunch.
+//   RootfsSpec::Image       the runtime calls the ImageRootfsProvider below: at create (pull
+//                           what is missing, pin the image to the box) and at every start (the
+//                           pinned image, no network). It returns the rootfs in the requested
+//                           kind plus the image's config defaults (entrypoint, cmd, env, working
+//                           dir, user), which the runtime merges with BoxOptions into EngineLaunch.
+//                           When the box is removed the runtime releases its pin.
 //
-// The provider is a runtime member (BasicRuntime::Options::image_provider), so tests can pass a
-// fake one, and `default_image_rootfs_provider()` is what real runtimes get.
-//
-// >>> SEAM for the image component (issue 4): replace the body of
-// >>> `default_image_rootfs_provider()` with one backed by the image store
-// >>> (include/boxlite/image, lib/image). Nothing else in the runtime needs to change.
+// The provider is a runtime member (RuntimeSettings::image_provider), so tests can pass a fake
+// one; `default_image_rootfs_provider()` (the image store, lib/image) is what real runtimes get.
 #pragma once
 
+#include <boxlite/box_id.hpp>
 #include <boxlite/boxlite_options.hpp>
 #include <boxlite/concepts.hpp>
 #include <boxlite/error.hpp>
@@ -45,22 +44,32 @@ struct ImageDefaults {
 struct PreparedRootfs {
     std::filesystem::path path;  ///< directory or ext4 image, per the requested RootfsKind
     ImageDefaults defaults;
+    std::string image_id;        ///< the pinned image (its manifest digest); empty for directories
 };
 
-/// prepare(image, kind, runtime options) -> PreparedRootfs. Called from start() (creation is
-/// lazy, as the reference's), possibly from several threads for different boxes at once.
-using ImageRootfsProvider = std::function<BoxliteResult<PreparedRootfs>(
-    const RootfsSpec::Image& image, RootfsKind kind, const BoxliteOptions& options)>;
+/// Turns image references into root filesystems for boxes. Both members are called from several
+/// threads at once, for different boxes.
+struct ImageRootfsProvider {
+    /// prepare(image, kind, runtime options, box): the first call for a box resolves and fetches
+    /// the image and pins it to the box; later calls return the same image.
+    std::function<BoxliteResult<PreparedRootfs>(const RootfsSpec::Image& image, RootfsKind kind,
+                                                const BoxliteOptions& options, const BoxID& box)>
+        prepare;
+    /// release(box, runtime options): the box is gone; its image may be garbage-collected.
+    /// May be empty (nothing to release).
+    std::function<BoxliteResult<void>(const BoxID& box, const BoxliteOptions& options)> release;
+};
 
 namespace image {
 /// The image store behind RootfsSpec::Image (lib/image/provider.cpp): one ImageStore per home
 /// directory, shared by the runtime's threads; pulls what is missing (BoxliteOptions::
-/// image_registries searched for unqualified names), then returns the unpacked tree (Directory)
-/// or the ext4 base disk (Ext4Disk) and the image config's defaults.
+/// image_registries searched for unqualified names), pins the image to the box with a store
+/// lease, then returns the unpacked tree (Directory) or the ext4 base disk (Ext4Disk) and the
+/// image config's defaults.
 [[nodiscard]] ImageRootfsProvider store_rootfs_provider();
 }  // namespace image
 
-/// The provider real runtimes get. SEAM: the image component fills this in.
+/// The provider real runtimes get.
 [[nodiscard]] inline ImageRootfsProvider default_image_rootfs_provider() { return image::store_rootfs_provider(); }
 
 /// The command, environment, working directory and user the box's main process gets:

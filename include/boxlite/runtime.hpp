@@ -44,9 +44,10 @@ public:
         : core_(std::make_shared<Core>(std::move(options), std::move(engine), std::move(transport),
                                        std::move(storage), std::move(settings))) {}
 
-    /// Validates `options` (and `name`: [A-Za-z0-9][A-Za-z0-9_.-]*, unique) and records a
-    /// Configured box. Nothing runs until start() or the first exec (creation is lazy). A
-    /// rejected create writes nothing.
+    /// Validates `options` (and `name`: [A-Za-z0-9][A-Za-z0-9_.-]*, unique), pulls the image
+    /// when it is missing and pins it to the box (rootfs_provider.hpp), and records a Configured
+    /// box. Nothing runs until start() or the first exec. A rejected create (bad options, an image
+    /// that cannot be pulled) writes nothing.
     BoxliteResult<box_type> create(const BoxOptions& options, std::optional<std::string> name = std::nullopt) {
         BOXLITE_TRY(auto record, core_->create(options, std::move(name)));
         return box_type(core_, record.config.id, record.config.name);

@@ -43,13 +43,19 @@ ImageDefaults to_defaults(const ImageConfig& config) {
 }  // namespace
 
 ImageRootfsProvider store_rootfs_provider() {
-    return [](const RootfsSpec::Image& image, RootfsKind kind,
-              const BoxliteOptions& options) -> BoxliteResult<PreparedRootfs> {
+    ImageRootfsProvider provider;
+    provider.prepare = [](const RootfsSpec::Image& image, RootfsKind kind, const BoxliteOptions& options,
+                          const BoxID& box) -> BoxliteResult<PreparedRootfs> {
         BOXLITE_TRY(auto* store, shared_store(options));
-        auto prepared = store->prepare(image.reference, kind);
+        auto prepared = store->prepare_for(box.str(), image.reference, kind);
         if (!prepared) return fail(prepared.error().with_context(fmt::format("preparing image '{}'", image.reference)));
-        return PreparedRootfs{prepared->path, to_defaults(prepared->image.config)};
+        return PreparedRootfs{prepared->path, to_defaults(prepared->image.config), prepared->image.manifest_digest};
     };
+    provider.release = [](const BoxID& box, const BoxliteOptions& options) -> BoxliteResult<void> {
+        BOXLITE_TRY(auto* store, shared_store(options));
+        return store->release(box.str());
+    };
+    return provider;
 }
 
 }  // namespace boxlite::image

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -55,6 +56,13 @@ CREATE TABLE IF NOT EXISTS images(
     stored_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS images_by_manifest ON images(manifest_digest);
+CREATE TABLE IF NOT EXISTS leases(
+    holder TEXT PRIMARY KEY,
+    manifest_digest TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS leases_by_manifest ON leases(manifest_digest);
 )sql";
 
 std::int64_t unix_now() {
@@ -600,18 +608,109 @@ BoxliteResult<ImageInfo> ImageStore::inspect(std::string_view text) {
     return fail(ErrorKind::Image, "image '{}' is not in the local store", text);
 }
 
-BoxliteResult<void> ImageStore::remove(std::string_view text) {
+BoxliteResult<void> ImageStore::remove(std::string_view text, bool force) {
     BOXLITE_TRY(auto info, inspect(text));
     {
         std::lock_guard lock(impl_->db_mutex);
-        Statement d(impl_->db, "DELETE FROM images WHERE reference = ?");
-        d.bind(1, info.reference);
-        BOXLITE_TRY_VOID(d.run());
+        auto* db = impl_->db;
+        BOXLITE_TRY_VOID(sql_exec(db, "BEGIN IMMEDIATE"));
+        auto body = [&]() -> BoxliteResult<void> {
+            if (!force) {
+                Statement others(db, "SELECT COUNT(*) FROM images WHERE manifest_digest = ? AND reference != ?");
+                others.bind(1, info.manifest_digest).bind(2, info.reference);
+                BOXLITE_TRY(const bool row, others.step());
+                if (row && others.integer(0) == 0) {
+                    std::vector<std::string> holders;
+                    Statement q(db, "SELECT holder FROM leases WHERE manifest_digest = ? ORDER BY created_at, holder");
+                    q.bind(1, info.manifest_digest);
+                    while (true) {
+                        BOXLITE_TRY(const bool more, q.step());
+                        if (!more) break;
+                        holders.push_back(q.text(0));
+                    }
+                    if (!holders.empty()) {
+                        return fail(ErrorKind::InvalidState,
+                                    "image '{}' is used by {} box{} ({}); remove {} first, or force the removal "
+                                    "(the boxes keep their image until they are removed)",
+                                    info.reference, holders.size(), holders.size() == 1 ? "" : "es",
+                                    fmt::join(holders, ", "), holders.size() == 1 ? "it" : "them");
+                    }
+                }
+            }
+            Statement d(db, "DELETE FROM images WHERE reference = ?");
+            d.bind(1, info.reference);
+            return d.run();
+        }();
+        if (!body) {
+            (void)sql_exec(db, "ROLLBACK");
+            return fail(body.error());
+        }
+        BOXLITE_TRY_VOID(sql_exec(db, "COMMIT"));
     }
     return impl_->write_index_json();
 }
 
-BoxliteResult<GcReport> ImageStore::gc() {
+BoxliteResult<PreparedImage> ImageStore::prepare_for(std::string_view holder, std::string_view reference,
+                                                     RootfsKind kind, const PullOptions& options) {
+    using Clock = std::chrono::steady_clock;
+    if (holder.empty() || holder.size() > 256) {
+        return fail(ErrorKind::InvalidArgument, "an image lease needs a holder id of 1 to 256 characters");
+    }
+    std::optional<std::string> pinned;
+    {
+        std::lock_guard lock(impl_->db_mutex);
+        Statement q(impl_->db, "SELECT manifest_digest FROM leases WHERE holder = ?");
+        q.bind(1, holder);
+        BOXLITE_TRY(const bool row, q.step());
+        if (row) pinned = q.text(0);
+    }
+    if (!pinned) {
+        BOXLITE_TRY(auto out, prepare(reference, kind, options));
+        std::lock_guard lock(impl_->db_mutex);
+        Statement insert(impl_->db, "INSERT OR REPLACE INTO leases(holder, manifest_digest, reference, created_at) "
+                                    "VALUES(?, ?, ?, ?)");
+        insert.bind(1, holder).bind(2, out.image.manifest_digest).bind(3, reference).bind(4, unix_now());
+        BOXLITE_TRY_VOID(insert.run());
+        return out;
+    }
+    // The pinned image: its manifest, config and layers stay in the store while the lease does.
+    BOXLITE_TRY(auto shared, impl_->store_lock(FileLock::Mode::Shared));
+    BOXLITE_TRY(auto info, impl_->load_manifest_info(*pinned));
+    if (!info) {
+        return fail(ErrorKind::Image, "image {} that box {} was created from ('{}') is no longer in the store", *pinned,
+                    holder, reference);
+    }
+    info->reference = std::string(reference);
+    PreparedImage out;
+    out.kind = kind;
+    out.image = std::move(*info);
+    const auto t0 = Clock::now();
+    BOXLITE_TRY(auto built, kind == RootfsKind::Directory ? impl_->build_rootfs(out.image) : impl_->build_disk(out.image));
+    out.path = built.first;
+    if (built.second) out.build_time = Clock::now() - t0;
+    return out;
+}
+
+BoxliteResult<void> ImageStore::release(std::string_view holder) {
+    std::lock_guard lock(impl_->db_mutex);
+    Statement d(impl_->db, "DELETE FROM leases WHERE holder = ?");
+    d.bind(1, holder);
+    return d.run();
+}
+
+BoxliteResult<std::vector<ImageLease>> ImageStore::leases() {
+    std::vector<ImageLease> out;
+    std::lock_guard lock(impl_->db_mutex);
+    Statement q(impl_->db, "SELECT holder, manifest_digest, reference, created_at FROM leases ORDER BY created_at, holder");
+    while (true) {
+        BOXLITE_TRY(const bool row, q.step());
+        if (!row) break;
+        out.push_back(ImageLease{q.text(0), q.text(1), q.text(2), q.integer(3)});
+    }
+    return out;
+}
+
+BoxliteResult<GcReport> ImageStore::gc(const GcOptions& options) {
     GcReport report;
     BOXLITE_TRY(auto exclusive, impl_->store_lock(FileLock::Mode::Exclusive));
     std::set<std::string> keep_blobs;
@@ -621,9 +720,29 @@ BoxliteResult<GcReport> ImageStore::gc() {
         auto* db = impl_->db;
         BOXLITE_TRY_VOID(sql_exec(db, "BEGIN IMMEDIATE"));
         auto body = [&]() -> BoxliteResult<void> {
-            BOXLITE_TRY_VOID(sql_exec(db, "DELETE FROM manifests WHERE digest NOT IN (SELECT manifest_digest FROM images)"));
+            if (options.live_holders) {
+                const std::set<std::string> live(options.live_holders->begin(), options.live_holders->end());
+                const auto cutoff = unix_now() - options.lease_grace.count();
+                std::vector<std::string> stale;
+                Statement q(db, "SELECT holder FROM leases WHERE created_at <= ?");
+                q.bind(1, cutoff);
+                while (true) {
+                    BOXLITE_TRY(const bool row, q.step());
+                    if (!row) break;
+                    if (!live.contains(q.text(0))) stale.push_back(q.text(0));
+                }
+                for (const auto& holder : stale) {
+                    Statement d(db, "DELETE FROM leases WHERE holder = ?");
+                    d.bind(1, holder);
+                    BOXLITE_TRY_VOID(d.run());
+                    ++report.leases_dropped;
+                }
+            }
+            BOXLITE_TRY_VOID(sql_exec(db, "DELETE FROM manifests WHERE digest NOT IN (SELECT manifest_digest FROM images "
+                                          "UNION SELECT manifest_digest FROM leases)"));
             BOXLITE_TRY_VOID(sql_exec(db, "DELETE FROM manifest_layers WHERE manifest_digest NOT IN (SELECT digest FROM manifests)"));
-            Statement images(db, "SELECT manifest_digest, index_digest FROM images");
+            Statement images(db, "SELECT manifest_digest, index_digest FROM images "
+                                 "UNION SELECT manifest_digest, '' FROM leases");
             while (true) {
                 BOXLITE_TRY(const bool row, images.step());
                 if (!row) break;

@@ -612,11 +612,26 @@ TEST_F(CliE2E, ImagesFromLayoutAndRegistry) {
     auto motd = in_pull_home({"run", "--rm", remote, "cat", "/etc/motd"});
     EXPECT_EQ(motd.out, "welcome\n") << motd;
 
+    // A box pins its image: rm of it is refused, naming the box; -f untags, yet the box still
+    // starts from its image after a prune, which frees it only once the box is gone.
+    auto created = in_pull_home({"create", "--name", "pinned", remote, "true"});
+    ASSERT_EQ(created.status, 0) << created;
+    auto refused = in_pull_home({"images", "rm", remote});
+    EXPECT_EQ(refused.status, 1) << refused;
+    EXPECT_NE(refused.err.find(trim(created.out)), std::string::npos) << refused;
+    EXPECT_EQ(in_pull_home({"images", "rm", "-f", remote}).status, 0);
+    EXPECT_EQ(in_pull_home({"images", "prune"}).status, 0);
+    auto pinned = in_pull_home({"exec", "pinned", "cat", "/etc/motd"});
+    EXPECT_EQ(pinned.out, "welcome\n") << pinned;
+    EXPECT_EQ(in_pull_home({"rm", "-f", "pinned"}).status, 0);
+    ASSERT_EQ(in_pull_home({"pull", "-q", remote}).status, 0);
+
     EXPECT_EQ(in_pull_home({"images", "rm", remote}).status, 0);
     EXPECT_EQ(in_pull_home({"images", "--format", "{{.Reference}}"}).out.find("test/busybox"), std::string::npos);
     auto prune = in_pull_home({"images", "prune"});
     EXPECT_EQ(prune.status, 0) << prune;
     EXPECT_NE(prune.out.find("Total reclaimed space"), std::string::npos);
+    EXPECT_EQ(prune.out.find("Deleted 0 blobs"), std::string::npos) << prune;
     auto unknown = in_pull_home({"pull", "127.0.0.1:" + std::to_string(registry_port_) + "/test/none:1"});
     EXPECT_EQ(unknown.status, 1);
     EXPECT_EQ(std::count(unknown.err.begin(), unknown.err.end(), '\n'), 1) << unknown;

@@ -712,7 +712,7 @@ TEST_F(ImageRegistry, RemoveThenGcFreesEverything) {
 
 // The runtime seam: RootfsSpec::Image goes through the image store (default provider), searching
 // BoxliteOptions::image_registries, and the engine gets the tree or disk plus the image's defaults.
-TEST_F(ImageRegistry, RuntimeStartPullsTheImageAndLaunchesTheEngineFromIt) {
+TEST_F(ImageRegistry, RuntimeCreatePullsTheImageAndStartLaunchesTheEngineFromIt) {
     using Runtime = BasicRuntime<MockEngine, PipeTransport, MemoryStorage>;
     for (const auto kind : {RootfsKind::Directory, RootfsKind::Ext4Disk}) {
         TempDir home{"boxlite-home"};
@@ -726,6 +726,19 @@ TEST_F(ImageRegistry, RuntimeStartPullsTheImageAndLaunchesTheEngineFromIt) {
         options.auto_remove = false;
         auto box = runtime.create(options);
         ASSERT_TRUE(box) << box.error().to_string();
+        {
+            // create pulled the image (stage timed) and pinned it to the box; nothing started.
+            auto store = open_store(home.path());
+            auto local = store.inspect(registry_->host() + "/test/single:1");
+            ASSERT_TRUE(local) << local.error().message();
+            auto leases = store.leases();
+            ASSERT_TRUE(leases);
+            ASSERT_EQ(leases->size(), 1u);
+            EXPECT_EQ(leases->front().holder, box->id().str());
+            EXPECT_EQ(leases->front().manifest_digest, local->manifest_digest);
+            EXPECT_TRUE(box->metrics()->stage_image_prepare_ms.has_value());
+            EXPECT_TRUE(engine.launches().empty());
+        }
         auto started = box->start();
         ASSERT_TRUE(started) << started.error().to_string();
         const auto launches = engine.launches();
@@ -756,7 +769,7 @@ TEST_F(ImageRegistry, RuntimeStartPullsTheImageAndLaunchesTheEngineFromIt) {
     }
 }
 
-TEST_F(ImageRegistry, RuntimeStartReportsAnImageThatCannotBePulled) {
+TEST_F(ImageRegistry, RuntimeCreateReportsAnImageThatCannotBePulledAndRecordsNothing) {
     using Runtime = BasicRuntime<MockEngine, PipeTransport, MemoryStorage>;
     MockEngine engine(MockEngine::Options{RootfsKind::Directory, "pipe"});
     RuntimeSettings settings;
@@ -766,13 +779,111 @@ TEST_F(ImageRegistry, RuntimeStartReportsAnImageThatCannotBePulled) {
     BoxOptions options;
     options.rootfs = RootfsSpec::image(ref("test/missing:1"));
     options.auto_remove = false;
-    auto box = runtime.create(options);
-    ASSERT_TRUE(box);
-    auto started = box->start();
-    ASSERT_FALSE(started);
-    EXPECT_EQ(started.error().kind(), ErrorKind::Image);
-    EXPECT_NE(started.error().message().find("test/missing:1"), std::string::npos) << started.error().message();
+    auto box = runtime.create(options, "missing");
+    ASSERT_FALSE(box);
+    EXPECT_EQ(box.error().kind(), ErrorKind::Image);
+    EXPECT_NE(box.error().message().find("test/missing:1"), std::string::npos) << box.error().message();
+    EXPECT_TRUE(runtime.list_info()->empty());
+    EXPECT_FALSE(runtime.get("missing"));
     EXPECT_TRUE(engine.launches().empty());
+    EXPECT_TRUE(open_store(home_.path()).leases()->empty());
+}
+
+// A box is pinned to the image it was created from: a moved tag, a removed reference and gc all
+// leave it alone; removing the box lets gc free the image.
+TEST_F(ImageRegistry, ABoxKeepsItsImageThroughAMovedTagRemoveAndGc) {
+    Registry registry;
+    ASSERT_TRUE(registry.running());
+    ASSERT_TRUE(registry.push(oci(), "single", "test/pinned:v"));
+    const auto name = registry.host() + "/test/pinned:v";
+
+    using Runtime = BasicRuntime<MockEngine, PipeTransport, MemoryStorage>;
+    MockEngine engine(MockEngine::Options{RootfsKind::Directory, "pipe"});
+    RuntimeSettings settings;
+    settings.host_cpus = 2;
+    Runtime runtime(BoxliteOptions{home_.path(), {}, EngineKind::Mock}, engine, PipeTransport{}, MemoryStorage{},
+                    settings);
+    BoxOptions options;
+    options.rootfs = RootfsSpec::image(name);
+    options.auto_remove = false;
+    auto box = runtime.create(options);
+    ASSERT_TRUE(box) << box.error().to_string();
+    auto store = open_store(home_.path());
+    auto first = store.inspect(name);
+    ASSERT_TRUE(first);
+
+    // The tag moves: a new pull follows it, the box does not.
+    ASSERT_TRUE(registry.push(oci(), "multi", "test/pinned:v"));
+    auto moved = store.pull(name, {PullPolicy::Always, {}, {}});
+    ASSERT_TRUE(moved) << moved.error().message();
+    ASSERT_NE(moved->manifest_digest, first->manifest_digest);
+    ASSERT_TRUE(box->start());
+    ASSERT_EQ(engine.launches().size(), 1u);
+    EXPECT_EQ(engine.launches()[0].rootfs.filename().string(), std::string(digest_hex(first->manifest_digest)));
+    ASSERT_TRUE(box->stop());
+
+    // The old image has no reference left but the box's lease: gc keeps it.
+    auto gc = store.gc();
+    ASSERT_TRUE(gc) << gc.error().message();
+    EXPECT_EQ(gc->blobs_removed, 0u);
+    EXPECT_EQ(gc->rootfs_removed, 0u);
+
+    // The last reference to a leased image: refused, naming the box; forced, the box still runs.
+    auto box2 = runtime.create(options);  // pinned to the moved image
+    ASSERT_TRUE(box2);
+    auto refused = store.remove(name);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().kind(), ErrorKind::InvalidState);
+    EXPECT_NE(refused.error().message().find(box2->id().str()), std::string::npos) << refused.error().message();
+    ASSERT_TRUE(store.inspect(name));
+    ASSERT_TRUE(store.remove(name, true));
+    ASSERT_TRUE(store.gc());
+    ASSERT_TRUE(box->start());
+    ASSERT_TRUE(box2->start());
+    ASSERT_EQ(engine.launches().size(), 3u);
+    EXPECT_EQ(engine.launches()[1].rootfs, engine.launches()[0].rootfs);
+    EXPECT_EQ(engine.launches()[2].rootfs.filename().string(), std::string(digest_hex(moved->manifest_digest)));
+    EXPECT_EQ(read(engine.launches()[2].rootfs / "etc/os-release").substr(0, 4), "NAME");
+
+    // Removing the boxes releases their leases: now gc frees both images entirely.
+    ASSERT_TRUE(runtime.remove(box->id().str(), true));
+    ASSERT_TRUE(runtime.remove(box2->id().str(), true));
+    EXPECT_TRUE(store.leases()->empty());
+    gc = store.gc();
+    ASSERT_TRUE(gc) << gc.error().message();
+    EXPECT_EQ(gc->rootfs_removed, 2u);
+    EXPECT_TRUE(fs::is_empty(home_.path() / "images/blobs/sha256"));
+    EXPECT_TRUE(fs::is_empty(home_.path() / "images/rootfs"));
+}
+
+TEST_F(ImageRegistry, GcDropsStaleLeasesOfBoxesThatNoLongerExist) {
+    auto store = open_store(home_.path());
+    auto held = store.prepare_for("01VANISHEDBOX", ref("test/single:1"), RootfsKind::Directory);
+    ASSERT_TRUE(held) << held.error().message();
+    ASSERT_TRUE(store.remove(ref("test/single:1"), true));
+    // Within the grace period a lease may belong to a box still being created: kept.
+    GcOptions options;
+    options.live_holders = std::vector<std::string>{};
+    auto gc = store.gc(options);
+    ASSERT_TRUE(gc);
+    EXPECT_EQ(gc->leases_dropped, 0u);
+    EXPECT_EQ(gc->rootfs_removed, 0u);
+    // A lease older than the grace period whose box is unknown is stale; a live box's lease stays.
+    ASSERT_TRUE(store.prepare_for("01LIVEBOX", ref("test/multi:1"), RootfsKind::Directory));
+    options.live_holders = std::vector<std::string>{"01LIVEBOX"};
+    options.lease_grace = std::chrono::seconds(-10);
+    gc = store.gc(options);
+    ASSERT_TRUE(gc) << gc.error().message();
+    EXPECT_EQ(gc->leases_dropped, 1u);
+    EXPECT_EQ(gc->rootfs_removed, 1u);
+    auto leases = store.leases();
+    ASSERT_TRUE(leases);
+    ASSERT_EQ(leases->size(), 1u);
+    EXPECT_EQ(leases->front().holder, "01LIVEBOX");
+    // Bad holders are refused before anything is written.
+    auto bad = store.prepare_for("", ref("test/single:1"), RootfsKind::Directory);
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.error().kind(), ErrorKind::InvalidArgument);
 }
 
 }  // namespace

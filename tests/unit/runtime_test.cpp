@@ -11,7 +11,11 @@
 
 #include <array>
 #include <filesystem>
+#include <memory>
+#include <mutex>
 #include <thread>
+#include <utility>
+#include <vector>
 
 namespace boxlite {
 namespace {
@@ -19,6 +23,14 @@ namespace {
 using TestRuntime = BasicRuntime<MockEngine, PipeTransport, MemoryStorage>;
 
 using testing::TempDir;
+
+/// A fake image store: every reference is "pulled" to the fixture's rootfs directory except
+/// those starting with "missing", which fail as a registry's 404 would. It records its calls.
+struct FakeImages {
+    std::mutex mutex;
+    std::vector<std::pair<std::string, std::string>> prepared;  // (box id, reference)
+    std::vector<std::string> released;                          // box ids
+};
 
 class RuntimeTest : public ::testing::Test {
 protected:
@@ -29,14 +41,27 @@ protected:
         std::filesystem::create_directories(rootfs_dir());
     }
 
-    static RuntimeSettings settings() {
+    RuntimeSettings settings() {
         RuntimeSettings s;
         s.host_cpus = 4;
         s.connect_timeout = std::chrono::milliseconds(2000);
-        // Unit tests never reach a registry: image references get a provider that refuses them.
-        s.image_provider = [](const RootfsSpec::Image& image, RootfsKind, const BoxliteOptions&)
+        // Unit tests never reach a registry: image references go to the fake store above.
+        s.image_provider.prepare = [images = images_, dir = rootfs_dir()](const RootfsSpec::Image& image, RootfsKind,
+                                                                         const BoxliteOptions&, const BoxID& box)
             -> BoxliteResult<PreparedRootfs> {
-            return fail(ErrorKind::Unsupported, "no image store in unit tests (image '{}')", image.reference);
+            std::lock_guard lock(images->mutex);
+            if (image.reference.starts_with("missing")) {
+                return fail(ErrorKind::Image, "image '{}' not found in the fake registry", image.reference);
+            }
+            images->prepared.emplace_back(box.str(), image.reference);
+            ImageDefaults defaults;
+            defaults.cmd = {"/bin/sh"};
+            return PreparedRootfs{dir, defaults, "sha256:fake"};
+        };
+        s.image_provider.release = [images = images_](const BoxID& box, const BoxliteOptions&) -> BoxliteResult<void> {
+            std::lock_guard lock(images->mutex);
+            images->released.push_back(box.str());
+            return {};
         };
         return s;
     }
@@ -51,6 +76,7 @@ protected:
     }
 
     TempDir home_;
+    std::shared_ptr<FakeImages> images_ = std::make_shared<FakeImages>();
     MockEngine engine_;
     PipeTransport transport_;
     MemoryStorage storage_;
@@ -143,17 +169,77 @@ TEST_F(RuntimeTest, ACrashedEngineIsNeverRunning) {
     EXPECT_EQ(box->info()->status, BoxStatus::Stopped);
 }
 
-TEST_F(RuntimeTest, ImageRootfsGoesThroughTheProvider) {
+TEST_F(RuntimeTest, CreateFetchesTheImageAndStartsUseTheSamePin) {
     BoxOptions o;
     o.rootfs = RootfsSpec::image("alpine:latest");
     o.auto_remove = false;
     auto box = runtime_.create(o);
-    ASSERT_TRUE(box);
-    auto started = box->start();
-    ASSERT_FALSE(started);
-    EXPECT_EQ(started.error().kind(), ErrorKind::Unsupported);
+    ASSERT_TRUE(box) << box.error().to_string();
+    const auto id = box->id().str();
+    {
+        std::lock_guard lock(images_->mutex);
+        ASSERT_EQ(images_->prepared.size(), 1u);  // at create, before any start
+        EXPECT_EQ(images_->prepared[0], std::make_pair(id, std::string("alpine:latest")));
+    }
+    EXPECT_TRUE(box->metrics()->stage_image_prepare_ms.has_value());
     EXPECT_EQ(box->info()->status, BoxStatus::Configured);
+    EXPECT_TRUE(engine_.launches().empty());
+
+    ASSERT_TRUE(box->start());
+    ASSERT_EQ(engine_.launches().size(), 1u);
+    EXPECT_EQ(engine_.launches()[0].rootfs, rootfs_dir());
+    EXPECT_EQ(engine_.launches()[0].init_command, std::vector<std::string>{"/bin/sh"});
+    ASSERT_TRUE(box->stop());
+    ASSERT_TRUE(box->start());
+    {
+        std::lock_guard lock(images_->mutex);
+        ASSERT_EQ(images_->prepared.size(), 3u);  // every start asks for the box's own pin
+        for (const auto& call : images_->prepared) EXPECT_EQ(call.first, id);
+        EXPECT_TRUE(images_->released.empty());
+    }
+    ASSERT_TRUE(runtime_.remove(id, true));
+    std::lock_guard lock(images_->mutex);
+    EXPECT_EQ(images_->released, std::vector<std::string>{id});
+}
+
+TEST_F(RuntimeTest, AnImageThatCannotBeFetchedFailsCreateAndLeavesNoTrace) {
+    BoxOptions o;
+    o.rootfs = RootfsSpec::image("missing/app:1");
+    auto box = runtime_.create(o, "app");
+    ASSERT_FALSE(box);
+    EXPECT_EQ(box.error().kind(), ErrorKind::Image);
+    EXPECT_NE(box.error().message().find("missing/app:1"), std::string::npos) << box.error().message();
+    EXPECT_TRUE(runtime_.list_info()->empty());
+    EXPECT_FALSE(runtime_.get("app"));
     EXPECT_EQ(runtime_.metrics()->boxes_failed_total, 1U);
+    EXPECT_EQ(runtime_.metrics()->boxes_created_total, 0U);
+    EXPECT_TRUE(engine_.launches().empty());
+}
+
+TEST_F(RuntimeTest, AutoRemoveReleasesTheImage) {
+    BoxOptions o;
+    o.rootfs = RootfsSpec::image("busybox");
+    o.auto_remove = true;
+    auto box = runtime_.create(o);
+    ASSERT_TRUE(box);
+    const auto id = box->id().str();
+    ASSERT_TRUE(box->start());
+    ASSERT_TRUE(box->stop());
+    EXPECT_FALSE(runtime_.get(id));
+    std::lock_guard lock(images_->mutex);
+    EXPECT_EQ(images_->released, std::vector<std::string>{id});
+}
+
+TEST_F(RuntimeTest, ARuntimeWithoutAnImageProviderExplainsImageBoxes) {
+    RuntimeSettings s = settings();
+    s.image_provider = {};
+    TestRuntime bare(BoxliteOptions{home_.path() / "bare", {}, EngineKind::Mock}, engine_, transport_, storage_, s);
+    BoxOptions o;
+    o.rootfs = RootfsSpec::image("alpine:latest");
+    auto box = bare.create(o);
+    ASSERT_FALSE(box);
+    EXPECT_EQ(box.error().kind(), ErrorKind::Unsupported);
+    EXPECT_NE(box.error().message().find("no image provider"), std::string::npos) << box.error().message();
 }
 
 TEST_F(RuntimeTest, ConnectAgentStartsTheBoxAndReachesTheAgent) {

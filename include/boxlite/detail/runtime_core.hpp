@@ -122,12 +122,30 @@ public:
         config.name = std::move(name);
         config.options = box_options;
         config.engine = std::string(engine_.kind());
+        // An image is pulled now, as `docker create` does, and pinned to the box: a start never
+        // waits for the network, and a tag moved later does not change what the box runs.
+        const auto t_image = Clock::now();
+        const auto* image = config.options.rootfs.as_image();
+        if (image != nullptr) {
+            auto prepared = prepare_rootfs(config);
+            if (!prepared) {
+                ++boxes_failed_;
+                return fail(prepared.error());
+            }
+        }
+        const auto image_ms = ms_between(t_image, Clock::now());
         BoxState state;
         state.status = BoxStatus::Configured;
         auto inserted = with_storage([&](S& s) { return s.insert(config, state); });
         if (!inserted) {
             ++boxes_failed_;
+            if (image != nullptr) release_image(config);
             return fail(inserted.error());
+        }
+        if (image != nullptr) {
+            auto counters = counters_for(config.id);
+            std::lock_guard lock(counters->timings_mutex);
+            counters->timings.stage_image_prepare_ms = image_ms;
         }
         ++boxes_created_;
         return BoxRecord{std::move(config), std::move(state)};
@@ -454,9 +472,7 @@ private:
             std::lock_guard lock(locks_mutex_);
             started_attached_.insert(id);
         }
-        auto ms = [](auto a, auto b) {
-            return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count());
-        };
+        const auto ms = [](auto a, auto b) { return ms_between(a, b); };
         auto counters = counters_for(id);
         std::lock_guard lock(counters->timings_mutex);
         auto& m = counters->timings;
@@ -469,10 +485,18 @@ private:
         return *handle;
     }
 
+    static std::uint64_t ms_between(Clock::time_point a, Clock::time_point b) {
+        return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count());
+    }
+
     BoxliteResult<PreparedRootfs> prepare_rootfs(const BoxConfig& config) {
         const auto kind = engine_.rootfs_kind();
         if (const auto* image = config.options.rootfs.as_image()) {
-            return settings_.image_provider(*image, kind, options_);
+            if (!settings_.image_provider.prepare) {
+                return fail(ErrorKind::Unsupported, "this runtime has no image provider, so image '{}' cannot be used",
+                            image->reference);
+            }
+            return settings_.image_provider.prepare(*image, kind, options_, config.id);
         }
         const auto* path_spec = config.options.rootfs.as_path();
         if (path_spec == nullptr) return fail(ErrorKind::Internal, "box {} has no rootfs", config.id);
@@ -488,7 +512,7 @@ private:
                         "which this build cannot do (use an image reference)",
                         engine_.kind());
         }
-        return PreparedRootfs{dir, {}};
+        return PreparedRootfs{dir, {}, {}};
     }
 
     BoxliteResult<void> remove_locked(const BoxID& id, bool force) {
@@ -507,6 +531,7 @@ private:
             }
         }
         BOXLITE_TRY_VOID(with_storage([&](S& s) { return s.remove(id); }));
+        release_image(record.config);
         std::error_code ec;
         std::filesystem::remove_all(layout_.box_dir(id), ec);  // best effort: the record is gone
         std::lock_guard lock(locks_mutex_);
@@ -514,6 +539,14 @@ private:
         counters_.erase(id);
         box_locks_.erase(id);
         return {};
+    }
+
+    /// Best effort: the box record is already gone, so a failure only leaves a stale pin, which
+    /// the image store drops on a gc that is told the live boxes (`boxlite image prune`).
+    void release_image(const BoxConfig& config) {
+        if (config.options.rootfs.as_image() != nullptr && settings_.image_provider.release) {
+            (void)settings_.image_provider.release(config.id, options_);
+        }
     }
 
     BoxliteOptions options_;

@@ -108,11 +108,29 @@ struct PullOptions {
     std::optional<Platform> platform;  ///< overrides RegistryOptions::platform
 };
 
+/// A box's hold on the image it was created from (see ImageStore::prepare_for).
+struct ImageLease {
+    std::string holder;           ///< the box id
+    std::string manifest_digest;  ///< the image the box was created from, pinned
+    std::string reference;        ///< as the box asked for it
+    std::int64_t created_at = 0;  ///< unix seconds
+    friend bool operator==(const ImageLease&, const ImageLease&) = default;
+};
+
+struct GcOptions {
+    /// When set: leases of holders not in this list are stale (their box vanished without
+    /// releasing them) and are dropped first — unless younger than `lease_grace`, since a box
+    /// being created in another process holds its lease just before its record is written.
+    std::optional<std::vector<std::string>> live_holders;
+    std::chrono::seconds lease_grace{600};
+};
+
 struct GcReport {
     std::size_t blobs_removed = 0;
     std::uint64_t bytes_freed = 0;
     std::size_t rootfs_removed = 0;
     std::size_t disk_images_removed = 0;
+    std::size_t leases_dropped = 0;  ///< stale leases (GcOptions::live_holders)
 };
 
 /// A box root ready for an engine, and what getting it cost.
@@ -143,10 +161,23 @@ public:
     /// A stored image by reference, by manifest digest, or by (a prefix of) its id; never uses the
     /// network. Image error "image 'x' is not in the local store" when absent.
     [[nodiscard]] BoxliteResult<ImageInfo> inspect(std::string_view reference_or_id);
-    /// Forgets a reference; its blobs stay until gc().
-    [[nodiscard]] BoxliteResult<void> remove(std::string_view reference);
-    /// Deletes blobs, rootfs trees and ext4 images that no stored reference uses.
-    [[nodiscard]] BoxliteResult<GcReport> gc();
+    /// Forgets a reference; its blobs stay until gc(). When it is the last reference to an image
+    /// that boxes hold a lease on, InvalidState names those boxes, unless `force` (the boxes keep
+    /// their image either way: a lease keeps its content until released).
+    [[nodiscard]] BoxliteResult<void> remove(std::string_view reference, bool force = false);
+    /// Deletes blobs, rootfs trees and ext4 images that no stored reference and no lease uses.
+    [[nodiscard]] BoxliteResult<GcReport> gc(const GcOptions& options = {});
+
+    /// prepare() on behalf of a box, which then holds a lease on that image: the first call
+    /// resolves `reference` (pulling per `options`) and pins the manifest digest to `holder`;
+    /// later calls for the same holder use the pinned image, without the network, even after
+    /// its tag has moved or been removed. gc() keeps leased images.
+    [[nodiscard]] BoxliteResult<PreparedImage> prepare_for(std::string_view holder, std::string_view reference,
+                                                           RootfsKind kind, const PullOptions& options = {});
+    /// The box is gone: its image may be collected once no reference or other lease uses it.
+    [[nodiscard]] BoxliteResult<void> release(std::string_view holder);
+    /// Every lease, oldest first.
+    [[nodiscard]] BoxliteResult<std::vector<ImageLease>> leases();
 
     /// Imports an OCI image layout directory, an OCI layout tarball, or a `docker save` tarball.
     /// `reference` names the image when there is exactly one; otherwise each image keeps the name
