@@ -15,17 +15,20 @@ set(BOXLITE_CMAKE_PACKAGES
 # "<PREFIX> <pkg-config module>": imported as PkgConfig::<PREFIX>.
 set(BOXLITE_PKG_CONFIG_MODULES
   "SQLITE3 sqlite3"
-  "LIBCURL libcurl"
-  "LIBARCHIVE libarchive"
   "LIBSECCOMP libseccomp"
   "LIBXXHASH libxxhash")
+# Needed to build only (headers): BoxLite dlopen()s these at run time, when an image operation
+# first needs them (lib/image/dynamic_libs.hpp), so neither it nor its consumers link them.
+set(BOXLITE_DLOPEN_PKG_CONFIG_MODULES
+  "LIBCURL libcurl"
+  "LIBARCHIVE libarchive")
 
 find_package(PkgConfig REQUIRED)
 foreach(entry ${BOXLITE_CMAKE_PACKAGES})
   separate_arguments(args UNIX_COMMAND "${entry}")
   find_package(${args} REQUIRED)
 endforeach()
-foreach(entry ${BOXLITE_PKG_CONFIG_MODULES})
+foreach(entry ${BOXLITE_PKG_CONFIG_MODULES} ${BOXLITE_DLOPEN_PKG_CONFIG_MODULES})
   separate_arguments(args UNIX_COMMAND "${entry}")
   list(GET args 0 prefix)
   list(GET args 1 module)
@@ -35,5 +38,5 @@ endforeach()
 # What a consumer of boxlite::boxlite links transitively.
 set(BOXLITE_PUBLIC_DEPENDENCIES
   fmt::fmt tl::expected nlohmann_json::nlohmann_json Threads::Threads
-  OpenSSL::Crypto ZLIB::ZLIB
-  PkgConfig::SQLITE3 PkgConfig::LIBCURL PkgConfig::LIBARCHIVE PkgConfig::LIBSECCOMP PkgConfig::LIBXXHASH)
+  OpenSSL::Crypto ZLIB::ZLIB ${CMAKE_DL_LIBS}
+  PkgConfig::SQLITE3 PkgConfig::LIBSECCOMP PkgConfig::LIBXXHASH)

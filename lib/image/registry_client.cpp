@@ -1,4 +1,5 @@
 #include "registry_client.hpp"
+#include "dynamic_libs.hpp"
 
 #include "digest.hpp"
 
@@ -19,11 +20,6 @@
 
 namespace boxlite::image {
 namespace {
-
-void global_curl_init() {
-    static std::once_flag once;
-    std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
 
 std::string to_lower(std::string_view text) {
     std::string out(text);
@@ -231,21 +227,23 @@ namespace {
 
 /// What every request to a registry or token realm sets: redirects limited to HTTP(S), no
 /// signals (threads), connect and stall timeouts, curl's error text, our user agent.
-void set_common_options(CURL* h, const std::string& url, char* error_buffer, const RegistryOptions& options) {
-    curl_easy_setopt(h, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, static_cast<long>(options.connect_timeout.count()));
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options.stall_timeout.count()));
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, error_buffer);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "boxlite/0.1");
+void set_common_options(const dynamic::CurlApi* api, CURL* h, const std::string& url, char* error_buffer,
+                        const RegistryOptions& options) {
+    api->easy_setopt(h, CURLOPT_URL, url.c_str());
+    api->easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+    api->easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
+    api->easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    api->easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    api->easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    api->easy_setopt(h, CURLOPT_CONNECTTIMEOUT, static_cast<long>(options.connect_timeout.count()));
+    api->easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    api->easy_setopt(h, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options.stall_timeout.count()));
+    api->easy_setopt(h, CURLOPT_ERRORBUFFER, error_buffer);
+    api->easy_setopt(h, CURLOPT_USERAGENT, "boxlite/0.1");
 }
 
 struct Transfer {
+    const dynamic::CurlApi* api = nullptr;
     RegistryClient::Response* response = nullptr;
     void* sink = nullptr;
     CURL* curl = nullptr;
@@ -257,7 +255,6 @@ struct Transfer {
 
 RegistryClient::RegistryClient(const RegistryOptions& options, ImageReference reference)
     : options_(options), reference_(std::move(reference)) {
-    global_curl_init();
     const bool insecure = std::find(options_.insecure_registries.begin(), options_.insecure_registries.end(),
                                     reference_.registry) != options_.insecure_registries.end();
     scheme_ = (insecure || is_loopback_registry(reference_.registry)) ? "http" : "https";
@@ -269,27 +266,28 @@ RegistryClient::~RegistryClient() = default;
 BoxliteResult<RegistryClient::Response> RegistryClient::get(const std::string& url, const std::string& accept,
                                                             Sink* sink, std::uint64_t resume_from,
                                                             std::uint64_t max_body) {
-    std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), &curl_easy_cleanup);
+    BOXLITE_TRY(const auto* api, dynamic::curl());
+    std::unique_ptr<CURL, decltype(api->easy_cleanup)> curl(api->easy_init(), api->easy_cleanup);
     if (!curl) return fail(ErrorKind::Internal, "libcurl: cannot create a handle");
     Response response;
-    Transfer transfer{&response, sink, curl.get(), max_body, false};
+    Transfer transfer{api, &response, sink, curl.get(), max_body, false};
     char error_buffer[CURL_ERROR_SIZE] = {0};
 
     curl_slist* headers = nullptr;
-    if (!accept.empty()) headers = curl_slist_append(headers, ("Accept: " + accept).c_str());
+    if (!accept.empty()) headers = api->slist_append(headers, ("Accept: " + accept).c_str());
     const auto auth = authorization_header();
-    if (!auth.empty()) headers = curl_slist_append(headers, auth.c_str());
-    std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> header_list(headers, &curl_slist_free_all);
+    if (!auth.empty()) headers = api->slist_append(headers, auth.c_str());
+    std::unique_ptr<curl_slist, decltype(api->slist_free_all)> header_list(headers, api->slist_free_all);
 
     CURL* h = curl.get();
-    set_common_options(h, url, error_buffer, options_);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    set_common_options(api, h, url, error_buffer, options_);
+    api->easy_setopt(h, CURLOPT_HTTPHEADER, headers);
     // Layers are already compressed; manifests are small. Let curl ask for nothing else.
-    curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, nullptr);
-    if (resume_from > 0) curl_easy_setopt(h, CURLOPT_RESUME_FROM_LARGE, static_cast<curl_off_t>(resume_from));
+    api->easy_setopt(h, CURLOPT_ACCEPT_ENCODING, nullptr);
+    if (resume_from > 0) api->easy_setopt(h, CURLOPT_RESUME_FROM_LARGE, static_cast<curl_off_t>(resume_from));
 
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, &transfer);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, +[](char* data, size_t size, size_t count, void* user) -> size_t {
+    api->easy_setopt(h, CURLOPT_HEADERDATA, &transfer);
+    api->easy_setopt(h, CURLOPT_HEADERFUNCTION, +[](char* data, size_t size, size_t count, void* user) -> size_t {
         auto* t = static_cast<Transfer*>(user);
         const std::string_view line(data, size * count);
         if (line.starts_with("HTTP/")) {
@@ -304,12 +302,12 @@ BoxliteResult<RegistryClient::Response> RegistryClient::get(const std::string& u
         }
         return size * count;
     });
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &transfer);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t count, void* user) -> size_t {
+    api->easy_setopt(h, CURLOPT_WRITEDATA, &transfer);
+    api->easy_setopt(h, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t count, void* user) -> size_t {
         auto* t = static_cast<Transfer*>(user);
         const std::size_t n = size * count;
         long status = 0;
-        curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &status);
+        t->api->easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &status);
         auto* target = static_cast<Sink*>(t->sink);
         if (status >= 200 && status < 300 && target != nullptr) {
             if (!t->begun) {
@@ -333,10 +331,10 @@ BoxliteResult<RegistryClient::Response> RegistryClient::get(const std::string& u
         return n;
     });
 
-    response.curl = curl_easy_perform(h);
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &response.status);
+    response.curl = api->easy_perform(h);
+    api->easy_getinfo(h, CURLINFO_RESPONSE_CODE, &response.status);
     if (response.curl != CURLE_OK) {
-        response.curl_error = error_buffer[0] != '\0' ? error_buffer : curl_easy_strerror(response.curl);
+        response.curl_error = error_buffer[0] != '\0' ? error_buffer : api->easy_strerror(response.curl);
     }
     return response;
 }
@@ -381,7 +379,8 @@ BoxliteResult<void> RegistryClient::fetch_token(const AuthChallenge& challenge) 
     }
     url += "scope=" + url_escape("repository:" + reference_.repository + ":pull");
 
-    std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), &curl_easy_cleanup);
+    BOXLITE_TRY(const auto* api, dynamic::curl());
+    std::unique_ptr<CURL, decltype(api->easy_cleanup)> curl(api->easy_init(), api->easy_cleanup);
     if (!curl) return fail(ErrorKind::Internal, "libcurl: cannot create a handle");
     CURL* h = curl.get();
     std::string body;
@@ -392,16 +391,16 @@ BoxliteResult<void> RegistryClient::fetch_token(const AuthChallenge& challenge) 
         std::uint64_t max;
     } ctx{&body, &too_large, options_.max_json_bytes};
     char error_buffer[CURL_ERROR_SIZE] = {0};
-    set_common_options(h, url, error_buffer, options_);
+    set_common_options(api, h, url, error_buffer, options_);
     // Credentials go to the token realm only over TLS, or to a loopback / insecure registry's realm.
     const bool realm_plain = realm->second.starts_with("http://");
     if (credentials_ && (!realm_plain || scheme_ == "http")) {
-        curl_easy_setopt(h, CURLOPT_USERNAME, credentials_->username.c_str());
-        curl_easy_setopt(h, CURLOPT_PASSWORD, credentials_->password.c_str());
-        curl_easy_setopt(h, CURLOPT_HTTPAUTH, static_cast<long>(CURLAUTH_BASIC));
+        api->easy_setopt(h, CURLOPT_USERNAME, credentials_->username.c_str());
+        api->easy_setopt(h, CURLOPT_PASSWORD, credentials_->password.c_str());
+        api->easy_setopt(h, CURLOPT_HTTPAUTH, static_cast<long>(CURLAUTH_BASIC));
     }
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &ctx);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t count, void* user) -> size_t {
+    api->easy_setopt(h, CURLOPT_WRITEDATA, &ctx);
+    api->easy_setopt(h, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t count, void* user) -> size_t {
         auto* c = static_cast<Ctx*>(user);
         if (c->body->size() + size * count > c->max) {
             *c->too_large = true;
@@ -415,8 +414,8 @@ BoxliteResult<void> RegistryClient::fetch_token(const AuthChallenge& challenge) 
     auto backoff = options_.initial_backoff;
     for (unsigned attempt = 1; attempt <= std::max(1u, options_.max_attempts); ++attempt) {
         body.clear();
-        rc = curl_easy_perform(h);
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        rc = api->easy_perform(h);
+        api->easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
         if (!(transient(rc) || status >= 500 || status == 429) || attempt == options_.max_attempts) break;
         std::this_thread::sleep_for(backoff);
         backoff *= 2;
@@ -426,7 +425,7 @@ BoxliteResult<void> RegistryClient::fetch_token(const AuthChallenge& challenge) 
     }
     if (rc != CURLE_OK) {
         return fail(ErrorKind::Image, "cannot get a token for registry {} from {}: {}", reference_.registry, realm->second,
-                    error_buffer[0] != '\0' ? error_buffer : curl_easy_strerror(rc));
+                    error_buffer[0] != '\0' ? error_buffer : api->easy_strerror(rc));
     }
     if (status == 401 || status == 403) {
         if (credentials_) {

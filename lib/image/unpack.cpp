@@ -1,4 +1,5 @@
 #include "unpack.hpp"
+#include "dynamic_libs.hpp"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -42,7 +43,8 @@ private:
 };
 
 struct ArchiveDeleter {
-    void operator()(archive* a) const { archive_read_free(a); }
+    const dynamic::ArchiveApi* api;
+    void operator()(archive* a) const { api->archive_read_free(a); }
 };
 
 constexpr std::string_view kWhiteoutPrefix = ".wh.";
@@ -91,22 +93,23 @@ public:
         : root_fd_(root_fd), limits_(limits), stats_(stats), what_(what), as_root_(::geteuid() == 0) {}
 
     BoxliteResult<void> run(const std::filesystem::path& layer) {
-        std::unique_ptr<archive, ArchiveDeleter> a(archive_read_new());
+        BOXLITE_TRY(ar_, dynamic::libarchive());
+        std::unique_ptr<archive, ArchiveDeleter> a(ar_->archive_read_new(), ArchiveDeleter{ar_});
         if (!a) return fail(ErrorKind::Internal, "libarchive: out of memory");
-        archive_read_support_filter_gzip(a.get());
-        archive_read_support_filter_zstd(a.get());
-        archive_read_support_filter_none(a.get());
-        archive_read_support_format_tar(a.get());
-        if (archive_read_open_filename(a.get(), layer.c_str(), 1 << 16) != ARCHIVE_OK) {
+        ar_->archive_read_support_filter_gzip(a.get());
+        ar_->archive_read_support_filter_zstd(a.get());
+        ar_->archive_read_support_filter_none(a.get());
+        ar_->archive_read_support_format_tar(a.get());
+        if (ar_->archive_read_open_filename(a.get(), layer.c_str(), 1 << 16) != ARCHIVE_OK) {
             return fail(ErrorKind::Image, "layer {}: cannot open as tar (plain, gzip or zstd): {}", what_,
-                        archive_error_string(a.get()));
+                        ar_->archive_error_string(a.get()));
         }
         archive_entry* entry = nullptr;
         while (true) {
-            const int rc = archive_read_next_header(a.get(), &entry);
+            const int rc = ar_->archive_read_next_header(a.get(), &entry);
             if (rc == ARCHIVE_EOF) break;
             if (rc < ARCHIVE_WARN) {
-                return fail(ErrorKind::Image, "layer {}: corrupt tar stream: {}", what_, archive_error_string(a.get()));
+                return fail(ErrorKind::Image, "layer {}: corrupt tar stream: {}", what_, ar_->archive_error_string(a.get()));
             }
             if (++stats_.entries > limits_.max_entries) {
                 return fail(ErrorKind::Image, "layer {}: more than {} entries (refused as hostile)", what_,
@@ -194,8 +197,8 @@ private:
     }
 
     BoxliteResult<void> apply_entry(archive* a, archive_entry* entry) {
-        const char* path_c = archive_entry_pathname(entry);
-        if (path_c == nullptr) path_c = archive_entry_pathname_utf8(entry);
+        const char* path_c = ar_->archive_entry_pathname(entry);
+        if (path_c == nullptr) path_c = ar_->archive_entry_pathname_utf8(entry);
         if (path_c == nullptr) return fail(ErrorKind::Image, "layer {}: entry without a path", what_);
         const std::string raw(path_c);
         BOXLITE_TRY(auto parts, split(raw, "entry"));
@@ -204,15 +207,15 @@ private:
         const std::string& base = parts.back();
         if (base.starts_with(kWhiteoutPrefix)) return apply_whiteout(parts, raw);
 
-        const auto size = archive_entry_size(entry);
+        const auto size = ar_->archive_entry_size(entry);
         if (size < 0 || static_cast<std::uint64_t>(size) > limits_.max_entry_bytes) {
             return fail(ErrorKind::Image, "layer {}: entry '{}' claims {} bytes (at most {} allowed; refused as hostile)",
                         what_, raw, size, limits_.max_entry_bytes);
         }
-        BOXLITE_TRY_VOID(check_id(archive_entry_uid(entry), raw));
-        BOXLITE_TRY_VOID(check_id(archive_entry_gid(entry), raw));
+        BOXLITE_TRY_VOID(check_id(ar_->archive_entry_uid(entry), raw));
+        BOXLITE_TRY_VOID(check_id(ar_->archive_entry_gid(entry), raw));
 
-        const mode_t type = archive_entry_filetype(entry);
+        const mode_t type = ar_->archive_entry_filetype(entry);
         if (type == AE_IFCHR || type == AE_IFBLK || type == AE_IFSOCK) {
             ++stats_.skipped_devices;
             return {};
@@ -224,7 +227,7 @@ private:
 
         struct stat existing {};
         const bool exists = ::fstatat(dir, name, &existing, AT_SYMLINK_NOFOLLOW) == 0;
-        const mode_t mode = archive_entry_perm(entry) & 07777;
+        const mode_t mode = ar_->archive_entry_perm(entry) & 07777;
 
         if (type == AE_IFDIR) {
             if (exists && !S_ISDIR(existing.st_mode) && remove_at(dir, name) != 0) {
@@ -234,8 +237,8 @@ private:
                 return fail_errno(ErrorKind::Storage, fmt::format("layer {}: creating directory '{}'", what_, raw), errno);
             }
             set_xattrs_at(dir, name, entry, true);
-            deferred_.push_back({parts, mode, archive_entry_uid(entry), archive_entry_gid(entry),
-                                 {archive_entry_mtime(entry), archive_entry_mtime_nsec(entry)}});
+            deferred_.push_back({parts, mode, ar_->archive_entry_uid(entry), ar_->archive_entry_gid(entry),
+                                 {ar_->archive_entry_mtime(entry), ar_->archive_entry_mtime_nsec(entry)}});
             return {};
         }
         // Anything else replaces what was there: never write through an existing file, which could
@@ -243,10 +246,10 @@ private:
         if (exists && remove_at(dir, name) != 0) {
             return fail_errno(ErrorKind::Storage, fmt::format("layer {}: replacing '{}'", what_, raw), errno);
         }
-        const timespec times[2] = {{archive_entry_mtime(entry), archive_entry_mtime_nsec(entry)},
-                                   {archive_entry_mtime(entry), archive_entry_mtime_nsec(entry)}};
+        const timespec times[2] = {{ar_->archive_entry_mtime(entry), ar_->archive_entry_mtime_nsec(entry)},
+                                   {ar_->archive_entry_mtime(entry), ar_->archive_entry_mtime_nsec(entry)}};
 
-        if (const char* link = archive_entry_hardlink(entry); link != nullptr) {
+        if (const char* link = ar_->archive_entry_hardlink(entry); link != nullptr) {
             BOXLITE_TRY(auto target_parts, split(link, "hardlink target"));
             if (target_parts.empty()) {
                 return fail(ErrorKind::Image, "layer {}: hardlink '{}' points at the root directory", what_, raw);
@@ -268,7 +271,7 @@ private:
             return {};
         }
         if (type == AE_IFLNK) {
-            const char* target = archive_entry_symlink(entry);
+            const char* target = ar_->archive_entry_symlink(entry);
             if (target == nullptr) return fail(ErrorKind::Image, "layer {}: symlink '{}' has no target", what_, raw);
             if (std::strlen(target) > limits_.max_path_length) {
                 return fail(ErrorKind::Image, "layer {}: symlink '{}' has a target longer than {} bytes", what_, raw,
@@ -278,8 +281,8 @@ private:
                 return fail_errno(ErrorKind::Storage, fmt::format("layer {}: creating symlink '{}'", what_, raw), errno);
             }
             if (as_root_) {
-                (void)::fchownat(dir, name, static_cast<uid_t>(archive_entry_uid(entry)),
-                                 static_cast<gid_t>(archive_entry_gid(entry)), AT_SYMLINK_NOFOLLOW);
+                (void)::fchownat(dir, name, static_cast<uid_t>(ar_->archive_entry_uid(entry)),
+                                 static_cast<gid_t>(ar_->archive_entry_gid(entry)), AT_SYMLINK_NOFOLLOW);
             }
             set_xattrs_at(dir, name, entry, false);
             (void)::utimensat(dir, name, times, AT_SYMLINK_NOFOLLOW);
@@ -290,8 +293,8 @@ private:
                 return fail_errno(ErrorKind::Storage, fmt::format("layer {}: creating fifo '{}'", what_, raw), errno);
             }
             if (as_root_) {
-                (void)::fchownat(dir, name, static_cast<uid_t>(archive_entry_uid(entry)),
-                                 static_cast<gid_t>(archive_entry_gid(entry)), AT_SYMLINK_NOFOLLOW);
+                (void)::fchownat(dir, name, static_cast<uid_t>(ar_->archive_entry_uid(entry)),
+                                 static_cast<gid_t>(ar_->archive_entry_gid(entry)), AT_SYMLINK_NOFOLLOW);
             }
             (void)::fchmodat(dir, name, mode, 0);
             (void)::utimensat(dir, name, times, AT_SYMLINK_NOFOLLOW);
@@ -306,8 +309,8 @@ private:
         }
         BOXLITE_TRY_VOID(copy_data(a, file.get(), raw, static_cast<std::uint64_t>(size)));
         if (as_root_) {
-            (void)::fchown(file.get(), static_cast<uid_t>(archive_entry_uid(entry)),
-                           static_cast<gid_t>(archive_entry_gid(entry)));
+            (void)::fchown(file.get(), static_cast<uid_t>(ar_->archive_entry_uid(entry)),
+                           static_cast<gid_t>(ar_->archive_entry_gid(entry)));
         }
         // After chown: chown clears setuid/setgid bits.
         if (::fchmod(file.get(), mode) != 0) {
@@ -324,10 +327,10 @@ private:
         la_int64_t offset = 0;
         std::uint64_t end = 0;
         while (true) {
-            const int rc = archive_read_data_block(a, &block, &length, &offset);
+            const int rc = ar_->archive_read_data_block(a, &block, &length, &offset);
             if (rc == ARCHIVE_EOF) break;
             if (rc < ARCHIVE_WARN) {
-                return fail(ErrorKind::Image, "layer {}: reading '{}': {}", what_, raw, archive_error_string(a));
+                return fail(ErrorKind::Image, "layer {}: reading '{}': {}", what_, raw, ar_->archive_error_string(a));
             }
             if (offset < 0 || static_cast<std::uint64_t>(offset) + length > declared) {
                 return fail(ErrorKind::Image, "layer {}: entry '{}' has data beyond its declared {} bytes", what_, raw,
@@ -366,17 +369,17 @@ private:
     }
 
     void set_xattrs_fd(int fd, archive_entry* entry) const {
-        archive_entry_xattr_reset(entry);
+        ar_->archive_entry_xattr_reset(entry);
         const char* name = nullptr;
         const void* value = nullptr;
         std::size_t size = 0;
-        while (archive_entry_xattr_next(entry, &name, &value, &size) == ARCHIVE_OK) {
+        while (ar_->archive_entry_xattr_next(entry, &name, &value, &size) == ARCHIVE_OK) {
             if (xattr_allowed(name, size)) (void)::fsetxattr(fd, name, value, size, 0);
         }
     }
 
     void set_xattrs_at(int dir, const char* name, archive_entry* entry, bool is_dir) const {
-        if (archive_entry_xattr_count(entry) == 0) return;
+        if (ar_->archive_entry_xattr_count(entry) == 0) return;
         if (!is_dir) return;  // symlink xattrs: only trusted/security, rarely meaningful; skipped
         Fd fd(::openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (fd.get() >= 0) set_xattrs_fd(fd.get(), entry);
@@ -443,6 +446,7 @@ private:
     UnpackStats& stats_;
     std::string what_;
     bool as_root_;
+    const dynamic::ArchiveApi* ar_ = nullptr;
     std::unordered_set<std::string> written_;
     std::vector<DeferredDir> deferred_;
 };

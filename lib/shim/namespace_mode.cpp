@@ -2,7 +2,7 @@
 // UTS, IPC and network namespaces, rooted in an overlayfs (read-only image rootfs below, the
 // box's own upper layer in <box_dir>/upper above).
 //
-//   shim (host namespaces, own session, in the box's cgroups)
+//   shim (host namespaces, own session; the box's init and all below it are in its cgroups)
 //    └── agent, PID 1 in the box: unshare(mount/uts/ipc/net), overlay + /proc /sys /dev /tmp,
 //        hostname, loopback up, pivot_root, rlimits, then execveat() of the agent binary from
 //        an fd opened before the pivot (nothing is added to the box's filesystem).
@@ -25,6 +25,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/sendfile.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -211,23 +212,17 @@ int copy_to_memfd(const std::string& path, std::string& error) {
         ::close(in);
         return -1;
     }
-    char buf[1 << 16];
+    // In-kernel copy (page cache to shmem); no bounce through a user buffer.
     while (true) {
-        const auto n = ::read(in, buf, sizeof buf);
+        const auto n = ::sendfile(fd, in, nullptr, 1 << 30);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
-            error = errno_text("reading the agent binary " + path);
+            error = errno_text("copying the agent binary " + path);
             ::close(in);
             ::close(fd);
             return -1;
         }
         if (n == 0) break;
-        if (::write(fd, buf, static_cast<std::size_t>(n)) != n) {
-            error = errno_text("copying the agent binary");
-            ::close(in);
-            ::close(fd);
-            return -1;
-        }
     }
     ::close(in);
     ::fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
@@ -260,10 +255,12 @@ int run_namespace_mode(const ShimOptions& o) {
     struct stat st {};
     if (::stat(o.rootfs.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return fail_start("rootfs '" + o.rootfs + "' is not a directory");
 
-    // The box's cgroups: the shim joins them first, so the agent and everything it starts
-    // are inside from their first instruction.
+    // The box's cgroups. The box's init joins them right after the fork, while it sets up its
+    // mounts and starts the agent: on cgroup v1 the first attach waits for an RCU grace period
+    // (10-25 ms here), which would otherwise be spent before the fork. Nothing runs in the box
+    // before the agent reports ready, and "ok" is reported only after the join, so every command
+    // and all its children are inside. The shim itself stays out (it is not the box's workload).
     const auto cgroups = jailer::CgroupSet::create(o.box_id, {o.memory_bytes, o.cpus, o.pids});
-    cgroups.add(static_cast<int>(::getpid()));
     {
         std::ofstream info(o.box_dir + "/cgroup.info");
         info << "memory " << cgroups.memory_dir() << "\ncpu " << cgroups.cpu_dir() << "\npids " << cgroups.pids_dir()
@@ -313,6 +310,7 @@ int run_namespace_mode(const ShimOptions& o) {
         (void)!::write(child_error[1], message.data(), message.size());
         ::_exit(1);
     }
+    cgroups.add(static_cast<int>(child));
     ::close(listen_fd);
     ::close(agent_ready[1]);
     ::close(child_error[1]);
@@ -347,7 +345,6 @@ int run_namespace_mode(const ShimOptions& o) {
     if (!ready) {
         ::kill(child, SIGKILL);
         ::waitpid(child, nullptr, 0);
-        cgroups.leave(static_cast<int>(::getpid()));
         cgroups.remove();
         ::unlink(o.socket.c_str());
         return fail_start(child_text.empty() ? "the agent exited before it was ready (see agent.log)" : child_text);
@@ -382,7 +379,6 @@ int run_namespace_mode(const ShimOptions& o) {
         const auto r = ::waitpid(child, &status, WNOHANG);
         if (r == child) exited = true;
     }
-    cgroups.leave(static_cast<int>(::getpid()));
     cgroups.remove();
     ::unlink(o.socket.c_str());
     ::unlink((o.box_dir + "/agent.pid").c_str());

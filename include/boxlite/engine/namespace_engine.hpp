@@ -303,10 +303,7 @@ public:
                 if (auto agent = protocol::AgentClient::connect(std::move(*stream))) (void)agent->shutdown(timeout);
             }
         }
-        while (is_alive(handle) && std::chrono::steady_clock::now() < deadline) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        }
-        if (is_alive(handle)) return kill(handle);
+        if (!detail::wait_for_exit(handle.pid, handle.pid_start_time, deadline)) return kill(handle);
         return cleanup(handle);
     }
 
@@ -316,10 +313,9 @@ public:
                 return fail_errno(ErrorKind::Engine, fmt::format("killing boxlite-shim pid {}", handle.pid), errno);
             }
             const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-            while (is_alive(handle) && std::chrono::steady_clock::now() < deadline) {
-                std::this_thread::sleep_for(std::chrono::milliseconds(2));
+            if (!detail::wait_for_exit(handle.pid, handle.pid_start_time, deadline)) {
+                return fail(ErrorKind::Engine, "boxlite-shim pid {} survived SIGKILL for 10 s", handle.pid);
             }
-            if (is_alive(handle)) return fail(ErrorKind::Engine, "boxlite-shim pid {} survived SIGKILL for 10 s", handle.pid);
         }
         return cleanup(handle);
     }

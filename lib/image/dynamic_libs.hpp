@@ -1,0 +1,72 @@
+// libcurl and libarchive, loaded on first use with dlopen().
+//
+// Only pulls need libcurl and only unpacking and `load` need libarchive, yet linking them pulls
+// about 35 shared libraries (GnuTLS, Kerberos, LDAP, ICU, libxml2 …) into every process that
+// links BoxLite: about 9 ms of dynamic loading before `main`, on every `boxlite exec` and in
+// every program embedding the library. Loading them when an image operation first needs them
+// keeps that cost off every other path. Their headers are still used for types and constants;
+// the functions are called through these tables. A missing library is an Image error that names
+// it and the Debian package that provides it.
+#pragma once
+
+#include <boxlite/error.hpp>
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <curl/curl.h>
+
+namespace boxlite::image::dynamic {
+
+// Every member has the exact type of the library function it stands for (decltype of its
+// declaration), so a signature mismatch is a compile error, not a crash.
+// (libcurl's own headers make curl_easy_setopt/getinfo function-like macros under GCC, so the
+// curl members drop the "curl_" prefix: `api->curl_easy_setopt(...)` would expand the macro.)
+#define BOXLITE_DYNAMIC_FN(name) decltype(&::name) name
+#define BOXLITE_DYNAMIC_AS(member, name) decltype(&::name) member
+struct CurlApi {
+    BOXLITE_DYNAMIC_AS(global_init, curl_global_init);
+    BOXLITE_DYNAMIC_AS(easy_init, curl_easy_init);
+    BOXLITE_DYNAMIC_AS(easy_setopt, curl_easy_setopt);
+    BOXLITE_DYNAMIC_AS(easy_perform, curl_easy_perform);
+    BOXLITE_DYNAMIC_AS(easy_getinfo, curl_easy_getinfo);
+    BOXLITE_DYNAMIC_AS(easy_cleanup, curl_easy_cleanup);
+    BOXLITE_DYNAMIC_AS(easy_strerror, curl_easy_strerror);
+    BOXLITE_DYNAMIC_AS(slist_append, curl_slist_append);
+    BOXLITE_DYNAMIC_AS(slist_free_all, curl_slist_free_all);
+};
+
+struct ArchiveApi {
+    BOXLITE_DYNAMIC_FN(archive_read_new);
+    BOXLITE_DYNAMIC_FN(archive_read_support_filter_gzip);
+    BOXLITE_DYNAMIC_FN(archive_read_support_filter_zstd);
+    BOXLITE_DYNAMIC_FN(archive_read_support_filter_none);
+    BOXLITE_DYNAMIC_FN(archive_read_support_format_tar);
+    BOXLITE_DYNAMIC_FN(archive_read_open_filename);
+    BOXLITE_DYNAMIC_FN(archive_read_next_header);
+    BOXLITE_DYNAMIC_FN(archive_read_data_block);
+    BOXLITE_DYNAMIC_FN(archive_read_free);
+    BOXLITE_DYNAMIC_FN(archive_error_string);
+    BOXLITE_DYNAMIC_FN(archive_entry_pathname);
+    BOXLITE_DYNAMIC_FN(archive_entry_pathname_utf8);
+    BOXLITE_DYNAMIC_FN(archive_entry_hardlink);
+    BOXLITE_DYNAMIC_FN(archive_entry_symlink);
+    BOXLITE_DYNAMIC_FN(archive_entry_filetype);
+    BOXLITE_DYNAMIC_FN(archive_entry_perm);
+    BOXLITE_DYNAMIC_FN(archive_entry_uid);
+    BOXLITE_DYNAMIC_FN(archive_entry_gid);
+    BOXLITE_DYNAMIC_FN(archive_entry_size);
+    BOXLITE_DYNAMIC_FN(archive_entry_mtime);
+    BOXLITE_DYNAMIC_FN(archive_entry_mtime_nsec);
+    BOXLITE_DYNAMIC_FN(archive_entry_xattr_reset);
+    BOXLITE_DYNAMIC_FN(archive_entry_xattr_next);
+    BOXLITE_DYNAMIC_FN(archive_entry_xattr_count);
+};
+#undef BOXLITE_DYNAMIC_FN
+#undef BOXLITE_DYNAMIC_AS
+
+/// libcurl.so.4, loaded and curl_global_init()ed once; thread-safe.
+[[nodiscard]] BoxliteResult<const CurlApi*> curl();
+/// libarchive.so.13, loaded once; thread-safe.
+[[nodiscard]] BoxliteResult<const ArchiveApi*> libarchive();
+
+}  // namespace boxlite::image::dynamic
