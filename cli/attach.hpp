@@ -9,6 +9,11 @@
 //   signals        SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 received by the CLI are
 //                  passed to the box process (Docker's sig-proxy); SIGWINCH sends the new window
 //                  size
+//   reader gone    when fd 1 or fd 2 is a pipe whose reader left (`boxlite run … yes | head -1`;
+//                  main() makes that EPIPE, not a fatal SIGPIPE) the stream is no longer
+//                  forwarded and the box command gets SIGPIPE, as a local writer would: it ends,
+//                  attach() returns its result and the caller still stops and removes the box.
+//                  Its output is drained meanwhile, so one that ignores SIGPIPE never blocks.
 //
 // The Execution type is a template parameter so this header does not depend on the protocol
 // headers; it needs stdin(), stdout(), stderr(), signal(n), resize_tty(rows, cols), wait().
@@ -41,21 +46,24 @@ struct AttachOptions {
     int err_fd = STDERR_FILENO;
 };
 
+/// The signals attach() relays to the box command (SIGWINCH becomes a resize).
+inline constexpr std::initializer_list<int> kRelayedSignals = {SIGINT, SIGTERM, SIGHUP, SIGQUIT,
+                                                               SIGUSR1, SIGUSR2, SIGWINCH};
+
 namespace attach_detail {
 
-/// write(2) until done; false when the destination is gone (EPIPE): the caller keeps draining
-/// the box's stream so the command never blocks on a reader that left.
-inline bool write_fully(int fd, const std::byte* data, std::size_t size) {
+/// write(2) until done; the errno that stopped it (EPIPE: the reader left), or 0.
+inline int write_fully(int fd, const std::byte* data, std::size_t size) {
     while (size > 0) {
         const auto n = ::write(fd, data, size);
         if (n < 0) {
             if (errno == EINTR) continue;
-            return false;
+            return errno;
         }
         data += n;
         size -= static_cast<std::size_t>(n);
     }
-    return true;
+    return 0;
 }
 
 class Pipe {
@@ -84,16 +92,27 @@ private:
 }  // namespace attach_detail
 
 /// Streams until the command's output ends, then waits for it; returns its ExecResult.
+/// `relay`: one the caller installed with kRelayedSignals before the command started (so no
+/// signal in between is lost); without one, attach() installs its own.
 template <class Exec>
-[[nodiscard]] auto attach(Exec& exec, const AttachOptions& options) -> decltype(exec.wait()) {
+[[nodiscard]] auto attach(Exec& exec, const AttachOptions& options, SignalRelay* relay = nullptr)
+    -> decltype(exec.wait()) {
     using attach_detail::Pipe;
     Pipe outputs_done;
     Pipe stop_input;
-    if (!outputs_done.ok() || !stop_input.ok()) return fail_errno(ErrorKind::Internal, "pipe2", errno);
+    Pipe reader_gone;
+    if (!outputs_done.ok() || !stop_input.ok() || !reader_gone.ok()) {
+        return fail_errno(ErrorKind::Internal, "pipe2", errno);
+    }
 
     // Signals first, so none arriving from here on is lost or kills us with the box running.
-    auto relay = SignalRelay::install({SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH});
-    if (!relay) return fail(relay.error());
+    std::optional<SignalRelay> own_relay;
+    if (relay == nullptr) {
+        auto installed = SignalRelay::install(kRelayedSignals);
+        if (!installed) return fail(installed.error());
+        own_relay.emplace(std::move(*installed));
+        relay = &*own_relay;
+    }
 
     std::optional<RawTerminal> raw;
     if (options.tty && options.interactive && is_terminal(options.in_fd)) {
@@ -116,7 +135,11 @@ template <class Exec>
         while (stream) {
             auto n = stream->read_some(std::span(buffer));
             if (!n || *n == 0) break;
-            if (destination_open) destination_open = attach_detail::write_fully(fd, buffer, *n);
+            if (!destination_open) continue;
+            const int error = attach_detail::write_fully(fd, buffer, *n);
+            if (error == 0) continue;
+            destination_open = false;
+            if (error == EPIPE) reader_gone.notify();
         }
         if (--open_outputs == 0) outputs_done.notify();
     };
@@ -147,9 +170,15 @@ template <class Exec>
     }
 
     // Relay signals until both output streams have ended.
+    bool sent_sigpipe = false;
     while (true) {
-        pollfd fds[2] = {{relay->fd(), POLLIN, 0}, {outputs_done.read_end(), POLLIN, 0}};
-        if (::poll(fds, 2, -1) < 0 && errno != EINTR) break;
+        pollfd fds[3] = {{relay->fd(), POLLIN, 0}, {outputs_done.read_end(), POLLIN, 0},
+                         {sent_sigpipe ? -1 : reader_gone.read_end(), POLLIN, 0}};
+        if (::poll(fds, 3, -1) < 0 && errno != EINTR) break;
+        if ((fds[2].revents & POLLIN) != 0) {
+            sent_sigpipe = true;
+            (void)exec.signal(SIGPIPE);
+        }
         if ((fds[0].revents & POLLIN) != 0) {
             for (int signal_number : relay->drain()) {
                 if (signal_number == SIGWINCH) {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cstdio>
 #include <optional>
 #include <string>
 
@@ -33,7 +34,9 @@ public:
     template <class... Args>
     void debug(fmt::format_string<Args...> format, Args&&... args) const {
         if (invocation_.global.debug) {
-            fmt::print(stderr, "debug: {}\n", fmt::format(format, std::forward<Args>(args)...));
+            // fputs, not fmt::print: a closed stderr must not throw out of a box's clean-up path.
+            const auto line = fmt::format("debug: {}\n", fmt::format(format, std::forward<Args>(args)...));
+            std::fputs(line.c_str(), stderr);
         }
     }
 

@@ -13,6 +13,7 @@
 #include <boxlite/volume_spec.hpp>
 
 #include <charconv>
+#include <csignal>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -419,6 +420,9 @@ struct CopyRequest {
 inline constexpr int kExitSuccess = 0;
 inline constexpr int kExitRuntimeError = 1;
 inline constexpr int kExitUsageError = 2;
+/// A command whose stdout reader left (`boxlite ls | head -1`) ends quietly with the status that
+/// dying of SIGPIPE would have given, so `set -o pipefail` scripts see what they see of any tool.
+inline constexpr int kExitOutputClosed = 128 + SIGPIPE;
 
 /// The CLI's exit status for a box command's result: N for exit N, 128+N for "killed by signal
 /// N" (the runtime reports that as -N, as the reference does). Clamped to what a shell can see.
