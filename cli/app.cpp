@@ -28,23 +28,22 @@ struct Parser {
 
     Parser() { build(); }
 
-    void add_process_flags(CLI::App* sub, bool with_tty, bool with_user, std::vector<std::string>& env,
-                           std::optional<std::string>& workdir, std::optional<std::string>& user, bool& interactive,
-                           bool& tty) {
-        if (with_tty) {
-            sub->add_flag("-i,--interactive", interactive, "Keep STDIN open and forward it to the command");
-            sub->add_flag("-t,--tty", tty, "Allocate a pseudo-TTY (stdout and stderr are merged)");
-        }
+    void add_process_flags(CLI::App* sub, std::vector<std::string>& env, std::optional<std::string>& workdir,
+                           std::optional<std::string>& user, bool& interactive, bool& tty) {
+        sub->add_flag("-i,--interactive", interactive, "Keep STDIN open and forward it to the command");
+        sub->add_flag("-t,--tty", tty, "Allocate a pseudo-TTY (stdout and stderr are merged)");
         sub->add_option("-e,--env", env, "Set an environment variable, KEY=VALUE or KEY (value from this shell)")
             ->allow_extra_args(false)
             ->type_name("KEY[=VAL]");
         sub->add_option("-w,--workdir", workdir, "Working directory inside the box")->type_name("PATH");
-        if (with_user) sub->add_option("-u,--user", user, "Run as NAME or UID[:GID]")->type_name("USER");
+        sub->add_option("-u,--user", user, "Run as NAME or UID[:GID]")->type_name("USER");
     }
 
     void add_create_flags(CLI::App* sub, bool is_run) {
         auto& a = invocation.create;
-        add_process_flags(sub, is_run, is_run, a.env, a.workdir, a.user, a.interactive, a.tty);
+        // create takes -i/-t/-u too: -u becomes the box's default user; -i/-t are recorded on the
+        // box for its main command (see docs/cli.md).
+        add_process_flags(sub, a.env, a.workdir, a.user, a.interactive, a.tty);
         sub->add_option("--entrypoint", a.entrypoint, "Override the image's ENTRYPOINT")->type_name("EXEC");
         sub->add_option("--name", a.name, "Assign a name to the box");
         if (is_run) {
@@ -102,11 +101,12 @@ struct Parser {
 
         auto& e = invocation.exec;
         auto* exec = subcommand("exec", "Run a command in a box: exec [OPTIONS] BOX -- COMMAND [ARGS...]");
-        add_process_flags(exec, true, true, e.env, e.workdir, e.user, e.interactive, e.tty);
+        add_process_flags(exec, e.env, e.workdir, e.user, e.interactive, e.tty);
         exec->add_flag("-d,--detach", e.detach, "Start the command and return without waiting");
         // The background worker of -d (never typed by people: hidden from help).
         exec->add_option("--worker-log", e.worker_log)->group("");
         exec->add_option("--worker-ready-fd", e.worker_ready_fd)->group("");
+        exec->add_flag("--worker-remove", e.worker_remove)->group("");
         exec->add_option("BOX", e.box, "Box name or ID")->required();
         exec->add_option("COMMAND", e.command, "-- COMMAND [ARGS...]")->required();
         exec->positionals_at_end(true);
@@ -333,8 +333,16 @@ tl::expected<Invocation, ParseStop> parse_command_line(const std::vector<std::st
         return usage_error(parser.selected(), error.what());
     }
     parser.invocation.command = parser.selected();
-    // A bad global option points at the global help, not at the subcommand's.
-    if (auto engine = parse_engine(parser.engine_text); !engine) return usage_error({}, engine.error().to_string());
+    // A bad global option points at the global help, not at the subcommand's; a bad
+    // BOXLITE_ENGINE is named as such (the user typed no --engine).
+    if (auto engine = parse_engine(parser.engine_text); !engine) {
+        const bool from_flag = std::any_of(argv.begin(), argv.end(), [](const std::string& arg) {
+            return arg == "--engine" || arg.starts_with("--engine=");
+        });
+        if (from_flag) return usage_error({}, engine.error().to_string());
+        return usage_error({}, fail(ErrorKind::InvalidArgument, "BOXLITE_ENGINE '{}': expected auto, kvm, qemu or "
+                                    "namespace", parser.engine_text).value().to_string());
+    }
     if (auto valid = validate(parser.invocation, parser.engine_text); !valid) {
         return usage_error(parser.invocation.command, valid.error().to_string());
     }
@@ -359,6 +367,7 @@ CallerContext CallerContext::current() {
     std::error_code ec;
     caller.cwd = std::filesystem::current_path(ec);
     if (const char* home = std::getenv("HOME")) caller.home = home;
+    caller.host_cpus = host_cpu_count();
     return caller;
 }
 
@@ -390,10 +399,20 @@ BoxliteResult<CreateRequest> to_create_request(const CreateArgs& args, const Cal
         request.command = rest;
         options.cmd = rest;
     }
-    if (args.entrypoint) {
-        // An empty --entrypoint clears the image's, as in Docker.
-        options.entrypoint = args.entrypoint->empty() ? std::vector<std::string>{}
-                                                      : std::vector<std::string>{*args.entrypoint};
+    if (args.entrypoint && !args.entrypoint->empty()) {
+        request.entrypoint = std::vector<std::string>{*args.entrypoint};
+        options.entrypoint = request.entrypoint;
+    } else if (args.entrypoint) {
+        // An empty --entrypoint clears the image's (and with it the image's CMD), as in Docker:
+        // COMMAND is then all there is. The box records it as entrypoint COMMAND[0] with the
+        // rest as cmd, since a recorded entrypoint must name a program.
+        if (rest.empty()) {
+            return fail(ErrorKind::InvalidArgument,
+                        "--entrypoint '' clears the image's entrypoint and command, so a COMMAND is required");
+        }
+        request.entrypoint = std::vector<std::string>{};
+        options.entrypoint = std::vector<std::string>{rest.front()};
+        options.cmd = std::vector<std::string>(rest.begin() + 1, rest.end());
     }
     for (const auto& spec : args.env) {
         BOXLITE_TRY(auto pair, parse_env(spec, caller.env));
@@ -426,6 +445,10 @@ BoxliteResult<CreateRequest> to_create_request(const CreateArgs& args, const Cal
     }
     if (args.cpus) {
         BOXLITE_TRY(options.cpus, parse_cpus(*args.cpus));
+        if (const auto host = caller.host_cpus; options.cpus > host) {
+            return fail(ErrorKind::InvalidArgument, "--cpus '{}': this host has {} CPU{} (allowed: 1..{})", *args.cpus,
+                        host, host == 1 ? "" : "s", host);
+        }
     }
     if (args.memory) {
         BOXLITE_TRY(options.memory_mib, parse_memory_mib(*args.memory));
@@ -451,11 +474,23 @@ BoxliteResult<CreateRequest> to_create_request(const CreateArgs& args, const Cal
         }
         for (const auto& pattern : args.allow_net) {
             if (pattern.empty()) return fail(ErrorKind::InvalidArgument, "--allow-net value is empty");
+            if (!validate_allow_net_pattern(pattern)) {
+                return fail(ErrorKind::InvalidArgument,
+                            "--allow-net '{}' is not a host, *.host, IP address or CIDR (e.g. example.com, "
+                            "*.example.com, 10.0.0.1, 10.0.0.0/8)",
+                            pattern);
+            }
             options.network.allow_net.push_back(pattern);
         }
     }
     for (const auto& spec : args.publish) {
         BOXLITE_TRY(auto port, parse_port(spec));
+        for (const auto& earlier : options.ports) {
+            if (port.host_port && earlier.host_port == port.host_port && earlier.protocol == port.protocol) {
+                return fail(ErrorKind::InvalidArgument, "--publish '{}': host port {}/{} is already published", spec,
+                            *port.host_port, port.protocol == PortProtocol::Udp ? "udp" : "tcp");
+            }
+        }
         options.ports.push_back(std::move(port));
     }
     for (const auto& spec : args.volume) {
@@ -468,12 +503,20 @@ BoxliteResult<CreateRequest> to_create_request(const CreateArgs& args, const Cal
     request.interactive = args.interactive;
     request.tty = args.tty;
     request.detach = args.detach;
-    // --rm with -d is downgraded (the box outlives this process), as the reference does.
-    request.remove = args.remove && !args.detach;
+    // With -d the background worker removes the box when the command ends (Docker's -d --rm).
+    request.remove = args.remove;
+    // The box's main command's stdin and terminal (Docker's Config.OpenStdin / Config.Tty):
+    // recorded, as the runtime's BoxOptions have no field for them.
+    if (args.interactive) options.labels[std::string(kLabelInteractive)] = "true";
+    if (args.tty) options.labels[std::string(kLabelTty)] = "true";
     // Every box the CLI makes outlives the CLI process (start/stop/exec come from other
     // processes); a foreground `run` stops, and with --rm removes, its box itself.
     options.detach = true;
     options.auto_remove = false;
+    // Whatever else the runtime would refuse at create is a usage error now, not a runtime one.
+    if (auto valid = validate_box_options(options, caller.host_cpus); !valid) {
+        return fail(ErrorKind::InvalidArgument, "{}", valid.error().message());
+    }
     return request;
 }
 
@@ -505,10 +548,10 @@ BoxliteResult<BoxCommand> to_run_command(const CreateRequest& request, const std
                                          const std::vector<std::string>& image_cmd) {
     // Docker's rule: ENTRYPOINT (flag, else image) followed by COMMAND (args, else the image's
     // CMD — unless --entrypoint was given, which also drops the image's CMD).
-    std::vector<std::string> argv = request.options.entrypoint ? *request.options.entrypoint : image_entrypoint;
+    std::vector<std::string> argv = request.entrypoint ? *request.entrypoint : image_entrypoint;
     if (request.command) {
         argv.insert(argv.end(), request.command->begin(), request.command->end());
-    } else if (!request.options.entrypoint) {
+    } else if (!request.entrypoint) {
         argv.insert(argv.end(), image_cmd.begin(), image_cmd.end());
     }
     if (argv.empty()) {

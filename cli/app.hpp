@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace boxlite::cli {
@@ -26,7 +27,7 @@ struct GlobalFlags {
     EngineChoice engine = EngineChoice::Auto;  ///< --engine / BOXLITE_ENGINE
 };
 
-/// `run` and `create` (create has no -i/-t/-d/--rm/-u; run has all).
+/// `run` and `create` (create has no -d/--rm; run has all).
 struct CreateArgs {
     std::vector<std::string> env;
     std::optional<std::string> workdir;
@@ -59,9 +60,11 @@ struct ExecArgs {
     std::string box;
     std::vector<std::string> command;
     /// Internal (hidden flags): the background worker behind `-d` appends the command's output to
-    /// `worker_log` and reports "started" on `worker_ready_fd` (see exec_commands.cpp).
+    /// `worker_log`, reports "started" on `worker_ready_fd`, and with `worker_remove` (`run -d
+    /// --rm`) removes the box when the command has ended (see exec_commands.cpp).
     std::optional<std::string> worker_log;
     int worker_ready_fd = -1;
+    bool worker_remove = false;
 };
 
 struct BoxesArgs {  ///< start, stop, restart, rm
@@ -170,17 +173,26 @@ struct CreateRequest {
     std::string image;
     /// COMMAND... when given (replaces the image's Cmd; --entrypoint replaces its Entrypoint).
     std::optional<std::vector<std::string>> command;
+    /// --entrypoint as given: empty for `--entrypoint ''` (the image's cleared).
+    std::optional<std::vector<std::string>> entrypoint;
     bool interactive = false;
     bool tty = false;
     bool detach = false;
     bool remove = false;
 };
 
+/// Box labels in which run/create record -i and -t (inspect shows them as Config.OpenStdin and
+/// Config.Tty).
+inline constexpr std::string_view kLabelInteractive = "boxlite.cli.interactive";
+inline constexpr std::string_view kLabelTty = "boxlite.cli.tty";
+
 /// Where the converters find the caller's environment, working directory and home.
 struct CallerContext {
     EnvLookup env;
     std::filesystem::path cwd;
     std::optional<std::string> home;
+    /// The upper bound of --cpus (the runtime refuses more than the host has).
+    std::uint32_t host_cpus = host_cpu_count();
 
     /// The real process's environment and working directory.
     [[nodiscard]] static CallerContext current();

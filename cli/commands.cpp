@@ -11,6 +11,7 @@
 #include <boxlite/detail/time.hpp>
 #include <boxlite/version.hpp>
 
+#include <poll.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -151,6 +152,8 @@ nlohmann::json inspect_json(const BoxConfig& config, const BoxInfo& info, const 
             {"AllowNet", o.network.allow_net}}},
           {"Ports", ports},
           {"Volumes", volumes},
+          {"Tty", o.labels.contains(std::string(kLabelTty))},
+          {"OpenStdin", o.labels.contains(std::string(kLabelInteractive))},
           {"AutoRemove", o.auto_remove},
           {"Detach", o.detach},
           {"Labels", o.labels},
@@ -347,13 +350,49 @@ std::uint64_t tail_offset(std::ifstream& in, std::uint64_t size, std::size_t lin
     return 0;
 }
 
+/// Waits up to `timeout` for a signal on `relay` (true: one arrived), or just sleeps without one.
+bool wait_for_signal(std::optional<SignalRelay>& relay, std::chrono::milliseconds timeout) {
+    if (!relay) {
+        std::this_thread::sleep_for(timeout);
+        return false;
+    }
+    pollfd fd{relay->fd(), POLLIN, 0};
+    if (::poll(&fd, 1, static_cast<int>(timeout.count())) <= 0) return false;
+    return !relay->drain().empty();
+}
+
 BoxliteResult<int> cmd_logs(Context& context) {
     BOXLITE_TRY(auto* runtime, context.runtime(cli_runtime_settings(context)));
     const auto& args = context.invocation().logs;
     BOXLITE_TRY(auto box, runtime->get(args.box));
+    // Following ends normally on Ctrl-C (or SIGTERM/SIGHUP).
+    std::optional<SignalRelay> relay;
+    if (args.follow) {
+        auto installed = SignalRelay::install({SIGINT, SIGTERM, SIGHUP});
+        if (installed) relay.emplace(std::move(*installed));
+    }
+    auto running = [&] {
+        auto info = box.info();
+        return info && info->running();
+    };
+    constexpr auto kPollInterval = std::chrono::milliseconds(100);
+    constexpr auto kStateInterval = std::chrono::milliseconds(500);
     auto path = console_log(runtime->layout(), box.id());
+    if (!path && args.follow && running()) {
+        // The log appears once something writes to it (a `run -d` or `exec -d` command): follow
+        // from then on, unless the box stops first.
+        auto last_check = std::chrono::steady_clock::now();
+        while (!path) {
+            if (wait_for_signal(relay, kPollInterval)) return kExitSuccess;
+            path = console_log(runtime->layout(), box.id());
+            if (!path && std::chrono::steady_clock::now() - last_check > kStateInterval) {
+                last_check = std::chrono::steady_clock::now();
+                if (!running()) break;
+            }
+        }
+    }
     if (!path) {
-        fmt::print(stderr, "No logs for box {} yet (it has not started).\n", args.box);
+        fmt::print(stderr, "No logs for box {} yet.\n", args.box);
         return kExitSuccess;
     }
     std::ifstream in(*path, std::ios::binary);
@@ -362,36 +401,36 @@ BoxliteResult<int> cmd_logs(Context& context) {
     const auto size = std::filesystem::file_size(*path, ec);
     std::uint64_t offset = tail_offset(in, ec ? 0 : size, args.tail);
     in.clear();
+    bool reader_gone = false;
     auto copy_from = [&](std::uint64_t from) -> std::uint64_t {
         in.clear();
         in.seekg(static_cast<std::streamoff>(from));
         char buffer[64 * 1024];
         std::uint64_t copied = 0;
-        while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+        while (!reader_gone && (in.read(buffer, sizeof buffer) || in.gcount() > 0)) {
             const auto n = static_cast<std::size_t>(in.gcount());
-            std::fwrite(buffer, 1, n, stdout);
+            if (std::fwrite(buffer, 1, n, stdout) != n) reader_gone = true;
             copied += n;
         }
-        std::fflush(stdout);
+        if (std::fflush(stdout) != 0) reader_gone = true;
         return from + copied;
     };
     offset = copy_from(offset);
+    if (reader_gone) return kExitOutputClosed;
     if (!args.follow) return kExitSuccess;
-    // Follow until the box is no longer running (then drain) or we are interrupted.
-    auto relay = SignalRelay::install({SIGINT, SIGTERM, SIGHUP});
+    // Follow until the box is no longer running (then drain), the reader leaves, or a signal.
     auto last_check = std::chrono::steady_clock::now();
     while (true) {
-        if (relay && !relay->drain().empty()) return kExitSuccess;
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        if (wait_for_signal(relay, kPollInterval)) return kExitSuccess;
         const auto now_size = std::filesystem::file_size(*path, ec);
         if (!ec && now_size < offset) offset = 0;  // truncated or rotated: start over
         if (!ec && now_size > offset) offset = copy_from(offset);
-        if (std::chrono::steady_clock::now() - last_check > std::chrono::milliseconds(500)) {
+        if (reader_gone) return kExitOutputClosed;
+        if (std::chrono::steady_clock::now() - last_check > kStateInterval) {
             last_check = std::chrono::steady_clock::now();
-            auto info = box.info();
-            if (!info || !info->running()) {
+            if (!running()) {
                 copy_from(offset);
-                return kExitSuccess;
+                return reader_gone ? kExitOutputClosed : kExitSuccess;
             }
         }
     }
@@ -490,15 +529,11 @@ BoxliteResult<int> cmd_stats(Context& context) {
         } else {
             BOXLITE_TRY(text, render_rows(nlohmann::json::array({row}), args.format, columns));
         }
-        if (clear_screen) fmt::print("\x1b[2J\x1b[H");
-        fmt::print("{}", text);
-        std::fflush(stdout);
+        if (clear_screen) text.insert(0, "\x1b[2J\x1b[H");
+        if (std::fputs(text.c_str(), stdout) < 0 || std::fflush(stdout) != 0) return kExitOutputClosed;
         if (!args.stream) return kExitSuccess;
         // Wait a second, or less when interrupted (Ctrl-C ends the stream normally).
-        for (int i = 0; i < 10; ++i) {
-            if (relay && !relay->drain().empty()) return kExitSuccess;
-            std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        }
+        if (wait_for_signal(relay, std::chrono::seconds(1))) return kExitSuccess;
     }
 }
 
@@ -601,7 +636,7 @@ int run_invocation(const Invocation& invocation) {
     if (result) return *result;
     std::fflush(stdout);
     // One line, the BoxliteError text; --debug adds what kind of failure it was and where.
-    fmt::print(stderr, "Error: {}\n", result.error().to_string());
+    std::fputs(fmt::format("Error: {}\n", result.error().to_string()).c_str(), stderr);
     context.debug("error kind: {} ({}), command: {}, engine: {}", result.error().kind(),
                   message_prefix(result.error().kind()), invocation.command, to_string(invocation.global.engine));
     return kExitRuntimeError;

@@ -65,8 +65,9 @@ tl::unexpected<BoxliteError> no_exec() {
 /// stays: a `boxlite exec` worker in its own session, started here, holds it and appends the
 /// command's output to the box's console log (what `boxlite logs` shows). The worker reports on a
 /// pipe once the command runs, so errors (no such program, box not runnable) still reach the user.
+/// `remove_box`: `run -d --rm` — the worker removes the box once the command has ended.
 BoxliteResult<void> spawn_detached(Context& context, const std::string& box_id, const std::filesystem::path& log,
-                                   const BoxCommand& command) {
+                                   const BoxCommand& command, bool remove_box = false) {
     char self[PATH_MAX];
     const auto length = ::readlink("/proc/self/exe", self, sizeof self - 1);
     if (length <= 0) return fail_errno(ErrorKind::Internal, "readlink /proc/self/exe", errno);
@@ -87,6 +88,8 @@ BoxliteResult<void> spawn_detached(Context& context, const std::string& box_id, 
         argv.push_back("-u");
         argv.push_back(*user);
     }
+    if (command.is_tty()) argv.push_back("-t");
+    if (remove_box) argv.push_back("--worker-remove");
     argv.push_back(box_id);
     argv.push_back("--");
     argv.push_back(command.program());
@@ -146,13 +149,16 @@ BoxliteResult<void> spawn_detached(Context& context, const std::string& box_id, 
 }
 
 /// Runs `command` in `box` attached to this process's stdio; the ExecResult's exit code.
+/// `relay`: see attach().
 template <class Box>
-BoxliteResult<int> run_attached(Box& box, const BoxCommand& command, bool interactive, Context& context) {
+BoxliteResult<int> run_attached(Box& box, const BoxCommand& command, bool interactive, Context& context,
+                                SignalRelay* relay = nullptr) {
     if constexpr (!kCanExec<Box>) {
         (void)box;
         (void)command;
         (void)interactive;
         (void)context;
+        (void)relay;
         return no_exec();
     } else {
         BOXLITE_TRY(auto execution, start_execution(box, command));
@@ -160,7 +166,7 @@ BoxliteResult<int> run_attached(Box& box, const BoxCommand& command, bool intera
         AttachOptions options;
         options.interactive = interactive;
         options.tty = command.is_tty();
-        BOXLITE_TRY(auto result, attach(execution, options));
+        BOXLITE_TRY(auto result, attach(execution, options, relay));
         context.debug("execution ended: exit code {}{}{}", result.exit_code, result.timed_out ? " (timed out)" : "",
                       result.error_message ? ", " + *result.error_message : std::string());
         if (result.error_message && result.exit_code == 0) {
@@ -171,32 +177,47 @@ BoxliteResult<int> run_attached(Box& box, const BoxCommand& command, bool intera
 }
 
 /// The background worker of `exec -d` / `run -d`: starts the command, reports on `ready_fd`,
-/// then streams its output to our stdout/stderr (the box's console log) until it ends.
-template <class Box>
-BoxliteResult<int> run_worker(Box& box, const BoxCommand& command, int ready_fd, Context& context) {
+/// then streams its output to our stdout/stderr (the box's console log) until it ends; with
+/// `remove_box` (`run -d --rm`) it then removes the box, as Docker removes a `--rm` container
+/// whose main process exited (also when `boxlite stop` ended the command).
+template <class Box, class Runtime>
+BoxliteResult<int> run_worker(Box& box, Runtime& runtime, const BoxCommand& command, int ready_fd, bool remove_box,
+                              Context& context) {
     ::signal(SIGHUP, SIG_IGN);
     auto report = [&](const std::string& line) {
         [[maybe_unused]] auto n = ::write(ready_fd, line.data(), line.size());
         ::close(ready_fd);
     };
     if constexpr (!kCanExec<Box>) {
-        (void)box;
+        (void)runtime;
         (void)command;
+        (void)remove_box;
         (void)context;
         auto error = no_exec();
         report(error.value().to_string() + "\n");
         return error;
     } else {
+        // A command that did not start is reported, and `run -d` cleans up after it.
         auto execution = start_execution(box, command);
         if (!execution) {
             report(execution.error().to_string() + "\n");
             return fail(execution.error());
         }
         report("ok\n");
-        AttachOptions options;  // no stdin, no terminal: output goes to the log
-        BOXLITE_TRY(auto result, attach(*execution, options));
-        context.debug("background command ended: exit code {}", result.exit_code);
-        return exit_status_for(result.exit_code);
+        auto remove = [&](BoxliteResult<int> outcome) -> BoxliteResult<int> {
+            if (!remove_box) return outcome;
+            auto stopped = box.stop();
+            if (!stopped) context.debug("stopping box {}: {}", box.id(), stopped.error().to_string());
+            auto removed = runtime.remove(box.id().str(), true);
+            if (!removed) context.debug("removing box {}: {}", box.id(), removed.error().to_string());
+            return outcome;
+        };
+        AttachOptions options;  // no stdin; with -t the box's terminal output goes to the log
+        options.tty = command.is_tty();
+        auto result = attach(*execution, options);
+        if (!result) return remove(fail(result.error()));
+        context.debug("background command ended: exit code {}", result->exit_code);
+        return remove(exit_status_for(result->exit_code));
     }
 }
 
@@ -221,9 +242,21 @@ BoxliteResult<int> cmd_run(Context& context) {
     BOXLITE_TRY(auto* runtime, context.runtime(cli_runtime_settings(context)));
     ImageDefaults defaults;
     if (!request.image.empty()) {
+        // No box exists yet: Ctrl-C during the pull just ends the CLI.
         BOXLITE_TRY(defaults, prepare_image_for_run(context, request.image, request.detach));
     }
     BOXLITE_TRY(auto command, to_run_command(request, defaults.entrypoint, defaults.cmd));
+
+    // Every CLI box outlives the CLI (detach = true), so from the create on a signal must not
+    // end this process before it has cleaned up: signals are recorded here, each set-up step
+    // checks for one, and once the command runs attach() passes them on to it.
+    BOXLITE_TRY(auto relay, SignalRelay::install(kRelayedSignals));
+    auto setup_signal = [&relay]() -> int {
+        for (int signal_number : relay.drain()) {
+            if (signal_number != SIGWINCH) return signal_number;  // attach() sends the size anyway
+        }
+        return 0;
+    };
     BOXLITE_TRY(auto box, runtime->create(request.options, request.name));
     context.debug("created box {} ({})", box.id(), request.image.empty() ? "rootfs" : request.image);
 
@@ -238,16 +271,29 @@ BoxliteResult<int> cmd_run(Context& context) {
         }
         return outcome;
     };
+    // Interrupted before the command ran: the box never did anything, so it goes, --rm or not,
+    // and the CLI ends with the status the signal would have given it.
+    auto abandon = [&](int signal_number) -> BoxliteResult<int> {
+        context.debug("signal {} while setting up box {}: removing it", signal_number, box.id());
+        auto removed = runtime->remove(box.id().str(), true);
+        if (!removed) context.debug("removing box {}: {}", box.id(), removed.error().to_string());
+        return 128 + signal_number;
+    };
+    if (const int signal_number = setup_signal()) return abandon(signal_number);
     if (auto started = box.start(); !started) return finish(fail(started.error()));
+    if (const int signal_number = setup_signal()) return abandon(signal_number);
     if (request.detach) {
-        // The command runs in the background; the box lives on until `boxlite stop`.
-        auto started_command =
-            spawn_detached(context, box.id().str(), runtime->layout().box_dir(box.id()) / "console.log", command);
+        // The command runs in the background; the box lives on until `boxlite stop` (with
+        // --rm, until the command ends: the worker then removes it).
+        auto started_command = spawn_detached(context, box.id().str(),
+                                              runtime->layout().box_dir(box.id()) / "console.log", command,
+                                              request.remove);
         if (!started_command) return finish(fail(started_command.error()));
+        if (const int signal_number = setup_signal()) return abandon(signal_number);
         fmt::print("{}\n", box.id());
         return kExitSuccess;
     }
-    return finish(run_attached(box, command, request.interactive, context));
+    return finish(run_attached(box, command, request.interactive, context, &relay));
 }
 
 BoxliteResult<int> cmd_exec(Context& context) {
@@ -258,7 +304,9 @@ BoxliteResult<int> cmd_exec(Context& context) {
     }
     BOXLITE_TRY(auto* runtime, context.runtime(cli_runtime_settings(context)));
     BOXLITE_TRY(auto box, runtime->get(args.box));
-    if (args.worker_ready_fd >= 0) return run_worker(box, command, args.worker_ready_fd, context);
+    if (args.worker_ready_fd >= 0) {
+        return run_worker(box, *runtime, command, args.worker_ready_fd, args.worker_remove, context);
+    }
     if (args.detach) {
         // Start the box here (a configured or stopped box) so the worker only attaches.
         BOXLITE_TRY_VOID(box.start());

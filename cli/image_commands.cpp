@@ -197,8 +197,17 @@ BoxliteResult<int> cmd_images_prune(Context& context) {
     const auto& args = context.invocation().images;
     BOXLITE_TRY(auto store, open_store(context));
     if (args.prune_all) {
+        // As Docker: an image some box was created from stays, every tag of it (the store
+        // itself only refuses to drop its last reference).
+        BOXLITE_TRY(auto live, box_ids(context));
+        BOXLITE_TRY(auto leases, store.leases());
+        std::set<std::string> in_use;
+        for (const auto& lease : leases) {
+            if (std::find(live.begin(), live.end(), lease.holder) != live.end()) in_use.insert(lease.manifest_digest);
+        }
         BOXLITE_TRY(auto images, store.list());
         for (const auto& info : images) {
+            if (in_use.contains(info.manifest_digest)) continue;
             auto removed = store.remove(info.reference);
             if (!removed && removed.error().kind() == ErrorKind::InvalidState) continue;  // a box uses it
             BOXLITE_TRY_VOID(removed);
