@@ -83,6 +83,62 @@ TEST(CommandLine, RunEveryFlag) {
     EXPECT_EQ(command->user_name(), "1000:1000");
 }
 
+TEST(CommandLine, CreateTakesUserStdinAndTty) {
+    auto inv = parse_ok({"create", "-u", "root", "-i", "-t", "--name", "c", "alpine", "sh"});
+    EXPECT_EQ(inv.command, "create");
+    auto request = to_create_request(inv.create, CallerContext::current(), false);
+    ASSERT_TRUE(request) << request.error().to_string();
+    EXPECT_EQ(request->options.user, "root");
+    EXPECT_TRUE(request->interactive);
+    EXPECT_TRUE(request->tty);
+    EXPECT_EQ(request->options.labels.at(std::string(kLabelInteractive)), "true");
+    EXPECT_EQ(request->options.labels.at(std::string(kLabelTty)), "true");
+    auto plain = to_create_request(parse_ok({"create", "alpine"}).create, CallerContext::current(), false);
+    ASSERT_TRUE(plain);
+    EXPECT_TRUE(plain->options.labels.empty());
+    // create has no -d/--rm.
+    EXPECT_FALSE(parse({"create", "-d", "alpine"}));
+    EXPECT_FALSE(parse({"create", "--rm", "alpine"}));
+}
+
+TEST(CommandLine, DetachKeepsRmAndTty) {
+    auto request = to_create_request(parse_ok({"run", "-d", "--rm", "-t", "alpine", "top"}).create,
+                                     CallerContext::current(), true);
+    ASSERT_TRUE(request) << request.error().to_string();
+    EXPECT_TRUE(request->detach);
+    EXPECT_TRUE(request->remove);
+    EXPECT_TRUE(request->tty);
+    EXPECT_FALSE(request->options.auto_remove);  // the CLI removes it, not the runtime
+}
+
+TEST(CommandLine, EmptyEntrypointClearsTheImages) {
+    auto request = to_create_request(parse_ok({"run", "--entrypoint", "", "alpine", "echo", "a", "b"}).create,
+                                     CallerContext::current(), true);
+    ASSERT_TRUE(request) << request.error().to_string();
+    // Recorded as a valid entrypoint + cmd; run uses COMMAND alone, ignoring the image's.
+    EXPECT_EQ(request->options.entrypoint, (std::vector<std::string>{"echo"}));
+    EXPECT_EQ(request->options.cmd, (std::vector<std::string>{"a", "b"}));
+    auto command = to_run_command(*request, {"/image-entrypoint"}, {"image-cmd"});
+    ASSERT_TRUE(command);
+    EXPECT_EQ(command->program(), "echo");
+    EXPECT_EQ(command->arguments(), (std::vector<std::string>{"a", "b"}));
+    auto usage = parse({"run", "--entrypoint", "", "alpine"});
+    ASSERT_FALSE(usage);
+    EXPECT_NE(usage.error().err.find("COMMAND is required"), std::string::npos) << usage.error().err;
+}
+
+TEST(CommandLine, BadEngineVariableIsNamed) {
+    ::setenv("BOXLITE_ENGINE", "xen", 1);
+    auto from_env = parse({"ls"});
+    ::unsetenv("BOXLITE_ENGINE");
+    ASSERT_FALSE(from_env);
+    EXPECT_EQ(from_env.error().status, 2);
+    EXPECT_NE(from_env.error().err.find("BOXLITE_ENGINE 'xen'"), std::string::npos) << from_env.error().err;
+    auto from_flag = parse({"--engine", "xen", "ls"});
+    ASSERT_FALSE(from_flag);
+    EXPECT_NE(from_flag.error().err.find("--engine 'xen'"), std::string::npos) << from_flag.error().err;
+}
+
 TEST(CommandLine, RunCommandFallsBackToTheImage) {
     auto inv = parse_ok({"run", "busybox"});
     auto request = to_create_request(inv.create, CallerContext::current(), true);
@@ -218,6 +274,14 @@ TEST(CommandLine, UsageErrorsExitTwoWithOneLine) {
         {"load"},
         {"--engine", "vmware", "info"},
         {"stop", "-t", "soon", "box"},
+        // What the runtime would refuse at create is refused here, before any pull.
+        {"run", "--allow-net", "not a host", "alpine"},
+        {"create", "--allow-net", "*.*.example.com", "alpine"},
+        {"run", "--cpus", std::to_string(host_cpu_count() + 1), "alpine"},
+        {"run", "-p", "8080:80", "-p", "8080:81", "alpine"},
+        {"create", "-p", "127.0.0.1:53:53/udp", "-p", "53:5353/udp", "alpine"},
+        {"run", "--entrypoint", "", "alpine"},
+        {"create", "-u", "", "alpine"},
     };
     for (const auto& args : bad) {
         auto result = parse(args);

@@ -13,12 +13,16 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <netinet/in.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <regex>
 #include <string>
@@ -31,13 +35,15 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 struct Result {
-    int status = -1;  ///< exit status, or 128+N when the CLI itself died of signal N
+    int status = -1;  ///< exit status, or 128+N when the process itself died of signal N
+    bool signalled = false;  ///< it died of a signal (rather than exiting with 128+N)
     std::string out;
     std::string err;
 };
 
 std::ostream& operator<<(std::ostream& os, const Result& r) {
-    return os << "status " << r.status << "\n--- stdout\n" << r.out << "\n--- stderr\n" << r.err;
+    return os << "status " << r.status << (r.signalled ? " (signal)" : "") << "\n--- stdout\n" << r.out
+              << "\n--- stderr\n" << r.err;
 }
 
 /// The environment every CLI run gets: a private home, the namespace engine, and what the
@@ -63,24 +69,26 @@ std::vector<char*> c_strings(std::vector<std::string>& strings) {
     return out;
 }
 
-/// Runs boxlite with `args`, feeding `input` to its stdin (closed afterwards; no -i means the
-/// CLI never reads it). Fails the test (status -1) after `timeout`.
-Result run_cli(const fs::path& home, std::vector<std::string> args, const std::string& input = {},
-               const std::map<std::string, std::string>& env = {}, std::chrono::seconds timeout = 60s) {
-    args.insert(args.begin(), BOXLITE_CLI_PATH);
+/// Runs `argv` (argv[0] a path) in its own process group with the CLI environment, feeding
+/// `input` to its stdin (closed afterwards). Fails the test (status -1) after `timeout`, killing
+/// the whole group (a shell pipeline included).
+Result run_process(const fs::path& home, std::vector<std::string> argv, const std::string& input = {},
+                   const std::map<std::string, std::string>& env = {}, std::chrono::seconds timeout = 60s) {
     auto envs = cli_environment(home, env);
     int in[2], out[2], err[2];
     if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) return {};
     const pid_t pid = ::fork();
     if (pid == 0) {
+        ::setpgid(0, 0);
         ::dup2(in[0], 0);
         ::dup2(out[1], 1);
         ::dup2(err[1], 2);
-        auto argv = c_strings(args);
+        auto c_argv = c_strings(argv);
         auto envp = c_strings(envs);
-        ::execve(argv[0], argv.data(), envp.data());
+        ::execve(c_argv[0], c_argv.data(), envp.data());
         ::_exit(127);
     }
+    ::setpgid(pid, pid);
     ::close(in[0]);
     ::close(out[1]);
     ::close(err[1]);
@@ -97,8 +105,8 @@ Result run_cli(const fs::path& home, std::vector<std::string> args, const std::s
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (out_open || err_open) {
         if (std::chrono::steady_clock::now() > deadline) {
-            ::kill(pid, SIGKILL);
-            ADD_FAILURE() << "boxlite timed out: " << args[1];
+            ::kill(-pid, SIGKILL);
+            ADD_FAILURE() << "timed out: " << argv[0] << " " << (argv.size() > 1 ? argv[1] : "");
             break;
         }
         pollfd fds[3] = {{out_open ? out[0] : -1, POLLIN, 0}, {err_open ? err[0] : -1, POLLIN, 0},
@@ -128,8 +136,34 @@ Result run_cli(const fs::path& home, std::vector<std::string> args, const std::s
     ::close(err[0]);
     int status = 0;
     ::waitpid(pid, &status, 0);
+    result.signalled = WIFSIGNALED(status);
     result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     return result;
+}
+
+/// Runs boxlite with `args` (see run_process); no -i means the CLI never reads `input`.
+Result run_cli(const fs::path& home, std::vector<std::string> args, const std::string& input = {},
+               const std::map<std::string, std::string>& env = {}, std::chrono::seconds timeout = 60s) {
+    args.insert(args.begin(), BOXLITE_CLI_PATH);
+    return run_process(home, std::move(args), input, env, timeout);
+}
+
+/// `bash -c SCRIPT boxlite ARGS...`: $0 is the CLI, "$@" the rest (for pipelines).
+Result run_shell(const fs::path& home, const std::string& script, std::vector<std::string> args = {}) {
+    std::vector<std::string> argv = {"/bin/bash", "-c", script, BOXLITE_CLI_PATH};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_process(home, std::move(argv));
+}
+
+/// Polls `condition` (each check a real CLI call) until it holds or `timeout` passes.
+template <class Condition>
+bool eventually(Condition condition, std::chrono::seconds timeout = 30s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (condition()) return true;
+        std::this_thread::sleep_for(50ms);
+    }
+    return condition();
 }
 
 int free_port() {
@@ -164,7 +198,8 @@ protected:
         work_ = std::make_unique<boxlite::test::TempDir>("boxlite-cli-e2e");
         home_ = work_->path() / "home";
         if (!boxlite::test::is_root()) {
-            skip_reason_ = "the namespace engine needs root";
+            skip_reason_ = "not running as root: these tests drive the real boxlite binary on the namespace engine, "
+                           "which needs root (namespaces, overlayfs, cgroups); run them as root to include them";
             return;
         }
         rootfs_ = boxlite::test::busybox_rootfs();
@@ -244,9 +279,11 @@ protected:
 /// A CLI process on a pseudo-terminal, driven the way a person types.
 class PtySession {
 public:
-    PtySession(const fs::path& home, std::vector<std::string> args) {
+    PtySession(const fs::path& home, std::vector<std::string> args, std::map<std::string, std::string> env = {}) {
         args.insert(args.begin(), BOXLITE_CLI_PATH);
-        auto envs = cli_environment(home, {{"TERM", "dumb"}, {"PS1", "$ "}});
+        env.emplace("TERM", "dumb");
+        env.emplace("PS1", "$ ");
+        auto envs = cli_environment(home, env);
         struct winsize ws {};
         ws.ws_row = 24;
         ws.ws_col = 80;
@@ -308,6 +345,7 @@ public:
             int status = 0;
             if (::waitpid(pid_, &status, WNOHANG) == pid_) {
                 exited_ = true;
+                signalled_ = WIFSIGNALED(status);
                 return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
             }
         }
@@ -322,12 +360,15 @@ public:
     }
 
     pid_t pid() const { return pid_; }
+    /// After wait(): the CLI died of a signal rather than exiting.
+    bool signalled() const { return signalled_; }
     const std::string& transcript() const { return all_; }
 
 private:
     int master_ = -1;
     pid_t pid_ = -1;
     bool exited_ = false;
+    bool signalled_ = false;
     std::string screen_;
     std::string all_;
 };
@@ -529,6 +570,13 @@ TEST_F(CliE2E, UsageErrorsExitTwo) {
              {"cp", "/a", "/b"},
              {"--engine", "xen", "ls"},
              {"logs"},
+             // Values only the runtime used to refuse (exit 1) are usage errors too.
+             {"run", "--allow-net", "not a host", "alpine"},
+             {"create", "--allow-net", "*.*.example.com", "alpine"},
+             {"run", "--cpus", std::to_string(std::thread::hardware_concurrency() + 1), "alpine"},
+             {"run", "-p", "8080:80", "-p", "8080:81", "alpine"},
+             {"create", "-p", "127.0.0.1:53:53/udp", "-p", "53:5353/udp", "alpine"},
+             {"run", "--entrypoint", "", "alpine"},
          }) {
         auto result = cli(args);
         EXPECT_EQ(result.status, 2) << result;
@@ -765,6 +813,416 @@ TEST_F(CliE2E, SignalsToTheCliReachTheBoxCommand) {
     ::kill(trapped.pid(), SIGTERM);
     EXPECT_TRUE(trapped.expect("got-term")) << trapped.transcript();
     EXPECT_EQ(trapped.wait(), 9) << trapped.transcript();
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+// A reader that leaves, and signals before the command runs: no box is ever left behind
+// ------------------------------------------------------------------------------------------
+
+namespace {
+
+/// The state letter of /proc/<pid>/stat ('Z' for a zombie), or 0 when there is no such process.
+char process_state(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const auto close = text.rfind(')');
+    return close == std::string::npos || close + 2 >= text.size() ? '\0' : text[close + 2];
+}
+
+TEST_F(CliE2E, ReaderThatLeavesEndsTheCommandAndTheBoxGoes) {
+    // `boxlite run --rm … yes | head -1`: the CLI is not killed by SIGPIPE; `yes` gets it in the
+    // box, as a local `yes` would, the CLI reports its status (128+13) and removes the box.
+    const auto home = work_->path() / "pipe-home";
+    for (const auto& flags : std::vector<std::vector<std::string>>{{}, {"-t"}}) {
+        std::vector<std::string> args = flags;
+        args.insert(args.end(), {"--rootfs", rootfs_->string()});
+        auto piped = run_shell(home, R"("$0" run --rm "$@" yes | head -1; echo "cli=${PIPESTATUS[0]}")", args);
+        EXPECT_EQ(piped.status, 0) << piped;
+        EXPECT_TRUE(piped.out.starts_with("y")) << piped;
+        EXPECT_NE(piped.out.find("cli=141\n"), std::string::npos) << piped;
+        EXPECT_EQ(trim(run_cli(home, {"ls", "-aq"}).out), "") << "the --rm box was left behind";
+    }
+    // Without --rm the box is kept, stopped.
+    auto kept = run_shell(home, R"("$0" run --name kept-after-pipe --rootfs "$1" yes | head -1; echo "cli=${PIPESTATUS[0]}")",
+                          {rootfs_->string()});
+    EXPECT_EQ(kept.out, "y\ncli=141\n") << kept;
+    EXPECT_EQ(trim(run_cli(home, {"inspect", "-f", "{{.State.Status}}", "kept-after-pipe"}).out), "stopped");
+    EXPECT_EQ(run_cli(home, {"rm", "kept-after-pipe"}).status, 0);
+
+    // exec: the box is not the CLI's to stop; it keeps running.
+    ASSERT_EQ(run_cli(home, {"run", "-d", "--name", "reader", "--rootfs", rootfs_->string(), "sh", "-c",
+                             "while true; do echo tick; sleep 0.05; done"})
+                  .status,
+              0);
+    auto exec = run_shell(home, R"("$0" exec reader yes | head -1; echo "cli=${PIPESTATUS[0]}")");
+    EXPECT_EQ(exec.out, "y\ncli=141\n") << exec;
+    EXPECT_EQ(trim(run_cli(home, {"inspect", "-f", "{{.State.Status}}", "reader"}).out), "running");
+    // logs -f stops following once its reader has gone, with the status SIGPIPE would give.
+    auto logs = run_shell(home, R"("$0" logs -f reader | head -1; echo "cli=${PIPESTATUS[0]}")");
+    EXPECT_EQ(logs.out, "tick\ncli=141\n") << logs;
+    EXPECT_EQ(run_cli(home, {"rm", "-f", "reader"}).status, 0);
+    EXPECT_EQ(trim(run_cli(home, {"ls", "-aq"}).out), "");
+}
+
+TEST_F(CliE2E, SignalWhileSettingUpRemovesTheBox) {
+#ifndef BOXLITE_SHIM_PATH
+    GTEST_SKIP() << "this build has no boxlite-shim target to hold at a gate";
+#else
+    // The shim is held at a gate (a FIFO) so the CLI is, deterministically, inside box.start()
+    // (after the create) when the signal arrives; then the gate opens and start completes.
+    boxlite::test::TempDir dir("boxlite-cli-gate");
+    const auto started = dir.path() / "started";
+    const auto gate = dir.path() / "gate";
+    ASSERT_EQ(::mkfifo(started.c_str(), 0600), 0);
+    ASSERT_EQ(::mkfifo(gate.c_str(), 0600), 0);
+    const auto shim = dir.path() / "gated-shim";
+    boxlite::test::write_file(shim, "#!/bin/sh\necho $$ > '" + started.string() + "'\nread _ < '" + gate.string() +
+                                        "'\nexec '" BOXLITE_SHIM_PATH "' \"$@\"\n");
+    fs::permissions(shim, fs::perms::owner_all);
+    const auto home = work_->path() / "setup-home";
+    struct Case {
+        std::vector<std::string> flags;
+        int signal_number;
+    };
+    for (const auto& c : {Case{{"--rm"}, SIGINT}, Case{{"-d"}, SIGTERM}, Case{{}, SIGHUP}}) {
+        SCOPED_TRACE("signal " + std::to_string(c.signal_number));
+        const int started_fd = ::open(started.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        ASSERT_GE(started_fd, 0);
+        std::vector<std::string> args = {"run", "--name", "interrupted"};
+        args.insert(args.end(), c.flags.begin(), c.flags.end());
+        args.insert(args.end(), {"--rootfs", rootfs_->string(), "echo", "never"});
+        PtySession session(home, args, {{"BOXLITE_SHIM", shim.string()}});
+        // The gated shim's pid, once it runs (the CLI is then waiting in start).
+        std::string pid_text;
+        const auto deadline = std::chrono::steady_clock::now() + 30s;
+        while (pid_text.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+            pollfd fd{started_fd, POLLIN, 0};
+            if (::poll(&fd, 1, 100) <= 0) continue;
+            char buf[64];
+            const auto n = ::read(started_fd, buf, sizeof buf);
+            if (n > 0) pid_text.append(buf, static_cast<std::size_t>(n));
+        }
+        ::close(started_fd);
+        ASSERT_NE(pid_text.find('\n'), std::string::npos) << "the shim never started: " << session.transcript();
+        const pid_t shim_pid = std::stoi(pid_text);
+        EXPECT_EQ(trim(run_cli(home, {"ls", "-a", "--format", "{{.Name}}"}).out), "interrupted");
+        ::kill(session.pid(), c.signal_number);
+        // Open the gate (its reader may still be on its way to the open).
+        int gate_fd = -1;
+        while (gate_fd < 0 && std::chrono::steady_clock::now() < deadline) {
+            gate_fd = ::open(gate.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+            if (gate_fd < 0) std::this_thread::sleep_for(10ms);
+        }
+        ASSERT_GE(gate_fd, 0);
+        ASSERT_EQ(::write(gate_fd, "\n", 1), 1);
+        ::close(gate_fd);
+        EXPECT_EQ(session.wait(30s), 128 + c.signal_number) << session.transcript();
+        EXPECT_FALSE(session.signalled()) << "the signal killed the CLI before it cleaned up";
+        EXPECT_EQ(session.transcript().find("never"), std::string::npos) << session.transcript();
+        EXPECT_EQ(trim(run_cli(home, {"ls", "-aq"}).out), "") << "the box was left behind";
+        const char state = process_state(shim_pid);
+        EXPECT_TRUE(state == '\0' || state == 'Z') << "the box's shim is still running (state " << state << ")";
+    }
+#endif
+}
+
+// ------------------------------------------------------------------------------------------
+// create -u/-i/-t; run -d --rm, run -d -t; logs -f before the log exists
+// ------------------------------------------------------------------------------------------
+
+TEST_F(CliE2E, CreateTakesUserAndRecordsStdinAndTty) {
+    auto created = cli({"create", "--name", "created-user", "-u", "1000", "-i", "-t", "--rootfs", rootfs_->string()});
+    ASSERT_EQ(created.status, 0) << created;
+    EXPECT_EQ(trim(cli({"inspect", "-f", "{{.Config.User}} {{.Config.OpenStdin}} {{.Config.Tty}}", "created-user"}).out),
+              "1000 true true");
+    ASSERT_EQ(cli({"start", "created-user"}).status, 0);
+    // -u is the box's default user; exec -u overrides it.
+    EXPECT_EQ(cli({"exec", "created-user", "id", "-u"}).out, "1000\n");
+    EXPECT_EQ(cli({"exec", "-u", "0", "created-user", "id", "-u"}).out, "0\n");
+    EXPECT_EQ(cli({"rm", "-f", "created-user"}).status, 0);
+    auto plain = cli({"create", "--name", "created-plain", "--rootfs", rootfs_->string()});
+    ASSERT_EQ(plain.status, 0) << plain;
+    EXPECT_EQ(trim(cli({"inspect", "-f", "{{.Config.OpenStdin}} {{.Config.Tty}}", "created-plain"}).out),
+              "false false");
+    EXPECT_EQ(cli({"rm", "created-plain"}).status, 0);
+}
+
+TEST_F(CliE2E, DetachedRunWithRmAndTty) {
+    // -d --rm: the box goes when its command ends...
+    auto quick = cli({"run", "-d", "--rm", "--name", "detached-rm", "--rootfs", rootfs_->string(), "sh", "-c",
+                      "echo bye"});
+    ASSERT_EQ(quick.status, 0) << quick;
+    EXPECT_TRUE(eventually([&] { return cli({"inspect", "detached-rm"}).status == 1; }))
+        << "the -d --rm box outlived its command";
+    // ...also when `boxlite stop` ends the command.
+    ASSERT_EQ(cli({"run", "-d", "--rm", "--name", "detached-stop", "--rootfs", rootfs_->string(), "sleep", "300"})
+                  .status,
+              0);
+    EXPECT_EQ(trim(cli({"inspect", "-f", "{{.State.Status}}", "detached-stop"}).out), "running");
+    auto stopped = cli({"stop", "detached-stop"});
+    EXPECT_EQ(stopped.status, 0) << stopped;
+    EXPECT_TRUE(eventually([&] { return cli({"inspect", "detached-stop"}).status == 1; }))
+        << "the -d --rm box was not removed after stop";
+
+    // -d -t: the command has a terminal in the box; its output lands in the log.
+    ASSERT_EQ(cli({"run", "-d", "-t", "--name", "detached-tty", "--rootfs", rootfs_->string(), "sh", "-c",
+                   "tty; echo to-stderr >&2"})
+                  .status,
+              0);
+    std::string log;
+    EXPECT_TRUE(eventually([&] {
+        log = cli({"logs", "detached-tty"}).out;
+        return log.find("to-stderr") != std::string::npos;
+    })) << log;
+    EXPECT_NE(log.find("/dev/pts/"), std::string::npos) << log;
+    EXPECT_EQ(cli({"rm", "-f", "detached-tty"}).status, 0);
+    // exec -d -t likewise.
+    ASSERT_EQ(cli({"run", "-d", "--name", "exec-detached-tty", "--rootfs", rootfs_->string(), "sleep", "300"}).status, 0);
+    ASSERT_EQ(cli({"exec", "-d", "-t", "exec-detached-tty", "--", "sh", "-c", "tty > /tmp/tty"}).status, 0);
+    std::string tty;
+    EXPECT_TRUE(eventually([&] {
+        tty = cli({"exec", "exec-detached-tty", "cat", "/tmp/tty"}).out;
+        return !tty.empty();
+    }));
+    EXPECT_TRUE(tty.starts_with("/dev/pts/")) << tty;
+    EXPECT_EQ(cli({"rm", "-f", "exec-detached-tty"}).status, 0);
+}
+
+TEST_F(CliE2E, LogsFollowWaitsForTheLogOfARunningBox) {
+    ASSERT_EQ(cli({"create", "--name", "no-log-yet", "--rootfs", rootfs_->string()}).status, 0);
+    // Not running: nothing to wait for.
+    auto configured = cli({"logs", "-f", "no-log-yet"});
+    EXPECT_EQ(configured.status, 0) << configured;
+    EXPECT_NE(configured.err.find("No logs for box no-log-yet yet"), std::string::npos) << configured;
+    ASSERT_EQ(cli({"start", "no-log-yet"}).status, 0);
+    PtySession logs(home_, {"logs", "-f", "no-log-yet"});
+    ASSERT_EQ(cli({"exec", "-d", "no-log-yet", "--", "sh", "-c", "echo written-later"}).status, 0);
+    EXPECT_TRUE(logs.expect("written-later")) << logs.transcript();
+    EXPECT_EQ(logs.transcript().find("No logs"), std::string::npos) << logs.transcript();
+    ASSERT_EQ(cli({"stop", "no-log-yet"}).status, 0);
+    EXPECT_EQ(logs.wait(), 0) << logs.transcript();
+    EXPECT_EQ(cli({"rm", "no-log-yet"}).status, 0);
+}
+
+// ------------------------------------------------------------------------------------------
+// Flags and formats not covered above
+// ------------------------------------------------------------------------------------------
+
+TEST_F(CliE2E, TerminalWithoutStdinAndExecFlags) {
+    // -t without -i: a terminal in the box, stdout and stderr merged, no raw mode needed here.
+    auto run_tty = box_run({"-t"}, {"sh", "-c", "tty; echo to-stderr >&2; exit 4"});
+    EXPECT_EQ(run_tty.status, 4) << run_tty;
+    EXPECT_NE(run_tty.out.find("/dev/pts/"), std::string::npos) << run_tty;
+    EXPECT_NE(run_tty.out.find("to-stderr"), std::string::npos) << run_tty;
+    EXPECT_EQ(run_tty.err, "") << run_tty;
+
+    ASSERT_EQ(cli({"run", "-d", "--name", "exec-flags", "--rootfs", rootfs_->string(), "sleep", "300"}).status, 0);
+    auto exec_tty = cli({"exec", "-t", "exec-flags", "--", "sh", "-c", "tty; echo to-stderr >&2"});
+    EXPECT_EQ(exec_tty.status, 0) << exec_tty;
+    EXPECT_TRUE(exec_tty.out.starts_with("/dev/pts/")) << exec_tty;
+    EXPECT_NE(exec_tty.out.find("to-stderr"), std::string::npos) << exec_tty;
+    EXPECT_EQ(cli({"exec", "-u", "1000", "exec-flags", "id", "-u"}).out, "1000\n");
+    EXPECT_EQ(cli({"exec", "-u", "1000:2000", "exec-flags", "id", "-g"}).out, "2000\n");
+    auto env = cli({"exec", "-e", "FROM_CALLER", "-e", "NOT_IN_CALLER", "exec-flags", "--", "sh", "-c",
+                    "echo $FROM_CALLER ${NOT_IN_CALLER-unset}"},
+                   {}, {{"FROM_CALLER", "caller-value"}, {"NOT_IN_CALLER", "<unset>"}});
+    EXPECT_EQ(env.out, "caller-value unset\n") << env;
+    EXPECT_EQ(cli({"rm", "-f", "exec-flags"}).status, 0);
+}
+
+TEST_F(CliE2E, EmptyEntrypointClearsTheImages) {
+    auto rootfs = box_run({"--entrypoint", ""}, {"echo", "cleared"});
+    EXPECT_EQ(rootfs.status, 0) << rootfs;
+    EXPECT_EQ(rootfs.out, "cleared\n");
+    auto nothing = box_run({"--entrypoint", ""}, {});
+    EXPECT_EQ(nothing.status, 2) << nothing;
+    EXPECT_NE(nothing.err.find("--entrypoint ''"), std::string::npos) << nothing;
+    if (image_.empty()) GTEST_SKIP() << "no image was loaded: " << registry_skip_;
+    // The image's CMD (cat /etc/os-release) is dropped with its entrypoint; its Env stays.
+    auto image = cli({"run", "--rm", "--entrypoint", "", image_, "sh", "-c", "echo $FOO"});
+    EXPECT_EQ(image.out, "bar\n") << image;
+    EXPECT_EQ(cli({"run", "--rm", "--entrypoint", "", image_}).status, 2);
+}
+
+TEST_F(CliE2E, LimitsAreRecordedAndApplied) {
+    auto run = cli({"run", "-d", "--name", "limited", "--cpus", "1", "--memory", "256m", "--rootfs", rootfs_->string(),
+                    "sleep", "300"});
+    ASSERT_EQ(run.status, 0) << run;
+    EXPECT_EQ(trim(cli({"inspect", "-f", "{{.Config.Cpus}} {{.Config.MemoryMib}}", "limited"}).out), "1 256");
+    EXPECT_EQ(trim(cli({"ls", "--format", "{{.Name}} {{.Cpus}} {{.MemoryMib}}"}).out), "limited 1 256");
+    // The namespace engine writes what it applied (or why not) to cgroup.info in the box dir.
+    const auto dir = trim(cli({"inspect", "-f", "{{.Path}}", "limited"}).out);
+    const auto info = boxlite::test::read_file(fs::path(dir) / "cgroup.info");
+    const bool memory = info.find("applied memory=268435456\n") != std::string::npos;
+    EXPECT_TRUE(memory || info.find("skipped memory") != std::string::npos) << info;
+    EXPECT_TRUE(info.find("applied cpu=1\n") != std::string::npos || info.find("skipped cpu") != std::string::npos)
+        << info;
+    if (memory) {
+        // The limit holds for what runs in the box.
+        auto limit = cli({"exec", "limited", "sh", "-c", "cat /proc/self/cgroup"});
+        EXPECT_EQ(limit.status, 0) << limit;
+    }
+    // restart -t: the stop waits at most that long; the box comes back with the same limits.
+    auto restarted = cli({"restart", "-t", "1", "limited"});
+    EXPECT_EQ(restarted.status, 0) << restarted;
+    EXPECT_EQ(restarted.out, "limited\n");
+    EXPECT_EQ(trim(cli({"inspect", "-f", "{{.State.Status}} {{.Config.Cpus}} {{.Config.MemoryMib}}", "limited"}).out),
+              "running 1 256");
+    EXPECT_EQ(cli({"rm", "-f", "limited"}).status, 0);
+}
+
+TEST_F(CliE2E, RemoveAllRefusesRunningBoxesWithoutForce) {
+    const auto home = work_->path() / "rm-all-home";
+    auto idle = run_cli(home, {"create", "--name", "idle", "--rootfs", rootfs_->string()});
+    ASSERT_EQ(idle.status, 0) << idle;
+    ASSERT_EQ(run_cli(home, {"run", "-d", "--name", "busy", "--rootfs", rootfs_->string(), "sleep", "300"}).status, 0);
+    auto refused = run_cli(home, {"rm", "-a"});
+    EXPECT_EQ(refused.status, 1) << refused;
+    EXPECT_EQ(refused.out, idle.out) << "the configured box is removed";
+    EXPECT_NE(refused.err.find("cannot remove running box"), std::string::npos) << refused;
+    EXPECT_EQ(std::count(refused.err.begin(), refused.err.end(), '\n'), 1) << refused;
+    EXPECT_EQ(trim(run_cli(home, {"ls", "-a", "--format", "{{.Name}}"}).out), "busy");
+    EXPECT_EQ(run_cli(home, {"rm", "-a", "-f"}).status, 0);
+    EXPECT_EQ(trim(run_cli(home, {"ls", "-aq"}).out), "");
+}
+
+TEST_F(CliE2E, EngineFlagAndEnvironment) {
+    // The flag alone (no BOXLITE_ENGINE), and the flag over the variable.
+    auto flag = cli({"--engine", "namespace", "run", "--rm", "--rootfs", rootfs_->string(), "echo", "by-flag"}, {},
+                    {{"BOXLITE_ENGINE", "<unset>"}});
+    EXPECT_EQ(flag.status, 0) << flag;
+    EXPECT_EQ(flag.out, "by-flag\n");
+    auto info = nlohmann::json::parse(cli({"--engine", "namespace", "info", "--format", "json"}, {},
+                                          {{"BOXLITE_ENGINE", "qemu"}})
+                                          .out);
+    EXPECT_EQ(info["engine"], "namespace");
+    // A bad BOXLITE_ENGINE is a usage error naming the variable.
+    auto bad = cli({"ls"}, {}, {{"BOXLITE_ENGINE", "bogus"}});
+    EXPECT_EQ(bad.status, 2) << bad;
+    EXPECT_NE(bad.err.find("BOXLITE_ENGINE 'bogus'"), std::string::npos) << bad;
+    EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad;
+}
+
+TEST_F(CliE2E, MoreFormats) {
+    // info: YAML by default.
+    auto info = cli({"info"});
+    EXPECT_EQ(info.status, 0) << info;
+    EXPECT_NE(info.out.find("homeDir: " + home_.string() + "\n"), std::string::npos) << info.out;
+    EXPECT_NE(info.out.find("engine: namespace\n"), std::string::npos) << info.out;
+    EXPECT_EQ(info.out.find('{'), std::string::npos) << "not YAML: " << info.out;
+    // version: yaml and a template.
+    auto version_yaml = cli({"version", "--format", "yaml"});
+    EXPECT_NE(version_yaml.out.find("Version: \"0.1.0\"\n"), std::string::npos) << version_yaml;  // a string, quoted
+    EXPECT_NE(version_yaml.out.find("Os: Linux\n"), std::string::npos) << version_yaml;
+    EXPECT_EQ(cli({"version", "--format", "{{.Version}} on {{.Os}}"}).out, "0.1.0 on Linux\n");
+    // ls and images in YAML.
+    ASSERT_EQ(cli({"create", "--name", "yaml-box", "--rootfs", rootfs_->string()}).status, 0);
+    auto ls = cli({"ls", "-a", "--format", "yaml"});
+    EXPECT_EQ(ls.status, 0) << ls;
+    EXPECT_NE(ls.out.find("Name: yaml-box\n"), std::string::npos) << ls.out;
+    EXPECT_NE(ls.out.find("Status: configured\n"), std::string::npos) << ls.out;
+    if (!image_.empty()) {
+        auto images = cli({"images", "--format", "yaml"});
+        EXPECT_EQ(images.status, 0) << images;
+        EXPECT_NE(images.out.find("Reference: " + image_ + "\n"), std::string::npos) << images.out;
+    }
+    // stats --stream in table mode on a terminal: the table is redrawn until Ctrl-C.
+    ASSERT_EQ(cli({"start", "yaml-box"}).status, 0);
+    {
+        PtySession stats(home_, {"stats", "--stream", "yaml-box"});
+        EXPECT_TRUE(stats.expect("BOX ID")) << stats.transcript();
+        EXPECT_TRUE(stats.expect("yaml-box")) << stats.transcript();
+        EXPECT_TRUE(stats.expect("\x1b[2J")) << "not redrawn: " << stats.transcript();
+        EXPECT_TRUE(stats.expect("BOX ID")) << stats.transcript();
+        ::kill(stats.pid(), SIGINT);
+        EXPECT_EQ(stats.wait(), 0) << stats.transcript();
+    }
+    EXPECT_EQ(cli({"rm", "-f", "yaml-box"}).status, 0);
+}
+
+TEST_F(CliE2E, ExecInteractiveResizeAndCtrlC) {
+    ASSERT_EQ(cli({"run", "-d", "--name", "exec-tty", "--rootfs", rootfs_->string(), "sleep", "300"}).status, 0);
+    {
+        PtySession session(home_, {"exec", "-it", "exec-tty", "--", "sh"});
+        session.type("echo ready-$((5+5))\r");
+        ASSERT_TRUE(session.expect("ready-10")) << session.transcript();
+        session.type("stty size\r");
+        EXPECT_TRUE(session.expect("24 80")) << session.transcript();
+        session.resize(33, 120);
+        // The new size arrives asynchronously (SIGWINCH, then a frame to the agent): ask until it shows.
+        bool resized = false;
+        for (int i = 0; i < 50 && !resized; ++i) {
+            session.type("stty size\r");
+            resized = session.expect("33 120", 200ms);
+        }
+        EXPECT_TRUE(resized) << session.transcript();
+        // Ctrl-C reaches the foreground job in the box: a shell that traps SIGINT, typed in, and
+        // armed (its trap set) before the key is pressed. The arithmetic shows up only in output.
+        session.type("sh -c 'trap \"echo int-\\$((4+4)); exit 0\" INT; echo armed-$((3*3)); "
+                     "while true; do sleep 1; done'\r");
+        ASSERT_TRUE(session.expect("armed-9")) << session.transcript();
+        session.type("\x03");
+        EXPECT_TRUE(session.expect("int-8", 10s)) << "Ctrl-C did not reach the box: " << session.transcript();
+        session.type("echo after-$((2+2))\r");
+        EXPECT_TRUE(session.expect("after-4")) << session.transcript();
+        session.type("exit 3\r");
+        EXPECT_EQ(session.wait(), 3) << session.transcript();
+        EXPECT_TRUE(session.cooked());
+    }
+    EXPECT_EQ(trim(cli({"inspect", "-f", "{{.State.Status}}", "exec-tty"}).out), "running");
+    EXPECT_EQ(cli({"rm", "-f", "exec-tty"}).status, 0);
+}
+
+TEST_F(CliE2E, LoadPruneAndRegistryOrder) {
+    if (!registry_skip_.empty()) GTEST_SKIP() << registry_skip_;
+    const auto layout = work_->path() / "images" / "oci";
+    // load -i PATH, into a home of its own.
+    const auto load_home = work_->path() / "load-home";
+    auto loaded = run_cli(load_home, {"load", "-i", layout.string(), "-q"});
+    ASSERT_EQ(loaded.status, 0) << loaded;
+    EXPECT_NE(loaded.out.find("localhost/oci:single\n"), std::string::npos) << loaded;
+    // load --tag names an image the layout does not: a copy of the layout with only `single`,
+    // its name annotation dropped.
+    const auto untagged = work_->path() / "untagged";
+    boxlite::test::shell("rm -rf '" + untagged.string() + "' && cp -a '" + layout.string() + "' '" +
+                         untagged.string() + "' && python3 -c \"import json,sys; p=sys.argv[1]+'/index.json'; "
+                         "i=json.load(open(p)); m=[x for x in i['manifests'] if x.get('annotations',{})"
+                         ".get('org.opencontainers.image.ref.name')=='single'][0]; m.pop('annotations'); "
+                         "i['manifests']=[m]; json.dump(i,open(p,'w'))\" '" + untagged.string() + "'");
+    auto tagged = run_cli(load_home, {"load", "--tag", "test/tagged:v1", "-q", untagged.string()});
+    ASSERT_EQ(tagged.status, 0) << tagged;
+    EXPECT_NE(tagged.out.find("test/tagged:v1"), std::string::npos) << tagged;
+    auto from_tag = run_cli(load_home, {"run", "--rm", trim(tagged.out), "cat", "/etc/os-release"});
+    EXPECT_NE(from_tag.out.find("BoxLite Test Linux"), std::string::npos) << from_tag;
+
+    // images prune -a: every image no box uses goes; one a box uses stays until the box does.
+    auto pinned = run_cli(load_home, {"create", "--name", "pin", trim(tagged.out)});
+    ASSERT_EQ(pinned.status, 0) << pinned;
+    auto prune = run_cli(load_home, {"images", "prune", "-a"});
+    EXPECT_EQ(prune.status, 0) << prune;
+    EXPECT_NE(prune.out.find("Total reclaimed space"), std::string::npos) << prune;
+    auto left = run_cli(load_home, {"images", "--format", "{{.Reference}}"});
+    EXPECT_NE(left.out.find("test/tagged:v1"), std::string::npos) << left;
+    EXPECT_EQ(left.out.find("localhost/oci:multi"), std::string::npos) << left;
+    EXPECT_EQ(run_cli(load_home, {"rm", "pin"}).status, 0);
+    EXPECT_EQ(run_cli(load_home, {"images", "prune", "-a"}).status, 0);
+    EXPECT_EQ(trim(run_cli(load_home, {"images", "-q"}).out), "");
+
+    // Two --registry flags: searched in the order given (an unreachable first one is an error,
+    // not skipped), and listed in that order before docker.io.
+    const std::string good = "127.0.0.1:" + std::to_string(registry_port_);
+    const std::string dead = "127.0.0.1:1";
+    const auto order_home = work_->path() / "registry-order-home";
+    auto listed = nlohmann::json::parse(
+        run_cli(order_home, {"--registry", dead, "--registry", good, "info", "--format", "json"}).out);
+    EXPECT_EQ(listed["registries"], nlohmann::json::array({dead, good, "docker.io"}));
+    auto dead_first = run_cli(order_home, {"--registry", dead, "--registry", good, "pull", "-q", "test/busybox:multi"});
+    EXPECT_EQ(dead_first.status, 1) << dead_first;
+    EXPECT_NE(dead_first.err.find(dead), std::string::npos) << dead_first;
+    auto good_first = run_cli(order_home, {"--registry", good, "--registry", dead, "pull", "-q", "test/busybox:multi"});
+    EXPECT_EQ(good_first.status, 0) << good_first;
 }
 
 }  // namespace
