@@ -98,6 +98,29 @@ TEST(ImageManifest, SelectsPlatformFromIndex) {
     EXPECT_FALSE(wrong_variant);
 }
 
+// Entries without `platform` (a single-image index from some tools) match any request, as in
+// containerd; an entry that names a matching platform still wins over them.
+TEST(ImageManifest, IndexEntriesWithoutAPlatformMatchAnyPlatform) {
+    const std::string single = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",)"
+                               R"("manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
+                               kDigestA + R"(","size":10}]})";
+    auto doc = parse_manifest_document(single, "");
+    ASSERT_TRUE(doc) << doc.error().message();
+    const auto& index = std::get<Index>(*doc);
+    ASSERT_EQ(index.manifests.size(), 1u);
+    EXPECT_FALSE(index.manifests[0].platform.has_value());
+    for (const Platform& p : {Platform{"linux", "amd64", ""}, Platform{"linux", "arm64", "v8"}}) {
+        auto chosen = select_platform(index, p, "x");
+        ASSERT_TRUE(chosen) << chosen.error().message();
+        EXPECT_EQ(chosen->digest, kDigestA);
+    }
+
+    Index mixed = index;
+    mixed.manifests.push_back({std::string(media_type::kOciManifest), kDigestB, 10, Platform{"linux", "arm64", "v8"}, {}});
+    EXPECT_EQ(select_platform(mixed, {"linux", "arm64", ""}, "x")->digest, kDigestB);
+    EXPECT_EQ(select_platform(mixed, {"linux", "amd64", ""}, "x")->digest, kDigestA);
+}
+
 TEST(ImageConfigParse, ReadsRuntimeDefaults) {
     auto config = parse_image_config(
         R"({"architecture":"amd64","os":"linux","created":"2024-01-01T00:00:00Z","config":{"Env":["PATH=/bin","A=b"],)"
