@@ -874,9 +874,11 @@ BoxliteResult<std::vector<ImageInfo>> ImageStore::load(const fs::path& path, std
             break;
         }
     }
+    // A short name normalizes as everywhere else (Docker's rule: "mine:1" is
+    // docker.io/library/mine:1), so the same short name finds it again in run, inspect and rm.
     std::optional<ImageReference> wanted;
     if (reference) {
-        BOXLITE_TRY(auto parsed, parse_reference(*reference, "localhost"));
+        BOXLITE_TRY(auto parsed, parse_reference(*reference));
         wanted = std::move(parsed);
     }
 

@@ -668,7 +668,7 @@ TEST_F(ImageRegistry, LoadsDockerSaveArchivesAndOciLayouts) {
     auto named = store.load(oci_tar, "mine:1");
     ASSERT_TRUE(named) << named.error().message();
     ASSERT_EQ(named->size(), 1u);
-    EXPECT_EQ(named->front().reference, "localhost/mine:1");
+    EXPECT_EQ(named->front().reference, "docker.io/library/mine:1");
     auto layout = store.load(oci());
     ASSERT_TRUE(layout) << layout.error().message();
     std::vector<std::string> names;
@@ -680,7 +680,7 @@ TEST_F(ImageRegistry, LoadsDockerSaveArchivesAndOciLayouts) {
     EXPECT_FALSE(multiarch->index_digest.empty());
     EXPECT_EQ(multiarch->config.platform.architecture, "amd64");
     // Offline: none of these ever touched a registry, yet they run.
-    auto prepared = store.prepare("localhost/mine:1", RootfsKind::Directory, {PullPolicy::Never, {}, {}});
+    auto prepared = store.prepare("mine:1", RootfsKind::Directory, {PullPolicy::Never, {}, {}});
     ASSERT_TRUE(prepared) << prepared.error().message();
 
     auto not_an_image = store.load(exports.path());
