@@ -275,11 +275,11 @@ struct ImageStore::Impl {
             while (true) {
                 BOXLITE_TRY(const bool row, q.step());
                 if (!row) break;
+                // The full reference in both: a bare tag would make two images tagged "latest"
+                // ambiguous for `skopeo … oci:<home>/images:<name>`.
                 const auto reference = q.text(0);
-                nlohmann::json annotations{{"io.containerd.image.name", reference}};
-                if (auto parsed = parse_reference(reference); parsed && parsed->tag) {
-                    annotations["org.opencontainers.image.ref.name"] = *parsed->tag;
-                }
+                nlohmann::json annotations{{"io.containerd.image.name", reference},
+                                           {"org.opencontainers.image.ref.name", reference}};
                 manifests.push_back({{"mediaType", q.text(2)},
                                      {"digest", q.text(1)},
                                      {"size", q.integer(3)},
