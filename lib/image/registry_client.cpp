@@ -255,8 +255,9 @@ struct Transfer {
 
 RegistryClient::RegistryClient(const RegistryOptions& options, ImageReference reference)
     : options_(options), reference_(std::move(reference)) {
-    const bool insecure = std::find(options_.insecure_registries.begin(), options_.insecure_registries.end(),
-                                    reference_.registry) != options_.insecure_registries.end();
+    const auto registry = to_lower(reference_.registry);
+    const bool insecure = std::any_of(options_.insecure_registries.begin(), options_.insecure_registries.end(),
+                                      [&](const std::string& listed) { return to_lower(listed) == registry; });
     scheme_ = (insecure || is_loopback_registry(reference_.registry)) ? "http" : "https";
     host_ = reference_.registry == kDockerHub ? std::string("registry-1.docker.io") : reference_.registry;
 }

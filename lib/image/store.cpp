@@ -502,6 +502,15 @@ struct ImageStore::Impl {
 };
 
 BoxliteResult<ImageStore> ImageStore::open(ImageStoreOptions options) {
+    for (const auto* list : {&options.registry.search_registries, &options.registry.insecure_registries}) {
+        for (const auto& registry : *list) {
+            if (!is_valid_registry_host(registry)) {
+                return fail(ErrorKind::Config, "{} registry '{}' is not a valid host[:port] (e.g. registry.local:5000, "
+                            "without a scheme or path)",
+                            list == &options.registry.search_registries ? "search" : "insecure", registry.substr(0, 200));
+            }
+        }
+    }
     auto impl = std::make_unique<Impl>();
     impl->images = options.home / "images";
     impl->blobs = impl->images / "blobs" / "sha256";

@@ -250,5 +250,38 @@ TEST(ImageFuzz, ParsersSurviveMutatedInput) {
     EXPECT_GT(accepted, 0);
 }
 
+// HTTPS unless the registry is loopback (as Docker) or listed in insecure_registries (host[:port]
+// as the reference names it, any case); the store refuses entries that are not host[:port].
+TEST(ImageRegistryClient, UsesPlainHttpOnlyForLoopbackAndInsecureRegistries) {
+    auto scheme = [](const RegistryOptions& options, std::string_view reference) {
+        return RegistryClient(options, parse_reference(reference).value()).scheme();
+    };
+    RegistryOptions options;
+    EXPECT_EQ(scheme(options, "registry.example:5000/team/app:1"), "https");
+    EXPECT_EQ(scheme(options, "ghcr.io/org/app"), "https");
+    EXPECT_EQ(scheme(options, "alpine"), "https");
+    EXPECT_EQ(scheme(options, "127.0.0.1:5000/app"), "http");
+    EXPECT_EQ(scheme(options, "localhost/app"), "http");
+    EXPECT_EQ(scheme(options, "[::1]:5000/app"), "http");
+    options.insecure_registries = {"Registry.Example:5000"};
+    EXPECT_EQ(scheme(options, "registry.example:5000/team/app:1"), "http");
+    EXPECT_EQ(scheme(options, "registry.example/team/app:1"), "https");  // another port, another registry
+    EXPECT_EQ(scheme(options, "registry.example:5001/team/app:1"), "https");
+
+    char dir[] = "/tmp/boxlite-insecure-XXXXXX";
+    ASSERT_NE(::mkdtemp(dir), nullptr);
+    for (const char* bad : {"http://registry.example:5000", "registry.example/v2", "", "registry example"}) {
+        RegistryOptions invalid;
+        invalid.insecure_registries = {bad};
+        auto store = ImageStore::open({dir, invalid, {}});
+        ASSERT_FALSE(store) << bad;
+        EXPECT_EQ(store.error().kind(), ErrorKind::Config);
+        EXPECT_NE(store.error().message().find(fmt::format("insecure registry '{}'", bad)), std::string::npos)
+            << store.error().message();
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+}
+
 }  // namespace
 }  // namespace boxlite::image
