@@ -82,6 +82,7 @@ BoxliteResult<const ArchiveApi*> libarchive() {
             BOXLITE_BIND(archive_read_support_filter_zstd);
             BOXLITE_BIND(archive_read_support_filter_none);
             BOXLITE_BIND(archive_read_support_format_tar);
+            BOXLITE_BIND(archive_read_support_format_raw);
             BOXLITE_BIND(archive_read_open_filename);
             BOXLITE_BIND(archive_read_next_header);
             BOXLITE_BIND(archive_read_data_block);

@@ -43,6 +43,7 @@ struct ArchiveApi {
     BOXLITE_DYNAMIC_FN(archive_read_support_filter_zstd);
     BOXLITE_DYNAMIC_FN(archive_read_support_filter_none);
     BOXLITE_DYNAMIC_FN(archive_read_support_format_tar);
+    BOXLITE_DYNAMIC_FN(archive_read_support_format_raw);
     BOXLITE_DYNAMIC_FN(archive_read_open_filename);
     BOXLITE_DYNAMIC_FN(archive_read_next_header);
     BOXLITE_DYNAMIC_FN(archive_read_data_block);
