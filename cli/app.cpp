@@ -85,6 +85,9 @@ struct Parser {
         app.add_option("--registry", g.registries, "Registry searched for unqualified images (repeatable)")
             ->allow_extra_args(false)
             ->type_name("HOST");
+        app.add_option("--insecure-registry", g.insecure_registries, "Registry reached over plain HTTP (repeatable)")
+            ->allow_extra_args(false)
+            ->type_name("HOST[:PORT]");
         app.add_option("--engine", engine_text, "Engine: auto (VM: kvm, then qemu), kvm, qemu or namespace")
             ->envname("BOXLITE_ENGINE")
             ->type_name("ENGINE");
@@ -205,7 +208,7 @@ struct Parser {
 std::string first_word(const std::vector<std::string>& argv) {
     for (std::size_t i = 1; i < argv.size(); ++i) {
         const auto& arg = argv[i];
-        if (arg == "--home" || arg == "--registry" || arg == "--engine") {
+        if (arg == "--home" || arg == "--registry" || arg == "--insecure-registry" || arg == "--engine") {
             ++i;
             continue;
         }

@@ -24,6 +24,7 @@ struct GlobalFlags {
     std::optional<std::string> home;      ///< --home / BOXLITE_HOME
     bool debug = false;                   ///< --debug
     std::vector<std::string> registries;  ///< --registry, repeatable, in order
+    std::vector<std::string> insecure_registries;  ///< --insecure-registry, repeatable
     EngineChoice engine = EngineChoice::Auto;  ///< --engine / BOXLITE_ENGINE
 };
 

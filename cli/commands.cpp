@@ -54,6 +54,7 @@ BoxliteOptions Context::runtime_options() const {
         }
         options.image_registries = std::move(registries);
     }
+    options.insecure_registries = g.insecure_registries;
     options.engine = engine_kind(g.engine);
     return options;
 }

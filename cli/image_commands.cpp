@@ -22,12 +22,10 @@ RuntimeSettings cli_runtime_settings(const Context&) { return RuntimeSettings{};
 
 namespace {
 
+// The same store options as the runtime's rootfs provider (search list, insecure registries,
+// platform): what `pull` fetches is what `run` then finds.
 BoxliteResult<image::ImageStore> open_store(const Context& context) {
-    const auto options = context.runtime_options();
-    image::ImageStoreOptions store_options;
-    store_options.home = options.home_dir;
-    store_options.registry.search_registries = options.image_registries;
-    return image::ImageStore::open(std::move(store_options));
+    return image::ImageStore::open(image::store_options_for(context.runtime_options()));
 }
 
 /// "sha256:0123456789abcdef…" -> "0123456789ab", as Docker shows image ids.

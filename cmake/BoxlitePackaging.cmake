@@ -21,6 +21,10 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/boxliteConfigVersion.cmak
 install(FILES ${PROJECT_BINARY_DIR}/boxliteConfig.cmake ${PROJECT_BINARY_DIR}/boxliteConfigVersion.cmake
         DESTINATION ${BOXLITE_INSTALL_CMAKEDIR})
 
+# Neither the CMake package nor boxlite.pc declares libcurl or libarchive: lib/image dlopen()s
+# them on first use (lib/image/dynamic_libs.hpp), so they are run-time dependencies of programs
+# that use images (Debian: libcurl4 + libarchive13, or libcurl4t64 + libarchive13t64 on trixie).
+
 # pkg-config: the prefix is found relative to the .pc file, so an installed tree can be moved
 # (and `cmake --install --prefix` anywhere works).
 file(RELATIVE_PATH BOXLITE_PC_RELATIVE_PREFIX "/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/")

@@ -32,11 +32,16 @@ int sh(const std::string& command) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+// umoci needs --rootless to unpack without root (it cannot chown); skopeo does not care.
+std::string umoci_unpack() { return ::geteuid() == 0 ? "umoci unpack" : "umoci unpack --rootless"; }
+
+// The registry and the images. Each image is ready on its own: a machine without Debian's Python
+// still measures the small image.
 struct Environment {
     bench::TempHome work;
     int port = 0;
-    bool ready = false;
-    std::string why_not;
+    std::string why_not;                        ///< why nothing can run
+    std::map<std::string, std::string> missing;  ///< image -> why it is not pushed
 
     Environment() {
         for (const char* tool : {"docker-registry", "skopeo", "umoci"}) {
@@ -55,20 +60,34 @@ struct Environment {
         ::close(fd);
         port = ntohs(addr.sin_port);
         const auto w = work.path().string();
+        if (sh(fmt::format("bash {} build {w}/img >{w}/build.log 2>&1", kHarness, fmt::arg("w", w))) != 0 ||
+            sh(fmt::format("bash {} start {}/registry {}", kHarness, w, port)) != 0) {
+            why_not = "could not build the test images or start docker-registry (see " + w + "/build.log)";
+            return;
+        }
+        if (sh(fmt::format("bash {} push {}/img/oci single {} bench/small:1", kHarness, w, port)) != 0) {
+            missing["small"] = "could not push the small image";
+        }
         const std::string python = "$(ls -d /usr/lib/python3.* 2>/dev/null | head -1)";
-        const bool ok =
-            sh(fmt::format("bash {} build {w}/img >{w}/build.log 2>&1", kHarness, fmt::arg("w", w))) == 0 &&
-            sh(fmt::format("cd {w}/img && umoci unpack --image oci:single b >/dev/null && mkdir -p b/rootfs/usr/lib && "
-                           "cp -a {py} b/rootfs/usr/lib/ && umoci repack --image oci:python b >/dev/null && "
-                           "rm -rf b",
-                           fmt::arg("w", w), fmt::arg("py", python))) == 0 &&
-            sh(fmt::format("bash {} start {}/registry {}", kHarness, w, port)) == 0 &&
-            sh(fmt::format("bash {} push {}/img/oci single {} bench/small:1", kHarness, w, port)) == 0 &&
-            sh(fmt::format("bash {} push {}/img/oci python {} bench/python:1", kHarness, w, port)) == 0;
-        if (!ok) why_not = "could not build or push the benchmark images (see " + w + "/build.log)";
-        ready = ok;
+        if (sh("ls -d /usr/lib/python3.* >/dev/null 2>&1") != 0) {
+            missing["python"] = "no /usr/lib/python3.* on this machine to build the python image from";
+        } else if (sh(fmt::format("cd {w}/img && {unpack} --image oci:single b >>{w}/build.log 2>&1 && "
+                                  "mkdir -p b/rootfs/usr/lib && cp -a {py} b/rootfs/usr/lib/ && "
+                                  "umoci repack --image oci:python b >>{w}/build.log 2>&1 && rm -rf b && "
+                                  "bash {h} push {w}/img/oci python {port} bench/python:1",
+                                  fmt::arg("w", w), fmt::arg("py", python), fmt::arg("unpack", umoci_unpack()),
+                                  fmt::arg("h", kHarness), fmt::arg("port", port))) != 0) {
+            missing["python"] = "could not build or push the python image (see " + w + "/build.log)";
+        }
     }
     ~Environment() { sh(fmt::format("bash {} stop {}/registry", kHarness, work.path().string())); }
+
+    /// Empty when `image` can be measured, else why not.
+    std::string unavailable(const std::string& image) const {
+        if (!why_not.empty()) return why_not;
+        const auto it = missing.find(image);
+        return it == missing.end() ? std::string() : it->second;
+    }
 };
 
 Environment& environment() {
@@ -84,8 +103,8 @@ void record(const std::string& name, std::chrono::steady_clock::time_point start
 
 void BM_OursPullUnpack(benchmark::State& state, const std::string& image) {
     auto& env = environment();
-    if (!env.ready) {
-        state.SkipWithError(env.why_not.c_str());
+    if (const auto why = env.unavailable(image); !why.empty()) {
+        state.SkipWithError(why.c_str());
         return;
     }
     for (auto _ : state) {
@@ -107,8 +126,8 @@ void BM_OursPullUnpack(benchmark::State& state, const std::string& image) {
 
 void BM_PeerSkopeoUmoci(benchmark::State& state, const std::string& image) {
     auto& env = environment();
-    if (!env.ready) {
-        state.SkipWithError(env.why_not.c_str());
+    if (const auto why = env.unavailable(image); !why.empty()) {
+        state.SkipWithError(why.c_str());
         return;
     }
     for (auto _ : state) {
@@ -116,8 +135,9 @@ void BM_PeerSkopeoUmoci(benchmark::State& state, const std::string& image) {
         const auto start = std::chrono::steady_clock::now();
         const int rc = sh(fmt::format(
             "skopeo copy -q --src-tls-verify=false docker://127.0.0.1:{port}/bench/{img}:1 oci:{h}/oci:{img} >/dev/null && "
-            "umoci unpack --image {h}/oci:{img} {h}/bundle >/dev/null",
-            fmt::arg("port", env.port), fmt::arg("img", image), fmt::arg("h", home.path().string())));
+            "{unpack} --image {h}/oci:{img} {h}/bundle >/dev/null",
+            fmt::arg("port", env.port), fmt::arg("img", image), fmt::arg("h", home.path().string()),
+            fmt::arg("unpack", umoci_unpack())));
         if (rc != 0) {
             state.SkipWithError("skopeo copy + umoci unpack failed");
             return;

@@ -3,6 +3,8 @@
 //
 //   home_dir          default ~/.boxlite; BOXLITE_HOME overrides it (see `from_environment`)
 //   image_registries  registries tried, in order, for unqualified references ("alpine:latest")
+//   insecure_registries  host[:port]s reached over plain HTTP (loopback registries always are);
+//                     checked when the image store opens (Config error for anything else)
 //   engine            auto | kvm | qemu | namespace | mock; BOXLITE_ENGINE overrides it.
 //                     `auto` picks kvm, then qemu; it never silently drops to namespace isolation.
 #pragma once
@@ -49,6 +51,7 @@ struct BoxliteOptions {
     std::filesystem::path home_dir = default_home_dir();
     std::vector<std::string> image_registries = kDefaultRegistries;
     EngineKind engine = EngineKind::Auto;
+    std::vector<std::string> insecure_registries = {};
 
     /// $BOXLITE_HOME when set and non-empty, else $HOME/.boxlite, else ./.boxlite.
     [[nodiscard]] static std::filesystem::path default_home_dir() {

@@ -95,7 +95,9 @@ inline void merge_launch_defaults(const BoxOptions& options, const ImageDefaults
         }
         if (!replaced) launch.env.emplace_back(key, value);
     }
-    launch.working_dir = options.working_dir.value_or(image.working_dir.empty() ? "/" : image.working_dir);
+    // An empty working_dir counts as unset, in image_config.hpp's merge_process_defaults too.
+    const auto& working_dir = options.working_dir && !options.working_dir->empty() ? *options.working_dir : image.working_dir;
+    launch.working_dir = working_dir.empty() ? "/" : working_dir;
     launch.user = options.user.value_or(image.user);
 }
 

@@ -21,20 +21,22 @@ bool bind(void* library, const char* name, Fn& slot, std::string& missing) {
     return true;
 }
 
+// `packages` names the Debian packages that ship `soname`: Debian 13 (trixie) renamed them for
+// the 64-bit time_t transition, so a message naming only bookworm's would mislead there.
 template <typename Api, typename Bind>
-BoxliteResult<const Api*> load(const char* soname, const char* package, Bind bind_all) {
+BoxliteResult<const Api*> load(const char* soname, const char* purpose, const char* packages, Bind bind_all) {
     // RTLD_NODELETE: the tables stay valid for the life of the process.
     void* library = ::dlopen(soname, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (library == nullptr) {
         const char* why = ::dlerror();
-        return fail(ErrorKind::Image, "cannot load {} ({}); install the Debian package {}", soname,
-                    why != nullptr ? why : "not found", package);
+        return fail(ErrorKind::Image, "cannot load {} ({}), which BoxLite needs {}; install the Debian package {}",
+                    soname, why != nullptr ? why : "not found", purpose, packages);
     }
     static Api api{};
     std::string missing;
     if (!bind_all(library, api, missing)) {
         return fail(ErrorKind::Image, "{} lacks {}: a newer version is needed (Debian package {})", soname, missing,
-                    package);
+                    packages);
     }
     return &api;
 }
@@ -46,7 +48,9 @@ BoxliteResult<const Api*> load(const char* soname, const char* package, Bind bin
 
 BoxliteResult<const CurlApi*> curl() {
     static const BoxliteResult<const CurlApi*> loaded = [] {
-        auto loaded_api = load<CurlApi>("libcurl.so.4", "libcurl4", [](void* library, CurlApi& api, std::string& missing) {
+        auto loaded_api = load<CurlApi>("libcurl.so.4", "to pull images from registries",
+                                        "libcurl4 (bookworm) or libcurl4t64 (trixie)",
+                                        [](void* library, CurlApi& api, std::string& missing) {
             bool ok = true;
             BOXLITE_BIND_AS(global_init, curl_global_init);
             BOXLITE_BIND_AS(easy_init, curl_easy_init);
@@ -70,13 +74,15 @@ BoxliteResult<const CurlApi*> curl() {
 
 BoxliteResult<const ArchiveApi*> libarchive() {
     static const BoxliteResult<const ArchiveApi*> loaded = load<ArchiveApi>(
-        "libarchive.so.13", "libarchive13", [](void* library, ArchiveApi& api, std::string& missing) {
+        "libarchive.so.13", "to unpack and load images", "libarchive13 (bookworm) or libarchive13t64 (trixie)",
+        [](void* library, ArchiveApi& api, std::string& missing) {
             bool ok = true;
             BOXLITE_BIND(archive_read_new);
             BOXLITE_BIND(archive_read_support_filter_gzip);
             BOXLITE_BIND(archive_read_support_filter_zstd);
             BOXLITE_BIND(archive_read_support_filter_none);
             BOXLITE_BIND(archive_read_support_format_tar);
+            BOXLITE_BIND(archive_read_support_format_raw);
             BOXLITE_BIND(archive_read_open_filename);
             BOXLITE_BIND(archive_read_next_header);
             BOXLITE_BIND(archive_read_data_block);

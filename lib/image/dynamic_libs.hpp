@@ -6,7 +6,9 @@
 // every program embedding the library. Loading them when an image operation first needs them
 // keeps that cost off every other path. Their headers are still used for types and constants;
 // the functions are called through these tables. A missing library is an Image error that names
-// it and the Debian package that provides it.
+// it and the Debian packages that provide it (libcurl4 / libcurl4t64, libarchive13 /
+// libarchive13t64: bookworm / trixie names). Nothing in boxlite.pc or the CMake package declares
+// them (nothing links them): programs using images need them installed at run time.
 #pragma once
 
 #include <boxlite/error.hpp>
@@ -41,6 +43,7 @@ struct ArchiveApi {
     BOXLITE_DYNAMIC_FN(archive_read_support_filter_zstd);
     BOXLITE_DYNAMIC_FN(archive_read_support_filter_none);
     BOXLITE_DYNAMIC_FN(archive_read_support_format_tar);
+    BOXLITE_DYNAMIC_FN(archive_read_support_format_raw);
     BOXLITE_DYNAMIC_FN(archive_read_open_filename);
     BOXLITE_DYNAMIC_FN(archive_read_next_header);
     BOXLITE_DYNAMIC_FN(archive_read_data_block);

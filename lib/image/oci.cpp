@@ -133,14 +133,22 @@ BoxliteResult<ManifestDocument> parse_manifest_document(std::string_view body, s
 
 BoxliteResult<Descriptor> select_platform(const Index& index, const Platform& wanted, std::string_view what) {
     const Descriptor* fallback = nullptr;
+    // An entry without `platform` says nothing about where it runs; containerd accepts it as a
+    // match (single-entry indexes written by some tools have none), so do we — after every entry
+    // that names a matching platform.
+    const Descriptor* unlabelled = nullptr;
     const auto want = normalize_platform(wanted);
     for (const auto& entry : index.manifests) {
-        if (!entry.platform) continue;
+        if (!entry.platform) {
+            if (unlabelled == nullptr) unlabelled = &entry;
+            continue;
+        }
         if (!platform_matches(wanted, *entry.platform)) continue;
         if (normalize_platform(*entry.platform).variant == want.variant) return entry;
         if (fallback == nullptr) fallback = &entry;
     }
     if (fallback != nullptr) return *fallback;
+    if (unlabelled != nullptr) return *unlabelled;
     std::string offered;
     for (const auto& entry : index.manifests) {
         if (!entry.platform) continue;

@@ -16,31 +16,27 @@ BoxliteResult<ImageStore*> shared_store(const BoxliteOptions& options) {
     static std::map<std::string, std::unique_ptr<ImageStore>> stores;
     std::string key = options.home_dir.string();
     for (const auto& registry : options.image_registries) key += "\n" + registry;
+    key += "\ninsecure:";
+    for (const auto& registry : options.insecure_registries) key += "\n" + registry;
     std::lock_guard lock(mutex);
     if (auto it = stores.find(key); it != stores.end()) return it->second.get();
-    ImageStoreOptions store_options;
-    store_options.home = options.home_dir;
-    store_options.registry.search_registries = options.image_registries;
-    BOXLITE_TRY(auto store, ImageStore::open(std::move(store_options)));
+    BOXLITE_TRY(auto store, ImageStore::open(store_options_for(options)));
     auto owned = std::make_unique<ImageStore>(std::move(store));
     auto* raw = owned.get();
     stores.emplace(std::move(key), std::move(owned));
     return raw;
 }
 
-ImageDefaults to_defaults(const ImageConfig& config) {
-    ImageDefaults defaults;
-    defaults.entrypoint = config.entrypoint.value_or(std::vector<std::string>{});
-    defaults.cmd = config.cmd.value_or(std::vector<std::string>{});
-    // The same Env rules as merge_process_defaults: "NAME" alone becomes an empty value.
-    const auto merged = merge_process_defaults(config, BoxOptions{});
-    defaults.env = merged.env;
-    defaults.working_dir = config.working_dir;
-    defaults.user = config.user;
-    return defaults;
-}
-
 }  // namespace
+
+ImageStoreOptions store_options_for(const BoxliteOptions& options) {
+    ImageStoreOptions store_options;
+    store_options.home = options.home_dir;
+    store_options.registry.search_registries = options.image_registries;
+    store_options.registry.insecure_registries = options.insecure_registries;
+    store_options.registry.platform = host_platform();
+    return store_options;
+}
 
 ImageRootfsProvider store_rootfs_provider() {
     ImageRootfsProvider provider;
@@ -49,7 +45,7 @@ ImageRootfsProvider store_rootfs_provider() {
         BOXLITE_TRY(auto* store, shared_store(options));
         auto prepared = store->prepare_for(box.str(), image.reference, kind);
         if (!prepared) return fail(prepared.error().with_context(fmt::format("preparing image '{}'", image.reference)));
-        return PreparedRootfs{prepared->path, to_defaults(prepared->image.config), prepared->image.manifest_digest};
+        return PreparedRootfs{prepared->path, image_defaults(prepared->image.config), prepared->image.manifest_digest};
     };
     provider.release = [](const BoxID& box, const BoxliteOptions& options) -> BoxliteResult<void> {
         BOXLITE_TRY(auto* store, shared_store(options));

@@ -89,6 +89,8 @@ bool is_valid_sha256_digest(std::string_view digest) {
                        [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
+bool is_valid_registry_host(std::string_view registry) { return registry.size() <= 255 && valid_domain(registry); }
+
 bool is_loopback_registry(std::string_view registry) {
     std::string_view host = registry;
     if (!host.empty() && host.front() == '[') {

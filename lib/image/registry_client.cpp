@@ -255,8 +255,9 @@ struct Transfer {
 
 RegistryClient::RegistryClient(const RegistryOptions& options, ImageReference reference)
     : options_(options), reference_(std::move(reference)) {
-    const bool insecure = std::find(options_.insecure_registries.begin(), options_.insecure_registries.end(),
-                                    reference_.registry) != options_.insecure_registries.end();
+    const auto registry = to_lower(reference_.registry);
+    const bool insecure = std::any_of(options_.insecure_registries.begin(), options_.insecure_registries.end(),
+                                      [&](const std::string& listed) { return to_lower(listed) == registry; });
     scheme_ = (insecure || is_loopback_registry(reference_.registry)) ? "http" : "https";
     host_ = reference_.registry == kDockerHub ? std::string("registry-1.docker.io") : reference_.registry;
 }
@@ -284,7 +285,11 @@ BoxliteResult<RegistryClient::Response> RegistryClient::get(const std::string& u
     api->easy_setopt(h, CURLOPT_HTTPHEADER, headers);
     // Layers are already compressed; manifests are small. Let curl ask for nothing else.
     api->easy_setopt(h, CURLOPT_ACCEPT_ENCODING, nullptr);
-    if (resume_from > 0) api->easy_setopt(h, CURLOPT_RESUME_FROM_LARGE, static_cast<curl_off_t>(resume_from));
+    // A Range header rather than CURLOPT_RESUME_FROM_LARGE: with the latter curl itself fails
+    // (CURLE_RANGE_ERROR) when the server ignores the range and answers 200, before our sink can
+    // see the full body and start over. The sink checks Content-Range on a 206 itself.
+    const std::string range = fmt::format("{}-", resume_from);
+    if (resume_from > 0) api->easy_setopt(h, CURLOPT_RANGE, range.c_str());
 
     api->easy_setopt(h, CURLOPT_HEADERDATA, &transfer);
     api->easy_setopt(h, CURLOPT_HEADERFUNCTION, +[](char* data, size_t size, size_t count, void* user) -> size_t {
@@ -711,6 +716,7 @@ BoxliteResult<void> RegistryClient::download_blob(const Descriptor& descriptor, 
         // A full body (the server ignored Range): start over.
         hash.reset();
         have = 0;
+        last_report = 0;
         if (::ftruncate(fd, 0) != 0) {
             write_failed = true;
             return false;

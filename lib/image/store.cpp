@@ -275,11 +275,11 @@ struct ImageStore::Impl {
             while (true) {
                 BOXLITE_TRY(const bool row, q.step());
                 if (!row) break;
+                // The full reference in both: a bare tag would make two images tagged "latest"
+                // ambiguous for `skopeo … oci:<home>/images:<name>`.
                 const auto reference = q.text(0);
-                nlohmann::json annotations{{"io.containerd.image.name", reference}};
-                if (auto parsed = parse_reference(reference); parsed && parsed->tag) {
-                    annotations["org.opencontainers.image.ref.name"] = *parsed->tag;
-                }
+                nlohmann::json annotations{{"io.containerd.image.name", reference},
+                                           {"org.opencontainers.image.ref.name", reference}};
                 manifests.push_back({{"mediaType", q.text(2)},
                                      {"digest", q.text(1)},
                                      {"size", q.integer(3)},
@@ -457,6 +457,87 @@ struct ImageStore::Impl {
         return std::pair{target, true};
     }
 
+    // mke2fs -d copies owners and modes from the tree. A tree unpacked by a non-root user (VM
+    // engines need only /dev/kvm) has that user as every owner, setuid binaries included, and
+    // directories widened by u+rwx; the disk must hold what the layers declare, so those inodes
+    // are rewritten with debugfs. Its top directory tells who unpacked the tree.
+    BoxliteResult<void> correct_disk_ownership(const ImageInfo& image, const fs::path& tree, const fs::path& disk) {
+        struct stat top {};
+        if (::lstat(tree.c_str(), &top) != 0) return fail_errno(ErrorKind::Storage, "stat " + tree.string(), errno);
+        if (top.st_uid == 0) return {};
+        std::vector<fs::path> layers;
+        for (const auto& layer : image.layers) layers.push_back(blob_path(layer.digest));
+        BOXLITE_TRY(const auto declared, declared_ownership(layers, options.unpack));
+
+        std::string script;
+        std::string unquotable;
+        auto correct = [&](const std::string& relative, const struct stat& st, const DeclaredOwnership& want) {
+            std::string commands;
+            std::string quoted = "\"/";
+            for (char c : relative) {
+                if (c == '"') quoted += '"';  // debugfs reads "" inside quotes as one quote
+                quoted += c;
+            }
+            quoted += '"';
+            if (st.st_uid != want.uid) commands += fmt::format("sif {} uid {}\n", quoted, want.uid);
+            if (st.st_gid != want.gid) commands += fmt::format("sif {} gid {}\n", quoted, want.gid);
+            if (!S_ISLNK(st.st_mode) && (st.st_mode & 07777) != want.mode) {
+                commands += fmt::format("sif {} mode 0{:o}\n", quoted, (st.st_mode & S_IFMT) | want.mode);
+            }
+            if (commands.empty()) return;
+            if (relative.find_first_of("\n\r") != std::string::npos) {
+                if (unquotable.empty()) unquotable = relative;
+                return;
+            }
+            script += commands;
+        };
+        // Directories no layer lists were created by unpack, as root would have: 0:0, 0755.
+        const DeclaredOwnership implicit_dir{0, 0, 0755};
+        correct("", top, implicit_dir);
+        std::error_code ec;
+        for (auto it = fs::recursive_directory_iterator(tree, fs::directory_options::none, ec);
+             !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+            struct stat st {};
+            if (::lstat(it->path().c_str(), &st) != 0) continue;
+            const auto relative = it->path().lexically_relative(tree).string();
+            if (const auto found = declared.find(relative); found != declared.end()) {
+                correct(relative, st, found->second);
+            } else if (S_ISDIR(st.st_mode)) {
+                correct(relative, st, implicit_dir);
+            }
+        }
+        if (ec) return fail(ErrorKind::Storage, "walking {}: {}", tree.string(), ec.message());
+        if (!unquotable.empty()) {
+            return fail(ErrorKind::Image,
+                        "image {}: the path '{}' has a line break, which debugfs cannot address; build the disk as "
+                        "root (then no correction is needed)",
+                        image.reference, unquotable);
+        }
+        if (script.empty()) return {};
+        const auto script_path = fs::path(disk.string() + ".debugfs");
+        BOXLITE_TRY_VOID(write_file_atomic(script_path, script));
+        std::string diagnostics;
+        auto ran = run_program({"debugfs", "-w", "-f", script_path.string(), disk.string()}, ErrorKind::Storage,
+                               &diagnostics);
+        ::unlink(script_path.c_str());
+        BOXLITE_TRY_VOID(ran);
+        // debugfs exits 0 whatever its commands did; anything on stderr but its banner is a failure.
+        std::string errors;
+        std::size_t start = 0;
+        while (start < diagnostics.size()) {
+            auto end = diagnostics.find('\n', start);
+            if (end == std::string::npos) end = diagnostics.size();
+            const auto line = diagnostics.substr(start, end - start);
+            if (!line.empty() && !line.starts_with("debugfs ")) errors += (errors.empty() ? "" : "; ") + line;
+            start = end + 1;
+        }
+        if (!errors.empty()) {
+            return fail(ErrorKind::Storage, "setting the owners and modes the layers declare in {} with debugfs: {}",
+                        disk.string(), errors.substr(0, 1000));
+        }
+        return {};
+    }
+
     BoxliteResult<std::pair<fs::path, bool>> build_disk(const ImageInfo& image) {
         const auto target = disks / fmt::format("{}.ext4", digest_hex(image.manifest_digest));
         struct stat st {};
@@ -488,6 +569,7 @@ struct ImageStore::Impl {
                                   std::to_string(inode_count), "-L", "boxlite-rootfs", "-d", tree.first.string(),
                                   temp.string(), fmt::format("{}k", size / 1024)},
                                  ErrorKind::Storage);
+        if (built) built = correct_disk_ownership(image, tree.first, temp);
         if (!built) {
             ::unlink(temp.c_str());
             return fail(built.error().with_context(fmt::format("building the ext4 disk of image {}", image.reference)));
@@ -502,6 +584,15 @@ struct ImageStore::Impl {
 };
 
 BoxliteResult<ImageStore> ImageStore::open(ImageStoreOptions options) {
+    for (const auto* list : {&options.registry.search_registries, &options.registry.insecure_registries}) {
+        for (const auto& registry : *list) {
+            if (!is_valid_registry_host(registry)) {
+                return fail(ErrorKind::Config, "{} registry '{}' is not a valid host[:port] (e.g. registry.local:5000, "
+                            "without a scheme or path)",
+                            list == &options.registry.search_registries ? "search" : "insecure", registry.substr(0, 200));
+            }
+        }
+    }
     auto impl = std::make_unique<Impl>();
     impl->images = options.home / "images";
     impl->blobs = impl->images / "blobs" / "sha256";
@@ -874,9 +965,11 @@ BoxliteResult<std::vector<ImageInfo>> ImageStore::load(const fs::path& path, std
             break;
         }
     }
+    // A short name normalizes as everywhere else (Docker's rule: "mine:1" is
+    // docker.io/library/mine:1), so the same short name finds it again in run, inspect and rm.
     std::optional<ImageReference> wanted;
     if (reference) {
-        BOXLITE_TRY(auto parsed, parse_reference(*reference, "localhost"));
+        BOXLITE_TRY(auto parsed, parse_reference(*reference));
         wanted = std::move(parsed);
     }
 
@@ -942,8 +1035,22 @@ BoxliteResult<std::vector<ImageInfo>> ImageStore::load(const fs::path& path, std
             manifest.media_type = std::string(media_type::kOciManifest);
             manifest.config = {std::string(media_type::kOciConfig), sha256_digest(config_text), config_text.size(), {}, {}};
             BOXLITE_TRY_VOID(impl.write_blob(manifest.config.digest, config_text));
-            for (const auto& layer : entry.layers) {
+            // Every layer is checked against its diff_id (the digest of its uncompressed tar) before
+            // it enters the store: that is all a docker save archive says about its layers.
+            if (config.diff_ids.size() != entry.layers.size()) {
+                return fail(ErrorKind::Image, "{}: config {} lists {} layers (rootfs.diff_ids) but manifest.json {}",
+                            path.string(), entry.config, config.diff_ids.size(), entry.layers.size());
+            }
+            for (std::size_t i = 0; i < entry.layers.size(); ++i) {
+                const auto& layer = entry.layers[i];
                 BOXLITE_TRY(auto layer_path, inside(root, layer));
+                BOXLITE_TRY(auto diff_id, uncompressed_sha256(layer_path));
+                if (diff_id != config.diff_ids[i]) {
+                    return fail(ErrorKind::Image,
+                                "{}: digest mismatch for layer {}: the config's diff_id is {}, the uncompressed content "
+                                "has digest {}",
+                                path.string(), layer, config.diff_ids[i], diff_id);
+                }
                 unsigned char magic[4] = {0, 0, 0, 0};
                 if (std::FILE* f = std::fopen(layer_path.c_str(), "rb")) {
                     (void)std::fread(magic, 1, sizeof magic, f);
@@ -952,12 +1059,11 @@ BoxliteResult<std::vector<ImageInfo>> ImageStore::load(const fs::path& path, std
                 std::string type(media_type::kOciLayer);
                 if (magic[0] == 0x1f && magic[1] == 0x8b) type = media_type::kOciLayerGzip;
                 if (magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd) type = media_type::kOciLayerZstd;
-                BOXLITE_TRY(auto stored, impl.import_blob_file(layer_path, std::nullopt));
+                // An uncompressed layer's blob digest is its diff_id: checked again as it is copied.
+                const auto expected = type == media_type::kOciLayer ? std::optional<std::string_view>(diff_id)
+                                                                   : std::nullopt;
+                BOXLITE_TRY(auto stored, impl.import_blob_file(layer_path, expected));
                 manifest.layers.push_back({type, stored.first, stored.second, {}, {}});
-            }
-            if (!config.diff_ids.empty() && config.diff_ids.size() != manifest.layers.size()) {
-                return fail(ErrorKind::Image, "{}: config lists {} layers but manifest.json {}", path.string(),
-                            config.diff_ids.size(), manifest.layers.size());
             }
             const auto manifest_text = serialize_manifest(manifest);
             const auto manifest_digest = sha256_digest(manifest_text);

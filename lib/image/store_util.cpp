@@ -161,13 +161,14 @@ BoxliteResult<void> sql_exec(sqlite3* db, const char* sql) {
     return {};
 }
 
-BoxliteResult<void> run_program(const std::vector<std::string>& argv, ErrorKind kind) {
+BoxliteResult<void> run_program(const std::vector<std::string>& argv, ErrorKind kind, std::string* diagnostics) {
     std::FILE* log = std::tmpfile();
     if (log == nullptr) return fail_errno(ErrorKind::Internal, "tmpfile", errno);
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&actions, fileno(log), 1);
+    if (diagnostics != nullptr) posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    else posix_spawn_file_actions_adddup2(&actions, fileno(log), 1);
     posix_spawn_file_actions_adddup2(&actions, fileno(log), 2);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -191,6 +192,7 @@ BoxliteResult<void> run_program(const std::vector<std::string>& argv, ErrorKind 
         if (output.size() > 8192) output.erase(0, output.size() - 8192);
     }
     std::fclose(log);
+    if (diagnostics != nullptr) *diagnostics = output;
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
     while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) output.pop_back();
     if (output.size() > 1000) output = "…" + output.substr(output.size() - 1000);

@@ -66,7 +66,9 @@ private:
 [[nodiscard]] BoxliteResult<void> sql_exec(sqlite3* db, const char* sql);
 
 /// Runs a program (argv[0] looked up in PATH) and waits; on non-zero exit the error carries the
-/// tail of its stderr.
-[[nodiscard]] BoxliteResult<void> run_program(const std::vector<std::string>& argv, ErrorKind kind);
+/// tail of its stderr. With `diagnostics`, stdout is discarded and the tail of stderr is stored
+/// there on success too (for programs such as debugfs that report errors but exit 0).
+[[nodiscard]] BoxliteResult<void> run_program(const std::vector<std::string>& argv, ErrorKind kind,
+                                              std::string* diagnostics = nullptr);
 
 }  // namespace boxlite::image

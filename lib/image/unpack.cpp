@@ -1,4 +1,5 @@
 #include "unpack.hpp"
+#include "digest.hpp"
 #include "dynamic_libs.hpp"
 
 #include <archive.h>
@@ -12,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <unordered_set>
 #include <vector>
@@ -469,6 +471,143 @@ LayerUnpacker::~LayerUnpacker() {
 BoxliteResult<void> LayerUnpacker::apply(const std::filesystem::path& layer, std::string_view what) {
     Applier applier(root_fd_, limits_, stats_, what);
     return applier.run(layer);
+}
+
+namespace {
+
+// A layer path as unpack applies it ("./a//b/" -> "a/b"); nullopt for what unpack refuses.
+std::optional<std::string> normalized_path(std::string_view raw) {
+    if (!raw.empty() && raw.front() == '/') return std::nullopt;
+    std::string out;
+    std::size_t start = 0;
+    while (start <= raw.size()) {
+        auto end = raw.find('/', start);
+        if (end == std::string_view::npos) end = raw.size();
+        const auto part = raw.substr(start, end - start);
+        if (part == "..") return std::nullopt;
+        if (!part.empty() && part != ".") {
+            if (!out.empty()) out += '/';
+            out += part;
+        }
+        start = end + 1;
+    }
+    return out;
+}
+
+// Forgets everything below `dir` ("" = the root), except what `keep` lists.
+void forget_below(std::map<std::string, DeclaredOwnership>& declared, const std::string& dir,
+                  const std::unordered_set<std::string>* keep) {
+    const std::string prefix = dir.empty() ? std::string() : dir + "/";
+    for (auto it = declared.lower_bound(prefix); it != declared.end() && it->first.starts_with(prefix);) {
+        if (keep != nullptr && keep->contains(it->first)) ++it;
+        else it = declared.erase(it);
+    }
+}
+
+BoxliteResult<std::unique_ptr<archive, ArchiveDeleter>> open_layer(const dynamic::ArchiveApi* ar,
+                                                                   const std::filesystem::path& layer, bool raw) {
+    std::unique_ptr<archive, ArchiveDeleter> a(ar->archive_read_new(), ArchiveDeleter{ar});
+    if (!a) return fail(ErrorKind::Internal, "libarchive: out of memory");
+    ar->archive_read_support_filter_gzip(a.get());
+    ar->archive_read_support_filter_zstd(a.get());
+    ar->archive_read_support_filter_none(a.get());
+    if (raw) ar->archive_read_support_format_raw(a.get());
+    else ar->archive_read_support_format_tar(a.get());
+    if (ar->archive_read_open_filename(a.get(), layer.c_str(), 1 << 16) != ARCHIVE_OK) {
+        return fail(ErrorKind::Image, "layer {}: cannot open as {} (plain, gzip or zstd): {}", layer.string(),
+                    raw ? "a stream" : "tar", ar->archive_error_string(a.get()));
+    }
+    return a;
+}
+
+}  // namespace
+
+BoxliteResult<std::map<std::string, DeclaredOwnership>> declared_ownership(std::span<const std::filesystem::path> layers,
+                                                                          const UnpackLimits& limits) {
+    BOXLITE_TRY(const auto* ar, dynamic::libarchive());
+    std::map<std::string, DeclaredOwnership> declared;
+    std::uint64_t entries = 0;
+    for (const auto& layer : layers) {
+        BOXLITE_TRY(auto a, open_layer(ar, layer, false));
+        std::unordered_set<std::string> written;  // by this layer: an opaque marker keeps them
+        archive_entry* entry = nullptr;
+        while (true) {
+            const int rc = ar->archive_read_next_header(a.get(), &entry);
+            if (rc == ARCHIVE_EOF) break;
+            if (rc < ARCHIVE_WARN) {
+                return fail(ErrorKind::Image, "layer {}: corrupt tar stream: {}", layer.string(),
+                            ar->archive_error_string(a.get()));
+            }
+            if (++entries > limits.max_entries) {
+                return fail(ErrorKind::Image, "layer {}: more than {} entries (refused as hostile)", layer.string(),
+                            limits.max_entries);
+            }
+            const char* path_c = ar->archive_entry_pathname(entry);
+            if (path_c == nullptr) path_c = ar->archive_entry_pathname_utf8(entry);
+            if (path_c == nullptr || std::strlen(path_c) > limits.max_path_length) continue;
+            const auto path = normalized_path(path_c);
+            if (!path || path->empty()) continue;
+            const auto slash = path->rfind('/');
+            const std::string dir = slash == std::string::npos ? std::string() : path->substr(0, slash);
+            const std::string base = slash == std::string::npos ? *path : path->substr(slash + 1);
+            if (base.starts_with(kWhiteoutPrefix)) {
+                if (base == kOpaqueMarker) {
+                    forget_below(declared, dir, &written);
+                } else if (!base.starts_with(".wh..wh.")) {
+                    const auto victim = (dir.empty() ? std::string() : dir + "/") + base.substr(kWhiteoutPrefix.size());
+                    declared.erase(victim);
+                    forget_below(declared, victim, nullptr);
+                }
+                continue;
+            }
+            const mode_t type = ar->archive_entry_filetype(entry);
+            if (type == AE_IFCHR || type == AE_IFBLK || type == AE_IFSOCK) continue;
+            written.insert(*path);
+            if (const char* link = ar->archive_entry_hardlink(entry); link != nullptr) {
+                // The same inode as its target: whatever the target declared.
+                const auto target = normalized_path(link);
+                const auto it = target ? declared.find(*target) : declared.end();
+                if (it == declared.end()) {
+                    declared.erase(*path);
+                } else {
+                    const auto same = it->second;
+                    declared[*path] = same;
+                }
+                continue;
+            }
+            // A non-directory replaces whatever was there, a directory tree included.
+            if (type != AE_IFDIR) forget_below(declared, *path, nullptr);
+            declared[*path] = {static_cast<std::uint32_t>(ar->archive_entry_uid(entry)),
+                               static_cast<std::uint32_t>(ar->archive_entry_gid(entry)),
+                               static_cast<std::uint32_t>(ar->archive_entry_perm(entry) & 07777)};
+        }
+    }
+    return declared;
+}
+
+BoxliteResult<std::string> uncompressed_sha256(const std::filesystem::path& layer) {
+    BOXLITE_TRY(const auto* ar, dynamic::libarchive());
+    BOXLITE_TRY(auto a, open_layer(ar, layer, true));
+    Sha256 hash;
+    archive_entry* entry = nullptr;
+    const int rc = ar->archive_read_next_header(a.get(), &entry);
+    if (rc == ARCHIVE_EOF) return hash.finish();
+    if (rc < ARCHIVE_WARN) {
+        return fail(ErrorKind::Image, "layer {}: cannot decompress: {}", layer.string(), ar->archive_error_string(a.get()));
+    }
+    while (true) {
+        const void* block = nullptr;
+        std::size_t length = 0;
+        la_int64_t offset = 0;
+        const int data = ar->archive_read_data_block(a.get(), &block, &length, &offset);
+        if (data == ARCHIVE_EOF) break;
+        if (data < ARCHIVE_WARN) {
+            return fail(ErrorKind::Image, "layer {}: corrupt compressed stream: {}", layer.string(),
+                        ar->archive_error_string(a.get()));
+        }
+        hash.update(block, length);
+    }
+    return hash.finish();
 }
 
 void remove_tree(const std::filesystem::path& path) noexcept {

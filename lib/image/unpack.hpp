@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <span>
 #include <string>
 #include <string_view>
@@ -59,6 +60,25 @@ private:
 /// directory renamed into place: on failure nothing is left at `target` or beside it.
 [[nodiscard]] BoxliteResult<UnpackStats> unpack_image(std::span<const std::filesystem::path> layers,
                                                       const std::filesystem::path& target, const UnpackLimits& limits);
+
+/// The owner and permission bits a layer entry declares for a path.
+struct DeclaredOwnership {
+    std::uint32_t uid = 0;
+    std::uint32_t gid = 0;
+    std::uint32_t mode = 0;  ///< permission bits, 07777
+};
+
+/// What the layers, applied in order, declare for each path they leave ("etc/passwd"; the root is
+/// not listed): the last entry that wrote a path wins, whiteouts and opaque directories forget
+/// what they remove, a hardlink gets its target's. Only headers are read. An unpacked tree holds
+/// these exactly only when unpacked as root; an ext4 disk built from a tree unpacked by anyone
+/// else is corrected with this (directories the layers never list were created 0:0).
+[[nodiscard]] BoxliteResult<std::map<std::string, DeclaredOwnership>> declared_ownership(
+    std::span<const std::filesystem::path> layers, const UnpackLimits& limits);
+
+/// sha256 of a layer's uncompressed tar stream (gzip, zstd or none, detected from the content):
+/// what an image config's rootfs.diff_ids lists.
+[[nodiscard]] BoxliteResult<std::string> uncompressed_sha256(const std::filesystem::path& layer);
 
 /// Recursively removes `path` without following symlinks; missing is fine.
 void remove_tree(const std::filesystem::path& path) noexcept;

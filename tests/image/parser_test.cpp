@@ -98,6 +98,29 @@ TEST(ImageManifest, SelectsPlatformFromIndex) {
     EXPECT_FALSE(wrong_variant);
 }
 
+// Entries without `platform` (a single-image index from some tools) match any request, as in
+// containerd; an entry that names a matching platform still wins over them.
+TEST(ImageManifest, IndexEntriesWithoutAPlatformMatchAnyPlatform) {
+    const std::string single = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",)"
+                               R"("manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
+                               kDigestA + R"(","size":10}]})";
+    auto doc = parse_manifest_document(single, "");
+    ASSERT_TRUE(doc) << doc.error().message();
+    const auto& index = std::get<Index>(*doc);
+    ASSERT_EQ(index.manifests.size(), 1u);
+    EXPECT_FALSE(index.manifests[0].platform.has_value());
+    for (const Platform& p : {Platform{"linux", "amd64", ""}, Platform{"linux", "arm64", "v8"}}) {
+        auto chosen = select_platform(index, p, "x");
+        ASSERT_TRUE(chosen) << chosen.error().message();
+        EXPECT_EQ(chosen->digest, kDigestA);
+    }
+
+    Index mixed = index;
+    mixed.manifests.push_back({std::string(media_type::kOciManifest), kDigestB, 10, Platform{"linux", "arm64", "v8"}, {}});
+    EXPECT_EQ(select_platform(mixed, {"linux", "arm64", ""}, "x")->digest, kDigestB);
+    EXPECT_EQ(select_platform(mixed, {"linux", "amd64", ""}, "x")->digest, kDigestA);
+}
+
 TEST(ImageConfigParse, ReadsRuntimeDefaults) {
     auto config = parse_image_config(
         R"({"architecture":"amd64","os":"linux","created":"2024-01-01T00:00:00Z","config":{"Env":["PATH=/bin","A=b"],)"
@@ -225,6 +248,39 @@ TEST(ImageFuzz, ParsersSurviveMutatedInput) {
         (void)parse_platform(mutate("linux/arm64/v8", rng));
     }
     EXPECT_GT(accepted, 0);
+}
+
+// HTTPS unless the registry is loopback (as Docker) or listed in insecure_registries (host[:port]
+// as the reference names it, any case); the store refuses entries that are not host[:port].
+TEST(ImageRegistryClient, UsesPlainHttpOnlyForLoopbackAndInsecureRegistries) {
+    auto scheme = [](const RegistryOptions& options, std::string_view reference) {
+        return RegistryClient(options, parse_reference(reference).value()).scheme();
+    };
+    RegistryOptions options;
+    EXPECT_EQ(scheme(options, "registry.example:5000/team/app:1"), "https");
+    EXPECT_EQ(scheme(options, "ghcr.io/org/app"), "https");
+    EXPECT_EQ(scheme(options, "alpine"), "https");
+    EXPECT_EQ(scheme(options, "127.0.0.1:5000/app"), "http");
+    EXPECT_EQ(scheme(options, "localhost/app"), "http");
+    EXPECT_EQ(scheme(options, "[::1]:5000/app"), "http");
+    options.insecure_registries = {"Registry.Example:5000"};
+    EXPECT_EQ(scheme(options, "registry.example:5000/team/app:1"), "http");
+    EXPECT_EQ(scheme(options, "registry.example/team/app:1"), "https");  // another port, another registry
+    EXPECT_EQ(scheme(options, "registry.example:5001/team/app:1"), "https");
+
+    char dir[] = "/tmp/boxlite-insecure-XXXXXX";
+    ASSERT_NE(::mkdtemp(dir), nullptr);
+    for (const char* bad : {"http://registry.example:5000", "registry.example/v2", "", "registry example"}) {
+        RegistryOptions invalid;
+        invalid.insecure_registries = {bad};
+        auto store = ImageStore::open({dir, invalid, {}});
+        ASSERT_FALSE(store) << bad;
+        EXPECT_EQ(store.error().kind(), ErrorKind::Config);
+        EXPECT_NE(store.error().message().find(fmt::format("insecure registry '{}'", bad)), std::string::npos)
+            << store.error().message();
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
 }
 
 }  // namespace

@@ -182,5 +182,48 @@ TEST(ImageConfigMerge, BoxOptionsOverrideTheImage) {
     EXPECT_EQ(nothing.user, "");
 }
 
+// The image API's merge and the runtime's (what EngineLaunch gets) are one rule: an explicitly
+// empty working_dir counts as unset in both (the image's WorkingDir, else "/").
+TEST(ImageConfigMerge, TheImageApiAndTheRuntimeMergeAlike) {
+    ImageConfig image;
+    image.entrypoint = std::vector<std::string>{"/entry"};
+    image.cmd = std::vector<std::string>{"run"};
+    image.env = {"A=1", "B", "A=2"};
+    image.working_dir = "/app";
+    image.user = "daemon";
+    ImageConfig bare;
+
+    std::vector<BoxOptions> variants(7);
+    variants[1].working_dir = "";
+    variants[2].working_dir = "/elsewhere";
+    variants[3].entrypoint = std::vector<std::string>{"/bin/sh"};
+    variants[4].cmd = std::vector<std::string>{"other"};
+    variants[5].env = {{"A", "box"}, {"C", "3"}};
+    variants[6].user = "";
+    for (const auto* config : {&image, &bare}) {
+        for (const auto& options : variants) {
+            const auto merged = merge_process_defaults(*config, options);
+            EngineLaunch launch;
+            merge_launch_defaults(options, image_defaults(*config), launch);
+            EXPECT_EQ(merged.argv, launch.init_command);
+            EXPECT_EQ(merged.env, launch.env);
+            EXPECT_EQ(merged.working_dir, launch.working_dir);
+            EXPECT_EQ(merged.user, launch.user);
+        }
+    }
+    EXPECT_EQ(merge_process_defaults(image, variants[1]).working_dir, "/app");
+    EXPECT_EQ(merge_process_defaults(bare, variants[1]).working_dir, "/");
+    EngineLaunch launch;
+    merge_launch_defaults(variants[1], ImageDefaults{}, launch);
+    EXPECT_EQ(launch.working_dir, "/");
+    // Env: "B" alone is an empty value, a repeated name keeps its first place with the last value.
+    EXPECT_EQ(image_defaults(image).env,
+              (std::vector<std::pair<std::string, std::string>>{{"A", "2"}, {"B", ""}}));
+    EXPECT_EQ(merge_process_defaults(image, variants[5]).env,
+              (std::vector<std::pair<std::string, std::string>>{{"A", "box"}, {"B", ""}, {"C", "3"}}));
+    // An explicitly empty user means root, not the image's user.
+    EXPECT_EQ(merge_process_defaults(image, variants[6]).user, "");
+}
+
 }  // namespace
 }  // namespace boxlite::image

@@ -8,11 +8,16 @@
 #       amd, arm   single + a layer writing /etc/arch (arm: config architecture arm64)
 #       multiarch  an OCI index of amd (linux/amd64) and arm (linux/arm64/v8)
 #       unique     single + a layer of random bytes (for tampering tests)
+#       entry      single with User 1000:1000 and Entrypoint ["/bin/echo", "entry"], Cmd ["from-image"]
 #   registry_harness.sh start <dir> <port> [user pass]    registry in <dir> (pid in <dir>/pid), waits until up
 #   registry_harness.sh start-token <dir> <port> <token-port> <user> <pass>
 #                                                         registry with bearer-token auth; token_server.py as realm
+#   registry_harness.sh start-proxy <dir> <port> <upstream-port> <fault> [count]
+#                                                         fault_proxy.py in front of a registry (log <dir>/proxy.log)
 #   registry_harness.sh stop <dir>
-#   registry_harness.sh push <oci-dir> <tag> <port> <repo:tag> [all] [user:pass]
+#   registry_harness.sh push <oci-dir> <tag> <port> <repo:tag> [all|v2s2|all,v2s2|-] [user:pass]
+#                                                         v2s2: convert to Docker v2 schema 2 on the way
+#                                                         (with all: an OCI index becomes a Docker manifest list)
 set -euo pipefail
 
 cmd=$1; shift
@@ -20,9 +25,13 @@ case "$cmd" in
 build)
     w=$1
     mkdir -p "$w"; cd "$w"
+    # Without root umoci can only unpack --rootless, and files cannot be given away: the images
+    # then lack the non-root owners (the benchmark still runs; the tests need root for them).
+    unpack=(umoci unpack); own() { chown "$@"; }
+    if [[ $EUID -ne 0 ]]; then unpack+=(--rootless); own() { :; }; fi
     umoci init --layout oci
     umoci new --image oci:base
-    umoci unpack --image oci:base bundle >/dev/null
+    "${unpack[@]}" --image oci:base bundle >/dev/null
     r=bundle/rootfs
     mkdir -p $r/bin $r/etc $r/data/keep $r/data/gone $r/opq/sub $r/root $r/tmp
     cp /bin/busybox $r/bin/busybox
@@ -30,7 +39,10 @@ build)
     printf 'NAME="BoxLite Test Linux"\nID=boxlite-test\nVERSION_ID=1\n' > $r/etc/os-release
     echo keep > $r/data/keep/file; echo gone > $r/data/gone/file; echo old > $r/opq/old.txt
     echo old-sub > $r/opq/sub/x; echo 'root:x:0:0:root:/root:/bin/sh' > $r/etc/passwd
-    chmod 0640 $r/data/keep/file; chown 1000:1000 $r/data/keep/file; chmod 1777 $r/tmp
+    chmod 0640 $r/data/keep/file; own 1000:1000 $r/data/keep/file; chmod 1777 $r/tmp
+    printf '#!/bin/sh\nid -u\n' > $r/bin/suid-tool; chmod 4755 $r/bin/suid-tool
+    mkdir -p $r/srv/private; own 1000:1000 $r/srv/private; chmod 0550 $r/srv/private
+    ln -s ../data $r/srv/data-link; own -h 1000:1000 $r/srv/data-link
     umoci repack --image oci:base bundle >/dev/null
     umoci config --image oci:base --tag single --config.cmd /bin/sh --config.cmd -c --config.cmd 'cat /etc/os-release' \
         --config.env FOO=bar --config.env PATH=/bin --config.workingdir /data
@@ -53,6 +65,8 @@ build)
     mkdir -p lu/etc; head -c 300000 /dev/urandom > lu/etc/random.bin
     tar -C lu --numeric-owner --owner=0 --group=0 -cf layer-unique.tar etc
     umoci raw add-layer --image oci:single --tag unique layer-unique.tar
+    umoci config --image oci:single --tag entry --config.user 1000:1000 --config.entrypoint /bin/echo \
+        --config.entrypoint entry --config.cmd from-image
     python3 - <<'PY'
 import hashlib, json
 idx = json.load(open("oci/index.json"))
@@ -124,8 +138,25 @@ CFG
     done
     echo "registry on port $port did not come up" >&2; exit 1
     ;;
+start-proxy)
+    dir=$1 port=$2 upstream=$3 fault=$4 count=${5:-1}
+    mkdir -p "$dir"
+    python3 "$(dirname "$0")/fault_proxy.py" "$port" "$upstream" "$dir/proxy.log" "$fault" "$count" \
+        >"$dir/proxy.err" 2>&1 &
+    echo $! > "$dir/proxy.pid"
+    for _ in $(seq 1 100); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v2/" || true)
+        if [[ "$code" == 200 || "$code" == 401 ]]; then : > "$dir/proxy.log"; exit 0; fi
+        sleep 0.05
+    done
+    cat "$dir/proxy.err" >&2; echo "proxy on port $port did not come up" >&2; exit 1
+    ;;
 stop)
     dir=$1
+    if [[ -f "$dir/proxy.pid" ]]; then
+        kill "$(cat "$dir/proxy.pid")" 2>/dev/null || true
+        rm -f "$dir/proxy.pid"
+    fi
     if [[ -f "$dir/token.pid" ]]; then
         kill "$(cat "$dir/token.pid")" 2>/dev/null || true
         rm -f "$dir/token.pid"
@@ -140,7 +171,8 @@ stop)
 push)
     oci=$1 tag=$2 port=$3 dest=$4; all=${5:-}; creds=${6:-}
     args=(--dest-tls-verify=false)
-    [[ "$all" == all ]] && args+=(--all)
+    [[ ",$all," == *,all,* ]] && args+=(--all)
+    [[ ",$all," == *,v2s2,* ]] && args+=(--format v2s2)
     [[ -n "$creds" ]] && args+=(--dest-creds "$creds")
     skopeo copy -q "${args[@]}" "oci:$oci:$tag" "docker://127.0.0.1:$port/$dest" >/dev/null
     ;;

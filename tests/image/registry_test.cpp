@@ -10,9 +10,16 @@
 #include <boxlite/storage/memory_storage.hpp>
 #include <boxlite/transport/pipe_transport.hpp>
 
+#include "image/oci.hpp"
+#include "image/registry_client.hpp"
 #include "support/support.hpp"
 
+#include <dlfcn.h>
 #include <gtest/gtest.h>
+#include <grp.h>
+#include <link.h>
+#include <netdb.h>
+#include <nlohmann/json.hpp>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -110,9 +117,10 @@ public:
     bool running() const { return running_; }
     std::string host() const { return fmt::format("127.0.0.1:{}", port_); }
     int port() const { return port_; }
-    bool push(const fs::path& oci, const std::string& tag, const std::string& dest, bool all = false) const {
-        std::string cmd = fmt::format("bash {} push {} {} {} {} {}", kHarness, oci.string(), tag, port_, dest,
-                                      all ? "all" : "-");
+    /// `flags`: "-", "all" (an index with every image), "v2s2" (as Docker v2 schema 2), "all,v2s2".
+    bool push(const fs::path& oci, const std::string& tag, const std::string& dest,
+              const std::string& flags = "-") const {
+        std::string cmd = fmt::format("bash {} push {} {} {} {} {}", kHarness, oci.string(), tag, port_, dest, flags);
         if (credentials_) cmd += fmt::format(" {}:{}", credentials_->first, credentials_->second);
         return sh(cmd) == 0;
     }
@@ -128,6 +136,71 @@ private:
     int port_;
     bool running_ = false;
 };
+
+std::string capture(const std::string& command) {
+    std::string out;
+    if (std::FILE* pipe = ::popen(command.c_str(), "r")) {
+        char buffer[4096];
+        std::size_t n = 0;
+        while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
+        ::pclose(pipe);
+    }
+    return out;
+}
+
+// fault_proxy.py in front of a registry (registry_harness.sh start-proxy), misbehaving on blob
+// requests as `fault` says; stopped on destruction. requests() is what it saw, in order.
+class FaultProxy {
+public:
+    FaultProxy(int upstream_port, const std::string& fault, int count = 1) : port_(free_port()) {
+        running_ = sh(fmt::format("bash {} start-proxy {} {} {} {} {}", kHarness, dir_.path().string(), port_,
+                                  upstream_port, fault, count)) == 0;
+    }
+    ~FaultProxy() {
+        if (running_) sh(fmt::format("bash {} stop {}", kHarness, dir_.path().string()));
+    }
+    bool running() const { return running_; }
+    std::string host() const { return fmt::format("127.0.0.1:{}", port_); }
+
+    struct Request {
+        std::string path, range, token;
+        int status = 0;
+    };
+    std::vector<Request> requests(std::string_view path_suffix = {}) const {
+        std::vector<Request> out;
+        std::istringstream lines(read(dir_.path() / "proxy.log"));
+        for (std::string line; std::getline(lines, line);) {
+            const auto entry = nlohmann::json::parse(line, nullptr, false);
+            if (entry.is_discarded()) continue;
+            Request r{entry.value("path", ""), entry.value("range", ""), entry.value("token", ""), entry.value("status", 0)};
+            if (std::string_view(r.path).ends_with(path_suffix)) out.push_back(std::move(r));
+        }
+        return out;
+    }
+
+private:
+    TempDir dir_{"boxlite-proxy"};
+    int port_;
+    bool running_ = false;
+};
+
+// `debugfs -R 'stat PATH'` of an ext4 image: its owner, group and mode (with the type bits).
+struct InodeOwnership {
+    long uid = -1, gid = -1, mode = -1;
+};
+InodeOwnership debugfs_stat(const fs::path& disk, const std::string& path) {
+    const auto text = capture(fmt::format("debugfs -R 'stat \"{}\"' {} 2>/dev/null", path, disk.string()));
+    InodeOwnership out;
+    auto number = [&](std::string_view key, int base) -> long {
+        const auto at = text.find(key);
+        if (at == std::string::npos) return -1;
+        return std::strtol(text.c_str() + at + key.size(), nullptr, base);
+    };
+    out.uid = number("User:", 10);
+    out.gid = number("Group:", 10);
+    out.mode = number("Mode:", 8);
+    return out;
+}
 
 class ImageRegistry : public ::testing::Test {
 protected:
@@ -150,8 +223,9 @@ protected:
         }
         const bool pushed = registry_->push(oci(), "single", "test/single:1") &&
                             registry_->push(oci(), "multi", "test/multi:1") &&
-                            registry_->push(oci(), "multiarch", "test/multiarch:1", true) &&
-                            registry_->push(oci(), "unique", "test/unique:1");
+                            registry_->push(oci(), "multiarch", "test/multiarch:1", "all") &&
+                            registry_->push(oci(), "unique", "test/unique:1") &&
+                            registry_->push(oci(), "entry", "test/entry:1");
         if (!pushed) skip_reason_ = "skopeo could not push the test images";
     }
     static void TearDownTestSuite() {
@@ -668,7 +742,7 @@ TEST_F(ImageRegistry, LoadsDockerSaveArchivesAndOciLayouts) {
     auto named = store.load(oci_tar, "mine:1");
     ASSERT_TRUE(named) << named.error().message();
     ASSERT_EQ(named->size(), 1u);
-    EXPECT_EQ(named->front().reference, "localhost/mine:1");
+    EXPECT_EQ(named->front().reference, "docker.io/library/mine:1");
     auto layout = store.load(oci());
     ASSERT_TRUE(layout) << layout.error().message();
     std::vector<std::string> names;
@@ -680,7 +754,7 @@ TEST_F(ImageRegistry, LoadsDockerSaveArchivesAndOciLayouts) {
     EXPECT_FALSE(multiarch->index_digest.empty());
     EXPECT_EQ(multiarch->config.platform.architecture, "amd64");
     // Offline: none of these ever touched a registry, yet they run.
-    auto prepared = store.prepare("localhost/mine:1", RootfsKind::Directory, {PullPolicy::Never, {}, {}});
+    auto prepared = store.prepare("mine:1", RootfsKind::Directory, {PullPolicy::Never, {}, {}});
     ASSERT_TRUE(prepared) << prepared.error().message();
 
     auto not_an_image = store.load(exports.path());
@@ -884,6 +958,503 @@ TEST_F(ImageRegistry, GcDropsStaleLeasesOfBoxesThatNoLongerExist) {
     auto bad = store.prepare_for("", ref("test/single:1"), RootfsKind::Directory);
     ASSERT_FALSE(bad);
     EXPECT_EQ(bad.error().kind(), ErrorKind::InvalidArgument);
+}
+
+
+// A server that ignores Range answers a resumed download with 200 and the whole blob: the partial
+// file is thrown away and the download starts over (curl's own resume would fail with
+// CURLE_RANGE_ERROR before any byte, and every later pull of that layer with it).
+TEST_F(ImageRegistry, StartsOverWhenTheServerIgnoresRange) {
+    FaultProxy proxy(registry_->port(), "ignore-range");
+    ASSERT_TRUE(proxy.running());
+    TempDir scratch{"boxlite-home"};
+    auto seed = open_store(scratch.path()).pull(ref("test/single:1"));
+    ASSERT_TRUE(seed) << seed.error().message();
+    const auto layer = seed->layers[0];
+    const auto blob = read(scratch.path() / "images/blobs/sha256" / std::string(digest_hex(layer.digest)));
+
+    const std::vector<std::string> prefixes = {blob.substr(0, blob.size() / 2), std::string(4096, 'X')};
+    for (const auto& prefix : prefixes) {
+        TempDir home{"boxlite-home"};
+        auto store = open_store(home.path());
+        const auto partial = home.path() / "images/tmp" / fmt::format("{}.partial", digest_hex(layer.digest));
+        std::ofstream(partial, std::ios::binary) << prefix;
+        auto pulled = store.pull(proxy.host() + "/test/single:1");
+        ASSERT_TRUE(pulled) << pulled.error().message();
+        EXPECT_EQ(read(home.path() / "images/blobs/sha256" / std::string(digest_hex(layer.digest))), blob);
+        EXPECT_FALSE(fs::exists(partial));
+    }
+    const auto requests = proxy.requests(layer.digest);
+    ASSERT_EQ(requests.size(), 2u);
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+        EXPECT_EQ(requests[i].range, fmt::format("bytes={}-", prefixes[i].size()));
+        EXPECT_EQ(requests[i].status, 200);
+    }
+}
+
+TEST_F(ImageRegistry, RetriesServerErrorsWithBackoff) {
+    FaultProxy flaky(registry_->port(), "status-503", 2);
+    ASSERT_TRUE(flaky.running());
+    auto pulled = open_store(home_.path()).pull(flaky.host() + "/test/single:1");
+    ASSERT_TRUE(pulled) << pulled.error().message();
+    for (const auto& digest : {pulled->config_digest, pulled->layers[0].digest}) {
+        const auto requests = flaky.requests(digest);
+        ASSERT_EQ(requests.size(), 3u) << digest;
+        EXPECT_EQ(requests[0].status, 503);
+        EXPECT_EQ(requests[1].status, 503);
+        EXPECT_EQ(requests[2].status, 200);
+    }
+    EXPECT_EQ(sha256_file(home_.path() / "images/blobs/sha256" / std::string(digest_hex(pulled->layers[0].digest))).value(),
+              pulled->layers[0].digest);
+
+    // A registry that keeps failing: max_attempts requests, then an error that says what it answered.
+    FaultProxy down(registry_->port(), "status-503", 100);
+    ASSERT_TRUE(down.running());
+    RegistryOptions few;
+    few.max_attempts = 2;
+    TempDir other{"boxlite-home"};
+    auto failed = open_store(other.path(), few).pull(down.host() + "/test/single:1");
+    ASSERT_FALSE(failed);
+    EXPECT_EQ(failed.error().kind(), ErrorKind::Image);
+    EXPECT_NE(failed.error().message().find("HTTP 503"), std::string::npos) << failed.error().message();
+    EXPECT_EQ(down.requests(pulled->config_digest).size(), 2u);
+}
+
+TEST_F(ImageRegistry, ResumesAfterTheConnectionDropsMidTransfer) {
+    FaultProxy proxy(registry_->port(), "drop", 1);
+    ASSERT_TRUE(proxy.running());
+    std::vector<LayerProgress> events;
+    auto pulled = open_store(home_.path()).pull(proxy.host() + "/test/single:1",
+                                                {PullPolicy::IfMissing, [&](const LayerProgress& p) { events.push_back(p); }, {}});
+    ASSERT_TRUE(pulled) << pulled.error().message();
+    const auto& layer = pulled->layers[0];
+    EXPECT_EQ(sha256_file(home_.path() / "images/blobs/sha256" / std::string(digest_hex(layer.digest))).value(),
+              layer.digest);
+    const auto requests = proxy.requests(layer.digest);
+    ASSERT_EQ(requests.size(), 2u);
+    EXPECT_EQ(requests[0].range, "");
+    // The second request continues after the half that arrived.
+    EXPECT_EQ(requests[1].range, fmt::format("bytes={}-", layer.size / 2));
+    EXPECT_EQ(requests[1].status, 206);
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.back().phase, LayerPhase::Complete);
+}
+
+// Tokens expire (Docker Hub's after 5 minutes): a 401 in the middle of a pull gets a new token
+// from the realm and the request is repeated with it.
+TEST_F(ImageRegistry, RenewsAnExpiredBearerTokenMidPull) {
+    Registry registry(std::pair<std::string, std::string>{"boxlite", "s3cret"}, Registry::Auth::Token);
+    ASSERT_TRUE(registry.running());
+    ASSERT_TRUE(registry.push(oci(), "multi", "public/renew:1"));
+    FaultProxy proxy(registry.port(), "revoke-token");
+    ASSERT_TRUE(proxy.running());
+    TempDir no_config;
+    RegistryOptions anonymous;
+    anonymous.docker_config = no_config.path() / "config.json";
+    auto pulled = open_store(home_.path(), anonymous).pull(proxy.host() + "/public/renew:1");
+    ASSERT_TRUE(pulled) << pulled.error().message();
+    EXPECT_EQ(pulled->layers.size(), 3u);
+
+    const auto requests = proxy.requests();
+    const auto revoked = std::find_if(requests.begin(), requests.end(), [](const auto& r) { return r.status == 401 &&
+                                                                                            r.path.find("/blobs/") != std::string::npos; });
+    ASSERT_NE(revoked, requests.end());
+    EXPECT_FALSE(revoked->token.empty());
+    const auto retried = std::find_if(revoked + 1, requests.end(), [&](const auto& r) { return r.path == revoked->path; });
+    ASSERT_NE(retried, requests.end());
+    EXPECT_EQ(retried->status, 200);
+    EXPECT_NE(retried->token, revoked->token);
+    EXPECT_EQ(std::count_if(requests.begin(), requests.end(), [](const auto& r) { return r.status == 401 && !r.token.empty(); }),
+              1);
+}
+
+TEST_F(ImageRegistry, PullsDockerV2Schema2ImagesAndManifestLists) {
+    Registry registry;
+    ASSERT_TRUE(registry.running());
+    ASSERT_TRUE(registry.push(oci(), "single", "test/docker:1", "v2s2"));
+    ASSERT_TRUE(registry.push(oci(), "multiarch", "test/docker-list:1", "all,v2s2"));
+    auto store = open_store(home_.path());
+
+    auto image = store.pull(registry.host() + "/test/docker:1");
+    ASSERT_TRUE(image) << image.error().message();
+    EXPECT_EQ(image->media_type, media_type::kDockerManifest);
+    ASSERT_EQ(image->layers.size(), 1u);
+    EXPECT_EQ(image->layers[0].media_type, media_type::kDockerLayerGzip);
+    EXPECT_EQ(image->config.cmd, (std::vector<std::string>{"/bin/sh", "-c", "cat /etc/os-release"}));
+    EXPECT_EQ(image->config.working_dir, "/data");
+    auto tree = store.rootfs_directory(*image);
+    ASSERT_TRUE(tree) << tree.error().message();
+    EXPECT_EQ(read(*tree / "etc/os-release").substr(0, 25), "NAME=\"BoxLite Test Linux\"");
+
+    for (const auto& [platform, arch] : {std::pair{Platform{"linux", "amd64", ""}, "amd64\n"},
+                                         std::pair{Platform{"linux", "arm64", "v8"}, "arm64\n"}}) {
+        TempDir home{"boxlite-home"};
+        auto arch_store = open_store(home.path());
+        auto chosen = arch_store.pull(registry.host() + "/test/docker-list:1", {PullPolicy::IfMissing, {}, platform});
+        ASSERT_TRUE(chosen) << chosen.error().message();
+        EXPECT_EQ(chosen->media_type, media_type::kDockerManifest);
+        ASSERT_FALSE(chosen->index_digest.empty());
+        const auto list = read(home.path() / "images/blobs/sha256" / std::string(digest_hex(chosen->index_digest)));
+        EXPECT_NE(list.find(media_type::kDockerManifestList), std::string::npos) << list;
+        auto root = arch_store.rootfs_directory(*chosen);
+        ASSERT_TRUE(root) << root.error().message();
+        EXPECT_EQ(read(*root / "etc/arch"), arch);
+    }
+}
+
+// `load(archive, "mine:1")` and a docker save RepoTag "mine:2" both normalize as Docker does
+// (docker.io/library/…), and the same short names find them again — locally, before any
+// registry of the search list is asked (here one that cannot be reached at all).
+TEST_F(ImageRegistry, LoadedShortNamesAreFoundByTheSameNamesWithoutANetwork) {
+    TempDir exports;
+    const auto oci_tar = exports.path() / "single.tar";
+    const auto docker_tar = exports.path() / "saved.tar";
+    ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:single oci-archive:{} >/dev/null", oci().string(), oci_tar.string())), 0);
+    ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:multi docker-archive:{}:mine:2 >/dev/null", oci().string(),
+                             docker_tar.string())),
+              0);
+    RegistryOptions unreachable;
+    unreachable.search_registries = {"127.0.0.1:1"};
+    unreachable.max_attempts = 1;
+    auto opened = ImageStore::open({home_.path(), unreachable, {}});
+    ASSERT_TRUE(opened) << opened.error().message();
+    auto& store = *opened;
+    auto named = store.load(oci_tar, "mine:1");
+    ASSERT_TRUE(named) << named.error().message();
+    ASSERT_EQ(named->size(), 1u);
+    EXPECT_EQ(named->front().reference, "docker.io/library/mine:1");
+    auto saved = store.load(docker_tar);
+    ASSERT_TRUE(saved) << saved.error().message();
+    ASSERT_EQ(saved->size(), 1u);
+    EXPECT_EQ(saved->front().reference, "docker.io/library/mine:2");
+
+    for (const std::string name : {"mine:1", "mine:2", "library/mine:1", "docker.io/mine:2"}) {
+        auto inspected = store.inspect(name);
+        ASSERT_TRUE(inspected) << name << ": " << inspected.error().message();
+        auto pulled = store.pull(name);
+        ASSERT_TRUE(pulled) << name << ": " << pulled.error().message();
+        EXPECT_EQ(pulled->manifest_digest, inspected->manifest_digest);
+    }
+
+    // The runtime: RootfsSpec::image("mine:1") with that unreachable registry searched first.
+    using Runtime = BasicRuntime<MockEngine, PipeTransport, MemoryStorage>;
+    MockEngine engine(MockEngine::Options{RootfsKind::Directory, "pipe"});
+    RuntimeSettings settings;
+    settings.host_cpus = 2;
+    Runtime runtime(BoxliteOptions{home_.path(), {"127.0.0.1:1"}, EngineKind::Mock}, engine, PipeTransport{},
+                    MemoryStorage{}, settings);
+    BoxOptions options;
+    options.rootfs = RootfsSpec::image("mine:1");
+    options.auto_remove = false;
+    auto box = runtime.create(options);
+    ASSERT_TRUE(box) << box.error().to_string();
+    ASSERT_TRUE(box->start());
+    ASSERT_EQ(engine.launches().size(), 1u);
+    EXPECT_EQ(engine.launches()[0].rootfs.filename().string(), std::string(digest_hex(named->front().manifest_digest)));
+    ASSERT_TRUE(runtime.remove(box->id().str(), true));
+
+    ASSERT_TRUE(store.remove("mine:2"));
+    EXPECT_FALSE(store.inspect("mine:2"));
+    ASSERT_TRUE(store.remove("mine:1"));
+    EXPECT_FALSE(store.inspect("docker.io/library/mine:1"));
+}
+
+// The host name of this machine resolves to loopback but is not one of the names Docker treats
+// as loopback, so it gets HTTPS unless BoxliteOptions::insecure_registries lists it.
+TEST_F(ImageRegistry, ANonLoopbackNameIsReachedOverHttpOnlyWhenListedAsInsecure) {
+    char hostname[256] = {0};
+    ASSERT_EQ(::gethostname(hostname, sizeof hostname - 1), 0);
+    addrinfo hints{};
+    hints.ai_family = AF_INET;
+    addrinfo* found = nullptr;
+    if (::getaddrinfo(hostname, nullptr, &hints, &found) != 0 || found == nullptr) {
+        GTEST_SKIP() << "host name '" << hostname << "' does not resolve";
+    }
+    const auto address = ntohl(reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr.s_addr);
+    ::freeaddrinfo(found);
+    if ((address >> 24) != 127) GTEST_SKIP() << "host name '" << hostname << "' does not resolve to loopback";
+    const std::string host = fmt::format("{}:{}", hostname, registry_->port());
+    ASSERT_FALSE(is_loopback_registry(host));
+    const auto name = host + "/test/single:1";
+
+    RegistryOptions strict;
+    strict.max_attempts = 1;
+    auto refused = open_store(home_.path(), strict).pull(name);
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message().find("https://" + host + "/v2/"), std::string::npos) << refused.error().message();
+
+    using Runtime = BasicRuntime<MockEngine, PipeTransport, MemoryStorage>;
+    MockEngine engine(MockEngine::Options{RootfsKind::Directory, "pipe"});
+    RuntimeSettings settings;
+    settings.host_cpus = 2;
+    BoxliteOptions runtime_options{home_.path(), {}, EngineKind::Mock};
+    runtime_options.insecure_registries = {host};
+    Runtime runtime(runtime_options, engine, PipeTransport{}, MemoryStorage{}, settings);
+    BoxOptions options;
+    options.rootfs = RootfsSpec::image(name);
+    options.auto_remove = false;
+    auto box = runtime.create(options);
+    ASSERT_TRUE(box) << box.error().to_string();
+    auto local = ImageStore::open(store_options_for(runtime_options))->inspect(name);
+    ASSERT_TRUE(local) << local.error().message();
+    EXPECT_EQ(local->reference, name);
+
+    // An entry that is not host[:port] is refused when the store opens.
+    BoxliteOptions bad_options{home_.path(), {}, EngineKind::Mock};
+    bad_options.insecure_registries = {"http://" + host};
+    Runtime bad_runtime(bad_options, engine, PipeTransport{}, MemoryStorage{}, settings);
+    auto bad = bad_runtime.create(options);
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.error().kind(), ErrorKind::Config);
+    EXPECT_NE(bad.error().message().find("insecure registry 'http://" + host + "'"), std::string::npos)
+        << bad.error().message();
+}
+
+// VM engines need only /dev/kvm, so an unprivileged user may build a base disk: its tree then has
+// that user as every owner, yet the ext4 must hold what the layers declare (setuid root binaries
+// included).
+TEST_F(ImageRegistry, AnExt4DiskBuiltByANonRootUserHoldsTheOwnersAndModesOfTheLayers) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch to an unprivileged user";
+    constexpr uid_t kNobody = 65534;
+    ASSERT_EQ(::chown(home_.path().c_str(), kNobody, kNobody), 0);
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        if (::setgroups(0, nullptr) != 0 || ::setgid(kNobody) != 0 || ::setuid(kNobody) != 0 || ::geteuid() == 0) {
+            ::_exit(5);
+        }
+        RegistryOptions options;
+        options.search_registries = {};
+        auto store = ImageStore::open({home_.path(), options, {}});
+        if (!store) ::_exit(2);
+        auto prepared = store->prepare(ref("test/single:1"), RootfsKind::Ext4Disk);
+        if (!prepared) {
+            std::fprintf(stderr, "unprivileged build failed: %s\n", prepared.error().message().c_str());
+            ::_exit(3);
+        }
+        ::_exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child exit status " << status;
+
+    auto image = open_store(home_.path()).inspect(ref("test/single:1"));
+    ASSERT_TRUE(image) << image.error().message();
+    const auto hex = std::string(digest_hex(image->manifest_digest));
+    struct stat tree {};
+    ASSERT_EQ(::stat((home_.path() / "images/rootfs" / hex / "bin/busybox").c_str(), &tree), 0);
+    EXPECT_EQ(tree.st_uid, kNobody);  // the tree really was unpacked without privileges
+    const auto disk = home_.path() / "images/disk-images" / (hex + ".ext4");
+    ASSERT_TRUE(fs::exists(disk));
+    EXPECT_EQ(sh(fmt::format("e2fsck -fn {} >/dev/null 2>&1", disk.string())), 0);
+
+    struct Expected {
+        const char* path;
+        long uid, gid, mode;
+    };
+    for (const auto& e : {Expected{"/", 0, 0, 040755}, Expected{"/bin/busybox", 0, 0, 0100755},
+                          Expected{"/bin/suid-tool", 0, 0, 0104755}, Expected{"/data/keep/file", 1000, 1000, 0100640},
+                          Expected{"/srv/private", 1000, 1000, 040550}, Expected{"/srv/data-link", 1000, 1000, 0120777},
+                          Expected{"/tmp", 0, 0, 041777}, Expected{"/etc/os-release", 0, 0, 0100644}}) {
+        const auto got = debugfs_stat(disk, e.path);
+        EXPECT_EQ(got.uid, e.uid) << e.path;
+        EXPECT_EQ(got.gid, e.gid) << e.path;
+        EXPECT_EQ(got.mode, e.mode & 07777) << e.path;  // debugfs prints the permission bits
+    }
+}
+
+// docker save archives name their layers only by diff_id (the digest of the uncompressed tar):
+// each layer is checked against it, compressed or not, before anything is stored.
+TEST_F(ImageRegistry, VerifiesDockerSaveLayersAgainstTheirDiffIds) {
+    TempDir exports;
+    const auto tar = exports.path() / "saved.tar";
+    ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:multi docker-archive:{}:team/checked:1 >/dev/null", oci().string(),
+                             tar.string())),
+              0);
+    auto unpack_to = [&](const std::string& name) {
+        const auto dir = exports.path() / name;
+        fs::create_directories(dir);
+        EXPECT_EQ(sh(fmt::format("tar -C {} -xf {}", dir.string(), tar.string())), 0);
+        const auto manifest = nlohmann::json::parse(read(dir / "manifest.json"));
+        std::vector<fs::path> layers;
+        for (const auto& layer : manifest.at(0).at("Layers")) layers.push_back(dir / layer.get<std::string>());
+        return std::pair{dir, layers};
+    };
+    auto replace_in = [](const fs::path& file, std::string_view from, std::string_view to) {
+        auto text = read(file);
+        const auto at = text.find(from);
+        ASSERT_NE(at, std::string::npos) << file;
+        text = text.substr(0, at) + std::string(to) + text.substr(at + from.size());
+        std::ofstream(file, std::ios::binary | std::ios::trunc) << text;
+    };
+    auto gzip_in_place = [](const fs::path& file) {
+        ASSERT_EQ(sh(fmt::format("gzip -n -c {0} > {0}.gz && mv {0}.gz {0}", file.string())), 0);
+    };
+
+    // A gzip-compressed layer verifies against the digest of what it decompresses to.
+    auto [good, good_layers] = unpack_to("good");
+    ASSERT_EQ(good_layers.size(), 3u);
+    gzip_in_place(good_layers[1]);
+    {
+        TempDir home{"boxlite-home"};
+        auto store = open_store(home.path());
+        auto loaded = store.load(good);
+        ASSERT_TRUE(loaded) << loaded.error().message();
+        ASSERT_EQ(loaded->size(), 1u);
+        EXPECT_EQ(loaded->front().layers[1].media_type, media_type::kOciLayerGzip);
+        auto tree = store.rootfs_directory(loaded->front());
+        ASSERT_TRUE(tree) << tree.error().message();
+        EXPECT_EQ(read(*tree / "data/added.txt"), "added\n");
+    }
+
+    auto expect_refused = [&](const fs::path& archive, std::size_t index) {
+        TempDir home{"boxlite-home"};
+        auto store = open_store(home.path());
+        auto loaded = store.load(archive);
+        ASSERT_FALSE(loaded);
+        EXPECT_EQ(loaded.error().kind(), ErrorKind::Image);
+        const auto& message = loaded.error().message();
+        EXPECT_NE(message.find("digest mismatch for layer"), std::string::npos) << message;
+        const auto config = nlohmann::json::parse(read(archive / nlohmann::json::parse(read(archive / "manifest.json"))
+                                                                      .at(0).at("Config").get<std::string>()));
+        EXPECT_NE(message.find(config.at("rootfs").at("diff_ids").at(index).get<std::string>()), std::string::npos)
+            << message;
+        EXPECT_FALSE(store.inspect("team/checked:1"));
+        // Layers before the bad one may already be stored; nothing names them and gc frees them.
+        auto gc = store.gc();
+        ASSERT_TRUE(gc);
+        EXPECT_TRUE(fs::is_empty(home.path() / "images/blobs/sha256"));
+    };
+    // One byte changed in an uncompressed layer, and in a compressed one.
+    auto [plain, plain_layers] = unpack_to("tampered-plain");
+    replace_in(plain_layers[2], "welcome", "welcomE");
+    expect_refused(plain, 2);
+    auto [packed, packed_layers] = unpack_to("tampered-gzip");
+    replace_in(packed_layers[1], "added", "addeD");
+    gzip_in_place(packed_layers[1]);
+    expect_refused(packed, 1);
+}
+
+// index.json names each image by its full reference, so skopeo and umoci can address any of them
+// in the store, even two that share a tag.
+TEST_F(ImageRegistry, IndexJsonNamesEachImageByItsFullReference) {
+    auto store = open_store(home_.path());
+    for (const auto* name : {"test/single:1", "test/multi:1"}) {
+        auto image = store.pull(ref(name));
+        ASSERT_TRUE(image) << image.error().message();
+        const auto raw = capture(fmt::format("skopeo inspect --raw oci:{}/images:{} 2>&1", home_.path().string(),
+                                             image->reference));
+        EXPECT_EQ(sha256_digest(raw), image->manifest_digest) << raw;
+    }
+}
+
+TEST_F(ImageRegistry, TheImagesUserAndEntrypointBecomeTheBoxDefaults) {
+    using Runtime = BasicRuntime<MockEngine, PipeTransport, MemoryStorage>;
+    MockEngine engine(MockEngine::Options{RootfsKind::Directory, "pipe"});
+    RuntimeSettings settings;
+    settings.host_cpus = 2;
+    Runtime runtime(BoxliteOptions{home_.path(), {}, EngineKind::Mock}, engine, PipeTransport{}, MemoryStorage{},
+                    settings);
+    auto launch_of = [&](BoxOptions options) {
+        options.rootfs = RootfsSpec::image(ref("test/entry:1"));
+        options.auto_remove = false;
+        auto box = runtime.create(options);
+        EXPECT_TRUE(box) << box.error().to_string();
+        if (!box) return std::vector<std::string>{};
+        EXPECT_TRUE(box->start());
+        return engine.launches().back().init_command;
+    };
+    EXPECT_EQ(launch_of({}), (std::vector<std::string>{"/bin/echo", "entry", "from-image"}));
+    BoxOptions cmd;
+    cmd.cmd = std::vector<std::string>{"given"};
+    EXPECT_EQ(launch_of(cmd), (std::vector<std::string>{"/bin/echo", "entry", "given"}));
+    BoxOptions entrypoint;
+    entrypoint.entrypoint = std::vector<std::string>{"/bin/sh"};
+    EXPECT_EQ(launch_of(entrypoint), (std::vector<std::string>{"/bin/sh"}));  // the image's Cmd is dropped
+
+    // What the provider hands the runtime, merged as the runtime merges it into EngineLaunch.
+    auto prepared = default_image_rootfs_provider().prepare(RootfsSpec::Image{ref("test/entry:1")}, RootfsKind::Directory,
+                                                            BoxliteOptions{home_.path(), {}, EngineKind::Mock},
+                                                            BoxID::generate());
+    ASSERT_TRUE(prepared) << prepared.error().to_string();
+    EXPECT_EQ(prepared->defaults.user, "1000:1000");
+    EngineLaunch launch;
+    merge_launch_defaults(BoxOptions{}, prepared->defaults, launch);
+    EXPECT_EQ(launch.user, "1000:1000");
+    EXPECT_EQ(launch.working_dir, "/data");
+    EXPECT_NE(std::find(launch.env.begin(), launch.env.end(), std::pair<std::string, std::string>{"FOO", "bar"}),
+              launch.env.end());
+    BoxOptions as_root;
+    as_root.user = "0";
+    merge_launch_defaults(as_root, prepared->defaults, launch);
+    EXPECT_EQ(launch.user, "0");
+
+    // On a real engine, commands run as the image's user.
+    if (::geteuid() != 0) GTEST_SKIP() << "the namespace engine needs root";
+    const auto shim = test::built_binary("boxlite-shim");
+    const auto agent = test::built_binary("boxlite-agent");
+    if (!fs::exists(shim) || !fs::exists(agent)) GTEST_SKIP() << "boxlite-shim / boxlite-agent are not built";
+    ::setenv("BOXLITE_SHIM", shim.c_str(), 1);
+    ::setenv("BOXLITE_AGENT", agent.c_str(), 1);
+    TempDir home{"boxlite-home"};
+    BoxliteOptions options;
+    options.home_dir = home.path();
+    options.image_registries = {registry_->host()};
+    options.engine = EngineKind::Namespace;
+    auto real = open_runtime(options);
+    ASSERT_TRUE(real) << real.error().to_string();
+    if (auto available = real->engine().available(); !available) {
+        GTEST_SKIP() << "namespace engine unavailable here: " << available.error().to_string();
+    }
+    BoxOptions box_options;
+    box_options.rootfs = RootfsSpec::image("test/entry:1");
+    auto box = real->create(box_options);
+    ASSERT_TRUE(box) << box.error().to_string();
+    auto id = box->run(BoxCommand("sh").args({"-c", "id -u; id -g; pwd"}));
+    ASSERT_TRUE(id) << id.error().to_string();
+    EXPECT_EQ(id->stdout_text, "1000\n1000\n/data\n") << id->stderr_text;
+    ASSERT_TRUE(real->remove(box->id().str(), true));
+}
+
+// libcurl and libarchive are dlopen()ed: a program that lacks them hears which package to install.
+// They are made unloadable for one run of a program that uses only the image store by
+// bind-mounting /dev/null over them in a private mount namespace.
+TEST_F(ImageRegistry, SaysWhichPackageToInstallWhenLibcurlOrLibarchiveIsMissing) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root for a private mount namespace";
+    if (sh("command -v unshare >/dev/null 2>&1") != 0) GTEST_SKIP() << "unshare (util-linux) is missing";
+    auto library_file = [](const char* soname) -> std::string {
+        void* handle = ::dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+        if (handle == nullptr) return {};
+        link_map* map = nullptr;
+        std::string path;
+        if (::dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0 && map != nullptr && map->l_name != nullptr) path = map->l_name;
+        ::dlclose(handle);
+        return path;
+    };
+    const auto curl = library_file("libcurl.so.4");
+    const auto archive = library_file("libarchive.so.13");
+    ASSERT_FALSE(curl.empty());
+    ASSERT_FALSE(archive.empty());
+    TempDir exports;
+    const auto oci_tar = exports.path() / "single.tar";
+    ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:single oci-archive:{} >/dev/null", oci().string(), oci_tar.string())), 0);
+    auto probe = [&](const std::string& hidden, const std::string& args) {
+        TempDir home{"boxlite-home"};
+        const std::string run = fmt::format("{} {}", BOXLITE_IMAGE_PROBE, fmt::format(fmt::runtime(args), home.path().string()));
+        if (hidden.empty()) return capture(run + " 2>&1");
+        return capture(fmt::format("unshare -m --propagation private sh -c 'mount --bind /dev/null {} && exec {}' 2>&1",
+                                   hidden, run));
+    };
+    const auto pull = fmt::format("pull {{}} {}", ref("test/single:1"));
+    const auto load = fmt::format("load {{}} {}", oci_tar.string());
+    EXPECT_EQ(probe("", pull), "ok\n");
+    EXPECT_EQ(probe("", load), "ok\n");
+    const auto no_curl = probe(curl, pull);
+    EXPECT_NE(no_curl.find("cannot load libcurl.so.4"), std::string::npos) << no_curl;
+    EXPECT_NE(no_curl.find("libcurl4 (bookworm) or libcurl4t64 (trixie)"), std::string::npos) << no_curl;
+    const auto no_archive = probe(archive, load);
+    EXPECT_NE(no_archive.find("cannot load libarchive.so.13"), std::string::npos) << no_archive;
+    EXPECT_NE(no_archive.find("libarchive13 (bookworm) or libarchive13t64 (trixie)"), std::string::npos) << no_archive;
 }
 
 }  // namespace

@@ -7,14 +7,17 @@
 //                (a new entrypoint drops the image's Cmd, as `docker run --entrypoint` does)
 //   argv         entrypoint + cmd
 //   env          the image's Env, then BoxOptions::env (same name: the box's value wins)
-//   working_dir  BoxOptions::working_dir, else the image's WorkingDir, else "/"
+//   working_dir  BoxOptions::working_dir, else the image's WorkingDir, else "/" (an empty
+//                working_dir counts as unset: a process needs a directory to start in)
 //   user         BoxOptions::user, else the image's User, else "" (root)
 #pragma once
 
 #include <boxlite/box_options.hpp>
 #include <boxlite/error.hpp>
 #include <boxlite/image/platform.hpp>
+#include <boxlite/rootfs_provider.hpp>
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <string>
@@ -52,38 +55,36 @@ struct ProcessDefaults {
     friend bool operator==(const ProcessDefaults&, const ProcessDefaults&) = default;
 };
 
-/// Merges the image's defaults with the caller's BoxOptions (rules at the top of this file).
-[[nodiscard]] inline ProcessDefaults merge_process_defaults(const ImageConfig& image, const BoxOptions& options) {
-    ProcessDefaults out;
-    const std::vector<std::string> no_args;
-    const auto& entrypoint = options.entrypoint ? *options.entrypoint : image.entrypoint.value_or(no_args);
-    const auto& cmd = options.cmd ? *options.cmd : (options.entrypoint ? no_args : image.cmd.value_or(no_args));
-    out.argv.insert(out.argv.end(), entrypoint.begin(), entrypoint.end());
-    out.argv.insert(out.argv.end(), cmd.begin(), cmd.end());
-
-    auto set_env = [&out](std::string name, std::string value) {
-        for (auto& [existing, existing_value] : out.env) {
-            if (existing == name) {
-                existing_value = std::move(value);
-                return;
-            }
-        }
-        out.env.emplace_back(std::move(name), std::move(value));
-    };
+/// The image config's defaults as the runtime's rootfs seam carries them (ImageDefaults). Env
+/// entries split at the first '='; "NAME" alone (legal in a config: Docker passes the host's
+/// value) becomes an empty value, as a box has no host environment to inherit; a later entry for
+/// the same name replaces the earlier one in place.
+[[nodiscard]] inline ImageDefaults image_defaults(const ImageConfig& image) {
+    ImageDefaults out;
+    out.entrypoint = image.entrypoint.value_or(std::vector<std::string>{});
+    out.cmd = image.cmd.value_or(std::vector<std::string>{});
     for (const auto& entry : image.env) {
-        // "NAME" without '=' is legal in a config (Docker passes the host's value); a box has no
-        // host environment to inherit, so it becomes an empty value.
         const auto eq = entry.find('=');
         if (eq == 0) continue;
-        if (eq == std::string::npos) set_env(entry, "");
-        else set_env(entry.substr(0, eq), entry.substr(eq + 1));
+        std::string name = entry.substr(0, eq);
+        std::string value = eq == std::string::npos ? std::string() : entry.substr(eq + 1);
+        const auto same = std::find_if(out.env.begin(), out.env.end(), [&](const auto& e) { return e.first == name; });
+        if (same != out.env.end()) same->second = std::move(value);
+        else out.env.emplace_back(std::move(name), std::move(value));
     }
-    for (const auto& [name, value] : options.env) set_env(name, value);
-
-    if (options.working_dir && !options.working_dir->empty()) out.working_dir = *options.working_dir;
-    else if (!image.working_dir.empty()) out.working_dir = image.working_dir;
-    out.user = options.user ? *options.user : image.user;
+    out.working_dir = image.working_dir;
+    out.user = image.user;
     return out;
+}
+
+/// Merges the image's defaults with the caller's BoxOptions (rules at the top of this file). It
+/// is the runtime's own merge (merge_launch_defaults), so this is exactly what a box's main
+/// process gets.
+[[nodiscard]] inline ProcessDefaults merge_process_defaults(const ImageConfig& image, const BoxOptions& options) {
+    EngineLaunch launch;
+    merge_launch_defaults(options, image_defaults(image), launch);
+    return ProcessDefaults{std::move(launch.init_command), std::move(launch.env), std::move(launch.working_dir),
+                           std::move(launch.user)};
 }
 
 }  // namespace boxlite::image

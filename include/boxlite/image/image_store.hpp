@@ -11,6 +11,7 @@
 // processes pulling the same image do the work once and both succeed.
 #pragma once
 
+#include <boxlite/boxlite_options.hpp>
 #include <boxlite/concepts.hpp>
 #include <boxlite/error.hpp>
 #include <boxlite/image/image_config.hpp>
@@ -39,7 +40,8 @@ struct RegistryCredentials {
 struct RegistryOptions {
     /// Registries tried in order for unqualified references; docker.io is always tried last.
     std::vector<std::string> search_registries = {"docker.io"};
-    /// Registries reached over plain HTTP (loopback registries always are, as in Docker).
+    /// Registries reached over plain HTTP (loopback registries always are, as in Docker):
+    /// host[:port] as references name them, compared without regard to case.
     std::vector<std::string> insecure_registries;
     /// Credentials by registry host ("ghcr.io", "localhost:5000"); they win over docker's config.
     std::map<std::string, RegistryCredentials> credentials;
@@ -73,6 +75,11 @@ struct ImageStoreOptions {
     RegistryOptions registry;
     UnpackLimits unpack;
 };
+
+/// What a runtime's options mean for its image store: its home, image_registries as the search
+/// list, insecure_registries, and this host's platform (a box runs on the host). The runtime's
+/// rootfs provider and the CLI both open their store with this, so they never disagree.
+[[nodiscard]] ImageStoreOptions store_options_for(const BoxliteOptions& options);
 
 struct LayerInfo {
     std::string digest;
@@ -145,7 +152,8 @@ struct PreparedImage {
 
 class ImageStore {
 public:
-    /// Creates the layout and database when absent. Storage / Database errors name the path.
+    /// Creates the layout and database when absent. Storage / Database errors name the path;
+    /// a search or insecure registry that is not host[:port] is a Config error.
     [[nodiscard]] static BoxliteResult<ImageStore> open(ImageStoreOptions options);
 
     ImageStore(ImageStore&&) noexcept;

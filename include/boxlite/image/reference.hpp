@@ -57,6 +57,9 @@ struct ImageReference {
 [[nodiscard]] BoxliteResult<std::vector<ImageReference>> candidate_references(
     std::string_view text, std::span<const std::string> registries);
 
+/// A registry as a reference names it: host[:port] or [ipv6][:port], no scheme or path.
+[[nodiscard]] bool is_valid_registry_host(std::string_view registry);
+
 /// True for registries reached over plain HTTP by default, as Docker does: localhost, 127.0.0.0/8, ::1.
 [[nodiscard]] bool is_loopback_registry(std::string_view registry);
 
