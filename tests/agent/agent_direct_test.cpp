@@ -239,7 +239,7 @@ TEST_F(DirectAgent, StdinCreditComesBackWhenTheLeaderExitsWithBytesBuffered) {
     EXPECT_TRUE(exec->wait());
 }
 
-// ---- program lookup ------------------------------------------------------
+// ---- program lookup, ids, error kinds ------------------------------------------------------
 
 TEST_F(DirectAgent, ProgramIsFoundThroughTheCommandsPath) {
     test::TempDir bin("boxlite-path");
@@ -258,6 +258,56 @@ TEST_F(DirectAgent, ProgramIsFoundThroughTheCommandsPath) {
     auto missing = agent().exec(BoxCommand("sh").env("PATH", bin.str()));
     ASSERT_FALSE(missing);
     EXPECT_EQ(missing.error().kind(), ErrorKind::Execution);
+}
+
+TEST_F(DirectAgent, ExecutionIdsAreUniqueAcrossConnections) {
+    std::set<std::string> ids;
+    for (int connection = 0; connection < 3; ++connection) {
+        auto stream = UnixTransport{}.connect("unix:" + socket_.string(), 5s);
+        ASSERT_TRUE(stream);
+        auto client = protocol::AgentClient::connect(std::move(*stream));
+        ASSERT_TRUE(client);
+        for (int i = 0; i < 2; ++i) {
+            auto exec = client->exec(BoxCommand("/bin/true"));
+            ASSERT_TRUE(exec) << exec.error().to_string();
+            EXPECT_EQ(exec->id().size(), BoxID::kLength) << exec->id();
+            ids.insert(exec->id());
+            EXPECT_TRUE(exec->wait());
+        }
+    }
+    EXPECT_EQ(ids.size(), 6U) << "every connection numbers its streams from 1; ids must not";
+}
+
+TEST_F(DirectAgent, CopyErrorsSayWhatIsWrongWithoutBlamingABox) {
+    const auto guest = dir_.path() / "guest";
+    fs::create_directories(guest);
+    auto in = agent().copy_in((dir_.path() / "no-such-host-file").string(), guest.string() + "/");
+    ASSERT_FALSE(in);
+    EXPECT_EQ(in.error().kind(), ErrorKind::InvalidArgument);
+    EXPECT_EQ(in.error().to_string().find("box not found"), std::string::npos) << in.error().to_string();
+
+    test::TempDir back("boxlite-copy-back");
+    auto out = agent().copy_out((guest / "no-such-guest-file").string(), back.str() + "/");
+    ASSERT_FALSE(out);
+    EXPECT_EQ(out.error().kind(), ErrorKind::Execution);
+    EXPECT_EQ(out.error().to_string().find("box not found"), std::string::npos) << out.error().to_string();
+
+    test::write_file(guest / "f", "x");
+    auto nowhere = agent().copy_out((guest / "f").string(), (back.path() / "missing-dir/f").string());
+    ASSERT_FALSE(nowhere);
+    EXPECT_EQ(nowhere.error().kind(), ErrorKind::InvalidArgument);
+    EXPECT_NE(nowhere.error().message().find("does not exist"), std::string::npos) << nowhere.error().to_string();
+}
+
+TEST(ExecResultFormat, SuccessAndFormatting) {
+    EXPECT_TRUE((ExecResult{0, std::nullopt, false}).success());
+    EXPECT_FALSE((ExecResult{1, std::nullopt, false}).success());
+    EXPECT_FALSE((ExecResult{-9, std::nullopt, false}).success()) << "killed by a signal";
+    EXPECT_FALSE((ExecResult{0, std::string("the command exceeded its timeout"), true}).success())
+        << "a timeout is not a success even when the leader exited 0";
+    EXPECT_EQ(fmt::format("{}", ExecResult{0, std::nullopt, false}), "exit_code=0 success=true");
+    EXPECT_EQ(fmt::format("{}", ExecResult{-9, std::string("timed out"), true}),
+              "exit_code=-9 success=false timed_out=true error=\"timed out\"");
 }
 
 // ---- users and groups from the box's own files ---------------------------------------------
