@@ -299,17 +299,6 @@ TEST_F(DirectAgent, CopyErrorsSayWhatIsWrongWithoutBlamingABox) {
     EXPECT_NE(nowhere.error().message().find("does not exist"), std::string::npos) << nowhere.error().to_string();
 }
 
-TEST(ExecResultFormat, SuccessAndFormatting) {
-    EXPECT_TRUE((ExecResult{0, std::nullopt, false}).success());
-    EXPECT_FALSE((ExecResult{1, std::nullopt, false}).success());
-    EXPECT_FALSE((ExecResult{-9, std::nullopt, false}).success()) << "killed by a signal";
-    EXPECT_FALSE((ExecResult{0, std::string("the command exceeded its timeout"), true}).success())
-        << "a timeout is not a success even when the leader exited 0";
-    EXPECT_EQ(fmt::format("{}", ExecResult{0, std::nullopt, false}), "exit_code=0 success=true");
-    EXPECT_EQ(fmt::format("{}", ExecResult{-9, std::string("timed out"), true}),
-              "exit_code=-9 success=false timed_out=true error=\"timed out\"");
-}
-
 // ---- users and groups from the box's own files ---------------------------------------------
 
 /// An agent whose /etc/passwd and /etc/group are test files (bind-mounted in a private mount
