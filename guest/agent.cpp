@@ -9,7 +9,15 @@
 //     reading stops us reading, the pipe fills, and the child blocks in write() — without
 //     affecting any other execution;
 //   - stdin: the host may have at most `stdin_window` unwritten bytes here; we grant credit back
-//     as the child consumes them. A host that overruns the window is disconnected.
+//     as the child consumes them (or as we drop them, once nobody can read them). A host that
+//     overruns the window is disconnected.
+//   - our own output queue: a connection whose queue backs up is neither read (so replies to its
+//     pings cannot pile up) nor fed from pipes until the host drains it.
+// An execution is its leader's process group. The group outlives the leader when the command
+// leaves background processes (`sh -c 'sleep 100 &'`): the pgid stays reserved while any member
+// lives, so signals, kill, the timeout and a disconnect keep acting on the whole group until the
+// execution ends — which is when the leader has exited and every holder of its stdout/stderr has
+// closed them (or, after a timeout, a short grace period for the output has passed).
 // As PID 1 it also reaps orphans and, on Shutdown or SIGTERM, stops everything and exits.
 #include <boxlite/protocol/frame.hpp>
 #include <boxlite/protocol/messages.hpp>
@@ -54,6 +62,10 @@ using namespace boxlite::protocol;
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kAgentVersion = BOXLITE_VERSION_STRING;
+/// A connection whose unsent output exceeds this is not read and its pipes are not polled.
+constexpr std::size_t kMaxQueuedOutput = 64U << 20;
+/// How long a timed-out execution's output may still drain after its group was killed.
+constexpr auto kTimeoutOutputGrace = std::chrono::milliseconds(1000);
 
 void log(const std::string& text) {
     const auto line = "boxlite-agent: " + text + "\n";
@@ -80,10 +92,13 @@ struct Execution {
     bool stdin_close_requested = false;
     std::uint64_t stdout_credit = 0;
     std::uint64_t stderr_credit = 0;
-    bool exited = false;
+    bool leader_exited = false;  // reaped; `pid` stays the group's id while members remain
+    bool group_gone = false;     // a signal found no member left: never signal that pgid again
     int exit_code = 0;
     bool timed_out = false;
     std::optional<Clock::time_point> deadline;
+    // After a timeout: when to stop waiting for pipes that a process outside the group holds.
+    std::optional<Clock::time_point> give_up_output;
 
     [[nodiscard]] std::size_t stdin_pending() const { return stdin_buffer.size() - stdin_offset; }
 };
@@ -96,7 +111,17 @@ struct Connection {
     bool hello_done = false;
     bool closing = false;  // flush `out`, then close
     std::map<std::uint32_t, std::unique_ptr<Execution>> executions;
+
+    [[nodiscard]] bool backed_up() const { return out.size() - out_offset > kMaxQueuedOutput; }
 };
+
+/// Signals the execution's process group while it has members. The pgid is the leader's pid and
+/// stays reserved while any member lives, so this never reaches an unrelated process; once a
+/// signal finds the group empty, that number may be reused and is never signalled again.
+void signal_group(Execution& e, int signo) {
+    if (e.pid <= 0 || e.group_gone) return;
+    if (::kill(-e.pid, signo) != 0 && errno == ESRCH) e.group_gone = true;
+}
 
 class Agent {
 public:
@@ -186,23 +211,27 @@ private:
         add(signal_fd_, POLLIN, Kind::Signal, nullptr, nullptr);
         auto timeout_ms = -1;
         const auto now = Clock::now();
+        auto wake_at = [&](Clock::time_point when) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(when - now).count();
+            const int ms = static_cast<int>(std::clamp<long long>(left + 1, 0, 60000));
+            timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
+        };
         for (auto& c : connections_) {
-            short ev = c->closing ? 0 : POLLIN;
+            // A backed-up connection is not read either: every request may queue a reply, so a
+            // host that sends without reading must not grow our memory without bound.
+            const bool backed_up = c->backed_up();
+            short ev = c->closing || backed_up ? 0 : POLLIN;
             if (c->out_offset < c->out.size()) ev |= POLLOUT;
             add(c->fd, ev, Kind::Conn, c.get(), nullptr);
-            // A connection whose output backs up past 64 MiB stops producing: its readers wait.
-            const bool backed_up = c->out.size() - c->out_offset > (64U << 20);
             for (auto& [id, e] : c->executions) {
                 if (e->stdout_fd >= 0 && e->stdout_credit > 0 && !backed_up) add(e->stdout_fd, POLLIN, Kind::Out, c.get(), e.get());
                 if (e->stderr_fd >= 0 && e->stderr_credit > 0 && !backed_up) add(e->stderr_fd, POLLIN, Kind::Err, c.get(), e.get());
                 if (e->stdin_fd >= 0 && (e->stdin_pending() > 0 || e->stdin_close_requested)) {
                     add(e->stdin_fd, POLLOUT, Kind::In, c.get(), e.get());
                 }
-                if (e->deadline && !e->exited) {
-                    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*e->deadline - now).count();
-                    const int ms = static_cast<int>(std::clamp<long long>(left + 1, 0, 60000));
-                    timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
-                }
+                // The leader's exit does not end the timeout: its group may live on.
+                if (e->deadline) wake_at(*e->deadline);
+                if (e->give_up_output) wake_at(*e->give_up_output);
             }
         }
         if (shutting_down_) timeout_ms = timeout_ms < 0 ? 50 : std::min(timeout_ms, 50);
@@ -221,7 +250,8 @@ private:
                 case Kind::Listen: accept_connections(); break;
                 case Kind::Signal: handle_signals(); break;
                 case Kind::Conn:
-                    if (s.conn->fd >= 0 && (fds[i].revents & (POLLIN | POLLHUP | POLLERR))) read_connection(*s.conn);
+                    if (s.conn->fd >= 0 && (fds[i].revents & POLLIN)) read_connection(*s.conn);
+                    if (s.conn->fd >= 0 && (fds[i].revents & (POLLHUP | POLLERR)) && !(fds[i].revents & POLLIN)) drop(*s.conn);
                     if (s.conn->fd >= 0 && !flush(*s.conn)) drop(*s.conn);
                     break;
                 case Kind::Out:
@@ -263,8 +293,9 @@ private:
 
     void drop(Connection& c) {
         // A host that goes away takes its executions with it: nobody could read their output.
+        // That includes groups whose leader already exited but whose members still run.
         for (auto& [id, e] : c.executions) {
-            if (!e->exited && e->pid > 0) ::kill(-e->pid, SIGKILL);
+            signal_group(*e, SIGKILL);
             close_exec_fds(*e);
         }
         c.executions.clear();
@@ -274,7 +305,7 @@ private:
 
     void read_connection(Connection& c) {
         std::array<std::byte, 64 * 1024> buf{};
-        for (int rounds = 0; rounds < 16 && !c.closing; ++rounds) {
+        for (int rounds = 0; rounds < 16 && !c.closing && !c.backed_up(); ++rounds) {
             const auto n = ::recv(c.fd, buf.data(), buf.size(), MSG_DONTWAIT);
             if (n < 0 && errno == EINTR) continue;
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
@@ -283,6 +314,8 @@ private:
                 return;
             }
             c.decoder.feed(std::span<const std::byte>(buf.data(), static_cast<std::size_t>(n)));
+            // Every frame read is handled (the decoder holds no frames between polls); what this
+            // adds to the queue is bounded by the bytes read per round.
             while (!c.closing) {
                 auto frame = c.decoder.next();
                 if (!frame) {
@@ -355,6 +388,7 @@ private:
             case FrameType::Credit: {
                 auto credit = Credit::decode(f.payload);
                 if (!credit) return protocol_violation(c, credit.error().message());
+                if (credit->channel == Channel::Stdin) return protocol_violation(c, "the host granted stdin credit, which only the agent grants");
                 auto& target = credit->channel == Channel::Stderr ? e.stderr_credit : e.stdout_credit;
                 target = std::min<std::uint64_t>(target + credit->bytes, 1ULL << 40);
                 return;
@@ -362,7 +396,7 @@ private:
             case FrameType::Signal: {
                 auto sig = SignalRequest::decode(f.payload);
                 if (!sig) return send_error(c, e.id, sig.error().message());
-                if (!e.exited) ::kill(-e.pid, sig->signo);
+                signal_group(e, sig->signo);
                 return;
             }
             case FrameType::Resize: {
@@ -422,6 +456,14 @@ private:
         }
     }
 
+    /// Forgets the stdin bytes nobody will read, giving their credit back so that a host writer
+    /// never waits for credit that cannot come.
+    void drop_stdin(Connection& c, Execution& e) {
+        grant_stdin(c, e, e.stdin_pending());
+        e.stdin_buffer.clear();
+        e.stdin_offset = 0;
+    }
+
     void close_stdin(Execution& e) {
         if (e.stdin_fd < 0) return;
         if (!e.tty) ::close(e.stdin_fd);  // a tty shares the fd with stdout
@@ -438,7 +480,10 @@ private:
             if (n < 0 && errno == EINTR) continue;
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
             if (n <= 0) {  // EOF, or EIO from a pty whose slave side closed
-                if (e.tty) e.stdin_fd = -1;
+                if (e.tty) {
+                    drop_stdin(c, e);
+                    e.stdin_fd = -1;
+                }
                 ::close(fd);
                 fd = -1;
                 maybe_finish(c, e);
@@ -451,39 +496,110 @@ private:
     }
 
     // ----------------------------------------------------------------- executions
-    static std::optional<std::pair<uid_t, gid_t>> resolve_user(const std::string& user, std::string& home) {
-        home = "/root";
-        if (user.empty() || user == "root" || user == "0") return std::pair<uid_t, gid_t>{0, 0};
+    /// Who a command runs as: resolved from the box's own /etc/passwd and /etc/group, parsed
+    /// directly because a static binary must not rely on NSS.
+    struct Identity {
+        uid_t uid = 0;
+        gid_t gid = 0;
+        std::vector<gid_t> groups;  ///< primary + supplementary, as initgroups() would set them
+        std::string home = "/root";
+    };
+
+    static std::vector<std::string> split(const std::string& line, char separator) {
+        std::vector<std::string> fields;
+        std::size_t pos = 0;
+        while (true) {
+            const auto next = line.find(separator, pos);
+            fields.push_back(line.substr(pos, next == std::string::npos ? std::string::npos : next - pos));
+            if (next == std::string::npos) return fields;
+            pos = next + 1;
+        }
+    }
+
+    static bool all_digits(const std::string& text) {
+        return !text.empty() && text.size() <= 10 && std::all_of(text.begin(), text.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+    }
+
+    /// "" (root), "name", "uid", "name:gid" or "uid:gid"; nullopt when the box does not know the
+    /// user or the group part is not a number.
+    static std::optional<Identity> resolve_user(const std::string& user) {
         const auto colon = user.find(':');
-        const auto name = user.substr(0, colon);
-        std::optional<uid_t> uid;
-        std::optional<gid_t> gid;
-        const bool numeric = !name.empty() && std::all_of(name.begin(), name.end(), ::isdigit);
-        if (numeric) uid = static_cast<uid_t>(std::strtoul(name.c_str(), nullptr, 10));
-        // /etc/passwd of the box, parsed directly: a static binary must not rely on NSS.
+        const auto name = user.empty() ? std::string("root") : user.substr(0, colon);
+        Identity id;
+        std::string account;  // the passwd name, for group membership
+        bool found = false;
+        const bool numeric = all_digits(name);
+        if (numeric) id.uid = static_cast<uid_t>(std::strtoul(name.c_str(), nullptr, 10));
         std::ifstream passwd("/etc/passwd");
         std::string line;
         while (std::getline(passwd, line)) {
-            std::vector<std::string> f;
-            std::stringstream ss(line);
-            std::string part;
-            while (std::getline(ss, part, ':')) f.push_back(part);
-            if (f.size() < 6) continue;
+            const auto f = split(line, ':');
+            if (f.size() < 6 || !all_digits(f[2])) continue;
             const auto entry_uid = static_cast<uid_t>(std::strtoul(f[2].c_str(), nullptr, 10));
-            if ((numeric && entry_uid == *uid) || (!numeric && f[0] == name)) {
-                uid = entry_uid;
-                gid = static_cast<gid_t>(std::strtoul(f[3].c_str(), nullptr, 10));
-                home = f[5];
+            if ((numeric && entry_uid == id.uid) || (!numeric && f[0] == name)) {
+                id.uid = entry_uid;
+                id.gid = all_digits(f[3]) ? static_cast<gid_t>(std::strtoul(f[3].c_str(), nullptr, 10)) : 0;
+                id.home = f[5];
+                account = f[0];
+                found = true;
                 break;
             }
         }
-        if (!uid) return std::nullopt;
+        if (!found) {
+            if (!numeric && name != "root") return std::nullopt;
+            id.gid = static_cast<gid_t>(id.uid);  // a bare uid the box does not list
+        }
         if (colon != std::string::npos) {
             const auto g = user.substr(colon + 1);
-            if (g.empty() || !std::all_of(g.begin(), g.end(), ::isdigit)) return std::nullopt;
-            gid = static_cast<gid_t>(std::strtoul(g.c_str(), nullptr, 10));
+            if (!all_digits(g)) return std::nullopt;
+            id.gid = static_cast<gid_t>(std::strtoul(g.c_str(), nullptr, 10));
         }
-        return std::pair<uid_t, gid_t>{*uid, gid.value_or(static_cast<gid_t>(*uid))};
+        id.groups.push_back(id.gid);
+        if (!account.empty()) {
+            std::ifstream group("/etc/group");
+            while (std::getline(group, line)) {
+                const auto f = split(line, ':');
+                if (f.size() < 4 || !all_digits(f[2])) continue;
+                const auto members = split(f[3], ',');
+                if (std::find(members.begin(), members.end(), account) == members.end()) continue;
+                const auto gid = static_cast<gid_t>(std::strtoul(f[2].c_str(), nullptr, 10));
+                if (std::find(id.groups.begin(), id.groups.end(), gid) == id.groups.end()) id.groups.push_back(gid);
+            }
+        }
+        return id;
+    }
+
+    /// execvpe() with the *command's* PATH (glibc's searches the agent's own). Returns only on
+    /// failure, with errno set as execvp would: EACCES if some candidate was not executable,
+    /// else the last error.
+    static void exec_program(const std::string& program, char** argv, char** envp, const std::string& path) {
+        auto try_exec = [&](const std::string& file) {
+            ::execve(file.c_str(), argv, envp);
+            if (errno != ENOEXEC) return;
+            // No #! line: a shell script, as execvp runs it.
+            std::vector<char*> shell_argv{const_cast<char*>("/bin/sh"), const_cast<char*>(file.c_str())};
+            for (char** a = argv + 1; *a != nullptr; ++a) shell_argv.push_back(*a);
+            shell_argv.push_back(nullptr);
+            ::execve("/bin/sh", shell_argv.data(), envp);
+            errno = ENOEXEC;
+        };
+        if (program.find('/') != std::string::npos) {
+            try_exec(program);
+            return;
+        }
+        bool denied = false;
+        for (const auto& dir : split(path, ':')) {
+            try_exec((dir.empty() ? std::string(".") : dir) + "/" + program);
+            const int error = errno;
+            if (error == EACCES) {
+                denied = true;
+                continue;
+            }
+            const bool not_here = error == ENOENT || error == ENOTDIR || error == ESTALE || error == ELOOP ||
+                                  error == ENAMETOOLONG || error == ENODEV || error == ETIMEDOUT;
+            if (!not_here) return;  // the file exists but cannot run: stop, as execvp does
+        }
+        errno = denied ? EACCES : ENOENT;
     }
 
     /// Runs in the forked child for copy executions: tar on stdin/stdout, errors on stderr.
@@ -548,10 +664,15 @@ private:
         const auto& req = *req_result;
         if (req.kind == ExecKind::Command && req.program.empty()) return send_error(c, f.stream, "empty program name");
 
-        std::string home;
         const auto& user = req.user.empty() ? default_user_ : req.user;
-        auto ids = resolve_user(user, home);
-        if (!ids) return send_error(c, f.stream, fmt::format("user '{}' is not in the box's /etc/passwd", user));
+        // A non-root agent (run directly, in tests) runs unnamed users as itself.
+        auto ids = user.empty() && ::geteuid() != 0 ? std::optional<Identity>(Identity{::geteuid(), ::getegid(), {}, "/"})
+                                                    : resolve_user(user);
+        if (!ids) {
+            return send_error(c, f.stream, fmt::format("user '{}' is not in the box's /etc/passwd (allowed: a name from it, "
+                                                       "a numeric uid, optionally ':<numeric gid>')", user));
+        }
+        const auto& home = ids->home;
 
         int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, status[2] = {-1, -1};
         int master = -1;
@@ -592,6 +713,10 @@ private:
             });
         };
         if (!has("PATH")) env.emplace_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        std::string search_path;
+        for (const auto& kv : env) {
+            if (kv.compare(0, 5, "PATH=") == 0) search_path = kv.substr(5);
+        }
         if (!has("HOME")) env.push_back("HOME=" + home);
         if (req.tty && !has("TERM")) env.emplace_back("TERM=xterm");
         std::vector<char*> envp;
@@ -636,10 +761,16 @@ private:
                 ::dup2(err[1], 2);
             }
             if (::chdir(cwd.c_str()) != 0) die(("working directory '" + cwd + "'").c_str());
-            if (ids->first != 0 || ids->second != 0) {
-                if (::setgroups(0, nullptr) != 0 || ::setgid(ids->second) != 0 || ::setuid(ids->first) != 0) {
+            // As root: exactly the user's groups, then gid, then uid. An agent that is not root
+            // (run directly, in tests) can only run commands as itself.
+            if (::geteuid() == 0) {
+                if (::setgroups(ids->groups.size(), ids->groups.data()) != 0 || ::setgid(ids->gid) != 0 ||
+                    ::setuid(ids->uid) != 0) {
                     die(("switching to user '" + user + "'").c_str());
                 }
+            } else if (ids->uid != ::geteuid() || ids->gid != ::getegid()) {
+                errno = EPERM;
+                die(("switching to user '" + user + "' (the agent is not root)").c_str());
             }
             if (req.kind != ExecKind::Command) {
                 // No exec follows, so O_CLOEXEC does not help: drop every inherited descriptor
@@ -647,7 +778,7 @@ private:
                 ::close_range(3, ~0U, 0);
                 run_copy(req);
             }
-            ::execvpe(req.program.c_str(), argv.data(), envp.data());
+            exec_program(req.program, argv.data(), envp.data(), search_path);
             die(("cannot run '" + req.program + "'").c_str());
         }
         // Parent: the status pipe closes on a successful exec (CLOEXEC) or carries the reason.
@@ -707,11 +838,17 @@ private:
         if (e.stderr_fd >= 0) ::close(e.stderr_fd);
         if (e.stdin_fd >= 0 && !e.tty) ::close(e.stdin_fd);
         e.stdout_fd = e.stderr_fd = e.stdin_fd = -1;
-        by_pid_.erase(e.pid);
+        // Only while the leader is unreaped; its number may belong to another leader since.
+        if (auto it = by_pid_.find(e.pid); it != by_pid_.end() && it->second == &e) by_pid_.erase(it);
     }
 
+    /// Sends Exit once the leader has exited and its output has ended: both pipes at EOF, or
+    /// (after a timeout) the grace period for the output is over.
     void maybe_finish(Connection& c, Execution& e) {
-        if (!e.exited || e.stdout_fd >= 0 || e.stderr_fd >= 0) return;
+        if (!e.leader_exited) return;
+        const bool output_done = e.stdout_fd < 0 && e.stderr_fd < 0;
+        const bool gave_up = e.give_up_output && Clock::now() >= *e.give_up_output;
+        if (!output_done && !gave_up) return;
         ExitStatus status{e.exit_code, e.timed_out, {}};
         if (e.timed_out) status.message = "the command exceeded its timeout and was killed";
         send(c, FrameType::Exit, e.id, status.encode());
@@ -734,12 +871,12 @@ private:
             auto it = by_pid_.find(pid);
             if (it == by_pid_.end()) continue;  // an orphan we adopted as PID 1
             auto* e = it->second;
-            e->exited = true;
+            by_pid_.erase(it);
+            e->leader_exited = true;
             e->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
             // Output the child wrote is still in the pipes; stdin is pointless now.
             if (!e->tty) {
-                e->stdin_buffer.clear();
-                e->stdin_offset = 0;
+                drop_stdin(*e->conn, *e);
                 close_stdin(*e);
             }
             maybe_finish(*e->conn, *e);
@@ -749,13 +886,19 @@ private:
     void enforce_deadlines() {
         const auto now = Clock::now();
         for (auto& c : connections_) {
+            std::vector<Execution*> overdue;
             for (auto& [id, e] : c->executions) {
-                if (e->deadline && !e->exited && now >= *e->deadline) {
+                if (e->deadline && now >= *e->deadline) {
                     e->timed_out = true;
                     e->deadline.reset();
-                    ::kill(-e->pid, SIGKILL);
+                    signal_group(*e, SIGKILL);
+                    // A process that left the group (setsid) may still hold the pipes: the
+                    // timeout ends the execution anyway once the output had a moment to drain.
+                    e->give_up_output = now + kTimeoutOutputGrace;
                 }
+                if (e->give_up_output && now >= *e->give_up_output) overdue.push_back(e.get());
             }
+            for (auto* e : overdue) maybe_finish(*c, *e);  // may erase *e
         }
     }
 
@@ -793,7 +936,9 @@ private:
         if (shutting_down_) return;
         shutting_down_ = true;
         shutdown_deadline_ = Clock::now() + std::chrono::seconds(2);
-        for (auto& [pid, e] : by_pid_) ::kill(-pid, SIGTERM);
+        for (auto& c : connections_) {
+            for (auto& [id, e] : c->executions) signal_group(*e, SIGTERM);
+        }
     }
 
     int shutdown_everything() {

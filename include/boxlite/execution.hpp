@@ -170,8 +170,9 @@ public:
         if (!stdin_taken_) (void)link_.session->close_stdin(*link_.state);
     }
 
-    /// The execution's id within its box connection.
-    [[nodiscard]] std::string id() const { return std::to_string(link_.state->id); }
+    /// The execution's unique id (a ULID, as the reference's ExecutionId): distinct for every
+    /// execution of every box, whichever connection it runs on.
+    [[nodiscard]] const std::string& id() const { return link_.state->execution_id; }
     /// The process id inside the box.
     [[nodiscard]] std::int32_t pid() const { return link_.state->pid; }
 
@@ -267,3 +268,14 @@ private:
 };
 
 }  // namespace boxlite
+
+/// "exit_code=0 success=true", plus "timed_out=true" and "error=..." when they apply.
+template <>
+struct fmt::formatter<boxlite::ExecResult> : fmt::formatter<std::string_view> {
+    auto format(const boxlite::ExecResult& result, format_context& ctx) const {
+        auto text = fmt::format("exit_code={} success={}", result.exit_code, result.success());
+        if (result.timed_out) text += " timed_out=true";
+        if (result.error_message) text += fmt::format(" error=\"{}\"", *result.error_message);
+        return fmt::formatter<std::string_view>::format(text, ctx);
+    }
+};

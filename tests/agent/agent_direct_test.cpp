@@ -5,14 +5,18 @@
 #include <boxlite/transport/unix_transport.hpp>
 #include <boxlite/version.hpp>
 
+#include "raw_peer.hpp"
 #include "support/support.hpp"
 
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <future>
+#include <set>
 #include <thread>
 
 using namespace boxlite;
@@ -143,6 +147,221 @@ TEST_F(DirectAgent, CopyRoundTripWithSymlinks) {
     ASSERT_TRUE(agent().copy_out((guest / "tree").string(), (back.path() / "copy").string()));
     EXPECT_EQ(test::read_file(back.path() / "copy/sub/b.bin"), std::string(100000, 'b'));
     EXPECT_EQ(fs::read_symlink(back.path() / "copy/link"), "a.txt");
+}
+
+// ---- process groups that outlive their leader ----------------------------------------------
+// `sh -c 'sleep 1000 & echo $!'`: the leader exits at once, sleep keeps the group (and stdout)
+// alive. Timeout, signal, kill and a dropped connection must still reach it.
+
+constexpr const char* kLeavesABackgroundSleep = "sleep 1000 & echo $!";
+
+pid_t first_line_pid(ExecOutputStream& out) {
+    auto line = out.read_line();
+    EXPECT_TRUE(line && *line);
+    return line && *line ? static_cast<pid_t>(std::stol(**line)) : -1;
+}
+
+TEST_F(DirectAgent, TimeoutKillsWhatTheLeaderLeftBehind) {
+    auto out = agent().run(BoxCommand("/bin/sh").args({"-c", kLeavesABackgroundSleep}).timeout(500ms));
+    ASSERT_TRUE(out) << out.error().to_string();
+    EXPECT_TRUE(out->timed_out);
+    EXPECT_EQ(out->exit_code, 0) << "the exit code stays the leader's";
+    EXPECT_FALSE(out->success());
+    const pid_t sleeper = static_cast<pid_t>(std::stol(out->stdout_text));
+    EXPECT_TRUE(test::process_gone(sleeper)) << "the background sleep survived the timeout";
+}
+
+TEST_F(DirectAgent, SignalReachesTheGroupAfterTheLeaderExited) {
+    auto exec = agent().exec(BoxCommand("/bin/sh").args({"-c", kLeavesABackgroundSleep}));
+    ASSERT_TRUE(exec) << exec.error().to_string();
+    auto out = exec->stdout();
+    const pid_t sleeper = first_line_pid(*out);
+    ASSERT_GT(sleeper, 0);
+    ASSERT_TRUE(test::process_gone(exec->pid())) << "the leader should exit right after echo";
+    ASSERT_TRUE(exec->signal(SIGTERM));
+    EXPECT_EQ(out->read_all().value_or("?"), "");
+    auto result = exec->wait();
+    ASSERT_TRUE(result) << result.error().to_string();
+    EXPECT_EQ(result->exit_code, 0);
+    EXPECT_FALSE(result->timed_out);
+    EXPECT_TRUE(test::process_gone(sleeper));
+}
+
+TEST_F(DirectAgent, KillReachesTheGroupAfterTheLeaderExited) {
+    auto exec = agent().exec(BoxCommand("/bin/sh").args({"-c", kLeavesABackgroundSleep}));
+    ASSERT_TRUE(exec) << exec.error().to_string();
+    auto out = exec->stdout();
+    const pid_t sleeper = first_line_pid(*out);
+    ASSERT_TRUE(test::process_gone(exec->pid()));
+    ASSERT_TRUE(exec->kill());
+    auto result = exec->wait();
+    ASSERT_TRUE(result) << result.error().to_string();
+    EXPECT_EQ(result->exit_code, 0);
+    EXPECT_TRUE(test::process_gone(sleeper));
+}
+
+TEST_F(DirectAgent, DisconnectKillsTheGroupAfterTheLeaderExited) {
+    pid_t sleeper = -1;
+    {
+        auto stream = UnixTransport{}.connect("unix:" + socket_.string(), 5s);
+        ASSERT_TRUE(stream);
+        auto client = protocol::AgentClient::connect(std::move(*stream));
+        ASSERT_TRUE(client);
+        auto exec = client->exec(BoxCommand("/bin/sh").args({"-c", kLeavesABackgroundSleep}));
+        ASSERT_TRUE(exec);
+        auto out = exec->stdout();
+        sleeper = first_line_pid(*out);
+        ASSERT_TRUE(test::process_gone(exec->pid()));
+        ASSERT_FALSE(test::process_gone(sleeper, 0ms));
+    }  // the connection closes with its last handle
+    EXPECT_TRUE(test::process_gone(sleeper)) << "a dropped connection left its background process running";
+}
+
+TEST_F(DirectAgent, StdinCreditComesBackWhenTheLeaderExitsWithBytesBuffered) {
+    // The leader never reads stdin and waits for a flag; its background sleep keeps stdout open,
+    // so the execution outlives the leader. Bytes the agent buffered when the leader exited are
+    // dropped: their credit must come back, or the writer waits forever.
+    const auto flag = dir_.path() / "leader-may-exit";
+    const std::string script = "sleep 1000 <&- & while [ ! -e '" + flag.string() + "' ]; do sleep 0.05; done";
+    auto exec = agent().exec(BoxCommand("/bin/sh").args({"-c", script}));
+    ASSERT_TRUE(exec) << exec.error().to_string();
+    auto in = exec->stdin();
+    auto writer = std::async(std::launch::async, [&] { return in->write(std::string(4U << 20, 'x')); });
+    // Past the 64 KiB pipe plus as much again: the agent holds bytes the child has not read.
+    for (int i = 0; i < 3000 && agent().counters().bytes_in.load() < 2 * 65536 + 4096; ++i) std::this_thread::sleep_for(10ms);
+    ASSERT_GE(agent().counters().bytes_in.load(), 2U * 65536);
+    test::write_file(flag, "");
+    ASSERT_TRUE(test::process_gone(exec->pid()));
+    const bool finished = writer.wait_for(60s) == std::future_status::ready;
+    EXPECT_TRUE(finished) << "the stdin writer is still waiting for credit after the leader exited";
+    ASSERT_TRUE(exec->kill());
+    EXPECT_TRUE(writer.get()) << "writes after the leader's exit are accepted and dropped";
+    EXPECT_TRUE(exec->wait());
+}
+
+// ---- program lookup, ids, error kinds ------------------------------------------------------
+
+TEST_F(DirectAgent, ProgramIsFoundThroughTheCommandsPath) {
+    test::TempDir bin("boxlite-path");
+    test::write_file(bin.path() / "boxlite-probe", "#!/bin/sh\necho found \"$@\"\n");
+    test::write_file(bin.path() / "boxlite-plain", "echo plain script\n");  // no #!: run by sh
+    fs::permissions(bin.path() / "boxlite-probe", fs::perms(0755));
+    fs::permissions(bin.path() / "boxlite-plain", fs::perms(0755));
+    const auto path = "/nonexistent:" + bin.str() + ":/usr/bin:/bin";
+    auto out = agent().run(BoxCommand("boxlite-probe").arg("x").env("PATH", path));
+    ASSERT_TRUE(out) << out.error().to_string();
+    EXPECT_EQ(out->stdout_text, "found x\n");
+    out = agent().run(BoxCommand("boxlite-plain").env("PATH", path));
+    ASSERT_TRUE(out) << out.error().to_string();
+    EXPECT_EQ(out->stdout_text, "plain script\n");
+    // Not found on the command's PATH, whatever the agent's own PATH holds.
+    auto missing = agent().exec(BoxCommand("sh").env("PATH", bin.str()));
+    ASSERT_FALSE(missing);
+    EXPECT_EQ(missing.error().kind(), ErrorKind::Execution);
+}
+
+TEST_F(DirectAgent, ExecutionIdsAreUniqueAcrossConnections) {
+    std::set<std::string> ids;
+    for (int connection = 0; connection < 3; ++connection) {
+        auto stream = UnixTransport{}.connect("unix:" + socket_.string(), 5s);
+        ASSERT_TRUE(stream);
+        auto client = protocol::AgentClient::connect(std::move(*stream));
+        ASSERT_TRUE(client);
+        for (int i = 0; i < 2; ++i) {
+            auto exec = client->exec(BoxCommand("/bin/true"));
+            ASSERT_TRUE(exec) << exec.error().to_string();
+            EXPECT_EQ(exec->id().size(), BoxID::kLength) << exec->id();
+            ids.insert(exec->id());
+            EXPECT_TRUE(exec->wait());
+        }
+    }
+    EXPECT_EQ(ids.size(), 6U) << "every connection numbers its streams from 1; ids must not";
+}
+
+TEST_F(DirectAgent, CopyErrorsSayWhatIsWrongWithoutBlamingABox) {
+    const auto guest = dir_.path() / "guest";
+    fs::create_directories(guest);
+    auto in = agent().copy_in((dir_.path() / "no-such-host-file").string(), guest.string() + "/");
+    ASSERT_FALSE(in);
+    EXPECT_EQ(in.error().kind(), ErrorKind::InvalidArgument);
+    EXPECT_EQ(in.error().to_string().find("box not found"), std::string::npos) << in.error().to_string();
+
+    test::TempDir back("boxlite-copy-back");
+    auto out = agent().copy_out((guest / "no-such-guest-file").string(), back.str() + "/");
+    ASSERT_FALSE(out);
+    EXPECT_EQ(out.error().kind(), ErrorKind::Execution);
+    EXPECT_EQ(out.error().to_string().find("box not found"), std::string::npos) << out.error().to_string();
+
+    test::write_file(guest / "f", "x");
+    auto nowhere = agent().copy_out((guest / "f").string(), (back.path() / "missing-dir/f").string());
+    ASSERT_FALSE(nowhere);
+    EXPECT_EQ(nowhere.error().kind(), ErrorKind::InvalidArgument);
+    EXPECT_NE(nowhere.error().message().find("does not exist"), std::string::npos) << nowhere.error().to_string();
+}
+
+// ---- users and groups from the box's own files ---------------------------------------------
+
+/// An agent whose /etc/passwd and /etc/group are test files (bind-mounted in a private mount
+/// namespace), so commands can run as users the host does not have.
+class AgentWithOwnAccounts : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (!test::is_root()) GTEST_SKIP() << "switching users and private mounts need root";
+        passwd_ = (dir_.path() / "passwd").string();
+        group_ = (dir_.path() / "group").string();
+        test::write_file(passwd_, "root:x:0:0:root:/root:/bin/sh\nboxtester:x:4242:4242::/tmp:/bin/sh\n"
+                                  "loner:x:4343:4343::/tmp:/bin/sh\n");
+        test::write_file(group_, "root:x:0:\nwheel:x:10:root\nboxtester:x:4242:\nalpha:x:5001:other,boxtester\n"
+                                 "beta:x:5002:boxtester\ngamma:x:5003:other\nloner:x:4343:\n");
+        socket_ = (dir_.path() / "agent.sock").string();
+        agent_.emplace(test::built_binary("boxlite-agent").string(), socket_, [this] {
+            if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+                ::mount(passwd_.c_str(), "/etc/passwd", nullptr, MS_BIND, nullptr) != 0 ||
+                ::mount(group_.c_str(), "/etc/group", nullptr, MS_BIND, nullptr) != 0) {
+                ::_exit(126);
+            }
+        });
+        auto stream = UnixTransport{}.connect("unix:" + socket_, 5s);
+        ASSERT_TRUE(stream) << stream.error().to_string();
+        auto client = protocol::AgentClient::connect(std::move(*stream));
+        ASSERT_TRUE(client) << client.error().to_string();
+        client_.emplace(std::move(*client));
+    }
+
+    /// uid, gid and the sorted group list of a command run as `user`.
+    std::string identity_of(const std::string& user) {
+        auto out = client_->run(BoxCommand("/bin/sh")
+                                    .args({"-c", "awk '/^Uid:/{u=$2} /^Gid:/{g=$2} /^Groups:/{$1=\"\"; s=$0} "
+                                                 "END{print u, g \":\" s}' /proc/self/status"})
+                                    .user(user));
+        EXPECT_TRUE(out) << out.error().to_string();
+        if (!out) return {};
+        EXPECT_EQ(out->exit_code, 0) << out->stderr_text;
+        auto text = out->stdout_text;
+        while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+        return text;
+    }
+
+    test::TempDir dir_{"boxlite-accounts"};
+    std::string passwd_, group_, socket_;
+    std::optional<test::AgentProcess> agent_;
+    std::optional<protocol::AgentClient> client_;
+};
+
+TEST_F(AgentWithOwnAccounts, SupplementaryGroupsComeFromTheBoxGroupFile) {
+    EXPECT_EQ(identity_of("boxtester"), "4242 4242: 4242 5001 5002");
+    EXPECT_EQ(identity_of("boxtester:5003"), "4242 5003: 5001 5002 5003") << "an explicit gid replaces the primary";
+    EXPECT_EQ(identity_of("loner"), "4343 4343: 4343");
+    EXPECT_EQ(identity_of("root"), "0 0: 0 10") << "root gets its own groups too, not the agent's";
+    EXPECT_EQ(identity_of("4242"), "4242 4242: 4242 5001 5002") << "a uid from passwd is that user";
+    EXPECT_EQ(identity_of("777"), "777 777: 777") << "a uid the box does not list has no supplementary groups";
+}
+
+TEST_F(AgentWithOwnAccounts, UnknownUserIsAnExecutionError) {
+    auto exec = client_->exec(BoxCommand("/bin/true").user("nobody-here"));
+    ASSERT_FALSE(exec);
+    EXPECT_EQ(exec.error().kind(), ErrorKind::Execution);
+    EXPECT_NE(exec.error().message().find("nobody-here"), std::string::npos) << exec.error().to_string();
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
-// Frame codec, payload decoders and the tar extractor against hostile input.
+// Frame codec, payload decoders, ExecResult and the tar extractor against hostile input.
+#include <boxlite/execution.hpp>
 #include <boxlite/protocol/frame.hpp>
 #include <boxlite/protocol/messages.hpp>
 #include <boxlite/protocol/tar.hpp>
@@ -88,6 +89,17 @@ TEST(Messages, ImpossibleCountsAndLengthsFail) {
     EXPECT_FALSE(Credit::decode(PayloadWriter{}.u8(9).u32(1).take())) << "unknown channel";
     EXPECT_FALSE(SignalRequest::decode(PayloadWriter{}.i32(0).take()));
     EXPECT_FALSE(SignalRequest::decode(PayloadWriter{}.i32(65).take()));
+}
+
+TEST(ExecResultFormat, SuccessAndFormatting) {
+    EXPECT_TRUE((ExecResult{0, std::nullopt, false}).success());
+    EXPECT_FALSE((ExecResult{1, std::nullopt, false}).success());
+    EXPECT_FALSE((ExecResult{-9, std::nullopt, false}).success()) << "killed by a signal";
+    EXPECT_FALSE((ExecResult{0, std::string("the command exceeded its timeout"), true}).success())
+        << "a timeout is not a success even when the leader exited 0";
+    EXPECT_EQ(fmt::format("{}", ExecResult{0, std::nullopt, false}), "exit_code=0 success=true");
+    EXPECT_EQ(fmt::format("{}", ExecResult{-9, std::string("timed out"), true}),
+              "exit_code=-9 success=false timed_out=true error=\"timed out\"");
 }
 
 // ---- tar ----

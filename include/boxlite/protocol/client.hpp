@@ -75,21 +75,28 @@ struct ExecDefaults {
 
 class AgentClient {
 public:
+    /// Deadline of the handshake and of ping / metrics / shutdown replies.
     static constexpr std::chrono::milliseconds kControlTimeout{10000};
+    /// Deadline of an execution's Started reply (the agent forks and execs before answering).
+    static constexpr std::chrono::milliseconds kStartTimeout{30000};
 
-    /// Performs the hello handshake on `stream` and starts the connection's reader thread.
+    /// Performs the hello handshake on `stream` (failing after `timeout` when the peer says
+    /// nothing) and starts the connection's reader thread.
     template <ByteStream S>
-    [[nodiscard]] static BoxliteResult<AgentClient> connect(S stream) {
+    [[nodiscard]] static BoxliteResult<AgentClient> connect(S stream, std::chrono::milliseconds timeout = kControlTimeout) {
         auto session = std::make_shared<Session>(ErasedStream::from(std::move(stream)));
-        BOXLITE_TRY_VOID(session->handshake());
+        BOXLITE_TRY_VOID(session->handshake(timeout));
         return AgentClient(std::move(session));
     }
 
     [[nodiscard]] BoxliteResult<Execution> exec(const BoxCommand& command, const ExecDefaults& defaults = {}) {
         BOXLITE_TRY_VOID(validate_command(command));
-        BOXLITE_TRY(auto state, session_->start(make_exec_request(command, defaults)));
+        BOXLITE_TRY(auto state, session_->start(make_exec_request(command, defaults), start_timeout_));
         return Execution(session_, std::move(state));
     }
+
+    /// How long exec() and the copies wait for the agent to start a process.
+    void set_start_timeout(std::chrono::milliseconds timeout) { start_timeout_ = timeout; }
 
     /// Runs a command to completion and returns what it printed.
     [[nodiscard]] BoxliteResult<ExecOutput> run(const BoxCommand& command, const ExecDefaults& defaults = {}) {
@@ -102,7 +109,7 @@ public:
     BoxliteResult<void> copy_in(const std::string& host_source, const std::string& guest_dest) {
         struct stat st {};
         if (::lstat(host_source.c_str(), &st) != 0) {
-            return fail_errno(ErrorKind::NotFound, "copy_in source '" + host_source + "'", errno);
+            return fail_errno(ErrorKind::InvalidArgument, "copy_in source '" + host_source + "' on the host", errno);
         }
         return copy_in_stream(guest_dest, [&](tar::Writer& writer) -> BoxliteResult<void> {
             BOXLITE_TRY_VOID(writer.add_tree(host_source, tar::top_name(host_source)));
@@ -121,7 +128,7 @@ public:
         request.kind = ExecKind::CopyIn;
         request.program = "copy-in";
         request.path = guest_dest;
-        BOXLITE_TRY(auto state, session_->start(request));
+        BOXLITE_TRY(auto state, session_->start(request, start_timeout_));
         Execution execution(session_, state);
         auto in = execution.stdin();
         auto err = execution.stderr();
@@ -148,11 +155,6 @@ public:
         ExecRequest request;
         request.kind = ExecKind::CopyOut;
         request.program = "copy-out";
-        request.path = guest_source;
-        BOXLITE_TRY(auto state, session_->start(request));
-        Execution execution(session_, state);
-        auto out = execution.stdout();
-        auto err = execution.stderr();
         tar::Placement placement;
         if (host_dest.back() == '/') {
             std::error_code ec;
@@ -161,7 +163,21 @@ public:
             placement = {host_dest, std::nullopt};
         } else {
             placement = tar::place(host_dest);
+            struct stat st {};
+            if (::stat(placement.directory.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+                return fail(ErrorKind::InvalidArgument, "copy_out destination '{}': directory '{}' does not exist on the host",
+                            host_dest, placement.directory);
+            }
         }
+        // The archive comes from the guest: whatever names it uses, everything lands under the
+        // one name the copy promises (`host_dest/<basename of guest_source>` or `host_dest`),
+        // never beside it among the destination's other files.
+        if (const auto top = tar::top_name(guest_source); !placement.rename_top && top != ".") placement.rename_top = top;
+        request.path = guest_source;
+        BOXLITE_TRY(auto state, session_->start(request, start_timeout_));
+        Execution execution(session_, state);
+        auto out = execution.stdout();
+        auto err = execution.stderr();
         tar::Extractor extractor([&](std::span<std::byte> buf) { return out->read_some(buf); },
                                  tar::ExtractOptions{placement.rename_top, false});
         auto extracted = extractor.extract_to(placement.directory);
@@ -197,6 +213,7 @@ public:
 private:
     explicit AgentClient(std::shared_ptr<Session> session) : session_(std::move(session)) {}
     std::shared_ptr<Session> session_;
+    std::chrono::milliseconds start_timeout_ = kStartTimeout;
 };
 
 }  // namespace boxlite::protocol

@@ -189,7 +189,8 @@ struct ExecRequest {
     std::vector<std::string> args;  ///< argv[1..]
     std::vector<std::string> env;   ///< "KEY=VALUE"
     std::string working_dir;        ///< empty: "/"
-    std::string user;               ///< empty: root; "uid[:gid]" or a name from /etc/passwd
+    std::string user;               ///< empty: the box default (the agent's --user, else root);
+                                    ///< else a name from the box's /etc/passwd or a uid, ":gid" optional
     bool tty = false;
     std::uint16_t rows = 24;
     std::uint16_t cols = 80;

@@ -4,14 +4,17 @@
 // Flow control, host side (the agent's side is in guest/agent.cpp):
 //   - stdout/stderr: the host granted `window` bytes per stream; the reader thread only buffers,
 //     so a slow consumer never stalls other streams. When the consumer has taken a quarter of
-//     the window out of the buffer, that many bytes of credit go back to the agent. A frame that
+//     that channel's window out of the buffer, that many bytes of credit go back. A frame that
 //     exceeds the credit outstanding is a protocol violation and ends the connection, so the
 //     buffer can never exceed the window whatever the agent sends.
 //   - stdin: a writer may only send as many bytes as the agent granted; it blocks for credit.
 // Everything the agent sends is hostile: the decoder is bounds-checked (frame.hpp) and unknown
-// streams or unexpected frame types end the connection with a Portal error.
+// streams or unexpected frame types end the connection with a Portal error. Every request/reply
+// wait (handshake, Started, ping, metrics, shutdown) has a deadline, so an agent that accepts the
+// connection and then says nothing cannot hang the host; only execution streams are unbounded.
 #pragma once
 
+#include <boxlite/box_id.hpp>
 #include <boxlite/concepts.hpp>
 #include <boxlite/error.hpp>
 #include <boxlite/protocol/frame.hpp>
@@ -19,6 +22,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -64,12 +68,15 @@ struct OutputBuffer {
     std::uint64_t buffered = 0;
     std::uint64_t outstanding_credit = 0;  ///< bytes the agent may still send us
     std::uint64_t unacked = 0;             ///< consumed, not yet returned as credit
+    std::uint32_t window = kDefaultWindow; ///< granted in Exec; credit returns per quarter of it
     bool discard = false;                  ///< nobody will read: drop and re-credit on arrival
     bool taken = false;
 };
 
 struct ExecState {
-    std::uint32_t id = 0;
+    std::uint32_t id = 0;  ///< the stream number on its connection (1, 2, ... per connection)
+    /// Unique across connections, processes and boxes (a ULID): what Execution::id() returns.
+    std::string execution_id;
     std::condition_variable cv;
     // Everything below is guarded by Session::mutex_.
     bool started = false;
@@ -82,7 +89,8 @@ struct ExecState {
     OutputBuffer err;
     std::optional<ExitStatus> exit;
     std::optional<BoxliteError> failure;  ///< the connection died before Exit arrived
-    std::uint32_t window = kDefaultWindow;
+    /// start() gave up waiting for Started: if it still comes, the process is killed.
+    bool abandoned = false;
 
     [[nodiscard]] bool finished() const { return exit.has_value() || failure.has_value(); }
 };
@@ -101,38 +109,19 @@ public:
     /// Called once when the connection's last handle goes away, with its final counters.
     void set_on_close(std::function<void(const SessionCounters&)> callback) { on_close_ = std::move(callback); }
 
-    /// Hello / HelloAck on the calling thread, then starts the reader thread.
-    BoxliteResult<void> handshake() {
-        BOXLITE_TRY_VOID(send(FrameType::Hello, 0, Hello{}.encode()));
-        FrameDecoder decoder;
-        std::array<std::byte, 4096> buf{};
-        while (true) {
-            auto frame = decoder.next();
-            if (!frame) return fail(frame.error().with_context("agent handshake"));
-            if (*frame) {
-                if ((*frame)->type == FrameType::Error) {
-                    auto e = ErrorMessage::decode((*frame)->payload);
-                    return fail(ErrorKind::Portal, "the agent refused the connection: {}",
-                                e ? e->message : std::string("(malformed error)"));
-                }
-                if ((*frame)->type != FrameType::HelloAck) {
-                    return fail(ErrorKind::Portal, "agent handshake: expected hello-ack, got {}", to_string((*frame)->type));
-                }
-                BOXLITE_TRY(auto ack, HelloAck::decode((*frame)->payload));
-                if (ack.version < kMinVersion || ack.version > kMaxVersion) {
-                    return fail(ErrorKind::Portal, "the agent chose protocol version {}, this host speaks {}-{}",
-                                ack.version, kMinVersion, kMaxVersion);
-                }
-                version_ = ack.version;
-                agent_version_ = ack.agent_version;
-                break;
-            }
-            BOXLITE_TRY(auto n, stream_.read_some(buf));
-            if (n == 0) return fail(ErrorKind::Portal, "the agent closed the connection during the handshake");
-            decoder.feed(std::span<const std::byte>(buf.data(), n));
-        }
-        // Bytes after HelloAck cannot exist yet: the agent sends nothing unasked.
+    /// Hello / HelloAck, then the connection is ready. The reader thread starts first and the
+    /// wait for HelloAck has a deadline: an agent that accepts and never answers (hung, or not
+    /// an agent at all) fails the handshake instead of blocking the caller forever.
+    BoxliteResult<void> handshake(std::chrono::milliseconds timeout) {
         reader_ = std::thread([this] { read_loop(); });
+        BOXLITE_TRY_VOID(send(FrameType::Hello, 0, Hello{}.encode()));
+        std::unique_lock lock(mutex_);
+        if (!control_cv_.wait_for(lock, timeout, [&] { return handshake_done_ || dead_.has_value(); })) {
+            lock.unlock();
+            stream_.close();  // wakes the reader, which then records the connection as dead
+            return fail(ErrorKind::Rpc, "the agent did not answer the protocol handshake within {} ms", timeout.count());
+        }
+        if (!handshake_done_) return fail(dead_->with_context("agent handshake"));
         return {};
     }
 
@@ -155,10 +144,12 @@ public:
         return send(type, stream, std::span<const std::byte>(payload));
     }
 
-    /// Sends Exec and waits for Started (or the agent's refusal).
-    BoxliteResult<std::shared_ptr<ExecState>> start(const ExecRequest& request) {
+    /// Sends Exec and waits up to `timeout` for Started (or the agent's refusal).
+    BoxliteResult<std::shared_ptr<ExecState>> start(const ExecRequest& request, std::chrono::milliseconds timeout) {
         auto state = std::make_shared<ExecState>();
-        state->window = std::max(request.stdout_window, request.stderr_window);
+        state->execution_id = BoxID::generate().str();
+        state->out.window = request.stdout_window;
+        state->err.window = request.stderr_window;
         state->out.outstanding_credit = request.stdout_window;
         state->err.outstanding_credit = request.stderr_window;
         {
@@ -172,7 +163,17 @@ public:
             return fail(sent.error());
         }
         std::unique_lock lock(mutex_);
-        state->cv.wait(lock, [&] { return state->started || state->start_error || state->failure; });
+        const bool answered = state->cv.wait_for(lock, timeout, [&] {
+            return state->started || state->start_error || state->failure;
+        });
+        if (!answered) {
+            // Stays registered: a late Started gets the process killed and its output dropped,
+            // rather than an unknown-stream error that would end every other execution.
+            state->abandoned = true;
+            state->out.discard = state->err.discard = true;
+            counters_.command_errors.fetch_add(1, std::memory_order_relaxed);
+            return fail(ErrorKind::Rpc, "the agent did not start '{}' within {} ms", request.program, timeout.count());
+        }
         if (state->start_error || (!state->started && state->failure)) {
             executions_.erase(state->id);
             counters_.command_errors.fetch_add(1, std::memory_order_relaxed);
@@ -229,7 +230,7 @@ public:
             }
             copied = take(buf, out);
             buf.unacked += copied;
-            if (!e.finished() && buf.unacked >= e.window / 4) {
+            if (!e.finished() && buf.unacked >= std::max<std::uint64_t>(buf.window / 4, 1)) {
                 grant = static_cast<std::uint32_t>(buf.unacked);
                 buf.outstanding_credit += buf.unacked;
                 buf.unacked = 0;
@@ -327,6 +328,10 @@ public:
     }
 
     BoxliteResult<void> shutdown(std::chrono::milliseconds timeout) {
+        {
+            std::lock_guard lock(mutex_);
+            if (dead_) return fail(*dead_);
+        }
         BOXLITE_TRY_VOID(send(FrameType::Shutdown, 0, std::span<const std::byte>{}));
         std::unique_lock lock(mutex_);
         control_cv_.wait_for(lock, timeout, [&] { return shutdown_acked_ || dead_; });
@@ -393,9 +398,35 @@ private:
         control_cv_.notify_all();
     }
 
+    /// The only frames allowed before HelloAck: HelloAck itself or a refusal.
+    BoxliteResult<void> dispatch_handshake(const Frame& f) {
+        if (f.type == FrameType::Error && f.stream == 0) {
+            auto e = ErrorMessage::decode(f.payload);
+            return fail(ErrorKind::Portal, "the agent refused the connection: {}",
+                        e ? e->message : std::string("(malformed error)"));
+        }
+        if (f.type != FrameType::HelloAck || f.stream != 0) {
+            return fail(ErrorKind::Portal, "expected hello-ack, got {} on stream {}", to_string(f.type), f.stream);
+        }
+        BOXLITE_TRY(auto ack, HelloAck::decode(f.payload));
+        if (ack.version < kMinVersion || ack.version > kMaxVersion) {
+            return fail(ErrorKind::Portal, "the agent chose protocol version {}, this host speaks {}-{}", ack.version,
+                        kMinVersion, kMaxVersion);
+        }
+        std::lock_guard lock(mutex_);
+        version_ = ack.version;
+        agent_version_ = ack.agent_version;
+        handshake_done_ = true;
+        control_cv_.notify_all();
+        return {};
+    }
+
     BoxliteResult<void> dispatch(Frame f) {
+        // Only this thread writes handshake_done_, so reading it here needs no lock.
+        if (!handshake_done_) return dispatch_handshake(f);
         std::vector<std::pair<Channel, std::uint64_t>> grants;
         std::shared_ptr<ExecState> state;
+        bool kill_abandoned = false;
         {
             std::lock_guard lock(mutex_);
             switch (f.type) {
@@ -414,6 +445,7 @@ private:
                         return fail(ErrorKind::Rpc, "the agent ended the connection: {}", m.message);
                     }
                     break;
+                case FrameType::HelloAck: return fail(ErrorKind::Portal, "the agent sent a second hello-ack");
                 case FrameType::Started:
                 case FrameType::Stdout:
                 case FrameType::Stderr:
@@ -433,6 +465,7 @@ private:
                     BOXLITE_TRY(auto m, ErrorMessage::decode(f.payload));
                     if (!e.started) {
                         e.start_error = BoxliteError(ErrorKind::Execution, m.message);
+                        if (e.abandoned) executions_.erase(it);  // nobody waits for it any more
                     } else {
                         e.failure = BoxliteError(ErrorKind::Rpc, m.message);
                         executions_.erase(it);
@@ -445,6 +478,7 @@ private:
                     e.started = true;
                     e.pid = m.pid;
                     e.stdin_credit = m.stdin_window;
+                    kill_abandoned = e.abandoned;
                     break;
                 }
                 case FrameType::Stdout:
@@ -486,6 +520,7 @@ private:
         for (auto [channel, bytes] : grants) {
             BOXLITE_TRY_VOID(send(FrameType::Credit, f.stream, Credit{channel, static_cast<std::uint32_t>(bytes)}.encode()));
         }
+        if (kill_abandoned) BOXLITE_TRY_VOID(send(FrameType::Signal, f.stream, SignalRequest{9}.encode()));
         return {};
     }
 
@@ -501,6 +536,7 @@ private:
     std::uint64_t metrics_sent_ = 0, metrics_received_ = 0;
     GuestMetrics last_metrics_;
     bool shutdown_acked_ = false;
+    bool handshake_done_ = false;
     std::uint16_t version_ = 0;
     std::string agent_version_;
     SessionCounters counters_;

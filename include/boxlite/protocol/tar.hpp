@@ -10,8 +10,14 @@
 //   - any path whose parent walks through a symlink: every component is opened with
 //     O_NOFOLLOW relative to the directory above it, so a symlink planted by an earlier entry
 //     (`a -> /etc`, then `a/passwd`) cannot redirect a write;
-//   - hard links whose target is not a plain entry already inside the target directory.
-// A refused entry stops the extraction with an error; what was written before stays.
+//   - hard links whose target is not a regular file this extraction created (and which is still
+//     the same inode), so a link can never alias a file that was there before.
+// No metadata call follows a symlink either: files and directories get their owner, mode and
+// mtime through a descriptor opened with O_NOFOLLOW (a directory whose entry was later replaced,
+// say by `d -> /etc/shadow`, is skipped), symlinks through the *at(AT_SYMLINK_NOFOLLOW) calls.
+// Without preserve_owner (copy_out, which runs as the host's root) setuid and setgid bits are
+// dropped, so a guest cannot leave a setuid-root binary on the host; sticky is kept only on
+// directories. A refused entry stops the extraction with an error; what was written before stays.
 #pragma once
 
 #include <boxlite/error.hpp>
@@ -28,6 +34,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -142,7 +149,7 @@ public:
     /// Archives `source` (file, symlink or directory tree, not followed) under the name `top`.
     BoxliteResult<void> add_tree(const std::string& source, const std::string& top) {
         struct stat st {};
-        if (::lstat(source.c_str(), &st) != 0) return fail_errno(ErrorKind::NotFound, "copy source '" + source + "'", errno);
+        if (::lstat(source.c_str(), &st) != 0) return fail_errno(ErrorKind::Storage, "copy source '" + source + "'", errno);
         return add(source, top, st);
     }
 
@@ -283,7 +290,7 @@ public:
     /// Extracts every entry under the directory `root` (which must exist).
     BoxliteResult<void> extract_to(const std::string& root) {
         root_ = detail::Fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        if (!root_.valid()) return fail_errno(ErrorKind::NotFound, "copy destination '" + root + "'", errno);
+        if (!root_.valid()) return fail_errno(ErrorKind::Storage, "copy destination '" + root + "'", errno);
         std::optional<std::string> pax_path, pax_link;
         std::optional<std::uint64_t> pax_size;
         int zero_blocks = 0;
@@ -434,13 +441,17 @@ private:
         return parts;
     }
 
-    /// Opens the directory holding `parts.back()`, creating missing directories, never
-    /// following a symlink.
-    BoxliteResult<detail::Fd> open_parent(const std::vector<std::string>& parts, const std::string& name) {
+    /// Opens the directory holding `parts.back()`, never following a symlink. Missing
+    /// directories are created when `create` is set, else reported (InvalidArgument).
+    BoxliteResult<detail::Fd> open_parent(const std::vector<std::string>& parts, const std::string& name,
+                                          bool create = true) {
         detail::Fd current(::dup(root_.get()));
+        if (!current.valid()) return fail_errno(ErrorKind::Storage, "duplicating the extraction directory", errno);
         for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
             int fd = ::openat(current.get(), parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-            if (fd < 0 && errno == ENOENT) {
+            if (fd < 0 && errno == ENOENT && create) {
+                // mkdirat never follows a symlink in its last component; the open below checks
+                // that what is there now is a real directory.
                 if (::mkdirat(current.get(), parts[i].c_str(), 0755) != 0 && errno != EEXIST) {
                     return fail_errno(ErrorKind::Storage, "creating directory for tar entry '" + name + "'", errno);
                 }
@@ -451,11 +462,32 @@ private:
                     return fail(ErrorKind::InvalidArgument,
                                 "tar entry '{}' goes through a symlink or non-directory '{}'; refused", name, parts[i]);
                 }
+                if (errno == ENOENT && !create) {
+                    return fail(ErrorKind::InvalidArgument, "tar entry '{}': directory '{}' does not exist", name, parts[i]);
+                }
                 return fail_errno(ErrorKind::Storage, "opening directory for tar entry '" + name + "'", errno);
             }
             current = detail::Fd(fd);
         }
         return current;
+    }
+
+    static std::string joined(const std::vector<std::string>& parts) {
+        std::string out;
+        for (const auto& part : parts) {
+            if (!out.empty()) out += '/';
+            out += part;
+        }
+        return out;
+    }
+
+    /// The permission bits an entry may get. Owner-less extraction (the host's copy_out) never
+    /// creates setuid/setgid files: they would belong to the extracting user, the host's root.
+    [[nodiscard]] mode_t allowed_mode(const Entry& e, bool is_directory) const {
+        mode_t mode = e.mode & 07777;
+        if (!options_.preserve_owner) mode &= ~static_cast<mode_t>(S_ISUID | S_ISGID);
+        if (!is_directory) mode &= ~static_cast<mode_t>(S_ISVTX);
+        return mode;
     }
 
     BoxliteResult<void> remove_existing(int dirfd, const std::string& leaf, bool keep_directory) {
@@ -472,9 +504,18 @@ private:
         return {};
     }
 
-    void apply_metadata(int dirfd, const std::string& leaf, const Entry& e, bool is_link) {
+    /// Owner, mode, mtime of an open file or directory: nothing here resolves a path. chown
+    /// comes first because it clears setuid/setgid bits that chmod then sets.
+    void apply_metadata(int fd, const Entry& e, bool is_directory) {
+        if (options_.preserve_owner) (void)::fchown(fd, e.uid, e.gid);
+        (void)::fchmod(fd, allowed_mode(e, is_directory));
+        const struct timespec times[2] = {{e.mtime, 0}, {e.mtime, 0}};
+        (void)::futimens(fd, times);
+    }
+
+    /// A symlink's owner and mtime (Linux has no symlink modes); both calls act on the link.
+    void apply_link_metadata(int dirfd, const std::string& leaf, const Entry& e) {
         if (options_.preserve_owner) (void)::fchownat(dirfd, leaf.c_str(), e.uid, e.gid, AT_SYMLINK_NOFOLLOW);
-        if (!is_link) (void)::fchmodat(dirfd, leaf.c_str(), e.mode, 0);
         const struct timespec times[2] = {{e.mtime, 0}, {e.mtime, 0}};
         (void)::utimensat(dirfd, leaf.c_str(), times, AT_SYMLINK_NOFOLLOW);
     }
@@ -494,8 +535,14 @@ private:
                 if (::mkdirat(parent.get(), leaf.c_str(), 0700) != 0 && errno != EEXIST) {
                     return fail_errno(ErrorKind::Storage, "creating directory '" + e.name + "'", errno);
                 }
-                // Modes are applied at the end so a read-only directory can still be filled.
-                directories_.push_back({parts, e});
+                // Modes are applied at the end so a read-only directory can still be filled;
+                // the inode is remembered so that a later entry replacing it is not touched.
+                detail::Fd dir(::openat(parent.get(), leaf.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+                struct stat st {};
+                if (!dir.valid() || ::fstat(dir.get(), &st) != 0) {
+                    return fail(ErrorKind::InvalidArgument, "tar entry '{}' is not a directory after creating it; refused", e.name);
+                }
+                directories_.push_back({parts, e, st.st_dev, st.st_ino});
                 return {};
             }
             case '2': {
@@ -503,23 +550,31 @@ private:
                 if (::symlinkat(e.link.c_str(), parent.get(), leaf.c_str()) != 0) {
                     return fail_errno(ErrorKind::Storage, "creating symlink '" + e.name + "'", errno);
                 }
-                apply_metadata(parent.get(), leaf, e, true);
+                apply_link_metadata(parent.get(), leaf, e);
                 return {};
             }
             case '1': {
                 BOXLITE_TRY(auto target_parts, target_components(e.link));
                 if (target_parts.empty()) return fail(ErrorKind::InvalidArgument, "tar hard link '{}' has no target", e.name);
-                BOXLITE_TRY(auto target_parent, open_parent(target_parts, e.link));
-                struct stat st {};
-                if (::fstatat(target_parent.get(), target_parts.back().c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-                    !S_ISREG(st.st_mode)) {
+                const auto refused = [&] {
                     return fail(ErrorKind::InvalidArgument,
                                 "tar hard link '{}' -> '{}' does not name a file extracted earlier; refused", e.name, e.link);
+                };
+                const auto known = files_.find(joined(target_parts));
+                if (known == files_.end()) return refused();
+                auto target_parent = open_parent(target_parts, e.link, false);
+                if (!target_parent) return refused();
+                struct stat st {};
+                if (::fstatat(target_parent->get(), target_parts.back().c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+                    !S_ISREG(st.st_mode) || st.st_dev != known->second.first || st.st_ino != known->second.second) {
+                    return refused();
                 }
                 BOXLITE_TRY_VOID(remove_existing(parent.get(), leaf, false));
-                if (::linkat(target_parent.get(), target_parts.back().c_str(), parent.get(), leaf.c_str(), 0) != 0) {
+                // flags 0: linkat never follows a symlink in the target.
+                if (::linkat(target_parent->get(), target_parts.back().c_str(), parent.get(), leaf.c_str(), 0) != 0) {
                     return fail_errno(ErrorKind::Storage, "creating hard link '" + e.name + "'", errno);
                 }
+                files_[joined(parts)] = known->second;
                 return skip(e.size);
             }
             case '0':
@@ -549,8 +604,9 @@ private:
                     BOXLITE_TRY(auto got, read_exact(std::span(scratch.data(), kBlock - rem)));
                     if (!got) return fail(ErrorKind::InvalidArgument, "tar stream ends inside '{}'", e.name);
                 }
-                out.reset();
-                apply_metadata(parent.get(), leaf, e, false);
+                apply_metadata(out.get(), e, false);
+                struct stat st {};
+                if (::fstat(out.get(), &st) == 0) files_[joined(parts)] = {st.st_dev, st.st_ino};
                 return {};
             }
             default:
@@ -561,20 +617,36 @@ private:
 
     BoxliteResult<void> finish_directories() {
         // Deepest first, so a read-only parent does not stop its children's metadata updates.
-        std::sort(directories_.begin(), directories_.end(),
-                  [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
-        for (const auto& [parts, entry] : directories_) {
-            auto parent = open_parent(parts, entry.name);
+        std::stable_sort(directories_.begin(), directories_.end(),
+                         [](const auto& a, const auto& b) { return a.parts.size() > b.parts.size(); });
+        for (const auto& d : directories_) {
+            // A later entry may have replaced the directory (or a parent) with a symlink or a
+            // file: walk and open without following or creating anything, and only touch the
+            // very inode this extraction created.
+            auto parent = open_parent(d.parts, d.entry.name, false);
             if (!parent) continue;
-            apply_metadata(parent->get(), parts.back(), entry, false);
+            detail::Fd dir(::openat(parent->get(), d.parts.back().c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            struct stat st {};
+            if (!dir.valid() || ::fstat(dir.get(), &st) != 0 || st.st_dev != d.dev || st.st_ino != d.ino) continue;
+            apply_metadata(dir.get(), d.entry, true);
         }
         return {};
     }
 
+    struct Directory {
+        std::vector<std::string> parts;
+        Entry entry;
+        dev_t dev;
+        ino_t ino;
+    };
+
     Source source_;
     ExtractOptions options_;
     detail::Fd root_;
-    std::vector<std::pair<std::vector<std::string>, Entry>> directories_;
+    std::vector<Directory> directories_;
+    /// Regular files this extraction created (path under the root -> device, inode): the only
+    /// targets a hard link may name.
+    std::map<std::string, std::pair<dev_t, ino_t>> files_;
 };
 
 /// docker-cp naming: copying `source_name` to `dest`. When `dest` is an existing directory the
