@@ -1,6 +1,7 @@
 # ctest driver for a must-not-compile case:
 #   cmake -DCOMPILER=... -DSOURCE=... -DINCLUDES=a;b -P check_no_compile.cmake
-# The source states the diagnostic it expects on a line "// EXPECT: <CMake regex>".
+# The source states the diagnostic it expects on a line "// EXPECT: <CMake regex>"; compilers
+# word diagnostics differently, so the regex gives GCC's and clang's as alternatives: (gcc)|(clang).
 # 1. With -DBOXLITE_MNC_CONTROL the source must compile (the test itself is sound).
 # 2. Without it the source must fail, and the diagnostic must match EXPECT (it names the
 #    concept that rejected the policy, so users see why).

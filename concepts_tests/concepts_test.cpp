@@ -43,6 +43,7 @@ static_assert(Storage<MemoryStorage>);
 static_assert(Storage<SqliteStorage>);
 static_assert(!Storage<StorageWithoutLookup>);
 static_assert(!Storage<StorageWithBoolRemove>);
+static_assert(!Storage<StorageWithoutCompareAndSwap>);
 static_assert(!Storage<GoodEngine>);
 
 }  // namespace boxlite::concept_tests

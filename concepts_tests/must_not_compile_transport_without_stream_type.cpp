@@ -1,7 +1,7 @@
 // Must not compile: BasicRuntime rejects TransportWithoutStreamType at the point of use,
 // with a diagnostic naming the concept that failed. With BOXLITE_MNC_CONTROL the same code
 // uses the good policy and must compile, so the failure is known to come from that one member.
-// EXPECT: template constraint failure.*BasicRuntime.*required type [^ ]*typename T::stream_type[^ ]* is invalid
+// EXPECT: (template constraint failure.*BasicRuntime.*required type [^ ]*typename T::stream_type[^ ]* is invalid)|(constraints not satisfied for class template 'BasicRuntime'.*does not satisfy 'Transport'.*'typename T::stream_type' would be invalid)
 #include "policies.hpp"
 
 #include <boxlite/detail/runtime_fwd.hpp>

@@ -98,6 +98,7 @@ struct GoodStorage {
     BoxliteResult<BoxRecord> lookup(std::string_view) { return fail(ErrorKind::NotFound, "x"); }
     BoxliteResult<std::vector<BoxRecord>> list() { return std::vector<BoxRecord>{}; }
     BoxliteResult<void> update_state(const BoxID&, const BoxState&) { return {}; }
+    BoxliteResult<bool> update_state_if(const BoxID&, const BoxState&, const BoxState&) { return true; }
     BoxliteResult<void> remove(const BoxID&) { return {}; }
 };
 
@@ -105,6 +106,18 @@ struct GoodStorage {
 struct StorageWithoutLookup {
     BoxliteResult<void> insert(const BoxConfig&, const BoxState&) { return {}; }
     BoxliteResult<BoxRecord> get(const BoxID&) { return fail(ErrorKind::NotFound, "x"); }
+    BoxliteResult<std::vector<BoxRecord>> list() { return std::vector<BoxRecord>{}; }
+    BoxliteResult<void> update_state(const BoxID&, const BoxState&) { return {}; }
+    BoxliteResult<bool> update_state_if(const BoxID&, const BoxState&, const BoxState&) { return true; }
+    BoxliteResult<void> remove(const BoxID&) { return {}; }
+};
+
+/// No update_state_if(): a storage without compare-and-swap lets a reader that noticed a dead
+/// engine overwrite the state a concurrent start() wrote.
+struct StorageWithoutCompareAndSwap {
+    BoxliteResult<void> insert(const BoxConfig&, const BoxState&) { return {}; }
+    BoxliteResult<BoxRecord> get(const BoxID&) { return fail(ErrorKind::NotFound, "x"); }
+    BoxliteResult<BoxRecord> lookup(std::string_view) { return fail(ErrorKind::NotFound, "x"); }
     BoxliteResult<std::vector<BoxRecord>> list() { return std::vector<BoxRecord>{}; }
     BoxliteResult<void> update_state(const BoxID&, const BoxState&) { return {}; }
     BoxliteResult<void> remove(const BoxID&) { return {}; }

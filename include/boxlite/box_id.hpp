@@ -2,13 +2,13 @@
 // timestamp + 80 random bits), so ids sort by creation time and never collide in practice.
 #pragma once
 
+#include <boxlite/detail/random.hpp>
 #include <boxlite/error.hpp>
 
 #include <array>
 #include <chrono>
 #include <compare>
 #include <cstdint>
-#include <random>
 #include <string>
 #include <string_view>
 
@@ -25,7 +25,7 @@ public:
         const auto now = std::chrono::system_clock::now().time_since_epoch();
         const auto millis =
             static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(now).count());
-        thread_local std::mt19937_64 engine{std::random_device{}()};
+        auto& engine = detail::id_random();
         const std::uint64_t random_high = engine() & 0xFFFF;  // 16 bits
         const std::uint64_t random_low = engine();            // 64 bits
         return from_parts(millis, random_high, random_low);

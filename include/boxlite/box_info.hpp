@@ -6,6 +6,7 @@
 #include <boxlite/box_id.hpp>
 #include <boxlite/box_state.hpp>
 #include <boxlite/box_status.hpp>
+#include <boxlite/container_id.hpp>
 #include <boxlite/detail/time.hpp>
 
 #include <chrono>
@@ -30,7 +31,7 @@ struct BoxInfo {
     std::uint32_t cpus = 0;
     std::uint32_t memory_mib = 0;
     std::string engine;
-    std::optional<std::string> container_id;
+    std::optional<ContainerID> container_id;
     std::map<std::string, std::string> labels;
 
     /// The reference's `state.running`.

@@ -1,6 +1,29 @@
 // BoxMetrics: one box's counters (kept by the runtime in this process), its resource usage
-// (from the engine while it runs) and how long each stage of its last start took — the
+// (from the engine while it runs) and how long each stage of getting it running took — the
 // reference's `box.metrics()` fields.
+//
+// Stage timings are what this process measured (a box created or started by another process has
+// none here), each where it happens, in milliseconds; nullopt = that stage was not measured:
+//
+//   at create (image boxes only; a rootfs directory is neither pulled nor built)
+//     stage_image_prepare_ms    resolving the reference and fetching what the store lacked
+//     stage_guest_rootfs_ms     building the tree (unpack) or ext4 disk the engine boots from;
+//                               nullopt when the store had it cached. A start that has to build
+//                               it again (the cache was collected) replaces it.
+//   at every start (the last one)
+//     stage_filesystem_setup_ms the box folder
+//     stage_box_config_ms       the launch: the pinned image's rootfs located, its defaults
+//                               merged with BoxOptions
+//     stage_box_spawn_ms        Engine::start(), from spawning the engine process (shim) until
+//                               it reports the guest agent accepting — guest boot included
+//     total_create_duration_ms  the whole start() call, until the agent accepts
+//   reported by the engine (EngineLaunch::timings), parts of stage_box_spawn_ms
+//     guest_boot_duration_ms    the guest's own start-up until its agent accepts
+//     stage_container_init_ms   the container set-up inside the guest
+//     No engine in this tree reports these two yet (kvm, qemu, namespace and mock leave them
+//     nullopt); the runtime never guesses them.
+//
+// The create-time stages stay when a later start does not redo them.
 #pragma once
 
 #include <cstdint>
@@ -11,7 +34,8 @@
 namespace boxlite {
 
 struct BoxMetrics {
-    // Counters since this process opened the box.
+    // Counters since this process opened the box. The byte counters grow when an agent
+    // connection closes, so a long-running execution shows up only once it ends.
     std::uint64_t commands_executed_total = 0;
     std::uint64_t exec_errors_total = 0;
     std::uint64_t bytes_sent_total = 0;       ///< stdin and files sent to the box
@@ -27,15 +51,15 @@ struct BoxMetrics {
     std::optional<std::uint64_t> network_tcp_connections;
     std::optional<std::uint64_t> network_tcp_errors;
 
-    // Timings of the last start in this process, milliseconds (nullopt: not measured).
-    std::optional<std::uint64_t> total_create_duration_ms;  ///< start() call to agent ready
-    std::optional<std::uint64_t> guest_boot_duration_ms;    ///< engine start to agent ready
-    std::optional<std::uint64_t> stage_filesystem_setup_ms; ///< box directory
-    std::optional<std::uint64_t> stage_image_prepare_ms;    ///< image pull / rootfs lookup
-    std::optional<std::uint64_t> stage_guest_rootfs_ms;     ///< guest rootfs (disk, overlay)
-    std::optional<std::uint64_t> stage_box_config_ms;       ///< launch description
-    std::optional<std::uint64_t> stage_box_spawn_ms;        ///< engine process spawn
-    std::optional<std::uint64_t> stage_container_init_ms;   ///< container set-up in the guest
+    // Stage timings, milliseconds (see the table above; nullopt: not measured).
+    std::optional<std::uint64_t> total_create_duration_ms;  ///< the last start() call, to agent ready
+    std::optional<std::uint64_t> guest_boot_duration_ms;    ///< engine-reported: guest start-up to agent ready
+    std::optional<std::uint64_t> stage_filesystem_setup_ms; ///< start: the box folder
+    std::optional<std::uint64_t> stage_image_prepare_ms;    ///< create: image resolve + pull
+    std::optional<std::uint64_t> stage_guest_rootfs_ms;     ///< create (or a rebuilding start): unpack / ext4 build
+    std::optional<std::uint64_t> stage_box_config_ms;       ///< start: launch description
+    std::optional<std::uint64_t> stage_box_spawn_ms;        ///< start: Engine::start(), spawn to agent ready
+    std::optional<std::uint64_t> stage_container_init_ms;   ///< engine-reported: container set-up in the guest
 
     friend bool operator==(const BoxMetrics&, const BoxMetrics&) = default;
 };

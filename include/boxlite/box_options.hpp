@@ -106,7 +106,7 @@ struct BoxOptions {
                     "set auto_remove=false)");
     }
     if (auto ok = validate(o.resource_limits); !ok) return ok;
-    if (auto ok = validate(o.security.resource_limits); !ok) return ok;
+    if (auto ok = validate(o.security); !ok) return ok;
     for (const auto& [key, value] : o.labels) {
         if (key.empty() || detail::has_nul(key) || detail::has_nul(value)) {
             return fail(ErrorKind::Config, "label keys must be non-empty and labels must not contain NUL");
@@ -119,8 +119,19 @@ struct BoxOptions {
             return fail(ErrorKind::Config, "secret '{}' is defined twice", secret.name);
         }
     }
-    if (o.entrypoint && o.entrypoint->empty()) {
+    if (o.entrypoint && (o.entrypoint->empty() || o.entrypoint->front().empty())) {
         return fail(ErrorKind::Config, "entrypoint, when set, must name a program");
+    }
+    // execve() takes NUL-terminated strings: a NUL would silently cut an argument short.
+    auto has_nul_arg = [](const std::optional<std::vector<std::string>>& args) {
+        if (!args) return false;
+        for (const auto& arg : *args) {
+            if (detail::has_nul(arg)) return true;
+        }
+        return false;
+    };
+    if (has_nul_arg(o.entrypoint) || has_nul_arg(o.cmd)) {
+        return fail(ErrorKind::Config, "entrypoint and cmd arguments must not contain NUL");
     }
     if (o.user && (o.user->empty() || detail::has_nul(*o.user))) {
         return fail(ErrorKind::Config, "user, when set, must be a name or uid[:gid]");

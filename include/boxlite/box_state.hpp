@@ -2,6 +2,7 @@
 #pragma once
 
 #include <boxlite/box_status.hpp>
+#include <boxlite/container_id.hpp>
 #include <boxlite/engine_handle.hpp>
 
 #include <chrono>
@@ -14,8 +15,8 @@ struct BoxState {
     BoxStatus status = BoxStatus::Configured;
     /// Set while Running (and Stopping); cleared when Stopped.
     std::optional<EngineHandle> handle;
-    /// The OCI container id (64 hex) inside the guest, once started.
-    std::optional<std::string> container_id;
+    /// The OCI container id inside the guest, once started.
+    std::optional<ContainerID> container_id;
     std::chrono::system_clock::time_point last_updated = std::chrono::system_clock::now();
     std::optional<std::chrono::system_clock::time_point> started_at;
 

@@ -87,3 +87,16 @@ struct fmt::formatter<boxlite::EngineKind> : fmt::formatter<std::string_view> {
         return fmt::formatter<std::string_view>::format(boxlite::to_string(kind), ctx);
     }
 };
+
+/// "home /root/.boxlite, engine auto, registries docker.io" (registries in search order).
+template <>
+struct fmt::formatter<boxlite::BoxliteOptions> : fmt::formatter<std::string_view> {
+    auto format(const boxlite::BoxliteOptions& o, format_context& ctx) const {
+        std::string registries;
+        for (const auto& r : o.image_registries) registries += (registries.empty() ? "" : ", ") + r;
+        return fmt::formatter<std::string_view>::format(
+            fmt::format("home {}, engine {}, registries {}", o.home_dir.string(), o.engine,
+                        registries.empty() ? std::string("none") : registries),
+            ctx);
+    }
+};

@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -28,6 +29,15 @@ namespace boxlite {
 enum class RootfsKind : std::uint8_t {
     Directory,  ///< an unpacked tree (namespace engine: overlayfs lower layer)
     Ext4Disk,   ///< a raw ext4 image (VM engines: base of the box's QCOW2 overlay)
+};
+
+/// What an engine measured while starting a box, for BoxMetrics; nullopt = not measured.
+struct EngineStartTimings {
+    /// The guest starting up: from the VM's first instruction (or the namespace init's exec)
+    /// until the guest agent accepts connections.
+    std::optional<std::chrono::nanoseconds> guest_boot;
+    /// The guest setting up the container (mounts, pivot into the image root) inside that.
+    std::optional<std::chrono::nanoseconds> container_init;
 };
 
 /// Everything an engine needs to start a box. The runtime has validated and persisted
@@ -45,6 +55,9 @@ struct EngineLaunch {
     std::string working_dir = "/";
     /// BoxOptions::user, else the image's User; empty = root.
     std::string user;
+    /// Where the engine may report what it measured (may be null; an engine that measures
+    /// nothing ignores it).
+    EngineStartTimings* timings = nullptr;
 };
 
 /// Engine-level measurements of one running box.
@@ -129,6 +142,13 @@ struct BoxRecord {
 //                              matches, InvalidArgument when a prefix is ambiguous
 //   list()                     every box, oldest first
 //   update_state(id, state)    NotFound when absent
+//   update_state_if(id, expected, state)
+//                              compare-and-swap: stores `state` only when the stored state still
+//                              equals `expected` (operator==), atomically with respect to every
+//                              other writer of the same storage, in any process; true when it did,
+//                              false when the state had changed, NotFound when absent. Writers that
+//                              do not hold the box's lock (a reader noticing a dead engine) use it,
+//                              so they never overwrite what a concurrent start() or stop() wrote
 //   remove(id)                 NotFound when absent
 // ---------------------------------------------------------------------------------------------
 template <class S>
@@ -139,6 +159,7 @@ concept Storage = requires(S& storage, const BoxConfig& config, const BoxState& 
     { storage.lookup(id_or_name) } -> std::same_as<BoxliteResult<BoxRecord>>;
     { storage.list() } -> std::same_as<BoxliteResult<std::vector<BoxRecord>>>;
     { storage.update_state(id, state) } -> std::same_as<BoxliteResult<void>>;
+    { storage.update_state_if(id, state, state) } -> std::same_as<BoxliteResult<bool>>;
     { storage.remove(id) } -> std::same_as<BoxliteResult<void>>;
 };
 

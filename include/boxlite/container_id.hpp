@@ -2,12 +2,12 @@
 // hex characters (256 random bits), shown shortened to 12 like `docker ps`.
 #pragma once
 
+#include <boxlite/detail/random.hpp>
 #include <boxlite/error.hpp>
 
 #include <array>
 #include <compare>
 #include <cstdint>
-#include <random>
 #include <string>
 #include <string_view>
 
@@ -19,7 +19,7 @@ public:
     static constexpr std::size_t kShortLength = 12;
 
     [[nodiscard]] static ContainerID generate() {
-        thread_local std::mt19937_64 engine{std::random_device{}()};
+        auto& engine = detail::id_random();
         static constexpr char kHex[] = "0123456789abcdef";
         ContainerID id;
         for (std::size_t i = 0; i < kLength; i += 16) {

@@ -13,6 +13,7 @@
 #include <boxlite/box_options.hpp>
 #include <boxlite/box_state.hpp>
 #include <boxlite/box_status.hpp>
+#include <boxlite/container_id.hpp>
 #include <boxlite/detail/time.hpp>
 #include <boxlite/engine_handle.hpp>
 #include <boxlite/error.hpp>
@@ -36,6 +37,17 @@ struct adl_serializer<boxlite::BoxID> {
         return *id;
     }
     static void to_json(json& j, const boxlite::BoxID& id) { j = id.str(); }
+};
+
+/// 64 hex digits; anything else in a stored record is MetadataError, not a container id.
+template <>
+struct adl_serializer<boxlite::ContainerID> {
+    static boxlite::ContainerID from_json(const json& j) {
+        auto id = boxlite::ContainerID::parse(j.get<std::string>());
+        if (!id) throw std::invalid_argument(id.error().to_string());
+        return *id;
+    }
+    static void to_json(json& j, const boxlite::ContainerID& id) { j = id.str(); }
 };
 
 template <class T>

@@ -53,6 +53,13 @@ constexpr std::string_view to_string(NetworkMode mode) noexcept {
 
 }  // namespace boxlite
 
+template <>
+struct fmt::formatter<boxlite::NetworkMode> : fmt::formatter<std::string_view> {
+    auto format(boxlite::NetworkMode mode, format_context& ctx) const {
+        return fmt::formatter<std::string_view>::format(boxlite::to_string(mode), ctx);
+    }
+};
+
 /// "enabled", "enabled (allow: a.com, 10.0.0.0/8)" or "disabled".
 template <>
 struct fmt::formatter<boxlite::NetworkSpec> : fmt::formatter<std::string_view> {

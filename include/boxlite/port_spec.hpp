@@ -40,6 +40,13 @@ constexpr std::string_view to_string(PortProtocol protocol) noexcept {
 
 }  // namespace boxlite
 
+template <>
+struct fmt::formatter<boxlite::PortProtocol> : fmt::formatter<std::string_view> {
+    auto format(boxlite::PortProtocol protocol, format_context& ctx) const {
+        return fmt::formatter<std::string_view>::format(boxlite::to_string(protocol), ctx);
+    }
+};
+
 /// docker's notation: "0.0.0.0:8080:80/tcp", with "auto" for an assigned host port.
 template <>
 struct fmt::formatter<boxlite::PortSpec> : fmt::formatter<std::string_view> {

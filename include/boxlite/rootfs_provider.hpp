@@ -20,6 +20,7 @@
 #include <boxlite/error.hpp>
 #include <boxlite/rootfs_spec.hpp>
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <optional>
@@ -40,11 +41,16 @@ struct ImageDefaults {
     friend bool operator==(const ImageDefaults&, const ImageDefaults&) = default;
 };
 
-/// A root filesystem ready for an engine.
+/// A root filesystem ready for an engine, and what getting it cost (BoxMetrics' stages).
 struct PreparedRootfs {
     std::filesystem::path path;  ///< directory or ext4 image, per the requested RootfsKind
     ImageDefaults defaults;
     std::string image_id;        ///< the pinned image (its manifest digest); empty for directories
+    /// Resolving the reference and fetching what was missing (the first call for a box);
+    /// nullopt when nothing was resolved (the box's pinned image) or the provider does not say.
+    std::optional<std::chrono::nanoseconds> pull_time;
+    /// Building the tree (unpack) or the ext4 disk; nullopt when a cached one was used.
+    std::optional<std::chrono::nanoseconds> build_time;
 };
 
 /// Turns image references into root filesystems for boxes. Both members are called from several

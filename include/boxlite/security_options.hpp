@@ -4,6 +4,8 @@
 #pragma once
 
 #include <boxlite/bytes.hpp>
+#include <boxlite/detail/validate.hpp>
+#include <boxlite/error.hpp>
 #include <boxlite/resource_limits.hpp>
 
 #include <cstdint>
@@ -65,6 +67,28 @@ inline SecurityOptions SecurityOptions::maximum() {
     return o;
 }
 
+/// Limits of 0, a chroot base that is not a plain absolute path (while chroot is on) and
+/// environment allowlist entries that are not variable names are Config errors.
+[[nodiscard]] inline BoxliteResult<void> validate(const SecurityOptions& o) {
+    if (auto ok = validate(o.resource_limits); !ok) return fail(ok.error().with_context("security.resource_limits"));
+    if (o.chroot_enabled) {
+        const auto& base = o.chroot_base;
+        bool dotdot = false;
+        for (const auto& part : base) dotdot = dotdot || part == "..";
+        if (!base.is_absolute() || dotdot || detail::has_nul(base.native())) {
+            return fail(ErrorKind::Config, "chroot_base {} must be an absolute path without '..' (or disable chroot)",
+                        base.string());
+        }
+    }
+    for (const auto& name : o.env_allowlist) {
+        if (!detail::is_env_name(name)) {
+            return fail(ErrorKind::Config, "env_allowlist entry '{}' must be a variable name ([A-Za-z_][A-Za-z0-9_]*)",
+                        name);
+        }
+    }
+    return {};
+}
+
 /// SecurityOptionsBuilder: a preset, then adjustments.
 ///   auto s = SecurityOptionsBuilder::standard().max_open_files(256).max_processes(64).build();
 class SecurityOptionsBuilder {
@@ -96,12 +120,9 @@ public:
     SecurityOptionsBuilder& max_memory(Bytes size) { options_.resource_limits.max_memory = size.count(); return *this; }
     SecurityOptionsBuilder& max_cpu_time(std::uint64_t seconds) { options_.resource_limits.max_cpu_time = seconds; return *this; }
 
-    /// The options, checked: limits of 0 and a relative chroot base are Config errors.
+    /// The options, checked by validate(SecurityOptions) above.
     [[nodiscard]] BoxliteResult<SecurityOptions> build() const {
-        if (auto ok = validate(options_.resource_limits); !ok) return fail(ok.error());
-        if (options_.chroot_enabled && !options_.chroot_base.is_absolute()) {
-            return fail(ErrorKind::Config, "chroot_base {} must be an absolute path", options_.chroot_base.string());
-        }
+        if (auto ok = validate(options_); !ok) return fail(ok.error());
         return options_;
     }
 

@@ -10,9 +10,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <mutex>
+#include <random>
 #include <string>
+#include <thread>
 #include <utility>
 
 namespace boxlite {
@@ -70,32 +73,75 @@ tl::unexpected<BoxliteError> db_error(sqlite3* db, std::string_view what) {
     return fail(ErrorKind::Database, "{}: {} (sqlite code {})", what, sqlite3_errmsg(db), sqlite3_extended_errcode(db));
 }
 
-/// Holds an flock on <home>/lock for its lifetime.
-class FileLock {
+/// An open <home>/lock and the flock held on it (none, shared or exclusive); closing releases it.
+class HomeLock {
 public:
-    static BoxliteResult<FileLock> exclusive(const std::filesystem::path& path) {
+    static BoxliteResult<HomeLock> open(const std::filesystem::path& path) {
         const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
         if (fd < 0) return fail_errno(ErrorKind::Storage, fmt::format("opening lock file {}", path.string()), errno);
-        while (::flock(fd, LOCK_EX) != 0) {
-            if (errno != EINTR) {
-                const int saved = errno;
-                ::close(fd);
-                return fail_errno(ErrorKind::Storage, fmt::format("locking {}", path.string()), saved);
-            }
-        }
-        return FileLock(fd);
+        return HomeLock(fd, path);
     }
-    FileLock(FileLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    FileLock& operator=(FileLock&&) = delete;
-    FileLock(const FileLock&) = delete;
-    ~FileLock() {
-        if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+    HomeLock(HomeLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)) {}
+    HomeLock& operator=(HomeLock&&) = delete;
+    HomeLock(const HomeLock&) = delete;
+    HomeLock& operator=(const HomeLock&) = delete;
+    ~HomeLock() {
+        if (fd_ >= 0) ::close(fd_);
     }
 
+    /// Blocks until `operation` (LOCK_SH or LOCK_EX) is granted.
+    BoxliteResult<void> lock(int operation) {
+        while (::flock(fd_, operation) != 0) {
+            if (errno != EINTR) return fail_errno(ErrorKind::Storage, fmt::format("locking {}", path_.string()), errno);
+        }
+        return {};
+    }
+    /// One non-blocking attempt. Converting shared to exclusive is not atomic (flock(2)): when it
+    /// fails, the shared lock is gone too, so the caller holds nothing.
+    BoxliteResult<bool> try_lock(int operation) {
+        while (::flock(fd_, operation | LOCK_NB) != 0) {
+            if (errno == EWOULDBLOCK) {
+                (void)::flock(fd_, LOCK_UN);
+                return false;
+            }
+            if (errno != EINTR) return fail_errno(ErrorKind::Storage, fmt::format("locking {}", path_.string()), errno);
+        }
+        return true;
+    }
+    [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
+
 private:
-    explicit FileLock(int fd) : fd_(fd) {}
+    HomeLock(int fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) {}
     int fd_;
+    std::filesystem::path path_;
 };
+
+/// Creates `path` 0600 when absent and makes an existing one 0600, whatever the umask: box
+/// records hold secrets. SQLite gives the -wal and -shm files the database file's mode.
+/// An existing file is never opened: closing any descriptor of a file drops every POSIX lock
+/// this process holds on it — SQLite's included, on connections this process has open.
+BoxliteResult<void> ensure_private_file(const std::filesystem::path& path, bool create) {
+    if (create) {
+        const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            const int rc = ::fchmod(fd, 0600);  // the umask may have taken the owner's bits
+            const int saved = errno;
+            ::close(fd);
+            if (rc != 0) return fail_errno(ErrorKind::Storage, fmt::format("making {} private (mode 0600)", path.string()), saved);
+            return {};
+        }
+        if (errno != EEXIST) return fail_errno(ErrorKind::Storage, fmt::format("creating {}", path.string()), errno);
+    }
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+        if (!create && errno == ENOENT) return {};
+        return fail_errno(ErrorKind::Storage, fmt::format("inspecting {}", path.string()), errno);
+    }
+    if ((st.st_mode & 07777) != 0600 && ::chmod(path.c_str(), 0600) != 0) {
+        return fail_errno(ErrorKind::Storage, fmt::format("making {} private (mode 0600)", path.string()), errno);
+    }
+    return {};
+}
 
 BoxliteResult<void> exec(sqlite3* db, const char* sql, std::string_view what) {
     char* message = nullptr;
@@ -136,10 +182,11 @@ BoxliteResult<void> write_file_atomically(const std::filesystem::path& path, con
 }  // namespace
 
 struct SqliteStorage::Impl {
-    explicit Impl(HomeLayout home) : layout(std::move(home)) {}
-    ~Impl() { sqlite3_close_v2(db); }
+    Impl(HomeLayout home, HomeLock lock) : layout(std::move(home)), home_lock(std::move(lock)) {}
+    ~Impl() { sqlite3_close_v2(db); }  // before home_lock (a member) lets a migrator in
 
     HomeLayout layout;
+    HomeLock home_lock;
     sqlite3* db = nullptr;
     mutable std::mutex mutex;  // one statement sequence at a time on the shared connection
 
@@ -162,7 +209,15 @@ struct SqliteStorage::Impl {
         return out;
     }
 
+    /// 0 for a fresh file (no schema_version table yet).
     BoxliteResult<int> read_version() const {
+        {
+            Statement st(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'");
+            if (!st.ok()) return db_error(db, "reading schema_version");
+            const int rc = st.step();
+            if (rc == SQLITE_DONE) return 0;
+            if (rc != SQLITE_ROW) return db_error(db, "reading schema_version");
+        }
         Statement st(db, "SELECT version FROM schema_version LIMIT 1");
         if (!st.ok()) return db_error(db, "reading schema_version");
         const int rc = st.step();
@@ -171,15 +226,29 @@ struct SqliteStorage::Impl {
         return static_cast<int>(st.column_int(0));
     }
 
-    BoxliteResult<void> migrate() {
-        BOXLITE_TRY_VOID(exec(db, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
-                              "creating schema_version"));
-        BOXLITE_TRY(int version, read_version());
+    BoxliteResult<std::string> journal_mode() const {
+        Statement st(db, "PRAGMA journal_mode");
+        if (!st.ok() || st.step() != SQLITE_ROW) return db_error(db, "reading journal_mode");
+        return st.column_text(0);
+    }
+
+    BoxliteResult<void> refuse_newer(int version) const {
         if (version > kSchemaVersion) {
             return fail(ErrorKind::Database,
                         "{} has schema version {}, newer than this BoxLite understands ({}); upgrade BoxLite",
                         layout.boxes_db().string(), version, kSchemaVersion);
         }
+        return {};
+    }
+
+    /// Under the exclusive lock: WAL, then every migration the file lacks.
+    BoxliteResult<void> migrate() {
+        // WAL: readers never block the writer.
+        BOXLITE_TRY_VOID(exec(db, "PRAGMA journal_mode=WAL", fmt::format("configuring {}", layout.boxes_db().string())));
+        BOXLITE_TRY_VOID(exec(db, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+                              "creating schema_version"));
+        BOXLITE_TRY(int version, read_version());
+        BOXLITE_TRY_VOID(refuse_newer(version));
         for (; version < kSchemaVersion; ++version) {
             BOXLITE_TRY_VOID(exec(db, "BEGIN IMMEDIATE", "starting migration"));
             auto step = exec(db, kMigrations[version], fmt::format("migrating {} to version {}",
@@ -197,15 +266,54 @@ struct SqliteStorage::Impl {
         }
         return {};
     }
+
+    /// Leaves this process holding <home>/lock shared with a database at kSchemaVersion in WAL
+    /// mode. Creating or migrating the file needs the lock exclusively, so it waits (up to
+    /// `wait`) until no other process has the home open: an older BoxLite never finds its
+    /// database changed under it. Retries, because two processes upgrading at once each drop
+    /// their shared lock when their conversion fails (flock(2)); one of them wins the next round.
+    BoxliteResult<void> attach(std::chrono::milliseconds wait) {
+        const auto deadline = std::chrono::steady_clock::now() + wait;
+        std::minstd_rand jitter(static_cast<unsigned>(::getpid()));
+        for (;;) {
+            BOXLITE_TRY_VOID(home_lock.lock(LOCK_SH));
+            BOXLITE_TRY(int version, read_version());
+            BOXLITE_TRY_VOID(refuse_newer(version));
+            BOXLITE_TRY(auto mode, journal_mode());
+            if (version == kSchemaVersion && mode == "wal") return {};
+            BOXLITE_TRY(bool exclusive, home_lock.try_lock(LOCK_EX));
+            if (exclusive) {
+                auto migrated = migrate();
+                BOXLITE_TRY_VOID(home_lock.lock(LOCK_SH));
+                if (!migrated) return migrated;
+                continue;  // checked again under the shared lock
+            }
+            if (std::chrono::steady_clock::now() >= deadline) {
+                return fail(ErrorKind::Database,
+                            "cannot {} {} (schema version {} -> {}): another process has the BoxLite home {} open "
+                            "(it holds {} shared); stop the BoxLite processes using this home (an older BoxLite "
+                            "cannot use the new schema) and retry",
+                            version == 0 ? "create" : "migrate", layout.boxes_db().string(), version, kSchemaVersion,
+                            layout.root().string(), home_lock.path().string());
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(2 + jitter() % 20));
+        }
+    }
 };
 
 BoxliteResult<SqliteStorage> SqliteStorage::open(const std::filesystem::path& home_dir) {
-    auto impl = std::make_shared<Impl>(HomeLayout(home_dir));
-    BOXLITE_TRY_VOID(impl->layout.ensure());
-    // The exclusive lock covers creating the file, switching it to WAL and migrating: the steps
-    // two processes opening a fresh home at once could otherwise interleave.
-    BOXLITE_TRY(auto lock, FileLock::exclusive(impl->layout.lock_file()));
+    return open(home_dir, kMigrationWait);
+}
+
+BoxliteResult<SqliteStorage> SqliteStorage::open(const std::filesystem::path& home_dir,
+                                                 std::chrono::milliseconds migration_wait) {
+    HomeLayout layout(home_dir);
+    BOXLITE_TRY_VOID(layout.ensure());
+    BOXLITE_TRY(auto lock, HomeLock::open(layout.lock_file()));
+    auto impl = std::make_shared<Impl>(std::move(layout), std::move(lock));
     const auto path = impl->layout.boxes_db().string();
+    // Made before SQLite creates it, so the database and its -wal/-shm are 0600 from the start.
+    BOXLITE_TRY_VOID(ensure_private_file(path, /*create=*/true));
     const int rc = sqlite3_open_v2(path.c_str(), &impl->db,
                                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
     if (rc != SQLITE_OK) {
@@ -213,10 +321,11 @@ BoxliteResult<SqliteStorage> SqliteStorage::open(const std::filesystem::path& ho
                     impl->db != nullptr ? sqlite3_errmsg(impl->db) : sqlite3_errstr(rc));
     }
     sqlite3_busy_timeout(impl->db, static_cast<int>(kBusyTimeout.count()));
-    // WAL: readers never block the writer. synchronous=FULL: a committed box survives power loss.
-    BOXLITE_TRY_VOID(exec(impl->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON",
-                          fmt::format("configuring {}", path)));
-    BOXLITE_TRY_VOID(impl->migrate());
+    // synchronous=FULL: a committed box survives power loss.
+    BOXLITE_TRY_VOID(exec(impl->db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", fmt::format("configuring {}", path)));
+    BOXLITE_TRY_VOID(impl->attach(migration_wait));
+    // An older BoxLite left these at the umask's mode.
+    for (const char* suffix : {"-wal", "-shm"}) BOXLITE_TRY_VOID(ensure_private_file(path + suffix, /*create=*/false));
     return SqliteStorage(std::move(impl));
 }
 
@@ -294,16 +403,26 @@ BoxliteResult<BoxRecord> SqliteStorage::lookup(std::string_view id_or_name) cons
     }
     if (!BoxID::is_valid_prefix(id_or_name)) return detail::not_found(id_or_name);
     const auto prefix = detail::normalize_id_prefix(id_or_name);
-    // Ids are upper-case Crockford base32, so the prefix range is [prefix, prefix + '~').
-    Statement st(db, "SELECT config, state FROM boxes WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 8");
+    // Ids are upper-case Crockford base32, so the prefix range is [prefix, prefix + '~'). A few
+    // candidates are enough to name in an error; the window count says how many match in all.
+    Statement st(db, "SELECT config, state, count(*) OVER () FROM boxes WHERE id >= ?1 AND id < ?2 ORDER BY id "
+                     "LIMIT ?3");
     if (!st.ok()) return db_error(db, "preparing id lookup");
     st.bind(1, prefix);
     st.bind(2, prefix + "~");
-    BOXLITE_TRY(auto candidates, impl_->collect(st, fmt::format("looking up id prefix '{}'", id_or_name)));
-    for (auto& c : candidates) {
-        if (c.config.id.view() == prefix) return std::move(c);
+    st.bind(3, static_cast<std::int64_t>(detail::kPrefixCandidatesShown));
+    std::vector<BoxRecord> candidates;
+    std::size_t total = 0;
+    for (;;) {
+        const int rc = st.step();
+        if (rc == SQLITE_DONE) break;
+        if (rc != SQLITE_ROW) return db_error(db, fmt::format("looking up id prefix '{}'", id_or_name));
+        BOXLITE_TRY(auto record, impl_->row_to_record(st, 0));
+        if (record.config.id.view() == prefix) return record;
+        total = static_cast<std::size_t>(st.column_int(2));
+        candidates.push_back(std::move(record));
     }
-    return detail::single_prefix_match(id_or_name, std::move(candidates));
+    return detail::single_prefix_match(id_or_name, std::move(candidates), total);
 }
 
 BoxliteResult<std::vector<BoxRecord>> SqliteStorage::list() const {
@@ -324,6 +443,39 @@ BoxliteResult<void> SqliteStorage::update_state(const BoxID& id, const BoxState&
     if (st.step() != SQLITE_DONE) return db_error(impl_->db, fmt::format("updating state of box {}", id));
     if (sqlite3_changes(impl_->db) == 0) return detail::not_found(id.view());
     return {};
+}
+
+BoxliteResult<bool> SqliteStorage::update_state_if(const BoxID& id, const BoxState& expected, const BoxState& state) {
+    const auto state_json = to_json_text(state);
+    std::lock_guard lock(impl_->mutex);
+    sqlite3* db = impl_->db;
+    // IMMEDIATE: the write lock is taken before the read, so no other process can change the
+    // row between the comparison and the update.
+    BOXLITE_TRY_VOID(exec(db, "BEGIN IMMEDIATE", fmt::format("updating state of box {}", id)));
+    auto body = [&]() -> BoxliteResult<bool> {
+        Statement read(db, "SELECT state FROM boxes WHERE id = ?1");
+        if (!read.ok()) return db_error(db, "preparing state query");
+        read.bind(1, id.view());
+        const int rc = read.step();
+        if (rc == SQLITE_DONE) return detail::not_found(id.view());
+        if (rc != SQLITE_ROW) return db_error(db, fmt::format("reading state of box {}", id));
+        BOXLITE_TRY(auto current, parse_json_as<BoxState>(read.column_text(0), fmt::format("stored state of box {}", id)));
+        if (current != expected) return false;
+        Statement write(db, "UPDATE boxes SET status = ?2, state = ?3 WHERE id = ?1");
+        if (!write.ok()) return db_error(db, "preparing state update");
+        write.bind(1, id.view());
+        write.bind(2, to_string(state.status));
+        write.bind(3, state_json);
+        if (write.step() != SQLITE_DONE) return db_error(db, fmt::format("updating state of box {}", id));
+        return true;
+    };
+    auto swapped = body();
+    if (!swapped || !*swapped) {
+        (void)exec(db, "ROLLBACK", "rolling back state update");
+        return swapped;
+    }
+    BOXLITE_TRY_VOID(exec(db, "COMMIT", fmt::format("committing state of box {}", id)));
+    return true;
 }
 
 BoxliteResult<void> SqliteStorage::remove(const BoxID& id) {

@@ -99,7 +99,8 @@ TEST(Concurrency, SameNameFromManyThreadsWinsOnce) {
     EXPECT_EQ(already.load(), 7);
 }
 
-/// Forks `count` children running `body(index)`; returns how many exited 0.
+/// Forks `count` children running `body(index)`; returns how many exited 0 (and says how the
+/// others ended).
 template <class F>
 int fork_children(int count, F body) {
     std::vector<pid_t> pids;
@@ -112,7 +113,13 @@ int fork_children(int count, F body) {
     for (pid_t pid : pids) {
         int status = 0;
         ::waitpid(pid, &status, 0);
-        if (WIFEXITED(status) && WEXITSTATUS(status) == 0) ++ok;
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+            ++ok;
+        } else if (WIFSIGNALED(status)) {
+            ADD_FAILURE() << "child " << pid << " was killed by signal " << WTERMSIG(status);
+        } else {
+            ADD_FAILURE() << "child " << pid << " exited with " << WEXITSTATUS(status);
+        }
     }
     return ok;
 }
@@ -126,13 +133,23 @@ TEST(Concurrency, TwoProcessesCreatingInOneHomeLoseNothing) {
     // home creation, migration and inserts all race.
     const int ok = fork_children(kProcesses, [&](int index) {
         auto runtime = open_runtime(BoxliteOptions{home, {}, EngineKind::Mock}, small_host());
-        if (!runtime) return 10;
+        if (!runtime) {
+            fmt::print(stderr, "child {}: {}\n", index, runtime.error());
+            return 10;
+        }
         for (int i = 0; i < kBoxesEach; ++i) {
-            if (!runtime->create(rootfs_options(dir.path()), fmt::format("p{}-{}", index, i))) return 11;
+            auto box = runtime->create(rootfs_options(dir.path()), fmt::format("p{}-{}", index, i));
+            if (!box) {
+                fmt::print(stderr, "child {}: {}\n", index, box.error());
+                return 11;
+            }
         }
         // Both also race for one name; exactly one may win.
         auto shared = runtime->create(rootfs_options(dir.path()), "shared");
-        if (!shared && shared.error().kind() != ErrorKind::AlreadyExists) return 12;
+        if (!shared && shared.error().kind() != ErrorKind::AlreadyExists) {
+            fmt::print(stderr, "child {}: {}\n", index, shared.error());
+            return 12;
+        }
         return 0;
     });
     ASSERT_EQ(ok, kProcesses);

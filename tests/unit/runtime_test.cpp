@@ -3,14 +3,23 @@
 #include <boxlite/engine/mock_engine.hpp>
 #include <boxlite/runtime.hpp>
 #include <boxlite/storage/memory_storage.hpp>
+#include <boxlite/storage/sqlite_storage.hpp>
 #include <boxlite/transport/pipe_transport.hpp>
 
 #include <gtest/gtest.h>
 
 #include "test_support.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <array>
 #include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -31,6 +40,79 @@ struct FakeImages {
     std::vector<std::pair<std::string, std::string>> prepared;  // (box id, reference)
     std::vector<std::string> released;                          // box ids
 };
+
+/// One-shot callbacks a test arms to run at an exact point inside the runtime: that is how the
+/// races below are reproduced deterministically, in one thread.
+struct Hooks {
+    std::mutex mutex;
+    std::function<void()> alive_probed;  // inside Engine::is_alive, after the probe
+    std::function<void()> record_read;   // inside Storage::get, after the read
+    std::optional<EngineStartTimings> report;  // what start() reports through EngineLaunch::timings
+
+    void run(std::function<void()> Hooks::*slot) {
+        std::function<void()> hook;
+        {
+            std::lock_guard lock(mutex);
+            hook.swap(this->*slot);
+        }
+        if (hook) hook();
+    }
+};
+
+/// MockEngine, with Hooks::alive_probed and Hooks::report.
+class HookedEngine {
+public:
+    HookedEngine(MockEngine inner, std::shared_ptr<Hooks> hooks) : inner_(std::move(inner)), hooks_(std::move(hooks)) {}
+    [[nodiscard]] std::string_view kind() const noexcept { return inner_.kind(); }
+    [[nodiscard]] RootfsKind rootfs_kind() const noexcept { return inner_.rootfs_kind(); }
+    [[nodiscard]] BoxliteResult<void> available() const { return inner_.available(); }
+    BoxliteResult<EngineHandle> start(const EngineLaunch& launch) {
+        {
+            std::lock_guard lock(hooks_->mutex);
+            if (launch.timings != nullptr && hooks_->report) *launch.timings = *hooks_->report;
+        }
+        return inner_.start(launch);
+    }
+    BoxliteResult<void> stop(const EngineHandle& h, std::chrono::milliseconds timeout) { return inner_.stop(h, timeout); }
+    BoxliteResult<void> kill(const EngineHandle& h) { return inner_.kill(h); }
+    [[nodiscard]] bool is_alive(const EngineHandle& h) const {
+        const bool alive = inner_.is_alive(h);
+        hooks_->run(&Hooks::alive_probed);  // the answer is already given: whatever happens now is a race
+        return alive;
+    }
+    BoxliteResult<EngineMetrics> metrics(const EngineHandle& h) { return inner_.metrics(h); }
+
+private:
+    MockEngine inner_;
+    std::shared_ptr<Hooks> hooks_;
+};
+static_assert(Engine<HookedEngine>);
+
+/// MemoryStorage, with Hooks::record_read.
+class HookedStorage {
+public:
+    HookedStorage(MemoryStorage inner, std::shared_ptr<Hooks> hooks) : inner_(std::move(inner)), hooks_(std::move(hooks)) {}
+    BoxliteResult<void> insert(const BoxConfig& c, const BoxState& s) { return inner_.insert(c, s); }
+    BoxliteResult<BoxRecord> get(const BoxID& id) {
+        auto record = inner_.get(id);
+        hooks_->run(&Hooks::record_read);
+        return record;
+    }
+    BoxliteResult<BoxRecord> lookup(std::string_view key) { return inner_.lookup(key); }
+    BoxliteResult<std::vector<BoxRecord>> list() { return inner_.list(); }
+    BoxliteResult<void> update_state(const BoxID& id, const BoxState& s) { return inner_.update_state(id, s); }
+    BoxliteResult<bool> update_state_if(const BoxID& id, const BoxState& expected, const BoxState& s) {
+        return inner_.update_state_if(id, expected, s);
+    }
+    BoxliteResult<void> remove(const BoxID& id) { return inner_.remove(id); }
+
+private:
+    MemoryStorage inner_;
+    std::shared_ptr<Hooks> hooks_;
+};
+static_assert(Storage<HookedStorage>);
+
+using HookedRuntime = BasicRuntime<HookedEngine, PipeTransport, HookedStorage>;
 
 class RuntimeTest : public ::testing::Test {
 protected:
@@ -53,10 +135,19 @@ protected:
             if (image.reference.starts_with("missing")) {
                 return fail(ErrorKind::Image, "image '{}' not found in the fake registry", image.reference);
             }
+            // As the image store: the box's first call resolves (and here "builds") the image,
+            // later calls use the pinned, cached one.
+            bool first = true;
+            for (const auto& call : images->prepared) first = first && call.first != box.str();
             images->prepared.emplace_back(box.str(), image.reference);
             ImageDefaults defaults;
             defaults.cmd = {"/bin/sh"};
-            return PreparedRootfs{dir, defaults, "sha256:fake"};
+            PreparedRootfs out{dir, defaults, "sha256:fake", {}, {}};
+            if (first) {
+                out.pull_time = std::chrono::milliseconds(3);
+                out.build_time = std::chrono::milliseconds(2);
+            }
+            return out;
         };
         s.image_provider.release = [images = images_](const BoxID& box, const BoxliteOptions&) -> BoxliteResult<void> {
             std::lock_guard lock(images->mutex);
@@ -67,6 +158,20 @@ protected:
     }
 
     std::filesystem::path rootfs_dir() const { return home_.path() / "rootfs"; }
+    std::filesystem::path box_dir(const BoxID& id) const { return home_.path() / "home" / "boxes" / id.str(); }
+
+    /// A runtime over the same MockEngine state and boxes, with hooks.
+    HookedRuntime hooked_runtime() {
+        return HookedRuntime(BoxliteOptions{home_.path() / "home", {}, EngineKind::Mock}, HookedEngine(engine_, hooks_),
+                             transport_, HookedStorage(storage_, hooks_), settings());
+    }
+
+    BoxOptions image_options(bool auto_remove = false) const {
+        BoxOptions o;
+        o.rootfs = RootfsSpec::image("alpine:latest");
+        o.auto_remove = auto_remove;
+        return o;
+    }
 
     BoxOptions path_options(bool auto_remove = false) const {
         BoxOptions o;
@@ -77,6 +182,7 @@ protected:
 
     TempDir home_;
     std::shared_ptr<FakeImages> images_ = std::make_shared<FakeImages>();
+    std::shared_ptr<Hooks> hooks_ = std::make_shared<Hooks>();
     MockEngine engine_;
     PipeTransport transport_;
     MemoryStorage storage_;
@@ -270,6 +376,295 @@ TEST_F(RuntimeTest, ConnectAgentStartsTheBoxAndReachesTheAgent) {
     EXPECT_EQ(echo, ping);
     agent.join();
     EXPECT_EQ(box->info()->status, BoxStatus::Running);
+}
+
+
+// A look (info, get, list) that found the engine dead used to write "Stopped" unconditionally:
+// when a start() ran between its probe and its write, storage lost a running box.
+TEST_F(RuntimeTest, ALookThatFoundTheEngineDeadNeverUndoesAConcurrentStart) {
+    auto runtime = hooked_runtime();
+    auto box = runtime.create(path_options());
+    ASSERT_TRUE(box) << box.error().to_string();
+    ASSERT_TRUE(box->start());
+    auto other = runtime.get(box->id().str());  // another thread's handle
+    ASSERT_TRUE(other);
+    const auto stale = *storage_.get(box->id())->state.handle;
+    engine_.crash(stale);  // storage still says Running, with a dead handle
+    bool raced = false;
+    hooks_->alive_probed = [&] {
+        // Between the look's probe ("dead") and its write, the other thread restarts the box.
+        raced = true;
+        ASSERT_TRUE(other->start());
+    };
+    auto info = box->info();
+    ASSERT_TRUE(raced);
+    ASSERT_TRUE(info) << info.error().to_string();
+    EXPECT_EQ(info->status, BoxStatus::Running);
+    const auto stored = storage_.get(box->id());
+    ASSERT_TRUE(stored);
+    EXPECT_EQ(stored->state.status, BoxStatus::Running);
+    ASSERT_TRUE(stored->state.handle);
+    EXPECT_NE(*stored->state.handle, stale);
+    EXPECT_TRUE(engine_.is_alive(*stored->state.handle));
+    EXPECT_EQ(engine_.starts(), 2U);
+    ASSERT_TRUE(runtime.remove(box->id().str(), true));
+    EXPECT_EQ(engine_.running(), 0U);  // storage knew the running engine, so remove could kill it
+}
+
+TEST_F(RuntimeTest, LifecycleCallsOnARemovedBoxLeaveNoFolder) {
+    auto box = runtime_.create(path_options());
+    ASSERT_TRUE(box);
+    ASSERT_TRUE(box->start());
+    ASSERT_TRUE(box->stop());
+    auto stale = runtime_.get(box->id().str());
+    ASSERT_TRUE(stale);
+    ASSERT_TRUE(runtime_.remove(box->id().str()));
+    EXPECT_FALSE(std::filesystem::exists(box_dir(box->id())));
+    EXPECT_EQ(stale->start().error().kind(), ErrorKind::NotFound);
+    EXPECT_EQ(stale->stop().error().kind(), ErrorKind::NotFound);
+    EXPECT_EQ(stale->connect_agent().error().kind(), ErrorKind::NotFound);
+    EXPECT_EQ(runtime_.remove(box->id().str()).error().kind(), ErrorKind::NotFound);
+    EXPECT_FALSE(std::filesystem::exists(box_dir(box->id())));
+}
+
+// Another process removes the box (record and folder) just after this one checked that it
+// exists and before it made the folder and took the lock: the folder it made is taken back.
+TEST_F(RuntimeTest, TheLoserOfARemoveRaceLeavesNoFolder) {
+    auto runtime = hooked_runtime();
+    auto box = runtime.create(path_options());
+    ASSERT_TRUE(box);
+    const auto id = box->id();
+    bool removed_elsewhere = false;
+    hooks_->record_read = [&] {
+        removed_elsewhere = true;
+        ASSERT_TRUE(storage_.remove(id));
+        std::error_code ec;
+        std::filesystem::remove_all(box_dir(id), ec);
+    };
+    auto started = box->start();
+    ASSERT_TRUE(removed_elsewhere);
+    ASSERT_FALSE(started);
+    EXPECT_EQ(started.error().kind(), ErrorKind::NotFound) << started.error().to_string();
+    EXPECT_FALSE(std::filesystem::exists(box_dir(id)));
+    EXPECT_EQ(engine_.starts(), 0U);
+}
+
+// auto_remove means "remove when the box stops": also when it stopped by itself (its engine
+// died, e.g. the shim of a detach=false box whose creator crashed).
+TEST_F(RuntimeTest, ADeadAutoRemoveBoxIsRemovedByTheNextLook) {
+    auto crashed = [&](std::optional<std::string> name) {
+        auto box = runtime_.create(image_options(/*auto_remove=*/true), std::move(name));
+        EXPECT_TRUE(box) << box.error().to_string();
+        EXPECT_TRUE(box->start());
+        engine_.crash(*storage_.get(box->id())->state.handle);
+        return *box;
+    };
+    auto gone_for_good = [&](const BoxID& id) {
+        EXPECT_FALSE(storage_.get(id));
+        EXPECT_FALSE(std::filesystem::exists(box_dir(id)));
+        std::lock_guard lock(images_->mutex);
+        EXPECT_NE(std::find(images_->released.begin(), images_->released.end(), id.str()), images_->released.end());
+    };
+
+    auto by_info = crashed(std::nullopt);
+    auto info = by_info.info();
+    ASSERT_FALSE(info);
+    EXPECT_EQ(info.error().kind(), ErrorKind::NotFound);
+    EXPECT_NE(info.error().message().find("auto_remove"), std::string::npos) << info.error().message();
+    gone_for_good(by_info.id());
+
+    auto by_list = crashed(std::nullopt);
+    auto listed = runtime_.list_info();
+    ASSERT_TRUE(listed);
+    EXPECT_TRUE(listed->empty());
+    gone_for_good(by_list.id());
+
+    auto by_start = crashed(std::nullopt);
+    EXPECT_EQ(by_start.start().error().kind(), ErrorKind::NotFound);
+    gone_for_good(by_start.id());
+    EXPECT_EQ(engine_.starts(), 3U);  // the dead box was not started again
+
+    // Its name is free again: the look behind the name check removed it.
+    auto named = crashed("web");
+    auto again = runtime_.create(path_options(), "web");
+    ASSERT_TRUE(again) << again.error().to_string();
+    gone_for_good(named.id());
+
+    // While someone holds the box's lock (here: "another process"), a look reports it Stopped
+    // and leaves it to them.
+    auto held = crashed(std::nullopt);
+    const auto lock_path = box_dir(held.id()) / ".lock";
+    const int fd = ::open(lock_path.c_str(), O_RDWR | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::flock(fd, LOCK_EX), 0);
+    auto while_held = held.info();
+    ASSERT_TRUE(while_held) << while_held.error().to_string();
+    EXPECT_EQ(while_held->status, BoxStatus::Stopped);
+    ::close(fd);
+    EXPECT_EQ(held.info().error().kind(), ErrorKind::NotFound);
+    gone_for_good(held.id());
+    EXPECT_EQ(engine_.running(), 0U);
+}
+
+TEST_F(RuntimeTest, ACrashedBoxWithoutAutoRemoveStaysStoppedAndRestarts) {
+    auto box = runtime_.create(path_options(/*auto_remove=*/false));
+    ASSERT_TRUE(box);
+    ASSERT_TRUE(box->start());
+    engine_.crash(*storage_.get(box->id())->state.handle);
+    EXPECT_EQ(runtime_.list_info()->size(), 1U);
+    EXPECT_EQ(box->info()->status, BoxStatus::Stopped);
+    ASSERT_TRUE(box->start());
+    EXPECT_EQ(box->info()->status, BoxStatus::Running);
+}
+
+TEST_F(RuntimeTest, StartAndStopRefuseStoppingAndUnknownBoxes) {
+    auto box = runtime_.create(path_options());
+    ASSERT_TRUE(box);
+    ASSERT_TRUE(box->start());
+    const auto id = box->id();
+    auto state = storage_.get(id)->state;  // Running, live handle
+    state.status = BoxStatus::Stopping;   // another process is stopping it
+    ASSERT_TRUE(storage_.update_state(id, state));
+    auto start = box->start();
+    ASSERT_FALSE(start);
+    EXPECT_EQ(start.error().to_string(),
+              fmt::format("invalid state: cannot start box {}: it is stopping (allowed from configured or stopped)", id));
+    auto stop = box->stop();
+    ASSERT_FALSE(stop);
+    EXPECT_EQ(stop.error().to_string(), fmt::format("invalid state: cannot stop box {}: it is already stopping", id));
+    auto exec = box->connect_agent();
+    ASSERT_FALSE(exec);
+    EXPECT_EQ(exec.error().to_string(), fmt::format("invalid state: cannot execute on stopping box {}", id));
+
+    state.status = BoxStatus::Unknown;
+    ASSERT_TRUE(storage_.update_state(id, state));
+    start = box->start();
+    ASSERT_FALSE(start);
+    EXPECT_EQ(start.error().to_string(),
+              fmt::format("invalid state: cannot start box {}: it is unknown (allowed from configured or stopped)", id));
+    stop = box->stop();
+    ASSERT_FALSE(stop);
+    EXPECT_EQ(stop.error().to_string(),
+              fmt::format("invalid state: cannot stop box {} in unknown state (remove it with force=true)", id));
+    EXPECT_EQ(engine_.starts(), 1U);
+    ASSERT_TRUE(runtime_.remove(id.str(), true));
+}
+
+// Every stage is timed where it happens: the pull (and first build) at create, the box folder,
+// launch description and engine start at start. Stages nobody measured stay empty.
+TEST_F(RuntimeTest, StageTimingsAreMeasuredWhereTheyHappen) {
+    auto box = runtime_.create(image_options());
+    ASSERT_TRUE(box) << box.error().to_string();
+    auto m = box->metrics();
+    ASSERT_TRUE(m);
+    // The fake store reports 3 ms of pull and 2 ms of build for a box's first call.
+    EXPECT_EQ(m->stage_image_prepare_ms, 3U);
+    EXPECT_EQ(m->stage_guest_rootfs_ms, 2U);
+    EXPECT_FALSE(m->stage_filesystem_setup_ms);
+    EXPECT_FALSE(m->stage_box_config_ms);
+    EXPECT_FALSE(m->stage_box_spawn_ms);
+    EXPECT_FALSE(m->total_create_duration_ms);
+    EXPECT_FALSE(m->guest_boot_duration_ms);
+    EXPECT_FALSE(m->stage_container_init_ms);
+
+    for (int start = 0; start < 2; ++start) {
+        ASSERT_TRUE(box->start());
+        m = box->metrics();
+        ASSERT_TRUE(m);
+        EXPECT_TRUE(m->stage_filesystem_setup_ms);
+        EXPECT_TRUE(m->stage_box_config_ms);
+        EXPECT_TRUE(m->stage_box_spawn_ms);
+        EXPECT_TRUE(m->total_create_duration_ms);
+        // MockEngine measures nothing inside its start.
+        EXPECT_FALSE(m->guest_boot_duration_ms);
+        EXPECT_FALSE(m->stage_container_init_ms);
+        // Starts use the pinned, cached image: create's pull and build stand.
+        EXPECT_EQ(m->stage_image_prepare_ms, 3U);
+        EXPECT_EQ(m->stage_guest_rootfs_ms, 2U);
+        ASSERT_TRUE(box->stop());
+    }
+
+    // A rootfs directory is neither pulled nor built.
+    auto dir_box = runtime_.create(path_options());
+    ASSERT_TRUE(dir_box);
+    ASSERT_TRUE(dir_box->start());
+    m = dir_box->metrics();
+    ASSERT_TRUE(m);
+    EXPECT_FALSE(m->stage_image_prepare_ms);
+    EXPECT_FALSE(m->stage_guest_rootfs_ms);
+    EXPECT_TRUE(m->stage_box_spawn_ms);
+}
+
+TEST_F(RuntimeTest, EngineReportedTimingsFillGuestBootAndContainerInit) {
+    hooks_->report = EngineStartTimings{std::chrono::milliseconds(40), std::chrono::milliseconds(7)};
+    auto runtime = hooked_runtime();
+    auto box = runtime.create(path_options());
+    ASSERT_TRUE(box);
+    ASSERT_TRUE(box->start());
+    auto m = box->metrics();
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->guest_boot_duration_ms, 40U);
+    EXPECT_EQ(m->stage_container_init_ms, 7U);
+}
+
+TEST_F(RuntimeTest, ATakenNameIsRefusedBeforeTheImageIsPulled) {
+    ASSERT_TRUE(runtime_.create(image_options(), "web"));
+    auto again = runtime_.create(image_options(), "web");
+    ASSERT_FALSE(again);
+    EXPECT_EQ(again.error().kind(), ErrorKind::AlreadyExists);
+    EXPECT_NE(again.error().message().find("'web'"), std::string::npos) << again.error().message();
+    std::lock_guard lock(images_->mutex);
+    EXPECT_EQ(images_->prepared.size(), 1U);  // nothing pulled or pinned for the refused box
+    EXPECT_TRUE(images_->released.empty());
+}
+
+/// Every path under `root` with its mode and, for files, its content (-shm only by name: WAL
+/// readers write their read marks there).
+std::map<std::string, std::string> snapshot(const std::filesystem::path& root) {
+    std::map<std::string, std::string> out;
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(root)) {
+        const auto rel = entry.path().lexically_relative(root).string();
+        auto text = fmt::format("{:o}", static_cast<unsigned>(entry.status().permissions()));
+        if (entry.is_regular_file() && !rel.ends_with("-shm")) {
+            std::ifstream in(entry.path(), std::ios::binary);
+            text += std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        }
+        out[rel] = std::move(text);
+    }
+    return out;
+}
+
+TEST_F(RuntimeTest, RejectedCreatesLeaveASqliteHomeUntouched) {
+    const auto home = home_.path() / "sqlite-home";
+    auto storage = SqliteStorage::open(home);
+    ASSERT_TRUE(storage) << storage.error().to_string();
+    BasicRuntime<MockEngine, PipeTransport, SqliteStorage> runtime(BoxliteOptions{home, {}, EngineKind::Mock}, engine_,
+                                                                   transport_, *storage, settings());
+    ASSERT_TRUE(runtime.create(path_options(), "taken"));
+    const auto before = snapshot(home);
+    ASSERT_FALSE(before.empty());
+
+    std::vector<std::pair<BoxOptions, std::optional<std::string>>> rejected;
+    auto add = [&](auto change, std::optional<std::string> name = std::nullopt) {
+        auto o = path_options();
+        change(o);
+        rejected.emplace_back(std::move(o), std::move(name));
+    };
+    add([](BoxOptions& o) { o.cpus = 9; });
+    add([](BoxOptions& o) { o.memory_mib = 64; });
+    add([](BoxOptions& o) { o.security.chroot_base = "relative/jail"; });
+    add([](BoxOptions& o) { o.security.env_allowlist.push_back("NOT VALID"); });
+    add([&](BoxOptions& o) { o.volumes = {{(home_.path() / "missing").string(), "/data", false}}; });
+    add([](BoxOptions& o) { o.secrets = {Secret{"TOKEN", "s3cret", {}, ""}}; });
+    add([](BoxOptions&) {}, "-bad name");
+    add([](BoxOptions&) {}, "taken");
+    add([](BoxOptions& o) { o.rootfs = RootfsSpec::image("missing/app:1"); });
+    for (const auto& [options, name] : rejected) {
+        auto box = runtime.create(options, name);
+        EXPECT_FALSE(box) << fmt::format("{}", options);
+    }
+    EXPECT_EQ(snapshot(home), before);
+    EXPECT_EQ(runtime.list_info()->size(), 1U);
 }
 
 }  // namespace

@@ -5,6 +5,11 @@
 
 #include "test_support.hpp"
 
+#include <stdlib.h>
+
+#include <thread>
+#include <vector>
+
 namespace boxlite {
 namespace {
 
@@ -58,6 +63,43 @@ TEST(SqliteStorage, OpenRuntimeOnTheMockEngine) {
     ASSERT_TRUE(box->stop());
     ASSERT_TRUE(runtime->remove("one"));
     EXPECT_TRUE(runtime->list_info()->empty());
+}
+
+// default_runtime(): one runtime per process, opened once even when many threads ask first.
+// (Its home and engine come from the environment, so the test sets them before the first call;
+// no other test in this program calls it.)
+TEST(DefaultRuntime, IsOneRuntimeOpenedOnce) {
+    static TempDir dir;  // outlives the test: the singleton keeps its home open until exit
+    ::setenv("BOXLITE_HOME", (dir.path() / "home").c_str(), 1);
+    ::setenv("BOXLITE_ENGINE", "mock", 1);
+    constexpr int kThreads = 8;
+    std::vector<const void*> cores(kThreads, nullptr);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+        threads.emplace_back([&cores, t] {
+            auto runtime = default_runtime();
+            if (runtime) cores[static_cast<std::size_t>(t)] = &runtime->storage();
+        });
+    }
+    for (auto& th : threads) th.join();
+    ::unsetenv("BOXLITE_HOME");
+    ::unsetenv("BOXLITE_ENGINE");
+    auto first = default_runtime();
+    ASSERT_TRUE(first) << first.error().to_string();
+    auto second = default_runtime();
+    ASSERT_TRUE(second);
+    // Handles share one core, so its members have one address.
+    EXPECT_EQ(&first->storage(), &second->storage());
+    for (const auto* core : cores) EXPECT_EQ(core, &first->storage());
+    EXPECT_EQ(first->options().home_dir, dir.path() / "home");  // read once: the environment was cleared since
+    EXPECT_EQ(first->options().engine, EngineKind::Mock);
+    BoxOptions options;
+    options.rootfs = RootfsSpec::path(dir.path());
+    options.auto_remove = false;
+    auto box = first->create(options, "shared");
+    ASSERT_TRUE(box) << box.error().to_string();
+    EXPECT_EQ(second->get_info("shared")->id, box->id());
+    ASSERT_TRUE(second->remove("shared"));
 }
 
 }  // namespace

@@ -7,7 +7,17 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
 #include <fstream>
+#include <thread>
 
 #include "test_support.hpp"
 
@@ -105,6 +115,45 @@ TYPED_TEST(StorageContract, LookupByNameIdAndPrefix) {
     EXPECT_EQ(this->storage_.lookup("01BX")->config.name, "01BX");
 }
 
+TYPED_TEST(StorageContract, UpdateStateIfIsACompareAndSwap) {
+    auto config = config_with("01ARZ3NDEKTSV4RRFFQ69G5FAV", "cas");
+    BoxState configured;
+    ASSERT_TRUE(this->storage_.insert(config, configured));
+    BoxState running = configured;
+    running.status = BoxStatus::Running;
+    running.handle = EngineHandle{1, 2, "pipe:x"};
+    // The stored state is `configured`: a swap from it succeeds, a second one from it does not.
+    EXPECT_EQ(this->storage_.update_state_if(config.id, configured, running).value(), true);
+    EXPECT_EQ(this->storage_.get(config.id)->state, running);
+    BoxState stopped = configured;
+    stopped.status = BoxStatus::Stopped;
+    EXPECT_EQ(this->storage_.update_state_if(config.id, configured, stopped).value(), false);
+    EXPECT_EQ(this->storage_.get(config.id)->state, running);  // untouched
+    // Any difference counts, not just the status: here only the handle differs.
+    BoxState other_handle = running;
+    other_handle.handle->pid_start_time = 3;
+    EXPECT_EQ(this->storage_.update_state_if(config.id, other_handle, stopped).value(), false);
+    EXPECT_EQ(this->storage_.update_state_if(config.id, running, stopped).value(), true);
+    EXPECT_EQ(this->storage_.get(config.id)->state, stopped);
+    ASSERT_TRUE(this->storage_.remove(config.id));
+    EXPECT_EQ(this->storage_.update_state_if(config.id, stopped, running).error().kind(), ErrorKind::NotFound);
+}
+
+TYPED_TEST(StorageContract, AnAmbiguousPrefixCountsEveryMatch) {
+    // Twelve ids sharing "01ARZ3NDEKTSV4RRFFQ69G5F": more than the error lists.
+    const std::string alphabet = "0123456789AB";
+    for (char c : alphabet) {
+        ASSERT_TRUE(this->storage_.insert(config_with(std::string("01ARZ3NDEKTSV4RRFFQ69G5F") + c + "V"), BoxState{}));
+    }
+    auto ambiguous = this->storage_.lookup("01ARZ3NDEKTSV4RRFFQ69G5F");
+    ASSERT_FALSE(ambiguous);
+    EXPECT_EQ(ambiguous.error().kind(), ErrorKind::InvalidArgument);
+    const auto& message = ambiguous.error().message();
+    EXPECT_NE(message.find("it matches 12 boxes"), std::string::npos) << message;
+    EXPECT_NE(message.find("and 4 more"), std::string::npos) << message;
+    EXPECT_EQ(this->storage_.lookup("01ARZ3NDEKTSV4RRFFQ69G5FBV")->config.id.str(), "01ARZ3NDEKTSV4RRFFQ69G5FBV");
+}
+
 TYPED_TEST(StorageContract, ListIsOldestFirst) {
     auto older = config_with("01BX5ZZKBKACTAV9WEVGEMMVRZ", "older");
     auto newer = config_with("01ARZ3NDEKTSV4RRFFQ69G5FAV", "newer");
@@ -200,6 +249,139 @@ TEST(SqliteStorageFiles, CorruptRowsAreMetadataErrors) {
     ASSERT_FALSE(record);
     EXPECT_EQ(record.error().kind(), ErrorKind::MetadataError);
     EXPECT_NE(record.error().message().find("exploded"), std::string::npos);
+}
+
+mode_t mode_of(const std::filesystem::path& path) {
+    struct stat st {};
+    EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+    return st.st_mode & 07777;
+}
+
+/// Restores the umask at scope exit.
+struct ScopedUmask {
+    explicit ScopedUmask(mode_t mask) : saved(::umask(mask)) {}
+    ~ScopedUmask() { ::umask(saved); }
+    mode_t saved;
+};
+
+// Box records hold secrets in clear (the runtime needs them at every start): the database and
+// the boxes are the owner's only, whatever the umask.
+TEST(SqliteStorageFiles, SecretsAreReadableByTheOwnerOnly) {
+    TempDir dir;
+    ::chmod(dir.path().c_str(), 0755);  // so only BoxLite's own modes keep others out
+    const auto home = dir.path() / "home";
+    auto config = config_with("01ARZ3NDEKTSV4RRFFQ69G5FAV", "secretive");
+    config.options.secrets = {Secret{"TOKEN", "s3cret-value", {"api.example.com"}, ""}};
+    {
+        ScopedUmask open_mask(0);  // the widest: every mode below is BoxLite's choice
+        auto storage = SqliteStorage::open(home);
+        ASSERT_TRUE(storage) << storage.error().to_string();
+        ASSERT_TRUE(storage->insert(config, BoxState{}));
+        EXPECT_EQ(mode_of(home), 0700U);  // BoxLite made it
+        for (const char* sub : {"db", "boxes", "logs"}) EXPECT_EQ(mode_of(home / sub), 0700U) << sub;
+        for (const char* file : {"db/boxes.db", "db/boxes.db-wal", "db/boxes.db-shm"}) {
+            ASSERT_TRUE(std::filesystem::exists(home / file)) << file;
+            EXPECT_EQ(mode_of(home / file), 0600U) << file;
+        }
+        EXPECT_EQ(mode_of(home / "boxes" / config.id.str() / "config.json"), 0600U);
+    }
+
+    // A home the user made keeps its mode; an older BoxLite's wide folders and files are tightened.
+    ::chmod(home.c_str(), 0755);
+    ::chmod((home / "db").c_str(), 0755);
+    ::chmod((home / "boxes").c_str(), 0755);
+    ::chmod((home / "db" / "boxes.db").c_str(), 0644);
+    {
+        auto storage = SqliteStorage::open(home);
+        ASSERT_TRUE(storage) << storage.error().to_string();
+        EXPECT_EQ(mode_of(home), 0755U);
+        EXPECT_EQ(mode_of(home / "db"), 0700U);
+        EXPECT_EQ(mode_of(home / "boxes"), 0700U);
+        EXPECT_EQ(mode_of(home / "db" / "boxes.db"), 0600U);
+        ASSERT_TRUE(storage->get(config.id));
+    }
+
+    if (::geteuid() != 0) GTEST_SKIP() << "checking another user's access needs root (to become nobody); modes checked above";
+    // Another user, through the home that lets them in: neither the database nor the mirror.
+    const pid_t child = ::fork();
+    if (child == 0) {
+        if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(10);
+        int failures = 0;
+        for (const auto& path : {home / "db" / "boxes.db", home / "db" / "boxes.db-wal",
+                                 home / "boxes" / config.id.str() / "config.json"}) {
+            const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd >= 0 || errno != EACCES) ++failures;
+            if (fd >= 0) ::close(fd);
+        }
+        for (const auto& path : {home / "db", home / "boxes"}) {
+            if (::opendir(path.c_str()) != nullptr || errno != EACCES) ++failures;
+        }
+        ::_exit(failures);
+    }
+    ASSERT_GT(child, 0);
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "files another user could open";
+}
+
+// The lock file is held shared by every open storage: a BoxLite that needs to create or migrate
+// the schema waits for the home to be free, then fails saying why instead of changing a
+// database an older process has open.
+TEST(SqliteStorageFiles, MigrationWaitsForOtherProcessesToCloseTheHome) {
+    TempDir dir;
+    std::filesystem::create_directories(dir.path() / "db");
+    run_sql(dir.path() / "db" / "boxes.db", "CREATE TABLE schema_version (version INTEGER NOT NULL)");
+    // An older BoxLite with the home open (another open file description acts as another process).
+    const int other = ::open((dir.path() / "lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    ASSERT_GE(other, 0);
+    ASSERT_EQ(::flock(other, LOCK_SH), 0);
+    auto refused = SqliteStorage::open(dir.path(), std::chrono::milliseconds(100));
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().kind(), ErrorKind::Database);
+    EXPECT_NE(refused.error().message().find("another process has the BoxLite home"), std::string::npos)
+        << refused.error().message();
+    ::close(other);
+
+    auto storage = SqliteStorage::open(dir.path(), std::chrono::milliseconds(100));
+    ASSERT_TRUE(storage) << storage.error().to_string();
+    EXPECT_EQ(storage->schema_version().value(), SqliteStorage::kSchemaVersion);
+    // Now this storage holds it shared: nobody can take it exclusively, anyone can share it.
+    const int probe = ::open((dir.path() / "lock").c_str(), O_RDWR | O_CLOEXEC);
+    ASSERT_GE(probe, 0);
+    EXPECT_NE(::flock(probe, LOCK_EX | LOCK_NB), 0);
+    EXPECT_EQ(::flock(probe, LOCK_SH | LOCK_NB), 0);
+    ::flock(probe, LOCK_UN);
+    auto second = SqliteStorage::open(dir.path(), std::chrono::milliseconds(100));  // up to date: shares
+    ASSERT_TRUE(second) << second.error().to_string();
+    storage = fail(ErrorKind::Internal, "closed");
+    second = fail(ErrorKind::Internal, "closed");
+    EXPECT_EQ(::flock(probe, LOCK_EX | LOCK_NB), 0);  // every storage closed: free
+    ::close(probe);
+}
+
+// Another connection holding the write lock makes writers wait (busy timeout), not fail.
+TEST(SqliteStorageFiles, WritersWaitForALockedDatabase) {
+    TempDir dir;
+    auto storage = SqliteStorage::open(dir.path());
+    ASSERT_TRUE(storage);
+    sqlite3* other = nullptr;
+    ASSERT_EQ(sqlite3_open((dir.path() / "db" / "boxes.db").c_str(), &other), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+    std::atomic<bool> locked{true};
+    std::thread holder([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        locked = false;
+        sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr);
+    });
+    // Issued while the lock is held (for 300 ms); without a busy timeout it fails at once with
+    // SQLITE_BUSY ("database is locked").
+    const bool issued_while_locked = locked.load();
+    auto inserted = storage->insert(config_with("01ARZ3NDEKTSV4RRFFQ69G5FAV", "waits"), BoxState{});
+    holder.join();
+    sqlite3_close(other);
+    EXPECT_TRUE(inserted) << inserted.error().to_string();
+    if (!issued_while_locked) GTEST_SKIP() << "the insert ran after the lock was released; nothing was shown";
 }
 
 TEST(SqliteStorageFiles, UnwritableHomeIsAStorageError) {

@@ -266,6 +266,138 @@ TEST(BoxStatus, PredicatesAndTransitions) {
     EXPECT_FALSE(parse_box_status("paused"));
 }
 
+TEST(BoxStatus, EveryPredicate) {
+    using enum BoxStatus;
+    struct Row {
+        BoxStatus status;
+        bool running, configured, stopped, transient, start, stop, remove, exec;
+    };
+    const Row rows[] = {
+        {Unknown, false, false, false, false, false, false, true, false},
+        {Configured, false, true, false, false, true, false, true, true},
+        {Running, true, false, false, false, false, true, false, true},
+        {Stopping, false, false, false, true, false, false, false, false},
+        {Stopped, false, false, true, false, true, false, true, true},
+    };
+    for (const auto& r : rows) {
+        SCOPED_TRACE(to_string(r.status));
+        EXPECT_EQ(is_running(r.status), r.running);
+        EXPECT_EQ(is_active(r.status), r.running);
+        EXPECT_EQ(is_configured(r.status), r.configured);
+        EXPECT_EQ(is_stopped(r.status), r.stopped);
+        EXPECT_EQ(is_transient(r.status), r.transient);
+        EXPECT_EQ(can_start(r.status), r.start);
+        EXPECT_EQ(can_stop(r.status), r.stop);
+        EXPECT_EQ(can_remove(r.status), r.remove);
+        EXPECT_EQ(can_exec(r.status), r.exec);
+        EXPECT_EQ(parse_box_status(to_string(r.status)), r.status);
+    }
+}
+
+TEST(BoxStatus, TheWholeTransitionTable) {
+    using enum BoxStatus;
+    const BoxStatus all[] = {Unknown, Configured, Running, Stopping, Stopped};
+    // allowed[from][to], in the order of `all`.
+    const bool allowed[5][5] = {
+        /* Unknown    -> */ {true, true, true, true, true},
+        /* Configured -> */ {true, false, true, false, true},
+        /* Running    -> */ {true, false, false, true, true},
+        /* Stopping   -> */ {true, false, false, false, true},
+        /* Stopped    -> */ {true, false, true, false, false},
+    };
+    for (std::size_t f = 0; f < 5; ++f) {
+        for (std::size_t t = 0; t < 5; ++t) {
+            EXPECT_EQ(can_transition(all[f], all[t]), allowed[f][t]) << to_string(all[f]) << " -> " << to_string(all[t]);
+            BoxState state;
+            state.status = all[f];
+            auto moved = state.transition_to(all[t]);
+            EXPECT_EQ(moved.has_value(), allowed[f][t]);
+            EXPECT_EQ(state.status, allowed[f][t] ? all[t] : all[f]);
+            if (!moved) {
+                EXPECT_EQ(moved.error().kind(), ErrorKind::InvalidState);
+            }
+        }
+    }
+}
+
+TEST(BoxCommand, BuilderKeepsEverySetting) {
+    auto cmd = BoxCommand("env").arg("-0").env("A", "1").env("B", "2").working_dir("/srv").tty(true).user("1000:1000");
+    EXPECT_EQ(cmd.program(), "env");
+    EXPECT_EQ(cmd.arguments(), std::vector<std::string>{"-0"});
+    EXPECT_EQ(cmd.environment(), (std::vector<std::pair<std::string, std::string>>{{"A", "1"}, {"B", "2"}}));
+    EXPECT_EQ(cmd.working_directory(), "/srv");
+    EXPECT_TRUE(cmd.is_tty());
+    EXPECT_EQ(cmd.user_name(), "1000:1000");
+    EXPECT_FALSE(cmd.timeout_value());
+    // Defaults: nothing set means the box's own (image, BoxOptions) values.
+    const BoxCommand plain("true");
+    EXPECT_TRUE(plain.arguments().empty());
+    EXPECT_TRUE(plain.environment().empty());
+    EXPECT_FALSE(plain.working_directory());
+    EXPECT_FALSE(plain.is_tty());
+    EXPECT_FALSE(plain.user_name());
+    // The lvalue form builds the same command as the chained temporary.
+    BoxCommand step("env");
+    step.arg("-0");
+    step.env("A", "1");
+    step.env("B", "2");
+    step.working_dir("/srv");
+    step.tty(true);
+    step.user("1000:1000");
+    EXPECT_EQ(step, cmd);
+}
+
+TEST(SecurityOptions, TheWholeOptionsAreValidatedWithTheBox) {
+    auto o = valid();
+    o.security.chroot_base = "relative/jail";
+    EXPECT_EQ(config_error(o), "configuration error: chroot_base relative/jail must be an absolute path without '..' "
+                               "(or disable chroot)");
+    o.security.chroot_base = "/srv/../etc";
+    EXPECT_NE(config_error(o), "ok");
+    o.security.chroot_enabled = false;  // the base is not used then
+    EXPECT_EQ(config_error(o), "ok");
+    o.security = SecurityOptions::standard();
+    o.security.env_allowlist.push_back("BAD NAME");
+    EXPECT_NE(config_error(o).find("env_allowlist entry 'BAD NAME'"), std::string::npos);
+    o.security = SecurityOptions::standard();
+    o.security.resource_limits.max_open_files = 0;
+    EXPECT_NE(config_error(o).find("security.resource_limits: resource limit max_open_files"), std::string::npos)
+        << config_error(o);
+    for (const auto& preset : {SecurityOptions::development(), SecurityOptions::standard(), SecurityOptions::maximum()}) {
+        EXPECT_TRUE(validate(preset));
+    }
+    // The builder applies the same rules.
+    EXPECT_FALSE(SecurityOptionsBuilder::standard().allow_env("A=B").build());
+    EXPECT_TRUE(SecurityOptionsBuilder::standard().chroot_enabled(false).chroot_base("relative").build());
+}
+
+TEST(BoxOptions, EntrypointAndCmdArguments) {
+    auto o = valid();
+    o.entrypoint = std::vector<std::string>{""};
+    EXPECT_EQ(config_error(o), "configuration error: entrypoint, when set, must name a program");
+    o.entrypoint = std::vector<std::string>{"/bin/sh", std::string("-c\0x", 4)};
+    EXPECT_EQ(config_error(o), "configuration error: entrypoint and cmd arguments must not contain NUL");
+    o.entrypoint.reset();
+    o.cmd = std::vector<std::string>{std::string("a\0b", 3)};
+    EXPECT_NE(config_error(o), "ok");
+    o.cmd = std::vector<std::string>{};  // an empty cmd is allowed: the entrypoint alone runs
+    EXPECT_EQ(config_error(o), "ok");
+}
+
+TEST(Formatters, EnumsAndRuntimeOptions) {
+    EXPECT_EQ(fmt::format("{}", NetworkMode::Enabled), "enabled");
+    EXPECT_EQ(fmt::format("{}", NetworkMode::Disabled), "disabled");
+    EXPECT_EQ(fmt::format("{}", PortProtocol::Tcp), "tcp");
+    EXPECT_EQ(fmt::format("{:>5}", PortProtocol::Udp), "  udp");  // the usual string specs apply
+    BoxliteOptions options;
+    options.home_dir = "/var/lib/boxlite";
+    options.image_registries = {"ghcr.io", "docker.io"};
+    options.engine = EngineKind::Namespace;
+    EXPECT_EQ(fmt::format("{}", options), "home /var/lib/boxlite, engine namespace, registries ghcr.io, docker.io");
+    options.image_registries.clear();
+    EXPECT_EQ(fmt::format("{}", options), "home /var/lib/boxlite, engine namespace, registries none");
+}
+
 TEST(Formatters, InfoStateConfigCommandMetrics) {
     BoxConfig config;
     config.name = "web";
@@ -340,7 +472,7 @@ TEST(Json, BoxConfigAndStateRoundTrip) {
     BoxState state;
     state.status = BoxStatus::Running;
     state.handle = EngineHandle{7, 99, "unix:/x"};
-    state.container_id = ContainerID::generate().str();
+    state.container_id = ContainerID::generate();
     state.started_at = std::chrono::system_clock::now();
     auto state_back = parse_json_as<BoxState>(to_json_text(state), "state");
     ASSERT_TRUE(state_back);
@@ -358,6 +490,12 @@ TEST(Json, HostileInputIsAnErrorNotACrash) {
         ASSERT_FALSE(r) << text;
         EXPECT_EQ(r.error().kind(), ErrorKind::MetadataError) << text;
     }
+    // A container id must be one.
+    auto bad_container = parse_json_as<BoxState>(R"({"status": "running", "container_id": "abc"})", "state");
+    ASSERT_FALSE(bad_container);
+    EXPECT_EQ(bad_container.error().kind(), ErrorKind::MetadataError);
+    EXPECT_NE(bad_container.error().message().find("container id 'abc'"), std::string::npos)
+        << bad_container.error().message();
     // Missing keys take defaults (older records still load).
     auto minimal = parse_json_as<BoxConfig>(R"({"id": "01JJNH8QW3ZKABCDEFGHJKMNPQ"})", "config");
     ASSERT_TRUE(minimal) << minimal.error().to_string();

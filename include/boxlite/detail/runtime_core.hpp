@@ -9,6 +9,11 @@
 // calls for different boxes from several threads (every engine and transport in BoxLite does).
 // Other processes share the storage only: state is re-read from storage at the start of every
 // operation, never cached.
+//
+// Looking at a box (get, lookup, list_info, info, metrics) never takes its lock, yet may find
+// its engine dead and record it Stopped: that write is a compare-and-swap
+// (Storage::update_state_if), so it never overwrites what a concurrent start() or stop() wrote.
+// A box found dead with auto_remove is then removed, under its lock, as stop() would have done.
 #pragma once
 
 #include <boxlite/box_config.hpp>
@@ -31,6 +36,7 @@
 
 #include <cerrno>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -107,16 +113,17 @@ public:
     // --- runtime operations -------------------------------------------------------------
 
     BoxliteResult<BoxRecord> create(const BoxOptions& box_options, std::optional<std::string> name) {
-        // Everything is checked before anything is written: a rejected create leaves no trace.
-        if (auto ok = validate_box_options(box_options, settings_.host_cpus); !ok) {
+        auto reject = [this](BoxliteError error) {
             ++boxes_failed_;
-            return fail(ok.error());
-        }
+            return fail(std::move(error));
+        };
+        // Everything is checked before anything is written: a rejected create leaves no trace.
+        if (auto ok = validate_box_options(box_options, settings_.host_cpus); !ok) return reject(ok.error());
         if (name) {
-            if (auto ok = validate_name(*name); !ok) {
-                ++boxes_failed_;
-                return fail(ok.error());
-            }
+            if (auto ok = validate_name(*name); !ok) return reject(ok.error());
+            // Before the image is pulled and pinned, so a taken name costs nothing. insert()
+            // checks again: another thread or process may take the name meanwhile.
+            if (auto ok = check_name_free(*name); !ok) return reject(ok.error());
         }
         BoxConfig config;
         config.name = std::move(name);
@@ -124,35 +131,37 @@ public:
         config.engine = std::string(engine_.kind());
         // An image is pulled now, as `docker create` does, and pinned to the box: a start never
         // waits for the network, and a tag moved later does not change what the box runs.
-        const auto t_image = Clock::now();
         const auto* image = config.options.rootfs.as_image();
+        BoxMetrics stages;
         if (image != nullptr) {
+            const auto t0 = Clock::now();
             auto prepared = prepare_rootfs(config);
-            if (!prepared) {
-                ++boxes_failed_;
-                return fail(prepared.error());
-            }
+            if (!prepared) return reject(prepared.error());
+            const std::chrono::nanoseconds elapsed = Clock::now() - t0;
+            const auto build = prepared->build_time.value_or(std::chrono::nanoseconds::zero());
+            // A provider that does not time its pull: all of the call but the build was the pull.
+            stages.stage_image_prepare_ms = to_ms(prepared->pull_time.value_or(elapsed - std::min(build, elapsed)));
+            if (prepared->build_time) stages.stage_guest_rootfs_ms = to_ms(*prepared->build_time);
         }
-        const auto image_ms = ms_between(t_image, Clock::now());
         BoxState state;
         state.status = BoxStatus::Configured;
         auto inserted = with_storage([&](S& s) { return s.insert(config, state); });
         if (!inserted) {
-            ++boxes_failed_;
             if (image != nullptr) release_image(config);
-            return fail(inserted.error());
+            return reject(inserted.error());
         }
         if (image != nullptr) {
             auto counters = counters_for(config.id);
             std::lock_guard lock(counters->timings_mutex);
-            counters->timings.stage_image_prepare_ms = image_ms;
+            counters->timings.stage_image_prepare_ms = stages.stage_image_prepare_ms;
+            counters->timings.stage_guest_rootfs_ms = stages.stage_guest_rootfs_ms;
         }
         ++boxes_created_;
         return BoxRecord{std::move(config), std::move(state)};
     }
 
     /// By exact name, full id, or unique id prefix; the state is refreshed (a dead engine
-    /// process makes a Running box Stopped).
+    /// process makes a Running box Stopped; a dead auto_remove box is removed: NotFound).
     BoxliteResult<BoxRecord> lookup(std::string_view id_or_name) {
         BOXLITE_TRY(auto record, with_storage([&](S& s) { return s.lookup(id_or_name); }));
         return refresh(std::move(record));
@@ -168,8 +177,13 @@ public:
         std::vector<BoxInfo> out;
         out.reserve(records.size());
         for (auto& record : records) {
-            BOXLITE_TRY(auto fresh, refresh(std::move(record)));
-            out.push_back(BoxInfo::from(fresh.config, fresh.state));
+            auto fresh = refresh(std::move(record));
+            if (!fresh) {
+                // Removed since list() (by another thread or process, or by auto_remove just now).
+                if (fresh.error().kind() == ErrorKind::NotFound) continue;
+                return fail(fresh.error());
+            }
+            out.push_back(BoxInfo::from(fresh->config, fresh->state));
         }
         return out;
     }
@@ -198,13 +212,15 @@ public:
         return start_locked(id).map([](const EngineHandle&) {});
     }
 
+    /// With auto_remove the box is removed once stopped — also when it was found stopped
+    /// already (its engine died).
     BoxliteResult<void> stop(const BoxID& id) {
         BOXLITE_TRY(auto box_lock, lock_box(id));
-        BOXLITE_TRY(auto record, get(id));
+        BOXLITE_TRY(auto record, load_locked(id));
         auto& state = record.state;
         switch (state.status) {
             case BoxStatus::Stopped:
-                return {};  // idempotent, as `boxlite stop` on a stopped box
+                break;  // idempotent, as `boxlite stop` on a stopped box
             case BoxStatus::Stopping:
                 return fail(ErrorKind::InvalidState, "cannot stop box {}: it is already stopping", id);
             case BoxStatus::Unknown:
@@ -310,6 +326,22 @@ public:
     }
 
 private:
+    /// AlreadyExists when a box is named `name`. Through lookup(), so a dead auto_remove box
+    /// that held the name is removed first and its name is free again.
+    BoxliteResult<void> check_name_free(const std::string& name) {
+        auto existing = lookup(name);
+        if (existing) {
+            if (existing->config.name == name) {
+                return fail(ErrorKind::AlreadyExists, "box with name '{}' already exists ({})", name,
+                            existing->config.id);
+            }
+            return {};  // the name only looks like the id (prefix) of another box
+        }
+        const auto kind = existing.error().kind();
+        if (kind == ErrorKind::NotFound || kind == ErrorKind::InvalidArgument) return {};  // nothing, or an ambiguous prefix
+        return fail(existing.error());
+    }
+
     template <class F>
     auto with_storage(F&& f) {
         std::lock_guard lock(storage_mutex_);
@@ -338,7 +370,18 @@ private:
         int fd_;
     };
 
+    /// The box's lock, waiting for it. NotFound (and nothing created) when the box does not
+    /// exist, also when it was removed while this call waited for the lock.
     BoxliteResult<BoxLock> lock_box(const BoxID& id) {
+        BOXLITE_TRY(auto lock, acquire_box_lock(id, /*wait=*/true));
+        if (!lock) return fail(ErrorKind::Internal, "waiting for the lock of box {} returned without it", id);
+        return std::move(*lock);
+    }
+
+    /// The box's lock if nobody holds it now (nullopt when a thread or process does).
+    BoxliteResult<std::optional<BoxLock>> try_lock_box(const BoxID& id) { return acquire_box_lock(id, /*wait=*/false); }
+
+    BoxliteResult<std::optional<BoxLock>> acquire_box_lock(const BoxID& id, bool wait) {
         std::shared_ptr<std::mutex> mutex;
         {
             std::lock_guard lock(locks_mutex_);
@@ -346,21 +389,49 @@ private:
             if (!slot) slot = std::make_shared<std::mutex>();
             mutex = slot;
         }
-        std::unique_lock<std::mutex> held(*mutex);
+        std::unique_lock<std::mutex> held(*mutex, std::defer_lock);
+        if (wait) held.lock();
+        else if (!held.try_lock()) return std::nullopt;
+        // The folder and lock file are only made for a box that exists, so a start or stop on
+        // a stale handle, or the loser of a remove race, leaves no empty boxes/<id>/ behind.
+        if (auto exists = require_exists(id); !exists) {
+            forget_lock(id, mutex);
+            return fail(exists.error());
+        }
         const auto dir = layout_.box_dir(id);
         std::error_code ec;
         std::filesystem::create_directories(dir, ec);
+        if (ec) return fail(ErrorKind::Storage, "creating {}: {}", dir.string(), ec.message());
         const auto path = dir / ".lock";
         const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
         if (fd < 0) return fail_errno(ErrorKind::Storage, fmt::format("opening lock {}", path.string()), errno);
-        while (::flock(fd, LOCK_EX) != 0) {
-            if (errno != EINTR) {
-                const int saved = errno;
-                ::close(fd);
-                return fail_errno(ErrorKind::Storage, fmt::format("locking {}", path.string()), saved);
-            }
+        while (::flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) != 0) {
+            if (errno == EINTR) continue;
+            const int saved = errno;
+            ::close(fd);
+            if (!wait && saved == EWOULDBLOCK) return std::nullopt;
+            return fail_errno(ErrorKind::Storage, fmt::format("locking {}", path.string()), saved);
         }
-        return BoxLock(std::move(mutex), std::move(held), fd);
+        // Another process may have removed the box (folder included) while we waited for its
+        // lock; then the folder and lock file are ours, made after the removal: take them back.
+        if (auto exists = require_exists(id); !exists) {
+            ::close(fd);
+            std::filesystem::remove(path, ec);
+            std::filesystem::remove(dir, ec);  // only when empty
+            forget_lock(id, mutex);
+            return fail(exists.error());
+        }
+        return std::optional<BoxLock>(BoxLock(std::move(mutex), std::move(held), fd));
+    }
+
+    BoxliteResult<void> require_exists(const BoxID& id) {
+        return with_storage([&](S& s) { return s.get(id); }).map([](const BoxRecord&) {});
+    }
+
+    /// Drops the per-box mutex of a box that is gone (the holder keeps its own reference).
+    void forget_lock(const BoxID& id, const std::shared_ptr<std::mutex>& mutex) {
+        std::lock_guard lock(locks_mutex_);
+        if (auto it = box_locks_.find(id); it != box_locks_.end() && it->second == mutex) box_locks_.erase(it);
     }
 
     std::shared_ptr<BoxCounters> counters_for(const BoxID& id) {
@@ -376,18 +447,59 @@ private:
         return process_alive(handle.pid, handle.pid_start_time);
     }
 
+    /// Running or Stopping, but its engine process is gone.
+    bool engine_gone(const BoxRecord& record) const {
+        const auto& state = record.state;
+        return (is_running(state.status) || is_transient(state.status)) &&
+               (!state.handle || !handle_alive(record.config, *state.handle));
+    }
+
+    /// A box that has stopped and is to be removed when it stops.
+    static bool should_reap(const BoxRecord& record) {
+        return record.config.options.auto_remove && is_stopped(record.state.status);
+    }
+
     /// A Running or Stopping box whose engine process is gone is Stopped: a dead shim is never
-    /// Running. Persisted so every process sees the same.
-    BoxliteResult<BoxRecord> refresh(BoxRecord record) {
-        auto& state = record.state;
-        if ((is_running(state.status) || is_transient(state.status)) &&
-            (!state.handle || !handle_alive(record.config, *state.handle))) {
-            BOXLITE_TRY_VOID(state.transition_to(BoxStatus::Stopped));
-            state.handle.reset();
-            auto updated = with_storage([&](S& s) { return s.update_state(record.config.id, state); });
-            if (!updated && updated.error().kind() != ErrorKind::NotFound) return fail(updated.error());
+    /// Running. Persisted so every process sees the same, by compare-and-swap: when the state
+    /// changed since it was read (a start or stop, which hold the box lock, or another
+    /// reader), the new state is judged instead and nothing is overwritten.
+    BoxliteResult<BoxRecord> settle(BoxRecord record) {
+        constexpr int kAttempts = 16;  // each retry means someone else changed the state
+        for (int attempt = 0; attempt < kAttempts && engine_gone(record); ++attempt) {
+            BoxState stopped = record.state;
+            BOXLITE_TRY_VOID(stopped.transition_to(BoxStatus::Stopped));
+            stopped.handle.reset();
+            const auto& id = record.config.id;
+            BOXLITE_TRY(const bool swapped,
+                        with_storage([&](S& s) { return s.update_state_if(id, record.state, stopped); }));
+            if (swapped) {
+                record.state = std::move(stopped);
+                return record;
+            }
+            BOXLITE_TRY(record, with_storage([&](S& s) { return s.get(id); }));
         }
         return record;
+    }
+
+    /// The current record of a box whose lock this thread holds.
+    BoxliteResult<BoxRecord> load_locked(const BoxID& id) {
+        BOXLITE_TRY(auto record, with_storage([&](S& s) { return s.get(id); }));
+        return settle(std::move(record));
+    }
+
+    /// What a look (get, lookup, list) reports: the settled record, or NotFound when the box had
+    /// stopped with auto_remove and is removed now. The removal takes the box lock without
+    /// waiting: when someone holds it, they decide (a start runs the box again, a stop removes it).
+    BoxliteResult<BoxRecord> refresh(BoxRecord record) {
+        BOXLITE_TRY(record, settle(std::move(record)));
+        if (!should_reap(record)) return record;
+        const auto id = record.config.id;
+        BOXLITE_TRY(auto box_lock, try_lock_box(id));
+        if (!box_lock) return record;
+        BOXLITE_TRY(auto current, load_locked(id));
+        if (!should_reap(current)) return current;
+        BOXLITE_TRY_VOID(remove_locked(id, false));
+        return fail(ErrorKind::NotFound, "{} (it stopped, and auto_remove removed it)", id);
     }
 
     BoxliteResult<void> stop_engine(const BoxConfig& config, const EngineHandle& handle) {
@@ -412,10 +524,15 @@ private:
 
     BoxliteResult<EngineHandle> start_locked(const BoxID& id, bool for_exec = false) {
         const auto t0 = Clock::now();
-        BOXLITE_TRY(auto record, get(id));
+        BOXLITE_TRY(auto record, load_locked(id));
         auto& state = record.state;
         const auto& config = record.config;
         if (is_running(state.status) && state.handle) return *state.handle;
+        if (should_reap(record)) {
+            // It stopped (its engine died) and was to be removed then: it is gone, as after stop().
+            BOXLITE_TRY_VOID(remove_locked(id, false));
+            return fail(ErrorKind::NotFound, "{} (it stopped, and auto_remove removed it)", id);
+        }
         if (!can_start(state.status)) {
             if (for_exec) {
                 return fail(ErrorKind::InvalidState, "cannot execute on {} box {}", state.status, id);
@@ -434,6 +551,7 @@ private:
         };
         if (auto ok = engine_.available(); !ok) return fail_start(ok.error());
 
+        const auto t_fs = Clock::now();
         std::error_code ec;
         const auto box_dir = layout_.box_dir(id);
         std::filesystem::create_directories(box_dir, ec);
@@ -441,22 +559,23 @@ private:
             return fail_start(BoxliteError(ErrorKind::Storage,
                                            fmt::format("creating {}: {}", box_dir.string(), ec.message())));
         }
-        const auto t_fs = Clock::now();
+        const auto t_config = Clock::now();
 
+        // The box's pinned image: no pull; a build only when the cached tree or disk is gone.
         auto prepared = prepare_rootfs(config);
         if (!prepared) return fail_start(prepared.error());
-        const auto t_image = Clock::now();
-
         EngineLaunch launch;
         launch.config = &config;
         launch.box_dir = box_dir;
         launch.rootfs = prepared->path;
         merge_launch_defaults(config.options, prepared->defaults, launch);
-        const auto t_config = Clock::now();
+        EngineStartTimings engine_timings;
+        launch.timings = &engine_timings;
+        const auto t_spawn = Clock::now();
 
         auto handle = engine_.start(launch);
         if (!handle) return fail_start(handle.error());
-        const auto t_spawn = Clock::now();
+        const auto t_ready = Clock::now();
 
         if (auto moved = state.transition_to(BoxStatus::Running); !moved) {
             (void)engine_.kill(*handle);
@@ -472,21 +591,31 @@ private:
             std::lock_guard lock(locks_mutex_);
             started_attached_.insert(id);
         }
-        const auto ms = [](auto a, auto b) { return ms_between(a, b); };
+        // Each stage is timed where it happens; create-time stages (the pull, the first build)
+        // stay unless this start redid them.
+        const auto build = prepared->build_time.value_or(std::chrono::nanoseconds::zero());
+        const std::chrono::nanoseconds config_time = t_spawn - t_config;
         auto counters = counters_for(id);
         std::lock_guard lock(counters->timings_mutex);
         auto& m = counters->timings;
-        m.stage_filesystem_setup_ms = ms(t0, t_fs);
-        m.stage_image_prepare_ms = ms(t_fs, t_image);
-        m.stage_box_config_ms = ms(t_image, t_config);
-        m.stage_box_spawn_ms = ms(t_config, t_spawn);
-        m.guest_boot_duration_ms = ms(t_config, t_spawn);
-        m.total_create_duration_ms = ms(t0, Clock::now());
+        m.stage_filesystem_setup_ms = to_ms(t_config - t_fs);
+        if (prepared->build_time) m.stage_guest_rootfs_ms = to_ms(build);
+        m.stage_box_config_ms = to_ms(config_time - std::min(build, config_time));
+        m.stage_box_spawn_ms = to_ms(t_ready - t_spawn);
+        m.guest_boot_duration_ms = optional_ms(engine_timings.guest_boot);
+        m.stage_container_init_ms = optional_ms(engine_timings.container_init);
+        m.total_create_duration_ms = to_ms(Clock::now() - t0);
         return *handle;
     }
 
-    static std::uint64_t ms_between(Clock::time_point a, Clock::time_point b) {
-        return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count());
+    template <class Rep, class Period>
+    static std::uint64_t to_ms(std::chrono::duration<Rep, Period> d) {
+        const auto count = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+        return count < 0 ? 0 : static_cast<std::uint64_t>(count);
+    }
+    static std::optional<std::uint64_t> optional_ms(const std::optional<std::chrono::nanoseconds>& d) {
+        if (!d) return std::nullopt;
+        return to_ms(*d);
     }
 
     BoxliteResult<PreparedRootfs> prepare_rootfs(const BoxConfig& config) {
@@ -512,11 +641,11 @@ private:
                         "which this build cannot do (use an image reference)",
                         engine_.kind());
         }
-        return PreparedRootfs{dir, {}, {}};
+        return PreparedRootfs{dir, {}, {}, {}, {}};
     }
 
     BoxliteResult<void> remove_locked(const BoxID& id, bool force) {
-        BOXLITE_TRY(auto record, get(id));
+        BOXLITE_TRY(auto record, load_locked(id));
         const auto status = record.state.status;
         if (!can_remove(status)) {
             if (!force) {

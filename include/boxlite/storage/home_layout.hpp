@@ -4,15 +4,20 @@
 //   boxes/<id>/  config.json (mirror of the database row), disk, console log, sockets
 //   init/        guest kernel and initramfs
 //   logs/        runtime logs
-//   lock         lock file (held shared by every open runtime, exclusively while migrating)
+//   lock         lock file (held shared by every open SqliteStorage, exclusively while one
+//                creates or migrates the database; see sqlite_storage.hpp)
 //   db/          boxes.db, images.db
+//
+// Box records hold secrets (BoxOptions::secrets, in clear: the runtime needs them at every
+// start), so boxes/, db/ and logs/ are private to the owner (0700, whatever the umask), and
+// so is the home itself when BoxLite creates it. A home that already exists keeps its mode:
+// it is the user's folder, and its private parts are protected by their own modes.
 #pragma once
 
 #include <boxlite/box_id.hpp>
 #include <boxlite/error.hpp>
 
 #include <filesystem>
-#include <system_error>
 #include <utility>
 
 namespace boxlite {
@@ -35,19 +40,10 @@ public:
     [[nodiscard]] std::filesystem::path images_db() const { return db_dir() / "images.db"; }
     [[nodiscard]] std::filesystem::path lock_file() const { return root_ / "lock"; }
 
-    /// Creates the top-level folders (idempotent). Called when storage opens, never by
-    /// validation: a rejected create must leave the home untouched.
-    [[nodiscard]] BoxliteResult<void> ensure() const {
-        for (const auto& dir : {root_, images_dir(), boxes_dir(), init_dir(), logs_dir(), db_dir()}) {
-            std::error_code ec;
-            std::filesystem::create_directories(dir, ec);
-            if (ec) {
-                return fail(ErrorKind::Storage, "cannot create BoxLite home folder {}: {}", dir.string(),
-                            ec.message());
-            }
-        }
-        return {};
-    }
+    /// Creates the top-level folders (idempotent), the private ones 0700, and tightens private
+    /// folders left wider by an older BoxLite. Called when storage opens, never by validation:
+    /// a rejected create must leave the home untouched. (lib/core/home_layout.cpp)
+    [[nodiscard]] BoxliteResult<void> ensure() const;
 
 private:
     std::filesystem::path root_;

@@ -9,6 +9,8 @@
 #include <boxlite/concepts.hpp>
 #include <boxlite/error.hpp>
 
+#include <algorithm>
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,15 +32,23 @@ namespace boxlite::detail {
     return fail(ErrorKind::NotFound, "{}", id_or_name);
 }
 
-/// Picks the match among `candidates` (boxes whose id starts with the prefix).
+/// How many of the boxes an ambiguous prefix matches the error names.
+inline constexpr std::size_t kPrefixCandidatesShown = 8;
+
+/// Picks the match among `candidates` (boxes whose id starts with the prefix; a storage may
+/// pass only the first few) out of `total` matches in all.
 [[nodiscard]] inline BoxliteResult<BoxRecord> single_prefix_match(std::string_view key,
-                                                                  std::vector<BoxRecord> candidates) {
+                                                                  std::vector<BoxRecord> candidates,
+                                                                  std::size_t total) {
     if (candidates.empty()) return not_found(key);
-    if (candidates.size() > 1) {
+    if (total < candidates.size()) total = candidates.size();
+    if (total > 1) {
         std::string ids;
-        for (const auto& c : candidates) ids += (ids.empty() ? "" : ", ") + c.config.id.short_id();
-        return fail(ErrorKind::InvalidArgument, "box id prefix '{}' is ambiguous: it matches {} ({}); give more characters",
-                    key, candidates.size(), ids);
+        const std::size_t shown = std::min(candidates.size(), kPrefixCandidatesShown);
+        for (std::size_t i = 0; i < shown; ++i) ids += (ids.empty() ? "" : ", ") + candidates[i].config.id.short_id();
+        if (total > shown) ids += fmt::format(" and {} more", total - shown);
+        return fail(ErrorKind::InvalidArgument,
+                    "box id prefix '{}' is ambiguous: it matches {} boxes ({}); give more characters", key, total, ids);
     }
     return std::move(candidates.front());
 }

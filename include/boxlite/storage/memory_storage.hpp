@@ -57,7 +57,8 @@ public:
             if (id.view() == prefix) return record;
             if (id.view().starts_with(prefix)) candidates.push_back(record);
         }
-        return detail::single_prefix_match(id_or_name, std::move(candidates));
+        const auto total = candidates.size();
+        return detail::single_prefix_match(id_or_name, std::move(candidates), total);
     }
 
     /// Oldest first: ULIDs sort by creation time, ties broken by created_at.
@@ -78,6 +79,15 @@ public:
         if (it == data_->boxes.end()) return detail::not_found(id.view());
         it->second.state = state;
         return {};
+    }
+
+    BoxliteResult<bool> update_state_if(const BoxID& id, const BoxState& expected, const BoxState& state) {
+        std::lock_guard lock(data_->mutex);
+        auto it = data_->boxes.find(id);
+        if (it == data_->boxes.end()) return detail::not_found(id.view());
+        if (it->second.state != expected) return false;
+        it->second.state = state;
+        return true;
     }
 
     BoxliteResult<void> remove(const BoxID& id) {
