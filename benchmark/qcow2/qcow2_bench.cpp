@@ -144,7 +144,7 @@ double median(std::vector<double> v) {
     return v[v.size() / 2];
 }
 
-void compare_with_qemu() {
+void compare_with_qemu(const std::string& only) {
     if (run_capture("qemu-img --version").find("qemu-img version") == std::string::npos) {
         std::printf("qemu-img not installed: peer comparison skipped\n");
         return;
@@ -153,6 +153,7 @@ void compare_with_qemu() {
     std::printf("\nQCOW2 engine vs qemu-img bench (same file, same offsets, median of %d runs, "
                 "higher ratio = ours faster)\n", kRuns);
     for (const Scenario& s : kScenarios) {
+        if (!only.empty() && std::string(s.name).find(only) == std::string::npos) continue;
         std::vector<double> ours, peer;
         for (int r = 0; r < kRuns; ++r) {
             ours.push_back(run_ours(s));
@@ -203,11 +204,15 @@ BENCHMARK(BM_SequentialWrite1M)->Repetitions(3)->ReportAggregatesOnly(true);
 
 int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
+    // --scenario=<text>: only the peer comparisons whose name contains it ("1 MiB writes").
+    std::string only;
+    for (int i = 1; i < argc; ++i)
+        if (std::string_view arg(argv[i]); arg.rfind("--scenario=", 0) == 0) only = arg.substr(11);
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     int rc = 0;
     try {
-        compare_with_qemu();
+        compare_with_qemu(only);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "qcow2 benchmark failed: %s\n", e.what());
         rc = 1;

@@ -2,10 +2,17 @@
 // writes. Implementations: RawFile (a plain file or block device) and Qcow2Image (lib/qcow2).
 //
 // Offsets and lengths are in bytes; callers (the virtio-blk device) pass 512-byte aligned
-// requests, but implementations accept any offset and length. Every call is synchronous and
-// thread-compatible (one request at a time per backend unless the implementation says more);
+// requests, but implementations accept any offset and length. Every call is synchronous.
 // `submit` is the async-friendly entry point: it completes the request — possibly later, on
-// another thread — and calls `done` exactly once.
+// another thread — and calls `done` exactly once; the default runs it inline.
+//
+// Thread safety (required of every implementation; RawFile and Qcow2Image meet it): any method
+// may be called from any thread, concurrently with any other method on the same backend — a
+// device worker thread and vCPU threads may share one. Each call behaves as if it ran alone (Qcow2Image serializes calls with an internal mutex;
+// RawFile needs none, its requests are single positional syscalls). Requests in flight together
+// complete in an unspecified order, so overlapping writes land in some order and a flush covers
+// every write that completed before it was called. The iovecs must stay valid until the call
+// returns (for submit: until `done` runs). Destruction must not race with any call.
 #pragma once
 
 #include <boxlite/error.hpp>

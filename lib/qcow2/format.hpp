@@ -51,10 +51,12 @@ inline constexpr std::uint64_t kOffsetMask = 0x00fffffffffffe00ull;  // bits 9..
 inline constexpr std::uint64_t kFlagCopied = 1ull << 63;             // refcount is exactly 1
 inline constexpr std::uint64_t kFlagCompressed = 1ull << 62;
 inline constexpr std::uint64_t kFlagZero = 1ull << 0;                // v3: reads as zeroes
-/// Bits of an L1 entry that must be zero (1..8, 56..62).
-inline constexpr std::uint64_t kL1ReservedMask = 0x7f000000000001feull;
-/// Bits of a standard L2 entry that must be zero (1..8, 56..61).
+/// Bits of an L1 entry that must be zero (0..8, 56..62); set ones make the image corrupt.
+inline constexpr std::uint64_t kL1ReservedMask = 0x7f000000000001ffull;
+/// Bits of a standard (uncompressed) L2 entry that must be zero (1..8, 56..61).
 inline constexpr std::uint64_t kL2ReservedMask = 0x3f000000000001feull;
+/// Bits of a refcount table entry that must be zero (0..8: blocks are cluster aligned).
+inline constexpr std::uint64_t kReftableReservedMask = 0x1ffull;
 
 struct Header {
     std::uint32_t version = 3;

@@ -30,11 +30,18 @@
 // read-write.
 //
 // Trust. Every number read from the file is hostile: offsets are checked for alignment, for the
-// file's bounds and against the fixed metadata before use, sizes against hard limits, and every
-// failure is a Storage error naming the image and the offending value.
+// file's bounds and against the fixed metadata before use, entries for reserved bits, sizes
+// against hard limits, and every failure is a Storage error naming the image and the offending
+// value. At open, the in-memory L1 and refcount tables give the place of every L2 table and
+// refcount block; those places must not overlap each other or the fixed metadata, and no data
+// write, allocation or free ever touches one, whether the table is cached or not. Memory is
+// bounded whatever the file claims: L2 and refcount-block caches have budgets, and check/repair
+// count references in sparse chunks under a budget, so a sparse file of many TiB costs what
+// its tables actually reference.
 #include "qcow2_image.hpp"
 
 #include "format.hpp"
+#include "image_lock.hpp"
 #include "io.hpp"
 #include "raw_file.hpp"
 
@@ -46,7 +53,9 @@
 #include <array>
 #include <cerrno>
 #include <limits>
+#include <map>
 #include <mutex>
+#include <new>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -57,6 +66,13 @@ using block::iov_length;
 using block::UniqueFd;
 
 constexpr std::uint64_t kNoEntry = std::numeric_limits<std::uint64_t>::max();
+/// Memory check() and repair() may spend on reference counters (4 bytes per cluster in the
+/// chunks the tables point into): a fully used 4 TiB image with 64 KiB clusters.
+constexpr std::uint64_t kCheckMemoryBudget = 256ull << 20;
+/// Refcount entries check() compares at most (the blocks that cover the file).
+constexpr std::uint64_t kMaxCheckClusters = 1ull << 32;
+/// Free clusters repair() lists for reuse (8 MiB of offsets); others past it stay unused.
+constexpr std::size_t kMaxFreeListAfterRepair = 1u << 20;
 
 std::uint64_t align_up(std::uint64_t value, std::uint64_t alignment) {
     return (value + alignment - 1) / alignment * alignment;
@@ -65,39 +81,114 @@ std::uint64_t div_up(std::uint64_t value, std::uint64_t divisor) {
     return value / divisor + (value % divisor != 0 ? 1 : 0);
 }
 
-/// Decodes one refcount block (1- to 64-bit big-endian entries; sub-byte ones LSB first).
-void decode_refblock(const std::uint8_t* raw, std::uint32_t order, std::vector<std::uint64_t>& out) {
-    const std::uint32_t bits = 1u << order;
-    for (std::size_t i = 0; i < out.size(); ++i) {
-        switch (bits) {
-            case 1: case 2: case 4: {
-                const std::uint64_t bit = i * bits;
-                out[i] = (raw[bit / 8] >> (bit % 8)) & ((1u << bits) - 1);
-                break;
-            }
-            case 8: out[i] = raw[i]; break;
-            case 16: out[i] = block::load_be16(raw + 2 * i); break;
-            case 32: out[i] = block::load_be32(raw + 4 * i); break;
-            default: out[i] = block::load_be64(raw + 8 * i); break;
+/// One entry of a refcount block as stored: 1- to 64-bit big-endian; sub-byte ones LSB first.
+/// Blocks stay in this form in memory, so a cached block costs one cluster whatever the width.
+std::uint64_t refcount_get(const std::uint8_t* raw, std::uint32_t order, std::uint64_t i) {
+    switch (order) {
+        case 0: case 1: case 2: {
+            const std::uint32_t bits = 1u << order;
+            const std::uint64_t bit = i * bits;
+            return (raw[bit / 8] >> (bit % 8)) & ((1u << bits) - 1);
         }
+        case 3: return raw[i];
+        case 4: return block::load_be16(raw + 2 * i);
+        case 5: return block::load_be32(raw + 4 * i);
+        default: return block::load_be64(raw + 8 * i);
     }
 }
 
-void encode_refblock(const std::vector<std::uint64_t>& in, std::uint32_t order, std::uint8_t* raw) {
-    const std::uint32_t bits = 1u << order;
-    if (bits < 8) std::memset(raw, 0, in.size() * bits / 8);
-    for (std::size_t i = 0; i < in.size(); ++i) {
-        switch (bits) {
-            case 1: case 2: case 4: {
-                const std::uint64_t bit = i * bits;
-                raw[bit / 8] = static_cast<std::uint8_t>(raw[bit / 8] | (in[i] << (bit % 8)));
-                break;
-            }
-            case 8: raw[i] = static_cast<std::uint8_t>(in[i]); break;
-            case 16: block::store_be16(raw + 2 * i, static_cast<std::uint16_t>(in[i])); break;
-            case 32: block::store_be32(raw + 4 * i, static_cast<std::uint32_t>(in[i])); break;
-            default: block::store_be64(raw + 8 * i, in[i]); break;
+void refcount_set(std::uint8_t* raw, std::uint32_t order, std::uint64_t i, std::uint64_t value) {
+    switch (order) {
+        case 0: case 1: case 2: {
+            const std::uint32_t bits = 1u << order;
+            const std::uint64_t bit = i * bits;
+            const auto mask = static_cast<std::uint8_t>(((1u << bits) - 1) << (bit % 8));
+            raw[bit / 8] = static_cast<std::uint8_t>((raw[bit / 8] & ~mask) |
+                                                     ((value << (bit % 8)) & mask));
+            break;
         }
+        case 3: raw[i] = static_cast<std::uint8_t>(value); break;
+        case 4: block::store_be16(raw + 2 * i, static_cast<std::uint16_t>(value)); break;
+        case 5: block::store_be32(raw + 4 * i, static_cast<std::uint32_t>(value)); break;
+        default: block::store_be64(raw + 8 * i, value); break;
+    }
+}
+
+/// Reference counts per host cluster, for check() and repair(). Counters exist only in chunks
+/// the metadata points into, so a hostile image that is a sparse file of many TiB costs what
+/// its tables reference, not what its length claims; and the chunks have a hard budget, so
+/// tables that point everywhere end in an error instead of an allocation the process cannot
+/// survive.
+class ReferenceCounts {
+public:
+    static constexpr std::uint64_t kChunkBits = 12;
+    static constexpr std::uint64_t kChunk = 1ull << kChunkBits;
+
+    explicit ReferenceCounts(std::uint64_t budget_bytes)
+        : max_chunks_(std::max<std::uint64_t>(1, budget_bytes / (kChunk * sizeof(std::uint32_t)))) {}
+
+    /// One more reference to `cluster`; false if that needs a chunk past the budget.
+    [[nodiscard]] bool add(std::uint64_t cluster) {
+        std::uint32_t* chunk = find(cluster >> kChunkBits, true);
+        if (chunk == nullptr) return false;
+        std::uint32_t& count = chunk[cluster & (kChunk - 1)];
+        if (count != std::numeric_limits<std::uint32_t>::max()) ++count;
+        return true;
+    }
+    [[nodiscard]] std::uint32_t get(std::uint64_t cluster) {
+        const std::uint32_t* chunk = find(cluster >> kChunkBits, false);
+        return chunk == nullptr ? 0 : chunk[cluster & (kChunk - 1)];
+    }
+    /// Calls f(cluster, count) for every referenced cluster, in ascending order.
+    template <typename F>
+    void for_each(F&& f) const {
+        for (const auto& [index, chunk] : chunks_)
+            for (std::uint64_t i = 0; i < kChunk; ++i)
+                if (chunk[i] != 0) f((index << kChunkBits) + i, chunk[i]);
+    }
+    /// Indices of the chunks that hold counters, ascending.
+    template <typename F>
+    void for_each_chunk(F&& f) const {
+        for (const auto& [index, chunk] : chunks_) f(index, chunk.get());
+    }
+    [[nodiscard]] std::uint64_t budget_bytes() const noexcept {
+        return max_chunks_ * kChunk * sizeof(std::uint32_t);
+    }
+
+private:
+    std::uint32_t* find(std::uint64_t index, bool create) {
+        if (index == last_index_) return last_;
+        auto it = chunks_.find(index);
+        if (it == chunks_.end()) {
+            if (!create) return nullptr;
+            if (chunks_.size() >= max_chunks_) return nullptr;
+            std::unique_ptr<std::uint32_t[]> chunk(new (std::nothrow) std::uint32_t[kChunk]());
+            if (!chunk) return nullptr;
+            it = chunks_.emplace(index, std::move(chunk)).first;
+        }
+        last_index_ = index;
+        last_ = it->second.get();
+        return last_;
+    }
+
+    std::map<std::uint64_t, std::unique_ptr<std::uint32_t[]>> chunks_;
+    std::uint64_t max_chunks_;
+    std::uint64_t last_index_ = std::numeric_limits<std::uint64_t>::max();
+    std::uint32_t* last_ = nullptr;
+};
+
+/// Runs one engine operation; an allocation that fails (a hostile table asking for more than
+/// the process may have, or a real shortage) becomes a Storage error instead of an exception
+/// unwinding into the block device. The engine's `failed` mark stays set if a write was cut
+/// short, so a half-done update is never built upon.
+template <typename F>
+auto guarded(std::string_view name, std::string_view op, F&& body) -> decltype(body()) {
+    try {
+        return body();
+    } catch (const std::bad_alloc&) {
+        return fail(ErrorKind::Storage, "{}: out of memory during {}", name, op);
+    } catch (const std::length_error&) {
+        return fail(ErrorKind::Storage, "{}: a table is too large to hold in memory during {}", name, op);
     }
 }
 
@@ -125,9 +216,10 @@ struct L2Table {
 };
 
 struct RefBlock {
-    std::vector<std::uint64_t> counts;
+    std::vector<std::uint8_t> raw;  // the block as stored (refcount_get/refcount_set)
     std::uint64_t offset = 0;
     bool dirty = false;
+    std::uint64_t last_use = 0;
 };
 
 struct Qcow2Image::Impl {
@@ -161,7 +253,13 @@ struct Qcow2Image::Impl {
     std::uint64_t rt_dirty_lo = kNoEntry, rt_dirty_hi = 0;
     bool rt_relocated = false;
     std::unordered_map<std::uint64_t, RefBlock> refblocks;  // key: block index
-    std::unordered_set<std::uint64_t> refblock_offsets;
+    std::uint64_t refblock_budget = 0;  // bytes of cached refcount blocks before clean ones go
+
+    // Where every L2 table and refcount block is, loaded or not, so that no data write and no
+    // allocation ever lands on one: the tables as the L1 and refcount tables named them at open
+    // (or after repair), sorted, and the ones allocated since.
+    std::vector<std::uint64_t> metadata_at_open;
+    std::unordered_set<std::uint64_t> metadata_added;
 
     std::vector<std::uint64_t> pending_free;  // host cluster offsets, one per decrement
     std::vector<std::uint64_t> free_list;     // committed-free clusters, highest first
@@ -222,36 +320,107 @@ struct Qcow2Image::Impl {
         return overlaps(rt_offset, rt_offset + std::uint64_t{rt_clusters} * cs);
     }
 
+    /// True if the cluster at `offset` (aligned) holds any metadata, cached or not.
+    [[nodiscard]] bool holds_metadata(std::uint64_t offset) const {
+        return hits_fixed_metadata(offset, cs) ||
+               std::binary_search(metadata_at_open.begin(), metadata_at_open.end(), offset) ||
+               metadata_added.count(offset) != 0;
+    }
+
+    /// Records where the L1 and refcount tables say the L2 tables and refcount blocks are, and
+    /// refuses an image where two of them, or one and the header, L1 or refcount table, share
+    /// a cluster (writing one would then silently rewrite the other). No I/O: both tables are
+    /// in memory, so this costs a sort of at most kMaxL1Bytes / 8 + kMaxRefcountTableBytes / 8
+    /// offsets. Unaligned pointers are left to the error at first use.
+    BoxliteResult<void> index_metadata() {
+        constexpr std::uint64_t kL2Tag = 1, kRefblockTag = 2, kTagMask = 511;
+        std::vector<std::uint64_t> tagged;
+        tagged.reserve(static_cast<std::size_t>(
+            std::count_if(l1.begin(), l1.end(), [](std::uint64_t e) { return (e & kOffsetMask) != 0; }) +
+            std::count_if(reftable.begin(), reftable.end(),
+                          [](std::uint64_t e) { return (e & ~kReftableReservedMask) != 0; })));
+        for (const std::uint64_t e : l1)
+            if (const std::uint64_t offset = e & kOffsetMask; offset != 0 && offset % cs == 0)
+                tagged.push_back(offset | kL2Tag);
+        for (const std::uint64_t e : reftable)
+            if (const std::uint64_t offset = e & ~kReftableReservedMask; offset != 0 && offset % cs == 0)
+                tagged.push_back(offset | kRefblockTag);
+        std::sort(tagged.begin(), tagged.end());
+        auto what = [&](std::uint64_t t) { return (t & kTagMask) == kL2Tag ? "an L2 table" : "a refcount block"; };
+        for (std::size_t i = 0; i < tagged.size(); ++i) {
+            const std::uint64_t offset = tagged[i] & ~kTagMask;
+            if (hits_fixed_metadata(offset, cs))
+                return fail(ErrorKind::Storage,
+                            "{}: overlapping metadata: {} at offset {} overlaps the header, L1 table "
+                            "or refcount table",
+                            name, what(tagged[i]), offset);
+            if (i > 0 && (tagged[i - 1] & ~kTagMask) == offset)
+                return fail(ErrorKind::Storage,
+                            "{}: overlapping metadata: {} and {} are both at offset {}", name,
+                            what(tagged[i - 1]), what(tagged[i]), offset);
+        }
+        for (auto& t : tagged) t &= ~kTagMask;
+        metadata_at_open = std::move(tagged);
+        metadata_added.clear();
+        return {};
+    }
+
     // ---- refcounts ----------------------------------------------------------------------
+    /// Drops the least recently used half of the clean cached refcount blocks once the cache
+    /// is over budget. Dirty blocks stay (they are written at the next safe point); callers
+    /// hold a block pointer only until their next load, and only a dirty one across it.
+    void trim_refblocks() {
+        if ((refblocks.size() + 1) * cs <= refblock_budget) return;
+        std::vector<std::pair<std::uint64_t, std::uint64_t>> by_age;
+        for (const auto& [index, block] : refblocks)
+            if (!block.dirty) by_age.emplace_back(block.last_use, index);
+        std::sort(by_age.begin(), by_age.end());
+        const std::size_t drop = std::max<std::size_t>(1, by_age.size() / 2);
+        for (std::size_t i = 0; i < drop && i < by_age.size(); ++i) refblocks.erase(by_age[i].second);
+    }
+
+    [[nodiscard]] bool refblocks_over_budget() const {
+        return refblocks.size() * cs > refblock_budget &&
+               std::any_of(refblocks.begin(), refblocks.end(), [](const auto& kv) { return kv.second.dirty; });
+    }
+
     BoxliteResult<RefBlock*> load_refblock(std::uint64_t index) {
         if (index >= reftable.size()) return nullptr;
-        if (auto it = refblocks.find(index); it != refblocks.end()) return &it->second;
-        const std::uint64_t offset = reftable[index] & ~std::uint64_t{511};
+        if (auto it = refblocks.find(index); it != refblocks.end()) {
+            it->second.last_use = ++use_clock;
+            return &it->second;
+        }
+        const std::uint64_t entry = reftable[index];
+        if (entry & kReftableReservedMask)
+            return fail(ErrorKind::Storage,
+                        "{}: refcount table entry {} ({:#x}) has reserved bits set; the image is "
+                        "corrupt",
+                        name, index, entry);
+        const std::uint64_t offset = entry;
         if (offset == 0) return nullptr;
         if (offset % cs != 0 || offset > file_size || cs > file_size - offset)
             return fail(ErrorKind::Storage,
                         "{}: refcount block {} at offset {} is unaligned or outside the file "
                         "({} bytes)",
                         name, index, offset, file_size);
-        if (hits_fixed_metadata(offset, cs) || l2_cache.count(offset))
+        if (hits_fixed_metadata(offset, cs))
             return fail(ErrorKind::Storage,
-                        "{}: overlapping metadata: refcount block {} at offset {} overlaps another "
-                        "table",
+                        "{}: overlapping metadata: refcount block {} at offset {} overlaps the "
+                        "header, L1 table or refcount table",
                         name, index, offset);
-        std::vector<std::uint8_t> raw(cs);
-        BOXLITE_TRY_VOID(block::pread_full(fd.get(), raw.data(), cs, offset, name));
+        trim_refblocks();
         RefBlock block;
         block.offset = offset;
-        block.counts.resize(refs_per_block);
-        decode_refblock(raw.data(), h.refcount_order, block.counts);
-        refblock_offsets.insert(offset);
+        block.raw.resize(cs);
+        block.last_use = ++use_clock;
+        BOXLITE_TRY_VOID(block::pread_full(fd.get(), block.raw.data(), cs, offset, name));
         return &refblocks.emplace(index, std::move(block)).first->second;
     }
 
     BoxliteResult<std::uint64_t> refcount(std::uint64_t cluster) {
         BOXLITE_TRY(RefBlock * block, load_refblock(cluster / refs_per_block));
         if (block == nullptr) return std::uint64_t{0};
-        return block->counts[cluster % refs_per_block];
+        return refcount_get(block->raw.data(), h.refcount_order, cluster % refs_per_block);
     }
 
     void mark_reftable_dirty(std::uint64_t index) {
@@ -274,8 +443,7 @@ struct Qcow2Image::Impl {
         // The old location stays valid on disk until the header points to the new one, so it
         // is freed in phase 4 like any other cluster.
         for (std::uint32_t i = 0; i < rt_clusters; ++i) pending_free.push_back(rt_offset + i * cs);
-        const std::uint64_t new_offset = alloc_end;
-        alloc_end += new_clusters * cs;
+        const std::uint64_t new_offset = take_from_end(new_clusters);
         reftable.resize(new_clusters * per_cluster, 0);
         rt_offset = new_offset;
         rt_clusters = static_cast<std::uint32_t>(new_clusters);
@@ -291,13 +459,13 @@ struct Qcow2Image::Impl {
         if (existing != nullptr) return existing;
         // A new block goes at the end of the file; usually it lands in the range it covers and
         // counts itself, otherwise setting its refcount recurses once into the next block.
-        const std::uint64_t offset = alloc_end;
-        alloc_end += cs;
+        const std::uint64_t offset = take_from_end(1);
         RefBlock block;
         block.offset = offset;
-        block.counts.assign(refs_per_block, 0);
+        block.raw.assign(cs, 0);
         block.dirty = true;
-        refblock_offsets.insert(offset);
+        block.last_use = ++use_clock;
+        metadata_added.insert(offset);
         RefBlock* inserted = &refblocks.emplace(index, std::move(block)).first->second;
         reftable[index] = offset;
         mark_reftable_dirty(index);
@@ -311,9 +479,24 @@ struct Qcow2Image::Impl {
                         "{}: refcount overflow on cluster {} ({} exceeds the {}-bit maximum {})",
                         name, cluster, value, h.refcount_bits(), refcount_max);
         BOXLITE_TRY(RefBlock * block, ensure_refblock(cluster / refs_per_block));
-        block->counts[cluster % refs_per_block] = value;
+        refcount_set(block->raw.data(), h.refcount_order, cluster % refs_per_block, value);
         block->dirty = true;
         return {};
+    }
+
+    /// `count` contiguous clusters at the end of the file, stepping over any that a (hostile)
+    /// L1 or refcount table entry points at beyond it.
+    std::uint64_t take_from_end(std::uint64_t count) {
+        for (;;) {
+            const std::uint64_t start = alloc_end;
+            std::uint64_t i = 0;
+            while (i < count && !holds_metadata(start + i * cs)) ++i;
+            alloc_end = start + (i + 1) * cs;
+            if (i == count) {
+                alloc_end = start + count * cs;
+                return start;
+            }
+        }
     }
 
     /// Hands out one cluster, reusing committed-free ones first. `fresh`: reads as zeroes.
@@ -325,10 +508,10 @@ struct Qcow2Image::Impl {
                 free_list.pop_back();
                 fresh = false;
             } else {
-                offset = alloc_end;
-                alloc_end += cs;
+                offset = take_from_end(1);
                 fresh = offset >= fresh_from;
             }
+            if (holds_metadata(offset)) continue;  // never hand out a table's cluster
             BOXLITE_TRY(std::uint64_t current, refcount(offset >> cb));
             if (current != 0) continue;  // a hostile refcount past the end: skip, never share
             BOXLITE_TRY_VOID(set_refcount(offset >> cb, 1));
@@ -356,7 +539,11 @@ struct Qcow2Image::Impl {
     }
 
     // ---- L2 tables ----------------------------------------------------------------------
+    /// Called only where no request has data in flight that a metadata write-out could map
+    /// before it is written (see write()).
     BoxliteResult<void> evict_if_needed() {
+        // Dirty refcount blocks accumulate between write-outs; this is where they may go.
+        if (refblocks_over_budget()) BOXLITE_TRY_VOID(write_metadata(false));
         if ((l2_cache.size() + 1) * cs <= options.l2_cache_bytes || l2_cache.empty()) return {};
         bool any_clean = std::any_of(l2_cache.begin(), l2_cache.end(),
                                      [](const auto& kv) { return !kv.second.dirty; });
@@ -380,6 +567,10 @@ struct Qcow2Image::Impl {
             return last_l2;
         }
         const std::uint64_t entry = l1[index];
+        if (entry & kL1ReservedMask)
+            return fail(ErrorKind::Storage,
+                        "{}: L1 entry {} ({:#x}) has reserved bits set; the image is corrupt", name,
+                        index, entry);
         std::uint64_t offset = entry & kOffsetMask;
         if (offset == 0) {
             if (!allocate) return nullptr;
@@ -390,6 +581,7 @@ struct Qcow2Image::Impl {
             table.entries.assign(l2_entries, 0);
             table.dirty = true;
             table.last_use = ++use_clock;
+            metadata_added.insert(offset);
             L2Table* inserted = &l2_cache.insert_or_assign(offset, std::move(table)).first->second;
             l1[index] = offset | kFlagCopied;
             l1_dirty_lo = std::min(l1_dirty_lo, index);
@@ -410,7 +602,7 @@ struct Qcow2Image::Impl {
                             "{}: L1 entry {} points to an L2 table at offset {} that is unaligned "
                             "or outside the file ({} bytes)",
                             name, index, offset, file_size);
-            if (hits_fixed_metadata(offset, cs) || refblock_offsets.count(offset))
+            if (hits_fixed_metadata(offset, cs))
                 return fail(ErrorKind::Storage,
                             "{}: overlapping metadata: the L2 table at offset {} (L1 entry {}) "
                             "overlaps the header, L1 table or refcount structures",
@@ -432,11 +624,9 @@ struct Qcow2Image::Impl {
 
     // ---- metadata write-out (the ordering of the primer) ----------------------------------
     BoxliteResult<void> write_refblocks() {
-        std::vector<std::uint8_t> raw(cs);
         for (auto& [index, block] : refblocks) {
             if (!block.dirty) continue;
-            encode_refblock(block.counts, h.refcount_order, raw.data());
-            BOXLITE_TRY_VOID(pwrite(raw.data(), cs, block.offset));
+            BOXLITE_TRY_VOID(pwrite(block.raw.data(), cs, block.offset));
             block.dirty = false;
         }
         return {};
@@ -508,6 +698,8 @@ struct Qcow2Image::Impl {
         if (!pending_free.empty()) {
             std::vector<std::uint64_t> freed;
             for (const std::uint64_t offset : pending_free) {
+                // A (corrupt) data entry that pointed at a table must not free the table.
+                if (holds_metadata(offset)) continue;
                 const std::uint64_t cluster = offset >> cb;
                 BOXLITE_TRY(std::uint64_t current, refcount(cluster));
                 if (current == 0)
@@ -517,6 +709,9 @@ struct Qcow2Image::Impl {
                                 name, offset);
                 BOXLITE_TRY_VOID(set_refcount(cluster, current - 1));
                 if (current == 1) freed.push_back(offset);
+                // Decrements are safe to write at any point of this phase: keep the cache bounded
+                // when a discard freed clusters all over the image.
+                if (refblocks_over_budget()) BOXLITE_TRY_VOID(write_refblocks());
             }
             pending_free.clear();
             BOXLITE_TRY_VOID(write_refblocks());
@@ -589,12 +784,25 @@ struct Qcow2Image::Impl {
         return {};
     }
 
+    /// Standard L2 entries with reserved bits set are corrupt (as `qemu-img check` says); the
+    /// bits may mean something we do not know, so the entry is not used at all.
+    BoxliteResult<void> check_l2_entry(std::uint64_t entry, std::uint64_t guest) const {
+        if (!(entry & kFlagCompressed) && (entry & kL2ReservedMask))
+            return fail(ErrorKind::Storage,
+                        "{}: the L2 entry for guest offset {} ({:#x}) has reserved bits set; the "
+                        "image is corrupt",
+                        name, guest, entry);
+        return {};
+    }
+
     BoxliteResult<std::uint64_t> lookup(std::uint64_t guest) {
         const std::uint64_t index = guest / h.bytes_per_l2();
         if (index >= l1.size()) return std::uint64_t{0};
         BOXLITE_TRY(L2Table * table, l2_table(index, false));
         if (table == nullptr) return std::uint64_t{0};
-        return table->entries[(guest >> cb) & (l2_entries - 1)];
+        const std::uint64_t entry = table->entries[(guest >> cb) & (l2_entries - 1)];
+        BOXLITE_TRY_VOID(check_l2_entry(entry, guest));
+        return entry;
     }
 
     BoxliteResult<void> read(std::uint64_t offset, std::span<const iovec> iov) {
@@ -722,12 +930,14 @@ struct Qcow2Image::Impl {
             BOXLITE_TRY(L2Table * table, l2_table(l1_index, true));
             std::uint64_t& slot = table->entries[(guest >> cb) & (l2_entries - 1)];
             const std::uint64_t entry = slot;
+            BOXLITE_TRY_VOID(check_l2_entry(entry, guest));
             const std::uint64_t host = entry & kOffsetMask;
             const bool in_place = host != 0 && !(entry & kFlagCompressed) && (entry & kFlagCopied) &&
                                   !(v3() && (entry & kFlagZero));
             if (in_place) {
                 BOXLITE_TRY_VOID(check_data_offset(host, guest));
-                if (hits_fixed_metadata(host, cs) || l2_cache.count(host) || refblock_offsets.count(host))
+                // Every L2 table and refcount block is known (holds_metadata), loaded or not.
+                if (holds_metadata(host))
                     return fail(ErrorKind::Storage,
                                 "{}: overlapping metadata: the data cluster for guest offset {} "
                                 "is at host offset {}, which holds metadata",
@@ -811,6 +1021,9 @@ struct Qcow2Image::Impl {
         if (new_size > kMaxVirtualSize)
             return fail(ErrorKind::InvalidArgument, "resize of {} to {} bytes: at most {} allowed",
                         name, new_size, kMaxVirtualSize);
+        if (new_size % 512 != 0)
+            return fail(ErrorKind::InvalidArgument,
+                        "resize of {} to {} bytes: the size must be a multiple of 512", name, new_size);
         const std::uint64_t needed = l1_entries_for(new_size, cb);
         if (needed * 8 > kMaxL1Bytes)
             return fail(ErrorKind::InvalidArgument,
@@ -820,8 +1033,7 @@ struct Qcow2Image::Impl {
         if (needed > l1.size()) {
             // The L1 table moves to the end of the file: new copy, barrier, header, barrier.
             const std::uint64_t clusters = div_up(needed * 8, cs);
-            const std::uint64_t new_offset = alloc_end;
-            alloc_end += clusters * cs;
+            const std::uint64_t new_offset = take_from_end(clusters);
             failed = true;
             for (std::uint64_t i = 0; i < clusters; ++i)
                 BOXLITE_TRY_VOID(set_refcount((new_offset >> cb) + i, 1));
@@ -854,14 +1066,35 @@ struct Qcow2Image::Impl {
     }
 
     // ---- check and repair ------------------------------------------------------------------
+    /// Host clusters the file and our allocations span; a reference past them is corrupt.
+    [[nodiscard]] std::uint64_t extent_clusters() const {
+        return std::max(align_up(file_size, cs), alloc_end) >> cb;
+    }
+
+    /// A refcount block exists (and is sane enough to read) for block index `b`.
+    [[nodiscard]] bool block_present(std::uint64_t b) const {
+        return b < reftable.size() && reftable[b] != 0 && !(reftable[b] & kReftableReservedMask);
+    }
+
+    /// The stored refcount, 0 where no usable block exists (check reports those entries).
+    BoxliteResult<std::uint64_t> stored_refcount(std::uint64_t cluster) {
+        if (!block_present(cluster / refs_per_block)) return std::uint64_t{0};
+        return refcount(cluster);
+    }
+
+    [[nodiscard]] tl::unexpected<BoxliteError> references_over_budget(const ReferenceCounts& refs) const {
+        return fail(ErrorKind::Storage,
+                    "{}: the tables reference clusters all over the {}-byte file; counting them "
+                    "needs more than {} MiB, the limit for check and repair",
+                    name, file_size, refs.budget_bytes() >> 20);
+    }
+
     /// Counts every reference the metadata makes. `with_refcount_structures`: count the refcount
     /// table and blocks too (check); repair builds new ones and leaves them out.
-    BoxliteResult<std::vector<std::uint32_t>> count_references(bool with_refcount_structures,
-                                                               CheckReport& report) {
-        const std::uint64_t clusters = std::max(align_up(file_size, cs), alloc_end) >> cb;
-        if (clusters > (1ull << 32))
-            return fail(ErrorKind::Storage, "{}: {} clusters is too many to check", name, clusters);
-        std::vector<std::uint32_t> refs(clusters, 0);
+    BoxliteResult<ReferenceCounts> count_references(bool with_refcount_structures, CheckReport& report) {
+        const std::uint64_t clusters = extent_clusters();
+        ReferenceCounts refs(kCheckMemoryBudget);
+        bool over_budget = false;
         auto note = [&](std::string message) {
             ++report.corruptions;
             if (report.messages.size() < 32) report.messages.push_back(std::move(message));
@@ -872,19 +1105,31 @@ struct Qcow2Image::Impl {
                     note(fmt::format("{} at offset {} lies past the end of the file", what, c << cb));
                     return;
                 }
-                if (refs[c] != std::numeric_limits<std::uint32_t>::max()) ++refs[c];
+                if (!refs.add(c)) {
+                    over_budget = true;
+                    return;
+                }
             }
         };
         add(0, cs, "header");
         add(h.l1_table_offset, l1.size() * 8, "L1 table");
         if (with_refcount_structures) {
             add(rt_offset, std::uint64_t{rt_clusters} * cs, "refcount table");
-            for (std::uint64_t i = 0; i < reftable.size(); ++i)
-                if (const std::uint64_t offset = reftable[i] & ~std::uint64_t{511}; offset != 0)
+            for (std::uint64_t i = 0; i < reftable.size(); ++i) {
+                if (reftable[i] & kReftableReservedMask)
+                    note(fmt::format("refcount table entry {} ({:#x}) has reserved bits set", i, reftable[i]));
+                if (const std::uint64_t offset = reftable[i] & ~kReftableReservedMask; offset != 0)
                     add(offset, cs, "refcount block");
+            }
         }
+        if (over_budget) return references_over_budget(refs);
         for (std::uint64_t i = 0; i < l1.size(); ++i) {
             const std::uint64_t l2_offset = l1[i] & kOffsetMask;
+            if (l1[i] & kL1ReservedMask) {
+                note(fmt::format("L1 entry {} ({:#x}) has reserved bits set", i, l1[i]));
+                if (l2_offset != 0) add(l2_offset, cs, "L2 table");
+                continue;
+            }
             if (l2_offset == 0) continue;
             add(l2_offset, cs, "L2 table");
             BOXLITE_TRY(L2Table * table, l2_table(i, false));
@@ -893,10 +1138,16 @@ struct Qcow2Image::Impl {
             for (std::uint64_t j = 0; j < l2_entries; ++j) {
                 const std::uint64_t e = entries[j];
                 if (e & kFlagCompressed) {
+                    if (e & kFlagCopied)
+                        note(fmt::format("L2 entry {} of table {} is compressed and has the COPIED flag", j, i));
                     std::uint64_t offset = 0, length = 0;
                     compressed_extent(e, offset, length);
                     add(offset, length, "compressed cluster");
-                } else if (const std::uint64_t host = e & kOffsetMask; host != 0) {
+                } else {
+                    if (e & kL2ReservedMask)
+                        note(fmt::format("L2 entry {} of table {} ({:#x}) has reserved bits set", j, i, e));
+                    const std::uint64_t host = e & kOffsetMask;
+                    if (host == 0) continue;
                     if (host % cs != 0) {
                         note(fmt::format("L2 entry {} of table {} has unaligned offset {}", j, i, host));
                         continue;
@@ -904,6 +1155,7 @@ struct Qcow2Image::Impl {
                     add(host, cs, "data cluster");
                 }
             }
+            if (over_budget) return references_over_budget(refs);
         }
         return refs;
     }
@@ -915,33 +1167,54 @@ struct Qcow2Image::Impl {
         if (!options.read_only) BOXLITE_TRY_VOID(write_metadata(false));
         CheckReport report;
         BOXLITE_TRY(auto refs, count_references(true, report));
+        const std::uint64_t clusters = extent_clusters();
         // Clusters waiting in phase 4 are still referenced by the on-disk refcounts only.
         for (const std::uint64_t offset : pending_free)
-            if ((offset >> cb) < refs.size()) ++refs[offset >> cb];
-        for (std::uint64_t c = 0; c < refs.size(); ++c) {
-            BOXLITE_TRY(const std::uint64_t stored, refcount(c));
+            if ((offset >> cb) < clusters && !refs.add(offset >> cb))
+                return references_over_budget(refs);
+        auto message = [&](std::string text) {
+            if (report.messages.size() < 32) report.messages.push_back(std::move(text));
+        };
+        auto compare = [&](std::uint64_t c, std::uint64_t stored, std::uint64_t referenced) {
             if (stored > 0) ++report.allocated_clusters;
-            if (stored < refs[c]) {
+            if (stored < referenced) {
                 ++report.corruptions;
-                if (report.messages.size() < 32)
-                    report.messages.push_back(fmt::format(
-                        "cluster {} has refcount {} but {} references", c, stored, refs[c]));
-            } else if (stored > refs[c]) {
+                message(fmt::format("cluster {} has refcount {} but {} references", c, stored, referenced));
+            } else if (stored > referenced) {
                 ++report.leaks;
-                if (report.messages.size() < 32)
-                    report.messages.push_back(fmt::format(
-                        "cluster {} leaked: refcount {}, {} references", c, stored, refs[c]));
+                message(fmt::format("cluster {} leaked: refcount {}, {} references", c, stored, referenced));
             }
+        };
+        // The stored refcounts: every block that covers part of the file, one at a time (the
+        // cache stays bounded). Refcounts past the end of the file are not looked at, as QEMU
+        // does not; the work is bounded by the blocks that exist, not by the file's length.
+        const std::uint64_t blocks = std::min<std::uint64_t>(reftable.size(), div_up(clusters, refs_per_block));
+        std::uint64_t present = 0;
+        for (std::uint64_t b = 0; b < blocks; ++b) present += block_present(b) ? 1 : 0;
+        if (present * refs_per_block > kMaxCheckClusters)
+            return fail(ErrorKind::Storage,
+                        "{}: {} refcount blocks describe {} clusters; checking is limited to {}",
+                        name, present, present * refs_per_block, kMaxCheckClusters);
+        for (std::uint64_t b = 0; b < blocks; ++b) {
+            if (!block_present(b)) continue;
+            BOXLITE_TRY(RefBlock * block, load_refblock(b));
+            const std::uint64_t first = b * refs_per_block;
+            const std::uint64_t n = std::min(refs_per_block, clusters - first);
+            for (std::uint64_t i = 0; i < n; ++i)
+                compare(first + i, refcount_get(block->raw.data(), h.refcount_order, i), refs.get(first + i));
         }
+        // References into ranges no block describes: their refcount is 0.
+        refs.for_each([&](std::uint64_t c, std::uint32_t count) {
+            if (!block_present(c / refs_per_block)) compare(c, 0, count);
+        });
         // COPIED flags must say "refcount == 1" exactly where it is.
         for (std::uint64_t i = 0; i < l1.size(); ++i) {
             const std::uint64_t l2_offset = l1[i] & kOffsetMask;
-            if (l2_offset == 0) continue;
-            BOXLITE_TRY(const std::uint64_t rc, refcount(l2_offset >> cb));
+            if (l2_offset == 0 || (l1[i] & kL1ReservedMask)) continue;
+            BOXLITE_TRY(const std::uint64_t rc, stored_refcount(l2_offset >> cb));
             if (((l1[i] & kFlagCopied) != 0) != (rc == 1)) {
                 ++report.corruptions;
-                if (report.messages.size() < 32)
-                    report.messages.push_back(fmt::format("L1 entry {}: COPIED flag disagrees with refcount {}", i, rc));
+                message(fmt::format("L1 entry {}: COPIED flag disagrees with refcount {}", i, rc));
             }
             BOXLITE_TRY(L2Table * table, l2_table(i, false));
             const std::vector<std::uint64_t> entries = table->entries;  // the next load may evict
@@ -949,12 +1222,11 @@ struct Qcow2Image::Impl {
                 const std::uint64_t e = entries[j];
                 const std::uint64_t host = e & kOffsetMask;
                 if ((e & kFlagCompressed) || host == 0 || host % cs != 0) continue;
-                BOXLITE_TRY(const std::uint64_t data_rc, refcount(host >> cb));
+                BOXLITE_TRY(const std::uint64_t data_rc, stored_refcount(host >> cb));
                 if (((e & kFlagCopied) != 0) != (data_rc == 1)) {
                     ++report.corruptions;
-                    if (report.messages.size() < 32)
-                        report.messages.push_back(fmt::format(
-                            "L2 entry {} of table {}: COPIED flag disagrees with refcount {}", j, i, data_rc));
+                    message(fmt::format("L2 entry {} of table {}: COPIED flag disagrees with refcount {}",
+                                        j, i, data_rc));
                 }
             }
         }
@@ -977,38 +1249,65 @@ struct Qcow2Image::Impl {
         if (report.corruptions > 0)
             return fail(ErrorKind::Storage, "{}: cannot repair: {}", name,
                         report.messages.empty() ? std::string("bad pointers") : report.messages.front());
-        for (std::uint64_t c = 0; c < refs.size(); ++c)
-            if (refs[c] > refcount_max)
-                return fail(ErrorKind::Storage, "{}: cluster {} has {} references: refcount overflow",
-                            name, c, refs[c]);
-        const std::uint64_t base = refs.size();
-        std::uint64_t blocks = 1, table_clusters = 1;
+        std::uint64_t overflow_cluster = kNoEntry, overflow_count = 0;
+        refs.for_each([&](std::uint64_t c, std::uint32_t count) {
+            if (count > refcount_max && overflow_cluster == kNoEntry) {
+                overflow_cluster = c;
+                overflow_count = count;
+            }
+        });
+        if (overflow_cluster != kNoEntry)
+            return fail(ErrorKind::Storage, "{}: cluster {} has {} references: refcount overflow",
+                        name, overflow_cluster, overflow_count);
+
+        // The new structures go past the end of everything (the old ones stay valid on disk
+        // until the header points at the new table), and blocks are written only where some
+        // cluster is referenced or the new structures themselves lie: the rest of a sparse
+        // file costs nothing.
+        const std::uint64_t base = extent_clusters();
+        std::vector<std::uint64_t> used_blocks;  // ascending
+        refs.for_each_chunk([&](std::uint64_t chunk, const std::uint32_t* counts) {
+            for (std::uint64_t i = 0; i < ReferenceCounts::kChunk; ++i) {
+                if (counts[i] == 0) continue;
+                const std::uint64_t b = ((chunk << ReferenceCounts::kChunkBits) + i) / refs_per_block;
+                if (used_blocks.empty() || used_blocks.back() != b) used_blocks.push_back(b);
+            }
+        });
+        const std::uint64_t first_new = base / refs_per_block;
+        std::uint64_t new_blocks = 1, table_clusters = 1, last_new = first_new;
         for (;;) {
-            const std::uint64_t total = base + blocks + table_clusters;
-            const std::uint64_t b = div_up(total, refs_per_block);
-            const std::uint64_t t = div_up(b * 8, cs);
-            if (b == blocks && t == table_clusters) break;
-            blocks = b;
+            last_new = (base + new_blocks + table_clusters - 1) / refs_per_block;
+            std::uint64_t b = used_blocks.size() + (last_new - first_new + 1);
+            if (!used_blocks.empty() && used_blocks.back() == first_new) --b;
+            const std::uint64_t t = div_up((last_new + 1) * 8, cs);
+            if (t * cs > kMaxRefcountTableBytes)
+                return fail(ErrorKind::Storage,
+                            "{}: cannot repair: refcounts for a {}-byte file need a refcount table "
+                            "of {} bytes (at most {})",
+                            name, base * cs, t * cs, kMaxRefcountTableBytes);
+            if (b == new_blocks && t == table_clusters) break;
+            new_blocks = b;
             table_clusters = t;
         }
-        if (table_clusters * cs > kMaxRefcountTableBytes)
-            return fail(ErrorKind::Storage, "{}: the refcount table would be too large", name);
-        const std::uint64_t total = base + blocks + table_clusters;
-        refs.resize(total, 1);
+        std::vector<std::uint64_t> indices = used_blocks;
+        for (std::uint64_t b = first_new; b <= last_new; ++b)
+            if (indices.empty() || indices.back() < b) indices.push_back(b);
+        const std::uint64_t total = base + new_blocks + table_clusters;
         const std::uint64_t blocks_at = base * cs;
-        const std::uint64_t table_at = (base + blocks) * cs;
+        const std::uint64_t table_at = (base + new_blocks) * cs;
         failed = true;
         std::vector<std::uint8_t> raw(cs);
-        std::vector<std::uint64_t> counts(refs_per_block);
         std::vector<std::uint64_t> new_table(table_clusters * cs / 8, 0);
-        for (std::uint64_t b = 0; b < blocks; ++b) {
+        for (std::uint64_t k = 0; k < indices.size(); ++k) {
+            const std::uint64_t b = indices[k];
+            std::fill(raw.begin(), raw.end(), 0);
             for (std::uint64_t i = 0; i < refs_per_block; ++i) {
                 const std::uint64_t c = b * refs_per_block + i;
-                counts[i] = c < total ? refs[c] : 0;
+                const std::uint64_t count = c < base ? refs.get(c) : (c < total ? 1 : 0);
+                if (count != 0) refcount_set(raw.data(), h.refcount_order, i, count);
             }
-            encode_refblock(counts, h.refcount_order, raw.data());
-            BOXLITE_TRY_VOID(pwrite(raw.data(), cs, blocks_at + b * cs));
-            new_table[b] = blocks_at + b * cs;
+            BOXLITE_TRY_VOID(pwrite(raw.data(), cs, blocks_at + k * cs));
+            new_table[b] = blocks_at + k * cs;
         }
         std::vector<std::uint8_t> table_raw(table_clusters * cs, 0);
         for (std::uint64_t i = 0; i < new_table.size(); ++i) block::store_be64(table_raw.data() + 8 * i, new_table[i]);
@@ -1032,12 +1331,19 @@ struct Qcow2Image::Impl {
         rt_clusters = static_cast<std::uint32_t>(table_clusters);
         reftable = std::move(new_table);
         refblocks.clear();
-        refblock_offsets.clear();
         alloc_end = std::max(alloc_end, total * cs);
         file_size = std::max(file_size, total * cs);
+        BOXLITE_TRY_VOID(index_metadata());
+        // Unreferenced clusters below the new structures are free again (the old refcount
+        // structures among them). Listed up to a bound: past it they just stay unused.
         free_list.clear();
-        for (std::uint64_t c = 1; c < base; ++c)
-            if (refs[c] == 0) free_list.push_back(c * cs);
+        std::uint64_t scan_end = 1;
+        refs.for_each_chunk([&](std::uint64_t chunk, const std::uint32_t*) {
+            scan_end = (chunk + 1) << ReferenceCounts::kChunkBits;
+        });
+        scan_end = std::min(scan_end, base);
+        for (std::uint64_t c = 1; c < scan_end && free_list.size() < kMaxFreeListAfterRepair; ++c)
+            if (refs.get(c) == 0) free_list.push_back(c * cs);
         std::sort(free_list.begin(), free_list.end(), std::greater<>());
         failed = false;
         return {};
@@ -1055,6 +1361,8 @@ BoxliteResult<std::unique_ptr<Qcow2Image::Impl>> open_impl(UniqueFd fd, const st
     impl->directory = std::filesystem::path(name).parent_path();
     impl->options = options;
     impl->depth = depth;
+    // Before anything is read: what we read must not change underneath us.
+    BOXLITE_TRY_VOID(block::lock_image(impl->fd.get(), !options.read_only, name));
     struct stat st {};
     if (::fstat(impl->fd.get(), &st) != 0)
         return fail_errno(ErrorKind::Storage, fmt::format("stat of {}", name), errno);
@@ -1104,6 +1412,8 @@ BoxliteResult<std::unique_ptr<Qcow2Image::Impl>> open_impl(UniqueFd fd, const st
     impl->rt_clusters = h.refcount_table_clusters;
     impl->alloc_end = align_up(impl->file_size, impl->cs);
     impl->fresh_from = impl->alloc_end;
+    impl->refblock_budget = std::max(options.refcount_cache_bytes, 4 * impl->cs);
+    BOXLITE_TRY_VOID(impl->index_metadata());
 
     if (!h.backing_file.empty()) {
         if (!options.allow_backing)
@@ -1166,13 +1476,21 @@ BoxliteResult<std::unique_ptr<block::BlockBackend>> open_disk_at_depth(
 Qcow2Image::Qcow2Image(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Qcow2Image::~Qcow2Image() {
-    if (impl_ && !impl_->options.read_only && !impl_->failed) (void)impl_->write_metadata(false);
+    if (!impl_ || impl_->options.read_only || impl_->failed) return;
+    try {
+        (void)impl_->write_metadata(false);
+    } catch (const std::exception&) {
+        // Out of memory while writing out: the image keeps at most leaks (the primer).
+    }
 }
 
 BoxliteResult<std::unique_ptr<Qcow2Image>> Qcow2Image::open_fd(int fd, const std::string& name,
                                                                const OpenOptions& options) {
-    BOXLITE_TRY(auto impl, open_impl(UniqueFd(fd), name, options, 0));
-    return std::make_unique<Qcow2Image>(std::move(impl));
+    UniqueFd owned(fd);
+    return guarded(name, "open", [&]() -> BoxliteResult<std::unique_ptr<Qcow2Image>> {
+        BOXLITE_TRY(auto impl, open_impl(std::move(owned), name, options, 0));
+        return std::make_unique<Qcow2Image>(std::move(impl));
+    });
 }
 
 BoxliteResult<std::unique_ptr<Qcow2Image>> Qcow2Image::open(const std::filesystem::path& path,
@@ -1183,8 +1501,10 @@ BoxliteResult<std::unique_ptr<Qcow2Image>> Qcow2Image::open(const std::filesyste
     return open_fd(fd, path.string(), options);
 }
 
-BoxliteResult<std::unique_ptr<Qcow2Image>> Qcow2Image::create(const std::filesystem::path& path,
-                                                              const CreateOptions& options) {
+namespace {
+
+BoxliteResult<std::unique_ptr<Qcow2Image>> create_impl(const std::filesystem::path& path,
+                                                       const CreateOptions& options) {
     const std::string name = path.string();
     if (options.cluster_bits < kMinClusterBits || options.cluster_bits > kMaxClusterBits)
         return fail(ErrorKind::InvalidArgument,
@@ -1217,6 +1537,11 @@ BoxliteResult<std::unique_ptr<Qcow2Image>> Qcow2Image::create(const std::filesys
     if (h.size > kMaxVirtualSize)
         return fail(ErrorKind::InvalidArgument, "creating {}: virtual size {} bytes (at most {})",
                     name, h.size, kMaxVirtualSize);
+    if (h.size % 512 != 0)
+        return fail(ErrorKind::InvalidArgument,
+                    "creating {}: virtual size {} bytes is not a multiple of 512 (disks are made of "
+                    "512-byte sectors)",
+                    name, h.size);
     if (kWrittenHeaderLength + 16 + align_up(h.backing_format.size(), 8) + 8 + h.backing_file.size() > cs)
         return fail(ErrorKind::InvalidArgument,
                     "creating {}: the header and backing file name do not fit in one {}-byte "
@@ -1246,67 +1571,90 @@ BoxliteResult<std::unique_ptr<Qcow2Image>> Qcow2Image::create(const std::filesys
     h.l1_table_offset = (1 + table + blocks) * cs;
     h.l1_size = static_cast<std::uint32_t>(l1_entries);
 
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    // Not O_TRUNC: an image in use (by a box, or by QEMU) must be refused before it is emptied.
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) return fail_errno(ErrorKind::Storage, fmt::format("creating {}", name), errno);
     UniqueFd owned(fd);
+    BOXLITE_TRY_VOID(block::lock_image(fd, true, name));
+    if (::ftruncate(fd, 0) != 0)
+        return fail_errno(ErrorKind::Storage, fmt::format("truncating {}", name), errno);
     std::vector<std::uint8_t> buf = encode_header(h);
     buf.resize(total * cs, 0);
     for (std::uint64_t b = 0; b < blocks; ++b)
         block::store_be64(buf.data() + cs + 8 * b, (1 + table + b) * cs);
-    std::vector<std::uint64_t> counts(per_block);
-    for (std::uint64_t b = 0; b < blocks; ++b) {
-        for (std::uint64_t i = 0; i < per_block; ++i) counts[i] = b * per_block + i < total ? 1 : 0;
-        encode_refblock(counts, h.refcount_order, buf.data() + (1 + table + b) * cs);
-    }
+    for (std::uint64_t c = 0; c < total; ++c)
+        refcount_set(buf.data() + (1 + table + c / per_block) * cs, h.refcount_order, c % per_block, 1);
     BOXLITE_TRY_VOID(block::pwrite_full(fd, buf.data(), buf.size(), 0, name));
     if (::fdatasync(fd) != 0) return fail_errno(ErrorKind::Storage, fmt::format("fdatasync of {}", name), errno);
-    return open_fd(owned.release(), name, OpenOptions{});
+    return Qcow2Image::open_fd(owned.release(), name, OpenOptions{});
 }
 
-std::uint64_t Qcow2Image::size() const noexcept { return impl_->h.size; }
-bool Qcow2Image::read_only() const noexcept { return impl_->options.read_only; }
+}  // namespace
+
+BoxliteResult<std::unique_ptr<Qcow2Image>> Qcow2Image::create(const std::filesystem::path& path,
+                                                              const CreateOptions& options) {
+    return guarded(path.string(), "create", [&] { return create_impl(path, options); });
+}
+
+// Every entry point takes the image's mutex (see the thread-safety contract in the header) and
+// turns an allocation failure into an error instead of letting it unwind into the device.
+std::uint64_t Qcow2Image::size() const noexcept {
+    std::lock_guard lock(impl_->mutex);
+    return impl_->h.size;
+}
+bool Qcow2Image::read_only() const noexcept {
+    std::lock_guard lock(impl_->mutex);
+    return impl_->options.read_only;
+}
 
 BoxliteResult<void> Qcow2Image::read(std::uint64_t offset, std::span<const iovec> buffers) {
     std::lock_guard lock(impl_->mutex);
-    return impl_->read(offset, buffers);
+    return guarded(impl_->name, "read", [&] { return impl_->read(offset, buffers); });
 }
 BoxliteResult<void> Qcow2Image::write(std::uint64_t offset, std::span<const iovec> buffers) {
     std::lock_guard lock(impl_->mutex);
-    return impl_->write(offset, buffers);
+    return guarded(impl_->name, "write", [&] { return impl_->write(offset, buffers); });
 }
 BoxliteResult<void> Qcow2Image::flush() {
     std::lock_guard lock(impl_->mutex);
     if (impl_->options.read_only) return {};
-    return impl_->write_metadata(true);
+    return guarded(impl_->name, "flush", [&] { return impl_->write_metadata(true); });
 }
 BoxliteResult<void> Qcow2Image::discard(std::uint64_t offset, std::uint64_t length) {
     std::lock_guard lock(impl_->mutex);
-    return impl_->write_zeroes(offset, length, "discard");
+    return guarded(impl_->name, "discard",
+                   [&] { return impl_->write_zeroes(offset, length, "discard"); });
 }
 BoxliteResult<void> Qcow2Image::write_zeroes(std::uint64_t offset, std::uint64_t length) {
     std::lock_guard lock(impl_->mutex);
-    return impl_->write_zeroes(offset, length, "write_zeroes");
+    return guarded(impl_->name, "write_zeroes",
+                   [&] { return impl_->write_zeroes(offset, length, "write_zeroes"); });
 }
 BoxliteResult<void> Qcow2Image::resize(std::uint64_t new_size) {
     std::lock_guard lock(impl_->mutex);
-    return impl_->resize(new_size);
+    return guarded(impl_->name, "resize", [&] { return impl_->resize(new_size); });
 }
 BoxliteResult<CheckReport> Qcow2Image::check() {
     std::lock_guard lock(impl_->mutex);
-    return impl_->check();
+    return guarded(impl_->name, "check", [&] { return impl_->check(); });
 }
 BoxliteResult<void> Qcow2Image::repair() {
     std::lock_guard lock(impl_->mutex);
-    return impl_->repair();
+    return guarded(impl_->name, "repair", [&] { return impl_->repair(); });
 }
 BoxliteResult<void> Qcow2Image::close() {
     std::lock_guard lock(impl_->mutex);
-    if (!impl_->options.read_only && !impl_->failed) BOXLITE_TRY_VOID(impl_->write_metadata(true));
+    if (!impl_->options.read_only && !impl_->failed)
+        BOXLITE_TRY_VOID(guarded(impl_->name, "close", [&] { return impl_->write_metadata(true); }));
     impl_->options.read_only = true;  // nothing left to write at destruction
+    // Another process may open the image as soon as close() returns; this object only serves
+    // reads until it is destroyed.
+    block::unlock_image(impl_->fd.get());
     return {};
 }
 
 ImageInfo Qcow2Image::info() const {
+    std::lock_guard lock(impl_->mutex);
     ImageInfo out;
     out.version = impl_->h.version;
     out.cluster_size = impl_->cs;
@@ -1323,7 +1671,9 @@ BoxliteResult<std::unique_ptr<block::BlockBackend>> open_disk(const std::filesys
                                                               bool read_only,
                                                               const std::string& format,
                                                               const OpenOptions& options) {
-    return open_disk_at_depth(path, read_only, format, options, 0);
+    return guarded(path.string(), "open", [&] {
+        return open_disk_at_depth(path, read_only, format, options, 0);
+    });
 }
 
 }  // namespace boxlite::qcow2

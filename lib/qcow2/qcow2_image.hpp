@@ -1,6 +1,15 @@
 // Qcow2Image: BoxLite's own QCOW2 engine — the copy-on-write disk behind every box
 // (boxes/<id>/disk.qcow2 over the image's cached ext4 base). See qcow2_image.cpp for the primer
 // on refcounts and crash-consistent metadata ordering.
+//
+// Thread safety: every public method (size() and info() included) takes the image's mutex, so
+// one image may be used from several threads at once (block_backend.hpp); requests run one at a
+// time, including their I/O. Backing files are separate backends with their own locks.
+//
+// Locking: an image is locked as QEMU locks it (image_lock.hpp) from open until destruction or
+// close(): read-write excludes every other opener, read-only excludes writers. A second opener —
+// another box, this process again, or qemu-img without -U — gets a Storage error "image is in
+// use by another process".
 #pragma once
 
 #include "block_backend.hpp"
@@ -30,6 +39,8 @@ struct OpenOptions {
     bool read_only = false;
     /// Upper bound for cached L2 tables; least recently used clean tables are dropped.
     std::uint64_t l2_cache_bytes = 32ull << 20;
+    /// Upper bound for cached refcount blocks (at least 4 clusters), enforced the same way.
+    std::uint64_t refcount_cache_bytes = 4ull << 20;
     /// Longest backing chain followed (a loop of backing files ends here, too).
     unsigned max_backing_depth = 16;
     /// Off for untrusted images given without their directory (the fuzzer): a backing file
@@ -87,7 +98,8 @@ public:
     BoxliteResult<CheckReport> check();
     /// Rebuilds the refcount structures from the metadata: fixes leaks and a dirty image.
     BoxliteResult<void> repair();
-    /// Flushes and reports any error a destructor would have to swallow.
+    /// Flushes and reports any error a destructor would have to swallow, then releases the
+    /// image lock: from here on the object only serves reads, and should be destroyed.
     BoxliteResult<void> close();
     [[nodiscard]] ImageInfo info() const;
 

@@ -1,5 +1,7 @@
 #include "raw_file.hpp"
 
+#include "image_lock.hpp"
+
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/ioctl.h>
@@ -18,6 +20,7 @@ BoxliteResult<std::unique_ptr<RawFile>> RawFile::open(const std::filesystem::pat
         return fail_errno(ErrorKind::Storage, fmt::format("opening raw disk {}", path.string()),
                           errno);
     UniqueFd owned(fd);
+    BOXLITE_TRY_VOID(lock_image(fd, !read_only, path.string()));
     struct stat st {};
     if (::fstat(fd, &st) != 0)
         return fail_errno(ErrorKind::Storage, fmt::format("stat of raw disk {}", path.string()),
@@ -36,12 +39,14 @@ BoxliteResult<std::unique_ptr<RawFile>> RawFile::open(const std::filesystem::pat
 
 BoxliteResult<std::unique_ptr<RawFile>> RawFile::create(const std::filesystem::path& path,
                                                         std::uint64_t size) {
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    // Not O_TRUNC: a file in use must be refused before it is emptied.
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0)
         return fail_errno(ErrorKind::Storage, fmt::format("creating raw disk {}", path.string()),
                           errno);
     UniqueFd owned(fd);
-    if (::ftruncate(fd, static_cast<off_t>(size)) != 0)
+    BOXLITE_TRY_VOID(lock_image(fd, true, path.string()));
+    if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, static_cast<off_t>(size)) != 0)
         return fail_errno(ErrorKind::Storage,
                           fmt::format("sizing raw disk {} to {} bytes", path.string(), size),
                           errno);
@@ -50,10 +55,11 @@ BoxliteResult<std::unique_ptr<RawFile>> RawFile::create(const std::filesystem::p
 
 BoxliteResult<void> RawFile::check_range(std::uint64_t offset, std::uint64_t length,
                                          std::string_view op) const {
-    if (offset > size_ || length > size_ - offset)
+    const std::uint64_t size = size_.load();
+    if (offset > size || length > size - offset)
         return fail(ErrorKind::InvalidArgument,
                     "{} of {} bytes at offset {} is past the end of {} ({} bytes)", op, length,
-                    offset, path_.string(), size_);
+                    offset, path_.string(), size);
     if (op != "read" && read_only_)
         return fail(ErrorKind::Storage, "{} on {}: the disk is open read-only", op,
                     path_.string());
@@ -105,7 +111,7 @@ BoxliteResult<void> RawFile::resize(std::uint64_t new_size) {
     if (::ftruncate(fd_.get(), static_cast<off_t>(new_size)) != 0)
         return fail_errno(ErrorKind::Storage,
                           fmt::format("resizing {} to {} bytes", path_.string(), new_size), errno);
-    size_ = new_size;
+    size_.store(new_size);
     return {};
 }
 

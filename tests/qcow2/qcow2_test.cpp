@@ -188,10 +188,37 @@ TEST_F(Qcow2Test, OverlayOverRawAndQcow2BackingChain) {
     expect_qemu_clean(dir / "top.qcow2");
     const auto cmp = run("qemu-img compare -F raw '" + (dir / "top.qcow2") + "' '" + (dir / "model.raw") + "'");
     EXPECT_EQ(cmp.exit_code, 0) << cmp.output;
-    // qemu-made overlay over ours reads identically too.
-    auto reopened = Qcow2Image::open(dir / "top.qcow2", read_only());
-    ASSERT_TRUE(reopened);
+    // A qemu-made overlay over ours (four images deep now), written by qemu-io, reads through
+    // our engine exactly as QEMU flattens it.
+    const auto overlay = dir / "overlay.qcow2";
+    ASSERT_EQ(run("qemu-img create -q -f qcow2 -b top.qcow2 -F qcow2 '" + overlay + "'").exit_code, 0);
+    const auto wrote = run("qemu-io -f qcow2 -c 'write -P 0x6b 2M 1M' -c 'write -z 5M 64k' -c "
+                           "'write -P 0x21 23M 300k' '" + overlay + "'");
+    ASSERT_EQ(wrote.exit_code, 0) << wrote.output;
+    std::vector<std::uint8_t> a(1 << 20, 0x6b), b(300 << 10, 0x21);
+    ASSERT_TRUE(write_bytes(**model, 2 * kMiB, a));
+    ASSERT_TRUE((*model)->write_zeroes(5 * kMiB, 64 << 10));
+    ASSERT_TRUE(write_bytes(**model, 23 * kMiB, b));
+    auto reopened = Qcow2Image::open(overlay, read_only());
+    ASSERT_TRUE(reopened) << reopened.error().to_string();
+    EXPECT_EQ((*reopened)->info().backing_file, "top.qcow2");
     expect_same_content(**reopened, **model);
+    model->reset();
+    const auto cmp_overlay = run("qemu-img compare -F raw '" + overlay + "' '" + (dir / "model.raw") + "'");
+    EXPECT_EQ(cmp_overlay.exit_code, 0) << cmp_overlay.output;
+}
+
+TEST_F(Qcow2Test, SizesMustBeWholeSectors) {
+    auto odd = Qcow2Image::create(dir / "odd.qcow2", sized(kMiB + 100));
+    ASSERT_FALSE(odd);
+    EXPECT_EQ(odd.error().kind(), ErrorKind::InvalidArgument);
+    EXPECT_NE(odd.error().message().find("multiple of 512"), std::string::npos) << odd.error().to_string();
+    auto image = Qcow2Image::create(dir / "even.qcow2", sized(kMiB + 512));
+    ASSERT_TRUE(image) << image.error().to_string();
+    auto grown = (*image)->resize(2 * kMiB + 1);
+    ASSERT_FALSE(grown);
+    EXPECT_EQ(grown.error().kind(), ErrorKind::InvalidArgument);
+    EXPECT_TRUE((*image)->resize(2 * kMiB));
 }
 
 TEST_F(Qcow2Test, ResizeGrowsL1AndRefcountTable) {
@@ -394,8 +421,14 @@ TEST(RawFileTest, ReadWriteZeroResizeAndBounds) {
     auto tail = read_bytes(**raw, (2 << 20) - 4096, 4096);
     ASSERT_TRUE(tail);
     EXPECT_EQ((*tail)[4095], 0);
+    // While it is open read-write, even a reader is turned away (QEMU's locking rules).
+    auto busy = block::RawFile::open(dir / "disk.raw", true);
+    ASSERT_FALSE(busy);
+    EXPECT_NE(busy.error().message().find("in use by another process"), std::string::npos)
+        << busy.error().to_string();
+    raw->reset();
     auto ro = block::RawFile::open(dir / "disk.raw", true);
-    ASSERT_TRUE(ro);
+    ASSERT_TRUE(ro) << ro.error().to_string();
     EXPECT_TRUE((*ro)->read_only());
     EXPECT_FALSE(write_bytes(**ro, 0, data));
     auto missing = block::RawFile::open(dir / "missing.raw");

@@ -100,4 +100,12 @@ inline CommandResult qemu_check(const std::string& path) {
     return run("qemu-img check -f qcow2 '" + path + "'");
 }
 
+/// `qemu-img check` finds neither corruption nor leaks.
+inline void expect_qemu_clean_check(const std::string& path) {
+    const auto result = qemu_check(path);
+    EXPECT_EQ(result.exit_code, 0) << result.output;
+    EXPECT_NE(result.output.find("No errors were found"), std::string::npos) << result.output;
+    EXPECT_EQ(result.output.find("leaked"), std::string::npos) << result.output;
+}
+
 }  // namespace boxlite::qcow2::test
