@@ -177,6 +177,8 @@ int run_kvm_mode(int config_fd, int ready_fd) {
     });
     say(ready_fd, fmt::format("ok {}", ::getpid()));
     auto outcome = vm->machine->run();
+    // No device may still be running a request on the event loop while the disk is flushed.
+    vm->devices->stop_event_loop();
     finished = true;
     signal_thread.join();
     int code = 0;
