@@ -55,7 +55,8 @@ TEST(KvmEngine, AvailabilityIsAnsweredFastWithAReason) {
     if (kvm_pvm()) {
         EXPECT_NE(first.error().message().find("kvm_pvm"), std::string::npos) << first.error().message();
     }
-    EXPECT_NE(first.error().message().find("qemu"), std::string::npos) << "says what to use instead";
+    EXPECT_NE(first.error().message().find("--engine namespace"), std::string::npos) << "says what runs here instead";
+    EXPECT_EQ(first.error().message().find("qemu"), std::string::npos) << "no engine that does not exist yet";
 }
 
 TEST(KvmEngine, StartRefusesWhereLongModeCannotRun) {
