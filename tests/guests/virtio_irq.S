@@ -19,12 +19,6 @@
 
     .equ VECTOR, 0x30
     .equ GSI, kVirtioIrqBase
-    .equ LAPIC_ID, 0x020
-    .equ LAPIC_EOI, 0x0b0
-    .equ LAPIC_SVR, 0x0f0
-    .equ LAPIC_ICR_LOW, 0x300
-    .equ LAPIC_ICR_HIGH, 0x310
-    .equ IOAPIC_WINDOW, 0x10
 
     .equ IDT, kTestGuestScratch + 0x800      # 256 gates of 8 bytes
     .equ DESC, kTestGuestScratch + 0x1000
@@ -43,53 +37,13 @@
     .equ AP_STACK, kTestGuestScratch + 0x8000
 
     .include "virtio_mmio.inc"
+    .include "x86_irq.inc"
 
 _start:
-    lgdt gdt_ptr
-    ljmp $0x08, $1f
-1:  mov $0x10, %ax
-    mov %ax, %ds
-    mov %ax, %es
-    mov %ax, %ss
-    mov %ax, %fs
-    mov %ax, %gs
+    x86_irq_setup IDT, VECTOR, GSI, virtio_irq
     movl $0, IRQ_COUNT
     movl $0, AP_FLAG
     mov $kBootStack, %esp           # below the code, away from the scratch area
-
-    # The 8259s: GSI 5 reaches PIC IRQ 5 as well as the IOAPIC; keep them out of it.
-    mov $0xff, %al
-    out %al, $0x21
-    out %al, $0xa1
-
-    # IDT: every gate a 32-bit interrupt gate (present, DPL 0, selector 0x08).
-    mov $IDT, %edi
-    xor %ecx, %ecx
-2:  mov $unexpected, %eax
-    cmp $VECTOR, %ecx
-    jne 3f
-    mov $virtio_irq, %eax
-3:  cmp $0xff, %ecx
-    jne 4f
-    mov $spurious, %eax
-4:  mov %eax, %edx
-    and $0xffff, %eax
-    or $0x00080000, %eax
-    mov %eax, (%edi)
-    and $0xffff0000, %edx
-    or $0x8e00, %edx
-    mov %edx, 4(%edi)
-    add $8, %edi
-    inc %ecx
-    cmp $256, %ecx
-    jne 2b
-    lidt idt_ptr
-
-    movl $0x1ff, kLapic+LAPIC_SVR                        # APIC enabled, spurious vector 0xff
-    movl $(0x10 + 2 * GSI), kIoapic                      # redirection entry, low dword
-    movl $VECTOR, kIoapic+IOAPIC_WINDOW                  #   fixed, physical, edge, high, unmasked
-    movl $(0x11 + 2 * GSI), kIoapic                      # high dword
-    movl $0, kIoapic+IOAPIC_WINDOW                       #   destination APIC 0
 
     virtio_blk_handshake DESC, AVAIL, USED
 
@@ -204,19 +158,6 @@ spurious:
 unexpected:
     mov $0xee, %eax
     jmp report
-
-    .balign 8
-gdt:
-    .quad 0
-    .quad 0x00cf9a000000ffff        # 0x08: code, flat 4 GiB, 32-bit
-    .quad 0x00cf92000000ffff        # 0x10: data, flat 4 GiB
-gdt_end:
-gdt_ptr:
-    .word gdt_end - gdt - 1
-    .long gdt
-idt_ptr:
-    .word 256 * 8 - 1
-    .long IDT
 
 # The AP starts here in real mode (CS = page number << 8, IP = 0).
     .balign 4096

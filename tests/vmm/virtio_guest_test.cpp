@@ -1,6 +1,7 @@
 // A tiny 32-bit guest drives our virtio-mmio transport and virtio-blk device under real KVM.
 #include "guest_helpers.hpp"
 
+#include "devices/memory_backend.hpp"
 #include "devices/virtio/blk/device.hpp"
 #include "qcow2/qcow2_image.hpp"
 #include "vmm/device_manager.hpp"
@@ -141,6 +142,55 @@ TEST(VirtioGuest, TinyGuestHandshakesAndRoundTripsASectorOnQcow2ThroughIoeventfd
 TEST(VirtioGuest, TinyGuestRoundTripsASectorWithNotifiesAsMmioExits) {
     if (auto reason = testing::kvm_unusable_reason(); !reason.empty()) GTEST_SKIP() << reason;
     round_trip_a_sector(false);
+}
+
+// Many requests, each completed by an interrupt the guest halts for (tests/guests/blk_loop.S in
+// interrupt mode): repeated irqfd delivery, with notifies through the ioeventfd or as MMIO exits.
+void interrupt_driven_requests(bool ioeventfd) {
+    constexpr std::uint32_t kRequests = 50;
+    MachineConfig config;
+    config.memory_bytes = 16ULL << 20;
+    auto created = Machine::create(config);
+    ASSERT_TRUE(created) << created.error().to_string();
+    auto& machine = **created;
+    DeviceManager devices(machine, DeviceManagerOptions{.ioeventfd = ioeventfd});
+    ASSERT_TRUE(devices.add_legacy_devices(nullptr));
+    auto disk = std::make_shared<devices::testing::MemoryBackend>(1 << 20);
+    auto blk = std::make_shared<devices::virtio::BlockDevice>(disk, "loop");
+    auto slot = devices.add_virtio_device(blk);
+    ASSERT_TRUE(slot);
+    auto result_port = std::make_shared<testing::RecordingDevice>();
+    ASSERT_TRUE(machine.pio_bus().insert(layout::kTestResultPort, 4, result_port));
+    testing::load_tiny_guest(machine, "blk_loop.bin");
+    ASSERT_TRUE(machine.memory().write_obj<std::uint32_t>(layout::kTestGuestScratch, kRequests));
+    ASSERT_TRUE(machine.memory().write_obj<std::uint32_t>(layout::kTestGuestScratch + 4, 1));  // interrupts
+    ASSERT_TRUE(machine.memory().write_obj<std::uint32_t>(layout::kTestGuestScratch + 8, kvm_is_pvm() ? 0 : 1));
+    RunGuard guard(machine, std::chrono::seconds(30));
+    auto outcome = machine.run();
+    devices.stop_event_loop();
+    ASSERT_TRUE(outcome) << outcome.error().to_string();
+    ASSERT_FALSE(guard.fired()) << "a completion interrupt never came; reads " << blk->stats().reads;
+    EXPECT_EQ(outcome->reason, StopReason::PowerOff) << outcome->detail;
+    const auto words = reported_words(*result_port);
+    ASSERT_EQ(words.size(), 1u);
+    EXPECT_EQ(words[0], 0u) << "the failing step of tests/guests/blk_loop.S";
+    EXPECT_EQ(blk->stats().reads, kRequests);
+    if (ioeventfd && devices.ioeventfd_queues() > 0) {
+        EXPECT_EQ(slot->transport->mmio_notifies(), 0u);
+        EXPECT_EQ(devices.ioeventfd_notifies(), kRequests);
+    } else {
+        EXPECT_EQ(slot->transport->mmio_notifies(), kRequests);
+    }
+}
+
+TEST(VirtioGuest, InterruptDrivenRequestsThroughIoeventfds) {
+    if (auto reason = testing::kvm_unusable_reason(); !reason.empty()) GTEST_SKIP() << reason;
+    interrupt_driven_requests(true);
+}
+
+TEST(VirtioGuest, InterruptDrivenRequestsWithNotifiesAsMmioExits) {
+    if (auto reason = testing::kvm_unusable_reason(); !reason.empty()) GTEST_SKIP() << reason;
+    interrupt_driven_requests(false);
 }
 
 // Interrupt delivery end to end: the device completes a request (on the event loop thread),
