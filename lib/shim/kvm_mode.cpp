@@ -1,6 +1,7 @@
 // boxlite-shim kvm mode: assembles a Machine (lib/vmm) with its devices (lib/devices) from the
 // config the kvm engine wrote on a pipe, boots Linux (or a tiny flat32 test guest), and runs it
-// until the guest powers off or the host sends SIGTERM/SIGINT.
+// until the guest powers off, the host sends SIGTERM/SIGINT/SIGHUP, or — detach=false — the
+// watchdog pipe closes because the process that started the box is gone.
 #include "kvm_mode.hpp"
 
 #include "devices/virtio/blk/device.hpp"
@@ -13,13 +14,17 @@
 #include "vmm/boot.hpp"
 #include "vmm/device_manager.hpp"
 #include "vmm/file.hpp"
+#include "vmm/guest_launch.hpp"
 #include "vmm/layout.hpp"
 #include "vmm/machine.hpp"
 #include "vmm/probe.hpp"
 #include "vmm/shim_config.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -122,17 +127,47 @@ BoxliteResult<Vm> build_vm(const vmm::KvmShimConfig& config, int console_fd) {
     }
     BOXLITE_TRY(auto kernel, read_file(config.kernel, "guest kernel"));
     std::vector<std::byte> initrd;
+    if (!config.guest_launch.is_null()) initrd = vmm::guest_launch_archive(config.guest_launch.dump());
     if (!config.initrd.empty()) {
-        BOXLITE_TRY(initrd, read_file(config.initrd, "initrd"));
+        BOXLITE_TRY(auto base, read_file(config.initrd, "initrd"));
+        initrd.insert(initrd.end(), base.begin(), base.end());
     }
     BOXLITE_TRY(auto boot, vmm::load_linux(vm.machine->memory(), kernel, initrd, config.cmdline, rsdp));
     BOXLITE_TRY_VOID(vmm::setup_boot_vcpu(vm.machine->vcpu(0), vm.machine->memory(), boot));
     return vm;
 }
 
+/// Waits for a termination signal, the watchdog pipe's EOF (detach=false), or `done`, and
+/// stops the machine for the first two. One thread, so no vCPU thread ever takes a signal.
+void watch_for_stop(vmm::Machine& machine, const std::string& box_id, int signal_fd, int watchdog_fd, int done_fd) {
+    for (;;) {
+        pollfd fds[3] = {{done_fd, POLLIN, 0}, {signal_fd, POLLIN, 0}, {watchdog_fd, POLLIN, 0}};
+        if (::poll(fds, watchdog_fd >= 0 ? 3 : 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            return;
+        }
+        if (fds[0].revents) return;
+        if (fds[1].revents & POLLIN) {
+            signalfd_siginfo info{};
+            if (::read(signal_fd, &info, sizeof(info)) == sizeof(info))
+                machine.request_stop(vmm::StopReason::HostStop, fmt::format("signal {} from the host", info.ssi_signo));
+        }
+        if (watchdog_fd >= 0 && fds[2].revents) {
+            char byte;
+            // Nobody writes to the watchdog: readable means its last writer is gone (EOF).
+            if (::read(watchdog_fd, &byte, 1) <= 0) {
+                std::fprintf(stderr, "boxlite-shim: box %s: the process that started it exited (detach=false); stopping\n",
+                             box_id.c_str());
+                machine.request_stop(vmm::StopReason::HostStop, "the process that started the box exited (detach=false)");
+                watchdog_fd = -1;
+            }
+        }
+    }
+}
+
 }  // namespace
 
-int run_kvm_mode(int config_fd, int ready_fd) {
+int run_kvm_mode(int config_fd, int ready_fd, int watchdog_fd) {
     auto text = read_all(config_fd);
     ::close(config_fd);
     if (!text) {
@@ -153,11 +188,18 @@ int run_kvm_mode(int config_fd, int ready_fd) {
             return 1;
         }
     }
-    // Termination requests are taken by one thread (sigtimedwait), never by a vCPU thread.
+    // Termination requests are taken by one thread (a signalfd), never by a vCPU thread: the
+    // signals stay blocked in every thread created from here on.
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&stop_signals, s);
     ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    const int signal_fd = ::signalfd(-1, &stop_signals, SFD_CLOEXEC);
+    const int done_fd = ::eventfd(0, EFD_CLOEXEC);
+    if (signal_fd < 0 || done_fd < 0) {
+        say(ready_fd, fmt::format("error engine error: signalfd/eventfd for the stop watcher: {}", std::strerror(errno)));
+        return 1;
+    }
 
     auto vm = build_vm(*config, console_fd);
     if (!vm) {
@@ -165,20 +207,18 @@ int run_kvm_mode(int config_fd, int ready_fd) {
         if (console_fd >= 0) ::close(console_fd);
         return 1;
     }
-    std::atomic<bool> finished{false};
-    std::thread signal_thread([&] {
-        const timespec tick{0, 100 * 1000 * 1000};
-        while (!finished) {
-            siginfo_t info;
-            if (::sigtimedwait(&stop_signals, &info, &tick) > 0)
-                vm->machine->request_stop(vmm::StopReason::HostStop,
-                                          fmt::format("signal {} from the host", info.si_signo));
-        }
-    });
+    std::thread stop_watcher(
+        [&] { watch_for_stop(*vm->machine, config->box_id, signal_fd, watchdog_fd, done_fd); });
     say(ready_fd, fmt::format("ok {}", ::getpid()));
     auto outcome = vm->machine->run();
-    finished = true;
-    signal_thread.join();
+    // No device may still be running a request on the event loop while the disk is flushed.
+    vm->devices->stop_event_loop();
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(done_fd, &one, sizeof(one));
+    stop_watcher.join();
+    ::close(signal_fd);
+    ::close(done_fd);
+    if (watchdog_fd >= 0) ::close(watchdog_fd);
     int code = 0;
     if (!outcome) {
         std::fprintf(stderr, "boxlite-shim: %s\n", outcome.error().to_string().c_str());
@@ -200,6 +240,7 @@ int run_kvm_mode(int config_fd, int ready_fd) {
 int run_kvm_shim(int argc, char** argv) {
     int config_fd = 0;
     int ready_fd = -1;
+    int watchdog_fd = -1;
     for (int i = 0; i < argc; ++i) {
         const std::string flag = argv[i];
         if (i + 1 >= argc) {
@@ -216,13 +257,16 @@ int run_kvm_shim(int argc, char** argv) {
             config_fd = static_cast<int>(value);
         } else if (flag == "--ready-fd") {
             ready_fd = static_cast<int>(value);
+        } else if (flag == "--watchdog-fd") {
+            watchdog_fd = static_cast<int>(value);
         } else {
-            std::fprintf(stderr, "boxlite-shim kvm: unknown option %s (allowed: --config-fd, --ready-fd)\n",
+            std::fprintf(stderr,
+                         "boxlite-shim kvm: unknown option %s (allowed: --config-fd, --ready-fd, --watchdog-fd)\n",
                          flag.c_str());
             return 2;
         }
     }
-    return run_kvm_mode(config_fd, ready_fd);
+    return run_kvm_mode(config_fd, ready_fd, watchdog_fd);
 }
 
 }  // namespace boxlite::shim

@@ -13,6 +13,7 @@ namespace {
 constexpr std::uint64_t kZpAcpiRsdp = 0x070;
 constexpr std::uint64_t kZpE820Entries = 0x1e8;
 constexpr std::uint64_t kZpSetupHeader = 0x1f1;
+constexpr std::uint64_t kZpSetupHeaderEnd = 0x280;  // the header fields boot.rst defines end here
 constexpr std::uint64_t kZpE820Table = 0x2d0;
 constexpr std::uint64_t kZpE820Max = 128;
 // ---- setup header fields (offsets within the bzImage / zero page) ----------------------------
@@ -39,6 +40,11 @@ constexpr std::uint8_t kLoaderUndefined = 0xff;
 constexpr std::uint8_t kLoadFlagLoadedHigh = 0x01, kLoadFlagCanUseHeap = 0x80;
 constexpr std::uint16_t kXlfKernel64 = 0x1;
 constexpr std::uint16_t kMinBootProtocol = 0x020c;  // 2.12: 64-bit entry + xloadflags
+constexpr std::uint16_t kSyntheticBootProtocol = 0x020f;  // what we claim for an ELF vmlinux's zero page
+// The longest command line (without its NUL) a kernel takes when its header does not say:
+// an ELF vmlinux has no setup header, and x86 Linux's COMMAND_LINE_SIZE has been 2048 since
+// 2.6; the kernel silently cuts anything longer. A bzImage says (cmdline_size, protocol 2.06+).
+constexpr std::uint64_t kDefaultCmdlineLimit = 2047;
 
 // ---- PVH (xen/include/public/arch-x86/hvm/start_info.h) --------------------------------------
 constexpr std::uint32_t kXenElfNotePhys32Entry = 18;
@@ -167,13 +173,13 @@ BoxliteResult<LoadedKernel> load_bzimage(const GuestMemory& memory, std::span<co
     memory.write_bytes(load, payload);
     // The zero page starts as a copy of the image's setup header (boot.rst "64-bit boot protocol").
     const std::uint64_t header_end = kHdrMagic + read_at<std::uint8_t>(kernel, kHdrJumpEnd).value_or(0);
-    const std::uint64_t header_bytes = std::min<std::uint64_t>(header_end, 0x280) - kZpSetupHeader;
+    const std::uint64_t header_bytes = std::min<std::uint64_t>(header_end, kZpSetupHeaderEnd) - kZpSetupHeader;
     if (kZpSetupHeader + header_bytes <= kernel.size())
         std::memcpy(zero_page.data() + kZpSetupHeader, kernel.data() + kZpSetupHeader, header_bytes);
     LoadedKernel loaded;
     loaded.start = load;
     loaded.end = load + init_size;
-    loaded.entry = load + 0x200;  // startup_64
+    loaded.entry = load + layout::kBzImage64BitEntryOffset;
     loaded.kind = BootEntry::Linux64;
     return loaded;
 }
@@ -206,16 +212,24 @@ BoxliteResult<BootInfo> load_linux(const GuestMemory& memory, std::span<const st
                     layout::kCmdlineMax - 1);
     auto zero_page = memory.slice(layout::kZeroPage, 4096);
     if (!zero_page || !memory.contains(layout::kCmdline, layout::kCmdlineMax) ||
-        !memory.contains(layout::kPml4, 0x3000) || !memory.contains(layout::kHighMemory, 1))
+        !memory.contains(layout::kPml4, layout::kBootPageTablesSize) || !memory.contains(layout::kHighMemory, 1))
         return fail(ErrorKind::Config, "guest memory is too small for the boot structures");
     std::memset(zero_page->data(), 0, zero_page->size());
 
     LoadedKernel loaded;
+    std::uint64_t cmdline_limit = kDefaultCmdlineLimit;
     if (is_elf(kernel)) {
         BOXLITE_TRY(loaded, load_elf(memory, kernel));
     } else {
         BOXLITE_TRY(loaded, load_bzimage(memory, kernel, *zero_page));
+        // cmdline_size is the kernel's to say (read-only for the loader): the longest command
+        // line it takes, without the NUL. A kernel would silently cut a longer one.
+        cmdline_limit = read_at<std::uint32_t>(kernel, kHdrCmdlineSize).value_or(0);
+        if (cmdline_limit == 0) cmdline_limit = 255;  // what protocols before 2.06 allowed
     }
+    if (cmdline.size() > cmdline_limit)
+        return fail(ErrorKind::Config, "kernel command line is {} bytes, but this kernel takes at most {}",
+                    cmdline.size(), cmdline_limit);
 
     // Command line (NUL-terminated).
     std::vector<std::byte> line(cmdline.size() + 1);
@@ -237,7 +251,7 @@ BoxliteResult<BootInfo> load_linux(const GuestMemory& memory, std::span<const st
             if (e.address < layout::kMmioGapStart) top = std::max(top, e.address + e.size);
         std::uint64_t addr_max = read_at<std::uint32_t>(std::span<const std::byte>(*zero_page), kHdrInitrdAddrMax)
                                      .value_or(0);
-        if (addr_max == 0) addr_max = 0x7fffffff;
+        if (addr_max == 0) addr_max = layout::kInitrdAddrMaxDefault;
         top = std::min(top, addr_max + 1);
         if (initrd.size() > top || align_down(top - initrd.size(), 4096) < align_up(loaded.end, 4096))
             return fail(ErrorKind::Config,
@@ -276,15 +290,14 @@ BoxliteResult<BootInfo> load_linux(const GuestMemory& memory, std::span<const st
     put<std::uint16_t>(zp, kHdrBootFlag, kBootFlagValue);
     put<std::uint32_t>(zp, kHdrMagic, kHdrMagicValue);
     if (read_at<std::uint16_t>(std::span<const std::byte>(zp), kHdrVersion).value_or(0) == 0)
-        put<std::uint16_t>(zp, kHdrVersion, 0x020f);
+        put<std::uint16_t>(zp, kHdrVersion, kSyntheticBootProtocol);
     if (read_at<std::uint32_t>(std::span<const std::byte>(zp), kHdrKernelAlignment).value_or(0) == 0)
-        put<std::uint32_t>(zp, kHdrKernelAlignment, 0x1000000);
+        put<std::uint32_t>(zp, kHdrKernelAlignment, static_cast<std::uint32_t>(layout::kKernelAlignmentDefault));
     put<std::uint8_t>(zp, kHdrTypeOfLoader, kLoaderUndefined);
     const auto loadflags = read_at<std::uint8_t>(std::span<const std::byte>(zp), kHdrLoadFlags).value_or(0);
     put<std::uint8_t>(zp, kHdrLoadFlags, static_cast<std::uint8_t>(loadflags | kLoadFlagLoadedHigh | kLoadFlagCanUseHeap));
-    put<std::uint16_t>(zp, kHdrHeapEndPtr, 0xfe00);  // end of the (unused) real-mode heap
+    put<std::uint16_t>(zp, kHdrHeapEndPtr, static_cast<std::uint16_t>(layout::kSetupHeapEnd));
     put<std::uint32_t>(zp, kHdrCmdLinePtr, static_cast<std::uint32_t>(layout::kCmdline));
-    put<std::uint32_t>(zp, kHdrCmdlineSize, static_cast<std::uint32_t>(cmdline.size()));
     put<std::uint32_t>(zp, kHdrRamdiskImage, static_cast<std::uint32_t>(info.initrd_address));
     put<std::uint32_t>(zp, kHdrRamdiskSize, static_cast<std::uint32_t>(info.initrd_size));
     put<std::uint64_t>(zp, kZpAcpiRsdp, rsdp_address);
@@ -380,14 +393,8 @@ BoxliteResult<void> setup_boot_vcpu(Vcpu& vcpu, const GuestMemory& memory, const
         regs.rbx = layout::kPvhStartInfo;
     }
     BOXLITE_TRY_VOID(vcpu.set_regs(regs));
-
-    // MSRs a firmware would leave defined: SYSENTER/SYSCALL state cleared, TSC at 0, fast
-    // string operations enabled (IA32_MISC_ENABLE bit 0).
-    return vcpu.set_msrs({{0x174, 0}, {0x175, 0}, {0x176, 0},                 // SYSENTER_CS/ESP/EIP
-                          {0xc0000081, 0}, {0xc0000082, 0}, {0xc0000083, 0},  // STAR, LSTAR, CSTAR
-                          {0xc0000084, 0}, {0xc0000102, 0},                   // FMASK, KERNEL_GS_BASE
-                          {0x10, 0},                                          // TSC
-                          {0x1a0, 1}});                                       // MISC_ENABLE
+    // MSRs: Machine::create sets the architectural ones on every vCPU, APs included.
+    return {};
 }
 
 }  // namespace boxlite::vmm

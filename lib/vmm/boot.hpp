@@ -6,7 +6,8 @@
 //   - a bzImage — through the 64-bit boot protocol (Documentation/arch/x86/boot.rst): the
 //     protected-mode kernel at its preferred address, entry = load + 0x200, %rsi = zero page.
 // For the 64-bit entries we build the zero page (setup header, command line, initrd, e820),
-// identity page tables for the first GiB, a GDT, long-mode control registers and MSRs.
+// identity page tables for the first GiB, a GDT and long-mode control registers (the MSRs every
+// vCPU needs are Machine::create's business, so APs get them too).
 // Every address comes from layout.hpp. Kernel images are hostile input too: every ELF/setup
 // header field is bounds-checked before it is used.
 #pragma once
@@ -57,7 +58,7 @@ BoxliteResult<BootInfo> load_linux(const GuestMemory& memory, std::span<const st
                                    std::span<const std::byte> initrd, std::string_view cmdline,
                                    std::uint64_t rsdp_address);
 
-/// Registers, segments, control registers, FPU and MSRs of the boot vCPU for `info`; writes the
+/// Registers, segments, control registers and FPU of the boot vCPU for `info`; writes the
 /// GDT/IDT (and, for the 64-bit entry, the page tables) into guest memory.
 BoxliteResult<void> setup_boot_vcpu(Vcpu& vcpu, const GuestMemory& memory, const BootInfo& info);
 

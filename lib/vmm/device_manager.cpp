@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
 namespace boxlite::vmm {
 namespace {
@@ -22,7 +23,55 @@ std::function<void()> pulse(int fd) {
 }  // namespace
 
 DeviceManager::~DeviceManager() {
+    stop_event_loop();
     for (int fd : eventfds_) ::close(fd);
+}
+
+void DeviceManager::stop_event_loop() {
+    if (loop_) loop_->stop();
+}
+
+void DeviceManager::attach_ioeventfds(const VirtioMmioSlot& slot, std::size_t queues) {
+    if (!options_.ioeventfd) {
+        fallback_reason_ = "ioeventfds are switched off";
+        return;
+    }
+    if (!loop_) {
+        auto loop = EventLoop::create();
+        if (!loop) {
+            fallback_reason_ = loop.error().message();
+            return;
+        }
+        // Running before any ioeventfd exists, so no registered queue is ever unserved.
+        if (auto started = (*loop)->start(); !started) {
+            fallback_reason_ = started.error().message();
+            return;
+        }
+        loop_ = std::move(*loop);
+    }
+    const std::uint64_t notify = slot.base + devices::virtio::MmioTransport::kQueueNotify;
+    for (std::size_t queue = 0; queue < queues; ++queue) {
+        Fd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        if (!fd.valid()) {
+            fallback_reason_ = fmt::format("eventfd for queue notifications: {}", std::strerror(errno));
+            return;
+        }
+        // Into the loop first, then KVM: a registered ioeventfd nobody reads would make the
+        // queue deaf, while a watched one KVM refused is merely never signalled.
+        const int raw = fd.get();
+        auto transport = slot.transport;
+        const auto index = static_cast<std::uint16_t>(queue);
+        if (auto added = loop_->add(std::move(fd), [transport, index] { transport->notify_queue(index); }); !added) {
+            fallback_reason_ = added.error().message();
+            return;
+        }
+        // QueueNotify is a 32-bit register holding the queue index: one ioeventfd per value.
+        if (auto registered = machine_.vm().register_ioeventfd(raw, notify, 4, queue, false); !registered) {
+            fallback_reason_ = registered.error().message();
+            return;
+        }
+        ++ioeventfd_queues_;
+    }
 }
 
 BoxliteResult<int> DeviceManager::make_irqfd(std::uint32_t gsi) {
@@ -61,6 +110,7 @@ BoxliteResult<VirtioMmioSlot> DeviceManager::add_virtio_device(
     BOXLITE_TRY(int irq, make_irqfd(slot.gsi));
     slot.transport = std::make_shared<devices::virtio::MmioTransport>(std::move(device), machine_.memory(), pulse(irq));
     BOXLITE_TRY_VOID(machine_.mmio_bus().insert(slot.base, slot.size, slot.transport));
+    attach_ioeventfds(slot, slot.transport->device().queue_max_sizes().size());
     slots_.push_back(slot);
     return slot;
 }

@@ -33,6 +33,8 @@ struct FlexHeader {
 static_assert(sizeof(FlexHeader) == 8);
 constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, FlexHeader);
 constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, FlexHeader);
+constexpr unsigned long kGetCpuid2 = _IOWR(KVMIO, 0x91, FlexHeader);
+constexpr std::size_t kMaxCpuidEntries = 256;  // KVM_MAX_CPUID_ENTRIES
 constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, FlexHeader);
 constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, FlexHeader);
 
@@ -85,7 +87,7 @@ int Kvm::check_extension(int capability) const noexcept {
 }
 
 BoxliteResult<CpuidTable> Kvm::supported_cpuid() const {
-    constexpr std::size_t kMaxEntries = 256;
+    constexpr std::size_t kMaxEntries = kMaxCpuidEntries;
     FlexBuffer<kvm_cpuid_entry2> cpuid(kMaxEntries);
     if (do_ioctl(fd_.get(), kGetSupportedCpuid, cpuid.data()) < 0) return ioctl_error("KVM_GET_SUPPORTED_CPUID");
     CpuidTable table;
@@ -228,6 +230,15 @@ BoxliteResult<void> Vcpu::set_cpuid(const CpuidTable& table) {
     std::memcpy(cpuid.entries(), table.entries.data(), table.entries.size() * sizeof(kvm_cpuid_entry2));
     if (do_ioctl(fd_.get(), kSetCpuid2, cpuid.data()) < 0) return ioctl_error("KVM_SET_CPUID2");
     return {};
+}
+
+BoxliteResult<CpuidTable> Vcpu::get_cpuid() const {
+    FlexBuffer<kvm_cpuid_entry2> cpuid(kMaxCpuidEntries);
+    if (do_ioctl(fd_.get(), kGetCpuid2, cpuid.data()) < 0) return ioctl_error("KVM_GET_CPUID2");
+    CpuidTable table;
+    const std::uint32_t count = std::min<std::uint32_t>(cpuid.count(), kMaxCpuidEntries);
+    table.entries.assign(cpuid.entries(), cpuid.entries() + count);
+    return table;
 }
 
 BoxliteResult<void> Vcpu::set_msrs(const std::vector<std::pair<std::uint32_t, std::uint64_t>>& msrs) {

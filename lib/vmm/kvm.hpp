@@ -91,6 +91,8 @@ public:
     BoxliteResult<void> set_sregs(const kvm_sregs& sregs);
     BoxliteResult<void> set_fpu(const kvm_fpu& fpu);
     BoxliteResult<void> set_cpuid(const CpuidTable& table);
+    /// What KVM_SET_CPUID2 left in effect (KVM_GET_CPUID2).
+    BoxliteResult<CpuidTable> get_cpuid() const;
     /// Sets each (index, value); fails unless KVM accepted all of them.
     BoxliteResult<void> set_msrs(const std::vector<std::pair<std::uint32_t, std::uint64_t>>& msrs);
     BoxliteResult<std::vector<std::pair<std::uint32_t, std::uint64_t>>> get_msrs(

@@ -54,6 +54,9 @@ inline constexpr std::uint64_t kBootStack = 0x8ff0;
 inline constexpr std::uint64_t kPml4 = 0x9000;
 inline constexpr std::uint64_t kPdpt = 0xa000;
 inline constexpr std::uint64_t kPd = 0xb000;
+/// The three boot page-table pages (PML4, PDPT, PD) span this many bytes from kPml4.
+inline constexpr std::uint64_t kBootPageTablesSize = 0x3000;
+static_assert(kPml4 + kBootPageTablesSize == kPd + 4096, "PML4, PDPT and PD are consecutive pages");
 /// Bytes identity-mapped by the boot page tables.
 inline constexpr std::uint64_t kIdentityMappedBytes = 1ULL << 30;
 
@@ -80,6 +83,19 @@ inline constexpr std::uint64_t kHighMemory = 0x100000;
 /// Default load address of a relocatable bzImage's protected-mode kernel (16 MiB, the
 /// default CONFIG_PHYSICAL_START).
 inline constexpr std::uint64_t kBzImageLoad = 0x1000000;
+/// The 64-bit entry point (startup_64) sits this far into a bzImage's protected-mode kernel
+/// (Documentation/arch/x86/boot.rst, "64-bit boot protocol").
+inline constexpr std::uint64_t kBzImage64BitEntryOffset = 0x200;
+/// kernel_alignment we report when the setup header leaves it 0 (an ELF vmlinux has none):
+/// 16 MiB, CONFIG_PHYSICAL_ALIGN's default.
+inline constexpr std::uint64_t kKernelAlignmentDefault = 0x1000000;
+/// The highest initrd address for a kernel whose header does not say (an ELF vmlinux): 2 GiB - 1,
+/// the initrd_addr_max every x86 Linux with boot protocol 2.03 or later declares.
+inline constexpr std::uint64_t kInitrdAddrMaxDefault = 0x7fffffff;
+/// heap_end_ptr: the end of the real-mode setup heap, an offset from the start of the real-mode
+/// code. Only the 16-bit setup code uses that heap, and we enter past it; the value is the one
+/// boot.rst suggests for a loader that leaves the heap unused.
+inline constexpr std::uint64_t kSetupHeapEnd = 0xfe00;
 
 // ---- the 32-bit MMIO gap and devices ----------------------------------------------------------
 

@@ -1,5 +1,6 @@
 #include "vmm/machine.hpp"
 
+#include "vmm/cpuid.hpp"
 #include "vmm/layout.hpp"
 
 #include <pthread.h>
@@ -46,6 +47,19 @@ kvm_segment flat_segment(std::uint16_t selector, std::uint8_t type, bool code) {
 
 }  // namespace
 
+std::vector<std::pair<std::uint32_t, std::uint64_t>> architectural_msrs() {
+    // What firmware leaves defined on every processor, BSP and APs alike (an AP's state is not
+    // reset by INIT/SIPI to anything better): SYSENTER/SYSCALL entry points cleared, TSC 0 on
+    // all of them at once (KVM treats writes this close together as a synchronisation), fast
+    // string operations on, and MTRRs enabled with write-back as the default type — without
+    // that Linux would map all RAM uncached.
+    return {{msr::kSysenterCs, 0},     {msr::kSysenterEsp, 0}, {msr::kSysenterEip, 0},
+            {msr::kStar, 0},           {msr::kLstar, 0},       {msr::kCstar, 0},
+            {msr::kSyscallMask, 0},    {msr::kKernelGsBase, 0}, {msr::kTsc, 0},
+            {msr::kMiscEnable, msr::kMiscEnableFastStrings},
+            {msr::kMtrrDefType, msr::kMtrrDefTypeEnable | msr::kMtrrTypeWriteBack}};
+}
+
 Machine::Machine(MachineConfig config, Kvm kvm, Vm vm, GuestMemory memory)
     : config_(config), kvm_(std::move(kvm)), vm_(std::move(vm)), memory_(std::move(memory)) {}
 
@@ -73,22 +87,14 @@ BoxliteResult<std::unique_ptr<Machine>> Machine::create(const MachineConfig& con
         BOXLITE_TRY_VOID(machine->vm_.create_pit());
     }
     BOXLITE_TRY(auto cpuid, machine->kvm_.supported_cpuid());
+    CpuidOptions cpuid_options;
+    cpuid_options.vcpu_count = config.vcpus;
+    cpuid_options.irqchip = config.irqchip;
+    cpuid_options.hide_cmpxchg16b = config.hide_cmpxchg16b;
     for (std::uint32_t id = 0; id < config.vcpus; ++id) {
         BOXLITE_TRY(auto vcpu, machine->vm_.create_vcpu(id));
-        // The guest's CPUID is what KVM supports, told which vCPU it is and that it is a guest.
-        CpuidTable table = cpuid;
-        for (auto& entry : table.entries) {
-            if (entry.function == 1) {
-                entry.ebx = (entry.ebx & 0x00ffffffu) | (id << 24);  // initial APIC id
-                entry.ecx |= 1u << 31;                               // hypervisor present
-                // kvm_pvm cannot emulate CMPXCHG16B (a KVM internal emulation error in SLUB's
-                // init when Linux boots); without CX16 the guest uses its fallback path.
-                if (config.hide_cmpxchg16b) entry.ecx &= ~(1u << 13);
-            } else if (entry.function == 0xb || entry.function == 0x1f) {
-                entry.edx = id;  // x2APIC id
-            }
-        }
-        BOXLITE_TRY_VOID(vcpu->set_cpuid(table));
+        BOXLITE_TRY_VOID(vcpu->set_cpuid(guest_cpuid(cpuid, id, cpuid_options)));
+        BOXLITE_TRY_VOID(vcpu->set_msrs(architectural_msrs()));
         if (config.irqchip) BOXLITE_TRY_VOID(vcpu->set_lapic_lint(true));
         machine->vcpus_.push_back(std::move(vcpu));
     }
@@ -209,10 +215,18 @@ void Machine::vcpu_loop(std::size_t index) {
                              fmt::format("vCPU {}: VM entry failed, hardware reason {:#x}", index,
                                          run.fail_entry.hardware_entry_failure_reason));
                 break;
-            case KVM_EXIT_INTERNAL_ERROR:
-                request_stop(StopReason::Error, fmt::format("vCPU {}: KVM internal error, suberror {}", index,
-                                                            run.internal.suberror));
+            case KVM_EXIT_INTERNAL_ERROR: {
+                // Where it happened is what a reader of the log needs (for an emulation
+                // failure, KVM could not decode or emulate the instruction at rip).
+                auto regs = vcpu.get_regs();
+                request_stop(StopReason::Error,
+                             fmt::format("vCPU {}: KVM internal error, suberror {} ({}) at rip {:#x}", index,
+                                         run.internal.suberror,
+                                         run.internal.suberror == KVM_INTERNAL_ERROR_EMULATION ? "emulation failure"
+                                                                                               : "see linux/kvm.h",
+                                         regs ? regs->rip : 0));
                 break;
+            }
             default:
                 request_stop(StopReason::Error,
                              fmt::format("vCPU {}: unexpected exit reason {}", index, run.exit_reason));

@@ -21,12 +21,27 @@
 
 namespace boxlite::vmm {
 
+/// Architectural MSRs (Intel SDM vol. 4) the VMM sets on every vCPU.
+namespace msr {
+inline constexpr std::uint32_t kTsc = 0x10;
+inline constexpr std::uint32_t kSysenterCs = 0x174, kSysenterEsp = 0x175, kSysenterEip = 0x176;
+inline constexpr std::uint32_t kMiscEnable = 0x1a0;
+inline constexpr std::uint64_t kMiscEnableFastStrings = 1;
+inline constexpr std::uint32_t kMtrrDefType = 0x2ff;
+inline constexpr std::uint64_t kMtrrDefTypeEnable = 1ULL << 11, kMtrrTypeWriteBack = 6;
+inline constexpr std::uint32_t kStar = 0xc0000081, kLstar = 0xc0000082, kCstar = 0xc0000083,
+                               kSyscallMask = 0xc0000084, kKernelGsBase = 0xc0000102;
+}  // namespace msr
+
+/// The (index, value) pairs Machine::create sets on each vCPU.
+std::vector<std::pair<std::uint32_t, std::uint64_t>> architectural_msrs();
+
 struct MachineConfig {
     std::uint32_t vcpus = 1;
     std::uint64_t memory_bytes = 64ULL << 20;
     /// In-kernel LAPIC/IOAPIC/PIC and PIT. Without them a guest HLT exits to us (tests use that).
     bool irqchip = true;
-    /// Clear CPUID.1:ECX.CX16 (see machine.cpp; needed under kvm_pvm).
+    /// Clear CPUID.1:ECX.CX16 (needed under kvm_pvm; see cpuid.hpp for everything else filtered).
     bool hide_cmpxchg16b = false;
 };
 

@@ -42,8 +42,9 @@ BoxliteResult<void> probe_long_mode_support(const std::string& kvm_device) {
     if (kvm_is_pvm())
         return fail(ErrorKind::UnsupportedEngine,
                     "kvm engine: /dev/kvm is provided by kvm_pvm (Pagetable-based Virtual Machine), which cannot "
-                    "run a stock 64-bit Linux guest kernel (it stalls in early boot, before its first console "
-                    "line); on such hosts VMs need the qemu engine");
+                    "boot a stock 64-bit Linux guest kernel (measured: Debian's cloud kernel never gets past early "
+                    "boot); no VM engine of this BoxLite runs here, but the namespace engine (--engine namespace) "
+                    "runs boxes without a VM, with container-grade isolation");
     return run_long_mode_probe_guest();
 }
 
@@ -95,7 +96,7 @@ BoxliteResult<void> run_long_mode_probe_guest() {
                                      : outcome.error().message();
     return fail(ErrorKind::UnsupportedEngine,
                 "kvm engine: this host's KVM cannot run a 64-bit guest: a long-mode probe guest ended with: {}. "
-                "Use --engine qemu here",
+                "The namespace engine (--engine namespace) runs boxes without a VM, with container-grade isolation",
                 what);
 }
 

@@ -36,6 +36,9 @@ struct KvmShimConfig {
     std::uint64_t guest_cid = 3;
     std::string console_log;  ///< UART + virtio-console output; empty: discarded
     bool rng = true;
+    /// The guest agent's launch document (lib/vmm/guest_launch.hpp); for a Linux boot the shim
+    /// puts it in front of the initrd as /boxlite/launch.json. Null: none.
+    nlohmann::json guest_launch;
 };
 
 inline void to_json(nlohmann::json& j, const ShimDiskConfig& d) {
@@ -54,6 +57,7 @@ inline nlohmann::json to_json_document(const KvmShimConfig& c) {
                         {"flat32_image", c.flat32_image}, {"vsock_uds", c.vsock_uds}, {"guest_cid", c.guest_cid},
                         {"console_log", c.console_log},   {"rng", c.rng}};
     if (c.disk) j["disk"] = *c.disk;
+    if (!c.guest_launch.is_null()) j["guest_launch"] = c.guest_launch;
     return j;
 }
 
@@ -74,6 +78,9 @@ inline BoxliteResult<KvmShimConfig> parse_shim_config(std::string_view text) {
         c.guest_cid = j.value("guest_cid", std::uint64_t{3});
         c.console_log = j.value("console_log", std::string());
         c.rng = j.value("rng", true);
+        if (j.contains("guest_launch")) c.guest_launch = j["guest_launch"];
+        if (!c.guest_launch.is_null() && !c.guest_launch.is_object())
+            return fail(ErrorKind::Config, "shim config: guest_launch must be an object");
         if (c.cpus == 0 || c.cpus > 64) return fail(ErrorKind::Config, "shim config: cpus {} is not in 1..64", c.cpus);
         if (c.memory_mib < 2 || c.memory_mib > 65536)
             return fail(ErrorKind::Config, "shim config: memory_mib {} is not in 2..65536", c.memory_mib);

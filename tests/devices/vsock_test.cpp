@@ -83,11 +83,12 @@ struct VsockFixture : ::testing::Test {
     std::unique_ptr<VirtQueueDriver> rx, tx;
     ThreadSafeInterrupt interrupt;
     std::uint16_t rx_posted = 0;
+    VsockTimeouts timeouts;
 
     void SetUp() override {
         fs::create_directories(dir);
         uds = dir / "vsock.sock";
-        auto created = VsockDevice::create(kGuestCid, uds);
+        auto created = VsockDevice::create(kGuestCid, uds, timeouts);
         ASSERT_TRUE(created) << created.error().to_string();
         device = *created;
         rx = std::make_unique<VirtQueueDriver>(memory, 0x10000, 64);
@@ -113,9 +114,9 @@ struct VsockFixture : ::testing::Test {
         device->queue_notify(0);
     }
 
-    /// The next packet the device put in the rx ring (waits up to 2 s).
-    std::optional<std::pair<VsockHeader, std::string>> next_rx() {
-        const auto deadline = std::chrono::steady_clock::now() + 2s;
+    /// The next packet the device put in the rx ring (waits up to `wait`).
+    std::optional<std::pair<VsockHeader, std::string>> next_rx(std::chrono::milliseconds wait = 2000ms) {
+        const auto deadline = std::chrono::steady_clock::now() + wait;
         while (std::chrono::steady_clock::now() < deadline) {
             if (pending_.empty())
                 for (auto u : rx->take_used()) pending_.push_back(u);
@@ -296,6 +297,113 @@ TEST_F(VsockFixture, HostileHeadersAreDroppedOrReset) {
     int host = connect_unix(uds);
     ASSERT_EQ(::write(host, "CONNECT banana\n", 15), 15);
     EXPECT_EQ(read_with_timeout(host, 1, 500ms), "");
+    ::close(host);
+}
+
+// ---- timeouts ---------------------------------------------------------------------------------
+
+/// Short timeouts so a test sees them fire; the tests wait for the outcome, never time it.
+struct VsockTimeoutFixture : VsockFixture {
+    VsockTimeoutFixture() { timeouts = {100ms, 100ms, 100ms}; }
+
+    /// Waits (bounded) until the device holds `count` streams.
+    bool streams_drop_to(std::size_t count) {
+        const auto deadline = std::chrono::steady_clock::now() + 5s;
+        while (std::chrono::steady_clock::now() < deadline) {
+            if (device->stream_count() == count) return true;
+            std::this_thread::sleep_for(5ms);
+        }
+        return false;
+    }
+    /// True once `fd` reads end-of-file (the device hung up), within a bound.
+    static bool sees_eof(int fd) {
+        const auto deadline = std::chrono::steady_clock::now() + 5s;
+        while (std::chrono::steady_clock::now() < deadline) {
+            pollfd p{fd, POLLIN, 0};
+            if (::poll(&p, 1, 50) <= 0) continue;
+            char c;
+            const ssize_t n = ::read(fd, &c, 1);
+            if (n == 0) return true;
+            if (n < 0) return errno == ECONNRESET;
+        }
+        return false;
+    }
+};
+
+TEST_F(VsockTimeoutFixture, GuestThatNeverAnswersARequestGetsRstAndTheHostEof) {
+    int host = connect_unix(uds);
+    ASSERT_GE(host, 0);
+    ASSERT_EQ(::write(host, "CONNECT 2695\n", 13), 13);
+    auto request = next_rx();
+    ASSERT_TRUE(request);
+    ASSERT_EQ(request->first.op, static_cast<std::uint16_t>(VsockOp::Request));
+    // The guest stays silent.
+    auto rst = next_rx(5000ms);
+    ASSERT_TRUE(rst) << "no RST after the connect timeout";
+    EXPECT_EQ(rst->first.op, static_cast<std::uint16_t>(VsockOp::Rst));
+    EXPECT_EQ(rst->first.dst_port, 2695u);
+    EXPECT_EQ(rst->first.src_port, request->first.src_port);
+    EXPECT_TRUE(sees_eof(host)) << "the host program hears EOF instead of OK";
+    EXPECT_TRUE(streams_drop_to(0));
+    EXPECT_EQ(device->stats().timeouts, 1u);
+    // A late RESPONSE finds no stream and is answered with RST.
+    send_tx(VsockOp::Response, 2695, request->first.src_port);
+    auto late = next_rx();
+    ASSERT_TRUE(late);
+    EXPECT_EQ(late->first.op, static_cast<std::uint16_t>(VsockOp::Rst));
+    ::close(host);
+}
+
+TEST_F(VsockTimeoutFixture, GuestThatNeverSendsRstAfterShutdownLosesTheStream) {
+    int listener = listen_unix(dir / "vsock.sock_5000");
+    ASSERT_GE(listener, 0);
+    send_tx(VsockOp::Request, 777, 5000);
+    auto response = next_rx();
+    ASSERT_TRUE(response);
+    ASSERT_EQ(response->first.op, static_cast<std::uint16_t>(VsockOp::Response));
+    int accepted = ::accept(listener, nullptr, nullptr);
+    ASSERT_GE(accepted, 0);
+    EXPECT_EQ(device->stream_count(), 1u);
+    ::close(accepted);  // the host end goes away
+    auto shutdown = next_rx();
+    ASSERT_TRUE(shutdown);
+    EXPECT_EQ(shutdown->first.op, static_cast<std::uint16_t>(VsockOp::Shutdown));
+    // The guest never sends RST.
+    auto rst = next_rx(5000ms);
+    ASSERT_TRUE(rst) << "no RST after the shutdown timeout";
+    EXPECT_EQ(rst->first.op, static_cast<std::uint16_t>(VsockOp::Rst));
+    EXPECT_EQ(rst->first.dst_port, 777u);
+    EXPECT_TRUE(streams_drop_to(0));
+    EXPECT_EQ(device->stats().timeouts, 1u);
+    ::close(listener);
+}
+
+TEST_F(VsockTimeoutFixture, HostThatNeverSendsItsConnectLineIsHungUpOn) {
+    int host = connect_unix(uds);
+    ASSERT_GE(host, 0);
+    ASSERT_EQ(::write(host, "CONN", 4), 4);  // and nothing more
+    EXPECT_TRUE(sees_eof(host));
+    EXPECT_TRUE(streams_drop_to(0));
+    EXPECT_FALSE(next_rx(200ms)) << "the guest never heard of it";
+    ::close(host);
+}
+
+TEST_F(VsockTimeoutFixture, EstablishedStreamsHaveNoDeadline) {
+    int host = connect_unix(uds);
+    ASSERT_EQ(::write(host, "CONNECT 2695\n", 13), 13);
+    auto request = next_rx();
+    ASSERT_TRUE(request);
+    send_tx(VsockOp::Response, 2695, request->first.src_port);
+    const std::uint32_t host_port = request->first.src_port;
+    const std::string ok = fmt::format("OK {}\n", host_port);
+    EXPECT_EQ(read_with_timeout(host, ok.size()), ok);
+    std::this_thread::sleep_for(400ms);  // several timeouts' worth
+    EXPECT_EQ(device->stream_count(), 1u);
+    ASSERT_EQ(::write(host, "still here", 10), 10);
+    auto data = next_rx();
+    ASSERT_TRUE(data);
+    EXPECT_EQ(data->second, "still here");
+    EXPECT_EQ(device->stats().timeouts, 0u);
     ::close(host);
 }
 

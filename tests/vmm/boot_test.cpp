@@ -131,7 +131,7 @@ TEST_F(BootFixture, BzImageLoadsAtItsPreferredAddressWithE820AndInitrd) {
     EXPECT_EQ(memory.read_obj<std::uint8_t>(zp + 0x211).value_or(0) & 0x81, 0x81) << "LOADED_HIGH|CAN_USE_HEAP";
     EXPECT_EQ(memory.read_obj<std::uint32_t>(zp + 0x218).value_or(0), info->initrd_address);
     EXPECT_EQ(memory.read_obj<std::uint32_t>(zp + 0x21c).value_or(0), initrd.size());
-    EXPECT_EQ(memory.read_obj<std::uint32_t>(zp + 0x238).value_or(0), std::strlen("console=ttyS0"));
+    EXPECT_EQ(memory.read_obj<std::uint32_t>(zp + 0x238).value_or(0), 2048u) << "cmdline_size is the kernel's, kept";
     ASSERT_EQ(memory.read_obj<std::uint8_t>(zp + 0x1e8).value_or(0), 2) << "e820 entries";
     // Entry 0: [0, EBDA) RAM; entry 1: [1 MiB, 256 MiB) RAM.
     EXPECT_EQ(memory.read_obj<std::uint64_t>(zp + 0x2d0).value_or(1), 0u);
@@ -163,6 +163,25 @@ TEST_F(BootFixture, HostileKernelImagesAreRefused) {
     EXPECT_FALSE(load_linux(memory, make_bzimage(), {}, std::string(layout::kCmdlineMax, 'x'), 0));
     std::vector<std::byte> huge_initrd(250ULL << 20);
     EXPECT_FALSE(load_linux(memory, make_bzimage(), huge_initrd, "", 0)) << "initrd does not fit";
+}
+
+// cmdline_size is the kernel's field: the longest command line it takes. We read it and refuse a
+// longer line rather than let the kernel cut it, and never write it.
+TEST_F(BootFixture, CommandLineLongerThanTheKernelTakesIsRefused) {
+    auto bz = make_bzimage();  // cmdline_size 2048
+    EXPECT_TRUE(load_linux(memory, bz, {}, std::string(2048, 'x'), 0));
+    EXPECT_EQ(memory.read_obj<std::uint32_t>(layout::kZeroPage + 0x238).value_or(0), 2048u);
+    auto refused = load_linux(memory, bz, {}, std::string(2049, 'x'), 0);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().kind(), ErrorKind::Config);
+    EXPECT_NE(refused.error().message().find("at most 2048"), std::string::npos) << refused.error().message();
+    put<std::uint32_t>(bz, 0x238, 100);
+    EXPECT_TRUE(load_linux(memory, bz, {}, std::string(100, 'x'), 0));
+    EXPECT_FALSE(load_linux(memory, bz, {}, std::string(101, 'x'), 0));
+    // An ELF vmlinux has no setup header: x86 Linux's COMMAND_LINE_SIZE (2048 with the NUL).
+    EXPECT_TRUE(load_linux(memory, make_vmlinux(true), {}, std::string(2047, 'x'), 0));
+    EXPECT_FALSE(load_linux(memory, make_vmlinux(true), {}, std::string(2048, 'x'), 0));
+    EXPECT_FALSE(load_linux(memory, make_vmlinux(false), {}, std::string(2048, 'x'), 0));
 }
 
 TEST(Boot, SetsUpLongModeRegistersPageTablesAndGdt) {

@@ -5,10 +5,14 @@
 
 #include <boxlite/engine/kvm_engine.hpp>
 
+#include "qcow2/qcow2_image.hpp"
 #include "vmm/file.hpp"
+#include "vmm/guest_launch.hpp"
+#include "vmm/kvm_launch.hpp"
 #include "vmm/probe.hpp"
 #include "vmm/shim_config.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -51,7 +55,8 @@ TEST(KvmEngine, AvailabilityIsAnsweredFastWithAReason) {
     if (kvm_pvm()) {
         EXPECT_NE(first.error().message().find("kvm_pvm"), std::string::npos) << first.error().message();
     }
-    EXPECT_NE(first.error().message().find("qemu"), std::string::npos) << "says what to use instead";
+    EXPECT_NE(first.error().message().find("--engine namespace"), std::string::npos) << "says what runs here instead";
+    EXPECT_EQ(first.error().message().find("qemu"), std::string::npos) << "no engine that does not exist yet";
 }
 
 TEST(KvmEngine, StartRefusesWhereLongModeCannotRun) {
@@ -224,6 +229,320 @@ TEST_F(ShimFixture, BadConfigIsReportedOnTheReadyLine) {
     auto missing = spawn_shim(R"({"kernel": "/nonexistent/vmlinux", "memory_mib": 16})");
     EXPECT_NE(missing.ready.find("/nonexistent/vmlinux"), std::string::npos) << missing.ready;
     EXPECT_EQ(wait_exit(missing.pid, std::chrono::seconds(5)), 1);
+}
+
+// ---- the kvm engine's start path, piece by piece ---------------------------------------------
+
+/// Frees fds 3..8 (keeping whatever was there) and then occupies the lowest `taken` of them, so
+/// the next descriptors anyone opens are 3 + taken, 4 + taken, ...: where a process that
+/// closed its low fds would have the engine's pipes land on the shim's target numbers.
+class LowFds {
+public:
+    explicit LowFds(int taken) {
+        for (int fd = 3; fd <= 8; ++fd) {
+            const int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 100);
+            if (copy >= 0) saved_.emplace_back(fd, copy), ::close(fd);
+        }
+        for (int i = 0; i < taken; ++i) placeholders_.push_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    }
+    ~LowFds() {
+        for (int fd : placeholders_) ::close(fd);
+        for (auto [fd, copy] : saved_) {
+            ::dup3(copy, fd, O_CLOEXEC);
+            ::close(copy);
+        }
+    }
+    [[nodiscard]] int lowest_free() const {
+        const int probe = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        ::close(probe);
+        return probe;
+    }
+
+private:
+    std::vector<std::pair<int, int>> saved_;
+    std::vector<int> placeholders_;
+};
+
+std::string spin_guest(const fs::path& dir) {
+    const unsigned char spin[] = {0xeb, 0xfe};  // jmp .
+    std::ofstream(dir / "spin.bin", std::ios::binary).write(reinterpret_cast<const char*>(spin), 2);
+    return (dir / "spin.bin").string();
+}
+
+// The shim's config (fd 3), ready line (fd 4) and watchdog (fd 5) arrive whatever numbers the
+// engine's own descriptors have — including when one already sits on its target, which with
+// dup2 alone left it close-on-exec and the shim found it closed. The guest running proves the
+// config arrived, "ok" proves the ready fd, and the VM staying up until the watchdog's write end
+// closes, then stopping, proves the watchdog.
+TEST_F(ShimFixture, SpawnHandsOverItsFdsWhereverTheyLandAndTheWatchdogStopsTheVm) {
+    for (int taken = 0; taken < 3; ++taken) {
+        SCOPED_TRACE(fmt::format("{} low fds taken", taken));
+        const auto log = dir / fmt::format("shim-{}.log", taken);
+        pid_t pid = -1;
+        int watchdog_write = -1;
+        {
+            LowFds low(taken);
+            ASSERT_EQ(low.lowest_free(), 3 + taken);
+            int watchdog[2];
+            ASSERT_EQ(::pipe2(watchdog, O_CLOEXEC), 0);
+            if (taken == 2) {
+                EXPECT_EQ(watchdog[0], 5) << "the watchdog's read end is on its own target fd";
+            }
+            vmm::KvmShimConfig config;
+            config.box_id = fmt::format("fds-{}", taken);
+            config.memory_mib = 16;
+            config.flat32_image = spin_guest(dir);
+            vmm::ShimSpawn spawn;
+            spawn.shim = BOXLITE_SHIM_KVM_PATH;
+            spawn.config = vmm::to_json_document(config).dump();
+            spawn.log = log;
+            spawn.watchdog_read_fd = watchdog[0];
+            auto spawned = vmm::spawn_kvm_shim(spawn);
+            watchdog_write = watchdog[1];
+            ASSERT_TRUE(spawned) << spawned.error().to_string();
+            EXPECT_EQ(spawned->ready, fmt::format("ok {}", spawned->pid));
+            pid = spawned->pid;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        int status = 0;
+        EXPECT_EQ(::waitpid(pid, &status, WNOHANG), 0) << "the VM runs while the watchdog is held; log: " << read(log);
+        ::close(watchdog_write);
+        EXPECT_EQ(wait_exit(pid, std::chrono::seconds(10)), 0);
+        EXPECT_NE(read(log).find("detach=false"), std::string::npos) << read(log);
+    }
+}
+
+TEST_F(ShimFixture, SpawnReportsWhyTheShimDidNotStart) {
+    vmm::ShimSpawn spawn;
+    spawn.shim = BOXLITE_SHIM_KVM_PATH;
+    spawn.config = "{not json";
+    spawn.log = dir / "shim.log";
+    auto refused = vmm::spawn_kvm_shim(spawn);
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message().find("configuration error"), std::string::npos) << refused.error().message();
+    spawn.shim = dir / "no-such-shim";
+    spawn.config = "{}";
+    auto missing = vmm::spawn_kvm_shim(spawn);
+    ASSERT_FALSE(missing);
+    EXPECT_NE(missing.error().message().find("cannot execute"), std::string::npos) << missing.error().message();
+}
+
+struct KvmDisk : ::testing::Test {
+    fs::path dir = fs::temp_directory_path() / ("boxlite-kvm-disk-" + std::to_string(::getpid()));
+    fs::path base = dir / "base.ext4";
+    fs::path overlay = dir / "disk.qcow2";
+    void SetUp() override {
+        fs::create_directories(dir);
+        std::ofstream(base, std::ios::binary).put('x');
+        fs::resize_file(base, (3ULL << 30) / 2);  // 1.5 GiB, sparse: a base larger than 1 GB
+    }
+    void TearDown() override { fs::remove_all(dir); }
+    std::uint64_t overlay_size() {
+        auto image = qcow2::Qcow2Image::open(overlay, {.read_only = true});
+        EXPECT_TRUE(image) << image.error().to_string();
+        return image ? (*image)->size() : 0;
+    }
+};
+
+TEST_F(KvmDisk, NewOverlayIsNeverShorterThanItsBase) {
+    auto size = vmm::prepare_box_disk(overlay, base, std::nullopt);
+    ASSERT_TRUE(size) << size.error().to_string();
+    EXPECT_EQ(*size, fs::file_size(base));
+    EXPECT_EQ(overlay_size(), fs::file_size(base));
+    fs::remove(overlay);
+    auto floored = vmm::prepare_box_disk(overlay, base, 1);
+    ASSERT_TRUE(floored);
+    EXPECT_EQ(overlay_size(), fs::file_size(base)) << "1 GB < the 1.5 GiB base: floored at the base";
+    EXPECT_EQ((*qcow2::Qcow2Image::open(overlay, {.read_only = true}))->info().backing_file, base.string());
+}
+
+TEST_F(KvmDisk, ExistingOverlayGrowsToALargerDiskSizeAndNeverShrinks) {
+    ASSERT_TRUE(vmm::prepare_box_disk(overlay, base, std::nullopt));
+    {  // data the box wrote must survive the growth
+        auto image = qcow2::Qcow2Image::open(overlay);
+        ASSERT_TRUE(image);
+        char data[512] = "written by the box";
+        iovec iov{data, sizeof data};
+        ASSERT_TRUE((*image)->write(1 << 20, std::span(&iov, 1)));
+        ASSERT_TRUE((*image)->close());
+    }
+    auto grown = vmm::prepare_box_disk(overlay, base, 4);
+    ASSERT_TRUE(grown) << grown.error().to_string();
+    EXPECT_EQ(*grown, 4ULL << 30);
+    EXPECT_EQ(overlay_size(), 4ULL << 30);
+    auto kept = vmm::prepare_box_disk(overlay, base, 2);
+    ASSERT_TRUE(kept);
+    EXPECT_EQ(*kept, 4ULL << 30) << "a smaller disk_size_gb never shrinks the disk";
+    auto image = qcow2::Qcow2Image::open(overlay, {.read_only = true});
+    ASSERT_TRUE(image);
+    char back[512] = {};
+    iovec iov{back, sizeof back};
+    ASSERT_TRUE((*image)->read(1 << 20, std::span(&iov, 1)));
+    EXPECT_STREQ(back, "written by the box");
+    auto report = (*image)->check();
+    ASSERT_TRUE(report);
+    EXPECT_TRUE(report->clean());
+}
+
+TEST_F(KvmDisk, AMissingBaseIsAStorageErrorNamingIt) {
+    auto missing = vmm::prepare_box_disk(overlay, dir / "gone.ext4", 2);
+    ASSERT_FALSE(missing);
+    EXPECT_EQ(missing.error().kind(), ErrorKind::Storage);
+    EXPECT_NE(missing.error().message().find("gone.ext4"), std::string::npos);
+    EXPECT_FALSE(fs::exists(overlay));
+}
+
+struct KvmLaunch : ::testing::Test {
+    BoxConfig box;
+    EngineLaunch launch;
+    KvmEngineOptions options;
+    void SetUp() override {
+        launch.config = &box;
+        launch.box_dir = "/tmp/box";
+        launch.env = {{"PATH", "/usr/bin:/bin"}, {"GREETING", "hello \"quoted\" world"}, {"with.dot", "x"}};
+        launch.working_dir = "/srv/app";
+        launch.user = "1000:1000";
+    }
+    BoxliteResult<vmm::KvmShimConfig> config() {
+        return vmm::make_shim_config(options, launch, "/k/vmlinux", "/k/initrd", "/tmp/box/disk.qcow2");
+    }
+};
+
+TEST_F(KvmLaunch, EnvWorkingDirUserAndLimitsGoToTheGuestLaunchDocument) {
+    box.options.cpus = 2;
+    box.options.resource_limits.max_open_files = 4096;
+    box.options.security.resource_limits.max_processes = 300;
+    box.options.resource_limits.max_cpu_time = 60;
+    auto c = config();
+    ASSERT_TRUE(c) << c.error().to_string();
+    EXPECT_EQ(c->cpus, 2u);
+    EXPECT_EQ(c->memory_mib, box.options.memory_mib);
+    EXPECT_NE(c->cmdline.find("boxlite.box_id=" + box.id.str()), std::string::npos);
+    ASSERT_TRUE(c->guest_launch.is_object());
+    auto guest = vmm::parse_guest_launch(c->guest_launch.dump());
+    ASSERT_TRUE(guest) << guest.error().to_string();
+    EXPECT_EQ(guest->env, launch.env) << "every variable, exactly, in order";
+    EXPECT_EQ(guest->working_dir, "/srv/app");
+    EXPECT_EQ(guest->user, "1000:1000");
+    EXPECT_EQ(guest->agent_port, options.agent_port);
+    EXPECT_EQ(guest->rlimits.nofile, 4096u);
+    EXPECT_EQ(guest->rlimits.nproc, 300u) << "the security limit applies when the box sets none";
+    EXPECT_EQ(guest->rlimits.cpu, 60u);
+    EXPECT_FALSE(guest->rlimits.fsize);
+    // Through the shim config's JSON and back, as the shim sees it.
+    auto parsed = vmm::parse_shim_config(vmm::to_json_document(*c).dump());
+    ASSERT_TRUE(parsed) << parsed.error().to_string();
+    EXPECT_EQ(parsed->guest_launch, c->guest_launch);
+}
+
+TEST_F(KvmLaunch, MaxMemoryCapsTheGuestRam) {
+    box.options.memory_mib = 1024;
+    box.options.resource_limits.max_memory = 256ULL << 20;
+    auto c = config();
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->memory_mib, 256u);
+    box.options.resource_limits.max_memory = 64ULL << 20;
+    auto refused = config();
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().kind(), ErrorKind::Config);
+    EXPECT_NE(refused.error().message().find("max_memory"), std::string::npos);
+}
+
+TEST_F(KvmLaunch, VolumesAndPortsAreRefusedNotDropped) {
+    box.options.volumes = {{"/srv/data", "/data", false}};
+    auto volumes = config();
+    ASSERT_FALSE(volumes);
+    EXPECT_EQ(volumes.error().kind(), ErrorKind::Unsupported);
+    EXPECT_NE(volumes.error().message().find("virtiofs"), std::string::npos) << volumes.error().message();
+    EXPECT_NE(volumes.error().message().find("/data"), std::string::npos);
+    box.options.volumes.clear();
+    box.options.ports = {PortSpec{8080, 80}};
+    auto ports = config();
+    ASSERT_FALSE(ports);
+    EXPECT_EQ(ports.error().kind(), ErrorKind::Unsupported);
+}
+
+TEST(GuestLaunch, ArchiveIsANewcCpioWithTheDocumentPrivate) {
+    vmm::GuestLaunchConfig guest;
+    guest.box_id = "b";
+    guest.env = {{"A", "1"}};
+    const auto document = vmm::to_json_document(guest).dump();
+    const auto archive = vmm::guest_launch_archive(document);
+    EXPECT_EQ(archive.size() % 4, 0u) << "another archive can follow";
+    auto entries = vmm::read_newc_archive(archive);
+    ASSERT_TRUE(entries) << entries.error().to_string();
+    ASSERT_EQ(entries->size(), 2u);
+    EXPECT_EQ((*entries)[0].name, "boxlite");
+    EXPECT_EQ((*entries)[0].mode, 040755u);
+    EXPECT_EQ((*entries)[1].name, "boxlite/launch.json");
+    EXPECT_EQ((*entries)[1].mode, 0100600u) << "the environment may hold secrets";
+    EXPECT_EQ((*entries)[1].data, document);
+    if (std::system("command -v cpio > /dev/null 2>&1") == 0) {  // a second opinion
+        const fs::path file = fs::temp_directory_path() / fmt::format("boxlite-launch-{}.cpio", ::getpid());
+        std::ofstream(file, std::ios::binary).write(reinterpret_cast<const char*>(archive.data()),
+                                                    static_cast<std::streamsize>(archive.size()));
+        EXPECT_EQ(std::system(("cpio -it --quiet < " + file.string() + " > /dev/null").c_str()), 0);
+        fs::remove(file);
+    }
+    for (std::size_t cut : {std::size_t{130}, archive.size() - 200}) {
+        std::vector<std::byte> truncated(archive.begin(), archive.begin() + static_cast<std::ptrdiff_t>(cut));
+        EXPECT_FALSE(vmm::read_newc_archive(truncated)) << "cut at " << cut;
+    }
+}
+
+// The whole start path up to the agent, under real KVM: a PVH "kernel" (tests/guests/pvh_dump.S)
+// prints the command line and the initrd it was given to the console, then powers off. So start()
+// fails at "waiting for the agent" — and the console shows what the guest got: our command line,
+// the launch archive in front of the base initramfs, the environment exactly as launched.
+TEST_F(ShimFixture, StartBootsThroughPvhWithTheLaunchDocumentInFrontOfTheInitrd) {
+    const fs::path box_dir = dir / "box";
+    fs::create_directories(box_dir);
+    const fs::path base = dir / "base.ext4";
+    std::ofstream(base, std::ios::binary).put('x');
+    fs::resize_file(base, 4 << 20);
+    const std::string base_initrd = "BASE-INITRAMFS-BYTES";
+    std::ofstream(dir / "initramfs.cpio.gz", std::ios::binary) << base_initrd;
+
+    KvmEngineOptions options;
+    options.shim = BOXLITE_SHIM_KVM_PATH;
+    options.kernel = std::string(BOXLITE_TEST_GUEST_DIR) + "/pvh_dump.elf";
+    options.initrd = dir / "initramfs.cpio.gz";
+    options.boot_timeout = std::chrono::seconds(20);
+    BoxConfig box;
+    box.options.memory_mib = 128;
+    box.options.detach = true;
+    box.options.disk_size_gb = 1;
+    EngineLaunch launch;
+    launch.config = &box;
+    launch.box_dir = box_dir;
+    launch.rootfs = base;
+    launch.env = {{"PATH", "/bin"}, {"GREETING", "hello world"}};
+    launch.working_dir = "/work";
+    launch.user = "nobody";
+    auto started = detail::kvm_engine_start(options, launch);
+    ASSERT_FALSE(started) << "the PVH guest has no agent";
+    EXPECT_NE(started.error().message().find("stopped before its agent answered"), std::string::npos)
+        << started.error().message();
+
+    const std::string console = read(box_dir / "console.log");
+    const auto newline = console.find('\n');
+    ASSERT_NE(newline, std::string::npos) << console;
+    EXPECT_NE(console.substr(0, newline).find("boxlite.box_id=" + box.id.str()), std::string::npos) << console;
+    const std::string initrd = console.substr(newline + 1);
+    ASSERT_GE(initrd.size(), base_initrd.size());
+    EXPECT_EQ(initrd.substr(initrd.size() - base_initrd.size()), base_initrd) << "the base initramfs follows";
+    auto entries = vmm::read_newc_archive(std::as_bytes(std::span(initrd.data(), initrd.size())));
+    ASSERT_TRUE(entries) << entries.error().to_string();
+    ASSERT_EQ(entries->size(), 2u);
+    EXPECT_EQ((*entries)[1].name, "boxlite/launch.json");
+    auto guest = vmm::parse_guest_launch((*entries)[1].data);
+    ASSERT_TRUE(guest) << guest.error().to_string();
+    EXPECT_EQ(guest->env, launch.env);
+    EXPECT_EQ(guest->working_dir, "/work");
+    EXPECT_EQ(guest->user, "nobody");
+    EXPECT_EQ(guest->box_id, box.id.str());
+    EXPECT_EQ((*qcow2::Qcow2Image::open(box_dir / "disk.qcow2", {.read_only = true}))->size(), 1ULL << 30)
+        << "disk_size_gb applied to the overlay";
 }
 
 }  // namespace

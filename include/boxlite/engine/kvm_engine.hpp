@@ -1,10 +1,17 @@
 // KvmEngine: the `kvm` engine — each box is a micro-VM run by our own VMM (lib/vmm +
 // lib/devices) inside a `boxlite-shim-kvm` process.
 //
-//   start()   creates <box_dir>/disk.qcow2 over the image's ext4 base, spawns the shim with its
-//             configuration on a pipe (JSON, see lib/vmm/shim_config.hpp), waits for "ok <pid>",
-//             then for the guest agent to answer on vsock port `agent_port` through the shim's
-//             hybrid vsock socket: the endpoint is "vsock-uds:<box_dir>/vsock.sock:<port>".
+//   start()   refuses what the VM cannot do yet (volumes: no virtiofs; published ports: no guest
+//             network) with Unsupported; makes <box_dir>/disk.qcow2 over the image's ext4 base,
+//             or grows the existing one, to disk_size_gb (never below the base, never shrunk);
+//             spawns the shim with its configuration on fd 3 (JSON, lib/vmm/shim_config.hpp),
+//             waits for "ok <pid>", then for the guest agent to answer on vsock port `agent_port`
+//             through the shim's hybrid vsock socket: the endpoint is
+//             "vsock-uds:<box_dir>/vsock.sock:<port>". The launch's env, working dir, user and
+//             rlimits reach the agent as /boxlite/launch.json in the initramfs
+//             (lib/vmm/guest_launch.hpp); max_memory caps the guest's RAM.
+//   detach=false  as for the namespace engine: the shim watches a pipe whose write end only
+//             this process holds, and stops the VM when it closes (this process exited).
 //   stop()    SIGTERM (the shim stops the vCPUs and flushes the disk), SIGKILL after `timeout`.
 //   available()  a real, cached probe: a tiny 64-bit guest must run (lib/vmm/probe.hpp). Where
 //             /dev/kvm cannot run 64-bit guests (kvm_pvm) it answers UnsupportedEngine with the

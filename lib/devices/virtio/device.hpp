@@ -4,8 +4,9 @@
 // Life cycle: the transport negotiates features and lets the driver configure queues; on
 // DRIVER_OK it calls activate() with guest memory, the queues and an Interrupt; then every
 // QueueNotify becomes queue_notify(i). reset() returns the device to its pre-activation state.
-// queue_notify() runs on a vCPU (or transport) thread; devices with their own threads (vsock,
-// console input) lock their state themselves.
+// queue_notify() may run on any vCPU thread or on the VMM's event-loop thread (ioeventfd),
+// concurrently, so every device locks its own state; reset() may be called while another
+// thread is in queue_notify() and must wait for it (the lock order is in mmio/transport.hpp).
 #pragma once
 
 #include "devices/virtio/queue.hpp"

@@ -1,18 +1,25 @@
-// libFuzzer target: the guest writes anything it likes into the descriptor table and rings;
-// popping chains and serving them as virtio-blk requests must never touch memory outside
-// guest RAM, loop, or allocate without bound.
+// libFuzzer target: the guest writes anything it likes into the descriptor tables and rings;
+// popping chains and serving them as virtio-blk requests, virtio-vsock packets or virtio-console
+// data must never touch memory outside guest RAM, loop, or allocate without bound.
 //
-// Input: byte 0 = log2 queue size (mod 9), byte 1 = feature bits (event-idx, indirect),
-// the rest = the first bytes of a 64 KiB guest RAM image: the descriptor table at 0, the
-// available ring right after it, the used ring after that (packed, so short inputs reach every
-// structure), buffers anywhere.
+// Input: byte 0 = log2 queue size (mod 9); byte 1 = bit 0 event-idx, bit 1 indirect descriptors,
+// bits 2-3 the device (0 blk, 1 vsock, 2 console, 3 blk); the rest = the first bytes of a
+// 64 KiB guest RAM image. Queue q's descriptor table is at q * 8 KiB, its available ring right
+// after it, its used ring after that (packed, so short inputs reach every structure of queue
+// 0); buffers anywhere. vsock: queue 0 rx, 1 tx (the guest's packets), 2 event; console:
+// queue 0 receive (host input goes there), 1 transmit. Seeds: corpus/ (see corpus/README).
 #include "devices/virtio/blk/device.hpp"
+#include "devices/virtio/console/device.hpp"
 #include "devices/virtio/queue.hpp"
+#include "devices/virtio/vsock/device.hpp"
 #include "vmm/memory.hpp"
 
 #include "../memory_backend.hpp"
 
+#include <unistd.h>
+
 #include <cstring>
+#include <filesystem>
 
 using namespace boxlite;
 using namespace boxlite::devices::virtio;
@@ -26,6 +33,40 @@ public:
 };
 
 constexpr std::uint64_t kRam = 64 * 1024;
+constexpr std::uint64_t kQueueStride = 8 * 1024;
+
+struct QueueLayout {
+    std::uint64_t desc, avail, used;
+};
+
+QueueLayout layout_of(std::uint16_t queue_index, std::uint16_t queue_size) {
+    const std::uint64_t desc = queue_index * kQueueStride;
+    const std::uint64_t avail = desc + 16ULL * queue_size;
+    const std::uint64_t used = (avail + 6 + 2ULL * queue_size + 3) & ~3ULL;
+    return {desc, avail, used};
+}
+
+void configure(VirtQueue& queue, std::uint16_t index, std::uint16_t size, std::uint64_t features) {
+    queue.reset();
+    const auto l = layout_of(index, size);
+    queue.size = size;
+    queue.desc_table = l.desc;
+    queue.avail_ring = l.avail;
+    queue.used_ring = l.used;
+    queue.ready = true;
+    queue.activate(features);
+}
+
+VsockDevice& vsock_device() {
+    // One device for the whole run: it binds a socket and starts its host-side thread.
+    static std::shared_ptr<VsockDevice> device = [] {
+        const auto uds = std::filesystem::temp_directory_path() / ("boxlite-fuzz-vsock-" + std::to_string(::getpid()));
+        auto created = VsockDevice::create(3, uds);
+        if (!created) std::abort();
+        return *created;
+    }();
+    return *device;
+}
 
 }  // namespace
 
@@ -37,22 +78,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::uint64_t features = kFeatureVersion1;
     if (data[1] & 1) features |= kFeatureRingEventIdx;
     if (data[1] & 2) features |= kFeatureRingIndirectDesc;
+    const int which = (data[1] >> 2) & 3;
+    // The vsock device's thread reads guest memory only while it is active: stop it before
+    // the RAM is rewritten under it.
+    vsock_device().reset();
     auto ram = *memory.slice(0, kRam);
-    std::memset(ram.data(), 0, ram.size());
-    std::memcpy(ram.data(), data + 2, std::min<std::size_t>(size - 2, kRam));
+    auto load = [&] {
+        std::memset(ram.data(), 0, ram.size());
+        std::memcpy(ram.data(), data + 2, std::min<std::size_t>(size - 2, kRam));
+    };
+    load();
 
-    const std::uint64_t avail = 16ULL * queue_size;
-    const std::uint64_t used = (avail + 6 + 2ULL * queue_size + 3) & ~3ULL;
-
-    // 1. Raw pops.
+    // 1. Raw pops of queue 0.
     VirtQueue queue(256);
-    queue.size = queue_size;
-    queue.desc_table = 0;
-    queue.avail_ring = avail;
-    queue.used_ring = used;
-    queue.ready = true;
+    configure(queue, 0, queue_size, features);
     if (!queue.validate(memory)) return 0;
-    queue.activate(features);
     for (int i = 0; i < 4 * queue_size + 4; ++i) {
         auto popped = queue.pop(memory);
         if (popped && !*popped) break;
@@ -66,17 +106,30 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         (void)queue.needs_notification(memory);
     }
 
-    // 2. The same rings (as the guest left them) served as virtio-blk requests.
-    std::memcpy(ram.data(), data + 2, std::min<std::size_t>(size - 2, kRam));
-    VirtQueue queues[1] = {VirtQueue(256)};
-    queues[0].size = queue_size;
-    queues[0].desc_table = 0;
-    queues[0].avail_ring = avail;
-    queues[0].used_ring = used;
-    queues[0].ready = true;
-    queues[0].activate(features);
+    // 2. The same RAM (as the guest left it) served by a device.
+    load();
     NullInterrupt interrupt;
-    BlockDevice device(backend, "fuzz");
-    if (device.activate({&memory, queues, &interrupt, features})) device.queue_notify(0);
+    static VirtQueue queues[3] = {VirtQueue(256), VirtQueue(256), VirtQueue(256)};
+    if (which == 1) {
+        VsockDevice& vsock = vsock_device();
+        for (std::uint16_t q = 0; q < 3; ++q) configure(queues[q], q, queue_size, features);
+        if (vsock.activate({&memory, std::span(queues, 3), &interrupt, features})) {
+            vsock.queue_notify(1);  // the guest's packets: headers, lengths, ports, ops
+            vsock.queue_notify(0);  // rx buffers for the RSTs and RESPONSEs they caused
+            vsock.reset();
+        }
+    } else if (which == 2) {
+        ConsoleDevice console(nullptr);
+        for (std::uint16_t q = 0; q < 2; ++q) configure(queues[q], q, queue_size, features);
+        console.enqueue_input(std::as_bytes(std::span(data, std::min<std::size_t>(size, 300))));
+        if (console.activate({&memory, std::span(queues, 2), &interrupt, features})) {
+            console.queue_notify(1);
+            console.queue_notify(0);
+        }
+    } else {
+        configure(queues[0], 0, queue_size, features);
+        BlockDevice device(backend, "fuzz");
+        if (device.activate({&memory, std::span(queues, 1), &interrupt, features})) device.queue_notify(0);
+    }
     return 0;
 }

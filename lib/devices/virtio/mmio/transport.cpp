@@ -64,6 +64,7 @@ void MmioTransport::write(std::uint64_t offset, std::span<const std::byte> data)
     std::memcpy(&value, data.data(), 4);
     if (offset == kQueueNotify) {
         // Outside the lock: the device may take its own locks and signal interrupts.
+        mmio_notifies_.fetch_add(1, std::memory_order_relaxed);
         notify_queue(static_cast<std::uint16_t>(value & 0xffff));
         return;
     }

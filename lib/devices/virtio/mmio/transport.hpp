@@ -3,6 +3,24 @@
 // does not know it is on MMIO. Every register write is guest-controlled: unknown offsets and
 // misaligned or wrongly sized accesses are ignored, queue changes after DRIVER_OK are refused,
 // and a device whose activation fails is marked DEVICE_NEEDS_RESET instead of running.
+//
+// Threads and locks. Register accesses come from any vCPU thread; notify_queue() from a vCPU
+// (QueueNotify as an MMIO exit) or from the VMM's event loop (QueueNotify as an ioeventfd);
+// devices with threads of their own (vsock) run their queues from those too. Two locks, always
+// taken in this order and never the other way round:
+//   1. the transport's `mutex_`: status, features, selectors, the queues' layout fields and
+//      `ready`; every register access but QueueNotify holds it for the whole access;
+//   2. the device's own mutex: its activation context and everything its queue handlers touch
+//      (including the queues' ring indices — pop/add_used only run under it).
+// The queues' layout fields are written only before DRIVER_OK (writes after it are refused),
+// and the device reads them only after activation, so the two locks never guard the same
+// field at the same time. Reset (Status = 0) holds mutex_ and calls device->reset(), which
+// waits for a queue handler in progress to finish on the device mutex; only then are the
+// queues cleared. notify_queue() checks `activated_` under mutex_ and calls the device outside
+// it, so a long request (QCOW2 I/O, fdatasync) never blocks register accesses; a notify that
+// loses the race with a reset finds the device inactive and does nothing. Interrupts
+// (signal_used_queue) touch only the atomic InterruptStatus and the irqfd, so a device may
+// raise them holding its own lock.
 #pragma once
 
 #include "devices/virtio/device.hpp"
@@ -46,7 +64,7 @@ public:
     void read(std::uint64_t offset, std::span<std::byte> data) override;
     void write(std::uint64_t offset, std::span<const std::byte> data) override;
 
-    /// What QueueNotify does, for an ioeventfd loop that bypasses the MMIO exit.
+    /// What QueueNotify does, for an ioeventfd loop that bypasses the MMIO exit. Any thread.
     void notify_queue(std::uint16_t queue);
 
     [[nodiscard]] std::uint32_t status() const;
@@ -55,6 +73,8 @@ public:
     [[nodiscard]] std::uint32_t interrupt_status() const noexcept { return interrupt_status_.load(); }
     /// Why the last activation failed (empty if none).
     [[nodiscard]] std::string last_error() const;
+    /// QueueNotify writes that reached us as MMIO accesses (not through an ioeventfd).
+    [[nodiscard]] std::uint64_t mmio_notifies() const noexcept { return mmio_notifies_.load(); }
 
 private:
     void signal_used_queue(std::uint16_t queue) override;
@@ -80,6 +100,7 @@ private:
     bool activated_ = false;
     std::string last_error_;
     std::atomic<std::uint32_t> interrupt_status_{0};
+    std::atomic<std::uint64_t> mmio_notifies_{0};
 };
 
 }  // namespace boxlite::devices::virtio

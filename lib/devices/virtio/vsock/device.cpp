@@ -37,6 +37,7 @@ BoxliteResult<sockaddr_un> unix_address(const std::string& path) {
 
 struct VsockDevice::Stream {
     enum class State { AwaitingConnectLine, Connecting, Established, Closing };
+    using Clock = std::chrono::steady_clock;
     int fd = -1;
     std::uint32_t host_port = 0;
     std::uint32_t guest_port = 0;
@@ -54,7 +55,13 @@ struct VsockDevice::Stream {
     bool host_eof = false;
     bool guest_done_sending = false;
     bool guest_done_receiving = false;
+    /// When a waiting state gives up (AwaitingConnectLine, Connecting, Closing); max() otherwise.
+    Clock::time_point deadline = Clock::time_point::max();
 
+    void enter(State next, std::chrono::milliseconds timeout) {
+        state = next;
+        deadline = Clock::now() + timeout;
+    }
     ~Stream() {
         if (fd >= 0) ::close(fd);
     }
@@ -65,7 +72,8 @@ struct VsockDevice::Stream {
 };
 
 BoxliteResult<std::shared_ptr<VsockDevice>> VsockDevice::create(std::uint64_t guest_cid,
-                                                               std::filesystem::path uds_path) {
+                                                               std::filesystem::path uds_path,
+                                                               VsockTimeouts timeouts) {
     if (guest_cid <= kVsockHostCid || guest_cid >= 0xffffffffULL)
         return fail(ErrorKind::Config, "guest CID {} is reserved; use 3..4294967294", guest_cid);
     BOXLITE_TRY(auto address, unix_address(uds_path.string()));
@@ -84,13 +92,14 @@ BoxliteResult<std::shared_ptr<VsockDevice>> VsockDevice::create(std::uint64_t gu
         ::close(listener);
         return fail_errno(ErrorKind::Engine, "eventfd for the vsock thread", error);
     }
-    std::shared_ptr<VsockDevice> device(new VsockDevice(guest_cid, std::move(uds_path), listener, wake));
+    std::shared_ptr<VsockDevice> device(new VsockDevice(guest_cid, std::move(uds_path), listener, wake, timeouts));
     device->thread_ = std::thread([raw = device.get()] { raw->run(); });
     return device;
 }
 
-VsockDevice::VsockDevice(std::uint64_t guest_cid, std::filesystem::path uds_path, int listener, int wake)
-    : guest_cid_(guest_cid), uds_path_(std::move(uds_path)), listener_(listener), wake_(wake) {}
+VsockDevice::VsockDevice(std::uint64_t guest_cid, std::filesystem::path uds_path, int listener, int wake,
+                         VsockTimeouts timeouts)
+    : guest_cid_(guest_cid), uds_path_(std::move(uds_path)), listener_(listener), wake_(wake), timeouts_(timeouts) {}
 
 VsockDevice::~VsockDevice() {
     stopping_ = true;
@@ -221,6 +230,7 @@ void VsockDevice::handle_packet_locked(const VsockHeader& h, std::span<const std
         case VsockOp::Response: {
             if (stream.state != Stream::State::Connecting) return reset_stream();
             stream.state = Stream::State::Established;
+            stream.deadline = Stream::Clock::time_point::max();
             const std::string ok = fmt::format("OK {}\n", stream.host_port);
             if (::send(stream.fd, ok.data(), ok.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(ok.size()))
                 return reset_stream();
@@ -368,7 +378,7 @@ void VsockDevice::deliver_rx_locked() {
                     rx.undo_pop();
                     stream.host_eof = true;  // the host closed (or broke) its end
                     queue_control_locked(stream, VsockOp::Shutdown, kShutdownReceive | kShutdownSend);
-                    stream.state = Stream::State::Closing;
+                    stream.enter(Stream::State::Closing, timeouts_.shutdown);
                     break;
                 }
                 VsockHeader h{};
@@ -396,6 +406,27 @@ void VsockDevice::deliver_rx_locked() {
 
 // ---- the host-side thread ----------------------------------------------------------------------
 
+std::chrono::milliseconds VsockDevice::expire_streams_locked() {
+    const auto now = Stream::Clock::now();
+    auto next = Stream::Clock::time_point::max();
+    for (auto it = streams_.begin(); it != streams_.end();) {
+        Stream& stream = *it->second;
+        if (stream.deadline > now) {
+            next = std::min(next, stream.deadline);
+            ++it;
+            continue;
+        }
+        // The guest knows Connecting and Closing streams and is told; a host that never sent
+        // its CONNECT line is simply hung up on.
+        if (stream.state != Stream::State::AwaitingConnectLine) queue_reset_locked(stream.host_port, stream.guest_port);
+        ++stats_.timeouts;
+        it = streams_.erase(it);
+    }
+    if (next == Stream::Clock::time_point::max()) return std::chrono::milliseconds(-1);
+    // Rounded up, so the poller never wakes a millisecond early and spins.
+    return std::chrono::ceil<std::chrono::milliseconds>(next - now);
+}
+
 void VsockDevice::accept_host_connection_locked() {
     for (;;) {
         int fd = ::accept4(listener_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -406,6 +437,7 @@ void VsockDevice::accept_host_connection_locked() {
         }
         auto stream = std::make_unique<Stream>();
         stream->fd = fd;
+        stream->enter(Stream::State::AwaitingConnectLine, timeouts_.connect_line);
         do {
             stream->host_port = next_host_port_++;
             if (next_host_port_ == 0) next_host_port_ = 1u << 30;
@@ -439,7 +471,7 @@ void VsockDevice::read_connect_line_locked(Stream& stream) {
         auto node = streams_.extract(old_key);
         Stream& s = *node.mapped();
         s.guest_port = port;
-        s.state = Stream::State::Connecting;
+        s.enter(Stream::State::Connecting, timeouts_.connect);
         s.line.clear();
         const std::uint64_t new_key = stream_key(s.host_port, port);
         if (streams_.count(new_key)) return;  // impossible (host ports are unique); dropping node closes it
@@ -458,8 +490,11 @@ void VsockDevice::run() {
         keys.clear();
         fds.push_back({wake_, POLLIN, 0});
         fds.push_back({listener_, POLLIN, 0});
+        std::chrono::milliseconds timeout{-1};
         {
             std::lock_guard lock(mutex_);
+            timeout = expire_streams_locked();
+            if (!control_.empty()) deliver_rx_locked();  // the RSTs expiry queued
             const bool rx_ready = active_ && context_.queues[kRxQueue].has_available(*context_.memory);
             for (auto& [key, stream] : streams_) {
                 short events = 0;
@@ -473,7 +508,7 @@ void VsockDevice::run() {
                 keys.push_back(key);
             }
         }
-        if (::poll(fds.data(), fds.size(), -1) < 0 && errno != EINTR) break;
+        if (::poll(fds.data(), fds.size(), static_cast<int>(timeout.count())) < 0 && errno != EINTR) break;
         std::lock_guard lock(mutex_);
         if (fds[0].revents & POLLIN) {
             std::uint64_t drained;

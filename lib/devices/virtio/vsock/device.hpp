@@ -24,6 +24,14 @@
 //   guest → host: a guest REQUEST to port P connects to the Unix socket "<uds_path>_<P>"; we
 //     answer RESPONSE if that connect succeeds, RST otherwise.
 //
+// ---- Timeouts -------------------------------------------------------------------------------
+// A stream waiting on the other side holds a host socket, so every waiting state has a bound
+// (Firecracker bounds the same two guest waits): a host that connected but sent no CONNECT line
+// (`connect_line`), a REQUEST the guest never answers (`connect`: RST to the guest, host socket
+// closed — the host program sees EOF instead of "OK"), and a SHUTDOWN we sent after the host end
+// closed that the guest never follows with RST (`shutdown`: we send the RST and drop the stream).
+// The poller sleeps until the nearest deadline.
+//
 // Queues: 0 = rx (host → guest packets, guest-posted writable buffers), 1 = tx (guest → host),
 // 2 = event (transport reset events; buffers are held, never needed here).
 // One thread polls the listener and every stream socket; the vCPU thread handles tx notifies.
@@ -35,6 +43,7 @@
 #include "devices/virtio/device.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <filesystem>
 #include <map>
@@ -65,8 +74,15 @@ enum class VsockOp : std::uint16_t {
 inline constexpr std::uint16_t kVsockTypeStream = 1;
 inline constexpr std::uint64_t kVsockHostCid = 2;
 
+struct VsockTimeouts {
+    std::chrono::milliseconds connect_line{5000};  ///< host connected, no "CONNECT <port>\n" yet
+    std::chrono::milliseconds connect{2000};       ///< REQUEST sent, no RESPONSE from the guest
+    std::chrono::milliseconds shutdown{2000};      ///< SHUTDOWN sent, no RST from the guest
+};
+
 struct VsockStats {
     std::uint64_t connections_opened = 0;
+    std::uint64_t timeouts = 0;  ///< streams dropped because a side never answered
     std::uint64_t resets_sent = 0;
     std::uint64_t bad_packets = 0;
     std::uint64_t bytes_to_guest = 0;
@@ -83,7 +99,8 @@ public:
     static constexpr std::size_t kMaxStreams = 1024;
 
     /// Binds the listener at `uds_path` (replacing a stale socket file) and starts the thread.
-    static BoxliteResult<std::shared_ptr<VsockDevice>> create(std::uint64_t guest_cid, std::filesystem::path uds_path);
+    static BoxliteResult<std::shared_ptr<VsockDevice>> create(std::uint64_t guest_cid, std::filesystem::path uds_path,
+                                                              VsockTimeouts timeouts = {});
     ~VsockDevice() override;
 
     [[nodiscard]] DeviceType device_type() const override { return DeviceType::Vsock; }
@@ -104,7 +121,8 @@ public:
 
 private:
     struct Stream;
-    VsockDevice(std::uint64_t guest_cid, std::filesystem::path uds_path, int listener, int wake);
+    VsockDevice(std::uint64_t guest_cid, std::filesystem::path uds_path, int listener, int wake,
+                VsockTimeouts timeouts);
     void run();
     void wake();
     void handle_tx_locked();
@@ -117,11 +135,14 @@ private:
     void flush_to_host_locked(Stream& stream);
     void close_stream_locked(std::uint64_t key);
     void interrupt_rx_locked(bool delivered);
+    /// Drops every stream whose deadline passed; returns the time until the next one (or -1 ms).
+    std::chrono::milliseconds expire_streams_locked();
 
     const std::uint64_t guest_cid_;
     const std::filesystem::path uds_path_;
     const int listener_;
     const int wake_;
+    const VsockTimeouts timeouts_;
 
     mutable std::mutex mutex_;
     ActivateContext context_;
