@@ -13,8 +13,13 @@
 //                 after `timeout` the shim is SIGKILLed, which kills PID 1 (PDEATHSIG) and with
 //                 it the whole PID namespace.
 //   is_alive()    the shim's pid with the recorded start time exists and is not a zombie.
-//   network       only loopback, whatever NetworkSpec says: outbound networking for this engine
-//                 is a later issue, and the shim logs a warning saying so.
+//   network       only loopback, whatever NetworkSpec's mode says: outbound networking for this
+//                 engine is a later issue, and the shim logs a warning saying so. What cannot be
+//                 honoured silently — port forwards (BoxOptions::ports) and an allow_net list —
+//                 makes start() fail with ErrorKind::Unsupported before anything runs.
+//   isolation     capability bounding set, seccomp filter, masked /proc, nodev mounts
+//                 (lib/shim/namespace_mode.cpp, docs/namespace-engine.md); SecurityOptions'
+//                 jailer_enabled=false keeps all capabilities, seccomp_enabled=false the filter off.
 //
 // Needs root (CAP_SYS_ADMIN) and overlayfs; available() names what is missing.
 #pragma once
@@ -203,6 +208,8 @@ public:
         for (const auto& v : options.volumes) {
             args.insert(args.end(), {"--volume", v.host_path + ":" + v.guest_path + (v.read_only ? ":ro" : "")});
         }
+        args.insert(args.end(), {"--capabilities", options.security.jailer_enabled ? "box" : "all",
+                                 "--seccomp", options.security.seccomp_enabled ? "on" : "off"});
         int ready[2] = {-1, -1};
         int watchdog[2] = {-1, -1};
         if (::pipe2(ready, O_CLOEXEC) != 0) return fail_errno(ErrorKind::Engine, "creating the shim's ready pipe", errno);
