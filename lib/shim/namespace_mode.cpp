@@ -42,6 +42,7 @@
 #include "../jailer/seccomp_filter.hpp"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <net/if.h>
 #include <poll.h>
 #include <sched.h>
@@ -59,7 +60,6 @@
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
-#include <linux/openat2.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -133,7 +133,7 @@ private:
 /// before the pivot, and /proc masks applied beside the real /proc.)
 class BoxRoot {
 public:
-    explicit BoxRoot(const std::string& dir) : dir_(dir), root_(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC)) {}
+    explicit BoxRoot(const std::string& dir) : root_(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC)) {}
     [[nodiscard]] bool valid() const noexcept { return root_.valid(); }
 
     /// `path` as it is now (mounts on it included); invalid with errno (ENOENT: absent).
@@ -196,8 +196,6 @@ public:
         return open(path);
     }
 
-    [[nodiscard]] const std::string& host_dir() const noexcept { return dir_; }
-
 private:
     static std::vector<std::string> components(const std::string& path) {
         std::vector<std::string> parts;
@@ -228,7 +226,6 @@ private:
         return target.front() == '/' ? target : parent + "/" + target;
     }
 
-    std::string dir_;
     PathFd root_;
 };
 
