@@ -5,7 +5,8 @@
 //
 // The engine is BOXLITE_ENGINE when set; otherwise the namespace engine when this machine can
 // run it, else the mock engine (nothing runs either way: this example never starts a box, though
-// creating one from an image pulls that image). It prints what it does and exits non-zero on the first error.
+// creating one from an image pulls that image). It prints what it does and exits non-zero, with
+// "FAILED: …" or "error: …", on the first error or unexpected result.
 #include <boxlite/boxlite.hpp>
 
 #include <stdlib.h>
@@ -89,6 +90,9 @@ int main(int argc, char** argv) {
     too_big.cpus = 100000;
     if (auto rejected = runtime->create(too_big, "too-big"); !rejected) {
         fmt::print("rejected as expected: {}\n", rejected.error());
+    } else {
+        fmt::print("FAILED: a box with 100000 CPUs was accepted\n");
+        return 1;
     }
 
     // 2. List.
@@ -96,6 +100,10 @@ int main(int argc, char** argv) {
     if (!boxes) return report(boxes.error());
     fmt::print("{} boxes:\n", boxes->size());
     for (const auto& info : *boxes) fmt::print("  {}\n", info);
+    if (temporary && boxes->size() != 2) {
+        fmt::print("FAILED: expected the 2 boxes web and tools\n");
+        return 1;
+    }
 
     // 3. Inspect, by name and by a unique id prefix.
     const auto prefix = first->id().str().substr(0, 12);
@@ -123,5 +131,10 @@ int main(int argc, char** argv) {
         std::error_code ec;
         std::filesystem::remove_all(home, ec);
     }
-    return gone || !remaining->empty() ? 1 : 0;
+    if (gone || !remaining->empty()) {
+        fmt::print("FAILED: removed boxes are still there\n");
+        return 1;
+    }
+    fmt::print("basic_lifecycle: ok\n");
+    return 0;
 }

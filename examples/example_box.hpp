@@ -5,8 +5,11 @@
 //   <example> <rootfs-dir>         that directory as every box's root filesystem
 //
 // The namespace engine needs root and overlayfs; where it cannot run (or busybox-static is
-// missing), the example says why and exits 0, so `ctest` on any machine stays green while the
-// engine tests (tests/agent) report the same condition as skipped.
+// missing), the example says why and exits with kSkipExitCode, which ctest reports as skipped
+// (SKIP_RETURN_CODE in examples/CMakeLists.txt), as the engine tests (tests/agent) do.
+//
+// Each example checks what it shows (Checks below): a wrong result prints "FAILED: …" and
+// makes the exit code non-zero, so `ctest` tests the output, not just that nothing crashed.
 #pragma once
 
 #include <boxlite/boxlite.hpp>
@@ -25,10 +28,46 @@ namespace example {
 using namespace boxlite;
 namespace fs = std::filesystem;
 
+/// The exit code of an example that cannot run here (automake's and ctest's "skipped").
+inline constexpr int kSkipExitCode = 77;
+
 inline int report(const BoxliteError& error) {
     fmt::print(stderr, "error: {}\n", error);
     return 1;
 }
+
+/// An example's assertions about its own output.
+class Checks {
+public:
+    explicit Checks(std::string name) : name_(std::move(name)) {}
+
+    /// Records `what`; a false `ok` prints "FAILED: what (got …)".
+    template <class T>
+    void expect_eq(const T& got, const T& want, std::string_view what) {
+        if (got == want) return;
+        ++failed_;
+        fmt::print("FAILED: {} (got {:?}, expected {:?})\n", what, fmt::format("{}", got), fmt::format("{}", want));
+    }
+    void expect(bool ok, std::string_view what) {
+        if (ok) return;
+        ++failed_;
+        fmt::print("FAILED: {}\n", what);
+    }
+
+    /// The example's exit code: 0 with "<name>: ok", or 1.
+    [[nodiscard]] int finish() const {
+        if (failed_ == 0) {
+            fmt::print("{}: ok\n", name_);
+            return 0;
+        }
+        fmt::print("{}: FAILED ({} check{} failed)\n", name_, failed_, failed_ == 1 ? "" : "s");
+        return 1;
+    }
+
+private:
+    std::string name_;
+    int failed_ = 0;
+};
 
 /// A temporary directory removed at scope exit.
 struct Scratch {
@@ -78,7 +117,8 @@ inline std::optional<fs::path> make_busybox_rootfs(const fs::path& dir) {
     return root;
 }
 
-/// Everything an example needs; `ready == false` means "cannot run here" (already explained).
+/// Everything an example needs; `ready == false` means it cannot run (already explained), and
+/// `exit_code` is then kSkipExitCode or, for a real error, 1.
 struct Setup {
     Scratch scratch;
     std::optional<BoxliteRuntime> runtime;
@@ -97,6 +137,7 @@ struct Setup {
 inline void setup(Setup& s, int argc, char** argv, const char* name) {
     if (::geteuid() != 0) {
         fmt::print("{}: skipped — the namespace engine needs root (namespaces, overlayfs, cgroups)\n", name);
+        s.exit_code = kSkipExitCode;
         return;
     }
     s.home = s.scratch.path / "home";
@@ -106,6 +147,7 @@ inline void setup(Setup& s, int argc, char** argv, const char* name) {
         s.rootfs = *rootfs;
     } else {
         fmt::print("{}: skipped — no rootfs given and busybox-static is not installed\n", name);
+        s.exit_code = kSkipExitCode;
         return;
     }
     BoxliteOptions options;
@@ -118,6 +160,7 @@ inline void setup(Setup& s, int argc, char** argv, const char* name) {
     }
     if (auto ok = runtime->engine().available(); !ok) {
         fmt::print("{}: skipped — {}\n", name, ok.error());
+        s.exit_code = kSkipExitCode;
         return;
     }
     s.runtime.emplace(std::move(*runtime));

@@ -3,17 +3,18 @@
 // Hosts differ: a pure cgroup v2 host (one hierarchy at /sys/fs/cgroup with cgroup.controllers),
 // a hybrid v1 host (one mount per controller, e.g. /sys/fs/cgroup/memory), or none writable
 // (unprivileged, read-only /sys). `CgroupSet::create` tries what exists, applies each limit it
-// can, and records which were applied and which were not (and why) instead of failing the box:
-// the namespace engine is container-grade isolation either way, and the caller is told.
+// can, and records which were applied and which were not (and why) instead of failing the box;
+// `add` moves a limit back to "not applied" when the box's process cannot join its cgroup. The
+// caller is told the truth either way (cgroup.info, shim.log).
 #pragma once
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
-#include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -40,9 +41,39 @@ public:
         return set;
     }
 
-    /// Moves process `pid` into every created cgroup.
-    void add(int pid) const {
-        for (const auto& dir : dirs_) write(dir + "/cgroup.procs", std::to_string(pid));
+    /// Moves process `pid` into every created cgroup. A cgroup that refuses it (v2's "no internal
+    /// processes" rule, a hierarchy gone read-only, …) is removed again, and the limits set there
+    /// move from applied() to skipped() with the reason: the report must say what really binds the
+    /// process. Returns false if any join failed.
+    bool add(int pid) {
+        bool all = true;
+        for (std::size_t i = 0; i < dirs_.size();) {
+            const auto dir = dirs_[i];
+            if (write(dir + "/cgroup.procs", std::to_string(pid))) {
+                ++i;
+                continue;
+            }
+            all = false;
+            const std::string why = "joining " + dir + " failed: " + std::strerror(errno);
+            bool moved = false;
+            for (std::size_t a = 0; a < applied_.size();) {
+                if (applied_dirs_[a] != dir) {
+                    ++a;
+                    continue;
+                }
+                skipped_.push_back(applied_[a] + " (" + why + ")");
+                applied_.erase(applied_.begin() + static_cast<std::ptrdiff_t>(a));
+                applied_dirs_.erase(applied_dirs_.begin() + static_cast<std::ptrdiff_t>(a));
+                moved = true;
+            }
+            if (!moved) skipped_.push_back("accounting (" + why + ")");
+            ::rmdir(dir.c_str());
+            for (auto* member : {&memory_dir_, &cpu_dir_, &pids_dir_, &cpuacct_dir_}) {
+                if (*member == dir) member->clear();
+            }
+            dirs_.erase(dirs_.begin() + static_cast<std::ptrdiff_t>(i));
+        }
+        return all;
     }
 
     /// Moves `pid` back to each hierarchy's root cgroup (a cgroup with a member cannot be removed).
@@ -69,12 +100,16 @@ public:
     [[nodiscard]] const std::string& cpuacct_dir() const noexcept { return cpuacct_dir_; }
     [[nodiscard]] bool v2() const noexcept { return v2_; }
 
+    /// One write(2) of `value`, so errno says why the kernel refused it (a buffered stream
+    /// would report a late, generic failure).
     static bool write(const std::string& path, const std::string& value) {
-        std::ofstream out(path);
-        if (!out) return false;
-        out << value;
-        out.flush();
-        return static_cast<bool>(out);
+        const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd < 0) return false;
+        const auto n = ::write(fd, value.data(), value.size());
+        const int saved = errno;
+        ::close(fd);
+        errno = saved;
+        return n == static_cast<ssize_t>(value.size());
     }
 
 private:
@@ -141,6 +176,7 @@ private:
         if (!value) return;
         if (write(file, format(*value))) {
             applied_.push_back(what + "=" + std::to_string(*value));
+            applied_dirs_.push_back(file.substr(0, file.rfind('/')));
         } else {
             skipped_.push_back(what + " (writing " + file + " failed: " + std::strerror(errno) + ")");
         }
@@ -149,6 +185,7 @@ private:
     bool v2_ = false;
     std::vector<std::string> dirs_;
     std::vector<std::string> applied_;
+    std::vector<std::string> applied_dirs_;  ///< the cgroup each applied_ entry was set in
     std::vector<std::string> skipped_;
     std::string memory_dir_, cpu_dir_, pids_dir_, cpuacct_dir_;
 };

@@ -4,18 +4,45 @@
 //
 //   shim (host namespaces, own session; the box's init and all below it are in its cgroups)
 //    └── agent, PID 1 in the box: unshare(mount/uts/ipc/net), overlay + /proc /sys /dev /tmp,
-//        hostname, loopback up, pivot_root, rlimits, then execveat() of the agent binary from
-//        an fd opened before the pivot (nothing is added to the box's filesystem).
+//        /proc masks, hostname, loopback up, pivot_root, rlimits, seccomp filter, capability
+//        drop, then execveat() of the agent binary from an fd opened before the pivot (nothing
+//        is added to the box's filesystem).
 //
 // The agent gets PDEATHSIG=SIGKILL, so killing the shim takes the whole box down (PID 1 dying
 // kills every process in its PID namespace). The listening socket is created by the shim in
 // box_dir before the pivot and inherited as fd 3; paths of Unix sockets ignore network
 // namespaces, so the host connects to it directly.
+//
+// Confinement. There is no user namespace: root in the box is root on the host kernel, so what
+// separates the two is what runc and Docker rely on by default (docs/namespace-engine.md):
+//   capabilities  the bounding set is cut to jailer::kBoxCapabilities (Docker's default set
+//                 without MKNOD and NET_RAW; lib/jailer/capabilities.hpp says why) right before
+//                 the exec, after every mount: the agent and each command, setuid programs
+//                 included, hold at most those. No SYS_ADMIN (mount, namespaces), SYS_MODULE,
+//                 SYS_RAWIO, SYS_BOOT, SYS_TIME, NET_ADMIN, SYS_PTRACE across users, MKNOD.
+//   seccomp       a denylist (lib/jailer/seccomp_filter.hpp) installed just before the
+//                 capability drop (loading it without no_new_privs needs CAP_SYS_ADMIN), so
+//                 nothing of the set-up is filtered and everything after it is.
+//   /proc         like runc's defaults: kcore, keys, timer_list, sched_debug, latency_stats,
+//                 timer_stats read as /dev/null; acpi, asound, scsi are empty read-only tmpfs;
+//                 sys, irq, bus, fs and sysrq-trigger are read-only (writing sysrq-trigger, which
+//                 checks no capability, would otherwise reboot the host).
+//   /sys          read-only; firmware and devices/virtual/powercap masked.
+//   devices       /dev is a tmpfs holding null, zero, full, random, urandom, tty, ptmx and a
+//                 private devpts; every other mount (root overlay, /tmp, /dev/shm, volumes) is
+//                 nodev, so a device node that exists anyway (in a rootfs directory, a volume)
+//                 cannot be opened. Together with no CAP_MKNOD: no path to a host disk.
+// SecurityOptions: jailer_enabled=false (the development preset) keeps every capability and
+// seccomp_enabled=false drops the filter (--capabilities all / --seccomp off); the masks and
+// nodev mounts always apply.
 #include "shim.hpp"
 
+#include "../jailer/capabilities.hpp"
 #include "../jailer/cgroup.hpp"
+#include "../jailer/seccomp_filter.hpp"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <net/if.h>
 #include <poll.h>
 #include <sched.h>
@@ -29,6 +56,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
@@ -40,7 +68,10 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace boxlite::shim {
 namespace {
@@ -62,6 +93,202 @@ bool mkdir_p(const std::string& path, mode_t mode) {
     return true;
 }
 
+// runc's default masked and read-only paths (the OCI runtime spec's defaults as Docker uses them),
+// plus powercap, whose energy counters leak what other tenants of the host compute.
+constexpr const char* kMaskedProcPaths[] = {"/proc/acpi",        "/proc/asound",        "/proc/kcore",
+                                            "/proc/keys",        "/proc/latency_stats", "/proc/timer_list",
+                                            "/proc/timer_stats", "/proc/sched_debug",   "/proc/scsi"};
+constexpr const char* kReadOnlyProcPaths[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"};
+constexpr const char* kMaskedSysPaths[] = {"/sys/firmware", "/sys/devices/virtual/powercap"};
+
+/// An O_PATH descriptor, closed at scope exit.
+class PathFd {
+public:
+    PathFd() = default;
+    explicit PathFd(int fd) : fd_(fd) {}
+    PathFd(PathFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    PathFd& operator=(PathFd&& other) noexcept {
+        std::swap(fd_, other.fd_);
+        return *this;
+    }
+    PathFd(const PathFd&) = delete;
+    PathFd& operator=(const PathFd&) = delete;
+    ~PathFd() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    [[nodiscard]] int get() const noexcept { return fd_; }
+    [[nodiscard]] bool valid() const noexcept { return fd_ >= 0; }
+    /// The magic link that names this file for mount(2), whatever path led to it.
+    [[nodiscard]] std::string proc_path() const { return "/proc/self/fd/" + std::to_string(fd_); }
+
+private:
+    int fd_ = -1;
+};
+
+/// Paths inside the box root, resolved as the box will see them. The rootfs is the image's (or a
+/// caller's directory), so its /proc, /tmp or a volume's mount point may be a symlink; resolved
+/// with RESOLVE_IN_ROOT, "/tmp -> /etc" leads to the box's own /etc, never to the host's, and
+/// every mount targets the resolved file through /proc/self/fd. (Resolving them as host paths
+/// under the overlay would follow an absolute symlink out to the host: mkdir and O_CREAT there
+/// before the pivot, and /proc masks applied beside the real /proc.)
+class BoxRoot {
+public:
+    explicit BoxRoot(const std::string& dir) : root_(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC)) {}
+    [[nodiscard]] bool valid() const noexcept { return root_.valid(); }
+
+    /// `path` as it is now (mounts on it included); invalid with errno (ENOENT: absent).
+    [[nodiscard]] PathFd open(const std::string& path, int flags = 0) const {
+        open_how how{};
+        how.flags = static_cast<std::uint64_t>(O_PATH | O_CLOEXEC | flags);
+        how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+        const auto relative = path.substr(path.find_first_not_of('/') == std::string::npos ? path.size() : path.find_first_not_of('/'));
+        return PathFd(static_cast<int>(::syscall(SYS_openat2, root_.get(), relative.empty() ? "." : relative.c_str(), &how, sizeof how)));
+    }
+
+    /// The directory `path`, created (with its parents, 0755) where missing. A dangling symlink
+    /// on the way is followed (within the root) and what it names is created.
+    [[nodiscard]] PathFd directory(const std::string& path, int depth = 0) const {
+        const auto parts = components(path);
+        std::string prefix;
+        PathFd at = open("/", O_DIRECTORY);
+        for (std::size_t i = 0; i < parts.size(); ++i) {
+            const auto parent = prefix;
+            prefix += "/" + parts[i];
+            PathFd next = open(prefix, O_DIRECTORY);
+            if (!next.valid() && errno == ENOENT) {
+                if (::mkdirat(at.get(), parts[i].c_str(), 0755) == 0) {
+                    next = open(prefix, O_DIRECTORY);
+                } else if (errno == EEXIST) {
+                    auto target = dangling_target(at, parts[i], parent, depth);
+                    if (!target) return PathFd();
+                    for (std::size_t j = i + 1; j < parts.size(); ++j) *target += "/" + parts[j];
+                    return directory(*target, depth + 1);
+                }
+            }
+            if (!next.valid()) return PathFd();
+            at = std::move(next);
+        }
+        return at;
+    }
+
+    /// The file `path` (a mount point for a file volume), created empty where missing.
+    [[nodiscard]] PathFd file(const std::string& path, int depth = 0) const {
+        if (PathFd existing = open(path); existing.valid() || errno != ENOENT) return existing;
+        auto parts = components(path);
+        if (parts.empty()) return PathFd();
+        const auto name = parts.back();
+        parts.pop_back();
+        std::string parent_path;
+        for (const auto& p : parts) parent_path += "/" + p;
+        PathFd parent = directory(parent_path.empty() ? "/" : parent_path, depth);
+        if (!parent.valid()) return PathFd();
+        // O_EXCL|O_NOFOLLOW: never create through a symlink; a dangling one is resolved here.
+        const int fd = ::openat(parent.get(), name.c_str(), O_CREAT | O_EXCL | O_NOFOLLOW | O_WRONLY | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            ::close(fd);
+        } else if (errno == EEXIST) {
+            if (PathFd existing = open(path); existing.valid() || errno != ENOENT) return existing;
+            auto target = dangling_target(parent, name, parent_path, depth);
+            return target ? file(*target, depth + 1) : PathFd();
+        } else {
+            return PathFd();
+        }
+        return open(path);
+    }
+
+private:
+    static std::vector<std::string> components(const std::string& path) {
+        std::vector<std::string> parts;
+        for (std::size_t pos = 0; pos <= path.size();) {
+            auto end = path.find('/', pos);
+            if (end == std::string::npos) end = path.size();
+            if (end > pos && path.compare(pos, end - pos, ".") != 0) parts.push_back(path.substr(pos, end - pos));
+            pos = end + 1;
+        }
+        return parts;
+    }
+
+    /// Where the symlink `name` in directory `at` (reached as `parent`) points, as a path in
+    /// the root; nullopt (errno set) if it is not a symlink or the chain is too long.
+    static std::optional<std::string> dangling_target(const PathFd& at, const std::string& name, const std::string& parent,
+                                                      int depth) {
+        if (depth >= 40) {
+            errno = ELOOP;
+            return std::nullopt;
+        }
+        char link[4096];
+        const auto n = ::readlinkat(at.get(), name.c_str(), link, sizeof link - 1);
+        if (n <= 0) {
+            if (n == 0 || errno == EINVAL) errno = EEXIST;  // not a symlink: something raced us
+            return std::nullopt;
+        }
+        const std::string target(link, static_cast<std::size_t>(n));
+        return target.front() == '/' ? target : parent + "/" + target;
+    }
+
+    PathFd root_;
+};
+
+/// The mount flags of the mount holding `fd` that a bind remount must repeat to keep them.
+unsigned long kept_mount_flags(const PathFd& fd) {
+    struct statvfs vfs {};
+    if (::fstatvfs(fd.get(), &vfs) != 0) return 0;
+    unsigned long flags = 0;
+    if ((vfs.f_flag & ST_RDONLY) != 0) flags |= MS_RDONLY;
+    if ((vfs.f_flag & ST_NOSUID) != 0) flags |= MS_NOSUID;
+    if ((vfs.f_flag & ST_NODEV) != 0) flags |= MS_NODEV;
+    if ((vfs.f_flag & ST_NOEXEC) != 0) flags |= MS_NOEXEC;
+    if ((vfs.f_flag & ST_NOATIME) != 0) flags |= MS_NOATIME;
+    if ((vfs.f_flag & ST_NODIRATIME) != 0) flags |= MS_NODIRATIME;
+    if ((vfs.f_flag & ST_RELATIME) != 0) flags |= MS_RELATIME;
+    return flags;
+}
+
+/// Mounts a new `type` file system on the directory `target` of the box (created if missing).
+std::string mount_fs(const BoxRoot& root, const char* source, const std::string& target, const char* type,
+                     unsigned long flags, const char* data) {
+    const PathFd at = root.directory(target);
+    if (!at.valid()) return errno_text("creating " + target + " in the box");
+    if (::mount(source, at.proc_path().c_str(), type, flags, data) != 0) return errno_text("mounting " + target);
+    return {};
+}
+
+/// Hides `path` (absent paths need no hiding): a directory under an empty read-only tmpfs, a
+/// file under the box's /dev/null (reads see nothing, writes go nowhere).
+std::string mask(const BoxRoot& root, const std::string& path, const PathFd& null_device) {
+    const PathFd at = root.open(path);
+    if (!at.valid()) return errno == ENOENT ? std::string() : errno_text("opening " + path);
+    struct stat st {};
+    if (::fstat(at.get(), &st) != 0) return errno_text("stat " + path);
+    const bool ok = S_ISDIR(st.st_mode)
+                        ? ::mount("tmpfs", at.proc_path().c_str(), "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=555") == 0
+                        : ::mount(null_device.proc_path().c_str(), at.proc_path().c_str(), nullptr, MS_BIND, nullptr) == 0;
+    return ok ? std::string() : errno_text("masking " + path);
+}
+
+/// Remounts the mount that now sits on `path` with `extra_flags` added to its own. The path is opened
+/// afresh: a descriptor from before a mount on it still names what lies underneath.
+std::string remount_with(const BoxRoot& root, const std::string& path, unsigned long extra_flags, const char* what) {
+    const PathFd at = root.open(path);
+    if (!at.valid() ||
+        ::mount(nullptr, at.proc_path().c_str(), nullptr, MS_BIND | MS_REMOUNT | extra_flags | kept_mount_flags(at), nullptr) != 0) {
+        return errno_text(what);
+    }
+    return {};
+}
+
+/// Binds `path` of the box onto itself and makes that read-only (absent paths are skipped).
+std::string make_read_only(const BoxRoot& root, const std::string& path) {
+    {
+        const PathFd at = root.open(path);
+        if (!at.valid()) return errno == ENOENT ? std::string() : errno_text("opening " + path);
+        if (::mount(at.proc_path().c_str(), at.proc_path().c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+            return errno_text("binding " + path + " to make it read-only");
+        }
+    }
+    return remount_with(root, path, MS_RDONLY, ("making " + path + " read-only").c_str());
+}
+
 /// Everything the box's PID 1 does before it becomes the agent. Returns an error text, or
 /// never returns on success.
 std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready_fd, int agent_fd, int log_fd) {
@@ -76,61 +303,73 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
         if (!mkdir_p(dir, 0755)) return errno_text("creating " + dir);
     }
     const auto overlay_options = "lowerdir=" + o.rootfs + ",upperdir=" + upper + ",workdir=" + work;
-    if (::mount("overlay", merged.c_str(), "overlay", 0, overlay_options.c_str()) != 0) {
+    if (::mount("overlay", merged.c_str(), "overlay", MS_NODEV, overlay_options.c_str()) != 0) {
         return errno_text("mounting the overlay root (" + overlay_options + ")");
     }
-    auto in_root = [&](const std::string& p) { return merged + p; };
-    auto mount_fs = [&](const char* source, const std::string& target, const char* type, unsigned long flags,
-                        const char* data) -> std::string {
-        if (!mkdir_p(in_root(target), 0755)) return errno_text("creating " + target + " in the box");
-        if (::mount(source, in_root(target).c_str(), type, flags, data) != 0) return errno_text("mounting " + target);
-        return {};
-    };
+    const BoxRoot root(merged);
+    if (!root.valid()) return errno_text("opening the box root " + merged);
     std::string err;
-    if (!(err = mount_fs("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr)).empty()) return err;
-    if (!(err = mount_fs("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, nullptr)).empty()) {
-        // sysfs can be refused in some nested setups; the box works without it.
-        log("warning: " + err + " (the box has no /sys)");
+    // /dev first: the masks below are binds of the box's own /dev/null.
+    if (!(err = mount_fs(root, "tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k")).empty()) return err;
+    {
+        const PathFd dev = root.open("/dev", O_DIRECTORY);
+        if (!dev.valid()) return errno_text("opening /dev in the box");
+        struct Node {
+            const char* name;
+            unsigned major, minor;
+        };
+        for (const Node& n : {Node{"null", 1, 3}, Node{"zero", 1, 5}, Node{"full", 1, 7}, Node{"random", 1, 8},
+                              Node{"urandom", 1, 9}, Node{"tty", 5, 0}}) {
+            if (::mknodat(dev.get(), n.name, S_IFCHR | 0666, makedev(n.major, n.minor)) != 0) {
+                return errno_text(std::string("mknod /dev/") + n.name);
+            }
+            ::fchmodat(dev.get(), n.name, 0666, 0);  // umask-proof
+        }
+        for (auto [link, target] : {std::pair{"ptmx", "pts/ptmx"}, std::pair{"fd", "/proc/self/fd"},
+                                    std::pair{"stdin", "/proc/self/fd/0"}, std::pair{"stdout", "/proc/self/fd/1"},
+                                    std::pair{"stderr", "/proc/self/fd/2"}}) {
+            if (::symlinkat(target, dev.get(), link) != 0) return errno_text(std::string("symlink /dev/") + link);
+        }
     }
-    if (!(err = mount_fs("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k")).empty()) return err;
-    struct Node {
-        const char* name;
-        unsigned major, minor;
-    };
-    for (const Node& n : {Node{"null", 1, 3}, Node{"zero", 1, 5}, Node{"full", 1, 7}, Node{"random", 1, 8},
-                          Node{"urandom", 1, 9}, Node{"tty", 5, 0}}) {
-        const auto path = in_root(std::string("/dev/") + n.name);
-        if (::mknod(path.c_str(), S_IFCHR | 0666, makedev(n.major, n.minor)) != 0) return errno_text("mknod " + path);
-        ::chmod(path.c_str(), 0666);  // umask-proof
-    }
-    if (!(err = mount_fs("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")).empty()) {
+    if (!(err = mount_fs(root, "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")).empty()) {
         return err;
     }
-    if (!(err = mount_fs("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=65536k")).empty()) return err;
-    for (auto [link, target] : {std::pair{"/dev/ptmx", "pts/ptmx"}, std::pair{"/dev/fd", "/proc/self/fd"},
-                                std::pair{"/dev/stdin", "/proc/self/fd/0"}, std::pair{"/dev/stdout", "/proc/self/fd/1"},
-                                std::pair{"/dev/stderr", "/proc/self/fd/2"}}) {
-        if (::symlink(target, in_root(link).c_str()) != 0) return errno_text(std::string("symlink ") + link);
+    if (!(err = mount_fs(root, "tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=65536k")).empty()) return err;
+    const PathFd null_device = root.open("/dev/null");
+    if (!null_device.valid()) return errno_text("opening the box's /dev/null");
+
+    if (!(err = mount_fs(root, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr)).empty()) return err;
+    for (const char* path : kMaskedProcPaths) {
+        if (!(err = mask(root, path, null_device)).empty()) return err;
     }
-    if (!(err = mount_fs("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")).empty()) return err;
+    for (const char* path : kReadOnlyProcPaths) {
+        if (!(err = make_read_only(root, path)).empty()) return err;
+    }
+    if (!(err = mount_fs(root, "sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, nullptr)).empty()) {
+        // sysfs can be refused in some nested setups; the box works without it.
+        log("warning: " + err + " (the box has no /sys)");
+    } else {
+        for (const char* path : kMaskedSysPaths) {
+            if (!(err = mask(root, path, null_device)).empty()) return err;
+        }
+    }
+    if (!(err = mount_fs(root, "tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")).empty()) return err;
     for (const auto& v : o.volumes) {
         if (v.guest_path.empty() || v.guest_path.front() != '/') return "volume guest path '" + v.guest_path + "' is not absolute";
         struct stat st {};
         if (::stat(v.host_path.c_str(), &st) != 0) return errno_text("volume host path '" + v.host_path + "'");
-        const auto target = in_root(v.guest_path);
-        if (S_ISDIR(st.st_mode)) {
-            if (!mkdir_p(target, 0755)) return errno_text("creating volume mount point " + v.guest_path);
-        } else {
-            mkdir_p(target.substr(0, target.rfind('/')), 0755);
-            const int fd = ::open(target.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
-            if (fd >= 0) ::close(fd);
+        {
+            const PathFd target = S_ISDIR(st.st_mode) ? root.directory(v.guest_path) : root.file(v.guest_path);
+            if (!target.valid()) return errno_text("creating volume mount point " + v.guest_path);
+            if (::mount(v.host_path.c_str(), target.proc_path().c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+                return errno_text("bind-mounting volume " + v.host_path + " at " + v.guest_path);
+            }
         }
-        if (::mount(v.host_path.c_str(), target.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
-            return errno_text("bind-mounting volume " + v.host_path + " at " + v.guest_path);
-        }
-        if (v.read_only && ::mount(nullptr, target.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, nullptr) != 0) {
-            return errno_text("making volume " + v.guest_path + " read-only");
-        }
+        // nodev (see the top of this file), plus read-only if asked; the host mount's own
+        // nosuid/noexec/… are kept, a remount would otherwise clear them.
+        const unsigned long extra = MS_NODEV | (v.read_only ? static_cast<unsigned long>(MS_RDONLY) : 0UL);
+        const auto what = "restricting volume " + v.guest_path + (v.read_only ? " (nodev, read-only)" : " (nodev)");
+        if (!(err = remount_with(root, v.guest_path, extra, what.c_str())).empty()) return err;
     }
 
     if (::sethostname(o.hostname.data(), o.hostname.size()) != 0) return errno_text("sethostname");
@@ -165,6 +404,14 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
     ::dup2(log_fd, 1);
     ::dup2(log_fd, 2);
     if (::dup2(listen_fd, 3) < 0 || ::dup2(agent_ready_fd, 4) < 0) return errno_text("dup2");
+
+    // Last, so that no step of the set-up above is filtered or lacks a capability.
+    if (o.seccomp) {
+        if (auto ok = jailer::install_box_seccomp_filter({}); !ok) return ok.error().message();
+    }
+    if (!o.all_capabilities) {
+        if (auto ok = jailer::restrict_capabilities(jailer::kBoxCapabilities); !ok) return ok.error().message();
+    }
     // Everything else is closed at exec (CLOEXEC); 3 and 4 are the agent's.
     std::vector<std::string> args = {"boxlite-agent", "--listen-fd", "3", "--ready-fd", "4"};
     if (!o.workdir.empty()) args.insert(args.end(), {"--workdir", o.workdir});
@@ -260,20 +507,14 @@ int run_namespace_mode(const ShimOptions& o) {
     // (10-25 ms here), which would otherwise be spent before the fork. Nothing runs in the box
     // before the agent reports ready, and "ok" is reported only after the join, so every command
     // and all its children are inside. The shim itself stays out (it is not the box's workload).
-    const auto cgroups = jailer::CgroupSet::create(o.box_id, {o.memory_bytes, o.cpus, o.pids});
-    {
-        std::ofstream info(o.box_dir + "/cgroup.info");
-        info << "memory " << cgroups.memory_dir() << "\ncpu " << cgroups.cpu_dir() << "\npids " << cgroups.pids_dir()
-             << "\ncpuacct " << cgroups.cpuacct_dir() << "\n";
-        for (const auto& a : cgroups.applied()) info << "applied " << a << "\n";
-        for (const auto& s : cgroups.skipped()) info << "skipped " << s << "\n";
-    }
-    std::string applied_text, skipped_text;
-    for (const auto& a : cgroups.applied()) applied_text += (applied_text.empty() ? "" : ", ") + a;
-    for (const auto& s : cgroups.skipped()) skipped_text += (skipped_text.empty() ? "" : "; ") + s;
-    log("box " + o.box_id + ": cgroup limits applied: " + (applied_text.empty() ? "none" : applied_text) +
-        (skipped_text.empty() ? "" : "; not applied: " + skipped_text));
+    // cgroup.info (read by NamespaceEngine for metrics and clean-up) is written once the init has
+    // joined, so it names only cgroups the box is really in and limits that really bind it.
+    auto cgroups = jailer::CgroupSet::create(o.box_id, {o.memory_bytes, o.cpus, o.pids});
     log("box " + o.box_id + ": network: loopback only (outbound networking is not implemented for the namespace engine yet)");
+    log("box " + o.box_id + ": capabilities: " +
+        (o.all_capabilities ? std::string("all (SecurityOptions: jailer disabled)")
+                            : jailer::capability_names(jailer::kBoxCapabilities)) +
+        "; seccomp filter " + (o.seccomp ? "on" : "off (SecurityOptions: seccomp disabled)"));
 
     std::string error;
     const int listen_fd = listen_on(o.socket, error);
@@ -311,6 +552,18 @@ int run_namespace_mode(const ShimOptions& o) {
         ::_exit(1);
     }
     cgroups.add(static_cast<int>(child));
+    {
+        std::ofstream info(o.box_dir + "/cgroup.info");
+        info << "memory " << cgroups.memory_dir() << "\ncpu " << cgroups.cpu_dir() << "\npids " << cgroups.pids_dir()
+             << "\ncpuacct " << cgroups.cpuacct_dir() << "\n";
+        for (const auto& a : cgroups.applied()) info << "applied " << a << "\n";
+        for (const auto& s : cgroups.skipped()) info << "skipped " << s << "\n";
+    }
+    std::string applied_text, skipped_text;
+    for (const auto& a : cgroups.applied()) applied_text += (applied_text.empty() ? "" : ", ") + a;
+    for (const auto& s : cgroups.skipped()) skipped_text += (skipped_text.empty() ? "" : "; ") + s;
+    log("box " + o.box_id + ": cgroup limits applied: " + (applied_text.empty() ? "none" : applied_text) +
+        (skipped_text.empty() ? "" : "; not applied: " + skipped_text));
     ::close(listen_fd);
     ::close(agent_ready[1]);
     ::close(child_error[1]);

@@ -42,6 +42,11 @@ struct ShimOptions {
     std::vector<std::string> env;  ///< the box's environment (image Env + BoxOptions::env)
     std::string workdir;           ///< default working directory of commands
     std::string user;              ///< default user of commands
+    /// --capabilities all: keep the full bounding set (SecurityOptions::jailer_enabled == false);
+    /// otherwise the box runs with jailer::kBoxCapabilities.
+    bool all_capabilities = false;
+    /// --seccomp off: no system call filter (SecurityOptions::seccomp_enabled == false).
+    bool seccomp = true;
 };
 
 /// Runs the namespace mode to completion; returns the shim's exit code.

@@ -30,7 +30,8 @@ int usage(const std::string& problem) {
                  "usage: boxlite-shim kvm [--config-fd N] [--ready-fd N]   (VM config: JSON on the config fd)\n"
                  "       boxlite-shim namespace --box-id ID --hostname NAME --box-dir DIR --rootfs DIR --agent PATH\n"
                  "         --socket PATH [--ready-fd N] [--watchdog-fd N] [--memory BYTES] [--cpus N] [--pids N]\n"
-                 "         [--nofile N] [--fsize BYTES] [--cpu-time SECONDS] [--volume HOST:GUEST[:ro]]... [--env K=V]... [--workdir DIR] [--user USER]\n",
+                 "         [--nofile N] [--fsize BYTES] [--cpu-time SECONDS] [--volume HOST:GUEST[:ro]]... [--env K=V]... [--workdir DIR] [--user USER]\n"
+                 "         [--capabilities box|all] [--seccomp on|off]\n",
                  problem.c_str());
     return 2;
 }
@@ -59,6 +60,15 @@ int main(int argc, char** argv) {
         else if (flag == "--env") o.env.emplace_back(value);
         else if (flag == "--workdir") o.workdir = value;
         else if (flag == "--user") o.user = value;
+        else if (flag == "--capabilities") {
+            const std::string v = value;
+            if (v != "box" && v != "all") return usage("--capabilities must be 'box' or 'all', got '" + v + "'");
+            o.all_capabilities = v == "all";
+        } else if (flag == "--seccomp") {
+            const std::string v = value;
+            if (v != "on" && v != "off") return usage("--seccomp must be 'on' or 'off', got '" + v + "'");
+            o.seccomp = v == "on";
+        }
         else if (flag == "--volume") {
             std::string spec = value;
             boxlite::shim::VolumeMount v;

@@ -5,7 +5,7 @@
 #include <boxlite/engine/select.hpp>
 #include <boxlite/protocol/tar.hpp>
 
-#include "support/support.hpp"
+#include "namespace_fixture.hpp"
 
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
@@ -23,6 +23,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using test::NamespaceBox;
+
 std::string sha256(std::string_view data) {
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
@@ -31,60 +33,6 @@ std::string sha256(std::string_view data) {
     for (unsigned i = 0; i < len; ++i) hex += fmt::format("{:02x}", digest[i]);
     return hex;
 }
-
-class NamespaceBox : public ::testing::Test {
-protected:
-    void SetUp() override {
-        if (!test::is_root()) GTEST_SKIP() << "the namespace engine needs root (namespaces, overlayfs, cgroups)";
-        rootfs_ = test::busybox_rootfs();
-        if (!rootfs_) GTEST_SKIP() << "busybox-static is not installed (apt-get install busybox-static)";
-        ::setenv("BOXLITE_SHIM", test::built_binary("boxlite-shim").c_str(), 1);
-        ::setenv("BOXLITE_AGENT", test::built_binary("boxlite-agent").c_str(), 1);
-        home_.emplace();
-        BoxliteOptions options;
-        options.home_dir = home_->path();
-        options.engine = EngineKind::Namespace;
-        auto runtime = open_runtime(options);
-        ASSERT_TRUE(runtime) << runtime.error().to_string();
-        ASSERT_TRUE(runtime->engine().available()) << runtime->engine().available().error().to_string();
-        runtime_.emplace(std::move(*runtime));
-    }
-    void TearDown() override {
-        if (runtime_) {
-            if (auto boxes = runtime_->list_info()) {
-                for (const auto& info : *boxes) (void)runtime_->remove(info.id.str(), true);
-            }
-        }
-        runtime_.reset();
-        home_.reset();
-    }
-
-    BoxOptions options(bool auto_remove = true) const {
-        BoxOptions o;
-        o.rootfs = RootfsSpec::path(*rootfs_);
-        o.auto_remove = auto_remove;
-        o.env = {{"BOX_LEVEL", "box"}};
-        return o;
-    }
-
-    LiteBox make_box(bool auto_remove = true, bool detach = false) {
-        auto o = options(auto_remove);
-        o.detach = detach;
-        auto box = runtime_->create(o);
-        EXPECT_TRUE(box) << box.error().to_string();
-        return *box;
-    }
-
-    ExecOutput run(LiteBox& box, const BoxCommand& command) {
-        auto out = box.run(command);
-        EXPECT_TRUE(out) << out.error().to_string();
-        return out ? *out : ExecOutput{};
-    }
-
-    std::optional<fs::path> rootfs_;
-    std::optional<test::TempHome> home_;
-    std::optional<BoxliteRuntime> runtime_;
-};
 
 TEST_F(NamespaceBox, EchoInItsOwnNamespaces) {
     auto box = make_box();
@@ -130,10 +78,24 @@ TEST_F(NamespaceBox, KilledBySignalCodes) {
     ASSERT_TRUE(exec);
     ASSERT_TRUE(exec->signal(SIGTERM));
     EXPECT_EQ(exec->wait()->exit_code, -SIGTERM);
-    auto killed = box.exec(BoxCommand("sh").args({"-c", "sleep 60 & sleep 60; wait"}));
+    auto killed = box.exec(BoxCommand("sh").args({"-c", "sleep 60 & echo $!; sleep 60; wait"}));
     ASSERT_TRUE(killed);
+    auto out = killed->stdout();
+    auto line = out->read_line();
+    ASSERT_TRUE(line && *line);
+    const auto background = **line;
+    ASSERT_FALSE(background.empty());
+    ASSERT_EQ(run(box, BoxCommand("test").args({"-e", "/proc/" + background})).exit_code, 0) << "sleep " << background << " runs";
     ASSERT_TRUE(killed->kill());
     EXPECT_EQ(killed->wait()->exit_code, -SIGKILL);
+    // kill() signals the whole process group, so the background sleep died too; the agent, as
+    // init, reaps it, and then its /proc entry is gone.
+    bool gone = false;
+    for (int i = 0; i < 500 && !gone; ++i) {
+        gone = run(box, BoxCommand("test").args({"-e", "/proc/" + background})).exit_code != 0;
+        if (!gone) std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_TRUE(gone) << "the background child " << background << " outlived kill()";
 }
 
 TEST_F(NamespaceBox, Stdin50MBThroughCatKeepsSha256) {
@@ -283,12 +245,19 @@ TEST_F(NamespaceBox, RemoveDeletesEveryTrace) {
     const auto pid = *box.info()->pid;
     const auto box_dir = home_->path() / "boxes" / id.str();
     ASSERT_TRUE(fs::exists(box_dir / "upper/root/x"));
+    // cgroup.info: "<controller> <dir>" lines (dir empty when the controller is not there),
+    // then "applied <limit>" and "skipped <limit> (<why>)" lines.
     std::vector<std::string> cgroups;
     {
         std::ifstream info(box_dir / "cgroup.info");
-        std::string key, value;
-        while (info >> key >> value) {
-            if (key != "applied" && key != "skipped" && !value.empty()) cgroups.push_back(value);
+        std::string line;
+        while (std::getline(info, line)) {
+            const auto space = line.find(' ');
+            const auto key = line.substr(0, space);
+            const auto value = space == std::string::npos ? std::string() : line.substr(space + 1);
+            if (key == "applied" || key == "skipped" || value.empty()) continue;
+            EXPECT_TRUE(fs::is_directory(value)) << key << " cgroup '" << value << "' of a running box";
+            cgroups.push_back(value);
         }
     }
     EXPECT_FALSE(runtime_->remove(id.str()).has_value()) << "a running box needs force";
@@ -297,6 +266,95 @@ TEST_F(NamespaceBox, RemoveDeletesEveryTrace) {
     EXPECT_FALSE(fs::exists(box_dir));
     for (const auto& dir : cgroups) EXPECT_FALSE(fs::exists(dir)) << dir;
     EXPECT_FALSE(*runtime_->exists(id.str()));
+}
+
+TEST_F(NamespaceBox, StopKillsWhatIgnoresSigterm) {
+    // A second runtime on the same home that gives boxes 300 ms to stop, less than the agent's own
+    // grace period (2 s): its stop() must take the forceful path.
+    RuntimeSettings impatient;
+    impatient.stop_timeout = 300ms;
+    BoxliteOptions options;
+    options.home_dir = home_->path();
+    options.engine = EngineKind::Namespace;
+    auto other = open_runtime(options, impatient);
+    ASSERT_TRUE(other) << other.error().to_string();
+
+    auto box = make_box(/*auto_remove=*/false);
+    // A daemon (its own session, no execution of ours: those die with their connection) that
+    // ignores SIGTERM; an ignored signal stays ignored across fork and exec, so its sleeps do too.
+    ASSERT_EQ(run(box, BoxCommand("sh").args({"-c", "trap '' TERM; setsid sh -c 'while :; do sleep 1; done' "
+                                                    "</dev/null >/dev/null 2>&1 &"}))
+                  .exit_code,
+              0);
+    const auto box_dir = home_->path() / "boxes" / box.id().str();
+    const auto shim = *box.info()->pid;
+    std::vector<std::int32_t> pids;
+    {
+        std::int32_t agent = 0;
+        std::ifstream(box_dir / "agent.pid") >> agent;
+        ASSERT_GT(agent, 0);
+        // Every host process of the box: the agent and its descendants.
+        pids.push_back(agent);
+        for (std::size_t i = 0; i < pids.size(); ++i) {
+            std::ifstream children(fmt::format("/proc/{}/task/{}/children", pids[i], pids[i]));
+            std::int32_t child = 0;
+            while (children >> child) pids.push_back(child);
+        }
+        ASSERT_GE(pids.size(), 2U) << "the agent and the daemon";
+    }
+    const auto log_before = test::read_file(box_dir / "shim.log");
+
+    auto same = other->get(box.id().str());
+    ASSERT_TRUE(same) << same.error().to_string();
+    ASSERT_TRUE(same->stop()) << "stop() returns once the box is dead";
+    EXPECT_EQ(box.info()->status, BoxStatus::Stopped);
+    EXPECT_FALSE(detail::process_alive(shim, 0));
+    for (const auto pid : pids) EXPECT_FALSE(detail::process_alive(pid, 0)) << "box process " << pid << " survived stop()";
+    // A shim whose agent exits logs it; this one was SIGKILLed before the agent's grace ran out.
+    const auto log_after = test::read_file(box_dir / "shim.log");
+    EXPECT_EQ(log_after.substr(log_before.size()).find("agent exited"), std::string::npos) << log_after;
+}
+
+TEST_F(NamespaceBox, MetricsCountTheBoxsProcesses) {
+    auto box = make_box();
+    auto exec = box.exec(BoxCommand("sh").args({"-c", "sleep 100 & sleep 100 & echo started; wait"}));
+    ASSERT_TRUE(exec);
+    auto out = exec->stdout();
+    auto started = out->read_line();
+    ASSERT_TRUE(started && *started && **started == "started");
+    const auto info = test::read_file(home_->path() / "boxes" / box.id().str() / "cgroup.info");
+    if (info.find(" /") == std::string::npos) GTEST_SKIP() << "the box is in no cgroup on this host:\n" << info;
+    auto metrics = box.metrics();
+    ASSERT_TRUE(metrics) << metrics.error().to_string();
+    ASSERT_TRUE(metrics->process_count.has_value());
+    EXPECT_EQ(*metrics->process_count, 4U) << "the agent, sh and two sleeps";
+    ASSERT_TRUE(exec->kill());
+    (void)exec->wait();
+}
+
+TEST_F(NamespaceBox, PortsAndAllowNetAreRefusedNotIgnored) {
+    auto with_port = options(/*auto_remove=*/false);
+    with_port.ports = {PortSpec{18080, 80, PortProtocol::Tcp, "127.0.0.1"}};
+    auto with_allow = options(/*auto_remove=*/false);
+    with_allow.network.allow_net = {"example.com"};
+    for (const auto& [o, words] : {std::pair{with_port, std::string("port forwarding (127.0.0.1:18080:80/tcp)")},
+                                   std::pair{with_allow, std::string("allow_net (example.com)")}}) {
+        auto box = runtime_->create(o);
+        ASSERT_TRUE(box) << box.error().to_string();
+        auto started = box->start();
+        ASSERT_FALSE(started) << words << " was accepted";
+        EXPECT_EQ(started.error().kind(), ErrorKind::Unsupported);
+        EXPECT_NE(started.error().message().find(words), std::string::npos) << started.error().to_string();
+        EXPECT_NE(started.error().message().find("not supported by the namespace engine yet (boxes get loopback only)"),
+                  std::string::npos)
+            << started.error().to_string();
+        // Refused before anything was spawned.
+        EXPECT_NE(box->info()->status, BoxStatus::Running);
+        EXPECT_FALSE(box->info()->pid.has_value());
+        EXPECT_FALSE(fs::exists(home_->path() / "boxes" / box->id().str() / "shim.log"));
+        auto exec = box->run(BoxCommand("true"));
+        EXPECT_FALSE(exec) << "exec starts the box, which is refused the same way";
+    }
 }
 
 TEST_F(NamespaceBox, DeadShimReadsAsStopped) {

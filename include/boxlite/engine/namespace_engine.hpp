@@ -13,8 +13,13 @@
 //                 after `timeout` the shim is SIGKILLed, which kills PID 1 (PDEATHSIG) and with
 //                 it the whole PID namespace.
 //   is_alive()    the shim's pid with the recorded start time exists and is not a zombie.
-//   network       only loopback, whatever NetworkSpec says: outbound networking for this engine
-//                 is a later issue, and the shim logs a warning saying so.
+//   network       only loopback, whatever NetworkSpec's mode says: outbound networking for this
+//                 engine is a later issue, and the shim logs a warning saying so. What cannot be
+//                 honoured silently — port forwards (BoxOptions::ports) and an allow_net list —
+//                 makes start() fail with ErrorKind::Unsupported before anything runs.
+//   isolation     capability bounding set, seccomp filter, masked /proc, nodev mounts
+//                 (lib/shim/namespace_mode.cpp, docs/namespace-engine.md); SecurityOptions'
+//                 jailer_enabled=false keeps all capabilities, seccomp_enabled=false the filter off.
 //
 // Needs root (CAP_SYS_ADMIN) and overlayfs; available() names what is missing.
 #pragma once
@@ -25,6 +30,8 @@
 #include <boxlite/error.hpp>
 #include <boxlite/protocol/client.hpp>
 #include <boxlite/transport/unix_transport.hpp>
+
+#include <fmt/ranges.h>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -164,8 +171,9 @@ public:
     }
 
     BoxliteResult<EngineHandle> start(const EngineLaunch& launch) {
-        BOXLITE_TRY_VOID(available());
         if (launch.config == nullptr) return fail(ErrorKind::InvalidArgument, "engine launch without a box config");
+        BOXLITE_TRY_VOID(supports(*launch.config));
+        BOXLITE_TRY_VOID(available());
         detail::sweep_stale_cgroups();
         const auto& config = *launch.config;
         const auto& options = config.options;
@@ -203,6 +211,8 @@ public:
         for (const auto& v : options.volumes) {
             args.insert(args.end(), {"--volume", v.host_path + ":" + v.guest_path + (v.read_only ? ":ro" : "")});
         }
+        args.insert(args.end(), {"--capabilities", options.security.jailer_enabled ? "box" : "all",
+                                 "--seccomp", options.security.seccomp_enabled ? "on" : "off"});
         int ready[2] = {-1, -1};
         int watchdog[2] = {-1, -1};
         if (::pipe2(ready, O_CLOEXEC) != 0) return fail_errno(ErrorKind::Engine, "creating the shim's ready pipe", errno);
@@ -347,12 +357,39 @@ public:
                 if (key == "usage_usec") m.cpu_time_ns = value * 1000;
             }
         }
-        if (auto it = info.find("pids"); it != info.end() && !it->second.empty()) {
-            // The shim sits in the box's cgroups too; it is not one of the box's processes.
-            const auto count = read_u64(it->second + "/pids.current").value_or(0);
-            m.process_count = static_cast<std::uint32_t>(count > 0 ? count - 1 : 0);
+        // The box's init joined its cgroups after the fork and the shim never did, so every member
+        // is one of the box's processes. cgroup.procs lists processes; pids.current would count
+        // threads as well.
+        for (const char* key : {"pids", "memory", "cpu", "cpuacct"}) {
+            auto it = info.find(key);
+            if (it == info.end() || it->second.empty()) continue;
+            std::ifstream procs(it->second + "/cgroup.procs");
+            if (!procs) continue;
+            std::uint32_t count = 0;
+            std::string pid;
+            while (std::getline(procs, pid)) count += pid.empty() ? 0 : 1;
+            m.process_count = count;
+            break;
         }
         return m;
+    }
+
+    /// What this engine cannot honour, refused rather than ignored.
+    [[nodiscard]] static BoxliteResult<void> supports(const BoxConfig& config) {
+        const auto& options = config.options;
+        if (!options.ports.empty()) {
+            return fail(ErrorKind::Unsupported,
+                        "port forwarding ({}) is not supported by the namespace engine yet (boxes get loopback only); "
+                        "remove the port mappings of box {} or use a VM engine",
+                        fmt::format("{}", fmt::join(options.ports, ", ")), config.id);
+        }
+        if (!options.network.allow_net.empty()) {
+            return fail(ErrorKind::Unsupported,
+                        "allow_net ({}) is not supported by the namespace engine yet (boxes get loopback only): "
+                        "there is no outbound network to restrict; remove allow_net from box {}",
+                        fmt::format("{}", fmt::join(options.network.allow_net, ", ")), config.id);
+        }
+        return {};
     }
 
 private:
