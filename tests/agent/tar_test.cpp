@@ -16,7 +16,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-BoxliteResult<void> extract(const std::string& archive, const fs::path& dest, tar::ExtractOptions options = {}) {
+BoxliteResult<void> extract_archive(const std::string& archive, const fs::path& dest, tar::ExtractOptions options = {}) {
     std::size_t offset = 0;
     tar::Extractor extractor(
         [&](std::span<std::byte> buf) -> BoxliteResult<std::size_t> {
@@ -68,7 +68,7 @@ TEST(TarHostile, DirectoryModeIsNotAppliedThroughALaterSymlink) {
     test::TempDir dst, outside;
     Victim victim(outside.path() / "shadow");
     const auto archive = RawTar{}.dir("d/", 0777).symlink("d", victim.path().string()).finish();
-    ASSERT_TRUE(extract(archive, dst.path()));
+    ASSERT_TRUE(extract_archive(archive, dst.path()));
     EXPECT_TRUE(fs::is_symlink(dst.path() / "d"));
     victim.expect_untouched();
 }
@@ -77,7 +77,7 @@ TEST(TarHostile, NestedDirectoryReplacedBySymlinkToADirectory) {
     test::TempDir dst, outside;
     ::chmod(outside.path().c_str(), 0700);
     const auto archive = RawTar{}.dir("p/q/", 0777).symlink("p/q", outside.path().string()).finish();
-    ASSERT_TRUE(extract(archive, dst.path()));
+    ASSERT_TRUE(extract_archive(archive, dst.path()));
     EXPECT_EQ(mode_of(outside.path()), 0700U);
 }
 
@@ -87,7 +87,7 @@ TEST(TarHostile, OwnerAndMtimeAreNotAppliedThroughALaterSymlink) {
     Victim victim(outside.path() / "passwd");
     RawTar::Meta owned{0777, 4321, 4321, 1};
     const auto archive = RawTar{}.dir("d/", 0777, owned).symlink("d", victim.path().string(), owned).finish();
-    ASSERT_TRUE(extract(archive, dst.path(), {std::nullopt, true}));
+    ASSERT_TRUE(extract_archive(archive, dst.path(), {std::nullopt, true}));
     victim.expect_untouched();
     // The symlink itself did get the archive's owner and mtime.
     const auto link = lstat_of(dst.path() / "d");
@@ -98,7 +98,7 @@ TEST(TarHostile, OwnerAndMtimeAreNotAppliedThroughALaterSymlink) {
 TEST(TarHostile, SymlinkMetadataNeverFollowsTheLink) {
     test::TempDir dst, outside;
     Victim victim(outside.path() / "target");
-    ASSERT_TRUE(extract(RawTar{}.symlink("s", victim.path().string(), {0777, 0, 0, 7}).finish(), dst.path(),
+    ASSERT_TRUE(extract_archive(RawTar{}.symlink("s", victim.path().string(), {0777, 0, 0, 7}).finish(), dst.path(),
                         {std::nullopt, test::is_root()}));
     victim.expect_untouched();
     EXPECT_EQ(lstat_of(dst.path() / "s").st_mtime, 7);
@@ -107,7 +107,7 @@ TEST(TarHostile, SymlinkMetadataNeverFollowsTheLink) {
 TEST(TarHostile, DirectoryReplacedByAFileKeepsTheFilesMode) {
     test::TempDir dst;
     const auto archive = RawTar{}.dir("d/", 0777).file("d", "x", 0600).finish();
-    ASSERT_TRUE(extract(archive, dst.path()));
+    ASSERT_TRUE(extract_archive(archive, dst.path()));
     EXPECT_TRUE(fs::is_regular_file(dst.path() / "d"));
     EXPECT_EQ(mode_of(dst.path() / "d"), 0600U);
 }
@@ -115,7 +115,7 @@ TEST(TarHostile, DirectoryReplacedByAFileKeepsTheFilesMode) {
 TEST(TarHostile, IntermediateDirectoriesAreNotCreatedThroughASymlink) {
     test::TempDir dst, outside;
     const auto archive = RawTar{}.symlink("l", outside.path().string()).file("l/sub/file", "x").finish();
-    auto result = extract(archive, dst.path());
+    auto result = extract_archive(archive, dst.path());
     ASSERT_FALSE(result);
     EXPECT_EQ(result.error().kind(), ErrorKind::InvalidArgument);
     EXPECT_NE(result.error().message().find("symlink"), std::string::npos) << result.error().to_string();
@@ -127,7 +127,7 @@ TEST(TarHostile, HardLinkToAFileThatWasThereBeforeIsRefused) {
     // controls; only files this extraction wrote may be linked.
     test::TempDir dst;
     test::write_file(dst.path() / "existing", "host data");
-    auto result = extract(RawTar{}.hardlink("alias", "existing").finish(), dst.path());
+    auto result = extract_archive(RawTar{}.hardlink("alias", "existing").finish(), dst.path());
     ASSERT_FALSE(result);
     EXPECT_EQ(result.error().kind(), ErrorKind::InvalidArgument);
     EXPECT_NE(result.error().message().find("extracted earlier"), std::string::npos) << result.error().to_string();
@@ -137,7 +137,7 @@ TEST(TarHostile, HardLinkToAFileThatWasThereBeforeIsRefused) {
 
 TEST(TarHostile, HardLinkToAnExtractedFileWorks) {
     test::TempDir dst;
-    ASSERT_TRUE(extract(RawTar{}.file("dir/a", "alpha").hardlink("dir/b", "dir/a").hardlink("c", "dir/b").finish(),
+    ASSERT_TRUE(extract_archive(RawTar{}.file("dir/a", "alpha").hardlink("dir/b", "dir/a").hardlink("c", "dir/b").finish(),
                         dst.path()));
     EXPECT_EQ(test::read_file(dst.path() / "c"), "alpha");
     EXPECT_EQ(lstat_of(dst.path() / "dir/a").st_ino, lstat_of(dst.path() / "c").st_ino);
@@ -149,7 +149,7 @@ TEST(TarHostile, HardLinkToAnExtractedFileReplacedBySymlinkIsRefused) {
     Victim victim(outside.path() / "victim");
     const auto archive =
         RawTar{}.file("f", "mine").symlink("f", victim.path().string()).hardlink("alias", "f").finish();
-    auto result = extract(archive, dst.path());
+    auto result = extract_archive(archive, dst.path());
     ASSERT_FALSE(result);
     EXPECT_NE(result.error().message().find("extracted earlier"), std::string::npos) << result.error().to_string();
     EXPECT_FALSE(fs::exists(dst.path() / "alias"));
@@ -165,7 +165,7 @@ TEST(TarHostile, HardLinkThroughASymlinkedParentIsRefused) {
     test::write_file(outside.path() / "f", "outside");
     const auto archive =
         RawTar{}.file("d/f", "mine").symlink("e", outside.path().string()).hardlink("alias", "e/f").finish();
-    auto result = extract(archive, dst.path());
+    auto result = extract_archive(archive, dst.path());
     ASSERT_FALSE(result);
     EXPECT_FALSE(fs::exists(dst.path() / "alias"));
     EXPECT_EQ(lstat_of(outside.path() / "f").st_nlink, 1U);
@@ -180,7 +180,7 @@ TEST(TarHostile, SetuidAndSetgidAreDroppedWithoutOwnership) {
                              .dir("sgid-dir/", 02775)
                              .dir("sticky-dir/", 01777)
                              .finish();
-    ASSERT_TRUE(extract(archive, dst.path(), {std::nullopt, false}));
+    ASSERT_TRUE(extract_archive(archive, dst.path(), {std::nullopt, false}));
     EXPECT_EQ(mode_of(dst.path() / "suid"), 0755U);
     EXPECT_EQ(mode_of(dst.path() / "sgid"), 0755U);
     EXPECT_EQ(mode_of(dst.path() / "sticky-file"), 0644U);
@@ -192,7 +192,7 @@ TEST(TarHostile, SetuidIsKeptWhenOwnershipIsPreserved) {
     if (!test::is_root()) GTEST_SKIP() << "preserving ownership needs root";
     test::TempDir dst;
     const auto archive = RawTar{}.file("suid", "x", 04755, {0, 1234, 1234, 5}).finish();
-    ASSERT_TRUE(extract(archive, dst.path(), {std::nullopt, true}));
+    ASSERT_TRUE(extract_archive(archive, dst.path(), {std::nullopt, true}));
     const auto st = lstat_of(dst.path() / "suid");
     EXPECT_EQ(st.st_mode & 07777, 04755U) << "chown before chmod, or the kernel clears the bit";
     EXPECT_EQ(st.st_uid, 1234U);
@@ -202,13 +202,13 @@ TEST(TarHostile, SetuidIsKeptWhenOwnershipIsPreserved) {
 TEST(TarHostile, DotEntryDoesNotChangeTheDestination) {
     test::TempDir dst;
     ::chmod(dst.path().c_str(), 0700);
-    ASSERT_TRUE(extract(RawTar{}.dir("./", 0777).dir(".", 0777).finish(), dst.path()));
+    ASSERT_TRUE(extract_archive(RawTar{}.dir("./", 0777).dir(".", 0777).finish(), dst.path()));
     EXPECT_EQ(mode_of(dst.path()), 0700U);
 }
 
 TEST(TarHostile, MissingDestinationIsAStorageError) {
     test::TempDir dst;
-    auto result = extract(RawTar{}.file("f", "x").finish(), dst.path() / "missing");
+    auto result = extract_archive(RawTar{}.file("f", "x").finish(), dst.path() / "missing");
     ASSERT_FALSE(result);
     EXPECT_EQ(result.error().kind(), ErrorKind::Storage);
     EXPECT_EQ(result.error().to_string().find("box not found"), std::string::npos) << result.error().to_string();

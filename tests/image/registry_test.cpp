@@ -42,14 +42,14 @@ namespace fs = std::filesystem;
 
 const std::string kHarness = BOXLITE_IMAGE_HARNESS;
 
-class TempDir {
+class ScratchDir {
 public:
-    explicit TempDir(const char* prefix = "boxlite-image") {
+    explicit ScratchDir(const char* prefix = "boxlite-image") {
         std::string pattern = fmt::format("/tmp/{}-XXXXXX", prefix);
         if (::mkdtemp(pattern.data()) == nullptr) std::abort();
         path_ = pattern;
     }
-    ~TempDir() {
+    ~ScratchDir() {
         std::error_code ec;
         fs::remove_all(path_, ec);
     }
@@ -64,7 +64,7 @@ int sh(const std::string& command) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-std::string read(const fs::path& path) {
+std::string read_text(const fs::path& path) {
     std::ifstream in(path, std::ios::binary);
     std::stringstream s;
     s << in.rdbuf();
@@ -130,7 +130,7 @@ public:
     }
 
 private:
-    TempDir dir_{"boxlite-registry"};
+    ScratchDir dir_{"boxlite-registry"};
     std::optional<std::pair<std::string, std::string>> credentials_;
     Auth auth_;
     int port_;
@@ -168,7 +168,7 @@ public:
     };
     std::vector<Request> requests(std::string_view path_suffix = {}) const {
         std::vector<Request> out;
-        std::istringstream lines(read(dir_.path() / "proxy.log"));
+        std::istringstream lines(read_text(dir_.path() / "proxy.log"));
         for (std::string line; std::getline(lines, line);) {
             const auto entry = nlohmann::json::parse(line, nullptr, false);
             if (entry.is_discarded()) continue;
@@ -179,7 +179,7 @@ public:
     }
 
 private:
-    TempDir dir_{"boxlite-proxy"};
+    ScratchDir dir_{"boxlite-proxy"};
     int port_;
     bool running_ = false;
 };
@@ -210,10 +210,10 @@ protected:
             skip_reason_ = "missing tool: " + skip_reason_;
             return;
         }
-        images_ = std::make_unique<TempDir>("boxlite-oci");
+        images_ = std::make_unique<ScratchDir>("boxlite-oci");
         if (sh(fmt::format("bash {} build {} >{}/build.log 2>&1", kHarness, images_->path().string(),
                            images_->path().string())) != 0) {
-            skip_reason_ = "building test images with umoci failed: " + read(images_->path() / "build.log");
+            skip_reason_ = "building test images with umoci failed: " + read_text(images_->path() / "build.log");
             return;
         }
         registry_ = std::make_unique<Registry>();
@@ -248,9 +248,9 @@ protected:
     }
 
     static inline std::string skip_reason_;
-    static inline std::unique_ptr<TempDir> images_;
+    static inline std::unique_ptr<ScratchDir> images_;
     static inline std::unique_ptr<Registry> registry_;
-    TempDir home_{"boxlite-home"};
+    ScratchDir home_{"boxlite-home"};
 };
 
 TEST_F(ImageRegistry, PullsASingleLayerImageAndReusesIt) {
@@ -276,7 +276,7 @@ TEST_F(ImageRegistry, PullsASingleLayerImageAndReusesIt) {
     const auto images = home_.path() / "images";
     EXPECT_TRUE(fs::exists(images / "oci-layout"));
     EXPECT_TRUE(fs::exists(images / "blobs/sha256" / std::string(digest_hex(image->layers[0].digest))));
-    EXPECT_NE(read(images / "index.json").find(image->manifest_digest), std::string::npos);
+    EXPECT_NE(read_text(images / "index.json").find(image->manifest_digest), std::string::npos);
     EXPECT_TRUE(fs::exists(home_.path() / "db/images.db"));
     EXPECT_EQ(sha256_file(images / "blobs/sha256" / std::string(digest_hex(image->layers[0].digest))).value(),
               image->layers[0].digest);
@@ -298,8 +298,8 @@ TEST_F(ImageRegistry, PullsASingleLayerImageAndReusesIt) {
     auto rootfs = store.rootfs_directory(*image);
     ASSERT_TRUE(rootfs) << rootfs.error().message();
     EXPECT_EQ(*rootfs, images / "rootfs" / std::string(digest_hex(image->manifest_digest)));
-    EXPECT_EQ(read(*rootfs / "etc/os-release"), "NAME=\"BoxLite Test Linux\"\nID=boxlite-test\nVERSION_ID=1\n");
-    EXPECT_EQ(read(*rootfs / "bin/busybox"), read("/bin/busybox"));
+    EXPECT_EQ(read_text(*rootfs / "etc/os-release"), "NAME=\"BoxLite Test Linux\"\nID=boxlite-test\nVERSION_ID=1\n");
+    EXPECT_EQ(read_text(*rootfs / "bin/busybox"), read_text("/bin/busybox"));
     EXPECT_EQ(fs::read_symlink(*rootfs / "bin/sh"), "busybox");
     struct stat st {};
     ASSERT_EQ(::stat((*rootfs / "data/keep/file").c_str(), &st), 0);
@@ -320,12 +320,12 @@ TEST_F(ImageRegistry, AppliesWhiteoutsOpaqueDirectoriesAndLinksAcrossLayers) {
     auto rootfs = store.rootfs_directory(*image);
     ASSERT_TRUE(rootfs) << rootfs.error().message();
     const auto& r = *rootfs;
-    EXPECT_EQ(read(r / "data/keep/file"), "keep\n");
+    EXPECT_EQ(read_text(r / "data/keep/file"), "keep\n");
     EXPECT_FALSE(fs::exists(r / "data/gone"));
     EXPECT_FALSE(fs::exists(r / "opq/old.txt"));
     EXPECT_FALSE(fs::exists(r / "opq/sub"));
-    EXPECT_EQ(read(r / "opq/new.txt"), "new\n");
-    EXPECT_EQ(read(r / "etc/motd"), "welcome\n");
+    EXPECT_EQ(read_text(r / "opq/new.txt"), "new\n");
+    EXPECT_EQ(read_text(r / "etc/motd"), "welcome\n");
     struct stat a {}, b {};
     ASSERT_EQ(::stat((r / "data/added.txt").c_str(), &a), 0);
     ASSERT_EQ(::stat((r / "data/hardlink.txt").c_str(), &b), 0);
@@ -343,9 +343,9 @@ TEST_F(ImageRegistry, SelectsThePlatformOfAMultiArchIndex) {
     EXPECT_FALSE(amd->index_digest.empty());
     auto amd_root = store.rootfs_directory(*amd);
     ASSERT_TRUE(amd_root) << amd_root.error().message();
-    EXPECT_EQ(read(*amd_root / "etc/arch"), "amd64\n");
+    EXPECT_EQ(read_text(*amd_root / "etc/arch"), "amd64\n");
 
-    TempDir other{"boxlite-home"};
+    ScratchDir other{"boxlite-home"};
     auto arm_store = open_store(other.path());
     auto arm = arm_store.pull(ref("test/multiarch:1"), {PullPolicy::IfMissing, {}, Platform{"linux", "arm64", "v8"}});
     ASSERT_TRUE(arm) << arm.error().message();
@@ -354,9 +354,9 @@ TEST_F(ImageRegistry, SelectsThePlatformOfAMultiArchIndex) {
     EXPECT_EQ(arm->config.platform.architecture, "arm64");
     auto arm_root = arm_store.rootfs_directory(*arm);
     ASSERT_TRUE(arm_root) << arm_root.error().message();
-    EXPECT_EQ(read(*arm_root / "etc/arch"), "arm64\n");
+    EXPECT_EQ(read_text(*arm_root / "etc/arch"), "arm64\n");
 
-    TempDir third{"boxlite-home"};
+    ScratchDir third{"boxlite-home"};
     auto riscv = open_store(third.path()).pull(ref("test/multiarch:1"), {PullPolicy::Always, {}, Platform{"linux", "riscv64", ""}});
     ASSERT_FALSE(riscv);
     EXPECT_EQ(riscv.error().kind(), ErrorKind::Image);
@@ -429,7 +429,7 @@ TEST_F(ImageRegistry, RepullsFromTheCacheWithoutNetwork) {
     auto prepared = store.prepare(name, RootfsKind::Directory);
     ASSERT_TRUE(prepared) << prepared.error().message();
     EXPECT_FALSE(prepared->pulled);
-    EXPECT_EQ(read(prepared->path / "etc/os-release").substr(0, 4), "NAME");
+    EXPECT_EQ(read_text(prepared->path / "etc/os-release").substr(0, 4), "NAME");
     // Asking the registry now fails, and says which registry could not be reached.
     auto online = store.pull(name, {PullPolicy::Always, {}, {}});
     ASSERT_FALSE(online);
@@ -446,7 +446,7 @@ TEST_F(ImageRegistry, RefusesALayerWhoseDigestDoesNotMatch) {
     ASSERT_TRUE(registry.running());
     ASSERT_TRUE(registry.push(oci(), "unique", "test/tampered:1"));
     // Find the unique layer (the last one) through a first, clean pull.
-    TempDir scratch{"boxlite-home"};
+    ScratchDir scratch{"boxlite-home"};
     auto clean = open_store(scratch.path()).pull(registry.host() + "/test/tampered:1");
     ASSERT_TRUE(clean) << clean.error().message();
     const auto layer = clean->layers.back().digest;
@@ -473,10 +473,10 @@ TEST_F(ImageRegistry, ResumesAPartialDownloadWithRange) {
     auto seed = open_store(home_.path()).pull(ref("test/single:1"));
     ASSERT_TRUE(seed) << seed.error().message();
     const auto layer = seed->layers[0];
-    const auto blob = read(home_.path() / "images/blobs/sha256" / std::string(digest_hex(layer.digest)));
+    const auto blob = read_text(home_.path() / "images/blobs/sha256" / std::string(digest_hex(layer.digest)));
 
     // A bogus prefix: only a resumed (Range) download keeps it, and then the digest cannot match.
-    TempDir bogus_home{"boxlite-home"};
+    ScratchDir bogus_home{"boxlite-home"};
     auto bogus = open_store(bogus_home.path());
     const auto partial = bogus_home.path() / "images/tmp" / fmt::format("{}.partial", digest_hex(layer.digest));
     std::ofstream(partial, std::ios::binary) << std::string(4096, 'X');
@@ -487,14 +487,14 @@ TEST_F(ImageRegistry, ResumesAPartialDownloadWithRange) {
     ASSERT_TRUE(bogus.pull(ref("test/single:1")));
 
     // A true prefix: the download continues after it and the blob verifies.
-    TempDir resumed_home{"boxlite-home"};
+    ScratchDir resumed_home{"boxlite-home"};
     auto resumed = open_store(resumed_home.path());
     const auto resumed_partial = resumed_home.path() / "images/tmp" / fmt::format("{}.partial", digest_hex(layer.digest));
     std::ofstream(resumed_partial, std::ios::binary) << blob.substr(0, blob.size() / 2);
     std::vector<LayerProgress> events;
     auto ok = resumed.pull(ref("test/single:1"), {PullPolicy::IfMissing, [&](const LayerProgress& p) { events.push_back(p); }, {}});
     ASSERT_TRUE(ok) << ok.error().message();
-    EXPECT_EQ(read(resumed_home.path() / "images/blobs/sha256" / std::string(digest_hex(layer.digest))), blob);
+    EXPECT_EQ(read_text(resumed_home.path() / "images/blobs/sha256" / std::string(digest_hex(layer.digest))), blob);
     // The first download event already counts the bytes that were on disk.
     auto first_download = std::find_if(events.begin(), events.end(), [](const auto& e) { return e.phase == LayerPhase::Downloading; });
     ASSERT_NE(first_download, events.end());
@@ -506,7 +506,7 @@ TEST_F(ImageRegistry, ExplainsAuthenticationFailures) {
     ASSERT_TRUE(secured.running());
     ASSERT_TRUE(secured.push(oci(), "single", "test/private:1"));
     const auto name = secured.host() + "/test/private:1";
-    TempDir no_config;
+    ScratchDir no_config;
     RegistryOptions anonymous;
     anonymous.docker_config = no_config.path() / "config.json";
     auto denied = open_store(home_.path(), anonymous).pull(name);
@@ -536,7 +536,7 @@ TEST_F(ImageRegistry, GetsBearerTokensAnonymouslyAndWithCredentials) {
     ASSERT_TRUE(registry.running());
     ASSERT_TRUE(registry.push(oci(), "single", "public/open:1"));
     ASSERT_TRUE(registry.push(oci(), "multi", "test/private:1"));
-    TempDir no_config;
+    ScratchDir no_config;
     RegistryOptions anonymous;
     anonymous.docker_config = no_config.path() / "config.json";
 
@@ -655,11 +655,11 @@ TEST_F(ImageRegistry, BuildsAnExt4DiskThatPassesFsck) {
     EXPECT_EQ(prepared->path.extension(), ".ext4");
     EXPECT_EQ(prepared->path.parent_path(), home_.path() / "images/disk-images");
     EXPECT_EQ(sh(fmt::format("e2fsck -fn {} >/dev/null 2>&1", prepared->path.string())), 0);
-    TempDir out;
+    ScratchDir out;
     ASSERT_EQ(sh(fmt::format("debugfs -R 'dump /etc/os-release {}/os-release' {} >/dev/null 2>&1", out.path().string(),
                              prepared->path.string())),
               0);
-    EXPECT_EQ(read(out.path() / "os-release").substr(0, 25), "NAME=\"BoxLite Test Linux\"");
+    EXPECT_EQ(read_text(out.path() / "os-release").substr(0, 25), "NAME=\"BoxLite Test Linux\"");
     ASSERT_EQ(sh(fmt::format("debugfs -R 'stat /opq/old.txt' {} 2>&1 | grep -q 'File not found'", prepared->path.string())), 0);
 
     const auto built_at = fs::last_write_time(prepared->path);
@@ -705,7 +705,7 @@ TEST_F(ImageRegistry, TwoProcessesPullingTheSameImageDoTheWorkOnce) {
         EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child exit status " << status;
     }
     int total = 0;
-    for (const auto& entry : fs::directory_iterator(counts)) total += std::stoi(read(entry.path()));
+    for (const auto& entry : fs::directory_iterator(counts)) total += std::stoi(read_text(entry.path()));
     EXPECT_EQ(total, 3);  // three layers, each downloaded by exactly one of the two processes
     auto store = open_store(home_.path());
     auto listed = store.list();
@@ -721,7 +721,7 @@ TEST_F(ImageRegistry, TwoProcessesPullingTheSameImageDoTheWorkOnce) {
 
 TEST_F(ImageRegistry, LoadsDockerSaveArchivesAndOciLayouts) {
     auto store = open_store(home_.path());
-    TempDir exports;
+    ScratchDir exports;
     const auto docker_tar = exports.path() / "saved.tar";
     ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:multi docker-archive:{}:team/loaded:2 >/dev/null", oci().string(),
                              docker_tar.string())),
@@ -733,7 +733,7 @@ TEST_F(ImageRegistry, LoadsDockerSaveArchivesAndOciLayouts) {
     EXPECT_EQ(loaded->front().layers.size(), 3u);
     auto tree = store.rootfs_directory(loaded->front());
     ASSERT_TRUE(tree) << tree.error().message();
-    EXPECT_EQ(read(*tree / "opq/new.txt"), "new\n");
+    EXPECT_EQ(read_text(*tree / "opq/new.txt"), "new\n");
     EXPECT_FALSE(fs::exists(*tree / "opq/old.txt"));
 
     // An OCI archive with an explicit name, then the whole layout directory (names from its tags).
@@ -781,7 +781,7 @@ TEST_F(ImageRegistry, RemoveThenGcFreesEverything) {
     EXPECT_TRUE(fs::is_empty(home_.path() / "images/blobs/sha256"));
     EXPECT_TRUE(fs::is_empty(home_.path() / "images/rootfs"));
     EXPECT_TRUE(fs::is_empty(home_.path() / "images/disk-images"));
-    EXPECT_EQ(read(home_.path() / "images/index.json").find("sha256:"), std::string::npos);
+    EXPECT_EQ(read_text(home_.path() / "images/index.json").find("sha256:"), std::string::npos);
 }
 
 // The runtime seam: RootfsSpec::Image goes through the image store (default provider), searching
@@ -789,7 +789,7 @@ TEST_F(ImageRegistry, RemoveThenGcFreesEverything) {
 TEST_F(ImageRegistry, RuntimeCreatePullsTheImageAndStartLaunchesTheEngineFromIt) {
     using Runtime = BasicRuntime<MockEngine, PipeTransport, MemoryStorage>;
     for (const auto kind : {RootfsKind::Directory, RootfsKind::Ext4Disk}) {
-        TempDir home{"boxlite-home"};
+        ScratchDir home{"boxlite-home"};
         MockEngine engine(MockEngine::Options{kind, "pipe"});
         RuntimeSettings settings;
         settings.host_cpus = 2;
@@ -820,7 +820,7 @@ TEST_F(ImageRegistry, RuntimeCreatePullsTheImageAndStartLaunchesTheEngineFromIt)
         const auto& rootfs = launches[0].rootfs;
         if (kind == RootfsKind::Directory) {
             EXPECT_EQ(rootfs.parent_path(), home.path() / "images/rootfs");
-            EXPECT_EQ(read(rootfs / "etc/os-release").substr(0, 4), "NAME");
+            EXPECT_EQ(read_text(rootfs / "etc/os-release").substr(0, 4), "NAME");
         } else {
             EXPECT_EQ(rootfs.parent_path(), home.path() / "images/disk-images");
             EXPECT_EQ(rootfs.extension(), ".ext4");
@@ -917,7 +917,7 @@ TEST_F(ImageRegistry, ABoxKeepsItsImageThroughAMovedTagRemoveAndGc) {
     ASSERT_EQ(engine.launches().size(), 3u);
     EXPECT_EQ(engine.launches()[1].rootfs, engine.launches()[0].rootfs);
     EXPECT_EQ(engine.launches()[2].rootfs.filename().string(), std::string(digest_hex(moved->manifest_digest)));
-    EXPECT_EQ(read(engine.launches()[2].rootfs / "etc/os-release").substr(0, 4), "NAME");
+    EXPECT_EQ(read_text(engine.launches()[2].rootfs / "etc/os-release").substr(0, 4), "NAME");
 
     // Removing the boxes releases their leases: now gc frees both images entirely.
     ASSERT_TRUE(runtime.remove(box->id().str(), true));
@@ -967,21 +967,21 @@ TEST_F(ImageRegistry, GcDropsStaleLeasesOfBoxesThatNoLongerExist) {
 TEST_F(ImageRegistry, StartsOverWhenTheServerIgnoresRange) {
     FaultProxy proxy(registry_->port(), "ignore-range");
     ASSERT_TRUE(proxy.running());
-    TempDir scratch{"boxlite-home"};
+    ScratchDir scratch{"boxlite-home"};
     auto seed = open_store(scratch.path()).pull(ref("test/single:1"));
     ASSERT_TRUE(seed) << seed.error().message();
     const auto layer = seed->layers[0];
-    const auto blob = read(scratch.path() / "images/blobs/sha256" / std::string(digest_hex(layer.digest)));
+    const auto blob = read_text(scratch.path() / "images/blobs/sha256" / std::string(digest_hex(layer.digest)));
 
     const std::vector<std::string> prefixes = {blob.substr(0, blob.size() / 2), std::string(4096, 'X')};
     for (const auto& prefix : prefixes) {
-        TempDir home{"boxlite-home"};
+        ScratchDir home{"boxlite-home"};
         auto store = open_store(home.path());
         const auto partial = home.path() / "images/tmp" / fmt::format("{}.partial", digest_hex(layer.digest));
         std::ofstream(partial, std::ios::binary) << prefix;
         auto pulled = store.pull(proxy.host() + "/test/single:1");
         ASSERT_TRUE(pulled) << pulled.error().message();
-        EXPECT_EQ(read(home.path() / "images/blobs/sha256" / std::string(digest_hex(layer.digest))), blob);
+        EXPECT_EQ(read_text(home.path() / "images/blobs/sha256" / std::string(digest_hex(layer.digest))), blob);
         EXPECT_FALSE(fs::exists(partial));
     }
     const auto requests = proxy.requests(layer.digest);
@@ -1012,7 +1012,7 @@ TEST_F(ImageRegistry, RetriesServerErrorsWithBackoff) {
     ASSERT_TRUE(down.running());
     RegistryOptions few;
     few.max_attempts = 2;
-    TempDir other{"boxlite-home"};
+    ScratchDir other{"boxlite-home"};
     auto failed = open_store(other.path(), few).pull(down.host() + "/test/single:1");
     ASSERT_FALSE(failed);
     EXPECT_EQ(failed.error().kind(), ErrorKind::Image);
@@ -1048,7 +1048,7 @@ TEST_F(ImageRegistry, RenewsAnExpiredBearerTokenMidPull) {
     ASSERT_TRUE(registry.push(oci(), "multi", "public/renew:1"));
     FaultProxy proxy(registry.port(), "revoke-token");
     ASSERT_TRUE(proxy.running());
-    TempDir no_config;
+    ScratchDir no_config;
     RegistryOptions anonymous;
     anonymous.docker_config = no_config.path() / "config.json";
     auto pulled = open_store(home_.path(), anonymous).pull(proxy.host() + "/public/renew:1");
@@ -1084,21 +1084,21 @@ TEST_F(ImageRegistry, PullsDockerV2Schema2ImagesAndManifestLists) {
     EXPECT_EQ(image->config.working_dir, "/data");
     auto tree = store.rootfs_directory(*image);
     ASSERT_TRUE(tree) << tree.error().message();
-    EXPECT_EQ(read(*tree / "etc/os-release").substr(0, 25), "NAME=\"BoxLite Test Linux\"");
+    EXPECT_EQ(read_text(*tree / "etc/os-release").substr(0, 25), "NAME=\"BoxLite Test Linux\"");
 
     for (const auto& [platform, arch] : {std::pair{Platform{"linux", "amd64", ""}, "amd64\n"},
                                          std::pair{Platform{"linux", "arm64", "v8"}, "arm64\n"}}) {
-        TempDir home{"boxlite-home"};
+        ScratchDir home{"boxlite-home"};
         auto arch_store = open_store(home.path());
         auto chosen = arch_store.pull(registry.host() + "/test/docker-list:1", {PullPolicy::IfMissing, {}, platform});
         ASSERT_TRUE(chosen) << chosen.error().message();
         EXPECT_EQ(chosen->media_type, media_type::kDockerManifest);
         ASSERT_FALSE(chosen->index_digest.empty());
-        const auto list = read(home.path() / "images/blobs/sha256" / std::string(digest_hex(chosen->index_digest)));
+        const auto list = read_text(home.path() / "images/blobs/sha256" / std::string(digest_hex(chosen->index_digest)));
         EXPECT_NE(list.find(media_type::kDockerManifestList), std::string::npos) << list;
         auto root = arch_store.rootfs_directory(*chosen);
         ASSERT_TRUE(root) << root.error().message();
-        EXPECT_EQ(read(*root / "etc/arch"), arch);
+        EXPECT_EQ(read_text(*root / "etc/arch"), arch);
     }
 }
 
@@ -1106,7 +1106,7 @@ TEST_F(ImageRegistry, PullsDockerV2Schema2ImagesAndManifestLists) {
 // (docker.io/library/…), and the same short names find them again — locally, before any
 // registry of the search list is asked (here one that cannot be reached at all).
 TEST_F(ImageRegistry, LoadedShortNamesAreFoundByTheSameNamesWithoutANetwork) {
-    TempDir exports;
+    ScratchDir exports;
     const auto oci_tar = exports.path() / "single.tar";
     const auto docker_tar = exports.path() / "saved.tar";
     ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:single oci-archive:{} >/dev/null", oci().string(), oci_tar.string())), 0);
@@ -1266,7 +1266,7 @@ TEST_F(ImageRegistry, AnExt4DiskBuiltByANonRootUserHoldsTheOwnersAndModesOfTheLa
 // docker save archives name their layers only by diff_id (the digest of the uncompressed tar):
 // each layer is checked against it, compressed or not, before anything is stored.
 TEST_F(ImageRegistry, VerifiesDockerSaveLayersAgainstTheirDiffIds) {
-    TempDir exports;
+    ScratchDir exports;
     const auto tar = exports.path() / "saved.tar";
     ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:multi docker-archive:{}:team/checked:1 >/dev/null", oci().string(),
                              tar.string())),
@@ -1275,13 +1275,13 @@ TEST_F(ImageRegistry, VerifiesDockerSaveLayersAgainstTheirDiffIds) {
         const auto dir = exports.path() / name;
         fs::create_directories(dir);
         EXPECT_EQ(sh(fmt::format("tar -C {} -xf {}", dir.string(), tar.string())), 0);
-        const auto manifest = nlohmann::json::parse(read(dir / "manifest.json"));
+        const auto manifest = nlohmann::json::parse(read_text(dir / "manifest.json"));
         std::vector<fs::path> layers;
         for (const auto& layer : manifest.at(0).at("Layers")) layers.push_back(dir / layer.get<std::string>());
         return std::pair{dir, layers};
     };
     auto replace_in = [](const fs::path& file, std::string_view from, std::string_view to) {
-        auto text = read(file);
+        auto text = read_text(file);
         const auto at = text.find(from);
         ASSERT_NE(at, std::string::npos) << file;
         text = text.substr(0, at) + std::string(to) + text.substr(at + from.size());
@@ -1296,7 +1296,7 @@ TEST_F(ImageRegistry, VerifiesDockerSaveLayersAgainstTheirDiffIds) {
     ASSERT_EQ(good_layers.size(), 3u);
     gzip_in_place(good_layers[1]);
     {
-        TempDir home{"boxlite-home"};
+        ScratchDir home{"boxlite-home"};
         auto store = open_store(home.path());
         auto loaded = store.load(good);
         ASSERT_TRUE(loaded) << loaded.error().message();
@@ -1304,18 +1304,18 @@ TEST_F(ImageRegistry, VerifiesDockerSaveLayersAgainstTheirDiffIds) {
         EXPECT_EQ(loaded->front().layers[1].media_type, media_type::kOciLayerGzip);
         auto tree = store.rootfs_directory(loaded->front());
         ASSERT_TRUE(tree) << tree.error().message();
-        EXPECT_EQ(read(*tree / "data/added.txt"), "added\n");
+        EXPECT_EQ(read_text(*tree / "data/added.txt"), "added\n");
     }
 
     auto expect_refused = [&](const fs::path& archive, std::size_t index) {
-        TempDir home{"boxlite-home"};
+        ScratchDir home{"boxlite-home"};
         auto store = open_store(home.path());
         auto loaded = store.load(archive);
         ASSERT_FALSE(loaded);
         EXPECT_EQ(loaded.error().kind(), ErrorKind::Image);
         const auto& message = loaded.error().message();
         EXPECT_NE(message.find("digest mismatch for layer"), std::string::npos) << message;
-        const auto config = nlohmann::json::parse(read(archive / nlohmann::json::parse(read(archive / "manifest.json"))
+        const auto config = nlohmann::json::parse(read_text(archive / nlohmann::json::parse(read_text(archive / "manifest.json"))
                                                                       .at(0).at("Config").get<std::string>()));
         EXPECT_NE(message.find(config.at("rootfs").at("diff_ids").at(index).get<std::string>()), std::string::npos)
             << message;
@@ -1396,7 +1396,7 @@ TEST_F(ImageRegistry, TheImagesUserAndEntrypointBecomeTheBoxDefaults) {
     if (!fs::exists(shim) || !fs::exists(agent)) GTEST_SKIP() << "boxlite-shim / boxlite-agent are not built";
     ::setenv("BOXLITE_SHIM", shim.c_str(), 1);
     ::setenv("BOXLITE_AGENT", agent.c_str(), 1);
-    TempDir home{"boxlite-home"};
+    ScratchDir home{"boxlite-home"};
     BoxliteOptions options;
     options.home_dir = home.path();
     options.image_registries = {registry_->host()};
@@ -1435,11 +1435,11 @@ TEST_F(ImageRegistry, SaysWhichPackageToInstallWhenLibcurlOrLibarchiveIsMissing)
     const auto archive = library_file("libarchive.so.13");
     ASSERT_FALSE(curl.empty());
     ASSERT_FALSE(archive.empty());
-    TempDir exports;
+    ScratchDir exports;
     const auto oci_tar = exports.path() / "single.tar";
     ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:single oci-archive:{} >/dev/null", oci().string(), oci_tar.string())), 0);
     auto probe = [&](const std::string& hidden, const std::string& args) {
-        TempDir home{"boxlite-home"};
+        ScratchDir home{"boxlite-home"};
         const std::string run = fmt::format("{} {}", BOXLITE_IMAGE_PROBE, fmt::format(fmt::runtime(args), home.path().string()));
         if (hidden.empty()) return capture(run + " 2>&1");
         return capture(fmt::format("unshare -m --propagation private sh -c 'mount --bind /dev/null {} && exec {}' 2>&1",

@@ -310,7 +310,13 @@ public:
             // Graceful: the agent stops every process and exits; PID 1's exit ends the box.
             auto stream = UnixTransport{}.connect(handle.endpoint, std::min(timeout, std::chrono::milliseconds(2000)));
             if (stream) {
-                if (auto agent = protocol::AgentClient::connect(std::move(*stream))) (void)agent->shutdown(timeout);
+                // A wedged agent must not hold stop() past its timeout in the handshake either.
+                const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now());
+                if (auto agent = protocol::AgentClient::connect(std::move(*stream),
+                                                                std::max(left, std::chrono::milliseconds(1)))) {
+                    (void)agent->shutdown(timeout);
+                }
             }
         }
         if (!detail::wait_for_exit(handle.pid, handle.pid_start_time, deadline)) return kill(handle);

@@ -41,10 +41,12 @@ struct ExecDefaults {
     request.program = command.program();
     request.args = command.arguments();
     std::vector<std::pair<std::string, std::string>> merged = defaults.env;
-    for (const auto& [key, value] : command.environment()) {
-        auto it = std::find_if(merged.begin(), merged.end(), [&](const auto& kv) { return kv.first == key; });
-        if (it != merged.end()) it->second = value;
-        else merged.emplace_back(key, value);
+    for (const auto& entry : command.environment()) {
+        // Not a structured binding: clang before 16 cannot capture one in a lambda.
+        const auto& key = entry.first;
+        auto it = std::find_if(merged.begin(), merged.end(), [&key](const auto& kv) { return kv.first == key; });
+        if (it != merged.end()) it->second = entry.second;
+        else merged.emplace_back(key, entry.second);
     }
     for (const auto& [key, value] : merged) request.env.push_back(key + "=" + value);
     request.working_dir = command.working_directory().value_or(defaults.working_dir.value_or(""));

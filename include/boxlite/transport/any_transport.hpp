@@ -29,8 +29,10 @@ namespace boxlite {
 class AnyStream {
 public:
     AnyStream() = default;
-    template <ByteStream S>
-        requires(!std::same_as<std::remove_cvref_t<S>, AnyStream>)
+    // The same-type test comes first: checking ByteStream<AnyStream> (movable) considers this
+    // constructor, and clang would recurse into ByteStream<AnyStream> without the short circuit.
+    template <class S>
+        requires(!std::same_as<std::remove_cvref_t<S>, AnyStream> && ByteStream<S>)
     explicit AnyStream(S stream) : impl_(std::make_unique<Model<S>>(std::move(stream))) {}
 
     BoxliteResult<std::size_t> read_some(std::span<std::byte> buffer) {
