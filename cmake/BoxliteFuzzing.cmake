@@ -19,6 +19,11 @@
 #   - without RUNNER: <fuzzer> -max_total_time=<SECONDS> [ARGS...]
 # Exit code 77 counts as skipped. Relative paths are taken from the calling folder.
 
+# The fuzzers are compiled with their own flags (below), whatever the build's BOXLITE_SANITIZE,
+# so a second build tree (scripts/test's ASan one) would build and run the very same binaries
+# again; it turns them off with -DBOXLITE_BUILD_FUZZERS=OFF.
+option(BOXLITE_BUILD_FUZZERS "Build the libFuzzer targets (with clang++) and their bounded ctest runs" ON)
+
 set(BOXLITE_FUZZ_FLAGS -std=c++20 -g -O1 -fno-omit-frame-pointer
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
 
@@ -54,6 +59,9 @@ function(boxlite_add_fuzzer)
   endif()
   if(fz_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "boxlite_add_fuzzer(${fz_NAME}): unknown arguments ${fz_UNPARSED_ARGUMENTS}")
+  endif()
+  if(NOT BOXLITE_BUILD_FUZZERS)
+    return()
   endif()
   if(NOT BOXLITE_LIBFUZZER_FOUND)
     message(STATUS "${fz_TEST}: clang++ with libFuzzer not found; the test is skipped, not faked")
