@@ -98,4 +98,12 @@ private:
 /// state in SQLite.
 using BoxliteRuntime = BasicRuntime<AnyEngine, AnyTransport, SqliteStorage>;
 
+// The run-time-chosen form is compiled once, in the library (lib/core/default_runtime.cpp):
+// a program that uses it does not instantiate and compile the runtime's members again in each
+// of its files (a quarter of such a file's compile time). Other policy combinations — mocks,
+// custom engines — are instantiated where they are used, as any template.
+extern template class detail::RuntimeCore<AnyEngine, AnyTransport, SqliteStorage>;
+extern template class BasicBox<AnyEngine, AnyTransport, SqliteStorage>;
+extern template class BasicRuntime<AnyEngine, AnyTransport, SqliteStorage>;
+
 }  // namespace boxlite

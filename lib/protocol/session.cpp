@@ -1,0 +1,373 @@
+// protocol::Session's members (session.hpp), compiled once here instead of in every file that
+// includes the host side of the protocol.
+#include <boxlite/protocol/session.hpp>
+
+namespace boxlite::protocol {
+
+BoxliteResult<void> Session::handshake(std::chrono::milliseconds timeout) {
+    reader_ = std::thread([this] { read_loop(); });
+    BOXLITE_TRY_VOID(send(FrameType::Hello, 0, Hello{}.encode()));
+    std::unique_lock lock(mutex_);
+    if (!control_cv_.wait_for(lock, timeout, [&] { return handshake_done_ || dead_.has_value(); })) {
+        lock.unlock();
+        stream_.close();  // wakes the reader, which then records the connection as dead
+        return fail(ErrorKind::Rpc, "the agent did not answer the protocol handshake within {} ms", timeout.count());
+    }
+    if (!handshake_done_) return fail(dead_->with_context("agent handshake"));
+    return {};
+}
+
+BoxliteResult<std::shared_ptr<ExecState>> Session::start(const ExecRequest& request, std::chrono::milliseconds timeout) {
+    auto state = std::make_shared<ExecState>();
+    state->execution_id = BoxID::generate().str();
+    state->out.window = request.stdout_window;
+    state->err.window = request.stderr_window;
+    state->out.outstanding_credit = request.stdout_window;
+    state->err.outstanding_credit = request.stderr_window;
+    {
+        std::lock_guard lock(mutex_);
+        if (dead_) return fail(*dead_);
+        state->id = next_id_++;
+        executions_[state->id] = state;
+    }
+    if (auto sent = send(FrameType::Exec, state->id, request.encode()); !sent) {
+        forget(state->id);
+        return fail(sent.error());
+    }
+    std::unique_lock lock(mutex_);
+    const bool answered = state->cv.wait_for(lock, timeout, [&] {
+        return state->started || state->start_error || state->failure;
+    });
+    if (!answered) {
+        // Stays registered: a late Started gets the process killed and its output dropped,
+        // rather than an unknown-stream error that would end every other execution.
+        state->abandoned = true;
+        state->out.discard = state->err.discard = true;
+        counters_.command_errors.fetch_add(1, std::memory_order_relaxed);
+        return fail(ErrorKind::Rpc, "the agent did not start '{}' within {} ms", request.program, timeout.count());
+    }
+    if (state->start_error || (!state->started && state->failure)) {
+        executions_.erase(state->id);
+        counters_.command_errors.fetch_add(1, std::memory_order_relaxed);
+        return fail(state->start_error ? *state->start_error : *state->failure);
+    }
+    counters_.commands_run.fetch_add(1, std::memory_order_relaxed);
+    return state;
+}
+
+BoxliteResult<void> Session::write_stdin(ExecState& e, std::span<const std::byte> data) {
+    while (!data.empty()) {
+        std::size_t chunk = 0;
+        {
+            std::unique_lock lock(mutex_);
+            if (e.stdin_closed) return fail(ErrorKind::InvalidState, "stdin of execution {} is already closed", e.id);
+            e.cv.wait(lock, [&] { return e.stdin_credit > 0 || e.finished(); });
+            if (e.finished()) {
+                return fail(ErrorKind::Execution, "execution {} has ended; its stdin accepts no more data", e.id);
+            }
+            chunk = static_cast<std::size_t>(std::min<std::uint64_t>({e.stdin_credit, data.size(), kMaxChunk}));
+            e.stdin_credit -= chunk;
+        }
+        BOXLITE_TRY_VOID(send(FrameType::Stdin, e.id, data.first(chunk)));
+        counters_.bytes_in.fetch_add(chunk, std::memory_order_relaxed);
+        data = data.subspan(chunk);
+    }
+    return {};
+}
+
+BoxliteResult<void> Session::close_stdin(ExecState& e) {
+    {
+        std::lock_guard lock(mutex_);
+        if (e.stdin_closed) return {};
+        e.stdin_closed = true;
+        if (e.finished()) return {};
+    }
+    return send(FrameType::StdinClose, e.id, std::span<const std::byte>{});
+}
+
+BoxliteResult<std::size_t> Session::read_output(ExecState& e, Channel channel, std::span<std::byte> out) {
+    std::uint32_t grant = 0;
+    std::size_t copied = 0;
+    {
+        std::unique_lock lock(mutex_);
+        auto& buf = channel == Channel::Stderr ? e.err : e.out;
+        e.cv.wait(lock, [&] { return buf.buffered > 0 || e.finished(); });
+        if (buf.buffered == 0) {
+            if (e.failure && !e.exit) return fail(*e.failure);
+            return std::size_t{0};
+        }
+        copied = take(buf, out);
+        buf.unacked += copied;
+        if (!e.finished() && buf.unacked >= std::max<std::uint64_t>(buf.window / 4, 1)) {
+            grant = static_cast<std::uint32_t>(buf.unacked);
+            buf.outstanding_credit += buf.unacked;
+            buf.unacked = 0;
+        }
+    }
+    if (grant > 0) BOXLITE_TRY_VOID(send(FrameType::Credit, e.id, Credit{channel, grant}.encode()));
+    return copied;
+}
+
+void Session::discard_output(ExecState& e, Channel channel) {
+    std::uint64_t grant = 0;
+    {
+        std::lock_guard lock(mutex_);
+        auto& buf = channel == Channel::Stderr ? e.err : e.out;
+        if (buf.discard) return;
+        buf.discard = true;
+        grant = buf.buffered + buf.unacked;
+        buf.chunks.clear();
+        buf.front_offset = 0;
+        buf.buffered = 0;
+        buf.unacked = 0;
+        buf.outstanding_credit += grant;
+        if (e.finished()) return;
+    }
+    if (grant > 0) (void)send(FrameType::Credit, e.id, Credit{channel, static_cast<std::uint32_t>(grant)}.encode());
+}
+
+void Session::wait_any_output(ExecState& e) {
+    std::unique_lock lock(mutex_);
+    e.cv.wait(lock, [&] { return e.out.buffered > 0 || e.err.buffered > 0 || e.finished(); });
+}
+
+BoxliteResult<ExitStatus> Session::wait_exit(ExecState& e, std::optional<std::chrono::milliseconds> timeout) {
+    std::unique_lock lock(mutex_);
+    if (timeout) {
+        if (!e.cv.wait_for(lock, *timeout, [&] { return e.finished(); })) {
+            return fail(ErrorKind::Execution, "execution {} did not finish within {} ms", e.id, timeout->count());
+        }
+    } else {
+        e.cv.wait(lock, [&] { return e.finished(); });
+    }
+    if (e.exit) return *e.exit;
+    return fail(*e.failure);
+}
+
+BoxliteResult<void> Session::ping(std::chrono::milliseconds timeout) {
+    std::uint64_t target = 0;
+    {
+        std::lock_guard lock(mutex_);
+        if (dead_) return fail(*dead_);
+        target = ++pings_sent_;
+    }
+    BOXLITE_TRY_VOID(send(FrameType::Ping, 0, std::span<const std::byte>{}));
+    std::unique_lock lock(mutex_);
+    if (!control_cv_.wait_for(lock, timeout, [&] { return pongs_ >= target || dead_; })) {
+        return fail(ErrorKind::Rpc, "the agent did not answer ping within {} ms", timeout.count());
+    }
+    if (pongs_ < target) return fail(*dead_);
+    return {};
+}
+
+BoxliteResult<GuestMetrics> Session::metrics(std::chrono::milliseconds timeout) {
+    std::uint64_t target = 0;
+    {
+        std::lock_guard lock(mutex_);
+        if (dead_) return fail(*dead_);
+        target = ++metrics_sent_;
+    }
+    BOXLITE_TRY_VOID(send(FrameType::MetricsRequest, 0, std::span<const std::byte>{}));
+    std::unique_lock lock(mutex_);
+    if (!control_cv_.wait_for(lock, timeout, [&] { return metrics_received_ >= target || dead_; })) {
+        return fail(ErrorKind::Rpc, "the agent did not answer a metrics request within {} ms", timeout.count());
+    }
+    if (metrics_received_ < target) return fail(*dead_);
+    return last_metrics_;
+}
+
+BoxliteResult<void> Session::shutdown(std::chrono::milliseconds timeout) {
+    {
+        std::lock_guard lock(mutex_);
+        if (dead_) return fail(*dead_);
+    }
+    BOXLITE_TRY_VOID(send(FrameType::Shutdown, 0, std::span<const std::byte>{}));
+    std::unique_lock lock(mutex_);
+    control_cv_.wait_for(lock, timeout, [&] { return shutdown_acked_ || dead_; });
+    if (!shutdown_acked_ && !dead_) return fail(ErrorKind::Rpc, "the agent did not acknowledge shutdown within {} ms", timeout.count());
+    return {};
+}
+
+std::size_t Session::take(OutputBuffer& buf, std::span<std::byte> out) {
+    std::size_t copied = 0;
+    while (copied < out.size() && !buf.chunks.empty()) {
+        auto& front = buf.chunks.front();
+        const auto n = std::min(out.size() - copied, front.size() - buf.front_offset);
+        std::copy_n(front.data() + buf.front_offset, n, out.data() + copied);
+        copied += n;
+        buf.front_offset += n;
+        if (buf.front_offset == front.size()) {
+            buf.chunks.pop_front();
+            buf.front_offset = 0;
+        }
+    }
+    buf.buffered -= copied;
+    return copied;
+}
+
+void Session::read_loop() {
+    FrameDecoder decoder;
+    std::vector<std::byte> buf(256 * 1024);
+    BoxliteError reason(ErrorKind::RpcTransport, "the agent closed the connection");
+    while (true) {
+        auto n = stream_.read_some(buf);
+        if (!n) {
+            reason = n.error();
+            break;
+        }
+        if (*n == 0) break;
+        decoder.feed(std::span<const std::byte>(buf.data(), *n));
+        bool ok = true;
+        while (ok) {
+            auto frame = decoder.next();
+            if (!frame) {
+                reason = frame.error();
+                ok = false;
+                break;
+            }
+            if (!*frame) break;
+            if (auto handled = dispatch(std::move(**frame)); !handled) {
+                reason = handled.error();
+                ok = false;
+            }
+        }
+        if (!ok) {
+            stream_.close();
+            break;
+        }
+    }
+    std::lock_guard lock(mutex_);
+    dead_ = reason;
+    for (auto& [id, state] : executions_) {
+        if (!state->finished()) state->failure = reason;
+        state->cv.notify_all();
+    }
+    executions_.clear();
+    control_cv_.notify_all();
+}
+
+BoxliteResult<void> Session::dispatch_handshake(const Frame& f) {
+    if (f.type == FrameType::Error && f.stream == 0) {
+        auto e = ErrorMessage::decode(f.payload);
+        return fail(ErrorKind::Portal, "the agent refused the connection: {}",
+                    e ? e->message : std::string("(malformed error)"));
+    }
+    if (f.type != FrameType::HelloAck || f.stream != 0) {
+        return fail(ErrorKind::Portal, "expected hello-ack, got {} on stream {}", to_string(f.type), f.stream);
+    }
+    BOXLITE_TRY(auto ack, HelloAck::decode(f.payload));
+    if (ack.version < kMinVersion || ack.version > kMaxVersion) {
+        return fail(ErrorKind::Portal, "the agent chose protocol version {}, this host speaks {}-{}", ack.version,
+                    kMinVersion, kMaxVersion);
+    }
+    std::lock_guard lock(mutex_);
+    version_ = ack.version;
+    agent_version_ = ack.agent_version;
+    handshake_done_ = true;
+    control_cv_.notify_all();
+    return {};
+}
+
+BoxliteResult<void> Session::dispatch(Frame f) {
+    // Only this thread writes handshake_done_, so reading it here needs no lock.
+    if (!handshake_done_) return dispatch_handshake(f);
+    std::vector<std::pair<Channel, std::uint64_t>> grants;
+    std::shared_ptr<ExecState> state;
+    bool kill_abandoned = false;
+    {
+        std::lock_guard lock(mutex_);
+        switch (f.type) {
+            case FrameType::Pong: ++pongs_; control_cv_.notify_all(); return {};
+            case FrameType::MetricsReply: {
+                BOXLITE_TRY(auto m, GuestMetrics::decode(f.payload));
+                last_metrics_ = m;
+                ++metrics_received_;
+                control_cv_.notify_all();
+                return {};
+            }
+            case FrameType::ShutdownAck: shutdown_acked_ = true; control_cv_.notify_all(); return {};
+            case FrameType::Error:
+                if (f.stream == 0) {
+                    BOXLITE_TRY(auto m, ErrorMessage::decode(f.payload));
+                    return fail(ErrorKind::Rpc, "the agent ended the connection: {}", m.message);
+                }
+                break;
+            case FrameType::HelloAck: return fail(ErrorKind::Portal, "the agent sent a second hello-ack");
+            case FrameType::Started:
+            case FrameType::Stdout:
+            case FrameType::Stderr:
+            case FrameType::Credit:
+            case FrameType::Exit: break;
+            default:
+                return fail(ErrorKind::Portal, "the agent sent a {} frame, which only the host may send", to_string(f.type));
+        }
+        auto it = executions_.find(f.stream);
+        if (it == executions_.end()) {
+            return fail(ErrorKind::Portal, "the agent sent {} for unknown execution {}", to_string(f.type), f.stream);
+        }
+        state = it->second;
+        auto& e = *state;
+        switch (f.type) {
+            case FrameType::Error: {
+                BOXLITE_TRY(auto m, ErrorMessage::decode(f.payload));
+                if (!e.started) {
+                    e.start_error = BoxliteError(ErrorKind::Execution, m.message);
+                    if (e.abandoned) executions_.erase(it);  // nobody waits for it any more
+                } else {
+                    e.failure = BoxliteError(ErrorKind::Rpc, m.message);
+                    executions_.erase(it);
+                }
+                break;
+            }
+            case FrameType::Started: {
+                if (e.started) return fail(ErrorKind::Portal, "the agent started execution {} twice", e.id);
+                BOXLITE_TRY(auto m, protocol::Started::decode(f.payload));
+                e.started = true;
+                e.pid = m.pid;
+                e.stdin_credit = m.stdin_window;
+                kill_abandoned = e.abandoned;
+                break;
+            }
+            case FrameType::Stdout:
+            case FrameType::Stderr: {
+                if (!e.started) return fail(ErrorKind::Portal, "the agent sent output before execution {} started", e.id);
+                auto& buf = f.type == FrameType::Stderr ? e.err : e.out;
+                if (f.payload.size() > buf.outstanding_credit) {
+                    return fail(ErrorKind::Portal, "the agent sent {} bytes on execution {} with only {} bytes of credit",
+                                f.payload.size(), e.id, buf.outstanding_credit);
+                }
+                buf.outstanding_credit -= f.payload.size();
+                counters_.bytes_out.fetch_add(f.payload.size(), std::memory_order_relaxed);
+                if (buf.discard) {
+                    grants.emplace_back(f.type == FrameType::Stderr ? Channel::Stderr : Channel::Stdout, f.payload.size());
+                    buf.outstanding_credit += f.payload.size();
+                } else if (!f.payload.empty()) {
+                    buf.buffered += f.payload.size();
+                    buf.chunks.push_back(std::move(f.payload));
+                }
+                break;
+            }
+            case FrameType::Credit: {
+                BOXLITE_TRY(auto m, Credit::decode(f.payload));
+                if (m.channel != Channel::Stdin) return fail(ErrorKind::Portal, "the agent granted credit for an output channel");
+                e.stdin_credit = std::min<std::uint64_t>(e.stdin_credit + m.bytes, 1ULL << 40);
+                break;
+            }
+            case FrameType::Exit: {
+                if (!e.started) return fail(ErrorKind::Portal, "the agent ended execution {} before starting it", e.id);
+                BOXLITE_TRY(auto m, ExitStatus::decode(f.payload));
+                e.exit = std::move(m);
+                executions_.erase(it);
+                break;
+            }
+            default: break;
+        }
+        e.cv.notify_all();
+    }
+    for (auto [channel, bytes] : grants) {
+        BOXLITE_TRY_VOID(send(FrameType::Credit, f.stream, Credit{channel, static_cast<std::uint32_t>(bytes)}.encode()));
+    }
+    if (kill_abandoned) BOXLITE_TRY_VOID(send(FrameType::Signal, f.stream, SignalRequest{9}.encode()));
+    return {};
+}
+}  // namespace boxlite::protocol
