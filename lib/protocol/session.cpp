@@ -145,35 +145,33 @@ BoxliteResult<ExitStatus> Session::wait_exit(ExecState& e, std::optional<std::ch
 }
 
 BoxliteResult<void> Session::ping(std::chrono::milliseconds timeout) {
-    std::uint64_t target = 0;
-    {
-        std::lock_guard lock(mutex_);
-        if (dead_) return fail(*dead_);
-        target = ++pings_sent_;
-    }
-    BOXLITE_TRY_VOID(send(FrameType::Ping, 0, std::span<const std::byte>{}));
-    std::unique_lock lock(mutex_);
-    if (!control_cv_.wait_for(lock, timeout, [&] { return pongs_ >= target || dead_; })) {
-        return fail(ErrorKind::Rpc, "the agent did not answer ping within {} ms", timeout.count());
-    }
-    if (pongs_ < target) return fail(*dead_);
-    return {};
+    return request_and_wait(FrameType::Ping, pings_sent_, pongs_, "ping", timeout);
 }
 
 BoxliteResult<GuestMetrics> Session::metrics(std::chrono::milliseconds timeout) {
+    BOXLITE_TRY_VOID(request_and_wait(FrameType::MetricsRequest, metrics_sent_, metrics_received_,
+                                      "a metrics request", timeout));
+    std::lock_guard lock(mutex_);
+    return last_metrics_;
+}
+
+// Requests are numbered by `sent`; the reader counts answers in `answered` (both under mutex_),
+// so a caller waits for the answer to its own request, not an earlier caller's.
+BoxliteResult<void> Session::request_and_wait(FrameType type, std::uint64_t& sent, const std::uint64_t& answered,
+                                              std::string_view what, std::chrono::milliseconds timeout) {
     std::uint64_t target = 0;
     {
         std::lock_guard lock(mutex_);
         if (dead_) return fail(*dead_);
-        target = ++metrics_sent_;
+        target = ++sent;
     }
-    BOXLITE_TRY_VOID(send(FrameType::MetricsRequest, 0, std::span<const std::byte>{}));
+    BOXLITE_TRY_VOID(send(type, 0, std::span<const std::byte>{}));
     std::unique_lock lock(mutex_);
-    if (!control_cv_.wait_for(lock, timeout, [&] { return metrics_received_ >= target || dead_; })) {
-        return fail(ErrorKind::Rpc, "the agent did not answer a metrics request within {} ms", timeout.count());
+    if (!control_cv_.wait_for(lock, timeout, [&] { return answered >= target || dead_; })) {
+        return fail(ErrorKind::Rpc, "the agent did not answer {} within {} ms", what, timeout.count());
     }
-    if (metrics_received_ < target) return fail(*dead_);
-    return last_metrics_;
+    if (answered < target) return fail(*dead_);
+    return {};
 }
 
 BoxliteResult<void> Session::shutdown(std::chrono::milliseconds timeout) {

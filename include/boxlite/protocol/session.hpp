@@ -33,6 +33,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -178,6 +179,8 @@ public:
     BoxliteResult<void> shutdown(std::chrono::milliseconds timeout);
 
 private:
+    BoxliteResult<void> request_and_wait(FrameType type, std::uint64_t& sent, const std::uint64_t& answered,
+                                         std::string_view what, std::chrono::milliseconds timeout);
     static std::size_t take(OutputBuffer& buf, std::span<std::byte> out);
 
     void read_loop();
