@@ -4,6 +4,7 @@
 #include <boxlite/protocol/messages.hpp>
 #include <boxlite/protocol/tar.hpp>
 
+#include "raw_tar.hpp"
 #include "support/support.hpp"
 
 #include <gtest/gtest.h>
@@ -12,6 +13,7 @@
 
 using namespace boxlite;
 using namespace boxlite::protocol;
+using boxlite::test::extract_archive;
 namespace fs = std::filesystem;
 
 namespace {
@@ -115,26 +117,13 @@ std::string archive_of(const fs::path& source, const std::string& top) {
     return out;
 }
 
-BoxliteResult<void> extract(const std::string& archive, const fs::path& dest, tar::ExtractOptions options = {}) {
-    std::size_t offset = 0;
-    tar::Extractor extractor(
-        [&](std::span<std::byte> buf) -> BoxliteResult<std::size_t> {
-            const auto n = std::min(buf.size(), archive.size() - offset);
-            std::memcpy(buf.data(), archive.data() + offset, n);
-            offset += n;
-            return n;
-        },
-        std::move(options));
-    return extractor.extract_to(dest.string());
-}
-
 TEST(Tar, LongNamesAndLinksRoundTrip) {
     test::TempDir src, dst;
     const std::string long_name(150, 'n');
     fs::create_directories(src.path() / "t" / long_name);
     test::write_file(src.path() / "t" / long_name / "f", "data");
     fs::create_symlink(std::string(200, 'l'), src.path() / "t/long-link");
-    ASSERT_TRUE(extract(archive_of(src.path() / "t", "t"), dst.path()));
+    ASSERT_TRUE(extract_archive(archive_of(src.path() / "t", "t"), dst.path()));
     EXPECT_EQ(test::read_file(dst.path() / "t" / long_name / "f"), "data");
     EXPECT_EQ(fs::read_symlink(dst.path() / "t/long-link"), std::string(200, 'l'));
 }
@@ -143,7 +132,7 @@ TEST(Tar, DotDotIsRefused) {
     test::TempDir src, dst;
     test::write_file(src.path() / "p", "x");
     fs::create_directories(dst.path() / "inner");
-    auto result = extract(archive_of(src.path() / "p", "../../evil"), dst.path() / "inner");
+    auto result = extract_archive(archive_of(src.path() / "p", "../../evil"), dst.path() / "inner");
     ASSERT_FALSE(result);
     EXPECT_NE(result.error().message().find("escapes"), std::string::npos);
     EXPECT_FALSE(fs::exists(dst.path() / "evil"));
@@ -153,11 +142,11 @@ TEST(Tar, WritingThroughAPlantedSymlinkIsRefused) {
     test::TempDir src, dst, outside;
     // Archive 1 plants "a -> <outside>"; archive 2 then writes "a/owned".
     fs::create_symlink(outside.path(), src.path() / "a");
-    ASSERT_TRUE(extract(archive_of(src.path() / "a", "a"), dst.path()));
+    ASSERT_TRUE(extract_archive(archive_of(src.path() / "a", "a"), dst.path()));
     test::TempDir src2;
     test::write_file(src2.path() / "owned", "x");
     auto archive = archive_of(src2.path() / "owned", "a/owned");
-    auto result = extract(archive, dst.path());
+    auto result = extract_archive(archive, dst.path());
     ASSERT_FALSE(result);
     EXPECT_NE(result.error().message().find("symlink"), std::string::npos) << result.error().to_string();
     EXPECT_FALSE(fs::exists(outside.path() / "owned"));
@@ -167,15 +156,15 @@ TEST(Tar, RenameTopAndModes) {
     test::TempDir src, dst;
     test::write_file(src.path() / "file", "content");
     fs::permissions(src.path() / "file", fs::perms(0751));
-    ASSERT_TRUE(extract(archive_of(src.path() / "file", "file"), dst.path(), {std::string("renamed"), false}));
+    ASSERT_TRUE(extract_archive(archive_of(src.path() / "file", "file"), dst.path(), {std::string("renamed"), false}));
     EXPECT_EQ(test::read_file(dst.path() / "renamed"), "content");
     EXPECT_EQ(fs::status(dst.path() / "renamed").permissions() & fs::perms::all, fs::perms(0751));
 }
 
 TEST(Tar, GarbageIsNotATar) {
     test::TempDir dst;
-    EXPECT_FALSE(extract(std::string(1024, 'G'), dst.path()));
-    EXPECT_FALSE(extract(std::string(100, '\0'), dst.path())) << "a short block";
+    EXPECT_FALSE(extract_archive(std::string(1024, 'G'), dst.path()));
+    EXPECT_FALSE(extract_archive(std::string(100, '\0'), dst.path())) << "a short block";
 }
 
 }  // namespace

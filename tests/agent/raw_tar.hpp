@@ -1,11 +1,18 @@
 // Hand-made ustar archives for tests of hostile input: any name, type, mode, owner and link
-// target, in any order, with none of the sanity a real tar writer would add.
+// target, in any order, with none of the sanity a real tar writer would add; and
+// extract_archive(), the extractor fed from such an archive in memory.
 #pragma once
+
+#include <boxlite/error.hpp>
+#include <boxlite/protocol/tar.hpp>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
+#include <span>
 #include <string>
+#include <utility>
 
 namespace boxlite::test {
 
@@ -73,5 +80,20 @@ private:
     }
     std::string bytes_;
 };
+
+/// Extracts `archive` (the bytes of a tar stream) into `dest` with the box's tar extractor.
+inline BoxliteResult<void> extract_archive(const std::string& archive, const std::filesystem::path& dest,
+                                           tar::ExtractOptions options = {}) {
+    std::size_t offset = 0;
+    tar::Extractor extractor(
+        [&](std::span<std::byte> buf) -> BoxliteResult<std::size_t> {
+            const auto n = std::min(buf.size(), archive.size() - offset);
+            std::memcpy(buf.data(), archive.data() + offset, n);
+            offset += n;
+            return n;
+        },
+        std::move(options));
+    return extractor.extract_to(dest.string());
+}
 
 }  // namespace boxlite::test

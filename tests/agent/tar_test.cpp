@@ -12,22 +12,10 @@
 
 using namespace boxlite;
 using boxlite::test::RawTar;
+using boxlite::test::extract_archive;
 namespace fs = std::filesystem;
 
 namespace {
-
-BoxliteResult<void> extract_archive(const std::string& archive, const fs::path& dest, tar::ExtractOptions options = {}) {
-    std::size_t offset = 0;
-    tar::Extractor extractor(
-        [&](std::span<std::byte> buf) -> BoxliteResult<std::size_t> {
-            const auto n = std::min(buf.size(), archive.size() - offset);
-            std::memcpy(buf.data(), archive.data() + offset, n);
-            offset += n;
-            return n;
-        },
-        std::move(options));
-    return extractor.extract_to(dest.string());
-}
 
 struct stat lstat_of(const fs::path& path) {
     struct stat st {};

@@ -31,6 +31,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -247,10 +248,34 @@ protected:
         return std::move(*store);
     }
 
+    /// Sets namespace_runtime_: the namespace engine on `home`, searching the test registry.
+    /// Skips the test where that engine cannot run; callers return when IsSkipped() or
+    /// HasFatalFailure() (gtest's way out of a helper).
+    void open_namespace_runtime(const fs::path& home) {
+        if (::geteuid() != 0) GTEST_SKIP() << "the namespace engine needs root (namespaces, overlayfs)";
+        const auto shim = test::built_binary("boxlite-shim");
+        const auto agent = test::built_binary("boxlite-agent");
+        if (!fs::exists(shim) || !fs::exists(agent)) GTEST_SKIP() << "boxlite-shim / boxlite-agent are not built";
+        ::setenv("BOXLITE_SHIM", shim.c_str(), 1);
+        ::setenv("BOXLITE_AGENT", agent.c_str(), 1);
+        BoxliteOptions options;
+        options.home_dir = home;
+        options.image_registries = {registry_->host()};
+        options.engine = EngineKind::Namespace;
+        auto runtime = open_runtime(options);
+        ASSERT_TRUE(runtime) << runtime.error().to_string();
+        if (auto available = runtime->engine().available(); !available) {
+            GTEST_SKIP() << "namespace engine unavailable here: " << available.error().to_string();
+        }
+        namespace_runtime_.emplace(std::move(*runtime));
+    }
+
     static inline std::string skip_reason_;
     static inline std::unique_ptr<ScratchDir> images_;
     static inline std::unique_ptr<Registry> registry_;
     ScratchDir home_{"boxlite-home"};
+    ScratchDir other_home_{"boxlite-home"};  // for a namespace runtime beside one on home_
+    std::optional<BoxliteRuntime> namespace_runtime_;  // after the homes: destroyed before them
 };
 
 TEST_F(ImageRegistry, PullsASingleLayerImageAndReusesIt) {
@@ -571,24 +596,11 @@ TEST_F(ImageRegistry, GetsBearerTokensAnonymouslyAndWithCredentials) {
 
 // The whole path on a real engine: the namespace engine runs a box whose root is the pulled image.
 TEST_F(ImageRegistry, BoxRunsThePulledImageOnTheNamespaceEngine) {
-    if (::geteuid() != 0) GTEST_SKIP() << "the namespace engine needs root (namespaces, overlayfs)";
-    const auto shim = test::built_binary("boxlite-shim");
-    const auto agent = test::built_binary("boxlite-agent");
-    if (!fs::exists(shim) || !fs::exists(agent)) GTEST_SKIP() << "boxlite-shim / boxlite-agent are not built";
-    ::setenv("BOXLITE_SHIM", shim.c_str(), 1);
-    ::setenv("BOXLITE_AGENT", agent.c_str(), 1);
-    BoxliteOptions options;
-    options.home_dir = home_.path();
-    options.image_registries = {registry_->host()};
-    options.engine = EngineKind::Namespace;
-    auto runtime = open_runtime(options);
-    ASSERT_TRUE(runtime) << runtime.error().to_string();
-    if (auto available = runtime->engine().available(); !available) {
-        GTEST_SKIP() << "namespace engine unavailable here: " << available.error().to_string();
-    }
+    open_namespace_runtime(home_.path());
+    if (IsSkipped() || HasFatalFailure()) return;
     BoxOptions box_options;
     box_options.rootfs = RootfsSpec::image("test/multi:1");
-    auto box = runtime->create(box_options);
+    auto box = namespace_runtime_->create(box_options);
     ASSERT_TRUE(box) << box.error().to_string();
 
     auto os_release = box->run(BoxCommand("cat").arg("/etc/os-release"));
@@ -610,7 +622,7 @@ TEST_F(ImageRegistry, BoxRunsThePulledImageOnTheNamespaceEngine) {
     auto metrics = box->metrics();
     ASSERT_TRUE(metrics);
     EXPECT_TRUE(metrics->stage_image_prepare_ms.has_value());
-    ASSERT_TRUE(runtime->remove(box->id().str(), true));
+    ASSERT_TRUE(namespace_runtime_->remove(box->id().str(), true));
 }
 
 TEST_F(ImageRegistry, ExplainsUnknownImages) {
@@ -1390,30 +1402,16 @@ TEST_F(ImageRegistry, TheImagesUserAndEntrypointBecomeTheBoxDefaults) {
     EXPECT_EQ(launch.user, "0");
 
     // On a real engine, commands run as the image's user.
-    if (::geteuid() != 0) GTEST_SKIP() << "the namespace engine needs root";
-    const auto shim = test::built_binary("boxlite-shim");
-    const auto agent = test::built_binary("boxlite-agent");
-    if (!fs::exists(shim) || !fs::exists(agent)) GTEST_SKIP() << "boxlite-shim / boxlite-agent are not built";
-    ::setenv("BOXLITE_SHIM", shim.c_str(), 1);
-    ::setenv("BOXLITE_AGENT", agent.c_str(), 1);
-    ScratchDir home{"boxlite-home"};
-    BoxliteOptions options;
-    options.home_dir = home.path();
-    options.image_registries = {registry_->host()};
-    options.engine = EngineKind::Namespace;
-    auto real = open_runtime(options);
-    ASSERT_TRUE(real) << real.error().to_string();
-    if (auto available = real->engine().available(); !available) {
-        GTEST_SKIP() << "namespace engine unavailable here: " << available.error().to_string();
-    }
+    open_namespace_runtime(other_home_.path());
+    if (IsSkipped() || HasFatalFailure()) return;
     BoxOptions box_options;
     box_options.rootfs = RootfsSpec::image("test/entry:1");
-    auto box = real->create(box_options);
+    auto box = namespace_runtime_->create(box_options);
     ASSERT_TRUE(box) << box.error().to_string();
     auto id = box->run(BoxCommand("sh").args({"-c", "id -u; id -g; pwd"}));
     ASSERT_TRUE(id) << id.error().to_string();
     EXPECT_EQ(id->stdout_text, "1000\n1000\n/data\n") << id->stderr_text;
-    ASSERT_TRUE(real->remove(box->id().str(), true));
+    ASSERT_TRUE(namespace_runtime_->remove(box->id().str(), true));
 }
 
 // libcurl and libarchive are dlopen()ed: a program that lacks them hears which package to install.
