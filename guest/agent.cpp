@@ -21,7 +21,7 @@
 // As PID 1 it also reaps orphans and, on Shutdown or SIGTERM, stops everything and exits.
 #include <boxlite/protocol/frame.hpp>
 #include <boxlite/protocol/messages.hpp>
-#include <boxlite/protocol/tar.hpp>
+#include "protocol/tar.hpp"
 #include <boxlite/version.hpp>
 
 #include <fcntl.h>

@@ -17,7 +17,7 @@
 
 #include "devices/virtio/blk/device.hpp"
 #include "vmm/device_manager.hpp"
-#include "vmm/probe.hpp"
+#include "vmm/kvm.hpp"  // kvm_is_pvm()
 #include "vmm/file.hpp"
 #include "vmm/layout.hpp"
 #include "vmm/machine.hpp"

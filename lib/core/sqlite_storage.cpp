@@ -1,11 +1,12 @@
 // SqliteStorage: see include/boxlite/storage/sqlite_storage.hpp for the design.
+#include "base/file_lock.hpp"
+
 #include <boxlite/json.hpp>
 #include <boxlite/storage/lookup.hpp>
 #include <boxlite/storage/sqlite_storage.hpp>
 
 #include <fcntl.h>
 #include <sqlite3.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -74,47 +75,7 @@ tl::unexpected<BoxliteError> db_error(sqlite3* db, std::string_view what) {
 }
 
 /// An open <home>/lock and the flock held on it (none, shared or exclusive); closing releases it.
-class HomeLock {
-public:
-    static BoxliteResult<HomeLock> open(const std::filesystem::path& path) {
-        const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-        if (fd < 0) return fail_errno(ErrorKind::Storage, fmt::format("opening lock file {}", path.string()), errno);
-        return HomeLock(fd, path);
-    }
-    HomeLock(HomeLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)) {}
-    HomeLock& operator=(HomeLock&&) = delete;
-    HomeLock(const HomeLock&) = delete;
-    HomeLock& operator=(const HomeLock&) = delete;
-    ~HomeLock() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-
-    /// Blocks until `operation` (LOCK_SH or LOCK_EX) is granted.
-    BoxliteResult<void> lock(int operation) {
-        while (::flock(fd_, operation) != 0) {
-            if (errno != EINTR) return fail_errno(ErrorKind::Storage, fmt::format("locking {}", path_.string()), errno);
-        }
-        return {};
-    }
-    /// One non-blocking attempt. Converting shared to exclusive is not atomic (flock(2)): when it
-    /// fails, the shared lock is gone too, so the caller holds nothing.
-    BoxliteResult<bool> try_lock(int operation) {
-        while (::flock(fd_, operation | LOCK_NB) != 0) {
-            if (errno == EWOULDBLOCK) {
-                (void)::flock(fd_, LOCK_UN);
-                return false;
-            }
-            if (errno != EINTR) return fail_errno(ErrorKind::Storage, fmt::format("locking {}", path_.string()), errno);
-        }
-        return true;
-    }
-    [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
-
-private:
-    HomeLock(int fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) {}
-    int fd_;
-    std::filesystem::path path_;
-};
+using HomeLock = base::FileLock;
 
 /// Creates `path` 0600 when absent and makes an existing one 0600, whatever the umask: box
 /// records hold secrets. SQLite gives the -wal and -shm files the database file's mode.
@@ -276,15 +237,15 @@ struct SqliteStorage::Impl {
         const auto deadline = std::chrono::steady_clock::now() + wait;
         std::minstd_rand jitter(static_cast<unsigned>(::getpid()));
         for (;;) {
-            BOXLITE_TRY_VOID(home_lock.lock(LOCK_SH));
+            BOXLITE_TRY_VOID(home_lock.lock(HomeLock::Mode::Shared));
             BOXLITE_TRY(int version, read_version());
             BOXLITE_TRY_VOID(refuse_newer(version));
             BOXLITE_TRY(auto mode, journal_mode());
             if (version == kSchemaVersion && mode == "wal") return {};
-            BOXLITE_TRY(bool exclusive, home_lock.try_lock(LOCK_EX));
+            BOXLITE_TRY(bool exclusive, home_lock.try_lock(HomeLock::Mode::Exclusive));
             if (exclusive) {
                 auto migrated = migrate();
-                BOXLITE_TRY_VOID(home_lock.lock(LOCK_SH));
+                BOXLITE_TRY_VOID(home_lock.lock(HomeLock::Mode::Shared));
                 if (!migrated) return migrated;
                 continue;  // checked again under the shared lock
             }

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <spawn.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,48 +13,6 @@
 extern char** environ;
 
 namespace boxlite::image {
-
-namespace {
-BoxliteResult<int> open_lock_file(const std::filesystem::path& path) {
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return fail_errno(ErrorKind::Storage, fmt::format("opening lock file {}", path.string()), errno);
-    return fd;
-}
-}  // namespace
-
-BoxliteResult<FileLock> FileLock::acquire(const std::filesystem::path& path, Mode mode) {
-    BOXLITE_TRY(const int fd, open_lock_file(path));
-    while (::flock(fd, mode == Mode::Exclusive ? LOCK_EX : LOCK_SH) != 0) {
-        if (errno == EINTR) continue;
-        const int saved = errno;
-        ::close(fd);
-        return fail_errno(ErrorKind::Storage, fmt::format("locking {}", path.string()), saved);
-    }
-    return FileLock(fd);
-}
-
-BoxliteResult<std::optional<FileLock>> FileLock::try_acquire(const std::filesystem::path& path, Mode mode) {
-    BOXLITE_TRY(const int fd, open_lock_file(path));
-    if (::flock(fd, (mode == Mode::Exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
-        const int saved = errno;
-        ::close(fd);
-        if (saved == EWOULDBLOCK) return std::optional<FileLock>{};
-        return fail_errno(ErrorKind::Storage, fmt::format("locking {}", path.string()), saved);
-    }
-    return std::optional<FileLock>{FileLock(fd)};
-}
-
-FileLock& FileLock::operator=(FileLock&& other) noexcept {
-    if (this != &other) {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-}
-
-FileLock::~FileLock() {
-    if (fd_ >= 0) ::close(fd_);
-}
 
 BoxliteResult<void> write_file_atomic(const std::filesystem::path& path, std::string_view data) {
     std::random_device random;

@@ -1,6 +1,8 @@
-// Small pieces the store is built from: flock-based file locks, atomic file writes, and a
+// Small pieces the store is built from: file locks (lib/base), atomic file writes, and a
 // thin SQLite statement wrapper. Internal to lib/image.
 #pragma once
+
+#include "base/file_lock.hpp"
 
 #include <boxlite/error.hpp>
 
@@ -16,25 +18,8 @@
 
 namespace boxlite::image {
 
-/// An flock(2) on a lock file, released on destruction. Locks are per open file description, so
-/// they also exclude other threads of this process that open the same path.
-class FileLock {
-public:
-    enum class Mode { Shared, Exclusive };
-    [[nodiscard]] static BoxliteResult<FileLock> acquire(const std::filesystem::path& path, Mode mode);
-    /// Nullopt when someone else holds it.
-    [[nodiscard]] static BoxliteResult<std::optional<FileLock>> try_acquire(const std::filesystem::path& path, Mode mode);
-
-    FileLock(FileLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    FileLock& operator=(FileLock&& other) noexcept;
-    FileLock(const FileLock&) = delete;
-    FileLock& operator=(const FileLock&) = delete;
-    ~FileLock();
-
-private:
-    explicit FileLock(int fd) : fd_(fd) {}
-    int fd_ = -1;
-};
+/// The store's file locks are the base layer's (lib/base/file_lock.hpp).
+using FileLock = base::FileLock;
 
 /// Writes `data` to a temporary file beside `path`, fsyncs it and renames it over `path`.
 [[nodiscard]] BoxliteResult<void> write_file_atomic(const std::filesystem::path& path, std::string_view data);

@@ -1,4 +1,6 @@
 #include "unpack.hpp"
+
+#include "base/fd.hpp"
 #include "digest.hpp"
 #include "dynamic_libs.hpp"
 
@@ -20,29 +22,6 @@
 
 namespace boxlite::image {
 namespace {
-
-class Fd {
-public:
-    Fd() = default;
-    explicit Fd(int fd) : fd_(fd) {}
-    Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    Fd& operator=(Fd&& other) noexcept {
-        if (this != &other) {
-            reset();
-            fd_ = std::exchange(other.fd_, -1);
-        }
-        return *this;
-    }
-    ~Fd() { reset(); }
-    void reset() {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-    }
-    [[nodiscard]] int get() const { return fd_; }
-
-private:
-    int fd_ = -1;
-};
 
 struct ArchiveDeleter {
     const dynamic::ArchiveApi* api;
@@ -78,7 +57,7 @@ int remove_at(int dir_fd, const char* name) {
 }
 
 struct Resolved {
-    Fd parent;          // O_PATH fd of the parent directory, inside the root
+    base::OwnedFd parent;          // O_PATH fd of the parent directory, inside the root
     std::string name;   // final component
 };
 
@@ -153,7 +132,7 @@ private:
     // directories are created (0755) when `create` is set; otherwise an empty fd means "absent".
     BoxliteResult<Resolved> resolve(const std::vector<std::string>& parts, std::string_view raw, bool create) {
         Resolved out;
-        out.parent = Fd(::fcntl(root_fd_, F_DUPFD_CLOEXEC, 0));
+        out.parent = base::OwnedFd(::fcntl(root_fd_, F_DUPFD_CLOEXEC, 0));
         if (out.parent.get() < 0) return fail_errno(ErrorKind::Storage, "dup", errno);
         for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
             const char* comp = parts[i].c_str();
@@ -176,7 +155,7 @@ private:
                 }
                 return fail(ErrorKind::Image, "layer {}: entry '{}': '{}' is not a directory", what_, raw, parts[i]);
             }
-            out.parent = Fd(fd);
+            out.parent = base::OwnedFd(fd);
         }
         out.name = parts.back();
         return out;
@@ -305,7 +284,7 @@ private:
         if (type != AE_IFREG) {
             return fail(ErrorKind::Image, "layer {}: entry '{}' has an unknown file type {:o}", what_, raw, type);
         }
-        Fd file(::openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+        base::OwnedFd file(::openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (file.get() < 0) {
             return fail_errno(ErrorKind::Storage, fmt::format("layer {}: creating '{}'", what_, raw), errno);
         }
@@ -383,14 +362,14 @@ private:
     void set_xattrs_at(int dir, const char* name, archive_entry* entry, bool is_dir) const {
         if (ar_->archive_entry_xattr_count(entry) == 0) return;
         if (!is_dir) return;  // symlink xattrs: only trusted/security, rarely meaningful; skipped
-        Fd fd(::openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        base::OwnedFd fd(::openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (fd.get() >= 0) set_xattrs_fd(fd.get(), entry);
     }
 
     BoxliteResult<void> apply_dir_metadata(const DeferredDir& d) {
         BOXLITE_TRY(auto where, resolve(d.components, join(d.components), false));
         if (where.parent.get() < 0) return {};
-        Fd fd(::openat(where.parent.get(), where.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        base::OwnedFd fd(::openat(where.parent.get(), where.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (fd.get() < 0) return {};  // replaced later in the layer by a non-directory
         if (as_root_) (void)::fchown(fd.get(), static_cast<uid_t>(d.uid), static_cast<gid_t>(d.gid));
         (void)::fchmod(fd.get(), as_root_ ? d.mode : (d.mode | 0700));

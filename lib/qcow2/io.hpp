@@ -1,7 +1,9 @@
 // Small POSIX I/O helpers shared by RawFile and Qcow2Image: full-length positional reads/writes
-// over iovecs (retrying short transfers and EINTR), an owned file descriptor, big-endian fields,
+// over iovecs (retrying short transfers and EINTR), big-endian fields,
 // and a cursor that slices a guest request's iovec array into sub-ranges without copying.
 #pragma once
+
+#include "base/fd.hpp"
 
 #include <boxlite/error.hpp>
 
@@ -17,34 +19,9 @@
 
 namespace boxlite::block {
 
-/// Owns one file descriptor; closes it on destruction.
-class UniqueFd {
-public:
-    UniqueFd() = default;
-    explicit UniqueFd(int fd) noexcept : fd_(fd) {}
-    UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    UniqueFd& operator=(UniqueFd&& other) noexcept {
-        if (this != &other) {
-            reset();
-            fd_ = std::exchange(other.fd_, -1);
-        }
-        return *this;
-    }
-    UniqueFd(const UniqueFd&) = delete;
-    UniqueFd& operator=(const UniqueFd&) = delete;
-    ~UniqueFd() { reset(); }
-
-    [[nodiscard]] int get() const noexcept { return fd_; }
-    [[nodiscard]] explicit operator bool() const noexcept { return fd_ >= 0; }
-    [[nodiscard]] int release() noexcept { return std::exchange(fd_, -1); }
-    void reset() noexcept {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-    }
-
-private:
-    int fd_ = -1;
-};
+/// The owned fd of the base layer. The alias stays until qcow2_image.cpp, being split, says
+/// base::OwnedFd itself.
+using UniqueFd = base::OwnedFd;
 
 /// Total byte count of an iovec array.
 [[nodiscard]] inline std::uint64_t iov_length(std::span<const iovec> iov) noexcept {

@@ -19,7 +19,7 @@ BoxliteResult<std::unique_ptr<RawFile>> RawFile::open(const std::filesystem::pat
     if (fd < 0)
         return fail_errno(ErrorKind::Storage, fmt::format("opening raw disk {}", path.string()),
                           errno);
-    UniqueFd owned(fd);
+    base::OwnedFd owned(fd);
     BOXLITE_TRY_VOID(lock_image(fd, !read_only, path.string()));
     struct stat st {};
     if (::fstat(fd, &st) != 0)
@@ -44,7 +44,7 @@ BoxliteResult<std::unique_ptr<RawFile>> RawFile::create(const std::filesystem::p
     if (fd < 0)
         return fail_errno(ErrorKind::Storage, fmt::format("creating raw disk {}", path.string()),
                           errno);
-    UniqueFd owned(fd);
+    base::OwnedFd owned(fd);
     BOXLITE_TRY_VOID(lock_image(fd, true, path.string()));
     if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, static_cast<off_t>(size)) != 0)
         return fail_errno(ErrorKind::Storage,

@@ -42,12 +42,12 @@ public:
     BoxliteResult<void> resize(std::uint64_t new_size);
 
 private:
-    RawFile(UniqueFd fd, std::filesystem::path path, std::uint64_t size, bool read_only)
+    RawFile(base::OwnedFd fd, std::filesystem::path path, std::uint64_t size, bool read_only)
         : fd_(std::move(fd)), path_(std::move(path)), size_(size), read_only_(read_only) {}
     BoxliteResult<void> check_range(std::uint64_t offset, std::uint64_t length,
                                     std::string_view op) const;
 
-    UniqueFd fd_;
+    base::OwnedFd fd_;
     std::filesystem::path path_;
     std::atomic<std::uint64_t> size_;
     const bool read_only_;

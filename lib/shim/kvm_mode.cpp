@@ -4,6 +4,7 @@
 // watchdog pipe closes because the process that started the box is gone.
 #include "kvm_mode.hpp"
 
+#include "engine/kvm/launch.hpp"  // the shim config and guest launch document
 #include "devices/virtio/blk/device.hpp"
 #include "devices/virtio/console/device.hpp"
 #include "devices/virtio/rng/device.hpp"
@@ -14,11 +15,9 @@
 #include "vmm/boot.hpp"
 #include "vmm/device_manager.hpp"
 #include "vmm/file.hpp"
-#include "vmm/guest_launch.hpp"
 #include "vmm/layout.hpp"
 #include "vmm/machine.hpp"
-#include "vmm/probe.hpp"
-#include "vmm/shim_config.hpp"
+#include "vmm/kvm.hpp"
 
 #include <fcntl.h>
 #include <poll.h>

@@ -37,9 +37,11 @@
 // nodev mounts always apply.
 #include "shim.hpp"
 
-#include "../jailer/capabilities.hpp"
-#include "../jailer/cgroup.hpp"
-#include "../jailer/seccomp_filter.hpp"
+#include "base/fd.hpp"
+
+#include "jailer/capabilities.hpp"
+#include "jailer/cgroup.hpp"
+#include "jailer/seccomp_filter.hpp"
 
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -102,27 +104,11 @@ constexpr const char* kReadOnlyProcPaths[] = {"/proc/bus", "/proc/fs", "/proc/ir
 constexpr const char* kMaskedSysPaths[] = {"/sys/firmware", "/sys/devices/virtual/powercap"};
 
 /// An O_PATH descriptor, closed at scope exit.
-class PathFd {
+class PathFd : public base::OwnedFd {
 public:
-    PathFd() = default;
-    explicit PathFd(int fd) : fd_(fd) {}
-    PathFd(PathFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    PathFd& operator=(PathFd&& other) noexcept {
-        std::swap(fd_, other.fd_);
-        return *this;
-    }
-    PathFd(const PathFd&) = delete;
-    PathFd& operator=(const PathFd&) = delete;
-    ~PathFd() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-    [[nodiscard]] int get() const noexcept { return fd_; }
-    [[nodiscard]] bool valid() const noexcept { return fd_ >= 0; }
+    using OwnedFd::OwnedFd;
     /// The magic link that names this file for mount(2), whatever path led to it.
-    [[nodiscard]] std::string proc_path() const { return "/proc/self/fd/" + std::to_string(fd_); }
-
-private:
-    int fd_ = -1;
+    [[nodiscard]] std::string proc_path() const { return "/proc/self/fd/" + std::to_string(get()); }
 };
 
 /// Paths inside the box root, resolved as the box will see them. The rootfs is the image's (or a

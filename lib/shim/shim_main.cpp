@@ -1,8 +1,10 @@
 // boxlite-shim entry point: parses the options shared by every mode and runs the mode.
-#include "kvm_mode.hpp"
 #include "shim.hpp"
 
 #include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
 
 #include <cstdio>
 #include <cstdlib>
@@ -42,8 +44,17 @@ int main(int argc, char** argv) {
     if (argc < 2) return usage("missing mode");
     ShimOptions o;
     o.mode = argv[1];
-    // kvm mode takes its configuration on a pipe (JSON), not as options: its own parser.
-    if (o.mode == "kvm") return boxlite::shim::run_kvm_shim(argc - 2, argv + 2);
+    // kvm mode is boxlite-shim-kvm, installed beside this executable: this one links no VMM.
+    if (o.mode == "kvm") {
+        std::error_code ec;
+        const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+        if (ec) return usage("cannot find boxlite-shim-kvm: /proc/self/exe: " + ec.message());
+        const auto kvm = (self.parent_path() / "boxlite-shim-kvm").string();
+        argv[1] = argv[0];
+        ::execv(kvm.c_str(), argv + 1);
+        std::fprintf(stderr, "boxlite-shim: cannot execute %s: %s\n", kvm.c_str(), std::strerror(errno));
+        return 127;
+    }
     for (int i = 2; i < argc; ++i) {
         const std::string flag = argv[i];
         if (i + 1 >= argc) return usage("option " + flag + " needs a value");

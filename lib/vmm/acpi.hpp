@@ -6,7 +6,7 @@
 // The AML is produced by the small builder below (ACPI 6.5 §20, the AML grammar).
 #pragma once
 
-#include "vmm/memory.hpp"
+#include "memory/guest_memory.hpp"
 
 #include <boxlite/error.hpp>
 

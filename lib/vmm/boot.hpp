@@ -13,7 +13,7 @@
 #pragma once
 
 #include "vmm/kvm.hpp"
-#include "vmm/memory.hpp"
+#include "memory/guest_memory.hpp"
 
 #include <boxlite/error.hpp>
 

@@ -51,7 +51,7 @@ void DeviceManager::attach_ioeventfds(const VirtioMmioSlot& slot, std::size_t qu
     }
     const std::uint64_t notify = slot.base + devices::virtio::MmioTransport::kQueueNotify;
     for (std::size_t queue = 0; queue < queues; ++queue) {
-        Fd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        base::OwnedFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
         if (!fd.valid()) {
             fallback_reason_ = fmt::format("eventfd for queue notifications: {}", std::strerror(errno));
             return;

@@ -9,9 +9,9 @@
 namespace boxlite::vmm {
 
 BoxliteResult<std::unique_ptr<EventLoop>> EventLoop::create() {
-    Fd epoll(::epoll_create1(EPOLL_CLOEXEC));
+    base::OwnedFd epoll(::epoll_create1(EPOLL_CLOEXEC));
     if (!epoll.valid()) return fail_errno(ErrorKind::Engine, "epoll_create1 for the device event loop", errno);
-    Fd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    base::OwnedFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake.valid()) return fail_errno(ErrorKind::Engine, "eventfd to stop the device event loop", errno);
     epoll_event event{};
     event.events = EPOLLIN;
@@ -23,7 +23,7 @@ BoxliteResult<std::unique_ptr<EventLoop>> EventLoop::create() {
 
 EventLoop::~EventLoop() { stop(); }
 
-BoxliteResult<void> EventLoop::add(Fd event_fd, std::function<void()> handler) {
+BoxliteResult<void> EventLoop::add(base::OwnedFd event_fd, std::function<void()> handler) {
     std::lock_guard lock(mutex_);
     Watch& watch = watches_.emplace_back(Watch{std::move(event_fd), std::move(handler)});
     epoll_event event{};

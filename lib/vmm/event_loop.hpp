@@ -30,7 +30,7 @@ public:
 
     /// Watches `event_fd` (an eventfd, taken over): each time it is signalled the counter is
     /// drained and `handler` runs once on the loop thread. Allowed while the loop runs.
-    BoxliteResult<void> add(Fd event_fd, std::function<void()> handler);
+    BoxliteResult<void> add(base::OwnedFd event_fd, std::function<void()> handler);
     /// Starts the thread (idempotent).
     BoxliteResult<void> start();
     /// Stops the thread after the handler that is running, if any, returns (idempotent). No
@@ -42,14 +42,14 @@ public:
 
 private:
     struct Watch {
-        Fd fd;
+        base::OwnedFd fd;
         std::function<void()> handler;
     };
-    EventLoop(Fd epoll, Fd wake) : epoll_(std::move(epoll)), wake_(std::move(wake)) {}
+    EventLoop(base::OwnedFd epoll, base::OwnedFd wake) : epoll_(std::move(epoll)), wake_(std::move(wake)) {}
     void run();
 
-    Fd epoll_;
-    Fd wake_;
+    base::OwnedFd epoll_;
+    base::OwnedFd wake_;
     std::mutex mutex_;               // guards watches_ (appended to while the loop may run)
     std::deque<Watch> watches_;      // a deque: epoll's data.ptr points at elements that never move
     std::thread thread_;

@@ -1,6 +1,7 @@
 #include "vmm/kvm.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -11,6 +12,11 @@
 #include <cstring>
 
 namespace boxlite::vmm {
+
+bool kvm_is_pvm() {
+    struct stat st{};
+    return ::stat("/sys/module/kvm_pvm", &st) == 0;
+}
 namespace {
 
 template <class Arg>
@@ -63,17 +69,12 @@ tl::unexpected<BoxliteError> ioctl_error(std::string_view name) {
 
 }  // namespace
 
-void Fd::reset() noexcept {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-}
-
 // ---- Kvm -----------------------------------------------------------------------------------
 
 BoxliteResult<Kvm> Kvm::open(const std::string& path) {
     int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) return fail_errno(ErrorKind::UnsupportedEngine, fmt::format("opening {}", path), errno);
-    Kvm kvm{Fd(fd)};
+    Kvm kvm{base::OwnedFd(fd)};
     int version = do_ioctl(fd, KVM_GET_API_VERSION, 0);
     if (version != KVM_API_VERSION)
         return fail(ErrorKind::UnsupportedEngine, "{} speaks KVM API version {}, we need {}", path, version,
@@ -101,7 +102,7 @@ BoxliteResult<Vm> Kvm::create_vm() const {
     if (run_size <= 0) return ioctl_error("KVM_GET_VCPU_MMAP_SIZE");
     int fd = do_ioctl(fd_.get(), KVM_CREATE_VM, 0);
     if (fd < 0) return ioctl_error("KVM_CREATE_VM");
-    return Vm(Fd(fd), static_cast<std::size_t>(run_size));
+    return Vm(base::OwnedFd(fd), static_cast<std::size_t>(run_size));
 }
 
 // ---- Vm ------------------------------------------------------------------------------------
@@ -177,7 +178,7 @@ BoxliteResult<void> Vm::set_irq_line(std::uint32_t irq, bool level) {
 BoxliteResult<std::unique_ptr<Vcpu>> Vm::create_vcpu(std::uint32_t id) {
     int fd = do_ioctl(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(id));
     if (fd < 0) return ioctl_error("KVM_CREATE_VCPU");
-    Fd owned(fd);
+    base::OwnedFd owned(fd);
     void* run = ::mmap(nullptr, run_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (run == MAP_FAILED) return fail_errno(ErrorKind::Engine, "mapping the vCPU's kvm_run page", errno);
     return std::unique_ptr<Vcpu>(new Vcpu(std::move(owned), id, static_cast<kvm_run*>(run), run_size_));

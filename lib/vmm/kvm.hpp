@@ -3,6 +3,8 @@
 // ioctl failure becomes an Engine error naming the ioctl.
 #pragma once
 
+#include "base/fd.hpp"
+
 #include <boxlite/error.hpp>
 
 #include <linux/kvm.h>
@@ -17,26 +19,9 @@
 
 namespace boxlite::vmm {
 
-/// An owned file descriptor.
-class Fd {
-public:
-    Fd() = default;
-    explicit Fd(int fd) noexcept : fd_(fd) {}
-    Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    Fd& operator=(Fd&& other) noexcept {
-        if (this != &other) { reset(); fd_ = std::exchange(other.fd_, -1); }
-        return *this;
-    }
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    ~Fd() { reset(); }
-    [[nodiscard]] int get() const noexcept { return fd_; }
-    [[nodiscard]] bool valid() const noexcept { return fd_ >= 0; }
-    void reset() noexcept;
-
-private:
-    int fd_ = -1;
-};
+/// True when /dev/kvm is kvm_pvm's (Pagetable-based Virtual Machine): the shim hides CMPXCHG16B
+/// there, and the kvm engine's probe refuses it (engine/kvm/probe.hpp).
+bool kvm_is_pvm();
 
 /// A CPUID table in the layout KVM_{GET_SUPPORTED,SET}_CPUID2 expect.
 struct CpuidTable {
@@ -66,8 +51,8 @@ public:
 
 private:
     friend class Kvm;
-    Vm(Fd fd, std::size_t run_size) : fd_(std::move(fd)), run_size_(run_size) {}
-    Fd fd_;
+    Vm(base::OwnedFd fd, std::size_t run_size) : fd_(std::move(fd)), run_size_(run_size) {}
+    base::OwnedFd fd_;
     std::size_t run_size_ = 0;
 };
 
@@ -101,9 +86,9 @@ public:
 
 private:
     friend class Vm;
-    Vcpu(Fd fd, std::uint32_t id, kvm_run* run, std::size_t run_size)
+    Vcpu(base::OwnedFd fd, std::uint32_t id, kvm_run* run, std::size_t run_size)
         : fd_(std::move(fd)), id_(id), run_(run), run_size_(run_size) {}
-    Fd fd_;
+    base::OwnedFd fd_;
     std::uint32_t id_;
     kvm_run* run_;
     std::size_t run_size_;
@@ -118,8 +103,8 @@ public:
     BoxliteResult<Vm> create_vm() const;
 
 private:
-    explicit Kvm(Fd fd) : fd_(std::move(fd)) {}
-    Fd fd_;
+    explicit Kvm(base::OwnedFd fd) : fd_(std::move(fd)) {}
+    base::OwnedFd fd_;
 };
 
 }  // namespace boxlite::vmm

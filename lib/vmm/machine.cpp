@@ -72,7 +72,7 @@ BoxliteResult<std::unique_ptr<Machine>> Machine::create(const MachineConfig& con
         return fail(ErrorKind::Config, "vCPU count {} is out of range (1..64)", config.vcpus);
     BOXLITE_TRY(auto kvm, Kvm::open());
     BOXLITE_TRY(auto vm, kvm.create_vm());
-    BOXLITE_TRY(auto memory, GuestMemory::create(config.memory_bytes));
+    BOXLITE_TRY(auto memory, GuestMemory::create(config.memory_bytes, layout::kMmioGapStart, layout::kHighRamStart));
     std::unique_ptr<Machine> machine(new Machine(config, std::move(kvm), std::move(vm), std::move(memory)));
 
     // Intel needs the TSS and identity-map pages for real-mode emulation; set them first.

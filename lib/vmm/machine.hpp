@@ -6,9 +6,9 @@
 // blocked in KVM_RUN with a signal (kvm_run.immediate_exit closes the race with entering it).
 #pragma once
 
-#include "vmm/bus.hpp"
+#include "memory/bus.hpp"
 #include "vmm/kvm.hpp"
-#include "vmm/memory.hpp"
+#include "memory/guest_memory.hpp"
 
 #include <boxlite/error.hpp>
 

@@ -3,7 +3,7 @@
 #include <boxlite/boxlite.hpp>
 #include <boxlite/engine/namespace_engine.hpp>
 #include <boxlite/engine/select.hpp>
-#include <boxlite/protocol/tar.hpp>
+#include "protocol/tar.hpp"
 
 #include "namespace_fixture.hpp"
 

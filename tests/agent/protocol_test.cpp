@@ -2,7 +2,7 @@
 #include <boxlite/execution.hpp>
 #include <boxlite/protocol/frame.hpp>
 #include <boxlite/protocol/messages.hpp>
-#include <boxlite/protocol/tar.hpp>
+#include "protocol/tar.hpp"
 
 #include "raw_tar.hpp"
 #include "support/support.hpp"

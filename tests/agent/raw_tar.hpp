@@ -4,7 +4,7 @@
 #pragma once
 
 #include <boxlite/error.hpp>
-#include <boxlite/protocol/tar.hpp>
+#include "protocol/tar.hpp"
 
 #include <algorithm>
 #include <cstdint>

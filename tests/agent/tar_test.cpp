@@ -1,7 +1,7 @@
 // The tar extractor against hand-made hostile archives: no metadata call may follow a symlink the
 // archive planted, hard links may only alias files the same extraction created, and without
 // ownership (copy_out, run as the host's root) no setuid/setgid file comes out.
-#include <boxlite/protocol/tar.hpp>
+#include "protocol/tar.hpp"
 
 #include "raw_tar.hpp"
 #include "support/support.hpp"

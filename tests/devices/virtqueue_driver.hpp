@@ -5,7 +5,7 @@
 
 #include "devices/virtio/device.hpp"
 #include "devices/virtio/queue.hpp"
-#include "vmm/memory.hpp"
+#include "memory/guest_memory.hpp"
 
 #include <cstring>
 #include <optional>

@@ -1,7 +1,7 @@
 // Helpers shared by the tests that run tiny guests under the real /dev/kvm.
 #pragma once
 
-#include "vmm/bus.hpp"
+#include "memory/bus.hpp"
 #include "vmm/file.hpp"
 #include "vmm/layout.hpp"
 #include "vmm/machine.hpp"

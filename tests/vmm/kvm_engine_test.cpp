@@ -7,10 +7,8 @@
 
 #include "qcow2/qcow2_image.hpp"
 #include "vmm/file.hpp"
-#include "vmm/guest_launch.hpp"
-#include "vmm/kvm_launch.hpp"
-#include "vmm/probe.hpp"
-#include "vmm/shim_config.hpp"
+#include "engine/kvm/launch.hpp"
+#include "engine/kvm/probe.hpp"
 
 #include <fcntl.h>
 #include <signal.h>

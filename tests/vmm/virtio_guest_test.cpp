@@ -5,7 +5,7 @@
 #include "devices/virtio/blk/device.hpp"
 #include "qcow2/qcow2_image.hpp"
 #include "vmm/device_manager.hpp"
-#include "vmm/probe.hpp"
+#include "vmm/kvm.hpp"  // kvm_is_pvm()
 
 #include <condition_variable>
 #include <cstdlib>

@@ -4,21 +4,24 @@
 //   start()   refuses what the VM cannot do yet (volumes: no virtiofs; published ports: no guest
 //             network) with Unsupported; makes <box_dir>/disk.qcow2 over the image's ext4 base,
 //             or grows the existing one, to disk_size_gb (never below the base, never shrunk);
-//             spawns the shim with its configuration on fd 3 (JSON, lib/vmm/shim_config.hpp),
+//             spawns the shim with its configuration on fd 3 (JSON, lib/engine/kvm/launch.hpp),
 //             waits for "ok <pid>", then for the guest agent to answer on vsock port `agent_port`
 //             through the shim's hybrid vsock socket: the endpoint is
 //             "vsock-uds:<box_dir>/vsock.sock:<port>". The launch's env, working dir, user and
 //             rlimits reach the agent as /boxlite/launch.json in the initramfs
-//             (lib/vmm/guest_launch.hpp); max_memory caps the guest's RAM.
+//             (lib/engine/kvm/launch.hpp); max_memory caps the guest's RAM.
 //   detach=false  as for the namespace engine: the shim watches a pipe whose write end only
 //             this process holds, and stops the VM when it closes (this process exited).
 //   stop()    SIGTERM (the shim stops the vCPUs and flushes the disk), SIGKILL after `timeout`.
-//   available()  a real, cached probe: a tiny 64-bit guest must run (lib/vmm/probe.hpp). Where
+//   available()  a real, cached probe: a tiny 64-bit guest must run (lib/engine/kvm/probe.hpp). Where
 //             /dev/kvm cannot run 64-bit guests (kvm_pvm) it answers UnsupportedEngine with the
 //             reason, in milliseconds.
+//
+// The members are compiled in lib/engine/kvm/ (engine.cpp, probe.cpp, launch.cpp).
 #pragma once
 
 #include <boxlite/concepts.hpp>
+#include <boxlite/engine_handle.hpp>
 #include <boxlite/error.hpp>
 
 #include <chrono>
@@ -31,7 +34,8 @@ namespace boxlite {
 
 struct KvmEngineOptions {
     /// The boxlite-shim-kvm executable; empty: $BOXLITE_SHIM_KVM, next to the running program,
-    /// the build tree's bin/, then the install libexec dir.
+    /// the build tree's bin/, then <libdir>/../libexec/boxlite/. A path given here or in the
+    /// environment that is not an executable file makes start() fail naming it.
     std::filesystem::path shim;
     /// Guest kernel (uncompressed vmlinux with a PVH note, or a bzImage) and initramfs whose
     /// /init is boxlite-agent. Empty: <home>/init/vmlinux and <home>/init/initramfs.cpio.gz,
@@ -48,35 +52,22 @@ struct KvmEngineOptions {
     std::chrono::milliseconds boot_timeout{30000};
 };
 
-namespace detail {
-// Compiled in lib/vmm/kvm_engine.cpp (syscalls, process management, QCOW2).
-[[nodiscard]] BoxliteResult<void> kvm_engine_available();
-[[nodiscard]] BoxliteResult<EngineHandle> kvm_engine_start(const KvmEngineOptions& options,
-                                                           const EngineLaunch& launch);
-[[nodiscard]] BoxliteResult<void> kvm_engine_stop(const EngineHandle& handle, std::chrono::milliseconds timeout);
-[[nodiscard]] BoxliteResult<void> kvm_engine_kill(const EngineHandle& handle);
-[[nodiscard]] bool kvm_engine_is_alive(const EngineHandle& handle);
-[[nodiscard]] BoxliteResult<EngineMetrics> kvm_engine_metrics(const EngineHandle& handle);
-}  // namespace detail
-
 class KvmEngine {
 public:
-    KvmEngine() = default;
-    explicit KvmEngine(KvmEngineOptions options) : options_(std::move(options)) {}
+    KvmEngine();
+    explicit KvmEngine(KvmEngineOptions options);
 
     [[nodiscard]] std::string_view kind() const noexcept { return "kvm"; }
     [[nodiscard]] RootfsKind rootfs_kind() const noexcept { return RootfsKind::Ext4Disk; }
-    [[nodiscard]] BoxliteResult<void> available() const { return detail::kvm_engine_available(); }
-    BoxliteResult<EngineHandle> start(const EngineLaunch& launch) {
-        BOXLITE_TRY_VOID(available());
-        return detail::kvm_engine_start(options_, launch);
-    }
-    BoxliteResult<void> stop(const EngineHandle& handle, std::chrono::milliseconds timeout) {
-        return detail::kvm_engine_stop(handle, timeout);
-    }
-    BoxliteResult<void> kill(const EngineHandle& handle) { return detail::kvm_engine_kill(handle); }
-    [[nodiscard]] bool is_alive(const EngineHandle& handle) const { return detail::kvm_engine_is_alive(handle); }
-    BoxliteResult<EngineMetrics> metrics(const EngineHandle& handle) { return detail::kvm_engine_metrics(handle); }
+    [[nodiscard]] BoxliteResult<void> available() const;
+    BoxliteResult<EngineHandle> start(const EngineLaunch& launch);
+    BoxliteResult<void> stop(const EngineHandle& handle, std::chrono::milliseconds timeout);
+    BoxliteResult<void> kill(const EngineHandle& handle);
+    [[nodiscard]] bool is_alive(const EngineHandle& handle) const;
+    BoxliteResult<EngineMetrics> metrics(const EngineHandle& handle);
+
+    /// What this engine cannot honour, refused rather than ignored (volumes, published ports).
+    [[nodiscard]] static BoxliteResult<void> supports(const BoxConfig& config);
 
     [[nodiscard]] const KvmEngineOptions& options() const noexcept { return options_; }
 

@@ -2,7 +2,7 @@
 // CPU-reset command (0xfe) to the command port, which becomes a VM reset.
 #pragma once
 
-#include "vmm/bus.hpp"
+#include "memory/bus.hpp"
 
 #include <functional>
 

@@ -3,7 +3,7 @@
 // modelled for the driver's autoconfig and interrupt-driven transmit to work.
 #pragma once
 
-#include "vmm/bus.hpp"
+#include "memory/bus.hpp"
 
 #include <cstdint>
 #include <deque>

@@ -10,7 +10,7 @@
 #pragma once
 
 #include "devices/virtio/queue.hpp"
-#include "vmm/memory.hpp"
+#include "memory/guest_memory.hpp"
 
 #include <boxlite/error.hpp>
 

@@ -12,7 +12,7 @@
 // Usable without KVM or a transport: tests and the fuzzer drive it over plain GuestMemory.
 #pragma once
 
-#include "vmm/memory.hpp"
+#include "memory/guest_memory.hpp"
 
 #include <boxlite/error.hpp>
 

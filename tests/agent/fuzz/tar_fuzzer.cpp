@@ -10,7 +10,7 @@
 // The jail is $BOXLITE_TAR_FUZZ_JAIL (the runner's work dir) or a fresh /tmp directory. The
 // working directory is left outside the jail on purpose: libFuzzer's corpus and crash files are
 // relative paths (the runner cds into its work dir), the extractor only uses absolute ones.
-#include <boxlite/protocol/tar.hpp>
+#include "protocol/tar.hpp"
 
 #include <fcntl.h>
 #include <ftw.h>

@@ -12,7 +12,7 @@
 #include "devices/virtio/console/device.hpp"
 #include "devices/virtio/queue.hpp"
 #include "devices/virtio/vsock/device.hpp"
-#include "vmm/memory.hpp"
+#include "memory/guest_memory.hpp"
 
 #include "../memory_backend.hpp"
 

@@ -24,7 +24,7 @@
 #pragma once
 
 #include "devices/virtio/device.hpp"
-#include "vmm/bus.hpp"
+#include "memory/bus.hpp"
 
 #include <atomic>
 #include <functional>

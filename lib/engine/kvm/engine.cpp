@@ -1,18 +1,18 @@
-// The compiled half of KvmEngine (include/boxlite/engine/kvm_engine.hpp): the disk overlay,
-// the shim config from the launch request, spawning boxlite-shim-kvm with its config on fd 3,
-// waiting for the guest agent over the hybrid vsock socket, and managing the shim process by
-// pid + start time. The pieces tests drive without a guest kernel are declared in kvm_launch.hpp.
-#include "vmm/kvm_launch.hpp"
+// KvmEngine's members (include/boxlite/engine/kvm_engine.hpp), but available() (probe.cpp):
+// the disk overlay, the shim config from the launch request, spawning boxlite-shim-kvm with its
+// config on fd 3, waiting for the guest agent over the hybrid vsock socket, and managing the
+// shim process by pid + start time. The pieces tests drive without a guest kernel are declared
+// in launch.hpp.
+#include "engine/kvm/launch.hpp"
 
 #include <boxlite/detail/process.hpp>
 #include <boxlite/engine/kvm_engine.hpp>
-#include <boxlite/engine/namespace_engine.hpp>  // detail::WatchdogRegistry, shared by both engines
 
+#include "engine/common/helper_binary.hpp"
+#include "engine/common/shim_spawn.hpp"
+#include "engine/common/watchdog.hpp"
 #include "qcow2/qcow2_image.hpp"
 #include "vmm/file.hpp"
-#include "vmm/guest_launch.hpp"
-#include "vmm/probe.hpp"
-#include "vmm/shim_config.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -36,44 +36,11 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 BoxliteResult<fs::path> find_shim(const KvmEngineOptions& options) {
-    std::vector<fs::path> candidates;
-    if (!options.shim.empty()) candidates.push_back(options.shim);
-    if (const char* env = std::getenv("BOXLITE_SHIM_KVM"); env && *env) candidates.emplace_back(env);
-    std::error_code ec;
-    const auto self = fs::read_symlink("/proc/self/exe", ec);
-    if (!ec) candidates.push_back(self.parent_path() / "boxlite-shim-kvm");
-#ifdef BOXLITE_BUILD_BIN_DIR
-    candidates.push_back(fs::path(BOXLITE_BUILD_BIN_DIR) / "boxlite-shim-kvm");
-#endif
-#ifdef BOXLITE_INSTALL_LIBEXEC_DIR
-    candidates.push_back(fs::path(BOXLITE_INSTALL_LIBEXEC_DIR) / "boxlite-shim-kvm");
-#endif
-    for (const auto& path : candidates)
-        if (::access(path.c_str(), X_OK) == 0) return path;
-    return fail(ErrorKind::Engine, "boxlite-shim-kvm not found (set BOXLITE_SHIM_KVM or install it next to {})",
-                self.string());
+    return engine::locate_helper_binary("boxlite-shim-kvm", "BOXLITE_SHIM_KVM", options.shim);
 }
 
 std::string tail_of(const fs::path& file, std::size_t bytes = 2000) {
     return read_file_text(file.string(), bytes);
-}
-
-/// One line from `fd` within `timeout`; nullopt on EOF or timeout.
-std::optional<std::string> read_line(int fd, std::chrono::milliseconds timeout) {
-    std::string line;
-    const auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline) {
-        pollfd p{fd, POLLIN, 0};
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-        if (::poll(&p, 1, static_cast<int>(std::max<long>(left.count(), 1))) <= 0) continue;
-        char c;
-        const ssize_t n = ::read(fd, &c, 1);
-        if (n <= 0) return std::nullopt;
-        if (c == '\n') return line;
-        if (line.size() > 4096) return line;
-        line.push_back(c);
-    }
-    return std::nullopt;
 }
 
 /// The hybrid vsock handshake against the shim's socket: "CONNECT <port>\n" → "OK <n>\n".
@@ -92,7 +59,7 @@ bool agent_answers(const fs::path& uds, std::uint32_t port) {
     if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
         const auto request = fmt::format("CONNECT {}\n", port);
         if (::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-            auto line = read_line(fd, std::chrono::milliseconds(500));
+            auto line = engine::read_line(fd, std::chrono::milliseconds(500));
             ok = line && line->rfind("OK ", 0) == 0;
         }
     }
@@ -109,29 +76,6 @@ fs::path default_init_dir() {
     if (const char* home = std::getenv("BOXLITE_HOME"); home && *home) return fs::path(home) / "init";
     if (const char* user = std::getenv("HOME"); user && *user) return fs::path(user) / ".boxlite" / "init";
     return fs::path("/root/.boxlite/init");
-}
-
-void close_all(std::initializer_list<int> fds) {
-    for (int fd : fds)
-        if (fd >= 0) ::close(fd);
-}
-
-/// Writes all of `data` to a stream socket before `deadline`; false if the peer went away or
-/// the time ran out. MSG_NOSIGNAL: a shim that died must not SIGPIPE the caller.
-bool send_all(int fd, std::string_view data, Clock::time_point deadline) {
-    while (!data.empty()) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-        if (left <= 0) return false;
-        pollfd p{fd, POLLOUT, 0};
-        if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-        const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR) continue;
-            return false;
-        }
-        data.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return true;
 }
 
 }  // namespace
@@ -169,16 +113,7 @@ BoxliteResult<KvmShimConfig> make_shim_config(const KvmEngineOptions& options, c
     if (!launch.config) return fail(ErrorKind::InvalidArgument, "kvm engine: launch without a box config");
     const auto& box = *launch.config;
     const auto& o = box.options;
-    if (!o.volumes.empty())
-        return fail(ErrorKind::Unsupported,
-                    "box {}: the kvm engine cannot mount volumes yet (they need virtiofs, which it does not have); "
-                    "{} volume(s) asked for, the first at {} — remove them or use the namespace engine",
-                    box.id, o.volumes.size(), o.volumes.front().guest_path);
-    if (!o.ports.empty())
-        return fail(ErrorKind::Unsupported,
-                    "box {}: the kvm engine cannot publish ports yet (the VM has no network device); "
-                    "{} port mapping(s) asked for — remove them or use another engine",
-                    box.id, o.ports.size());
+    BOXLITE_TRY_VOID(KvmEngine::supports(box));
 
     KvmShimConfig config;
     config.box_id = box.id.str();
@@ -221,76 +156,20 @@ BoxliteResult<KvmShimConfig> make_shim_config(const KvmEngineOptions& options, c
 }
 
 BoxliteResult<SpawnedShim> spawn_kvm_shim(const ShimSpawn& spawn) {
-    int watchdog = spawn.watchdog_read_fd;
-    // Everything the child needs exists before fork: it only makes async-signal-safe calls.
-    std::vector<std::string> args = {spawn.shim.string(), "--config-fd", "3", "--ready-fd", "4"};
-    if (watchdog >= 0) args.insert(args.end(), {"--watchdog-fd", "5"});
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-
-    // The config goes over a socket, not a pipe, so writing to a shim that died is EPIPE, not SIGPIPE.
-    int config[2] = {-1, -1}, ready[2] = {-1, -1};
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, config) != 0) {
-        close_all({watchdog});
-        return fail_errno(ErrorKind::Engine, "socketpair for the shim config", errno);
-    }
-    if (::pipe2(ready, O_CLOEXEC) != 0) {
-        const int error = errno;
-        close_all({watchdog, config[0], config[1]});
-        return fail_errno(ErrorKind::Engine, "pipe for the shim's ready line", error);
-    }
-    const std::string log = spawn.log.string();
-    const int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    const int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (log_fd < 0 || devnull < 0) {
-        const int error = errno;
-        close_all({watchdog, config[0], config[1], ready[0], ready[1], log_fd, devnull});
-        return fail_errno(ErrorKind::Engine, fmt::format("opening the shim log {}", log), error);
-    }
-
-    const pid_t pid = ::fork();
-    if (pid < 0) {
-        const int error = errno;
-        close_all({watchdog, config[0], config[1], ready[0], ready[1], log_fd, devnull});
-        return fail_errno(ErrorKind::Engine, "fork for boxlite-shim-kvm", error);
-    }
-    if (pid == 0) {
-        // Own session: signals to the caller's process group do not reach the box.
-        ::setsid();
-        sigset_t none;
-        sigemptyset(&none);
-        ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        // Every source is first copied above the targets, without O_CLOEXEC: a source that
-        // already sits on its target (the lowest free fds are often 3, 4 ...) would make
-        // dup2 a no-op that keeps close-on-exec, and the shim would find the fd closed.
-        const int sources[6] = {devnull, log_fd, log_fd, config[1], ready[1], watchdog};
-        int moved[6];
-        for (int target = 0; target < 6; ++target) {
-            moved[target] = sources[target] >= 0 ? ::fcntl(sources[target], F_DUPFD, 10) : -1;
-            if (sources[target] >= 0 && moved[target] < 0) ::_exit(126);
-        }
-        for (int target = 0; target < 6; ++target)
-            if (moved[target] >= 0 && ::dup2(moved[target], target) != target) ::_exit(126);
-        ::close_range(watchdog >= 0 ? 6 : 5, ~0U, 0);
-        ::execv(argv[0], argv.data());
-        static const char message[] = "error cannot execute boxlite-shim-kvm\n";
-        [[maybe_unused]] auto n = ::write(4, message, sizeof(message) - 1);
-        ::_exit(127);
-    }
-    close_all({watchdog, config[1], ready[1], log_fd, devnull});
-    const auto deadline = Clock::now() + spawn.ready_timeout;
-    const bool sent = send_all(config[0], spawn.config, deadline);
-    ::close(config[0]);  // EOF: the shim reads the config to the end
-    auto line = sent ? read_line(ready[0], std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                       std::max(deadline - Clock::now(), Clock::duration::zero())))
-                     : std::nullopt;
-    ::close(ready[0]);
+    engine::ShimProcessSpawn process;
+    process.shim = spawn.shim;
+    process.config = spawn.config;
+    process.log = spawn.log;
+    process.watchdog_read_fd = spawn.watchdog_read_fd;
+    process.ready_timeout = spawn.ready_timeout;
+    BOXLITE_TRY(auto started, engine::spawn_shim_process(process));
+    const pid_t pid = started.pid;
     auto give_up = [&](std::string why) -> tl::unexpected<BoxliteError> {
         ::kill(pid, SIGKILL);
         while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {}
         return fail(ErrorKind::Engine, "{}", why);
     };
+    const auto& line = started.ready;
     if (!line)
         return give_up(fmt::format("boxlite-shim-kvm exited or went silent without reporting; its log: {}",
                                    tail_of(spawn.log)));
@@ -308,10 +187,9 @@ using Clock = std::chrono::steady_clock;
 using vmm::agent_answers;
 using vmm::default_init_dir;
 using vmm::find_shim;
+using engine::WatchdogRegistry;
 using vmm::reap_if_child;
 using vmm::tail_of;
-
-BoxliteResult<void> kvm_engine_available() { return vmm::cached_long_mode_support(); }
 
 BoxliteResult<EngineHandle> kvm_engine_start(const KvmEngineOptions& options, const EngineLaunch& launch) {
     if (!launch.config) return fail(ErrorKind::InvalidArgument, "kvm engine: launch without a box config");
@@ -331,21 +209,22 @@ BoxliteResult<EngineHandle> kvm_engine_start(const KvmEngineOptions& options, co
     BOXLITE_TRY_VOID(vmm::prepare_box_disk(disk, launch.rootfs, box.options.disk_size_gb));
 
     // detach=false: the shim watches a pipe whose write end only this process holds.
-    int watchdog[2] = {-1, -1};
-    if (!box.options.detach && ::pipe2(watchdog, O_CLOEXEC) != 0)
-        return fail_errno(ErrorKind::Engine, "creating the box's watchdog pipe", errno);
+    engine::WatchdogPipe watchdog;
+    if (!box.options.detach) {
+        BOXLITE_TRY(watchdog, engine::make_watchdog_pipe());
+    }
     vmm::ShimSpawn spawn;
     spawn.shim = shim;
     spawn.config = vmm::to_json_document(config).dump();
     spawn.log = box_dir / "shim.log";
-    spawn.watchdog_read_fd = watchdog[0];
+    spawn.watchdog_read_fd = watchdog.read_end;
     auto spawned = vmm::spawn_kvm_shim(spawn);
     if (!spawned) {
-        if (watchdog[1] >= 0) ::close(watchdog[1]);
+        if (watchdog.write_end >= 0) ::close(watchdog.write_end);
         return fail(spawned.error().with_context(fmt::format("starting box {}", config.box_id)));
     }
     const pid_t pid = spawned->pid;
-    if (watchdog[1] >= 0) WatchdogRegistry::instance().add(pid, watchdog[1]);
+    if (watchdog.write_end >= 0) WatchdogRegistry::instance().add(pid, watchdog.write_end);
 
     EngineHandle handle;
     handle.pid = pid;
@@ -443,3 +322,36 @@ BoxliteResult<EngineMetrics> kvm_engine_metrics(const EngineHandle& handle) {
 }
 
 }  // namespace boxlite::detail
+
+namespace boxlite {
+
+KvmEngine::KvmEngine() = default;
+KvmEngine::KvmEngine(KvmEngineOptions options) : options_(std::move(options)) {}
+
+BoxliteResult<void> KvmEngine::supports(const BoxConfig& box) {
+    const auto& o = box.options;
+    if (!o.volumes.empty())
+        return fail(ErrorKind::Unsupported,
+                    "box {}: the kvm engine cannot mount volumes yet (they need virtiofs, which it does not have); "
+                    "{} volume(s) asked for, the first at {} — remove them or use the namespace engine",
+                    box.id, o.volumes.size(), o.volumes.front().guest_path);
+    if (!o.ports.empty())
+        return fail(ErrorKind::Unsupported,
+                    "box {}: the kvm engine cannot publish ports yet (the VM has no network device); "
+                    "{} port mapping(s) asked for — remove them or use another engine",
+                    box.id, o.ports.size());
+    return {};
+}
+
+BoxliteResult<EngineHandle> KvmEngine::start(const EngineLaunch& launch) {
+    BOXLITE_TRY_VOID(available());
+    return detail::kvm_engine_start(options_, launch);
+}
+BoxliteResult<void> KvmEngine::stop(const EngineHandle& handle, std::chrono::milliseconds timeout) {
+    return detail::kvm_engine_stop(handle, timeout);
+}
+BoxliteResult<void> KvmEngine::kill(const EngineHandle& handle) { return detail::kvm_engine_kill(handle); }
+bool KvmEngine::is_alive(const EngineHandle& handle) const { return detail::kvm_engine_is_alive(handle); }
+BoxliteResult<EngineMetrics> KvmEngine::metrics(const EngineHandle& handle) { return detail::kvm_engine_metrics(handle); }
+
+}  // namespace boxlite

@@ -1,10 +1,10 @@
-#include "vmm/probe.hpp"
+#include "engine/kvm/probe.hpp"
+
+#include <boxlite/engine/kvm_engine.hpp>
 
 #include "vmm/boot.hpp"
 #include "vmm/layout.hpp"
 #include "vmm/machine.hpp"
-
-#include <sys/stat.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -30,11 +30,6 @@ public:
 constexpr std::uint8_t kProbeValue = 0x64;
 
 }  // namespace
-
-bool kvm_is_pvm() {
-    struct stat st{};
-    return ::stat("/sys/module/kvm_pvm", &st) == 0;
-}
 
 BoxliteResult<void> probe_long_mode_support(const std::string& kvm_device) {
     if (kvm_device != "/dev/kvm")
@@ -106,3 +101,9 @@ const BoxliteResult<void>& cached_long_mode_support() {
 }
 
 }  // namespace boxlite::vmm
+
+namespace boxlite {
+
+BoxliteResult<void> KvmEngine::available() const { return vmm::cached_long_mode_support(); }
+
+}  // namespace boxlite

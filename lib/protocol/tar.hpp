@@ -18,7 +18,12 @@
 // Without preserve_owner (copy_out, which runs as the host's root) setuid and setgid bits are
 // dropped, so a guest cannot leave a setuid-root binary on the host; sticky is kept only on
 // directories. A refused entry stops the extraction with an error; what was written before stays.
+//
+// Used by the host (protocol/client.cpp: copy_in, copy_out) and by the guest agent, which is a
+// static executable: this header stays self-contained (base/fd.hpp is header-only).
 #pragma once
+
+#include "base/fd.hpp"
 
 #include <boxlite/error.hpp>
 
@@ -51,32 +56,6 @@ using Sink = std::function<BoxliteResult<void>(std::span<const std::byte>)>;
 using Source = std::function<BoxliteResult<std::size_t>(std::span<std::byte>)>;
 
 namespace detail {
-
-class Fd {
-public:
-    Fd() = default;
-    explicit Fd(int fd) noexcept : fd_(fd) {}
-    Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-    Fd& operator=(Fd&& o) noexcept {
-        if (this != &o) {
-            reset();
-            fd_ = std::exchange(o.fd_, -1);
-        }
-        return *this;
-    }
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    ~Fd() { reset(); }
-    void reset() noexcept {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-    }
-    [[nodiscard]] int get() const noexcept { return fd_; }
-    [[nodiscard]] bool valid() const noexcept { return fd_ >= 0; }
-
-private:
-    int fd_ = -1;
-};
 
 inline void put_octal(char* field, std::size_t width, std::uint64_t value) {
     // width includes the terminating NUL
@@ -165,7 +144,7 @@ private:
             BOXLITE_TRY_VOID(header(name + "/", '5', st, 0, {}));
             std::vector<std::string> children;
             {
-                detail::Fd dirfd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+                base::OwnedFd dirfd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
                 if (!dirfd.valid()) return fail_errno(ErrorKind::Storage, "opening directory '" + path + "'", errno);
                 DIR* dir = ::fdopendir(::dup(dirfd.get()));
                 if (dir == nullptr) return fail_errno(ErrorKind::Storage, "reading directory '" + path + "'", errno);
@@ -192,7 +171,7 @@ private:
             return header(name, '2', st, 0, target);
         }
         if (S_ISREG(st.st_mode)) {
-            detail::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+            base::OwnedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
             if (!fd.valid()) return fail_errno(ErrorKind::Storage, "opening '" + path + "'", errno);
             const auto size = static_cast<std::uint64_t>(st.st_size);
             BOXLITE_TRY_VOID(header(name, '0', st, size, {}));
@@ -289,7 +268,7 @@ public:
 
     /// Extracts every entry under the directory `root` (which must exist).
     BoxliteResult<void> extract_to(const std::string& root) {
-        root_ = detail::Fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        root_ = base::OwnedFd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (!root_.valid()) return fail_errno(ErrorKind::Storage, "copy destination '" + root + "'", errno);
         std::optional<std::string> pax_path, pax_link;
         std::optional<std::uint64_t> pax_size;
@@ -443,9 +422,9 @@ private:
 
     /// Opens the directory holding `parts.back()`, never following a symlink. Missing
     /// directories are created when `create` is set, else reported (InvalidArgument).
-    BoxliteResult<detail::Fd> open_parent(const std::vector<std::string>& parts, const std::string& name,
+    BoxliteResult<base::OwnedFd> open_parent(const std::vector<std::string>& parts, const std::string& name,
                                           bool create = true) {
-        detail::Fd current(::dup(root_.get()));
+        base::OwnedFd current(::dup(root_.get()));
         if (!current.valid()) return fail_errno(ErrorKind::Storage, "duplicating the extraction directory", errno);
         for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
             int fd = ::openat(current.get(), parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -467,7 +446,7 @@ private:
                 }
                 return fail_errno(ErrorKind::Storage, "opening directory for tar entry '" + name + "'", errno);
             }
-            current = detail::Fd(fd);
+            current = base::OwnedFd(fd);
         }
         return current;
     }
@@ -537,7 +516,7 @@ private:
                 }
                 // Modes are applied at the end so a read-only directory can still be filled;
                 // the inode is remembered so that a later entry replacing it is not touched.
-                detail::Fd dir(::openat(parent.get(), leaf.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+                base::OwnedFd dir(::openat(parent.get(), leaf.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
                 struct stat st {};
                 if (!dir.valid() || ::fstat(dir.get(), &st) != 0) {
                     return fail(ErrorKind::InvalidArgument, "tar entry '{}' is not a directory after creating it; refused", e.name);
@@ -581,7 +560,7 @@ private:
             case '\0':
             case '7': {
                 BOXLITE_TRY_VOID(remove_existing(parent.get(), leaf, false));
-                detail::Fd out(::openat(parent.get(), leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+                base::OwnedFd out(::openat(parent.get(), leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
                 if (!out.valid()) return fail_errno(ErrorKind::Storage, "creating '" + e.name + "'", errno);
                 std::vector<std::byte> buf(64 * 1024);
                 std::uint64_t left = e.size;
@@ -625,7 +604,7 @@ private:
             // very inode this extraction created.
             auto parent = open_parent(d.parts, d.entry.name, false);
             if (!parent) continue;
-            detail::Fd dir(::openat(parent->get(), d.parts.back().c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            base::OwnedFd dir(::openat(parent->get(), d.parts.back().c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
             struct stat st {};
             if (!dir.valid() || ::fstat(dir.get(), &st) != 0 || st.st_dev != d.dev || st.st_ino != d.ino) continue;
             apply_metadata(dir.get(), d.entry, true);
@@ -642,7 +621,7 @@ private:
 
     Source source_;
     ExtractOptions options_;
-    detail::Fd root_;
+    base::OwnedFd root_;
     std::vector<Directory> directories_;
     /// Regular files this extraction created (path under the root -> device, inode): the only
     /// targets a hard link may name.

@@ -1,6 +1,5 @@
-#include "vmm/memory.hpp"
+#include "memory/guest_memory.hpp"
 
-#include "vmm/layout.hpp"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -41,7 +40,7 @@ BoxliteResult<GuestMemory> GuestMemory::create_flat(std::uint64_t base, std::uin
     return memory;
 }
 
-BoxliteResult<GuestMemory> GuestMemory::create(std::uint64_t bytes) {
+BoxliteResult<GuestMemory> GuestMemory::create(std::uint64_t bytes, std::uint64_t gap_start, std::uint64_t high_start) {
     if (bytes < 64 * 1024 || bytes % kPage != 0)
         return fail(ErrorKind::Config,
                     "guest memory size {} must be a multiple of 4096 and at least 64 KiB", bytes);
@@ -49,10 +48,10 @@ BoxliteResult<GuestMemory> GuestMemory::create(std::uint64_t bytes) {
     GuestMemory memory;
     memory.memfd_ = fd;
     memory.total_ = bytes;
-    const std::uint64_t low = std::min(bytes, layout::kMmioGapStart);
+    const std::uint64_t low = std::min(bytes, gap_start);
     struct Piece { std::uint64_t gpa, size, offset; };
     std::vector<Piece> pieces{{0, low, 0}};
-    if (bytes > low) pieces.push_back({layout::kHighRamStart, bytes - low, low});
+    if (bytes > low) pieces.push_back({high_start, bytes - low, low});
     for (const auto& piece : pieces) {
         void* host = ::mmap(nullptr, piece.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd,
                             static_cast<off_t>(piece.offset));

@@ -4,6 +4,9 @@
 // Every address that comes from the guest goes through `slice()`/`read_obj()`/`write_obj()`,
 // which refuse ranges that wrap, leave RAM or straddle two regions; nothing else in the VMM
 // turns a guest address into a pointer. Usable without KVM: device tests build one directly.
+//
+// lib/memory is the unit both the VMM (lib/vmm) and the device models (lib/devices) build on;
+// it includes neither. The types keep the boxlite::vmm namespace they had before the move.
 #pragma once
 
 #include <boxlite/error.hpp>
@@ -27,9 +30,10 @@ struct MemoryRegion {
 
 class GuestMemory {
 public:
-    /// RAM of `bytes` bytes (a multiple of 4 KiB, at least 64 KiB): [0, min(bytes, gap start))
-    /// and, beyond the x86 MMIO gap, the rest from 4 GiB (see layout.hpp).
-    static BoxliteResult<GuestMemory> create(std::uint64_t bytes);
+    /// RAM of `bytes` bytes (a multiple of 4 KiB, at least 64 KiB): [0, min(bytes, gap_start))
+    /// and, beyond an MMIO gap, the rest from `high_start` (the VMM passes its layout's x86 MMIO
+    /// gap and 4 GiB: vmm/layout.hpp).
+    static BoxliteResult<GuestMemory> create(std::uint64_t bytes, std::uint64_t gap_start, std::uint64_t high_start);
     /// One region of `bytes` at guest address `base` (tests of devices, fuzzing).
     static BoxliteResult<GuestMemory> create_flat(std::uint64_t base, std::uint64_t bytes);
 

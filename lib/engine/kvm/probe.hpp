@@ -1,4 +1,5 @@
-// Can this host's KVM run a 64-bit Linux guest? Asked once per process and cached.
+// Can this host's KVM run a 64-bit Linux guest? Asked once per process and cached: the kvm
+// engine's available() (probe.cpp). It runs in the caller's process, with the VMM of lib/vmm.
 //
 // Two checks, both fast:
 //  1. /dev/kvm provided by kvm_pvm (Pagetable-based Virtual Machine, /sys/module/kvm_pvm) is
@@ -13,6 +14,8 @@
 //     whose KVM cannot enter long mode ends in a shutdown exit instead.
 #pragma once
 
+#include "vmm/kvm.hpp"  // kvm_is_pvm()
+
 #include <boxlite/error.hpp>
 
 #include <string>
@@ -24,9 +27,6 @@ BoxliteResult<void> probe_long_mode_support(const std::string& kvm_device = "/de
 
 /// Check 2 alone: runs the long-mode probe guest (a few milliseconds).
 BoxliteResult<void> run_long_mode_probe_guest();
-
-/// True when /dev/kvm is kvm_pvm's.
-bool kvm_is_pvm();
 
 /// The same question, answered once per process (the first device path asked wins).
 const BoxliteResult<void>& cached_long_mode_support();

@@ -1,4 +1,4 @@
-#include "vmm/guest_launch.hpp"
+#include "engine/kvm/launch.hpp"
 
 #include <charconv>
 #include <cstring>

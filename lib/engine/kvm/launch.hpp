@@ -1,0 +1,216 @@
+// What the kvm engine hands boxlite-shim-kvm, and the pieces of its start() that run without a
+// guest kernel. Three parts:
+//   1. the shim config (KvmShimConfig): one JSON document on the shim's config fd, read to EOF
+//      before anything starts. Everything a VM needs is in it, nothing comes from the shim's
+//      environment, so the shim can run in the jailer with no access to the caller's state;
+//   2. the guest agent's launch document (GuestLaunchConfig), which the shim puts in the initrd;
+//   3. the engine's own steps (engine.cpp): the disk overlay, the config from a launch request,
+//      spawning the shim.
+//
+// ---- 2. the guest launch document
+//
+// What the guest agent needs from a launch request in a VM: the box's environment, working
+// directory, user and resource limits, and where to listen.
+//
+// It reaches the guest as /boxlite/launch.json (mode 0600: the environment may hold secrets)
+// in an extra initramfs archive the shim puts in front of the base initramfs: Linux unpacks
+// concatenated archives into the same rootfs (the early-microcode layout: an uncompressed newc
+// archive, then the compressed one). The kernel command line is no place for it — x86 Linux cuts
+// it at 2047 bytes, takes unknown `a=b` words as init's environment but at most 32 of them,
+// drops names with a dot, and consumes those that are parameters of its own.
+//
+// The document (version 1):
+//   {"version": 1, "box_id": "...", "agent_port": 2695,
+//    "env": ["KEY=VALUE", ...],            // exactly the main process's environment, in order
+//    "working_dir": "/", "user": "",       // user: "uid[:gid]" or a name; "" = root
+//    "rlimits": {"nofile": N, "fsize": N, "cpu": N, "nproc": N}}   // each optional
+// The agent (PID 1 in the guest) reads it before it serves anything; with the file missing it
+// keeps its defaults. Memory needs no limit there: the VM's RAM is the box's memory.
+#pragma once
+
+#include <boxlite/concepts.hpp>
+#include <boxlite/engine/kvm_engine.hpp>
+#include <boxlite/error.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace boxlite::vmm {
+
+// ---- 1. the shim config
+struct ShimDiskConfig {
+    std::string path;
+    std::string format = "qcow2";  ///< "qcow2" or "raw"
+    bool read_only = false;
+    std::string serial = "boxlite-root";
+};
+
+struct KvmShimConfig {
+    std::string box_id;
+    std::uint32_t cpus = 1;
+    std::uint64_t memory_mib = 512;
+    /// Linux boot: kernel (vmlinux or bzImage), initrd (may be empty), command line.
+    std::string kernel;
+    std::string initrd;
+    std::string cmdline;
+    /// Instead of Linux: a flat 32-bit binary run at layout::kTestGuestLoad (tiny test guests,
+    /// so the whole shim path can be exercised where 64-bit guests cannot run).
+    std::string flat32_image;
+    std::optional<ShimDiskConfig> disk;
+    std::string vsock_uds;  ///< empty: no vsock device
+    std::uint64_t guest_cid = 3;
+    std::string console_log;  ///< UART + virtio-console output; empty: discarded
+    bool rng = true;
+    /// The guest agent's launch document (part 2 below); for a Linux boot the shim
+    /// puts it in front of the initrd as /boxlite/launch.json. Null: none.
+    nlohmann::json guest_launch;
+};
+
+inline void to_json(nlohmann::json& j, const ShimDiskConfig& d) {
+    j = {{"path", d.path}, {"format", d.format}, {"read_only", d.read_only}, {"serial", d.serial}};
+}
+inline void from_json(const nlohmann::json& j, ShimDiskConfig& d) {
+    d.path = j.at("path").get<std::string>();
+    d.format = j.value("format", std::string("qcow2"));
+    d.read_only = j.value("read_only", false);
+    d.serial = j.value("serial", std::string("boxlite-root"));
+}
+
+inline nlohmann::json to_json_document(const KvmShimConfig& c) {
+    nlohmann::json j = {{"box_id", c.box_id},   {"cpus", c.cpus},           {"memory_mib", c.memory_mib},
+                        {"kernel", c.kernel},   {"initrd", c.initrd},       {"cmdline", c.cmdline},
+                        {"flat32_image", c.flat32_image}, {"vsock_uds", c.vsock_uds}, {"guest_cid", c.guest_cid},
+                        {"console_log", c.console_log},   {"rng", c.rng}};
+    if (c.disk) j["disk"] = *c.disk;
+    if (!c.guest_launch.is_null()) j["guest_launch"] = c.guest_launch;
+    return j;
+}
+
+/// Parses and validates; hostile or broken input is a Config error naming the field.
+inline BoxliteResult<KvmShimConfig> parse_shim_config(std::string_view text) {
+    try {
+        const auto j = nlohmann::json::parse(text);
+        KvmShimConfig c;
+        c.box_id = j.value("box_id", std::string());
+        c.cpus = j.value("cpus", 1u);
+        c.memory_mib = j.value("memory_mib", std::uint64_t{512});
+        c.kernel = j.value("kernel", std::string());
+        c.initrd = j.value("initrd", std::string());
+        c.cmdline = j.value("cmdline", std::string());
+        c.flat32_image = j.value("flat32_image", std::string());
+        if (j.contains("disk") && !j["disk"].is_null()) c.disk = j["disk"].get<ShimDiskConfig>();
+        c.vsock_uds = j.value("vsock_uds", std::string());
+        c.guest_cid = j.value("guest_cid", std::uint64_t{3});
+        c.console_log = j.value("console_log", std::string());
+        c.rng = j.value("rng", true);
+        if (j.contains("guest_launch")) c.guest_launch = j["guest_launch"];
+        if (!c.guest_launch.is_null() && !c.guest_launch.is_object())
+            return fail(ErrorKind::Config, "shim config: guest_launch must be an object");
+        if (c.cpus == 0 || c.cpus > 64) return fail(ErrorKind::Config, "shim config: cpus {} is not in 1..64", c.cpus);
+        if (c.memory_mib < 2 || c.memory_mib > 65536)
+            return fail(ErrorKind::Config, "shim config: memory_mib {} is not in 2..65536", c.memory_mib);
+        if (c.kernel.empty() == c.flat32_image.empty())
+            return fail(ErrorKind::Config, "shim config: give exactly one of kernel and flat32_image");
+        if (c.disk && c.disk->format != "qcow2" && c.disk->format != "raw")
+            return fail(ErrorKind::Config, "shim config: disk format '{}' (allowed: qcow2, raw)", c.disk->format);
+        return c;
+    } catch (const std::exception& e) {
+        return fail(ErrorKind::Config, "shim config is not valid JSON of the expected shape: {}", e.what());
+    }
+}
+
+// ---- 2. the guest launch document
+/// Where the launch document appears in the guest, and the directory holding it.
+inline constexpr std::string_view kGuestLaunchDir = "boxlite";
+inline constexpr std::string_view kGuestLaunchFile = "boxlite/launch.json";
+
+struct GuestLimits {
+    std::optional<std::uint64_t> nofile, fsize, cpu, nproc;
+    friend bool operator==(const GuestLimits&, const GuestLimits&) = default;
+};
+
+struct GuestLaunchConfig {
+    std::string box_id;
+    std::uint32_t agent_port = 0;
+    std::vector<std::pair<std::string, std::string>> env;
+    std::string working_dir = "/";
+    std::string user;
+    GuestLimits rlimits;
+};
+
+nlohmann::json to_json_document(const GuestLaunchConfig& config);
+/// The inverse (what the agent side does); a Config error names what is malformed.
+BoxliteResult<GuestLaunchConfig> parse_guest_launch(std::string_view text);
+
+/// A newc cpio archive holding kGuestLaunchDir and kGuestLaunchFile (0600) with `document`,
+/// padded to 4 bytes so another archive can follow it.
+std::vector<std::byte> guest_launch_archive(std::string_view document);
+
+/// One file or directory read back from a newc archive (for tests and diagnostics).
+struct CpioEntry {
+    std::string name;
+    std::uint32_t mode = 0;
+    std::string data;
+};
+/// Parses the newc archives at the start of `bytes` up to the first byte that is neither an
+/// archive nor padding; a truncated or malformed header is an error.
+BoxliteResult<std::vector<CpioEntry>> read_newc_archive(std::span<const std::byte> bytes);
+
+// ---- 3. the engine's steps (engine.cpp)
+/// The box's disk: a QCOW2 overlay at `overlay` over the read-only raw ext4 image `base`.
+/// Created when missing; its virtual size is disk_size_gb, but never less than the base (a disk
+/// shorter than its filesystem would cut the filesystem off). An existing overlay is grown to a
+/// larger disk_size_gb with the QCOW2 resize; it is never shrunk (that would drop data), so a
+/// smaller value than the current size leaves it as it is. Returns the virtual size in bytes.
+BoxliteResult<std::uint64_t> prepare_box_disk(const std::filesystem::path& overlay, const std::filesystem::path& base,
+                                              std::optional<std::uint32_t> disk_size_gb);
+
+/// The shim config for `launch`: vCPUs, guest RAM (memory_mib, capped by max_memory), kernel
+/// command line, disk, vsock, console, and the guest agent's launch document (env, working
+/// dir, user, rlimits). What the kvm engine cannot do yet is refused, not dropped: volumes
+/// (they need virtiofs) and published ports (they need guest networking) are Unsupported.
+BoxliteResult<KvmShimConfig> make_shim_config(const KvmEngineOptions& options, const EngineLaunch& launch,
+                                              const std::filesystem::path& kernel,
+                                              const std::filesystem::path& initrd,
+                                              const std::filesystem::path& disk);
+
+struct ShimSpawn {
+    std::filesystem::path shim;
+    std::string config;            ///< the JSON document, written to the shim's fd 3
+    std::filesystem::path log;     ///< the shim's stdout and stderr (appended)
+    int watchdog_read_fd = -1;     ///< becomes the shim's fd 5 (taken over and closed here)
+    std::chrono::milliseconds ready_timeout{30000};
+};
+
+struct SpawnedShim {
+    std::int32_t pid = -1;  ///< a child of this process, in a session of its own
+    std::string ready;      ///< the shim's "ok <pid>" line
+};
+
+/// Forks and execs the shim with the config on fd 3 (to EOF), its ready line on fd 4 and the
+/// watchdog on fd 5; returns once it reported "ok". Anything else — an "error" line, exit,
+/// silence past the timeout — kills and reaps it and returns the reason with the log's tail.
+/// Safe to call from a multi-threaded process: the child only makes async-signal-safe calls.
+BoxliteResult<SpawnedShim> spawn_kvm_shim(const ShimSpawn& spawn);
+
+}  // namespace boxlite::vmm
+
+namespace boxlite::detail {
+// KvmEngine's members, as free functions the tests call directly (engine.cpp).
+[[nodiscard]] BoxliteResult<EngineHandle> kvm_engine_start(const KvmEngineOptions& options,
+                                                           const EngineLaunch& launch);
+[[nodiscard]] BoxliteResult<void> kvm_engine_stop(const EngineHandle& handle, std::chrono::milliseconds timeout);
+[[nodiscard]] BoxliteResult<void> kvm_engine_kill(const EngineHandle& handle);
+[[nodiscard]] bool kvm_engine_is_alive(const EngineHandle& handle);
+[[nodiscard]] BoxliteResult<EngineMetrics> kvm_engine_metrics(const EngineHandle& handle);
+}  // namespace boxlite::detail
