@@ -1,5 +1,10 @@
-# Packaging: `cmake --install` puts the headers, libboxlite.a, the CMake package
-# (boxlite::boxlite via find_package(boxlite)) and boxlite.pc under the prefix.
+# Packaging: `cmake --install` puts the headers, libboxlite.so (+ soname links), the helpers in
+# <libexecdir>/boxlite/ (boxlite-shim, boxlite-shim-kvm, boxlite-agent), the CLI, the CMake
+# package (boxlite::boxlite via find_package(boxlite)) and boxlite.pc under the prefix. Nothing in
+# it depends on the prefix it was configured with: the library finds its helpers relative to
+# itself, installed programs find the library through an $ORIGIN-relative RUNPATH, and
+# boxlite.pc finds the prefix relative to itself. tests/packaging installs under a temporary
+# prefix and runs a box from there.
 include(CMakePackageConfigHelpers)
 
 set(BOXLITE_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/boxlite)
@@ -8,6 +13,14 @@ install(TARGETS boxlite EXPORT boxliteTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+
+# Installed programs that link the library find it relative to themselves.
+file(RELATIVE_PATH _boxlite_bin_to_lib ${CMAKE_INSTALL_FULL_BINDIR} ${CMAKE_INSTALL_FULL_LIBDIR})
+foreach(_boxlite_program boxlite_cli)
+  if(TARGET ${_boxlite_program})
+    set_target_properties(${_boxlite_program} PROPERTIES INSTALL_RPATH "$ORIGIN/${_boxlite_bin_to_lib}")
+  endif()
+endforeach()
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/boxlite DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
         FILES_MATCHING PATTERN "*.hpp")
 install(EXPORT boxliteTargets NAMESPACE boxlite:: DESTINATION ${BOXLITE_INSTALL_CMAKEDIR})

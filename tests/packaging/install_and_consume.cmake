@@ -1,6 +1,8 @@
 # ctest driver: install the build tree into a fresh prefix, then build and run a consumer project
 # against it — once through find_package(boxlite), once through pkg-config — and check that an
-# incompatible version request is refused.
+# incompatible version request is refused. Each consumer also runs a box on the namespace engine
+# (as root; it says "run skipped" otherwise), with no BOXLITE_* variable set: the installed
+# library must find its own helpers under the prefix.
 #   cmake -DBUILD_DIR=… -DSOURCE_DIR=… -DWORK_DIR=… -DGENERATOR=… -DCXX=… -DSANITIZE=… -P …
 function(run what)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
@@ -15,7 +17,8 @@ file(MAKE_DIRECTORY ${WORK_DIR}/home ${WORK_DIR}/rootfs)
 set(prefix ${WORK_DIR}/prefix)
 
 run("install" ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
-foreach(file include/boxlite/boxlite.hpp include/boxlite/runtime.hpp)
+foreach(file include/boxlite/boxlite.hpp include/boxlite/runtime.hpp libexec/boxlite/boxlite-shim
+             libexec/boxlite/boxlite-agent)
   if(NOT EXISTS ${prefix}/${file})
     message(FATAL_ERROR "install did not produce ${file}")
   endif()
@@ -36,7 +39,10 @@ run("configure consumer" ${CMAKE_COMMAND} -S ${SOURCE_DIR}/consumer -B ${WORK_DI
     -DCMAKE_CXX_COMPILER=${CXX} "-DCMAKE_CXX_COMPILER_LAUNCHER=${launcher}" -DCMAKE_PREFIX_PATH=${prefix} "-DCMAKE_CXX_FLAGS=${flags}"
     "-DCMAKE_EXE_LINKER_FLAGS=${flags}")
 run("build consumer" ${CMAKE_COMMAND} --build ${WORK_DIR}/build)
-run("run consumer" ${WORK_DIR}/build/consumer ${WORK_DIR}/home ${WORK_DIR}/rootfs)
+set(clean_env ${CMAKE_COMMAND} -E env --unset=BOXLITE_SHIM --unset=BOXLITE_AGENT --unset=BOXLITE_SHIM_KVM
+    --unset=BOXLITE_HOME --unset=BOXLITE_ENGINE)
+run("run consumer" ${clean_env} ${WORK_DIR}/build/consumer ${WORK_DIR}/home ${WORK_DIR}/rootfs run)
+message(STATUS "${last_output}")
 if(NOT last_output MATCHES "consumer ok")
   message(FATAL_ERROR "consumer did not report success:\n${last_output}")
 endif()
@@ -49,9 +55,16 @@ set(ENV{PKG_CONFIG_PATH} ${pc_dir})
 run("pkg-config" pkg-config --cflags --libs boxlite)
 string(STRIP "${last_output}" pc_flags)
 separate_arguments(pc_flags UNIX_COMMAND "${pc_flags}")
-run("build consumer with pkg-config" ${launcher} ${CXX} ${flags} ${SOURCE_DIR}/consumer/main.cpp -o ${WORK_DIR}/consumer-pc ${pc_flags})
-file(REMOVE_RECURSE ${WORK_DIR}/home)
-run("run pkg-config consumer" ${WORK_DIR}/consumer-pc ${WORK_DIR}/home ${WORK_DIR}/rootfs)
+run("pkg-config libdir" pkg-config --variable=libdir boxlite)
+string(STRIP "${last_output}" pc_libdir)
+run("build consumer with pkg-config" ${launcher} ${CXX} ${flags} ${SOURCE_DIR}/consumer/main.cpp -o ${WORK_DIR}/consumer-pc
+    ${pc_flags} -Wl,-rpath,${pc_libdir})
+file(REMOVE_RECURSE ${WORK_DIR}/home ${WORK_DIR}/rootfs)
+file(MAKE_DIRECTORY ${WORK_DIR}/home ${WORK_DIR}/rootfs)
+run("run pkg-config consumer" ${clean_env} ${WORK_DIR}/consumer-pc ${WORK_DIR}/home ${WORK_DIR}/rootfs run)
+if(NOT last_output MATCHES "consumer ok")
+  message(FATAL_ERROR "pkg-config consumer did not report success:\n${last_output}")
+endif()
 
 # 3. The version file refuses an incompatible request.
 file(WRITE ${WORK_DIR}/badversion/CMakeLists.txt

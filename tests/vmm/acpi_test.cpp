@@ -118,7 +118,7 @@ TEST(Acpi, IaslDisassemblesEveryTableWithoutErrors) {
 }
 
 TEST(Acpi, WritesTablesIntoGuestMemory) {
-    auto memory = GuestMemory::create(16ULL << 20);
+    auto memory = GuestMemory::create(16ULL << 20, layout::kMmioGapStart, layout::kHighRamStart);
     ASSERT_TRUE(memory);
     auto rsdp = write_acpi_tables(*memory, three_devices());
     ASSERT_TRUE(rsdp);

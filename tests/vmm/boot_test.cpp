@@ -76,7 +76,7 @@ std::vector<std::byte> make_bzimage() {
 }
 
 struct BootFixture : ::testing::Test {
-    GuestMemory memory = std::move(*GuestMemory::create(256ULL << 20));
+    GuestMemory memory = std::move(*GuestMemory::create(256ULL << 20, layout::kMmioGapStart, layout::kHighRamStart));
     std::vector<std::byte> initrd = std::vector<std::byte>(12345, std::byte{0x42});
 };
 

@@ -174,7 +174,7 @@ TEST(Machine, RunsSeveralVcpusOnThreads) {
 }
 
 TEST(GuestMemory, RefusesRangesOutsideRamAndAcrossTheGap) {
-    auto memory = GuestMemory::create(64ULL << 20);
+    auto memory = GuestMemory::create(64ULL << 20, layout::kMmioGapStart, layout::kHighRamStart);
     ASSERT_TRUE(memory);
     EXPECT_TRUE(memory->contains(0, 64ULL << 20));
     EXPECT_FALSE(memory->contains(0, (64ULL << 20) + 1));
@@ -188,7 +188,8 @@ TEST(GuestMemory, RefusesRangesOutsideRamAndAcrossTheGap) {
 
 TEST(GuestMemory, PlacesRamAboveTheGapAt4GiB) {
     // Not touched, so MAP_NORESERVE keeps this cheap.
-    auto memory = GuestMemory::create(layout::kMmioGapStart + (1ULL << 20));
+    auto memory =
+        GuestMemory::create(layout::kMmioGapStart + (1ULL << 20), layout::kMmioGapStart, layout::kHighRamStart);
     ASSERT_TRUE(memory);
     ASSERT_EQ(memory->regions().size(), 2u);
     EXPECT_EQ(memory->regions()[1].guest_address, layout::kHighRamStart);

@@ -52,10 +52,12 @@ BoxliteResult<fs::path> locate_helper_binary(std::string_view name, const char* 
         if (usable(tree / "bin" / name)) return tree / "bin" / name;
     }
 #endif
+#ifdef BOXLITE_LIBEXEC_FROM_LIBDIR
     if (!own.empty()) {
-        const auto installed = own.parent_path() / "libexec" / "boxlite" / name;
+        const auto installed = (own / BOXLITE_LIBEXEC_FROM_LIBDIR / name).lexically_normal();
         if (usable(installed)) return installed;
     }
+#endif
     return fail(ErrorKind::UnsupportedEngine,
                 "the {} binary was not found (set {}, or install it in <prefix>/libexec/boxlite/ beside the library)",
                 name, env_var);

@@ -6,8 +6,9 @@
 //      papered over by trying other places;
 //   2. next to the running executable;
 //   3. the build tree's bin/ (only in a library built in that tree, never an installed one);
-//   4. <the library's own directory>/../libexec/boxlite/, so an installed tree finds its helpers
-//      wherever it was installed or moved to.
+//   4. <the library's own directory>/../libexec/boxlite/ (the relative path from the install's
+//      libdir to its libexecdir), found with dladdr(): an installed tree finds its helpers
+//      wherever it was installed or moved to, and nothing is baked into its consumers.
 #pragma once
 
 #include <boxlite/error.hpp>
