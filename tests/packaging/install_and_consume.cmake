@@ -57,11 +57,17 @@ string(STRIP "${last_output}" pc_flags)
 separate_arguments(pc_flags UNIX_COMMAND "${pc_flags}")
 run("pkg-config libdir" pkg-config --variable=libdir boxlite)
 string(STRIP "${last_output}" pc_libdir)
+get_filename_component(pc_libdir ${pc_libdir} ABSOLUTE)  # pkg-config gives <pcfiledir>/../../lib
 run("build consumer with pkg-config" ${launcher} ${CXX} ${flags} ${SOURCE_DIR}/consumer/main.cpp -o ${WORK_DIR}/consumer-pc
     ${pc_flags} -Wl,-rpath,${pc_libdir})
 file(REMOVE_RECURSE ${WORK_DIR}/home ${WORK_DIR}/rootfs)
 file(MAKE_DIRECTORY ${WORK_DIR}/home ${WORK_DIR}/rootfs)
-run("run pkg-config consumer" ${clean_env} ${WORK_DIR}/consumer-pc ${WORK_DIR}/home ${WORK_DIR}/rootfs run)
+# Relocated: the tree moves after installation, and the library still finds its helpers beside
+# itself (the consumer finds the library through LD_LIBRARY_PATH; its RUNPATH names the old place).
+file(RENAME ${prefix} ${WORK_DIR}/moved)
+file(RELATIVE_PATH pc_libdir_in_prefix ${prefix} ${pc_libdir})
+run("run pkg-config consumer from the moved prefix" ${clean_env} LD_LIBRARY_PATH=${WORK_DIR}/moved/${pc_libdir_in_prefix}
+    ${WORK_DIR}/consumer-pc ${WORK_DIR}/home ${WORK_DIR}/rootfs run)
 if(NOT last_output MATCHES "consumer ok")
   message(FATAL_ERROR "pkg-config consumer did not report success:\n${last_output}")
 endif()
@@ -70,9 +76,9 @@ endif()
 file(WRITE ${WORK_DIR}/badversion/CMakeLists.txt
      "cmake_minimum_required(VERSION 3.22)\nproject(v LANGUAGES CXX)\nfind_package(boxlite 9.0 REQUIRED)\n")
 execute_process(COMMAND ${CMAKE_COMMAND} -S ${WORK_DIR}/badversion -B ${WORK_DIR}/badversion/build
-                -DCMAKE_PREFIX_PATH=${prefix} RESULT_VARIABLE rc OUTPUT_QUIET ERROR_QUIET)
+                -DCMAKE_PREFIX_PATH=${WORK_DIR}/moved RESULT_VARIABLE rc OUTPUT_QUIET ERROR_QUIET)
 if(rc EQUAL 0)
-  message(FATAL_ERROR "find_package(boxlite 9.0) succeeded against ${prefix}")
+  message(FATAL_ERROR "find_package(boxlite 9.0) succeeded against ${WORK_DIR}/moved")
 endif()
 file(REMOVE_RECURSE ${WORK_DIR})
-message(STATUS "installed package consumed through find_package and pkg-config")
+message(STATUS "installed package consumed through find_package and pkg-config, and run after a move")

@@ -44,12 +44,12 @@ BoxliteResult<fs::path> locate_helper_binary(std::string_view name, const char* 
     const auto self = fs::read_symlink("/proc/self/exe", ec);
     if (!ec && usable(self.parent_path() / name)) return self.parent_path() / name;
     const auto own = own_directory();
-#ifdef BOXLITE_BUILD_TREE
-    // Only where this library (or the program it is linked into) still sits in its build tree.
-    const auto tree = fs::path(BOXLITE_BUILD_TREE);
-    const auto relative = own.lexically_relative(tree);
-    if (!own.empty() && !relative.empty() && *relative.begin() != "..") {
-        if (usable(tree / "bin" / name)) return tree / "bin" / name;
+#ifdef BOXLITE_BUILD_LIB_DIR
+    // Only the library in its build tree (not a copy installed from it, not even one installed
+    // under the build tree) looks in that tree's bin/.
+    if (!own.empty() && fs::equivalent(own, fs::path(BOXLITE_BUILD_LIB_DIR), ec)) {
+        const auto built = fs::path(BOXLITE_BUILD_BIN_DIR) / name;
+        if (usable(built)) return built;
     }
 #endif
 #ifdef BOXLITE_LIBEXEC_FROM_LIBDIR

@@ -59,6 +59,7 @@ int run_a_box(const fs::path& home, const fs::path& rootfs) {
     }
     boxlite::BoxOptions box_options;
     box_options.rootfs = boxlite::RootfsSpec::path(rootfs);
+    box_options.auto_remove = false;  // removed below, after stop
     auto box = runtime->create(box_options, "consumer-run");
     if (!box) return report(box.error());
     auto output = box->run(boxlite::BoxCommand("echo").arg("hello from an installed boxlite"));
