@@ -8,14 +8,13 @@
 #include <boxlite/detail/process.hpp>
 #include <boxlite/engine/kvm_engine.hpp>
 
+#include "base/fd.hpp"
 #include "engine/common/helper_binary.hpp"
 #include "engine/common/shim_spawn.hpp"
 #include "engine/common/watchdog.hpp"
 #include "qcow2/qcow2_image.hpp"
 #include "vmm/file.hpp"
 
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -45,26 +44,18 @@ std::string tail_of(const fs::path& file, std::size_t bytes = 2000) {
 
 /// The hybrid vsock handshake against the shim's socket: "CONNECT <port>\n" → "OK <n>\n".
 bool agent_answers(const fs::path& uds, std::uint32_t port) {
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return false;
+    base::OwnedFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) return false;
     sockaddr_un address{};
     address.sun_family = AF_UNIX;
     const auto path = uds.string();
-    if (path.size() >= sizeof(address.sun_path)) {
-        ::close(fd);
-        return false;
-    }
+    if (path.size() >= sizeof(address.sun_path)) return false;
     std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
-    bool ok = false;
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
-        const auto request = fmt::format("CONNECT {}\n", port);
-        if (::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-            auto line = engine::read_line(fd, std::chrono::milliseconds(500));
-            ok = line && line->rfind("OK ", 0) == 0;
-        }
-    }
-    ::close(fd);
-    return ok;
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) return false;
+    const auto request = fmt::format("CONNECT {}\n", port);
+    if (::write(fd.get(), request.data(), request.size()) != static_cast<ssize_t>(request.size())) return false;
+    auto line = engine::read_line(fd.get(), std::chrono::milliseconds(500));
+    return line && line->rfind("OK ", 0) == 0;
 }
 
 void reap_if_child(std::int32_t pid) {
