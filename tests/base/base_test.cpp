@@ -1,0 +1,160 @@
+// lib/base: OwnedFd closes what it owns, FileLock's modes and release, spawn's descriptor
+// hand-over and detached children.
+#include "base/fd.hpp"
+#include "base/file_lock.hpp"
+#include "base/spawn.hpp"
+
+#include "support/support.hpp"
+
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <fstream>
+#include <string>
+#include <thread>
+
+namespace {
+
+using namespace boxlite;
+using base::FileLock;
+using base::OwnedFd;
+
+bool fd_is_open(int fd) { return ::fcntl(fd, F_GETFD) != -1; }
+
+TEST(OwnedFd, ClosesOnDestructionResetAndMoveAssignment) {
+    int raw = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(raw, 0);
+    {
+        OwnedFd fd(raw);
+        EXPECT_TRUE(fd.valid());
+        EXPECT_EQ(fd.get(), raw);
+    }
+    EXPECT_FALSE(fd_is_open(raw));
+
+    OwnedFd a(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    OwnedFd b(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    const int first = a.get();
+    a = std::move(b);
+    EXPECT_FALSE(fd_is_open(first)) << "the descriptor replaced by move assignment is closed";
+    EXPECT_FALSE(b.valid());
+    const int kept = a.release();
+    EXPECT_FALSE(a.valid());
+    EXPECT_TRUE(fd_is_open(kept)) << "release() hands the descriptor over unclosed";
+    ::close(kept);
+}
+
+TEST(FileLock, ExclusiveExcludesEveryOtherHolderUntilReleased) {
+    test::TempDir dir("boxlite-base-lock");
+    const auto path = dir.path() / "lock";
+    auto held = FileLock::acquire(path, FileLock::Mode::Exclusive);
+    ASSERT_TRUE(held) << held.error().to_string();
+    // flock belongs to the open file description: a second FileLock in this process conflicts.
+    auto shared = FileLock::try_acquire(path, FileLock::Mode::Shared);
+    ASSERT_TRUE(shared);
+    EXPECT_FALSE(shared->has_value());
+    { auto released = std::move(*held); }
+    auto again = FileLock::try_acquire(path, FileLock::Mode::Exclusive);
+    ASSERT_TRUE(again);
+    EXPECT_TRUE(again->has_value()) << "destroying the holder released the lock";
+}
+
+TEST(FileLock, SharedHoldersCoexistAndBlockAWriter) {
+    test::TempDir dir("boxlite-base-lock");
+    const auto path = dir.path() / "lock";
+    auto one = FileLock::acquire(path, FileLock::Mode::Shared);
+    auto two = FileLock::acquire(path, FileLock::Mode::Shared);
+    ASSERT_TRUE(one && two);
+    auto writer = FileLock::open(path);
+    ASSERT_TRUE(writer);
+    auto got = writer->try_lock(FileLock::Mode::Exclusive);
+    ASSERT_TRUE(got);
+    EXPECT_FALSE(*got);
+    one->unlock();
+    two->unlock();
+    got = writer->try_lock(FileLock::Mode::Exclusive);
+    ASSERT_TRUE(got);
+    EXPECT_TRUE(*got);
+}
+
+TEST(FileLock, AnUnopenableLockFileIsAStorageErrorNamingIt) {
+    auto lock = FileLock::acquire("/nonexistent-dir/lock", FileLock::Mode::Exclusive);
+    ASSERT_FALSE(lock);
+    EXPECT_EQ(lock.error().kind(), ErrorKind::Storage);
+    EXPECT_NE(lock.error().message().find("/nonexistent-dir/lock"), std::string::npos) << lock.error().message();
+}
+
+TEST(Spawn, HandsDescriptorsOnAtTheirTargetNumbersAndClosesTheRest) {
+    test::TempDir dir("boxlite-base-spawn");
+    const auto out_path = dir.path() / "out";
+    OwnedFd out(::open(out_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+    OwnedFd unrelated(::open("/dev/null", O_RDONLY));  // not close-on-exec, not handed on
+    ASSERT_TRUE(out && unrelated);
+    base::SpawnOptions options;
+    // fd 3 is the output file (O_CLOEXEC in this process: the hand-over must clear that).
+    options.argv = {"/bin/sh", "-c", "echo hello >&3; ls /proc/self/fd >&3"};
+    options.fds = {-1, -1, -1, out.get()};
+    auto pid = base::spawn(options);
+    ASSERT_TRUE(pid) << pid.error().to_string();
+    ASSERT_GT(*pid, 0);
+    int status = 0;
+    ASSERT_EQ(::waitpid(*pid, &status, 0), *pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    std::ifstream in(out_path);
+    std::string first;
+    std::getline(in, first);
+    EXPECT_EQ(first, "hello");
+    std::string fd;
+    while (std::getline(in, fd)) {
+        EXPECT_NE(fd, std::to_string(unrelated.get())) << "an unrelated descriptor leaked into the child";
+    }
+}
+
+TEST(Spawn, ReportsAnExecFailureOnTheChosenDescriptor) {
+    int pipe_fds[2];
+    ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+    OwnedFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+    base::SpawnOptions options;
+    options.argv = {"/nonexistent/program"};
+    options.fds = {-1, -1, -1, write_end.get()};
+    options.exec_failure_fd = 3;
+    options.exec_failure_line = "error cannot execute program\n";
+    auto pid = base::spawn(options);
+    ASSERT_TRUE(pid);
+    write_end.reset();
+    int status = 0;
+    ASSERT_EQ(::waitpid(*pid, &status, 0), *pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 127);
+    char buffer[64] = {};
+    const auto n = ::read(read_end.get(), buffer, sizeof buffer - 1);
+    EXPECT_EQ(std::string(buffer, n > 0 ? static_cast<std::size_t>(n) : 0), "error cannot execute program\n");
+}
+
+TEST(Spawn, ADetachedProgramIsNotOurChild) {
+    test::TempDir dir("boxlite-base-spawn");
+    const auto pid_file = dir.path() / "pid";
+    OwnedFd out(::open(pid_file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+    base::SpawnOptions options;
+    options.argv = {"/bin/sh", "-c", "echo $$ >&3"};
+    options.fds = {-1, -1, -1, out.get()};
+    options.detach = true;
+    auto pid = base::spawn(options);
+    ASSERT_TRUE(pid) << pid.error().to_string();
+    EXPECT_EQ(*pid, 0);
+    std::string text;
+    for (int i = 0; i < 500 && text.empty(); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        std::ifstream in(pid_file);
+        std::getline(in, text);
+    }
+    ASSERT_FALSE(text.empty()) << "the detached program never ran";
+    const int detached = std::stoi(text);
+    EXPECT_EQ(::waitpid(detached, nullptr, WNOHANG), -1) << "only a child could be waited for";
+    EXPECT_EQ(errno, ECHILD);
+}
+
+}  // namespace
