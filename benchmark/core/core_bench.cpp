@@ -113,4 +113,4 @@ BENCHMARK(BM_ConfigJsonRoundTrip)->Name("config_json_round_trip");
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) { return boxlite::bench::main(argc, argv); }
