@@ -79,6 +79,22 @@ private:
     return fmt::format("{:.2f} s", ns / 1e9);
 }
 
+/// "4.56 ms [4.40–4.81]": a median and its interquartile range, all three in the median's unit.
+[[nodiscard]] inline std::string format_ns_spread(const test::Summary& s, std::string_view per = {}) {
+    struct Unit {
+        double scale;
+        const char* name;
+        int decimals;
+    };
+    const Unit unit = s.median < 1e3   ? Unit{1, "ns", 0}
+                      : s.median < 1e6 ? Unit{1e3, "us", 1}
+                      : s.median < 1e9 ? Unit{1e6, "ms", 2}
+                                       : Unit{1e9, "s", 2};
+    return fmt::format("{:.{}f} {}{}{} [{:.{}f}–{:.{}f}]", s.median / unit.scale, unit.decimals, unit.name,
+                       per.empty() ? "" : "/", per, s.q1 / unit.scale, unit.decimals, s.q3 / unit.scale,
+                       unit.decimals);
+}
+
 // ---- running peers -----------------------------------------------------------------------------
 
 /// What a program printed and how it ended.
@@ -278,18 +294,15 @@ inline void report_comparison(std::string_view name, const Pairs& pairs, const R
             }
         }
     }
-    const auto unit = [&](double ns) {
-        auto text = format_ns(ns / options.divisor);
-        return options.per.empty() ? text : text + "/" + std::string(options.per);
+    auto per_unit = [&](std::vector<double> samples) {
+        for (auto& ns : samples) ns /= options.divisor;
+        return format_ns_spread(test::summarize(std::move(samples)), options.per);
     };
-    const auto ours = test::summarize(pairs.ours_ns);
-    const auto peer = test::summarize(pairs.peer_ns);
     const auto ratio = test::summarize(test::ratios(pairs.ours_ns, pairs.peer_ns));
-    fmt::print("{}: ours {} [{}–{}], peer {} [{}–{}], ratio ours/peer {:.2f} [{:.2f}–{:.2f}] (median [interquartile "
-               "range] of {} interleaved runs; < 1 is faster){}{}\n",
-               name, unit(ours.median), unit(ours.q1), unit(ours.q3), unit(peer.median), unit(peer.q1),
-               unit(peer.q3), ratio.median, ratio.q1, ratio.q3, ratio.count, options.note.empty() ? "" : "; ",
-               options.note);
+    fmt::print("{}: ours {}, peer {}, ratio ours/peer {:.2f} [{:.2f}–{:.2f}] (median [interquartile range] of {} "
+               "interleaved runs; < 1 is faster){}{}\n",
+               name, per_unit(pairs.ours_ns), per_unit(pairs.peer_ns), ratio.median, ratio.q1, ratio.q3, ratio.count,
+               options.note.empty() ? "" : "; ", options.note);
     std::fflush(stdout);
 }
 
