@@ -198,7 +198,8 @@ std::vector<std::byte> blk_loop_guest() {
 }
 
 struct GuestBlkRun {
-    bool ok = false;
+    std::string failure;  ///< why the run did not complete; empty when it did
+    bool ok() const { return failure.empty(); }
     std::uint64_t userspace_exits = 0;
     std::uint64_t mmio_notifies = 0;
     double ns = 0;
@@ -207,28 +208,43 @@ struct GuestBlkRun {
 /// `interrupts`: the guest halts until the completion interrupt (as Linux waits) instead of polling.
 GuestBlkRun run_blk_guest(const std::vector<std::byte>& guest, bool ioeventfd, bool interrupts, std::uint32_t requests) {
     GuestBlkRun result;
+    auto fail = [&](std::string why) {
+        result.failure = std::move(why);
+        return result;
+    };
     MachineConfig config;
     config.memory_bytes = 16ULL << 20;
     auto machine = Machine::create(config);
-    if (!machine) return result;
+    if (!machine) return fail("could not set up the VM: " + machine.error().to_string());
     DeviceManager devices(**machine, DeviceManagerOptions{.ioeventfd = ioeventfd});
-    if (!devices.add_legacy_devices(nullptr)) return result;
+    if (auto added = devices.add_legacy_devices(nullptr); !added) {
+        return fail("could not add the legacy devices: " + added.error().to_string());
+    }
     auto blk = std::make_shared<devices::virtio::BlockDevice>(
         std::make_shared<devices::testing::MemoryBackend>(1 << 20), "bench");
     auto slot = devices.add_virtio_device(blk);
-    if (!slot) return result;
+    if (!slot) return fail("could not add the virtio-blk device: " + slot.error().to_string());
     (void)(*machine)->pio_bus().insert(layout::kTestResultPort, 4, std::make_shared<NullPort>());
     (*machine)->memory().write_bytes(layout::kTestGuestLoad, guest);
     (*machine)->memory().write_obj<std::uint32_t>(layout::kTestGuestScratch, requests);
     (*machine)->memory().write_obj<std::uint32_t>(layout::kTestGuestScratch + 4, interrupts ? 1 : 0);
     // kvm_pvm cannot emulate a 32-bit iret: there the handler jumps back into the wait loop.
     (*machine)->memory().write_obj<std::uint32_t>(layout::kTestGuestScratch + 8, kvm_is_pvm() ? 0 : 1);
-    if (!(*machine)->setup_flat32(0, layout::kTestGuestLoad)) return result;
+    if (auto set_up = (*machine)->setup_flat32(0, layout::kTestGuestLoad); !set_up) {
+        return fail("could not set up the vCPU: " + set_up.error().to_string());
+    }
     const auto start = std::chrono::steady_clock::now();
     auto outcome = (*machine)->run();
     result.ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
     devices.stop_event_loop();
-    result.ok = outcome && outcome->reason == StopReason::PowerOff && blk->stats().reads == requests;
+    if (!outcome) {
+        result.failure = "Machine::run failed: " + outcome.error().to_string();
+    } else if (outcome->reason != StopReason::PowerOff) {
+        result.failure = fmt::format("the guest stopped with {} ({}) instead of powering off",
+                                     to_string(outcome->reason), outcome->detail);
+    } else if (blk->stats().reads != requests) {
+        result.failure = fmt::format("the device served {} reads, the guest asked for {}", blk->stats().reads, requests);
+    }
     result.userspace_exits = (*machine)->stats().total;
     result.mmio_notifies = slot->transport->mmio_notifies();
     return result;
@@ -250,11 +266,12 @@ void report_guest_blk(const std::vector<std::byte>& guest) {
             for (bool ioeventfd : {true, false}) {
                 auto base = run_blk_guest(guest, ioeventfd, interrupts, 0);
                 auto full = run_blk_guest(guest, ioeventfd, interrupts, kRequests);
-                if (!base.ok || !full.ok) {
+                if (!base.ok() || !full.ok()) {
                     return bench::report_no_ratio(
-                        name, fmt::format("the blk_loop guest ({}, QueueNotify {}) failed under KVM here{}",
+                        name, fmt::format("the blk_loop guest ({}, QueueNotify {}) failed under KVM here: {}{}",
                                           interrupts ? "interrupt-driven" : "polling",
-                                          ioeventfd ? "via ioeventfd" : "as MMIO exit", host_note()));
+                                          ioeventfd ? "via ioeventfd" : "as MMIO exit",
+                                          base.ok() ? full.failure : base.failure, host_note()));
                 }
                 auto& s = samples[interrupts][ioeventfd];
                 s.exits.push_back(static_cast<double>(full.userspace_exits - base.userspace_exits) / kRequests);
