@@ -6,6 +6,8 @@
 
 #include "harness.hpp"
 
+#include <stdexcept>
+
 namespace {
 
 using namespace boxlite;
@@ -20,7 +22,9 @@ MemoryStorage make_storage<MemoryStorage>(const std::filesystem::path&) {
 
 template <>
 SqliteStorage make_storage<SqliteStorage>(const std::filesystem::path& home) {
-    return *SqliteStorage::open(home);
+    auto storage = SqliteStorage::open(home);
+    if (!storage) throw std::runtime_error("SqliteStorage::open: " + storage.error().to_string());
+    return std::move(*storage);
 }
 
 template <class S>
