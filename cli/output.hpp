@@ -2,8 +2,6 @@
 // the CLI offers: table, json, yaml, or a Go template (with Docker's `table ` prefix for headers).
 #pragma once
 
-#include "cli/template.hpp"
-
 #include <boxlite/error.hpp>
 
 #include <nlohmann/json.hpp>
@@ -20,83 +18,28 @@ struct Column {
     std::string header;
 };
 
-namespace output_detail {
+/// Aligns tab-separated cells into columns: each column is as wide as its widest cell plus three
+/// spaces (minimum ten), like Go's tabwriter as Docker configures it. The last cell of a line is
+/// never padded.
+[[nodiscard]] std::string align_columns(std::string_view text);
 
-inline std::string cell_text(const nlohmann::json& value) {
-    if (value.is_string()) return value.get<std::string>();
-    if (value.is_null()) return "";
-    if (value.is_array()) {
-        std::string out;
-        for (const auto& element : value) {
-            if (!out.empty()) out += ", ";
-            out += cell_text(element);
-        }
-        return out;
-    }
-    return value.dump();
-}
+/// Pretty JSON with two-space indentation and a trailing newline.
+[[nodiscard]] std::string to_pretty_json(const nlohmann::json& value);
 
-inline nlohmann::json headers_of(const std::vector<Column>& columns) {
-    nlohmann::json headers = nlohmann::json::object();
-    for (const auto& column : columns) headers[column.field] = column.header;
-    return headers;
-}
-
-}  // namespace output_detail
+/// Block-style YAML for a JSON value; strings are quoted whenever a YAML reader would otherwise
+/// see a number, a bool, null or structure in them.
+[[nodiscard]] std::string to_yaml(const nlohmann::json& value);
 
 /// Renders `rows` (a JSON array of objects) as `format`: "table" (the default columns), "json",
 /// "yaml", "table {{…}}" (a template with a header line), or any other template (one line per row).
-[[nodiscard]] inline BoxliteResult<std::string> render_rows(const nlohmann::json& rows, std::string_view format,
-                                                            const std::vector<Column>& columns) {
-    if (format == "json") return to_pretty_json(rows);
-    if (format == "yaml") return to_yaml(rows);
-    if (format.empty() || format == "table") {
-        std::string text;
-        for (std::size_t i = 0; i < columns.size(); ++i) text += (i ? "\t" : "") + columns[i].header;
-        text += '\n';
-        for (const auto& row : rows) {
-            for (std::size_t i = 0; i < columns.size(); ++i) {
-                const auto it = row.find(columns[i].field);
-                text += (i ? "\t" : "") + (it == row.end() ? std::string() : output_detail::cell_text(*it));
-            }
-            text += '\n';
-        }
-        return align_columns(text);
-    }
-    std::string source = unescape_format(format);
-    const bool table = std::string_view(source).starts_with("table ");
-    if (table) source.erase(0, 6);
-    BOXLITE_TRY(auto compiled, Template::compile(source));
-    std::string text;
-    if (table) text += compiled.render_header(output_detail::headers_of(columns)) + "\n";
-    for (const auto& row : rows) {
-        BOXLITE_TRY(auto line, compiled.render(row));
-        text += line + "\n";
-    }
-    return table ? align_columns(text) : text;
-}
+[[nodiscard]] BoxliteResult<std::string> render_rows(const nlohmann::json& rows, std::string_view format,
+                                                     const std::vector<Column>& columns);
 
 /// Renders objects (inspect): "json" prints a JSON array (as `docker inspect` does), "yaml" a YAML
 /// list, a template one line per object.
-[[nodiscard]] inline BoxliteResult<std::string> render_objects(const nlohmann::json& objects, std::string_view format) {
-    if (format == "json") return to_pretty_json(objects);
-    if (format == "yaml") return to_yaml(objects);
-    BOXLITE_TRY(auto compiled, Template::compile(unescape_format(format)));
-    std::string text;
-    for (const auto& object : objects) {
-        BOXLITE_TRY(auto line, compiled.render(object));
-        text += line + "\n";
-    }
-    return text;
-}
+[[nodiscard]] BoxliteResult<std::string> render_objects(const nlohmann::json& objects, std::string_view format);
 
 /// Renders one object (info, version): "json", "yaml", or a template.
-[[nodiscard]] inline BoxliteResult<std::string> render_object(const nlohmann::json& object, std::string_view format) {
-    if (format == "json") return to_pretty_json(object);
-    if (format == "yaml") return to_yaml(object);
-    BOXLITE_TRY(auto compiled, Template::compile(unescape_format(format)));
-    BOXLITE_TRY(auto line, compiled.render(object));
-    return line + "\n";
-}
+[[nodiscard]] BoxliteResult<std::string> render_object(const nlohmann::json& object, std::string_view format);
 
 }  // namespace boxlite::cli

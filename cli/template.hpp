@@ -55,16 +55,4 @@ private:
 /// compiles a --format string (shells pass them literally in single quotes).
 [[nodiscard]] std::string unescape_format(std::string_view text);
 
-/// Aligns tab-separated cells into columns: each column is as wide as its widest cell plus three
-/// spaces (minimum ten), like Go's tabwriter as Docker configures it. The last cell of a line is
-/// never padded.
-[[nodiscard]] std::string align_columns(std::string_view text);
-
-/// Pretty JSON with two-space indentation and a trailing newline.
-[[nodiscard]] std::string to_pretty_json(const nlohmann::json& value);
-
-/// Block-style YAML for a JSON value; strings are quoted whenever a YAML reader would otherwise
-/// see a number, a bool, null or structure in them.
-[[nodiscard]] std::string to_yaml(const nlohmann::json& value);
-
 }  // namespace boxlite::cli

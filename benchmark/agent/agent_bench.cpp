@@ -4,11 +4,12 @@
 //   BM_ExecRoundTrip         `true` on a running box: connect, exec, exit status
 //   BM_ExecRoundTripShared   the same on one already-open agent connection
 // then, in one process run, the peer lines (benchmark/run collects them):
-//   create_to_first_output: ours …, peer `runc run` …, ratio …
-//   exec_round_trip:        ours …, peer `runc exec` …, ratio …
+//   create_to_first_output: ours …, peer `runc run` …, ratio ours/peer …
+//   exec_round_trip:        ours …, peer `runc exec` …, ratio ours/peer …
 // Both sides use the same busybox rootfs and the same namespaces (pid, mount, uts, ipc, net).
-// runc is executed directly (no shell), and its exit status and output are checked: when either
-// side fails, the comparison says so instead of printing a ratio of failures.
+// runc is executed directly (no shell). Each side is run and checked once (exit status and
+// output), then the two alternate: when either side fails, the comparison says so instead of
+// printing a ratio of failures.
 #include <boxlite/boxlite.hpp>
 #include <boxlite/engine/select.hpp>
 
@@ -128,62 +129,7 @@ BENCHMARK(BM_ExecRoundTripShared)->Unit(benchmark::kMicrosecond);
 
 // ---- runc ------------------------------------------------------------------------------------
 
-/// What a program printed and how it ended (exit code, or -signal; 127: could not be executed).
-struct ProgramResult {
-    int status = -1;
-    std::string out;
-    std::string err;
-    [[nodiscard]] bool ok() const { return status == 0; }
-    [[nodiscard]] std::string describe() const {
-        auto text = status < 0 ? fmt::format("killed by signal {}", -status) : fmt::format("exit status {}", status);
-        auto e = err;
-        while (!e.empty() && e.back() == '\n') e.pop_back();
-        return e.empty() ? text : text + ": " + e;
-    }
-};
-
-/// Runs `argv` directly (fork + execvp, no shell: a /bin/sh start would be timed on runc's side
-/// only), stdin from /dev/null, stdout and stderr captured — or, with `capture` false, sent to
-/// /dev/null: a detached container (`runc run -d`) keeps whatever it inherits open for good.
-ProgramResult run_program(const std::vector<std::string>& args, bool capture = true) {
-    ProgramResult result;
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    int out[2], err[2];
-    if (::pipe2(out, O_CLOEXEC) != 0) return result;
-    if (::pipe2(err, O_CLOEXEC) != 0) {
-        ::close(out[0]);
-        ::close(out[1]);
-        return result;
-    }
-    const int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-        ::dup2(devnull, 0);
-        ::dup2(capture ? out[1] : devnull, 1);
-        ::dup2(capture ? err[1] : devnull, 2);
-        ::execvp(argv[0], argv.data());
-        ::_exit(127);
-    }
-    ::close(out[1]);
-    ::close(err[1]);
-    if (devnull >= 0) ::close(devnull);
-    // Both pipes to EOF (stderr is small; runc writes little), then the status.
-    char buf[4096];
-    for (int fd : {out[0], err[0]}) {
-        ssize_t n = 0;
-        while ((n = ::read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
-            if (n > 0) (fd == out[0] ? result.out : result.err).append(buf, static_cast<std::size_t>(n));
-        }
-        ::close(fd);
-    }
-    int status = 0;
-    if (pid < 0) return result;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-    result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-    return result;
-}
+using bench::run_program;
 
 /// An OCI bundle over the same rootfs (read-only root, as our lower layer): `runc spec`'s
 /// defaults with the root, the process arguments and no terminal.
@@ -209,81 +155,68 @@ std::optional<fs::path> runc_bundle(const fs::path& dir, const fs::path& rootfs,
 }
 
 void compare_with_runc() {
+    const std::string create_name = "create_to_first_output (runc run)";
+    const std::string exec_name = "exec_round_trip (runc exec)";
+    const bool want_create = bench::selected(create_name), want_exec = bench::selected(exec_name);
+    if (!want_create && !want_exec) return;
+    auto no_ratio = [&](const std::string& why) {
+        if (want_create) bench::report_no_ratio(create_name, why);
+        if (want_exec) bench::report_no_ratio(exec_name, why);
+    };
     auto& f = fixture();
-    if (!f.runtime) {
-        fmt::print("runc comparison skipped: {}\n", f.why_not);
-        return;
-    }
-    if (auto version = run_program({"runc", "--version"}); !version.ok()) {
-        fmt::print("runc comparison skipped: runc is not usable ({})\n", version.describe());
-        return;
-    }
+    if (!f.runtime) return no_ratio("ours cannot run here: " + f.why_not);
+    if (!bench::on_path("runc")) return no_ratio("runc is not installed");
     const auto dir = f.home.path() / "runc";
     std::string why;
     auto run_bundle = runc_bundle(dir / "run", f.rootfs, "[\"echo\",\"hi\"]", why);
     auto exec_bundle = run_bundle ? runc_bundle(dir / "exec", f.rootfs, "[\"sleep\",\"100000\"]", why) : std::nullopt;
-    if (!run_bundle || !exec_bundle) {
-        fmt::print("runc comparison skipped: could not write an OCI bundle ({})\n", why);
-        return;
-    }
-    constexpr int kRuns = 15;
-    // The first failure of either side; a failing side's time means nothing, so no ratio then.
-    std::string failure;
-    auto note = [&](const std::string& what) {
-        if (failure.empty()) failure = what;
-    };
+    if (!run_bundle || !exec_bundle) return no_ratio("could not write an OCI bundle: " + why);
+    const int runs = bench::peer_runs(15);
 
-    int counter = 0;
-    const double ours_create = bench::median_ns(kRuns, [&] {
-        if (!f.create_to_first_output()) note("our create -> first output failed");
-    });
-    const double runc_run = bench::median_ns(kRuns, [&] {
-        const auto id = "boxlite-bench-run-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-        const auto r = run_program({"runc", "run", "--bundle", run_bundle->string(), id});
-        if (!r.ok() || r.out != "hi\n") note(fmt::format("`runc run` printed {:?} ({})", r.out, r.describe()));
-    });
-    if (!failure.empty()) {
-        fmt::print("create_to_first_output comparison skipped: {}\n", failure);
-    } else {
-        bench::report_peer("create_to_first_output (runc run)", ours_create, runc_run);
+    if (want_create) {
+        int counter = 0;
+        const auto pairs = bench::measure_interleaved(
+            runs, [&] { return f.create_to_first_output() ? std::string() : "create -> `echo hi` -> remove failed"; },
+            [&] {
+                const auto id = "boxlite-bench-run-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+                return bench::expect_output(run_program({"runc", "run", "--bundle", run_bundle->string(), id}), "hi\n");
+            });
+        bench::report_comparison(create_name, pairs,
+                                 {1, {}, "ours is a library call in this process, runc a new process each time "
+                                         "(cli_run_echo in boxlite_cli_bench is process against process)"});
     }
 
-    failure.clear();
+    if (!want_exec) return;
     auto box = f.runtime->create(f.box_options());
-    if (!box || !box->start()) {
-        fmt::print("exec_round_trip comparison skipped: our box did not start\n");
-        return;
-    }
-    const double ours_exec = bench::median_ns(kRuns * 2, [&] {
-        auto out = box->run(BoxCommand("true"));
-        if (!out || out->exit_code != 0) note("our exec of `true` failed");
-    });
-    const auto id = "boxlite-bench-exec-" + std::to_string(::getpid());
-    if (auto started = run_program({"runc", "run", "-d", "--bundle", exec_bundle->string(), id}, /*capture=*/false);
-        !started.ok()) {
-        fmt::print("exec_round_trip comparison skipped: `runc run -d` failed ({})\n", started.describe());
+    if (!box) return bench::report_no_ratio(exec_name, "ours: create failed: " + box.error().to_string());
+    if (auto started = box->start(); !started) {
         (void)f.runtime->remove(box->id().str(), true);
-        return;
+        return bench::report_no_ratio(exec_name, "ours: start failed: " + started.error().to_string());
     }
-    const double runc_exec = bench::median_ns(kRuns * 2, [&] {
-        if (auto r = run_program({"runc", "exec", id, "true"}); !r.ok()) note("`runc exec` failed (" + r.describe() + ")");
-    });
+    const auto id = "boxlite-bench-exec-" + std::to_string(::getpid());
+    if (auto started = run_program({"runc", "run", "-d", "--bundle", exec_bundle->string(), id}, bench::RunOptions{false, {}});
+        !started.ok()) {
+        (void)f.runtime->remove(box->id().str(), true);
+        return bench::report_no_ratio(exec_name, "peer: `runc run -d` failed (" + started.describe() + ")");
+    }
+    const auto pairs = bench::measure_interleaved(
+        runs * 2,
+        [&] {
+            auto out = box->run(BoxCommand("true"));
+            if (!out) return "exec of `true` failed: " + out.error().to_string();
+            return out->exit_code == 0 ? std::string() : fmt::format("`true` exited {}", out->exit_code);
+        },
+        [&] {
+            auto r = run_program({"runc", "exec", id, "true"});
+            return r.ok() ? std::string() : "`runc exec` " + r.describe();
+        });
     (void)run_program({"runc", "delete", "-f", id});
     (void)f.runtime->remove(box->id().str(), true);
-    if (!failure.empty()) {
-        fmt::print("exec_round_trip comparison skipped: {}\n", failure);
-        return;
-    }
-    bench::report_peer("exec_round_trip (runc exec)", ours_exec, runc_exec);
+    bench::report_comparison(exec_name, pairs,
+                             {1, {}, "ours is a library call in this process, runc a new process each time "
+                                     "(cli_exec_echo in boxlite_cli_bench is process against process)"});
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    benchmark::Initialize(&argc, argv);
-    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
-    compare_with_runc();
-    return 0;
-}
+int main(int argc, char** argv) { return bench::main(argc, argv, compare_with_runc); }

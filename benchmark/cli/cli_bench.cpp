@@ -3,9 +3,11 @@
 //   BM_ParseRunCommandLine   argv of a typical `run` -> Invocation (CLI11 + value parsers)
 //   BM_RenderListTemplate    `ls --format '{{.ID}} {{.Name | upper}} {{.Status}}'` over 1000 rows
 //   BM_RenderListTable       the default table over 1000 rows
-// and, once, the user-visible comparison with runc (each a fresh process, as typed):
-//   cli_run_true:  ours `boxlite run --rm --rootfs R true`, peer `runc run` of the same rootfs
-//   cli_exec_true: ours `boxlite exec BOX true`,             peer `runc exec ID true`
+// and, once, the user-visible comparison with runc (each a fresh process, as typed, run directly
+// without a shell; each side is checked once, then the two alternate):
+//   cli_run_echo:  ours `boxlite run --rm --rootfs R echo hi`, peer `runc run` of the same rootfs
+//   cli_exec_echo: ours `boxlite exec BOX echo hi`,             peer `runc exec ID echo hi`
+// Every run must exit 0 and print "hi": a failure on either side prints no ratio, and says why.
 #include "cli/app.hpp"
 #include "cli/output.hpp"
 
@@ -14,7 +16,10 @@
 
 #include <benchmark/benchmark.h>
 
+#include <nlohmann/json.hpp>
+
 #include <fstream>
+#include <optional>
 
 namespace {
 
@@ -68,68 +73,89 @@ void BM_RenderListTable(benchmark::State& state) {
 }
 BENCHMARK(BM_RenderListTable)->Unit(benchmark::kMicrosecond);
 
-int sh(const std::string& command) { return std::system(command.c_str()); }
-
-std::optional<fs::path> runc_bundle(const fs::path& dir, const fs::path& rootfs, const std::string& args_json) {
-    fs::create_directories(dir);
-    if (sh("cd '" + dir.string() + "' && rm -f config.json && runc spec >/dev/null 2>&1") != 0) return std::nullopt;
-    std::ofstream(dir / "edit.py") << "import json,sys\n"
-                                      "p=sys.argv[1]; c=json.load(open(p))\n"
-                                      "c['root']={'path':sys.argv[2],'readonly':True}\n"
-                                      "c['process']['terminal']=False\n"
-                                      "c['process']['args']=json.loads(sys.argv[3])\n"
-                                      "json.dump(c,open(p,'w'))\n";
-    if (sh("python3 '" + (dir / "edit.py").string() + "' '" + (dir / "config.json").string() + "' '" + rootfs.string() +
-           "' '" + args_json + "'") != 0) {
+/// An OCI bundle over the same rootfs (read-only root, as our lower layer): `runc spec`'s
+/// defaults with the root, the process arguments and no terminal. nullopt, and `why`, on failure.
+std::optional<fs::path> runc_bundle(const fs::path& dir, const fs::path& rootfs, const std::vector<std::string>& args,
+                                    std::string& why) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    fs::remove(dir / "config.json", ec);
+    if (auto spec = bench::run_program({"runc", "spec", "--bundle", dir.string()}); !spec.ok()) {
+        why = "runc spec: " + spec.describe();
         return std::nullopt;
     }
+    auto config = nlohmann::json::parse(std::ifstream(dir / "config.json"), nullptr, false);
+    if (config.is_discarded()) {
+        why = "runc spec wrote no valid config.json";
+        return std::nullopt;
+    }
+    config["root"] = {{"path", rootfs.string()}, {"readonly", true}};
+    config["process"]["terminal"] = false;
+    config["process"]["args"] = args;
+    std::ofstream(dir / "config.json") << config.dump();
     return dir;
 }
 
 void compare_with_runc() {
-    if (::geteuid() != 0) return (void)fmt::print("cli runc comparison skipped: needs root\n");
-    if (sh("command -v runc >/dev/null 2>&1") != 0) return (void)fmt::print("cli runc comparison skipped: no runc\n");
+    const std::string run_name = "cli_run_echo (boxlite run --rm vs runc run)";
+    const std::string exec_name = "cli_exec_echo (boxlite exec vs runc exec)";
+    const bool want_run = bench::selected(run_name), want_exec = bench::selected(exec_name);
+    if (!want_run && !want_exec) return;
+    auto no_ratio = [&](const std::string& why) {
+        if (want_run) bench::report_no_ratio(run_name, why);
+        if (want_exec) bench::report_no_ratio(exec_name, why);
+    };
+    if (::geteuid() != 0) return no_ratio("needs root (runc and the namespace engine)");
+    if (!bench::on_path("runc")) return no_ratio("runc is not installed");
     const auto rootfs = boxlite::test::busybox_rootfs();
-    if (!rootfs) return (void)fmt::print("cli runc comparison skipped: no busybox-static\n");
+    if (!rootfs) return no_ratio("busybox-static is not installed");
     bench::TempHome home;
-    const std::string cli = std::string("BOXLITE_HOME='") + home.path().string() +
-                            "' BOXLITE_ENGINE=namespace " + BOXLITE_CLI_PATH;
-    if (sh(cli + " run --rm --rootfs '" + rootfs->string() + "' true >/dev/null 2>&1") != 0) {
-        return (void)fmt::print("cli runc comparison skipped: `boxlite run` does not work here\n");
-    }
-    constexpr int kRuns = 15;
-    const double ours_run =
-        bench::median_ns(kRuns, [&] { (void)sh(cli + " run --rm --rootfs '" + rootfs->string() + "' true >/dev/null"); });
-    const auto bundle = runc_bundle(home.path() / "runc-run", *rootfs, "[\"true\"]");
-    const auto idle = runc_bundle(home.path() / "runc-idle", *rootfs, "[\"sleep\",\"100000\"]");
-    if (!bundle || !idle) return (void)fmt::print("cli runc comparison skipped: could not write an OCI bundle\n");
-    int n = 0;
-    const double runc_run = bench::median_ns(kRuns, [&] {
-        (void)sh("runc run --bundle '" + bundle->string() + "' boxlite-cli-bench-" + std::to_string(n++) +
-                 " >/dev/null 2>&1");
-    });
-    bench::report_peer("cli_run_true (boxlite run --rm vs runc run)", ours_run, runc_run);
+    // Our CLI as a user runs it: its own process, this home, the namespace engine.
+    auto boxlite = [&](std::vector<std::string> args, bool capture = true) {
+        args.insert(args.begin(), BOXLITE_CLI_PATH);
+        return bench::run_program(
+            args, bench::RunOptions{capture, {"BOXLITE_HOME=" + home.path().string(), "BOXLITE_ENGINE=namespace"}});
+    };
+    std::string why;
+    const auto bundle = runc_bundle(home.path() / "runc-run", *rootfs, {"echo", "hi"}, why);
+    const auto idle = bundle ? runc_bundle(home.path() / "runc-idle", *rootfs, {"sleep", "100000"}, why) : std::nullopt;
+    if (!bundle || !idle) return no_ratio("could not write an OCI bundle: " + why);
+    const std::string prefix = "boxlite-cli-bench-" + std::to_string(::getpid()) + "-";
 
-    if (sh(cli + " run -d --name bench --rootfs '" + rootfs->string() + "' sleep 100000 >/dev/null") != 0 ||
-        sh("runc run -d --bundle '" + idle->string() + "' boxlite-cli-bench-idle >/dev/null 2>&1 </dev/null") != 0) {
-        (void)sh(cli + " rm -f bench >/dev/null 2>&1");
-        return (void)fmt::print("cli exec comparison skipped: could not start the long-running boxes\n");
+    if (want_run) {
+        int n = 0;
+        const auto pairs = bench::measure_interleaved(
+            bench::peer_runs(15),
+            [&] { return bench::expect_output(boxlite({"run", "--rm", "--rootfs", rootfs->string(), "echo", "hi"}), "hi\n"); },
+            [&] {
+                return bench::expect_output(
+                    bench::run_program({"runc", "run", "--bundle", bundle->string(), prefix + std::to_string(n++)}),
+                    "hi\n");
+            });
+        bench::report_comparison(run_name, pairs);
     }
-    const double ours_exec = bench::median_ns(kRuns * 2, [&] { (void)sh(cli + " exec bench true"); });
-    const double runc_exec =
-        bench::median_ns(kRuns * 2, [&] { (void)sh("runc exec boxlite-cli-bench-idle true >/dev/null 2>&1"); });
-    bench::report_peer("cli_exec_true (boxlite exec vs runc exec)", ours_exec, runc_exec);
-    (void)sh(cli + " rm -f bench >/dev/null 2>&1");
-    (void)sh("runc delete -f boxlite-cli-bench-idle >/dev/null 2>&1");
+
+    if (want_exec) {
+        const std::string runc_id = prefix + "idle";
+        if (auto started = boxlite({"run", "-d", "--name", "bench", "--rootfs", rootfs->string(), "sleep", "100000"},
+                                   /*capture=*/false);  // the box would hold a pipe open
+            !started.ok()) {
+            bench::report_no_ratio(exec_name, "ours: `boxlite run -d` failed: " + started.describe());
+        } else if (auto runc_started =
+                       bench::run_program({"runc", "run", "-d", "--bundle", idle->string(), runc_id}, bench::RunOptions{false, {}});
+                   !runc_started.ok()) {
+            bench::report_no_ratio(exec_name, "peer: `runc run -d` failed: " + runc_started.describe());
+        } else {
+            const auto pairs = bench::measure_interleaved(
+                bench::peer_runs(30), [&] { return bench::expect_output(boxlite({"exec", "bench", "echo", "hi"}), "hi\n"); },
+                [&] { return bench::expect_output(bench::run_program({"runc", "exec", runc_id, "echo", "hi"}), "hi\n"); });
+            bench::report_comparison(exec_name, pairs);
+        }
+        (void)boxlite({"rm", "-f", "bench"});
+        (void)bench::run_program({"runc", "delete", "-f", runc_id});
+    }
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    benchmark::Initialize(&argc, argv);
-    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
-    compare_with_runc();
-    return 0;
-}
+int main(int argc, char** argv) { return bench::main(argc, argv, compare_with_runc); }

@@ -6,6 +6,8 @@
 
 #include "harness.hpp"
 
+#include <stdexcept>
+
 namespace {
 
 using namespace boxlite;
@@ -20,7 +22,9 @@ MemoryStorage make_storage<MemoryStorage>(const std::filesystem::path&) {
 
 template <>
 SqliteStorage make_storage<SqliteStorage>(const std::filesystem::path& home) {
-    return *SqliteStorage::open(home);
+    auto storage = SqliteStorage::open(home);
+    if (!storage) throw std::runtime_error("SqliteStorage::open: " + storage.error().to_string());
+    return std::move(*storage);
 }
 
 template <class S>
@@ -113,4 +117,4 @@ BENCHMARK(BM_ConfigJsonRoundTrip)->Name("config_json_round_trip");
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) { return boxlite::bench::main(argc, argv); }

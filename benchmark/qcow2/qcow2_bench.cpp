@@ -7,13 +7,16 @@
 // pattern random I/O produces. Ours replays exactly the same offsets. QEMU runs with its defaults
 // (writeback cache, 64 requests in flight on its thread pool); ours is synchronous, one request
 // at a time. Times are the I/O loop only (QEMU's "Run completed in" figure; our loop the same),
-// median of several runs.
+// interleaved runs; the ratio is our time over QEMU's (< 1: ours faster), printed with the
+// throughput of each side.
 #include "qcow2/qcow2_image.hpp"
+
+#include "harness.hpp"
 
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 
-#include <sys/wait.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -56,17 +59,6 @@ constexpr Scenario kScenarios[] = {
     {"sequential 1 MiB writes (allocating)", true, true, 1 << 20, 1 << 20, 256},
 };
 
-std::string run_capture(const std::string& command) {
-    std::string out;
-    FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-    if (pipe == nullptr) return out;
-    char buffer[4096];
-    std::size_t n;
-    while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
-    ::pclose(pipe);
-    return out;
-}
-
 fs::path fresh_image() {
     const fs::path path = work_dir() / "fresh.qcow2";
     auto image = Qcow2Image::create(path, [] {
@@ -107,11 +99,12 @@ fs::path image_for(const Scenario& s) {
     return full_image();
 }
 
-/// Our engine: the same offsets as qemu-img bench, one synchronous request at a time.
-double run_ours(const Scenario& s) {
+/// Our engine: the same offsets as qemu-img bench, one synchronous request at a time. `ns`: the
+/// I/O loop alone.
+std::string run_ours(const Scenario& s, double& ns) {
     const fs::path path = image_for(s);
     auto image = Qcow2Image::open(path);
-    if (!image) throw std::runtime_error(image.error().to_string());
+    if (!image) return "open " + path.string() + ": " + image.error().to_string();
     std::vector<std::uint8_t> buffer(s.request, 0xa5);
     iovec v{buffer.data(), buffer.size()};
     const std::span<const iovec> iov(&v, 1);
@@ -119,103 +112,108 @@ double run_ours(const Scenario& s) {
     const auto start = std::chrono::steady_clock::now();
     for (std::uint64_t i = 0; i < s.count; ++i) {
         auto r = s.write ? (*image)->write(offset, iov) : (*image)->read(offset, iov);
-        if (!r) throw std::runtime_error(r.error().to_string());
+        if (!r) return fmt::format("{} at offset {}: {}", s.write ? "write" : "read", offset, r.error().to_string());
         offset = (offset + s.step) % (kImageSize - s.request);
     }
-    const auto end = std::chrono::steady_clock::now();
-    (void)(*image)->close();
-    return std::chrono::duration<double>(end - start).count();
+    ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
+    if (auto closed = (*image)->close(); !closed) return "close: " + closed.error().to_string();
+    return {};
 }
 
-/// QEMU's block layer on the same file; its own "Run completed in X seconds" figure.
-double run_qemu(const Scenario& s) {
+/// QEMU's block layer on the same file, run directly (no shell); `ns`: its own "Run completed
+/// in X seconds" figure, the I/O loop alone.
+std::string run_qemu(const Scenario& s, double& ns) {
     const fs::path path = image_for(s);
-    const std::string command = fmt::format(
-        "qemu-img bench -f qcow2 -c {} -s {} -S {} {} --pattern=165 '{}'", s.count, s.request,
-        s.step, s.write ? "-w" : "", path.string());
-    const std::string out = run_capture(command);
-    const auto at = out.find("Run completed in ");
-    if (at == std::string::npos) throw std::runtime_error("qemu-img bench failed: " + out);
-    return std::stod(out.substr(at + 17));
+    std::vector<std::string> args = {"qemu-img", "bench", "-f", "qcow2", "-c", std::to_string(s.count), "-s",
+                                     std::to_string(s.request), "-S", std::to_string(s.step), "--pattern=165"};
+    if (s.write) args.emplace_back("-w");
+    args.push_back(path.string());
+    const auto result = boxlite::bench::run_program(args);
+    if (!result.ok()) return "qemu-img bench: " + result.describe();
+    const auto at = result.out.find("Run completed in ");
+    if (at == std::string::npos) return "qemu-img bench printed no \"Run completed in\": " + result.out;
+    try {
+        ns = std::stod(result.out.substr(at + 17)) * 1e9;
+    } catch (const std::exception&) {
+        return "qemu-img bench printed an unreadable time: " + result.out.substr(at);
+    }
+    return {};
 }
 
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
-
-void compare_with_qemu(const std::string& only) {
-    if (run_capture("qemu-img --version").find("qemu-img version") == std::string::npos) {
-        std::printf("qemu-img not installed: peer comparison skipped\n");
+void compare_with_qemu() {
+    if (!boxlite::bench::on_path("qemu-img")) {
+        boxlite::bench::report_no_ratio("qcow2 vs qemu-img bench", "qemu-img is not installed");
         return;
     }
-    constexpr int kRuns = 3;
-    std::printf("\nQCOW2 engine vs qemu-img bench (same file, same offsets, median of %d runs, "
-                "higher ratio = ours faster)\n", kRuns);
+    const int runs = boxlite::bench::peer_runs(3);
     for (const Scenario& s : kScenarios) {
-        if (!only.empty() && std::string(s.name).find(only) == std::string::npos) continue;
-        std::vector<double> ours, peer;
-        for (int r = 0; r < kRuns; ++r) {
-            ours.push_back(run_ours(s));
-            peer.push_back(run_qemu(s));
+        const std::string name = fmt::format("qcow2 {} (peer: qemu-img bench, same file and offsets)", s.name);
+        if (!boxlite::bench::selected(name)) continue;
+        try {
+            (void)image_for(s);  // a failure to make the images is neither side's
+        } catch (const std::exception& e) {
+            boxlite::bench::report_no_ratio(name, std::string("could not prepare the image: ") + e.what());
+            continue;
         }
-        const double ours_s = median(ours), peer_s = median(peer);
-        const double bytes = static_cast<double>(s.count * s.request);
-        if (s.request >= (1 << 20)) {
-            std::printf("qcow2 %s: ours %.0f MiB/s, peer %.0f MiB/s, ratio %.2f\n", s.name,
-                        bytes / ours_s / (1 << 20), bytes / peer_s / (1 << 20), peer_s / ours_s);
-        } else {
-            std::printf("qcow2 %s: ours %.0f IOPS, peer %.0f IOPS, ratio %.2f\n", s.name,
-                        static_cast<double>(s.count) / ours_s, static_cast<double>(s.count) / peer_s,
-                        peer_s / ours_s);
+        const auto pairs = boxlite::bench::measure_interleaved_timed(
+            runs, [&](double& ns) { return run_ours(s, ns); }, [&](double& ns) { return run_qemu(s, ns); });
+        boxlite::bench::report_comparison(name, pairs, {static_cast<double>(s.count), "request", {}});
+        if (pairs.failure.empty() && !pairs.ours_ns.empty()) {
+            // Throughput for the same medians: requests (or MiB) per second, higher is faster.
+            const double ours_s = boxlite::test::median(pairs.ours_ns) / 1e9;
+            const double peer_s = boxlite::test::median(pairs.peer_ns) / 1e9;
+            const double bytes = static_cast<double>(s.count * s.request);
+            if (s.request >= (1 << 20)) {
+                fmt::print("  throughput (medians; higher is faster): ours {:.0f} MiB/s, peer {:.0f} MiB/s\n",
+                           bytes / ours_s / (1 << 20), bytes / peer_s / (1 << 20));
+            } else {
+                fmt::print("  throughput (medians; higher is faster): ours {:.0f} IOPS, peer {:.0f} IOPS\n",
+                           static_cast<double>(s.count) / ours_s, static_cast<double>(s.count) / peer_s);
+            }
+            std::fflush(stdout);
         }
-        std::fflush(stdout);
     }
 }
 
 // Google Benchmark microbenchmarks of our engine alone (per-request latency).
 void BM_ScatteredRead4K(benchmark::State& state) {
     auto image = Qcow2Image::open(full_image());
+    if (!image) return state.SkipWithError(image.error().to_string().c_str());
     std::vector<std::uint8_t> buffer(4096);
     iovec v{buffer.data(), buffer.size()};
     std::uint64_t offset = 0;
     for (auto _ : state) {
-        benchmark::DoNotOptimize((*image)->read(offset, std::span<const iovec>(&v, 1)));
+        auto done = (*image)->read(offset, std::span<const iovec>(&v, 1));
+        if (!done) return state.SkipWithError(done.error().to_string().c_str());
         offset = (offset + kScatterStep) % (kImageSize - 4096);
     }
     state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * 4096);
 }
-BENCHMARK(BM_ScatteredRead4K)->Repetitions(3)->ReportAggregatesOnly(true);
+BENCHMARK(BM_ScatteredRead4K);
 
 void BM_SequentialWrite1M(benchmark::State& state) {
     auto image = Qcow2Image::open(fresh_image());
+    if (!image) return state.SkipWithError(image.error().to_string().c_str());
     std::vector<std::uint8_t> buffer(1 << 20, 0xa5);
     iovec v{buffer.data(), buffer.size()};
     std::uint64_t offset = 0;
     for (auto _ : state) {
-        benchmark::DoNotOptimize((*image)->write(offset, std::span<const iovec>(&v, 1)));
+        auto done = (*image)->write(offset, std::span<const iovec>(&v, 1));
+        if (!done) return state.SkipWithError(done.error().to_string().c_str());
         offset = (offset + buffer.size()) % kImageSize;
     }
     state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) << 20);
 }
-BENCHMARK(BM_SequentialWrite1M)->Repetitions(3)->ReportAggregatesOnly(true);
+BENCHMARK(BM_SequentialWrite1M);
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    benchmark::Initialize(&argc, argv);
-    // --scenario=<text>: only the peer comparisons whose name contains it ("1 MiB writes").
-    std::string only;
-    for (int i = 1; i < argc; ++i)
-        if (std::string_view arg(argv[i]); arg.rfind("--scenario=", 0) == 0) only = arg.substr(11);
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
-    int rc = 0;
+    int rc = 1;
     try {
-        compare_with_qemu(only);
+        rc = boxlite::bench::main(argc, argv, compare_with_qemu);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "qcow2 benchmark failed: %s\n", e.what());
-        rc = 1;
     }
     std::error_code ec;
     fs::remove_all(work_dir(), ec);

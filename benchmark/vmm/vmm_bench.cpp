@@ -28,6 +28,8 @@
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 
@@ -59,21 +61,23 @@ public:
     Machine& machine;
 };
 
-std::unique_ptr<Machine> prepared_machine(const std::vector<std::byte>& guest) {
+/// A VM with the guest loaded, or why there is none.
+BoxliteResult<std::unique_ptr<Machine>> prepared_machine(const std::vector<std::byte>& guest) {
     MachineConfig config;
     config.memory_bytes = 4ULL << 20;
-    auto machine = Machine::create(config);
-    if (!machine) return nullptr;
-    (*machine)->memory().write_bytes(layout::kTestGuestLoad, guest);
-    (*machine)->memory().write_obj<std::uint32_t>(layout::kTestGuestScratch, kExitsPerRun);
-    if (!(*machine)->setup_flat32(0, layout::kTestGuestLoad)) return nullptr;
-    return std::move(*machine);
+    BOXLITE_TRY(auto machine, Machine::create(config));
+    machine->memory().write_bytes(layout::kTestGuestLoad, guest);
+    machine->memory().write_obj<std::uint32_t>(layout::kTestGuestScratch, kExitsPerRun);
+    BOXLITE_TRY_VOID(machine->setup_flat32(0, layout::kTestGuestLoad));
+    return machine;
 }
 
-/// Per exit: wall time, and the process's user-mode CPU time — where our dispatch runs (the
-/// exit itself is kernel time), so the user-time difference is our overhead without the noise
-/// other processes add to wall time on a loaded machine.
-struct PerExit {
+/// Per run of kExitsPerRun exits: wall time, and the process's user-mode CPU time — where our
+/// dispatch runs (the exit itself is kernel time), so the user-time difference is our overhead
+/// without the noise other processes add to wall time on a loaded machine. `failure` says why
+/// the run did not complete (then the times mean nothing).
+struct ExitRun {
+    std::string failure;
     double wall_ns = 0;
     double user_ns = 0;
 };
@@ -81,64 +85,69 @@ struct PerExit {
 double user_cpu_ns() {
     rusage usage{};
     ::getrusage(RUSAGE_SELF, &usage);
-    return usage.ru_utime.tv_sec * 1e9 + usage.ru_utime.tv_usec * 1e3;
+    return static_cast<double>(usage.ru_utime.tv_sec) * 1e9 + static_cast<double>(usage.ru_utime.tv_usec) * 1e3;
+}
+
+/// Why KVM may not run the guest here, for a failure message.
+std::string host_note() {
+    return kvm_is_pvm() ? " (this host's KVM is kvm_pvm, which runs only some guests)" : "";
 }
 
 /// Through Machine::run and the Bus.
-PerExit ours_per_exit(const std::vector<std::byte>& guest) {
+ExitRun ours_run(const std::vector<std::byte>& guest) {
     auto machine = prepared_machine(guest);
-    if (!machine) return {};
-    (void)machine->pio_bus().insert(layout::kTestResultPort, 4, std::make_shared<NullPort>());
-    (void)machine->pio_bus().insert(layout::kAcpiSleepControlPort, 1, std::make_shared<PowerOff>(*machine));
+    if (!machine) return {"could not set up the VM: " + machine.error().to_string() + host_note()};
+    (void)(*machine)->pio_bus().insert(layout::kTestResultPort, 4, std::make_shared<NullPort>());
+    (void)(*machine)->pio_bus().insert(layout::kAcpiSleepControlPort, 1, std::make_shared<PowerOff>(**machine));
     const double user = user_cpu_ns();
     const auto start = std::chrono::steady_clock::now();
-    auto outcome = machine->run();
+    auto outcome = (*machine)->run();
     const auto ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
-    if (!outcome || outcome->reason != StopReason::PowerOff) return {};
-    return {ns / kExitsPerRun, (user_cpu_ns() - user) / kExitsPerRun};
+    if (!outcome) return {"Machine::run failed: " + outcome.error().to_string() + host_note()};
+    if (outcome->reason != StopReason::PowerOff) {
+        return {fmt::format("the guest stopped with {} ({}) instead of powering off{}", to_string(outcome->reason),
+                            outcome->detail, host_note())};
+    }
+    return {{}, ns, user_cpu_ns() - user};
 }
-double ours_ns_per_exit(const std::vector<std::byte>& guest) { return ours_per_exit(guest).wall_ns; }
 
 /// The barest KVM_RUN loop on the same VM set-up.
-PerExit bare_per_exit(const std::vector<std::byte>& guest) {
+ExitRun bare_run(const std::vector<std::byte>& guest) {
     auto machine = prepared_machine(guest);
-    if (!machine) return {};
-    Vcpu& vcpu = machine->vcpu(0);
+    if (!machine) return {"could not set up the VM: " + machine.error().to_string() + host_note()};
+    Vcpu& vcpu = (*machine)->vcpu(0);
     kvm_run& run = vcpu.run_state();
     const double user = user_cpu_ns();
     const auto start = std::chrono::steady_clock::now();
-    for (;;) {
-        if (::ioctl(vcpu.fd(), KVM_RUN, 0) != 0) return {};
-        if (run.exit_reason != KVM_EXIT_IO) return {};
+    for (std::uint32_t exits = 0;; ++exits) {
+        if (::ioctl(vcpu.fd(), KVM_RUN, 0) != 0) {
+            return {fmt::format("KVM_RUN failed after {} exits: {}{}", exits, std::strerror(errno), host_note())};
+        }
+        if (run.exit_reason != KVM_EXIT_IO) {
+            return {fmt::format("exit reason {} after {} exits, expected port I/O{}", run.exit_reason, exits,
+                                host_note())};
+        }
         if (run.io.port == layout::kAcpiSleepControlPort) break;
     }
     const auto ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
-    return {ns / kExitsPerRun, (user_cpu_ns() - user) / kExitsPerRun};
+    return {{}, ns, user_cpu_ns() - user};
 }
-double bare_ns_per_exit(const std::vector<std::byte>& guest) { return bare_per_exit(guest).wall_ns; }
 
-void BM_ExitDispatchOurs(benchmark::State& state) {
+void exit_dispatch_benchmark(benchmark::State& state, ExitRun (*run)(const std::vector<std::byte>&)) {
     const auto guest = exit_loop_guest();
     if (guest.empty()) return state.SkipWithError("tests/guests/exit_loop.bin was not built");
     for (auto _ : state) {
-        const double ns = ours_ns_per_exit(guest);
-        if (ns == 0) return state.SkipWithError("KVM cannot run the tiny guest here");
-        state.SetIterationTime(ns * kExitsPerRun / 1e9);
+        const auto result = run(guest);
+        if (!result.failure.empty()) return state.SkipWithError(result.failure.c_str());
+        state.SetIterationTime(result.wall_ns / 1e9);
     }
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * kExitsPerRun);
 }
+
+void BM_ExitDispatchOurs(benchmark::State& state) { exit_dispatch_benchmark(state, ours_run); }
 BENCHMARK(BM_ExitDispatchOurs)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(5);
 
-void BM_ExitDispatchBareKvmRun(benchmark::State& state) {
-    const auto guest = exit_loop_guest();
-    if (guest.empty()) return state.SkipWithError("tests/guests/exit_loop.bin was not built");
-    for (auto _ : state) {
-        const double ns = bare_ns_per_exit(guest);
-        if (ns == 0) return state.SkipWithError("KVM cannot run the tiny guest here");
-        state.SetIterationTime(ns * kExitsPerRun / 1e9);
-    }
-    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * kExitsPerRun);
-}
+void BM_ExitDispatchBareKvmRun(benchmark::State& state) { exit_dispatch_benchmark(state, bare_run); }
 BENCHMARK(BM_ExitDispatchBareKvmRun)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(5);
 
 // ---- virtio-blk ---------------------------------------------------------------------------------
@@ -189,7 +198,8 @@ std::vector<std::byte> blk_loop_guest() {
 }
 
 struct GuestBlkRun {
-    bool ok = false;
+    std::string failure;  ///< why the run did not complete; empty when it did
+    bool ok() const { return failure.empty(); }
     std::uint64_t userspace_exits = 0;
     std::uint64_t mmio_notifies = 0;
     double ns = 0;
@@ -198,28 +208,43 @@ struct GuestBlkRun {
 /// `interrupts`: the guest halts until the completion interrupt (as Linux waits) instead of polling.
 GuestBlkRun run_blk_guest(const std::vector<std::byte>& guest, bool ioeventfd, bool interrupts, std::uint32_t requests) {
     GuestBlkRun result;
+    auto fail = [&](std::string why) {
+        result.failure = std::move(why);
+        return result;
+    };
     MachineConfig config;
     config.memory_bytes = 16ULL << 20;
     auto machine = Machine::create(config);
-    if (!machine) return result;
+    if (!machine) return fail("could not set up the VM: " + machine.error().to_string());
     DeviceManager devices(**machine, DeviceManagerOptions{.ioeventfd = ioeventfd});
-    if (!devices.add_legacy_devices(nullptr)) return result;
+    if (auto added = devices.add_legacy_devices(nullptr); !added) {
+        return fail("could not add the legacy devices: " + added.error().to_string());
+    }
     auto blk = std::make_shared<devices::virtio::BlockDevice>(
         std::make_shared<devices::testing::MemoryBackend>(1 << 20), "bench");
     auto slot = devices.add_virtio_device(blk);
-    if (!slot) return result;
+    if (!slot) return fail("could not add the virtio-blk device: " + slot.error().to_string());
     (void)(*machine)->pio_bus().insert(layout::kTestResultPort, 4, std::make_shared<NullPort>());
     (*machine)->memory().write_bytes(layout::kTestGuestLoad, guest);
     (*machine)->memory().write_obj<std::uint32_t>(layout::kTestGuestScratch, requests);
     (*machine)->memory().write_obj<std::uint32_t>(layout::kTestGuestScratch + 4, interrupts ? 1 : 0);
     // kvm_pvm cannot emulate a 32-bit iret: there the handler jumps back into the wait loop.
     (*machine)->memory().write_obj<std::uint32_t>(layout::kTestGuestScratch + 8, kvm_is_pvm() ? 0 : 1);
-    if (!(*machine)->setup_flat32(0, layout::kTestGuestLoad)) return result;
+    if (auto set_up = (*machine)->setup_flat32(0, layout::kTestGuestLoad); !set_up) {
+        return fail("could not set up the vCPU: " + set_up.error().to_string());
+    }
     const auto start = std::chrono::steady_clock::now();
     auto outcome = (*machine)->run();
     result.ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
     devices.stop_event_loop();
-    result.ok = outcome && outcome->reason == StopReason::PowerOff && blk->stats().reads == requests;
+    if (!outcome) {
+        result.failure = "Machine::run failed: " + outcome.error().to_string();
+    } else if (outcome->reason != StopReason::PowerOff) {
+        result.failure = fmt::format("the guest stopped with {} ({}) instead of powering off",
+                                     to_string(outcome->reason), outcome->detail);
+    } else if (blk->stats().reads != requests) {
+        result.failure = fmt::format("the device served {} reads, the guest asked for {}", blk->stats().reads, requests);
+    }
     result.userspace_exits = (*machine)->stats().total;
     result.mmio_notifies = slot->transport->mmio_notifies();
     return result;
@@ -228,19 +253,25 @@ GuestBlkRun run_blk_guest(const std::vector<std::byte>& guest, bool ioeventfd, b
 /// Per request, from a run of `requests` minus a run of none (the handshake's exits and the
 /// VM's start-up cost cancel out). Medians of `runs` interleaved runs of the four variants.
 void report_guest_blk(const std::vector<std::byte>& guest) {
+    const std::string name =
+        "virtio-blk request from a guest waiting for its interrupt (ours: ioeventfd, peer: MMIO-exit notify)";
+    if (!bench::selected(name)) return;
     constexpr std::uint32_t kRequests = 2000;
-    constexpr int kRuns = 7;
+    const int runs = bench::peer_runs(7);
     struct Samples {
         std::vector<double> exits, ns;
     } samples[2][2];  // [interrupts][ioeventfd]
-    for (int i = 0; i < kRuns; ++i) {
+    for (int i = 0; i < runs; ++i) {
         for (bool interrupts : {false, true}) {
             for (bool ioeventfd : {true, false}) {
                 auto base = run_blk_guest(guest, ioeventfd, interrupts, 0);
                 auto full = run_blk_guest(guest, ioeventfd, interrupts, kRequests);
-                if (!base.ok || !full.ok) {
-                    fmt::print("virtio-blk from a guest: the blk_loop guest failed under KVM here\n");
-                    return;
+                if (!base.ok() || !full.ok()) {
+                    return bench::report_no_ratio(
+                        name, fmt::format("the blk_loop guest ({}, QueueNotify {}) failed under KVM here: {}{}",
+                                          interrupts ? "interrupt-driven" : "polling",
+                                          ioeventfd ? "via ioeventfd" : "as MMIO exit",
+                                          base.ok() ? full.failure : base.failure, host_note()));
                 }
                 auto& s = samples[interrupts][ioeventfd];
                 s.exits.push_back(static_cast<double>(full.userspace_exits - base.userspace_exits) / kRequests);
@@ -248,65 +279,76 @@ void report_guest_blk(const std::vector<std::byte>& guest) {
             }
         }
     }
-    auto median = [](std::vector<double> v) {
-        std::sort(v.begin(), v.end());
-        return v[v.size() / 2];
-    };
-    fmt::print("virtio-blk 512 B reads from the blk_loop guest, medians of {} interleaved runs of {} requests:\n",
-               kRuns, kRequests);
+    fmt::print("virtio-blk 512 B reads from the blk_loop guest, median [interquartile range] of {} interleaved runs "
+               "of {} requests:\n",
+               runs, kRequests);
     for (bool interrupts : {false, true}) {
         for (bool ioeventfd : {true, false}) {
             const auto& s = samples[interrupts][ioeventfd];
-            fmt::print("  {}, QueueNotify {}: {:.2f} userspace exits/request, {:.1f} us/request\n",
+            const auto exits = test::summarize(s.exits);
+            const auto ns = test::summarize(s.ns);
+            fmt::print("  {}, QueueNotify {}: {:.2f} userspace exits/request, {:.1f} us/request [{:.1f}–{:.1f}]\n",
                        interrupts ? "interrupt-driven" : "polling", ioeventfd ? "via ioeventfd" : "as MMIO exit",
-                       median(s.exits), median(s.ns) / 1000);
+                       exits.median, ns.median / 1000, ns.q1 / 1000, ns.q3 / 1000);
         }
     }
-    bench::report_peer("virtio-blk request from a guest waiting for its interrupt (ours: ioeventfd, peer: MMIO-exit "
-                       "notify)",
-                       median(samples[1][1].ns), median(samples[1][0].ns));
+    bench::report_comparison(name, bench::Pairs{samples[1][1].ns, samples[1][0].ns, {}}, {1, "request", {}});
+}
+
+/// The exit-dispatch comparison: interleaved runs, per-exit time, once pinned to one host CPU
+/// and once free to migrate. Measured here: under kvm_pvm a vCPU that moves between host CPUs
+/// pays more for it than for the exit itself, so unpinned runs on a loaded machine measure the
+/// scheduler, not the dispatch. Also the fastest run of each (least disturbed) and user-mode CPU
+/// per exit, where our dispatch runs.
+void compare_exit_dispatch() {
+    const auto guest = exit_loop_guest();
+    cpu_set_t all;
+    ::sched_getaffinity(0, sizeof(all), &all);
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(::sched_getcpu(), &one);
+    for (bool pinned : {true, false}) {
+        const std::string name = pinned ? "vmm exit dispatch, pinned to one CPU (peer: bare KVM_RUN loop)"
+                                        : "vmm exit dispatch, unpinned (peer: bare KVM_RUN loop)";
+        if (!bench::selected(name)) continue;
+        if (guest.empty()) {
+            bench::report_no_ratio(name, "tests/guests/exit_loop.bin was not built");
+            continue;
+        }
+        ::sched_setaffinity(0, sizeof(pinned ? one : all), pinned ? &one : &all);
+        std::vector<double> ours_user, bare_user;
+        auto side = [&](ExitRun (*run)(const std::vector<std::byte>&), std::vector<double>& user) {
+            return [&guest, run, &user](double& ns) {
+                const auto result = run(guest);
+                ns = result.wall_ns;
+                if (result.failure.empty()) user.push_back(result.user_ns);
+                return result.failure;
+            };
+        };
+        const auto pairs = bench::measure_interleaved_timed(bench::peer_runs(15), side(ours_run, ours_user),
+                                                            side(bare_run, bare_user));
+        ::sched_setaffinity(0, sizeof(all), &all);
+        bench::report_comparison(name, pairs, {kExitsPerRun, "exit", {}});
+        if (!pairs.failure.empty()) continue;
+        const auto ours = test::summarize(pairs.ours_ns);
+        const auto bare = test::summarize(pairs.peer_ns);
+        fmt::print("  fastest run: ours {:.1f} us/exit, bare {:.1f} us/exit, ratio {:.2f}; user-mode CPU per exit "
+                   "(medians, check runs included): ours {:.2f} us, bare {:.2f} us\n",
+                   ours.min / kExitsPerRun / 1000, bare.min / kExitsPerRun / 1000, ours.min / bare.min,
+                   test::median(ours_user) / kExitsPerRun / 1000, test::median(bare_user) / kExitsPerRun / 1000);
+        std::fflush(stdout);
+    }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    benchmark::Initialize(&argc, argv);
-    benchmark::RunSpecifiedBenchmarks();
-    // The peer comparison: interleaved runs, medians of per-exit time, once pinned to one host
-    // CPU (the reported ratio) and once free to migrate. Measured here: under kvm_pvm a vCPU
-    // that moves between host CPUs pays more for it than for the exit itself, so unpinned runs
-    // on a loaded machine measure the scheduler, not the dispatch. Also the fastest run of each
-    // (least disturbed) and user-mode CPU per exit, where our dispatch runs.
-    const auto guest = exit_loop_guest();
-    if (!guest.empty() && ours_ns_per_exit(guest) > 0) {
-        cpu_set_t all;
-        ::sched_getaffinity(0, sizeof(all), &all);
-        cpu_set_t one;
-        CPU_ZERO(&one);
-        CPU_SET(::sched_getcpu(), &one);
-        for (bool pinned : {true, false}) {
-            ::sched_setaffinity(0, sizeof(pinned ? one : all), pinned ? &one : &all);
-            constexpr int kPairs = 15;
-            std::vector<double> ours, bare, ours_user, bare_user;
-            for (int i = 0; i < kPairs; ++i) {
-                const auto b = bare_per_exit(guest);
-                const auto o = ours_per_exit(guest);
-                bare.push_back(b.wall_ns);
-                ours.push_back(o.wall_ns);
-                bare_user.push_back(b.user_ns);
-                ours_user.push_back(o.user_ns);
-            }
-            for (auto* v : {&ours, &bare, &ours_user, &bare_user}) std::sort(v->begin(), v->end());
-            bench::report_peer(pinned ? "vmm exit dispatch per exit, pinned to one CPU (peer: bare KVM_RUN loop)"
-                                      : "vmm exit dispatch per exit, unpinned (peer: bare KVM_RUN loop)",
-                               ours[kPairs / 2], bare[kPairs / 2]);
-            fmt::print("  fastest of {} interleaved runs: ours {:.1f} us, bare {:.1f} us, ratio {:.2f}; user-mode CPU "
-                       "per exit (medians): ours {:.2f} us, bare {:.2f} us\n",
-                       kPairs, ours.front() / 1000, bare.front() / 1000, ours.front() / bare.front(),
-                       ours_user[kPairs / 2] / 1000, bare_user[kPairs / 2] / 1000);
+    return bench::main(argc, argv, [] {
+        compare_exit_dispatch();
+        if (const auto blk_guest = blk_loop_guest(); !blk_guest.empty()) {
+            report_guest_blk(blk_guest);
+        } else {
+            bench::report_no_ratio("virtio-blk request from a guest", "tests/guests/blk_loop.bin was not built");
         }
-    }
-    if (const auto blk_guest = blk_loop_guest(); !blk_guest.empty()) report_guest_blk(blk_guest);
-    benchmark::Shutdown();
-    return 0;
+    });
 }

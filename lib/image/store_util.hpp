@@ -1,8 +1,7 @@
-// Small pieces the store is built from: file locks (lib/base), atomic file writes, and a
-// thin SQLite statement wrapper. Internal to lib/image.
+// Small pieces the store is built from: atomic file writes, bounded reads, a thin SQLite
+// statement wrapper and running a tool. Internal to lib/image. (Its file locks are
+// lib/base/file_lock.hpp.)
 #pragma once
-
-#include "base/file_lock.hpp"
 
 #include <boxlite/error.hpp>
 
@@ -18,8 +17,6 @@
 
 namespace boxlite::image {
 
-/// The store's file locks are the base layer's (lib/base/file_lock.hpp).
-using FileLock = base::FileLock;
 
 /// Writes `data` to a temporary file beside `path`, fsyncs it and renames it over `path`.
 [[nodiscard]] BoxliteResult<void> write_file_atomic(const std::filesystem::path& path, std::string_view data);

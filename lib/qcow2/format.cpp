@@ -85,7 +85,7 @@ BoxliteResult<Header> parse_header(std::span<const std::uint8_t> buf, std::uint6
         return fail(ErrorKind::Storage,
                     "{}: cluster_bits {} is out of range (QCOW2 allows {} to {}: 512 B to 2 MiB)",
                     name, h.cluster_bits, kMinClusterBits, kMaxClusterBits);
-    const std::uint64_t cs = h.cluster_size();
+    const std::uint64_t cluster_size = h.cluster_size();
 
     std::vector<std::pair<std::uint8_t, std::string>> feature_names;
     if (h.version == 3) {
@@ -96,12 +96,12 @@ BoxliteResult<Header> parse_header(std::span<const std::uint8_t> buf, std::uint6
         h.autoclear_features = load_be64(p + 88);
         h.refcount_order = load_be32(p + 96);
         h.header_length = load_be32(p + 100);
-        if (h.header_length < kV3HeaderLength || h.header_length > cs ||
+        if (h.header_length < kV3HeaderLength || h.header_length > cluster_size ||
             h.header_length > buf.size())
             return fail(ErrorKind::Storage,
                         "{}: header_length {} is invalid (must be at least {} and fit in the "
                         "first cluster of {} bytes)",
-                        name, h.header_length, kV3HeaderLength, cs);
+                        name, h.header_length, kV3HeaderLength, cluster_size);
         if (h.header_length > 104) h.compression_type = p[104];
         if (h.refcount_order > 6)
             return fail(ErrorKind::Storage,
@@ -113,7 +113,7 @@ BoxliteResult<Header> parse_header(std::span<const std::uint8_t> buf, std::uint6
     }
 
     // Header extensions: between the header and the backing file name (or the cluster end).
-    std::uint64_t ext_end = std::min<std::uint64_t>(cs, buf.size());
+    std::uint64_t ext_end = std::min<std::uint64_t>(cluster_size, buf.size());
     if (h.backing_file_offset > h.header_length && h.backing_file_offset < ext_end)
         ext_end = h.backing_file_offset;
     for (std::uint64_t pos = h.header_length; pos + 8 <= ext_end;) {
@@ -170,7 +170,7 @@ BoxliteResult<Header> parse_header(std::span<const std::uint8_t> buf, std::uint6
                     "{}: L1 table has {} entries but virtual size {} needs {}", name, h.l1_size,
                     h.size, l1_needed);
     if (h.refcount_table_clusters == 0 ||
-        std::uint64_t{h.refcount_table_clusters} * cs > kMaxRefcountTableBytes)
+        std::uint64_t{h.refcount_table_clusters} * cluster_size > kMaxRefcountTableBytes)
         return fail(ErrorKind::Storage,
                     "{}: refcount table of {} clusters is invalid (1 to {} bytes allowed)", name,
                     h.refcount_table_clusters, kMaxRefcountTableBytes);
@@ -180,12 +180,12 @@ BoxliteResult<Header> parse_header(std::span<const std::uint8_t> buf, std::uint6
 
     // Tables: cluster aligned, inside the file, and not overlapping each other.
     const std::uint64_t l1_bytes = std::uint64_t{h.l1_size} * 8;
-    const std::uint64_t rt_bytes = std::uint64_t{h.refcount_table_clusters} * cs;
+    const std::uint64_t reftable_bytes = std::uint64_t{h.refcount_table_clusters} * cluster_size;
     auto inside = [&](std::uint64_t offset, std::uint64_t bytes, std::string_view what)
         -> BoxliteResult<void> {
-        if (offset % cs != 0)
+        if (offset % cluster_size != 0)
             return fail(ErrorKind::Storage, "{}: {} offset {} is not aligned to the cluster size {}",
-                        name, what, offset, cs);
+                        name, what, offset, cluster_size);
         if (offset == 0 && bytes != 0)
             return fail(ErrorKind::Storage, "{}: {} overlaps the header (offset 0)", name, what);
         if (offset > file_size || bytes > file_size - offset)
@@ -195,19 +195,19 @@ BoxliteResult<Header> parse_header(std::span<const std::uint8_t> buf, std::uint6
         return {};
     };
     if (h.l1_size > 0) BOXLITE_TRY_VOID(inside(h.l1_table_offset, l1_bytes, "L1 table"));
-    BOXLITE_TRY_VOID(inside(h.refcount_table_offset, rt_bytes, "refcount table"));
+    BOXLITE_TRY_VOID(inside(h.refcount_table_offset, reftable_bytes, "refcount table"));
     if (h.nb_snapshots > 0) {
-        if (h.snapshots_offset % cs != 0 || h.snapshots_offset == 0 ||
+        if (h.snapshots_offset % cluster_size != 0 || h.snapshots_offset == 0 ||
             h.snapshots_offset >= file_size)
             return fail(ErrorKind::Storage,
                         "{}: snapshot table offset {} is unaligned or outside the file", name,
                         h.snapshots_offset);
     }
-    const Range header_range{0, cs, "header"};
-    const Range l1_range{h.l1_table_offset, h.l1_table_offset + round_up(l1_bytes, cs), "L1 table"};
-    const Range rt_range{h.refcount_table_offset, h.refcount_table_offset + rt_bytes,
+    const Range header_range{0, cluster_size, "header"};
+    const Range l1_range{h.l1_table_offset, h.l1_table_offset + round_up(l1_bytes, cluster_size), "L1 table"};
+    const Range reftable_range{h.refcount_table_offset, h.refcount_table_offset + reftable_bytes,
                          "refcount table"};
-    const Range ranges[] = {header_range, l1_range, rt_range};
+    const Range ranges[] = {header_range, l1_range, reftable_range};
     for (std::size_t i = 0; i < 3; ++i)
         for (std::size_t j = i + 1; j < 3; ++j)
             if (ranges[i].end > ranges[i].begin && ranges[j].end > ranges[j].begin &&
@@ -222,7 +222,7 @@ BoxliteResult<Header> parse_header(std::span<const std::uint8_t> buf, std::uint6
             return fail(ErrorKind::Storage,
                         "{}: backing file name length {} is invalid (1 to {} bytes allowed)", name,
                         h.backing_file_size, kMaxBackingFileName);
-        const std::uint64_t end = std::min<std::uint64_t>(cs, buf.size());
+        const std::uint64_t end = std::min<std::uint64_t>(cluster_size, buf.size());
         if (h.backing_file_offset > end || h.backing_file_size > end - h.backing_file_offset)
             return fail(ErrorKind::Storage,
                         "{}: backing file name at offset {} ({} bytes) lies outside the first "

@@ -19,10 +19,6 @@
 
 namespace boxlite::block {
 
-/// The owned fd of the base layer. The alias stays until qcow2_image.cpp, being split, says
-/// base::OwnedFd itself.
-using UniqueFd = base::OwnedFd;
-
 /// Total byte count of an iovec array.
 [[nodiscard]] inline std::uint64_t iov_length(std::span<const iovec> iov) noexcept {
     std::uint64_t total = 0;
