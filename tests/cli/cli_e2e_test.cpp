@@ -719,9 +719,8 @@ TEST_F(CliE2E, InteractiveTerminalSession) {
     session.type("tty\r");
     EXPECT_TRUE(session.expect("/dev/pts/")) << session.transcript();
 
-    // A window-size change reaches the box.
-    // The resize races the next command's start, so ask until the new size is seen (expect()
-    // waits for output; only a size that never arrives fails, after the generous deadline).
+    // A window-size change reaches the box. It arrives asynchronously (SIGWINCH, then a frame to
+    // the agent), so ask until the new size shows; only a size that never arrives fails.
     session.resize(40, 100);
     bool resized = false;
     for (int attempt = 0; attempt < 100 && !resized; ++attempt) {
@@ -730,13 +729,15 @@ TEST_F(CliE2E, InteractiveTerminalSession) {
     }
     EXPECT_TRUE(resized) << session.transcript();
 
-    // Ctrl-C interrupts the box's foreground command, not the CLI.
-    // (The marker is typed split so its echo never matches; once it is printed, the line runs.)
-    session.type("echo slee''ping; sleep 30\r");
-    ASSERT_TRUE(session.expect("sleeping")) << session.transcript();
+    // Ctrl-C interrupts the box's foreground command, not the CLI: a shell that traps SIGINT,
+    // armed (its trap set) before the key is pressed. The arithmetic shows up only in output.
+    session.type("sh -c 'trap \"echo int-\\$((6+6)); exit 0\" INT; echo armed-$((2*3)); "
+                 "while true; do sleep 1; done'\r");
+    ASSERT_TRUE(session.expect("armed-6")) << session.transcript();
     session.type("\x03");
+    EXPECT_TRUE(session.expect("int-12", 10s)) << "Ctrl-C did not reach the box: " << session.transcript();
     session.type("echo after-$((1+1))\r");
-    EXPECT_TRUE(session.expect("after-2", 5s)) << "Ctrl-C did not reach the box: " << session.transcript();
+    EXPECT_TRUE(session.expect("after-2", 5s)) << "the shell is not back after Ctrl-C: " << session.transcript();
 
     session.type("exit 7\r");
     EXPECT_EQ(session.wait(), 7) << session.transcript();
