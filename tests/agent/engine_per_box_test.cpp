@@ -69,7 +69,7 @@ TEST_F(EnginePerBox, OneRuntimeDrivesBoxesOfTwoEngines) {
     ASSERT_TRUE(ns_here->stop());
     auto after = runtime_->list_info();
     ASSERT_TRUE(after);
-    for (const auto& info : *after) EXPECT_EQ(info.status, BoxStatus::Stopped) << info.id;
+    for (const auto& info : *after) EXPECT_EQ(info.status, BoxStatus::Stopped) << info.id.str();
 
     // Restarted and removed by force while running: each by its own engine.
     ASSERT_TRUE(ns_here->start());

@@ -149,6 +149,8 @@ TEST_P(CliEngine, ExistingBoxUsesItsOwnEngine) {
 // BOXLITE_ENGINE unset (auto by default) and set to auto explicitly.
 INSTANTIATE_TEST_SUITE_P(EngineFromEnvironment, CliEngine,
                          ::testing::Values(std::optional<std::string>{}, std::optional<std::string>{"auto"}),
-                         [](const auto& info) { return info.param ? "BOXLITE_ENGINE_" + *info.param : std::string("BOXLITE_ENGINE_unset"); });
+                         [](const auto& test_param) {
+                             return test_param.param ? "BOXLITE_ENGINE_" + *test_param.param : std::string("BOXLITE_ENGINE_unset");
+                         });
 
 }  // namespace
