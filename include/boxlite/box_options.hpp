@@ -53,7 +53,7 @@ struct BoxOptions {
 };
 
 /// The number of CPUs online on this host (at least 1): the upper bound of BoxOptions::cpus.
-/// Compiled in the library (lib/core/process.cpp).
+/// Compiled in the library (lib/core/host.cpp).
 [[nodiscard]] std::uint32_t host_cpu_count() noexcept;
 
 /// Checks every option against the reference's ranges before anything is written. The first

@@ -1,7 +1,6 @@
 // The POSIX plumbing behind the public headers' declarations: process identity and signals
-// (detail/process.hpp), the box lock file (detail/lock_file.hpp) and the host's CPU count
-// (box_options.hpp). Kept here so that no public header includes a system header.
-#include <boxlite/box_options.hpp>
+// (detail/process.hpp) and the box lock file (detail/lock_file.hpp). Kept here so that no public
+// header includes a system header.
 #include <boxlite/detail/lock_file.hpp>
 #include <boxlite/detail/process.hpp>
 
@@ -21,12 +20,6 @@
 #include <thread>
 
 namespace boxlite {
-
-std::uint32_t host_cpu_count() noexcept {
-    const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1U : static_cast<std::uint32_t>(n);
-}
-
 namespace detail {
 
 std::int32_t current_process_id() noexcept { return static_cast<std::int32_t>(::getpid()); }

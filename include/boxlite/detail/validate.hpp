@@ -1,6 +1,6 @@
 // Small syntax checks shared by the option validators: host names, IP addresses, CIDRs,
 // environment names. Everything here is pure (no filesystem, no network). The address parsers
-// are compiled in the library (lib/core/validate.cpp).
+// are compiled in the library (lib/core/host.cpp).
 #pragma once
 
 #include <cstdint>
