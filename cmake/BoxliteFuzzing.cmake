@@ -15,9 +15,10 @@
 # of every compile; headers need not be listed. The test runs for SECONDS (default 20) under a
 # ctest TIMEOUT (default 120):
 #   - with RUNNER:    bash <RUNNER> <fuzzer> <work dir> <SECONDS> [ARGS...]
-#                     (the runner prepares seeds and exits 77 when the fuzzer was not built)
+#                     (the runner prepares seeds; it fails when the fuzzer was not built)
 #   - without RUNNER: <fuzzer> -max_total_time=<SECONDS> [ARGS...]
-# Exit code 77 counts as skipped. Relative paths are taken from the calling folder.
+# Exit code 77 counts as skipped (scripts/test then wants a "precondition: ..." reason). Relative
+# paths are taken from the calling folder.
 
 # The fuzzers are compiled with their own flags (below), whatever the build's BOXLITE_SANITIZE,
 # so a second build tree (scripts/test's ASan one) would build and run the very same binaries

@@ -22,6 +22,13 @@ static_assert(!Engine<EngineWithMutableIsAlive>);
 static_assert(!Engine<EngineWithStringRootfsKind>);
 static_assert(!Engine<GoodTransport>);
 
+// PerKindEngine: an engine that makes engines of other kinds (a box keeps its engine).
+static_assert(PerKindEngine<GoodPerKindEngine>);
+static_assert(PerKindEngine<AnyEngine>);
+static_assert(!PerKindEngine<GoodEngine>);
+static_assert(!PerKindEngine<MockEngine>);
+static_assert(!PerKindEngine<EngineForOtherType>);
+
 // ByteStream
 static_assert(ByteStream<FdStream>);
 static_assert(ByteStream<AnyStream>);

@@ -3,7 +3,9 @@
 // failing static_assert points at that one thing.
 #pragma once
 
-#include <boxlite/concepts.hpp>
+#include <boxlite/engine.hpp>
+#include <boxlite/storage.hpp>
+#include <boxlite/transport.hpp>
 #include <boxlite/transport/fd_stream.hpp>
 
 #include <chrono>
@@ -24,6 +26,16 @@ struct GoodEngine {
     BoxliteResult<void> kill(const EngineHandle&) { return {}; }
     bool is_alive(const EngineHandle&) const { return false; }
     BoxliteResult<EngineMetrics> metrics(const EngineHandle&) { return EngineMetrics{}; }
+};
+
+/// A GoodEngine that also makes engines of other kinds (PerKindEngine).
+struct GoodPerKindEngine : GoodEngine {
+    BoxliteResult<GoodPerKindEngine> engine_for(std::string_view) const { return GoodPerKindEngine{}; }
+};
+
+/// engine_for() that yields another type than the engine's own.
+struct EngineForOtherType : GoodEngine {
+    BoxliteResult<GoodEngine> engine_for(std::string_view) const { return GoodEngine{}; }
 };
 
 /// No kill().

@@ -13,7 +13,10 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace {
 
@@ -71,6 +74,7 @@ int main(int argc, char** argv) {
     web.ports = {PortSpec{8080, 80, PortProtocol::Tcp, "127.0.0.1"}};
     web.auto_remove = false;
     auto first = runtime->create(web, "web");
+    const bool from_image = static_cast<bool>(first);
     if (!first) {
         fmt::print("could not create web from alpine:latest: {}\n  (creating it from a directory instead)\n",
                    first.error());
@@ -115,6 +119,24 @@ int main(int argc, char** argv) {
     auto config = first->config();
     if (!config) return report(config.error());
     fmt::print("config: {}\n", *config);
+    // What inspect shows is what was asked for.
+    int wrong = 0;
+    auto check = [&](bool ok, std::string_view what) {
+        if (ok) return;
+        ++wrong;
+        fmt::print("FAILED: inspect shows the wrong {}\n", what);
+    };
+    check(info->id == first->id(), "id for the prefix");
+    check(info->name == std::optional<std::string>("web"), "name");
+    check(info->status == BoxStatus::Configured, "status (a box never started is configured)");
+    check(from_image ? info->image.find("alpine") != std::string::npos : info->image == home.string(), "image");
+    check(info->cpus == 1 && info->memory_mib == 256, "cpus or memory");
+    check(info->engine == runtime->engine().kind(), "engine");
+    check(info->labels == std::map<std::string, std::string>{{"app", "web"}}, "labels");
+    check(config->name == std::optional<std::string>("web") && config->id == first->id(), "config name or id");
+    check(config->options.env == web.env, "environment");
+    check(config->options.ports == web.ports, "ports");
+    if (wrong != 0) return 1;
 
     // 4. Remove, and show it is gone.
     for (const char* name : {"web", "tools"}) {

@@ -4,9 +4,10 @@
 //   <example>                      temporary home; a busybox rootfs built from /bin/busybox
 //   <example> <rootfs-dir>         that directory as every box's root filesystem
 //
-// The namespace engine needs root and overlayfs; where it cannot run (or busybox-static is
-// missing), the example says why and exits with kSkipExitCode, which ctest reports as skipped
-// (SKIP_RETURN_CODE in examples/CMakeLists.txt), as the engine tests (tests/agent) do.
+// The namespace engine needs root; without it (or without busybox-static) the example prints
+// "precondition: …" and exits with kSkipExitCode, which ctest reports as skipped
+// (SKIP_RETURN_CODE in examples/CMakeLists.txt), as the engine tests (tests/agent) do. As root,
+// an engine that cannot run is a failure.
 //
 // Each example checks what it shows (Checks below): a wrong result prints "FAILED: …" and
 // makes the exit code non-zero, so `ctest` tests the output, not just that nothing crashed.
@@ -136,7 +137,8 @@ struct Setup {
 
 inline void setup(Setup& s, int argc, char** argv, const char* name) {
     if (::geteuid() != 0) {
-        fmt::print("{}: skipped — the namespace engine needs root (namespaces, overlayfs, cgroups)\n", name);
+        fmt::print("{}: skipped — precondition: not root (the namespace engine needs namespaces, overlayfs, cgroups)\n",
+                   name);
         s.exit_code = kSkipExitCode;
         return;
     }
@@ -146,7 +148,7 @@ inline void setup(Setup& s, int argc, char** argv, const char* name) {
     } else if (auto rootfs = make_busybox_rootfs(s.scratch.path)) {
         s.rootfs = *rootfs;
     } else {
-        fmt::print("{}: skipped — no rootfs given and busybox-static is not installed\n", name);
+        fmt::print("{}: skipped — precondition: busybox-static is not installed (and no rootfs was given)\n", name);
         s.exit_code = kSkipExitCode;
         return;
     }
@@ -158,9 +160,10 @@ inline void setup(Setup& s, int argc, char** argv, const char* name) {
         s.exit_code = report(runtime.error());
         return;
     }
+    // Root was the precondition: an engine that still cannot run is a failure, not a skip.
     if (auto ok = runtime->engine().available(); !ok) {
-        fmt::print("{}: skipped — {}\n", name, ok.error());
-        s.exit_code = kSkipExitCode;
+        fmt::print("FAILED: {}: the namespace engine is unavailable even as root: {}\n", name, ok.error());
+        s.exit_code = 1;
         return;
     }
     s.runtime.emplace(std::move(*runtime));

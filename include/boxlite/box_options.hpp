@@ -12,8 +12,6 @@
 #include <boxlite/security_options.hpp>
 #include <boxlite/volume_spec.hpp>
 
-#include <unistd.h>
-
 #include <cstdint>
 #include <map>
 #include <set>
@@ -55,10 +53,8 @@ struct BoxOptions {
 };
 
 /// The number of CPUs online on this host (at least 1): the upper bound of BoxOptions::cpus.
-[[nodiscard]] inline std::uint32_t host_cpu_count() noexcept {
-    const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1U : static_cast<std::uint32_t>(n);
-}
+/// Compiled in the library (lib/core/host.cpp).
+[[nodiscard]] std::uint32_t host_cpu_count() noexcept;
 
 /// Checks every option against the reference's ranges before anything is written. The first
 /// problem found is returned as a Config error naming the option and what is allowed.

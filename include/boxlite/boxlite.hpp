@@ -4,14 +4,11 @@
 //   if (!runtime) { fmt::print("{}\n", runtime.error()); return 1; }
 //   BOXLITE_TRY(auto box, runtime->create(boxlite::BoxOptions{}, "web"));
 //
-// Engine selection: engine/select.hpp (the engine component) maps BoxliteOptions::engine to an
-// AnyEngine and registers every transport in an AnyTransport. It must provide
-//
-//   BoxliteResult<AnyEngine> select_engine(const BoxliteOptions&);
-//   AnyTransport default_transport();
-//
-// Until it exists, only the mock engine can be selected; other kinds give a runtime whose
-// engine reports UnsupportedEngine on start (listing, inspecting and removing still work).
+// Engine selection: engine/select.hpp maps BoxliteOptions::engine to an AnyEngine (select_engine)
+// and registers every transport in an AnyTransport (default_transport). BoxliteOptions::engine is
+// the engine of new boxes; a box keeps the engine it was created with, so one runtime lists and
+// drives boxes of every engine in one home. An engine that cannot run here still gives a
+// runtime: its boxes can be listed, inspected and removed, and starting one reports the reason.
 #pragma once
 
 #include <boxlite/box_command.hpp>
@@ -42,12 +39,7 @@
 #include <boxlite/transport/pipe_transport.hpp>
 #include <boxlite/version.hpp>
 
-#if __has_include(<boxlite/engine/select.hpp>)
 #include <boxlite/engine/select.hpp>
-#define BOXLITE_HAS_ENGINE_SELECT 1
-#else
-#define BOXLITE_HAS_ENGINE_SELECT 0
-#endif
 
 #include <mutex>
 #include <optional>
@@ -56,27 +48,9 @@ namespace boxlite {
 
 namespace detail {
 
-inline BoxliteResult<AnyEngine> engine_for(const BoxliteOptions& options) {
-#if BOXLITE_HAS_ENGINE_SELECT
-    return select_engine(options);
-#else
-    if (options.engine == EngineKind::Mock) return AnyEngine(MockEngine{});
-    return AnyEngine::unavailable(std::string(to_string(options.engine)),
-                                  BoxliteError(ErrorKind::UnsupportedEngine,
-                                               fmt::format("{} (no engine is built into this BoxLite)",
-                                                           to_string(options.engine))));
-#endif
-}
+inline BoxliteResult<AnyEngine> engine_for(const BoxliteOptions& options) { return select_engine(options); }
 
-inline AnyTransport transport_for(const BoxliteOptions&) {
-#if BOXLITE_HAS_ENGINE_SELECT
-    return default_transport();
-#else
-    AnyTransport transport;
-    transport.add("pipe", PipeTransport{});
-    return transport;
-#endif
-}
+inline AnyTransport transport_for(const BoxliteOptions&) { return default_transport(); }
 
 }  // namespace detail
 

@@ -70,9 +70,8 @@ public:
     void record_command(bool succeeded) { core_->record_command(id_, succeeded); }
     void record_bytes(std::uint64_t sent, std::uint64_t received) { core_->record_bytes(id_, sent, received); }
 
-    // >>> EXEC SEAM (issue 3, helper A): run(BoxCommand) -> Execution, exec(...) -> ExecResult,
-    // >>> copy_in, copy_out go here, built on connect_agent() and record_command()/record_bytes().
-    // Each call opens its own agent connection (the protocol multiplexes, but a connection per
+    // Commands and files: exec (streaming), run (to completion), copy_in and copy_out, built on
+    // connect_agent() and record_command()/record_bytes(). Each call opens its own agent connection (the protocol multiplexes, but a connection per
     // execution keeps executions independent of each other's handles and lifetimes).
 
     /// Starts `command` in the box (starting the box first when it is Configured or Stopped) and

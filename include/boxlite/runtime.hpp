@@ -55,21 +55,28 @@ public:
 
     /// By exact name, full id, or a unique id prefix. NotFound ("box not found: <key>") when
     /// nothing matches; InvalidArgument when a prefix matches several boxes.
-    BoxliteResult<box_type> get(std::string_view id_or_name) {
+    [[nodiscard]] BoxliteResult<box_type> get(std::string_view id_or_name) {
         BOXLITE_TRY(auto record, core_->lookup(id_or_name));
         return box_type(core_, record.config.id, record.config.name);
     }
 
-    BoxliteResult<BoxInfo> get_info(std::string_view id_or_name) {
+    [[nodiscard]] BoxliteResult<BoxInfo> get_info(std::string_view id_or_name) {
         BOXLITE_TRY(auto record, core_->lookup(id_or_name));
         return BoxInfo::from(record.config, record.state);
     }
 
-    /// Every box in the home, oldest first, with its current status.
-    BoxliteResult<std::vector<BoxInfo>> list_info() { return core_->list_info(); }
+    /// Every box in the home, oldest first, with its current status, whatever engine each box
+    /// was created with. Bind the result before iterating it:
+    ///
+    ///   auto boxes = runtime.list_info();
+    ///   if (!boxes) return fail(boxes.error());
+    ///   for (const auto& info : *boxes) ...
+    ///
+    /// (`for (... : *runtime.list_info())` iterates into a temporary destroyed before the body.)
+    [[nodiscard]] BoxliteResult<std::vector<BoxInfo>> list_info() { return core_->list_info(); }
 
     /// False only on NotFound; other failures (database, ambiguous prefix) are errors.
-    BoxliteResult<bool> exists(std::string_view id_or_name) {
+    [[nodiscard]] BoxliteResult<bool> exists(std::string_view id_or_name) {
         auto record = core_->lookup(id_or_name);
         if (record) return true;
         if (record.error().kind() == ErrorKind::NotFound) return false;
@@ -81,10 +88,11 @@ public:
         return core_->remove(id_or_name, force);
     }
 
-    BoxliteResult<RuntimeMetrics> metrics() { return core_->metrics(); }
+    [[nodiscard]] BoxliteResult<RuntimeMetrics> metrics() { return core_->metrics(); }
 
     [[nodiscard]] const BoxliteOptions& options() const noexcept { return core_->options(); }
     [[nodiscard]] const HomeLayout& layout() const noexcept { return core_->layout(); }
+    /// The engine of new boxes (BoxliteOptions::engine); existing boxes keep their own.
     E& engine() noexcept { return core_->engine(); }
     T& transport() noexcept { return core_->transport(); }
     S& storage() noexcept { return core_->storage(); }

@@ -10,8 +10,8 @@ namespace {
 int operation_of(FileLock::Mode mode) { return mode == FileLock::Mode::Exclusive ? LOCK_EX : LOCK_SH; }
 }  // namespace
 
-BoxliteResult<FileLock> FileLock::open(const std::filesystem::path& path) {
-    OwnedFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+BoxliteResult<FileLock> FileLock::open(const std::filesystem::path& path, unsigned create_mode) {
+    OwnedFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, create_mode));
     if (!fd) return fail_errno(ErrorKind::Storage, fmt::format("opening lock file {}", path.string()), errno);
     return FileLock(std::move(fd), path);
 }

@@ -17,8 +17,8 @@ class FileLock {
 public:
     enum class Mode { Shared, Exclusive };
 
-    /// Opens (creating, 0644) `path` without locking it yet.
-    [[nodiscard]] static BoxliteResult<FileLock> open(const std::filesystem::path& path);
+    /// Opens (creating it with `create_mode` when missing) `path` without locking it yet.
+    [[nodiscard]] static BoxliteResult<FileLock> open(const std::filesystem::path& path, unsigned create_mode = 0644);
     /// Opens `path` and blocks until the lock is granted.
     [[nodiscard]] static BoxliteResult<FileLock> acquire(const std::filesystem::path& path, Mode mode);
     /// Opens `path` and tries once: nullopt when another holder conflicts.
@@ -32,6 +32,8 @@ public:
     /// caller then holds nothing.
     BoxliteResult<bool> try_lock(Mode mode);
     void unlock() noexcept;
+    /// Gives up the descriptor, and with it the lock it holds: closing it releases the lock.
+    [[nodiscard]] int release() noexcept { return fd_.release(); }
 
     [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }

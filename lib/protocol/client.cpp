@@ -1,5 +1,5 @@
-// AgentClient's file copies (include/boxlite/protocol/client.hpp): the tar streams of
-// lib/protocol/tar.hpp stay out of the public headers.
+// AgentClient's file copies (include/boxlite/protocol/client.hpp): tar archives streamed to and
+// from the guest agent, with the host's file system calls kept out of the public header.
 #include <boxlite/protocol/client.hpp>
 
 #include "protocol/tar.hpp"
@@ -9,6 +9,7 @@
 #include <array>
 #include <cerrno>
 #include <filesystem>
+#include <system_error>
 
 namespace boxlite::protocol {
 
@@ -23,8 +24,7 @@ BoxliteResult<void> AgentClient::copy_in(const std::string& host_source, const s
     });
 }
 
-BoxliteResult<void> AgentClient::copy_in_stream(const std::string& guest_dest,
-                                               const std::function<BoxliteResult<void>(tar::Writer&)>& produce) {
+BoxliteResult<void> AgentClient::copy_in_stream(const std::string& guest_dest, const ArchiveProducer& produce) {
     if (guest_dest.empty() || guest_dest.front() != '/') {
         return fail(ErrorKind::InvalidArgument, "copy_in destination '{}' must be an absolute path in the box", guest_dest);
     }

@@ -2,7 +2,7 @@
 //
 //   boxlite-shim-kvm [--config-fd N] [--ready-fd N] [--watchdog-fd N]
 //
-// The config (JSON, lib/vmm/shim_config.hpp) is read from --config-fd (default 0, stdin) to
+// The config (JSON, lib/engine/kvm/launch.hpp) is read from --config-fd (default 0, stdin) to
 // EOF; one line goes to --ready-fd: "ok <pid>" once the vCPUs run, or "error <message>". EOF on
 // --watchdog-fd stops the VM (detach=false).
 #include "kvm_mode.hpp"

@@ -1,5 +1,5 @@
 // boxlite-shim's kvm mode: one micro-VM per process, configured by a JSON document read from a
-// pipe (lib/vmm/shim_config.hpp). Reports "ok <pid>" or "error <message>" on the ready fd.
+// pipe (lib/engine/kvm/launch.hpp). Reports "ok <pid>" or "error <message>" on the ready fd.
 #pragma once
 
 namespace boxlite::shim {

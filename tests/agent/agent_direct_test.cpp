@@ -306,7 +306,7 @@ TEST_F(DirectAgent, CopyErrorsSayWhatIsWrongWithoutBlamingABox) {
 class AgentWithOwnAccounts : public ::testing::Test {
 protected:
     void SetUp() override {
-        if (!test::is_root()) GTEST_SKIP() << "switching users and private mounts need root";
+        if (!test::is_root()) GTEST_SKIP() << "precondition: not root (switching users and private mounts)";
         passwd_ = (dir_.path() / "passwd").string();
         group_ = (dir_.path() / "group").string();
         test::write_file(passwd_, "root:x:0:0:root:/root:/bin/sh\nboxtester:x:4242:4242::/tmp:/bin/sh\n"

@@ -178,7 +178,7 @@ TEST_F(NamespaceIsolation, TheSeccompFilterIsWhatStopsUserNamespaces) {
     std::ifstream max_file("/proc/sys/user/max_user_namespaces");
     long max = 0;
     max_file >> max;
-    if (max <= 0) GTEST_SKIP() << "this host allows no user namespaces";
+    if (max <= 0) GTEST_SKIP() << "precondition: this host allows no user namespaces";
     auto o = options();
     o.security.seccomp_enabled = false;
     auto unfiltered = runtime_->create(o);

@@ -16,9 +16,9 @@ namespace boxlite::test {
 class NamespaceBox : public ::testing::Test {
 protected:
     void SetUp() override {
-        if (!is_root()) GTEST_SKIP() << "the namespace engine needs root (namespaces, overlayfs, cgroups)";
+        if (!is_root()) GTEST_SKIP() << "precondition: not root (the namespace engine needs namespaces, overlayfs, cgroups)";
         rootfs_ = busybox_rootfs();
-        if (!rootfs_) GTEST_SKIP() << "busybox-static is not installed (apt-get install busybox-static)";
+        if (!rootfs_) GTEST_SKIP() << "precondition: busybox-static is not installed (apt-get install busybox-static)";
         ::setenv("BOXLITE_SHIM", built_binary("boxlite-shim").c_str(), 1);
         ::setenv("BOXLITE_AGENT", built_binary("boxlite-agent").c_str(), 1);
         home_.emplace();

@@ -24,6 +24,126 @@ std::vector<std::byte> bytes(std::initializer_list<int> values) {
     return out;
 }
 
+// ---- the wire format, byte for byte ----------------------------------------------------------
+// These frames were written by hand from docs/protocol.md (a 12-byte little-endian header: u32
+// length, u8 type, u8 flags, u16 reserved, u32 stream; payload integers little-endian; string =
+// u32 length + bytes; list = u32 count + items), not produced by the encoder: a mistake shared
+// by our encoder and decoder shows up here.
+
+/// "text" as bytes, for writing string fields by hand.
+std::vector<int> wire_chars(std::string_view text) { return {text.begin(), text.end()}; }
+
+std::vector<std::byte> wire_concat(std::initializer_list<std::vector<int>> parts) {
+    std::vector<std::byte> out;
+    for (const auto& part : parts) {
+        for (int v : part) out.push_back(static_cast<std::byte>(v));
+    }
+    return out;
+}
+
+/// The one frame in `wire`, decoded; fails the test unless exactly that frame is there.
+Frame decode_one_frame(const std::vector<std::byte>& wire) {
+    FrameDecoder decoder;
+    decoder.feed(wire);
+    auto frame = decoder.next();
+    EXPECT_TRUE(frame && frame->has_value()) << (frame ? "incomplete" : frame.error().to_string());
+    EXPECT_EQ(decoder.buffered(), 0u);
+    return frame && frame->has_value() ? std::move(**frame) : Frame{};
+}
+
+TEST(WireFormat, HelloMatchesTheDocument) {
+    const auto wire = wire_concat({{0x04, 0x00, 0x00, 0x00,   // length 4
+                               0x01,                     // type 1 Hello
+                               0x00,                     // flags
+                               0x00, 0x00,               // reserved
+                               0x00, 0x00, 0x00, 0x00},  // stream 0
+                              {0x01, 0x00,               // u16 min_version 1
+                               0x01, 0x00}});            // u16 max_version 1
+    EXPECT_EQ(encode_frame(FrameType::Hello, 0, Hello{1, 1}.encode()), wire);
+    const auto frame = decode_one_frame(wire);
+    EXPECT_EQ(frame.type, FrameType::Hello);
+    EXPECT_EQ(frame.stream, 0u);
+    auto hello = Hello::decode(frame.payload);
+    ASSERT_TRUE(hello) << hello.error().to_string();
+    EXPECT_EQ(hello->min_version, 1);
+    EXPECT_EQ(hello->max_version, 1);
+}
+
+TEST(WireFormat, ExecRequestMatchesTheDocument) {
+    const auto wire = wire_concat({{0x47, 0x00, 0x00, 0x00,  // length 71
+                               0x10, 0x00, 0x00, 0x00,  // type 16 Exec, flags, reserved
+                               0x07, 0x00, 0x00, 0x00},  // stream 7
+                              {0x00},                    // u8 kind: command
+                              {0x04, 0x00, 0x00, 0x00}, wire_chars("echo"),  // string program
+                              {0x02, 0x00, 0x00, 0x00},                 // list args: 2 items
+                              {0x01, 0x00, 0x00, 0x00}, wire_chars("a"), {0x01, 0x00, 0x00, 0x00}, wire_chars("b"),
+                              {0x01, 0x00, 0x00, 0x00},                 // list env: 1 item
+                              {0x03, 0x00, 0x00, 0x00}, wire_chars("K=V"),
+                              {0x04, 0x00, 0x00, 0x00}, wire_chars("/tmp"),  // string working_dir
+                              {0x00, 0x00, 0x00, 0x00},                 // string user: empty
+                              {0x01},                                   // u8 tty
+                              {0x1e, 0x00},                             // u16 rows 30
+                              {0x64, 0x00},                             // u16 cols 100
+                              {0xf4, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00},  // u64 timeout_ms 500
+                              {0x00, 0x00, 0x04, 0x00},                 // u32 stdout_window 256 KiB
+                              {0x00, 0x00, 0x04, 0x00},                 // u32 stderr_window 256 KiB
+                              {0x00, 0x00, 0x00, 0x00}});               // string path: empty
+    ASSERT_EQ(wire.size(), kHeaderSize + 71);
+    const ExecRequest request{ExecKind::Command, "echo", {"a", "b"}, {"K=V"}, "/tmp", "", true, 30, 100, 500,
+                              256U * 1024U, 256U * 1024U, ""};
+    EXPECT_EQ(encode_frame(FrameType::Exec, 7, request.encode()), wire);
+    const auto frame = decode_one_frame(wire);
+    EXPECT_EQ(frame.type, FrameType::Exec);
+    EXPECT_EQ(frame.stream, 7u);
+    auto decoded = ExecRequest::decode(frame.payload);
+    ASSERT_TRUE(decoded) << decoded.error().to_string();
+    EXPECT_EQ(decoded->kind, ExecKind::Command);
+    EXPECT_EQ(decoded->program, "echo");
+    EXPECT_EQ(decoded->args, (std::vector<std::string>{"a", "b"}));
+    EXPECT_EQ(decoded->env, (std::vector<std::string>{"K=V"}));
+    EXPECT_EQ(decoded->working_dir, "/tmp");
+    EXPECT_EQ(decoded->user, "");
+    EXPECT_TRUE(decoded->tty);
+    EXPECT_EQ(decoded->rows, 30);
+    EXPECT_EQ(decoded->cols, 100);
+    EXPECT_EQ(decoded->timeout_ms, 500u);
+    EXPECT_EQ(decoded->stdout_window, 262144u);
+    EXPECT_EQ(decoded->stderr_window, 262144u);
+    EXPECT_EQ(decoded->path, "");
+}
+
+TEST(WireFormat, CreditAndExitMatchTheDocument) {
+    const auto credit_wire = wire_concat({{0x05, 0x00, 0x00, 0x00,  // length 5
+                                      0x16, 0x00, 0x00, 0x00,  // type 22 Credit
+                                      0x03, 0x00, 0x00, 0x00},  // stream 3
+                                     {0x01},                    // u8 channel: stdout
+                                     {0x00, 0x00, 0x01, 0x00}});  // u32 bytes 65536
+    EXPECT_EQ(encode_frame(FrameType::Credit, 3, Credit{Channel::Stdout, 65536}.encode()), credit_wire);
+    const auto credit_frame = decode_one_frame(credit_wire);
+    EXPECT_EQ(credit_frame.type, FrameType::Credit);
+    EXPECT_EQ(credit_frame.stream, 3u);
+    auto credit = Credit::decode(credit_frame.payload);
+    ASSERT_TRUE(credit) << credit.error().to_string();
+    EXPECT_EQ(credit->channel, Channel::Stdout);
+    EXPECT_EQ(credit->bytes, 65536u);
+
+    const auto exit_wire = wire_concat({{0x10, 0x00, 0x00, 0x00,  // length 16
+                                    0x19, 0x00, 0x00, 0x00,  // type 25 Exit
+                                    0x04, 0x03, 0x02, 0x01},  // stream 0x01020304
+                                   {0xf7, 0xff, 0xff, 0xff},  // i32 code -9
+                                   {0x01},                    // u8 timed_out
+                                   {0x07, 0x00, 0x00, 0x00}, wire_chars("timeout")});  // string message
+    EXPECT_EQ(encode_frame(FrameType::Exit, 0x01020304, ExitStatus{-9, true, "timeout"}.encode()), exit_wire);
+    const auto exit_frame = decode_one_frame(exit_wire);
+    EXPECT_EQ(exit_frame.type, FrameType::Exit);
+    EXPECT_EQ(exit_frame.stream, 0x01020304u);
+    auto exit = ExitStatus::decode(exit_frame.payload);
+    ASSERT_TRUE(exit) << exit.error().to_string();
+    EXPECT_EQ(exit->code, -9);
+    EXPECT_TRUE(exit->timed_out);
+    EXPECT_EQ(exit->message, "timeout");
+}
+
 TEST(Frame, RoundTripsAcrossArbitrarySplits) {
     const auto payload = ExecRequest{ExecKind::Command, "echo", {"a", "b"}, {"K=V"}, "/tmp", "", true, 30, 100, 500,
                                      kDefaultWindow, kDefaultWindow, ""}

@@ -70,7 +70,7 @@ TEST(TarHostile, NestedDirectoryReplacedBySymlinkToADirectory) {
 }
 
 TEST(TarHostile, OwnerAndMtimeAreNotAppliedThroughALaterSymlink) {
-    if (!test::is_root()) GTEST_SKIP() << "chown of extracted entries needs root";
+    if (!test::is_root()) GTEST_SKIP() << "precondition: not root (chown of extracted entries)";
     test::TempDir dst, outside;
     Victim victim(outside.path() / "passwd");
     RawTar::Meta owned{0777, 4321, 4321, 1};
@@ -177,7 +177,7 @@ TEST(TarHostile, SetuidAndSetgidAreDroppedWithoutOwnership) {
 }
 
 TEST(TarHostile, SetuidIsKeptWhenOwnershipIsPreserved) {
-    if (!test::is_root()) GTEST_SKIP() << "preserving ownership needs root";
+    if (!test::is_root()) GTEST_SKIP() << "precondition: not root (preserving ownership)";
     test::TempDir dst;
     const auto archive = RawTar{}.file("suid", "x", 04755, {0, 1234, 1234, 5}).finish();
     ASSERT_TRUE(extract_archive(archive, dst.path(), {std::nullopt, true}));

@@ -43,23 +43,6 @@ namespace fs = std::filesystem;
 
 const std::string kHarness = BOXLITE_IMAGE_HARNESS;
 
-class ScratchDir {
-public:
-    explicit ScratchDir(const char* prefix = "boxlite-image") {
-        std::string pattern = fmt::format("/tmp/{}-XXXXXX", prefix);
-        if (::mkdtemp(pattern.data()) == nullptr) std::abort();
-        path_ = pattern;
-    }
-    ~ScratchDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    const fs::path& path() const { return path_; }
-
-private:
-    fs::path path_;
-};
-
 int sh(const std::string& command) {
     const int status = std::system(command.c_str());
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -70,19 +53,6 @@ std::string read_text(const fs::path& path) {
     std::stringstream s;
     s << in.rdbuf();
     return s.str();
-}
-
-int free_port() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = 0;
-    ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    socklen_t len = sizeof addr;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-    ::close(fd);
-    return ntohs(addr.sin_port);
 }
 
 std::string missing_tools() {
@@ -100,14 +70,14 @@ public:
     enum class Auth { None, Basic, Token };
     explicit Registry(std::optional<std::pair<std::string, std::string>> credentials = std::nullopt,
                       Auth auth = Auth::Basic)
-        : credentials_(std::move(credentials)), auth_(credentials_ ? auth : Auth::None), port_(free_port()) {
+        : credentials_(std::move(credentials)), auth_(credentials_ ? auth : Auth::None), port_(test::free_port()) {
         start();
     }
     ~Registry() { stop(); }
     void start() {
         std::string cmd = fmt::format("bash {} {} {} {}", kHarness, auth_ == Auth::Token ? "start-token" : "start",
                                       dir_.path().string(), port_);
-        if (auth_ == Auth::Token) cmd += fmt::format(" {}", free_port());
+        if (auth_ == Auth::Token) cmd += fmt::format(" {}", test::free_port());
         if (credentials_) cmd += fmt::format(" {} {}", credentials_->first, credentials_->second);
         running_ = sh(cmd) == 0;
     }
@@ -131,7 +101,7 @@ public:
     }
 
 private:
-    ScratchDir dir_{"boxlite-registry"};
+    test::TempDir dir_{"boxlite-registry"};
     std::optional<std::pair<std::string, std::string>> credentials_;
     Auth auth_;
     int port_;
@@ -153,7 +123,7 @@ std::string capture(const std::string& command) {
 // requests as `fault` says; stopped on destruction. requests() is what it saw, in order.
 class FaultProxy {
 public:
-    FaultProxy(int upstream_port, const std::string& fault, int count = 1) : port_(free_port()) {
+    FaultProxy(int upstream_port, const std::string& fault, int count = 1) : port_(test::free_port()) {
         running_ = sh(fmt::format("bash {} start-proxy {} {} {} {} {}", kHarness, dir_.path().string(), port_,
                                   upstream_port, fault, count)) == 0;
     }
@@ -180,7 +150,7 @@ public:
     }
 
 private:
-    ScratchDir dir_{"boxlite-proxy"};
+    test::TempDir dir_{"boxlite-proxy"};
     int port_;
     bool running_ = false;
 };
@@ -205,21 +175,22 @@ InodeOwnership debugfs_stat(const fs::path& disk, const std::string& path) {
 
 class ImageRegistry : public ::testing::Test {
 protected:
+    // A missing tool is a precondition (skip); with every tool installed, a set-up step that
+    // fails is a failure of every test.
     static void SetUpTestSuite() {
-        skip_reason_ = missing_tools();
-        if (!skip_reason_.empty()) {
-            skip_reason_ = "missing tool: " + skip_reason_;
+        if (const auto tool = missing_tools(); !tool.empty()) {
+            skip_reason_ = "precondition: " + tool + " is not installed";
             return;
         }
-        images_ = std::make_unique<ScratchDir>("boxlite-oci");
+        images_ = std::make_unique<test::TempDir>("boxlite-oci");
         if (sh(fmt::format("bash {} build {} >{}/build.log 2>&1", kHarness, images_->path().string(),
                            images_->path().string())) != 0) {
-            skip_reason_ = "building test images with umoci failed: " + read_text(images_->path() / "build.log");
+            setup_failure_ = "building test images with umoci failed: " + read_text(images_->path() / "build.log");
             return;
         }
         registry_ = std::make_unique<Registry>();
         if (!registry_->running()) {
-            skip_reason_ = "docker-registry did not start on 127.0.0.1";
+            setup_failure_ = "docker-registry did not start on 127.0.0.1";
             return;
         }
         const bool pushed = registry_->push(oci(), "single", "test/single:1") &&
@@ -227,7 +198,7 @@ protected:
                             registry_->push(oci(), "multiarch", "test/multiarch:1", "all") &&
                             registry_->push(oci(), "unique", "test/unique:1") &&
                             registry_->push(oci(), "entry", "test/entry:1");
-        if (!pushed) skip_reason_ = "skopeo could not push the test images";
+        if (!pushed) setup_failure_ = "skopeo could not push the test images";
     }
     static void TearDownTestSuite() {
         registry_.reset();
@@ -235,6 +206,7 @@ protected:
     }
     void SetUp() override {
         if (!skip_reason_.empty()) GTEST_SKIP() << skip_reason_;
+        ASSERT_EQ(setup_failure_, "") << "the registry fixture's set-up failed";
     }
 
     static fs::path oci() { return images_->path() / "oci"; }
@@ -249,13 +221,14 @@ protected:
     }
 
     /// Sets namespace_runtime_: the namespace engine on `home`, searching the test registry.
-    /// Skips the test where that engine cannot run; callers return when IsSkipped() or
-    /// HasFatalFailure() (gtest's way out of a helper).
+    /// Skips the test without root (the engine's precondition); as root, an engine that says it
+    /// cannot run is a failure. Callers return when IsSkipped() or HasFatalFailure() (gtest's
+    /// way out of a helper).
     void open_namespace_runtime(const fs::path& home) {
-        if (::geteuid() != 0) GTEST_SKIP() << "the namespace engine needs root (namespaces, overlayfs)";
+        if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (the namespace engine needs namespaces, overlayfs)";
         const auto shim = test::built_binary("boxlite-shim");
         const auto agent = test::built_binary("boxlite-agent");
-        if (!fs::exists(shim) || !fs::exists(agent)) GTEST_SKIP() << "boxlite-shim / boxlite-agent are not built";
+        ASSERT_TRUE(fs::exists(shim) && fs::exists(agent)) << "boxlite-shim / boxlite-agent are not built (test dependencies)";
         ::setenv("BOXLITE_SHIM", shim.c_str(), 1);
         ::setenv("BOXLITE_AGENT", agent.c_str(), 1);
         BoxliteOptions options;
@@ -264,17 +237,17 @@ protected:
         options.engine = EngineKind::Namespace;
         auto runtime = open_runtime(options);
         ASSERT_TRUE(runtime) << runtime.error().to_string();
-        if (auto available = runtime->engine().available(); !available) {
-            GTEST_SKIP() << "namespace engine unavailable here: " << available.error().to_string();
-        }
+        auto available = runtime->engine().available();
+        ASSERT_TRUE(available) << "the namespace engine calls itself unavailable as root: " << available.error().to_string();
         namespace_runtime_.emplace(std::move(*runtime));
     }
 
     static inline std::string skip_reason_;
-    static inline std::unique_ptr<ScratchDir> images_;
+    static inline std::string setup_failure_;
+    static inline std::unique_ptr<test::TempDir> images_;
     static inline std::unique_ptr<Registry> registry_;
-    ScratchDir home_{"boxlite-home"};
-    ScratchDir other_home_{"boxlite-home"};  // for a namespace runtime beside one on home_
+    test::TempDir home_{"boxlite-home"};
+    test::TempDir other_home_{"boxlite-home"};  // for a namespace runtime beside one on home_
     std::optional<BoxliteRuntime> namespace_runtime_;  // after the homes: destroyed before them
 };
 
@@ -370,7 +343,7 @@ TEST_F(ImageRegistry, SelectsThePlatformOfAMultiArchIndex) {
     ASSERT_TRUE(amd_root) << amd_root.error().message();
     EXPECT_EQ(read_text(*amd_root / "etc/arch"), "amd64\n");
 
-    ScratchDir other{"boxlite-home"};
+    test::TempDir other{"boxlite-home"};
     auto arm_store = open_store(other.path());
     auto arm = arm_store.pull(ref("test/multiarch:1"), {PullPolicy::IfMissing, {}, Platform{"linux", "arm64", "v8"}});
     ASSERT_TRUE(arm) << arm.error().message();
@@ -381,7 +354,7 @@ TEST_F(ImageRegistry, SelectsThePlatformOfAMultiArchIndex) {
     ASSERT_TRUE(arm_root) << arm_root.error().message();
     EXPECT_EQ(read_text(*arm_root / "etc/arch"), "arm64\n");
 
-    ScratchDir third{"boxlite-home"};
+    test::TempDir third{"boxlite-home"};
     auto riscv = open_store(third.path()).pull(ref("test/multiarch:1"), {PullPolicy::Always, {}, Platform{"linux", "riscv64", ""}});
     ASSERT_FALSE(riscv);
     EXPECT_EQ(riscv.error().kind(), ErrorKind::Image);
@@ -471,7 +444,7 @@ TEST_F(ImageRegistry, RefusesALayerWhoseDigestDoesNotMatch) {
     ASSERT_TRUE(registry.running());
     ASSERT_TRUE(registry.push(oci(), "unique", "test/tampered:1"));
     // Find the unique layer (the last one) through a first, clean pull.
-    ScratchDir scratch{"boxlite-home"};
+    test::TempDir scratch{"boxlite-home"};
     auto clean = open_store(scratch.path()).pull(registry.host() + "/test/tampered:1");
     ASSERT_TRUE(clean) << clean.error().message();
     const auto layer = clean->layers.back().digest;
@@ -501,7 +474,7 @@ TEST_F(ImageRegistry, ResumesAPartialDownloadWithRange) {
     const auto blob = read_text(home_.path() / "images/blobs/sha256" / std::string(digest_hex(layer.digest)));
 
     // A bogus prefix: only a resumed (Range) download keeps it, and then the digest cannot match.
-    ScratchDir bogus_home{"boxlite-home"};
+    test::TempDir bogus_home{"boxlite-home"};
     auto bogus = open_store(bogus_home.path());
     const auto partial = bogus_home.path() / "images/tmp" / fmt::format("{}.partial", digest_hex(layer.digest));
     std::ofstream(partial, std::ios::binary) << std::string(4096, 'X');
@@ -512,7 +485,7 @@ TEST_F(ImageRegistry, ResumesAPartialDownloadWithRange) {
     ASSERT_TRUE(bogus.pull(ref("test/single:1")));
 
     // A true prefix: the download continues after it and the blob verifies.
-    ScratchDir resumed_home{"boxlite-home"};
+    test::TempDir resumed_home{"boxlite-home"};
     auto resumed = open_store(resumed_home.path());
     const auto resumed_partial = resumed_home.path() / "images/tmp" / fmt::format("{}.partial", digest_hex(layer.digest));
     std::ofstream(resumed_partial, std::ios::binary) << blob.substr(0, blob.size() / 2);
@@ -531,7 +504,7 @@ TEST_F(ImageRegistry, ExplainsAuthenticationFailures) {
     ASSERT_TRUE(secured.running());
     ASSERT_TRUE(secured.push(oci(), "single", "test/private:1"));
     const auto name = secured.host() + "/test/private:1";
-    ScratchDir no_config;
+    test::TempDir no_config;
     RegistryOptions anonymous;
     anonymous.docker_config = no_config.path() / "config.json";
     auto denied = open_store(home_.path(), anonymous).pull(name);
@@ -561,7 +534,7 @@ TEST_F(ImageRegistry, GetsBearerTokensAnonymouslyAndWithCredentials) {
     ASSERT_TRUE(registry.running());
     ASSERT_TRUE(registry.push(oci(), "single", "public/open:1"));
     ASSERT_TRUE(registry.push(oci(), "multi", "test/private:1"));
-    ScratchDir no_config;
+    test::TempDir no_config;
     RegistryOptions anonymous;
     anonymous.docker_config = no_config.path() / "config.json";
 
@@ -667,7 +640,7 @@ TEST_F(ImageRegistry, BuildsAnExt4DiskThatPassesFsck) {
     EXPECT_EQ(prepared->path.extension(), ".ext4");
     EXPECT_EQ(prepared->path.parent_path(), home_.path() / "images/disk-images");
     EXPECT_EQ(sh(fmt::format("e2fsck -fn {} >/dev/null 2>&1", prepared->path.string())), 0);
-    ScratchDir out;
+    test::TempDir out;
     ASSERT_EQ(sh(fmt::format("debugfs -R 'dump /etc/os-release {}/os-release' {} >/dev/null 2>&1", out.path().string(),
                              prepared->path.string())),
               0);
@@ -733,7 +706,7 @@ TEST_F(ImageRegistry, TwoProcessesPullingTheSameImageDoTheWorkOnce) {
 
 TEST_F(ImageRegistry, LoadsDockerSaveArchivesAndOciLayouts) {
     auto store = open_store(home_.path());
-    ScratchDir exports;
+    test::TempDir exports;
     const auto docker_tar = exports.path() / "saved.tar";
     ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:multi docker-archive:{}:team/loaded:2 >/dev/null", oci().string(),
                              docker_tar.string())),
@@ -801,7 +774,7 @@ TEST_F(ImageRegistry, RemoveThenGcFreesEverything) {
 TEST_F(ImageRegistry, RuntimeCreatePullsTheImageAndStartLaunchesTheEngineFromIt) {
     using Runtime = BasicRuntime<MockEngine, PipeTransport, MemoryStorage>;
     for (const auto kind : {RootfsKind::Directory, RootfsKind::Ext4Disk}) {
-        ScratchDir home{"boxlite-home"};
+        test::TempDir home{"boxlite-home"};
         MockEngine engine(MockEngine::Options{kind, "pipe"});
         RuntimeSettings settings;
         settings.host_cpus = 2;
@@ -979,7 +952,7 @@ TEST_F(ImageRegistry, GcDropsStaleLeasesOfBoxesThatNoLongerExist) {
 TEST_F(ImageRegistry, StartsOverWhenTheServerIgnoresRange) {
     FaultProxy proxy(registry_->port(), "ignore-range");
     ASSERT_TRUE(proxy.running());
-    ScratchDir scratch{"boxlite-home"};
+    test::TempDir scratch{"boxlite-home"};
     auto seed = open_store(scratch.path()).pull(ref("test/single:1"));
     ASSERT_TRUE(seed) << seed.error().message();
     const auto layer = seed->layers[0];
@@ -987,7 +960,7 @@ TEST_F(ImageRegistry, StartsOverWhenTheServerIgnoresRange) {
 
     const std::vector<std::string> prefixes = {blob.substr(0, blob.size() / 2), std::string(4096, 'X')};
     for (const auto& prefix : prefixes) {
-        ScratchDir home{"boxlite-home"};
+        test::TempDir home{"boxlite-home"};
         auto store = open_store(home.path());
         const auto partial = home.path() / "images/tmp" / fmt::format("{}.partial", digest_hex(layer.digest));
         std::ofstream(partial, std::ios::binary) << prefix;
@@ -1024,7 +997,7 @@ TEST_F(ImageRegistry, RetriesServerErrorsWithBackoff) {
     ASSERT_TRUE(down.running());
     RegistryOptions few;
     few.max_attempts = 2;
-    ScratchDir other{"boxlite-home"};
+    test::TempDir other{"boxlite-home"};
     auto failed = open_store(other.path(), few).pull(down.host() + "/test/single:1");
     ASSERT_FALSE(failed);
     EXPECT_EQ(failed.error().kind(), ErrorKind::Image);
@@ -1060,7 +1033,7 @@ TEST_F(ImageRegistry, RenewsAnExpiredBearerTokenMidPull) {
     ASSERT_TRUE(registry.push(oci(), "multi", "public/renew:1"));
     FaultProxy proxy(registry.port(), "revoke-token");
     ASSERT_TRUE(proxy.running());
-    ScratchDir no_config;
+    test::TempDir no_config;
     RegistryOptions anonymous;
     anonymous.docker_config = no_config.path() / "config.json";
     auto pulled = open_store(home_.path(), anonymous).pull(proxy.host() + "/public/renew:1");
@@ -1100,7 +1073,7 @@ TEST_F(ImageRegistry, PullsDockerV2Schema2ImagesAndManifestLists) {
 
     for (const auto& [platform, arch] : {std::pair{Platform{"linux", "amd64", ""}, "amd64\n"},
                                          std::pair{Platform{"linux", "arm64", "v8"}, "arm64\n"}}) {
-        ScratchDir home{"boxlite-home"};
+        test::TempDir home{"boxlite-home"};
         auto arch_store = open_store(home.path());
         auto chosen = arch_store.pull(registry.host() + "/test/docker-list:1", {PullPolicy::IfMissing, {}, platform});
         ASSERT_TRUE(chosen) << chosen.error().message();
@@ -1118,7 +1091,7 @@ TEST_F(ImageRegistry, PullsDockerV2Schema2ImagesAndManifestLists) {
 // (docker.io/library/…), and the same short names find them again — locally, before any
 // registry of the search list is asked (here one that cannot be reached at all).
 TEST_F(ImageRegistry, LoadedShortNamesAreFoundByTheSameNamesWithoutANetwork) {
-    ScratchDir exports;
+    test::TempDir exports;
     const auto oci_tar = exports.path() / "single.tar";
     const auto docker_tar = exports.path() / "saved.tar";
     ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:single oci-archive:{} >/dev/null", oci().string(), oci_tar.string())), 0);
@@ -1180,11 +1153,11 @@ TEST_F(ImageRegistry, ANonLoopbackNameIsReachedOverHttpOnlyWhenListedAsInsecure)
     hints.ai_family = AF_INET;
     addrinfo* found = nullptr;
     if (::getaddrinfo(hostname, nullptr, &hints, &found) != 0 || found == nullptr) {
-        GTEST_SKIP() << "host name '" << hostname << "' does not resolve";
+        GTEST_SKIP() << "precondition: the host name '" << hostname << "' does not resolve";
     }
     const auto address = ntohl(reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr.s_addr);
     ::freeaddrinfo(found);
-    if ((address >> 24) != 127) GTEST_SKIP() << "host name '" << hostname << "' does not resolve to loopback";
+    if ((address >> 24) != 127) GTEST_SKIP() << "precondition: the host name '" << hostname << "' does not resolve to loopback";
     const std::string host = fmt::format("{}:{}", hostname, registry_->port());
     ASSERT_FALSE(is_loopback_registry(host));
     const auto name = host + "/test/single:1";
@@ -1226,7 +1199,7 @@ TEST_F(ImageRegistry, ANonLoopbackNameIsReachedOverHttpOnlyWhenListedAsInsecure)
 // that user as every owner, yet the ext4 must hold what the layers declare (setuid root binaries
 // included).
 TEST_F(ImageRegistry, AnExt4DiskBuiltByANonRootUserHoldsTheOwnersAndModesOfTheLayers) {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch to an unprivileged user";
+    if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (switching to an unprivileged user)";
     constexpr uid_t kNobody = 65534;
     ASSERT_EQ(::chown(home_.path().c_str(), kNobody, kNobody), 0);
     const pid_t pid = ::fork();
@@ -1278,7 +1251,7 @@ TEST_F(ImageRegistry, AnExt4DiskBuiltByANonRootUserHoldsTheOwnersAndModesOfTheLa
 // docker save archives name their layers only by diff_id (the digest of the uncompressed tar):
 // each layer is checked against it, compressed or not, before anything is stored.
 TEST_F(ImageRegistry, VerifiesDockerSaveLayersAgainstTheirDiffIds) {
-    ScratchDir exports;
+    test::TempDir exports;
     const auto tar = exports.path() / "saved.tar";
     ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:multi docker-archive:{}:team/checked:1 >/dev/null", oci().string(),
                              tar.string())),
@@ -1308,7 +1281,7 @@ TEST_F(ImageRegistry, VerifiesDockerSaveLayersAgainstTheirDiffIds) {
     ASSERT_EQ(good_layers.size(), 3u);
     gzip_in_place(good_layers[1]);
     {
-        ScratchDir home{"boxlite-home"};
+        test::TempDir home{"boxlite-home"};
         auto store = open_store(home.path());
         auto loaded = store.load(good);
         ASSERT_TRUE(loaded) << loaded.error().message();
@@ -1320,7 +1293,7 @@ TEST_F(ImageRegistry, VerifiesDockerSaveLayersAgainstTheirDiffIds) {
     }
 
     auto expect_refused = [&](const fs::path& archive, std::size_t index) {
-        ScratchDir home{"boxlite-home"};
+        test::TempDir home{"boxlite-home"};
         auto store = open_store(home.path());
         auto loaded = store.load(archive);
         ASSERT_FALSE(loaded);
@@ -1418,8 +1391,8 @@ TEST_F(ImageRegistry, TheImagesUserAndEntrypointBecomeTheBoxDefaults) {
 // They are made unloadable for one run of a program that uses only the image store by
 // bind-mounting /dev/null over them in a private mount namespace.
 TEST_F(ImageRegistry, SaysWhichPackageToInstallWhenLibcurlOrLibarchiveIsMissing) {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root for a private mount namespace";
-    if (sh("command -v unshare >/dev/null 2>&1") != 0) GTEST_SKIP() << "unshare (util-linux) is missing";
+    if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (a private mount namespace)";
+    if (sh("command -v unshare >/dev/null 2>&1") != 0) GTEST_SKIP() << "precondition: unshare (util-linux) is not installed";
     auto library_file = [](const char* soname) -> std::string {
         void* handle = ::dlopen(soname, RTLD_NOW | RTLD_LOCAL);
         if (handle == nullptr) return {};
@@ -1433,11 +1406,11 @@ TEST_F(ImageRegistry, SaysWhichPackageToInstallWhenLibcurlOrLibarchiveIsMissing)
     const auto archive = library_file("libarchive.so.13");
     ASSERT_FALSE(curl.empty());
     ASSERT_FALSE(archive.empty());
-    ScratchDir exports;
+    test::TempDir exports;
     const auto oci_tar = exports.path() / "single.tar";
     ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:single oci-archive:{} >/dev/null", oci().string(), oci_tar.string())), 0);
     auto probe = [&](const std::string& hidden, const std::string& args) {
-        ScratchDir home{"boxlite-home"};
+        test::TempDir home{"boxlite-home"};
         const std::string run = fmt::format("{} {}", BOXLITE_IMAGE_PROBE, fmt::format(fmt::runtime(args), home.path().string()));
         if (hidden.empty()) return capture(run + " 2>&1");
         return capture(fmt::format("unshare -m --propagation private sh -c 'mount --bind /dev/null {} && exec {}' 2>&1",

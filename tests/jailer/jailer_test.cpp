@@ -174,7 +174,7 @@ long int80(long nr, long arg) {
 TEST(SeccompFilter, CoversThe32BitSystemCallTable) {
     // i386 numbers: getpid 20, unshare 310.
     const auto probe = in_child([] { return int80(20, 0) > 0 ? std::string() : std::string("no getpid"); });
-    if (!probe.empty()) GTEST_SKIP() << "this kernel runs no 32-bit system calls (" << probe << ")";
+    if (!probe.empty()) GTEST_SKIP() << "precondition: this kernel runs no 32-bit system calls (" << probe << ")";
     const auto report = in_child([] {
         if (auto ok = jailer::install_box_seccomp_filter(filter_options()); !ok) return ok.error().to_string();
         std::string r;
@@ -209,7 +209,7 @@ TEST(Capabilities, NamesAndTheBoxSet) {
 }
 
 TEST(Capabilities, RestrictLeavesOnlyTheBoxSet) {
-    if (!test::is_root()) GTEST_SKIP() << "dropping capabilities needs CAP_SETPCAP (run as root)";
+    if (!test::is_root()) GTEST_SKIP() << "precondition: not root (dropping capabilities needs CAP_SETPCAP)";
     test::TempDir dir("boxlite-caps");
     const auto report = in_child([&] {
         if (auto ok = jailer::restrict_capabilities(jailer::kBoxCapabilities); !ok) return ok.error().to_string();
@@ -239,10 +239,10 @@ TEST(Capabilities, RestrictLeavesOnlyTheBoxSet) {
 }
 
 TEST(CgroupSet, AFailedJoinMovesLimitsToSkipped) {
-    if (!test::is_root()) GTEST_SKIP() << "creating cgroups needs root";
+    if (auto reason = test::cgroup_limits_unsupported_reason(); !reason.empty()) GTEST_SKIP() << reason;
     const std::string name = "jailer-test-" + std::to_string(::getpid());
     auto set = jailer::CgroupSet::create(name, {std::uint64_t{256} << 20, std::nullopt, std::uint64_t{64}});
-    if (set.applied().empty()) GTEST_SKIP() << "no writable memory or pids cgroup here";
+    ASSERT_FALSE(set.applied().empty()) << "this host has writable memory and pids cgroups, yet nothing was applied";
     const auto dirs = set.dirs();
     // No such process: every cgroup refuses it.
     EXPECT_FALSE(set.add(0x3ffffff0));
@@ -259,10 +259,12 @@ TEST(CgroupSet, AFailedJoinMovesLimitsToSkipped) {
 }
 
 TEST(CgroupSet, AJoinedProcessKeepsItsLimits) {
-    if (!test::is_root()) GTEST_SKIP() << "creating cgroups needs root";
+    if (auto reason = test::cgroup_limits_unsupported_reason(); !reason.empty()) GTEST_SKIP() << reason;
     const std::string name = "jailer-test-ok-" + std::to_string(::getpid());
     auto set = jailer::CgroupSet::create(name, {std::uint64_t{256} << 20, std::nullopt, std::uint64_t{64}});
-    if (set.applied().empty()) GTEST_SKIP() << "no writable memory or pids cgroup here";
+    ASSERT_FALSE(set.applied().empty()) << "this host has writable memory and pids cgroups, yet nothing was applied";
+    ASSERT_NE(set.memory_dir(), "") << "memory limit not applied";
+    ASSERT_NE(set.pids_dir(), "") << "pids limit not applied";
     const auto applied = set.applied();
     const pid_t child = ::fork();
     if (child == 0) {
@@ -271,11 +273,11 @@ TEST(CgroupSet, AJoinedProcessKeepsItsLimits) {
     }
     EXPECT_TRUE(set.add(child));
     EXPECT_EQ(set.applied(), applied);
-    if (!set.pids_dir().empty()) {
-        std::ifstream procs(set.pids_dir() + "/cgroup.procs");
+    for (const auto& dir : {set.pids_dir(), set.memory_dir()}) {
+        std::ifstream procs(dir + "/cgroup.procs");
         pid_t member = 0;
         procs >> member;
-        EXPECT_EQ(member, child);
+        EXPECT_EQ(member, child) << dir;
     }
     ::kill(child, SIGKILL);
     ::waitpid(child, nullptr, 0);

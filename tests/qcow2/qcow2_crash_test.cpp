@@ -1,13 +1,15 @@
 // Crash consistency: a forked writer runs random writes, discards, zeroings and flushes on an
 // overlay until SIGKILL lands at a random moment. Afterwards `qemu-img check` must find no
 // corruption (leaks are the one allowed leftover of the ordering), our open and check must agree,
-// and every write completed before the writer's last finished flush must read back exactly.
+// every write completed before the writer's last finished flush must read back exactly, and
+// what came after it must read back as old or new data, never anything else.
 #include "qcow2_test_util.hpp"
 
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -75,7 +77,7 @@ BoxliteResult<void> apply(block::BlockBackend& disk, const Op& op) {
 }
 
 TEST(Qcow2Crash, SigkillAtRandomPointsLeavesConsistentImage) {
-    if (!have_qemu_img()) GTEST_SKIP() << "qemu-img (Debian qemu-utils) is not installed";
+    if (!have_qemu_img()) GTEST_SKIP() << "precondition: qemu-img (Debian qemu-utils) is not installed";
     TempDir dir;
     const std::string path = dir / "disk.qcow2";
     const std::string model_path = dir / "model.raw";
@@ -134,16 +136,47 @@ TEST(Qcow2Crash, SigkillAtRandomPointsLeavesConsistentImage) {
         ASSERT_TRUE(report) << report.error().to_string();
         EXPECT_EQ(report->corruptions, 0u) << (report->messages.empty() ? "" : report->messages.front());
 
-        // Durability: replay into the model; ranges touched after the last flush are uncertain.
+        // Durability: replay into the model. A range an op touched after the last completed
+        // flush may hold, byte by byte, only a value it had from that flush on: its data at the
+        // flush, or what a later op left there (a crash can keep any subset of those ops, in
+        // any order). The model snapshots every such range before the first of those ops and
+        // after each, and each byte of the image must equal that byte in one of the snapshots.
         std::vector<std::pair<std::uint64_t, std::uint64_t>> uncertain;
+        for (std::int64_t i = last_flushed + 1; i <= last_started; ++i) {
+            const Op op = make_op(seed, static_cast<std::uint32_t>(i));
+            if (op.kind != Op::Flush) uncertain.emplace_back(op.offset, op.length);
+        }
+        std::vector<std::vector<std::vector<std::uint8_t>>> states;  // [snapshot][range] bytes
+        auto snapshot = [&] {
+            auto& state = states.emplace_back();
+            for (const auto& [offset, length] : uncertain) {
+                auto bytes = read_bytes(**model, offset, length);
+                ASSERT_TRUE(bytes);
+                state.push_back(std::move(*bytes));
+            }
+        };
         for (std::int64_t i = 0; i <= last_started; ++i) {
             const Op op = make_op(seed, static_cast<std::uint32_t>(i));
+            if (i == last_flushed + 1) {
+                ASSERT_NO_FATAL_FAILURE(snapshot());
+            }
             ASSERT_TRUE(apply(**model, op));
-            if (i > last_flushed && op.kind != Op::Flush) uncertain.emplace_back(op.offset, op.length);
+            if (i > last_flushed) {
+                ASSERT_NO_FATAL_FAILURE(snapshot());
+            }
         }
-        for (const auto& [offset, length] : uncertain) {
+        for (std::size_t r = 0; r < uncertain.size(); ++r) {
+            const auto [offset, length] = uncertain[r];
             auto actual = read_bytes(**image, offset, length);
             ASSERT_TRUE(actual);
+            for (std::uint64_t b = 0; b < length; ++b) {
+                const auto byte = (*actual)[b];
+                const bool possible = std::any_of(states.rbegin(), states.rend(),
+                                                  [&](const auto& state) { return state[r][b] == byte; });
+                ASSERT_TRUE(possible) << "byte " << offset + b << " holds " << int{byte}
+                                      << ": neither its data at the last flush nor any later op's (started "
+                                      << last_started << ", flushed " << last_flushed << ")";
+            }
             ASSERT_TRUE(write_bytes(**model, offset, *actual));
         }
         for (std::uint64_t off = 0; off < kSize; off += 1 << 20) {

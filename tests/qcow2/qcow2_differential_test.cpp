@@ -29,7 +29,7 @@ std::uint64_t seed_for(const Config& c) {
 }
 
 TEST_P(Qcow2Differential, AgreesWithRawModel) {
-    if (!have_qemu_img()) GTEST_SKIP() << "qemu-img (Debian qemu-utils) is not installed";
+    if (!have_qemu_img()) GTEST_SKIP() << "precondition: qemu-img (Debian qemu-utils) is not installed";
     const Config& config = GetParam();
     const std::uint64_t seed = seed_for(config);
     SCOPED_TRACE("seed " + std::to_string(seed) + " (replay with BOXLITE_QCOW2_SEED)");

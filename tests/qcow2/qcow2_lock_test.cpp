@@ -104,7 +104,7 @@ TEST(Qcow2Lock, RawDisksAreLockedToo) {
 class QemuLock : public ::testing::Test {
 protected:
     void SetUp() override {
-        if (!have_qemu_img()) GTEST_SKIP() << "qemu-img (Debian qemu-utils) is not installed";
+        if (!have_qemu_img()) GTEST_SKIP() << "precondition: qemu-img (Debian qemu-utils) is not installed";
     }
     TempDir dir;
 };

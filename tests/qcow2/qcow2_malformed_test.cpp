@@ -17,7 +17,7 @@ namespace {
 class Qcow2Malformed : public ::testing::Test {
 protected:
     void SetUp() override {
-        if (!have_qemu_img()) GTEST_SKIP() << "qemu-img (Debian qemu-utils) is not installed";
+        if (!have_qemu_img()) GTEST_SKIP() << "precondition: qemu-img (Debian qemu-utils) is not installed";
         path = dir / "bad.qcow2";
         ASSERT_EQ(run("qemu-img create -f qcow2 -o cluster_size=4096 '" + path + "' 8M").exit_code, 0);
         ASSERT_EQ(run("qemu-io -f qcow2 -c 'write -P 7 0 64k' -c 'write -P 9 1M 8k' '" + path + "'").exit_code, 0);
@@ -366,7 +366,7 @@ std::uint64_t current_rss() {
 class HugeSparseImage : public ::testing::Test {
 protected:
     void SetUp() override {
-        if (!have_qemu_img()) GTEST_SKIP() << "qemu-img (Debian qemu-utils) is not installed";
+        if (!have_qemu_img()) GTEST_SKIP() << "precondition: qemu-img (Debian qemu-utils) is not installed";
     }
     /// Our image with some data, then made a sparse file of `length` bytes with the dirty bit
     /// set, as a lazy-refcount writer that crashed might leave it: opening it read-write runs

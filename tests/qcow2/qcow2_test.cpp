@@ -16,7 +16,7 @@ constexpr std::uint64_t kMiB = 1ull << 20;
 class Qcow2Test : public ::testing::Test {
 protected:
     void SetUp() override {
-        if (!have_qemu_img()) GTEST_SKIP() << "qemu-img (Debian qemu-utils) is not installed";
+        if (!have_qemu_img()) GTEST_SKIP() << "precondition: qemu-img (Debian qemu-utils) is not installed";
     }
     TempDir dir;
 };

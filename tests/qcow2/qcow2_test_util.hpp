@@ -1,10 +1,11 @@
-// Helpers for the QCOW2 tests: temporary directories, running qemu-img, byte patterns.
+// Helpers for the QCOW2 tests: running qemu-img, byte patterns (TempDir comes from tests/support).
 #pragma once
 
 #include "qcow2/qcow2_image.hpp"
 #include "qcow2/raw_file.hpp"
 
 #include <gtest/gtest.h>
+#include <support/support.hpp>
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -37,25 +38,7 @@ inline CommandResult run(const std::string& command) {
 
 inline bool have_qemu_img() { return run("qemu-img --version").exit_code == 0; }
 
-class TempDir {
-public:
-    TempDir() {
-        std::string tmpl = (std::filesystem::temp_directory_path() / "boxlite-qcow2-XXXXXX").string();
-        char* made = ::mkdtemp(tmpl.data());
-        path_ = made != nullptr ? made : "/tmp";
-    }
-    ~TempDir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    [[nodiscard]] const std::filesystem::path& path() const { return path_; }
-    [[nodiscard]] std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-
-private:
-    std::filesystem::path path_;
-};
+using ::boxlite::test::TempDir;
 
 inline CreateOptions sized(std::uint64_t size, std::uint32_t cluster_bits = 16,
                            std::string backing = "") {

@@ -1,8 +1,17 @@
-// Test helpers other components may reuse: temporary directories and homes, a busybox root
-// filesystem built from Debian's busybox-static, and the paths of the built helper binaries.
+// Test helpers every test may use (link boxlite_test_support): temporary directories and homes,
+// a free loopback port, a busybox root filesystem built from Debian's busybox-static, the paths
+// of the built helper binaries, and the host preconditions tests skip on.
+//
+// A test skips only when a precondition is missing (not root, no /dev/kvm, a tool not
+// installed, a kernel feature absent), never because set-up failed, and its message starts
+// with "precondition: " (scripts/test lists every skip and checks it against
+// tests/skip-allowlist.txt).
 #pragma once
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -38,10 +47,28 @@ public:
     }
     [[nodiscard]] const fs::path& path() const noexcept { return path_; }
     [[nodiscard]] std::string str() const { return path_.string(); }
+    /// The path of `name` inside the directory, as a string.
+    [[nodiscard]] std::string operator/(const std::string& name) const { return (path_ / name).string(); }
 
 private:
     fs::path path_;
 };
+
+/// A TCP port on 127.0.0.1 that nothing listened on a moment ago (the kernel's pick).
+inline int free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::runtime_error("socket failed");
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    socklen_t len = sizeof addr;
+    const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+    ::close(fd);
+    if (!ok) throw std::runtime_error("could not bind a port on 127.0.0.1");
+    return ntohs(addr.sin_port);
+}
 
 /// Sets BOXLITE_HOME to a temporary directory for the object's lifetime.
 class TempHome {
@@ -151,5 +178,34 @@ inline fs::path built_binary(const std::string& name) {
 }
 
 inline bool is_root() { return ::geteuid() == 0; }
+
+/// Whether `tool` is on PATH.
+inline bool have_tool(const std::string& tool) {
+    return std::system(("command -v '" + tool + "' >/dev/null 2>&1").c_str()) == 0;
+}
+
+/// Why this host cannot limit a box's memory, pids and CPU through cgroups, or "" when it can.
+/// Judged from the host alone (the kernel's cgroup mounts), never from what the product
+/// reports: a pure cgroup v2 host lists memory, pids and cpu in /sys/fs/cgroup/cgroup.controllers;
+/// a hybrid v1 host mounts /sys/fs/cgroup/{memory,pids,cpu} writable.
+inline std::string cgroup_limits_unsupported_reason() {
+    if (!is_root()) return "precondition: not root (creating cgroups needs root)";
+    const std::string controllers = read_file("/sys/fs/cgroup/cgroup.controllers");
+    if (fs::exists("/sys/fs/cgroup/cgroup.controllers")) {
+        for (const char* c : {"memory", "pids", "cpu"}) {
+            if (controllers.find(c) == std::string::npos)
+                return std::string("precondition: cgroup v2 without the ") + c + " controller";
+        }
+        if (::access("/sys/fs/cgroup", W_OK) != 0) return "precondition: /sys/fs/cgroup is not writable";
+        return {};
+    }
+    for (const char* c : {"memory", "pids", "cpu"}) {
+        const std::string dir = std::string("/sys/fs/cgroup/") + c;
+        if (!fs::exists(dir + "/cgroup.procs"))
+            return "precondition: no cgroup v2 hierarchy and no cgroup v1 " + std::string(c) + " hierarchy";
+        if (::access(dir.c_str(), W_OK) != 0) return "precondition: " + dir + " is not writable";
+    }
+    return {};
+}
 
 }  // namespace boxlite::test

@@ -4,6 +4,7 @@
 #include <boxlite/transport/vsock_uds_transport.hpp>
 
 #include <gtest/gtest.h>
+#include <support/support.hpp>
 
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -25,9 +26,7 @@ static_assert(Transport<VsockUdsTransport>);
 class FakeVmm {
 public:
     explicit FakeVmm(std::function<void(int)> serve) : serve_(std::move(serve)) {
-        char pattern[] = "/tmp/boxlite-vsock-XXXXXX";
-        dir_ = ::mkdtemp(pattern);
-        path_ = dir_ + "/vsock.sock";
+        path_ = dir_ / "vsock.sock";
         listener_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         sockaddr_un addr{};
         addr.sun_family = AF_UNIX;
@@ -51,13 +50,13 @@ public:
         ::shutdown(listener_, SHUT_RDWR);
         ::close(listener_);
         thread_.join();
-        std::filesystem::remove_all(dir_);
     }
     [[nodiscard]] std::string endpoint(std::uint32_t port) const { return "vsock-uds:" + path_ + ":" + std::to_string(port); }
 
 private:
     std::function<void(int)> serve_;
-    std::string dir_, path_;
+    boxlite::test::TempDir dir_{"boxlite-vsock"};
+    std::string path_;
     int listener_ = -1;
     std::atomic<bool> stopping_{false};
     std::thread thread_;

@@ -71,7 +71,7 @@ std::string run(const std::string& command) {
 }
 
 TEST(Acpi, IaslDisassemblesEveryTableWithoutErrors) {
-    if (std::system("command -v iasl > /dev/null 2>&1") != 0) GTEST_SKIP() << "iasl (acpica-tools) is not installed";
+    if (std::system("command -v iasl > /dev/null 2>&1") != 0) GTEST_SKIP() << "precondition: iasl (acpica-tools) is not installed";
     auto tables = build_acpi_tables(three_devices());
     ASSERT_TRUE(tables);
     const fs::path dir = fs::temp_directory_path() / ("boxlite-acpi-" + std::to_string(::getpid()));

@@ -20,10 +20,10 @@
 
 namespace boxlite::vmm::testing {
 
-/// Why KVM cannot run tiny guests here, or an empty string when it can.
+/// Why KVM cannot run tiny guests here (a skip message), or an empty string when it can.
 inline std::string kvm_unusable_reason() {
     int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
-    if (fd < 0) return std::string("/dev/kvm cannot be opened: ") + std::strerror(errno);
+    if (fd < 0) return std::string("precondition: no /dev/kvm (it cannot be opened: ") + std::strerror(errno) + ")";
     ::close(fd);
     return {};
 }

@@ -32,17 +32,14 @@ bool kvm_pvm() {
     return ::stat("/sys/module/kvm_pvm", &st) == 0;
 }
 
-TEST(KvmEngine, AvailabilityIsAnsweredFastWithAReason) {
+// How fast the probe answers is benchmark/'s to measure; here: a verdict with a reason, the
+// same one every time (it is cached).
+TEST(KvmEngine, AvailabilityIsAnsweredWithAReason) {
     KvmEngine engine;
     EXPECT_EQ(engine.kind(), "kvm");
     EXPECT_EQ(engine.rootfs_kind(), RootfsKind::Ext4Disk);
-    const auto start = Clock::now();
     auto first = engine.available();
-    const auto first_took = Clock::now() - start;
-    EXPECT_LT(first_took, std::chrono::seconds(3));
-    const auto again_start = Clock::now();
     auto second = engine.available();
-    EXPECT_LT(Clock::now() - again_start, std::chrono::milliseconds(5)) << "the verdict is cached";
     EXPECT_EQ(first.has_value(), second.has_value());
     if (first) {
         SUCCEED() << "this host's KVM runs 64-bit guests";
@@ -59,7 +56,7 @@ TEST(KvmEngine, AvailabilityIsAnsweredFastWithAReason) {
 
 TEST(KvmEngine, StartRefusesWhereLongModeCannotRun) {
     KvmEngine engine;
-    if (engine.available()) GTEST_SKIP() << "this host runs 64-bit guests; covered where it cannot";
+    if (engine.available()) GTEST_SKIP() << "precondition: this host runs 64-bit guests (the refusal is checked where it cannot)";
     BoxConfig config;
     EngineLaunch launch;
     launch.config = &config;
@@ -70,7 +67,7 @@ TEST(KvmEngine, StartRefusesWhereLongModeCannotRun) {
 }
 
 TEST(KvmEngine, KvmPvmIsRefusedByName) {
-    if (!kvm_pvm()) GTEST_SKIP() << "/dev/kvm is not kvm_pvm here";
+    if (!kvm_pvm()) GTEST_SKIP() << "precondition: /dev/kvm is not kvm_pvm here";
     auto verdict = vmm::probe_long_mode_support();
     ASSERT_FALSE(verdict);
     EXPECT_EQ(verdict.error().kind(), ErrorKind::UnsupportedEngine);
@@ -82,7 +79,10 @@ TEST(KvmEngine, KvmPvmIsRefusedByName) {
 TEST(KvmEngine, LongModeProbeGuestRunsTheBootSetUp) {
     if (auto reason = vmm::testing::kvm_unusable_reason(); !reason.empty()) GTEST_SKIP() << reason;
     auto ran = vmm::run_long_mode_probe_guest();
-    if (!ran && !kvm_pvm()) GTEST_SKIP() << "this host's KVM cannot enter long mode: " << ran.error().message();
+    // Only kvm_pvm is known not to run 64-bit guests; on any other KVM a failure is the code's.
+    if (!ran && kvm_pvm()) {
+        GTEST_SKIP() << "precondition: 64-bit guests cannot run under this /dev/kvm (kvm_pvm): " << ran.error().message();
+    }
     EXPECT_TRUE(ran) << ran.error().message();
 }
 
@@ -142,7 +142,10 @@ Shim spawn_shim(const std::string& config, bool via_boxlite_shim = false) {
     return shim;
 }
 
-int wait_exit(pid_t pid, std::chrono::seconds timeout) {
+/// Long enough that only a hung shim reaches it (tests never bound how fast a shim is).
+constexpr std::chrono::seconds kHang{60};
+
+int wait_exit(pid_t pid, std::chrono::seconds timeout = kHang) {
     const auto deadline = Clock::now() + timeout;
     int status = 0;
     while (Clock::now() < deadline) {
@@ -154,15 +157,21 @@ int wait_exit(pid_t pid, std::chrono::seconds timeout) {
     return -1;
 }
 
-struct ShimFixture : ::testing::Test {
+/// A scratch directory for the shim; what fails before the shim opens /dev/kvm runs anywhere.
+struct ShimWithoutKvm : ::testing::Test {
     fs::path dir = fs::temp_directory_path() / ("boxlite-shim-kvm-" + std::to_string(::getpid()));
-    void SetUp() override {
-        if (auto reason = vmm::testing::kvm_unusable_reason(); !reason.empty()) GTEST_SKIP() << reason;
-        fs::create_directories(dir);
-    }
+    void SetUp() override { fs::create_directories(dir); }
     void TearDown() override { fs::remove_all(dir); }
     std::string read(const fs::path& file) {
         return vmm::read_file_text(file.string());
+    }
+};
+
+/// The shim running guests: needs /dev/kvm.
+struct ShimFixture : ShimWithoutKvm {
+    void SetUp() override {
+        if (auto reason = vmm::testing::kvm_unusable_reason(); !reason.empty()) GTEST_SKIP() << reason;
+        ShimWithoutKvm::SetUp();
     }
 };
 
@@ -181,14 +190,14 @@ TEST_F(ShimFixture, RunsATinyGuestWithEveryDeviceAndExitsOnPowerOff) {
     config.console_log = (dir / "console.log").string();
     auto shim = spawn_shim(vmm::to_json_document(config).dump());
     EXPECT_EQ(shim.ready, fmt::format("ok {}", shim.pid));
-    EXPECT_EQ(wait_exit(shim.pid, std::chrono::seconds(10)), 0);
+    EXPECT_EQ(wait_exit(shim.pid), 0);
     EXPECT_EQ(read(dir / "console.log"), "hello from a tiny guest\n");
     EXPECT_FALSE(fs::exists(dir / "vsock.sock")) << "the vsock socket is removed on exit";
 }
 
 TEST_F(ShimFixture, BoxliteShimKvmModeIsTheSameShim) {
 #ifndef BOXLITE_SHIM_PATH
-    GTEST_SKIP() << "boxlite-shim is not built";
+    GTEST_SKIP() << "precondition: this build has no boxlite-shim target";
 #else
     vmm::KvmShimConfig config;
     config.memory_mib = 16;
@@ -196,7 +205,7 @@ TEST_F(ShimFixture, BoxliteShimKvmModeIsTheSameShim) {
     config.console_log = (dir / "console.log").string();
     auto shim = spawn_shim(vmm::to_json_document(config).dump(), /*via_boxlite_shim=*/true);
     EXPECT_EQ(shim.ready, fmt::format("ok {}", shim.pid));
-    EXPECT_EQ(wait_exit(shim.pid, std::chrono::seconds(10)), 0);
+    EXPECT_EQ(wait_exit(shim.pid), 0);
     EXPECT_EQ(read(dir / "console.log"), "hello from a tiny guest\n");
 #endif
 }
@@ -211,22 +220,25 @@ TEST_F(ShimFixture, SigtermStopsARunningVm) {
     auto shim = spawn_shim(vmm::to_json_document(config).dump());
     ASSERT_EQ(shim.ready.rfind("ok ", 0), 0u) << shim.ready;
     EXPECT_TRUE(fs::exists(dir / "vsock.sock")) << "the hybrid vsock socket is up while the VM runs";
-    const auto sent = Clock::now();
     ::kill(shim.pid, SIGTERM);
-    EXPECT_EQ(wait_exit(shim.pid, std::chrono::seconds(5)), 0);
-    EXPECT_LT(Clock::now() - sent, std::chrono::seconds(2));
+    EXPECT_EQ(wait_exit(shim.pid), 0);
 }
 
-TEST_F(ShimFixture, BadConfigIsReportedOnTheReadyLine) {
+// A config the shim cannot parse is refused before /dev/kvm is opened: runs anywhere.
+TEST_F(ShimWithoutKvm, BadConfigIsReportedOnTheReadyLine) {
     auto garbage = spawn_shim("{not json");
     EXPECT_EQ(garbage.ready.rfind("error configuration error", 0), 0u) << garbage.ready;
-    EXPECT_EQ(wait_exit(garbage.pid, std::chrono::seconds(5)), 1);
+    EXPECT_EQ(wait_exit(garbage.pid), 1);
     auto both = spawn_shim(R"({"kernel": "/x", "flat32_image": "/y"})");
     EXPECT_NE(both.ready.find("exactly one of kernel and flat32_image"), std::string::npos) << both.ready;
-    EXPECT_EQ(wait_exit(both.pid, std::chrono::seconds(5)), 1);
+    EXPECT_EQ(wait_exit(both.pid), 1);
+}
+
+// The kernel is read once the VM exists, after /dev/kvm is opened.
+TEST_F(ShimFixture, AMissingKernelIsReportedOnTheReadyLine) {
     auto missing = spawn_shim(R"({"kernel": "/nonexistent/vmlinux", "memory_mib": 16})");
     EXPECT_NE(missing.ready.find("/nonexistent/vmlinux"), std::string::npos) << missing.ready;
-    EXPECT_EQ(wait_exit(missing.pid, std::chrono::seconds(5)), 1);
+    EXPECT_EQ(wait_exit(missing.pid), 1);
 }
 
 // ---- the kvm engine's start path, piece by piece ---------------------------------------------
@@ -305,12 +317,12 @@ TEST_F(ShimFixture, SpawnHandsOverItsFdsWhereverTheyLandAndTheWatchdogStopsTheVm
         int status = 0;
         EXPECT_EQ(::waitpid(pid, &status, WNOHANG), 0) << "the VM runs while the watchdog is held; log: " << read(log);
         ::close(watchdog_write);
-        EXPECT_EQ(wait_exit(pid, std::chrono::seconds(10)), 0);
+        EXPECT_EQ(wait_exit(pid), 0);
         EXPECT_NE(read(log).find("detach=false"), std::string::npos) << read(log);
     }
 }
 
-TEST_F(ShimFixture, SpawnReportsWhyTheShimDidNotStart) {
+TEST_F(ShimWithoutKvm, SpawnReportsWhyTheShimDidNotStart) {
     vmm::ShimSpawn spawn;
     spawn.shim = BOXLITE_SHIM_KVM_PATH;
     spawn.config = "{not json";

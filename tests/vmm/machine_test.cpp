@@ -5,7 +5,9 @@
 #include "devices/legacy/uart8250.hpp"
 
 #include <chrono>
+#include <set>
 #include <thread>
+#include <vector>
 
 namespace boxlite::vmm {
 namespace {
@@ -152,6 +154,11 @@ TEST(Machine, HaltWithoutIrqchipAndI8042ResetStopTheMachine) {
     }
 }
 
+// vCPU 1 is an application processor: as on real hardware it waits for INIT and a start-up
+// IPI. vCPU 0 (32-bit flat) sends both through its local APIC, then writes 0xa0 to the result
+// port; vCPU 1 starts in real mode at the SIPI's page and writes 0xa1. Both bytes arriving
+// proves both vCPUs ran on their threads. The host stops the machine once it has seen them (or
+// after a deadline that only catches a hang).
 TEST(Machine, RunsSeveralVcpusOnThreads) {
     SKIP_WITHOUT_KVM();
     MachineConfig config;
@@ -159,18 +166,54 @@ TEST(Machine, RunsSeveralVcpusOnThreads) {
     config.vcpus = 2;
     auto machine = Machine::create(config);
     ASSERT_TRUE(machine) << machine.error().to_string();
-    const std::byte spin[] = {std::byte{0xeb}, std::byte{0xfe}};
-    ASSERT_TRUE((*machine)->memory().write_bytes(layout::kTestGuestLoad, spin));
+    auto result_port = std::make_shared<RecordingDevice>();
+    ASSERT_TRUE((*machine)->pio_bus().insert(layout::kTestResultPort, 4, result_port));
+
+    constexpr std::uint32_t kIcrLow = 0x300, kIcrHigh = 0x310;  // local APIC interrupt command register
+    const unsigned port_lo = layout::kTestResultPort & 0xffU, port_hi = unsigned{layout::kTestResultPort} >> 8;
+    const std::uint64_t ap_entry = layout::kTestGuestLoad + 0x1000;  // page-aligned, below 1 MiB
+    const auto sipi_vector = static_cast<std::uint32_t>(ap_entry >> 12);
+    std::vector<std::byte> bsp;
+    auto emit = [](std::vector<std::byte>& code, std::initializer_list<unsigned> bytes) {
+        for (unsigned b : bytes) code.push_back(static_cast<std::byte>(b));
+    };
+    auto emit32 = [&](std::vector<std::byte>& code, std::uint64_t value) {
+        for (int i = 0; i < 4; ++i) emit(code, {static_cast<unsigned>((value >> (8 * i)) & 0xff)});
+    };
+    auto store32 = [&](std::uint64_t address, std::uint32_t value) {  // movl $value, address
+        emit(bsp, {0xc7, 0x05});
+        emit32(bsp, address);
+        emit32(bsp, value);
+    };
+    store32(layout::kLapic + kIcrHigh, 1U << 24);                 // destination: APIC id 1
+    store32(layout::kLapic + kIcrLow, 0x4500);                     // INIT, assert
+    store32(layout::kLapic + kIcrLow, 0x4600 | sipi_vector);       // start-up IPI
+    emit(bsp, {0xb0, 0xa0, 0x66, 0xba, port_lo, port_hi, 0xee, 0xeb, 0xfe});  // out 0xa0; jmp .
+    std::vector<std::byte> ap;
+    emit(ap, {0xb0, 0xa1, 0xba, port_lo, port_hi, 0xee, 0xeb, 0xfe});  // (16-bit) out 0xa1; jmp .
+    ASSERT_TRUE((*machine)->memory().write_bytes(layout::kTestGuestLoad, bsp));
+    ASSERT_TRUE((*machine)->memory().write_bytes(ap_entry, ap));
     ASSERT_TRUE((*machine)->setup_flat32(0, layout::kTestGuestLoad));
-    ASSERT_TRUE((*machine)->setup_flat32(1, layout::kTestGuestLoad));
+
+    auto reported = [&] {
+        std::set<std::byte> seen;
+        for (const auto& access : result_port->accesses()) {
+            if (access.write && !access.data.empty()) seen.insert(access.data[0]);
+        }
+        return seen;
+    };
     std::thread stopper([&] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+        while (reported().size() < 2 && std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
         (*machine)->request_stop(StopReason::HostStop, "test");
     });
     auto outcome = (*machine)->run();
     stopper.join();
     ASSERT_TRUE(outcome);
     EXPECT_EQ(outcome->reason, StopReason::HostStop);
+    EXPECT_EQ(reported(), (std::set<std::byte>{std::byte{0xa0}, std::byte{0xa1}})) << "vCPU 0 and vCPU 1 each ran";
 }
 
 TEST(GuestMemory, RefusesRangesOutsideRamAndAcrossTheGap) {

@@ -4,17 +4,17 @@
 // within one millisecond).
 #pragma once
 
-#include <sys/types.h>
-#include <unistd.h>
+#include <boxlite/detail/process.hpp>
 
+#include <cstdint>
 #include <random>
 
 namespace boxlite::detail {
 
 [[nodiscard]] inline std::mt19937_64& id_random() {
     thread_local std::mt19937_64 engine;
-    thread_local pid_t seeded_for = 0;
-    const pid_t pid = ::getpid();
+    thread_local std::int32_t seeded_for = 0;
+    const std::int32_t pid = current_process_id();
     if (seeded_for != pid) {
         std::random_device device;
         std::seed_seq seed{device(), device(), device(), device(), device(), device(), device(), device()};

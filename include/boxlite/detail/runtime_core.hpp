@@ -10,6 +10,12 @@
 // Other processes share the storage only: state is re-read from storage at the start of every
 // operation, never cached.
 //
+// A box keeps the engine it was created with (BoxConfig::engine): every operation on it goes to
+// engine_for(config.engine). The runtime's own engine (BoxliteOptions::engine) is the engine of
+// new boxes; boxes of another kind are driven by an engine of their kind when E is a
+// PerKindEngine (engine.hpp: AnyEngine, so BoxliteRuntime), made once, on first need, and kept.
+// Otherwise such a box can be listed, inspected and removed, but not started.
+//
 // Looking at a box (get, lookup, list_info, info, metrics) never takes its lock, yet may find
 // its engine dead and record it Stopped: that write is a compare-and-swap
 // (Storage::update_state_if), so it never overwrites what a concurrent start() or stop() wrote.
@@ -23,18 +29,12 @@
 #include <boxlite/box_state.hpp>
 #include <boxlite/boxlite_options.hpp>
 #include <boxlite/concepts.hpp>
+#include <boxlite/detail/lock_file.hpp>
 #include <boxlite/detail/process.hpp>
 #include <boxlite/error.hpp>
 #include <boxlite/rootfs_provider.hpp>
 #include <boxlite/runtime_metrics.hpp>
 #include <boxlite/storage/home_layout.hpp>
-
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/file.h>
-#include <unistd.h>
-
-#include <cerrno>
 
 #include <algorithm>
 #include <atomic>
@@ -106,6 +106,7 @@ public:
     [[nodiscard]] const BoxliteOptions& options() const noexcept { return options_; }
     [[nodiscard]] const HomeLayout& layout() const noexcept { return layout_; }
     [[nodiscard]] const RuntimeSettings& settings() const noexcept { return settings_; }
+    /// The engine of new boxes (BoxliteOptions::engine).
     E& engine() noexcept { return engine_; }
     T& transport() noexcept { return transport_; }
     S& storage() noexcept { return storage_; }
@@ -135,7 +136,7 @@ public:
         BoxMetrics stages;
         if (image != nullptr) {
             const auto t0 = Clock::now();
-            auto prepared = prepare_rootfs(config);
+            auto prepared = prepare_rootfs(config, engine_);
             if (!prepared) return reject(prepared.error());
             const std::chrono::nanoseconds elapsed = Clock::now() - t0;
             const auto build = prepared->build_time.value_or(std::chrono::nanoseconds::zero());
@@ -267,8 +268,9 @@ public:
         m.exec_errors_total = counters->exec_errors.load();
         m.bytes_sent_total = counters->bytes_sent.load();
         m.bytes_received_total = counters->bytes_received.load();
-        if (is_running(record.state.status) && record.state.handle && record.config.engine == engine_.kind()) {
-            if (auto em = engine_.metrics(*record.state.handle)) {
+        if (is_running(record.state.status) && record.state.handle) {
+            auto engine = engine_for(record.config.engine);
+            if (auto em = engine ? (*engine)->metrics(*record.state.handle) : fail(engine.error())) {
                 m.memory_bytes = em->memory_bytes;
                 m.cpu_time_ns = em->cpu_time_ns;
                 m.process_count = em->process_count;
@@ -353,21 +355,18 @@ private:
     /// or stop one box at once. Owns a reference so a removed box's mutex outlives its holder.
     class BoxLock {
     public:
-        BoxLock(std::shared_ptr<std::mutex> mutex, std::unique_lock<std::mutex> held, int fd)
-            : mutex_(std::move(mutex)), held_(std::move(held)), fd_(fd) {}
-        BoxLock(BoxLock&& other) noexcept
-            : mutex_(std::move(other.mutex_)), held_(std::move(other.held_)), fd_(std::exchange(other.fd_, -1)) {}
+        BoxLock(std::shared_ptr<std::mutex> mutex, std::unique_lock<std::mutex> held, LockFile file)
+            : mutex_(std::move(mutex)), held_(std::move(held)), file_(std::move(file)) {}
+        BoxLock(BoxLock&&) noexcept = default;
         BoxLock& operator=(BoxLock&&) = delete;
         BoxLock(const BoxLock&) = delete;
         BoxLock& operator=(const BoxLock&) = delete;
-        ~BoxLock() {
-            if (fd_ >= 0) ::close(fd_);  // releases the flock before the mutex (members unwind after)
-        }
+        ~BoxLock() = default;
 
     private:
         std::shared_ptr<std::mutex> mutex_;
         std::unique_lock<std::mutex> held_;
-        int fd_;
+        LockFile file_;  // declared last: the flock is released before the mutex
     };
 
     /// The box's lock, waiting for it. NotFound (and nothing created) when the box does not
@@ -403,25 +402,18 @@ private:
         std::filesystem::create_directories(dir, ec);
         if (ec) return fail(ErrorKind::Storage, "creating {}: {}", dir.string(), ec.message());
         const auto path = dir / ".lock";
-        const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        if (fd < 0) return fail_errno(ErrorKind::Storage, fmt::format("opening lock {}", path.string()), errno);
-        while (::flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) != 0) {
-            if (errno == EINTR) continue;
-            const int saved = errno;
-            ::close(fd);
-            if (!wait && saved == EWOULDBLOCK) return std::nullopt;
-            return fail_errno(ErrorKind::Storage, fmt::format("locking {}", path.string()), saved);
-        }
+        BOXLITE_TRY(auto file, LockFile::acquire(path, wait));
+        if (!file) return std::nullopt;
         // Another process may have removed the box (folder included) while we waited for its
         // lock; then the folder and lock file are ours, made after the removal: take them back.
         if (auto exists = require_exists(id); !exists) {
-            ::close(fd);
+            file.reset();
             std::filesystem::remove(path, ec);
             std::filesystem::remove(dir, ec);  // only when empty
             forget_lock(id, mutex);
             return fail(exists.error());
         }
-        return std::optional<BoxLock>(BoxLock(std::move(mutex), std::move(held), fd));
+        return std::optional<BoxLock>(BoxLock(std::move(mutex), std::move(held), std::move(*file)));
     }
 
     BoxliteResult<void> require_exists(const BoxID& id) {
@@ -441,14 +433,33 @@ private:
         return slot;
     }
 
-    bool handle_alive(const BoxConfig& config, const EngineHandle& handle) const {
-        if (config.engine == engine_.kind()) return engine_.is_alive(handle);
-        // Another engine's box (another process runs it): judge by its process identity.
+    /// The engine that drives boxes of `kind`: this runtime's own engine when the kinds match;
+    /// else, when E is a PerKindEngine, the one engine_for(kind) made, once, on first need
+    /// (a failure is not kept: the next call asks again); else UnsupportedEngine.
+    BoxliteResult<E*> engine_for(std::string_view kind) {
+        if (kind == engine_.kind()) return &engine_;
+        if constexpr (PerKindEngine<E>) {
+            std::lock_guard lock(engines_mutex_);
+            if (auto it = engines_.find(kind); it != engines_.end()) return it->second.get();
+            BOXLITE_TRY(auto made, engine_.engine_for(kind));
+            auto& slot = engines_[std::string(kind)];
+            slot = std::make_unique<E>(std::move(made));
+            return slot.get();
+        } else {
+            return fail(ErrorKind::UnsupportedEngine, "this runtime runs the {} engine only, not {}", engine_.kind(),
+                        kind);
+        }
+    }
+
+    bool handle_alive(const BoxConfig& config, const EngineHandle& handle) {
+        if (auto engine = engine_for(config.engine)) return (*engine)->is_alive(handle);
+        // An engine this runtime cannot make (another process runs the box): judge by its
+        // process identity.
         return process_alive(handle.pid, handle.pid_start_time);
     }
 
     /// Running or Stopping, but its engine process is gone.
-    bool engine_gone(const BoxRecord& record) const {
+    bool engine_gone(const BoxRecord& record) {
         const auto& state = record.state;
         return (is_running(state.status) || is_transient(state.status)) &&
                (!state.handle || !handle_alive(record.config, *state.handle));
@@ -503,23 +514,27 @@ private:
     }
 
     BoxliteResult<void> stop_engine(const BoxConfig& config, const EngineHandle& handle) {
-        if (config.engine != engine_.kind()) return kill_foreign(config, handle);
-        auto stopped = engine_.stop(handle, settings_.stop_timeout);
+        auto engine = engine_for(config.engine);
+        if (!engine) return kill_unknown_engine(config, handle);
+        auto stopped = (*engine)->stop(handle, settings_.stop_timeout);
         if (stopped) return {};
-        auto killed = engine_.kill(handle);
+        auto killed = (*engine)->kill(handle);
         if (killed) return {};
         return stopped;
     }
 
-    /// A box run by another engine kind: the best this runtime can do is end its process.
-    BoxliteResult<void> kill_foreign(const BoxConfig& config, const EngineHandle& handle) {
-        if (!process_alive(handle.pid, handle.pid_start_time)) return {};
-        if (::kill(handle.pid, SIGKILL) != 0 && errno != ESRCH) {
-            return fail_errno(ErrorKind::Engine,
-                              fmt::format("killing pid {} of box {} (engine {})", handle.pid, config.id, config.engine),
-                              errno);
-        }
-        return {};
+    BoxliteResult<void> kill_engine(const BoxConfig& config, const EngineHandle& handle) {
+        auto engine = engine_for(config.engine);
+        if (!engine) return kill_unknown_engine(config, handle);
+        return (*engine)->kill(handle);
+    }
+
+    /// A box whose engine this runtime cannot make: the best it can do is end its process.
+    static BoxliteResult<void> kill_unknown_engine(const BoxConfig& config, const EngineHandle& handle) {
+        return kill_process(handle.pid, handle.pid_start_time)
+            .map_error([&](const BoxliteError& error) {
+                return error.with_context(fmt::format("box {} (engine {})", config.id, config.engine));
+            });
     }
 
     BoxliteResult<EngineHandle> start_locked(const BoxID& id, bool for_exec = false) {
@@ -540,16 +555,21 @@ private:
             return fail(ErrorKind::InvalidState, "cannot start box {}: it is {} (allowed from configured or stopped)",
                         id, state.status);
         }
-        if (config.engine != engine_.kind()) {
-            return fail(ErrorKind::UnsupportedEngine,
-                        "box {} was created for the {} engine, but this runtime runs the {} engine", id,
-                        config.engine, engine_.kind());
-        }
         auto fail_start = [&](const BoxliteError& error) {
             ++boxes_failed_;
             return fail(error.with_context(fmt::format("starting box {}", id)));
         };
-        if (auto ok = engine_.available(); !ok) return fail_start(ok.error());
+        auto box_engine = engine_for(config.engine);
+        if (!box_engine) {
+            if constexpr (!PerKindEngine<E>) {
+                return fail(ErrorKind::UnsupportedEngine,
+                            "box {} was created for the {} engine, but this runtime runs the {} engine", id,
+                            config.engine, engine_.kind());
+            }
+            return fail_start(box_engine.error());  // the reason that engine cannot run here
+        }
+        E& engine = **box_engine;
+        if (auto ok = engine.available(); !ok) return fail_start(ok.error());
 
         const auto t_fs = Clock::now();
         std::error_code ec;
@@ -562,7 +582,7 @@ private:
         const auto t_config = Clock::now();
 
         // The box's pinned image: no pull; a build only when the cached tree or disk is gone.
-        auto prepared = prepare_rootfs(config);
+        auto prepared = prepare_rootfs(config, engine);
         if (!prepared) return fail_start(prepared.error());
         EngineLaunch launch;
         launch.config = &config;
@@ -573,18 +593,18 @@ private:
         launch.timings = &engine_timings;
         const auto t_spawn = Clock::now();
 
-        auto handle = engine_.start(launch);
+        auto handle = engine.start(launch);
         if (!handle) return fail_start(handle.error());
         const auto t_ready = Clock::now();
 
         if (auto moved = state.transition_to(BoxStatus::Running); !moved) {
-            (void)engine_.kill(*handle);
+            (void)engine.kill(*handle);
             return fail_start(moved.error());
         }
         state.handle = *handle;
         state.started_at = std::chrono::system_clock::now();
         if (auto saved = with_storage([&](S& s) { return s.update_state(id, state); }); !saved) {
-            (void)engine_.kill(*handle);  // never leave a box running that storage does not know
+            (void)engine.kill(*handle);  // never leave a box running that storage does not know
             return fail_start(saved.error());
         }
         if (!config.options.detach) {
@@ -618,8 +638,9 @@ private:
         return to_ms(*d);
     }
 
-    BoxliteResult<PreparedRootfs> prepare_rootfs(const BoxConfig& config) {
-        const auto kind = engine_.rootfs_kind();
+    /// The box's root filesystem in the form `engine` (the box's) boots from.
+    BoxliteResult<PreparedRootfs> prepare_rootfs(const BoxConfig& config, const E& engine) {
+        const auto kind = engine.rootfs_kind();
         if (const auto* image = config.options.rootfs.as_image()) {
             if (!settings_.image_provider.prepare) {
                 return fail(ErrorKind::Unsupported, "this runtime has no image provider, so image '{}' cannot be used",
@@ -639,7 +660,7 @@ private:
             return fail(ErrorKind::Unsupported,
                         "the {} engine boots from a disk image; a rootfs path needs one built from it, "
                         "which this build cannot do (use an image reference)",
-                        engine_.kind());
+                        engine.kind());
         }
         return PreparedRootfs{dir, {}, {}, {}, {}};
     }
@@ -653,9 +674,7 @@ private:
                             "cannot remove {} box {} (stop it first, or remove with force=true)", status, id);
             }
             if (record.state.handle) {
-                BoxliteResult<void> killed = record.config.engine == engine_.kind()
-                                                 ? engine_.kill(*record.state.handle)
-                                                 : kill_foreign(record.config, *record.state.handle);
+                auto killed = kill_engine(record.config, *record.state.handle);
                 if (!killed) return fail(killed.error().with_context(fmt::format("removing box {}", id)));
             }
         }
@@ -681,6 +700,8 @@ private:
     BoxliteOptions options_;
     HomeLayout layout_;
     E engine_;
+    std::mutex engines_mutex_;
+    std::map<std::string, std::unique_ptr<E>, std::less<>> engines_;  // other kinds (PerKindEngine)
     T transport_;
     S storage_;
     RuntimeSettings settings_;

@@ -3,7 +3,9 @@
 // runtime).
 #pragma once
 
-#include <boxlite/concepts.hpp>
+#include <boxlite/engine.hpp>
+#include <boxlite/storage.hpp>
+#include <boxlite/transport.hpp>
 
 namespace boxlite {
 

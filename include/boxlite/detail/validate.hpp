@@ -1,27 +1,19 @@
 // Small syntax checks shared by the option validators: host names, IP addresses, CIDRs,
-// environment names. Everything here is pure (no filesystem, no network).
+// environment names. Everything here is pure (no filesystem, no network). The address parsers
+// are compiled in the library (lib/core/host.cpp).
 #pragma once
 
-#include <arpa/inet.h>
-
-#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 namespace boxlite::detail {
 
-[[nodiscard]] inline bool is_ipv4(std::string_view text) {
-    std::array<unsigned char, 4> out{};
-    const std::string copy(text);
-    return inet_pton(AF_INET, copy.c_str(), out.data()) == 1;
-}
+/// A dotted-quad IPv4 address (inet_pton's syntax).
+[[nodiscard]] bool is_ipv4(std::string_view text);
 
-[[nodiscard]] inline bool is_ipv6(std::string_view text) {
-    std::array<unsigned char, 16> out{};
-    const std::string copy(text);
-    return inet_pton(AF_INET6, copy.c_str(), out.data()) == 1;
-}
+/// An IPv6 address in any of inet_pton's forms.
+[[nodiscard]] bool is_ipv6(std::string_view text);
 
 [[nodiscard]] inline bool is_ip(std::string_view text) { return is_ipv4(text) || is_ipv6(text); }
 

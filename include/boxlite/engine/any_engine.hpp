@@ -1,8 +1,11 @@
 // AnyEngine: a type-erased Engine, so BoxliteRuntime can pick kvm, qemu, namespace or mock at
 // run time (engine/select.hpp maps EngineKind to one). Copies share the same engine object.
+//
+// It is a PerKindEngine (engine.hpp): given a maker (select_engine() passes make_engine_named),
+// engine_for(kind) makes an engine of another kind, so one runtime drives boxes of every engine.
 #pragma once
 
-#include <boxlite/concepts.hpp>
+#include <boxlite/engine.hpp>
 #include <boxlite/error.hpp>
 
 #include <chrono>
@@ -16,14 +19,37 @@ namespace boxlite {
 
 class AnyEngine {
 public:
+    /// Makes the engine named `kind` ("namespace", "kvm", ...), or says why it cannot run here.
+    using Maker = BoxliteResult<AnyEngine> (*)(std::string_view kind);
+
     template <Engine E>
         requires(!std::same_as<std::remove_cvref_t<E>, AnyEngine>)
-    explicit AnyEngine(E engine) : impl_(std::make_shared<Model<E>>(std::move(engine))) {}
+    explicit AnyEngine(E engine, Maker maker = nullptr)
+        : impl_(std::make_shared<Model<E>>(std::move(engine))), maker_(maker) {}
 
     /// An engine that cannot run here: every call reports `why` (an UnsupportedEngine error).
     /// Lets a runtime still list, inspect and remove boxes when no engine is usable.
-    [[nodiscard]] static AnyEngine unavailable(std::string kind, BoxliteError why) {
-        return AnyEngine(Unavailable{std::move(kind), std::move(why)});
+    [[nodiscard]] static AnyEngine unavailable(std::string kind, BoxliteError why, Maker maker = nullptr) {
+        return AnyEngine(Unavailable{std::move(kind), std::move(why)}, maker);
+    }
+
+    /// This engine, making engines of other kinds with `maker`.
+    [[nodiscard]] AnyEngine with_maker(Maker maker) const {
+        AnyEngine copy = *this;
+        copy.maker_ = maker;
+        return copy;
+    }
+
+    /// An engine of `kind` from the maker (which the result keeps), or UnsupportedEngine when
+    /// this AnyEngine was made without one.
+    [[nodiscard]] BoxliteResult<AnyEngine> engine_for(std::string_view kind) const {
+        if (maker_ == nullptr) {
+            return fail(ErrorKind::UnsupportedEngine, "this runtime runs the {} engine only, not {}", this->kind(),
+                        kind);
+        }
+        BOXLITE_TRY(auto made, maker_(kind));
+        made.maker_ = maker_;
+        return made;
     }
 
     [[nodiscard]] std::string_view kind() const { return impl_->kind(); }
@@ -81,8 +107,9 @@ private:
         E engine;
     };
     std::shared_ptr<Base> impl_;
+    Maker maker_ = nullptr;
 };
 
-static_assert(Engine<AnyEngine>);
+static_assert(PerKindEngine<AnyEngine>);
 
 }  // namespace boxlite

@@ -20,7 +20,7 @@
 // The members are compiled in lib/engine/kvm/ (engine.cpp, probe.cpp, launch.cpp).
 #pragma once
 
-#include <boxlite/concepts.hpp>
+#include <boxlite/engine.hpp>
 #include <boxlite/engine_handle.hpp>
 #include <boxlite/error.hpp>
 

@@ -6,10 +6,9 @@
 // Faults are injected explicitly (fail_next_start, set_unavailable, crash), never at random.
 #pragma once
 
-#include <boxlite/concepts.hpp>
+#include <boxlite/detail/process.hpp>
+#include <boxlite/engine.hpp>
 #include <boxlite/error.hpp>
-
-#include <unistd.h>
 
 #include <chrono>
 #include <cstddef>
@@ -54,7 +53,7 @@ public:
         }
         if (launch.config == nullptr) return fail(ErrorKind::InvalidArgument, "mock engine: launch without a config");
         EngineHandle handle;
-        handle.pid = static_cast<std::int32_t>(::getpid());
+        handle.pid = detail::current_process_id();
         handle.pid_start_time = ++state_->generation;  // distinguishes restarts of one box
         handle.endpoint = fmt::format("{}:{}", state_->options.endpoint_scheme, launch.config->id);
         state_->alive.insert(key(handle));

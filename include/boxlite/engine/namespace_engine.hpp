@@ -25,7 +25,7 @@
 // compiled in lib/engine/namespace/ (engine.cpp, probe.cpp, launch.cpp).
 #pragma once
 
-#include <boxlite/concepts.hpp>
+#include <boxlite/engine.hpp>
 #include <boxlite/engine_handle.hpp>
 #include <boxlite/error.hpp>
 

@@ -4,9 +4,13 @@
 //                            run here. `auto` tries kvm, then qemu, and never silently drops to
 //                            namespace isolation: when neither works the error lists why each
 //                            was rejected.
+//   make_engine_named(kind)  make_engine by the name a box stores (BoxConfig::engine)
 //   select_engine(options)   what open_runtime() uses: make_engine, except that an engine that
 //                            cannot run becomes AnyEngine::unavailable(...) so the runtime still
 //                            opens (list, inspect and remove work; start reports the reason).
+//                            Options::engine is the engine of new boxes; the result makes the
+//                            engine of any other kind on demand (make_engine_named), so a box
+//                            keeps the engine it was created with.
 //   default_transport()      "unix" (namespace engine), "pipe" (mock engine) and "vsock-uds"
 //                            (VM engines: the shim's hybrid vsock socket).
 #pragma once
@@ -74,10 +78,17 @@ namespace detail {
     return fail(ErrorKind::UnsupportedEngine, "unknown engine kind {}", static_cast<int>(kind));
 }
 
+[[nodiscard]] inline BoxliteResult<AnyEngine> make_engine_named(std::string_view kind) {
+    BOXLITE_TRY(const auto parsed, parse_engine_kind(kind));
+    return make_engine(parsed);
+}
+
 [[nodiscard]] inline BoxliteResult<AnyEngine> select_engine(const BoxliteOptions& options) {
     auto engine = make_engine(options.engine);
-    if (engine) return engine;
-    return AnyEngine::unavailable(std::string(to_string(options.engine)), engine.error());
+    if (!engine) {
+        return AnyEngine::unavailable(std::string(to_string(options.engine)), engine.error(), &make_engine_named);
+    }
+    return engine->with_maker(&make_engine_named);
 }
 
 [[nodiscard]] inline AnyTransport default_transport() {

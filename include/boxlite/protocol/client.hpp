@@ -25,7 +25,7 @@
 #include <vector>
 
 namespace boxlite::tar {
-class Writer;  // lib/protocol/tar.hpp
+class Writer;  // the archive writer behind copy_in (lib/protocol/tar.hpp, compiled in the library)
 }  // namespace boxlite::tar
 
 namespace boxlite::protocol {
@@ -113,11 +113,12 @@ public:
     /// existing directory or ends with '/', else as `guest_dest`). Symlinks are copied as links.
     BoxliteResult<void> copy_in(const std::string& host_source, const std::string& guest_dest);
 
+    /// Writes the archive that copy_in_stream() sends.
+    using ArchiveProducer = std::function<BoxliteResult<void>(tar::Writer&)>;
+
     /// Sends a tar stream produced by `produce` to be extracted at `guest_dest` (also the way a
-    /// raw archive reaches the agent, e.g. in tests of hostile archives). tar::Writer is
-    /// lib/protocol/tar.hpp.
-    BoxliteResult<void> copy_in_stream(const std::string& guest_dest,
-                                       const std::function<BoxliteResult<void>(tar::Writer&)>& produce);
+    /// raw archive reaches the agent, e.g. in tests of hostile archives).
+    BoxliteResult<void> copy_in_stream(const std::string& guest_dest, const ArchiveProducer& produce);
 
     /// Copies a file or tree out of the box to the host (same naming rules as copy_in). The
     /// archive from the box is hostile: entries that would escape `host_dest` are refused.

@@ -3,16 +3,14 @@
 // Endpoints are "pipe:<name>". A test plays the guest agent: it `listen(name)`s, and every
 // connect("pipe:<name>") creates a socketpair, hands one end to the connecting side and queues
 // the other for `accept(name)`. Copies of a PipeTransport share one hub, so the runtime's copy
-// and the test's copy see each other.
+// and the test's copy see each other. connect()'s socketpair is made in the library
+// (lib/transport/pipe_transport.cpp).
 #pragma once
 
-#include <boxlite/concepts.hpp>
 #include <boxlite/error.hpp>
+#include <boxlite/transport.hpp>
 #include <boxlite/transport/fd_stream.hpp>
 
-#include <sys/socket.h>
-
-#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -68,25 +66,9 @@ public:
         return stream;
     }
 
-    BoxliteResult<FdStream> connect(std::string_view endpoint, std::chrono::milliseconds timeout) {
-        if (!endpoint.starts_with("pipe:")) {
-            return fail(ErrorKind::InvalidArgument, "endpoint '{}' is not a pipe: endpoint", endpoint);
-        }
-        const std::string name(endpoint.substr(5));
-        std::unique_lock lock(hub_->mutex);
-        // As real transports do, wait for the agent to start listening.
-        if (!hub_->changed.wait_for(lock, timeout, [&] { return hub_->listeners.contains(name); })) {
-            return fail(ErrorKind::RpcTransport, "connecting to {}: nobody listening after {} ms", endpoint,
-                        timeout.count());
-        }
-        int fds[2] = {-1, -1};
-        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
-            return fail_errno(ErrorKind::RpcTransport, fmt::format("connecting to {}", endpoint), errno);
-        }
-        hub_->listeners[name].push_back(fds[1]);
-        hub_->changed.notify_all();
-        return FdStream(fds[0]);
-    }
+    /// Waits up to `timeout` for a listener on the endpoint's name, as real transports wait
+    /// for the agent, then queues the agent's end of a new socketpair for accept().
+    BoxliteResult<FdStream> connect(std::string_view endpoint, std::chrono::milliseconds timeout);
 
 private:
     struct Hub {

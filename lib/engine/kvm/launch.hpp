@@ -28,7 +28,7 @@
 // keeps its defaults. Memory needs no limit there: the VM's RAM is the box's memory.
 #pragma once
 
-#include <boxlite/concepts.hpp>
+#include <boxlite/engine.hpp>
 #include <boxlite/engine/kvm_engine.hpp>
 #include <boxlite/error.hpp>
 

@@ -4,7 +4,7 @@
 #   run_fuzz.sh <fuzzer> <work-dir> <seconds>
 set -euo pipefail
 fuzzer=$1 work=$2 seconds=$3
-[[ -x "$fuzzer" ]] || exit 77
+[[ -x "$fuzzer" ]] || { echo "FAILED: $fuzzer was not built, yet its test is registered" >&2; exit 1; }
 mkdir -p "$work/corpus"
 # Seeds: a hello, an exec header with a short payload, a credit frame.
 printf '\x04\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01\x00' > "$work/corpus/hello"

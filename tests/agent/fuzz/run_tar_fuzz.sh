@@ -4,7 +4,7 @@
 #   run_tar_fuzz.sh <fuzzer> <work-dir> <seconds>
 set -euo pipefail
 fuzzer=$1 work=$2 seconds=$3
-[[ -x "$fuzzer" ]] || exit 77
+[[ -x "$fuzzer" ]] || { echo "FAILED: $fuzzer was not built, yet its test is registered" >&2; exit 1; }
 rm -rf "$work/jail" "$work/src"
 mkdir -p "$work/corpus" "$work/jail" "$work/src/tree/sub"
 # Seeds (first byte: option flags, then the archive): a small tree with a symlink and a hard

@@ -6,7 +6,7 @@ set -euo pipefail
 fuzzer="$(realpath "$1")"; work="$2"; seconds="${3:-20}"; shift 3 || shift $#
 here="$(cd "$(dirname "$0")" && pwd)"
 if [[ ! -x "$fuzzer" ]]; then
-  echo "SKIP: $fuzzer was not built (clang++ with libFuzzer is needed)"; exit 77
+  echo "FAILED: $fuzzer was not built, yet its test is registered (only a build with clang++ and libFuzzer registers it)" >&2; exit 1
 fi
 rm -rf "$work"; mkdir -p "$work/corpus" "$work/seeds" "$work/artifacts"
 cp "$here"/corpus/*.bin "$work/seeds/"

@@ -19,12 +19,12 @@
 #include <fstream>
 #include <thread>
 
-#include "test_support.hpp"
+#include <support/support.hpp>
 
 namespace boxlite {
 namespace {
 
-using testing::TempDir;
+using test::TempDir;
 
 BoxConfig config_with(std::string_view id, std::optional<std::string> name = std::nullopt) {
     BoxConfig c;
@@ -301,7 +301,7 @@ TEST(SqliteStorageFiles, SecretsAreReadableByTheOwnerOnly) {
         ASSERT_TRUE(storage->get(config.id));
     }
 
-    if (::geteuid() != 0) GTEST_SKIP() << "checking another user's access needs root (to become nobody); modes checked above";
+    if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (checking another user's access means becoming nobody); modes checked above";
     // Another user, through the home that lets them in: neither the database nor the mirror.
     const pid_t child = ::fork();
     if (child == 0) {
@@ -368,20 +368,21 @@ TEST(SqliteStorageFiles, WritersWaitForALockedDatabase) {
     sqlite3* other = nullptr;
     ASSERT_EQ(sqlite3_open((dir.path() / "db" / "boxes.db").c_str(), &other), SQLITE_OK);
     ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
-    std::atomic<bool> locked{true};
+    // The lock is released only once the insert is about to be issued (and a while after, so
+    // the insert meets it); without a busy timeout the insert fails at once with SQLITE_BUSY
+    // ("database is locked").
+    std::atomic<bool> issuing{false};
     std::thread holder([&] {
+        issuing.wait(false);
         std::this_thread::sleep_for(std::chrono::milliseconds(300));
-        locked = false;
         sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr);
     });
-    // Issued while the lock is held (for 300 ms); without a busy timeout it fails at once with
-    // SQLITE_BUSY ("database is locked").
-    const bool issued_while_locked = locked.load();
+    issuing = true;
+    issuing.notify_one();
     auto inserted = storage->insert(config_with("01ARZ3NDEKTSV4RRFFQ69G5FAV", "waits"), BoxState{});
     holder.join();
     sqlite3_close(other);
     EXPECT_TRUE(inserted) << inserted.error().to_string();
-    if (!issued_while_locked) GTEST_SKIP() << "the insert ran after the lock was released; nothing was shown";
 }
 
 TEST(SqliteStorageFiles, UnwritableHomeIsAStorageError) {

@@ -7,9 +7,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <iterator>
+#include <random>
 #include <set>
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace boxlite {
 namespace {
@@ -72,6 +77,24 @@ TEST(BoxID, GeneratesParsableSortableIds) {
     EXPECT_EQ(*parsed, first);
     EXPECT_EQ(first.short_id().size(), BoxID::kShortLength);
     EXPECT_FALSE(BoxID::parse("not-a-ulid"));
+
+    // Sortable: an id made in a later millisecond sorts after, as text (ULIDs order by time; two
+    // made in one millisecond are in random order). Each id here is made after the clock has
+    // passed the millisecond of the one before.
+    auto now_ms = [] {
+        return std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+    };
+    std::vector<std::string> made;
+    for (int i = 0; i < 8; ++i) {
+        made.push_back(BoxID::generate().str());
+        const auto after = now_ms();
+        while (now_ms() <= after) {
+        }
+    }
+    auto sorted = made;
+    std::shuffle(sorted.begin(), sorted.end(), std::mt19937(7));
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_EQ(sorted, made);
 }
 
 // A forked child must not carry on its parent's random sequence: two processes forked from one

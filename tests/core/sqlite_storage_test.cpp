@@ -3,7 +3,7 @@
 
 #include <gtest/gtest.h>
 
-#include "test_support.hpp"
+#include <support/support.hpp>
 
 #include <stdlib.h>
 
@@ -13,7 +13,7 @@
 namespace boxlite {
 namespace {
 
-using testing::TempDir;
+using test::TempDir;
 
 BoxConfig config_named(std::optional<std::string> name) {
     BoxConfig c;

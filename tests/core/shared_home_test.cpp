@@ -13,12 +13,12 @@
 #include <thread>
 #include <vector>
 
-#include "test_support.hpp"
+#include <support/support.hpp>
 
 namespace boxlite {
 namespace {
 
-using testing::TempDir;
+using test::TempDir;
 
 BoxOptions rootfs_options(const std::filesystem::path& rootfs) {
     BoxOptions o;

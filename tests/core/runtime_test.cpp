@@ -8,7 +8,7 @@
 
 #include <gtest/gtest.h>
 
-#include "test_support.hpp"
+#include <support/support.hpp>
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -31,7 +31,7 @@ namespace {
 
 using TestRuntime = BasicRuntime<MockEngine, PipeTransport, MemoryStorage>;
 
-using testing::TempDir;
+using test::TempDir;
 
 /// A fake image store: every reference is "pulled" to the fixture's rootfs directory except
 /// those starting with "missing", which fail as a registry's 404 would. It records its calls.

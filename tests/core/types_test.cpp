@@ -3,12 +3,12 @@
 
 #include <gtest/gtest.h>
 
-#include "test_support.hpp"
+#include <support/support.hpp>
 
 namespace boxlite {
 namespace {
 
-using testing::TempDir;
+using test::TempDir;
 
 std::string config_error(const BoxOptions& o, std::uint32_t cpus = 8) {
     auto r = validate_box_options(o, cpus);

@@ -1,0 +1,28 @@
+# Compiles every public header on its own (a translation unit that includes only it), so no
+# header depends on what its includer happened to include first.
+#   cmake -DCOMPILER=c++ -DINCLUDE_DIR=<repo>/include -DINCLUDES=a;b -DWORK_DIR=<dir>
+#         -P check_self_contained.cmake
+cmake_minimum_required(VERSION 3.20)
+file(GLOB_RECURSE headers RELATIVE ${INCLUDE_DIR} ${INCLUDE_DIR}/boxlite/*.hpp)
+file(MAKE_DIRECTORY ${WORK_DIR})
+set(flags -std=c++20 -fsyntax-only -Wall -Wextra -Werror)
+foreach(dir ${INCLUDES})
+  list(APPEND flags "-I${dir}")
+endforeach()
+set(failures "")
+foreach(header ${headers})
+  string(MAKE_C_IDENTIFIER "${header}" name)
+  set(tu ${WORK_DIR}/${name}.cpp)
+  file(WRITE ${tu} "#include <${header}>\n#include <${header}>  // and include guards hold\n")
+  execute_process(COMMAND ${COMPILER} ${flags} ${tu} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+  if(NOT rc EQUAL 0)
+    list(APPEND failures "${header}")
+    message("--- ${header} does not compile on its own:\n${out}")
+  endif()
+endforeach()
+list(LENGTH headers count)
+if(failures)
+  list(JOIN failures "\n  " text)
+  message(FATAL_ERROR "headers that do not compile on their own:\n  ${text}")
+endif()
+message(STATUS "${count} public headers, each compiles on its own")
