@@ -9,12 +9,11 @@
 #include <boxlite/image/image_store.hpp>
 #include <boxlite/image/reference.hpp>
 
+#include "base/sqlite.hpp"
 #include "digest.hpp"
 #include "oci.hpp"
 #include "registry_client.hpp"
 #include "store_util.hpp"
-
-#include <sqlite3.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -28,6 +27,7 @@
 namespace boxlite::image {
 
 namespace fs = std::filesystem;
+using base::Statement;
 
 /// Seconds since the Unix epoch (the catalog's timestamps).
 std::int64_t unix_now();
@@ -42,10 +42,8 @@ struct PullOutcome {
 struct ImageStore::Impl {
     ImageStoreOptions options;
     fs::path images, blobs, tmp, locks, rootfs, disks, db_path;
-    sqlite3* db = nullptr;
+    base::Database db;
     std::mutex db_mutex;  // one connection shared by this process's threads
-
-    ~Impl();
 
     // ---- blobs and locks (store.cpp) ------------------------------------------------------
     fs::path blob_path(std::string_view digest) const { return blobs / std::string(digest_hex(digest)); }

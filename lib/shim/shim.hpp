@@ -1,6 +1,6 @@
 // boxlite-shim: the per-box process between the runtime and the box.
 //
-//   boxlite-shim <mode> [options]      modes: namespace (namespace_mode.cpp); kvm is added later
+//   boxlite-shim <mode> [options]      modes: namespace (namespace_mode.cpp), kvm (kvm_mode.cpp)
 //
 // The runtime (an Engine's start()) spawns it detached from its own process tree, passes a
 // pipe as --ready-fd and reads one line back: "ok <agent-pid>" once the guest agent accepts
