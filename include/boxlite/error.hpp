@@ -16,7 +16,9 @@
 
 namespace boxlite {
 
-/// The reference's error variants, one per failure domain.
+/// The reference's error variants, one per failure domain. Every kind is either returned somewhere
+/// in lib/, cli/ or include/, or marked *reserved* below with the work that will return it; a
+/// reserved kind stays because the reference (Rust API, C error codes, REST mapping) has it.
 enum class ErrorKind : std::uint8_t {
     UnsupportedEngine,  ///< the requested engine cannot run on this host
     Engine,             ///< the engine (VMM, shim, namespaces) failed
@@ -24,19 +26,21 @@ enum class ErrorKind : std::uint8_t {
     Storage,            ///< filesystem / disk image problem
     Image,              ///< image reference, pull, manifest or layer problem
     Portal,             ///< host <-> guest communication problem
-    Network,            ///< networking set-up problem
+    Network,            ///< networking set-up problem. Reserved: returned once boxes get networking
+                        ///< (passt, port forwards, the egress firewall); REST maps it to 503
     Rpc,                ///< the guest agent answered with an error
     RpcTransport,       ///< the transport to the guest agent failed
     Internal,           ///< a bug or an unexpected system error
     Execution,          ///< a command could not be run in the box
     Unsupported,        ///< the operation is not supported (here, or yet)
-    NotFound,           ///< no such box
+    NotFound,           ///< no such box (the CLI also uses it for a missing file to load)
     AlreadyExists,      ///< a box (or resource) of that name/id already exists
     InvalidState,       ///< the box is in the wrong state for the operation
     Database,           ///< SQLite failed
     MetadataError,      ///< stored metadata is corrupt or unreadable
     InvalidArgument,    ///< an argument is malformed
-    Stopped,            ///< the box or runtime has been stopped / shut down
+    Stopped,            ///< the box or runtime has been stopped / shut down. Reserved: returned once the
+                        ///< runtime has a shutdown() after which calls are refused; REST maps it to 409
 };
 
 /// Stable lower-case identifier of a kind ("not_found"), for JSON and the C API.

@@ -59,7 +59,7 @@ public:
 
     [[nodiscard]] BoxliteResult<BoxMetrics> metrics() const { return core_->box_metrics(id_); }
 
-    // --- exec seam ---------------------------------------------------------------------------
+    // --- the agent connection ------------------------------------------------------------------
     // The guest agent connection that command execution and file copy are built on.
 
     /// Connects to the box's guest agent through T, starting the box first when it can run
@@ -70,9 +70,10 @@ public:
     void record_command(bool succeeded) { core_->record_command(id_, succeeded); }
     void record_bytes(std::uint64_t sent, std::uint64_t received) { core_->record_bytes(id_, sent, received); }
 
-    // Commands and files: exec (streaming), run (to completion), copy_in and copy_out, built on
-    // connect_agent() and record_command()/record_bytes(). Each call opens its own agent connection (the protocol multiplexes, but a connection per
-    // execution keeps executions independent of each other's handles and lifetimes).
+    // --- commands and file copies -------------------------------------------------------------
+    // Built on connect_agent() and record_command()/record_bytes(). Each call opens its own agent
+    // connection (the protocol multiplexes, but a connection per execution keeps executions
+    // independent of each other's handles and lifetimes).
 
     /// Starts `command` in the box (starting the box first when it is Configured or Stopped) and
     /// returns its streaming handle, as the reference's `LiteBox::exec`.
@@ -120,7 +121,6 @@ public:
         });
         return agent;
     }
-    // <<< end of exec seam
 
     friend bool operator==(const BasicBox& a, const BasicBox& b) noexcept { return a.id_ == b.id_; }
 

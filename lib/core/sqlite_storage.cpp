@@ -1,12 +1,12 @@
 // SqliteStorage: see include/boxlite/storage/sqlite_storage.hpp for the design.
-#include "base/file_lock.hpp"
-
 #include <boxlite/json.hpp>
 #include <boxlite/storage/lookup.hpp>
 #include <boxlite/storage/sqlite_storage.hpp>
 
+#include "base/file_lock.hpp"
+#include "base/sqlite.hpp"
+
 #include <fcntl.h>
-#include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,6 +21,8 @@
 
 namespace boxlite {
 namespace {
+
+using base::Statement;
 
 /// Ordered migrations: entry i brings the schema from version i to i + 1. Never edit a
 /// released entry; append a new one.
@@ -40,39 +42,6 @@ constexpr const char* kMigrations[] = {
     )sql",
 };
 static_assert(std::size(kMigrations) == SqliteStorage::kSchemaVersion);
-
-class Statement {
-public:
-    Statement(sqlite3* db, const char* sql) : db_(db) {
-        rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
-    }
-    ~Statement() { sqlite3_finalize(stmt_); }
-    Statement(const Statement&) = delete;
-    Statement& operator=(const Statement&) = delete;
-
-    [[nodiscard]] bool ok() const noexcept { return rc_ == SQLITE_OK; }
-    void bind(int index, std::string_view text) {
-        sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
-    }
-    void bind_null(int index) { sqlite3_bind_null(stmt_, index); }
-    void bind(int index, std::int64_t value) { sqlite3_bind_int64(stmt_, index, value); }
-    /// SQLITE_ROW, SQLITE_DONE or an error code.
-    int step() { return sqlite3_step(stmt_); }
-    [[nodiscard]] std::string column_text(int index) const {
-        const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, index));
-        return text == nullptr ? std::string() : std::string(text, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, index)));
-    }
-    [[nodiscard]] std::int64_t column_int(int index) const { return sqlite3_column_int64(stmt_, index); }
-
-private:
-    sqlite3* db_;
-    sqlite3_stmt* stmt_ = nullptr;
-    int rc_ = SQLITE_OK;
-};
-
-tl::unexpected<BoxliteError> db_error(sqlite3* db, std::string_view what) {
-    return fail(ErrorKind::Database, "{}: {} (sqlite code {})", what, sqlite3_errmsg(db), sqlite3_extended_errcode(db));
-}
 
 /// An open <home>/lock and the flock held on it (none, shared or exclusive); closing releases it.
 using HomeLock = base::FileLock;
@@ -100,16 +69,6 @@ BoxliteResult<void> ensure_private_file(const std::filesystem::path& path, bool 
     }
     if ((st.st_mode & 07777) != 0600 && ::chmod(path.c_str(), 0600) != 0) {
         return fail_errno(ErrorKind::Storage, fmt::format("making {} private (mode 0600)", path.string()), errno);
-    }
-    return {};
-}
-
-BoxliteResult<void> exec(sqlite3* db, const char* sql, std::string_view what) {
-    char* message = nullptr;
-    if (sqlite3_exec(db, sql, nullptr, nullptr, &message) != SQLITE_OK) {
-        std::string text = message != nullptr ? message : "unknown error";
-        sqlite3_free(message);
-        return fail(ErrorKind::Database, "{}: {}", what, text);
     }
     return {};
 }
@@ -144,16 +103,14 @@ BoxliteResult<void> write_file_atomically(const std::filesystem::path& path, con
 
 struct SqliteStorage::Impl {
     Impl(HomeLayout home, HomeLock lock) : layout(std::move(home)), home_lock(std::move(lock)) {}
-    ~Impl() { sqlite3_close_v2(db); }  // before home_lock (a member) lets a migrator in
-
     HomeLayout layout;
     HomeLock home_lock;
-    sqlite3* db = nullptr;
+    base::Database db;  // after home_lock: closed before the lock lets a migrator in
     mutable std::mutex mutex;  // one statement sequence at a time on the shared connection
 
     BoxliteResult<BoxRecord> row_to_record(const Statement& st, int first_column) const {
-        BOXLITE_TRY(auto config, parse_json_as<BoxConfig>(st.column_text(first_column), "stored box config"));
-        BOXLITE_TRY(auto state, parse_json_as<BoxState>(st.column_text(first_column + 1),
+        BOXLITE_TRY(auto config, parse_json_as<BoxConfig>(st.text(first_column), "stored box config"));
+        BOXLITE_TRY(auto state, parse_json_as<BoxState>(st.text(first_column + 1),
                                                         fmt::format("stored state of box {}", config.id)));
         return BoxRecord{std::move(config), std::move(state)};
     }
@@ -161,9 +118,8 @@ struct SqliteStorage::Impl {
     BoxliteResult<std::vector<BoxRecord>> collect(Statement& st, std::string_view what) const {
         std::vector<BoxRecord> out;
         for (;;) {
-            const int rc = st.step();
-            if (rc == SQLITE_DONE) break;
-            if (rc != SQLITE_ROW) return db_error(db, what);
+            BOXLITE_TRY(const bool row, st.step(what));
+            if (!row) break;
             BOXLITE_TRY(auto record, row_to_record(st, 0));
             out.push_back(std::move(record));
         }
@@ -174,23 +130,20 @@ struct SqliteStorage::Impl {
     BoxliteResult<int> read_version() const {
         {
             Statement st(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'");
-            if (!st.ok()) return db_error(db, "reading schema_version");
-            const int rc = st.step();
-            if (rc == SQLITE_DONE) return 0;
-            if (rc != SQLITE_ROW) return db_error(db, "reading schema_version");
+            BOXLITE_TRY(const bool row, st.step("reading schema_version"));
+            if (!row) return 0;
         }
         Statement st(db, "SELECT version FROM schema_version LIMIT 1");
-        if (!st.ok()) return db_error(db, "reading schema_version");
-        const int rc = st.step();
-        if (rc == SQLITE_DONE) return 0;
-        if (rc != SQLITE_ROW) return db_error(db, "reading schema_version");
-        return static_cast<int>(st.column_int(0));
+        BOXLITE_TRY(const bool row, st.step("reading schema_version"));
+        if (!row) return 0;
+        return static_cast<int>(st.integer(0));
     }
 
     BoxliteResult<std::string> journal_mode() const {
         Statement st(db, "PRAGMA journal_mode");
-        if (!st.ok() || st.step() != SQLITE_ROW) return db_error(db, "reading journal_mode");
-        return st.column_text(0);
+        BOXLITE_TRY(const bool row, st.step("reading journal_mode"));
+        if (!row) return fail(ErrorKind::Database, "reading journal_mode: no answer");
+        return st.text(0);
     }
 
     BoxliteResult<void> refuse_newer(int version) const {
@@ -205,25 +158,25 @@ struct SqliteStorage::Impl {
     /// Under the exclusive lock: WAL, then every migration the file lacks.
     BoxliteResult<void> migrate() {
         // WAL: readers never block the writer.
-        BOXLITE_TRY_VOID(exec(db, "PRAGMA journal_mode=WAL", fmt::format("configuring {}", layout.boxes_db().string())));
-        BOXLITE_TRY_VOID(exec(db, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+        BOXLITE_TRY_VOID(db.exec("PRAGMA journal_mode=WAL", fmt::format("configuring {}", layout.boxes_db().string())));
+        BOXLITE_TRY_VOID(db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
                               "creating schema_version"));
         BOXLITE_TRY(int version, read_version());
         BOXLITE_TRY_VOID(refuse_newer(version));
         for (; version < kSchemaVersion; ++version) {
-            BOXLITE_TRY_VOID(exec(db, "BEGIN IMMEDIATE", "starting migration"));
-            auto step = exec(db, kMigrations[version], fmt::format("migrating {} to version {}",
+            BOXLITE_TRY_VOID(db.exec("BEGIN IMMEDIATE", "starting migration"));
+            auto step = db.exec(kMigrations[version], fmt::format("migrating {} to version {}",
                                                                    layout.boxes_db().string(), version + 1));
             if (step) {
                 const auto sql = fmt::format("DELETE FROM schema_version; INSERT INTO schema_version VALUES ({})",
                                              version + 1);
-                step = exec(db, sql.c_str(), "recording schema version");
+                step = db.exec(sql.c_str(), "recording schema version");
             }
             if (!step) {
-                (void)exec(db, "ROLLBACK", "rolling back migration");
+                (void)db.exec("ROLLBACK", "rolling back migration");
                 return step;
             }
-            BOXLITE_TRY_VOID(exec(db, "COMMIT", "committing migration"));
+            BOXLITE_TRY_VOID(db.exec("COMMIT", "committing migration"));
         }
         return {};
     }
@@ -275,15 +228,9 @@ BoxliteResult<SqliteStorage> SqliteStorage::open(const std::filesystem::path& ho
     const auto path = impl->layout.boxes_db().string();
     // Made before SQLite creates it, so the database and its -wal/-shm are 0600 from the start.
     BOXLITE_TRY_VOID(ensure_private_file(path, /*create=*/true));
-    const int rc = sqlite3_open_v2(path.c_str(), &impl->db,
-                                   SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
-    if (rc != SQLITE_OK) {
-        return fail(ErrorKind::Database, "opening {}: {}", path,
-                    impl->db != nullptr ? sqlite3_errmsg(impl->db) : sqlite3_errstr(rc));
-    }
-    sqlite3_busy_timeout(impl->db, static_cast<int>(kBusyTimeout.count()));
+    BOXLITE_TRY(impl->db, base::Database::open(path, static_cast<int>(kBusyTimeout.count())));
     // synchronous=FULL: a committed box survives power loss.
-    BOXLITE_TRY_VOID(exec(impl->db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", fmt::format("configuring {}", path)));
+    BOXLITE_TRY_VOID(impl->db.exec("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", fmt::format("configuring {}", path)));
     BOXLITE_TRY_VOID(impl->attach(migration_wait));
     // An older BoxLite left these at the umask's mode.
     for (const char* suffix : {"-wal", "-shm"}) BOXLITE_TRY_VOID(ensure_private_file(path + suffix, /*create=*/false));
@@ -302,11 +249,10 @@ BoxliteResult<void> SqliteStorage::insert(const BoxConfig& config, const BoxStat
     const auto state_json = to_json_text(state);
     {
         std::lock_guard lock(impl_->mutex);
-        sqlite3* db = impl_->db;
+        auto& db = impl_->db;
         Statement st(db,
                      "INSERT INTO boxes (id, name, created_at, engine, status, config, state) "
                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
-        if (!st.ok()) return db_error(db, "preparing box insert");
         st.bind(1, config.id.view());
         if (config.name) st.bind(2, *config.name); else st.bind_null(2);
         st.bind(3, detail::format_rfc3339(config.created_at));
@@ -314,14 +260,14 @@ BoxliteResult<void> SqliteStorage::insert(const BoxConfig& config, const BoxStat
         st.bind(5, to_string(state.status));
         st.bind(6, config_json);
         st.bind(7, state_json);
-        if (st.step() != SQLITE_DONE) {
-            if (sqlite3_extended_errcode(db) == SQLITE_CONSTRAINT_UNIQUE && config.name) {
+        if (auto inserted = st.run(fmt::format("inserting box {}", config.id)); !inserted) {
+            if (db.extended_errcode() == SQLITE_CONSTRAINT_UNIQUE && config.name) {
                 return fail(ErrorKind::AlreadyExists, "box with name '{}' already exists", *config.name);
             }
-            if (sqlite3_extended_errcode(db) == SQLITE_CONSTRAINT_PRIMARYKEY) {
+            if (db.extended_errcode() == SQLITE_CONSTRAINT_PRIMARYKEY) {
                 return fail(ErrorKind::AlreadyExists, "box with id {} already exists", config.id);
             }
-            return db_error(db, fmt::format("inserting box {}", config.id));
+            return inserted;
         }
     }
     // The mirror is a convenience for humans and tools; the database row is the truth. A box
@@ -343,24 +289,20 @@ BoxliteResult<void> SqliteStorage::insert(const BoxConfig& config, const BoxStat
 BoxliteResult<BoxRecord> SqliteStorage::get(const BoxID& id) const {
     std::lock_guard lock(impl_->mutex);
     Statement st(impl_->db, "SELECT config, state FROM boxes WHERE id = ?1");
-    if (!st.ok()) return db_error(impl_->db, "preparing box query");
     st.bind(1, id.view());
-    const int rc = st.step();
-    if (rc == SQLITE_DONE) return detail::not_found(id.view());
-    if (rc != SQLITE_ROW) return db_error(impl_->db, fmt::format("reading box {}", id));
+    BOXLITE_TRY(const bool row, st.step(fmt::format("reading box {}", id)));
+    if (!row) return detail::not_found(id.view());
     return impl_->row_to_record(st, 0);
 }
 
 BoxliteResult<BoxRecord> SqliteStorage::lookup(std::string_view id_or_name) const {
     std::lock_guard lock(impl_->mutex);
-    sqlite3* db = impl_->db;
+    const auto& db = impl_->db;
     {
         Statement st(db, "SELECT config, state FROM boxes WHERE name = ?1");
-        if (!st.ok()) return db_error(db, "preparing name lookup");
         st.bind(1, id_or_name);
-        const int rc = st.step();
-        if (rc == SQLITE_ROW) return impl_->row_to_record(st, 0);
-        if (rc != SQLITE_DONE) return db_error(db, fmt::format("looking up '{}'", id_or_name));
+        BOXLITE_TRY(const bool row, st.step(fmt::format("looking up '{}'", id_or_name)));
+        if (row) return impl_->row_to_record(st, 0);
     }
     if (!BoxID::is_valid_prefix(id_or_name)) return detail::not_found(id_or_name);
     const auto prefix = detail::normalize_id_prefix(id_or_name);
@@ -368,19 +310,17 @@ BoxliteResult<BoxRecord> SqliteStorage::lookup(std::string_view id_or_name) cons
     // candidates are enough to name in an error; the window count says how many match in all.
     Statement st(db, "SELECT config, state, count(*) OVER () FROM boxes WHERE id >= ?1 AND id < ?2 ORDER BY id "
                      "LIMIT ?3");
-    if (!st.ok()) return db_error(db, "preparing id lookup");
     st.bind(1, prefix);
     st.bind(2, prefix + "~");
     st.bind(3, static_cast<std::int64_t>(detail::kPrefixCandidatesShown));
     std::vector<BoxRecord> candidates;
     std::size_t total = 0;
     for (;;) {
-        const int rc = st.step();
-        if (rc == SQLITE_DONE) break;
-        if (rc != SQLITE_ROW) return db_error(db, fmt::format("looking up id prefix '{}'", id_or_name));
+        BOXLITE_TRY(const bool row, st.step(fmt::format("looking up id prefix '{}'", id_or_name)));
+        if (!row) break;
         BOXLITE_TRY(auto record, impl_->row_to_record(st, 0));
         if (record.config.id.view() == prefix) return record;
-        total = static_cast<std::size_t>(st.column_int(2));
+        total = static_cast<std::size_t>(st.integer(2));
         candidates.push_back(std::move(record));
     }
     return detail::single_prefix_match(id_or_name, std::move(candidates), total);
@@ -389,7 +329,6 @@ BoxliteResult<BoxRecord> SqliteStorage::lookup(std::string_view id_or_name) cons
 BoxliteResult<std::vector<BoxRecord>> SqliteStorage::list() const {
     std::lock_guard lock(impl_->mutex);
     Statement st(impl_->db, "SELECT config, state FROM boxes ORDER BY created_at, id");
-    if (!st.ok()) return db_error(impl_->db, "preparing box list");
     return impl_->collect(st, "listing boxes");
 }
 
@@ -397,45 +336,41 @@ BoxliteResult<void> SqliteStorage::update_state(const BoxID& id, const BoxState&
     const auto state_json = to_json_text(state);
     std::lock_guard lock(impl_->mutex);
     Statement st(impl_->db, "UPDATE boxes SET status = ?2, state = ?3 WHERE id = ?1");
-    if (!st.ok()) return db_error(impl_->db, "preparing state update");
     st.bind(1, id.view());
     st.bind(2, to_string(state.status));
     st.bind(3, state_json);
-    if (st.step() != SQLITE_DONE) return db_error(impl_->db, fmt::format("updating state of box {}", id));
-    if (sqlite3_changes(impl_->db) == 0) return detail::not_found(id.view());
+    BOXLITE_TRY_VOID(st.run(fmt::format("updating state of box {}", id)));
+    if (impl_->db.changes() == 0) return detail::not_found(id.view());
     return {};
 }
 
 BoxliteResult<bool> SqliteStorage::update_state_if(const BoxID& id, const BoxState& expected, const BoxState& state) {
     const auto state_json = to_json_text(state);
     std::lock_guard lock(impl_->mutex);
-    sqlite3* db = impl_->db;
+    auto& db = impl_->db;
     // IMMEDIATE: the write lock is taken before the read, so no other process can change the
     // row between the comparison and the update.
-    BOXLITE_TRY_VOID(exec(db, "BEGIN IMMEDIATE", fmt::format("updating state of box {}", id)));
+    BOXLITE_TRY_VOID(db.exec("BEGIN IMMEDIATE", fmt::format("updating state of box {}", id)));
     auto body = [&]() -> BoxliteResult<bool> {
         Statement read(db, "SELECT state FROM boxes WHERE id = ?1");
-        if (!read.ok()) return db_error(db, "preparing state query");
         read.bind(1, id.view());
-        const int rc = read.step();
-        if (rc == SQLITE_DONE) return detail::not_found(id.view());
-        if (rc != SQLITE_ROW) return db_error(db, fmt::format("reading state of box {}", id));
-        BOXLITE_TRY(auto current, parse_json_as<BoxState>(read.column_text(0), fmt::format("stored state of box {}", id)));
+        BOXLITE_TRY(const bool row, read.step(fmt::format("reading state of box {}", id)));
+        if (!row) return detail::not_found(id.view());
+        BOXLITE_TRY(auto current, parse_json_as<BoxState>(read.text(0), fmt::format("stored state of box {}", id)));
         if (current != expected) return false;
         Statement write(db, "UPDATE boxes SET status = ?2, state = ?3 WHERE id = ?1");
-        if (!write.ok()) return db_error(db, "preparing state update");
         write.bind(1, id.view());
         write.bind(2, to_string(state.status));
         write.bind(3, state_json);
-        if (write.step() != SQLITE_DONE) return db_error(db, fmt::format("updating state of box {}", id));
+        BOXLITE_TRY_VOID(write.run(fmt::format("updating state of box {}", id)));
         return true;
     };
     auto swapped = body();
     if (!swapped || !*swapped) {
-        (void)exec(db, "ROLLBACK", "rolling back state update");
+        (void)db.exec("ROLLBACK", "rolling back state update");
         return swapped;
     }
-    BOXLITE_TRY_VOID(exec(db, "COMMIT", fmt::format("committing state of box {}", id)));
+    BOXLITE_TRY_VOID(db.exec("COMMIT", fmt::format("committing state of box {}", id)));
     return true;
 }
 
@@ -443,10 +378,9 @@ BoxliteResult<void> SqliteStorage::remove(const BoxID& id) {
     {
         std::lock_guard lock(impl_->mutex);
         Statement st(impl_->db, "DELETE FROM boxes WHERE id = ?1");
-        if (!st.ok()) return db_error(impl_->db, "preparing box delete");
-        st.bind(1, id.view());
-        if (st.step() != SQLITE_DONE) return db_error(impl_->db, fmt::format("removing box {}", id));
-        if (sqlite3_changes(impl_->db) == 0) return detail::not_found(id.view());
+            st.bind(1, id.view());
+        BOXLITE_TRY_VOID(st.run(fmt::format("removing box {}", id)));
+        if (impl_->db.changes() == 0) return detail::not_found(id.view());
     }
     std::error_code ec;
     std::filesystem::remove(impl_->layout.box_config_mirror(id), ec);

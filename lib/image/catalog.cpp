@@ -49,22 +49,13 @@ CREATE INDEX IF NOT EXISTS leases_by_manifest ON leases(manifest_digest);
 
 }  // namespace
 
-ImageStore::Impl::~Impl() {
-    if (db != nullptr) sqlite3_close(db);
-}
-
 BoxliteResult<void> ImageStore::Impl::open_database() {
-    if (sqlite3_open_v2(db_path.c_str(), &db,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
-        return fail(ErrorKind::Database, "opening {}: {}", db_path.string(),
-                    db != nullptr ? sqlite3_errmsg(db) : "out of memory");
-    }
-    sqlite3_busy_timeout(db, 30000);
+    BOXLITE_TRY(db, base::Database::open(db_path, 30000));
     // Switching a new database to WAL and creating its schema are not covered by SQLite's busy
     // handler when two processes do it at once ("database is locked"), so opening is serialised.
     BOXLITE_TRY(auto opening, base::FileLock::acquire(locks / "open.lock", base::FileLock::Mode::Exclusive));
-    BOXLITE_TRY_VOID(sql_exec(db, "PRAGMA journal_mode=WAL"));
-    BOXLITE_TRY_VOID(sql_exec(db, kSchema));
+    BOXLITE_TRY_VOID(db.exec("PRAGMA journal_mode=WAL"));
+    BOXLITE_TRY_VOID(db.exec(kSchema));
     std::error_code ec;
     if (!fs::exists(images / "index.json", ec)) BOXLITE_TRY_VOID(write_index_json());
     return {};
@@ -74,7 +65,7 @@ BoxliteResult<void> ImageStore::Impl::record(const std::string& reference, const
                                              std::uint64_t manifest_size, const std::string& index_digest) {
     {
         std::lock_guard lock(db_mutex);
-        BOXLITE_TRY_VOID(sql_exec(db, "BEGIN IMMEDIATE"));
+        BOXLITE_TRY_VOID(db.exec("BEGIN IMMEDIATE"));
         auto body = [&]() -> BoxliteResult<void> {
             Statement m(db, "INSERT OR IGNORE INTO manifests(digest, media_type, size, config_digest, config_size) "
                             "VALUES(?,?,?,?,?)");
@@ -94,10 +85,10 @@ BoxliteResult<void> ImageStore::Impl::record(const std::string& reference, const
             return r.run();
         }();
         if (!body) {
-            (void)sql_exec(db, "ROLLBACK");
+            (void)db.exec("ROLLBACK");
             return fail(body.error());
         }
-        BOXLITE_TRY_VOID(sql_exec(db, "COMMIT"));
+        BOXLITE_TRY_VOID(db.exec("COMMIT"));
     }
     return write_index_json();
 }
@@ -268,8 +259,8 @@ BoxliteResult<void> ImageStore::remove(std::string_view text, bool force) {
     BOXLITE_TRY(auto info, inspect(text));
     {
         std::lock_guard lock(impl_->db_mutex);
-        auto* db = impl_->db;
-        BOXLITE_TRY_VOID(sql_exec(db, "BEGIN IMMEDIATE"));
+        auto& db = impl_->db;
+        BOXLITE_TRY_VOID(db.exec("BEGIN IMMEDIATE"));
         auto body = [&]() -> BoxliteResult<void> {
             if (!force) {
                 Statement others(db, "SELECT COUNT(*) FROM images WHERE manifest_digest = ? AND reference != ?");
@@ -298,10 +289,10 @@ BoxliteResult<void> ImageStore::remove(std::string_view text, bool force) {
             return d.run();
         }();
         if (!body) {
-            (void)sql_exec(db, "ROLLBACK");
+            (void)db.exec("ROLLBACK");
             return fail(body.error());
         }
-        BOXLITE_TRY_VOID(sql_exec(db, "COMMIT"));
+        BOXLITE_TRY_VOID(db.exec("COMMIT"));
     }
     return impl_->write_index_json();
 }
@@ -332,8 +323,8 @@ BoxliteResult<GcReport> ImageStore::gc(const GcOptions& options) {
     std::set<std::string> keep_manifests;
     {
         std::lock_guard lock(impl_->db_mutex);
-        auto* db = impl_->db;
-        BOXLITE_TRY_VOID(sql_exec(db, "BEGIN IMMEDIATE"));
+        auto& db = impl_->db;
+        BOXLITE_TRY_VOID(db.exec("BEGIN IMMEDIATE"));
         auto body = [&]() -> BoxliteResult<void> {
             if (options.live_holders) {
                 const std::set<std::string> live(options.live_holders->begin(), options.live_holders->end());
@@ -353,9 +344,9 @@ BoxliteResult<GcReport> ImageStore::gc(const GcOptions& options) {
                     ++report.leases_dropped;
                 }
             }
-            BOXLITE_TRY_VOID(sql_exec(db, "DELETE FROM manifests WHERE digest NOT IN (SELECT manifest_digest FROM images "
+            BOXLITE_TRY_VOID(db.exec("DELETE FROM manifests WHERE digest NOT IN (SELECT manifest_digest FROM images "
                                           "UNION SELECT manifest_digest FROM leases)"));
-            BOXLITE_TRY_VOID(sql_exec(db, "DELETE FROM manifest_layers WHERE manifest_digest NOT IN (SELECT digest FROM manifests)"));
+            BOXLITE_TRY_VOID(db.exec("DELETE FROM manifest_layers WHERE manifest_digest NOT IN (SELECT digest FROM manifests)"));
             Statement images(db, "SELECT manifest_digest, index_digest FROM images "
                                  "UNION SELECT manifest_digest, '' FROM leases");
             while (true) {
@@ -380,10 +371,10 @@ BoxliteResult<GcReport> ImageStore::gc(const GcOptions& options) {
             return {};
         }();
         if (!body) {
-            (void)sql_exec(db, "ROLLBACK");
+            (void)db.exec("ROLLBACK");
             return fail(body.error());
         }
-        BOXLITE_TRY_VOID(sql_exec(db, "COMMIT"));
+        BOXLITE_TRY_VOID(db.exec("COMMIT"));
     }
     std::error_code ec;
     for (const auto& entry : fs::directory_iterator(impl_->blobs, ec)) {

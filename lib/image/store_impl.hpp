@@ -9,14 +9,13 @@
 #include <boxlite/image/image_store.hpp>
 #include <boxlite/image/reference.hpp>
 
+#include "base/sqlite.hpp"
 #include "digest.hpp"
 #include "oci.hpp"
 #include "registry_client.hpp"
 #include "store_util.hpp"
 
 #include "base/file_lock.hpp"
-
-#include <sqlite3.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -30,6 +29,7 @@
 namespace boxlite::image {
 
 namespace fs = std::filesystem;
+using base::Statement;
 
 /// Seconds since the Unix epoch (the catalog's timestamps).
 std::int64_t unix_now();
@@ -44,10 +44,8 @@ struct PullOutcome {
 struct ImageStore::Impl {
     ImageStoreOptions options;
     fs::path images, blobs, tmp, locks, rootfs, disks, db_path;
-    sqlite3* db = nullptr;
+    base::Database db;
     std::mutex db_mutex;  // one connection shared by this process's threads
-
-    ~Impl();
 
     // ---- blobs and locks (store.cpp) ------------------------------------------------------
     fs::path blob_path(std::string_view digest) const { return blobs / std::string(digest_hex(digest)); }

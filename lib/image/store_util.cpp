@@ -69,55 +69,6 @@ BoxliteResult<std::string> read_file_bounded(const std::filesystem::path& path, 
     return out;
 }
 
-Statement::Statement(sqlite3* db, std::string_view sql) : db_(db) {
-    prepare_rc_ = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr);
-}
-
-Statement::~Statement() { sqlite3_finalize(stmt_); }
-
-Statement& Statement::bind(int index, std::string_view text) {
-    if (stmt_ != nullptr) sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
-    return *this;
-}
-
-Statement& Statement::bind(int index, std::int64_t value) {
-    if (stmt_ != nullptr) sqlite3_bind_int64(stmt_, index, value);
-    return *this;
-}
-
-BoxliteResult<bool> Statement::step() {
-    if (prepare_rc_ != SQLITE_OK || stmt_ == nullptr) {
-        return fail(ErrorKind::Database, "images.db: preparing a statement: {}", sqlite3_errmsg(db_));
-    }
-    const int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    return fail(ErrorKind::Database, "images.db: {}", sqlite3_errmsg(db_));
-}
-
-BoxliteResult<void> Statement::run() {
-    BOXLITE_TRY(const bool row, step());
-    (void)row;
-    return {};
-}
-
-std::string Statement::text(int column) const {
-    const auto* p = sqlite3_column_text(stmt_, column);
-    return p == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(p));
-}
-
-std::int64_t Statement::integer(int column) const { return sqlite3_column_int64(stmt_, column); }
-
-BoxliteResult<void> sql_exec(sqlite3* db, const char* sql) {
-    char* message = nullptr;
-    if (sqlite3_exec(db, sql, nullptr, nullptr, &message) != SQLITE_OK) {
-        std::string text = message != nullptr ? message : sqlite3_errmsg(db);
-        sqlite3_free(message);
-        return fail(ErrorKind::Database, "images.db: {}", text);
-    }
-    return {};
-}
-
 BoxliteResult<void> run_program(const std::vector<std::string>& argv, ErrorKind kind, std::string* diagnostics) {
     std::FILE* log = std::tmpfile();
     if (log == nullptr) return fail_errno(ErrorKind::Internal, "tmpfile", errno);

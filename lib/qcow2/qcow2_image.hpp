@@ -103,7 +103,7 @@ public:
     BoxliteResult<void> close();
     [[nodiscard]] ImageInfo info() const;
 
-    /// The engine's state (defined in qcow2_image.cpp, the only place that can build one).
+    /// The engine's state (qcow2_image_impl.hpp; built only by open and create, open_create.cpp).
     struct Impl;
     explicit Qcow2Image(std::unique_ptr<Impl> impl);
 
