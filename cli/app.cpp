@@ -80,7 +80,9 @@ struct Parser {
     void build() {
         auto& g = invocation.global;
         app.set_version_flag("--version", std::string("boxlite version ") + BOXLITE_VERSION_STRING);
-        app.add_option("--home", g.home, "Home directory (default ~/.boxlite)")->envname("BOXLITE_HOME")->type_name("PATH");
+        app.add_option("--home", g.home, "Home directory (default ~/.boxlite)")
+            ->envname("BOXLITE_HOME")
+            ->type_name("PATH");
         app.add_flag("--debug", g.debug, "Print details with errors");
         app.add_option("--registry", g.registries, "Registry searched for unqualified images (repeatable)")
             ->allow_extra_args(false)
@@ -343,8 +345,12 @@ tl::expected<Invocation, ParseStop> parse_command_line(const std::vector<std::st
             return arg == "--engine" || arg.starts_with("--engine=");
         });
         if (from_flag) return usage_error({}, engine.error().to_string());
-        return usage_error({}, fail(ErrorKind::InvalidArgument, "BOXLITE_ENGINE '{}': expected auto, kvm, qemu or "
-                                    "namespace", parser.engine_text).value().to_string());
+        return usage_error({}, fail(ErrorKind::InvalidArgument,
+                                    "BOXLITE_ENGINE '{}': expected auto, kvm, qemu or "
+                                    "namespace",
+                                    parser.engine_text)
+                                   .value()
+                                   .to_string());
     }
     if (auto valid = validate(parser.invocation, parser.engine_text); !valid) {
         return usage_error(parser.invocation.command, valid.error().to_string());

@@ -21,11 +21,11 @@
 namespace boxlite::cli {
 
 struct GlobalFlags {
-    std::optional<std::string> home;      ///< --home / BOXLITE_HOME
-    bool debug = false;                   ///< --debug
-    std::vector<std::string> registries;  ///< --registry, repeatable, in order
+    std::optional<std::string> home;               ///< --home / BOXLITE_HOME
+    bool debug = false;                            ///< --debug
+    std::vector<std::string> registries;           ///< --registry, repeatable, in order
     std::vector<std::string> insecure_registries;  ///< --insecure-registry, repeatable
-    EngineChoice engine = EngineChoice::Auto;  ///< --engine / BOXLITE_ENGINE
+    EngineChoice engine = EngineChoice::Auto;      ///< --engine / BOXLITE_ENGINE
 };
 
 /// `run` and `create` (create has no -d/--rm; run has all).
@@ -70,8 +70,8 @@ struct ExecArgs {
 
 struct BoxesArgs {  ///< start, stop, restart, rm
     std::vector<std::string> boxes;
-    bool force = false;     ///< rm -f
-    bool all = false;       ///< rm -a
+    bool force = false;                       ///< rm -f
+    bool all = false;                         ///< rm -a
     std::optional<unsigned> timeout_seconds;  ///< stop/restart -t
 };
 
@@ -118,8 +118,8 @@ struct ImagesArgs {
 };
 
 struct LoadArgs {
-    std::string input;                  ///< OCI layout directory or docker-save tarball
-    std::optional<std::string> tag;     ///< reference for an untagged layout
+    std::string input;               ///< OCI layout directory or docker-save tarball
+    std::optional<std::string> tag;  ///< reference for an untagged layout
     bool quiet = false;
 };
 

@@ -47,7 +47,7 @@ struct AttachOptions {
 };
 
 /// The signals attach() relays to the box command (SIGWINCH becomes a resize).
-inline constexpr std::initializer_list<int> kRelayedSignals = {SIGINT, SIGTERM, SIGHUP, SIGQUIT,
+inline constexpr std::initializer_list<int> kRelayedSignals = {SIGINT,  SIGTERM, SIGHUP,  SIGQUIT,
                                                                SIGUSR1, SIGUSR2, SIGWINCH};
 
 namespace attach_detail {
@@ -172,7 +172,8 @@ template <class Exec>
     // Relay signals until both output streams have ended.
     bool sent_sigpipe = false;
     while (true) {
-        pollfd fds[3] = {{relay->fd(), POLLIN, 0}, {outputs_done.read_end(), POLLIN, 0},
+        pollfd fds[3] = {{relay->fd(), POLLIN, 0},
+                         {outputs_done.read_end(), POLLIN, 0},
                          {sent_sigpipe ? -1 : reader_gone.read_end(), POLLIN, 0}};
         if (::poll(fds, 3, -1) < 0 && errno != EINTR) break;
         if ((fds[2].revents & POLLIN) != 0) {

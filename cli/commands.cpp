@@ -74,9 +74,7 @@ std::string time_ago(std::chrono::system_clock::time_point then, std::chrono::sy
     using namespace std::chrono;
     const auto seconds = duration_cast<std::chrono::seconds>(now - then).count();
     if (seconds < 1) return "Less than a second ago";
-    auto plural = [](long long n, const char* unit) {
-        return fmt::format("{} {}{} ago", n, unit, n == 1 ? "" : "s");
-    };
+    auto plural = [](long long n, const char* unit) { return fmt::format("{} {}{} ago", n, unit, n == 1 ? "" : "s"); };
     if (seconds < 60) return plural(seconds, "second");
     if (seconds < 3600) return plural(seconds / 60, "minute");
     if (seconds < 86400) return plural(seconds / 3600, "hour");
@@ -113,8 +111,8 @@ nlohmann::json inspect_json(const BoxConfig& config, const BoxInfo& info, const 
     for (const auto& port : o.ports) ports.push_back(port_text(port));
     nlohmann::json volumes = nlohmann::json::array();
     for (const auto& volume : o.volumes) {
-        volumes.push_back({{"Source", volume.host_path}, {"Destination", volume.guest_path},
-                           {"ReadOnly", volume.read_only}});
+        volumes.push_back(
+            {{"Source", volume.host_path}, {"Destination", volume.guest_path}, {"ReadOnly", volume.read_only}});
     }
     nlohmann::json secrets = nlohmann::json::array();
     for (const auto& secret : o.secrets) secrets.push_back({{"Name", secret.name}, {"Hosts", secret.hosts}});
@@ -275,7 +273,7 @@ BoxliteResult<int> cmd_list(Context& context) {
         rows.push_back(std::move(row));
         table_rows.push_back(std::move(table_row));
     }
-    const std::vector<Column> columns = {{"ID", "BOX ID"},   {"Image", "IMAGE"},   {"Status", "STATUS"},
+    const std::vector<Column> columns = {{"ID", "BOX ID"},       {"Image", "IMAGE"},   {"Status", "STATUS"},
                                          {"Created", "CREATED"}, {"Engine", "ENGINE"}, {"Name", "NAME"}};
     const std::string format = args.format.value_or("table");
     BOXLITE_TRY(auto text, render_rows(format == "table" ? table_rows : rows, format, columns));
@@ -290,9 +288,8 @@ BoxliteResult<int> cmd_inspect(Context& context) {
     if (args.latest) {
         BOXLITE_TRY(auto boxes, runtime->list_info());
         if (boxes.empty()) return fail(ErrorKind::NotFound, "no boxes to inspect (--latest)");
-        auto newest = std::max_element(boxes.begin(), boxes.end(), [](const BoxInfo& a, const BoxInfo& b) {
-            return a.created_at < b.created_at;
-        });
+        auto newest = std::max_element(boxes.begin(), boxes.end(),
+                                       [](const BoxInfo& a, const BoxInfo& b) { return a.created_at < b.created_at; });
         targets.push_back(newest->id.str());
     }
     nlohmann::json documents = nlohmann::json::array();
@@ -489,9 +486,10 @@ BoxliteResult<int> cmd_stats(Context& context) {
     BOXLITE_TRY(auto* runtime, context.runtime(cli_runtime_settings(context)));
     const auto& args = context.invocation().stats;
     BOXLITE_TRY(auto box, runtime->get(args.box));
-    const std::vector<Column> columns = {{"ID", "BOX ID"}, {"Name", "NAME"},       {"Cpu", "CPU %"},
-                                         {"Memory", "MEM USAGE / LIMIT"}, {"CpuTime", "CPU TIME"},
-                                         {"Pids", "PIDS"}, {"NetIO", "NET I/O"}};
+    const std::vector<Column> columns = {{"ID", "BOX ID"},        {"Name", "NAME"},
+                                         {"Cpu", "CPU %"},        {"Memory", "MEM USAGE / LIMIT"},
+                                         {"CpuTime", "CPU TIME"}, {"Pids", "PIDS"},
+                                         {"NetIO", "NET I/O"}};
     std::optional<SignalRelay> relay;
     if (args.stream) {
         auto installed = SignalRelay::install({SIGINT, SIGTERM, SIGHUP});
@@ -514,8 +512,9 @@ BoxliteResult<int> cmd_stats(Context& context) {
             if (previous) {
                 const auto wall = std::chrono::duration<double, std::nano>(now - previous->first).count();
                 if (wall > 0) {
-                    cpu_percent = 100.0 * static_cast<double>(*metrics.cpu_time_ns - std::min(*metrics.cpu_time_ns,
-                                                                                               previous->second)) /
+                    cpu_percent = 100.0 *
+                                  static_cast<double>(*metrics.cpu_time_ns -
+                                                      std::min(*metrics.cpu_time_ns, previous->second)) /
                                   wall;
                 }
             }

@@ -73,9 +73,16 @@ BoxliteResult<void> spawn_detached(Context& context, const std::string& box_id, 
     if (length <= 0) return fail_errno(ErrorKind::Internal, "readlink /proc/self/exe", errno);
     self[length] = '\0';
     const auto options = context.runtime_options();
-    std::vector<std::string> argv = {self, "--home", options.home_dir.string(), "--engine",
-                                     std::string(to_string(context.global().engine)), "exec", "--worker-log",
-                                     log.string(), "--worker-ready-fd", "3"};
+    std::vector<std::string> argv = {self,
+                                     "--home",
+                                     options.home_dir.string(),
+                                     "--engine",
+                                     std::string(to_string(context.global().engine)),
+                                     "exec",
+                                     "--worker-log",
+                                     log.string(),
+                                     "--worker-ready-fd",
+                                     "3"};
     for (const auto& [key, value] : command.environment()) {
         argv.push_back("-e");
         argv.push_back(key + "=" + value);
@@ -310,8 +317,8 @@ BoxliteResult<int> cmd_exec(Context& context) {
     if (args.detach) {
         // Start the box here (a configured or stopped box) so the worker only attaches.
         BOXLITE_TRY_VOID(box.start());
-        BOXLITE_TRY_VOID(spawn_detached(context, box.id().str(),
-                                        runtime->layout().box_dir(box.id()) / "console.log", command));
+        BOXLITE_TRY_VOID(
+            spawn_detached(context, box.id().str(), runtime->layout().box_dir(box.id()) / "console.log", command));
         return kExitSuccess;
     }
     return run_attached(box, command, args.interactive, context);

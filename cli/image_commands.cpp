@@ -161,8 +161,8 @@ BoxliteResult<int> cmd_images(Context& context) {
         rows.push_back(std::move(row));
         table_rows.push_back(std::move(table_row));
     }
-    const std::vector<Column> columns = {{"Repository", "REPOSITORY"}, {"Tag", "TAG"}, {"ID", "IMAGE ID"},
-                                         {"Stored", "PULLED"}, {"Size", "SIZE"}};
+    const std::vector<Column> columns = {
+        {"Repository", "REPOSITORY"}, {"Tag", "TAG"}, {"ID", "IMAGE ID"}, {"Stored", "PULLED"}, {"Size", "SIZE"}};
     const std::string format = args.format.value_or("table");
     BOXLITE_TRY(auto text, render_rows(format == "table" ? table_rows : rows, format, columns));
     fmt::print("{}", text);
@@ -252,8 +252,7 @@ std::optional<std::size_t> image_count(Context& context) {
 
 namespace {
 tl::unexpected<BoxliteError> no_image_store(const char* what) {
-    return fail(ErrorKind::Unsupported, "'{}' needs the image store, which is not in this build of BoxLite yet",
-                what);
+    return fail(ErrorKind::Unsupported, "'{}' needs the image store, which is not in this build of BoxLite yet", what);
 }
 }  // namespace
 

@@ -34,8 +34,8 @@ std::string align_columns(std::string_view text) {
         std::size_t cell_start = 0;
         while (true) {
             const auto tab = line.find('\t', cell_start);
-            cells.push_back(line.substr(cell_start, tab == std::string_view::npos ? std::string_view::npos
-                                                                                  : tab - cell_start));
+            cells.push_back(
+                line.substr(cell_start, tab == std::string_view::npos ? std::string_view::npos : tab - cell_start));
             if (tab == std::string_view::npos) break;
             cell_start = tab + 1;
         }
@@ -75,9 +75,10 @@ bool is_space_char(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '
 
 bool yaml_needs_quotes(const std::string& text) {
     if (text.empty()) return true;
-    static constexpr std::string_view kReserved[] = {"true", "false", "yes", "no", "on", "off", "null", "~",
-                                                     "True", "False", "Yes", "No", "On", "Off", "Null", "NULL",
-                                                     "TRUE", "FALSE", "YES", "NO", "ON", "OFF", "y", "n", "Y", "N"};
+    static constexpr std::string_view kReserved[] = {"true", "false", "yes",   "no",    "on",  "off", "null",
+                                                     "~",    "True",  "False", "Yes",   "No",  "On",  "Off",
+                                                     "Null", "NULL",  "TRUE",  "FALSE", "YES", "NO",  "ON",
+                                                     "OFF",  "y",     "n",     "Y",     "N"};
     for (auto word : kReserved) {
         if (text == word) return true;
     }
@@ -108,9 +109,9 @@ void yaml_scalar(const nlohmann::json& value, std::string& out) {
     if (value.is_string()) {
         const auto& text = value.get_ref<const std::string&>();
         // JSON's double-quoted form is valid YAML and escapes everything that needs it.
-        out += yaml_needs_quotes(text) ? nlohmann::json(text).dump(-1, ' ', false,
-                                                                   nlohmann::json::error_handler_t::replace)
-                                       : text;
+        out += yaml_needs_quotes(text)
+                   ? nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                   : text;
     } else if (value.is_null()) {
         out += "null";
     } else {

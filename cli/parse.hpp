@@ -67,8 +67,7 @@ inline std::optional<std::uint64_t> parse_unsigned(std::string_view text) noexce
     const auto eq = spec.find('=');
     const std::string_view key = spec.substr(0, eq);
     if (key.empty()) {
-        return fail(ErrorKind::InvalidArgument, "--env '{}': the variable name is empty (expected KEY[=VALUE])",
-                    spec);
+        return fail(ErrorKind::InvalidArgument, "--env '{}': the variable name is empty (expected KEY[=VALUE])", spec);
     }
     if (eq != std::string_view::npos) {
         return std::make_optional(std::make_pair(std::string(key), std::string(spec.substr(eq + 1))));
@@ -205,8 +204,7 @@ inline BoxliteResult<std::uint16_t> parse_port_number(std::string_view spec, std
     std::filesystem::path host;
     if (host_text.front() == '/') {
         host = std::filesystem::path(host_text);
-    } else if (host_text.starts_with("./") || host_text.starts_with("../") || host_text == "." ||
-               host_text == "..") {
+    } else if (host_text.starts_with("./") || host_text.starts_with("../") || host_text == "." || host_text == "..") {
         host = cwd / std::filesystem::path(host_text);
     } else if (host_text.front() == '~' && (host_text.size() == 1 || host_text[1] == '/')) {
         if (!home) {
@@ -256,7 +254,10 @@ inline std::optional<std::pair<std::uint64_t, char>> split_size(std::string_view
     if (unit.size() == 2 && unit[1] == 'b') unit.resize(1);
     if (unit.size() != 1) return std::nullopt;
     switch (unit[0]) {
-        case 'k': case 'm': case 'g': case 't': return std::make_pair(*number, unit[0]);
+        case 'k':
+        case 'm':
+        case 'g':
+        case 't': return std::make_pair(*number, unit[0]);
         default: return std::nullopt;
     }
 }
@@ -302,8 +303,10 @@ inline std::optional<std::uint64_t> to_bytes(std::uint64_t number, char unit) {
     auto split = detail::split_size(text, 'g');
     auto bytes = split ? detail::to_bytes(split->first, split->second) : std::nullopt;
     if (!bytes) {
-        return fail(ErrorKind::InvalidArgument, "--disk-size '{}': expected a size like 10, 10g, 1t (a bare "
-                                                "number is GB)", text);
+        return fail(ErrorKind::InvalidArgument,
+                    "--disk-size '{}': expected a size like 10, 10g, 1t (a bare "
+                    "number is GB)",
+                    text);
     }
     if (*bytes % (1ULL << 30) != 0) {
         return fail(ErrorKind::InvalidArgument, "--disk-size '{}' is not a whole number of GB", text);
@@ -391,8 +394,8 @@ struct CopyRequest {
     const auto dst = parse_copy_operand(destination);
     if (src.box.has_value() == dst.box.has_value()) {
         return fail(ErrorKind::InvalidArgument,
-                    "cp '{}' '{}': exactly one of SRC and DST must be BOX:PATH (copying {} is not supported)",
-                    source, destination, src.box ? "between boxes" : "between host paths");
+                    "cp '{}' '{}': exactly one of SRC and DST must be BOX:PATH (copying {} is not supported)", source,
+                    destination, src.box ? "between boxes" : "between host paths");
     }
     CopyRequest request;
     const auto& box_side = src.box ? src : dst;

@@ -101,8 +101,8 @@ public:
         if (mode_ == Mode::Quiet) return;
         if (mode_ == Mode::Terminal) redraw(std::chrono::steady_clock::now());
         if (!digest.empty()) fmt::print(out_, "Digest: {}\n", digest);
-        const bool all_cached =
-            !layers_.empty() && std::all_of(layers_.begin(), layers_.end(), [](const Layer& l) { return l.cached; });
+        const bool all_cached = !layers_.empty() &&
+                                std::all_of(layers_.begin(), layers_.end(), [](const Layer& l) { return l.cached; });
         fmt::print(out_, "Status: {} for {}\n", all_cached ? "Image is up to date" : "Downloaded newer image",
                    reference);
         std::fflush(out_);
@@ -141,7 +141,8 @@ private:
     }
 
     static std::string line(const Layer& layer) {
-        if (layer.complete) return fmt::format("{}: {}", layer.short_id, layer.cached ? "Already exists" : "Pull complete");
+        if (layer.complete)
+            return fmt::format("{}: {}", layer.short_id, layer.cached ? "Already exists" : "Pull complete");
         if (layer.total == 0) return fmt::format("{}: Downloading {}", layer.short_id, human_size(layer.done));
         return fmt::format("{}: Downloading {} {}/{}", layer.short_id, progress_bar(layer.done, layer.total, 40),
                            human_size(layer.done), human_size(layer.total));

@@ -35,31 +35,29 @@ struct Pipeline {
 struct Node {
     enum class Kind : std::uint8_t { Text, Action, If, Range };
     Kind kind = Kind::Text;
-    std::string text;  ///< Text
-    Pipeline pipeline; ///< Action, If, Range
+    std::string text;                              ///< Text
+    Pipeline pipeline;                             ///< Action, If, Range
     std::vector<std::unique_ptr<Node>> body;       ///< If (then), Range
     std::vector<std::unique_ptr<Node>> else_body;  ///< If
 };
 
 namespace {
 
-constexpr std::string_view kFunctions[] = {"json", "upper", "lower", "title", "join",
+constexpr std::string_view kFunctions[] = {"json", "upper",    "lower", "title", "join",
                                            "len",  "truncate", "index", "print"};
 
 bool is_function(std::string_view name) {
     return std::find(std::begin(kFunctions), std::end(kFunctions), name) != std::end(kFunctions);
 }
 
-bool is_ident_char(char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_';
-}
+bool is_ident_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_'; }
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 /// A raw action `{{ … }}` as found in the source, before its contents are parsed.
 struct RawAction {
-    std::string body;     ///< between the delimiters, trim markers removed
-    std::size_t offset;   ///< of the opening "{{" in the source, for messages
+    std::string body;    ///< between the delimiters, trim markers removed
+    std::size_t offset;  ///< of the opening "{{" in the source, for messages
 };
 
 class ActionParser {
@@ -181,9 +179,10 @@ private:
             while (!at_end() && is_ident_char(peek())) ++pos_;
             operand.text = std::string(text_.substr(start, pos_ - start));
             if (!is_function(operand.text)) {
-                return error(fmt::format("function '{}' not defined (available: json, upper, lower, title, join, len, "
-                                         "truncate, index, print)",
-                                         operand.text));
+                return error(
+                    fmt::format("function '{}' not defined (available: json, upper, lower, title, join, len, "
+                                "truncate, index, print)",
+                                operand.text));
             }
             operand.kind = Operand::Kind::Function;
             return operand;
@@ -287,8 +286,10 @@ private:
             BOXLITE_TRY(auto end, parse_list(node->body));
             if (end && end->body == "else") {
                 if (!is_if) {
-                    return fail(ErrorKind::InvalidArgument, "template: {{{{else}}}} inside range at offset {} is not "
-                                                            "supported", end->offset);
+                    return fail(ErrorKind::InvalidArgument,
+                                "template: {{{{else}}}} inside range at offset {} is not "
+                                "supported",
+                                end->offset);
                 }
                 BOXLITE_TRY(end, parse_list(node->else_body));
             }
@@ -347,9 +348,9 @@ BoxliteResult<nlohmann::json> lookup_field(const nlohmann::json& dot, const std:
         if (it == current->end()) {
             for (auto candidate = current->begin(); candidate != current->end(); ++candidate) {
                 const auto& key = candidate.key();
-                if (key.size() == name.size() &&
-                    std::equal(key.begin(), key.end(), name.begin(), [](char a, char b) {
-                        return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+                if (key.size() == name.size() && std::equal(key.begin(), key.end(), name.begin(), [](char a, char b) {
+                        return std::tolower(static_cast<unsigned char>(a)) ==
+                               std::tolower(static_cast<unsigned char>(b));
                     })) {
                     it = candidate;
                     break;

@@ -43,7 +43,8 @@ int main(int argc, char** argv) {
     checks.expect(metrics.has_value(), "metrics of a running box");
     if (metrics) fmt::print("metrics: {}\n", *metrics);
 
-    if (auto removed = runtime.remove(box->id().str(), /*force=*/true); !removed) return example::report(removed.error());
+    if (auto removed = runtime.remove(box->id().str(), /*force=*/true); !removed)
+        return example::report(removed.error());
     const bool exists = runtime.exists("lifecycle").value_or(true);
     fmt::print("removed; exists: {}\n", exists);
     checks.expect(!exists, "the box is gone after remove");

@@ -30,7 +30,8 @@ int main(int argc, char** argv) {
     checks.expect_eq(both->stderr_text, std::string("to-stderr\n"), "stderr alone");
 
     // 3. Environment and working directory.
-    auto env = box->run(BoxCommand("sh").args({"-c", "echo \"GREETING=$GREETING in $(pwd)\""})
+    auto env = box->run(BoxCommand("sh")
+                            .args({"-c", "echo \"GREETING=$GREETING in $(pwd)\""})
                             .env("GREETING", "hi")
                             .working_dir("/tmp"));
     if (!env) return example::report(env.error());
@@ -38,7 +39,8 @@ int main(int argc, char** argv) {
     checks.expect_eq(env->stdout_text, std::string("GREETING=hi in /tmp\n"), "environment and working directory");
 
     // 4. Exit codes: N for exit(N), -N for death by signal N.
-    for (const auto& [script, expected] : {std::pair{"exit 0", 0}, std::pair{"exit 42", 42}, std::pair{"kill -TERM $$", -15}}) {
+    for (const auto& [script, expected] :
+         {std::pair{"exit 0", 0}, std::pair{"exit 42", 42}, std::pair{"kill -TERM $$", -15}}) {
         auto result = box->run(BoxCommand("sh").args({"-c", script}));
         if (!result) return example::report(result.error());
         fmt::print("'{}' -> exit code {}\n", script, result->exit_code);

@@ -224,8 +224,10 @@ private:
             if (c->out_offset < c->out.size()) ev |= POLLOUT;
             add(c->fd, ev, Kind::Conn, c.get(), nullptr);
             for (auto& [id, e] : c->executions) {
-                if (e->stdout_fd >= 0 && e->stdout_credit > 0 && !backed_up) add(e->stdout_fd, POLLIN, Kind::Out, c.get(), e.get());
-                if (e->stderr_fd >= 0 && e->stderr_credit > 0 && !backed_up) add(e->stderr_fd, POLLIN, Kind::Err, c.get(), e.get());
+                if (e->stdout_fd >= 0 && e->stdout_credit > 0 && !backed_up)
+                    add(e->stdout_fd, POLLIN, Kind::Out, c.get(), e.get());
+                if (e->stderr_fd >= 0 && e->stderr_credit > 0 && !backed_up)
+                    add(e->stderr_fd, POLLIN, Kind::Err, c.get(), e.get());
                 if (e->stdin_fd >= 0 && (e->stdin_pending() > 0 || e->stdin_close_requested)) {
                     add(e->stdin_fd, POLLOUT, Kind::In, c.get(), e.get());
                 }
@@ -251,7 +253,8 @@ private:
                 case Kind::Signal: handle_signals(); break;
                 case Kind::Conn:
                     if (s.conn->fd >= 0 && (fds[i].revents & POLLIN)) read_connection(*s.conn);
-                    if (s.conn->fd >= 0 && (fds[i].revents & (POLLHUP | POLLERR)) && !(fds[i].revents & POLLIN)) drop(*s.conn);
+                    if (s.conn->fd >= 0 && (fds[i].revents & (POLLHUP | POLLERR)) && !(fds[i].revents & POLLIN))
+                        drop(*s.conn);
                     if (s.conn->fd >= 0 && !flush(*s.conn)) drop(*s.conn);
                     break;
                 case Kind::Out:
@@ -338,7 +341,8 @@ private:
             const auto version = std::min(hello->max_version, kMaxVersion);
             if (version < hello->min_version || version < kMinVersion) {
                 return protocol_violation(c, fmt::format("no common protocol version: host speaks {}-{}, agent {}-{}",
-                                                         hello->min_version, hello->max_version, kMinVersion, kMaxVersion));
+                                                         hello->min_version, hello->max_version, kMinVersion,
+                                                         kMaxVersion));
             }
             c.hello_done = true;
             send(c, FrameType::HelloAck, 0, HelloAck{version, kAgentVersion}.encode());
@@ -354,7 +358,8 @@ private:
             case FrameType::Exec: return start_execution(c, f);
             default: break;
         }
-        if (f.stream == 0) return protocol_violation(c, fmt::format("frame type {} is not valid on stream 0", to_string(f.type)));
+        if (f.stream == 0)
+            return protocol_violation(c, fmt::format("frame type {} is not valid on stream 0", to_string(f.type)));
         auto it = c.executions.find(f.stream);
         if (it == c.executions.end()) {
             // Late frames for an execution that already ended (e.g. credit racing the exit) are
@@ -366,7 +371,8 @@ private:
             case FrameType::Stdin: {
                 if (e.stdin_close_requested) return protocol_violation(c, "stdin data after stdin-close");
                 if (e.stdin_pending() + f.payload.size() > e.stdin_window) {
-                    return protocol_violation(c, fmt::format("execution {} overran its stdin window of {} bytes", e.id, e.stdin_window));
+                    return protocol_violation(c, fmt::format("execution {} overran its stdin window of {} bytes", e.id,
+                                                             e.stdin_window));
                 }
                 if (e.stdin_fd < 0) {
                     // The child closed its stdin: drop the bytes but return the credit.
@@ -388,7 +394,8 @@ private:
             case FrameType::Credit: {
                 auto credit = Credit::decode(f.payload);
                 if (!credit) return protocol_violation(c, credit.error().message());
-                if (credit->channel == Channel::Stdin) return protocol_violation(c, "the host granted stdin credit, which only the agent grants");
+                if (credit->channel == Channel::Stdin)
+                    return protocol_violation(c, "the host granted stdin credit, which only the agent grants");
                 auto& target = credit->channel == Channel::Stderr ? e.stderr_credit : e.stdout_credit;
                 target = std::min<std::uint64_t>(target + credit->bytes, 1ULL << 40);
                 return;
@@ -411,7 +418,8 @@ private:
                 return;
             }
             default:
-                return protocol_violation(c, fmt::format("frame type {} is not valid from the host", to_string(f.type)));
+                return protocol_violation(c,
+                                          fmt::format("frame type {} is not valid from the host", to_string(f.type)));
         }
     }
 
@@ -517,7 +525,8 @@ private:
     }
 
     static bool all_digits(const std::string& text) {
-        return !text.empty() && text.size() <= 10 && std::all_of(text.begin(), text.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+        return !text.empty() && text.size() <= 10 &&
+               std::all_of(text.begin(), text.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
     }
 
     /// "" (root), "name", "uid", "name:gid" or "uid:gid"; nullopt when the box does not know the
@@ -657,7 +666,8 @@ private:
 
     void start_execution(Connection& c, const Frame& f) {
         if (f.stream == 0) return protocol_violation(c, "exec on stream 0");
-        if (c.executions.count(f.stream) != 0) return protocol_violation(c, fmt::format("stream {} is already in use", f.stream));
+        if (c.executions.count(f.stream) != 0)
+            return protocol_violation(c, fmt::format("stream {} is already in use", f.stream));
         if (shutting_down_) return send_error(c, f.stream, "the box is shutting down");
         auto req_result = ExecRequest::decode(f.payload);
         if (!req_result) return send_error(c, f.stream, req_result.error().message());
@@ -666,11 +676,14 @@ private:
 
         const auto& user = req.user.empty() ? default_user_ : req.user;
         // A non-root agent (run directly, in tests) runs unnamed users as itself.
-        auto ids = user.empty() && ::geteuid() != 0 ? std::optional<Identity>(Identity{::geteuid(), ::getegid(), {}, "/"})
-                                                    : resolve_user(user);
+        auto ids = user.empty() && ::geteuid() != 0
+                       ? std::optional<Identity>(Identity{::geteuid(), ::getegid(), {}, "/"})
+                       : resolve_user(user);
         if (!ids) {
-            return send_error(c, f.stream, fmt::format("user '{}' is not in the box's /etc/passwd (allowed: a name from it, "
-                                                       "a numeric uid, optionally ':<numeric gid>')", user));
+            return send_error(c, f.stream,
+                              fmt::format("user '{}' is not in the box's /etc/passwd (allowed: a name from it, "
+                                          "a numeric uid, optionally ':<numeric gid>')",
+                                          user));
         }
         const auto& home = ids->home;
 
@@ -682,12 +695,14 @@ private:
                 if (fd >= 0) ::close(fd);
             }
         };
-        if (::pipe2(status, O_CLOEXEC) != 0) return send_error(c, f.stream, std::string("pipe: ") + std::strerror(errno));
+        if (::pipe2(status, O_CLOEXEC) != 0)
+            return send_error(c, f.stream, std::string("pipe: ") + std::strerror(errno));
         if (req.tty && req.kind == ExecKind::Command) {
             master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
             if (master < 0 || ::grantpt(master) != 0 || ::unlockpt(master) != 0) {
                 close_all();
-                return send_error(c, f.stream, std::string("cannot allocate a pseudo-terminal: ") + std::strerror(errno));
+                return send_error(c, f.stream,
+                                  std::string("cannot allocate a pseudo-terminal: ") + std::strerror(errno));
             }
             slave_name = ::ptsname(master);
             winsize ws{};
@@ -917,7 +932,8 @@ private:
         rusage ru{};
         ::getrusage(RUSAGE_CHILDREN, &ru);
         auto ns = [](const timeval& tv) {
-            return static_cast<std::uint64_t>(tv.tv_sec) * 1000000000ULL + static_cast<std::uint64_t>(tv.tv_usec) * 1000ULL;
+            return static_cast<std::uint64_t>(tv.tv_sec) * 1000000000ULL +
+                   static_cast<std::uint64_t>(tv.tv_usec) * 1000ULL;
         };
         m.cpu_time_ns = ns(ru.ru_utime) + ns(ru.ru_stime);
         if (DIR* d = ::opendir("/proc")) {
@@ -1013,12 +1029,14 @@ int main(int argc, char** argv) {
         } else if (arg == "--listen" && has_value) {
             const std::string endpoint = argv[++i];
             if (endpoint.rfind("unix:", 0) != 0) {
-                std::fprintf(stderr, "boxlite-agent: endpoint '%s' is not supported (allowed: unix:PATH)\n", endpoint.c_str());
+                std::fprintf(stderr, "boxlite-agent: endpoint '%s' is not supported (allowed: unix:PATH)\n",
+                             endpoint.c_str());
                 return 2;
             }
             listen_fd = listen_unix(endpoint.substr(5));
             if (listen_fd < 0) {
-                std::fprintf(stderr, "boxlite-agent: cannot listen on %s: %s\n", endpoint.c_str(), std::strerror(errno));
+                std::fprintf(stderr, "boxlite-agent: cannot listen on %s: %s\n", endpoint.c_str(),
+                             std::strerror(errno));
                 return 1;
             }
         } else if (arg == "--workdir" && has_value) {

@@ -182,8 +182,10 @@ void compare_with_runc() {
                 return bench::expect_output(run_program({"runc", "run", "--bundle", run_bundle->string(), id}), "hi\n");
             });
         bench::report_comparison(create_name, pairs,
-                                 {1, {}, "ours is a library call in this process, runc a new process each time "
-                                         "(cli_run_echo in boxlite_cli_bench is process against process)"});
+                                 {1,
+                                  {},
+                                  "ours is a library call in this process, runc a new process each time "
+                                  "(cli_run_echo in boxlite_cli_bench is process against process)"});
     }
 
     if (!want_exec) return;
@@ -194,7 +196,8 @@ void compare_with_runc() {
         return bench::report_no_ratio(exec_name, "ours: start failed: " + started.error().to_string());
     }
     const auto id = "boxlite-bench-exec-" + std::to_string(::getpid());
-    if (auto started = run_program({"runc", "run", "-d", "--bundle", exec_bundle->string(), id}, bench::RunOptions{false, {}});
+    if (auto started = run_program({"runc", "run", "-d", "--bundle", exec_bundle->string(), id},
+                                   bench::RunOptions{false, {}});
         !started.ok()) {
         (void)f.runtime->remove(box->id().str(), true);
         return bench::report_no_ratio(exec_name, "peer: `runc run -d` failed (" + started.describe() + ")");
@@ -213,8 +216,10 @@ void compare_with_runc() {
     (void)run_program({"runc", "delete", "-f", id});
     (void)f.runtime->remove(box->id().str(), true);
     bench::report_comparison(exec_name, pairs,
-                             {1, {}, "ours is a library call in this process, runc a new process each time "
-                                     "(cli_exec_echo in boxlite_cli_bench is process against process)"});
+                             {1,
+                              {},
+                              "ours is a library call in this process, runc a new process each time "
+                              "(cli_exec_echo in boxlite_cli_bench is process against process)"});
 }
 
 }  // namespace

@@ -27,9 +27,9 @@ namespace fs = std::filesystem;
 using namespace boxlite;
 
 void BM_ParseRunCommandLine(benchmark::State& state) {
-    const std::vector<std::string> argv = {"boxlite", "run", "-it", "--rm", "-e", "A=1", "-e", "B=2", "-p",
-                                           "8080:80", "--memory", "1g", "--cpus", "2", "-w", "/srv",
-                                           "alpine:3.19", "sh", "-c", "echo hi"};
+    const std::vector<std::string> argv = {"boxlite", "run",  "-it",         "--rm",     "-e", "A=1",    "-e",
+                                           "B=2",     "-p",   "8080:80",     "--memory", "1g", "--cpus", "2",
+                                           "-w",      "/srv", "alpine:3.19", "sh",       "-c", "echo hi"};
     for (auto _ : state) {
         auto invocation = cli::parse_command_line(argv);
         benchmark::DoNotOptimize(invocation);
@@ -50,7 +50,7 @@ nlohmann::json rows(int count) {
     return out;
 }
 
-const std::vector<cli::Column> kColumns = {{"ID", "BOX ID"}, {"Image", "IMAGE"}, {"Status", "STATUS"},
+const std::vector<cli::Column> kColumns = {{"ID", "BOX ID"},       {"Image", "IMAGE"},   {"Status", "STATUS"},
                                            {"Created", "CREATED"}, {"Engine", "ENGINE"}, {"Name", "NAME"}};
 
 void BM_RenderListTemplate(benchmark::State& state) {
@@ -126,11 +126,14 @@ void compare_with_runc() {
         int n = 0;
         const auto pairs = bench::measure_interleaved(
             bench::peer_runs(15),
-            [&] { return bench::expect_output(boxlite({"run", "--rm", "--rootfs", rootfs->string(), "echo", "hi"}), "hi\n"); },
             [&] {
-                return bench::expect_output(
-                    bench::run_program({"runc", "run", "--bundle", bundle->string(), prefix + std::to_string(n++)}),
-                    "hi\n");
+                return bench::expect_output(boxlite({"run", "--rm", "--rootfs", rootfs->string(), "echo", "hi"}),
+                                            "hi\n");
+            },
+            [&] {
+                return bench::expect_output(bench::run_program({"runc", "run", "--bundle", bundle->string(),
+                                                                prefix + std::to_string(n++)}),
+                                            "hi\n");
             });
         bench::report_comparison(run_name, pairs);
     }
@@ -141,14 +144,19 @@ void compare_with_runc() {
                                    /*capture=*/false);  // the box would hold a pipe open
             !started.ok()) {
             bench::report_no_ratio(exec_name, "ours: `boxlite run -d` failed: " + started.describe());
-        } else if (auto runc_started =
-                       bench::run_program({"runc", "run", "-d", "--bundle", idle->string(), runc_id}, bench::RunOptions{false, {}});
+        } else if (auto runc_started = bench::run_program({"runc", "run", "-d", "--bundle", idle->string(), runc_id},
+                                                          bench::RunOptions{false, {}});
                    !runc_started.ok()) {
             bench::report_no_ratio(exec_name, "peer: `runc run -d` failed: " + runc_started.describe());
         } else {
             const auto pairs = bench::measure_interleaved(
-                bench::peer_runs(30), [&] { return bench::expect_output(boxlite({"exec", "bench", "echo", "hi"}), "hi\n"); },
-                [&] { return bench::expect_output(bench::run_program({"runc", "exec", runc_id, "echo", "hi"}), "hi\n"); });
+                bench::peer_runs(30),
+                [&] {
+                    return bench::expect_output(boxlite({"exec", "bench", "echo", "hi"}), "hi\n");
+                },
+                [&] {
+                    return bench::expect_output(bench::run_program({"runc", "exec", runc_id, "echo", "hi"}), "hi\n");
+                });
             bench::report_comparison(exec_name, pairs);
         }
         (void)boxlite({"rm", "-f", "bench"});

@@ -91,8 +91,7 @@ private:
                       : s.median < 1e9 ? Unit{1e6, "ms", 2}
                                        : Unit{1e9, "s", 2};
     return fmt::format("{:.{}f} {}{}{} [{:.{}f}–{:.{}f}]", s.median / unit.scale, unit.decimals, unit.name,
-                       per.empty() ? "" : "/", per, s.q1 / unit.scale, unit.decimals, s.q3 / unit.scale,
-                       unit.decimals);
+                       per.empty() ? "" : "/", per, s.q1 / unit.scale, unit.decimals, s.q3 / unit.scale, unit.decimals);
 }
 
 // ---- running peers -----------------------------------------------------------------------------
@@ -299,10 +298,11 @@ inline void report_comparison(std::string_view name, const Pairs& pairs, const R
         return format_ns_spread(test::summarize(std::move(samples)), options.per);
     };
     const auto ratio = test::summarize(test::ratios(pairs.ours_ns, pairs.peer_ns));
-    fmt::print("{}: ours {}, peer {}, ratio ours/peer {:.2f} [{:.2f}–{:.2f}] (median [interquartile range] of {} "
-               "interleaved runs; < 1 is faster){}{}\n",
-               name, per_unit(pairs.ours_ns), per_unit(pairs.peer_ns), ratio.median, ratio.q1, ratio.q3, ratio.count,
-               options.note.empty() ? "" : "; ", options.note);
+    fmt::print(
+        "{}: ours {}, peer {}, ratio ours/peer {:.2f} [{:.2f}–{:.2f}] (median [interquartile range] of {} "
+        "interleaved runs; < 1 is faster){}{}\n",
+        name, per_unit(pairs.ours_ns), per_unit(pairs.peer_ns), ratio.median, ratio.q1, ratio.q3, ratio.count,
+        options.note.empty() ? "" : "; ", options.note);
     std::fflush(stdout);
 }
 

@@ -45,7 +45,7 @@ bool rootless() { return ::geteuid() != 0; }
 struct Environment {
     bench::TempHome work;
     int port = 0;
-    std::string why_not;                        ///< why nothing can run
+    std::string why_not;                         ///< why nothing can run
     std::map<std::string, std::string> missing;  ///< image -> why it is not pushed
     bool registry_started = false;
 
@@ -83,13 +83,14 @@ struct Environment {
         const std::string python = "$(ls -d /usr/lib/python3.* 2>/dev/null | head -1)";
         if (!setup("ls -d /usr/lib/python3.* >/dev/null 2>&1").empty()) {
             missing["python"] = "no /usr/lib/python3.* on this machine to build the python image from";
-        } else if (auto why = setup(fmt::format("cd {w}/img && umoci unpack {rootless}--image oci:single b >>{w}/build.log 2>&1 && "
-                                                "mkdir -p b/rootfs/usr/lib && cp -a {py} b/rootfs/usr/lib/ && "
-                                                "umoci repack --image oci:python b >>{w}/build.log 2>&1 && rm -rf b && "
-                                                "bash {h} push {w}/img/oci python {port} bench/python:1",
-                                                fmt::arg("w", w), fmt::arg("py", python),
-                                                fmt::arg("rootless", rootless() ? "--rootless " : ""),
-                                                fmt::arg("h", kHarness), fmt::arg("port", port)));
+        } else if (auto why = setup(
+                       fmt::format("cd {w}/img && umoci unpack {rootless}--image oci:single b >>{w}/build.log 2>&1 && "
+                                   "mkdir -p b/rootfs/usr/lib && cp -a {py} b/rootfs/usr/lib/ && "
+                                   "umoci repack --image oci:python b >>{w}/build.log 2>&1 && rm -rf b && "
+                                   "bash {h} push {w}/img/oci python {port} bench/python:1",
+                                   fmt::arg("w", w), fmt::arg("py", python),
+                                   fmt::arg("rootless", rootless() ? "--rootless " : ""), fmt::arg("h", kHarness),
+                                   fmt::arg("port", port)));
                    !why.empty()) {
             missing["python"] = "could not build or push the python image (see " + w + "/build.log): " + why;
         }
@@ -150,8 +151,9 @@ std::string peer(const std::string& image, const fs::path& home, PeerUnpack unpa
     const auto rootfs = unpack == PeerUnpack::Raw ? home / "rootfs" : home / "bundle";
     args.push_back(rootfs.string());
     auto unpacked = bench::run_program(args);
-    if (!unpacked.ok()) return fmt::format("{}: {}", unpack == PeerUnpack::Raw ? "umoci raw unpack" : "umoci unpack",
-                                           unpacked.describe());
+    if (!unpacked.ok())
+        return fmt::format("{}: {}", unpack == PeerUnpack::Raw ? "umoci raw unpack" : "umoci unpack",
+                           unpacked.describe());
     const auto busybox = unpack == PeerUnpack::Raw ? rootfs / "bin/busybox" : rootfs / "rootfs/bin/busybox";
     std::error_code ec;
     if (!fs::exists(busybox, ec)) return "umoci left no " + busybox.string();
@@ -202,8 +204,7 @@ void compare_with_skopeo_umoci() {
         const Comparison comparisons[] = {
             {fmt::format("pull+unpack {} image (peer: skopeo copy + umoci raw unpack)", image), true, PeerUnpack::Raw,
              "both sides make a rootfs and nothing else"},
-            {fmt::format("pull+unpack {} image (peer: skopeo copy + umoci unpack)", image), true,
-             PeerUnpack::WithMtree,
+            {fmt::format("pull+unpack {} image (peer: skopeo copy + umoci unpack)", image), true, PeerUnpack::WithMtree,
              "umoci unpack also writes an mtree manifest, hashing every file: work we do not do, and umoci "
              "unpack has no option to skip it (the raw unpack line above is the like-for-like one)"},
             {fmt::format("pull {} image (peer: skopeo copy alone)", image), false, PeerUnpack::None,

@@ -124,8 +124,12 @@ std::string run_ours(const Scenario& s, double& ns) {
 /// in X seconds" figure, the I/O loop alone.
 std::string run_qemu(const Scenario& s, double& ns) {
     const fs::path path = image_for(s);
-    std::vector<std::string> args = {"qemu-img", "bench", "-f", "qcow2", "-c", std::to_string(s.count), "-s",
-                                     std::to_string(s.request), "-S", std::to_string(s.step), "--pattern=165"};
+    std::vector<std::string> args = {"qemu-img",     "bench",
+                                     "-f",           "qcow2",
+                                     "-c",           std::to_string(s.count),
+                                     "-s",           std::to_string(s.request),
+                                     "-S",           std::to_string(s.step),
+                                     "--pattern=165"};
     if (s.write) args.emplace_back("-w");
     args.push_back(path.string());
     const auto result = boxlite::bench::run_program(args);

@@ -89,9 +89,7 @@ double user_cpu_ns() {
 }
 
 /// Why KVM may not run the guest here, for a failure message.
-std::string host_note() {
-    return kvm_is_pvm() ? " (this host's KVM is kvm_pvm, which runs only some guests)" : "";
-}
+std::string host_note() { return kvm_is_pvm() ? " (this host's KVM is kvm_pvm, which runs only some guests)" : ""; }
 
 /// Through Machine::run and the Bus.
 ExitRun ours_run(const std::vector<std::byte>& guest) {
@@ -124,8 +122,8 @@ ExitRun bare_run(const std::vector<std::byte>& guest) {
             return {fmt::format("KVM_RUN failed after {} exits: {}{}", exits, std::strerror(errno), host_note())};
         }
         if (run.exit_reason != KVM_EXIT_IO) {
-            return {fmt::format("exit reason {} after {} exits, expected port I/O{}", run.exit_reason, exits,
-                                host_note())};
+            return {
+                fmt::format("exit reason {} after {} exits, expected port I/O{}", run.exit_reason, exits, host_note())};
         }
         if (run.io.port == layout::kAcpiSleepControlPort) break;
     }
@@ -154,8 +152,8 @@ BENCHMARK(BM_ExitDispatchBareKvmRun)->UseManualTime()->Unit(benchmark::kMillisec
 
 struct BlkRig {
     vmm::GuestMemory memory = std::move(*vmm::GuestMemory::create_flat(0, 16ULL << 20));
-    std::shared_ptr<devices::testing::MemoryBackend> backend =
-        std::make_shared<devices::testing::MemoryBackend>(64ULL << 20);
+    std::shared_ptr<devices::testing::MemoryBackend> backend = std::make_shared<devices::testing::MemoryBackend>(64ULL
+                                                                                                                 << 20);
     devices::virtio::BlockDevice device{backend, "bench"};
     devices::virtio::VirtQueue queues[1] = {devices::virtio::VirtQueue(256)};
     devices::virtio::testing::VirtQueueDriver driver{memory, 0x10000, 256};
@@ -206,7 +204,8 @@ struct GuestBlkRun {
 };
 
 /// `interrupts`: the guest halts until the completion interrupt (as Linux waits) instead of polling.
-GuestBlkRun run_blk_guest(const std::vector<std::byte>& guest, bool ioeventfd, bool interrupts, std::uint32_t requests) {
+GuestBlkRun run_blk_guest(const std::vector<std::byte>& guest, bool ioeventfd, bool interrupts,
+                          std::uint32_t requests) {
     GuestBlkRun result;
     auto fail = [&](std::string why) {
         result.failure = std::move(why);
@@ -220,8 +219,9 @@ GuestBlkRun run_blk_guest(const std::vector<std::byte>& guest, bool ioeventfd, b
     if (auto added = devices.add_legacy_devices(nullptr); !added) {
         return fail("could not add the legacy devices: " + added.error().to_string());
     }
-    auto blk = std::make_shared<devices::virtio::BlockDevice>(
-        std::make_shared<devices::testing::MemoryBackend>(1 << 20), "bench");
+    auto blk = std::make_shared<devices::virtio::BlockDevice>(std::make_shared<devices::testing::MemoryBackend>(1
+                                                                                                                << 20),
+                                                              "bench");
     auto slot = devices.add_virtio_device(blk);
     if (!slot) return fail("could not add the virtio-blk device: " + slot.error().to_string());
     (void)(*machine)->pio_bus().insert(layout::kTestResultPort, 4, std::make_shared<NullPort>());
@@ -243,7 +243,8 @@ GuestBlkRun run_blk_guest(const std::vector<std::byte>& guest, bool ioeventfd, b
         result.failure = fmt::format("the guest stopped with {} ({}) instead of powering off",
                                      to_string(outcome->reason), outcome->detail);
     } else if (blk->stats().reads != requests) {
-        result.failure = fmt::format("the device served {} reads, the guest asked for {}", blk->stats().reads, requests);
+        result.failure = fmt::format("the device served {} reads, the guest asked for {}", blk->stats().reads,
+                                     requests);
     }
     result.userspace_exits = (*machine)->stats().total;
     result.mmio_notifies = slot->transport->mmio_notifies();
@@ -279,9 +280,10 @@ void report_guest_blk(const std::vector<std::byte>& guest) {
             }
         }
     }
-    fmt::print("virtio-blk 512 B reads from the blk_loop guest, median [interquartile range] of {} interleaved runs "
-               "of {} requests:\n",
-               runs, kRequests);
+    fmt::print(
+        "virtio-blk 512 B reads from the blk_loop guest, median [interquartile range] of {} interleaved runs "
+        "of {} requests:\n",
+        runs, kRequests);
     for (bool interrupts : {false, true}) {
         for (bool ioeventfd : {true, false}) {
             const auto& s = samples[interrupts][ioeventfd];
@@ -332,10 +334,11 @@ void compare_exit_dispatch() {
         if (!pairs.failure.empty()) continue;
         const auto ours = test::summarize(pairs.ours_ns);
         const auto bare = test::summarize(pairs.peer_ns);
-        fmt::print("  fastest run: ours {:.1f} us/exit, bare {:.1f} us/exit, ratio {:.2f}; user-mode CPU per exit "
-                   "(medians, check runs included): ours {:.2f} us, bare {:.2f} us\n",
-                   ours.min / kExitsPerRun / 1000, bare.min / kExitsPerRun / 1000, ours.min / bare.min,
-                   test::median(ours_user) / kExitsPerRun / 1000, test::median(bare_user) / kExitsPerRun / 1000);
+        fmt::print(
+            "  fastest run: ours {:.1f} us/exit, bare {:.1f} us/exit, ratio {:.2f}; user-mode CPU per exit "
+            "(medians, check runs included): ours {:.2f} us, bare {:.2f} us\n",
+            ours.min / kExitsPerRun / 1000, bare.min / kExitsPerRun / 1000, ours.min / bare.min,
+            test::median(ours_user) / kExitsPerRun / 1000, test::median(bare_user) / kExitsPerRun / 1000);
         std::fflush(stdout);
     }
 }

@@ -18,7 +18,10 @@ class BoxCommand {
 public:
     explicit BoxCommand(std::string program) : program_(std::move(program)) {}
 
-    BoxCommand& arg(std::string value) & { args_.push_back(std::move(value)); return *this; }
+    BoxCommand& arg(std::string value) & {
+        args_.push_back(std::move(value));
+        return *this;
+    }
     BoxCommand&& arg(std::string value) && { return std::move(arg(std::move(value))); }
     BoxCommand& args(std::vector<std::string> values) & {
         for (auto& v : values) args_.push_back(std::move(v));
@@ -30,13 +33,25 @@ public:
         return *this;
     }
     BoxCommand&& env(std::string key, std::string value) && { return std::move(env(std::move(key), std::move(value))); }
-    BoxCommand& timeout(std::chrono::milliseconds value) & { timeout_ = value; return *this; }
+    BoxCommand& timeout(std::chrono::milliseconds value) & {
+        timeout_ = value;
+        return *this;
+    }
     BoxCommand&& timeout(std::chrono::milliseconds value) && { return std::move(timeout(value)); }
-    BoxCommand& working_dir(std::string dir) & { working_dir_ = std::move(dir); return *this; }
+    BoxCommand& working_dir(std::string dir) & {
+        working_dir_ = std::move(dir);
+        return *this;
+    }
     BoxCommand&& working_dir(std::string dir) && { return std::move(working_dir(std::move(dir))); }
-    BoxCommand& tty(bool enabled) & { tty_ = enabled; return *this; }
+    BoxCommand& tty(bool enabled) & {
+        tty_ = enabled;
+        return *this;
+    }
     BoxCommand&& tty(bool enabled) && { return std::move(tty(enabled)); }
-    BoxCommand& user(std::string name) & { user_ = std::move(name); return *this; }
+    BoxCommand& user(std::string name) & {
+        user_ = std::move(name);
+        return *this;
+    }
     BoxCommand&& user(std::string name) && { return std::move(user(std::move(name))); }
 
     [[nodiscard]] const std::string& program() const noexcept { return program_; }
@@ -66,8 +81,10 @@ template <>
 struct fmt::formatter<boxlite::BoxCommand> : fmt::formatter<std::string_view> {
     auto format(const boxlite::BoxCommand& c, format_context& ctx) const {
         auto quote = [](const std::string& arg) {
-            const bool plain = !arg.empty() && arg.find_first_not_of(
-                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./=:,+@%") == std::string::npos;
+            const bool plain = !arg.empty() &&
+                               arg.find_first_not_of(
+                                   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./=:,+@%") ==
+                                   std::string::npos;
             if (plain) return arg;
             std::string out = "'";
             for (char ch : arg) out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);

@@ -27,9 +27,10 @@ struct BoxConfig {
 template <>
 struct fmt::formatter<boxlite::BoxConfig> : fmt::formatter<std::string_view> {
     auto format(const boxlite::BoxConfig& c, format_context& ctx) const {
-        return fmt::formatter<std::string_view>::format(
-            fmt::format("{}{} on {}: {}", c.id, c.name ? fmt::format(" ({})", *c.name) : std::string(),
-                        c.engine.empty() ? "?" : c.engine, c.options),
-            ctx);
+        return fmt::formatter<std::string_view>::format(fmt::format("{}{} on {}: {}", c.id,
+                                                                    c.name ? fmt::format(" ({})", *c.name)
+                                                                           : std::string(),
+                                                                    c.engine.empty() ? "?" : c.engine, c.options),
+                                                        ctx);
     }
 };

@@ -23,8 +23,8 @@ public:
     /// A fresh ULID for "now".
     [[nodiscard]] static BoxID generate() {
         const auto now = std::chrono::system_clock::now().time_since_epoch();
-        const auto millis =
-            static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(now).count());
+        const auto millis = static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(now).count());
         auto& engine = detail::id_random();
         const std::uint64_t random_high = engine() & 0xFFFF;  // 16 bits
         const std::uint64_t random_low = engine();            // 64 bits
@@ -34,9 +34,8 @@ public:
     /// Parses a full 26-character ULID (case-insensitive, Crockford aliases I/L -> 1, O -> 0).
     [[nodiscard]] static BoxliteResult<BoxID> parse(std::string_view text) {
         if (text.size() != kLength) {
-            return fail(ErrorKind::InvalidArgument,
-                        "box id '{}' must be {} characters of Crockford base32, got {}", text, kLength,
-                        text.size());
+            return fail(ErrorKind::InvalidArgument, "box id '{}' must be {} characters of Crockford base32, got {}",
+                        text, kLength, text.size());
         }
         BoxID id;
         for (std::size_t i = 0; i < kLength; ++i) {
@@ -124,7 +123,5 @@ struct fmt::formatter<boxlite::BoxID> : fmt::formatter<std::string_view> {
 
 template <>
 struct std::hash<boxlite::BoxID> {
-    std::size_t operator()(const boxlite::BoxID& id) const noexcept {
-        return std::hash<std::string_view>{}(id.view());
-    }
+    std::size_t operator()(const boxlite::BoxID& id) const noexcept { return std::hash<std::string_view>{}(id.view()); }
 };

@@ -65,9 +65,9 @@ struct BoxInfo {
 template <>
 struct fmt::formatter<boxlite::BoxInfo> : fmt::formatter<std::string_view> {
     auto format(const boxlite::BoxInfo& info, format_context& ctx) const {
-        return fmt::formatter<std::string_view>::format(
-            fmt::format("{} {} {} {} {}cpu {}MiB", info.id.short_id(), info.name.value_or("-"), info.status,
-                        info.image, info.cpus, info.memory_mib),
-            ctx);
+        return fmt::formatter<std::string_view>::format(fmt::format("{} {} {} {} {}cpu {}MiB", info.id.short_id(),
+                                                                    info.name.value_or("-"), info.status, info.image,
+                                                                    info.cpus, info.memory_mib),
+                                                        ctx);
     }
 };

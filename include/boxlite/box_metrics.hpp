@@ -38,8 +38,8 @@ struct BoxMetrics {
     // connection closes, so a long-running execution shows up only once it ends.
     std::uint64_t commands_executed_total = 0;
     std::uint64_t exec_errors_total = 0;
-    std::uint64_t bytes_sent_total = 0;       ///< stdin and files sent to the box
-    std::uint64_t bytes_received_total = 0;   ///< stdout/stderr and files received
+    std::uint64_t bytes_sent_total = 0;      ///< stdin and files sent to the box
+    std::uint64_t bytes_received_total = 0;  ///< stdout/stderr and files received
 
     // Resource usage, while Running (nullopt otherwise).
     std::optional<double> cpu_percent;
@@ -52,14 +52,14 @@ struct BoxMetrics {
     std::optional<std::uint64_t> network_tcp_errors;
 
     // Stage timings, milliseconds (see the table above; nullopt: not measured).
-    std::optional<std::uint64_t> total_create_duration_ms;  ///< the last start() call, to agent ready
-    std::optional<std::uint64_t> guest_boot_duration_ms;    ///< engine-reported: guest start-up to agent ready
-    std::optional<std::uint64_t> stage_filesystem_setup_ms; ///< start: the box folder
-    std::optional<std::uint64_t> stage_image_prepare_ms;    ///< create: image resolve + pull
-    std::optional<std::uint64_t> stage_guest_rootfs_ms;     ///< create (or a rebuilding start): unpack / ext4 build
-    std::optional<std::uint64_t> stage_box_config_ms;       ///< start: launch description
-    std::optional<std::uint64_t> stage_box_spawn_ms;        ///< start: Engine::start(), spawn to agent ready
-    std::optional<std::uint64_t> stage_container_init_ms;   ///< engine-reported: container set-up in the guest
+    std::optional<std::uint64_t> total_create_duration_ms;   ///< the last start() call, to agent ready
+    std::optional<std::uint64_t> guest_boot_duration_ms;     ///< engine-reported: guest start-up to agent ready
+    std::optional<std::uint64_t> stage_filesystem_setup_ms;  ///< start: the box folder
+    std::optional<std::uint64_t> stage_image_prepare_ms;     ///< create: image resolve + pull
+    std::optional<std::uint64_t> stage_guest_rootfs_ms;      ///< create (or a rebuilding start): unpack / ext4 build
+    std::optional<std::uint64_t> stage_box_config_ms;        ///< start: launch description
+    std::optional<std::uint64_t> stage_box_spawn_ms;         ///< start: Engine::start(), spawn to agent ready
+    std::optional<std::uint64_t> stage_container_init_ms;    ///< engine-reported: container set-up in the guest
 
     friend bool operator==(const BoxMetrics&, const BoxMetrics&) = default;
 };
@@ -74,9 +74,9 @@ struct fmt::formatter<boxlite::BoxMetrics> : fmt::formatter<std::string_view> {
             fmt::format("commands_executed_total={} exec_errors_total={} bytes_sent_total={} "
                         "bytes_received_total={} memory_bytes={} cpu_time_ns={} total_create_duration_ms={} "
                         "guest_boot_duration_ms={}",
-                        m.commands_executed_total, m.exec_errors_total, m.bytes_sent_total,
-                        m.bytes_received_total, opt(m.memory_bytes), opt(m.cpu_time_ns),
-                        opt(m.total_create_duration_ms), opt(m.guest_boot_duration_ms)),
+                        m.commands_executed_total, m.exec_errors_total, m.bytes_sent_total, m.bytes_received_total,
+                        opt(m.memory_bytes), opt(m.cpu_time_ns), opt(m.total_create_duration_ms),
+                        opt(m.guest_boot_duration_ms)),
             ctx);
     }
 };

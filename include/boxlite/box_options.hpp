@@ -30,24 +30,24 @@ struct BoxOptions {
     static constexpr std::uint32_t kMinDiskSizeGb = 1;
     static constexpr std::uint32_t kMaxDiskSizeGb = 1024;
 
-    std::uint32_t cpus = kDefaultCpus;              ///< 1 .. host CPUs
-    std::uint32_t memory_mib = kDefaultMemoryMib;   ///< 128 .. 65536
-    std::optional<std::uint32_t> disk_size_gb;      ///< 1 .. 1024; nullopt = image size
-    std::optional<std::string> working_dir;         ///< absolute; overrides the image's WorkingDir
+    std::uint32_t cpus = kDefaultCpus;                     ///< 1 .. host CPUs
+    std::uint32_t memory_mib = kDefaultMemoryMib;          ///< 128 .. 65536
+    std::optional<std::uint32_t> disk_size_gb;             ///< 1 .. 1024; nullopt = image size
+    std::optional<std::string> working_dir;                ///< absolute; overrides the image's WorkingDir
     std::vector<std::pair<std::string, std::string>> env;  ///< added to / overriding the image's Env
     RootfsSpec rootfs;
     std::vector<VolumeSpec> volumes;
     NetworkSpec network;
     std::vector<PortSpec> ports;
-    bool auto_remove = true;   ///< remove the box when it stops
-    bool detach = false;       ///< false: the box dies with the process that created it
+    bool auto_remove = true;  ///< remove the box when it stops
+    bool detach = false;      ///< false: the box dies with the process that created it
     SecurityOptions security = SecurityOptions::standard();
     ResourceLimits resource_limits;
     std::map<std::string, std::string> labels;
     std::vector<Secret> secrets;
     std::optional<std::vector<std::string>> entrypoint;  ///< overrides the image's Entrypoint
     std::optional<std::vector<std::string>> cmd;         ///< overrides the image's Cmd
-    std::optional<std::string> user;                    ///< "uid[:gid]" or a name; overrides the image's User
+    std::optional<std::string> user;                     ///< "uid[:gid]" or a name; overrides the image's User
 
     friend bool operator==(const BoxOptions&, const BoxOptions&) = default;
 };
@@ -67,7 +67,8 @@ struct BoxOptions {
         return fail(ErrorKind::Config, "memory must be between {} and {} MiB, got {}", BoxOptions::kMinMemoryMib,
                     BoxOptions::kMaxMemoryMib, o.memory_mib);
     }
-    if (o.disk_size_gb && (*o.disk_size_gb < BoxOptions::kMinDiskSizeGb || *o.disk_size_gb > BoxOptions::kMaxDiskSizeGb)) {
+    if (o.disk_size_gb &&
+        (*o.disk_size_gb < BoxOptions::kMinDiskSizeGb || *o.disk_size_gb > BoxOptions::kMaxDiskSizeGb)) {
         return fail(ErrorKind::Config, "disk size must be between {} and {} GB, got {}", BoxOptions::kMinDiskSizeGb,
                     BoxOptions::kMaxDiskSizeGb, *o.disk_size_gb);
     }

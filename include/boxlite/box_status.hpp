@@ -25,9 +25,7 @@ constexpr bool is_stopped(BoxStatus s) noexcept { return s == BoxStatus::Stopped
 /// A state the box passes through on its way elsewhere.
 constexpr bool is_transient(BoxStatus s) noexcept { return s == BoxStatus::Stopping; }
 /// Configured boxes start for the first time; Stopped boxes restart.
-constexpr bool can_start(BoxStatus s) noexcept {
-    return s == BoxStatus::Configured || s == BoxStatus::Stopped;
-}
+constexpr bool can_start(BoxStatus s) noexcept { return s == BoxStatus::Configured || s == BoxStatus::Stopped; }
 constexpr bool can_stop(BoxStatus s) noexcept { return s == BoxStatus::Running; }
 /// remove() without force: anything that is not running.
 constexpr bool can_remove(BoxStatus s) noexcept {
@@ -62,8 +60,8 @@ constexpr std::string_view to_string(BoxStatus s) noexcept {
 }
 
 constexpr std::optional<BoxStatus> parse_box_status(std::string_view text) noexcept {
-    for (auto s : {BoxStatus::Unknown, BoxStatus::Configured, BoxStatus::Running, BoxStatus::Stopping,
-                   BoxStatus::Stopped}) {
+    for (auto s :
+         {BoxStatus::Unknown, BoxStatus::Configured, BoxStatus::Running, BoxStatus::Stopping, BoxStatus::Stopped}) {
         if (to_string(s) == text) return s;
     }
     return std::nullopt;

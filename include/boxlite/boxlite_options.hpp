@@ -37,8 +37,7 @@ constexpr std::string_view to_string(EngineKind kind) noexcept {
 
 /// "auto", "kvm", "qemu", "namespace", "mock" (exact, lower case).
 [[nodiscard]] inline BoxliteResult<EngineKind> parse_engine_kind(std::string_view text) {
-    for (auto kind : {EngineKind::Auto, EngineKind::Kvm, EngineKind::Qemu, EngineKind::Namespace,
-                      EngineKind::Mock}) {
+    for (auto kind : {EngineKind::Auto, EngineKind::Kvm, EngineKind::Qemu, EngineKind::Namespace, EngineKind::Mock}) {
         if (to_string(kind) == text) return kind;
     }
     return fail(ErrorKind::UnsupportedEngine, "'{}' (allowed: auto, kvm, qemu, namespace, mock)", text);
@@ -94,9 +93,10 @@ struct fmt::formatter<boxlite::BoxliteOptions> : fmt::formatter<std::string_view
     auto format(const boxlite::BoxliteOptions& o, format_context& ctx) const {
         std::string registries;
         for (const auto& r : o.image_registries) registries += (registries.empty() ? "" : ", ") + r;
-        return fmt::formatter<std::string_view>::format(
-            fmt::format("home {}, engine {}, registries {}", o.home_dir.string(), o.engine,
-                        registries.empty() ? std::string("none") : registries),
-            ctx);
+        return fmt::formatter<std::string_view>::format(fmt::format("home {}, engine {}, registries {}",
+                                                                    o.home_dir.string(), o.engine,
+                                                                    registries.empty() ? std::string("none")
+                                                                                       : registries),
+                                                        ctx);
     }
 };

@@ -52,8 +52,8 @@ public:
         else if (unit == "G" || unit == "GB" || unit == "GIB") shift = 30;
         else if (unit == "T" || unit == "TB" || unit == "TIB") shift = 40;
         else {
-            return fail(ErrorKind::InvalidArgument, "size '{}' has unknown unit (allowed: B, K, M, G, T, KiB, MiB, GiB, TiB)",
-                        text);
+            return fail(ErrorKind::InvalidArgument,
+                        "size '{}' has unknown unit (allowed: B, K, M, G, T, KiB, MiB, GiB, TiB)", text);
         }
         if (shift != 0 && value > (std::numeric_limits<std::uint64_t>::max() >> shift)) return too_big(text);
         return Bytes(value << shift);

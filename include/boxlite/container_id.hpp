@@ -32,15 +32,16 @@ public:
     /// Exactly 64 hex digits; upper case is accepted and stored lower case.
     [[nodiscard]] static BoxliteResult<ContainerID> parse(std::string_view text) {
         if (text.size() != kLength) {
-            return fail(ErrorKind::InvalidArgument, "container id '{}' must be {} hex characters, got {}", text, kLength,
-                        text.size());
+            return fail(ErrorKind::InvalidArgument, "container id '{}' must be {} hex characters, got {}", text,
+                        kLength, text.size());
         }
         ContainerID id;
         for (std::size_t i = 0; i < kLength; ++i) {
             char c = text[i];
             if (c >= 'A' && c <= 'F') c = static_cast<char>(c - 'A' + 'a');
             if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-                return fail(ErrorKind::InvalidArgument, "container id '{}' has non-hex character at position {}", text, i);
+                return fail(ErrorKind::InvalidArgument, "container id '{}' has non-hex character at position {}", text,
+                            i);
             }
             id.text_[i] = c;
         }

@@ -38,8 +38,8 @@ struct EngineStartTimings {
 /// the config and prepared the root filesystem in the engine's `rootfs_kind()`.
 struct EngineLaunch {
     const BoxConfig* config = nullptr;
-    std::filesystem::path box_dir;     ///< <home>/boxes/<id>/, exists
-    std::filesystem::path rootfs;      ///< directory or ext4 image, read-only, shared between boxes
+    std::filesystem::path box_dir;  ///< <home>/boxes/<id>/, exists
+    std::filesystem::path rootfs;   ///< directory or ext4 image, read-only, shared between boxes
     /// The image's defaults merged with BoxOptions (entrypoint+cmd, env, working dir, user) — what
     /// the box's main process would run; engines that have no main process may ignore it.
     std::vector<std::string> init_command;
@@ -56,8 +56,8 @@ struct EngineLaunch {
 
 /// Engine-level measurements of one running box.
 struct EngineMetrics {
-    std::uint64_t memory_bytes = 0;    ///< resident memory of the box (guest or cgroup)
-    std::uint64_t cpu_time_ns = 0;     ///< CPU time consumed by the box
+    std::uint64_t memory_bytes = 0;  ///< resident memory of the box (guest or cgroup)
+    std::uint64_t cpu_time_ns = 0;   ///< CPU time consumed by the box
     std::uint32_t process_count = 0;
 };
 
@@ -75,8 +75,8 @@ struct EngineMetrics {
 //   metrics(h)        EngineMetrics of the running box
 // ---------------------------------------------------------------------------------------------
 template <class E>
-concept Engine = requires(E& engine, const E& const_engine, const EngineLaunch& launch,
-                          const EngineHandle& handle, std::chrono::milliseconds timeout) {
+concept Engine = requires(E& engine, const E& const_engine, const EngineLaunch& launch, const EngineHandle& handle,
+                          std::chrono::milliseconds timeout) {
     { const_engine.kind() } -> std::convertible_to<std::string_view>;
     { const_engine.rootfs_kind() } -> std::same_as<RootfsKind>;
     { const_engine.available() } -> std::same_as<BoxliteResult<void>>;

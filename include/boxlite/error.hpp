@@ -126,10 +126,8 @@ using BoxliteResult = tl::expected<T, BoxliteError>;
 
 /// `return fail(ErrorKind::Config, "CPU count must be between 1 and {}", max);`
 template <class... Args>
-[[nodiscard]] tl::unexpected<BoxliteError> fail(ErrorKind kind, fmt::format_string<Args...> format,
-                                                Args&&... args) {
-    return tl::unexpected<BoxliteError>(
-        BoxliteError(kind, fmt::format(format, std::forward<Args>(args)...)));
+[[nodiscard]] tl::unexpected<BoxliteError> fail(ErrorKind kind, fmt::format_string<Args...> format, Args&&... args) {
+    return tl::unexpected<BoxliteError>(BoxliteError(kind, fmt::format(format, std::forward<Args>(args)...)));
 }
 
 [[nodiscard]] inline tl::unexpected<BoxliteError> fail(BoxliteError error) {
@@ -137,10 +135,9 @@ template <class... Args>
 }
 
 /// An errno-carrying failure: "<what>: <strerror(errno)>".
-[[nodiscard]] inline tl::unexpected<BoxliteError> fail_errno(ErrorKind kind, std::string_view what,
-                                                             int error_number) {
-    return tl::unexpected<BoxliteError>(BoxliteError(
-        kind, fmt::format("{}: {}", what, std::system_category().message(error_number))));
+[[nodiscard]] inline tl::unexpected<BoxliteError> fail_errno(ErrorKind kind, std::string_view what, int error_number) {
+    return tl::unexpected<BoxliteError>(
+        BoxliteError(kind, fmt::format("{}: {}", what, std::system_category().message(error_number))));
 }
 
 }  // namespace boxlite
@@ -163,16 +160,14 @@ struct fmt::formatter<boxlite::BoxliteError> : fmt::formatter<std::string_view> 
 /// `BOXLITE_TRY(auto fd, open_file(path));` or `BOXLITE_TRY_VOID(flush());`
 #define BOXLITE_DETAIL_CONCAT2(a, b) a##b
 #define BOXLITE_DETAIL_CONCAT(a, b) BOXLITE_DETAIL_CONCAT2(a, b)
-#define BOXLITE_TRY_IMPL(tmp, decl, expr)                                   \
-    auto tmp = (expr);                                                      \
+#define BOXLITE_TRY_IMPL(tmp, decl, expr)                                               \
+    auto tmp = (expr);                                                                  \
     if (!tmp) return ::tl::unexpected<::boxlite::BoxliteError>(std::move(tmp).error()); \
     decl = std::move(*tmp)
-#define BOXLITE_TRY(decl, expr) \
-    BOXLITE_TRY_IMPL(BOXLITE_DETAIL_CONCAT(boxlite_try_, __LINE__), decl, expr)
-#define BOXLITE_TRY_VOID(expr)                                                              \
-    do {                                                                                    \
-        auto boxlite_try_void_result = (expr);                                              \
-        if (!boxlite_try_void_result)                                                       \
-            return ::tl::unexpected<::boxlite::BoxliteError>(                               \
-                std::move(boxlite_try_void_result).error());                                \
+#define BOXLITE_TRY(decl, expr) BOXLITE_TRY_IMPL(BOXLITE_DETAIL_CONCAT(boxlite_try_, __LINE__), decl, expr)
+#define BOXLITE_TRY_VOID(expr)                                                                            \
+    do {                                                                                                  \
+        auto boxlite_try_void_result = (expr);                                                            \
+        if (!boxlite_try_void_result)                                                                     \
+            return ::tl::unexpected<::boxlite::BoxliteError>(std::move(boxlite_try_void_result).error()); \
     } while (false)

@@ -78,7 +78,9 @@ public:
         if (!link_.session) return fail(ErrorKind::InvalidState, "stdin was moved from");
         return link_.session->write_stdin(*link_.state, data);
     }
-    BoxliteResult<void> write(std::string_view text) { return write(std::as_bytes(std::span(text.data(), text.size()))); }
+    BoxliteResult<void> write(std::string_view text) {
+        return write(std::as_bytes(std::span(text.data(), text.size())));
+    }
     /// EOF for the process. Idempotent.
     BoxliteResult<void> close() {
         if (!link_.session) return {};
@@ -123,7 +125,8 @@ public:
                 return std::optional<std::string>(std::move(line));
             }
             char buf[16 * 1024];
-            BOXLITE_TRY(auto n, link_.session->read_output(*link_.state, channel_, std::as_writable_bytes(std::span(buf))));
+            BOXLITE_TRY(auto n,
+                        link_.session->read_output(*link_.state, channel_, std::as_writable_bytes(std::span(buf))));
             if (n == 0) {
                 if (pending_.empty()) return std::optional<std::string>{};
                 return std::optional<std::string>(std::exchange(pending_, {}));
@@ -137,7 +140,8 @@ public:
         std::string all = std::exchange(pending_, {});
         char buf[64 * 1024];
         while (true) {
-            BOXLITE_TRY(auto n, link_.session->read_output(*link_.state, channel_, std::as_writable_bytes(std::span(buf))));
+            BOXLITE_TRY(auto n,
+                        link_.session->read_output(*link_.state, channel_, std::as_writable_bytes(std::span(buf))));
             if (n == 0) return all;
             all.append(buf, n);
         }
@@ -243,12 +247,15 @@ public:
     /// Signal `signo` (1-64) to the process group.
     BoxliteResult<void> signal(int signo) {
         if (signo < 1 || signo > 64) return fail(ErrorKind::InvalidArgument, "signal {} is out of range 1-64", signo);
-        return link_.session->send(protocol::FrameType::Signal, link_.state->id, protocol::SignalRequest{signo}.encode());
+        return link_.session->send(protocol::FrameType::Signal, link_.state->id,
+                                   protocol::SignalRequest{signo}.encode());
     }
     /// New terminal size for a tty execution (the process gets SIGWINCH).
     BoxliteResult<void> resize_tty(std::uint16_t rows, std::uint16_t cols) {
-        if (rows == 0 || cols == 0) return fail(ErrorKind::InvalidArgument, "tty size {}x{} must be at least 1x1", rows, cols);
-        return link_.session->send(protocol::FrameType::Resize, link_.state->id, protocol::ResizeRequest{rows, cols}.encode());
+        if (rows == 0 || cols == 0)
+            return fail(ErrorKind::InvalidArgument, "tty size {}x{} must be at least 1x1", rows, cols);
+        return link_.session->send(protocol::FrameType::Resize, link_.state->id,
+                                   protocol::ResizeRequest{rows, cols}.encode());
     }
 
 private:

@@ -53,10 +53,12 @@ struct adl_serializer<boxlite::ContainerID> {
 template <class T>
 struct adl_serializer<std::optional<T>> {
     static void to_json(json& j, const std::optional<T>& value) {
-        if (value) j = *value; else j = nullptr;
+        if (value) j = *value;
+        else j = nullptr;
     }
     static void from_json(const json& j, std::optional<T>& value) {
-        if (j.is_null()) value.reset(); else value = j.get<T>();
+        if (j.is_null()) value.reset();
+        else value = j.get<T>();
     }
 };
 
@@ -85,7 +87,8 @@ inline void read_time(const nlohmann::json& j, const char* key, std::chrono::sys
 
 inline void read_time(const nlohmann::json& j, const char* key,
                       std::optional<std::chrono::system_clock::time_point>& out) {
-    if (auto it = j.find(key); it != j.end() && !it->is_null()) out = time_from_json(*it); else out.reset();
+    if (auto it = j.find(key); it != j.end() && !it->is_null()) out = time_from_json(*it);
+    else out.reset();
 }
 
 }  // namespace detail
@@ -179,8 +182,10 @@ inline void from_json(const nlohmann::json& j, PortSpec& p) {
 }
 
 inline void to_json(nlohmann::json& j, const ResourceLimits& r) {
-    j = {{"max_open_files", r.max_open_files}, {"max_file_size", r.max_file_size},
-         {"max_processes", r.max_processes},   {"max_memory", r.max_memory},
+    j = {{"max_open_files", r.max_open_files},
+         {"max_file_size", r.max_file_size},
+         {"max_processes", r.max_processes},
+         {"max_memory", r.max_memory},
          {"max_cpu_time", r.max_cpu_time}};
 }
 inline void from_json(const nlohmann::json& j, ResourceLimits& r) {
@@ -192,12 +197,18 @@ inline void from_json(const nlohmann::json& j, ResourceLimits& r) {
 }
 
 inline void to_json(nlohmann::json& j, const SecurityOptions& s) {
-    j = {{"jailer_enabled", s.jailer_enabled}, {"seccomp_enabled", s.seccomp_enabled},
-         {"new_pid_ns", s.new_pid_ns},         {"new_net_ns", s.new_net_ns},
-         {"close_fds", s.close_fds},           {"sanitize_env", s.sanitize_env},
-         {"env_allowlist", s.env_allowlist},   {"resource_limits", s.resource_limits},
-         {"uid", s.uid},                       {"gid", s.gid},
-         {"chroot_enabled", s.chroot_enabled}, {"chroot_base", s.chroot_base.string()},
+    j = {{"jailer_enabled", s.jailer_enabled},
+         {"seccomp_enabled", s.seccomp_enabled},
+         {"new_pid_ns", s.new_pid_ns},
+         {"new_net_ns", s.new_net_ns},
+         {"close_fds", s.close_fds},
+         {"sanitize_env", s.sanitize_env},
+         {"env_allowlist", s.env_allowlist},
+         {"resource_limits", s.resource_limits},
+         {"uid", s.uid},
+         {"gid", s.gid},
+         {"chroot_enabled", s.chroot_enabled},
+         {"chroot_base", s.chroot_base.string()},
          {"network_enabled", s.network_enabled}};
 }
 inline void from_json(const nlohmann::json& j, SecurityOptions& s) {
@@ -259,7 +270,8 @@ inline void from_json(const nlohmann::json& j, BoxOptions& o) {
         if (it->is_object()) {
             for (const auto& [key, value] : it->items()) o.env.emplace_back(key, value.get<std::string>());
         } else {
-            for (const auto& pair : *it) o.env.emplace_back(pair.at(0).get<std::string>(), pair.at(1).get<std::string>());
+            for (const auto& pair : *it)
+                o.env.emplace_back(pair.at(0).get<std::string>(), pair.at(1).get<std::string>());
         }
     }
     detail::read_field(j, "rootfs", o.rootfs);

@@ -81,7 +81,8 @@ public:
         BOXLITE_TRY(auto agent, open_agent());
         auto execution = agent.exec(command);
         record_command(execution.has_value());
-        if (!execution) return fail(execution.error().with_context(fmt::format("running '{}' in box {}", command.program(), id_)));
+        if (!execution)
+            return fail(execution.error().with_context(fmt::format("running '{}' in box {}", command.program(), id_)));
         return execution;
     }
 

@@ -43,7 +43,8 @@ constexpr std::string_view to_string(NetworkMode mode) noexcept {
 /// caller's mistake worth reporting rather than ignoring.
 [[nodiscard]] inline BoxliteResult<void> validate(const NetworkSpec& spec) {
     if (spec.mode == NetworkMode::Disabled && !spec.allow_net.empty()) {
-        return fail(ErrorKind::Config, "allow_net is set but network mode is disabled (enable the network or drop allow_net)");
+        return fail(ErrorKind::Config,
+                    "allow_net is set but network mode is disabled (enable the network or drop allow_net)");
     }
     for (const auto& pattern : spec.allow_net) {
         if (auto ok = validate_allow_net_pattern(pattern); !ok) return ok;

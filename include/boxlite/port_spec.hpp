@@ -53,9 +53,9 @@ struct fmt::formatter<boxlite::PortSpec> : fmt::formatter<std::string_view> {
     auto format(const boxlite::PortSpec& p, format_context& ctx) const {
         const std::string host = p.host_port && *p.host_port != 0 ? std::to_string(*p.host_port) : "auto";
         const bool v6 = p.host_ip.find(':') != std::string::npos;
-        return fmt::formatter<std::string_view>::format(
-            fmt::format("{}{}{}:{}:{}/{}", v6 ? "[" : "", p.host_ip, v6 ? "]" : "", host, p.guest_port,
-                        boxlite::to_string(p.protocol)),
-            ctx);
+        return fmt::formatter<std::string_view>::format(fmt::format("{}{}{}:{}:{}/{}", v6 ? "[" : "", p.host_ip,
+                                                                    v6 ? "]" : "", host, p.guest_port,
+                                                                    boxlite::to_string(p.protocol)),
+                                                        ctx);
     }
 };

@@ -45,7 +45,7 @@ struct ImageDefaults {
 struct PreparedRootfs {
     std::filesystem::path path;  ///< directory or ext4 image, per the requested RootfsKind
     ImageDefaults defaults;
-    std::string image_id;        ///< the pinned image (its manifest digest); empty for directories
+    std::string image_id;  ///< the pinned image (its manifest digest); empty for directories
     /// Resolving the reference and fetching what was missing (the first call for a box);
     /// nullopt when nothing was resolved (the box's pinned image) or the provider does not say.
     std::optional<std::chrono::nanoseconds> pull_time;
@@ -102,7 +102,8 @@ inline void merge_launch_defaults(const BoxOptions& options, const ImageDefaults
         if (!replaced) launch.env.emplace_back(key, value);
     }
     // An empty working_dir counts as unset, in image_config.hpp's merge_process_defaults too.
-    const auto& working_dir = options.working_dir && !options.working_dir->empty() ? *options.working_dir : image.working_dir;
+    const auto& working_dir = options.working_dir && !options.working_dir->empty() ? *options.working_dir
+                                                                                   : image.working_dir;
     launch.working_dir = working_dir.empty() ? "/" : working_dir;
     launch.user = options.user.value_or(image.user);
 }

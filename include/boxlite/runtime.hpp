@@ -41,8 +41,8 @@ public:
     using storage_type = S;
 
     BasicRuntime(BoxliteOptions options, E engine, T transport, S storage, RuntimeSettings settings = {})
-        : core_(std::make_shared<Core>(std::move(options), std::move(engine), std::move(transport),
-                                       std::move(storage), std::move(settings))) {}
+        : core_(std::make_shared<Core>(std::move(options), std::move(engine), std::move(transport), std::move(storage),
+                                       std::move(settings))) {}
 
     /// Validates `options` (and `name`: [A-Za-z0-9][A-Za-z0-9_.-]*, unique), pulls the image
     /// when it is missing and pins it to the box (rootfs_provider.hpp), and records a Configured

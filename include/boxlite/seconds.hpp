@@ -38,8 +38,8 @@ public:
         else if (unit == "m") factor = 60;
         else if (unit == "h") factor = 3600;
         if (i == 0 || factor == 0 || value > std::numeric_limits<std::uint32_t>::max()) {
-            return fail(ErrorKind::InvalidArgument, "duration '{}' must be a number of seconds, optionally with s, m or h",
-                        text);
+            return fail(ErrorKind::InvalidArgument,
+                        "duration '{}' must be a number of seconds, optionally with s, m or h", text);
         }
         return Seconds(value * factor);
     }

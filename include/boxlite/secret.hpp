@@ -53,7 +53,8 @@ struct Secret {
 template <>
 struct fmt::formatter<boxlite::Secret> : fmt::formatter<std::string_view> {
     auto format(const boxlite::Secret& s, format_context& ctx) const {
-        return fmt::formatter<std::string_view>::format(
-            fmt::format("{} -> {} ({})", s.name, fmt::join(s.hosts, ", "), s.effective_placeholder()), ctx);
+        return fmt::formatter<std::string_view>::format(fmt::format("{} -> {} ({})", s.name, fmt::join(s.hosts, ", "),
+                                                                    s.effective_placeholder()),
+                                                        ctx);
     }
 };

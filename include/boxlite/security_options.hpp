@@ -96,29 +96,90 @@ public:
     SecurityOptionsBuilder() = default;
     explicit SecurityOptionsBuilder(SecurityOptions base) : options_(std::move(base)) {}
 
-    [[nodiscard]] static SecurityOptionsBuilder development() { return SecurityOptionsBuilder(SecurityOptions::development()); }
-    [[nodiscard]] static SecurityOptionsBuilder standard() { return SecurityOptionsBuilder(SecurityOptions::standard()); }
+    [[nodiscard]] static SecurityOptionsBuilder development() {
+        return SecurityOptionsBuilder(SecurityOptions::development());
+    }
+    [[nodiscard]] static SecurityOptionsBuilder standard() {
+        return SecurityOptionsBuilder(SecurityOptions::standard());
+    }
     [[nodiscard]] static SecurityOptionsBuilder maximum() { return SecurityOptionsBuilder(SecurityOptions::maximum()); }
 
-    SecurityOptionsBuilder& jailer_enabled(bool v) { options_.jailer_enabled = v; return *this; }
-    SecurityOptionsBuilder& seccomp_enabled(bool v) { options_.seccomp_enabled = v; return *this; }
-    SecurityOptionsBuilder& new_pid_ns(bool v) { options_.new_pid_ns = v; return *this; }
-    SecurityOptionsBuilder& new_net_ns(bool v) { options_.new_net_ns = v; return *this; }
-    SecurityOptionsBuilder& close_fds(bool v) { options_.close_fds = v; return *this; }
-    SecurityOptionsBuilder& sanitize_env(bool v) { options_.sanitize_env = v; return *this; }
-    SecurityOptionsBuilder& env_allowlist(std::vector<std::string> names) { options_.env_allowlist = std::move(names); return *this; }
-    SecurityOptionsBuilder& allow_env(std::string name) { options_.env_allowlist.push_back(std::move(name)); return *this; }
-    SecurityOptionsBuilder& uid(std::uint32_t v) { options_.uid = v; return *this; }
-    SecurityOptionsBuilder& gid(std::uint32_t v) { options_.gid = v; return *this; }
-    SecurityOptionsBuilder& chroot_enabled(bool v) { options_.chroot_enabled = v; return *this; }
-    SecurityOptionsBuilder& chroot_base(std::filesystem::path p) { options_.chroot_base = std::move(p); return *this; }
-    SecurityOptionsBuilder& network_enabled(bool v) { options_.network_enabled = v; return *this; }
-    SecurityOptionsBuilder& resource_limits(ResourceLimits limits) { options_.resource_limits = limits; return *this; }
-    SecurityOptionsBuilder& max_open_files(std::uint64_t n) { options_.resource_limits.max_open_files = n; return *this; }
-    SecurityOptionsBuilder& max_file_size(Bytes size) { options_.resource_limits.max_file_size = size.count(); return *this; }
-    SecurityOptionsBuilder& max_processes(std::uint64_t n) { options_.resource_limits.max_processes = n; return *this; }
-    SecurityOptionsBuilder& max_memory(Bytes size) { options_.resource_limits.max_memory = size.count(); return *this; }
-    SecurityOptionsBuilder& max_cpu_time(std::uint64_t seconds) { options_.resource_limits.max_cpu_time = seconds; return *this; }
+    SecurityOptionsBuilder& jailer_enabled(bool v) {
+        options_.jailer_enabled = v;
+        return *this;
+    }
+    SecurityOptionsBuilder& seccomp_enabled(bool v) {
+        options_.seccomp_enabled = v;
+        return *this;
+    }
+    SecurityOptionsBuilder& new_pid_ns(bool v) {
+        options_.new_pid_ns = v;
+        return *this;
+    }
+    SecurityOptionsBuilder& new_net_ns(bool v) {
+        options_.new_net_ns = v;
+        return *this;
+    }
+    SecurityOptionsBuilder& close_fds(bool v) {
+        options_.close_fds = v;
+        return *this;
+    }
+    SecurityOptionsBuilder& sanitize_env(bool v) {
+        options_.sanitize_env = v;
+        return *this;
+    }
+    SecurityOptionsBuilder& env_allowlist(std::vector<std::string> names) {
+        options_.env_allowlist = std::move(names);
+        return *this;
+    }
+    SecurityOptionsBuilder& allow_env(std::string name) {
+        options_.env_allowlist.push_back(std::move(name));
+        return *this;
+    }
+    SecurityOptionsBuilder& uid(std::uint32_t v) {
+        options_.uid = v;
+        return *this;
+    }
+    SecurityOptionsBuilder& gid(std::uint32_t v) {
+        options_.gid = v;
+        return *this;
+    }
+    SecurityOptionsBuilder& chroot_enabled(bool v) {
+        options_.chroot_enabled = v;
+        return *this;
+    }
+    SecurityOptionsBuilder& chroot_base(std::filesystem::path p) {
+        options_.chroot_base = std::move(p);
+        return *this;
+    }
+    SecurityOptionsBuilder& network_enabled(bool v) {
+        options_.network_enabled = v;
+        return *this;
+    }
+    SecurityOptionsBuilder& resource_limits(ResourceLimits limits) {
+        options_.resource_limits = limits;
+        return *this;
+    }
+    SecurityOptionsBuilder& max_open_files(std::uint64_t n) {
+        options_.resource_limits.max_open_files = n;
+        return *this;
+    }
+    SecurityOptionsBuilder& max_file_size(Bytes size) {
+        options_.resource_limits.max_file_size = size.count();
+        return *this;
+    }
+    SecurityOptionsBuilder& max_processes(std::uint64_t n) {
+        options_.resource_limits.max_processes = n;
+        return *this;
+    }
+    SecurityOptionsBuilder& max_memory(Bytes size) {
+        options_.resource_limits.max_memory = size.count();
+        return *this;
+    }
+    SecurityOptionsBuilder& max_cpu_time(std::uint64_t seconds) {
+        options_.resource_limits.max_cpu_time = seconds;
+        return *this;
+    }
 
     /// The options, checked by validate(SecurityOptions) above.
     [[nodiscard]] BoxliteResult<SecurityOptions> build() const {
@@ -144,9 +205,10 @@ private:
 template <>
 struct fmt::formatter<boxlite::SecurityOptions> : fmt::formatter<std::string_view> {
     auto format(const boxlite::SecurityOptions& o, format_context& ctx) const {
-        return fmt::formatter<std::string_view>::format(
-            fmt::format("{} (jailer {}, seccomp {})", boxlite::preset_name(o), o.jailer_enabled ? "on" : "off",
-                        o.seccomp_enabled ? "on" : "off"),
-            ctx);
+        return fmt::formatter<std::string_view>::format(fmt::format("{} (jailer {}, seccomp {})",
+                                                                    boxlite::preset_name(o),
+                                                                    o.jailer_enabled ? "on" : "off",
+                                                                    o.seccomp_enabled ? "on" : "off"),
+                                                        ctx);
     }
 };

@@ -22,8 +22,8 @@ namespace boxlite {
 //   native_handle()   a pollable file descriptor, or -1
 // ---------------------------------------------------------------------------------------------
 template <class S>
-concept ByteStream = std::movable<S> && requires(S& stream, std::span<std::byte> buffer,
-                                                 std::span<const std::byte> data) {
+concept ByteStream = std::movable<S> &&
+    requires(S& stream, std::span<std::byte> buffer, std::span<const std::byte> data) {
     { stream.read_some(buffer) } -> std::same_as<BoxliteResult<std::size_t>>;
     { stream.write_all(data) } -> std::same_as<BoxliteResult<void>>;
     { stream.shutdown_write() } -> std::same_as<BoxliteResult<void>>;

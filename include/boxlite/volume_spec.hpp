@@ -49,7 +49,8 @@ struct VolumeSpec {
 template <>
 struct fmt::formatter<boxlite::VolumeSpec> : fmt::formatter<std::string_view> {
     auto format(const boxlite::VolumeSpec& v, format_context& ctx) const {
-        return fmt::formatter<std::string_view>::format(
-            fmt::format("{}:{}{}", v.host_path, v.guest_path, v.read_only ? ":ro" : ""), ctx);
+        return fmt::formatter<std::string_view>::format(fmt::format("{}:{}{}", v.host_path, v.guest_path,
+                                                                    v.read_only ? ":ro" : ""),
+                                                        ctx);
     }
 };

@@ -38,8 +38,8 @@ namespace {
     ::close_range(static_cast<unsigned>(target_count), ~0U, 0);
     ::execv(argv[0], argv);
     if (options.exec_failure_fd >= 0 && !options.exec_failure_line.empty()) {
-        [[maybe_unused]] auto n =
-            ::write(options.exec_failure_fd, options.exec_failure_line.data(), options.exec_failure_line.size());
+        [[maybe_unused]] auto n = ::write(options.exec_failure_fd, options.exec_failure_line.data(),
+                                          options.exec_failure_line.size());
     }
     ::_exit(127);
 }

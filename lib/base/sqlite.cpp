@@ -33,8 +33,8 @@ BoxliteResult<void> sqlite_exec(sqlite3* db, const char* sql, std::string_view w
 
 BoxliteResult<Database> Database::open(const std::filesystem::path& path, int busy_timeout_ms) {
     sqlite3* db = nullptr;
-    const int rc =
-        sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
+    const int rc = sqlite3_open_v2(path.c_str(), &db,
+                                   SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
     Database owned(db);  // sqlite3_open_v2 may hand back a handle even when it fails
     if (rc != SQLITE_OK) {
         return fail(ErrorKind::Database, "opening {}: {}", path.string(),

@@ -19,7 +19,8 @@ BoxliteResult<void> ensure_private_dir(const std::filesystem::path& dir) {
     }
     struct stat st {};
     if (::stat(dir.c_str(), &st) != 0) {
-        return fail_errno(ErrorKind::Storage, fmt::format("cannot inspect BoxLite home folder {}", dir.string()), errno);
+        return fail_errno(ErrorKind::Storage, fmt::format("cannot inspect BoxLite home folder {}", dir.string()),
+                          errno);
     }
     if (!S_ISDIR(st.st_mode)) {
         return fail(ErrorKind::Storage, "BoxLite home folder {} exists but is not a directory", dir.string());

@@ -57,7 +57,9 @@ BoxliteResult<void> ensure_private_file(const std::filesystem::path& path, bool 
             const int rc = ::fchmod(fd, 0600);  // the umask may have taken the owner's bits
             const int saved = errno;
             ::close(fd);
-            if (rc != 0) return fail_errno(ErrorKind::Storage, fmt::format("making {} private (mode 0600)", path.string()), saved);
+            if (rc != 0)
+                return fail_errno(ErrorKind::Storage, fmt::format("making {} private (mode 0600)", path.string()),
+                                  saved);
             return {};
         }
         if (errno != EEXIST) return fail_errno(ErrorKind::Storage, fmt::format("creating {}", path.string()), errno);
@@ -105,7 +107,7 @@ struct SqliteStorage::Impl {
     Impl(HomeLayout home, HomeLock lock) : layout(std::move(home)), home_lock(std::move(lock)) {}
     HomeLayout layout;
     HomeLock home_lock;
-    base::Database db;  // after home_lock: closed before the lock lets a migrator in
+    base::Database db;         // after home_lock: closed before the lock lets a migrator in
     mutable std::mutex mutex;  // one statement sequence at a time on the shared connection
 
     BoxliteResult<BoxRecord> row_to_record(const Statement& st, int first_column) const {
@@ -159,14 +161,14 @@ struct SqliteStorage::Impl {
     BoxliteResult<void> migrate() {
         // WAL: readers never block the writer.
         BOXLITE_TRY_VOID(db.exec("PRAGMA journal_mode=WAL", fmt::format("configuring {}", layout.boxes_db().string())));
-        BOXLITE_TRY_VOID(db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
-                              "creating schema_version"));
+        BOXLITE_TRY_VOID(
+            db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", "creating schema_version"));
         BOXLITE_TRY(int version, read_version());
         BOXLITE_TRY_VOID(refuse_newer(version));
         for (; version < kSchemaVersion; ++version) {
             BOXLITE_TRY_VOID(db.exec("BEGIN IMMEDIATE", "starting migration"));
-            auto step = db.exec(kMigrations[version], fmt::format("migrating {} to version {}",
-                                                                   layout.boxes_db().string(), version + 1));
+            auto step = db.exec(kMigrations[version],
+                                fmt::format("migrating {} to version {}", layout.boxes_db().string(), version + 1));
             if (step) {
                 const auto sql = fmt::format("DELETE FROM schema_version; INSERT INTO schema_version VALUES ({})",
                                              version + 1);
@@ -230,7 +232,8 @@ BoxliteResult<SqliteStorage> SqliteStorage::open(const std::filesystem::path& ho
     BOXLITE_TRY_VOID(ensure_private_file(path, /*create=*/true));
     BOXLITE_TRY(impl->db, base::Database::open(path, static_cast<int>(kBusyTimeout.count())));
     // synchronous=FULL: a committed box survives power loss.
-    BOXLITE_TRY_VOID(impl->db.exec("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", fmt::format("configuring {}", path)));
+    BOXLITE_TRY_VOID(
+        impl->db.exec("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", fmt::format("configuring {}", path)));
     BOXLITE_TRY_VOID(impl->attach(migration_wait));
     // An older BoxLite left these at the umask's mode.
     for (const char* suffix : {"-wal", "-shm"}) BOXLITE_TRY_VOID(ensure_private_file(path + suffix, /*create=*/false));
@@ -254,7 +257,8 @@ BoxliteResult<void> SqliteStorage::insert(const BoxConfig& config, const BoxStat
                      "INSERT INTO boxes (id, name, created_at, engine, status, config, state) "
                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
         st.bind(1, config.id.view());
-        if (config.name) st.bind(2, *config.name); else st.bind_null(2);
+        if (config.name) st.bind(2, *config.name);
+        else st.bind_null(2);
         st.bind(3, detail::format_rfc3339(config.created_at));
         st.bind(4, config.engine);
         st.bind(5, to_string(state.status));
@@ -277,7 +281,8 @@ BoxliteResult<void> SqliteStorage::insert(const BoxConfig& config, const BoxStat
     std::filesystem::create_directories(impl_->layout.box_dir(config.id), ec);
     auto mirrored = ec ? fail(ErrorKind::Storage, "creating {}: {}", impl_->layout.box_dir(config.id).string(),
                               ec.message())
-                       : write_file_atomically(impl_->layout.box_config_mirror(config.id), to_json_text(config, 2) + "\n");
+                       : write_file_atomically(impl_->layout.box_config_mirror(config.id),
+                                               to_json_text(config, 2) + "\n");
     if (!mirrored) {
         (void)remove(config.id);
         std::filesystem::remove_all(impl_->layout.box_dir(config.id), ec);
@@ -308,8 +313,9 @@ BoxliteResult<BoxRecord> SqliteStorage::lookup(std::string_view id_or_name) cons
     const auto prefix = detail::normalize_id_prefix(id_or_name);
     // Ids are upper-case Crockford base32, so the prefix range is [prefix, prefix + '~'). A few
     // candidates are enough to name in an error; the window count says how many match in all.
-    Statement st(db, "SELECT config, state, count(*) OVER () FROM boxes WHERE id >= ?1 AND id < ?2 ORDER BY id "
-                     "LIMIT ?3");
+    Statement st(db,
+                 "SELECT config, state, count(*) OVER () FROM boxes WHERE id >= ?1 AND id < ?2 ORDER BY id "
+                 "LIMIT ?3");
     st.bind(1, prefix);
     st.bind(2, prefix + "~");
     st.bind(3, static_cast<std::int64_t>(detail::kPrefixCandidatesShown));
@@ -378,7 +384,7 @@ BoxliteResult<void> SqliteStorage::remove(const BoxID& id) {
     {
         std::lock_guard lock(impl_->mutex);
         Statement st(impl_->db, "DELETE FROM boxes WHERE id = ?1");
-            st.bind(1, id.view());
+        st.bind(1, id.view());
         BOXLITE_TRY_VOID(st.run(fmt::format("removing box {}", id)));
         if (impl_->db.changes() == 0) return detail::not_found(id.view());
     }

@@ -61,26 +61,30 @@ BoxliteResult<void> ImageStore::Impl::open_database() {
     return {};
 }
 
-BoxliteResult<void> ImageStore::Impl::record(const std::string& reference, const std::string& manifest_digest, const Manifest& manifest,
-                                             std::uint64_t manifest_size, const std::string& index_digest) {
+BoxliteResult<void> ImageStore::Impl::record(const std::string& reference, const std::string& manifest_digest,
+                                             const Manifest& manifest, std::uint64_t manifest_size,
+                                             const std::string& index_digest) {
     {
         std::lock_guard lock(db_mutex);
         BOXLITE_TRY_VOID(db.exec("BEGIN IMMEDIATE"));
         auto body = [&]() -> BoxliteResult<void> {
-            Statement m(db, "INSERT OR IGNORE INTO manifests(digest, media_type, size, config_digest, config_size) "
-                            "VALUES(?,?,?,?,?)");
+            Statement m(db,
+                        "INSERT OR IGNORE INTO manifests(digest, media_type, size, config_digest, config_size) "
+                        "VALUES(?,?,?,?,?)");
             m.bind(1, manifest_digest).bind(2, manifest.media_type).bind(3, static_cast<std::int64_t>(manifest_size));
             m.bind(4, manifest.config.digest).bind(5, static_cast<std::int64_t>(manifest.config.size));
             BOXLITE_TRY_VOID(m.run());
             for (std::size_t i = 0; i < manifest.layers.size(); ++i) {
-                Statement l(db, "INSERT OR IGNORE INTO manifest_layers(manifest_digest, position, digest, media_type, "
-                                "size) VALUES(?,?,?,?,?)");
+                Statement l(db,
+                            "INSERT OR IGNORE INTO manifest_layers(manifest_digest, position, digest, media_type, "
+                            "size) VALUES(?,?,?,?,?)");
                 l.bind(1, manifest_digest).bind(2, static_cast<std::int64_t>(i)).bind(3, manifest.layers[i].digest);
                 l.bind(4, manifest.layers[i].media_type).bind(5, static_cast<std::int64_t>(manifest.layers[i].size));
                 BOXLITE_TRY_VOID(l.run());
             }
-            Statement r(db, "INSERT OR REPLACE INTO images(reference, manifest_digest, index_digest, stored_at) "
-                            "VALUES(?,?,?,?)");
+            Statement r(db,
+                        "INSERT OR REPLACE INTO images(reference, manifest_digest, index_digest, stored_at) "
+                        "VALUES(?,?,?,?)");
             r.bind(1, reference).bind(2, manifest_digest).bind(3, index_digest).bind(4, unix_now());
             return r.run();
         }();
@@ -128,7 +132,8 @@ BoxliteResult<std::optional<ImageInfo>> ImageStore::Impl::load_manifest_info(con
         info.size = static_cast<std::uint64_t>(m.integer(1));
         info.config_digest = m.text(2);
         config_size = static_cast<std::uint64_t>(m.integer(3));
-        Statement l(db, "SELECT digest, media_type, size FROM manifest_layers WHERE manifest_digest = ? ORDER BY position");
+        Statement l(db,
+                    "SELECT digest, media_type, size FROM manifest_layers WHERE manifest_digest = ? ORDER BY position");
         l.bind(1, manifest_digest);
         while (true) {
             BOXLITE_TRY(const bool more, l.step());
@@ -152,8 +157,9 @@ BoxliteResult<void> ImageStore::Impl::write_index_json() {
     nlohmann::json manifests = nlohmann::json::array();
     {
         std::lock_guard db_lock(db_mutex);
-        Statement q(db, "SELECT i.reference, i.manifest_digest, m.media_type, m.size FROM images i JOIN manifests m "
-                        "ON m.digest = i.manifest_digest ORDER BY i.reference");
+        Statement q(db,
+                    "SELECT i.reference, i.manifest_digest, m.media_type, m.size FROM images i JOIN manifests m "
+                    "ON m.digest = i.manifest_digest ORDER BY i.reference");
         while (true) {
             BOXLITE_TRY(const bool row, q.step());
             if (!row) break;
@@ -162,10 +168,8 @@ BoxliteResult<void> ImageStore::Impl::write_index_json() {
             const auto reference = q.text(0);
             nlohmann::json annotations{{"io.containerd.image.name", reference},
                                        {"org.opencontainers.image.ref.name", reference}};
-            manifests.push_back({{"mediaType", q.text(2)},
-                                 {"digest", q.text(1)},
-                                 {"size", q.integer(3)},
-                                 {"annotations", annotations}});
+            manifests.push_back(
+                {{"mediaType", q.text(2)}, {"digest", q.text(1)}, {"size", q.integer(3)}, {"annotations", annotations}});
         }
     }
     nlohmann::json index{{"schemaVersion", 2}, {"mediaType", media_type::kOciIndex}, {"manifests", manifests}};
@@ -223,15 +227,17 @@ BoxliteResult<ImageInfo> ImageStore::inspect(std::string_view text) {
     // By manifest digest or by (a prefix of) the image id, as `docker image inspect` accepts.
     std::string needle(text);
     if (needle.starts_with("sha256:")) needle = needle.substr(7);
-    const bool hex = needle.size() >= 4 && needle.size() <= 64 &&
-                     std::all_of(needle.begin(), needle.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+    const bool hex = needle.size() >= 4 && needle.size() <= 64 && std::all_of(needle.begin(), needle.end(), [](char c) {
+                         return std::isxdigit(static_cast<unsigned char>(c));
+                     });
     if (hex) {
         std::set<std::string> matches;
         std::string first;
         {
             std::lock_guard lock(impl_->db_mutex);
-            Statement q(impl_->db, "SELECT i.reference, m.config_digest, i.manifest_digest FROM images i JOIN manifests m "
-                                   "ON m.digest = i.manifest_digest ORDER BY i.stored_at DESC");
+            Statement q(impl_->db,
+                        "SELECT i.reference, m.config_digest, i.manifest_digest FROM images i JOIN manifests m "
+                        "ON m.digest = i.manifest_digest ORDER BY i.stored_at DESC");
             while (true) {
                 BOXLITE_TRY(const bool row, q.step());
                 if (!row) break;
@@ -307,7 +313,8 @@ BoxliteResult<void> ImageStore::release(std::string_view holder) {
 BoxliteResult<std::vector<ImageLease>> ImageStore::leases() {
     std::vector<ImageLease> out;
     std::lock_guard lock(impl_->db_mutex);
-    Statement q(impl_->db, "SELECT holder, manifest_digest, reference, created_at FROM leases ORDER BY created_at, holder");
+    Statement q(impl_->db,
+                "SELECT holder, manifest_digest, reference, created_at FROM leases ORDER BY created_at, holder");
     while (true) {
         BOXLITE_TRY(const bool row, q.step());
         if (!row) break;
@@ -344,11 +351,14 @@ BoxliteResult<GcReport> ImageStore::gc(const GcOptions& options) {
                     ++report.leases_dropped;
                 }
             }
-            BOXLITE_TRY_VOID(db.exec("DELETE FROM manifests WHERE digest NOT IN (SELECT manifest_digest FROM images "
-                                          "UNION SELECT manifest_digest FROM leases)"));
-            BOXLITE_TRY_VOID(db.exec("DELETE FROM manifest_layers WHERE manifest_digest NOT IN (SELECT digest FROM manifests)"));
-            Statement images(db, "SELECT manifest_digest, index_digest FROM images "
-                                 "UNION SELECT manifest_digest, '' FROM leases");
+            BOXLITE_TRY_VOID(
+                db.exec("DELETE FROM manifests WHERE digest NOT IN (SELECT manifest_digest FROM images "
+                        "UNION SELECT manifest_digest FROM leases)"));
+            BOXLITE_TRY_VOID(
+                db.exec("DELETE FROM manifest_layers WHERE manifest_digest NOT IN (SELECT digest FROM manifests)"));
+            Statement images(db,
+                             "SELECT manifest_digest, index_digest FROM images "
+                             "UNION SELECT manifest_digest, '' FROM leases");
             while (true) {
                 BOXLITE_TRY(const bool row, images.step());
                 if (!row) break;

@@ -31,7 +31,8 @@ BoxliteResult<std::pair<fs::path, bool>> ImageStore::Impl::build_rootfs(const Im
     return std::pair{target, true};
 }
 
-BoxliteResult<void> ImageStore::Impl::correct_disk_ownership(const ImageInfo& image, const fs::path& tree, const fs::path& disk) {
+BoxliteResult<void> ImageStore::Impl::correct_disk_ownership(const ImageInfo& image, const fs::path& tree,
+                                                             const fs::path& disk) {
     struct stat top {};
     if (::lstat(tree.c_str(), &top) != 0) return fail_errno(ErrorKind::Storage, "stat " + tree.string(), errno);
     if (top.st_uid == 0) return {};
@@ -134,7 +135,8 @@ BoxliteResult<std::pair<fs::path, bool>> ImageStore::Impl::build_disk(const Imag
     size = (size + mib - 1) / mib * mib;
     const std::uint64_t inode_count = inodes + inodes / 4 + 4096;
 
-    const auto temp = disks / fmt::format(".tmp-{}-{}.ext4", digest_hex(image.manifest_digest).substr(0, 16), random_suffix());
+    const auto temp = disks /
+                      fmt::format(".tmp-{}-{}.ext4", digest_hex(image.manifest_digest).substr(0, 16), random_suffix());
     auto built = run_program({"mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-N",
                               std::to_string(inode_count), "-L", "boxlite-rootfs", "-d", tree.first.string(),
                               temp.string(), fmt::format("{}k", size / 1024)},

@@ -51,18 +51,18 @@ BoxliteResult<const CurlApi*> curl() {
         auto loaded_api = load<CurlApi>("libcurl.so.4", "to pull images from registries",
                                         "libcurl4 (bookworm) or libcurl4t64 (trixie)",
                                         [](void* library, CurlApi& api, std::string& missing) {
-            bool ok = true;
-            BOXLITE_BIND_AS(global_init, curl_global_init);
-            BOXLITE_BIND_AS(easy_init, curl_easy_init);
-            BOXLITE_BIND_AS(easy_setopt, curl_easy_setopt);
-            BOXLITE_BIND_AS(easy_perform, curl_easy_perform);
-            BOXLITE_BIND_AS(easy_getinfo, curl_easy_getinfo);
-            BOXLITE_BIND_AS(easy_cleanup, curl_easy_cleanup);
-            BOXLITE_BIND_AS(easy_strerror, curl_easy_strerror);
-            BOXLITE_BIND_AS(slist_append, curl_slist_append);
-            BOXLITE_BIND_AS(slist_free_all, curl_slist_free_all);
-            return ok;
-        });
+                                            bool ok = true;
+                                            BOXLITE_BIND_AS(global_init, curl_global_init);
+                                            BOXLITE_BIND_AS(easy_init, curl_easy_init);
+                                            BOXLITE_BIND_AS(easy_setopt, curl_easy_setopt);
+                                            BOXLITE_BIND_AS(easy_perform, curl_easy_perform);
+                                            BOXLITE_BIND_AS(easy_getinfo, curl_easy_getinfo);
+                                            BOXLITE_BIND_AS(easy_cleanup, curl_easy_cleanup);
+                                            BOXLITE_BIND_AS(easy_strerror, curl_easy_strerror);
+                                            BOXLITE_BIND_AS(slist_append, curl_slist_append);
+                                            BOXLITE_BIND_AS(slist_free_all, curl_slist_free_all);
+                                            return ok;
+                                        });
         // curl_global_init is not thread-safe: this runs once, under the static's guard.
         if (loaded_api && (*loaded_api)->global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
             return BoxliteResult<const CurlApi*>(fail(ErrorKind::Image, "curl_global_init failed"));

@@ -24,7 +24,6 @@ std::string sanitize_name(std::string_view text) {
     return out.empty() ? std::string("image") : out;
 }
 
-
 struct DockerSaveEntry {
     std::string config;
     std::vector<std::string> repo_tags;
@@ -56,7 +55,8 @@ BoxliteResult<std::vector<ImageInfo>> ImageStore::load(const fs::path& path, std
     BOXLITE_TRY(auto shared, impl.store_lock(base::FileLock::Mode::Shared));
     std::error_code ec;
     const auto status = fs::status(path, ec);
-    if (ec || !fs::exists(status)) return fail(ErrorKind::Image, "cannot load images: {} does not exist", path.string());
+    if (ec || !fs::exists(status))
+        return fail(ErrorKind::Image, "cannot load images: {} does not exist", path.string());
     std::string default_name = sanitize_name(path.filename().string());
     for (const char* suffix : {"-tar-gz", "-tar-zst", "-tgz", "-tar"}) {
         if (default_name.ends_with(suffix) && default_name.size() > std::strlen(suffix)) {
@@ -132,7 +132,8 @@ BoxliteResult<std::vector<ImageInfo>> ImageStore::load(const fs::path& path, std
             BOXLITE_TRY(auto config, parse_image_config(config_text));
             Manifest manifest;
             manifest.media_type = std::string(media_type::kOciManifest);
-            manifest.config = {std::string(media_type::kOciConfig), sha256_digest(config_text), config_text.size(), {}, {}};
+            manifest.config = {
+                std::string(media_type::kOciConfig), sha256_digest(config_text), config_text.size(), {}, {}};
             BOXLITE_TRY_VOID(impl.write_blob(manifest.config.digest, config_text));
             // Every layer is checked against its diff_id (the digest of its uncompressed tar) before
             // it enters the store: that is all a docker save archive says about its layers.
@@ -157,10 +158,11 @@ BoxliteResult<std::vector<ImageInfo>> ImageStore::load(const fs::path& path, std
                 }
                 std::string type(media_type::kOciLayer);
                 if (magic[0] == 0x1f && magic[1] == 0x8b) type = media_type::kOciLayerGzip;
-                if (magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd) type = media_type::kOciLayerZstd;
+                if (magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd)
+                    type = media_type::kOciLayerZstd;
                 // An uncompressed layer's blob digest is its diff_id: checked again as it is copied.
                 const auto expected = type == media_type::kOciLayer ? std::optional<std::string_view>(diff_id)
-                                                                   : std::nullopt;
+                                                                    : std::nullopt;
                 BOXLITE_TRY(auto stored, impl.import_blob_file(layer_path, expected));
                 manifest.layers.push_back({type, stored.first, stored.second, {}, {}});
             }
@@ -176,15 +178,17 @@ BoxliteResult<std::vector<ImageInfo>> ImageStore::load(const fs::path& path, std
                 }
             }
             if (names.empty()) names.push_back(fmt::format("localhost/{}@{}", default_name, manifest_digest));
-            for (const auto& name : names) BOXLITE_TRY_VOID(finish(name, manifest_digest, manifest, manifest_text.size(), ""));
+            for (const auto& name : names)
+                BOXLITE_TRY_VOID(finish(name, manifest_digest, manifest, manifest_text.size(), ""));
         }
         return out;
     }
 
     if (!fs::exists(root / "oci-layout", ec) || !fs::exists(root / "index.json", ec)) {
-        return fail(ErrorKind::Image,
-                    "{} is neither an OCI image layout (oci-layout + index.json) nor a docker save archive (manifest.json)",
-                    path.string());
+        return fail(
+            ErrorKind::Image,
+            "{} is neither an OCI image layout (oci-layout + index.json) nor a docker save archive (manifest.json)",
+            path.string());
     }
     BOXLITE_TRY(auto layout_text, read_file_bounded(root / "oci-layout", 4096));
     try {
@@ -208,8 +212,8 @@ BoxliteResult<std::vector<ImageInfo>> ImageStore::load(const fs::path& path, std
         BOXLITE_TRY(auto text, read_file_bounded(blob_path, max));
         const auto digest = sha256_digest(text);
         if (digest != d.digest) {
-            return fail(ErrorKind::Image, "{}: digest mismatch for blob: expected {}, content has digest {}", path.string(),
-                        d.digest, digest);
+            return fail(ErrorKind::Image, "{}: digest mismatch for blob: expected {}, content has digest {}",
+                        path.string(), d.digest, digest);
         }
         return text;
     };
@@ -221,7 +225,8 @@ BoxliteResult<std::vector<ImageInfo>> ImageStore::load(const fs::path& path, std
         std::string manifest_text = text;
         std::string manifest_digest = top.digest;
         if (auto* nested = std::get_if<Index>(&doc)) {
-            BOXLITE_TRY(auto chosen, select_platform(*nested, platform, fmt::format("{} entry {}", path.string(), top.digest)));
+            BOXLITE_TRY(auto chosen,
+                        select_platform(*nested, platform, fmt::format("{} entry {}", path.string(), top.digest)));
             BOXLITE_TRY_VOID(impl.write_blob(top.digest, text));
             index_digest = top.digest;
             BOXLITE_TRY(manifest_text, read_blob(chosen, impl.options.registry.max_manifest_bytes));
@@ -261,6 +266,5 @@ BoxliteResult<std::vector<ImageInfo>> ImageStore::load(const fs::path& path, std
     }
     return out;
 }
-
 
 }  // namespace boxlite::image

@@ -31,8 +31,9 @@ BoxliteResult<Descriptor> parse_descriptor(const json& object, std::string_view 
     BOXLITE_TRY(d.media_type, get_string(object, "mediaType", what, false));
     BOXLITE_TRY(d.digest, get_string(object, "digest", what, true));
     if (!is_valid_sha256_digest(d.digest)) {
-        return fail(ErrorKind::Image, "{}: digest '{}' is not sha256:<64 lower-case hex> (the only algorithm supported)",
-                    what, d.digest.substr(0, 100));
+        return fail(ErrorKind::Image,
+                    "{}: digest '{}' is not sha256:<64 lower-case hex> (the only algorithm supported)", what,
+                    d.digest.substr(0, 100));
     }
     const auto size = object.find("size");
     if (size == object.end() || !size->is_number_unsigned()) {
@@ -89,7 +90,8 @@ BoxliteResult<ManifestDocument> parse_manifest_document(std::string_view body, s
                     declared, header);
     }
     std::string type = !declared.empty() ? declared : (header_is_manifest_type ? header : std::string());
-    if (type.empty()) type = doc.contains("manifests") ? std::string(media_type::kOciIndex) : std::string(media_type::kOciManifest);
+    if (type.empty())
+        type = doc.contains("manifests") ? std::string(media_type::kOciIndex) : std::string(media_type::kOciManifest);
 
     if (type == media_type::kOciIndex || type == media_type::kDockerManifestList) {
         const auto m = doc.find("manifests");
@@ -123,8 +125,9 @@ BoxliteResult<ManifestDocument> parse_manifest_document(std::string_view body, s
         BOXLITE_TRY(auto d, parse_descriptor(entry, "manifest layer"));
         if (d.media_type.empty()) d.media_type = std::string(media_type::kOciLayerGzip);
         if (!is_layer_media_type(d.media_type)) {
-            return fail(ErrorKind::Image, "layer {} has unsupported media type '{}' (supported: tar, tar+gzip, tar+zstd)",
-                        d.digest, d.media_type.substr(0, 200));
+            return fail(ErrorKind::Image,
+                        "layer {} has unsupported media type '{}' (supported: tar, tar+gzip, tar+zstd)", d.digest,
+                        d.media_type.substr(0, 200));
         }
         manifest.layers.push_back(std::move(d));
     }
@@ -165,7 +168,9 @@ std::string serialize_manifest(const Manifest& manifest) {
     };
     json layers = json::array();
     for (const auto& layer : manifest.layers) layers.push_back(descriptor(layer));
-    json doc{{"schemaVersion", 2}, {"mediaType", manifest.media_type}, {"config", descriptor(manifest.config)},
+    json doc{{"schemaVersion", 2},
+             {"mediaType", manifest.media_type},
+             {"config", descriptor(manifest.config)},
              {"layers", layers}};
     return doc.dump();
 }
@@ -185,7 +190,8 @@ BoxliteResult<ImageConfig> parse_image_config(std::string_view text) {
     BOXLITE_TRY(config.platform.variant, get_string(doc, "variant", what, false));
     BOXLITE_TRY(config.created, get_string(doc, "created", what, false));
 
-    auto string_list = [&](const json& object, const char* key) -> BoxliteResult<std::optional<std::vector<std::string>>> {
+    auto string_list = [&](const json& object,
+                           const char* key) -> BoxliteResult<std::optional<std::vector<std::string>>> {
         const auto it = object.find(key);
         if (it == object.end() || it->is_null()) return std::optional<std::vector<std::string>>{};
         if (!it->is_array()) return fail(ErrorKind::Image, "image config: '{}' must be an array of strings", key);

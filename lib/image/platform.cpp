@@ -24,7 +24,8 @@ BoxliteResult<Platform> parse_platform(std::string_view text) {
     std::size_t start = 0;
     while (true) {
         const auto slash = text.find('/', start);
-        parts.emplace_back(text.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start));
+        parts.emplace_back(
+            text.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start));
         if (slash == std::string_view::npos) break;
         start = slash + 1;
     }
@@ -39,7 +40,8 @@ BoxliteResult<Platform> parse_platform(std::string_view text) {
 
 Platform normalize_platform(Platform p) {
     auto lower = [](std::string& s) {
-        std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+        std::transform(s.begin(), s.end(), s.begin(),
+                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     };
     lower(p.os);
     lower(p.architecture);

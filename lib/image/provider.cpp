@@ -45,7 +45,8 @@ ImageRootfsProvider store_rootfs_provider() {
         BOXLITE_TRY(auto* store, shared_store(options));
         auto prepared = store->prepare_for(box.str(), image.reference, kind);
         if (!prepared) return fail(prepared.error().with_context(fmt::format("preparing image '{}'", image.reference)));
-        PreparedRootfs out{prepared->path, image_defaults(prepared->image.config), prepared->image.manifest_digest, {}, {}};
+        PreparedRootfs out{
+            prepared->path, image_defaults(prepared->image.config), prepared->image.manifest_digest, {}, {}};
         // prepare_for() pulls only on a box's first call (it leaves pull_time 0 for a pinned
         // image) and builds only when the tree or disk is not cached yet (build_time 0).
         if (prepared->pull_time.count() > 0) out.pull_time = prepared->pull_time;

@@ -53,9 +53,8 @@ bool valid_domain(std::string_view domain) {
         host = host.substr(0, colon);
         if (port.empty()) return false;
     }
-    if (!port.empty() && (port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) {
-                              return c >= '0' && c <= '9';
-                          }))) {
+    if (!port.empty() &&
+        (port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }))) {
         return false;
     }
     std::size_t start = 0;
@@ -176,8 +175,8 @@ BoxliteResult<ImageReference> parse_reference(std::string_view text, std::string
         const bool has_upper = std::any_of(first.begin(), first.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
         if (first.find_first_of(".:") != std::string_view::npos || first == "localhost" || has_upper) {
             if (!valid_domain(first)) {
-                return fail(ErrorKind::InvalidArgument, "image reference '{}' has an invalid registry '{}' (expected {})",
-                            text, first, kGrammar);
+                return fail(ErrorKind::InvalidArgument,
+                            "image reference '{}' has an invalid registry '{}' (expected {})", text, first, kGrammar);
             }
             ref.registry = std::string(first);
             ref.registry_explicit = true;
@@ -195,7 +194,8 @@ BoxliteResult<ImageReference> parse_reference(std::string_view text, std::string
     std::size_t start = 0;
     while (true) {
         const auto next = remainder.find('/', start);
-        const auto part = remainder.substr(start, next == std::string_view::npos ? std::string_view::npos : next - start);
+        const auto part = remainder.substr(start,
+                                           next == std::string_view::npos ? std::string_view::npos : next - start);
         if (!valid_path_component(part)) {
             return fail(ErrorKind::InvalidArgument,
                         "image reference '{}' has an invalid path component '{}' in '{}' (allowed: [a-z0-9] "

@@ -23,7 +23,8 @@ namespace {
 
 std::string to_lower(std::string_view text) {
     std::string out(text);
-    std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    std::transform(out.begin(), out.end(), out.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     return out;
 }
 
@@ -183,12 +184,14 @@ BoxliteResult<std::optional<RegistryCredentials>> docker_config_credentials(cons
         for (const auto& [key, entry] : auths->items()) {
             if (auth_key_host(key) != host || !entry.is_object()) continue;
             RegistryCredentials creds;
-            if (const auto a = entry.find("auth"); a != entry.end() && a->is_string() && !a->get<std::string>().empty()) {
+            if (const auto a = entry.find("auth");
+                a != entry.end() && a->is_string() && !a->get<std::string>().empty()) {
                 const auto decoded = base64_decode(a->get<std::string>());
                 const auto colon = decoded ? decoded->find(':') : std::string::npos;
                 if (!decoded || colon == std::string::npos) {
                     return fail(ErrorKind::Config,
-                                "docker config {}: auths['{}'].auth is not base64 of 'user:password'", config.string(), key);
+                                "docker config {}: auths['{}'].auth is not base64 of 'user:password'", config.string(),
+                                key);
                 }
                 creds.username = decoded->substr(0, colon);
                 creds.password = decoded->substr(colon + 1);
@@ -209,7 +212,7 @@ BoxliteResult<std::optional<RegistryCredentials>> docker_config_credentials(cons
 struct RegistryClient::Response {
     long status = 0;
     std::map<std::string, std::string> headers;  // lower-case names, last value wins
-    std::string body;                              // non-2xx bodies, or 2xx bodies without a sink
+    std::string body;                            // non-2xx bodies, or 2xx bodies without a sink
     CURLcode curl = CURLE_OK;
     std::string curl_error;
     bool body_too_large = false;
@@ -292,49 +295,52 @@ BoxliteResult<RegistryClient::Response> RegistryClient::get(const std::string& u
     if (resume_from > 0) api->easy_setopt(h, CURLOPT_RANGE, range.c_str());
 
     api->easy_setopt(h, CURLOPT_HEADERDATA, &transfer);
-    api->easy_setopt(h, CURLOPT_HEADERFUNCTION, +[](char* data, size_t size, size_t count, void* user) -> size_t {
-        auto* t = static_cast<Transfer*>(user);
-        const std::string_view line(data, size * count);
-        if (line.starts_with("HTTP/")) {
-            t->response->headers.clear();  // a new response (after a redirect or 100-continue)
-        } else if (const auto colon = line.find(':'); colon != std::string_view::npos) {
-            auto value = line.substr(colon + 1);
-            while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
-            while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' ')) {
-                value.remove_suffix(1);
+    api->easy_setopt(
+        h, CURLOPT_HEADERFUNCTION, +[](char* data, size_t size, size_t count, void* user) -> size_t {
+            auto* t = static_cast<Transfer*>(user);
+            const std::string_view line(data, size * count);
+            if (line.starts_with("HTTP/")) {
+                t->response->headers.clear();  // a new response (after a redirect or 100-continue)
+            } else if (const auto colon = line.find(':'); colon != std::string_view::npos) {
+                auto value = line.substr(colon + 1);
+                while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+                while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' ')) {
+                    value.remove_suffix(1);
+                }
+                if (t->response->headers.size() < 256)
+                    t->response->headers[to_lower(line.substr(0, colon))] = std::string(value);
             }
-            if (t->response->headers.size() < 256) t->response->headers[to_lower(line.substr(0, colon))] = std::string(value);
-        }
-        return size * count;
-    });
+            return size * count;
+        });
     api->easy_setopt(h, CURLOPT_WRITEDATA, &transfer);
-    api->easy_setopt(h, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t count, void* user) -> size_t {
-        auto* t = static_cast<Transfer*>(user);
-        const std::size_t n = size * count;
-        long status = 0;
-        t->api->easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &status);
-        auto* target = static_cast<Sink*>(t->sink);
-        if (status >= 200 && status < 300 && target != nullptr) {
-            if (!t->begun) {
-                t->begun = true;
-                if (target->begin && !target->begin(status, t->response->headers)) {
+    api->easy_setopt(
+        h, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t count, void* user) -> size_t {
+            auto* t = static_cast<Transfer*>(user);
+            const std::size_t n = size * count;
+            long status = 0;
+            t->api->easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &status);
+            auto* target = static_cast<Sink*>(t->sink);
+            if (status >= 200 && status < 300 && target != nullptr) {
+                if (!t->begun) {
+                    t->begun = true;
+                    if (target->begin && !target->begin(status, t->response->headers)) {
+                        t->response->sink_refused = true;
+                        return 0;
+                    }
+                }
+                if (!target->write(data, n)) {
                     t->response->sink_refused = true;
                     return 0;
                 }
+                return n;
             }
-            if (!target->write(data, n)) {
-                t->response->sink_refused = true;
+            if (t->response->body.size() + n > t->max_body) {
+                t->response->body_too_large = true;
                 return 0;
             }
+            t->response->body.append(data, n);
             return n;
-        }
-        if (t->response->body.size() + n > t->max_body) {
-            t->response->body_too_large = true;
-            return 0;
-        }
-        t->response->body.append(data, n);
-        return n;
-    });
+        });
 
     response.curl = api->easy_perform(h);
     api->easy_getinfo(h, CURLINFO_RESPONSE_CODE, &response.status);
@@ -347,7 +353,8 @@ BoxliteResult<RegistryClient::Response> RegistryClient::get(const std::string& u
 std::string RegistryClient::authorization_header() {
     std::lock_guard lock(token_mutex_);
     if (!token_.empty()) return "Authorization: Bearer " + token_;
-    if (basic_ && credentials_) return "Authorization: Basic " + base64_encode(credentials_->username + ":" + credentials_->password);
+    if (basic_ && credentials_)
+        return "Authorization: Basic " + base64_encode(credentials_->username + ":" + credentials_->password);
     return {};
 }
 
@@ -362,8 +369,7 @@ BoxliteError RegistryClient::http_error(const Response& response, std::string_vi
                 detail += (detail.empty() ? "" : ": ") + e["message"].get<std::string>();
             }
         }
-    } catch (const nlohmann::json::exception&) {
-    }
+    } catch (const nlohmann::json::exception&) {}
     if (detail.size() > 300) detail.resize(300);
     return BoxliteError(ErrorKind::Image, fmt::format("{}: registry {} answered HTTP {}{}", what, reference_.registry,
                                                       response.status, detail.empty() ? "" : " (" + detail + ")"));
@@ -375,8 +381,8 @@ BoxliteResult<void> RegistryClient::fetch_token(const AuthChallenge& challenge) 
         return fail(ErrorKind::Image, "registry {} asked for a bearer token without a realm", reference_.registry);
     }
     if (!realm->second.starts_with("https://") && !realm->second.starts_with("http://")) {
-        return fail(ErrorKind::Image, "registry {} names a token realm '{}' that is not an http(s) URL", reference_.registry,
-                    realm->second.substr(0, 200));
+        return fail(ErrorKind::Image, "registry {} names a token realm '{}' that is not an http(s) URL",
+                    reference_.registry, realm->second.substr(0, 200));
     }
     std::string url = realm->second + (realm->second.find('?') == std::string::npos ? "?" : "&");
     if (const auto service = challenge.params.find("service"); service != challenge.params.end()) {
@@ -405,15 +411,16 @@ BoxliteResult<void> RegistryClient::fetch_token(const AuthChallenge& challenge) 
         api->easy_setopt(h, CURLOPT_HTTPAUTH, static_cast<long>(CURLAUTH_BASIC));
     }
     api->easy_setopt(h, CURLOPT_WRITEDATA, &ctx);
-    api->easy_setopt(h, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t count, void* user) -> size_t {
-        auto* c = static_cast<Ctx*>(user);
-        if (c->body->size() + size * count > c->max) {
-            *c->too_large = true;
-            return 0;
-        }
-        c->body->append(data, size * count);
-        return size * count;
-    });
+    api->easy_setopt(
+        h, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t count, void* user) -> size_t {
+            auto* c = static_cast<Ctx*>(user);
+            if (c->body->size() + size * count > c->max) {
+                *c->too_large = true;
+                return 0;
+            }
+            c->body->append(data, size * count);
+            return size * count;
+        });
     CURLcode rc = CURLE_OK;
     long status = 0;
     auto backoff = options_.initial_backoff;
@@ -426,11 +433,12 @@ BoxliteResult<void> RegistryClient::fetch_token(const AuthChallenge& challenge) 
         backoff *= 2;
     }
     if (too_large) {
-        return fail(ErrorKind::Image, "token server {} sent more than {} bytes", realm->second, options_.max_json_bytes);
+        return fail(ErrorKind::Image, "token server {} sent more than {} bytes", realm->second,
+                    options_.max_json_bytes);
     }
     if (rc != CURLE_OK) {
-        return fail(ErrorKind::Image, "cannot get a token for registry {} from {}: {}", reference_.registry, realm->second,
-                    error_buffer[0] != '\0' ? error_buffer : api->easy_strerror(rc));
+        return fail(ErrorKind::Image, "cannot get a token for registry {} from {}: {}", reference_.registry,
+                    realm->second, error_buffer[0] != '\0' ? error_buffer : api->easy_strerror(rc));
     }
     if (status == 401 || status == 403) {
         if (credentials_) {
@@ -510,14 +518,16 @@ BoxliteResult<void> RegistryClient::authenticate() {
         return {};
     }
     if (challenge->scheme != "basic") {
-        return fail(ErrorKind::Image, "registry {} wants unsupported authentication scheme '{}' (supported: Bearer, Basic)",
+        return fail(ErrorKind::Image,
+                    "registry {} wants unsupported authentication scheme '{}' (supported: Bearer, Basic)",
                     reference_.registry, challenge->scheme);
     }
     if (!credentials_) {
-        return fail(ErrorKind::Image,
-                    "registry {} requires authentication (HTTP Basic) and no credentials are configured for it; add them "
-                    "to ~/.docker/config.json auths or pass RegistryOptions::credentials",
-                    reference_.registry);
+        return fail(
+            ErrorKind::Image,
+            "registry {} requires authentication (HTTP Basic) and no credentials are configured for it; add them "
+            "to ~/.docker/config.json auths or pass RegistryOptions::credentials",
+            reference_.registry);
     }
     {
         std::lock_guard token_lock(token_mutex_);
@@ -555,8 +565,8 @@ BoxliteResult<RegistryClient::Response> RegistryClient::get_authorized(const std
 
 BoxliteResult<FetchedManifest> RegistryClient::fetch_manifest(std::string_view tag_or_digest, bool* not_found) {
     if (not_found != nullptr) *not_found = false;
-    const std::string url =
-        fmt::format("{}://{}/v2/{}/manifests/{}", scheme_, host_, reference_.repository, tag_or_digest);
+    const std::string url = fmt::format("{}://{}/v2/{}/manifests/{}", scheme_, host_, reference_.repository,
+                                        tag_or_digest);
     const std::string what = fmt::format("manifest {}:{}", reference_.name(), tag_or_digest);
     FetchedManifest out;
     Sink sink;
@@ -587,10 +597,8 @@ BoxliteResult<FetchedManifest> RegistryClient::fetch_manifest(std::string_view t
     }
     if (response.status == 404) {
         if (not_found != nullptr) *not_found = true;
-        return fail(ErrorKind::Image,
-                    "image '{}:{}' not found: registry {} has no such manifest{}",
-                    reference_.name(), tag_or_digest, reference_.registry,
-                    [&] {
+        return fail(ErrorKind::Image, "image '{}:{}' not found: registry {} has no such manifest{}", reference_.name(),
+                    tag_or_digest, reference_.registry, [&] {
                         const auto e = http_error(response, "");
                         const auto open = e.message().find(" (");
                         return open == std::string::npos ? std::string() : e.message().substr(open);
@@ -610,9 +618,8 @@ BoxliteResult<FetchedManifest> RegistryClient::fetch_manifest(std::string_view t
         return fail(ErrorKind::Image, "digest mismatch for {}: expected {}, the registry sent content with digest {}",
                     what, tag_or_digest, out.digest);
     }
-    if (const auto h = response.headers.find("docker-content-digest"); h != response.headers.end() &&
-                                                                      h->second.starts_with("sha256:") &&
-                                                                      h->second != out.digest) {
+    if (const auto h = response.headers.find("docker-content-digest");
+        h != response.headers.end() && h->second.starts_with("sha256:") && h->second != out.digest) {
         return fail(ErrorKind::Image,
                     "digest mismatch for {}: the registry announced {} (Docker-Content-Digest) but sent content with "
                     "digest {}",
@@ -626,7 +633,8 @@ BoxliteResult<std::string> RegistryClient::fetch_blob(const Descriptor& descript
         return fail(ErrorKind::Image, "blob {} declares {} bytes (at most {} allowed here)", descriptor.digest,
                     descriptor.size, max_bytes);
     }
-    const std::string url = fmt::format("{}://{}/v2/{}/blobs/{}", scheme_, host_, reference_.repository, descriptor.digest);
+    const std::string url = fmt::format("{}://{}/v2/{}/blobs/{}", scheme_, host_, reference_.repository,
+                                        descriptor.digest);
     std::string body;
     bool too_large = false;
     Sink sink;
@@ -658,7 +666,8 @@ BoxliteResult<std::string> RegistryClient::fetch_blob(const Descriptor& descript
     if (response.status != 200) return fail(http_error(response, "fetching blob " + descriptor.digest));
     const auto digest = sha256_digest(body);
     if (digest != descriptor.digest) {
-        return fail(ErrorKind::Image, "digest mismatch for blob of {}: expected {}, the registry sent content with digest {}",
+        return fail(ErrorKind::Image,
+                    "digest mismatch for blob of {}: expected {}, the registry sent content with digest {}",
                     reference_.name(), descriptor.digest, digest);
     }
     return body;
@@ -670,7 +679,8 @@ BoxliteResult<void> RegistryClient::download_blob(const Descriptor& descriptor, 
         return fail(ErrorKind::Image, "layer {} declares {} bytes (at most {} allowed)", descriptor.digest,
                     descriptor.size, options_.max_layer_bytes);
     }
-    const std::string url = fmt::format("{}://{}/v2/{}/blobs/{}", scheme_, host_, reference_.repository, descriptor.digest);
+    const std::string url = fmt::format("{}://{}/v2/{}/blobs/{}", scheme_, host_, reference_.repository,
+                                        descriptor.digest);
     const int fd = ::open(partial.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) return fail_errno(ErrorKind::Storage, fmt::format("opening {}", partial.string()), errno);
     struct Closer {
@@ -798,7 +808,8 @@ BoxliteResult<void> RegistryClient::download_blob(const Descriptor& descriptor, 
         if (::fsync(fd) != 0) return fail_errno(ErrorKind::Storage, fmt::format("fsync {}", partial.string()), errno);
         return {};
     }
-    return fail(ErrorKind::Image, "downloading layer {} from {} failed after {} attempts (last: {}); the partial download "
+    return fail(ErrorKind::Image,
+                "downloading layer {} from {} failed after {} attempts (last: {}); the partial download "
                 "is kept and resumes on the next pull",
                 descriptor.digest, url, options_.max_attempts, last_error);
 }

@@ -33,7 +33,7 @@ namespace boxlite::image {
 
 /// One challenge of a WWW-Authenticate header: `Bearer realm="…",service="…",scope="…"`.
 struct AuthChallenge {
-    std::string scheme;  ///< lower case: "bearer", "basic"
+    std::string scheme;                         ///< lower case: "bearer", "basic"
     std::map<std::string, std::string> params;  ///< keys lower case
 };
 
@@ -64,7 +64,8 @@ public:
 
     /// Fetches a manifest or index by tag or digest. `not_found` is set when the registry says
     /// the repository or the manifest does not exist (so the caller can try the next registry).
-    [[nodiscard]] BoxliteResult<FetchedManifest> fetch_manifest(std::string_view tag_or_digest, bool* not_found = nullptr);
+    [[nodiscard]] BoxliteResult<FetchedManifest> fetch_manifest(std::string_view tag_or_digest,
+                                                                bool* not_found = nullptr);
 
     /// A small blob (config) into memory, verified.
     [[nodiscard]] BoxliteResult<std::string> fetch_blob(const Descriptor& descriptor, std::uint64_t max_bytes);

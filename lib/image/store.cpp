@@ -31,8 +31,9 @@ bool ImageStore::Impl::has_blob(std::string_view digest) const {
 }
 
 BoxliteResult<base::FileLock> ImageStore::Impl::named_lock(std::string_view kind, std::string_view key) {
-    return base::FileLock::acquire(locks / fmt::format("{}-{}.lock", kind, digest_hex(sha256_digest(key)).substr(0, 32)),
-                             base::FileLock::Mode::Exclusive);
+    return base::FileLock::acquire(locks /
+                                       fmt::format("{}-{}.lock", kind, digest_hex(sha256_digest(key)).substr(0, 32)),
+                                   base::FileLock::Mode::Exclusive);
 }
 
 BoxliteResult<void> ImageStore::Impl::write_blob(std::string_view digest, std::string_view data) {
@@ -43,8 +44,8 @@ BoxliteResult<void> ImageStore::Impl::write_blob(std::string_view digest, std::s
     return write_file_atomic(blob_path(digest), data);
 }
 
-BoxliteResult<std::pair<std::string, std::uint64_t>> ImageStore::Impl::import_blob_file(const fs::path& source,
-                                                                                        std::optional<std::string_view> expected) {
+BoxliteResult<std::pair<std::string, std::uint64_t>> ImageStore::Impl::import_blob_file(
+    const fs::path& source, std::optional<std::string_view> expected) {
     const int in = ::open(source.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (in < 0) return fail_errno(ErrorKind::Storage, fmt::format("opening {}", source.string()), errno);
     const auto temp = tmp / fmt::format("import-{}", random_suffix());
@@ -114,7 +115,8 @@ BoxliteResult<ImageInfo> ImageStore::Impl::pull_from_registry(const ImageReferen
         }
         BOXLITE_TRY(doc, parse_manifest_document(fetched.body, fetched.content_type));
         if (!std::holds_alternative<Manifest>(doc)) {
-            return fail(ErrorKind::Image, "image {}: index entry {} is itself an index (nested indexes are not supported)",
+            return fail(ErrorKind::Image,
+                        "image {}: index entry {} is itself an index (nested indexes are not supported)",
                         ref.to_string(), chosen.digest);
         }
     }
@@ -139,8 +141,8 @@ BoxliteResult<void> ImageStore::Impl::download_layers(RegistryClient& client, co
     auto report = [&](std::size_t i, std::uint64_t current, LayerPhase phase) {
         if (!progress) return;
         std::lock_guard lock(progress_mutex);
-        progress(LayerProgress{manifest.layers[i].digest, i, manifest.layers.size(), current,
-                               manifest.layers[i].size, phase});
+        progress(LayerProgress{manifest.layers[i].digest, i, manifest.layers.size(), current, manifest.layers[i].size,
+                               phase});
     };
     for (std::size_t i = 0; i < manifest.layers.size(); ++i) {
         report(i, 0, has_blob(manifest.layers[i].digest) ? LayerPhase::AlreadyExists : LayerPhase::Waiting);
@@ -179,8 +181,9 @@ BoxliteResult<void> ImageStore::Impl::download_layers(RegistryClient& client, co
             }
         }
     };
-    const auto missing = static_cast<std::size_t>(std::count_if(
-        manifest.layers.begin(), manifest.layers.end(), [&](const Descriptor& d) { return !has_blob(d.digest); }));
+    const auto missing = static_cast<std::size_t>(
+        std::count_if(manifest.layers.begin(), manifest.layers.end(),
+                      [&](const Descriptor& d) { return !has_blob(d.digest); }));
     const std::size_t threads = std::min<std::size_t>(std::max(1u, options.registry.max_parallel_downloads), missing);
     std::vector<std::thread> pool;
     for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
@@ -225,9 +228,11 @@ BoxliteResult<ImageStore> ImageStore::open(ImageStoreOptions options) {
     for (const auto* list : {&options.registry.search_registries, &options.registry.insecure_registries}) {
         for (const auto& registry : *list) {
             if (!is_valid_registry_host(registry)) {
-                return fail(ErrorKind::Config, "{} registry '{}' is not a valid host[:port] (e.g. registry.local:5000, "
+                return fail(ErrorKind::Config,
+                            "{} registry '{}' is not a valid host[:port] (e.g. registry.local:5000, "
                             "without a scheme or path)",
-                            list == &options.registry.search_registries ? "search" : "insecure", registry.substr(0, 200));
+                            list == &options.registry.search_registries ? "search" : "insecure",
+                            registry.substr(0, 200));
             }
         }
     }
@@ -241,7 +246,8 @@ BoxliteResult<ImageStore> ImageStore::open(ImageStoreOptions options) {
     impl->db_path = options.home / "db" / "images.db";
     impl->options = std::move(options);
     std::error_code ec;
-    for (const auto& dir : {impl->blobs, impl->tmp, impl->locks, impl->rootfs, impl->disks, impl->db_path.parent_path()}) {
+    for (const auto& dir :
+         {impl->blobs, impl->tmp, impl->locks, impl->rootfs, impl->disks, impl->db_path.parent_path()}) {
         fs::create_directories(dir, ec);
         if (ec) return fail(ErrorKind::Storage, "creating {}: {}", dir.string(), ec.message());
     }
@@ -282,8 +288,9 @@ BoxliteResult<PreparedImage> ImageStore::prepare_for(std::string_view holder, st
     if (!pinned) {
         BOXLITE_TRY(auto out, prepare(reference, kind, options));
         std::lock_guard lock(impl_->db_mutex);
-        Statement insert(impl_->db, "INSERT OR REPLACE INTO leases(holder, manifest_digest, reference, created_at) "
-                                    "VALUES(?, ?, ?, ?)");
+        Statement insert(impl_->db,
+                         "INSERT OR REPLACE INTO leases(holder, manifest_digest, reference, created_at) "
+                         "VALUES(?, ?, ?, ?)");
         insert.bind(1, holder).bind(2, out.image.manifest_digest).bind(3, reference).bind(4, unix_now());
         BOXLITE_TRY_VOID(insert.run());
         return out;
@@ -300,14 +307,15 @@ BoxliteResult<PreparedImage> ImageStore::prepare_for(std::string_view holder, st
     out.kind = kind;
     out.image = std::move(*info);
     const auto t0 = Clock::now();
-    BOXLITE_TRY(auto built, kind == RootfsKind::Directory ? impl_->build_rootfs(out.image) : impl_->build_disk(out.image));
+    BOXLITE_TRY(auto built,
+                kind == RootfsKind::Directory ? impl_->build_rootfs(out.image) : impl_->build_disk(out.image));
     out.path = built.first;
     if (built.second) out.build_time = Clock::now() - t0;
     return out;
 }
 
 BoxliteResult<PreparedImage> ImageStore::prepare(std::string_view reference, RootfsKind kind,
-                                                  const PullOptions& options) {
+                                                 const PullOptions& options) {
     using Clock = std::chrono::steady_clock;
     PreparedImage out;
     out.kind = kind;
@@ -317,7 +325,8 @@ BoxliteResult<PreparedImage> ImageStore::prepare(std::string_view reference, Roo
     out.pulled = outcome.contacted_registry;
     out.pull_time = t1 - t0;
     out.image = std::move(outcome.info);
-    BOXLITE_TRY(auto built, kind == RootfsKind::Directory ? impl_->build_rootfs(out.image) : impl_->build_disk(out.image));
+    BOXLITE_TRY(auto built,
+                kind == RootfsKind::Directory ? impl_->build_rootfs(out.image) : impl_->build_disk(out.image));
     out.path = built.first;
     if (built.second) out.build_time = Clock::now() - t1;
     return out;

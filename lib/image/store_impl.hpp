@@ -50,7 +50,9 @@ struct ImageStore::Impl {
     // ---- blobs and locks (store.cpp) ------------------------------------------------------
     fs::path blob_path(std::string_view digest) const { return blobs / std::string(digest_hex(digest)); }
     bool has_blob(std::string_view digest) const;
-    BoxliteResult<base::FileLock> store_lock(base::FileLock::Mode mode) { return base::FileLock::acquire(images / ".lock", mode); }
+    BoxliteResult<base::FileLock> store_lock(base::FileLock::Mode mode) {
+        return base::FileLock::acquire(images / ".lock", mode);
+    }
     BoxliteResult<base::FileLock> named_lock(std::string_view kind, std::string_view key);
     BoxliteResult<void> write_blob(std::string_view digest, std::string_view data);
     // Copies a file into the store while hashing it; returns its digest and size.
@@ -60,8 +62,8 @@ struct ImageStore::Impl {
     // ---- the SQL catalog (catalog.cpp) ----------------------------------------------------
     /// Opens images.db (WAL, busy timeout), creates its schema, and index.json if missing.
     BoxliteResult<void> open_database();
-    BoxliteResult<void> record(const std::string& reference, const std::string& manifest_digest, const Manifest& manifest,
-                               std::uint64_t manifest_size, const std::string& index_digest);
+    BoxliteResult<void> record(const std::string& reference, const std::string& manifest_digest,
+                               const Manifest& manifest, std::uint64_t manifest_size, const std::string& index_digest);
     BoxliteResult<std::optional<ImageInfo>> load_info(const std::string& reference);
     // The manifest's record, when it and every blob it names are in the store.
     BoxliteResult<std::optional<ImageInfo>> load_manifest_info(const std::string& manifest_digest);

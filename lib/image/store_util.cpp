@@ -16,7 +16,8 @@ namespace boxlite::image {
 
 BoxliteResult<void> write_file_atomic(const std::filesystem::path& path, std::string_view data) {
     std::random_device random;
-    const auto temp = path.parent_path() / fmt::format(".tmp-{}-{}-{:08x}", path.filename().string(), ::getpid(), random());
+    const auto temp = path.parent_path() /
+                      fmt::format(".tmp-{}-{}-{:08x}", path.filename().string(), ::getpid(), random());
     const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) return fail_errno(ErrorKind::Storage, fmt::format("creating {}", temp.string()), errno);
     std::size_t done = 0;
@@ -89,8 +90,7 @@ BoxliteResult<void> run_program(const std::vector<std::string>& argv, ErrorKind 
         return fail_errno(kind, fmt::format("starting {}", argv[0]), rc);
     }
     int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     std::string output;
     std::rewind(log);
     char buffer[4096];

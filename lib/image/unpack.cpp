@@ -57,8 +57,8 @@ int remove_at(int dir_fd, const char* name) {
 }
 
 struct Resolved {
-    base::OwnedFd parent;          // O_PATH fd of the parent directory, inside the root
-    std::string name;   // final component
+    base::OwnedFd parent;  // O_PATH fd of the parent directory, inside the root
+    std::string name;      // final component
 };
 
 struct DeferredDir {
@@ -90,7 +90,8 @@ public:
             const int rc = ar_->archive_read_next_header(a.get(), &entry);
             if (rc == ARCHIVE_EOF) break;
             if (rc < ARCHIVE_WARN) {
-                return fail(ErrorKind::Image, "layer {}: corrupt tar stream: {}", what_, ar_->archive_error_string(a.get()));
+                return fail(ErrorKind::Image, "layer {}: corrupt tar stream: {}", what_,
+                            ar_->archive_error_string(a.get()));
             }
             if (++stats_.entries > limits_.max_entries) {
                 return fail(ErrorKind::Image, "layer {}: more than {} entries (refused as hostile)", what_,
@@ -109,8 +110,9 @@ private:
                         role, raw.size(), limits_.max_path_length);
         }
         if (!raw.empty() && raw.front() == '/') {
-            return fail(ErrorKind::Image, "layer {}: {} '{}' is an absolute path (refused: layer paths must be relative)",
-                        what_, role, raw);
+            return fail(ErrorKind::Image,
+                        "layer {}: {} '{}' is an absolute path (refused: layer paths must be relative)", what_, role,
+                        raw);
         }
         std::vector<std::string> parts;
         std::size_t start = 0;
@@ -140,8 +142,8 @@ private:
             if (fd < 0 && errno == ENOENT) {
                 if (!create) return Resolved{};
                 if (::mkdirat(out.parent.get(), comp, 0755) != 0 && errno != EEXIST) {
-                    return fail_errno(ErrorKind::Storage, fmt::format("layer {}: creating directory for '{}'", what_, raw),
-                                      errno);
+                    return fail_errno(ErrorKind::Storage,
+                                      fmt::format("layer {}: creating directory for '{}'", what_, raw), errno);
                 }
                 fd = ::openat(out.parent.get(), comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             }
@@ -190,8 +192,9 @@ private:
 
         const auto size = ar_->archive_entry_size(entry);
         if (size < 0 || static_cast<std::uint64_t>(size) > limits_.max_entry_bytes) {
-            return fail(ErrorKind::Image, "layer {}: entry '{}' claims {} bytes (at most {} allowed; refused as hostile)",
-                        what_, raw, size, limits_.max_entry_bytes);
+            return fail(ErrorKind::Image,
+                        "layer {}: entry '{}' claims {} bytes (at most {} allowed; refused as hostile)", what_, raw,
+                        size, limits_.max_entry_bytes);
         }
         BOXLITE_TRY_VOID(check_id(ar_->archive_entry_uid(entry), raw));
         BOXLITE_TRY_VOID(check_id(ar_->archive_entry_gid(entry), raw));
@@ -215,10 +218,14 @@ private:
                 return fail_errno(ErrorKind::Storage, fmt::format("layer {}: replacing '{}'", what_, raw), errno);
             }
             if ((!exists || !S_ISDIR(existing.st_mode)) && ::mkdirat(dir, name, 0700) != 0) {
-                return fail_errno(ErrorKind::Storage, fmt::format("layer {}: creating directory '{}'", what_, raw), errno);
+                return fail_errno(ErrorKind::Storage, fmt::format("layer {}: creating directory '{}'", what_, raw),
+                                  errno);
             }
             set_xattrs_at(dir, name, entry, true);
-            deferred_.push_back({parts, mode, ar_->archive_entry_uid(entry), ar_->archive_entry_gid(entry),
+            deferred_.push_back({parts,
+                                 mode,
+                                 ar_->archive_entry_uid(entry),
+                                 ar_->archive_entry_gid(entry),
                                  {ar_->archive_entry_mtime(entry), ar_->archive_entry_mtime_nsec(entry)}});
             return {};
         }
@@ -239,8 +246,9 @@ private:
             struct stat tst {};
             if (target.parent.get() < 0 ||
                 ::fstatat(target.parent.get(), target.name.c_str(), &tst, AT_SYMLINK_NOFOLLOW) != 0) {
-                return fail(ErrorKind::Image, "layer {}: hardlink '{}' points at '{}', which does not exist in the rootfs",
-                            what_, raw, link);
+                return fail(ErrorKind::Image,
+                            "layer {}: hardlink '{}' points at '{}', which does not exist in the rootfs", what_, raw,
+                            link);
             }
             if (S_ISDIR(tst.st_mode)) {
                 return fail(ErrorKind::Image, "layer {}: hardlink '{}' points at directory '{}'", what_, raw, link);
@@ -259,7 +267,8 @@ private:
                             limits_.max_path_length);
             }
             if (::symlinkat(target, dir, name) != 0) {
-                return fail_errno(ErrorKind::Storage, fmt::format("layer {}: creating symlink '{}'", what_, raw), errno);
+                return fail_errno(ErrorKind::Storage, fmt::format("layer {}: creating symlink '{}'", what_, raw),
+                                  errno);
             }
             if (as_root_) {
                 (void)::fchownat(dir, name, static_cast<uid_t>(ar_->archive_entry_uid(entry)),
@@ -325,7 +334,8 @@ private:
             const auto* p = static_cast<const char*>(block);
             std::size_t done = 0;
             while (done < length) {
-                const auto n = ::pwrite(fd, p + done, length - done, static_cast<off_t>(offset) + static_cast<off_t>(done));
+                const auto n = ::pwrite(fd, p + done, length - done,
+                                        static_cast<off_t>(offset) + static_cast<off_t>(done));
                 if (n < 0) {
                     if (errno == EINTR) continue;
                     return fail_errno(ErrorKind::Storage, fmt::format("layer {}: writing '{}'", what_, raw), errno);
@@ -369,7 +379,8 @@ private:
     BoxliteResult<void> apply_dir_metadata(const DeferredDir& d) {
         BOXLITE_TRY(auto where, resolve(d.components, join(d.components), false));
         if (where.parent.get() < 0) return {};
-        base::OwnedFd fd(::openat(where.parent.get(), where.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        base::OwnedFd fd(
+            ::openat(where.parent.get(), where.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (fd.get() < 0) return {};  // replaced later in the layer by a non-directory
         if (as_root_) (void)::fchown(fd.get(), static_cast<uid_t>(d.uid), static_cast<gid_t>(d.gid));
         (void)::fchmod(fd.get(), as_root_ ? d.mode : (d.mode | 0700));
@@ -501,8 +512,8 @@ BoxliteResult<std::unique_ptr<archive, ArchiveDeleter>> open_layer(const dynamic
 
 }  // namespace
 
-BoxliteResult<std::map<std::string, DeclaredOwnership>> declared_ownership(std::span<const std::filesystem::path> layers,
-                                                                          const UnpackLimits& limits) {
+BoxliteResult<std::map<std::string, DeclaredOwnership>> declared_ownership(
+    std::span<const std::filesystem::path> layers, const UnpackLimits& limits) {
     BOXLITE_TRY(const auto* ar, dynamic::libarchive());
     std::map<std::string, DeclaredOwnership> declared;
     std::uint64_t entries = 0;
@@ -572,7 +583,8 @@ BoxliteResult<std::string> uncompressed_sha256(const std::filesystem::path& laye
     const int rc = ar->archive_read_next_header(a.get(), &entry);
     if (rc == ARCHIVE_EOF) return hash.finish();
     if (rc < ARCHIVE_WARN) {
-        return fail(ErrorKind::Image, "layer {}: cannot decompress: {}", layer.string(), ar->archive_error_string(a.get()));
+        return fail(ErrorKind::Image, "layer {}: cannot decompress: {}", layer.string(),
+                    ar->archive_error_string(a.get()));
     }
     while (true) {
         const void* block = nullptr;
@@ -604,7 +616,8 @@ BoxliteResult<UnpackStats> unpack_image(std::span<const std::filesystem::path> l
         return fail(ErrorKind::Storage, "unpack target {} already exists", target.string());
     }
     std::random_device random;
-    const auto temp = target.parent_path() / fmt::format(".tmp-{}-{}-{:08x}", target.filename().string(), ::getpid(), random());
+    const auto temp = target.parent_path() /
+                      fmt::format(".tmp-{}-{}-{:08x}", target.filename().string(), ::getpid(), random());
     if (::mkdir(temp.c_str(), 0755) != 0) {
         return fail_errno(ErrorKind::Storage, fmt::format("creating {}", temp.string()), errno);
     }
@@ -614,7 +627,8 @@ BoxliteResult<UnpackStats> unpack_image(std::span<const std::filesystem::path> l
         return unpacker.stats();
     }();
     if (result && ::rename(temp.c_str(), target.c_str()) != 0) {
-        result = fail_errno(ErrorKind::Storage, fmt::format("renaming {} to {}", temp.string(), target.string()), errno);
+        result = fail_errno(ErrorKind::Storage, fmt::format("renaming {} to {}", temp.string(), target.string()),
+                            errno);
     }
     if (!result) remove_tree(temp);
     return result;

@@ -28,14 +28,16 @@ namespace boxlite::jailer {
 /// One bit per capability number (CAP_CHOWN = bit 0), as /proc/<pid>/status prints them.
 using CapabilityMask = std::uint64_t;
 
-[[nodiscard]] constexpr CapabilityMask capability_bit(int capability) noexcept { return CapabilityMask{1} << capability; }
+[[nodiscard]] constexpr CapabilityMask capability_bit(int capability) noexcept {
+    return CapabilityMask{1} << capability;
+}
 
 /// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE,
 /// SYS_CHROOT, AUDIT_WRITE, SETFCAP (capability numbers from linux/capability.h).
-inline constexpr CapabilityMask kBoxCapabilities =
-    capability_bit(0) | capability_bit(1) | capability_bit(3) | capability_bit(4) | capability_bit(5) |
-    capability_bit(6) | capability_bit(7) | capability_bit(8) | capability_bit(10) | capability_bit(18) |
-    capability_bit(29) | capability_bit(31);
+inline constexpr CapabilityMask kBoxCapabilities = capability_bit(0) | capability_bit(1) | capability_bit(3) |
+                                                   capability_bit(4) | capability_bit(5) | capability_bit(6) |
+                                                   capability_bit(7) | capability_bit(8) | capability_bit(10) |
+                                                   capability_bit(18) | capability_bit(29) | capability_bit(31);
 
 /// "CAP_CHOWN, CAP_DAC_OVERRIDE, …" for the bits of `mask` (unknown bits as "CAP_<n>").
 [[nodiscard]] std::string capability_names(CapabilityMask mask);

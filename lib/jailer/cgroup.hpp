@@ -172,7 +172,8 @@ private:
     }
 
     template <class Format>
-    void apply(const std::optional<std::uint64_t>& value, const std::string& file, const std::string& what, Format format) {
+    void apply(const std::optional<std::uint64_t>& value, const std::string& file, const std::string& what,
+               Format format) {
         if (!value) return;
         if (write(file, format(*value))) {
             applied_.push_back(what + "=" + std::to_string(*value));

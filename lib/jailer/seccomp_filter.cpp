@@ -18,19 +18,20 @@ namespace {
 
 constexpr std::array<std::string_view, 54> kDenied = {
     // The host kernel and machine.
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "create_module",
-    "get_kernel_syms", "query_module", "reboot", "swapon", "swapoff", "acct", "iopl", "ioperm", "settimeofday",
-    "clock_settime", "clock_adjtime", "stime", "syslog",
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "create_module", "get_kernel_syms",
+    "query_module", "reboot", "swapon", "swapoff", "acct", "iopl", "ioperm", "settimeofday", "clock_settime",
+    "clock_adjtime", "stime", "syslog",
     // Mounts and namespaces, fixed once the box is set up.
-    "mount", "umount", "umount2", "pivot_root", "fsopen", "fsconfig", "fsmount", "fspick", "move_mount",
-    "open_tree", "mount_setattr", "setns",
+    "mount", "umount", "umount2", "pivot_root", "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree",
+    "mount_setattr", "setns",
     // Kernel attack surface and host-wide state.
     "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register", "keyctl",
     "add_key", "request_key", "open_by_handle_at", "name_to_handle_at", "kcmp", "lookup_dcookie", "quotactl",
     "quotactl_fd", "nfsservctl", "uselib", "ustat", "sysfs", "_sysctl", "vm86", "vm86old", "fanotify_init"};
 
-constexpr std::array<unsigned long, 7> kCloneNamespaceFlags = {CLONE_NEWNS,  CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC,
-                                                               CLONE_NEWUSER, CLONE_NEWPID,   CLONE_NEWNET};
+constexpr std::array<unsigned long, 7> kCloneNamespaceFlags = {CLONE_NEWNS,  CLONE_NEWCGROUP, CLONE_NEWUTS,
+                                                               CLONE_NEWIPC, CLONE_NEWUSER,   CLONE_NEWPID,
+                                                               CLONE_NEWNET};
 
 struct ContextDeleter {
     void operator()(void* ctx) const noexcept { seccomp_release(ctx); }
@@ -66,18 +67,21 @@ BoxliteResult<void> install_box_seccomp_filter(const SeccompOptions& options) {
     // unshare() and clone() are fine for threads and processes, not for new namespaces. Rules
     // for one call are alternatives: any one namespace bit is enough for EPERM.
     for (const auto flag : kCloneNamespaceFlags) {
-        BOXLITE_TRY_VOID(check(seccomp_rule_add(ctx.get(), deny, SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag)),
-                               "restricting clone"));
+        BOXLITE_TRY_VOID(
+            check(seccomp_rule_add(ctx.get(), deny, SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag)),
+                  "restricting clone"));
     }
     for (const auto flag : kCloneNamespaceFlags) {
-        BOXLITE_TRY_VOID(check(seccomp_rule_add(ctx.get(), deny, SCMP_SYS(unshare), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag)),
-                               "restricting unshare"));
+        BOXLITE_TRY_VOID(
+            check(seccomp_rule_add(ctx.get(), deny, SCMP_SYS(unshare), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag)),
+                  "restricting unshare"));
     }
     // CLONE_NEWTIME's bit is part of clone()'s exit-signal field, so only unshare() is checked.
     BOXLITE_TRY_VOID(check(seccomp_rule_add(ctx.get(), deny, SCMP_SYS(unshare), 1,
                                             SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWTIME, CLONE_NEWTIME)),
                            "restricting unshare"));
-    BOXLITE_TRY_VOID(check(seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0), "answering clone3"));
+    BOXLITE_TRY_VOID(
+        check(seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0), "answering clone3"));
     return check(seccomp_load(ctx.get()), "loading the filter");
 }
 

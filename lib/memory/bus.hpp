@@ -35,11 +35,10 @@ public:
             return fail(ErrorKind::Internal, "{} bus: invalid window {:#x}+{:#x}", name_, base, length);
         for (const auto& entry : entries_)
             if (base < entry.base + entry.length && entry.base < base + length)
-                return fail(ErrorKind::Internal, "{} bus: window {:#x}+{:#x} overlaps {:#x}+{:#x}", name_,
-                            base, length, entry.base, entry.length);
+                return fail(ErrorKind::Internal, "{} bus: window {:#x}+{:#x} overlaps {:#x}+{:#x}", name_, base, length,
+                            entry.base, entry.length);
         entries_.push_back({base, length, std::move(device)});
-        std::sort(entries_.begin(), entries_.end(),
-                  [](const Entry& a, const Entry& b) { return a.base < b.base; });
+        std::sort(entries_.begin(), entries_.end(), [](const Entry& a, const Entry& b) { return a.base < b.base; });
         return {};
     }
 

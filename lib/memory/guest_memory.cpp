@@ -1,6 +1,5 @@
 #include "memory/guest_memory.hpp"
 
-
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -42,14 +41,15 @@ BoxliteResult<GuestMemory> GuestMemory::create_flat(std::uint64_t base, std::uin
 
 BoxliteResult<GuestMemory> GuestMemory::create(std::uint64_t bytes, std::uint64_t gap_start, std::uint64_t high_start) {
     if (bytes < 64 * 1024 || bytes % kPage != 0)
-        return fail(ErrorKind::Config,
-                    "guest memory size {} must be a multiple of 4096 and at least 64 KiB", bytes);
+        return fail(ErrorKind::Config, "guest memory size {} must be a multiple of 4096 and at least 64 KiB", bytes);
     BOXLITE_TRY(int fd, make_memfd(bytes));
     GuestMemory memory;
     memory.memfd_ = fd;
     memory.total_ = bytes;
     const std::uint64_t low = std::min(bytes, gap_start);
-    struct Piece { std::uint64_t gpa, size, offset; };
+    struct Piece {
+        std::uint64_t gpa, size, offset;
+    };
     std::vector<Piece> pieces{{0, low, 0}};
     if (bytes > low) pieces.push_back({high_start, bytes - low, low});
     for (const auto& piece : pieces) {
@@ -85,8 +85,7 @@ void GuestMemory::release() noexcept {
     memfd_ = -1;
 }
 
-std::optional<std::span<std::byte>> GuestMemory::slice(std::uint64_t address,
-                                                       std::uint64_t length) const noexcept {
+std::optional<std::span<std::byte>> GuestMemory::slice(std::uint64_t address, std::uint64_t length) const noexcept {
     for (const auto& region : regions_) {
         if (address < region.guest_address) continue;
         const std::uint64_t offset = address - region.guest_address;

@@ -49,8 +49,7 @@ public:
 
     /// Host view of [address, address+length), or an empty optional when any byte of it is
     /// outside guest RAM (or the range wraps). A zero length at a valid address is allowed.
-    [[nodiscard]] std::optional<std::span<std::byte>> slice(std::uint64_t address,
-                                                           std::uint64_t length) const noexcept;
+    [[nodiscard]] std::optional<std::span<std::byte>> slice(std::uint64_t address, std::uint64_t length) const noexcept;
     [[nodiscard]] bool contains(std::uint64_t address, std::uint64_t length) const noexcept {
         return slice(address, length).has_value();
     }

@@ -26,7 +26,8 @@ BoxliteResult<void> AgentClient::copy_in(const std::string& host_source, const s
 
 BoxliteResult<void> AgentClient::copy_in_stream(const std::string& guest_dest, const ArchiveProducer& produce) {
     if (guest_dest.empty() || guest_dest.front() != '/') {
-        return fail(ErrorKind::InvalidArgument, "copy_in destination '{}' must be an absolute path in the box", guest_dest);
+        return fail(ErrorKind::InvalidArgument, "copy_in destination '{}' must be an absolute path in the box",
+                    guest_dest);
     }
     ExecRequest request;
     request.kind = ExecKind::CopyIn;
@@ -51,7 +52,8 @@ BoxliteResult<void> AgentClient::copy_in_stream(const std::string& guest_dest, c
 
 BoxliteResult<void> AgentClient::copy_out(const std::string& guest_source, const std::string& host_dest) {
     if (guest_source.empty() || guest_source.front() != '/') {
-        return fail(ErrorKind::InvalidArgument, "copy_out source '{}' must be an absolute path in the box", guest_source);
+        return fail(ErrorKind::InvalidArgument, "copy_out source '{}' must be an absolute path in the box",
+                    guest_source);
     }
     if (host_dest.empty()) return fail(ErrorKind::InvalidArgument, "copy_out destination must not be empty");
     ExecRequest request;
@@ -67,8 +69,9 @@ BoxliteResult<void> AgentClient::copy_out(const std::string& guest_source, const
         placement = tar::place(host_dest);
         struct stat st {};
         if (::stat(placement.directory.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-            return fail(ErrorKind::InvalidArgument, "copy_out destination '{}': directory '{}' does not exist on the host",
-                        host_dest, placement.directory);
+            return fail(ErrorKind::InvalidArgument,
+                        "copy_out destination '{}': directory '{}' does not exist on the host", host_dest,
+                        placement.directory);
         }
     }
     // The archive comes from the guest: whatever names it uses, everything lands under the

@@ -17,7 +17,8 @@ BoxliteResult<void> Session::handshake(std::chrono::milliseconds timeout) {
     return {};
 }
 
-BoxliteResult<std::shared_ptr<ExecState>> Session::start(const ExecRequest& request, std::chrono::milliseconds timeout) {
+BoxliteResult<std::shared_ptr<ExecState>> Session::start(const ExecRequest& request,
+                                                         std::chrono::milliseconds timeout) {
     auto state = std::make_shared<ExecState>();
     state->execution_id = BoxID::generate().str();
     state->out.window = request.stdout_window;
@@ -35,9 +36,8 @@ BoxliteResult<std::shared_ptr<ExecState>> Session::start(const ExecRequest& requ
         return fail(sent.error());
     }
     std::unique_lock lock(mutex_);
-    const bool answered = state->cv.wait_for(lock, timeout, [&] {
-        return state->started || state->start_error || state->failure;
-    });
+    const bool answered = state->cv.wait_for(lock, timeout,
+                                             [&] { return state->started || state->start_error || state->failure; });
     if (!answered) {
         // Stays registered: a late Started gets the process killed and its output dropped,
         // rather than an unknown-stream error that would end every other execution.
@@ -149,8 +149,8 @@ BoxliteResult<void> Session::ping(std::chrono::milliseconds timeout) {
 }
 
 BoxliteResult<GuestMetrics> Session::metrics(std::chrono::milliseconds timeout) {
-    BOXLITE_TRY_VOID(request_and_wait(FrameType::MetricsRequest, metrics_sent_, metrics_received_,
-                                      "a metrics request", timeout));
+    BOXLITE_TRY_VOID(
+        request_and_wait(FrameType::MetricsRequest, metrics_sent_, metrics_received_, "a metrics request", timeout));
     std::lock_guard lock(mutex_);
     return last_metrics_;
 }
@@ -182,7 +182,8 @@ BoxliteResult<void> Session::shutdown(std::chrono::milliseconds timeout) {
     BOXLITE_TRY_VOID(send(FrameType::Shutdown, 0, std::span<const std::byte>{}));
     std::unique_lock lock(mutex_);
     control_cv_.wait_for(lock, timeout, [&] { return shutdown_acked_ || dead_; });
-    if (!shutdown_acked_ && !dead_) return fail(ErrorKind::Rpc, "the agent did not acknowledge shutdown within {} ms", timeout.count());
+    if (!shutdown_acked_ && !dead_)
+        return fail(ErrorKind::Rpc, "the agent did not acknowledge shutdown within {} ms", timeout.count());
     return {};
 }
 
@@ -275,7 +276,10 @@ BoxliteResult<void> Session::dispatch(Frame f) {
     {
         std::lock_guard lock(mutex_);
         switch (f.type) {
-            case FrameType::Pong: ++pongs_; control_cv_.notify_all(); return {};
+            case FrameType::Pong:
+                ++pongs_;
+                control_cv_.notify_all();
+                return {};
             case FrameType::MetricsReply: {
                 BOXLITE_TRY(auto m, GuestMetrics::decode(f.payload));
                 last_metrics_ = m;
@@ -283,7 +287,10 @@ BoxliteResult<void> Session::dispatch(Frame f) {
                 control_cv_.notify_all();
                 return {};
             }
-            case FrameType::ShutdownAck: shutdown_acked_ = true; control_cv_.notify_all(); return {};
+            case FrameType::ShutdownAck:
+                shutdown_acked_ = true;
+                control_cv_.notify_all();
+                return {};
             case FrameType::Error:
                 if (f.stream == 0) {
                     BOXLITE_TRY(auto m, ErrorMessage::decode(f.payload));
@@ -297,7 +304,8 @@ BoxliteResult<void> Session::dispatch(Frame f) {
             case FrameType::Credit:
             case FrameType::Exit: break;
             default:
-                return fail(ErrorKind::Portal, "the agent sent a {} frame, which only the host may send", to_string(f.type));
+                return fail(ErrorKind::Portal, "the agent sent a {} frame, which only the host may send",
+                            to_string(f.type));
         }
         auto it = executions_.find(f.stream);
         if (it == executions_.end()) {
@@ -328,16 +336,19 @@ BoxliteResult<void> Session::dispatch(Frame f) {
             }
             case FrameType::Stdout:
             case FrameType::Stderr: {
-                if (!e.started) return fail(ErrorKind::Portal, "the agent sent output before execution {} started", e.id);
+                if (!e.started)
+                    return fail(ErrorKind::Portal, "the agent sent output before execution {} started", e.id);
                 auto& buf = f.type == FrameType::Stderr ? e.err : e.out;
                 if (f.payload.size() > buf.outstanding_credit) {
-                    return fail(ErrorKind::Portal, "the agent sent {} bytes on execution {} with only {} bytes of credit",
+                    return fail(ErrorKind::Portal,
+                                "the agent sent {} bytes on execution {} with only {} bytes of credit",
                                 f.payload.size(), e.id, buf.outstanding_credit);
                 }
                 buf.outstanding_credit -= f.payload.size();
                 counters_.bytes_out.fetch_add(f.payload.size(), std::memory_order_relaxed);
                 if (buf.discard) {
-                    grants.emplace_back(f.type == FrameType::Stderr ? Channel::Stderr : Channel::Stdout, f.payload.size());
+                    grants.emplace_back(f.type == FrameType::Stderr ? Channel::Stderr : Channel::Stdout,
+                                        f.payload.size());
                     buf.outstanding_credit += f.payload.size();
                 } else if (!f.payload.empty()) {
                     buf.buffered += f.payload.size();
@@ -347,7 +358,8 @@ BoxliteResult<void> Session::dispatch(Frame f) {
             }
             case FrameType::Credit: {
                 BOXLITE_TRY(auto m, Credit::decode(f.payload));
-                if (m.channel != Channel::Stdin) return fail(ErrorKind::Portal, "the agent granted credit for an output channel");
+                if (m.channel != Channel::Stdin)
+                    return fail(ErrorKind::Portal, "the agent granted credit for an output channel");
                 e.stdin_credit = std::min<std::uint64_t>(e.stdin_credit + m.bytes, 1ULL << 40);
                 break;
             }
@@ -363,7 +375,8 @@ BoxliteResult<void> Session::dispatch(Frame f) {
         e.cv.notify_all();
     }
     for (auto [channel, bytes] : grants) {
-        BOXLITE_TRY_VOID(send(FrameType::Credit, f.stream, Credit{channel, static_cast<std::uint32_t>(bytes)}.encode()));
+        BOXLITE_TRY_VOID(
+            send(FrameType::Credit, f.stream, Credit{channel, static_cast<std::uint32_t>(bytes)}.encode()));
     }
     if (kill_abandoned) BOXLITE_TRY_VOID(send(FrameType::Signal, f.stream, SignalRequest{9}.encode()));
     return {};

@@ -51,9 +51,7 @@ std::optional<std::uint64_t> parse_octal(const char* field, std::size_t width) {
     return v;
 }
 
-std::string field_string(const char* field, std::size_t width) {
-    return std::string(field, strnlen(field, width));
-}
+std::string field_string(const char* field, std::size_t width) { return std::string(field, strnlen(field, width)); }
 
 /// Splits an archive name into components; InvalidArgument for "..".
 BoxliteResult<std::vector<std::string>> safe_components(std::string_view name) {
@@ -253,8 +251,14 @@ BoxliteResult<void> Extractor::extract_to(const std::string& root) {
         pax_link.reset();
         pax_size.reset();
 
-        Entry entry{name, link, type, static_cast<mode_t>(*mode & 07777), static_cast<uid_t>(*uid),
-                    static_cast<gid_t>(*gid), static_cast<time_t>(*mtime), *size};
+        Entry entry{name,
+                    link,
+                    type,
+                    static_cast<mode_t>(*mode & 07777),
+                    static_cast<uid_t>(*uid),
+                    static_cast<gid_t>(*gid),
+                    static_cast<time_t>(*mtime),
+                    *size};
         BOXLITE_TRY_VOID(extract_entry(entry));
     }
     return finish_directories();
@@ -296,7 +300,8 @@ BoxliteResult<void> Extractor::verify_checksum(const std::array<char, kBlock>& h
     for (std::size_t i = 0; i < kBlock; ++i) {
         sum += (i >= 148 && i < 156) ? ' ' : static_cast<unsigned char>(h[i]);
     }
-    if (!stored || *stored != sum) return fail(ErrorKind::InvalidArgument, "tar header checksum mismatch (not a tar stream?)");
+    if (!stored || *stored != sum)
+        return fail(ErrorKind::InvalidArgument, "tar header checksum mismatch (not a tar stream?)");
     return {};
 }
 
@@ -326,7 +331,8 @@ BoxliteResult<void> Extractor::parse_pax(const std::string& body, std::optional<
             if (key == "size") {
                 std::uint64_t v = 0;
                 for (char c : value) {
-                    if (c < '0' || c > '9' || v > UINT64_MAX / 10) return fail(ErrorKind::InvalidArgument, "malformed pax size");
+                    if (c < '0' || c > '9' || v > UINT64_MAX / 10)
+                        return fail(ErrorKind::InvalidArgument, "malformed pax size");
                     v = v * 10 + static_cast<std::uint64_t>(c - '0');
                 }
                 size = v;
@@ -363,7 +369,8 @@ BoxliteResult<base::OwnedFd> Extractor::open_parent(const std::vector<std::strin
                             "tar entry '{}' goes through a symlink or non-directory '{}'; refused", name, parts[i]);
             }
             if (errno == ENOENT && !create) {
-                return fail(ErrorKind::InvalidArgument, "tar entry '{}': directory '{}' does not exist", name, parts[i]);
+                return fail(ErrorKind::InvalidArgument, "tar entry '{}': directory '{}' does not exist", name,
+                            parts[i]);
             }
             return fail_errno(ErrorKind::Storage, "opening directory for tar entry '" + name + "'", errno);
         }
@@ -398,7 +405,8 @@ BoxliteResult<void> Extractor::remove_existing(int dirfd, const std::string& lea
         }
         return {};
     }
-    if (::unlinkat(dirfd, leaf.c_str(), 0) != 0) return fail_errno(ErrorKind::Storage, "replacing '" + leaf + "'", errno);
+    if (::unlinkat(dirfd, leaf.c_str(), 0) != 0)
+        return fail_errno(ErrorKind::Storage, "replacing '" + leaf + "'", errno);
     return {};
 }
 
@@ -435,7 +443,8 @@ BoxliteResult<void> Extractor::extract_entry(const Entry& e) {
             base::OwnedFd dir(::openat(parent.get(), leaf.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
             struct stat st {};
             if (!dir.valid() || ::fstat(dir.get(), &st) != 0) {
-                return fail(ErrorKind::InvalidArgument, "tar entry '{}' is not a directory after creating it; refused", e.name);
+                return fail(ErrorKind::InvalidArgument, "tar entry '{}' is not a directory after creating it; refused",
+                            e.name);
             }
             directories_.push_back({parts, e, st.st_dev, st.st_ino});
             return {};
@@ -450,10 +459,12 @@ BoxliteResult<void> Extractor::extract_entry(const Entry& e) {
         }
         case '1': {
             BOXLITE_TRY(auto target_parts, target_components(e.link));
-            if (target_parts.empty()) return fail(ErrorKind::InvalidArgument, "tar hard link '{}' has no target", e.name);
+            if (target_parts.empty())
+                return fail(ErrorKind::InvalidArgument, "tar hard link '{}' has no target", e.name);
             const auto refused = [&] {
                 return fail(ErrorKind::InvalidArgument,
-                            "tar hard link '{}' -> '{}' does not name a file extracted earlier; refused", e.name, e.link);
+                            "tar hard link '{}' -> '{}' does not name a file extracted earlier; refused", e.name,
+                            e.link);
             };
             const auto known = files_.find(joined(target_parts));
             if (known == files_.end()) return refused();
@@ -476,7 +487,8 @@ BoxliteResult<void> Extractor::extract_entry(const Entry& e) {
         case '\0':
         case '7': {
             BOXLITE_TRY_VOID(remove_existing(parent.get(), leaf, false));
-            base::OwnedFd out(::openat(parent.get(), leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+            base::OwnedFd out(
+                ::openat(parent.get(), leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
             if (!out.valid()) return fail_errno(ErrorKind::Storage, "creating '" + e.name + "'", errno);
             std::vector<std::byte> buf(64 * 1024);
             std::uint64_t left = e.size;
@@ -520,7 +532,8 @@ BoxliteResult<void> Extractor::finish_directories() {
         // very inode this extraction created.
         auto parent = open_parent(d.parts, d.entry.name, false);
         if (!parent) continue;
-        base::OwnedFd dir(::openat(parent->get(), d.parts.back().c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        base::OwnedFd dir(
+            ::openat(parent->get(), d.parts.back().c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         struct stat st {};
         if (!dir.valid() || ::fstat(dir.get(), &st) != 0 || st.st_dev != d.dev || st.st_ino != d.ino) continue;
         apply_metadata(dir.get(), d.entry, true);

@@ -168,8 +168,8 @@ private:
 /// docker-cp naming: copying `source_name` to `dest`. When `dest` is an existing directory the
 /// entry lands inside it under its own name; otherwise `dest` is the new name in its parent.
 struct Placement {
-    std::string directory;                 ///< where to extract
-    std::optional<std::string> rename_top; ///< new name for the archive's top entry
+    std::string directory;                  ///< where to extract
+    std::optional<std::string> rename_top;  ///< new name for the archive's top entry
 };
 
 [[nodiscard]] Placement place(const std::string& dest);

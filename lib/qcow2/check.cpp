@@ -59,9 +59,7 @@ public:
     void for_each_chunk(F&& f) const {
         for (const auto& [index, chunk] : chunks_) f(index, chunk.get());
     }
-    [[nodiscard]] std::uint64_t budget_bytes() const noexcept {
-        return max_chunks_ * kChunk * sizeof(std::uint32_t);
-    }
+    [[nodiscard]] std::uint64_t budget_bytes() const noexcept { return max_chunks_ * kChunk * sizeof(std::uint32_t); }
 
 private:
     std::uint32_t* find(std::uint64_t index, bool create) {
@@ -176,8 +174,7 @@ BoxliteResult<ReferenceCounts> Qcow2Image::Impl::count_references(bool with_refc
 
 BoxliteResult<CheckReport> Qcow2Image::Impl::check() {
     if (header.nb_snapshots > 0)
-        return fail(ErrorKind::Unsupported,
-                    "{}: checking images with internal snapshots is not supported", name);
+        return fail(ErrorKind::Unsupported, "{}: checking images with internal snapshots is not supported", name);
     if (!options.read_only) BOXLITE_TRY_VOID(write_metadata(false));
     CheckReport report;
     BOXLITE_TRY(auto refs, count_references(true, report));
@@ -206,9 +203,8 @@ BoxliteResult<CheckReport> Qcow2Image::Impl::check() {
     std::uint64_t present = 0;
     for (std::uint64_t b = 0; b < blocks; ++b) present += block_present(b) ? 1 : 0;
     if (present * refs_per_block > kMaxCheckClusters)
-        return fail(ErrorKind::Storage,
-                    "{}: {} refcount blocks describe {} clusters; checking is limited to {}",
-                    name, present, present * refs_per_block, kMaxCheckClusters);
+        return fail(ErrorKind::Storage, "{}: {} refcount blocks describe {} clusters; checking is limited to {}", name,
+                    present, present * refs_per_block, kMaxCheckClusters);
     for (std::uint64_t b = 0; b < blocks; ++b) {
         if (!block_present(b)) continue;
         BOXLITE_TRY(RefBlock * block, load_refblock(b));
@@ -239,8 +235,7 @@ BoxliteResult<CheckReport> Qcow2Image::Impl::check() {
             BOXLITE_TRY(const std::uint64_t data_rc, stored_refcount(host >> cluster_bits));
             if (((e & kFlagCopied) != 0) != (data_rc == 1)) {
                 ++report.corruptions;
-                message(fmt::format("L2 entry {} of table {}: COPIED flag disagrees with refcount {}",
-                                    j, i, data_rc));
+                message(fmt::format("L2 entry {} of table {}: COPIED flag disagrees with refcount {}", j, i, data_rc));
             }
         }
     }
@@ -248,11 +243,9 @@ BoxliteResult<CheckReport> Qcow2Image::Impl::check() {
 }
 
 BoxliteResult<void> Qcow2Image::Impl::repair() {
-    if (options.read_only)
-        return fail(ErrorKind::Storage, "repair of {}: the image is open read-only", name);
+    if (options.read_only) return fail(ErrorKind::Storage, "repair of {}: the image is open read-only", name);
     if (header.nb_snapshots > 0)
-        return fail(ErrorKind::Unsupported,
-                    "{}: repairing images with internal snapshots is not supported", name);
+        return fail(ErrorKind::Unsupported, "{}: repairing images with internal snapshots is not supported", name);
     // Everything except the refcounts goes to disk first; then the refcounts are rebuilt
     // from scratch in fresh clusters and the header switched over in one write.
     const bool was_dirty = (header.incompatible_features & kIncompatDirty) != 0;
@@ -271,8 +264,8 @@ BoxliteResult<void> Qcow2Image::Impl::repair() {
         }
     });
     if (overflow_cluster != kNoEntry)
-        return fail(ErrorKind::Storage, "{}: cluster {} has {} references: refcount overflow",
-                    name, overflow_cluster, overflow_count);
+        return fail(ErrorKind::Storage, "{}: cluster {} has {} references: refcount overflow", name, overflow_cluster,
+                    overflow_count);
 
     // The new structures go past the end of everything (the old ones stay valid on disk
     // until the header points at the new table), and blocks are written only where some
@@ -352,9 +345,8 @@ BoxliteResult<void> Qcow2Image::Impl::repair() {
     // structures among them). Listed up to a bound: past it they just stay unused.
     free_list.clear();
     std::uint64_t scan_end = 1;
-    refs.for_each_chunk([&](std::uint64_t chunk, const std::uint32_t*) {
-        scan_end = (chunk + 1) << ReferenceCounts::kChunkBits;
-    });
+    refs.for_each_chunk(
+        [&](std::uint64_t chunk, const std::uint32_t*) { scan_end = (chunk + 1) << ReferenceCounts::kChunkBits; });
     scan_end = std::min(scan_end, base);
     for (std::uint64_t c = 1; c < scan_end && free_list.size() < kMaxFreeListAfterRepair; ++c)
         if (refs.get(c) == 0) free_list.push_back(c * cluster_size);

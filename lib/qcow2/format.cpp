@@ -29,8 +29,7 @@ std::uint64_t round_up(std::uint64_t value, std::uint64_t alignment) {
 
 }  // namespace
 
-std::string describe_incompatible(std::uint64_t bits,
-                                  std::span<const std::pair<std::uint8_t, std::string>> names) {
+std::string describe_incompatible(std::uint64_t bits, std::span<const std::pair<std::uint8_t, std::string>> names) {
     std::string out;
     for (unsigned bit = 0; bit < 64; ++bit) {
         if (!(bits & (1ull << bit))) continue;
@@ -53,21 +52,18 @@ std::string describe_incompatible(std::uint64_t bits,
     return out;
 }
 
-BoxliteResult<Header> parse_header(std::span<const std::uint8_t> buf, std::uint64_t file_size,
-                                   std::string_view name) {
+BoxliteResult<Header> parse_header(std::span<const std::uint8_t> buf, std::uint64_t file_size, std::string_view name) {
     if (buf.size() < kV2HeaderLength)
-        return fail(ErrorKind::Storage,
-                    "{} is not a QCOW2 image: {} bytes is shorter than a QCOW2 header ({} bytes)",
+        return fail(ErrorKind::Storage, "{} is not a QCOW2 image: {} bytes is shorter than a QCOW2 header ({} bytes)",
                     name, buf.size(), kV2HeaderLength);
     const std::uint8_t* p = buf.data();
     if (load_be32(p) != kMagic)
-        return fail(ErrorKind::Storage, "{} is not a QCOW2 image: bad magic {:#010x} (expected {:#010x})",
-                    name, load_be32(p), kMagic);
+        return fail(ErrorKind::Storage, "{} is not a QCOW2 image: bad magic {:#010x} (expected {:#010x})", name,
+                    load_be32(p), kMagic);
     Header h;
     h.version = load_be32(p + 4);
     if (h.version != 2 && h.version != 3)
-        return fail(ErrorKind::Storage,
-                    "{}: unsupported QCOW2 version {} (versions 2 and 3 are supported)", name,
+        return fail(ErrorKind::Storage, "{}: unsupported QCOW2 version {} (versions 2 and 3 are supported)", name,
                     h.version);
     h.backing_file_offset = load_be64(p + 8);
     h.backing_file_size = load_be32(p + 16);
@@ -82,8 +78,7 @@ BoxliteResult<Header> parse_header(std::span<const std::uint8_t> buf, std::uint6
     h.snapshots_offset = load_be64(p + 64);
 
     if (h.cluster_bits < kMinClusterBits || h.cluster_bits > kMaxClusterBits)
-        return fail(ErrorKind::Storage,
-                    "{}: cluster_bits {} is out of range (QCOW2 allows {} to {}: 512 B to 2 MiB)",
+        return fail(ErrorKind::Storage, "{}: cluster_bits {} is out of range (QCOW2 allows {} to {}: 512 B to 2 MiB)",
                     name, h.cluster_bits, kMinClusterBits, kMaxClusterBits);
     const std::uint64_t cluster_size = h.cluster_size();
 
@@ -96,16 +91,14 @@ BoxliteResult<Header> parse_header(std::span<const std::uint8_t> buf, std::uint6
         h.autoclear_features = load_be64(p + 88);
         h.refcount_order = load_be32(p + 96);
         h.header_length = load_be32(p + 100);
-        if (h.header_length < kV3HeaderLength || h.header_length > cluster_size ||
-            h.header_length > buf.size())
+        if (h.header_length < kV3HeaderLength || h.header_length > cluster_size || h.header_length > buf.size())
             return fail(ErrorKind::Storage,
                         "{}: header_length {} is invalid (must be at least {} and fit in the "
                         "first cluster of {} bytes)",
                         name, h.header_length, kV3HeaderLength, cluster_size);
         if (h.header_length > 104) h.compression_type = p[104];
         if (h.refcount_order > 6)
-            return fail(ErrorKind::Storage,
-                        "{}: refcount_order {} is out of range (0 to 6: 1- to 64-bit refcounts)",
+            return fail(ErrorKind::Storage, "{}: refcount_order {} is out of range (0 to 6: 1- to 64-bit refcounts)",
                         name, h.refcount_order);
     } else {
         h.header_length = kV2HeaderLength;
@@ -114,8 +107,7 @@ BoxliteResult<Header> parse_header(std::span<const std::uint8_t> buf, std::uint6
 
     // Header extensions: between the header and the backing file name (or the cluster end).
     std::uint64_t ext_end = std::min<std::uint64_t>(cluster_size, buf.size());
-    if (h.backing_file_offset > h.header_length && h.backing_file_offset < ext_end)
-        ext_end = h.backing_file_offset;
+    if (h.backing_file_offset > h.header_length && h.backing_file_offset < ext_end) ext_end = h.backing_file_offset;
     for (std::uint64_t pos = h.header_length; pos + 8 <= ext_end;) {
         const std::uint32_t type = load_be32(p + pos);
         const std::uint32_t length = load_be32(p + pos + 4);
@@ -147,18 +139,16 @@ BoxliteResult<Header> parse_header(std::span<const std::uint8_t> buf, std::uint6
                     "corrupt bit, zlib compression)",
                     name, describe_incompatible(h.incompatible_features & ~known, feature_names));
     if (h.compression_type != 0)
-        return fail(ErrorKind::Storage,
-                    "{}: unsupported compression type {} (only zlib, type 0, is supported)", name,
+        return fail(ErrorKind::Storage, "{}: unsupported compression type {} (only zlib, type 0, is supported)", name,
                     h.compression_type);
     if (h.crypt_method != 0)
-        return fail(ErrorKind::Storage,
-                    "{}: encrypted QCOW2 images (crypt_method {}) are not supported", name,
+        return fail(ErrorKind::Storage, "{}: encrypted QCOW2 images (crypt_method {}) are not supported", name,
                     h.crypt_method);
 
     // Sizes: bounded so a hostile header cannot make us allocate absurd tables.
     if (h.size > kMaxVirtualSize)
-        return fail(ErrorKind::Storage, "{}: virtual size {} bytes is absurd (at most {} allowed)",
-                    name, h.size, kMaxVirtualSize);
+        return fail(ErrorKind::Storage, "{}: virtual size {} bytes is absurd (at most {} allowed)", name, h.size,
+                    kMaxVirtualSize);
     const std::uint64_t l1_needed = l1_entries_for(h.size, h.cluster_bits);
     if (l1_needed * 8 > kMaxL1Bytes || std::uint64_t{h.l1_size} * 8 > kMaxL1Bytes)
         return fail(ErrorKind::Storage,
@@ -166,61 +156,51 @@ BoxliteResult<Header> parse_header(std::span<const std::uint8_t> buf, std::uint6
                     "allowed)",
                     name, std::max<std::uint64_t>(l1_needed, h.l1_size), h.size, kMaxL1Bytes / 8);
     if (h.l1_size < l1_needed)
-        return fail(ErrorKind::Storage,
-                    "{}: L1 table has {} entries but virtual size {} needs {}", name, h.l1_size,
+        return fail(ErrorKind::Storage, "{}: L1 table has {} entries but virtual size {} needs {}", name, h.l1_size,
                     h.size, l1_needed);
     if (h.refcount_table_clusters == 0 ||
         std::uint64_t{h.refcount_table_clusters} * cluster_size > kMaxRefcountTableBytes)
-        return fail(ErrorKind::Storage,
-                    "{}: refcount table of {} clusters is invalid (1 to {} bytes allowed)", name,
+        return fail(ErrorKind::Storage, "{}: refcount table of {} clusters is invalid (1 to {} bytes allowed)", name,
                     h.refcount_table_clusters, kMaxRefcountTableBytes);
     if (h.nb_snapshots > kMaxSnapshots)
-        return fail(ErrorKind::Storage, "{}: {} snapshots is absurd (at most {} allowed)", name,
-                    h.nb_snapshots, kMaxSnapshots);
+        return fail(ErrorKind::Storage, "{}: {} snapshots is absurd (at most {} allowed)", name, h.nb_snapshots,
+                    kMaxSnapshots);
 
     // Tables: cluster aligned, inside the file, and not overlapping each other.
     const std::uint64_t l1_bytes = std::uint64_t{h.l1_size} * 8;
     const std::uint64_t reftable_bytes = std::uint64_t{h.refcount_table_clusters} * cluster_size;
-    auto inside = [&](std::uint64_t offset, std::uint64_t bytes, std::string_view what)
-        -> BoxliteResult<void> {
+    auto inside = [&](std::uint64_t offset, std::uint64_t bytes, std::string_view what) -> BoxliteResult<void> {
         if (offset % cluster_size != 0)
-            return fail(ErrorKind::Storage, "{}: {} offset {} is not aligned to the cluster size {}",
-                        name, what, offset, cluster_size);
+            return fail(ErrorKind::Storage, "{}: {} offset {} is not aligned to the cluster size {}", name, what,
+                        offset, cluster_size);
         if (offset == 0 && bytes != 0)
             return fail(ErrorKind::Storage, "{}: {} overlaps the header (offset 0)", name, what);
         if (offset > file_size || bytes > file_size - offset)
-            return fail(ErrorKind::Storage,
-                        "{}: {} at offset {} ({} bytes) lies outside the file ({} bytes)", name,
+            return fail(ErrorKind::Storage, "{}: {} at offset {} ({} bytes) lies outside the file ({} bytes)", name,
                         what, offset, bytes, file_size);
         return {};
     };
     if (h.l1_size > 0) BOXLITE_TRY_VOID(inside(h.l1_table_offset, l1_bytes, "L1 table"));
     BOXLITE_TRY_VOID(inside(h.refcount_table_offset, reftable_bytes, "refcount table"));
     if (h.nb_snapshots > 0) {
-        if (h.snapshots_offset % cluster_size != 0 || h.snapshots_offset == 0 ||
-            h.snapshots_offset >= file_size)
-            return fail(ErrorKind::Storage,
-                        "{}: snapshot table offset {} is unaligned or outside the file", name,
+        if (h.snapshots_offset % cluster_size != 0 || h.snapshots_offset == 0 || h.snapshots_offset >= file_size)
+            return fail(ErrorKind::Storage, "{}: snapshot table offset {} is unaligned or outside the file", name,
                         h.snapshots_offset);
     }
     const Range header_range{0, cluster_size, "header"};
     const Range l1_range{h.l1_table_offset, h.l1_table_offset + round_up(l1_bytes, cluster_size), "L1 table"};
-    const Range reftable_range{h.refcount_table_offset, h.refcount_table_offset + reftable_bytes,
-                         "refcount table"};
+    const Range reftable_range{h.refcount_table_offset, h.refcount_table_offset + reftable_bytes, "refcount table"};
     const Range ranges[] = {header_range, l1_range, reftable_range};
     for (std::size_t i = 0; i < 3; ++i)
         for (std::size_t j = i + 1; j < 3; ++j)
-            if (ranges[i].end > ranges[i].begin && ranges[j].end > ranges[j].begin &&
-                overlaps(ranges[i], ranges[j]))
-                return fail(ErrorKind::Storage,
-                            "{}: overlapping metadata: the {} [{}, {}) and the {} [{}, {})", name,
-                            ranges[i].what, ranges[i].begin, ranges[i].end, ranges[j].what,
-                            ranges[j].begin, ranges[j].end);
+            if (ranges[i].end > ranges[i].begin && ranges[j].end > ranges[j].begin && overlaps(ranges[i], ranges[j]))
+                return fail(ErrorKind::Storage, "{}: overlapping metadata: the {} [{}, {}) and the {} [{}, {})", name,
+                            ranges[i].what, ranges[i].begin, ranges[i].end, ranges[j].what, ranges[j].begin,
+                            ranges[j].end);
 
     if (h.backing_file_offset != 0) {
         if (h.backing_file_size == 0 || h.backing_file_size > kMaxBackingFileName)
-            return fail(ErrorKind::Storage,
-                        "{}: backing file name length {} is invalid (1 to {} bytes allowed)", name,
+            return fail(ErrorKind::Storage, "{}: backing file name length {} is invalid (1 to {} bytes allowed)", name,
                         h.backing_file_size, kMaxBackingFileName);
         const std::uint64_t end = std::min<std::uint64_t>(cluster_size, buf.size());
         if (h.backing_file_offset > end || h.backing_file_size > end - h.backing_file_offset)
@@ -228,8 +208,7 @@ BoxliteResult<Header> parse_header(std::span<const std::uint8_t> buf, std::uint6
                         "{}: backing file name at offset {} ({} bytes) lies outside the first "
                         "cluster",
                         name, h.backing_file_offset, h.backing_file_size);
-        h.backing_file.assign(reinterpret_cast<const char*>(p + h.backing_file_offset),
-                              h.backing_file_size);
+        h.backing_file.assign(reinterpret_cast<const char*>(p + h.backing_file_offset), h.backing_file_size);
         if (h.backing_file.find('\0') != std::string::npos)
             return fail(ErrorKind::Storage, "{}: backing file name contains a NUL byte", name);
     }

@@ -64,8 +64,7 @@ BoxliteResult<void> lock_image(int fd, bool writable, std::string_view name) {
         if (unsupported(error)) return false;
         if (error == EAGAIN || error == EACCES) {
             unlock_image(fd);
-            return fail(ErrorKind::Storage,
-                        "{}: image is in use by another process (lock byte {} is held exclusively)",
+            return fail(ErrorKind::Storage, "{}: image is in use by another process (lock byte {} is held exclusively)",
                         name, offset);
         }
         unlock_image(fd);

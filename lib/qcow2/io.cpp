@@ -25,8 +25,7 @@ void advance(std::vector<iovec>& iov, std::size_t& first, std::uint64_t bytes) {
 
 }  // namespace
 
-BoxliteResult<void> pread_full(int fd, std::span<const iovec> iov_in, std::uint64_t offset,
-                               std::string_view what) {
+BoxliteResult<void> pread_full(int fd, std::span<const iovec> iov_in, std::uint64_t offset, std::string_view what) {
     std::vector<iovec> iov(iov_in.begin(), iov_in.end());
     std::size_t first = 0;
     advance(iov, first, 0);
@@ -35,13 +34,11 @@ BoxliteResult<void> pread_full(int fd, std::span<const iovec> iov_in, std::uint6
         const ssize_t n = ::preadv(fd, iov.data() + first, count, static_cast<off_t>(offset));
         if (n < 0) {
             if (errno == EINTR) continue;
-            return fail_errno(ErrorKind::Storage,
-                              fmt::format("reading {} at offset {}", what, offset), errno);
+            return fail_errno(ErrorKind::Storage, fmt::format("reading {} at offset {}", what, offset), errno);
         }
         if (n == 0) {
             // End of file: the rest reads as zeroes, as a sparse tail would.
-            for (std::size_t i = first; i < iov.size(); ++i)
-                std::memset(iov[i].iov_base, 0, iov[i].iov_len);
+            for (std::size_t i = first; i < iov.size(); ++i) std::memset(iov[i].iov_base, 0, iov[i].iov_len);
             return {};
         }
         offset += static_cast<std::uint64_t>(n);
@@ -50,8 +47,7 @@ BoxliteResult<void> pread_full(int fd, std::span<const iovec> iov_in, std::uint6
     return {};
 }
 
-BoxliteResult<void> pwrite_full(int fd, std::span<const iovec> iov_in, std::uint64_t offset,
-                                std::string_view what) {
+BoxliteResult<void> pwrite_full(int fd, std::span<const iovec> iov_in, std::uint64_t offset, std::string_view what) {
     std::vector<iovec> iov(iov_in.begin(), iov_in.end());
     std::size_t first = 0;
     advance(iov, first, 0);
@@ -60,20 +56,16 @@ BoxliteResult<void> pwrite_full(int fd, std::span<const iovec> iov_in, std::uint
         const ssize_t n = ::pwritev(fd, iov.data() + first, count, static_cast<off_t>(offset));
         if (n < 0) {
             if (errno == EINTR) continue;
-            return fail_errno(ErrorKind::Storage,
-                              fmt::format("writing {} at offset {}", what, offset), errno);
+            return fail_errno(ErrorKind::Storage, fmt::format("writing {} at offset {}", what, offset), errno);
         }
-        if (n == 0)
-            return fail(ErrorKind::Storage, "writing {} at offset {}: no progress (disk full?)",
-                        what, offset);
+        if (n == 0) return fail(ErrorKind::Storage, "writing {} at offset {}: no progress (disk full?)", what, offset);
         offset += static_cast<std::uint64_t>(n);
         advance(iov, first, static_cast<std::uint64_t>(n));
     }
     return {};
 }
 
-void iov_slice(std::span<const iovec> iov, std::uint64_t offset, std::uint64_t length,
-               std::vector<iovec>& out) {
+void iov_slice(std::span<const iovec> iov, std::uint64_t offset, std::uint64_t length, std::vector<iovec>& out) {
     out.clear();
     for (const auto& v : iov) {
         if (length == 0) break;
@@ -102,8 +94,7 @@ void iov_zero(std::span<const iovec> iov, std::uint64_t offset, std::uint64_t le
     }
 }
 
-void iov_from_buffer(std::span<const iovec> iov, std::uint64_t offset, const void* src,
-                     std::uint64_t length) {
+void iov_from_buffer(std::span<const iovec> iov, std::uint64_t offset, const void* src, std::uint64_t length) {
     const auto* in = static_cast<const std::uint8_t*>(src);
     for (const auto& v : iov) {
         if (length == 0) break;
@@ -119,8 +110,7 @@ void iov_from_buffer(std::span<const iovec> iov, std::uint64_t offset, const voi
     }
 }
 
-void iov_to_buffer(std::span<const iovec> iov, std::uint64_t offset, void* dst,
-                   std::uint64_t length) {
+void iov_to_buffer(std::span<const iovec> iov, std::uint64_t offset, void* dst, std::uint64_t length) {
     auto* out = static_cast<std::uint8_t*>(dst);
     for (const auto& v : iov) {
         if (length == 0) break;

@@ -28,35 +28,30 @@ namespace boxlite::block {
 
 /// Reads exactly iov_length(iov) bytes at `offset`. Bytes past the end of the file read as zeroes
 /// (a sparse tail or a file that was cut short must not leave guest memory uninitialised).
-BoxliteResult<void> pread_full(int fd, std::span<const iovec> iov, std::uint64_t offset,
-                               std::string_view what);
+BoxliteResult<void> pread_full(int fd, std::span<const iovec> iov, std::uint64_t offset, std::string_view what);
 /// Writes exactly iov_length(iov) bytes at `offset`.
-BoxliteResult<void> pwrite_full(int fd, std::span<const iovec> iov, std::uint64_t offset,
-                                std::string_view what);
+BoxliteResult<void> pwrite_full(int fd, std::span<const iovec> iov, std::uint64_t offset, std::string_view what);
 
 inline BoxliteResult<void> pread_full(int fd, void* data, std::size_t length, std::uint64_t offset,
                                       std::string_view what) {
     iovec v{data, length};
     return pread_full(fd, std::span<const iovec>(&v, 1), offset, what);
 }
-inline BoxliteResult<void> pwrite_full(int fd, const void* data, std::size_t length,
-                                       std::uint64_t offset, std::string_view what) {
+inline BoxliteResult<void> pwrite_full(int fd, const void* data, std::size_t length, std::uint64_t offset,
+                                       std::string_view what) {
     iovec v{const_cast<void*>(data), length};
     return pwrite_full(fd, std::span<const iovec>(&v, 1), offset, what);
 }
 
 /// Slices [offset, offset + length) of an iovec array into `out` (cleared first).
 /// Precondition: offset + length <= iov_length(iov).
-void iov_slice(std::span<const iovec> iov, std::uint64_t offset, std::uint64_t length,
-               std::vector<iovec>& out);
+void iov_slice(std::span<const iovec> iov, std::uint64_t offset, std::uint64_t length, std::vector<iovec>& out);
 /// Fills [offset, offset + length) of an iovec array with zeroes.
 void iov_zero(std::span<const iovec> iov, std::uint64_t offset, std::uint64_t length);
 /// Copies `length` bytes from `src` into the iovecs starting at `offset`.
-void iov_from_buffer(std::span<const iovec> iov, std::uint64_t offset, const void* src,
-                     std::uint64_t length);
+void iov_from_buffer(std::span<const iovec> iov, std::uint64_t offset, const void* src, std::uint64_t length);
 /// Copies `length` bytes out of the iovecs starting at `offset` into `dst`.
-void iov_to_buffer(std::span<const iovec> iov, std::uint64_t offset, void* dst,
-                   std::uint64_t length);
+void iov_to_buffer(std::span<const iovec> iov, std::uint64_t offset, void* dst, std::uint64_t length);
 
 // Big-endian field access (QCOW2 stores every number big-endian).
 [[nodiscard]] inline std::uint64_t load_be64(const std::uint8_t* p) noexcept {
@@ -65,8 +60,7 @@ void iov_to_buffer(std::span<const iovec> iov, std::uint64_t offset, void* dst,
     return v;
 }
 [[nodiscard]] inline std::uint32_t load_be32(const std::uint8_t* p) noexcept {
-    return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
-           std::uint32_t{p[3]};
+    return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
 }
 [[nodiscard]] inline std::uint16_t load_be16(const std::uint8_t* p) noexcept {
     return static_cast<std::uint16_t>((p[0] << 8) | p[1]);

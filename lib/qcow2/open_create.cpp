@@ -18,8 +18,7 @@ namespace {
 
 BoxliteResult<std::string> probe_format(const std::filesystem::path& path) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return fail_errno(ErrorKind::Storage, fmt::format("opening disk {}", path.string()), errno);
+    if (fd < 0) return fail_errno(ErrorKind::Storage, fmt::format("opening disk {}", path.string()), errno);
     base::OwnedFd owned(fd);
     std::uint8_t magic[4] = {};
     const ssize_t n = ::pread(fd, magic, sizeof magic, 0);
@@ -27,13 +26,12 @@ BoxliteResult<std::string> probe_format(const std::filesystem::path& path) {
     return std::string("raw");
 }
 
-BoxliteResult<std::unique_ptr<block::BlockBackend>> open_disk_at_depth(
-    const std::filesystem::path& path, bool read_only, const std::string& format,
-    const OpenOptions& options, unsigned depth);
+BoxliteResult<std::unique_ptr<block::BlockBackend>> open_disk_at_depth(const std::filesystem::path& path,
+                                                                       bool read_only, const std::string& format,
+                                                                       const OpenOptions& options, unsigned depth);
 
 BoxliteResult<std::unique_ptr<Qcow2Image::Impl>> open_impl(base::OwnedFd fd, const std::string& name,
-                                                           const OpenOptions& options,
-                                                           unsigned depth) {
+                                                           const OpenOptions& options, unsigned depth) {
     auto impl = std::make_unique<Qcow2Image::Impl>();
     impl->fd = std::move(fd);
     impl->name = name;
@@ -64,7 +62,7 @@ BoxliteResult<std::unique_ptr<Qcow2Image::Impl>> open_impl(base::OwnedFd fd, con
     impl->l2_entries = header.l2_entries();
     impl->refs_per_block = header.refcounts_per_block();
     impl->refcount_max = header.refcount_order == 6 ? std::numeric_limits<std::uint64_t>::max()
-                                               : (1ull << header.refcount_bits()) - 1;
+                                                    : (1ull << header.refcount_bits()) - 1;
     if (!options.read_only) {
         if (header.incompatible_features & kIncompatCorrupt)
             return fail(ErrorKind::Storage,
@@ -72,8 +70,7 @@ BoxliteResult<std::unique_ptr<Qcow2Image::Impl>> open_impl(base::OwnedFd fd, con
                         "-r all`",
                         name);
         if (header.nb_snapshots > 0)
-            return fail(ErrorKind::Storage,
-                        "{} has {} internal snapshots; such images can only be opened read-only",
+            return fail(ErrorKind::Storage, "{} has {} internal snapshots; such images can only be opened read-only",
                         name, header.nb_snapshots);
     }
 
@@ -85,8 +82,7 @@ BoxliteResult<std::unique_ptr<Qcow2Image::Impl>> open_impl(base::OwnedFd fd, con
     raw.resize(std::uint64_t{header.refcount_table_clusters} * impl->cluster_size);
     BOXLITE_TRY_VOID(block::pread_full(impl->fd.get(), raw.data(), raw.size(), header.refcount_table_offset, name));
     impl->reftable.resize(raw.size() / 8);
-    for (std::uint64_t i = 0; i < impl->reftable.size(); ++i)
-        impl->reftable[i] = block::load_be64(raw.data() + 8 * i);
+    for (std::uint64_t i = 0; i < impl->reftable.size(); ++i) impl->reftable[i] = block::load_be64(raw.data() + 8 * i);
     impl->reftable_offset = header.refcount_table_offset;
     impl->reftable_clusters = header.refcount_table_clusters;
     impl->alloc_end = align_up(impl->file_size, impl->cluster_size);
@@ -98,18 +94,15 @@ BoxliteResult<std::unique_ptr<Qcow2Image::Impl>> open_impl(base::OwnedFd fd, con
         if (!options.allow_backing)
             return fail(ErrorKind::Storage, "{}: backing file {} not allowed here", name, header.backing_file);
         if (depth + 1 > options.max_backing_depth)
-            return fail(ErrorKind::Storage,
-                        "{}: backing chain is deeper than {} images (a loop?) at {}", name,
+            return fail(ErrorKind::Storage, "{}: backing chain is deeper than {} images (a loop?) at {}", name,
                         options.max_backing_depth, header.backing_file);
         std::filesystem::path backing_path(header.backing_file);
         if (backing_path.is_relative()) backing_path = impl->directory / backing_path;
         if (!header.backing_format.empty() && header.backing_format != "raw" && header.backing_format != "qcow2")
-            return fail(ErrorKind::Storage,
-                        "{}: backing file format '{}' is not supported (raw or qcow2)", name,
+            return fail(ErrorKind::Storage, "{}: backing file format '{}' is not supported (raw or qcow2)", name,
                         header.backing_format);
         auto backing = open_disk_at_depth(backing_path, true, header.backing_format, options, depth + 1);
-        if (!backing)
-            return fail(backing.error().with_context(fmt::format("opening the backing file of {}", name)));
+        if (!backing) return fail(backing.error().with_context(fmt::format("opening the backing file of {}", name)));
         impl->backing = std::move(*backing);
     }
 
@@ -127,9 +120,9 @@ BoxliteResult<std::unique_ptr<Qcow2Image::Impl>> open_impl(base::OwnedFd fd, con
     return impl;
 }
 
-BoxliteResult<std::unique_ptr<block::BlockBackend>> open_disk_at_depth(
-    const std::filesystem::path& path, bool read_only, const std::string& format,
-    const OpenOptions& options, unsigned depth) {
+BoxliteResult<std::unique_ptr<block::BlockBackend>> open_disk_at_depth(const std::filesystem::path& path,
+                                                                       bool read_only, const std::string& format,
+                                                                       const OpenOptions& options, unsigned depth) {
     std::string fmt_name = format;
     if (fmt_name.empty()) {
         BOXLITE_TRY(fmt_name, probe_format(path));
@@ -139,11 +132,10 @@ BoxliteResult<std::unique_ptr<block::BlockBackend>> open_disk_at_depth(
         return std::unique_ptr<block::BlockBackend>(std::move(raw));
     }
     if (fmt_name != "qcow2")
-        return fail(ErrorKind::Storage, "disk {}: format '{}' is not supported (raw or qcow2)",
-                    path.string(), fmt_name);
+        return fail(ErrorKind::Storage, "disk {}: format '{}' is not supported (raw or qcow2)", path.string(),
+                    fmt_name);
     const int fd = ::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-    if (fd < 0)
-        return fail_errno(ErrorKind::Storage, fmt::format("opening {}", path.string()), errno);
+    if (fd < 0) return fail_errno(ErrorKind::Storage, fmt::format("opening {}", path.string()), errno);
     OpenOptions opts = options;
     opts.read_only = read_only;
     BOXLITE_TRY(auto impl, open_impl(base::OwnedFd(fd), path.string(), opts, depth));
@@ -164,8 +156,7 @@ BoxliteResult<std::unique_ptr<Qcow2Image>> Qcow2Image::open_fd(int fd, const std
 BoxliteResult<std::unique_ptr<Qcow2Image>> Qcow2Image::open(const std::filesystem::path& path,
                                                             const OpenOptions& options) {
     const int fd = ::open(path.c_str(), (options.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-    if (fd < 0)
-        return fail_errno(ErrorKind::Storage, fmt::format("opening {}", path.string()), errno);
+    if (fd < 0) return fail_errno(ErrorKind::Storage, fmt::format("opening {}", path.string()), errno);
     return open_fd(fd, path.string(), options);
 }
 
@@ -175,12 +166,11 @@ BoxliteResult<std::unique_ptr<Qcow2Image>> create_impl(const std::filesystem::pa
                                                        const CreateOptions& options) {
     const std::string name = path.string();
     if (options.cluster_bits < kMinClusterBits || options.cluster_bits > kMaxClusterBits)
-        return fail(ErrorKind::InvalidArgument,
-                    "creating {}: cluster_bits {} is out of range ({} to {})", name,
+        return fail(ErrorKind::InvalidArgument, "creating {}: cluster_bits {} is out of range ({} to {})", name,
                     options.cluster_bits, kMinClusterBits, kMaxClusterBits);
     if (options.refcount_order > 6)
-        return fail(ErrorKind::InvalidArgument, "creating {}: refcount_order {} is out of range (0 to 6)",
-                    name, options.refcount_order);
+        return fail(ErrorKind::InvalidArgument, "creating {}: refcount_order {} is out of range (0 to 6)", name,
+                    options.refcount_order);
     Header header;
     header.version = 3;
     header.cluster_bits = options.cluster_bits;
@@ -191,8 +181,7 @@ BoxliteResult<std::unique_ptr<Qcow2Image>> create_impl(const std::filesystem::pa
     const std::uint64_t cluster_size = header.cluster_size();
     if (!header.backing_file.empty()) {
         if (header.backing_file.size() > kMaxBackingFileName)
-            return fail(ErrorKind::InvalidArgument,
-                        "creating {}: backing file name is {} bytes (at most {})", name,
+            return fail(ErrorKind::InvalidArgument, "creating {}: backing file name is {} bytes (at most {})", name,
                         header.backing_file.size(), kMaxBackingFileName);
         std::filesystem::path backing_path(header.backing_file);
         if (backing_path.is_relative()) backing_path = path.parent_path() / backing_path;
@@ -203,14 +192,15 @@ BoxliteResult<std::unique_ptr<Qcow2Image>> create_impl(const std::filesystem::pa
         if (header.size == 0) header.size = backing->size();
     }
     if (header.size > kMaxVirtualSize)
-        return fail(ErrorKind::InvalidArgument, "creating {}: virtual size {} bytes (at most {})",
-                    name, header.size, kMaxVirtualSize);
+        return fail(ErrorKind::InvalidArgument, "creating {}: virtual size {} bytes (at most {})", name, header.size,
+                    kMaxVirtualSize);
     if (header.size % 512 != 0)
         return fail(ErrorKind::InvalidArgument,
                     "creating {}: virtual size {} bytes is not a multiple of 512 (disks are made of "
                     "512-byte sectors)",
                     name, header.size);
-    if (kWrittenHeaderLength + 16 + align_up(header.backing_format.size(), 8) + 8 + header.backing_file.size() > cluster_size)
+    if (kWrittenHeaderLength + 16 + align_up(header.backing_format.size(), 8) + 8 + header.backing_file.size() >
+        cluster_size)
         return fail(ErrorKind::InvalidArgument,
                     "creating {}: the header and backing file name do not fit in one {}-byte "
                     "cluster; use larger clusters",
@@ -244,8 +234,7 @@ BoxliteResult<std::unique_ptr<Qcow2Image>> create_impl(const std::filesystem::pa
     if (fd < 0) return fail_errno(ErrorKind::Storage, fmt::format("creating {}", name), errno);
     base::OwnedFd owned(fd);
     BOXLITE_TRY_VOID(block::lock_image(fd, true, name));
-    if (::ftruncate(fd, 0) != 0)
-        return fail_errno(ErrorKind::Storage, fmt::format("truncating {}", name), errno);
+    if (::ftruncate(fd, 0) != 0) return fail_errno(ErrorKind::Storage, fmt::format("truncating {}", name), errno);
     std::vector<std::uint8_t> buf = encode_header(header);
     buf.resize(total * cluster_size, 0);
     for (std::uint64_t b = 0; b < blocks; ++b)
@@ -264,13 +253,9 @@ BoxliteResult<std::unique_ptr<Qcow2Image>> Qcow2Image::create(const std::filesys
     return guarded(path.string(), "create", [&] { return create_impl(path, options); });
 }
 
-BoxliteResult<std::unique_ptr<block::BlockBackend>> open_disk(const std::filesystem::path& path,
-                                                              bool read_only,
-                                                              const std::string& format,
-                                                              const OpenOptions& options) {
-    return guarded(path.string(), "open", [&] {
-        return open_disk_at_depth(path, read_only, format, options, 0);
-    });
+BoxliteResult<std::unique_ptr<block::BlockBackend>> open_disk(const std::filesystem::path& path, bool read_only,
+                                                              const std::string& format, const OpenOptions& options) {
+    return guarded(path.string(), "open", [&] { return open_disk_at_depth(path, read_only, format, options, 0); });
 }
 
 }  // namespace boxlite::qcow2

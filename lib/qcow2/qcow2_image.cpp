@@ -58,23 +58,19 @@ namespace boxlite::qcow2 {
 
 // ---- helpers ----------------------------------------------------------------------------
 
-BoxliteResult<void> Qcow2Image::Impl::check_request(std::uint64_t offset, std::uint64_t length,
-                                                    std::string_view op, bool writes) const {
+BoxliteResult<void> Qcow2Image::Impl::check_request(std::uint64_t offset, std::uint64_t length, std::string_view op,
+                                                    bool writes) const {
     if (offset > header.size || length > header.size - offset)
-        return fail(ErrorKind::InvalidArgument,
-                    "{} of {} bytes at offset {} is past the end of {} ({} bytes)", op, length,
-                    offset, name, header.size);
-    if (writes && options.read_only)
-        return fail(ErrorKind::Storage, "{} on {}: the image is open read-only", op, name);
+        return fail(ErrorKind::InvalidArgument, "{} of {} bytes at offset {} is past the end of {} ({} bytes)", op,
+                    length, offset, name, header.size);
+    if (writes && options.read_only) return fail(ErrorKind::Storage, "{} on {}: the image is open read-only", op, name);
     if (writes && failed)
-        return fail(ErrorKind::Storage,
-                    "{} on {}: an earlier write failed part-way; reopen the image", op, name);
+        return fail(ErrorKind::Storage, "{} on {}: an earlier write failed part-way; reopen the image", op, name);
     return {};
 }
 
 BoxliteResult<void> Qcow2Image::Impl::sync() {
-    if (::fdatasync(fd.get()) != 0)
-        return fail_errno(ErrorKind::Storage, fmt::format("fdatasync of {}", name), errno);
+    if (::fdatasync(fd.get()) != 0) return fail_errno(ErrorKind::Storage, fmt::format("fdatasync of {}", name), errno);
     return {};
 }
 
@@ -127,8 +123,7 @@ BoxliteResult<void> Qcow2Image::Impl::index_metadata() {
                         "or refcount table",
                         name, what(tagged[i]), offset);
         if (i > 0 && (tagged[i - 1] & ~kTagMask) == offset)
-            return fail(ErrorKind::Storage,
-                        "{}: overlapping metadata: {} and {} are both at offset {}", name,
+            return fail(ErrorKind::Storage, "{}: overlapping metadata: {} and {} are both at offset {}", name,
                         what(tagged[i - 1]), what(tagged[i]), offset);
     }
     for (auto& t : tagged) t &= ~kTagMask;
@@ -143,8 +138,7 @@ BoxliteResult<void> Qcow2Image::Impl::evict_if_needed() {
     // Dirty refcount blocks accumulate between write-outs; this is where they may go.
     if (refblocks_over_budget()) BOXLITE_TRY_VOID(write_metadata(false));
     if ((l2_cache.size() + 1) * cluster_size <= options.l2_cache_bytes || l2_cache.empty()) return {};
-    bool any_clean = std::any_of(l2_cache.begin(), l2_cache.end(),
-                                 [](const auto& kv) { return !kv.second.dirty; });
+    bool any_clean = std::any_of(l2_cache.begin(), l2_cache.end(), [](const auto& kv) { return !kv.second.dirty; });
     if (!any_clean) BOXLITE_TRY_VOID(write_metadata(false));
     // Drop the older half of the clean tables at once: eviction is then amortised.
     std::vector<std::pair<std::uint64_t, std::uint64_t>> by_age;
@@ -165,8 +159,7 @@ BoxliteResult<L2Table*> Qcow2Image::Impl::l2_table(std::uint64_t index, bool all
     }
     const std::uint64_t entry = l1[index];
     if (entry & kL1ReservedMask)
-        return fail(ErrorKind::Storage,
-                    "{}: L1 entry {} ({:#x}) has reserved bits set; the image is corrupt", name,
+        return fail(ErrorKind::Storage, "{}: L1 entry {} ({:#x}) has reserved bits set; the image is corrupt", name,
                     index, entry);
     std::uint64_t offset = entry & kOffsetMask;
     if (offset == 0) {
@@ -209,8 +202,7 @@ BoxliteResult<L2Table*> Qcow2Image::Impl::l2_table(std::uint64_t index, bool all
         BOXLITE_TRY_VOID(block::pread_full(fd.get(), raw.data(), cluster_size, offset, name));
         L2Table table;
         table.entries.resize(l2_entries);
-        for (std::uint64_t i = 0; i < l2_entries; ++i)
-            table.entries[i] = block::load_be64(raw.data() + 8 * i);
+        for (std::uint64_t i = 0; i < l2_entries; ++i) table.entries[i] = block::load_be64(raw.data() + 8 * i);
         it = l2_cache.emplace(offset, std::move(table)).first;
     }
     it->second.last_use = ++use_clock;
@@ -250,8 +242,7 @@ BoxliteResult<void> Qcow2Image::Impl::write_metadata(bool force_sync) {
     const bool refblocks_dirty = std::any_of(refblocks.begin(), refblocks.end(),
                                              [](const auto& kv) { return kv.second.dirty; });
     BOXLITE_TRY_VOID(write_refblocks());
-    if (refblocks_dirty || force_sync || reftable_relocated || reftable_dirty_lo != kNoEntry)
-        BOXLITE_TRY_VOID(sync());
+    if (refblocks_dirty || force_sync || reftable_relocated || reftable_dirty_lo != kNoEntry) BOXLITE_TRY_VOID(sync());
     if (reftable_relocated) {
         BOXLITE_TRY_VOID(write_reftable_range(0, reftable.size()));
         BOXLITE_TRY_VOID(sync());
@@ -275,8 +266,7 @@ BoxliteResult<void> Qcow2Image::Impl::write_metadata(bool force_sync) {
     std::vector<std::uint8_t> raw(cluster_size);
     for (auto& [offset, table] : l2_cache) {
         if (!table.dirty) continue;
-        for (std::uint64_t i = 0; i < l2_entries; ++i)
-            block::store_be64(raw.data() + 8 * i, table.entries[i]);
+        for (std::uint64_t i = 0; i < l2_entries; ++i) block::store_be64(raw.data() + 8 * i, table.entries[i]);
         BOXLITE_TRY_VOID(pwrite(raw.data(), cluster_size, offset));
         table.dirty = false;
         wrote = true;
@@ -324,8 +314,8 @@ BoxliteResult<void> Qcow2Image::Impl::write_metadata(bool force_sync) {
 
 // ---- reads ------------------------------------------------------------------------------
 
-BoxliteResult<void> Qcow2Image::Impl::read_backing(std::uint64_t guest, std::span<const iovec> iov,
-                                                   std::uint64_t boff, std::uint64_t len) {
+BoxliteResult<void> Qcow2Image::Impl::read_backing(std::uint64_t guest, std::span<const iovec> iov, std::uint64_t boff,
+                                                   std::uint64_t len) {
     const std::uint64_t bsize = backing ? backing->size() : 0;
     std::uint64_t from_backing = guest < bsize ? std::min(len, bsize - guest) : 0;
     if (from_backing > 0) {
@@ -351,8 +341,7 @@ BoxliteResult<const std::uint8_t*> Qcow2Image::Impl::inflate_cluster(std::uint64
     BOXLITE_TRY_VOID(block::pread_full(fd.get(), compressed_buf.data(), length, offset, name));
     inflated.resize(cluster_size);
     z_stream zs{};
-    if (inflateInit2(&zs, -15) != Z_OK)
-        return fail(ErrorKind::Internal, "zlib inflateInit2 failed");
+    if (inflateInit2(&zs, -15) != Z_OK) return fail(ErrorKind::Internal, "zlib inflateInit2 failed");
     zs.next_in = compressed_buf.data();
     zs.avail_in = static_cast<uInt>(length);
     zs.next_out = inflated.data();
@@ -362,8 +351,7 @@ BoxliteResult<const std::uint8_t*> Qcow2Image::Impl::inflate_cluster(std::uint64
     inflateEnd(&zs);
     inflated_valid = false;
     if ((rc != Z_STREAM_END && rc != Z_BUF_ERROR && rc != Z_OK) || produced != cluster_size)
-        return fail(ErrorKind::Storage,
-                    "{}: compressed cluster at offset {} is corrupt (zlib: {}, {} of {} bytes)",
+        return fail(ErrorKind::Storage, "{}: compressed cluster at offset {} is corrupt (zlib: {}, {} of {} bytes)",
                     name, offset, rc, produced, cluster_size);
     inflated_entry = entry;
     inflated_valid = true;
@@ -372,8 +360,7 @@ BoxliteResult<const std::uint8_t*> Qcow2Image::Impl::inflate_cluster(std::uint64
 
 BoxliteResult<void> Qcow2Image::Impl::check_data_offset(std::uint64_t host, std::uint64_t guest) const {
     if (host % cluster_size != 0 || host == 0)
-        return fail(ErrorKind::Storage,
-                    "{}: data cluster for guest offset {} has an invalid host offset {}", name,
+        return fail(ErrorKind::Storage, "{}: data cluster for guest offset {} has an invalid host offset {}", name,
                     guest, host);
     if (host >= std::max(file_size, alloc_end))
         return fail(ErrorKind::Storage,
@@ -609,23 +596,21 @@ BoxliteResult<void> Qcow2Image::Impl::write_zeroes(std::uint64_t offset, std::ui
 // ---- resize -----------------------------------------------------------------------------
 
 BoxliteResult<void> Qcow2Image::Impl::resize(std::uint64_t new_size) {
-    if (options.read_only)
-        return fail(ErrorKind::Storage, "resize of {}: the image is open read-only", name);
+    if (options.read_only) return fail(ErrorKind::Storage, "resize of {}: the image is open read-only", name);
     if (new_size < header.size)
         return fail(ErrorKind::Unsupported,
                     "resize of {} to {} bytes: shrinking a QCOW2 image is not supported (current "
                     "size {})",
                     name, new_size, header.size);
     if (new_size > kMaxVirtualSize)
-        return fail(ErrorKind::InvalidArgument, "resize of {} to {} bytes: at most {} allowed",
-                    name, new_size, kMaxVirtualSize);
+        return fail(ErrorKind::InvalidArgument, "resize of {} to {} bytes: at most {} allowed", name, new_size,
+                    kMaxVirtualSize);
     if (new_size % 512 != 0)
-        return fail(ErrorKind::InvalidArgument,
-                    "resize of {} to {} bytes: the size must be a multiple of 512", name, new_size);
+        return fail(ErrorKind::InvalidArgument, "resize of {} to {} bytes: the size must be a multiple of 512", name,
+                    new_size);
     const std::uint64_t needed = l1_entries_for(new_size, cluster_bits);
     if (needed * 8 > kMaxL1Bytes)
-        return fail(ErrorKind::InvalidArgument,
-                    "resize of {} to {} bytes needs an L1 table of {} entries (at most {})",
+        return fail(ErrorKind::InvalidArgument, "resize of {} to {} bytes needs an L1 table of {} entries (at most {})",
                     name, new_size, needed, kMaxL1Bytes / 8);
     BOXLITE_TRY_VOID(write_metadata(true));
     if (needed > l1.size()) {
@@ -702,13 +687,11 @@ BoxliteResult<void> Qcow2Image::flush() {
 }
 BoxliteResult<void> Qcow2Image::discard(std::uint64_t offset, std::uint64_t length) {
     std::lock_guard lock(impl_->mutex);
-    return guarded(impl_->name, "discard",
-                   [&] { return impl_->write_zeroes(offset, length, "discard"); });
+    return guarded(impl_->name, "discard", [&] { return impl_->write_zeroes(offset, length, "discard"); });
 }
 BoxliteResult<void> Qcow2Image::write_zeroes(std::uint64_t offset, std::uint64_t length) {
     std::lock_guard lock(impl_->mutex);
-    return guarded(impl_->name, "write_zeroes",
-                   [&] { return impl_->write_zeroes(offset, length, "write_zeroes"); });
+    return guarded(impl_->name, "write_zeroes", [&] { return impl_->write_zeroes(offset, length, "write_zeroes"); });
 }
 BoxliteResult<void> Qcow2Image::resize(std::uint64_t new_size) {
     std::lock_guard lock(impl_->mutex);

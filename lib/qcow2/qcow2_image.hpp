@@ -112,8 +112,7 @@ private:
 };
 
 /// Opens a disk of either format: "qcow2", "raw", or "" (probe by the QCOW2 magic).
-BoxliteResult<std::unique_ptr<block::BlockBackend>> open_disk(const std::filesystem::path& path,
-                                                              bool read_only,
+BoxliteResult<std::unique_ptr<block::BlockBackend>> open_disk(const std::filesystem::path& path, bool read_only,
                                                               const std::string& format = "",
                                                               const OpenOptions& options = {});
 

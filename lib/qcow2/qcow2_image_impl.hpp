@@ -44,7 +44,9 @@ inline std::uint64_t div_up(std::uint64_t value, std::uint64_t divisor) {
 /// Blocks stay in this form in memory, so a cached block costs one cluster whatever the width.
 inline std::uint64_t refcount_get(const std::uint8_t* raw, std::uint32_t order, std::uint64_t i) {
     switch (order) {
-        case 0: case 1: case 2: {
+        case 0:
+        case 1:
+        case 2: {
             const std::uint32_t bits = 1u << order;
             const std::uint64_t bit = i * bits;
             return (raw[bit / 8] >> (bit % 8)) & ((1u << bits) - 1);
@@ -58,12 +60,13 @@ inline std::uint64_t refcount_get(const std::uint8_t* raw, std::uint32_t order, 
 
 inline void refcount_set(std::uint8_t* raw, std::uint32_t order, std::uint64_t i, std::uint64_t value) {
     switch (order) {
-        case 0: case 1: case 2: {
+        case 0:
+        case 1:
+        case 2: {
             const std::uint32_t bits = 1u << order;
             const std::uint64_t bit = i * bits;
             const auto mask = static_cast<std::uint8_t>(((1u << bits) - 1) << (bit % 8));
-            raw[bit / 8] = static_cast<std::uint8_t>((raw[bit / 8] & ~mask) |
-                                                     ((value << (bit % 8)) & mask));
+            raw[bit / 8] = static_cast<std::uint8_t>((raw[bit / 8] & ~mask) | ((value << (bit % 8)) & mask));
             break;
         }
         case 3: raw[i] = static_cast<std::uint8_t>(value); break;
@@ -134,7 +137,7 @@ struct Qcow2Image::Impl {
     std::uint64_t reftable_dirty_lo = kNoEntry, reftable_dirty_hi = 0;
     bool reftable_relocated = false;
     std::unordered_map<std::uint64_t, RefBlock> refblocks;  // key: block index
-    std::uint64_t refblock_budget = 0;  // bytes of cached refcount blocks before clean ones go
+    std::uint64_t refblock_budget = 0;                      // bytes of cached refcount blocks before clean ones go
 
     // Where every L2 table and refcount block is, loaded or not, so that no data write and no
     // allocation ever lands on one: the tables as the L1 and refcount tables named them at open
@@ -161,8 +164,8 @@ struct Qcow2Image::Impl {
     [[nodiscard]] bool v3() const { return header.version >= 3; }
     [[nodiscard]] bool writable_check() const { return !options.read_only; }
 
-    BoxliteResult<void> check_request(std::uint64_t offset, std::uint64_t length,
-                                      std::string_view op, bool writes) const;
+    BoxliteResult<void> check_request(std::uint64_t offset, std::uint64_t length, std::string_view op,
+                                      bool writes) const;
 
     BoxliteResult<void> sync();
     BoxliteResult<void> pwrite(const void* data, std::size_t len, std::uint64_t offset);
@@ -221,8 +224,8 @@ struct Qcow2Image::Impl {
     BoxliteResult<void> write_metadata(bool force_sync);
 
     // ---- reads --------------------------------------------------------------------------
-    BoxliteResult<void> read_backing(std::uint64_t guest, std::span<const iovec> iov,
-                                     std::uint64_t boff, std::uint64_t len);
+    BoxliteResult<void> read_backing(std::uint64_t guest, std::span<const iovec> iov, std::uint64_t boff,
+                                     std::uint64_t len);
 
     BoxliteResult<const std::uint8_t*> inflate_cluster(std::uint64_t entry);
     BoxliteResult<void> check_data_offset(std::uint64_t host, std::uint64_t guest) const;
@@ -235,8 +238,7 @@ struct Qcow2Image::Impl {
 
     // ---- writes -------------------------------------------------------------------------
     /// The current content of the guest cluster at `guest` (aligned) into `out` (cluster_size bytes).
-    BoxliteResult<void> cluster_content(std::uint64_t guest, std::uint64_t entry, std::uint8_t* out,
-                                        bool& all_zero);
+    BoxliteResult<void> cluster_content(std::uint64_t guest, std::uint64_t entry, std::uint8_t* out, bool& all_zero);
 
     BoxliteResult<void> write(std::uint64_t offset, std::span<const iovec> iov);
     BoxliteResult<void> write_zeroes(std::uint64_t offset, std::uint64_t length, std::string_view op);

@@ -13,56 +13,43 @@
 
 namespace boxlite::block {
 
-BoxliteResult<std::unique_ptr<RawFile>> RawFile::open(const std::filesystem::path& path,
-                                                      bool read_only) {
+BoxliteResult<std::unique_ptr<RawFile>> RawFile::open(const std::filesystem::path& path, bool read_only) {
     const int fd = ::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-    if (fd < 0)
-        return fail_errno(ErrorKind::Storage, fmt::format("opening raw disk {}", path.string()),
-                          errno);
+    if (fd < 0) return fail_errno(ErrorKind::Storage, fmt::format("opening raw disk {}", path.string()), errno);
     base::OwnedFd owned(fd);
     BOXLITE_TRY_VOID(lock_image(fd, !read_only, path.string()));
     struct stat st {};
     if (::fstat(fd, &st) != 0)
-        return fail_errno(ErrorKind::Storage, fmt::format("stat of raw disk {}", path.string()),
-                          errno);
+        return fail_errno(ErrorKind::Storage, fmt::format("stat of raw disk {}", path.string()), errno);
     std::uint64_t size = static_cast<std::uint64_t>(st.st_size);
     if (S_ISBLK(st.st_mode)) {
         if (::ioctl(fd, BLKGETSIZE64, &size) != 0)
-            return fail_errno(ErrorKind::Storage,
-                              fmt::format("size of block device {}", path.string()), errno);
+            return fail_errno(ErrorKind::Storage, fmt::format("size of block device {}", path.string()), errno);
     } else if (!S_ISREG(st.st_mode)) {
-        return fail(ErrorKind::Storage, "raw disk {} is neither a regular file nor a block device",
-                    path.string());
+        return fail(ErrorKind::Storage, "raw disk {} is neither a regular file nor a block device", path.string());
     }
     return std::unique_ptr<RawFile>(new RawFile(std::move(owned), path, size, read_only));
 }
 
-BoxliteResult<std::unique_ptr<RawFile>> RawFile::create(const std::filesystem::path& path,
-                                                        std::uint64_t size) {
+BoxliteResult<std::unique_ptr<RawFile>> RawFile::create(const std::filesystem::path& path, std::uint64_t size) {
     // Not O_TRUNC: a file in use must be refused before it is emptied.
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return fail_errno(ErrorKind::Storage, fmt::format("creating raw disk {}", path.string()),
-                          errno);
+    if (fd < 0) return fail_errno(ErrorKind::Storage, fmt::format("creating raw disk {}", path.string()), errno);
     base::OwnedFd owned(fd);
     BOXLITE_TRY_VOID(lock_image(fd, true, path.string()));
     if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, static_cast<off_t>(size)) != 0)
-        return fail_errno(ErrorKind::Storage,
-                          fmt::format("sizing raw disk {} to {} bytes", path.string(), size),
+        return fail_errno(ErrorKind::Storage, fmt::format("sizing raw disk {} to {} bytes", path.string(), size),
                           errno);
     return std::unique_ptr<RawFile>(new RawFile(std::move(owned), path, size, false));
 }
 
-BoxliteResult<void> RawFile::check_range(std::uint64_t offset, std::uint64_t length,
-                                         std::string_view op) const {
+BoxliteResult<void> RawFile::check_range(std::uint64_t offset, std::uint64_t length, std::string_view op) const {
     const std::uint64_t size = size_.load();
     if (offset > size || length > size - offset)
-        return fail(ErrorKind::InvalidArgument,
-                    "{} of {} bytes at offset {} is past the end of {} ({} bytes)", op, length,
-                    offset, path_.string(), size);
+        return fail(ErrorKind::InvalidArgument, "{} of {} bytes at offset {} is past the end of {} ({} bytes)", op,
+                    length, offset, path_.string(), size);
     if (op != "read" && read_only_)
-        return fail(ErrorKind::Storage, "{} on {}: the disk is open read-only", op,
-                    path_.string());
+        return fail(ErrorKind::Storage, "{} on {}: the disk is open read-only", op, path_.string());
     return {};
 }
 
@@ -91,8 +78,8 @@ BoxliteResult<void> RawFile::discard(std::uint64_t offset, std::uint64_t length)
 BoxliteResult<void> RawFile::write_zeroes(std::uint64_t offset, std::uint64_t length) {
     BOXLITE_TRY_VOID(check_range(offset, length, "write_zeroes"));
     if (length == 0) return {};
-    if (::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                    static_cast<off_t>(offset), static_cast<off_t>(length)) == 0)
+    if (::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                    static_cast<off_t>(length)) == 0)
         return {};
     // No hole punching here (block device, old filesystem): write the zeroes.
     std::vector<std::uint8_t> zeroes(std::min<std::uint64_t>(length, 1 << 20), 0);
@@ -106,11 +93,9 @@ BoxliteResult<void> RawFile::write_zeroes(std::uint64_t offset, std::uint64_t le
 }
 
 BoxliteResult<void> RawFile::resize(std::uint64_t new_size) {
-    if (read_only_)
-        return fail(ErrorKind::Storage, "resize of {}: the disk is open read-only", path_.string());
+    if (read_only_) return fail(ErrorKind::Storage, "resize of {}: the disk is open read-only", path_.string());
     if (::ftruncate(fd_.get(), static_cast<off_t>(new_size)) != 0)
-        return fail_errno(ErrorKind::Storage,
-                          fmt::format("resizing {} to {} bytes", path_.string(), new_size), errno);
+        return fail_errno(ErrorKind::Storage, fmt::format("resizing {} to {} bytes", path_.string(), new_size), errno);
     size_.store(new_size);
     return {};
 }

@@ -22,12 +22,10 @@ class RawFile final : public BlockBackend {
 public:
     /// Opens an existing file; read_only opens it O_RDONLY and refuses writes. The file is locked
     /// (shared when read-only): an image another process writes is refused, and vice versa.
-    static BoxliteResult<std::unique_ptr<RawFile>> open(const std::filesystem::path& path,
-                                                        bool read_only = false);
+    static BoxliteResult<std::unique_ptr<RawFile>> open(const std::filesystem::path& path, bool read_only = false);
     /// Creates (or truncates) a sparse file of `size` bytes, open read-write. A file another
     /// process has open is refused before anything is truncated.
-    static BoxliteResult<std::unique_ptr<RawFile>> create(const std::filesystem::path& path,
-                                                          std::uint64_t size);
+    static BoxliteResult<std::unique_ptr<RawFile>> create(const std::filesystem::path& path, std::uint64_t size);
 
     [[nodiscard]] std::uint64_t size() const noexcept override { return size_.load(); }
     [[nodiscard]] bool read_only() const noexcept override { return read_only_; }
@@ -44,8 +42,7 @@ public:
 private:
     RawFile(base::OwnedFd fd, std::filesystem::path path, std::uint64_t size, bool read_only)
         : fd_(std::move(fd)), path_(std::move(path)), size_(size), read_only_(read_only) {}
-    BoxliteResult<void> check_range(std::uint64_t offset, std::uint64_t length,
-                                    std::string_view op) const;
+    BoxliteResult<void> check_range(std::uint64_t offset, std::uint64_t length, std::string_view op) const;
 
     base::OwnedFd fd_;
     std::filesystem::path path_;

@@ -76,9 +76,8 @@ BoxliteResult<void> Qcow2Image::Impl::grow_reftable(std::uint64_t entries) {
     new_entries = std::max(new_entries, (alloc_end / cluster_size + clusters_guess + 2) / refs_per_block + 2);
     const std::uint64_t new_clusters = div_up(new_entries, per_cluster);
     if (new_clusters * cluster_size > kMaxRefcountTableBytes)
-        return fail(ErrorKind::Storage,
-                    "{}: the refcount table would grow past {} bytes; the image is too large",
-                    name, kMaxRefcountTableBytes);
+        return fail(ErrorKind::Storage, "{}: the refcount table would grow past {} bytes; the image is too large", name,
+                    kMaxRefcountTableBytes);
     // The old location stays valid on disk until the header points to the new one, so it
     // is freed in phase 4 like any other cluster.
     for (std::uint32_t i = 0; i < reftable_clusters; ++i) pending_free.push_back(reftable_offset + i * cluster_size);
@@ -114,9 +113,8 @@ BoxliteResult<RefBlock*> Qcow2Image::Impl::ensure_refblock(std::uint64_t index) 
 
 BoxliteResult<void> Qcow2Image::Impl::set_refcount(std::uint64_t cluster, std::uint64_t value) {
     if (value > refcount_max)
-        return fail(ErrorKind::Storage,
-                    "{}: refcount overflow on cluster {} ({} exceeds the {}-bit maximum {})",
-                    name, cluster, value, header.refcount_bits(), refcount_max);
+        return fail(ErrorKind::Storage, "{}: refcount overflow on cluster {} ({} exceeds the {}-bit maximum {})", name,
+                    cluster, value, header.refcount_bits(), refcount_max);
     BOXLITE_TRY(RefBlock * block, ensure_refblock(cluster / refs_per_block));
     refcount_set(block->raw.data(), header.refcount_order, cluster % refs_per_block, value);
     block->dirty = true;

@@ -97,7 +97,8 @@ BoxliteResult<Vm> build_vm(const vmm::KvmShimConfig& config, int console_fd) {
     BOXLITE_TRY(vm.machine, vmm::Machine::create(machine_config));
     vm.devices = std::make_unique<vmm::DeviceManager>(*vm.machine);
     auto sink = [console_fd](std::span<const std::byte> bytes) {
-        if (console_fd >= 0) [[maybe_unused]] auto n = ::write(console_fd, bytes.data(), bytes.size());
+        if (console_fd >= 0) [[maybe_unused]]
+            auto n = ::write(console_fd, bytes.data(), bytes.size());
     };
     BOXLITE_TRY_VOID(vm.devices->add_legacy_devices(sink));
     if (config.disk) {
@@ -155,9 +156,11 @@ void watch_for_stop(vmm::Machine& machine, const std::string& box_id, int signal
             char byte;
             // Nobody writes to the watchdog: readable means its last writer is gone (EOF).
             if (::read(watchdog_fd, &byte, 1) <= 0) {
-                std::fprintf(stderr, "boxlite-shim: box %s: the process that started it exited (detach=false); stopping\n",
+                std::fprintf(stderr,
+                             "boxlite-shim: box %s: the process that started it exited (detach=false); stopping\n",
                              box_id.c_str());
-                machine.request_stop(vmm::StopReason::HostStop, "the process that started the box exited (detach=false)");
+                machine.request_stop(vmm::StopReason::HostStop,
+                                     "the process that started the box exited (detach=false)");
                 watchdog_fd = -1;
             }
         }
@@ -196,7 +199,8 @@ int run_kvm_mode(int config_fd, int ready_fd, int watchdog_fd) {
     const int signal_fd = ::signalfd(-1, &stop_signals, SFD_CLOEXEC);
     const int done_fd = ::eventfd(0, EFD_CLOEXEC);
     if (signal_fd < 0 || done_fd < 0) {
-        say(ready_fd, fmt::format("error engine error: signalfd/eventfd for the stop watcher: {}", std::strerror(errno)));
+        say(ready_fd,
+            fmt::format("error engine error: signalfd/eventfd for the stop watcher: {}", std::strerror(errno)));
         return 1;
     }
 
@@ -206,8 +210,7 @@ int run_kvm_mode(int config_fd, int ready_fd, int watchdog_fd) {
         if (console_fd >= 0) ::close(console_fd);
         return 1;
     }
-    std::thread stop_watcher(
-        [&] { watch_for_stop(*vm->machine, config->box_id, signal_fd, watchdog_fd, done_fd); });
+    std::thread stop_watcher([&] { watch_for_stop(*vm->machine, config->box_id, signal_fd, watchdog_fd, done_fd); });
     say(ready_fd, fmt::format("ok {}", ::getpid()));
     auto outcome = vm->machine->run();
     // No device may still be running a request on the event loop while the disk is flushed.

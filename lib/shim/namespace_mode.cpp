@@ -127,8 +127,10 @@ public:
         open_how how{};
         how.flags = static_cast<std::uint64_t>(O_PATH | O_CLOEXEC | flags);
         how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-        const auto relative = path.substr(path.find_first_not_of('/') == std::string::npos ? path.size() : path.find_first_not_of('/'));
-        return PathFd(static_cast<int>(::syscall(SYS_openat2, root_.get(), relative.empty() ? "." : relative.c_str(), &how, sizeof how)));
+        const auto relative = path.substr(
+            path.find_first_not_of('/') == std::string::npos ? path.size() : path.find_first_not_of('/'));
+        return PathFd(static_cast<int>(
+            ::syscall(SYS_openat2, root_.get(), relative.empty() ? "." : relative.c_str(), &how, sizeof how)));
     }
 
     /// The directory `path`, created (with its parents, 0755) where missing. A dangling symlink
@@ -196,8 +198,8 @@ private:
 
     /// Where the symlink `name` in directory `at` (reached as `parent`) points, as a path in
     /// the root; nullopt (errno set) if it is not a symlink or the chain is too long.
-    static std::optional<std::string> dangling_target(const PathFd& at, const std::string& name, const std::string& parent,
-                                                      int depth) {
+    static std::optional<std::string> dangling_target(const PathFd& at, const std::string& name,
+                                                      const std::string& parent, int depth) {
         if (depth >= 40) {
             errno = ELOOP;
             return std::nullopt;
@@ -246,9 +248,10 @@ std::string mask(const BoxRoot& root, const std::string& path, const PathFd& nul
     if (!at.valid()) return errno == ENOENT ? std::string() : errno_text("opening " + path);
     struct stat st {};
     if (::fstat(at.get(), &st) != 0) return errno_text("stat " + path);
-    const bool ok = S_ISDIR(st.st_mode)
-                        ? ::mount("tmpfs", at.proc_path().c_str(), "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=555") == 0
-                        : ::mount(null_device.proc_path().c_str(), at.proc_path().c_str(), nullptr, MS_BIND, nullptr) == 0;
+    const bool ok = S_ISDIR(st.st_mode) ? ::mount("tmpfs", at.proc_path().c_str(), "tmpfs",
+                                                  MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=555") == 0
+                                        : ::mount(null_device.proc_path().c_str(), at.proc_path().c_str(), nullptr,
+                                                  MS_BIND, nullptr) == 0;
     return ok ? std::string() : errno_text("masking " + path);
 }
 
@@ -256,8 +259,8 @@ std::string mask(const BoxRoot& root, const std::string& path, const PathFd& nul
 /// afresh: a descriptor from before a mount on it still names what lies underneath.
 std::string remount_with(const BoxRoot& root, const std::string& path, unsigned long extra_flags, const char* what) {
     const PathFd at = root.open(path);
-    if (!at.valid() ||
-        ::mount(nullptr, at.proc_path().c_str(), nullptr, MS_BIND | MS_REMOUNT | extra_flags | kept_mount_flags(at), nullptr) != 0) {
+    if (!at.valid() || ::mount(nullptr, at.proc_path().c_str(), nullptr,
+                               MS_BIND | MS_REMOUNT | extra_flags | kept_mount_flags(at), nullptr) != 0) {
         return errno_text(what);
     }
     return {};
@@ -296,7 +299,8 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
     if (!root.valid()) return errno_text("opening the box root " + merged);
     std::string err;
     // /dev first: the masks below are binds of the box's own /dev/null.
-    if (!(err = mount_fs(root, "tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k")).empty()) return err;
+    if (!(err = mount_fs(root, "tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k")).empty())
+        return err;
     {
         const PathFd dev = root.open("/dev", O_DIRECTORY);
         if (!dev.valid()) return errno_text("opening /dev in the box");
@@ -311,16 +315,19 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
             }
             ::fchmodat(dev.get(), n.name, 0666, 0);  // umask-proof
         }
-        for (auto [link, target] : {std::pair{"ptmx", "pts/ptmx"}, std::pair{"fd", "/proc/self/fd"},
-                                    std::pair{"stdin", "/proc/self/fd/0"}, std::pair{"stdout", "/proc/self/fd/1"},
-                                    std::pair{"stderr", "/proc/self/fd/2"}}) {
+        for (auto [link, target] :
+             {std::pair{"ptmx", "pts/ptmx"}, std::pair{"fd", "/proc/self/fd"}, std::pair{"stdin", "/proc/self/fd/0"},
+              std::pair{"stdout", "/proc/self/fd/1"}, std::pair{"stderr", "/proc/self/fd/2"}}) {
             if (::symlinkat(target, dev.get(), link) != 0) return errno_text(std::string("symlink /dev/") + link);
         }
     }
-    if (!(err = mount_fs(root, "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")).empty()) {
+    if (!(err = mount_fs(root, "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+                         "newinstance,ptmxmode=0666,mode=0620"))
+             .empty()) {
         return err;
     }
-    if (!(err = mount_fs(root, "tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=65536k")).empty()) return err;
+    if (!(err = mount_fs(root, "tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=65536k")).empty())
+        return err;
     const PathFd null_device = root.open("/dev/null");
     if (!null_device.valid()) return errno_text("opening the box's /dev/null");
 
@@ -331,7 +338,8 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
     for (const char* path : kReadOnlyProcPaths) {
         if (!(err = make_read_only(root, path)).empty()) return err;
     }
-    if (!(err = mount_fs(root, "sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, nullptr)).empty()) {
+    if (!(err = mount_fs(root, "sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, nullptr))
+             .empty()) {
         // sysfs can be refused in some nested setups; the box works without it.
         log("warning: " + err + " (the box has no /sys)");
     } else {
@@ -341,7 +349,8 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
     }
     if (!(err = mount_fs(root, "tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")).empty()) return err;
     for (const auto& v : o.volumes) {
-        if (v.guest_path.empty() || v.guest_path.front() != '/') return "volume guest path '" + v.guest_path + "' is not absolute";
+        if (v.guest_path.empty() || v.guest_path.front() != '/')
+            return "volume guest path '" + v.guest_path + "' is not absolute";
         struct stat st {};
         if (::stat(v.host_path.c_str(), &st) != 0) return errno_text("volume host path '" + v.host_path + "'");
         {
@@ -486,7 +495,8 @@ int run_namespace_mode(const ShimOptions& o) {
         return fail_start("rootfs and box directory paths must not contain ',' or ':' (overlayfs option syntax)");
     }
     struct stat st {};
-    if (::stat(o.rootfs.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return fail_start("rootfs '" + o.rootfs + "' is not a directory");
+    if (::stat(o.rootfs.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+        return fail_start("rootfs '" + o.rootfs + "' is not a directory");
 
     // The box's cgroups. The box's init joins them right after the fork, while it sets up its
     // mounts and starts the agent: on cgroup v1 the first attach waits for an RCU grace period
@@ -496,7 +506,8 @@ int run_namespace_mode(const ShimOptions& o) {
     // cgroup.info (read by NamespaceEngine for metrics and clean-up) is written once the init has
     // joined, so it names only cgroups the box is really in and limits that really bind it.
     auto cgroups = jailer::CgroupSet::create(o.box_id, {o.memory_bytes, o.cpus, o.pids});
-    log("box " + o.box_id + ": network: loopback only (outbound networking is not implemented for the namespace engine yet)");
+    log("box " + o.box_id +
+        ": network: loopback only (outbound networking is not implemented for the namespace engine yet)");
     log("box " + o.box_id + ": capabilities: " +
         (o.all_capabilities ? std::string("all (SecurityOptions: jailer disabled)")
                             : jailer::capability_names(jailer::kBoxCapabilities)) +
@@ -513,7 +524,8 @@ int run_namespace_mode(const ShimOptions& o) {
     if (log_fd < 0) return fail_start(errno_text("opening agent.log"));
     int agent_ready[2];
     int child_error[2];
-    if (::pipe2(agent_ready, O_CLOEXEC) != 0 || ::pipe2(child_error, O_CLOEXEC) != 0) return fail_start(errno_text("pipe"));
+    if (::pipe2(agent_ready, O_CLOEXEC) != 0 || ::pipe2(child_error, O_CLOEXEC) != 0)
+        return fail_start(errno_text("pipe"));
 
     sigset_t mask;
     sigemptyset(&mask);
@@ -561,7 +573,8 @@ int run_namespace_mode(const ShimOptions& o) {
     bool ready = false;
     while (!ready) {
         pollfd fds[2] = {{agent_ready[0], POLLIN, 0}, {child_error[0], POLLIN, 0}};
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
         if (left <= 0) break;
         if (::poll(fds, 2, static_cast<int>(left)) <= 0) continue;
         char buf[1024];
@@ -588,9 +601,7 @@ int run_namespace_mode(const ShimOptions& o) {
         ::unlink(o.socket.c_str());
         return fail_start(child_text.empty() ? "the agent exited before it was ready (see agent.log)" : child_text);
     }
-    {
-        std::ofstream(o.box_dir + "/agent.pid") << child << "\n";
-    }
+    { std::ofstream(o.box_dir + "/agent.pid") << child << "\n"; }
     report(ready_fd, "ok " + std::to_string(child) + " " + std::to_string(::getpid()));
     log("box " + o.box_id + ": agent running as host pid " + std::to_string(child));
 
@@ -622,7 +633,9 @@ int run_namespace_mode(const ShimOptions& o) {
     ::unlink(o.socket.c_str());
     ::unlink((o.box_dir + "/agent.pid").c_str());
     log("box " + o.box_id + ": agent exited (" +
-        (WIFEXITED(status) ? "status " + std::to_string(WEXITSTATUS(status)) : "signal " + std::to_string(WTERMSIG(status))) + ")");
+        (WIFEXITED(status) ? "status " + std::to_string(WEXITSTATUS(status))
+                           : "signal " + std::to_string(WTERMSIG(status))) +
+        ")");
     return 0;
 }
 

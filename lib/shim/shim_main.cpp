@@ -27,14 +27,15 @@ bool parse_u64(const char* text, std::uint64_t& out) {
 }
 
 int usage(const std::string& problem) {
-    std::fprintf(stderr,
-                 "boxlite-shim: %s\n"
-                 "usage: boxlite-shim kvm [--config-fd N] [--ready-fd N]   (VM config: JSON on the config fd)\n"
-                 "       boxlite-shim namespace --box-id ID --hostname NAME --box-dir DIR --rootfs DIR --agent PATH\n"
-                 "         --socket PATH [--ready-fd N] [--watchdog-fd N] [--memory BYTES] [--cpus N] [--pids N]\n"
-                 "         [--nofile N] [--fsize BYTES] [--cpu-time SECONDS] [--volume HOST:GUEST[:ro]]... [--env K=V]... [--workdir DIR] [--user USER]\n"
-                 "         [--capabilities box|all] [--seccomp on|off]\n",
-                 problem.c_str());
+    std::fprintf(
+        stderr,
+        "boxlite-shim: %s\n"
+        "usage: boxlite-shim kvm [--config-fd N] [--ready-fd N]   (VM config: JSON on the config fd)\n"
+        "       boxlite-shim namespace --box-id ID --hostname NAME --box-dir DIR --rootfs DIR --agent PATH\n"
+        "         --socket PATH [--ready-fd N] [--watchdog-fd N] [--memory BYTES] [--cpus N] [--pids N]\n"
+        "         [--nofile N] [--fsize BYTES] [--cpu-time SECONDS] [--volume HOST:GUEST[:ro]]... [--env K=V]... [--workdir DIR] [--user USER]\n"
+        "         [--capabilities box|all] [--seccomp on|off]\n",
+        problem.c_str());
     return 2;
 }
 
@@ -61,7 +62,9 @@ int main(int argc, char** argv) {
         const char* value = argv[++i];
         std::uint64_t number = 0;
         const bool numeric = parse_u64(value, number);
-        auto need_number = [&]() { return numeric ? 0 : usage("option " + flag + " needs a number, got '" + value + "'"); };
+        auto need_number = [&]() {
+            return numeric ? 0 : usage("option " + flag + " needs a number, got '" + value + "'");
+        };
         if (flag == "--box-id") o.box_id = value;
         else if (flag == "--hostname") o.hostname = value;
         else if (flag == "--box-dir") o.box_dir = value;
@@ -79,8 +82,7 @@ int main(int argc, char** argv) {
             const std::string v = value;
             if (v != "on" && v != "off") return usage("--seccomp must be 'on' or 'off', got '" + v + "'");
             o.seccomp = v == "on";
-        }
-        else if (flag == "--volume") {
+        } else if (flag == "--volume") {
             std::string spec = value;
             boxlite::shim::VolumeMount v;
             if (spec.size() > 3 && spec.compare(spec.size() - 3, 3, ":ro") == 0) {

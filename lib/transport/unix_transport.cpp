@@ -36,7 +36,8 @@ BoxliteResult<void> UnixStream::write_all(std::span<const std::byte> data) {
 }
 
 BoxliteResult<void> UnixStream::shutdown_write() {
-    if (::shutdown(fd_, SHUT_WR) != 0) return fail_errno(ErrorKind::RpcTransport, "half-closing the agent socket", errno);
+    if (::shutdown(fd_, SHUT_WR) != 0)
+        return fail_errno(ErrorKind::RpcTransport, "half-closing the agent socket", errno);
     return {};
 }
 
@@ -71,7 +72,8 @@ BoxliteResult<UnixStream> UnixTransport::connect(std::string_view endpoint, std:
         if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) return UnixStream(fd);
         last_errno = errno;
         ::close(fd);
-        const bool retryable = last_errno == ENOENT || last_errno == ECONNREFUSED || last_errno == EAGAIN || last_errno == EINTR;
+        const bool retryable = last_errno == ENOENT || last_errno == ECONNREFUSED || last_errno == EAGAIN ||
+                               last_errno == EINTR;
         if (!retryable || std::chrono::steady_clock::now() >= deadline) break;
         std::this_thread::sleep_for(delay);
         delay = std::min(delay * 2, std::chrono::microseconds(20000));

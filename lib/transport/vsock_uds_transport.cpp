@@ -29,10 +29,11 @@ tl::expected<void, Refusal> handshake(UnixStream& stream, std::uint32_t port,
     while (true) {
         if (line.size() >= VsockUdsTransport::kMaxAnswer) {
             return tl::unexpected(
-                Refusal{fmt::format("vsock handshake answer longer than {} bytes", VsockUdsTransport::kMaxAnswer), false});
+                Refusal{fmt::format("vsock handshake answer longer than {} bytes", VsockUdsTransport::kMaxAnswer),
+                        false});
         }
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                                std::chrono::steady_clock::now());
         pollfd pfd{stream.native_handle(), POLLIN, 0};
         const int ready = ::poll(&pfd, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
         if (ready == 0) return tl::unexpected(Refusal{fmt::format("no answer to CONNECT {} in time", port), true});
@@ -41,8 +42,9 @@ tl::expected<void, Refusal> handshake(UnixStream& stream, std::uint32_t port,
         std::byte byte{};
         auto n = stream.read_some(std::span(&byte, 1));
         if (!n || *n == 0) {
-            return tl::unexpected(Refusal{
-                fmt::format("the VMM closed the connection to port {} (is the guest agent listening?)", port), true});
+            return tl::unexpected(
+                Refusal{fmt::format("the VMM closed the connection to port {} (is the guest agent listening?)", port),
+                        true});
         }
         const char c = static_cast<char>(byte);
         if (c == '\n') break;
@@ -61,10 +63,10 @@ BoxliteResult<UnixStream> VsockUdsTransport::connect(std::string_view endpoint, 
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     std::string last_refusal;
     while (true) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
-        BOXLITE_TRY(auto stream, UnixTransport{}.connect("unix:" + target.path,
-                                                         std::max(left, std::chrono::milliseconds(1))));
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                                std::chrono::steady_clock::now());
+        BOXLITE_TRY(auto stream,
+                    UnixTransport{}.connect("unix:" + target.path, std::max(left, std::chrono::milliseconds(1))));
         auto answer = handshake(stream, target.port, deadline);
         if (answer) return stream;
         // The device closes the connection while the guest agent is not yet listening: that

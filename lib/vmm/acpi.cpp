@@ -13,8 +13,8 @@ using Bytes = Aml::Bytes;
 // AML opcodes (ACPI 6.5 §20.3).
 constexpr std::uint8_t kZeroOp = 0x00, kOneOp = 0x01, kNameOp = 0x08, kBytePrefix = 0x0a, kWordPrefix = 0x0b,
                        kDWordPrefix = 0x0c, kStringPrefix = 0x0d, kQWordPrefix = 0x0e, kScopeOp = 0x10,
-                       kBufferOp = 0x11, kPackageOp = 0x12, kExtOpPrefix = 0x5b, kDeviceOp = 0x82,
-                       kRootChar = 0x5c, kDualNamePrefix = 0x2e, kMultiNamePrefix = 0x2f;
+                       kBufferOp = 0x11, kPackageOp = 0x12, kExtOpPrefix = 0x5b, kDeviceOp = 0x82, kRootChar = 0x5c,
+                       kDualNamePrefix = 0x2e, kMultiNamePrefix = 0x2f;
 
 void append(Bytes& out, const Bytes& more) { out.insert(out.end(), more.begin(), more.end()); }
 template <class T>
@@ -125,7 +125,7 @@ Bytes build_fadt(std::uint64_t dsdt_address) {
     gas.clear();
     append_gas_io(gas, layout::kAcpiSleepStatusPort);
     std::memcpy(t.data() + 256, gas.data(), 12);  // SLEEP_STATUS_REG
-    std::memcpy(t.data() + 268, "BOXLITE\0", 8);   // hypervisor vendor identity
+    std::memcpy(t.data() + 268, "BOXLITE\0", 8);  // hypervisor vendor identity
     finish(t);
     return t;
 }

@@ -39,7 +39,7 @@ constexpr std::uint16_t kBootFlagValue = 0xaa55;
 constexpr std::uint8_t kLoaderUndefined = 0xff;
 constexpr std::uint8_t kLoadFlagLoadedHigh = 0x01, kLoadFlagCanUseHeap = 0x80;
 constexpr std::uint16_t kXlfKernel64 = 0x1;
-constexpr std::uint16_t kMinBootProtocol = 0x020c;  // 2.12: 64-bit entry + xloadflags
+constexpr std::uint16_t kMinBootProtocol = 0x020c;        // 2.12: 64-bit entry + xloadflags
 constexpr std::uint16_t kSyntheticBootProtocol = 0x020f;  // what we claim for an ELF vmlinux's zero page
 // The longest command line (without its NUL) a kernel takes when its header does not say:
 // an ELF vmlinux has no setup header, and x86 Linux's COMMAND_LINE_SIZE has been 2048 since
@@ -81,9 +81,7 @@ std::optional<T> read_at(std::span<const std::byte> bytes, std::uint64_t offset)
 constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) & ~(a - 1); }
 constexpr std::uint64_t align_down(std::uint64_t v, std::uint64_t a) { return v & ~(a - 1); }
 
-bool is_elf(std::span<const std::byte> k) {
-    return k.size() >= 4 && std::memcmp(k.data(), ELFMAG, SELFMAG) == 0;
-}
+bool is_elf(std::span<const std::byte> k) { return k.size() >= 4 && std::memcmp(k.data(), ELFMAG, SELFMAG) == 0; }
 
 struct LoadedKernel {
     std::uint64_t start = ~0ULL, end = 0, entry = 0;
@@ -156,8 +154,8 @@ BoxliteResult<LoadedKernel> load_bzimage(const GuestMemory& memory, std::span<co
     const auto version = read_at<std::uint16_t>(kernel, kHdrVersion).value_or(0);
     const auto xloadflags = read_at<std::uint16_t>(kernel, kHdrXLoadFlags).value_or(0);
     if (version < kMinBootProtocol || !(xloadflags & kXlfKernel64))
-        return fail(ErrorKind::Config, "bzImage boot protocol {:#x} has no 64-bit entry (need >= 2.12 and XLF_KERNEL_64)",
-                    version);
+        return fail(ErrorKind::Config,
+                    "bzImage boot protocol {:#x} has no 64-bit entry (need >= 2.12 and XLF_KERNEL_64)", version);
     std::uint64_t setup_sects = read_at<std::uint8_t>(kernel, kHdrSetupSects).value_or(0);
     if (setup_sects == 0) setup_sects = 4;
     const std::uint64_t payload_offset = (setup_sects + 1) * 512;
@@ -249,8 +247,8 @@ BoxliteResult<BootInfo> load_linux(const GuestMemory& memory, std::span<const st
         std::uint64_t top = 0;
         for (const auto& e : map)
             if (e.address < layout::kMmioGapStart) top = std::max(top, e.address + e.size);
-        std::uint64_t addr_max = read_at<std::uint32_t>(std::span<const std::byte>(*zero_page), kHdrInitrdAddrMax)
-                                     .value_or(0);
+        std::uint64_t addr_max =
+            read_at<std::uint32_t>(std::span<const std::byte>(*zero_page), kHdrInitrdAddrMax).value_or(0);
         if (addr_max == 0) addr_max = layout::kInitrdAddrMaxDefault;
         top = std::min(top, addr_max + 1);
         if (initrd.size() > top || align_down(top - initrd.size(), 4096) < align_up(loaded.end, 4096))
@@ -295,7 +293,8 @@ BoxliteResult<BootInfo> load_linux(const GuestMemory& memory, std::span<const st
         put<std::uint32_t>(zp, kHdrKernelAlignment, static_cast<std::uint32_t>(layout::kKernelAlignmentDefault));
     put<std::uint8_t>(zp, kHdrTypeOfLoader, kLoaderUndefined);
     const auto loadflags = read_at<std::uint8_t>(std::span<const std::byte>(zp), kHdrLoadFlags).value_or(0);
-    put<std::uint8_t>(zp, kHdrLoadFlags, static_cast<std::uint8_t>(loadflags | kLoadFlagLoadedHigh | kLoadFlagCanUseHeap));
+    put<std::uint8_t>(zp, kHdrLoadFlags,
+                      static_cast<std::uint8_t>(loadflags | kLoadFlagLoadedHigh | kLoadFlagCanUseHeap));
     put<std::uint16_t>(zp, kHdrHeapEndPtr, static_cast<std::uint16_t>(layout::kSetupHeapEnd));
     put<std::uint32_t>(zp, kHdrCmdLinePtr, static_cast<std::uint32_t>(layout::kCmdline));
     put<std::uint32_t>(zp, kHdrRamdiskImage, static_cast<std::uint32_t>(info.initrd_address));
@@ -379,8 +378,8 @@ BoxliteResult<void> setup_boot_vcpu(Vcpu& vcpu, const GuestMemory& memory, const
     BOXLITE_TRY_VOID(vcpu.set_sregs(sregs));
 
     kvm_fpu fpu{};
-    fpu.fcw = 0x37f;      // x87 default control word
-    fpu.mxcsr = 0x1f80;   // SSE default: all exceptions masked
+    fpu.fcw = 0x37f;     // x87 default control word
+    fpu.mxcsr = 0x1f80;  // SSE default: all exceptions masked
     BOXLITE_TRY_VOID(vcpu.set_fpu(fpu));
 
     kvm_regs regs{};

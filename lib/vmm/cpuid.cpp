@@ -13,8 +13,8 @@ constexpr std::uint32_t kLeaf1EcxDtes64 = bit(2), kLeaf1EcxMonitor = bit(3), kLe
                         kLeaf1EcxVmx = bit(5), kLeaf1EcxSmx = bit(6), kLeaf1EcxEist = bit(7), kLeaf1EcxTm2 = bit(8),
                         kLeaf1EcxCx16 = bit(13), kLeaf1EcxPdcm = bit(15), kLeaf1EcxX2apic = bit(21),
                         kLeaf1EcxTscDeadline = bit(24), kLeaf1EcxHypervisor = bit(31);
-constexpr std::uint32_t kLeaf1EdxApic = bit(9), kLeaf1EdxDs = bit(21), kLeaf1EdxAcpi = bit(22),
-                        kLeaf1EdxHtt = bit(28), kLeaf1EdxTm = bit(29), kLeaf1EdxPbe = bit(31);
+constexpr std::uint32_t kLeaf1EdxApic = bit(9), kLeaf1EdxDs = bit(21), kLeaf1EdxAcpi = bit(22), kLeaf1EdxHtt = bit(28),
+                        kLeaf1EdxTm = bit(29), kLeaf1EdxPbe = bit(31);
 constexpr std::uint32_t kLeaf6EaxArat = bit(2);
 constexpr std::uint32_t kLeaf7EbxIntelPt = bit(25);
 constexpr std::uint32_t kLeaf7EcxWaitpkg = bit(5);
@@ -41,13 +41,12 @@ std::uint32_t with_cache_sharing(std::uint32_t eax, std::uint32_t vcpus) {
     return (eax & ~(0xfffu << 14)) | ((sharing & 0xfff) << 14);
 }
 
-kvm_cpuid_entry2 topology_entry(std::uint32_t function, std::uint32_t index, std::uint32_t id,
-                                std::uint32_t vcpus) {
+kvm_cpuid_entry2 topology_entry(std::uint32_t function, std::uint32_t index, std::uint32_t id, std::uint32_t vcpus) {
     kvm_cpuid_entry2 e{};
     e.function = function;
     e.index = index;
     e.flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
-    e.edx = id;  // x2APIC id, at every level
+    e.edx = id;        // x2APIC id, at every level
     if (index == 0) {  // SMT: one thread per core, so no id bits below the core
         e.eax = 0;
         e.ebx = 1;
@@ -79,8 +78,7 @@ CpuVendor cpuid_vendor(const CpuidTable& table) {
 
 const kvm_cpuid_entry2* find_cpuid(const CpuidTable& table, std::uint32_t function, std::uint32_t index) {
     for (const auto& e : table.entries)
-        if (e.function == function && (e.index == index || !(e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX)))
-            return &e;
+        if (e.function == function && (e.index == index || !(e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX))) return &e;
     return nullptr;
 }
 
@@ -129,12 +127,8 @@ CpuidTable guest_cpuid(const CpuidTable& supported, std::uint32_t vcpu_id, const
             case 0xa:  // architectural PMU: none
                 e.eax = e.ebx = e.ecx = e.edx = 0;
                 break;
-            case 0xb:
-                has_leaf_b = true;
-                continue;  // rebuilt below, every subleaf
-            case 0x1f:
-                has_leaf_1f = true;
-                continue;
+            case 0xb: has_leaf_b = true; continue;  // rebuilt below, every subleaf
+            case 0x1f: has_leaf_1f = true; continue;
             case 0x14:  // Intel PT
                 e.eax = e.ebx = e.ecx = e.edx = 0;
                 break;
@@ -157,9 +151,9 @@ CpuidTable guest_cpuid(const CpuidTable& supported, std::uint32_t vcpu_id, const
                 break;
             case 0x8000001e:
                 if (vendor == CpuVendor::Amd) {
-                    e.eax = vcpu_id;        // extended APIC id
+                    e.eax = vcpu_id;         // extended APIC id
                     e.ebx = vcpu_id & 0xff;  // core id; threads per core - 1 = 0
-                    e.ecx = 0;              // node 0, one node per package
+                    e.ecx = 0;               // node 0, one node per package
                     e.edx = 0;
                 }
                 break;

@@ -98,8 +98,7 @@ BoxliteResult<void> DeviceManager::add_legacy_devices(devices::Uart8250::Sink co
     return {};
 }
 
-BoxliteResult<VirtioMmioSlot> DeviceManager::add_virtio_device(
-    std::shared_ptr<devices::virtio::VirtioDevice> device) {
+BoxliteResult<VirtioMmioSlot> DeviceManager::add_virtio_device(std::shared_ptr<devices::virtio::VirtioDevice> device) {
     if (slots_.size() >= layout::kVirtioMmioMaxDevices)
         return fail(ErrorKind::Config, "too many virtio devices (at most {})", layout::kVirtioMmioMaxDevices);
     const auto index = static_cast<std::uint32_t>(slots_.size());

@@ -50,8 +50,8 @@ private:
 
     base::OwnedFd epoll_;
     base::OwnedFd wake_;
-    std::mutex mutex_;               // guards watches_ (appended to while the loop may run)
-    std::deque<Watch> watches_;      // a deque: epoll's data.ptr points at elements that never move
+    std::mutex mutex_;           // guards watches_ (appended to while the loop may run)
+    std::deque<Watch> watches_;  // a deque: epoll's data.ptr points at elements that never move
     std::thread thread_;
     std::atomic<bool> stopping_{false};
     std::atomic<std::uint64_t> dispatched_{0};

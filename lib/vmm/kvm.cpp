@@ -14,7 +14,7 @@
 namespace boxlite::vmm {
 
 bool kvm_is_pvm() {
-    struct stat st{};
+    struct stat st {};
     return ::stat("/sys/module/kvm_pvm", &st) == 0;
 }
 namespace {
@@ -107,15 +107,14 @@ BoxliteResult<Vm> Kvm::create_vm() const {
 
 // ---- Vm ------------------------------------------------------------------------------------
 
-BoxliteResult<void> Vm::set_user_memory_region(std::uint32_t slot, std::uint64_t guest_address,
-                                               std::uint64_t size, void* host) {
+BoxliteResult<void> Vm::set_user_memory_region(std::uint32_t slot, std::uint64_t guest_address, std::uint64_t size,
+                                               void* host) {
     kvm_userspace_memory_region region{};
     region.slot = slot;
     region.guest_phys_addr = guest_address;
     region.memory_size = size;
     region.userspace_addr = reinterpret_cast<std::uint64_t>(host);
-    if (do_ioctl(fd_.get(), KVM_SET_USER_MEMORY_REGION, &region) < 0)
-        return ioctl_error("KVM_SET_USER_MEMORY_REGION");
+    if (do_ioctl(fd_.get(), KVM_SET_USER_MEMORY_REGION, &region) < 0) return ioctl_error("KVM_SET_USER_MEMORY_REGION");
     return {};
 }
 
@@ -139,8 +138,7 @@ BoxliteResult<void> Vm::set_tss_address(std::uint64_t address) {
 
 BoxliteResult<void> Vm::set_identity_map_address(std::uint64_t address) {
     std::uint64_t value = address;
-    if (do_ioctl(fd_.get(), KVM_SET_IDENTITY_MAP_ADDR, &value) < 0)
-        return ioctl_error("KVM_SET_IDENTITY_MAP_ADDR");
+    if (do_ioctl(fd_.get(), KVM_SET_IDENTITY_MAP_ADDR, &value) < 0) return ioctl_error("KVM_SET_IDENTITY_MAP_ADDR");
     return {};
 }
 
@@ -252,8 +250,8 @@ BoxliteResult<void> Vcpu::set_msrs(const std::vector<std::pair<std::uint32_t, st
     int rc = do_ioctl(fd_.get(), kSetMsrs, buffer.data());
     if (rc < 0) return ioctl_error("KVM_SET_MSRS");
     if (static_cast<std::size_t>(rc) != msrs.size())
-        return fail(ErrorKind::Engine, "KVM_SET_MSRS accepted {} of {} MSRs (MSR {:#x} refused)", rc,
-                    msrs.size(), msrs[static_cast<std::size_t>(rc)].first);
+        return fail(ErrorKind::Engine, "KVM_SET_MSRS accepted {} of {} MSRs (MSR {:#x} refused)", rc, msrs.size(),
+                    msrs[static_cast<std::size_t>(rc)].first);
     return {};
 }
 

@@ -33,8 +33,8 @@ class Vcpu;
 class Vm {
 public:
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }
-    BoxliteResult<void> set_user_memory_region(std::uint32_t slot, std::uint64_t guest_address,
-                                               std::uint64_t size, void* host);
+    BoxliteResult<void> set_user_memory_region(std::uint32_t slot, std::uint64_t guest_address, std::uint64_t size,
+                                               void* host);
     /// In-kernel LAPICs + IOAPIC + PIC, and the i8254 PIT.
     BoxliteResult<void> create_irqchip();
     BoxliteResult<void> create_pit();

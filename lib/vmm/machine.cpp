@@ -21,7 +21,7 @@ int kick_signal() { return SIGRTMIN + 1; }
 void install_kick_handler() {
     static std::once_flag once;
     std::call_once(once, [] {
-        struct sigaction action{};
+        struct sigaction action {};
         action.sa_handler = [](int) {};
         sigemptyset(&action.sa_mask);
         action.sa_flags = 0;
@@ -40,7 +40,7 @@ kvm_segment flat_segment(std::uint16_t selector, std::uint8_t type, bool code) {
     segment.db = 1;  // 32-bit
     segment.s = 1;   // code/data
     segment.l = 0;
-    segment.g = 1;   // 4 KiB granularity
+    segment.g = 1;  // 4 KiB granularity
     (void)code;
     return segment;
 }
@@ -53,9 +53,15 @@ std::vector<std::pair<std::uint32_t, std::uint64_t>> architectural_msrs() {
     // all of them at once (KVM treats writes this close together as a synchronisation), fast
     // string operations on, and MTRRs enabled with write-back as the default type — without
     // that Linux would map all RAM uncached.
-    return {{msr::kSysenterCs, 0},     {msr::kSysenterEsp, 0}, {msr::kSysenterEip, 0},
-            {msr::kStar, 0},           {msr::kLstar, 0},       {msr::kCstar, 0},
-            {msr::kSyscallMask, 0},    {msr::kKernelGsBase, 0}, {msr::kTsc, 0},
+    return {{msr::kSysenterCs, 0},
+            {msr::kSysenterEsp, 0},
+            {msr::kSysenterEip, 0},
+            {msr::kStar, 0},
+            {msr::kLstar, 0},
+            {msr::kCstar, 0},
+            {msr::kSyscallMask, 0},
+            {msr::kKernelGsBase, 0},
+            {msr::kTsc, 0},
             {msr::kMiscEnable, msr::kMiscEnableFastStrings},
             {msr::kMtrrDefType, msr::kMtrrDefTypeEnable | msr::kMtrrTypeWriteBack}};
 }
@@ -63,9 +69,7 @@ std::vector<std::pair<std::uint32_t, std::uint64_t>> architectural_msrs() {
 Machine::Machine(MachineConfig config, Kvm kvm, Vm vm, GuestMemory memory)
     : config_(config), kvm_(std::move(kvm)), vm_(std::move(vm)), memory_(std::move(memory)) {}
 
-Machine::~Machine() {
-    request_stop(StopReason::HostStop, "machine destroyed");
-}
+Machine::~Machine() { request_stop(StopReason::HostStop, "machine destroyed"); }
 
 BoxliteResult<std::unique_ptr<Machine>> Machine::create(const MachineConfig& config) {
     if (config.vcpus == 0 || config.vcpus > 64)
@@ -80,8 +84,7 @@ BoxliteResult<std::unique_ptr<Machine>> Machine::create(const MachineConfig& con
     (void)machine->vm_.set_identity_map_address(layout::kKvmIdentityMap);  // absent on AMD / PVM: fine
     std::uint32_t slot = 0;
     for (const auto& region : machine->memory_.regions())
-        BOXLITE_TRY_VOID(
-            machine->vm_.set_user_memory_region(slot++, region.guest_address, region.size, region.host));
+        BOXLITE_TRY_VOID(machine->vm_.set_user_memory_region(slot++, region.guest_address, region.size, region.host));
     if (config.irqchip) {
         BOXLITE_TRY_VOID(machine->vm_.create_irqchip());
         BOXLITE_TRY_VOID(machine->vm_.create_pit());
@@ -113,7 +116,7 @@ BoxliteResult<void> Machine::setup_flat32(std::size_t vcpu_index, std::uint64_t 
     BOXLITE_TRY_VOID(vcpu.set_sregs(sregs));
     kvm_regs regs{};
     regs.rip = entry;
-    regs.rflags = 0x2;  // bit 1 is reserved-one; interrupts off
+    regs.rflags = 0x2;                  // bit 1 is reserved-one; interrupts off
     regs.rsp = layout::kTestGuestLoad;  // the stack grows down below the guest's code
     BOXLITE_TRY_VOID(vcpu.set_regs(regs));
     return {};
@@ -148,7 +151,8 @@ BoxliteResult<RunOutcome> Machine::run() {
             threads_.push_back(static_cast<unsigned long>(threads.back().native_handle()));
         }
         // A stop requested before run() (or while we were starting) must still be honoured.
-        if (stopping_) for (auto& vcpu : vcpus_) vcpu->run_state().immediate_exit = 1;
+        if (stopping_)
+            for (auto& vcpu : vcpus_) vcpu->run_state().immediate_exit = 1;
     }
     for (auto& thread : threads) thread.join();
     {
@@ -197,11 +201,8 @@ void Machine::vcpu_loop(std::size_t index) {
                 }
                 break;
             }
-            case KVM_EXIT_INTR:
-                break;  // a kick: the loop condition decides
-            case KVM_EXIT_HLT:
-                request_stop(StopReason::PowerOff, fmt::format("vCPU {} halted", index));
-                break;
+            case KVM_EXIT_INTR: break;  // a kick: the loop condition decides
+            case KVM_EXIT_HLT: request_stop(StopReason::PowerOff, fmt::format("vCPU {} halted", index)); break;
             case KVM_EXIT_SHUTDOWN:
                 request_stop(StopReason::Reset, fmt::format("vCPU {} shut down (triple fault)", index));
                 break;
@@ -211,9 +212,8 @@ void Machine::vcpu_loop(std::size_t index) {
                              fmt::format("vCPU {}: system event {}", index, run.system_event.type));
                 break;
             case KVM_EXIT_FAIL_ENTRY:
-                request_stop(StopReason::Error,
-                             fmt::format("vCPU {}: VM entry failed, hardware reason {:#x}", index,
-                                         run.fail_entry.hardware_entry_failure_reason));
+                request_stop(StopReason::Error, fmt::format("vCPU {}: VM entry failed, hardware reason {:#x}", index,
+                                                            run.fail_entry.hardware_entry_failure_reason));
                 break;
             case KVM_EXIT_INTERNAL_ERROR: {
                 // Where it happened is what a reader of the log needs (for an emulation

@@ -29,8 +29,8 @@ inline constexpr std::uint32_t kMiscEnable = 0x1a0;
 inline constexpr std::uint64_t kMiscEnableFastStrings = 1;
 inline constexpr std::uint32_t kMtrrDefType = 0x2ff;
 inline constexpr std::uint64_t kMtrrDefTypeEnable = 1ULL << 11, kMtrrTypeWriteBack = 6;
-inline constexpr std::uint32_t kStar = 0xc0000081, kLstar = 0xc0000082, kCstar = 0xc0000083,
-                               kSyscallMask = 0xc0000084, kKernelGsBase = 0xc0000102;
+inline constexpr std::uint32_t kStar = 0xc0000081, kLstar = 0xc0000082, kCstar = 0xc0000083, kSyscallMask = 0xc0000084,
+                               kKernelGsBase = 0xc0000102;
 }  // namespace msr
 
 /// The (index, value) pairs Machine::create sets on each vCPU.

@@ -228,7 +228,8 @@ TEST_F(DirectAgent, StdinCreditComesBackWhenTheLeaderExitsWithBytesBuffered) {
     auto in = exec->stdin();
     auto writer = std::async(std::launch::async, [&] { return in->write(std::string(4U << 20, 'x')); });
     // Past the 64 KiB pipe plus as much again: the agent holds bytes the child has not read.
-    for (int i = 0; i < 3000 && agent().counters().bytes_in.load() < 2 * 65536 + 4096; ++i) std::this_thread::sleep_for(10ms);
+    for (int i = 0; i < 3000 && agent().counters().bytes_in.load() < 2 * 65536 + 4096; ++i)
+        std::this_thread::sleep_for(10ms);
     ASSERT_GE(agent().counters().bytes_in.load(), 2U * 65536);
     test::write_file(flag, "");
     ASSERT_TRUE(test::process_gone(exec->pid()));
@@ -309,10 +310,12 @@ protected:
         if (!test::is_root()) GTEST_SKIP() << "precondition: not root (switching users and private mounts)";
         passwd_ = (dir_.path() / "passwd").string();
         group_ = (dir_.path() / "group").string();
-        test::write_file(passwd_, "root:x:0:0:root:/root:/bin/sh\nboxtester:x:4242:4242::/tmp:/bin/sh\n"
-                                  "loner:x:4343:4343::/tmp:/bin/sh\n");
-        test::write_file(group_, "root:x:0:\nwheel:x:10:root\nboxtester:x:4242:\nalpha:x:5001:other,boxtester\n"
-                                 "beta:x:5002:boxtester\ngamma:x:5003:other\nloner:x:4343:\n");
+        test::write_file(passwd_,
+                         "root:x:0:0:root:/root:/bin/sh\nboxtester:x:4242:4242::/tmp:/bin/sh\n"
+                         "loner:x:4343:4343::/tmp:/bin/sh\n");
+        test::write_file(group_,
+                         "root:x:0:\nwheel:x:10:root\nboxtester:x:4242:\nalpha:x:5001:other,boxtester\n"
+                         "beta:x:5002:boxtester\ngamma:x:5003:other\nloner:x:4343:\n");
         socket_ = (dir_.path() / "agent.sock").string();
         agent_.emplace(test::built_binary("boxlite-agent").string(), socket_, [this] {
             if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
@@ -331,8 +334,9 @@ protected:
     /// uid, gid and the sorted group list of a command run as `user`.
     std::string identity_of(const std::string& user) {
         auto out = client_->run(BoxCommand("/bin/sh")
-                                    .args({"-c", "awk '/^Uid:/{u=$2} /^Gid:/{g=$2} /^Groups:/{$1=\"\"; s=$0} "
-                                                 "END{print u, g \":\" s}' /proc/self/status"})
+                                    .args({"-c",
+                                           "awk '/^Uid:/{u=$2} /^Gid:/{g=$2} /^Groups:/{$1=\"\"; s=$0} "
+                                           "END{print u, g \":\" s}' /proc/self/status"})
                                     .user(user));
         EXPECT_TRUE(out) << out.error().to_string();
         if (!out) return {};

@@ -54,7 +54,8 @@ TEST_F(EnginePerBox, OneRuntimeDrivesBoxesOfTwoEngines) {
     EXPECT_EQ(mock_info->engine, "mock");
     auto metrics = mock_here->metrics();
     ASSERT_TRUE(metrics) << metrics.error().to_string();
-    EXPECT_EQ(metrics->memory_bytes, std::optional<std::uint64_t>(64ULL << 20)) << "metrics come from the box's own engine (the mock's figure)";
+    EXPECT_EQ(metrics->memory_bytes, std::optional<std::uint64_t>(64ULL << 20))
+        << "metrics come from the box's own engine (the mock's figure)";
 
     auto ns_here = runtime_->get("ns-box");
     ASSERT_TRUE(ns_here);

@@ -216,7 +216,8 @@ protected:
     }
 
     /// Runs exec() while the fake answers Exec with Started (or runs `answer`).
-    BoxliteResult<Execution> exec_started(AgentClient& client, const BoxCommand& command, std::uint32_t* stream = nullptr) {
+    BoxliteResult<Execution> exec_started(AgentClient& client, const BoxCommand& command,
+                                          std::uint32_t* stream = nullptr) {
         auto answered = std::async(std::launch::async, [&] {
             auto exec = fake_->next_of(FrameType::Exec);
             if (!exec) return false;
@@ -396,10 +397,8 @@ TEST(SessionCredit, ReturnsPerChannelWindow) {
 TEST_F(SessionVsHostileAgent, CopyOutArchiveLandsOnlyUnderItsOwnNameWithoutSetuid) {
     auto client = connect();
     test::TempDir host;
-    const auto archive = test::RawTar{}
-                             .file("sibling/evil", "x", 0644)
-                             .file("sibling/suid", "#!/bin/sh\n", 04755)
-                             .finish();
+    const auto archive =
+        test::RawTar{}.file("sibling/evil", "x", 0644).file("sibling/suid", "#!/bin/sh\n", 04755).finish();
     auto agent_side = std::async(std::launch::async, [&] {
         auto exec = fake_->next_of(FrameType::Exec);
         if (!exec) return false;
@@ -409,8 +408,9 @@ TEST_F(SessionVsHostileAgent, CopyOutArchiveLandsOnlyUnderItsOwnNameWithoutSetui
         bool ok = fake_->send(FrameType::Started, s, Started{9, kDefaultWindow}.encode());
         for (std::size_t off = 0; ok && off < archive.size(); off += kMaxChunk) {
             const auto n = std::min<std::size_t>(kMaxChunk, archive.size() - off);
-            ok = fake_->send(FrameType::Stdout, s, std::vector<std::byte>(reinterpret_cast<const std::byte*>(archive.data() + off),
-                                                                          reinterpret_cast<const std::byte*>(archive.data() + off + n)));
+            ok = fake_->send(FrameType::Stdout, s,
+                             std::vector<std::byte>(reinterpret_cast<const std::byte*>(archive.data() + off),
+                                                    reinterpret_cast<const std::byte*>(archive.data() + off + n)));
         }
         return ok && fake_->send(FrameType::Exit, s, ExitStatus{0, false, {}}.encode());
     });

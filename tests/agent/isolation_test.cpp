@@ -119,7 +119,8 @@ TEST_F(NamespaceIsolation, ProcIsMaskedAndPartlyReadOnly) {
               "sh: can't create /proc/sys/kernel/hostname: Read-only file system\nrc=1\n");
     if (fs::exists("/proc/sysrq-trigger")) {
         // 'h' only prints help into the kernel log, should the write get through.
-        EXPECT_EQ(sh(box, "echo h > /proc/sysrq-trigger"), "sh: can't create /proc/sysrq-trigger: Read-only file system\nrc=1\n");
+        EXPECT_EQ(sh(box, "echo h > /proc/sysrq-trigger"),
+                  "sh: can't create /proc/sysrq-trigger: Read-only file system\nrc=1\n");
     }
     const auto mounts = run(box, BoxCommand("cat").arg("/proc/mounts")).stdout_text;
     for (const char* path : {"/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs"}) {
@@ -127,7 +128,8 @@ TEST_F(NamespaceIsolation, ProcIsMaskedAndPartlyReadOnly) {
             EXPECT_NE(mounts.find(fmt::format("proc {} proc ro,", path)), std::string::npos) << mounts;
         }
     }
-    EXPECT_EQ(sh(box, "sysctl -w kernel.domainname=box >/dev/null"), "sysctl: error setting key 'kernel.domainname': Read-only file system\nrc=1\n");
+    EXPECT_EQ(sh(box, "sysctl -w kernel.domainname=box >/dev/null"),
+              "sysctl: error setting key 'kernel.domainname': Read-only file system\nrc=1\n");
     // What programs read from /proc still works.
     EXPECT_EQ(sh(box, "grep -c MemTotal /proc/meminfo; cat /proc/1/comm"), "1\nboxlite-agent\nrc=0\n");
 }
@@ -137,7 +139,8 @@ TEST_F(NamespaceIsolation, SysIsReadOnly) {
     const auto mounts = run(box, BoxCommand("cat").arg("/proc/mounts")).stdout_text;
     ASSERT_NE(mounts.find("sysfs /sys sysfs ro,"), std::string::npos) << mounts;
     EXPECT_EQ(sh(box, "touch /sys/boxlite"), "touch: /sys/boxlite: Read-only file system\nrc=1\n");
-    EXPECT_EQ(sh(box, "echo 1 > /sys/kernel/profiling"), "sh: can't create /sys/kernel/profiling: Read-only file system\nrc=1\n");
+    EXPECT_EQ(sh(box, "echo 1 > /sys/kernel/profiling"),
+              "sh: can't create /sys/kernel/profiling: Read-only file system\nrc=1\n");
     if (fs::exists("/sys/firmware")) {
         EXPECT_EQ(sh(box, "ls -A /sys/firmware"), "rc=0\n") << "masked";
     }
@@ -149,7 +152,8 @@ TEST_F(NamespaceIsolation, TmpIsAWritableTmpfsForEveryone) {
     const auto mounts = run(box, BoxCommand("cat").arg("/proc/mounts")).stdout_text;
     EXPECT_NE(mounts.find("tmpfs /tmp tmpfs rw,nosuid,nodev"), std::string::npos) << mounts;
     EXPECT_EQ(sh(box, "stat -c %a /tmp"), "1777\nrc=0\n");
-    EXPECT_EQ(sh(box, "echo mine > /tmp/by-box && cat /tmp/by-box && stat -c %U /tmp/by-box", "box"), "mine\nbox\nrc=0\n");
+    EXPECT_EQ(sh(box, "echo mine > /tmp/by-box && cat /tmp/by-box && stat -c %U /tmp/by-box", "box"),
+              "mine\nbox\nrc=0\n");
 }
 
 TEST_F(NamespaceIsolation, KernelMountsAndNamespacesAreOutOfReach) {
@@ -158,7 +162,8 @@ TEST_F(NamespaceIsolation, KernelMountsAndNamespacesAreOutOfReach) {
     EXPECT_EQ(sh(box, "umount /proc/sys"), "umount: can't unmount /proc/sys: Operation not permitted\nrc=1\n");
     EXPECT_EQ(sh(box, "unshare -n true"), "unshare: unshare(0x40000000): Operation not permitted\nrc=1\n");
     EXPECT_EQ(sh(box, "unshare -U true"), "unshare: unshare(0x10000000): Operation not permitted\nrc=1\n");
-    EXPECT_EQ(sh(box, "nsenter -t 1 -n true"), "nsenter: setns(): can't reassociate to namespace 'net': Operation not permitted\nrc=1\n");
+    EXPECT_EQ(sh(box, "nsenter -t 1 -n true"),
+              "nsenter: setns(): can't reassociate to namespace 'net': Operation not permitted\nrc=1\n");
     // An image of garbage: without the filter and the capability the kernel would answer "Exec
     // format error" (or "Function not implemented" without module support).
     EXPECT_EQ(sh(box, "head -c 4096 /dev/zero > /tmp/m.ko; insmod /tmp/m.ko"),
@@ -166,7 +171,8 @@ TEST_F(NamespaceIsolation, KernelMountsAndNamespacesAreOutOfReach) {
     EXPECT_EQ(sh(box, "date -s 2001-01-01 >/dev/null"), "date: can't set date: Operation not permitted\nrc=0\n")
         << "busybox date reports the failure and exits 0";
     EXPECT_EQ(sh(box, "hostname other"), "hostname: sethostname: Operation not permitted\nrc=1\n");
-    EXPECT_EQ(sh(box, "dmesg > /dev/null"), "dmesg: klogctl: Operation not permitted\nrc=1\n") << "the host's kernel log";
+    EXPECT_EQ(sh(box, "dmesg > /dev/null"), "dmesg: klogctl: Operation not permitted\nrc=1\n")
+        << "the host's kernel log";
 }
 
 TEST_F(NamespaceIsolation, TheSeccompFilterIsWhatStopsUserNamespaces) {
@@ -186,7 +192,8 @@ TEST_F(NamespaceIsolation, TheSeccompFilterIsWhatStopsUserNamespaces) {
     EXPECT_EQ(sh(*unfiltered, "grep Seccomp: /proc/self/status"), "Seccomp:\t0\nrc=0\n");
     EXPECT_EQ(sh(*unfiltered, "unshare -U true"), "rc=0\n");
     // Capabilities are still dropped without the filter.
-    EXPECT_EQ(sh(*unfiltered, "grep CapBnd: /proc/self/status"), "CapBnd:\t" + cap_mask(kExpectedCapabilities) + "\nrc=0\n");
+    EXPECT_EQ(sh(*unfiltered, "grep CapBnd: /proc/self/status"),
+              "CapBnd:\t" + cap_mask(kExpectedCapabilities) + "\nrc=0\n");
 }
 
 TEST_F(NamespaceIsolation, DevelopmentPresetKeepsEveryCapabilityAndNoFilter) {
@@ -250,8 +257,9 @@ TEST_F(NamespaceIsolation, WhatTheAgentNeedsStillWorks) {
     ASSERT_TRUE(box.copy_in((src.path() / "owned.txt").string(), "/root/owned.txt"));
     EXPECT_EQ(sh(box, "stat -c '%u %g %a' /root/owned.txt"), "1000 1000 640\nrc=0\n");
     // Files of another user: root may read and change them (DAC_OVERRIDE, FOWNER).
-    EXPECT_EQ(sh(box, "echo private > /home/box/p && chown box:box /home/box/p && chmod 600 /home/box/p && "
-                      "cat /home/box/p && chmod 644 /home/box/p"),
+    EXPECT_EQ(sh(box,
+                 "echo private > /home/box/p && chown box:box /home/box/p && chmod 600 /home/box/p && "
+                 "cat /home/box/p && chmod 644 /home/box/p"),
               "private\nrc=0\n");
     // chroot (SYS_CHROOT) and binding a low port (NET_BIND_SERVICE) on loopback.
     EXPECT_EQ(sh(box, "chroot / true"), "rc=0\n");

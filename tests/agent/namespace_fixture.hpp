@@ -16,7 +16,8 @@ namespace boxlite::test {
 class NamespaceBox : public ::testing::Test {
 protected:
     void SetUp() override {
-        if (!is_root()) GTEST_SKIP() << "precondition: not root (the namespace engine needs namespaces, overlayfs, cgroups)";
+        if (!is_root())
+            GTEST_SKIP() << "precondition: not root (the namespace engine needs namespaces, overlayfs, cgroups)";
         rootfs_ = busybox_rootfs();
         if (!rootfs_) GTEST_SKIP() << "precondition: busybox-static is not installed (apt-get install busybox-static)";
         ::setenv("BOXLITE_SHIM", built_binary("boxlite-shim").c_str(), 1);

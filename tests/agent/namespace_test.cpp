@@ -55,7 +55,9 @@ TEST_F(NamespaceBox, EchoInItsOwnNamespaces) {
 
 TEST_F(NamespaceBox, EnvAndWorkingDir) {
     auto box = make_box();
-    auto out = run(box, BoxCommand("sh").args({"-c", "echo $BOX_LEVEL $CMD_LEVEL; pwd"}).env("CMD_LEVEL", "cmd").working_dir("/tmp"));
+    auto out = run(
+        box,
+        BoxCommand("sh").args({"-c", "echo $BOX_LEVEL $CMD_LEVEL; pwd"}).env("CMD_LEVEL", "cmd").working_dir("/tmp"));
     EXPECT_EQ(out.stdout_text, "box cmd\n/tmp\n");
     auto overridden = run(box, BoxCommand("sh").args({"-c", "echo $BOX_LEVEL"}).env("BOX_LEVEL", "command wins"));
     EXPECT_EQ(overridden.stdout_text, "command wins\n");
@@ -86,7 +88,8 @@ TEST_F(NamespaceBox, KilledBySignalCodes) {
     ASSERT_TRUE(line && *line);
     const auto background = **line;
     ASSERT_FALSE(background.empty());
-    ASSERT_EQ(run(box, BoxCommand("test").args({"-e", "/proc/" + background})).exit_code, 0) << "sleep " << background << " runs";
+    ASSERT_EQ(run(box, BoxCommand("test").args({"-e", "/proc/" + background})).exit_code, 0)
+        << "sleep " << background << " runs";
     ASSERT_TRUE(killed->kill());
     EXPECT_EQ(killed->wait()->exit_code, -SIGKILL);
     // kill() signals the whole process group, so the background sleep died too; the agent, as
@@ -168,13 +171,15 @@ TEST_F(NamespaceBox, AHostThatDoesNotReadStopsTheWriter) {
     ASSERT_TRUE(exec);
     auto out = exec->stdout();
     auto blocks_written = [&] {
-        return std::atoi(run(box, BoxCommand("sh").args({"-c", "cat /tmp/written 2>/dev/null || echo 0"})).stdout_text.c_str());
+        return std::atoi(
+            run(box, BoxCommand("sh").args({"-c", "cat /tmp/written 2>/dev/null || echo 0"})).stdout_text.c_str());
     };
     for (int i = 0; i < 3000 && blocks_written() == 0; ++i) std::this_thread::sleep_for(10ms);
     ASSERT_GT(blocks_written(), 0) << "the writer never wrote a block";
     std::this_thread::sleep_for(1s);
     const int stalled = blocks_written();
-    constexpr int kBound = static_cast<int>((protocol::kDefaultWindow + (1U << 20)) / 65536);  // + 1 MiB of pipe and reads
+    constexpr int kBound = static_cast<int>((protocol::kDefaultWindow + (1U << 20)) /
+                                            65536);  // + 1 MiB of pipe and reads
     EXPECT_LE(stalled, kBound) << "64 KiB blocks written while the host read nothing: the agent read past its credit";
     auto all = out->read_all();
     ASSERT_TRUE(all) << all.error().to_string();
@@ -313,8 +318,9 @@ TEST_F(NamespaceBox, StopKillsWhatIgnoresSigterm) {
     auto box = make_box(/*auto_remove=*/false);
     // A daemon (its own session, no execution of ours: those die with their connection) that
     // ignores SIGTERM; an ignored signal stays ignored across fork and exec, so its sleeps do too.
-    ASSERT_EQ(run(box, BoxCommand("sh").args({"-c", "trap '' TERM; setsid sh -c 'while :; do sleep 1; done' "
-                                                    "</dev/null >/dev/null 2>&1 &"}))
+    ASSERT_EQ(run(box, BoxCommand("sh").args({"-c",
+                                              "trap '' TERM; setsid sh -c 'while :; do sleep 1; done' "
+                                              "</dev/null >/dev/null 2>&1 &"}))
                   .exit_code,
               0);
     const auto box_dir = home_->path() / "boxes" / box.id().str();
@@ -340,7 +346,8 @@ TEST_F(NamespaceBox, StopKillsWhatIgnoresSigterm) {
     ASSERT_TRUE(same->stop()) << "stop() returns once the box is dead";
     EXPECT_EQ(box.info()->status, BoxStatus::Stopped);
     EXPECT_FALSE(detail::process_alive(shim, 0));
-    for (const auto pid : pids) EXPECT_FALSE(detail::process_alive(pid, 0)) << "box process " << pid << " survived stop()";
+    for (const auto pid : pids)
+        EXPECT_FALSE(detail::process_alive(pid, 0)) << "box process " << pid << " survived stop()";
     // A shim whose agent exits logs it; this one was SIGKILLed before the agent's grace ran out.
     const auto log_after = test::read_file(box_dir / "shim.log");
     EXPECT_EQ(log_after.substr(log_before.size()).find("agent exited"), std::string::npos) << log_after;
@@ -436,7 +443,8 @@ TEST_F(NamespaceBox, CgroupLimitsApplied) {
     EXPECT_NE(cgroup->stdout_text.find("/boxlite/" + box->id().str() + "\n"), std::string::npos)
         << "what runs in the box is inside its cgroup: " << cgroup->stdout_text;
     // 100 background processes cannot fit under pids.max=64: the shell reports failed forks.
-    auto forks = box->run(BoxCommand("sh").args({"-c", "for i in $(seq 1 100); do sleep 5 & done; kill $(jobs -p) 2>/dev/null; true"}));
+    auto forks = box->run(
+        BoxCommand("sh").args({"-c", "for i in $(seq 1 100); do sleep 5 & done; kill $(jobs -p) 2>/dev/null; true"}));
     ASSERT_TRUE(forks);
     EXPECT_NE(forks->stderr_text.find("fork"), std::string::npos) << forks->stderr_text;
     auto metrics = box->metrics();
@@ -456,7 +464,11 @@ TEST_F(NamespaceBox, CopyInCopyOutRoundTripWithSymlinks) {
     ::chown((src.path() / "tree/file.txt").c_str(), 1000, 1000);
 
     ASSERT_TRUE(box.copy_in((src.path() / "tree").string(), "/root/"));
-    auto listing = run(box, BoxCommand("sh").args({"-c", "cd /root/tree && cat file.txt relative-link && readlink absolute-link && stat -c '%a %u' file.txt && wc -c < nested/deeper/big.bin"}));
+    auto listing = run(
+        box,
+        BoxCommand("sh").args(
+            {"-c",
+             "cd /root/tree && cat file.txt relative-link && readlink absolute-link && stat -c '%a %u' file.txt && wc -c < nested/deeper/big.bin"}));
     EXPECT_EQ(listing.stdout_text, "hellohello/etc/passwd\n600 1000\n3145728\n") << listing.stderr_text;
 
     test::TempDir back("boxlite-copy-back");
@@ -482,7 +494,8 @@ TEST_F(NamespaceBox, TarThatClimbsOutIsRefused) {
         return writer.finish();
     });
     ASSERT_FALSE(copied);
-    EXPECT_NE(copied.error().message().find("escapes the target directory"), std::string::npos) << copied.error().to_string();
+    EXPECT_NE(copied.error().message().find("escapes the target directory"), std::string::npos)
+        << copied.error().to_string();
     EXPECT_NE(run(box, BoxCommand("ls").arg("/escaped")).exit_code, 0);
     EXPECT_NE(run(box, BoxCommand("ls").arg("/tmp/escaped")).exit_code, 0);
 }
@@ -490,7 +503,8 @@ TEST_F(NamespaceBox, TarThatClimbsOutIsRefused) {
 TEST_F(NamespaceBox, CreatorExitWithoutDetachKillsTheBox) {
     const auto helper = test::built_binary("boxlite_agent_test_helper");
     ASSERT_TRUE(fs::exists(helper));
-    const auto output = test::shell(helper.string() + " start-attached " + home_->path().string() + " " + rootfs_->string());
+    const auto output = test::shell(helper.string() + " start-attached " + home_->path().string() + " " +
+                                    rootfs_->string());
     std::istringstream fields(output);
     std::string id;
     std::int32_t pid = 0;
@@ -506,7 +520,8 @@ TEST_F(NamespaceBox, CreatorExitWithoutDetachKillsTheBox) {
 
 TEST_F(NamespaceBox, DetachedBoxOutlivesCreatorAndIsReattached) {
     const auto helper = test::built_binary("boxlite_agent_test_helper");
-    const auto output = test::shell(helper.string() + " start-detached " + home_->path().string() + " " + rootfs_->string());
+    const auto output = test::shell(helper.string() + " start-detached " + home_->path().string() + " " +
+                                    rootfs_->string());
     std::istringstream fields(output);
     std::string id;
     std::int32_t pid = 0;
@@ -522,7 +537,8 @@ TEST_F(NamespaceBox, DetachedBoxOutlivesCreatorAndIsReattached) {
     ASSERT_TRUE(out) << out.error().to_string();
     EXPECT_EQ(out->stdout_text, "written by the creator\n");
     // ... and from yet another process.
-    const auto other = test::shell(helper.string() + " exec " + home_->path().string() + " " + id + " cat /root/marker");
+    const auto other = test::shell(helper.string() + " exec " + home_->path().string() + " " + id +
+                                   " cat /root/marker");
     EXPECT_EQ(other, "written by the creator\n");
 }
 

@@ -53,12 +53,12 @@ Frame decode_one_frame(const std::vector<std::byte>& wire) {
 
 TEST(WireFormat, HelloMatchesTheDocument) {
     const auto wire = wire_concat({{0x04, 0x00, 0x00, 0x00,   // length 4
-                               0x01,                     // type 1 Hello
-                               0x00,                     // flags
-                               0x00, 0x00,               // reserved
-                               0x00, 0x00, 0x00, 0x00},  // stream 0
-                              {0x01, 0x00,               // u16 min_version 1
-                               0x01, 0x00}});            // u16 max_version 1
+                                    0x01,                     // type 1 Hello
+                                    0x00,                     // flags
+                                    0x00, 0x00,               // reserved
+                                    0x00, 0x00, 0x00, 0x00},  // stream 0
+                                   {0x01, 0x00,               // u16 min_version 1
+                                    0x01, 0x00}});            // u16 max_version 1
     EXPECT_EQ(encode_frame(FrameType::Hello, 0, Hello{1, 1}.encode()), wire);
     const auto frame = decode_one_frame(wire);
     EXPECT_EQ(frame.type, FrameType::Hello);
@@ -70,27 +70,33 @@ TEST(WireFormat, HelloMatchesTheDocument) {
 }
 
 TEST(WireFormat, ExecRequestMatchesTheDocument) {
-    const auto wire = wire_concat({{0x47, 0x00, 0x00, 0x00,  // length 71
-                               0x10, 0x00, 0x00, 0x00,  // type 16 Exec, flags, reserved
-                               0x07, 0x00, 0x00, 0x00},  // stream 7
-                              {0x00},                    // u8 kind: command
-                              {0x04, 0x00, 0x00, 0x00}, wire_chars("echo"),  // string program
-                              {0x02, 0x00, 0x00, 0x00},                 // list args: 2 items
-                              {0x01, 0x00, 0x00, 0x00}, wire_chars("a"), {0x01, 0x00, 0x00, 0x00}, wire_chars("b"),
-                              {0x01, 0x00, 0x00, 0x00},                 // list env: 1 item
-                              {0x03, 0x00, 0x00, 0x00}, wire_chars("K=V"),
-                              {0x04, 0x00, 0x00, 0x00}, wire_chars("/tmp"),  // string working_dir
-                              {0x00, 0x00, 0x00, 0x00},                 // string user: empty
-                              {0x01},                                   // u8 tty
-                              {0x1e, 0x00},                             // u16 rows 30
-                              {0x64, 0x00},                             // u16 cols 100
-                              {0xf4, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00},  // u64 timeout_ms 500
-                              {0x00, 0x00, 0x04, 0x00},                 // u32 stdout_window 256 KiB
-                              {0x00, 0x00, 0x04, 0x00},                 // u32 stderr_window 256 KiB
-                              {0x00, 0x00, 0x00, 0x00}});               // string path: empty
+    const auto wire = wire_concat({{0x47, 0x00, 0x00, 0x00,   // length 71
+                                    0x10, 0x00, 0x00, 0x00,   // type 16 Exec, flags, reserved
+                                    0x07, 0x00, 0x00, 0x00},  // stream 7
+                                   {0x00},                    // u8 kind: command
+                                   {0x04, 0x00, 0x00, 0x00},
+                                   wire_chars("echo"),        // string program
+                                   {0x02, 0x00, 0x00, 0x00},  // list args: 2 items
+                                   {0x01, 0x00, 0x00, 0x00},
+                                   wire_chars("a"),
+                                   {0x01, 0x00, 0x00, 0x00},
+                                   wire_chars("b"),
+                                   {0x01, 0x00, 0x00, 0x00},  // list env: 1 item
+                                   {0x03, 0x00, 0x00, 0x00},
+                                   wire_chars("K=V"),
+                                   {0x04, 0x00, 0x00, 0x00},
+                                   wire_chars("/tmp"),                                // string working_dir
+                                   {0x00, 0x00, 0x00, 0x00},                          // string user: empty
+                                   {0x01},                                            // u8 tty
+                                   {0x1e, 0x00},                                      // u16 rows 30
+                                   {0x64, 0x00},                                      // u16 cols 100
+                                   {0xf4, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00},  // u64 timeout_ms 500
+                                   {0x00, 0x00, 0x04, 0x00},                          // u32 stdout_window 256 KiB
+                                   {0x00, 0x00, 0x04, 0x00},                          // u32 stderr_window 256 KiB
+                                   {0x00, 0x00, 0x00, 0x00}});                        // string path: empty
     ASSERT_EQ(wire.size(), kHeaderSize + 71);
-    const ExecRequest request{ExecKind::Command, "echo", {"a", "b"}, {"K=V"}, "/tmp", "", true, 30, 100, 500,
-                              256U * 1024U, 256U * 1024U, ""};
+    const ExecRequest request{ExecKind::Command, "echo",       {"a", "b"}, {"K=V"}, "/tmp", "", true, 30, 100, 500,
+                              256U * 1024U,      256U * 1024U, ""};
     EXPECT_EQ(encode_frame(FrameType::Exec, 7, request.encode()), wire);
     const auto frame = decode_one_frame(wire);
     EXPECT_EQ(frame.type, FrameType::Exec);
@@ -113,11 +119,11 @@ TEST(WireFormat, ExecRequestMatchesTheDocument) {
 }
 
 TEST(WireFormat, CreditAndExitMatchTheDocument) {
-    const auto credit_wire = wire_concat({{0x05, 0x00, 0x00, 0x00,  // length 5
-                                      0x16, 0x00, 0x00, 0x00,  // type 22 Credit
-                                      0x03, 0x00, 0x00, 0x00},  // stream 3
-                                     {0x01},                    // u8 channel: stdout
-                                     {0x00, 0x00, 0x01, 0x00}});  // u32 bytes 65536
+    const auto credit_wire = wire_concat({{0x05, 0x00, 0x00, 0x00,     // length 5
+                                           0x16, 0x00, 0x00, 0x00,     // type 22 Credit
+                                           0x03, 0x00, 0x00, 0x00},    // stream 3
+                                          {0x01},                      // u8 channel: stdout
+                                          {0x00, 0x00, 0x01, 0x00}});  // u32 bytes 65536
     EXPECT_EQ(encode_frame(FrameType::Credit, 3, Credit{Channel::Stdout, 65536}.encode()), credit_wire);
     const auto credit_frame = decode_one_frame(credit_wire);
     EXPECT_EQ(credit_frame.type, FrameType::Credit);
@@ -127,12 +133,13 @@ TEST(WireFormat, CreditAndExitMatchTheDocument) {
     EXPECT_EQ(credit->channel, Channel::Stdout);
     EXPECT_EQ(credit->bytes, 65536u);
 
-    const auto exit_wire = wire_concat({{0x10, 0x00, 0x00, 0x00,  // length 16
-                                    0x19, 0x00, 0x00, 0x00,  // type 25 Exit
-                                    0x04, 0x03, 0x02, 0x01},  // stream 0x01020304
-                                   {0xf7, 0xff, 0xff, 0xff},  // i32 code -9
-                                   {0x01},                    // u8 timed_out
-                                   {0x07, 0x00, 0x00, 0x00}, wire_chars("timeout")});  // string message
+    const auto exit_wire = wire_concat({{0x10, 0x00, 0x00, 0x00,   // length 16
+                                         0x19, 0x00, 0x00, 0x00,   // type 25 Exit
+                                         0x04, 0x03, 0x02, 0x01},  // stream 0x01020304
+                                        {0xf7, 0xff, 0xff, 0xff},  // i32 code -9
+                                        {0x01},                    // u8 timed_out
+                                        {0x07, 0x00, 0x00, 0x00},
+                                        wire_chars("timeout")});  // string message
     EXPECT_EQ(encode_frame(FrameType::Exit, 0x01020304, ExitStatus{-9, true, "timeout"}.encode()), exit_wire);
     const auto exit_frame = decode_one_frame(exit_wire);
     EXPECT_EQ(exit_frame.type, FrameType::Exit);
@@ -145,9 +152,10 @@ TEST(WireFormat, CreditAndExitMatchTheDocument) {
 }
 
 TEST(Frame, RoundTripsAcrossArbitrarySplits) {
-    const auto payload = ExecRequest{ExecKind::Command, "echo", {"a", "b"}, {"K=V"}, "/tmp", "", true, 30, 100, 500,
-                                     kDefaultWindow, kDefaultWindow, ""}
-                             .encode();
+    const auto payload =
+        ExecRequest{ExecKind::Command, "echo",         {"a", "b"}, {"K=V"}, "/tmp", "", true, 30, 100, 500,
+                    kDefaultWindow,    kDefaultWindow, ""}
+            .encode();
     const auto frame = encode_frame(FrameType::Exec, 7, payload);
     for (std::size_t split = 0; split <= frame.size(); ++split) {
         FrameDecoder decoder;

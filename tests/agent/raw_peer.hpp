@@ -58,7 +58,8 @@ public:
             }
             if (*frame) return std::move(**frame);
             if (eof_) return std::nullopt;
-            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                                    std::chrono::steady_clock::now());
             if (left.count() <= 0) return std::nullopt;
             pollfd p{fd_, POLLIN, 0};
             if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
@@ -74,10 +75,12 @@ public:
     }
 
     /// The next frame of `type` (others are skipped: credits, output), within `timeout`.
-    std::optional<protocol::Frame> next_of(protocol::FrameType type, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    std::optional<protocol::Frame> next_of(protocol::FrameType type,
+                                           std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
         const auto deadline = std::chrono::steady_clock::now() + timeout;
         while (std::chrono::steady_clock::now() < deadline) {
-            auto frame = next(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()));
+            auto frame = next(
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()));
             if (!frame) return std::nullopt;
             if (frame->type == type) return frame;
         }
@@ -88,7 +91,8 @@ public:
     bool wait_closed(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
         const auto deadline = std::chrono::steady_clock::now() + timeout;
         while (!eof_ && std::chrono::steady_clock::now() < deadline) {
-            (void)next(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()));
+            (void)next(
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()));
         }
         return eof_;
     }
@@ -118,7 +122,8 @@ inline std::string error_text(const protocol::Frame& frame) {
 /// (e.g. to give it private mounts). Killed and reaped on destruction.
 class AgentProcess {
 public:
-    AgentProcess(const std::string& agent_binary, const std::string& socket, const std::function<void()>& before_exec = {}) {
+    AgentProcess(const std::string& agent_binary, const std::string& socket,
+                 const std::function<void()>& before_exec = {}) {
         pid_ = ::fork();
         if (pid_ == 0) {
             if (before_exec) before_exec();

@@ -43,7 +43,8 @@ public:
     }
     RawTar& hardlink(const std::string& name, const std::string& target) { return entry(name, '1', {}, {}, target); }
 
-    RawTar& entry(const std::string& name, char type, const Meta& meta, const std::string& data, const std::string& link) {
+    RawTar& entry(const std::string& name, char type, const Meta& meta, const std::string& data,
+                  const std::string& link) {
         char h[512] = {};
         std::memcpy(h, name.data(), std::min<std::size_t>(name.size(), 100));
         octal(h + 100, 8, meta.mode);

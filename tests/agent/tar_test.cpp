@@ -11,8 +11,8 @@
 #include <sys/stat.h>
 
 using namespace boxlite;
-using boxlite::test::RawTar;
 using boxlite::test::extract_archive;
+using boxlite::test::RawTar;
 namespace fs = std::filesystem;
 
 namespace {
@@ -87,7 +87,7 @@ TEST(TarHostile, SymlinkMetadataNeverFollowsTheLink) {
     test::TempDir dst, outside;
     Victim victim(outside.path() / "target");
     ASSERT_TRUE(extract_archive(RawTar{}.symlink("s", victim.path().string(), {0777, 0, 0, 7}).finish(), dst.path(),
-                        {std::nullopt, test::is_root()}));
+                                {std::nullopt, test::is_root()}));
     victim.expect_untouched();
     EXPECT_EQ(lstat_of(dst.path() / "s").st_mtime, 7);
 }
@@ -125,7 +125,8 @@ TEST(TarHostile, HardLinkToAFileThatWasThereBeforeIsRefused) {
 
 TEST(TarHostile, HardLinkToAnExtractedFileWorks) {
     test::TempDir dst;
-    ASSERT_TRUE(extract_archive(RawTar{}.file("dir/a", "alpha").hardlink("dir/b", "dir/a").hardlink("c", "dir/b").finish(),
+    ASSERT_TRUE(
+        extract_archive(RawTar{}.file("dir/a", "alpha").hardlink("dir/b", "dir/a").hardlink("c", "dir/b").finish(),
                         dst.path()));
     EXPECT_EQ(test::read_file(dst.path() / "c"), "alpha");
     EXPECT_EQ(lstat_of(dst.path() / "dir/a").st_ino, lstat_of(dst.path() / "c").st_ino);
@@ -135,8 +136,7 @@ TEST(TarHostile, HardLinkToAnExtractedFileWorks) {
 TEST(TarHostile, HardLinkToAnExtractedFileReplacedBySymlinkIsRefused) {
     test::TempDir dst, outside;
     Victim victim(outside.path() / "victim");
-    const auto archive =
-        RawTar{}.file("f", "mine").symlink("f", victim.path().string()).hardlink("alias", "f").finish();
+    const auto archive = RawTar{}.file("f", "mine").symlink("f", victim.path().string()).hardlink("alias", "f").finish();
     auto result = extract_archive(archive, dst.path());
     ASSERT_FALSE(result);
     EXPECT_NE(result.error().message().find("extracted earlier"), std::string::npos) << result.error().to_string();

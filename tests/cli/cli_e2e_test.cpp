@@ -35,15 +35,16 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 struct Result {
-    int status = -1;  ///< exit status, or 128+N when the process itself died of signal N
+    int status = -1;         ///< exit status, or 128+N when the process itself died of signal N
     bool signalled = false;  ///< it died of a signal (rather than exiting with 128+N)
     std::string out;
     std::string err;
 };
 
 std::ostream& operator<<(std::ostream& os, const Result& r) {
-    return os << "status " << r.status << (r.signalled ? " (signal)" : "") << "\n--- stdout\n" << r.out
-              << "\n--- stderr\n" << r.err;
+    return os << "status " << r.status << (r.signalled ? " (signal)" : "") << "\n--- stdout\n"
+              << r.out << "\n--- stderr\n"
+              << r.err;
 }
 
 /// The environment every CLI run gets: a private home, the namespace engine, and what the
@@ -109,8 +110,7 @@ Result run_process(const fs::path& home, std::vector<std::string> argv, const st
             ADD_FAILURE() << "timed out: " << argv[0] << " " << (argv.size() > 1 ? argv[1] : "");
             break;
         }
-        pollfd fds[3] = {{out_open ? out[0] : -1, POLLIN, 0}, {err_open ? err[0] : -1, POLLIN, 0},
-                         {in_fd, POLLOUT, 0}};
+        pollfd fds[3] = {{out_open ? out[0] : -1, POLLIN, 0}, {err_open ? err[0] : -1, POLLIN, 0}, {in_fd, POLLOUT, 0}};
         ::poll(fds, 3, 100);
         char buf[65536];
         for (int i = 0; i < 2; ++i) {
@@ -182,7 +182,7 @@ protected:
     static inline std::optional<fs::path> rootfs_;
     static inline std::string skip_reason_;
     static inline std::string setup_failure_;
-    static inline std::string image_;      ///< loaded from the OCI layout: busybox, Cmd cat os-release
+    static inline std::string image_;  ///< loaded from the OCI layout: busybox, Cmd cat os-release
     static inline std::string images_failure_;
     static inline bool images_made_ = false;
     static inline int registry_port_ = 0;
@@ -193,8 +193,9 @@ protected:
         work_ = std::make_unique<boxlite::test::TempDir>("boxlite-cli-e2e");
         home_ = work_->path() / "home";
         if (!boxlite::test::is_root()) {
-            skip_reason_ = "precondition: not root (these tests drive the real boxlite binary on the namespace "
-                           "engine, which needs namespaces, overlayfs, cgroups)";
+            skip_reason_ =
+                "precondition: not root (these tests drive the real boxlite binary on the namespace "
+                "engine, which needs namespaces, overlayfs, cgroups)";
             return;
         }
         rootfs_ = boxlite::test::busybox_rootfs();
@@ -218,10 +219,10 @@ protected:
         if (!home_.empty() && fs::exists(home_)) (void)run_cli(home_, {"rm", "--all", "--force"});
         if (work_ && registry_made_) {
             try {
-                boxlite::test::shell("bash " + std::string(BOXLITE_SOURCE_DIR) + "/tests/image/registry_harness.sh stop " +
-                                     (work_->path() / "registry").string() + " >/dev/null 2>&1");
-            } catch (...) {
-            }
+                boxlite::test::shell("bash " + std::string(BOXLITE_SOURCE_DIR) +
+                                     "/tests/image/registry_harness.sh stop " + (work_->path() / "registry").string() +
+                                     " >/dev/null 2>&1");
+            } catch (...) {}
         }
         work_.reset();
     }
@@ -538,7 +539,8 @@ TEST_F(CliE2E, LifecycleAndFormats) {
 }
 
 TEST_F(CliE2E, DetachedRunAndExecDetach) {
-    auto run = cli({"run", "-d", "--name", "bg", "--rootfs", rootfs_->string(), "sh", "-c", "echo started > /tmp/mark"});
+    auto run = cli(
+        {"run", "-d", "--name", "bg", "--rootfs", rootfs_->string(), "sh", "-c", "echo started > /tmp/mark"});
     ASSERT_EQ(run.status, 0) << run;
     EXPECT_EQ(trim(run.out).size(), 26U);
     EXPECT_EQ(trim(cli({"inspect", "-f", "{{.State.Status}}", "bg"}).out), "running");
@@ -600,8 +602,9 @@ TEST_F(CliE2E, UsageErrorsExitTwo) {
         EXPECT_TRUE(result.out.empty()) << result;
     }
     auto one_line = cli({"run", "--cpus", "many", "alpine"});
-    EXPECT_EQ(one_line.err, "Error: invalid argument: --cpus 'many': expected a whole number of CPUs in 1..255 (see "
-                            "'boxlite run --help')\n");
+    EXPECT_EQ(one_line.err,
+              "Error: invalid argument: --cpus 'many': expected a whole number of CPUs in 1..255 (see "
+              "'boxlite run --help')\n");
     EXPECT_EQ(cli({"--help"}).status, 0);
     EXPECT_EQ(cli({"run", "--help"}).status, 0);
     EXPECT_EQ(trim(cli({"--version"}).out), "boxlite version 0.1.0");
@@ -652,8 +655,8 @@ TEST_F(CliE2E, ImagesFromLayoutAndRegistry) {
     EXPECT_NE(again.out.find("Already exists"), std::string::npos) << again.out;
     EXPECT_NE(again.out.find("Status: Image is up to date"), std::string::npos) << again.out;
     // --registry: an unqualified name is looked up there first.
-    auto via_registry = in_pull_home({"--registry", "127.0.0.1:" + std::to_string(registry_port_), "pull", "-q",
-                                      "test/busybox:multi"});
+    auto via_registry = in_pull_home(
+        {"--registry", "127.0.0.1:" + std::to_string(registry_port_), "pull", "-q", "test/busybox:multi"});
     EXPECT_EQ(via_registry.status, 0) << via_registry;
     auto quiet = in_pull_home({"pull", "-q", remote});
     EXPECT_EQ(quiet.status, 0);
@@ -731,8 +734,9 @@ TEST_F(CliE2E, InteractiveTerminalSession) {
 
     // Ctrl-C interrupts the box's foreground command, not the CLI: a shell that traps SIGINT,
     // armed (its trap set) before the key is pressed. The arithmetic shows up only in output.
-    session.type("sh -c 'trap \"echo int-\\$((6+6)); exit 0\" INT; echo armed-$((2*3)); "
-                 "while true; do sleep 1; done'\r");
+    session.type(
+        "sh -c 'trap \"echo int-\\$((6+6)); exit 0\" INT; echo armed-$((2*3)); "
+        "while true; do sleep 1; done'\r");
     ASSERT_TRUE(session.expect("armed-6")) << session.transcript();
     session.type("\x03");
     EXPECT_TRUE(session.expect("int-12", 10s)) << "Ctrl-C did not reach the box: " << session.transcript();
@@ -786,7 +790,8 @@ TEST_F(CliE2E, MoreFlagsAndGlobalOptions) {
         << ported;
     auto allowed = box_run({"--name", "allowed", "--allow-net", "example.com"}, {"echo", "ok"});
     EXPECT_EQ(allowed.status, 1) << allowed;
-    EXPECT_NE(allowed.err.find("allow_net (example.com) is not supported by the namespace engine yet"), std::string::npos)
+    EXPECT_NE(allowed.err.find("allow_net (example.com) is not supported by the namespace engine yet"),
+              std::string::npos)
         << allowed;
     EXPECT_EQ(trim(cli({"ls", "-aq"}).out), "") << "a refused start left a box behind";
     // A box with ports can still be created and inspected (another engine may run it).
@@ -797,7 +802,8 @@ TEST_F(CliE2E, MoreFlagsAndGlobalOptions) {
     EXPECT_EQ(cli({"rm", "ports"}).status, 0);
     // --home wins over BOXLITE_HOME.
     const auto other = work_->path() / "other-home";
-    ASSERT_EQ(cli({"--home", other.string(), "create", "--name", "elsewhere", "--rootfs", rootfs_->string()}).status, 0);
+    ASSERT_EQ(cli({"--home", other.string(), "create", "--name", "elsewhere", "--rootfs", rootfs_->string()}).status,
+              0);
     EXPECT_EQ(cli({"ls", "-a", "--format", "{{.Name}}"}).out.find("elsewhere"), std::string::npos);
     EXPECT_NE(cli({"--home", other.string(), "ls", "-a", "--format", "{{.Name}}"}).out.find("elsewhere"),
               std::string::npos);
@@ -887,7 +893,8 @@ TEST_F(CliE2E, ReaderThatLeavesEndsTheCommandAndTheBoxGoes) {
         EXPECT_EQ(trim(run_cli(home, {"ls", "-aq"}).out), "") << "the --rm box was left behind";
     }
     // Without --rm the box is kept, stopped.
-    auto kept = run_shell(home, R"("$0" run --name kept-after-pipe --rootfs "$1" yes | head -1; echo "cli=${PIPESTATUS[0]}")",
+    auto kept = run_shell(home,
+                          R"("$0" run --name kept-after-pipe --rootfs "$1" yes | head -1; echo "cli=${PIPESTATUS[0]}")",
                           {rootfs_->string()});
     EXPECT_EQ(kept.out, "y\ncli=141\n") << kept;
     EXPECT_EQ(trim(run_cli(home, {"inspect", "-f", "{{.State.Status}}", "kept-after-pipe"}).out), "stopped");
@@ -977,7 +984,8 @@ TEST_F(CliE2E, SignalWhileSettingUpRemovesTheBox) {
 TEST_F(CliE2E, CreateTakesUserAndRecordsStdinAndTty) {
     auto created = cli({"create", "--name", "created-user", "-u", "1000", "-i", "-t", "--rootfs", rootfs_->string()});
     ASSERT_EQ(created.status, 0) << created;
-    EXPECT_EQ(trim(cli({"inspect", "-f", "{{.Config.User}} {{.Config.OpenStdin}} {{.Config.Tty}}", "created-user"}).out),
+    EXPECT_EQ(trim(
+                  cli({"inspect", "-f", "{{.Config.User}} {{.Config.OpenStdin}} {{.Config.Tty}}", "created-user"}).out),
               "1000 true true");
     ASSERT_EQ(cli({"start", "created-user"}).status, 0);
     // -u is the box's default user; exec -u overrides it.
@@ -993,20 +1001,21 @@ TEST_F(CliE2E, CreateTakesUserAndRecordsStdinAndTty) {
 
 TEST_F(CliE2E, DetachedRunWithRmAndTty) {
     // -d --rm: the box goes when its command ends...
-    auto quick = cli({"run", "-d", "--rm", "--name", "detached-rm", "--rootfs", rootfs_->string(), "sh", "-c",
-                      "echo bye"});
+    auto quick = cli(
+        {"run", "-d", "--rm", "--name", "detached-rm", "--rootfs", rootfs_->string(), "sh", "-c", "echo bye"});
     ASSERT_EQ(quick.status, 0) << quick;
-    EXPECT_TRUE(eventually([&] { return cli({"inspect", "detached-rm"}).status == 1; }))
-        << "the -d --rm box outlived its command";
+    EXPECT_TRUE(eventually([&] {
+        return cli({"inspect", "detached-rm"}).status == 1;
+    })) << "the -d --rm box outlived its command";
     // ...also when `boxlite stop` ends the command.
-    ASSERT_EQ(cli({"run", "-d", "--rm", "--name", "detached-stop", "--rootfs", rootfs_->string(), "sleep", "300"})
-                  .status,
-              0);
+    ASSERT_EQ(
+        cli({"run", "-d", "--rm", "--name", "detached-stop", "--rootfs", rootfs_->string(), "sleep", "300"}).status, 0);
     EXPECT_EQ(trim(cli({"inspect", "-f", "{{.State.Status}}", "detached-stop"}).out), "running");
     auto stopped = cli({"stop", "detached-stop"});
     EXPECT_EQ(stopped.status, 0) << stopped;
-    EXPECT_TRUE(eventually([&] { return cli({"inspect", "detached-stop"}).status == 1; }))
-        << "the -d --rm box was not removed after stop";
+    EXPECT_TRUE(eventually([&] {
+        return cli({"inspect", "detached-stop"}).status == 1;
+    })) << "the -d --rm box was not removed after stop";
 
     // -d -t: the command has a terminal in the box; its output lands in the log.
     ASSERT_EQ(cli({"run", "-d", "-t", "--name", "detached-tty", "--rootfs", rootfs_->string(), "sh", "-c",
@@ -1021,7 +1030,8 @@ TEST_F(CliE2E, DetachedRunWithRmAndTty) {
     EXPECT_NE(log.find("/dev/pts/"), std::string::npos) << log;
     EXPECT_EQ(cli({"rm", "-f", "detached-tty"}).status, 0);
     // exec -d -t likewise.
-    ASSERT_EQ(cli({"run", "-d", "--name", "exec-detached-tty", "--rootfs", rootfs_->string(), "sleep", "300"}).status, 0);
+    ASSERT_EQ(cli({"run", "-d", "--name", "exec-detached-tty", "--rootfs", rootfs_->string(), "sleep", "300"}).status,
+              0);
     ASSERT_EQ(cli({"exec", "-d", "-t", "exec-detached-tty", "--", "sh", "-c", "tty > /tmp/tty"}).status, 0);
     std::string tty;
     EXPECT_TRUE(eventually([&] {
@@ -1108,7 +1118,8 @@ TEST_F(CliE2E, LimitsAreRecordedAndApplied) {
         std::smatch dir_line;
         ASSERT_TRUE(std::regex_search(info, dir_line, std::regex("memory (\\S+)\n"))) << info;
         const bool v2 = fs::exists("/sys/fs/cgroup/cgroup.controllers");
-        EXPECT_EQ(trim(boxlite::test::read_file(fs::path(dir_line[1].str()) / (v2 ? "memory.max" : "memory.limit_in_bytes"))),
+        EXPECT_EQ(trim(boxlite::test::read_file(fs::path(dir_line[1].str()) /
+                                                (v2 ? "memory.max" : "memory.limit_in_bytes"))),
                   "268435456");
         auto cgroup = cli({"exec", "limited", "cat", "/proc/self/cgroup"});
         EXPECT_NE(cgroup.out.find("/boxlite/" + id + "\n"), std::string::npos) << cgroup;
@@ -1146,9 +1157,8 @@ TEST_F(CliE2E, EngineFlagAndEnvironment) {
                     {{"BOXLITE_ENGINE", "<unset>"}});
     EXPECT_EQ(flag.status, 0) << flag;
     EXPECT_EQ(flag.out, "by-flag\n");
-    auto info = nlohmann::json::parse(cli({"--engine", "namespace", "info", "--format", "json"}, {},
-                                          {{"BOXLITE_ENGINE", "qemu"}})
-                                          .out);
+    auto info = nlohmann::json::parse(
+        cli({"--engine", "namespace", "info", "--format", "json"}, {}, {{"BOXLITE_ENGINE", "qemu"}}).out);
     EXPECT_EQ(info["engine"], "namespace");
     // A bad BOXLITE_ENGINE is a usage error naming the variable.
     auto bad = cli({"ls"}, {}, {{"BOXLITE_ENGINE", "bogus"}});
@@ -1214,8 +1224,9 @@ TEST_F(CliE2E, ExecInteractiveResizeAndCtrlC) {
         EXPECT_TRUE(resized) << session.transcript();
         // Ctrl-C reaches the foreground job in the box: a shell that traps SIGINT, typed in, and
         // armed (its trap set) before the key is pressed. The arithmetic shows up only in output.
-        session.type("sh -c 'trap \"echo int-\\$((4+4)); exit 0\" INT; echo armed-$((3*3)); "
-                     "while true; do sleep 1; done'\r");
+        session.type(
+            "sh -c 'trap \"echo int-\\$((4+4)); exit 0\" INT; echo armed-$((3*3)); "
+            "while true; do sleep 1; done'\r");
         ASSERT_TRUE(session.expect("armed-9")) << session.transcript();
         session.type("\x03");
         EXPECT_TRUE(session.expect("int-8", 10s)) << "Ctrl-C did not reach the box: " << session.transcript();
@@ -1241,11 +1252,12 @@ TEST_F(CliE2E, LoadPruneAndRegistryOrder) {
     // load --tag names an image the layout does not: a copy of the layout with only `single`,
     // its name annotation dropped.
     const auto untagged = work_->path() / "untagged";
-    boxlite::test::shell("rm -rf '" + untagged.string() + "' && cp -a '" + layout.string() + "' '" +
-                         untagged.string() + "' && python3 -c \"import json,sys; p=sys.argv[1]+'/index.json'; "
+    boxlite::test::shell("rm -rf '" + untagged.string() + "' && cp -a '" + layout.string() + "' '" + untagged.string() +
+                         "' && python3 -c \"import json,sys; p=sys.argv[1]+'/index.json'; "
                          "i=json.load(open(p)); m=[x for x in i['manifests'] if x.get('annotations',{})"
                          ".get('org.opencontainers.image.ref.name')=='single'][0]; m.pop('annotations'); "
-                         "i['manifests']=[m]; json.dump(i,open(p,'w'))\" '" + untagged.string() + "'");
+                         "i['manifests']=[m]; json.dump(i,open(p,'w'))\" '" +
+                         untagged.string() + "'");
     auto tagged = run_cli(load_home, {"load", "--tag", "test/tagged:v1", "-q", untagged.string()});
     ASSERT_EQ(tagged.status, 0) << tagged;
     EXPECT_NE(tagged.out.find("test/tagged:v1"), std::string::npos) << tagged;

@@ -32,8 +32,7 @@ std::ostream& operator<<(std::ostream& os, const CliRun& r) {
 
 /// Runs the CLI with exactly `env` (plus PATH, HOME and the sanitizers' options) and `args`;
 /// stdin is /dev/null, stdout and stderr go to files that are read back.
-CliRun run_boxlite(const fs::path& work, const std::map<std::string, std::string>& env,
-                   std::vector<std::string> args) {
+CliRun run_boxlite(const fs::path& work, const std::map<std::string, std::string>& env, std::vector<std::string> args) {
     std::vector<std::string> envs;
     for (const char* keep : {"PATH", "HOME", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"}) {
         if (const char* value = std::getenv(keep)) envs.push_back(std::string(keep) + "=" + value);
@@ -99,7 +98,9 @@ protected:
         if (GetParam()) env["BOXLITE_ENGINE"] = *GetParam();
         return env;
     }
-    CliRun cli(std::vector<std::string> args) { return run_boxlite(work_->path(), env_without_engine(), std::move(args)); }
+    CliRun cli(std::vector<std::string> args) {
+        return run_boxlite(work_->path(), env_without_engine(), std::move(args));
+    }
 
     std::optional<fs::path> rootfs_;
     std::optional<boxlite::test::TempDir> work_;
@@ -108,8 +109,8 @@ protected:
 
 TEST_P(CliEngine, ExistingBoxUsesItsOwnEngine) {
     auto run = run_boxlite(work_->path(), {{"BOXLITE_HOME", home_.string()}},
-                           {"--engine", "namespace", "run", "-d", "--name", "web", "--rootfs", rootfs_->string(),
-                            "sh", "-c", "echo hello from web; sleep 1000"});
+                           {"--engine", "namespace", "run", "-d", "--name", "web", "--rootfs", rootfs_->string(), "sh",
+                            "-c", "echo hello from web; sleep 1000"});
     ASSERT_EQ(run.status, 0) << run;
 
     EXPECT_EQ(trimmed(cli({"inspect", "-f", "{{.State.Status}}", "web"}).out), "running");
@@ -150,7 +151,8 @@ TEST_P(CliEngine, ExistingBoxUsesItsOwnEngine) {
 INSTANTIATE_TEST_SUITE_P(EngineFromEnvironment, CliEngine,
                          ::testing::Values(std::optional<std::string>{}, std::optional<std::string>{"auto"}),
                          [](const auto& test_param) {
-                             return test_param.param ? "BOXLITE_ENGINE_" + *test_param.param : std::string("BOXLITE_ENGINE_unset");
+                             return test_param.param ? "BOXLITE_ENGINE_" + *test_param.param
+                                                     : std::string("BOXLITE_ENGINE_unset");
                          });
 
 }  // namespace

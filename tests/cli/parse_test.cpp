@@ -86,8 +86,8 @@ TEST(ParsePort, AllForms) {
 }
 
 TEST(ParsePort, RejectsBadInput) {
-    for (const char* bad : {"", "0", "65536", "80/sctp", "abc", "-1", ":80", "8080:", "1:2:3:4", "[::1]80",
-                            "[]:1:2", "80:99999", "+80", " 80", "80/", "1.2.3.4:80:"}) {
+    for (const char* bad : {"", "0", "65536", "80/sctp", "abc", "-1", ":80", "8080:", "1:2:3:4", "[::1]80", "[]:1:2",
+                            "80:99999", "+80", " 80", "80/", "1.2.3.4:80:"}) {
         auto parsed = parse_port(bad);
         EXPECT_FALSE(parsed) << "accepted '" << bad << "'";
         if (!parsed) {

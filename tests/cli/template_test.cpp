@@ -82,7 +82,8 @@ TEST(Template, HostileInputDoesNotCrash) {
     // A crude fuzz: every prefix and a few mutations of a rich template compile or fail cleanly.
     const std::string seed = R"({{- if .State.Running -}}{{range .Ports}}{{. | upper}}{{end}}{{else}}{{json .}}{{end}})";
     for (std::size_t i = 0; i <= seed.size(); ++i) {
-        for (const std::string& text : {seed.substr(0, i), seed.substr(i), seed.substr(0, i) + "}}{{" + seed.substr(i)}) {
+        for (const std::string& text :
+             {seed.substr(0, i), seed.substr(i), seed.substr(0, i) + "}}{{" + seed.substr(i)}) {
             auto compiled = Template::compile(text);
             if (compiled) {
                 (void)compiled->render(kBox);

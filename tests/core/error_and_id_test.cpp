@@ -88,8 +88,7 @@ TEST(BoxID, GeneratesParsableSortableIds) {
     for (int i = 0; i < 8; ++i) {
         made.push_back(BoxID::generate().str());
         const auto after = now_ms();
-        while (now_ms() <= after) {
-        }
+        while (now_ms() <= after) {}
     }
     auto sorted = made;
     std::shuffle(sorted.begin(), sorted.end(), std::mt19937(7));

@@ -33,8 +33,9 @@ std::string mutate(std::string text, std::mt19937_64& rng, const std::vector<std
                 break;
             }
             default: {
-                static const char* tokens[] = {"{", "}", "[", "]", "\"", ":", ",", "null", "-1", "1e999",
-                                               "18446744073709551616", "\\u0000", "\"\\ud800\""};
+                static const char* tokens[] = {
+                    "{",       "}",          "[", "]", "\"", ":", ",", "null", "-1", "1e999", "18446744073709551616",
+                    "\\u0000", "\"\\ud800\""};
                 text.insert(pos, tokens[rng() % std::size(tokens)]);
             }
         }
@@ -76,8 +77,13 @@ TEST(Fuzz, StoredRecordsNeverCrashOrThrow) {
 }
 
 TEST(Fuzz, SmallParsersNeverCrash) {
-    const std::vector<std::string> seeds = {"2026-01-02T03:04:05.123456789Z", "01ARZ3NDEKTSV4RRFFQ69G5FAV", "512MiB",
-                                            "*.example.com", "10.0.0.0/8", "fd00::/8", "30s"};
+    const std::vector<std::string> seeds = {"2026-01-02T03:04:05.123456789Z",
+                                            "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+                                            "512MiB",
+                                            "*.example.com",
+                                            "10.0.0.0/8",
+                                            "fd00::/8",
+                                            "30s"};
     fuzz(seeds, 20000, [](const std::string& text) {
         (void)detail::parse_rfc3339(text);
         (void)BoxID::parse(text);

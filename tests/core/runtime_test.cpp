@@ -45,8 +45,8 @@ struct FakeImages {
 /// races below are reproduced deterministically, in one thread.
 struct Hooks {
     std::mutex mutex;
-    std::function<void()> alive_probed;  // inside Engine::is_alive, after the probe
-    std::function<void()> record_read;   // inside Storage::get, after the read
+    std::function<void()> alive_probed;        // inside Engine::is_alive, after the probe
+    std::function<void()> record_read;         // inside Storage::get, after the read
     std::optional<EngineStartTimings> report;  // what start() reports through EngineLaunch::timings
 
     void run(std::function<void()> Hooks::*slot) {
@@ -73,7 +73,9 @@ public:
         }
         return inner_.start(launch);
     }
-    BoxliteResult<void> stop(const EngineHandle& h, std::chrono::milliseconds timeout) { return inner_.stop(h, timeout); }
+    BoxliteResult<void> stop(const EngineHandle& h, std::chrono::milliseconds timeout) {
+        return inner_.stop(h, timeout);
+    }
     BoxliteResult<void> kill(const EngineHandle& h) { return inner_.kill(h); }
     [[nodiscard]] bool is_alive(const EngineHandle& h) const {
         const bool alive = inner_.is_alive(h);
@@ -91,7 +93,8 @@ static_assert(Engine<HookedEngine>);
 /// MemoryStorage, with Hooks::record_read.
 class HookedStorage {
 public:
-    HookedStorage(MemoryStorage inner, std::shared_ptr<Hooks> hooks) : inner_(std::move(inner)), hooks_(std::move(hooks)) {}
+    HookedStorage(MemoryStorage inner, std::shared_ptr<Hooks> hooks)
+        : inner_(std::move(inner)), hooks_(std::move(hooks)) {}
     BoxliteResult<void> insert(const BoxConfig& c, const BoxState& s) { return inner_.insert(c, s); }
     BoxliteResult<BoxRecord> get(const BoxID& id) {
         auto record = inner_.get(id);
@@ -128,9 +131,9 @@ protected:
         s.host_cpus = 4;
         s.connect_timeout = std::chrono::milliseconds(2000);
         // Unit tests never reach a registry: image references go to the fake store above.
-        s.image_provider.prepare = [images = images_, dir = rootfs_dir()](const RootfsSpec::Image& image, RootfsKind,
-                                                                         const BoxliteOptions&, const BoxID& box)
-            -> BoxliteResult<PreparedRootfs> {
+        s.image_provider.prepare =
+            [images = images_, dir = rootfs_dir()](const RootfsSpec::Image& image, RootfsKind, const BoxliteOptions&,
+                                                   const BoxID& box) -> BoxliteResult<PreparedRootfs> {
             std::lock_guard lock(images->mutex);
             if (image.reference.starts_with("missing")) {
                 return fail(ErrorKind::Image, "image '{}' not found in the fake registry", image.reference);
@@ -251,7 +254,7 @@ TEST_F(RuntimeTest, StartStopFollowTheStateMachine) {
 
     ASSERT_TRUE(box->stop());
     EXPECT_EQ(box->info()->status, BoxStatus::Stopped);
-    EXPECT_TRUE(box->stop());  // idempotent
+    EXPECT_TRUE(box->stop());   // idempotent
     ASSERT_TRUE(box->start());  // restart
     EXPECT_EQ(box->info()->status, BoxStatus::Running);
     ASSERT_TRUE(runtime_.remove("web", true));
@@ -377,7 +380,6 @@ TEST_F(RuntimeTest, ConnectAgentStartsTheBoxAndReachesTheAgent) {
     agent.join();
     EXPECT_EQ(box->info()->status, BoxStatus::Running);
 }
-
 
 // A look (info, get, list) that found the engine dead used to write "Stopped" unconditionally:
 // when a start() ran between its probe and its write, storage lost a running box.
@@ -523,12 +525,13 @@ TEST_F(RuntimeTest, StartAndStopRefuseStoppingAndUnknownBoxes) {
     ASSERT_TRUE(box->start());
     const auto id = box->id();
     auto state = storage_.get(id)->state;  // Running, live handle
-    state.status = BoxStatus::Stopping;   // another process is stopping it
+    state.status = BoxStatus::Stopping;    // another process is stopping it
     ASSERT_TRUE(storage_.update_state(id, state));
     auto start = box->start();
     ASSERT_FALSE(start);
     EXPECT_EQ(start.error().to_string(),
-              fmt::format("invalid state: cannot start box {}: it is stopping (allowed from configured or stopped)", id));
+              fmt::format("invalid state: cannot start box {}: it is stopping (allowed from configured or stopped)",
+                          id));
     auto stop = box->stop();
     ASSERT_FALSE(stop);
     EXPECT_EQ(stop.error().to_string(), fmt::format("invalid state: cannot stop box {}: it is already stopping", id));
@@ -541,7 +544,8 @@ TEST_F(RuntimeTest, StartAndStopRefuseStoppingAndUnknownBoxes) {
     start = box->start();
     ASSERT_FALSE(start);
     EXPECT_EQ(start.error().to_string(),
-              fmt::format("invalid state: cannot start box {}: it is unknown (allowed from configured or stopped)", id));
+              fmt::format("invalid state: cannot start box {}: it is unknown (allowed from configured or stopped)",
+                          id));
     stop = box->stop();
     ASSERT_FALSE(stop);
     EXPECT_EQ(stop.error().to_string(),

@@ -36,8 +36,9 @@ RuntimeSettings small_host() {
 TEST(Concurrency, ThreadsShareOneRuntime) {
     TempDir dir;
     MockEngine engine;
-    BasicRuntime<MockEngine, PipeTransport, MemoryStorage> runtime(
-        BoxliteOptions{dir.path(), {}, EngineKind::Mock}, engine, PipeTransport{}, MemoryStorage{}, small_host());
+    BasicRuntime<MockEngine, PipeTransport, MemoryStorage> runtime(BoxliteOptions{dir.path(), {}, EngineKind::Mock},
+                                                                   engine, PipeTransport{}, MemoryStorage{},
+                                                                   small_host());
     constexpr int kThreads = 8;
     constexpr int kBoxesPerThread = 25;
     std::atomic<int> failures{0};
@@ -64,8 +65,9 @@ TEST(Concurrency, ThreadsShareOneRuntime) {
 TEST(Concurrency, ConcurrentStartsOfOneBoxStartItOnce) {
     TempDir dir;
     MockEngine engine;
-    BasicRuntime<MockEngine, PipeTransport, MemoryStorage> runtime(
-        BoxliteOptions{dir.path(), {}, EngineKind::Mock}, engine, PipeTransport{}, MemoryStorage{}, small_host());
+    BasicRuntime<MockEngine, PipeTransport, MemoryStorage> runtime(BoxliteOptions{dir.path(), {}, EngineKind::Mock},
+                                                                   engine, PipeTransport{}, MemoryStorage{},
+                                                                   small_host());
     auto box = runtime.create(rootfs_options(dir.path()), "once");
     ASSERT_TRUE(box);
     std::vector<std::thread> threads;
@@ -225,8 +227,9 @@ TEST(Concurrency, AttachedBoxesStopWithTheirRuntime) {
     TempDir dir;
     MockEngine engine;
     {
-        BasicRuntime<MockEngine, PipeTransport, MemoryStorage> runtime(
-            BoxliteOptions{dir.path(), {}, EngineKind::Mock}, engine, PipeTransport{}, MemoryStorage{}, small_host());
+        BasicRuntime<MockEngine, PipeTransport, MemoryStorage> runtime(BoxliteOptions{dir.path(), {}, EngineKind::Mock},
+                                                                       engine, PipeTransport{}, MemoryStorage{},
+                                                                       small_host());
         auto attached = runtime.create(rootfs_options(dir.path()), "attached");
         auto options = rootfs_options(dir.path());
         options.detach = true;

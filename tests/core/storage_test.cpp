@@ -102,7 +102,7 @@ TYPED_TEST(StorageContract, LookupByNameIdAndPrefix) {
     EXPECT_EQ(this->storage_.lookup("alpha")->config.id.str(), "01ARZ3NDEKTSV4RRFFQ69G5FAV");
     EXPECT_EQ(this->storage_.lookup("01ARZ3NDEKTSV4RRFFQ69G5FB0")->config.name, "beta");
     EXPECT_EQ(this->storage_.lookup("01arz3ndektsv4rrffq69g5fb0")->config.name, "beta");  // case-insensitive
-    EXPECT_FALSE(this->storage_.lookup("01BX")->config.name);                            // unique prefix
+    EXPECT_FALSE(this->storage_.lookup("01BX")->config.name);                             // unique prefix
     auto ambiguous = this->storage_.lookup("01ARZ");
     ASSERT_FALSE(ambiguous);
     EXPECT_EQ(ambiguous.error().kind(), ErrorKind::InvalidArgument);
@@ -301,7 +301,9 @@ TEST(SqliteStorageFiles, SecretsAreReadableByTheOwnerOnly) {
         ASSERT_TRUE(storage->get(config.id));
     }
 
-    if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (checking another user's access means becoming nobody); modes checked above";
+    if (::geteuid() != 0)
+        GTEST_SKIP()
+            << "precondition: not root (checking another user's access means becoming nobody); modes checked above";
     // Another user, through the home that lets them in: neither the database nor the mirror.
     const pid_t child = ::fork();
     if (child == 0) {

@@ -116,8 +116,8 @@ TEST(VolumeSpec, HostPathMustExistAndGuestPathBeAbsolute) {
 }
 
 TEST(NetworkSpec, AllowNetPatterns) {
-    for (const char* good : {"example.com", "*.example.com", "api.github.com", "10.0.0.1", "::1", "10.0.0.0/8",
-                             "fd00::/8", "localhost"}) {
+    for (const char* good :
+         {"example.com", "*.example.com", "api.github.com", "10.0.0.1", "::1", "10.0.0.0/8", "fd00::/8", "localhost"}) {
         EXPECT_TRUE(validate_allow_net_pattern(good)) << good;
     }
     for (const char* bad : {"", "*", "*.", "a..b", "-a.com", "a-.com", "10.0.0.0/33", "::/129", "http://x.com",
@@ -307,7 +307,8 @@ TEST(BoxStatus, TheWholeTransitionTable) {
     };
     for (std::size_t f = 0; f < 5; ++f) {
         for (std::size_t t = 0; t < 5; ++t) {
-            EXPECT_EQ(can_transition(all[f], all[t]), allowed[f][t]) << to_string(all[f]) << " -> " << to_string(all[t]);
+            EXPECT_EQ(can_transition(all[f], all[t]), allowed[f][t])
+                << to_string(all[f]) << " -> " << to_string(all[t]);
             BoxState state;
             state.status = all[f];
             auto moved = state.transition_to(all[t]);
@@ -350,8 +351,9 @@ TEST(BoxCommand, BuilderKeepsEverySetting) {
 TEST(SecurityOptions, TheWholeOptionsAreValidatedWithTheBox) {
     auto o = valid();
     o.security.chroot_base = "relative/jail";
-    EXPECT_EQ(config_error(o), "configuration error: chroot_base relative/jail must be an absolute path without '..' "
-                               "(or disable chroot)");
+    EXPECT_EQ(config_error(o),
+              "configuration error: chroot_base relative/jail must be an absolute path without '..' "
+              "(or disable chroot)");
     o.security.chroot_base = "/srv/../etc";
     EXPECT_NE(config_error(o), "ok");
     o.security.chroot_enabled = false;  // the base is not used then
@@ -363,7 +365,8 @@ TEST(SecurityOptions, TheWholeOptionsAreValidatedWithTheBox) {
     o.security.resource_limits.max_open_files = 0;
     EXPECT_NE(config_error(o).find("security.resource_limits: resource limit max_open_files"), std::string::npos)
         << config_error(o);
-    for (const auto& preset : {SecurityOptions::development(), SecurityOptions::standard(), SecurityOptions::maximum()}) {
+    for (const auto& preset :
+         {SecurityOptions::development(), SecurityOptions::standard(), SecurityOptions::maximum()}) {
         EXPECT_TRUE(validate(preset));
     }
     // The builder applies the same rules.
@@ -412,7 +415,8 @@ TEST(Formatters, InfoStateConfigCommandMetrics) {
     EXPECT_TRUE(info.running());
     EXPECT_EQ(fmt::format("{}", info), fmt::format("{} web running alpine:latest 1cpu 512MiB", config.id.short_id()));
     EXPECT_NE(fmt::format("{}", config).find("(web) on mock: image alpine:latest, 1 cpu, 512 MiB"), std::string::npos);
-    EXPECT_EQ(fmt::format("{}", BoxCommand("python3").args({"-c", "print('hi')"})), R"(python3 -c 'print('\''hi'\'')')");
+    EXPECT_EQ(fmt::format("{}", BoxCommand("python3").args({"-c", "print('hi')"})),
+              R"(python3 -c 'print('\''hi'\'')')");
     RuntimeMetrics rm;
     rm.boxes_created_total = 3;
     EXPECT_NE(fmt::format("{}", rm).find("boxes_created_total=3"), std::string::npos);

@@ -35,7 +35,9 @@ public:
         ++flushes;
         return {};
     }
-    BoxliteResult<void> discard(std::uint64_t offset, std::uint64_t length) override { return write_zeroes(offset, length); }
+    BoxliteResult<void> discard(std::uint64_t offset, std::uint64_t length) override {
+        return write_zeroes(offset, length);
+    }
     BoxliteResult<void> write_zeroes(std::uint64_t offset, std::uint64_t length) override {
         if (offset > data_.size() || length > data_.size() - offset)
             return fail(ErrorKind::InvalidArgument, "zeroes past the end");

@@ -29,7 +29,10 @@ public:
     /// Lays out a queue of `size` entries at `base` (desc table, avail ring, used ring, each
     /// page-aligned) in `memory`.
     VirtQueueDriver(const vmm::GuestMemory& memory, std::uint64_t base, std::uint16_t size)
-        : memory_(memory), size_(size), desc_(base), avail_(base + 0x1000 * ((16ULL * size + 0xfff) / 0x1000)),
+        : memory_(memory),
+          size_(size),
+          desc_(base),
+          avail_(base + 0x1000 * ((16ULL * size + 0xfff) / 0x1000)),
           used_(avail_ + 0x1000 * ((6ULL + 2 * size + 0xfff) / 0x1000)) {
         for (std::uint64_t a = desc_; a < used_ + 6 + 8ULL * size; a += 8) memory_.write_obj<std::uint64_t>(a, 0);
     }
@@ -81,7 +84,9 @@ public:
         avail_idx_ = value;
         memory_.write_obj<std::uint16_t>(avail_ + 2, value);
     }
-    void set_used_event(std::uint16_t value) const { memory_.write_obj<std::uint16_t>(avail_ + 4 + 2ULL * size_, value); }
+    void set_used_event(std::uint16_t value) const {
+        memory_.write_obj<std::uint16_t>(avail_ + 4 + 2ULL * size_, value);
+    }
     void set_avail_flags(std::uint16_t value) const { memory_.write_obj<std::uint16_t>(avail_, value); }
     std::uint16_t avail_event() const { return memory_.read_obj<std::uint16_t>(used_ + 4 + 8ULL * size_).value_or(0); }
 

@@ -233,7 +233,7 @@ TEST_F(VsockFixture, HostDataWaitsForGuestCredit) {
     int listener = listen_unix(dir / "vsock.sock_6000");
     ASSERT_GE(listener, 0);
     send_tx(VsockOp::Request, 900, 6000, {}, /*buf_alloc=*/8);  // the guest can take 8 bytes
-    ASSERT_TRUE(next_rx());                                       // RESPONSE
+    ASSERT_TRUE(next_rx());                                     // RESPONSE
     int accepted = ::accept(listener, nullptr, nullptr);
     ASSERT_GE(accepted, 0);
     ASSERT_EQ(::write(accepted, "0123456789abcdef", 16), 16);
@@ -256,7 +256,7 @@ TEST_F(VsockFixture, HostileHeadersAreDroppedOrReset) {
     ASSERT_TRUE(rst);
     EXPECT_EQ(rst->first.op, static_cast<std::uint16_t>(VsockOp::Rst));
 
-    send_tx(VsockOp::Request, 1, 2, {}, 0, 0, /*src_cid=*/99);  // spoofed source cid
+    send_tx(VsockOp::Request, 1, 2, {}, 0, 0, /*src_cid=*/99);         // spoofed source cid
     send_tx(VsockOp::Request, 1, 2, {}, 0, 0, kGuestCid, /*type=*/2);  // SEQPACKET: not supported
     auto rst2 = next_rx();
     ASSERT_TRUE(rst2);

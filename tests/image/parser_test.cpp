@@ -22,7 +22,8 @@ const std::string kDigestC = "sha256:" + std::string(64, 'c');
 
 std::string manifest_json() {
     return R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",)"
-           R"("config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" + kDigestA +
+           R"("config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
+           kDigestA +
            R"(","size":100},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":")" +
            kDigestB + R"(","size":2000},{"mediaType":"application/vnd.oci.image.layer.v1.tar+zstd","digest":")" +
            kDigestC + R"(","size":3}]})";
@@ -30,12 +31,14 @@ std::string manifest_json() {
 
 std::string index_json() {
     return R"({"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[)"
-           R"({"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":")" + kDigestA +
+           R"({"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":")" +
+           kDigestA +
            R"(","size":1,"platform":{"os":"linux","architecture":"amd64"}},)"
-           R"({"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":")" + kDigestB +
+           R"({"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":")" +
+           kDigestB +
            R"(","size":1,"platform":{"os":"linux","architecture":"arm64","variant":"v8"}},)"
-           R"({"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":")" + kDigestC +
-           R"(","size":1,"platform":{"os":"linux","architecture":"arm","variant":"v7"}}]})";
+           R"({"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":")" +
+           kDigestC + R"(","size":1,"platform":{"os":"linux","architecture":"arm","variant":"v7"}}]})";
 }
 
 TEST(ImageManifest, ParsesOciManifest) {
@@ -70,8 +73,9 @@ TEST(ImageManifest, RejectsWhatWeCannotTrust) {
     expect_image_error(with("tar+gzip", "exe"), "unsupported media type");
     expect_image_error(manifest_json(), "Content-Type", "application/vnd.oci.image.index.v1+json");
     expect_image_error(R"({"schemaVersion":2,"mediaType":"application/x-evil"})", "unsupported manifest media type");
-    std::string many = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":")" +
-                       kDigestA + R"(","size":1},"layers":[)";
+    std::string many =
+        R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":")" +
+        kDigestA + R"(","size":1},"layers":[)";
     for (int i = 0; i < 600; ++i) {
         if (i > 0) many += ',';
         many += R"({"digest":")";
@@ -116,7 +120,8 @@ TEST(ImageManifest, IndexEntriesWithoutAPlatformMatchAnyPlatform) {
     }
 
     Index mixed = index;
-    mixed.manifests.push_back({std::string(media_type::kOciManifest), kDigestB, 10, Platform{"linux", "arm64", "v8"}, {}});
+    mixed.manifests.push_back(
+        {std::string(media_type::kOciManifest), kDigestB, 10, Platform{"linux", "arm64", "v8"}, {}});
     EXPECT_EQ(select_platform(mixed, {"linux", "arm64", ""}, "x")->digest, kDigestB);
     EXPECT_EQ(select_platform(mixed, {"linux", "amd64", ""}, "x")->digest, kDigestA);
 }
@@ -125,7 +130,8 @@ TEST(ImageConfigParse, ReadsRuntimeDefaults) {
     auto config = parse_image_config(
         R"({"architecture":"amd64","os":"linux","created":"2024-01-01T00:00:00Z","config":{"Env":["PATH=/bin","A=b"],)"
         R"("Entrypoint":null,"Cmd":["/bin/sh"],"WorkingDir":"/w","User":"1000","Labels":{"k":"v"}},)"
-        R"("rootfs":{"type":"layers","diff_ids":[")" + kDigestA + R"("]}})");
+        R"("rootfs":{"type":"layers","diff_ids":[")" +
+        kDigestA + R"("]}})");
     ASSERT_TRUE(config) << config.error().message();
     EXPECT_EQ(config->platform.architecture, "amd64");
     EXPECT_EQ(config->env.size(), 2u);
@@ -229,8 +235,10 @@ std::string mutate(std::string input, std::mt19937& rng) {
 TEST(ImageFuzz, ParsersSurviveMutatedInput) {
     std::mt19937 rng(20241122);
     const std::vector<std::string> manifests = {manifest_json(), index_json()};
-    const std::string config = R"({"os":"linux","config":{"Env":["A=b"],"Cmd":["x"],"Labels":{"a":"b"}},"rootfs":{"diff_ids":[]}})";
-    const std::vector<std::string> references = {"ghcr.io/org/app:1.0@" + kDigestA, "localhost:5000/a/b", "[::1]:80/x:y"};
+    const std::string config =
+        R"({"os":"linux","config":{"Env":["A=b"],"Cmd":["x"],"Labels":{"a":"b"}},"rootfs":{"diff_ids":[]}})";
+    const std::vector<std::string> references = {"ghcr.io/org/app:1.0@" + kDigestA, "localhost:5000/a/b",
+                                                 "[::1]:80/x:y"};
     const std::string header = R"(Bearer realm="https://a/token",service="s",scope="repository:x:pull")";
     int accepted = 0;
     for (int i = 0; i < 4000; ++i) {

@@ -58,9 +58,9 @@ TEST(ImageReference, Digests) {
 }
 
 TEST(ImageReference, RejectsMalformed) {
-    for (const char* bad : {"", "Alpine", "docker.io/Library/alpine", "alpine:", "alpine:-x", "alpine:.x", "a//b",
-                            "/alpine", "alpine/", "al pine", "alpine:tag:extra", "a__-b", "-a", "a-", "ghcr.io:/x",
-                            "localhost:99999999/x", "exa mple.com/x"}) {
+    for (const char* bad :
+         {"", "Alpine", "docker.io/Library/alpine", "alpine:", "alpine:-x", "alpine:.x", "a//b", "/alpine", "alpine/",
+          "al pine", "alpine:tag:extra", "a__-b", "-a", "a-", "ghcr.io:/x", "localhost:99999999/x", "exa mple.com/x"}) {
         auto ref = parse_reference(bad);
         EXPECT_FALSE(ref) << bad << " parsed as " << (ref ? ref->to_string() : "");
         if (!ref) {
@@ -217,8 +217,7 @@ TEST(ImageConfigMerge, TheImageApiAndTheRuntimeMergeAlike) {
     merge_launch_defaults(variants[1], ImageDefaults{}, launch);
     EXPECT_EQ(launch.working_dir, "/");
     // Env: "B" alone is an empty value, a repeated name keeps its first place with the last value.
-    EXPECT_EQ(image_defaults(image).env,
-              (std::vector<std::pair<std::string, std::string>>{{"A", "2"}, {"B", ""}}));
+    EXPECT_EQ(image_defaults(image).env, (std::vector<std::pair<std::string, std::string>>{{"A", "2"}, {"B", ""}}));
     EXPECT_EQ(merge_process_defaults(image, variants[5]).env,
               (std::vector<std::pair<std::string, std::string>>{{"A", "box"}, {"B", ""}, {"C", "3"}}));
     // An explicitly empty user means root, not the image's user.

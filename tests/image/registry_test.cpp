@@ -56,8 +56,8 @@ std::string read_text(const fs::path& path) {
 }
 
 std::string missing_tools() {
-    for (const char* tool :
-         {"docker-registry", "skopeo", "umoci", "htpasswd", "mke2fs", "e2fsck", "debugfs", "curl", "openssl", "python3"}) {
+    for (const char* tool : {"docker-registry", "skopeo", "umoci", "htpasswd", "mke2fs", "e2fsck", "debugfs", "curl",
+                             "openssl", "python3"}) {
         if (sh(fmt::format("command -v {} >/dev/null 2>&1", tool)) != 0) return tool;
     }
     if (!fs::exists("/bin/busybox")) return "busybox-static";
@@ -143,7 +143,8 @@ public:
         for (std::string line; std::getline(lines, line);) {
             const auto entry = nlohmann::json::parse(line, nullptr, false);
             if (entry.is_discarded()) continue;
-            Request r{entry.value("path", ""), entry.value("range", ""), entry.value("token", ""), entry.value("status", 0)};
+            Request r{entry.value("path", ""), entry.value("range", ""), entry.value("token", ""),
+                      entry.value("status", 0)};
             if (std::string_view(r.path).ends_with(path_suffix)) out.push_back(std::move(r));
         }
         return out;
@@ -225,10 +226,12 @@ protected:
     /// cannot run is a failure. Callers return when IsSkipped() or HasFatalFailure() (gtest's
     /// way out of a helper).
     void open_namespace_runtime(const fs::path& home) {
-        if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (the namespace engine needs namespaces, overlayfs)";
+        if (::geteuid() != 0)
+            GTEST_SKIP() << "precondition: not root (the namespace engine needs namespaces, overlayfs)";
         const auto shim = test::built_binary("boxlite-shim");
         const auto agent = test::built_binary("boxlite-agent");
-        ASSERT_TRUE(fs::exists(shim) && fs::exists(agent)) << "boxlite-shim / boxlite-agent are not built (test dependencies)";
+        ASSERT_TRUE(fs::exists(shim) && fs::exists(agent))
+            << "boxlite-shim / boxlite-agent are not built (test dependencies)";
         ::setenv("BOXLITE_SHIM", shim.c_str(), 1);
         ::setenv("BOXLITE_AGENT", agent.c_str(), 1);
         BoxliteOptions options;
@@ -238,7 +241,8 @@ protected:
         auto runtime = open_runtime(options);
         ASSERT_TRUE(runtime) << runtime.error().to_string();
         auto available = runtime->engine().available();
-        ASSERT_TRUE(available) << "the namespace engine calls itself unavailable as root: " << available.error().to_string();
+        ASSERT_TRUE(available) << "the namespace engine calls itself unavailable as root: "
+                               << available.error().to_string();
         namespace_runtime_.emplace(std::move(*runtime));
     }
 
@@ -247,7 +251,7 @@ protected:
     static inline std::unique_ptr<test::TempDir> images_;
     static inline std::unique_ptr<Registry> registry_;
     test::TempDir home_{"boxlite-home"};
-    test::TempDir other_home_{"boxlite-home"};  // for a namespace runtime beside one on home_
+    test::TempDir other_home_{"boxlite-home"};         // for a namespace runtime beside one on home_
     std::optional<BoxliteRuntime> namespace_runtime_;  // after the homes: destroyed before them
 };
 
@@ -324,7 +328,8 @@ TEST_F(ImageRegistry, AppliesWhiteoutsOpaqueDirectoriesAndLinksAcrossLayers) {
     EXPECT_FALSE(fs::exists(r / "opq/sub"));
     EXPECT_EQ(read_text(r / "opq/new.txt"), "new\n");
     EXPECT_EQ(read_text(r / "etc/motd"), "welcome\n");
-    struct stat a {}, b {};
+    struct stat a {
+    }, b{};
     ASSERT_EQ(::stat((r / "data/added.txt").c_str(), &a), 0);
     ASSERT_EQ(::stat((r / "data/hardlink.txt").c_str(), &b), 0);
     EXPECT_EQ(a.st_ino, b.st_ino);
@@ -355,7 +360,8 @@ TEST_F(ImageRegistry, SelectsThePlatformOfAMultiArchIndex) {
     EXPECT_EQ(read_text(*arm_root / "etc/arch"), "arm64\n");
 
     test::TempDir third{"boxlite-home"};
-    auto riscv = open_store(third.path()).pull(ref("test/multiarch:1"), {PullPolicy::Always, {}, Platform{"linux", "riscv64", ""}});
+    auto riscv = open_store(third.path())
+                     .pull(ref("test/multiarch:1"), {PullPolicy::Always, {}, Platform{"linux", "riscv64", ""}});
     ASSERT_FALSE(riscv);
     EXPECT_EQ(riscv.error().kind(), ErrorKind::Image);
     EXPECT_NE(riscv.error().message().find("no image for platform linux/riscv64"), std::string::npos)
@@ -487,14 +493,17 @@ TEST_F(ImageRegistry, ResumesAPartialDownloadWithRange) {
     // A true prefix: the download continues after it and the blob verifies.
     test::TempDir resumed_home{"boxlite-home"};
     auto resumed = open_store(resumed_home.path());
-    const auto resumed_partial = resumed_home.path() / "images/tmp" / fmt::format("{}.partial", digest_hex(layer.digest));
+    const auto resumed_partial = resumed_home.path() / "images/tmp" /
+                                 fmt::format("{}.partial", digest_hex(layer.digest));
     std::ofstream(resumed_partial, std::ios::binary) << blob.substr(0, blob.size() / 2);
     std::vector<LayerProgress> events;
-    auto ok = resumed.pull(ref("test/single:1"), {PullPolicy::IfMissing, [&](const LayerProgress& p) { events.push_back(p); }, {}});
+    auto ok = resumed.pull(ref("test/single:1"),
+                           {PullPolicy::IfMissing, [&](const LayerProgress& p) { events.push_back(p); }, {}});
     ASSERT_TRUE(ok) << ok.error().message();
     EXPECT_EQ(read_text(resumed_home.path() / "images/blobs/sha256" / std::string(digest_hex(layer.digest))), blob);
     // The first download event already counts the bytes that were on disk.
-    auto first_download = std::find_if(events.begin(), events.end(), [](const auto& e) { return e.phase == LayerPhase::Downloading; });
+    auto first_download = std::find_if(events.begin(), events.end(),
+                                       [](const auto& e) { return e.phase == LayerPhase::Downloading; });
     ASSERT_NE(first_download, events.end());
     EXPECT_EQ(first_download->current, blob.size() / 2);
 }
@@ -591,7 +600,8 @@ TEST_F(ImageRegistry, BoxRunsThePulledImageOnTheNamespaceEngine) {
     EXPECT_EQ(write->stdout_text, "mine\n");
     auto image = image::ImageStore::open({home_.path(), {}, {}})->inspect(registry_->host() + "/test/multi:1");
     ASSERT_TRUE(image) << image.error().message();
-    EXPECT_FALSE(fs::exists(home_.path() / "images/rootfs" / std::string(digest_hex(image->manifest_digest)) / "etc/written"));
+    EXPECT_FALSE(
+        fs::exists(home_.path() / "images/rootfs" / std::string(digest_hex(image->manifest_digest)) / "etc/written"));
     auto metrics = box->metrics();
     ASSERT_TRUE(metrics);
     EXPECT_TRUE(metrics->stage_image_prepare_ms.has_value());
@@ -645,7 +655,9 @@ TEST_F(ImageRegistry, BuildsAnExt4DiskThatPassesFsck) {
                              prepared->path.string())),
               0);
     EXPECT_EQ(read_text(out.path() / "os-release").substr(0, 25), "NAME=\"BoxLite Test Linux\"");
-    ASSERT_EQ(sh(fmt::format("debugfs -R 'stat /opq/old.txt' {} 2>&1 | grep -q 'File not found'", prepared->path.string())), 0);
+    ASSERT_EQ(sh(fmt::format("debugfs -R 'stat /opq/old.txt' {} 2>&1 | grep -q 'File not found'",
+                             prepared->path.string())),
+              0);
 
     const auto built_at = fs::last_write_time(prepared->path);
     auto again = store.prepare(ref("test/multi:1"), RootfsKind::Ext4Disk);
@@ -671,9 +683,11 @@ TEST_F(ImageRegistry, TwoProcessesPullingTheSameImageDoTheWorkOnce) {
                 std::fprintf(stderr, "child open failed: %s\n", store.error().message().c_str());
                 ::_exit(2);
             }
-            auto image = store->pull(ref("test/multi:1"), {PullPolicy::IfMissing, [&](const LayerProgress& p) {
-                                                                if (p.phase == LayerPhase::Complete) ++completed;
-                                                            }, {}});
+            auto image = store->pull(ref("test/multi:1"), {PullPolicy::IfMissing,
+                                                           [&](const LayerProgress& p) {
+                                                               if (p.phase == LayerPhase::Complete) ++completed;
+                                                           },
+                                                           {}});
             if (!image) {
                 std::fprintf(stderr, "child pull failed: %s\n", image.error().message().c_str());
                 ::_exit(3);
@@ -723,7 +737,9 @@ TEST_F(ImageRegistry, LoadsDockerSaveArchivesAndOciLayouts) {
 
     // An OCI archive with an explicit name, then the whole layout directory (names from its tags).
     const auto oci_tar = exports.path() / "single.tar";
-    ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:single oci-archive:{} >/dev/null", oci().string(), oci_tar.string())), 0);
+    ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:single oci-archive:{} >/dev/null", oci().string(),
+                             oci_tar.string())),
+              0);
     auto named = store.load(oci_tar, "mine:1");
     ASSERT_TRUE(named) << named.error().message();
     ASSERT_EQ(named->size(), 1u);
@@ -945,7 +961,6 @@ TEST_F(ImageRegistry, GcDropsStaleLeasesOfBoxesThatNoLongerExist) {
     EXPECT_EQ(bad.error().kind(), ErrorKind::InvalidArgument);
 }
 
-
 // A server that ignores Range answers a resumed download with 200 and the whole blob: the partial
 // file is thrown away and the download starts over (curl's own resume would fail with
 // CURLE_RANGE_ERROR before any byte, and every later pull of that layer with it).
@@ -989,8 +1004,9 @@ TEST_F(ImageRegistry, RetriesServerErrorsWithBackoff) {
         EXPECT_EQ(requests[1].status, 503);
         EXPECT_EQ(requests[2].status, 200);
     }
-    EXPECT_EQ(sha256_file(home_.path() / "images/blobs/sha256" / std::string(digest_hex(pulled->layers[0].digest))).value(),
-              pulled->layers[0].digest);
+    EXPECT_EQ(
+        sha256_file(home_.path() / "images/blobs/sha256" / std::string(digest_hex(pulled->layers[0].digest))).value(),
+        pulled->layers[0].digest);
 
     // A registry that keeps failing: max_attempts requests, then an error that says what it answered.
     FaultProxy down(registry_->port(), "status-503", 100);
@@ -1009,8 +1025,9 @@ TEST_F(ImageRegistry, ResumesAfterTheConnectionDropsMidTransfer) {
     FaultProxy proxy(registry_->port(), "drop", 1);
     ASSERT_TRUE(proxy.running());
     std::vector<LayerProgress> events;
-    auto pulled = open_store(home_.path()).pull(proxy.host() + "/test/single:1",
-                                                {PullPolicy::IfMissing, [&](const LayerProgress& p) { events.push_back(p); }, {}});
+    auto pulled = open_store(home_.path())
+                      .pull(proxy.host() + "/test/single:1",
+                            {PullPolicy::IfMissing, [&](const LayerProgress& p) { events.push_back(p); }, {}});
     ASSERT_TRUE(pulled) << pulled.error().message();
     const auto& layer = pulled->layers[0];
     EXPECT_EQ(sha256_file(home_.path() / "images/blobs/sha256" / std::string(digest_hex(layer.digest))).value(),
@@ -1041,15 +1058,18 @@ TEST_F(ImageRegistry, RenewsAnExpiredBearerTokenMidPull) {
     EXPECT_EQ(pulled->layers.size(), 3u);
 
     const auto requests = proxy.requests();
-    const auto revoked = std::find_if(requests.begin(), requests.end(), [](const auto& r) { return r.status == 401 &&
-                                                                                            r.path.find("/blobs/") != std::string::npos; });
+    const auto revoked = std::find_if(requests.begin(), requests.end(), [](const auto& r) {
+        return r.status == 401 && r.path.find("/blobs/") != std::string::npos;
+    });
     ASSERT_NE(revoked, requests.end());
     EXPECT_FALSE(revoked->token.empty());
-    const auto retried = std::find_if(revoked + 1, requests.end(), [&](const auto& r) { return r.path == revoked->path; });
+    const auto retried = std::find_if(revoked + 1, requests.end(),
+                                      [&](const auto& r) { return r.path == revoked->path; });
     ASSERT_NE(retried, requests.end());
     EXPECT_EQ(retried->status, 200);
     EXPECT_NE(retried->token, revoked->token);
-    EXPECT_EQ(std::count_if(requests.begin(), requests.end(), [](const auto& r) { return r.status == 401 && !r.token.empty(); }),
+    EXPECT_EQ(std::count_if(requests.begin(), requests.end(),
+                            [](const auto& r) { return r.status == 401 && !r.token.empty(); }),
               1);
 }
 
@@ -1079,7 +1099,8 @@ TEST_F(ImageRegistry, PullsDockerV2Schema2ImagesAndManifestLists) {
         ASSERT_TRUE(chosen) << chosen.error().message();
         EXPECT_EQ(chosen->media_type, media_type::kDockerManifest);
         ASSERT_FALSE(chosen->index_digest.empty());
-        const auto list = read_text(home.path() / "images/blobs/sha256" / std::string(digest_hex(chosen->index_digest)));
+        const auto list = read_text(home.path() / "images/blobs/sha256" /
+                                    std::string(digest_hex(chosen->index_digest)));
         EXPECT_NE(list.find(media_type::kDockerManifestList), std::string::npos) << list;
         auto root = arch_store.rootfs_directory(*chosen);
         ASSERT_TRUE(root) << root.error().message();
@@ -1094,7 +1115,9 @@ TEST_F(ImageRegistry, LoadedShortNamesAreFoundByTheSameNamesWithoutANetwork) {
     test::TempDir exports;
     const auto oci_tar = exports.path() / "single.tar";
     const auto docker_tar = exports.path() / "saved.tar";
-    ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:single oci-archive:{} >/dev/null", oci().string(), oci_tar.string())), 0);
+    ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:single oci-archive:{} >/dev/null", oci().string(),
+                             oci_tar.string())),
+              0);
     ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:multi docker-archive:{}:mine:2 >/dev/null", oci().string(),
                              docker_tar.string())),
               0);
@@ -1157,7 +1180,8 @@ TEST_F(ImageRegistry, ANonLoopbackNameIsReachedOverHttpOnlyWhenListedAsInsecure)
     }
     const auto address = ntohl(reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr.s_addr);
     ::freeaddrinfo(found);
-    if ((address >> 24) != 127) GTEST_SKIP() << "precondition: the host name '" << hostname << "' does not resolve to loopback";
+    if ((address >> 24) != 127)
+        GTEST_SKIP() << "precondition: the host name '" << hostname << "' does not resolve to loopback";
     const std::string host = fmt::format("{}:{}", hostname, registry_->port());
     ASSERT_FALSE(is_loopback_registry(host));
     const auto name = host + "/test/single:1";
@@ -1166,7 +1190,8 @@ TEST_F(ImageRegistry, ANonLoopbackNameIsReachedOverHttpOnlyWhenListedAsInsecure)
     strict.max_attempts = 1;
     auto refused = open_store(home_.path(), strict).pull(name);
     ASSERT_FALSE(refused);
-    EXPECT_NE(refused.error().message().find("https://" + host + "/v2/"), std::string::npos) << refused.error().message();
+    EXPECT_NE(refused.error().message().find("https://" + host + "/v2/"), std::string::npos)
+        << refused.error().message();
 
     using Runtime = BasicRuntime<MockEngine, PipeTransport, MemoryStorage>;
     MockEngine engine(MockEngine::Options{RootfsKind::Directory, "pipe"});
@@ -1300,8 +1325,9 @@ TEST_F(ImageRegistry, VerifiesDockerSaveLayersAgainstTheirDiffIds) {
         EXPECT_EQ(loaded.error().kind(), ErrorKind::Image);
         const auto& message = loaded.error().message();
         EXPECT_NE(message.find("digest mismatch for layer"), std::string::npos) << message;
-        const auto config = nlohmann::json::parse(read_text(archive / nlohmann::json::parse(read_text(archive / "manifest.json"))
-                                                                      .at(0).at("Config").get<std::string>()));
+        const auto config = nlohmann::json::parse(read_text(
+            archive /
+            nlohmann::json::parse(read_text(archive / "manifest.json")).at(0).at("Config").get<std::string>()));
         EXPECT_NE(message.find(config.at("rootfs").at("diff_ids").at(index).get<std::string>()), std::string::npos)
             << message;
         EXPECT_FALSE(store.inspect("team/checked:1"));
@@ -1327,8 +1353,8 @@ TEST_F(ImageRegistry, IndexJsonNamesEachImageByItsFullReference) {
     for (const auto* name : {"test/single:1", "test/multi:1"}) {
         auto image = store.pull(ref(name));
         ASSERT_TRUE(image) << image.error().message();
-        const auto raw = capture(fmt::format("skopeo inspect --raw oci:{}/images:{} 2>&1", home_.path().string(),
-                                             image->reference));
+        const auto raw = capture(
+            fmt::format("skopeo inspect --raw oci:{}/images:{} 2>&1", home_.path().string(), image->reference));
         EXPECT_EQ(sha256_digest(raw), image->manifest_digest) << raw;
     }
 }
@@ -1358,7 +1384,8 @@ TEST_F(ImageRegistry, TheImagesUserAndEntrypointBecomeTheBoxDefaults) {
     EXPECT_EQ(launch_of(entrypoint), (std::vector<std::string>{"/bin/sh"}));  // the image's Cmd is dropped
 
     // What the provider hands the runtime, merged as the runtime merges it into EngineLaunch.
-    auto prepared = default_image_rootfs_provider().prepare(RootfsSpec::Image{ref("test/entry:1")}, RootfsKind::Directory,
+    auto prepared = default_image_rootfs_provider().prepare(RootfsSpec::Image{ref("test/entry:1")},
+                                                            RootfsKind::Directory,
                                                             BoxliteOptions{home_.path(), {}, EngineKind::Mock},
                                                             BoxID::generate());
     ASSERT_TRUE(prepared) << prepared.error().to_string();
@@ -1392,13 +1419,15 @@ TEST_F(ImageRegistry, TheImagesUserAndEntrypointBecomeTheBoxDefaults) {
 // bind-mounting /dev/null over them in a private mount namespace.
 TEST_F(ImageRegistry, SaysWhichPackageToInstallWhenLibcurlOrLibarchiveIsMissing) {
     if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (a private mount namespace)";
-    if (sh("command -v unshare >/dev/null 2>&1") != 0) GTEST_SKIP() << "precondition: unshare (util-linux) is not installed";
+    if (sh("command -v unshare >/dev/null 2>&1") != 0)
+        GTEST_SKIP() << "precondition: unshare (util-linux) is not installed";
     auto library_file = [](const char* soname) -> std::string {
         void* handle = ::dlopen(soname, RTLD_NOW | RTLD_LOCAL);
         if (handle == nullptr) return {};
         link_map* map = nullptr;
         std::string path;
-        if (::dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0 && map != nullptr && map->l_name != nullptr) path = map->l_name;
+        if (::dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0 && map != nullptr && map->l_name != nullptr)
+            path = map->l_name;
         ::dlclose(handle);
         return path;
     };
@@ -1408,10 +1437,13 @@ TEST_F(ImageRegistry, SaysWhichPackageToInstallWhenLibcurlOrLibarchiveIsMissing)
     ASSERT_FALSE(archive.empty());
     test::TempDir exports;
     const auto oci_tar = exports.path() / "single.tar";
-    ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:single oci-archive:{} >/dev/null", oci().string(), oci_tar.string())), 0);
+    ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:single oci-archive:{} >/dev/null", oci().string(),
+                             oci_tar.string())),
+              0);
     auto probe = [&](const std::string& hidden, const std::string& args) {
         test::TempDir home{"boxlite-home"};
-        const std::string run = fmt::format("{} {}", BOXLITE_IMAGE_PROBE, fmt::format(fmt::runtime(args), home.path().string()));
+        const std::string run = fmt::format("{} {}", BOXLITE_IMAGE_PROBE,
+                                            fmt::format(fmt::runtime(args), home.path().string()));
         if (hidden.empty()) return capture(run + " 2>&1");
         return capture(fmt::format("unshare -m --propagation private sh -c 'mount --bind /dev/null {} && exec {}' 2>&1",
                                    hidden, run));

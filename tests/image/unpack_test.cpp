@@ -273,8 +273,8 @@ TEST_F(Unpack, RefusesWritingThroughSymlinks) {
 
 TEST_F(Unpack, ReplacingASymlinkDoesNotFollowIt) {
     // A file entry at the path of an existing symlink replaces the link, never its target.
-    auto ok = unpack({layer(Tar().symlink("link", (outside_.path() / "sentinel").string())),
-                      layer(Tar().file("link", "replaced"))});
+    auto ok = unpack(
+        {layer(Tar().symlink("link", (outside_.path() / "sentinel").string())), layer(Tar().file("link", "replaced"))});
     ASSERT_TRUE(ok) << ok.error().message();
     EXPECT_EQ(read(target() / "link"), "replaced");
     EXPECT_FALSE(fs::is_symlink(target() / "link"));
@@ -284,7 +284,8 @@ TEST_F(Unpack, ReplacingASymlinkDoesNotFollowIt) {
 TEST_F(Unpack, RefusesHardlinksLeadingOutside) {
     expect_refused({layer(Tar().hardlink("stolen", "../../../../etc/passwd"))}, "contains '..'");
     expect_refused({layer(Tar().hardlink("stolen", (outside_.path() / "sentinel").string()))}, "absolute path");
-    expect_refused({layer(Tar().symlink("s", outside_.path().string()).hardlink("stolen", "s/sentinel"))}, "symlink 's'");
+    expect_refused({layer(Tar().symlink("s", outside_.path().string()).hardlink("stolen", "s/sentinel"))},
+                   "symlink 's'");
     expect_refused({layer(Tar().hardlink("dangling", "does/not/exist"))}, "does not exist");
 }
 

@@ -61,7 +61,8 @@ std::string in_child(const std::function<std::string()>& body) {
 std::string fails_with(const char* what, long rc, int expected) {
     const int e = errno;
     if (rc == -1 && e == expected) return {};
-    return fmt::format("{}: returned {} errno {} ({}), expected {}\n", what, rc, e, std::strerror(e), std::strerror(expected));
+    return fmt::format("{}: returned {} errno {} ({}), expected {}\n", what, rc, e, std::strerror(e),
+                       std::strerror(expected));
 }
 
 std::string status_field(const std::string& key) {
@@ -110,8 +111,10 @@ TEST(SeccompFilter, DeniedCallsFailWithEperm) {
         r += fails_with("unshare(CLONE_NEWNS|CLONE_FILES)", ::syscall(SYS_unshare, CLONE_NEWNS | CLONE_FILES), EPERM);
         r += fails_with("unshare(CLONE_NEWNET)", ::syscall(SYS_unshare, CLONE_NEWNET), EPERM);
         r += fails_with("unshare(CLONE_NEWTIME)", ::syscall(SYS_unshare, 0x80), EPERM);
-        r += fails_with("clone(CLONE_NEWUSER)", ::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, nullptr, nullptr, nullptr, nullptr), EPERM);
-        r += fails_with("clone(CLONE_NEWPID)", ::syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, nullptr, nullptr, nullptr, nullptr), EPERM);
+        r += fails_with("clone(CLONE_NEWUSER)",
+                        ::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, nullptr, nullptr, nullptr, nullptr), EPERM);
+        r += fails_with("clone(CLONE_NEWPID)",
+                        ::syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, nullptr, nullptr, nullptr, nullptr), EPERM);
         r += fails_with("clone3", ::syscall(SYS_clone3, nullptr, 0), ENOSYS);
         // Harmless arguments, should the filter not catch them: a bad magic, a NULL path, an
         // invalid clock, a size query.
@@ -145,8 +148,10 @@ TEST(SeccompFilter, EverydayCallsStillWork) {
         bool ran = false;
         std::thread([&] { ran = true; }).join();
         if (!ran) r += "a thread did not run\n";
-        if (::syscall(SYS_unshare, CLONE_FILES | CLONE_FS) != 0) r += fmt::format("unshare(CLONE_FILES|CLONE_FS): {}\n", std::strerror(errno));
-        if (::syscall(SYS_personality, 0xffffffff) < 0) r += fmt::format("personality query: {}\n", std::strerror(errno));
+        if (::syscall(SYS_unshare, CLONE_FILES | CLONE_FS) != 0)
+            r += fmt::format("unshare(CLONE_FILES|CLONE_FS): {}\n", std::strerror(errno));
+        if (::syscall(SYS_personality, 0xffffffff) < 0)
+            r += fmt::format("personality query: {}\n", std::strerror(errno));
         const pid_t shell = ::fork();
         if (shell == 0) {
             ::execl("/bin/sh", "sh", "-c", "exit 3", nullptr);
@@ -179,7 +184,8 @@ TEST(SeccompFilter, CoversThe32BitSystemCallTable) {
         if (auto ok = jailer::install_box_seccomp_filter(filter_options()); !ok) return ok.error().to_string();
         std::string r;
         if (int80(20, 0) <= 0) r += "i386 getpid failed under the filter\n";
-        if (const long rc = int80(310, CLONE_NEWUSER); rc != -EPERM) r += fmt::format("i386 unshare(CLONE_NEWUSER) gave {}\n", rc);
+        if (const long rc = int80(310, CLONE_NEWUSER); rc != -EPERM)
+            r += fmt::format("i386 unshare(CLONE_NEWUSER) gave {}\n", rc);
         return r;
     });
     EXPECT_EQ(report, "");
@@ -216,7 +222,8 @@ TEST(Capabilities, RestrictLeavesOnlyTheBoxSet) {
         std::string r;
         const auto expected = fmt::format("{:016x}", jailer::kBoxCapabilities);
         for (const char* key : {"CapBnd", "CapPrm", "CapEff"}) {
-            if (status_field(key) != expected) r += fmt::format("{} is {}, expected {}\n", key, status_field(key), expected);
+            if (status_field(key) != expected)
+                r += fmt::format("{} is {}, expected {}\n", key, status_field(key), expected);
         }
         for (const char* key : {"CapInh", "CapAmb"}) {
             if (status_field(key) != "0000000000000000") r += fmt::format("{} is {}\n", key, status_field(key));
@@ -230,9 +237,11 @@ TEST(Capabilities, RestrictLeavesOnlyTheBoxSet) {
         const auto file = (dir.path() / "owned").string();
         std::ofstream(file) << "x";
         if (::chown(file.c_str(), 1000, 1000) != 0) r += fmt::format("chown: {}\n", std::strerror(errno));
-        if (::chmod(file.c_str(), 0600) != 0) r += fmt::format("chmod of another user's file: {}\n", std::strerror(errno));
+        if (::chmod(file.c_str(), 0600) != 0)
+            r += fmt::format("chmod of another user's file: {}\n", std::strerror(errno));
         if (::setgid(1000) != 0 || ::setuid(1000) != 0) r += fmt::format("setgid/setuid: {}\n", std::strerror(errno));
-        if (status_field("CapEff") != "0000000000000000") r += "a non-root uid kept capabilities: " + status_field("CapEff") + "\n";
+        if (status_field("CapEff") != "0000000000000000")
+            r += "a non-root uid kept capabilities: " + status_field("CapEff") + "\n";
         return r;
     });
     EXPECT_EQ(report, "");

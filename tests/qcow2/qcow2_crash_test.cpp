@@ -183,8 +183,8 @@ TEST(Qcow2Crash, SigkillAtRandomPointsLeavesConsistentImage) {
             auto ours = read_bytes(**image, off, 1 << 20);
             auto theirs = read_bytes(**model, off, 1 << 20);
             ASSERT_TRUE(ours && theirs);
-            ASSERT_TRUE(*ours == *theirs) << "flushed data lost in the MiB at " << off
-                                          << " (started " << last_started << ", flushed " << last_flushed << ")";
+            ASSERT_TRUE(*ours == *theirs) << "flushed data lost in the MiB at " << off << " (started " << last_started
+                                          << ", flushed " << last_flushed << ")";
         }
         if (round % 4 == 3) {
             ASSERT_TRUE((*image)->repair());

@@ -61,7 +61,8 @@ TEST_P(Qcow2Differential, AgreesWithRawModel) {
         if (config.base == Config::Base::Raw) {
             ASSERT_TRUE(Qcow2Image::create(path, sized(size, config.cluster_bits, "base.raw")));
         } else {
-            const std::string opts = config.base == Config::Base::QemuV2 ? "-o compat=0.10,cluster_size=" : "-c -o cluster_size=";
+            const std::string opts = config.base == Config::Base::QemuV2 ? "-o compat=0.10,cluster_size="
+                                                                         : "-c -o cluster_size=";
             const auto made = run("qemu-img convert -f raw -O qcow2 " + opts +
                                   std::to_string(1u << config.cluster_bits) + " '" + base + "' '" + path + "'");
             ASSERT_EQ(made.exit_code, 0) << made.output;
@@ -79,10 +80,10 @@ TEST_P(Qcow2Differential, AgreesWithRawModel) {
     const std::uint64_t cs = 1ull << config.cluster_bits;
     auto random_range = [&](std::uint64_t& off, std::uint64_t& len) {
         switch (rng() % 4) {
-            case 0: len = 1 + rng() % 4096; break;                 // sub-cluster, unaligned
-            case 1: len = 512 * (1 + rng() % 16); break;           // sector-sized
+            case 0: len = 1 + rng() % 4096; break;                        // sub-cluster, unaligned
+            case 1: len = 512 * (1 + rng() % 16); break;                  // sector-sized
             case 2: len = cs * (1 + rng() % 4) + rng() % 2 * 512; break;  // cluster-ish
-            default: len = 1 + rng() % (600 * 1024); break;        // large, many clusters
+            default: len = 1 + rng() % (600 * 1024); break;               // large, many clusters
         }
         len = std::min(len, size);
         off = rng() % (size - len + 1);

@@ -15,8 +15,7 @@ namespace {
 constexpr std::uint64_t kMiB = 1ull << 20;
 
 bool in_use_error(const BoxliteError& error) {
-    return error.kind() == ErrorKind::Storage &&
-           error.message().find("in use by another process") != std::string::npos;
+    return error.kind() == ErrorKind::Storage && error.message().find("in use by another process") != std::string::npos;
 }
 
 TEST(Qcow2Lock, SecondOpenInTheSameProcessIsRefused) {
@@ -209,7 +208,8 @@ void hammer(block::BlockBackend& disk, std::uint64_t size, std::vector<std::uint
                     auto back = read_bytes(disk, at, len);
                     if (!back) {
                         failures[t] = back.error().to_string();
-                    } else if (!std::equal(back->begin(), back->end(), model.begin() + static_cast<std::ptrdiff_t>(at))) {
+                    } else if (!std::equal(back->begin(), back->end(),
+                                           model.begin() + static_cast<std::ptrdiff_t>(at))) {
                         failures[t] = fmt::format("thread {} read stale data at {}", t, at);
                     }
                 } else if (rng() % 2 == 0) {

@@ -381,7 +381,8 @@ protected:
         image->reset();
         const int fd = ::open(path.c_str(), O_RDWR);
         ASSERT_GE(fd, 0);
-        ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(length)), 0) << "this filesystem cannot hold a sparse file that long";
+        ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(length)), 0)
+            << "this filesystem cannot hold a sparse file that long";
         std::uint8_t dirty[8] = {0, 0, 0, 0, 0, 0, 0, 1};
         ASSERT_EQ(::pwrite(fd, dirty, 8, 72), 8);
         ::close(fd);
@@ -437,7 +438,8 @@ TEST_F(Qcow2Malformed, RandomByteFlipsNeverCrash) {
     for (int i = 0; i < 300; ++i) {
         std::filesystem::copy_file(pristine, path, std::filesystem::copy_options::overwrite_existing);
         for (int flips = 0; flips < 4; ++flips) {
-            const std::uint64_t where = rng() % 3 == 0 ? rng() % 128 : rng() % std::min<std::uint64_t>(file_size, 8 * 4096);
+            const std::uint64_t where = rng() % 3 == 0 ? rng() % 128
+                                                       : rng() % std::min<std::uint64_t>(file_size, 8 * 4096);
             poke(where, {static_cast<std::uint8_t>(rng())});
         }
         auto image = Qcow2Image::open(path);

@@ -192,8 +192,10 @@ TEST_F(Qcow2Test, OverlayOverRawAndQcow2BackingChain) {
     // our engine exactly as QEMU flattens it.
     const auto overlay = dir / "overlay.qcow2";
     ASSERT_EQ(run("qemu-img create -q -f qcow2 -b top.qcow2 -F qcow2 '" + overlay + "'").exit_code, 0);
-    const auto wrote = run("qemu-io -f qcow2 -c 'write -P 0x6b 2M 1M' -c 'write -z 5M 64k' -c "
-                           "'write -P 0x21 23M 300k' '" + overlay + "'");
+    const auto wrote = run(
+        "qemu-io -f qcow2 -c 'write -P 0x6b 2M 1M' -c 'write -z 5M 64k' -c "
+        "'write -P 0x21 23M 300k' '" +
+        overlay + "'");
     ASSERT_EQ(wrote.exit_code, 0) << wrote.output;
     std::vector<std::uint8_t> a(1 << 20, 0x6b), b(300 << 10, 0x21);
     ASSERT_TRUE(write_bytes(**model, 2 * kMiB, a));
@@ -424,8 +426,7 @@ TEST(RawFileTest, ReadWriteZeroResizeAndBounds) {
     // While it is open read-write, even a reader is turned away (QEMU's locking rules).
     auto busy = block::RawFile::open(dir / "disk.raw", true);
     ASSERT_FALSE(busy);
-    EXPECT_NE(busy.error().message().find("in use by another process"), std::string::npos)
-        << busy.error().to_string();
+    EXPECT_NE(busy.error().message().find("in use by another process"), std::string::npos) << busy.error().to_string();
     raw->reset();
     auto ro = block::RawFile::open(dir / "disk.raw", true);
     ASSERT_TRUE(ro) << ro.error().to_string();

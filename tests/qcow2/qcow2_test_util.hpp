@@ -40,8 +40,7 @@ inline bool have_qemu_img() { return run("qemu-img --version").exit_code == 0; }
 
 using ::boxlite::test::TempDir;
 
-inline CreateOptions sized(std::uint64_t size, std::uint32_t cluster_bits = 16,
-                           std::string backing = "") {
+inline CreateOptions sized(std::uint64_t size, std::uint32_t cluster_bits = 16, std::string backing = "") {
     CreateOptions options;
     options.size = size;
     options.cluster_bits = cluster_bits;
@@ -70,8 +69,8 @@ inline BoxliteResult<void> write_bytes(block::BlockBackend& disk, std::uint64_t 
     return disk.write(offset, std::span<const iovec>(&v, 1));
 }
 
-inline BoxliteResult<std::vector<std::uint8_t>> read_bytes(block::BlockBackend& disk,
-                                                           std::uint64_t offset, std::size_t length) {
+inline BoxliteResult<std::vector<std::uint8_t>> read_bytes(block::BlockBackend& disk, std::uint64_t offset,
+                                                           std::size_t length) {
     std::vector<std::uint8_t> data(length, 0xAA);
     iovec v = iov_of(data);
     BOXLITE_TRY_VOID(disk.read(offset, std::span<const iovec>(&v, 1)));
@@ -79,9 +78,7 @@ inline BoxliteResult<std::vector<std::uint8_t>> read_bytes(block::BlockBackend& 
 }
 
 /// `qemu-img check` exit codes: 0 clean, 2 corruptions, 3 leaks only.
-inline CommandResult qemu_check(const std::string& path) {
-    return run("qemu-img check -f qcow2 '" + path + "'");
-}
+inline CommandResult qemu_check(const std::string& path) { return run("qemu-img check -f qcow2 '" + path + "'"); }
 
 /// `qemu-img check` finds neither corruption nor leaks.
 inline void expect_qemu_clean_check(const std::string& path) {

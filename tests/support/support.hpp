@@ -162,7 +162,8 @@ inline std::optional<fs::path> busybox_rootfs() {
         write_file(tree / ".complete", "");
         std::error_code ec;
         fs::rename(tree, root, ec);  // loses the race harmlessly if another process won
-        if (!fs::exists(root / ".complete")) throw std::runtime_error("could not build the busybox rootfs at " + root.string());
+        if (!fs::exists(root / ".complete"))
+            throw std::runtime_error("could not build the busybox rootfs at " + root.string());
         return root;
     }();
     return cached;

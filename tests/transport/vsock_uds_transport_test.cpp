@@ -51,7 +51,9 @@ public:
         ::close(listener_);
         thread_.join();
     }
-    [[nodiscard]] std::string endpoint(std::uint32_t port) const { return "vsock-uds:" + path_ + ":" + std::to_string(port); }
+    [[nodiscard]] std::string endpoint(std::uint32_t port) const {
+        return "vsock-uds:" + path_ + ":" + std::to_string(port);
+    }
 
 private:
     std::function<void(int)> serve_;

@@ -26,8 +26,8 @@ AcpiConfig three_devices() {
     AcpiConfig config;
     config.vcpus = 2;
     for (std::uint32_t i = 0; i < 3; ++i)
-        config.virtio_mmio.push_back(
-            {layout::kVirtioMmioBase + i * layout::kVirtioMmioSize, layout::kVirtioMmioSize, layout::kVirtioIrqBase + i});
+        config.virtio_mmio.push_back({layout::kVirtioMmioBase + i * layout::kVirtioMmioSize, layout::kVirtioMmioSize,
+                                      layout::kVirtioIrqBase + i});
     return config;
 }
 
@@ -71,7 +71,8 @@ std::string run(const std::string& command) {
 }
 
 TEST(Acpi, IaslDisassemblesEveryTableWithoutErrors) {
-    if (std::system("command -v iasl > /dev/null 2>&1") != 0) GTEST_SKIP() << "precondition: iasl (acpica-tools) is not installed";
+    if (std::system("command -v iasl > /dev/null 2>&1") != 0)
+        GTEST_SKIP() << "precondition: iasl (acpica-tools) is not installed";
     auto tables = build_acpi_tables(three_devices());
     ASSERT_TRUE(tables);
     const fs::path dir = fs::temp_directory_path() / ("boxlite-acpi-" + std::to_string(::getpid()));
@@ -82,12 +83,11 @@ TEST(Acpi, IaslDisassemblesEveryTableWithoutErrors) {
     };
     // The RSDP is not an SDT (no header iasl can read from a binary file); its checksums and
     // link are checked in TablesHaveValidChecksumsAndLinks.
-    for (auto [name, bytes] : {Named{"xsdt", &tables->xsdt},
-                               Named{"facp", &tables->fadt}, Named{"apic", &tables->madt},
+    for (auto [name, bytes] : {Named{"xsdt", &tables->xsdt}, Named{"facp", &tables->fadt}, Named{"apic", &tables->madt},
                                Named{"dsdt", &tables->dsdt}}) {
         const fs::path file = dir / (std::string(name) + ".dat");
-        std::ofstream(file, std::ios::binary).write(reinterpret_cast<const char*>(bytes->data()),
-                                                    static_cast<std::streamsize>(bytes->size()));
+        std::ofstream(file, std::ios::binary)
+            .write(reinterpret_cast<const char*>(bytes->data()), static_cast<std::streamsize>(bytes->size()));
         const std::string output = run("cd " + dir.string() + " && iasl -d " + file.string());
         EXPECT_NE(output.find("[exit 0]"), std::string::npos) << name << ":\n" << output;
         EXPECT_EQ(output.find("Error"), std::string::npos) << name << ":\n" << output;
@@ -96,7 +96,8 @@ TEST(Acpi, IaslDisassemblesEveryTableWithoutErrors) {
         std::stringstream text;
         text << std::ifstream(dsl).rdbuf();
         const std::string disassembly = text.str();
-        EXPECT_EQ(disassembly.find("**** "), std::string::npos) << name << " has disassembler warnings:\n" << disassembly;
+        EXPECT_EQ(disassembly.find("**** "), std::string::npos) << name << " has disassembler warnings:\n"
+                                                                << disassembly;
         if (std::string(name) == "dsdt") {
             const std::regex device_re("Device \\(V00[0-9]\\)");
             const auto devices = std::distance(std::sregex_iterator(disassembly.begin(), disassembly.end(), device_re),

@@ -59,10 +59,10 @@ std::vector<std::byte> make_vmlinux(bool pvh_note, std::uint64_t pvh_entry = kKe
 /// A minimal bzImage: setup header (boot protocol 2.15, XLF_KERNEL_64), 4 setup sectors, payload.
 std::vector<std::byte> make_bzimage() {
     std::vector<std::byte> image(5 * 512 + 0x400);
-    put<std::uint8_t>(image, 0x1f1, 4);             // setup_sects
-    put<std::uint16_t>(image, 0x1fe, 0xaa55);       // boot_flag
-    put<std::uint8_t>(image, 0x201, 0x66);          // jump: header is 0x66 bytes past 0x202
-    put<std::uint32_t>(image, 0x202, 0x53726448);   // "HdrS"
+    put<std::uint8_t>(image, 0x1f1, 4);            // setup_sects
+    put<std::uint16_t>(image, 0x1fe, 0xaa55);      // boot_flag
+    put<std::uint8_t>(image, 0x201, 0x66);         // jump: header is 0x66 bytes past 0x202
+    put<std::uint32_t>(image, 0x202, 0x53726448);  // "HdrS"
     put<std::uint16_t>(image, 0x206, 0x020f);
     put<std::uint8_t>(image, 0x211, 0x01);          // LOADED_HIGH
     put<std::uint32_t>(image, 0x22c, 0x7fffffff);   // initrd_addr_max

@@ -32,10 +32,10 @@ CpuidTable intel_host() {
     CpuidTable t;
     t.entries = {vendor_leaf("GenuineIntel"),
                  entry(1, 0, 0x906ea, 0x10800 | (7u << 24), 0x7ffafbbf | (1u << 3) | (1u << 5), 0xbfebfbff),
-                 entry(4, 0, 0x1c004121, 0x1c0003f, 0x3f, 0, true),   // L1d, shared by 2 threads, 8 cores
+                 entry(4, 0, 0x1c004121, 0x1c0003f, 0x3f, 0, true),  // L1d, shared by 2 threads, 8 cores
                  entry(4, 1, 0x1c004122, 0x1c0003f, 0x3f, 0, true),
-                 entry(4, 2, 0x1c004143, 0x3c0003f, 0x3ff, 0, true),  // L2
-                 entry(4, 3, 0x1c03c163, 0x3c0003f, 0x2fff, 6, true), // L3, shared by 16
+                 entry(4, 2, 0x1c004143, 0x3c0003f, 0x3ff, 0, true),   // L2
+                 entry(4, 3, 0x1c03c163, 0x3c0003f, 0x2fff, 6, true),  // L3, shared by 16
                  entry(4, 4, 0, 0, 0, 0, true),
                  entry(5, 0, 0x40, 0x40, 3, 0x11142120),
                  entry(6, 0, 0x27f7, 2, 9, 0),

@@ -28,7 +28,7 @@ using Clock = std::chrono::steady_clock;
 static_assert(Engine<KvmEngine>);
 
 bool kvm_pvm() {
-    struct stat st{};
+    struct stat st {};
     return ::stat("/sys/module/kvm_pvm", &st) == 0;
 }
 
@@ -56,7 +56,8 @@ TEST(KvmEngine, AvailabilityIsAnsweredWithAReason) {
 
 TEST(KvmEngine, StartRefusesWhereLongModeCannotRun) {
     KvmEngine engine;
-    if (engine.available()) GTEST_SKIP() << "precondition: this host runs 64-bit guests (the refusal is checked where it cannot)";
+    if (engine.available())
+        GTEST_SKIP() << "precondition: this host runs 64-bit guests (the refusal is checked where it cannot)";
     BoxConfig config;
     EngineLaunch launch;
     launch.config = &config;
@@ -81,7 +82,8 @@ TEST(KvmEngine, LongModeProbeGuestRunsTheBootSetUp) {
     auto ran = vmm::run_long_mode_probe_guest();
     // Only kvm_pvm is known not to run 64-bit guests; on any other KVM a failure is the code's.
     if (!ran && kvm_pvm()) {
-        GTEST_SKIP() << "precondition: 64-bit guests cannot run under this /dev/kvm (kvm_pvm): " << ran.error().message();
+        GTEST_SKIP() << "precondition: 64-bit guests cannot run under this /dev/kvm (kvm_pvm): "
+                     << ran.error().message();
     }
     EXPECT_TRUE(ran) << ran.error().message();
 }
@@ -149,7 +151,8 @@ int wait_exit(pid_t pid, std::chrono::seconds timeout = kHang) {
     const auto deadline = Clock::now() + timeout;
     int status = 0;
     while (Clock::now() < deadline) {
-        if (::waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        if (::waitpid(pid, &status, WNOHANG) == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     ::kill(pid, SIGKILL);
@@ -162,9 +165,7 @@ struct ShimWithoutKvm : ::testing::Test {
     fs::path dir = fs::temp_directory_path() / ("boxlite-shim-kvm-" + std::to_string(::getpid()));
     void SetUp() override { fs::create_directories(dir); }
     void TearDown() override { fs::remove_all(dir); }
-    std::string read(const fs::path& file) {
-        return vmm::read_file_text(file.string());
-    }
+    std::string read(const fs::path& file) { return vmm::read_file_text(file.string()); }
 };
 
 /// The shim running guests: needs /dev/kvm.
@@ -489,8 +490,8 @@ TEST(GuestLaunch, ArchiveIsANewcCpioWithTheDocumentPrivate) {
     EXPECT_EQ((*entries)[1].data, document);
     if (std::system("command -v cpio > /dev/null 2>&1") == 0) {  // a second opinion
         const fs::path file = fs::temp_directory_path() / fmt::format("boxlite-launch-{}.cpio", ::getpid());
-        std::ofstream(file, std::ios::binary).write(reinterpret_cast<const char*>(archive.data()),
-                                                    static_cast<std::streamsize>(archive.size()));
+        std::ofstream(file, std::ios::binary)
+            .write(reinterpret_cast<const char*>(archive.data()), static_cast<std::streamsize>(archive.size()));
         EXPECT_EQ(std::system(("cpio -it --quiet < " + file.string() + " > /dev/null").c_str()), 0);
         fs::remove(file);
     }

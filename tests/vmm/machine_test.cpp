@@ -12,13 +12,12 @@
 namespace boxlite::vmm {
 namespace {
 
-using testing::RecordingDevice;
 using testing::load_tiny_guest;
+using testing::RecordingDevice;
 
-#define SKIP_WITHOUT_KVM()                                             \
-    do {                                                               \
-        if (auto reason = testing::kvm_unusable_reason(); !reason.empty()) \
-            GTEST_SKIP() << reason;                                    \
+#define SKIP_WITHOUT_KVM()                                                                         \
+    do {                                                                                           \
+        if (auto reason = testing::kvm_unusable_reason(); !reason.empty()) GTEST_SKIP() << reason; \
     } while (false)
 
 std::unique_ptr<Machine> make_machine(bool irqchip = true) {
@@ -140,12 +139,11 @@ TEST(Machine, HaltWithoutIrqchipAndI8042ResetStopTheMachine) {
     {
         auto machine = make_machine();
         ASSERT_TRUE(machine);
-        auto i8042 = std::make_shared<devices::I8042>(
-            [&] { machine->request_stop(StopReason::Reset, "i8042 reset"); });
+        auto i8042 = std::make_shared<devices::I8042>([&] { machine->request_stop(StopReason::Reset, "i8042 reset"); });
         ASSERT_TRUE(machine->pio_bus().insert(layout::kI8042DataPort, 5, i8042));
         // mov $0xfe, %al; out %al, $0x64; jmp .
-        const std::byte reset[] = {std::byte{0xb0}, std::byte{0xfe}, std::byte{0xe6}, std::byte{0x64},
-                                   std::byte{0xeb}, std::byte{0xfe}};
+        const std::byte reset[] = {std::byte{0xb0}, std::byte{0xfe}, std::byte{0xe6},
+                                   std::byte{0x64}, std::byte{0xeb}, std::byte{0xfe}};
         ASSERT_TRUE(machine->memory().write_bytes(layout::kTestGuestLoad, reset));
         ASSERT_TRUE(machine->setup_flat32(0, layout::kTestGuestLoad));
         auto outcome = machine->run();
@@ -185,9 +183,9 @@ TEST(Machine, RunsSeveralVcpusOnThreads) {
         emit32(bsp, address);
         emit32(bsp, value);
     };
-    store32(layout::kLapic + kIcrHigh, 1U << 24);                 // destination: APIC id 1
-    store32(layout::kLapic + kIcrLow, 0x4500);                     // INIT, assert
-    store32(layout::kLapic + kIcrLow, 0x4600 | sipi_vector);       // start-up IPI
+    store32(layout::kLapic + kIcrHigh, 1U << 24);                             // destination: APIC id 1
+    store32(layout::kLapic + kIcrLow, 0x4500);                                // INIT, assert
+    store32(layout::kLapic + kIcrLow, 0x4600 | sipi_vector);                  // start-up IPI
     emit(bsp, {0xb0, 0xa0, 0x66, 0xba, port_lo, port_hi, 0xee, 0xeb, 0xfe});  // out 0xa0; jmp .
     std::vector<std::byte> ap;
     emit(ap, {0xb0, 0xa1, 0xba, port_lo, port_hi, 0xee, 0xeb, 0xfe});  // (16-bit) out 0xa1; jmp .
@@ -231,8 +229,8 @@ TEST(GuestMemory, RefusesRangesOutsideRamAndAcrossTheGap) {
 
 TEST(GuestMemory, PlacesRamAboveTheGapAt4GiB) {
     // Not touched, so MAP_NORESERVE keeps this cheap.
-    auto memory =
-        GuestMemory::create(layout::kMmioGapStart + (1ULL << 20), layout::kMmioGapStart, layout::kHighRamStart);
+    auto memory = GuestMemory::create(layout::kMmioGapStart + (1ULL << 20), layout::kMmioGapStart,
+                                      layout::kHighRamStart);
     ASSERT_TRUE(memory);
     ASSERT_EQ(memory->regions().size(), 2u);
     EXPECT_EQ(memory->regions()[1].guest_address, layout::kHighRamStart);

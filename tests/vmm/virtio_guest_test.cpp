@@ -61,8 +61,7 @@ std::vector<std::uint32_t> reported_words(testing::RecordingDevice& port) {
 }
 
 std::filesystem::path temp_disk(const char* name) {
-    return std::filesystem::temp_directory_path() /
-           fmt::format("boxlite-{}-{}.qcow2", name, ::getpid());
+    return std::filesystem::temp_directory_path() / fmt::format("boxlite-{}-{}.qcow2", name, ::getpid());
 }
 
 // The disk is a real QCOW2 file (our Qcow2Image); afterwards it is reopened cold and checked by

@@ -15,8 +15,7 @@ class LockFile {
 public:
     /// Opens (creating it 0600 when missing) and locks `path`. Waits for the lock when `wait`;
     /// otherwise nullopt when another process or open file description holds it.
-    [[nodiscard]] static BoxliteResult<std::optional<LockFile>> acquire(const std::filesystem::path& path,
-                                                                        bool wait);
+    [[nodiscard]] static BoxliteResult<std::optional<LockFile>> acquire(const std::filesystem::path& path, bool wait);
 
     LockFile(LockFile&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
     LockFile& operator=(LockFile&& other) noexcept {

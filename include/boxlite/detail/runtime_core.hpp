@@ -220,13 +220,12 @@ public:
         BOXLITE_TRY(auto record, load_locked(id));
         auto& state = record.state;
         switch (state.status) {
-            case BoxStatus::Stopped:
-                break;  // idempotent, as `boxlite stop` on a stopped box
+            case BoxStatus::Stopped: break;  // idempotent, as `boxlite stop` on a stopped box
             case BoxStatus::Stopping:
                 return fail(ErrorKind::InvalidState, "cannot stop box {}: it is already stopping", id);
             case BoxStatus::Unknown:
-                return fail(ErrorKind::InvalidState,
-                            "cannot stop box {} in unknown state (remove it with force=true)", id);
+                return fail(ErrorKind::InvalidState, "cannot stop box {} in unknown state (remove it with force=true)",
+                            id);
             case BoxStatus::Configured:
                 BOXLITE_TRY_VOID(state.transition_to(BoxStatus::Stopped));
                 BOXLITE_TRY_VOID(with_storage([&](S& s) { return s.update_state(id, state); }));
@@ -340,7 +339,8 @@ private:
             return {};  // the name only looks like the id (prefix) of another box
         }
         const auto kind = existing.error().kind();
-        if (kind == ErrorKind::NotFound || kind == ErrorKind::InvalidArgument) return {};  // nothing, or an ambiguous prefix
+        if (kind == ErrorKind::NotFound || kind == ErrorKind::InvalidArgument)
+            return {};  // nothing, or an ambiguous prefix
         return fail(existing.error());
     }
 
@@ -531,10 +531,9 @@ private:
 
     /// A box whose engine this runtime cannot make: the best it can do is end its process.
     static BoxliteResult<void> kill_unknown_engine(const BoxConfig& config, const EngineHandle& handle) {
-        return kill_process(handle.pid, handle.pid_start_time)
-            .map_error([&](const BoxliteError& error) {
-                return error.with_context(fmt::format("box {} (engine {})", config.id, config.engine));
-            });
+        return kill_process(handle.pid, handle.pid_start_time).map_error([&](const BoxliteError& error) {
+            return error.with_context(fmt::format("box {} (engine {})", config.id, config.engine));
+        });
     }
 
     BoxliteResult<EngineHandle> start_locked(const BoxID& id, bool for_exec = false) {
@@ -576,8 +575,8 @@ private:
         const auto box_dir = layout_.box_dir(id);
         std::filesystem::create_directories(box_dir, ec);
         if (ec) {
-            return fail_start(BoxliteError(ErrorKind::Storage,
-                                           fmt::format("creating {}: {}", box_dir.string(), ec.message())));
+            return fail_start(
+                BoxliteError(ErrorKind::Storage, fmt::format("creating {}: {}", box_dir.string(), ec.message())));
         }
         const auto t_config = Clock::now();
 

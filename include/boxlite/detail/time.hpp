@@ -23,16 +23,15 @@ namespace boxlite::detail {
     const auto time = static_cast<std::time_t>(seconds);
     std::tm tm{};
     gmtime_r(&time, &tm);
-    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z", tm.tm_year + 1900, tm.tm_mon + 1,
-                       tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, nanos);
+    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                       tm.tm_hour, tm.tm_min, tm.tm_sec, nanos);
 }
 
 /// Accepts "YYYY-MM-DDTHH:MM:SS[.fraction]Z" (fraction 0..9 digits). Offsets other than Z are
 /// rejected: BoxLite writes UTC only, anything else is corrupt metadata.
 [[nodiscard]] inline BoxliteResult<std::chrono::system_clock::time_point> parse_rfc3339(std::string_view text) {
     auto bad = [&] {
-        return fail(ErrorKind::MetadataError, "timestamp '{}' is not RFC 3339 UTC (YYYY-MM-DDTHH:MM:SS[.fff]Z)",
-                    text);
+        return fail(ErrorKind::MetadataError, "timestamp '{}' is not RFC 3339 UTC (YYYY-MM-DDTHH:MM:SS[.fff]Z)", text);
     };
     auto digits = [&](std::size_t pos, std::size_t count, int& out) {
         if (pos + count > text.size()) return false;
@@ -76,9 +75,8 @@ namespace boxlite::detail {
     tm.tm_min = minute;
     tm.tm_sec = second;
     const std::time_t seconds = timegm(&tm);
-    return std::chrono::system_clock::time_point(
-        std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::seconds(seconds) +
-                                                                        std::chrono::nanoseconds(nanos)));
+    return std::chrono::system_clock::time_point(std::chrono::duration_cast<std::chrono::system_clock::duration>(
+        std::chrono::seconds(seconds) + std::chrono::nanoseconds(nanos)));
 }
 
 }  // namespace boxlite::detail

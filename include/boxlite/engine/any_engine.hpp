@@ -23,8 +23,7 @@ public:
     using Maker = BoxliteResult<AnyEngine> (*)(std::string_view kind);
 
     template <Engine E>
-        requires(!std::same_as<std::remove_cvref_t<E>, AnyEngine>)
-    explicit AnyEngine(E engine, Maker maker = nullptr)
+    requires(!std::same_as<std::remove_cvref_t<E>, AnyEngine>) explicit AnyEngine(E engine, Maker maker = nullptr)
         : impl_(std::make_shared<Model<E>>(std::move(engine))), maker_(maker) {}
 
     /// An engine that cannot run here: every call reports `why` (an UnsupportedEngine error).
@@ -56,7 +55,9 @@ public:
     [[nodiscard]] RootfsKind rootfs_kind() const { return impl_->rootfs_kind(); }
     [[nodiscard]] BoxliteResult<void> available() const { return impl_->available(); }
     BoxliteResult<EngineHandle> start(const EngineLaunch& launch) { return impl_->start(launch); }
-    BoxliteResult<void> stop(const EngineHandle& h, std::chrono::milliseconds timeout) { return impl_->stop(h, timeout); }
+    BoxliteResult<void> stop(const EngineHandle& h, std::chrono::milliseconds timeout) {
+        return impl_->stop(h, timeout);
+    }
     BoxliteResult<void> kill(const EngineHandle& h) { return impl_->kill(h); }
     [[nodiscard]] bool is_alive(const EngineHandle& h) const { return impl_->is_alive(h); }
     BoxliteResult<EngineMetrics> metrics(const EngineHandle& h) { return impl_->metrics(h); }
@@ -100,7 +101,9 @@ private:
         RootfsKind rootfs_kind() const override { return engine.rootfs_kind(); }
         BoxliteResult<void> available() const override { return engine.available(); }
         BoxliteResult<EngineHandle> start(const EngineLaunch& l) override { return engine.start(l); }
-        BoxliteResult<void> stop(const EngineHandle& h, std::chrono::milliseconds t) override { return engine.stop(h, t); }
+        BoxliteResult<void> stop(const EngineHandle& h, std::chrono::milliseconds t) override {
+            return engine.stop(h, t);
+        }
         BoxliteResult<void> kill(const EngineHandle& h) override { return engine.kill(h); }
         bool is_alive(const EngineHandle& h) const override { return engine.is_alive(h); }
         BoxliteResult<EngineMetrics> metrics(const EngineHandle& h) override { return engine.metrics(h); }

@@ -114,10 +114,22 @@ public:
         state_->alive.erase(key(handle));
     }
 
-    [[nodiscard]] std::size_t starts() const { std::lock_guard lock(state_->mutex); return state_->starts; }
-    [[nodiscard]] std::size_t stops() const { std::lock_guard lock(state_->mutex); return state_->stops; }
-    [[nodiscard]] std::size_t kills() const { std::lock_guard lock(state_->mutex); return state_->kills; }
-    [[nodiscard]] std::size_t running() const { std::lock_guard lock(state_->mutex); return state_->alive.size(); }
+    [[nodiscard]] std::size_t starts() const {
+        std::lock_guard lock(state_->mutex);
+        return state_->starts;
+    }
+    [[nodiscard]] std::size_t stops() const {
+        std::lock_guard lock(state_->mutex);
+        return state_->stops;
+    }
+    [[nodiscard]] std::size_t kills() const {
+        std::lock_guard lock(state_->mutex);
+        return state_->kills;
+    }
+    [[nodiscard]] std::size_t running() const {
+        std::lock_guard lock(state_->mutex);
+        return state_->alive.size();
+    }
     [[nodiscard]] std::vector<Launch> launches() const {
         std::lock_guard lock(state_->mutex);
         return state_->launches;

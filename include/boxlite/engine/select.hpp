@@ -43,8 +43,7 @@ namespace detail {
         }
         case EngineKind::Qemu:
             return fail(ErrorKind::UnsupportedEngine, "qemu: the QEMU engine is not built into this BoxLite yet");
-        default:
-            return fail(ErrorKind::UnsupportedEngine, "{} is not a VM engine", to_string(kind));
+        default: return fail(ErrorKind::UnsupportedEngine, "{} is not a VM engine", to_string(kind));
     }
 }
 

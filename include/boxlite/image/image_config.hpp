@@ -47,10 +47,10 @@ struct ImageConfig {
 
 /// What a box runs by default, once the image config and the BoxOptions are merged.
 struct ProcessDefaults {
-    std::vector<std::string> argv;                          ///< entrypoint + cmd; may be empty
-    std::vector<std::pair<std::string, std::string>> env;   ///< image order, overrides in place, new last
+    std::vector<std::string> argv;                         ///< entrypoint + cmd; may be empty
+    std::vector<std::pair<std::string, std::string>> env;  ///< image order, overrides in place, new last
     std::string working_dir = "/";
-    std::string user;                                       ///< "" = root
+    std::string user;  ///< "" = root
 
     friend bool operator==(const ProcessDefaults&, const ProcessDefaults&) = default;
 };

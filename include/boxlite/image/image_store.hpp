@@ -51,21 +51,21 @@ struct RegistryOptions {
     Platform platform = host_platform();
 
     unsigned max_parallel_downloads = 3;
-    unsigned max_attempts = 4;                            ///< per request, network errors and 5xx/429
-    std::chrono::milliseconds initial_backoff{200};       ///< doubled after every failed attempt
+    unsigned max_attempts = 4;                       ///< per request, network errors and 5xx/429
+    std::chrono::milliseconds initial_backoff{200};  ///< doubled after every failed attempt
     std::chrono::seconds connect_timeout{15};
-    std::chrono::seconds stall_timeout{60};               ///< abort a transfer this long below 1 byte/s
+    std::chrono::seconds stall_timeout{60};  ///< abort a transfer this long below 1 byte/s
 
-    std::uint64_t max_manifest_bytes = 4ull << 20;        ///< manifests and indexes (Docker: 4 MiB)
-    std::uint64_t max_json_bytes = 8ull << 20;            ///< configs, token and error bodies
-    std::uint64_t max_layer_bytes = 16ull << 30;          ///< one compressed layer
+    std::uint64_t max_manifest_bytes = 4ull << 20;  ///< manifests and indexes (Docker: 4 MiB)
+    std::uint64_t max_json_bytes = 8ull << 20;      ///< configs, token and error bodies
+    std::uint64_t max_layer_bytes = 16ull << 30;    ///< one compressed layer
 };
 
 /// Bounds on what one image may unpack to; anything over them is refused as hostile.
 struct UnpackLimits {
-    std::uint64_t max_entry_bytes = 16ull << 30;   ///< one file
-    std::uint64_t max_total_bytes = 64ull << 30;   ///< all files of all layers
-    std::uint64_t max_entries = 2'000'000;         ///< entries over all layers
+    std::uint64_t max_entry_bytes = 16ull << 30;  ///< one file
+    std::uint64_t max_total_bytes = 64ull << 30;  ///< all files of all layers
+    std::uint64_t max_entries = 2'000'000;        ///< entries over all layers
     std::size_t max_path_length = 4096;
     std::size_t max_xattr_bytes = 64u << 10;
 };
@@ -96,8 +96,8 @@ struct ImageInfo {
     std::string index_digest;     ///< the multi-arch index it was selected from, or ""
     std::string media_type;       ///< of the manifest
     std::vector<LayerInfo> layers;
-    std::uint64_t size = 0;       ///< manifest + config + layer blobs, as stored
-    std::int64_t stored_at = 0;   ///< unix seconds when the reference was last pointed here
+    std::uint64_t size = 0;      ///< manifest + config + layer blobs, as stored
+    std::int64_t stored_at = 0;  ///< unix seconds when the reference was last pointed here
     ImageConfig config;
 
     [[nodiscard]] const std::string& id() const noexcept { return config_digest; }
@@ -145,7 +145,7 @@ struct PreparedImage {
     ImageInfo image;
     std::filesystem::path path;  ///< rootfs/<hex>/ or disk-images/<hex>.ext4
     RootfsKind kind = RootfsKind::Directory;
-    bool pulled = false;         ///< the registry was contacted
+    bool pulled = false;  ///< the registry was contacted
     std::chrono::nanoseconds pull_time{0};
     std::chrono::nanoseconds build_time{0};  ///< unpack / mke2fs; 0 when cached
 };
@@ -191,7 +191,7 @@ public:
     /// `reference` names the image when there is exactly one; otherwise each image keeps the name
     /// in its annotation / RepoTags (a bare tag becomes "localhost/<dir name>:<tag>").
     [[nodiscard]] BoxliteResult<std::vector<ImageInfo>> load(const std::filesystem::path& path,
-                                                              std::optional<std::string> reference = {});
+                                                             std::optional<std::string> reference = {});
 
     /// The unpacked, shared, read-only tree of `image`; built once (unpack to a temporary directory,
     /// then rename), reused afterwards.
@@ -201,7 +201,7 @@ public:
 
     /// pull (per options) + rootfs_directory or disk_image: what a runtime needs to start a box.
     [[nodiscard]] BoxliteResult<PreparedImage> prepare(std::string_view reference, RootfsKind kind,
-                                                        const PullOptions& options = {});
+                                                       const PullOptions& options = {});
 
     [[nodiscard]] const ImageStoreOptions& options() const noexcept;
     [[nodiscard]] std::filesystem::path images_dir() const;

@@ -31,9 +31,9 @@ constexpr std::string_view to_string(LayerPhase phase) noexcept {
 }
 
 struct LayerProgress {
-    std::string digest;       ///< "sha256:…" of the (compressed) layer blob
-    std::size_t index = 0;    ///< 0-based position of the layer in the manifest
-    std::size_t count = 0;    ///< number of layers in the image
+    std::string digest;         ///< "sha256:…" of the (compressed) layer blob
+    std::size_t index = 0;      ///< 0-based position of the layer in the manifest
+    std::size_t count = 0;      ///< number of layers in the image
     std::uint64_t current = 0;  ///< bytes present (a resumed download starts above 0)
     std::uint64_t total = 0;    ///< the descriptor's size
     LayerPhase phase = LayerPhase::Waiting;

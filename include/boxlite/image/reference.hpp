@@ -27,9 +27,9 @@ inline constexpr std::size_t kMaxNameLength = 255;
 inline constexpr std::size_t kMaxTagLength = 128;
 
 struct ImageReference {
-    std::string registry;            ///< "docker.io", "ghcr.io", "localhost:5000", "[::1]:5000"
-    std::string repository;          ///< "library/alpine" (lower case)
-    std::optional<std::string> tag;  ///< "latest"; absent only when a digest pins the image
+    std::string registry;               ///< "docker.io", "ghcr.io", "localhost:5000", "[::1]:5000"
+    std::string repository;             ///< "library/alpine" (lower case)
+    std::optional<std::string> tag;     ///< "latest"; absent only when a digest pins the image
     std::optional<std::string> digest;  ///< "sha256:<64 hex>"
     /// The text named a registry itself; otherwise the registry came from the search list.
     bool registry_explicit = false;
@@ -54,8 +54,8 @@ struct ImageReference {
 
 /// The references to try, in order, for `text`: just one when it names a registry; otherwise one
 /// per entry of `registries` followed by docker.io (unless already listed). Duplicates dropped.
-[[nodiscard]] BoxliteResult<std::vector<ImageReference>> candidate_references(
-    std::string_view text, std::span<const std::string> registries);
+[[nodiscard]] BoxliteResult<std::vector<ImageReference>> candidate_references(std::string_view text,
+                                                                              std::span<const std::string> registries);
 
 /// A registry as a reference names it: host[:port] or [ipv6][:port], no scheme or path.
 [[nodiscard]] bool is_valid_registry_host(std::string_view registry);

@@ -66,7 +66,8 @@ struct ExecDefaults {
     if (command.program().empty()) return fail(ErrorKind::InvalidArgument, "command program must not be empty");
     for (const auto& [key, value] : command.environment()) {
         if (key.empty() || key.find('=') != std::string::npos || key.find('\0') != std::string::npos) {
-            return fail(ErrorKind::InvalidArgument, "environment variable name '{}' must be non-empty without '=' or NUL", key);
+            return fail(ErrorKind::InvalidArgument,
+                        "environment variable name '{}' must be non-empty without '=' or NUL", key);
         }
     }
     if (const auto& dir = command.working_directory(); dir && (dir->empty() || dir->front() != '/')) {
@@ -88,7 +89,8 @@ public:
     /// Performs the hello handshake on `stream` (failing after `timeout` when the peer says
     /// nothing) and starts the connection's reader thread.
     template <ByteStream S>
-    [[nodiscard]] static BoxliteResult<AgentClient> connect(S stream, std::chrono::milliseconds timeout = kControlTimeout) {
+    [[nodiscard]] static BoxliteResult<AgentClient> connect(S stream,
+                                                            std::chrono::milliseconds timeout = kControlTimeout) {
         auto session = std::make_shared<Session>(ErasedStream::from(std::move(stream)));
         BOXLITE_TRY_VOID(session->handshake(timeout));
         return AgentClient(std::move(session));
@@ -125,9 +127,13 @@ public:
     BoxliteResult<void> copy_out(const std::string& guest_source, const std::string& host_dest);
 
     BoxliteResult<void> ping(std::chrono::milliseconds timeout = kControlTimeout) { return session_->ping(timeout); }
-    BoxliteResult<GuestMetrics> metrics(std::chrono::milliseconds timeout = kControlTimeout) { return session_->metrics(timeout); }
+    BoxliteResult<GuestMetrics> metrics(std::chrono::milliseconds timeout = kControlTimeout) {
+        return session_->metrics(timeout);
+    }
     /// Asks the agent to stop every process and exit (the box stops).
-    BoxliteResult<void> shutdown(std::chrono::milliseconds timeout = kControlTimeout) { return session_->shutdown(timeout); }
+    BoxliteResult<void> shutdown(std::chrono::milliseconds timeout = kControlTimeout) {
+        return session_->shutdown(timeout);
+    }
 
     [[nodiscard]] bool alive() const { return session_->alive(); }
     [[nodiscard]] const std::string& agent_version() const noexcept { return session_->agent_version(); }

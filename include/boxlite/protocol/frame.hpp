@@ -43,10 +43,10 @@ inline constexpr std::uint32_t kDefaultWindow = 256U * 1024U;
 
 enum class FrameType : std::uint8_t {
     // connection level (stream 0)
-    Hello = 1,           ///< host -> agent: Hello{min_version, max_version}; first frame
-    HelloAck = 2,        ///< agent -> host: HelloAck{version, agent_version}
-    Error = 3,           ///< either way: ErrorMessage{message}; on stream 0 the connection ends
-    Ping = 4,            ///< host -> agent: empty; answered by Pong with the same payload
+    Hello = 1,     ///< host -> agent: Hello{min_version, max_version}; first frame
+    HelloAck = 2,  ///< agent -> host: HelloAck{version, agent_version}
+    Error = 3,     ///< either way: ErrorMessage{message}; on stream 0 the connection ends
+    Ping = 4,      ///< host -> agent: empty; answered by Pong with the same payload
     Pong = 5,
     Shutdown = 6,        ///< host -> agent: stop every process and exit (graceful box stop)
     ShutdownAck = 7,     ///< agent -> host: about to exit
@@ -145,8 +145,7 @@ inline std::uint32_t get_le32(const std::byte* in) noexcept {
     const auto reserved = std::to_integer<std::uint16_t>(bytes[6]) | std::to_integer<std::uint16_t>(bytes[7]);
     header.stream = detail::get_le32(bytes.data() + 8);
     if (header.length > kMaxPayload) {
-        return fail(ErrorKind::Portal, "agent frame of {} bytes exceeds the {}-byte limit", header.length,
-                    kMaxPayload);
+        return fail(ErrorKind::Portal, "agent frame of {} bytes exceeds the {}-byte limit", header.length, kMaxPayload);
     }
     if (!is_known_frame_type(type)) {
         return fail(ErrorKind::Portal, "unknown agent frame type {} (allowed: 1-9, 16-25)", type);

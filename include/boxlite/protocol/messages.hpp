@@ -25,7 +25,10 @@ inline constexpr std::uint32_t kMaxListItems = 4096;
 
 class PayloadWriter {
 public:
-    PayloadWriter& u8(std::uint8_t v) { bytes_.push_back(static_cast<std::byte>(v)); return *this; }
+    PayloadWriter& u8(std::uint8_t v) {
+        bytes_.push_back(static_cast<std::byte>(v));
+        return *this;
+    }
     PayloadWriter& u16(std::uint16_t v) { return little_endian(v, 2); }
     PayloadWriter& u32(std::uint32_t v) { return little_endian(v, 4); }
     PayloadWriter& u64(std::uint64_t v) { return little_endian(v, 8); }
@@ -140,7 +143,9 @@ struct Hello {
     std::uint16_t min_version = kMinVersion;
     std::uint16_t max_version = kMaxVersion;
 
-    [[nodiscard]] std::vector<std::byte> encode() const { return PayloadWriter{}.u16(min_version).u16(max_version).take(); }
+    [[nodiscard]] std::vector<std::byte> encode() const {
+        return PayloadWriter{}.u16(min_version).u16(max_version).take();
+    }
     [[nodiscard]] static BoxliteResult<Hello> decode(std::span<const std::byte> p) {
         PayloadReader r(p, "hello");
         Hello m;
@@ -155,7 +160,9 @@ struct HelloAck {
     std::uint16_t version = kMaxVersion;
     std::string agent_version;
 
-    [[nodiscard]] std::vector<std::byte> encode() const { return PayloadWriter{}.u16(version).str(agent_version).take(); }
+    [[nodiscard]] std::vector<std::byte> encode() const {
+        return PayloadWriter{}.u16(version).str(agent_version).take();
+    }
     [[nodiscard]] static BoxliteResult<HelloAck> decode(std::span<const std::byte> p) {
         PayloadReader r(p, "hello-ack");
         HelloAck m;
@@ -194,10 +201,10 @@ struct ExecRequest {
     bool tty = false;
     std::uint16_t rows = 24;
     std::uint16_t cols = 80;
-    std::uint64_t timeout_ms = 0;   ///< 0: none; else the agent kills the process group after it
+    std::uint64_t timeout_ms = 0;  ///< 0: none; else the agent kills the process group after it
     std::uint32_t stdout_window = kDefaultWindow;
     std::uint32_t stderr_window = kDefaultWindow;
-    std::string path;               ///< copy-in: destination directory; copy-out: source path
+    std::string path;  ///< copy-in: destination directory; copy-out: source path
 
     [[nodiscard]] std::vector<std::byte> encode() const {
         PayloadWriter w;
@@ -222,7 +229,8 @@ struct ExecRequest {
         m.stderr_window = r.u32("stderr_window");
         m.path = r.str("path");
         BOXLITE_TRY_VOID(r.finish());
-        if (kind > 2) return fail(ErrorKind::Portal, "exec kind {} is unknown (allowed: 0 command, 1 copy-in, 2 copy-out)", kind);
+        if (kind > 2)
+            return fail(ErrorKind::Portal, "exec kind {} is unknown (allowed: 0 command, 1 copy-in, 2 copy-out)", kind);
         m.kind = static_cast<ExecKind>(kind);
         return m;
     }
@@ -273,7 +281,8 @@ struct SignalRequest {
         SignalRequest m;
         m.signo = r.i32("signo");
         BOXLITE_TRY_VOID(r.finish());
-        if (m.signo < 1 || m.signo > 64) return fail(ErrorKind::InvalidArgument, "signal {} is out of range 1-64", m.signo);
+        if (m.signo < 1 || m.signo > 64)
+            return fail(ErrorKind::InvalidArgument, "signal {} is out of range 1-64", m.signo);
         return m;
     }
 };
@@ -319,15 +328,20 @@ struct ExitStatus {
 struct GuestMetrics {
     std::uint64_t memory_total_bytes = 0;
     std::uint64_t memory_available_bytes = 0;
-    std::uint64_t cpu_time_ns = 0;      ///< user+system time of every process the agent started
-    std::uint32_t process_count = 0;    ///< processes visible in the box
-    std::uint64_t uptime_ms = 0;        ///< since the agent started
+    std::uint64_t cpu_time_ns = 0;    ///< user+system time of every process the agent started
+    std::uint32_t process_count = 0;  ///< processes visible in the box
+    std::uint64_t uptime_ms = 0;      ///< since the agent started
     std::uint64_t executions_started = 0;
 
     [[nodiscard]] std::vector<std::byte> encode() const {
         return PayloadWriter{}
-            .u64(memory_total_bytes).u64(memory_available_bytes).u64(cpu_time_ns).u32(process_count)
-            .u64(uptime_ms).u64(executions_started).take();
+            .u64(memory_total_bytes)
+            .u64(memory_available_bytes)
+            .u64(cpu_time_ns)
+            .u32(process_count)
+            .u64(uptime_ms)
+            .u64(executions_started)
+            .take();
     }
     [[nodiscard]] static BoxliteResult<GuestMetrics> decode(std::span<const std::byte> p) {
         PayloadReader r(p, "metrics");

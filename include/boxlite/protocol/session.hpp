@@ -67,10 +67,10 @@ struct OutputBuffer {
     std::deque<std::vector<std::byte>> chunks;
     std::size_t front_offset = 0;
     std::uint64_t buffered = 0;
-    std::uint64_t outstanding_credit = 0;  ///< bytes the agent may still send us
-    std::uint64_t unacked = 0;             ///< consumed, not yet returned as credit
-    std::uint32_t window = kDefaultWindow; ///< granted in Exec; credit returns per quarter of it
-    bool discard = false;                  ///< nobody will read: drop and re-credit on arrival
+    std::uint64_t outstanding_credit = 0;   ///< bytes the agent may still send us
+    std::uint64_t unacked = 0;              ///< consumed, not yet returned as credit
+    std::uint32_t window = kDefaultWindow;  ///< granted in Exec; credit returns per quarter of it
+    bool discard = false;                   ///< nobody will read: drop and re-credit on arrival
     bool taken = false;
 };
 

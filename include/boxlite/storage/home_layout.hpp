@@ -30,9 +30,7 @@ public:
     [[nodiscard]] std::filesystem::path images_dir() const { return root_ / "images"; }
     [[nodiscard]] std::filesystem::path boxes_dir() const { return root_ / "boxes"; }
     [[nodiscard]] std::filesystem::path box_dir(const BoxID& id) const { return boxes_dir() / id.str(); }
-    [[nodiscard]] std::filesystem::path box_config_mirror(const BoxID& id) const {
-        return box_dir(id) / "config.json";
-    }
+    [[nodiscard]] std::filesystem::path box_config_mirror(const BoxID& id) const { return box_dir(id) / "config.json"; }
     [[nodiscard]] std::filesystem::path init_dir() const { return root_ / "init"; }
     [[nodiscard]] std::filesystem::path logs_dir() const { return root_ / "logs"; }
     [[nodiscard]] std::filesystem::path db_dir() const { return root_ / "db"; }

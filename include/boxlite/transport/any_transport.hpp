@@ -32,8 +32,8 @@ public:
     // The same-type test comes first: checking ByteStream<AnyStream> (movable) considers this
     // constructor, and clang would recurse into ByteStream<AnyStream> without the short circuit.
     template <class S>
-        requires(!std::same_as<std::remove_cvref_t<S>, AnyStream> && ByteStream<S>)
-    explicit AnyStream(S stream) : impl_(std::make_unique<Model<S>>(std::move(stream))) {}
+    requires(!std::same_as<std::remove_cvref_t<S>, AnyStream> && ByteStream<S>) explicit AnyStream(S stream)
+        : impl_(std::make_unique<Model<S>>(std::move(stream))) {}
 
     BoxliteResult<std::size_t> read_some(std::span<std::byte> buffer) {
         if (!impl_) return fail(ErrorKind::RpcTransport, "read on an empty stream");

@@ -43,8 +43,8 @@ public:
         const auto rest = endpoint.substr(kScheme.size());
         const auto colon = rest.rfind(':');
         if (colon == std::string_view::npos || colon == 0 || colon + 1 == rest.size()) {
-            return fail(ErrorKind::InvalidArgument, "endpoint '{}' needs a socket path and a port: vsock-uds:<path>:<port>",
-                        endpoint);
+            return fail(ErrorKind::InvalidArgument,
+                        "endpoint '{}' needs a socket path and a port: vsock-uds:<path>:<port>", endpoint);
         }
         Target target{std::string(rest.substr(0, colon)), 0};
         const auto digits = rest.substr(colon + 1);
@@ -55,7 +55,6 @@ public:
         }
         return target;
     }
-
 };
 
 }  // namespace boxlite

@@ -20,8 +20,7 @@ public:
     void write(std::uint64_t offset, std::span<const std::byte> data) override {
         constexpr std::uint64_t kCommandOffset = 4;
         constexpr std::uint8_t kCpuReset = 0xfe;
-        if (offset == kCommandOffset && !data.empty() && std::to_integer<std::uint8_t>(data[0]) == kCpuReset &&
-            reset_)
+        if (offset == kCommandOffset && !data.empty() && std::to_integer<std::uint8_t>(data[0]) == kCpuReset && reset_)
             reset_();
     }
 

@@ -136,8 +136,8 @@ BoxliteResult<void> VirtQueue::validate(const vmm::GuestMemory& memory) const {
         return fail(ErrorKind::InvalidArgument, "queue size {} is not a power of two in 1..{}", size, max_size_);
     if (desc_table % 16 != 0 || avail_ring % 2 != 0 || used_ring % 4 != 0)
         return fail(ErrorKind::InvalidArgument,
-                    "queue rings misaligned (descriptors {:#x} need 16, available {:#x} 2, used {:#x} 4)",
-                    desc_table, avail_ring, used_ring);
+                    "queue rings misaligned (descriptors {:#x} need 16, available {:#x} 2, used {:#x} 4)", desc_table,
+                    avail_ring, used_ring);
     if (!memory.contains(desc_table, 16ULL * size))
         return fail(ErrorKind::InvalidArgument, "descriptor table {:#x} ({} entries) is outside guest memory",
                     desc_table, size);
@@ -186,9 +186,8 @@ BoxliteResult<std::optional<DescriptorChain>> VirtQueue::pop_once(const vmm::Gue
     const std::uint16_t pending = static_cast<std::uint16_t>(*avail_idx - next_avail_);
     if (pending > size) {
         broken_ = true;
-        return fail(ErrorKind::InvalidArgument,
-                    "available index jumped from {} to {}: more than the queue size {}", next_avail_, *avail_idx,
-                    size);
+        return fail(ErrorKind::InvalidArgument, "available index jumped from {} to {}: more than the queue size {}",
+                    next_avail_, *avail_idx, size);
     }
     if (pending == 0) {
         if (event_idx_ && recheck) {
@@ -204,8 +203,7 @@ BoxliteResult<std::optional<DescriptorChain>> VirtQueue::pop_once(const vmm::Gue
     }
     auto head = memory.read_obj<std::uint16_t>(avail_ring + kRingHeader + 2ULL * (next_avail_ % size));
     ++next_avail_;
-    if (event_idx_)
-        memory.write_obj<std::uint16_t>(used_ring + kRingHeader + kUsedElementSize * size, next_avail_);
+    if (event_idx_) memory.write_obj<std::uint16_t>(used_ring + kRingHeader + kUsedElementSize * size, next_avail_);
     if (!head) {
         broken_ = true;
         return fail(ErrorKind::InvalidArgument, "available ring entry outside guest memory");
@@ -305,8 +303,7 @@ bool VirtQueue::needs_notification(const vmm::GuestMemory& memory) {
     auto used_event = memory.read_obj<std::uint16_t>(avail_ring + kRingHeader + 2ULL * size);
     if (!used_event) return true;
     // vring_need_event(): notify iff used_event lies in (old_used, next_used].
-    return static_cast<std::uint16_t>(next_used_ - *used_event - 1) <
-           static_cast<std::uint16_t>(next_used_ - old_used);
+    return static_cast<std::uint16_t>(next_used_ - *used_event - 1) < static_cast<std::uint16_t>(next_used_ - old_used);
 }
 
 }  // namespace boxlite::devices::virtio

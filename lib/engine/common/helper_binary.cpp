@@ -29,7 +29,8 @@ fs::path own_directory() {
 
 }  // namespace
 
-BoxliteResult<fs::path> locate_helper_binary(std::string_view name, const char* env_var, const fs::path& explicit_path) {
+BoxliteResult<fs::path> locate_helper_binary(std::string_view name, const char* env_var,
+                                             const fs::path& explicit_path) {
     if (!explicit_path.empty()) {
         if (usable(explicit_path)) return explicit_path;
         return fail(ErrorKind::Config, "the {} binary given as '{}' is not an executable file", name,

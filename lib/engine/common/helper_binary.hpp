@@ -18,7 +18,7 @@
 
 namespace boxlite::engine {
 
-[[nodiscard]] BoxliteResult<std::filesystem::path> locate_helper_binary(std::string_view name, const char* env_var,
-                                                                        const std::filesystem::path& explicit_path = {});
+[[nodiscard]] BoxliteResult<std::filesystem::path> locate_helper_binary(
+    std::string_view name, const char* env_var, const std::filesystem::path& explicit_path = {});
 
 }  // namespace boxlite::engine

@@ -23,14 +23,14 @@ struct ShimProcessSpawn {
     std::optional<std::string> config;  ///< written to the shim's config fd, then EOF
     std::filesystem::path log;          ///< the shim's stdout and stderr (appended, created `log_mode`)
     unsigned log_mode = 0640;
-    int watchdog_read_fd = -1;          ///< taken over and closed here
+    int watchdog_read_fd = -1;  ///< taken over and closed here
     /// Double fork: the shim is not a child of the caller and reports its own pid.
     bool detach = false;
     std::chrono::milliseconds ready_timeout{30000};
 };
 
 struct ShimProcess {
-    std::int32_t pid = 0;             ///< the shim, a child of the caller; 0 when detached
+    std::int32_t pid = 0;              ///< the shim, a child of the caller; 0 when detached
     std::optional<std::string> ready;  ///< its ready line (no newline); nullopt: EOF or silence
 };
 

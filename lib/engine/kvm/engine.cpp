@@ -38,9 +38,7 @@ BoxliteResult<fs::path> find_shim(const KvmEngineOptions& options) {
     return engine::locate_helper_binary("boxlite-shim-kvm", "BOXLITE_SHIM_KVM", options.shim);
 }
 
-std::string tail_of(const fs::path& file, std::size_t bytes = 2000) {
-    return read_file_text(file.string(), bytes);
-}
+std::string tail_of(const fs::path& file, std::size_t bytes = 2000) { return read_file_text(file.string(), bytes); }
 
 /// The hybrid vsock handshake against the shim's socket: "CONNECT <port>\n" → "OK <n>\n".
 bool agent_answers(const fs::path& uds, std::uint32_t port) {
@@ -162,8 +160,8 @@ BoxliteResult<SpawnedShim> spawn_kvm_shim(const ShimSpawn& spawn) {
     };
     const auto& line = started.ready;
     if (!line)
-        return give_up(fmt::format("boxlite-shim-kvm exited or went silent without reporting; its log: {}",
-                                   tail_of(spawn.log)));
+        return give_up(
+            fmt::format("boxlite-shim-kvm exited or went silent without reporting; its log: {}", tail_of(spawn.log)));
     if (line->rfind("error ", 0) == 0) return give_up(line->substr(6));
     if (line->rfind("ok ", 0) != 0) return give_up(fmt::format("unexpected shim answer '{}'", *line));
     return SpawnedShim{pid, *line};
@@ -175,10 +173,10 @@ namespace boxlite::detail {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
+using engine::WatchdogRegistry;
 using vmm::agent_answers;
 using vmm::default_init_dir;
 using vmm::find_shim;
-using engine::WatchdogRegistry;
 using vmm::reap_if_child;
 using vmm::tail_of;
 
@@ -343,6 +341,8 @@ BoxliteResult<void> KvmEngine::stop(const EngineHandle& handle, std::chrono::mil
 }
 BoxliteResult<void> KvmEngine::kill(const EngineHandle& handle) { return detail::kvm_engine_kill(handle); }
 bool KvmEngine::is_alive(const EngineHandle& handle) const { return detail::kvm_engine_is_alive(handle); }
-BoxliteResult<EngineMetrics> KvmEngine::metrics(const EngineHandle& handle) { return detail::kvm_engine_metrics(handle); }
+BoxliteResult<EngineMetrics> KvmEngine::metrics(const EngineHandle& handle) {
+    return detail::kvm_engine_metrics(handle);
+}
 
 }  // namespace boxlite

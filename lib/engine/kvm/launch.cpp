@@ -19,9 +19,9 @@ void append_entry(std::vector<std::byte>& out, std::uint32_t ino, std::string_vi
                   std::uint32_t nlink, std::string_view data) {
     // ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor, rdevmajor, rdevminor,
     // namesize (with the NUL), check.
-    const std::string header = fmt::format(
-        "{}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}", kNewcMagic, ino, mode, 0,
-        0, nlink, 0, data.size(), 0, 0, 0, 0, name.size() + 1, 0);
+    const std::string header =
+        fmt::format("{}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}", kNewcMagic, ino,
+                    mode, 0, 0, nlink, 0, data.size(), 0, 0, 0, 0, name.size() + 1, 0);
     const auto* bytes = reinterpret_cast<const std::byte*>(header.data());
     out.insert(out.end(), bytes, bytes + header.size());
     const auto* name_bytes = reinterpret_cast<const std::byte*>(name.data());
@@ -53,8 +53,9 @@ nlohmann::json to_json_document(const GuestLaunchConfig& c) {
     if (c.rlimits.fsize) limits["fsize"] = *c.rlimits.fsize;
     if (c.rlimits.cpu) limits["cpu"] = *c.rlimits.cpu;
     if (c.rlimits.nproc) limits["nproc"] = *c.rlimits.nproc;
-    return {{"version", 1},          {"box_id", c.box_id}, {"agent_port", c.agent_port}, {"env", env},
-            {"working_dir", c.working_dir}, {"user", c.user},    {"rlimits", limits}};
+    return {{"version", 1},     {"box_id", c.box_id},           {"agent_port", c.agent_port},
+            {"env", env},       {"working_dir", c.working_dir}, {"user", c.user},
+            {"rlimits", limits}};
 }
 
 BoxliteResult<GuestLaunchConfig> parse_guest_launch(std::string_view text) {

@@ -87,10 +87,17 @@ inline void from_json(const nlohmann::json& j, ShimDiskConfig& d) {
 }
 
 inline nlohmann::json to_json_document(const KvmShimConfig& c) {
-    nlohmann::json j = {{"box_id", c.box_id},   {"cpus", c.cpus},           {"memory_mib", c.memory_mib},
-                        {"kernel", c.kernel},   {"initrd", c.initrd},       {"cmdline", c.cmdline},
-                        {"flat32_image", c.flat32_image}, {"vsock_uds", c.vsock_uds}, {"guest_cid", c.guest_cid},
-                        {"console_log", c.console_log},   {"rng", c.rng}};
+    nlohmann::json j = {{"box_id", c.box_id},
+                        {"cpus", c.cpus},
+                        {"memory_mib", c.memory_mib},
+                        {"kernel", c.kernel},
+                        {"initrd", c.initrd},
+                        {"cmdline", c.cmdline},
+                        {"flat32_image", c.flat32_image},
+                        {"vsock_uds", c.vsock_uds},
+                        {"guest_cid", c.guest_cid},
+                        {"console_log", c.console_log},
+                        {"rng", c.rng}};
     if (c.disk) j["disk"] = *c.disk;
     if (!c.guest_launch.is_null()) j["guest_launch"] = c.guest_launch;
     return j;
@@ -180,15 +187,14 @@ BoxliteResult<std::uint64_t> prepare_box_disk(const std::filesystem::path& overl
 /// dir, user, rlimits). What the kvm engine cannot do yet is refused, not dropped: volumes
 /// (they need virtiofs) and published ports (they need guest networking) are Unsupported.
 BoxliteResult<KvmShimConfig> make_shim_config(const KvmEngineOptions& options, const EngineLaunch& launch,
-                                              const std::filesystem::path& kernel,
-                                              const std::filesystem::path& initrd,
+                                              const std::filesystem::path& kernel, const std::filesystem::path& initrd,
                                               const std::filesystem::path& disk);
 
 struct ShimSpawn {
     std::filesystem::path shim;
-    std::string config;            ///< the JSON document, written to the shim's fd 3
-    std::filesystem::path log;     ///< the shim's stdout and stderr (appended)
-    int watchdog_read_fd = -1;     ///< becomes the shim's fd 5 (taken over and closed here)
+    std::string config;         ///< the JSON document, written to the shim's fd 3
+    std::filesystem::path log;  ///< the shim's stdout and stderr (appended)
+    int watchdog_read_fd = -1;  ///< becomes the shim's fd 5 (taken over and closed here)
     std::chrono::milliseconds ready_timeout{30000};
 };
 
@@ -207,8 +213,7 @@ BoxliteResult<SpawnedShim> spawn_kvm_shim(const ShimSpawn& spawn);
 
 namespace boxlite::detail {
 // KvmEngine's members, as free functions the tests call directly (engine.cpp).
-[[nodiscard]] BoxliteResult<EngineHandle> kvm_engine_start(const KvmEngineOptions& options,
-                                                           const EngineLaunch& launch);
+[[nodiscard]] BoxliteResult<EngineHandle> kvm_engine_start(const KvmEngineOptions& options, const EngineLaunch& launch);
 [[nodiscard]] BoxliteResult<void> kvm_engine_stop(const EngineHandle& handle, std::chrono::milliseconds timeout);
 [[nodiscard]] BoxliteResult<void> kvm_engine_kill(const EngineHandle& handle);
 [[nodiscard]] bool kvm_engine_is_alive(const EngineHandle& handle);

@@ -55,9 +55,14 @@ BoxliteResult<void> run_long_mode_probe_guest() {
     }
     Machine& machine = **created;
     // mov $kTestResultPort, %dx ; mov $kProbeValue, %al ; out %al, %dx ; hlt — valid in 64-bit mode.
-    const std::uint8_t code[] = {0x66, 0xba, static_cast<std::uint8_t>(layout::kTestResultPort & 0xff),
-                                 static_cast<std::uint8_t>(layout::kTestResultPort >> 8), 0xb0, kProbeValue,
-                                 0xee, 0xf4};
+    const std::uint8_t code[] = {0x66,
+                                 0xba,
+                                 static_cast<std::uint8_t>(layout::kTestResultPort & 0xff),
+                                 static_cast<std::uint8_t>(layout::kTestResultPort >> 8),
+                                 0xb0,
+                                 kProbeValue,
+                                 0xee,
+                                 0xf4};
     machine.memory().write_bytes(layout::kHighMemory, std::as_bytes(std::span(code)));
     BootInfo info;
     info.entry_kind = BootEntry::Linux64;

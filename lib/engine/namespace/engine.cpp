@@ -75,8 +75,9 @@ void sweep_stale_cgroups() {
     namespace fs = std::filesystem;
     std::error_code ec;
     const auto now = fs::file_time_type::clock::now();
-    for (const char* hierarchy : {"/sys/fs/cgroup/boxlite", "/sys/fs/cgroup/memory/boxlite", "/sys/fs/cgroup/cpu/boxlite",
-                                  "/sys/fs/cgroup/cpuacct/boxlite", "/sys/fs/cgroup/pids/boxlite"}) {
+    for (const char* hierarchy :
+         {"/sys/fs/cgroup/boxlite", "/sys/fs/cgroup/memory/boxlite", "/sys/fs/cgroup/cpu/boxlite",
+          "/sys/fs/cgroup/cpuacct/boxlite", "/sys/fs/cgroup/pids/boxlite"}) {
         for (const auto& entry : fs::directory_iterator(hierarchy, ec)) {
             if (!entry.is_directory(ec)) continue;
             const auto modified = fs::last_write_time(entry.path(), ec);
@@ -155,7 +156,8 @@ BoxliteResult<EngineHandle> NamespaceEngine::start(const EngineLaunch& launch) {
     const auto log_path = spawn.log.string();
     auto give_up = [&](std::string why) -> BoxliteResult<EngineHandle> {
         if (watchdog.write_end >= 0) ::close(watchdog.write_end);  // a shim still starting sees EOF and stops
-        return fail(ErrorKind::Engine, "starting box {} with the namespace engine: {} (see {})", config.id, why, log_path);
+        return fail(ErrorKind::Engine, "starting box {} with the namespace engine: {} (see {})", config.id, why,
+                    log_path);
     };
     auto spawned = engine::spawn_shim_process(spawn);
     if (!spawned) return give_up(spawned.error().message());
@@ -164,7 +166,8 @@ BoxliteResult<EngineHandle> NamespaceEngine::start(const EngineLaunch& launch) {
     const std::string line = spawned->ready.value_or("");
     if (line.rfind("ok ", 0) != 0) {
         if (line.rfind("error ", 0) == 0) return give_up(trim(line.substr(6)));
-        return give_up(line.empty() ? "boxlite-shim exited without reporting" : "unexpected shim report '" + trim(line) + "'");
+        return give_up(line.empty() ? "boxlite-shim exited without reporting"
+                                    : "unexpected shim report '" + trim(line) + "'");
     }
     std::istringstream fields(line.substr(3));
     std::int32_t agent_pid = 0, shim_pid = 0;
@@ -186,8 +189,8 @@ BoxliteResult<void> NamespaceEngine::stop(const EngineHandle& handle, std::chron
         auto stream = UnixTransport{}.connect(handle.endpoint, std::min(timeout, std::chrono::milliseconds(2000)));
         if (stream) {
             // A wedged agent must not hold stop() past its timeout in the handshake either.
-            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                deadline - std::chrono::steady_clock::now());
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                                    std::chrono::steady_clock::now());
             if (auto agent = protocol::AgentClient::connect(std::move(*stream),
                                                             std::max(left, std::chrono::milliseconds(1)))) {
                 (void)agent->shutdown(timeout);
@@ -212,7 +215,8 @@ BoxliteResult<void> NamespaceEngine::kill(const EngineHandle& handle) {
 }
 
 BoxliteResult<EngineMetrics> NamespaceEngine::metrics(const EngineHandle& handle) {
-    if (!is_alive(handle)) return fail(ErrorKind::InvalidState, "the box behind boxlite-shim pid {} is not running", handle.pid);
+    if (!is_alive(handle))
+        return fail(ErrorKind::InvalidState, "the box behind boxlite-shim pid {} is not running", handle.pid);
     EngineMetrics m;
     const auto info = cgroup_info(handle);
     auto read_u64 = [](const std::string& path) -> std::optional<std::uint64_t> {
@@ -222,7 +226,8 @@ BoxliteResult<EngineMetrics> NamespaceEngine::metrics(const EngineHandle& handle
         return std::nullopt;
     };
     if (auto it = info.find("memory"); it != info.end() && !it->second.empty()) {
-        m.memory_bytes = read_u64(it->second + "/memory.usage_in_bytes").value_or(read_u64(it->second + "/memory.current").value_or(0));
+        m.memory_bytes = read_u64(it->second + "/memory.usage_in_bytes")
+                             .value_or(read_u64(it->second + "/memory.current").value_or(0));
     }
     if (auto it = info.find("cpuacct"); it != info.end() && !it->second.empty()) {
         m.cpu_time_ns = read_u64(it->second + "/cpuacct.usage").value_or(0);

@@ -12,29 +12,39 @@ std::vector<std::string> shim_arguments(const NamespaceEngineOptions& engine, co
     const auto& config = *launch.config;
     const auto& options = config.options;
     std::vector<std::string> args = {"namespace",
-                                     "--box-id", config.id.str(),
-                                     "--hostname", config.id.short_id(),
-                                     "--box-dir", launch.box_dir.string(),
-                                     "--rootfs", launch.rootfs.string(),
-                                     "--agent", engine.agent.string(),
-                                     "--socket", socket};
+                                     "--box-id",
+                                     config.id.str(),
+                                     "--hostname",
+                                     config.id.short_id(),
+                                     "--box-dir",
+                                     launch.box_dir.string(),
+                                     "--rootfs",
+                                     launch.rootfs.string(),
+                                     "--agent",
+                                     engine.agent.string(),
+                                     "--socket",
+                                     socket};
     const auto& limits = options.resource_limits;
     const auto& security_limits = options.security.resource_limits;
     auto pick = [](const std::optional<std::uint64_t>& a, const std::optional<std::uint64_t>& b) { return a ? a : b; };
     const std::uint64_t memory = limits.max_memory.value_or(static_cast<std::uint64_t>(options.memory_mib) << 20);
     args.insert(args.end(), {"--memory", std::to_string(memory), "--cpus", std::to_string(options.cpus)});
-    if (auto v = pick(limits.max_processes, security_limits.max_processes)) args.insert(args.end(), {"--pids", std::to_string(*v)});
-    if (auto v = pick(limits.max_open_files, security_limits.max_open_files)) args.insert(args.end(), {"--nofile", std::to_string(*v)});
-    if (auto v = pick(limits.max_file_size, security_limits.max_file_size)) args.insert(args.end(), {"--fsize", std::to_string(*v)});
-    if (auto v = pick(limits.max_cpu_time, security_limits.max_cpu_time)) args.insert(args.end(), {"--cpu-time", std::to_string(*v)});
+    if (auto v = pick(limits.max_processes, security_limits.max_processes))
+        args.insert(args.end(), {"--pids", std::to_string(*v)});
+    if (auto v = pick(limits.max_open_files, security_limits.max_open_files))
+        args.insert(args.end(), {"--nofile", std::to_string(*v)});
+    if (auto v = pick(limits.max_file_size, security_limits.max_file_size))
+        args.insert(args.end(), {"--fsize", std::to_string(*v)});
+    if (auto v = pick(limits.max_cpu_time, security_limits.max_cpu_time))
+        args.insert(args.end(), {"--cpu-time", std::to_string(*v)});
     for (const auto& [key, value] : launch.env) args.insert(args.end(), {"--env", key + "=" + value});
     if (!launch.working_dir.empty()) args.insert(args.end(), {"--workdir", launch.working_dir});
     if (!launch.user.empty()) args.insert(args.end(), {"--user", launch.user});
     for (const auto& v : options.volumes) {
         args.insert(args.end(), {"--volume", v.host_path + ":" + v.guest_path + (v.read_only ? ":ro" : "")});
     }
-    args.insert(args.end(), {"--capabilities", options.security.jailer_enabled ? "box" : "all",
-                             "--seccomp", options.security.seccomp_enabled ? "on" : "off"});
+    args.insert(args.end(), {"--capabilities", options.security.jailer_enabled ? "box" : "all", "--seccomp",
+                             options.security.seccomp_enabled ? "on" : "off"});
     return args;
 }
 

@@ -12,7 +12,7 @@ namespace boxlite::engine::ns {
 
 /// The shim's arguments after argv[0] for `launch` (which must carry a config), its agent
 /// listening on `socket`.
-[[nodiscard]] std::vector<std::string> shim_arguments(const NamespaceEngineOptions& options,
-                                                      const EngineLaunch& launch, const std::string& socket);
+[[nodiscard]] std::vector<std::string> shim_arguments(const NamespaceEngineOptions& options, const EngineLaunch& launch,
+                                                      const std::string& socket);
 
 }  // namespace boxlite::engine::ns

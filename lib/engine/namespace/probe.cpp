@@ -11,7 +11,8 @@ namespace boxlite {
 
 BoxliteResult<void> NamespaceEngine::available() const {
     std::vector<std::string> missing;
-    if (::geteuid() != 0) missing.emplace_back("root privileges (namespaces, overlayfs and cgroups need CAP_SYS_ADMIN)");
+    if (::geteuid() != 0)
+        missing.emplace_back("root privileges (namespaces, overlayfs and cgroups need CAP_SYS_ADMIN)");
     {
         std::ifstream filesystems("/proc/filesystems");
         std::string line;

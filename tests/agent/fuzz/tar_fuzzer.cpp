@@ -56,7 +56,8 @@ void enter_jail() {
     if (::geteuid() != 0) {
         const auto uid = ::geteuid();
         const auto gid = ::getegid();
-        if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) die("unshare (a user namespace is needed to confine the fuzzer)");
+        if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
+            die("unshare (a user namespace is needed to confine the fuzzer)");
         write_text("/proc/self/setgroups", "deny");
         write_text("/proc/self/uid_map", "0 " + std::to_string(uid) + " 1");
         write_text("/proc/self/gid_map", "0 " + std::to_string(gid) + " 1");
@@ -105,8 +106,9 @@ void check_outside() {
         if (d == nullptr) die(dir);
         while (auto* entry = ::readdir(d)) {
             const std::string name = entry->d_name;
-            const bool ok = std::string(dir) == "/" ? allowed.count(name) != 0
-                                                    : name == "." || name == ".." || (std::string(dir) == "/etc" && name == "shadow");
+            const bool ok = std::string(dir) == "/"
+                                ? allowed.count(name) != 0
+                                : name == "." || name == ".." || (std::string(dir) == "/etc" && name == "shadow");
             if (!ok) {
                 std::fprintf(stderr, "tar_fuzzer: '%s' appeared in %s, outside the target\n", name.c_str(), dir);
                 std::abort();

@@ -73,10 +73,8 @@ BlockDevice::BlockDevice(std::shared_ptr<block::BlockBackend> backend, std::stri
 std::uint64_t BlockDevice::device_features() const {
     std::uint64_t features = kFeatureVersion1 | kFeatureRingEventIdx | kFeatureRingIndirectDesc | kBlkSegMax |
                              kBlkBlockSize | kBlkFlush;
-    if (read_only_)
-        features |= kBlkReadOnly;
-    else
-        features |= kBlkDiscard | kBlkWriteZeroes;
+    if (read_only_) features |= kBlkReadOnly;
+    else features |= kBlkDiscard | kBlkWriteZeroes;
     return features;
 }
 
@@ -118,7 +116,8 @@ BlockStats BlockDevice::stats() const {
 void BlockDevice::queue_notify(std::uint16_t queue) {
     std::lock_guard lock(mutex_);
     if (!active_ || queue != 0) return;
-    drain_queue(context_, 0, [this](const DescriptorChain& chain) { return handle(chain); }, &stats_.bad_chains);
+    drain_queue(
+        context_, 0, [this](const DescriptorChain& chain) { return handle(chain); }, &stats_.bad_chains);
 }
 
 std::uint32_t BlockDevice::handle(const DescriptorChain& chain) {

@@ -18,8 +18,8 @@ namespace boxlite::devices::virtio {
 
 struct BlockStats {
     std::uint64_t reads = 0, writes = 0, flushes = 0, discards = 0, write_zeroes = 0;
-    std::uint64_t errors = 0;        ///< requests answered IOERR / UNSUPP
-    std::uint64_t bad_chains = 0;    ///< malformed descriptor chains
+    std::uint64_t errors = 0;      ///< requests answered IOERR / UNSUPP
+    std::uint64_t bad_chains = 0;  ///< malformed descriptor chains
 };
 
 class BlockDevice final : public VirtioDevice {

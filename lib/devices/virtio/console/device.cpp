@@ -22,7 +22,8 @@ void ConsoleDevice::read_config(std::uint64_t offset, std::span<std::byte> data)
 BoxliteResult<void> ConsoleDevice::activate(const ActivateContext& context) {
     std::lock_guard lock(mutex_);
     if (context.queues.size() != 2 || !context.queues[kReceiveQueue].ready || !context.queues[kTransmitQueue].ready)
-        return fail(ErrorKind::InvalidArgument, "virtio-console needs its receive and transmit queues before DRIVER_OK");
+        return fail(ErrorKind::InvalidArgument,
+                    "virtio-console needs its receive and transmit queues before DRIVER_OK");
     context_ = context;
     active_ = true;
     deliver_input_locked();

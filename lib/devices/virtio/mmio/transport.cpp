@@ -33,9 +33,7 @@ void MmioTransport::signal_config_change() {
     if (raise_interrupt_) raise_interrupt_();
 }
 
-VirtQueue* MmioTransport::selected_queue() {
-    return queue_sel_ < queues_.size() ? &queues_[queue_sel_] : nullptr;
-}
+VirtQueue* MmioTransport::selected_queue() { return queue_sel_ < queues_.size() ? &queues_[queue_sel_] : nullptr; }
 
 void MmioTransport::read(std::uint64_t offset, std::span<std::byte> data) {
     if (offset >= kConfig) {
@@ -119,8 +117,7 @@ void MmioTransport::write_register(std::uint64_t offset, std::uint32_t value) {
         case kDriverFeaturesSel: driver_features_sel_ = value; return;
         case kDriverFeatures:
             if ((status_ & kStatusFeaturesOk) || !(status_ & kStatusDriver)) return;
-            if (driver_features_sel_ == 0)
-                driver_features_ = (driver_features_ & ~0xffffffffULL) | value;
+            if (driver_features_sel_ == 0) driver_features_ = (driver_features_ & ~0xffffffffULL) | value;
             else if (driver_features_sel_ == 1)
                 driver_features_ = (driver_features_ & 0xffffffffULL) | (std::uint64_t{value} << 32);
             return;
@@ -143,12 +140,24 @@ void MmioTransport::write_register(std::uint64_t offset, std::uint32_t value) {
             return;
         case kInterruptAck: interrupt_status_.fetch_and(~value); return;
         case kStatus: set_status(value); return;
-        case kQueueDescLow: if (queue_writable) queue->desc_table = (queue->desc_table & ~0xffffffffULL) | value; return;
-        case kQueueDescHigh: if (queue_writable) queue->desc_table = (queue->desc_table & 0xffffffffULL) | (std::uint64_t{value} << 32); return;
-        case kQueueDriverLow: if (queue_writable) queue->avail_ring = (queue->avail_ring & ~0xffffffffULL) | value; return;
-        case kQueueDriverHigh: if (queue_writable) queue->avail_ring = (queue->avail_ring & 0xffffffffULL) | (std::uint64_t{value} << 32); return;
-        case kQueueDeviceLow: if (queue_writable) queue->used_ring = (queue->used_ring & ~0xffffffffULL) | value; return;
-        case kQueueDeviceHigh: if (queue_writable) queue->used_ring = (queue->used_ring & 0xffffffffULL) | (std::uint64_t{value} << 32); return;
+        case kQueueDescLow:
+            if (queue_writable) queue->desc_table = (queue->desc_table & ~0xffffffffULL) | value;
+            return;
+        case kQueueDescHigh:
+            if (queue_writable) queue->desc_table = (queue->desc_table & 0xffffffffULL) | (std::uint64_t{value} << 32);
+            return;
+        case kQueueDriverLow:
+            if (queue_writable) queue->avail_ring = (queue->avail_ring & ~0xffffffffULL) | value;
+            return;
+        case kQueueDriverHigh:
+            if (queue_writable) queue->avail_ring = (queue->avail_ring & 0xffffffffULL) | (std::uint64_t{value} << 32);
+            return;
+        case kQueueDeviceLow:
+            if (queue_writable) queue->used_ring = (queue->used_ring & ~0xffffffffULL) | value;
+            return;
+        case kQueueDeviceHigh:
+            if (queue_writable) queue->used_ring = (queue->used_ring & 0xffffffffULL) | (std::uint64_t{value} << 32);
+            return;
         case kShmSel: return;
         default: return;  // read-only or unknown: ignored
     }

@@ -41,16 +41,15 @@ public:
     static constexpr std::uint32_t kVersion = 2;
     static constexpr std::uint32_t kVendorId = 0x4c584f42;  // "BOXL"
     // Register offsets.
-    static constexpr std::uint64_t kMagicValue = 0x000, kVersionReg = 0x004, kDeviceId = 0x008,
-                                   kVendorIdReg = 0x00c, kDeviceFeatures = 0x010, kDeviceFeaturesSel = 0x014,
-                                   kDriverFeatures = 0x020, kDriverFeaturesSel = 0x024, kQueueSel = 0x030,
-                                   kQueueNumMax = 0x034, kQueueNum = 0x038, kQueueReady = 0x044,
-                                   kQueueNotify = 0x050, kInterruptStatus = 0x060, kInterruptAck = 0x064,
-                                   kStatus = 0x070, kQueueDescLow = 0x080, kQueueDescHigh = 0x084,
-                                   kQueueDriverLow = 0x090, kQueueDriverHigh = 0x094, kQueueDeviceLow = 0x0a0,
-                                   kQueueDeviceHigh = 0x0a4, kShmSel = 0x0ac, kShmLenLow = 0x0b0,
-                                   kShmLenHigh = 0x0b4, kShmBaseLow = 0x0b8, kShmBaseHigh = 0x0bc,
-                                   kConfigGeneration = 0x0fc, kConfig = 0x100;
+    static constexpr std::uint64_t kMagicValue = 0x000, kVersionReg = 0x004, kDeviceId = 0x008, kVendorIdReg = 0x00c,
+                                   kDeviceFeatures = 0x010, kDeviceFeaturesSel = 0x014, kDriverFeatures = 0x020,
+                                   kDriverFeaturesSel = 0x024, kQueueSel = 0x030, kQueueNumMax = 0x034,
+                                   kQueueNum = 0x038, kQueueReady = 0x044, kQueueNotify = 0x050,
+                                   kInterruptStatus = 0x060, kInterruptAck = 0x064, kStatus = 0x070,
+                                   kQueueDescLow = 0x080, kQueueDescHigh = 0x084, kQueueDriverLow = 0x090,
+                                   kQueueDriverHigh = 0x094, kQueueDeviceLow = 0x0a0, kQueueDeviceHigh = 0x0a4,
+                                   kShmSel = 0x0ac, kShmLenLow = 0x0b0, kShmLenHigh = 0x0b4, kShmBaseLow = 0x0b8,
+                                   kShmBaseHigh = 0x0bc, kConfigGeneration = 0x0fc, kConfig = 0x100;
     // Device status bits.
     static constexpr std::uint32_t kStatusAcknowledge = 1, kStatusDriver = 2, kStatusDriverOk = 4,
                                    kStatusFeaturesOk = 8, kStatusNeedsReset = 64, kStatusFailed = 128;

@@ -36,8 +36,8 @@ void RngDevice::queue_notify(std::uint16_t queue) {
             for (const auto& buffer : chain.writable) {
                 std::size_t offset = 0;
                 while (offset < buffer.host.size() && filled < kMaxBytesPerRequest) {
-                    const std::size_t want =
-                        std::min<std::size_t>(buffer.host.size() - offset, kMaxBytesPerRequest - filled);
+                    const std::size_t want = std::min<std::size_t>(buffer.host.size() - offset,
+                                                                   kMaxBytesPerRequest - filled);
                     const ssize_t got = ::getrandom(buffer.host.data() + offset, want, 0);
                     if (got < 0) {
                         if (errno == EINTR) continue;

@@ -16,7 +16,7 @@ namespace {
 
 constexpr std::uint16_t kRxQueue = 0, kTxQueue = 1;
 constexpr std::uint32_t kShutdownReceive = 1, kShutdownSend = 2;
-constexpr std::size_t kMaxConnectLine = 32;      // "CONNECT 4294967295\n" is 19 bytes
+constexpr std::size_t kMaxConnectLine = 32;       // "CONNECT 4294967295\n" is 19 bytes
 constexpr std::size_t kMaxControlBacklog = 4096;  // headers waiting for guest rx buffers
 
 std::uint64_t stream_key(std::uint32_t host_port, std::uint32_t guest_port) {
@@ -71,17 +71,15 @@ struct VsockDevice::Stream {
     }
 };
 
-BoxliteResult<std::shared_ptr<VsockDevice>> VsockDevice::create(std::uint64_t guest_cid,
-                                                               std::filesystem::path uds_path,
-                                                               VsockTimeouts timeouts) {
+BoxliteResult<std::shared_ptr<VsockDevice>> VsockDevice::create(std::uint64_t guest_cid, std::filesystem::path uds_path,
+                                                                VsockTimeouts timeouts) {
     if (guest_cid <= kVsockHostCid || guest_cid >= 0xffffffffULL)
         return fail(ErrorKind::Config, "guest CID {} is reserved; use 3..4294967294", guest_cid);
     BOXLITE_TRY(auto address, unix_address(uds_path.string()));
     int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (listener < 0) return fail_errno(ErrorKind::Engine, "creating the vsock Unix socket", errno);
     ::unlink(uds_path.c_str());  // a stale socket from a previous run of this box
-    if (::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-        ::listen(listener, 64) != 0) {
+    if (::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 || ::listen(listener, 64) != 0) {
         const int error = errno;
         ::close(listener);
         return fail_errno(ErrorKind::Engine, fmt::format("listening on vsock socket {}", uds_path.string()), error);

@@ -69,7 +69,13 @@ struct __attribute__((packed)) VsockHeader {
 static_assert(sizeof(VsockHeader) == 44);
 
 enum class VsockOp : std::uint16_t {
-    Request = 1, Response = 2, Rst = 3, Shutdown = 4, Rw = 5, CreditUpdate = 6, CreditRequest = 7
+    Request = 1,
+    Response = 2,
+    Rst = 3,
+    Shutdown = 4,
+    Rw = 5,
+    CreditUpdate = 6,
+    CreditRequest = 7
 };
 inline constexpr std::uint16_t kVsockTypeStream = 1;
 inline constexpr std::uint64_t kVsockHostCid = 2;
@@ -148,7 +154,7 @@ private:
     ActivateContext context_;
     bool active_ = false;
     std::map<std::uint64_t, std::unique_ptr<Stream>> streams_;  // key: host_port << 32 | guest_port
-    std::deque<VsockHeader> control_;                          // headers waiting for rx buffers
+    std::deque<VsockHeader> control_;                           // headers waiting for rx buffers
     std::uint32_t next_host_port_ = 1u << 30;
     VsockStats stats_;
     std::atomic<bool> stopping_{false};
