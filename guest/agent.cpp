@@ -128,9 +128,10 @@ void signal_group(Execution& e, int signo) {
 class Agent {
 public:
     Agent(int listen_fd, std::vector<std::string> base_env, std::string default_workdir, std::string default_user,
-          int memory_events_fd = -1)
+          int memory_events_fd = -1, int memory_cgroup_fd = -1)
         : listen_fd_(listen_fd),
           memory_events_fd_(memory_events_fd),
+          memory_cgroup_fd_(memory_cgroup_fd),
           base_env_(std::move(base_env)),
           default_workdir_(default_workdir.empty() ? "/" : std::move(default_workdir)),
           default_user_(std::move(default_user)) {}
@@ -767,6 +768,9 @@ private:
             sigprocmask(SIG_SETMASK, &none, nullptr);
             ::signal(SIGPIPE, SIG_DFL);
             ::setsid();
+            // Into the box's memory cgroup (as root, before the user switch), where the agent
+            // is kept out of it.
+            if (memory_cgroup_fd_ >= 0 && ::write(memory_cgroup_fd_, "0", 1) != 1) die("joining the memory cgroup");
             // The agent is exempt from the OOM killer (-1000, set by the box's init); its
             // commands are not. Raising the value needs no privilege.
             if (const int adj = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); adj >= 0) {
@@ -1013,6 +1017,9 @@ private:
 
     int listen_fd_;
     int memory_events_fd_ = -1;
+    /// cgroup.procs of the box's memory cgroup when the agent itself is kept out of it (a host
+    /// where it cannot be -1000): each command joins it before its exec.
+    int memory_cgroup_fd_ = -1;
     std::vector<std::string> base_env_;
     std::string default_workdir_;
     std::string default_user_;
@@ -1056,6 +1063,7 @@ int main(int argc, char** argv) {
     int listen_fd = -1;
     int ready_fd = -1;
     int memory_events_fd = -1;
+    int memory_cgroup_fd = -1;
     std::string default_workdir = "/";
     std::string default_user;
     for (int i = 1; i < argc; ++i) {
@@ -1080,6 +1088,8 @@ int main(int argc, char** argv) {
             }
         } else if (arg == "--memory-events-fd" && has_value) {
             memory_events_fd = std::atoi(argv[++i]);
+        } else if (arg == "--memory-cgroup-fd" && has_value) {
+            memory_cgroup_fd = std::atoi(argv[++i]);
         } else if (arg == "--workdir" && has_value) {
             default_workdir = argv[++i];
         } else if (arg == "--user" && has_value) {
@@ -1099,8 +1109,9 @@ int main(int argc, char** argv) {
     set_cloexec(listen_fd);
     if (ready_fd >= 0) set_cloexec(ready_fd);
     if (memory_events_fd >= 0) set_cloexec(memory_events_fd);
+    if (memory_cgroup_fd >= 0) set_cloexec(memory_cgroup_fd);
     std::vector<std::string> base_env;
     for (char** e = environ; *e != nullptr; ++e) base_env.emplace_back(*e);
-    Agent agent(listen_fd, std::move(base_env), default_workdir, default_user, memory_events_fd);
+    Agent agent(listen_fd, std::move(base_env), default_workdir, default_user, memory_events_fd, memory_cgroup_fd);
     return agent.run(ready_fd);
 }

@@ -367,10 +367,12 @@ int attach_loop_device(const std::string& image, std::string& error) {
 /// Keeps the OOM killer off the shim: it is outside the box's cgroups, but a global OOM must not
 /// pick it over the box either. Raising the value later is always allowed; this also sets the
 /// floor (oom_score_adj_min) of this process to -1000, which the box's init lifts again below.
-void protect_shim_from_oom_killer() {
+bool protect_shim_from_oom_killer() {
     if (!jailer::CgroupSet::write("/proc/self/oom_score_adj", "-1000")) {
         log(errno_text("warning: setting the shim's oom_score_adj to -1000"));
+        return false;
     }
+    return true;
 }
 
 /// The agent (the box's PID 1) is never the OOM killer's choice inside its memory cgroup, while
@@ -390,7 +392,7 @@ void protect_agent_from_oom_killer() {
 /// Everything the box's PID 1 does before it becomes the agent. Returns an error text, or
 /// never returns on success.
 std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready_fd, int agent_fd, int log_fd,
-                            const std::string& memory_events) {
+                            const std::string& memory_events, const std::string& memory_procs) {
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return errno_text("PR_SET_PDEATHSIG");
     protect_agent_from_oom_killer();
     if (::unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET) != 0) return errno_text("unshare");
@@ -516,6 +518,9 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
     // Moved above 9 so that the dup2s to 3, 4 and 5 below can neither overwrite it nor be no-ops.
     int memory_events_fd = memory_events.empty() ? -1 : ::open(memory_events.c_str(), O_RDONLY | O_CLOEXEC);
     if (memory_events_fd >= 0) memory_events_fd = ::fcntl(memory_events_fd, F_DUPFD_CLOEXEC, 10);
+    // The memory cgroup's cgroup.procs, when the agent is kept out of it (see run_namespace_mode).
+    int memory_procs_fd = memory_procs.empty() ? -1 : ::open(memory_procs.c_str(), O_WRONLY | O_CLOEXEC);
+    if (memory_procs_fd >= 0) memory_procs_fd = ::fcntl(memory_procs_fd, F_DUPFD_CLOEXEC, 10);
     if (::chdir(merged.c_str()) != 0) return errno_text("chdir to the box root");
     // pivot_root(".", "."): the old root ends up stacked under the new one and is detached at once.
     if (::syscall(SYS_pivot_root, ".", ".") != 0) return errno_text("pivot_root");
@@ -540,6 +545,7 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
     ::dup2(log_fd, 2);
     if (::dup2(listen_fd, 3) < 0 || ::dup2(agent_ready_fd, 4) < 0) return errno_text("dup2");
     if (memory_events_fd >= 0 && ::dup2(memory_events_fd, 5) < 0) return errno_text("dup2");
+    if (memory_procs_fd >= 0 && ::dup2(memory_procs_fd, 6) < 0) return errno_text("dup2");
 
     // Last, so that no step of the set-up above is filtered or lacks a capability.
     if (o.seccomp) {
@@ -548,9 +554,10 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
     if (!o.all_capabilities) {
         if (auto ok = jailer::restrict_capabilities(jailer::kBoxCapabilities); !ok) return ok.error().message();
     }
-    // Everything else is closed at exec (CLOEXEC); 3, 4 and 5 are the agent's.
+    // Everything else is closed at exec (CLOEXEC); 3 to 6 are the agent's.
     std::vector<std::string> args = {"boxlite-agent", "--listen-fd", "3", "--ready-fd", "4"};
     if (memory_events_fd >= 0) args.insert(args.end(), {"--memory-events-fd", "5"});
+    if (memory_procs_fd >= 0) args.insert(args.end(), {"--memory-cgroup-fd", "6"});
     if (!o.workdir.empty()) args.insert(args.end(), {"--workdir", o.workdir});
     if (!o.user.empty()) args.insert(args.end(), {"--user", o.user});
     std::vector<char*> argv;
@@ -627,7 +634,9 @@ int run_namespace_mode(const ShimOptions& o) {
     // Nothing in the box may read the shim's memory or descriptors, or trace it (box processes
     // run as root, so only dumpability and the missing CAP_SYS_PTRACE keep them out).
     ::prctl(PR_SET_DUMPABLE, 0);
-    protect_shim_from_oom_killer();
+    // Where -1000 cannot be had (no CAP_SYS_RESOURCE), the agent stays out of the box's memory
+    // cgroup instead (cgroup v1) and moves each command into it before the exec.
+    const bool oom_protected = protect_shim_from_oom_killer();
     int ready_fd = o.ready_fd;
     auto fail_start = [&](const std::string& message) {
         log("start failed: " + message);
@@ -717,14 +726,22 @@ int run_namespace_mode(const ShimOptions& o) {
         ::close(child_error[0]);
         ::close(log_pipe[0]);
         agent_log.close();
-        std::string memory_events;
-        if (!cgroups.memory_dir().empty())
+        std::string memory_events, memory_procs;
+        if (!cgroups.memory_dir().empty()) {
             memory_events = cgroups.memory_dir() + (cgroups.v2() ? "/memory.events" : "/memory.oom_control");
-        const auto message = become_box_init(o, listen_fd, agent_ready[1], agent_fd, log_pipe[1], memory_events);
+            if (!oom_protected && !cgroups.v2()) memory_procs = cgroups.memory_dir() + "/cgroup.procs";
+        }
+        const auto message = become_box_init(o, listen_fd, agent_ready[1], agent_fd, log_pipe[1], memory_events,
+                                             memory_procs);
         (void)!::write(child_error[1], message.data(), message.size());
         ::_exit(1);
     }
-    cgroups.add(static_cast<int>(child));
+    const bool agent_outside_memory = !oom_protected && !cgroups.v2() && !cgroups.memory_dir().empty();
+    cgroups.add(static_cast<int>(child), agent_outside_memory);
+    if (agent_outside_memory) {
+        log("box " + o.box_id + ": oom_score_adj -1000 is refused here; the agent stays out of the memory cgroup " +
+            cgroups.memory_dir() + " and moves each command into it");
+    }
     {
         std::ofstream info(o.box_dir + "/cgroup.info");
         info << "memory " << cgroups.memory_dir() << "\ncpu " << cgroups.cpu_dir() << "\npids " << cgroups.pids_dir()

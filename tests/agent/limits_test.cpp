@@ -109,6 +109,30 @@ TEST_F(NamespaceLimits, AgentIsExemptFromTheOomKillerAndCommandsAreNot) {
     EXPECT_EQ(sh(box, "cat /proc/self/oom_score_adj"), "0\nrc=0\n");
 }
 
+TEST_F(NamespaceLimits, AgentIsOutOfTheOomKillersReachEitherWay) {
+    auto box = make_box();
+    const auto info = cgroup_info(box);
+    if (info.find("applied memory=") == std::string::npos) {
+        GTEST_SKIP() << "precondition: no writable memory cgroup controller on this host\n" << info;
+    }
+    const auto agent = std::to_string(agent_pid(box));
+    if (read_proc("/proc/" + agent + "/oom_score_adj") == "-1000") return;  // the first way
+    // The second (no CAP_SYS_RESOURCE, cgroup v1): the agent is out of the box's memory cgroup,
+    // its commands are in it.
+    std::ifstream agent_cgroups("/proc/" + agent + "/cgroup");
+    std::string agent_memory;
+    for (std::string line; std::getline(agent_cgroups, line);) {
+        if (line.find(":memory:") != std::string::npos) agent_memory = line;
+    }
+    ASSERT_FALSE(agent_memory.empty()) << "the agent has -1000 nor a v1 memory cgroup";
+    EXPECT_EQ(agent_memory.find(box.id().str()), std::string::npos) << agent_memory;
+    const auto command = sh(box, "grep :memory: /proc/self/cgroup");
+    EXPECT_NE(command.find("/boxlite/" + box.id().str()), std::string::npos) << command;
+    // Also for another user (the join happens before the user switch).
+    const auto user = run(box, BoxCommand("sh").args({"-c", "grep :memory: /proc/self/cgroup"}).user("box")).stdout_text;
+    EXPECT_NE(user.find("/boxlite/" + box.id().str()), std::string::npos) << user;
+}
+
 TEST_F(NamespaceLimits, PidsLimitIs4096ByDefault) {
     auto box = make_box();
     const std::string text = cgroup_info(box);
