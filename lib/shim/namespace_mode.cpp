@@ -543,6 +543,12 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
     if (devnull >= 0) ::dup2(devnull, 0);
     ::dup2(log_fd, 1);
     ::dup2(log_fd, 2);
+    // Every descriptor the agent gets, and the agent binary's, first moved above 9: a dup2 to 3..6
+    // must not overwrite a source still to be placed (their numbers depend on what the shim had
+    // open, e.g. whether there is a watchdog pipe).
+    for (int* fd : {&listen_fd, &agent_ready_fd, &agent_fd}) {
+        if ((*fd = ::fcntl(*fd, F_DUPFD_CLOEXEC, 10)) < 0) return errno_text("moving a descriptor above 9");
+    }
     if (::dup2(listen_fd, 3) < 0 || ::dup2(agent_ready_fd, 4) < 0) return errno_text("dup2");
     if (memory_events_fd >= 0 && ::dup2(memory_events_fd, 5) < 0) return errno_text("dup2");
     if (memory_procs_fd >= 0 && ::dup2(memory_procs_fd, 6) < 0) return errno_text("dup2");
