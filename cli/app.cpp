@@ -53,6 +53,7 @@ struct Parser {
         sub->add_option("--cpus", a.cpus, "Number of CPUs")->type_name("N");
         sub->add_option("--memory", a.memory, "Memory: MiB, or with a unit (512m, 2g)")->type_name("SIZE");
         sub->add_option("--disk-size", a.disk_size, "Root disk size: GB, or with a unit (10g)")->type_name("SIZE");
+        sub->add_option("--pids-limit", a.pids_limit, "Most processes in the box (default 4096)")->type_name("N");
         sub->add_option("--network", a.network, "Outbound networking: enabled or disabled")->type_name("MODE");
         sub->add_option("--allow-net", a.allow_net, "Allow egress only to HOST, *.HOST, IP or CIDR (repeatable)")
             ->allow_extra_args(false)
@@ -473,6 +474,13 @@ BoxliteResult<CreateRequest> to_create_request(const CreateArgs& args, const Cal
                         gb, BoxOptions::kMinDiskSizeGb, BoxOptions::kMaxDiskSizeGb);
         }
         options.disk_size_gb = gb;
+    }
+    if (args.pids_limit) {
+        if (*args.pids_limit == 0) {
+            return fail(ErrorKind::InvalidArgument, "--pids-limit must be at least 1 (default {})",
+                        ResourceLimits::kDefaultMaxProcesses);
+        }
+        options.resource_limits.max_processes = *args.pids_limit;
     }
     if (args.network) {
         BOXLITE_TRY(options.network.mode, parse_network_mode(*args.network));

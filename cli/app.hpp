@@ -39,6 +39,7 @@ struct CreateArgs {
     std::optional<std::string> cpus;
     std::optional<std::string> memory;
     std::optional<std::string> disk_size;
+    std::optional<std::uint64_t> pids_limit;
     std::optional<std::string> network;
     std::vector<std::string> allow_net;
     std::vector<std::string> publish;

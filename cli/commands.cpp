@@ -140,6 +140,7 @@ nlohmann::json inspect_json(const BoxConfig& config, const BoxInfo& info, const 
          {{"Cpus", o.cpus},
           {"MemoryMib", o.memory_mib},
           {"DiskSizeGb", optional_value(o.disk_size_gb)},
+          {"PidsLimit", effective_max_processes(o.resource_limits, o.security.resource_limits)},
           {"Rootfs", rootfs},
           {"Entrypoint", optional_value(o.entrypoint)},
           {"Cmd", optional_value(o.cmd)},

@@ -179,6 +179,11 @@ BoxliteResult<int> run_attached(Box& box, const BoxCommand& command, bool intera
         if (result.error_message && result.exit_code == 0) {
             return fail(ErrorKind::Execution, "{}", *result.error_message);
         }
+        if (result.error_message && !result.timed_out) {
+            // E.g. an OOM kill: the status (137) alone does not say why.
+            const auto line = fmt::format("boxlite: {}\n", *result.error_message);
+            std::fputs(line.c_str(), stderr);
+        }
         return exit_status_for(result.exit_code);
     }
 }

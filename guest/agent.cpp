@@ -96,6 +96,8 @@ struct Execution {
     bool group_gone = false;     // a signal found no member left: never signal that pgid again
     int exit_code = 0;
     bool timed_out = false;
+    std::uint64_t oom_kills_at_start = 0;  // the box's memory cgroup oom_kill count at the fork
+    bool oom_killed = false;
     std::optional<Clock::time_point> deadline;
     // After a timeout: when to stop waiting for pipes that a process outside the group holds.
     std::optional<Clock::time_point> give_up_output;
@@ -125,8 +127,11 @@ void signal_group(Execution& e, int signo) {
 
 class Agent {
 public:
-    Agent(int listen_fd, std::vector<std::string> base_env, std::string default_workdir, std::string default_user)
+    Agent(int listen_fd, std::vector<std::string> base_env, std::string default_workdir, std::string default_user,
+          int memory_events_fd = -1, int memory_cgroup_fd = -1)
         : listen_fd_(listen_fd),
+          memory_events_fd_(memory_events_fd),
+          memory_cgroup_fd_(memory_cgroup_fd),
           base_env_(std::move(base_env)),
           default_workdir_(default_workdir.empty() ? "/" : std::move(default_workdir)),
           default_user_(std::move(default_user)) {}
@@ -744,6 +749,7 @@ private:
         argv.push_back(nullptr);
         const std::string cwd = !req.working_dir.empty() ? req.working_dir : default_workdir_;
 
+        const std::uint64_t oom_kills_at_fork = oom_kills();
         const pid_t pid = ::fork();
         if (pid < 0) {
             close_all();
@@ -762,6 +768,15 @@ private:
             sigprocmask(SIG_SETMASK, &none, nullptr);
             ::signal(SIGPIPE, SIG_DFL);
             ::setsid();
+            // Into the box's memory cgroup (as root, before the user switch), where the agent
+            // is kept out of it.
+            if (memory_cgroup_fd_ >= 0 && ::write(memory_cgroup_fd_, "0", 1) != 1) die("joining the memory cgroup");
+            // The agent is exempt from the OOM killer (-1000, set by the box's init); its
+            // commands are not. Raising the value needs no privilege.
+            if (const int adj = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); adj >= 0) {
+                (void)!::write(adj, "0", 1);
+                ::close(adj);
+            }
             if (master >= 0) {
                 const int slave = ::open(slave_name.c_str(), O_RDWR);
                 if (slave < 0) die("opening the pseudo-terminal");
@@ -823,6 +838,7 @@ private:
         e->id = f.stream;
         e->conn = &c;
         e->pid = pid;
+        e->oom_kills_at_start = oom_kills_at_fork;
         e->kind = req.kind;
         e->tty = master >= 0;
         e->stdout_credit = req.stdout_window;
@@ -866,6 +882,10 @@ private:
         if (!output_done && !gave_up) return;
         ExitStatus status{e.exit_code, e.timed_out, {}};
         if (e.timed_out) status.message = "the command exceeded its timeout and was killed";
+        else if (e.oom_killed)
+            status.message =
+                "the command was killed by the out-of-memory killer: the box ran out of memory "
+                "(exit 137, SIGKILL)";
         send(c, FrameType::Exit, e.id, status.encode());
         close_exec_fds(e);
         c.executions.erase(e.id);  // destroys e
@@ -889,6 +909,12 @@ private:
             by_pid_.erase(it);
             e->leader_exited = true;
             e->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+            // SIGKILL while the box's OOM kill count went up: the OOM killer's doing (or, at worst,
+            // another process of the box was its victim at the same time).
+            if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && !e->timed_out &&
+                oom_kills() > e->oom_kills_at_start) {
+                e->oom_killed = true;
+            }
             // Output the child wrote is still in the pipes; stdin is pointless now.
             if (!e->tty) {
                 drop_stdin(*e->conn, *e);
@@ -977,7 +1003,23 @@ private:
         return 0;
     }
 
+    /// The `oom_kill` count of the box's memory cgroup (memory.events on cgroup v2,
+    /// memory.oom_control on v1), read from a descriptor the shim opened; 0 without one.
+    [[nodiscard]] std::uint64_t oom_kills() const {
+        if (memory_events_fd_ < 0) return 0;
+        char buf[1024];
+        const auto n = ::pread(memory_events_fd_, buf, sizeof buf - 1, 0);
+        if (n <= 0) return 0;
+        buf[n] = '\0';
+        const char* at = std::strstr(buf, "oom_kill ");
+        return at == nullptr ? 0 : std::strtoull(at + 9, nullptr, 10);
+    }
+
     int listen_fd_;
+    int memory_events_fd_ = -1;
+    /// cgroup.procs of the box's memory cgroup when the agent itself is kept out of it (a host
+    /// where it cannot be -1000): each command joins it before its exec.
+    int memory_cgroup_fd_ = -1;
     std::vector<std::string> base_env_;
     std::string default_workdir_;
     std::string default_user_;
@@ -1015,8 +1057,13 @@ void usage() {
 int main(int argc, char** argv) {
     // Started from a memfd, the process would otherwise be called "memfd:boxlite-agent".
     ::prctl(PR_SET_NAME, "boxlite-agent");
+    // execve made us dumpable again: box processes (root, without CAP_SYS_PTRACE) must not open
+    // /proc/1/fd, /proc/1/mem or ptrace the agent. Commands become dumpable at their own execve.
+    ::prctl(PR_SET_DUMPABLE, 0);
     int listen_fd = -1;
     int ready_fd = -1;
+    int memory_events_fd = -1;
+    int memory_cgroup_fd = -1;
     std::string default_workdir = "/";
     std::string default_user;
     for (int i = 1; i < argc; ++i) {
@@ -1039,6 +1086,10 @@ int main(int argc, char** argv) {
                              std::strerror(errno));
                 return 1;
             }
+        } else if (arg == "--memory-events-fd" && has_value) {
+            memory_events_fd = std::atoi(argv[++i]);
+        } else if (arg == "--memory-cgroup-fd" && has_value) {
+            memory_cgroup_fd = std::atoi(argv[++i]);
         } else if (arg == "--workdir" && has_value) {
             default_workdir = argv[++i];
         } else if (arg == "--user" && has_value) {
@@ -1057,8 +1108,10 @@ int main(int argc, char** argv) {
     }
     set_cloexec(listen_fd);
     if (ready_fd >= 0) set_cloexec(ready_fd);
+    if (memory_events_fd >= 0) set_cloexec(memory_events_fd);
+    if (memory_cgroup_fd >= 0) set_cloexec(memory_cgroup_fd);
     std::vector<std::string> base_env;
     for (char** e = environ; *e != nullptr; ++e) base_env.emplace_back(*e);
-    Agent agent(listen_fd, std::move(base_env), default_workdir, default_user);
+    Agent agent(listen_fd, std::move(base_env), default_workdir, default_user, memory_events_fd, memory_cgroup_fd);
     return agent.run(ready_fd);
 }

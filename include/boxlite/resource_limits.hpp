@@ -13,6 +13,10 @@
 namespace boxlite {
 
 struct ResourceLimits {
+    /// The pids limit of a box whose caller set none (here or in SecurityOptions): a fork bomb
+    /// in a box must not take the host's PIDs.
+    static constexpr std::uint64_t kDefaultMaxProcesses = 4096;
+
     std::optional<std::uint64_t> max_open_files;  ///< RLIMIT_NOFILE
     std::optional<std::uint64_t> max_file_size;   ///< RLIMIT_FSIZE, bytes
     std::optional<std::uint64_t> max_processes;   ///< pids.max / RLIMIT_NPROC
@@ -21,6 +25,12 @@ struct ResourceLimits {
 
     friend bool operator==(const ResourceLimits&, const ResourceLimits&) = default;
 };
+
+/// The pids limit a box gets: its own, else its SecurityOptions' (`security`), else the default.
+[[nodiscard]] inline std::uint64_t effective_max_processes(const ResourceLimits& box,
+                                                           const ResourceLimits& security) noexcept {
+    return box.max_processes.value_or(security.max_processes.value_or(ResourceLimits::kDefaultMaxProcesses));
+}
 
 /// A limit of 0 would make the box unusable (no files, no processes): set means >= 1.
 [[nodiscard]] inline BoxliteResult<void> validate(const ResourceLimits& limits) {

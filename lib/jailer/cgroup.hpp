@@ -45,11 +45,14 @@ public:
     /// processes" rule, a hierarchy gone read-only, …) is removed again, and the limits set there
     /// move from applied() to skipped() with the reason: the report must say what really binds the
     /// process. Returns false if any join failed.
-    bool add(int pid) {
+    /// With `except_memory` (cgroup v1 only, where memory is a hierarchy of its own) the process
+    /// stays out of the memory cgroup: the shim keeps the box's agent out of its box's OOM domain
+    /// that way where it cannot make it -1000, and the agent moves each command in.
+    bool add(int pid, bool except_memory = false) {
         bool all = true;
         for (std::size_t i = 0; i < dirs_.size();) {
             const auto dir = dirs_[i];
-            if (write(dir + "/cgroup.procs", std::to_string(pid))) {
+            if ((except_memory && !v2_ && dir == memory_dir_) || write(dir + "/cgroup.procs", std::to_string(pid))) {
                 ++i;
                 continue;
             }

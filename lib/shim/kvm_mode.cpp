@@ -4,6 +4,8 @@
 // watchdog pipe closes because the process that started the box is gone.
 #include "kvm_mode.hpp"
 
+#include "capped_log.hpp"
+
 #include "engine/kvm/launch.hpp"  // the shim config and guest launch document
 #include "devices/virtio/blk/device.hpp"
 #include "devices/virtio/console/device.hpp"
@@ -33,6 +35,8 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <memory>
+#include <mutex>
 #include <thread>
 
 namespace boxlite::shim {
@@ -87,7 +91,13 @@ struct Vm {
     std::shared_ptr<block::BlockBackend> disk;
 };
 
-BoxliteResult<Vm> build_vm(const vmm::KvmShimConfig& config, int console_fd) {
+/// console.log, capped and rotated; written by the UART (vCPU threads) and the virtio console.
+struct ConsoleLog {
+    std::mutex mutex;
+    CappedLog log;
+};
+
+BoxliteResult<Vm> build_vm(const vmm::KvmShimConfig& config, const std::shared_ptr<ConsoleLog>& console) {
     Vm vm;
     vmm::MachineConfig machine_config;
     machine_config.vcpus = config.cpus;
@@ -96,9 +106,10 @@ BoxliteResult<Vm> build_vm(const vmm::KvmShimConfig& config, int console_fd) {
     machine_config.hide_cmpxchg16b = vmm::kvm_is_pvm();
     BOXLITE_TRY(vm.machine, vmm::Machine::create(machine_config));
     vm.devices = std::make_unique<vmm::DeviceManager>(*vm.machine);
-    auto sink = [console_fd](std::span<const std::byte> bytes) {
-        if (console_fd >= 0) [[maybe_unused]]
-            auto n = ::write(console_fd, bytes.data(), bytes.size());
+    auto sink = [console](std::span<const std::byte> bytes) {
+        if (!console) return;
+        const std::lock_guard lock(console->mutex);
+        console->log.write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
     };
     BOXLITE_TRY_VOID(vm.devices->add_legacy_devices(sink));
     if (config.disk) {
@@ -181,10 +192,10 @@ int run_kvm_mode(int config_fd, int ready_fd, int watchdog_fd) {
         say(ready_fd, "error " + config.error().to_string());
         return 1;
     }
-    int console_fd = -1;
+    std::shared_ptr<ConsoleLog> console;
     if (!config->console_log.empty()) {
-        console_fd = ::open(config->console_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-        if (console_fd < 0) {
+        console = std::make_shared<ConsoleLog>();
+        if (!console->log.open(config->console_log, config->console_log_max_bytes, 0640)) {
             say(ready_fd, fmt::format("error storage error: opening console log {}: {}", config->console_log,
                                       std::strerror(errno)));
             return 1;
@@ -204,10 +215,9 @@ int run_kvm_mode(int config_fd, int ready_fd, int watchdog_fd) {
         return 1;
     }
 
-    auto vm = build_vm(*config, console_fd);
+    auto vm = build_vm(*config, console);
     if (!vm) {
         say(ready_fd, "error " + vm.error().with_context(fmt::format("box {}", config->box_id)).to_string());
-        if (console_fd >= 0) ::close(console_fd);
         return 1;
     }
     std::thread stop_watcher([&] { watch_for_stop(*vm->machine, config->box_id, signal_fd, watchdog_fd, done_fd); });
@@ -235,7 +245,6 @@ int run_kvm_mode(int config_fd, int ready_fd, int watchdog_fd) {
             code = 1;
         }
     }
-    if (console_fd >= 0) ::close(console_fd);
     return code;
 }
 

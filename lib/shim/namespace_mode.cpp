@@ -37,6 +37,8 @@
 // nodev mounts always apply.
 #include "shim.hpp"
 
+#include "capped_log.hpp"
+
 #include "base/fd.hpp"
 
 #include "jailer/capabilities.hpp"
@@ -63,6 +65,7 @@
 #include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <linux/loop.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -278,15 +281,146 @@ std::string make_read_only(const BoxRoot& root, const std::string& path) {
     return remount_with(root, path, MS_RDONLY, ("making " + path + " read-only").c_str());
 }
 
+/// The image of the box's disk: created sparse and formatted ext4 on the first start (under a
+/// temporary name, so a shim killed half way leaves nothing that looks ready), kept afterwards:
+/// the box's files survive stop and start.
+std::string prepare_disk_image(const std::string& image, std::uint64_t bytes) {
+    if (::access(image.c_str(), F_OK) == 0) return {};
+    const auto partial = image + ".partial";
+    ::unlink(partial.c_str());
+    {
+        const int fd = ::open(partial.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0) return errno_text("creating the disk image " + partial);
+        const bool sized = ::ftruncate(fd, static_cast<off_t>(bytes)) == 0;
+        const int saved = errno;
+        ::close(fd);
+        errno = saved;
+        if (!sized) return errno_text("sizing the disk image " + partial);
+    }
+    const pid_t pid = ::fork();
+    if (pid < 0) return errno_text("fork for mkfs.ext4");
+    if (pid == 0) {
+        const int devnull = ::open("/dev/null", O_RDWR);
+        if (devnull >= 0) ::dup2(devnull, 1);
+        // Lazy init: the inode tables and journal are zeroed by the kernel later, not written now.
+        for (const char* mkfs : {"/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"}) {
+            ::execl(mkfs, "mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1",
+                    partial.c_str(), static_cast<char*>(nullptr));
+        }
+        ::_exit(127);
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        ::unlink(partial.c_str());
+        return "mkfs.ext4 of the disk image " + partial + " failed (status " + std::to_string(status) +
+               "; see shim.log)";
+    }
+    if (::rename(partial.c_str(), image.c_str()) != 0) return errno_text("renaming " + partial);
+    return {};
+}
+
+/// Attaches `image` to a free loop device with LO_FLAGS_AUTOCLEAR: the device detaches itself
+/// once its last user (the mount) is gone, so a killed box leaks no loop device. Returns the
+/// device's fd (or -1, `error` set).
+int attach_loop_device(const std::string& image, std::string& error) {
+    const base::OwnedFd file(::open(image.c_str(), O_RDWR | O_CLOEXEC));
+    if (!file.valid()) {
+        error = errno_text("opening the disk image " + image);
+        return -1;
+    }
+    const base::OwnedFd control(::open("/dev/loop-control", O_RDWR | O_CLOEXEC));
+    if (!control.valid()) {
+        error = errno_text("opening /dev/loop-control");
+        return -1;
+    }
+    for (int attempt = 0; attempt < 64; ++attempt) {
+        const int number = ::ioctl(control.get(), LOOP_CTL_GET_FREE);
+        if (number < 0) {
+            error = errno_text("finding a free loop device");
+            return -1;
+        }
+        const auto device = "/dev/loop" + std::to_string(number);
+        const int loop = ::open(device.c_str(), O_RDWR | O_CLOEXEC);
+        if (loop < 0) {
+            error = errno_text("opening " + device);
+            if (errno == ENOENT) continue;  // udev has not made the node yet
+            return -1;
+        }
+        loop_config config{};
+        config.fd = static_cast<__u32>(file.get());
+        config.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        std::strncpy(reinterpret_cast<char*>(config.info.lo_file_name), image.c_str(), LO_NAME_SIZE - 1);
+        if (::ioctl(loop, LOOP_CONFIGURE, &config) == 0) return loop;
+        const int saved = errno;
+        ::close(loop);
+        if (saved != EBUSY) {  // EBUSY: another box took this one between GET_FREE and now
+            errno = saved;
+            error = errno_text("attaching " + image + " to " + device);
+            return -1;
+        }
+    }
+    error = "no free loop device for " + image + " after 64 attempts";
+    return -1;
+}
+
+/// Keeps the OOM killer off the shim: it is outside the box's cgroups, but a global OOM must not
+/// pick it over the box either. Raising the value later is always allowed; this also sets the
+/// floor (oom_score_adj_min) of this process to -1000, which the box's init lifts again below.
+bool protect_shim_from_oom_killer() {
+    if (!jailer::CgroupSet::write("/proc/self/oom_score_adj", "-1000")) {
+        log(errno_text("warning: setting the shim's oom_score_adj to -1000"));
+        return false;
+    }
+    return true;
+}
+
+/// The agent (the box's PID 1) is never the OOM killer's choice inside its memory cgroup, while
+/// the box's commands can be (the agent resets them to 0 before each exec) and cannot lower
+/// themselves again. Writing oom_score_adj with CAP_SYS_RESOURCE also sets the floor that a
+/// process without that capability may go down to, and the floor is inherited: so first 0 (the
+/// floor for everything in the box), then -1000 through the legacy oom_adj file (-17 = disabled),
+/// which changes the value and not the floor. Without the legacy file, -1000 and its floor.
+void protect_agent_from_oom_killer() {
+    (void)jailer::CgroupSet::write("/proc/self/oom_score_adj", "0");
+    if (!jailer::CgroupSet::write("/proc/self/oom_adj", "-17") &&
+        !jailer::CgroupSet::write("/proc/self/oom_score_adj", "-1000")) {
+        log(errno_text("warning: setting the agent's oom_score_adj to -1000"));
+    }
+}
+
 /// Everything the box's PID 1 does before it becomes the agent. Returns an error text, or
 /// never returns on success.
-std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready_fd, int agent_fd, int log_fd) {
+std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready_fd, int agent_fd, int log_fd,
+                            const std::string& memory_events, const std::string& memory_procs) {
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return errno_text("PR_SET_PDEATHSIG");
+    protect_agent_from_oom_killer();
     if (::unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET) != 0) return errno_text("unshare");
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return errno_text("making / private");
 
-    const auto upper = o.box_dir + "/upper";
-    const auto work = o.box_dir + "/work";
+    // With a disk size, the writable layer lives on the box's own ext4 file system, mounted in
+    // this mount namespace only: when the box ends, however it ends (a kill -9 of the shim
+    // included), the namespace goes, the overlay and the ext4 mount with it, and the loop device
+    // detaches itself (AUTOCLEAR). No mount is ever left on the host to clean up.
+    std::string layer_root = o.box_dir;
+    if (o.disk_bytes) {
+        layer_root = o.box_dir + "/disk";
+        if (!mkdir_p(layer_root, 0700)) return errno_text("creating " + layer_root);
+        std::string error;
+        const int loop = attach_loop_device(o.box_dir + "/disk.ext4", error);
+        if (loop < 0) return error;
+        const auto device = "/proc/self/fd/" + std::to_string(loop);
+        char name[64];
+        const auto n = ::readlink(device.c_str(), name, sizeof name - 1);
+        const std::string source = n > 0 ? std::string(name, static_cast<std::size_t>(n)) : device;
+        const bool mounted = ::mount(source.c_str(), layer_root.c_str(), "ext4", MS_NODEV, nullptr) == 0;
+        const int saved = errno;
+        ::close(loop);
+        errno = saved;
+        if (!mounted) return errno_text("mounting the box's disk " + source + " at " + layer_root);
+    }
+    const auto upper = layer_root + "/upper";
+    const auto work = layer_root + "/work";
     const auto merged = o.box_dir + "/merged";
     for (const auto& dir : {upper, work, merged}) {
         if (!mkdir_p(dir, 0755)) return errno_text("creating " + dir);
@@ -379,6 +513,14 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
         ::close(s);
     }
 
+    // The agent tells an OOM-killed command from a killed one by the cgroup's oom_kill count;
+    // opened now, as the box's /sys has no cgroup file system.
+    // Moved above 9 so that the dup2s to 3, 4 and 5 below can neither overwrite it nor be no-ops.
+    int memory_events_fd = memory_events.empty() ? -1 : ::open(memory_events.c_str(), O_RDONLY | O_CLOEXEC);
+    if (memory_events_fd >= 0) memory_events_fd = ::fcntl(memory_events_fd, F_DUPFD_CLOEXEC, 10);
+    // The memory cgroup's cgroup.procs, when the agent is kept out of it (see run_namespace_mode).
+    int memory_procs_fd = memory_procs.empty() ? -1 : ::open(memory_procs.c_str(), O_WRONLY | O_CLOEXEC);
+    if (memory_procs_fd >= 0) memory_procs_fd = ::fcntl(memory_procs_fd, F_DUPFD_CLOEXEC, 10);
     if (::chdir(merged.c_str()) != 0) return errno_text("chdir to the box root");
     // pivot_root(".", "."): the old root ends up stacked under the new one and is detached at once.
     if (::syscall(SYS_pivot_root, ".", ".") != 0) return errno_text("pivot_root");
@@ -393,12 +535,23 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
     limit(RLIMIT_NOFILE, o.nofile);
     limit(RLIMIT_FSIZE, o.fsize);
     limit(RLIMIT_CPU, o.cpu_time);
+    // Binds the box's non-root users only (the kernel exempts uid 0), counted per uid host-wide
+    // as there is no user namespace; pids.max in the box's cgroup is what bounds root.
+    limit(RLIMIT_NPROC, o.pids);
 
     const int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
     if (devnull >= 0) ::dup2(devnull, 0);
     ::dup2(log_fd, 1);
     ::dup2(log_fd, 2);
+    // Every descriptor the agent gets, and the agent binary's, first moved above 9: a dup2 to 3..6
+    // must not overwrite a source still to be placed (their numbers depend on what the shim had
+    // open, e.g. whether there is a watchdog pipe).
+    for (int* fd : {&listen_fd, &agent_ready_fd, &agent_fd}) {
+        if ((*fd = ::fcntl(*fd, F_DUPFD_CLOEXEC, 10)) < 0) return errno_text("moving a descriptor above 9");
+    }
     if (::dup2(listen_fd, 3) < 0 || ::dup2(agent_ready_fd, 4) < 0) return errno_text("dup2");
+    if (memory_events_fd >= 0 && ::dup2(memory_events_fd, 5) < 0) return errno_text("dup2");
+    if (memory_procs_fd >= 0 && ::dup2(memory_procs_fd, 6) < 0) return errno_text("dup2");
 
     // Last, so that no step of the set-up above is filtered or lacks a capability.
     if (o.seccomp) {
@@ -407,8 +560,10 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
     if (!o.all_capabilities) {
         if (auto ok = jailer::restrict_capabilities(jailer::kBoxCapabilities); !ok) return ok.error().message();
     }
-    // Everything else is closed at exec (CLOEXEC); 3 and 4 are the agent's.
+    // Everything else is closed at exec (CLOEXEC); 3 to 6 are the agent's.
     std::vector<std::string> args = {"boxlite-agent", "--listen-fd", "3", "--ready-fd", "4"};
+    if (memory_events_fd >= 0) args.insert(args.end(), {"--memory-events-fd", "5"});
+    if (memory_procs_fd >= 0) args.insert(args.end(), {"--memory-cgroup-fd", "6"});
     if (!o.workdir.empty()) args.insert(args.end(), {"--workdir", o.workdir});
     if (!o.user.empty()) args.insert(args.end(), {"--user", o.user});
     std::vector<char*> argv;
@@ -482,6 +637,12 @@ void report(int& ready_fd, const std::string& line) {
 }
 
 int run_namespace_mode(const ShimOptions& o) {
+    // Nothing in the box may read the shim's memory or descriptors, or trace it (box processes
+    // run as root, so only dumpability and the missing CAP_SYS_PTRACE keep them out).
+    ::prctl(PR_SET_DUMPABLE, 0);
+    // Where -1000 cannot be had (no CAP_SYS_RESOURCE), the agent stays out of the box's memory
+    // cgroup instead (cgroup v1) and moves each command into it before the exec.
+    const bool oom_protected = protect_shim_from_oom_killer();
     int ready_fd = o.ready_fd;
     auto fail_start = [&](const std::string& message) {
         log("start failed: " + message);
@@ -497,6 +658,10 @@ int run_namespace_mode(const ShimOptions& o) {
     struct stat st {};
     if (::stat(o.rootfs.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
         return fail_start("rootfs '" + o.rootfs + "' is not a directory");
+    if (o.disk_bytes) {
+        if (auto error = prepare_disk_image(o.box_dir + "/disk.ext4", *o.disk_bytes); !error.empty())
+            return fail_start(error);
+    }
 
     // The box's cgroups. The box's init joins them right after the fork, while it sets up its
     // mounts and starts the agent: on cgroup v1 the first attach waits for an RCU grace period
@@ -520,8 +685,28 @@ int run_namespace_mode(const ShimOptions& o) {
     // was detached by the pivot, and the box must not see (or change) the host's binary.
     const int agent_fd = copy_to_memfd(o.agent, error);
     if (agent_fd < 0) return fail_start(error);
-    const int log_fd = ::open((o.box_dir + "/agent.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (log_fd < 0) return fail_start(errno_text("opening agent.log"));
+    // The agent's stdout and stderr are a pipe that we copy into agent.log, capped and rotated:
+    // a file descriptor of agent.log itself in the box would let it grow without bound.
+    CappedLog agent_log;
+    if (!agent_log.open(o.box_dir + "/agent.log", o.log_max_bytes)) return fail_start(errno_text("opening agent.log"));
+    int log_pipe[2];
+    if (::pipe2(log_pipe, O_CLOEXEC) != 0) return fail_start(errno_text("pipe"));
+    int log_read_fd = log_pipe[0];
+    ::fcntl(log_read_fd, F_SETFL, O_NONBLOCK);
+    // Copies what the agent wrote so far; closes the pipe at its end.
+    auto drain_log = [&] {
+        char buf[65536];
+        while (log_read_fd >= 0) {
+            const auto n = ::read(log_read_fd, buf, sizeof buf);
+            if (n > 0) {
+                agent_log.write(buf, static_cast<std::size_t>(n));
+                continue;
+            }
+            if (n < 0 && errno == EINTR) continue;
+            if (n == 0) log_read_fd = (::close(log_read_fd), -1);
+            break;
+        }
+    };
     int agent_ready[2];
     int child_error[2];
     if (::pipe2(agent_ready, O_CLOEXEC) != 0 || ::pipe2(child_error, O_CLOEXEC) != 0)
@@ -545,11 +730,24 @@ int run_namespace_mode(const ShimOptions& o) {
         sigprocmask(SIG_SETMASK, &none, nullptr);
         ::close(agent_ready[0]);
         ::close(child_error[0]);
-        const auto message = become_box_init(o, listen_fd, agent_ready[1], agent_fd, log_fd);
+        ::close(log_pipe[0]);
+        agent_log.close();
+        std::string memory_events, memory_procs;
+        if (!cgroups.memory_dir().empty()) {
+            memory_events = cgroups.memory_dir() + (cgroups.v2() ? "/memory.events" : "/memory.oom_control");
+            if (!oom_protected && !cgroups.v2()) memory_procs = cgroups.memory_dir() + "/cgroup.procs";
+        }
+        const auto message = become_box_init(o, listen_fd, agent_ready[1], agent_fd, log_pipe[1], memory_events,
+                                             memory_procs);
         (void)!::write(child_error[1], message.data(), message.size());
         ::_exit(1);
     }
-    cgroups.add(static_cast<int>(child));
+    const bool agent_outside_memory = !oom_protected && !cgroups.v2() && !cgroups.memory_dir().empty();
+    cgroups.add(static_cast<int>(child), agent_outside_memory);
+    if (agent_outside_memory) {
+        log("box " + o.box_id + ": oom_score_adj -1000 is refused here; the agent stays out of the memory cgroup " +
+            cgroups.memory_dir() + " and moves each command into it");
+    }
     {
         std::ofstream info(o.box_dir + "/cgroup.info");
         info << "memory " << cgroups.memory_dir() << "\ncpu " << cgroups.cpu_dir() << "\npids " << cgroups.pids_dir()
@@ -565,6 +763,7 @@ int run_namespace_mode(const ShimOptions& o) {
     ::close(listen_fd);
     ::close(agent_ready[1]);
     ::close(child_error[1]);
+    ::close(log_pipe[1]);
     ::close(agent_fd);
 
     // Wait for "ready" from the agent, an error text from the child, or its death.
@@ -572,11 +771,12 @@ int run_namespace_mode(const ShimOptions& o) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     bool ready = false;
     while (!ready) {
-        pollfd fds[2] = {{agent_ready[0], POLLIN, 0}, {child_error[0], POLLIN, 0}};
+        pollfd fds[3] = {{agent_ready[0], POLLIN, 0}, {child_error[0], POLLIN, 0}, {log_read_fd, POLLIN, 0}};
         const auto left =
             std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
         if (left <= 0) break;
-        if (::poll(fds, 2, static_cast<int>(left)) <= 0) continue;
+        if (::poll(fds, 3, static_cast<int>(left)) <= 0) continue;
+        if (fds[2].revents != 0) drain_log();
         char buf[1024];
         if (fds[1].revents != 0) {
             const auto n = ::read(child_error[0], buf, sizeof buf);
@@ -597,6 +797,7 @@ int run_namespace_mode(const ShimOptions& o) {
     if (!ready) {
         ::kill(child, SIGKILL);
         ::waitpid(child, nullptr, 0);
+        drain_log();
         cgroups.remove();
         ::unlink(o.socket.c_str());
         return fail_start(child_text.empty() ? "the agent exited before it was ready (see agent.log)" : child_text);
@@ -611,10 +812,11 @@ int run_namespace_mode(const ShimOptions& o) {
     bool exited = false;
     int watchdog_fd = o.watchdog_fd;
     while (!exited) {
-        pollfd fds[2] = {{signal_fd, POLLIN, 0}, {watchdog_fd, POLLIN, 0}};
-        const nfds_t count = watchdog_fd >= 0 ? 2 : 1;
-        if (::poll(fds, count, -1) < 0 && errno != EINTR) break;
-        if (count == 2 && fds[1].revents != 0) {
+        // A negative fd is ignored by poll: the log pipe after its end, no watchdog.
+        pollfd fds[3] = {{signal_fd, POLLIN, 0}, {log_read_fd, POLLIN, 0}, {watchdog_fd, POLLIN, 0}};
+        if (::poll(fds, 3, -1) < 0 && errno != EINTR) break;
+        if (fds[1].revents != 0) drain_log();
+        if (watchdog_fd >= 0 && fds[2].revents != 0) {
             log("box " + o.box_id + ": the creating process exited (detach=false); killing the box");
             ::kill(child, SIGKILL);
             ::close(watchdog_fd);
@@ -629,6 +831,7 @@ int run_namespace_mode(const ShimOptions& o) {
         const auto r = ::waitpid(child, &status, WNOHANG);
         if (r == child) exited = true;
     }
+    drain_log();
     cgroups.remove();
     ::unlink(o.socket.c_str());
     ::unlink((o.box_dir + "/agent.pid").c_str());

@@ -39,6 +39,10 @@ struct ShimOptions {
     std::optional<std::uint64_t> nofile;
     std::optional<std::uint64_t> fsize;
     std::optional<std::uint64_t> cpu_time;
+    /// --disk-bytes: the box's writable layer lives on an ext4 file system of this size (a sparse
+    /// image, disk.ext4 in box_dir, loop-mounted inside the box's mount namespace only).
+    std::optional<std::uint64_t> disk_bytes;
+    std::uint64_t log_max_bytes = 4ULL << 20;  ///< agent.log rotates to agent.log.1 at this size
     std::vector<VolumeMount> volumes;
     std::vector<std::string> env;  ///< the box's environment (image Env + BoxOptions::env)
     std::string workdir;           ///< default working directory of commands

@@ -33,7 +33,7 @@ int usage(const std::string& problem) {
         "usage: boxlite-shim kvm [--config-fd N] [--ready-fd N]   (VM config: JSON on the config fd)\n"
         "       boxlite-shim namespace --box-id ID --hostname NAME --box-dir DIR --rootfs DIR --agent PATH\n"
         "         --socket PATH [--ready-fd N] [--watchdog-fd N] [--memory BYTES] [--cpus N] [--pids N]\n"
-        "         [--nofile N] [--fsize BYTES] [--cpu-time SECONDS] [--volume HOST:GUEST[:ro]]... [--env K=V]... [--workdir DIR] [--user USER]\n"
+        "         [--nofile N] [--fsize BYTES] [--cpu-time SECONDS] [--log-max-bytes N] [--disk-bytes N] [--volume HOST:GUEST[:ro]]... [--env K=V]... [--workdir DIR] [--user USER]\n"
         "         [--capabilities box|all] [--seccomp on|off]\n",
         problem.c_str());
     return 2;
@@ -104,6 +104,8 @@ int main(int argc, char** argv) {
             else if (flag == "--nofile") o.nofile = number;
             else if (flag == "--fsize") o.fsize = number;
             else if (flag == "--cpu-time") o.cpu_time = number;
+            else if (flag == "--log-max-bytes") o.log_max_bytes = number;
+            else if (flag == "--disk-bytes") o.disk_bytes = number;
             else return usage("unknown option " + flag);
         }
     }

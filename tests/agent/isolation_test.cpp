@@ -162,7 +162,10 @@ TEST_F(NamespaceIsolation, KernelMountsAndNamespacesAreOutOfReach) {
     EXPECT_EQ(sh(box, "umount /proc/sys"), "umount: can't unmount /proc/sys: Operation not permitted\nrc=1\n");
     EXPECT_EQ(sh(box, "unshare -n true"), "unshare: unshare(0x40000000): Operation not permitted\nrc=1\n");
     EXPECT_EQ(sh(box, "unshare -U true"), "unshare: unshare(0x10000000): Operation not permitted\nrc=1\n");
-    EXPECT_EQ(sh(box, "nsenter -t 1 -n true"),
+    // The agent is not dumpable (issue 17): its /proc/1/ns cannot even be opened. A command's can,
+    // and setns into it is refused all the same.
+    EXPECT_EQ(sh(box, "nsenter -t 1 -n true"), "nsenter: can't open '/proc/1/ns/net': Permission denied\nrc=1\n");
+    EXPECT_EQ(sh(box, "sleep 5 & nsenter -t $! -n true; r=$?; kill $!; exit $r"),
               "nsenter: setns(): can't reassociate to namespace 'net': Operation not permitted\nrc=1\n");
     // An image of garbage: without the filter and the capability the kernel would answer "Exec
     // format error" (or "Function not implemented" without module support).

@@ -63,6 +63,8 @@ TEST(CommandLine, RunEveryFlag) {
                          "1g",
                          "--disk-size",
                          "20",
+                         "--pids-limit",
+                         "100",
                          "--network",
                          "enabled",
                          "--allow-net",
@@ -100,6 +102,7 @@ TEST(CommandLine, RunEveryFlag) {
     EXPECT_EQ(o.cpus, 2U);
     EXPECT_EQ(o.memory_mib, 1024U);
     EXPECT_EQ(o.disk_size_gb, 20U);
+    EXPECT_EQ(o.resource_limits.max_processes, 100U);
     EXPECT_EQ(o.network.mode, NetworkMode::Enabled);
     EXPECT_EQ(o.network.allow_net, (std::vector<std::string>{"*.example.com", "10.0.0.0/8"}));
     ASSERT_EQ(o.ports.size(), 2U);
@@ -278,6 +281,8 @@ TEST(CommandLine, UsageErrorsExitTwoWithOneLine) {
         {"run", "--memory", "64", "alpine"},
         {"run", "--cpus", "0", "alpine"},
         {"run", "--disk-size", "5000", "alpine"},
+        {"run", "--pids-limit", "0", "alpine"},
+        {"run", "--pids-limit", "many", "alpine"},
         {"run", "-p", "99999", "alpine"},
         {"run", "-v", "named:/data", "alpine"},
         {"run", "--network", "maybe", "alpine"},

@@ -5,7 +5,9 @@
 // guest agent, PID 1 of the box's new PID/mount/UTS/IPC/net namespaces, accepts connections on
 // <box_dir>/agent.sock. The box root is an overlayfs: lower = the read-only rootfs directory,
 // upper/work = <box_dir>/upper and <box_dir>/work, so writes survive stop/start and go with
-// the box directory.
+// the box directory. With BoxOptions::disk_size_gb they are on <box_dir>/disk.ext4 instead, a
+// sparse ext4 image of that size loop-mounted in the box's own mount namespace (writing past
+// it is ENOSPC); without a loop device or mkfs.ext4 such a box is refused (Unsupported).
 //
 //   detach=false  the shim watches a pipe whose write end only this process holds; when this
 //                 process exits (even by SIGKILL) the pipe closes and the shim kills the box.
@@ -30,6 +32,7 @@
 #include <boxlite/error.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -44,6 +47,9 @@ struct NamespaceEngineOptions {
     /// The boxlite-agent executable; empty: $BOXLITE_AGENT, then the same places.
     std::filesystem::path agent;
     std::chrono::milliseconds start_timeout{30000};
+    /// agent.log (the agent's stdout and stderr) rotates to agent.log.1 when it reaches this
+    /// size, so a box costs the host at most twice this much log.
+    std::uint64_t log_max_bytes = std::uint64_t{4} << 20;
 };
 
 class NamespaceEngine {

@@ -139,7 +139,8 @@ BoxliteResult<KvmShimConfig> make_shim_config(const KvmEngineOptions& options, c
     guest.rlimits.nofile = pick(limits.max_open_files, security_limits.max_open_files);
     guest.rlimits.fsize = pick(limits.max_file_size, security_limits.max_file_size);
     guest.rlimits.cpu = pick(limits.max_cpu_time, security_limits.max_cpu_time);
-    guest.rlimits.nproc = pick(limits.max_processes, security_limits.max_processes);
+    // Untested: no real guest runs on this engine yet.
+    guest.rlimits.nproc = effective_max_processes(limits, security_limits);
     config.guest_launch = to_json_document(guest);
     return config;
 }

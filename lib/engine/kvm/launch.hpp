@@ -70,6 +70,8 @@ struct KvmShimConfig {
     std::string vsock_uds;  ///< empty: no vsock device
     std::uint64_t guest_cid = 3;
     std::string console_log;  ///< UART + virtio-console output; empty: discarded
+    /// console.log rotates to console.log.1 at this size (the guest writes it at will).
+    std::uint64_t console_log_max_bytes = std::uint64_t{4} << 20;
     bool rng = true;
     /// The guest agent's launch document (part 2 below); for a Linux boot the shim
     /// puts it in front of the initrd as /boxlite/launch.json. Null: none.
@@ -97,6 +99,7 @@ inline nlohmann::json to_json_document(const KvmShimConfig& c) {
                         {"vsock_uds", c.vsock_uds},
                         {"guest_cid", c.guest_cid},
                         {"console_log", c.console_log},
+                        {"console_log_max_bytes", c.console_log_max_bytes},
                         {"rng", c.rng}};
     if (c.disk) j["disk"] = *c.disk;
     if (!c.guest_launch.is_null()) j["guest_launch"] = c.guest_launch;
@@ -119,6 +122,7 @@ inline BoxliteResult<KvmShimConfig> parse_shim_config(std::string_view text) {
         c.vsock_uds = j.value("vsock_uds", std::string());
         c.guest_cid = j.value("guest_cid", std::uint64_t{3});
         c.console_log = j.value("console_log", std::string());
+        c.console_log_max_bytes = j.value("console_log_max_bytes", std::uint64_t{4} << 20);
         c.rng = j.value("rng", true);
         if (j.contains("guest_launch")) c.guest_launch = j["guest_launch"];
         if (!c.guest_launch.is_null() && !c.guest_launch.is_object())

@@ -112,6 +112,22 @@ BoxliteResult<void> NamespaceEngine::supports(const BoxConfig& config) {
                     "remove the port mappings of box {} or use a VM engine",
                     fmt::format("{}", fmt::join(options.ports, ", ")), config.id);
     }
+    if (options.disk_size_gb) {
+        // The disk limit is an ext4 image on a loop device (lib/shim/namespace_mode.cpp); never
+        // silently ignored.
+        if (::access("/dev/loop-control", R_OK | W_OK) != 0) {
+            return fail(ErrorKind::Unsupported,
+                        "disk_size_gb ({} GB) of box {} needs a loop device, and /dev/loop-control cannot be "
+                        "opened here; leave the disk size unset (no limit) or load the loop module",
+                        *options.disk_size_gb, config.id);
+        }
+        if (::access("/usr/sbin/mkfs.ext4", X_OK) != 0 && ::access("/sbin/mkfs.ext4", X_OK) != 0) {
+            return fail(ErrorKind::Unsupported,
+                        "disk_size_gb ({} GB) of box {} needs mkfs.ext4 (e2fsprogs), which is not installed; "
+                        "leave the disk size unset (no limit) or install e2fsprogs",
+                        *options.disk_size_gb, config.id);
+        }
+    }
     if (!options.network.allow_net.empty()) {
         return fail(ErrorKind::Unsupported,
                     "allow_net ({}) is not supported by the namespace engine yet (boxes get loopback only): "

@@ -29,14 +29,16 @@ std::vector<std::string> shim_arguments(const NamespaceEngineOptions& engine, co
     auto pick = [](const std::optional<std::uint64_t>& a, const std::optional<std::uint64_t>& b) { return a ? a : b; };
     const std::uint64_t memory = limits.max_memory.value_or(static_cast<std::uint64_t>(options.memory_mib) << 20);
     args.insert(args.end(), {"--memory", std::to_string(memory), "--cpus", std::to_string(options.cpus)});
-    if (auto v = pick(limits.max_processes, security_limits.max_processes))
-        args.insert(args.end(), {"--pids", std::to_string(*v)});
+    args.insert(args.end(), {"--pids", std::to_string(effective_max_processes(limits, security_limits))});
     if (auto v = pick(limits.max_open_files, security_limits.max_open_files))
         args.insert(args.end(), {"--nofile", std::to_string(*v)});
     if (auto v = pick(limits.max_file_size, security_limits.max_file_size))
         args.insert(args.end(), {"--fsize", std::to_string(*v)});
     if (auto v = pick(limits.max_cpu_time, security_limits.max_cpu_time))
         args.insert(args.end(), {"--cpu-time", std::to_string(*v)});
+    args.insert(args.end(), {"--log-max-bytes", std::to_string(engine.log_max_bytes)});
+    if (options.disk_size_gb)
+        args.insert(args.end(), {"--disk-bytes", std::to_string(std::uint64_t{*options.disk_size_gb} << 30)});
     for (const auto& [key, value] : launch.env) args.insert(args.end(), {"--env", key + "=" + value});
     if (!launch.working_dir.empty()) args.insert(args.end(), {"--workdir", launch.working_dir});
     if (!launch.user.empty()) args.insert(args.end(), {"--user", launch.user});
