@@ -21,6 +21,7 @@
 // As PID 1 it also reaps orphans and, on Shutdown or SIGTERM, stops everything and exits.
 #include <boxlite/protocol/frame.hpp>
 #include <boxlite/protocol/messages.hpp>
+#include "base/unix_address.hpp"
 #include "protocol/tar.hpp"
 #include <boxlite/version.hpp>
 
@@ -1034,13 +1035,11 @@ private:
 };
 
 int listen_unix(const std::string& path) {
+    boxlite::base::UnixAddress addr;
+    if (std::string why; !boxlite::base::UnixAddress::make(path, addr, why)) return -1;
     const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path) return -1;
-    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
     ::unlink(path.c_str());
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 128) != 0) return -1;
+    if (fd < 0 || ::bind(fd, addr.get(), addr.size()) != 0 || ::listen(fd, 128) != 0) return -1;
     return fd;
 }
 

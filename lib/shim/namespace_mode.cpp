@@ -40,6 +40,7 @@
 #include "capped_log.hpp"
 
 #include "base/fd.hpp"
+#include "base/unix_address.hpp"
 
 #include "jailer/capabilities.hpp"
 #include "jailer/cgroup.hpp"
@@ -580,16 +581,11 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
 }
 
 int listen_on(const std::string& path, std::string& error) {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path) {
-        error = "socket path '" + path + "' is longer than " + std::to_string(sizeof addr.sun_path - 1) + " bytes";
-        return -1;
-    }
-    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    boxlite::base::UnixAddress addr;
+    if (!boxlite::base::UnixAddress::make(path, addr, error)) return -1;
     const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     ::unlink(path.c_str());
-    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 128) != 0) {
+    if (fd < 0 || ::bind(fd, addr.get(), addr.size()) != 0 || ::listen(fd, 128) != 0) {
         error = errno_text("listening on " + path);
         return -1;
     }

@@ -1,6 +1,8 @@
 // UnixStream's and UnixTransport's system calls (include/boxlite/transport/unix_transport.hpp).
 #include <boxlite/transport/unix_transport.hpp>
 
+#include "base/unix_address.hpp"
+
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -56,20 +58,15 @@ BoxliteResult<UnixStream> UnixTransport::connect(std::string_view endpoint, std:
                     endpoint);
     }
     const auto path = std::string(endpoint.substr(kScheme.size()));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.empty() || path.size() >= sizeof addr.sun_path) {
-        return fail(ErrorKind::InvalidArgument, "Unix socket path '{}' must be 1-{} bytes", path,
-                    sizeof addr.sun_path - 1);
-    }
-    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    base::UnixAddress addr;
+    if (std::string why; !base::UnixAddress::make(path, addr, why)) return fail(ErrorKind::InvalidArgument, "{}", why);
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     auto delay = std::chrono::microseconds(200);
     int last_errno = 0;
     while (true) {
         const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0) return fail_errno(ErrorKind::RpcTransport, "creating a Unix socket", errno);
-        if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) return UnixStream(fd);
+        if (::connect(fd, addr.get(), addr.size()) == 0) return UnixStream(fd);
         last_errno = errno;
         ::close(fd);
         const bool retryable = last_errno == ENOENT || last_errno == ECONNREFUSED || last_errno == EAGAIN ||

@@ -3,17 +3,21 @@
 #include "base/fd.hpp"
 #include "base/file_lock.hpp"
 #include "base/spawn.hpp"
+#include "base/unix_address.hpp"
 
 #include "support/support.hpp"
 
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -155,6 +159,52 @@ TEST(Spawn, ADetachedProgramIsNotOurChild) {
     const int detached = std::stoi(text);
     EXPECT_EQ(::waitpid(detached, nullptr, WNOHANG), -1) << "only a child could be waited for";
     EXPECT_EQ(errno, ECHILD);
+}
+
+}  // namespace
+
+namespace {
+
+// A socket path longer than sockaddr_un can hold still binds and connects, through its folder.
+TEST(UnixAddress, PathsLongerThanSunPathBindAndConnect) {
+    test::TempDir dir("boxlite-base-unix");
+    const auto deep = dir.path() / std::string(150, 'd');
+    std::filesystem::create_directories(deep);
+    const auto path = (deep / "agent.sock").string();
+    ASSERT_GT(path.size(), sizeof(sockaddr_un{}.sun_path));
+
+    base::UnixAddress address;
+    std::string why;
+    ASSERT_TRUE(base::UnixAddress::make(path, address, why)) << why;
+    EXPECT_TRUE(address.indirect());
+    OwnedFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    ASSERT_EQ(::bind(listener.get(), address.get(), address.size()), 0) << std::strerror(errno);
+    ASSERT_EQ(::listen(listener.get(), 1), 0);
+    EXPECT_TRUE(std::filesystem::is_socket(path)) << "the socket is made in its real folder";
+
+    base::UnixAddress again;
+    ASSERT_TRUE(base::UnixAddress::make(path, again, why)) << why;
+    OwnedFd client(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    ASSERT_EQ(::connect(client.get(), again.get(), again.size()), 0) << std::strerror(errno);
+    OwnedFd accepted(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    ASSERT_TRUE(accepted.valid());
+    ASSERT_EQ(::write(client.get(), "x", 1), 1);
+    char byte = 0;
+    ASSERT_EQ(::read(accepted.get(), &byte, 1), 1);
+    EXPECT_EQ(byte, 'x');
+}
+
+TEST(UnixAddress, ShortPathsAreUsedAsTheyAreAndBadOnesNamed) {
+    base::UnixAddress address;
+    std::string why;
+    ASSERT_TRUE(base::UnixAddress::make("/tmp/x.sock", address, why));
+    EXPECT_FALSE(address.indirect());
+    EXPECT_FALSE(base::UnixAddress::make("", address, why));
+    EXPECT_NE(why.find("non-empty"), std::string::npos) << why;
+    EXPECT_FALSE(base::UnixAddress::make("/no/such/folder/" + std::string(120, 'n') + "/s.sock", address, why));
+    EXPECT_NE(why.find("opening the folder"), std::string::npos) << why;
+    EXPECT_FALSE(base::UnixAddress::make("/tmp/" + std::string(120, 'n'), address, why));
+    EXPECT_NE(why.find("name of Unix socket"), std::string::npos) << why;
 }
 
 }  // namespace

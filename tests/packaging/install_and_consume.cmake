@@ -13,7 +13,10 @@ function(run what)
 endfunction()
 
 file(REMOVE_RECURSE ${WORK_DIR})
-file(MAKE_DIRECTORY ${WORK_DIR}/home ${WORK_DIR}/rootfs)
+# The consumer's home lies deeper than a Unix socket address can hold (108 bytes): a CI checkout
+# can be anywhere, and every box socket must still work (base/unix_address.hpp).
+set(deep_home ${WORK_DIR}/home/a-folder-name-long-enough-that-no-socket-path-under-it-fits-in-sun_path-as-it-is)
+file(MAKE_DIRECTORY ${deep_home} ${WORK_DIR}/rootfs)
 set(prefix ${WORK_DIR}/prefix)
 
 run("install" ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
@@ -41,7 +44,7 @@ run("configure consumer" ${CMAKE_COMMAND} -S ${SOURCE_DIR}/consumer -B ${WORK_DI
 run("build consumer" ${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 set(clean_env ${CMAKE_COMMAND} -E env --unset=BOXLITE_SHIM --unset=BOXLITE_AGENT --unset=BOXLITE_SHIM_KVM
     --unset=BOXLITE_HOME --unset=BOXLITE_ENGINE)
-run("run consumer" ${clean_env} ${WORK_DIR}/build/consumer ${WORK_DIR}/home ${WORK_DIR}/rootfs run)
+run("run consumer" ${clean_env} ${WORK_DIR}/build/consumer ${deep_home} ${WORK_DIR}/rootfs run)
 message(STATUS "${last_output}")
 if(NOT last_output MATCHES "consumer ok")
   message(FATAL_ERROR "consumer did not report success:\n${last_output}")

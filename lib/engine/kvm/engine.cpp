@@ -9,6 +9,7 @@
 #include <boxlite/engine/kvm_engine.hpp>
 
 #include "base/fd.hpp"
+#include "base/unix_address.hpp"
 #include "engine/common/helper_binary.hpp"
 #include "engine/common/shim_spawn.hpp"
 #include "engine/common/watchdog.hpp"
@@ -44,12 +45,9 @@ std::string tail_of(const fs::path& file, std::size_t bytes = 2000) { return rea
 bool agent_answers(const fs::path& uds, std::uint32_t port) {
     base::OwnedFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!fd) return false;
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    const auto path = uds.string();
-    if (path.size() >= sizeof(address.sun_path)) return false;
-    std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
-    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) return false;
+    base::UnixAddress address;
+    if (std::string why; !base::UnixAddress::make(uds.string(), address, why)) return false;
+    if (::connect(fd.get(), address.get(), address.size()) != 0) return false;
     const auto request = fmt::format("CONNECT {}\n", port);
     if (::write(fd.get(), request.data(), request.size()) != static_cast<ssize_t>(request.size())) return false;
     auto line = engine::read_line(fd.get(), std::chrono::milliseconds(500));

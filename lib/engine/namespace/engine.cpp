@@ -152,10 +152,6 @@ BoxliteResult<EngineHandle> NamespaceEngine::start(const EngineLaunch& launch) {
         return fail(ErrorKind::Storage, "rootfs '{}' of box {} is not a directory", launch.rootfs.string(), config.id);
     }
     const auto socket = (launch.box_dir / "agent.sock").string();
-    if (socket.size() >= sizeof(sockaddr_un{}.sun_path)) {
-        return fail(ErrorKind::Config, "agent socket path '{}' is longer than {} bytes; use a shorter BOXLITE_HOME",
-                    socket, sizeof(sockaddr_un{}.sun_path) - 1);
-    }
 
     engine::ShimProcessSpawn spawn;
     spawn.shim = options_.shim;

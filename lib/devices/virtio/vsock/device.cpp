@@ -1,5 +1,7 @@
 #include "devices/virtio/vsock/device.hpp"
 
+#include "base/unix_address.hpp"
+
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -23,13 +25,10 @@ std::uint64_t stream_key(std::uint32_t host_port, std::uint32_t guest_port) {
     return (std::uint64_t{host_port} << 32) | guest_port;
 }
 
-BoxliteResult<sockaddr_un> unix_address(const std::string& path) {
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    if (path.size() >= sizeof(address.sun_path))
-        return fail(ErrorKind::InvalidArgument, "Unix socket path {} is longer than {} bytes", path,
-                    sizeof(address.sun_path) - 1);
-    std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+BoxliteResult<base::UnixAddress> unix_address(const std::string& path) {
+    base::UnixAddress address;
+    if (std::string why; !base::UnixAddress::make(path, address, why))
+        return fail(ErrorKind::InvalidArgument, "{}", why);
     return address;
 }
 
@@ -79,7 +78,7 @@ BoxliteResult<std::shared_ptr<VsockDevice>> VsockDevice::create(std::uint64_t gu
     int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (listener < 0) return fail_errno(ErrorKind::Engine, "creating the vsock Unix socket", errno);
     ::unlink(uds_path.c_str());  // a stale socket from a previous run of this box
-    if (::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 || ::listen(listener, 64) != 0) {
+    if (::bind(listener, address.get(), address.size()) != 0 || ::listen(listener, 64) != 0) {
         const int error = errno;
         ::close(listener);
         return fail_errno(ErrorKind::Engine, fmt::format("listening on vsock socket {}", uds_path.string()), error);
@@ -195,7 +194,7 @@ void VsockDevice::handle_packet_locked(const VsockHeader& h, std::span<const std
         }
         auto address = unix_address(fmt::format("{}_{}", uds_path_.string(), h.dst_port));
         int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (!address || fd < 0 || ::connect(fd, reinterpret_cast<const sockaddr*>(&*address), sizeof(*address)) != 0) {
+        if (!address || fd < 0 || ::connect(fd, address->get(), address->size()) != 0) {
             if (fd >= 0) ::close(fd);
             queue_reset_locked(h.dst_port, h.src_port);
             return;
