@@ -11,6 +11,7 @@
 #include <concepts>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -52,6 +53,12 @@ struct EngineLaunch {
     /// Where the engine may report what it measured (may be null; an engine that measures
     /// nothing ignores it).
     EngineStartTimings* timings = nullptr;
+    /// Records the box as running (the runtime persists Running + `handle`), called by an engine
+    /// that supports it once the box runs and before the box is told it may stay: a box whose
+    /// starter dies (kill -9) before this returns, or for which it fails, ends itself, so no box
+    /// ever runs that storage does not know. Empty, or not called: the runtime records the box
+    /// after start() returns.
+    std::function<BoxliteResult<void>(const EngineHandle& handle)> record_started;
 };
 
 /// Engine-level measurements of one running box.

@@ -92,7 +92,12 @@ BoxliteResult<EngineHandle> NamespaceEngine::start(const EngineLaunch& launch) {
                              "--seccomp", options.security.seccomp_enabled ? "on" : "off"});
     int ready[2] = {-1, -1};
     int watchdog[2] = {-1, -1};
-    if (::pipe2(ready, O_CLOEXEC) != 0) return fail_errno(ErrorKind::Engine, "creating the shim's ready pipe", errno);
+    // A socket pair rather than a pipe: with record_started the shim waits on it for our word
+    // that the box is recorded (--ready-ack), and ends the box if we die first.
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ready) != 0) {
+        return fail_errno(ErrorKind::Engine, "creating the shim's ready socket", errno);
+    }
+    if (launch.record_started) args.insert(args.end(), {"--ready-ack", "on"});
     if (!options.detach) {
         if (::pipe2(watchdog, O_CLOEXEC) != 0) {
             ::close(ready[0]);
@@ -159,8 +164,8 @@ BoxliteResult<EngineHandle> NamespaceEngine::start(const EngineLaunch& launch) {
         if (n <= 0) break;
         line.append(buf, static_cast<std::size_t>(n));
     }
-    ::close(ready[0]);
     auto give_up = [&](std::string why) -> BoxliteResult<EngineHandle> {
+        ::close(ready[0]);  // a shim waiting for our word sees EOF and ends the box
         if (watchdog[1] >= 0) ::close(watchdog[1]);  // a shim still starting sees EOF and stops
         return fail(ErrorKind::Engine, "starting box {} with the namespace engine: {} (see {})", config.id, why, log_path);
     };
@@ -176,6 +181,22 @@ BoxliteResult<EngineHandle> NamespaceEngine::start(const EngineLaunch& launch) {
     handle.pid = shim_pid;
     handle.pid_start_time = detail::process_start_time(shim_pid).value_or(0);
     handle.endpoint = "unix:" + socket;
+    if (launch.record_started) {
+        auto recorded = launch.record_started(handle);
+        if (!recorded) {
+            (void)give_up("");
+            (void)kill(handle);
+            return fail(recorded.error().with_context(fmt::format("recording box {} as running", config.id)));
+        }
+        // The box is recorded: the shim may keep it.
+        if (::send(ready[0], "a", 1, MSG_NOSIGNAL) != 1) {
+            const int error = errno;
+            (void)give_up("");
+            (void)kill(handle);
+            return fail_errno(ErrorKind::Engine, fmt::format("telling the shim of box {} it is recorded", config.id), error);
+        }
+    }
+    ::close(ready[0]);
     if (watchdog[1] >= 0) detail::WatchdogRegistry::instance().add(shim_pid, watchdog[1]);
     return handle;
 }

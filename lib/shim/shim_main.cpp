@@ -64,6 +64,10 @@ int main(int argc, char** argv) {
             const std::string v = value;
             if (v != "box" && v != "all") return usage("--capabilities must be 'box' or 'all', got '" + v + "'");
             o.all_capabilities = v == "all";
+        } else if (flag == "--ready-ack") {
+            const std::string v = value;
+            if (v != "on" && v != "off") return usage("--ready-ack must be 'on' or 'off', got '" + v + "'");
+            o.ready_ack = v == "on";
         } else if (flag == "--seccomp") {
             const std::string v = value;
             if (v != "on" && v != "off") return usage("--seccomp must be 'on' or 'off', got '" + v + "'");

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -156,16 +157,18 @@ protected:
         return pid;
     }
 
-    /// SIGKILL for `pid` (the CLI) after `delay`, or as soon as it has ended by itself.
-    static void kill_after(pid_t pid, std::chrono::milliseconds delay) {
+    /// SIGKILL for `pid` (the CLI) after `delay`, unless it ended by itself before: then its
+    /// exit status (else -1).
+    static int kill_after(pid_t pid, std::chrono::microseconds delay) {
         const auto deadline = Clock::now() + delay;
         int status = 0;
         while (Clock::now() < deadline) {
-            if (::waitpid(pid, &status, WNOHANG) == pid) return;
-            std::this_thread::sleep_for(2ms);
+            if (::waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            std::this_thread::sleep_for(200us);
         }
         ::kill(pid, SIGKILL);
         ::waitpid(pid, &status, 0);
+        return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL ? -1 : WEXITSTATUS(status);
     }
 
     std::string status_of(const std::string& box) { return trimmed(cli({"inspect", "-f", "{{.State.Status}}", box}).out); }
@@ -239,14 +242,16 @@ TEST_F(CliRecovery, StopKilledHalfWayIsFinishedByTheNextStop) {
 // Issue 17, item 5: `boxlite rm` killed at points from its start to its end. The next command
 // finishes the removal (or the box was not touched yet and is removed now); nothing is left.
 TEST_F(CliRecovery, RmKilledAnywhereLeavesNothingTheNextCommandDoesNotRepair) {
-    for (const int delay_ms : {0, 10, 25, 50, 80, 120, 200, 400}) {
+    // `rm -f` of a running box takes a few tens of milliseconds here: kill it all along the way.
+    int killed = 0;
+    for (const int delay_ms : {0, 1, 2, 3, 5, 8, 12, 17, 25, 40, 80}) {
         SCOPED_TRACE("rm killed after " + std::to_string(delay_ms) + " ms");
         const std::string name = "rm" + std::to_string(delay_ms);
         auto run = cli(run_detached(name));
         ASSERT_EQ(run.status, 0) << run;
         const auto id = trimmed(run.out);
         const pid_t remover = spawn({"rm", "-f", name}, work_->path() / "rm.out", work_->path() / "rm.err");
-        kill_after(remover, std::chrono::milliseconds(delay_ms));
+        if (kill_after(remover, std::chrono::milliseconds(delay_ms)) == -1) ++killed;
 
         auto boxes = listed();  // a look: finishes a removal left half done
         if (auto it = boxes.find(id); it != boxes.end()) {
@@ -259,6 +264,8 @@ TEST_F(CliRecovery, RmKilledAnywhereLeavesNothingTheNextCommandDoesNotRepair) {
         EXPECT_EQ(wait_for_no_process(id, 10s), std::vector<std::string>{});
     }
     EXPECT_EQ(mounts_under(home_), std::vector<std::string>{});
+    std::cout << killed << " of 11 removals were killed before they ended\n";
+    EXPECT_GE(killed, 3) << "too few removals were killed half-way for this test to mean anything";
 }
 
 // Issue 17, item 7: a foreground `run` killed by SIGKILL takes its box with it (detach=false:
@@ -316,7 +323,17 @@ TEST_F(CliRecovery, CrashLoopLeavesEveryBoxInATrueState) {
     const std::vector<std::string> names = {"c0", "c1", "c2", "c3", "c4"};
     const auto started = Clock::now();
     int done = 0;
-    std::map<std::string, int> counts;
+    // Each command is killed at a uniform point of [0, 1.5 x its typical duration], so most die
+    // half-way and some finish: the typical duration is the median of the ones that succeeded.
+    std::map<std::string, std::vector<long>> finished_us;
+    std::map<std::string, int> counts, killed, succeeded;
+    auto typical_us = [&](const std::string& op) -> long {
+        auto& v = finished_us[op];
+        if (v.size() < 3) return 300'000;  // until measured
+        std::vector<long> sorted = v;
+        std::sort(sorted.begin(), sorted.end());
+        return sorted[sorted.size() / 2];
+    };
     for (; done < kOperations && Clock::now() - started < kBudget; ++done) {
         const auto& name = names[random() % names.size()];
         std::vector<std::string> args;
@@ -329,13 +346,24 @@ TEST_F(CliRecovery, CrashLoopLeavesEveryBoxInATrueState) {
             default: op = "rm"; args = {"rm", "-f", name}; break;
         }
         ++counts[op];
-        const auto delay = std::chrono::milliseconds(random() % 400);
+        const auto delay = std::chrono::microseconds(random() % static_cast<std::uint64_t>(typical_us(op) * 3 / 2 + 1));
+        const auto t0 = Clock::now();
         const pid_t pid = spawn(args, work_->path() / "op.out", work_->path() / "op.err");
-        kill_after(pid, delay);
+        const int status = kill_after(pid, delay);
+        if (status == -1) {
+            ++killed[op];
+        } else if (status == 0) {  // failures (no such box, name taken) end early: not typical
+            ++succeeded[op];
+            finished_us[op].push_back(
+                static_cast<long>(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count()));
+        }
     }
     std::cout << "operations: " << done << " in "
               << std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started).count() << " s:";
-    for (const auto& [op, n] : counts) std::cout << " " << op << " " << n;
+    for (const auto& [op, n] : counts) {
+        std::cout << " " << op << " " << n << " (" << killed[op] << " killed, " << succeeded[op] << " succeeded, typical "
+                  << typical_us(op) / 1000 << " ms)";
+    }
     std::cout << "\n";
     EXPECT_GE(done, 100) << "the loop ran out of time";
 

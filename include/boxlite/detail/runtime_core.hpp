@@ -672,19 +672,36 @@ private:
         launch.timings = &engine_timings;
         const auto t_spawn = Clock::now();
 
+        // Recorded Running before the engine lets the box stay (where the engine supports it):
+        // a start killed at any point leaves no box running that storage does not know.
+        bool recorded = false;
+        auto record_running = [&](const EngineHandle& started) -> BoxliteResult<void> {
+            BoxState running = state;
+            BOXLITE_TRY_VOID(running.transition_to(BoxStatus::Running));
+            running.handle = started;
+            running.started_at = std::chrono::system_clock::now();
+            BOXLITE_TRY_VOID(with_storage([&](S& s) { return s.update_state(id, running); }));
+            state = std::move(running);
+            recorded = true;
+            return {};
+        };
+        launch.record_started = record_running;
         auto handle = engine.start(launch);
-        if (!handle) return fail_start(handle.error());
+        if (!handle) {
+            if (recorded) {  // the engine ended the box after it was recorded
+                (void)state.transition_to(BoxStatus::Stopped);
+                state.handle.reset();
+                (void)with_storage([&](S& s) { return s.update_state(id, state); });
+            }
+            return fail_start(handle.error());
+        }
         const auto t_ready = Clock::now();
 
-        if (auto moved = state.transition_to(BoxStatus::Running); !moved) {
-            (void)engine.kill(*handle);
-            return fail_start(moved.error());
-        }
-        state.handle = *handle;
-        state.started_at = std::chrono::system_clock::now();
-        if (auto saved = with_storage([&](S& s) { return s.update_state(id, state); }); !saved) {
-            (void)engine.kill(*handle);  // never leave a box running that storage does not know
-            return fail_start(saved.error());
+        if (!recorded) {
+            if (auto saved = record_running(*handle); !saved) {
+                (void)engine.kill(*handle);  // never leave a box running that storage does not know
+                return fail_start(saved.error());
+            }
         }
         if (attached) {
             std::lock_guard lock(locks_mutex_);
