@@ -90,6 +90,10 @@ protected:
         };
         s.image_provider.release = [released = released_](const BoxID& box, const BoxliteOptions&) -> BoxliteResult<void> {
             std::lock_guard lock(released->mutex);
+            if (released->fail_next) {
+                released->fail_next = false;
+                return fail(ErrorKind::Storage, "images.db is locked");
+            }
             released->ids.push_back(box.str());
             return {};
         };
@@ -127,6 +131,7 @@ protected:
     struct Released {
         std::mutex mutex;
         std::vector<std::string> ids;
+        bool fail_next = false;
     };
     TempDir home_;
     std::shared_ptr<Released> released_ = std::make_shared<Released>();
@@ -214,6 +219,23 @@ TEST_F(Recovery, TheNextLookFinishesAnInterruptedRemoval) {
     EXPECT_EQ(engine_.running(), 0U);
     // The name is free again.
     EXPECT_TRUE(other->create(image_box(), "half"));
+}
+
+// A pin that cannot be dropped keeps the row (Removing): a row-less pin would make `images rm`
+// refuse the image for good. The next remove finishes the job.
+TEST_F(Recovery, ARemoveThatCannotReleaseThePinKeepsTheRow) {
+    auto box = runtime_->create(image_box());
+    ASSERT_TRUE(box);
+    const auto id = box->id();
+    released_->fail_next = true;
+    auto removed = runtime_->remove(id.str(), true);
+    ASSERT_FALSE(removed);
+    EXPECT_NE(removed.error().to_string().find("images.db is locked"), std::string::npos) << removed.error().to_string();
+    EXPECT_EQ(storage_.get(id)->state.status, BoxStatus::Removing);
+    auto again = runtime_->remove(id.str(), true);
+    EXPECT_TRUE(again) << again.error().to_string();
+    EXPECT_EQ(storage_.get(id).error().kind(), ErrorKind::NotFound);
+    EXPECT_TRUE(released(id));
 }
 
 TEST_F(Recovery, OpeningTheHomeFinishesInterruptedRemovals) {

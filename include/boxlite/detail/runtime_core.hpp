@@ -162,7 +162,8 @@ public:
         state.status = BoxStatus::Configured;
         auto inserted = with_storage([&](S& s) { return s.insert(config, state); });
         if (!inserted) {
-            if (image != nullptr) release_image(config);
+            // Best effort: a stale pin is dropped by a gc told the live boxes (`images prune`).
+            if (image != nullptr) (void)release_image(config);
             return reject(inserted.error());
         }
         if (image != nullptr) {
@@ -762,6 +763,11 @@ private:
     }
 
     BoxliteResult<void> remove_locked(const BoxID& id, bool force) {
+        {
+            // Removing already (its remover died, or could not finish): this remove finishes it.
+            BOXLITE_TRY(auto stored, with_storage([&](S& s) { return s.get(id); }));
+            if (is_removing(stored.state.status)) return finish_remove_locked(stored);
+        }
         BOXLITE_TRY(auto record, load_locked(id));
         const auto status = record.state.status;
         if (!can_remove(status) && !force) {
@@ -784,7 +790,11 @@ private:
             auto killed = kill_engine(record.config, *record.state.handle);
             if (!killed) return fail(killed.error().with_context(fmt::format("removing box {}", id)));
         }
-        release_image(record.config);
+        // A pin left behind would keep `images rm` refusing the image: the row (still Removing)
+        // stays until the pin is gone, and the next remove or look tries again.
+        if (auto released = release_image(record.config); !released) {
+            return fail(released.error().with_context(fmt::format("removing box {}: releasing its image", id)));
+        }
         std::error_code ec;
         std::filesystem::remove_all(layout_.box_dir(id), ec);
         if (ec) return fail(ErrorKind::Storage, "removing box {}: removing {}: {}", id, layout_.box_dir(id).string(), ec.message());
@@ -799,12 +809,12 @@ private:
         return {};
     }
 
-    /// Best effort: a failure only leaves a stale pin, which the image store drops on a gc that
-    /// is told the live boxes (`boxlite image prune`).
-    void release_image(const BoxConfig& config) {
+    /// Drops the box's pin on its image (idempotent).
+    BoxliteResult<void> release_image(const BoxConfig& config) {
         if (config.options.rootfs.as_image() != nullptr && settings_.image_provider.release) {
-            (void)settings_.image_provider.release(config.id, options_);
+            return settings_.image_provider.release(config.id, options_);
         }
+        return {};
     }
 
     BoxliteOptions options_;
