@@ -268,6 +268,33 @@ TEST_F(CliRecovery, RmKilledAnywhereLeavesNothingTheNextCommandDoesNotRepair) {
     EXPECT_GE(killed, 3) << "too few removals were killed half-way for this test to mean anything";
 }
 
+// Issue 17, item 5, with an image: a removal killed anywhere never leaves a pin behind, so the
+// image can be removed once its boxes are.
+TEST_F(CliRecovery, RmKilledAnywhereLeavesNoImagePin) {
+    if (!boxlite::test::have_tool("umoci")) GTEST_SKIP() << "precondition: umoci is not installed";
+    const auto images = work_->path() / "images";
+    boxlite::test::shell("bash " + std::string(BOXLITE_SOURCE_DIR) + "/tests/image/registry_harness.sh build " +
+                         images.string() + " >/dev/null 2>&1");
+    auto loaded = cli({"load", (images / "oci").string(), "-q"});
+    ASSERT_EQ(loaded.status, 0) << loaded;
+    const std::string image = "localhost/oci:single";
+    ASSERT_NE(loaded.out.find(image), std::string::npos) << loaded;
+    int killed = 0;
+    for (const int delay_ms : {0, 2, 4, 7, 10, 15, 25, 40}) {
+        SCOPED_TRACE("rm killed after " + std::to_string(delay_ms) + " ms");
+        const std::string name = "img" + std::to_string(delay_ms);
+        auto run = cli({"run", "-d", "--name", name, image, "busybox", "sleep", "1000"});  // no sleep link
+        ASSERT_EQ(run.status, 0) << run;
+        const pid_t remover = spawn({"rm", "-f", name}, work_->path() / "rm.out", work_->path() / "rm.err");
+        if (kill_after(remover, std::chrono::milliseconds(delay_ms)) == -1) ++killed;
+        for (const auto& [id, status] : listed()) EXPECT_EQ(cli({"rm", "-f", id}).status, 0);
+    }
+    std::cout << killed << " of 8 removals were killed before they ended\n";
+    auto removed = cli({"images", "rm", image});
+    EXPECT_EQ(removed.status, 0) << "a pin was left behind: " << removed;
+    EXPECT_EQ(wait_for_no_process(home_.string(), 10s), std::vector<std::string>{});
+}
+
 // Issue 17, item 7: a foreground `run` killed by SIGKILL takes its box with it (detach=false:
 // the shim's watchdog); with --rm the box is removed too; without, it stays, stopped, and a
 // later `start` runs it detached from that `start` process.
