@@ -59,6 +59,11 @@ struct EngineLaunch {
     /// ever runs that storage does not know. Empty, or not called: the runtime records the box
     /// after start() returns.
     std::function<BoxliteResult<void>(const EngineHandle& handle)> record_started;
+    /// The descriptor of the box's lock file, flock'ed by the starting process (or -1). An engine
+    /// that calls record_started may hand it to the box's process until then: a starter killed
+    /// half-way then leaves the box locked until that process has ended itself, so nobody
+    /// (`rm`, say) works on the box while it is still being set up.
+    int box_lock_fd = -1;
 };
 
 /// Engine-level measurements of one running box.

@@ -98,6 +98,9 @@ BoxliteResult<EngineHandle> NamespaceEngine::start(const EngineLaunch& launch) {
         return fail_errno(ErrorKind::Engine, "creating the shim's ready socket", errno);
     }
     if (launch.record_started) args.insert(args.end(), {"--ready-ack", "on"});
+    // The box's lock goes along until the box is recorded (EngineLaunch::box_lock_fd).
+    const int box_lock = launch.record_started ? launch.box_lock_fd : -1;
+    if (box_lock >= 0) args.insert(args.end(), {"--lock-fd", "5"});
     if (!options.detach) {
         if (::pipe2(watchdog, O_CLOEXEC) != 0) {
             ::close(ready[0]);
@@ -133,12 +136,15 @@ BoxliteResult<EngineHandle> NamespaceEngine::start(const EngineLaunch& launch) {
         // Move the fds the shim keeps to 3 and 4 without clobbering each other.
         const int ready_w = ::fcntl(ready[1], F_DUPFD, 10);
         const int watch_r = watchdog[0] >= 0 ? ::fcntl(watchdog[0], F_DUPFD, 10) : -1;
+        const int lock_r = box_lock >= 0 ? ::fcntl(box_lock, F_DUPFD, 10) : -1;
         ::dup2(devnull, 0);
         ::dup2(log_fd, 1);
         ::dup2(log_fd, 2);
         ::dup2(ready_w, 3);
         if (watch_r >= 0) ::dup2(watch_r, 4);
-        ::close_range(watch_r >= 0 ? 5 : 4, ~0U, 0);
+        else ::close(4);
+        if (lock_r >= 0) ::dup2(lock_r, 5);
+        ::close_range(lock_r >= 0 ? 6 : 5, ~0U, 0);
         ::execv(argv[0], argv.data());
         static const char msg[] = "error cannot execute boxlite-shim\n";
         (void)!::write(3, msg, sizeof msg - 1);

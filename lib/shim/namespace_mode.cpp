@@ -617,6 +617,7 @@ int run_namespace_mode(const ShimOptions& o) {
         }
         ::close(ready_fd);
         ready_fd = -1;
+        if (recorded && o.lock_fd >= 0) ::close(o.lock_fd);  // the box is the runtime's now
         if (!recorded) {
             log("box " + o.box_id + ": the runtime that started it went away before recording it; ending the box");
             ::kill(child, SIGKILL);

@@ -36,6 +36,9 @@ struct ShimOptions {
     /// --ready-ack on: after "ok" the shim waits for one byte back on the ready fd (a socket)
     /// saying the runtime recorded the box; EOF instead (the starter died) ends the box.
     bool ready_ack = false;
+    /// --lock-fd N: the box's lock file (flock'ed by the starter, shared with us), held until
+    /// the runtime has recorded the box, so nobody works on a box still being set up.
+    int lock_fd = -1;
     int watchdog_fd = -1;
     std::optional<std::uint64_t> memory_bytes;
     std::optional<std::uint32_t> cpus;

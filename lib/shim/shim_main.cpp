@@ -2,6 +2,7 @@
 #include "kvm_mode.hpp"
 #include "shim.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -89,6 +90,10 @@ int main(int argc, char** argv) {
             if (int rc = need_number(); rc != 0) return rc;
             if (flag == "--ready-fd") o.ready_fd = static_cast<int>(number);
             else if (flag == "--watchdog-fd") o.watchdog_fd = static_cast<int>(number);
+            else if (flag == "--lock-fd") {
+                o.lock_fd = static_cast<int>(number);
+                ::fcntl(o.lock_fd, F_SETFD, FD_CLOEXEC);  // never inherited by the box's processes
+            }
             else if (flag == "--memory") o.memory_bytes = number;
             else if (flag == "--cpus") o.cpus = static_cast<std::uint32_t>(number);
             else if (flag == "--pids") o.pids = number;

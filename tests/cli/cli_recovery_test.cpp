@@ -437,7 +437,15 @@ TEST_F(CliRecovery, CrashLoopLeavesEveryBoxInATrueState) {
     // Nothing is left: folder, process, mount.
     std::vector<std::string> folders;
     if (fs::exists(home_ / "boxes")) {
-        for (const auto& entry : fs::directory_iterator(home_ / "boxes")) folders.push_back(entry.path().string());
+        for (const auto& entry : fs::directory_iterator(home_ / "boxes")) {
+            std::string contents;  // what is left says which step was interrupted
+            std::error_code ec;
+            for (auto it = fs::recursive_directory_iterator(entry.path(), ec); !ec && it != fs::recursive_directory_iterator();
+                 it.increment(ec)) {
+                contents += " " + fs::relative(it->path(), entry.path()).string();
+            }
+            folders.push_back(entry.path().string() + ":" + contents);
+        }
     }
     EXPECT_EQ(folders, std::vector<std::string>{});
     EXPECT_EQ(wait_for_no_process(home_.string(), 15s), std::vector<std::string>{});

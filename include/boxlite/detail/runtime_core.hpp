@@ -226,7 +226,7 @@ public:
 
     BoxliteResult<void> start(const BoxID& id) {
         BOXLITE_TRY(auto box_lock, lock_box(id));
-        return start_locked(id).map([](const EngineHandle&) {});
+        return start_locked(id, box_lock).map([](const EngineHandle&) {});
     }
 
     /// With auto_remove the box is removed once stopped — also when it was found stopped
@@ -301,7 +301,7 @@ public:
     /// not running (Configured, Stopped).
     BoxliteResult<EngineHandle> ensure_running(const BoxID& id) {
         BOXLITE_TRY(auto box_lock, lock_box(id));
-        return start_locked(id, /*for_exec=*/true);
+        return start_locked(id, box_lock, /*for_exec=*/true);
     }
 
     BoxliteResult<typename T::stream_type> connect_agent(const BoxID& id) {
@@ -377,14 +377,43 @@ private:
         return fail(existing.error());
     }
 
-    /// Finishes the removals that processes killed half-way left (boxes still Removing), as
-    /// opening a home does. Best effort: a box whose lock is held is being removed right now.
+    /// Finishes the removals that processes killed half-way left, as opening a home does: boxes
+    /// still Removing, and the folder holding only the lock file that a remove killed between
+    /// deleting the row and the lock file leaves. Best effort: a box whose lock is held is being
+    /// removed (or looked at) right now.
     void finish_interrupted_removals() {
         auto records = with_storage([](S& s) { return s.list(); });
         if (!records) return;
+        std::set<std::string> known;
         for (auto& record : *records) {
+            known.insert(record.config.id.str());
             if (is_removing(record.state.status)) (void)refresh(std::move(record));
         }
+        std::error_code ec;
+        for (std::filesystem::directory_iterator it(layout_.boxes_dir(), ec), end; !ec && it != end; it.increment(ec)) {
+            const auto name = it->path().filename().string();
+            auto id = BoxID::parse(name);
+            if (!id || known.contains(name) || !only_a_lock_file(it->path())) continue;
+            auto held = LockFile::acquire(it->path() / ".lock", /*wait=*/false);
+            if (!held || !*held) continue;
+            if (auto exists = require_exists(*id); exists) continue;  // created since list()
+            remove_box_folder(it->path());
+        }
+    }
+
+    static bool only_a_lock_file(const std::filesystem::path& dir) {
+        std::error_code ec;
+        for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+            if (it->path().filename() != ".lock") return false;
+        }
+        return !ec;
+    }
+
+    /// The lock file and the (then empty) folder of a box whose row is gone.
+    static void remove_box_folder(const std::filesystem::path& dir) {
+        std::error_code ec;
+        std::filesystem::remove(dir / ".lock", ec);
+        std::filesystem::remove(dir, ec);  // only when empty
     }
 
     template <class F>
@@ -405,6 +434,9 @@ private:
         BoxLock(const BoxLock&) = delete;
         BoxLock& operator=(const BoxLock&) = delete;
         ~BoxLock() = default;
+
+        /// The flock'ed file's descriptor (see EngineLaunch::box_lock_fd).
+        [[nodiscard]] int file_fd() const noexcept { return file_.fd(); }
 
     private:
         std::shared_ptr<std::mutex> mutex_;
@@ -609,7 +641,7 @@ private:
             });
     }
 
-    BoxliteResult<EngineHandle> start_locked(const BoxID& id, bool for_exec = false) {
+    BoxliteResult<EngineHandle> start_locked(const BoxID& id, const BoxLock& box_lock, bool for_exec = false) {
         const auto t0 = Clock::now();
         BOXLITE_TRY(auto record, load_locked(id));
         auto& state = record.state;
@@ -687,6 +719,7 @@ private:
             return {};
         };
         launch.record_started = record_running;
+        launch.box_lock_fd = box_lock.file_fd();
         auto handle = engine.start(launch);
         if (!handle) {
             if (recorded) {  // the engine ended the box after it was recorded
@@ -795,13 +828,25 @@ private:
         if (auto released = release_image(record.config); !released) {
             return fail(released.error().with_context(fmt::format("removing box {}: releasing its image", id)));
         }
+        // The folder but its lock file, then the row, then the lock file: while the row exists,
+        // anyone waiting for the box's lock waits on this very file, and once they have it they
+        // find the box gone (or Removing, and finish it) and take their lock file back.
+        const auto dir = layout_.box_dir(id);
         std::error_code ec;
-        std::filesystem::remove_all(layout_.box_dir(id), ec);
-        if (ec) return fail(ErrorKind::Storage, "removing box {}: removing {}: {}", id, layout_.box_dir(id).string(), ec.message());
+        for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+            if (it->path().filename() == ".lock") continue;
+            std::error_code removal;
+            std::filesystem::remove_all(it->path(), removal);
+            if (removal) {
+                return fail(ErrorKind::Storage, "removing box {}: removing {}: {}", id, it->path().string(),
+                            removal.message());
+            }
+        }
         if (auto removed = with_storage([&](S& s) { return s.remove(id); });
             !removed && removed.error().kind() != ErrorKind::NotFound) {
             return fail(removed.error());
         }
+        remove_box_folder(dir);
         std::lock_guard lock(locks_mutex_);
         started_attached_.erase(id);
         counters_.erase(id);
