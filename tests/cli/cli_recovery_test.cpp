@@ -163,7 +163,8 @@ protected:
         const auto deadline = Clock::now() + delay;
         int status = 0;
         while (Clock::now() < deadline) {
-            if (::waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            if (::waitpid(pid, &status, WNOHANG) == pid)
+                return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
             std::this_thread::sleep_for(200us);
         }
         ::kill(pid, SIGKILL);
@@ -171,7 +172,9 @@ protected:
         return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL ? -1 : WEXITSTATUS(status);
     }
 
-    std::string status_of(const std::string& box) { return trimmed(cli({"inspect", "-f", "{{.State.Status}}", box}).out); }
+    std::string status_of(const std::string& box) {
+        return trimmed(cli({"inspect", "-f", "{{.State.Status}}", box}).out);
+    }
 
     /// `ls -a`: id -> status.
     std::map<std::string, std::string> listed() {
@@ -367,11 +370,26 @@ TEST_F(CliRecovery, CrashLoopLeavesEveryBoxInATrueState) {
         std::vector<std::string> args;
         std::string op;
         switch (random() % 5) {
-            case 0: op = "run -d"; args = run_detached(name); break;
-            case 1: op = "exec"; args = {"exec", name, "--", "true"}; break;
-            case 2: op = "stop"; args = {"stop", "-t", "1", name}; break;
-            case 3: op = "start"; args = {"start", name}; break;
-            default: op = "rm"; args = {"rm", "-f", name}; break;
+            case 0:
+                op = "run -d";
+                args = run_detached(name);
+                break;
+            case 1:
+                op = "exec";
+                args = {"exec", name, "--", "true"};
+                break;
+            case 2:
+                op = "stop";
+                args = {"stop", "-t", "1", name};
+                break;
+            case 3:
+                op = "start";
+                args = {"start", name};
+                break;
+            default:
+                op = "rm";
+                args = {"rm", "-f", name};
+                break;
         }
         ++counts[op];
         const auto delay = std::chrono::microseconds(random() % static_cast<std::uint64_t>(typical_us(op) * 3 / 2 + 1));
@@ -389,8 +407,8 @@ TEST_F(CliRecovery, CrashLoopLeavesEveryBoxInATrueState) {
     std::cout << "operations: " << done << " in "
               << std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started).count() << " s:";
     for (const auto& [op, n] : counts) {
-        std::cout << " " << op << " " << n << " (" << killed[op] << " killed, " << succeeded[op] << " succeeded, typical "
-                  << typical_us(op) / 1000 << " ms)";
+        std::cout << " " << op << " " << n << " (" << killed[op] << " killed, " << succeeded[op]
+                  << " succeeded, typical " << typical_us(op) / 1000 << " ms)";
     }
     std::cout << "\n";
     EXPECT_GE(done, std::min(operations, 100)) << "the loop ran out of time";
@@ -418,7 +436,8 @@ TEST_F(CliRecovery, CrashLoopLeavesEveryBoxInATrueState) {
         for (const auto& line : processes_mentioning("--box-id ")) {
             if (line.find(home_.string()) == std::string::npos) continue;  // another test's, another home
             bool accounted = false;
-            for (const auto& [id, status] : boxes) accounted = accounted || line.find("--box-id " + id) != std::string::npos;
+            for (const auto& [id, status] : boxes)
+                accounted = accounted || line.find("--box-id " + id) != std::string::npos;
             if (!accounted) wrong.push_back("a shim no listed box accounts for: " + line);
         }
     } while (!wrong.empty() && Clock::now() < settle_deadline);
@@ -440,8 +459,8 @@ TEST_F(CliRecovery, CrashLoopLeavesEveryBoxInATrueState) {
         for (const auto& entry : fs::directory_iterator(home_ / "boxes")) {
             std::string contents;  // what is left says which step was interrupted
             std::error_code ec;
-            for (auto it = fs::recursive_directory_iterator(entry.path(), ec); !ec && it != fs::recursive_directory_iterator();
-                 it.increment(ec)) {
+            for (auto it = fs::recursive_directory_iterator(entry.path(), ec);
+                 !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
                 contents += " " + fs::relative(it->path(), entry.path()).string();
             }
             folders.push_back(entry.path().string() + ":" + contents);

@@ -62,10 +62,10 @@ TYPED_TEST(LookupOrder, ExactIdThenExactNameThenUniquePrefix) {
     // Impostors written past create's checks: one named with a's full id, one with its short id.
     ASSERT_TRUE(s.insert(stored_config("01BX5ZZKBKACTAV9WEVGEMMVRZ", a), BoxState{}));
     ASSERT_TRUE(s.insert(stored_config("01CX5ZZKBKACTAV9WEVGEMMVRZ", a.substr(0, 12)), BoxState{}));
-    EXPECT_EQ(s.lookup(a)->config.id.str(), a);                          // the id wins over the name
-    EXPECT_EQ(s.lookup("01arz3ndektsv4rrffq69g5fav")->config.id.str(), a);  // in any case
+    EXPECT_EQ(s.lookup(a)->config.id.str(), a);                                           // the id wins over the name
+    EXPECT_EQ(s.lookup("01arz3ndektsv4rrffq69g5fav")->config.id.str(), a);                // in any case
     EXPECT_EQ(s.lookup(a.substr(0, 12))->config.id.str(), "01CX5ZZKBKACTAV9WEVGEMMVRZ");  // a name beats a prefix
-    EXPECT_EQ(s.lookup("01ARZ3")->config.id.str(), a);                     // the unique prefix
+    EXPECT_EQ(s.lookup("01ARZ3")->config.id.str(), a);                                    // the unique prefix
     // An ambiguous prefix names its matches.
     ASSERT_TRUE(s.insert(stored_config("01ARZ3NDEKTSV4RRFFQ69G5FB0"), BoxState{}));
     auto ambiguous = s.lookup("01ARZ3");
@@ -88,7 +88,8 @@ protected:
                                                     const BoxID&) -> BoxliteResult<PreparedRootfs> {
             return PreparedRootfs{dir, {}, "sha256:fake", {}, {}};
         };
-        s.image_provider.release = [released = released_](const BoxID& box, const BoxliteOptions&) -> BoxliteResult<void> {
+        s.image_provider.release = [released = released_](const BoxID& box,
+                                                          const BoxliteOptions&) -> BoxliteResult<void> {
             std::lock_guard lock(released->mutex);
             if (released->fail_next) {
                 released->fail_next = false;
@@ -230,7 +231,8 @@ TEST_F(Recovery, ARemoveThatCannotReleaseThePinKeepsTheRow) {
     released_->fail_next = true;
     auto removed = runtime_->remove(id.str(), true);
     ASSERT_FALSE(removed);
-    EXPECT_NE(removed.error().to_string().find("images.db is locked"), std::string::npos) << removed.error().to_string();
+    EXPECT_NE(removed.error().to_string().find("images.db is locked"), std::string::npos)
+        << removed.error().to_string();
     EXPECT_EQ(storage_.get(id)->state.status, BoxStatus::Removing);
     auto again = runtime_->remove(id.str(), true);
     EXPECT_TRUE(again) << again.error().to_string();
