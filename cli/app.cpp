@@ -526,10 +526,14 @@ BoxliteResult<CreateRequest> to_create_request(const CreateArgs& args, const Cal
     // recorded, as the runtime's BoxOptions have no field for them.
     if (args.interactive) options.labels[std::string(kLabelInteractive)] = "true";
     if (args.tty) options.labels[std::string(kLabelTty)] = "true";
-    // Every box the CLI makes outlives the CLI process (start/stop/exec come from other
-    // processes); a foreground `run` stops, and with --rm removes, its box itself.
-    options.detach = true;
-    options.auto_remove = false;
+    // A box made by `create` or `run -d` outlives the CLI process (start/stop/exec come from
+    // other processes). A foreground `run` stops, and with --rm removes, its box itself, and
+    // should it die by SIGKILL, the box dies with it (detach=false: the shim's watchdog sees the
+    // CLI go) and, with --rm, is removed by the next process that finds it stopped
+    // (auto_remove). Other CLI processes start such a box detached (cli_runtime_settings).
+    const bool foreground_run = is_run && !args.detach;
+    options.detach = !foreground_run;
+    options.auto_remove = foreground_run && args.remove;
     // Whatever else the runtime would refuse at create is a usage error now, not a runtime one.
     if (auto valid = validate_box_options(options, caller.host_cpus); !valid) {
         return fail(ErrorKind::InvalidArgument, "{}", valid.error().message());

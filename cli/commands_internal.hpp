@@ -46,7 +46,8 @@ private:
 };
 
 /// The RuntimeSettings of this CLI: image rootfs provider backed by the image store when the
-/// build has one (image_commands.cpp), else the library's default.
+/// build has one (image_commands.cpp), else the library's default; boxes started detached from
+/// this process (start_detached), except by a foreground `run`, whose box dies with it.
 [[nodiscard]] RuntimeSettings cli_runtime_settings(const Context& context);
 
 /// "3 seconds ago", "2 hours ago", as Docker's CREATED column.

@@ -251,7 +251,9 @@ BoxliteResult<int> cmd_create(Context& context) {
 BoxliteResult<int> cmd_run(Context& context) {
     BOXLITE_TRY(auto request, to_create_request(context.invocation().create, CallerContext::current(), true));
     BOXLITE_TRY_VOID(require_terminal(request));
-    BOXLITE_TRY(auto* runtime, context.runtime(cli_runtime_settings(context)));
+    auto settings = cli_runtime_settings(context);
+    settings.start_detached = request.detach;  // a foreground run's box dies with this process
+    BOXLITE_TRY(auto* runtime, context.runtime(settings));
     ImageDefaults defaults;
     if (!request.image.empty()) {
         // No box exists yet: Ctrl-C during the pull just ends the CLI.

@@ -16,7 +16,13 @@
 
 namespace boxlite::cli {
 
-RuntimeSettings cli_runtime_settings(const Context&) { return RuntimeSettings{}; }
+RuntimeSettings cli_runtime_settings(const Context&) {
+    RuntimeSettings settings;
+    // A CLI process starts boxes for later processes: a box it starts outlives it, also one made
+    // by a foreground `run` (detach=false), which only that `run` process ties to its own life.
+    settings.start_detached = true;
+    return settings;
+}
 
 #if BOXLITE_CLI_HAS_IMAGE_STORE
 

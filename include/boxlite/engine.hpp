@@ -11,6 +11,7 @@
 #include <concepts>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -52,6 +53,17 @@ struct EngineLaunch {
     /// Where the engine may report what it measured (may be null; an engine that measures
     /// nothing ignores it).
     EngineStartTimings* timings = nullptr;
+    /// Records the box as running (the runtime persists Running + `handle`), called by an engine
+    /// that supports it once the box runs and before the box is told it may stay: a box whose
+    /// starter dies (kill -9) before this returns, or for which it fails, ends itself, so no box
+    /// ever runs that storage does not know. Empty, or not called: the runtime records the box
+    /// after start() returns.
+    std::function<BoxliteResult<void>(const EngineHandle& handle)> record_started;
+    /// The descriptor of the box's lock file, flock'ed by the starting process (or -1). An engine
+    /// that calls record_started may hand it to the box's process until then: a starter killed
+    /// half-way then leaves the box locked until that process has ended itself, so nobody
+    /// (`rm`, say) works on the box while it is still being set up.
+    int box_lock_fd = -1;
 };
 
 /// Engine-level measurements of one running box.

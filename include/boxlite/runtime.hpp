@@ -53,7 +53,7 @@ public:
         return box_type(core_, record.config.id, record.config.name);
     }
 
-    /// By exact name, full id, or a unique id prefix. NotFound ("box not found: <key>") when
+    /// By full id, then exact name, then a unique id prefix. NotFound ("box not found: <key>") when
     /// nothing matches; InvalidArgument when a prefix matches several boxes.
     [[nodiscard]] BoxliteResult<box_type> get(std::string_view id_or_name) {
         BOXLITE_TRY(auto record, core_->lookup(id_or_name));

@@ -24,7 +24,7 @@ struct BoxRecord {
 //
 //   insert(config, state)      AlreadyExists when the id or the name is taken; atomic
 //   get(id)                    NotFound when absent
-//   lookup(id_or_name)         by exact name, full id, or unique id prefix; NotFound when nothing
+//   lookup(id_or_name)         by full id, then exact name, then unique id prefix; NotFound when nothing
 //                              matches, InvalidArgument when a prefix is ambiguous
 //   list()                     every box, oldest first
 //   update_state(id, state)    NotFound when absent

@@ -303,14 +303,22 @@ BoxliteResult<BoxRecord> SqliteStorage::get(const BoxID& id) const {
 BoxliteResult<BoxRecord> SqliteStorage::lookup(std::string_view id_or_name) const {
     std::lock_guard lock(impl_->mutex);
     const auto& db = impl_->db;
+    // 1. exact id (a name can never be a full id: create refuses it), 2. exact name, 3. prefix.
+    const bool id_like = BoxID::is_valid_prefix(id_or_name);
+    const auto prefix = id_like ? detail::normalize_id_prefix(id_or_name) : std::string();
+    if (id_like && prefix.size() == BoxID::kLength) {
+        Statement st(db, "SELECT config, state FROM boxes WHERE id = ?1");
+        st.bind(1, prefix);
+        BOXLITE_TRY(const bool row, st.step(fmt::format("looking up id '{}'", id_or_name)));
+        if (row) return impl_->row_to_record(st, 0);
+    }
     {
         Statement st(db, "SELECT config, state FROM boxes WHERE name = ?1");
         st.bind(1, id_or_name);
         BOXLITE_TRY(const bool row, st.step(fmt::format("looking up '{}'", id_or_name)));
         if (row) return impl_->row_to_record(st, 0);
     }
-    if (!BoxID::is_valid_prefix(id_or_name)) return detail::not_found(id_or_name);
-    const auto prefix = detail::normalize_id_prefix(id_or_name);
+    if (!id_like) return detail::not_found(id_or_name);
     // Ids are upper-case Crockford base32, so the prefix range is [prefix, prefix + '~'). A few
     // candidates are enough to name in an error; the window count says how many match in all.
     Statement st(db,

@@ -799,7 +799,31 @@ int run_namespace_mode(const ShimOptions& o) {
         return fail_start(child_text.empty() ? "the agent exited before it was ready (see agent.log)" : child_text);
     }
     { std::ofstream(o.box_dir + "/agent.pid") << child << "\n"; }
-    report(ready_fd, "ok " + std::to_string(child) + " " + std::to_string(::getpid()));
+    const std::string ok = "ok " + std::to_string(child) + " " + std::to_string(::getpid());
+    if (o.ready_ack && ready_fd >= 0) {
+        // Nobody may keep a box the runtime has not recorded: wait for its word (or its death).
+        const auto line = ok + "\n";
+        bool recorded = ::send(ready_fd, line.data(), line.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(line.size());
+        if (recorded) {
+            pollfd answer{ready_fd, POLLIN, 0};
+            char byte = 0;
+            recorded = ::poll(&answer, 1, 120'000) == 1 && ::read(ready_fd, &byte, 1) == 1 && byte == 'a';
+        }
+        ::close(ready_fd);
+        ready_fd = -1;
+        if (recorded && o.lock_fd >= 0) ::close(o.lock_fd);  // the box is the runtime's now
+        if (!recorded) {
+            log("box " + o.box_id + ": the runtime that started it went away before recording it; ending the box");
+            ::kill(child, SIGKILL);
+            ::waitpid(child, nullptr, 0);
+            cgroups.remove();
+            ::unlink(o.socket.c_str());
+            ::unlink((o.box_dir + "/agent.pid").c_str());
+            return 1;
+        }
+    } else {
+        report(ready_fd, ok);
+    }
     log("box " + o.box_id + ": agent running as host pid " + std::to_string(child));
 
     // Supervise: the box ends when the agent exits, when we are told to stop, or when the

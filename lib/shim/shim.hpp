@@ -7,7 +7,9 @@
 // pipe as --ready-fd and reads one line back: "ok <agent-pid>" once the guest agent accepts
 // connections at --socket, or "error <message>". With --watchdog-fd the shim watches the other
 // end of a pipe the creating process holds: when it closes (the creator exited), the box is
-// killed — that is how `detach=false` boxes die with their creator.
+// killed — that is how `detach=false` boxes die with their creator. With --ready-ack on, the
+// ready fd is a socket, and after "ok" the shim waits for the runtime's one-byte answer that the
+// box is recorded: a starter killed before it answers takes the box with it.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +34,12 @@ struct ShimOptions {
     std::string agent;
     std::string socket;
     int ready_fd = -1;
+    /// --ready-ack on: after "ok" the shim waits for one byte back on the ready fd (a socket)
+    /// saying the runtime recorded the box; EOF instead (the starter died) ends the box.
+    bool ready_ack = false;
+    /// --lock-fd N: the box's lock file (flock'ed by the starter, shared with us), held until
+    /// the runtime has recorded the box, so nobody works on a box still being set up.
+    int lock_fd = -1;
     int watchdog_fd = -1;
     std::optional<std::uint64_t> memory_bytes;
     std::optional<std::uint32_t> cpus;

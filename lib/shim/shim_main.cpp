@@ -1,6 +1,7 @@
 // boxlite-shim entry point: parses the options shared by every mode and runs the mode.
 #include "shim.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -78,6 +79,10 @@ int main(int argc, char** argv) {
             const std::string v = value;
             if (v != "box" && v != "all") return usage("--capabilities must be 'box' or 'all', got '" + v + "'");
             o.all_capabilities = v == "all";
+        } else if (flag == "--ready-ack") {
+            const std::string v = value;
+            if (v != "on" && v != "off") return usage("--ready-ack must be 'on' or 'off', got '" + v + "'");
+            o.ready_ack = v == "on";
         } else if (flag == "--seccomp") {
             const std::string v = value;
             if (v != "on" && v != "off") return usage("--seccomp must be 'on' or 'off', got '" + v + "'");
@@ -98,6 +103,10 @@ int main(int argc, char** argv) {
             if (int rc = need_number(); rc != 0) return rc;
             if (flag == "--ready-fd") o.ready_fd = static_cast<int>(number);
             else if (flag == "--watchdog-fd") o.watchdog_fd = static_cast<int>(number);
+            else if (flag == "--lock-fd") {
+                o.lock_fd = static_cast<int>(number);
+                ::fcntl(o.lock_fd, F_SETFD, FD_CLOEXEC);  // never inherited by the box's processes
+            }
             else if (flag == "--memory") o.memory_bytes = number;
             else if (flag == "--cpus") o.cpus = static_cast<std::uint32_t>(number);
             else if (flag == "--pids") o.pids = number;

@@ -29,6 +29,10 @@ public:
     LockFile& operator=(const LockFile&) = delete;
     ~LockFile() { release(); }
 
+    /// The locked file's descriptor: a process that inherits it shares the lock, which then
+    /// lasts until every holder has closed it or died.
+    [[nodiscard]] int fd() const noexcept { return fd_; }
+
 private:
     explicit LockFile(int fd) noexcept : fd_(fd) {}
     void release() noexcept;  // closes the file, which drops the lock

@@ -20,6 +20,13 @@
 // its engine dead and record it Stopped: that write is a compare-and-swap
 // (Storage::update_state_if), so it never overwrites what a concurrent start() or stop() wrote.
 // A box found dead with auto_remove is then removed, under its lock, as stop() would have done.
+//
+// Surviving kill -9: a stop or remove holds the box's lock (in-process mutex + flock) from the
+// moment it writes Stopping or Removing until it is done, and the kernel drops an flock with
+// its holder. So whoever takes the lock and still finds Stopping or Removing knows the process
+// that wrote it died half-way, and finishes its work (load_locked). A remove deletes the row
+// last: a Removing row is what tells the next process (a look at the box, or opening the home)
+// that the processes, folder and image pins of that box are still to be removed.
 #pragma once
 
 #include <boxlite/box_config.hpp>
@@ -63,6 +70,11 @@ struct RuntimeSettings {
     std::chrono::milliseconds connect_timeout{30'000};
     /// The upper bound of BoxOptions::cpus (the host's CPU count by default).
     std::uint32_t host_cpus = host_cpu_count();
+    /// Boxes this runtime starts outlive it even when their BoxOptions::detach is false. For
+    /// processes that start boxes on someone else's behalf (the CLI's `start`, `exec`): a box
+    /// made by a foreground `boxlite run` (detach=false: it dies with that CLI) may be started
+    /// again later by a `boxlite start` that exits at once.
+    bool start_detached = false;
 };
 
 namespace detail {
@@ -88,7 +100,9 @@ public:
           engine_(std::move(engine)),
           transport_(std::move(transport)),
           storage_(std::move(storage)),
-          settings_(std::move(settings)) {}
+          settings_(std::move(settings)) {
+        finish_interrupted_removals();
+    }
 
     RuntimeCore(const RuntimeCore&) = delete;
     RuntimeCore& operator=(const RuntimeCore&) = delete;
@@ -148,7 +162,8 @@ public:
         state.status = BoxStatus::Configured;
         auto inserted = with_storage([&](S& s) { return s.insert(config, state); });
         if (!inserted) {
-            if (image != nullptr) release_image(config);
+            // Best effort: a stale pin is dropped by a gc told the live boxes (`images prune`).
+            if (image != nullptr) (void)release_image(config);
             return reject(inserted.error());
         }
         if (image != nullptr) {
@@ -161,8 +176,9 @@ public:
         return BoxRecord{std::move(config), std::move(state)};
     }
 
-    /// By exact name, full id, or unique id prefix; the state is refreshed (a dead engine
-    /// process makes a Running box Stopped; a dead auto_remove box is removed: NotFound).
+    /// By full id, then exact name, then unique id prefix; the state is refreshed (a dead engine
+    /// process makes a Running box Stopped; a dead auto_remove box, or one left Removing by a
+    /// remover that died, is removed: NotFound).
     BoxliteResult<BoxRecord> lookup(std::string_view id_or_name) {
         BOXLITE_TRY(auto record, with_storage([&](S& s) { return s.lookup(id_or_name); }));
         return refresh(std::move(record));
@@ -210,7 +226,7 @@ public:
 
     BoxliteResult<void> start(const BoxID& id) {
         BOXLITE_TRY(auto box_lock, lock_box(id));
-        return start_locked(id).map([](const EngineHandle&) {});
+        return start_locked(id, box_lock).map([](const EngineHandle&) {});
     }
 
     /// With auto_remove the box is removed once stopped — also when it was found stopped
@@ -222,7 +238,9 @@ public:
         switch (state.status) {
             case BoxStatus::Stopped: break;  // idempotent, as `boxlite stop` on a stopped box
             case BoxStatus::Stopping:
-                return fail(ErrorKind::InvalidState, "cannot stop box {}: it is already stopping", id);
+            case BoxStatus::Removing:
+                // load_locked() finished what a dead stopper or remover left: never seen here.
+                return fail(ErrorKind::Internal, "box {} is still {} under its lock", id, state.status);
             case BoxStatus::Unknown:
                 return fail(ErrorKind::InvalidState, "cannot stop box {} in unknown state (remove it with force=true)",
                             id);
@@ -282,7 +300,7 @@ public:
     /// not running (Configured, Stopped).
     BoxliteResult<EngineHandle> ensure_running(const BoxID& id) {
         BOXLITE_TRY(auto box_lock, lock_box(id));
-        return start_locked(id, /*for_exec=*/true);
+        return start_locked(id, box_lock, /*for_exec=*/true);
     }
 
     BoxliteResult<typename T::stream_type> connect_agent(const BoxID& id) {
@@ -327,21 +345,74 @@ public:
     }
 
 private:
-    /// AlreadyExists when a box is named `name`. Through lookup(), so a dead auto_remove box
-    /// that held the name is removed first and its name is free again.
+    /// AlreadyExists when a box is named `name`; InvalidArgument when `name` could be taken for
+    /// a box id: a valid full id, or a prefix of an existing box's id (its short id, say), since
+    /// `rm`, `exec` or `cp` by that id would then be ambiguous. Through lookup(), so a dead
+    /// auto_remove box that held the name is removed first and its name is free again.
     BoxliteResult<void> check_name_free(const std::string& name) {
+        if (BoxID::parse(name)) {
+            return fail(ErrorKind::InvalidArgument,
+                        "box name '{}' is a valid box id; a name must not pass for an id (choose another name)", name);
+        }
         auto existing = lookup(name);
         if (existing) {
             if (existing->config.name == name) {
                 return fail(ErrorKind::AlreadyExists, "box with name '{}' already exists ({})", name,
                             existing->config.id);
             }
-            return {};  // the name only looks like the id (prefix) of another box
+            return fail(ErrorKind::InvalidArgument,
+                        "box name '{}' is a prefix of the id of box {}; a name must not pass for an id (choose "
+                        "another name)",
+                        name, existing->config.id);
         }
         const auto kind = existing.error().kind();
-        if (kind == ErrorKind::NotFound || kind == ErrorKind::InvalidArgument)
-            return {};  // nothing, or an ambiguous prefix
+        if (kind == ErrorKind::NotFound) return {};
+        if (kind == ErrorKind::InvalidArgument) {  // an ambiguous prefix: it is the start of several ids
+            return fail(ErrorKind::InvalidArgument,
+                        "box name '{}' is a prefix of the ids of several boxes ({}); a name must not pass for an id "
+                        "(choose another name)",
+                        name, existing.error().message());
+        }
         return fail(existing.error());
+    }
+
+    /// Finishes the removals that processes killed half-way left, as opening a home does: boxes
+    /// still Removing, and the folder holding only the lock file that a remove killed between
+    /// deleting the row and the lock file leaves. Best effort: a box whose lock is held is being
+    /// removed (or looked at) right now.
+    void finish_interrupted_removals() {
+        auto records = with_storage([](S& s) { return s.list(); });
+        if (!records) return;
+        std::set<std::string> known;
+        for (auto& record : *records) {
+            known.insert(record.config.id.str());
+            if (is_removing(record.state.status)) (void)refresh(std::move(record));
+        }
+        std::error_code ec;
+        for (std::filesystem::directory_iterator it(layout_.boxes_dir(), ec), end; !ec && it != end; it.increment(ec)) {
+            const auto name = it->path().filename().string();
+            auto id = BoxID::parse(name);
+            if (!id || known.contains(name) || !only_a_lock_file(it->path())) continue;
+            auto held = LockFile::acquire(it->path() / ".lock", /*wait=*/false);
+            if (!held || !*held) continue;
+            if (auto exists = require_exists(*id); exists) continue;  // created since list()
+            remove_box_folder(it->path());
+        }
+    }
+
+    static bool only_a_lock_file(const std::filesystem::path& dir) {
+        std::error_code ec;
+        for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+            if (it->path().filename() != ".lock") return false;
+        }
+        return !ec;
+    }
+
+    /// The lock file and the (then empty) folder of a box whose row is gone.
+    static void remove_box_folder(const std::filesystem::path& dir) {
+        std::error_code ec;
+        std::filesystem::remove(dir / ".lock", ec);
+        std::filesystem::remove(dir, ec);  // only when empty
     }
 
     template <class F>
@@ -362,6 +433,9 @@ private:
         BoxLock(const BoxLock&) = delete;
         BoxLock& operator=(const BoxLock&) = delete;
         ~BoxLock() = default;
+
+        /// The flock'ed file's descriptor (see EngineLaunch::box_lock_fd).
+        [[nodiscard]] int file_fd() const noexcept { return file_.fd(); }
 
     private:
         std::shared_ptr<std::mutex> mutex_;
@@ -461,7 +535,7 @@ private:
     /// Running or Stopping, but its engine process is gone.
     bool engine_gone(const BoxRecord& record) {
         const auto& state = record.state;
-        return (is_running(state.status) || is_transient(state.status)) &&
+        return (is_running(state.status) || state.status == BoxStatus::Stopping) &&
                (!state.handle || !handle_alive(record.config, *state.handle));
     }
 
@@ -492,18 +566,47 @@ private:
         return record;
     }
 
-    /// The current record of a box whose lock this thread holds.
+    /// The current record of a box whose lock this thread holds. Every stop and remove holds
+    /// the lock throughout, so Stopping or Removing found here was left by one that died: the
+    /// stop is finished (the box is Stopped), the removal is finished (NotFound).
     BoxliteResult<BoxRecord> load_locked(const BoxID& id) {
         BOXLITE_TRY(auto record, with_storage([&](S& s) { return s.get(id); }));
-        return settle(std::move(record));
+        BOXLITE_TRY(record, settle(std::move(record)));
+        if (is_removing(record.state.status)) {
+            BOXLITE_TRY_VOID(finish_remove_locked(record));
+            return fail(ErrorKind::NotFound, "{} (its removal was interrupted, and is finished now)", id);
+        }
+        if (record.state.status == BoxStatus::Stopping) {
+            BOXLITE_TRY(record, finish_stop_locked(std::move(record)));
+        }
+        return record;
+    }
+
+    /// A stop whose stopper died: it asked the box to stop already, so the engine is killed now.
+    BoxliteResult<BoxRecord> finish_stop_locked(BoxRecord record) {
+        const auto& id = record.config.id;
+        auto& state = record.state;
+        if (state.handle) {
+            if (auto killed = kill_engine(record.config, *state.handle); !killed) {
+                (void)state.transition_to(BoxStatus::Unknown);
+                (void)with_storage([&](S& s) { return s.update_state(id, state); });
+                return fail(killed.error().with_context(fmt::format("finishing the interrupted stop of box {}", id)));
+            }
+        }
+        BOXLITE_TRY_VOID(state.transition_to(BoxStatus::Stopped));
+        state.handle.reset();
+        BOXLITE_TRY_VOID(with_storage([&](S& s) { return s.update_state(id, state); }));
+        return record;
     }
 
     /// What a look (get, lookup, list) reports: the settled record, or NotFound when the box had
-    /// stopped with auto_remove and is removed now. The removal takes the box lock without
-    /// waiting: when someone holds it, they decide (a start runs the box again, a stop removes it).
+    /// stopped with auto_remove and is removed now. A box left Stopping or Removing by a process
+    /// that died is finished first (load_locked). Both take the box lock without waiting: when
+    /// someone holds it, they decide (a start runs the box again, a stop or remove in progress
+    /// finishes), and the box is reported as it is.
     BoxliteResult<BoxRecord> refresh(BoxRecord record) {
         BOXLITE_TRY(record, settle(std::move(record)));
-        if (!should_reap(record)) return record;
+        if (!is_transient(record.state.status) && !should_reap(record)) return record;
         const auto id = record.config.id;
         BOXLITE_TRY(auto box_lock, try_lock_box(id));
         if (!box_lock) return record;
@@ -536,7 +639,7 @@ private:
         });
     }
 
-    BoxliteResult<EngineHandle> start_locked(const BoxID& id, bool for_exec = false) {
+    BoxliteResult<EngineHandle> start_locked(const BoxID& id, const BoxLock& box_lock, bool for_exec = false) {
         const auto t0 = Clock::now();
         BOXLITE_TRY(auto record, load_locked(id));
         auto& state = record.state;
@@ -583,8 +686,16 @@ private:
         // The box's pinned image: no pull; a build only when the cached tree or disk is gone.
         auto prepared = prepare_rootfs(config, engine);
         if (!prepared) return fail_start(prepared.error());
+        // A box that must die with its creator dies with this process, unless this runtime starts
+        // boxes for others (RuntimeSettings::start_detached).
+        const bool attached = !config.options.detach && !settings_.start_detached;
+        BoxConfig launched_config;
+        if (!config.options.detach && !attached) {
+            launched_config = config;
+            launched_config.options.detach = true;
+        }
         EngineLaunch launch;
-        launch.config = &config;
+        launch.config = attached || config.options.detach ? &config : &launched_config;
         launch.box_dir = box_dir;
         launch.rootfs = prepared->path;
         merge_launch_defaults(config.options, prepared->defaults, launch);
@@ -592,21 +703,39 @@ private:
         launch.timings = &engine_timings;
         const auto t_spawn = Clock::now();
 
+        // Recorded Running before the engine lets the box stay (where the engine supports it):
+        // a start killed at any point leaves no box running that storage does not know.
+        bool recorded = false;
+        auto record_running = [&](const EngineHandle& started) -> BoxliteResult<void> {
+            BoxState running = state;
+            BOXLITE_TRY_VOID(running.transition_to(BoxStatus::Running));
+            running.handle = started;
+            running.started_at = std::chrono::system_clock::now();
+            BOXLITE_TRY_VOID(with_storage([&](S& s) { return s.update_state(id, running); }));
+            state = std::move(running);
+            recorded = true;
+            return {};
+        };
+        launch.record_started = record_running;
+        launch.box_lock_fd = box_lock.file_fd();
         auto handle = engine.start(launch);
-        if (!handle) return fail_start(handle.error());
+        if (!handle) {
+            if (recorded) {  // the engine ended the box after it was recorded
+                (void)state.transition_to(BoxStatus::Stopped);
+                state.handle.reset();
+                (void)with_storage([&](S& s) { return s.update_state(id, state); });
+            }
+            return fail_start(handle.error());
+        }
         const auto t_ready = Clock::now();
 
-        if (auto moved = state.transition_to(BoxStatus::Running); !moved) {
-            (void)engine.kill(*handle);
-            return fail_start(moved.error());
+        if (!recorded) {
+            if (auto saved = record_running(*handle); !saved) {
+                (void)engine.kill(*handle);  // never leave a box running that storage does not know
+                return fail_start(saved.error());
+            }
         }
-        state.handle = *handle;
-        state.started_at = std::chrono::system_clock::now();
-        if (auto saved = with_storage([&](S& s) { return s.update_state(id, state); }); !saved) {
-            (void)engine.kill(*handle);  // never leave a box running that storage does not know
-            return fail_start(saved.error());
-        }
-        if (!config.options.detach) {
+        if (attached) {
             std::lock_guard lock(locks_mutex_);
             started_attached_.insert(id);
         }
@@ -665,22 +794,57 @@ private:
     }
 
     BoxliteResult<void> remove_locked(const BoxID& id, bool force) {
+        {
+            // Removing already (its remover died, or could not finish): this remove finishes it.
+            BOXLITE_TRY(auto stored, with_storage([&](S& s) { return s.get(id); }));
+            if (is_removing(stored.state.status)) return finish_remove_locked(stored);
+        }
         BOXLITE_TRY(auto record, load_locked(id));
         const auto status = record.state.status;
-        if (!can_remove(status)) {
-            if (!force) {
-                return fail(ErrorKind::InvalidState,
-                            "cannot remove {} box {} (stop it first, or remove with force=true)", status, id);
-            }
-            if (record.state.handle) {
-                auto killed = kill_engine(record.config, *record.state.handle);
-                if (!killed) return fail(killed.error().with_context(fmt::format("removing box {}", id)));
+        if (!can_remove(status) && !force) {
+            return fail(ErrorKind::InvalidState, "cannot remove {} box {} (stop it first, or remove with force=true)",
+                        status, id);
+        }
+        // Marked first, the row deleted last: a remove killed anywhere in between leaves a
+        // Removing row, and the next process that sees the box finishes the removal.
+        BOXLITE_TRY_VOID(record.state.transition_to(BoxStatus::Removing));
+        BOXLITE_TRY_VOID(with_storage([&](S& s) { return s.update_state(id, record.state); }));
+        return finish_remove_locked(record);
+    }
+
+    /// The removal of a Removing box whose lock this thread holds: its processes, its image
+    /// pins, its folder, then its row. Every step may have been done already (by a remover that
+    /// died after it).
+    BoxliteResult<void> finish_remove_locked(const BoxRecord& record) {
+        const auto& id = record.config.id;
+        if (record.state.handle) {
+            auto killed = kill_engine(record.config, *record.state.handle);
+            if (!killed) return fail(killed.error().with_context(fmt::format("removing box {}", id)));
+        }
+        // A pin left behind would keep `images rm` refusing the image: the row (still Removing)
+        // stays until the pin is gone, and the next remove or look tries again.
+        if (auto released = release_image(record.config); !released) {
+            return fail(released.error().with_context(fmt::format("removing box {}: releasing its image", id)));
+        }
+        // The folder but its lock file, then the row, then the lock file: while the row exists,
+        // anyone waiting for the box's lock waits on this very file, and once they have it they
+        // find the box gone (or Removing, and finish it) and take their lock file back.
+        const auto dir = layout_.box_dir(id);
+        std::error_code ec;
+        for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+            if (it->path().filename() == ".lock") continue;
+            std::error_code removal;
+            std::filesystem::remove_all(it->path(), removal);
+            if (removal) {
+                return fail(ErrorKind::Storage, "removing box {}: removing {}: {}", id, it->path().string(),
+                            removal.message());
             }
         }
-        BOXLITE_TRY_VOID(with_storage([&](S& s) { return s.remove(id); }));
-        release_image(record.config);
-        std::error_code ec;
-        std::filesystem::remove_all(layout_.box_dir(id), ec);  // best effort: the record is gone
+        if (auto removed = with_storage([&](S& s) { return s.remove(id); });
+            !removed && removed.error().kind() != ErrorKind::NotFound) {
+            return fail(removed.error());
+        }
+        remove_box_folder(dir);
         std::lock_guard lock(locks_mutex_);
         started_attached_.erase(id);
         counters_.erase(id);
@@ -688,12 +852,12 @@ private:
         return {};
     }
 
-    /// Best effort: the box record is already gone, so a failure only leaves a stale pin, which
-    /// the image store drops on a gc that is told the live boxes (`boxlite image prune`).
-    void release_image(const BoxConfig& config) {
+    /// Drops the box's pin on its image (idempotent).
+    BoxliteResult<void> release_image(const BoxConfig& config) {
         if (config.options.rootfs.as_image() != nullptr && settings_.image_provider.release) {
-            (void)settings_.image_provider.release(config.id, options_);
+            return settings_.image_provider.release(config.id, options_);
         }
+        return {};
     }
 
     BoxliteOptions options_;

@@ -1,8 +1,10 @@
 // The id-or-name lookup rule shared by every Storage, so MemoryStorage and SqliteStorage
 // answer the same way:
-//   1. a box whose name is exactly `key`;
-//   2. a box whose full id is `key` (case-insensitive, Crockford aliases accepted);
-//   3. the single box whose id starts with `key` (InvalidArgument when several do).
+//   1. a box whose full id is `key` (case-insensitive, Crockford aliases accepted);
+//   2. a box whose name is exactly `key`;
+//   3. the single box whose id starts with `key` (InvalidArgument, listing them, when several do).
+// An id always wins over a name, and create() refuses names that are a valid id or a prefix of
+// an existing box's id, so a name can never pass for another box's id.
 #pragma once
 
 #include <boxlite/box_id.hpp>

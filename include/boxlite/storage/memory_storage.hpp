@@ -47,14 +47,19 @@ public:
 
     BoxliteResult<BoxRecord> lookup(std::string_view id_or_name) const {
         std::lock_guard lock(data_->mutex);
+        const bool id_like = BoxID::is_valid_prefix(id_or_name);
+        const auto prefix = id_like ? detail::normalize_id_prefix(id_or_name) : std::string();
+        if (id_like) {
+            for (const auto& [id, record] : data_->boxes) {
+                if (id.view() == prefix) return record;
+            }
+        }
         for (const auto& [id, record] : data_->boxes) {
             if (record.config.name && *record.config.name == id_or_name) return record;
         }
-        if (!BoxID::is_valid_prefix(id_or_name)) return detail::not_found(id_or_name);
-        const auto prefix = detail::normalize_id_prefix(id_or_name);
+        if (!id_like) return detail::not_found(id_or_name);
         std::vector<BoxRecord> candidates;
         for (const auto& [id, record] : data_->boxes) {
-            if (id.view() == prefix) return record;
             if (id.view().starts_with(prefix)) candidates.push_back(record);
         }
         const auto total = candidates.size();

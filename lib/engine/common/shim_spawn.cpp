@@ -64,8 +64,10 @@ BoxliteResult<ShimProcess> spawn_shim_process(const ShimProcessSpawn& spawn) {
         config_parent.reset(config[0]);
         config_child.reset(config[1]);
     }
+    // A socket rather than a pipe: a shim may wait on it for an answer (keep_ready_channel).
     int ready[2] = {-1, -1};
-    if (::pipe2(ready, O_CLOEXEC) != 0) return fail_errno(ErrorKind::Engine, "pipe for the shim's ready line", errno);
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ready) != 0)
+        return fail_errno(ErrorKind::Engine, "socketpair for the shim's ready line", errno);
     base::OwnedFd ready_read(ready[0]), ready_write(ready[1]);
     const std::string log = spawn.log.string();
     base::OwnedFd log_fd(::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, spawn.log_mode));
@@ -87,6 +89,10 @@ BoxliteResult<ShimProcess> spawn_shim_process(const ShimProcessSpawn& spawn) {
     if (watchdog) {
         options.argv.insert(options.argv.end(), {"--watchdog-fd", std::to_string(options.fds.size())});
         options.fds.push_back(watchdog.get());
+    }
+    for (const auto& [name, fd] : spawn.extra_fds) {
+        options.argv.insert(options.argv.end(), {"--" + name, std::to_string(options.fds.size())});
+        options.fds.push_back(fd);
     }
     options.detach = spawn.detach;
     options.exec_failure_fd = ready_target;
@@ -111,6 +117,7 @@ BoxliteResult<ShimProcess> spawn_shim_process(const ShimProcessSpawn& spawn) {
         process.ready = read_line(ready_read.get(), std::chrono::duration_cast<std::chrono::milliseconds>(
                                                         std::max(deadline - Clock::now(), Clock::duration::zero())));
     }
+    if (spawn.keep_ready_channel) process.ready_channel = std::move(ready_read);
     return process;
 }
 

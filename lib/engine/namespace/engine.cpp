@@ -15,6 +15,7 @@
 #include <fmt/ranges.h>
 
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -160,6 +161,13 @@ BoxliteResult<EngineHandle> NamespaceEngine::start(const EngineLaunch& launch) {
     spawn.log_mode = 0600;
     spawn.detach = true;  // the shim is nobody's child: it outlives this process unless watched
     spawn.ready_timeout = options_.start_timeout;
+    if (launch.record_started) {
+        // The shim waits for our word that the box is recorded, and ends the box if we die first;
+        // until then it shares the box's lock, so nobody works on a box still being set up.
+        spawn.args.insert(spawn.args.end(), {"--ready-ack", "on"});
+        spawn.keep_ready_channel = true;
+        if (launch.box_lock_fd >= 0) spawn.extra_fds.emplace_back("lock-fd", launch.box_lock_fd);
+    }
     engine::WatchdogPipe watchdog;
     if (!config.options.detach) {
         BOXLITE_TRY(watchdog, engine::make_watchdog_pipe());
@@ -189,6 +197,25 @@ BoxliteResult<EngineHandle> NamespaceEngine::start(const EngineLaunch& launch) {
     handle.pid = shim_pid;
     handle.pid_start_time = detail::process_start_time(shim_pid).value_or(0);
     handle.endpoint = "unix:" + socket;
+    if (launch.record_started) {
+        auto recorded = launch.record_started(handle);
+        if (!recorded) {
+            spawned->ready_channel.reset();  // the shim sees EOF and ends the box
+            (void)give_up("");
+            (void)kill(handle);
+            return fail(recorded.error().with_context(fmt::format("recording box {} as running", config.id)));
+        }
+        // The box is recorded: the shim may keep it.
+        if (::send(spawned->ready_channel.get(), "a", 1, MSG_NOSIGNAL) != 1) {
+            const int error = errno;
+            spawned->ready_channel.reset();
+            (void)give_up("");
+            (void)kill(handle);
+            return fail_errno(ErrorKind::Engine, fmt::format("telling the shim of box {} it is recorded", config.id),
+                              error);
+        }
+        spawned->ready_channel.reset();
+    }
     if (watchdog.write_end >= 0) WatchdogRegistry::instance().add(shim_pid, watchdog.write_end);
     return handle;
 }
