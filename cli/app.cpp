@@ -91,6 +91,10 @@ struct Parser {
         app.add_option("--insecure-registry", g.insecure_registries, "Registry reached over plain HTTP (repeatable)")
             ->allow_extra_args(false)
             ->type_name("HOST[:PORT]");
+        app.add_option("--log-max-bytes", g.log_max_bytes,
+                       "Size at which each box log on the host rotates (65536 to 1073741824; default 4 MiB)")
+            ->envname("BOXLITE_LOG_MAX_BYTES")
+            ->type_name("BYTES");
         app.add_option("--engine", engine_text, "Engine: auto (VM: kvm, then qemu), kvm, qemu or namespace")
             ->envname("BOXLITE_ENGINE")
             ->type_name("ENGINE");

@@ -55,6 +55,7 @@ BoxliteOptions Context::runtime_options() const {
         options.image_registries = std::move(registries);
     }
     options.insecure_registries = g.insecure_registries;
+    if (g.log_max_bytes) options.log_max_bytes = *g.log_max_bytes;
     options.engine = engine_kind(g.engine);
     return options;
 }

@@ -1165,6 +1165,15 @@ TEST_F(CliE2E, EngineFlagAndEnvironment) {
     EXPECT_EQ(bad.status, 2) << bad;
     EXPECT_NE(bad.err.find("BOXLITE_ENGINE 'bogus'"), std::string::npos) << bad;
     EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad;
+    // The log cap: an out-of-range size names the range, by flag or by variable.
+    auto small = cli({"--log-max-bytes", "100", "ls"});
+    EXPECT_NE(small.status, 0) << small;
+    EXPECT_NE(small.err.find("log_max_bytes 100 is out of range (allowed: 65536 to 1073741824 bytes)"),
+              std::string::npos)
+        << small;
+    auto env_small = cli({"ls"}, {}, {{"BOXLITE_LOG_MAX_BYTES", "100"}});
+    EXPECT_NE(env_small.status, 0) << env_small;
+    EXPECT_EQ(cli({"--log-max-bytes", "65536", "ls"}).status, 0);
 }
 
 TEST_F(CliE2E, MoreFormats) {

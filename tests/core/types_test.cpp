@@ -446,6 +446,36 @@ TEST(BoxliteOptions, HomeFromEnvironmentAndEngineKind) {
     EXPECT_EQ(BoxliteOptions{}.image_registries, std::vector<std::string>{"docker.io"});
 }
 
+TEST(BoxliteOptions, LogCapIsCheckedAndTakenFromTheEnvironment) {
+    BoxliteOptions options;
+    EXPECT_EQ(options.log_max_bytes, std::uint64_t{4} << 20);
+    EXPECT_TRUE(options.validate());
+    options.log_max_bytes = 1000;
+    auto small = options.validate();
+    ASSERT_FALSE(small);
+    EXPECT_EQ(small.error().to_string(),
+              "configuration error: log_max_bytes 1000 is out of range (allowed: 65536 to 1073741824 bytes)");
+    options.log_max_bytes = std::uint64_t{2} << 30;
+    EXPECT_FALSE(options.validate());
+    // open_runtime refuses it before touching the home.
+    TempDir home;
+    options.home_dir = home.path() / "home";
+    auto runtime = open_runtime(options);
+    ASSERT_FALSE(runtime);
+    EXPECT_EQ(runtime.error().kind(), ErrorKind::Config);
+    EXPECT_FALSE(std::filesystem::exists(options.home_dir));
+
+    ::setenv("BOXLITE_LOG_MAX_BYTES", "1048576", 1);
+    EXPECT_EQ(BoxliteOptions::from_environment()->log_max_bytes, std::uint64_t{1} << 20);
+    for (const char* bad : {"lots", "-5", "12k", "99"}) {
+        ::setenv("BOXLITE_LOG_MAX_BYTES", bad, 1);
+        auto parsed = BoxliteOptions::from_environment();
+        ASSERT_FALSE(parsed) << bad;
+        EXPECT_NE(parsed.error().to_string().find("BOXLITE_LOG_MAX_BYTES"), std::string::npos) << bad;
+    }
+    ::unsetenv("BOXLITE_LOG_MAX_BYTES");
+}
+
 TEST(Json, BoxConfigAndStateRoundTrip) {
     TempDir dir;
     BoxConfig config;

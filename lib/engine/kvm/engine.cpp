@@ -127,6 +127,7 @@ BoxliteResult<KvmShimConfig> make_shim_config(const KvmEngineOptions& options, c
     config.vsock_uds = (launch.box_dir / "vsock.sock").string();
     config.guest_cid = options.guest_cid;
     config.console_log = (launch.box_dir / "console.log").string();
+    if (launch.log_max_bytes) config.console_log_max_bytes = *launch.log_max_bytes;
 
     GuestLaunchConfig guest;
     guest.box_id = config.box_id;

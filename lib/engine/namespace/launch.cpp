@@ -36,7 +36,7 @@ std::vector<std::string> shim_arguments(const NamespaceEngineOptions& engine, co
         args.insert(args.end(), {"--fsize", std::to_string(*v)});
     if (auto v = pick(limits.max_cpu_time, security_limits.max_cpu_time))
         args.insert(args.end(), {"--cpu-time", std::to_string(*v)});
-    args.insert(args.end(), {"--log-max-bytes", std::to_string(engine.log_max_bytes)});
+    args.insert(args.end(), {"--log-max-bytes", std::to_string(launch.log_max_bytes.value_or(engine.log_max_bytes))});
     if (options.disk_size_gb)
         args.insert(args.end(), {"--disk-bytes", std::to_string(std::uint64_t{*options.disk_size_gb} << 30)});
     for (const auto& [key, value] : launch.env) args.insert(args.end(), {"--env", key + "=" + value});
