@@ -61,7 +61,8 @@ struct Parser {
         sub->add_option("-p,--publish", a.publish, "Publish a box port: [[IP:]HOST:]BOX[/tcp|udp] (repeatable)")
             ->allow_extra_args(false)
             ->type_name("PORT");
-        sub->add_option("-v,--volume", a.volume, "Bind a host directory: HOST:BOX[:ro|rw] (repeatable)")
+        sub->add_option("-v,--volume", a.volume,
+                        "Share a host path (HOST:BOX[:ro|rw]) or add an anonymous volume (BOX[:ro|rw]); repeatable")
             ->allow_extra_args(false)
             ->type_name("VOLUME");
         sub->add_option("--rootfs", a.rootfs, "Use a prepared root filesystem directory instead of an image")

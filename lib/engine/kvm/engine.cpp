@@ -13,6 +13,7 @@
 #include "engine/common/helper_binary.hpp"
 #include "engine/common/shim_spawn.hpp"
 #include "engine/common/watchdog.hpp"
+#include "engine/common/volumes.hpp"
 #include "qcow2/qcow2_image.hpp"
 #include "vmm/file.hpp"
 
@@ -319,11 +320,7 @@ KvmEngine::KvmEngine(KvmEngineOptions options) : options_(std::move(options)) {}
 
 BoxliteResult<void> KvmEngine::supports(const BoxConfig& box) {
     const auto& o = box.options;
-    if (!o.volumes.empty())
-        return fail(ErrorKind::Unsupported,
-                    "box {}: the kvm engine cannot mount volumes yet (they need virtiofs, which it does not have); "
-                    "{} volume(s) asked for, the first at {} — remove them or use the namespace engine",
-                    box.id, o.volumes.size(), o.volumes.front().guest_path);
+    BOXLITE_TRY_VOID(engine::refuse_volumes_without_virtiofs("kvm", box));
     if (!o.ports.empty())
         return fail(ErrorKind::Unsupported,
                     "box {}: the kvm engine cannot publish ports yet (the VM has no network device); "
