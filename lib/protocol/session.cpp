@@ -68,11 +68,79 @@ BoxliteResult<void> Session::write_stdin(ExecState& e, std::span<const std::byte
             chunk = static_cast<std::size_t>(std::min<std::uint64_t>({e.stdin_credit, data.size(), kMaxChunk}));
             e.stdin_credit -= chunk;
         }
-        BOXLITE_TRY_VOID(send(FrameType::Stdin, e.id, data.first(chunk)));
-        counters_.bytes_in.fetch_add(chunk, std::memory_order_relaxed);
+        BOXLITE_TRY_VOID(send_stdin(e, data.first(chunk)));
         data = data.subspan(chunk);
     }
     return {};
+}
+
+BoxliteResult<void> Session::send_stdin(ExecState& e, std::span<const std::byte> data) {
+    BOXLITE_TRY_VOID(send(FrameType::Stdin, e.id, data));
+    counters_.bytes_in.fetch_add(data.size(), std::memory_order_relaxed);
+    return {};
+}
+
+BoxliteResult<std::size_t> Session::try_write_stdin(ExecState& e, std::span<const std::byte> data) {
+    std::size_t total = 0;
+    {
+        std::lock_guard lock(mutex_);
+        if (e.stdin_closed) return fail(ErrorKind::InvalidState, "stdin of execution {} is already closed", e.id);
+        if (e.finished()) {
+            return fail(ErrorKind::Execution, "execution {} has ended; its stdin accepts no more data", e.id);
+        }
+        total = static_cast<std::size_t>(std::min<std::uint64_t>(e.stdin_credit, data.size()));
+        e.stdin_credit -= total;
+    }
+    for (auto rest = data.first(total); !rest.empty();) {
+        const auto chunk = static_cast<std::size_t>(std::min<std::uint64_t>(rest.size(), kMaxChunk));
+        BOXLITE_TRY_VOID(send_stdin(e, rest.first(chunk)));
+        rest = rest.subspan(chunk);
+    }
+    return total;
+}
+
+void Session::set_waker(ExecState& e, std::function<void()> waker) {
+    std::lock_guard lock(mutex_);
+    e.waker = std::move(waker);
+    if (e.waker) e.waker();
+}
+
+std::optional<BoxliteResult<ExitStatus>> Session::try_exit(ExecState& e) {
+    std::lock_guard lock(mutex_);
+    if (e.exit) return BoxliteResult<ExitStatus>(*e.exit);
+    if (e.failure) return BoxliteResult<ExitStatus>(fail(*e.failure));
+    return std::nullopt;
+}
+
+std::uint32_t Session::take_and_credit(ExecState& e, OutputBuffer& buf, std::span<std::byte> out,
+                                       std::size_t& copied) {
+    copied = take(buf, out);
+    buf.unacked += copied;
+    if (!e.finished() && buf.unacked >= std::max<std::uint64_t>(buf.window / 4, 1)) {
+        const auto grant = static_cast<std::uint32_t>(buf.unacked);
+        buf.outstanding_credit += buf.unacked;
+        buf.unacked = 0;
+        return grant;
+    }
+    return 0;
+}
+
+BoxliteResult<std::optional<std::size_t>> Session::try_read_output(ExecState& e, Channel channel,
+                                                                   std::span<std::byte> out) {
+    std::uint32_t grant = 0;
+    std::size_t copied = 0;
+    {
+        std::lock_guard lock(mutex_);
+        auto& buf = channel == Channel::Stderr ? e.err : e.out;
+        if (buf.buffered == 0) {
+            if (!e.finished()) return std::optional<std::size_t>{};
+            if (e.failure && !e.exit) return fail(*e.failure);
+            return std::optional<std::size_t>(0);
+        }
+        grant = take_and_credit(e, buf, out, copied);
+    }
+    if (grant > 0) BOXLITE_TRY_VOID(send(FrameType::Credit, e.id, Credit{channel, grant}.encode()));
+    return std::optional<std::size_t>(copied);
 }
 
 BoxliteResult<void> Session::close_stdin(ExecState& e) {
@@ -96,13 +164,7 @@ BoxliteResult<std::size_t> Session::read_output(ExecState& e, Channel channel, s
             if (e.failure && !e.exit) return fail(*e.failure);
             return std::size_t{0};
         }
-        copied = take(buf, out);
-        buf.unacked += copied;
-        if (!e.finished() && buf.unacked >= std::max<std::uint64_t>(buf.window / 4, 1)) {
-            grant = static_cast<std::uint32_t>(buf.unacked);
-            buf.outstanding_credit += buf.unacked;
-            buf.unacked = 0;
-        }
+        grant = take_and_credit(e, buf, out, copied);
     }
     if (grant > 0) BOXLITE_TRY_VOID(send(FrameType::Credit, e.id, Credit{channel, grant}.encode()));
     return copied;
@@ -239,7 +301,7 @@ void Session::read_loop() {
     dead_ = reason;
     for (auto& [id, state] : executions_) {
         if (!state->finished()) state->failure = reason;
-        state->cv.notify_all();
+        notify(*state);
     }
     executions_.clear();
     control_cv_.notify_all();
@@ -372,7 +434,7 @@ BoxliteResult<void> Session::dispatch(Frame f) {
             }
             default: break;
         }
-        e.cv.notify_all();
+        notify(e);
     }
     for (auto [channel, bytes] : grants) {
         BOXLITE_TRY_VOID(
