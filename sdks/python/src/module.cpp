@@ -299,10 +299,6 @@ public:
         : execution_(std::move(execution)), notifier_(std::make_shared<Notifier>()) {
         execution_.set_waker([notifier = notifier_] { notifier->notify(); });
     }
-    ~NativeExecution() {
-        // The session outlives this object when streams are still held; its waker only touches
-        // the notifier, which they share.
-    }
 
     [[nodiscard]] std::string id() const { return execution_.id(); }
     [[nodiscard]] std::int32_t pid() const { return execution_.pid(); }
