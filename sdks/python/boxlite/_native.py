@@ -14,6 +14,6 @@ _extra = os.environ.get("BOXLITE_NATIVE_DIR")
 if _extra and _extra not in _package_path:
     _package_path.append(_extra)
 
-from . import _core as core  # noqa: E402
+import boxlite._core as core  # noqa: E402
 
 __all__ = ["core"]

@@ -16,6 +16,7 @@ process if it was already starting; a cancelled create() removes the box it was 
 
 from __future__ import annotations
 
+import builtins
 import asyncio
 import codecs
 import functools
@@ -360,7 +361,7 @@ class ImageHandle:
     async def list(self) -> list[ImageInfo]:
         return [ImageInfo._from(d) for d in await self._runtime._run(self._runtime._native.list_images)]
 
-    async def load(self, path: str) -> list[ImageInfo]:
+    async def load(self, path: str) -> "builtins.list[ImageInfo]":
         """Loads an OCI layout or archive from disk (an extension: ``boxlite load``)."""
         return [ImageInfo._from(d) for d in await self._runtime._run(self._runtime._native.load_images, path)]
 

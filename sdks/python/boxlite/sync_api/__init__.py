@@ -7,6 +7,7 @@ loop (they block it, as any blocking call does), and Ctrl-C interrupts their wai
 
 from __future__ import annotations
 
+import builtins
 import codecs
 import os
 import threading
@@ -181,7 +182,7 @@ class SyncImageHandle:
     def list(self) -> list[ImageInfo]:
         return [ImageInfo._from(d) for d in self._native.list_images()]
 
-    def load(self, path: str) -> list[ImageInfo]:
+    def load(self, path: str) -> "builtins.list[ImageInfo]":
         return [ImageInfo._from(d) for d in self._native.load_images(path)]
 
 
