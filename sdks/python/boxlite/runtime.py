@@ -361,9 +361,11 @@ class ImageHandle:
     async def list(self) -> list[ImageInfo]:
         return [ImageInfo._from(d) for d in await self._runtime._run(self._runtime._native.list_images)]
 
-    async def load(self, path: str) -> "builtins.list[ImageInfo]":
-        """Loads an OCI layout or archive from disk (an extension: ``boxlite load``)."""
-        return [ImageInfo._from(d) for d in await self._runtime._run(self._runtime._native.load_images, path)]
+    async def load(self, path: str, reference: Optional[str] = None) -> "builtins.list[ImageInfo]":
+        """Loads an OCI layout, OCI archive or ``docker save`` tarball from disk, named
+        ``reference`` when it holds one image (an extension: ``boxlite load``)."""
+        loaded = await self._runtime._run(self._runtime._native.load_images, path, reference)
+        return [ImageInfo._from(d) for d in loaded]
 
 
 _default_lock = threading.Lock()

@@ -430,6 +430,34 @@ public:
         unwrap(box_.copy_out(box_path, host_path));
     }
 
+    /// The C++ side of benchmark/python: `n` round trips of exec + collect of `program` over the
+    /// same shared agent connection the Python API uses; nanoseconds of each.
+    std::vector<double> bench_cpp_roundtrips(const std::string& program, int n) {
+        nb::gil_scoped_release release;
+        std::vector<double> out;
+        for (int i = 0; i < n; ++i) {
+            const auto t0 = std::chrono::steady_clock::now();
+            auto execution = unwrap(exec_on_shared_agent(BoxCommand(program)));
+            (void)unwrap(execution.collect());
+            out.push_back(std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count());
+        }
+        return out;
+    }
+
+    /// The C++ side of the stdout throughput benchmark: reads all of `sh -c script`'s stdout
+    /// with read_some into a 256 KiB buffer; returns (bytes, nanoseconds).
+    std::pair<std::uint64_t, double> bench_cpp_stdout(const std::string& script) {
+        nb::gil_scoped_release release;
+        const auto t0 = std::chrono::steady_clock::now();
+        auto execution = unwrap(exec_on_shared_agent(BoxCommand("sh").args({"-c", script})));
+        auto out = std::move(*execution.stdout());
+        std::vector<std::byte> buffer(kMaxRead);
+        std::uint64_t total = 0;
+        while (const auto n = unwrap(out.read_some(buffer))) total += n;
+        (void)unwrap(execution.wait());
+        return {total, std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count()};
+    }
+
 private:
     BoxliteResult<Execution> exec_on_shared_agent(const BoxCommand& command) {
         std::optional<protocol::AgentClient> agent;
@@ -568,11 +596,11 @@ public:
         return out;
     }
 
-    nb::list load_images(const std::string& path) {
+    nb::list load_images(const std::string& path, const std::optional<std::string>& reference) {
         BoxliteResult<std::vector<image::ImageInfo>> images = [&]() -> BoxliteResult<std::vector<image::ImageInfo>> {
             nb::gil_scoped_release release;
             BOXLITE_TRY(auto store, image::ImageStore::open(image::store_options_for(runtime_.options())));
-            return store.load(path);
+            return store.load(path, reference);
         }();
         nb::list out;
         for (const auto& image : unwrap(std::move(images))) out.append(image_dict(image));
@@ -667,7 +695,9 @@ NB_MODULE(_core, m) {
         .def("exec", &NativeBox::exec, "program"_a, "args"_a, "env"_a, "tty"_a, "user"_a.none(), "cwd"_a.none(),
              "timeout_secs"_a.none())
         .def("copy_in", &NativeBox::copy_in, "host_path"_a, "box_path"_a)
-        .def("copy_out", &NativeBox::copy_out, "box_path"_a, "host_path"_a);
+        .def("copy_out", &NativeBox::copy_out, "box_path"_a, "host_path"_a)
+        .def("_bench_cpp_roundtrips", &NativeBox::bench_cpp_roundtrips, "program"_a, "n"_a)
+        .def("_bench_cpp_stdout", &NativeBox::bench_cpp_stdout, "script"_a);
 
     nb::class_<NativeRuntime>(m, "Runtime")
         .def_static("open", &NativeRuntime::open, "home_dir"_a.none(), "image_registries"_a.none(), "engine"_a.none())
@@ -682,5 +712,5 @@ NB_MODULE(_core, m) {
         .def("metrics", &NativeRuntime::metrics)
         .def("pull_image", &NativeRuntime::pull_image, "reference"_a)
         .def("list_images", &NativeRuntime::list_images)
-        .def("load_images", &NativeRuntime::load_images, "path"_a);
+        .def("load_images", &NativeRuntime::load_images, "path"_a, "reference"_a.none() = nb::none());
 }

@@ -182,8 +182,8 @@ class SyncImageHandle:
     def list(self) -> list[ImageInfo]:
         return [ImageInfo._from(d) for d in self._native.list_images()]
 
-    def load(self, path: str) -> "builtins.list[ImageInfo]":
-        return [ImageInfo._from(d) for d in self._native.load_images(path)]
+    def load(self, path: str, reference: Optional[str] = None) -> "builtins.list[ImageInfo]":
+        return [ImageInfo._from(d) for d in self._native.load_images(path, reference)]
 
 
 _default_lock = threading.Lock()
