@@ -104,10 +104,10 @@ async def main() -> None:
         async def python_stream(read: Callable[[boxlite.ExecStdout], object]) -> float:
             t0 = time.perf_counter_ns()
             execution = await box.box.exec("sh", ["-c", script])
-            total = await read(execution.stdout())  # type: ignore[misc]
+            total = int(await read(execution.stdout()))  # type: ignore[misc]
             await execution.wait()
             assert total == args.mb * 1_000_000, total
-            return total / ((time.perf_counter_ns() - t0) / 1e9) / 1e6
+            return float(total) / ((time.perf_counter_ns() - t0) / 1e9) / 1e6
 
         async def as_text(stream: boxlite.ExecStdout) -> int:
             return sum([len(chunk) async for chunk in stream])

@@ -19,12 +19,7 @@ BoxliteResult<void> Session::handshake(std::chrono::milliseconds timeout) {
 
 BoxliteResult<std::shared_ptr<ExecState>> Session::start(const ExecRequest& request,
                                                          std::chrono::milliseconds timeout) {
-    auto state = std::make_shared<ExecState>();
-    state->execution_id = BoxID::generate().str();
-    state->out.window = request.stdout_window;
-    state->err.window = request.stderr_window;
-    state->out.outstanding_credit = request.stdout_window;
-    state->err.outstanding_credit = request.stderr_window;
+    auto state = register_execution(request);
     {
         std::lock_guard lock(mutex_);
         if (dead_) return fail(*dead_);
@@ -53,6 +48,57 @@ BoxliteResult<std::shared_ptr<ExecState>> Session::start(const ExecRequest& requ
     }
     counters_.commands_run.fetch_add(1, std::memory_order_relaxed);
     return state;
+}
+
+std::shared_ptr<ExecState> Session::register_execution(const ExecRequest& request) {
+    auto state = std::make_shared<ExecState>();
+    state->execution_id = BoxID::generate().str();
+    state->out.window = request.stdout_window;
+    state->err.window = request.stderr_window;
+    state->out.outstanding_credit = request.stdout_window;
+    state->err.outstanding_credit = request.stderr_window;
+    return state;
+}
+
+BoxliteResult<std::shared_ptr<ExecState>> Session::begin(const ExecRequest& request, std::function<void()> waker) {
+    auto state = register_execution(request);
+    state->waker = std::move(waker);
+    {
+        std::lock_guard lock(mutex_);
+        if (dead_) return fail(*dead_);
+        state->id = next_id_++;
+        executions_[state->id] = state;
+    }
+    if (auto sent = send(FrameType::Exec, state->id, request.encode()); !sent) {
+        forget(state->id);
+        return fail(sent.error());
+    }
+    return state;
+}
+
+std::optional<BoxliteResult<void>> Session::try_started(ExecState& e) {
+    std::lock_guard lock(mutex_);
+    if (e.started) {
+        counters_.commands_run.fetch_add(1, std::memory_order_relaxed);
+        return BoxliteResult<void>{};
+    }
+    if (!e.start_error && !e.failure) return std::nullopt;
+    executions_.erase(e.id);
+    counters_.command_errors.fetch_add(1, std::memory_order_relaxed);
+    return BoxliteResult<void>(fail(e.start_error ? *e.start_error : *e.failure));
+}
+
+void Session::abandon(ExecState& e) {
+    bool kill = false;
+    {
+        std::lock_guard lock(mutex_);
+        e.waker = nullptr;
+        if (e.finished()) return;
+        e.out.discard = e.err.discard = true;
+        if (e.started) kill = true;
+        else e.abandoned = true;  // the Started handler kills it
+    }
+    if (kill) (void)send(FrameType::Signal, e.id, SignalRequest{9}.encode());
 }
 
 BoxliteResult<void> Session::write_stdin(ExecState& e, std::span<const std::byte> data) {
@@ -112,8 +158,7 @@ std::optional<BoxliteResult<ExitStatus>> Session::try_exit(ExecState& e) {
     return std::nullopt;
 }
 
-std::uint32_t Session::take_and_credit(ExecState& e, OutputBuffer& buf, std::span<std::byte> out,
-                                       std::size_t& copied) {
+std::uint32_t Session::take_and_credit(ExecState& e, OutputBuffer& buf, std::span<std::byte> out, std::size_t& copied) {
     copied = take(buf, out);
     buf.unacked += copied;
     if (!e.finished() && buf.unacked >= std::max<std::uint64_t>(buf.window / 4, 1)) {

@@ -160,6 +160,18 @@ public:
     // An event loop must not sleep in read_output()/write_stdin()/wait_exit(): it registers a
     // waker, and on each notice retries the try_ calls, which never wait.
 
+    /// start() without waiting: registers the execution (with `waker`, see set_waker()) and
+    /// sends Exec. Started, or the agent's refusal, arrives later: see try_started().
+    BoxliteResult<std::shared_ptr<ExecState>> begin(const ExecRequest& request, std::function<void()> waker);
+
+    /// After begin(): nullopt until Started or a refusal has arrived, then the outcome (a refused
+    /// execution is forgotten).
+    [[nodiscard]] std::optional<BoxliteResult<void>> try_started(ExecState& e);
+
+    /// Gives up on a begun execution nobody will use: its output is dropped, and it is killed
+    /// when it has started or as soon as it starts.
+    void abandon(ExecState& e);
+
     /// `waker` is called whenever the execution's state may have changed (output or stdin credit
     /// arrived, the process ended, the connection died), and once right away. It runs with the
     /// session locked, often on the session's reader thread: it may only post a notice (write an
@@ -167,8 +179,7 @@ public:
     void set_waker(ExecState& e, std::function<void()> waker);
 
     /// read_output() without waiting: nullopt while the channel has no data and has not ended.
-    BoxliteResult<std::optional<std::size_t>> try_read_output(ExecState& e, Channel channel,
-                                                              std::span<std::byte> out);
+    BoxliteResult<std::optional<std::size_t>> try_read_output(ExecState& e, Channel channel, std::span<std::byte> out);
 
     /// Sends what stdin credit allows now (possibly nothing) and returns how many bytes it sent.
     BoxliteResult<std::size_t> try_write_stdin(ExecState& e, std::span<const std::byte> data);
@@ -212,6 +223,7 @@ private:
         e.cv.notify_all();
         if (e.waker) e.waker();
     }
+    std::shared_ptr<ExecState> register_execution(const ExecRequest& request);
     /// Sends the Stdin frames for `data`, whose credit is already taken.
     BoxliteResult<void> send_stdin(ExecState& e, std::span<const std::byte> data);
 

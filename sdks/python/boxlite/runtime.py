@@ -309,10 +309,47 @@ class Box:
         cwd: Optional[str] = None,
     ) -> Execution:
         """Starts ``command`` (starting the box first if needed). ``timeout_secs`` is enforced
-        in the box: the process is killed when it runs longer."""
-        call = functools.partial(
-            self._native.exec, command, [str(a) for a in (args or [])], _env_pairs(env), tty, user, cwd, timeout_secs
-        )
+        in the box: the process is killed when it runs longer. Cancelled while starting, the
+        process is killed as soon as it has started."""
+        argv = [str(a) for a in (args or [])]
+        pairs = _env_pairs(env)
+        native_box = self._native
+        if not native_box.agent_alive():
+            # Starts the box when needed and connects to its agent: blocking, so on the pool.
+            await self._runtime._run(native_box.ensure_agent)
+        # Asks the agent to start the process without waiting; its answer comes through the
+        # loop's reactor like any other execution event.
+        pending = native_box.begin_exec(command, argv, pairs, tty, user, cwd, timeout_secs)
+        if pending is None:  # the connection died in between: the blocking path reconnects
+            return await self._exec_blocking(command, argv, pairs, tty, user, cwd, timeout_secs)
+        io = _ExecIO(pending)
+
+        def attempt() -> tuple[bool, Any]:
+            native = pending.try_started()
+            return (native is not None, native)
+
+        fut = io.until(attempt)
+        try:
+            native = await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                fut.result().kill()  # started, but the caller will never see it
+            else:
+                pending.abandon()
+            raise
+        return Execution(native)
+
+    async def _exec_blocking(
+        self,
+        command: str,
+        args: list[str],
+        env: list[tuple[str, str]],
+        tty: bool,
+        user: Optional[str],
+        cwd: Optional[str],
+        timeout_secs: Optional[float],
+    ) -> Execution:
+        call = functools.partial(self._native.exec, command, args, env, tty, user, cwd, timeout_secs)
         fut = self._runtime._submit(call)
         try:
             native = await asyncio.shield(fut)

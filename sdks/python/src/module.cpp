@@ -243,10 +243,12 @@ public:
 
     /// Up to max_bytes without waiting: None while nothing has arrived, b"" at the end.
     std::optional<nb::bytes> try_read(std::size_t max_bytes) {
-        buffer_.resize(std::clamp<std::size_t>(max_bytes, 1, kMaxRead));
-        auto n = unwrap(stream_.try_read_some(std::as_writable_bytes(std::span(buffer_))));
+        // One buffer per thread, not per stream: a new stream costs no 256 KiB allocation.
+        thread_local std::vector<char> buffer(kMaxRead);
+        const auto view = std::span(buffer).first(std::clamp<std::size_t>(max_bytes, 1, kMaxRead));
+        auto n = unwrap(stream_.try_read_some(std::as_writable_bytes(view)));
         if (!n) return std::nullopt;
-        return nb::bytes(buffer_.data(), *n);
+        return nb::bytes(buffer.data(), *n);
     }
 
     /// Up to max_bytes, waiting for them (interruptible by Ctrl-C); b"" at the end.
@@ -261,7 +263,6 @@ public:
 private:
     ExecOutputStream stream_;
     std::shared_ptr<Notifier> notifier_;
-    std::vector<char> buffer_;
 };
 
 class InputStream {
@@ -295,9 +296,9 @@ private:
 
 class NativeExecution {
 public:
-    explicit NativeExecution(Execution execution)
-        : execution_(std::move(execution)), notifier_(std::make_shared<Notifier>()) {
-        execution_.set_waker([notifier = notifier_] { notifier->notify(); });
+    explicit NativeExecution(Execution execution, std::shared_ptr<Notifier> notifier = std::make_shared<Notifier>())
+        : execution_(std::move(execution)), notifier_(std::move(notifier)) {
+        execution_.set_waker([n = notifier_] { n->notify(); });
     }
 
     [[nodiscard]] std::string id() const { return execution_.id(); }
@@ -359,6 +360,46 @@ private:
     std::shared_ptr<Notifier> notifier_;
 };
 
+/// An exec the agent has been asked to start (Box.begin_exec): the asyncio layer polls it on
+/// its reactor token, so starting a process needs no thread either.
+class NativePending {
+public:
+    NativePending(protocol::PendingExecution pending, std::shared_ptr<Notifier> notifier, LiteBox box,
+                  std::string program)
+        : pending_(std::move(pending)),
+          notifier_(std::move(notifier)),
+          box_(std::move(box)),
+          program_(std::move(program)) {}
+
+    void attach(const Reactor& reactor, std::uint64_t token) {
+        {
+            std::lock_guard lock(notifier_->mutex);
+            notifier_->reactor = reactor.core();
+            notifier_->token = token;
+        }
+        reactor.core()->post(token);
+    }
+
+    /// None while the agent has not answered; then the Execution, or the refusal raised.
+    std::optional<NativeExecution> try_started() {
+        auto started = pending_.poll();
+        if (!started) return std::nullopt;
+        box_.record_command(started->has_value());
+        if (!*started) {
+            raise(started->error().with_context(fmt::format("running '{}' in box {}", program_, box_.id())));
+        }
+        return NativeExecution(std::move(**started), notifier_);
+    }
+
+    void abandon() { pending_.abandon(); }
+
+private:
+    protocol::PendingExecution pending_;
+    std::shared_ptr<Notifier> notifier_;
+    LiteBox box_;
+    std::string program_;
+};
+
 // --- boxes and the runtime ------------------------------------------------------------------
 
 /// A box handle plus one agent connection shared by its executions: a box's executions are
@@ -402,6 +443,55 @@ public:
                          const std::vector<std::pair<std::string, std::string>>& env, bool tty,
                          const std::optional<std::string>& user, const std::optional<std::string>& cwd,
                          std::optional<double> timeout_secs) {
+        const auto command = make_command(program, args, env, tty, user, cwd, timeout_secs);
+        BoxliteResult<Execution> execution = [&] {
+            nb::gil_scoped_release release;
+            return exec_on_shared_agent(command);
+        }();
+        return NativeExecution(unwrap(std::move(execution)));
+    }
+
+    /// Whether the shared agent connection is open (begin_exec needs it; ensure_agent opens it).
+    [[nodiscard]] bool agent_alive() {
+        std::lock_guard lock(agent_->mutex);
+        return agent_->client && agent_->client->alive();
+    }
+
+    void ensure_agent() {
+        nb::gil_scoped_release release;
+        std::lock_guard lock(agent_->mutex);
+        if (agent_->client && agent_->client->alive()) return;
+        agent_->client.reset();
+        agent_->client = unwrap(box_.open_agent());
+    }
+
+    /// exec without waiting for the process to start, on the open shared connection; None when
+    /// that connection is not open (ensure_agent() first).
+    std::optional<NativePending> begin_exec(const std::string& program, const std::vector<std::string>& args,
+                                            const std::vector<std::pair<std::string, std::string>>& env, bool tty,
+                                            const std::optional<std::string>& user,
+                                            const std::optional<std::string>& cwd, std::optional<double> timeout_secs) {
+        const auto command = make_command(program, args, env, tty, user, cwd, timeout_secs);
+        std::optional<protocol::AgentClient> agent;
+        {
+            std::lock_guard lock(agent_->mutex);
+            if (!agent_->client || !agent_->client->alive()) return std::nullopt;
+            agent = *agent_->client;
+        }
+        auto notifier = std::make_shared<Notifier>();
+        auto pending = agent->begin_exec(command, [notifier] { notifier->notify(); });
+        if (!pending) {
+            box_.record_command(false);
+            raise(pending.error().with_context(fmt::format("running '{}' in box {}", program, box_.id())));
+        }
+        return NativePending(std::move(*pending), std::move(notifier), box_, program);
+    }
+
+private:
+    static BoxCommand make_command(const std::string& program, const std::vector<std::string>& args,
+                                   const std::vector<std::pair<std::string, std::string>>& env, bool tty,
+                                   const std::optional<std::string>& user, const std::optional<std::string>& cwd,
+                                   std::optional<double> timeout_secs) {
         BoxCommand command(program);
         command.args(args).tty(tty);
         for (const auto& [key, value] : env) command.env(key, value);
@@ -414,13 +504,10 @@ public:
             }
             command.timeout(std::chrono::milliseconds(static_cast<std::int64_t>(*timeout_secs * 1000.0)));
         }
-        BoxliteResult<Execution> execution = [&] {
-            nb::gil_scoped_release release;
-            return exec_on_shared_agent(command);
-        }();
-        return NativeExecution(unwrap(std::move(execution)));
+        return command;
     }
 
+public:
     void copy_in(const std::string& host_path, const std::string& box_path) {
         nb::gil_scoped_release release;
         unwrap(box_.copy_in(host_path, box_path));
@@ -478,7 +565,8 @@ private:
         auto execution = agent->exec(command);
         box_.record_command(execution.has_value());
         if (!execution) {
-            return fail(execution.error().with_context(fmt::format("running '{}' in box {}", command.program(), box_.id())));
+            return fail(
+                execution.error().with_context(fmt::format("running '{}' in box {}", command.program(), box_.id())));
         }
         return execution;
     }
@@ -641,7 +729,8 @@ NB_MODULE(_core, m) {
         "_raise_for_test",
         [](const std::string& kind, const std::string& message) {
             for (int k = 0; k <= static_cast<int>(ErrorKind::Stopped); ++k) {
-                if (to_identifier(static_cast<ErrorKind>(k)) == kind) raise(BoxliteError(static_cast<ErrorKind>(k), message));
+                if (to_identifier(static_cast<ErrorKind>(k)) == kind)
+                    raise(BoxliteError(static_cast<ErrorKind>(k), message));
             }
             throw nb::value_error("unknown error kind");
         },
@@ -658,10 +747,7 @@ NB_MODULE(_core, m) {
         }
     });
 
-    nb::class_<Reactor>(m, "Reactor")
-        .def(nb::init<>())
-        .def_prop_ro("fd", &Reactor::fd)
-        .def("drain", &Reactor::drain);
+    nb::class_<Reactor>(m, "Reactor").def(nb::init<>()).def_prop_ro("fd", &Reactor::fd).def("drain", &Reactor::drain);
 
     nb::class_<OutputStream>(m, "OutputStream")
         .def("try_read", &OutputStream::try_read, "max_bytes"_a)
@@ -685,6 +771,11 @@ NB_MODULE(_core, m) {
         .def("signal", &NativeExecution::signal, "signo"_a)
         .def("resize_tty", &NativeExecution::resize_tty, "rows"_a, "cols"_a);
 
+    nb::class_<NativePending>(m, "PendingExecution")
+        .def("attach", &NativePending::attach, "reactor"_a, "token"_a)
+        .def("try_started", &NativePending::try_started)
+        .def("abandon", &NativePending::abandon);
+
     nb::class_<NativeBox>(m, "Box")
         .def_prop_ro("id", &NativeBox::id)
         .def_prop_ro("name", &NativeBox::name)
@@ -696,6 +787,10 @@ NB_MODULE(_core, m) {
              "timeout_secs"_a.none())
         .def("copy_in", &NativeBox::copy_in, "host_path"_a, "box_path"_a)
         .def("copy_out", &NativeBox::copy_out, "box_path"_a, "host_path"_a)
+        .def("agent_alive", &NativeBox::agent_alive)
+        .def("ensure_agent", &NativeBox::ensure_agent)
+        .def("begin_exec", &NativeBox::begin_exec, "program"_a, "args"_a, "env"_a, "tty"_a, "user"_a.none(),
+             "cwd"_a.none(), "timeout_secs"_a.none())
         .def("_bench_cpp_roundtrips", &NativeBox::bench_cpp_roundtrips, "program"_a, "n"_a)
         .def("_bench_cpp_stdout", &NativeBox::bench_cpp_stdout, "script"_a);
 
