@@ -114,7 +114,8 @@ class InteractiveBox(SimpleBox):
                 size = os.get_terminal_size(fd)
             except OSError:
                 return
-            asyncio.ensure_future(execution.resize_tty(size.lines, size.columns))
+            if size.lines > 0 and size.columns > 0:  # a new pseudo-terminal may report 0x0
+                asyncio.ensure_future(execution.resize_tty(size.lines, size.columns))
 
         if os.isatty(fd):
             resized()
