@@ -30,6 +30,11 @@ class BoxInfo:
     container_id: Optional[str] = None
     labels: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def status(self) -> str:
+        """The v0.4.4 README's ``info.status``: ``state.status``."""
+        return self.state.status
+
     @staticmethod
     def _from(d: Mapping[str, Any]) -> "BoxInfo":
         return BoxInfo(

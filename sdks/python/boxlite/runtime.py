@@ -256,9 +256,13 @@ class Execution:
         code, message, timed_out = status
         return ExecResult(exit_code=code, error_message=message, timed_out=timed_out)
 
-    async def kill(self) -> None:
-        """SIGKILL to the process group (no argument, as upstream; see signal())."""
-        self._native.kill()
+    async def kill(self, signal: Optional[int] = None) -> None:
+        """SIGKILL to the process group. Upstream takes no argument; the v0.4.4 README's
+        ``kill(signal=N)`` is accepted and sends signal N (see signal())."""
+        if signal is None:
+            self._native.kill()
+        else:
+            self._native.signal(int(signal))
 
     async def signal(self, signal: int) -> None:
         self._native.signal(int(signal))
@@ -311,7 +315,8 @@ class Box:
         """Starts ``command`` (starting the box first if needed). ``timeout_secs`` is enforced
         in the box: the process is killed when it runs longer. Cancelled while starting, the
         process is killed as soon as it has started."""
-        argv = [str(a) for a in (args or [])]
+        # The v0.4.4 README passes one argument as a string (box.exec("echo", "Hello")).
+        argv = [args] if isinstance(args, str) else [str(a) for a in (args or [])]
         pairs = _env_pairs(env)
         native_box = self._native
         if not native_box.agent_alive():
@@ -365,6 +370,10 @@ class Box:
             fut.add_done_callback(kill_if_started)
             raise
         return Execution(native)
+
+    async def remove(self) -> None:
+        """The v0.4.4 README's ``box.remove()``: ``runtime.remove(box.id, force=True)``."""
+        await self._runtime.remove(self.id, force=True)
 
     async def copy_in(self, host_path: str, container_dest: str, copy_options: Optional[CopyOptions] = None) -> None:
         (copy_options or CopyOptions()).check()
@@ -509,6 +518,10 @@ class Boxlite:
 
     async def list_info(self, _state: object = None) -> list[BoxInfo]:
         return [BoxInfo._from(d) for d in await self._run(self._native.list_info)]
+
+    async def list(self) -> "builtins.list[BoxInfo]":
+        """The v0.4.4 README's ``runtime.list()``: list_info()."""
+        return await self.list_info()
 
     async def metrics(self) -> RuntimeMetrics:
         return RuntimeMetrics(**(await self._run(self._native.metrics)))

@@ -323,3 +323,44 @@ async def test_images_list_is_empty_in_a_new_home(runtime: boxlite.Boxlite) -> N
     assert await runtime.images.list() == []
     with pytest.raises(boxlite.BoxliteError):
         await runtime.images.pull("127.0.0.1:1/nothing:here")
+
+
+async def test_readme_spellings_are_accepted(runtime: boxlite.Boxlite, rootfs: str) -> None:
+    box = await runtime.create(boxlite.BoxOptions(rootfs_path=rootfs, auto_remove=False))
+    assert [info.id for info in await runtime.list()] == [box.id]
+    execution = await box.exec("echo", "Hello")  # one argument as a string
+    assert "".join([c async for c in execution.stdout()]) == "Hello\n"
+    assert (await box.info()).status == "running"
+    victim = await box.exec("sleep", ["60"])
+    await victim.kill(signal=15)
+    assert (await victim.wait()).exit_code == -15
+    await box.stop()
+    await box.remove()
+    assert await runtime.get(box.id) is None
+
+
+def test_default_runtime_and_init_default(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = f"""
+import asyncio, boxlite
+from boxlite.sync_api import SyncBoxlite
+boxlite.Boxlite.init_default(boxlite.Options(home_dir={str(tmp_path / 'a')!r}, engine="namespace"))
+runtime = boxlite.Boxlite.default()
+assert runtime is boxlite.Boxlite.default()
+assert runtime.home_dir == {str(tmp_path / 'a')!r}, runtime.home_dir
+try:
+    boxlite.Boxlite.init_default(boxlite.Options())
+except boxlite.InvalidStateError:
+    pass
+else:
+    raise SystemExit("init_default after first use was accepted")
+assert asyncio.run(runtime.list_info()) == []
+SyncBoxlite.init_default(boxlite.Options(home_dir={str(tmp_path / 'b')!r}, engine="namespace"))
+assert SyncBoxlite.default().home_dir == {str(tmp_path / 'b')!r}
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ok\n"
