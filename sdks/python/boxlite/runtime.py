@@ -1,13 +1,15 @@
 """The async API: Boxlite, Box, Execution, ExecStdin, ExecStdout, ExecStderr, ImageHandle.
 
 How it waits without blocking the event loop:
-  - Short blocking core calls (create, start, stop, exec, copies, ...) run on the runtime's
-    bounded thread pool (4 threads), with the GIL released inside the core.
-  - Execution I/O never waits in a thread. Each event loop has one Reactor: an eventfd the loop
-    itself watches (loop.add_reader). The core's connection reader posts an execution's token
-    there whenever it changes (output, stdin credit, exit); the loop then retries that
-    execution's pending reads, writes and waits with non-blocking calls. No thread is made per
-    execution, and a box's executions share one agent connection.
+  - Calls that wait on the host (create, start, stop, copies, info, opening a box's agent
+    connection) run on the runtime's bounded thread pool (4 threads), with the GIL released
+    inside the core.
+  - Executions never wait in a thread. Each event loop has one Reactor: an eventfd the loop
+    itself watches (loop.add_reader). exec() sends its request on the box's shared agent
+    connection and returns to the loop; the core's connection reader posts an execution's token
+    to the reactor whenever it changes (started, output, stdin credit, exit), and the loop then
+    retries that execution's pending start, reads, writes and waits with non-blocking calls.
+    No thread is made per execution.
 
 Cancelling an awaiting task never loses data or leaves a half-done step: a cancelled read
 consumes nothing; cancelling wait() leaves the process running; a cancelled exec() kills the
