@@ -94,6 +94,10 @@ void Session::abandon(ExecState& e) {
         std::lock_guard lock(mutex_);
         e.waker = nullptr;
         if (e.finished()) return;
+        if (e.start_error) {  // refused, and nobody will poll for the refusal
+            executions_.erase(e.id);
+            return;
+        }
         e.out.discard = e.err.discard = true;
         if (e.started) kill = true;
         else e.abandoned = true;  // the Started handler kills it
