@@ -60,10 +60,9 @@ async def main() -> None:
     home = tempfile.mkdtemp(prefix="boxlite-bench-")
     runtime = boxlite.Boxlite(boxlite.Options(home_dir=home, engine="namespace"))
     sync_runtime = SyncBoxlite(boxlite.Options(home_dir=home, engine="namespace"))
-    async with boxlite.SimpleBox(rootfs_path=root, runtime=runtime) as box:
+    async with boxlite.SimpleBox(rootfs_path=root, runtime=runtime, name="bench") as box:
         native = box.box._native
-        sync_box = sync_runtime.get(box.id)
-        assert sync_box is not None
+        sync_box = SyncSimpleBox(rootfs_path=root, runtime=sync_runtime, reuse_existing=True, name="bench").start()
         for _ in range(20):  # warm-up: connection, page cache
             await box.exec("true")
             native._bench_cpp_roundtrips("true", 1)
@@ -82,16 +81,12 @@ async def main() -> None:
             samples = []
             for _ in range(args.n):
                 t0 = time.perf_counter_ns()
-                execution = sync_box.exec("true")
-                execution.stdin().close()
-                "".join(execution.stdout())
-                "".join(execution.stderr())
-                execution.wait()
+                sync_box.exec("true")
                 samples.append(time.perf_counter_ns() - t0)
             py_sync.append(statistics.median(samples) / 1000)
         print(f"exec('true') round trip, {args.reps} repetitions x {args.n}:")
         line("  Python async SimpleBox.exec", py_async, "us")
-        line("  Python sync Box.exec + streams + wait", py_sync, "us")
+        line("  Python sync SyncSimpleBox.exec", py_sync, "us")
         line("  C++ exec + collect", cpp, "us")
         ratio("async Python / C++", py_async, cpp)
         ratio("sync Python / C++", py_sync, cpp)

@@ -345,6 +345,40 @@ public:
         }
     }
 
+    /// Closes stdin, reads stdout and stderr to their ends and waits (interruptible by Ctrl-C):
+    /// (stdout, stderr, (exit_code, error_message, timed_out)). For the sync SimpleBox.exec.
+    std::tuple<nb::bytes, nb::bytes, ExitTuple> collect() {
+        auto in = execution_.stdin();
+        auto out = execution_.stdout();
+        auto err = execution_.stderr();
+        if (!in || !out || !err) {
+            raise(BoxliteError(ErrorKind::InvalidState, "collect() needs stdin, stdout and stderr, but one was taken"));
+        }
+        unwrap(in->close());
+        std::string texts[2];
+        ExecOutputStream* streams[2] = {&*out, &*err};
+        bool open[2] = {true, true};
+        thread_local std::vector<std::byte> buffer(kMaxRead);
+        while (true) {
+            const auto seen = notifier_->current();
+            for (int i = 0; i < 2; ++i) {
+                while (open[i]) {
+                    auto n = unwrap(streams[i]->try_read_some(buffer));
+                    if (!n) break;
+                    if (*n == 0) open[i] = false;
+                    else texts[i].append(reinterpret_cast<const char*>(buffer.data()), *n);
+                }
+            }
+            if (!open[0] && !open[1]) {
+                if (auto status = try_wait()) {
+                    return {nb::bytes(texts[0].data(), texts[0].size()), nb::bytes(texts[1].data(), texts[1].size()),
+                            *status};
+                }
+            }
+            notifier_->wait_change(seen);
+        }
+    }
+
     void kill() { unwrap(execution_.kill()); }
     void signal(int signo) { unwrap(execution_.signal(signo)); }
     void resize_tty(int rows, int cols) {
@@ -767,6 +801,7 @@ NB_MODULE(_core, m) {
         .def("take_stderr", &NativeExecution::take_stderr)
         .def("try_wait", &NativeExecution::try_wait)
         .def("wait", &NativeExecution::wait)
+        .def("collect", &NativeExecution::collect)
         .def("kill", &NativeExecution::kill)
         .def("signal", &NativeExecution::signal, "signo"_a)
         .def("resize_tty", &NativeExecution::resize_tty, "rows"_a, "cols"_a);

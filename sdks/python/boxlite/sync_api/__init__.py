@@ -377,21 +377,20 @@ class SyncSimpleBox:
         cwd: Optional[str] = None,
     ) -> ExecResult:
         execution = self._require().exec(cmd, list(args), env, user=user, timeout_secs=timeout, cwd=cwd)
-        execution.stdin().close()
-        # Both streams are drained on this thread: stderr is read on a helper thread only while
-        # stdout is still open, so neither pipe can fill up and stall the process.
-        err_parts: list[str] = []
-        err_stream = execution.stderr()
-        reader = threading.Thread(target=lambda: err_parts.extend(err_stream), daemon=True)
-        reader.start()
-        stdout = "".join(execution.stdout())
-        reader.join()
+        # Both streams are drained as they arrive, on this thread, so neither pipe can fill up.
         try:
-            result = execution.wait()
+            out, err, (code, message, timed_out) = execution._native.collect()
+        except KeyboardInterrupt:
+            raise
         except Exception as error:  # noqa: BLE001 - as upstream: a failed wait is exit_code -1
-            return ExecResult(exit_code=-1, stdout=stdout, stderr="".join(err_parts), error_message=str(error))
-        result.stdout, result.stderr = stdout, "".join(err_parts)
-        return result
+            return ExecResult(exit_code=-1, error_message=str(error))
+        return ExecResult(
+            exit_code=code,
+            stdout=out.decode("utf-8", errors="replace"),
+            stderr=err.decode("utf-8", errors="replace"),
+            error_message=message,
+            timed_out=timed_out,
+        )
 
     def copy_in(self, host_path: str, container_dest: str, **kwargs: bool) -> None:
         self._require().copy_in(host_path, container_dest, CopyOptions(True, **kwargs))
