@@ -364,3 +364,22 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ok\n"
+
+
+async def test_cancel_simplebox_exec_kills_what_it_started(runtime: boxlite.Boxlite, rootfs: str) -> None:
+    async with boxlite.SimpleBox(rootfs_path=rootfs, runtime=runtime) as box:
+        await box.exec("true")
+        for delay in (0.0, 0.2):  # cancelled while starting, and while running
+            task = asyncio.ensure_future(box.exec("sleep", "1234"))
+            await asyncio.sleep(delay)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            for _ in range(2000):
+                if await _sleepers(box) == "":
+                    break
+                await asyncio.sleep(0.01)
+            assert await _sleepers(box) == ""
+        with pytest.raises(boxlite.ExecutionError, match="/no/such/program"):
+            await box.exec("/no/such/program")  # a start that fails raises, as upstream
+        assert (await box.exec("echo", "after")).stdout == "after\n"
