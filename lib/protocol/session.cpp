@@ -19,7 +19,7 @@ BoxliteResult<void> Session::handshake(std::chrono::milliseconds timeout) {
 
 BoxliteResult<std::shared_ptr<ExecState>> Session::start(const ExecRequest& request,
                                                          std::chrono::milliseconds timeout) {
-    auto state = register_execution(request);
+    auto state = new_execution_state(request);
     {
         std::lock_guard lock(mutex_);
         if (dead_) return fail(*dead_);
@@ -50,7 +50,7 @@ BoxliteResult<std::shared_ptr<ExecState>> Session::start(const ExecRequest& requ
     return state;
 }
 
-std::shared_ptr<ExecState> Session::register_execution(const ExecRequest& request) {
+std::shared_ptr<ExecState> Session::new_execution_state(const ExecRequest& request) {
     auto state = std::make_shared<ExecState>();
     state->execution_id = BoxID::generate().str();
     state->out.window = request.stdout_window;
@@ -61,7 +61,7 @@ std::shared_ptr<ExecState> Session::register_execution(const ExecRequest& reques
 }
 
 BoxliteResult<std::shared_ptr<ExecState>> Session::begin(const ExecRequest& request, std::function<void()> waker) {
-    auto state = register_execution(request);
+    auto state = new_execution_state(request);
     state->waker = std::move(waker);
     {
         std::lock_guard lock(mutex_);

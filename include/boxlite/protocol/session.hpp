@@ -223,7 +223,8 @@ private:
         e.cv.notify_all();
         if (e.waker) e.waker();
     }
-    std::shared_ptr<ExecState> register_execution(const ExecRequest& request);
+    /// A new execution's state (its id, windows and credit), not yet registered.
+    std::shared_ptr<ExecState> new_execution_state(const ExecRequest& request);
     /// Sends the Stdin frames for `data`, whose credit is already taken.
     BoxliteResult<void> send_stdin(ExecState& e, std::span<const std::byte> data);
 
