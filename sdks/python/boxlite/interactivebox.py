@@ -148,6 +148,9 @@ class InteractiveBox(SimpleBox):
         try:
             self._restore_terminal()
             if self._tasks:
+                # The terminal's input never ends by itself: stop forwarding it, then give the
+                # output up to 3 s to drain (as upstream).
+                self._tasks[0].cancel()
                 _, pending = await asyncio.wait(self._tasks, timeout=3)
                 for task in pending:
                     task.cancel()

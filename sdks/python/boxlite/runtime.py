@@ -25,6 +25,8 @@ import functools
 import itertools
 import os
 import threading
+import time
+import warnings
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
@@ -416,6 +418,24 @@ class ImageHandle:
         return [ImageInfo._from(d) for d in loaded]
 
 
+def _remove_abandoned_box(native_runtime: Any, box_id: str) -> None:
+    """Removes a box whose create() was cancelled. Retried: a busy database (another process
+    writing the home) must not leave the box behind; only a box already gone ends it early."""
+    from .errors import BoxliteError, NotFoundError
+
+    for attempt in range(20):
+        try:
+            native_runtime.remove(box_id, True)
+            return
+        except NotFoundError:
+            return
+        except BoxliteError as error:
+            if attempt == 19:
+                warnings.warn(f"boxlite: could not remove box {box_id} after its create() was cancelled: {error}",
+                              RuntimeWarning, stacklevel=1)
+            time.sleep(0.05 * (attempt + 1))
+
+
 _default_lock = threading.Lock()
 _default_options: Optional[Options] = None
 _default_runtime: Optional["Boxlite"] = None
@@ -482,15 +502,23 @@ class Boxlite:
         fut = self._submit(functools.partial(self._native.create, options_json, name))
         try:
             native = await asyncio.shield(fut)
-        except asyncio.CancelledError:
-
-            def remove_if_created(done: "asyncio.Future[Any]") -> None:
-                if not done.cancelled() and done.exception() is None:
-                    box_id = done.result().id
-                    self._executor.submit(self._native.remove, box_id, True)
-
-            fut.add_done_callback(remove_if_created)
-            raise
+        except asyncio.CancelledError as cancelled:
+            # Finish what was started and take it back, so that when the cancelled await
+            # returns, no box is left behind (a create takes milliseconds).
+            loop = asyncio.get_running_loop()
+            try:
+                made = await asyncio.shield(fut)
+            except asyncio.CancelledError:  # cancelled again: clean up in the background
+                fut.add_done_callback(
+                    lambda done: None
+                    if done.cancelled() or done.exception() is not None
+                    else self._executor.submit(_remove_abandoned_box, self._native, done.result().id)
+                )
+                raise cancelled
+            except Exception:  # noqa: BLE001 - the create failed: nothing to take back
+                raise cancelled
+            await asyncio.shield(loop.run_in_executor(self._executor, _remove_abandoned_box, self._native, made.id))
+            raise cancelled
         return self._box(native)
 
     async def get_or_create(self, options: Optional[BoxOptions] = None, name: Optional[str] = None) -> tuple[Box, bool]:
