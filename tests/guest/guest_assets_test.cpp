@@ -94,7 +94,11 @@ TEST(GuestAssets, SmallRandomInputsNeverCrashTheParsers) {
         std::vector<std::byte> bytes(random() % 700);
         for (auto& b : bytes) b = std::byte(static_cast<unsigned char>(random()));
         if (bytes.size() > 0x210 && round % 2) std::memcpy(bytes.data() + 0x202, "HdrS", 4);
-        if (bytes.size() > 8 && round % 3 == 0) std::memcpy(bytes.data(), "\x7f" "ELF\x02\x01", 6);
+        if (bytes.size() > 8 && round % 3 == 0)
+            std::memcpy(bytes.data(),
+                        "\x7f"
+                        "ELF\x02\x01",
+                        6);
         if (bytes.size() > 4 && round % 5 == 0) std::memcpy(bytes.data(), "\x02\x21\x4c\x18", 4);
         (void)engine::extract_vmlinux(bytes);
         (void)engine::validate_vmlinux(bytes);
@@ -122,8 +126,9 @@ TEST(GuestAssets, ReadsModinfoDependsAndSurvivesCorruption) {
 }
 
 TEST(GuestAssets, LoadOrderPutsDependenciesFirst) {
-    std::vector<engine::ModuleInfo> modules = {
-        {"virtio_blk", {"virtio", "virtio_ring"}}, {"virtio_ring", {}}, {"virtio", {"virtio_ring"}}};
+    std::vector<engine::ModuleInfo> modules = {{"virtio_blk", {"virtio", "virtio_ring"}},
+                                               {"virtio_ring", {}},
+                                               {"virtio", {"virtio_ring"}}};
     auto order = engine::module_load_order(modules, {"virtio_blk"});
     ASSERT_TRUE(order);
     EXPECT_EQ(*order, (std::vector<std::string>{"virtio_ring", "virtio", "virtio_blk"}));

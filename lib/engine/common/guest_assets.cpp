@@ -151,8 +151,9 @@ BoxliteResult<const Api*> load_api(const char* soname, const char* package,
     void* library = ::dlopen(soname, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (library == nullptr) {
         const char* why = ::dlerror();
-        loaded = fail(ErrorKind::Config, "cannot load {} ({}), which BoxLite needs to build the guest's boot files; "
-                                         "install the Debian package {}",
+        loaded = fail(ErrorKind::Config,
+                      "cannot load {} ({}), which BoxLite needs to build the guest's boot files; "
+                      "install the Debian package {}",
                       soname, why != nullptr ? why : "not found", package);
         return *loaded;
     }
@@ -162,8 +163,7 @@ BoxliteResult<const Api*> load_api(const char* soname, const char* package,
     if (!missing.empty())
         loaded = fail(ErrorKind::Config, "{} lacks {}: a newer version is needed (Debian package {})", soname, missing,
                       package);
-    else
-        loaded = &api;
+    else loaded = &api;
     return *loaded;
 }
 
@@ -174,31 +174,30 @@ BoxliteResult<const Lz4Api*> lz4_api() {
 }
 
 BoxliteResult<const ArchiveWriteApi*> archive_api() {
-    return load_api<ArchiveWriteApi>(
-        "libarchive.so.13", "libarchive13 (bookworm) or libarchive13t64 (trixie)",
-        [](void* lib, ArchiveWriteApi& api, std::string& missing) {
+    return load_api<ArchiveWriteApi>("libarchive.so.13", "libarchive13 (bookworm) or libarchive13t64 (trixie)",
+                                     [](void* lib, ArchiveWriteApi& api, std::string& missing) {
 #define BOXLITE_BIND(name) bind_symbol(lib, #name, api.name, missing)
-            BOXLITE_BIND(archive_write_new);
-            BOXLITE_BIND(archive_write_set_format_cpio_newc);
-            BOXLITE_BIND(archive_write_add_filter_none);
-            BOXLITE_BIND(archive_write_open_filename);
-            BOXLITE_BIND(archive_write_header);
-            BOXLITE_BIND(archive_write_data);
-            BOXLITE_BIND(archive_write_close);
-            BOXLITE_BIND(archive_write_free);
-            BOXLITE_BIND(archive_error_string);
-            BOXLITE_BIND(archive_entry_new);
-            BOXLITE_BIND(archive_entry_free);
-            BOXLITE_BIND(archive_entry_set_pathname);
-            BOXLITE_BIND(archive_entry_set_filetype);
-            BOXLITE_BIND(archive_entry_set_perm);
-            BOXLITE_BIND(archive_entry_set_size);
-            BOXLITE_BIND(archive_entry_set_rdevmajor);
-            BOXLITE_BIND(archive_entry_set_rdevminor);
-            BOXLITE_BIND(archive_entry_set_nlink);
-            BOXLITE_BIND(archive_entry_set_ino);
+                                         BOXLITE_BIND(archive_write_new);
+                                         BOXLITE_BIND(archive_write_set_format_cpio_newc);
+                                         BOXLITE_BIND(archive_write_add_filter_none);
+                                         BOXLITE_BIND(archive_write_open_filename);
+                                         BOXLITE_BIND(archive_write_header);
+                                         BOXLITE_BIND(archive_write_data);
+                                         BOXLITE_BIND(archive_write_close);
+                                         BOXLITE_BIND(archive_write_free);
+                                         BOXLITE_BIND(archive_error_string);
+                                         BOXLITE_BIND(archive_entry_new);
+                                         BOXLITE_BIND(archive_entry_free);
+                                         BOXLITE_BIND(archive_entry_set_pathname);
+                                         BOXLITE_BIND(archive_entry_set_filetype);
+                                         BOXLITE_BIND(archive_entry_set_perm);
+                                         BOXLITE_BIND(archive_entry_set_size);
+                                         BOXLITE_BIND(archive_entry_set_rdevmajor);
+                                         BOXLITE_BIND(archive_entry_set_rdevminor);
+                                         BOXLITE_BIND(archive_entry_set_nlink);
+                                         BOXLITE_BIND(archive_entry_set_ino);
 #undef BOXLITE_BIND
-        });
+                                     });
 }
 
 // ---- the kernel tree: which image, which modules
@@ -223,8 +222,8 @@ BoxliteResult<KernelTree> resolve_kernel_tree(const fs::path& source) {
                         "linux-image .deb, as scripts/setup makes)",
                         source.string());
         if (images.size() > 1)
-            return fail(ErrorKind::Config, "guest kernel folder {} has {} kernels in boot/; name one of them", source.string(),
-                        images.size());
+            return fail(ErrorKind::Config, "guest kernel folder {} has {} kernels in boot/; name one of them",
+                        source.string(), images.size());
         tree.image = images.front();
     } else if (fs::is_regular_file(source, ec)) {
         tree.image = source;
@@ -261,8 +260,8 @@ BoxliteResult<ModuleSet> collect_modules(const fs::path& root) {
     }
     std::map<std::string, fs::path> files;
     std::error_code ec;
-    for (auto it = fs::recursive_directory_iterator(root / "kernel", ec); !ec && it != fs::recursive_directory_iterator();
-         it.increment(ec)) {
+    for (auto it = fs::recursive_directory_iterator(root / "kernel", ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
         const auto file = it->path().filename().string();
         const auto dot = file.find(".ko");
         if (dot == std::string::npos || !it->is_regular_file()) continue;
@@ -368,8 +367,8 @@ BoxliteResult<void> write_cpio(const fs::path& target, const std::vector<CpioFil
         const bool header_ok = api->archive_write_header(writer, entry) == ARCHIVE_OK;
         api->archive_entry_free(entry);
         if (!header_ok) return failed(file.path);
-        if (!file.data.empty() &&
-            api->archive_write_data(writer, file.data.data(), file.data.size()) != static_cast<la_ssize_t>(file.data.size()))
+        if (!file.data.empty() && api->archive_write_data(writer, file.data.data(), file.data.size()) !=
+                                      static_cast<la_ssize_t>(file.data.size()))
             return failed(file.path);
     }
     if (api->archive_write_close(writer) != ARCHIVE_OK) return failed("closing it");
@@ -435,8 +434,13 @@ BoxliteResult<std::vector<std::byte>> extract_vmlinux(std::span<const std::byte>
     const auto payload = image.subspan(payload_at, payload_size);
     if (le32(payload, 0) != kLz4LegacyMagic) {
         std::string_view kind = "an unknown format";
-        if (std::to_integer<unsigned>(payload[0]) == 0x1f && std::to_integer<unsigned>(payload[1]) == 0x8b) kind = "gzip";
-        if (std::memcmp(payload.data(), "\xfd" "7zXZ", 6) == 0) kind = "xz";
+        if (std::to_integer<unsigned>(payload[0]) == 0x1f && std::to_integer<unsigned>(payload[1]) == 0x8b)
+            kind = "gzip";
+        if (std::memcmp(payload.data(),
+                        "\xfd"
+                        "7zXZ",
+                        6) == 0)
+            kind = "xz";
         if (le32(payload, 0) == 0xFD2FB528) kind = "zstd";
         return fail(ErrorKind::Config,
                     "bzImage payload is {}, not LZ4; BoxLite extracts LZ4 kernels (Debian's cloud kernel) — give "
@@ -458,12 +462,17 @@ BoxliteResult<std::vector<std::byte>> extract_vmlinux(std::span<const std::byte>
 }
 
 BoxliteResult<void> validate_vmlinux(std::span<const std::byte> elf) {
-    if (elf.size() < 64 || std::memcmp(elf.data(), "\x7f" "ELF", 4) != 0)
+    if (elf.size() < 64 || std::memcmp(elf.data(),
+                                       "\x7f"
+                                       "ELF",
+                                       4) != 0)
         return fail(ErrorKind::Config, "kernel is not an ELF file");
     if (std::to_integer<unsigned>(elf[4]) != 2 || std::to_integer<unsigned>(elf[5]) != 1)
         return fail(ErrorKind::Config, "kernel is not a 64-bit little-endian ELF file");
-    if (le16(elf, 18) != 62) return fail(ErrorKind::Config, "kernel is for ELF machine {}, not x86-64 (62)", le16(elf, 18));
-    if (le16(elf, 16) != 2) return fail(ErrorKind::Config, "kernel ELF type {} is not an executable (2)", le16(elf, 16));
+    if (le16(elf, 18) != 62)
+        return fail(ErrorKind::Config, "kernel is for ELF machine {}, not x86-64 (62)", le16(elf, 18));
+    if (le16(elf, 16) != 2)
+        return fail(ErrorKind::Config, "kernel ELF type {} is not an executable (2)", le16(elf, 16));
     const std::uint64_t phoff = le64(elf, 32);
     const std::uint16_t phentsize = le16(elf, 54);
     const std::uint16_t phnum = le16(elf, 56);
@@ -475,7 +484,8 @@ BoxliteResult<void> validate_vmlinux(std::span<const std::byte> elf) {
         if (le32(elf, ph) != 4) continue;  // PT_NOTE
         const std::uint64_t offset = le64(elf, ph + 8), size = le64(elf, ph + 32);
         if (!fits(elf.size(), offset, size))
-            return fail(ErrorKind::Config, "kernel ELF note segment ({} bytes at {}) lies outside the file", size, offset);
+            return fail(ErrorKind::Config, "kernel ELF note segment ({} bytes at {}) lies outside the file", size,
+                        offset);
         const auto notes = elf.subspan(offset, size);
         std::size_t at = 0;
         while (notes.size() - at >= 12) {
@@ -492,7 +502,12 @@ BoxliteResult<void> validate_vmlinux(std::span<const std::byte> elf) {
 }
 
 BoxliteResult<std::vector<std::string>> read_modinfo(std::span<const std::byte> module) {
-    if (module.size() < 64 || std::memcmp(module.data(), "\x7f" "ELF", 4) != 0 || std::to_integer<unsigned>(module[4]) != 2)
+    if (module.size() < 64 ||
+        std::memcmp(module.data(),
+                    "\x7f"
+                    "ELF",
+                    4) != 0 ||
+        std::to_integer<unsigned>(module[4]) != 2)
         return fail(ErrorKind::Config, "kernel module is not a 64-bit ELF file");
     const std::uint64_t shoff = le64(module, 40);
     const std::uint16_t shentsize = le16(module, 58), shnum = le16(module, 60), shstrndx = le16(module, 62);
@@ -500,7 +515,8 @@ BoxliteResult<std::vector<std::string>> read_modinfo(std::span<const std::byte> 
         !fits(module.size(), shoff, std::uint64_t{shnum} * shentsize))
         return fail(ErrorKind::Config, "kernel module section headers ({} at {}) are malformed", shnum, shoff);
     auto section = [&](std::uint16_t index) { return shoff + std::size_t{index} * shentsize; };
-    const std::uint64_t strtab_at = le64(module, section(shstrndx) + 24), strtab_size = le64(module, section(shstrndx) + 32);
+    const std::uint64_t strtab_at = le64(module, section(shstrndx) + 24),
+                        strtab_size = le64(module, section(shstrndx) + 32);
     if (!fits(module.size(), strtab_at, strtab_size))
         return fail(ErrorKind::Config, "kernel module section names lie outside the file");
     const auto names = module.subspan(strtab_at, strtab_size);
@@ -534,7 +550,7 @@ BoxliteResult<std::vector<std::string>> module_load_order(const std::vector<Modu
     std::vector<std::string> order;
     std::map<std::string, int> state;  // 1: visiting, 2: done
     std::function<BoxliteResult<void>(const std::string&, int)> visit = [&](const std::string& name,
-                                                                           int depth) -> BoxliteResult<void> {
+                                                                            int depth) -> BoxliteResult<void> {
         if (state[name] == 2) return {};
         if (state[name] == 1 || depth > 64)
             return fail(ErrorKind::Config, "kernel modules depend on each other in a cycle through {}", name);
@@ -604,7 +620,10 @@ BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options
     auto image = read_bytes(tree->image, kMaxKernelImage, "guest kernel");
     if (!image) return with_source(image.error());
     BOXLITE_TRY(auto agent, read_bytes(agent_path, kMaxAgent, "guest agent"));
-    const bool is_elf = image->size() >= 4 && std::memcmp(image->data(), "\x7f" "ELF", 4) == 0;
+    const bool is_elf = image->size() >= 4 && std::memcmp(image->data(),
+                                                          "\x7f"
+                                                          "ELF",
+                                                          4) == 0;
 
     XXH3_state_t* state = XXH3_createState();
     XXH3_64bits_reset(state);
@@ -659,11 +678,13 @@ BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options
     }
     assets.built_in = modules->built_in;
     const auto as_bytes = [](const std::string& s) { return std::as_bytes(std::span(s.data(), s.size())); };
-    std::vector<CpioFile> files = {
-        {"dev", S_IFDIR | 0755, {}, 0, 0},   {"dev/console", S_IFCHR | 0600, {}, 5, 1},
-        {"proc", S_IFDIR | 0555, {}, 0, 0},  {"sys", S_IFDIR | 0555, {}, 0, 0},
-        {"lib", S_IFDIR | 0755, {}, 0, 0},   {std::string(kInitramfsModuleDir), S_IFDIR | 0755, {}, 0, 0},
-        {"init", S_IFREG | 0755, agent, 0, 0}};
+    std::vector<CpioFile> files = {{"dev", S_IFDIR | 0755, {}, 0, 0},
+                                   {"dev/console", S_IFCHR | 0600, {}, 5, 1},
+                                   {"proc", S_IFDIR | 0555, {}, 0, 0},
+                                   {"sys", S_IFDIR | 0555, {}, 0, 0},
+                                   {"lib", S_IFDIR | 0755, {}, 0, 0},
+                                   {std::string(kInitramfsModuleDir), S_IFDIR | 0755, {}, 0, 0},
+                                   {"init", S_IFREG | 0755, agent, 0, 0}};
     for (std::size_t i = 0; i < module_bytes.size(); ++i)
         files.push_back({fmt::format("{}/{}", kInitramfsModuleDir, modules->ordered[i].first), S_IFREG | 0644,
                          module_bytes[i], 0, 0});

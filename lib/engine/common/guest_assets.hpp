@@ -41,10 +41,17 @@ namespace boxlite::engine {
 
 /// The modules the guest agent loads, where the kernel has them as modules (the rest are built
 /// in, or absent): virtio-mmio transport, block, network, vsock, virtiofs and overlayfs.
-inline constexpr std::string_view kGuestModules[] = {
-    "virtio",  "virtio_ring", "virtio_mmio", "virtio_blk",
-    "virtio_net", "vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport",
-    "fuse",    "virtiofs",    "overlay"};
+inline constexpr std::string_view kGuestModules[] = {"virtio",
+                                                     "virtio_ring",
+                                                     "virtio_mmio",
+                                                     "virtio_blk",
+                                                     "virtio_net",
+                                                     "vsock",
+                                                     "vmw_vsock_virtio_transport_common",
+                                                     "vmw_vsock_virtio_transport",
+                                                     "fuse",
+                                                     "virtiofs",
+                                                     "overlay"};
 
 /// Where the initramfs keeps the modules, and the file listing their load order.
 inline constexpr std::string_view kInitramfsModuleDir = "lib/modules";
@@ -61,8 +68,8 @@ struct GuestAssetOptions {
 };
 
 struct GuestAssets {
-    std::filesystem::path vmlinux;    ///< uncompressed ELF kernel to boot
-    std::filesystem::path initramfs;  ///< uncompressed newc cpio, /init = boxlite-agent
+    std::filesystem::path vmlinux;        ///< uncompressed ELF kernel to boot
+    std::filesystem::path initramfs;      ///< uncompressed newc cpio, /init = boxlite-agent
     std::filesystem::path kernel_source;  ///< what the search found (folder or file)
     std::string kernel_origin;            ///< which step found it: "option", "BOXLITE_KERNEL", ...
     std::string kernel_release;           ///< "6.1.0-57-cloud-amd64"; empty when unknown
