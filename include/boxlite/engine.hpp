@@ -50,6 +50,8 @@ struct EngineLaunch {
     std::string working_dir = "/";
     /// BoxOptions::user, else the image's User; empty = root.
     std::string user;
+    /// BoxliteOptions::kernel: the guest kernel of VM engines (empty: their search order).
+    std::filesystem::path kernel;
     /// Where the engine may report what it measured (may be null; an engine that measures
     /// nothing ignores it).
     EngineStartTimings* timings = nullptr;

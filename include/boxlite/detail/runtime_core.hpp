@@ -698,6 +698,7 @@ private:
         launch.config = attached || config.options.detach ? &config : &launched_config;
         launch.box_dir = box_dir;
         launch.rootfs = prepared->path;
+        launch.kernel = options_.kernel;
         merge_launch_defaults(config.options, prepared->defaults, launch);
         EngineStartTimings engine_timings;
         launch.timings = &engine_timings;
