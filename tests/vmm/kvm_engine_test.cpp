@@ -511,6 +511,33 @@ TEST(GuestLaunch, ArchiveIsANewcCpioWithTheDocumentPrivate) {
     }
 }
 
+// The guest assets come first: a kernel that is missing or corrupt is refused naming the path
+// and where the setting came from, before any disk or shim exists. No KVM needed.
+TEST_F(ShimFixture, StartWithAMissingOrCorruptKernelSaysWhereItLooked) {
+    const fs::path box_dir = dir / "box-nokernel";
+    fs::create_directories(box_dir);
+    KvmEngineOptions options;
+    options.shim = BOXLITE_SHIM_KVM_PATH;
+    BoxConfig box;
+    box.options.detach = true;
+    EngineLaunch launch;
+    launch.config = &box;
+    launch.box_dir = box_dir;
+    launch.rootfs = dir / "base.ext4";
+    launch.kernel = dir / "no-such-vmlinuz";
+    auto missing = detail::kvm_engine_start(options, launch);
+    ASSERT_FALSE(missing);
+    EXPECT_NE(missing.error().message().find(launch.kernel.string()), std::string::npos) << missing.error().message();
+    EXPECT_NE(missing.error().message().find("kernel option"), std::string::npos) << missing.error().message();
+    EXPECT_FALSE(fs::exists(box_dir / "disk.qcow2"));
+    std::ofstream(dir / "corrupt-vmlinuz", std::ios::binary) << std::string(8192, 'k');
+    launch.kernel = dir / "corrupt-vmlinuz";
+    auto corrupt = detail::kvm_engine_start(options, launch);
+    ASSERT_FALSE(corrupt);
+    EXPECT_NE(corrupt.error().message().find("not a bzImage"), std::string::npos) << corrupt.error().message();
+    EXPECT_NE(corrupt.error().message().find(launch.kernel.string()), std::string::npos) << corrupt.error().message();
+}
+
 // The whole start path up to the agent, under real KVM: a PVH "kernel" (tests/guests/pvh_dump.S)
 // prints the command line and the initrd it was given to the console, then powers off. So start()
 // fails at "waiting for the agent" — and the console shows what the guest got: our command line,

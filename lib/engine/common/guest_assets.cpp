@@ -2,6 +2,8 @@
 // and its load order, the initramfs, and the cache under <home>/init/.
 #include "engine/common/guest_assets.hpp"
 
+#include <boxlite/guest_assets.hpp>
+
 #include "base/fd.hpp"
 #include "base/file_lock.hpp"
 #include "engine/common/helper_binary.hpp"
@@ -637,7 +639,7 @@ BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options
 
     const fs::path dir = options.home / "init";
     std::error_code ec;
-    fs::create_directories(dir, ec);
+    if (options.build) fs::create_directories(dir, ec);
     if (ec) return fail(ErrorKind::Storage, "creating {}: {}", dir.string(), ec.message());
     assets.vmlinux = is_elf ? tree->image : dir / fmt::format("vmlinux-{}", key);
     assets.initramfs = dir / fmt::format("initramfs-{}.cpio", key);
@@ -653,10 +655,15 @@ BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options
         }
         return true;
     };
-    if (load_manifest()) return assets;
+    if (load_manifest()) {
+        assets.present = true;
+        return assets;
+    }
+    if (!options.build) return assets;
 
     // One builder at a time; whoever waited finds the files made.
     BOXLITE_TRY(auto lock, base::FileLock::acquire(dir / "lock", base::FileLock::Mode::Exclusive));
+    assets.present = true;
     if (load_manifest()) return assets;
 
     if (is_elf) {
@@ -701,3 +708,24 @@ BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options
 }
 
 }  // namespace boxlite::engine
+
+namespace boxlite {
+
+BoxliteResult<GuestAssetsStatus> describe_guest_assets(const BoxliteOptions& options) {
+    engine::GuestAssetOptions wanted;
+    wanted.kernel = options.kernel;
+    wanted.home = options.home_dir;
+    wanted.build = false;
+    BOXLITE_TRY(auto assets, engine::prepare_guest_assets(wanted));
+    GuestAssetsStatus status;
+    status.kernel_source = assets.kernel_source;
+    status.kernel_origin = assets.kernel_origin;
+    status.kernel_release = assets.kernel_release;
+    status.vmlinux = assets.vmlinux;
+    status.initramfs = assets.initramfs;
+    status.cached = assets.present;
+    status.modules = assets.modules;
+    return status;
+}
+
+}  // namespace boxlite

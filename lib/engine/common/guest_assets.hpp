@@ -65,6 +65,8 @@ struct GuestAssetOptions {
     std::filesystem::path agent;
     /// The BoxLite home: assets go to <home>/init/.
     std::filesystem::path home;
+    /// false: only say which files would be used (GuestAssets::present tells whether they are).
+    bool build = true;
 };
 
 struct GuestAssets {
@@ -76,6 +78,7 @@ struct GuestAssets {
     std::vector<std::string> modules;     ///< in load order (file names in the initramfs)
     std::vector<std::string> built_in;    ///< kGuestModules the kernel has built in
     bool built = false;                   ///< this call made them (false: cached)
+    bool present = false;                 ///< the files exist (always, after a build)
 };
 
 /// Finds the kernel, and makes (or finds cached) the vmlinux and initramfs for it and the agent.
