@@ -3,6 +3,7 @@
 
 #include "engine/kvm/launch.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/vm_sockets.h>
@@ -22,6 +23,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 #include <thread>
 
 // fs/ext4/ext4.h, not in the uapi headers.
@@ -139,6 +141,30 @@ void grow_filesystem(const char* device, const char* mountpoint) {
                     static_cast<std::uint64_t>(after.f_blocks) * after.f_bsize));
 }
 
+/// Empties the initramfs (what switch_root(8) does): its files would hold guest RAM for good once
+/// the root moves away. Stays on the initramfs's own filesystem: mount points are skipped.
+void delete_initramfs_contents(int dir_fd, dev_t root_dev) {
+    DIR* dir = ::fdopendir(dir_fd);
+    if (dir == nullptr) {
+        ::close(dir_fd);
+        return;
+    }
+    while (auto* entry = ::readdir(dir)) {
+        const std::string_view name = entry->d_name;
+        if (name == "." || name == "..") continue;
+        struct stat st {};
+        if (::fstatat(::dirfd(dir), entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_dev != root_dev) continue;
+        if (S_ISDIR(st.st_mode)) {
+            const int child = ::openat(::dirfd(dir), entry->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (child >= 0) delete_initramfs_contents(child, root_dev);
+            ::unlinkat(::dirfd(dir), entry->d_name, AT_REMOVEDIR);
+        } else {
+            ::unlinkat(::dirfd(dir), entry->d_name, 0);
+        }
+    }
+    ::closedir(dir);
+}
+
 bool switch_root(const char* new_root) {
     for (const char* dir : {"dev", "proc", "sys"}) {
         const std::string target = std::string(new_root) + "/" + dir;
@@ -149,6 +175,9 @@ bool switch_root(const char* new_root) {
             return false;
         }
     }
+    struct stat root {};
+    if (::stat("/", &root) == 0)
+        delete_initramfs_contents(::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC), root.st_dev);
     if (::chdir(new_root) != 0 || ::mount(".", "/", nullptr, MS_MOVE, nullptr) != 0 || ::chroot(".") != 0 ||
         ::chdir("/") != 0) {
         say(fmt::format("cannot make {} the root: {}", new_root, why()));

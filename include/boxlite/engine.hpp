@@ -33,6 +33,10 @@ struct EngineStartTimings {
     std::optional<std::chrono::nanoseconds> guest_boot;
     /// The guest setting up the container (mounts, pivot into the image root) inside that.
     std::optional<std::chrono::nanoseconds> container_init;
+    /// VM engines: finding (or making, the first time) the guest kernel and initramfs.
+    std::optional<std::chrono::nanoseconds> guest_assets;
+    /// VM engines: creating or growing the box's disk overlay.
+    std::optional<std::chrono::nanoseconds> disk;
 };
 
 /// Everything an engine needs to start a box. The runtime has validated and persisted

@@ -84,7 +84,7 @@ TEST(VmBoot, AgentBootsAsPid1GrowsTheDiskListensOnVsockAndPowersOff) {
     const std::string cmdline = "console=ttyS0 reboot=k panic=-1 quiet " + engine::guest_tsc_cmdline();
     const auto status = run_with_guard({"qemu-system-x86_64",
                                         "-M",
-                                        "microvm,acpi=on,x-option-roms=off,rtc=off",
+                                        "microvm,acpi=on,x-option-roms=off,rtc=on",
                                         "-accel",
                                         "tcg",
                                         "-cpu",

@@ -189,6 +189,8 @@ BoxliteResult<EngineHandle> kvm_engine_start(const KvmEngineOptions& options, co
     // search order, and the vmlinux and initramfs cached under <home>/init/: guest_assets.hpp).
     fs::path kernel = options.kernel;
     fs::path initrd = options.initrd;
+    auto since = [](Clock::time_point start) { return std::chrono::nanoseconds(Clock::now() - start); };
+    const auto t_assets = Clock::now();
     if (kernel.empty() || initrd.empty()) {
         engine::GuestAssetOptions wanted;
         wanted.kernel = !options.kernel.empty() ? options.kernel : launch.kernel;
@@ -201,7 +203,10 @@ BoxliteResult<EngineHandle> kvm_engine_start(const KvmEngineOptions& options, co
     const fs::path disk = box_dir / "disk.qcow2";
     // Refusals first, so a box that cannot run leaves no disk behind.
     BOXLITE_TRY(auto config, vmm::make_shim_config(options, launch, kernel, initrd, disk));
+    if (launch.timings) launch.timings->guest_assets = since(t_assets);
+    const auto t_disk = Clock::now();
     BOXLITE_TRY_VOID(vmm::prepare_box_disk(disk, launch.rootfs, box.options.disk_size_gb));
+    if (launch.timings) launch.timings->disk = since(t_disk);
 
     // detach=false: the shim watches a pipe whose write end only this process holds.
     engine::WatchdogPipe watchdog;
@@ -232,9 +237,14 @@ BoxliteResult<EngineHandle> kvm_engine_start(const KvmEngineOptions& options, co
         WatchdogRegistry::instance().release(pid);
         return fail(ErrorKind::Engine, "starting box {}: {}", config.box_id, why);
     };
-    const auto deadline = Clock::now() + options.boot_timeout;
+    // The shim answered "ok" once the VM runs: from here on it is the guest booting.
+    const auto t_boot = Clock::now();
+    const auto deadline = t_boot + options.boot_timeout;
     while (Clock::now() < deadline) {
-        if (agent_answers(uds, options.agent_port)) return handle;
+        if (agent_answers(uds, options.agent_port)) {
+            if (launch.timings) launch.timings->guest_boot = since(t_boot);
+            return handle;
+        }
         reap_if_child(pid);
         if (!process_alive(handle.pid, handle.pid_start_time)) {
             WatchdogRegistry::instance().release(pid);
