@@ -38,7 +38,7 @@ constexpr const char* kBoxDisk = "/dev/vda";
 constexpr const char* kNewRoot = "/newroot";
 constexpr const char* kModuleOrder = "/lib/modules/order";
 constexpr const char* kLaunchFile = "/boxlite/launch.json";
-constexpr std::uint32_t kDefaultAgentPort = 2695;
+constexpr std::uint32_t kDefaultAgentPort = vmm::kDefaultGuestAgentPort;
 constexpr const char* kDefaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 void say(const std::string& text) {

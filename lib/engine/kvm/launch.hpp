@@ -145,6 +145,8 @@ inline BoxliteResult<KvmShimConfig> parse_shim_config(std::string_view text) {
 /// Where the launch document appears in the guest, and the directory holding it.
 inline constexpr std::string_view kGuestLaunchDir = "boxlite";
 inline constexpr std::string_view kGuestLaunchFile = "boxlite/launch.json";
+/// The vsock port the agent listens on when the document does not say (KvmEngineOptions::agent_port).
+inline constexpr std::uint32_t kDefaultGuestAgentPort = 2695;
 
 struct GuestLimits {
     std::optional<std::uint64_t> nofile, fsize, cpu, nproc;
