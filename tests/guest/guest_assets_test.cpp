@@ -243,6 +243,9 @@ TEST(GuestAssets, TscCommandLineComesFromTheHost) {
     ASSERT_FALSE(words.empty());
     EXPECT_EQ(words.rfind("tsc_early_khz=", 0), 0U);
     EXPECT_NE(words.find(" tsc=reliable"), std::string::npos);
+    const auto boot = engine::guest_boot_cmdline();
+    EXPECT_NE(boot.find(words), std::string::npos) << boot;
+    EXPECT_NE(boot.find("cryptomgr.notests=1"), std::string::npos) << boot;
 }
 
 }  // namespace

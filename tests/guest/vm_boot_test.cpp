@@ -81,7 +81,7 @@ TEST(VmBoot, AgentBootsAsPid1GrowsTheDiskListensOnVsockAndPowersOff) {
         out << boxlite::test::read_file(assets->initramfs);
     }
     const fs::path console = dir.path() / "console.log";
-    const std::string cmdline = "console=ttyS0 reboot=k panic=-1 quiet " + engine::guest_tsc_cmdline();
+    const std::string cmdline = "console=ttyS0 reboot=k panic=-1 quiet " + engine::guest_boot_cmdline();
     const auto status = run_with_guard({"qemu-system-x86_64",
                                         "-M",
                                         "microvm,acpi=on,x-option-roms=off,rtc=on",

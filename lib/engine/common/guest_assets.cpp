@@ -605,6 +605,11 @@ std::string guest_tsc_cmdline() {
     return {};
 }
 
+std::string guest_boot_cmdline() {
+    const std::string tsc = guest_tsc_cmdline();
+    return tsc.empty() ? std::string("cryptomgr.notests=1") : "cryptomgr.notests=1 " + tsc;
+}
+
 BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options) {
     BOXLITE_TRY(auto source, locate_guest_kernel(options.kernel));
     auto with_source = [&](BoxliteError error) {

@@ -99,6 +99,12 @@ struct KernelSource {
 /// no "cpu MHz".
 [[nodiscard]] std::string guest_tsc_cmdline();
 
+/// The kernel command-line words every VM engine adds after its own (console, reboot, panic):
+/// `cryptomgr.notests=1` (the crypto self-tests are 0.2-0.5 s of a TCG boot here, the largest
+/// initcall; they check the kernel's own algorithm implementations, not an isolation boundary)
+/// and guest_tsc_cmdline().
+[[nodiscard]] std::string guest_boot_cmdline();
+
 // ---- The parsers, exposed for tests (bounded, hostile-input safe).
 
 /// The uncompressed kernel out of a bzImage whose payload is LZ4 legacy; a corrupt or other

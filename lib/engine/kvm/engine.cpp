@@ -118,9 +118,9 @@ BoxliteResult<KvmShimConfig> make_shim_config(const KvmEngineOptions& options, c
     config.memory_mib = memory_mib;
     config.kernel = kernel.string();
     config.initrd = initrd.string();
-    // The TSC words: a guest that calibrates its TSC against the PIT can hang when the host is
-    // busy (guest_assets.hpp).
-    const std::string tsc = engine::guest_tsc_cmdline();
+    // The TSC words (a guest that calibrates its TSC against the PIT can hang when the host is
+    // busy) and no crypto self-tests at boot: guest_assets.hpp.
+    const std::string tsc = engine::guest_boot_cmdline();
     config.cmdline = fmt::format("console=ttyS0 reboot=k panic=-1 quiet boxlite.box_id={} boxlite.agent_port={}{}{}{}{}",
                                  config.box_id, options.agent_port, tsc.empty() ? "" : " ", tsc,
                                  options.extra_cmdline.empty() ? "" : " ", options.extra_cmdline);
