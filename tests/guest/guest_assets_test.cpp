@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <random>
@@ -176,6 +177,39 @@ TEST(GuestAssets, BuildsTheInitramfsOnceAndCachesIt) {
     EXPECT_LT(order.find("virtio_ring.ko"), order.find("virtio_blk.ko"));
     EXPECT_LT(order.find("vsock.ko"), order.find("vmw_vsock_virtio_transport.ko"));
     EXPECT_LT(order.find("fuse.ko"), order.find("virtiofs.ko"));
+}
+
+// A new agent makes a new initramfs but shares the kernel's vmlinux; a build removes other
+// sets nobody wrote for an hour, and nothing else.
+TEST(GuestAssets, ANewAgentSharesTheVmlinuxAndStaleSetsGo) {
+    TempDir home("boxlite-assets");
+    fs::create_directories(home.path() / "init");
+    const auto old_time = fs::file_time_type::clock::now() - std::chrono::hours(2);
+    for (const char* name : {"initramfs-00000000000000aa.cpio", "vmlinux-00000000000000aa", "notes.txt"}) {
+        boxlite::test::write_file(home.path() / "init" / name, "old");
+        fs::last_write_time(home.path() / "init" / name, old_time);
+    }
+    boxlite::test::write_file(home.path() / "init" / "initramfs-00000000000000bb.cpio", "recent");
+    engine::GuestAssetOptions options;
+    options.home = home.path();
+    options.agent = boxlite::test::built_binary("boxlite-agent");
+    auto first = engine::prepare_guest_assets(options);
+    ASSERT_TRUE(first) << first.error().message();
+    EXPECT_FALSE(fs::exists(home.path() / "init" / "initramfs-00000000000000aa.cpio"));
+    EXPECT_FALSE(fs::exists(home.path() / "init" / "vmlinux-00000000000000aa"));
+    EXPECT_TRUE(fs::exists(home.path() / "init" / "notes.txt")) << "not ours";
+    EXPECT_TRUE(fs::exists(home.path() / "init" / "initramfs-00000000000000bb.cpio")) << "written within the hour";
+
+    const fs::path other_agent = home.path() / "other-agent";
+    fs::copy_file(options.agent, other_agent);
+    std::ofstream(other_agent, std::ios::binary | std::ios::app) << "another build";
+    options.agent = other_agent;
+    auto second = engine::prepare_guest_assets(options);
+    ASSERT_TRUE(second) << second.error().message();
+    EXPECT_TRUE(second->built);
+    EXPECT_NE(second->initramfs, first->initramfs);
+    EXPECT_EQ(second->vmlinux, first->vmlinux);
+    EXPECT_TRUE(fs::exists(first->initramfs)) << "the first set is recent: kept";
 }
 
 TEST(GuestAssets, TwoProcessesBuildTheAssetsOnce) {
