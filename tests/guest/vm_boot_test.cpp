@@ -130,7 +130,7 @@ TEST(VmBoot, AgentBootsAsPid1GrowsTheDiskListensOnVsockAndPowersOff) {
     EXPECT_NE(log.find("mounted /dev/vda"), std::string::npos) << log;
     EXPECT_NE(log.find("resized /dev/vda"), std::string::npos) << log;
     EXPECT_NE(log.find("switched root to /dev/vda"), std::string::npos) << log;
-    EXPECT_NE(log.find("listening on vsock port 2695"), std::string::npos) << log;
+    EXPECT_NE(log.find("listening on vsock port 2695 (host name vmboot-test)"), std::string::npos) << log;
     EXPECT_NE(log.find("powering off"), std::string::npos) << log;
     EXPECT_EQ(ext4_block_count(disk), 2 * blocks_before) << log;
 }
