@@ -475,8 +475,15 @@ TEST_F(KvmLaunch, VolumesAndPortsAreRefusedNotDropped) {
     auto volumes = config();
     ASSERT_FALSE(volumes);
     EXPECT_EQ(volumes.error().kind(), ErrorKind::Unsupported);
-    EXPECT_NE(volumes.error().message().find("virtiofs"), std::string::npos) << volumes.error().message();
-    EXPECT_NE(volumes.error().message().find("/data"), std::string::npos);
+    EXPECT_NE(volumes.error().message().find("volumes need virtiofs, not built for the kvm engine yet"),
+              std::string::npos)
+        << volumes.error().message();
+    EXPECT_NE(volumes.error().message().find("-v /srv/data:/data"), std::string::npos) << volumes.error().message();
+    box.options.volumes = {{"", "/scratch", true}};  // an anonymous volume is refused the same way
+    auto anonymous = config();
+    ASSERT_FALSE(anonymous);
+    EXPECT_EQ(anonymous.error().kind(), ErrorKind::Unsupported);
+    EXPECT_NE(anonymous.error().message().find("-v /scratch:ro"), std::string::npos) << anonymous.error().message();
     box.options.volumes.clear();
     box.options.ports = {PortSpec{8080, 80}};
     auto ports = config();
