@@ -9,6 +9,7 @@
 
 #include <sys/eventfd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -186,7 +187,7 @@ Backend::Backend(std::shared_ptr<devices::virtio::VirtioDevice> device, BackendO
                            : options_.frontend_queues;
     rings_.resize(sizes.size());
     queues_.reserve(sizes.size());
-    for (auto size : sizes) queues_.emplace_back(size);
+    for (auto size : sizes) queues_.emplace_back(std::max(size, options_.max_ring_size));
     interrupt_ = std::make_unique<CallInterrupt>(sizes.size());
     stop_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 }

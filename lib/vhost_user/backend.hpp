@@ -40,6 +40,10 @@ struct BackendOptions {
     /// How many of the device's queues the frontend drives (QEMU's vhost-user-vsock-device keeps
     /// the event queue to itself: 2 of 3; vhost-user-blk: 1). 0 = all of them.
     std::uint16_t frontend_queues = 0;
+    /// The largest ring the frontend may set up. QEMU's virtio-mmio tells the driver 1024
+    /// (VIRTQUEUE_MAX_SIZE) whatever the device is, so a back end must take that; the device
+    /// models bound their work per chain, not per ring size.
+    std::uint16_t max_ring_size = 1024;
     /// Called with one line per message and per decision (tests, `--trace`); may be empty.
     std::function<void(std::string_view)> trace;
 };

@@ -286,7 +286,7 @@ INSTANTIATE_TEST_SUITE_P(
         Hostile{"RingSizeNotPowerOfTwo", [](TestFrontend& f) { f.send_state(Request::SetVringNum, 0, 100); },
                 "not a power of two"},
         Hostile{"RingSizeTooBig", [](TestFrontend& f) { f.send_state(Request::SetVringNum, 0, 32768); },
-                "not a power of two in 1..256"},
+                "not a power of two in 1..1024"},
         Hostile{"BaseNot16Bit", [](TestFrontend& f) { f.send_state(Request::SetVringBase, 0, 70000); },
                 "not a 16-bit index"},
         Hostile{"TooManyRegions",

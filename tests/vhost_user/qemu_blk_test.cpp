@@ -12,7 +12,12 @@
 
 #include <gtest/gtest.h>
 
+#include "base/spawn.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/wait.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -127,6 +132,7 @@ TEST(VhostUserQemu, DebianKernelReadsAndWritesOurBlockDevice) {
     ASSERT_TRUE(listener) << listener.error().message();
     base::OwnedFd give_up(::eventfd(0, EFD_CLOEXEC));
     BoxliteResult<void> served;
+    std::atomic<pid_t> qemu_pid{0};
     std::thread server([&] {
         auto connection = accept_one(listener->get(), give_up.get());
         if (!connection) {
@@ -134,21 +140,60 @@ TEST(VhostUserQemu, DebianKernelReadsAndWritesOurBlockDevice) {
             return;
         }
         served = backend.serve(std::move(*connection));
+        // A session we ended leaves QEMU waiting on us for ever: end it too.
+        if (!served && qemu_pid.load() > 0) ::kill(qemu_pid.load(), SIGKILL);
     });
 
     const fs::path console = dir.path() / "console.log";
-    const std::string command =
-        "timeout --kill-after=5 600 qemu-system-x86_64 -M microvm,acpi=on,rtc=off,memory-backend=mem"
-        " -object memory-backend-memfd,id=mem,size=256M,share=on -m 256M"
-        " -global virtio-mmio.force-legacy=false -accel tcg -cpu max -smp 1"
-        " -nodefaults -no-user-config -display none -no-reboot"
-        " -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
-        " -serial file:'" +
-        console.string() + "' -kernel '" + kernel->string() + "' -initrd '" + (dir / "initrd.cpio") +
-        "' -append 'console=ttyS0 panic=-1 loglevel=4 tsc_early_khz=" + std::to_string(host_khz()) + " tsc=reliable'" +
-        " -chardev socket,id=blk0,path='" + socket.string() + "' -device vhost-user-blk,chardev=blk0 > '" +
-        (dir / "qemu.log") + "' 2>&1";
-    const int status = std::system(command.c_str());
+    base::OwnedFd qemu_output(::open((dir / "qemu.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    ASSERT_TRUE(qemu_output);
+    base::SpawnOptions spawn;
+    spawn.argv = {"/usr/bin/qemu-system-x86_64",
+                  "-M",
+                  "microvm,acpi=on,rtc=off,memory-backend=mem",
+                  "-object",
+                  "memory-backend-memfd,id=mem,size=256M,share=on",
+                  "-m",
+                  "256M",
+                  "-global",
+                  "virtio-mmio.force-legacy=false",
+                  "-accel",
+                  "tcg",
+                  "-cpu",
+                  "max",
+                  "-smp",
+                  "1",
+                  "-nodefaults",
+                  "-no-user-config",
+                  "-display",
+                  "none",
+                  "-no-reboot",
+                  "-sandbox",
+                  "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+                  "-serial",
+                  "file:" + console.string(),
+                  "-kernel",
+                  kernel->string(),
+                  "-initrd",
+                  dir / "initrd.cpio",
+                  "-append",
+                  "console=ttyS0 panic=-1 loglevel=4 tsc_early_khz=" + std::to_string(host_khz()) + " tsc=reliable",
+                  "-chardev",
+                  "socket,id=blk0,path=" + socket.string(),
+                  "-device",
+                  "vhost-user-blk,chardev=blk0"};
+    spawn.fds = {-1, qemu_output.get(), qemu_output.get()};
+    auto qemu = base::spawn(spawn);
+    ASSERT_TRUE(qemu) << qemu.error().message();
+    qemu_pid.store(*qemu);
+    // A hang guard, not a timing assertion: a guest that never powers off is killed after 10 min.
+    int status = -1;
+    for (int waited_ms = 0;; waited_ms += 100) {
+        const pid_t done = ::waitpid(*qemu, &status, WNOHANG);
+        if (done == *qemu) break;
+        if (waited_ms == 600000) ::kill(*qemu, SIGKILL);
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
     const std::uint64_t one = 1;
     [[maybe_unused]] auto n = ::write(give_up.get(), &one, sizeof one);
     server.join();
