@@ -23,6 +23,7 @@
 #include <boxlite/protocol/messages.hpp>
 #include "base/unix_address.hpp"
 #include "protocol/tar.hpp"
+#include "vm_init.hpp"
 #include <boxlite/version.hpp>
 
 #include <fcntl.h>
@@ -1046,6 +1047,7 @@ int listen_unix(const std::string& path) {
 void usage() {
     std::fputs(
         "usage: boxlite-agent (--listen-fd N | --listen unix:PATH) [--ready-fd N] [--workdir DIR] [--user USER]\n"
+        "       boxlite-agent --vm   (as PID 1 of a VM; the default for PID 1 without arguments)\n"
         "Commands inherit the agent's environment, working directory DIR and USER unless they set their own.\n"
         "Serves the BoxLite agent protocol (docs/protocol.md) on a stream socket.\n",
         stderr);
@@ -1059,6 +1061,16 @@ int main(int argc, char** argv) {
     // execve made us dumpable again: box processes (root, without CAP_SYS_PTRACE) must not open
     // /proc/1/fd, /proc/1/mem or ptrace the agent. Commands become dumpable at their own execve.
     ::prctl(PR_SET_DUMPABLE, 0);
+    // PID 1 with no arguments is the init of a VM (the kernel ran /init of the initramfs); the
+    // namespace shim always passes --listen-fd. --vm forces it (to try the boot by hand).
+    if ((::getpid() == 1 && argc == 1) || (argc == 2 && std::strcmp(argv[1], "--vm") == 0)) {
+        auto boot = boxlite::guest::vm_boot();
+        if (boot.listen_fd >= 0 && !boot.power_off_when_ready) {
+            Agent agent(boot.listen_fd, std::move(boot.env), boot.working_dir, boot.user);
+            agent.run(-1);
+        }
+        boxlite::guest::vm_power_off();
+    }
     int listen_fd = -1;
     int ready_fd = -1;
     int memory_events_fd = -1;

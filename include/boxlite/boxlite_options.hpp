@@ -51,6 +51,10 @@ struct BoxliteOptions {
     std::vector<std::string> image_registries = kDefaultRegistries;
     EngineKind engine = EngineKind::Auto;
     std::vector<std::string> insecure_registries = {};
+    /// The VM engines' guest kernel: an unpacked linux-image .deb folder, a bzImage/vmlinuz or a
+    /// vmlinux. Empty: $BOXLITE_KERNEL, then the kernel cache scripts/setup fills
+    /// ($BOXLITE_KERNEL_CACHE/current, /var/cache/boxlite/kernel/current); docs/guest.md.
+    std::filesystem::path kernel = {};
 
     /// $BOXLITE_HOME when set and non-empty, else $HOME/.boxlite, else ./.boxlite.
     [[nodiscard]] static std::filesystem::path default_home_dir() {

@@ -1167,6 +1167,28 @@ TEST_F(CliE2E, EngineFlagAndEnvironment) {
     EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad;
 }
 
+// info: every engine's status once, in one line, and the guest kernel and initramfs VMs boot.
+TEST_F(CliE2E, InfoShowsEachEngineOnceAndTheGuestAssets) {
+    auto out = cli({"info", "--format", "json"}).out;
+    auto info = nlohmann::json::parse(out);
+    for (const char* engine : {"kvm", "qemu", "namespace"}) {
+        ASSERT_TRUE(info["engines"].contains(engine)) << out;
+        const auto status = info["engines"][engine].get<std::string>();
+        EXPECT_EQ(status.find('\n'), std::string::npos) << status;
+        if (status != "available") {
+            EXPECT_EQ(out.find(status), out.rfind(status)) << "said twice: " << status;
+        }
+    }
+    // scripts/setup unpacks Debian's cloud kernel: the guest section names it.
+    ASSERT_TRUE(info["guest"].contains("kernelRelease")) << out;
+    EXPECT_NE(info["guest"]["kernelRelease"].get<std::string>().find("cloud-amd64"), std::string::npos) << out;
+    EXPECT_EQ(info["guest"]["initramfs"].get<std::string>().rfind(home_.string() + "/init/initramfs-", 0), 0U) << out;
+    auto missing = nlohmann::json::parse(
+        cli({"info", "--format", "json"}, {}, {{"BOXLITE_KERNEL", "/nonexistent/vmlinuz"}}).out);
+    EXPECT_NE(missing["guest"]["error"].get<std::string>().find("/nonexistent/vmlinuz"), std::string::npos)
+        << missing.dump();
+}
+
 TEST_F(CliE2E, MoreFormats) {
     // info: YAML by default.
     auto info = cli({"info"});
