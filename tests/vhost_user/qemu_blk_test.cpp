@@ -16,7 +16,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -127,19 +127,15 @@ TEST(VhostUserQemu, DebianKernelReadsAndWritesOurBlockDevice) {
         trace_log.append(line).push_back('\n');
     };
     Backend backend(device, options);
-    const fs::path socket = dir.path() / "blk.sock";
-    auto listener = listen_unix(socket);
-    ASSERT_TRUE(listener) << listener.error().message();
-    base::OwnedFd give_up(::eventfd(0, EFD_CLOEXEC));
+    // A connected socket pair: QEMU gets its end as a descriptor (-chardev socket,fd=3), so no
+    // socket path (and no sun_path length limit) is involved.
+    int pair[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    base::OwnedFd ours(pair[0]), theirs(pair[1]);
     BoxliteResult<void> served;
     std::atomic<pid_t> qemu_pid{0};
     std::thread server([&] {
-        auto connection = accept_one(listener->get(), give_up.get());
-        if (!connection) {
-            served = fail(connection.error());
-            return;
-        }
-        served = backend.serve(std::move(*connection));
+        served = backend.serve(std::move(ours));
         // A session we ended leaves QEMU waiting on us for ever: end it too.
         if (!served && qemu_pid.load() > 0) ::kill(qemu_pid.load(), SIGKILL);
     });
@@ -179,13 +175,16 @@ TEST(VhostUserQemu, DebianKernelReadsAndWritesOurBlockDevice) {
                   "-append",
                   "console=ttyS0 panic=-1 loglevel=4 tsc_early_khz=" + std::to_string(host_khz()) + " tsc=reliable",
                   "-chardev",
-                  "socket,id=blk0,path=" + socket.string(),
+                  "socket,id=blk0,fd=3",
                   "-device",
                   "vhost-user-blk,chardev=blk0"};
-    spawn.fds = {-1, qemu_output.get(), qemu_output.get()};
+    base::OwnedFd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    spawn.fds = {null.get(), qemu_output.get(), qemu_output.get(), theirs.get()};
+    spawn.kill_with_parent = true;
     auto qemu = base::spawn(spawn);
     ASSERT_TRUE(qemu) << qemu.error().message();
     qemu_pid.store(*qemu);
+    theirs.reset();  // QEMU's copy is the only one: its exit is our EOF
     // A hang guard, not a timing assertion: a guest that never powers off is killed after 10 min.
     int status = -1;
     for (int waited_ms = 0;; waited_ms += 100) {
@@ -194,8 +193,6 @@ TEST(VhostUserQemu, DebianKernelReadsAndWritesOurBlockDevice) {
         if (waited_ms == 600000) ::kill(*qemu, SIGKILL);
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
-    const std::uint64_t one = 1;
-    [[maybe_unused]] auto n = ::write(give_up.get(), &one, sizeof one);
     server.join();
 
     const std::string log = test::read_file(console);
