@@ -54,6 +54,8 @@ public:
     [[nodiscard]] std::string_view kind() const noexcept { return "qemu"; }
     [[nodiscard]] RootfsKind rootfs_kind() const noexcept { return RootfsKind::Ext4Disk; }
     [[nodiscard]] BoxliteResult<void> available() const;
+    /// The acceleration new boxes get, with why in one line: "kvm", or "tcg (<why not kvm>)".
+    [[nodiscard]] BoxliteResult<std::string> acceleration() const;
     BoxliteResult<EngineHandle> start(const EngineLaunch& launch);
     BoxliteResult<void> stop(const EngineHandle& handle, std::chrono::milliseconds timeout);
     BoxliteResult<void> kill(const EngineHandle& handle);

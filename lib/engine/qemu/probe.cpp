@@ -78,4 +78,10 @@ BoxliteResult<void> QemuEngine::available() const {
     return {};
 }
 
+BoxliteResult<std::string> QemuEngine::acceleration() const {
+    BOXLITE_TRY(auto host, qemu::resolve_qemu_host(options_));
+    if (host.accel == "kvm") return std::string("kvm");
+    return fmt::format("tcg ({})", host.why_accel);
+}
+
 }  // namespace boxlite
