@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -85,7 +86,8 @@ protected:
     void TearDown() override { (void)run({"rm", "--all", "--force"}); }
 
     /// Runs `boxlite --engine qemu ARGS...` with this suite's home; `input` is its stdin.
-    static QemuCliRun run(std::vector<std::string> args, const std::string& input = {}) {
+    static QemuCliRun run(std::vector<std::string> args, const std::string& input = {},
+                          const std::map<std::string, std::string>& env = {}) {
         args.insert(args.begin(), {BOXLITE_CLI_PATH, "--engine", "qemu"});
         const auto in_path = work_->path() / "stdin";
         const auto out_path = work_->path() / "stdout";
@@ -95,6 +97,7 @@ protected:
         if (pid == 0) {
             ::setenv("BOXLITE_HOME", home_.c_str(), 1);
             ::unsetenv("BOXLITE_ENGINE");
+            for (const auto& [key, value] : env) ::setenv(key.c_str(), value.c_str(), 1);
             const int in = ::open(in_path.c_str(), O_RDONLY);
             const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
             const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -133,6 +136,19 @@ TEST_F(QemuCli, EchoAndTheDebianKernel) {
     auto r = run({"run", "--rm", image(), "sh", "-c", "echo hello from qemu; uname -r"});
     ASSERT_EQ(r.status, 0) << r;
     EXPECT_EQ(r.out, "hello from qemu\n" + expected_kernel_release() + "\n") << r;
+}
+
+TEST_F(QemuCli, AMissingOrCorruptKernelSaysWhichFile) {
+    auto missing = run({"run", "--rm", image(), "true"}, {}, {{"BOXLITE_KERNEL", "/nonexistent/vmlinuz"}});
+    EXPECT_EQ(missing.status, 1) << missing;
+    EXPECT_NE(missing.err.find("/nonexistent/vmlinuz (from BOXLITE_KERNEL) does not exist"), std::string::npos)
+        << missing;
+    const auto corrupt = work_->path() / "corrupt-kernel";
+    boxlite::test::write_file(corrupt, std::string(100000, 'x'));
+    auto bad = run({"run", "--rm", image(), "true"}, {}, {{"BOXLITE_KERNEL", corrupt.string()}});
+    EXPECT_EQ(bad.status, 1) << bad;
+    EXPECT_NE(bad.err.find(corrupt.string()), std::string::npos) << bad;
+    EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad;
 }
 
 TEST_F(QemuCli, StdinAndExitCodes) {

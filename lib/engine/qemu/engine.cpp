@@ -62,6 +62,17 @@ BoxliteResult<EngineHandle> start(const QemuEngineOptions& options, const Engine
     if (!launch.config) return fail(ErrorKind::InvalidArgument, "qemu engine: launch without a box config");
     const auto& box = *launch.config;
     const fs::path box_dir = launch.box_dir;
+    // What this engine cannot honour yet is refused, not ignored (before anything is made).
+    if (!box.options.volumes.empty())
+        return fail(ErrorKind::Unsupported,
+                    "box {}: the qemu engine cannot mount volumes yet (virtiofs is not wired up); {} volume(s) asked "
+                    "for, the first at {} — remove them or use the namespace engine",
+                    box.id, box.options.volumes.size(), box.options.volumes.front().guest_path);
+    if (!box.options.ports.empty())
+        return fail(ErrorKind::Unsupported,
+                    "box {}: the qemu engine cannot publish ports yet (the VM has no network device); {} port "
+                    "mapping(s) asked for — remove them or use the namespace engine",
+                    box.id, box.options.ports.size());
     BOXLITE_TRY(auto host, resolve_qemu_host(options));
     BOXLITE_TRY(auto shim, engine::locate_helper_binary("boxlite-shim-qemu", "BOXLITE_SHIM_QEMU", options.shim));
     auto since = [](Clock::time_point start) { return std::chrono::nanoseconds(Clock::now() - start); };
@@ -74,7 +85,7 @@ BoxliteResult<EngineHandle> start(const QemuEngineOptions& options, const Engine
         wanted.kernel = !options.kernel.empty() ? options.kernel : launch.kernel;
         wanted.home = home_of(box_dir);
         auto assets = engine::prepare_guest_assets(wanted);
-        if (!assets) return fail(assets.error().with_context(fmt::format("starting box {}", box.id)));
+        if (!assets) return fail(assets.error());  // the runtime names the box
         kernel = assets->vmlinux;
         initrd = assets->initramfs;
     }
