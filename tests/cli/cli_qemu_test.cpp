@@ -157,6 +157,17 @@ TEST_F(QemuCli, StdinAndExitCodes) {
     EXPECT_EQ(r.out, "PIPED THROUGH A VM\n") << r;
 }
 
+TEST_F(QemuCli, FiftyMegabytesOfStdoutAndASignalledExit) {
+    ASSERT_EQ(run({"run", "-d", "--name", "big", image(), "sh", "-c", "sleep 100000; true"}).status, 0);
+    auto big = run({"exec", "big", "sh", "-c", "head -c 52428800 /dev/zero | tr '\\0' x"});
+    EXPECT_EQ(big.status, 0) << big.err;
+    EXPECT_EQ(big.out.size(), 52428800u);
+    EXPECT_EQ(big.out.find_first_not_of('x'), std::string::npos);
+    // A command killed by a signal exits 128 + N, as on the namespace engine.
+    auto killed = run({"exec", "big", "sh", "-c", "kill -TERM $$"});
+    EXPECT_EQ(killed.status, 128 + 15) << killed;
+}
+
 TEST_F(QemuCli, StopStartKeepsDataAndDfShowsTheDiskSize) {
     auto started = run({"run", "-d", "--name", "keep", "--disk-size", "2g", image(), "sh", "-c", "sleep 100000; true"});
     ASSERT_EQ(started.status, 0) << started;
