@@ -54,7 +54,7 @@ public:
     [[nodiscard]] std::string_view kind() const noexcept { return "qemu"; }
     [[nodiscard]] RootfsKind rootfs_kind() const noexcept { return RootfsKind::Ext4Disk; }
     [[nodiscard]] BoxliteResult<void> available() const;
-    /// The acceleration new boxes get, with why in one line: "kvm", or "tcg (<why not kvm>)".
+    /// The acceleration new boxes get, in a few words: "kvm", or "tcg (<why not kvm, briefly>)".
     [[nodiscard]] BoxliteResult<std::string> acceleration() const;
     BoxliteResult<EngineHandle> start(const EngineLaunch& launch);
     BoxliteResult<void> stop(const EngineHandle& handle, std::chrono::milliseconds timeout);

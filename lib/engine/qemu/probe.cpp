@@ -81,7 +81,9 @@ BoxliteResult<void> QemuEngine::available() const {
 BoxliteResult<std::string> QemuEngine::acceleration() const {
     BOXLITE_TRY(auto host, qemu::resolve_qemu_host(options_));
     if (host.accel == "kvm") return std::string("kvm");
-    return fmt::format("tcg ({})", host.why_accel);
+    // The kvm engine's own status says why in full; one short clause here, not the same text twice.
+    if (host.why_accel == "asked for") return std::string("tcg (asked for)");
+    return std::string("tcg (KVM cannot run a 64-bit guest here)");
 }
 
 }  // namespace boxlite
