@@ -61,7 +61,8 @@ struct Parser {
         sub->add_option("-p,--publish", a.publish, "Publish a box port: [[IP:]HOST:]BOX[/tcp|udp] (repeatable)")
             ->allow_extra_args(false)
             ->type_name("PORT");
-        sub->add_option("-v,--volume", a.volume, "Bind a host directory: HOST:BOX[:ro|rw] (repeatable)")
+        sub->add_option("-v,--volume", a.volume,
+                        "Share a host path (HOST:BOX[:ro|rw]) or add an anonymous volume (BOX[:ro|rw]); repeatable")
             ->allow_extra_args(false)
             ->type_name("VOLUME");
         sub->add_option("--rootfs", a.rootfs, "Use a prepared root filesystem directory instead of an image")
@@ -91,6 +92,10 @@ struct Parser {
         app.add_option("--insecure-registry", g.insecure_registries, "Registry reached over plain HTTP (repeatable)")
             ->allow_extra_args(false)
             ->type_name("HOST[:PORT]");
+        app.add_option("--log-max-bytes", g.log_max_bytes,
+                       "Size at which each box log on the host rotates (65536 to 1073741824; default 4 MiB)")
+            ->envname("BOXLITE_LOG_MAX_BYTES")
+            ->type_name("BYTES");
         app.add_option("--engine", engine_text, "Engine: auto (VM: kvm, then qemu), kvm, qemu or namespace")
             ->envname("BOXLITE_ENGINE")
             ->type_name("ENGINE");

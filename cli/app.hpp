@@ -13,6 +13,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -25,6 +26,7 @@ struct GlobalFlags {
     bool debug = false;                            ///< --debug
     std::vector<std::string> registries;           ///< --registry, repeatable, in order
     std::vector<std::string> insecure_registries;  ///< --insecure-registry, repeatable
+    std::optional<std::uint64_t> log_max_bytes;    ///< --log-max-bytes / BOXLITE_LOG_MAX_BYTES
     EngineChoice engine = EngineChoice::Auto;      ///< --engine / BOXLITE_ENGINE
 };
 

@@ -55,6 +55,7 @@ BoxliteOptions Context::runtime_options() const {
         options.image_registries = std::move(registries);
     }
     options.insecure_registries = g.insecure_registries;
+    if (g.log_max_bytes) options.log_max_bytes = *g.log_max_bytes;
     options.engine = engine_kind(g.engine);
     return options;
 }
@@ -114,6 +115,18 @@ nlohmann::json inspect_json(const BoxConfig& config, const BoxInfo& info, const 
         volumes.push_back(
             {{"Source", volume.host_path}, {"Destination", volume.guest_path}, {"ReadOnly", volume.read_only}});
     }
+    // Docker's "Mounts": what each volume is on the host, anonymous ones under the box's folder.
+    nlohmann::json mounts = nlohmann::json::array();
+    for (std::size_t i = 0; i < info.volumes.size(); ++i) {
+        const auto& volume = info.volumes[i];
+        const auto source = volume.anonymous() ? anonymous_volume_path(layout.box_dir(config.id), i).string()
+                                               : volume.host_path;
+        mounts.push_back({{"Type", volume.anonymous() ? "volume" : "bind"},
+                          {"Source", source},
+                          {"Destination", volume.guest_path},
+                          {"Mode", volume.read_only ? "ro" : "rw"},
+                          {"RW", !volume.read_only}});
+    }
     nlohmann::json secrets = nlohmann::json::array();
     for (const auto& secret : o.secrets) secrets.push_back({{"Name", secret.name}, {"Hosts", secret.hosts}});
     nlohmann::json rootfs;
@@ -129,6 +142,7 @@ nlohmann::json inspect_json(const BoxConfig& config, const BoxInfo& info, const 
         {"Image", info.image},
         {"Engine", config.engine},
         {"Path", layout.box_dir(config.id).string()},
+        {"Mounts", mounts},
         {"State",
          {{"Status", std::string(to_string(info.status))},
           {"Running", info.running()},

@@ -171,33 +171,45 @@ inline BoxliteResult<std::uint16_t> parse_port_number(std::string_view spec, std
 }
 
 // -------------------------------------------------------------------------------------------
-// -v / --volume HOST:BOX[:ro|rw]
+// -v / --volume HOST:BOX[:ro|rw] or BOX[:ro|rw]
 // -------------------------------------------------------------------------------------------
 
-/// The host side must be a path — it starts with `/`, `./`, `../` or `~` (Docker's first-character
-/// rule); anything else would be a named volume, which the local runtime has no backend for.
-/// Relative paths resolve against `cwd`, `~` against `home`. The host path must exist.
+/// `HOST:BOX[:ro|rw]` shares a host path; `BOX[:ro|rw]` (one absolute path) makes an anonymous
+/// volume, a folder of the box's own removed with it. The host side must be a path — it starts
+/// with `/`, `./`, `../` or `~` (Docker's first-character rule); anything else would be a named
+/// volume, which the local runtime has no backend for. Relative paths resolve against `cwd`, `~`
+/// against `home`. The result then passes the same checks as the C++ API's (validate(VolumeSpec)):
+/// Config errors for a missing host path, a guest path that is relative, holds "..", or lies on
+/// /proc, /sys or /dev.
 [[nodiscard]] inline BoxliteResult<VolumeSpec> parse_volume(std::string_view spec, const std::filesystem::path& cwd,
                                                             const std::optional<std::string>& home) {
-    const auto first = spec.find(':');
-    if (first == std::string_view::npos) {
-        return fail(ErrorKind::InvalidArgument,
-                    "--volume '{}': expected HOST:BOX[:ro|rw] (anonymous volumes are not supported)", spec);
-    }
-    const std::string_view host_text = spec.substr(0, first);
-    std::string_view rest = spec.substr(first + 1);
     VolumeSpec volume;
-    if (const auto second = rest.find(':'); second != std::string_view::npos) {
-        const auto mode = rest.substr(second + 1);
-        if (mode == "ro") {
-            volume.read_only = true;
-        } else if (mode == "rw") {
-            volume.read_only = false;
-        } else {
+    std::string_view rest = spec;
+    // A trailing mode is ro or rw; the box path never contains ':' in this notation.
+    if (const auto last = rest.rfind(':'); last != std::string_view::npos) {
+        const auto mode = rest.substr(last + 1);
+        if (mode == "ro" || mode == "rw") {
+            volume.read_only = mode == "ro";
+            rest = rest.substr(0, last);
+        } else if (rest.find(':') != last) {
             return fail(ErrorKind::InvalidArgument, "--volume '{}': mode '{}' is not ro or rw", spec, mode);
         }
-        rest = rest.substr(0, second);
     }
+    const auto colon = rest.find(':');
+    if (colon == std::string_view::npos) {
+        // BOX[:ro|rw]: anonymous.
+        if (rest.empty() || rest.front() != '/') {
+            return fail(ErrorKind::InvalidArgument,
+                        "--volume '{}': expected HOST:BOX[:ro|rw], or an absolute BOX[:ro|rw] for an anonymous volume",
+                        spec);
+        }
+        volume.guest_path = std::string(rest);
+        BOXLITE_TRY_VOID(validate(volume).map_error(
+            [&](const BoxliteError& e) { return e.with_context(fmt::format("--volume '{}'", spec)); }));
+        return volume;
+    }
+    const std::string_view host_text = rest.substr(0, colon);
+    rest = rest.substr(colon + 1);
     if (host_text.empty()) {
         return fail(ErrorKind::InvalidArgument, "--volume '{}': the host path is empty", spec);
     }
@@ -217,18 +229,16 @@ inline BoxliteResult<std::uint16_t> parse_port_number(std::string_view spec, std
                     "./{} for a directory relative to here",
                     spec, host_text, host_text);
     }
-    if (rest.empty() || rest.front() != '/') {
-        return fail(ErrorKind::InvalidArgument, "--volume '{}': the box path '{}' must be absolute", spec, rest);
+    if (rest.find(':') != std::string_view::npos) {
+        return fail(ErrorKind::InvalidArgument, "--volume '{}': expected HOST:BOX[:ro|rw]", spec);
     }
     std::error_code ec;
     auto canonical = std::filesystem::weakly_canonical(host, ec);
     if (ec) canonical = host.lexically_normal();
-    if (!std::filesystem::exists(canonical, ec)) {
-        return fail(ErrorKind::InvalidArgument, "--volume '{}': volume host path {} does not exist", spec,
-                    canonical.string());
-    }
     volume.host_path = canonical.string();
     volume.guest_path = std::string(rest);
+    BOXLITE_TRY_VOID(validate(volume).map_error(
+        [&](const BoxliteError& e) { return e.with_context(fmt::format("--volume '{}'", spec)); }));
     return volume;
 }
 

@@ -3,6 +3,8 @@
 
 #include "engine/kvm/launch.hpp"
 
+#include <boxlite/box_id.hpp>
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -22,6 +24,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string_view>
 #include <thread>
@@ -39,7 +42,7 @@ constexpr const char* kNewRoot = "/newroot";
 constexpr const char* kModuleOrder = "/lib/modules/order";
 constexpr const char* kLaunchFile = "/boxlite/launch.json";
 constexpr std::uint32_t kDefaultAgentPort = vmm::kDefaultGuestAgentPort;
-constexpr const char* kDefaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 void say(const std::string& text) {
     const auto line = "boxlite-agent: [" + std::to_string(vm_uptime_ms()) + " ms] " + text + "\n";
@@ -266,19 +269,30 @@ VmBoot vm_boot() {
         say(fmt::format("no box disk {} after 10 s: serving from the initramfs", kBoxDisk));
     }
 
+    // As the namespace engine does: the box's short id as host name, and the same base
+    // environment under the launch's own.
+    const std::string hostname = launch.box_id.substr(0, BoxID::kShortLength);
+    if (!hostname.empty() && ::sethostname(hostname.data(), hostname.size()) != 0)
+        say(fmt::format("cannot set the host name: {}", why()));
     loopback_up();
     apply_limits(launch.rlimits);
-    bool has_path = false;
+    std::map<std::string, std::string> env = {{"PATH", kDefaultPath}, {"HOME", "/root"}};
+    if (!hostname.empty()) env["HOSTNAME"] = hostname;
     for (const auto& [key, value] : launch.env) {
-        boot.env.push_back(key + "=" + value);
-        has_path = has_path || key == "PATH";
+        if (env.count(key)) {
+            env[key] = value;  // the launch's value replaces the base one
+        } else {
+            boot.env.push_back(key + "=" + value);
+        }
     }
-    if (!has_path) boot.env.emplace_back(kDefaultPath);
+    for (const auto& [key, value] : env) boot.env.insert(boot.env.begin(), key + "=" + value);
     boot.working_dir = launch.working_dir.empty() ? "/" : launch.working_dir;
     boot.user = launch.user;
     boot.power_off_when_ready = launch.power_off_when_ready;
     boot.listen_fd = listen_vsock(launch.agent_port);
-    if (boot.listen_fd >= 0) say(fmt::format("listening on vsock port {}", launch.agent_port));
+    if (boot.listen_fd >= 0)
+        say(fmt::format("listening on vsock port {} (host name {})", launch.agent_port,
+                        hostname.empty() ? "unset" : hostname));
     return boot;
 }
 

@@ -14,6 +14,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace boxlite {
 
@@ -33,6 +34,9 @@ struct BoxInfo {
     std::string engine;
     std::optional<ContainerID> container_id;
     std::map<std::string, std::string> labels;
+    /// The box's volumes as created (Docker's "Mounts"); an anonymous one has an empty host_path
+    /// and lives at anonymous_volume_path(<box dir>, its index).
+    std::vector<VolumeSpec> volumes;
 
     /// The reference's `state.running`.
     [[nodiscard]] bool running() const noexcept { return is_running(status); }
@@ -53,6 +57,7 @@ struct BoxInfo {
         info.engine = config.engine;
         info.container_id = state.container_id;
         info.labels = config.options.labels;
+        info.volumes = config.options.volumes;
         return info;
     }
 

@@ -84,8 +84,9 @@ struct BoxOptions {
     std::set<std::string> guest_paths;
     for (const auto& volume : o.volumes) {
         if (auto ok = validate(volume); !ok) return ok;
-        if (!guest_paths.insert(volume.guest_path).second) {
-            return fail(ErrorKind::Config, "two volumes are mounted at guest path {}", volume.guest_path);
+        if (!guest_paths.insert(normalized_guest_path(volume.guest_path)).second) {
+            return fail(ErrorKind::Config, "two volumes are mounted at guest path {}; each guest path takes one volume",
+                        normalized_guest_path(volume.guest_path));
         }
     }
     if (auto ok = validate(o.network); !ok) return ok;

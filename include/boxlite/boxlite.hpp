@@ -57,6 +57,7 @@ inline AnyTransport transport_for(const BoxliteOptions&) { return default_transp
 
 /// A BoxliteRuntime on `options.home_dir`, with the engine `options.engine` selects.
 [[nodiscard]] inline BoxliteResult<BoxliteRuntime> open_runtime(BoxliteOptions options, RuntimeSettings settings = {}) {
+    BOXLITE_TRY_VOID(options.validate());
     BOXLITE_TRY(auto storage, SqliteStorage::open(options.home_dir));
     BOXLITE_TRY(auto engine, detail::engine_for(options));
     auto transport = detail::transport_for(options);

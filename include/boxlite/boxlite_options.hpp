@@ -7,10 +7,14 @@
 //                     checked when the image store opens (Config error for anything else)
 //   engine            auto | kvm | qemu | namespace | mock; BOXLITE_ENGINE overrides it.
 //                     `auto` picks kvm, then qemu; it never silently drops to namespace isolation.
+//   log_max_bytes     where each box log on the host (agent.log, console.log) rotates: one older
+//                     file (.1) is kept, so a box holds at most twice this per log. 64 KiB - 1 GiB;
+//                     BOXLITE_LOG_MAX_BYTES overrides it. Checked by validate() (open_runtime).
 #pragma once
 
 #include <boxlite/error.hpp>
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -51,10 +55,23 @@ struct BoxliteOptions {
     std::vector<std::string> image_registries = kDefaultRegistries;
     EngineKind engine = EngineKind::Auto;
     std::vector<std::string> insecure_registries = {};
+    static constexpr std::uint64_t kDefaultLogMaxBytes = std::uint64_t{4} << 20;
+    static constexpr std::uint64_t kMinLogMaxBytes = std::uint64_t{64} << 10;
+    static constexpr std::uint64_t kMaxLogMaxBytes = std::uint64_t{1} << 30;
+    std::uint64_t log_max_bytes = kDefaultLogMaxBytes;
     /// The VM engines' guest kernel: an unpacked linux-image .deb folder, a bzImage/vmlinuz or a
     /// vmlinux. Empty: $BOXLITE_KERNEL, then the kernel cache scripts/setup fills
     /// ($BOXLITE_KERNEL_CACHE/current, /var/cache/boxlite/kernel/current); docs/guest.md.
     std::filesystem::path kernel = {};
+
+    /// A Config error naming the first option out of its range.
+    [[nodiscard]] BoxliteResult<void> validate() const {
+        if (log_max_bytes < kMinLogMaxBytes || log_max_bytes > kMaxLogMaxBytes) {
+            return fail(ErrorKind::Config, "log_max_bytes {} is out of range (allowed: {} to {} bytes)", log_max_bytes,
+                        kMinLogMaxBytes, kMaxLogMaxBytes);
+        }
+        return {};
+    }
 
     /// $BOXLITE_HOME when set and non-empty, else $HOME/.boxlite, else ./.boxlite.
     [[nodiscard]] static std::filesystem::path default_home_dir() {
@@ -75,6 +92,16 @@ struct BoxliteOptions {
             auto kind = parse_engine_kind(engine);
             if (!kind) return fail(kind.error().with_context("BOXLITE_ENGINE"));
             options.engine = *kind;
+        }
+        if (const char* cap = std::getenv("BOXLITE_LOG_MAX_BYTES"); cap != nullptr && *cap != '\0') {
+            char* end = nullptr;
+            errno = 0;
+            const auto value = std::strtoull(cap, &end, 10);
+            if (errno != 0 || end == cap || *end != '\0' || *cap == '-') {
+                return fail(ErrorKind::Config, "BOXLITE_LOG_MAX_BYTES '{}' is not a number of bytes", cap);
+            }
+            options.log_max_bytes = value;
+            if (auto ok = options.validate(); !ok) return fail(ok.error().with_context("BOXLITE_LOG_MAX_BYTES"));
         }
         return options;
     }

@@ -70,6 +70,9 @@ struct EngineLaunch {
     /// half-way then leaves the box locked until that process has ended itself, so nobody
     /// (`rm`, say) works on the box while it is still being set up.
     int box_lock_fd = -1;
+    /// Where the box's logs on the host rotate (BoxliteOptions::log_max_bytes); unset: the
+    /// engine's own default.
+    std::optional<std::uint64_t> log_max_bytes;
 };
 
 /// Engine-level measurements of one running box.

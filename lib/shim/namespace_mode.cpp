@@ -282,6 +282,54 @@ std::string make_read_only(const BoxRoot& root, const std::string& path) {
     return remount_with(root, path, MS_RDONLY, ("making " + path + " read-only").c_str());
 }
 
+/// Volumes. The host side is opened once (what is checked is what is mounted) and the target is
+/// resolved inside the box root (BoxRoot: RESOLVE_IN_ROOT, so a symlink at or above the mount
+/// point leads into the box, never out to the host), created where missing. The mount is a copy
+/// of the host tree (open_tree), its flags set on the whole copy before it is attached
+/// (mount_setattr with AT_RECURSIVE: a read-only volume has no writable submount, and there is no
+/// moment at which the box could see it writable), then attached through the target's descriptor
+/// (move_mount). Every volume is nodev; read-only adds MS_RDONLY. Root in the box cannot lift it:
+/// it has no CAP_SYS_ADMIN and mount(2), mount_setattr(2) and friends are in the seccomp filter.
+/// Kernels before 5.12 (no mount_setattr) get the classic bind plus a remount of its top.
+std::string mount_volume(const BoxRoot& root, const VolumeMount& v) {
+    if (v.guest_path.empty() || v.guest_path.front() != '/')
+        return "volume guest path '" + v.guest_path + "' is not absolute";
+    const PathFd source(::open(v.host_path.c_str(), O_PATH | O_CLOEXEC));
+    if (!source.valid()) return errno_text("volume host path '" + v.host_path + "'");
+    struct stat st {};
+    if (::fstat(source.get(), &st) != 0) return errno_text("stat of volume host path '" + v.host_path + "'");
+    const PathFd target = S_ISDIR(st.st_mode) ? root.directory(v.guest_path) : root.file(v.guest_path);
+    if (!target.valid()) return errno_text("creating the volume mount point " + v.guest_path + " in the box");
+    const auto what = "volume " + v.host_path + " at " + v.guest_path;
+
+    const base::OwnedFd tree(
+        static_cast<int>(::syscall(SYS_open_tree, source.get(), "",
+                                   OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE)));
+    if (tree.valid()) {
+        mount_attr attr{};
+        attr.attr_set = MOUNT_ATTR_NODEV | (v.read_only ? MOUNT_ATTR_RDONLY : 0U);
+        attr.propagation = MS_PRIVATE;
+        if (::syscall(SYS_mount_setattr, tree.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) != 0) {
+            if (errno != ENOSYS) return errno_text("setting the flags of " + what);
+        } else {
+            if (::syscall(SYS_move_mount, tree.get(), "", target.get(), "",
+                          MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0) {
+                return errno_text("mounting " + what);
+            }
+            return {};
+        }
+    } else if (errno != ENOSYS) {
+        return errno_text("copying the mount tree of " + what);
+    }
+    // Fallback: bind, then remount the top with nodev (and read-only); the host mount's own
+    // nosuid/noexec/... are kept, a remount would otherwise clear them.
+    if (::mount(source.proc_path().c_str(), target.proc_path().c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+        return errno_text("bind-mounting " + what);
+    }
+    const unsigned long extra = MS_NODEV | (v.read_only ? static_cast<unsigned long>(MS_RDONLY) : 0UL);
+    return remount_with(root, v.guest_path, extra, ("restricting " + what).c_str());
+}
+
 /// The image of the box's disk: created sparse and formatted ext4 on the first start (under a
 /// temporary name, so a shim killed half way leaves nothing that looks ready), kept afterwards:
 /// the box's files survive stop and start.
@@ -484,22 +532,7 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
     }
     if (!(err = mount_fs(root, "tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")).empty()) return err;
     for (const auto& v : o.volumes) {
-        if (v.guest_path.empty() || v.guest_path.front() != '/')
-            return "volume guest path '" + v.guest_path + "' is not absolute";
-        struct stat st {};
-        if (::stat(v.host_path.c_str(), &st) != 0) return errno_text("volume host path '" + v.host_path + "'");
-        {
-            const PathFd target = S_ISDIR(st.st_mode) ? root.directory(v.guest_path) : root.file(v.guest_path);
-            if (!target.valid()) return errno_text("creating volume mount point " + v.guest_path);
-            if (::mount(v.host_path.c_str(), target.proc_path().c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
-                return errno_text("bind-mounting volume " + v.host_path + " at " + v.guest_path);
-            }
-        }
-        // nodev (see the top of this file), plus read-only if asked; the host mount's own
-        // nosuid/noexec/… are kept, a remount would otherwise clear them.
-        const unsigned long extra = MS_NODEV | (v.read_only ? static_cast<unsigned long>(MS_RDONLY) : 0UL);
-        const auto what = "restricting volume " + v.guest_path + (v.read_only ? " (nodev, read-only)" : " (nodev)");
-        if (!(err = remount_with(root, v.guest_path, extra, what.c_str())).empty()) return err;
+        if (auto error = mount_volume(root, v); !error.empty()) return error;
     }
 
     if (::sethostname(o.hostname.data(), o.hostname.size()) != 0) return errno_text("sethostname");

@@ -35,7 +35,7 @@ int usage(const std::string& problem) {
         "config fd)\n"
         "       boxlite-shim namespace --box-id ID --hostname NAME --box-dir DIR --rootfs DIR --agent PATH\n"
         "         --socket PATH [--ready-fd N] [--watchdog-fd N] [--memory BYTES] [--cpus N] [--pids N]\n"
-        "         [--nofile N] [--fsize BYTES] [--cpu-time SECONDS] [--log-max-bytes N] [--disk-bytes N] [--volume HOST:GUEST[:ro]]... [--env K=V]... [--workdir DIR] [--user USER]\n"
+        "         [--nofile N] [--fsize BYTES] [--cpu-time SECONDS] [--log-max-bytes N] [--disk-bytes N] [--volume HOST --volume-target GUEST [--volume-mode ro|rw]]... [--env K=V]... [--workdir DIR] [--user USER]\n"
         "         [--capabilities box|all] [--seccomp on|off]\n",
         problem.c_str());
     return 2;
@@ -91,17 +91,16 @@ int main(int argc, char** argv) {
             if (v != "on" && v != "off") return usage("--seccomp must be 'on' or 'off', got '" + v + "'");
             o.seccomp = v == "on";
         } else if (flag == "--volume") {
-            std::string spec = value;
-            boxlite::shim::VolumeMount v;
-            if (spec.size() > 3 && spec.compare(spec.size() - 3, 3, ":ro") == 0) {
-                v.read_only = true;
-                spec.resize(spec.size() - 3);
+            o.volumes.push_back({value, "", false});
+        } else if (flag == "--volume-target" || flag == "--volume-mode") {
+            if (o.volumes.empty()) return usage(flag + " must follow --volume HOST");
+            if (flag == "--volume-target") {
+                o.volumes.back().guest_path = value;
+            } else {
+                const std::string v = value;
+                if (v != "ro" && v != "rw") return usage("--volume-mode must be 'ro' or 'rw', got '" + v + "'");
+                o.volumes.back().read_only = v == "ro";
             }
-            const auto colon = spec.find(':');
-            if (colon == std::string::npos) return usage("volume '" + std::string(value) + "' must be HOST:GUEST[:ro]");
-            v.host_path = spec.substr(0, colon);
-            v.guest_path = spec.substr(colon + 1);
-            o.volumes.push_back(v);
         } else {
             if (int rc = need_number(); rc != 0) return rc;
             if (flag == "--ready-fd") o.ready_fd = static_cast<int>(number);

@@ -205,6 +205,26 @@ TEST_F(NamespaceLimits, AgentLogStaysUnderItsCapWhenTheBoxFloodsIt) {
     EXPECT_EQ(text.find("to-stdout"), std::string::npos) << text;
 }
 
+TEST_F(NamespaceLimits, TheLogCapOfBoxliteOptionsReachesTheShim) {
+    BoxliteOptions capped;
+    capped.home_dir = home_->path() / "capped";
+    capped.engine = EngineKind::Namespace;
+    capped.log_max_bytes = 65536;
+    auto runtime = open_runtime(capped);
+    ASSERT_TRUE(runtime) << runtime.error().to_string();
+    auto o = options(false);
+    o.detach = true;
+    auto box = runtime->create(o);
+    ASSERT_TRUE(box) << box.error().to_string();
+    ASSERT_TRUE(box->start()) << "start";
+    auto info = box->info();
+    ASSERT_TRUE(info && info->pid);
+    std::ifstream in("/proc/" + std::to_string(*info->pid) + "/cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(cmdline.find(std::string("--log-max-bytes") + '\0' + "65536" + '\0'), std::string::npos);
+    ASSERT_TRUE(runtime->remove(box->id().str(), true));
+}
+
 TEST_F(NamespaceLimits, WritingPastTheDiskSizeFailsWithEnospcAndTheDiskPersists) {
     if (::access("/dev/loop-control", R_OK | W_OK) != 0)
         GTEST_SKIP() << "precondition: no loop device (/dev/loop-control)";

@@ -434,6 +434,50 @@ TEST_F(CliE2E, RunFlagsReachTheCommand) {
     EXPECT_EQ(boxlite::test::read_file(shared.path() / "out.txt"), "written\n");
 }
 
+TEST_F(CliE2E, VolumesAnonymousInspectAndBadSpecs) {
+    boxlite::test::TempDir shared("boxlite-cli-mounts");
+    boxlite::test::write_file(shared.path() / "in.txt", "shared\n");
+    auto created = cli(
+        {"create", "--name", "vols", "-v", shared.str() + ":/in:ro", "-v", "/scratch", "--rootfs", rootfs_->string()});
+    ASSERT_EQ(created.status, 0) << created;
+    auto exec = cli({"exec", "vols", "--", "sh", "-c", "cat /in/in.txt; echo anon > /scratch/f"});
+    EXPECT_EQ(exec.status, 0) << exec;
+    EXPECT_EQ(exec.out, "shared\n");
+    // Docker's "Mounts": a bind and an anonymous volume under the box's folder.
+    auto doc = nlohmann::json::parse(cli({"inspect", "vols"}).out);
+    const auto& mounts = doc[0]["Mounts"];
+    ASSERT_EQ(mounts.size(), 2U) << doc.dump(2);
+    EXPECT_EQ(mounts[0]["Type"], "bind");
+    EXPECT_EQ(mounts[0]["Source"], shared.str());
+    EXPECT_EQ(mounts[0]["Destination"], "/in");
+    EXPECT_EQ(mounts[0]["Mode"], "ro");
+    EXPECT_EQ(mounts[0]["RW"], false);
+    EXPECT_EQ(mounts[1]["Type"], "volume");
+    EXPECT_EQ(mounts[1]["Destination"], "/scratch");
+    EXPECT_EQ(mounts[1]["RW"], true);
+    const std::filesystem::path anonymous = mounts[1]["Source"].get<std::string>();
+    EXPECT_EQ(anonymous.parent_path().parent_path().string(), doc[0]["Path"].get<std::string>());
+    EXPECT_EQ(boxlite::test::read_file(anonymous / "f"), "anon\n");
+    ASSERT_EQ(cli({"rm", "-f", "vols"}).status, 0);
+    EXPECT_FALSE(std::filesystem::exists(anonymous)) << "the anonymous volume went with the box";
+    EXPECT_EQ(boxlite::test::read_file(shared.path() / "in.txt"), "shared\n") << "the bind source stays";
+
+    // A bad spec: refused with its reason, and no box is made.
+    for (const auto& [spec, reason] :
+         std::vector<std::pair<std::string, std::string>>{{shared.str() + ":/proc/x", "is on /proc"},
+                                                          {shared.str() + "/missing:/data", "does not exist"},
+                                                          {shared.str() + ":/a/../b", "must not contain '..'"},
+                                                          {"data:/data", "named volumes are not supported"}}) {
+        auto refused = cli({"create", "-v", spec, "--rootfs", rootfs_->string()});
+        EXPECT_NE(refused.status, 0) << spec;
+        EXPECT_NE(refused.err.find(reason), std::string::npos) << refused;
+    }
+    auto twice = cli({"create", "-v", shared.str() + ":/x", "-v", "/x:ro", "--rootfs", rootfs_->string()});
+    EXPECT_NE(twice.status, 0);
+    EXPECT_NE(twice.err.find("two volumes are mounted at guest path /x"), std::string::npos) << twice;
+    EXPECT_EQ(trim(cli({"ps", "-aq"}).out), "") << "a refused create left a box";
+}
+
 TEST_F(CliE2E, InteractivePipesStdin) {
     auto cat = box_run({"-i"}, {"cat"}, "hi\n");
     EXPECT_EQ(cat.status, 0) << cat;
@@ -1169,6 +1213,15 @@ TEST_F(CliE2E, EngineFlagAndEnvironment) {
     EXPECT_EQ(bad.status, 2) << bad;
     EXPECT_NE(bad.err.find("BOXLITE_ENGINE 'bogus'"), std::string::npos) << bad;
     EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad;
+    // The log cap: an out-of-range size names the range, by flag or by variable.
+    auto small = cli({"--log-max-bytes", "100", "ls"});
+    EXPECT_NE(small.status, 0) << small;
+    EXPECT_NE(small.err.find("log_max_bytes 100 is out of range (allowed: 65536 to 1073741824 bytes)"),
+              std::string::npos)
+        << small;
+    auto env_small = cli({"ls"}, {}, {{"BOXLITE_LOG_MAX_BYTES", "100"}});
+    EXPECT_NE(env_small.status, 0) << env_small;
+    EXPECT_EQ(cli({"--log-max-bytes", "65536", "ls"}).status, 0);
 }
 
 // info: every engine's status once, in one line, and the guest kernel and initramfs VMs boot.

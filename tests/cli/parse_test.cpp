@@ -135,9 +135,45 @@ TEST_F(ParseVolume, RejectsNamedMissingRelativeGuestAndBadMode) {
     EXPECT_NE(missing.error().message().find("does not exist"), std::string::npos);
     EXPECT_FALSE(parse_volume((dir_ / "data").string() + ":data", "/", std::nullopt));
     EXPECT_FALSE(parse_volume((dir_ / "data").string() + ":/data:rx", "/", std::nullopt));
-    EXPECT_FALSE(parse_volume("/data", "/", std::nullopt));
     EXPECT_FALSE(parse_volume(":/data", "/", std::nullopt));
     EXPECT_FALSE(parse_volume("~/data:/x", "/", std::nullopt));  // no HOME
+    EXPECT_FALSE(parse_volume("data", "/", std::nullopt));       // neither a host path nor an absolute box path
+}
+
+TEST_F(ParseVolume, AnonymousIsOneAbsoluteBoxPath) {
+    auto rw = parse_volume("/scratch", "/", std::nullopt);
+    ASSERT_TRUE(rw) << rw.error().to_string();
+    EXPECT_EQ(*rw, (VolumeSpec{"", "/scratch", false}));
+    EXPECT_TRUE(rw->anonymous());
+    auto ro = parse_volume("/cache/x:ro", "/", std::nullopt);
+    ASSERT_TRUE(ro) << ro.error().to_string();
+    EXPECT_EQ(*ro, (VolumeSpec{"", "/cache/x", true}));
+    auto explicit_rw = parse_volume("/w:rw", "/", std::nullopt);
+    ASSERT_TRUE(explicit_rw) << explicit_rw.error().to_string();
+    EXPECT_FALSE(explicit_rw->read_only);
+}
+
+// The CLI's -v goes through the API's checks: the same Config errors, each naming the flag.
+TEST_F(ParseVolume, TheApisChecksWithTheirMessages) {
+    const auto data = (dir_ / "data").string();
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {data + ":/proc", "is on /proc, which the box's kernel interfaces own"},
+        {data + ":/sys/fs/x:ro", "is on /sys"},
+        {data + ":/dev", "is on /dev"},
+        {"/dev/shm", "is on /dev"},
+        {data + ":/a/../etc", "must not contain '..'"},
+        {data + ":/", "must not be '/'"},
+        {(dir_ / "nope").string() + ":/data", "does not exist; create it first"},
+    };
+    for (const auto& [spec, expected] : cases) {
+        auto parsed = parse_volume(spec, "/", std::nullopt);
+        ASSERT_FALSE(parsed) << spec;
+        EXPECT_EQ(parsed.error().kind(), ErrorKind::Config) << spec;
+        EXPECT_NE(parsed.error().message().find(expected), std::string::npos)
+            << spec << ": " << parsed.error().message();
+        EXPECT_NE(parsed.error().message().find("--volume '" + spec + "'"), std::string::npos)
+            << parsed.error().message();
+    }
 }
 
 TEST(ParseSizes, Memory) {

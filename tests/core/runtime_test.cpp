@@ -650,6 +650,14 @@ TEST_F(RuntimeTest, RejectedCreatesLeaveASqliteHomeUntouched) {
     add([](BoxOptions& o) { o.security.chroot_base = "relative/jail"; });
     add([](BoxOptions& o) { o.security.env_allowlist.push_back("NOT VALID"); });
     add([&](BoxOptions& o) { o.volumes = {{(home_.path() / "missing").string(), "/data", false}}; });
+    // Every bad volume spec of issue 12, anonymous ones included: nothing of them is written.
+    add([](BoxOptions& o) { o.volumes = {{"relative/dir", "/data", false}}; });
+    add([&](BoxOptions& o) { o.volumes = {{home_.path().string(), "data", false}}; });
+    add([&](BoxOptions& o) { o.volumes = {{home_.path().string(), "/data/../etc", false}}; });
+    add([&](BoxOptions& o) { o.volumes = {{home_.path().string(), "/proc/x", true}}; });
+    add([](BoxOptions& o) { o.volumes = {{"", "/sys", false}}; });
+    add([](BoxOptions& o) { o.volumes = {{"", "/dev", false}}; });
+    add([&](BoxOptions& o) { o.volumes = {{home_.path().string(), "/data", false}, {"", "/data/", true}}; });
     add([](BoxOptions& o) { o.secrets = {Secret{"TOKEN", "s3cret", {}, ""}}; });
     add([](BoxOptions&) {}, "-bad name");
     add([](BoxOptions&) {}, "taken");
@@ -657,6 +665,9 @@ TEST_F(RuntimeTest, RejectedCreatesLeaveASqliteHomeUntouched) {
     for (const auto& [options, name] : rejected) {
         auto box = runtime.create(options, name);
         EXPECT_FALSE(box) << fmt::format("{}", options);
+        if (!box && !options.volumes.empty()) {
+            EXPECT_EQ(box.error().kind(), ErrorKind::Config) << box.error().to_string();
+        }
     }
     EXPECT_EQ(snapshot(home), before);
     EXPECT_EQ(runtime.list_info()->size(), 1U);

@@ -104,15 +104,56 @@ TEST(VolumeSpec, HostPathMustExistAndGuestPathBeAbsolute) {
     auto missing = validate(v);
     ASSERT_FALSE(missing);
     EXPECT_EQ(missing.error().to_string(),
-              fmt::format("configuration error: volume host path {} does not exist", v.host_path));
+              fmt::format("configuration error: volume host path {} does not exist; create it first, or leave the "
+                          "host path empty for an anonymous volume",
+                          v.host_path));
     v.host_path = dir.path().string();
-    for (const char* bad : {"data", "/", "/a/../etc", ""}) {
+    for (const char* bad : {"data", "/", "/a/../etc", "", "//", "/./"}) {
         v.guest_path = bad;
-        EXPECT_FALSE(validate(v)) << bad;
+        auto refused = validate(v);
+        ASSERT_FALSE(refused) << bad;
+        EXPECT_EQ(refused.error().kind(), ErrorKind::Config) << bad;
     }
     auto o = valid();
     o.volumes = {{dir.path().string(), "/x", false}, {dir.path().string(), "/x", true}};
-    EXPECT_NE(config_error(o).find("two volumes"), std::string::npos);
+    EXPECT_EQ(config_error(o),
+              "configuration error: two volumes are mounted at guest path /x; each guest path takes one volume");
+    o.volumes = {{dir.path().string(), "/x/", false}, {"", "//x/.", true}};  // one path, two spellings
+    EXPECT_NE(config_error(o).find("two volumes are mounted at guest path /x;"), std::string::npos);
+    o.volumes = {{dir.path().string(), "/x", false}, {"", "/x/y", true}};  // nested is fine
+    EXPECT_EQ(config_error(o), "ok");
+}
+
+TEST(VolumeSpec, EachBadSpecNamesWhatIsWrongAndWhatIsAllowed) {
+    TempDir dir;
+    const auto host = dir.path().string();
+    auto message = [](const VolumeSpec& v) {
+        auto r = validate(v);
+        EXPECT_FALSE(r) << fmt::format("{}", v);
+        if (r) return std::string();
+        EXPECT_EQ(r.error().kind(), ErrorKind::Config);
+        return r.error().message();
+    };
+    EXPECT_EQ(message({"relative/dir", "/data", false}),
+              "volume host path 'relative/dir' is relative; it must be an absolute path (or empty for an anonymous "
+              "volume)");
+    EXPECT_EQ(message({host, "data", false}), "volume guest path 'data' must be an absolute path in the box");
+    EXPECT_EQ(message({host, "/srv/../etc", false}), "volume guest path '/srv/../etc' must not contain '..'");
+    EXPECT_EQ(message({host, "/", false}), "volume guest path must not be '/' (mount below it, e.g. /data)");
+    for (const char* reserved : {"/proc", "/proc/sys", "/sys", "//sys/", "/dev", "/dev/shm", "/./dev"}) {
+        const auto text = message({host, reserved, false});
+        EXPECT_NE(text.find("mount elsewhere (not /proc, /sys or /dev)"), std::string::npos) << text;
+        EXPECT_NE(text.find(fmt::format("'{}'", reserved)), std::string::npos) << text;
+    }
+    // Names that only start like the reserved ones are ordinary paths.
+    for (const char* fine : {"/process", "/system", "/devices", "/srv/proc", "/data/dev"}) {
+        EXPECT_TRUE(validate(VolumeSpec{host, fine, false})) << fine;
+    }
+    // Anonymous: no host path; the guest path rules are the same.
+    EXPECT_TRUE(validate(VolumeSpec{"", "/scratch", false}));
+    EXPECT_FALSE(validate(VolumeSpec{"", "/proc/x", false}));
+    EXPECT_EQ(fmt::format("{}", VolumeSpec{"", "/scratch", true}), "/scratch:ro");
+    EXPECT_EQ(anonymous_volume_path("/home/b/boxes/01X", 2), std::filesystem::path("/home/b/boxes/01X/volumes/2"));
 }
 
 TEST(NetworkSpec, AllowNetPatterns) {
@@ -444,6 +485,36 @@ TEST(BoxliteOptions, HomeFromEnvironmentAndEngineKind) {
     ::unsetenv("BOXLITE_ENGINE");
     ::setenv("HOME", saved_home.c_str(), 1);
     EXPECT_EQ(BoxliteOptions{}.image_registries, std::vector<std::string>{"docker.io"});
+}
+
+TEST(BoxliteOptions, LogCapIsCheckedAndTakenFromTheEnvironment) {
+    BoxliteOptions options;
+    EXPECT_EQ(options.log_max_bytes, std::uint64_t{4} << 20);
+    EXPECT_TRUE(options.validate());
+    options.log_max_bytes = 1000;
+    auto small = options.validate();
+    ASSERT_FALSE(small);
+    EXPECT_EQ(small.error().to_string(),
+              "configuration error: log_max_bytes 1000 is out of range (allowed: 65536 to 1073741824 bytes)");
+    options.log_max_bytes = std::uint64_t{2} << 30;
+    EXPECT_FALSE(options.validate());
+    // open_runtime refuses it before touching the home.
+    TempDir home;
+    options.home_dir = home.path() / "home";
+    auto runtime = open_runtime(options);
+    ASSERT_FALSE(runtime);
+    EXPECT_EQ(runtime.error().kind(), ErrorKind::Config);
+    EXPECT_FALSE(std::filesystem::exists(options.home_dir));
+
+    ::setenv("BOXLITE_LOG_MAX_BYTES", "1048576", 1);
+    EXPECT_EQ(BoxliteOptions::from_environment()->log_max_bytes, std::uint64_t{1} << 20);
+    for (const char* bad : {"lots", "-5", "12k", "99"}) {
+        ::setenv("BOXLITE_LOG_MAX_BYTES", bad, 1);
+        auto parsed = BoxliteOptions::from_environment();
+        ASSERT_FALSE(parsed) << bad;
+        EXPECT_NE(parsed.error().to_string().find("BOXLITE_LOG_MAX_BYTES"), std::string::npos) << bad;
+    }
+    ::unsetenv("BOXLITE_LOG_MAX_BYTES");
 }
 
 TEST(Json, BoxConfigAndStateRoundTrip) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <random>
@@ -178,6 +179,39 @@ TEST(GuestAssets, BuildsTheInitramfsOnceAndCachesIt) {
     EXPECT_LT(order.find("fuse.ko"), order.find("virtiofs.ko"));
 }
 
+// A new agent makes a new initramfs but shares the kernel's vmlinux; a build removes other
+// sets nobody wrote for an hour, and nothing else.
+TEST(GuestAssets, ANewAgentSharesTheVmlinuxAndStaleSetsGo) {
+    TempDir home("boxlite-assets");
+    fs::create_directories(home.path() / "init");
+    const auto old_time = fs::file_time_type::clock::now() - std::chrono::hours(2);
+    for (const char* name : {"initramfs-00000000000000aa.cpio", "vmlinux-00000000000000aa", "notes.txt"}) {
+        boxlite::test::write_file(home.path() / "init" / name, "old");
+        fs::last_write_time(home.path() / "init" / name, old_time);
+    }
+    boxlite::test::write_file(home.path() / "init" / "initramfs-00000000000000bb.cpio", "recent");
+    engine::GuestAssetOptions options;
+    options.home = home.path();
+    options.agent = boxlite::test::built_binary("boxlite-agent");
+    auto first = engine::prepare_guest_assets(options);
+    ASSERT_TRUE(first) << first.error().message();
+    EXPECT_FALSE(fs::exists(home.path() / "init" / "initramfs-00000000000000aa.cpio"));
+    EXPECT_FALSE(fs::exists(home.path() / "init" / "vmlinux-00000000000000aa"));
+    EXPECT_TRUE(fs::exists(home.path() / "init" / "notes.txt")) << "not ours";
+    EXPECT_TRUE(fs::exists(home.path() / "init" / "initramfs-00000000000000bb.cpio")) << "written within the hour";
+
+    const fs::path other_agent = home.path() / "other-agent";
+    fs::copy_file(options.agent, other_agent);
+    std::ofstream(other_agent, std::ios::binary | std::ios::app) << "another build";
+    options.agent = other_agent;
+    auto second = engine::prepare_guest_assets(options);
+    ASSERT_TRUE(second) << second.error().message();
+    EXPECT_TRUE(second->built);
+    EXPECT_NE(second->initramfs, first->initramfs);
+    EXPECT_EQ(second->vmlinux, first->vmlinux);
+    EXPECT_TRUE(fs::exists(first->initramfs)) << "the first set is recent: kept";
+}
+
 TEST(GuestAssets, TwoProcessesBuildTheAssetsOnce) {
     TempDir home("boxlite-assets");
     int go[2];
@@ -243,6 +277,9 @@ TEST(GuestAssets, TscCommandLineComesFromTheHost) {
     ASSERT_FALSE(words.empty());
     EXPECT_EQ(words.rfind("tsc_early_khz=", 0), 0U);
     EXPECT_NE(words.find(" tsc=reliable"), std::string::npos);
+    const auto boot = engine::guest_boot_cmdline();
+    EXPECT_NE(boot.find(words), std::string::npos) << boot;
+    EXPECT_NE(boot.find("cryptomgr.notests=1"), std::string::npos) << boot;
 }
 
 }  // namespace

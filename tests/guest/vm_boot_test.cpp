@@ -81,7 +81,7 @@ TEST(VmBoot, AgentBootsAsPid1GrowsTheDiskListensOnVsockAndPowersOff) {
         out << boxlite::test::read_file(assets->initramfs);
     }
     const fs::path console = dir.path() / "console.log";
-    const std::string cmdline = "console=ttyS0 reboot=k panic=-1 quiet " + engine::guest_tsc_cmdline();
+    const std::string cmdline = "console=ttyS0 reboot=k panic=-1 quiet " + engine::guest_boot_cmdline();
     const auto status = run_with_guard({"qemu-system-x86_64",
                                         "-M",
                                         "microvm,acpi=on,x-option-roms=off,rtc=on",
@@ -130,7 +130,7 @@ TEST(VmBoot, AgentBootsAsPid1GrowsTheDiskListensOnVsockAndPowersOff) {
     EXPECT_NE(log.find("mounted /dev/vda"), std::string::npos) << log;
     EXPECT_NE(log.find("resized /dev/vda"), std::string::npos) << log;
     EXPECT_NE(log.find("switched root to /dev/vda"), std::string::npos) << log;
-    EXPECT_NE(log.find("listening on vsock port 2695"), std::string::npos) << log;
+    EXPECT_NE(log.find("listening on vsock port 2695 (host name vmboot-test)"), std::string::npos) << log;
     EXPECT_NE(log.find("powering off"), std::string::npos) << log;
     EXPECT_EQ(ext4_block_count(disk), 2 * blocks_before) << log;
 }

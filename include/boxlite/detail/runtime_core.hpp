@@ -719,6 +719,7 @@ private:
         };
         launch.record_started = record_running;
         launch.box_lock_fd = box_lock.file_fd();
+        launch.log_max_bytes = options_.log_max_bytes;
         auto handle = engine.start(launch);
         if (!handle) {
             if (recorded) {  // the engine ended the box after it was recorded

@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -385,6 +386,24 @@ BoxliteResult<void> write_cpio(const fs::path& target, const std::vector<CpioFil
 
 std::string hex64(std::uint64_t v) { return fmt::format("{:016x}", v); }
 
+/// After a build (under the lock): other kernels' and agents' files that nobody wrote for an
+/// hour go. A VM engine reads its files within seconds of prepare_guest_assets() returning, and
+/// whoever still wants an old set builds it again.
+void remove_stale_assets(const fs::path& dir, const std::set<std::string>& keep) {
+    std::error_code ec;
+    const auto cutoff = fs::file_time_type::clock::now() - std::chrono::hours(1);
+    for (const auto& entry : fs::directory_iterator(dir, ec)) {
+        const auto name = entry.path().filename().string();
+        const bool ours = name.rfind("vmlinux-", 0) == 0 || name.rfind("initramfs-", 0) == 0 ||
+                          name.rfind("assets-", 0) == 0 || name.rfind(".vmlinux-", 0) == 0 ||
+                          name.rfind(".initramfs-", 0) == 0 || name.rfind(".assets-", 0) == 0;
+        if (!ours || keep.count(name)) continue;
+        std::error_code time_ec;
+        const auto written = entry.last_write_time(time_ec);
+        if (!time_ec && written < cutoff) fs::remove(entry.path(), time_ec);
+    }
+}
+
 }  // namespace
 
 // ---- parsers
@@ -605,6 +624,11 @@ std::string guest_tsc_cmdline() {
     return {};
 }
 
+std::string guest_boot_cmdline() {
+    const std::string tsc = guest_tsc_cmdline();
+    return tsc.empty() ? std::string("cryptomgr.notests=1") : "cryptomgr.notests=1 " + tsc;
+}
+
 BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options) {
     BOXLITE_TRY(auto source, locate_guest_kernel(options.kernel));
     auto with_source = [&](BoxliteError error) {
@@ -631,6 +655,8 @@ BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options
     XXH3_64bits_reset(state);
     XXH3_64bits_update(state, kAssetFormat.data(), kAssetFormat.size());
     XXH3_64bits_update(state, image->data(), image->size());
+    // The vmlinux depends on the kernel image alone (50 MB: one per kernel, not per agent build).
+    const std::string kernel_key = hex64(XXH3_64bits_digest(state));
     const std::string module_root = tree->module_root.string();
     XXH3_64bits_update(state, module_root.c_str(), module_root.size() + 1);
     XXH3_64bits_update(state, agent.data(), agent.size());
@@ -641,7 +667,7 @@ BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options
     std::error_code ec;
     if (options.build) fs::create_directories(dir, ec);
     if (ec) return fail(ErrorKind::Storage, "creating {}: {}", dir.string(), ec.message());
-    assets.vmlinux = is_elf ? tree->image : dir / fmt::format("vmlinux-{}", key);
+    assets.vmlinux = is_elf ? tree->image : dir / fmt::format("vmlinux-{}", kernel_key);
     assets.initramfs = dir / fmt::format("initramfs-{}.cpio", key);
     const fs::path manifest = dir / fmt::format("assets-{}.json", key);
 
@@ -668,7 +694,7 @@ BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options
 
     if (is_elf) {
         if (auto valid = validate_vmlinux(*image); !valid) return with_source(valid.error());
-    } else {
+    } else if (!fs::exists(assets.vmlinux, ec)) {
         auto vmlinux = extract_vmlinux(*image);
         if (!vmlinux) return with_source(vmlinux.error().with_context(tree->image.string()));
         BOXLITE_TRY_VOID(write_file_atomically(assets.vmlinux, *vmlinux, 0644));
@@ -704,6 +730,8 @@ BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options
     for (const auto& m : modules->absent) text += "absent " + m + "\n";
     BOXLITE_TRY_VOID(write_file_atomically(manifest, as_bytes(text), 0644));
     assets.built = true;
+    remove_stale_assets(dir, {assets.vmlinux.filename().string(), assets.initramfs.filename().string(),
+                              manifest.filename().string()});
     return assets;
 }
 

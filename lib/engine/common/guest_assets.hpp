@@ -10,8 +10,9 @@
 //                          static boxlite-agent, /lib/modules/*.ko the guest's modules, and
 //                          /lib/modules/order their load order (one file name a line), derived
 //                          from each module's .modinfo depends= (the .deb has no modules.dep).
-// <key> is a hash of the kernel image, the module tree, the agent binary and the format version,
-// so a new kernel or agent makes new files and never rewrites ones a running VM may read. Both
+// <key> is a hash of the kernel image, the module tree, the agent binary and the format version
+// (the vmlinux's: of the kernel image alone), so a new kernel or agent makes new files and never
+// rewrites ones a running VM may read; a build removes other sets unwritten for an hour. Both
 // are written to a temporary file and renamed into place, under a lock file, so concurrent first
 // uses (threads or processes) build them once.
 //
@@ -98,6 +99,12 @@ struct KernelSource {
 /// for good after "Marking TSC unstable" when the host is busy). Empty when /proc/cpuinfo has
 /// no "cpu MHz".
 [[nodiscard]] std::string guest_tsc_cmdline();
+
+/// The kernel command-line words every VM engine adds after its own (console, reboot, panic):
+/// `cryptomgr.notests=1` (the crypto self-tests are 0.2-0.5 s of a TCG boot here, the largest
+/// initcall; they check the kernel's own algorithm implementations, not an isolation boundary)
+/// and guest_tsc_cmdline().
+[[nodiscard]] std::string guest_boot_cmdline();
 
 // ---- The parsers, exposed for tests (bounded, hostile-input safe).
 

@@ -90,8 +90,8 @@ BoxliteResult<ShimProcess> spawn_shim_process(const ShimProcessSpawn& spawn) {
         options.argv.insert(options.argv.end(), {"--watchdog-fd", std::to_string(options.fds.size())});
         options.fds.push_back(watchdog.get());
     }
-    for (const auto& [flag, fd] : spawn.extra_fds) {
-        options.argv.insert(options.argv.end(), {"--" + flag, std::to_string(options.fds.size())});
+    for (const auto& [option, fd] : spawn.extra_fds) {
+        options.argv.insert(options.argv.end(), {"--" + option, std::to_string(options.fds.size())});
         options.fds.push_back(fd);
     }
     options.detach = spawn.detach;

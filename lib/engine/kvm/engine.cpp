@@ -14,6 +14,7 @@
 #include "engine/common/helper_binary.hpp"
 #include "engine/common/shim_spawn.hpp"
 #include "engine/common/watchdog.hpp"
+#include "engine/common/volumes.hpp"
 #include "qcow2/qcow2_image.hpp"
 #include "vmm/file.hpp"
 
@@ -118,9 +119,9 @@ BoxliteResult<KvmShimConfig> make_shim_config(const KvmEngineOptions& options, c
     config.memory_mib = memory_mib;
     config.kernel = kernel.string();
     config.initrd = initrd.string();
-    // The TSC words: a guest that calibrates its TSC against the PIT can hang when the host is
-    // busy (guest_assets.hpp).
-    const std::string tsc = engine::guest_tsc_cmdline();
+    // The TSC words (a guest that calibrates its TSC against the PIT can hang when the host is
+    // busy) and no crypto self-tests at boot: guest_assets.hpp.
+    const std::string tsc = engine::guest_boot_cmdline();
     config.cmdline = fmt::format("console=ttyS0 reboot=k panic=-1 quiet boxlite.box_id={} boxlite.agent_port={}{}{}{}{}",
                                  config.box_id, options.agent_port, tsc.empty() ? "" : " ", tsc,
                                  options.extra_cmdline.empty() ? "" : " ", options.extra_cmdline);
@@ -128,6 +129,7 @@ BoxliteResult<KvmShimConfig> make_shim_config(const KvmEngineOptions& options, c
     config.vsock_uds = (launch.box_dir / "vsock.sock").string();
     config.guest_cid = options.guest_cid;
     config.console_log = (launch.box_dir / "console.log").string();
+    if (launch.log_max_bytes) config.console_log_max_bytes = *launch.log_max_bytes;
 
     GuestLaunchConfig guest;
     guest.box_id = config.box_id;
@@ -335,11 +337,7 @@ KvmEngine::KvmEngine(KvmEngineOptions options) : options_(std::move(options)) {}
 
 BoxliteResult<void> KvmEngine::supports(const BoxConfig& box) {
     const auto& o = box.options;
-    if (!o.volumes.empty())
-        return fail(ErrorKind::Unsupported,
-                    "box {}: the kvm engine cannot mount volumes yet (they need virtiofs, which it does not have); "
-                    "{} volume(s) asked for, the first at {} — remove them or use the namespace engine",
-                    box.id, o.volumes.size(), o.volumes.front().guest_path);
+    BOXLITE_TRY_VOID(engine::refuse_volumes_without_virtiofs("kvm", box));
     if (!o.ports.empty())
         return fail(ErrorKind::Unsupported,
                     "box {}: the kvm engine cannot publish ports yet (the VM has no network device); "

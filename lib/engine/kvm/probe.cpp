@@ -55,7 +55,7 @@ BoxliteResult<void> probe_long_mode_support(const std::string& kvm_device) {
     return run_long_mode_probe_guest();
 }
 
-BoxliteResult<void> run_long_mode_probe_guest() {
+BoxliteResult<void> run_long_mode_probe_guest(bool page_table_cmpxchg16b) {
     MachineConfig config;
     config.memory_bytes = 4ULL << 20;
     config.irqchip = false;  // HLT must exit to us, so a probe can never hang
@@ -101,7 +101,8 @@ BoxliteResult<void> run_long_mode_probe_guest() {
     machine.memory().write_bytes(layout::kHighMemory, std::as_bytes(std::span(code)));
     BootInfo info;
     info.entry_kind = BootEntry::Linux64;
-    info.entry = layout::kHighMemory;
+    // Without the CMPXCHG16B: start at the port write (the 18 bytes before it are that part).
+    info.entry = layout::kHighMemory + (page_table_cmpxchg16b ? 0 : 18);
     if (auto set = setup_boot_vcpu(machine.vcpu(0), machine.memory(), info); !set)
         return fail(ErrorKind::UnsupportedEngine, "kvm: KVM refused the 64-bit vCPU state of the probe guest: {}",
                     set.error().message());

@@ -22,8 +22,9 @@ namespace boxlite::vmm {
 /// void when 64-bit guests run; UnsupportedEngine (why, and what runs here instead) otherwise.
 BoxliteResult<void> probe_long_mode_support(const std::string& kvm_device = "/dev/kvm");
 
-/// Check 3 alone: runs the long-mode probe guest (a few milliseconds).
-BoxliteResult<void> run_long_mode_probe_guest();
+/// Check 3 alone: runs the long-mode probe guest (a few milliseconds). Without
+/// `page_table_cmpxchg16b` it only proves the 64-bit boot set-up runs (tests).
+BoxliteResult<void> run_long_mode_probe_guest(bool page_table_cmpxchg16b = true);
 
 /// The same question, answered once per process (the first device path asked wins).
 const BoxliteResult<void>& cached_long_mode_support();

@@ -152,6 +152,16 @@ BoxliteResult<EngineHandle> NamespaceEngine::start(const EngineLaunch& launch) {
     if (!std::filesystem::is_directory(launch.rootfs, ec)) {
         return fail(ErrorKind::Storage, "rootfs '{}' of box {} is not a directory", launch.rootfs.string(), config.id);
     }
+    // Anonymous volumes: the box's own folders, made at the first start and kept until rm.
+    for (std::size_t i = 0; i < config.options.volumes.size(); ++i) {
+        if (!config.options.volumes[i].anonymous()) continue;
+        const auto dir = anonymous_volume_path(launch.box_dir, i);
+        std::filesystem::create_directories(dir, ec);
+        if (ec) {
+            return fail(ErrorKind::Storage, "creating the anonymous volume {} of box {} for {}: {}", dir.string(),
+                        config.id, config.options.volumes[i].guest_path, ec.message());
+        }
+    }
     const auto socket = (launch.box_dir / "agent.sock").string();
 
     engine::ShimProcessSpawn spawn;

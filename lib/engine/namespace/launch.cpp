@@ -2,6 +2,7 @@
 
 #include <boxlite/box_config.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 
@@ -36,14 +37,26 @@ std::vector<std::string> shim_arguments(const NamespaceEngineOptions& engine, co
         args.insert(args.end(), {"--fsize", std::to_string(*v)});
     if (auto v = pick(limits.max_cpu_time, security_limits.max_cpu_time))
         args.insert(args.end(), {"--cpu-time", std::to_string(*v)});
-    args.insert(args.end(), {"--log-max-bytes", std::to_string(engine.log_max_bytes)});
+    args.insert(args.end(), {"--log-max-bytes", std::to_string(launch.log_max_bytes.value_or(engine.log_max_bytes))});
     if (options.disk_size_gb)
         args.insert(args.end(), {"--disk-bytes", std::to_string(std::uint64_t{*options.disk_size_gb} << 30)});
     for (const auto& [key, value] : launch.env) args.insert(args.end(), {"--env", key + "=" + value});
     if (!launch.working_dir.empty()) args.insert(args.end(), {"--workdir", launch.working_dir});
     if (!launch.user.empty()) args.insert(args.end(), {"--user", launch.user});
-    for (const auto& v : options.volumes) {
-        args.insert(args.end(), {"--volume", v.host_path + ":" + v.guest_path + (v.read_only ? ":ro" : "")});
+    // Three flags per volume, as paths may hold ':'. Shallower guest paths first, so that a volume
+    // inside another one (/data and /data/in) is mounted on top of it, not hidden under it.
+    std::vector<std::size_t> order(options.volumes.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    auto depth = [&](std::size_t i) {
+        const auto path = normalized_guest_path(options.volumes[i].guest_path);
+        return std::count(path.begin(), path.end(), '/');
+    };
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return depth(a) < depth(b); });
+    for (const auto i : order) {
+        const auto& v = options.volumes[i];
+        const auto host = v.anonymous() ? anonymous_volume_path(launch.box_dir, i).string() : v.host_path;
+        args.insert(args.end(), {"--volume", host, "--volume-target", normalized_guest_path(v.guest_path),
+                                 "--volume-mode", v.read_only ? "ro" : "rw"});
     }
     args.insert(args.end(), {"--capabilities", options.security.jailer_enabled ? "box" : "all", "--seccomp",
                              options.security.seccomp_enabled ? "on" : "off"});
