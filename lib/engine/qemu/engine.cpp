@@ -15,6 +15,7 @@
 #include "base/unix_address.hpp"
 #include "engine/common/guest_assets.hpp"
 #include "engine/common/helper_binary.hpp"
+#include "engine/common/volumes.hpp"
 #include "engine/common/shim_spawn.hpp"
 #include "engine/common/watchdog.hpp"
 #include "vmm/file.hpp"
@@ -63,11 +64,7 @@ BoxliteResult<EngineHandle> start(const QemuEngineOptions& options, const Engine
     const auto& box = *launch.config;
     const fs::path box_dir = launch.box_dir;
     // What this engine cannot honour yet is refused, not ignored (before anything is made).
-    if (!box.options.volumes.empty())
-        return fail(ErrorKind::Unsupported,
-                    "box {}: the qemu engine cannot mount volumes yet (virtiofs is not wired up); {} volume(s) asked "
-                    "for, the first at {} — remove them or use the namespace engine",
-                    box.id, box.options.volumes.size(), box.options.volumes.front().guest_path);
+    BOXLITE_TRY_VOID(engine::refuse_volumes_without_virtiofs("qemu", box));
     if (!box.options.ports.empty())
         return fail(ErrorKind::Unsupported,
                     "box {}: the qemu engine cannot publish ports yet (the VM has no network device); {} port "
@@ -92,10 +89,9 @@ BoxliteResult<EngineHandle> start(const QemuEngineOptions& options, const Engine
     KvmEngineOptions vm_options;
     vm_options.agent_port = options.agent_port;
     vm_options.guest_cid = options.guest_cid;
-    // Under TCG the kernel's PIT calibration fails on a busy host and it may hang for good after
-    // "Marking TSC unstable": give it the TSC frequency instead (DESIGN.md, recipes).
-    vm_options.extra_cmdline = engine::guest_tsc_cmdline();
-    if (!options.extra_cmdline.empty()) vm_options.extra_cmdline += " " + options.extra_cmdline;
+    // make_shim_config puts the TSC words and the boot speed-ups on the command line
+    // (guest_boot_cmdline(): without the TSC words a TCG guest on a busy host can hang for good).
+    vm_options.extra_cmdline = options.extra_cmdline;
     const fs::path disk = box_dir / "disk.qcow2";
     QemuShimConfig config;
     BOXLITE_TRY(config.vm, vmm::make_shim_config(vm_options, launch, kernel, initrd, disk));
