@@ -577,7 +577,12 @@ BoxliteResult<int> cmd_info(Context& context) {
         const std::string name(to_string(kind));
         std::string why = engine ? std::string() : engine.error().message();
         if (why.rfind(name + ": ", 0) == 0) why.erase(0, name.size() + 2);  // the key names it already
-        engines[name] = engine ? std::string("available") : "unavailable: " + why;
+        std::string status = engine ? std::string("available") : "unavailable: " + why;
+        // The qemu engine also says how it runs guests: KVM, or TCG and why not KVM.
+        if (engine && kind == EngineKind::Qemu) {
+            if (auto accel = QemuEngine{}.acceleration()) status += ", acceleration " + *accel;
+        }
+        engines[name] = status;
         if (engine && vm_engine.empty() && kind != EngineKind::Namespace) vm_engine = std::string(to_string(kind));
     }
     const std::string virtualization = vm_engine.empty() ? "unavailable (see engines)"
