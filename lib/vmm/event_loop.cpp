@@ -75,7 +75,7 @@ void EventLoop::run() {
             // Drain first: a notify that arrives while the handler runs signals again.
             if (::read(watch->fd.get(), &count, sizeof(count)) != sizeof(count)) continue;
             watch->handler();
-            dispatched_.fetch_add(1, std::memory_order_relaxed);
+            dispatched_.fetch_add(count, std::memory_order_relaxed);
         }
     }
 }

@@ -37,7 +37,8 @@ public:
     /// handler runs after stop() returns.
     void stop();
 
-    /// How many times handlers ran.
+    /// How many signals the handlers served: each eventfd's count, so two notifies that arrive
+    /// before the loop reads (one wake-up, one handler run) count as two.
     [[nodiscard]] std::uint64_t dispatched() const noexcept { return dispatched_.load(std::memory_order_relaxed); }
 
 private:
