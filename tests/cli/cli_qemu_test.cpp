@@ -4,9 +4,11 @@
 #include <support/support.hpp>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -234,6 +236,116 @@ TEST_F(QemuCli, KillingTheShimOrQemuLeavesAStoppedBoxThatRmRemoves) {
         EXPECT_EQ(removed.status, 0) << removed;
         EXPECT_FALSE(fs::exists(box_dir));
     }
+}
+
+// ---- volumes: virtiofsd per volume (docs/volumes.md)
+
+/// Pids of running virtiofsd processes whose command line mentions `needle`.
+std::vector<pid_t> virtiofsd_serving(const std::string& needle) {
+    std::vector<pid_t> out;
+    for (const pid_t pid : processes_mentioning(needle)) {
+        std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+        std::string cmdline((std::istreambuf_iterator<char>(in)), {});
+        if (cmdline.find("virtiofsd") != std::string::npos) out.push_back(pid);
+    }
+    return out;
+}
+
+/// virtiofsd (qemu-system-common, installed by scripts/setup) needs root for its sandbox.
+bool virtiofs_preconditions(std::string& why) {
+    if (::geteuid() != 0) why = "precondition: not root (virtiofsd needs CAP_SYS_ADMIN)";
+    return why.empty();
+}
+
+TEST_F(QemuCli, VolumesReadWriteReadOnlySymlinksAnonymousAndRestart) {
+    if (std::string why; !virtiofs_preconditions(why)) GTEST_SKIP() << why;
+    const auto dir = work_->path() / "volumes";
+    const auto shared = dir / "shared";
+    const auto readonly = dir / "readonly";
+    fs::create_directories(shared);
+    fs::create_directories(readonly);
+    boxlite::test::write_file(shared / "hello.txt", "from the host\n");
+    boxlite::test::write_file(readonly / "kept.txt", "read only\n");
+    boxlite::test::write_file(dir / "secret.txt", "host secret\n");
+    // Symlinks in the volume pointing out of it, at a host file.
+    fs::create_symlink(dir / "secret.txt", shared / "absolute");
+    fs::create_symlink("../secret.txt", shared / "relative");
+
+    auto started = run({"run", "-d", "--name", "vols", "-v", shared.string() + ":/data", "-v",
+                        readonly.string() + ":/mnt/ro:ro", "-v", "/scratch", image(), "sh", "-c",
+                        "sleep 100000; true"});
+    ASSERT_EQ(started.status, 0) << started;
+    const std::string box_dir = inspect("vols", "{{.Path}}");
+
+    auto read = run({"exec", "vols", "cat", "/data/hello.txt", "/mnt/ro/kept.txt"});
+    EXPECT_EQ(read.status, 0) << read;
+    EXPECT_EQ(read.out, "from the host\nread only\n") << read;
+
+    auto wrote = run({"exec", "vols", "sh", "-c", "echo from the box > /data/out.txt; echo anon > /scratch/a"});
+    EXPECT_EQ(wrote.status, 0) << wrote;
+    EXPECT_EQ(boxlite::test::read_file(shared / "out.txt"), "from the box\n");
+    EXPECT_EQ(boxlite::test::read_file(fs::path(box_dir) / "volumes" / "2" / "a"), "anon\n");
+    // Ownership (docs/volumes.md): virtiofsd creates files as the box user's numeric uid/gid.
+    struct stat st {};
+    ASSERT_EQ(::stat((shared / "out.txt").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 0u);
+
+    // Read-only on the host: root in the box cannot write, not even after remounting rw.
+    auto refused = run({"exec", "vols", "sh", "-c", "echo x > /mnt/ro/new"});
+    EXPECT_NE(refused.status, 0) << refused;
+    auto remounted = run({"exec", "vols", "sh", "-c",
+                          "mount -o remount,rw /mnt/ro; echo x > /mnt/ro/new; echo y >> /mnt/ro/kept.txt; "
+                          "rm -f /mnt/ro/kept.txt; touch /mnt/ro/made"});
+    EXPECT_NE(remounted.status, 0) << remounted;
+    EXPECT_FALSE(fs::exists(readonly / "new"));
+    EXPECT_FALSE(fs::exists(readonly / "made"));
+    EXPECT_EQ(boxlite::test::read_file(readonly / "kept.txt"), "read only\n");
+
+    // The symlinks resolve in the box, never to the host's file.
+    auto links = run({"exec", "vols", "sh", "-c", "cat /data/absolute /data/relative 2>&1; true"});
+    EXPECT_EQ(links.out.find("host secret"), std::string::npos) << links;
+
+    // inspect: Docker's Mounts.
+    const auto doc = nlohmann::json::parse(run({"inspect", "vols"}).out);
+    const auto& mounts = doc[0]["Mounts"];
+    ASSERT_EQ(mounts.size(), 3u) << doc.dump(2);
+    EXPECT_EQ(mounts[0]["Source"], shared.string());
+    EXPECT_EQ(mounts[0]["Destination"], "/data");
+    EXPECT_EQ(mounts[1]["Mode"], "ro");
+    EXPECT_EQ(mounts[2]["Type"], "volume");
+
+    // Stop and start: the volumes come back.
+    // virtiofsd and its sandboxed child (its own pid namespace).
+    EXPECT_EQ(virtiofsd_serving(shared.string()).size(), 2u);
+    ASSERT_EQ(run({"stop", "vols"}).status, 0);
+    EXPECT_TRUE(virtiofsd_serving(shared.string()).empty()) << "virtiofsd outlived a stopped box";
+    auto again = run({"start", "vols"});
+    ASSERT_EQ(again.status, 0) << again;
+    auto after = run({"exec", "vols", "cat", "/data/out.txt", "/scratch/a"});
+    EXPECT_EQ(after.out, "from the box\nanon\n") << after;
+
+    // kill -9 of the shim: no virtiofsd (nor anything else of the box) is left.
+    const auto shim = std::atoi(inspect("vols", "{{.State.Pid}}").c_str());
+    ASSERT_GT(shim, 0);
+    ASSERT_EQ(::kill(shim, SIGKILL), 0);
+    for (int i = 0; i < 300 && !(processes_mentioning(box_dir).empty() && virtiofsd_serving(dir.string()).empty()); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_TRUE(virtiofsd_serving(dir.string()).empty());
+    EXPECT_TRUE(processes_mentioning(box_dir).empty());
+
+    // rm: the anonymous volume goes with the box; the shared folder stays.
+    ASSERT_EQ(run({"rm", "vols"}).status, 0);
+    EXPECT_FALSE(fs::exists(fs::path(box_dir) / "volumes"));
+    EXPECT_EQ(boxlite::test::read_file(shared / "hello.txt"), "from the host\n");
+}
+
+TEST_F(QemuCli, AFileVolumeIsRefusedWithItsReason) {
+    if (std::string why; !virtiofs_preconditions(why)) GTEST_SKIP() << why;
+    const auto file = work_->path() / "single-file";
+    boxlite::test::write_file(file, "x");
+    auto r = run({"run", "--rm", "-v", file.string() + ":/f", image(), "true"});
+    EXPECT_NE(r.status, 0) << r;
+    EXPECT_NE(r.err.find("shares folders (virtiofs), not single files"), std::string::npos) << r;
 }
 
 }  // namespace
