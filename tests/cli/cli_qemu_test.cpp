@@ -348,4 +348,26 @@ TEST_F(QemuCli, AFileVolumeIsRefusedWithItsReason) {
     EXPECT_NE(r.err.find("shares folders (virtiofs), not single files"), std::string::npos) << r;
 }
 
+// ---- a rootfs directory on the qemu engine: its ext4 is built like an image's
+
+TEST_F(QemuCli, ARootfsDirectoryBootsFromItsOwnExt4) {
+    const auto rootfs = boxlite::test::busybox_rootfs();
+    ASSERT_TRUE(rootfs) << "busybox-static (scripts/setup installs it) is missing";
+    auto created = run({"create", "--name", "dir", "--rootfs", rootfs->string(), "sh", "-c", "sleep 100000; true"});
+    ASSERT_EQ(created.status, 0) << created;
+    ASSERT_EQ(run({"start", "dir"}).status, 0);
+    const std::string box_dir = inspect("dir", "{{.Path}}");
+    EXPECT_TRUE(fs::is_regular_file(fs::path(box_dir) / "rootfs.ext4"));
+    auto r = run({"exec", "dir", "sh", "-c", "cat /etc/hostname; uname -r; echo kept > /root/data; sync"});
+    EXPECT_EQ(r.status, 0) << r;
+    EXPECT_EQ(r.out, "busybox\n" + expected_kernel_release() + "\n") << r;
+    // The box writes its own disk, never the directory.
+    EXPECT_FALSE(fs::exists(*rootfs / "root" / "data"));
+    ASSERT_EQ(run({"stop", "dir"}).status, 0);
+    ASSERT_EQ(run({"start", "dir"}).status, 0);
+    EXPECT_EQ(run({"exec", "dir", "cat", "/root/data"}).out, "kept\n");
+    ASSERT_EQ(run({"rm", "-f", "dir"}).status, 0);
+    EXPECT_FALSE(fs::exists(box_dir));
+}
+
 }  // namespace
