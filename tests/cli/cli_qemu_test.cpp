@@ -339,6 +339,20 @@ TEST_F(QemuCli, VolumesReadWriteReadOnlySymlinksAnonymousAndRestart) {
     EXPECT_EQ(boxlite::test::read_file(shared / "hello.txt"), "from the host\n");
 }
 
+TEST_F(QemuCli, ANestedVolumeIsMountedOnTopWhateverTheOrderGiven) {
+    if (std::string why; !virtiofs_preconditions(why)) GTEST_SKIP() << why;
+    const auto outer = work_->path() / "outer";
+    const auto inner = work_->path() / "inner";
+    fs::create_directories(outer);
+    fs::create_directories(inner);
+    boxlite::test::write_file(outer / "o.txt", "outer\n");
+    boxlite::test::write_file(inner / "i.txt", "inner\n");
+    auto r = run({"run", "--rm", "-v", inner.string() + ":/n/in:ro", "-v", outer.string() + ":/n", image(), "cat",
+                  "/n/o.txt", "/n/in/i.txt"});
+    EXPECT_EQ(r.status, 0) << r;
+    EXPECT_EQ(r.out, "outer\ninner\n") << r;
+}
+
 TEST_F(QemuCli, AFileVolumeIsRefusedWithItsReason) {
     if (std::string why; !virtiofs_preconditions(why)) GTEST_SKIP() << why;
     const auto file = work_->path() / "single-file";

@@ -24,6 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <thread>
 
@@ -101,6 +102,11 @@ BoxliteResult<void> add_volumes(const BoxConfig& box, const fs::path& box_dir, Q
         config.volumes.push_back(QemuVolume{tag, host.string(), v.read_only});
         guest.volumes.push_back(vmm::GuestVolume{tag, normalized_guest_path(v.guest_path), v.read_only});
     }
+    // Shallower guest paths first, as on the namespace engine: /data before /data/in, so the
+    // deeper volume is mounted on top rather than hidden.
+    std::stable_sort(guest.volumes.begin(), guest.volumes.end(), [](const auto& a, const auto& b) {
+        return std::count(a.path.begin(), a.path.end(), '/') < std::count(b.path.begin(), b.path.end(), '/');
+    });
     config.vm.guest_launch = vmm::to_json_document(guest);
     return {};
 }
