@@ -384,4 +384,62 @@ TEST_F(QemuCli, ARootfsDirectoryBootsFromItsOwnExt4) {
     EXPECT_FALSE(fs::exists(box_dir));
 }
 
+// ---- the namespace engine's CLI scenarios (tests/cli/cli_e2e_test.cpp), a bounded subset on qemu
+
+TEST_F(QemuCli, ScenarioRunExitCodesAndSignals) {
+    const auto rootfs = boxlite::test::busybox_rootfs();
+    ASSERT_TRUE(rootfs) << "busybox-static (scripts/setup installs it) is missing";
+    auto split = run({"run", "--rm", "--rootfs", rootfs->string(), "sh", "-c", "echo out; echo err >&2; kill -9 $$"});
+    EXPECT_EQ(split.status, 137) << split;  // 128 + SIGKILL
+    EXPECT_EQ(split.out, "out\n") << split;
+    EXPECT_NE(split.err.find("err\n"), std::string::npos) << split;
+    auto missing = run({"run", "--rm", "--rootfs", rootfs->string(), "/no/such/program"});
+    EXPECT_NE(missing.status, 0) << missing;
+}
+
+TEST_F(QemuCli, ScenarioRunFlagsReachTheCommand) {
+    const auto rootfs = boxlite::test::busybox_rootfs();
+    ASSERT_TRUE(rootfs) << "busybox-static (scripts/setup installs it) is missing";
+    auto env = run({"run", "--rm", "--rootfs", rootfs->string(), "-e", "FROM_CALLER", "-e", "SET=value=with=equals",
+                    "-e", "NOT_IN_CALLER", "-w", "/tmp", "-u", "1000", "sh", "-c",
+                    "echo $FROM_CALLER; echo $SET; echo ${NOT_IN_CALLER-unset}; pwd; id -u"},
+                   {}, {{"FROM_CALLER", "caller-value"}});
+    EXPECT_EQ(env.status, 0) << env;
+    EXPECT_EQ(env.out, "caller-value\nvalue=with=equals\nunset\n/tmp\n1000\n") << env;
+    auto entry = run({"run", "--rm", "--rootfs", rootfs->string(), "--entrypoint", "/bin/echo", "via", "entrypoint"});
+    EXPECT_EQ(entry.out, "via entrypoint\n") << entry;
+}
+
+TEST_F(QemuCli, ScenarioDetachedRunExecDetachAndCopyInAndOut) {
+    const auto rootfs = boxlite::test::busybox_rootfs();
+    ASSERT_TRUE(rootfs) << "busybox-static (scripts/setup installs it) is missing";
+    auto started = run({"run", "-d", "--name", "bg", "--rootfs", rootfs->string(), "sh", "-c",
+                        "echo started > /tmp/mark; sleep 100000"});
+    ASSERT_EQ(started.status, 0) << started;
+    EXPECT_EQ(chomp(started.out).size(), 26u);
+    EXPECT_EQ(inspect("bg", "{{.State.Status}}"), "running");
+    EXPECT_EQ(run({"exec", "-d", "bg", "--", "sh", "-c", "echo detached > /tmp/d"}).status, 0);
+    std::string seen;
+    for (int i = 0; i < 100 && seen != "started\ndetached\n"; ++i) {
+        seen = run({"exec", "bg", "--", "sh", "-c", "cat /tmp/mark /tmp/d 2>/dev/null"}).out;
+        if (seen != "started\ndetached\n") std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_EQ(seen, "started\ndetached\n");
+
+    const auto dir = work_->path() / "cp";
+    fs::create_directories(dir / "tree/sub");
+    boxlite::test::write_file(dir / "tree/a.txt", "alpha\n");
+    boxlite::test::write_file(dir / "tree/sub/b.txt", "beta\n");
+    auto in = run({"cp", (dir / "tree").string(), "bg:/srv"});
+    ASSERT_EQ(in.status, 0) << in;
+    EXPECT_EQ(run({"exec", "bg", "cat", "/srv/sub/b.txt"}).out, "beta\n");
+    auto out = run({"cp", "bg:/srv", (dir / "back").string()});
+    ASSERT_EQ(out.status, 0) << out;
+    EXPECT_EQ(boxlite::test::read_file(dir / "back/a.txt"), "alpha\n");
+    EXPECT_EQ(boxlite::test::read_file(dir / "back/sub/b.txt"), "beta\n");
+    EXPECT_EQ(run({"stop", "-t", "5", "bg"}).status, 0);
+    EXPECT_EQ(inspect("bg", "{{.State.Status}}"), "stopped");
+    EXPECT_EQ(run({"rm", "bg"}).status, 0);
+}
+
 }  // namespace
