@@ -314,6 +314,9 @@ TEST_F(QemuCli, VolumesReadWriteReadOnlySymlinksAnonymousAndRestart) {
     EXPECT_EQ(mounts[1]["Mode"], "ro");
     EXPECT_EQ(mounts[2]["Type"], "volume");
 
+    // Nothing is mounted on the host: the read-only bind lives in virtiofsd's own namespaces.
+    EXPECT_EQ(boxlite::test::read_file("/proc/self/mountinfo").find(readonly.string()), std::string::npos);
+
     // Stop and start: the volumes come back.
     // virtiofsd and its sandboxed child (its own pid namespace).
     EXPECT_EQ(virtiofsd_serving(shared.string()).size(), 2u);
