@@ -196,7 +196,10 @@ BoxliteResult<Virtiofsd> start_virtiofsd(const qemu::QemuShimConfig& config, con
                     die(4);
             }
         }
-        if (::dup2(null.get(), 0) < 0 || ::dup2(2, 1) < 0 || ::dup2(listener.get(), kListenFd) < 0) die(5);
+        if (::dup2(null.get(), 0) < 0 || ::dup2(2, 1) < 0) die(5);
+        // dup2 onto itself keeps FD_CLOEXEC: clear it when the listener already is fd 3.
+        if (listener.get() == kListenFd ? ::fcntl(kListenFd, F_SETFD, 0) < 0 : ::dup2(listener.get(), kListenFd) < 0)
+            die(5);
         ::execv(argv[0], argv.data());
         die(6);
     }
