@@ -265,7 +265,7 @@ int open_mount_point(const std::string& path) {
 }
 
 /// Mounts each virtiofs volume at its guest path in the box root. The device may still be
-/// probing when the agent gets here: a missing tag is retried for a few seconds.
+/// probing when the agent gets here: a tag not there yet (virtiofs says EINVAL) is retried for 5 s.
 bool mount_volumes(const std::vector<vmm::GuestVolume>& volumes) {
     for (const auto& v : volumes) {
         const int target = open_mount_point(v.path);
@@ -279,7 +279,7 @@ bool mount_volumes(const std::vector<vmm::GuestVolume>& volumes) {
         int result = -1;
         for (int attempt = 0; attempt < 500; ++attempt) {
             result = ::mount(v.tag.c_str(), at.c_str(), "virtiofs", flags, nullptr);
-            if (result == 0 || (errno != ENOENT && errno != ENODEV && errno != ENXIO)) break;
+            if (result == 0 || (errno != EINVAL && errno != ENOENT && errno != ENODEV && errno != ENXIO)) break;
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }
         const int saved = errno;
