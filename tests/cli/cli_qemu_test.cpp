@@ -356,6 +356,29 @@ TEST_F(QemuCli, ANestedVolumeIsMountedOnTopWhateverTheOrderGiven) {
     EXPECT_EQ(r.out, "outer\ninner\n") << r;
 }
 
+TEST_F(QemuCli, AVirtiofsdThatDiesEndsTheBoxInsteadOfHangingIt) {
+    if (std::string why; !virtiofs_preconditions(why)) GTEST_SKIP() << why;
+    const auto shared = work_->path() / "dies";
+    fs::create_directories(shared);
+    ASSERT_EQ(run({"run", "-d", "--name", "orphan", "-v", shared.string() + ":/data", image(), "sh", "-c",
+                   "sleep 100000; true"})
+                  .status,
+              0);
+    const std::string box_dir = inspect("orphan", "{{.Path}}");
+    const auto daemons = virtiofsd_serving(shared.string());
+    ASSERT_FALSE(daemons.empty());
+    for (const pid_t pid : daemons) ::kill(pid, SIGKILL);
+    for (int i = 0; i < 300 && !processes_mentioning(box_dir).empty(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_TRUE(processes_mentioning(box_dir).empty());
+    EXPECT_EQ(inspect("orphan", "{{.State.Status}}"), "stopped");
+    // It starts again with a new virtiofsd.
+    auto again = run({"start", "orphan"});
+    ASSERT_EQ(again.status, 0) << again;
+    EXPECT_EQ(run({"exec", "orphan", "sh", "-c", "echo back > /data/f"}).status, 0);
+    EXPECT_EQ(boxlite::test::read_file(shared / "f"), "back\n");
+}
+
 TEST_F(QemuCli, AFileVolumeIsRefusedWithItsReason) {
     if (std::string why; !virtiofs_preconditions(why)) GTEST_SKIP() << why;
     const auto file = work_->path() / "single-file";
