@@ -93,6 +93,10 @@ BoxliteResult<void> add_volumes(const BoxConfig& box, const fs::path& box_dir, Q
                 return fail(ErrorKind::Storage, "creating the anonymous volume {} of box {} for {}: {}", host.string(),
                             box.id, v.guest_path, ec.message());
         }
+        if (!fs::exists(host, ec))
+            return fail(ErrorKind::Config,
+                        "box {}: volume host path {} (for {}) no longer exists; create it again, or remove the box",
+                        box.id, host.string(), v.guest_path);
         if (!fs::is_directory(host, ec))
             return fail(ErrorKind::Unsupported,
                         "box {}: volume -v {} is not a directory; the qemu engine shares folders (virtiofs), not "
