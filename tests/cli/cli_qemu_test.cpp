@@ -289,6 +289,13 @@ TEST_F(QemuCli, VolumesReadWriteReadOnlySymlinksAnonymousAndRestart) {
     struct stat st {};
     ASSERT_EQ(::stat((shared / "out.txt").c_str(), &st), 0);
     EXPECT_EQ(st.st_uid, 0u);
+    fs::create_directories(shared / "open");
+    fs::permissions(shared / "open", fs::perms::all);
+    auto as_user = run({"exec", "-u", "1000:1000", "vols", "sh", "-c", "echo u > /data/open/u.txt"});
+    EXPECT_EQ(as_user.status, 0) << as_user;
+    ASSERT_EQ(::stat((shared / "open" / "u.txt").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 1000u);
+    EXPECT_EQ(st.st_gid, 1000u);
 
     // Read-only on the host: root in the box cannot write, not even after remounting rw.
     auto refused = run({"exec", "vols", "sh", "-c", "echo x > /mnt/ro/new"});
