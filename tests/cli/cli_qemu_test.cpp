@@ -475,4 +475,57 @@ TEST_F(QemuCli, ScenarioDetachedRunExecDetachAndCopyInAndOut) {
     EXPECT_EQ(run({"rm", "bg"}).status, 0);
 }
 
+TEST_F(QemuCli, ScenarioRunWithoutRmKeepsAStoppedBox) {
+    const auto rootfs = boxlite::test::busybox_rootfs();
+    ASSERT_TRUE(rootfs) << "busybox-static (scripts/setup installs it) is missing";
+    auto kept = run({"run", "--name", "kept", "--rootfs", rootfs->string(), "true"});
+    ASSERT_EQ(kept.status, 0) << kept;
+    auto listed = run({"ls", "-a", "--format", "{{.Name}} {{.Status}}"});
+    EXPECT_NE(listed.out.find("kept stopped"), std::string::npos) << listed;
+    EXPECT_EQ(run({"ls", "--format", "{{.Name}}"}).out.find("kept"), std::string::npos);  // not running
+    EXPECT_EQ(run({"rm", "kept"}).status, 0);
+    auto gone = run({"inspect", "kept"});
+    EXPECT_EQ(gone.status, 1);
+    EXPECT_NE(gone.err.find("box not found"), std::string::npos) << gone;
+}
+
+TEST_F(QemuCli, ScenarioLifecycleAndFormats) {
+    const auto rootfs = boxlite::test::busybox_rootfs();
+    ASSERT_TRUE(rootfs) << "busybox-static (scripts/setup installs it) is missing";
+    auto created = run({"create", "--name", "life", "-e", "A=1", "--rootfs", rootfs->string()});
+    ASSERT_EQ(created.status, 0) << created;
+    const auto id = chomp(created.out);
+    EXPECT_EQ(id.size(), 26u);
+    EXPECT_EQ(inspect("life", "{{.State.Status}}"), "configured");
+    ASSERT_EQ(run({"start", "life"}).status, 0);
+    EXPECT_EQ(inspect(id, "{{.State.Status}} {{.State.Running}}"), "running true");
+    auto exec = run({"exec", "life", "--", "sh", "-c", "echo $A"});
+    EXPECT_EQ(exec.out, "1\n") << exec;
+    EXPECT_EQ(run({"exec", "life", "sh", "-c", "exit 42"}).status, 42);
+    auto piped = run({"exec", "-i", "-e", "B=2", "-w", "/tmp", "life", "--", "sh", "-c", "cat; echo $B; pwd"}, "in\n");
+    EXPECT_EQ(piped.out, "in\n2\n/tmp\n") << piped;
+    ASSERT_EQ(run({"exec", "life", "--", "sh", "-c", "echo kept > /root/state"}).status, 0);
+    ASSERT_EQ(run({"stop", "life"}).status, 0);
+    EXPECT_EQ(inspect("life", "{{.State.Status}}"), "stopped");
+    ASSERT_EQ(run({"restart", "life"}).status, 0);
+    EXPECT_EQ(run({"exec", "life", "cat", "/root/state"}).out, "kept\n");
+
+    EXPECT_EQ(chomp(run({"ps", "-q"}).out), id.substr(0, 12));
+    auto json = nlohmann::json::parse(run({"list", "--format", "json"}).out);
+    ASSERT_EQ(json.size(), 1u);
+    EXPECT_EQ(json[0]["ID"], id);
+    EXPECT_EQ(json[0]["Status"], "running");
+    auto doc = nlohmann::json::parse(run({"inspect", "life"}).out);
+    EXPECT_EQ(doc[0]["Config"]["Env"], nlohmann::json::array({"A=1"}));
+    auto stats = run({"stats", "--format", "json", "life"});
+    ASSERT_EQ(stats.status, 0) << stats;
+    EXPECT_EQ(nlohmann::json::parse(stats.out)["Name"], "life");
+    EXPECT_EQ(run({"logs", "-n", "5", "life"}).status, 0);
+    auto refused = run({"rm", "life"});
+    EXPECT_EQ(refused.status, 1);
+    EXPECT_NE(refused.err.find("invalid state"), std::string::npos) << refused;
+    EXPECT_EQ(run({"rm", "-f", "life"}).status, 0);
+    EXPECT_EQ(chomp(run({"ls", "-aq"}).out), "");
+}
+
 }  // namespace
