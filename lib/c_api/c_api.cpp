@@ -109,6 +109,7 @@ struct CExecutionHandle {
     Output out;
     Output err;
     std::optional<int> exit_code;
+    std::vector<std::byte> buffer = std::vector<std::byte>(64 * 1024);
     /// Set while a callback of this handle runs: pump, wait and free are refused from inside one.
     bool in_callback = false;
 };
@@ -278,10 +279,9 @@ BoxliteResult<BoxCommand> to_box_command(const BoxliteCommand& c) {
 BoxliteResult<bool> drain_available(CExecutionHandle& h) {
     h.wake->clear();
     bool progressed = false;
-    std::vector<std::byte> buffer(64 * 1024);
     for (auto* output : {&h.out, &h.err}) {
         while (!output->ended && output->stream) {
-            BOXLITE_TRY(auto n, output->stream->try_read_some(buffer));
+            BOXLITE_TRY(auto n, output->stream->try_read_some(h.buffer));
             if (!n) break;
             progressed = true;
             if (*n == 0) {
@@ -290,7 +290,7 @@ BoxliteResult<bool> drain_available(CExecutionHandle& h) {
             }
             if (output->callback != nullptr) {
                 h.in_callback = true;
-                output->callback(reinterpret_cast<const std::uint8_t*>(buffer.data()), *n, output->user_data);
+                output->callback(reinterpret_cast<const std::uint8_t*>(h.buffer.data()), *n, output->user_data);
                 h.in_callback = false;
             }
         }

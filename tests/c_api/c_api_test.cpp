@@ -10,11 +10,13 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -387,6 +389,47 @@ TEST_F(CApi, AFreedHandleUsedAgainIsCaughtByAsan) {
         "heap-use-after-free");
 }
 #endif
+
+TEST_F(CApi, OneRuntimeFromManyThreadsAtOnce) {
+    CBoxliteRuntime* rt = runtime();
+    ASSERT_NE(rt, nullptr);
+    constexpr int kThreads = 4;
+    constexpr int kBoxesEach = 5;
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < kBoxesEach; ++i) {
+                const std::string name = "t" + std::to_string(t) + "-" + std::to_string(i);
+                const std::string json = R"({"name": ")" + name + R"(", "rootfs": {"RootfsPath": ")" +
+                                         (home_ / "rootfs").string() + "\"}}";
+                CBoxliteError e{BOXLITE_OK, nullptr};
+                CBoxHandle* box = nullptr;
+                char* text = nullptr;
+                if (boxlite_create_box(rt, json.c_str(), &box, &e) != BOXLITE_OK) ++failures;
+                if (boxlite_get_info(rt, name.c_str(), &text, &e) != BOXLITE_OK) ++failures;
+                boxlite_free_string(text);
+                text = nullptr;
+                if (boxlite_list_info(rt, &text, &e) != BOXLITE_OK) ++failures;
+                boxlite_free_string(text);
+                text = nullptr;
+                if (boxlite_runtime_metrics(rt, &text, &e) != BOXLITE_OK) ++failures;
+                boxlite_free_string(text);
+                boxlite_error_free(&e);
+                boxlite_box_free(box);
+            }
+        });
+    }
+    for (auto& thread : threads) thread.join();
+    EXPECT_EQ(failures.load(), 0);
+    char* list = nullptr;
+    ASSERT_EQ(boxlite_list_info(rt, &list, &err_), BOXLITE_OK);
+    std::size_t boxes = 0;
+    for (const char* at = list; (at = std::strstr(at, "\"state\"")) != nullptr; ++at) ++boxes;
+    EXPECT_EQ(boxes, std::size_t{kThreads * kBoxesEach});
+    boxlite_free_string(list);
+    boxlite_runtime_free(rt);
+}
 
 TEST_F(CApi, ShutdownRefusesLaterCallsAndIsIdempotent) {
     CBoxliteRuntime* rt = runtime();
