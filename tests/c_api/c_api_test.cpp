@@ -363,30 +363,34 @@ TEST_F(CApi, OutOfMemoryIsAnErrorCodeNotAnException) {
 // Using a handle after freeing it is undefined behaviour (docs/c-api.md); the ASan build catches
 // it. Only that build has this test: without ASan nothing would be caught, reliably.
 #if defined(__SANITIZE_ADDRESS__)
+/// Creates a box, frees its handle, then uses the handle.
+[[noreturn]] void use_freed_box(const std::string& home, const std::string& options) {
+    CBoxliteRuntime* rt = nullptr;
+    CBoxliteError e{BOXLITE_OK, nullptr};
+    if (boxlite_runtime_new(home.c_str(), nullptr, &rt, &e) != BOXLITE_OK) std::_Exit(3);
+    CBoxHandle* box = nullptr;
+    if (boxlite_create_box(rt, options.c_str(), &box, &e) != BOXLITE_OK) std::_Exit(3);
+    boxlite_box_free(box);
+    char* json = nullptr;
+    (void)boxlite_box_info(box, &json, &e);  // use after free
+    std::_Exit(4);
+}
+
+/// Frees a runtime handle, then uses it.
+[[noreturn]] void use_freed_runtime(const std::string& home) {
+    CBoxliteRuntime* rt = nullptr;
+    CBoxliteError e{BOXLITE_OK, nullptr};
+    if (boxlite_runtime_new(home.c_str(), nullptr, &rt, &e) != BOXLITE_OK) std::_Exit(3);
+    boxlite_runtime_free(rt);
+    char* json = nullptr;
+    (void)boxlite_runtime_metrics(rt, &json, &e);  // use after free
+    std::_Exit(4);
+}
+
 TEST_F(CApi, AFreedHandleUsedAgainIsCaughtByAsan) {
     GTEST_FLAG_SET(death_test_style, "threadsafe");
-    EXPECT_DEATH(
-        {
-            CBoxliteRuntime* rt = runtime();
-            CBoxHandle* box = nullptr;
-            CBoxliteError e{BOXLITE_OK, nullptr};
-            if (boxlite_create_box(rt, options().c_str(), &box, &e) != BOXLITE_OK) std::_Exit(3);
-            boxlite_box_free(box);
-            char* json = nullptr;
-            (void)boxlite_box_info(box, &json, &e);  // use after free
-            std::_Exit(4);
-        },
-        "heap-use-after-free");
-    EXPECT_DEATH(
-        {
-            CBoxliteRuntime* rt = runtime();
-            boxlite_runtime_free(rt);
-            char* json = nullptr;
-            CBoxliteError e{BOXLITE_OK, nullptr};
-            (void)boxlite_runtime_metrics(rt, &json, &e);  // use after free
-            std::_Exit(4);
-        },
-        "heap-use-after-free");
+    EXPECT_DEATH(use_freed_box(home_.string(), options()), "heap-use-after-free");
+    EXPECT_DEATH(use_freed_runtime(home_.string()), "heap-use-after-free");
 }
 #endif
 
