@@ -91,6 +91,7 @@ struct CExecutionHandle {
     struct Output {
         std::optional<ExecOutputStream> stream;
         bool ended = false;
+        bool polled = false;  ///< read by boxlite_execution_read: pump and wait leave it alone
         BoxliteChunkCallback callback = nullptr;
         void* user_data = nullptr;
     };
@@ -280,7 +281,7 @@ BoxliteResult<bool> drain_available(CExecutionHandle& h) {
     h.wake->clear();
     bool progressed = false;
     for (auto* output : {&h.out, &h.err}) {
-        while (!output->ended && output->stream) {
+        while (!output->ended && !output->polled && output->stream) {
             BOXLITE_TRY(auto n, output->stream->try_read_some(h.buffer));
             if (!n) break;
             progressed = true;
@@ -699,6 +700,44 @@ BOXLITE_C_EXPORT BoxliteErrorCode boxlite_execution_pump(CExecutionHandle* execu
             BOXLITE_TRY_VOID(drain_available(*execution));
         }
         if (out_finished != nullptr) *out_finished = streams_ended(*execution) ? 1 : 0;
+        return {};
+    });
+}
+
+BOXLITE_C_EXPORT BoxliteErrorCode boxlite_execution_read(CExecutionHandle* execution, int is_stderr, uint8_t* buffer,
+                                                         size_t capacity, size_t* out_len, int* out_eof,
+                                                         CBoxliteError* out_error) {
+    return guarded(out_error, [&]() -> BoxliteResult<void> {
+        BOXLITE_C_REQUIRE(execution);
+        BOXLITE_C_REQUIRE(out_len);
+        BOXLITE_C_REQUIRE(out_eof);
+        *out_len = 0;
+        *out_eof = 0;
+        if (buffer == nullptr && capacity != 0) return null_argument("buffer");
+        if (is_stderr != 0 && is_stderr != 1) {
+            return fail(ErrorKind::InvalidArgument, "is_stderr is {} (0 for stdout, 1 for stderr)", is_stderr);
+        }
+        auto& output = is_stderr != 0 ? execution->err : execution->out;
+        if (output.callback != nullptr) {
+            return fail(ErrorKind::InvalidState, "{} has a callback: its output goes there (boxlite_execution_pump)",
+                        is_stderr != 0 ? "stderr" : "stdout");
+        }
+        output.polled = true;
+        // Progress after this point signals the descriptor again.
+        execution->wake->clear();
+        if (output.ended || !output.stream) {
+            *out_eof = 1;
+            return {};
+        }
+        if (capacity == 0) return {};
+        BOXLITE_TRY(auto n, output.stream->try_read_some(std::as_writable_bytes(std::span(buffer, capacity))));
+        if (!n) return {};
+        if (*n == 0) {
+            output.ended = true;
+            *out_eof = 1;
+            return {};
+        }
+        *out_len = *n;
         return {};
     });
 }

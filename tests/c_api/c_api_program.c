@@ -321,6 +321,48 @@ static void box_calls(CBoxliteRuntime* rt) {
         boxlite_execution_free(execution);
     }
 
+    /* Polling instead of callbacks: boxlite_execution_read on both streams, driven by poll(). */
+    BoxliteCommand polled;
+    memset(&polled, 0, sizeof polled);
+    polled.command = "sh";
+    polled.args_json = "[\"-c\", \"echo polled-out; echo polled-err >&2; exit 6\"]";
+    execution = NULL;
+    if (EXPECT_OK(boxlite_box_exec(box, &polled, &execution, &err))) {
+        Text out_text, err_text;
+        memset(&out_text, 0, sizeof out_text);
+        memset(&err_text, 0, sizeof err_text);
+        uint8_t buffer[7]; /* small: several reads per line */
+        size_t len = 0;
+        int out_eof = 0, err_eof = 0, fd = -1;
+        EXPECT_CODE(boxlite_execution_read(execution, 2, buffer, sizeof buffer, &len, &out_eof, &err),
+                    BOXLITE_ERR_INVALID_ARGUMENT, "is_stderr");
+        EXPECT_OK(boxlite_execution_fd(execution, &fd, &err));
+        for (int rounds = 0; !(out_eof && err_eof) && rounds < 100000; ++rounds) {
+            struct pollfd pfd = {fd, POLLIN, 0};
+            if (poll(&pfd, 1, -1) < 0 && errno != EINTR) break;
+            for (int stream = 0; stream < 2; ++stream) {
+                int* eof = stream ? &err_eof : &out_eof;
+                while (!*eof) {
+                    if (!EXPECT_OK(boxlite_execution_read(execution, stream, buffer, sizeof buffer, &len, eof, &err)))
+                        break;
+                    if (len == 0) break;
+                    append(stream ? &err_text : &out_text, (const char*)buffer, len);
+                }
+            }
+        }
+        CHECK(out_eof && err_eof);
+        CHECK(strcmp(out_text.data, "polled-out\n") == 0);
+        CHECK(strcmp(err_text.data, "polled-err\n") == 0);
+        int exited = 0;
+        EXPECT_OK(boxlite_execution_wait(execution, -1, &exit_code, &exited, &err));
+        CHECK(exited == 1 && exit_code == 6);
+        /* A stream with a callback is not read this way. */
+        EXPECT_OK(boxlite_execution_on_stdout(execution, on_chunk_err, NULL, &err));
+        EXPECT_CODE(boxlite_execution_read(execution, 0, buffer, sizeof buffer, &len, &out_eof, &err),
+                    BOXLITE_ERR_INVALID_STATE, "callback");
+        boxlite_execution_free(execution);
+    }
+
     /* wait with a timeout, signal, resize and kill. */
     BoxliteCommand sleeper;
     memset(&sleeper, 0, sizeof sleeper);

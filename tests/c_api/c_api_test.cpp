@@ -219,6 +219,7 @@ TEST_F(CApi, NullWhereAPointerIsRequiredIsInvalidArgument) {
     char* json = nullptr;
     int code = 0;
     int exited = 0;
+    size_t size = 0;
     CBoxHandle* out_box = nullptr;
     CExecutionHandle* execution = nullptr;
     CBoxliteImageHandle* images = nullptr;
@@ -264,6 +265,7 @@ TEST_F(CApi, NullWhereAPointerIsRequiredIsInvalidArgument) {
     EXPECT_NULL_ARGUMENT(boxlite_execution_on_stderr(nullptr, nullptr, nullptr, &e), "execution");
     EXPECT_NULL_ARGUMENT(boxlite_execution_fd(nullptr, &code, &e), "execution");
     EXPECT_NULL_ARGUMENT(boxlite_execution_pump(nullptr, 0, nullptr, &e), "execution");
+    EXPECT_NULL_ARGUMENT(boxlite_execution_read(nullptr, 0, nullptr, 0, &size, &exited, &e), "execution");
     EXPECT_NULL_ARGUMENT(boxlite_execution_stdin_write(nullptr, nullptr, 0, &e), "execution");
     EXPECT_NULL_ARGUMENT(boxlite_execution_stdin_close(nullptr, &e), "execution");
     EXPECT_NULL_ARGUMENT(boxlite_execution_wait(nullptr, 0, &code, &exited, &e), "execution");

@@ -166,6 +166,13 @@ BoxliteErrorCode boxlite_execution_fd(CExecutionHandle* execution, int* out_fd, 
  *  has. `*out_finished` (may be NULL) becomes 1 once both streams have ended. */
 BoxliteErrorCode boxlite_execution_pump(CExecutionHandle* execution, int timeout_ms, int* out_finished,
                                         CBoxliteError* out_error);
+/** Reads what has arrived on stdout (`is_stderr` 0) or stderr (1) into `buffer`, without blocking:
+ *  `*out_len` bytes (0 when nothing has arrived yet), `*out_eof` 1 once the stream has ended.
+ *  For callers that poll instead of taking callbacks: a stream read this way is left alone by
+ *  pump and wait, and must have no callback. After the fd is readable, read every stream you
+ *  read this way until it gives 0 bytes. */
+BoxliteErrorCode boxlite_execution_read(CExecutionHandle* execution, int is_stderr, uint8_t* buffer, size_t capacity,
+                                        size_t* out_len, int* out_eof, CBoxliteError* out_error);
 /** Writes all of `data` to stdin (blocking while the box has not consumed earlier bytes). After
  *  boxlite_execution_stdin_close: BOXLITE_ERR_INVALID_STATE. */
 BoxliteErrorCode boxlite_execution_stdin_write(CExecutionHandle* execution, const uint8_t* data, size_t len,
