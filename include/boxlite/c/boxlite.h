@@ -161,9 +161,10 @@ BoxliteErrorCode boxlite_execution_on_stderr(CExecutionHandle* execution, Boxlit
 /** A file descriptor (borrowed, valid until boxlite_execution_free) that becomes readable when
  *  the execution may have progressed: poll() it, then call boxlite_execution_pump. */
 BoxliteErrorCode boxlite_execution_fd(CExecutionHandle* execution, int* out_fd, CBoxliteError* out_error);
-/** Delivers the output that has arrived to the callbacks (output without a callback is
- *  discarded, so register them first), waiting up to `timeout_ms` (0: not at all, -1: until something arrives) when nothing
- *  has. `*out_finished` (may be NULL) becomes 1 once both streams have ended. */
+/** Delivers the output that has arrived to the callbacks, waiting up to `timeout_ms` (0: not at
+ *  all, -1: until something arrives) when nothing has. Output of a stream with neither a callback
+ *  nor boxlite_execution_read is discarded, so set both streams up first. `*out_finished` (may be
+ *  NULL) becomes 1 once both streams have ended. */
 BoxliteErrorCode boxlite_execution_pump(CExecutionHandle* execution, int timeout_ms, int* out_finished,
                                         CBoxliteError* out_error);
 /** Reads what has arrived on stdout (`is_stderr` 0) or stderr (1) into `buffer`, without blocking:
@@ -180,7 +181,7 @@ BoxliteErrorCode boxlite_execution_stdin_write(CExecutionHandle* execution, cons
 /** EOF on stdin. Idempotent. */
 BoxliteErrorCode boxlite_execution_stdin_close(CExecutionHandle* execution, CBoxliteError* out_error);
 /** Waits up to `timeout_ms` (-1: no limit, 0: just check) for the command to end, delivering
- *  output to the callbacks meanwhile (output without a callback is discarded). `*out_exited` is
+ *  output to the callbacks meanwhile (as boxlite_execution_pump). `*out_exited` is
  *  1 and `*out_exit_code` set (-N: killed by signal N) when it ended, else 0. */
 BoxliteErrorCode boxlite_execution_wait(CExecutionHandle* execution, int timeout_ms, int* out_exit_code,
                                         int* out_exited, CBoxliteError* out_error);
