@@ -2,6 +2,7 @@
  * results checked. Compiled as C11; also run under valgrind memcheck (tests/c_api/CMakeLists.txt).
  *
  *   c_api_program <work dir> [all|nobox]
+ *   c_api_program <work dir> images <reference>   pull, list, run from a registry's image
  *
  * "nobox" runs only the calls that start no box (valgrind's run: the namespace engine's shim
  * runs outside valgrind anyway, and a box start under it costs minutes). Exit 0 and "c api ok"
@@ -470,6 +471,59 @@ static void simple_calls(void) {
     boxlite_simple_free(runner);
 }
 
+/* Against a registry (tests/c_api/run_images.sh): pull, list, a box from the image, the simple API. */
+static void image_calls(CBoxliteRuntime* rt, const char* reference) {
+    CBoxliteImageHandle* images = NULL;
+    if (!EXPECT_OK(boxlite_runtime_images(rt, &images, &err))) return;
+    char* json = NULL;
+    if (EXPECT_OK(boxlite_image_pull(images, reference, &json, &err))) {
+        CHECK(strstr(json, "\"layer_count\":1") != NULL);
+        CHECK(strstr(json, "\"config_digest\":\"sha256:") != NULL);
+        CHECK(strstr(json, "test/busybox:single") != NULL);
+        boxlite_free_string(json);
+    }
+    json = NULL;
+    if (EXPECT_OK(boxlite_image_list(images, &json, &err))) {
+        CHECK(strstr(json, "\"tag\":\"single\"") != NULL);
+        CHECK(strstr(json, "/test/busybox\"") != NULL); /* the repository */
+        CHECK(strstr(json, "\"size_bytes\":") != NULL);
+        boxlite_free_string(json);
+    }
+    char missing[4096];
+    snprintf(missing, sizeof missing, "%s-not-there", reference);
+    json = NULL;
+    EXPECT_CODE(boxlite_image_pull(images, missing, &json, &err), BOXLITE_ERR_IMAGE, "not-there");
+    boxlite_image_free(images);
+
+    char options[8192];
+    snprintf(options, sizeof options, "{\"rootfs\": {\"Image\": \"%s\"}, \"auto_remove\": false}", reference);
+    CBoxHandle* box = NULL;
+    if (EXPECT_OK(boxlite_create_box(rt, options, &box, &err))) {
+        Collected collected;
+        memset(&collected, 0, sizeof collected);
+        int exit_code = -1;
+        if (EXPECT_OK(boxlite_execute(box, "cat", "[\"/etc/os-release\"]", on_text, &collected, &exit_code, &err))) {
+            CHECK(exit_code == 0);
+            CHECK(strstr(collected.out.data, "BoxLite Test Linux") != NULL);
+        }
+        char* id = boxlite_box_id(box);
+        EXPECT_OK(boxlite_remove(rt, id, 1, &err));
+        boxlite_free_string(id);
+        boxlite_box_free(box);
+    }
+
+    CBoxliteSimple* runner = NULL;
+    if (EXPECT_OK(boxlite_simple_new(reference, 0, 0, &runner, &err))) {
+        const char* args[] = {"from", "an", "image"};
+        CBoxliteExecResult* result = NULL;
+        if (EXPECT_OK(boxlite_simple_run(runner, "echo", args, 3, &result, &err))) {
+            CHECK(result->exit_code == 0 && strcmp(result->stdout_text, "from an image\n") == 0);
+            boxlite_result_free(result);
+        }
+        boxlite_simple_free(runner);
+    }
+}
+
 static void shutdown_calls(CBoxliteRuntime* rt, int with_box) {
     CBoxHandle* box = NULL;
     if (with_box) {
@@ -493,17 +547,18 @@ int main(int argc, char** argv) {
         fprintf(stderr, "usage: c_api_program <work dir> [all|nobox]\n");
         return 2;
     }
-    const int with_boxes = argc < 3 || strcmp(argv[2], "nobox") != 0;
+    const int images_mode = argc >= 4 && strcmp(argv[2], "images") == 0;
+    const int with_boxes = !images_mode && (argc < 3 || strcmp(argv[2], "nobox") != 0);
     snprintf(work, sizeof work, "%s", argv[1]);
     snprintf(rootfs, sizeof rootfs, "%s/rootfs", work);
     char home[8192];
     snprintf(home, sizeof home, "%s/home", work);
-    if (with_boxes) {
+    if (with_boxes || images_mode) {
         if (geteuid() != 0) {
             printf("precondition: not root (the namespace engine needs root)\n");
             return 77;
         }
-        if (!make_rootfs()) {
+        if (with_boxes && !make_rootfs()) {
             fprintf(stderr, "could not build a busybox rootfs in %s (is busybox-static installed?)\n", rootfs);
             return 1;
         }
@@ -513,6 +568,17 @@ int main(int argc, char** argv) {
                 "registries_json[1]");
     CHECK(rt == NULL);
     if (!EXPECT_OK(boxlite_runtime_new(home, "[\"docker.io\"]", &rt, &err))) return 1;
+    if (images_mode) {
+        setenv("BOXLITE_HOME", home, 1);
+        image_calls(rt, argv[3]);
+        boxlite_runtime_free(rt);
+        if (failures != 0) {
+            fprintf(stderr, "%d checks failed\n", failures);
+            return 1;
+        }
+        printf("c api images ok\n");
+        return 0;
+    }
     no_box_calls(rt);
     if (with_boxes) {
         box_calls(rt);
