@@ -69,7 +69,10 @@ namespace {
 /// C handle inside the agent session: the descriptor is closed only when both are gone.
 struct WakeFd {
     int fd = -1;
-    WakeFd() : fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+    int open_errno = 0;  ///< why eventfd() failed, when fd is -1
+    WakeFd() : fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+        if (fd < 0) open_errno = errno;
+    }
     WakeFd(const WakeFd&) = delete;
     WakeFd& operator=(const WakeFd&) = delete;
     ~WakeFd() {
@@ -111,7 +114,7 @@ struct CExecutionHandle {
     Output err;
     std::optional<int> exit_code;
     std::vector<std::byte> buffer = std::vector<std::byte>(64 * 1024);
-    /// Set while a callback of this handle runs: pump, wait and free are refused from inside one.
+    /// Set while a callback of this handle runs: pump and wait are refused from inside one.
     bool in_callback = false;
 };
 
@@ -317,6 +320,17 @@ BoxliteResult<void> check_not_in_callback(const CExecutionHandle& h, const char*
     return {};
 }
 
+/// The C handle of a started execution; fails when no wake descriptor could be made (no poll()
+/// could ever wait on it).
+BoxliteResult<std::unique_ptr<CExecutionHandle>> make_execution_handle(Execution execution) {
+    auto handle = std::make_unique<CExecutionHandle>(std::move(execution));
+    if (handle->wake->fd < 0) {
+        return fail_errno(ErrorKind::Internal, "creating the execution's wake descriptor (eventfd)",
+                          handle->wake->open_errno);
+    }
+    return handle;
+}
+
 /// Pumps output until the command has ended or `timeout_ms` (-1: no limit) has passed.
 BoxliteResult<void> wait_execution(CExecutionHandle& h, int timeout_ms) {
     using Clock = std::chrono::steady_clock;
@@ -358,7 +372,8 @@ BoxliteResult<void> run_blocking(CBoxHandle* box, const BoxliteCommand& c, Boxli
     BOXLITE_TRY_VOID(check_open(box->closed));
     BOXLITE_TRY(auto command, to_box_command(c));
     BOXLITE_TRY(auto execution, box->box.exec(command));
-    CExecutionHandle h(std::move(execution));
+    BOXLITE_TRY(auto handle, make_execution_handle(std::move(execution)));
+    CExecutionHandle& h = *handle;
     h.stdin_closed = true;
     if (h.stdin_stream) BOXLITE_TRY_VOID(h.stdin_stream->close());
     TextCallback out{callback, user_data, 0};
@@ -643,7 +658,8 @@ BOXLITE_C_EXPORT BoxliteErrorCode boxlite_box_exec(CBoxHandle* box, const Boxlit
         BOXLITE_TRY_VOID(check_open(box->closed));
         BOXLITE_TRY(auto c, to_box_command(*command));
         BOXLITE_TRY(auto execution, box->box.exec(c));
-        *out_execution = new CExecutionHandle(std::move(execution));
+        BOXLITE_TRY(auto handle, make_execution_handle(std::move(execution)));
+        *out_execution = handle.release();
         return {};
     });
 }
