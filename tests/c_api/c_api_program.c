@@ -133,6 +133,18 @@ static void on_chunk_err(const uint8_t* data, size_t len, void* user_data) {
     append(&s->err, (const char*)data, len);
 }
 
+/* Answers the command from inside its own stdout callback: a line on stdin, then EOF. */
+static void on_chunk_answer(const uint8_t* data, size_t len, void* user_data) {
+    ExecState* s = user_data;
+    append(&s->out, (const char*)data, len);
+    if (strstr(s->out.data, "ready\n") != NULL && s->inner_code == -1) {
+        CBoxliteError inner = {BOXLITE_OK, NULL};
+        s->inner_code = boxlite_execution_stdin_write(s->execution, (const uint8_t*)"answer\n", 7, &inner);
+        if (s->inner_code == BOXLITE_OK) s->inner_code = boxlite_execution_stdin_close(s->execution, &inner);
+        boxlite_error_free(&inner);
+    }
+}
+
 /* --- threads ------------------------------------------------------------------------------------ */
 
 typedef struct ThreadArg {
@@ -361,6 +373,27 @@ static void box_calls(CBoxliteRuntime* rt) {
         EXPECT_OK(boxlite_execution_on_stdout(execution, on_chunk_err, NULL, &err));
         EXPECT_CODE(boxlite_execution_read(execution, 0, buffer, sizeof buffer, &len, &out_eof, &err),
                     BOXLITE_ERR_INVALID_STATE, "callback");
+        boxlite_execution_free(execution);
+    }
+
+    /* A callback that writes stdin and closes it, on its own execution. */
+    BoxliteCommand conversation;
+    memset(&conversation, 0, sizeof conversation);
+    conversation.command = "sh";
+    conversation.args_json = "[\"-c\", \"echo ready; cat; echo after-eof\"]";
+    execution = NULL;
+    if (EXPECT_OK(boxlite_box_exec(box, &conversation, &execution, &err))) {
+        ExecState state;
+        memset(&state, 0, sizeof state);
+        state.execution = execution;
+        state.inner_code = -1;
+        EXPECT_OK(boxlite_execution_on_stdout(execution, on_chunk_answer, &state, &err));
+        EXPECT_OK(boxlite_execution_on_stderr(execution, on_chunk_err, &state, &err));
+        int exited = 0;
+        EXPECT_OK(boxlite_execution_wait(execution, -1, &exit_code, &exited, &err));
+        CHECK(exited == 1 && exit_code == 0);
+        CHECK(state.inner_code == BOXLITE_OK);
+        CHECK(strcmp(state.out.data, "ready\nanswer\nafter-eof\n") == 0);
         boxlite_execution_free(execution);
     }
 
