@@ -275,8 +275,12 @@ private:
 
     void upgrade(http::request<http::string_body> request);
 
+    /// At shutdown: a connection waiting for its next request closes now; one that has begun
+    /// sending a request gets to finish it (within the read timeout) and gets its answer.
     void close_if_idle() {
-        if (reading_ && !busy_) beast::get_lowest_layer(stream_).cancel();
+        if (reading_ && !busy_ && buffer_.size() == 0 && parser_ && !parser_->got_some()) {
+            beast::get_lowest_layer(stream_).cancel();
+        }
     }
 
     void close() {
