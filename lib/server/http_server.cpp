@@ -493,6 +493,8 @@ private:
             if (!rows || !cols || *rows < 1 || *cols < 1 || *rows > 65535 || *cols > 65535) {
                 return enqueue_text(error_frame("resize needs integer rows and cols from 1 to 65535"));
             }
+            if (!exec_->tty())
+                return enqueue_text(error_frame("the execution has no terminal (exec with \"tty\": true)"));
             if (auto done = exec_->resize(static_cast<std::uint16_t>(*rows), static_cast<std::uint16_t>(*cols));
                 !done) {
                 enqueue_text(error_frame(done.error().to_string()));
