@@ -89,7 +89,10 @@ def start_nginx(root: Path, body: bytes) -> tuple[subprocess.Popen[bytes], int]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     conf = root / "nginx.conf"
+    # As root, nginx's workers would drop to nobody, who cannot read the temporary folder.
+    user = "user root;" if os.geteuid() == 0 else ""
     conf.write_text(f"""
+{user}
 worker_processes 2;
 daemon off;
 pid {root}/nginx.pid;
@@ -110,14 +113,19 @@ http {{
   }}
 }}
 """)
-    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root)])
+    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     while True:  # until it answers (no time bound: a broken nginx fails below)
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             conn.request("GET", "/v1/boxes")
             resp = conn.getresponse()
-            assert resp.status == 200 and resp.read() == body
+            data = resp.read()
             conn.close()
+            if resp.status != 200 or data != body:
+                proc.send_signal(signal.SIGQUIT)
+                proc.wait()
+                raise SystemExit(f"nginx answered {resp.status}: {data[:200]!r} (see {root}/error.log)")
             return proc, port
         except ConnectionRefusedError:
             if proc.poll() is not None:
