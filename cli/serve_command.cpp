@@ -4,8 +4,27 @@
 #include "server/server.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 
 namespace boxlite::cli {
+
+namespace {
+
+/// A grace period from the environment, in seconds (fractions allowed), as upstream's variables.
+BoxliteResult<void> grace_from_env(const char* name, std::chrono::milliseconds& value) {
+    const char* text = std::getenv(name);
+    if (text == nullptr || *text == '\0') return {};
+    char* end = nullptr;
+    const double seconds = std::strtod(text, &end);
+    if (end == text || *end != '\0' || !(seconds > 0) || seconds > 10.0 * 365 * 86400) {
+        return fail(ErrorKind::InvalidArgument, "{}='{}': expected a number of seconds greater than 0", name, text);
+    }
+    value = std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0));
+    if (value.count() == 0) value = std::chrono::milliseconds(1);
+    return {};
+}
+
+}  // namespace
 
 BoxliteResult<int> cmd_serve(Context& context) {
     const auto& args = context.invocation().serve;
@@ -19,6 +38,9 @@ BoxliteResult<int> cmd_serve(Context& context) {
     options.read_timeout = std::chrono::seconds(args.read_timeout_seconds);
     options.max_connections = args.max_connections;
     options.max_body_bytes = args.max_body_bytes;
+    BOXLITE_TRY_VOID(grace_from_env("BOXLITE_RECONNECT_GRACE", options.reconnect_grace));
+    BOXLITE_TRY_VOID(grace_from_env("BOXLITE_SHUTDOWN_GRACE", options.shutdown_grace));
+    BOXLITE_TRY_VOID(grace_from_env("BOXLITE_MAX_SESSION_LIFETIME", options.max_session_lifetime));
     // Refuse a bad configuration before opening the home.
     BOXLITE_TRY_VOID(server::validate(options));
     BOXLITE_TRY(auto* runtime, context.runtime(cli_runtime_settings(context)));

@@ -697,7 +697,7 @@ BoxliteResult<void> validate(const ServeOptions& options) {
 BoxliteResult<void> serve(BoxliteRuntime runtime, const ServeOptions& options,
                           std::function<void(std::uint16_t)> on_listening) {
     BOXLITE_TRY_VOID(validate(options));
-    RestApi api(std::move(runtime), options.api_key, options.allow_host_rootfs);
+    RestApi api(std::move(runtime), options);
     ServerState state(options, api);
     if (options.tls_cert) {
         state.tls.emplace(ssl::context::tls_server);

@@ -362,7 +362,10 @@ void ExecSession::pump(std::uint8_t channel, ExecOutputStream stream) {
         // Outside the lock: the listener may block while the client catches up (backpressure).
         if (listener && !(*listener)(channel, chunk)) {
             std::lock_guard lock(mutex_);
-            if (listener_ == listener) listener_.reset();
+            if (listener_ == listener) {
+                listener_.reset();
+                orphaned_since_ = std::chrono::steady_clock::now();
+            }
         }
     }
     bool last = false;
@@ -397,15 +400,22 @@ ExecSession::Backlog ExecSession::backlog() const {
     return {stdout_backlog_, stderr_backlog_, stdout_truncated_, stderr_truncated_, exit_code_};
 }
 
+std::optional<std::chrono::steady_clock::time_point> ExecSession::orphaned_since() const {
+    std::lock_guard lock(mutex_);
+    return orphaned_since_;
+}
+
 std::optional<ExecSession::Backlog> ExecSession::attach(Listener listener) {
     std::lock_guard lock(mutex_);
     if (listener_) return std::nullopt;
     listener_ = std::make_shared<Listener>(std::move(listener));
+    orphaned_since_.reset();
     return Backlog{stdout_backlog_, stderr_backlog_, stdout_truncated_, stderr_truncated_, exit_code_};
 }
 
 void ExecSession::detach() {
     std::lock_guard lock(mutex_);
+    if (listener_) orphaned_since_ = std::chrono::steady_clock::now();
     listener_.reset();
 }
 
@@ -439,8 +449,68 @@ BoxliteResult<void> ExecSession::resize(std::uint16_t rows, std::uint16_t cols) 
 // RestApi
 // ------------------------------------------------------------------------------------------
 
-RestApi::RestApi(BoxliteRuntime runtime, std::optional<std::string> api_key, bool allow_host_rootfs)
-    : runtime_(std::move(runtime)), api_key_(std::move(api_key)), allow_host_rootfs_(allow_host_rootfs) {}
+RestApi::RestApi(BoxliteRuntime runtime, const ServeOptions& options)
+    : runtime_(std::move(runtime)),
+      api_key_(options.api_key),
+      allow_host_rootfs_(options.allow_host_rootfs),
+      options_(options) {
+    // The reaper looks often enough to honour the shortest grace period, and at least every 30 s.
+    const auto shortest = std::min({options.reconnect_grace, options.shutdown_grace, options.max_session_lifetime});
+    const auto tick = std::clamp<std::chrono::milliseconds>(shortest / 4, std::chrono::milliseconds(50),
+                                                            std::chrono::seconds(30));
+    reaper_ = std::thread([this, tick] {
+        std::unique_lock lock(reaper_mutex_);
+        while (!reaper_wake_.wait_for(lock, tick, [&] { return reaper_stop_; })) {
+            lock.unlock();
+            reap();
+            lock.lock();
+        }
+    });
+}
+
+RestApi::~RestApi() {
+    {
+        std::lock_guard lock(reaper_mutex_);
+        reaper_stop_ = true;
+    }
+    reaper_wake_.notify_all();
+    reaper_.join();
+}
+
+void RestApi::reap() {
+    evict_finished();
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<std::shared_ptr<ExecSession>> sessions;
+    {
+        std::lock_guard lock(executions_mutex_);
+        for (const auto& [id, session] : executions_) sessions.push_back(session);
+    }
+    for (const auto& session : sessions) {
+        if (session->exit_code()) continue;
+        bool evict = false;
+        if (now - session->started_at() >= options_.max_session_lifetime) {
+            (void)session->signal(SIGKILL);
+            evict = true;
+        } else if (const auto orphaned = session->orphaned_since(); !orphaned) {
+            session->reap_stage = 0;  // a client is attached (again), or none ever was
+        } else if (session->reap_stage == 0 && now - *orphaned >= options_.reconnect_grace) {
+            (void)session->signal(SIGHUP);
+            session->reap_stage = 1;
+            session->reap_stage_at = now;
+        } else if (session->reap_stage == 1 && now - session->reap_stage_at >= options_.shutdown_grace) {
+            (void)session->signal(SIGTERM);
+            session->reap_stage = 2;
+            session->reap_stage_at = now;
+        } else if (session->reap_stage == 2 && now - session->reap_stage_at >= options_.shutdown_grace) {
+            (void)session->signal(SIGKILL);
+            evict = true;
+        }
+        if (evict) {
+            std::lock_guard lock(executions_mutex_);
+            executions_.erase(session->id());
+        }
+    }
+}
 
 std::vector<std::string> RestApi::routes() {
     return {

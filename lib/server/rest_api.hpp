@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -90,6 +91,13 @@ public:
     /// Blocks until the execution ended; its exit code.
     int wait_exit();
 
+    [[nodiscard]] std::chrono::steady_clock::time_point started_at() const noexcept { return started_at_; }
+    /// When the last attached client left; nullopt while one is attached or none ever was.
+    [[nodiscard]] std::optional<std::chrono::steady_clock::time_point> orphaned_since() const;
+    /// The reaper's progress on this execution: 0 nothing sent, 1 SIGHUP sent, 2 SIGTERM sent.
+    int reap_stage = 0;
+    std::chrono::steady_clock::time_point reap_stage_at{};
+
     BoxliteResult<void> write_stdin(std::string_view data);
     BoxliteResult<void> close_stdin();
     BoxliteResult<void> signal(int signo);
@@ -113,6 +121,8 @@ private:
     std::shared_ptr<Listener> listener_;
     std::optional<int> exit_code_;
     std::chrono::steady_clock::time_point finished_at_{};
+    std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
+    std::optional<std::chrono::steady_clock::time_point> orphaned_since_;
     int open_streams_ = 2;
 };
 
@@ -121,7 +131,10 @@ private:
 
 class RestApi {
 public:
-    RestApi(BoxliteRuntime runtime, std::optional<std::string> api_key, bool allow_host_rootfs);
+    RestApi(BoxliteRuntime runtime, const ServeOptions& options);
+    ~RestApi();
+    RestApi(const RestApi&) = delete;
+    RestApi& operator=(const RestApi&) = delete;
 
     /// Answers one request; thread-safe, and it blocks while the runtime works.
     [[nodiscard]] HttpResponse handle(const HttpRequest& request);
@@ -153,13 +166,20 @@ private:
                                                                             const std::string& exec_id,
                                                                             const HttpRequest& request);
     void evict_finished();
+    void reap();
 
     BoxliteRuntime runtime_;
     std::optional<std::string> api_key_;
     bool allow_host_rootfs_ = false;
+    ServeOptions options_;
     std::mutex executions_mutex_;
     std::map<std::string, std::shared_ptr<ExecSession>> executions_;
     std::atomic<std::uint64_t> boxes_stopped_total_{0};
+
+    std::mutex reaper_mutex_;
+    std::condition_variable reaper_wake_;
+    bool reaper_stop_ = false;
+    std::thread reaper_;
 };
 
 }  // namespace boxlite::server

@@ -35,6 +35,13 @@ struct ServeOptions {
     std::size_t max_header_bytes = 16 * 1024;
     std::size_t max_body_bytes = 256 * 1024 * 1024;  ///< file uploads (tar) are the big bodies
     std::size_t max_connections = 256;
+    /// The orphan reaper (upstream's BOXLITE_RECONNECT_GRACE, BOXLITE_SHUTDOWN_GRACE,
+    /// BOXLITE_MAX_SESSION_LIFETIME): an execution whose attached client left gets SIGHUP after
+    /// `reconnect_grace`, SIGTERM `shutdown_grace` later, then SIGKILL and eviction after another
+    /// `shutdown_grace`; any execution is killed and evicted at `max_session_lifetime`.
+    std::chrono::milliseconds reconnect_grace{std::chrono::seconds(300)};
+    std::chrono::milliseconds shutdown_grace{std::chrono::seconds(30)};
+    std::chrono::milliseconds max_session_lifetime{std::chrono::seconds(86400)};
     unsigned io_threads = 2;
     unsigned worker_threads = 8;  ///< runtime calls block (box start, file copies): they run here
 };

@@ -96,7 +96,7 @@ class Server:
     """A running `boxlite serve` and a small client for it."""
 
     def __init__(self, home: Path, extra: list[str], tls: ssl.SSLContext | None = None,
-                 api_key: str | None = API_KEY) -> None:
+                 api_key: str | None = API_KEY, env: dict[str, str] | None = None) -> None:
         self.home = home
         self.api_key = api_key
         self.tls = tls
@@ -106,7 +106,8 @@ class Server:
         args = [cli, "--home", str(home), "--engine", "namespace", "serve", "--port", "0", *extra]
         if api_key:
             args += ["--api-key", api_key]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if "listening on" not in line:

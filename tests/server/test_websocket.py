@@ -149,3 +149,39 @@ def test_one_client_at_a_time_and_errors(server: Server, rootfs: str) -> None:
     with attach(server, box, exec_id) as ws:
         ws.send(json.dumps({"type": "signal", "sig": 15}))
         assert drain(ws).exit_code == -15
+
+
+def test_orphaned_execution_is_reaped(home, rootfs: str) -> None:
+    """A client that leaves and does not come back: SIGHUP after BOXLITE_RECONNECT_GRACE, SIGTERM
+    after BOXLITE_SHUTDOWN_GRACE (upstream's reaper, with short periods)."""
+    srv = Server(home, ["--allow-host-rootfs"], env={"BOXLITE_RECONNECT_GRACE": "0.5", "BOXLITE_SHUTDOWN_GRACE": "0.5"})
+    try:
+        box = srv.create_box(rootfs)["box_id"]
+        exec_id = srv.exec(box, command="sh", args=["-c", "trap 'echo got-hup' HUP; echo ready; "
+                                                          "while true; do sleep 0.1; done"])
+        with attach(srv, box, exec_id) as ws:
+            drain(ws, until_stdout=b"ready\n")
+        done = srv.wait_execution(box, exec_id)
+        assert "got-hup" in done["stdout"], done
+        assert done["exit_code"] == -15, done
+        # An execution nobody attached to is left alone (it may be polled); only the lifetime cap applies.
+        quiet = srv.exec(box, command="sleep", args=["1000"])
+        other = srv.exec(box, command="sh", args=["-c", "sleep 2; echo done"])
+        assert srv.wait_execution(box, other)["stdout"] == "done\n"
+        assert srv.request("GET", f"/v1/boxes/{box}/executions/{quiet}").json()["status"] == "running"
+        srv.remove_all_boxes()
+    finally:
+        assert srv.stop() == 0
+
+
+def test_session_lifetime_cap(home, rootfs: str) -> None:
+    srv = Server(home, ["--allow-host-rootfs"], env={"BOXLITE_MAX_SESSION_LIFETIME": "1"})
+    try:
+        box = srv.create_box(rootfs)["box_id"]
+        exec_id = srv.exec(box, command="sleep", args=["1000"])
+        while srv.request("GET", f"/v1/boxes/{box}/executions/{exec_id}").status == 200:
+            pass  # until the reaper killed and evicted it (ctest's timeout bounds this)
+        assert srv.request("GET", f"/v1/boxes/{box}/executions/{exec_id}").status == 404
+        srv.remove_all_boxes()
+    finally:
+        assert srv.stop() == 0
