@@ -719,6 +719,9 @@ HttpResponse RestApi::route(const HttpRequest& request, const std::vector<std::s
             return error_response(404, "NotFoundError", "not_found",
                                   fmt::format("no route for {} {}", method, request.path), request.request_id);
         }
+        if (n == 4 && method != "GET" && method != "POST") return method_not_allowed("GET, POST");
+        if (n == 5 && method != "GET" && method != "DELETE") return method_not_allowed("GET, DELETE");
+        if (n == 6 && method != "POST") return method_not_allowed("POST");
         return not_implemented("snapshots", request);
     }
     if (n == 4 && (action == "clone" || action == "export")) {

@@ -318,6 +318,12 @@ def test_unknown_routes_and_methods(server: Server) -> None:
     assert r.error()["code"] == "method_not_allowed"
     assert "GET" in r.headers["allow"]
     assert server.request("DELETE", "/v1/config").status == 405
+    for method, path in (("TRACE", "/v1/boxes/b/snapshots"), ("PUT", "/v1/boxes/b/snapshots/s"),
+                         ("GET", "/v1/boxes/b/snapshots/s/restore"), ("PUT", "/v1/volumes"),
+                         ("POST", "/v1/volumes/v"), ("GET", "/v1/boxes/b/clone"), ("DELETE", "/v1/boxes/import")):
+        r = server.request(method, path)
+        assert r.status == 405, (method, path, r)
+        r.error()
 
 
 def test_keep_alive_serves_several_requests_on_one_connection(server: Server) -> None:
