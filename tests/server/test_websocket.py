@@ -5,6 +5,7 @@ the exit frame, then a normal close), backlog replay, and one client at a time."
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -33,16 +34,15 @@ class Transcript:
 def drain(ws: ClientConnection, until_exit: bool = True, until_stdout: bytes | None = None) -> Transcript:
     """Reads frames until the exit frame and the close (or until stdout contains `until_stdout`)."""
     t = Transcript()
+    out, err = bytearray(), bytearray()  # (bytes += would copy everything at each frame)
     try:
         while True:
             frame = ws.recv(timeout=300)
             if isinstance(frame, bytes):
                 assert frame[0] in (1, 2), frame[:10]
-                if frame[0] == 1:
-                    t.stdout += frame[1:]
-                else:
-                    t.stderr += frame[1:]
-                if until_stdout is not None and until_stdout in t.stdout:
+                (out if frame[0] == 1 else err).extend(frame[1:])
+                if until_stdout is not None and until_stdout in out:
+                    t.stdout, t.stderr = bytes(out), bytes(err)
                     return t
             else:
                 doc = json.loads(frame)
@@ -52,6 +52,7 @@ def drain(ws: ClientConnection, until_exit: bool = True, until_stdout: bytes | N
     except ConnectionClosedOK as closed:
         assert closed.rcvd is not None and closed.rcvd.code == 1000
         assert t.exit_code is not None, "closed without an exit frame"
+        t.stdout, t.stderr = bytes(out), bytes(err)
         return t
 
 
@@ -185,3 +186,27 @@ def test_session_lifetime_cap(home, rootfs: str) -> None:
         srv.remove_all_boxes()
     finally:
         assert srv.stop() == 0
+
+
+def rss_bytes(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_client_that_does_not_read_does_not_grow_the_server(server: Server, rootfs: str) -> None:
+    box = server.create_box(rootfs)["box_id"]
+    size = 64 * 1024 * 1024
+    exec_id = server.exec(box, command="sh", args=["-c", f"read go; head -c {size} /dev/zero"])
+    with attach(server, box, exec_id) as ws:
+        before = rss_bytes(server.proc.pid)
+        ws.send(b"go\n")
+        # Read nothing for a while: the box's output must wait for us, not pile up in the server.
+        peak = before
+        for _ in range(20):
+            time.sleep(0.1)
+            peak = max(peak, rss_bytes(server.proc.pid))
+        assert peak - before < 24 * 1024 * 1024, (before, peak)
+        t = drain(ws)
+    assert len(t.stdout) == size and t.exit_code == 0
