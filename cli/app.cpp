@@ -196,6 +196,31 @@ struct Parser {
         auto* info = subcommand("info", "Show system-wide information");
         info->add_option("--format", inf.format, "yaml (default) or json");
 
+        auto& sv = invocation.serve;
+        auto* serve = subcommand("serve", "Serve the REST API (and WebSocket attach) over HTTP or HTTPS");
+        serve->add_option("--host", sv.host, "Address to bind (default 127.0.0.1; any other needs an API key)")
+            ->type_name("HOST");
+        serve->add_option("--port", sv.port, "TCP port (default 8100; 0 picks a free one)")->type_name("PORT");
+        serve->add_option("--api-key", sv.api_key, "Require `Authorization: Bearer KEY` on every route but /v1/config")
+            ->envname("BOXLITE_SERVE_API_KEY")
+            ->type_name("KEY");
+        serve->add_option("--tls-cert", sv.tls_cert, "PEM certificate chain: serve HTTPS (with --tls-key)")
+            ->type_name("FILE");
+        serve->add_option("--tls-key", sv.tls_key, "PEM private key of --tls-cert")->type_name("FILE");
+        serve->add_flag("--allow-host-rootfs", sv.allow_host_rootfs,
+                        "Let clients create boxes on host folders (rootfs_path); off by default");
+        serve
+            ->add_option("--read-timeout", sv.read_timeout_seconds,
+                         "Seconds a client has to send a whole request; idle connections close after it (default 30)")
+            ->check(CLI::Range(1u, 3600u))
+            ->type_name("SECONDS");
+        serve->add_option("--max-connections", sv.max_connections, "Open connections at most (default 256)")
+            ->check(CLI::Range(std::size_t{1}, std::size_t{100000}))
+            ->type_name("N");
+        serve->add_option("--max-body-bytes", sv.max_body_bytes, "Largest request body (default 256 MiB)")
+            ->check(CLI::Range(std::uint64_t{1024}, std::uint64_t{1} << 40))
+            ->type_name("BYTES");
+
         auto& v = invocation.version;
         auto* version = subcommand("version", "Show the version");
         version->add_option("--format", v.format, "json or a Go template");

@@ -130,6 +130,19 @@ struct InfoArgs {
     std::string format = "yaml";
 };
 
+/// `serve`: the REST API (lib/server).
+struct ServeArgs {
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 8100;
+    std::optional<std::string> api_key;  ///< --api-key / BOXLITE_SERVE_API_KEY
+    std::optional<std::string> tls_cert;
+    std::optional<std::string> tls_key;
+    bool allow_host_rootfs = false;
+    unsigned read_timeout_seconds = 30;
+    std::size_t max_connections = 256;
+    std::uint64_t max_body_bytes = 256ull * 1024 * 1024;
+};
+
 struct VersionArgs {
     std::optional<std::string> format;
 };
@@ -138,7 +151,7 @@ struct VersionArgs {
 struct Invocation {
     GlobalFlags global;
     /// "run", "exec", "create", "start", "stop", "restart", "rm", "list", "cp", "inspect", "logs",
-    /// "stats", "pull", "images", "images rm", "images prune", "load", "info", "version".
+    /// "stats", "pull", "images", "images rm", "images prune", "load", "info", "version", "serve".
     std::string command;
     CreateArgs create;
     ExecArgs exec;
@@ -153,6 +166,7 @@ struct Invocation {
     LoadArgs load;
     InfoArgs info;
     VersionArgs version;
+    ServeArgs serve;
 };
 
 /// Parsing stopped before anything ran: print `out` to stdout and `err` to stderr, exit `status`.

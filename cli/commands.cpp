@@ -657,6 +657,7 @@ BoxliteResult<int> dispatch(Context& context) {
     if (command == "load") return cmd_load(context);
     if (command == "info") return cmd_info(context);
     if (command == "version") return cmd_version(context);
+    if (command == "serve") return cmd_serve(context);
     return fail(ErrorKind::Internal, "no handler for subcommand '{}'", command);
 }
 

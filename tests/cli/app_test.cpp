@@ -249,6 +249,23 @@ TEST(CommandLine, OtherSubcommandsAndAliases) {
     EXPECT_EQ(parse_ok({"load", "-i", "/tmp/img.tar"}).load.input, "/tmp/img.tar");
     EXPECT_EQ(parse_ok({"info", "--format", "json"}).info.format, "json");
     EXPECT_EQ(parse_ok({"version"}).command, "version");
+    const auto serve = parse_ok({"serve"}).serve;
+    EXPECT_EQ(serve.host, "127.0.0.1");
+    EXPECT_EQ(serve.port, 8100);
+    EXPECT_FALSE(serve.api_key);
+    EXPECT_FALSE(serve.allow_host_rootfs);
+    const auto custom = parse_ok({"serve", "--host", "0.0.0.0", "--port", "0", "--api-key", "k", "--tls-cert", "c.pem",
+                                  "--tls-key", "k.pem", "--allow-host-rootfs", "--read-timeout", "5"})
+                            .serve;
+    EXPECT_EQ(custom.host, "0.0.0.0");
+    EXPECT_EQ(custom.port, 0);
+    EXPECT_EQ(custom.api_key, "k");
+    EXPECT_EQ(custom.tls_key, "k.pem");
+    EXPECT_TRUE(custom.allow_host_rootfs);
+    EXPECT_EQ(custom.read_timeout_seconds, 5U);
+    ::setenv("BOXLITE_SERVE_API_KEY", "from-env", 1);
+    EXPECT_EQ(parse_ok({"serve"}).serve.api_key, "from-env");
+    ::unsetenv("BOXLITE_SERVE_API_KEY");
 }
 
 TEST(CommandLine, EngineFromEnvironment) {
@@ -317,6 +334,9 @@ TEST(CommandLine, UsageErrorsExitTwoWithOneLine) {
         {"load"},
         {"--engine", "vmware", "info"},
         {"stop", "-t", "soon", "box"},
+        {"serve", "--port", "70000"},
+        {"serve", "--read-timeout", "0"},
+        {"serve", "--max-connections", "0"},
         // What the runtime would refuse at create is refused here, before any pull.
         {"run", "--allow-net", "not a host", "alpine"},
         {"create", "--allow-net", "*.*.example.com", "alpine"},

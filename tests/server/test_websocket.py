@@ -1,0 +1,212 @@
+"""WebSocket attach to an execution with the `websockets` client: the frames of upstream's §4.4
+(binary stdin; binary output tagged 0x01 stdout / 0x02 stderr; JSON resize, signal, stdin_eof;
+the exit frame, then a normal close), backlog replay, and one client at a time."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from conftest import API_KEY, Server
+
+websockets = pytest.importorskip("websockets", reason="precondition: the websockets package is not installed")
+from websockets.exceptions import ConnectionClosedOK, InvalidStatus  # noqa: E402
+from websockets.sync.client import ClientConnection, connect  # noqa: E402
+
+
+def attach(server: Server, box: str, exec_id: str, key: str | None = API_KEY) -> ClientConnection:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return connect(f"ws://127.0.0.1:{server.port}/v1/boxes/{box}/executions/{exec_id}/attach",
+                   additional_headers=headers, open_timeout=120, max_size=None)
+
+
+class Transcript:
+    def __init__(self) -> None:
+        self.stdout = b""
+        self.stderr = b""
+        self.texts: list[dict[str, Any]] = []
+        self.exit_code: int | None = None
+
+
+def drain(ws: ClientConnection, until_exit: bool = True, until_stdout: bytes | None = None) -> Transcript:
+    """Reads frames until the exit frame and the close (or until stdout contains `until_stdout`)."""
+    t = Transcript()
+    out, err = bytearray(), bytearray()  # (bytes += would copy everything at each frame)
+    try:
+        while True:
+            frame = ws.recv(timeout=300)
+            if isinstance(frame, bytes):
+                assert frame[0] in (1, 2), frame[:10]
+                (out if frame[0] == 1 else err).extend(frame[1:])
+                if until_stdout is not None and until_stdout in out:
+                    t.stdout, t.stderr = bytes(out), bytes(err)
+                    return t
+            else:
+                doc = json.loads(frame)
+                t.texts.append(doc)
+                if doc["type"] == "exit":
+                    t.exit_code = doc["exit_code"]
+    except ConnectionClosedOK as closed:
+        assert closed.rcvd is not None and closed.rcvd.code == 1000
+        assert t.exit_code is not None, "closed without an exit frame"
+        t.stdout, t.stderr = bytes(out), bytes(err)
+        return t
+
+
+def test_stdin_round_trip_and_exit_frame(server: Server, rootfs: str) -> None:
+    box = server.create_box(rootfs)["box_id"]
+    exec_id = server.exec(box, command="sh", args=["-c", "cat; echo bye >&2; exit 7"])
+    with attach(server, box, exec_id) as ws:
+        assert ws.response.headers["x-boxlite-execution-id"] == exec_id
+        ws.send(b"hello over websocket\n")
+        ws.send(b"second chunk\n")
+        ws.send(json.dumps({"type": "stdin_eof"}))
+        t = drain(ws)
+    assert t.stdout == b"hello over websocket\nsecond chunk\n"
+    assert t.stderr == b"bye\n"
+    assert t.exit_code == 7
+
+
+def test_ten_megabytes_of_output(server: Server, rootfs: str) -> None:
+    box = server.create_box(rootfs)["box_id"]
+    size = 10 * 1024 * 1024
+    exec_id = server.exec(box, command="sh", args=["-c", f"read go; head -c {size} /dev/zero | tr '\\0' x"])
+    with attach(server, box, exec_id) as ws:
+        ws.send(b"go\n")
+        t = drain(ws)
+    assert len(t.stdout) == size
+    assert t.stdout.count(b"x") == size
+    assert t.exit_code == 0
+    # The backlog keeps only the last 256 KiB.
+    done = server.wait_execution(box, exec_id)
+    assert done["stdout_truncated"] is True and len(done["stdout"]) == 256 * 1024
+
+
+def test_resize_and_signal_frames(server: Server, rootfs: str) -> None:
+    box = server.create_box(rootfs)["box_id"]
+    exec_id = server.exec(box, command="sh", args=["-c", "read x; stty size; sleep 1000"], tty=True)
+    with attach(server, box, exec_id) as ws:
+        ws.send(json.dumps({"type": "resize", "rows": 41, "cols": 123}))
+        ws.send(b"go\n")
+        t = drain(ws, until_stdout=b"41 123")
+        assert b"41 123" in t.stdout
+        # A rejected signal is an error frame; the connection stays open.
+        ws.send(json.dumps({"type": "signal", "sig": 9}))
+        ws.send(json.dumps({"type": "bogus"}))
+        ws.send("not json")
+        errors = []
+        while len(errors) < 3:
+            frame = ws.recv(timeout=300)
+            if isinstance(frame, str):
+                doc = json.loads(frame)
+                assert doc["type"] == "error", doc
+                errors.append(doc["message"])
+        assert "not allowed" in errors[0] and "bogus" in errors[1]
+        ws.send(json.dumps({"type": "signal", "sig": 15}))
+        t = drain(ws)
+    assert t.exit_code == -15
+
+
+def test_late_attach_replays_the_backlog_and_reconnect(server: Server, rootfs: str) -> None:
+    box = server.create_box(rootfs)["box_id"]
+    exec_id = server.exec(box, command="sh", args=["-c", "echo first; echo first-err >&2; read x; echo second $x"])
+    while "first" not in server.request("GET", f"/v1/boxes/{box}/executions/{exec_id}/output").json()["stdout"]:
+        pass
+    with attach(server, box, exec_id) as ws:
+        t = drain(ws, until_stdout=b"first\n")
+        assert t.stdout == b"first\n"
+    # The execution survives the client; a new client gets the backlog again, then live output.
+    with attach(server, box, exec_id) as ws:
+        ws.send(b"again\n")
+        t = drain(ws)
+    assert t.stdout == b"first\nsecond again\n"
+    assert t.stderr == b"first-err\n"
+    assert t.exit_code == 0
+    # Attaching to a finished execution replays everything and ends with the exit frame.
+    with attach(server, box, exec_id) as ws:
+        t = drain(ws)
+    assert t.stdout == b"first\nsecond again\n" and t.exit_code == 0
+
+
+def test_one_client_at_a_time_and_errors(server: Server, rootfs: str) -> None:
+    box = server.create_box(rootfs)["box_id"]
+    exec_id = server.exec(box, command="sleep", args=["1000"])
+    with attach(server, box, exec_id) as first:
+        with pytest.raises(InvalidStatus) as second:
+            attach(server, box, exec_id)
+        assert second.value.response.status_code == 409
+        first.send(json.dumps({"type": "resize", "rows": 10, "cols": 10}))  # no tty: an error frame
+        assert json.loads(first.recv(timeout=300))["type"] == "error"
+    with pytest.raises(InvalidStatus) as unauthorised:
+        attach(server, box, exec_id, key="wrong")
+    assert unauthorised.value.response.status_code == 401
+    with pytest.raises(InvalidStatus) as missing:
+        attach(server, box, "01NOSUCHEXECUTION")
+    assert missing.value.response.status_code == 404
+    # After the first client left, another may attach.
+    with attach(server, box, exec_id) as ws:
+        ws.send(json.dumps({"type": "signal", "sig": 15}))
+        assert drain(ws).exit_code == -15
+
+
+def test_orphaned_execution_is_reaped(home, rootfs: str) -> None:
+    """A client that leaves and does not come back: SIGHUP after BOXLITE_RECONNECT_GRACE, SIGTERM
+    after BOXLITE_SHUTDOWN_GRACE (upstream's reaper, with short periods)."""
+    srv = Server(home, ["--allow-host-rootfs"], env={"BOXLITE_RECONNECT_GRACE": "0.5", "BOXLITE_SHUTDOWN_GRACE": "0.5"})
+    try:
+        box = srv.create_box(rootfs)["box_id"]
+        exec_id = srv.exec(box, command="sh", args=["-c", "trap 'echo got-hup' HUP; echo ready; "
+                                                          "while true; do sleep 0.1; done"])
+        with attach(srv, box, exec_id) as ws:
+            drain(ws, until_stdout=b"ready\n")
+        done = srv.wait_execution(box, exec_id)
+        assert "got-hup" in done["stdout"], done
+        assert done["exit_code"] == -15, done
+        # An execution nobody attached to is left alone (it may be polled); only the lifetime cap applies.
+        quiet = srv.exec(box, command="sleep", args=["1000"])
+        other = srv.exec(box, command="sh", args=["-c", "sleep 2; echo done"])
+        assert srv.wait_execution(box, other)["stdout"] == "done\n"
+        assert srv.request("GET", f"/v1/boxes/{box}/executions/{quiet}").json()["status"] == "running"
+        srv.remove_all_boxes()
+    finally:
+        assert srv.stop() == 0
+
+
+def test_session_lifetime_cap(home, rootfs: str) -> None:
+    srv = Server(home, ["--allow-host-rootfs"], env={"BOXLITE_MAX_SESSION_LIFETIME": "1"})
+    try:
+        box = srv.create_box(rootfs)["box_id"]
+        exec_id = srv.exec(box, command="sleep", args=["1000"])
+        while srv.request("GET", f"/v1/boxes/{box}/executions/{exec_id}").status == 200:
+            pass  # until the reaper killed and evicted it (ctest's timeout bounds this)
+        assert srv.request("GET", f"/v1/boxes/{box}/executions/{exec_id}").status == 404
+        srv.remove_all_boxes()
+    finally:
+        assert srv.stop() == 0
+
+
+def rss_bytes(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_client_that_does_not_read_does_not_grow_the_server(server: Server, rootfs: str) -> None:
+    box = server.create_box(rootfs)["box_id"]
+    size = 64 * 1024 * 1024
+    exec_id = server.exec(box, command="sh", args=["-c", f"read go; head -c {size} /dev/zero"])
+    with attach(server, box, exec_id) as ws:
+        before = rss_bytes(server.proc.pid)
+        ws.send(b"go\n")
+        # Read nothing for a while: the box's output must wait for us, not pile up in the server.
+        peak = before
+        for _ in range(20):
+            time.sleep(0.1)
+            peak = max(peak, rss_bytes(server.proc.pid))
+        assert peak - before < 24 * 1024 * 1024, (before, peak)
+        t = drain(ws)
+    assert len(t.stdout) == size and t.exit_code == 0
