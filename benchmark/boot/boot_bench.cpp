@@ -220,13 +220,11 @@ std::vector<std::string> bare_argv(const std::vector<std::string>& ours, const f
 }
 
 /// Our initramfs with a second newc archive appended that holds /bare-init.
-std::string make_bare_initrd(const fs::path& ours, const fs::path& dir, fs::path& out) {
+std::string make_bare_initrd(std::string bytes, const fs::path& dir, fs::path& out) {
     const fs::path staging = dir / "bare";
     fs::create_directories(staging);
     fs::copy_file(BOXLITE_BARE_INIT, staging / "bare-init", fs::copy_options::overwrite_existing);
     out = dir / "bare-initrd.img";
-    auto bytes = slurp(ours);
-    if (bytes.empty()) return "cannot read our initramfs " + ours.string();
     bytes.resize((bytes.size() + 511) / 512 * 512, '\0');  // archives start 4-byte aligned
     std::ofstream(out, std::ios::binary) << bytes;
     test::shell("cd '" + staging.string() + "' && echo bare-init | cpio -o -H newc --quiet >> '" + out.string() + "'");
@@ -285,6 +283,7 @@ void comparisons() {
 
     // The check run: our QEMU's argv and the idle memory, read while the box is up.
     std::vector<std::string> qemu_argv;
+    std::string our_initrd;  // its bytes: the box's initramfs goes with the box
     Memory shim_memory, qemu_memory;
     OursRun check;
     double ignored = 0;
@@ -292,9 +291,17 @@ void comparisons() {
         const pid_t qemu = find_qemu(box.id().str());
         if (qemu == 0) return;
         qemu_argv = proc_cmdline(qemu);
+        if (auto at = std::find(qemu_argv.begin(), qemu_argv.end(), "-initrd"); at != qemu_argv.end() &&
+                                                                              at + 1 != qemu_argv.end())
+            our_initrd = slurp(*(at + 1));
         std::this_thread::sleep_for(std::chrono::seconds(3));  // idle
         qemu_memory = memory_of(qemu);
         if (const pid_t shim = parent_of(qemu); shim > 1) shim_memory = memory_of(shim);
+        // Where the guest's init spent its time: the agent's console lines carry the guest clock.
+        std::istringstream console(slurp(f.home.path() / "boxes" / box.id().str() / "console.log"));
+        for (std::string line; std::getline(console, line);) {
+            if (line.starts_with("boxlite-agent: [")) fmt::print("boot check run console: {}\n", line);
+        }
     };
     if (auto why = run_ours(f, ignored, check, inspect); !why.empty())
         return bench::report_no_ratio(name, "ours failed its check run: " + why);
@@ -304,14 +311,18 @@ void comparisons() {
                shim_memory.pss_kib / 1024, shim_memory.rss_kib / 1024, qemu_memory.pss_kib / 1024,
                qemu_memory.rss_kib / 1024, qemu_memory.guest_rss_kib / 1024);
 
-    const auto initrd_at = std::find(qemu_argv.begin(), qemu_argv.end(), "-initrd");
-    if (initrd_at == qemu_argv.end() || initrd_at + 1 == qemu_argv.end())
-        return bench::report_no_ratio(name, "our QEMU has no -initrd");
+    if (our_initrd.empty()) return bench::report_no_ratio(name, "could not read our QEMU's -initrd");
     bench::TempHome scratch;
     fs::path bare_initrd;
-    if (auto why = make_bare_initrd(*(initrd_at + 1), scratch.path(), bare_initrd); !why.empty())
+    if (auto why = make_bare_initrd(our_initrd, scratch.path(), bare_initrd); !why.empty())
         return bench::report_no_ratio(name, why);
     const auto argv = bare_argv(qemu_argv, bare_initrd);
+    if (const char* keep = std::getenv("BOXLITE_BENCH_BOOT_KEEP")) {  // for experiments by hand
+        std::error_code ec;
+        fs::copy_file(bare_initrd, fs::path(keep) / "bare-initrd.img", fs::copy_options::overwrite_existing, ec);
+        if (auto k = std::find(argv.begin(), argv.end(), "-kernel"); k != argv.end() && k + 1 != argv.end())
+            fs::copy_file(*(k + 1), fs::path(keep) / "vmlinux", fs::copy_options::overwrite_existing, ec);
+    }
 
     std::vector<double> ours_guest_ms, bare_guest_ms, spawn_ms, boot_ms, assets_ms, disk_ms, rootfs_ms;
     auto pairs = bench::measure_interleaved_timed(
@@ -340,9 +351,10 @@ void comparisons() {
     options.note = "ours includes create, the agent, the box disk and the exec round trip; TCG";
     bench::report_comparison(name, pairs, options);
     if (!pairs.failure.empty()) return;
-    // The check run's values are not in these lists (their first run warmed the caches).
-    ours_guest_ms.resize(pairs.ours_ns.size());
-    bare_guest_ms.resize(pairs.peer_ns.size());
+    // Leave out the check run's values (measure_interleaved_timed's first, untimed run of each side).
+    for (auto* list : {&ours_guest_ms, &bare_guest_ms, &spawn_ms, &boot_ms, &assets_ms, &disk_ms, &rootfs_ms}) {
+        if (!list->empty()) list->erase(list->begin());
+    }
     fmt::print("boot guest time (CLOCK_BOOTTIME, median of {}): our agent listening at {:.0f} ms; the bare init "
                "at {:.0f} ms\n",
                pairs.ours_ns.size(), median(ours_guest_ms), median(bare_guest_ms));
