@@ -90,9 +90,9 @@ pid_t parent_of(pid_t pid) {
 }
 
 struct Memory {
-    double pss_kib = 0;       ///< outside guest RAM
-    double rss_kib = 0;       ///< outside guest RAM
-    double guest_rss_kib = 0; ///< guest RAM (the memfd mapping) resident
+    double pss_kib = 0;        ///< outside guest RAM
+    double rss_kib = 0;        ///< outside guest RAM
+    double guest_rss_kib = 0;  ///< guest RAM (the memfd mapping) resident
 };
 
 /// From /proc/<pid>/smaps: guest RAM is the shared memfd ("/memfd:mem"), everything else is the
@@ -291,8 +291,8 @@ void comparisons() {
         const pid_t qemu = find_qemu(box.id().str());
         if (qemu == 0) return;
         qemu_argv = proc_cmdline(qemu);
-        if (auto at = std::find(qemu_argv.begin(), qemu_argv.end(), "-initrd"); at != qemu_argv.end() &&
-                                                                              at + 1 != qemu_argv.end())
+        if (auto at = std::find(qemu_argv.begin(), qemu_argv.end(), "-initrd");
+            at != qemu_argv.end() && at + 1 != qemu_argv.end())
             our_initrd = slurp(*(at + 1));
         std::this_thread::sleep_for(std::chrono::seconds(3));  // idle
         qemu_memory = memory_of(qemu);
@@ -306,10 +306,11 @@ void comparisons() {
     if (auto why = run_ours(f, ignored, check, inspect); !why.empty())
         return bench::report_no_ratio(name, "ours failed its check run: " + why);
     if (qemu_argv.empty()) return bench::report_no_ratio(name, "could not find our QEMU process in /proc");
-    fmt::print("boot idle memory (qemu engine, one busybox box, guest RAM excluded): shim PSS {:.2f} MiB (RSS "
-               "{:.2f} MiB); QEMU's own PSS {:.2f} MiB (RSS {:.2f} MiB); guest RAM touched {:.2f} MiB\n",
-               shim_memory.pss_kib / 1024, shim_memory.rss_kib / 1024, qemu_memory.pss_kib / 1024,
-               qemu_memory.rss_kib / 1024, qemu_memory.guest_rss_kib / 1024);
+    fmt::print(
+        "boot idle memory (qemu engine, one busybox box, guest RAM excluded): shim PSS {:.2f} MiB (RSS "
+        "{:.2f} MiB); QEMU's own PSS {:.2f} MiB (RSS {:.2f} MiB); guest RAM touched {:.2f} MiB\n",
+        shim_memory.pss_kib / 1024, shim_memory.rss_kib / 1024, qemu_memory.pss_kib / 1024, qemu_memory.rss_kib / 1024,
+        qemu_memory.guest_rss_kib / 1024);
 
     if (our_initrd.empty()) return bench::report_no_ratio(name, "could not read our QEMU's -initrd");
     bench::TempHome scratch;
@@ -355,12 +356,14 @@ void comparisons() {
     for (auto* list : {&ours_guest_ms, &bare_guest_ms, &spawn_ms, &boot_ms, &assets_ms, &disk_ms, &rootfs_ms}) {
         if (!list->empty()) list->erase(list->begin());
     }
-    fmt::print("boot guest time (CLOCK_BOOTTIME, median of {}): our agent listening at {:.0f} ms; the bare init "
-               "at {:.0f} ms\n",
-               pairs.ours_ns.size(), median(ours_guest_ms), median(bare_guest_ms));
-    fmt::print("boot BoxMetrics stages (median, ms): guest_rootfs {:.0f}, guest_assets {:.0f}, box_disk {:.0f}, "
-               "box_spawn {:.0f}, guest_boot {:.0f}\n",
-               median(rootfs_ms), median(assets_ms), median(disk_ms), median(spawn_ms), median(boot_ms));
+    fmt::print(
+        "boot guest time (CLOCK_BOOTTIME, median of {}): our agent listening at {:.0f} ms; the bare init "
+        "at {:.0f} ms\n",
+        pairs.ours_ns.size(), median(ours_guest_ms), median(bare_guest_ms));
+    fmt::print(
+        "boot BoxMetrics stages (median, ms): guest_rootfs {:.0f}, guest_assets {:.0f}, box_disk {:.0f}, "
+        "box_spawn {:.0f}, guest_boot {:.0f}\n",
+        median(rootfs_ms), median(assets_ms), median(disk_ms), median(spawn_ms), median(boot_ms));
     fmt::print("boot qemu argv (bare side): {}\n", fmt::join(argv, " "));
     std::fflush(stdout);
 }
