@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -124,7 +125,8 @@ TEST(VmBoot, AgentBootsAsPid1GrowsTheDiskListensOnVsockAndPowersOff) {
     EXPECT_NE(log.find("modules: "), std::string::npos) << log;
     {  // what this box needs; a box without volumes and network loads no fuse/virtiofs/net/overlay
         const auto at = log.find(" modules: ");
-        const auto modules = at == std::string::npos ? std::string() : log.substr(at, log.find('\n', at) - at) + " ";
+        auto modules = at == std::string::npos ? std::string() : log.substr(at, log.find('\n', at) - at) + " ";
+        std::replace(modules.begin(), modules.end(), '\r', ' ');  // the serial console's line ends
         for (const char* module : {"virtio_mmio", "virtio_blk", "vsock", "vmw_vsock_virtio_transport"})
             EXPECT_NE(modules.find(std::string(" ") + module + " "), std::string::npos) << module << "\n" << log;
         for (const char* module : {"fuse", "virtiofs", "virtio_net", "overlay"})
