@@ -24,6 +24,9 @@
 //                               first time (docs/guest.md)
 //     stage_box_disk_ms         VM engines: the box's disk overlay created or grown
 //     The kvm engine reports guest boot (VM started until the agent answers), assets and disk;
+//     the qemu engine reports guest boot in the guest's own clock (CLOCK_BOOTTIME when the agent
+//     listens, from its console line; the host's time from the shim's spawn if that is missing),
+//     container init (the guest init's first line until the agent listens), assets and disk;
 //     an engine leaves what it does not measure nullopt, and the runtime never guesses it.
 //
 // The create-time stages stay when a later start does not redo them.

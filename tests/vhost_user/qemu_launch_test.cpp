@@ -139,3 +139,27 @@ TEST(QemuLaunch, GuestLaunchVolumesRoundTripAndHostileOnesAreRefused) {
 
 }  // namespace
 }  // namespace boxlite::qemu
+
+TEST(QemuLaunch, GuestBootTimeIsReadFromTheLastBootOnTheConsoleAndHostileLinesAreIgnored) {
+    using boxlite::qemu::guest_console_ms;
+    const std::string two_boots =
+        "[    0.1] kernel noise\n"
+        "boxlite-agent: [1500 ms] VM boot: /dev, /proc and /sys mounted\n"
+        "boxlite-agent: [1800 ms] listening on vsock port 2695 (host name a)\n"
+        "boxlite-agent: [9000 ms] powering off\n"
+        "boxlite-agent: [1200 ms] VM boot: /dev, /proc and /sys mounted\n"
+        "boxlite-agent: [1300 ms] loaded 3 modules: a b c\n"
+        "boxlite-agent: [1450 ms] listening on vsock port 2695 (host name a)\n";
+    EXPECT_EQ(guest_console_ms(two_boots, "VM boot:"), std::optional<std::uint64_t>(1200));
+    EXPECT_EQ(guest_console_ms(two_boots, "listening on vsock port"), std::optional<std::uint64_t>(1450))
+        << "the last boot's line, not the first one";
+    // A boot that has not listened yet, no boot at all, and numbers that are not numbers or too big.
+    EXPECT_FALSE(guest_console_ms("boxlite-agent: [5 ms] VM boot: x\n", "listening on vsock port"));
+    EXPECT_FALSE(guest_console_ms("boxlite-agent: [5 ms] listening on vsock port 1\n", "listening on vsock port"));
+    EXPECT_FALSE(guest_console_ms("", "VM boot:"));
+    EXPECT_FALSE(guest_console_ms("boxlite-agent: [1e3 ms] VM boot: x\n", "VM boot:"));
+    EXPECT_FALSE(guest_console_ms("boxlite-agent: [-5 ms] VM boot: x\n", "VM boot:"));
+    EXPECT_FALSE(guest_console_ms("boxlite-agent: [99999999999999999999999 ms] VM boot: x\n", "VM boot:"));
+    EXPECT_FALSE(guest_console_ms("boxlite-agent: [3600001 ms] VM boot: x\n", "VM boot:"));
+    EXPECT_FALSE(guest_console_ms("boxlite-agent: [ ms] VM boot: x\n", "VM boot:"));
+}

@@ -54,6 +54,17 @@ std::string console_tail(const fs::path& box_dir) {
     return vmm::read_file_text((box_dir / "console.log").string(), 2000);
 }
 
+/// The guest's boot until its agent listened and, within it, the agent's own set-up (from the
+/// init's first line to listening), in guest time, from the box's console; nullopt where absent.
+void guest_boot_from_console(const fs::path& box_dir, EngineStartTimings& timings) {
+    const auto text = vmm::read_file_text((box_dir / "console.log").string(), 64 * 1024);
+    const auto first = guest_console_ms(text, "VM boot:");
+    const auto ready = guest_console_ms(text, "listening on vsock port");
+    if (!ready) return;
+    timings.guest_boot = std::chrono::milliseconds(*ready);
+    if (first && *first <= *ready) timings.container_init = std::chrono::milliseconds(*ready - *first);
+}
+
 fs::path home_of(const fs::path& box_dir) { return box_dir.lexically_normal().parent_path().parent_path(); }
 
 void reap_if_child(std::int32_t pid) { ::waitpid(pid, nullptr, WNOHANG); }
@@ -186,7 +197,12 @@ BoxliteResult<EngineHandle> start(const QemuEngineOptions& options, const Engine
     const auto deadline = t_boot + options.boot_timeout;
     while (Clock::now() < deadline) {
         if (agent_answers(uds, options.agent_port)) {
-            if (launch.timings) launch.timings->guest_boot = since(t_boot);
+            if (launch.timings) {
+                // The guest's own clock when the console says so (TCG or KVM alike); else the
+                // host's, from the shim's spawn (which then includes QEMU's start-up).
+                launch.timings->guest_boot = since(t_boot);
+                guest_boot_from_console(box_dir, *launch.timings);
+            }
             return handle;
         }
         reap_if_child(pid);

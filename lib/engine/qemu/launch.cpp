@@ -1,5 +1,7 @@
 #include "engine/qemu/launch.hpp"
 
+#include <charconv>
+
 namespace boxlite::qemu {
 
 nlohmann::json to_json_document(const QemuShimConfig& config) {
@@ -114,6 +116,22 @@ std::vector<std::string> virtiofsd_argv(const QemuShimConfig& config, const Qemu
             "sandbox=namespace", "-o", "no_xattr", "-o", "no_posix_lock", "-o", "no_flock", "-o", "log_level=warn",
             // Descriptors: the C virtiofsd raises RLIMIT_NOFILE to a million by default.
             "--rlimit-nofile=65536"};
+}
+
+std::optional<std::uint64_t> guest_console_ms(std::string_view console, std::string_view what) {
+    // The last boot starts at its last "VM boot:" line; the wanted line is at or after it.
+    auto from = console.rfind("] VM boot:");
+    if (from == std::string_view::npos) return std::nullopt;
+    from = console.rfind("boxlite-agent: [", from);
+    const auto at = console.find(fmt::format(" ms] {}", what), from);
+    if (from == std::string_view::npos || at == std::string_view::npos) return std::nullopt;
+    const auto open = console.rfind('[', at);
+    if (open == std::string_view::npos || open < from) return std::nullopt;
+    std::uint64_t ms = 0;
+    const auto digits = console.substr(open + 1, at - open - 1);
+    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), ms);
+    if (ec != std::errc() || end != digits.data() + digits.size() || ms > 3'600'000) return std::nullopt;
+    return ms;
 }
 
 }  // namespace boxlite::qemu

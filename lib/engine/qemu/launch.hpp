@@ -18,6 +18,8 @@
 
 #include <boxlite/error.hpp>
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -62,5 +64,10 @@ struct QemuShimConfig {
 /// into the shared folder; no xattrs, no remote locks.
 [[nodiscard]] std::vector<std::string> virtiofsd_argv(const QemuShimConfig& config, const QemuVolume& volume,
                                                       int listen_fd);
+
+/// The guest's own clock (CLOCK_BOOTTIME, ms) on the agent's console line `what` (vm_init's
+/// "boxlite-agent: [<ms> ms] <what>...") of the last boot in `console`, or nullopt. The console is
+/// the guest's: numbers are bounded (at most an hour) and anything unexpected gives nullopt.
+[[nodiscard]] std::optional<std::uint64_t> guest_console_ms(std::string_view console, std::string_view what);
 
 }  // namespace boxlite::qemu
