@@ -139,6 +139,71 @@ std::vector<std::uint8_t> make_unreachable(std::span<const std::uint8_t> frame, 
     return out;
 }
 
+// The answer to a DNS query for host.boxlite.internal sent to the gateway: the pump answers it
+// itself (A: the host alias; any other type: no records), so the name resolves whatever resolver
+// passt forwards to, and in boxes whose libc reads no /etc/hosts. Empty when the frame is not
+// such a query.
+std::vector<std::uint8_t> answer_host_alias_query(std::span<const std::uint8_t> frame, const PacketInfo& info,
+                                                  const IpAddress& host_alias) {
+    if (info.source.v6 || info.fragment || info.protocol != kProtoUdp || info.destination_port != 53) return {};
+    const std::size_t udp = info.l4_offset;
+    const std::size_t end = info.l3_offset + info.l3_length;
+    const std::size_t udp_length = load16(frame.data() + udp + 4);
+    if (udp_length < 8 + 12 || udp + udp_length > end) return {};
+    const std::size_t dns = udp + 8;
+    const std::size_t dns_end = udp + udp_length;
+    const std::uint16_t flags = load16(frame.data() + dns + 2);
+    if ((flags & 0xf800) != 0 || load16(frame.data() + dns + 4) != 1) return {};  // a standard query, one question
+    std::string name;
+    std::size_t at = dns + 12;
+    for (;;) {
+        if (at >= dns_end) return {};
+        const std::size_t label = frame[at];
+        if (label == 0) break;
+        if ((label & 0xc0) != 0 || at + 1 + label > dns_end || name.size() + label + 1 > 255) return {};
+        if (!name.empty()) name += '.';
+        for (std::size_t i = 0; i < label; ++i) {
+            name += static_cast<char>(std::tolower(static_cast<unsigned char>(frame[at + 1 + i])));
+        }
+        at += 1 + label;
+    }
+    ++at;  // the root label
+    if (at + 4 > dns_end || name != kHostAliasName) return {};
+    const std::uint16_t type = load16(frame.data() + at);
+    const std::uint16_t klass = load16(frame.data() + at + 2);
+    if (klass != 1) return {};
+    const std::size_t question = at + 4 - (dns + 12);
+    if (question > 512) return {};  // (it cannot be: a name is at most 255 bytes)
+    const bool a_record = type == 1;
+    const std::size_t dns_length = 12 + question + (a_record ? 16 : 0);
+    std::vector<std::uint8_t> out(kEthernetHeaderSize + 20 + 8 + dns_length, 0);
+    put_reply_ethernet(out.data(), frame, kEtherTypeIpv4);
+    put_reply_ip(out.data() + kEthernetHeaderSize, info, kProtoUdp, 8 + dns_length);
+    std::uint8_t* reply_udp = out.data() + kEthernetHeaderSize + 20;
+    store16(reply_udp, info.destination_port);
+    store16(reply_udp + 2, info.source_port);
+    store16(reply_udp + 4, static_cast<std::uint16_t>(8 + dns_length));
+    std::uint8_t* reply_dns = reply_udp + 8;
+    std::memcpy(reply_dns, frame.data() + dns, 2);                                  // id
+    store16(reply_dns + 2, static_cast<std::uint16_t>(0x8480 | (flags & 0x0100)));  // QR AA RA, RD copied
+    store16(reply_dns + 4, 1);
+    store16(reply_dns + 6, a_record ? 1 : 0);
+    std::memcpy(reply_dns + 12, frame.data() + dns + 12, question);
+    if (a_record) {
+        std::uint8_t* answer = reply_dns + 12 + question;
+        store16(answer, 0xc00c);  // the name of the question
+        store16(answer + 2, 1);
+        store16(answer + 4, 1);
+        store32(answer + 6, 60);
+        store16(answer + 10, 4);
+        std::memcpy(answer + 12, host_alias.bytes.data(), 4);
+    }
+    const std::uint32_t sum = pseudo_header_sum(info.destination, info.source, kProtoUdp, 8 + dns_length);
+    std::uint16_t checksum = checksum_fold(checksum_add(std::span<const std::uint8_t>(reply_udp, 8 + dns_length), sum));
+    store16(reply_udp + 6, checksum == 0 ? 0xffff : checksum);
+    return out;
+}
+
 std::string lower(std::string_view text) {
     std::string out(text);
     std::ranges::transform(out, out.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
@@ -344,6 +409,11 @@ Verdict EgressFirewall::egress(std::span<std::uint8_t> frame, std::vector<std::u
         if (destination == layout_.gateway) {
             // passt's gateway is the host's loopback: DNS, DHCP and replies to published ports only.
             if (reply_to_inbound) return forward();
+            if (auto answer = answer_host_alias_query(frame, info, layout_.host_alias); !answer.empty()) {
+                reply = std::move(answer);
+                ++stats_.answered;
+                return Verdict::Answer;
+            }
             if (tcp_or_udp && !info.fragment && info.destination_port == 53) return forward();
             if (info.protocol == kProtoUdp && info.has_ports && info.destination_port == 67) return forward();
             return refuse(frame, info, reply);

@@ -7,6 +7,7 @@
 //   - The gateway (192.168.127.1) is passt's, and passt maps it to the host's loopback: the box
 //     may reach it for DNS (port 53), DHCP and neighbour discovery only, and answer connections
 //     that came in from it (published ports). Everything else to it is refused.
+//   - A DNS query to the gateway for host.boxlite.internal is answered here (A 192.168.127.254).
 //   - The host alias (192.168.127.254, host.boxlite.internal) is rewritten to the gateway, so it
 //     reaches the host's loopback; replies are rewritten back. With an allow list it is reachable
 //     only when the list names `host.boxlite.internal` (or `host.boxlite.internal:PORT`).
@@ -68,13 +69,16 @@ struct AllowList {
     [[nodiscard]] bool allows_host_alias(std::uint16_t port) const noexcept;
 };
 
-enum class Verdict : std::uint8_t { Forward, Drop, Reject };
+/// Forward: on to passt. Drop: nothing. Reject: refused, `reply` (if any) answers the box.
+/// Answer: the pump answered it itself (a DNS query for host.boxlite.internal), `reply` is the answer.
+enum class Verdict : std::uint8_t { Forward, Drop, Reject, Answer };
 
 struct FirewallStats {
     std::uint64_t forwarded = 0;
     std::uint64_t dropped = 0;
     std::uint64_t rejected = 0;
     std::uint64_t malformed = 0;
+    std::uint64_t answered = 0;
 };
 
 class EgressFirewall {

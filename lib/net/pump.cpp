@@ -63,6 +63,7 @@ BoxliteResult<bool> FramePump::read_box() {
                 ++stats_.frames_to_passt;
                 break;
             case Verdict::Reject:
+            case Verdict::Answer:
                 if (!reply_.empty()) {
                     send_to_box(reply_);
                     ++stats_.rejections_sent;

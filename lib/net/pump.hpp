@@ -43,6 +43,10 @@ public:
 
     [[nodiscard]] const PumpStats& stats() const noexcept { return stats_; }
 
+    /// Queues a frame for passt as if the box had sent it, bypassing the firewall (the shim's own
+    /// frames: an ARP request that teaches passt the box's MAC before anything comes in).
+    void queue_to_passt(std::span<const std::uint8_t> frame) { append_stream_frame(pending_, frame); }
+
 private:
     BoxliteResult<bool> read_box();
     BoxliteResult<bool> read_passt();

@@ -353,6 +353,37 @@ TEST(NetFirewall, DropsWhatDoesNotParseAndNonIpFrames) {
     EXPECT_EQ(firewall.stats().malformed, 2U);
 }
 
+TEST(NetFirewall, AnswersDnsForTheHostAliasItself) {
+    auto firewall = firewall_for({"198.51.100.7"});
+    std::vector<std::uint8_t> reply;
+    const auto query = test::dns_query("Host.BoxLite.Internal", 1);
+    auto frame = ip_frame(kBox, kGateway, kProtoUdp, 40000, 53, 0, 0, query);
+    ASSERT_EQ(firewall.egress(frame, reply), Verdict::Answer);
+    ASSERT_TRUE(checksums_valid(reply));
+    auto info = parse_frame(reply);
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->source, kGateway);
+    EXPECT_EQ(info->destination_port, 40000);
+    const std::size_t dns = 14 + 20 + 8;
+    EXPECT_EQ(get16(reply, dns), 0x1234);
+    EXPECT_EQ(get16(reply, dns + 6), 1);  // one answer
+    ASSERT_EQ(reply.size(), dns + query.size() + 16);
+    EXPECT_TRUE(std::equal(reply.end() - 4, reply.end(), kAlias.bytes.begin()));
+
+    const auto aaaa = test::dns_query("host.boxlite.internal", 28);
+    auto v6 = ip_frame(kBox, kGateway, kProtoUdp, 40000, 53, 0, 0, aaaa);
+    ASSERT_EQ(firewall.egress(v6, reply), Verdict::Answer);
+    EXPECT_EQ(get16(reply, dns + 6), 0);  // no records, but the name exists
+    // Other names go to passt's DNS forwarder.
+    auto other = ip_frame(kBox, kGateway, kProtoUdp, 40000, 53, 0, 0, test::dns_query("example.com", 1));
+    EXPECT_EQ(firewall.egress(other, reply), Verdict::Forward);
+    // A cut or compressed question is forwarded untouched (passt's resolver deals with it).
+    auto cut = query;
+    cut.resize(20);
+    auto cut_frame = ip_frame(kBox, kGateway, kProtoUdp, 40000, 53, 0, 0, cut);
+    EXPECT_EQ(firewall.egress(cut_frame, reply), Verdict::Forward);
+}
+
 TEST(NetFirewall, FragmentsToTheGatewayOrAliasAreRefused) {
     auto firewall = firewall_for({});
     std::vector<std::uint8_t> reply;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace boxlite::net::test {
@@ -25,7 +26,9 @@ inline constexpr std::uint8_t kGatewayMac[6] = {0x5a, 0x94, 0xef, 0xe4, 0x0c, 0x
 /// transport header, checksums correct.
 inline std::vector<std::uint8_t> ip_frame(const IpAddress& source, const IpAddress& destination, std::uint8_t protocol,
                                           std::uint16_t source_port, std::uint16_t destination_port,
-                                          std::uint8_t tcp_flags = kTcpSyn, std::size_t payload = 0) {
+                                          std::uint8_t tcp_flags = kTcpSyn, std::size_t payload = 0,
+                                          std::span<const std::uint8_t> data = {}) {
+    if (!data.empty()) payload = data.size();
     const bool v6 = source.v6;
     const std::size_t ip_header = v6 ? 40 : 20;
     const std::size_t l4_header = protocol == kProtoTcp ? 20 : 8;
@@ -54,7 +57,9 @@ inline std::vector<std::uint8_t> ip_frame(const IpAddress& source, const IpAddre
     const std::size_t l4 = ip + ip_header;
     put16(out, l4, source_port);
     put16(out, l4 + 2, destination_port);
-    for (std::size_t i = 0; i < payload; ++i) out[l4 + l4_header + i] = static_cast<std::uint8_t>('a' + i % 26);
+    for (std::size_t i = 0; i < payload; ++i) {
+        out[l4 + l4_header + i] = data.empty() ? static_cast<std::uint8_t>('a' + i % 26) : data[i];
+    }
     std::size_t checksum_at = l4 + 6;
     if (protocol == kProtoTcp) {
         out[l4 + 4] = 0x11;  // sequence number 0x11000000
@@ -76,6 +81,23 @@ inline std::vector<std::uint8_t> ip_frame(const IpAddress& source, const IpAddre
     const std::uint16_t checksum = checksum_fold(
         checksum_add(std::span<const std::uint8_t>(out.data() + l4, l4_length), sum));
     put16(out, checksum_at, checksum);
+    return out;
+}
+
+/// A DNS query (id 0x1234, recursion desired) for `name` of `type`.
+inline std::vector<std::uint8_t> dns_query(const std::string& name, std::uint16_t type) {
+    std::vector<std::uint8_t> out = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0};
+    std::size_t start = 0;
+    while (start <= name.size()) {
+        auto dot = name.find('.', start);
+        if (dot == std::string::npos) dot = name.size();
+        out.push_back(static_cast<std::uint8_t>(dot - start));
+        out.insert(out.end(), name.begin() + static_cast<std::ptrdiff_t>(start),
+                   name.begin() + static_cast<std::ptrdiff_t>(dot));
+        start = dot + 1;
+    }
+    out.push_back(0);
+    out.insert(out.end(), {static_cast<std::uint8_t>(type >> 8), static_cast<std::uint8_t>(type), 0, 1});
     return out;
 }
 

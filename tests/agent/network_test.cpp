@@ -1,0 +1,258 @@
+// The namespace engine's box network end to end (issue 19): eth0 in the box, the shim's frame
+// pump and firewall, a real passt. No packet leaves this machine: each test moves its process
+// (and so the shim and passt it starts) into a network namespace of its own, holding loopback and
+// a dummy interface (or, where the kernel has no dummy driver, a tap nobody reads) with TEST-NET
+// addresses; the default route ends in that interface, which sends nothing anywhere.
+#include <boxlite/boxlite.hpp>
+
+#include "namespace_fixture.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+using namespace boxlite;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+bool passt_installed() { return ::access("/usr/bin/passt", X_OK) == 0 || std::getenv("BOXLITE_PASST") != nullptr; }
+
+/// A tiny HTTP server on one address: answers every request with `body`, until destroyed.
+class HttpServer {
+public:
+    HttpServer(const char* address, std::string body) : body_(std::move(body)) {
+        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        const int one = 1;
+        ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        sockaddr_in in{};
+        in.sin_family = AF_INET;
+        ::inet_pton(AF_INET, address, &in.sin_addr);
+        ok_ = ::bind(fd_, reinterpret_cast<sockaddr*>(&in), sizeof in) == 0 && ::listen(fd_, 16) == 0;
+        socklen_t length = sizeof in;
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&in), &length);
+        port_ = ntohs(in.sin_port);
+        thread_ = std::thread([this] {
+            for (;;) {
+                const int client = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+                if (client < 0) return;
+                char request[4096];
+                (void)!::read(client, request, sizeof request);
+                const std::string answer = "HTTP/1.0 200 OK\r\nContent-Length: " + std::to_string(body_.size()) +
+                                           "\r\nConnection: close\r\n\r\n" + body_;
+                (void)!::write(client, answer.data(), answer.size());
+                ::close(client);
+            }
+        });
+    }
+    ~HttpServer() {
+        ::shutdown(fd_, SHUT_RDWR);
+        thread_.join();
+        ::close(fd_);
+    }
+    [[nodiscard]] bool ok() const { return ok_; }
+    [[nodiscard]] std::uint16_t port() const { return port_; }
+
+private:
+    int fd_ = -1;
+    bool ok_ = false;
+    std::uint16_t port_ = 0;
+    std::string body_;
+    std::thread thread_;
+};
+
+class NamespaceNetwork : public test::NamespaceBox {
+protected:
+    void SetUp() override {
+        if (!test::is_root()) GTEST_SKIP() << "precondition: not root (network namespaces)";
+        if (!passt_installed()) GTEST_SKIP() << "precondition: passt is not installed (apt-get install passt)";
+        // This test's own network: everything the box, the shim and passt do stays in it.
+        ASSERT_EQ(::unshare(CLONE_NEWNET), 0) << std::strerror(errno);
+        ASSERT_EQ(std::system(
+                      "ip link set lo up && (ip link add t0 type dummy 2>/dev/null || ip tuntap add t0 mode tap) && "
+                      "ip addr add 198.51.100.1/24 dev t0 && ip addr add 203.0.113.1/24 dev t0 && "
+                      "ip link set t0 up && ip route add default dev t0"),
+                  0);
+        // passt forwards the box's DNS here, where nothing answers: no query leaves the namespace.
+        ::setenv("BOXLITE_NET_DNS", "127.0.0.1", 1);
+        test::NamespaceBox::SetUp();
+    }
+
+    LiteBox box_with(NetworkSpec network) {
+        auto o = options();
+        o.network = std::move(network);
+        auto box = runtime_->create(o);
+        EXPECT_TRUE(box) << box.error().to_string();
+        return *box;
+    }
+
+    /// `script` through sh -c: its output, then "rc=<code>".
+    std::string sh(LiteBox& box, const std::string& script) {
+        return run(box, BoxCommand("sh").args({"-c", "(" + script + ") 2>&1; echo rc=$?"})).stdout_text;
+    }
+    /// An HTTP GET with busybox nc (its static wget crashes in a box without NSS modules): the
+    /// response, headers included, then rc.
+    static std::string fetch(const std::string& host, std::uint16_t port) {
+        // stdin stays open a while: this passt (2023-03) never sends its FIN to a guest that closed
+        // its side first, so the box must not half-close.
+        return "{ printf 'GET / HTTP/1.0\\r\\n\\r\\n'; sleep 2; } | nc -w 5 " + host + " " + std::to_string(port);
+    }
+    static bool answered(const std::string& out, const std::string& body) {
+        return out.find(body) != std::string::npos && out.ends_with("rc=0\n");
+    }
+};
+
+TEST_F(NamespaceNetwork, TheBoxReachesTheHostLoopbackThroughTheAliasOnly) {
+    HttpServer host("127.0.0.1", "hello from the host");
+    ASSERT_TRUE(host.ok());
+    auto box = box_with({});
+    const auto out = sh(box, fetch("host.boxlite.internal", host.port()));
+    EXPECT_TRUE(answered(out, "hello from the host")) << out;
+    // The gateway is passt's mapping of the host's loopback too: kept for DNS alone.
+    const auto gateway = sh(box, fetch("192.168.127.1", host.port()));
+    EXPECT_FALSE(answered(gateway, "hello from the host")) << gateway;
+    EXPECT_NE(gateway.find("refused"), std::string::npos) << gateway;
+    EXPECT_NE(sh(box, "cat /etc/hosts").find("192.168.127.254\thost.boxlite.internal"), std::string::npos);
+    EXPECT_EQ(sh(box, "cat /etc/resolv.conf"), "nameserver 192.168.127.1\nrc=0\n");
+}
+
+TEST_F(NamespaceNetwork, AnAllowListLetsListedAddressesThroughAndRefusesTheRest) {
+    HttpServer allowed("198.51.100.1", "allowed");
+    HttpServer refused("203.0.113.1", "refused");
+    HttpServer host("127.0.0.1", "host");
+    ASSERT_TRUE(allowed.ok() && refused.ok() && host.ok());
+    NetworkSpec network;
+    network.allow_net = {"198.51.100.0/24"};
+    auto box = box_with(network);
+    const auto reached = sh(box, fetch("198.51.100.1", allowed.port()));
+    EXPECT_TRUE(answered(reached, "allowed")) << reached;
+    // Refused at once with a RST ("Connection refused"), never reached.
+    const auto out = sh(box, fetch("203.0.113.1", refused.port()));
+    EXPECT_NE(out.find("refused"), std::string::npos) << out;
+    EXPECT_EQ(out.find("rc=0"), std::string::npos) << out;
+    // The host alias is not listed: unreachable too.
+    const auto alias = sh(box, fetch("host.boxlite.internal", host.port()));
+    EXPECT_EQ(alias.find("rc=0"), std::string::npos) << alias;
+}
+
+TEST_F(NamespaceNetwork, RootInTheBoxCannotUndoTheFirewall) {
+    HttpServer refused("203.0.113.1", "refused");
+    ASSERT_TRUE(refused.ok());
+    NetworkSpec network;
+    network.allow_net = {"198.51.100.0/24"};
+    auto box = box_with(network);
+    // No CAP_NET_ADMIN: routes and links stay as they are.
+    EXPECT_EQ(sh(box, "ip route del default").find("rc=0"), std::string::npos);
+    EXPECT_EQ(sh(box, "ip link set eth0 down").find("rc=0"), std::string::npos);
+    EXPECT_EQ(sh(box, "ip addr add 203.0.113.7/24 dev eth0").find("rc=0"), std::string::npos);
+    // Nor raw sockets (no CAP_NET_RAW), so nothing gets past the pump but what it lets through.
+    const auto out = sh(box, fetch("203.0.113.1", refused.port()));
+    EXPECT_NE(out.find("refused"), std::string::npos) << out;
+    EXPECT_EQ(out.find("rc=0"), std::string::npos) << out;
+    EXPECT_EQ(sh(box, "ping -c 1 -W 1 203.0.113.1").find("rc=0"), std::string::npos);
+}
+
+TEST_F(NamespaceNetwork, DisabledMeansLoopbackOnlyAndNoPasst) {
+    NetworkSpec network;
+    network.mode = NetworkMode::Disabled;
+    auto box = box_with(network);
+    const auto out = sh(box, "ls /sys/class/net");
+    EXPECT_EQ(out, "lo\nrc=0\n");
+}
+
+TEST_F(NamespaceNetwork, MalformedAllowNetIsAConfigError) {
+    auto o = options();
+    o.network.allow_net = {"10.0.0.0/33"};
+    auto box = runtime_->create(o);
+    ASSERT_FALSE(box);
+    EXPECT_EQ(box.error().kind(), ErrorKind::Config) << box.error().to_string();
+    o.network.allow_net = {"10.1.0.0/8"};
+    box = runtime_->create(o);
+    ASSERT_FALSE(box);
+    EXPECT_EQ(box.error().kind(), ErrorKind::Config) << box.error().to_string();
+    EXPECT_NE(box.error().message().find("10.0.0.0/8"), std::string::npos) << box.error().to_string();
+}
+
+/// Whether something accepts a TCP connection on 127.0.0.1:`port`.
+bool host_port_listens(std::uint16_t port) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    in.sin_port = htons(port);
+    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool connected = ::connect(fd, reinterpret_cast<sockaddr*>(&in), sizeof in) == 0;
+    ::close(fd);
+    return connected;
+}
+
+// (Host -> box data through a published port is not asserted yet: the SYN and SYN-ACK cross the
+// pump, but the host's side sees no data; docs/networking.md, "Not done yet".)
+TEST_F(NamespaceNetwork, APublishedTcpPortIsBoundOnceAndNotTakenTwice) {
+    auto o = options();
+    o.ports = {PortSpec{18080, 8000, PortProtocol::Tcp, "127.0.0.1"}};
+    auto box = runtime_->create(o);
+    ASSERT_TRUE(box) << box.error().to_string();
+    EXPECT_EQ(sh(*box, "true"), "rc=0\n");
+    EXPECT_TRUE(host_port_listens(18080)) << "passt does not listen on the published port";
+
+    auto second = runtime_->create(o);
+    ASSERT_TRUE(second) << second.error().to_string();
+    auto started = second->start();
+    ASSERT_FALSE(started);
+    EXPECT_EQ(started.error().kind(), ErrorKind::Config) << started.error().to_string();
+    EXPECT_NE(started.error().message().find("host port 18080"), std::string::npos) << started.error().to_string();
+    EXPECT_NE(started.error().message().find("already in use"), std::string::npos) << started.error().to_string();
+}
+
+/// The pids of passt processes whose parent is `parent`.
+std::vector<pid_t> passt_children(pid_t parent) {
+    std::vector<pid_t> out;
+    for (const auto& entry : fs::directory_iterator("/proc")) {
+        const auto name = entry.path().filename().string();
+        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+        std::ifstream stat(entry.path() / "stat");
+        std::string line;
+        std::getline(stat, line);
+        const auto close = line.rfind(')');
+        if (close == std::string::npos || line.find("(passt") == std::string::npos) continue;
+        std::istringstream rest(line.substr(close + 2));
+        char state = 0;
+        pid_t ppid = 0;
+        rest >> state >> ppid;
+        if (ppid == parent) out.push_back(static_cast<pid_t>(std::stoi(name)));
+    }
+    return out;
+}
+
+TEST_F(NamespaceNetwork, KillingTheShimLeavesNoPasstBehind) {
+    auto box = box_with({});
+    EXPECT_EQ(sh(box, "true"), "rc=0\n");  // started
+    auto info = runtime_->get_info(box.id().str());
+    ASSERT_TRUE(info) << info.error().to_string();
+    ASSERT_TRUE(info->pid);
+    const pid_t shim = *info->pid;
+    const auto passts = passt_children(shim);
+    ASSERT_EQ(passts.size(), 1U);
+    ASSERT_EQ(::kill(shim, SIGKILL), 0);
+    for (int i = 0; i < 500 && ::kill(passts[0], 0) == 0; ++i) std::this_thread::sleep_for(10ms);
+    // Gone, or a zombie nobody reaps yet: never running on.
+    std::ifstream passt_stat("/proc/" + std::to_string(passts[0]) + "/stat");
+    std::string passt_line;
+    std::getline(passt_stat, passt_line);
+    EXPECT_TRUE(passt_line.empty() || passt_line.find(") Z") != std::string::npos) << passt_line;
+}
+
+}  // namespace
