@@ -42,10 +42,11 @@ TEST_F(NamespaceBox, EchoInItsOwnNamespaces) {
     EXPECT_EQ(out.exit_code, 0);
     EXPECT_EQ(run(box, BoxCommand("hostname")).stdout_text, box.id().short_id() + "\n");
     EXPECT_EQ(run(box, BoxCommand("cat").arg("/proc/1/comm")).stdout_text, "boxlite-agent\n") << "the agent is PID 1";
-    // Network disabled or not: only loopback exists (outbound networking is a later issue).
+    // The network is on by default: loopback and eth0 (docs/networking.md).
     const auto dev = run(box, BoxCommand("cat").arg("/proc/net/dev")).stdout_text;
     EXPECT_NE(dev.find("lo:"), std::string::npos);
-    EXPECT_EQ(std::count(dev.begin(), dev.end(), ':'), 1) << dev;
+    EXPECT_NE(dev.find("eth0:"), std::string::npos);
+    EXPECT_EQ(std::count(dev.begin(), dev.end(), ':'), 2) << dev;
     EXPECT_NE(run(box, BoxCommand("cat").arg("/proc/mounts")).stdout_text.find("overlay / overlay"), std::string::npos);
     auto info = box.info();
     ASSERT_TRUE(info);
