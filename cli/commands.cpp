@@ -568,25 +568,42 @@ BoxliteResult<int> cmd_info(Context& context) {
     auto available = runtime->engine().available();
     struct utsname uts {};
     ::uname(&uts);
-    // "virtualization" answers whether a VM engine can run here, whatever engine was chosen.
-    std::string virtualization = "available";
-    if (context.global().engine == EngineChoice::Auto || context.global().engine == EngineChoice::Kvm ||
-        context.global().engine == EngineChoice::Qemu) {
-        if (!available) virtualization = "unavailable: " + available.error().to_string();
+    // Each engine's status once, in one short line; the chosen engine and "virtualization" (can
+    // a VM engine run here) only point at it.
+    nlohmann::json engines = nlohmann::json::object();
+    std::string vm_engine;
+    for (auto kind : {EngineKind::Kvm, EngineKind::Qemu, EngineKind::Namespace}) {
+        auto engine = make_engine(kind);
+        const std::string name(to_string(kind));
+        std::string why = engine ? std::string() : engine.error().message();
+        if (why.rfind(name + ": ", 0) == 0) why.erase(0, name.size() + 2);  // the key names it already
+        std::string status = engine ? std::string("available") : "unavailable: " + why;
+        // The qemu engine also says how it runs guests: KVM, or TCG and why not KVM.
+        if (engine && kind == EngineKind::Qemu) {
+            if (auto accel = QemuEngine{}.acceleration()) status += ", acceleration " + *accel;
+        }
+        engines[name] = status;
+        if (engine && vm_engine.empty() && kind != EngineKind::Namespace) vm_engine = std::string(to_string(kind));
+    }
+    const std::string virtualization = vm_engine.empty() ? "unavailable (see engines)"
+                                                         : "available (" + vm_engine + ")";
+    nlohmann::json guest = nlohmann::json::object();
+    if (auto assets = describe_guest_assets(context.runtime_options()); assets) {
+        guest = {{"kernel", assets->kernel_source.string()}, {"kernelFrom", assets->kernel_origin},
+                 {"kernelRelease", assets->kernel_release},  {"vmlinux", assets->vmlinux.string()},
+                 {"initramfs", assets->initramfs.string()},  {"built", assets->cached}};
     } else {
-        auto vm_options = context.runtime_options();
-        vm_options.engine = EngineKind::Auto;
-        auto vm_engine = boxlite::detail::engine_for(vm_options);
-        auto vm_available = vm_engine ? vm_engine->available() : BoxliteResult<void>(fail(vm_engine.error()));
-        if (!vm_available) virtualization = "unavailable: " + vm_available.error().to_string();
+        guest = {{"error", assets.error().message()}};
     }
     nlohmann::json data = {
         {"version", std::string(boxlite::version())},
         {"homeDir", runtime->layout().root().string()},
         {"engine", std::string(to_string(context.global().engine))},
         {"engineKind", std::string(runtime->engine().kind())},
-        {"engineStatus", available ? std::string("available") : "unavailable: " + available.error().to_string()},
+        {"engineStatus", available ? std::string("available") : std::string("unavailable (see engines)")},
+        {"engines", engines},
         {"virtualization", virtualization},
+        {"guest", guest},
         {"os", std::string(uts.sysname)},
         {"kernel", std::string(uts.release)},
         {"arch", std::string(uts.machine)},

@@ -23,6 +23,7 @@
 #include <boxlite/protocol/messages.hpp>
 #include "base/unix_address.hpp"
 #include "protocol/tar.hpp"
+#include "vm_init.hpp"
 #include <boxlite/version.hpp>
 
 #include <fcntl.h>
@@ -313,7 +314,7 @@ private:
     }
 
     void read_connection(Connection& c) {
-        std::array<std::byte, 64 * 1024> buf{};
+        auto& buf = recv_buffer_;
         for (int rounds = 0; rounds < 16 && !c.closing && !c.backed_up(); ++rounds) {
             const auto n = ::recv(c.fd, buf.data(), buf.size(), MSG_DONTWAIT);
             if (n < 0 && errno == EINTR) continue;
@@ -487,7 +488,7 @@ private:
     void pump_output(Connection& c, Execution& e, bool is_stdout) {
         int& fd = is_stdout ? e.stdout_fd : e.stderr_fd;
         auto& credit = is_stdout ? e.stdout_credit : e.stderr_credit;
-        std::array<std::byte, kMaxChunk> buf{};
+        auto& buf = chunk_buffer_;
         for (int rounds = 0; rounds < 4 && fd >= 0 && credit > 0; ++rounds) {
             const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(credit, buf.size()));
             const auto n = ::read(fd, buf.data(), want);
@@ -718,6 +719,11 @@ private:
         } else if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
             close_all();
             return send_error(c, f.stream, std::string("pipe: ") + std::strerror(errno));
+        } else {
+            // 1 MiB output pipes (the default is 64 KiB): a fast writer wakes the agent a
+            // sixteenth as often. Best effort: a lower fs.pipe-max-size keeps the default.
+            (void)::fcntl(out[0], F_SETPIPE_SZ, 1 << 20);
+            (void)::fcntl(err[0], F_SETPIPE_SZ, 1 << 20);
         }
 
         // The box's environment (the image's Env and BoxOptions::env, given to the agent at
@@ -998,7 +1004,10 @@ private:
                 ::usleep(10000);
             }
             ::kill(-1, SIGKILL);
-            ::sync();
+            // No sync(2) here: under the namespace engine it would flush every filesystem of the
+            // host (8 ms and more per box stop on a busy host), and the box's files are in the
+            // host's page cache like any process's. A VM syncs its own disks before it powers
+            // off.
         }
         log("shut down");
         return 0;
@@ -1017,6 +1026,9 @@ private:
     }
 
     int listen_fd_;
+    /// Output read from a command before it is framed (not zeroed per read, unlike a local).
+    std::vector<std::byte> chunk_buffer_ = std::vector<std::byte>(kMaxChunk);
+    std::vector<std::byte> recv_buffer_ = std::vector<std::byte>(64 * 1024);
     int memory_events_fd_ = -1;
     /// cgroup.procs of the box's memory cgroup when the agent itself is kept out of it (a host
     /// where it cannot be -1000): each command joins it before its exec.
@@ -1046,6 +1058,7 @@ int listen_unix(const std::string& path) {
 void usage() {
     std::fputs(
         "usage: boxlite-agent (--listen-fd N | --listen unix:PATH) [--ready-fd N] [--workdir DIR] [--user USER]\n"
+        "       boxlite-agent --vm   (as PID 1 of a VM; the default for PID 1 without arguments)\n"
         "Commands inherit the agent's environment, working directory DIR and USER unless they set their own.\n"
         "Serves the BoxLite agent protocol (docs/protocol.md) on a stream socket.\n",
         stderr);
@@ -1059,6 +1072,16 @@ int main(int argc, char** argv) {
     // execve made us dumpable again: box processes (root, without CAP_SYS_PTRACE) must not open
     // /proc/1/fd, /proc/1/mem or ptrace the agent. Commands become dumpable at their own execve.
     ::prctl(PR_SET_DUMPABLE, 0);
+    // PID 1 with no arguments is the init of a VM (the kernel ran /init of the initramfs); the
+    // namespace shim always passes --listen-fd. --vm forces it (to try the boot by hand).
+    if ((::getpid() == 1 && argc == 1) || (argc == 2 && std::strcmp(argv[1], "--vm") == 0)) {
+        auto boot = boxlite::guest::vm_boot();
+        if (boot.listen_fd >= 0 && !boot.power_off_when_ready) {
+            Agent agent(boot.listen_fd, std::move(boot.env), boot.working_dir, boot.user);
+            agent.run(-1);
+        }
+        boxlite::guest::vm_power_off();
+    }
     int listen_fd = -1;
     int ready_fd = -1;
     int memory_events_fd = -1;

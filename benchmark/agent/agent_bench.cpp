@@ -6,6 +6,9 @@
 // then, in one process run, the peer lines (benchmark/run collects them):
 //   create_to_first_output: ours …, peer `runc run` …, ratio ours/peer …
 //   exec_round_trip:        ours …, peer `runc exec` …, ratio ours/peer …
+//   exec_stdout_throughput: `busybox dd if=/dev/zero bs=1M count=256` read through exec's
+//                           stdout, against the same dd on the host into a pipe this process
+//                           reads (time per run: < 1 is faster)
 // Both sides use the same busybox rootfs and the same namespaces (pid, mount, uts, ipc, net).
 // runc is executed directly (no shell). Each side is run and checked once (exit status and
 // output), then the two alternate: when either side fails, the comparison says so instead of
@@ -222,6 +225,79 @@ void compare_with_runc() {
                               "(cli_exec_echo in boxlite_cli_bench is process against process)"});
 }
 
+/// Reads `fd` to its end into a reused buffer; the byte count.
+std::uint64_t drain(int fd) {
+    static std::vector<char> buffer(1 << 20);
+    std::uint64_t total = 0;
+    while (true) {
+        const auto n = ::read(fd, buffer.data(), buffer.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return total;
+        total += static_cast<std::uint64_t>(n);
+    }
+}
+
+void compare_stdout_throughput() {
+    const std::string name = "exec_stdout_throughput (dd into a host pipe)";
+    if (!bench::selected(name)) return;
+    auto& f = fixture();
+    if (!f.runtime) return bench::report_no_ratio(name, "ours cannot run here: " + f.why_not);
+    constexpr std::uint64_t kMiB = 256;
+    const std::vector<std::string> dd = {"dd", "if=/dev/zero", "bs=1M", "count=" + std::to_string(kMiB)};
+    auto box = f.runtime->create(f.box_options());
+    if (!box) return bench::report_no_ratio(name, "ours: create failed: " + box.error().to_string());
+    if (auto started = box->start(); !started) {
+        (void)f.runtime->remove(box->id().str(), true);
+        return bench::report_no_ratio(name, "ours: start failed: " + started.error().to_string());
+    }
+    const auto busybox = f.rootfs / "bin/busybox";
+    auto ours = [&]() -> std::string {
+        auto execution = box->exec(BoxCommand(dd[0]).args({dd[1], dd[2], dd[3]}));
+        if (!execution) return "exec failed: " + execution.error().to_string();
+        auto out = execution->stdout();
+        if (!out) return "no stdout stream";
+        static std::vector<std::byte> buffer(1 << 20);
+        std::uint64_t total = 0;
+        while (true) {
+            auto n = out->read_some(buffer);
+            if (!n) return "reading stdout: " + n.error().to_string();
+            if (*n == 0) break;
+            total += *n;
+        }
+        auto result = execution->wait();
+        if (!result || result->exit_code != 0) return "dd did not succeed";
+        return total == (kMiB << 20) ? std::string() : fmt::format("read {} bytes, not {}", total, kMiB << 20);
+    };
+    auto peer = [&]() -> std::string {
+        int pipe_fds[2];
+        if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return "pipe failed";
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+            ::dup2(pipe_fds[1], 1);
+            const int null_fd = ::open("/dev/null", O_WRONLY);
+            ::dup2(null_fd, 2);
+            ::execl(busybox.c_str(), "dd", dd[1].c_str(), dd[2].c_str(), dd[3].c_str(), nullptr);
+            ::_exit(127);
+        }
+        ::close(pipe_fds[1]);
+        const auto total = drain(pipe_fds[0]);
+        ::close(pipe_fds[0]);
+        int status = 0;
+        ::waitpid(pid, &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return "host dd did not succeed";
+        return total == (kMiB << 20) ? std::string() : fmt::format("read {} bytes, not {}", total, kMiB << 20);
+    };
+    const auto pairs = bench::measure_interleaved(bench::peer_runs(7), ours, peer);
+    (void)f.runtime->remove(box->id().str(), true);
+    bench::report_comparison(name, pairs,
+                             {1, {}, "the same static busybox dd; ours crosses the agent protocol, peer a bare pipe"});
+}
+
 }  // namespace
 
-int main(int argc, char** argv) { return bench::main(argc, argv, compare_with_runc); }
+int main(int argc, char** argv) {
+    return bench::main(argc, argv, [] {
+        compare_with_runc();
+        compare_stdout_throughput();
+    });
+}

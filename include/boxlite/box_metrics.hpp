@@ -20,8 +20,11 @@
 //   reported by the engine (EngineLaunch::timings), parts of stage_box_spawn_ms
 //     guest_boot_duration_ms    the guest's own start-up until its agent accepts
 //     stage_container_init_ms   the container set-up inside the guest
-//     No engine in this tree reports these two yet (kvm, qemu, namespace and mock leave them
-//     nullopt); the runtime never guesses them.
+//     stage_guest_assets_ms     VM engines: the guest kernel and initramfs found, or made the
+//                               first time (docs/guest.md)
+//     stage_box_disk_ms         VM engines: the box's disk overlay created or grown
+//     The kvm engine reports guest boot (VM started until the agent answers), assets and disk;
+//     an engine leaves what it does not measure nullopt, and the runtime never guesses it.
 //
 // The create-time stages stay when a later start does not redo them.
 #pragma once
@@ -60,6 +63,8 @@ struct BoxMetrics {
     std::optional<std::uint64_t> stage_box_config_ms;        ///< start: launch description
     std::optional<std::uint64_t> stage_box_spawn_ms;         ///< start: Engine::start(), spawn to agent ready
     std::optional<std::uint64_t> stage_container_init_ms;    ///< engine-reported: container set-up in the guest
+    std::optional<std::uint64_t> stage_guest_assets_ms;      ///< engine-reported: guest kernel + initramfs
+    std::optional<std::uint64_t> stage_box_disk_ms;          ///< engine-reported: the box's disk overlay
 
     friend bool operator==(const BoxMetrics&, const BoxMetrics&) = default;
 };

@@ -26,6 +26,7 @@
 #include <boxlite/engine/any_engine.hpp>
 #include <boxlite/engine/mock_engine.hpp>
 #include <boxlite/error.hpp>
+#include <boxlite/guest_assets.hpp>
 #include <boxlite/json.hpp>
 #include <boxlite/lite_box.hpp>
 #include <boxlite/rootfs_provider.hpp>

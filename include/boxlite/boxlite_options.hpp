@@ -59,6 +59,10 @@ struct BoxliteOptions {
     static constexpr std::uint64_t kMinLogMaxBytes = std::uint64_t{64} << 10;
     static constexpr std::uint64_t kMaxLogMaxBytes = std::uint64_t{1} << 30;
     std::uint64_t log_max_bytes = kDefaultLogMaxBytes;
+    /// The VM engines' guest kernel: an unpacked linux-image .deb folder, a bzImage/vmlinuz or a
+    /// vmlinux. Empty: $BOXLITE_KERNEL, then the kernel cache scripts/setup fills
+    /// ($BOXLITE_KERNEL_CACHE/current, /var/cache/boxlite/kernel/current); docs/guest.md.
+    std::filesystem::path kernel = {};
 
     /// A Config error naming the first option out of its range.
     [[nodiscard]] BoxliteResult<void> validate() const {

@@ -33,6 +33,10 @@ struct EngineStartTimings {
     std::optional<std::chrono::nanoseconds> guest_boot;
     /// The guest setting up the container (mounts, pivot into the image root) inside that.
     std::optional<std::chrono::nanoseconds> container_init;
+    /// VM engines: finding (or making, the first time) the guest kernel and initramfs.
+    std::optional<std::chrono::nanoseconds> guest_assets;
+    /// VM engines: creating or growing the box's disk overlay.
+    std::optional<std::chrono::nanoseconds> disk;
 };
 
 /// Everything an engine needs to start a box. The runtime has validated and persisted
@@ -50,6 +54,8 @@ struct EngineLaunch {
     std::string working_dir = "/";
     /// BoxOptions::user, else the image's User; empty = root.
     std::string user;
+    /// BoxliteOptions::kernel: the guest kernel of VM engines (empty: their search order).
+    std::filesystem::path kernel;
     /// Where the engine may report what it measured (may be null; an engine that measures
     /// nothing ignores it).
     EngineStartTimings* timings = nullptr;

@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstring>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -81,6 +82,12 @@ public:
     BoxliteResult<void> write(std::string_view text) {
         return write(std::as_bytes(std::span(text.data(), text.size())));
     }
+    /// Sends what the box can take now (possibly nothing) without blocking; returns the count.
+    /// With Execution::set_waker(), for event loops.
+    BoxliteResult<std::size_t> try_write_some(std::span<const std::byte> data) {
+        if (!link_.session) return fail(ErrorKind::InvalidState, "stdin was moved from");
+        return link_.session->try_write_stdin(*link_.state, data);
+    }
     /// EOF for the process. Idempotent.
     BoxliteResult<void> close() {
         if (!link_.session) return {};
@@ -113,6 +120,18 @@ public:
             return n;
         }
         return link_.session->read_output(*link_.state, channel_, buffer);
+    }
+
+    /// read_some() without blocking: nullopt while nothing has arrived and the stream has not
+    /// ended. With Execution::set_waker(), for event loops.
+    BoxliteResult<std::optional<std::size_t>> try_read_some(std::span<std::byte> buffer) {
+        if (!pending_.empty()) {
+            const auto n = std::min(buffer.size(), pending_.size());
+            std::memcpy(buffer.data(), pending_.data(), n);
+            pending_.erase(0, n);
+            return std::optional<std::size_t>(n);
+        }
+        return link_.session->try_read_output(*link_.state, channel_, buffer);
     }
 
     /// The next line without its '\n'; nullopt at end of stream (a last line without '\n' is
@@ -206,6 +225,19 @@ public:
         BOXLITE_TRY(auto status, link_.session->wait_exit(*link_.state));
         return to_result(status);
     }
+
+    /// wait() without blocking: nullopt while the process runs.
+    [[nodiscard]] std::optional<BoxliteResult<ExecResult>> try_wait() {
+        auto status = link_.session->try_exit(*link_.state);
+        if (!status) return std::nullopt;
+        if (!*status) return BoxliteResult<ExecResult>(fail(std::move(*status).error()));
+        return BoxliteResult<ExecResult>(to_result(**status));
+    }
+
+    /// `waker` runs whenever the execution may have progressed (output, stdin credit, exit),
+    /// and once right away, so an event loop can retry the try_ calls instead of blocking. It
+    /// runs with the connection locked, on its reader thread: it may only post a notice.
+    void set_waker(std::function<void()> waker) { link_.session->set_waker(*link_.state, std::move(waker)); }
 
     /// Reads stdout and stderr to their ends, then waits. Needs both streams untaken.
     BoxliteResult<ExecOutput> collect() {

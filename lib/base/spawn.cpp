@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,7 +12,11 @@ namespace boxlite::base {
 namespace {
 
 /// The child's side, after fork: async-signal-safe calls only.
-[[noreturn]] void exec_child(const SpawnOptions& options, char* const* argv, int target_count) {
+[[noreturn]] void exec_child(const SpawnOptions& options, char* const* argv, int target_count, pid_t parent) {
+    if (options.kill_with_parent && !options.detach) {
+        // The parent may have died between fork and here: then no signal would ever come.
+        if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(126);
+    }
     // A detached child is already in the session its intermediate parent made (and must not lead
     // one: a session leader that opens a terminal would acquire it).
     if (options.new_session && !options.detach) ::setsid();
@@ -56,6 +61,7 @@ BoxliteResult<std::int32_t> spawn(const SpawnOptions& options) {
     argv.push_back(nullptr);
     const int target_count = static_cast<int>(options.fds.size());
 
+    const pid_t parent = ::getpid();
     const pid_t pid = ::fork();
     if (pid < 0) return fail_errno(ErrorKind::Engine, "fork for " + options.argv.front(), errno);
     if (pid == 0) {
@@ -64,7 +70,7 @@ BoxliteResult<std::int32_t> spawn(const SpawnOptions& options) {
             const pid_t grandchild = ::fork();
             if (grandchild != 0) ::_exit(grandchild < 0 ? 1 : 0);
         }
-        exec_child(options, argv.data(), target_count);
+        exec_child(options, argv.data(), target_count, parent);
     }
     if (!options.detach) return pid;
     int status = 0;

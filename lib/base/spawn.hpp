@@ -22,6 +22,9 @@ struct SpawnOptions {
     /// Double fork: the program is not a child of the caller (nobody has to reap it) and 0 is
     /// returned instead of its pid (the program reports its own pid if the caller needs it).
     bool detach = false;
+    /// The child is sent SIGKILL when the calling thread's process dies (PR_SET_PDEATHSIG): a
+    /// helper that must not outlive its parent (QEMU under the qemu shim). Not with `detach`.
+    bool kill_with_parent = false;
     /// When exec fails, this line is written to the child's descriptor `exec_failure_fd`
     /// (-1: nowhere) and the child exits with 127.
     std::string exec_failure_line;

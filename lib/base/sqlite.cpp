@@ -44,6 +44,18 @@ BoxliteResult<Database> Database::open(const std::filesystem::path& path, int bu
     return owned;
 }
 
+BoxliteResult<void> Database::keep_wal_between_connections() const {
+    int persist = 1;
+    if (const int rc = sqlite3_file_control(db_, "main", SQLITE_FCNTL_PERSIST_WAL, &persist); rc != SQLITE_OK) {
+        return fail(ErrorKind::Database, "keeping the WAL of {}: {}", sqlite3_db_filename(db_, "main"),
+                    sqlite3_errstr(rc));
+    }
+    if (const int rc = sqlite3_db_config(db_, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr); rc != SQLITE_OK) {
+        return fail(ErrorKind::Database, "configuring {}: {}", sqlite3_db_filename(db_, "main"), sqlite3_errstr(rc));
+    }
+    return {};
+}
+
 Database& Database::operator=(Database&& other) noexcept {
     if (this != &other) {
         if (db_ != nullptr) sqlite3_close_v2(db_);

@@ -43,6 +43,12 @@ public:
     [[nodiscard]] BoxliteResult<void> exec(const char* sql, std::string_view what = {}) const {
         return sqlite_exec(db_, sql, what);
     }
+    /// For a WAL database that many short-lived processes open in turn (every CLI command): the
+    /// -wal and -shm files stay when the last connection closes, and closing does not
+    /// checkpoint (SQLite's auto-checkpoint at 1000 pages still does, on a commit). Without it
+    /// each process deletes both files, checkpoints with two fsyncs, and the next one makes
+    /// them again.
+    [[nodiscard]] BoxliteResult<void> keep_wal_between_connections() const;
     /// Rows the last INSERT, UPDATE or DELETE changed.
     [[nodiscard]] std::int64_t changes() const noexcept { return sqlite3_changes64(db_); }
     /// The extended result code of the last failure (SQLITE_CONSTRAINT_UNIQUE, …).

@@ -157,6 +157,18 @@ struct SqliteStorage::Impl {
         return {};
     }
 
+    /// synchronous=FULL for the commits made while it lives (see SqliteStorage::open).
+    class Durable {
+    public:
+        explicit Durable(const base::Database& db) : db_(db) { (void)db_.exec("PRAGMA synchronous=FULL"); }
+        ~Durable() { (void)db_.exec("PRAGMA synchronous=NORMAL"); }
+        Durable(const Durable&) = delete;
+        Durable& operator=(const Durable&) = delete;
+
+    private:
+        const base::Database& db_;
+    };
+
     /// Under the exclusive lock: WAL, then every migration the file lacks.
     BoxliteResult<void> migrate() {
         // WAL: readers never block the writer.
@@ -231,9 +243,15 @@ BoxliteResult<SqliteStorage> SqliteStorage::open(const std::filesystem::path& ho
     // Made before SQLite creates it, so the database and its -wal/-shm are 0600 from the start.
     BOXLITE_TRY_VOID(ensure_private_file(path, /*create=*/true));
     BOXLITE_TRY(impl->db, base::Database::open(path, static_cast<int>(kBusyTimeout.count())));
-    // synchronous=FULL: a committed box survives power loss.
+    // synchronous=NORMAL: in WAL mode a commit is safe from a crash of any process (kill -9),
+    // and only a power loss can take the last commits back. That is right for state updates
+    // (Running, Stopped, a handle): after a power loss no box runs, and every state is checked
+    // against its process on the next look anyway. Rows that must survive a power loss, a new
+    // box and a removal, commit with synchronous=FULL (Impl::Durable), which also makes every
+    // commit before them durable. Four fsyncs fewer per `run --rm` (about 4 ms each here).
     BOXLITE_TRY_VOID(
-        impl->db.exec("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON", fmt::format("configuring {}", path)));
+        impl->db.exec("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON", fmt::format("configuring {}", path)));
+    BOXLITE_TRY_VOID(impl->db.keep_wal_between_connections());
     BOXLITE_TRY_VOID(impl->attach(migration_wait));
     // An older BoxLite left these at the umask's mode.
     for (const char* suffix : {"-wal", "-shm"}) BOXLITE_TRY_VOID(ensure_private_file(path + suffix, /*create=*/false));
@@ -253,6 +271,7 @@ BoxliteResult<void> SqliteStorage::insert(const BoxConfig& config, const BoxStat
     {
         std::lock_guard lock(impl_->mutex);
         auto& db = impl_->db;
+        Impl::Durable durable(db);
         Statement st(db,
                      "INSERT INTO boxes (id, name, created_at, engine, status, config, state) "
                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
@@ -391,6 +410,7 @@ BoxliteResult<bool> SqliteStorage::update_state_if(const BoxID& id, const BoxSta
 BoxliteResult<void> SqliteStorage::remove(const BoxID& id) {
     {
         std::lock_guard lock(impl_->mutex);
+        Impl::Durable durable(impl_->db);
         Statement st(impl_->db, "DELETE FROM boxes WHERE id = ?1");
         st.bind(1, id.view());
         BOXLITE_TRY_VOID(st.run(fmt::format("removing box {}", id)));

@@ -55,6 +55,8 @@ BoxliteResult<void> ImageStore::Impl::open_database() {
     // handler when two processes do it at once ("database is locked"), so opening is serialised.
     BOXLITE_TRY(auto opening, base::FileLock::acquire(locks / "open.lock", base::FileLock::Mode::Exclusive));
     BOXLITE_TRY_VOID(db.exec("PRAGMA journal_mode=WAL"));
+    // Pins (leases) are commits that must survive a power loss: synchronous stays FULL here.
+    BOXLITE_TRY_VOID(db.keep_wal_between_connections());
     BOXLITE_TRY_VOID(db.exec(kSchema));
     std::error_code ec;
     if (!fs::exists(images / "index.json", ec)) BOXLITE_TRY_VOID(write_index_json());

@@ -1,6 +1,8 @@
 #include "memory/guest_memory.hpp"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -61,6 +63,48 @@ BoxliteResult<GuestMemory> GuestMemory::create(std::uint64_t bytes, std::uint64_
     return memory;
 }
 
+BoxliteResult<GuestMemory> GuestMemory::map_shared(std::span<const SharedRegion> regions) {
+    if (regions.empty()) return fail(ErrorKind::InvalidArgument, "shared guest memory has no regions");
+    for (std::size_t i = 0; i < regions.size(); ++i) {
+        const auto& r = regions[i];
+        if (r.size == 0) return fail(ErrorKind::InvalidArgument, "shared memory region {} is empty", i);
+        if (r.guest_address + r.size < r.guest_address || r.fd_offset + r.size < r.fd_offset)
+            return fail(ErrorKind::InvalidArgument, "shared memory region {} ({:#x}+{:#x}) wraps", i, r.guest_address,
+                        r.size);
+        for (std::size_t j = 0; j < i; ++j) {
+            const auto& o = regions[j];
+            if (r.guest_address < o.guest_address + o.size && o.guest_address < r.guest_address + r.size)
+                return fail(ErrorKind::InvalidArgument, "shared memory regions {} and {} overlap in guest memory", j,
+                            i);
+        }
+        struct stat st {};
+        if (::fstat(r.fd, &st) != 0)
+            return fail_errno(ErrorKind::InvalidArgument, fmt::format("shared memory region {}: fstat", i), errno);
+        if (!S_ISREG(st.st_mode) || static_cast<std::uint64_t>(st.st_size) < r.fd_offset + r.size)
+            return fail(ErrorKind::InvalidArgument,
+                        "shared memory region {} ({:#x} bytes at file offset {:#x}) is not inside its file ({} bytes)",
+                        i, r.size, r.fd_offset, static_cast<long long>(st.st_size));
+        const int seals = ::fcntl(r.fd, F_GET_SEALS);
+        if (seals < 0 || !(seals & F_SEAL_SHRINK))
+            return fail(ErrorKind::InvalidArgument,
+                        "shared memory region {} is not a memfd sealed against shrinking (F_SEAL_SHRINK; QEMU's "
+                        "memory-backend-memfd seals by default)",
+                        i);
+    }
+    GuestMemory memory;
+    for (const auto& r : regions) {
+        const std::uint64_t aligned = r.fd_offset & ~(kPage - 1);
+        const std::uint64_t lead = r.fd_offset - aligned;
+        void* host = ::mmap(nullptr, r.size + lead, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, r.fd,
+                            static_cast<off_t>(aligned));
+        if (host == MAP_FAILED) return fail_errno(ErrorKind::Engine, "mapping shared guest memory", errno);
+        auto* base = static_cast<std::byte*>(host);
+        memory.regions_.push_back({r.guest_address, r.size, base + lead, r.fd_offset, base, r.size + lead});
+        memory.total_ += r.size;
+    }
+    return memory;
+}
+
 GuestMemory::GuestMemory(GuestMemory&& other) noexcept
     : memfd_(std::exchange(other.memfd_, -1)),
       total_(std::exchange(other.total_, 0)),
@@ -79,7 +123,10 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
 GuestMemory::~GuestMemory() { release(); }
 
 void GuestMemory::release() noexcept {
-    for (auto& region : regions_) ::munmap(region.host, region.size);
+    for (auto& region : regions_) {
+        if (region.mapping) ::munmap(region.mapping, region.mapping_size);
+        else ::munmap(region.host, region.size);
+    }
     regions_.clear();
     if (memfd_ >= 0) ::close(memfd_);
     memfd_ = -1;

@@ -26,6 +26,19 @@ struct MemoryRegion {
     std::uint64_t size = 0;
     std::byte* host = nullptr;
     std::uint64_t memfd_offset = 0;  ///< where this region starts in the memfd
+    /// The mapping to undo when it does not start at `host` (map_shared() with an offset that is
+    /// not page-aligned); null when `host`/`size` are the mapping itself.
+    std::byte* mapping = nullptr;
+    std::uint64_t mapping_size = 0;
+};
+
+/// A region of RAM someone else owns, shared with us as a file descriptor (a vhost-user
+/// frontend's memfd): `size` bytes at `fd_offset` in the file appear at `guest_address`.
+struct SharedRegion {
+    int fd = -1;
+    std::uint64_t guest_address = 0;
+    std::uint64_t size = 0;
+    std::uint64_t fd_offset = 0;
 };
 
 class GuestMemory {
@@ -36,6 +49,11 @@ public:
     static BoxliteResult<GuestMemory> create(std::uint64_t bytes, std::uint64_t gap_start, std::uint64_t high_start);
     /// One region of `bytes` at guest address `base` (tests of devices, fuzzing).
     static BoxliteResult<GuestMemory> create_flat(std::uint64_t base, std::uint64_t bytes);
+    /// Maps regions shared by another process (MAP_SHARED; the descriptors are not kept: the
+    /// mappings hold the pages). The other side is not trusted: a region must be non-empty, must
+    /// not wrap or overlap another, must lie inside its file, and the file must be sealed against
+    /// shrinking (F_SEAL_SHRINK), so it cannot be truncated under us into SIGBUS. memfd() is -1.
+    static BoxliteResult<GuestMemory> map_shared(std::span<const SharedRegion> regions);
 
     GuestMemory(GuestMemory&& other) noexcept;
     GuestMemory& operator=(GuestMemory&& other) noexcept;

@@ -19,12 +19,7 @@ BoxliteResult<void> Session::handshake(std::chrono::milliseconds timeout) {
 
 BoxliteResult<std::shared_ptr<ExecState>> Session::start(const ExecRequest& request,
                                                          std::chrono::milliseconds timeout) {
-    auto state = std::make_shared<ExecState>();
-    state->execution_id = BoxID::generate().str();
-    state->out.window = request.stdout_window;
-    state->err.window = request.stderr_window;
-    state->out.outstanding_credit = request.stdout_window;
-    state->err.outstanding_credit = request.stderr_window;
+    auto state = new_execution_state(request);
     {
         std::lock_guard lock(mutex_);
         if (dead_) return fail(*dead_);
@@ -55,6 +50,61 @@ BoxliteResult<std::shared_ptr<ExecState>> Session::start(const ExecRequest& requ
     return state;
 }
 
+std::shared_ptr<ExecState> Session::new_execution_state(const ExecRequest& request) {
+    auto state = std::make_shared<ExecState>();
+    state->execution_id = BoxID::generate().str();
+    state->out.window = request.stdout_window;
+    state->err.window = request.stderr_window;
+    state->out.outstanding_credit = request.stdout_window;
+    state->err.outstanding_credit = request.stderr_window;
+    return state;
+}
+
+BoxliteResult<std::shared_ptr<ExecState>> Session::begin(const ExecRequest& request, std::function<void()> waker) {
+    auto state = new_execution_state(request);
+    state->waker = std::move(waker);
+    {
+        std::lock_guard lock(mutex_);
+        if (dead_) return fail(*dead_);
+        state->id = next_id_++;
+        executions_[state->id] = state;
+    }
+    if (auto sent = send(FrameType::Exec, state->id, request.encode()); !sent) {
+        forget(state->id);
+        return fail(sent.error());
+    }
+    return state;
+}
+
+std::optional<BoxliteResult<void>> Session::try_started(ExecState& e) {
+    std::lock_guard lock(mutex_);
+    if (e.started) {
+        counters_.commands_run.fetch_add(1, std::memory_order_relaxed);
+        return BoxliteResult<void>{};
+    }
+    if (!e.start_error && !e.failure) return std::nullopt;
+    executions_.erase(e.id);
+    counters_.command_errors.fetch_add(1, std::memory_order_relaxed);
+    return BoxliteResult<void>(fail(e.start_error ? *e.start_error : *e.failure));
+}
+
+void Session::abandon(ExecState& e) {
+    bool kill = false;
+    {
+        std::lock_guard lock(mutex_);
+        e.waker = nullptr;
+        if (e.finished()) return;
+        if (e.start_error) {  // refused, and nobody will poll for the refusal
+            executions_.erase(e.id);
+            return;
+        }
+        e.out.discard = e.err.discard = true;
+        if (e.started) kill = true;
+        else e.abandoned = true;  // the Started handler kills it
+    }
+    if (kill) (void)send(FrameType::Signal, e.id, SignalRequest{9}.encode());
+}
+
 BoxliteResult<void> Session::write_stdin(ExecState& e, std::span<const std::byte> data) {
     while (!data.empty()) {
         std::size_t chunk = 0;
@@ -68,11 +118,78 @@ BoxliteResult<void> Session::write_stdin(ExecState& e, std::span<const std::byte
             chunk = static_cast<std::size_t>(std::min<std::uint64_t>({e.stdin_credit, data.size(), kMaxChunk}));
             e.stdin_credit -= chunk;
         }
-        BOXLITE_TRY_VOID(send(FrameType::Stdin, e.id, data.first(chunk)));
-        counters_.bytes_in.fetch_add(chunk, std::memory_order_relaxed);
+        BOXLITE_TRY_VOID(send_stdin(e, data.first(chunk)));
         data = data.subspan(chunk);
     }
     return {};
+}
+
+BoxliteResult<void> Session::send_stdin(ExecState& e, std::span<const std::byte> data) {
+    BOXLITE_TRY_VOID(send(FrameType::Stdin, e.id, data));
+    counters_.bytes_in.fetch_add(data.size(), std::memory_order_relaxed);
+    return {};
+}
+
+BoxliteResult<std::size_t> Session::try_write_stdin(ExecState& e, std::span<const std::byte> data) {
+    std::size_t total = 0;
+    {
+        std::lock_guard lock(mutex_);
+        if (e.stdin_closed) return fail(ErrorKind::InvalidState, "stdin of execution {} is already closed", e.id);
+        if (e.finished()) {
+            return fail(ErrorKind::Execution, "execution {} has ended; its stdin accepts no more data", e.id);
+        }
+        total = static_cast<std::size_t>(std::min<std::uint64_t>(e.stdin_credit, data.size()));
+        e.stdin_credit -= total;
+    }
+    for (auto rest = data.first(total); !rest.empty();) {
+        const auto chunk = static_cast<std::size_t>(std::min<std::uint64_t>(rest.size(), kMaxChunk));
+        BOXLITE_TRY_VOID(send_stdin(e, rest.first(chunk)));
+        rest = rest.subspan(chunk);
+    }
+    return total;
+}
+
+void Session::set_waker(ExecState& e, std::function<void()> waker) {
+    std::lock_guard lock(mutex_);
+    e.waker = std::move(waker);
+    if (e.waker) e.waker();
+}
+
+std::optional<BoxliteResult<ExitStatus>> Session::try_exit(ExecState& e) {
+    std::lock_guard lock(mutex_);
+    if (e.exit) return BoxliteResult<ExitStatus>(*e.exit);
+    if (e.failure) return BoxliteResult<ExitStatus>(fail(*e.failure));
+    return std::nullopt;
+}
+
+std::uint32_t Session::take_and_credit(ExecState& e, OutputBuffer& buf, std::span<std::byte> out, std::size_t& copied) {
+    copied = take(buf, out);
+    buf.unacked += copied;
+    if (!e.finished() && buf.unacked >= std::max<std::uint64_t>(buf.window / 4, 1)) {
+        const auto grant = static_cast<std::uint32_t>(buf.unacked);
+        buf.outstanding_credit += buf.unacked;
+        buf.unacked = 0;
+        return grant;
+    }
+    return 0;
+}
+
+BoxliteResult<std::optional<std::size_t>> Session::try_read_output(ExecState& e, Channel channel,
+                                                                   std::span<std::byte> out) {
+    std::uint32_t grant = 0;
+    std::size_t copied = 0;
+    {
+        std::lock_guard lock(mutex_);
+        auto& buf = channel == Channel::Stderr ? e.err : e.out;
+        if (buf.buffered == 0) {
+            if (!e.finished()) return std::optional<std::size_t>{};
+            if (e.failure && !e.exit) return fail(*e.failure);
+            return std::optional<std::size_t>(0);
+        }
+        grant = take_and_credit(e, buf, out, copied);
+    }
+    if (grant > 0) BOXLITE_TRY_VOID(send(FrameType::Credit, e.id, Credit{channel, grant}.encode()));
+    return std::optional<std::size_t>(copied);
 }
 
 BoxliteResult<void> Session::close_stdin(ExecState& e) {
@@ -96,13 +213,7 @@ BoxliteResult<std::size_t> Session::read_output(ExecState& e, Channel channel, s
             if (e.failure && !e.exit) return fail(*e.failure);
             return std::size_t{0};
         }
-        copied = take(buf, out);
-        buf.unacked += copied;
-        if (!e.finished() && buf.unacked >= std::max<std::uint64_t>(buf.window / 4, 1)) {
-            grant = static_cast<std::uint32_t>(buf.unacked);
-            buf.outstanding_credit += buf.unacked;
-            buf.unacked = 0;
-        }
+        grant = take_and_credit(e, buf, out, copied);
     }
     if (grant > 0) BOXLITE_TRY_VOID(send(FrameType::Credit, e.id, Credit{channel, grant}.encode()));
     return copied;
@@ -239,7 +350,7 @@ void Session::read_loop() {
     dead_ = reason;
     for (auto& [id, state] : executions_) {
         if (!state->finished()) state->failure = reason;
-        state->cv.notify_all();
+        notify(*state);
     }
     executions_.clear();
     control_cv_.notify_all();
@@ -372,7 +483,7 @@ BoxliteResult<void> Session::dispatch(Frame f) {
             }
             default: break;
         }
-        e.cv.notify_all();
+        notify(e);
     }
     for (auto [channel, bytes] : grants) {
         BOXLITE_TRY_VOID(

@@ -5,6 +5,7 @@
 #include "kvm_mode.hpp"
 
 #include "capped_log.hpp"
+#include "vm_shim.hpp"
 
 #include "engine/kvm/launch.hpp"  // the shim config and guest launch document
 #include "devices/virtio/blk/device.hpp"
@@ -42,46 +43,10 @@
 namespace boxlite::shim {
 namespace {
 
-constexpr std::size_t kMaxConfigBytes = 1 << 20;
-
-void say(int& fd, const std::string& line) {
-    if (fd < 0) return;
-    const std::string text = line + "\n";
-    [[maybe_unused]] auto n = ::write(fd, text.data(), text.size());
-    ::close(fd);
-    fd = -1;
-}
-
-BoxliteResult<std::string> read_all(int fd) {
-    std::string text;
-    char buffer[4096];
-    for (;;) {
-        const ssize_t n = ::read(fd, buffer, sizeof(buffer));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return fail_errno(ErrorKind::Config, "reading the shim config pipe", errno);
-        if (n == 0) break;
-        text.append(buffer, static_cast<std::size_t>(n));
-        if (text.size() > kMaxConfigBytes)
-            return fail(ErrorKind::Config, "shim config is larger than {} bytes", kMaxConfigBytes);
-    }
-    return text;
-}
-
 BoxliteResult<std::vector<std::byte>> read_file(const std::string& path, const char* what) {
     auto bytes = vmm::read_file_bytes(path);
     if (!bytes) return fail(bytes.error().with_context(fmt::format("the {}", what)));
     return bytes;
-}
-
-BoxliteResult<std::shared_ptr<block::BlockBackend>> open_disk(const vmm::ShimDiskConfig& disk) {
-    if (disk.format == "raw") {
-        BOXLITE_TRY(auto raw, block::RawFile::open(disk.path, disk.read_only));
-        return std::shared_ptr<block::BlockBackend>(std::move(raw));
-    }
-    qcow2::OpenOptions options;
-    options.read_only = disk.read_only;
-    BOXLITE_TRY(auto image, qcow2::Qcow2Image::open(disk.path, options));
-    return std::shared_ptr<block::BlockBackend>(std::move(image));
 }
 
 /// Everything between "config parsed" and "vCPUs running", with errors as values.
@@ -181,7 +146,7 @@ void watch_for_stop(vmm::Machine& machine, const std::string& box_id, int signal
 }  // namespace
 
 int run_kvm_mode(int config_fd, int ready_fd, int watchdog_fd) {
-    auto text = read_all(config_fd);
+    auto text = read_config(config_fd);
     ::close(config_fd);
     if (!text) {
         say(ready_fd, "error " + text.error().to_string());

@@ -31,7 +31,8 @@ int usage(const std::string& problem) {
     std::fprintf(
         stderr,
         "boxlite-shim: %s\n"
-        "usage: boxlite-shim kvm [--config-fd N] [--ready-fd N]   (VM config: JSON on the config fd)\n"
+        "usage: boxlite-shim kvm|qemu [--config-fd N] [--ready-fd N] [--watchdog-fd N]   (VM config: JSON on the "
+        "config fd)\n"
         "       boxlite-shim namespace --box-id ID --hostname NAME --box-dir DIR --rootfs DIR --agent PATH\n"
         "         --socket PATH [--ready-fd N] [--watchdog-fd N] [--memory BYTES] [--cpus N] [--pids N]\n"
         "         [--nofile N] [--fsize BYTES] [--cpu-time SECONDS] [--log-max-bytes N] [--disk-bytes N] [--volume HOST --volume-target GUEST [--volume-mode ro|rw]]... [--env K=V]... [--workdir DIR] [--user USER]\n"
@@ -46,15 +47,17 @@ int main(int argc, char** argv) {
     if (argc < 2) return usage("missing mode");
     ShimOptions o;
     o.mode = argv[1];
-    // kvm mode is boxlite-shim-kvm, installed beside this executable: this one links no VMM.
-    if (o.mode == "kvm") {
+    // kvm and qemu modes are boxlite-shim-kvm and boxlite-shim-qemu, installed beside this
+    // executable: this one links no VMM and no device model.
+    if (o.mode == "kvm" || o.mode == "qemu") {
+        const std::string helper = "boxlite-shim-" + o.mode;
         std::error_code ec;
         const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
-        if (ec) return usage("cannot find boxlite-shim-kvm: /proc/self/exe: " + ec.message());
-        const auto kvm = (self.parent_path() / "boxlite-shim-kvm").string();
+        if (ec) return usage("cannot find " + helper + ": /proc/self/exe: " + ec.message());
+        const auto path = (self.parent_path() / helper).string();
         argv[1] = argv[0];
-        ::execv(kvm.c_str(), argv + 1);
-        std::fprintf(stderr, "boxlite-shim: cannot execute %s: %s\n", kvm.c_str(), std::strerror(errno));
+        ::execv(path.c_str(), argv + 1);
+        std::fprintf(stderr, "boxlite-shim: cannot execute %s: %s\n", path.c_str(), std::strerror(errno));
         return 127;
     }
     for (int i = 2; i < argc; ++i) {
@@ -129,5 +132,5 @@ int main(int argc, char** argv) {
         }
     }
     if (o.mode == "namespace") return boxlite::shim::run_namespace_mode(o);
-    return usage("unknown mode '" + o.mode + "' (available: namespace, kvm)");
+    return usage("unknown mode '" + o.mode + "' (available: namespace, kvm, qemu)");
 }

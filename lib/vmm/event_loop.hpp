@@ -11,6 +11,8 @@
 
 #include <boxlite/error.hpp>
 
+#include <sys/epoll.h>
+
 #include <atomic>
 #include <deque>
 #include <functional>
@@ -33,11 +35,13 @@ public:
     BoxliteResult<void> add(base::OwnedFd event_fd, std::function<void()> handler);
     /// Starts the thread (idempotent).
     BoxliteResult<void> start();
-    /// Stops the thread after the handler that is running, if any, returns (idempotent). No
-    /// handler runs after stop() returns.
+    /// Stops the thread (idempotent): the handler that is running, if any, returns, then every
+    /// eventfd already signalled is served once more, so no notify written before stop() is lost.
+    /// No handler runs after stop() returns.
     void stop();
 
-    /// How many times handlers ran.
+    /// How many signals the handlers served: each eventfd's count, so two notifies that arrive
+    /// before the loop reads (one wake-up, one handler run) count as two.
     [[nodiscard]] std::uint64_t dispatched() const noexcept { return dispatched_.load(std::memory_order_relaxed); }
 
 private:
@@ -47,6 +51,7 @@ private:
     };
     EventLoop(base::OwnedFd epoll, base::OwnedFd wake) : epoll_(std::move(epoll)), wake_(std::move(wake)) {}
     void run();
+    void serve(const epoll_event& event);
 
     base::OwnedFd epoll_;
     base::OwnedFd wake_;

@@ -15,7 +15,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <condition_variable>
+#include <fstream>
 #include <future>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -366,6 +369,145 @@ TEST_F(AgentWithOwnAccounts, UnknownUserIsAnExecutionError) {
     ASSERT_FALSE(exec);
     EXPECT_EQ(exec.error().kind(), ErrorKind::Execution);
     EXPECT_NE(exec.error().message().find("nobody-here"), std::string::npos) << exec.error().to_string();
+}
+
+// --- the non-blocking calls an event loop uses (the Python SDK's asyncio layer) ----------------
+
+/// Counts waker calls; wait_past() blocks until the count moves past what the caller saw.
+struct WakeCounter {
+    std::mutex mutex;
+    std::condition_variable cv;
+    int count = 0;
+    void notify() {
+        std::lock_guard lock(mutex);
+        ++count;
+        cv.notify_all();
+    }
+    int seen() {
+        std::lock_guard lock(mutex);
+        return count;
+    }
+    bool wait_past(int seen_count) {
+        std::unique_lock lock(mutex);
+        return cv.wait_for(lock, 30s, [&] { return count > seen_count; });
+    }
+};
+
+TEST_F(DirectAgent, BeginExecAndTryCallsNeverBlock) {
+    auto wakes = std::make_shared<WakeCounter>();
+    auto pending = agent().begin_exec(BoxCommand("/bin/sh").args({"-c", "read line; echo got $line; exit 4"}),
+                                      [wakes] { wakes->notify(); });
+    ASSERT_TRUE(pending) << pending.error().to_string();
+    std::optional<Execution> execution;
+    while (!execution) {
+        const int seen = wakes->seen();
+        if (auto started = pending->poll()) {
+            ASSERT_TRUE(*started) << started->error().to_string();
+            execution.emplace(std::move(**started));
+            break;
+        }
+        ASSERT_TRUE(wakes->wait_past(seen)) << "no wake-up while the execution started";
+    }
+    auto again = pending->poll();
+    ASSERT_TRUE(again && !*again);
+    EXPECT_EQ(again->error().kind(), ErrorKind::InvalidState);
+
+    execution->set_waker([wakes] { wakes->notify(); });
+    auto out = *execution->stdout();
+    auto in = *execution->stdin();
+    std::array<std::byte, 64> buffer{};
+    auto nothing_yet = out.try_read_some(buffer);
+    ASSERT_TRUE(nothing_yet);
+    EXPECT_FALSE(nothing_yet->has_value()) << "the process waits for input: no output yet";
+    EXPECT_FALSE(execution->try_wait().has_value());
+
+    const std::string_view line = "hello\n";
+    auto sent = in.try_write_some(std::as_bytes(std::span(line.data(), line.size())));
+    ASSERT_TRUE(sent) << sent.error().to_string();
+    EXPECT_EQ(*sent, line.size());  // far below the stdin window
+    ASSERT_TRUE(in.close());
+
+    std::string received;
+    while (true) {
+        const int seen = wakes->seen();
+        auto n = out.try_read_some(buffer);
+        ASSERT_TRUE(n) << n.error().to_string();
+        if (n->has_value()) {
+            if (**n == 0) break;
+            received.append(reinterpret_cast<const char*>(buffer.data()), **n);
+            continue;
+        }
+        ASSERT_TRUE(wakes->wait_past(seen)) << "no wake-up for output";
+    }
+    EXPECT_EQ(received, "got hello\n");
+    std::optional<BoxliteResult<ExecResult>> result;
+    while (!(result = execution->try_wait())) {
+        const int seen = wakes->seen();
+        if ((result = execution->try_wait())) break;
+        ASSERT_TRUE(wakes->wait_past(seen));
+    }
+    ASSERT_TRUE(*result) << result->error().to_string();
+    EXPECT_EQ((*result)->exit_code, 4);
+    auto closed = in.try_write_some(std::as_bytes(std::span(line.data(), line.size())));
+    ASSERT_FALSE(closed);
+    EXPECT_EQ(closed.error().kind(), ErrorKind::InvalidState);
+}
+
+TEST_F(DirectAgent, BeginExecOfAMissingProgramIsRefusedThroughPoll) {
+    auto wakes = std::make_shared<WakeCounter>();
+    auto pending = agent().begin_exec(BoxCommand("/nonexistent/program"), [wakes] { wakes->notify(); });
+    ASSERT_TRUE(pending) << pending.error().to_string();
+    while (true) {
+        const int seen = wakes->seen();
+        if (auto started = pending->poll()) {
+            ASSERT_FALSE(*started);
+            EXPECT_EQ(started->error().kind(), ErrorKind::Execution);
+            EXPECT_NE(started->error().message().find("/nonexistent/program"), std::string::npos)
+                << started->error().to_string();
+            break;
+        }
+        ASSERT_TRUE(wakes->wait_past(seen));
+    }
+    // The connection still serves other executions.
+    auto out = agent().run(BoxCommand("/bin/echo").arg("still fine"));
+    ASSERT_TRUE(out) << out.error().to_string();
+    EXPECT_EQ(out->stdout_text, "still fine\n");
+}
+
+/// Processes whose command line contains `marker` (read from /proc; the caller's own excluded).
+std::vector<pid_t> processes_with(const std::string& marker) {
+    std::vector<pid_t> found;
+    for (const auto& entry : fs::directory_iterator("/proc")) {
+        const auto name = entry.path().filename().string();
+        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+        std::ifstream in(entry.path() / "cmdline", std::ios::binary);
+        const std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        const auto pid = static_cast<pid_t>(std::stoi(name));
+        if (pid != ::getpid() && cmdline.find(marker) != std::string::npos) found.push_back(pid);
+    }
+    return found;
+}
+
+TEST_F(DirectAgent, AnAbandonedBeginIsKilled) {
+    for (bool wait_for_start : {false, true}) {
+        // The marker stays in the shell's command line (no exec): the shell and its sleep are
+        // one process group, which the kill ends.
+        const auto marker = (dir_.path() / (wait_for_start ? "started" : "starting")).string();
+        auto wakes = std::make_shared<WakeCounter>();
+        auto pending = agent().begin_exec(BoxCommand("/bin/sh").args({"-c", "sleep 1000; : " + marker}),
+                                          [wakes] { wakes->notify(); });
+        ASSERT_TRUE(pending) << pending.error().to_string();
+        if (wait_for_start) {  // started and not yet polled
+            while (processes_with(marker).empty()) std::this_thread::sleep_for(1ms);
+        }
+        pending->abandon();
+        // Once a later command on the same connection has run, the agent has handled the kill
+        // (or the refusal to start) of the abandoned one; the process is then reaped.
+        auto sentinel = agent().run(BoxCommand("/bin/true"));
+        ASSERT_TRUE(sentinel) << sentinel.error().to_string();
+        for (int i = 0; i < 30000 && !processes_with(marker).empty(); ++i) std::this_thread::sleep_for(1ms);
+        EXPECT_TRUE(processes_with(marker).empty()) << "the abandoned execution still runs";
+    }
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include "namespace_fixture.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 namespace boxlite::test {
@@ -83,8 +84,12 @@ TEST_F(EnginePerBox, OneRuntimeDrivesBoxesOfTwoEngines) {
 }
 
 TEST_F(EnginePerBox, BoxOfAnEngineThatCannotRunHere) {
-    // This BoxLite has no qemu engine yet: open_runtime still gives a runtime, which records
-    // boxes for it.
+    // A qemu engine that cannot run (its QEMU is missing): open_runtime still gives a runtime,
+    // which records boxes for it.
+    struct MissingQemu {
+        MissingQemu() { ::setenv("BOXLITE_QEMU", "/nonexistent/qemu-system-x86_64", 1); }
+        ~MissingQemu() { ::unsetenv("BOXLITE_QEMU"); }
+    } missing_qemu;
     auto qemu_runtime = open_with_engine(home_->path(), EngineKind::Qemu);
     const auto why = qemu_runtime.engine().available();
     ASSERT_FALSE(why) << "the qemu engine runs here; this test needs an engine that cannot";

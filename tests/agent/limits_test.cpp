@@ -77,6 +77,28 @@ TEST_F(NamespaceLimits, AgentDescriptorsAndMemoryAreClosedToTheBox) {
     EXPECT_EQ(sh(box, "sleep 5 & ls /proc/$!/fd > /dev/null; echo listed=$?; kill $!"), "listed=0\nrc=0\n");
 }
 
+TEST_F(NamespaceLimits, PtraceAttachToTheAgentIsRefusedInTheBox) {
+    // The probe comes in through a read-only volume: any box root can run it (it is static).
+    auto o = options(true);
+    VolumeSpec probe;
+    probe.host_path = test::built_binary("probe/boxlite_ptrace_probe").parent_path().string();
+    probe.guest_path = "/probe";
+    probe.read_only = true;
+    o.volumes = {probe};
+    auto created = runtime_->create(o);
+    ASSERT_TRUE(created) << created.error().to_string();
+    auto box = *created;
+    // PID 1 is the agent: non-dumpable, and the box has no CAP_SYS_PTRACE.
+    EXPECT_EQ(sh(box, "/probe/boxlite_ptrace_probe 1"), "refused EPERM\nrc=1\n");
+    // The same probe attaches to a command of the box (dumpable, same user): ptrace itself
+    // works in the box, so the refusal above is the agent's own protection. (Yama's
+    // ptrace_scope >= 1 allows descendants only: then a sibling is refused too.)
+    const auto yama = read_proc("/proc/sys/kernel/yama/ptrace_scope");
+    if (yama.empty() || yama == "0") {
+        EXPECT_EQ(sh(box, "sleep 5 & /probe/boxlite_ptrace_probe $!; kill $!"), "attached\nrc=0\n");
+    }
+}
+
 TEST_F(NamespaceLimits, ShimIsNotDumpableAndIsExemptFromTheOomKiller) {
     if (!can_lower_oom_score_adj()) GTEST_SKIP() << "precondition: no CAP_SYS_RESOURCE (cannot set -1000)";
     auto box = make_box();

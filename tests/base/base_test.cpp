@@ -161,6 +161,40 @@ TEST(Spawn, ADetachedProgramIsNotOurChild) {
     EXPECT_EQ(errno, ECHILD);
 }
 
+TEST(Spawn, KillWithParentEndsTheProgramWhenItsParentDies) {
+    int pipe_fds[2];
+    ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+    OwnedFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+    // An intermediate process spawns the program, reports its pid and dies.
+    const pid_t middle = ::fork();
+    ASSERT_GE(middle, 0);
+    if (middle == 0) {
+        base::SpawnOptions options;
+        options.argv = {"/bin/sleep", "1000"};
+        options.kill_with_parent = true;
+        auto pid = base::spawn(options);
+        const int value = pid ? *pid : -1;
+        [[maybe_unused]] auto n = ::write(write_end.get(), &value, sizeof value);
+        ::_exit(0);
+    }
+    write_end.reset();
+    int program = -1;
+    ASSERT_EQ(::read(read_end.get(), &program, sizeof program), static_cast<ssize_t>(sizeof program));
+    ASSERT_GT(program, 0);
+    ASSERT_EQ(::waitpid(middle, nullptr, 0), middle);
+    // The orphan is reparented and killed; /proc/<pid> goes once its new parent reaps it, so a
+    // zombie ("Z") counts as gone too.
+    auto alive = [&] {
+        std::ifstream stat("/proc/" + std::to_string(program) + "/stat");
+        std::string line;
+        if (!std::getline(stat, line)) return false;
+        const auto close = line.rfind(')');
+        return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
+    };
+    for (int i = 0; i < 500 && alive(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_FALSE(alive()) << "sleep " << program << " outlived the process that spawned it";
+}
+
 }  // namespace
 
 namespace {

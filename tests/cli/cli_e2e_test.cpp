@@ -663,11 +663,15 @@ TEST_F(CliE2E, RuntimeErrorsExitOneWithOneLine) {
     auto debug = cli({"--debug", "inspect", "no-such-box"});
     EXPECT_EQ(debug.status, 1);
     EXPECT_NE(debug.err.find("debug: error kind: not_found"), std::string::npos) << debug;
-    // `auto` never silently becomes namespace isolation: without a VM engine it says why.
+    // `auto` never silently becomes namespace isolation: without a VM engine it says why; with
+    // one (kvm or qemu), a rootfs directory is refused by it, as VM engines boot disk images.
     auto vm = cli({"--engine", "auto", "run", "--rm", "--rootfs", rootfs_->string(), "true"});
     if (vm.status != 0) {
         EXPECT_EQ(vm.status, 1);
-        EXPECT_NE(vm.err.find("unsupported engine"), std::string::npos) << vm;
+        EXPECT_TRUE(vm.err.find("unsupported engine") != std::string::npos ||
+                    vm.err.find("engine boots from a disk image") != std::string::npos)
+            << vm;
+        EXPECT_EQ(vm.err.find("namespace engine boots"), std::string::npos) << vm;
         EXPECT_EQ(std::count(vm.err.begin(), vm.err.end(), '\n'), 1) << vm;
     }
 }
@@ -1212,6 +1216,28 @@ TEST_F(CliE2E, EngineFlagAndEnvironment) {
     auto env_small = cli({"ls"}, {}, {{"BOXLITE_LOG_MAX_BYTES", "100"}});
     EXPECT_NE(env_small.status, 0) << env_small;
     EXPECT_EQ(cli({"--log-max-bytes", "65536", "ls"}).status, 0);
+}
+
+// info: every engine's status once, in one line, and the guest kernel and initramfs VMs boot.
+TEST_F(CliE2E, InfoShowsEachEngineOnceAndTheGuestAssets) {
+    auto out = cli({"info", "--format", "json"}).out;
+    auto info = nlohmann::json::parse(out);
+    for (const char* engine : {"kvm", "qemu", "namespace"}) {
+        ASSERT_TRUE(info["engines"].contains(engine)) << out;
+        const auto status = info["engines"][engine].get<std::string>();
+        EXPECT_EQ(status.find('\n'), std::string::npos) << status;
+        if (status != "available") {
+            EXPECT_EQ(out.find(status), out.rfind(status)) << "said twice: " << status;
+        }
+    }
+    // scripts/setup unpacks Debian's cloud kernel: the guest section names it.
+    ASSERT_TRUE(info["guest"].contains("kernelRelease")) << out;
+    EXPECT_NE(info["guest"]["kernelRelease"].get<std::string>().find("cloud-amd64"), std::string::npos) << out;
+    EXPECT_EQ(info["guest"]["initramfs"].get<std::string>().rfind(home_.string() + "/init/initramfs-", 0), 0U) << out;
+    auto missing = nlohmann::json::parse(
+        cli({"info", "--format", "json"}, {}, {{"BOXLITE_KERNEL", "/nonexistent/vmlinuz"}}).out);
+    EXPECT_NE(missing["guest"]["error"].get<std::string>().find("/nonexistent/vmlinuz"), std::string::npos)
+        << missing.dump();
 }
 
 TEST_F(CliE2E, MoreFormats) {

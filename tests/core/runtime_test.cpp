@@ -588,7 +588,8 @@ TEST_F(RuntimeTest, StageTimingsAreMeasuredWhereTheyHappen) {
 }
 
 TEST_F(RuntimeTest, EngineReportedTimingsFillGuestBootAndContainerInit) {
-    hooks_->report = EngineStartTimings{std::chrono::milliseconds(40), std::chrono::milliseconds(7)};
+    hooks_->report = EngineStartTimings{std::chrono::milliseconds(40), std::chrono::milliseconds(7),
+                                        std::chrono::milliseconds(3), std::chrono::milliseconds(2)};
     auto runtime = hooked_runtime();
     auto box = runtime.create(path_options());
     ASSERT_TRUE(box);
@@ -597,6 +598,8 @@ TEST_F(RuntimeTest, EngineReportedTimingsFillGuestBootAndContainerInit) {
     ASSERT_TRUE(m);
     EXPECT_EQ(m->guest_boot_duration_ms, 40U);
     EXPECT_EQ(m->stage_container_init_ms, 7U);
+    EXPECT_EQ(m->stage_guest_assets_ms, 3U);
+    EXPECT_EQ(m->stage_box_disk_ms, 2U);
 }
 
 TEST_F(RuntimeTest, ATakenNameIsRefusedBeforeTheImageIsPulled) {

@@ -698,6 +698,7 @@ private:
         launch.config = attached || config.options.detach ? &config : &launched_config;
         launch.box_dir = box_dir;
         launch.rootfs = prepared->path;
+        launch.kernel = options_.kernel;
         merge_launch_defaults(config.options, prepared->defaults, launch);
         EngineStartTimings engine_timings;
         launch.timings = &engine_timings;
@@ -753,6 +754,8 @@ private:
         m.stage_box_spawn_ms = to_ms(t_ready - t_spawn);
         m.guest_boot_duration_ms = optional_ms(engine_timings.guest_boot);
         m.stage_container_init_ms = optional_ms(engine_timings.container_init);
+        m.stage_guest_assets_ms = optional_ms(engine_timings.guest_assets);
+        m.stage_box_disk_ms = optional_ms(engine_timings.disk);
         m.total_create_duration_ms = to_ms(Clock::now() - t0);
         return *handle;
     }

@@ -37,9 +37,11 @@ struct KvmEngineOptions {
     /// the build tree's bin/, then <libdir>/../libexec/boxlite/. A path given here or in the
     /// environment that is not an executable file makes start() fail naming it.
     std::filesystem::path shim;
-    /// Guest kernel (uncompressed vmlinux with a PVH note, or a bzImage) and initramfs whose
-    /// /init is boxlite-agent. Empty: <home>/init/vmlinux and <home>/init/initramfs.cpio.gz,
-    /// <home> being $BOXLITE_HOME or ~/.boxlite.
+    /// Guest kernel and initramfs whose /init is boxlite-agent. Both given: booted as they are
+    /// (kernel: a vmlinux with a PVH note, or a bzImage). Otherwise the guest assets
+    /// (docs/guest.md): `kernel`, else BoxliteOptions::kernel, else $BOXLITE_KERNEL, else the
+    /// kernel cache of scripts/setup; its vmlinux and an initramfs with the agent and modules
+    /// are made once and cached under <home>/init/.
     std::filesystem::path kernel;
     std::filesystem::path initrd;
     /// Appended to the kernel command line the engine builds.

@@ -20,6 +20,7 @@
 #include <boxlite/engine/kvm_engine.hpp>
 #include <boxlite/engine/mock_engine.hpp>
 #include <boxlite/engine/namespace_engine.hpp>
+#include <boxlite/engine/qemu_engine.hpp>
 #include <boxlite/error.hpp>
 #include <boxlite/transport/any_transport.hpp>
 #include <boxlite/transport/pipe_transport.hpp>
@@ -41,8 +42,11 @@ namespace detail {
             if (auto ok = engine.available(); !ok) return fail(ok.error());
             return AnyEngine(std::move(engine));
         }
-        case EngineKind::Qemu:
-            return fail(ErrorKind::UnsupportedEngine, "qemu: the QEMU engine is not built into this BoxLite yet");
+        case EngineKind::Qemu: {
+            QemuEngine engine;
+            if (auto ok = engine.available(); !ok) return fail(ok.error());
+            return AnyEngine(std::move(engine));
+        }
         default: return fail(ErrorKind::UnsupportedEngine, "{} is not a VM engine", to_string(kind));
     }
 }

@@ -79,6 +79,36 @@ struct ExecDefaults {
     return {};
 }
 
+/// An execution the agent has been asked to start (AgentClient::begin_exec), for callers that
+/// must not block while it starts: poll() after each call of the waker given to begin_exec.
+class PendingExecution {
+public:
+    PendingExecution(std::shared_ptr<Session> session, std::shared_ptr<ExecState> state)
+        : session_(std::move(session)), state_(std::move(state)) {}
+
+    /// nullopt until the agent has answered; then the Execution (handed out once; later calls
+    /// fail with InvalidState) or the reason it did not start.
+    [[nodiscard]] std::optional<BoxliteResult<Execution>> poll() {
+        if (!state_) return BoxliteResult<Execution>(fail(ErrorKind::InvalidState, "the execution was already taken"));
+        auto started = session_->try_started(*state_);
+        if (!started) return std::nullopt;
+        if (!*started) {
+            state_.reset();
+            return BoxliteResult<Execution>(fail(std::move(*started).error()));
+        }
+        return BoxliteResult<Execution>(Execution(session_, std::exchange(state_, nullptr)));
+    }
+
+    /// Nobody will use the execution: it is killed once started (or now, if it has).
+    void abandon() {
+        if (state_) session_->abandon(*std::exchange(state_, nullptr));
+    }
+
+private:
+    std::shared_ptr<Session> session_;
+    std::shared_ptr<ExecState> state_;
+};
+
 class AgentClient {
 public:
     /// Deadline of the handshake and of ping / metrics / shutdown replies.
@@ -100,6 +130,15 @@ public:
         BOXLITE_TRY_VOID(validate_command(command));
         BOXLITE_TRY(auto state, session_->start(make_exec_request(command, defaults), start_timeout_));
         return Execution(session_, std::move(state));
+    }
+
+    /// exec() without waiting for the agent to start the process: `waker` is called when the
+    /// answer (and later, anything else) arrives; see PendingExecution and Session::set_waker.
+    [[nodiscard]] BoxliteResult<PendingExecution> begin_exec(const BoxCommand& command, std::function<void()> waker,
+                                                             const ExecDefaults& defaults = {}) {
+        BOXLITE_TRY_VOID(validate_command(command));
+        BOXLITE_TRY(auto state, session_->begin(make_exec_request(command, defaults), std::move(waker)));
+        return PendingExecution(session_, std::move(state));
     }
 
     /// How long exec() and the copies wait for the agent to start a process.

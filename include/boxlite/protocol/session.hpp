@@ -92,6 +92,8 @@ struct ExecState {
     std::optional<BoxliteError> failure;  ///< the connection died before Exit arrived
     /// start() gave up waiting for Started: if it still comes, the process is killed.
     bool abandoned = false;
+    /// Session::set_waker(): told of every change, for callers that must not block.
+    std::function<void()> waker;
 
     [[nodiscard]] bool finished() const { return exit.has_value() || failure.has_value(); }
 };
@@ -154,6 +156,38 @@ public:
     /// Blocks until both channels have data or ended, for readers that serve both at once.
     void wait_any_output(ExecState& e);
 
+    // ---- without blocking, for event loops (the Python SDK's asyncio layer) -------------------
+    // An event loop must not sleep in read_output()/write_stdin()/wait_exit(): it registers a
+    // waker, and on each notice retries the try_ calls, which never wait.
+
+    /// start() without waiting: registers the execution (with `waker`, see set_waker()) and
+    /// sends Exec. Started, or the agent's refusal, arrives later: see try_started().
+    BoxliteResult<std::shared_ptr<ExecState>> begin(const ExecRequest& request, std::function<void()> waker);
+
+    /// After begin(): nullopt until Started or a refusal has arrived, then the outcome (a refused
+    /// execution is forgotten).
+    [[nodiscard]] std::optional<BoxliteResult<void>> try_started(ExecState& e);
+
+    /// Gives up on a begun execution nobody will use: its output is dropped, and it is killed
+    /// when it has started or as soon as it starts.
+    void abandon(ExecState& e);
+
+    /// `waker` is called whenever the execution's state may have changed (output or stdin credit
+    /// arrived, the process ended, the connection died), and once right away. It runs with the
+    /// session locked, often on the session's reader thread: it may only post a notice (write an
+    /// eventfd, queue a token), never call back into the session. An empty function unregisters.
+    void set_waker(ExecState& e, std::function<void()> waker);
+
+    /// read_output() without waiting: nullopt while the channel has no data and has not ended.
+    BoxliteResult<std::optional<std::size_t>> try_read_output(ExecState& e, Channel channel, std::span<std::byte> out);
+
+    /// Sends what stdin credit allows now (possibly nothing) and returns how many bytes it sent.
+    BoxliteResult<std::size_t> try_write_stdin(ExecState& e, std::span<const std::byte> data);
+
+    /// The exit status once the execution has ended (or the failure that ended it); nullopt while
+    /// it runs.
+    [[nodiscard]] std::optional<BoxliteResult<ExitStatus>> try_exit(ExecState& e);
+
     [[nodiscard]] bool finished(ExecState& e) {
         std::lock_guard lock(mutex_);
         return e.finished();
@@ -182,6 +216,17 @@ private:
     BoxliteResult<void> request_and_wait(FrameType type, std::uint64_t& sent, const std::uint64_t& answered,
                                          std::string_view what, std::chrono::milliseconds timeout);
     static std::size_t take(OutputBuffer& buf, std::span<std::byte> out);
+    /// Takes buffered output (mutex_ held) and returns the credit to give back, if any is due.
+    static std::uint32_t take_and_credit(ExecState& e, OutputBuffer& buf, std::span<std::byte> out,
+                                         std::size_t& copied);
+    static void notify(ExecState& e) {
+        e.cv.notify_all();
+        if (e.waker) e.waker();
+    }
+    /// A new execution's state (its id, windows and credit), not yet registered.
+    std::shared_ptr<ExecState> new_execution_state(const ExecRequest& request);
+    /// Sends the Stdin frames for `data`, whose credit is already taken.
+    BoxliteResult<void> send_stdin(ExecState& e, std::span<const std::byte> data);
 
     void read_loop();
 

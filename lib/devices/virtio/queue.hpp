@@ -124,6 +124,12 @@ public:
     /// Called when the driver activates the device: negotiated feature bits that change the
     /// ring format, and a fresh cursor.
     void activate(std::uint64_t features) noexcept;
+    /// After activate(): continue from ring positions another server left (vhost-user's
+    /// SET_VRING_BASE, and the used index the driver sees), instead of 0.
+    void resume_at(std::uint16_t next_avail, std::uint16_t next_used) noexcept {
+        next_avail_ = next_avail;
+        next_used_ = next_used;
+    }
     /// Back to the just-constructed state (device reset).
     void reset() noexcept;
 

@@ -10,9 +10,11 @@
 
 #include "base/fd.hpp"
 #include "base/unix_address.hpp"
+#include "engine/common/guest_assets.hpp"
 #include "engine/common/helper_binary.hpp"
 #include "engine/common/shim_spawn.hpp"
 #include "engine/common/watchdog.hpp"
+#include "engine/common/network_support.hpp"
 #include "engine/common/volumes.hpp"
 #include "qcow2/qcow2_image.hpp"
 #include "vmm/file.hpp"
@@ -60,11 +62,8 @@ void reap_if_child(std::int32_t pid) {
     ::waitpid(pid, &status, WNOHANG);
 }
 
-fs::path default_init_dir() {
-    if (const char* home = std::getenv("BOXLITE_HOME"); home && *home) return fs::path(home) / "init";
-    if (const char* user = std::getenv("HOME"); user && *user) return fs::path(user) / ".boxlite" / "init";
-    return fs::path("/root/.boxlite/init");
-}
+/// <home> of a box folder <home>/boxes/<id>.
+fs::path home_of(const fs::path& box_dir) { return box_dir.lexically_normal().parent_path().parent_path(); }
 
 }  // namespace
 
@@ -121,9 +120,12 @@ BoxliteResult<KvmShimConfig> make_shim_config(const KvmEngineOptions& options, c
     config.memory_mib = memory_mib;
     config.kernel = kernel.string();
     config.initrd = initrd.string();
-    config.cmdline = fmt::format("console=ttyS0 reboot=k panic=-1 quiet boxlite.box_id={} boxlite.agent_port={}{}{}",
-                                 config.box_id, options.agent_port, options.extra_cmdline.empty() ? "" : " ",
-                                 options.extra_cmdline);
+    // The TSC words (a guest that calibrates its TSC against the PIT can hang when the host is
+    // busy) and no crypto self-tests at boot: guest_assets.hpp.
+    const std::string tsc = engine::guest_boot_cmdline();
+    config.cmdline = fmt::format("console=ttyS0 reboot=k panic=-1 quiet boxlite.box_id={} boxlite.agent_port={}{}{}{}{}",
+                                 config.box_id, options.agent_port, tsc.empty() ? "" : " ", tsc,
+                                 options.extra_cmdline.empty() ? "" : " ", options.extra_cmdline);
     config.disk = ShimDiskConfig{disk.string(), "qcow2", false, "boxlite-root"};
     config.vsock_uds = (launch.box_dir / "vsock.sock").string();
     config.guest_cid = options.guest_cid;
@@ -176,8 +178,8 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using engine::WatchdogRegistry;
 using vmm::agent_answers;
-using vmm::default_init_dir;
 using vmm::find_shim;
+using vmm::home_of;
 using vmm::reap_if_child;
 using vmm::tail_of;
 
@@ -186,17 +188,28 @@ BoxliteResult<EngineHandle> kvm_engine_start(const KvmEngineOptions& options, co
     const auto& box = *launch.config;
     const fs::path box_dir = launch.box_dir;
     BOXLITE_TRY(auto shim, find_shim(options));
-    const fs::path kernel = options.kernel.empty() ? default_init_dir() / "vmlinux" : options.kernel;
+    // An explicit kernel + initrd pair is booted as given; otherwise the guest assets (the kernel
+    // search order, and the vmlinux and initramfs cached under <home>/init/: guest_assets.hpp).
+    fs::path kernel = options.kernel;
     fs::path initrd = options.initrd;
-    if (initrd.empty() && fs::exists(default_init_dir() / "initramfs.cpio.gz"))
-        initrd = default_init_dir() / "initramfs.cpio.gz";
-    if (!fs::exists(kernel))
-        return fail(ErrorKind::Config, "kvm engine: no guest kernel at '{}' (put vmlinux in <home>/init/)",
-                    kernel.string());
+    auto since = [](Clock::time_point start) { return std::chrono::nanoseconds(Clock::now() - start); };
+    const auto t_assets = Clock::now();
+    if (kernel.empty() || initrd.empty()) {
+        engine::GuestAssetOptions wanted;
+        wanted.kernel = !options.kernel.empty() ? options.kernel : launch.kernel;
+        wanted.home = home_of(box_dir);
+        auto assets = engine::prepare_guest_assets(wanted);
+        if (!assets) return fail(assets.error().with_context(fmt::format("starting box {}", box.id)));
+        kernel = assets->vmlinux;
+        initrd = assets->initramfs;
+    }
     const fs::path disk = box_dir / "disk.qcow2";
     // Refusals first, so a box that cannot run leaves no disk behind.
     BOXLITE_TRY(auto config, vmm::make_shim_config(options, launch, kernel, initrd, disk));
+    if (launch.timings) launch.timings->guest_assets = since(t_assets);
+    const auto t_disk = Clock::now();
     BOXLITE_TRY_VOID(vmm::prepare_box_disk(disk, launch.rootfs, box.options.disk_size_gb));
+    if (launch.timings) launch.timings->disk = since(t_disk);
 
     // detach=false: the shim watches a pipe whose write end only this process holds.
     engine::WatchdogPipe watchdog;
@@ -227,9 +240,14 @@ BoxliteResult<EngineHandle> kvm_engine_start(const KvmEngineOptions& options, co
         WatchdogRegistry::instance().release(pid);
         return fail(ErrorKind::Engine, "starting box {}: {}", config.box_id, why);
     };
-    const auto deadline = Clock::now() + options.boot_timeout;
+    // The shim answered "ok" once the VM runs: from here on it is the guest booting.
+    const auto t_boot = Clock::now();
+    const auto deadline = t_boot + options.boot_timeout;
     while (Clock::now() < deadline) {
-        if (agent_answers(uds, options.agent_port)) return handle;
+        if (agent_answers(uds, options.agent_port)) {
+            if (launch.timings) launch.timings->guest_boot = since(t_boot);
+            return handle;
+        }
         reap_if_child(pid);
         if (!process_alive(handle.pid, handle.pid_start_time)) {
             WatchdogRegistry::instance().release(pid);
@@ -319,13 +337,8 @@ KvmEngine::KvmEngine() = default;
 KvmEngine::KvmEngine(KvmEngineOptions options) : options_(std::move(options)) {}
 
 BoxliteResult<void> KvmEngine::supports(const BoxConfig& box) {
-    const auto& o = box.options;
     BOXLITE_TRY_VOID(engine::refuse_volumes_without_virtiofs("kvm", box));
-    if (!o.ports.empty())
-        return fail(ErrorKind::Unsupported,
-                    "box {}: the kvm engine cannot publish ports yet (the VM has no network device); "
-                    "{} port mapping(s) asked for — remove them or use another engine",
-                    box.id, o.ports.size());
+    BOXLITE_TRY_VOID(engine::refuse_network_without_device("kvm", box));
     return {};
 }
 

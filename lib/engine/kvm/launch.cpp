@@ -53,9 +53,11 @@ nlohmann::json to_json_document(const GuestLaunchConfig& c) {
     if (c.rlimits.fsize) limits["fsize"] = *c.rlimits.fsize;
     if (c.rlimits.cpu) limits["cpu"] = *c.rlimits.cpu;
     if (c.rlimits.nproc) limits["nproc"] = *c.rlimits.nproc;
-    return {{"version", 1},     {"box_id", c.box_id},           {"agent_port", c.agent_port},
-            {"env", env},       {"working_dir", c.working_dir}, {"user", c.user},
-            {"rlimits", limits}};
+    nlohmann::json document = {{"version", 1},     {"box_id", c.box_id},           {"agent_port", c.agent_port},
+                               {"env", env},       {"working_dir", c.working_dir}, {"user", c.user},
+                               {"rlimits", limits}};
+    if (c.power_off_when_ready) document["power_off_when_ready"] = true;
+    return document;
 }
 
 BoxliteResult<GuestLaunchConfig> parse_guest_launch(std::string_view text) {
@@ -81,6 +83,7 @@ BoxliteResult<GuestLaunchConfig> parse_guest_launch(std::string_view text) {
             return limits.at(name).get<std::uint64_t>();
         };
         c.rlimits = {limit("nofile"), limit("fsize"), limit("cpu"), limit("nproc")};
+        c.power_off_when_ready = j.value("power_off_when_ready", false);
         return c;
     } catch (const std::exception& e) {
         return fail(ErrorKind::Config, "guest launch document is not valid JSON of the expected shape: {}", e.what());

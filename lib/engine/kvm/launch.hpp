@@ -23,7 +23,8 @@
 //   {"version": 1, "box_id": "...", "agent_port": 2695,
 //    "env": ["KEY=VALUE", ...],            // exactly the main process's environment, in order
 //    "working_dir": "/", "user": "",       // user: "uid[:gid]" or a name; "" = root
-//    "rlimits": {"nofile": N, "fsize": N, "cpu": N, "nproc": N}}   // each optional
+//    "rlimits": {"nofile": N, "fsize": N, "cpu": N, "nproc": N},   // each optional
+//    "power_off_when_ready": false}        // optional, tests only
 // The agent (PID 1 in the guest) reads it before it serves anything; with the file missing it
 // keeps its defaults. Memory needs no limit there: the VM's RAM is the box's memory.
 #pragma once
@@ -144,6 +145,8 @@ inline BoxliteResult<KvmShimConfig> parse_shim_config(std::string_view text) {
 /// Where the launch document appears in the guest, and the directory holding it.
 inline constexpr std::string_view kGuestLaunchDir = "boxlite";
 inline constexpr std::string_view kGuestLaunchFile = "boxlite/launch.json";
+/// The vsock port the agent listens on when the document does not say (KvmEngineOptions::agent_port).
+inline constexpr std::uint32_t kDefaultGuestAgentPort = 2695;
 
 struct GuestLimits {
     std::optional<std::uint64_t> nofile, fsize, cpu, nproc;
@@ -157,6 +160,8 @@ struct GuestLaunchConfig {
     std::string working_dir = "/";
     std::string user;
     GuestLimits rlimits;
+    /// Tests only: the agent powers the VM off as soon as it listens (boot checks without vsock).
+    bool power_off_when_ready = false;
 };
 
 nlohmann::json to_json_document(const GuestLaunchConfig& config);

@@ -6,7 +6,13 @@
 #include "vmm/layout.hpp"
 #include "vmm/machine.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <condition_variable>
 #include <thread>
 
@@ -33,29 +39,58 @@ constexpr std::uint8_t kProbeValue = 0x64;
 
 BoxliteResult<void> probe_long_mode_support(const std::string& kvm_device) {
     if (kvm_device != "/dev/kvm")
-        return fail(ErrorKind::UnsupportedEngine, "kvm engine: only /dev/kvm is supported (asked for {})", kvm_device);
-    if (kvm_is_pvm())
-        return fail(ErrorKind::UnsupportedEngine,
-                    "kvm engine: /dev/kvm is provided by kvm_pvm (Pagetable-based Virtual Machine), which cannot "
-                    "boot a stock 64-bit Linux guest kernel (measured: Debian's cloud kernel never gets past early "
-                    "boot); no VM engine of this BoxLite runs here, but the namespace engine (--engine namespace) "
-                    "runs boxes without a VM, with container-grade isolation");
+        return fail(ErrorKind::UnsupportedEngine, "kvm: only /dev/kvm is supported (asked for {})", kvm_device);
+    struct stat st {};
+    if (::stat(kvm_device.c_str(), &st) != 0)
+        return fail(ErrorKind::UnsupportedEngine, "kvm: no /dev/kvm on this host ({})", std::strerror(errno));
+    const int fd = ::open(kvm_device.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        const int saved = errno;
+        if (saved == EACCES || saved == EPERM)
+            return fail(ErrorKind::UnsupportedEngine,
+                        "kvm: no permission to open /dev/kvm (run as root or join the group that owns it)");
+        return fail(ErrorKind::UnsupportedEngine, "kvm: cannot open /dev/kvm: {}", std::strerror(saved));
+    }
+    ::close(fd);
     return run_long_mode_probe_guest();
 }
 
-BoxliteResult<void> run_long_mode_probe_guest() {
+BoxliteResult<void> run_long_mode_probe_guest(bool page_table_cmpxchg16b) {
     MachineConfig config;
     config.memory_bytes = 4ULL << 20;
     config.irqchip = false;  // HLT must exit to us, so a probe can never hang
     auto created = Machine::create(config);
     if (!created) {
         auto error = created.error();
-        return fail(ErrorKind::UnsupportedEngine, "kvm engine: cannot create a KVM virtual machine: {}",
-                    error.message());
+        return fail(ErrorKind::UnsupportedEngine, "kvm: cannot create a KVM virtual machine: {}", error.message());
     }
     Machine& machine = **created;
-    // mov $kTestResultPort, %dx ; mov $kProbeValue, %al ; out %al, %dx ; hlt — valid in 64-bit mode.
-    const std::uint8_t code[] = {0x66,
+    // What a Linux kernel does early that some KVMs cannot: a locked CMPXCHG16B (SLUB's
+    // double-word cmpxchg) on a page the host write-protects because it is a guest page table
+    // (shadow paging emulates that write). Then the port write that says the probe got through.
+    //   mov $kPml4+0xff0, %edi ; xor %eax,%eax ; xor %edx,%edx ; xor %ebx,%ebx ; xor %ecx,%ecx
+    //   lock cmpxchg16b (%rdi)            — entries 510/511 of the PML4 are 0: 0 is stored again
+    //   mov $kTestResultPort, %dx ; mov $kProbeValue, %al ; out %al, %dx ; hlt
+    constexpr std::uint32_t kSlot = static_cast<std::uint32_t>(layout::kPml4 + 0xff0);
+    const std::uint8_t code[] = {0xbf,
+                                 static_cast<std::uint8_t>(kSlot & 0xff),
+                                 static_cast<std::uint8_t>((kSlot >> 8) & 0xff),
+                                 static_cast<std::uint8_t>((kSlot >> 16) & 0xff),
+                                 static_cast<std::uint8_t>(kSlot >> 24),
+                                 0x31,
+                                 0xc0,
+                                 0x31,
+                                 0xd2,
+                                 0x31,
+                                 0xdb,
+                                 0x31,
+                                 0xc9,
+                                 0xf0,
+                                 0x48,
+                                 0x0f,
+                                 0xc7,
+                                 0x0f,
+                                 0x66,
                                  0xba,
                                  static_cast<std::uint8_t>(layout::kTestResultPort & 0xff),
                                  static_cast<std::uint8_t>(layout::kTestResultPort >> 8),
@@ -66,9 +101,10 @@ BoxliteResult<void> run_long_mode_probe_guest() {
     machine.memory().write_bytes(layout::kHighMemory, std::as_bytes(std::span(code)));
     BootInfo info;
     info.entry_kind = BootEntry::Linux64;
-    info.entry = layout::kHighMemory;
+    // Without the CMPXCHG16B: start at the port write (the 18 bytes before it are that part).
+    info.entry = layout::kHighMemory + (page_table_cmpxchg16b ? 0 : 18);
     if (auto set = setup_boot_vcpu(machine.vcpu(0), machine.memory(), info); !set)
-        return fail(ErrorKind::UnsupportedEngine, "kvm engine: KVM refused the 64-bit vCPU state: {}",
+        return fail(ErrorKind::UnsupportedEngine, "kvm: KVM refused the 64-bit vCPU state of the probe guest: {}",
                     set.error().message());
     auto port = std::make_shared<ProbePort>();
     port->on_write = [&machine] { machine.request_stop(StopReason::PowerOff, "probe reached its port write"); };
@@ -94,10 +130,7 @@ BoxliteResult<void> run_long_mode_probe_guest() {
 
     const std::string what = outcome ? fmt::format("{} ({})", outcome->detail, to_string(outcome->reason))
                                      : outcome.error().message();
-    return fail(ErrorKind::UnsupportedEngine,
-                "kvm engine: this host's KVM cannot run a 64-bit guest: a long-mode probe guest ended with: {}. "
-                "The namespace engine (--engine namespace) runs boxes without a VM, with container-grade isolation",
-                what);
+    return fail(ErrorKind::UnsupportedEngine, "kvm: a 64-bit probe guest failed under /dev/kvm: {}", what);
 }
 
 const BoxliteResult<void>& cached_long_mode_support() {

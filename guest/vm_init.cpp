@@ -1,0 +1,307 @@
+// The agent's VM boot (vm_init.hpp).
+#include "vm_init.hpp"
+
+#include "engine/kvm/launch.hpp"
+
+#include <boxlite/box_id.hpp>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <linux/vm_sockets.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string_view>
+#include <thread>
+
+// fs/ext4/ext4.h, not in the uapi headers.
+#ifndef EXT4_IOC_RESIZE_FS
+#define EXT4_IOC_RESIZE_FS _IOW('f', 16, __u64)
+#endif
+
+namespace boxlite::guest {
+namespace {
+
+constexpr const char* kBoxDisk = "/dev/vda";
+constexpr const char* kNewRoot = "/newroot";
+constexpr const char* kModuleOrder = "/lib/modules/order";
+constexpr const char* kLaunchFile = "/boxlite/launch.json";
+constexpr std::uint32_t kDefaultAgentPort = vmm::kDefaultGuestAgentPort;
+constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+void say(const std::string& text) {
+    const auto line = "boxlite-agent: [" + std::to_string(vm_uptime_ms()) + " ms] " + text + "\n";
+    (void)!::write(2, line.data(), line.size());
+}
+
+std::string why() { return std::strerror(errno); }
+
+bool mount_fs(const char* source, const char* target, const char* type, unsigned long flags, const char* data) {
+    ::mkdir(target, 0755);
+    if (::mount(source, target, type, flags, data) == 0 || errno == EBUSY) return true;
+    say(fmt::format("cannot mount {} on {}: {}", type, target, why()));
+    return false;
+}
+
+void load_modules() {
+    std::ifstream order(kModuleOrder);
+    std::string name;
+    std::string loaded;
+    int count = 0;
+    while (std::getline(order, name)) {
+        if (name.empty() || name.find('/') != std::string::npos) continue;
+        const std::string path = "/lib/modules/" + name;
+        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            say(fmt::format("cannot open module {}: {}", path, why()));
+            continue;
+        }
+        if (::syscall(SYS_finit_module, fd, "", 0) != 0 && errno != EEXIST) {
+            say(fmt::format("cannot load module {}: {}", name, why()));
+        } else {
+            loaded += (loaded.empty() ? "" : " ") + name.substr(0, name.rfind(".ko"));
+            ++count;
+        }
+        ::close(fd);
+    }
+    say(fmt::format("loaded {} modules: {}", count, loaded));
+}
+
+vmm::GuestLaunchConfig read_launch() {
+    vmm::GuestLaunchConfig launch;
+    launch.agent_port = kDefaultAgentPort;
+    std::ifstream in(kLaunchFile);
+    if (!in) {
+        say(fmt::format("no {}: defaults (vsock port {})", kLaunchFile, kDefaultAgentPort));
+        return launch;
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    auto parsed = vmm::parse_guest_launch(text.str());
+    if (!parsed) {
+        say(fmt::format("ignoring {}: {}", kLaunchFile, parsed.error().message()));
+        return launch;
+    }
+    if (parsed->agent_port == 0) parsed->agent_port = kDefaultAgentPort;
+    say(fmt::format("read {} (box {})", kLaunchFile, parsed->box_id));
+    return *parsed;
+}
+
+bool wait_for(const char* path, std::chrono::milliseconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    struct stat st {};
+    while (::stat(path, &st) != 0) {
+        if (std::chrono::steady_clock::now() > until) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
+}
+
+/// Grows the mounted ext4 at `mountpoint` to the whole of `device`.
+void grow_filesystem(const char* device, const char* mountpoint) {
+    const int dev = ::open(device, O_RDONLY | O_CLOEXEC);
+    std::uint64_t bytes = 0;
+    if (dev < 0 || ::ioctl(dev, BLKGETSIZE64, &bytes) != 0) {
+        say(fmt::format("cannot read the size of {}: {}", device, why()));
+        if (dev >= 0) ::close(dev);
+        return;
+    }
+    ::close(dev);
+    struct statfs before {};
+    if (::statfs(mountpoint, &before) != 0 || before.f_bsize <= 0) {
+        say(fmt::format("cannot statfs {}: {}", mountpoint, why()));
+        return;
+    }
+    const int dir = ::open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    std::uint64_t blocks = bytes / static_cast<std::uint64_t>(before.f_bsize);
+    const int result = ::ioctl(dir, EXT4_IOC_RESIZE_FS, &blocks);
+    const int saved = errno;
+    struct statfs after {};
+    ::statfs(mountpoint, &after);
+    ::close(dir);
+    if (result != 0) {
+        errno = saved;
+        say(fmt::format("cannot grow the filesystem on {} to {} blocks: {}", device, blocks, why()));
+        return;
+    }
+    say(fmt::format("resized {} to {} blocks of {} bytes ({} -> {} bytes in the filesystem)", device, blocks,
+                    before.f_bsize, static_cast<std::uint64_t>(before.f_blocks) * before.f_bsize,
+                    static_cast<std::uint64_t>(after.f_blocks) * after.f_bsize));
+}
+
+/// Empties the initramfs (what switch_root(8) does): its files would hold guest RAM for good once
+/// the root moves away. Stays on the initramfs's own filesystem: mount points are skipped.
+void delete_initramfs_contents(int dir_fd, dev_t root_dev) {
+    DIR* dir = ::fdopendir(dir_fd);
+    if (dir == nullptr) {
+        ::close(dir_fd);
+        return;
+    }
+    while (auto* entry = ::readdir(dir)) {
+        const std::string_view name = entry->d_name;
+        if (name == "." || name == "..") continue;
+        struct stat st {};
+        if (::fstatat(::dirfd(dir), entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_dev != root_dev) continue;
+        if (S_ISDIR(st.st_mode)) {
+            const int child = ::openat(::dirfd(dir), entry->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (child >= 0) delete_initramfs_contents(child, root_dev);
+            ::unlinkat(::dirfd(dir), entry->d_name, AT_REMOVEDIR);
+        } else {
+            ::unlinkat(::dirfd(dir), entry->d_name, 0);
+        }
+    }
+    ::closedir(dir);
+}
+
+bool switch_root(const char* new_root) {
+    for (const char* dir : {"dev", "proc", "sys"}) {
+        const std::string target = std::string(new_root) + "/" + dir;
+        ::mkdir(target.c_str(), 0755);
+        const std::string source = std::string("/") + dir;
+        if (::mount(source.c_str(), target.c_str(), nullptr, MS_MOVE, nullptr) != 0) {
+            say(fmt::format("cannot move {} to {}: {}", source, target, why()));
+            return false;
+        }
+    }
+    struct stat root {};
+    if (::stat("/", &root) == 0)
+        delete_initramfs_contents(::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC), root.st_dev);
+    if (::chdir(new_root) != 0 || ::mount(".", "/", nullptr, MS_MOVE, nullptr) != 0 || ::chroot(".") != 0 ||
+        ::chdir("/") != 0) {
+        say(fmt::format("cannot make {} the root: {}", new_root, why()));
+        return false;
+    }
+    mount_fs("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
+    if (::access("/dev/ptmx", F_OK) != 0) (void)!::symlink("pts/ptmx", "/dev/ptmx");
+    mount_fs("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    return true;
+}
+
+void loopback_up() {
+    const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;
+    ifreq request{};
+    std::strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
+    if (::ioctl(fd, SIOCGIFFLAGS, &request) == 0) {
+        request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP);
+        if (::ioctl(fd, SIOCSIFFLAGS, &request) != 0) say(fmt::format("cannot bring lo up: {}", why()));
+    }
+    ::close(fd);
+}
+
+void apply_limits(const vmm::GuestLimits& limits) {
+    auto set = [](int resource, const std::optional<std::uint64_t>& value, const char* name) {
+        if (!value) return;
+        rlimit limit{static_cast<rlim_t>(*value), static_cast<rlim_t>(*value)};
+        if (::setrlimit(resource, &limit) != 0) say(fmt::format("cannot set rlimit {}: {}", name, why()));
+    };
+    set(RLIMIT_NOFILE, limits.nofile, "nofile");
+    set(RLIMIT_FSIZE, limits.fsize, "fsize");
+    set(RLIMIT_CPU, limits.cpu, "cpu");
+    set(RLIMIT_NPROC, limits.nproc, "nproc");
+}
+
+int listen_vsock(std::uint32_t port) {
+    const int fd = ::socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        say(fmt::format("cannot create a vsock socket: {}", why()));
+        return -1;
+    }
+    sockaddr_vm address{};
+    address.svm_family = AF_VSOCK;
+    address.svm_cid = VMADDR_CID_ANY;
+    address.svm_port = port;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 || ::listen(fd, 128) != 0) {
+        say(fmt::format("cannot listen on vsock port {}: {}", port, why()));
+        ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+}  // namespace
+
+long long vm_uptime_ms() {
+    timespec now{};
+    ::clock_gettime(CLOCK_BOOTTIME, &now);
+    return static_cast<long long>(now.tv_sec) * 1000 + now.tv_nsec / 1000000;
+}
+
+VmBoot vm_boot() {
+    VmBoot boot;
+    mount_fs("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+    if (::fcntl(2, F_GETFD) < 0) {  // no console from the kernel: take /dev/console now
+        const int console = ::open("/dev/console", O_RDWR | O_CLOEXEC);
+        for (int fd = 0; fd < 3 && console >= 0; ++fd) ::dup2(console, fd);
+    }
+    mount_fs("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+    mount_fs("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+    say("VM boot: /dev, /proc and /sys mounted");
+    load_modules();
+    const auto launch = read_launch();
+
+    if (wait_for(kBoxDisk, std::chrono::seconds(10))) {
+        ::mkdir(kNewRoot, 0755);
+        if (::mount(kBoxDisk, kNewRoot, "ext4", 0, nullptr) != 0) {
+            say(fmt::format("cannot mount the box disk {} (ext4) on {}: {}", kBoxDisk, kNewRoot, why()));
+            return boot;
+        }
+        say(fmt::format("mounted {} on {}", kBoxDisk, kNewRoot));
+        grow_filesystem(kBoxDisk, kNewRoot);
+        if (!switch_root(kNewRoot)) return boot;
+        say(fmt::format("switched root to {}", kBoxDisk));
+    } else {
+        say(fmt::format("no box disk {} after 10 s: serving from the initramfs", kBoxDisk));
+    }
+
+    // As the namespace engine does: the box's short id as host name, and the same base
+    // environment under the launch's own.
+    const std::string hostname = launch.box_id.substr(0, BoxID::kShortLength);
+    if (!hostname.empty() && ::sethostname(hostname.data(), hostname.size()) != 0)
+        say(fmt::format("cannot set the host name: {}", why()));
+    loopback_up();
+    apply_limits(launch.rlimits);
+    std::map<std::string, std::string> env = {{"PATH", kDefaultPath}, {"HOME", "/root"}};
+    if (!hostname.empty()) env["HOSTNAME"] = hostname;
+    for (const auto& [key, value] : launch.env) {
+        if (env.count(key)) {
+            env[key] = value;  // the launch's value replaces the base one
+        } else {
+            boot.env.push_back(key + "=" + value);
+        }
+    }
+    for (const auto& [key, value] : env) boot.env.insert(boot.env.begin(), key + "=" + value);
+    boot.working_dir = launch.working_dir.empty() ? "/" : launch.working_dir;
+    boot.user = launch.user;
+    boot.power_off_when_ready = launch.power_off_when_ready;
+    boot.listen_fd = listen_vsock(launch.agent_port);
+    if (boot.listen_fd >= 0)
+        say(fmt::format("listening on vsock port {} (host name {})", launch.agent_port,
+                        hostname.empty() ? "unset" : hostname));
+    return boot;
+}
+
+void vm_power_off() {
+    say("powering off");
+    ::sync();
+    ::reboot(RB_POWER_OFF);
+    // Only reached if the kernel refused: PID 1 must not exit (that panics the kernel).
+    for (;;) ::pause();
+}
+
+}  // namespace boxlite::guest

@@ -1,0 +1,309 @@
+// boxlite-shim-qemu: one box as a QEMU microvm whose devices are ours. It reads the config the
+// qemu engine wrote on a pipe (lib/engine/qemu/launch.hpp), opens the box disk (QCOW2) behind
+// our virtio-blk and binds the box's hybrid vsock socket behind our virtio-vsock, serves both to
+// QEMU over vhost-user on socket pairs (QEMU's fds 3 and 4), and runs QEMU as its child with the
+// serial console on a pipe it copies into console.log under a cap.
+//
+// Lifetimes: QEMU dies with the shim (PR_SET_PDEATHSIG), and the shim ends when QEMU exits (guest
+// power-off, a crash, kill -9): it stops the back ends, flushes the disk and exits. SIGTERM,
+// SIGINT, SIGHUP or — detach=false — the watchdog pipe's EOF make it end QEMU (SIGTERM, then
+// SIGKILL). A back end that ends its session with an error (a malformed or hostile message)
+// ends QEMU too: the guest would wait on it for ever.
+#include "capped_log.hpp"
+#include "vm_shim.hpp"
+
+#include "devices/virtio/blk/device.hpp"
+#include "devices/virtio/vsock/device.hpp"
+#include "engine/qemu/launch.hpp"
+#include "qcow2/qcow2_image.hpp"
+#include "qcow2/raw_file.hpp"
+#include "vhost_user/backend.hpp"
+
+#include "base/fd.hpp"
+#include "base/spawn.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <thread>
+#include <vector>
+
+namespace boxlite::shim {
+namespace {
+
+/// The launch document in front of the base initramfs, as one file QEMU can load (0600: the
+/// box's environment may hold secrets).
+BoxliteResult<std::string> write_initrd(const qemu::QemuShimConfig& config, const std::string& path) {
+    std::vector<std::byte> bytes;
+    if (!config.vm.guest_launch.is_null()) bytes = vmm::guest_launch_archive(config.vm.guest_launch.dump());
+    base::OwnedFd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!out) return fail_errno(ErrorKind::Storage, fmt::format("creating the initrd {}", path), errno);
+    auto write_all = [&](const void* data, std::size_t size) -> bool {
+        const auto* p = static_cast<const char*>(data);
+        while (size > 0) {
+            const auto n = ::write(out.get(), p, size);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) return false;
+            p += n;
+            size -= static_cast<std::size_t>(n);
+        }
+        return true;
+    };
+    if (!bytes.empty() && !write_all(bytes.data(), bytes.size()))
+        return fail_errno(ErrorKind::Storage, fmt::format("writing the initrd {}", path), errno);
+    if (!config.vm.initrd.empty()) {
+        std::ifstream in(config.vm.initrd, std::ios::binary);
+        if (!in) return fail(ErrorKind::Storage, "cannot read the initramfs {}", config.vm.initrd);
+        std::vector<char> chunk(1 << 20);
+        while (in) {
+            in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+            if (in.gcount() > 0 && !write_all(chunk.data(), static_cast<std::size_t>(in.gcount())))
+                return fail_errno(ErrorKind::Storage, fmt::format("writing the initrd {}", path), errno);
+        }
+    }
+    return path;
+}
+
+/// One vhost-user back end on one end of a socket pair; QEMU gets the other end.
+struct ServedDevice {
+    std::unique_ptr<vhost_user::Backend> backend;
+    base::OwnedFd qemu_end;
+    std::thread thread;
+    BoxliteResult<void> result;
+};
+
+BoxliteResult<std::unique_ptr<ServedDevice>> serve(std::shared_ptr<devices::virtio::VirtioDevice> device,
+                                                   std::uint16_t frontend_queues, int failure_fd) {
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
+        return fail_errno(ErrorKind::Engine, "socketpair for a vhost-user back end", errno);
+    auto served = std::make_unique<ServedDevice>();
+    base::OwnedFd ours(pair[0]);
+    served->qemu_end.reset(pair[1]);
+    vhost_user::BackendOptions options;
+    options.frontend_queues = frontend_queues;
+    if (std::getenv("BOXLITE_VHOST_TRACE"))
+        options.trace = [](std::string_view line) {
+            std::fprintf(stderr, "vhost-user: %.*s\n", int(line.size()), line.data());
+        };
+    served->backend = std::make_unique<vhost_user::Backend>(std::move(device), std::move(options));
+    auto* raw = served.get();
+    served->thread = std::thread([raw, fd = std::move(ours), failure_fd]() mutable {
+        raw->result = raw->backend->serve(std::move(fd));
+        if (!raw->result) {
+            std::fprintf(stderr, "boxlite-shim-qemu: vhost-user back end: %s\n",
+                         raw->result.error().to_string().c_str());
+            const std::uint64_t one = 1;
+            [[maybe_unused]] auto n = ::write(failure_fd, &one, sizeof one);
+        }
+    });
+    return served;
+}
+
+void end_qemu(pid_t qemu, bool& terminated) {
+    ::kill(qemu, terminated ? SIGKILL : SIGTERM);
+    terminated = true;
+}
+
+}  // namespace
+
+int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
+    auto text = read_config(config_fd);
+    ::close(config_fd);
+    if (!text) {
+        say(ready_fd, "error " + text.error().to_string());
+        return 1;
+    }
+    auto config = qemu::parse_qemu_shim_config(*text);
+    if (!config) {
+        say(ready_fd, "error " + config.error().to_string());
+        return 1;
+    }
+    const auto& vm = config->vm;
+    auto error = [&](const BoxliteError& e) {
+        say(ready_fd, "error " + e.with_context(fmt::format("box {}", vm.box_id)).to_string());
+        return 1;
+    };
+    CappedLog console;
+    if (!vm.console_log.empty() && !console.open(vm.console_log, vm.console_log_max_bytes, 0640))
+        return error(BoxliteError(ErrorKind::Storage,
+                                  fmt::format("opening console log {}: {}", vm.console_log, std::strerror(errno))));
+
+    // Signals are taken by this thread's signalfd only; every thread made from here on blocks them.
+    sigset_t signals;
+    sigemptyset(&signals);
+    for (int s : {SIGTERM, SIGINT, SIGHUP, SIGCHLD}) sigaddset(&signals, s);
+    ::pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    base::OwnedFd signal_fd(::signalfd(-1, &signals, SFD_CLOEXEC));
+    base::OwnedFd failure_fd(::eventfd(0, EFD_CLOEXEC));
+    if (!signal_fd || !failure_fd)
+        return error(BoxliteError(ErrorKind::Engine, fmt::format("signalfd/eventfd: {}", std::strerror(errno))));
+
+    std::shared_ptr<block::BlockBackend> disk;
+    std::unique_ptr<ServedDevice> blk, vsock;
+    if (vm.disk) {
+        auto opened = open_disk(*vm.disk);
+        if (!opened) return error(opened.error());
+        disk = *opened;
+        auto device = std::make_shared<devices::virtio::BlockDevice>(disk, vm.disk->serial, vm.disk->read_only);
+        auto served = serve(device, 1, failure_fd.get());
+        if (!served) return error(served.error());
+        blk = std::move(*served);
+    }
+    if (!vm.vsock_uds.empty()) {
+        auto device = devices::virtio::VsockDevice::create(vm.guest_cid, vm.vsock_uds);
+        if (!device) return error(device.error());
+        // QEMU's vhost-user-vsock-device keeps the event queue: it drives rx and tx only.
+        auto served = serve(*device, 2, failure_fd.get());
+        if (!served) return error(served.error());
+        vsock = std::move(*served);
+    }
+    std::string initrd;
+    if (!vm.initrd.empty() || !vm.guest_launch.is_null()) {
+        const auto dir = std::filesystem::path(vm.vsock_uds.empty() ? vm.console_log : vm.vsock_uds).parent_path();
+        auto written = write_initrd(*config, (dir / "initrd.cpio").string());
+        if (!written) return error(written.error());
+        initrd = *written;
+    }
+
+    int console_pipe[2];
+    if (::pipe2(console_pipe, O_CLOEXEC) != 0)
+        return error(BoxliteError(ErrorKind::Engine, fmt::format("console pipe: {}", std::strerror(errno))));
+    base::OwnedFd console_read(console_pipe[0]), console_write(console_pipe[1]);
+    base::OwnedFd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    base::SpawnOptions spawn;
+    spawn.argv = qemu::qemu_argv(*config, initrd);
+    // 0 /dev/null, 1 the console pipe, 2 our stderr (shim.log), 3 vsock, 4 blk.
+    spawn.fds = {null.get(), console_write.get(), 2, vsock ? vsock->qemu_end.get() : -1,
+                 blk ? blk->qemu_end.get() : -1};
+    spawn.new_session = false;
+    spawn.kill_with_parent = true;
+    auto qemu = base::spawn(spawn);
+    if (!qemu) return error(qemu.error().with_context("starting QEMU"));
+    const pid_t qemu_pid = *qemu;
+    console_write.reset();
+    if (vsock) vsock->qemu_end.reset();  // QEMU's copy is the only one: its exit is the back end's EOF
+    if (blk) blk->qemu_end.reset();
+    std::fprintf(stderr, "boxlite-shim-qemu: box %s: QEMU pid %d (%s)\n", vm.box_id.c_str(), qemu_pid,
+                 config->accel.c_str());
+    say(ready_fd, fmt::format("ok {}", ::getpid()));
+
+    int status = 0;
+    bool exited = false, terminated = false;
+    bool console_open = true;
+    while (!exited) {
+        pollfd fds[4] = {{signal_fd.get(), POLLIN, 0},
+                         {console_open ? console_read.get() : -1, POLLIN, 0},
+                         {failure_fd.get(), POLLIN, 0},
+                         {watchdog_fd, POLLIN, 0}};
+        // After SIGTERM, QEMU has a few seconds to go before SIGKILL.
+        const int n = ::poll(fds, 4, terminated ? 5000 : -1);
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 0 && terminated) end_qemu(qemu_pid, terminated);
+        if (fds[1].revents) {
+            char buffer[4096];
+            const auto got = ::read(console_read.get(), buffer, sizeof buffer);
+            if (got > 0) console.write(buffer, static_cast<std::size_t>(got));
+            else if (got == 0 || errno != EINTR) console_open = false;
+        }
+        if (fds[0].revents & POLLIN) {
+            signalfd_siginfo info{};
+            if (::read(signal_fd.get(), &info, sizeof info) == sizeof info && info.ssi_signo != SIGCHLD) {
+                std::fprintf(stderr, "boxlite-shim-qemu: box %s: signal %u from the host: ending QEMU\n",
+                             vm.box_id.c_str(), info.ssi_signo);
+                end_qemu(qemu_pid, terminated);
+            }
+        }
+        if (fds[2].revents & POLLIN) {
+            std::uint64_t count;
+            [[maybe_unused]] auto got = ::read(failure_fd.get(), &count, sizeof count);
+            end_qemu(qemu_pid, terminated);
+        }
+        if (watchdog_fd >= 0 && fds[3].revents) {
+            char byte;
+            if (::read(watchdog_fd, &byte, 1) <= 0) {
+                std::fprintf(stderr, "boxlite-shim-qemu: box %s: the process that started it exited (detach=false)\n",
+                             vm.box_id.c_str());
+                ::close(watchdog_fd);
+                watchdog_fd = -1;
+                end_qemu(qemu_pid, terminated);
+            }
+        }
+        const pid_t done = ::waitpid(qemu_pid, &status, WNOHANG);
+        if (done == qemu_pid) exited = true;
+    }
+    // The rest of the console.
+    for (char buffer[4096]; console_open;) {
+        const auto got = ::read(console_read.get(), buffer, sizeof buffer);
+        if (got <= 0) break;
+        console.write(buffer, static_cast<std::size_t>(got));
+    }
+    int code = 0;
+    if (WIFSIGNALED(status) && !terminated) {
+        std::fprintf(stderr, "boxlite-shim-qemu: box %s: QEMU died of signal %d\n", vm.box_id.c_str(),
+                     WTERMSIG(status));
+        code = 1;
+    } else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
+        std::fprintf(stderr, "boxlite-shim-qemu: box %s: QEMU exited with %d\n", vm.box_id.c_str(),
+                     WEXITSTATUS(status));
+        code = 1;
+    }
+    // QEMU is gone: each back end sees EOF, resets its device and returns.
+    for (auto* served : {blk.get(), vsock.get()}) {
+        if (!served) continue;
+        served->backend->stop();
+        if (served->thread.joinable()) served->thread.join();
+    }
+    if (disk) {
+        if (auto flushed = disk->flush(); !flushed) {
+            std::fprintf(stderr, "boxlite-shim-qemu: flushing the disk: %s\n", flushed.error().to_string().c_str());
+            code = 1;
+        }
+    }
+    if (!initrd.empty()) ::unlink(initrd.c_str());
+    return code;
+}
+
+int run_qemu_shim(int argc, char** argv) {
+    int config_fd = 0, ready_fd = -1, watchdog_fd = -1;
+    for (int i = 0; i < argc; ++i) {
+        const std::string flag = argv[i];
+        if (i + 1 >= argc) {
+            std::fprintf(stderr, "boxlite-shim-qemu: option %s needs a value\n", flag.c_str());
+            return 2;
+        }
+        char* end = nullptr;
+        const long value = std::strtol(argv[++i], &end, 10);
+        if (*end != '\0' || value < 0 || value > 65535) {
+            std::fprintf(stderr, "boxlite-shim-qemu: option %s needs a file descriptor number\n", flag.c_str());
+            return 2;
+        }
+        if (flag == "--config-fd") config_fd = static_cast<int>(value);
+        else if (flag == "--ready-fd") ready_fd = static_cast<int>(value);
+        else if (flag == "--watchdog-fd") watchdog_fd = static_cast<int>(value);
+        else {
+            std::fprintf(stderr,
+                         "boxlite-shim-qemu: unknown option %s (allowed: --config-fd, --ready-fd, --watchdog-fd)\n",
+                         flag.c_str());
+            return 2;
+        }
+    }
+    return run_qemu_mode(config_fd, ready_fd, watchdog_fd);
+}
+
+}  // namespace boxlite::shim
+
+int main(int argc, char** argv) { return boxlite::shim::run_qemu_shim(argc - 1, argv + 1); }

@@ -1,0 +1,26 @@
+// Run inside a box by limits_test.cpp: tries PTRACE_ATTACH on the pid it is given and prints
+// "attached" or "refused <errno name>". Static, so it runs in any box root.
+#include <sys/ptrace.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+int main(int argc, char** argv) {
+    if (argc != 2) {
+        std::fputs("usage: ptrace_probe PID\n", stderr);
+        return 2;
+    }
+    const auto pid = static_cast<pid_t>(std::atoi(argv[1]));
+    if (::ptrace(PTRACE_ATTACH, pid, nullptr, nullptr) != 0) {
+        std::printf("refused %s\n", errno == EPERM ? "EPERM" : std::strerror(errno));
+        return 1;
+    }
+    ::waitpid(pid, nullptr, __WALL);
+    ::ptrace(PTRACE_DETACH, pid, nullptr, nullptr);
+    std::puts("attached");
+    return 0;
+}
