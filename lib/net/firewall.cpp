@@ -113,6 +113,49 @@ std::vector<std::uint8_t> make_tcp_reset(std::span<const std::uint8_t> frame, co
     return out;
 }
 
+// The ACK that completes a handshake passt opened towards the box (a published port), answering
+// the box's SYN-ACK `info` on passt's behalf: seq = the SYN-ACK's ack, ack = its seq + 1, the
+// window 65535 bytes at passt's window scale.
+std::vector<std::uint8_t> make_handshake_ack(std::span<const std::uint8_t> frame, const PacketInfo& info,
+                                             std::uint8_t window_scale) {
+    const std::size_t ip_header = info.source.v6 ? 40 : 20;
+    std::vector<std::uint8_t> out(kEthernetHeaderSize + ip_header + 20, 0);
+    put_reply_ethernet(out.data(), frame, info.source.v6 ? kEtherTypeIpv6 : kEtherTypeIpv4);
+    put_reply_ip(out.data() + kEthernetHeaderSize, info, kProtoTcp, 20);
+    std::uint8_t* tcp = out.data() + kEthernetHeaderSize + ip_header;
+    store16(tcp, info.destination_port);
+    store16(tcp + 2, info.source_port);
+    store32(tcp + 4, info.tcp_ack);
+    store32(tcp + 8, info.tcp_seq + 1);
+    tcp[12] = 5 << 4;
+    tcp[13] = kTcpAck;
+    store16(tcp + 14, static_cast<std::uint16_t>(std::max(1U, 65535U >> std::min<unsigned>(window_scale, 14))));
+    const std::uint32_t sum = pseudo_header_sum(info.destination, info.source, kProtoTcp, 20);
+    store16(tcp + 16, checksum_fold(checksum_add(std::span<const std::uint8_t>(tcp, 20), sum)));
+    return out;
+}
+
+// The window scale option (RFC 7323) of a TCP SYN; 0 when it has none.
+std::uint8_t syn_window_scale(std::span<const std::uint8_t> frame, const PacketInfo& info) {
+    if (info.l4_offset == 0 || info.l4_offset + 20 > frame.size()) return 0;
+    const std::size_t header = static_cast<std::size_t>(frame[info.l4_offset + 12] >> 4) * 4;
+    const std::size_t end = std::min(info.l4_offset + header, frame.size());
+    for (std::size_t at = info.l4_offset + 20; at < end;) {
+        const std::uint8_t kind = frame[at];
+        if (kind == 0) break;
+        if (kind == 1) {
+            ++at;
+            continue;
+        }
+        if (at + 1 >= end) break;
+        const std::size_t length = frame[at + 1];
+        if (length < 2 || at + length > end) break;
+        if (kind == 3 && length == 3) return frame[at + 2];
+        at += length;
+    }
+    return 0;
+}
+
 std::vector<std::uint8_t> make_unreachable(std::span<const std::uint8_t> frame, const PacketInfo& info) {
     if (info.has_icmp_type) {
         // Never an error about an error: only queries (echo and the like) get one.
@@ -139,42 +182,59 @@ std::vector<std::uint8_t> make_unreachable(std::span<const std::uint8_t> frame, 
     return out;
 }
 
-// The answer to a DNS query for host.boxlite.internal sent to the gateway: the pump answers it
-// itself (A: the host alias; any other type: no records), so the name resolves whatever resolver
-// passt forwards to, and in boxes whose libc reads no /etc/hosts. Empty when the frame is not
-// such a query.
-std::vector<std::uint8_t> answer_host_alias_query(std::span<const std::uint8_t> frame, const PacketInfo& info,
-                                                  const IpAddress& host_alias) {
-    if (info.source.v6 || info.fragment || info.protocol != kProtoUdp || info.destination_port != 53) return {};
+// The one question of a DNS message (RFC 1035 4.1): its name lower-cased, type, class, and
+// where the message, its question and the message's end lie in the frame.
+struct DnsQuestion {
+    std::string name;
+    std::uint16_t type = 0;
+    std::uint16_t klass = 0;
+    std::uint16_t flags = 0;
+    std::size_t message = 0;  // offset of the DNS header
+    std::size_t after_question = 0;
+    std::size_t end = 0;  // end of the DNS message
+};
+
+// The DNS message a UDP datagram carries, read up to the end of its single question; nullopt when
+// it is not one (every length checked against the datagram, no compression in a question).
+std::optional<DnsQuestion> parse_dns_question(std::span<const std::uint8_t> frame, const PacketInfo& info) {
+    if (info.fragment || info.protocol != kProtoUdp || !info.has_ports || info.l4_offset == 0) return std::nullopt;
     const std::size_t udp = info.l4_offset;
     const std::size_t end = info.l3_offset + info.l3_length;
+    if (udp + 8 > end || end > frame.size()) return std::nullopt;
     const std::size_t udp_length = load16(frame.data() + udp + 4);
-    if (udp_length < 8 + 12 || udp + udp_length > end) return {};
-    const std::size_t dns = udp + 8;
-    const std::size_t dns_end = udp + udp_length;
-    const std::uint16_t flags = load16(frame.data() + dns + 2);
-    if ((flags & 0xf800) != 0 || load16(frame.data() + dns + 4) != 1) return {};  // a standard query, one question
-    std::string name;
-    std::size_t at = dns + 12;
+    if (udp_length < 8 + 12 || udp + udp_length > end) return std::nullopt;
+    DnsQuestion q;
+    q.message = udp + 8;
+    q.end = udp + udp_length;
+    q.flags = load16(frame.data() + q.message + 2);
+    if (load16(frame.data() + q.message + 4) != 1) return std::nullopt;  // one question
+    std::size_t at = q.message + 12;
     for (;;) {
-        if (at >= dns_end) return {};
+        if (at >= q.end) return std::nullopt;
         const std::size_t label = frame[at];
         if (label == 0) break;
-        if ((label & 0xc0) != 0 || at + 1 + label > dns_end || name.size() + label + 1 > 255) return {};
-        if (!name.empty()) name += '.';
+        if ((label & 0xc0) != 0 || at + 1 + label > q.end || q.name.size() + label + 1 > 255) return std::nullopt;
+        if (!q.name.empty()) q.name += '.';
         for (std::size_t i = 0; i < label; ++i) {
-            name += static_cast<char>(std::tolower(static_cast<unsigned char>(frame[at + 1 + i])));
+            q.name += static_cast<char>(std::tolower(static_cast<unsigned char>(frame[at + 1 + i])));
         }
         at += 1 + label;
     }
     ++at;  // the root label
-    if (at + 4 > dns_end || name != kHostAliasName) return {};
-    const std::uint16_t type = load16(frame.data() + at);
-    const std::uint16_t klass = load16(frame.data() + at + 2);
-    if (klass != 1) return {};
-    const std::size_t question = at + 4 - (dns + 12);
+    if (at + 4 > q.end) return std::nullopt;
+    q.type = load16(frame.data() + at);
+    q.klass = load16(frame.data() + at + 2);
+    q.after_question = at + 4;
+    return q;
+}
+
+// The pump's own answer to the box's query `q`: `rcode` (0 or 3, NXDOMAIN) and, for an A query
+// answered 0, one A record `address` (TTL 60 s).
+std::vector<std::uint8_t> make_dns_answer(std::span<const std::uint8_t> frame, const PacketInfo& info,
+                                          const DnsQuestion& q, std::uint16_t rcode, const IpAddress* address) {
+    const std::size_t question = q.after_question - (q.message + 12);
     if (question > 512) return {};  // (it cannot be: a name is at most 255 bytes)
-    const bool a_record = type == 1;
+    const bool a_record = address != nullptr && rcode == 0 && q.type == 1 && !address->v6;
     const std::size_t dns_length = 12 + question + (a_record ? 16 : 0);
     std::vector<std::uint8_t> out(kEthernetHeaderSize + 20 + 8 + dns_length, 0);
     put_reply_ethernet(out.data(), frame, kEtherTypeIpv4);
@@ -184,11 +244,12 @@ std::vector<std::uint8_t> answer_host_alias_query(std::span<const std::uint8_t> 
     store16(reply_udp + 2, info.source_port);
     store16(reply_udp + 4, static_cast<std::uint16_t>(8 + dns_length));
     std::uint8_t* reply_dns = reply_udp + 8;
-    std::memcpy(reply_dns, frame.data() + dns, 2);                                  // id
-    store16(reply_dns + 2, static_cast<std::uint16_t>(0x8480 | (flags & 0x0100)));  // QR AA RA, RD copied
+    std::memcpy(reply_dns, frame.data() + q.message, 2);  // id
+    // QR, AA, RA, the query's RD copied, the answer's code.
+    store16(reply_dns + 2, static_cast<std::uint16_t>(0x8480 | (q.flags & 0x0100) | (rcode & 0xf)));
     store16(reply_dns + 4, 1);
     store16(reply_dns + 6, a_record ? 1 : 0);
-    std::memcpy(reply_dns + 12, frame.data() + dns + 12, question);
+    std::memcpy(reply_dns + 12, frame.data() + q.message + 12, question);
     if (a_record) {
         std::uint8_t* answer = reply_dns + 12 + question;
         store16(answer, 0xc00c);  // the name of the question
@@ -196,12 +257,27 @@ std::vector<std::uint8_t> answer_host_alias_query(std::span<const std::uint8_t> 
         store16(answer + 4, 1);
         store32(answer + 6, 60);
         store16(answer + 10, 4);
-        std::memcpy(answer + 12, host_alias.bytes.data(), 4);
+        std::memcpy(answer + 12, address->bytes.data(), 4);
     }
     const std::uint32_t sum = pseudo_header_sum(info.destination, info.source, kProtoUdp, 8 + dns_length);
     std::uint16_t checksum = checksum_fold(checksum_add(std::span<const std::uint8_t>(reply_udp, 8 + dns_length), sum));
     store16(reply_udp + 6, checksum == 0 ? 0xffff : checksum);
     return out;
+}
+
+// Whether `name` (lower-case, no trailing dot) is one of the list's host names: "a.b.c" exactly,
+// "*.b.c" any name below b.c at any depth but not b.c itself (upstream's rule).
+bool hostname_allowed(const std::vector<std::string>& rules, std::string_view name) {
+    if (name.ends_with('.')) name.remove_suffix(1);
+    for (const auto& rule : rules) {
+        if (rule.starts_with("*.")) {
+            const std::string_view suffix = std::string_view(rule).substr(1);  // ".b.c"
+            if (name.size() > suffix.size() && name.ends_with(suffix)) return true;
+        } else if (name == rule) {
+            return true;
+        }
+    }
+    return false;
 }
 
 std::string lower(std::string_view text) {
@@ -316,11 +392,81 @@ void EgressFirewall::FlowTable::insert(const Flow& flow) {
     }
 }
 
-EgressFirewall::EgressFirewall(AllowList allow, NetworkLayout layout) : allow_(std::move(allow)), layout_(layout) {}
+EgressFirewall::EgressFirewall(AllowList allow, NetworkLayout layout, Clock clock)
+    : allow_(std::move(allow)),
+      layout_(layout),
+      clock_(clock ? std::move(clock) : Clock(&std::chrono::steady_clock::now)) {}
+
+std::size_t EgressFirewall::AddressHash::operator()(const IpAddress& address) const noexcept {
+    std::size_t hash = address.v6 ? 1 : 0;
+    for (auto byte : address.bytes) hash = hash * 131 + byte;
+    return hash;
+}
 
 bool EgressFirewall::allowed_by_list(const IpAddress& destination) const noexcept {
     if (!allow_.restricted) return true;
     return std::ranges::any_of(allow_.networks, [&](const Cidr& cidr) { return cidr.contains(destination); });
+}
+
+bool EgressFirewall::resolved_allows(const IpAddress& destination) {
+    const auto found = resolved_.find(destination);
+    if (found == resolved_.end()) return false;
+    if (clock_() < found->second) return true;
+    resolved_.erase(found);
+    return false;
+}
+
+void EgressFirewall::watch_dns_answer(std::span<const std::uint8_t> frame, const PacketInfo& info) {
+    const auto q = parse_dns_question(frame, info);
+    // A response (QR 1) with no error to a question for an allowed name.
+    if (!q || (q->flags & 0x8000) == 0 || (q->flags & 0xf) != 0 || q->klass != 1) return;
+    if (!hostname_allowed(allow_.hostnames, q->name)) return;
+    const std::uint16_t answers = load16(frame.data() + q->message + 6);
+    std::size_t at = q->after_question;
+    const auto now = clock_();
+    for (std::uint16_t i = 0; i < answers && i < kMaxDnsAnswers; ++i) {
+        // The owner name: labels, ending in a root label or a compression pointer (not followed:
+        // every record of an answer to an allowed question counts, CNAME targets included).
+        for (;;) {
+            if (at >= q->end) return;
+            const std::size_t label = frame[at];
+            if (label == 0) {
+                ++at;
+                break;
+            }
+            if ((label & 0xc0) == 0xc0) {
+                at += 2;
+                break;
+            }
+            if ((label & 0xc0) != 0) return;
+            at += 1 + label;
+        }
+        if (at + 10 > q->end) return;
+        const std::uint16_t type = load16(frame.data() + at);
+        const std::uint16_t klass = load16(frame.data() + at + 2);
+        const std::uint32_t ttl = (std::uint32_t{load16(frame.data() + at + 4)} << 16) | load16(frame.data() + at + 6);
+        const std::size_t length = load16(frame.data() + at + 8);
+        at += 10;
+        if (at + length > q->end) return;
+        const bool a = type == 1 && length == 4;
+        const bool aaaa = type == 28 && length == 16;
+        if (klass == 1 && (a || aaaa)) {
+            IpAddress address;
+            address.v6 = aaaa;
+            std::memcpy(address.bytes.data(), frame.data() + at, length);
+            // At least kMinResolvedTtl (a TTL of 0 still lets the connection that asked be made),
+            // at most a day.
+            const auto seconds = std::clamp<std::uint32_t>(ttl, kMinResolvedTtl, 86400);
+            if (resolved_.size() >= kMaxResolved && !resolved_.contains(address)) {
+                std::erase_if(resolved_, [&](const auto& entry) { return entry.second <= now; });
+                if (resolved_.size() >= kMaxResolved) resolved_.erase(resolved_.begin());
+            }
+            auto& expiry = resolved_[address];
+            expiry = std::max(expiry, now + std::chrono::seconds(seconds));
+            ++stats_.resolved;
+        }
+        at += length;
+    }
 }
 
 Verdict EgressFirewall::refuse(std::span<const std::uint8_t> frame, const PacketInfo& info,
@@ -396,6 +542,19 @@ Verdict EgressFirewall::egress(std::span<std::uint8_t> frame, std::vector<std::u
         ++stats_.dropped;
         return Verdict::Drop;
     };
+    // The box's answer to a connection passt opened (a published port). For its SYN-ACK: this
+    // passt (Debian 12's, 2023-03) never sends the handshake's last ACK unless the host side has
+    // data to send, so a server that speaks first waited forever; the pump sends that ACK itself
+    // (a passt that sends its own only adds a duplicate ACK).
+    auto forward_inbound = [&] {
+        if (info.protocol == kProtoTcp && (info.tcp_flags & (kTcpSyn | kTcpAck)) == (kTcpSyn | kTcpAck)) {
+            if (const auto scale = handshakes_.find(flow); scale != handshakes_.end()) {
+                reply = make_handshake_ack(frame, info, scale->second);
+                handshakes_.erase(scale);
+            }
+        }
+        return forward();
+    };
 
     if (!destination.v6) {
         if (destination == layout_.host_alias) {
@@ -408,13 +567,33 @@ Verdict EgressFirewall::egress(std::span<std::uint8_t> frame, std::vector<std::u
         }
         if (destination == layout_.gateway) {
             // passt's gateway is the host's loopback: DNS, DHCP and replies to published ports only.
-            if (reply_to_inbound) return forward();
-            if (auto answer = answer_host_alias_query(frame, info, layout_.host_alias); !answer.empty()) {
-                reply = std::move(answer);
-                ++stats_.answered;
-                return Verdict::Answer;
+            if (reply_to_inbound) return forward_inbound();
+            if (info.protocol == kProtoUdp && info.destination_port == 53 && !info.fragment) {
+                // A standard query (QR 0, opcode 0) for host.boxlite.internal is answered here; with
+                // an allow list, so is one for a name the list does not hold (NXDOMAIN): only
+                // allowed names resolve.
+                const auto q = parse_dns_question(frame, info);
+                if (q && (q->flags & 0xf800) == 0 && q->klass == 1) {
+                    std::vector<std::uint8_t> answer;
+                    if (q->name == kHostAliasName) {
+                        answer = make_dns_answer(frame, info, *q, 0, &layout_.host_alias);
+                    } else if (allow_.restricted && !hostname_allowed(allow_.hostnames, q->name)) {
+                        answer = make_dns_answer(frame, info, *q, 3, nullptr);
+                    }
+                    if (!answer.empty()) {
+                        reply = std::move(answer);
+                        ++stats_.answered;
+                        return Verdict::Answer;
+                    }
+                } else if (allow_.restricted) {
+                    return refuse(frame, info, reply);  // nothing the pump cannot read gets through
+                }
+                return forward();
             }
-            if (tcp_or_udp && !info.fragment && info.destination_port == 53) return forward();
+            // DNS over TCP carries answers the pump does not read: with an allow list, refused (the
+            // resolver keeps to UDP).
+            if (info.protocol == kProtoTcp && info.destination_port == 53 && !info.fragment && !allow_.restricted)
+                return forward();
             if (info.protocol == kProtoUdp && info.has_ports && info.destination_port == 67) return forward();
             return refuse(frame, info, reply);
         }
@@ -434,7 +613,7 @@ Verdict EgressFirewall::egress(std::span<std::uint8_t> frame, std::vector<std::u
             if (info.protocol == kProtoIcmpv6 && info.has_icmp_type && info.icmp_type >= 133 && info.icmp_type <= 137) {
                 return forward();
             }
-            if (reply_to_inbound) return forward();
+            if (reply_to_inbound) return forward_inbound();
             if (tcp_or_udp && !info.fragment && (info.destination_port == 53 || info.destination_port == 547)) {
                 return forward();
             }
@@ -442,9 +621,15 @@ Verdict EgressFirewall::egress(std::span<std::uint8_t> frame, std::vector<std::u
         }
         if (is_ipv6_loopback_or_unspecified(destination)) return refuse(frame, info, reply);
     }
-    if (reply_to_inbound) return forward();
-    if (!allowed_by_list(destination)) return refuse(frame, info, reply);
-    return forward();
+    if (reply_to_inbound) return forward_inbound();
+    if (allowed_by_list(destination)) return forward();
+    // Addresses an allowed name resolved to, for its TTL; a connection made then lives on.
+    if (tcp_or_udp && resolved_flows_.contains(flow)) return forward();
+    if (!allow_.hostnames.empty() && resolved_allows(destination)) {
+        if (tcp_or_udp) resolved_flows_.insert(flow);
+        return forward();
+    }
+    return refuse(frame, info, reply);
 }
 
 Verdict EgressFirewall::ingress(std::span<std::uint8_t> frame) {
@@ -459,14 +644,25 @@ Verdict EgressFirewall::ingress(std::span<std::uint8_t> frame) {
         ++stats_.forwarded;
         return Verdict::Forward;
     }
+    // DNS answers from the gateway: an allowed name's addresses become reachable.
+    if (!allow_.hostnames.empty() && info.protocol == kProtoUdp && info.source_port == 53 &&
+        info.source == layout_.gateway)
+        watch_dns_answer(frame, info);
     if (!info.source.v6 && info.source == layout_.gateway &&
         alias_.contains(Flow{info.protocol, layout_.gateway, info.destination_port, info.source_port})) {
         rewrite_ipv4_address(frame, info, false, layout_.host_alias);
         ++stats_.forwarded;
         return Verdict::Forward;
     }
-    const bool opens = info.protocol == kProtoUdp || (info.tcp_flags & (kTcpSyn | kTcpAck)) == kTcpSyn;
-    if (opens) inbound_.insert(Flow{info.protocol, info.source, info.destination_port, info.source_port});
+    const bool syn = info.protocol == kProtoTcp && (info.tcp_flags & (kTcpSyn | kTcpAck)) == kTcpSyn;
+    if (syn || info.protocol == kProtoUdp) {
+        const Flow flow{info.protocol, info.source, info.destination_port, info.source_port};
+        inbound_.insert(flow);
+        if (syn) {
+            if (handshakes_.size() >= kMaxFlows) handshakes_.clear();
+            handshakes_[flow] = syn_window_scale(frame, info);
+        }
+    }
     ++stats_.forwarded;
     return Verdict::Forward;
 }

@@ -11,25 +11,32 @@
 //   - The host alias (192.168.127.254, host.boxlite.internal) is rewritten to the gateway, so it
 //     reaches the host's loopback; replies are rewritten back. With an allow list it is reachable
 //     only when the list names `host.boxlite.internal` (or `host.boxlite.internal:PORT`).
-//   - With an allow list, any other destination must fall in one of its IP/CIDR rules (hostname
-//     rules are parsed and kept; matching them needs DNS answer watching, not done yet).
+//   - With an allow list, any other destination must fall in one of its IP/CIDR rules, or be an
+//     address that an allowed host name (`api.example.com`, `*.example.com`) resolved to in a DNS
+//     answer the pump watched, for the answer's TTL (at least kMinResolvedTtl); connections made
+//     meanwhile live on. A UDP DNS query for a name the list does not hold is answered NXDOMAIN by
+//     the pump; DNS over TCP is refused (its answers are not watched).
 //   - Refused TCP is answered with a RST, refused UDP and other protocols with an ICMP / ICMPv6
 //     "administratively prohibited" unreachable, so programs in the box fail at once.
 // passt → box (ingress): everything passes; a connection or datagram that comes in is recorded so
-// that the box's replies to it pass. Recorded flows are bounded (oldest forgotten first).
+// that the box's replies to it pass, and the pump completes the handshake of a connection passt
+// opened (this passt does not send its last ACK until the host side sends data). Recorded flows are bounded (oldest forgotten first).
 #pragma once
 
 #include "net/packet.hpp"
 
 #include <boxlite/error.hpp>
 
+#include <chrono>
 #include <cstddef>
+#include <functional>
 #include <cstdint>
 #include <deque>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -79,16 +86,27 @@ struct FirewallStats {
     std::uint64_t rejected = 0;
     std::uint64_t malformed = 0;
     std::uint64_t answered = 0;
+    /// Addresses learnt from DNS answers for allowed names.
+    std::uint64_t resolved = 0;
 };
 
 class EgressFirewall {
 public:
     static constexpr std::size_t kMaxFlows = 16384;
+    /// Addresses learnt from DNS answers, at most (expired ones, then the oldest, forgotten first).
+    static constexpr std::size_t kMaxResolved = 4096;
+    /// Records read from one DNS answer, at most.
+    static constexpr std::uint16_t kMaxDnsAnswers = 64;
+    /// A learnt address stays reachable this long at least, whatever the answer's TTL (seconds).
+    static constexpr std::uint32_t kMinResolvedTtl = 10;
+    using Clock = std::function<std::chrono::steady_clock::time_point()>;
 
-    explicit EgressFirewall(AllowList allow, NetworkLayout layout = {});
+    /// `clock`: steady_clock::now when empty (the tests pass their own).
+    explicit EgressFirewall(AllowList allow, NetworkLayout layout = {}, Clock clock = {});
 
     /// A frame from the box. Forward: send `frame` on to passt (it may have been rewritten in
-    /// place). Reject: send `reply` (a RST or an ICMP unreachable, when one fits the frame) back
+    /// place), and `reply`, when not empty, to the box (the ACK that completes a handshake passt
+    /// opened, which this passt leaves out). Reject: send `reply` (a RST or an ICMP unreachable, when one fits the frame) back
     /// to the box. Drop: nothing.
     [[nodiscard]] Verdict egress(std::span<std::uint8_t> frame, std::vector<std::uint8_t>& reply);
     /// A frame from passt: Forward (possibly rewritten in place) or Drop.
@@ -118,13 +136,25 @@ private:
         std::deque<Flow> order_;
     };
 
+    struct AddressHash {
+        std::size_t operator()(const IpAddress& address) const noexcept;
+    };
+
     Verdict refuse(std::span<const std::uint8_t> frame, const PacketInfo& info, std::vector<std::uint8_t>& reply);
     [[nodiscard]] bool allowed_by_list(const IpAddress& destination) const noexcept;
+    [[nodiscard]] bool resolved_allows(const IpAddress& destination);
+    void watch_dns_answer(std::span<const std::uint8_t> frame, const PacketInfo& info);
 
     AllowList allow_;
     NetworkLayout layout_;
-    FlowTable inbound_;  // flows passt opened towards the box (published ports)
-    FlowTable alias_;    // the box's flows to the host alias, rewritten to the gateway
+    FlowTable inbound_;         // flows passt opened towards the box (published ports)
+    FlowTable alias_;           // the box's flows to the host alias, rewritten to the gateway
+    FlowTable resolved_flows_;  // the box's flows to addresses allowed names resolved to
+    // passt's SYNs towards the box not yet answered: the flow (as the box's answer sees it) and
+    // passt's window scale.
+    std::unordered_map<Flow, std::uint8_t, FlowHash> handshakes_;
+    std::unordered_map<IpAddress, std::chrono::steady_clock::time_point, AddressHash> resolved_;
+    Clock clock_;
     FirewallStats stats_;
 };
 

@@ -61,6 +61,7 @@ BoxliteResult<bool> FramePump::read_box() {
             case Verdict::Forward:
                 append_stream_frame(pending_, frame);
                 ++stats_.frames_to_passt;
+                if (!reply_.empty()) send_to_box(reply_);  // the ACK passt leaves out
                 break;
             case Verdict::Reject:
             case Verdict::Answer:

@@ -198,8 +198,107 @@ bool host_port_listens(std::uint16_t port) {
     return connected;
 }
 
-// (Host -> box data through a published port is not asserted yet: the SYN and SYN-ACK cross the
-// pump, but the host's side sees no data; docs/networking.md, "Not done yet".)
+/// One exchange with a server on the host's `address`:`port` (TCP or UDP): sends `message`,
+/// returns what came back (empty on no answer; a 60 s receive guard, not a performance bound).
+std::string exchange(bool udp, std::uint16_t port, const std::string& message) {
+    const int fd = ::socket(AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+    timeval guard{60, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    in.sin_port = htons(port);
+    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    std::string out;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&in), sizeof in) == 0 &&
+        ::send(fd, message.data(), message.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(message.size())) {
+        char buffer[4096];
+        // TCP: read up to the first newline (the box's server answers one line).
+        for (;;) {
+            const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+            if (n <= 0) break;
+            out.append(buffer, static_cast<std::size_t>(n));
+            if (udp || out.find('\n') != std::string::npos) break;
+        }
+    }
+    ::close(fd);
+    return out;
+}
+
+/// Starts `server` in the box in the background and waits (in the box) until something listens
+/// on `port` (`udp`: a bound UDP socket), read from /proc/net.
+TEST_F(NamespaceNetwork, APublishedTcpPortCarriesDataBothWays) {
+    auto o = options();
+    o.ports = {PortSpec{18081, 8000, PortProtocol::Tcp, "127.0.0.1"}};
+    auto box = runtime_->create(o);
+    ASSERT_TRUE(box) << box.error().to_string();
+    // A one-line echo server in the box: it reads the host's line and answers with it.
+    EXPECT_EQ(sh(*box,
+                 "printf '#!/bin/sh\\nread line; echo \"box got $line\"; sleep 1\\n' > /echo.sh && chmod +x /echo.sh"),
+              "rc=0\n");
+    auto server = box->exec(BoxCommand("nc").args({"-l", "-p", "8000", "-e", "/echo.sh"}));
+    ASSERT_TRUE(server) << server.error().to_string();
+    EXPECT_EQ(sh(*box, "until netstat -ltn | grep -q ':8000 '; do sleep 0.1; done"), "rc=0\n");
+    EXPECT_EQ(exchange(false, 18081, "ping from the host\n"), "box got ping from the host\n");
+    auto done = server->wait();
+    ASSERT_TRUE(done) << done.error().to_string();
+    EXPECT_EQ(done->exit_code, 0);
+
+    // Bulk both ways, and the host's half-close reaching the box: 4 MiB in, counted in the box,
+    // then 4 MiB out, the box closing first.
+    EXPECT_EQ(sh(*box,
+                 "printf '#!/bin/sh\\necho \"box got $(wc -c) bytes\"; head -c 4194304 /dev/zero\\n' > "
+                 "/bulk.sh && chmod +x /bulk.sh"),
+              "rc=0\n");
+    auto bulk = box->exec(BoxCommand("nc").args({"-l", "-p", "8000", "-e", "/bulk.sh"}));
+    ASSERT_TRUE(bulk) << bulk.error().to_string();
+    EXPECT_EQ(sh(*box, "until netstat -ltn | grep -q ':8000 '; do sleep 0.1; done"), "rc=0\n");
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    timeval guard{60, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    in.sin_port = htons(18081);
+    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&in), sizeof in), 0) << std::strerror(errno);
+    const std::string chunk(65536, 'x');
+    for (int i = 0; i < 64; ++i) {
+        ASSERT_EQ(::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL), static_cast<ssize_t>(chunk.size()));
+    }
+    ::shutdown(fd, SHUT_WR);
+    std::string received;
+    char buffer[65536];
+    for (;;) {
+        const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+        if (n <= 0) break;
+        received.append(buffer, static_cast<std::size_t>(n));
+        if (received.size() >= 4194304 + 30) break;
+    }
+    ::close(fd);
+    const std::string header = "box got 4194304 bytes\n";
+    ASSERT_TRUE(received.starts_with(header)) << received.substr(0, 64);
+    EXPECT_EQ(received.size(), header.size() + 4194304);
+
+    // A server that speaks first and closes at once: its greeting and its FIN reach the host.
+    EXPECT_EQ(sh(*box, "printf '#!/bin/sh\\necho hello from the box\\n' > /greet.sh && chmod +x /greet.sh"), "rc=0\n");
+    auto greet = box->exec(BoxCommand("nc").args({"-l", "-p", "8000", "-e", "/greet.sh"}));
+    ASSERT_TRUE(greet) << greet.error().to_string();
+    EXPECT_EQ(sh(*box, "until netstat -ltn | grep -q ':8000 '; do sleep 0.1; done"), "rc=0\n");
+    const int speaker = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ::setsockopt(speaker, SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
+    ASSERT_EQ(::connect(speaker, reinterpret_cast<sockaddr*>(&in), sizeof in), 0) << std::strerror(errno);
+    std::string greeting;
+    for (;;) {
+        const ssize_t n = ::recv(speaker, buffer, sizeof buffer, 0);
+        if (n <= 0) {
+            EXPECT_EQ(n, 0) << "no FIN: " << std::strerror(errno);
+            break;
+        }
+        greeting.append(buffer, static_cast<std::size_t>(n));
+    }
+    ::close(speaker);
+    EXPECT_EQ(greeting, "hello from the box\n");
+}
+
 TEST_F(NamespaceNetwork, APublishedTcpPortIsBoundOnceAndNotTakenTwice) {
     auto o = options();
     o.ports = {PortSpec{18080, 8000, PortProtocol::Tcp, "127.0.0.1"}};

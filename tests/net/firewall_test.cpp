@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include <string>
 #include <vector>
 
@@ -284,11 +286,12 @@ TEST(NetFirewall, AnAllowListLimitsDestinationsAndTheHostAlias) {
     EXPECT_EQ(firewall.egress(error, reply), Verdict::Reject);
     EXPECT_TRUE(reply.empty());
 
-    // The host alias is not listed, so it is refused; DNS at the gateway still works.
+    // The host alias is not listed, so it is refused; DNS at the gateway still answers (a name
+    // the list does not hold: NXDOMAIN, from the pump).
     auto alias = ip_frame(kBox, kAlias, kProtoTcp, 1, 8080);
     EXPECT_EQ(firewall.egress(alias, reply), Verdict::Reject);
-    auto dns = ip_frame(kBox, kGateway, kProtoUdp, 1, 53);
-    EXPECT_EQ(firewall.egress(dns, reply), Verdict::Forward);
+    auto dns = ip_frame(kBox, kGateway, kProtoUdp, 1, 53, 0, 0, test::dns_query("example.com", 1));
+    EXPECT_EQ(firewall.egress(dns, reply), Verdict::Answer);
 
     auto with_alias = firewall_for({"host.boxlite.internal:8080"});
     auto listed = ip_frame(kBox, kAlias, kProtoTcp, 1, 8080);
@@ -322,7 +325,30 @@ TEST(NetFirewall, RepliesToPublishedPortsPassAnAllowList) {
     auto syn = ip_frame(kGateway, kBox, kProtoTcp, 45000, 8000, kTcpSyn);
     ASSERT_EQ(firewall.ingress(syn), Verdict::Forward);
     auto syn_ack = ip_frame(kBox, kGateway, kProtoTcp, 8000, 45000, kTcpSyn | kTcpAck);
+    test::put16(syn_ack, 14 + 20 + 8, 0x1234);  // ack number 0x12340000 (passt's ISN + 1)
+    test::put16(syn_ack, 14 + 20 + 16, 0);
+    test::put16(syn_ack, 14 + 20 + 16,
+                checksum_fold(checksum_add(std::span<const std::uint8_t>(syn_ack.data() + 34, 20),
+                                           checksum_add(std::span<const std::uint8_t>(syn_ack.data() + 26, 8)) +
+                                               kProtoTcp + 20)));
+    ASSERT_TRUE(checksums_valid(syn_ack));
     EXPECT_EQ(firewall.egress(syn_ack, reply), Verdict::Forward);
+    // With it, the handshake's last ACK, which this passt leaves out, made by the pump.
+    ASSERT_FALSE(reply.empty());
+    ASSERT_TRUE(checksums_valid(reply));
+    auto ack = parse_frame(reply);
+    ASSERT_TRUE(ack);
+    EXPECT_EQ(ack->source, kGateway);
+    EXPECT_EQ(ack->destination, kBox);
+    EXPECT_EQ(ack->source_port, 45000);
+    EXPECT_EQ(ack->destination_port, 8000);
+    EXPECT_EQ(ack->tcp_flags, kTcpAck);
+    EXPECT_EQ(ack->tcp_seq, 0x12340000U);
+    EXPECT_EQ(ack->tcp_ack, 0x11000001U);
+    EXPECT_EQ(get16(reply, 14 + 20 + 14), 65535);  // passt's SYN had no window scale
+    // Once only: a retransmitted SYN-ACK goes on alone.
+    EXPECT_EQ(firewall.egress(syn_ack, reply), Verdict::Forward);
+    EXPECT_TRUE(reply.empty());
     // The same from an address outside the list.
     auto remote_syn = ip_frame(kOther, kBox, kProtoTcp, 45001, 8000, kTcpSyn);
     ASSERT_EQ(firewall.ingress(remote_syn), Verdict::Forward);
@@ -374,14 +400,123 @@ TEST(NetFirewall, AnswersDnsForTheHostAliasItself) {
     auto v6 = ip_frame(kBox, kGateway, kProtoUdp, 40000, 53, 0, 0, aaaa);
     ASSERT_EQ(firewall.egress(v6, reply), Verdict::Answer);
     EXPECT_EQ(get16(reply, dns + 6), 0);  // no records, but the name exists
-    // Other names go to passt's DNS forwarder.
+    // Other names: with an allow list that does not hold them, NXDOMAIN from the pump; without
+    // one, on to passt's DNS forwarder.
     auto other = ip_frame(kBox, kGateway, kProtoUdp, 40000, 53, 0, 0, test::dns_query("example.com", 1));
-    EXPECT_EQ(firewall.egress(other, reply), Verdict::Forward);
-    // A cut or compressed question is forwarded untouched (passt's resolver deals with it).
+    ASSERT_EQ(firewall.egress(other, reply), Verdict::Answer);
+    ASSERT_TRUE(checksums_valid(reply));
+    EXPECT_EQ(get16(reply, dns + 2) & 0xf, 3);  // NXDOMAIN
+    EXPECT_EQ(get16(reply, dns + 6), 0);
+    auto open = firewall_for({});
+    EXPECT_EQ(open.egress(other, reply), Verdict::Forward);
+    // A cut or compressed question: forwarded untouched without an allow list (passt's resolver
+    // deals with it), refused with one (the pump lets through only what it can read).
     auto cut = query;
     cut.resize(20);
     auto cut_frame = ip_frame(kBox, kGateway, kProtoUdp, 40000, 53, 0, 0, cut);
-    EXPECT_EQ(firewall.egress(cut_frame, reply), Verdict::Forward);
+    EXPECT_EQ(open.egress(cut_frame, reply), Verdict::Forward);
+    EXPECT_EQ(firewall.egress(cut_frame, reply), Verdict::Reject);
+    // DNS over TCP: its answers are not watched, so refused with an allow list.
+    auto tcp = ip_frame(kBox, kGateway, kProtoTcp, 40001, 53);
+    EXPECT_EQ(firewall.egress(tcp, reply), Verdict::Reject);
+    EXPECT_EQ(open.egress(tcp, reply), Verdict::Forward);
+}
+
+/// The resolver's answer to `query` (from test::dns_query): `addresses` as A/AAAA records of
+/// `ttl` seconds, the first one's owner a compression pointer, the rest spelt out.
+std::vector<std::uint8_t> dns_answer_frame(std::vector<std::uint8_t> query, const std::vector<IpAddress>& addresses,
+                                           std::uint32_t ttl, std::uint16_t rcode = 0) {
+    const std::size_t question_end = query.size();
+    query[2] = 0x81;
+    query[3] = static_cast<std::uint8_t>(0x80 | rcode);
+    test::put16(query, 6, static_cast<std::uint16_t>(addresses.size()));
+    bool first = true;
+    for (const auto& address : addresses) {
+        if (first) {
+            query.insert(query.end(), {0xc0, 0x0c});
+        } else {
+            query.insert(query.end(), query.begin() + 12,
+                         query.begin() + static_cast<std::ptrdiff_t>(question_end - 4));
+        }
+        first = false;
+        const std::uint16_t type = address.v6 ? 28 : 1;
+        query.insert(query.end(), {static_cast<std::uint8_t>(type >> 8), static_cast<std::uint8_t>(type), 0, 1,
+                                   static_cast<std::uint8_t>(ttl >> 24), static_cast<std::uint8_t>(ttl >> 16),
+                                   static_cast<std::uint8_t>(ttl >> 8), static_cast<std::uint8_t>(ttl), 0,
+                                   static_cast<std::uint8_t>(address.size())});
+        query.insert(query.end(), address.bytes.begin(),
+                     address.bytes.begin() + static_cast<std::ptrdiff_t>(address.size()));
+    }
+    return ip_frame(kGateway, kBox, kProtoUdp, 53, 40000, 0, 0, query);
+}
+
+TEST(NetFirewall, HostNameRulesFollowTheDnsAnswersForTheirTtl) {
+    auto now = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+    auto list = AllowList::parse({"api.example.test", "*.cdn.example.test"});
+    ASSERT_TRUE(list);
+    EgressFirewall firewall(*list, {}, [&] { return now; });
+    std::vector<std::uint8_t> reply;
+    const IpAddress api = IpAddress::v4(198, 51, 100, 10);
+    const IpAddress edge = IpAddress::v4(203, 0, 113, 20);
+    const IpAddress api6 = *IpAddress::parse("2001:db8::10");
+
+    // Before any answer: the addresses are refused.
+    auto syn = ip_frame(kBox, api, kProtoTcp, 40000, 443);
+    EXPECT_EQ(firewall.egress(syn, reply), Verdict::Reject);
+
+    // The allowed names' queries go to passt; a name not listed (the apex of a wildcard
+    // included) is NXDOMAIN at once.
+    const auto api_query = test::dns_query("API.example.test", 1);
+    auto api_query_frame = ip_frame(kBox, kGateway, kProtoUdp, 40000, 53, 0, 0, api_query);
+    EXPECT_EQ(firewall.egress(api_query_frame, reply), Verdict::Forward);
+    auto deep = ip_frame(kBox, kGateway, kProtoUdp, 40000, 53, 0, 0, test::dns_query("a.b.cdn.example.test", 1));
+    EXPECT_EQ(firewall.egress(deep, reply), Verdict::Forward);
+    for (const char* name : {"cdn.example.test", "example.test", "xapi.example.test", "api.example.test.evil"}) {
+        auto refused = ip_frame(kBox, kGateway, kProtoUdp, 40000, 53, 0, 0, test::dns_query(name, 1));
+        EXPECT_EQ(firewall.egress(refused, reply), Verdict::Answer) << name;
+        EXPECT_EQ(get16(reply, 14 + 20 + 8 + 2) & 0xf, 3) << name;
+    }
+
+    // The answer (A and AAAA, TTL 300) makes those addresses reachable.
+    auto answer = dns_answer_frame(api_query, {api, api6}, 300);
+    EXPECT_EQ(firewall.ingress(answer), Verdict::Forward);
+    EXPECT_EQ(firewall.stats().resolved, 2U);
+    EXPECT_EQ(firewall.egress(syn, reply), Verdict::Forward);
+    auto syn6 = ip_frame(IpAddress{*IpAddress::parse("fd00::2")}, api6, kProtoTcp, 40000, 443);
+    EXPECT_EQ(firewall.egress(syn6, reply), Verdict::Forward);
+    // An answer to a name not allowed teaches nothing (it cannot come from the box: ingress is
+    // passt's side).
+    auto other = dns_answer_frame(test::dns_query("evil.test", 1), {edge}, 300);
+    EXPECT_EQ(firewall.ingress(other), Verdict::Forward);
+    auto to_edge = ip_frame(kBox, edge, kProtoTcp, 40001, 443);
+    EXPECT_EQ(firewall.egress(to_edge, reply), Verdict::Reject);
+    // An error answer teaches nothing either.
+    auto failed = dns_answer_frame(test::dns_query("x.cdn.example.test", 1), {edge}, 300, 2);
+    EXPECT_EQ(firewall.ingress(failed), Verdict::Forward);
+    EXPECT_EQ(firewall.egress(to_edge, reply), Verdict::Reject);
+
+    // After the TTL, new connections are refused; the one made before lives on.
+    now += std::chrono::seconds(301);
+    auto data = ip_frame(kBox, api, kProtoTcp, 40000, 443, kTcpAck, 10);
+    EXPECT_EQ(firewall.egress(data, reply), Verdict::Forward);
+    auto new_syn = ip_frame(kBox, api, kProtoTcp, 40002, 443);
+    EXPECT_EQ(firewall.egress(new_syn, reply), Verdict::Reject);
+
+    // A TTL of 0 still leaves kMinResolvedTtl seconds for the connection that asked.
+    auto zero = dns_answer_frame(test::dns_query("x.cdn.example.test", 1), {edge}, 0);
+    EXPECT_EQ(firewall.ingress(zero), Verdict::Forward);
+    EXPECT_EQ(firewall.egress(to_edge, reply), Verdict::Forward);
+    now += std::chrono::seconds(EgressFirewall::kMinResolvedTtl);
+    auto late = ip_frame(kBox, edge, kProtoTcp, 40003, 443);
+    EXPECT_EQ(firewall.egress(late, reply), Verdict::Reject);
+
+    // A truncated answer is read no further than it goes.
+    auto cut = dns_answer_frame(test::dns_query("y.cdn.example.test", 1), {IpAddress::v4(203, 0, 113, 99)}, 300);
+    const std::size_t udp_length = get16(cut, 14 + 20 + 4) - 3;
+    test::put16(cut, 14 + 20 + 4, static_cast<std::uint16_t>(udp_length));
+    EXPECT_EQ(firewall.ingress(cut), Verdict::Forward);
+    auto to_cut = ip_frame(kBox, IpAddress::v4(203, 0, 113, 99), kProtoTcp, 40004, 443);
+    EXPECT_EQ(firewall.egress(to_cut, reply), Verdict::Reject);
 }
 
 TEST(NetFirewall, FragmentsToTheGatewayOrAliasAreRefused) {
