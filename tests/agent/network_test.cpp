@@ -20,6 +20,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -299,6 +301,140 @@ TEST_F(NamespaceNetwork, APublishedTcpPortCarriesDataBothWays) {
     EXPECT_EQ(greeting, "hello from the box\n");
 }
 
+TEST_F(NamespaceNetwork, APublishedUdpPortEchoesADatagram) {
+    auto o = options();
+    o.ports = {PortSpec{15353, 5353, PortProtocol::Udp, "127.0.0.1"}};
+    // The echo server comes in through a read-only volume (it is static).
+    VolumeSpec probe;
+    probe.host_path = test::built_binary("netprobe/boxlite_udp_echo_probe").parent_path().string();
+    probe.guest_path = "/netprobe";
+    probe.read_only = true;
+    o.volumes = {probe};
+    auto box = runtime_->create(o);
+    ASSERT_TRUE(box) << box.error().to_string();
+    auto server = box->exec(BoxCommand("/netprobe/boxlite_udp_echo_probe").arg("5353"));
+    ASSERT_TRUE(server) << server.error().to_string();
+    EXPECT_EQ(sh(*box, "until netstat -lun | grep -q ':5353 '; do sleep 0.1; done"), "rc=0\n");
+    EXPECT_EQ(exchange(true, 15353, "ping over udp"), "box got ping over udp");
+    auto done = server->wait();
+    ASSERT_TRUE(done) << done.error().to_string();
+    EXPECT_EQ(done->exit_code, 0);
+}
+
+/// A DNS server on 127.0.0.1:53 of the test's network namespace (passt forwards the box's DNS
+/// there): A records for `names`, TTL 300; NXDOMAIN for anything else. Until destroyed.
+class DnsServer {
+public:
+    explicit DnsServer(std::map<std::string, std::string> names) : names_(std::move(names)) {
+        fd_ = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        sockaddr_in in{};
+        in.sin_family = AF_INET;
+        in.sin_port = htons(53);
+        in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ok_ = ::bind(fd_, reinterpret_cast<sockaddr*>(&in), sizeof in) == 0;
+        thread_ = std::thread([this] { serve(); });
+    }
+    ~DnsServer() {
+        ::shutdown(fd_, SHUT_RDWR);
+        stop_ = true;
+        // Wake the thread: a datagram to itself.
+        const int wake = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        sockaddr_in in{};
+        in.sin_family = AF_INET;
+        in.sin_port = htons(53);
+        in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        (void)::sendto(wake, "x", 1, 0, reinterpret_cast<sockaddr*>(&in), sizeof in);
+        ::close(wake);
+        thread_.join();
+        ::close(fd_);
+    }
+    [[nodiscard]] bool ok() const { return ok_; }
+    /// The names asked for, in order.
+    [[nodiscard]] std::vector<std::string> asked() {
+        std::lock_guard lock(mutex_);
+        return asked_;
+    }
+
+private:
+    void serve() {
+        std::vector<std::uint8_t> packet(1500);
+        while (!stop_) {
+            sockaddr_in peer{};
+            socklen_t length = sizeof peer;
+            const ssize_t n = ::recvfrom(fd_, packet.data(), packet.size(), 0, reinterpret_cast<sockaddr*>(&peer),
+                                         &length);
+            if (n < 12 || stop_) continue;
+            std::string name;
+            std::size_t at = 12;
+            while (at < static_cast<std::size_t>(n) && packet[at] != 0 && (packet[at] & 0xc0) == 0) {
+                if (!name.empty()) name += '.';
+                name.append(reinterpret_cast<const char*>(packet.data() + at + 1), packet[at]);
+                at += 1 + packet[at];
+            }
+            at += 5;  // root label, type, class
+            if (at > static_cast<std::size_t>(n)) continue;
+            const bool a_query = packet[at - 4] == 0 && packet[at - 3] == 1;
+            {
+                std::lock_guard lock(mutex_);
+                asked_.push_back(name);
+            }
+            std::vector<std::uint8_t> answer(packet.begin(), packet.begin() + static_cast<std::ptrdiff_t>(at));
+            answer[2] = 0x81;
+            answer[3] = 0x80;
+            answer[6] = answer[7] = answer[8] = answer[9] = answer[10] = answer[11] = 0;
+            const auto found = names_.find(name);
+            if (found == names_.end()) {
+                answer[3] = 0x83;  // NXDOMAIN
+            } else if (a_query) {
+                answer[7] = 1;
+                in_addr address{};
+                ::inet_pton(AF_INET, found->second.c_str(), &address);
+                const std::uint8_t record[] = {0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x01, 0x2c, 0, 4};
+                answer.insert(answer.end(), std::begin(record), std::end(record));
+                const auto* bytes = reinterpret_cast<const std::uint8_t*>(&address);
+                answer.insert(answer.end(), bytes, bytes + 4);
+            }
+            (void)::sendto(fd_, answer.data(), answer.size(), 0, reinterpret_cast<sockaddr*>(&peer), length);
+        }
+    }
+
+    int fd_ = -1;
+    bool ok_ = false;
+    std::atomic<bool> stop_{false};
+    std::map<std::string, std::string> names_;
+    std::mutex mutex_;
+    std::vector<std::string> asked_;
+    std::thread thread_;
+};
+
+TEST_F(NamespaceNetwork, AllowedHostNamesResolveAndOnlyTheirAddressesAreReachable) {
+    DnsServer dns({{"allowed.example.test", "198.51.100.1"}, {"blocked.example.test", "203.0.113.1"}});
+    ASSERT_TRUE(dns.ok()) << "binding 127.0.0.1:53 in the test's namespace";
+    HttpServer allowed("198.51.100.1", "allowed by name");
+    HttpServer blocked("203.0.113.1", "blocked");
+    ASSERT_TRUE(allowed.ok() && blocked.ok());
+    NetworkSpec network;
+    network.allow_net = {"allowed.example.test"};
+    auto box = box_with(network);
+    // Before the name is resolved its address is refused like any other.
+    const auto early = sh(box, fetch("198.51.100.1", allowed.port()));
+    EXPECT_EQ(early.find("rc=0"), std::string::npos) << early;
+    // The allowed name resolves (through the test's server) and its address becomes reachable.
+    const auto resolved = sh(box, "nslookup allowed.example.test");
+    EXPECT_NE(resolved.find("198.51.100.1"), std::string::npos) << resolved;
+    const auto reached = sh(box, fetch("allowed.example.test", allowed.port()));
+    EXPECT_TRUE(answered(reached, "allowed by name")) << reached;
+    // A name not listed does not resolve: the pump answers NXDOMAIN, the server is never asked.
+    const auto refused = sh(box, "nslookup blocked.example.test");
+    EXPECT_EQ(refused.find("203.0.113.1"), std::string::npos) << refused;
+    EXPECT_EQ(refused.find("rc=0"), std::string::npos) << refused;
+    for (const auto& name : dns.asked()) EXPECT_NE(name, "blocked.example.test");
+    // And its address by number stays unreachable though DNS was never asked for it.
+    const auto by_number = sh(box, fetch("203.0.113.1", blocked.port()));
+    EXPECT_EQ(by_number.find("rc=0"), std::string::npos) << by_number;
+    EXPECT_NE(by_number.find("refused"), std::string::npos) << by_number;
+}
+
 TEST_F(NamespaceNetwork, APublishedTcpPortIsBoundOnceAndNotTakenTwice) {
     auto o = options();
     o.ports = {PortSpec{18080, 8000, PortProtocol::Tcp, "127.0.0.1"}};
@@ -337,7 +473,11 @@ std::vector<pid_t> passt_children(pid_t parent) {
 }
 
 TEST_F(NamespaceNetwork, KillingTheShimLeavesNoPasstBehind) {
-    auto box = box_with({});
+    auto o = options();
+    o.ports = {PortSpec{18083, 8000, PortProtocol::Tcp, "127.0.0.1"}};
+    auto created = runtime_->create(o);
+    ASSERT_TRUE(created) << created.error().to_string();
+    auto box = *created;
     EXPECT_EQ(sh(box, "true"), "rc=0\n");  // started
     auto info = runtime_->get_info(box.id().str());
     ASSERT_TRUE(info) << info.error().to_string();
@@ -352,6 +492,15 @@ TEST_F(NamespaceNetwork, KillingTheShimLeavesNoPasstBehind) {
     std::string passt_line;
     std::getline(passt_stat, passt_line);
     EXPECT_TRUE(passt_line.empty() || passt_line.find(") Z") != std::string::npos) << passt_line;
+    // And the published port is free again: nothing listens, a new listener binds it.
+    EXPECT_FALSE(host_port_listens(18083));
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    in.sin_port = htons(18083);
+    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&in), sizeof in), 0) << std::strerror(errno);
+    ::close(fd);
 }
 
 }  // namespace

@@ -841,7 +841,27 @@ TEST_F(CliE2E, MoreFlagsAndGlobalOptions) {
     // A box with ports can be created and inspected without starting it.
     ASSERT_EQ(cli({"create", "--name", "ports", "-p", "8080:80", "--rootfs", rootfs_->string()}).status, 0);
     EXPECT_EQ(nlohmann::json::parse(cli({"inspect", "ports"}).out)[0]["Config"]["Ports"][0], "0.0.0.0:8080->80/tcp");
+    // Nothing bound while it is not running: ls shows no ports, NetworkSettings.Ports is empty.
+    EXPECT_EQ(nlohmann::json::parse(cli({"inspect", "ports"}).out)[0]["NetworkSettings"]["Ports"],
+              nlohmann::json::object());
     EXPECT_EQ(cli({"rm", "ports"}).status, 0);
+    // A running box shows its bindings as bound, a picked host port included (Docker's notation).
+    ASSERT_EQ(cli({"run", "-d", "--name", "bound", "-p", "127.0.0.1::80", "-p", "127.0.0.1::53/udp", "--rootfs",
+                   rootfs_->string(), "sleep", "300"})
+                  .status,
+              0);
+    const auto bound = nlohmann::json::parse(cli({"inspect", "bound"}).out)[0]["NetworkSettings"]["Ports"];
+    ASSERT_EQ(bound.size(), 2U) << bound;
+    const std::string tcp_port = bound["80/tcp"][0]["HostPort"];
+    const std::string udp_port = bound["53/udp"][0]["HostPort"];
+    EXPECT_EQ(bound["80/tcp"][0]["HostIp"], "127.0.0.1");
+    EXPECT_GT(std::stoi(tcp_port), 0) << bound;
+    EXPECT_GT(std::stoi(udp_port), 0) << bound;
+    const auto table = cli({"ls"}).out;
+    EXPECT_NE(table.find("PORTS"), std::string::npos) << table;
+    EXPECT_NE(table.find("127.0.0.1:" + tcp_port + "->80/tcp, 127.0.0.1:" + udp_port + "->53/udp"), std::string::npos)
+        << table;
+    EXPECT_EQ(cli({"rm", "-f", "bound"}).status, 0);
     // --home wins over BOXLITE_HOME.
     const auto other = work_->path() / "other-home";
     ASSERT_EQ(cli({"--home", other.string(), "create", "--name", "elsewhere", "--rootfs", rootfs_->string()}).status,

@@ -273,6 +273,7 @@ BoxliteResult<EngineHandle> NamespaceEngine::start(const EngineLaunch& launch) {
     handle.pid = shim_pid;
     handle.pid_start_time = detail::process_start_time(shim_pid).value_or(0);
     handle.endpoint = "unix:" + socket;
+    handle.ports = published;  // as bound: `ls`, `inspect` and BoxInfo show the picked host ports
     if (launch.record_started) {
         auto recorded = launch.record_started(handle);
         if (!recorded) {
