@@ -5,11 +5,14 @@
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <net/route.h>
+#include <poll.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -201,9 +204,28 @@ pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error) {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
+    // passt drops to nobody, which clears a parent-death signal, and with some connections open
+    // it outlived its peer (Debian 12's passt spun on a closed --fd instead of exiting for
+    // --one-off). So it runs as PID 2 of a PID namespace of its own, whose init dies with the
+    // keeper below, and the keeper with the shim: the kernel kills whatever the namespace holds
+    // when its init goes, whoever that is running as. The shim knows the keeper as passt.
+    const pid_t shim = ::getpid();
+    int alive[2] = {-1, -1};  // the init's way to learn that the keeper is already gone
+    if (::pipe2(alive, O_CLOEXEC) != 0) {
+        error = errno_text("pipe for passt's keeper");
+        return -1;
+    }
+    for (int& end : alive) {  // above fd 3, which passt's socket takes in the child
+        if (end > 3) continue;
+        const int moved = ::fcntl(end, F_DUPFD_CLOEXEC, 10);
+        ::close(end);
+        end = moved;
+    }
     const pid_t pid = ::fork();
     if (pid < 0) {
         error = errno_text("fork for passt");
+        ::close(alive[0]);
+        ::close(alive[1]);
         return -1;
     }
     if (pid == 0) {
@@ -211,15 +233,45 @@ pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error) {
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, nullptr);
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != shim) ::_exit(127);
         if (passt_fd == 3) {
             ::fcntl(3, F_SETFD, 0);
         } else if (::dup2(passt_fd, 3) != 3) {
             ::_exit(127);
         }
-        for (int fd = 4; fd < 4096; ++fd) ::close(fd);  // nothing of the shim's but its socket
-        ::execv(argv[0], argv.data());
-        ::_exit(127);
+        for (int fd = 4; fd < 4096; ++fd) {
+            if (fd != alive[0] && fd != alive[1]) ::close(fd);  // nothing of the shim's but its socket
+        }
+        if (::unshare(CLONE_NEWPID) != 0) ::_exit(127);
+        const pid_t init = ::fork();
+        if (init < 0) ::_exit(127);
+        if (init == 0) {
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            ::close(alive[1]);
+            pollfd gone{alive[0], POLLIN, 0};
+            if (::poll(&gone, 1, 0) != 0) ::_exit(127);  // the keeper died before the prctl
+            const pid_t passt = ::fork();
+            if (passt == 0) {
+                ::close(alive[0]);
+                ::execv(argv[0], argv.data());
+                ::_exit(127);
+            }
+            ::close(3);
+            int status = 0;
+            for (;;) {  // PID 1: reaps whatever passt leaves, until passt itself ends
+                const pid_t reaped = ::waitpid(-1, &status, 0);
+                if (reaped == passt || (reaped < 0 && errno != EINTR)) break;
+            }
+            ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+        }
+        ::close(3);
+        ::close(alive[0]);
+        int status = 0;
+        while (::waitpid(init, &status, 0) < 0 && errno == EINTR) {}
+        ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
     }
+    ::close(alive[0]);
+    ::close(alive[1]);
     return pid;
 }
 
