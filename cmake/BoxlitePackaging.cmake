@@ -13,6 +13,14 @@ install(TARGETS boxlite EXPORT boxliteTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+# The C API (lib/c_api): boxlite::c, component `c` of the CMake package, and boxlite-c.pc. It finds
+# libboxlite beside itself ($ORIGIN), so a C program needs only -lboxlite_c.
+if(TARGET boxlite_c)
+  set_target_properties(boxlite_c PROPERTIES INSTALL_RPATH "$ORIGIN")
+  install(TARGETS boxlite_c EXPORT boxliteTargets
+          LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+          INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+endif()
 
 # Installed programs that link the library find it relative to themselves.
 file(RELATIVE_PATH _boxlite_bin_to_lib ${CMAKE_INSTALL_FULL_BINDIR} ${CMAKE_INSTALL_FULL_LIBDIR})
@@ -22,7 +30,7 @@ foreach(_boxlite_program boxlite_cli)
   endif()
 endforeach()
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/boxlite DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
-        FILES_MATCHING PATTERN "*.hpp")
+        FILES_MATCHING PATTERN "*.hpp" PATTERN "*.h")
 install(EXPORT boxliteTargets NAMESPACE boxlite:: DESTINATION ${BOXLITE_INSTALL_CMAKEDIR})
 
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/boxliteConfig.cmake.in
@@ -44,3 +52,7 @@ file(RELATIVE_PATH BOXLITE_PC_RELATIVE_PREFIX "/${CMAKE_INSTALL_LIBDIR}/pkgconfi
 string(REGEX REPLACE "/$" "" BOXLITE_PC_RELATIVE_PREFIX "${BOXLITE_PC_RELATIVE_PREFIX}")
 configure_file(${PROJECT_SOURCE_DIR}/cmake/boxlite.pc.in ${PROJECT_BINARY_DIR}/boxlite.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/boxlite.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+if(TARGET boxlite_c)
+  configure_file(${PROJECT_SOURCE_DIR}/cmake/boxlite-c.pc.in ${PROJECT_BINARY_DIR}/boxlite-c.pc @ONLY)
+  install(FILES ${PROJECT_BINARY_DIR}/boxlite-c.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+endif()

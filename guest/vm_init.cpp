@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <linux/openat2.h>
 #include <linux/vm_sockets.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
@@ -216,6 +217,83 @@ void apply_limits(const vmm::GuestLimits& limits) {
     set(RLIMIT_NPROC, limits.nproc, "nproc");
 }
 
+/// The directory `path` (absolute) in the current root, made where missing (0755), opened
+/// O_PATH with RESOLVE_IN_ROOT: a symlink in the box's tree resolves inside the box, never
+/// elsewhere; RESOLVE_NO_MAGICLINKS keeps /proc's links out. -1 with errno on failure.
+int open_mount_point(const std::string& path) {
+    const int root = ::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) return -1;
+    open_how how{};
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    std::string prefix;
+    int fd = -1;
+    for (std::size_t pos = 1; pos <= path.size();) {
+        auto end = path.find('/', pos);
+        if (end == std::string::npos) end = path.size();
+        const auto part = path.substr(pos, end - pos);
+        pos = end + 1;
+        if (part.empty() || part == ".") continue;
+        prefix += "/" + part;
+        const std::string relative = prefix.substr(1);
+        if (fd >= 0) ::close(fd);
+        fd = static_cast<int>(::syscall(SYS_openat2, root, relative.c_str(), &how, sizeof how));
+        if (fd < 0 && errno == ENOENT) {
+            // Made in the directory resolved so far (in root), then opened the same way.
+            const auto slash = relative.rfind('/');
+            int parent = root;
+            if (slash != std::string::npos) {
+                parent = static_cast<int>(
+                    ::syscall(SYS_openat2, root, relative.substr(0, slash).c_str(), &how, sizeof how));
+                if (parent < 0) break;
+            }
+            const int made = ::mkdirat(parent, part.c_str(), 0755);
+            const int saved = errno;
+            if (parent != root) ::close(parent);
+            if (made != 0 && saved != EEXIST) {
+                errno = saved;
+                break;
+            }
+            fd = static_cast<int>(::syscall(SYS_openat2, root, relative.c_str(), &how, sizeof how));
+        }
+        if (fd < 0) break;
+    }
+    const int saved = errno;
+    ::close(root);
+    errno = saved;
+    return fd;
+}
+
+/// Mounts each virtiofs volume at its guest path in the box root. The device may still be
+/// probing when the agent gets here: a tag not there yet (virtiofs says EINVAL) is retried for 5 s.
+bool mount_volumes(const std::vector<vmm::GuestVolume>& volumes) {
+    for (const auto& v : volumes) {
+        const int target = open_mount_point(v.path);
+        if (target < 0) {
+            say(fmt::format("cannot make the mount point {} of volume {}: {}", v.path, v.tag, why()));
+            return false;
+        }
+        const std::string at = "/proc/self/fd/" + std::to_string(target);
+        unsigned long flags = MS_NODEV | MS_NOSUID;
+        if (v.read_only) flags |= MS_RDONLY;
+        int result = -1;
+        for (int attempt = 0; attempt < 500; ++attempt) {
+            result = ::mount(v.tag.c_str(), at.c_str(), "virtiofs", flags, nullptr);
+            if (result == 0 || (errno != EINVAL && errno != ENOENT && errno != ENODEV && errno != ENXIO)) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        const int saved = errno;
+        ::close(target);
+        if (result != 0) {
+            errno = saved;
+            say(fmt::format("cannot mount volume {} (virtiofs) on {}: {}", v.tag, v.path, why()));
+            return false;
+        }
+        say(fmt::format("mounted volume {} on {} ({})", v.tag, v.path, v.read_only ? "ro" : "rw"));
+    }
+    return true;
+}
+
 int listen_vsock(std::uint32_t port) {
     const int fd = ::socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -268,6 +346,9 @@ VmBoot vm_boot() {
     } else {
         say(fmt::format("no box disk {} after 10 s: serving from the initramfs", kBoxDisk));
     }
+    // A box without the volumes it was given must not run as if it had them: power off, and the
+    // host reports the console's reason.
+    if (!mount_volumes(launch.volumes)) vm_power_off();
 
     // As the namespace engine does: the box's short id as host name, and the same base
     // environment under the launch's own.

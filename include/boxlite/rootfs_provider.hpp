@@ -2,7 +2,9 @@
 // boots from (engine.rootfs_kind(): an unpacked directory, or an ext4 disk image).
 //
 //   RootfsSpec::RootfsPath  the runtime uses the directory itself (checked to exist), for
-//                           Directory engines. Ext4Disk engines need an image: Unsupported.
+//                           Directory engines. For Ext4Disk engines (the VMs) it builds the box's
+//                           own ext4 from the directory at its first start, the way an image's
+//                           base disk is built (image::directory_disk), and boots that from then on.
 //   RootfsSpec::Image       the runtime calls the ImageRootfsProvider below: at create (pull
 //                           what is missing, pin the image to the box) and at every start (the
 //                           pinned image, no network). It returns the rootfs in the requested
@@ -73,6 +75,13 @@ namespace image {
 /// lease, then returns the unpacked tree (Directory) or the ext4 base disk (Ext4Disk) and the
 /// image config's defaults.
 [[nodiscard]] ImageRootfsProvider store_rootfs_provider();
+
+/// The ext4 disk at `disk` built from the directory `tree` as an image's base disk is (mke2fs -d,
+/// sized to the tree plus room for metadata; owners, modes and links as they are in the tree),
+/// when `disk` does not exist yet; an existing one is kept (a box's QCOW2 overlay sits on it, so
+/// it must not change under the box). The bool says whether it was built now.
+[[nodiscard]] BoxliteResult<std::pair<std::filesystem::path, bool>> directory_disk(const std::filesystem::path& tree,
+                                                                                   const std::filesystem::path& disk);
 }  // namespace image
 
 /// The provider real runtimes get.

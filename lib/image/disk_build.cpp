@@ -10,6 +10,32 @@
 #include <cerrno>
 
 namespace boxlite::image {
+namespace {
+
+/// An ext4 image at `disk` holding the tree `tree` (mke2fs -d). Size: what the tree occupies, plus
+/// room for ext4's metadata and the journal.
+BoxliteResult<void> make_ext4(const fs::path& tree, const fs::path& disk) {
+    std::uint64_t bytes = 0;
+    std::uint64_t inodes = 0;
+    std::error_code ec;
+    for (auto it = fs::recursive_directory_iterator(tree, fs::directory_options::none, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+        struct stat entry {};
+        if (::lstat(it->path().c_str(), &entry) != 0) continue;
+        ++inodes;
+        bytes += static_cast<std::uint64_t>(entry.st_blocks) * 512 + 4096;
+    }
+    if (ec) return fail(ErrorKind::Storage, "walking {}: {}", tree.string(), ec.message());
+    const std::uint64_t mib = 1ull << 20;
+    std::uint64_t size = bytes + bytes / 4 + inodes * 256 + 48 * mib;
+    size = (size + mib - 1) / mib * mib;
+    const std::uint64_t inode_count = inodes + inodes / 4 + 4096;
+    return run_program({"mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-N", std::to_string(inode_count),
+                        "-L", "boxlite-rootfs", "-d", tree.string(), disk.string(), fmt::format("{}k", size / 1024)},
+                       ErrorKind::Storage);
+}
+
+}  // namespace
 
 BoxliteResult<std::pair<fs::path, bool>> ImageStore::Impl::build_rootfs(const ImageInfo& image) {
     const auto target = rootfs / std::string(digest_hex(image.manifest_digest));
@@ -118,29 +144,9 @@ BoxliteResult<std::pair<fs::path, bool>> ImageStore::Impl::build_disk(const Imag
     BOXLITE_TRY(auto lock, named_lock("disk", image.manifest_digest));
     if (::lstat(target.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return std::pair{target, false};
 
-    // Size: what the tree occupies, plus room for ext4's metadata and the journal.
-    std::uint64_t bytes = 0;
-    std::uint64_t inodes = 0;
-    std::error_code ec;
-    for (auto it = fs::recursive_directory_iterator(tree.first, fs::directory_options::none, ec);
-         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-        struct stat entry {};
-        if (::lstat(it->path().c_str(), &entry) != 0) continue;
-        ++inodes;
-        bytes += static_cast<std::uint64_t>(entry.st_blocks) * 512 + 4096;
-    }
-    if (ec) return fail(ErrorKind::Storage, "walking {}: {}", tree.first.string(), ec.message());
-    const std::uint64_t mib = 1ull << 20;
-    std::uint64_t size = bytes + bytes / 4 + inodes * 256 + 48 * mib;
-    size = (size + mib - 1) / mib * mib;
-    const std::uint64_t inode_count = inodes + inodes / 4 + 4096;
-
     const auto temp = disks /
                       fmt::format(".tmp-{}-{}.ext4", digest_hex(image.manifest_digest).substr(0, 16), random_suffix());
-    auto built = run_program({"mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-N",
-                              std::to_string(inode_count), "-L", "boxlite-rootfs", "-d", tree.first.string(),
-                              temp.string(), fmt::format("{}k", size / 1024)},
-                             ErrorKind::Storage);
+    auto built = make_ext4(tree.first, temp);
     if (built) built = correct_disk_ownership(image, tree.first, temp);
     if (!built) {
         ::unlink(temp.c_str());
@@ -162,6 +168,23 @@ BoxliteResult<fs::path> ImageStore::rootfs_directory(const ImageInfo& image) {
 BoxliteResult<fs::path> ImageStore::disk_image(const ImageInfo& image) {
     BOXLITE_TRY(auto built, impl_->build_disk(image));
     return built.first;
+}
+
+BoxliteResult<std::pair<fs::path, bool>> directory_disk(const fs::path& tree, const fs::path& disk) {
+    struct stat st {};
+    if (::lstat(disk.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return std::pair{disk, false};
+    const auto temp = fs::path(disk.string() + fmt::format(".tmp-{}", random_suffix()));
+    if (auto built = make_ext4(tree, temp); !built) {
+        ::unlink(temp.c_str());
+        return fail(built.error().with_context(
+            fmt::format("building an ext4 disk from the rootfs directory {}", tree.string())));
+    }
+    if (::rename(temp.c_str(), disk.c_str()) != 0) {
+        const int saved = errno;
+        ::unlink(temp.c_str());
+        return fail_errno(ErrorKind::Storage, "renaming into " + disk.string(), saved);
+    }
+    return std::pair{disk, true};
 }
 
 }  // namespace boxlite::image

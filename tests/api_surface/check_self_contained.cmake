@@ -1,6 +1,7 @@
 # Compiles every public header on its own (a translation unit that includes only it), so no
 # header depends on what its includer happened to include first.
-#   cmake -DCOMPILER=c++ -DINCLUDE_DIR=<repo>/include -DINCLUDES=a;b -DWORK_DIR=<dir>
+# C headers (*.h) are compiled as C11 with C_COMPILER, and as C++.
+#   cmake -DCOMPILER=c++ -DC_COMPILER=cc -DINCLUDE_DIR=<repo>/include -DINCLUDES=a;b -DWORK_DIR=<dir>
 #         -P check_self_contained.cmake
 cmake_minimum_required(VERSION 3.20)
 file(GLOB_RECURSE headers RELATIVE ${INCLUDE_DIR} ${INCLUDE_DIR}/boxlite/*.hpp)
@@ -20,6 +21,28 @@ foreach(header ${headers})
     message("--- ${header} does not compile on its own:\n${out}")
   endif()
 endforeach()
+# C headers (the C API, include/boxlite/c/*.h): pure C11 on their own, and usable from C++ too.
+file(GLOB_RECURSE c_headers RELATIVE ${INCLUDE_DIR} ${INCLUDE_DIR}/boxlite/*.h)
+foreach(header ${c_headers})
+  string(MAKE_C_IDENTIFIER "${header}" name)
+  set(tu ${WORK_DIR}/${name}.c)
+  file(WRITE ${tu} "#include <${header}>\n#include <${header}>  /* and include guards hold */\n")
+  if(C_COMPILER)
+    execute_process(COMMAND ${C_COMPILER} -std=c11 -pedantic-errors -Wall -Wextra -Werror -fsyntax-only
+                            -I${INCLUDE_DIR} ${tu}
+                    RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+    if(NOT rc EQUAL 0)
+      list(APPEND failures "${header} (as C11)")
+      message("--- ${header} is not self-contained C11:\n${out}")
+    endif()
+  endif()
+  execute_process(COMMAND ${COMPILER} ${flags} -x c++ ${tu} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+  if(NOT rc EQUAL 0)
+    list(APPEND failures "${header} (as C++)")
+    message("--- ${header} does not compile as C++ on its own:\n${out}")
+  endif()
+endforeach()
+list(APPEND headers ${c_headers})
 list(LENGTH headers count)
 if(failures)
   list(JOIN failures "\n  " text)

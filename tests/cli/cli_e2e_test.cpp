@@ -664,7 +664,7 @@ TEST_F(CliE2E, RuntimeErrorsExitOneWithOneLine) {
     EXPECT_EQ(debug.status, 1);
     EXPECT_NE(debug.err.find("debug: error kind: not_found"), std::string::npos) << debug;
     // `auto` never silently becomes namespace isolation: without a VM engine it says why; with
-    // one (kvm or qemu), a rootfs directory is refused by it, as VM engines boot disk images.
+    // one (kvm or qemu), the rootfs directory becomes the box's own ext4 disk and the VM runs it.
     auto vm = cli({"--engine", "auto", "run", "--rm", "--rootfs", rootfs_->string(), "true"});
     if (vm.status != 0) {
         EXPECT_EQ(vm.status, 1);

@@ -4,9 +4,11 @@
 #include <support/support.hpp>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -234,6 +236,296 @@ TEST_F(QemuCli, KillingTheShimOrQemuLeavesAStoppedBoxThatRmRemoves) {
         EXPECT_EQ(removed.status, 0) << removed;
         EXPECT_FALSE(fs::exists(box_dir));
     }
+}
+
+// ---- volumes: virtiofsd per volume (docs/volumes.md)
+
+/// Pids of running virtiofsd processes whose command line mentions `needle`.
+std::vector<pid_t> virtiofsd_serving(const std::string& needle) {
+    std::vector<pid_t> out;
+    for (const pid_t pid : processes_mentioning(needle)) {
+        std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+        std::string cmdline((std::istreambuf_iterator<char>(in)), {});
+        if (cmdline.find("virtiofsd") != std::string::npos) out.push_back(pid);
+    }
+    return out;
+}
+
+/// virtiofsd (qemu-system-common, installed by scripts/setup) needs root for its sandbox.
+bool virtiofs_preconditions(std::string& why) {
+    if (::geteuid() != 0) why = "precondition: not root (virtiofsd needs CAP_SYS_ADMIN)";
+    return why.empty();
+}
+
+TEST_F(QemuCli, VolumesReadWriteReadOnlySymlinksAnonymousAndRestart) {
+    if (std::string why; !virtiofs_preconditions(why)) GTEST_SKIP() << why;
+    const auto dir = work_->path() / "volumes";
+    const auto shared = dir / "shared";
+    const auto readonly = dir / "readonly";
+    fs::create_directories(shared);
+    fs::create_directories(readonly);
+    boxlite::test::write_file(shared / "hello.txt", "from the host\n");
+    boxlite::test::write_file(readonly / "kept.txt", "read only\n");
+    boxlite::test::write_file(dir / "secret.txt", "host secret\n");
+    // Symlinks in the volume pointing out of it, at a host file.
+    fs::create_symlink(dir / "secret.txt", shared / "absolute");
+    fs::create_symlink("../secret.txt", shared / "relative");
+
+    auto started = run({"run", "-d", "--name", "vols", "-v", shared.string() + ":/data", "-v",
+                        readonly.string() + ":/mnt/ro:ro", "-v", "/scratch", image(), "sh", "-c",
+                        "sleep 100000; true"});
+    ASSERT_EQ(started.status, 0) << started;
+    const std::string box_dir = inspect("vols", "{{.Path}}");
+
+    auto read = run({"exec", "vols", "cat", "/data/hello.txt", "/mnt/ro/kept.txt"});
+    EXPECT_EQ(read.status, 0) << read;
+    EXPECT_EQ(read.out, "from the host\nread only\n") << read;
+
+    auto wrote = run({"exec", "vols", "sh", "-c", "echo from the box > /data/out.txt; echo anon > /scratch/a"});
+    EXPECT_EQ(wrote.status, 0) << wrote;
+    EXPECT_EQ(boxlite::test::read_file(shared / "out.txt"), "from the box\n");
+    EXPECT_EQ(boxlite::test::read_file(fs::path(box_dir) / "volumes" / "2" / "a"), "anon\n");
+    // Ownership (docs/volumes.md): virtiofsd creates files as the box user's numeric uid/gid.
+    struct stat st {};
+    ASSERT_EQ(::stat((shared / "out.txt").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 0u);
+    fs::create_directories(shared / "open");
+    fs::permissions(shared / "open", fs::perms::all);
+    auto as_user = run({"exec", "-u", "1000:1000", "vols", "sh", "-c", "echo u > /data/open/u.txt"});
+    EXPECT_EQ(as_user.status, 0) << as_user;
+    ASSERT_EQ(::stat((shared / "open" / "u.txt").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 1000u);
+    EXPECT_EQ(st.st_gid, 1000u);
+
+    // Read-only on the host: root in the box cannot write, not even after remounting rw.
+    auto refused = run({"exec", "vols", "sh", "-c", "echo x > /mnt/ro/new"});
+    EXPECT_NE(refused.status, 0) << refused;
+    auto remounted = run({"exec", "vols", "sh", "-c",
+                          "mount -o remount,rw /mnt/ro; echo x > /mnt/ro/new; echo y >> /mnt/ro/kept.txt; "
+                          "rm -f /mnt/ro/kept.txt; touch /mnt/ro/made"});
+    EXPECT_NE(remounted.status, 0) << remounted;
+    EXPECT_FALSE(fs::exists(readonly / "new"));
+    EXPECT_FALSE(fs::exists(readonly / "made"));
+    EXPECT_EQ(boxlite::test::read_file(readonly / "kept.txt"), "read only\n");
+
+    // The symlinks resolve in the box, never to the host's file.
+    auto links = run({"exec", "vols", "sh", "-c", "cat /data/absolute /data/relative 2>&1; true"});
+    EXPECT_EQ(links.out.find("host secret"), std::string::npos) << links;
+
+    // inspect: Docker's Mounts.
+    const auto doc = nlohmann::json::parse(run({"inspect", "vols"}).out);
+    const auto& mounts = doc[0]["Mounts"];
+    ASSERT_EQ(mounts.size(), 3u) << doc.dump(2);
+    EXPECT_EQ(mounts[0]["Source"], shared.string());
+    EXPECT_EQ(mounts[0]["Destination"], "/data");
+    EXPECT_EQ(mounts[1]["Mode"], "ro");
+    EXPECT_EQ(mounts[2]["Type"], "volume");
+
+    // Nothing is mounted on the host: the read-only bind lives in virtiofsd's own namespaces.
+    EXPECT_EQ(boxlite::test::read_file("/proc/self/mountinfo").find(readonly.string()), std::string::npos);
+
+    // Stop and start: the volumes come back.
+    // virtiofsd and its sandboxed child (its own pid namespace).
+    EXPECT_EQ(virtiofsd_serving(shared.string()).size(), 2u);
+    ASSERT_EQ(run({"stop", "vols"}).status, 0);
+    EXPECT_TRUE(virtiofsd_serving(shared.string()).empty()) << "virtiofsd outlived a stopped box";
+    auto again = run({"start", "vols"});
+    ASSERT_EQ(again.status, 0) << again;
+    auto after = run({"exec", "vols", "cat", "/data/out.txt", "/scratch/a"});
+    EXPECT_EQ(after.out, "from the box\nanon\n") << after;
+
+    // kill -9 of the shim: no virtiofsd (nor anything else of the box) is left.
+    const auto shim = std::atoi(inspect("vols", "{{.State.Pid}}").c_str());
+    ASSERT_GT(shim, 0);
+    ASSERT_EQ(::kill(shim, SIGKILL), 0);
+    for (int i = 0; i < 300 && !(processes_mentioning(box_dir).empty() && virtiofsd_serving(dir.string()).empty()); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_TRUE(virtiofsd_serving(dir.string()).empty());
+    EXPECT_TRUE(processes_mentioning(box_dir).empty());
+
+    // rm: the anonymous volume goes with the box; the shared folder stays.
+    ASSERT_EQ(run({"rm", "vols"}).status, 0);
+    EXPECT_FALSE(fs::exists(fs::path(box_dir) / "volumes"));
+    EXPECT_EQ(boxlite::test::read_file(shared / "hello.txt"), "from the host\n");
+}
+
+TEST_F(QemuCli, ANestedVolumeIsMountedOnTopWhateverTheOrderGiven) {
+    if (std::string why; !virtiofs_preconditions(why)) GTEST_SKIP() << why;
+    const auto outer = work_->path() / "outer";
+    const auto inner = work_->path() / "inner";
+    fs::create_directories(outer);
+    fs::create_directories(inner);
+    boxlite::test::write_file(outer / "o.txt", "outer\n");
+    boxlite::test::write_file(inner / "i.txt", "inner\n");
+    auto r = run({"run", "--rm", "-v", inner.string() + ":/n/in:ro", "-v", outer.string() + ":/n", image(), "cat",
+                  "/n/o.txt", "/n/in/i.txt"});
+    EXPECT_EQ(r.status, 0) << r;
+    EXPECT_EQ(r.out, "outer\ninner\n") << r;
+}
+
+TEST_F(QemuCli, AVirtiofsdThatDiesEndsTheBoxInsteadOfHangingIt) {
+    if (std::string why; !virtiofs_preconditions(why)) GTEST_SKIP() << why;
+    const auto shared = work_->path() / "dies";
+    fs::create_directories(shared);
+    ASSERT_EQ(run({"run", "-d", "--name", "orphan", "-v", shared.string() + ":/data", image(), "sh", "-c",
+                   "sleep 100000; true"})
+                  .status,
+              0);
+    const std::string box_dir = inspect("orphan", "{{.Path}}");
+    const auto daemons = virtiofsd_serving(shared.string());
+    ASSERT_FALSE(daemons.empty());
+    for (const pid_t pid : daemons) ::kill(pid, SIGKILL);
+    for (int i = 0; i < 300 && !processes_mentioning(box_dir).empty(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_TRUE(processes_mentioning(box_dir).empty());
+    EXPECT_EQ(inspect("orphan", "{{.State.Status}}"), "stopped");
+    // It starts again with a new virtiofsd.
+    auto again = run({"start", "orphan"});
+    ASSERT_EQ(again.status, 0) << again;
+    EXPECT_EQ(run({"exec", "orphan", "sh", "-c", "echo back > /data/f"}).status, 0);
+    EXPECT_EQ(boxlite::test::read_file(shared / "f"), "back\n");
+}
+
+TEST_F(QemuCli, AFileVolumeIsRefusedWithItsReason) {
+    if (std::string why; !virtiofs_preconditions(why)) GTEST_SKIP() << why;
+    const auto file = work_->path() / "single-file";
+    boxlite::test::write_file(file, "x");
+    auto r = run({"run", "--rm", "-v", file.string() + ":/f", image(), "true"});
+    EXPECT_NE(r.status, 0) << r;
+    EXPECT_NE(r.err.find("shares folders (virtiofs), not single files"), std::string::npos) << r;
+}
+
+// ---- a rootfs directory on the qemu engine: its ext4 is built like an image's
+
+TEST_F(QemuCli, ARootfsDirectoryBootsFromItsOwnExt4) {
+    const auto rootfs = boxlite::test::busybox_rootfs();
+    ASSERT_TRUE(rootfs) << "busybox-static (scripts/setup installs it) is missing";
+    auto created = run({"create", "--name", "dir", "--rootfs", rootfs->string(), "sh", "-c", "sleep 100000; true"});
+    ASSERT_EQ(created.status, 0) << created;
+    ASSERT_EQ(run({"start", "dir"}).status, 0);
+    const std::string box_dir = inspect("dir", "{{.Path}}");
+    EXPECT_TRUE(fs::is_regular_file(fs::path(box_dir) / "rootfs.ext4"));
+    auto r = run({"exec", "dir", "sh", "-c", "cat /etc/hostname; uname -r; echo kept > /root/data; sync"});
+    EXPECT_EQ(r.status, 0) << r;
+    EXPECT_EQ(r.out, "busybox\n" + expected_kernel_release() + "\n") << r;
+    // The box writes its own disk, never the directory.
+    EXPECT_FALSE(fs::exists(*rootfs / "root" / "data"));
+    ASSERT_EQ(run({"stop", "dir"}).status, 0);
+    ASSERT_EQ(run({"start", "dir"}).status, 0);
+    EXPECT_EQ(run({"exec", "dir", "cat", "/root/data"}).out, "kept\n");
+    ASSERT_EQ(run({"rm", "-f", "dir"}).status, 0);
+    EXPECT_FALSE(fs::exists(box_dir));
+}
+
+// ---- the namespace engine's CLI scenarios (tests/cli/cli_e2e_test.cpp), a bounded subset on qemu
+
+TEST_F(QemuCli, ScenarioRunExitCodesAndSignals) {
+    const auto rootfs = boxlite::test::busybox_rootfs();
+    ASSERT_TRUE(rootfs) << "busybox-static (scripts/setup installs it) is missing";
+    auto split = run({"run", "--rm", "--rootfs", rootfs->string(), "sh", "-c", "echo out; echo err >&2; kill -9 $$"});
+    EXPECT_EQ(split.status, 137) << split;  // 128 + SIGKILL
+    EXPECT_EQ(split.out, "out\n") << split;
+    EXPECT_NE(split.err.find("err\n"), std::string::npos) << split;
+    auto missing = run({"run", "--rm", "--rootfs", rootfs->string(), "/no/such/program"});
+    EXPECT_NE(missing.status, 0) << missing;
+}
+
+TEST_F(QemuCli, ScenarioRunFlagsReachTheCommand) {
+    const auto rootfs = boxlite::test::busybox_rootfs();
+    ASSERT_TRUE(rootfs) << "busybox-static (scripts/setup installs it) is missing";
+    auto env = run({"run", "--rm", "--rootfs", rootfs->string(), "-e", "FROM_CALLER", "-e", "SET=value=with=equals",
+                    "-e", "NOT_IN_CALLER", "-w", "/tmp", "-u", "1000", "sh", "-c",
+                    "echo $FROM_CALLER; echo $SET; echo ${NOT_IN_CALLER-unset}; pwd; id -u"},
+                   {}, {{"FROM_CALLER", "caller-value"}});
+    EXPECT_EQ(env.status, 0) << env;
+    EXPECT_EQ(env.out, "caller-value\nvalue=with=equals\nunset\n/tmp\n1000\n") << env;
+    auto entry = run({"run", "--rm", "--rootfs", rootfs->string(), "--entrypoint", "/bin/echo", "via", "entrypoint"});
+    EXPECT_EQ(entry.out, "via entrypoint\n") << entry;
+}
+
+TEST_F(QemuCli, ScenarioDetachedRunExecDetachAndCopyInAndOut) {
+    const auto rootfs = boxlite::test::busybox_rootfs();
+    ASSERT_TRUE(rootfs) << "busybox-static (scripts/setup installs it) is missing";
+    auto started = run({"run", "-d", "--name", "bg", "--rootfs", rootfs->string(), "sh", "-c",
+                        "echo started > /tmp/mark; sleep 100000"});
+    ASSERT_EQ(started.status, 0) << started;
+    EXPECT_EQ(chomp(started.out).size(), 26u);
+    EXPECT_EQ(inspect("bg", "{{.State.Status}}"), "running");
+    EXPECT_EQ(run({"exec", "-d", "bg", "--", "sh", "-c", "echo detached > /tmp/d"}).status, 0);
+    std::string seen;
+    for (int i = 0; i < 100 && seen != "started\ndetached\n"; ++i) {
+        seen = run({"exec", "bg", "--", "sh", "-c", "cat /tmp/mark /tmp/d 2>/dev/null"}).out;
+        if (seen != "started\ndetached\n") std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_EQ(seen, "started\ndetached\n");
+
+    const auto dir = work_->path() / "cp";
+    fs::create_directories(dir / "tree/sub");
+    boxlite::test::write_file(dir / "tree/a.txt", "alpha\n");
+    boxlite::test::write_file(dir / "tree/sub/b.txt", "beta\n");
+    auto in = run({"cp", (dir / "tree").string(), "bg:/srv"});
+    ASSERT_EQ(in.status, 0) << in;
+    EXPECT_EQ(run({"exec", "bg", "cat", "/srv/sub/b.txt"}).out, "beta\n");
+    auto out = run({"cp", "bg:/srv", (dir / "back").string()});
+    ASSERT_EQ(out.status, 0) << out;
+    EXPECT_EQ(boxlite::test::read_file(dir / "back/a.txt"), "alpha\n");
+    EXPECT_EQ(boxlite::test::read_file(dir / "back/sub/b.txt"), "beta\n");
+    EXPECT_EQ(run({"stop", "-t", "5", "bg"}).status, 0);
+    EXPECT_EQ(inspect("bg", "{{.State.Status}}"), "stopped");
+    EXPECT_EQ(run({"rm", "bg"}).status, 0);
+}
+
+TEST_F(QemuCli, ScenarioRunWithoutRmKeepsAStoppedBox) {
+    const auto rootfs = boxlite::test::busybox_rootfs();
+    ASSERT_TRUE(rootfs) << "busybox-static (scripts/setup installs it) is missing";
+    auto kept = run({"run", "--name", "kept", "--rootfs", rootfs->string(), "true"});
+    ASSERT_EQ(kept.status, 0) << kept;
+    auto listed = run({"ls", "-a", "--format", "{{.Name}} {{.Status}}"});
+    EXPECT_NE(listed.out.find("kept stopped"), std::string::npos) << listed;
+    EXPECT_EQ(run({"ls", "--format", "{{.Name}}"}).out.find("kept"), std::string::npos);  // not running
+    EXPECT_EQ(run({"rm", "kept"}).status, 0);
+    auto gone = run({"inspect", "kept"});
+    EXPECT_EQ(gone.status, 1);
+    EXPECT_NE(gone.err.find("box not found"), std::string::npos) << gone;
+}
+
+TEST_F(QemuCli, ScenarioLifecycleAndFormats) {
+    const auto rootfs = boxlite::test::busybox_rootfs();
+    ASSERT_TRUE(rootfs) << "busybox-static (scripts/setup installs it) is missing";
+    auto created = run({"create", "--name", "life", "-e", "A=1", "--rootfs", rootfs->string()});
+    ASSERT_EQ(created.status, 0) << created;
+    const auto id = chomp(created.out);
+    EXPECT_EQ(id.size(), 26u);
+    EXPECT_EQ(inspect("life", "{{.State.Status}}"), "configured");
+    ASSERT_EQ(run({"start", "life"}).status, 0);
+    EXPECT_EQ(inspect(id, "{{.State.Status}} {{.State.Running}}"), "running true");
+    auto exec = run({"exec", "life", "--", "sh", "-c", "echo $A"});
+    EXPECT_EQ(exec.out, "1\n") << exec;
+    EXPECT_EQ(run({"exec", "life", "sh", "-c", "exit 42"}).status, 42);
+    auto piped = run({"exec", "-i", "-e", "B=2", "-w", "/tmp", "life", "--", "sh", "-c", "cat; echo $B; pwd"}, "in\n");
+    EXPECT_EQ(piped.out, "in\n2\n/tmp\n") << piped;
+    ASSERT_EQ(run({"exec", "life", "--", "sh", "-c", "echo kept > /root/state"}).status, 0);
+    ASSERT_EQ(run({"stop", "life"}).status, 0);
+    EXPECT_EQ(inspect("life", "{{.State.Status}}"), "stopped");
+    ASSERT_EQ(run({"restart", "life"}).status, 0);
+    EXPECT_EQ(run({"exec", "life", "cat", "/root/state"}).out, "kept\n");
+
+    EXPECT_EQ(chomp(run({"ps", "-q"}).out), id.substr(0, 12));
+    auto json = nlohmann::json::parse(run({"list", "--format", "json"}).out);
+    ASSERT_EQ(json.size(), 1u);
+    EXPECT_EQ(json[0]["ID"], id);
+    EXPECT_EQ(json[0]["Status"], "running");
+    auto doc = nlohmann::json::parse(run({"inspect", "life"}).out);
+    EXPECT_EQ(doc[0]["Config"]["Env"], nlohmann::json::array({"A=1"}));
+    auto stats = run({"stats", "--format", "json", "life"});
+    ASSERT_EQ(stats.status, 0) << stats;
+    EXPECT_EQ(nlohmann::json::parse(stats.out)["Name"], "life");
+    EXPECT_EQ(run({"logs", "-n", "5", "life"}).status, 0);
+    auto refused = run({"rm", "life"});
+    EXPECT_EQ(refused.status, 1);
+    EXPECT_NE(refused.err.find("invalid state"), std::string::npos) << refused;
+    EXPECT_EQ(run({"rm", "-f", "life"}).status, 0);
+    EXPECT_EQ(chomp(run({"ls", "-aq"}).out), "");
 }
 
 }  // namespace

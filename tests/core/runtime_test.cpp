@@ -262,6 +262,33 @@ TEST_F(RuntimeTest, StartStopFollowTheStateMachine) {
     EXPECT_EQ(box->info().error().kind(), ErrorKind::NotFound);
 }
 
+// A disk-booting engine (the VMs) given a rootfs directory boots the box's own ext4 built from
+// it at the first start, and keeps that disk across restarts (its overlay sits on it).
+TEST_F(RuntimeTest, ARootfsDirectoryBecomesTheBoxsOwnExt4OnADiskEngine) {
+    MockEngine disk_engine(MockEngine::Options{RootfsKind::Ext4Disk, "pipe"});
+    MemoryStorage storage;
+    TestRuntime runtime(BoxliteOptions{home_.path() / "disk-home", {}, EngineKind::Mock}, disk_engine, transport_,
+                        storage, settings());
+    test::write_file(rootfs_dir() / "hello.txt", "from the directory\n");
+    auto box = runtime.create(path_options(), "disk");
+    ASSERT_TRUE(box) << box.error().to_string();
+    ASSERT_TRUE(box->start());
+    ASSERT_EQ(disk_engine.launches().size(), 1u);
+    const auto disk = home_.path() / "disk-home" / "boxes" / box->id().str() / "rootfs.ext4";
+    EXPECT_EQ(disk_engine.launches()[0].rootfs, disk);
+    ASSERT_TRUE(std::filesystem::is_regular_file(disk));
+    EXPECT_EQ(test::shell("debugfs -R 'cat /hello.txt' " + disk.string() + " 2>/dev/null"), "from the directory\n");
+    const auto built = std::filesystem::last_write_time(disk);
+    test::write_file(rootfs_dir() / "later.txt", "x");  // a later change does not rebuild the box's disk
+    ASSERT_TRUE(box->stop());
+    ASSERT_TRUE(box->start());
+    ASSERT_EQ(disk_engine.launches().size(), 2u);
+    EXPECT_EQ(disk_engine.launches()[1].rootfs, disk);
+    EXPECT_EQ(std::filesystem::last_write_time(disk), built);
+    ASSERT_TRUE(runtime.remove("disk", true));
+    EXPECT_FALSE(std::filesystem::exists(disk));
+}
+
 TEST_F(RuntimeTest, AutoRemoveRemovesOnStop) {
     auto box = runtime_.create(path_options(true));
     ASSERT_TRUE(box);

@@ -3,7 +3,12 @@
 # incompatible version request is refused. Each consumer also runs a box on the namespace engine
 # (as root; it says "run skipped" otherwise), with no BOXLITE_* variable set: the installed
 # library must find its own helpers under the prefix.
-#   cmake -DBUILD_DIR=… -DSOURCE_DIR=… -DWORK_DIR=… -DGENERATOR=… -DCXX=… -DSANITIZE=… -P …
+# The C API too: the C examples (EXAMPLES_DIR) are built by a C project through
+# find_package(boxlite COMPONENTS c), and with `cc -std=c11 -Wall -Wextra -Werror` through
+# pkg-config boxlite-c; each runs and checks its own output ("<name>: ok", or a "precondition:"
+# skip where the namespace engine cannot run).
+#   cmake -DBUILD_DIR=… -DSOURCE_DIR=… -DWORK_DIR=… -DGENERATOR=… -DCXX=… -DCC=… -DEXAMPLES_DIR=…
+#         -DSANITIZE=… -P …
 function(run what)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
   if(NOT rc EQUAL 0)
@@ -20,12 +25,28 @@ file(MAKE_DIRECTORY ${deep_home} ${WORK_DIR}/rootfs)
 set(prefix ${WORK_DIR}/prefix)
 
 run("install" ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
-foreach(file include/boxlite/boxlite.hpp include/boxlite/runtime.hpp libexec/boxlite/boxlite-shim
-             libexec/boxlite/boxlite-agent)
+foreach(file include/boxlite/boxlite.hpp include/boxlite/runtime.hpp include/boxlite/c/boxlite.h
+             libexec/boxlite/boxlite-shim libexec/boxlite/boxlite-agent)
   if(NOT EXISTS ${prefix}/${file})
     message(FATAL_ERROR "install did not produce ${file}")
   endif()
 endforeach()
+file(GLOB_RECURSE c_library ${prefix}/*/libboxlite_c.so.0)
+if(NOT c_library)
+  message(FATAL_ERROR "install did not produce libboxlite_c.so.0")
+endif()
+
+# Runs a C example and checks that it says "<name>: ok" (or skipped for a missing precondition).
+function(run_c_example what name)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+  if(rc EQUAL 77 AND out MATCHES "precondition: ")
+    message(STATUS "${what}: ${name} skipped: ${out}")
+  elseif(NOT rc EQUAL 0 OR NOT out MATCHES "${name}: ok")
+    message(FATAL_ERROR "${what}: ${name} failed (${rc}):\n${out}")
+  else()
+    message(STATUS "${what}: ${name}: ok")
+  endif()
+endfunction()
 
 set(flags "")
 set(launcher "")
@@ -50,6 +71,23 @@ if(NOT last_output MATCHES "consumer ok")
   message(FATAL_ERROR "consumer did not report success:\n${last_output}")
 endif()
 
+# 1b. find_package(boxlite COMPONENTS c): the C examples, from a C-only project.
+run("configure C consumer" ${CMAKE_COMMAND} -S ${SOURCE_DIR}/consumer_c -B ${WORK_DIR}/build-c -G ${GENERATOR}
+    -DCMAKE_C_COMPILER=${CC} "-DCMAKE_C_COMPILER_LAUNCHER=${launcher}" -DCMAKE_PREFIX_PATH=${prefix}
+    -DEXAMPLES_DIR=${EXAMPLES_DIR} "-DCMAKE_C_FLAGS=${flags}" "-DCMAKE_EXE_LINKER_FLAGS=${flags}")
+run("build C consumer" ${CMAKE_COMMAND} --build ${WORK_DIR}/build-c)
+foreach(name quickstart streaming nonblocking)
+  run_c_example("find_package(boxlite COMPONENTS c)" ${name} ${clean_env} ${WORK_DIR}/build-c/${name})
+endforeach()
+# A component that does not exist is refused.
+file(WRITE ${WORK_DIR}/badcomponent/CMakeLists.txt
+     "cmake_minimum_required(VERSION 3.22)\nproject(v LANGUAGES C)\nfind_package(boxlite REQUIRED COMPONENTS fortran)\n")
+execute_process(COMMAND ${CMAKE_COMMAND} -S ${WORK_DIR}/badcomponent -B ${WORK_DIR}/badcomponent/build
+                -DCMAKE_PREFIX_PATH=${prefix} RESULT_VARIABLE rc OUTPUT_QUIET ERROR_QUIET)
+if(rc EQUAL 0)
+  message(FATAL_ERROR "find_package(boxlite COMPONENTS fortran) succeeded")
+endif()
+
 # 2. pkg-config
 file(GLOB_RECURSE pc_files ${prefix}/*/boxlite.pc)
 list(GET pc_files 0 pc_file)
@@ -63,6 +101,14 @@ string(STRIP "${last_output}" pc_libdir)
 get_filename_component(pc_libdir ${pc_libdir} ABSOLUTE)  # pkg-config gives <pcfiledir>/../../lib
 run("build consumer with pkg-config" ${launcher} ${CXX} ${flags} ${SOURCE_DIR}/consumer/main.cpp -o ${WORK_DIR}/consumer-pc
     ${pc_flags} -Wl,-rpath,${pc_libdir})
+# 2b. pkg-config boxlite-c: the C examples built as a C user would, with warnings as errors.
+run("pkg-config boxlite-c" pkg-config --cflags --libs boxlite-c)
+string(STRIP "${last_output}" pc_c_flags)
+separate_arguments(pc_c_flags UNIX_COMMAND "${pc_c_flags}")
+foreach(name quickstart streaming nonblocking)
+  run("build ${name}.c with pkg-config boxlite-c" ${launcher} ${CC} -std=c11 -Wall -Wextra -Werror ${flags}
+      ${EXAMPLES_DIR}/${name}.c -o ${WORK_DIR}/c-${name} ${pc_c_flags} -Wl,-rpath,${pc_libdir})
+endforeach()
 file(REMOVE_RECURSE ${WORK_DIR}/home ${WORK_DIR}/rootfs)
 file(MAKE_DIRECTORY ${WORK_DIR}/home ${WORK_DIR}/rootfs)
 # Relocated: the tree moves after installation, and the library still finds its helpers beside
@@ -74,6 +120,12 @@ run("run pkg-config consumer from the moved prefix" ${clean_env} LD_LIBRARY_PATH
 if(NOT last_output MATCHES "consumer ok")
   message(FATAL_ERROR "pkg-config consumer did not report success:\n${last_output}")
 endif()
+# The C examples from the moved prefix: libboxlite_c finds libboxlite beside itself ($ORIGIN),
+# and libboxlite its helpers.
+foreach(name quickstart streaming nonblocking)
+  run_c_example("pkg-config boxlite-c, moved prefix" ${name} ${clean_env}
+                LD_LIBRARY_PATH=${WORK_DIR}/moved/${pc_libdir_in_prefix} ${WORK_DIR}/c-${name})
+endforeach()
 
 # 3. The version file refuses an incompatible request.
 file(WRITE ${WORK_DIR}/badversion/CMakeLists.txt
@@ -84,4 +136,4 @@ if(rc EQUAL 0)
   message(FATAL_ERROR "find_package(boxlite 9.0) succeeded against ${WORK_DIR}/moved")
 endif()
 file(REMOVE_RECURSE ${WORK_DIR})
-message(STATUS "installed package consumed through find_package and pkg-config, and run after a move")
+message(STATUS "installed package (C++ and C API) consumed through find_package and pkg-config, and run after a move")

@@ -73,5 +73,69 @@ TEST(QemuLaunch, CommandLineHasOurDevicesSharedMemoryAndTheSandbox) {
     EXPECT_TRUE(has_pair(qemu_argv(kvm, ""), "-cpu", "host"));
 }
 
+TEST(QemuLaunch, VolumesRoundTripAndBecomeVhostUserFsDevices) {
+    auto config = sample();
+    config.volumes = {{"vol0", "/srv/project", true}, {"vol1", "/home/me/out", false}};
+    auto parsed = parse_qemu_shim_config(to_json_document(config).dump());
+    ASSERT_TRUE(parsed) << parsed.error().to_string();
+    ASSERT_EQ(parsed->volumes.size(), 2u);
+    EXPECT_EQ(parsed->volumes[0].host_path, "/srv/project");
+    EXPECT_TRUE(parsed->volumes[0].read_only);
+    EXPECT_EQ(parsed->virtiofsd, "/usr/lib/qemu/virtiofsd");
+    const auto argv = qemu_argv(*parsed, "");
+    EXPECT_TRUE(has_pair(argv, "-chardev", "socket,id=fs0,fd=5"));
+    EXPECT_TRUE(has_pair(argv, "-device", "vhost-user-fs-device,chardev=fs0,tag=vol0"));
+    EXPECT_TRUE(has_pair(argv, "-chardev", "socket,id=fs1,fd=6"));
+    EXPECT_TRUE(has_pair(argv, "-device", "vhost-user-fs-device,chardev=fs1,tag=vol1"));
+    // virtiofsd: its listening socket, the folder, its own namespace sandbox.
+    const auto daemon = virtiofsd_argv(*parsed, parsed->volumes[0], 3);
+    EXPECT_EQ(daemon.front(), "/usr/lib/qemu/virtiofsd");
+    EXPECT_NE(std::find(daemon.begin(), daemon.end(), "--fd=3"), daemon.end());
+    EXPECT_TRUE(has_pair(daemon, "-o", "source=/srv/project"));
+    EXPECT_TRUE(has_pair(daemon, "-o", "sandbox=namespace"));
+}
+
+TEST(QemuLaunch, BadVolumesAreRefused) {
+    struct Case {
+        QemuVolume volume;
+        const char* message;
+    };
+    for (const auto& [volume, message] : std::vector<Case>{
+             {{"", "/srv", false}, "volume tag ''"},
+             {{std::string(37, 't'), "/srv", false}, "1..36 bytes"},
+             {{"a,b", "/srv", false}, "volume tag 'a,b'"},
+             {{"vol0", "relative", false}, "volume host path 'relative'"},
+             {{"vol0", "/a,b", false}, "without ','"},
+         }) {
+        auto config = sample();
+        config.volumes = {volume};
+        auto refused = parse_qemu_shim_config(to_json_document(config).dump());
+        ASSERT_FALSE(refused) << message;
+        EXPECT_EQ(refused.error().kind(), ErrorKind::Config);
+        EXPECT_NE(refused.error().message().find(message), std::string::npos) << refused.error().message();
+    }
+    auto config = sample();
+    config.volumes = {{"vol0", "/srv", false}};
+    config.virtiofsd = "virtiofsd";
+    EXPECT_FALSE(parse_qemu_shim_config(to_json_document(config).dump()));
+    config.virtiofsd = kDefaultVirtiofsd;
+    config.volumes.assign(kMaxVolumes + 1, QemuVolume{"vol", "/srv", false});
+    EXPECT_FALSE(parse_qemu_shim_config(to_json_document(config).dump()));
+}
+
+TEST(QemuLaunch, GuestLaunchVolumesRoundTripAndHostileOnesAreRefused) {
+    vmm::GuestLaunchConfig guest;
+    guest.box_id = "box";
+    guest.volumes = {{"vol0", "/data", true}, {"vol1", "/mnt/out", false}};
+    auto parsed = vmm::parse_guest_launch(vmm::to_json_document(guest).dump());
+    ASSERT_TRUE(parsed) << parsed.error().to_string();
+    EXPECT_EQ(parsed->volumes, guest.volumes);
+    for (const auto& [path, tag] : std::vector<std::pair<std::string, std::string>>{
+             {"relative", "vol0"}, {"/a/../etc", "vol0"}, {"/data", ""}, {"/data", std::string(40, 'x')}}) {
+        guest.volumes = {{tag, path, false}};
+        EXPECT_FALSE(vmm::parse_guest_launch(vmm::to_json_document(guest).dump())) << path << " " << tag;
+    }
+}
+
 }  // namespace
 }  // namespace boxlite::qemu

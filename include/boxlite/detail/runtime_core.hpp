@@ -150,7 +150,7 @@ public:
         BoxMetrics stages;
         if (image != nullptr) {
             const auto t0 = Clock::now();
-            auto prepared = prepare_rootfs(config, engine_);
+            auto prepared = prepare_rootfs(config, engine_, {});
             if (!prepared) return reject(prepared.error());
             const std::chrono::nanoseconds elapsed = Clock::now() - t0;
             const auto build = prepared->build_time.value_or(std::chrono::nanoseconds::zero());
@@ -684,7 +684,7 @@ private:
         const auto t_config = Clock::now();
 
         // The box's pinned image: no pull; a build only when the cached tree or disk is gone.
-        auto prepared = prepare_rootfs(config, engine);
+        auto prepared = prepare_rootfs(config, engine, box_dir);
         if (!prepared) return fail_start(prepared.error());
         // A box that must die with its creator dies with this process, unless this runtime starts
         // boxes for others (RuntimeSettings::start_detached).
@@ -770,8 +770,11 @@ private:
         return to_ms(*d);
     }
 
-    /// The box's root filesystem in the form `engine` (the box's) boots from.
-    BoxliteResult<PreparedRootfs> prepare_rootfs(const BoxConfig& config, const E& engine) {
+    /// The box's root filesystem in the form `engine` (the box's) boots from. A rootfs directory
+    /// for a disk-booting engine becomes the box's own `<box_dir>/rootfs.ext4`, built at its first
+    /// start and kept until rm (its disk overlay sits on it).
+    BoxliteResult<PreparedRootfs> prepare_rootfs(const BoxConfig& config, const E& engine,
+                                                 const std::filesystem::path& box_dir) {
         const auto kind = engine.rootfs_kind();
         if (const auto* image = config.options.rootfs.as_image()) {
             if (!settings_.image_provider.prepare) {
@@ -789,10 +792,15 @@ private:
                         config.id);
         }
         if (kind != RootfsKind::Directory) {
-            return fail(ErrorKind::Unsupported,
-                        "the {} engine boots from a disk image; a rootfs path needs one built from it, "
-                        "which this build cannot do (use an image reference)",
-                        engine.kind());
+            if (box_dir.empty())
+                return fail(ErrorKind::Internal, "box {}: no box folder for its rootfs disk", config.id);
+            const auto t0 = std::chrono::steady_clock::now();
+            auto disk = image::directory_disk(dir, box_dir / "rootfs.ext4");
+            if (!disk)
+                return fail(disk.error().with_context(fmt::format("box {} ({} engine)", config.id, engine.kind())));
+            PreparedRootfs prepared{disk->first, {}, {}, {}, {}};
+            if (disk->second) prepared.build_time = std::chrono::steady_clock::now() - t0;
+            return prepared;
         }
         return PreparedRootfs{dir, {}, {}, {}, {}};
     }

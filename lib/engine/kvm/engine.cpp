@@ -98,9 +98,15 @@ BoxliteResult<std::uint64_t> prepare_box_disk(const fs::path& overlay, const fs:
 BoxliteResult<KvmShimConfig> make_shim_config(const KvmEngineOptions& options, const EngineLaunch& launch,
                                               const fs::path& kernel, const fs::path& initrd, const fs::path& disk) {
     if (!launch.config) return fail(ErrorKind::InvalidArgument, "kvm engine: launch without a box config");
+    BOXLITE_TRY_VOID(KvmEngine::supports(*launch.config));
+    return make_vm_shim_config(options, launch, kernel, initrd, disk);
+}
+
+BoxliteResult<KvmShimConfig> make_vm_shim_config(const KvmEngineOptions& options, const EngineLaunch& launch,
+                                                 const fs::path& kernel, const fs::path& initrd, const fs::path& disk) {
+    if (!launch.config) return fail(ErrorKind::InvalidArgument, "VM engine: launch without a box config");
     const auto& box = *launch.config;
     const auto& o = box.options;
-    BOXLITE_TRY_VOID(KvmEngine::supports(box));
 
     KvmShimConfig config;
     config.box_id = box.id.str();

@@ -1,5 +1,7 @@
 #include "engine/kvm/launch.hpp"
 
+#include <boxlite/volume_spec.hpp>
+
 #include <charconv>
 #include <cstring>
 
@@ -57,6 +59,12 @@ nlohmann::json to_json_document(const GuestLaunchConfig& c) {
                                {"env", env},       {"working_dir", c.working_dir}, {"user", c.user},
                                {"rlimits", limits}};
     if (c.power_off_when_ready) document["power_off_when_ready"] = true;
+    if (!c.volumes.empty()) {
+        nlohmann::json volumes = nlohmann::json::array();
+        for (const auto& v : c.volumes)
+            volumes.push_back({{"tag", v.tag}, {"path", v.path}, {"read_only", v.read_only}});
+        document["volumes"] = volumes;
+    }
     return document;
 }
 
@@ -84,6 +92,20 @@ BoxliteResult<GuestLaunchConfig> parse_guest_launch(std::string_view text) {
         };
         c.rlimits = {limit("nofile"), limit("fsize"), limit("cpu"), limit("nproc")};
         c.power_off_when_ready = j.value("power_off_when_ready", false);
+        for (const auto& entry : j.value("volumes", nlohmann::json::array())) {
+            GuestVolume v{entry.at("tag").get<std::string>(), entry.at("path").get<std::string>(),
+                          entry.value("read_only", false)};
+            // virtio-fs tags are at most 36 bytes; paths are absolute, without "..".
+            if (v.tag.empty() || v.tag.size() > 36)
+                return fail(ErrorKind::Config, "guest launch document: volume tag '{}' is not 1..36 bytes", v.tag);
+            if (v.path.empty() || v.path.front() != '/' || !detail::guest_path_components(v.path) ||
+                v.path.find('\0') != std::string::npos)
+                return fail(ErrorKind::Config,
+                            "guest launch document: volume path '{}' is not an absolute path "
+                            "without '..'",
+                            v.path);
+            c.volumes.push_back(std::move(v));
+        }
         return c;
     } catch (const std::exception& e) {
         return fail(ErrorKind::Config, "guest launch document is not valid JSON of the expected shape: {}", e.what());

@@ -24,7 +24,10 @@
 //    "env": ["KEY=VALUE", ...],            // exactly the main process's environment, in order
 //    "working_dir": "/", "user": "",       // user: "uid[:gid]" or a name; "" = root
 //    "rlimits": {"nofile": N, "fsize": N, "cpu": N, "nproc": N},   // each optional
-//    "power_off_when_ready": false}        // optional, tests only
+//    "power_off_when_ready": false,        // optional, tests only
+//    "volumes": [{"tag": "vol0", "path": "/data", "read_only": true}, ...]}   // optional
+// Each volume is a virtiofs tag the VM's vhost-user-fs device serves (the qemu engine's
+// virtiofsd, docs/volumes.md); the agent mounts it at `path` inside the box root, in order.
 // The agent (PID 1 in the guest) reads it before it serves anything; with the file missing it
 // keeps its defaults. Memory needs no limit there: the VM's RAM is the box's memory.
 #pragma once
@@ -153,6 +156,15 @@ struct GuestLimits {
     friend bool operator==(const GuestLimits&, const GuestLimits&) = default;
 };
 
+/// One virtiofs share the agent mounts: the device's tag, the absolute guest path, and whether
+/// the guest mounts it read-only (the host enforces read-only too: the share is a read-only bind).
+struct GuestVolume {
+    std::string tag;
+    std::string path;
+    bool read_only = false;
+    friend bool operator==(const GuestVolume&, const GuestVolume&) = default;
+};
+
 struct GuestLaunchConfig {
     std::string box_id;
     std::uint32_t agent_port = 0;
@@ -162,6 +174,7 @@ struct GuestLaunchConfig {
     GuestLimits rlimits;
     /// Tests only: the agent powers the VM off as soon as it listens (boot checks without vsock).
     bool power_off_when_ready = false;
+    std::vector<GuestVolume> volumes;
 };
 
 nlohmann::json to_json_document(const GuestLaunchConfig& config);
@@ -198,6 +211,12 @@ BoxliteResult<std::uint64_t> prepare_box_disk(const std::filesystem::path& overl
 BoxliteResult<KvmShimConfig> make_shim_config(const KvmEngineOptions& options, const EngineLaunch& launch,
                                               const std::filesystem::path& kernel, const std::filesystem::path& initrd,
                                               const std::filesystem::path& disk);
+/// make_shim_config without the kvm engine's refusals (KvmEngine::supports): for a VM engine
+/// that checks what it supports itself (the qemu engine serves volumes through virtiofsd).
+BoxliteResult<KvmShimConfig> make_vm_shim_config(const KvmEngineOptions& options, const EngineLaunch& launch,
+                                                 const std::filesystem::path& kernel,
+                                                 const std::filesystem::path& initrd,
+                                                 const std::filesystem::path& disk);
 
 struct ShimSpawn {
     std::filesystem::path shim;

@@ -5,6 +5,13 @@ namespace boxlite::qemu {
 nlohmann::json to_json_document(const QemuShimConfig& config) {
     auto j = vmm::to_json_document(config.vm);
     j["qemu"] = {{"binary", config.qemu}, {"accel", config.accel}};
+    if (!config.volumes.empty()) {
+        auto volumes = nlohmann::json::array();
+        for (const auto& v : config.volumes)
+            volumes.push_back({{"tag", v.tag}, {"host_path", v.host_path}, {"read_only", v.read_only}});
+        j["qemu"]["volumes"] = volumes;
+        j["qemu"]["virtiofsd"] = config.virtiofsd;
+    }
     return j;
 }
 
@@ -17,6 +24,10 @@ BoxliteResult<QemuShimConfig> parse_qemu_shim_config(std::string_view text) {
         const auto& q = j.at("qemu");
         config.qemu = q.at("binary").get<std::string>();
         config.accel = q.value("accel", std::string("tcg"));
+        config.virtiofsd = q.value("virtiofsd", std::string(kDefaultVirtiofsd));
+        for (const auto& v : q.value("volumes", nlohmann::json::array()))
+            config.volumes.push_back(QemuVolume{v.at("tag").get<std::string>(), v.at("host_path").get<std::string>(),
+                                                v.value("read_only", false)});
     } catch (const std::exception& e) {
         return fail(ErrorKind::Config, "qemu shim config: the \"qemu\" object is missing or malformed: {}", e.what());
     }
@@ -26,6 +37,21 @@ BoxliteResult<QemuShimConfig> parse_qemu_shim_config(std::string_view text) {
         return fail(ErrorKind::Config, "qemu shim config: accel '{}' (allowed: kvm, tcg)", config.accel);
     if (config.vm.kernel.empty())
         return fail(ErrorKind::Config, "qemu shim config: no guest kernel (flat32 images are for the kvm shim)");
+    if (config.volumes.size() > kMaxVolumes)
+        return fail(ErrorKind::Config, "qemu shim config: {} volumes (at most {})", config.volumes.size(), kMaxVolumes);
+    if (!config.volumes.empty() && (config.virtiofsd.empty() || config.virtiofsd.front() != '/'))
+        return fail(ErrorKind::Config, "qemu shim config: virtiofsd '{}' is not an absolute path", config.virtiofsd);
+    for (const auto& v : config.volumes) {
+        if (v.tag.empty() || v.tag.size() > 36 ||
+            v.tag.find_first_of(std::string_view(",= \0", 4)) != std::string::npos)
+            return fail(ErrorKind::Config, "qemu shim config: volume tag '{}' (1..36 bytes, no ',', '=' or spaces)",
+                        v.tag);
+        // The path goes into "-o source=": a ',' would start another option.
+        if (v.host_path.empty() || v.host_path.front() != '/' ||
+            v.host_path.find_first_of(std::string_view(",\0", 2)) != std::string::npos)
+            return fail(ErrorKind::Config,
+                        "qemu shim config: volume host path '{}' is not an absolute path without ','", v.host_path);
+    }
     return config;
 }
 
@@ -76,7 +102,18 @@ std::vector<std::string> qemu_argv(const QemuShimConfig& config, const std::stri
         argv.insert(argv.end(), {"-chardev", fmt::format("socket,id=blk0,fd={}", kBlockBackendFd), "-device",
                                  "vhost-user-blk,chardev=blk0,num-queues=1"});
     }
+    for (std::size_t i = 0; i < config.volumes.size(); ++i) {
+        argv.insert(argv.end(), {"-chardev", fmt::format("socket,id=fs{},fd={}", i, kFirstVolumeFd + int(i)), "-device",
+                                 fmt::format("vhost-user-fs-device,chardev=fs{},tag={}", i, config.volumes[i].tag)});
+    }
     return argv;
+}
+
+std::vector<std::string> virtiofsd_argv(const QemuShimConfig& config, const QemuVolume& volume, int listen_fd) {
+    return {config.virtiofsd, fmt::format("--fd={}", listen_fd), "-o", fmt::format("source={}", volume.host_path), "-o",
+            "sandbox=namespace", "-o", "no_xattr", "-o", "no_posix_lock", "-o", "no_flock", "-o", "log_level=warn",
+            // Descriptors: the C virtiofsd raises RLIMIT_NOFILE to a million by default.
+            "--rlimit-nofile=65536"};
 }
 
 }  // namespace boxlite::qemu

@@ -8,6 +8,10 @@
 // a CI checkout would not fit sun_path): QEMU's fd 3 is a connected socket to our vhost-user
 // vsock back end, fd 4 to our vhost-user-blk back end; its stdout is the serial console, which
 // the shim copies into console.log under a cap.
+//
+// Volumes: one virtiofsd (Debian's C virtiofsd, /usr/lib/qemu/virtiofsd) per volume, started by
+// the shim. Volume i is QEMU's fd kFirstVolumeFd + i, a connected socket to that virtiofsd, and
+// a `vhost-user-fs-device` with the volume's tag; the agent mounts the tag (GuestVolume).
 #pragma once
 
 #include "engine/kvm/launch.hpp"
@@ -23,9 +27,24 @@ namespace boxlite::qemu {
 /// QEMU's descriptors for the back ends (the shim's side of each socket pair serves them).
 inline constexpr int kVsockBackendFd = 3;
 inline constexpr int kBlockBackendFd = 4;
+/// Volume i's virtiofsd socket is QEMU's fd kFirstVolumeFd + i.
+inline constexpr int kFirstVolumeFd = 5;
+/// At most this many volumes per box on the qemu engine (a virtiofsd process each).
+inline constexpr std::size_t kMaxVolumes = 16;
+inline constexpr const char* kDefaultVirtiofsd = "/usr/lib/qemu/virtiofsd";
+
+/// One host folder a virtiofsd serves: an absolute host directory, its virtio-fs tag, and
+/// whether the shim exports a read-only bind of it (read-only enforced on the host).
+struct QemuVolume {
+    std::string tag;
+    std::string host_path;
+    bool read_only = false;
+};
 
 struct QemuShimConfig {
     vmm::KvmShimConfig vm;
+    std::vector<QemuVolume> volumes;
+    std::string virtiofsd = kDefaultVirtiofsd;         ///< absolute path; used when volumes is not empty
     std::string qemu = "/usr/bin/qemu-system-x86_64";  ///< absolute path
     std::string accel = "tcg";                         ///< "kvm" or "tcg"
 };
@@ -37,5 +56,11 @@ struct QemuShimConfig {
 /// The whole QEMU command line (argv[0] is the binary). `initrd` is the file the shim made (the
 /// launch document in front of the base initramfs); empty: none.
 [[nodiscard]] std::vector<std::string> qemu_argv(const QemuShimConfig& config, const std::string& initrd);
+
+/// virtiofsd's command line for `volume`, its vhost-user listening socket on `listen_fd`
+/// (argv[0] is the binary). Sandboxed in its own namespaces (pid, mount, net) with pivot_root
+/// into the shared folder; no xattrs, no remote locks.
+[[nodiscard]] std::vector<std::string> virtiofsd_argv(const QemuShimConfig& config, const QemuVolume& volume,
+                                                      int listen_fd);
 
 }  // namespace boxlite::qemu
