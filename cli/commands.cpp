@@ -87,10 +87,36 @@ std::string time_ago(std::chrono::system_clock::time_point then, std::chrono::sy
 
 namespace {
 
+/// Docker's notation: "127.0.0.1:8080->80/tcp", "[::1]:8080->80/tcp"; "80/tcp" without a host port.
 std::string port_text(const PortSpec& port) {
     const char* proto = port.protocol == PortProtocol::Udp ? "udp" : "tcp";
-    if (!port.host_port) return fmt::format("{}/{}", port.guest_port, proto);
-    return fmt::format("{}:{}->{}/{}", port.host_ip, *port.host_port, port.guest_port, proto);
+    if (!port.host_port || *port.host_port == 0) return fmt::format("{}/{}", port.guest_port, proto);
+    const bool v6 = port.host_ip.find(':') != std::string::npos;
+    return fmt::format("{}{}{}:{}->{}/{}", v6 ? "[" : "", port.host_ip, v6 ? "]" : "", *port.host_port, port.guest_port,
+                       proto);
+}
+
+/// A running box's port bindings, Docker's way: "127.0.0.1:8080->80/tcp, 0.0.0.0:5353->53/udp";
+/// empty for a box that is not running (nothing is bound).
+std::string ports_column(const BoxInfo& info) {
+    if (!info.pid) return "";
+    std::string out;
+    for (const auto& port : info.ports) out += (out.empty() ? "" : ", ") + port_text(port);
+    return out;
+}
+
+/// Docker's NetworkSettings.Ports: {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}, for
+/// the ports bound while the box runs; {} otherwise.
+nlohmann::json port_bindings_json(const BoxInfo& info) {
+    nlohmann::json out = nlohmann::json::object();
+    if (!info.pid) return out;
+    for (const auto& port : info.ports) {
+        auto& list = out[fmt::format("{}/{}", port.guest_port, to_string(port.protocol))];
+        if (list.is_null()) list = nlohmann::json::array();
+        list.push_back(
+            {{"HostIp", port.host_ip}, {"HostPort", port.host_port ? std::to_string(*port.host_port) : std::string()}});
+    }
+    return out;
 }
 
 nlohmann::json optional_time(const std::optional<std::chrono::system_clock::time_point>& tp) {
@@ -143,6 +169,7 @@ nlohmann::json inspect_json(const BoxConfig& config, const BoxInfo& info, const 
         {"Engine", config.engine},
         {"Path", layout.box_dir(config.id).string()},
         {"Mounts", mounts},
+        {"NetworkSettings", {{"Ports", port_bindings_json(info)}}},
         {"State",
          {{"Status", std::string(to_string(info.status))},
           {"Running", info.running()},
@@ -280,6 +307,7 @@ BoxliteResult<int> cmd_list(Context& context) {
             {"Cpus", info.cpus},
             {"MemoryMib", info.memory_mib},
             {"Pid", optional_value(info.pid)},
+            {"Ports", ports_column(info)},
         };
         nlohmann::json table_row = row;
         table_row["ID"] = info.id.short_id();
@@ -288,8 +316,9 @@ BoxliteResult<int> cmd_list(Context& context) {
         rows.push_back(std::move(row));
         table_rows.push_back(std::move(table_row));
     }
-    const std::vector<Column> columns = {{"ID", "BOX ID"},       {"Image", "IMAGE"},   {"Status", "STATUS"},
-                                         {"Created", "CREATED"}, {"Engine", "ENGINE"}, {"Name", "NAME"}};
+    const std::vector<Column> columns = {{"ID", "BOX ID"},       {"Image", "IMAGE"}, {"Status", "STATUS"},
+                                         {"Created", "CREATED"}, {"Ports", "PORTS"}, {"Engine", "ENGINE"},
+                                         {"Name", "NAME"}};
     const std::string format = args.format.value_or("table");
     BOXLITE_TRY(auto text, render_rows(format == "table" ? table_rows : rows, format, columns));
     fmt::print("{}", text);

@@ -37,6 +37,9 @@ struct BoxInfo {
     /// The box's volumes as created (Docker's "Mounts"); an anonymous one has an empty host_path
     /// and lives at anonymous_volume_path(<box dir>, its index).
     std::vector<VolumeSpec> volumes;
+    /// The published ports: as bound while the box runs (a picked host port filled in), as asked
+    /// (BoxOptions::ports) otherwise.
+    std::vector<PortSpec> ports;
 
     /// The reference's `state.running`.
     [[nodiscard]] bool running() const noexcept { return is_running(status); }
@@ -58,6 +61,7 @@ struct BoxInfo {
         info.container_id = state.container_id;
         info.labels = config.options.labels;
         info.volumes = config.options.volumes;
+        info.ports = info.pid && !state.handle->ports.empty() ? state.handle->ports : config.options.ports;
         return info;
     }
 

@@ -4,11 +4,14 @@
 // against pid reuse: a handle whose pid now belongs to another process is dead.
 #pragma once
 
+#include <boxlite/port_spec.hpp>
+
 #include <fmt/format.h>
 
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace boxlite {
 
@@ -20,6 +23,9 @@ struct EngineHandle {
     /// Where the guest agent listens, in the Transport's syntax, e.g. "unix:/home/.boxlite/boxes/<id>/agent.sock"
     /// or "vsock-uds:/home/.boxlite/boxes/<id>/vsock.sock:2695".
     std::string endpoint;
+    /// The box's published ports as bound while it runs: each host port set, a picked one
+    /// included (BoxOptions::ports holds them as asked). Empty on engines without a network.
+    std::vector<PortSpec> ports;
 
     friend bool operator==(const EngineHandle&, const EngineHandle&) = default;
 };

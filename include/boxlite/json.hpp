@@ -103,13 +103,19 @@ inline void from_json(const nlohmann::json& j, BoxStatus& s) {
     s = *parsed;
 }
 
+// Defined with the options below; the handle's published ports use them.
+inline void to_json(nlohmann::json& j, const PortSpec& p);
+inline void from_json(const nlohmann::json& j, PortSpec& p);
+
 inline void to_json(nlohmann::json& j, const EngineHandle& h) {
     j = {{"pid", h.pid}, {"pid_start_time", h.pid_start_time}, {"endpoint", h.endpoint}};
+    if (!h.ports.empty()) j["ports"] = h.ports;
 }
 inline void from_json(const nlohmann::json& j, EngineHandle& h) {
     detail::read_field(j, "pid", h.pid);
     detail::read_field(j, "pid_start_time", h.pid_start_time);
     detail::read_field(j, "endpoint", h.endpoint);
+    detail::read_field(j, "ports", h.ports);
 }
 
 inline void to_json(nlohmann::json& j, const BoxState& s) {

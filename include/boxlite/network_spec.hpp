@@ -27,12 +27,30 @@ constexpr std::string_view to_string(NetworkMode mode) noexcept {
     return mode == NetworkMode::Enabled ? "enabled" : "disabled";
 }
 
-/// One allow_net entry: "host", "*.host", an IPv4/IPv6 address, or a CIDR.
+/// One allow_net entry: "host", "*.host", an IPv4/IPv6 address, a CIDR, or
+/// "host.boxlite.internal[:PORT]" (the host's loopback, reachable only when listed).
 [[nodiscard]] inline BoxliteResult<void> validate_allow_net_pattern(std::string_view pattern) {
     if (pattern.empty() || detail::has_nul(pattern)) {
         return fail(ErrorKind::Config, "allow_net entry must not be empty (allowed: host, *.host, IP, CIDR)");
     }
-    if (detail::is_ip(pattern) || detail::is_cidr(pattern)) return {};
+    if (detail::is_ip(pattern)) return {};
+    if (detail::is_cidr(pattern)) {
+        // "10.1.0.0/8" is a typo or a misunderstanding more often than not: said, not guessed at.
+        const auto cleared = detail::cidr_with_host_bits_cleared(pattern);
+        if (cleared == pattern) return {};
+        return fail(ErrorKind::Config, "allow_net entry '{}' has bits set after its prefix (did you mean {}?)", pattern,
+                    cleared);
+    }
+    // The host's loopback through host.boxlite.internal, on one port only.
+    if (constexpr std::string_view alias = "host.boxlite.internal:"; pattern.starts_with(alias)) {
+        const auto digits = pattern.substr(alias.size());
+        unsigned port = 0;
+        for (char c : digits)
+            port = (c >= '0' && c <= '9' && port <= 65535) ? port * 10 + static_cast<unsigned>(c - '0') : 65536;
+        if (!digits.empty() && port >= 1 && port <= 65535) return {};
+        return fail(ErrorKind::Config, "allow_net entry '{}': the port after host.boxlite.internal must be 1-65535",
+                    pattern);
+    }
     std::string_view host = pattern;
     if (host.starts_with("*.")) host.remove_prefix(2);
     if (detail::is_hostname(host) && host.find('*') == std::string_view::npos) return {};

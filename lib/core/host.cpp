@@ -31,5 +31,27 @@ bool is_ipv6(std::string_view text) {
     return inet_pton(AF_INET6, copy.c_str(), out.data()) == 1;
 }
 
+std::string cidr_with_host_bits_cleared(std::string_view cidr) {
+    const auto slash = cidr.find('/');
+    if (slash == std::string_view::npos) return std::string(cidr);
+    const std::string address(cidr.substr(0, slash));
+    unsigned bits = 0;
+    for (char c : cidr.substr(slash + 1)) bits = bits * 10 + static_cast<unsigned>(c - '0');
+    std::array<unsigned char, 16> bytes{};
+    const bool v6 = address.find(':') != std::string::npos;
+    if (inet_pton(v6 ? AF_INET6 : AF_INET, address.c_str(), bytes.data()) != 1) return std::string(cidr);
+    const unsigned width = v6 ? 128 : 32;
+    bool changed = false;
+    for (unsigned bit = bits; bit < width; ++bit) {
+        const auto mask = static_cast<unsigned char>(0x80U >> (bit % 8));
+        changed = changed || (bytes[bit / 8] & mask) != 0;
+        bytes[bit / 8] &= static_cast<unsigned char>(~mask);
+    }
+    if (!changed) return std::string(cidr);
+    char text[64] = {};
+    inet_ntop(v6 ? AF_INET6 : AF_INET, bytes.data(), text, sizeof text);
+    return std::string(text) + "/" + std::to_string(bits);
+}
+
 }  // namespace detail
 }  // namespace boxlite

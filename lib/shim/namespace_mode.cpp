@@ -38,6 +38,7 @@
 #include "shim.hpp"
 
 #include "capped_log.hpp"
+#include "network.hpp"
 
 #include "base/fd.hpp"
 #include "base/unix_address.hpp"
@@ -45,6 +46,9 @@
 #include "jailer/capabilities.hpp"
 #include "jailer/cgroup.hpp"
 #include "jailer/seccomp_filter.hpp"
+
+#include "net/firewall.hpp"
+#include "net/pump.hpp"
 
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -438,10 +442,42 @@ void protect_agent_from_oom_killer() {
     }
 }
 
+/// Writes `text` to `path` in the box (through RESOLVE_IN_ROOT: a symlinked /etc/hosts leads to
+/// the box's own file), replacing what was there.
+std::string write_box_file(const BoxRoot& root, const std::string& path, const std::string& text) {
+    const PathFd parent = root.directory(path.substr(0, path.rfind('/')));
+    if (!parent.valid()) return errno_text("creating the folder of " + path + " in the box");
+    open_how how{};
+    how.flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW;
+    how.mode = 0644;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS;
+    const auto name = path.substr(path.rfind('/') + 1);
+    int fd = static_cast<int>(::syscall(SYS_openat2, parent.get(), name.c_str(), &how, sizeof how));
+    if (fd < 0 && errno == ELOOP) {
+        // A symlink (Ubuntu's resolv.conf points into /run): replaced by the box's own file.
+        if (::unlinkat(parent.get(), name.c_str(), 0) == 0) {
+            fd = static_cast<int>(::syscall(SYS_openat2, parent.get(), name.c_str(), &how, sizeof how));
+        }
+    }
+    if (fd < 0) return errno_text("writing " + path + " in the box");
+    const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    ::close(fd);
+    return written ? std::string() : errno_text("writing " + path + " in the box");
+}
+
+/// The box's names: itself, and host.boxlite.internal (the host's loopback, through the pump's
+/// rewrite of 192.168.127.254); DNS is the gateway, which passt forwards to the host's resolver.
+std::string write_network_files(const BoxRoot& root, const std::string& hostname) {
+    const std::string hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n192.168.127.2\t" +
+                              hostname + "\n192.168.127.254\thost.boxlite.internal\n";
+    if (auto error = write_box_file(root, "/etc/hosts", hosts); !error.empty()) return error;
+    return write_box_file(root, "/etc/resolv.conf", "nameserver 192.168.127.1\n");
+}
+
 /// Everything the box's PID 1 does before it becomes the agent. Returns an error text, or
 /// never returns on success.
 std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready_fd, int agent_fd, int log_fd,
-                            const std::string& memory_events, const std::string& memory_procs) {
+                            const std::string& memory_events, const std::string& memory_procs, int tap_channel) {
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return errno_text("PR_SET_PDEATHSIG");
     protect_agent_from_oom_killer();
     if (::unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET) != 0) return errno_text("unshare");
@@ -546,6 +582,18 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
         if (::ioctl(s, SIOCSIFFLAGS, &ifr) != 0) return errno_text("bringing loopback up");
         ::close(s);
     }
+    if (o.network) {
+        // eth0, made here while the box still has every capability, and handed to the shim: the
+        // frames go through the shim's firewall, which nothing in the box can reconfigure.
+        std::string error;
+        const int tap = create_box_tap(error);
+        if (tap < 0) return error;
+        const bool sent = send_fd(tap_channel, tap);
+        ::close(tap);
+        if (!sent) return errno_text("handing the box's eth0 to the shim");
+        if (auto names = write_network_files(root, o.hostname); !names.empty()) return names;
+    }
+    if (tap_channel >= 0) ::close(tap_channel);
 
     // The agent tells an OOM-killed command from a killed one by the cgroup's oom_kill count;
     // opened now, as the box's /sys has no cgroup file system.
@@ -700,8 +748,17 @@ int run_namespace_mode(const ShimOptions& o) {
     // cgroup.info (read by NamespaceEngine for metrics and clean-up) is written once the init has
     // joined, so it names only cgroups the box is really in and limits that really bind it.
     auto cgroups = jailer::CgroupSet::create(o.box_id, {o.memory_bytes, o.cpus, o.pids});
-    log("box " + o.box_id +
-        ": network: loopback only (outbound networking is not implemented for the namespace engine yet)");
+    std::optional<net::EgressFirewall> firewall;
+    if (o.network) {
+        auto allow = net::AllowList::parse(o.allow_net);
+        if (!allow) return fail_start(allow.error().message());
+        firewall.emplace(std::move(*allow));
+        log("box " + o.box_id + ": network: eth0 192.168.127.2/24 through passt" +
+            (o.allow_net.empty() ? std::string(", unrestricted")
+                                 : ", allowed: " + std::to_string(o.allow_net.size()) + " rule(s)"));
+    } else {
+        log("box " + o.box_id + ": network: disabled (loopback only)");
+    }
     log("box " + o.box_id + ": capabilities: " +
         (o.all_capabilities ? std::string("all (SecurityOptions: jailer disabled)")
                             : jailer::capability_names(jailer::kBoxCapabilities)) +
@@ -750,7 +807,65 @@ int run_namespace_mode(const ShimOptions& o) {
     sigprocmask(SIG_BLOCK, &mask, nullptr);
     const int signal_fd = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 
-    if (::unshare(CLONE_NEWPID) != 0) return fail_start(errno_text("unshare(CLONE_NEWPID)"));
+    // The network: passt and the frame pump start first, in the shim's PID namespace (not the
+    // box's, where the box's root could signal them; and a process that unshared its PID
+    // namespace can no longer start threads, so the pump is a process of its own). passt gets its
+    // end of a socketpair, the pump the other; the box's init sends eth0 to the pump over
+    // tap_channel. The pump dies with the shim (PDEATHSIG), and passt (--one-off) with the pump.
+    int tap_channel[2] = {-1, -1};
+    pid_t passt_pid = -1;
+    pid_t pump_pid = -1;
+    if (o.network) {
+        int passt_pair[2] = {-1, -1};
+        if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, tap_channel) != 0 ||
+            ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, passt_pair) != 0) {
+            return fail_start(errno_text("socketpair for the box network"));
+        }
+        passt_pid = start_passt(o, passt_pair[1], error);
+        ::close(passt_pair[1]);
+        if (passt_pid < 0) return fail_start(error);
+        const pid_t shim_pid = ::getpid();
+        pump_pid = ::fork();
+        if (pump_pid == 0) {
+            sigset_t none;
+            sigemptyset(&none);
+            sigprocmask(SIG_SETMASK, &none, nullptr);
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (::getppid() != shim_pid) ::_exit(0);
+            // Nothing of the shim's but the two sockets: the ready pipe, the box lock and the
+            // watchdog must close when the shim closes them.
+            for (int fd = 3; fd < 4096; ++fd) {
+                if (fd != tap_channel[0] && fd != passt_pair[0]) ::close(fd);
+            }
+            const int tap = receive_fd(tap_channel[0]);
+            if (tap < 0) ::_exit(0);
+            net::FramePump pump(tap, passt_pair[0], *firewall);
+            pump.queue_to_passt(box_arp_request());
+            auto result = pump.run(-1);
+            if (!result) log("box " + o.box_id + ": network pump ended: " + result.error().message());
+            ::_exit(result ? 0 : 1);
+        }
+        ::close(tap_channel[0]);
+        ::close(passt_pair[0]);
+        if (pump_pid < 0) {
+            ::kill(passt_pid, SIGKILL);
+            ::waitpid(passt_pid, nullptr, 0);
+            return fail_start(errno_text("fork for the network pump"));
+        }
+    }
+    auto stop_network = [&] {
+        for (pid_t* pid : {&pump_pid, &passt_pid}) {
+            if (*pid <= 0) continue;
+            ::kill(*pid, SIGKILL);
+            ::waitpid(*pid, nullptr, 0);
+            *pid = -1;
+        }
+    };
+
+    if (::unshare(CLONE_NEWPID) != 0) {
+        stop_network();
+        return fail_start(errno_text("unshare(CLONE_NEWPID)"));
+    }
     const pid_t child = ::fork();
     if (child < 0) return fail_start(errno_text("fork"));
     if (child == 0) {
@@ -767,10 +882,11 @@ int run_namespace_mode(const ShimOptions& o) {
             if (!oom_protected && !cgroups.v2()) memory_procs = cgroups.memory_dir() + "/cgroup.procs";
         }
         const auto message = become_box_init(o, listen_fd, agent_ready[1], agent_fd, log_pipe[1], memory_events,
-                                             memory_procs);
+                                             memory_procs, tap_channel[1]);
         (void)!::write(child_error[1], message.data(), message.size());
         ::_exit(1);
     }
+    if (tap_channel[1] >= 0) ::close(tap_channel[1]);
     const bool agent_outside_memory = !oom_protected && !cgroups.v2() && !cgroups.memory_dir().empty();
     cgroups.add(static_cast<int>(child), agent_outside_memory);
     if (agent_outside_memory) {
@@ -826,6 +942,7 @@ int run_namespace_mode(const ShimOptions& o) {
     if (!ready) {
         ::kill(child, SIGKILL);
         ::waitpid(child, nullptr, 0);
+        stop_network();
         drain_log();
         cgroups.remove();
         ::unlink(o.socket.c_str());
@@ -849,6 +966,7 @@ int run_namespace_mode(const ShimOptions& o) {
             log("box " + o.box_id + ": the runtime that started it went away before recording it; ending the box");
             ::kill(child, SIGKILL);
             ::waitpid(child, nullptr, 0);
+            stop_network();
             cgroups.remove();
             ::unlink(o.socket.c_str());
             ::unlink((o.box_dir + "/agent.pid").c_str());
@@ -884,6 +1002,7 @@ int run_namespace_mode(const ShimOptions& o) {
         const auto r = ::waitpid(child, &status, WNOHANG);
         if (r == child) exited = true;
     }
+    stop_network();
     drain_log();
     cgroups.remove();
     ::unlink(o.socket.c_str());

@@ -25,6 +25,12 @@ struct VolumeMount {
     bool read_only = false;
 };
 
+/// A published port as passt's -t/-u takes it: "[ADDR/]HOSTPORT:BOXPORT".
+struct PublishedPort {
+    bool udp = false;
+    std::string spec;
+};
+
 struct ShimOptions {
     std::string mode;
     std::string box_id;
@@ -60,6 +66,13 @@ struct ShimOptions {
     bool all_capabilities = false;
     /// --seccomp off: no system call filter (SecurityOptions::seccomp_enabled == false).
     bool seccomp = true;
+    /// --network on: eth0 in the box, pumped to passt through the firewall (network.hpp);
+    /// off: loopback only and no passt.
+    bool network = false;
+    std::vector<std::string> allow_net;  ///< --allow-net, repeatable: the firewall's allow list
+    std::string passt;                   ///< --passt: passt's binary (default: found in /usr/bin)
+    std::string dns;                     ///< --dns: the resolver passt forwards the box's DNS to
+    std::vector<PublishedPort> publish;  ///< --publish-tcp / --publish-udp "[ADDR/]HOSTPORT:BOXPORT"
 };
 
 /// Runs the namespace mode to completion; returns the shim's exit code.

@@ -90,6 +90,18 @@ int main(int argc, char** argv) {
             const std::string v = value;
             if (v != "on" && v != "off") return usage("--seccomp must be 'on' or 'off', got '" + v + "'");
             o.seccomp = v == "on";
+        } else if (flag == "--network") {
+            const std::string v = value;
+            if (v != "on" && v != "off") return usage("--network must be 'on' or 'off', got '" + v + "'");
+            o.network = v == "on";
+        } else if (flag == "--allow-net") {
+            o.allow_net.emplace_back(value);
+        } else if (flag == "--passt") {
+            o.passt = value;
+        } else if (flag == "--dns") {
+            o.dns = value;
+        } else if (flag == "--publish-tcp" || flag == "--publish-udp") {
+            o.publish.push_back({flag == "--publish-udp", value});
         } else if (flag == "--volume") {
             o.volumes.push_back({value, "", false});
         } else if (flag == "--volume-target" || flag == "--volume-mode") {

@@ -42,10 +42,11 @@ TEST_F(NamespaceBox, EchoInItsOwnNamespaces) {
     EXPECT_EQ(out.exit_code, 0);
     EXPECT_EQ(run(box, BoxCommand("hostname")).stdout_text, box.id().short_id() + "\n");
     EXPECT_EQ(run(box, BoxCommand("cat").arg("/proc/1/comm")).stdout_text, "boxlite-agent\n") << "the agent is PID 1";
-    // Network disabled or not: only loopback exists (outbound networking is a later issue).
+    // The network is on by default: loopback and eth0 (docs/networking.md).
     const auto dev = run(box, BoxCommand("cat").arg("/proc/net/dev")).stdout_text;
     EXPECT_NE(dev.find("lo:"), std::string::npos);
-    EXPECT_EQ(std::count(dev.begin(), dev.end(), ':'), 1) << dev;
+    EXPECT_NE(dev.find("eth0:"), std::string::npos);
+    EXPECT_EQ(std::count(dev.begin(), dev.end(), ':'), 2) << dev;
     EXPECT_NE(run(box, BoxCommand("cat").arg("/proc/mounts")).stdout_text.find("overlay / overlay"), std::string::npos);
     auto info = box.info();
     ASSERT_TRUE(info);
@@ -371,29 +372,18 @@ TEST_F(NamespaceBox, MetricsCountTheBoxsProcesses) {
     (void)exec->wait();
 }
 
-TEST_F(NamespaceBox, PortsAndAllowNetAreRefusedNotIgnored) {
-    auto with_port = options(/*auto_remove=*/false);
-    with_port.ports = {PortSpec{18080, 80, PortProtocol::Tcp, "127.0.0.1"}};
-    auto with_allow = options(/*auto_remove=*/false);
-    with_allow.network.allow_net = {"example.com"};
-    for (const auto& [o, words] : {std::pair{with_port, std::string("port forwarding (127.0.0.1:18080:80/tcp)")},
-                                   std::pair{with_allow, std::string("allow_net (example.com)")}}) {
-        auto box = runtime_->create(o);
-        ASSERT_TRUE(box) << box.error().to_string();
-        auto started = box->start();
-        ASSERT_FALSE(started) << words << " was accepted";
-        EXPECT_EQ(started.error().kind(), ErrorKind::Unsupported);
-        EXPECT_NE(started.error().message().find(words), std::string::npos) << started.error().to_string();
-        EXPECT_NE(started.error().message().find("not supported by the namespace engine yet (boxes get loopback only)"),
-                  std::string::npos)
-            << started.error().to_string();
-        // Refused before anything was spawned.
-        EXPECT_NE(box->info()->status, BoxStatus::Running);
-        EXPECT_FALSE(box->info()->pid.has_value());
-        EXPECT_FALSE(fs::exists(home_->path() / "boxes" / box->id().str() / "shim.log"));
-        auto exec = box->run(BoxCommand("true"));
-        EXPECT_FALSE(exec) << "exec starts the box, which is refused the same way";
-    }
+TEST_F(NamespaceBox, PortsOnADisabledNetworkAreRefusedBeforeAnythingRuns) {
+    auto o = options(/*auto_remove=*/false);
+    o.ports = {PortSpec{18080, 80, PortProtocol::Tcp, "127.0.0.1"}};
+    o.network.mode = NetworkMode::Disabled;
+    auto box = runtime_->create(o);
+    ASSERT_TRUE(box) << box.error().to_string();
+    auto started = box->start();
+    ASSERT_FALSE(started);
+    EXPECT_EQ(started.error().kind(), ErrorKind::Config);
+    EXPECT_NE(started.error().message().find("network is disabled"), std::string::npos) << started.error().to_string();
+    EXPECT_FALSE(box->info()->pid.has_value());
+    EXPECT_FALSE(fs::exists(home_->path() / "boxes" / box->id().str() / "shim.log"));
 }
 
 TEST_F(NamespaceBox, DeadShimReadsAsStopped) {

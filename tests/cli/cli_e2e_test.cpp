@@ -828,26 +828,40 @@ TEST_F(CliE2E, MoreFlagsAndGlobalOptions) {
     auto flags = box_run({"--disk-size", "2", "--cpus", "2", "--memory", "256m"}, {"echo", "ok"});
     EXPECT_EQ(flags.status, 0) << flags;
     EXPECT_EQ(flags.out, "ok\n");
-    // What the namespace engine cannot honour is refused, not ignored; --rm leaves nothing behind.
-    auto ported = box_run({"--name", "ported", "-p", "127.0.0.1:18080:80/tcp"}, {"echo", "ok"});
-    EXPECT_EQ(ported.status, 1) << ported;
-    EXPECT_EQ(ported.out, "");
-    EXPECT_NE(ported.err.find("port forwarding (127.0.0.1:18080:80/tcp) is not supported by the namespace engine yet "
-                              "(boxes get loopback only)"),
-              std::string::npos)
-        << ported;
-    auto allowed = box_run({"--name", "allowed", "--allow-net", "example.com"}, {"echo", "ok"});
-    EXPECT_EQ(allowed.status, 1) << allowed;
-    EXPECT_NE(allowed.err.find("allow_net (example.com) is not supported by the namespace engine yet"),
-              std::string::npos)
-        << allowed;
-    EXPECT_EQ(trim(cli({"ls", "-aq"}).out), "") << "a refused start left a box behind";
-    // A box with ports can still be created and inspected (another engine may run it).
+    // Published ports and an allow list run on the namespace engine (docs/networking.md); --rm
+    // leaves nothing behind.
+    auto ported = box_run({"--name", "ported", "-p", "127.0.0.1::80/tcp"}, {"echo", "ok"});
+    EXPECT_EQ(ported.status, 0) << ported;
+    EXPECT_EQ(ported.out, "ok\n");
+    // An allow list is the firewall's (docs/networking.md): the box runs.
+    auto allowed = box_run({"--name", "allowed", "--allow-net", "198.51.100.0/24"}, {"echo", "ok"});
+    EXPECT_EQ(allowed.status, 0) << allowed;
+    EXPECT_EQ(allowed.out, "ok\n");
+    EXPECT_EQ(trim(cli({"ls", "-aq"}).out), "") << "a --rm box was left behind";
+    // A box with ports can be created and inspected without starting it.
     ASSERT_EQ(cli({"create", "--name", "ports", "-p", "8080:80", "--rootfs", rootfs_->string()}).status, 0);
     EXPECT_EQ(nlohmann::json::parse(cli({"inspect", "ports"}).out)[0]["Config"]["Ports"][0], "0.0.0.0:8080->80/tcp");
-    EXPECT_EQ(cli({"start", "ports"}).status, 1);
-    EXPECT_EQ(trim(cli({"inspect", "-f", "{{.State.Status}}", "ports"}).out), "configured");
+    // Nothing bound while it is not running: ls shows no ports, NetworkSettings.Ports is empty.
+    EXPECT_EQ(nlohmann::json::parse(cli({"inspect", "ports"}).out)[0]["NetworkSettings"]["Ports"],
+              nlohmann::json::object());
     EXPECT_EQ(cli({"rm", "ports"}).status, 0);
+    // A running box shows its bindings as bound, a picked host port included (Docker's notation).
+    ASSERT_EQ(cli({"run", "-d", "--name", "bound", "-p", "127.0.0.1::80", "-p", "127.0.0.1::53/udp", "--rootfs",
+                   rootfs_->string(), "sleep", "300"})
+                  .status,
+              0);
+    const auto bound = nlohmann::json::parse(cli({"inspect", "bound"}).out)[0]["NetworkSettings"]["Ports"];
+    ASSERT_EQ(bound.size(), 2U) << bound;
+    const std::string tcp_port = bound["80/tcp"][0]["HostPort"];
+    const std::string udp_port = bound["53/udp"][0]["HostPort"];
+    EXPECT_EQ(bound["80/tcp"][0]["HostIp"], "127.0.0.1");
+    EXPECT_GT(std::stoi(tcp_port), 0) << bound;
+    EXPECT_GT(std::stoi(udp_port), 0) << bound;
+    const auto table = cli({"ls"}).out;
+    EXPECT_NE(table.find("PORTS"), std::string::npos) << table;
+    EXPECT_NE(table.find("127.0.0.1:" + tcp_port + "->80/tcp, 127.0.0.1:" + udp_port + "->53/udp"), std::string::npos)
+        << table;
+    EXPECT_EQ(cli({"rm", "-f", "bound"}).status, 0);
     // --home wins over BOXLITE_HOME.
     const auto other = work_->path() / "other-home";
     ASSERT_EQ(cli({"--home", other.string(), "create", "--name", "elsewhere", "--rootfs", rootfs_->string()}).status,

@@ -63,7 +63,7 @@ TEST(Fuzz, StoredRecordsNeverCrashOrThrow) {
     config.options.secrets = {Secret{"T", "v", {"a.com"}, ""}};
     BoxState state;
     state.status = BoxStatus::Running;
-    state.handle = EngineHandle{1, 2, "unix:/x"};
+    state.handle = EngineHandle{1, 2, "unix:/x", {}};
     state.started_at = std::chrono::system_clock::now();
     const std::vector<std::string> seeds = {to_json_text(config), to_json_text(state), "{}", "[]"};
     std::size_t accepted = 0;

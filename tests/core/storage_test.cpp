@@ -67,7 +67,7 @@ TYPED_TEST(StorageContract, InsertGetUpdateRemove) {
 
     BoxState running;
     running.status = BoxStatus::Running;
-    running.handle = EngineHandle{1, 2, "pipe:x"};
+    running.handle = EngineHandle{1, 2, "pipe:x", {}};
     ASSERT_TRUE(this->storage_.update_state(config.id, running));
     EXPECT_EQ(this->storage_.get(config.id)->state, running);
 
@@ -121,7 +121,7 @@ TYPED_TEST(StorageContract, UpdateStateIfIsACompareAndSwap) {
     ASSERT_TRUE(this->storage_.insert(config, configured));
     BoxState running = configured;
     running.status = BoxStatus::Running;
-    running.handle = EngineHandle{1, 2, "pipe:x"};
+    running.handle = EngineHandle{1, 2, "pipe:x", {}};
     // The stored state is `configured`: a swap from it succeeds, a second one from it does not.
     EXPECT_EQ(this->storage_.update_state_if(config.id, configured, running).value(), true);
     EXPECT_EQ(this->storage_.get(config.id)->state, running);

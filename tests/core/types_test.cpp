@@ -449,7 +449,7 @@ TEST(Formatters, InfoStateConfigCommandMetrics) {
     BoxState state;
     EXPECT_EQ(fmt::format("{}", state), "configured");
     state.status = BoxStatus::Running;
-    state.handle = EngineHandle{42, 7, "unix:/tmp/a.sock"};
+    state.handle = EngineHandle{42, 7, "unix:/tmp/a.sock", {}};
     EXPECT_EQ(fmt::format("{}", state), "running (pid 42 at unix:/tmp/a.sock)");
     const auto info = BoxInfo::from(config, state);
     EXPECT_EQ(info.pid, 42);
@@ -465,6 +465,27 @@ TEST(Formatters, InfoStateConfigCommandMetrics) {
     bm.commands_executed_total = 2;
     EXPECT_NE(fmt::format("{}", bm).find("commands_executed_total=2"), std::string::npos);
     EXPECT_EQ(fmt::format("{}", EngineKind::Namespace), "namespace");
+}
+
+TEST(BoxInfo, PortsAreTheBindingsWhileRunningAndTheRequestOtherwise) {
+    BoxConfig config;
+    config.options.ports = {PortSpec{std::nullopt, 80, PortProtocol::Tcp, "127.0.0.1"}};
+    BoxState state;
+    EXPECT_EQ(BoxInfo::from(config, state).ports, config.options.ports);
+    state.status = BoxStatus::Running;
+    const std::vector<PortSpec> bound = {PortSpec{40123, 80, PortProtocol::Tcp, "127.0.0.1"}};
+    state.handle = EngineHandle{42, 7, "unix:/tmp/a.sock", bound};
+    EXPECT_EQ(BoxInfo::from(config, state).ports, bound);
+    // The bindings are stored with the handle and read back.
+    const nlohmann::json stored = state;
+    EXPECT_EQ(stored.get<BoxState>().handle->ports, bound);
+    // A handle stored before ports existed reads as none.
+    auto old = stored;
+    old["handle"].erase("ports");
+    EXPECT_TRUE(old.get<BoxState>().handle->ports.empty());
+    state.status = BoxStatus::Stopped;
+    state.handle.reset();
+    EXPECT_EQ(BoxInfo::from(config, state).ports, config.options.ports);
 }
 
 TEST(BoxliteOptions, HomeFromEnvironmentAndEngineKind) {
@@ -546,7 +567,7 @@ TEST(Json, BoxConfigAndStateRoundTrip) {
 
     BoxState state;
     state.status = BoxStatus::Running;
-    state.handle = EngineHandle{7, 99, "unix:/x"};
+    state.handle = EngineHandle{7, 99, "unix:/x", {}};
     state.container_id = ContainerID::generate();
     state.started_at = std::chrono::system_clock::now();
     auto state_back = parse_json_as<BoxState>(to_json_text(state), "state");

@@ -489,6 +489,16 @@ TEST_F(KvmLaunch, VolumesAndPortsAreRefusedNotDropped) {
     auto ports = config();
     ASSERT_FALSE(ports);
     EXPECT_EQ(ports.error().kind(), ErrorKind::Unsupported);
+    EXPECT_NE(ports.error().message().find("the kvm engine cannot publish ports yet"), std::string::npos)
+        << ports.error().message();
+    box.options.ports.clear();
+    // An allow list cannot be enforced without a network device: refused, not ignored.
+    box.options.network.allow_net = {"example.com"};
+    auto allowed = config();
+    ASSERT_FALSE(allowed);
+    EXPECT_EQ(allowed.error().kind(), ErrorKind::Unsupported);
+    EXPECT_NE(allowed.error().message().find("--allow-net ('example.com')"), std::string::npos)
+        << allowed.error().message();
 }
 
 TEST(GuestLaunch, ArchiveIsANewcCpioWithTheDocumentPrivate) {

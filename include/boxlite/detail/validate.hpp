@@ -56,6 +56,10 @@ namespace boxlite::detail {
     return false;
 }
 
+/// A valid CIDR with every bit after its prefix cleared ("10.1.0.0/8" -> "10.0.0.0/8"), or the
+/// text itself when no such bit is set; compiled in lib/core/host.cpp.
+[[nodiscard]] std::string cidr_with_host_bits_cleared(std::string_view cidr);
+
 /// POSIX-portable environment variable name: [A-Za-z_][A-Za-z0-9_]*.
 [[nodiscard]] inline bool is_env_name(std::string_view text) {
     if (text.empty()) return false;

@@ -15,10 +15,10 @@
 //                 after `timeout` the shim is SIGKILLed, which kills PID 1 (PDEATHSIG) and with
 //                 it the whole PID namespace.
 //   is_alive()    the shim's pid with the recorded start time exists and is not a zombie.
-//   network       only loopback, whatever NetworkSpec's mode says: outbound networking for this
-//                 engine is a later issue, and the shim logs a warning saying so. What cannot be
-//                 honoured silently — port forwards (BoxOptions::ports) and an allow_net list —
-//                 makes start() fail with ErrorKind::Unsupported before anything runs.
+//   network       NetworkMode::Enabled: eth0 (a tap made in the box's netns) pumped by the shim
+//                 through the egress firewall (allow_net) to a passt it starts; Disabled:
+//                 loopback only (docs/networking.md). Port forwards (BoxOptions::ports) are
+//                 passt's -t/-u; a host port already taken is a Config error at start.
 //   isolation     capability bounding set, seccomp filter, masked /proc, nodev mounts
 //                 (lib/shim/namespace_mode.cpp, docs/namespace-engine.md); SecurityOptions'
 //                 jailer_enabled=false keeps all capabilities, seccomp_enabled=false the filter off.
@@ -66,7 +66,7 @@ public:
     [[nodiscard]] bool is_alive(const EngineHandle& handle) const;
     BoxliteResult<EngineMetrics> metrics(const EngineHandle& handle);
 
-    /// What this engine cannot honour, refused rather than ignored (port forwards, allow_net).
+    /// Ports on a disabled network, and an allow_net list the firewall cannot parse (Config).
     [[nodiscard]] static BoxliteResult<void> supports(const BoxConfig& config);
 
     /// The options, with the helper binaries located (empty where they were not found).

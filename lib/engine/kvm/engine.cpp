@@ -14,6 +14,7 @@
 #include "engine/common/helper_binary.hpp"
 #include "engine/common/shim_spawn.hpp"
 #include "engine/common/watchdog.hpp"
+#include "engine/common/network_support.hpp"
 #include "engine/common/volumes.hpp"
 #include "qcow2/qcow2_image.hpp"
 #include "vmm/file.hpp"
@@ -342,13 +343,8 @@ KvmEngine::KvmEngine() = default;
 KvmEngine::KvmEngine(KvmEngineOptions options) : options_(std::move(options)) {}
 
 BoxliteResult<void> KvmEngine::supports(const BoxConfig& box) {
-    const auto& o = box.options;
     BOXLITE_TRY_VOID(engine::refuse_volumes_without_virtiofs("kvm", box));
-    if (!o.ports.empty())
-        return fail(ErrorKind::Unsupported,
-                    "box {}: the kvm engine cannot publish ports yet (the VM has no network device); "
-                    "{} port mapping(s) asked for — remove them or use another engine",
-                    box.id, o.ports.size());
+    BOXLITE_TRY_VOID(engine::refuse_network_without_device("kvm", box));
     return {};
 }
 

@@ -3,6 +3,7 @@
 #include <boxlite/box_config.hpp>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdint>
 #include <optional>
 
@@ -40,6 +41,17 @@ std::vector<std::string> shim_arguments(const NamespaceEngineOptions& engine, co
     args.insert(args.end(), {"--log-max-bytes", std::to_string(launch.log_max_bytes.value_or(engine.log_max_bytes))});
     if (options.disk_size_gb)
         args.insert(args.end(), {"--disk-bytes", std::to_string(std::uint64_t{*options.disk_size_gb} << 30)});
+    const bool network = options.network.mode == NetworkMode::Enabled;
+    args.insert(args.end(), {"--network", network ? "on" : "off"});
+    if (network) {
+        for (const auto& pattern : options.network.allow_net) args.insert(args.end(), {"--allow-net", pattern});
+        if (const char* passt = std::getenv("BOXLITE_PASST"); passt != nullptr && *passt != '\0')
+            args.insert(args.end(), {"--passt", passt});
+        // Where passt sends the box's DNS (default: the host's resolv.conf); tests point it at
+        // their own server.
+        if (const char* dns = std::getenv("BOXLITE_NET_DNS"); dns != nullptr && *dns != '\0')
+            args.insert(args.end(), {"--dns", dns});
+    }
     for (const auto& [key, value] : launch.env) args.insert(args.end(), {"--env", key + "=" + value});
     if (!launch.working_dir.empty()) args.insert(args.end(), {"--workdir", launch.working_dir});
     if (!launch.user.empty()) args.insert(args.end(), {"--user", launch.user});

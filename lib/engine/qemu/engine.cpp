@@ -15,6 +15,7 @@
 #include "base/unix_address.hpp"
 #include "engine/common/guest_assets.hpp"
 #include "engine/common/helper_binary.hpp"
+#include "engine/common/network_support.hpp"
 #include "engine/common/shim_spawn.hpp"
 #include "engine/common/watchdog.hpp"
 #include "vmm/file.hpp"
@@ -133,11 +134,7 @@ BoxliteResult<EngineHandle> start(const QemuEngineOptions& options, const Engine
     const auto& box = *launch.config;
     const fs::path box_dir = launch.box_dir;
     // What this engine cannot honour yet is refused, not ignored (before anything is made).
-    if (!box.options.ports.empty())
-        return fail(ErrorKind::Unsupported,
-                    "box {}: the qemu engine cannot publish ports yet (the VM has no network device); {} port "
-                    "mapping(s) asked for — remove them or use the namespace engine",
-                    box.id, box.options.ports.size());
+    BOXLITE_TRY_VOID(engine::refuse_network_without_device("qemu", box));
     BOXLITE_TRY(auto host, resolve_qemu_host(options));
     BOXLITE_TRY(auto shim, engine::locate_helper_binary("boxlite-shim-qemu", "BOXLITE_SHIM_QEMU", options.shim));
     auto since = [](Clock::time_point start) { return std::chrono::nanoseconds(Clock::now() - start); };

@@ -1,0 +1,169 @@
+// The egress firewall between a box's network device and passt: trusted host code in the shim,
+// which the box cannot reconfigure (its routes, links, raw sockets and /etc/hosts change nothing
+// here). It sees every frame in both directions.
+//
+// Box → passt (egress):
+//   - ARP passes; other non-IP frames and frames that do not parse are dropped.
+//   - The gateway (192.168.127.1) is passt's, and passt maps it to the host's loopback: the box
+//     may reach it for DNS (port 53), DHCP and neighbour discovery only, and answer connections
+//     that came in from it (published ports). Everything else to it is refused.
+//   - A DNS query to the gateway for host.boxlite.internal is answered here (A 192.168.127.254).
+//   - The host alias (192.168.127.254, host.boxlite.internal) is rewritten to the gateway, so it
+//     reaches the host's loopback; replies are rewritten back. With an allow list it is reachable
+//     only when the list names `host.boxlite.internal` (or `host.boxlite.internal:PORT`).
+//   - With an allow list, any other destination must fall in one of its IP/CIDR rules, or be an
+//     address that an allowed host name (`api.example.com`, `*.example.com`) resolved to in a DNS
+//     answer the pump watched, for the answer's TTL (at least kMinResolvedTtl); connections made
+//     meanwhile live on. A UDP DNS query for a name the list does not hold is answered NXDOMAIN by
+//     the pump; DNS over TCP is refused (its answers are not watched).
+//   - Refused TCP is answered with a RST, refused UDP and other protocols with an ICMP / ICMPv6
+//     "administratively prohibited" unreachable, so programs in the box fail at once.
+// passt → box (ingress): everything passes; a connection or datagram that comes in is recorded so
+// that the box's replies to it pass, and the pump completes the handshake of a connection passt
+// opened (this passt does not send its last ACK until the host side sends data). Recorded flows are bounded (oldest forgotten first).
+#pragma once
+
+#include "net/packet.hpp"
+
+#include <boxlite/error.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace boxlite::net {
+
+/// The box network's addresses (upstream's: 192.168.127.0/24, box .2, gateway and DNS .1,
+/// host alias .254).
+struct NetworkLayout {
+    IpAddress gateway = IpAddress::v4(192, 168, 127, 1);
+    IpAddress box = IpAddress::v4(192, 168, 127, 2);
+    IpAddress host_alias = IpAddress::v4(192, 168, 127, 254);
+    std::uint8_t prefix = 24;
+};
+
+inline constexpr std::string_view kHostAliasName = "host.boxlite.internal";
+
+/// An address and a prefix length; an exact address is a /32 or /128.
+struct Cidr {
+    IpAddress network;
+    std::uint8_t prefix = 0;
+
+    [[nodiscard]] bool contains(const IpAddress& address) const noexcept;
+};
+
+/// A parsed allow_net list. Empty = unrestricted.
+struct AllowList {
+    std::vector<Cidr> networks;
+    /// Host names and "*.suffix" patterns, lower-cased.
+    std::vector<std::string> hostnames;
+    bool host_alias_any_port = false;
+    std::vector<std::uint16_t> host_alias_ports;
+    bool restricted = false;
+
+    /// Each pattern: an IPv4/IPv6 address, a CIDR (host bits must be zero), a host name,
+    /// "*.host", or "host.boxlite.internal[:PORT]". A malformed one is a Config error that names it.
+    [[nodiscard]] static BoxliteResult<AllowList> parse(const std::vector<std::string>& patterns);
+    [[nodiscard]] bool allows_host_alias(std::uint16_t port) const noexcept;
+};
+
+/// Forward: on to passt. Drop: nothing. Reject: refused, `reply` (if any) answers the box.
+/// Answer: the pump answered it itself (a DNS query for host.boxlite.internal), `reply` is the answer.
+enum class Verdict : std::uint8_t { Forward, Drop, Reject, Answer };
+
+struct FirewallStats {
+    std::uint64_t forwarded = 0;
+    std::uint64_t dropped = 0;
+    std::uint64_t rejected = 0;
+    std::uint64_t malformed = 0;
+    std::uint64_t answered = 0;
+    /// Addresses learnt from DNS answers for allowed names.
+    std::uint64_t resolved = 0;
+};
+
+class EgressFirewall {
+public:
+    static constexpr std::size_t kMaxFlows = 16384;
+    /// Addresses learnt from DNS answers, at most (expired ones, then the oldest, forgotten first).
+    static constexpr std::size_t kMaxResolved = 4096;
+    /// Records read from one DNS answer, at most.
+    static constexpr std::uint16_t kMaxDnsAnswers = 64;
+    /// A learnt address stays reachable this long at least, whatever the answer's TTL (seconds).
+    static constexpr std::uint32_t kMinResolvedTtl = 10;
+    using Clock = std::function<std::chrono::steady_clock::time_point()>;
+
+    /// `clock`: steady_clock::now when empty (the tests pass their own).
+    explicit EgressFirewall(AllowList allow, NetworkLayout layout = {}, Clock clock = {});
+
+    /// A frame from the box. Forward: send `frame` on to passt (it may have been rewritten in
+    /// place), and `reply`, when not empty, to the box (the ACK that completes a handshake passt
+    /// opened, which this passt leaves out). Reject: send `reply` (a RST or an ICMP unreachable, when one fits the frame) back
+    /// to the box. Drop: nothing.
+    [[nodiscard]] Verdict egress(std::span<std::uint8_t> frame, std::vector<std::uint8_t>& reply);
+    /// A frame from passt: Forward (possibly rewritten in place) or Drop.
+    [[nodiscard]] Verdict ingress(std::span<std::uint8_t> frame);
+
+    [[nodiscard]] const FirewallStats& stats() const noexcept { return stats_; }
+    [[nodiscard]] const AllowList& allow_list() const noexcept { return allow_; }
+
+private:
+    struct Flow {
+        std::uint8_t protocol = 0;
+        IpAddress remote;
+        std::uint16_t local_port = 0;
+        std::uint16_t remote_port = 0;
+        friend bool operator==(const Flow&, const Flow&) = default;
+    };
+    struct FlowHash {
+        std::size_t operator()(const Flow& flow) const noexcept;
+    };
+    class FlowTable {
+    public:
+        void insert(const Flow& flow);
+        [[nodiscard]] bool contains(const Flow& flow) const { return set_.contains(flow); }
+
+    private:
+        std::unordered_set<Flow, FlowHash> set_;
+        std::deque<Flow> order_;
+    };
+
+    struct AddressHash {
+        std::size_t operator()(const IpAddress& address) const noexcept;
+    };
+
+    Verdict refuse(std::span<const std::uint8_t> frame, const PacketInfo& info, std::vector<std::uint8_t>& reply);
+    [[nodiscard]] bool allowed_by_list(const IpAddress& destination) const noexcept;
+    [[nodiscard]] bool resolved_allows(const IpAddress& destination);
+    void watch_dns_answer(std::span<const std::uint8_t> frame, const PacketInfo& info);
+
+    AllowList allow_;
+    NetworkLayout layout_;
+    FlowTable inbound_;         // flows passt opened towards the box (published ports)
+    FlowTable alias_;           // the box's flows to the host alias, rewritten to the gateway
+    FlowTable resolved_flows_;  // the box's flows to addresses allowed names resolved to
+    // passt's SYNs towards the box not yet answered: the flow (as the box's answer sees it) and
+    // passt's window scale.
+    std::unordered_map<Flow, std::uint8_t, FlowHash> handshakes_;
+    std::unordered_map<IpAddress, std::chrono::steady_clock::time_point, AddressHash> resolved_;
+    Clock clock_;
+    FirewallStats stats_;
+};
+
+/// The answer to a refused packet: a TCP RST, or an ICMP/ICMPv6 "administratively prohibited"
+/// unreachable quoting it. Empty when none is due (an RST, an ICMP error, a fragment).
+[[nodiscard]] std::vector<std::uint8_t> make_rejection(std::span<const std::uint8_t> frame, const PacketInfo& info);
+
+/// Rewrites the IPv4 source or destination address of a parsed frame in place, fixing the IP
+/// header checksum and the TCP/UDP checksum (whose pseudo-header holds the address).
+void rewrite_ipv4_address(std::span<std::uint8_t> frame, const PacketInfo& info, bool destination, const IpAddress& to);
+
+}  // namespace boxlite::net

@@ -1,0 +1,68 @@
+// The frame pump: moves Ethernet frames between a box's network device and passt, through the
+// egress firewall.
+//
+//   box side    a descriptor that carries one frame per read() and write(): a tap device in the
+//               box's network namespace (namespace engine), or a datagram socket (tests; a VM
+//               engine's device model can hand its frames over the same way).
+//   passt side  passt's UNIX stream socket, frames with a 4-byte length prefix (stream_framing.hpp).
+//
+// Buffers are bounded: at most kMaxPending bytes wait for passt; while that is full the pump
+// stops reading the box (the tap's own queue then drops, like a NIC). A frame for the box that
+// the device cannot take at once is dropped, as a NIC would. A length prefix out of range from
+// passt ends the pump (the stream cannot be resynchronised).
+#pragma once
+
+#include "net/firewall.hpp"
+#include "net/stream_framing.hpp"
+
+#include <boxlite/error.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace boxlite::net {
+
+struct PumpStats {
+    std::uint64_t frames_to_passt = 0;
+    std::uint64_t frames_to_box = 0;
+    std::uint64_t frames_dropped_to_box = 0;
+    std::uint64_t rejections_sent = 0;
+};
+
+class FramePump {
+public:
+    static constexpr std::size_t kMaxPending = 1024 * 1024;
+
+    /// Neither descriptor is owned; both are made non-blocking.
+    FramePump(int box_fd, int passt_fd, EgressFirewall& firewall);
+
+    /// Pumps until `stop_fd` (an eventfd or pipe, or -1) becomes readable — Ok — or passt closes
+    /// its socket — Ok — or a descriptor fails — an Internal error naming it.
+    [[nodiscard]] BoxliteResult<void> run(int stop_fd);
+
+    [[nodiscard]] const PumpStats& stats() const noexcept { return stats_; }
+
+    /// Queues a frame for passt as if the box had sent it, bypassing the firewall (the shim's own
+    /// frames: an ARP request that teaches passt the box's MAC before anything comes in).
+    void queue_to_passt(std::span<const std::uint8_t> frame) { append_stream_frame(pending_, frame); }
+
+private:
+    BoxliteResult<bool> read_box();
+    BoxliteResult<bool> read_passt();
+    BoxliteResult<void> write_passt();
+    void send_to_box(std::span<const std::uint8_t> frame);
+
+    int box_fd_;
+    int passt_fd_;
+    EgressFirewall& firewall_;
+    StreamDecoder decoder_;
+    std::vector<std::uint8_t> pending_;  // encoded frames waiting for passt
+    std::size_t pending_sent_ = 0;
+    std::vector<std::uint8_t> frame_;  // one frame read from the box
+    std::vector<std::uint8_t> reply_;
+    std::vector<std::uint8_t> scratch_;  // bytes read from passt
+    PumpStats stats_;
+};
+
+}  // namespace boxlite::net

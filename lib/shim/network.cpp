@@ -1,0 +1,278 @@
+#include "network.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <net/route.h>
+#include <poll.h>
+#include <sched.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+namespace boxlite::shim {
+namespace {
+
+std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+sockaddr ipv4_sockaddr(const char* address) {
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    ::inet_pton(AF_INET, address, &in.sin_addr);
+    sockaddr out{};
+    std::memcpy(&out, &in, sizeof in);
+    return out;
+}
+
+// The box's MAC and addresses: upstream's (docs/networking.md).
+constexpr unsigned char kBoxMac[6] = {0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee};
+constexpr const char* kBoxAddress = "192.168.127.2";
+constexpr const char* kBoxNetmask = "255.255.255.0";
+constexpr const char* kGatewayAddress = "192.168.127.1";
+constexpr int kBoxMtu = 65520;
+
+}  // namespace
+
+int create_box_tap(std::string& error) {
+    const int tap = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (tap < 0) {
+        error = errno_text("opening /dev/net/tun for the box's eth0");
+        return -1;
+    }
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, kBoxInterface, IFNAMSIZ - 1);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+    if (::ioctl(tap, TUNSETIFF, &ifr) != 0) {
+        error = errno_text("creating the tap device eth0");
+        ::close(tap);
+        return -1;
+    }
+    const int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    auto step = [&](unsigned long request, ifreq& req, const char* what) {
+        if (::ioctl(s, request, &req) == 0) return true;
+        error = errno_text(std::string("configuring eth0: ") + what);
+        return false;
+    };
+    bool ok = s >= 0;
+    if (!ok) error = errno_text("socket");
+    ifreq req{};
+    std::strncpy(req.ifr_name, kBoxInterface, IFNAMSIZ - 1);
+    if (ok) {
+        req.ifr_hwaddr.sa_family = 1;  // ARPHRD_ETHER
+        std::memcpy(req.ifr_hwaddr.sa_data, kBoxMac, 6);
+        ok = step(SIOCSIFHWADDR, req, "MAC address");
+    }
+    if (ok) {
+        req.ifr_mtu = kBoxMtu;
+        ok = step(SIOCSIFMTU, req, "MTU");
+    }
+    if (ok) {
+        req.ifr_addr = ipv4_sockaddr(kBoxAddress);
+        ok = step(SIOCSIFADDR, req, "address");
+    }
+    if (ok) {
+        req.ifr_netmask = ipv4_sockaddr(kBoxNetmask);
+        ok = step(SIOCSIFNETMASK, req, "netmask");
+    }
+    if (ok) {
+        // IPv6 off on eth0 before it comes up: the box network is IPv4 (docs/networking.md).
+        const int v6 = ::open("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", O_WRONLY | O_CLOEXEC);
+        if (v6 >= 0) {
+            (void)!::write(v6, "1", 1);
+            ::close(v6);
+        }
+        ok = step(SIOCGIFFLAGS, req, "reading flags");
+    }
+    if (ok) {
+        req.ifr_flags = static_cast<short>(req.ifr_flags | IFF_UP | IFF_RUNNING);
+        ok = step(SIOCSIFFLAGS, req, "bringing it up");
+    }
+    if (ok) {
+        rtentry route{};
+        route.rt_dst = ipv4_sockaddr("0.0.0.0");
+        route.rt_genmask = ipv4_sockaddr("0.0.0.0");
+        route.rt_gateway = ipv4_sockaddr(kGatewayAddress);
+        route.rt_flags = RTF_UP | RTF_GATEWAY;
+        char device[IFNAMSIZ] = {};
+        std::strncpy(device, kBoxInterface, IFNAMSIZ - 1);
+        route.rt_dev = device;
+        if (::ioctl(s, SIOCADDRT, &route) != 0) {
+            error = errno_text("adding the default route via " + std::string(kGatewayAddress));
+            ok = false;
+        }
+    }
+    if (s >= 0) ::close(s);
+    if (!ok) {
+        ::close(tap);
+        return -1;
+    }
+    return tap;
+}
+
+std::vector<unsigned char> box_arp_request() {
+    std::vector<unsigned char> frame(42, 0);
+    std::memset(frame.data(), 0xff, 6);
+    std::memcpy(frame.data() + 6, kBoxMac, 6);
+    frame[12] = 0x08;
+    frame[13] = 0x06;
+    const unsigned char header[8] = {0, 1, 8, 0, 6, 4, 0, 1};  // Ethernet, IPv4, request
+    std::memcpy(frame.data() + 14, header, 8);
+    std::memcpy(frame.data() + 22, kBoxMac, 6);
+    ::inet_pton(AF_INET, kBoxAddress, frame.data() + 28);
+    ::inet_pton(AF_INET, kGatewayAddress, frame.data() + 38);
+    return frame;
+}
+
+bool send_fd(int socket, int fd) {
+    char byte = 'f';
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(cmsg), &fd, sizeof fd);
+    return ::sendmsg(socket, &msg, MSG_NOSIGNAL) == 1;
+}
+
+int receive_fd(int socket) {
+    char byte = 0;
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n;
+    do {
+        n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) return -1;
+    for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+        if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS &&
+            cmsg->cmsg_len == CMSG_LEN(sizeof(int))) {
+            int fd = -1;
+            std::memcpy(&fd, CMSG_DATA(cmsg), sizeof fd);
+            return fd;
+        }
+    }
+    return -1;
+}
+
+pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error) {
+    std::string binary = o.passt;
+    if (binary.empty()) {
+        for (const char* candidate : {"/usr/bin/passt", "/usr/local/bin/passt", "/bin/passt"}) {
+            if (::access(candidate, X_OK) == 0) {
+                binary = candidate;
+                break;
+            }
+        }
+    }
+    if (binary.empty() || ::access(binary.c_str(), X_OK) != 0) {
+        error =
+            "passt is not installed (Debian package passt), and the box's network needs it; install it, "
+            "or create the box with network mode disabled";
+        return -1;
+    }
+    std::vector<std::string> args = {
+        binary,          "--foreground",  "--quiet",   "--one-off", "--ipv4-only", "--fd",          "3",
+        "--address",     "192.168.127.2", "--netmask", "24",        "--gateway",   "192.168.127.1", "--dns-forward",
+        "192.168.127.1", "--no-dhcpv6",   "--no-ndp",  "--no-ra"};
+    if (!o.dns.empty()) args.insert(args.end(), {"--dns", o.dns});
+    std::string tcp, udp;
+    for (const auto& port : o.publish) {
+        std::string& list = port.udp ? udp : tcp;
+        list += (list.empty() ? "" : ",") + port.spec;
+    }
+    args.insert(args.end(), {"--tcp-ports", tcp.empty() ? "none" : tcp, "--udp-ports", udp.empty() ? "none" : udp});
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    // passt drops to nobody, which clears a parent-death signal, and with some connections open
+    // it outlived its peer (Debian 12's passt spun on a closed --fd instead of exiting for
+    // --one-off). So it runs as PID 2 of a PID namespace of its own, whose init dies with the
+    // keeper below, and the keeper with the shim: the kernel kills whatever the namespace holds
+    // when its init goes, whoever that is running as. The shim knows the keeper as passt.
+    const pid_t shim = ::getpid();
+    int alive[2] = {-1, -1};  // the init's way to learn that the keeper is already gone
+    if (::pipe2(alive, O_CLOEXEC) != 0) {
+        error = errno_text("pipe for passt's keeper");
+        return -1;
+    }
+    for (int& end : alive) {  // above fd 3, which passt's socket takes in the child
+        if (end > 3) continue;
+        const int moved = ::fcntl(end, F_DUPFD_CLOEXEC, 10);
+        ::close(end);
+        end = moved;
+    }
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+        error = errno_text("fork for passt");
+        ::close(alive[0]);
+        ::close(alive[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != shim) ::_exit(127);
+        if (passt_fd == 3) {
+            ::fcntl(3, F_SETFD, 0);
+        } else if (::dup2(passt_fd, 3) != 3) {
+            ::_exit(127);
+        }
+        for (int fd = 4; fd < 4096; ++fd) {
+            if (fd != alive[0] && fd != alive[1]) ::close(fd);  // nothing of the shim's but its socket
+        }
+        if (::unshare(CLONE_NEWPID) != 0) ::_exit(127);
+        const pid_t init = ::fork();
+        if (init < 0) ::_exit(127);
+        if (init == 0) {
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            ::close(alive[1]);
+            pollfd gone{alive[0], POLLIN, 0};
+            if (::poll(&gone, 1, 0) != 0) ::_exit(127);  // the keeper died before the prctl
+            const pid_t passt = ::fork();
+            if (passt == 0) {
+                ::close(alive[0]);
+                ::execv(argv[0], argv.data());
+                ::_exit(127);
+            }
+            ::close(3);
+            int status = 0;
+            for (;;) {  // PID 1: reaps whatever passt leaves, until passt itself ends
+                const pid_t reaped = ::waitpid(-1, &status, 0);
+                if (reaped == passt || (reaped < 0 && errno != EINTR)) break;
+            }
+            ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+        }
+        ::close(3);
+        ::close(alive[0]);
+        int status = 0;
+        while (::waitpid(init, &status, 0) < 0 && errno == EINTR) {}
+        ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+    }
+    ::close(alive[0]);
+    ::close(alive[1]);
+    return pid;
+}
+
+}  // namespace boxlite::shim

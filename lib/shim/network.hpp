@@ -1,0 +1,43 @@
+// The namespace engine's box network (docs/networking.md): a tap device "eth0" in the box's
+// network namespace, made by the box's init before it seals itself and handed to the shim, which
+// pumps its frames to a passt it starts, through the egress firewall (lib/net).
+//
+//   box netns: lo, eth0 = 192.168.127.2/24, default route via 192.168.127.1, IPv6 off
+//   shim:      tap fd <-> net::FramePump (firewall) <-> socketpair <-> passt --fd (host netns)
+//
+// passt gets its end of a socketpair (--fd), so there is no socket file for anyone to reach, and
+// runs with -1: when the shim goes (however it goes, kill -9 included) its end closes and passt
+// exits, freeing any published port. Started as root, passt drops to nobody in its own sandbox.
+#pragma once
+
+#include "shim.hpp"
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace boxlite::shim {
+
+inline constexpr const char* kBoxInterface = "eth0";
+
+/// In the box's init, right after it entered its new network namespace: creates and configures
+/// eth0 and returns its tap descriptor (close-on-exec), or -1 with `error` set.
+int create_box_tap(std::string& error);
+
+/// An ARP request from the box for the gateway: the pump sends it to passt first, so passt knows
+/// the box's MAC before a published port's first connection comes in (until it has seen a frame
+/// from the box it addresses frames to a MAC the box's eth0 drops).
+std::vector<unsigned char> box_arp_request();
+
+/// SCM_RIGHTS over a UNIX socket: one descriptor with one byte.
+bool send_fd(int socket, int fd);
+/// The descriptor sent, or -1 (the peer closed, or sent none).
+int receive_fd(int socket);
+
+/// Starts passt on `passt_fd` (its end of a connected socketpair), with the box network's
+/// addresses, DNS forwarded from the gateway, and `o.publish` as -t/-u forwards. Returns its pid,
+/// or -1 with `error` set.
+pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error);
+
+}  // namespace boxlite::shim

@@ -1,0 +1,115 @@
+// The frame pump between a datagram "device" and a stream "passt" (socketpairs): frames cross
+// with the length prefix added and removed, refused frames are answered to the box, and a broken
+// length prefix from passt ends the pump with an error.
+#include "frames.hpp"
+#include "net/pump.hpp"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+namespace boxlite::net {
+namespace {
+
+using test::ip_frame;
+
+struct Pair {
+    int a = -1;
+    int b = -1;
+    Pair(int type) { EXPECT_EQ(::socketpair(AF_UNIX, type, 0, &a), 0); }
+    ~Pair() {
+        if (a >= 0) ::close(a);
+        if (b >= 0) ::close(b);
+    }
+};
+
+const IpAddress kBox = IpAddress::v4(192, 168, 127, 2);
+const IpAddress kGateway = IpAddress::v4(192, 168, 127, 1);
+
+std::vector<std::uint8_t> read_exact(int fd, std::size_t size) {
+    std::vector<std::uint8_t> out(size);
+    std::size_t got = 0;
+    while (got < size) {
+        const ssize_t n = ::read(fd, out.data() + got, size - got);
+        if (n <= 0) break;
+        got += static_cast<std::size_t>(n);
+    }
+    out.resize(got);
+    return out;
+}
+
+TEST(NetPump, CarriesFramesBothWaysThroughTheFirewall) {
+    Pair device(SOCK_DGRAM);
+    Pair passt(SOCK_STREAM);
+    Pair stop(SOCK_STREAM);
+    EgressFirewall firewall(AllowList{});
+    FramePump pump(device.b, passt.b, firewall);
+    BoxliteResult<void> result;
+    std::thread thread([&] { result = pump.run(stop.b); });
+
+    // Box → passt: the frame arrives with its length prefix.
+    const auto out = ip_frame(kBox, IpAddress::v4(198, 51, 100, 7), kProtoTcp, 40000, 80, kTcpSyn, 10);
+    ASSERT_EQ(::write(device.a, out.data(), out.size()), static_cast<ssize_t>(out.size()));
+    auto prefix = read_exact(passt.a, 4);
+    ASSERT_EQ(prefix.size(), 4U);
+    EXPECT_EQ(test::get16(prefix, 2), out.size());
+    EXPECT_EQ(read_exact(passt.a, out.size()), out);
+
+    // Refused: the box gets a RST, passt nothing.
+    const auto refused = ip_frame(kBox, kGateway, kProtoTcp, 40001, 22, kTcpSyn);
+    ASSERT_EQ(::write(device.a, refused.data(), refused.size()), static_cast<ssize_t>(refused.size()));
+    std::vector<std::uint8_t> answer(2048);
+    const ssize_t n = ::read(device.a, answer.data(), answer.size());
+    ASSERT_GT(n, 0);
+    answer.resize(static_cast<std::size_t>(n));
+    auto info = parse_frame(answer);
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->tcp_flags & kTcpRst, kTcpRst);
+
+    // passt → box, split over two writes.
+    const auto in = ip_frame(IpAddress::v4(198, 51, 100, 7), kBox, kProtoUdp, 53, 40000, 0, 300);
+    std::vector<std::uint8_t> stream;
+    append_stream_frame(stream, in);
+    ASSERT_EQ(::write(passt.a, stream.data(), 7), 7);
+    ASSERT_EQ(::write(passt.a, stream.data() + 7, stream.size() - 7), static_cast<ssize_t>(stream.size() - 7));
+    std::vector<std::uint8_t> received(70000);
+    const ssize_t m = ::read(device.a, received.data(), received.size());
+    ASSERT_EQ(m, static_cast<ssize_t>(in.size()));
+    received.resize(static_cast<std::size_t>(m));
+    EXPECT_EQ(received, in);
+
+    ASSERT_EQ(::write(stop.a, "x", 1), 1);
+    thread.join();
+    EXPECT_TRUE(result) << result.error().message();
+    EXPECT_EQ(pump.stats().frames_to_passt, 1U);
+    EXPECT_EQ(pump.stats().rejections_sent, 1U);
+    EXPECT_EQ(pump.stats().frames_to_box, 2U);
+}
+
+TEST(NetPump, ABadLengthPrefixFromPasstEndsThePump) {
+    Pair device(SOCK_DGRAM);
+    Pair passt(SOCK_STREAM);
+    EgressFirewall firewall(AllowList{});
+    FramePump pump(device.b, passt.b, firewall);
+    const std::uint8_t huge[4] = {0x7f, 0xff, 0xff, 0xff};
+    ASSERT_EQ(::write(passt.a, huge, 4), 4);
+    auto result = pump.run(-1);
+    ASSERT_FALSE(result);
+    EXPECT_NE(result.error().message().find("frame length"), std::string::npos) << result.error().message();
+}
+
+TEST(NetPump, EndsWhenPasstCloses) {
+    Pair device(SOCK_DGRAM);
+    Pair passt(SOCK_STREAM);
+    EgressFirewall firewall(AllowList{});
+    FramePump pump(device.b, passt.b, firewall);
+    ::close(passt.a);
+    passt.a = -1;
+    EXPECT_TRUE(pump.run(-1));
+}
+
+}  // namespace
+}  // namespace boxlite::net
