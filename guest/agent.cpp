@@ -387,8 +387,13 @@ private:
                     grant_stdin(c, e, f.payload.size(), true);
                     return;
                 }
-                if (e.stdin_offset > 0 && e.stdin_offset == e.stdin_buffer.size()) {
-                    e.stdin_buffer.clear();
+                // Drop the written prefix before appending, once it is at least as long as what
+                // is still pending (the move then costs at most what was written): without this a
+                // reader that never quite empties the buffer let it grow by every frame, however
+                // small the window (1 GiB to a slow `cat` peaked at hundreds of MiB).
+                if (e.stdin_offset > 0 && e.stdin_offset >= e.stdin_pending()) {
+                    e.stdin_buffer.erase(e.stdin_buffer.begin(),
+                                         e.stdin_buffer.begin() + static_cast<std::ptrdiff_t>(e.stdin_offset));
                     e.stdin_offset = 0;
                 }
                 std::span<const std::byte> rest(f.payload);
@@ -1065,7 +1070,8 @@ private:
     int listen_fd_;
     /// Output read from a command before it is framed (not zeroed per read, unlike a local).
     std::vector<std::byte> chunk_buffer_ = std::vector<std::byte>(kMaxChunk);
-    std::vector<std::byte> recv_buffer_ = std::vector<std::byte>(64 * 1024);
+    /// What one recv takes from the host: a whole stdin frame at a time.
+    std::vector<std::byte> recv_buffer_ = std::vector<std::byte>(kMaxChunk + kHeaderSize);
     int memory_events_fd_ = -1;
     /// cgroup.procs of the box's memory cgroup when the agent itself is kept out of it (a host
     /// where it cannot be -1000): each command joins it before its exec.
