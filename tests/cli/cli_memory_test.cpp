@@ -137,19 +137,14 @@ std::string trimmed(std::string s) {
 class CliMemory : public ::testing::Test {
 protected:
     void SetUp() override {
-        if (!boxlite::test::is_root()) GTEST_SKIP() << "the namespace engine needs root (namespaces, overlayfs)";
+        if (!boxlite::test::is_root())
+            GTEST_SKIP() << "precondition: not root (the namespace engine needs namespaces and overlayfs)";
         rootfs_ = boxlite::test::busybox_rootfs();
-        if (!rootfs_) GTEST_SKIP() << "busybox-static is not installed";
+        ASSERT_TRUE(rootfs_) << "busybox-static is not installed (scripts/setup installs it)";
         work_.emplace("boxlite-cli-memory");
         env_ = {{"BOXLITE_HOME", (work_->path() / "home").string()}, {"BOXLITE_ENGINE", "namespace"}};
         auto started = run({"run", "-d", "--name", "mem", "--rootfs", rootfs_->string(), "sleep", "100000"});
-        if (started.first != 0) {
-            auto info = run_cli({"info", "--format", "json"});
-            if (info.second.find("available") == std::string::npos) {
-                GTEST_SKIP() << "the namespace engine cannot run here: " << info.second;
-            }
-            FAIL() << "run -d failed: " << started.second;
-        }
+        ASSERT_EQ(started.first, 0) << "run -d failed: " << started.second;
         const auto pid = std::atoi(trimmed(run_cli({"inspect", "-f", "{{.State.Pid}}", "mem"}).second).c_str());
         ASSERT_GT(pid, 0);
         const auto agent = agent_of(pid);
