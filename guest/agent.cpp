@@ -90,6 +90,7 @@ struct Execution {
     int stderr_fd = -1;
     std::vector<std::byte> stdin_buffer;  // bytes received, not yet written to the child
     std::size_t stdin_offset = 0;
+    std::size_t stdin_ungranted = 0;  // written to the child, credit not yet returned to the host
     std::uint32_t stdin_window = kDefaultWindow;
     bool stdin_close_requested = false;
     std::uint64_t stdout_credit = 0;
@@ -377,20 +378,33 @@ private:
         switch (f.type) {
             case FrameType::Stdin: {
                 if (e.stdin_close_requested) return protocol_violation(c, "stdin data after stdin-close");
-                if (e.stdin_pending() + f.payload.size() > e.stdin_window) {
+                if (e.stdin_pending() + e.stdin_ungranted + f.payload.size() > e.stdin_window) {
                     return protocol_violation(c, fmt::format("execution {} overran its stdin window of {} bytes", e.id,
                                                              e.stdin_window));
                 }
                 if (e.stdin_fd < 0) {
                     // The child closed its stdin: drop the bytes but return the credit.
-                    grant_stdin(c, e, f.payload.size());
+                    grant_stdin(c, e, f.payload.size(), true);
                     return;
                 }
-                if (e.stdin_offset > 0 && e.stdin_offset == e.stdin_buffer.size()) {
-                    e.stdin_buffer.clear();
+                // Drop the written prefix before appending, once it is at least as long as what
+                // is still pending (the move then costs at most what was written): without this a
+                // reader that never quite empties the buffer let it grow by every frame, however
+                // small the window (1 GiB to a slow `cat` peaked at hundreds of MiB).
+                if (e.stdin_offset > 0 && e.stdin_offset >= e.stdin_pending()) {
+                    e.stdin_buffer.erase(e.stdin_buffer.begin(),
+                                         e.stdin_buffer.begin() + static_cast<std::ptrdiff_t>(e.stdin_offset));
                     e.stdin_offset = 0;
                 }
-                e.stdin_buffer.insert(e.stdin_buffer.end(), f.payload.begin(), f.payload.end());
+                std::span<const std::byte> rest(f.payload);
+                if (e.stdin_pending() == 0) {
+                    // Nothing queued: straight from the frame into the pipe, and keep only what
+                    // the pipe did not take (one copy fewer on the common path).
+                    const auto written = write_stdin_now(c, e, rest);
+                    if (e.stdin_fd < 0) return;
+                    rest = rest.subspan(written);
+                }
+                e.stdin_buffer.insert(e.stdin_buffer.end(), rest.begin(), rest.end());
                 pump_stdin(c, e);
                 return;
             }
@@ -430,9 +444,35 @@ private:
         }
     }
 
-    void grant_stdin(Connection& c, Execution& e, std::size_t bytes) {
-        if (bytes == 0) return;
-        send(c, FrameType::Credit, e.id, Credit{Channel::Stdin, static_cast<std::uint32_t>(bytes)}.encode());
+    /// Returns stdin credit for `bytes` the child took (or that were dropped). Grants go out in
+    /// batches of a quarter window (or at once with `now`): a writer that has used up its window
+    /// has pending + ungranted == window here, so once the child has read a quarter of it a grant
+    /// is due — batching never leaves the host waiting for credit that is not coming.
+    void grant_stdin(Connection& c, Execution& e, std::size_t bytes, bool now = false) {
+        e.stdin_ungranted += bytes;
+        if (e.stdin_ungranted == 0) return;
+        if (!now && e.stdin_ungranted < std::max<std::size_t>(e.stdin_window / 4, 1)) return;
+        send(c, FrameType::Credit, e.id,
+             Credit{Channel::Stdin, static_cast<std::uint32_t>(std::exchange(e.stdin_ungranted, 0))}.encode());
+    }
+
+    /// Writes what the child's stdin pipe takes now of `data` (nothing queued before it) and
+    /// returns the count; on EPIPE/EIO closes stdin and counts all of `data` as dropped.
+    std::size_t write_stdin_now(Connection& c, Execution& e, std::span<const std::byte> data) {
+        std::size_t written = 0;
+        while (e.stdin_fd >= 0 && written < data.size()) {
+            const auto n = ::write(e.stdin_fd, data.data() + written, data.size() - written);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+            if (n < 0) {
+                close_stdin(e);
+                grant_stdin(c, e, data.size(), true);
+                return data.size();
+            }
+            written += static_cast<std::size_t>(n);
+        }
+        grant_stdin(c, e, written);
+        return written;
     }
 
     void pump_stdin(Connection& c, Execution& e) {
@@ -447,7 +487,8 @@ private:
                 e.stdin_buffer.clear();
                 e.stdin_offset = 0;
                 close_stdin(e);
-                break;
+                grant_stdin(c, e, written_total, true);
+                return;
             }
             e.stdin_offset += static_cast<std::size_t>(n);
             written_total += static_cast<std::size_t>(n);
@@ -474,7 +515,7 @@ private:
     /// Forgets the stdin bytes nobody will read, giving their credit back so that a host writer
     /// never waits for credit that cannot come.
     void drop_stdin(Connection& c, Execution& e) {
-        grant_stdin(c, e, e.stdin_pending());
+        grant_stdin(c, e, e.stdin_pending(), true);
         e.stdin_buffer.clear();
         e.stdin_offset = 0;
     }
@@ -724,6 +765,7 @@ private:
             // sixteenth as often. Best effort: a lower fs.pipe-max-size keeps the default.
             (void)::fcntl(out[0], F_SETPIPE_SZ, 1 << 20);
             (void)::fcntl(err[0], F_SETPIPE_SZ, 1 << 20);
+            (void)::fcntl(in[1], F_SETPIPE_SZ, 1 << 20);  // and a fast reader of stdin
         }
 
         // The box's environment (the image's Env and BoxOptions::env, given to the agent at
@@ -1028,7 +1070,8 @@ private:
     int listen_fd_;
     /// Output read from a command before it is framed (not zeroed per read, unlike a local).
     std::vector<std::byte> chunk_buffer_ = std::vector<std::byte>(kMaxChunk);
-    std::vector<std::byte> recv_buffer_ = std::vector<std::byte>(64 * 1024);
+    /// What one recv takes from the host: a whole stdin frame at a time.
+    std::vector<std::byte> recv_buffer_ = std::vector<std::byte>(kMaxChunk + kHeaderSize);
     int memory_events_fd_ = -1;
     /// cgroup.procs of the box's memory cgroup when the agent itself is kept out of it (a host
     /// where it cannot be -1000): each command joins it before its exec.

@@ -9,6 +9,8 @@
 //   exec_stdout_throughput: `busybox dd if=/dev/zero bs=1M count=256` read through exec's
 //                           stdout, against the same dd on the host into a pipe this process
 //                           reads (time per run: < 1 is faster)
+//   exec_stdin_throughput:  1 GiB (BOXLITE_BENCH_STDIN_MIB) written to `sh -c 'cat > /dev/null'`
+//                           through exec's stdin, against the same on the host from a pipe
 // Both sides use the same busybox rootfs and the same namespaces (pid, mount, uts, ipc, net).
 // runc is executed directly (no shell). Each side is run and checked once (exit status and
 // output), then the two alternate: when either side fails, the comparison says so instead of
@@ -31,6 +33,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -293,11 +296,85 @@ void compare_stdout_throughput() {
                              {1, {}, "the same static busybox dd; ours crosses the agent protocol, peer a bare pipe"});
 }
 
+/// MiB written by exec_stdin_throughput: BOXLITE_BENCH_STDIN_MIB, else 1024 (the 1 GB).
+std::uint64_t stdin_mib() {
+    if (const char* env = std::getenv("BOXLITE_BENCH_STDIN_MIB")) {
+        if (const long n = std::atol(env); n > 0) return static_cast<std::uint64_t>(n);
+    }
+    return 1024;
+}
+
+/// Writes all of `data` to `fd`; false on an error.
+bool write_all(int fd, std::span<const std::byte> data) {
+    while (!data.empty()) {
+        const auto n = ::write(fd, data.data(), data.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        data = data.subspan(static_cast<std::size_t>(n));
+    }
+    return true;
+}
+
+// stdin the other way: N MiB written to `sh -c 'cat > /dev/null'` in the box through exec's stdin,
+// against the same busybox sh and cat on the host reading a pipe this process writes.
+void compare_stdin_throughput() {
+    const auto mib = stdin_mib();
+    const std::string name = fmt::format("exec_stdin_throughput ({} MiB into cat > /dev/null, vs a host pipe)", mib);
+    if (!bench::selected(name)) return;
+    auto& f = fixture();
+    if (!f.runtime) return bench::report_no_ratio(name, "ours cannot run here: " + f.why_not);
+    const std::vector<std::string> sh = {"sh", "-c", "cat > /dev/null"};
+    auto box = f.runtime->create(f.box_options());
+    if (!box) return bench::report_no_ratio(name, "ours: create failed: " + box.error().to_string());
+    if (auto started = box->start(); !started) {
+        (void)f.runtime->remove(box->id().str(), true);
+        return bench::report_no_ratio(name, "ours: start failed: " + started.error().to_string());
+    }
+    static const std::vector<std::byte> chunk(1 << 20);
+    const auto busybox = f.rootfs / "bin/busybox";
+    auto ours = [&]() -> std::string {
+        auto execution = box->exec(BoxCommand(sh[0]).args({sh[1], sh[2]}));
+        if (!execution) return "exec failed: " + execution.error().to_string();
+        auto in = execution->stdin();
+        if (!in) return "no stdin stream";
+        for (std::uint64_t i = 0; i < mib; ++i) {
+            if (auto w = in->write(chunk); !w) return "writing stdin: " + w.error().to_string();
+        }
+        if (auto c = in->close(); !c) return "closing stdin: " + c.error().to_string();
+        auto result = execution->wait();
+        if (!result) return "wait failed: " + result.error().to_string();
+        return result->exit_code == 0 ? std::string() : fmt::format("cat exited {}", result->exit_code);
+    };
+    auto peer = [&]() -> std::string {
+        int pipe_fds[2];
+        if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return "pipe failed";
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+            ::dup2(pipe_fds[0], 0);
+            ::execl(busybox.c_str(), "sh", sh[1].c_str(), sh[2].c_str(), nullptr);
+            ::_exit(127);
+        }
+        ::close(pipe_fds[0]);
+        bool ok = true;
+        for (std::uint64_t i = 0; ok && i < mib; ++i) ok = write_all(pipe_fds[1], chunk);
+        ::close(pipe_fds[1]);
+        int status = 0;
+        ::waitpid(pid, &status, 0);
+        if (!ok) return "writing the host pipe failed";
+        return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? std::string() : "host cat did not succeed";
+    };
+    const auto pairs = bench::measure_interleaved(bench::peer_runs(5), ours, peer);
+    (void)f.runtime->remove(box->id().str(), true);
+    bench::report_comparison(
+        name, pairs, {1, {}, "the same static busybox sh and cat; ours crosses the agent protocol, peer a bare pipe"});
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     return bench::main(argc, argv, [] {
         compare_with_runc();
         compare_stdout_throughput();
+        compare_stdin_throughput();
     });
 }

@@ -110,11 +110,23 @@ void compare_with_runc() {
     const auto rootfs = boxlite::test::busybox_rootfs();
     if (!rootfs) return no_ratio("busybox-static is not installed");
     bench::TempHome home;
-    // Our CLI as a user runs it: its own process, this home, the namespace engine.
+    // Our CLI as a user runs it: its own process, this home, the namespace engine. Under
+    // `benchmark/run`, the CLI, shim and agent of the tree being measured (BOXLITE_BENCH_BUILD_DIR:
+    // a saved baseline's copy under --compare), else the CLI this suite was built with.
+    std::string cli_path = BOXLITE_CLI_PATH;
+    std::vector<std::string> cli_env = {"BOXLITE_HOME=" + home.path().string(), "BOXLITE_ENGINE=namespace"};
+    if (const char* build = std::getenv("BOXLITE_BENCH_BUILD_DIR")) {
+        const std::filesystem::path tree(build);
+        if (::access((tree / "cli/boxlite").c_str(), X_OK) == 0) {
+            cli_path = (tree / "cli/boxlite").string();
+            cli_env.push_back("BOXLITE_SHIM=" + (tree / "bin/boxlite-shim").string());
+            cli_env.push_back("BOXLITE_AGENT=" + (tree / "bin/boxlite-agent").string());
+            cli_env.push_back("LD_LIBRARY_PATH=" + tree.string());
+        }
+    }
     auto boxlite = [&](std::vector<std::string> args, bool capture = true) {
-        args.insert(args.begin(), BOXLITE_CLI_PATH);
-        return bench::run_program(
-            args, bench::RunOptions{capture, {"BOXLITE_HOME=" + home.path().string(), "BOXLITE_ENGINE=namespace"}});
+        args.insert(args.begin(), cli_path);
+        return bench::run_program(args, bench::RunOptions{capture, cli_env});
     };
     std::string why;
     const auto bundle = runc_bundle(home.path() / "runc-run", *rootfs, {"echo", "hi"}, why);

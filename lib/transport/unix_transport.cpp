@@ -66,7 +66,14 @@ BoxliteResult<UnixStream> UnixTransport::connect(std::string_view endpoint, std:
     while (true) {
         const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0) return fail_errno(ErrorKind::RpcTransport, "creating a Unix socket", errno);
-        if (::connect(fd, addr.get(), addr.size()) == 0) return UnixStream(fd);
+        if (::connect(fd, addr.get(), addr.size()) == 0) {
+            // 4 MiB of send buffer, as the agent has on its end: stdin frames of up to
+            // kMaxChunk, several in flight, queue without waiting for the agent to drain each.
+            // Best effort (net.core.wmem_max may cap it).
+            int size = 4 << 20;
+            (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+            return UnixStream(fd);
+        }
         last_errno = errno;
         ::close(fd);
         const bool retryable = last_errno == ENOENT || last_errno == ECONNREFUSED || last_errno == EAGAIN ||
