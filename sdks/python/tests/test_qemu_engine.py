@@ -7,6 +7,8 @@ copy in/out -> stop/start keeps data -> remove."""
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 
@@ -15,7 +17,9 @@ import pytest
 import boxlite
 from boxlite.sync_api import SyncBoxlite
 
-from conftest import busybox_rootfs_path
+from conftest import SOURCE_ROOT, busybox_rootfs_path
+
+HARNESS = SOURCE_ROOT / "tests/image/registry_harness.sh"
 
 #No skip for a missing QEMU or guest kernel : scripts / setup installs both on every machine that
 #runs the tests(as for tests / cli / cli_qemu_test.cpp); the engine's own error then fails the test.
@@ -31,9 +35,41 @@ def _guest_kernel_release() -> str:
     return releases[0]
 
 
+def _processes_mentioning(needle: str) -> list[int]:
+    """Pids of processes whose command line names `needle` (QEMU, the shim and virtiofsd name the
+    box's files under the runtime's home)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if needle.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                pass  # exited meanwhile
+    return pids
+
+
 @pytest.fixture
 def vm_rootfs() -> str:
     return str(busybox_rootfs_path())
+
+
+@pytest.fixture
+def registry_image(tmp_path: Path) -> Iterator[str]:
+    """tests/image/registry_harness.sh's busybox image "single" (umoci) in a docker-registry on a
+    free loopback port: the reference to pull (loopback registries are spoken to over http)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    images, registry = tmp_path / "images", tmp_path / "registry"
+    subprocess.run(["bash", str(HARNESS), "build", str(images)], check=True, capture_output=True)
+    subprocess.run(["bash", str(HARNESS), "start", str(registry), str(port)], check=True, capture_output=True)
+    try:
+        subprocess.run(["bash", str(HARNESS), "push", str(images / "oci"), "single", str(port), "busybox:single"],
+                       check=True, capture_output=True)
+        yield f"127.0.0.1:{port}/busybox:single"
+    finally:
+        subprocess.run(["bash", str(HARNESS), "stop", str(registry)], capture_output=True)
 
 
 @pytest.fixture
@@ -58,6 +94,7 @@ async def test_qemu_async_core(qemu_runtime: boxlite.Boxlite, vm_rootfs: str, tm
     async with box:
         info = await box.info()
         assert info.state.status == "running" and info.state.running
+        assert _processes_mentioning(box.id), "no process names the running box (the check below means nothing)"
 
 #exec : stdout and stderr streamed separately, the exit code, the guest's own kernel.
         execution = await box.exec("sh", ["-c", "uname -r; echo to-err >&2; exit 7"])
@@ -100,6 +137,7 @@ async def test_qemu_async_core(qemu_runtime: boxlite.Boxlite, vm_rootfs: str, tm
 
     await qemu_runtime.remove("vm")
     assert await qemu_runtime.get("vm") is None
+    assert _processes_mentioning(box.id) == [], "QEMU or the shim outlived the removed box"
     with pytest.raises(boxlite.NotFoundError):
         await qemu_runtime.remove("vm")
 
@@ -134,3 +172,12 @@ def test_qemu_sync_core(qemu_sync_runtime: SyncBoxlite, vm_rootfs: str, tmp_path
     assert rt.get_info("vm-sync") is None
     with pytest.raises(boxlite.NotFoundError):
         rt.remove("vm-sync")
+
+
+async def test_qemu_registry_image(qemu_runtime: boxlite.Boxlite, registry_image: str) -> None:
+    await qemu_runtime.images.pull(registry_image)
+    async with boxlite.SimpleBox(image=registry_image, runtime=qemu_runtime) as box:
+        # The image's Env and WorkingDir apply; its layer's files are there; the kernel is the guest's.
+        result = await box.exec("sh", "-c", "echo $FOO; pwd; cat /data/keep/file; uname -r")
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout == f"bar\n/data\nkeep\n{_guest_kernel_release()}\n"
