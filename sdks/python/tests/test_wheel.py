@@ -44,7 +44,7 @@ def test_wheel_in_a_fresh_venv_runs_a_box(tmp_path: Path) -> None:
         import asyncio, pathlib, boxlite
         package = pathlib.Path(boxlite.__file__).parent
         assert str(package).startswith({str(venv)!r}), package
-        for helper in ("boxlite-shim", "boxlite-agent"):
+        for helper in ("boxlite-shim", "boxlite-shim-qemu", "boxlite-agent"):
             assert (package / "libexec/boxlite" / helper).is_file(), helper
         assert (package / "py.typed").is_file()
         async def main():
