@@ -27,14 +27,14 @@ def test_sync_lifecycle(server: Server, rootfs: str, tmp_path: Path) -> None:
     assert [i.id for i in rt.list_info()] == [box.id]
     assert rt.get("remote-sync") is not None and rt.get("no-such-box") is None
 
-#Streamed stdout : a line at a time, while the process still runs.
+    # Streamed stdout: a line at a time, while the process still runs.
     ex = box.exec("sh", ["-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done; echo oops >&2; exit 7"])
     out = "".join(ex.stdout())
     err = "".join(ex.stderr())
     assert out == "line1\nline2\nline3\n" and err == "oops\n"
     assert ex.wait().exit_code == 7
 
-#stdin, env and working directory.
+    # stdin, env and working directory.
     ex = box.exec("sh", ["-c", "cat; echo \"$GREETING\"; pwd"], env={"GREETING": "hi"}, cwd="/tmp")
     stdin = ex.stdin()
     stdin.send_input(b"from stdin\n")
@@ -42,7 +42,7 @@ def test_sync_lifecycle(server: Server, rootfs: str, tmp_path: Path) -> None:
     assert "".join(ex.stdout()) == "from stdin\nhi\n/tmp\n"
     assert ex.wait().exit_code == 0
 
-#Copies : a file and a folder in, then out again.
+    # Copies: a file and a folder in, then out again.
     (tmp_path / "in.txt").write_text("copied in\n")
     (tmp_path / "tree/sub").mkdir(parents=True)
     (tmp_path / "tree/sub/deep.txt").write_text("deep\n")
@@ -78,7 +78,7 @@ def test_async_lifecycle(server: Server, rootfs: str, tmp_path: Path) -> None:
         assert "".join(chunks) == "async input\ndone\n"
         assert (await ex.wait()).exit_code == 3
 
-#A long - running process, killed.
+        # A long-running process, killed.
         ex = await box.exec("sleep", ["1000"])
         await ex.kill()
         assert (await ex.wait()).exit_code != 0
