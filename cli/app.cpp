@@ -99,7 +99,7 @@ struct Parser {
         app.add_option("--engine", engine_text, "Engine: auto (VM: kvm, then qemu), kvm, qemu or namespace")
             ->envname("BOXLITE_ENGINE")
             ->type_name("ENGINE");
-        app.add_option("--url", g.url, "Drive a `boxlite serve` at this http:// URL (ls, rm, exec)")
+        app.add_option("--url", g.url, "Drive a `boxlite serve` at this http:// URL (ls, rm, exec, run)")
             ->envname("BOXLITE_REST_URL")
             ->type_name("URL");
         app.add_option("--api-key", g.api_key,

@@ -1,4 +1,4 @@
-// `--url URL`: ls, rm and exec against a `boxlite serve` (upstream's REST routes) instead of the
+// `--url URL`: ls, rm, exec and run against a `boxlite serve` (upstream's REST routes) instead of the
 // local home, printing what the local commands print. HTTP/1.1 and the WebSocket attach of an
 // execution, over Boost.Beast (plain http:// only). The key: --api-key, else $BOXLITE_API_KEY,
 // else $BOXLITE_SERVE_API_KEY; sent as `Authorization: Bearer`.
@@ -285,29 +285,9 @@ bool write_all(int fd, const char* data, std::size_t size) {
     return true;
 }
 
-BoxliteResult<int> remote_exec(const Remote& r, const ExecArgs& args) {
-    if (args.user) return error(ErrorKind::Unsupported, "exec --user is not available through the REST API");
-    if (args.tty) return error(ErrorKind::Unsupported, "exec -t is not available with --url yet");
-    if (args.detach) return error(ErrorKind::Unsupported, "exec -d is not available with --url yet");
-    nlohmann::json body = {{"command", args.command.front()},
-                           {"args", std::vector<std::string>(args.command.begin() + 1, args.command.end())}};
-    if (!args.env.empty()) {
-        nlohmann::json env = nlohmann::json::object();
-        for (const auto& entry : args.env) {
-            const auto eq = entry.find('=');
-            if (eq != std::string::npos) {
-                env[entry.substr(0, eq)] = entry.substr(eq + 1);
-            } else if (const char* value = std::getenv(entry.c_str()); value != nullptr) {
-                env[entry] = value;
-            }
-        }
-        body["env"] = env;
-    }
-    if (args.workdir) body["working_dir"] = *args.workdir;
-    const auto box_path = fmt::format("/boxes/{}", quote(args.box));
-    BOXLITE_TRY(auto started, call_json(r, http::verb::post, box_path + "/exec", body));
-    const auto exec_id = text_field(started, "execution_id");
-    if (exec_id.empty()) return error(ErrorKind::Internal, "the server's exec answer has no execution_id");
+/// Attaches to `path` (a WebSocket route), forwards stdin (all of it, then EOF, with
+/// `interactive`; else EOF at once), copies stdout/stderr to ours; the command's exit status.
+BoxliteResult<int> attach_and_pump(const Remote& r, const std::string& path, bool interactive) {
     try {
         asio::io_context ioc;
         tcp::resolver resolver(ioc);
@@ -319,18 +299,16 @@ BoxliteResult<int> remote_exec(const Remote& r, const ExecArgs& args) {
         }));
         websocket::response_type handshake;
         beast::error_code ec;
-        ws.handshake(handshake, r.host + ":" + r.port,
-                     fmt::format("{}{}/executions/{}/attach", r.base, box_path, quote(exec_id)), ec);
+        ws.handshake(handshake, r.host + ":" + r.port, r.base + path, ec);
         if (ec) {
             if (handshake.result_int() >= 300)
                 return tl::unexpected(error_from(handshake.result_int(), handshake.body()));
-            return error(ErrorKind::RpcTransport,
-                         fmt::format("cannot attach to execution {}: {}", exec_id, ec.message()));
+            return error(ErrorKind::RpcTransport, fmt::format("cannot attach to {}: {}", path, ec.message()));
         }
         ws.read_message_max(kMaxReplyBytes);
         // stdin: with -i, everything read from ours is sent before the output is read (the
         // command sees it all, then EOF); without, EOF at once.
-        if (args.interactive) {
+        if (interactive) {
             char chunk[64 * 1024];
             for (;;) {
                 const auto n = ::read(STDIN_FILENO, chunk, sizeof chunk);
@@ -364,9 +342,124 @@ BoxliteResult<int> remote_exec(const Remote& r, const ExecArgs& args) {
         }
         return error(ErrorKind::RpcTransport, fmt::format("the connection to {} ended before the command did", r.url));
     } catch (const boost::system::system_error& e) {
-        return error(ErrorKind::RpcTransport,
-                     fmt::format("cannot attach to execution {}: {}", exec_id, e.code().message()));
+        return error(ErrorKind::RpcTransport, fmt::format("cannot attach to {}: {}", path, e.code().message()));
     }
+}
+
+BoxliteResult<int> remote_exec(const Remote& r, const ExecArgs& args) {
+    if (args.user) return error(ErrorKind::Unsupported, "exec --user is not available through the REST API");
+    if (args.tty) return error(ErrorKind::Unsupported, "exec -t is not available with --url yet");
+    if (args.detach) return error(ErrorKind::Unsupported, "exec -d is not available with --url yet");
+    nlohmann::json body = {{"command", args.command.front()},
+                           {"args", std::vector<std::string>(args.command.begin() + 1, args.command.end())}};
+    if (!args.env.empty()) {
+        nlohmann::json env = nlohmann::json::object();
+        for (const auto& entry : args.env) {
+            const auto eq = entry.find('=');
+            if (eq != std::string::npos) {
+                env[entry.substr(0, eq)] = entry.substr(eq + 1);
+            } else if (const char* value = std::getenv(entry.c_str()); value != nullptr) {
+                env[entry] = value;
+            }
+        }
+        body["env"] = env;
+    }
+    if (args.workdir) body["working_dir"] = *args.workdir;
+    const auto box_path = fmt::format("/boxes/{}", quote(args.box));
+    BOXLITE_TRY(auto started, call_json(r, http::verb::post, box_path + "/exec", body));
+    const auto exec_id = text_field(started, "execution_id");
+    if (exec_id.empty()) return error(ErrorKind::Internal, "the server's exec answer has no execution_id");
+    return attach_and_pump(r, fmt::format("{}/executions/{}/attach", box_path, quote(exec_id)), args.interactive);
+}
+
+std::optional<int> parse_count(const std::optional<std::string>& text) {
+    if (!text || text->empty() || text->find_first_not_of("0123456789") != std::string::npos || text->size() > 9) {
+        return std::nullopt;
+    }
+    return std::stoi(*text);
+}
+
+BoxliteResult<int> remote_run(const Remote& r, const CreateArgs& args) {
+    if (args.tty) return error(ErrorKind::Unsupported, "run -t is not available with --url yet");
+    if (args.disk_size || args.pids_limit || args.network || !args.allow_net.empty() || !args.publish.empty() ||
+        !args.volume.empty()) {
+        return error(ErrorKind::Unsupported,
+                     "with --url, run takes no --disk-size, --pids-limit, --network, --allow-net, -p or -v "
+                     "(the REST API does not accept them)");
+    }
+    nlohmann::json body = nlohmann::json::object();
+    auto positional = args.positionals.begin();
+    if (args.rootfs) {
+        body["rootfs_path"] = *args.rootfs;
+    } else {
+        if (positional == args.positionals.end()) return error(ErrorKind::InvalidArgument, "run needs an IMAGE");
+        body["image"] = *positional++;
+    }
+    // The server runs no client-chosen main command (no box attach): the command is exec'd in
+    // the started box, as `boxlite exec` would.
+    if (positional == args.positionals.end()) {
+        return error(ErrorKind::Unsupported,
+                     "with --url, run needs a COMMAND (the image's default is not run remotely)");
+    }
+    nlohmann::json exec = {{"command", *positional},
+                           {"args", std::vector<std::string>(positional + 1, args.positionals.end())}};
+    if (args.name) body["name"] = *args.name;
+    if (args.workdir) body["working_dir"] = *args.workdir;
+    if (args.user) body["user"] = *args.user;
+    if (args.entrypoint) body["entrypoint"] = std::vector<std::string>{*args.entrypoint};
+    if (args.cpus) {
+        auto cpus = parse_count(args.cpus);
+        if (!cpus) {
+            return error(ErrorKind::InvalidArgument,
+                         fmt::format("--cpus must be a whole number with --url, got '{}'", *args.cpus));
+        }
+        body["cpus"] = *cpus;
+    }
+    if (args.memory) {
+        auto mib = parse_count(args.memory);
+        if (!mib) {
+            return error(ErrorKind::InvalidArgument,
+                         fmt::format("--memory must be MiB (a whole number) with --url, got '{}'", *args.memory));
+        }
+        body["memory_mib"] = *mib;
+    }
+    if (!args.env.empty()) {
+        nlohmann::json env = nlohmann::json::object();
+        for (const auto& entry : args.env) {
+            const auto eq = entry.find('=');
+            if (eq != std::string::npos) {
+                env[entry.substr(0, eq)] = entry.substr(eq + 1);
+            } else if (const char* value = std::getenv(entry.c_str()); value != nullptr) {
+                env[entry] = value;
+            }
+        }
+        body["env"] = env;
+        exec["env"] = env;
+    }
+    if (args.workdir) exec["working_dir"] = *args.workdir;
+    BOXLITE_TRY(auto created, call_json(r, http::verb::post, "/boxes", body));
+    const auto id = text_field(created, "box_id");
+    const auto box_path = fmt::format("/boxes/{}", quote(id));
+    auto started = call(r, http::verb::post, box_path + "/start");
+    if (started && args.detach) {  // the command started, not waited for
+        BOXLITE_TRY(auto execution, call_json(r, http::verb::post, box_path + "/exec", exec));
+        (void)execution;
+        fmt::print("{}\n", id);
+        return kExitSuccess;
+    }
+    BoxliteResult<int> status = tl::unexpected(BoxliteError(ErrorKind::Internal, "not started"));
+    if (!started) {
+        status = tl::unexpected(started.error());
+    } else if (auto execution = call_json(r, http::verb::post, box_path + "/exec", exec); !execution) {
+        status = tl::unexpected(execution.error());
+    } else {
+        status = attach_and_pump(r,
+                                 fmt::format("{}/executions/{}/attach", box_path,
+                                             quote(text_field(*execution, "execution_id"))),
+                                 args.interactive);
+    }
+    if (args.remove) (void)call(r, http::verb::delete_, box_path + "?force=true");
+    return status;
 }
 
 }  // namespace
@@ -377,8 +470,9 @@ BoxliteResult<int> cmd_remote(Context& context) {
     if (command == "list") return remote_list(remote, context.invocation().list);
     if (command == "rm") return remote_rm(remote, context.invocation().boxes);
     if (command == "exec") return remote_exec(remote, context.invocation().exec);
+    if (command == "run") return remote_run(remote, context.invocation().create);
     return error(ErrorKind::Unsupported,
-                 fmt::format("'{}' does not work with --url yet (ls, rm and exec do)", command));
+                 fmt::format("'{}' does not work with --url yet (ls, rm, exec and run do)", command));
 }
 
 }  // namespace boxlite::cli
