@@ -43,8 +43,8 @@ def test_exec_output_exit_code_and_stdin(server: Server, rootfs: str) -> None:
     got = remote(server, "exec", "-i", "-e", "GREETING=hi", "-w", "/tmp", box, "--", "sh", "-c",
                  "cat; echo $GREETING; pwd", stdin=b"piped\n")
     assert (got.returncode, got.stdout) == (0, b"piped\nhi\n/tmp\n"), got
-    big = remote(server, "exec", box, "--", "sh", "-c", "head -c 200000 /dev/zero")
-    assert big.returncode == 0 and len(big.stdout) == 200000
+    big = remote(server, "exec", box, "--", "sh", "-c", "head -c 3000000 /dev/zero")
+    assert big.returncode == 0 and len(big.stdout) == 3000000
 
 
 def test_rm_and_errors(server: Server, rootfs: str) -> None:

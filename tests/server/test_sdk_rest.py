@@ -34,6 +34,11 @@ def test_sync_lifecycle(server: Server, rootfs: str, tmp_path: Path) -> None:
     assert out == "line1\nline2\nline3\n" and err == "oops\n"
     assert ex.wait().exit_code == 7
 
+    # More output than the server's backlog, all of it (the server holds it until the attach).
+    ex = box.exec("sh", ["-c", "head -c 3000000 /dev/zero"])
+    assert sum(len(chunk) for chunk in iter(ex.stdout().read_bytes, b"")) == 3000000
+    assert ex.wait().exit_code == 0
+
     # stdin, env and working directory.
     ex = box.exec("sh", ["-c", "cat; echo \"$GREETING\"; pwd"], env={"GREETING": "hi"}, cwd="/tmp")
     stdin = ex.stdin()
