@@ -99,6 +99,12 @@ struct Parser {
         app.add_option("--engine", engine_text, "Engine: auto (VM: kvm, then qemu), kvm, qemu or namespace")
             ->envname("BOXLITE_ENGINE")
             ->type_name("ENGINE");
+        app.add_option("--url", g.url, "Drive a `boxlite serve` at this http:// URL (ls, rm, exec, run)")
+            ->envname("BOXLITE_REST_URL")
+            ->type_name("URL");
+        app.add_option("--api-key", g.api_key,
+                       "The server's API key with --url (default $BOXLITE_API_KEY, then $BOXLITE_SERVE_API_KEY)")
+            ->type_name("KEY");
         // Global flags also work after the subcommand (`boxlite run --debug …`): unknown options
         // fall through to the parent.
         app.fallthrough(true);

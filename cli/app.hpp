@@ -28,6 +28,8 @@ struct GlobalFlags {
     std::vector<std::string> insecure_registries;  ///< --insecure-registry, repeatable
     std::optional<std::uint64_t> log_max_bytes;    ///< --log-max-bytes / BOXLITE_LOG_MAX_BYTES
     EngineChoice engine = EngineChoice::Auto;      ///< --engine / BOXLITE_ENGINE
+    std::optional<std::string> url;                ///< --url / BOXLITE_REST_URL: a `boxlite serve`
+    std::optional<std::string> api_key;            ///< --api-key (with --url; else BOXLITE_API_KEY)
 };
 
 /// `run` and `create` (create has no -d/--rm; run has all).

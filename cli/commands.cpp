@@ -667,6 +667,7 @@ BoxliteResult<int> cmd_version(Context& context) {
 
 BoxliteResult<int> dispatch(Context& context) {
     const auto& command = context.invocation().command;
+    if (context.global().url && command != "serve" && command != "version") return cmd_remote(context);
     if (command == "run") return cmd_run(context);
     if (command == "create") return cmd_create(context);
     if (command == "exec") return cmd_exec(context);

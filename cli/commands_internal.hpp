@@ -68,6 +68,8 @@ private:
 [[nodiscard]] BoxliteResult<int> cmd_images_prune(Context& context);
 [[nodiscard]] BoxliteResult<int> cmd_load(Context& context);
 [[nodiscard]] BoxliteResult<int> cmd_serve(Context& context);
+/// ls, rm and exec against the server of --url (remote_commands.cpp).
+[[nodiscard]] BoxliteResult<int> cmd_remote(Context& context);
 /// Makes sure `reference` is in the image store (pulling it, with progress on stderr, when it is
 /// not) and returns the image's defaults (entrypoint, cmd, env, working dir, user).
 [[nodiscard]] BoxliteResult<ImageDefaults> prepare_image_for_run(Context& context, const std::string& reference,

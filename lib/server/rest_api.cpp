@@ -341,6 +341,9 @@ void ExecSession::start(std::shared_ptr<ExecSession> self, std::optional<std::st
     }
 }
 
+/// How long a full backlog waits for an execution's first client before dropping old output.
+constexpr auto kFirstAttachWait = std::chrono::seconds(10);
+
 void ExecSession::pump(std::uint8_t channel, ExecOutputStream stream) {
     std::string buffer(64 * 1024, '\0');
     while (true) {
@@ -349,9 +352,14 @@ void ExecSession::pump(std::uint8_t channel, ExecOutputStream stream) {
         const std::string_view chunk(buffer.data(), *n);
         std::shared_ptr<Listener> listener;
         {
-            std::lock_guard lock(mutex_);
+            std::unique_lock lock(mutex_);
             auto& backlog = channel == kChannelStdout ? stdout_backlog_ : stderr_backlog_;
             auto& truncated = channel == kChannelStdout ? stdout_truncated_ : stderr_truncated_;
+            if (!first_attach_over_ && backlog.size() + chunk.size() > kBacklogBytes) {
+                // Backpressure on the process while its client is on its way (exec, then attach).
+                first_attach_.wait_for(lock, kFirstAttachWait, [&] { return first_attach_over_; });
+                first_attach_over_ = true;
+            }
             backlog.append(chunk);
             if (backlog.size() > kBacklogBytes) {
                 backlog.erase(0, backlog.size() - kBacklogBytes);
@@ -410,6 +418,8 @@ std::optional<ExecSession::Backlog> ExecSession::attach(Listener listener) {
     if (listener_) return std::nullopt;
     listener_ = std::make_shared<Listener>(std::move(listener));
     orphaned_since_.reset();
+    first_attach_over_ = true;
+    first_attach_.notify_all();
     return Backlog{stdout_backlog_, stderr_backlog_, stdout_truncated_, stderr_truncated_, exit_code_};
 }
 

@@ -119,6 +119,10 @@ private:
     std::string stdout_backlog_, stderr_backlog_;
     bool stdout_truncated_ = false, stderr_truncated_ = false;
     std::shared_ptr<Listener> listener_;
+    /// Until a client first attaches (or kFirstAttachWait passed), a full backlog holds the output
+    /// back instead of dropping its start: an exec followed by its attach loses nothing.
+    bool first_attach_over_ = false;
+    std::condition_variable first_attach_;
     std::optional<int> exit_code_;
     std::chrono::steady_clock::time_point finished_at_{};
     std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();

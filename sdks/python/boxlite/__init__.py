@@ -18,6 +18,7 @@ from ._native import core as _core
 from .codebox import CodeBox
 from .errors import (
     AlreadyExistsError,
+    AuthError,
     BoxliteError,
     ConfigError,
     DatabaseError,
@@ -55,6 +56,7 @@ from .options import (
     Secret,
     SecurityOptions,
 )
+from .rest import AccessToken, ApiKeyCredential, BoxliteRestOptions, Credential
 from .runtime import Box, Boxlite, ExecStderr, ExecStdin, ExecStdout, Execution, ImageHandle
 from .simplebox import SimpleBox
 
@@ -64,6 +66,11 @@ __version__: str = _core.__version__
 __all__ = [
     "__version__",
     "Boxlite",
+    "BoxliteRestOptions",
+    "ApiKeyCredential",
+    "Credential",
+    "AccessToken",
+    "AuthError",
     "Box",
     "Execution",
     "ExecStdin",

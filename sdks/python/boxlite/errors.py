@@ -154,6 +154,12 @@ class ParseError(BoxliteError):
     kind = "parse"
 
 
+class AuthError(BoxliteError):
+    """The server refused the credential (REST: 401, a missing or wrong API key)."""
+
+    kind = "unauthenticated"
+
+
 ERROR_CLASSES: dict[str, type[BoxliteError]] = {
     cls.kind: cls
     for cls in (
@@ -189,6 +195,7 @@ __all__ = [
     "ExecError",
     "TimeoutError",
     "ParseError",
+    "AuthError",
     "ERROR_CLASSES",
     *[cls.__name__ for cls in ERROR_CLASSES.values()],
 ]

@@ -29,12 +29,15 @@ import time
 import warnings
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
 from ._native import core
 from .errors import InvalidStateError, StoppedError
 from .info import BoxInfo, BoxMetrics, ExecResult, ImageInfo, ImagePullResult, RuntimeMetrics
 from .options import BoxOptions, CopyOptions, Options
+
+if TYPE_CHECKING:
+    from .rest import BoxliteRestOptions
 
 T = TypeVar("T")
 EnvArg = Optional[Union[Sequence[tuple[str, str]], Mapping[str, str]]]
@@ -95,7 +98,10 @@ class _ExecIO:
         if self.loop_io is None:
             token = next(_tokens)
             io.execs[token] = self
-            self.native.attach(io.reactor, token)
+            if hasattr(self.native, "attach_loop"):  # the REST runtime's: its reader thread posts
+                self.native.attach_loop(asyncio.get_running_loop(), self.poll)
+            else:
+                self.native.attach(io.reactor, token)
             self.loop_io = io
         elif self.loop_io is not io:
             raise InvalidStateError("an execution is used from the event loop that first awaited it, not another")
@@ -243,6 +249,9 @@ class Execution:
 
     def _discard_untaken(self) -> None:
         # Output nobody will read must not stall the process: drop what was never taken.
+        if hasattr(self._native, "_discard"):  # the REST runtime's execution
+            self._native._discard()
+            return
         self._native.take_stdout()
         self._native.take_stderr()
 
@@ -464,6 +473,14 @@ class Boxlite:
                 else:
                     _default_runtime = Boxlite(_native=core.Runtime.default())
             return _default_runtime
+
+    @staticmethod
+    def rest(options: "BoxliteRestOptions") -> "Boxlite":
+        """A runtime driving a remote ``boxlite serve`` over HTTP and WebSocket (boxlite.rest):
+        the same Box and Execution API."""
+        from .rest import _RestRuntime
+
+        return Boxlite(_native=_RestRuntime(options))
 
     @staticmethod
     def init_default(options: Options) -> None:

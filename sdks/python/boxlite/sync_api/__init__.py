@@ -11,12 +11,15 @@ import builtins
 import codecs
 import os
 import threading
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence, Union
 
 from .._native import core
 from ..errors import AlreadyExistsError, InvalidStateError, TimeoutError
 from ..info import BoxInfo, BoxMetrics, ExecResult, ImageInfo, ImagePullResult, RuntimeMetrics
 from ..options import BoxOptions, CopyOptions, Options
+
+if TYPE_CHECKING:
+    from ..rest import BoxliteRestOptions
 
 EnvArg = Optional[Union[Sequence[tuple[str, str]], Mapping[str, str]]]
 _READ_CHUNK = 256 * 1024
@@ -102,6 +105,8 @@ class SyncExecution:
         return SyncExecStream(native)
 
     def wait(self) -> ExecResult:
+        if hasattr(self._native, "_discard"):  # the REST runtime's execution
+            self._native._discard()
         self._native.take_stdout()
         self._native.take_stderr()
         code, message, timed_out = self._native.wait()
@@ -201,6 +206,13 @@ class SyncBoxlite:
             _native = core.Runtime.open(options.home_dir, options.registry_hosts(), options.engine)
         self._native = _native
         self._handed_out: list[SyncBox] = []
+
+    @staticmethod
+    def rest(options: "BoxliteRestOptions") -> "SyncBoxlite":
+        """A runtime driving a remote ``boxlite serve`` (see boxlite.rest), blocking."""
+        from ..rest import _RestRuntime
+
+        return SyncBoxlite(_native=_RestRuntime(options))
 
     @staticmethod
     def default() -> "SyncBoxlite":
