@@ -108,6 +108,8 @@ bool mkdir_p(const std::string& path, mode_t mode) {
 constexpr const char* kMaskedProcPaths[] = {"/proc/acpi",        "/proc/asound",        "/proc/kcore",
                                             "/proc/keys",        "/proc/latency_stats", "/proc/timer_list",
                                             "/proc/timer_stats", "/proc/sched_debug",   "/proc/scsi"};
+// The socketpair between passt and the pump, each way (docs/networking.md, Performance).
+constexpr int kPasstSocketBuffer = 8 * 1024 * 1024;
 constexpr const char* kReadOnlyProcPaths[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"};
 constexpr const char* kMaskedSysPaths[] = {"/sys/firmware", "/sys/devices/virtual/powercap"};
 
@@ -820,6 +822,13 @@ int run_namespace_mode(const ShimOptions& o) {
         if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, tap_channel) != 0 ||
             ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, passt_pair) != 0) {
             return fail_start(errno_text("socketpair for the box network"));
+        }
+        // Big buffers both ways (root may exceed net.core.wmem_max): passt drops a frame it
+        // cannot write at once, and the pump must hold a window's worth of the box's frames.
+        for (const int fd : passt_pair) {
+            const int bytes = kPasstSocketBuffer;
+            ::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes);
+            ::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes);
         }
         passt_pid = start_passt(o, passt_pair[1], error);
         ::close(passt_pair[1]);

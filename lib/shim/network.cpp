@@ -90,6 +90,15 @@ int create_box_tap(std::string& error) {
             (void)!::write(v6, "1", 1);
             ::close(v6);
         }
+        // A 1 MiB initial receive window in the box's namespace (the default, 128 KiB of buffer and
+        // a window of about two 65520-byte frames, made every round trip through the pump and passt
+        // wait for the box's ACK: docs/networking.md, Performance). Best effort.
+        const int rmem = ::open("/proc/sys/net/ipv4/tcp_rmem", O_WRONLY | O_CLOEXEC);
+        if (rmem >= 0) {
+            const char text[] = "4096 2097152 16777216";  // min, default (window = half), max
+            (void)!::write(rmem, text, sizeof text - 1);
+            ::close(rmem);
+        }
         ok = step(SIOCGIFFLAGS, req, "reading flags");
     }
     if (ok) {
