@@ -8,6 +8,7 @@
 #include <boxlite/box_status.hpp>
 #include <boxlite/container_id.hpp>
 #include <boxlite/detail/time.hpp>
+#include <boxlite/network_spec.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -40,6 +41,8 @@ struct BoxInfo {
     /// The published ports: as bound while the box runs (a picked host port filled in), as asked
     /// (BoxOptions::ports) otherwise.
     std::vector<PortSpec> ports;
+    /// The network as created (BoxOptions::network): mode and allow_net.
+    NetworkSpec network;
 
     /// The reference's `state.running`.
     [[nodiscard]] bool running() const noexcept { return is_running(status); }
@@ -61,6 +64,7 @@ struct BoxInfo {
         info.container_id = state.container_id;
         info.labels = config.options.labels;
         info.volumes = config.options.volumes;
+        info.network = config.options.network;
         info.ports = info.pid && !state.handle->ports.empty() ? state.handle->ports : config.options.ports;
         return info;
     }

@@ -236,6 +236,19 @@ json box_json(const BoxInfo& info) {
               {"image", info.image},          {"cpus", info.cpus},
               {"memory_mib", info.memory_mib}};
     if (info.name) j["name"] = *info.name;
+    // Upstream's NetworkInfo: mode, allow_net and the published ports (as bound while the box
+    // runs, a picked host port filled in; as asked otherwise, host_port null = to be picked).
+    json published = json::array();
+    for (const auto& port : info.ports) {
+        published.push_back(
+            {{"guest_port", port.guest_port},
+             {"host_ip", port.host_ip},
+             {"host_port", port.host_port && *port.host_port != 0 ? json(*port.host_port) : json(nullptr)},
+             {"protocol", to_string(port.protocol)}});
+    }
+    j["network"] = {{"mode", to_string(info.network.mode)},
+                    {"allow_net", info.network.allow_net},
+                    {"published_ports", std::move(published)}};
     return j;
 }
 

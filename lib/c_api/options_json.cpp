@@ -213,6 +213,16 @@ BoxliteResult<NetworkSpec> read_network(const Field& f) {
     }
     CHECK(with_key(f, "allow_net", [&](const Field& x) -> BoxliteResult<void> {
         BOXLITE_TRY(spec.allow_net, x.strings());
+        for (std::size_t i = 0; i < spec.allow_net.size(); ++i) {
+            if (auto ok = validate_allow_net_pattern(spec.allow_net[i]); !ok) {
+                return fail(ErrorKind::Config, "box options key '{}[{}]': {}", x.path(), i, ok.error().message());
+            }
+        }
+        if (spec.mode == NetworkMode::Disabled && !spec.allow_net.empty()) {
+            return fail(ErrorKind::Config,
+                        "box options key '{}' is set but '{}.mode' is disabled (enable the network or drop allow_net)",
+                        x.path(), f.path());
+        }
         return {};
     }));
     return spec;
@@ -245,6 +255,10 @@ BoxliteResult<std::vector<PortSpec>> read_ports(const Field& f) {
         }));
         CHECK(with_key(p, "host_ip", [&](const Field& x) -> BoxliteResult<void> {
             BOXLITE_TRY(spec.host_ip, x.string());
+            if (!detail::is_ip(spec.host_ip)) {
+                return fail(ErrorKind::Config, "box options key '{}' is '{}' (allowed: an IPv4 or IPv6 address)",
+                            x.path(), spec.host_ip);
+            }
             return {};
         }));
         ports.push_back(std::move(spec));

@@ -189,6 +189,12 @@ static void no_box_calls(CBoxliteRuntime* rt) {
     EXPECT_CODE(boxlite_create_box(rt, "{\"cpus\": 300}", &box, &err), BOXLITE_ERR_CONFIG, "cpus");
     EXPECT_CODE(boxlite_create_box(rt, "{\"ports\": [{\"guest_port\": 70000}]}", &box, &err), BOXLITE_ERR_CONFIG,
                 "ports[0].guest_port");
+    EXPECT_CODE(boxlite_create_box(rt,
+                                   "{\"network\": {\"mode\": \"enabled\", \"allow_net\": [\"ok.com\", \"bad host\"]}}",
+                                   &box, &err),
+                BOXLITE_ERR_CONFIG, "network.allow_net[1]");
+    EXPECT_CODE(boxlite_create_box(rt, "{\"ports\": [{\"guest_port\": 80, \"host_ip\": \"localhost\"}]}", &box, &err),
+                BOXLITE_ERR_CONFIG, "ports[0].host_ip");
     EXPECT_CODE(boxlite_create_box(NULL, "{}", &box, &err), BOXLITE_ERR_INVALID_ARGUMENT, "runtime");
     EXPECT_CODE(boxlite_create_box(rt, "{}", NULL, &err), BOXLITE_ERR_INVALID_ARGUMENT, "out_box");
     EXPECT_CODE(boxlite_get(rt, "no-such-box", &box, &err), BOXLITE_ERR_NOT_FOUND, "no-such-box");
@@ -229,7 +235,9 @@ static void box_calls(CBoxliteRuntime* rt) {
     char options[16384];
     snprintf(options, sizeof options,
              "{\"name\": \"c-box\", \"rootfs\": {\"RootfsPath\": \"%s\"}, \"auto_remove\": false,"
-             " \"env\": [[\"GREETING\", \"hello\"]], \"memory_mib\": 256}",
+             " \"env\": [[\"GREETING\", \"hello\"]], \"memory_mib\": 256,"
+             " \"network\": {\"mode\": \"enabled\", \"allow_net\": []},"
+             " \"ports\": [{\"guest_port\": 8080, \"host_ip\": \"127.0.0.1\"}]}",
              rootfs);
     CBoxHandle* box = NULL;
     if (!EXPECT_OK(boxlite_create_box(rt, options, &box, &err))) return;
@@ -245,6 +253,11 @@ static void box_calls(CBoxliteRuntime* rt) {
         CHECK(strstr(json, "\"name\":\"c-box\"") != NULL);
         CHECK(strstr(json, "\"status\":\"configured\"") != NULL);
         CHECK(strstr(json, "\"memory_mib\":256") != NULL);
+        /* Published ports as asked until the box runs: the host port is still to be picked. */
+        CHECK(strstr(json,
+                     "\"network\":{\"allow_net\":[],\"mode\":\"enabled\",\"published_ports\":[{"
+                     "\"guest_port\":8080,\"host_ip\":\"127.0.0.1\",\"host_port\":null,"
+                     "\"protocol\":\"tcp\"}]}") != NULL);
         boxlite_free_string(json);
     }
     json = NULL;
@@ -257,6 +270,18 @@ static void box_calls(CBoxliteRuntime* rt) {
     json = NULL;
     if (EXPECT_OK(boxlite_list_info(rt, &json, &err))) {
         CHECK(strstr(json, "\"running\":true") != NULL);
+        boxlite_free_string(json);
+    }
+    /* Running, the published port shows the host port it was bound to (picked: 1..65535). */
+    json = NULL;
+    if (EXPECT_OK(boxlite_box_info(box, &json, &err))) {
+        const char* prefix = "\"guest_port\":8080,\"host_ip\":\"127.0.0.1\",\"host_port\":";
+        const char* bound = strstr(json, prefix);
+        CHECK(bound != NULL);
+        if (bound != NULL) {
+            const long port = strtol(bound + strlen(prefix), NULL, 10);
+            CHECK(port >= 1 && port <= 65535);
+        }
         boxlite_free_string(json);
     }
 
