@@ -346,6 +346,21 @@ BoxliteResult<int> attach_and_pump(const Remote& r, const std::string& path, boo
     }
 }
 
+// `-e NAME=VALUE` as given, `-e NAME` from this process's environment (skipped when unset), as the
+// local commands do.
+nlohmann::json env_json(const std::vector<std::string>& entries) {
+    nlohmann::json env = nlohmann::json::object();
+    for (const auto& entry : entries) {
+        const auto eq = entry.find('=');
+        if (eq != std::string::npos) {
+            env[entry.substr(0, eq)] = entry.substr(eq + 1);
+        } else if (const char* value = std::getenv(entry.c_str()); value != nullptr) {
+            env[entry] = value;
+        }
+    }
+    return env;
+}
+
 BoxliteResult<int> remote_exec(const Remote& r, const ExecArgs& args) {
     if (args.user) return error(ErrorKind::Unsupported, "exec --user is not available through the REST API");
     if (args.tty) return error(ErrorKind::Unsupported, "exec -t is not available with --url yet");
@@ -353,15 +368,7 @@ BoxliteResult<int> remote_exec(const Remote& r, const ExecArgs& args) {
     nlohmann::json body = {{"command", args.command.front()},
                            {"args", std::vector<std::string>(args.command.begin() + 1, args.command.end())}};
     if (!args.env.empty()) {
-        nlohmann::json env = nlohmann::json::object();
-        for (const auto& entry : args.env) {
-            const auto eq = entry.find('=');
-            if (eq != std::string::npos) {
-                env[entry.substr(0, eq)] = entry.substr(eq + 1);
-            } else if (const char* value = std::getenv(entry.c_str()); value != nullptr) {
-                env[entry] = value;
-            }
-        }
+        const nlohmann::json env = env_json(args.env);
         body["env"] = env;
     }
     if (args.workdir) body["working_dir"] = *args.workdir;
@@ -424,15 +431,7 @@ BoxliteResult<int> remote_run(const Remote& r, const CreateArgs& args) {
         body["memory_mib"] = *mib;
     }
     if (!args.env.empty()) {
-        nlohmann::json env = nlohmann::json::object();
-        for (const auto& entry : args.env) {
-            const auto eq = entry.find('=');
-            if (eq != std::string::npos) {
-                env[entry.substr(0, eq)] = entry.substr(eq + 1);
-            } else if (const char* value = std::getenv(entry.c_str()); value != nullptr) {
-                env[entry] = value;
-            }
-        }
+        const nlohmann::json env = env_json(args.env);
         body["env"] = env;
         exec["env"] = env;
     }
