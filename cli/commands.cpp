@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <fstream>
 #include <thread>
@@ -128,6 +129,27 @@ nlohmann::json optional_value(const std::optional<T>& value) {
     return value ? nlohmann::json(*value) : nlohmann::json(nullptr);
 }
 
+/// The create and last start stages as `inspect` shows them: {"ImagePrepareMs": 840, …}, the
+/// unmeasured ones left out (BoxStageTimings; box_metrics.hpp says what each covers).
+nlohmann::json stages_json(const BoxStageTimings& stages) {
+    nlohmann::json out = nlohmann::json::object();
+    const nlohmann::json measured = stages;
+    for (const auto& [key, ms] : measured.items()) {
+        std::string name;
+        bool upper = true;
+        for (const char c : key) {
+            if (c == '_') {
+                upper = true;
+                continue;
+            }
+            name += upper ? static_cast<char>(std::toupper(static_cast<unsigned char>(c))) : c;
+            upper = false;
+        }
+        out[name] = ms;
+    }
+    return out;
+}
+
 }  // namespace
 
 nlohmann::json inspect_json(const BoxConfig& config, const BoxInfo& info, const HomeLayout& layout) {
@@ -176,7 +198,8 @@ nlohmann::json inspect_json(const BoxConfig& config, const BoxInfo& info, const 
           {"Pid", optional_value(info.pid)},
           {"StartedAt", optional_time(info.started_at)},
           {"LastUpdated", boxlite::detail::format_rfc3339(info.last_updated)},
-          {"ContainerId", optional_value(info.container_id)}}},
+          {"ContainerId", optional_value(info.container_id)},
+          {"Stages", stages_json(info.stages)}}},
         {"Config",
          {{"Cpus", o.cpus},
           {"MemoryMib", o.memory_mib},

@@ -43,6 +43,8 @@ struct BoxInfo {
     std::vector<PortSpec> ports;
     /// The network as created (BoxOptions::network): mode and allow_net.
     NetworkSpec network;
+    /// How long the create and the last start took, stage by stage (kept across processes).
+    BoxStageTimings stages;
 
     /// The reference's `state.running`.
     [[nodiscard]] bool running() const noexcept { return is_running(status); }
@@ -65,6 +67,7 @@ struct BoxInfo {
         info.labels = config.options.labels;
         info.volumes = config.options.volumes;
         info.network = config.options.network;
+        info.stages = state.stages;
         info.ports = info.pid && !state.handle->ports.empty() ? state.handle->ports : config.options.ports;
         return info;
     }

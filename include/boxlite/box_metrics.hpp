@@ -2,8 +2,9 @@
 // (from the engine while it runs) and how long each stage of getting it running took — the
 // reference's `box.metrics()` fields.
 //
-// Stage timings are what this process measured (a box created or started by another process has
-// none here), each where it happens, in milliseconds; nullopt = that stage was not measured:
+// Stage timings are measured where each stage happens and stored with the box's state
+// (BoxStageTimings), so a box created or started by another process reports them too; in
+// milliseconds; nullopt = that stage was not measured:
 //
 //   at create (image boxes only; a rootfs directory is neither pulled nor built)
 //     stage_image_prepare_ms    resolving the reference and fetching what the store lacked

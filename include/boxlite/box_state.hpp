@@ -6,10 +6,30 @@
 #include <boxlite/engine_handle.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 
 namespace boxlite {
+
+/// How long each stage of the box's create and last start took, in milliseconds (BoxMetrics'
+/// stage fields; box_metrics.hpp says what each one covers). Kept with the state, so every
+/// process sees them: `boxlite inspect`, `serve`, an SDK that opened the box later.
+/// nullopt = that stage was not measured (or not done: a rootfs directory is not pulled).
+struct BoxStageTimings {
+    std::optional<std::uint64_t> total_create_ms;  ///< the last start() call, to agent ready
+    std::optional<std::uint64_t> guest_boot_ms;    ///< engine-reported: guest start-up to agent ready
+    std::optional<std::uint64_t> filesystem_setup_ms;
+    std::optional<std::uint64_t> image_prepare_ms;  ///< at create
+    std::optional<std::uint64_t> guest_rootfs_ms;   ///< at create, or a start that rebuilt it
+    std::optional<std::uint64_t> box_config_ms;
+    std::optional<std::uint64_t> box_spawn_ms;
+    std::optional<std::uint64_t> container_init_ms;
+    std::optional<std::uint64_t> guest_assets_ms;
+    std::optional<std::uint64_t> box_disk_ms;
+
+    friend bool operator==(const BoxStageTimings&, const BoxStageTimings&) = default;
+};
 
 struct BoxState {
     BoxStatus status = BoxStatus::Configured;
@@ -19,6 +39,8 @@ struct BoxState {
     std::optional<ContainerID> container_id;
     std::chrono::system_clock::time_point last_updated = std::chrono::system_clock::now();
     std::optional<std::chrono::system_clock::time_point> started_at;
+    /// The stages of the create and of the last start (kept across stop).
+    BoxStageTimings stages;
 
     /// Validated transition; InvalidState naming both ends when not allowed.
     [[nodiscard]] BoxliteResult<void> transition_to(BoxStatus target) {

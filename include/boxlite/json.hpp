@@ -118,12 +118,45 @@ inline void from_json(const nlohmann::json& j, EngineHandle& h) {
     detail::read_field(j, "ports", h.ports);
 }
 
+namespace detail {
+/// Each stage with its JSON key.
+template <class F>
+void for_each_stage(BoxStageTimings& t, F&& f) {
+    f("total_create_ms", t.total_create_ms);
+    f("guest_boot_ms", t.guest_boot_ms);
+    f("filesystem_setup_ms", t.filesystem_setup_ms);
+    f("image_prepare_ms", t.image_prepare_ms);
+    f("guest_rootfs_ms", t.guest_rootfs_ms);
+    f("box_config_ms", t.box_config_ms);
+    f("box_spawn_ms", t.box_spawn_ms);
+    f("container_init_ms", t.container_init_ms);
+    f("guest_assets_ms", t.guest_assets_ms);
+    f("box_disk_ms", t.box_disk_ms);
+}
+}  // namespace detail
+
+/// Stage name → milliseconds, the unmeasured ones left out: {"image_prepare_ms": 840, …}.
+inline void to_json(nlohmann::json& j, const BoxStageTimings& t) {
+    j = nlohmann::json::object();
+    auto copy = t;
+    detail::for_each_stage(copy, [&](const char* key, const std::optional<std::uint64_t>& ms) {
+        if (ms) j[key] = *ms;
+    });
+}
+inline void from_json(const nlohmann::json& j, BoxStageTimings& t) {
+    detail::for_each_stage(t, [&](const char* key, std::optional<std::uint64_t>& ms) {
+        if (auto it = j.find(key); it != j.end() && !it->is_null()) ms = it->get<std::uint64_t>();
+        else ms.reset();
+    });
+}
+
 inline void to_json(nlohmann::json& j, const BoxState& s) {
     j = {{"status", s.status},
          {"handle", s.handle},
          {"container_id", s.container_id},
          {"last_updated", detail::time_to_json(s.last_updated)},
-         {"started_at", s.started_at ? detail::time_to_json(*s.started_at) : nlohmann::json(nullptr)}};
+         {"started_at", s.started_at ? detail::time_to_json(*s.started_at) : nlohmann::json(nullptr)},
+         {"stages", s.stages}};
 }
 inline void from_json(const nlohmann::json& j, BoxState& s) {
     detail::read_field(j, "status", s.status);
@@ -131,6 +164,7 @@ inline void from_json(const nlohmann::json& j, BoxState& s) {
     detail::read_field(j, "container_id", s.container_id);
     detail::read_time(j, "last_updated", s.last_updated);
     detail::read_time(j, "started_at", s.started_at);
+    detail::read_field(j, "stages", s.stages);
 }
 
 // --- options ----------------------------------------------------------------------------------

@@ -560,6 +560,10 @@ TEST_F(CliE2E, LifecycleAndFormats) {
     ASSERT_TRUE(doc.is_array());
     EXPECT_EQ(doc[0]["Id"], id);
     EXPECT_EQ(doc[0]["Config"]["Env"], nlohmann::json::array({"A=1"}));
+    // The start's stages, measured by the process that started the box and read from storage here.
+    const auto& stages = doc[0]["State"]["Stages"];
+    EXPECT_TRUE(stages.contains("TotalCreateMs")) << stages.dump();
+    EXPECT_TRUE(stages.contains("BoxSpawnMs")) << stages.dump();
     EXPECT_NE(cli({"inspect", "-f", "yaml", "life"}).out.find("Status: running"), std::string::npos);
     EXPECT_EQ(trim(cli({"inspect", "-f", "{{json .Config.Env}}", "life"}).out), R"(["A=1"])");
     EXPECT_EQ(trim(cli({"inspect", "-l", "-f", "{{.Name}}"}).out), "life");

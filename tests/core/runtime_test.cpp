@@ -603,6 +603,20 @@ TEST_F(RuntimeTest, StageTimingsAreMeasuredWhereTheyHappen) {
         ASSERT_TRUE(box->stop());
     }
 
+    // They are stored with the box's state: another runtime over the same boxes (another
+    // process: `boxlite inspect`, `serve`) reports the same figures, also once stopped.
+    auto other = hooked_runtime();
+    auto seen = other.get(box->id().str());
+    ASSERT_TRUE(seen) << seen.error().to_string();
+    auto seen_metrics = seen->metrics();
+    ASSERT_TRUE(seen_metrics);
+    EXPECT_EQ(seen_metrics->stage_image_prepare_ms, 3U);
+    EXPECT_EQ(seen_metrics->stage_box_spawn_ms, m->stage_box_spawn_ms);
+    EXPECT_EQ(seen_metrics->total_create_duration_ms, m->total_create_duration_ms);
+    auto info = seen->info();
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->stages.total_create_ms, m->total_create_duration_ms);
+
     // A rootfs directory is neither pulled nor built.
     auto dir_box = runtime_.create(path_options());
     ASSERT_TRUE(dir_box);

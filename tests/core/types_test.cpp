@@ -570,6 +570,8 @@ TEST(Json, BoxConfigAndStateRoundTrip) {
     state.handle = EngineHandle{7, 99, "unix:/x", {}};
     state.container_id = ContainerID::generate();
     state.started_at = std::chrono::system_clock::now();
+    state.stages.image_prepare_ms = 840;
+    state.stages.box_spawn_ms = 0;
     auto state_back = parse_json_as<BoxState>(to_json_text(state), "state");
     ASSERT_TRUE(state_back);
     EXPECT_EQ(*state_back, state);

@@ -79,14 +79,13 @@ struct RuntimeSettings {
 
 namespace detail {
 
-/// Per-box counters kept by this process (BoxMetrics' counters and stage timings).
+/// Per-box counters kept by this process (BoxMetrics' counters; the stage timings are stored
+/// with the box's state).
 struct BoxCounters {
     std::atomic<std::uint64_t> commands_executed{0};
     std::atomic<std::uint64_t> exec_errors{0};
     std::atomic<std::uint64_t> bytes_sent{0};
     std::atomic<std::uint64_t> bytes_received{0};
-    std::mutex timings_mutex;
-    BoxMetrics timings;  // only the *_ms fields are used
 };
 
 template <Engine E, Transport T, Storage S>
@@ -147,7 +146,9 @@ public:
         // An image is pulled now, as `docker create` does, and pinned to the box: a start never
         // waits for the network, and a tag moved later does not change what the box runs.
         const auto* image = config.options.rootfs.as_image();
-        BoxMetrics stages;
+        BoxState state;
+        state.status = BoxStatus::Configured;
+        auto& stages = state.stages;
         if (image != nullptr) {
             const auto t0 = Clock::now();
             auto prepared = prepare_rootfs(config, engine_, {});
@@ -155,22 +156,14 @@ public:
             const std::chrono::nanoseconds elapsed = Clock::now() - t0;
             const auto build = prepared->build_time.value_or(std::chrono::nanoseconds::zero());
             // A provider that does not time its pull: all of the call but the build was the pull.
-            stages.stage_image_prepare_ms = to_ms(prepared->pull_time.value_or(elapsed - std::min(build, elapsed)));
-            if (prepared->build_time) stages.stage_guest_rootfs_ms = to_ms(*prepared->build_time);
+            stages.image_prepare_ms = to_ms(prepared->pull_time.value_or(elapsed - std::min(build, elapsed)));
+            if (prepared->build_time) stages.guest_rootfs_ms = to_ms(*prepared->build_time);
         }
-        BoxState state;
-        state.status = BoxStatus::Configured;
         auto inserted = with_storage([&](S& s) { return s.insert(config, state); });
         if (!inserted) {
             // Best effort: a stale pin is dropped by a gc told the live boxes (`images prune`).
             if (image != nullptr) (void)release_image(config);
             return reject(inserted.error());
-        }
-        if (image != nullptr) {
-            auto counters = counters_for(config.id);
-            std::lock_guard lock(counters->timings_mutex);
-            counters->timings.stage_image_prepare_ms = stages.stage_image_prepare_ms;
-            counters->timings.stage_guest_rootfs_ms = stages.stage_guest_rootfs_ms;
         }
         ++boxes_created_;
         return BoxRecord{std::move(config), std::move(state)};
@@ -277,10 +270,17 @@ public:
         BOXLITE_TRY(auto record, get(id));
         auto counters = counters_for(id);
         BoxMetrics m;
-        {
-            std::lock_guard lock(counters->timings_mutex);
-            m = counters->timings;
-        }
+        const auto& stages = record.state.stages;
+        m.total_create_duration_ms = stages.total_create_ms;
+        m.guest_boot_duration_ms = stages.guest_boot_ms;
+        m.stage_filesystem_setup_ms = stages.filesystem_setup_ms;
+        m.stage_image_prepare_ms = stages.image_prepare_ms;
+        m.stage_guest_rootfs_ms = stages.guest_rootfs_ms;
+        m.stage_box_config_ms = stages.box_config_ms;
+        m.stage_box_spawn_ms = stages.box_spawn_ms;
+        m.stage_container_init_ms = stages.container_init_ms;
+        m.stage_guest_assets_ms = stages.guest_assets_ms;
+        m.stage_box_disk_ms = stages.box_disk_ms;
         m.commands_executed_total = counters->commands_executed.load();
         m.exec_errors_total = counters->exec_errors.load();
         m.bytes_sent_total = counters->bytes_sent.load();
@@ -742,21 +742,21 @@ private:
             started_attached_.insert(id);
         }
         // Each stage is timed where it happens; create-time stages (the pull, the first build)
-        // stay unless this start redid them.
+        // stay unless this start redid them. They are stored with the state, so that another
+        // process (inspect, serve) reports them too; a failed store loses only the figures.
         const auto build = prepared->build_time.value_or(std::chrono::nanoseconds::zero());
         const std::chrono::nanoseconds config_time = t_spawn - t_config;
-        auto counters = counters_for(id);
-        std::lock_guard lock(counters->timings_mutex);
-        auto& m = counters->timings;
-        m.stage_filesystem_setup_ms = to_ms(t_config - t_fs);
-        if (prepared->build_time) m.stage_guest_rootfs_ms = to_ms(build);
-        m.stage_box_config_ms = to_ms(config_time - std::min(build, config_time));
-        m.stage_box_spawn_ms = to_ms(t_ready - t_spawn);
-        m.guest_boot_duration_ms = optional_ms(engine_timings.guest_boot);
-        m.stage_container_init_ms = optional_ms(engine_timings.container_init);
-        m.stage_guest_assets_ms = optional_ms(engine_timings.guest_assets);
-        m.stage_box_disk_ms = optional_ms(engine_timings.disk);
-        m.total_create_duration_ms = to_ms(Clock::now() - t0);
+        auto& m = state.stages;
+        m.filesystem_setup_ms = to_ms(t_config - t_fs);
+        if (prepared->build_time) m.guest_rootfs_ms = to_ms(build);
+        m.box_config_ms = to_ms(config_time - std::min(build, config_time));
+        m.box_spawn_ms = to_ms(t_ready - t_spawn);
+        m.guest_boot_ms = optional_ms(engine_timings.guest_boot);
+        m.container_init_ms = optional_ms(engine_timings.container_init);
+        m.guest_assets_ms = optional_ms(engine_timings.guest_assets);
+        m.box_disk_ms = optional_ms(engine_timings.disk);
+        m.total_create_ms = to_ms(Clock::now() - t0);
+        (void)with_storage([&](S& s) { return s.update_state(id, state); });
         return *handle;
     }
 
