@@ -14,6 +14,7 @@
 
 #include <sys/types.h>
 
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,14 @@ std::vector<unsigned char> box_arp_request();
 bool send_fd(int socket, int fd);
 /// The descriptor sent, or -1 (the peer closed, or sent none).
 int receive_fd(int socket);
+
+/// Closes every descriptor from `first` up, except those in `keep`: a few close_range() calls
+/// instead of one close() per possible descriptor (thousands of system calls in each process the
+/// network starts, on the box's start path).
+void close_descriptors_from(int first, std::initializer_list<int> keep);
+
+/// The passt binary to run (--passt, else the usual places), or empty with `error` set.
+std::string find_passt(const ShimOptions& o, std::string& error);
 
 /// Starts passt on `passt_fd` (its end of a connected socketpair), with the box network's
 /// addresses, DNS forwarded from the gateway, and `o.publish` as -t/-u forwards. Returns its pid,
