@@ -972,6 +972,13 @@ int run_namespace_mode(const ShimOptions& o) {
         ::unlink(o.socket.c_str());
         return fail_start(child_text.empty() ? "the agent exited before it was ready (see agent.log)" : child_text);
     }
+    // Published ports take connections once the box is reported ready: passt binds them as it
+    // starts (the pump starts it at once when ports are published), usually before the agent is
+    // ready; this waits out the rest (a few /proc reads when it has, nothing without ports).
+    if (o.network && !o.publish.empty()) {
+        std::string unbound;
+        if (!wait_for_published_ports(o.publish, 5000, unbound)) log("box " + o.box_id + ": network: " + unbound);
+    }
     { std::ofstream(o.box_dir + "/agent.pid") << child << "\n"; }
     const std::string ok = "ok " + std::to_string(child) + " " + std::to_string(::getpid());
     if (o.ready_ack && ready_fd >= 0) {

@@ -17,6 +17,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -225,6 +227,61 @@ std::string find_passt(const ShimOptions& o, std::string& error) {
         return {};
     }
     return binary;
+}
+
+namespace {
+
+/// The host port of a published port's spec, "[ADDR/]HOSTPORT:BOXPORT" (or HOSTPORT alone).
+int host_port(const std::string& spec) {
+    const auto slash = spec.find('/');
+    const std::string rest = slash == std::string::npos ? spec : spec.substr(slash + 1);
+    return std::atoi(rest.substr(0, rest.find(':')).c_str());
+}
+
+/// Whether a socket in /proc/net/<table> is bound to local `port` (TCP: listening).
+bool port_bound(const char* table, int port, bool tcp) {
+    std::FILE* f = std::fopen(table, "re");
+    if (f == nullptr) return false;
+    char line[512];
+    bool found = false;
+    while (!found && std::fgets(line, sizeof line, f) != nullptr) {
+        // "  sl  local_address rem_address   st ...": local "HEXADDR:HEXPORT", state hex.
+        char local[128] = {}, remote[128] = {};
+        unsigned state = 0;
+        if (std::sscanf(line, "%*s %127s %127s %x", local, remote, &state) != 3) continue;
+        const char* colon = std::strrchr(local, ':');
+        if (colon == nullptr) continue;
+        const long local_port = std::strtol(colon + 1, nullptr, 16);
+        found = local_port == port && (!tcp || state == 0x0A);  // TCP_LISTEN
+    }
+    std::fclose(f);
+    return found;
+}
+
+}  // namespace
+
+bool wait_for_published_ports(const std::vector<PublishedPort>& publish, int timeout_ms, std::string& error) {
+    for (int waited = 0;; ++waited) {
+        const PublishedPort* missing = nullptr;
+        for (const auto& p : publish) {
+            const int port = host_port(p.spec);
+            const bool bound = p.udp ? port_bound("/proc/net/udp", port, false) ||
+                                           port_bound("/proc/net/udp6", port, false)
+                                     : port_bound("/proc/net/tcp", port, true) ||
+                                           port_bound("/proc/net/tcp6", port, true);
+            if (!bound) {
+                missing = &p;
+                break;
+            }
+        }
+        if (missing == nullptr) return true;
+        if (waited >= timeout_ms) {
+            error = "passt did not bind the published " + std::string(missing->udp ? "UDP" : "TCP") + " port " +
+                    missing->spec + " within " + std::to_string(timeout_ms) + " ms";
+            return false;
+        }
+        ::usleep(1000);
+    }
 }
 
 pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error) {

@@ -49,4 +49,9 @@ std::string find_passt(const ShimOptions& o, std::string& error);
 /// or -1 with `error` set.
 pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error);
 
+/// Waits (up to `timeout_ms`) until every port of `publish` is bound on the host (a TCP listener
+/// or a UDP socket, as /proc/net says), so a box reported ready takes connections on them. False
+/// on timeout, with `error` naming the first port still unbound.
+bool wait_for_published_ports(const std::vector<PublishedPort>& publish, int timeout_ms, std::string& error);
+
 }  // namespace boxlite::shim
