@@ -128,9 +128,8 @@ std::string run_ours(const Scenario& s, double& ns) {
     std::atomic<std::uint64_t> next{0};
     std::mutex failure_mutex;
     std::string failure;
-    // One buffer for all requests in flight, 2 MiB aligned, as qemu-img bench allocates its own
-    // (one block of depth x request size): the kernel may back it with huge pages, which matters
-    // for copies in and out of the page cache (under a shadow-paging hypervisor especially).
+    // One buffer for all requests in flight, as qemu-img bench allocates its own (one aligned
+    // block of depth x request size), so both sides copy in and out of the same kind of memory.
     const std::size_t slice = static_cast<std::size_t>(s.request);
     const std::size_t whole = (slice * threads + (2u << 20) - 1) / (2u << 20) * (2u << 20);
     std::unique_ptr<std::uint8_t, decltype(&std::free)> buffers(static_cast<std::uint8_t*>(
