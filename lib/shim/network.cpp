@@ -304,8 +304,9 @@ pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error) {
     // passt drops to nobody, which clears a parent-death signal, and with some connections open
     // it outlived its peer (Debian 12's passt spun on a closed --fd instead of exiting for
     // --one-off). So it runs as PID 2 of a PID namespace of its own, whose init dies with the
-    // keeper below, and the keeper with the shim: the kernel kills whatever the namespace holds
-    // when its init goes, whoever that is running as. The shim knows the keeper as passt.
+    // keeper below, and the keeper with its caller (the namespace engine's pump, whose exit or
+    // death thus ends passt): the kernel kills whatever the namespace holds when its init goes,
+    // whoever that is running as. The caller knows the keeper as passt.
     const pid_t shim = ::getpid();
     int alive[2] = {-1, -1};  // the init's way to learn that the keeper is already gone
     if (::pipe2(alive, O_CLOEXEC) != 0) {
