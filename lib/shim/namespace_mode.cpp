@@ -963,6 +963,14 @@ int run_namespace_mode(const ShimOptions& o) {
     }
     ::close(agent_ready[0]);
     if (child_error[0] >= 0) ::close(child_error[0]);
+    // Published ports take connections once the box is reported ready: passt binds them as it
+    // starts (the pump starts it at once when ports are published), usually before the agent is
+    // ready; this waits out the rest (a few /proc reads when it has, nothing without ports). A
+    // port passt could not bind fails the start, as the engine's own check would have.
+    if (ready && o.network && !o.publish.empty() &&
+        !wait_for_published_ports(o.publish, 10'000, pump_pid, child_text)) {
+        ready = false;
+    }
     if (!ready) {
         ::kill(child, SIGKILL);
         ::waitpid(child, nullptr, 0);
@@ -971,13 +979,6 @@ int run_namespace_mode(const ShimOptions& o) {
         cgroups.remove();
         ::unlink(o.socket.c_str());
         return fail_start(child_text.empty() ? "the agent exited before it was ready (see agent.log)" : child_text);
-    }
-    // Published ports take connections once the box is reported ready: passt binds them as it
-    // starts (the pump starts it at once when ports are published), usually before the agent is
-    // ready; this waits out the rest (a few /proc reads when it has, nothing without ports).
-    if (o.network && !o.publish.empty()) {
-        std::string unbound;
-        if (!wait_for_published_ports(o.publish, 5000, unbound)) log("box " + o.box_id + ": network: " + unbound);
     }
     { std::ofstream(o.box_dir + "/agent.pid") << child << "\n"; }
     const std::string ok = "ok " + std::to_string(child) + " " + std::to_string(::getpid());

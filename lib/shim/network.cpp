@@ -260,7 +260,8 @@ bool port_bound(const char* table, int port, bool tcp) {
 
 }  // namespace
 
-bool wait_for_published_ports(const std::vector<PublishedPort>& publish, int timeout_ms, std::string& error) {
+bool wait_for_published_ports(const std::vector<PublishedPort>& publish, int timeout_ms, pid_t starter,
+                              std::string& error) {
     for (int waited = 0;; ++waited) {
         const PublishedPort* missing = nullptr;
         for (const auto& p : publish) {
@@ -275,9 +276,16 @@ bool wait_for_published_ports(const std::vector<PublishedPort>& publish, int tim
             }
         }
         if (missing == nullptr) return true;
-        if (waited >= timeout_ms) {
+        siginfo_t info{};
+        const bool starter_ended = starter > 0 &&
+                                   ::waitid(P_PID, static_cast<id_t>(starter), &info, WEXITED | WNOHANG | WNOWAIT) ==
+                                       0 &&
+                                   info.si_pid == starter;
+        if (starter_ended || waited >= timeout_ms) {
             error = "passt did not bind the published " + std::string(missing->udp ? "UDP" : "TCP") + " port " +
-                    missing->spec + " within " + std::to_string(timeout_ms) + " ms";
+                    missing->spec +
+                    (starter_ended ? std::string(" (the network pump ended; see shim.log)")
+                                   : " within " + std::to_string(timeout_ms) + " ms");
             return false;
         }
         ::usleep(1000);

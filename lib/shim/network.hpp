@@ -51,7 +51,9 @@ pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error);
 
 /// Waits (up to `timeout_ms`) until every port of `publish` is bound on the host (a TCP listener
 /// or a UDP socket, as /proc/net says), so a box reported ready takes connections on them. False
-/// on timeout, with `error` naming the first port still unbound.
-bool wait_for_published_ports(const std::vector<PublishedPort>& publish, int timeout_ms, std::string& error);
+/// on timeout, or when `starter` (the process that starts passt) has ended first (it is not
+/// reaped), with `error` naming the first port still unbound.
+bool wait_for_published_ports(const std::vector<PublishedPort>& publish, int timeout_ms, pid_t starter,
+                              std::string& error);
 
 }  // namespace boxlite::shim
