@@ -389,14 +389,16 @@ BoxliteResult<std::uint64_t> Qcow2Image::Impl::lookup(std::uint64_t guest) {
     return entry;
 }
 
-BoxliteResult<void> Qcow2Image::Impl::read(std::uint64_t offset, std::span<const iovec> iov) {
+BoxliteResult<void> Qcow2Image::Impl::read(std::uint64_t offset, std::span<const iovec> iov, RequestPlan* plan) {
     const std::uint64_t total = iov_length(iov);
     BOXLITE_TRY_VOID(check_request(offset, total, "read", false));
     // Runs of host-contiguous data clusters (or of unallocated ones) become one syscall.
     enum class Run { None, Host, Backing } run = Run::None;
     std::uint64_t run_host = 0, run_guest = 0, run_boff = 0, run_len = 0;
     auto flush_run = [&]() -> BoxliteResult<void> {
-        if (run == Run::Host) {
+        if (run == Run::Host && plan != nullptr) {
+            plan->runs.push_back({run_host, run_boff, run_len});
+        } else if (run == Run::Host) {
             block::iov_slice(iov, run_boff, run_len, iov_tmp);
             BOXLITE_TRY_VOID(block::pread_full(fd.get(), iov_tmp, run_host, name));
         } else if (run == Run::Backing) {
@@ -470,7 +472,7 @@ BoxliteResult<void> Qcow2Image::Impl::cluster_content(std::uint64_t guest, std::
     return {};
 }
 
-BoxliteResult<void> Qcow2Image::Impl::write(std::uint64_t offset, std::span<const iovec> iov) {
+BoxliteResult<void> Qcow2Image::Impl::write(std::uint64_t offset, std::span<const iovec> iov, RequestPlan* plan) {
     const std::uint64_t total = iov_length(iov);
     BOXLITE_TRY_VOID(check_request(offset, total, "write", true));
     failed = true;  // until every cluster of this request is written and mapped
@@ -480,7 +482,9 @@ BoxliteResult<void> Qcow2Image::Impl::write(std::uint64_t offset, std::span<cons
     bool run_open = false;
     std::uint64_t run_host = 0, run_boff = 0, run_len = 0;
     auto flush_run = [&]() -> BoxliteResult<void> {
-        if (run_open) {
+        if (run_open && plan != nullptr) {
+            plan->runs.push_back({run_host, run_boff, run_len});
+        } else if (run_open) {
             block::iov_slice(iov, run_boff, run_len, iov_tmp);
             BOXLITE_TRY_VOID(pwritev(iov_tmp, run_host));
         }
@@ -546,10 +550,16 @@ BoxliteResult<void> Qcow2Image::Impl::write(std::uint64_t offset, std::span<cons
                     BOXLITE_TRY_VOID(pwrite(scratch.data(), cluster_size, target));
                 }
             }
-            // `slot` is still valid: nothing above touched the L2 cache.
-            slot = target | kFlagCopied;
-            table->dirty = true;
-            free_entry_clusters(entry);
+            if (plan != nullptr) {
+                // Mapped once the data is written (publish): until then no metadata write-out
+                // can make the cluster reachable, and readers of it wait (submit).
+                plan->maps.push_back({l1_index, (guest >> cluster_bits) & (l2_entries - 1), target, entry});
+            } else {
+                // `slot` is still valid: nothing above touched the L2 cache.
+                slot = target | kFlagCopied;
+                table->dirty = true;
+                free_entry_clusters(entry);
+            }
         }
         boff += chunk;
     }
@@ -648,6 +658,90 @@ BoxliteResult<void> Qcow2Image::Impl::resize(std::uint64_t new_size) {
     return write_metadata(false);
 }
 
+// ---- requests in flight ------------------------------------------------------------------
+
+void Qcow2Image::Impl::drain(std::unique_lock<std::mutex>& lock) {
+    ++exclusive_waiting;
+    in_flight_changed.wait(lock, [&] { return in_flight.empty(); });
+    --exclusive_waiting;
+    in_flight_changed.notify_all();  // requests waiting for the drain start once `lock` is released
+}
+
+BoxliteResult<void> Qcow2Image::Impl::publish(const std::vector<DeferredMap>& maps) {
+    const bool was_failed = failed;
+    failed = true;
+    for (const DeferredMap& m : maps) {
+        BOXLITE_TRY(L2Table * table, l2_table(m.l1_index, true));
+        std::uint64_t& slot = table->entries[m.l2_index];
+        if (slot != m.old_entry)  // the request held the cluster: nobody else may have mapped it
+            return fail(ErrorKind::Internal, "{}: the L2 entry of a cluster changed while a write to it was in flight",
+                        name);
+        slot = m.target | kFlagCopied;
+        table->dirty = true;
+        free_entry_clusters(m.old_entry);
+    }
+    failed = was_failed;
+    return {};
+}
+
+BoxliteResult<void> Qcow2Image::Impl::submit(std::uint64_t offset, std::span<const iovec> iov, bool write) {
+    const std::uint64_t total = iov_length(iov);
+    std::unique_lock lock(mutex);
+    BOXLITE_TRY_VOID(check_request(offset, total, write ? "write" : "read", write));
+    const std::uint64_t first = offset >> cluster_bits;
+    const std::uint64_t last = (offset + std::max<std::uint64_t>(total, 1) - 1) >> cluster_bits;
+    auto conflicts = [&] {
+        if (exclusive_waiting > 0) return true;
+        return std::any_of(in_flight.begin(), in_flight.end(), [&](const InFlight& other) {
+            return (write || other.write) && first <= other.last && other.first <= last;
+        });
+    };
+    in_flight_changed.wait(lock, [&] { return !conflicts(); });
+    const std::uint64_t id = ++next_request;
+    in_flight.push_back({id, first, last, write});
+    // Leaves the in-flight set however this ends (the mutex is held again by then).
+    struct Leave {
+        Impl& impl;
+        std::uint64_t id;
+        ~Leave() {
+            std::erase_if(impl.in_flight, [&](const InFlight& r) { return r.id == id; });
+            impl.in_flight_changed.notify_all();
+        }
+    } leave{*this, id};
+
+    RequestPlan plan;
+    BOXLITE_TRY_VOID(write ? this->write(offset, iov, &plan) : this->read(offset, iov, &plan));
+    BoxliteResult<void> io{};
+    std::uint64_t end = 0;
+    if (!plan.runs.empty()) {
+        // The data, without the mutex: other requests plan, map and do their own I/O meanwhile.
+        // The descriptor stays open (close() waits for this request) and the clusters are this
+        // request's (allocated for it, or mapped to the guest clusters it holds).
+        struct Unlocked {
+            std::unique_lock<std::mutex>& lock;
+            explicit Unlocked(std::unique_lock<std::mutex>& l) : lock(l) { lock.unlock(); }
+            ~Unlocked() { lock.lock(); }
+            Unlocked(const Unlocked&) = delete;
+            Unlocked& operator=(const Unlocked&) = delete;
+        } unlocked(lock);
+        std::vector<iovec> slice;
+        for (const DeferredRun& run : plan.runs) {
+            block::iov_slice(iov, run.boff, run.len, slice);
+            io = write ? block::pwrite_full(fd.get(), slice, run.host, name)
+                       : block::pread_full(fd.get(), slice, run.host, name);
+            if (!io) break;
+            end = std::max(end, run.host + run.len);
+        }
+    }
+    if (!write) return io;
+    file_size = std::max(file_size, end);
+    if (!io) {
+        failed = true;  // the new clusters stay unmapped: leaked, never exposed
+        return io;
+    }
+    return publish(plan.maps);
+}
+
 // ---- the public entry points --------------------------------------------------------------
 
 Qcow2Image::Qcow2Image(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -673,40 +767,45 @@ bool Qcow2Image::read_only() const noexcept {
 }
 
 BoxliteResult<void> Qcow2Image::read(std::uint64_t offset, std::span<const iovec> buffers) {
-    std::lock_guard lock(impl_->mutex);
-    return guarded(impl_->name, "read", [&] { return impl_->read(offset, buffers); });
+    return guarded(impl_->name, "read", [&] { return impl_->submit(offset, buffers, false); });
 }
 BoxliteResult<void> Qcow2Image::write(std::uint64_t offset, std::span<const iovec> buffers) {
-    std::lock_guard lock(impl_->mutex);
-    return guarded(impl_->name, "write", [&] { return impl_->write(offset, buffers); });
+    return guarded(impl_->name, "write", [&] { return impl_->submit(offset, buffers, true); });
 }
 BoxliteResult<void> Qcow2Image::flush() {
-    std::lock_guard lock(impl_->mutex);
+    std::unique_lock lock(impl_->mutex);
+    impl_->drain(lock);
     if (impl_->options.read_only) return {};
     return guarded(impl_->name, "flush", [&] { return impl_->write_metadata(true); });
 }
 BoxliteResult<void> Qcow2Image::discard(std::uint64_t offset, std::uint64_t length) {
-    std::lock_guard lock(impl_->mutex);
+    std::unique_lock lock(impl_->mutex);
+    impl_->drain(lock);
     return guarded(impl_->name, "discard", [&] { return impl_->write_zeroes(offset, length, "discard"); });
 }
 BoxliteResult<void> Qcow2Image::write_zeroes(std::uint64_t offset, std::uint64_t length) {
-    std::lock_guard lock(impl_->mutex);
+    std::unique_lock lock(impl_->mutex);
+    impl_->drain(lock);
     return guarded(impl_->name, "write_zeroes", [&] { return impl_->write_zeroes(offset, length, "write_zeroes"); });
 }
 BoxliteResult<void> Qcow2Image::resize(std::uint64_t new_size) {
-    std::lock_guard lock(impl_->mutex);
+    std::unique_lock lock(impl_->mutex);
+    impl_->drain(lock);
     return guarded(impl_->name, "resize", [&] { return impl_->resize(new_size); });
 }
 BoxliteResult<CheckReport> Qcow2Image::check() {
-    std::lock_guard lock(impl_->mutex);
+    std::unique_lock lock(impl_->mutex);
+    impl_->drain(lock);
     return guarded(impl_->name, "check", [&] { return impl_->check(); });
 }
 BoxliteResult<void> Qcow2Image::repair() {
-    std::lock_guard lock(impl_->mutex);
+    std::unique_lock lock(impl_->mutex);
+    impl_->drain(lock);
     return guarded(impl_->name, "repair", [&] { return impl_->repair(); });
 }
 BoxliteResult<void> Qcow2Image::close() {
-    std::lock_guard lock(impl_->mutex);
+    std::unique_lock lock(impl_->mutex);
+    impl_->drain(lock);
     if (!impl_->options.read_only && !impl_->failed)
         BOXLITE_TRY_VOID(guarded(impl_->name, "close", [&] { return impl_->write_metadata(true); }));
     impl_->options.read_only = true;  // nothing left to write at destruction

@@ -2,9 +2,12 @@
 // (boxes/<id>/disk.qcow2 over the image's cached ext4 base). See qcow2_image.cpp for the primer
 // on refcounts and crash-consistent metadata ordering.
 //
-// Thread safety: every public method (size() and info() included) takes the image's mutex, so
-// one image may be used from several threads at once (block_backend.hpp); requests run one at a
-// time, including their I/O. Backing files are separate backends with their own locks.
+// Thread safety: one image may be used from several threads at once (block_backend.hpp). read()
+// and write() plan under the image's mutex, do their data I/O outside it, and (writes) map the new
+// clusters under it again: requests on different clusters are in flight together, requests on a
+// cluster another one in flight touches wait for it when either writes. flush(), discard(),
+// write_zeroes(), resize(), check(), repair() and close() wait until no request is in flight and
+// run alone. Backing files are separate backends with their own locks.
 //
 // Locking: an image is locked as QEMU locks it (image_lock.hpp) from open until destruction or
 // close(): read-write excludes every other opener, read-only excludes writers. A second opener —

@@ -13,6 +13,7 @@
 #include "qcow2_image.hpp"
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <limits>
@@ -106,6 +107,21 @@ struct RefBlock {
     std::uint64_t last_use = 0;
 };
 
+/// A request's data I/O, planned under the image's mutex and done outside it (Impl::submit):
+/// guest bytes [boff, +len) of the request's buffers at host offset `host`.
+struct DeferredRun {
+    std::uint64_t host = 0, boff = 0, len = 0;
+};
+/// A cluster a write allocated, mapped only once its data is written: L2 entry `l2_index` of the
+/// table for L1 entry `l1_index` goes from `old_entry` to `target`.
+struct DeferredMap {
+    std::uint64_t l1_index = 0, l2_index = 0, target = 0, old_entry = 0;
+};
+struct RequestPlan {
+    std::vector<DeferredRun> runs;
+    std::vector<DeferredMap> maps;
+};
+
 struct Qcow2Image::Impl {
     base::OwnedFd fd;
     std::string name;
@@ -159,6 +175,26 @@ struct Qcow2Image::Impl {
 
     bool failed = false;  // a write or metadata update failed part-way: refuse further writes
     std::mutex mutex;
+
+    // Requests in flight (submit): each holds the guest clusters it touches from planning to
+    // mapping, so requests on different clusters overlap their data I/O and requests on the same
+    // cluster (where either writes) run one after the other. Everything else (flush, discard,
+    // resize, check...) waits until none is in flight, and new requests wait for it (drain).
+    struct InFlight {
+        std::uint64_t id = 0, first = 0, last = 0;  // guest clusters [first, last]
+        bool write = false;
+    };
+    std::vector<InFlight> in_flight;
+    std::uint64_t next_request = 0;
+    unsigned exclusive_waiting = 0;
+    std::condition_variable in_flight_changed;
+
+    /// A read or write with its data I/O outside the mutex (the public read() and write()).
+    BoxliteResult<void> submit(std::uint64_t offset, std::span<const iovec> iov, bool write);
+    /// Waits, with `lock` on `mutex`, until no request is in flight; new ones wait meanwhile.
+    void drain(std::unique_lock<std::mutex>& lock);
+    /// Maps the clusters of a write whose data is written (submit's last step).
+    BoxliteResult<void> publish(const std::vector<DeferredMap>& maps);
 
     // ---- helpers ------------------------------------------------------------------------
     [[nodiscard]] bool v3() const { return header.version >= 3; }
@@ -234,13 +270,16 @@ struct Qcow2Image::Impl {
     /// bits may mean something we do not know, so the entry is not used at all.
     BoxliteResult<void> check_l2_entry(std::uint64_t entry, std::uint64_t guest) const;
     BoxliteResult<std::uint64_t> lookup(std::uint64_t guest);
-    BoxliteResult<void> read(std::uint64_t offset, std::span<const iovec> iov);
+    /// With a `plan`, host data runs are recorded there instead of read (submit reads them).
+    BoxliteResult<void> read(std::uint64_t offset, std::span<const iovec> iov, RequestPlan* plan = nullptr);
 
     // ---- writes -------------------------------------------------------------------------
     /// The current content of the guest cluster at `guest` (aligned) into `out` (cluster_size bytes).
     BoxliteResult<void> cluster_content(std::uint64_t guest, std::uint64_t entry, std::uint8_t* out, bool& all_zero);
 
-    BoxliteResult<void> write(std::uint64_t offset, std::span<const iovec> iov);
+    /// With a `plan`, host data runs and the new clusters' mappings are recorded there instead
+    /// of written and mapped (submit writes them, then publish() maps them).
+    BoxliteResult<void> write(std::uint64_t offset, std::span<const iovec> iov, RequestPlan* plan = nullptr);
     BoxliteResult<void> write_zeroes(std::uint64_t offset, std::uint64_t length, std::string_view op);
 
     // ---- resize ----------------------------------------------------------------------------

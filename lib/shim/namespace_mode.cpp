@@ -809,15 +809,25 @@ int run_namespace_mode(const ShimOptions& o) {
     sigprocmask(SIG_BLOCK, &mask, nullptr);
     const int signal_fd = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 
-    // The network: passt and the frame pump start first, in the shim's PID namespace (not the
-    // box's, where the box's root could signal them; and a process that unshared its PID
-    // namespace can no longer start threads, so the pump is a process of its own). passt gets its
-    // end of a socketpair, the pump the other; the box's init sends eth0 to the pump over
-    // tap_channel. The pump dies with the shim (PDEATHSIG), and passt (--one-off) with the pump.
+    // The network: the frame pump starts first, in the shim's PID namespace (not the box's, where
+    // the box's root could signal it; and a process that unshared its PID namespace can no longer
+    // start threads, so the pump is a process of its own). passt gets its end of a socketpair, the
+    // pump the other; the box's init sends eth0 to the pump over tap_channel.
+    //
+    // The pump starts passt (docs/performance.md, run --rm): at once when the box publishes ports
+    // (passt listens for them), else only when the box sends its first frame. passt's own start
+    // (about 10 ms of CPU, mostly zeroing its buffers) is then off a box's start path, and a box
+    // that never uses the network never starts it. Nothing is lost meanwhile: the box's frames
+    // wait in eth0's queue until the pump reads them, and the socketpair holds what the pump
+    // writes until passt reads it, so a box's first connection does not depend on when passt got
+    // ready. Nothing outside the box can reach it before passt runs, as passt is its only way in.
+    //
+    // The pump dies with the shim (PDEATHSIG); passt's keeper with the pump, and passt with it
+    // (network.hpp, start_passt).
     int tap_channel[2] = {-1, -1};
-    pid_t passt_pid = -1;
     pid_t pump_pid = -1;
     if (o.network) {
+        if (find_passt(o, error).empty()) return fail_start(error);  // now, not at the box's first frame
         int passt_pair[2] = {-1, -1};
         if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, tap_channel) != 0 ||
             ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, passt_pair) != 0) {
@@ -830,9 +840,6 @@ int run_namespace_mode(const ShimOptions& o) {
             ::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes);
             ::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes);
         }
-        passt_pid = start_passt(o, passt_pair[1], error);
-        ::close(passt_pair[1]);
-        if (passt_pid < 0) return fail_start(error);
         const pid_t shim_pid = ::getpid();
         pump_pid = ::fork();
         if (pump_pid == 0) {
@@ -841,13 +848,24 @@ int run_namespace_mode(const ShimOptions& o) {
             sigprocmask(SIG_SETMASK, &none, nullptr);
             ::prctl(PR_SET_PDEATHSIG, SIGKILL);
             if (::getppid() != shim_pid) ::_exit(0);
-            // Nothing of the shim's but the two sockets: the ready pipe, the box lock and the
+            // Nothing of the shim's but the three sockets: the ready pipe, the box lock and the
             // watchdog must close when the shim closes them.
-            for (int fd = 3; fd < 4096; ++fd) {
-                if (fd != tap_channel[0] && fd != passt_pair[0]) ::close(fd);
-            }
+            close_descriptors_from(3, {tap_channel[0], passt_pair[0], passt_pair[1]});
+            std::string passt_error;
+            auto start = [&] {
+                const pid_t passt = start_passt(o, passt_pair[1], passt_error);
+                ::close(passt_pair[1]);
+                if (passt < 0) log("box " + o.box_id + ": network: " + passt_error);
+                return passt >= 0;
+            };
+            if (!o.publish.empty() && !start()) ::_exit(1);
             const int tap = receive_fd(tap_channel[0]);
             if (tap < 0) ::_exit(0);
+            if (o.publish.empty()) {
+                pollfd first_frame{tap, POLLIN, 0};
+                while (::poll(&first_frame, 1, -1) < 0 && errno == EINTR) {}
+                if (!start()) ::_exit(1);
+            }
             net::FramePump pump(tap, passt_pair[0], *firewall);
             pump.queue_to_passt(box_arp_request());
             auto result = pump.run(-1);
@@ -856,19 +874,16 @@ int run_namespace_mode(const ShimOptions& o) {
         }
         ::close(tap_channel[0]);
         ::close(passt_pair[0]);
-        if (pump_pid < 0) {
-            ::kill(passt_pid, SIGKILL);
-            ::waitpid(passt_pid, nullptr, 0);
-            return fail_start(errno_text("fork for the network pump"));
-        }
+        ::close(passt_pair[1]);
+        if (pump_pid < 0) return fail_start(errno_text("fork for the network pump"));
     }
+    // The pump's exit is quick (eth0 is persistent, so its last close does not unregister it:
+    // network.cpp), and its passt goes with it.
     auto stop_network = [&] {
-        for (pid_t* pid : {&pump_pid, &passt_pid}) {
-            if (*pid <= 0) continue;
-            ::kill(*pid, SIGKILL);
-            ::waitpid(*pid, nullptr, 0);
-            *pid = -1;
-        }
+        if (pump_pid <= 0) return;
+        ::kill(pump_pid, SIGKILL);
+        ::waitpid(pump_pid, nullptr, 0);
+        pump_pid = -1;
     };
 
     if (::unshare(CLONE_NEWPID) != 0) {
@@ -948,6 +963,14 @@ int run_namespace_mode(const ShimOptions& o) {
     }
     ::close(agent_ready[0]);
     if (child_error[0] >= 0) ::close(child_error[0]);
+    // Published ports take connections once the box is reported ready: passt binds them as it
+    // starts (the pump starts it at once when ports are published), usually before the agent is
+    // ready; this waits out the rest (a few /proc reads when it has, nothing without ports). A
+    // port passt could not bind fails the start, as the engine's own check would have.
+    if (ready && o.network && !o.publish.empty() &&
+        !wait_for_published_ports(o.publish, 10'000, pump_pid, child_text)) {
+        ready = false;
+    }
     if (!ready) {
         ::kill(child, SIGKILL);
         ::waitpid(child, nullptr, 0);

@@ -15,7 +15,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -56,6 +59,12 @@ int create_box_tap(std::string& error) {
         ::close(tap);
         return -1;
     }
+    // Persistent, so that the last close (the pump's exit, when the box stops) does not unregister
+    // eth0 itself: that waits for RCU grace periods under the RTNL lock, 12-24 ms here, and the
+    // shim waits for the pump. The device lives in the box's network namespace only, which the
+    // kernel tears down (eth0 with it) in the background once the box and the tap fd are gone.
+    // Best effort: without it the box works the same, and only stops slower.
+    (void)::ioctl(tap, TUNSETPERSIST, 1);
     const int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     auto step = [&](unsigned long request, ifreq& req, const char* what) {
         if (::ioctl(s, request, &req) == 0) return true;
@@ -183,7 +192,25 @@ int receive_fd(int socket) {
     return -1;
 }
 
-pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error) {
+void close_descriptors_from(int first, std::initializer_list<int> keep) {
+    std::vector<int> kept;
+    for (const int fd : keep) {
+        if (fd >= first) kept.push_back(fd);
+    }
+    std::sort(kept.begin(), kept.end());
+    auto close_between = [](unsigned low, unsigned high) {  // inclusive
+        if (::close_range(low, high, 0) == 0 || errno != ENOSYS) return;
+        for (unsigned fd = low; fd <= high && fd < 4096; ++fd) ::close(static_cast<int>(fd));  // before Linux 5.9
+    };
+    unsigned low = static_cast<unsigned>(first);
+    for (const int fd : kept) {
+        if (static_cast<unsigned>(fd) > low) close_between(low, static_cast<unsigned>(fd) - 1);
+        low = static_cast<unsigned>(fd) + 1;
+    }
+    close_between(low, ~0U);
+}
+
+std::string find_passt(const ShimOptions& o, std::string& error) {
     std::string binary = o.passt;
     if (binary.empty()) {
         for (const char* candidate : {"/usr/bin/passt", "/usr/local/bin/passt", "/bin/passt"}) {
@@ -197,8 +224,77 @@ pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error) {
         error =
             "passt is not installed (Debian package passt), and the box's network needs it; install it, "
             "or create the box with network mode disabled";
-        return -1;
+        return {};
     }
+    return binary;
+}
+
+namespace {
+
+/// The host port of a published port's spec, "[ADDR/]HOSTPORT:BOXPORT" (or HOSTPORT alone).
+int host_port(const std::string& spec) {
+    const auto slash = spec.find('/');
+    const std::string rest = slash == std::string::npos ? spec : spec.substr(slash + 1);
+    return std::atoi(rest.substr(0, rest.find(':')).c_str());
+}
+
+/// Whether a socket in /proc/net/<table> is bound to local `port` (TCP: listening).
+bool port_bound(const char* table, int port, bool tcp) {
+    std::FILE* f = std::fopen(table, "re");
+    if (f == nullptr) return false;
+    char line[512];
+    bool found = false;
+    while (!found && std::fgets(line, sizeof line, f) != nullptr) {
+        // "  sl  local_address rem_address   st ...": local "HEXADDR:HEXPORT", state hex.
+        char local[128] = {}, remote[128] = {};
+        unsigned state = 0;
+        if (std::sscanf(line, "%*s %127s %127s %x", local, remote, &state) != 3) continue;
+        const char* colon = std::strrchr(local, ':');
+        if (colon == nullptr) continue;
+        const long local_port = std::strtol(colon + 1, nullptr, 16);
+        found = local_port == port && (!tcp || state == 0x0A);  // TCP_LISTEN
+    }
+    std::fclose(f);
+    return found;
+}
+
+}  // namespace
+
+bool wait_for_published_ports(const std::vector<PublishedPort>& publish, int timeout_ms, pid_t starter,
+                              std::string& error) {
+    for (int waited = 0;; ++waited) {
+        const PublishedPort* missing = nullptr;
+        for (const auto& p : publish) {
+            const int port = host_port(p.spec);
+            const bool bound = p.udp ? port_bound("/proc/net/udp", port, false) ||
+                                           port_bound("/proc/net/udp6", port, false)
+                                     : port_bound("/proc/net/tcp", port, true) ||
+                                           port_bound("/proc/net/tcp6", port, true);
+            if (!bound) {
+                missing = &p;
+                break;
+            }
+        }
+        if (missing == nullptr) return true;
+        siginfo_t info{};
+        const bool starter_ended = starter > 0 &&
+                                   ::waitid(P_PID, static_cast<id_t>(starter), &info, WEXITED | WNOHANG | WNOWAIT) ==
+                                       0 &&
+                                   info.si_pid == starter;
+        if (starter_ended || waited >= timeout_ms) {
+            error = "passt did not bind the published " + std::string(missing->udp ? "UDP" : "TCP") + " port " +
+                    missing->spec +
+                    (starter_ended ? std::string(" (the network pump ended; see shim.log)")
+                                   : " within " + std::to_string(timeout_ms) + " ms");
+            return false;
+        }
+        ::usleep(1000);
+    }
+}
+
+pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error) {
+    const std::string binary = find_passt(o, error);
+    if (binary.empty()) return -1;
     std::vector<std::string> args = {
         binary,          "--foreground",  "--quiet",   "--one-off", "--ipv4-only", "--fd",          "3",
         "--address",     "192.168.127.2", "--netmask", "24",        "--gateway",   "192.168.127.1", "--dns-forward",
@@ -216,8 +312,9 @@ pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error) {
     // passt drops to nobody, which clears a parent-death signal, and with some connections open
     // it outlived its peer (Debian 12's passt spun on a closed --fd instead of exiting for
     // --one-off). So it runs as PID 2 of a PID namespace of its own, whose init dies with the
-    // keeper below, and the keeper with the shim: the kernel kills whatever the namespace holds
-    // when its init goes, whoever that is running as. The shim knows the keeper as passt.
+    // keeper below, and the keeper with its caller (the namespace engine's pump, whose exit or
+    // death thus ends passt): the kernel kills whatever the namespace holds when its init goes,
+    // whoever that is running as. The caller knows the keeper as passt.
     const pid_t shim = ::getpid();
     int alive[2] = {-1, -1};  // the init's way to learn that the keeper is already gone
     if (::pipe2(alive, O_CLOEXEC) != 0) {
@@ -248,9 +345,7 @@ pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error) {
         } else if (::dup2(passt_fd, 3) != 3) {
             ::_exit(127);
         }
-        for (int fd = 4; fd < 4096; ++fd) {
-            if (fd != alive[0] && fd != alive[1]) ::close(fd);  // nothing of the shim's but its socket
-        }
+        close_descriptors_from(4, {alive[0], alive[1]});  // nothing of the caller's but its socket
         if (::unshare(CLONE_NEWPID) != 0) ::_exit(127);
         const pid_t init = ::fork();
         if (init < 0) ::_exit(127);

@@ -14,6 +14,7 @@
 
 #include <sys/types.h>
 
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -35,9 +36,24 @@ bool send_fd(int socket, int fd);
 /// The descriptor sent, or -1 (the peer closed, or sent none).
 int receive_fd(int socket);
 
+/// Closes every descriptor from `first` up, except those in `keep`: a few close_range() calls
+/// instead of one close() per possible descriptor (thousands of system calls in each process the
+/// network starts, on the box's start path).
+void close_descriptors_from(int first, std::initializer_list<int> keep);
+
+/// The passt binary to run (--passt, else the usual places), or empty with `error` set.
+std::string find_passt(const ShimOptions& o, std::string& error);
+
 /// Starts passt on `passt_fd` (its end of a connected socketpair), with the box network's
 /// addresses, DNS forwarded from the gateway, and `o.publish` as -t/-u forwards. Returns its pid,
 /// or -1 with `error` set.
 pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error);
+
+/// Waits (up to `timeout_ms`) until every port of `publish` is bound on the host (a TCP listener
+/// or a UDP socket, as /proc/net says), so a box reported ready takes connections on them. False
+/// on timeout, or when `starter` (the process that starts passt) has ended first (it is not
+/// reaped), with `error` naming the first port still unbound.
+bool wait_for_published_ports(const std::vector<PublishedPort>& publish, int timeout_ms, pid_t starter,
+                              std::string& error);
 
 }  // namespace boxlite::shim

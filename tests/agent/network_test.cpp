@@ -516,4 +516,22 @@ TEST_F(NamespaceNetwork, KillingTheShimLeavesNoPasstBehind) {
     ::close(fd);
 }
 
+TEST_F(NamespaceNetwork, PasstStartsAtTheBoxsFirstFrameAndItsFirstConnectionGetsThrough) {
+    // Without published ports nothing outside can reach the box, so passt starts only when the
+    // box sends its first frame (docs/performance.md): a box that never uses the network never
+    // runs it. The frame that starts it waits meanwhile, so the first connection still works.
+    HttpServer host("127.0.0.1", "the first connection");
+    ASSERT_TRUE(host.ok());
+    auto box = box_with({});
+    EXPECT_EQ(sh(box, "true"), "rc=0\n");
+    EXPECT_TRUE(passt_processes().empty());
+    const auto out = sh(box, fetch("host.boxlite.internal", host.port()));
+    EXPECT_TRUE(answered(out, "the first connection")) << out;
+    EXPECT_EQ(passt_processes().size(), 1U);
+    // Stopping the box ends passt too (the pump's exit takes its keeper and namespace with it).
+    ASSERT_TRUE(box.stop()) << "stop failed";
+    for (int i = 0; i < 500 && !passt_processes().empty(); ++i) std::this_thread::sleep_for(10ms);
+    EXPECT_TRUE(passt_processes().empty());
+}
+
 }  // namespace
