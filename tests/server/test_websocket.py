@@ -23,6 +23,12 @@ def attach(server: Server, box: str, exec_id: str, key: str | None = API_KEY) ->
                    additional_headers=headers, open_timeout=120, max_size=None)
 
 
+def attach_main(server: Server, box: str, key: str | None = API_KEY) -> ClientConnection:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return connect(f"ws://127.0.0.1:{server.port}/v1/boxes/{box}/attach", additional_headers=headers,
+                   open_timeout=120, max_size=None)
+
+
 class Transcript:
     def __init__(self) -> None:
         self.stdout = b""
@@ -210,3 +216,52 @@ def test_a_client_that_does_not_read_does_not_grow_the_server(server: Server, ro
         assert peak - before < 24 * 1024 * 1024, (before, peak)
         t = drain(ws)
     assert len(t.stdout) == size and t.exit_code == 0
+
+
+def test_attach_to_the_main_command(server: Server, rootfs: str) -> None:
+    box = server.create_box(rootfs, entrypoint=["sh", "-c"],
+                            cmd=["read line; echo got $line; echo err >&2; exit 7"])["box_id"]
+    assert "exit_code" not in server.request("GET", f"/v1/boxes/{box}").json()
+    with attach_main(server, box) as ws:
+        exec_id = ws.response.headers["x-boxlite-execution-id"]
+        assert exec_id
+        with pytest.raises(InvalidStatus) as second:
+            attach_main(server, box)
+        assert second.value.response.status_code == 409
+        # The main command is an execution like the others: reachable by its id too.
+        r = server.request("GET", f"/v1/boxes/{box}/executions/{exec_id}")
+        assert r.status == 200 and r.json()["status"] == "running"
+        ws.send(b"hello\n")
+        t = drain(ws)
+    assert (t.stdout, t.stderr, t.exit_code) == (b"got hello\n", b"err\n", 7)
+    assert server.request("GET", f"/v1/boxes/{box}").json()["exit_code"] == 7
+    listed = {b["box_id"]: b for b in server.request("GET", "/v1/boxes").json()["boxes"]}
+    assert listed[box]["exit_code"] == 7
+    # Late attach to the finished command: the same execution, its output replayed, its exit.
+    with attach_main(server, box) as ws:
+        assert ws.response.headers["x-boxlite-execution-id"] == exec_id
+        t = drain(ws)
+    assert (t.stdout, t.exit_code) == (b"got hello\n", 7)
+    # Starting the box runs the command again: a new execution, no exit code until it exits.
+    r = server.request("POST", f"/v1/boxes/{box}/start")
+    assert r.status == 200 and "exit_code" not in r.json(), r
+    with attach_main(server, box) as ws:
+        assert ws.response.headers["x-boxlite-execution-id"] != exec_id
+        ws.send(b"again\n")
+        t = drain(ws)
+    assert (t.stdout, t.exit_code) == (b"got again\n", 7)
+
+
+def test_attach_to_a_box_without_a_main_command(server: Server, rootfs: str) -> None:
+    box = server.create_box(rootfs)["box_id"]
+    with pytest.raises(InvalidStatus) as refused:
+        attach_main(server, box)
+    assert refused.value.response.status_code == 409
+    error = json.loads(refused.value.response.body)["error"]
+    assert error["code"] == "invalid_state" and "no main command" in error["message"]
+    # Starting such a box runs nothing, and it reports no exit code.
+    r = server.request("POST", f"/v1/boxes/{box}/start")
+    assert r.status == 200 and "exit_code" not in r.json(), r
+    with pytest.raises(InvalidStatus) as missing:
+        attach_main(server, "no-such-box")
+    assert missing.value.response.status_code == 404
