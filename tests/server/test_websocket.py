@@ -5,7 +5,11 @@ the exit frame, then a normal close), backlog replay, and one client at a time."
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -265,3 +269,34 @@ def test_attach_to_a_box_without_a_main_command(server: Server, rootfs: str) -> 
     with pytest.raises(InvalidStatus) as missing:
         attach_main(server, "no-such-box")
     assert missing.value.response.status_code == 404
+
+
+def test_main_command_comes_from_the_image(server: Server, rootfs: str, tmp_path: Path) -> None:
+    """Without entrypoint/cmd in the request, the image's Entrypoint + Cmd are the main command;
+    a request's cmd replaces the image's Cmd and keeps its Entrypoint (as docker run)."""
+    if shutil.which("umoci") is None:
+        pytest.skip("precondition: umoci is not installed")
+    oci, bundle = tmp_path / "oci", tmp_path / "bundle"
+    subprocess.run(["umoci", "init", "--layout", str(oci)], check=True)
+    subprocess.run(["umoci", "new", "--image", f"{oci}:main"], check=True)
+    subprocess.run(["umoci", "unpack", "--image", f"{oci}:main", str(bundle)], check=True, capture_output=True)
+    subprocess.run(["cp", "-a", f"{rootfs}/.", str(bundle / "rootfs")], check=True)
+    subprocess.run(["umoci", "repack", "--image", f"{oci}:main", str(bundle)], check=True, capture_output=True)
+    subprocess.run(["umoci", "config", "--image", f"{oci}:main", "--config.env", "PATH=/bin",
+                    "--config.entrypoint", "/bin/sh", "--config.entrypoint", "-c",
+                    "--config.cmd", "echo from the image; exit 4"], check=True)
+    loaded = subprocess.run([os.environ["BOXLITE_CLI"], "--home", str(server.home), "load", "-q", str(oci),
+                             "--tag", "test/main:1"], check=True, capture_output=True, text=True)
+    image = loaded.stdout.strip().splitlines()[-1]
+
+    r = server.request("POST", "/v1/boxes", {"image": image})
+    assert r.status == 201, r
+    with attach_main(server, r.json()["box_id"]) as ws:
+        t = drain(ws)
+    assert (t.stdout, t.exit_code) == (b"from the image\n", 4)
+
+    r = server.request("POST", "/v1/boxes", {"image": image, "cmd": ["echo overridden"]})
+    assert r.status == 201, r
+    with attach_main(server, r.json()["box_id"]) as ws:
+        t = drain(ws)
+    assert (t.stdout, t.exit_code) == (b"overridden\n", 0)
