@@ -673,6 +673,7 @@ HttpResponse RestApi::route(const HttpRequest& request, const std::vector<std::s
             std::lock_guard lock(executions_mutex_);
             std::erase_if(executions_, [&](const auto& entry) { return entry.second->box_id() == id; });
             main_sessions_.erase(id);
+            main_launch_mutexes_.erase(id);
             return no_content();
         }
         return method_not_allowed("GET, HEAD, DELETE");
@@ -795,7 +796,14 @@ BoxliteResult<std::optional<BoxCommand>> RestApi::main_command(const BoxConfig& 
 tl::expected<std::shared_ptr<ExecSession>, HttpResponse> RestApi::main_session(LiteBox& box, const HttpRequest& request,
                                                                                bool relaunch_finished) {
     const auto id = box.id().str();
-    std::lock_guard launching(main_launch_mutex_);
+    std::shared_ptr<std::mutex> launch_mutex;
+    {
+        std::lock_guard lock(executions_mutex_);
+        auto& slot = main_launch_mutexes_[id];
+        if (!slot) slot = std::make_shared<std::mutex>();
+        launch_mutex = slot;
+    }
+    std::lock_guard launching(*launch_mutex);
     {
         std::lock_guard lock(executions_mutex_);
         auto it = main_sessions_.find(id);

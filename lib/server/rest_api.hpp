@@ -196,7 +196,9 @@ private:
     /// Box id -> its main command's session (under executions_mutex_); kept after it finished
     /// (for exit_code), until the box is removed or its command runs again.
     std::map<std::string, std::shared_ptr<ExecSession>> main_sessions_;
-    std::mutex main_launch_mutex_;  ///< one launch of a main command at a time
+    /// Box id -> the mutex that makes two attaches (or a start and an attach) launch its main
+    /// command once; per box, as starting a VM box takes seconds (under executions_mutex_).
+    std::map<std::string, std::shared_ptr<std::mutex>> main_launch_mutexes_;
     std::atomic<std::uint64_t> boxes_stopped_total_{0};
 
     std::mutex reaper_mutex_;
