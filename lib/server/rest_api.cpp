@@ -790,6 +790,8 @@ BoxliteResult<std::optional<BoxCommand>> RestApi::main_command(const BoxConfig& 
     for (auto& [key, value] : launch.env) command.env(key, value);
     command.working_dir(launch.working_dir);
     if (!launch.user.empty()) command.user(launch.user);
+    const auto tty = config.options.labels.find(std::string(kServeLabelPrefix) + "tty");
+    command.tty(tty != config.options.labels.end() && tty->second == "1");
     return command;
 }
 
@@ -823,7 +825,7 @@ tl::expected<std::shared_ptr<ExecSession>, HttpResponse> RestApi::main_session(L
     }
     auto execution = box.exec(**command);  // starts the box when it is not running
     if (!execution) return tl::unexpected(error_response(execution.error(), request.request_id));
-    auto session = std::make_shared<ExecSession>(id, std::move(*execution), false, true);
+    auto session = std::make_shared<ExecSession>(id, std::move(*execution), (*command)->is_tty(), true);
     session->start(session, std::nullopt);  // stdin stays open for the attached client
     std::lock_guard lock(executions_mutex_);
     executions_[session->id()] = session;
@@ -894,12 +896,6 @@ HttpResponse RestApi::create_box(const HttpRequest& request) {
     SERVE_TRY(user, body.string("user"));
     options.user = user;
     SERVE_TRY(tty, body.boolean("tty"));
-    if (tty.value_or(false)) {
-        return error_response(400, "UnsupportedError", "unsupported",
-                              "'tty': a box's main command on a PTY is not supported by this server; exec with "
-                              "\"tty\": true instead",
-                              request.request_id);
-    }
     if (body.has("advanced")) {
         const auto& advanced = body.raw("advanced");
         if (!advanced.is_object()) return unprocessable("field 'advanced' must be an object", request);
@@ -948,6 +944,7 @@ HttpResponse RestApi::create_box(const HttpRequest& request) {
     options.labels[prefix + "auto_pause"] = std::to_string(auto_pause.value_or(0));
     options.labels[prefix + "auto_delete"] = std::to_string(auto_delete.value_or(0));
     options.labels[prefix + "auto_resume"] = auto_resume.value_or(true) ? "1" : "0";
+    if (tty.value_or(false)) options.labels[prefix + "tty"] = "1";  // the main command's PTY
     // The server outlives no box: boxes stay until deleted (a stopped box keeps its record).
     options.detach = detach.value_or(auto_delete.value_or(0) == 0);
     options.auto_remove = false;

@@ -136,7 +136,7 @@ def test_delete_running_box_needs_force(server: Server, rootfs: str) -> None:
     ({"network": {"mode": "sometimes"}}, 422, "network.mode"),
     ({"network": {"bogus": 1}}, 422, "network.bogus"),
     ({"advanced": {"capabilities": {"add": ["SYS_ADMIN"]}}}, 400, "capabilities"),
-    ({"tty": True}, 400, "tty"),
+    ({"tty": "yes"}, 422, "'tty'"),
     ({"rootfs_path": "relative/dir"}, 400, "rootfs_path"),
     ({"rootfs_path": "/nonexistent-dir"}, 400, "rootfs_path"),
     ({"memory_mib": 1}, 400, "memory"),

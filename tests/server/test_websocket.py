@@ -300,3 +300,15 @@ def test_main_command_comes_from_the_image(server: Server, rootfs: str, tmp_path
     with attach_main(server, r.json()["box_id"]) as ws:
         t = drain(ws)
     assert (t.stdout, t.exit_code) == (b"overridden\n", 0)
+
+
+def test_main_command_on_a_pty(server: Server, rootfs: str) -> None:
+    box = server.create_box(rootfs, tty=True, entrypoint=["sh", "-c"],
+                            cmd=["read x; stty size; echo err >&2; exit 2"])["box_id"]
+    with attach_main(server, box) as ws:
+        ws.send(json.dumps({"type": "resize", "rows": 33, "cols": 101}))
+        ws.send(b"go\r")
+        t = drain(ws)
+    # One channel on a PTY: stderr arrives as 0x01 too; the terminal echoes the input.
+    assert t.stderr == b"" and b"33 101" in t.stdout and b"err" in t.stdout, t.stdout
+    assert t.exit_code == 2
