@@ -778,9 +778,12 @@ std::optional<int> RestApi::main_exit_code(const std::string& box_id) {
 BoxliteResult<std::optional<BoxCommand>> RestApi::main_command(const BoxConfig& config) const {
     ImageDefaults image;
     const auto* reference = config.options.rootfs.as_image();
-    // The image's Entrypoint/Cmd only matter when the box does not set its own entrypoint.
-    if (reference && !config.options.entrypoint && options_.image_defaults) {
-        BOXLITE_TRY(image, options_.image_defaults(reference->reference));
+    if (reference && options_.image_defaults) {
+        // The image's Env, WorkingDir and User count whatever the command; without its config
+        // (the image was removed since), only a box that names its own entrypoint still has one.
+        auto found = options_.image_defaults(reference->reference);
+        if (found) image = std::move(*found);
+        else if (!config.options.entrypoint) return fail(found.error());
     }
     EngineLaunch launch;
     merge_launch_defaults(config.options, image, launch);

@@ -283,6 +283,7 @@ def test_main_command_comes_from_the_image(server: Server, rootfs: str, tmp_path
     subprocess.run(["cp", "-a", f"{rootfs}/.", str(bundle / "rootfs")], check=True)
     subprocess.run(["umoci", "repack", "--image", f"{oci}:main", str(bundle)], check=True, capture_output=True)
     subprocess.run(["umoci", "config", "--image", f"{oci}:main", "--config.env", "PATH=/bin",
+                    "--config.env", "GREETING=from-the-image-env",
                     "--config.entrypoint", "/bin/sh", "--config.entrypoint", "-c",
                     "--config.cmd", "echo from the image; exit 4"], check=True)
     loaded = subprocess.run([os.environ["BOXLITE_CLI"], "--home", str(server.home), "load", "-q", str(oci),
@@ -300,6 +301,13 @@ def test_main_command_comes_from_the_image(server: Server, rootfs: str, tmp_path
     with attach_main(server, r.json()["box_id"]) as ws:
         t = drain(ws)
     assert (t.stdout, t.exit_code) == (b"overridden\n", 0)
+
+    # A box with its own entrypoint still gets the image's environment.
+    r = server.request("POST", "/v1/boxes", {"image": image, "entrypoint": ["sh", "-c"], "cmd": ["echo $GREETING"]})
+    assert r.status == 201, r
+    with attach_main(server, r.json()["box_id"]) as ws:
+        t = drain(ws)
+    assert (t.stdout, t.exit_code) == (b"from-the-image-env\n", 0)
 
 
 def test_main_command_on_a_pty(server: Server, rootfs: str) -> None:
