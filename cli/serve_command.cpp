@@ -3,6 +3,9 @@
 
 #include "server/server.hpp"
 
+#include <boxlite/image/image_config.hpp>
+#include <boxlite/image/image_store.hpp>
+
 #include <cstdio>
 #include <cstdlib>
 
@@ -44,6 +47,14 @@ BoxliteResult<int> cmd_serve(Context& context) {
     // Refuse a bad configuration before opening the home.
     BOXLITE_TRY_VOID(server::validate(options));
     BOXLITE_TRY(auto* runtime, context.runtime(cli_runtime_settings(context)));
+    // A box's main command falls back to its image's Entrypoint/Cmd: the image is local (create
+    // pulled it), so this only reads the home's image store.
+    options.image_defaults = [store_options = image::store_options_for(context.runtime_options())](
+                                 const std::string& reference) -> BoxliteResult<ImageDefaults> {
+        BOXLITE_TRY(auto store, image::ImageStore::open(store_options));
+        BOXLITE_TRY(auto local, store.inspect(reference));
+        return image::image_defaults(local.config);
+    };
     const bool tls = options.tls_cert.has_value();
     BOXLITE_TRY_VOID(server::serve(*runtime, options, [&](std::uint16_t port) {
         // One line on stdout, for scripts and tests that start the server on port 0.

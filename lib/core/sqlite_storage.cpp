@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -109,6 +110,17 @@ struct SqliteStorage::Impl {
     HomeLock home_lock;
     base::Database db;         // after home_lock: closed before the lock lets a migrator in
     mutable std::mutex mutex;  // one statement sequence at a time on the shared connection
+
+    /// list()'s last answer, valid while the database is unchanged: PRAGMA data_version moves
+    /// when another connection (another process, or another storage in this one) commits, and
+    /// this connection's own writes move sqlite3_total_changes64(). Parsing every box's JSON
+    /// was most of the cost of a listing (GET /v1/boxes).
+    struct ListCache {
+        std::int64_t data_version = 0;
+        std::int64_t own_changes = 0;
+        std::vector<BoxRecord> records;
+    };
+    mutable std::optional<ListCache> list_cache;
 
     BoxliteResult<BoxRecord> row_to_record(const Statement& st, int first_column) const {
         BOXLITE_TRY(auto config, parse_json_as<BoxConfig>(st.text(first_column), "stored box config"));
@@ -361,8 +373,19 @@ BoxliteResult<BoxRecord> SqliteStorage::lookup(std::string_view id_or_name) cons
 
 BoxliteResult<std::vector<BoxRecord>> SqliteStorage::list() const {
     std::lock_guard lock(impl_->mutex);
+    // The version is read before the rows: a commit in between makes the next call read again.
+    Statement version(impl_->db, "PRAGMA data_version");
+    BOXLITE_TRY(const bool has_version, version.step("reading the version of the box database"));
+    const std::int64_t data_version = has_version ? version.integer(0) : -1;
+    const std::int64_t own_changes = sqlite3_total_changes64(impl_->db.get());
+    auto& cache = impl_->list_cache;
+    if (has_version && cache && cache->data_version == data_version && cache->own_changes == own_changes) {
+        return cache->records;
+    }
     Statement st(impl_->db, "SELECT config, state FROM boxes ORDER BY created_at, id");
-    return impl_->collect(st, "listing boxes");
+    BOXLITE_TRY(auto records, impl_->collect(st, "listing boxes"));
+    if (has_version) cache = Impl::ListCache{data_version, own_changes, records};
+    return records;
 }
 
 BoxliteResult<void> SqliteStorage::update_state(const BoxID& id, const BoxState& state) {

@@ -158,7 +158,8 @@ std::string_view status_text(BoxStatus status) {
 // kept in labels under this prefix, hidden from the response's labels.
 constexpr std::string_view kServeLabelPrefix = "boxlite.serve.";
 
-json box_json(const BoxInfo& info) {
+/// `exit_code`: the box's main command's, once it has exited (present only then, as upstream).
+json box_json(const BoxInfo& info, std::optional<int> exit_code) {
     json labels = json::object();
     std::map<std::string, std::string> serve_settings;
     for (const auto& [key, value] : info.labels) {
@@ -171,7 +172,7 @@ json box_json(const BoxInfo& info) {
         if (it == serve_settings.end()) return fallback;
         return std::strtoull(it->second.c_str(), nullptr, 10);
     };
-    return {
+    json out = {
         {"box_id", info.id.str()},
         {"name", info.name ? json(*info.name) : json(nullptr)},
         {"status", status_text(info.status)},
@@ -186,6 +187,8 @@ json box_json(const BoxInfo& info) {
         {"auto_delete", setting("auto_delete", 0)},
         {"auto_resume", setting("auto_resume", 1) != 0},
     };
+    if (exit_code) out["exit_code"] = *exit_code;
+    return out;
 }
 
 template <class T>
@@ -320,8 +323,12 @@ bool is_allowed_signal(int signo) {
 // ExecSession
 // ------------------------------------------------------------------------------------------
 
-ExecSession::ExecSession(std::string box_id, Execution execution, bool tty)
-    : id_(execution.id()), box_id_(std::move(box_id)), tty_(tty), execution_(std::move(execution)) {}
+ExecSession::ExecSession(std::string box_id, Execution execution, bool tty, bool main_command)
+    : id_(execution.id()),
+      box_id_(std::move(box_id)),
+      tty_(tty),
+      main_command_(main_command),
+      execution_(std::move(execution)) {}
 
 ExecSession::~ExecSession() = default;
 
@@ -496,7 +503,7 @@ void RestApi::reap() {
         for (const auto& [id, session] : executions_) sessions.push_back(session);
     }
     for (const auto& session : sessions) {
-        if (session->exit_code()) continue;
+        if (session->exit_code() || session->main_command()) continue;
         bool evict = false;
         if (now - session->started_at() >= options_.max_session_lifetime) {
             (void)session->signal(SIGKILL);
@@ -665,6 +672,8 @@ HttpResponse RestApi::route(const HttpRequest& request, const std::vector<std::s
             }
             std::lock_guard lock(executions_mutex_);
             std::erase_if(executions_, [&](const auto& entry) { return entry.second->box_id() == id; });
+            main_sessions_.erase(id);
+            main_launch_mutexes_.erase(id);
             return no_content();
         }
         return method_not_allowed("GET, HEAD, DELETE");
@@ -677,6 +686,15 @@ HttpResponse RestApi::route(const HttpRequest& request, const std::vector<std::s
         auto done = action == "start" ? box->start() : box->stop();
         if (!done) return error_response(done.error(), request.request_id);
         if (action == "stop") ++boxes_stopped_total_;
+        if (action == "start") {
+            // A started box runs its main command (when it has one), as a container runs its init;
+            // a finished run is replaced by a new one, a running one is left as it is.
+            auto command = box->config().and_then([&](const BoxConfig& config) { return main_command(config); });
+            if (!command) return error_response(command.error(), request.request_id);
+            if (*command) {
+                if (auto session = main_session(*box, request, true); !session) return std::move(session).error();
+            }
+        }
         return box_response(*box, request, 200);
     }
     if (n == 4 && action == "metrics") {
@@ -710,7 +728,9 @@ HttpResponse RestApi::route(const HttpRequest& request, const std::vector<std::s
     }
     if (n == 4 && action == "attach") {
         if (method != "GET") return method_not_allowed("GET");
-        return not_implemented("attaching to a box's main command", request);
+        return error_response(400, "InvalidArgumentError", "invalid_argument",
+                              "attach needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
+                              request.request_id);
     }
     if (n == 4 && action == "exec") {
         if (method != "POST") return method_not_allowed("POST");
@@ -745,14 +765,82 @@ HttpResponse RestApi::route(const HttpRequest& request, const std::vector<std::s
 HttpResponse RestApi::box_response(LiteBox& box, const HttpRequest& request, int status) {
     auto info = box.info();
     if (!info) return error_response(info.error(), request.request_id);
-    return json_response(status, box_json(*info));
+    return json_response(status, box_json(*info, main_exit_code(info->id.str())));
+}
+
+std::optional<int> RestApi::main_exit_code(const std::string& box_id) {
+    std::lock_guard lock(executions_mutex_);
+    auto it = main_sessions_.find(box_id);
+    if (it == main_sessions_.end()) return std::nullopt;
+    return it->second->exit_code();
+}
+
+BoxliteResult<std::optional<BoxCommand>> RestApi::main_command(const BoxConfig& config) const {
+    ImageDefaults image;
+    const auto* reference = config.options.rootfs.as_image();
+    if (reference && options_.image_defaults) {
+        // The image's Env, WorkingDir and User count whatever the command; without its config
+        // (the image was removed since), only a box that names its own entrypoint still has one.
+        auto found = options_.image_defaults(reference->reference);
+        if (found) image = std::move(*found);
+        else if (!config.options.entrypoint) return fail(found.error());
+    }
+    EngineLaunch launch;
+    merge_launch_defaults(config.options, image, launch);
+    if (launch.init_command.empty() || launch.init_command.front().empty()) return std::nullopt;
+    BoxCommand command(launch.init_command.front());
+    command.args(std::vector<std::string>(launch.init_command.begin() + 1, launch.init_command.end()));
+    for (auto& [key, value] : launch.env) command.env(key, value);
+    command.working_dir(launch.working_dir);
+    if (!launch.user.empty()) command.user(launch.user);
+    const auto tty = config.options.labels.find(std::string(kServeLabelPrefix) + "tty");
+    command.tty(tty != config.options.labels.end() && tty->second == "1");
+    return command;
+}
+
+tl::expected<std::shared_ptr<ExecSession>, HttpResponse> RestApi::main_session(LiteBox& box, const HttpRequest& request,
+                                                                               bool relaunch_finished) {
+    const auto id = box.id().str();
+    std::shared_ptr<std::mutex> launch_mutex;
+    {
+        std::lock_guard lock(executions_mutex_);
+        auto& slot = main_launch_mutexes_[id];
+        if (!slot) slot = std::make_shared<std::mutex>();
+        launch_mutex = slot;
+    }
+    std::lock_guard launching(*launch_mutex);
+    {
+        std::lock_guard lock(executions_mutex_);
+        auto it = main_sessions_.find(id);
+        if (it != main_sessions_.end() && !(relaunch_finished && it->second->exit_code())) return it->second;
+    }
+    auto config = box.config();
+    if (!config) return tl::unexpected(error_response(config.error(), request.request_id));
+    auto command = main_command(*config);
+    if (!command) return tl::unexpected(error_response(command.error(), request.request_id));
+    if (!*command) {
+        return tl::unexpected(error_response(
+            409, "InvalidStateError", "invalid_state",
+            fmt::format("box {} has no main command: it was created without 'entrypoint' or 'cmd', and its image "
+                        "sets neither; run one with POST /v1/boxes/{}/exec and attach to that execution",
+                        id, id),
+            request.request_id));
+    }
+    auto execution = box.exec(**command);  // starts the box when it is not running
+    if (!execution) return tl::unexpected(error_response(execution.error(), request.request_id));
+    auto session = std::make_shared<ExecSession>(id, std::move(*execution), (*command)->is_tty(), true);
+    session->start(session, std::nullopt);  // stdin stays open for the attached client
+    std::lock_guard lock(executions_mutex_);
+    executions_[session->id()] = session;
+    main_sessions_[id] = session;
+    return session;
 }
 
 HttpResponse RestApi::list_boxes(const HttpRequest& request) {
     auto boxes = runtime_.list_info();
     if (!boxes) return error_response(boxes.error(), request.request_id);
     json list = json::array();
-    for (const auto& info : *boxes) list.push_back(box_json(info));
+    for (const auto& info : *boxes) list.push_back(box_json(info, main_exit_code(info.id.str())));
     return json_response(200, {{"boxes", list}});
 }
 
@@ -811,12 +899,6 @@ HttpResponse RestApi::create_box(const HttpRequest& request) {
     SERVE_TRY(user, body.string("user"));
     options.user = user;
     SERVE_TRY(tty, body.boolean("tty"));
-    if (tty.value_or(false)) {
-        return error_response(400, "UnsupportedError", "unsupported",
-                              "'tty': a box's main command on a PTY is not supported by this server; exec with "
-                              "\"tty\": true instead",
-                              request.request_id);
-    }
     if (body.has("advanced")) {
         const auto& advanced = body.raw("advanced");
         if (!advanced.is_object()) return unprocessable("field 'advanced' must be an object", request);
@@ -865,6 +947,7 @@ HttpResponse RestApi::create_box(const HttpRequest& request) {
     options.labels[prefix + "auto_pause"] = std::to_string(auto_pause.value_or(0));
     options.labels[prefix + "auto_delete"] = std::to_string(auto_delete.value_or(0));
     options.labels[prefix + "auto_resume"] = auto_resume.value_or(true) ? "1" : "0";
+    if (tty.value_or(false)) options.labels[prefix + "tty"] = "1";  // the main command's PTY
     // The server outlives no box: boxes stay until deleted (a stopped box keeps its record).
     options.detach = detach.value_or(auto_delete.value_or(0) == 0);
     options.auto_remove = false;
@@ -1041,7 +1124,9 @@ tl::expected<std::shared_ptr<ExecSession>, HttpResponse> RestApi::attach_target(
         return find_execution(parts[2], parts[4], request);
     }
     if (parts.size() == 4 && parts[0] == "v1" && parts[1] == "boxes" && parts[3] == "attach") {
-        return tl::unexpected(not_implemented("attaching to a box's main command", request));
+        auto box = runtime_.get(parts[2]);
+        if (!box) return tl::unexpected(error_response(box.error(), request.request_id));
+        return main_session(*box, request, false);
     }
     return tl::unexpected(error_response(404, "NotFoundError", "not_found",
                                          fmt::format("no WebSocket route at {}", request.path), request.request_id));

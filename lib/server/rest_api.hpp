@@ -60,7 +60,9 @@ public:
     /// and the box's writes stall) and returns false when the client is gone.
     using Listener = std::function<bool(std::uint8_t channel, std::string_view data)>;
 
-    ExecSession(std::string box_id, Execution execution, bool tty);
+    /// `main_command`: the box's main command (entrypoint + cmd), which the reaper leaves alone:
+    /// it lives as long as the box does, whether a client is attached or not.
+    ExecSession(std::string box_id, Execution execution, bool tty, bool main_command = false);
     ~ExecSession();
     ExecSession(const ExecSession&) = delete;
     ExecSession& operator=(const ExecSession&) = delete;
@@ -71,6 +73,7 @@ public:
     [[nodiscard]] const std::string& id() const noexcept { return id_; }
     [[nodiscard]] const std::string& box_id() const noexcept { return box_id_; }
     [[nodiscard]] bool tty() const noexcept { return tty_; }
+    [[nodiscard]] bool main_command() const noexcept { return main_command_; }
     [[nodiscard]] std::optional<int> exit_code() const;
     [[nodiscard]] std::chrono::steady_clock::time_point finished_at() const;
 
@@ -110,6 +113,7 @@ private:
     std::string id_;
     std::string box_id_;
     bool tty_ = false;
+    bool main_command_ = false;
     Execution execution_;
     std::mutex stdin_mutex_;
     std::optional<ExecStdin> stdin_;
@@ -166,6 +170,17 @@ private:
     HttpResponse get_files(const std::string& box, const HttpRequest& request);
     HttpResponse runtime_metrics(const HttpRequest& request);
 
+    /// The box's main command session: the one running (or finished) already, else a new one
+    /// (the box is started first when needed); with `relaunch_finished`, a finished one is
+    /// replaced by a new run (POST .../start). 409 for a box that has no main command.
+    tl::expected<std::shared_ptr<ExecSession>, HttpResponse> main_session(LiteBox& box, const HttpRequest& request,
+                                                                          bool relaunch_finished);
+    /// What the box's main command is (BoxOptions over the image's Entrypoint/Cmd, as the
+    /// runtime merges them), or nullopt when there is none.
+    BoxliteResult<std::optional<BoxCommand>> main_command(const BoxConfig& config) const;
+    /// The exit code of the box's main command once it has exited (BoxResponse.exit_code).
+    std::optional<int> main_exit_code(const std::string& box_id);
+
     tl::expected<std::shared_ptr<ExecSession>, HttpResponse> find_execution(const std::string& box,
                                                                             const std::string& exec_id,
                                                                             const HttpRequest& request);
@@ -178,6 +193,12 @@ private:
     ServeOptions options_;
     std::mutex executions_mutex_;
     std::map<std::string, std::shared_ptr<ExecSession>> executions_;
+    /// Box id -> its main command's session (under executions_mutex_); kept after it finished
+    /// (for exit_code), until the box is removed or its command runs again.
+    std::map<std::string, std::shared_ptr<ExecSession>> main_sessions_;
+    /// Box id -> the mutex that makes two attaches (or a start and an attach) launch its main
+    /// command once; per box, as starting a VM box takes seconds (under executions_mutex_).
+    std::map<std::string, std::shared_ptr<std::mutex>> main_launch_mutexes_;
     std::atomic<std::uint64_t> boxes_stopped_total_{0};
 
     std::mutex reaper_mutex_;

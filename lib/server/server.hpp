@@ -42,6 +42,9 @@ struct ServeOptions {
     std::chrono::milliseconds reconnect_grace{std::chrono::seconds(300)};
     std::chrono::milliseconds shutdown_grace{std::chrono::seconds(30)};
     std::chrono::milliseconds max_session_lifetime{std::chrono::seconds(86400)};
+    /// The Entrypoint/Cmd/Env/WorkingDir/User of a local image (the serve command looks it up in
+    /// the home's image store), for a box's main command; unset: only BoxOptions count.
+    std::function<BoxliteResult<ImageDefaults>(const std::string& reference)> image_defaults;
     unsigned io_threads = 2;
     unsigned worker_threads = 8;  ///< runtime calls block (box start, file copies): they run here
 };

@@ -6,6 +6,8 @@
 #include <support/support.hpp>
 
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <thread>
 #include <vector>
@@ -100,6 +102,59 @@ TEST(DefaultRuntime, IsOneRuntimeOpenedOnce) {
     ASSERT_TRUE(box) << box.error().to_string();
     EXPECT_EQ(second->get_info("shared")->id, box->id());
     ASSERT_TRUE(second->remove("shared"));
+}
+
+// list() answers from a cache while the database is unchanged; every write must show in the
+// next listing: this connection's, another connection's in this process, another process's.
+TEST(SqliteStorage, ListSeesEveryWriteAcrossConnectionsAndProcesses) {
+    TempDir dir;
+    const auto home = dir.path() / "home";
+    auto mine = SqliteStorage::open(home);
+    ASSERT_TRUE(mine) << mine.error().to_string();
+    auto other = SqliteStorage::open(home);
+    ASSERT_TRUE(other) << other.error().to_string();
+    auto names = [&]() {
+        std::vector<std::string> out;
+        auto listed = mine->list();
+        EXPECT_TRUE(listed) << listed.error().to_string();
+        for (const auto& record : listed.value_or(std::vector<BoxRecord>{})) {
+            out.push_back(record.config.name.value_or("?") + ":" + std::string(to_string(record.state.status)));
+        }
+        return out;
+    };
+    const auto first = config_named("first");
+    const auto second = config_named("second");
+    ASSERT_TRUE(mine->insert(first, BoxState{}));
+    EXPECT_EQ(names(), std::vector<std::string>({"first:configured"}));
+    EXPECT_EQ(names(), std::vector<std::string>({"first:configured"}));  // the cached answer
+
+    ASSERT_TRUE(other->insert(second, BoxState{}));
+    EXPECT_EQ(names(), std::vector<std::string>({"first:configured", "second:configured"}));
+
+    BoxState stopped;
+    stopped.status = BoxStatus::Stopped;
+    ASSERT_TRUE(mine->update_state(first.id, stopped));
+    EXPECT_EQ(names(), std::vector<std::string>({"first:stopped", "second:configured"}));
+    ASSERT_TRUE(other->update_state(second.id, stopped));
+    EXPECT_EQ(names(), std::vector<std::string>({"first:stopped", "second:stopped"}));
+
+    ASSERT_TRUE(other->remove(first.id));
+    EXPECT_EQ(names(), std::vector<std::string>({"second:stopped"}));
+
+    // Another process (a CLI sharing the home) creates a box.
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        auto storage = SqliteStorage::open(home);
+        ::_exit(storage && storage->insert(config_named("third"), BoxState{}) ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    EXPECT_EQ(names(), std::vector<std::string>({"second:stopped", "third:configured"}));
+
+    ASSERT_TRUE(mine->remove(second.id));
+    EXPECT_EQ(names(), std::vector<std::string>({"third:configured"}));
 }
 
 }  // namespace

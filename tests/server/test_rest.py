@@ -136,7 +136,7 @@ def test_delete_running_box_needs_force(server: Server, rootfs: str) -> None:
     ({"network": {"mode": "sometimes"}}, 422, "network.mode"),
     ({"network": {"bogus": 1}}, 422, "network.bogus"),
     ({"advanced": {"capabilities": {"add": ["SYS_ADMIN"]}}}, 400, "capabilities"),
-    ({"tty": True}, 400, "tty"),
+    ({"tty": "yes"}, 422, "'tty'"),
     ({"rootfs_path": "relative/dir"}, 400, "rootfs_path"),
     ({"rootfs_path": "/nonexistent-dir"}, 400, "rootfs_path"),
     ({"memory_mib": 1}, 400, "memory"),
@@ -232,6 +232,8 @@ def test_exec_errors(server: Server, rootfs: str) -> None:
     assert server.request("GET", f"/v1/boxes/{other}/executions/{exec_id}").status == 404
     r = server.request("GET", f"/v1/boxes/{box}/executions/{exec_id}/attach")
     assert r.status == 400 and "WebSocket" in r.error()["message"]
+    r = server.request("GET", f"/v1/boxes/{box}/attach")
+    assert r.status == 400 and "WebSocket" in r.error()["message"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,7 +301,7 @@ def test_files_refuse_a_bad_tar(server: Server, rootfs: str) -> None:
     ("POST", "/v1/boxes/{box}/snapshots"), ("GET", "/v1/boxes/{box}/snapshots"),
     ("GET", "/v1/boxes/{box}/snapshots/s1"), ("DELETE", "/v1/boxes/{box}/snapshots/s1"),
     ("POST", "/v1/boxes/{box}/snapshots/s1/restore"), ("POST", "/v1/boxes/{box}/clone"),
-    ("POST", "/v1/boxes/{box}/export"), ("POST", "/v1/boxes/import"), ("GET", "/v1/boxes/{box}/attach"),
+    ("POST", "/v1/boxes/{box}/export"), ("POST", "/v1/boxes/import"),
 ])
 def test_not_implemented_routes_answer_501(server: Server, rootfs: str, method: str, path: str) -> None:
     box = server.create_box(rootfs)["box_id"]

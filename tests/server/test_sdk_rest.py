@@ -115,3 +115,29 @@ def test_errors(server: Server, rootfs: str) -> None:
         boxlite.BoxliteRestOptions("ftp://example")
     with pytest.raises(boxlite.UnsupportedError, match="user"):
         rt.get("twice").exec("true", user="box")  # type: ignore[union-attr]
+
+
+def test_attach_to_the_main_command(server: Server, rootfs: str) -> None:
+    async def main() -> None:
+        rt = boxlite.Boxlite.rest(options(server))
+        box = await rt.create(boxlite.BoxOptions(rootfs_path=rootfs, entrypoint=["sh", "-c"],
+                                                 cmd=["read line; echo main $line; exit 3"]))
+        ex = await box.attach()
+        stdin = ex.stdin()
+        await stdin.send_input(b"up\n")
+        out = "".join([chunk async for chunk in ex.stdout()])
+        assert out == "main up\n"
+        assert (await ex.wait()).exit_code == 3
+        # Reattached by its execution id: the finished run's output and exit code again.
+        again = await box.attach(ex.id())
+        assert "".join([chunk async for chunk in again.stdout()]) == "main up\n"
+        assert (await again.wait()).exit_code == 3
+        await rt.remove(box.id, force=True)
+
+    asyncio.run(main())
+
+    rt = SyncBoxlite.rest(options(server))
+    box = rt.create(boxlite.BoxOptions(rootfs_path=rootfs))
+    with pytest.raises(boxlite.BoxliteError, match="no main command"):
+        box.attach()
+    rt.remove(box.id, force=True)

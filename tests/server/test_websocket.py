@@ -5,7 +5,11 @@ the exit frame, then a normal close), backlog replay, and one client at a time."
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +25,12 @@ def attach(server: Server, box: str, exec_id: str, key: str | None = API_KEY) ->
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return connect(f"ws://127.0.0.1:{server.port}/v1/boxes/{box}/executions/{exec_id}/attach",
                    additional_headers=headers, open_timeout=120, max_size=None)
+
+
+def attach_main(server: Server, box: str, key: str | None = API_KEY) -> ClientConnection:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return connect(f"ws://127.0.0.1:{server.port}/v1/boxes/{box}/attach", additional_headers=headers,
+                   open_timeout=120, max_size=None)
 
 
 class Transcript:
@@ -210,3 +220,103 @@ def test_a_client_that_does_not_read_does_not_grow_the_server(server: Server, ro
         assert peak - before < 24 * 1024 * 1024, (before, peak)
         t = drain(ws)
     assert len(t.stdout) == size and t.exit_code == 0
+
+
+def test_attach_to_the_main_command(server: Server, rootfs: str) -> None:
+    box = server.create_box(rootfs, entrypoint=["sh", "-c"],
+                            cmd=["read line; echo got $line; echo err >&2; exit 7"])["box_id"]
+    assert "exit_code" not in server.request("GET", f"/v1/boxes/{box}").json()
+    with attach_main(server, box) as ws:
+        exec_id = ws.response.headers["x-boxlite-execution-id"]
+        assert exec_id
+        with pytest.raises(InvalidStatus) as second:
+            attach_main(server, box)
+        assert second.value.response.status_code == 409
+        # The main command is an execution like the others: reachable by its id too.
+        r = server.request("GET", f"/v1/boxes/{box}/executions/{exec_id}")
+        assert r.status == 200 and r.json()["status"] == "running"
+        ws.send(b"hello\n")
+        t = drain(ws)
+    assert (t.stdout, t.stderr, t.exit_code) == (b"got hello\n", b"err\n", 7)
+    assert server.request("GET", f"/v1/boxes/{box}").json()["exit_code"] == 7
+    listed = {b["box_id"]: b for b in server.request("GET", "/v1/boxes").json()["boxes"]}
+    assert listed[box]["exit_code"] == 7
+    # Late attach to the finished command: the same execution, its output replayed, its exit.
+    with attach_main(server, box) as ws:
+        assert ws.response.headers["x-boxlite-execution-id"] == exec_id
+        t = drain(ws)
+    assert (t.stdout, t.exit_code) == (b"got hello\n", 7)
+    # Starting the box runs the command again: a new execution, no exit code until it exits.
+    r = server.request("POST", f"/v1/boxes/{box}/start")
+    assert r.status == 200 and "exit_code" not in r.json(), r
+    with attach_main(server, box) as ws:
+        assert ws.response.headers["x-boxlite-execution-id"] != exec_id
+        ws.send(b"again\n")
+        t = drain(ws)
+    assert (t.stdout, t.exit_code) == (b"got again\n", 7)
+
+
+def test_attach_to_a_box_without_a_main_command(server: Server, rootfs: str) -> None:
+    box = server.create_box(rootfs)["box_id"]
+    with pytest.raises(InvalidStatus) as refused:
+        attach_main(server, box)
+    assert refused.value.response.status_code == 409
+    error = json.loads(refused.value.response.body)["error"]
+    assert error["code"] == "invalid_state" and "no main command" in error["message"]
+    # Starting such a box runs nothing, and it reports no exit code.
+    r = server.request("POST", f"/v1/boxes/{box}/start")
+    assert r.status == 200 and "exit_code" not in r.json(), r
+    with pytest.raises(InvalidStatus) as missing:
+        attach_main(server, "no-such-box")
+    assert missing.value.response.status_code == 404
+
+
+def test_main_command_comes_from_the_image(server: Server, rootfs: str, tmp_path: Path) -> None:
+    """Without entrypoint/cmd in the request, the image's Entrypoint + Cmd are the main command;
+    a request's cmd replaces the image's Cmd and keeps its Entrypoint (as docker run)."""
+    if shutil.which("umoci") is None:
+        pytest.skip("precondition: umoci is not installed")
+    oci, bundle = tmp_path / "oci", tmp_path / "bundle"
+    subprocess.run(["umoci", "init", "--layout", str(oci)], check=True)
+    subprocess.run(["umoci", "new", "--image", f"{oci}:main"], check=True)
+    subprocess.run(["umoci", "unpack", "--image", f"{oci}:main", str(bundle)], check=True, capture_output=True)
+    subprocess.run(["cp", "-a", f"{rootfs}/.", str(bundle / "rootfs")], check=True)
+    subprocess.run(["umoci", "repack", "--image", f"{oci}:main", str(bundle)], check=True, capture_output=True)
+    subprocess.run(["umoci", "config", "--image", f"{oci}:main", "--config.env", "PATH=/bin",
+                    "--config.env", "GREETING=from-the-image-env",
+                    "--config.entrypoint", "/bin/sh", "--config.entrypoint", "-c",
+                    "--config.cmd", "echo from the image; exit 4"], check=True)
+    loaded = subprocess.run([os.environ["BOXLITE_CLI"], "--home", str(server.home), "load", "-q", str(oci),
+                             "--tag", "test/main:1"], check=True, capture_output=True, text=True)
+    image = loaded.stdout.strip().splitlines()[-1]
+
+    r = server.request("POST", "/v1/boxes", {"image": image})
+    assert r.status == 201, r
+    with attach_main(server, r.json()["box_id"]) as ws:
+        t = drain(ws)
+    assert (t.stdout, t.exit_code) == (b"from the image\n", 4)
+
+    r = server.request("POST", "/v1/boxes", {"image": image, "cmd": ["echo overridden"]})
+    assert r.status == 201, r
+    with attach_main(server, r.json()["box_id"]) as ws:
+        t = drain(ws)
+    assert (t.stdout, t.exit_code) == (b"overridden\n", 0)
+
+    # A box with its own entrypoint still gets the image's environment.
+    r = server.request("POST", "/v1/boxes", {"image": image, "entrypoint": ["sh", "-c"], "cmd": ["echo $GREETING"]})
+    assert r.status == 201, r
+    with attach_main(server, r.json()["box_id"]) as ws:
+        t = drain(ws)
+    assert (t.stdout, t.exit_code) == (b"from-the-image-env\n", 0)
+
+
+def test_main_command_on_a_pty(server: Server, rootfs: str) -> None:
+    box = server.create_box(rootfs, tty=True, entrypoint=["sh", "-c"],
+                            cmd=["read x; stty size; echo err >&2; exit 2"])["box_id"]
+    with attach_main(server, box) as ws:
+        ws.send(json.dumps({"type": "resize", "rows": 33, "cols": 101}))
+        ws.send(b"go\r")
+        t = drain(ws)
+    # One channel on a PTY: stderr arrives as 0x01 too; the terminal echoes the input.
+    assert t.stderr == b"" and b"33 101" in t.stdout and b"err" in t.stdout, t.stdout
+    assert t.exit_code == 2

@@ -289,12 +289,15 @@ class _RestExecution:
 
     pid = 0  # the REST API does not report the process id
 
-    def __init__(self, client: _Client, box_id: str, exec_id: str) -> None:
+    def __init__(self, client: _Client, box_id: str, exec_id: Optional[str]) -> None:
+        """``exec_id`` None: the box's main command (GET /boxes/{id}/attach), whose execution id
+        comes back in the handshake's ``x-boxlite-execution-id`` header."""
         from websockets.sync.client import connect
 
         self._client = client
-        self._path = f"/boxes/{_quote(box_id)}/executions/{_quote(exec_id)}"
-        self.id = exec_id
+        box_path = f"/boxes/{_quote(box_id)}"
+        attach_path = f"{box_path}/executions/{_quote(exec_id)}/attach" if exec_id else f"{box_path}/attach"
+        what = f"execution {exec_id}" if exec_id else f"the main command of box {box_id}"
         self._cond = threading.Condition()
         self._ended = False
         self._status: Optional[tuple[int, Optional[str], bool]] = None
@@ -304,14 +307,21 @@ class _RestExecution:
         self._notify: Optional[Callable[[], None]] = None
         self._send_lock = threading.Lock()
         try:
-            self._ws = connect(client.ws_url(self._path + "/attach"), additional_headers=client.headers(),
+            self._ws = connect(client.ws_url(attach_path), additional_headers=client.headers(),
                                ssl=client.ssl_context, max_size=None, open_timeout=30)
         except Exception as error:  # noqa: BLE001 - the handshake's refusal becomes the SDK's error
             status = getattr(getattr(error, "response", None), "status_code", None)
             body = getattr(getattr(error, "response", None), "body", b"") or b""
             if status is not None:
                 raise _error_from(int(status), bytes(body)) from None
-            raise errors.RpcTransportError(f"cannot attach to execution {exec_id}: {error}") from error
+            raise errors.RpcTransportError(f"cannot attach to {what}: {error}") from error
+        if not exec_id:
+            exec_id = self._ws.response.headers.get("x-boxlite-execution-id") if self._ws.response else None
+            if not exec_id:
+                self._ws.close()
+                raise errors.RpcTransportError(f"attaching to {what}: the server sent no x-boxlite-execution-id")
+        self._path = f"{box_path}/executions/{_quote(exec_id)}"
+        self.id = exec_id
         self._reader = threading.Thread(target=self._read_loop, name=f"boxlite-rest-{exec_id[:8]}", daemon=True)
         self._reader.start()
 
@@ -482,6 +492,11 @@ class _RestBox:
             body["timeout_seconds"] = float(timeout_secs)
         exec_id = str(self._client.json("POST", self._path + "/exec", body)["execution_id"])
         return _RestExecution(self._client, self.id, exec_id)
+
+    def attach(self, execution_id: Optional[str] = None) -> _RestExecution:
+        """Attaches to an execution, or with no id to the box's main command (its entrypoint and
+        cmd), which the server starts when it is not running yet."""
+        return _RestExecution(self._client, self.id, execution_id)
 
     def copy_in(self, host_path: str, box_path: str) -> None:
         """``box_path`` becomes a copy of the host file or folder ``host_path``."""

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
 from ._native import core
-from .errors import InvalidStateError, StoppedError
+from .errors import InvalidStateError, StoppedError, UnsupportedError
 from .info import BoxInfo, BoxMetrics, ExecResult, ImageInfo, ImagePullResult, RuntimeMetrics
 from .options import BoxOptions, CopyOptions, Options
 
@@ -383,6 +383,17 @@ class Box:
             fut.add_done_callback(kill_if_started)
             raise
         return Execution(native)
+
+    async def attach(self, execution_id: Optional[str] = None) -> Execution:
+        """Attaches to an execution by id, or with no id to the box's main command (its
+        entrypoint and cmd). Through ``Boxlite.rest(...)`` only: a local runtime's executions
+        belong to the ``Execution`` that ``exec()`` returned, and its boxes run no main command."""
+        attach = getattr(self._native, "attach", None)
+        if attach is None:
+            raise UnsupportedError(
+                "Box.attach() needs a runtime from Boxlite.rest(...): locally, keep the Execution that exec() returns"
+            )
+        return Execution(await self._runtime._run(attach, execution_id))
 
     async def remove(self) -> None:
         """The v0.4.4 README's ``box.remove()``: ``runtime.remove(box.id, force=True)``."""

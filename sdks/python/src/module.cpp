@@ -304,14 +304,13 @@ public:
     [[nodiscard]] std::string id() const { return execution_.id(); }
     [[nodiscard]] std::int32_t pid() const { return execution_.pid(); }
 
-    /// Routes this execution's change notices to `reactor` as `token` (and posts it once).
+    /// Routes this execution's change notices to `reactor` as `token`. Nothing is posted for
+    /// what happened before: the caller (_ExecIO.until) polls right after attaching, and a
+    /// post here cost every exec one more wake-up of the event loop.
     void attach(const Reactor& reactor, std::uint64_t token) {
-        {
-            std::lock_guard lock(notifier_->mutex);
-            notifier_->reactor = reactor.core();
-            notifier_->token = token;
-        }
-        reactor.core()->post(token);
+        std::lock_guard lock(notifier_->mutex);
+        notifier_->reactor = reactor.core();
+        notifier_->token = token;
     }
 
     std::optional<InputStream> take_stdin() {
@@ -405,13 +404,11 @@ public:
           box_(std::move(box)),
           program_(std::move(program)) {}
 
+    /// As NativeExecution::attach: no post, the caller polls right after.
     void attach(const Reactor& reactor, std::uint64_t token) {
-        {
-            std::lock_guard lock(notifier_->mutex);
-            notifier_->reactor = reactor.core();
-            notifier_->token = token;
-        }
-        reactor.core()->post(token);
+        std::lock_guard lock(notifier_->mutex);
+        notifier_->reactor = reactor.core();
+        notifier_->token = token;
     }
 
     /// None while the agent has not answered; then the Execution, or the refusal raised.

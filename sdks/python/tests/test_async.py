@@ -61,6 +61,9 @@ async def test_box_methods(runtime: boxlite.Boxlite, rootfs: str, tmp_path: Path
     await box.start()
     assert (await box.info()).state.running
     await box.stop()
+    # attach() is the REST runtime's (tests/server/test_sdk_rest.py): locally it says so.
+    with pytest.raises(boxlite.UnsupportedError, match="Boxlite.rest"):
+        await box.attach()
 
 
 async def test_exec_streams_env_user_cwd(runtime: boxlite.Boxlite, rootfs: str) -> None:

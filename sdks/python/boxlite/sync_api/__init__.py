@@ -14,7 +14,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence, Union
 
 from .._native import core
-from ..errors import AlreadyExistsError, InvalidStateError, TimeoutError
+from ..errors import AlreadyExistsError, InvalidStateError, TimeoutError, UnsupportedError
 from ..info import BoxInfo, BoxMetrics, ExecResult, ImageInfo, ImagePullResult, RuntimeMetrics
 from ..options import BoxOptions, CopyOptions, Options
 
@@ -159,6 +159,15 @@ class SyncBox:
     ) -> SyncExecution:
         native = self._native.exec(cmd, [str(a) for a in (args or [])], _env_pairs(env), tty, user, cwd, timeout_secs)
         return SyncExecution(native)
+
+    def attach(self, execution_id: Optional[str] = None) -> SyncExecution:
+        """Box.attach(): an execution by id, or the box's main command (``Boxlite.rest`` only)."""
+        attach = getattr(self._native, "attach", None)
+        if attach is None:
+            raise UnsupportedError(
+                "Box.attach() needs a runtime from Boxlite.rest(...): locally, keep the Execution that exec() returns"
+            )
+        return SyncExecution(attach(execution_id))
 
     def copy_in(self, host_path: str, container_dest: str, copy_options: Optional[CopyOptions] = None) -> None:
         (copy_options or CopyOptions()).check()
