@@ -9,6 +9,9 @@
 // vsock back end, fd 4 to our vhost-user-blk back end; its stdout is the serial console, which
 // the shim copies into console.log under a cap.
 //
+// Network: with `network.enabled`, QEMU's fd kNetBackendFd is a connected socket to our
+// vhost-user-net back end (lib/devices/virtio/net), `-netdev vhost-user` + `virtio-net-device`.
+//
 // Volumes: one virtiofsd (Debian's C virtiofsd, /usr/lib/qemu/virtiofsd) per volume, started by
 // the shim. Volume i is QEMU's fd kFirstVolumeFd + i, a connected socket to that virtiofsd, and
 // a `vhost-user-fs-device` with the volume's tag; the agent mounts the tag (GuestVolume).
@@ -18,6 +21,7 @@
 
 #include <boxlite/error.hpp>
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -33,6 +37,10 @@ inline constexpr int kBlockBackendFd = 4;
 inline constexpr int kFirstVolumeFd = 5;
 /// At most this many volumes per box on the qemu engine (a virtiofsd process each).
 inline constexpr std::size_t kMaxVolumes = 16;
+/// QEMU's descriptor for our vhost-user-net back end, after every volume's.
+inline constexpr int kNetBackendFd = kFirstVolumeFd + static_cast<int>(kMaxVolumes);
+/// The box's MAC address (upstream's; the namespace engine's eth0 has the same).
+inline constexpr std::array<std::uint8_t, 6> kBoxMac = {0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee};
 inline constexpr const char* kDefaultVirtiofsd = "/usr/lib/qemu/virtiofsd";
 
 /// One host folder a virtiofsd serves: an absolute host directory, its virtio-fs tag, and
@@ -43,9 +51,26 @@ struct QemuVolume {
     bool read_only = false;
 };
 
+/// A published port as passt's -t/-u takes it: "[ADDR/]HOSTPORT:BOXPORT".
+struct QemuPublishedPort {
+    bool udp = false;
+    std::string spec;
+};
+
+/// The box network (docs/networking.md): our virtio-net served over vhost-user, its frames pumped
+/// by the shim through the egress firewall to a passt the shim starts.
+struct QemuNetwork {
+    bool enabled = false;
+    std::vector<std::string> allow_net;  ///< the firewall's allow list (lib/net/firewall.hpp)
+    std::vector<QemuPublishedPort> publish;
+    std::string passt;  ///< passt's binary; empty: found in /usr/bin
+    std::string dns;    ///< where passt forwards the box's DNS; empty: the host's resolv.conf
+};
+
 struct QemuShimConfig {
     vmm::KvmShimConfig vm;
     std::vector<QemuVolume> volumes;
+    QemuNetwork network;
     std::string virtiofsd = kDefaultVirtiofsd;         ///< absolute path; used when volumes is not empty
     std::string qemu = "/usr/bin/qemu-system-x86_64";  ///< absolute path
     std::string accel = "tcg";                         ///< "kvm" or "tcg"
