@@ -10,6 +10,12 @@
 // SIGKILL). A back end that ends its session with an error (a malformed or hostile message)
 // ends QEMU too: the guest would wait on it for ever.
 //
+// Network (docs/networking.md): our virtio-net device served over vhost-user (QEMU's fd
+// kNetBackendFd), its frames pumped by a thread of this shim through the egress firewall
+// (lib/net/pump.hpp, the same pump as the namespace engine's tap) to a passt started as the
+// namespace shim starts it: on a socket pair, in a PID namespace of its own whose keeper dies with
+// this shim (kill -9 included), so no passt outlives the box and no published port stays bound.
+//
 // Volumes: one virtiofsd per volume (start_virtiofsd below), a child of this shim with
 // PR_SET_PDEATHSIG, in a private mount namespace where a read-only volume is a read-only bind of
 // its folder; virtiofsd then sandboxes itself (pid, mount and net namespaces, pivot_root into
@@ -17,11 +23,15 @@
 // while QEMU runs ends QEMU (the guest's mount would hang); when QEMU is gone each virtiofsd sees
 // EOF and exits, and is reaped here (SIGKILL after a grace period).
 #include "capped_log.hpp"
+#include "network.hpp"
 #include "vm_shim.hpp"
 
 #include "devices/virtio/blk/device.hpp"
+#include "devices/virtio/net/device.hpp"
 #include "devices/virtio/vsock/device.hpp"
 #include "engine/qemu/launch.hpp"
+#include "net/firewall.hpp"
+#include "net/pump.hpp"
 #include "qcow2/qcow2_image.hpp"
 #include "qcow2/raw_file.hpp"
 #include "vhost_user/backend.hpp"
@@ -50,6 +60,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -246,6 +257,81 @@ void reap_virtiofsd(std::vector<Virtiofsd>& daemons, std::chrono::milliseconds g
     }
 }
 
+/// The box network: the device's back end, the pump thread and passt.
+struct BoxNetwork {
+    std::unique_ptr<ServedDevice> served;
+    std::optional<net::EgressFirewall> firewall;
+    base::OwnedFd stop;  // eventfd: the pump returns when it is written
+    pid_t passt = -1;
+    std::thread pump;
+
+    BoxNetwork() = default;
+    BoxNetwork(const BoxNetwork&) = delete;
+    BoxNetwork& operator=(const BoxNetwork&) = delete;
+    ~BoxNetwork() { shut_down(); }
+
+    void shut_down() {
+        if (served) {
+            served->backend->stop();
+            if (served->thread.joinable()) served->thread.join();
+        }
+        if (stop) {
+            const std::uint64_t one = 1;
+            [[maybe_unused]] auto n = ::write(stop.get(), &one, sizeof one);
+        }
+        if (pump.joinable()) pump.join();
+        if (passt > 0) {
+            ::kill(passt, SIGKILL);  // its keeper: the PID namespace's init, and passt, go with it
+            while (::waitpid(passt, nullptr, 0) < 0 && errno == EINTR) {}
+            passt = -1;
+        }
+    }
+};
+
+/// The socket pair between passt and the pump, each way: passt drops a frame it cannot write at
+/// once, and the pump must hold a window's worth of the box's frames (docs/networking.md).
+constexpr int kPasstSocketBuffer = 8 * 1024 * 1024;
+
+BoxliteResult<void> start_network(const qemu::QemuShimConfig& config, int failure_fd, BoxNetwork& network) {
+    const auto& n = config.network;
+    auto allow = net::AllowList::parse(n.allow_net);
+    if (!allow) return fail(ErrorKind::Config, "box network: {}", allow.error().message());
+    network.firewall.emplace(std::move(*allow));
+    BOXLITE_TRY(auto device, devices::virtio::NetDevice::create(qemu::kBoxMac));
+    base::OwnedFd box_end = device->take_host_end();
+    BOXLITE_TRY(network.served, serve(device, 2, failure_fd));
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
+        return fail_errno(ErrorKind::Engine, "socketpair for passt", errno);
+    base::OwnedFd ours(pair[0]), theirs(pair[1]);
+    for (const int fd : pair) {
+        const int bytes = kPasstSocketBuffer;
+        if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0)
+            ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+        if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0)
+            ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+    }
+    ShimOptions passt_options;
+    passt_options.passt = n.passt;
+    passt_options.dns = n.dns;
+    for (const auto& p : n.publish) passt_options.publish.push_back(PublishedPort{p.udp, p.spec});
+    std::string error;
+    network.passt = start_passt(passt_options, theirs.get(), error);
+    if (network.passt < 0) return fail(ErrorKind::Engine, "starting passt for the box network: {}", error);
+    theirs.reset();
+    network.stop.reset(::eventfd(0, EFD_CLOEXEC));
+    if (!network.stop) return fail_errno(ErrorKind::Engine, "eventfd for the frame pump", errno);
+    auto* firewall = &*network.firewall;
+    network.pump = std::thread([box = std::move(box_end), passt = std::move(ours), firewall,
+                                stop = network.stop.get()]() {
+        net::FramePump pump(box.get(), passt.get(), *firewall);
+        pump.queue_to_passt(box_arp_request());
+        auto result = pump.run(stop);
+        if (!result) std::fprintf(stderr, "boxlite-shim-qemu: network pump ended: %s\n", result.error().to_string().c_str());
+    });
+    return {};
+}
+
 void end_qemu(pid_t qemu, bool& terminated) {
     ::kill(qemu, terminated ? SIGKILL : SIGTERM);
     terminated = true;
@@ -304,6 +390,16 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
         if (!served) return error(served.error());
         vsock = std::move(*served);
     }
+    BoxNetwork network;
+    if (config->network.enabled) {
+        if (auto started = start_network(*config, failure_fd.get(), network); !started) {
+            network.shut_down();
+            return error(started.error());
+        }
+        std::fprintf(stderr, "boxlite-shim-qemu: box %s: network through passt (pid %d), %zu allow rule(s), %zu port(s)\n",
+                     vm.box_id.c_str(), network.passt, config->network.allow_net.size(),
+                     config->network.publish.size());
+    }
     std::string initrd;
     if (!vm.initrd.empty() || !vm.guest_launch.is_null()) {
         const auto dir = std::filesystem::path(vm.vsock_uds.empty() ? vm.console_log : vm.vsock_uds).parent_path();
@@ -335,12 +431,17 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
     spawn.fds = {null.get(), console_write.get(), 2, vsock ? vsock->qemu_end.get() : -1,
                  blk ? blk->qemu_end.get() : -1};
     for (const auto& d : daemons) spawn.fds.push_back(d.qemu_end.get());  // 5, 6, ...
+    if (network.served) {
+        spawn.fds.resize(qemu::kNetBackendFd, -1);
+        spawn.fds.push_back(network.served->qemu_end.get());
+    }
     spawn.new_session = false;
     spawn.kill_with_parent = true;
     auto qemu = base::spawn(spawn);
     if (!qemu) {
         for (auto& d : daemons) d.qemu_end.reset();
         reap_virtiofsd(daemons, std::chrono::milliseconds(0));
+        network.shut_down();
         return error(qemu.error().with_context("starting QEMU"));
     }
     const pid_t qemu_pid = *qemu;
@@ -348,6 +449,7 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
     if (vsock) vsock->qemu_end.reset();  // QEMU's copy is the only one: its exit is the back end's EOF
     if (blk) blk->qemu_end.reset();
     for (auto& d : daemons) d.qemu_end.reset();
+    if (network.served) network.served->qemu_end.reset();
     std::fprintf(stderr, "boxlite-shim-qemu: box %s: QEMU pid %d (%s)\n", vm.box_id.c_str(), qemu_pid,
                  config->accel.c_str());
     say(ready_fd, fmt::format("ok {}", ::getpid()));
@@ -423,11 +525,12 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
         code = 1;
     }
     // QEMU is gone: each back end sees EOF, resets its device and returns.
-    for (auto* served : {blk.get(), vsock.get()}) {
+    for (auto* served : {blk.get(), vsock.get(), network.served.get()}) {
         if (!served) continue;
         served->backend->stop();
         if (served->thread.joinable()) served->thread.join();
     }
+    network.shut_down();
     if (disk) {
         if (auto flushed = disk->flush(); !flushed) {
             std::fprintf(stderr, "boxlite-shim-qemu: flushing the disk: %s\n", flushed.error().to_string().c_str());
