@@ -10,8 +10,8 @@
 // SIGKILL). A back end that ends its session with an error (a malformed or hostile message)
 // ends QEMU too: the guest would wait on it for ever.
 //
-// Network (docs/networking.md): our virtio-net device served over vhost-user (QEMU's fd
-// kNetBackendFd), its frames pumped by a thread of this shim through the egress firewall
+// Network (docs/networking.md): our virtio-net device served over vhost-user (on an abstract
+// UNIX address QEMU connects to: serve_listening below), its frames pumped by a thread of this shim through the egress firewall
 // (lib/net/pump.hpp, the same pump as the namespace engine's tap) to a passt started as the
 // namespace shim starts it: on a socket pair, in a PID namespace of its own whose keeper dies with
 // this shim (kill -9 included), so no passt outlives the box and no published port stays bound.
@@ -59,6 +59,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -261,7 +262,10 @@ void reap_virtiofsd(std::vector<Virtiofsd>& daemons, std::chrono::milliseconds g
 struct BoxNetwork {
     std::unique_ptr<ServedDevice> served;
     std::optional<net::EgressFirewall> firewall;
-    base::OwnedFd stop;  // eventfd: the pump returns when it is written
+    base::OwnedFd stop;  // eventfd: the pump and the back end's accept return once it is written
+    std::promise<pid_t> qemu_pid;  // the only peer the back end serves
+    bool qemu_pid_set = false;
+    std::string address;  // the abstract UNIX address QEMU connects to
     pid_t passt = -1;
     std::thread pump;
 
@@ -270,14 +274,20 @@ struct BoxNetwork {
     BoxNetwork& operator=(const BoxNetwork&) = delete;
     ~BoxNetwork() { shut_down(); }
 
+    void set_qemu_pid(pid_t pid) {
+        if (qemu_pid_set) return;
+        qemu_pid.set_value(pid);
+        qemu_pid_set = true;
+    }
     void shut_down() {
-        if (served) {
-            served->backend->stop();
-            if (served->thread.joinable()) served->thread.join();
-        }
+        set_qemu_pid(-1);
         if (stop) {
             const std::uint64_t one = 1;
             [[maybe_unused]] auto n = ::write(stop.get(), &one, sizeof one);
+        }
+        if (served) {
+            served->backend->stop();
+            if (served->thread.joinable()) served->thread.join();
         }
         if (pump.joinable()) pump.join();
         if (passt > 0) {
@@ -288,6 +298,65 @@ struct BoxNetwork {
     }
 };
 
+/// QEMU 7.2's vhost-user netdev refuses a chardev on an inherited descriptor ("does not support
+/// FD passing": only a chardev with a UNIX socket *address* gets that feature), so unlike blk and
+/// vsock the net back end listens, on an abstract UNIX address (no file, no sun_path length
+/// limit), and QEMU connects. Anyone in the shim's network namespace could connect first, so the
+/// back end serves only the connection whose SO_PEERCRED pid is QEMU's, and drops any other.
+BoxliteResult<std::unique_ptr<ServedDevice>> serve_listening(std::shared_ptr<devices::virtio::VirtioDevice> device,
+                                                             std::uint16_t frontend_queues, int failure_fd,
+                                                             BoxNetwork& network, const std::string& box_id) {
+    base::OwnedFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!listener) return fail_errno(ErrorKind::Engine, "socket for the vhost-user-net back end", errno);
+    network.address = fmt::format("boxlite-net-{}-{}", box_id, ::getpid());
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    if (network.address.size() + 1 >= sizeof address.sun_path)
+        return fail(ErrorKind::Engine, "the vhost-user-net address {} is too long", network.address);
+    std::memcpy(address.sun_path + 1, network.address.data(), network.address.size());
+    // QEMU's abstract=on (tight) names exactly these bytes.
+    const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + network.address.size());
+    if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), length) != 0 ||
+        ::listen(listener.get(), 4) != 0)
+        return fail_errno(ErrorKind::Engine, fmt::format("listening on @{}", network.address), errno);
+    auto served = std::make_unique<ServedDevice>();
+    vhost_user::BackendOptions options;
+    options.frontend_queues = frontend_queues;
+    if (std::getenv("BOXLITE_VHOST_TRACE"))
+        options.trace = [](std::string_view line) {
+            std::fprintf(stderr, "vhost-user-net: %.*s\n", int(line.size()), line.data());
+        };
+    served->backend = std::make_unique<vhost_user::Backend>(std::move(device), std::move(options));
+    auto* raw = served.get();
+    served->thread = std::thread([raw, listener = std::move(listener), stop = network.stop.get(),
+                                  qemu = network.qemu_pid.get_future(), failure_fd]() mutable {
+        for (;;) {
+            auto connection = vhost_user::accept_one(listener.get(), stop);
+            if (!connection) return;  // stopped before QEMU connected
+            ucred peer{};
+            socklen_t size = sizeof peer;
+            const pid_t expected = qemu.get();
+            if (::getsockopt(connection->get(), SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0 || expected <= 0 ||
+                peer.pid != expected) {
+                std::fprintf(stderr, "boxlite-shim-qemu: vhost-user-net: dropped a connection from pid %d (not QEMU)\n",
+                             peer.pid);
+                if (expected <= 0) return;
+                continue;
+            }
+            listener.reset();
+            raw->result = raw->backend->serve(std::move(*connection));
+            if (!raw->result) {
+                std::fprintf(stderr, "boxlite-shim-qemu: vhost-user-net back end: %s\n",
+                             raw->result.error().to_string().c_str());
+                const std::uint64_t one = 1;
+                [[maybe_unused]] auto n = ::write(failure_fd, &one, sizeof one);
+            }
+            return;
+        }
+    });
+    return served;
+}
+
 /// The socket pair between passt and the pump, each way: passt drops a frame it cannot write at
 /// once, and the pump must hold a window's worth of the box's frames (docs/networking.md).
 constexpr int kPasstSocketBuffer = 8 * 1024 * 1024;
@@ -297,9 +366,11 @@ BoxliteResult<void> start_network(const qemu::QemuShimConfig& config, int failur
     auto allow = net::AllowList::parse(n.allow_net);
     if (!allow) return fail(ErrorKind::Config, "box network: {}", allow.error().message());
     network.firewall.emplace(std::move(*allow));
+    network.stop.reset(::eventfd(0, EFD_CLOEXEC));
+    if (!network.stop) return fail_errno(ErrorKind::Engine, "eventfd for the box network", errno);
     BOXLITE_TRY(auto device, devices::virtio::NetDevice::create(qemu::kBoxMac));
     base::OwnedFd box_end = device->take_host_end();
-    BOXLITE_TRY(network.served, serve(device, 2, failure_fd));
+    BOXLITE_TRY(network.served, serve_listening(device, 2, failure_fd, network, config.vm.box_id));
     int pair[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
         return fail_errno(ErrorKind::Engine, "socketpair for passt", errno);
@@ -319,8 +390,6 @@ BoxliteResult<void> start_network(const qemu::QemuShimConfig& config, int failur
     network.passt = start_passt(passt_options, theirs.get(), error);
     if (network.passt < 0) return fail(ErrorKind::Engine, "starting passt for the box network: {}", error);
     theirs.reset();
-    network.stop.reset(::eventfd(0, EFD_CLOEXEC));
-    if (!network.stop) return fail_errno(ErrorKind::Engine, "eventfd for the frame pump", errno);
     auto* firewall = &*network.firewall;
     network.pump = std::thread([box = std::move(box_end), passt = std::move(ours), firewall,
                                 stop = network.stop.get()]() {
@@ -426,15 +495,12 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
     base::OwnedFd console_read(console_pipe[0]), console_write(console_pipe[1]);
     base::OwnedFd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     base::SpawnOptions spawn;
-    spawn.argv = qemu::qemu_argv(*config, initrd);
+    spawn.argv = qemu::qemu_argv(*config, initrd, network.address);
     // 0 /dev/null, 1 the console pipe, 2 our stderr (shim.log), 3 vsock, 4 blk.
     spawn.fds = {null.get(), console_write.get(), 2, vsock ? vsock->qemu_end.get() : -1,
                  blk ? blk->qemu_end.get() : -1};
     for (const auto& d : daemons) spawn.fds.push_back(d.qemu_end.get());  // 5, 6, ...
-    if (network.served) {
-        spawn.fds.resize(qemu::kNetBackendFd, -1);
-        spawn.fds.push_back(network.served->qemu_end.get());
-    }
+
     spawn.new_session = false;
     spawn.kill_with_parent = true;
     auto qemu = base::spawn(spawn);
@@ -444,12 +510,12 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
         network.shut_down();
         return error(qemu.error().with_context("starting QEMU"));
     }
+    if (network.served) network.set_qemu_pid(*qemu);
     const pid_t qemu_pid = *qemu;
     console_write.reset();
     if (vsock) vsock->qemu_end.reset();  // QEMU's copy is the only one: its exit is the back end's EOF
     if (blk) blk->qemu_end.reset();
     for (auto& d : daemons) d.qemu_end.reset();
-    if (network.served) network.served->qemu_end.reset();
     std::fprintf(stderr, "boxlite-shim-qemu: box %s: QEMU pid %d (%s)\n", vm.box_id.c_str(), qemu_pid,
                  config->accel.c_str());
     say(ready_fd, fmt::format("ok {}", ::getpid()));

@@ -75,7 +75,8 @@ BoxliteResult<QemuShimConfig> parse_qemu_shim_config(std::string_view text) {
     return config;
 }
 
-std::vector<std::string> qemu_argv(const QemuShimConfig& config, const std::string& initrd) {
+std::vector<std::string> qemu_argv(const QemuShimConfig& config, const std::string& initrd,
+                                   const std::string& net_address) {
     const auto& vm = config.vm;
     const bool kvm = config.accel == "kvm";
     std::vector<std::string> argv{
@@ -126,11 +127,11 @@ std::vector<std::string> qemu_argv(const QemuShimConfig& config, const std::stri
         argv.insert(argv.end(), {"-chardev", fmt::format("socket,id=fs{},fd={}", i, kFirstVolumeFd + int(i)), "-device",
                                  fmt::format("vhost-user-fs-device,chardev=fs{},tag={}", i, config.volumes[i].tag)});
     }
-    if (config.network.enabled) {
+    if (config.network.enabled && !net_address.empty()) {
         // QEMU's virtio-net model talks to the driver (config space, control queue); the rx and
         // tx rings are ours, over vhost-user. No offloads: the back end offers none.
         const auto& m = kBoxMac;
-        argv.insert(argv.end(), {"-chardev", fmt::format("socket,id=net0,fd={}", kNetBackendFd), "-netdev",
+        argv.insert(argv.end(), {"-chardev", fmt::format("socket,id=net0,path={},abstract=on", net_address), "-netdev",
                                  "vhost-user,id=n0,chardev=net0", "-device",
                                  fmt::format("virtio-net-device,netdev=n0,mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
                                              m[0], m[1], m[2], m[3], m[4], m[5])});

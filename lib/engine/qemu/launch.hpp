@@ -9,8 +9,9 @@
 // vsock back end, fd 4 to our vhost-user-blk back end; its stdout is the serial console, which
 // the shim copies into console.log under a cap.
 //
-// Network: with `network.enabled`, QEMU's fd kNetBackendFd is a connected socket to our
-// vhost-user-net back end (lib/devices/virtio/net), `-netdev vhost-user` + `virtio-net-device`.
+// Network: with `network.enabled`, `-netdev vhost-user` + `virtio-net-device` on a chardev that
+// connects to our vhost-user-net back end (lib/devices/virtio/net) at an abstract UNIX address:
+// QEMU 7.2's vhost-user netdev refuses a chardev on an inherited descriptor.
 //
 // Volumes: one virtiofsd (Debian's C virtiofsd, /usr/lib/qemu/virtiofsd) per volume, started by
 // the shim. Volume i is QEMU's fd kFirstVolumeFd + i, a connected socket to that virtiofsd, and
@@ -37,8 +38,6 @@ inline constexpr int kBlockBackendFd = 4;
 inline constexpr int kFirstVolumeFd = 5;
 /// At most this many volumes per box on the qemu engine (a virtiofsd process each).
 inline constexpr std::size_t kMaxVolumes = 16;
-/// QEMU's descriptor for our vhost-user-net back end, after every volume's.
-inline constexpr int kNetBackendFd = kFirstVolumeFd + static_cast<int>(kMaxVolumes);
 /// The box's MAC address (upstream's; the namespace engine's eth0 has the same).
 inline constexpr std::array<std::uint8_t, 6> kBoxMac = {0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee};
 inline constexpr const char* kDefaultVirtiofsd = "/usr/lib/qemu/virtiofsd";
@@ -81,8 +80,11 @@ struct QemuShimConfig {
 [[nodiscard]] BoxliteResult<QemuShimConfig> parse_qemu_shim_config(std::string_view text);
 
 /// The whole QEMU command line (argv[0] is the binary). `initrd` is the file the shim made (the
-/// launch document in front of the base initramfs); empty: none.
-[[nodiscard]] std::vector<std::string> qemu_argv(const QemuShimConfig& config, const std::string& initrd);
+/// launch document in front of the base initramfs); empty: none. `net_address`: the abstract UNIX
+/// address (without its leading NUL) where the shim's vhost-user-net back end listens, used when
+/// the network is enabled.
+[[nodiscard]] std::vector<std::string> qemu_argv(const QemuShimConfig& config, const std::string& initrd,
+                                                 const std::string& net_address = {});
 
 /// virtiofsd's command line for `volume`, its vhost-user listening socket on `listen_fd`
 /// (argv[0] is the binary). Sandboxed in its own namespaces (pid, mount, net) with pivot_root
