@@ -23,6 +23,7 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -581,8 +582,23 @@ private:
     std::thread thread_;
 };
 
-/// Pids of running passt processes.
-std::vector<pid_t> passt_pids() {
+/// The parent pid of `pid`, or 0.
+pid_t parent_of(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), {});
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos) return 0;
+    std::istringstream fields(stat.substr(close + 2));
+    char state = 0;
+    pid_t ppid = 0;
+    fields >> state >> ppid;
+    return ppid;
+}
+
+/// Pids of running passt processes started by the shim `shim` (its keeper's PID namespace:
+/// shim, keeper, the namespace's init, passt). Other passt processes on this machine (other
+/// boxes, other test runs) do not count.
+std::vector<pid_t> passt_of(pid_t shim) {
     std::vector<pid_t> out;
     for (const auto& entry : fs::directory_iterator("/proc")) {
         const auto name = entry.path().filename().string();
@@ -590,9 +606,26 @@ std::vector<pid_t> passt_pids() {
         std::ifstream in(entry.path() / "comm");
         std::string comm;
         std::getline(in, comm);
-        if (comm == "passt" || comm == "passt.avx2") out.push_back(std::stoi(name));
+        if (comm.rfind("passt", 0) != 0) continue;
+        const pid_t pid = std::stoi(name);
+        pid_t up = pid;
+        for (int level = 0; level < 4 && up > 1; ++level) {
+            up = parent_of(up);
+            if (up == shim) {
+                out.push_back(pid);
+                break;
+            }
+        }
     }
     return out;
+}
+
+/// Whether process `pid` is still there (a zombie counts as gone).
+bool process_running(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), {});
+    const auto close = stat.rfind(')');
+    return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
 }
 
 class QemuNetwork : public QemuCli {
@@ -678,26 +711,41 @@ TEST_F(QemuNetwork, AnAllowListLetsAListedAddressThroughAndRefusesTheRest) {
 }
 
 TEST_F(QemuNetwork, DisabledMeansLoopbackOnlyAndNoPasst) {
-    const auto before = passt_pids().size();
-    const auto out = sh({"--network", "disabled"}, "ls /sys/class/net");
+    const auto started =
+        run({"run", "-d", "--name", "off", "--network", "disabled", image(), "sh", "-c", "sleep 100000; true"}, {},
+            net_env());
+    ASSERT_EQ(started.status, 0) << started;
+    const auto out = run({"exec", "off", "ls", "/sys/class/net"});
     EXPECT_EQ(out.status, 0) << out;
-    EXPECT_NE(out.out.find("lo\nrc=0\n"), std::string::npos) << out;
-    EXPECT_EQ(out.out.find("eth0"), std::string::npos) << out;
-    EXPECT_EQ(passt_pids().size(), before);
+    EXPECT_EQ(out.out, "lo\n") << out;
+    const auto shim = std::atoi(inspect("off", "{{.State.Pid}}").c_str());
+    ASSERT_GT(shim, 0);
+    EXPECT_TRUE(passt_of(shim).empty());
 }
 
 TEST_F(QemuNetwork, KillingTheShimLeavesNoPasstBehind) {
-    ASSERT_TRUE(passt_pids().empty());  // this namespace's test runs alone (RUN_SERIAL)
-    ASSERT_EQ(run({"run", "-d", "--name", "net", "-p", "127.0.0.1:18094:8000", image(), "sleep", "100000"}, {},
-                  net_env())
-                  .status,
-              0);
+    const auto started = run(
+        {"run", "-d", "--name", "net", "-p", "127.0.0.1:18094:8000", image(), "sh", "-c", "sleep 100000; true"}, {},
+        net_env());
+    ASSERT_EQ(started.status, 0) << started;
     const auto shim = std::atoi(inspect("net", "{{.State.Pid}}").c_str());
     ASSERT_GT(shim, 0);
-    EXPECT_EQ(passt_pids().size(), 1u);
+    const auto passt = passt_of(shim);
+    ASSERT_EQ(passt.size(), 1u);
     ASSERT_EQ(::kill(shim, SIGKILL), 0);
-    for (int i = 0; i < 500 && !passt_pids().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    EXPECT_TRUE(passt_pids().empty());
+    for (int i = 0; i < 500 && process_running(passt[0]); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_FALSE(process_running(passt[0]));
+    // The published port is free again: a new listener binds it.
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    in.sin_port = htons(18094);
+    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&in), sizeof in), 0) << std::strerror(errno);
+    ::close(fd);
 }
 
 }  // namespace
