@@ -262,7 +262,7 @@ void reap_virtiofsd(std::vector<Virtiofsd>& daemons, std::chrono::milliseconds g
 struct BoxNetwork {
     std::unique_ptr<ServedDevice> served;
     std::optional<net::EgressFirewall> firewall;
-    base::OwnedFd stop;  // eventfd: the pump and the back end's accept return once it is written
+    base::OwnedFd stop;            // eventfd: the pump and the back end's accept return once it is written
     std::promise<pid_t> qemu_pid;  // the only peer the back end serves
     bool qemu_pid_set = false;
     std::string address;  // the abstract UNIX address QEMU connects to
@@ -316,8 +316,7 @@ BoxliteResult<std::unique_ptr<ServedDevice>> serve_listening(std::shared_ptr<dev
     std::memcpy(address.sun_path + 1, network.address.data(), network.address.size());
     // QEMU's abstract=on (tight) names exactly these bytes.
     const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + network.address.size());
-    if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), length) != 0 ||
-        ::listen(listener.get(), 4) != 0)
+    if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), length) != 0 || ::listen(listener.get(), 4) != 0)
         return fail_errno(ErrorKind::Engine, fmt::format("listening on @{}", network.address), errno);
     auto served = std::make_unique<ServedDevice>();
     vhost_user::BackendOptions options;
@@ -391,13 +390,14 @@ BoxliteResult<void> start_network(const qemu::QemuShimConfig& config, int failur
     if (network.passt < 0) return fail(ErrorKind::Engine, "starting passt for the box network: {}", error);
     theirs.reset();
     auto* firewall = &*network.firewall;
-    network.pump = std::thread([box = std::move(box_end), passt = std::move(ours), firewall,
-                                stop = network.stop.get()]() {
-        net::FramePump pump(box.get(), passt.get(), *firewall);
-        pump.queue_to_passt(box_arp_request());
-        auto result = pump.run(stop);
-        if (!result) std::fprintf(stderr, "boxlite-shim-qemu: network pump ended: %s\n", result.error().to_string().c_str());
-    });
+    network.pump = std::thread(
+        [box = std::move(box_end), passt = std::move(ours), firewall, stop = network.stop.get()]() {
+            net::FramePump pump(box.get(), passt.get(), *firewall);
+            pump.queue_to_passt(box_arp_request());
+            auto result = pump.run(stop);
+            if (!result)
+                std::fprintf(stderr, "boxlite-shim-qemu: network pump ended: %s\n", result.error().to_string().c_str());
+        });
     return {};
 }
 
@@ -465,7 +465,8 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
             network.shut_down();
             return error(started.error());
         }
-        std::fprintf(stderr, "boxlite-shim-qemu: box %s: network through passt (pid %d), %zu allow rule(s), %zu port(s)\n",
+        std::fprintf(stderr,
+                     "boxlite-shim-qemu: box %s: network through passt (pid %d), %zu allow rule(s), %zu port(s)\n",
                      vm.box_id.c_str(), network.passt, config->network.allow_net.size(),
                      config->network.publish.size());
     }

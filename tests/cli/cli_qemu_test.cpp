@@ -636,9 +636,10 @@ protected:
         if (::access("/usr/bin/passt", X_OK) != 0)
             GTEST_SKIP() << "precondition: passt is not installed (apt-get install passt)";
         ASSERT_EQ(::unshare(CLONE_NEWNET), 0) << std::strerror(errno);
-        ASSERT_EQ(std::system("ip link set lo up && (ip link add t0 type dummy 2>/dev/null || ip tuntap add t0 mode tap) "
-                              "&& ip addr add 198.51.100.1/24 dev t0 && ip addr add 203.0.113.1/24 dev t0 && "
-                              "ip link set t0 up && ip route add default dev t0"),
+        ASSERT_EQ(std::system(
+                      "ip link set lo up && (ip link add t0 type dummy 2>/dev/null || ip tuntap add t0 mode tap) "
+                      "&& ip addr add 198.51.100.1/24 dev t0 && ip addr add 203.0.113.1/24 dev t0 && "
+                      "ip link set t0 up && ip route add default dev t0"),
                   0);
     }
     /// passt forwards the box's DNS to the namespace's loopback, where nothing answers.
@@ -694,7 +695,8 @@ TEST_F(QemuNetwork, APublishedTcpPortReachesAServerInTheBox) {
             if (n > 0) got.assign(buffer, static_cast<std::size_t>(n));
         }
         ::close(fd);
-        if (got.find("hello-from-the-box") == std::string::npos) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        if (got.find("hello-from-the-box") == std::string::npos)
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     EXPECT_NE(got.find("hello-from-the-box"), std::string::npos) << got;
     EXPECT_NE(inspect("web", "{{json .NetworkSettings.Ports}}").find("18093"), std::string::npos);
@@ -711,9 +713,9 @@ TEST_F(QemuNetwork, AnAllowListLetsAListedAddressThroughAndRefusesTheRest) {
 }
 
 TEST_F(QemuNetwork, DisabledMeansLoopbackOnlyAndNoPasst) {
-    const auto started =
-        run({"run", "-d", "--name", "off", "--network", "disabled", image(), "sh", "-c", "sleep 100000; true"}, {},
-            net_env());
+    const auto started = run({"run", "-d", "--name", "off", "--network", "disabled", image(), "sh", "-c",
+                              "sleep 100000; true"},
+                             {}, net_env());
     ASSERT_EQ(started.status, 0) << started;
     const auto out = run({"exec", "off", "ls", "/sys/class/net"});
     EXPECT_EQ(out.status, 0) << out;
@@ -724,9 +726,9 @@ TEST_F(QemuNetwork, DisabledMeansLoopbackOnlyAndNoPasst) {
 }
 
 TEST_F(QemuNetwork, KillingTheShimLeavesNoPasstBehind) {
-    const auto started = run(
-        {"run", "-d", "--name", "net", "-p", "127.0.0.1:18094:8000", image(), "sh", "-c", "sleep 100000; true"}, {},
-        net_env());
+    const auto started = run({"run", "-d", "--name", "net", "-p", "127.0.0.1:18094:8000", image(), "sh", "-c",
+                              "sleep 100000; true"},
+                             {}, net_env());
     ASSERT_EQ(started.status, 0) << started;
     const auto shim = std::atoi(inspect("net", "{{.State.Pid}}").c_str());
     ASSERT_GT(shim, 0);

@@ -58,8 +58,8 @@ BoxliteResult<std::vector<PortSpec>> publish_ports(const BoxConfig& box) {
             ::inet_pton(AF_INET, port.host_ip.c_str(), &in->sin_addr);
             length = sizeof *in;
         }
-        const bool bound =
-            ::bind(fd, reinterpret_cast<sockaddr*>(&address), length) == 0 && (udp || ::listen(fd, 1) == 0);
+        const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&address), length) == 0 &&
+                           (udp || ::listen(fd, 1) == 0);
         const int error = errno;
         if (bound) ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
         ::close(fd);

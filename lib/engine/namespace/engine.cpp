@@ -109,7 +109,6 @@ NamespaceEngine::NamespaceEngine(NamespaceEngineOptions options) : options_(std:
     if (!agent) missing_helpers_ += (missing_helpers_.empty() ? "" : "; ") + agent.error().message();
 }
 
-
 BoxliteResult<void> NamespaceEngine::supports(const BoxConfig& config) {
     const auto& options = config.options;
     BOXLITE_TRY_VOID(engine::check_network_options(config));

@@ -131,10 +131,11 @@ std::vector<std::string> qemu_argv(const QemuShimConfig& config, const std::stri
         // QEMU's virtio-net model talks to the driver (config space, control queue); the rx and
         // tx rings are ours, over vhost-user. No offloads: the back end offers none.
         const auto& m = kBoxMac;
-        argv.insert(argv.end(), {"-chardev", fmt::format("socket,id=net0,path={},abstract=on", net_address), "-netdev",
-                                 "vhost-user,id=n0,chardev=net0", "-device",
-                                 fmt::format("virtio-net-device,netdev=n0,mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-                                             m[0], m[1], m[2], m[3], m[4], m[5])});
+        argv.insert(argv.end(),
+                    {"-chardev", fmt::format("socket,id=net0,path={},abstract=on", net_address), "-netdev",
+                     "vhost-user,id=n0,chardev=net0", "-device",
+                     fmt::format("virtio-net-device,netdev=n0,mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0],
+                                 m[1], m[2], m[3], m[4], m[5])});
     }
     return argv;
 }

@@ -21,8 +21,7 @@ BoxliteResult<std::shared_ptr<NetDevice>> NetDevice::create(std::array<std::uint
     }
     base::OwnedFd wake(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     if (!wake) return fail_errno(ErrorKind::Engine, "eventfd for the virtio-net thread", errno);
-    std::shared_ptr<NetDevice> device(
-        new NetDevice(mac, std::move(device_end), std::move(host_end), std::move(wake)));
+    std::shared_ptr<NetDevice> device(new NetDevice(mac, std::move(device_end), std::move(host_end), std::move(wake)));
     device->thread_ = std::thread([raw = device.get()] { raw->run(); });
     return device;
 }
@@ -129,7 +128,7 @@ void NetDevice::deliver_rx_locked() {
         if (n <= 0) {
             queue.undo_pop();
             if (n == 0) host_closed_ = true;  // SEQPACKET: the host end is gone
-            break;                           // EAGAIN: nothing waiting
+            break;                            // EAGAIN: nothing waiting
         }
         const auto size = static_cast<std::size_t>(n);
         if (size > kMaxFrame || size < kMinFrame || size + sizeof(NetHeader) > chain.writable_bytes()) {

@@ -62,10 +62,10 @@ inline constexpr std::uint16_t kNetStatusLinkUp = 1;
 struct NetStats {
     std::uint64_t frames_to_guest = 0;
     std::uint64_t frames_from_guest = 0;
-    std::uint64_t rx_dropped = 0;   ///< frames the posted rx chain could not hold
-    std::uint64_t tx_dropped = 0;   ///< frames the host end refused (closed)
-    std::uint64_t bad_chains = 0;   ///< malformed descriptor chains or tx frames out of bounds
-    std::uint64_t tx_blocked = 0;   ///< times a full socket paused tx until it had room again
+    std::uint64_t rx_dropped = 0;  ///< frames the posted rx chain could not hold
+    std::uint64_t tx_dropped = 0;  ///< frames the host end refused (closed)
+    std::uint64_t bad_chains = 0;  ///< malformed descriptor chains or tx frames out of bounds
+    std::uint64_t tx_blocked = 0;  ///< times a full socket paused tx until it had room again
 };
 
 class NetDevice final : public VirtioDevice {
@@ -93,8 +93,7 @@ public:
 
     [[nodiscard]] DeviceType device_type() const override { return DeviceType::Net; }
     [[nodiscard]] std::uint64_t device_features() const override {
-        return kFeatureVersion1 | kFeatureRingEventIdx | kFeatureRingIndirectDesc | kNetFeatureMac |
-               kNetFeatureStatus;
+        return kFeatureVersion1 | kFeatureRingEventIdx | kFeatureRingIndirectDesc | kNetFeatureMac | kNetFeatureStatus;
     }
     [[nodiscard]] std::vector<std::uint16_t> queue_max_sizes() const override { return {kQueueSize, kQueueSize}; }
     void read_config(std::uint64_t offset, std::span<std::byte> data) override;
