@@ -702,6 +702,35 @@ TEST_F(QemuNetwork, APublishedTcpPortReachesAServerInTheBox) {
     EXPECT_NE(inspect("web", "{{json .NetworkSettings.Ports}}").find("18093"), std::string::npos);
 }
 
+TEST_F(QemuNetwork, APublishedUdpPortEchoesADatagram) {
+    // The echo server comes in through a read-only volume (it is static); it answers one datagram
+    // "box got <message>" and exits.
+    const auto probe = boxlite::test::built_binary("netprobe/boxlite_udp_echo_probe");
+    ASSERT_TRUE(fs::exists(probe)) << probe;
+    const auto started = run({"run", "-d", "--name", "udp", "-p", "127.0.0.1:15363:5353/udp", "-v",
+                              probe.parent_path().string() + ":/netprobe:ro", image(),
+                              "/netprobe/boxlite_udp_echo_probe", "5353"},
+                             {}, net_env());
+    ASSERT_EQ(started.status, 0) << started;
+    const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    timeval wait{1, 0};  // per attempt: datagrams sent before the server binds are lost
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(15363);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
+    std::string got;
+    for (int attempt = 0; attempt < 120 && got.empty(); ++attempt) {
+        (void)::send(fd, "ping over udp", 13, MSG_NOSIGNAL);
+        char buffer[256];
+        const auto n = ::recv(fd, buffer, sizeof buffer, 0);
+        if (n > 0) got.assign(buffer, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    EXPECT_EQ(got, "box got ping over udp");
+}
+
 TEST_F(QemuNetwork, AnAllowListLetsAListedAddressThroughAndRefusesTheRest) {
     QemuHttpServer allowed("198.51.100.1", "allowed");
     QemuHttpServer refused("203.0.113.1", "not allowed");
