@@ -266,6 +266,7 @@ struct BoxNetwork {
     std::promise<pid_t> qemu_pid;  // the only peer the back end serves
     bool qemu_pid_set = false;
     std::string address;  // the abstract UNIX address QEMU connects to
+    base::OwnedFd peer_stream;  // benchmark peer only: QEMU's own -netdev stream straight to passt
     pid_t passt = -1;
     std::thread pump;
 
@@ -360,16 +361,33 @@ BoxliteResult<std::unique_ptr<ServedDevice>> serve_listening(std::shared_ptr<dev
 /// once, and the pump must hold a window's worth of the box's frames (docs/networking.md).
 constexpr int kPasstSocketBuffer = 8 * 1024 * 1024;
 
+/// BOXLITE_QEMU_NET_PEER=stream (benchmark/net's qemu peer only): QEMU's own virtio-net on
+/// `-netdev stream` straight to the same passt, without our device, pump or firewall, so a
+/// benchmark can compare the two paths in one run. Refused for a box with an allow list (it would
+/// go unenforced).
+bool stream_peer_wanted() {
+    const char* peer = std::getenv("BOXLITE_QEMU_NET_PEER");
+    return peer != nullptr && std::string_view(peer) == "stream";
+}
+
 BoxliteResult<void> start_network(const qemu::QemuShimConfig& config, int failure_fd, BoxNetwork& network) {
     const auto& n = config.network;
+    const bool peer = stream_peer_wanted();
+    if (peer && !n.allow_net.empty())
+        return fail(ErrorKind::Config, "BOXLITE_QEMU_NET_PEER=stream (a benchmark peer) has no firewall; the box "
+                                       "has an allow list: unset it");
     auto allow = net::AllowList::parse(n.allow_net);
     if (!allow) return fail(ErrorKind::Config, "box network: {}", allow.error().message());
     network.firewall.emplace(std::move(*allow));
     network.stop.reset(::eventfd(0, EFD_CLOEXEC));
     if (!network.stop) return fail_errno(ErrorKind::Engine, "eventfd for the box network", errno);
-    BOXLITE_TRY(auto device, devices::virtio::NetDevice::create(qemu::kBoxMac));
-    base::OwnedFd box_end = device->take_host_end();
-    BOXLITE_TRY(network.served, serve_listening(device, 2, failure_fd, network, config.vm.box_id));
+    std::shared_ptr<devices::virtio::NetDevice> device;
+    base::OwnedFd box_end;
+    if (!peer) {
+        BOXLITE_TRY(device, devices::virtio::NetDevice::create(qemu::kBoxMac));
+        box_end = device->take_host_end();
+        BOXLITE_TRY(network.served, serve_listening(device, 2, failure_fd, network, config.vm.box_id));
+    }
     int pair[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
         return fail_errno(ErrorKind::Engine, "socketpair for passt", errno);
@@ -389,6 +407,10 @@ BoxliteResult<void> start_network(const qemu::QemuShimConfig& config, int failur
     network.passt = start_passt(passt_options, theirs.get(), error);
     if (network.passt < 0) return fail(ErrorKind::Engine, "starting passt for the box network: {}", error);
     theirs.reset();
+    if (peer) {
+        network.peer_stream = std::move(ours);
+        return {};
+    }
     auto* firewall = &*network.firewall;
     network.pump = std::thread(
         [box = std::move(box_end), passt = std::move(ours), firewall, stop = network.stop.get()]() {
@@ -461,6 +483,10 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
     }
     BoxNetwork network;
     if (config->network.enabled) {
+        if (stream_peer_wanted())
+            std::fprintf(stderr, "boxlite-shim-qemu: box %s: BOXLITE_QEMU_NET_PEER=stream: QEMU's own virtio-net on "
+                                 "-netdev stream to passt, no pump and no firewall (a benchmark peer)\n",
+                         vm.box_id.c_str());
         if (auto started = start_network(*config, failure_fd.get(), network); !started) {
             network.shut_down();
             return error(started.error());
@@ -497,10 +523,18 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
     base::OwnedFd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     base::SpawnOptions spawn;
     spawn.argv = qemu::qemu_argv(*config, initrd, network.address);
+    if (network.peer_stream) {
+        const auto peer = qemu::qemu_stream_netdev_argv(qemu::kStreamPeerFd);
+        spawn.argv.insert(spawn.argv.end(), peer.begin(), peer.end());
+    }
     // 0 /dev/null, 1 the console pipe, 2 our stderr (shim.log), 3 vsock, 4 blk.
     spawn.fds = {null.get(), console_write.get(), 2, vsock ? vsock->qemu_end.get() : -1,
                  blk ? blk->qemu_end.get() : -1};
     for (const auto& d : daemons) spawn.fds.push_back(d.qemu_end.get());  // 5, 6, ...
+    if (network.peer_stream) {
+        spawn.fds.resize(qemu::kStreamPeerFd, -1);
+        spawn.fds.push_back(network.peer_stream.get());
+    }
 
     spawn.new_session = false;
     spawn.kill_with_parent = true;
@@ -512,6 +546,7 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
         return error(qemu.error().with_context("starting QEMU"));
     }
     if (network.served) network.set_qemu_pid(*qemu);
+    network.peer_stream.reset();  // QEMU's copy is passt's peer now
     const pid_t qemu_pid = *qemu;
     console_write.reset();
     if (vsock) vsock->qemu_end.reset();  // QEMU's copy is the only one: its exit is the back end's EOF

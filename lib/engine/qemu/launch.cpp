@@ -140,6 +140,13 @@ std::vector<std::string> qemu_argv(const QemuShimConfig& config, const std::stri
     return argv;
 }
 
+std::vector<std::string> qemu_stream_netdev_argv(int fd) {
+    const auto& m = kBoxMac;
+    return {"-netdev", fmt::format("stream,id=n0,server=off,addr.type=fd,addr.str={}", fd), "-device",
+            fmt::format("virtio-net-device,netdev=n0,mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2],
+                        m[3], m[4], m[5])};
+}
+
 std::vector<std::string> virtiofsd_argv(const QemuShimConfig& config, const QemuVolume& volume, int listen_fd) {
     return {config.virtiofsd, fmt::format("--fd={}", listen_fd), "-o", fmt::format("source={}", volume.host_path), "-o",
             "sandbox=namespace", "-o", "no_xattr", "-o", "no_posix_lock", "-o", "no_flock", "-o", "log_level=warn",

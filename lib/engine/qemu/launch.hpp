@@ -86,6 +86,12 @@ struct QemuShimConfig {
 [[nodiscard]] std::vector<std::string> qemu_argv(const QemuShimConfig& config, const std::string& initrd,
                                                  const std::string& net_address = {});
 
+/// The benchmark peer's network (BOXLITE_QEMU_NET_PEER=stream in the shim): QEMU's own
+/// virtio-net on `-netdev stream` over the connected socket `fd` (passt's peer), the box's MAC.
+[[nodiscard]] std::vector<std::string> qemu_stream_netdev_argv(int fd);
+/// QEMU's descriptor for that socket (after every volume's).
+inline constexpr int kStreamPeerFd = kFirstVolumeFd + static_cast<int>(kMaxVolumes);
+
 /// virtiofsd's command line for `volume`, its vhost-user listening socket on `listen_fd`
 /// (argv[0] is the binary). Sandboxed in its own namespaces (pid, mount, net) with pivot_root
 /// into the shared folder; no xattrs, no remote locks.
