@@ -116,6 +116,10 @@ TEST(QemuLaunch, TheNetworkRoundTripsAndBecomesAVhostUserNetdev) {
     EXPECT_TRUE(has_pair(argv, "-chardev", "socket,id=net0,path=boxlite-net-x,abstract=on"));
     EXPECT_TRUE(has_pair(argv, "-netdev", "vhost-user,id=n0,chardev=net0"));
     EXPECT_TRUE(has_pair(argv, "-device", "virtio-net-device,netdev=n0,mac=5a:94:ef:e4:0c:ee"));
+    // The benchmark peer: QEMU's own virtio-net on -netdev stream over an inherited socket.
+    const auto peer = qemu_stream_netdev_argv(kStreamPeerFd);
+    EXPECT_TRUE(has_pair(peer, "-netdev", "stream,id=n0,server=off,addr.type=fd,addr.str=21"));
+    EXPECT_TRUE(has_pair(peer, "-device", "virtio-net-device,netdev=n0,mac=5a:94:ef:e4:0c:ee"));
 }
 
 TEST(QemuLaunch, BadVolumesAreRefused) {
