@@ -265,7 +265,7 @@ struct BoxNetwork {
     base::OwnedFd stop;            // eventfd: the pump and the back end's accept return once it is written
     std::promise<pid_t> qemu_pid;  // the only peer the back end serves
     bool qemu_pid_set = false;
-    std::string address;  // the abstract UNIX address QEMU connects to
+    std::string address;        // the abstract UNIX address QEMU connects to
     base::OwnedFd peer_stream;  // benchmark peer only: QEMU's own -netdev stream straight to passt
     pid_t passt = -1;
     std::thread pump;
@@ -374,8 +374,9 @@ BoxliteResult<void> start_network(const qemu::QemuShimConfig& config, int failur
     const auto& n = config.network;
     const bool peer = stream_peer_wanted();
     if (peer && !n.allow_net.empty())
-        return fail(ErrorKind::Config, "BOXLITE_QEMU_NET_PEER=stream (a benchmark peer) has no firewall; the box "
-                                       "has an allow list: unset it");
+        return fail(ErrorKind::Config,
+                    "BOXLITE_QEMU_NET_PEER=stream (a benchmark peer) has no firewall; the box "
+                    "has an allow list: unset it");
     auto allow = net::AllowList::parse(n.allow_net);
     if (!allow) return fail(ErrorKind::Config, "box network: {}", allow.error().message());
     network.firewall.emplace(std::move(*allow));
@@ -484,8 +485,9 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
     BoxNetwork network;
     if (config->network.enabled) {
         if (stream_peer_wanted())
-            std::fprintf(stderr, "boxlite-shim-qemu: box %s: BOXLITE_QEMU_NET_PEER=stream: QEMU's own virtio-net on "
-                                 "-netdev stream to passt, no pump and no firewall (a benchmark peer)\n",
+            std::fprintf(stderr,
+                         "boxlite-shim-qemu: box %s: BOXLITE_QEMU_NET_PEER=stream: QEMU's own virtio-net on "
+                         "-netdev stream to passt, no pump and no firewall (a benchmark peer)\n",
                          vm.box_id.c_str());
         if (auto started = start_network(*config, failure_fd.get(), network); !started) {
             network.shut_down();
