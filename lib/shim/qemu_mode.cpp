@@ -329,7 +329,7 @@ BoxliteResult<std::unique_ptr<ServedDevice>> serve_listening(std::shared_ptr<dev
     served->backend = std::make_unique<vhost_user::Backend>(std::move(device), std::move(options));
     auto* raw = served.get();
     served->thread = std::thread([raw, listener = std::move(listener), stop = network.stop.get(),
-                                  qemu = network.qemu_pid.get_future(), failure_fd]() mutable {
+                                  qemu = network.qemu_pid.get_future().share(), failure_fd]() mutable {
         for (;;) {
             auto connection = vhost_user::accept_one(listener.get(), stop);
             if (!connection) return;  // stopped before QEMU connected
