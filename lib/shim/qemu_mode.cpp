@@ -11,10 +11,11 @@
 // ends QEMU too: the guest would wait on it for ever.
 //
 // Network (docs/networking.md): our virtio-net device served over vhost-user (on an abstract
-// UNIX address QEMU connects to: serve_listening below), its frames pumped by a thread of this shim through the egress firewall
-// (lib/net/pump.hpp, the same pump as the namespace engine's tap) to a passt started as the
-// namespace shim starts it: on a socket pair, in a PID namespace of its own whose keeper dies with
-// this shim (kill -9 included), so no passt outlives the box and no published port stays bound.
+// UNIX address QEMU connects to: serve_listening below), its frames pumped by a thread of this
+// shim through the egress firewall (lib/net/pump.hpp, the same pump as the namespace engine's
+// tap) to a passt started as the namespace shim starts it: on a socket pair, in a PID namespace
+// of its own whose keeper dies with this shim (kill -9 included), so no passt outlives the box
+// and no published port stays bound.
 //
 // Volumes: one virtiofsd per volume (start_virtiofsd below), a child of this shim with
 // PR_SET_PDEATHSIG, in a private mount namespace where a read-only volume is a read-only bind of
@@ -262,7 +263,7 @@ void reap_virtiofsd(std::vector<Virtiofsd>& daemons, std::chrono::milliseconds g
 struct BoxNetwork {
     std::unique_ptr<ServedDevice> served;
     std::optional<net::EgressFirewall> firewall;
-    base::OwnedFd stop;            // eventfd: the pump and the back end's accept return once it is written
+    base::OwnedFd stop;            // eventfd: written once, the pump and the back end's accept return
     std::promise<pid_t> qemu_pid;  // the only peer the back end serves
     bool qemu_pid_set = false;
     std::string address;        // the abstract UNIX address QEMU connects to
