@@ -127,8 +127,10 @@ void NetDevice::deliver_rx_locked() {
         while (n < 0 && errno == EINTR);
         if (n <= 0) {
             queue.undo_pop();
-            if (n == 0) host_closed_ = true;  // SEQPACKET: the host end is gone
-            break;                            // EAGAIN: nothing waiting
+            // 0: SEQPACKET's end of file, the host end is gone; an error other than "nothing
+            // waiting" (a reset) too: polling it again would only spin.
+            if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) host_closed_ = true;
+            break;
         }
         const auto size = static_cast<std::size_t>(n);
         if (size > kMaxFrame || size < kMinFrame || size + sizeof(NetHeader) > chain.writable_bytes()) {
