@@ -741,6 +741,21 @@ TEST_F(QemuNetwork, AnAllowListLetsAListedAddressThroughAndRefusesTheRest) {
     EXPECT_EQ(out.out.find("not allowed"), std::string::npos) << out;
 }
 
+TEST_F(QemuNetwork, RootInTheVmCannotUndoTheFirewall) {
+    QemuHttpServer refused("203.0.113.1", "not allowed");
+    ASSERT_TRUE(refused.ok());
+    // Root owns the guest kernel: it can change addresses, routes and use raw sockets. The
+    // firewall is in the shim, on the host, so none of it gets a frame past it.
+    const auto out = sh({"--allow-net", "198.51.100.0/24"},
+                        "ip addr add 203.0.113.7/24 dev eth0 && ip route replace default via 192.168.127.1 dev eth0 "
+                        "&& echo root-changed-the-network; " +
+                            fetch("203.0.113.1", refused.port()) +
+                            "; echo; ping -c 1 -W 2 203.0.113.1 && echo ping-got-through");
+    EXPECT_NE(out.out.find("root-changed-the-network"), std::string::npos) << out;
+    EXPECT_EQ(out.out.find("not allowed"), std::string::npos) << out;
+    EXPECT_EQ(out.out.find("ping-got-through"), std::string::npos) << out;
+}
+
 TEST_F(QemuNetwork, DisabledMeansLoopbackOnlyAndNoPasst) {
     const auto started = run({"run", "-d", "--name", "off", "--network", "disabled", image(), "sh", "-c",
                               "sleep 100000; true"},
