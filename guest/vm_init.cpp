@@ -10,7 +10,10 @@
 #include <linux/fs.h>
 #include <linux/openat2.h>
 #include <linux/vm_sockets.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
@@ -80,12 +83,13 @@ vmm::GuestLaunchConfig read_launch() {
 }
 
 /// Whether this boot needs module `name` (a file name, "x.ko"): every module loaded costs ~20 ms
-/// of guest time under TCG (13 of them were a quarter of our init's 340 ms). No VM device is a
-/// network card yet (VM boxes have loopback only) and nothing here mounts overlayfs, so those stay
-/// in the initramfs unloaded; fuse + virtiofs only when the box has volumes.
+/// of guest time under TCG (13 of them were a quarter of our init's 340 ms). Nothing here mounts
+/// overlayfs, so that stays in the initramfs unloaded; virtio_net (and the failover modules it
+/// needs) only when the box has a network, fuse + virtiofs only when it has volumes.
 bool module_wanted(const std::string& name, const vmm::GuestLaunchConfig& launch) {
     const std::string base = name.substr(0, name.rfind(".ko"));
-    if (base == "virtio_net" || base == "net_failover" || base == "failover" || base == "overlay") return false;
+    if (base == "virtio_net" || base == "net_failover" || base == "failover") return launch.network;
+    if (base == "overlay") return false;
     if (base == "fuse" || base == "virtiofs") return !launch.volumes.empty();
     return true;
 }
@@ -214,6 +218,90 @@ void loopback_up() {
         if (::ioctl(fd, SIOCSIFFLAGS, &request) != 0) say(fmt::format("cannot bring lo up: {}", why()));
     }
     ::close(fd);
+}
+
+// The box network's addresses (upstream's; the namespace engine's eth0 has the same ones):
+// docs/networking.md. The gateway is passt's, which answers DNS; .254 is host.boxlite.internal.
+constexpr const char* kBoxAddress = "192.168.127.2";
+constexpr const char* kBoxNetmask = "255.255.255.0";
+constexpr const char* kGatewayAddress = "192.168.127.1";
+
+sockaddr ipv4_sockaddr(const char* address) {
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    ::inet_pton(AF_INET, address, &in.sin_addr);
+    sockaddr out{};
+    std::memcpy(&out, &in, sizeof in);
+    return out;
+}
+
+bool write_text_file(const char* path, const std::string& text) {
+    const int fd = ::open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return false;
+    const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    ::close(fd);
+    return ok;
+}
+
+/// eth0 (our virtio-net device) up with the box network's address and the default route via the
+/// gateway, IPv6 off on it; then /etc/hosts (the box's name, host.boxlite.internal) and
+/// /etc/resolv.conf in the box root. Logs what fails; the box still serves without a network.
+void network_up(const std::string& hostname) {
+    // The driver binds while its module loads; give a slow probe a little time anyway.
+    for (int i = 0; i < 100 && ::if_nametoindex("eth0") == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (::if_nametoindex("eth0") == 0) {
+        say("no eth0 after 5 s: the box has loopback only");
+        return;
+    }
+    if (const int v6 = ::open("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", O_WRONLY | O_CLOEXEC); v6 >= 0) {
+        (void)!::write(v6, "1", 1);
+        ::close(v6);
+    }
+    const int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) {
+        say(fmt::format("cannot configure eth0: socket: {}", why()));
+        return;
+    }
+    ifreq req{};
+    std::strncpy(req.ifr_name, "eth0", IFNAMSIZ - 1);
+    auto step = [&](unsigned long request, const char* what) {
+        if (::ioctl(s, request, &req) == 0) return true;
+        say(fmt::format("cannot configure eth0: {}: {}", what, why()));
+        return false;
+    };
+    req.ifr_addr = ipv4_sockaddr(kBoxAddress);
+    bool ok = step(SIOCSIFADDR, "address");
+    if (ok) {
+        req.ifr_netmask = ipv4_sockaddr(kBoxNetmask);
+        ok = step(SIOCSIFNETMASK, "netmask");
+    }
+    if (ok) ok = step(SIOCGIFFLAGS, "reading flags");
+    if (ok) {
+        req.ifr_flags = static_cast<short>(req.ifr_flags | IFF_UP | IFF_RUNNING);
+        ok = step(SIOCSIFFLAGS, "bringing it up");
+    }
+    if (ok) {
+        rtentry route{};
+        route.rt_dst = ipv4_sockaddr("0.0.0.0");
+        route.rt_genmask = ipv4_sockaddr("0.0.0.0");
+        route.rt_gateway = ipv4_sockaddr(kGatewayAddress);
+        route.rt_flags = RTF_UP | RTF_GATEWAY;
+        char device[IFNAMSIZ] = "eth0";
+        route.rt_dev = device;
+        if (::ioctl(s, SIOCADDRT, &route) != 0) {
+            say(fmt::format("cannot add the default route via {}: {}", kGatewayAddress, why()));
+            ok = false;
+        }
+    }
+    ::close(s);
+    ::mkdir("/etc", 0755);
+    const std::string hosts = std::string("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n") +
+                              kBoxAddress + "\t" + hostname + "\n192.168.127.254\thost.boxlite.internal\n";
+    if (!write_text_file("/etc/hosts", hosts)) say(fmt::format("cannot write /etc/hosts: {}", why()));
+    if (!write_text_file("/etc/resolv.conf", std::string("nameserver ") + kGatewayAddress + "\n"))
+        say(fmt::format("cannot write /etc/resolv.conf: {}", why()));
+    if (ok) say(fmt::format("eth0 up: {}/24 via {}", kBoxAddress, kGatewayAddress));
 }
 
 void apply_limits(const vmm::GuestLimits& limits) {
@@ -368,6 +456,7 @@ VmBoot vm_boot() {
     if (!hostname.empty() && ::sethostname(hostname.data(), hostname.size()) != 0)
         say(fmt::format("cannot set the host name: {}", why()));
     loopback_up();
+    if (launch.network) network_up(hostname);
     apply_limits(launch.rlimits);
     std::map<std::string, std::string> env = {{"PATH", kDefaultPath}, {"HOME", "/root"}};
     if (!hostname.empty()) env["HOSTNAME"] = hostname;

@@ -11,9 +11,10 @@
 //   4. wait for the box disk /dev/vda, mount its ext4 on /newroot, grow it to the disk's size
 //      (EXT4_IOC_RESIZE_FS, online), move /dev, /proc, /sys onto it and make it the root
 //      (MS_MOVE + chroot: the initramfs cannot be pivot_root'ed away), then devpts and /dev/shm;
-//   5. set the host name (the box's short id), bring up lo, apply the rlimits, build the base
-//      environment (PATH, HOME, HOSTNAME, then the launch's), and listen on AF_VSOCK (any CID)
-//      at the launch's port.
+//   5. set the host name (the box's short id), bring up lo (and eth0 with the box network's
+//      addresses, /etc/hosts and /etc/resolv.conf, when the launch says network), apply the
+//      rlimits, build the base environment (PATH, HOME, HOSTNAME, then the launch's), and listen
+//      on AF_VSOCK (any CID) at the launch's port.
 // Without a disk it logs so and serves from the initramfs.
 #pragma once
 

@@ -10,6 +10,13 @@
 // SIGKILL). A back end that ends its session with an error (a malformed or hostile message)
 // ends QEMU too: the guest would wait on it for ever.
 //
+// Network (docs/networking.md): our virtio-net device served over vhost-user (on an abstract
+// UNIX address QEMU connects to: serve_listening below), its frames pumped by a thread of this
+// shim through the egress firewall (lib/net/pump.hpp, the same pump as the namespace engine's
+// tap) to a passt started as the namespace shim starts it: on a socket pair, in a PID namespace
+// of its own whose keeper dies with this shim (kill -9 included), so no passt outlives the box
+// and no published port stays bound.
+//
 // Volumes: one virtiofsd per volume (start_virtiofsd below), a child of this shim with
 // PR_SET_PDEATHSIG, in a private mount namespace where a read-only volume is a read-only bind of
 // its folder; virtiofsd then sandboxes itself (pid, mount and net namespaces, pivot_root into
@@ -17,11 +24,15 @@
 // while QEMU runs ends QEMU (the guest's mount would hang); when QEMU is gone each virtiofsd sees
 // EOF and exits, and is reaped here (SIGKILL after a grace period).
 #include "capped_log.hpp"
+#include "network.hpp"
 #include "vm_shim.hpp"
 
 #include "devices/virtio/blk/device.hpp"
+#include "devices/virtio/net/device.hpp"
 #include "devices/virtio/vsock/device.hpp"
 #include "engine/qemu/launch.hpp"
+#include "net/firewall.hpp"
+#include "net/pump.hpp"
 #include "qcow2/qcow2_image.hpp"
 #include "qcow2/raw_file.hpp"
 #include "vhost_user/backend.hpp"
@@ -49,7 +60,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -246,6 +259,172 @@ void reap_virtiofsd(std::vector<Virtiofsd>& daemons, std::chrono::milliseconds g
     }
 }
 
+/// The box network: the device's back end, the pump thread and passt.
+struct BoxNetwork {
+    std::unique_ptr<ServedDevice> served;
+    std::optional<net::EgressFirewall> firewall;
+    base::OwnedFd stop;            // eventfd: written once, the pump and the back end's accept return
+    std::promise<pid_t> qemu_pid;  // the only peer the back end serves
+    bool qemu_pid_set = false;
+    std::string address;        // the abstract UNIX address QEMU connects to
+    base::OwnedFd peer_stream;  // benchmark peer only: QEMU's own -netdev stream straight to passt
+    pid_t passt = -1;
+    std::thread pump;
+
+    BoxNetwork() = default;
+    BoxNetwork(const BoxNetwork&) = delete;
+    BoxNetwork& operator=(const BoxNetwork&) = delete;
+    ~BoxNetwork() { shut_down(); }
+
+    void set_qemu_pid(pid_t pid) {
+        if (qemu_pid_set) return;
+        qemu_pid.set_value(pid);
+        qemu_pid_set = true;
+    }
+    void shut_down() {
+        set_qemu_pid(-1);
+        if (stop) {
+            const std::uint64_t one = 1;
+            [[maybe_unused]] auto n = ::write(stop.get(), &one, sizeof one);
+        }
+        if (served) {
+            served->backend->stop();
+            if (served->thread.joinable()) served->thread.join();
+        }
+        if (pump.joinable()) pump.join();
+        if (passt > 0) {
+            ::kill(passt, SIGKILL);  // its keeper: the PID namespace's init, and passt, go with it
+            while (::waitpid(passt, nullptr, 0) < 0 && errno == EINTR) {}
+            passt = -1;
+        }
+    }
+};
+
+/// QEMU 7.2's vhost-user netdev refuses a chardev on an inherited descriptor ("does not support
+/// FD passing": only a chardev with a UNIX socket *address* gets that feature), so unlike blk and
+/// vsock the net back end listens, on an abstract UNIX address (no file, no sun_path length
+/// limit), and QEMU connects. Anyone in the shim's network namespace could connect first, so the
+/// back end serves only the connection whose SO_PEERCRED pid is QEMU's, and drops any other.
+BoxliteResult<std::unique_ptr<ServedDevice>> serve_listening(std::shared_ptr<devices::virtio::VirtioDevice> device,
+                                                             std::uint16_t frontend_queues, int failure_fd,
+                                                             BoxNetwork& network, const std::string& box_id) {
+    base::OwnedFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!listener) return fail_errno(ErrorKind::Engine, "socket for the vhost-user-net back end", errno);
+    network.address = fmt::format("boxlite-net-{}-{}", box_id, ::getpid());
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    if (network.address.size() + 1 >= sizeof address.sun_path)
+        return fail(ErrorKind::Engine, "the vhost-user-net address {} is too long", network.address);
+    std::memcpy(address.sun_path + 1, network.address.data(), network.address.size());
+    // QEMU's abstract=on (tight) names exactly these bytes.
+    const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + network.address.size());
+    if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), length) != 0 || ::listen(listener.get(), 4) != 0)
+        return fail_errno(ErrorKind::Engine, fmt::format("listening on @{}", network.address), errno);
+    auto served = std::make_unique<ServedDevice>();
+    vhost_user::BackendOptions options;
+    options.frontend_queues = frontend_queues;
+    if (std::getenv("BOXLITE_VHOST_TRACE"))
+        options.trace = [](std::string_view line) {
+            std::fprintf(stderr, "vhost-user-net: %.*s\n", int(line.size()), line.data());
+        };
+    served->backend = std::make_unique<vhost_user::Backend>(std::move(device), std::move(options));
+    auto* raw = served.get();
+    served->thread = std::thread([raw, listener = std::move(listener), stop = network.stop.get(),
+                                  qemu = network.qemu_pid.get_future().share(), failure_fd]() mutable {
+        for (;;) {
+            auto connection = vhost_user::accept_one(listener.get(), stop);
+            if (!connection) return;  // stopped before QEMU connected
+            ucred peer{};
+            socklen_t size = sizeof peer;
+            const pid_t expected = qemu.get();
+            if (::getsockopt(connection->get(), SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0 || expected <= 0 ||
+                peer.pid != expected) {
+                std::fprintf(stderr, "boxlite-shim-qemu: vhost-user-net: dropped a connection from pid %d (not QEMU)\n",
+                             peer.pid);
+                if (expected <= 0) return;
+                continue;
+            }
+            listener.reset();
+            raw->result = raw->backend->serve(std::move(*connection));
+            if (!raw->result) {
+                std::fprintf(stderr, "boxlite-shim-qemu: vhost-user-net back end: %s\n",
+                             raw->result.error().to_string().c_str());
+                const std::uint64_t one = 1;
+                [[maybe_unused]] auto n = ::write(failure_fd, &one, sizeof one);
+            }
+            return;
+        }
+    });
+    return served;
+}
+
+/// The socket pair between passt and the pump, each way: passt drops a frame it cannot write at
+/// once, and the pump must hold a window's worth of the box's frames (docs/networking.md).
+constexpr int kPasstSocketBuffer = 8 * 1024 * 1024;
+
+/// BOXLITE_QEMU_NET_PEER=stream (benchmark/net's qemu peer only): QEMU's own virtio-net on
+/// `-netdev stream` straight to the same passt, without our device, pump or firewall, so a
+/// benchmark can compare the two paths in one run. Refused for a box with an allow list (it would
+/// go unenforced).
+bool stream_peer_wanted() {
+    const char* peer = std::getenv("BOXLITE_QEMU_NET_PEER");
+    return peer != nullptr && std::string_view(peer) == "stream";
+}
+
+BoxliteResult<void> start_network(const qemu::QemuShimConfig& config, int failure_fd, BoxNetwork& network) {
+    const auto& n = config.network;
+    const bool peer = stream_peer_wanted();
+    if (peer && !n.allow_net.empty())
+        return fail(ErrorKind::Config,
+                    "BOXLITE_QEMU_NET_PEER=stream (a benchmark peer) has no firewall; the box "
+                    "has an allow list: unset it");
+    auto allow = net::AllowList::parse(n.allow_net);
+    if (!allow) return fail(ErrorKind::Config, "box network: {}", allow.error().message());
+    network.firewall.emplace(std::move(*allow));
+    network.stop.reset(::eventfd(0, EFD_CLOEXEC));
+    if (!network.stop) return fail_errno(ErrorKind::Engine, "eventfd for the box network", errno);
+    std::shared_ptr<devices::virtio::NetDevice> device;
+    base::OwnedFd box_end;
+    if (!peer) {
+        BOXLITE_TRY(device, devices::virtio::NetDevice::create(qemu::kBoxMac));
+        box_end = device->take_host_end();
+        BOXLITE_TRY(network.served, serve_listening(device, 2, failure_fd, network, config.vm.box_id));
+    }
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
+        return fail_errno(ErrorKind::Engine, "socketpair for passt", errno);
+    base::OwnedFd ours(pair[0]), theirs(pair[1]);
+    for (const int fd : pair) {
+        const int bytes = kPasstSocketBuffer;
+        if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0)
+            ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+        if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0)
+            ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+    }
+    ShimOptions passt_options;
+    passt_options.passt = n.passt;
+    passt_options.dns = n.dns;
+    for (const auto& p : n.publish) passt_options.publish.push_back(PublishedPort{p.udp, p.spec});
+    std::string error;
+    network.passt = start_passt(passt_options, theirs.get(), error);
+    if (network.passt < 0) return fail(ErrorKind::Engine, "starting passt for the box network: {}", error);
+    theirs.reset();
+    if (peer) {
+        network.peer_stream = std::move(ours);
+        return {};
+    }
+    auto* firewall = &*network.firewall;
+    network.pump = std::thread(
+        [box = std::move(box_end), passt = std::move(ours), firewall, stop = network.stop.get()]() {
+            net::FramePump pump(box.get(), passt.get(), *firewall);
+            pump.queue_to_passt(box_arp_request());
+            auto result = pump.run(stop);
+            if (!result)
+                std::fprintf(stderr, "boxlite-shim-qemu: network pump ended: %s\n", result.error().to_string().c_str());
+        });
+    return {};
+}
+
 void end_qemu(pid_t qemu, bool& terminated) {
     ::kill(qemu, terminated ? SIGKILL : SIGTERM);
     terminated = true;
@@ -304,6 +483,22 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
         if (!served) return error(served.error());
         vsock = std::move(*served);
     }
+    BoxNetwork network;
+    if (config->network.enabled) {
+        if (stream_peer_wanted())
+            std::fprintf(stderr,
+                         "boxlite-shim-qemu: box %s: BOXLITE_QEMU_NET_PEER=stream: QEMU's own virtio-net on "
+                         "-netdev stream to passt, no pump and no firewall (a benchmark peer)\n",
+                         vm.box_id.c_str());
+        if (auto started = start_network(*config, failure_fd.get(), network); !started) {
+            network.shut_down();
+            return error(started.error());
+        }
+        std::fprintf(stderr,
+                     "boxlite-shim-qemu: box %s: network through passt (pid %d), %zu allow rule(s), %zu port(s)\n",
+                     vm.box_id.c_str(), network.passt, config->network.allow_net.size(),
+                     config->network.publish.size());
+    }
     std::string initrd;
     if (!vm.initrd.empty() || !vm.guest_launch.is_null()) {
         const auto dir = std::filesystem::path(vm.vsock_uds.empty() ? vm.console_log : vm.vsock_uds).parent_path();
@@ -330,19 +525,31 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
     base::OwnedFd console_read(console_pipe[0]), console_write(console_pipe[1]);
     base::OwnedFd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     base::SpawnOptions spawn;
-    spawn.argv = qemu::qemu_argv(*config, initrd);
+    spawn.argv = qemu::qemu_argv(*config, initrd, network.address);
+    if (network.peer_stream) {
+        const auto peer = qemu::qemu_stream_netdev_argv(qemu::kStreamPeerFd);
+        spawn.argv.insert(spawn.argv.end(), peer.begin(), peer.end());
+    }
     // 0 /dev/null, 1 the console pipe, 2 our stderr (shim.log), 3 vsock, 4 blk.
     spawn.fds = {null.get(), console_write.get(), 2, vsock ? vsock->qemu_end.get() : -1,
                  blk ? blk->qemu_end.get() : -1};
     for (const auto& d : daemons) spawn.fds.push_back(d.qemu_end.get());  // 5, 6, ...
+    if (network.peer_stream) {
+        spawn.fds.resize(qemu::kStreamPeerFd, -1);
+        spawn.fds.push_back(network.peer_stream.get());
+    }
+
     spawn.new_session = false;
     spawn.kill_with_parent = true;
     auto qemu = base::spawn(spawn);
     if (!qemu) {
         for (auto& d : daemons) d.qemu_end.reset();
         reap_virtiofsd(daemons, std::chrono::milliseconds(0));
+        network.shut_down();
         return error(qemu.error().with_context("starting QEMU"));
     }
+    if (network.served) network.set_qemu_pid(*qemu);
+    network.peer_stream.reset();  // QEMU's copy is passt's peer now
     const pid_t qemu_pid = *qemu;
     console_write.reset();
     if (vsock) vsock->qemu_end.reset();  // QEMU's copy is the only one: its exit is the back end's EOF
@@ -423,11 +630,12 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
         code = 1;
     }
     // QEMU is gone: each back end sees EOF, resets its device and returns.
-    for (auto* served : {blk.get(), vsock.get()}) {
+    for (auto* served : {blk.get(), vsock.get(), network.served.get()}) {
         if (!served) continue;
         served->backend->stop();
         if (served->thread.joinable()) served->thread.join();
     }
+    network.shut_down();
     if (disk) {
         if (auto flushed = disk->flush(); !flushed) {
             std::fprintf(stderr, "boxlite-shim-qemu: flushing the disk: %s\n", flushed.error().to_string().c_str());

@@ -6,18 +6,24 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -526,6 +532,266 @@ TEST_F(QemuCli, ScenarioLifecycleAndFormats) {
     EXPECT_NE(refused.err.find("invalid state"), std::string::npos) << refused;
     EXPECT_EQ(run({"rm", "-f", "life"}).status, 0);
     EXPECT_EQ(chomp(run({"ls", "-aq"}).out), "");
+}
+
+// ---- the box network: our virtio-net over vhost-user, the shim's pump and firewall, passt
+// (docs/networking.md). No packet leaves this machine: each test moves its process (and so the
+// CLI, the shim, QEMU and passt it starts) into a network namespace of its own, with loopback and
+// a dummy interface holding TEST-NET addresses; the default route ends in that interface.
+
+/// A tiny HTTP server on one address: answers every request with `body`, until destroyed.
+class QemuHttpServer {
+public:
+    QemuHttpServer(const char* address, std::string body) : body_(std::move(body)) {
+        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        const int one = 1;
+        ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        sockaddr_in in{};
+        in.sin_family = AF_INET;
+        ::inet_pton(AF_INET, address, &in.sin_addr);
+        ok_ = ::bind(fd_, reinterpret_cast<sockaddr*>(&in), sizeof in) == 0 && ::listen(fd_, 16) == 0;
+        socklen_t length = sizeof in;
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&in), &length);
+        port_ = ntohs(in.sin_port);
+        thread_ = std::thread([this] {
+            for (;;) {
+                const int client = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+                if (client < 0) return;
+                char request[4096];
+                (void)!::read(client, request, sizeof request);
+                const std::string answer = "HTTP/1.0 200 OK\r\nContent-Length: " + std::to_string(body_.size()) +
+                                           "\r\nConnection: close\r\n\r\n" + body_;
+                (void)!::write(client, answer.data(), answer.size());
+                ::close(client);
+            }
+        });
+    }
+    ~QemuHttpServer() {
+        ::shutdown(fd_, SHUT_RDWR);
+        thread_.join();
+        ::close(fd_);
+    }
+    [[nodiscard]] bool ok() const { return ok_; }
+    [[nodiscard]] std::uint16_t port() const { return port_; }
+
+private:
+    int fd_ = -1;
+    bool ok_ = false;
+    std::uint16_t port_ = 0;
+    std::string body_;
+    std::thread thread_;
+};
+
+/// The parent pid of `pid`, or 0.
+pid_t parent_of(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), {});
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos) return 0;
+    std::istringstream fields(stat.substr(close + 2));
+    char state = 0;
+    pid_t ppid = 0;
+    fields >> state >> ppid;
+    return ppid;
+}
+
+/// Pids of running passt processes started by the shim `shim` (its keeper's PID namespace:
+/// shim, keeper, the namespace's init, passt). Other passt processes on this machine (other
+/// boxes, other test runs) do not count.
+std::vector<pid_t> passt_of(pid_t shim) {
+    std::vector<pid_t> out;
+    for (const auto& entry : fs::directory_iterator("/proc")) {
+        const auto name = entry.path().filename().string();
+        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+        std::ifstream in(entry.path() / "comm");
+        std::string comm;
+        std::getline(in, comm);
+        if (comm.rfind("passt", 0) != 0) continue;
+        const pid_t pid = std::stoi(name);
+        pid_t up = pid;
+        for (int level = 0; level < 4 && up > 1; ++level) {
+            up = parent_of(up);
+            if (up == shim) {
+                out.push_back(pid);
+                break;
+            }
+        }
+    }
+    return out;
+}
+
+/// Whether process `pid` is still there (a zombie counts as gone).
+bool process_running(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), {});
+    const auto close = stat.rfind(')');
+    return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
+}
+
+class QemuNetwork : public QemuCli {
+protected:
+    void SetUp() override {
+        QemuCli::SetUp();
+        if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (network namespaces)";
+        if (::access("/usr/bin/passt", X_OK) != 0)
+            GTEST_SKIP() << "precondition: passt is not installed (apt-get install passt)";
+        ASSERT_EQ(::unshare(CLONE_NEWNET), 0) << std::strerror(errno);
+        ASSERT_EQ(std::system(
+                      "ip link set lo up && (ip link add t0 type dummy 2>/dev/null || ip tuntap add t0 mode tap) "
+                      "&& ip addr add 198.51.100.1/24 dev t0 && ip addr add 203.0.113.1/24 dev t0 && "
+                      "ip link set t0 up && ip route add default dev t0"),
+                  0);
+    }
+    /// passt forwards the box's DNS to the namespace's loopback, where nothing answers.
+    static std::map<std::string, std::string> net_env() { return {{"BOXLITE_NET_DNS", "127.0.0.1"}}; }
+    /// `script` in a fresh box (run --rm, extra run flags first): its output, then "rc=<code>".
+    static QemuCliRun sh(const std::vector<std::string>& flags, const std::string& script) {
+        std::vector<std::string> args = {"run", "--rm"};
+        args.insert(args.end(), flags.begin(), flags.end());
+        args.insert(args.end(), {image(), "sh", "-c", "(" + script + ") 2>&1; echo rc=$?"});
+        return run(args, {}, net_env());
+    }
+    /// An HTTP GET with busybox nc; stdin stays open a while (this passt never sends its FIN to a
+    /// guest that half-closed first).
+    static std::string fetch(const std::string& host, std::uint16_t port) {
+        return "{ printf 'GET / HTTP/1.0\\r\\n\\r\\n'; sleep 2; } | nc -w 5 " + host + " " + std::to_string(port);
+    }
+    static bool answered(const std::string& out, const std::string& body) {
+        return out.find(body) != std::string::npos && out.find("rc=0\n") != std::string::npos;
+    }
+};
+
+TEST_F(QemuNetwork, TheBoxReachesTheHostLoopbackThroughTheAliasOnly) {
+    QemuHttpServer host("127.0.0.1", "hello from the host");
+    ASSERT_TRUE(host.ok());
+    const auto out = sh({}, fetch("host.boxlite.internal", host.port()) + "; echo; cat /etc/hosts /etc/resolv.conf; " +
+                                fetch("192.168.127.1", host.port()) + " || echo gateway-refused");
+    EXPECT_EQ(out.status, 0) << out;
+    EXPECT_NE(out.out.find("hello from the host"), std::string::npos) << out;
+    EXPECT_NE(out.out.find("192.168.127.254\thost.boxlite.internal"), std::string::npos) << out;
+    EXPECT_NE(out.out.find("nameserver 192.168.127.1"), std::string::npos) << out;
+    // The gateway is passt's mapping of the host's loopback too: kept for DNS alone.
+    EXPECT_NE(out.out.find("gateway-refused"), std::string::npos) << out;
+}
+
+TEST_F(QemuNetwork, APublishedTcpPortReachesAServerInTheBox) {
+    ASSERT_EQ(run({"run", "-d", "--name", "web", "-p", "127.0.0.1:18093:8000", image(), "sh", "-c",
+                   "while true; do echo hello-from-the-box | nc -l -p 8000; done"},
+                  {}, net_env())
+                  .status,
+              0);
+    std::string got;
+    for (int attempt = 0; attempt < 100 && got.find("hello-from-the-box") == std::string::npos; ++attempt) {
+        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in to{};
+        to.sin_family = AF_INET;
+        to.sin_port = htons(18093);
+        to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0) {
+            timeval timeout{5, 0};
+            ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+            char buffer[256];
+            const auto n = ::read(fd, buffer, sizeof buffer);
+            if (n > 0) got.assign(buffer, static_cast<std::size_t>(n));
+        }
+        ::close(fd);
+        if (got.find("hello-from-the-box") == std::string::npos)
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_NE(got.find("hello-from-the-box"), std::string::npos) << got;
+    EXPECT_NE(inspect("web", "{{json .NetworkSettings.Ports}}").find("18093"), std::string::npos);
+}
+
+TEST_F(QemuNetwork, APublishedUdpPortEchoesADatagram) {
+    // The echo server comes in through a read-only volume (it is static); it answers one datagram
+    // "box got <message>" and exits.
+    const auto probe = boxlite::test::built_binary("netprobe/boxlite_udp_echo_probe");
+    ASSERT_TRUE(fs::exists(probe)) << probe;
+    const auto started = run({"run", "-d", "--name", "udp", "-p", "127.0.0.1:15363:5353/udp", "-v",
+                              probe.parent_path().string() + ":/netprobe:ro", image(),
+                              "/netprobe/boxlite_udp_echo_probe", "5353"},
+                             {}, net_env());
+    ASSERT_EQ(started.status, 0) << started;
+    const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    timeval wait{1, 0};  // per attempt: datagrams sent before the server binds are lost
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(15363);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
+    std::string got;
+    for (int attempt = 0; attempt < 120 && got.empty(); ++attempt) {
+        (void)::send(fd, "ping over udp", 13, MSG_NOSIGNAL);
+        char buffer[256];
+        const auto n = ::recv(fd, buffer, sizeof buffer, 0);
+        if (n > 0) got.assign(buffer, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    EXPECT_EQ(got, "box got ping over udp");
+}
+
+TEST_F(QemuNetwork, AnAllowListLetsAListedAddressThroughAndRefusesTheRest) {
+    QemuHttpServer allowed("198.51.100.1", "allowed");
+    QemuHttpServer refused("203.0.113.1", "not allowed");
+    ASSERT_TRUE(allowed.ok() && refused.ok());
+    const auto out = sh({"--allow-net", "198.51.100.1"},
+                        fetch("198.51.100.1", allowed.port()) + "; echo; " + fetch("203.0.113.1", refused.port()));
+    EXPECT_NE(out.out.find("allowed"), std::string::npos) << out;
+    EXPECT_EQ(out.out.find("not allowed"), std::string::npos) << out;
+}
+
+TEST_F(QemuNetwork, RootInTheVmCannotUndoTheFirewall) {
+    QemuHttpServer refused("203.0.113.1", "not allowed");
+    ASSERT_TRUE(refused.ok());
+    // Root owns the guest kernel: it can change addresses, routes and use raw sockets. The
+    // firewall is in the shim, on the host, so none of it gets a frame past it.
+    const auto out = sh({"--allow-net", "198.51.100.0/24"},
+                        "ip addr add 203.0.113.7/24 dev eth0 && ip route replace default via 192.168.127.1 dev eth0 "
+                        "&& echo root-changed-the-network; " +
+                            fetch("203.0.113.1", refused.port()) +
+                            "; echo; ping -c 1 -W 2 203.0.113.1 && echo ping-got-through");
+    EXPECT_NE(out.out.find("root-changed-the-network"), std::string::npos) << out;
+    EXPECT_EQ(out.out.find("not allowed"), std::string::npos) << out;
+    EXPECT_EQ(out.out.find("ping-got-through"), std::string::npos) << out;
+}
+
+TEST_F(QemuNetwork, DisabledMeansLoopbackOnlyAndNoPasst) {
+    const auto started = run({"run", "-d", "--name", "off", "--network", "disabled", image(), "sh", "-c",
+                              "sleep 100000; true"},
+                             {}, net_env());
+    ASSERT_EQ(started.status, 0) << started;
+    const auto out = run({"exec", "off", "ls", "/sys/class/net"});
+    EXPECT_EQ(out.status, 0) << out;
+    EXPECT_EQ(out.out, "lo\n") << out;
+    const auto shim = std::atoi(inspect("off", "{{.State.Pid}}").c_str());
+    ASSERT_GT(shim, 0);
+    EXPECT_TRUE(passt_of(shim).empty());
+}
+
+TEST_F(QemuNetwork, KillingTheShimLeavesNoPasstBehind) {
+    const auto started = run({"run", "-d", "--name", "net", "-p", "127.0.0.1:18094:8000", image(), "sh", "-c",
+                              "sleep 100000; true"},
+                             {}, net_env());
+    ASSERT_EQ(started.status, 0) << started;
+    const auto shim = std::atoi(inspect("net", "{{.State.Pid}}").c_str());
+    ASSERT_GT(shim, 0);
+    const auto passt = passt_of(shim);
+    ASSERT_EQ(passt.size(), 1u);
+    ASSERT_EQ(::kill(shim, SIGKILL), 0);
+    for (int i = 0; i < 500 && process_running(passt[0]); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_FALSE(process_running(passt[0]));
+    // The published port is free again: a new listener binds it.
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    in.sin_port = htons(18094);
+    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&in), sizeof in), 0) << std::strerror(errno);
+    ::close(fd);
 }
 
 }  // namespace

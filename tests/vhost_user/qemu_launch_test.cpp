@@ -95,6 +95,33 @@ TEST(QemuLaunch, VolumesRoundTripAndBecomeVhostUserFsDevices) {
     EXPECT_TRUE(has_pair(daemon, "-o", "sandbox=namespace"));
 }
 
+TEST(QemuLaunch, TheNetworkRoundTripsAndBecomesAVhostUserNetdev) {
+    auto config = sample();
+    EXPECT_FALSE(parse_qemu_shim_config(to_json_document(config).dump())->network.enabled);
+    const auto without = qemu_argv(config, "", "boxlite-net-x");
+    EXPECT_EQ(std::find(without.begin(), without.end(), "-netdev"), without.end());  // no network: no device
+    config.network.enabled = true;
+    config.network.allow_net = {"198.51.100.0/24", "*.example.com"};
+    config.network.publish = {{false, "127.0.0.1/18080:8000"}, {true, "15353:5353"}};
+    config.network.dns = "127.0.0.1";
+    auto parsed = parse_qemu_shim_config(to_json_document(config).dump());
+    ASSERT_TRUE(parsed) << parsed.error().to_string();
+    EXPECT_TRUE(parsed->network.enabled);
+    EXPECT_EQ(parsed->network.allow_net, config.network.allow_net);
+    ASSERT_EQ(parsed->network.publish.size(), 2u);
+    EXPECT_EQ(parsed->network.publish[0].spec, "127.0.0.1/18080:8000");
+    EXPECT_TRUE(parsed->network.publish[1].udp);
+    EXPECT_EQ(parsed->network.dns, "127.0.0.1");
+    const auto argv = qemu_argv(*parsed, "", "boxlite-net-x");
+    EXPECT_TRUE(has_pair(argv, "-chardev", "socket,id=net0,path=boxlite-net-x,abstract=on"));
+    EXPECT_TRUE(has_pair(argv, "-netdev", "vhost-user,id=n0,chardev=net0"));
+    EXPECT_TRUE(has_pair(argv, "-device", "virtio-net-device,netdev=n0,mac=5a:94:ef:e4:0c:ee"));
+    // The benchmark peer: QEMU's own virtio-net on -netdev stream over an inherited socket.
+    const auto peer = qemu_stream_netdev_argv(kStreamPeerFd);
+    EXPECT_TRUE(has_pair(peer, "-netdev", "stream,id=n0,server=off,addr.type=fd,addr.str=21"));
+    EXPECT_TRUE(has_pair(peer, "-device", "virtio-net-device,netdev=n0,mac=5a:94:ef:e4:0c:ee"));
+}
+
 TEST(QemuLaunch, BadVolumesAreRefused) {
     struct Case {
         QemuVolume volume;

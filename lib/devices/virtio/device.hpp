@@ -22,7 +22,7 @@
 namespace boxlite::devices::virtio {
 
 /// Device IDs (virtio 1.2 §5).
-enum class DeviceType : std::uint32_t { Block = 2, Console = 3, Rng = 4, Vsock = 19 };
+enum class DeviceType : std::uint32_t { Net = 1, Block = 2, Console = 3, Rng = 4, Vsock = 19 };
 
 /// How a device tells the driver about completions or a config change.
 class Interrupt {

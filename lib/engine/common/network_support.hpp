@@ -1,28 +1,44 @@
-// What a VM engine says about network options it cannot honour yet: one wording for every VM
-// engine (docs/networking.md). A VM box with the default network still starts: it has no network
-// device, so loopback only.
+// The box network as the engines see it (docs/networking.md): the checks every engine with a
+// network device makes at create and start, the host ports of `-p` picked or checked once, and
+// what an engine without a network device says.
 #pragma once
 
 #include <boxlite/box_config.hpp>
 #include <boxlite/error.hpp>
 
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace boxlite::engine {
 
+/// Config errors for network options that cannot work together or are malformed: ports with the
+/// network disabled, and an allow_net entry the firewall's own parser (lib/net) refuses.
+[[nodiscard]] BoxliteResult<void> check_network_options(const BoxConfig& box);
+
+/// The box's published ports with their host ports checked (or picked, for 0 or none) now: two
+/// boxes on one host port get a clear Config error here, rather than a passt that could not bind
+/// it. A picked port is free when checked; another program could still take it before passt
+/// binds it.
+[[nodiscard]] BoxliteResult<std::vector<PortSpec>> publish_ports(const BoxConfig& box);
+
+/// A published port as passt's -t/-u takes it: "[ADDR/]HOSTPORT:BOXPORT" (no address for any).
+[[nodiscard]] std::string passt_port_spec(const PortSpec& bound);
+
 /// Unsupported, naming the engine, the box and the first published port or allow_net entry, when
-/// `box` asks for either; success otherwise.
+/// `box` asks for either on an engine whose VM has no network device (the kvm engine: its Linux
+/// guest cannot boot on this machine kind, so its device attach waits); success otherwise.
 [[nodiscard]] inline BoxliteResult<void> refuse_network_without_device(std::string_view kind, const BoxConfig& box) {
     const auto& o = box.options;
     if (!o.ports.empty())
         return fail(ErrorKind::Unsupported,
                     "box {}: the {} engine cannot publish ports yet (its VM has no network device); {} port "
-                    "mapping(s) asked for — remove -p or use the namespace engine (--engine namespace)",
+                    "mapping(s) asked for — remove -p or use the qemu or namespace engine (--engine qemu)",
                     box.id, kind, o.ports.size());
     if (!o.network.allow_net.empty())
         return fail(ErrorKind::Unsupported,
                     "box {}: the {} engine has no network device yet, so --allow-net ('{}') cannot be enforced; "
-                    "remove --allow-net or use the namespace engine (--engine namespace)",
+                    "remove --allow-net or use the qemu or namespace engine (--engine qemu)",
                     box.id, kind, o.network.allow_net.front());
     return {};
 }

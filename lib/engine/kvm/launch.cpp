@@ -59,6 +59,7 @@ nlohmann::json to_json_document(const GuestLaunchConfig& c) {
                                {"env", env},       {"working_dir", c.working_dir}, {"user", c.user},
                                {"rlimits", limits}};
     if (c.power_off_when_ready) document["power_off_when_ready"] = true;
+    if (c.network) document["network"] = true;
     if (!c.volumes.empty()) {
         nlohmann::json volumes = nlohmann::json::array();
         for (const auto& v : c.volumes)
@@ -92,6 +93,7 @@ BoxliteResult<GuestLaunchConfig> parse_guest_launch(std::string_view text) {
         };
         c.rlimits = {limit("nofile"), limit("fsize"), limit("cpu"), limit("nproc")};
         c.power_off_when_ready = j.value("power_off_when_ready", false);
+        c.network = j.value("network", false);
         for (const auto& entry : j.value("volumes", nlohmann::json::array())) {
             GuestVolume v{entry.at("tag").get<std::string>(), entry.at("path").get<std::string>(),
                           entry.value("read_only", false)};

@@ -175,6 +175,9 @@ struct GuestLaunchConfig {
     /// Tests only: the agent powers the VM off as soon as it listens (boot checks without vsock).
     bool power_off_when_ready = false;
     std::vector<GuestVolume> volumes;
+    /// The VM has our virtio-net device: the agent loads virtio_net and brings up eth0 with the
+    /// box network's addresses (docs/networking.md), /etc/hosts and /etc/resolv.conf.
+    bool network = false;
 };
 
 nlohmann::json to_json_document(const GuestLaunchConfig& config);

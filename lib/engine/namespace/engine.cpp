@@ -3,6 +3,7 @@
 #include <boxlite/engine/namespace_engine.hpp>
 
 #include "engine/common/helper_binary.hpp"
+#include "engine/common/network_support.hpp"
 #include "engine/common/shim_spawn.hpp"
 #include "engine/common/watchdog.hpp"
 #include "engine/namespace/launch.hpp"
@@ -108,69 +109,9 @@ NamespaceEngine::NamespaceEngine(NamespaceEngineOptions options) : options_(std:
     if (!agent) missing_helpers_ += (missing_helpers_.empty() ? "" : "; ") + agent.error().message();
 }
 
-namespace {
-
-// The host ports of a box's published ports, checked (or picked, for 0 or none) now: two boxes on
-// one host port get a clear error here, rather than a passt that could not bind it. A picked port
-// is free when checked; another program could still take it before passt binds it.
-BoxliteResult<std::vector<PortSpec>> publish_ports(const BoxConfig& config) {
-    std::vector<PortSpec> out;
-    for (auto port : config.options.ports) {
-        const bool v6 = port.host_ip.find(':') != std::string::npos;
-        const bool udp = port.protocol == PortProtocol::Udp;
-        const int fd = ::socket(v6 ? AF_INET6 : AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
-        if (fd < 0) return fail_errno(ErrorKind::Engine, "socket for a published port", errno);
-        if (!udp) {
-            const int one = 1;  // as passt binds: a port in TIME_WAIT is free, a listener is not
-            ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        }
-        sockaddr_storage address{};
-        socklen_t length = 0;
-        const std::uint16_t wanted = port.host_port.value_or(0);
-        if (v6) {
-            auto* in6 = reinterpret_cast<sockaddr_in6*>(&address);
-            in6->sin6_family = AF_INET6;
-            in6->sin6_port = htons(wanted);
-            ::inet_pton(AF_INET6, port.host_ip.c_str(), &in6->sin6_addr);
-            length = sizeof *in6;
-        } else {
-            auto* in = reinterpret_cast<sockaddr_in*>(&address);
-            in->sin_family = AF_INET;
-            in->sin_port = htons(wanted);
-            ::inet_pton(AF_INET, port.host_ip.c_str(), &in->sin_addr);
-            length = sizeof *in;
-        }
-        const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&address), length) == 0 &&
-                           (udp || ::listen(fd, 1) == 0);
-        const int error = errno;
-        if (bound) ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-        ::close(fd);
-        if (!bound) {
-            if (error == EADDRINUSE) {
-                return fail(ErrorKind::Config,
-                            "box {}: host port {} ({}) is already in use, by another box or program; choose "
-                            "another host port, or leave it out (or 0) to get a free one",
-                            config.id, wanted, fmt::format("{}", port));
-            }
-            return fail_errno(ErrorKind::Config, fmt::format("box {}: binding host port {}", config.id, port), error);
-        }
-        port.host_port = ntohs(v6 ? reinterpret_cast<sockaddr_in6*>(&address)->sin6_port
-                                  : reinterpret_cast<sockaddr_in*>(&address)->sin_port);
-        out.push_back(port);
-    }
-    return out;
-}
-
-}  // namespace
-
 BoxliteResult<void> NamespaceEngine::supports(const BoxConfig& config) {
     const auto& options = config.options;
-    if (!options.ports.empty() && options.network.mode == NetworkMode::Disabled) {
-        return fail(ErrorKind::Config,
-                    "box {} publishes ports ({}) but its network is disabled; enable the network "
-                    "or drop the port mappings",
-                    config.id, fmt::format("{}", fmt::join(options.ports, ", ")));
-    }
+    BOXLITE_TRY_VOID(engine::check_network_options(config));
     if (options.disk_size_gb) {
         // The disk limit is an ext4 image on a loop device (lib/shim/namespace_mode.cpp); never
         // silently ignored.
@@ -185,13 +126,6 @@ BoxliteResult<void> NamespaceEngine::supports(const BoxConfig& config) {
                         "disk_size_gb ({} GB) of box {} needs mkfs.ext4 (e2fsprogs), which is not installed; "
                         "leave the disk size unset (no limit) or install e2fsprogs",
                         *options.disk_size_gb, config.id);
-        }
-    }
-    if (options.network.mode == NetworkMode::Enabled) {
-        // The firewall's own parser, stricter than the syntax check of BoxOptions (a CIDR with
-        // bits set after its prefix, host.boxlite.internal:PORT): refused at create, not at start.
-        if (auto allow = net::AllowList::parse(options.network.allow_net); !allow) {
-            return fail(ErrorKind::Config, "box {}: {}", config.id, allow.error().message());
         }
     }
     return {};
@@ -237,12 +171,10 @@ BoxliteResult<EngineHandle> NamespaceEngine::start(const EngineLaunch& launch) {
         spawn.keep_ready_channel = true;
         if (launch.box_lock_fd >= 0) spawn.extra_fds.emplace_back("lock-fd", launch.box_lock_fd);
     }
-    BOXLITE_TRY(const auto published, publish_ports(config));
+    BOXLITE_TRY(const auto published, engine::publish_ports(config));
     for (const auto& port : published) {
-        const bool any = port.host_ip == "0.0.0.0" || port.host_ip == "::";
         spawn.args.insert(spawn.args.end(), {port.protocol == PortProtocol::Udp ? "--publish-udp" : "--publish-tcp",
-                                             fmt::format("{}{}{}:{}", any ? "" : port.host_ip, any ? "" : "/",
-                                                         *port.host_port, port.guest_port)});
+                                             engine::passt_port_spec(port)});
     }
     engine::WatchdogPipe watchdog;
     if (!config.options.detach) {

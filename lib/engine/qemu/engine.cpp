@@ -127,14 +127,33 @@ BoxliteResult<void> add_volumes(const BoxConfig& box, const fs::path& box_dir, Q
     return {};
 }
 
+/// The box network: our virtio-net over vhost-user, pumped by the shim to passt through the
+/// firewall; the agent brings up eth0.
+BoxliteResult<void> add_network(const BoxConfig& box, const std::vector<PortSpec>& published, QemuShimConfig& config) {
+    config.network.enabled = true;
+    config.network.allow_net = box.options.network.allow_net;
+    for (const auto& port : published)
+        config.network.publish.push_back(
+            QemuPublishedPort{port.protocol == PortProtocol::Udp, engine::passt_port_spec(port)});
+    if (const char* passt = std::getenv("BOXLITE_PASST"); passt != nullptr && *passt != '\0')
+        config.network.passt = passt;
+    // Where passt sends the box's DNS (default: the host's resolv.conf); tests point it at their
+    // own server.
+    if (const char* dns = std::getenv("BOXLITE_NET_DNS"); dns != nullptr && *dns != '\0') config.network.dns = dns;
+    BOXLITE_TRY(auto guest, vmm::parse_guest_launch(config.vm.guest_launch.dump()));
+    guest.network = true;
+    config.vm.guest_launch = vmm::to_json_document(guest);
+    return {};
+}
+
 }  // namespace
 
 BoxliteResult<EngineHandle> start(const QemuEngineOptions& options, const EngineLaunch& launch) {
     if (!launch.config) return fail(ErrorKind::InvalidArgument, "qemu engine: launch without a box config");
     const auto& box = *launch.config;
     const fs::path box_dir = launch.box_dir;
-    // What this engine cannot honour yet is refused, not ignored (before anything is made).
-    BOXLITE_TRY_VOID(engine::refuse_network_without_device("qemu", box));
+    // Network options that cannot work are Config errors before anything is made.
+    BOXLITE_TRY_VOID(engine::check_network_options(box));
     BOXLITE_TRY(auto host, resolve_qemu_host(options));
     BOXLITE_TRY(auto shim, engine::locate_helper_binary("boxlite-shim-qemu", "BOXLITE_SHIM_QEMU", options.shim));
     auto since = [](Clock::time_point start) { return std::chrono::nanoseconds(Clock::now() - start); };
@@ -161,6 +180,11 @@ BoxliteResult<EngineHandle> start(const QemuEngineOptions& options, const Engine
     QemuShimConfig config;
     BOXLITE_TRY(config.vm, vmm::make_vm_shim_config(vm_options, launch, kernel, initrd, disk));
     BOXLITE_TRY_VOID(add_volumes(box, box_dir, config));
+    std::vector<PortSpec> published;
+    if (box.options.network.mode == NetworkMode::Enabled) {
+        BOXLITE_TRY(published, engine::publish_ports(box));
+        BOXLITE_TRY_VOID(add_network(box, published, config));
+    }
     config.qemu = host.qemu.string();
     config.accel = host.accel;
     if (launch.timings) launch.timings->guest_assets = since(t_assets);
@@ -190,6 +214,7 @@ BoxliteResult<EngineHandle> start(const QemuEngineOptions& options, const Engine
     handle.pid_start_time = process_start_time(pid).value_or(0);
     const fs::path uds = config.vm.vsock_uds;
     handle.endpoint = fmt::format("vsock-uds:{}:{}", uds.string(), options.agent_port);
+    handle.ports = published;  // as bound: `ls`, `inspect` and BoxInfo show the picked host ports
     const auto t_boot = Clock::now();
     const auto deadline = t_boot + options.boot_timeout;
     while (Clock::now() < deadline) {

@@ -14,6 +14,14 @@ nlohmann::json to_json_document(const QemuShimConfig& config) {
         j["qemu"]["volumes"] = volumes;
         j["qemu"]["virtiofsd"] = config.virtiofsd;
     }
+    if (config.network.enabled) {
+        auto publish = nlohmann::json::array();
+        for (const auto& p : config.network.publish) publish.push_back({{"udp", p.udp}, {"spec", p.spec}});
+        j["qemu"]["network"] = {{"allow_net", config.network.allow_net},
+                                {"publish", publish},
+                                {"passt", config.network.passt},
+                                {"dns", config.network.dns}};
+    }
     return j;
 }
 
@@ -30,6 +38,16 @@ BoxliteResult<QemuShimConfig> parse_qemu_shim_config(std::string_view text) {
         for (const auto& v : q.value("volumes", nlohmann::json::array()))
             config.volumes.push_back(QemuVolume{v.at("tag").get<std::string>(), v.at("host_path").get<std::string>(),
                                                 v.value("read_only", false)});
+        if (q.contains("network") && !q["network"].is_null()) {
+            const auto& n = q["network"];
+            config.network.enabled = true;
+            config.network.allow_net = n.value("allow_net", std::vector<std::string>{});
+            for (const auto& p : n.value("publish", nlohmann::json::array()))
+                config.network.publish.push_back(
+                    QemuPublishedPort{p.value("udp", false), p.at("spec").get<std::string>()});
+            config.network.passt = n.value("passt", std::string());
+            config.network.dns = n.value("dns", std::string());
+        }
     } catch (const std::exception& e) {
         return fail(ErrorKind::Config, "qemu shim config: the \"qemu\" object is missing or malformed: {}", e.what());
     }
@@ -57,7 +75,8 @@ BoxliteResult<QemuShimConfig> parse_qemu_shim_config(std::string_view text) {
     return config;
 }
 
-std::vector<std::string> qemu_argv(const QemuShimConfig& config, const std::string& initrd) {
+std::vector<std::string> qemu_argv(const QemuShimConfig& config, const std::string& initrd,
+                                   const std::string& net_address) {
     const auto& vm = config.vm;
     const bool kvm = config.accel == "kvm";
     std::vector<std::string> argv{
@@ -108,7 +127,24 @@ std::vector<std::string> qemu_argv(const QemuShimConfig& config, const std::stri
         argv.insert(argv.end(), {"-chardev", fmt::format("socket,id=fs{},fd={}", i, kFirstVolumeFd + int(i)), "-device",
                                  fmt::format("vhost-user-fs-device,chardev=fs{},tag={}", i, config.volumes[i].tag)});
     }
+    if (config.network.enabled && !net_address.empty()) {
+        // QEMU's virtio-net model talks to the driver (config space, control queue); the rx and
+        // tx rings are ours, over vhost-user. No offloads: the back end offers none.
+        const auto& m = kBoxMac;
+        argv.insert(argv.end(),
+                    {"-chardev", fmt::format("socket,id=net0,path={},abstract=on", net_address), "-netdev",
+                     "vhost-user,id=n0,chardev=net0", "-device",
+                     fmt::format("virtio-net-device,netdev=n0,mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0],
+                                 m[1], m[2], m[3], m[4], m[5])});
+    }
     return argv;
+}
+
+std::vector<std::string> qemu_stream_netdev_argv(int fd) {
+    const auto& m = kBoxMac;
+    return {"-netdev", fmt::format("stream,id=n0,server=off,addr.type=fd,addr.str={}", fd), "-device",
+            fmt::format("virtio-net-device,netdev=n0,mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2],
+                        m[3], m[4], m[5])};
 }
 
 std::vector<std::string> virtiofsd_argv(const QemuShimConfig& config, const QemuVolume& volume, int listen_fd) {

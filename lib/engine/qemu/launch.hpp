@@ -9,6 +9,10 @@
 // vsock back end, fd 4 to our vhost-user-blk back end; its stdout is the serial console, which
 // the shim copies into console.log under a cap.
 //
+// Network: with `network.enabled`, `-netdev vhost-user` + `virtio-net-device` on a chardev that
+// connects to our vhost-user-net back end (lib/devices/virtio/net) at an abstract UNIX address:
+// QEMU 7.2's vhost-user netdev refuses a chardev on an inherited descriptor.
+//
 // Volumes: one virtiofsd (Debian's C virtiofsd, /usr/lib/qemu/virtiofsd) per volume, started by
 // the shim. Volume i is QEMU's fd kFirstVolumeFd + i, a connected socket to that virtiofsd, and
 // a `vhost-user-fs-device` with the volume's tag; the agent mounts the tag (GuestVolume).
@@ -18,6 +22,7 @@
 
 #include <boxlite/error.hpp>
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -33,6 +38,8 @@ inline constexpr int kBlockBackendFd = 4;
 inline constexpr int kFirstVolumeFd = 5;
 /// At most this many volumes per box on the qemu engine (a virtiofsd process each).
 inline constexpr std::size_t kMaxVolumes = 16;
+/// The box's MAC address (upstream's; the namespace engine's eth0 has the same).
+inline constexpr std::array<std::uint8_t, 6> kBoxMac = {0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee};
 inline constexpr const char* kDefaultVirtiofsd = "/usr/lib/qemu/virtiofsd";
 
 /// One host folder a virtiofsd serves: an absolute host directory, its virtio-fs tag, and
@@ -43,9 +50,26 @@ struct QemuVolume {
     bool read_only = false;
 };
 
+/// A published port as passt's -t/-u takes it: "[ADDR/]HOSTPORT:BOXPORT".
+struct QemuPublishedPort {
+    bool udp = false;
+    std::string spec;
+};
+
+/// The box network (docs/networking.md): our virtio-net served over vhost-user, its frames pumped
+/// by the shim through the egress firewall to a passt the shim starts.
+struct QemuNetwork {
+    bool enabled = false;
+    std::vector<std::string> allow_net;  ///< the firewall's allow list (lib/net/firewall.hpp)
+    std::vector<QemuPublishedPort> publish;
+    std::string passt;  ///< passt's binary; empty: found in /usr/bin
+    std::string dns;    ///< where passt forwards the box's DNS; empty: the host's resolv.conf
+};
+
 struct QemuShimConfig {
     vmm::KvmShimConfig vm;
     std::vector<QemuVolume> volumes;
+    QemuNetwork network;
     std::string virtiofsd = kDefaultVirtiofsd;         ///< absolute path; used when volumes is not empty
     std::string qemu = "/usr/bin/qemu-system-x86_64";  ///< absolute path
     std::string accel = "tcg";                         ///< "kvm" or "tcg"
@@ -56,8 +80,17 @@ struct QemuShimConfig {
 [[nodiscard]] BoxliteResult<QemuShimConfig> parse_qemu_shim_config(std::string_view text);
 
 /// The whole QEMU command line (argv[0] is the binary). `initrd` is the file the shim made (the
-/// launch document in front of the base initramfs); empty: none.
-[[nodiscard]] std::vector<std::string> qemu_argv(const QemuShimConfig& config, const std::string& initrd);
+/// launch document in front of the base initramfs); empty: none. `net_address`: the abstract UNIX
+/// address (without its leading NUL) where the shim's vhost-user-net back end listens, used when
+/// the network is enabled.
+[[nodiscard]] std::vector<std::string> qemu_argv(const QemuShimConfig& config, const std::string& initrd,
+                                                 const std::string& net_address = {});
+
+/// The benchmark peer's network (BOXLITE_QEMU_NET_PEER=stream in the shim): QEMU's own
+/// virtio-net on `-netdev stream` over the connected socket `fd` (passt's peer), the box's MAC.
+[[nodiscard]] std::vector<std::string> qemu_stream_netdev_argv(int fd);
+/// QEMU's descriptor for that socket (after every volume's).
+inline constexpr int kStreamPeerFd = kFirstVolumeFd + static_cast<int>(kMaxVolumes);
 
 /// virtiofsd's command line for `volume`, its vhost-user listening socket on `listen_fd`
 /// (argv[0] is the binary). Sandboxed in its own namespaces (pid, mount, net) with pivot_root

@@ -1,21 +1,25 @@
 // libFuzzer target: the guest writes anything it likes into the descriptor tables and rings;
-// popping chains and serving them as virtio-blk requests, virtio-vsock packets or virtio-console
-// data must never touch memory outside guest RAM, loop, or allocate without bound.
+// popping chains and serving them as virtio-blk requests, virtio-vsock packets, virtio-console
+// data or virtio-net frames must never touch memory outside guest RAM, loop, or allocate without
+// bound.
 //
 // Input: byte 0 = log2 queue size (mod 9); byte 1 = bit 0 event-idx, bit 1 indirect descriptors,
-// bits 2-3 the device (0 blk, 1 vsock, 2 console, 3 blk); the rest = the first bytes of a
+// bits 2-3 the device (0 blk, 1 vsock, 2 console, 3 net); the rest = the first bytes of a
 // 64 KiB guest RAM image. Queue q's descriptor table is at q * 8 KiB, its available ring right
 // after it, its used ring after that (packed, so short inputs reach every structure of queue
 // 0); buffers anywhere. vsock: queue 0 rx, 1 tx (the guest's packets), 2 event; console:
-// queue 0 receive (host input goes there), 1 transmit. Seeds: corpus/ (see corpus/README).
+// queue 0 receive (host input goes there), 1 transmit; net: queue 0 rx (two frames from the host
+// side wait for it), 1 tx (the guest's frames). Seeds: corpus/ (see corpus/README).
 #include "devices/virtio/blk/device.hpp"
 #include "devices/virtio/console/device.hpp"
+#include "devices/virtio/net/device.hpp"
 #include "devices/virtio/queue.hpp"
 #include "devices/virtio/vsock/device.hpp"
 #include "memory/guest_memory.hpp"
 
 #include "../memory_backend.hpp"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -68,6 +72,23 @@ VsockDevice& vsock_device() {
     return *device;
 }
 
+/// One device for the whole run (it starts a thread) and the host end of its socket pair.
+struct NetUnderTest {
+    std::shared_ptr<NetDevice> device;
+    base::OwnedFd host;
+};
+NetUnderTest& net_device() {
+    static NetUnderTest net = [] {
+        auto created = NetDevice::create({2, 0, 0, 0, 0, 1}, 256 * 1024);
+        if (!created) std::abort();
+        NetUnderTest out;
+        out.device = *created;
+        out.host = out.device->take_host_end();
+        return out;
+    }();
+    return net;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -82,6 +103,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // The vsock device's thread reads guest memory only while it is active: stop it before
     // the RAM is rewritten under it.
     vsock_device().reset();
+    net_device().device->reset();
     auto ram = *memory.slice(0, kRam);
     auto load = [&] {
         std::memset(ram.data(), 0, ram.size());
@@ -125,6 +147,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (console.activate({&memory, std::span(queues, 2), &interrupt, features})) {
             console.queue_notify(1);
             console.queue_notify(0);
+        }
+    } else if (which == 3) {
+        auto& net = net_device();
+        // Whatever the guest sent last time goes; two frames from the host wait for rx buffers.
+        char drain[2048];
+        while (::recv(net.host.get(), drain, sizeof drain, MSG_DONTWAIT) > 0) {}
+        const std::size_t frame = std::min<std::size_t>(size, 1514);
+        if (frame >= NetDevice::kMinFrame) {
+            (void)::send(net.host.get(), data, frame, MSG_DONTWAIT);
+            (void)::send(net.host.get(), data, NetDevice::kMinFrame, MSG_DONTWAIT);
+        }
+        for (std::uint16_t q = 0; q < 2; ++q) configure(queues[q], q, queue_size, features);
+        if (net.device->activate({&memory, std::span(queues, 2), &interrupt, features})) {
+            net.device->queue_notify(1);
+            net.device->queue_notify(0);
+            net.device->reset();
         }
     } else {
         configure(queues[0], 0, queue_size, features);
