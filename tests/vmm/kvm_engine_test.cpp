@@ -7,6 +7,7 @@
 
 #include "qcow2/qcow2_image.hpp"
 #include "vmm/file.hpp"
+#include "engine/common/volumes.hpp"
 #include "engine/kvm/launch.hpp"
 #include "engine/kvm/probe.hpp"
 
@@ -470,21 +471,47 @@ TEST_F(KvmLaunch, MaxMemoryCapsTheGuestRam) {
     EXPECT_NE(refused.error().message().find("max_memory"), std::string::npos);
 }
 
-TEST_F(KvmLaunch, VolumesAndPortsAreRefusedNotDropped) {
-    box.options.volumes = {{"/srv/data", "/data", false}};
-    auto volumes = config();
-    ASSERT_FALSE(volumes);
-    EXPECT_EQ(volumes.error().kind(), ErrorKind::Unsupported);
-    EXPECT_NE(volumes.error().message().find("volumes need virtiofs, not built for the kvm engine yet"),
-              std::string::npos)
-        << volumes.error().message();
-    EXPECT_NE(volumes.error().message().find("-v /srv/data:/data"), std::string::npos) << volumes.error().message();
-    box.options.volumes = {{"", "/scratch", true}};  // an anonymous volume is refused the same way
-    auto anonymous = config();
-    ASSERT_FALSE(anonymous);
-    EXPECT_EQ(anonymous.error().kind(), ErrorKind::Unsupported);
-    EXPECT_NE(anonymous.error().message().find("-v /scratch:ro"), std::string::npos) << anonymous.error().message();
-    box.options.volumes.clear();
+// Volumes are served on the kvm engine (virtiofsd through the VMM's vhost-user frontend): each
+// becomes a share the shim starts a virtiofsd for, and a mount in the guest launch document.
+TEST_F(KvmLaunch, VolumesBecomeVirtiofsdSharesAndGuestMounts) {
+    if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (volumes on the VM engines need root)";
+    const auto folder = std::filesystem::temp_directory_path() / fmt::format("boxlite-kvm-volume-{}", ::getpid());
+    std::filesystem::create_directories(folder / "in");
+    box.options.volumes = {{(folder / "in").string(), "/data/in", true}, {folder.string(), "/data", false}};
+    auto c = config();
+    ASSERT_TRUE(c) << c.error().to_string();
+    EXPECT_TRUE(c->volumes.empty()) << "make_shim_config leaves volumes to the engine's start";
+    ASSERT_TRUE(engine::add_vm_volumes("kvm", box, folder, c->virtiofsd, c->volumes, c->guest_launch));
+    ASSERT_EQ(c->volumes.size(), 2u);
+    EXPECT_EQ(c->volumes[0].tag, "vol0");
+    EXPECT_EQ(c->volumes[0].host_path, (folder / "in").string());
+    EXPECT_TRUE(c->volumes[0].read_only);
+    EXPECT_EQ(c->virtiofsd.front(), '/');
+    auto parsed = vmm::parse_shim_config(vmm::to_json_document(*c).dump());
+    ASSERT_TRUE(parsed) << parsed.error().to_string();
+    ASSERT_EQ(parsed->volumes.size(), 2u);
+    EXPECT_EQ(parsed->volumes[1].tag, "vol1");
+    EXPECT_EQ(parsed->virtiofsd, c->virtiofsd);
+    auto guest = vmm::parse_guest_launch(parsed->guest_launch.dump());
+    ASSERT_TRUE(guest) << guest.error().to_string();
+    ASSERT_EQ(guest->volumes.size(), 2u);
+    EXPECT_EQ(guest->volumes[0].path, "/data") << "the shallower mount first";
+    EXPECT_EQ(guest->volumes[1].path, "/data/in");
+    EXPECT_TRUE(guest->volumes[1].read_only);
+    // A host path that is a file is refused naming the engine.
+    std::ofstream(folder / "file") << "x";
+    box.options.volumes = {{(folder / "file").string(), "/f", false}};
+    std::string virtiofsd;
+    std::vector<engine::VirtiofsShare> shares;
+    nlohmann::json document = c->guest_launch;
+    auto file = engine::add_vm_volumes("kvm", box, folder, virtiofsd, shares, document);
+    ASSERT_FALSE(file);
+    EXPECT_NE(file.error().message().find("the kvm engine shares folders"), std::string::npos)
+        << file.error().message();
+    std::filesystem::remove_all(folder);
+}
+
+TEST_F(KvmLaunch, PortsAreRefusedNotDropped) {
     box.options.ports = {PortSpec{8080, 80}};
     auto ports = config();
     ASSERT_FALSE(ports);

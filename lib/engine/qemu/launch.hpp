@@ -14,6 +14,7 @@
 // a `vhost-user-fs-device` with the volume's tag; the agent mounts the tag (GuestVolume).
 #pragma once
 
+#include "engine/common/volumes.hpp"
 #include "engine/kvm/launch.hpp"
 
 #include <boxlite/error.hpp>
@@ -32,16 +33,11 @@ inline constexpr int kBlockBackendFd = 4;
 /// Volume i's virtiofsd socket is QEMU's fd kFirstVolumeFd + i.
 inline constexpr int kFirstVolumeFd = 5;
 /// At most this many volumes per box on the qemu engine (a virtiofsd process each).
-inline constexpr std::size_t kMaxVolumes = 16;
-inline constexpr const char* kDefaultVirtiofsd = "/usr/lib/qemu/virtiofsd";
+inline constexpr std::size_t kMaxVolumes = engine::kMaxVmVolumes;
+using engine::kDefaultVirtiofsd;
 
-/// One host folder a virtiofsd serves: an absolute host directory, its virtio-fs tag, and
-/// whether the shim exports a read-only bind of it (read-only enforced on the host).
-struct QemuVolume {
-    std::string tag;
-    std::string host_path;
-    bool read_only = false;
-};
+/// One host folder a virtiofsd serves (engine/common/virtiofsd.hpp, shared with the kvm engine).
+using QemuVolume = engine::VirtiofsShare;
 
 struct QemuShimConfig {
     vmm::KvmShimConfig vm;
