@@ -96,8 +96,8 @@ BoxliteResult<Vm> build_vm(const vmm::KvmShimConfig& config, const std::shared_p
         BOXLITE_TRY(auto vsock, devices::virtio::VsockDevice::create(config.guest_cid, config.vsock_uds));
         BOXLITE_TRY_VOID(vm.devices->add_virtio_device(vsock));
     }
-    if (config.rng) BOXLITE_TRY_VOID(vm.devices->add_virtio_device(std::make_shared<devices::virtio::RngDevice>()));
-    BOXLITE_TRY_VOID(vm.devices->add_virtio_device(std::make_shared<devices::virtio::ConsoleDevice>(sink)));
+    // Volumes before the rng and the console: a tiny test guest without disk and vsock finds the
+    // first one in the first window (tests/guests/virtio_fs.S); Linux mounts them by tag.
     for (std::size_t i = 0; i < config.volumes.size() && i < daemons.size(); ++i) {
         BOXLITE_TRY(auto options, vhost_user::virtio_fs_options(config.volumes[i].tag));
         auto fs = vhost_user::FrontendDevice::create(vhost_user::Frontend(std::move(daemons[i].frontend_end)),
@@ -107,6 +107,8 @@ BoxliteResult<Vm> build_vm(const vmm::KvmShimConfig& config, const std::shared_p
                 fmt::format("virtiofsd for volume {} ({})", config.volumes[i].tag, config.volumes[i].host_path)));
         BOXLITE_TRY_VOID(vm.devices->add_virtio_device(*fs));
     }
+    if (config.rng) BOXLITE_TRY_VOID(vm.devices->add_virtio_device(std::make_shared<devices::virtio::RngDevice>()));
+    BOXLITE_TRY_VOID(vm.devices->add_virtio_device(std::make_shared<devices::virtio::ConsoleDevice>(sink)));
 
     vmm::AcpiConfig acpi;
     acpi.vcpus = config.cpus;

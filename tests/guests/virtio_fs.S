@@ -6,8 +6,9 @@
 #   FUSE_INIT 7.31, FUSE_LOOKUP "hello.txt" in the root (node 1), FUSE_OPEN of the node it
 #   found (read-only), FUSE_READ of up to 256 bytes at offset 0 with the handle it got.
 # Each reply must echo the request's unique id and carry error 0. The READ reply stays at
-# READ_OUT (16-byte header, then the file's bytes) for the test to compare with the file.
-# Result port: 0 = success; 1..7 the handshake (virtio_mmio.inc); 8+ a step below.
+# READ_OUT (16-byte header, then the file's bytes) for the test to compare with the file, and
+# the bytes are echoed to COM1 (so a test through boxlite-shim-kvm finds them in console.log).
+# Result port: 0 = success; 1..7 the handshake (virtio_mmio.inc); 8..21 a step below.
     .code32
     .globl _start
 
@@ -120,7 +121,28 @@ _start:
     movl $0, READ_IN+72                 # flags
     movl $0, READ_IN+76
     fuse_call 3, READ_IN, IN_HEADER+40, READ_OUT, OUT_HEADER+READ_SIZE, 4, 18
-    xor %eax, %eax
+
+    # Echo the bytes read to COM1 (the shim's console.log): length = reply length - header.
+    mov READ_OUT, %ecx
+    sub $OUT_HEADER, %ecx
+    cmp $READ_SIZE, %ecx
+    jbe 4f
+    mov $21, %eax                       # a reply longer than asked for
+    jmp report
+4:  mov $READ_OUT+OUT_HEADER, %esi
+5:  test %ecx, %ecx
+    jz 7f
+    mov $kCom1Port+5, %dx               # LSR
+6:  inb %dx, %al
+    test $0x20, %al                     # THR empty?
+    jz 6b
+    mov $kCom1Port, %dx
+    movb (%esi), %al
+    outb %al, %dx
+    inc %esi
+    dec %ecx
+    jmp 5b
+7:  xor %eax, %eax
 
 report:
     mov $kTestResultPort, %dx

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 namespace boxlite {
 namespace {
@@ -206,6 +207,65 @@ TEST_F(ShimFixture, RunsATinyGuestWithEveryDeviceAndExitsOnPowerOff) {
     EXPECT_EQ(wait_exit(shim.pid), 0);
     EXPECT_EQ(read(dir / "console.log"), "hello from a tiny guest\n");
     EXPECT_FALSE(fs::exists(dir / "vsock.sock")) << "the vsock socket is removed on exit";
+}
+
+/// The pids of the processes whose command line has `text` (/proc/<pid>/cmdline, NULs and all).
+std::vector<pid_t> processes_with(const std::string& text) {
+    std::vector<pid_t> pids;
+    for (const auto& entry : fs::directory_iterator("/proc")) {
+        const auto name = entry.path().filename().string();
+        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+        std::ifstream in(entry.path() / "cmdline", std::ios::binary);
+        const std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        if (cmdline.find(text) != std::string::npos) pids.push_back(static_cast<pid_t>(std::stol(name)));
+    }
+    return pids;
+}
+
+// A volume through the whole shim: boxlite-shim-kvm starts virtiofsd for the share (read-only
+// bind in its private mount namespace), attaches the virtio-fs device through its vhost-user
+// frontend, and the tiny guest (tests/guests/virtio_fs.S) reads the file over FUSE and echoes
+// it on COM1; when the guest powers off, the shim ends and reaps virtiofsd.
+TEST_F(ShimFixture, AVolumeIsServedByVirtiofsdThroughTheShimsVhostUserFrontend) {
+    if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (virtiofsd needs a private mount namespace)";
+    fs::create_directories(dir / "share");
+    const std::string contents = "a file in a kvm engine volume\n";
+    std::ofstream(dir / "share" / "hello.txt") << contents;
+    vmm::KvmShimConfig config;
+    config.box_id = "tiny-volume";
+    config.memory_mib = 16;
+    config.rng = false;  // the volume is then the first virtio-mmio window
+    config.flat32_image = std::string(BOXLITE_TEST_GUEST_DIR) + "/virtio_fs.bin";
+    config.console_log = (dir / "console.log").string();
+    config.volumes = {{"vol0", (dir / "share").string(), true}};
+    config.virtiofsd = engine::kDefaultVirtiofsd;
+    auto shim = spawn_shim(vmm::to_json_document(config).dump());
+    ASSERT_EQ(shim.ready, fmt::format("ok {}", shim.pid));
+    EXPECT_EQ(wait_exit(shim.pid), 0);
+    EXPECT_EQ(read(dir / "console.log"), contents);
+    // No virtiofsd is left: the shim reaped its child.
+    EXPECT_TRUE(processes_with("source=" + (dir / "share").string()).empty()) << "a virtiofsd still runs";
+}
+
+// A virtiofsd that dies while the guest runs stops the VM (the guest's mount would hang): the
+// shim exits with an error instead of running a box whose volume is gone.
+TEST_F(ShimFixture, AVirtiofsdThatDiesStopsTheVm) {
+    if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (virtiofsd needs a private mount namespace)";
+    fs::create_directories(dir / "share");
+    const unsigned char spin[] = {0xeb, 0xfe};  // jmp .
+    std::ofstream(dir / "spin.bin", std::ios::binary).write(reinterpret_cast<const char*>(spin), 2);
+    vmm::KvmShimConfig config;
+    config.memory_mib = 16;
+    config.flat32_image = (dir / "spin.bin").string();
+    config.volumes = {{"vol0", (dir / "share").string(), false}};
+    config.virtiofsd = engine::kDefaultVirtiofsd;
+    auto shim = spawn_shim(vmm::to_json_document(config).dump());
+    EXPECT_EQ(shim.ready, fmt::format("ok {}", shim.pid));
+    const auto daemons = processes_with("source=" + (dir / "share").string());
+    EXPECT_FALSE(daemons.empty()) << "no virtiofsd serves the share";
+    for (pid_t daemon : daemons) ::kill(daemon, SIGKILL);
+    if (daemons.empty()) ::kill(shim.pid, SIGKILL);  // nothing else would end the spinning guest
+    EXPECT_EQ(wait_exit(shim.pid), 1) << "the shim ends the VM with an error";
 }
 
 TEST_F(ShimFixture, BoxliteShimKvmModeIsTheSameShim) {
