@@ -100,7 +100,7 @@ void FrontendDevice::watch_calls() {
             if (!fds[i].revents) continue;
             std::uint64_t count = 0;
             if (::read(fds[i].fd, &count, sizeof count) != sizeof count) continue;
-            calls_.fetch_add(1, std::memory_order_relaxed);
+            calls_.fetch_add(count, std::memory_order_relaxed);
             std::lock_guard lock(interrupt_mutex_);
             if (interrupt_) interrupt_->signal_used_queue(static_cast<std::uint16_t>(i));
         }

@@ -63,6 +63,8 @@ public:
     /// False once the back end's session ended; failure() says why.
     [[nodiscard]] bool connected() const;
     [[nodiscard]] std::string failure() const;
+    /// Signals the back end wrote on the call eventfds (each write counts, also those that
+    /// arrived while the device was inactive and were dropped).
     [[nodiscard]] std::uint64_t calls() const noexcept { return calls_.load(); }
     [[nodiscard]] bool active() const noexcept { return active_.load(); }
 

@@ -322,6 +322,9 @@ TEST(VirtioGuest, TinyGuestReadsAHostFileThroughVirtiofsdOverOurVhostUserFronten
                       << "); the notifies went through MMIO exits to the kick eventfd\n";
             EXPECT_EQ(slot->transport->mmio_notifies(), 4u);
         }
+        // virtiofsd signals the call eventfd after it publishes the used index, so the guest may
+        // have seen all four and powered off first: wait for the signals themselves.
+        for (int i = 0; i < 1000 && (*fs)->calls() < 4; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
         EXPECT_GE((*fs)->calls(), 4u) << "virtiofsd signalled each completion on its call eventfd";
     }  // the machine and the device go: virtiofsd sees EOF and exits
     engine::reap_virtiofsd(daemons, std::chrono::seconds(5));
