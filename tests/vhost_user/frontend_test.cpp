@@ -5,6 +5,7 @@
 #include "../devices/virtqueue_driver.hpp"
 
 #include "devices/virtio/blk/device.hpp"
+#include "devices/virtio/mmio/transport.hpp"
 #include "vhost_user/backend.hpp"
 #include "vhost_user/frontend.hpp"
 #include "vhost_user/frontend_device.hpp"
@@ -318,6 +319,64 @@ TEST(VhostUserFrontend, ABackEndWithoutVersion1IsRefused) {
     });
     ASSERT_FALSE(created);
     EXPECT_NE(created.error().message().find("without VERSION_1"), std::string::npos) << created.error().message();
+}
+
+// On our virtio-mmio transport: a back end that refuses the memory table (a REPLY_ACK status
+// that is not 0) fails the activation, and the driver reads DEVICE_NEEDS_RESET; the transport
+// says which request was refused.
+TEST(VhostUserFrontend, ARefusedMemoryTableMarksTheTransportNeedsReset) {
+    FakeBackEnd fake([](int fd) {
+        Header header{};
+        while (read_message(fd, header)) {
+            const auto request = static_cast<Request>(header.request);
+            if (request == Request::GetFeatures) {
+                const std::uint64_t features = kGoodFeatures | kFeatureProtocolFeatures;
+                send_reply(fd, header.request, kReply, &features, 8, 8);
+            } else if (request == Request::GetProtocolFeatures) {
+                const std::uint64_t protocol = kProtocolReplyAck;
+                send_reply(fd, header.request, kReply, &protocol, 8, 8);
+            } else if (header.flags & kFlagNeedReply) {
+                const std::uint64_t status = request == Request::SetMemTable ? 1 : 0;
+                send_reply(fd, header.request, kReply, &status, 8, 8);
+            }
+        }
+    });
+    auto options = virtio_fs_options("refused");
+    ASSERT_TRUE(options);
+    auto device = FrontendDevice::create(Frontend(fake.take()), std::move(*options));
+    ASSERT_TRUE(device) << device.error().to_string();
+    auto memory = vmm::GuestMemory::create_flat(0, 1 << 20);
+    ASSERT_TRUE(memory);
+    using devices::virtio::MmioTransport;
+    MmioTransport transport(*device, *memory, [] {});
+    auto write = [&](std::uint64_t offset, std::uint32_t value) {
+        transport.write(offset, std::as_bytes(std::span(&value, 1)));
+    };
+    auto read = [&](std::uint64_t offset) {
+        std::uint32_t value = 0;
+        transport.read(offset, std::as_writable_bytes(std::span(&value, 1)));
+        return value;
+    };
+    EXPECT_EQ(read(MmioTransport::kDeviceId), 26u);
+    std::array<char, 8> tag{};
+    transport.read(MmioTransport::kConfig, std::as_writable_bytes(std::span(tag)));
+    EXPECT_EQ(std::string(tag.data(), 7), "refused");
+    write(MmioTransport::kStatus, 3);
+    write(MmioTransport::kDriverFeaturesSel, 1);
+    write(MmioTransport::kDriverFeatures, 1);  // VERSION_1
+    write(MmioTransport::kStatus, 0xb);
+    ASSERT_EQ(read(MmioTransport::kStatus) & MmioTransport::kStatusFeaturesOk, MmioTransport::kStatusFeaturesOk);
+    write(MmioTransport::kQueueSel, 1);
+    write(MmioTransport::kQueueNum, 8);
+    write(MmioTransport::kQueueDescLow, 0x1000);
+    write(MmioTransport::kQueueDriverLow, 0x2000);
+    write(MmioTransport::kQueueDeviceLow, 0x3000);
+    write(MmioTransport::kQueueReady, 1);
+    write(MmioTransport::kStatus, 0xf);
+    EXPECT_TRUE(read(MmioTransport::kStatus) & MmioTransport::kStatusNeedsReset);
+    EXPECT_FALSE(transport.activated());
+    EXPECT_NE(transport.last_error().find("refused SET_MEM_TABLE"), std::string::npos) << transport.last_error();
+    EXPECT_TRUE((*device)->connected()) << "a refusal is an answer, not a broken session";
 }
 
 TEST(VhostUserFrontend, VirtioFsConfigCarriesTheTagAndOneRequestQueue) {
