@@ -15,12 +15,19 @@ namespace {
 constexpr std::uint64_t kPage = 4096;
 
 BoxliteResult<int> make_memfd(std::uint64_t bytes) {
-    int fd = ::memfd_create("boxlite-guest-ram", MFD_CLOEXEC);
+    int fd = ::memfd_create("boxlite-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) return fail_errno(ErrorKind::Engine, "memfd_create for guest RAM", errno);
     if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
         int err = errno;
         ::close(fd);
         return fail_errno(ErrorKind::Engine, fmt::format("sizing guest RAM memfd to {} bytes", bytes), err);
+    }
+    // Sealed against resizing, as QEMU's memory-backend-memfd is: a vhost-user back end that maps
+    // it (map_shared() insists on F_SEAL_SHRINK) can never be truncated under into SIGBUS.
+    if (::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) {
+        int err = errno;
+        ::close(fd);
+        return fail_errno(ErrorKind::Engine, "sealing the guest RAM memfd", err);
     }
     return fd;
 }

@@ -2,11 +2,18 @@
 // config the kvm engine wrote on a pipe, boots Linux (or a tiny flat32 test guest), and runs it
 // until the guest powers off, the host sends SIGTERM/SIGINT/SIGHUP, or — detach=false — the
 // watchdog pipe closes because the process that started the box is gone.
+//
+// Volumes: one virtiofsd per volume (lib/engine/common/virtiofsd.hpp, as on the qemu engine),
+// started before the machine, each served to the guest as a virtio-fs device whose queues
+// virtiofsd runs through our vhost-user frontend (lib/vhost_user/frontend_device.hpp). A
+// virtiofsd that exits while the guest runs stops the machine (the guest's mount would hang);
+// when the machine is gone each virtiofsd sees EOF and exits, and is reaped here.
 #include "kvm_mode.hpp"
 
 #include "capped_log.hpp"
 #include "vm_shim.hpp"
 
+#include "engine/common/virtiofsd.hpp"
 #include "engine/kvm/launch.hpp"  // the shim config and guest launch document
 #include "devices/virtio/blk/device.hpp"
 #include "devices/virtio/console/device.hpp"
@@ -14,6 +21,7 @@
 #include "devices/virtio/vsock/device.hpp"
 #include "qcow2/qcow2_image.hpp"
 #include "qcow2/raw_file.hpp"
+#include "vhost_user/frontend_device.hpp"
 #include "vmm/acpi.hpp"
 #include "vmm/boot.hpp"
 #include "vmm/device_manager.hpp"
@@ -27,6 +35,7 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -62,7 +71,8 @@ struct ConsoleLog {
     CappedLog log;
 };
 
-BoxliteResult<Vm> build_vm(const vmm::KvmShimConfig& config, const std::shared_ptr<ConsoleLog>& console) {
+BoxliteResult<Vm> build_vm(const vmm::KvmShimConfig& config, const std::shared_ptr<ConsoleLog>& console,
+                           std::vector<engine::Virtiofsd>& daemons) {
     Vm vm;
     vmm::MachineConfig machine_config;
     machine_config.vcpus = config.cpus;
@@ -85,6 +95,17 @@ BoxliteResult<Vm> build_vm(const vmm::KvmShimConfig& config, const std::shared_p
     if (!config.vsock_uds.empty()) {
         BOXLITE_TRY(auto vsock, devices::virtio::VsockDevice::create(config.guest_cid, config.vsock_uds));
         BOXLITE_TRY_VOID(vm.devices->add_virtio_device(vsock));
+    }
+    // Volumes before the rng and the console: a tiny test guest without disk and vsock finds the
+    // first one in the first window (tests/guests/virtio_fs.S); Linux mounts them by tag.
+    for (std::size_t i = 0; i < config.volumes.size() && i < daemons.size(); ++i) {
+        BOXLITE_TRY(auto options, vhost_user::virtio_fs_options(config.volumes[i].tag));
+        auto fs = vhost_user::FrontendDevice::create(vhost_user::Frontend(std::move(daemons[i].frontend_end)),
+                                                     std::move(options));
+        if (!fs)
+            return fail(fs.error().with_context(
+                fmt::format("virtiofsd for volume {} ({})", config.volumes[i].tag, config.volumes[i].host_path)));
+        BOXLITE_TRY_VOID(vm.devices->add_virtio_device(*fs));
     }
     if (config.rng) BOXLITE_TRY_VOID(vm.devices->add_virtio_device(std::make_shared<devices::virtio::RngDevice>()));
     BOXLITE_TRY_VOID(vm.devices->add_virtio_device(std::make_shared<devices::virtio::ConsoleDevice>(sink)));
@@ -115,10 +136,13 @@ BoxliteResult<Vm> build_vm(const vmm::KvmShimConfig& config, const std::shared_p
 
 /// Waits for a termination signal, the watchdog pipe's EOF (detach=false), or `done`, and
 /// stops the machine for the first two. One thread, so no vCPU thread ever takes a signal.
-void watch_for_stop(vmm::Machine& machine, const std::string& box_id, int signal_fd, int watchdog_fd, int done_fd) {
+/// Also stops it, as an error, when a virtiofsd exits (`daemons`: a pidfd and its folder each).
+void watch_for_stop(vmm::Machine& machine, const std::string& box_id, int signal_fd, int watchdog_fd, int done_fd,
+                    std::vector<std::pair<int, std::string>> daemons) {
     for (;;) {
-        pollfd fds[3] = {{done_fd, POLLIN, 0}, {signal_fd, POLLIN, 0}, {watchdog_fd, POLLIN, 0}};
-        if (::poll(fds, watchdog_fd >= 0 ? 3 : 2, -1) < 0) {
+        std::vector<pollfd> fds = {{done_fd, POLLIN, 0}, {signal_fd, POLLIN, 0}, {watchdog_fd, POLLIN, 0}};
+        for (const auto& d : daemons) fds.push_back({d.first, POLLIN, 0});
+        if (::poll(fds.data(), fds.size(), -1) < 0) {
             if (errno == EINTR) continue;
             return;
         }
@@ -139,6 +163,14 @@ void watch_for_stop(vmm::Machine& machine, const std::string& box_id, int signal
                                      "the process that started the box exited (detach=false)");
                 watchdog_fd = -1;
             }
+        }
+        for (std::size_t i = 0; i < daemons.size(); ++i) {
+            if (daemons[i].first < 0 || !fds[3 + i].revents) continue;
+            std::fprintf(stderr, "boxlite-shim: box %s: virtiofsd for %s exited; stopping\n", box_id.c_str(),
+                         daemons[i].second.c_str());
+            machine.request_stop(vmm::StopReason::Error,
+                                 fmt::format("virtiofsd for volume {} exited while the box ran", daemons[i].second));
+            daemons[i].first = -1;  // poll ignores negative fds
         }
     }
 }
@@ -180,12 +212,35 @@ int run_kvm_mode(int config_fd, int ready_fd, int watchdog_fd) {
         return 1;
     }
 
-    auto vm = build_vm(*config, console);
+    std::vector<engine::Virtiofsd> daemons;
+    std::vector<std::pair<int, std::string>> daemon_exits;  // pidfds, closed at the end
+    auto end_daemons = [&] {
+        for (auto& d : daemons) d.frontend_end.reset();
+        engine::reap_virtiofsd(daemons, std::chrono::seconds(5));
+        for (auto& [fd, path] : daemon_exits) ::close(fd);
+    };
+    for (const auto& volume : config->volumes) {
+        auto started = engine::start_virtiofsd(config->virtiofsd, volume);
+        if (!started) {
+            end_daemons();
+            say(ready_fd, "error " + started.error().with_context(fmt::format("box {}", config->box_id)).to_string());
+            return 1;
+        }
+        std::fprintf(stderr, "boxlite-shim: box %s: virtiofsd pid %d serves %s as %s (%s)\n", config->box_id.c_str(),
+                     started->pid, volume.host_path.c_str(), volume.tag.c_str(), volume.read_only ? "ro" : "rw");
+        const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, started->pid, 0));
+        if (pidfd >= 0) daemon_exits.emplace_back(pidfd, volume.host_path);
+        daemons.push_back(std::move(*started));
+    }
+
+    auto vm = build_vm(*config, console, daemons);
     if (!vm) {
+        end_daemons();
         say(ready_fd, "error " + vm.error().with_context(fmt::format("box {}", config->box_id)).to_string());
         return 1;
     }
-    std::thread stop_watcher([&] { watch_for_stop(*vm->machine, config->box_id, signal_fd, watchdog_fd, done_fd); });
+    std::thread stop_watcher(
+        [&] { watch_for_stop(*vm->machine, config->box_id, signal_fd, watchdog_fd, done_fd, daemon_exits); });
     say(ready_fd, fmt::format("ok {}", ::getpid()));
     auto outcome = vm->machine->run();
     // No device may still be running a request on the event loop while the disk is flushed.
@@ -210,6 +265,11 @@ int run_kvm_mode(int config_fd, int ready_fd, int watchdog_fd) {
             code = 1;
         }
     }
+    // The devices (and their vhost-user sessions) go before the virtiofsd processes are reaped:
+    // each sees EOF and exits.
+    vm->devices.reset();
+    vm->machine.reset();
+    end_daemons();
     return code;
 }
 

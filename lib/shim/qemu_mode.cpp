@@ -17,10 +17,9 @@
 // of its own whose keeper dies with this shim (kill -9 included), so no passt outlives the box
 // and no published port stays bound.
 //
-// Volumes: one virtiofsd per volume (start_virtiofsd below), a child of this shim with
-// PR_SET_PDEATHSIG, in a private mount namespace where a read-only volume is a read-only bind of
-// its folder; virtiofsd then sandboxes itself (pid, mount and net namespaces, pivot_root into
-// the folder). QEMU's end of its vhost-user socket is QEMU's fd 5 + i. A virtiofsd that exits
+// Volumes: one virtiofsd per volume (lib/engine/common/virtiofsd.hpp: a child of this shim, in
+// a private mount namespace where a read-only volume is a read-only bind of its folder).
+// QEMU's end of its vhost-user socket is QEMU's fd 5 + i. A virtiofsd that exits
 // while QEMU runs ends QEMU (the guest's mount would hang); when QEMU is gone each virtiofsd sees
 // EOF and exits, and is reaped here (SIGKILL after a grace period).
 #include "capped_log.hpp"
@@ -30,6 +29,7 @@
 #include "devices/virtio/blk/device.hpp"
 #include "devices/virtio/net/device.hpp"
 #include "devices/virtio/vsock/device.hpp"
+#include "engine/common/virtiofsd.hpp"
 #include "engine/qemu/launch.hpp"
 #include "net/firewall.hpp"
 #include "net/pump.hpp"
@@ -136,127 +136,6 @@ BoxliteResult<std::unique_ptr<ServedDevice>> serve(std::shared_ptr<devices::virt
         }
     });
     return served;
-}
-
-/// One running virtiofsd and QEMU's end of its vhost-user socket.
-struct Virtiofsd {
-    pid_t pid = -1;
-    base::OwnedFd qemu_end;
-    std::string host_path;
-    bool exited = false;
-};
-
-/// Starts virtiofsd for `volume`. Its vhost-user socket is a listening socket bound to an
-/// autobound abstract address (the C virtiofsd accepts on --fd; no path that sun_path or the box
-/// directory's depth could break), connected here before virtiofsd runs, so the connection it
-/// accepts is ours; QEMU gets that connected end. The child makes its mount namespace private,
-/// binds a read-only volume's folder over itself read-only (recursively: no writable submount),
-/// and execs virtiofsd: what it serves is read-only on the host, whatever the guest does.
-BoxliteResult<Virtiofsd> start_virtiofsd(const qemu::QemuShimConfig& config, const qemu::QemuVolume& volume) {
-    const auto what = fmt::format("virtiofsd for volume {} ({})", volume.tag, volume.host_path);
-    base::OwnedFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!listener) return fail_errno(ErrorKind::Engine, what + ": socket", errno);
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    // Binding only the family autobinds a unique abstract address.
-    if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), sizeof(sa_family_t)) != 0 ||
-        ::listen(listener.get(), 1) != 0)
-        return fail_errno(ErrorKind::Engine, what + ": binding its socket", errno);
-    socklen_t length = sizeof address;
-    if (::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&address), &length) != 0)
-        return fail_errno(ErrorKind::Engine, what + ": getsockname", errno);
-    Virtiofsd out;
-    out.host_path = volume.host_path;
-    out.qemu_end.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!out.qemu_end || ::connect(out.qemu_end.get(), reinterpret_cast<sockaddr*>(&address), length) != 0)
-        return fail_errno(ErrorKind::Engine, what + ": connecting to its socket", errno);
-
-    constexpr int kListenFd = 3;
-    const auto args = qemu::virtiofsd_argv(config, volume, kListenFd);
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    const char* source = volume.host_path.c_str();
-    const bool read_only = volume.read_only;
-    int report[2];
-    if (::pipe2(report, O_CLOEXEC) != 0) return fail_errno(ErrorKind::Engine, what + ": pipe", errno);
-    base::OwnedFd report_read(report[0]), report_write(report[1]);
-    base::OwnedFd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    const pid_t parent = ::getpid();
-    const pid_t pid = ::fork();
-    if (pid < 0) return fail_errno(ErrorKind::Engine, what + ": fork", errno);
-    if (pid == 0) {
-        // Async-signal-safe calls only (the shim has threads): raw system calls.
-        auto die = [&](int step) {
-            const int detail[2] = {step, errno};
-            [[maybe_unused]] auto n = ::write(report_write.get(), detail, sizeof detail);
-            ::_exit(127);
-        };
-        sigset_t none;
-        sigemptyset(&none);
-        ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(127);
-        if (::unshare(CLONE_NEWNS) != 0) die(1);
-        if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) die(2);
-        if (read_only) {
-            if (::mount(source, source, nullptr, MS_BIND | MS_REC, nullptr) != 0) die(3);
-            mount_attr attr{};
-            attr.attr_set = MOUNT_ATTR_RDONLY;
-            if (::syscall(SYS_mount_setattr, AT_FDCWD, source, AT_RECURSIVE, &attr, sizeof attr) != 0) {
-                // Kernels before 5.12: the top of the bind only.
-                if (errno != ENOSYS ||
-                    ::mount(nullptr, source, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0)
-                    die(4);
-            }
-        }
-        if (::dup2(null.get(), 0) < 0 || ::dup2(2, 1) < 0) die(5);
-        // dup2 onto itself keeps FD_CLOEXEC: clear it when the listener already is fd 3.
-        if (listener.get() == kListenFd ? ::fcntl(kListenFd, F_SETFD, 0) < 0 : ::dup2(listener.get(), kListenFd) < 0)
-            die(5);
-        ::execv(argv[0], argv.data());
-        die(6);
-    }
-    report_write.reset();
-    int detail[2] = {0, 0};
-    ssize_t got;
-    do got = ::read(report_read.get(), detail, sizeof detail);
-    while (got < 0 && errno == EINTR);
-    if (got > 0) {
-        ::waitpid(pid, nullptr, 0);
-        static constexpr const char* kSteps[] = {"",
-                                                 "unshare(CLONE_NEWNS) (volumes on the qemu engine need root)",
-                                                 "making its mount namespace private",
-                                                 "binding the folder read-only",
-                                                 "remounting the bind read-only",
-                                                 "setting up its descriptors",
-                                                 "exec"};
-        const int step = detail[0] >= 1 && detail[0] <= 6 ? detail[0] : 0;
-        return fail_errno(ErrorKind::Engine, fmt::format("{}: {}", what, kSteps[step]), detail[1]);
-    }
-    out.pid = pid;
-    return out;
-}
-
-/// Ends the virtiofsd processes that have not exited yet: they see EOF once QEMU is gone; the
-/// ones still there after `grace` get SIGKILL. Reaps them all.
-void reap_virtiofsd(std::vector<Virtiofsd>& daemons, std::chrono::milliseconds grace) {
-    const auto until = std::chrono::steady_clock::now() + grace;
-    for (auto& d : daemons) {
-        while (!d.exited) {
-            const pid_t done = ::waitpid(d.pid, nullptr, WNOHANG);
-            if (done == d.pid || (done < 0 && errno == ECHILD)) {
-                d.exited = true;
-                break;
-            }
-            if (std::chrono::steady_clock::now() > until) {
-                ::kill(d.pid, SIGKILL);
-                ::waitpid(d.pid, nullptr, 0);
-                d.exited = true;
-                break;
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        }
-    }
 }
 
 /// The box network: the device's back end, the pump thread and passt.
@@ -507,11 +386,11 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
         initrd = *written;
     }
 
-    std::vector<Virtiofsd> daemons;
+    std::vector<engine::Virtiofsd> daemons;
     for (const auto& volume : config->volumes) {
-        auto started = start_virtiofsd(*config, volume);
+        auto started = engine::start_virtiofsd(config->virtiofsd, volume);
         if (!started) {
-            reap_virtiofsd(daemons, std::chrono::milliseconds(0));
+            engine::reap_virtiofsd(daemons, std::chrono::milliseconds(0));
             return error(started.error());
         }
         std::fprintf(stderr, "boxlite-shim-qemu: box %s: virtiofsd pid %d serves %s as %s (%s)\n", vm.box_id.c_str(),
@@ -533,7 +412,7 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
     // 0 /dev/null, 1 the console pipe, 2 our stderr (shim.log), 3 vsock, 4 blk.
     spawn.fds = {null.get(), console_write.get(), 2, vsock ? vsock->qemu_end.get() : -1,
                  blk ? blk->qemu_end.get() : -1};
-    for (const auto& d : daemons) spawn.fds.push_back(d.qemu_end.get());  // 5, 6, ...
+    for (const auto& d : daemons) spawn.fds.push_back(d.frontend_end.get());  // 5, 6, ...
     if (network.peer_stream) {
         spawn.fds.resize(qemu::kStreamPeerFd, -1);
         spawn.fds.push_back(network.peer_stream.get());
@@ -543,8 +422,8 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
     spawn.kill_with_parent = true;
     auto qemu = base::spawn(spawn);
     if (!qemu) {
-        for (auto& d : daemons) d.qemu_end.reset();
-        reap_virtiofsd(daemons, std::chrono::milliseconds(0));
+        for (auto& d : daemons) d.frontend_end.reset();
+        engine::reap_virtiofsd(daemons, std::chrono::milliseconds(0));
         network.shut_down();
         return error(qemu.error().with_context("starting QEMU"));
     }
@@ -554,7 +433,7 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
     console_write.reset();
     if (vsock) vsock->qemu_end.reset();  // QEMU's copy is the only one: its exit is the back end's EOF
     if (blk) blk->qemu_end.reset();
-    for (auto& d : daemons) d.qemu_end.reset();
+    for (auto& d : daemons) d.frontend_end.reset();
     std::fprintf(stderr, "boxlite-shim-qemu: box %s: QEMU pid %d (%s)\n", vm.box_id.c_str(), qemu_pid,
                  config->accel.c_str());
     say(ready_fd, fmt::format("ok {}", ::getpid()));
@@ -612,7 +491,7 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
             }
         }
     }
-    reap_virtiofsd(daemons, std::chrono::seconds(5));
+    engine::reap_virtiofsd(daemons, std::chrono::seconds(5));
     // The rest of the console.
     for (char buffer[4096]; console_open;) {
         const auto got = ::read(console_read.get(), buffer, sizeof buffer);

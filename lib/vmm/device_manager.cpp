@@ -51,6 +51,18 @@ void DeviceManager::attach_ioeventfds(const VirtioMmioSlot& slot, std::size_t qu
     }
     const std::uint64_t notify = slot.base + devices::virtio::MmioTransport::kQueueNotify;
     for (std::size_t queue = 0; queue < queues; ++queue) {
+        // A device whose queues run elsewhere (a vhost-user back end) has its own kick eventfd:
+        // KVM signals it directly, and neither the loop nor the device sees the notify.
+        if (const int own = slot.transport->device().queue_notify_eventfd(static_cast<std::uint16_t>(queue));
+            own >= 0) {
+            if (auto registered = machine_.vm().register_ioeventfd(own, notify, 4, queue, false); !registered) {
+                fallback_reason_ = registered.error().message();
+                return;
+            }
+            ++ioeventfd_queues_;
+            ++direct_ioeventfd_queues_;
+            continue;
+        }
         base::OwnedFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
         if (!fd.valid()) {
             fallback_reason_ = fmt::format("eventfd for queue notifications: {}", std::strerror(errno));

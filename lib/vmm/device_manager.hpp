@@ -7,7 +7,9 @@
 // queue index) served by one EventLoop thread, so a notify never exits to userspace and the
 // device runs off the vCPU thread. Where KVM refuses an ioeventfd, that queue falls back to
 // the MMIO exit, and the device runs on the vCPU thread that wrote QueueNotify. Both paths end
-// in MmioTransport::notify_queue, which is safe from any thread (see transport.hpp).
+// in MmioTransport::notify_queue, which is safe from any thread (see transport.hpp). A device
+// that names its own notify eventfd (VirtioDevice::queue_notify_eventfd: a vhost-user back end's
+// kick) gets that one registered instead, outside the loop.
 #pragma once
 
 #include "devices/legacy/i8042.hpp"
@@ -57,6 +59,9 @@ public:
     /// Queues whose notifications arrive through an ioeventfd, and how many notifications the
     /// event loop has served.
     [[nodiscard]] std::size_t ioeventfd_queues() const noexcept { return ioeventfd_queues_; }
+    /// Of those, the queues whose ioeventfd is the device's own kick fd (vhost-user: KVM signals
+    /// the back end directly).
+    [[nodiscard]] std::size_t direct_ioeventfd_queues() const noexcept { return direct_ioeventfd_queues_; }
     [[nodiscard]] std::uint64_t ioeventfd_notifies() const noexcept { return loop_ ? loop_->dispatched() : 0; }
     /// Why notifications fall back to MMIO exits (empty when every queue has an ioeventfd).
     [[nodiscard]] const std::string& ioeventfd_fallback_reason() const noexcept { return fallback_reason_; }
@@ -74,6 +79,7 @@ private:
     std::vector<int> eventfds_;
     std::unique_ptr<EventLoop> loop_;
     std::size_t ioeventfd_queues_ = 0;
+    std::size_t direct_ioeventfd_queues_ = 0;
     std::string fallback_reason_;
 };
 

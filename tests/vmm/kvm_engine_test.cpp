@@ -7,6 +7,7 @@
 
 #include "qcow2/qcow2_image.hpp"
 #include "vmm/file.hpp"
+#include "engine/common/volumes.hpp"
 #include "engine/kvm/launch.hpp"
 #include "engine/kvm/probe.hpp"
 
@@ -18,6 +19,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 namespace boxlite {
 namespace {
@@ -205,6 +207,65 @@ TEST_F(ShimFixture, RunsATinyGuestWithEveryDeviceAndExitsOnPowerOff) {
     EXPECT_EQ(wait_exit(shim.pid), 0);
     EXPECT_EQ(read(dir / "console.log"), "hello from a tiny guest\n");
     EXPECT_FALSE(fs::exists(dir / "vsock.sock")) << "the vsock socket is removed on exit";
+}
+
+/// The pids of the processes whose command line has `text` (/proc/<pid>/cmdline, NULs and all).
+std::vector<pid_t> processes_with(const std::string& text) {
+    std::vector<pid_t> pids;
+    for (const auto& entry : fs::directory_iterator("/proc")) {
+        const auto name = entry.path().filename().string();
+        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+        std::ifstream in(entry.path() / "cmdline", std::ios::binary);
+        const std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        if (cmdline.find(text) != std::string::npos) pids.push_back(static_cast<pid_t>(std::stol(name)));
+    }
+    return pids;
+}
+
+// A volume through the whole shim: boxlite-shim-kvm starts virtiofsd for the share (read-only
+// bind in its private mount namespace), attaches the virtio-fs device through its vhost-user
+// frontend, and the tiny guest (tests/guests/virtio_fs.S) reads the file over FUSE and echoes
+// it on COM1; when the guest powers off, the shim ends and reaps virtiofsd.
+TEST_F(ShimFixture, AVolumeIsServedByVirtiofsdThroughTheShimsVhostUserFrontend) {
+    if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (virtiofsd needs a private mount namespace)";
+    fs::create_directories(dir / "share");
+    const std::string contents = "a file in a kvm engine volume\n";
+    std::ofstream(dir / "share" / "hello.txt") << contents;
+    vmm::KvmShimConfig config;
+    config.box_id = "tiny-volume";
+    config.memory_mib = 16;
+    config.rng = false;  // the volume is then the first virtio-mmio window
+    config.flat32_image = std::string(BOXLITE_TEST_GUEST_DIR) + "/virtio_fs.bin";
+    config.console_log = (dir / "console.log").string();
+    config.volumes = {{"vol0", (dir / "share").string(), true}};
+    config.virtiofsd = engine::kDefaultVirtiofsd;
+    auto shim = spawn_shim(vmm::to_json_document(config).dump());
+    ASSERT_EQ(shim.ready, fmt::format("ok {}", shim.pid));
+    EXPECT_EQ(wait_exit(shim.pid), 0);
+    EXPECT_EQ(read(dir / "console.log"), contents);
+    // No virtiofsd is left: the shim reaped its child.
+    EXPECT_TRUE(processes_with("source=" + (dir / "share").string()).empty()) << "a virtiofsd still runs";
+}
+
+// A virtiofsd that dies while the guest runs stops the VM (the guest's mount would hang): the
+// shim exits with an error instead of running a box whose volume is gone.
+TEST_F(ShimFixture, AVirtiofsdThatDiesStopsTheVm) {
+    if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (virtiofsd needs a private mount namespace)";
+    fs::create_directories(dir / "share");
+    const unsigned char spin[] = {0xeb, 0xfe};  // jmp .
+    std::ofstream(dir / "spin.bin", std::ios::binary).write(reinterpret_cast<const char*>(spin), 2);
+    vmm::KvmShimConfig config;
+    config.memory_mib = 16;
+    config.flat32_image = (dir / "spin.bin").string();
+    config.volumes = {{"vol0", (dir / "share").string(), false}};
+    config.virtiofsd = engine::kDefaultVirtiofsd;
+    auto shim = spawn_shim(vmm::to_json_document(config).dump());
+    EXPECT_EQ(shim.ready, fmt::format("ok {}", shim.pid));
+    const auto daemons = processes_with("source=" + (dir / "share").string());
+    EXPECT_FALSE(daemons.empty()) << "no virtiofsd serves the share";
+    for (pid_t daemon : daemons) ::kill(daemon, SIGKILL);
+    if (daemons.empty()) ::kill(shim.pid, SIGKILL);  // nothing else would end the spinning guest
+    EXPECT_EQ(wait_exit(shim.pid), 1) << "the shim ends the VM with an error";
 }
 
 TEST_F(ShimFixture, BoxliteShimKvmModeIsTheSameShim) {
@@ -470,21 +531,47 @@ TEST_F(KvmLaunch, MaxMemoryCapsTheGuestRam) {
     EXPECT_NE(refused.error().message().find("max_memory"), std::string::npos);
 }
 
-TEST_F(KvmLaunch, VolumesAndPortsAreRefusedNotDropped) {
-    box.options.volumes = {{"/srv/data", "/data", false}};
-    auto volumes = config();
-    ASSERT_FALSE(volumes);
-    EXPECT_EQ(volumes.error().kind(), ErrorKind::Unsupported);
-    EXPECT_NE(volumes.error().message().find("volumes need virtiofs, not built for the kvm engine yet"),
-              std::string::npos)
-        << volumes.error().message();
-    EXPECT_NE(volumes.error().message().find("-v /srv/data:/data"), std::string::npos) << volumes.error().message();
-    box.options.volumes = {{"", "/scratch", true}};  // an anonymous volume is refused the same way
-    auto anonymous = config();
-    ASSERT_FALSE(anonymous);
-    EXPECT_EQ(anonymous.error().kind(), ErrorKind::Unsupported);
-    EXPECT_NE(anonymous.error().message().find("-v /scratch:ro"), std::string::npos) << anonymous.error().message();
-    box.options.volumes.clear();
+// Volumes are served on the kvm engine (virtiofsd through the VMM's vhost-user frontend): each
+// becomes a share the shim starts a virtiofsd for, and a mount in the guest launch document.
+TEST_F(KvmLaunch, VolumesBecomeVirtiofsdSharesAndGuestMounts) {
+    if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (volumes on the VM engines need root)";
+    const auto folder = std::filesystem::temp_directory_path() / fmt::format("boxlite-kvm-volume-{}", ::getpid());
+    std::filesystem::create_directories(folder / "in");
+    box.options.volumes = {{(folder / "in").string(), "/data/in", true}, {folder.string(), "/data", false}};
+    auto c = config();
+    ASSERT_TRUE(c) << c.error().to_string();
+    EXPECT_TRUE(c->volumes.empty()) << "make_shim_config leaves volumes to the engine's start";
+    ASSERT_TRUE(engine::add_vm_volumes("kvm", box, folder, c->virtiofsd, c->volumes, c->guest_launch));
+    ASSERT_EQ(c->volumes.size(), 2u);
+    EXPECT_EQ(c->volumes[0].tag, "vol0");
+    EXPECT_EQ(c->volumes[0].host_path, (folder / "in").string());
+    EXPECT_TRUE(c->volumes[0].read_only);
+    EXPECT_EQ(c->virtiofsd.front(), '/');
+    auto parsed = vmm::parse_shim_config(vmm::to_json_document(*c).dump());
+    ASSERT_TRUE(parsed) << parsed.error().to_string();
+    ASSERT_EQ(parsed->volumes.size(), 2u);
+    EXPECT_EQ(parsed->volumes[1].tag, "vol1");
+    EXPECT_EQ(parsed->virtiofsd, c->virtiofsd);
+    auto guest = vmm::parse_guest_launch(parsed->guest_launch.dump());
+    ASSERT_TRUE(guest) << guest.error().to_string();
+    ASSERT_EQ(guest->volumes.size(), 2u);
+    EXPECT_EQ(guest->volumes[0].path, "/data") << "the shallower mount first";
+    EXPECT_EQ(guest->volumes[1].path, "/data/in");
+    EXPECT_TRUE(guest->volumes[1].read_only);
+    // A host path that is a file is refused naming the engine.
+    std::ofstream(folder / "file") << "x";
+    box.options.volumes = {{(folder / "file").string(), "/f", false}};
+    std::string virtiofsd;
+    std::vector<engine::VirtiofsShare> shares;
+    nlohmann::json document = c->guest_launch;
+    auto file = engine::add_vm_volumes("kvm", box, folder, virtiofsd, shares, document);
+    ASSERT_FALSE(file);
+    EXPECT_NE(file.error().message().find("the kvm engine shares folders"), std::string::npos)
+        << file.error().message();
+    std::filesystem::remove_all(folder);
+}
+
+TEST_F(KvmLaunch, PortsAreRefusedNotDropped) {
     box.options.ports = {PortSpec{8080, 80}};
     auto ports = config();
     ASSERT_FALSE(ports);

@@ -22,7 +22,7 @@
 namespace boxlite::devices::virtio {
 
 /// Device IDs (virtio 1.2 §5).
-enum class DeviceType : std::uint32_t { Net = 1, Block = 2, Console = 3, Rng = 4, Vsock = 19 };
+enum class DeviceType : std::uint32_t { Net = 1, Block = 2, Console = 3, Rng = 4, Vsock = 19, Fs = 26 };
 
 /// How a device tells the driver about completions or a config change.
 class Interrupt {
@@ -55,6 +55,12 @@ public:
     virtual BoxliteResult<void> activate(const ActivateContext& context) = 0;
     virtual void queue_notify(std::uint16_t queue) = 0;
     virtual void reset() = 0;
+    /// An eventfd that KVM may signal directly for QueueNotify(queue) instead of calling
+    /// queue_notify() (a device whose queues run in another process: its kick fd); -1 = none.
+    [[nodiscard]] virtual int queue_notify_eventfd(std::uint16_t queue) const {
+        (void)queue;
+        return -1;
+    }
 };
 
 /// Copies [offset, offset+out.size()) of a config structure; bytes past its end read as 0.

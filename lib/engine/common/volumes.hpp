@@ -1,24 +1,31 @@
-// What an engine says about volumes it cannot mount yet: one wording for every VM engine, so the
-// caller learns the same thing whichever engine refuses (docs/volumes.md).
+// Volumes on the VM engines (qemu and kvm), decided once in the caller's process: which host
+// folders a virtiofsd serves (engine/common/virtiofsd.hpp, started by the shim) and where the
+// agent mounts each tag (the guest launch document). docs/volumes.md.
 #pragma once
+
+#include "engine/common/virtiofsd.hpp"
 
 #include <boxlite/box_config.hpp>
 #include <boxlite/error.hpp>
 
+#include <nlohmann/json.hpp>
+
+#include <cstddef>
+#include <filesystem>
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace boxlite::engine {
 
-/// Unsupported, naming the engine, the box and the first volume, when `box` has volumes; success
-/// otherwise. For the kvm engine, whose VMM has no vhost-user frontend for virtiofsd yet (the qemu
-/// engine serves volumes through virtiofsd: lib/shim/qemu_mode.cpp).
-[[nodiscard]] inline BoxliteResult<void> refuse_volumes_without_virtiofs(std::string_view kind, const BoxConfig& box) {
-    const auto& volumes = box.options.volumes;
-    if (volumes.empty()) return {};
-    return fail(ErrorKind::Unsupported,
-                "box {}: volumes need virtiofs, not built for the {} engine yet; {} volume(s) asked for, the first "
-                "-v {} — remove them or use the qemu or namespace engine (--engine qemu|namespace)",
-                box.id, kind, volumes.size(), volumes.front());
-}
+/// The box's volumes as virtiofsd shares (`shares`, tag "vol<i>" for volume i) and virtiofs
+/// mounts (appended to `guest_launch`, shallower guest paths first); `virtiofsd` is the binary
+/// (BOXLITE_VIRTIOFSD, or Debian's). An anonymous volume is the box's own folder, made here at
+/// the first start and kept until rm. Refused before anything runs, naming `kind` (the engine):
+/// too many volumes, a caller that is not root (virtiofsd's sandbox and the read-only bind need
+/// CAP_SYS_ADMIN), no virtiofsd, a host path that is gone or is not a folder.
+[[nodiscard]] BoxliteResult<void> add_vm_volumes(std::string_view kind, const BoxConfig& box,
+                                                 const std::filesystem::path& box_dir, std::string& virtiofsd,
+                                                 std::vector<VirtiofsShare>& shares, nlohmann::json& guest_launch);
 
 }  // namespace boxlite::engine

@@ -212,6 +212,9 @@ BoxliteResult<EngineHandle> kvm_engine_start(const KvmEngineOptions& options, co
     const fs::path disk = box_dir / "disk.qcow2";
     // Refusals first, so a box that cannot run leaves no disk behind.
     BOXLITE_TRY(auto config, vmm::make_shim_config(options, launch, kernel, initrd, disk));
+    // Volumes: a virtiofsd each, behind a virtio-fs device of our VMM (the shim starts them).
+    BOXLITE_TRY_VOID(
+        engine::add_vm_volumes("kvm", box, box_dir, config.virtiofsd, config.volumes, config.guest_launch));
     if (launch.timings) launch.timings->guest_assets = since(t_assets);
     const auto t_disk = Clock::now();
     BOXLITE_TRY_VOID(vmm::prepare_box_disk(disk, launch.rootfs, box.options.disk_size_gb));
@@ -343,7 +346,6 @@ KvmEngine::KvmEngine() = default;
 KvmEngine::KvmEngine(KvmEngineOptions options) : options_(std::move(options)) {}
 
 BoxliteResult<void> KvmEngine::supports(const BoxConfig& box) {
-    BOXLITE_TRY_VOID(engine::refuse_volumes_without_virtiofs("kvm", box));
     BOXLITE_TRY_VOID(engine::refuse_network_without_device("kvm", box));
     return {};
 }

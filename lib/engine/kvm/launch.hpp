@@ -26,11 +26,13 @@
 //    "rlimits": {"nofile": N, "fsize": N, "cpu": N, "nproc": N},   // each optional
 //    "power_off_when_ready": false,        // optional, tests only
 //    "volumes": [{"tag": "vol0", "path": "/data", "read_only": true}, ...]}   // optional
-// Each volume is a virtiofs tag the VM's vhost-user-fs device serves (the qemu engine's
-// virtiofsd, docs/volumes.md); the agent mounts it at `path` inside the box root, in order.
+// Each volume is a virtiofs tag a virtiofsd serves (through QEMU's vhost-user-fs-device, or our
+// VMM's vhost-user frontend: docs/volumes.md); the agent mounts it at `path` inside the box root.
 // The agent (PID 1 in the guest) reads it before it serves anything; with the file missing it
 // keeps its defaults. Memory needs no limit there: the VM's RAM is the box's memory.
 #pragma once
+
+#include "engine/common/virtiofsd.hpp"
 
 #include <boxlite/engine.hpp>
 #include <boxlite/engine/kvm_engine.hpp>
@@ -80,6 +82,10 @@ struct KvmShimConfig {
     /// The guest agent's launch document (part 2 below); for a Linux boot the shim
     /// puts it in front of the initrd as /boxlite/launch.json. Null: none.
     nlohmann::json guest_launch;
+    /// Volumes: one virtiofsd (`virtiofsd`, an absolute path) per share, started by the shim and
+    /// attached as a virtio-fs device through the VMM's vhost-user frontend, in order.
+    std::vector<engine::VirtiofsShare> volumes;
+    std::string virtiofsd;
 };
 
 inline void to_json(nlohmann::json& j, const ShimDiskConfig& d) {
@@ -107,6 +113,13 @@ inline nlohmann::json to_json_document(const KvmShimConfig& c) {
                         {"rng", c.rng}};
     if (c.disk) j["disk"] = *c.disk;
     if (!c.guest_launch.is_null()) j["guest_launch"] = c.guest_launch;
+    if (!c.volumes.empty()) {
+        nlohmann::json volumes = nlohmann::json::array();
+        for (const auto& v : c.volumes)
+            volumes.push_back({{"tag", v.tag}, {"host_path", v.host_path}, {"read_only", v.read_only}});
+        j["volumes"] = volumes;
+        j["virtiofsd"] = c.virtiofsd;
+    }
     return j;
 }
 
@@ -138,6 +151,21 @@ inline BoxliteResult<KvmShimConfig> parse_shim_config(std::string_view text) {
             return fail(ErrorKind::Config, "shim config: give exactly one of kernel and flat32_image");
         if (c.disk && c.disk->format != "qcow2" && c.disk->format != "raw")
             return fail(ErrorKind::Config, "shim config: disk format '{}' (allowed: qcow2, raw)", c.disk->format);
+        for (const auto& entry : j.value("volumes", nlohmann::json::array())) {
+            engine::VirtiofsShare v{entry.at("tag").get<std::string>(), entry.at("host_path").get<std::string>(),
+                                    entry.value("read_only", false)};
+            if (v.tag.empty() || v.tag.size() > 36)
+                return fail(ErrorKind::Config, "shim config: volume tag '{}' is not 1..36 bytes", v.tag);
+            if (v.host_path.empty() || v.host_path.front() != '/')
+                return fail(ErrorKind::Config, "shim config: volume host path '{}' is not absolute", v.host_path);
+            c.volumes.push_back(std::move(v));
+        }
+        if (c.volumes.size() > engine::kMaxVmVolumes)
+            return fail(ErrorKind::Config, "shim config: {} volumes (at most {})", c.volumes.size(),
+                        engine::kMaxVmVolumes);
+        c.virtiofsd = j.value("virtiofsd", std::string());
+        if (!c.volumes.empty() && (c.virtiofsd.empty() || c.virtiofsd.front() != '/'))
+            return fail(ErrorKind::Config, "shim config: virtiofsd '{}' is not an absolute path", c.virtiofsd);
         return c;
     } catch (const std::exception& e) {
         return fail(ErrorKind::Config, "shim config is not valid JSON of the expected shape: {}", e.what());
@@ -209,8 +237,9 @@ BoxliteResult<std::uint64_t> prepare_box_disk(const std::filesystem::path& overl
 
 /// The shim config for `launch`: vCPUs, guest RAM (memory_mib, capped by max_memory), kernel
 /// command line, disk, vsock, console, and the guest agent's launch document (env, working
-/// dir, user, rlimits). What the kvm engine cannot do yet is refused, not dropped: volumes
-/// (they need virtiofs) and published ports (they need guest networking) are Unsupported.
+/// dir, user, rlimits). What the kvm engine cannot do yet is refused, not dropped: published
+/// ports (they need guest networking) are Unsupported. Volumes are added by the engine's start
+/// (engine/common/volumes.hpp), which checks their host folders.
 BoxliteResult<KvmShimConfig> make_shim_config(const KvmEngineOptions& options, const EngineLaunch& launch,
                                               const std::filesystem::path& kernel, const std::filesystem::path& initrd,
                                               const std::filesystem::path& disk);

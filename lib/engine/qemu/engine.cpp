@@ -17,6 +17,7 @@
 #include "engine/common/helper_binary.hpp"
 #include "engine/common/network_support.hpp"
 #include "engine/common/shim_spawn.hpp"
+#include "engine/common/volumes.hpp"
 #include "engine/common/watchdog.hpp"
 #include "vmm/file.hpp"
 
@@ -70,63 +71,6 @@ fs::path home_of(const fs::path& box_dir) { return box_dir.lexically_normal().pa
 
 void reap_if_child(std::int32_t pid) { ::waitpid(pid, nullptr, WNOHANG); }
 
-/// The box's volumes as virtiofsd shares (host side) and virtiofs mounts (guest side): tag
-/// "vol<i>" for volume i; an anonymous volume is the box's own folder, made here at the first
-/// start and kept until rm. Refused before anything runs: a volume that is a file (virtiofs shares
-/// folders), no virtiofsd, or a caller that is not root (virtiofsd needs CAP_SYS_ADMIN for its
-/// namespace sandbox and the read-only bind).
-BoxliteResult<void> add_volumes(const BoxConfig& box, const fs::path& box_dir, QemuShimConfig& config) {
-    const auto& volumes = box.options.volumes;
-    if (volumes.empty()) return {};
-    if (volumes.size() > kMaxVolumes)
-        return fail(ErrorKind::Unsupported, "box {}: {} volumes; the qemu engine serves at most {} (a virtiofsd each)",
-                    box.id, volumes.size(), kMaxVolumes);
-    if (::geteuid() != 0)
-        return fail(ErrorKind::Unsupported,
-                    "box {}: volumes on the qemu engine need root (virtiofsd's namespace sandbox and the read-only "
-                    "bind need CAP_SYS_ADMIN); run as root, or use the namespace engine",
-                    box.id);
-    const char* override_path = std::getenv("BOXLITE_VIRTIOFSD");
-    config.virtiofsd = override_path && *override_path ? override_path : kDefaultVirtiofsd;
-    if (config.virtiofsd.front() != '/' || ::access(config.virtiofsd.c_str(), X_OK) != 0)
-        return fail(ErrorKind::Unsupported,
-                    "box {}: volumes on the qemu engine need virtiofsd, and {} is not an executable file{}; install "
-                    "Debian's qemu-system-common (or set BOXLITE_VIRTIOFSD to an absolute path)",
-                    box.id, config.virtiofsd, override_path && *override_path ? " (from BOXLITE_VIRTIOFSD)" : "");
-    BOXLITE_TRY(auto guest, vmm::parse_guest_launch(config.vm.guest_launch.dump()));
-    for (std::size_t i = 0; i < volumes.size(); ++i) {
-        const auto& v = volumes[i];
-        fs::path host = v.host_path;
-        std::error_code ec;
-        if (v.anonymous()) {
-            host = anonymous_volume_path(box_dir, i);
-            fs::create_directories(host, ec);
-            if (ec)
-                return fail(ErrorKind::Storage, "creating the anonymous volume {} of box {} for {}: {}", host.string(),
-                            box.id, v.guest_path, ec.message());
-        }
-        if (!fs::exists(host, ec))
-            return fail(ErrorKind::Config,
-                        "box {}: volume host path {} (for {}) no longer exists; create it again, or remove the box",
-                        box.id, host.string(), v.guest_path);
-        if (!fs::is_directory(host, ec))
-            return fail(ErrorKind::Unsupported,
-                        "box {}: volume -v {} is not a directory; the qemu engine shares folders (virtiofs), not "
-                        "single files — share the folder holding it",
-                        box.id, v);
-        const auto tag = fmt::format("vol{}", i);
-        config.volumes.push_back(QemuVolume{tag, host.string(), v.read_only});
-        guest.volumes.push_back(vmm::GuestVolume{tag, normalized_guest_path(v.guest_path), v.read_only});
-    }
-    // Shallower guest paths first, as on the namespace engine: /data before /data/in, so the
-    // deeper volume is mounted on top rather than hidden.
-    std::stable_sort(guest.volumes.begin(), guest.volumes.end(), [](const auto& a, const auto& b) {
-        return std::count(a.path.begin(), a.path.end(), '/') < std::count(b.path.begin(), b.path.end(), '/');
-    });
-    config.vm.guest_launch = vmm::to_json_document(guest);
-    return {};
-}
-
 /// The box network: our virtio-net over vhost-user, pumped by the shim to passt through the
 /// firewall; the agent brings up eth0.
 BoxliteResult<void> add_network(const BoxConfig& box, const std::vector<PortSpec>& published, QemuShimConfig& config) {
@@ -179,7 +123,8 @@ BoxliteResult<EngineHandle> start(const QemuEngineOptions& options, const Engine
     const fs::path disk = box_dir / "disk.qcow2";
     QemuShimConfig config;
     BOXLITE_TRY(config.vm, vmm::make_vm_shim_config(vm_options, launch, kernel, initrd, disk));
-    BOXLITE_TRY_VOID(add_volumes(box, box_dir, config));
+    BOXLITE_TRY_VOID(
+        engine::add_vm_volumes("qemu", box, box_dir, config.virtiofsd, config.volumes, config.vm.guest_launch));
     std::vector<PortSpec> published;
     if (box.options.network.mode == NetworkMode::Enabled) {
         BOXLITE_TRY(published, engine::publish_ports(box));

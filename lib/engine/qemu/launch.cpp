@@ -148,10 +148,7 @@ std::vector<std::string> qemu_stream_netdev_argv(int fd) {
 }
 
 std::vector<std::string> virtiofsd_argv(const QemuShimConfig& config, const QemuVolume& volume, int listen_fd) {
-    return {config.virtiofsd, fmt::format("--fd={}", listen_fd), "-o", fmt::format("source={}", volume.host_path), "-o",
-            "sandbox=namespace", "-o", "no_xattr", "-o", "no_posix_lock", "-o", "no_flock", "-o", "log_level=warn",
-            // Descriptors: the C virtiofsd raises RLIMIT_NOFILE to a million by default.
-            "--rlimit-nofile=65536"};
+    return engine::virtiofsd_argv(config.virtiofsd, volume, listen_fd);
 }
 
 std::optional<std::uint64_t> guest_console_ms(std::string_view console, std::string_view what) {

@@ -18,6 +18,7 @@
 // a `vhost-user-fs-device` with the volume's tag; the agent mounts the tag (GuestVolume).
 #pragma once
 
+#include "engine/common/volumes.hpp"
 #include "engine/kvm/launch.hpp"
 
 #include <boxlite/error.hpp>
@@ -37,18 +38,13 @@ inline constexpr int kBlockBackendFd = 4;
 /// Volume i's virtiofsd socket is QEMU's fd kFirstVolumeFd + i.
 inline constexpr int kFirstVolumeFd = 5;
 /// At most this many volumes per box on the qemu engine (a virtiofsd process each).
-inline constexpr std::size_t kMaxVolumes = 16;
+inline constexpr std::size_t kMaxVolumes = engine::kMaxVmVolumes;
 /// The box's MAC address (upstream's; the namespace engine's eth0 has the same).
 inline constexpr std::array<std::uint8_t, 6> kBoxMac = {0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee};
-inline constexpr const char* kDefaultVirtiofsd = "/usr/lib/qemu/virtiofsd";
+using engine::kDefaultVirtiofsd;
 
-/// One host folder a virtiofsd serves: an absolute host directory, its virtio-fs tag, and
-/// whether the shim exports a read-only bind of it (read-only enforced on the host).
-struct QemuVolume {
-    std::string tag;
-    std::string host_path;
-    bool read_only = false;
-};
+/// One host folder a virtiofsd serves (engine/common/virtiofsd.hpp, shared with the kvm engine).
+using QemuVolume = engine::VirtiofsShare;
 
 /// A published port as passt's -t/-u takes it: "[ADDR/]HOSTPORT:BOXPORT".
 struct QemuPublishedPort {

@@ -8,6 +8,12 @@ MmioTransport::MmioTransport(std::shared_ptr<VirtioDevice> device, const vmm::Gu
     for (auto max : device_->queue_max_sizes()) queues_.emplace_back(max);
 }
 
+MmioTransport::~MmioTransport() {
+    std::lock_guard lock(mutex_);
+    if (activated_) device_->reset();
+    activated_ = false;
+}
+
 std::uint32_t MmioTransport::status() const {
     std::lock_guard lock(mutex_);
     return status_;

@@ -59,6 +59,11 @@ public:
     /// (an irqfd write under KVM, a counter in tests).
     MmioTransport(std::shared_ptr<VirtioDevice> device, const vmm::GuestMemory& memory,
                   std::function<void()> raise_interrupt);
+    /// Resets an active device first: a device with threads of its own (a vhost-user frontend's
+    /// call watcher) must stop raising this transport's interrupt before it goes away.
+    ~MmioTransport() override;
+    MmioTransport(const MmioTransport&) = delete;
+    MmioTransport& operator=(const MmioTransport&) = delete;
 
     void read(std::uint64_t offset, std::span<std::byte> data) override;
     void write(std::uint64_t offset, std::span<const std::byte> data) override;
