@@ -69,6 +69,11 @@ BoxliteResult<bool> FramePump::read_box() {
                     send_to_box(reply_);
                     ++stats_.rejections_sent;
                 }
+                // A connection reset for its server name: passt's side is closed too.
+                if (auto& to_passt = firewall_.to_passt(); !to_passt.empty()) {
+                    append_stream_frame(pending_, to_passt);
+                    to_passt.clear();
+                }
                 break;
             case Verdict::Drop: break;
         }
