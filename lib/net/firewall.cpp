@@ -513,6 +513,10 @@ Verdict EgressFirewall::check_server_name(NameCheck& check, const Flow& flow, st
         return refuse(frame, info, reply);
     }
     if ((info.tcp_flags & kTcpSyn) != 0) {  // the SYN again: nothing to read yet
+        if (info.tcp_payload != 0) {
+            ++stats_.dropped;
+            return Verdict::Drop;  // TCP Fast Open data, unread (see egress)
+        }
         check.first_seq = info.tcp_seq + 1;
         check.bytes.clear();
         ++stats_.forwarded;
@@ -726,6 +730,12 @@ Verdict EgressFirewall::egress(std::span<std::uint8_t> frame, std::vector<std::u
             // its name) is refused.
             if ((info.tcp_flags & (kTcpSyn | kTcpAck | kTcpRst)) != kTcpSyn || info.fragment) {
                 return refuse(frame, info, reply);
+            }
+            // A SYN carrying data (TCP Fast Open) would hand the server its first bytes unread:
+            // dropped, so the box's TCP sends its SYN again without data (RFC 7413 §4.2.2).
+            if (info.tcp_payload != 0) {
+                ++stats_.dropped;
+                return Verdict::Drop;
             }
             if (name_checks_.size() >= kMaxNameChecks) {
                 // The oldest check goes, and its connection with it (refused from now on): a

@@ -621,6 +621,11 @@ TEST(NetFirewall, AResolvedAddressCarriesOnlyAnAllowedSni) {
     EXPECT_EQ(f.send(segment(listed, 40004, kTcpAck, 2, bad)), Verdict::Forward);
     // A connection to a resolved address not seen opening is refused.
     EXPECT_EQ(f.send(segment(f.api, 40005, kTcpAck, 9000, good)), Verdict::Reject);
+    // A SYN with data (TCP Fast Open) is dropped, so the box sends it again without.
+    EXPECT_EQ(f.send(segment(f.api, 40006, kTcpSyn, 100, bad)), Verdict::Drop);
+    EXPECT_EQ(f.send(segment(f.api, 40006, kTcpSyn, 100)), Verdict::Forward);
+    EXPECT_EQ(f.send(segment(f.api, 40006, kTcpSyn, 100, bad)), Verdict::Drop);
+    EXPECT_EQ(f.send(segment(f.api, 40006, kTcpAck, 101, bad)), Verdict::Reject);
 }
 
 TEST(NetFirewall, AClientHelloSplitOverSegmentsIsHeldUntilWhole) {
