@@ -493,12 +493,14 @@ void EgressFirewall::watch_dns_answer(std::span<const std::uint8_t> frame, const
     }
 }
 
-// Holds a connection at its first client bytes until they tell the server name (or that there is
-// none): segments are dropped meanwhile, their bytes kept (the box's TCP sends them again), so
-// nothing reaches the server before the name is known. Allowed, or no name: the segment that
-// completed the bytes goes on and the check ends (the box retransmits what was held). Not
-// allowed, malformed, or no answer within kMaxServerNameScan bytes: a RST to the box and one to
-// passt, and the flow is forgotten, so anything more on it is refused.
+// Reads a connection's first client bytes, in order, until they tell the server name (or that
+// there is none). Segments that leave them incomplete go on (holding them back would stall the
+// box's TCP: Nagle keeps a short second write until the first is acknowledged); a segment past a
+// gap is dropped (the box sends it again). The segment that completes the ClientHello or the
+// request's header block decides: allowed, or no name, it goes on and the check ends; not
+// allowed, malformed, or no answer within kMaxServerNameScan bytes, it is answered with a RST to
+// the box and one to passt, and the flow is forgotten, so anything more on it is refused. The
+// server never sees a whole ClientHello or request that names a server not allowed.
 Verdict EgressFirewall::check_server_name(NameCheck& check, const Flow& flow, std::span<std::uint8_t> frame,
                                           const PacketInfo& info, std::vector<std::uint8_t>& reply) {
     auto pass = [&] {
@@ -529,7 +531,15 @@ Verdict EgressFirewall::check_server_name(NameCheck& check, const Flow& flow, st
     }
     const std::uint32_t offset = info.tcp_seq - check.first_seq;  // modulo 2^32, as TCP counts
     const std::size_t held = check.bytes.size();
-    if (offset <= held && offset + info.tcp_payload > held && held < kMaxServerNameScan) {
+    if (offset > held) {
+        ++stats_.dropped;
+        return Verdict::Drop;  // past a gap: read in order when the box sends it again
+    }
+    if (offset + info.tcp_payload <= held) {
+        ++stats_.forwarded;
+        return Verdict::Forward;  // bytes already read and passed on, sent again
+    }
+    if (held < kMaxServerNameScan) {
         const std::size_t l4_header = static_cast<std::size_t>(frame[info.l4_offset + 12] >> 4) * 4;
         const std::size_t payload_at = info.l4_offset + l4_header;
         const std::size_t fresh = std::min(offset + info.tcp_payload - held, kMaxServerNameScan - held);
@@ -540,8 +550,8 @@ Verdict EgressFirewall::check_server_name(NameCheck& check, const Flow& flow, st
     bool refused = found.scan == ServerNameScan::Malformed;
     if (found.scan == ServerNameScan::NeedMore) {
         if (check.bytes.size() < kMaxServerNameScan) {
-            ++stats_.dropped;
-            return Verdict::Drop;  // held: the box sends these bytes again
+            ++stats_.forwarded;
+            return Verdict::Forward;  // incomplete: the server can do nothing with it yet
         }
         refused = true;
     }
@@ -552,7 +562,7 @@ Verdict EgressFirewall::check_server_name(NameCheck& check, const Flow& flow, st
     ++stats_.names_refused;
     ++stats_.rejected;
     reply = make_tcp_reset(frame, info);
-    to_passt_ = make_reset_from_box(frame, info, check.first_seq);
+    to_passt_ = make_reset_from_box(frame, info, info.tcp_seq);  // passt's next expected byte
     name_checks_.erase(flow);
     resolved_flows_.erase(flow);
     return Verdict::Reject;

@@ -14,10 +14,11 @@
 //   - With an allow list, any other destination must fall in one of its IP/CIDR rules, or be an
 //     address that an allowed host name (`api.example.com`, `*.example.com`) resolved to in a DNS
 //     answer the pump watched, for the answer's TTL (at least kMinResolvedTtl); connections made
-//     meanwhile live on. A TCP connection to such an address (any port) is held at its first
-//     client bytes: when they are a TLS ClientHello with an SNI, or an HTTP/1.x request with a Host
+//     meanwhile live on. A TCP connection to such an address (any port) has its first client
+//     bytes read: when they are a TLS ClientHello with an SNI, or an HTTP/1.x request with a Host
 //     header (or an absolute-form / CONNECT target), every name they carry must be allowed too, or
-//     the connection is reset both ways (server_name.hpp; docs/networking.md). A UDP DNS query for a name the list does not hold is answered NXDOMAIN by
+//     the segment that completes them is answered by a reset both ways (server_name.hpp;
+//     docs/networking.md). A UDP DNS query for a name the list does not hold is answered NXDOMAIN by
 //     the pump; DNS over TCP is refused (its answers are not watched).
 //   - Refused TCP is answered with a RST, refused UDP and other protocols with an ICMP / ICMPv6
 //     "administratively prohibited" unreachable, so programs in the box fail at once.
@@ -107,7 +108,7 @@ public:
     static constexpr std::uint16_t kMaxDnsAnswers = 64;
     /// A learnt address stays reachable this long at least, whatever the answer's TTL (seconds).
     static constexpr std::uint32_t kMinResolvedTtl = 10;
-    /// Connections whose first client bytes are awaited (server_name.hpp), at most; a new one
+    /// Connections whose first client bytes are being read (server_name.hpp), at most; a new one
     /// beyond ends the oldest check and its connection. Each holds at most kMaxServerNameScan bytes.
     static constexpr std::size_t kMaxNameChecks = 128;
     using Clock = std::function<std::chrono::steady_clock::time_point()>;

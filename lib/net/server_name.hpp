@@ -16,8 +16,8 @@
 
 namespace boxlite::net {
 
-/// The first client bytes of a connection the firewall holds, at most, while it waits for a
-/// ClientHello or the header block of an HTTP request to be complete.
+/// The first client bytes of a connection the firewall reads (and keeps a copy of), at most,
+/// waiting for a ClientHello or the header block of an HTTP request to be complete.
 inline constexpr std::size_t kMaxServerNameScan = 16 * 1024;
 
 enum class ServerNameScan : std::uint8_t {
