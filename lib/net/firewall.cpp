@@ -1,5 +1,7 @@
 #include "net/firewall.hpp"
 
+#include "net/server_name.hpp"
+
 #include <boxlite/detail/validate.hpp>
 
 #include <algorithm>
@@ -109,6 +111,28 @@ std::vector<std::uint8_t> make_tcp_reset(std::span<const std::uint8_t> frame, co
     }
     tcp[12] = 5 << 4;
     const std::uint32_t sum = pseudo_header_sum(info.destination, info.source, kProtoTcp, 20);
+    store16(tcp + 16, checksum_fold(checksum_add(std::span<const std::uint8_t>(tcp, 20), sum)));
+    return out;
+}
+
+// A RST in the box's name, as `info` (a segment from the box) travels: it closes passt's side of
+// the connection at `seq`, the next sequence number passt expects from the box.
+std::vector<std::uint8_t> make_reset_from_box(std::span<const std::uint8_t> frame, const PacketInfo& info,
+                                              std::uint32_t seq) {
+    const std::size_t ip_header = info.source.v6 ? 40 : 20;
+    std::vector<std::uint8_t> out(kEthernetHeaderSize + ip_header + 20, 0);
+    std::memcpy(out.data(), frame.data(), 12);
+    store16(out.data() + 12, info.source.v6 ? kEtherTypeIpv6 : kEtherTypeIpv4);
+    PacketInfo reversed = info;
+    std::swap(reversed.source, reversed.destination);
+    put_reply_ip(out.data() + kEthernetHeaderSize, reversed, kProtoTcp, 20);
+    std::uint8_t* tcp = out.data() + kEthernetHeaderSize + ip_header;
+    store16(tcp, info.source_port);
+    store16(tcp + 2, info.destination_port);
+    store32(tcp + 4, seq);
+    tcp[12] = 5 << 4;
+    tcp[13] = kTcpRst;
+    const std::uint32_t sum = pseudo_header_sum(info.source, info.destination, kProtoTcp, 20);
     store16(tcp + 16, checksum_fold(checksum_add(std::span<const std::uint8_t>(tcp, 20), sum)));
     return out;
 }
@@ -469,6 +493,81 @@ void EgressFirewall::watch_dns_answer(std::span<const std::uint8_t> frame, const
     }
 }
 
+// Reads a connection's first client bytes, in order, until they tell the server name (or that
+// there is none). Segments that leave them incomplete go on (holding them back would stall the
+// box's TCP: Nagle keeps a short second write until the first is acknowledged); a segment past a
+// gap is dropped (the box sends it again). The segment that completes the ClientHello or the
+// request's header block decides: allowed, or no name, it goes on and the check ends; not
+// allowed, malformed, or no answer within kMaxServerNameScan bytes, it is answered with a RST to
+// the box and one to passt, and the flow is forgotten, so anything more on it is refused. The
+// server never sees a whole ClientHello or request that names a server not allowed.
+Verdict EgressFirewall::check_server_name(NameCheck& check, const Flow& flow, std::span<std::uint8_t> frame,
+                                          const PacketInfo& info, std::vector<std::uint8_t>& reply) {
+    auto pass = [&] {
+        name_checks_.erase(flow);
+        ++stats_.forwarded;
+        return Verdict::Forward;
+    };
+    if ((info.tcp_flags & kTcpRst) != 0) return pass();
+    if (info.fragment) {  // the first bytes in IP fragments: the rest would go unread
+        name_checks_.erase(flow);
+        resolved_flows_.erase(flow);
+        return refuse(frame, info, reply);
+    }
+    if ((info.tcp_flags & kTcpSyn) != 0) {  // the SYN again: nothing to read yet
+        if (info.tcp_payload != 0) {
+            ++stats_.dropped;
+            return Verdict::Drop;  // TCP Fast Open data, unread (see egress)
+        }
+        check.first_seq = info.tcp_seq + 1;
+        check.bytes.clear();
+        ++stats_.forwarded;
+        return Verdict::Forward;
+    }
+    if (info.tcp_payload == 0) {
+        if ((info.tcp_flags & kTcpFin) != 0 && check.bytes.empty()) return pass();  // closed having said nothing
+        ++stats_.forwarded;
+        return Verdict::Forward;  // an ACK
+    }
+    const std::uint32_t offset = info.tcp_seq - check.first_seq;  // modulo 2^32, as TCP counts
+    const std::size_t held = check.bytes.size();
+    if (offset > held) {
+        ++stats_.dropped;
+        return Verdict::Drop;  // past a gap: read in order when the box sends it again
+    }
+    if (offset + info.tcp_payload <= held) {
+        ++stats_.forwarded;
+        return Verdict::Forward;  // bytes already read and passed on, sent again
+    }
+    if (held < kMaxServerNameScan) {
+        const std::size_t l4_header = static_cast<std::size_t>(frame[info.l4_offset + 12] >> 4) * 4;
+        const std::size_t payload_at = info.l4_offset + l4_header;
+        const std::size_t fresh = std::min(offset + info.tcp_payload - held, kMaxServerNameScan - held);
+        const auto from = frame.begin() + static_cast<std::ptrdiff_t>(payload_at + (held - offset));
+        check.bytes.insert(check.bytes.end(), from, from + static_cast<std::ptrdiff_t>(fresh));
+    }
+    const auto found = find_server_names(check.bytes);
+    bool refused = found.scan == ServerNameScan::Malformed;
+    if (found.scan == ServerNameScan::NeedMore) {
+        if (check.bytes.size() < kMaxServerNameScan) {
+            ++stats_.forwarded;
+            return Verdict::Forward;  // incomplete: the server can do nothing with it yet
+        }
+        refused = true;
+    }
+    for (const auto& name : found.names) {
+        if (!hostname_allowed(allow_.hostnames, name)) refused = true;
+    }
+    if (!refused) return pass();
+    ++stats_.names_refused;
+    ++stats_.rejected;
+    reply = make_tcp_reset(frame, info);
+    to_passt_ = make_reset_from_box(frame, info, info.tcp_seq);  // passt's next expected byte
+    name_checks_.erase(flow);
+    resolved_flows_.erase(flow);
+    return Verdict::Reject;
+}
+
 Verdict EgressFirewall::refuse(std::span<const std::uint8_t> frame, const PacketInfo& info,
                                std::vector<std::uint8_t>& reply) {
     ++stats_.rejected;
@@ -514,6 +613,7 @@ void rewrite_ipv4_address(std::span<std::uint8_t> frame, const PacketInfo& info,
 
 Verdict EgressFirewall::egress(std::span<std::uint8_t> frame, std::vector<std::uint8_t>& reply) {
     reply.clear();
+    to_passt_.clear();
     const char* why = nullptr;
     const auto parsed = parse_frame(frame, &why);
     if (!parsed) {
@@ -623,9 +723,41 @@ Verdict EgressFirewall::egress(std::span<std::uint8_t> frame, std::vector<std::u
     }
     if (reply_to_inbound) return forward_inbound();
     if (allowed_by_list(destination)) return forward();
-    // Addresses an allowed name resolved to, for its TTL; a connection made then lives on.
-    if (tcp_or_udp && resolved_flows_.contains(flow)) return forward();
+    // Addresses an allowed name resolved to, for its TTL; a connection made then lives on. A TCP
+    // one is held at its first bytes until they show which server it asks for.
+    const bool tcp = info.protocol == kProtoTcp && tcp_or_udp;
+    if (tcp_or_udp && resolved_flows_.contains(flow)) {
+        if (tcp && !name_checks_.empty()) {
+            if (const auto check = name_checks_.find(flow); check != name_checks_.end()) {
+                return check_server_name(check->second, flow, frame, info, reply);
+            }
+        }
+        return forward();
+    }
     if (!allow_.hostnames.empty() && resolved_allows(destination)) {
+        if (tcp) {
+            // Only a SYN opens one: a segment of a connection not seen opening (or one reset for
+            // its name) is refused.
+            if ((info.tcp_flags & (kTcpSyn | kTcpAck | kTcpRst)) != kTcpSyn || info.fragment) {
+                return refuse(frame, info, reply);
+            }
+            // A SYN carrying data (TCP Fast Open) would hand the server its first bytes unread:
+            // dropped, so the box's TCP sends its SYN again without data (RFC 7413 §4.2.2).
+            if (info.tcp_payload != 0) {
+                ++stats_.dropped;
+                return Verdict::Drop;
+            }
+            if (name_checks_.size() >= kMaxNameChecks) {
+                // The oldest check goes, and its connection with it (refused from now on): a
+                // connection that never speaks (or was closed by the server) must not pin a slot.
+                const auto oldest = std::ranges::min_element(name_checks_, {},
+                                                             [](const auto& entry) { return entry.second.opened; });
+                resolved_flows_.erase(oldest->first);
+                name_checks_.erase(oldest);
+            }
+            name_checks_[flow] = NameCheck{info.tcp_seq + 1, ++name_checks_opened_, {}};
+            ++stats_.names_checked;
+        }
         if (tcp_or_udp) resolved_flows_.insert(flow);
         return forward();
     }

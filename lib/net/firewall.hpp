@@ -14,7 +14,11 @@
 //   - With an allow list, any other destination must fall in one of its IP/CIDR rules, or be an
 //     address that an allowed host name (`api.example.com`, `*.example.com`) resolved to in a DNS
 //     answer the pump watched, for the answer's TTL (at least kMinResolvedTtl); connections made
-//     meanwhile live on. A UDP DNS query for a name the list does not hold is answered NXDOMAIN by
+//     meanwhile live on. A TCP connection to such an address (any port) has its first client
+//     bytes read: when they are a TLS ClientHello with an SNI, or an HTTP/1.x request with a Host
+//     header (or an absolute-form / CONNECT target), every name they carry must be allowed too, or
+//     the segment that completes them is answered by a reset both ways (server_name.hpp;
+//     docs/networking.md). A UDP DNS query for a name the list does not hold is answered NXDOMAIN by
 //     the pump; DNS over TCP is refused (its answers are not watched).
 //   - Refused TCP is answered with a RST, refused UDP and other protocols with an ICMP / ICMPv6
 //     "administratively prohibited" unreachable, so programs in the box fail at once.
@@ -88,6 +92,11 @@ struct FirewallStats {
     std::uint64_t answered = 0;
     /// Addresses learnt from DNS answers for allowed names.
     std::uint64_t resolved = 0;
+    /// Connections to such addresses whose first bytes were checked, and those reset for a name
+    /// (TLS SNI, HTTP Host) not allowed, a malformed ClientHello / request, or no verdict within
+    /// kMaxServerNameScan bytes.
+    std::uint64_t names_checked = 0;
+    std::uint64_t names_refused = 0;
 };
 
 class EgressFirewall {
@@ -99,6 +108,9 @@ public:
     static constexpr std::uint16_t kMaxDnsAnswers = 64;
     /// A learnt address stays reachable this long at least, whatever the answer's TTL (seconds).
     static constexpr std::uint32_t kMinResolvedTtl = 10;
+    /// Connections whose first client bytes are being read (server_name.hpp), at most; a new one
+    /// beyond ends the oldest check and its connection. Each holds at most kMaxServerNameScan bytes.
+    static constexpr std::size_t kMaxNameChecks = 128;
     using Clock = std::function<std::chrono::steady_clock::time_point()>;
 
     /// `clock`: steady_clock::now when empty (the tests pass their own).
@@ -111,6 +123,11 @@ public:
     [[nodiscard]] Verdict egress(std::span<std::uint8_t> frame, std::vector<std::uint8_t>& reply);
     /// A frame from passt: Forward (possibly rewritten in place) or Drop.
     [[nodiscard]] Verdict ingress(std::span<std::uint8_t> frame);
+
+    /// A frame for passt that the last egress() call made besides its verdict (the RST that
+    /// closes passt's side of a connection reset for its server name); the pump sends it on and
+    /// clears it.
+    [[nodiscard]] std::vector<std::uint8_t>& to_passt() noexcept { return to_passt_; }
 
     [[nodiscard]] const FirewallStats& stats() const noexcept { return stats_; }
     [[nodiscard]] const AllowList& allow_list() const noexcept { return allow_; }
@@ -130,6 +147,7 @@ private:
     public:
         void insert(const Flow& flow);
         [[nodiscard]] bool contains(const Flow& flow) const { return set_.contains(flow); }
+        void erase(const Flow& flow) { set_.erase(flow); }  // its place in order_ goes stale
 
     private:
         std::unordered_set<Flow, FlowHash> set_;
@@ -144,6 +162,14 @@ private:
     [[nodiscard]] bool allowed_by_list(const IpAddress& destination) const noexcept;
     [[nodiscard]] bool resolved_allows(const IpAddress& destination);
     void watch_dns_answer(std::span<const std::uint8_t> frame, const PacketInfo& info);
+    // A connection to a resolved address whose first client bytes are being read.
+    struct NameCheck {
+        std::uint32_t first_seq = 0;  // the sequence number of the first payload byte
+        std::uint64_t opened = 0;     // the order checks began in (the oldest goes when full)
+        std::vector<std::uint8_t> bytes;
+    };
+    Verdict check_server_name(NameCheck& check, const Flow& flow, std::span<std::uint8_t> frame, const PacketInfo& info,
+                              std::vector<std::uint8_t>& reply);
 
     AllowList allow_;
     NetworkLayout layout_;
@@ -154,6 +180,9 @@ private:
     // passt's window scale.
     std::unordered_map<Flow, std::uint8_t, FlowHash> handshakes_;
     std::unordered_map<IpAddress, std::chrono::steady_clock::time_point, AddressHash> resolved_;
+    std::unordered_map<Flow, NameCheck, FlowHash> name_checks_;
+    std::uint64_t name_checks_opened_ = 0;
+    std::vector<std::uint8_t> to_passt_;
     Clock clock_;
     FirewallStats stats_;
 };

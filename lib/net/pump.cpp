@@ -21,7 +21,7 @@ bool would_block(int error) { return error == EAGAIN || error == EWOULDBLOCK; }
 }  // namespace
 
 FramePump::FramePump(int box_fd, int passt_fd, EgressFirewall& firewall)
-    : box_fd_(box_fd), passt_fd_(passt_fd), firewall_(firewall), frame_(kMaxStreamFrame + 1), scratch_(256 * 1024) {
+    : box_fd_(box_fd), passt_fd_(passt_fd), firewall_(firewall), frame_(kMaxStreamFrame + 1), scratch_(kBatchBytes) {
     set_nonblocking(box_fd_);
     set_nonblocking(passt_fd_);
 }
@@ -40,11 +40,12 @@ void FramePump::send_to_box(std::span<const std::uint8_t> frame) {
     }
 }
 
-// Reads frames from the box until it has none or the buffer towards passt is full. Returns
-// whether anything was read.
+// Reads frames from the box until it has none, the buffer towards passt is full, or one batch
+// (kBatchBytes) was read. Returns whether anything was read.
 BoxliteResult<bool> FramePump::read_box() {
     bool any = false;
-    while (pending_.size() - pending_sent_ + kMaxStreamFrame + 4 <= kMaxPending) {
+    std::size_t batch = 0;
+    while (batch < kBatchBytes && pending_.size() - pending_sent_ + kMaxStreamFrame + 4 <= kMaxPending) {
         const ssize_t n = ::read(box_fd_, frame_.data(), frame_.size());
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -54,6 +55,7 @@ BoxliteResult<bool> FramePump::read_box() {
         if (n == 0) return fail(ErrorKind::Internal, "the box's network device closed");
         any = true;
         const auto size = static_cast<std::size_t>(n);
+        batch += size;
         // Oversized (cut by the buffer) or runt frames never reach passt.
         if (size > kMaxStreamFrame || size < kMinStreamFrame) continue;
         const std::span<std::uint8_t> frame(frame_.data(), size);
@@ -68,6 +70,11 @@ BoxliteResult<bool> FramePump::read_box() {
                 if (!reply_.empty()) {
                     send_to_box(reply_);
                     ++stats_.rejections_sent;
+                }
+                // A connection reset for its server name: passt's side is closed too.
+                if (auto& to_passt = firewall_.to_passt(); !to_passt.empty()) {
+                    append_stream_frame(pending_, to_passt);
+                    to_passt.clear();
                 }
                 break;
             case Verdict::Drop: break;
@@ -96,7 +103,8 @@ BoxliteResult<void> FramePump::write_passt() {
     return {};
 }
 
-// Returns false when passt closed its end.
+// Reads one batch (at most scratch_'s size) from passt and hands its frames on. Returns false
+// when passt closed its end.
 BoxliteResult<bool> FramePump::read_passt() {
     for (;;) {
         const ssize_t n = ::read(passt_fd_, scratch_.data(), scratch_.size());
@@ -119,10 +127,14 @@ BoxliteResult<bool> FramePump::read_passt() {
             std::span<std::uint8_t> writable(const_cast<std::uint8_t*>(frame.data()), frame.size());
             if (firewall_.ingress(writable) == Verdict::Forward) send_to_box(writable);
         }
-        if (static_cast<std::size_t>(n) < scratch_.size()) return true;
+        return true;
     }
 }
 
+// One wake-up does one batch each way, then polls again (at once when more is waiting): a stream
+// in one direction must not keep the other's frames — the box's ACKs and window updates for that
+// very stream — waiting until it pauses, or each side's TCP stalls on a window the other end has
+// already opened.
 BoxliteResult<void> FramePump::run(int stop_fd) {
     for (;;) {
         const bool room = pending_.size() - pending_sent_ + kMaxStreamFrame + 4 <= kMaxPending;

@@ -33,6 +33,8 @@ struct PumpStats {
 class FramePump {
 public:
     static constexpr std::size_t kMaxPending = 1024 * 1024;
+    /// Bytes read from one side per wake-up, at most (then the other side has its turn).
+    static constexpr std::size_t kBatchBytes = 256 * 1024;
 
     /// Neither descriptor is owned; both are made non-blocking.
     FramePump(int box_fd, int passt_fd, EgressFirewall& firewall);
@@ -61,7 +63,7 @@ private:
     std::size_t pending_sent_ = 0;
     std::vector<std::uint8_t> frame_;  // one frame read from the box
     std::vector<std::uint8_t> reply_;
-    std::vector<std::uint8_t> scratch_;  // bytes read from passt
+    std::vector<std::uint8_t> scratch_;  // bytes read from passt, kBatchBytes at a time
     PumpStats stats_;
 };
 

@@ -5,6 +5,7 @@
 // addresses; the default route ends in that interface, which sends nothing anywhere.
 #include <boxlite/boxlite.hpp>
 
+#include "../net/client_hello.hpp"
 #include "namespace_fixture.hpp"
 
 #include <arpa/inet.h>
@@ -18,6 +19,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -51,8 +53,26 @@ public:
             for (;;) {
                 const int client = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
                 if (client < 0) return;
-                char request[4096];
-                (void)!::read(client, request, sizeof request);
+                // A whole request, as a server waits for it: an HTTP header block to its empty
+                // line, or one TLS record (a ClientHello). Anything less is not answered.
+                std::string request;
+                char buffer[4096];
+                bool whole = false;
+                while (!whole) {
+                    const ssize_t n = ::read(client, buffer, sizeof buffer);
+                    if (n <= 0) break;
+                    request.append(buffer, static_cast<std::size_t>(n));
+                    whole = request.find("\r\n\r\n") != std::string::npos ||
+                            (request[0] == '\x16' && request.size() >= 5 &&
+                             request.size() >=
+                                 5 + ((static_cast<std::size_t>(static_cast<unsigned char>(request[3])) << 8) |
+                                      static_cast<unsigned char>(request[4])));
+                }
+                if (!whole) {
+                    ::close(client);
+                    continue;
+                }
+                ++requests_;
                 const std::string answer = "HTTP/1.0 200 OK\r\nContent-Length: " + std::to_string(body_.size()) +
                                            "\r\nConnection: close\r\n\r\n" + body_;
                 (void)!::write(client, answer.data(), answer.size());
@@ -67,11 +87,14 @@ public:
     }
     [[nodiscard]] bool ok() const { return ok_; }
     [[nodiscard]] std::uint16_t port() const { return port_; }
+    /// Whole requests answered.
+    [[nodiscard]] int requests() const { return requests_; }
 
 private:
     int fd_ = -1;
     bool ok_ = false;
     std::uint16_t port_ = 0;
+    std::atomic<int> requests_{0};
     std::string body_;
     std::thread thread_;
 };
@@ -433,6 +456,72 @@ TEST_F(NamespaceNetwork, AllowedHostNamesResolveAndOnlyTheirAddressesAreReachabl
     const auto by_number = sh(box, fetch("203.0.113.1", blocked.port()));
     EXPECT_EQ(by_number.find("rc=0"), std::string::npos) << by_number;
     EXPECT_NE(by_number.find("refused"), std::string::npos) << by_number;
+}
+
+/// `bytes` sent to `host`:`port` with busybox's printf and nc (octal escapes: any byte), the
+/// answer, then rc.
+std::string send_bytes(const std::vector<std::uint8_t>& bytes, const std::string& host, std::uint16_t port) {
+    std::string escaped;
+    for (const auto byte : bytes) {
+        char octal[8];
+        std::snprintf(octal, sizeof octal, "\\%03o", byte);
+        escaped += octal;
+    }
+    return "{ printf '" + escaped + "'; sleep 2; } | nc -w 5 " + host + " " + std::to_string(port);
+}
+
+std::vector<std::uint8_t> http_request(const std::string& host) {
+    const std::string text = "GET / HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n";
+    return {text.begin(), text.end()};
+}
+
+TEST_F(NamespaceNetwork, AnAllowedNamesAddressCarriesOnlyAllowedTlsSniAndHttpHost) {
+    DnsServer dns(std::map<std::string, std::string>{{"allowed.example.test", "198.51.100.1"}});
+    ASSERT_TRUE(dns.ok()) << "binding 127.0.0.1:53 in the test's namespace";
+    HttpServer server("198.51.100.1", "served");
+    ASSERT_TRUE(server.ok());
+    NetworkSpec network;
+    network.allow_net = {"allowed.example.test"};
+    auto box = box_with(network);
+    const auto resolved = sh(box, "nslookup allowed.example.test");
+    ASSERT_NE(resolved.find("198.51.100.1"), std::string::npos) << resolved;
+
+    // A ClientHello naming the allowed host reaches the server (which answers anything).
+    const auto tls_ok = sh(box, send_bytes(boxlite::net::test::client_hello("allowed.example.test"), "198.51.100.1",
+                                           server.port()));
+    EXPECT_TRUE(answered(tls_ok, "served")) << tls_ok;
+    EXPECT_EQ(server.requests(), 1);
+    // Another name on the same address: reset both ways, the server never sees a byte. (busybox
+    // nc ends with 0 on a reset. passt's side is reset too: the server, which takes one
+    // connection at a time, answers the next one below.)
+    const auto tls_bad = sh(box, send_bytes(boxlite::net::test::client_hello("blocked.example.test"), "198.51.100.1",
+                                            server.port()));
+    EXPECT_EQ(tls_bad.find("served"), std::string::npos) << tls_bad;
+    EXPECT_EQ(server.requests(), 1);
+
+    // The same with an HTTP Host header.
+    const auto http_ok = sh(box, send_bytes(http_request("allowed.example.test"), "198.51.100.1", server.port()));
+    EXPECT_TRUE(answered(http_ok, "served")) << http_ok;
+    EXPECT_EQ(server.requests(), 2);
+    const auto http_bad = sh(box, send_bytes(http_request("blocked.example.test"), "198.51.100.1", server.port()));
+    EXPECT_EQ(http_bad.find("served"), std::string::npos) << http_bad;
+    EXPECT_EQ(server.requests(), 2);
+    const auto after = sh(box, send_bytes(http_request("allowed.example.test"), "198.51.100.1", server.port()));
+    EXPECT_TRUE(answered(after, "served")) << after;
+    EXPECT_EQ(server.requests(), 3);
+
+    // A request in two writes (the second waits for the first's ACK: Nagle): the first segment
+    // passes, the second decides.
+    auto split = [&](const std::string& host) {
+        return sh(box, "{ printf 'GET / HTTP/1.1\\r\\n'; sleep 1; printf 'Host: " + host +
+                           "\\r\\n\\r\\n'; sleep 3; } | nc -w 8 198.51.100.1 " + std::to_string(server.port()));
+    };
+    const auto split_ok = split("allowed.example.test");
+    EXPECT_TRUE(answered(split_ok, "served")) << split_ok;
+    EXPECT_EQ(server.requests(), 4);
+    const auto split_bad = split("blocked.example.test");
+    EXPECT_EQ(split_bad.find("served"), std::string::npos) << split_bad;
+    EXPECT_EQ(server.requests(), 4);
 }
 
 TEST_F(NamespaceNetwork, APublishedTcpPortIsBoundOnceAndNotTakenTwice) {

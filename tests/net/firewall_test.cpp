@@ -1,13 +1,16 @@
 // The box network's building blocks over hand-made frames: the parser's bounds checks, passt's
 // stream framing, allow_net parsing and the egress firewall's verdicts and answers.
+#include "client_hello.hpp"
 #include "frames.hpp"
 #include "net/firewall.hpp"
+#include "net/server_name.hpp"
 #include "net/packet.hpp"
 #include "net/stream_framing.hpp"
 
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstring>
 
 #include <string>
 #include <vector>
@@ -450,6 +453,21 @@ std::vector<std::uint8_t> dns_answer_frame(std::vector<std::uint8_t> query, cons
     return ip_frame(kGateway, kBox, kProtoUdp, 53, 40000, 0, 0, query);
 }
 
+/// A TCP segment from the box to `destination`:443 from port `port`, sequence number `seq`.
+std::vector<std::uint8_t> segment(const IpAddress& destination, std::uint16_t port, std::uint8_t flags,
+                                  std::uint32_t seq, std::span<const std::uint8_t> data = {}) {
+    auto frame = ip_frame(kBox, destination, kProtoTcp, port, 443, flags, 0, data);
+    const std::size_t tcp = 14 + 20;
+    test::put16(frame, tcp + 4, static_cast<std::uint16_t>(seq >> 16));
+    test::put16(frame, tcp + 6, static_cast<std::uint16_t>(seq));
+    test::put16(frame, tcp + 16, 0);
+    std::uint32_t sum = checksum_add(std::span(kBox.bytes.data(), 4));
+    sum = checksum_add(std::span(destination.bytes.data(), 4), sum);
+    sum += kProtoTcp + static_cast<std::uint32_t>(frame.size() - tcp);
+    test::put16(frame, tcp + 16, checksum_fold(checksum_add(std::span(frame).subspan(tcp), sum)));
+    return frame;
+}
+
 TEST(NetFirewall, HostNameRulesFollowTheDnsAnswersForTheirTtl) {
     auto now = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
     auto list = AllowList::parse({"api.example.test", "*.cdn.example.test"});
@@ -497,7 +515,8 @@ TEST(NetFirewall, HostNameRulesFollowTheDnsAnswersForTheirTtl) {
 
     // After the TTL, new connections are refused; the one made before lives on.
     now += std::chrono::seconds(301);
-    auto data = ip_frame(kBox, api, kProtoTcp, 40000, 443, kTcpAck, 10);
+    const std::vector<std::uint8_t> ten(10, 'a');
+    auto data = segment(api, 40000, kTcpAck, 0x11000001, ten);
     EXPECT_EQ(firewall.egress(data, reply), Verdict::Forward);
     auto new_syn = ip_frame(kBox, api, kProtoTcp, 40002, 443);
     EXPECT_EQ(firewall.egress(new_syn, reply), Verdict::Reject);
@@ -530,6 +549,153 @@ TEST(NetFirewall, FragmentsToTheGatewayOrAliasAreRefused) {
     auto later = ip_frame(kBox, kAlias, kProtoUdp, 1, 53, 0, 16);
     test::put16(later, 14 + 6, 0x0004);  // offset 32
     EXPECT_EQ(firewall.egress(later, reply), Verdict::Drop);
+}
+
+}  // namespace
+}  // namespace boxlite::net
+
+namespace boxlite::net {
+namespace {
+
+struct NameCheckedFirewall {
+    EgressFirewall firewall = firewall_for({"api.example.test", "198.51.100.99"});
+    const IpAddress api = IpAddress::v4(198, 51, 100, 10);
+    std::vector<std::uint8_t> reply;
+
+    NameCheckedFirewall() {
+        auto answer = dns_answer_frame(test::dns_query("api.example.test", 1), {api}, 300);
+        EXPECT_EQ(firewall.ingress(answer), Verdict::Forward);
+    }
+    Verdict send(std::vector<std::uint8_t> frame) { return firewall.egress(frame, reply); }
+};
+
+std::span<const std::uint8_t> text(const char* data) {
+    return {reinterpret_cast<const std::uint8_t*>(data), std::strlen(data)};
+}
+
+TEST(NetFirewall, AResolvedAddressCarriesOnlyAnAllowedSni) {
+    NameCheckedFirewall f;
+    // The allowed name: the ClientHello and all after it pass.
+    EXPECT_EQ(f.send(segment(f.api, 40000, kTcpSyn, 1000)), Verdict::Forward);
+    EXPECT_EQ(f.send(segment(f.api, 40000, kTcpAck, 1001)), Verdict::Forward);
+    const auto good = test::client_hello("API.example.test");
+    EXPECT_EQ(f.send(segment(f.api, 40000, kTcpAck, 1001, good)), Verdict::Forward);
+    EXPECT_EQ(f.send(segment(f.api, 40000, kTcpAck, 1001 + static_cast<std::uint32_t>(good.size()), text("x"))),
+              Verdict::Forward);
+    EXPECT_EQ(f.firewall.stats().names_refused, 0U);
+
+    // Another name to the same address: a RST to the box and one to passt at the first byte.
+    EXPECT_EQ(f.send(segment(f.api, 40001, kTcpSyn, 5000)), Verdict::Forward);
+    const auto bad = test::client_hello("evil.test");
+    EXPECT_EQ(f.send(segment(f.api, 40001, kTcpAck, 5001, bad)), Verdict::Reject);
+    ASSERT_FALSE(f.reply.empty());
+    EXPECT_TRUE(checksums_valid(f.reply));
+    auto to_box = parse_frame(f.reply);
+    ASSERT_TRUE(to_box);
+    EXPECT_EQ(to_box->destination, kBox);
+    EXPECT_NE(to_box->tcp_flags & kTcpRst, 0);
+    const auto to_passt = f.firewall.to_passt();
+    ASSERT_FALSE(to_passt.empty());
+    EXPECT_TRUE(checksums_valid(to_passt));
+    auto reset = parse_frame(to_passt);
+    ASSERT_TRUE(reset);
+    EXPECT_EQ(reset->source, kBox);
+    EXPECT_EQ(reset->destination, f.api);
+    EXPECT_EQ(reset->source_port, 40001);
+    EXPECT_EQ(reset->tcp_seq, 5001U);
+    EXPECT_EQ(reset->tcp_flags, kTcpRst);
+    EXPECT_EQ(f.firewall.stats().names_refused, 1U);
+    // The connection is gone: whatever the box sends on it is refused.
+    EXPECT_EQ(f.send(segment(f.api, 40001, kTcpAck, 5001, bad)), Verdict::Reject);
+    EXPECT_TRUE(f.firewall.to_passt().empty());
+
+    // No SNI at all, or a protocol that names no server: passes (the address was allowed).
+    EXPECT_EQ(f.send(segment(f.api, 40002, kTcpSyn, 7000)), Verdict::Forward);
+    EXPECT_EQ(f.send(segment(f.api, 40002, kTcpAck, 7001, test::client_hello(""))), Verdict::Forward);
+    EXPECT_EQ(f.send(segment(f.api, 40003, kTcpSyn, 7000)), Verdict::Forward);
+    EXPECT_EQ(f.send(segment(f.api, 40003, kTcpAck, 7001, text("SSH-2.0-x\r\n"))), Verdict::Forward);
+
+    // An address allowed by number is not checked.
+    const IpAddress listed = IpAddress::v4(198, 51, 100, 99);
+    EXPECT_EQ(f.send(segment(listed, 40004, kTcpSyn, 1)), Verdict::Forward);
+    EXPECT_EQ(f.send(segment(listed, 40004, kTcpAck, 2, bad)), Verdict::Forward);
+    // A connection to a resolved address not seen opening is refused.
+    EXPECT_EQ(f.send(segment(f.api, 40005, kTcpAck, 9000, good)), Verdict::Reject);
+    // A SYN with data (TCP Fast Open) is dropped, so the box sends it again without.
+    EXPECT_EQ(f.send(segment(f.api, 40006, kTcpSyn, 100, bad)), Verdict::Drop);
+    EXPECT_EQ(f.send(segment(f.api, 40006, kTcpSyn, 100)), Verdict::Forward);
+    EXPECT_EQ(f.send(segment(f.api, 40006, kTcpSyn, 100, bad)), Verdict::Drop);
+    EXPECT_EQ(f.send(segment(f.api, 40006, kTcpAck, 101, bad)), Verdict::Reject);
+}
+
+TEST(NetFirewall, AClientHelloSplitOverSegmentsIsDecidedByItsLastSegment) {
+    NameCheckedFirewall f;
+    const auto hello = test::client_hello("api.example.test", 2000);
+    const std::size_t half = hello.size() / 2;
+    EXPECT_EQ(f.send(segment(f.api, 40000, kTcpSyn, 0xfffffff0)), Verdict::Forward);  // sequence wraps
+    const std::uint32_t first = 0xfffffff1;
+    const std::span<const std::uint8_t> head(hello.data(), half);
+    const std::span<const std::uint8_t> tail(hello.data() + half, hello.size() - half);
+    // Past a gap: dropped (read in order when sent again).
+    EXPECT_EQ(f.send(segment(f.api, 40000, kTcpAck, first + static_cast<std::uint32_t>(half) + 5, text("zz"))),
+              Verdict::Drop);
+    // Incomplete: passes (the server can do nothing with half a ClientHello), and again.
+    EXPECT_EQ(f.send(segment(f.api, 40000, kTcpAck, first, head)), Verdict::Forward);
+    EXPECT_EQ(f.send(segment(f.api, 40000, kTcpAck, first, head)), Verdict::Forward);
+    EXPECT_EQ(f.send(segment(f.api, 40000, kTcpAck, first + static_cast<std::uint32_t>(half), tail)), Verdict::Forward);
+    EXPECT_EQ(f.firewall.stats().names_refused, 0U);
+
+    // The same split with a name not allowed: the last segment is reset, passt's side at its seq.
+    const auto bad = test::client_hello("evil.test", 2000);
+    EXPECT_EQ(f.send(segment(f.api, 40001, kTcpSyn, 99)), Verdict::Forward);
+    EXPECT_EQ(f.send(segment(f.api, 40001, kTcpAck, 100, std::span(bad.data(), 100))), Verdict::Forward);
+    EXPECT_EQ(f.send(segment(f.api, 40001, kTcpAck, 200, std::span(bad.data() + 100, bad.size() - 100))),
+              Verdict::Reject);
+    EXPECT_EQ(parse_frame(f.firewall.to_passt())->tcp_seq, 200U);
+    EXPECT_EQ(f.send(segment(f.api, 40001, kTcpAck, 100, std::span(bad.data(), 100))), Verdict::Reject);
+
+    // Bytes that never complete within kMaxServerNameScan: reset.
+    EXPECT_EQ(f.send(segment(f.api, 40002, kTcpSyn, 0)), Verdict::Forward);
+    std::string request = "GET / HTTP/1.1\r\n";
+    std::uint32_t seq = 1;
+    Verdict last = Verdict::Forward;
+    for (int i = 0; i < 40 && last == Verdict::Forward; ++i) {
+        const std::string chunk = i == 0 ? request : "X-Filler: " + std::string(1000, 'a') + "\r\n";
+        last = f.send(segment(f.api, 40002, kTcpAck, seq, text(chunk.c_str())));
+        seq += static_cast<std::uint32_t>(chunk.size());
+    }
+    EXPECT_EQ(last, Verdict::Reject);
+    EXPECT_GE(seq - 1, net::kMaxServerNameScan);
+}
+
+TEST(NetFirewall, AnHttpHostNotAllowedResetsTheConnection) {
+    NameCheckedFirewall f;
+    EXPECT_EQ(f.send(segment(f.api, 40000, kTcpSyn, 0)), Verdict::Forward);
+    EXPECT_EQ(f.send(segment(f.api, 40000, kTcpAck, 1, text("GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n"))),
+              Verdict::Forward);
+    EXPECT_EQ(f.send(segment(f.api, 40001, kTcpSyn, 0)), Verdict::Forward);
+    EXPECT_EQ(f.send(segment(f.api, 40001, kTcpAck, 1, text("GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n"))),
+              Verdict::Reject);
+    EXPECT_FALSE(f.firewall.to_passt().empty());
+    // A closed connection that said nothing ends its check.
+    EXPECT_EQ(f.send(segment(f.api, 40002, kTcpSyn, 0)), Verdict::Forward);
+    EXPECT_EQ(f.send(segment(f.api, 40002, kTcpAck | kTcpFin, 1)), Verdict::Forward);
+    EXPECT_EQ(f.send(segment(f.api, 40002, kTcpAck, 2, text("GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n"))),
+              Verdict::Forward);
+}
+
+TEST(NetFirewall, NameChecksAreBoundedTheOldestGoingFirst) {
+    NameCheckedFirewall f;
+    for (std::uint16_t i = 0; i <= EgressFirewall::kMaxNameChecks; ++i) {
+        EXPECT_EQ(f.send(segment(f.api, static_cast<std::uint16_t>(30000 + i), kTcpSyn, 0)), Verdict::Forward);
+    }
+    // The first connection's check (and the connection) went to make room; the second's lives.
+    EXPECT_EQ(f.send(segment(f.api, 30000, kTcpAck, 1, text("GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n"))),
+              Verdict::Reject);
+    EXPECT_EQ(f.send(segment(f.api, 30001, kTcpAck, 1, text("GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n"))),
+              Verdict::Reject);
+    EXPECT_EQ(f.send(segment(f.api, 30002, kTcpAck, 1, text("GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n"))),
+              Verdict::Forward);
 }
 
 }  // namespace
