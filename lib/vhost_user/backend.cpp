@@ -19,33 +19,6 @@ namespace {
 
 using devices::virtio::VirtQueue;
 
-std::string_view request_name(std::uint32_t request) {
-    switch (static_cast<Request>(request)) {
-        case Request::GetFeatures: return "GET_FEATURES";
-        case Request::SetFeatures: return "SET_FEATURES";
-        case Request::SetOwner: return "SET_OWNER";
-        case Request::ResetOwner: return "RESET_OWNER";
-        case Request::SetMemTable: return "SET_MEM_TABLE";
-        case Request::SetLogBase: return "SET_LOG_BASE";
-        case Request::SetLogFd: return "SET_LOG_FD";
-        case Request::SetVringNum: return "SET_VRING_NUM";
-        case Request::SetVringAddr: return "SET_VRING_ADDR";
-        case Request::SetVringBase: return "SET_VRING_BASE";
-        case Request::GetVringBase: return "GET_VRING_BASE";
-        case Request::SetVringKick: return "SET_VRING_KICK";
-        case Request::SetVringCall: return "SET_VRING_CALL";
-        case Request::SetVringErr: return "SET_VRING_ERR";
-        case Request::GetProtocolFeatures: return "GET_PROTOCOL_FEATURES";
-        case Request::SetProtocolFeatures: return "SET_PROTOCOL_FEATURES";
-        case Request::GetQueueNum: return "GET_QUEUE_NUM";
-        case Request::SetVringEnable: return "SET_VRING_ENABLE";
-        case Request::GetConfig: return "GET_CONFIG";
-        case Request::SetConfig: return "SET_CONFIG";
-        case Request::ResetDevice: return "RESET_DEVICE";
-    }
-    return "unknown";
-}
-
 /// Whether `fd` is an eventfd: kick and call fds must be, so that a read never blocks or spins
 /// and a write never lands in some file.
 bool is_eventfd(int fd) {

@@ -110,8 +110,4 @@ private:
     std::uint64_t protocol_features_ = 0;
     std::string failure_;
 };
-
-/// The name of a request, for messages.
-[[nodiscard]] std::string_view request_name(Request request) noexcept;
-
 }  // namespace boxlite::vhost_user

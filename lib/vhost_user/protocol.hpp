@@ -30,6 +30,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 
 namespace boxlite::vhost_user {
 
@@ -56,6 +57,37 @@ enum class Request : std::uint32_t {
     SetConfig = 25,
     ResetDevice = 34,
 };
+
+/// A request's name as the specification spells it ("SET_MEM_TABLE"), or "unknown".
+[[nodiscard]] constexpr std::string_view request_name(Request request) noexcept {
+    switch (request) {
+        case Request::GetFeatures: return "GET_FEATURES";
+        case Request::SetFeatures: return "SET_FEATURES";
+        case Request::SetOwner: return "SET_OWNER";
+        case Request::ResetOwner: return "RESET_OWNER";
+        case Request::SetMemTable: return "SET_MEM_TABLE";
+        case Request::SetLogBase: return "SET_LOG_BASE";
+        case Request::SetLogFd: return "SET_LOG_FD";
+        case Request::SetVringNum: return "SET_VRING_NUM";
+        case Request::SetVringAddr: return "SET_VRING_ADDR";
+        case Request::SetVringBase: return "SET_VRING_BASE";
+        case Request::GetVringBase: return "GET_VRING_BASE";
+        case Request::SetVringKick: return "SET_VRING_KICK";
+        case Request::SetVringCall: return "SET_VRING_CALL";
+        case Request::SetVringErr: return "SET_VRING_ERR";
+        case Request::GetProtocolFeatures: return "GET_PROTOCOL_FEATURES";
+        case Request::SetProtocolFeatures: return "SET_PROTOCOL_FEATURES";
+        case Request::GetQueueNum: return "GET_QUEUE_NUM";
+        case Request::SetVringEnable: return "SET_VRING_ENABLE";
+        case Request::GetConfig: return "GET_CONFIG";
+        case Request::SetConfig: return "SET_CONFIG";
+        case Request::ResetDevice: return "RESET_DEVICE";
+    }
+    return "unknown";
+}
+[[nodiscard]] constexpr std::string_view request_name(std::uint32_t request) noexcept {
+    return request_name(static_cast<Request>(request));
+}
 
 inline constexpr std::uint32_t kVersion = 0x1;
 inline constexpr std::uint32_t kVersionMask = 0x3;

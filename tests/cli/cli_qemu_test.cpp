@@ -1,6 +1,7 @@
 // The qemu engine end to end through the real `boxlite` binary (label `vm`; seconds per box under
 // TCG): Debian's kernel boots our agent, our virtio-blk (QCOW2) and virtio-vsock serve it over
 // vhost-user. The busybox image comes from tests/image/registry_harness.sh (umoci).
+#include <support/http_server.hpp>
 #include <support/support.hpp>
 
 #include <gtest/gtest.h>
@@ -539,49 +540,6 @@ TEST_F(QemuCli, ScenarioLifecycleAndFormats) {
 // CLI, the shim, QEMU and passt it starts) into a network namespace of its own, with loopback and
 // a dummy interface holding TEST-NET addresses; the default route ends in that interface.
 
-/// A tiny HTTP server on one address: answers every request with `body`, until destroyed.
-class QemuHttpServer {
-public:
-    QemuHttpServer(const char* address, std::string body) : body_(std::move(body)) {
-        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        const int one = 1;
-        ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        sockaddr_in in{};
-        in.sin_family = AF_INET;
-        ::inet_pton(AF_INET, address, &in.sin_addr);
-        ok_ = ::bind(fd_, reinterpret_cast<sockaddr*>(&in), sizeof in) == 0 && ::listen(fd_, 16) == 0;
-        socklen_t length = sizeof in;
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&in), &length);
-        port_ = ntohs(in.sin_port);
-        thread_ = std::thread([this] {
-            for (;;) {
-                const int client = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-                if (client < 0) return;
-                char request[4096];
-                (void)!::read(client, request, sizeof request);
-                const std::string answer = "HTTP/1.0 200 OK\r\nContent-Length: " + std::to_string(body_.size()) +
-                                           "\r\nConnection: close\r\n\r\n" + body_;
-                (void)!::write(client, answer.data(), answer.size());
-                ::close(client);
-            }
-        });
-    }
-    ~QemuHttpServer() {
-        ::shutdown(fd_, SHUT_RDWR);
-        thread_.join();
-        ::close(fd_);
-    }
-    [[nodiscard]] bool ok() const { return ok_; }
-    [[nodiscard]] std::uint16_t port() const { return port_; }
-
-private:
-    int fd_ = -1;
-    bool ok_ = false;
-    std::uint16_t port_ = 0;
-    std::string body_;
-    std::thread thread_;
-};
-
 /// The parent pid of `pid`, or 0.
 pid_t parent_of(pid_t pid) {
     std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
@@ -662,7 +620,7 @@ protected:
 };
 
 TEST_F(QemuNetwork, TheBoxReachesTheHostLoopbackThroughTheAliasOnly) {
-    QemuHttpServer host("127.0.0.1", "hello from the host");
+    boxlite::test::HttpServer host("127.0.0.1", "hello from the host");
     ASSERT_TRUE(host.ok());
     const auto out = sh({}, fetch("host.boxlite.internal", host.port()) + "; echo; cat /etc/hosts /etc/resolv.conf; " +
                                 fetch("192.168.127.1", host.port()) + " || echo gateway-refused");
@@ -732,8 +690,8 @@ TEST_F(QemuNetwork, APublishedUdpPortEchoesADatagram) {
 }
 
 TEST_F(QemuNetwork, AnAllowListLetsAListedAddressThroughAndRefusesTheRest) {
-    QemuHttpServer allowed("198.51.100.1", "allowed");
-    QemuHttpServer refused("203.0.113.1", "not allowed");
+    boxlite::test::HttpServer allowed("198.51.100.1", "allowed");
+    boxlite::test::HttpServer refused("203.0.113.1", "not allowed");
     ASSERT_TRUE(allowed.ok() && refused.ok());
     const auto out = sh({"--allow-net", "198.51.100.1"},
                         fetch("198.51.100.1", allowed.port()) + "; echo; " + fetch("203.0.113.1", refused.port()));
@@ -742,7 +700,7 @@ TEST_F(QemuNetwork, AnAllowListLetsAListedAddressThroughAndRefusesTheRest) {
 }
 
 TEST_F(QemuNetwork, RootInTheVmCannotUndoTheFirewall) {
-    QemuHttpServer refused("203.0.113.1", "not allowed");
+    boxlite::test::HttpServer refused("203.0.113.1", "not allowed");
     ASSERT_TRUE(refused.ok());
     // Root owns the guest kernel: it can change addresses, routes and use raw sockets. The
     // firewall is in the shim, on the host, so none of it gets a frame past it.
