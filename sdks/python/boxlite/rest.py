@@ -479,9 +479,6 @@ class _RestBox:
     def begin_exec(self, *args: Any) -> None:
         return None  # the async API then runs exec() on its pool
 
-    def begin_collect(self, *args: Any) -> None:
-        return None  # SimpleBox.exec then runs exec() on its pool and collects the output
-
     def exec(self, program: str, args: list[str], env: list[tuple[str, str]], tty: bool, user: Optional[str],
              cwd: Optional[str], timeout_secs: Optional[float]) -> _RestExecution:
         if user is not None:

@@ -110,12 +110,11 @@ class SimpleBox:
         native_box = box._native
         if not native_box.agent_alive():
             await box._runtime._run(native_box.ensure_agent)
-        job = native_box.begin_collect(cmd, list(args), _env_pairs(env), user, cwd, timeout)
-        if job is not None:
-            return await _collected(job)
-        # the connection died in between (or the REST runtime's box): the general path
-        execution = await box.exec(cmd, list(args), env, user=user, timeout_secs=timeout, cwd=cwd)
-        return await _collect(execution)
+        pending = native_box.begin_exec(cmd, list(args), _env_pairs(env), False, user, cwd, timeout)
+        if pending is None:  # the connection died in between: the general path reconnects
+            execution = await box.exec(cmd, list(args), env, user=user, timeout_secs=timeout, cwd=cwd)
+            return await _collect(execution)
+        return await _start_and_collect(pending)
 
     async def copy_in(
         self,
@@ -152,29 +151,53 @@ class SimpleBox:
         await self.stop()
 
 
-async def _collected(job: Any) -> ExecResult:
-    """The whole exec runs in the core's collector thread (start, stdin closed, stdout and stderr
-    read to their ends, exit), which wakes the event loop once, with the result: the round trip
-    SimpleBox.exec is measured by (benchmark/python). Cancelling kills the process, or has it
-    killed as soon as it starts."""
+async def _start_and_collect(pending: Any) -> ExecResult:
+    """exec + _collect in one poller: the start, the output and the exit are all handled on the
+    execution's reactor token, with no task switch in between (the round trip SimpleBox.exec is
+    measured by, benchmark/python)."""
+    io = _ExecIO(pending)
+    started: list[Any] = []
+    streams: list[Any] = []
+    parts: list[list[bytes]] = [[], []]
+    open_streams = [True, True]
 
     def attempt() -> tuple[bool, Any]:
-        result = job.try_result()
-        return (result is not None, result)
+        if not started:
+            native = pending.try_started()
+            if native is None:
+                return (False, None)
+            started.append(native)
+            native.take_stdin().close()
+            streams.extend([native.take_stdout(), native.take_stderr()])
+        for i, stream in enumerate(streams):
+            while open_streams[i]:
+                chunk = stream.try_read(256 * 1024)
+                if chunk is None:
+                    break
+                if not chunk:
+                    open_streams[i] = False
+                else:
+                    parts[i].append(chunk)
+        if any(open_streams):
+            return (False, None)
+        status = started[0].try_wait()
+        return (status is not None, status)
 
-    io = _ExecIO(job)  # held here: the loop finds it by its token in a weak dictionary
+    fut = io.until(attempt)
     try:
-        stdout, stderr, (code, message, timed_out) = await io.until(attempt)
+        code, message, timed_out = await fut
     except asyncio.CancelledError:
-        job.cancel()
+        if started:
+            started[0].kill()
+        else:
+            pending.abandon()
         raise
-    return ExecResult(
-        exit_code=code,
-        stdout=stdout.decode("utf-8", errors="replace"),
-        stderr=stderr.decode("utf-8", errors="replace"),
-        error_message=message,
-        timed_out=timed_out,
-    )
+    except Exception as error:  # noqa: BLE001 - a refused start raises; a failed wait is exit_code -1
+        if not started:
+            raise
+        code, message, timed_out = -1, str(error), False
+    stdout, stderr = (b"".join(p).decode("utf-8", errors="replace") for p in parts)
+    return ExecResult(exit_code=code, stdout=stdout, stderr=stderr, error_message=message, timed_out=timed_out)
 
 
 async def _collect(execution: Execution) -> ExecResult:

@@ -7,9 +7,6 @@
 //   - try_ calls on executions and their streams, which never wait: the async API retries them
 //     when the execution's Reactor token comes out of Reactor.drain() (its eventfd is watched
 //     by the asyncio loop itself, so no thread waits per execution);
-//   - SimpleBox.exec's begin_collect(): one process-wide collector thread runs the exec to its
-//     end (start, output, exit) on the execution's notices, without the GIL, and posts the
-//     reactor token once, when the result is ready;
 //   - blocking stream calls for the sync API (read, write, wait), which wake every 100 ms to let
 //     Python run its signal handlers, so Ctrl-C interrupts them.
 #include <boxlite/boxlite.hpp>
@@ -39,7 +36,6 @@
 #include <optional>
 #include <set>
 #include <string>
-#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -435,189 +431,6 @@ private:
     std::string program_;
 };
 
-// --- collected executions: SimpleBox.exec's round trip without per-frame loop wake-ups -------
-
-class CollectJob;
-
-/// One thread per process that moves collected executions (CollectJob) forward on their
-/// wakers' notices, without the GIL, so the asyncio loop is woken once per exec, when the whole
-/// result is ready, instead of once per frame (Started, end of stdout, end of stderr, Exit).
-class Collector {
-public:
-    static Collector& instance() {
-        // Never destroyed: its thread waits for work until the process exits.
-        static auto* collector = new Collector();
-        return *collector;
-    }
-
-    /// From a waker (the connection locked, on its reader thread): only queues. The job is
-    /// always handed over, never released here: releasing its last reference would run its
-    /// destructor, which locks the connection again.
-    void enqueue(std::shared_ptr<CollectJob> job) {
-        std::lock_guard lock(mutex_);
-        const bool was_empty = queue_.empty();
-        queue_.push_back(std::move(job));
-        if (was_empty) cv_.notify_one();
-    }
-
-private:
-    Collector() {
-        std::thread([this] { run(); }).detach();
-    }
-    void run();
-
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    std::vector<std::shared_ptr<CollectJob>> queue_;
-};
-
-/// An exec run to completion by the Collector: starts, closes stdin, reads stdout and stderr to
-/// their ends and waits for the exit, then posts its reactor token once. Lock order: mutex_, then
-/// the connection's, then the Collector's (wakers) or the reactor's.
-class CollectJob {
-public:
-    CollectJob(LiteBox box, std::string program) : box_(std::move(box)), program_(std::move(program)) {}
-
-    /// Sends the exec request; the job's waker feeds the Collector from then on.
-    static std::shared_ptr<CollectJob> begin(protocol::AgentClient& agent, const BoxCommand& command, LiteBox box,
-                                             const std::string& program) {
-        auto job = std::make_shared<CollectJob>(box, program);
-        // Held across begin_exec: a notice that comes first waits in the Collector for pending_.
-        std::lock_guard lock(job->mutex_);
-        std::weak_ptr<CollectJob> weak = job;
-        auto pending = agent.begin_exec(command, [weak] {
-            if (auto alive = weak.lock()) Collector::instance().enqueue(std::move(alive));
-        });
-        if (!pending) {
-            box.record_command(false);
-            raise(pending.error().with_context(fmt::format("running '{}' in box {}", program, box.id())));
-        }
-        job->pending_.emplace(std::move(*pending));
-        return job;
-    }
-
-    /// As NativeExecution::attach: no post for the past, the caller polls right after.
-    void attach(const Reactor& reactor, std::uint64_t token) {
-        std::lock_guard lock(mutex_);
-        reactor_ = reactor.core();
-        token_ = token;
-    }
-
-    /// Runs the execution as far as it can go without waiting (on the Collector's thread).
-    void step() {
-        std::lock_guard lock(mutex_);
-        if (done_ || cancelled_) return;
-        if (!execution_) {
-            if (!pending_) return;  // begin() still holds mutex_ only before pending_ is set
-            auto started = pending_->poll();
-            if (!started) return;
-            pending_.reset();
-            box_.record_command(started->has_value());
-            if (!*started) {
-                start_error_ = started->error().with_context(
-                    fmt::format("running '{}' in box {}", program_, box_.id()));
-                finish();
-                return;
-            }
-            execution_.emplace(std::move(**started));
-            streams_[0] = execution_->stdout();
-            streams_[1] = execution_->stderr();
-            auto in = execution_->stdin();
-            if (!in || !streams_[0] || !streams_[1]) return fail("an output stream was already taken");
-            if (auto closed = in->close(); !closed) return fail(closed.error().message());
-        }
-        thread_local std::vector<std::byte> buffer(kMaxRead);
-        for (int i = 0; i < 2; ++i) {
-            while (open_[i]) {
-                auto n = streams_[i]->try_read_some(buffer);
-                if (!n) return fail(n.error().message());
-                if (!*n) break;
-                if (**n == 0) open_[i] = false;
-                else texts_[i].append(reinterpret_cast<const char*>(buffer.data()), **n);
-            }
-        }
-        if (open_[0] || open_[1]) return;
-        auto result = execution_->try_wait();
-        if (!result) return;
-        if (!*result) return fail(result->error().message());
-        status_ = exit_tuple(**result);
-        finish();
-    }
-
-    /// None until the exec has ended; then (stdout, stderr, (exit_code, error_message,
-    /// timed_out)), or the start's refusal raised. A failure after the start is exit_code -1
-    /// with its message, as upstream's.
-    std::optional<std::tuple<nb::bytes, nb::bytes, ExitTuple>> try_result() {
-        std::lock_guard lock(mutex_);
-        if (!done_) return std::nullopt;
-        if (start_error_) raise(*start_error_);
-        return std::tuple(nb::bytes(texts_[0].data(), texts_[0].size()), nb::bytes(texts_[1].data(), texts_[1].size()),
-                          *status_);
-    }
-
-    /// The awaiting task was cancelled: kills the process (or, not started yet, has it killed
-    /// once it starts). Nothing more is collected.
-    void cancel() {
-        std::lock_guard lock(mutex_);
-        if (done_ || cancelled_) return;
-        cancelled_ = true;
-        if (execution_) (void)execution_->kill();
-        else if (pending_) pending_->abandon();
-    }
-
-private:
-    void fail(std::string message) {
-        status_ = ExitTuple{-1, std::move(message), false};
-        finish();
-    }
-    void finish() {
-        done_ = true;
-        if (reactor_) reactor_->post(token_);
-    }
-
-    std::mutex mutex_;  // guards everything below
-    LiteBox box_;
-    std::string program_;
-    std::optional<protocol::PendingExecution> pending_;
-    std::optional<Execution> execution_;
-    std::optional<ExecOutputStream> streams_[2];
-    bool open_[2] = {true, true};
-    std::string texts_[2];
-    bool done_ = false;
-    bool cancelled_ = false;
-    std::optional<BoxliteError> start_error_;
-    std::optional<ExitTuple> status_;
-    std::shared_ptr<ReactorCore> reactor_;
-    std::uint64_t token_ = 0;
-};
-
-void Collector::run() {
-    std::vector<std::shared_ptr<CollectJob>> batch;
-    while (true) {
-        {
-            std::unique_lock lock(mutex_);
-            cv_.wait(lock, [&] { return !queue_.empty(); });
-            batch.swap(queue_);
-        }
-        std::sort(batch.begin(), batch.end());
-        batch.erase(std::unique(batch.begin(), batch.end()), batch.end());
-        for (auto& job : batch) job->step();
-        batch.clear();  // may release a job's last reference: its destructor runs here, unlocked
-    }
-}
-
-/// The Python handle of a CollectJob (SimpleBox.exec polls it on its reactor token).
-class NativeCollect {
-public:
-    explicit NativeCollect(std::shared_ptr<CollectJob> job) : job_(std::move(job)) {}
-    void attach(const Reactor& reactor, std::uint64_t token) { job_->attach(reactor, token); }
-    std::optional<std::tuple<nb::bytes, nb::bytes, ExitTuple>> try_result() { return job_->try_result(); }
-    void cancel() { job_->cancel(); }
-
-private:
-    std::shared_ptr<CollectJob> job_;
-};
-
 // --- boxes and the runtime ------------------------------------------------------------------
 
 /// A box handle plus one agent connection shared by its executions: a box's executions are
@@ -703,23 +516,6 @@ public:
             raise(pending.error().with_context(fmt::format("running '{}' in box {}", program, box_.id())));
         }
         return NativePending(std::move(*pending), std::move(notifier), box_, program);
-    }
-
-    /// begin_exec() run to completion off the GIL (SimpleBox.exec): the loop is woken once, at
-    /// the end. None when the shared connection is not open (ensure_agent() first).
-    std::optional<NativeCollect> begin_collect(const std::string& program, const std::vector<std::string>& args,
-                                               const std::vector<std::pair<std::string, std::string>>& env,
-                                               const std::optional<std::string>& user,
-                                               const std::optional<std::string>& cwd,
-                                               std::optional<double> timeout_secs) {
-        const auto command = make_command(program, args, env, false, user, cwd, timeout_secs);
-        std::optional<protocol::AgentClient> agent;
-        {
-            std::lock_guard lock(agent_->mutex);
-            if (!agent_->client || !agent_->client->alive()) return std::nullopt;
-            agent = *agent_->client;
-        }
-        return NativeCollect(CollectJob::begin(*agent, command, box_, program));
     }
 
 private:
@@ -1012,11 +808,6 @@ NB_MODULE(_core, m) {
         .def("try_started", &NativePending::try_started)
         .def("abandon", &NativePending::abandon);
 
-    nb::class_<NativeCollect>(m, "CollectedExecution")
-        .def("attach", &NativeCollect::attach, "reactor"_a, "token"_a)
-        .def("try_result", &NativeCollect::try_result)
-        .def("cancel", &NativeCollect::cancel);
-
     nb::class_<NativeBox>(m, "Box")
         .def_prop_ro("id", &NativeBox::id)
         .def_prop_ro("name", &NativeBox::name)
@@ -1031,8 +822,6 @@ NB_MODULE(_core, m) {
         .def("agent_alive", &NativeBox::agent_alive)
         .def("ensure_agent", &NativeBox::ensure_agent)
         .def("begin_exec", &NativeBox::begin_exec, "program"_a, "args"_a, "env"_a, "tty"_a, "user"_a.none(),
-             "cwd"_a.none(), "timeout_secs"_a.none())
-        .def("begin_collect", &NativeBox::begin_collect, "program"_a, "args"_a, "env"_a, "user"_a.none(),
              "cwd"_a.none(), "timeout_secs"_a.none())
         .def("_bench_cpp_roundtrips", &NativeBox::bench_cpp_roundtrips, "program"_a, "n"_a)
         .def("_bench_cpp_stdout", &NativeBox::bench_cpp_stdout, "script"_a);
