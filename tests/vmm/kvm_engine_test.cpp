@@ -7,6 +7,7 @@
 
 #include "qcow2/qcow2_image.hpp"
 #include "vmm/file.hpp"
+#include "engine/common/network_support.hpp"
 #include "engine/common/volumes.hpp"
 #include "engine/kvm/launch.hpp"
 #include "engine/kvm/probe.hpp"
@@ -245,6 +246,32 @@ TEST_F(ShimFixture, AVolumeIsServedByVirtiofsdThroughTheShimsVhostUserFrontend) 
     EXPECT_EQ(read(dir / "console.log"), contents);
     // No virtiofsd is left: the shim reaped its child.
     EXPECT_TRUE(processes_with("source=" + (dir / "share").string()).empty()) << "a virtiofsd still runs";
+}
+
+// The network through the whole shim: boxlite-shim-kvm attaches our virtio-net device to its
+// virtio-mmio transport and pumps the device's host end through the egress firewall to a real
+// passt (the qemu shim's code: lib/shim/network.hpp). The tiny guest (tests/guests/virtio_net.S)
+// sends an ARP request for 192.168.127.77 and prints the reply it gets: passt answers ARP itself,
+// so no packet leaves this machine.
+TEST_F(ShimFixture, ATinyGuestsArpRequestIsAnsweredByPasstThroughThePump) {
+    if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (passt is started as root and drops to nobody)";
+    vmm::KvmShimConfig config;
+    config.box_id = "tiny-net";
+    config.memory_mib = 16;
+    config.rng = false;  // the network device is then the first virtio-mmio window
+    config.flat32_image = std::string(BOXLITE_TEST_GUEST_DIR) + "/virtio_net.bin";
+    config.console_log = (dir / "console.log").string();
+    config.network.enabled = true;
+    auto shim = spawn_shim(vmm::to_json_document(config).dump());
+    ASSERT_EQ(shim.ready, fmt::format("ok {}", shim.pid));
+    EXPECT_EQ(wait_exit(shim.pid), 0);
+    const auto console = read(dir / "console.log");
+    const std::string prefix = "net: ARP reply: 192.168.127.77 is at ";
+    ASSERT_EQ(console.rfind(prefix, 0), 0u) << console;
+    const auto mac = console.substr(prefix.size());
+    ASSERT_EQ(mac.size(), 18u) << console;  // xx:xx:xx:xx:xx:xx and the newline
+    EXPECT_NE(mac.substr(0, 17), "5a:94:ef:e4:0c:ee") << "the reply comes from passt, not an echo of the box";
+    EXPECT_EQ(mac.back(), '\n');
 }
 
 // A virtiofsd that dies while the guest runs stops the VM (the guest's mount would hang): the
@@ -571,21 +598,68 @@ TEST_F(KvmLaunch, VolumesBecomeVirtiofsdSharesAndGuestMounts) {
     std::filesystem::remove_all(folder);
 }
 
-TEST_F(KvmLaunch, PortsAreRefusedNotDropped) {
+// The network on the kvm engine: ports and allow_net are taken, not refused. The engine's start
+// binds the ports (engine::publish_ports) and then puts them, the allow list and network=true for
+// the agent into the shim config (add_vm_network, the same as the qemu engine's).
+TEST_F(KvmLaunch, NetworkGoesToTheShimConfigAndTheGuestLaunchDocument) {
+    box.options.ports = {PortSpec{8080, 80}, PortSpec{5353, 53, PortProtocol::Udp, "127.0.0.1"}};
+    box.options.network.allow_net = {"example.com", "192.0.2.0/24"};
+    auto c = config();
+    ASSERT_TRUE(c) << c.error().to_string();
+    EXPECT_FALSE(c->network.enabled) << "added by the engine's start, once the ports are bound";
+    ASSERT_TRUE(vmm::add_vm_network(box, box.options.ports, c->network, c->guest_launch));
+    EXPECT_TRUE(c->network.enabled);
+    EXPECT_EQ(c->network.allow_net, box.options.network.allow_net);
+    ASSERT_EQ(c->network.publish.size(), 2u);
+    EXPECT_EQ(c->network.publish[0], (vmm::VmPublishedPort{false, engine::passt_port_spec(box.options.ports[0])}));
+    EXPECT_EQ(c->network.publish[1], (vmm::VmPublishedPort{true, engine::passt_port_spec(box.options.ports[1])}));
+    // Through the shim config's JSON and back, as boxlite-shim-kvm sees it.
+    auto parsed = vmm::parse_shim_config(vmm::to_json_document(*c).dump());
+    ASSERT_TRUE(parsed) << parsed.error().to_string();
+    EXPECT_TRUE(parsed->network.enabled);
+    EXPECT_EQ(parsed->network.allow_net, c->network.allow_net);
+    EXPECT_EQ(parsed->network.publish, c->network.publish);
+    auto guest = vmm::parse_guest_launch(parsed->guest_launch.dump());
+    ASSERT_TRUE(guest) << guest.error().to_string();
+    EXPECT_TRUE(guest->network) << "the agent brings up eth0";
+    // Without a network there is no device: the document has no network object.
+    auto plain = *c;
+    plain.network = {};
+    const auto document = vmm::to_json_document(plain);
+    EXPECT_FALSE(document.contains("network"));
+    auto back = vmm::parse_shim_config(document.dump());
+    ASSERT_TRUE(back) << back.error().to_string();
+    EXPECT_FALSE(back->network.enabled);
+}
+
+TEST_F(KvmLaunch, NetworkOptionsThatCannotWorkAreConfigErrors) {
+    box.options.network.allow_net = {"10.0.0.1/8"};  // bits set past the prefix
+    auto malformed = config();
+    ASSERT_FALSE(malformed);
+    EXPECT_EQ(malformed.error().kind(), ErrorKind::Config);
+    EXPECT_NE(malformed.error().message().find("10.0.0.1/8"), std::string::npos) << malformed.error().message();
+    box.options.network.allow_net.clear();
+    box.options.network.mode = NetworkMode::Disabled;
     box.options.ports = {PortSpec{8080, 80}};
-    auto ports = config();
-    ASSERT_FALSE(ports);
-    EXPECT_EQ(ports.error().kind(), ErrorKind::Unsupported);
-    EXPECT_NE(ports.error().message().find("the kvm engine cannot publish ports yet"), std::string::npos)
-        << ports.error().message();
-    box.options.ports.clear();
-    // An allow list cannot be enforced without a network device: refused, not ignored.
-    box.options.network.allow_net = {"example.com"};
-    auto allowed = config();
-    ASSERT_FALSE(allowed);
-    EXPECT_EQ(allowed.error().kind(), ErrorKind::Unsupported);
-    EXPECT_NE(allowed.error().message().find("--allow-net ('example.com')"), std::string::npos)
-        << allowed.error().message();
+    auto disabled = config();
+    ASSERT_FALSE(disabled);
+    EXPECT_EQ(disabled.error().kind(), ErrorKind::Config);
+    EXPECT_NE(disabled.error().message().find("network is disabled"), std::string::npos) << disabled.error().message();
+}
+
+TEST(KvmShimConfig, AMalformedNetworkIsAConfigErrorNamingIt) {
+    const std::string base = R"("flat32_image": "/x.bin", )";
+    for (const auto& [network, what] : std::vector<std::pair<std::string, std::string>>{
+             {R"("network": 5)", "network must be an object"},
+             {R"("network": {"publish": [{"spec": ""}]})", "published port"},
+             {R"("network": {"publish": [{"spec": "1:2 --x"}]})", "published port"},
+             {R"("network": {"passt": "passt"})", "passt 'passt' is not an absolute path"},
+             {R"("network": {"publish": [{"udp": true}]})", "shim config"}}) {
+        auto parsed = vmm::parse_shim_config("{" + base + network + "}");
+        ASSERT_FALSE(parsed) << network;
+        EXPECT_EQ(parsed.error().kind(), ErrorKind::Config) << network;
+        EXPECT_NE(parsed.error().message().find(what), std::string::npos) << parsed.error().message();
+    }
 }
 
 TEST(GuestLaunch, ArchiveIsANewcCpioWithTheDocumentPrivate) {
