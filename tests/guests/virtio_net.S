@@ -6,8 +6,14 @@
 # guest then reads the frames it receives (the first may answer the pump's own ARP request for
 # the gateway) until one is the ARP reply for .77, and prints on COM1 (console.log)
 #   "net: ARP reply: 192.168.127.77 is at xx:xx:xx:xx:xx:xx\n"   (the sender's MAC: passt's)
-# or "net: failed at step NN\n" (NN in hex: 01..07 the handshake, virtio_mmio.inc; 08 tx never
-# completed, 09 nothing more received, 0a eight frames and no reply, 0b a used id out of range).
+# Then it sends a UDP datagram to 192.0.2.1 port 9 (to that MAC), which the test's allow list
+# does not name: the pump's firewall must refuse it with an ICMP destination unreachable
+# (administratively prohibited) quoting it, and never pass it to passt; on that frame it prints
+#   "net: refused: ICMP 3/13 for 192.0.2.1\n"
+# Any failure prints "net: failed at step NN\n" (NN in hex: 01..07 the handshake,
+# virtio_mmio.inc; 08 the ARP request's tx never completed, 09 no ARP reply, 0a eight frames
+# without the one awaited, 0b a used id out of range, 0c the datagram's tx never completed, 0d no
+# ICMP unreachable).
 # Result port: 0 = success, else the step.
     .code32
     .globl _start
@@ -78,6 +84,32 @@
     com1_putc
 .endm
 
+# Waits for element %ebp of the rx used ring (fails with \code when none comes, 10 when all NRX
+# buffers are used), points %esi at its Ethernet frame and counts it (%ebp + 1).
+.macro next_frame code
+    cmp $NRX, %ebp
+    jne 71f
+    mov $10, %eax
+    jmp report
+71: mov $0x4000000, %ecx
+72: movzwl RXUSED+2, %eax
+    cmp %ebp, %eax
+    ja 73f
+    pause
+    dec %ecx
+    jnz 72b
+    mov $\code, %eax
+    jmp report
+73: mov RXUSED+4(,%ebp,8), %esi             # the used element's descriptor id
+    cmp $NRX, %esi
+    jb 74f
+    mov $11, %eax
+    jmp report
+74: shl $11, %esi
+    add $RXBUF+HDR, %esi
+    inc %ebp
+.endm
+
 _start:
     mov MMIO+MMIO_MAGIC, %eax
     fail_unless_eq $0x74726976, 1
@@ -136,35 +168,16 @@ _start:
     movl $1, MMIO+MMIO_QUEUE_NOTIFY
     wait_used TXUSED, 1, 8
 
-    # rx: frame k of the used ring, until the ARP reply for .77.
-    xor %ebx, %ebx
-2:  cmp $NRX, %ebx
-    jne 3f
-    mov $10, %eax
-    jmp report
-3:  mov $0x4000000, %ecx
-4:  movzwl RXUSED+2, %eax
-    cmp %ebx, %eax
-    ja 5f
-    pause
-    dec %ecx
-    jnz 4b
-    mov $9, %eax
-    jmp report
-5:  mov RXUSED+4(,%ebx,8), %esi            # the used element's descriptor id
-    cmp $NRX, %esi
-    jb 6f
-    mov $11, %eax
-    jmp report
-6:  shl $11, %esi
-    add $RXBUF+HDR, %esi                    # the Ethernet frame
-    inc %ebx
+    # rx: the next frame, until the ARP reply for .77.
+    xor %ebp, %ebp
+arp_wait:
+    next_frame 9
     cmpw $0x0608, 12(%esi)                  # EtherType ARP (08 06)
-    jne 2b
+    jne arp_wait
     cmpw $0x0200, 20(%esi)                  # operation: reply (00 02)
-    jne 2b
+    jne arp_wait
     cmpl $0x4d7fa8c0, 28(%esi)              # sender IP 192.168.127.77
-    jne 2b
+    jne arp_wait
 
     com1_puts got_reply
     xor %ecx, %ecx
@@ -178,6 +191,34 @@ _start:
     jmp 7b
 8:  movb $'\n', %ah
     com1_putc
+
+    # tx: the UDP datagram to 192.0.2.1, addressed to the MAC that answered.
+    mov 22(%esi), %eax
+    mov %eax, udpframe+HDR
+    movw 26(%esi), %ax
+    movw %ax, udpframe+HDR+4
+    movl $udpframe, TXDESC+16
+    movl $0, TXDESC+20
+    movl $udpframe_end-udpframe, TXDESC+24
+    movw $0, TXDESC+28
+    movw $0, TXDESC+30
+    movw $1, TXAVAIL+6
+    movw $2, TXAVAIL+2
+    movl $1, MMIO+MMIO_QUEUE_NOTIFY
+    wait_used TXUSED, 2, 12
+
+    # rx: the next frame, until an ICMP unreachable quoting the datagram.
+icmp_wait:
+    next_frame 13
+    cmpw $0x0008, 12(%esi)                  # EtherType IPv4 (08 00)
+    jne icmp_wait
+    cmpb $1, 23(%esi)                       # protocol ICMP
+    jne icmp_wait
+    cmpw $0x0d03, 34(%esi)                  # type 3 (unreachable), code 13 (prohibited)
+    jne icmp_wait
+    cmpl $0x010200c0, 58(%esi)              # the quoted datagram's destination: 192.0.2.1
+    jne icmp_wait
+    com1_puts refused
     xor %eax, %eax
     jmp done
 
@@ -200,6 +241,8 @@ done:
 
 got_reply:
     .asciz "net: ARP reply: 192.168.127.77 is at "
+refused:
+    .asciz "net: refused: ICMP 3/13 for 192.0.2.1\n"
 failed:
     .asciz "net: failed at step "
 hexdigits:
@@ -219,3 +262,21 @@ txframe:
     .byte 192, 168, 127, 77                     # target IP
     .fill 18, 1, 0                              # padding to 60 bytes
 txframe_end:
+
+# A UDP datagram from the box to 192.0.2.1 port 9 (TEST-NET-1): the destination MAC is filled in
+# from the ARP reply. IPv4 header checksum precomputed; UDP checksum 0 (none).
+udpframe:
+    .fill HDR, 1, 0
+    .byte 0, 0, 0, 0, 0, 0                      # to: the MAC that answered the ARP request
+    .byte 0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee    # from: the box's MAC
+    .byte 0x08, 0x00                            # IPv4
+    .byte 0x45, 0x00, 0x00, 30                  # version 4, IHL 5, total length 30
+    .byte 0x00, 0x01, 0x00, 0x00                # id 1, no fragment
+    .byte 64, 17, 0x79, 0x22                    # TTL 64, UDP, header checksum
+    .byte 192, 168, 127, 2                      # from the box
+    .byte 192, 0, 2, 1                          # to 192.0.2.1
+    .byte 0x30, 0x39, 0x00, 9                   # ports 12345 -> 9
+    .byte 0x00, 10, 0x00, 0x00                  # UDP length 10, no checksum
+    .ascii "hi"
+    .fill 16, 1, 0                              # padding to 60 bytes
+udpframe_end:

@@ -251,8 +251,9 @@ TEST_F(ShimFixture, AVolumeIsServedByVirtiofsdThroughTheShimsVhostUserFrontend) 
 // The network through the whole shim: boxlite-shim-kvm attaches our virtio-net device to its
 // virtio-mmio transport and pumps the device's host end through the egress firewall to a real
 // passt (the qemu shim's code: lib/shim/network.hpp). The tiny guest (tests/guests/virtio_net.S)
-// sends an ARP request for 192.168.127.77 and prints the reply it gets: passt answers ARP itself,
-// so no packet leaves this machine.
+// sends an ARP request for 192.168.127.77 and prints the reply it gets (passt answers ARP
+// itself), then a UDP datagram to 192.0.2.1, which the allow list does not name: the firewall
+// answers it with an ICMP unreachable and never passes it to passt. No packet leaves the machine.
 TEST_F(ShimFixture, ATinyGuestsArpRequestIsAnsweredByPasstThroughThePump) {
     if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (passt is started as root and drops to nobody)";
     vmm::KvmShimConfig config;
@@ -262,16 +263,18 @@ TEST_F(ShimFixture, ATinyGuestsArpRequestIsAnsweredByPasstThroughThePump) {
     config.flat32_image = std::string(BOXLITE_TEST_GUEST_DIR) + "/virtio_net.bin";
     config.console_log = (dir / "console.log").string();
     config.network.enabled = true;
+    config.network.allow_net = {"198.51.100.7"};
     auto shim = spawn_shim(vmm::to_json_document(config).dump());
     ASSERT_EQ(shim.ready, fmt::format("ok {}", shim.pid));
     EXPECT_EQ(wait_exit(shim.pid), 0);
     const auto console = read(dir / "console.log");
-    const std::string prefix = "net: ARP reply: 192.168.127.77 is at ";
-    ASSERT_EQ(console.rfind(prefix, 0), 0u) << console;
-    const auto mac = console.substr(prefix.size());
-    ASSERT_EQ(mac.size(), 18u) << console;  // xx:xx:xx:xx:xx:xx and the newline
-    EXPECT_NE(mac.substr(0, 17), "5a:94:ef:e4:0c:ee") << "the reply comes from passt, not an echo of the box";
-    EXPECT_EQ(mac.back(), '\n');
+    const std::string arp = "net: ARP reply: 192.168.127.77 is at ";
+    const std::string refused = "net: refused: ICMP 3/13 for 192.0.2.1\n";
+    ASSERT_EQ(console.rfind(arp, 0), 0u) << console;
+    ASSERT_EQ(console.size(), arp.size() + 18 + refused.size()) << console;
+    const auto mac = console.substr(arp.size(), 17);  // xx:xx:xx:xx:xx:xx, then a newline
+    EXPECT_NE(mac, "5a:94:ef:e4:0c:ee") << "the reply comes from passt, not an echo of the box";
+    EXPECT_EQ(console.substr(arp.size() + 17), "\n" + refused);
 }
 
 // A virtiofsd that dies while the guest runs stops the VM (the guest's mount would hang): the
