@@ -12,8 +12,11 @@
 #include "engine/kvm/launch.hpp"
 #include "engine/kvm/probe.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -275,6 +278,69 @@ TEST_F(ShimFixture, ATinyGuestsArpRequestIsAnsweredByPasstThroughThePump) {
     const auto mac = console.substr(arp.size(), 17);  // xx:xx:xx:xx:xx:xx, then a newline
     EXPECT_NE(mac, "5a:94:ef:e4:0c:ee") << "the reply comes from passt, not an echo of the box";
     EXPECT_EQ(console.substr(arp.size() + 17), "\n" + refused);
+}
+
+/// A TCP socket on 127.0.0.1: connected to `port` (connect) or listening on it (bind); true if
+/// that worked.
+bool loopback_tcp(std::uint16_t port, bool connect) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const auto* raw = reinterpret_cast<const sockaddr*>(&address);
+    const bool ok = connect ? ::connect(fd, raw, sizeof address) == 0
+                            : ::bind(fd, raw, sizeof address) == 0 && ::listen(fd, 1) == 0;
+    ::close(fd);
+    return ok;
+}
+
+/// Retries `done` every 20 ms until it holds or kHang passes.
+template <typename F>
+bool eventually(F done) {
+    const auto deadline = Clock::now() + kHang;
+    while (!done()) {
+        if (Clock::now() > deadline) return false;
+        ::usleep(20000);
+    }
+    return true;
+}
+
+// A published port on the kvm engine: the shim's passt binds it on the host while the VM runs,
+// and it is free again once the shim has stopped (passt is killed and reaped with the box).
+TEST_F(ShimFixture, APublishedPortIsBoundWhileTheVmRunsAndFreedAfter) {
+    if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (passt is started as root and drops to nobody)";
+    const unsigned char spin[] = {0xeb, 0xfe};  // jmp .
+    std::ofstream(dir / "spin.bin", std::ios::binary).write(reinterpret_cast<const char*>(spin), 2);
+    std::uint16_t port = 0;
+    {
+        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in address{};
+        address.sin_family = AF_INET;
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t size = sizeof address;
+        ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+        ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size), 0);
+        port = ntohs(address.sin_port);
+        ::close(fd);
+    }
+    vmm::KvmShimConfig config;
+    config.box_id = "tiny-port";
+    config.memory_mib = 16;
+    config.flat32_image = (dir / "spin.bin").string();
+    config.network.enabled = true;
+    config.network.publish = {{false, fmt::format("127.0.0.1/{}:80", port)}};
+    auto shim = spawn_shim(vmm::to_json_document(config).dump());
+    ASSERT_EQ(shim.ready, fmt::format("ok {}", shim.pid));
+    EXPECT_TRUE(eventually([&] { return loopback_tcp(port, /*connect=*/true); }))
+        << "nothing listens on the published port " << port;
+    ::kill(shim.pid, SIGTERM);
+    EXPECT_EQ(wait_exit(shim.pid), 0);
+    EXPECT_TRUE(eventually([&] { return loopback_tcp(port, /*connect=*/false); }))
+        << "the published port " << port << " is still taken after the shim ended";
 }
 
 // A virtiofsd that dies while the guest runs stops the VM (the guest's mount would hang): the
