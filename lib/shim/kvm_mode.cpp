@@ -8,15 +8,21 @@
 // virtiofsd runs through our vhost-user frontend (lib/vhost_user/frontend_device.hpp). A
 // virtiofsd that exits while the guest runs stops the machine (the guest's mount would hang);
 // when the machine is gone each virtiofsd sees EOF and exits, and is reaped here.
+//
+// Network (docs/networking.md): our virtio-net device (lib/devices/virtio/net) on the VMM's
+// virtio-mmio transport, its host end pumped by a thread of this shim through the egress
+// firewall to a passt — the same firewall, passt and pump as boxlite-shim-qemu's (network.hpp).
 #include "kvm_mode.hpp"
 
 #include "capped_log.hpp"
+#include "network.hpp"
 #include "vm_shim.hpp"
 
 #include "engine/common/virtiofsd.hpp"
 #include "engine/kvm/launch.hpp"  // the shim config and guest launch document
 #include "devices/virtio/blk/device.hpp"
 #include "devices/virtio/console/device.hpp"
+#include "devices/virtio/net/device.hpp"
 #include "devices/virtio/rng/device.hpp"
 #include "devices/virtio/vsock/device.hpp"
 #include "qcow2/qcow2_image.hpp"
@@ -72,7 +78,8 @@ struct ConsoleLog {
 };
 
 BoxliteResult<Vm> build_vm(const vmm::KvmShimConfig& config, const std::shared_ptr<ConsoleLog>& console,
-                           std::vector<engine::Virtiofsd>& daemons) {
+                           std::vector<engine::Virtiofsd>& daemons,
+                           const std::shared_ptr<devices::virtio::NetDevice>& net_device) {
     Vm vm;
     vmm::MachineConfig machine_config;
     machine_config.vcpus = config.cpus;
@@ -96,8 +103,11 @@ BoxliteResult<Vm> build_vm(const vmm::KvmShimConfig& config, const std::shared_p
         BOXLITE_TRY(auto vsock, devices::virtio::VsockDevice::create(config.guest_cid, config.vsock_uds));
         BOXLITE_TRY_VOID(vm.devices->add_virtio_device(vsock));
     }
-    // Volumes before the rng and the console: a tiny test guest without disk and vsock finds the
-    // first one in the first window (tests/guests/virtio_fs.S); Linux mounts them by tag.
+    // The network device next: a tiny test guest without disk and vsock finds it in the first
+    // window (tests/guests/virtio_net.S).
+    if (net_device) BOXLITE_TRY_VOID(vm.devices->add_virtio_device(net_device));
+    // Volumes before the rng and the console: a tiny test guest without disk, vsock and network
+    // finds the first one in the first window (tests/guests/virtio_fs.S); Linux mounts them by tag.
     for (std::size_t i = 0; i < config.volumes.size() && i < daemons.size(); ++i) {
         BOXLITE_TRY(auto options, vhost_user::virtio_fs_options(config.volumes[i].tag));
         auto fs = vhost_user::FrontendDevice::create(vhost_user::Frontend(std::move(daemons[i].frontend_end)),
@@ -175,6 +185,19 @@ void watch_for_stop(vmm::Machine& machine, const std::string& box_id, int signal
     }
 }
 
+/// The box network: the device (its host end to the pump), the firewall, passt and the pump.
+BoxliteResult<void> start_network(const vmm::KvmShimConfig& config, PasstNetwork& network,
+                                  std::shared_ptr<devices::virtio::NetDevice>& device) {
+    ShimOptions passt_options;
+    passt_options.passt = config.network.passt;
+    passt_options.dns = config.network.dns;
+    for (const auto& p : config.network.publish) passt_options.publish.push_back(PublishedPort{p.udp, p.spec});
+    BOXLITE_TRY(auto passt_end, start_passt_network(config.network.allow_net, passt_options, network));
+    BOXLITE_TRY(device, devices::virtio::NetDevice::create(vmm::kBoxMac));
+    start_pump(network, device->take_host_end(), std::move(passt_end), "boxlite-shim-kvm");
+    return {};
+}
+
 }  // namespace
 
 int run_kvm_mode(int config_fd, int ready_fd, int watchdog_fd) {
@@ -233,8 +256,25 @@ int run_kvm_mode(int config_fd, int ready_fd, int watchdog_fd) {
         daemons.push_back(std::move(*started));
     }
 
-    auto vm = build_vm(*config, console, daemons);
+    // The network before the machine: passt and the pump are up before the guest runs.
+    PasstNetwork network;
+    std::shared_ptr<devices::virtio::NetDevice> net_device;
+    if (config->network.enabled) {
+        auto started = start_network(*config, network, net_device);
+        if (!started) {
+            network.shut_down();
+            end_daemons();
+            say(ready_fd, "error " + started.error().with_context(fmt::format("box {}", config->box_id)).to_string());
+            return 1;
+        }
+        std::fprintf(stderr, "boxlite-shim: box %s: network through passt (pid %d), %zu allow rule(s), %zu port(s)\n",
+                     config->box_id.c_str(), network.passt, config->network.allow_net.size(),
+                     config->network.publish.size());
+    }
+
+    auto vm = build_vm(*config, console, daemons, net_device);
     if (!vm) {
+        network.shut_down();
         end_daemons();
         say(ready_fd, "error " + vm.error().with_context(fmt::format("box {}", config->box_id)).to_string());
         return 1;
@@ -267,6 +307,7 @@ int run_kvm_mode(int config_fd, int ready_fd, int watchdog_fd) {
     }
     // The devices (and their vhost-user sessions) go before the virtiofsd processes are reaped:
     // each sees EOF and exits.
+    network.shut_down();
     vm->devices.reset();
     vm->machine.reset();
     end_daemons();

@@ -1,5 +1,7 @@
 #include "network.hpp"
 
+#include "net/pump.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
@@ -11,6 +13,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -384,6 +387,63 @@ pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error) {
     ::close(alive[0]);
     ::close(alive[1]);
     return pid;
+}
+
+void PasstNetwork::signal_stop() noexcept {
+    if (!stop) return;
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(stop.get(), &one, sizeof one);
+}
+
+void PasstNetwork::shut_down() noexcept {
+    signal_stop();
+    if (pump.joinable()) pump.join();
+    if (passt > 0) {
+        ::kill(passt, SIGKILL);  // its keeper: the PID namespace's init, and passt, go with it
+        while (::waitpid(passt, nullptr, 0) < 0 && errno == EINTR) {}
+        passt = -1;
+    }
+}
+
+namespace {
+/// The socket pair between passt and the pump, each way: passt drops a frame it cannot write at
+/// once, and the pump must hold a window's worth of the box's frames (docs/networking.md).
+constexpr int kPasstSocketBuffer = 8 * 1024 * 1024;
+}  // namespace
+
+BoxliteResult<base::OwnedFd> start_passt_network(const std::vector<std::string>& allow_net,
+                                                 const ShimOptions& passt_options, PasstNetwork& network) {
+    auto allow = net::AllowList::parse(allow_net);
+    if (!allow) return fail(ErrorKind::Config, "box network: {}", allow.error().message());
+    network.firewall.emplace(std::move(*allow));
+    network.stop.reset(::eventfd(0, EFD_CLOEXEC));
+    if (!network.stop) return fail_errno(ErrorKind::Engine, "eventfd for the box network", errno);
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
+        return fail_errno(ErrorKind::Engine, "socketpair for passt", errno);
+    base::OwnedFd ours(pair[0]), theirs(pair[1]);
+    for (const int fd : pair) {
+        const int bytes = kPasstSocketBuffer;
+        if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0)
+            ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+        if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0)
+            ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+    }
+    std::string error;
+    network.passt = start_passt(passt_options, theirs.get(), error);
+    if (network.passt < 0) return fail(ErrorKind::Engine, "starting passt for the box network: {}", error);
+    return ours;
+}
+
+void start_pump(PasstNetwork& network, base::OwnedFd box_end, base::OwnedFd passt_end, const char* who) {
+    auto* firewall = &*network.firewall;
+    network.pump = std::thread(
+        [box = std::move(box_end), passt = std::move(passt_end), firewall, stop = network.stop.get(), who]() {
+            net::FramePump pump(box.get(), passt.get(), *firewall);
+            pump.queue_to_passt(box_arp_request());
+            auto result = pump.run(stop);
+            if (!result) std::fprintf(stderr, "%s: network pump ended: %s\n", who, result.error().to_string().c_str());
+        });
 }
 
 }  // namespace boxlite::shim

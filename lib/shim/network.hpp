@@ -12,10 +12,17 @@
 
 #include "shim.hpp"
 
+#include "base/fd.hpp"
+#include "net/firewall.hpp"
+
+#include <boxlite/error.hpp>
+
 #include <sys/types.h>
 
 #include <initializer_list>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace boxlite::shim {
@@ -55,5 +62,36 @@ pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error);
 /// reaped), with `error` naming the first port still unbound.
 bool wait_for_published_ports(const std::vector<PublishedPort>& publish, int timeout_ms, pid_t starter,
                               std::string& error);
+
+/// The VM engines' box network past the device (boxlite-shim-kvm and boxlite-shim-qemu alike):
+/// the egress firewall, a passt on its end of a socket pair, and the pump thread between the
+/// device's host end and passt (docs/networking.md).
+struct PasstNetwork {
+    std::optional<net::EgressFirewall> firewall;
+    base::OwnedFd stop;  ///< eventfd: written once, the pump (and a vhost-user accept) return
+    pid_t passt = -1;
+    std::thread pump;
+
+    PasstNetwork() = default;
+    PasstNetwork(const PasstNetwork&) = delete;
+    PasstNetwork& operator=(const PasstNetwork&) = delete;
+    ~PasstNetwork() { shut_down(); }
+
+    /// Writes `stop` (idempotent): the pump returns.
+    void signal_stop() noexcept;
+    /// signal_stop(), joins the pump, kills and reaps passt.
+    void shut_down() noexcept;
+};
+
+/// Parses `allow_net` into the firewall (a Config error when malformed), makes `stop`, the socket
+/// pair (large buffers both ways) and starts passt on its end with `passt_options` (passt, dns,
+/// publish). Returns the pump's end of the pair.
+BoxliteResult<base::OwnedFd> start_passt_network(const std::vector<std::string>& allow_net,
+                                                 const ShimOptions& passt_options, PasstNetwork& network);
+
+/// Starts the pump thread: frames between `box_end` (a device's host end, one frame per datagram)
+/// and `passt_end`, through the firewall; it first sends passt box_arp_request(). `who` prefixes
+/// its error line on stderr.
+void start_pump(PasstNetwork& network, base::OwnedFd box_end, base::OwnedFd passt_end, const char* who);
 
 }  // namespace boxlite::shim

@@ -138,17 +138,15 @@ BoxliteResult<std::unique_ptr<ServedDevice>> serve(std::shared_ptr<devices::virt
     return served;
 }
 
-/// The box network: the device's back end, the pump thread and passt.
+/// The box network: the device's back end, and the firewall, passt and pump shared with the kvm
+/// shim (network.hpp).
 struct BoxNetwork {
     std::unique_ptr<ServedDevice> served;
-    std::optional<net::EgressFirewall> firewall;
-    base::OwnedFd stop;            // eventfd: written once, the pump and the back end's accept return
+    PasstNetwork link;
     std::promise<pid_t> qemu_pid;  // the only peer the back end serves
     bool qemu_pid_set = false;
     std::string address;        // the abstract UNIX address QEMU connects to
     base::OwnedFd peer_stream;  // benchmark peer only: QEMU's own -netdev stream straight to passt
-    pid_t passt = -1;
-    std::thread pump;
 
     BoxNetwork() = default;
     BoxNetwork(const BoxNetwork&) = delete;
@@ -162,20 +160,12 @@ struct BoxNetwork {
     }
     void shut_down() {
         set_qemu_pid(-1);
-        if (stop) {
-            const std::uint64_t one = 1;
-            [[maybe_unused]] auto n = ::write(stop.get(), &one, sizeof one);
-        }
+        link.signal_stop();
         if (served) {
             served->backend->stop();
             if (served->thread.joinable()) served->thread.join();
         }
-        if (pump.joinable()) pump.join();
-        if (passt > 0) {
-            ::kill(passt, SIGKILL);  // its keeper: the PID namespace's init, and passt, go with it
-            while (::waitpid(passt, nullptr, 0) < 0 && errno == EINTR) {}
-            passt = -1;
-        }
+        link.shut_down();
     }
 };
 
@@ -208,7 +198,7 @@ BoxliteResult<std::unique_ptr<ServedDevice>> serve_listening(std::shared_ptr<dev
         };
     served->backend = std::make_unique<vhost_user::Backend>(std::move(device), std::move(options));
     auto* raw = served.get();
-    served->thread = std::thread([raw, listener = std::move(listener), stop = network.stop.get(),
+    served->thread = std::thread([raw, listener = std::move(listener), stop = network.link.stop.get(),
                                   qemu = network.qemu_pid.get_future().share(), failure_fd]() mutable {
         for (;;) {
             auto connection = vhost_user::accept_one(listener.get(), stop);
@@ -237,10 +227,6 @@ BoxliteResult<std::unique_ptr<ServedDevice>> serve_listening(std::shared_ptr<dev
     return served;
 }
 
-/// The socket pair between passt and the pump, each way: passt drops a frame it cannot write at
-/// once, and the pump must hold a window's worth of the box's frames (docs/networking.md).
-constexpr int kPasstSocketBuffer = 8 * 1024 * 1024;
-
 /// BOXLITE_QEMU_NET_PEER=stream (benchmark/net's qemu peer only): QEMU's own virtio-net on
 /// `-netdev stream` straight to the same passt, without our device, pump or firewall, so a
 /// benchmark can compare the two paths in one run. Refused for a box with an allow list (it would
@@ -257,50 +243,20 @@ BoxliteResult<void> start_network(const qemu::QemuShimConfig& config, int failur
         return fail(ErrorKind::Config,
                     "BOXLITE_QEMU_NET_PEER=stream (a benchmark peer) has no firewall; the box "
                     "has an allow list: unset it");
-    auto allow = net::AllowList::parse(n.allow_net);
-    if (!allow) return fail(ErrorKind::Config, "box network: {}", allow.error().message());
-    network.firewall.emplace(std::move(*allow));
-    network.stop.reset(::eventfd(0, EFD_CLOEXEC));
-    if (!network.stop) return fail_errno(ErrorKind::Engine, "eventfd for the box network", errno);
-    std::shared_ptr<devices::virtio::NetDevice> device;
-    base::OwnedFd box_end;
-    if (!peer) {
-        BOXLITE_TRY(device, devices::virtio::NetDevice::create(qemu::kBoxMac));
-        box_end = device->take_host_end();
-        BOXLITE_TRY(network.served, serve_listening(device, 2, failure_fd, network, config.vm.box_id));
-    }
-    int pair[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
-        return fail_errno(ErrorKind::Engine, "socketpair for passt", errno);
-    base::OwnedFd ours(pair[0]), theirs(pair[1]);
-    for (const int fd : pair) {
-        const int bytes = kPasstSocketBuffer;
-        if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0)
-            ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
-        if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0)
-            ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
-    }
     ShimOptions passt_options;
     passt_options.passt = n.passt;
     passt_options.dns = n.dns;
     for (const auto& p : n.publish) passt_options.publish.push_back(PublishedPort{p.udp, p.spec});
-    std::string error;
-    network.passt = start_passt(passt_options, theirs.get(), error);
-    if (network.passt < 0) return fail(ErrorKind::Engine, "starting passt for the box network: {}", error);
-    theirs.reset();
+    // passt first: the back end's accept waits on the stop eventfd this makes.
+    BOXLITE_TRY(auto ours, start_passt_network(n.allow_net, passt_options, network.link));
     if (peer) {
         network.peer_stream = std::move(ours);
         return {};
     }
-    auto* firewall = &*network.firewall;
-    network.pump = std::thread(
-        [box = std::move(box_end), passt = std::move(ours), firewall, stop = network.stop.get()]() {
-            net::FramePump pump(box.get(), passt.get(), *firewall);
-            pump.queue_to_passt(box_arp_request());
-            auto result = pump.run(stop);
-            if (!result)
-                std::fprintf(stderr, "boxlite-shim-qemu: network pump ended: %s\n", result.error().to_string().c_str());
-        });
+    BOXLITE_TRY(auto device, devices::virtio::NetDevice::create(qemu::kBoxMac));
+    auto box_end = device->take_host_end();
+    BOXLITE_TRY(network.served, serve_listening(device, 2, failure_fd, network, config.vm.box_id));
+    start_pump(network.link, std::move(box_end), std::move(ours), "boxlite-shim-qemu");
     return {};
 }
 
@@ -375,7 +331,7 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
         }
         std::fprintf(stderr,
                      "boxlite-shim-qemu: box %s: network through passt (pid %d), %zu allow rule(s), %zu port(s)\n",
-                     vm.box_id.c_str(), network.passt, config->network.allow_net.size(),
+                     vm.box_id.c_str(), network.link.passt, config->network.allow_net.size(),
                      config->network.publish.size());
     }
     std::string initrd;

@@ -7,12 +7,16 @@
 
 #include "qcow2/qcow2_image.hpp"
 #include "vmm/file.hpp"
+#include "engine/common/network_support.hpp"
 #include "engine/common/volumes.hpp"
 #include "engine/kvm/launch.hpp"
 #include "engine/kvm/probe.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -245,6 +249,98 @@ TEST_F(ShimFixture, AVolumeIsServedByVirtiofsdThroughTheShimsVhostUserFrontend) 
     EXPECT_EQ(read(dir / "console.log"), contents);
     // No virtiofsd is left: the shim reaped its child.
     EXPECT_TRUE(processes_with("source=" + (dir / "share").string()).empty()) << "a virtiofsd still runs";
+}
+
+// The network through the whole shim: boxlite-shim-kvm attaches our virtio-net device to its
+// virtio-mmio transport and pumps the device's host end through the egress firewall to a real
+// passt (the qemu shim's code: lib/shim/network.hpp). The tiny guest (tests/guests/virtio_net.S)
+// sends an ARP request for 192.168.127.77 and prints the reply it gets (passt answers ARP
+// itself), then a UDP datagram to 192.0.2.1, which the allow list does not name: the firewall
+// answers it with an ICMP unreachable and never passes it to passt. No packet leaves the machine.
+TEST_F(ShimFixture, ATinyGuestsArpRequestIsAnsweredByPasstThroughThePump) {
+    if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (passt is started as root and drops to nobody)";
+    vmm::KvmShimConfig config;
+    config.box_id = "tiny-net";
+    config.memory_mib = 16;
+    config.rng = false;  // the network device is then the first virtio-mmio window
+    config.flat32_image = std::string(BOXLITE_TEST_GUEST_DIR) + "/virtio_net.bin";
+    config.console_log = (dir / "console.log").string();
+    config.network.enabled = true;
+    config.network.allow_net = {"198.51.100.7"};
+    auto shim = spawn_shim(vmm::to_json_document(config).dump());
+    ASSERT_EQ(shim.ready, fmt::format("ok {}", shim.pid));
+    EXPECT_EQ(wait_exit(shim.pid), 0);
+    const auto console = read(dir / "console.log");
+    const std::string arp = "net: ARP reply: 192.168.127.77 is at ";
+    const std::string refused = "net: refused: ICMP 3/13 for 192.0.2.1\n";
+    ASSERT_EQ(console.rfind(arp, 0), 0u) << console;
+    ASSERT_EQ(console.size(), arp.size() + 18 + refused.size()) << console;
+    const auto mac = console.substr(arp.size(), 17);  // xx:xx:xx:xx:xx:xx, then a newline
+    EXPECT_NE(mac, "5a:94:ef:e4:0c:ee") << "the reply comes from passt, not an echo of the box";
+    EXPECT_EQ(console.substr(arp.size() + 17), "\n" + refused);
+}
+
+/// A TCP socket on 127.0.0.1: connected to `port` (connect) or listening on it (bind); true if
+/// that worked.
+bool loopback_tcp(std::uint16_t port, bool connect) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const auto* raw = reinterpret_cast<const sockaddr*>(&address);
+    const bool ok = connect ? ::connect(fd, raw, sizeof address) == 0
+                            : ::bind(fd, raw, sizeof address) == 0 && ::listen(fd, 1) == 0;
+    ::close(fd);
+    return ok;
+}
+
+/// Retries `done` every 20 ms until it holds or kHang passes.
+template <typename F>
+bool eventually(F done) {
+    const auto deadline = Clock::now() + kHang;
+    while (!done()) {
+        if (Clock::now() > deadline) return false;
+        ::usleep(20000);
+    }
+    return true;
+}
+
+// A published port on the kvm engine: the shim's passt binds it on the host while the VM runs,
+// and it is free again once the shim has stopped (passt is killed and reaped with the box).
+TEST_F(ShimFixture, APublishedPortIsBoundWhileTheVmRunsAndFreedAfter) {
+    if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (passt is started as root and drops to nobody)";
+    const unsigned char spin[] = {0xeb, 0xfe};  // jmp .
+    std::ofstream(dir / "spin.bin", std::ios::binary).write(reinterpret_cast<const char*>(spin), 2);
+    std::uint16_t port = 0;
+    {
+        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in address{};
+        address.sin_family = AF_INET;
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t size = sizeof address;
+        ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+        ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size), 0);
+        port = ntohs(address.sin_port);
+        ::close(fd);
+    }
+    vmm::KvmShimConfig config;
+    config.box_id = "tiny-port";
+    config.memory_mib = 16;
+    config.flat32_image = (dir / "spin.bin").string();
+    config.network.enabled = true;
+    config.network.publish = {{false, fmt::format("127.0.0.1/{}:80", port)}};
+    auto shim = spawn_shim(vmm::to_json_document(config).dump());
+    ASSERT_EQ(shim.ready, fmt::format("ok {}", shim.pid));
+    EXPECT_TRUE(eventually([&] { return loopback_tcp(port, /*connect=*/true); }))
+        << "nothing listens on the published port " << port;
+    ::kill(shim.pid, SIGTERM);
+    EXPECT_EQ(wait_exit(shim.pid), 0);
+    EXPECT_TRUE(eventually([&] { return loopback_tcp(port, /*connect=*/false); }))
+        << "the published port " << port << " is still taken after the shim ended";
 }
 
 // A virtiofsd that dies while the guest runs stops the VM (the guest's mount would hang): the
@@ -571,21 +667,68 @@ TEST_F(KvmLaunch, VolumesBecomeVirtiofsdSharesAndGuestMounts) {
     std::filesystem::remove_all(folder);
 }
 
-TEST_F(KvmLaunch, PortsAreRefusedNotDropped) {
+// The network on the kvm engine: ports and allow_net are taken, not refused. The engine's start
+// binds the ports (engine::publish_ports) and then puts them, the allow list and network=true for
+// the agent into the shim config (add_vm_network, the same as the qemu engine's).
+TEST_F(KvmLaunch, NetworkGoesToTheShimConfigAndTheGuestLaunchDocument) {
+    box.options.ports = {PortSpec{8080, 80}, PortSpec{5353, 53, PortProtocol::Udp, "127.0.0.1"}};
+    box.options.network.allow_net = {"example.com", "192.0.2.0/24"};
+    auto c = config();
+    ASSERT_TRUE(c) << c.error().to_string();
+    EXPECT_FALSE(c->network.enabled) << "added by the engine's start, once the ports are bound";
+    ASSERT_TRUE(vmm::add_vm_network(box, box.options.ports, c->network, c->guest_launch));
+    EXPECT_TRUE(c->network.enabled);
+    EXPECT_EQ(c->network.allow_net, box.options.network.allow_net);
+    ASSERT_EQ(c->network.publish.size(), 2u);
+    EXPECT_EQ(c->network.publish[0], (vmm::VmPublishedPort{false, engine::passt_port_spec(box.options.ports[0])}));
+    EXPECT_EQ(c->network.publish[1], (vmm::VmPublishedPort{true, engine::passt_port_spec(box.options.ports[1])}));
+    // Through the shim config's JSON and back, as boxlite-shim-kvm sees it.
+    auto parsed = vmm::parse_shim_config(vmm::to_json_document(*c).dump());
+    ASSERT_TRUE(parsed) << parsed.error().to_string();
+    EXPECT_TRUE(parsed->network.enabled);
+    EXPECT_EQ(parsed->network.allow_net, c->network.allow_net);
+    EXPECT_EQ(parsed->network.publish, c->network.publish);
+    auto guest = vmm::parse_guest_launch(parsed->guest_launch.dump());
+    ASSERT_TRUE(guest) << guest.error().to_string();
+    EXPECT_TRUE(guest->network) << "the agent brings up eth0";
+    // Without a network there is no device: the document has no network object.
+    auto plain = *c;
+    plain.network = {};
+    const auto document = vmm::to_json_document(plain);
+    EXPECT_FALSE(document.contains("network"));
+    auto back = vmm::parse_shim_config(document.dump());
+    ASSERT_TRUE(back) << back.error().to_string();
+    EXPECT_FALSE(back->network.enabled);
+}
+
+TEST_F(KvmLaunch, NetworkOptionsThatCannotWorkAreConfigErrors) {
+    box.options.network.allow_net = {"10.0.0.1/8"};  // bits set past the prefix
+    auto malformed = config();
+    ASSERT_FALSE(malformed);
+    EXPECT_EQ(malformed.error().kind(), ErrorKind::Config);
+    EXPECT_NE(malformed.error().message().find("10.0.0.1/8"), std::string::npos) << malformed.error().message();
+    box.options.network.allow_net.clear();
+    box.options.network.mode = NetworkMode::Disabled;
     box.options.ports = {PortSpec{8080, 80}};
-    auto ports = config();
-    ASSERT_FALSE(ports);
-    EXPECT_EQ(ports.error().kind(), ErrorKind::Unsupported);
-    EXPECT_NE(ports.error().message().find("the kvm engine cannot publish ports yet"), std::string::npos)
-        << ports.error().message();
-    box.options.ports.clear();
-    // An allow list cannot be enforced without a network device: refused, not ignored.
-    box.options.network.allow_net = {"example.com"};
-    auto allowed = config();
-    ASSERT_FALSE(allowed);
-    EXPECT_EQ(allowed.error().kind(), ErrorKind::Unsupported);
-    EXPECT_NE(allowed.error().message().find("--allow-net ('example.com')"), std::string::npos)
-        << allowed.error().message();
+    auto disabled = config();
+    ASSERT_FALSE(disabled);
+    EXPECT_EQ(disabled.error().kind(), ErrorKind::Config);
+    EXPECT_NE(disabled.error().message().find("network is disabled"), std::string::npos) << disabled.error().message();
+}
+
+TEST(KvmShimConfig, AMalformedNetworkIsAConfigErrorNamingIt) {
+    const std::string base = R"("flat32_image": "/x.bin", )";
+    for (const auto& [network, what] : std::vector<std::pair<std::string, std::string>>{
+             {R"("network": 5)", "network must be an object"},
+             {R"("network": {"publish": [{"spec": ""}]})", "published port"},
+             {R"("network": {"publish": [{"spec": "1:2 --x"}]})", "published port"},
+             {R"("network": {"passt": "passt"})", "passt 'passt' is not an absolute path"},
+             {R"("network": {"publish": [{"udp": true}]})", "shim config"}}) {
+        auto parsed = vmm::parse_shim_config("{" + base + network + "}");
+        ASSERT_FALSE(parsed) << network;
+        EXPECT_EQ(parsed.error().kind(), ErrorKind::Config) << network;
+        EXPECT_NE(parsed.error().message().find(what), std::string::npos) << parsed.error().message();
+    }
 }
 
 TEST(GuestLaunch, ArchiveIsANewcCpioWithTheDocumentPrivate) {

@@ -1,6 +1,6 @@
 // The box network as the engines see it (docs/networking.md): the checks every engine with a
 // network device makes at create and start, the host ports of `-p` picked or checked once, and
-// what an engine without a network device says.
+// the passt form of a bound port.
 #pragma once
 
 #include <boxlite/box_config.hpp>
@@ -24,23 +24,5 @@ namespace boxlite::engine {
 
 /// A published port as passt's -t/-u takes it: "[ADDR/]HOSTPORT:BOXPORT" (no address for any).
 [[nodiscard]] std::string passt_port_spec(const PortSpec& bound);
-
-/// Unsupported, naming the engine, the box and the first published port or allow_net entry, when
-/// `box` asks for either on an engine whose VM has no network device (the kvm engine: its Linux
-/// guest cannot boot on this machine kind, so its device attach waits); success otherwise.
-[[nodiscard]] inline BoxliteResult<void> refuse_network_without_device(std::string_view kind, const BoxConfig& box) {
-    const auto& o = box.options;
-    if (!o.ports.empty())
-        return fail(ErrorKind::Unsupported,
-                    "box {}: the {} engine cannot publish ports yet (its VM has no network device); {} port "
-                    "mapping(s) asked for — remove -p or use the qemu or namespace engine (--engine qemu)",
-                    box.id, kind, o.ports.size());
-    if (!o.network.allow_net.empty())
-        return fail(ErrorKind::Unsupported,
-                    "box {}: the {} engine has no network device yet, so --allow-net ('{}') cannot be enforced; "
-                    "remove --allow-net or use the qemu or namespace engine (--engine qemu)",
-                    box.id, kind, o.network.allow_net.front());
-    return {};
-}
 
 }  // namespace boxlite::engine

@@ -102,6 +102,21 @@ BoxliteResult<KvmShimConfig> make_shim_config(const KvmEngineOptions& options, c
     return make_vm_shim_config(options, launch, kernel, initrd, disk);
 }
 
+BoxliteResult<void> add_vm_network(const BoxConfig& box, const std::vector<PortSpec>& published, VmNetwork& network,
+                                   nlohmann::json& guest_launch) {
+    network.enabled = true;
+    network.allow_net = box.options.network.allow_net;
+    network.publish.clear();
+    for (const auto& port : published)
+        network.publish.push_back(VmPublishedPort{port.protocol == PortProtocol::Udp, engine::passt_port_spec(port)});
+    if (const char* passt = std::getenv("BOXLITE_PASST"); passt != nullptr && *passt != '\0') network.passt = passt;
+    if (const char* dns = std::getenv("BOXLITE_NET_DNS"); dns != nullptr && *dns != '\0') network.dns = dns;
+    BOXLITE_TRY(auto guest, parse_guest_launch(guest_launch.dump()));
+    guest.network = true;
+    guest_launch = to_json_document(guest);
+    return {};
+}
+
 BoxliteResult<KvmShimConfig> make_vm_shim_config(const KvmEngineOptions& options, const EngineLaunch& launch,
                                                  const fs::path& kernel, const fs::path& initrd, const fs::path& disk) {
     if (!launch.config) return fail(ErrorKind::InvalidArgument, "VM engine: launch without a box config");
@@ -215,6 +230,13 @@ BoxliteResult<EngineHandle> kvm_engine_start(const KvmEngineOptions& options, co
     // Volumes: a virtiofsd each, behind a virtio-fs device of our VMM (the shim starts them).
     BOXLITE_TRY_VOID(
         engine::add_vm_volumes("kvm", box, box_dir, config.virtiofsd, config.volumes, config.guest_launch));
+    // The network: our virtio-net on the VMM's virtio-mmio transport, pumped by the shim to passt
+    // (the same as the qemu engine's); host ports checked or picked now.
+    std::vector<PortSpec> published;
+    if (box.options.network.mode == NetworkMode::Enabled) {
+        BOXLITE_TRY(published, engine::publish_ports(box));
+        BOXLITE_TRY_VOID(vmm::add_vm_network(box, published, config.network, config.guest_launch));
+    }
     if (launch.timings) launch.timings->guest_assets = since(t_assets);
     const auto t_disk = Clock::now();
     BOXLITE_TRY_VOID(vmm::prepare_box_disk(disk, launch.rootfs, box.options.disk_size_gb));
@@ -243,6 +265,7 @@ BoxliteResult<EngineHandle> kvm_engine_start(const KvmEngineOptions& options, co
     handle.pid_start_time = process_start_time(pid).value_or(0);
     const fs::path uds = config.vsock_uds;
     handle.endpoint = fmt::format("vsock-uds:{}:{}", uds.string(), options.agent_port);
+    handle.ports = published;  // as bound: `ls`, `inspect` and BoxInfo show the picked host ports
     auto give_up = [&](std::string why) -> tl::unexpected<BoxliteError> {
         ::kill(pid, SIGKILL);
         ::waitpid(pid, nullptr, 0);
@@ -346,8 +369,9 @@ KvmEngine::KvmEngine() = default;
 KvmEngine::KvmEngine(KvmEngineOptions options) : options_(std::move(options)) {}
 
 BoxliteResult<void> KvmEngine::supports(const BoxConfig& box) {
-    BOXLITE_TRY_VOID(engine::refuse_network_without_device("kvm", box));
-    return {};
+    // Ports and allow_net work (the VM has our virtio-net, pumped to passt); what cannot work
+    // together is a Config error.
+    return engine::check_network_options(box);
 }
 
 BoxliteResult<EngineHandle> KvmEngine::start(const EngineLaunch& launch) {

@@ -40,6 +40,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -60,6 +61,45 @@ struct ShimDiskConfig {
     bool read_only = false;
     std::string serial = "boxlite-root";
 };
+
+/// The box's MAC address (upstream's; the namespace engine's eth0 has the same).
+inline constexpr std::array<std::uint8_t, 6> kBoxMac = {0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee};
+
+/// A published port as passt's -t/-u takes it: "[ADDR/]HOSTPORT:BOXPORT".
+struct VmPublishedPort {
+    bool udp = false;
+    std::string spec;
+    friend bool operator==(const VmPublishedPort&, const VmPublishedPort&) = default;
+};
+
+/// The box network of a VM engine (docs/networking.md): our virtio-net device, its frames pumped
+/// by the shim through the egress firewall to a passt the shim starts. The same on the kvm engine
+/// (our virtio-mmio transport) and the qemu engine (served over vhost-user).
+struct VmNetwork {
+    bool enabled = false;
+    std::vector<std::string> allow_net;  ///< the firewall's allow list (lib/net/firewall.hpp)
+    std::vector<VmPublishedPort> publish;
+    std::string passt;  ///< passt's binary; empty: found in /usr/bin
+    std::string dns;    ///< where passt forwards the box's DNS; empty: the host's resolv.conf
+};
+
+/// The "network" object of a shim config (only for an enabled network), and back; the parser
+/// throws on a malformed object (the callers turn that into a Config error).
+inline nlohmann::json network_to_json(const VmNetwork& n) {
+    auto publish = nlohmann::json::array();
+    for (const auto& p : n.publish) publish.push_back({{"udp", p.udp}, {"spec", p.spec}});
+    return {{"allow_net", n.allow_net}, {"publish", publish}, {"passt", n.passt}, {"dns", n.dns}};
+}
+inline VmNetwork network_from_json(const nlohmann::json& j) {
+    VmNetwork n;
+    n.enabled = true;
+    n.allow_net = j.value("allow_net", std::vector<std::string>{});
+    for (const auto& p : j.value("publish", nlohmann::json::array()))
+        n.publish.push_back(VmPublishedPort{p.value("udp", false), p.at("spec").get<std::string>()});
+    n.passt = j.value("passt", std::string());
+    n.dns = j.value("dns", std::string());
+    return n;
+}
 
 struct KvmShimConfig {
     std::string box_id;
@@ -86,6 +126,9 @@ struct KvmShimConfig {
     /// attached as a virtio-fs device through the VMM's vhost-user frontend, in order.
     std::vector<engine::VirtiofsShare> volumes;
     std::string virtiofsd;
+    /// The box network: with `enabled`, a virtio-net device (after vsock, before the volumes)
+    /// pumped to passt by the shim. Disabled: no device, loopback only in the guest.
+    VmNetwork network;
 };
 
 inline void to_json(nlohmann::json& j, const ShimDiskConfig& d) {
@@ -120,6 +163,7 @@ inline nlohmann::json to_json_document(const KvmShimConfig& c) {
         j["volumes"] = volumes;
         j["virtiofsd"] = c.virtiofsd;
     }
+    if (c.network.enabled) j["network"] = network_to_json(c.network);
     return j;
 }
 
@@ -164,6 +208,15 @@ inline BoxliteResult<KvmShimConfig> parse_shim_config(std::string_view text) {
             return fail(ErrorKind::Config, "shim config: {} volumes (at most {})", c.volumes.size(),
                         engine::kMaxVmVolumes);
         c.virtiofsd = j.value("virtiofsd", std::string());
+        if (j.contains("network") && !j["network"].is_null()) {
+            if (!j["network"].is_object()) return fail(ErrorKind::Config, "shim config: network must be an object");
+            c.network = network_from_json(j["network"]);
+            for (const auto& p : c.network.publish)
+                if (p.spec.empty() || p.spec.find_first_of(" \t\n") != std::string::npos)
+                    return fail(ErrorKind::Config, "shim config: published port '{}' is not HOSTPORT:BOXPORT", p.spec);
+            if (!c.network.passt.empty() && c.network.passt.front() != '/')
+                return fail(ErrorKind::Config, "shim config: passt '{}' is not an absolute path", c.network.passt);
+        }
         if (!c.volumes.empty() && (c.virtiofsd.empty() || c.virtiofsd.front() != '/'))
             return fail(ErrorKind::Config, "shim config: virtiofsd '{}' is not an absolute path", c.virtiofsd);
         return c;
@@ -237,9 +290,8 @@ BoxliteResult<std::uint64_t> prepare_box_disk(const std::filesystem::path& overl
 
 /// The shim config for `launch`: vCPUs, guest RAM (memory_mib, capped by max_memory), kernel
 /// command line, disk, vsock, console, and the guest agent's launch document (env, working
-/// dir, user, rlimits). What the kvm engine cannot do yet is refused, not dropped: published
-/// ports (they need guest networking) are Unsupported. Volumes are added by the engine's start
-/// (engine/common/volumes.hpp), which checks their host folders.
+/// dir, user, rlimits). Volumes (engine/common/volumes.hpp, which checks their host folders)
+/// and the network (add_vm_network, after the ports are bound) are added by the engine's start.
 BoxliteResult<KvmShimConfig> make_shim_config(const KvmEngineOptions& options, const EngineLaunch& launch,
                                               const std::filesystem::path& kernel, const std::filesystem::path& initrd,
                                               const std::filesystem::path& disk);
@@ -249,6 +301,13 @@ BoxliteResult<KvmShimConfig> make_vm_shim_config(const KvmEngineOptions& options
                                                  const std::filesystem::path& kernel,
                                                  const std::filesystem::path& initrd,
                                                  const std::filesystem::path& disk);
+
+/// The box network for a VM engine's shim: `network` enabled with the box's allow list, the
+/// published ports as bound (engine::publish_ports), and BOXLITE_PASST / BOXLITE_NET_DNS from
+/// this process's environment (tests point passt's DNS at their own server); the guest launch
+/// document gets network=true (the agent brings up eth0).
+BoxliteResult<void> add_vm_network(const BoxConfig& box, const std::vector<PortSpec>& published, VmNetwork& network,
+                                   nlohmann::json& guest_launch);
 
 struct ShimSpawn {
     std::filesystem::path shim;

@@ -71,25 +71,6 @@ fs::path home_of(const fs::path& box_dir) { return box_dir.lexically_normal().pa
 
 void reap_if_child(std::int32_t pid) { ::waitpid(pid, nullptr, WNOHANG); }
 
-/// The box network: our virtio-net over vhost-user, pumped by the shim to passt through the
-/// firewall; the agent brings up eth0.
-BoxliteResult<void> add_network(const BoxConfig& box, const std::vector<PortSpec>& published, QemuShimConfig& config) {
-    config.network.enabled = true;
-    config.network.allow_net = box.options.network.allow_net;
-    for (const auto& port : published)
-        config.network.publish.push_back(
-            QemuPublishedPort{port.protocol == PortProtocol::Udp, engine::passt_port_spec(port)});
-    if (const char* passt = std::getenv("BOXLITE_PASST"); passt != nullptr && *passt != '\0')
-        config.network.passt = passt;
-    // Where passt sends the box's DNS (default: the host's resolv.conf); tests point it at their
-    // own server.
-    if (const char* dns = std::getenv("BOXLITE_NET_DNS"); dns != nullptr && *dns != '\0') config.network.dns = dns;
-    BOXLITE_TRY(auto guest, vmm::parse_guest_launch(config.vm.guest_launch.dump()));
-    guest.network = true;
-    config.vm.guest_launch = vmm::to_json_document(guest);
-    return {};
-}
-
 }  // namespace
 
 BoxliteResult<EngineHandle> start(const QemuEngineOptions& options, const EngineLaunch& launch) {
@@ -128,7 +109,7 @@ BoxliteResult<EngineHandle> start(const QemuEngineOptions& options, const Engine
     std::vector<PortSpec> published;
     if (box.options.network.mode == NetworkMode::Enabled) {
         BOXLITE_TRY(published, engine::publish_ports(box));
-        BOXLITE_TRY_VOID(add_network(box, published, config));
+        BOXLITE_TRY_VOID(vmm::add_vm_network(box, published, config.network, config.vm.guest_launch));
     }
     config.qemu = host.qemu.string();
     config.accel = host.accel;

@@ -15,12 +15,7 @@ nlohmann::json to_json_document(const QemuShimConfig& config) {
         j["qemu"]["virtiofsd"] = config.virtiofsd;
     }
     if (config.network.enabled) {
-        auto publish = nlohmann::json::array();
-        for (const auto& p : config.network.publish) publish.push_back({{"udp", p.udp}, {"spec", p.spec}});
-        j["qemu"]["network"] = {{"allow_net", config.network.allow_net},
-                                {"publish", publish},
-                                {"passt", config.network.passt},
-                                {"dns", config.network.dns}};
+        j["qemu"]["network"] = vmm::network_to_json(config.network);
     }
     return j;
 }
@@ -39,14 +34,7 @@ BoxliteResult<QemuShimConfig> parse_qemu_shim_config(std::string_view text) {
             config.volumes.push_back(QemuVolume{v.at("tag").get<std::string>(), v.at("host_path").get<std::string>(),
                                                 v.value("read_only", false)});
         if (q.contains("network") && !q["network"].is_null()) {
-            const auto& n = q["network"];
-            config.network.enabled = true;
-            config.network.allow_net = n.value("allow_net", std::vector<std::string>{});
-            for (const auto& p : n.value("publish", nlohmann::json::array()))
-                config.network.publish.push_back(
-                    QemuPublishedPort{p.value("udp", false), p.at("spec").get<std::string>()});
-            config.network.passt = n.value("passt", std::string());
-            config.network.dns = n.value("dns", std::string());
+            config.network = vmm::network_from_json(q["network"]);
         }
     } catch (const std::exception& e) {
         return fail(ErrorKind::Config, "qemu shim config: the \"qemu\" object is missing or malformed: {}", e.what());

@@ -39,28 +39,15 @@ inline constexpr int kBlockBackendFd = 4;
 inline constexpr int kFirstVolumeFd = 5;
 /// At most this many volumes per box on the qemu engine (a virtiofsd process each).
 inline constexpr std::size_t kMaxVolumes = engine::kMaxVmVolumes;
-/// The box's MAC address (upstream's; the namespace engine's eth0 has the same).
-inline constexpr std::array<std::uint8_t, 6> kBoxMac = {0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee};
 using engine::kDefaultVirtiofsd;
+using vmm::kBoxMac;
 
 /// One host folder a virtiofsd serves (engine/common/virtiofsd.hpp, shared with the kvm engine).
 using QemuVolume = engine::VirtiofsShare;
 
-/// A published port as passt's -t/-u takes it: "[ADDR/]HOSTPORT:BOXPORT".
-struct QemuPublishedPort {
-    bool udp = false;
-    std::string spec;
-};
-
-/// The box network (docs/networking.md): our virtio-net served over vhost-user, its frames pumped
-/// by the shim through the egress firewall to a passt the shim starts.
-struct QemuNetwork {
-    bool enabled = false;
-    std::vector<std::string> allow_net;  ///< the firewall's allow list (lib/net/firewall.hpp)
-    std::vector<QemuPublishedPort> publish;
-    std::string passt;  ///< passt's binary; empty: found in /usr/bin
-    std::string dns;    ///< where passt forwards the box's DNS; empty: the host's resolv.conf
-};
+/// The box network (docs/networking.md), the same as the kvm engine's (engine/kvm/launch.hpp).
+using QemuPublishedPort = vmm::VmPublishedPort;
+using QemuNetwork = vmm::VmNetwork;
 
 struct QemuShimConfig {
     vmm::KvmShimConfig vm;
