@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -30,9 +31,10 @@ public:
     std::atomic<int> rx{0}, tx{0};
 };
 
+/// `size` bytes addressed to the box's MAC (as much of it as fits: a runt frame gets a part).
 std::vector<std::byte> ethernet_frame(std::size_t size, std::uint8_t fill) {
     std::vector<std::byte> frame(size, std::byte{fill});
-    for (std::size_t i = 0; i < 6; ++i) frame[i] = std::byte{kMac[i]};
+    for (std::size_t i = 0; i < std::min<std::size_t>(6, size); ++i) frame[i] = std::byte{kMac[i]};
     return frame;
 }
 
