@@ -315,33 +315,38 @@ private:
     }
 
     void read_connection(Connection& c) {
-        auto& buf = recv_buffer_;
         for (int rounds = 0; rounds < 16 && !c.closing && !c.backed_up(); ++rounds) {
-            const auto n = ::recv(c.fd, buf.data(), buf.size(), MSG_DONTWAIT);
+            // Received straight into the decoder and handled in place (a stdin payload goes from
+            // there into the command's pipe). Once a frame's header is in, only the rest of that
+            // frame is asked for, so no partial frame is left over to move; at a frame boundary
+            // one whole data frame (or several small ones) per call.
+            const auto missing = c.decoder.missing();
+            auto room = c.decoder.prepare(missing > 0 ? missing : kMaxChunk + kHeaderSize);
+            const auto n = ::recv(c.fd, room.data(), room.size(), MSG_DONTWAIT);
             if (n < 0 && errno == EINTR) continue;
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
             if (n <= 0) {
                 drop(c);
                 return;
             }
-            c.decoder.feed(std::span<const std::byte>(buf.data(), static_cast<std::size_t>(n)));
+            c.decoder.commit(static_cast<std::size_t>(n));
             // Every frame read is handled (the decoder holds no frames between polls); what this
             // adds to the queue is bounded by the bytes read per round.
             while (!c.closing) {
-                auto frame = c.decoder.next();
+                auto frame = c.decoder.next_view();
                 if (!frame) {
                     protocol_violation(c, frame.error().message());
                     return;
                 }
                 if (!*frame) break;
-                handle_frame(c, std::move(**frame));
+                handle_frame(c, **frame);
                 if (c.fd < 0) return;
             }
         }
     }
 
     // ----------------------------------------------------------------- frames
-    void handle_frame(Connection& c, Frame f) {
+    void handle_frame(Connection& c, const FrameView& f) {
         if (!c.hello_done) {
             if (f.type != FrameType::Hello) return protocol_violation(c, "the first frame must be hello");
             auto hello = Hello::decode(f.payload);
@@ -396,7 +401,7 @@ private:
                                          e.stdin_buffer.begin() + static_cast<std::ptrdiff_t>(e.stdin_offset));
                     e.stdin_offset = 0;
                 }
-                std::span<const std::byte> rest(f.payload);
+                auto rest = f.payload;
                 if (e.stdin_pending() == 0) {
                     // Nothing queued: straight from the frame into the pipe, and keep only what
                     // the pipe did not take (one copy fewer on the common path).
@@ -712,7 +717,7 @@ private:
         ::_exit(0);
     }
 
-    void start_execution(Connection& c, const Frame& f) {
+    void start_execution(Connection& c, const FrameView& f) {
         if (f.stream == 0) return protocol_violation(c, "exec on stream 0");
         if (c.executions.count(f.stream) != 0)
             return protocol_violation(c, fmt::format("stream {} is already in use", f.stream));
@@ -1071,7 +1076,6 @@ private:
     /// Output read from a command before it is framed (not zeroed per read, unlike a local).
     std::vector<std::byte> chunk_buffer_ = std::vector<std::byte>(kMaxChunk);
     /// What one recv takes from the host: a whole stdin frame at a time.
-    std::vector<std::byte> recv_buffer_ = std::vector<std::byte>(kMaxChunk + kHeaderSize);
     int memory_events_fd_ = -1;
     /// cgroup.procs of the box's memory cgroup when the agent itself is kept out of it (a host
     /// where it cannot be -1000): each command joins it before its exec.
