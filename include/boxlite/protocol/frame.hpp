@@ -205,6 +205,19 @@ public:
         return whole > have ? whole - have : 0;
     }
 
+    /// The header at the front when a whole valid one is buffered, without taking it.
+    [[nodiscard]] std::optional<FrameHeader> peek_header() const {
+        if (poisoned_ || end_ - consumed_ < kHeaderSize) return std::nullopt;
+        auto header = decode_header(std::span<const std::byte, kHeaderSize>(buffer_.data() + consumed_, kHeaderSize));
+        if (!header) return std::nullopt;
+        return *header;
+    }
+    /// Takes the buffered header peek_header() returned, leaving its payload to the caller
+    /// (which reads exactly `length` bytes of the stream itself before the decoder's next use).
+    void take_header() noexcept {
+        if (end_ - consumed_ >= kHeaderSize) consumed_ += kHeaderSize;
+    }
+
     /// The next complete frame as a view into the buffer (valid until the next call on this
     /// decoder), nullopt when more bytes are needed, or a Portal error (after which the decoder
     /// is poisoned: the stream is out of sync and must be closed).
