@@ -329,10 +329,11 @@ private:
             // the socket into the command's pipe without passing through us (splice), when
             // nothing of it is queued.
             if (c.decoder.buffered() == kHeaderSize && take_stdin_header(c)) continue;
-            // Received straight into the decoder and handled in place (a stdin payload goes from
-            // there into the command's pipe). Once a frame's header is in, only the rest of that
-            // frame is asked for, so no partial frame is left over to move; at a frame boundary
-            // one whole data frame (or several small ones) per call.
+            // Received straight into the decoder and handled in place (a stdin payload that
+            // could not be spliced goes from there into the command's pipe): first the header
+            // alone, then exactly the rest of that frame, so nothing is left over to move. The
+            // host sends few frames besides stdin (credit per quarter window, signals), so two
+            // receives per frame cost little. The last case is a header decoding will refuse.
             const auto missing = c.decoder.missing();
             const auto buffered = c.decoder.buffered();
             auto room = c.decoder.prepare(missing > 0              ? missing
