@@ -186,9 +186,11 @@ template <class Exec>
             // A pipe on fd 0 holds 64 KiB by default: each read then takes a quarter frame and
             // the writer and this thread wake each other for every 64 KiB. A 1 MiB pipe lets a
             // fast writer run ahead (best effort: the pipe-size limits of the host may refuse).
+            // From a pipe the bytes are spliced into the agent's socket (they never pass through
+            // this process); a pipe is read by this thread alone.
             struct stat st {};
-            if (::fstat(options.in_fd, &st) == 0 && S_ISFIFO(st.st_mode) &&
-                ::fcntl(options.in_fd, F_GETPIPE_SZ) < static_cast<int>(attach_detail::kStdinPipeSize)) {
+            const bool from_pipe = ::fstat(options.in_fd, &st) == 0 && S_ISFIFO(st.st_mode);
+            if (from_pipe && ::fcntl(options.in_fd, F_GETPIPE_SZ) < static_cast<int>(attach_detail::kStdinPipeSize)) {
                 (void)::fcntl(options.in_fd, F_SETPIPE_SZ, static_cast<int>(attach_detail::kStdinPipeSize));
             }
             std::vector<std::byte> buffer(attach_detail::kStdinBatch);
@@ -200,6 +202,13 @@ template <class Exec>
                 }
                 if ((fds[1].revents & POLLIN) != 0) return;  // the command ended first
                 if (fds[0].revents == 0) continue;
+                if constexpr (requires { in->splice_from(0); }) {
+                    if (from_pipe) {
+                        auto spliced = in->splice_from(options.in_fd);
+                        if (!spliced) return;
+                        if (*spliced) continue;  // else empty: read() tells EOF from a spurious wake-up
+                    }
+                }
                 const auto n = ::read(options.in_fd, buffer.data(), buffer.size());
                 if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
                 if (n <= 0) break;  // EOF (or a dead fd): the box reads EOF too
