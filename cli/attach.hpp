@@ -25,6 +25,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -35,6 +36,7 @@
 #include <span>
 #include <thread>
 #include <utility>
+#include <vector>
 
 namespace boxlite::cli {
 
@@ -64,6 +66,38 @@ inline int write_fully(int fd, const std::byte* data, std::size_t size) {
         size -= static_cast<std::size_t>(n);
     }
     return 0;
+}
+
+/// Bytes the stdin thread reads before sending: one stdin frame's worth (kMaxChunk), so a fast
+/// writer's data crosses in 256 KiB frames instead of one frame per pipe read (64 KiB, or 16
+/// KiB as this buffer was).
+inline constexpr std::size_t kStdinBatch = 256 * 1024;
+inline constexpr std::size_t kStdinPipeSize = 1024 * 1024;
+
+struct ReadReady {
+    std::size_t bytes = 0;
+    bool eof = false;  ///< read() returned 0 (or failed): nothing more will come
+};
+
+/// After a read that returned data: reads into `rest` what `fd` already holds, without waiting
+/// (poll with a zero timeout before each read, so an interactive stdin is sent at once).
+inline ReadReady read_ready(int fd, std::span<std::byte> rest) {
+    ReadReady got;
+    while (got.bytes < rest.size()) {
+        pollfd p{fd, POLLIN, 0};
+        const int ready = ::poll(&p, 1, 0);
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready <= 0 || (p.revents & (POLLIN | POLLHUP | POLLERR)) == 0) break;
+        const auto n = ::read(fd, rest.data() + got.bytes, rest.size() - got.bytes);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) break;
+        if (n <= 0) {
+            got.eof = true;
+            break;
+        }
+        got.bytes += static_cast<std::size_t>(n);
+    }
+    return got;
 }
 
 class Pipe {
@@ -149,7 +183,17 @@ template <class Exec>
     std::thread in_thread;
     if (options.interactive && in) {
         in_thread = std::thread([&] {
-            std::byte buffer[16 * 1024];
+            // A pipe on fd 0 holds 64 KiB by default: each read then takes a quarter frame and
+            // the writer and this thread wake each other for every 64 KiB. A 1 MiB pipe lets a
+            // fast writer run ahead (best effort: the pipe-size limits of the host may refuse).
+            // From a pipe the bytes are spliced into the agent's socket (they never pass through
+            // this process); a pipe is read by this thread alone.
+            struct stat st {};
+            const bool from_pipe = ::fstat(options.in_fd, &st) == 0 && S_ISFIFO(st.st_mode);
+            if (from_pipe && ::fcntl(options.in_fd, F_GETPIPE_SZ) < static_cast<int>(attach_detail::kStdinPipeSize)) {
+                (void)::fcntl(options.in_fd, F_SETPIPE_SZ, static_cast<int>(attach_detail::kStdinPipeSize));
+            }
+            std::vector<std::byte> buffer(attach_detail::kStdinBatch);
             while (true) {
                 pollfd fds[2] = {{options.in_fd, POLLIN, 0}, {stop_input.read_end(), POLLIN, 0}};
                 if (::poll(fds, 2, -1) < 0) {
@@ -158,10 +202,21 @@ template <class Exec>
                 }
                 if ((fds[1].revents & POLLIN) != 0) return;  // the command ended first
                 if (fds[0].revents == 0) continue;
-                const auto n = ::read(options.in_fd, buffer, sizeof buffer);
+                if constexpr (requires { in->splice_from(0); }) {
+                    if (from_pipe) {
+                        auto spliced = in->splice_from(options.in_fd);
+                        if (!spliced) return;
+                        if (*spliced) continue;  // else empty: read() tells EOF from a spurious wake-up
+                    }
+                }
+                const auto n = ::read(options.in_fd, buffer.data(), buffer.size());
                 if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
                 if (n <= 0) break;  // EOF (or a dead fd): the box reads EOF too
-                if (!in->write(std::span<const std::byte>(buffer, static_cast<std::size_t>(n)))) return;
+                const auto more = attach_detail::read_ready(options.in_fd,
+                                                            std::span(buffer).subspan(static_cast<std::size_t>(n)));
+                const auto filled = static_cast<std::size_t>(n) + more.bytes;
+                if (!in->write(std::span<const std::byte>(buffer.data(), filled))) return;
+                if (more.eof) break;
             }
             (void)in->close();
         });

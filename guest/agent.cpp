@@ -115,6 +115,11 @@ struct Connection {
     std::size_t out_offset = 0;
     bool hello_done = false;
     bool closing = false;  // flush `out`, then close
+    // A stdin frame whose header was taken and whose payload is still in the socket: it goes
+    // from there into the execution's stdin pipe by splice(2) (see read_connection).
+    std::uint32_t stdin_stream = 0;
+    std::size_t stdin_left = 0;
+    bool no_splice = false;  // splice(2) failed on this socket (not a unix one): receive instead
     std::map<std::uint32_t, std::unique_ptr<Execution>> executions;
 
     [[nodiscard]] bool backed_up() const { return out.size() - out_offset > kMaxQueuedOutput; }
@@ -315,33 +320,52 @@ private:
     }
 
     void read_connection(Connection& c) {
-        auto& buf = recv_buffer_;
         for (int rounds = 0; rounds < 16 && !c.closing && !c.backed_up(); ++rounds) {
-            const auto n = ::recv(c.fd, buf.data(), buf.size(), MSG_DONTWAIT);
+            if (c.stdin_left > 0) {
+                if (!receive_stdin_payload(c)) return;
+                continue;
+            }
+            // At a frame boundary only a header is read; a stdin frame's payload then moves from
+            // the socket into the command's pipe without passing through us (splice), when
+            // nothing of it is queued.
+            if (c.decoder.buffered() == kHeaderSize && take_stdin_header(c)) continue;
+            // Received straight into the decoder and handled in place (a stdin payload that
+            // could not be spliced goes from there into the command's pipe): first the header
+            // alone, then exactly the rest of that frame, so nothing is left over to move. The
+            // host sends few frames besides stdin (credit per quarter window, signals), so two
+            // receives per frame cost little. The last case is a header decoding will refuse.
+            const auto missing = c.decoder.missing();
+            const auto buffered = c.decoder.buffered();
+            auto room = c.decoder.prepare(missing > 0              ? missing
+                                          : buffered < kHeaderSize ? kHeaderSize - buffered
+                                                                   : kMaxChunk + kHeaderSize);
+            const auto n = ::recv(c.fd, room.data(), room.size(), MSG_DONTWAIT);
             if (n < 0 && errno == EINTR) continue;
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
             if (n <= 0) {
                 drop(c);
                 return;
             }
-            c.decoder.feed(std::span<const std::byte>(buf.data(), static_cast<std::size_t>(n)));
+            c.decoder.commit(static_cast<std::size_t>(n));
             // Every frame read is handled (the decoder holds no frames between polls); what this
             // adds to the queue is bounded by the bytes read per round.
             while (!c.closing) {
-                auto frame = c.decoder.next();
+                auto frame = c.decoder.next_view();
                 if (!frame) {
                     protocol_violation(c, frame.error().message());
                     return;
                 }
                 if (!*frame) break;
-                handle_frame(c, std::move(**frame));
+                handle_frame(c, **frame);
                 if (c.fd < 0) return;
             }
         }
     }
 
+    std::vector<std::byte> stdin_scratch_;  // a stdin payload the pipe could not take right away
+
     // ----------------------------------------------------------------- frames
-    void handle_frame(Connection& c, Frame f) {
+    void handle_frame(Connection& c, const FrameView& f) {
         if (!c.hello_done) {
             if (f.type != FrameType::Hello) return protocol_violation(c, "the first frame must be hello");
             auto hello = Hello::decode(f.payload);
@@ -382,36 +406,107 @@ private:
                     return protocol_violation(c, fmt::format("execution {} overran its stdin window of {} bytes", e.id,
                                                              e.stdin_window));
                 }
-                if (e.stdin_fd < 0) {
-                    // The child closed its stdin: drop the bytes but return the credit.
-                    grant_stdin(c, e, f.payload.size(), true);
-                    return;
-                }
-                // Drop the written prefix before appending, once it is at least as long as what
-                // is still pending (the move then costs at most what was written): without this a
-                // reader that never quite empties the buffer let it grow by every frame, however
-                // small the window (1 GiB to a slow `cat` peaked at hundreds of MiB).
-                if (e.stdin_offset > 0 && e.stdin_offset >= e.stdin_pending()) {
-                    e.stdin_buffer.erase(e.stdin_buffer.begin(),
-                                         e.stdin_buffer.begin() + static_cast<std::ptrdiff_t>(e.stdin_offset));
-                    e.stdin_offset = 0;
-                }
-                std::span<const std::byte> rest(f.payload);
-                if (e.stdin_pending() == 0) {
-                    // Nothing queued: straight from the frame into the pipe, and keep only what
-                    // the pipe did not take (one copy fewer on the common path).
-                    const auto written = write_stdin_now(c, e, rest);
-                    if (e.stdin_fd < 0) return;
-                    rest = rest.subspan(written);
-                }
-                e.stdin_buffer.insert(e.stdin_buffer.end(), rest.begin(), rest.end());
-                pump_stdin(c, e);
+                deliver_stdin(c, e, f.payload);
                 return;
             }
             case FrameType::StdinClose:
                 e.stdin_close_requested = true;
                 pump_stdin(c, e);
                 return;
+            default: break;
+        }
+        handle_execution_frame(c, e, f);
+    }
+
+    /// Hands stdin bytes from the host to the child: written now when nothing is queued, the
+    /// rest queued (within the window the caller checked).
+    void deliver_stdin(Connection& c, Execution& e, std::span<const std::byte> data) {
+        if (e.stdin_fd < 0) {
+            // The child closed its stdin: drop the bytes but return the credit.
+            grant_stdin(c, e, data.size(), true);
+            return;
+        }
+        // Drop the written prefix before appending, once it is at least as long as what
+        // is still pending (the move then costs at most what was written): without this a
+        // reader that never quite empties the buffer let it grow by every frame, however
+        // small the window (1 GiB to a slow `cat` peaked at hundreds of MiB).
+        if (e.stdin_offset > 0 && e.stdin_offset >= e.stdin_pending()) {
+            e.stdin_buffer.erase(e.stdin_buffer.begin(),
+                                 e.stdin_buffer.begin() + static_cast<std::ptrdiff_t>(e.stdin_offset));
+            e.stdin_offset = 0;
+        }
+        auto rest = data;
+        if (e.stdin_pending() == 0) {
+            // Nothing queued: straight from the frame into the pipe, and keep only what
+            // the pipe did not take (one copy fewer on the common path).
+            const auto written = write_stdin_now(c, e, rest);
+            if (e.stdin_fd < 0) return;
+            rest = rest.subspan(written);
+        }
+        e.stdin_buffer.insert(e.stdin_buffer.end(), rest.begin(), rest.end());
+        pump_stdin(c, e);
+    }
+
+    /// With a whole header buffered and nothing after it: when it starts a stdin frame that the
+    /// splice path can take (the checks handle_frame makes pass, nothing queued, a pipe), takes
+    /// the header and leaves the payload in the socket for receive_stdin_payload(). Any other
+    /// frame goes the usual way.
+    bool take_stdin_header(Connection& c) {
+        if (c.no_splice || !c.hello_done) return false;
+        const auto header = c.decoder.peek_header();
+        if (!header || header->type != FrameType::Stdin || header->length == 0 || header->stream == 0) return false;
+        auto it = c.executions.find(header->stream);
+        if (it == c.executions.end()) return false;
+        auto& e = *it->second;
+        if (e.tty || e.stdin_fd < 0 || e.stdin_close_requested || e.stdin_pending() > 0) return false;
+        if (e.stdin_ungranted + header->length > e.stdin_window) return false;
+        c.decoder.take_header();
+        c.stdin_stream = header->stream;
+        c.stdin_left = header->length;
+        return true;
+    }
+
+    /// Moves the rest of the current stdin frame's payload: spliced from the socket into the
+    /// child's pipe while nothing is queued, else received and delivered as a frame's payload
+    /// would be (the pipe is full, the child closed it, or the execution is gone: then dropped).
+    /// False when the socket has nothing now, or the connection was dropped.
+    bool receive_stdin_payload(Connection& c) {
+        auto it = c.executions.find(c.stdin_stream);
+        Execution* e = it == c.executions.end() ? nullptr : it->second.get();
+        if (e != nullptr && e->stdin_fd >= 0 && e->stdin_pending() == 0 && !c.no_splice) {
+            const auto n = ::splice(c.fd, nullptr, e->stdin_fd, nullptr, c.stdin_left,
+                                    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (n > 0) {
+                c.stdin_left -= static_cast<std::size_t>(n);
+                grant_stdin(c, *e, static_cast<std::size_t>(n));
+                return true;
+            }
+            if (n == 0) {
+                drop(c);
+                return false;
+            }
+            if (errno == EINTR) return true;
+            if (errno == EPIPE) close_stdin(*e);  // the child closed its stdin: the rest is dropped
+            else if (errno != EAGAIN) c.no_splice = true;
+        }
+        // EAGAIN: the socket is empty (the receive below finds out) or the pipe is full.
+        if (stdin_scratch_.empty()) stdin_scratch_.resize(kMaxChunk);
+        const auto want = std::min(c.stdin_left, stdin_scratch_.size());
+        const auto n = ::recv(c.fd, stdin_scratch_.data(), want, MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR) return true;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
+        if (n <= 0) {
+            drop(c);
+            return false;
+        }
+        c.stdin_left -= static_cast<std::size_t>(n);
+        if (e != nullptr)
+            deliver_stdin(c, *e, std::span<const std::byte>(stdin_scratch_.data(), static_cast<std::size_t>(n)));
+        return c.fd >= 0;
+    }
+
+    void handle_execution_frame(Connection& c, Execution& e, const FrameView& f) {
+        switch (f.type) {
             case FrameType::Credit: {
                 auto credit = Credit::decode(f.payload);
                 if (!credit) return protocol_violation(c, credit.error().message());
@@ -712,7 +807,7 @@ private:
         ::_exit(0);
     }
 
-    void start_execution(Connection& c, const Frame& f) {
+    void start_execution(Connection& c, const FrameView& f) {
         if (f.stream == 0) return protocol_violation(c, "exec on stream 0");
         if (c.executions.count(f.stream) != 0)
             return protocol_violation(c, fmt::format("stream {} is already in use", f.stream));
@@ -1071,7 +1166,6 @@ private:
     /// Output read from a command before it is framed (not zeroed per read, unlike a local).
     std::vector<std::byte> chunk_buffer_ = std::vector<std::byte>(kMaxChunk);
     /// What one recv takes from the host: a whole stdin frame at a time.
-    std::vector<std::byte> recv_buffer_ = std::vector<std::byte>(kMaxChunk + kHeaderSize);
     int memory_events_fd_ = -1;
     /// cgroup.procs of the box's memory cgroup when the agent itself is kept out of it (a host
     /// where it cannot be -1000): each command joins it before its exec.

@@ -88,6 +88,13 @@ public:
         if (!link_.session) return fail(ErrorKind::InvalidState, "stdin was moved from");
         return link_.session->try_write_stdin(*link_.state, data);
     }
+    /// Moves what the pipe `fd` holds now (up to one frame) into the process's stdin without
+    /// copying it through this process; nullopt when it cannot (see Session::splice_stdin), then
+    /// read the fd and write() instead. `fd` must have no other reader.
+    BoxliteResult<std::optional<std::size_t>> splice_from(int fd) {
+        if (!link_.session) return fail(ErrorKind::InvalidState, "stdin was moved from");
+        return link_.session->splice_stdin(*link_.state, fd);
+    }
     /// EOF for the process. Idempotent.
     BoxliteResult<void> close() {
         if (!link_.session) return {};

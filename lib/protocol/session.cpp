@@ -2,6 +2,13 @@
 // includes the host side of the protocol.
 #include <boxlite/protocol/session.hpp>
 
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+
+#include <cerrno>
+#include <cstring>
+
 namespace boxlite::protocol {
 
 BoxliteResult<void> Session::handshake(std::chrono::milliseconds timeout) {
@@ -122,6 +129,53 @@ BoxliteResult<void> Session::write_stdin(ExecState& e, std::span<const std::byte
         data = data.subspan(chunk);
     }
     return {};
+}
+
+BoxliteResult<std::optional<std::size_t>> Session::splice_stdin(ExecState& e, int from_fd) {
+    const int to = stream_.native_handle ? stream_.native_handle() : -1;
+    int available = 0;
+    if (to < 0 || ::ioctl(from_fd, FIONREAD, &available) != 0 || available <= 0) return std::optional<std::size_t>{};
+    std::size_t chunk = 0;
+    {
+        std::unique_lock lock(mutex_);
+        if (e.stdin_closed) return fail(ErrorKind::InvalidState, "stdin of execution {} is already closed", e.id);
+        e.cv.wait(lock, [&] { return e.stdin_credit > 0 || e.finished(); });
+        if (e.finished()) {
+            return fail(ErrorKind::Execution, "execution {} has ended; its stdin accepts no more data", e.id);
+        }
+        chunk = static_cast<std::size_t>(
+            std::min<std::uint64_t>({e.stdin_credit, static_cast<std::uint64_t>(available), kMaxChunk}));
+        e.stdin_credit -= chunk;
+    }
+    const auto header = encode_header(FrameType::Stdin, e.id, static_cast<std::uint32_t>(chunk));
+    std::lock_guard lock(write_mutex_);
+    BOXLITE_TRY_VOID(stream_.write_all(header));
+    std::size_t moved = 0;
+    while (moved < chunk) {
+        const auto n = ::splice(from_fd, nullptr, to, nullptr, chunk - moved, SPLICE_F_MOVE);
+        if (n > 0) {
+            moved += static_cast<std::size_t>(n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) {
+            // A non-blocking pipe (or socket): wait for the socket while the pipe still holds bytes.
+            int left = 0;
+            if (::ioctl(from_fd, FIONREAD, &left) == 0 && left > 0) {
+                pollfd p{to, POLLOUT, 0};
+                (void)::poll(&p, 1, -1);
+                continue;
+            }
+        }
+        // The header promised bytes the pipe no longer has (another reader took them): the
+        // stream is out of step, so the connection ends.
+        const int error = n < 0 ? errno : 0;
+        stream_.close();
+        return fail(ErrorKind::RpcTransport, "stdin pipe gave {} of the {} bytes a frame announced{}{}", moved, chunk,
+                    error != 0 ? ": " : "", error != 0 ? std::strerror(error) : "");
+    }
+    counters_.bytes_in.fetch_add(chunk, std::memory_order_relaxed);
+    return std::optional<std::size_t>(chunk);
 }
 
 BoxliteResult<void> Session::send_stdin(ExecState& e, std::span<const std::byte> data) {

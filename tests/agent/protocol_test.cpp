@@ -11,6 +11,9 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cstring>
+
 using namespace boxlite;
 using namespace boxlite::protocol;
 using boxlite::test::extract_archive;
@@ -179,6 +182,71 @@ TEST(Frame, RoundTripsAcrossArbitrarySplits) {
         EXPECT_EQ(request->cols, 100);
         EXPECT_EQ(request->timeout_ms, 500U);
     }
+}
+
+TEST(Frame, ReceivingInPlaceGivesTheSameFramesAsFeeding) {
+    // Two frames received the way the agent does: at most what missing() asks for once a header
+    // is in, straight into prepare()'s room, each taken as a view.
+    std::vector<std::byte> data(300 * 1024);
+    for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::byte>(i * 7);
+    auto wire = encode_frame(FrameType::Stdin, 3, data);
+    const auto ping = encode_frame(FrameType::Ping, 0, bytes({1, 2}));
+    wire.insert(wire.end(), ping.begin(), ping.end());
+    FrameDecoder decoder;
+    std::size_t at = 0;
+    std::vector<FrameType> types;
+    std::vector<std::byte> stdin_bytes;
+    while (at < wire.size()) {
+        const auto missing = decoder.missing();
+        if (decoder.buffered() >= kHeaderSize && missing > 0) {
+            EXPECT_EQ(missing, kHeaderSize + data.size() - decoder.buffered());
+        }
+        auto room = decoder.prepare(missing > 0 ? missing : 1000);
+        const auto n = std::min(room.size(), wire.size() - at);
+        std::memcpy(room.data(), wire.data() + at, n);
+        decoder.commit(n);
+        at += n;
+        while (true) {
+            auto view = decoder.next_view();
+            ASSERT_TRUE(view) << view.error().to_string();
+            if (!*view) break;
+            types.push_back((*view)->type);
+            if ((*view)->type == FrameType::Stdin) {
+                EXPECT_EQ((*view)->stream, 3U);
+                stdin_bytes.assign((*view)->payload.begin(), (*view)->payload.end());
+            }
+        }
+    }
+    EXPECT_EQ(types, (std::vector<FrameType>{FrameType::Stdin, FrameType::Ping}));
+    EXPECT_EQ(stdin_bytes, data);
+    EXPECT_EQ(decoder.buffered(), 0U);
+}
+
+TEST(Frame, APeekedHeaderIsTakenAloneAndBadOnesAreNotPeeked) {
+    FrameDecoder decoder;
+    const auto wire = encode_frame(FrameType::Stdin, 9, bytes({1, 2, 3}));
+    decoder.feed(std::span(wire).first(kHeaderSize - 1));
+    EXPECT_FALSE(decoder.peek_header()) << "no whole header yet";
+    decoder.feed(std::span(wire).subspan(kHeaderSize - 1, 1));
+    const auto header = decoder.peek_header();
+    ASSERT_TRUE(header);
+    EXPECT_EQ(header->type, FrameType::Stdin);
+    EXPECT_EQ(header->stream, 9U);
+    EXPECT_EQ(header->length, 3U);
+    EXPECT_EQ(decoder.missing(), 3U);
+    decoder.take_header();  // the caller reads the payload itself
+    EXPECT_EQ(decoder.buffered(), 0U);
+    const auto ping = encode_frame(FrameType::Ping, 0, bytes({}));
+    decoder.feed(ping);
+    auto next = decoder.next_view();
+    ASSERT_TRUE(next && next->has_value());
+    EXPECT_EQ((*next)->type, FrameType::Ping);
+
+    FrameDecoder bad;
+    bad.feed(bytes({0xFF, 0xFF, 0xFF, 0x7F, 20, 0, 0, 0, 1, 0, 0, 0}));
+    EXPECT_FALSE(bad.peek_header()) << "an oversized length is not offered";
+    EXPECT_EQ(bad.missing(), 0U) << "nor asked to be received";
+    EXPECT_FALSE(bad.next_view());
 }
 
 TEST(Frame, OversizedLengthIsRejectedBeforeBuffering) {

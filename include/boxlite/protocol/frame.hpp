@@ -15,6 +15,7 @@
 
 #include <boxlite/error.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -160,20 +161,71 @@ inline std::uint32_t get_le32(const std::byte* in) noexcept {
     return header;
 }
 
+/// A decoded frame whose payload still lies in the decoder's buffer (no copy): valid until the
+/// decoder's next call.
+struct FrameView {
+    FrameType type = FrameType::Ping;
+    std::uint32_t stream = 0;
+    std::span<const std::byte> payload;
+};
+
 /// Incremental decoder: feed it whatever the socket returned, take complete frames out.
 /// Buffers at most one header plus one payload (<= kMaxPayload), whatever the peer sends.
+/// A reader may also receive straight into the decoder (prepare(), then commit()) and take
+/// frames as views (next_view()), which saves both copies of the payload.
 class FrameDecoder {
 public:
     /// Appends bytes; call next() until it yields nullopt before feeding more.
-    void feed(std::span<const std::byte> bytes) { buffer_.insert(buffer_.end(), bytes.begin(), bytes.end()); }
+    void feed(std::span<const std::byte> bytes) {
+        if (bytes.empty()) return;
+        auto space = prepare(bytes.size());
+        std::memcpy(space.data(), bytes.data(), bytes.size());
+        commit(bytes.size());
+    }
 
-    /// The next complete frame, nullopt when more bytes are needed, or a Portal error (after
-    /// which the decoder is poisoned: the stream is out of sync and must be closed).
-    [[nodiscard]] BoxliteResult<std::optional<Frame>> next() {
+    /// Room for `max` more bytes after what is buffered: receive into it, then commit() the count
+    /// received. Like feed(), only once next_view()/next() yielded nullopt.
+    [[nodiscard]] std::span<std::byte> prepare(std::size_t max) {
+        compact();
+        if (buffer_.size() - end_ < max) buffer_.resize(end_ + max);
+        return {buffer_.data() + end_, max};
+    }
+    /// Marks `n` bytes of the span prepare() returned as received (n <= its size).
+    void commit(std::size_t n) noexcept { end_ = std::min(end_ + n, buffer_.size()); }
+
+    /// Bytes still missing of the frame whose header is buffered, so that a reader can receive
+    /// exactly up to the frame's end (then nothing is left to move); 0 while no whole valid
+    /// header is buffered.
+    [[nodiscard]] std::size_t missing() const noexcept {
+        const auto have = end_ - consumed_;
+        if (have < kHeaderSize) return 0;
+        const auto length = detail::get_le32(buffer_.data() + consumed_);
+        if (length > kMaxPayload) return 0;
+        const auto whole = kHeaderSize + static_cast<std::size_t>(length);
+        return whole > have ? whole - have : 0;
+    }
+
+    /// The header at the front when a whole valid one is buffered, without taking it.
+    [[nodiscard]] std::optional<FrameHeader> peek_header() const {
+        if (poisoned_ || end_ - consumed_ < kHeaderSize) return std::nullopt;
+        auto header = decode_header(std::span<const std::byte, kHeaderSize>(buffer_.data() + consumed_, kHeaderSize));
+        if (!header) return std::nullopt;
+        return *header;
+    }
+    /// Takes the buffered header peek_header() returned, leaving its payload to the caller
+    /// (which reads exactly `length` bytes of the stream itself before the decoder's next use).
+    void take_header() noexcept {
+        if (end_ - consumed_ >= kHeaderSize) consumed_ += kHeaderSize;
+    }
+
+    /// The next complete frame as a view into the buffer (valid until the next call on this
+    /// decoder), nullopt when more bytes are needed, or a Portal error (after which the decoder
+    /// is poisoned: the stream is out of sync and must be closed).
+    [[nodiscard]] BoxliteResult<std::optional<FrameView>> next_view() {
         if (poisoned_) return fail(ErrorKind::Portal, "agent stream already failed to decode");
-        if (buffer_.size() - consumed_ < kHeaderSize) {
+        if (end_ - consumed_ < kHeaderSize) {
             compact();
-            return std::optional<Frame>{};
+            return std::optional<FrameView>{};
         }
         std::span<const std::byte, kHeaderSize> head(buffer_.data() + consumed_, kHeaderSize);
         auto header = decode_header(head);
@@ -181,29 +233,43 @@ public:
             poisoned_ = true;
             return fail(header.error());
         }
-        if (buffer_.size() - consumed_ - kHeaderSize < header->length) {
+        if (end_ - consumed_ - kHeaderSize < header->length) {
             compact();
-            return std::optional<Frame>{};
+            return std::optional<FrameView>{};
         }
-        Frame frame;
+        FrameView frame;
         frame.type = header->type;
         frame.stream = header->stream;
-        const auto* begin = buffer_.data() + consumed_ + kHeaderSize;
-        frame.payload.assign(begin, begin + header->length);
+        frame.payload = std::span<const std::byte>(buffer_.data() + consumed_ + kHeaderSize, header->length);
         consumed_ += kHeaderSize + header->length;
+        return std::optional<FrameView>{frame};
+    }
+
+    /// The next complete frame (its payload copied out), nullopt when more bytes are needed, or
+    /// a Portal error as next_view().
+    [[nodiscard]] BoxliteResult<std::optional<Frame>> next() {
+        auto view = next_view();
+        if (!view) return fail(view.error());
+        if (!*view) return std::optional<Frame>{};
+        Frame frame;
+        frame.type = (*view)->type;
+        frame.stream = (*view)->stream;
+        frame.payload.assign((*view)->payload.begin(), (*view)->payload.end());
         return std::optional<Frame>{std::move(frame)};
     }
 
-    [[nodiscard]] std::size_t buffered() const noexcept { return buffer_.size() - consumed_; }
+    [[nodiscard]] std::size_t buffered() const noexcept { return end_ - consumed_; }
 
 private:
     void compact() {
         if (consumed_ == 0) return;
-        buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(consumed_));
+        if (end_ > consumed_) std::memmove(buffer_.data(), buffer_.data() + consumed_, end_ - consumed_);
+        end_ -= consumed_;
         consumed_ = 0;
     }
 
-    std::vector<std::byte> buffer_;
+    std::vector<std::byte> buffer_;  // [consumed_, end_) is buffered; the rest is room to receive
+    std::size_t end_ = 0;
     std::size_t consumed_ = 0;
     bool poisoned_ = false;
 };

@@ -45,13 +45,14 @@ struct ErasedStream {
     std::function<BoxliteResult<std::size_t>(std::span<std::byte>)> read_some;
     std::function<BoxliteResult<void>(std::span<const std::byte>)> write_all;
     std::function<void()> close;
+    std::function<int()> native_handle;  ///< the socket, for splice(2); may be empty or give -1
 
     template <ByteStream S>
     static ErasedStream from(S stream) {
         auto shared = std::make_shared<S>(std::move(stream));
         return ErasedStream{[shared](std::span<std::byte> b) { return shared->read_some(b); },
                             [shared](std::span<const std::byte> d) { return shared->write_all(d); },
-                            [shared] { shared->close(); }};
+                            [shared] { shared->close(); }, [shared] { return shared->native_handle(); }};
     }
 };
 
@@ -143,6 +144,13 @@ public:
     BoxliteResult<void> write_stdin(ExecState& e, std::span<const std::byte> data);
 
     BoxliteResult<void> close_stdin(ExecState& e);
+
+    /// Moves what the pipe `from_fd` holds now (up to one data frame, within the credit; blocks
+    /// for credit like write_stdin) into the execution's stdin with splice(2), so the bytes never
+    /// pass through this process. nullopt when it cannot: the pipe is empty (at its end, or not
+    /// a pipe) or the connection has no socket; then read and write_stdin() instead. `from_fd`
+    /// must have no other reader: a frame's bytes that stop short end the connection.
+    BoxliteResult<std::optional<std::size_t>> splice_stdin(ExecState& e, int from_fd);
 
     // ---- stdout / stderr ---------------------------------------------------------------------
     /// Copies up to out.size() bytes of one channel; 0 at end of stream. Blocks until data,
