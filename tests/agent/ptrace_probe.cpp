@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -21,6 +22,11 @@ int main(int argc, char** argv) {
     }
     ::waitpid(pid, nullptr, __WALL);
     ::ptrace(PTRACE_DETACH, pid, nullptr, nullptr);
+    // The attach's SIGSTOP can still be pending here: the first stop waited for may have been
+    // another (the target's execve, when it was attached to between fork and exec). Delivered
+    // after the detach, it would stop the target for good, and the test's `kill` (SIGTERM) would
+    // stay pending on it. SIGCONT discards a pending stop and continues a stopped process.
+    ::kill(pid, SIGCONT);
     std::puts("attached");
     return 0;
 }
