@@ -7,7 +7,7 @@
 //                              command line, to an init (bare_init.c, rdinit=) that prints a marker
 //                              on the console — timed until the marker arrives. The bare argv is
 //                              our own QEMU's, read from /proc while the check run's box runs, with
-//                              our devices (vhost-user vsock/blk) left out. Sides alternate.
+//                              our devices (vhost-user vsock/blk/net) left out. Sides alternate.
 //   boot guest time            the guest's own clock (CLOCK_BOOTTIME) when our agent listens (its
 //                              console line) and when the bare init runs, and BoxMetrics' stages.
 //   boot idle memory           per idle box, excluding guest RAM (the memfd both map): the shim's
@@ -202,7 +202,7 @@ std::vector<std::string> bare_argv(const std::vector<std::string>& ours, const f
     std::vector<std::string> argv;
     for (std::size_t i = 0; i < ours.size(); ++i) {
         const auto& a = ours[i];
-        if ((a == "-chardev" || a == "-device") && i + 1 < ours.size()) {
+        if ((a == "-chardev" || a == "-device" || a == "-netdev") && i + 1 < ours.size()) {
             ++i;
             continue;
         }
