@@ -68,6 +68,10 @@ constexpr const char* kAgentVersion = BOXLITE_VERSION_STRING;
 constexpr std::size_t kMaxQueuedOutput = 64U << 20;
 /// How long a timed-out execution's output may still drain after its group was killed.
 constexpr auto kTimeoutOutputGrace = std::chrono::milliseconds(1000);
+/// How long one stdin frame's payload may wait in the socket for room in the command's pipe
+/// (see Connection::parked) before it is received and queued instead: what a frame the host
+/// sent behind it (a signal, a ping) can be delayed by, at most once per stdin frame.
+constexpr auto kStdinParkBudget = std::chrono::milliseconds(10);
 
 void log(const std::string& text) {
     const auto line = "boxlite-agent: " + text + "\n";
@@ -120,6 +124,15 @@ struct Connection {
     std::uint32_t stdin_stream = 0;
     std::size_t stdin_left = 0;
     bool no_splice = false;  // splice(2) failed on this socket (not a unix one): receive instead
+    // The command's pipe is full and that payload is next in the socket: rather than receive and
+    // queue it (two copies), the socket is not read until the pipe has room, so that the payload
+    // is still spliced. Only while no execution of this connection waits for output credit (the
+    // host's Credit frames may sit behind the payload) and for kStdinParkBudget per frame (any
+    // other frame behind it waits at most that long; the host's writer may itself be blocked
+    // behind the payload on a full socket).
+    bool parked = false;
+    bool park_expired = false;         // this frame used up its budget: receive the rest
+    Clock::time_point stdin_frame_at;  // when the current stdin frame's header was taken
     std::map<std::uint32_t, std::unique_ptr<Execution>> executions;
 
     [[nodiscard]] bool backed_up() const { return out.size() - out_offset > kMaxQueuedOutput; }
@@ -204,7 +217,7 @@ private:
     // ----------------------------------------------------------------- loop
     void loop_once() {
         std::vector<pollfd> fds;
-        enum class Kind { Listen, Signal, Conn, Out, Err, In };
+        enum class Kind { Listen, Signal, Conn, Out, Err, In, Park };
         struct Slot {
             Kind kind;
             Connection* conn;
@@ -233,9 +246,14 @@ private:
             // A backed-up connection is not read either: every request may queue a reply, so a
             // host that sends without reading must not grow our memory without bound.
             const bool backed_up = c->backed_up();
-            short ev = c->closing || backed_up ? 0 : POLLIN;
+            Execution* parked_on = c->parked ? still_parked(*c, now) : nullptr;
+            short ev = c->closing || backed_up || parked_on != nullptr ? 0 : POLLIN;
             if (c->out_offset < c->out.size()) ev |= POLLOUT;
             add(c->fd, ev, Kind::Conn, c.get(), nullptr);
+            if (parked_on != nullptr) {
+                add(parked_on->stdin_fd, POLLOUT, Kind::Park, c.get(), nullptr);
+                wake_at(c->stdin_frame_at + kStdinParkBudget);
+            }
             for (auto& [id, e] : c->executions) {
                 if (e->stdout_fd >= 0 && e->stdout_credit > 0 && !backed_up)
                     add(e->stdout_fd, POLLIN, Kind::Out, c.get(), e.get());
@@ -278,6 +296,13 @@ private:
                     break;
                 case Kind::In:
                     if (auto* e = find(s.conn, s.exec_id)) pump_stdin(*s.conn, *e);
+                    break;
+                case Kind::Park:
+                    // The pipe has room: splice what it takes of the waiting payload.
+                    if (s.conn->fd >= 0 && s.conn->parked) {
+                        s.conn->parked = false;
+                        read_connection(*s.conn);
+                    }
                     break;
             }
         }
@@ -463,7 +488,36 @@ private:
         c.decoder.take_header();
         c.stdin_stream = header->stream;
         c.stdin_left = header->length;
+        c.park_expired = false;
+        c.stdin_frame_at = Clock::now();
         return true;
+    }
+
+    /// Whether this connection may leave its socket unread while the current stdin payload waits
+    /// for room in the pipe: no execution of it waits for output credit, which the host may
+    /// have sent behind the payload.
+    [[nodiscard]] bool may_park(const Connection& c) const {
+        if (c.park_expired || c.no_splice || shutting_down_) return false;
+        for (const auto& [id, e] : c.executions) {
+            if ((e->stdout_fd >= 0 && e->stdout_credit == 0) || (e->stderr_fd >= 0 && e->stderr_credit == 0))
+                return false;
+        }
+        return true;
+    }
+
+    /// The execution a parked connection waits for (its pipe to take more), or nullptr after
+    /// clearing `parked` when it must read its socket again: the execution or its stdin is
+    /// gone, something got queued, output waits for credit, or the frame's budget is spent
+    /// (then the rest of the payload is received and queued).
+    Execution* still_parked(Connection& c, Clock::time_point now) {
+        auto it = c.executions.find(c.stdin_stream);
+        Execution* e = it == c.executions.end() ? nullptr : it->second.get();
+        if (now >= c.stdin_frame_at + kStdinParkBudget) c.park_expired = true;
+        if (c.stdin_left == 0 || e == nullptr || e->stdin_fd < 0 || e->stdin_pending() > 0 || !may_park(c)) {
+            c.parked = false;
+            return nullptr;
+        }
+        return e;
     }
 
     /// Moves the rest of the current stdin frame's payload: spliced from the socket into the
@@ -488,6 +542,12 @@ private:
             if (errno == EINTR) return true;
             if (errno == EPIPE) close_stdin(*e);  // the child closed its stdin: the rest is dropped
             else if (errno != EAGAIN) c.no_splice = true;
+            else if (int queued = 0; may_park(c) && ::ioctl(c.fd, FIONREAD, &queued) == 0 && queued > 0) {
+                // The socket holds payload bytes, so the pipe is full: wait for it (loop_once
+                // polls the pipe instead of the socket) rather than receive and queue.
+                c.parked = true;
+                return false;
+            }
         }
         // EAGAIN: the socket is empty (the receive below finds out) or the pipe is full.
         if (stdin_scratch_.empty()) stdin_scratch_.resize(kMaxChunk);

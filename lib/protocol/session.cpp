@@ -144,7 +144,7 @@ BoxliteResult<std::optional<std::size_t>> Session::splice_stdin(ExecState& e, in
             return fail(ErrorKind::Execution, "execution {} has ended; its stdin accepts no more data", e.id);
         }
         chunk = static_cast<std::size_t>(
-            std::min<std::uint64_t>({e.stdin_credit, static_cast<std::uint64_t>(available), kMaxChunk}));
+            std::min<std::uint64_t>({e.stdin_credit, static_cast<std::uint64_t>(available), kMaxPayload}));
         e.stdin_credit -= chunk;
     }
     const auto header = encode_header(FrameType::Stdin, e.id, static_cast<std::uint32_t>(chunk));

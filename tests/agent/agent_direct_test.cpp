@@ -243,6 +243,29 @@ TEST_F(DirectAgent, StdinCreditComesBackWhenTheLeaderExitsWithBytesBuffered) {
     EXPECT_TRUE(exec->wait());
 }
 
+TEST_F(DirectAgent, PingAndSignalPassAStdinPayloadWaitingForAFullPipe) {
+    // The command never reads stdin: its pipe fills, and the agent leaves the next stdin payload
+    // in the socket for a while (to splice it once the pipe has room). Frames the host sends
+    // behind it (a ping, a signal) must still get through, and the writer must not hang.
+    auto exec = agent().exec(BoxCommand("/bin/sleep").arg("1000"));
+    ASSERT_TRUE(exec) << exec.error().to_string();
+    auto in = exec->stdin();
+    ASSERT_TRUE(in);
+    auto writer = std::async(std::launch::async, [&] { return in->write(std::string(16U << 20, 'x')); });
+    // Past the 1 MiB pipe plus half a window: a payload waits in the socket or the agent.
+    for (int i = 0; i < 3000 && agent().counters().bytes_in.load() < (1U << 20) + (1U << 20); ++i)
+        std::this_thread::sleep_for(10ms);
+    ASSERT_GE(agent().counters().bytes_in.load(), (1U << 20) + (1U << 20));
+    EXPECT_TRUE(agent().ping(30s)) << "a ping behind a waiting stdin payload got no answer";
+    ASSERT_TRUE(exec->signal(SIGTERM));
+    auto result = exec->wait();
+    ASSERT_TRUE(result) << result.error().to_string();
+    EXPECT_EQ(result->exit_code, -SIGTERM);
+    const bool finished = writer.wait_for(60s) == std::future_status::ready;
+    ASSERT_TRUE(finished) << "the stdin writer still waits after the command was killed";
+    (void)writer.get();  // the execution ended: the rest of the 16 MiB is refused or dropped
+}
+
 // ---- program lookup, ids, error kinds ------------------------------------------------------
 
 TEST_F(DirectAgent, ProgramIsFoundThroughTheCommandsPath) {

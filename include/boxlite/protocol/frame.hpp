@@ -37,7 +37,9 @@ inline constexpr std::size_t kHeaderSize = 12;
 /// exec request with a large environment while bounding what a hostile peer can make us buffer.
 inline constexpr std::uint32_t kMaxPayload = 1U << 20;
 /// Largest data chunk a sender puts in one Stdin/Stdout/Stderr frame (a quarter of
-/// kMaxPayload: fewer frames and system calls per byte, measured in benchmark/agent).
+/// kMaxPayload: fewer frames and system calls per byte, measured in benchmark/agent). A stdin
+/// frame the host splices from a pipe (Session::splice_stdin) may carry up to kMaxPayload: its
+/// bytes are never copied by the host, and the agent splices them on into the command's pipe.
 inline constexpr std::uint32_t kMaxChunk = 256U * 1024U;
 /// Initial per-stream credit: how many data bytes a sender may have in flight before the
 /// receiver grants more (see Credit). Credit returns per quarter of it, so a 2 MiB window

@@ -145,7 +145,8 @@ public:
 
     BoxliteResult<void> close_stdin(ExecState& e);
 
-    /// Moves what the pipe `from_fd` holds now (up to one data frame, within the credit; blocks
+    /// Moves what the pipe `from_fd` holds now (up to one frame of kMaxPayload, within the credit:
+    /// no copy is made here, so a frame may be larger than a copied one's kMaxChunk; blocks
     /// for credit like write_stdin) into the execution's stdin with splice(2), so the bytes never
     /// pass through this process. nullopt when it cannot: the pipe is empty (at its end, or not
     /// a pipe) or the connection has no socket; then read and write_stdin() instead. `from_fd`
