@@ -662,7 +662,9 @@ public:
                        const std::optional<std::string>& user, const std::optional<std::string>& cwd,
                        std::optional<double> timeout_secs) {
         const auto command = NativeBox::make_command(program, args, env, false, user, cwd, timeout_secs);
-        unwrap(protocol::validate_command(command));
+        if (auto valid = protocol::validate_command(command); !valid) {
+            raise(valid.error().with_context(fmt::format("running '{}' in box {}", program, box_.id())));
+        }
         if (dead_) raise(dead_->with_context(fmt::format("running '{}' in box {}", program, box_.id())));
         const auto id = next_id_++;
         if (next_id_ == 0) next_id_ = 1;
@@ -749,8 +751,8 @@ private:
 
     BoxliteResult<void> handshake() {
         if (fd_ < 0) return fail(ErrorKind::Unsupported, "the agent connection has no descriptor to poll");
-        BOXLITE_TRY_VOID(stream_.write_all(protocol::encode_frame(protocol::FrameType::Hello, 0,
-                                                                   protocol::Hello{}.encode())));
+        BOXLITE_TRY_VOID(
+            stream_.write_all(protocol::encode_frame(protocol::FrameType::Hello, 0, protocol::Hello{}.encode())));
         const auto deadline = std::chrono::steady_clock::now() + protocol::AgentClient::kControlTimeout;
         while (true) {
             auto frame = decoder_.next();
@@ -774,7 +776,7 @@ private:
                 break;
             }
             const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
-                                                                                      std::chrono::steady_clock::now());
+                                                                                    std::chrono::steady_clock::now());
             if (left.count() <= 0) {
                 return fail(ErrorKind::Rpc, "the agent did not answer the protocol handshake within {} ms",
                             protocol::AgentClient::kControlTimeout.count());
@@ -906,8 +908,9 @@ private:
                 const int i = f.type == FrameType::Stderr ? 1 : 0;
                 const auto size = static_cast<std::uint32_t>(f.payload.size());
                 if (size > e.credit[i]) {
-                    return fail(ErrorKind::Portal, "the agent sent {} bytes on execution {} with only {} bytes of credit",
-                                size, f.stream, e.credit[i]);
+                    return fail(ErrorKind::Portal,
+                                "the agent sent {} bytes on execution {} with only {} bytes of credit", size, f.stream,
+                                e.credit[i]);
                 }
                 e.credit[i] -= size;
                 e.owed[i] += size;
@@ -933,8 +936,8 @@ private:
                 BOXLITE_TRY(auto m, protocol::ExitStatus::decode(f.payload));
                 if (!e.abandoned) {
                     nb::object message = m.message.empty() ? nb::none() : nb::object(nb::str(m.message.c_str()));
-                    done.append(nb::make_tuple(f.stream, text(e.texts[0]), text(e.texts[1]), m.code, message,
-                                               m.timed_out));
+                    done.append(
+                        nb::make_tuple(f.stream, text(e.texts[0]), text(e.texts[1]), m.code, message, m.timed_out));
                 }
                 executions_.erase(it);
                 return {};
