@@ -296,7 +296,6 @@ class _LoopAgent:
         self.loop = loop
         self.native = native
         self.fd: int = native.fd
-        self.futures: dict[int, "asyncio.Future[ExecResult]"] = {}
         self.writing = False
         self.attached = True
         loop.add_reader(self.fd, self._on_readable)
@@ -315,9 +314,8 @@ class _LoopAgent:
         cwd: Optional[str],
         timeout: Optional[float],
     ) -> tuple[int, "asyncio.Future[ExecResult]"]:
-        ident: int = self.native.exec(cmd, args, env, user, cwd, timeout)
         fut: asyncio.Future[ExecResult] = self.loop.create_future()
-        self.futures[ident] = fut
+        ident: int = self.native.exec(fut, cmd, args, env, user, cwd, timeout)
         if self.native.wants_write and not self.writing:
             self.writing = True
             self.loop.add_writer(self.fd, self._on_writable)
@@ -325,37 +323,24 @@ class _LoopAgent:
 
     def cancel(self, ident: int) -> None:
         """The awaiting task was cancelled: the command is killed (now, or once started)."""
-        self.futures.pop(ident, None)
         if self.attached:
             self.native.cancel(ident)
             self._settle()
 
     def close(self) -> None:
         if self.attached:
-            self._resolve(self.native.close())
+            self.native.close()
             self._settle()
 
     def _on_readable(self) -> None:
-        self._resolve(self.native.on_readable())
-        self._settle()
+        # The native side resolves the futures; 0 / 1: whether it still has bytes to send
+        # (compared with the writer's registration), 2: the connection has ended.
+        if self.native.on_readable() != self.writing:
+            self._settle()
 
     def _on_writable(self) -> None:
         self.native.on_writable()
         self._settle()
-
-    def _resolve(self, done: list[Any]) -> None:
-        futures = self.futures
-        for item in done:
-            fut = futures.pop(item[0], None)
-            if fut is None or fut.done():
-                continue
-            if len(item) == 2:  # not started: the refusal, or the connection lost before
-                fut.set_exception(item[1])
-            else:
-                _, out, err, code, message, timed_out = item
-                fut.set_result(
-                    ExecResult(exit_code=code, stdout=out, stderr=err, error_message=message, timed_out=timed_out)
-                )
 
     def _settle(self) -> None:
         native = self.native
@@ -413,7 +398,7 @@ class Box:
 
     async def _open_loop_agent(self, loop: asyncio.AbstractEventLoop) -> _LoopAgent:
         try:
-            native = await self._runtime._submit(functools.partial(core.LoopAgent.open, self._native))
+            native = await self._runtime._submit(functools.partial(core.LoopAgent.open, self._native, ExecResult))
             agent = _LoopAgent(self, loop, native)
             self._loop_agents[loop] = agent
             return agent

@@ -624,7 +624,9 @@ private:
 /// the connection, and every execution on it ends with the reason.
 class LoopAgent {
 public:
-    static std::unique_ptr<LoopAgent> open(NativeBox& box) {
+    /// `result_type` is called as result_type(exit_code, stdout, stderr, error_message, timed_out)
+    /// for each execution that ends (boxlite.ExecResult).
+    static std::unique_ptr<LoopAgent> open(NativeBox& box, nb::object result_type) {
         BoxliteResult<std::unique_ptr<LoopAgent>> opened = [&]() -> BoxliteResult<std::unique_ptr<LoopAgent>> {
             nb::gil_scoped_release release;
             auto& lite = box.lite();
@@ -636,7 +638,9 @@ public:
             }
             return agent;
         }();
-        return unwrap(std::move(opened));
+        auto agent = unwrap(std::move(opened));
+        agent->result_type_ = std::move(result_type);
+        return agent;
     }
 
     ~LoopAgent() {
@@ -656,8 +660,9 @@ public:
     }
     [[nodiscard]] bool wants_write() const noexcept { return !dead_ && sent_ < out_.size(); }
 
-    /// Queues the command (stdin closed at once) and returns its stream id.
-    std::uint32_t exec(const std::string& program, const std::vector<std::string>& args,
+    /// Queues the command (stdin closed at once) and returns its stream id; `future` (an asyncio
+    /// future of this loop) gets the result or the exception from on_readable() or close().
+    std::uint32_t exec(nb::object future, const std::string& program, const std::vector<std::string>& args,
                        const std::vector<std::pair<std::string, std::string>>& env,
                        const std::optional<std::string>& user, const std::optional<std::string>& cwd,
                        std::optional<double> timeout_secs) {
@@ -670,6 +675,7 @@ public:
         if (next_id_ == 0) next_id_ = 1;
         auto& e = executions_[id];
         e.program = program;
+        e.future = std::move(future);
         queue(protocol::FrameType::Exec, id, protocol::make_exec_request(command).encode());
         queue(protocol::FrameType::StdinClose, id, {});
         flush();
@@ -682,6 +688,7 @@ public:
         auto it = executions_.find(id);
         if (it == executions_.end() || dead_) return;
         it->second.abandoned = true;
+        it->second.future = nb::object();
         if (it->second.started) {
             queue(protocol::FrameType::Signal, id, protocol::SignalRequest{9}.encode());
             flush();
@@ -690,12 +697,12 @@ public:
 
     void on_writable() { flush(); }
 
-    /// Receives what is readable and returns the executions that ended, each as
-    /// (id, stdout, stderr, exit_code, error_message, timed_out) or (id, exception): the start
-    /// refused, or the connection lost before it started.
-    nb::list on_readable() {
-        nb::list done;
-        if (dead_) return done;
+    /// Receives what is readable and resolves the futures of the executions that ended: with
+    /// their result, or with the exception when the start was refused or the connection was lost
+    /// before it started. Returns 2 once the connection has ended, else 1 while wants_write.
+    int on_readable() {
+        if (dead_) return 2;
+        Completions done;
         // Bounded, so that a flood of output cannot hold the loop: the socket stays readable.
         for (int round = 0; round < 16 && !dead_; ++round) {
             auto space = decoder_.prepare(kMaxRead);
@@ -725,19 +732,21 @@ public:
             if (static_cast<std::size_t>(n) < space.size()) break;  // drained
         }
         flush();
-        return done;
+        resolve(done);
+        return dead_ ? 2 : wants_write() ? 1 : 0;
     }
 
     /// Ends the connection; executions still running end with an error.
-    nb::list close() {
-        nb::list done;
+    void close() {
+        Completions done;
         if (!dead_) die(BoxliteError(ErrorKind::RpcTransport, "the connection was closed"), done);
-        return done;
+        resolve(done);
     }
 
 private:
     struct Exec {
         std::string program;
+        nb::object future;  // None once cancelled
         bool started = false;
         bool abandoned = false;
         std::string texts[2];
@@ -822,7 +831,22 @@ private:
         }
     }
 
-    void finish_error(std::uint32_t id, Exec& e, const BoxliteError& error, nb::list& done) {
+    struct Completion {
+        nb::object future;
+        nb::object value;
+        bool failed = false;
+    };
+    using Completions = std::vector<Completion>;
+
+    /// After the frames are handled: resolving a future only schedules its callbacks.
+    static void resolve(Completions& done) {
+        for (auto& c : done) {
+            if (nb::cast<bool>(c.future.attr("done")())) continue;  // cancelled meanwhile
+            c.future.attr(c.failed ? "set_exception" : "set_result")(c.value);
+        }
+    }
+
+    void finish_error(Exec& e, const BoxliteError& error, Completions& done) {
         if (e.abandoned) return;
         if (!e.started) {
             auto& registry = error_classes();
@@ -831,11 +855,12 @@ private:
             const auto contexted = error.with_context(fmt::format("running '{}' in box {}", e.program, box_.id()));
             nb::object exception = nb::steal(PyObject_CallFunction(cls, "s", contexted.to_string().c_str()));
             if (!exception.is_valid()) throw nb::python_error();
-            done.append(nb::make_tuple(id, exception));
+            done.push_back({std::move(e.future), std::move(exception), true});
             return;
         }
         // As Execution.wait() reports a lost connection: exit code -1 with the reason.
-        done.append(nb::make_tuple(id, text(e.texts[0]), text(e.texts[1]), -1, error.to_string(), false));
+        done.push_back(
+            {std::move(e.future), result_type_(-1, text(e.texts[0]), text(e.texts[1]), error.to_string(), false)});
     }
 
     static nb::object text(const std::string& bytes) {
@@ -844,20 +869,21 @@ private:
         return s;
     }
 
-    void die(const BoxliteError& reason, nb::list& done) {
+    void die(const BoxliteError& reason, Completions& done) {
         if (dead_) return;
         dead_ = reason;
         ::shutdown(fd_, SHUT_RDWR);
         box_.record_bytes(bytes_in_, bytes_out_);
         auto executions = std::move(executions_);
         executions_.clear();
-        for (auto& [id, e] : executions) {
+        for (auto& entry : executions) {
+            auto& e = entry.second;
             if (!e.started && !e.abandoned) box_.record_command(false);
-            finish_error(id, e, reason, done);
+            finish_error(e, reason, done);
         }
     }
 
-    BoxliteResult<void> dispatch(const protocol::FrameView& f, nb::list& done) {
+    BoxliteResult<void> dispatch(const protocol::FrameView& f, Completions& done) {
         using protocol::FrameType;
         switch (f.type) {
             case FrameType::Pong:
@@ -888,7 +914,7 @@ private:
                 BOXLITE_TRY(auto m, protocol::ErrorMessage::decode(f.payload));
                 if (!e.started) box_.record_command(false);
                 const BoxliteError error(e.started ? ErrorKind::Rpc : ErrorKind::Execution, m.message);
-                finish_error(f.stream, e, error, done);
+                finish_error(e, error, done);
                 executions_.erase(it);
                 return {};
             }
@@ -936,8 +962,8 @@ private:
                 BOXLITE_TRY(auto m, protocol::ExitStatus::decode(f.payload));
                 if (!e.abandoned) {
                     nb::object message = m.message.empty() ? nb::none() : nb::object(nb::str(m.message.c_str()));
-                    done.append(
-                        nb::make_tuple(f.stream, text(e.texts[0]), text(e.texts[1]), m.code, message, m.timed_out));
+                    done.push_back({std::move(e.future),
+                                    result_type_(m.code, text(e.texts[0]), text(e.texts[1]), message, m.timed_out)});
                 }
                 executions_.erase(it);
                 return {};
@@ -948,6 +974,7 @@ private:
 
     LiteBox box_;
     AnyStream stream_;
+    nb::object result_type_;
     int fd_ = -1;
     protocol::FrameDecoder decoder_;
     std::vector<std::byte> out_;
@@ -1176,12 +1203,12 @@ NB_MODULE(_core, m) {
         .def("_bench_cpp_stdout", &NativeBox::bench_cpp_stdout, "script"_a);
 
     nb::class_<LoopAgent>(m, "LoopAgent")
-        .def_static("open", &LoopAgent::open, "box"_a)
+        .def_static("open", &LoopAgent::open, "box"_a, "result_type"_a)
         .def_prop_ro("fd", &LoopAgent::fd)
         .def_prop_ro("alive", &LoopAgent::alive)
         .def_prop_ro("wants_write", &LoopAgent::wants_write)
         .def("usable", &LoopAgent::usable)
-        .def("exec", &LoopAgent::exec, "program"_a, "args"_a, "env"_a, "user"_a.none(), "cwd"_a.none(),
+        .def("exec", &LoopAgent::exec, "future"_a, "program"_a, "args"_a, "env"_a, "user"_a.none(), "cwd"_a.none(),
              "timeout_secs"_a.none())
         .def("cancel", &LoopAgent::cancel, "id"_a)
         .def("on_readable", &LoopAgent::on_readable)
