@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -407,4 +408,13 @@ async def test_simplebox_exec_on_the_loops_own_connection(runtime: boxlite.Boxli
         assert [r.stdout for r in await asyncio.gather(*[box.exec("echo", str(i)) for i in range(20)])] == [
             f"{i}\n" for i in range(20)
         ]
+        # More requests at once than the socket takes (its send buffer made small): the loop's
+        # writer callback sends the rest.
+        agent = box.box._loop_agents[asyncio.get_running_loop()]
+        with socket.socket(fileno=os.dup(agent.fd)) as same:
+            same.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        results = await asyncio.gather(
+            *[box.exec("sh", "-c", 'echo "${#1}"', "sh", chr(ord("a") + i % 26) * 120_000) for i in range(64)]
+        )
+        assert [(r.exit_code, r.stdout) for r in results] == [(0, "120000\n")] * 64
     await runtime.remove(box.id, force=True)
