@@ -617,8 +617,8 @@ private:
 /// A box's agent connection driven by one asyncio loop's own thread, for SimpleBox.exec: no
 /// reader thread and no cross-thread wake-up. The loop watches fd() (loop.add_reader, and
 /// loop.add_writer while wants_write); exec() queues an Exec and a StdinClose frame, and
-/// on_readable() receives what the socket holds, decodes the frames and returns the executions
-/// that ended, each with everything it printed. Nothing here blocks but open() (connect and
+/// on_readable() receives what the socket holds, decodes the frames and resolves the future of
+/// each execution that ended with an ExecResult holding everything it printed. Nothing here blocks but open() (connect and
 /// handshake, called off the loop with the GIL released): the socket is non-blocking after it.
 /// Frames from the agent are hostile, checked as protocol::Session checks them; a bad one ends
 /// the connection, and every execution on it ends with the reason.
