@@ -284,6 +284,84 @@ class Execution:
         self._native.resize_tty(int(rows), int(cols))
 
 
+class _LoopAgent:
+    """A box's agent connection driven by one event loop's own thread (core.LoopAgent), for
+    SimpleBox.exec: the loop watches the connection's socket itself, sends the exec request and
+    decodes the Started / output / Exit frames in its reader callback, and resolves the exec's
+    future when Exit has come, with everything the command printed. No thread wakes the loop:
+    the socket's readiness does. Executions that stream (Box.exec) keep the shared connection."""
+
+    def __init__(self, box: "Box", loop: asyncio.AbstractEventLoop, native: Any) -> None:
+        self.box_ref = weakref.ref(box)
+        self.loop = loop
+        self.native = native
+        self.fd: int = native.fd
+        self.writing = False
+        self.attached = True
+        loop.add_reader(self.fd, self._on_readable)
+
+    def usable(self) -> bool:
+        if self.attached and not self.native.usable():
+            self._on_readable()  # takes the end of the connection in: pending executions end
+        return self.attached
+
+    def exec(
+        self,
+        cmd: str,
+        args: list[str],
+        env: list[tuple[str, str]],
+        user: Optional[str],
+        cwd: Optional[str],
+        timeout: Optional[float],
+    ) -> tuple[int, "asyncio.Future[ExecResult]"]:
+        fut: asyncio.Future[ExecResult] = self.loop.create_future()
+        ident: int = self.native.exec(fut, cmd, args, env, user, cwd, timeout)
+        if self.native.wants_write and not self.writing:
+            self.writing = True
+            self.loop.add_writer(self.fd, self._on_writable)
+        return ident, fut
+
+    def cancel(self, ident: int) -> None:
+        """The awaiting task was cancelled: the command is killed (now, or once started)."""
+        if self.attached:
+            self.native.cancel(ident)
+            self._settle()
+
+    def close(self) -> None:
+        if self.attached:
+            self.native.close()
+            self._settle()
+
+    def _on_readable(self) -> None:
+        # The native side resolves the futures; 0 / 1: whether it still has bytes to send
+        # (compared with the writer's registration), 2: the connection has ended.
+        if self.native.on_readable() != self.writing:
+            self._settle()
+
+    def _on_writable(self) -> None:
+        self.native.on_writable()
+        self._settle()
+
+    def _settle(self) -> None:
+        native = self.native
+        if not native.alive:
+            self.loop.remove_reader(self.fd)
+            if self.writing:
+                self.loop.remove_writer(self.fd)
+            self.writing = False
+            self.attached = False
+            box = self.box_ref()
+            if box is not None and box._loop_agents.get(self.loop) is self:
+                del box._loop_agents[self.loop]
+            return
+        if self.writing != native.wants_write:
+            if self.writing:
+                self.loop.remove_writer(self.fd)
+            else:
+                self.loop.add_writer(self.fd, self._on_writable)
+            self.writing = not self.writing
+
+
 # --- boxes and the runtime ----------------------------------------------------------------------
 
 
@@ -293,6 +371,39 @@ class Box:
     def __init__(self, runtime: "Boxlite", native: Any) -> None:
         self._runtime = runtime
         self._native = native
+        # SimpleBox.exec's connections, one per event loop (see _LoopAgent).
+        self._loop_agents: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopAgent]" = (
+            weakref.WeakKeyDictionary()
+        )
+        self._loop_agent_opening: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[_LoopAgent]]" = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def _loop_agent(self) -> Optional[_LoopAgent]:
+        """This loop's agent connection for SimpleBox.exec, opened on first use (off the loop:
+        it may start the box); None for a box of the REST runtime."""
+        loop = asyncio.get_running_loop()
+        agent = self._loop_agents.get(loop)
+        if agent is not None and agent.usable():
+            return agent
+        if not isinstance(self._native, core.Box):
+            return None
+        opening = self._loop_agent_opening.get(loop)
+        if opening is None:
+            # A task of its own, shared by concurrent first execs: a cancelled caller does not
+            # cancel the others' connection.
+            opening = loop.create_task(self._open_loop_agent(loop))
+            self._loop_agent_opening[loop] = opening
+        return await asyncio.shield(opening)
+
+    async def _open_loop_agent(self, loop: asyncio.AbstractEventLoop) -> _LoopAgent:
+        try:
+            native = await self._runtime._submit(functools.partial(core.LoopAgent.open, self._native, ExecResult))
+            agent = _LoopAgent(self, loop, native)
+            self._loop_agents[loop] = agent
+            return agent
+        finally:
+            del self._loop_agent_opening[loop]
 
     @property
     def id(self) -> str:
@@ -310,6 +421,9 @@ class Box:
         await self._runtime._run(self._native.start)
 
     async def stop(self) -> None:
+        agent = self._loop_agents.get(asyncio.get_running_loop()) if self._loop_agents else None
+        if agent is not None:
+            agent.close()
         await self._runtime._run(self._native.stop)
 
     async def metrics(self) -> BoxMetrics:

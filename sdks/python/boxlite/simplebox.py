@@ -107,6 +107,16 @@ class SimpleBox:
         is returned, never raised; ``timeout`` (seconds) kills the command when it runs longer
         (``timed_out`` is then set)."""
         box = self._require()
+        agent = box._loop_agents.get(asyncio.get_running_loop())
+        if agent is None or not agent.usable():
+            agent = await box._loop_agent()
+        if agent is not None:
+            ident, fut = agent.exec(cmd, list(args), _env_pairs(env), user, cwd, timeout)
+            try:
+                return await fut
+            except asyncio.CancelledError:
+                agent.cancel(ident)
+                raise
         native_box = box._native
         if not native_box.agent_alive():
             await box._runtime._run(native_box.ensure_agent)

@@ -18,9 +18,13 @@
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
+#include <nanobind/stl/unique_ptr.h>
 #include <nanobind/stl/vector.h>
 
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -518,7 +522,6 @@ public:
         return NativePending(std::move(*pending), std::move(notifier), box_, program);
     }
 
-private:
     static BoxCommand make_command(const std::string& program, const std::vector<std::string>& args,
                                    const std::vector<std::pair<std::string, std::string>>& env, bool tty,
                                    const std::optional<std::string>& user, const std::optional<std::string>& cwd,
@@ -538,7 +541,6 @@ private:
         return command;
     }
 
-public:
     void copy_in(const std::string& host_path, const std::string& box_path) {
         nb::gil_scoped_release release;
         unwrap(box_.copy_in(host_path, box_path));
@@ -547,6 +549,8 @@ public:
         nb::gil_scoped_release release;
         unwrap(box_.copy_out(box_path, host_path));
     }
+
+    [[nodiscard]] LiteBox& lite() noexcept { return box_; }
 
     /// The C++ side of benchmark/python: `n` round trips of exec + collect of `program` over the
     /// same shared agent connection the Python API uses; nanoseconds of each.
@@ -608,6 +612,378 @@ private:
     };
     LiteBox box_;
     std::shared_ptr<SharedAgent> agent_;
+};
+
+/// A box's agent connection driven by one asyncio loop's own thread, for SimpleBox.exec: no
+/// reader thread and no cross-thread wake-up. The loop watches fd() (loop.add_reader, and
+/// loop.add_writer while wants_write); exec() queues an Exec and a StdinClose frame, and
+/// on_readable() receives what the socket holds, decodes the frames and resolves the future of
+/// each execution that ended with an ExecResult holding everything it printed. Nothing here blocks but open() (connect and
+/// handshake, called off the loop with the GIL released): the socket is non-blocking after it.
+/// Frames from the agent are hostile, checked as protocol::Session checks them; a bad one ends
+/// the connection, and every execution on it ends with the reason.
+class LoopAgent {
+public:
+    /// `result_type` is called as result_type(exit_code, stdout, stderr, error_message, timed_out)
+    /// for each execution that ends (boxlite.ExecResult).
+    static std::unique_ptr<LoopAgent> open(NativeBox& box, nb::object result_type) {
+        BoxliteResult<std::unique_ptr<LoopAgent>> opened = [&]() -> BoxliteResult<std::unique_ptr<LoopAgent>> {
+            nb::gil_scoped_release release;
+            auto& lite = box.lite();
+            auto stream = lite.connect_agent();
+            if (!stream) return fail(stream.error().with_context(fmt::format("agent of box {}", lite.id())));
+            auto agent = std::unique_ptr<LoopAgent>(new LoopAgent(lite, std::move(*stream)));
+            if (auto shaken = agent->handshake(); !shaken) {
+                return fail(shaken.error().with_context(fmt::format("agent of box {}", lite.id())));
+            }
+            return agent;
+        }();
+        auto agent = unwrap(std::move(opened));
+        agent->result_type_ = std::move(result_type);
+        return agent;
+    }
+
+    ~LoopAgent() {
+        if (!dead_) box_.record_bytes(bytes_in_, bytes_out_);
+        stream_.close();
+    }
+    LoopAgent(const LoopAgent&) = delete;
+    LoopAgent& operator=(const LoopAgent&) = delete;
+
+    [[nodiscard]] int fd() { return fd_; }
+    [[nodiscard]] bool alive() const noexcept { return !dead_; }
+    /// alive, and the peer has not hung up (a box stopped elsewhere): a zero-timeout poll.
+    [[nodiscard]] bool usable() const noexcept {
+        if (dead_) return false;
+        pollfd p{fd_, POLLRDHUP, 0};
+        return ::poll(&p, 1, 0) == 0 || (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) == 0;
+    }
+    [[nodiscard]] bool wants_write() const noexcept { return !dead_ && sent_ < out_.size(); }
+
+    /// Queues the command (stdin closed at once) and returns its stream id; `future` (an asyncio
+    /// future of this loop) gets the result or the exception from on_readable() or close().
+    std::uint32_t exec(nb::object future, const std::string& program, const std::vector<std::string>& args,
+                       const std::vector<std::pair<std::string, std::string>>& env,
+                       const std::optional<std::string>& user, const std::optional<std::string>& cwd,
+                       std::optional<double> timeout_secs) {
+        const auto command = NativeBox::make_command(program, args, env, false, user, cwd, timeout_secs);
+        if (auto valid = protocol::validate_command(command); !valid) {
+            raise(valid.error().with_context(fmt::format("running '{}' in box {}", program, box_.id())));
+        }
+        if (dead_) raise(dead_->with_context(fmt::format("running '{}' in box {}", program, box_.id())));
+        const auto id = next_id_++;
+        if (next_id_ == 0) next_id_ = 1;
+        auto& e = executions_[id];
+        e.program = program;
+        e.future = std::move(future);
+        queue(protocol::FrameType::Exec, id, protocol::make_exec_request(command).encode());
+        queue(protocol::FrameType::StdinClose, id, {});
+        flush();
+        return id;
+    }
+
+    /// The awaiting task was cancelled: the execution is killed (now, or when it has started)
+    /// and whatever else arrives for it is dropped.
+    void cancel(std::uint32_t id) {
+        auto it = executions_.find(id);
+        if (it == executions_.end() || dead_) return;
+        it->second.abandoned = true;
+        it->second.future = nb::object();
+        if (it->second.started) {
+            queue(protocol::FrameType::Signal, id, protocol::SignalRequest{9}.encode());
+            flush();
+        }
+    }
+
+    void on_writable() { flush(); }
+
+    /// Receives what is readable and resolves the futures of the executions that ended: with
+    /// their result, or with the exception when the start was refused or the connection was lost
+    /// before it started. Returns 2 once the connection has ended, else 1 while wants_write.
+    int on_readable() {
+        if (dead_) return 2;
+        Completions done;
+        // Bounded, so that a flood of output cannot hold the loop: the socket stays readable.
+        for (int round = 0; round < 16 && !dead_; ++round) {
+            auto space = decoder_.prepare(kMaxRead);
+            const auto n = ::recv(fd_, space.data(), space.size(), MSG_DONTWAIT);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+                die(BoxliteError(ErrorKind::RpcTransport, fmt::format("agent connection: {}", std::strerror(errno))),
+                    done);
+                break;
+            }
+            if (n == 0) {
+                die(BoxliteError(ErrorKind::RpcTransport, "the agent closed the connection"), done);
+                break;
+            }
+            decoder_.commit(static_cast<std::size_t>(n));
+            bytes_out_ += static_cast<std::uint64_t>(n);
+            while (!dead_) {
+                auto frame = decoder_.next_view();
+                if (!frame) {
+                    die(frame.error(), done);
+                    break;
+                }
+                if (!*frame) break;
+                if (auto handled = dispatch(**frame, done); !handled) die(handled.error(), done);
+            }
+            if (static_cast<std::size_t>(n) < space.size()) break;  // drained
+        }
+        flush();
+        resolve(done);
+        return dead_ ? 2 : wants_write() ? 1 : 0;
+    }
+
+    /// Ends the connection; executions still running end with an error.
+    void close() {
+        Completions done;
+        if (!dead_) die(BoxliteError(ErrorKind::RpcTransport, "the connection was closed"), done);
+        resolve(done);
+    }
+
+private:
+    struct Exec {
+        std::string program;
+        nb::object future;  // None once cancelled
+        bool started = false;
+        bool abandoned = false;
+        std::string texts[2];
+        std::uint32_t credit[2] = {protocol::kDefaultWindow, protocol::kDefaultWindow};  // the agent may send
+        std::uint32_t owed[2] = {0, 0};  // received, not yet granted back
+    };
+
+    LoopAgent(LiteBox box, AnyStream stream) : box_(std::move(box)), stream_(std::move(stream)) {
+        fd_ = stream_.native_handle();
+    }
+
+    BoxliteResult<void> handshake() {
+        if (fd_ < 0) return fail(ErrorKind::Unsupported, "the agent connection has no descriptor to poll");
+        BOXLITE_TRY_VOID(
+            stream_.write_all(protocol::encode_frame(protocol::FrameType::Hello, 0, protocol::Hello{}.encode())));
+        const auto deadline = std::chrono::steady_clock::now() + protocol::AgentClient::kControlTimeout;
+        while (true) {
+            auto frame = decoder_.next();
+            if (!frame) return fail(frame.error());
+            if (*frame) {
+                const auto& f = **frame;
+                if (f.type == protocol::FrameType::Error && f.stream == 0) {
+                    auto e = protocol::ErrorMessage::decode(f.payload);
+                    return fail(ErrorKind::Portal, "the agent refused the connection: {}",
+                                e ? e->message : std::string("(malformed error)"));
+                }
+                if (f.type != protocol::FrameType::HelloAck || f.stream != 0) {
+                    return fail(ErrorKind::Portal, "expected hello-ack, got {} on stream {}", to_string(f.type),
+                                f.stream);
+                }
+                BOXLITE_TRY(auto ack, protocol::HelloAck::decode(f.payload));
+                if (ack.version < protocol::kMinVersion || ack.version > protocol::kMaxVersion) {
+                    return fail(ErrorKind::Portal, "the agent chose protocol version {}, this host speaks {}-{}",
+                                ack.version, protocol::kMinVersion, protocol::kMaxVersion);
+                }
+                break;
+            }
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                                    std::chrono::steady_clock::now());
+            if (left.count() <= 0) {
+                return fail(ErrorKind::Rpc, "the agent did not answer the protocol handshake within {} ms",
+                            protocol::AgentClient::kControlTimeout.count());
+            }
+            pollfd p{fd_, POLLIN, 0};
+            if (::poll(&p, 1, static_cast<int>(left.count())) < 0 && errno != EINTR) {
+                return fail(ErrorKind::RpcTransport, "poll: {}", std::strerror(errno));
+            }
+            std::byte buf[4096];
+            BOXLITE_TRY(auto n, stream_.read_some(buf));
+            if (n == 0) return fail(ErrorKind::RpcTransport, "the agent closed the connection during the handshake");
+            decoder_.feed(std::span<const std::byte>(buf, n));
+        }
+        const int flags = ::fcntl(fd_, F_GETFL);
+        if (flags < 0 || ::fcntl(fd_, F_SETFL, flags | O_NONBLOCK) < 0) {
+            return fail(ErrorKind::RpcTransport, "fcntl(O_NONBLOCK): {}", std::strerror(errno));
+        }
+        return {};
+    }
+
+    void queue(protocol::FrameType type, std::uint32_t stream, std::span<const std::byte> payload) {
+        if (sent_ == out_.size()) {
+            out_.clear();
+            sent_ = 0;
+        }
+        const auto header = protocol::encode_header(type, stream, static_cast<std::uint32_t>(payload.size()));
+        out_.insert(out_.end(), header.begin(), header.end());
+        out_.insert(out_.end(), payload.begin(), payload.end());
+    }
+
+    void flush() {
+        while (!dead_ && sent_ < out_.size()) {
+            const auto n = ::send(fd_, out_.data() + sent_, out_.size() - sent_, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK) return;  // the loop's writer callback resumes
+                // The reader sees the end of the connection and ends the executions with it.
+                ::shutdown(fd_, SHUT_RDWR);
+                return;
+            }
+            sent_ += static_cast<std::size_t>(n);
+            bytes_in_ += static_cast<std::uint64_t>(n);
+        }
+    }
+
+    struct Completion {
+        nb::object future;
+        nb::object value;
+        bool failed = false;
+    };
+    using Completions = std::vector<Completion>;
+
+    /// After the frames are handled: resolving a future only schedules its callbacks.
+    static void resolve(Completions& done) {
+        for (auto& c : done) {
+            if (nb::cast<bool>(c.future.attr("done")())) continue;  // cancelled meanwhile
+            c.future.attr(c.failed ? "set_exception" : "set_result")(c.value);
+        }
+    }
+
+    void finish_error(Exec& e, const BoxliteError& error, Completions& done) {
+        if (e.abandoned) return;
+        if (!e.started) {
+            auto& registry = error_classes();
+            const auto it = registry.find(std::string(to_identifier(error.kind())));
+            PyObject* cls = it != registry.end() ? it->second : PyExc_RuntimeError;
+            const auto contexted = error.with_context(fmt::format("running '{}' in box {}", e.program, box_.id()));
+            nb::object exception = nb::steal(PyObject_CallFunction(cls, "s", contexted.to_string().c_str()));
+            if (!exception.is_valid()) throw nb::python_error();
+            done.push_back({std::move(e.future), std::move(exception), true});
+            return;
+        }
+        // As Execution.wait() reports a lost connection: exit code -1 with the reason.
+        done.push_back(
+            {std::move(e.future), result_type_(-1, text(e.texts[0]), text(e.texts[1]), error.to_string(), false)});
+    }
+
+    static nb::object text(const std::string& bytes) {
+        nb::object s = nb::steal(PyUnicode_DecodeUTF8(bytes.data(), static_cast<Py_ssize_t>(bytes.size()), "replace"));
+        if (!s.is_valid()) throw nb::python_error();
+        return s;
+    }
+
+    void die(const BoxliteError& reason, Completions& done) {
+        if (dead_) return;
+        dead_ = reason;
+        ::shutdown(fd_, SHUT_RDWR);
+        box_.record_bytes(bytes_in_, bytes_out_);
+        auto executions = std::move(executions_);
+        executions_.clear();
+        for (auto& entry : executions) {
+            auto& e = entry.second;
+            if (!e.started && !e.abandoned) box_.record_command(false);
+            finish_error(e, reason, done);
+        }
+    }
+
+    BoxliteResult<void> dispatch(const protocol::FrameView& f, Completions& done) {
+        using protocol::FrameType;
+        switch (f.type) {
+            case FrameType::Pong:
+            case FrameType::MetricsReply:
+            case FrameType::ShutdownAck: return {};
+            case FrameType::Error:
+                if (f.stream == 0) {
+                    BOXLITE_TRY(auto m, protocol::ErrorMessage::decode(f.payload));
+                    return fail(ErrorKind::Rpc, "the agent ended the connection: {}", m.message);
+                }
+                break;
+            case FrameType::Started:
+            case FrameType::Stdout:
+            case FrameType::Stderr:
+            case FrameType::Credit:
+            case FrameType::Exit: break;
+            default:
+                return fail(ErrorKind::Portal, "the agent sent a {} frame, which only the host may send",
+                            to_string(f.type));
+        }
+        auto it = executions_.find(f.stream);
+        if (it == executions_.end()) {
+            return fail(ErrorKind::Portal, "the agent sent {} for unknown execution {}", to_string(f.type), f.stream);
+        }
+        auto& e = it->second;
+        switch (f.type) {
+            case FrameType::Error: {
+                BOXLITE_TRY(auto m, protocol::ErrorMessage::decode(f.payload));
+                if (!e.started) box_.record_command(false);
+                const BoxliteError error(e.started ? ErrorKind::Rpc : ErrorKind::Execution, m.message);
+                finish_error(e, error, done);
+                executions_.erase(it);
+                return {};
+            }
+            case FrameType::Started: {
+                if (e.started) return fail(ErrorKind::Portal, "the agent started execution {} twice", f.stream);
+                BOXLITE_TRY(auto m, protocol::Started::decode(f.payload));
+                (void)m;
+                e.started = true;
+                box_.record_command(true);
+                if (e.abandoned) queue(FrameType::Signal, f.stream, protocol::SignalRequest{9}.encode());
+                return {};
+            }
+            case FrameType::Stdout:
+            case FrameType::Stderr: {
+                if (!e.started)
+                    return fail(ErrorKind::Portal, "the agent sent output before execution {} started", f.stream);
+                const int i = f.type == FrameType::Stderr ? 1 : 0;
+                const auto size = static_cast<std::uint32_t>(f.payload.size());
+                if (size > e.credit[i]) {
+                    return fail(ErrorKind::Portal,
+                                "the agent sent {} bytes on execution {} with only {} bytes of credit", size, f.stream,
+                                e.credit[i]);
+                }
+                e.credit[i] -= size;
+                e.owed[i] += size;
+                if (!e.abandoned) e.texts[i].append(reinterpret_cast<const char*>(f.payload.data()), size);
+                // Everything is kept, so credit goes back at once, a quarter window at a time.
+                if (e.owed[i] >= protocol::kDefaultWindow / 4) {
+                    const auto channel = i == 1 ? protocol::Channel::Stderr : protocol::Channel::Stdout;
+                    queue(FrameType::Credit, f.stream, protocol::Credit{channel, e.owed[i]}.encode());
+                    e.credit[i] += e.owed[i];
+                    e.owed[i] = 0;
+                }
+                return {};
+            }
+            case FrameType::Credit: {
+                BOXLITE_TRY(auto m, protocol::Credit::decode(f.payload));
+                if (m.channel != protocol::Channel::Stdin)
+                    return fail(ErrorKind::Portal, "the agent granted credit for an output channel");
+                return {};  // stdin is closed at once: nothing to send
+            }
+            case FrameType::Exit: {
+                if (!e.started)
+                    return fail(ErrorKind::Portal, "the agent ended execution {} before starting it", f.stream);
+                BOXLITE_TRY(auto m, protocol::ExitStatus::decode(f.payload));
+                if (!e.abandoned) {
+                    nb::object message = m.message.empty() ? nb::none() : nb::object(nb::str(m.message.c_str()));
+                    done.push_back({std::move(e.future),
+                                    result_type_(m.code, text(e.texts[0]), text(e.texts[1]), message, m.timed_out)});
+                }
+                executions_.erase(it);
+                return {};
+            }
+            default: return {};
+        }
+    }
+
+    LiteBox box_;
+    AnyStream stream_;
+    nb::object result_type_;
+    int fd_ = -1;
+    protocol::FrameDecoder decoder_;
+    std::vector<std::byte> out_;
+    std::size_t sent_ = 0;
+    std::uint32_t next_id_ = 1;
+    std::map<std::uint32_t, Exec> executions_;
+    std::optional<BoxliteError> dead_;
+    std::uint64_t bytes_in_ = 0;
+    std::uint64_t bytes_out_ = 0;
 };
 
 class NativeRuntime {
@@ -825,6 +1201,19 @@ NB_MODULE(_core, m) {
              "cwd"_a.none(), "timeout_secs"_a.none())
         .def("_bench_cpp_roundtrips", &NativeBox::bench_cpp_roundtrips, "program"_a, "n"_a)
         .def("_bench_cpp_stdout", &NativeBox::bench_cpp_stdout, "script"_a);
+
+    nb::class_<LoopAgent>(m, "LoopAgent")
+        .def_static("open", &LoopAgent::open, "box"_a, "result_type"_a)
+        .def_prop_ro("fd", &LoopAgent::fd)
+        .def_prop_ro("alive", &LoopAgent::alive)
+        .def_prop_ro("wants_write", &LoopAgent::wants_write)
+        .def("usable", &LoopAgent::usable)
+        .def("exec", &LoopAgent::exec, "future"_a, "program"_a, "args"_a, "env"_a, "user"_a.none(), "cwd"_a.none(),
+             "timeout_secs"_a.none())
+        .def("cancel", &LoopAgent::cancel, "id"_a)
+        .def("on_readable", &LoopAgent::on_readable)
+        .def("on_writable", &LoopAgent::on_writable)
+        .def("close", &LoopAgent::close);
 
     nb::class_<NativeRuntime>(m, "Runtime")
         .def_static("open", &NativeRuntime::open, "home_dir"_a.none(), "image_registries"_a.none(), "engine"_a.none())

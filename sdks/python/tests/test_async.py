@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -384,3 +385,36 @@ async def test_cancel_simplebox_exec_kills_what_it_started(runtime: boxlite.Boxl
         with pytest.raises(boxlite.ExecutionError, match="/no/such/program"):
             await box.exec("/no/such/program")  # a start that fails raises, as upstream
         assert (await box.exec("echo", "after")).stdout == "after\n"
+
+
+async def test_simplebox_exec_on_the_loops_own_connection(runtime: boxlite.Boxlite, rootfs: str) -> None:
+    """SimpleBox.exec reads the agent's socket on the event loop itself (one connection per
+    loop): large output on both streams (flow-control credit returned as it arrives), bytes
+    that are not UTF-8, metrics, and a connection whose box was stopped and started again
+    through another handle (the next exec reconnects)."""
+    async with boxlite.SimpleBox(rootfs_path=rootfs, runtime=runtime, auto_remove=False) as box:
+        before = (await box.metrics()).commands_executed_total
+        big = await box.exec("sh", "-c", "head -c 6000000 /dev/zero; head -c 5000000 /dev/zero >&2")
+        assert (big.exit_code, len(big.stdout), len(big.stderr)) == (0, 6_000_000, 5_000_000)
+        assert set(big.stdout) == {"\0"}
+        odd = await box.exec("printf", "a\\377b")
+        assert odd.stdout == "a\ufffdb"
+        assert (await box.metrics()).commands_executed_total >= before + 2
+        other = await runtime.get(box.id)
+        assert other is not None
+        await other.stop()
+        await other.start()
+        assert (await box.exec("echo", "again")).stdout == "again\n"
+        assert [r.stdout for r in await asyncio.gather(*[box.exec("echo", str(i)) for i in range(20)])] == [
+            f"{i}\n" for i in range(20)
+        ]
+        # More requests at once than the socket takes (its send buffer made small): the loop's
+        # writer callback sends the rest.
+        agent = box.box._loop_agents[asyncio.get_running_loop()]
+        with socket.socket(fileno=os.dup(agent.fd)) as same:
+            same.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        results = await asyncio.gather(
+            *[box.exec("sh", "-c", 'echo "${#1}"', "sh", chr(ord("a") + i % 26) * 120_000) for i in range(64)]
+        )
+        assert [(r.exit_code, r.stdout) for r in results] == [(0, "120000\n")] * 64
+    await runtime.remove(box.id, force=True)
