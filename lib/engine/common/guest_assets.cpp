@@ -35,13 +35,13 @@ namespace {
 namespace fs = std::filesystem;
 
 /// Bumped whenever the initramfs layout or the vmlinux extraction changes: new cache files.
-constexpr std::string_view kAssetFormat = "boxlite-guest-assets 1";
-constexpr std::size_t kMaxKernelImage = 256U << 20;    // a bzImage or vmlinux file
-constexpr std::size_t kMaxVmlinux = 512U << 20;        // the uncompressed kernel
-constexpr std::size_t kMaxModule = 64U << 20;          // one .ko
-constexpr std::size_t kMaxAgent = 256U << 20;          // the static agent
-constexpr std::size_t kLz4LegacyBlock = 8U << 20;      // lz4 -l: 8 MiB of output per block
-constexpr std::uint32_t kLz4LegacyMagic = 0x184C2102;  // bytes 02 21 4c 18
+constexpr std::string_view kAssetFormat = "boxlite-guest-assets 2";  // 2: modules unsigned
+constexpr std::size_t kMaxKernelImage = 256U << 20;                  // a bzImage or vmlinux file
+constexpr std::size_t kMaxVmlinux = 512U << 20;                      // the uncompressed kernel
+constexpr std::size_t kMaxModule = 64U << 20;                        // one .ko
+constexpr std::size_t kMaxAgent = 256U << 20;                        // the static agent
+constexpr std::size_t kLz4LegacyBlock = 8U << 20;                    // lz4 -l: 8 MiB of output per block
+constexpr std::uint32_t kLz4LegacyMagic = 0x184C2102;                // bytes 02 21 4c 18
 constexpr std::string_view kDefaultKernelCache = "/var/cache/boxlite/kernel";
 
 std::uint16_t le16(std::span<const std::byte> b, std::size_t at) {
@@ -522,6 +522,24 @@ BoxliteResult<void> validate_vmlinux(std::span<const std::byte> elf) {
     return fail(ErrorKind::Config, "kernel has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); it needs CONFIG_PVH");
 }
 
+BoxliteResult<std::span<const std::byte>> strip_module_signature(std::span<const std::byte> module) {
+    constexpr std::string_view kMagic = "~Module signature appended~\n";
+    constexpr std::size_t kSignatureInfo = 12;  // struct module_signature
+    if (module.size() < kMagic.size() ||
+        std::memcmp(module.data() + module.size() - kMagic.size(), kMagic.data(), kMagic.size()) != 0)
+        return module;
+    const std::size_t before_magic = module.size() - kMagic.size();
+    if (before_magic < kSignatureInfo)
+        return fail(ErrorKind::Config, "kernel module: a signature trailer without its signature information");
+    const auto info = module.subspan(before_magic - kSignatureInfo, kSignatureInfo);
+    std::uint32_t length = 0;
+    for (std::size_t i = 8; i < 12; ++i) length = length << 8 | std::to_integer<std::uint32_t>(info[i]);
+    const std::size_t rest = before_magic - kSignatureInfo;
+    if (length == 0 || length > rest)
+        return fail(ErrorKind::Config, "kernel module: its signature says it is {} bytes, {} precede it", length, rest);
+    return module.first(rest - length);
+}
+
 BoxliteResult<std::vector<std::string>> read_modinfo(std::span<const std::byte> module) {
     if (module.size() < 64 ||
         std::memcmp(module.data(),
@@ -705,6 +723,9 @@ BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options
     std::string order;
     for (const auto& [name, path] : modules->ordered) {
         BOXLITE_TRY(auto bytes, read_bytes(path, kMaxModule, "kernel module"));
+        auto unsigned_part = strip_module_signature(bytes);
+        if (!unsigned_part) return with_source(unsigned_part.error().with_context(path.string()));
+        bytes.resize(unsigned_part->size());
         module_bytes.push_back(std::move(bytes));
         order += name + "\n";
         assets.modules.push_back(name);
