@@ -27,7 +27,9 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
+#include <tuple>
 
 namespace boxlite::engine {
 namespace {
@@ -324,6 +326,37 @@ BoxliteResult<ModuleSet> collect_modules(const fs::path& root) {
     BOXLITE_TRY(auto order, module_load_order(infos, wanted));
     for (const auto& name : order) set.ordered.emplace_back(name + ".ko", files.at(name));
     return set;
+}
+
+/// "<dev>:<ino>:<size>:<mtime ns>" of `path`, or "" when it cannot be read (nothing is remembered).
+std::string file_identity(const fs::path& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return {};
+    return fmt::format("{}:{}:{}:{}.{}", st.st_dev, st.st_ino, st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+}
+
+using AssetKeys = std::tuple<std::string, std::string, bool>;  // kernel key, key, ELF image
+
+std::mutex& keys_mutex() {
+    static std::mutex mutex;
+    return mutex;
+}
+std::map<std::string, AssetKeys>& keys_memo() {
+    static std::map<std::string, AssetKeys> memo;
+    return memo;
+}
+
+std::optional<AssetKeys> remembered_keys(const std::string& name) {
+    std::lock_guard lock(keys_mutex());
+    const auto at = keys_memo().find(name);
+    if (at == keys_memo().end()) return std::nullopt;
+    return at->second;
+}
+
+void remember_keys(const std::string& name, AssetKeys keys) {
+    std::lock_guard lock(keys_mutex());
+    if (keys_memo().size() > 64) keys_memo().clear();  // bounded: kernels and agents are few
+    keys_memo()[name] = std::move(keys);
 }
 
 // ---- the initramfs
@@ -661,25 +694,42 @@ BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options
     assets.kernel_origin = source.origin;
     assets.kernel_release = tree->release;
 
-    auto image = read_bytes(tree->image, kMaxKernelImage, "guest kernel");
-    if (!image) return with_source(image.error());
-    BOXLITE_TRY(auto agent, read_bytes(agent_path, kMaxAgent, "guest agent"));
-    const bool is_elf = image->size() >= 4 && std::memcmp(image->data(),
-                                                          "\x7f"
-                                                          "ELF",
-                                                          4) == 0;
-
-    XXH3_state_t* state = XXH3_createState();
-    XXH3_64bits_reset(state);
-    XXH3_64bits_update(state, kAssetFormat.data(), kAssetFormat.size());
-    XXH3_64bits_update(state, image->data(), image->size());
-    // The vmlinux depends on the kernel image alone (50 MB: one per kernel, not per agent build).
-    const std::string kernel_key = hex64(XXH3_64bits_digest(state));
+    // The keys hash the kernel image (~8 MB) and the agent (~2 MB): 10 ms of every box start.
+    // They are remembered per process for files whose identity (device, inode, size, mtime in
+    // ns) has not changed; a file replaced or touched is hashed again.
     const std::string module_root = tree->module_root.string();
-    XXH3_64bits_update(state, module_root.c_str(), module_root.size() + 1);
-    XXH3_64bits_update(state, agent.data(), agent.size());
-    const std::string key = hex64(XXH3_64bits_digest(state));
-    XXH3_freeState(state);
+    const auto image_identity = file_identity(tree->image);
+    const auto agent_identity = file_identity(agent_path);
+    const bool memo_usable = !image_identity.empty() && !agent_identity.empty();
+    const auto memo_name = fmt::format("{}|{}|{}|{}|{}", image_identity, agent_identity, tree->image.string(),
+                                       agent_path.string(), module_root);
+    std::optional<std::vector<std::byte>> image, agent;
+    bool is_elf = false;
+    std::string kernel_key, key;
+    if (auto known = memo_usable ? remembered_keys(memo_name) : std::nullopt) {
+        std::tie(kernel_key, key, is_elf) = *known;
+    } else {
+        auto read_image = read_bytes(tree->image, kMaxKernelImage, "guest kernel");
+        if (!read_image) return with_source(read_image.error());
+        image = std::move(*read_image);
+        BOXLITE_TRY(auto read_agent, read_bytes(agent_path, kMaxAgent, "guest agent"));
+        agent = std::move(read_agent);
+        is_elf = image->size() >= 4 && std::memcmp(image->data(),
+                                                   "\x7f"
+                                                   "ELF",
+                                                   4) == 0;
+        XXH3_state_t* state = XXH3_createState();
+        XXH3_64bits_reset(state);
+        XXH3_64bits_update(state, kAssetFormat.data(), kAssetFormat.size());
+        XXH3_64bits_update(state, image->data(), image->size());
+        // The vmlinux depends on the kernel image alone (50 MB: one per kernel, not per agent build).
+        kernel_key = hex64(XXH3_64bits_digest(state));
+        XXH3_64bits_update(state, module_root.c_str(), module_root.size() + 1);
+        XXH3_64bits_update(state, agent->data(), agent->size());
+        key = hex64(XXH3_64bits_digest(state));
+        XXH3_freeState(state);
+        if (memo_usable) remember_keys(memo_name, {kernel_key, key, is_elf});
+    }
 
     const fs::path dir = options.home / "init";
     std::error_code ec;
@@ -709,6 +759,13 @@ BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options
     BOXLITE_TRY(auto lock, base::FileLock::acquire(dir / "lock", base::FileLock::Mode::Exclusive));
     assets.present = true;
     if (load_manifest()) return assets;
+    if (!image) {  // the keys were remembered, the files are gone: read what the build needs
+        auto read_image = read_bytes(tree->image, kMaxKernelImage, "guest kernel");
+        if (!read_image) return with_source(read_image.error());
+        image = std::move(*read_image);
+        BOXLITE_TRY(auto read_agent, read_bytes(agent_path, kMaxAgent, "guest agent"));
+        agent = std::move(read_agent);
+    }
 
     if (is_elf) {
         if (auto valid = validate_vmlinux(*image); !valid) return with_source(valid.error());
@@ -738,7 +795,7 @@ BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options
                                    {"sys", S_IFDIR | 0555, {}, 0, 0},
                                    {"lib", S_IFDIR | 0755, {}, 0, 0},
                                    {std::string(kInitramfsModuleDir), S_IFDIR | 0755, {}, 0, 0},
-                                   {"init", S_IFREG | 0755, agent, 0, 0}};
+                                   {"init", S_IFREG | 0755, *agent, 0, 0}};
     for (std::size_t i = 0; i < module_bytes.size(); ++i)
         files.push_back({fmt::format("{}/{}", kInitramfsModuleDir, modules->ordered[i].first), S_IFREG | 0644,
                          module_bytes[i], 0, 0});
