@@ -5,16 +5,20 @@
 // Boot sequence (each step logs one "boxlite-agent: ..." line on the console, with the guest's
 // uptime in ms):
 //   1. mount devtmpfs on /dev, proc on /proc, sysfs on /sys;
-//   2. load the modules listed in /lib/modules/order (the initramfs; guest_assets.hpp), in order;
-//   3. read /boxlite/launch.json (lib/engine/kvm/launch.hpp; put in front of the initramfs by the
+//   2. read /boxlite/launch.json (lib/engine/kvm/launch.hpp; put in front of the initramfs by the
 //      engine), keeping the defaults when it is missing;
+//   3. load the vsock transport's modules (from /lib/modules/order, guest_assets.hpp) and listen
+//      on AF_VSOCK (any CID) at the launch's port at once: the guest kernel queues the host's
+//      connection while the boot goes on (the host counts the agent up when it answers the
+//      protocol's hello, after step 5). Then the disk's modules, and the network's and the
+//      volumes' only when the box has them (all before the root moves: they are initramfs files);
 //   4. wait for the box disk /dev/vda, mount its ext4 on /newroot, grow it to the disk's size
 //      (EXT4_IOC_RESIZE_FS, online), move /dev, /proc, /sys onto it and make it the root
 //      (MS_MOVE + chroot: the initramfs cannot be pivot_root'ed away), then devpts and /dev/shm;
 //   5. set the host name (the box's short id), bring up lo (and eth0 with the box network's
 //      addresses, /etc/hosts and /etc/resolv.conf, when the launch says network), apply the
-//      rlimits, build the base environment (PATH, HOME, HOSTNAME, then the launch's), and listen
-//      on AF_VSOCK (any CID) at the launch's port.
+//      rlimits, build the base environment (PATH, HOME, HOSTNAME, then the launch's), and return
+//      the listening socket to serve ("listening on vsock port ...": the agent is ready).
 // Without a disk it logs so and serves from the initramfs.
 #pragma once
 

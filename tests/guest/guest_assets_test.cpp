@@ -126,6 +126,44 @@ TEST(GuestAssets, ReadsModinfoDependsAndSurvivesCorruption) {
     }
 }
 
+TEST(GuestAssets, StripsTheModuleSignatureAndRefusesABadTrailer) {
+    const auto module = slurp(real_module("virtio_blk"));
+    const std::string_view magic = "~Module signature appended~\n";
+    ASSERT_GT(module.size(), magic.size());
+    // Debian signs its modules: the trailer is there, and goes.
+    ASSERT_EQ(std::memcmp(module.data() + module.size() - magic.size(), magic.data(), magic.size()), 0);
+    auto stripped = engine::strip_module_signature(module);
+    ASSERT_TRUE(stripped) << stripped.error().message();
+    EXPECT_LT(stripped->size() + magic.size() + 12, module.size());
+    EXPECT_EQ(stripped->data(), module.data());  // a prefix of the module
+    auto fields = engine::read_modinfo(*stripped);
+    ASSERT_TRUE(fields) << fields.error().message();
+    EXPECT_FALSE(fields->empty());
+    // The ELF ends where the signature began: its section headers are still inside it.
+    auto again = engine::strip_module_signature(*stripped);
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->size(), stripped->size());  // no trailer: as it is
+    // A signature length larger than what precedes it.
+    auto bad = module;
+    const auto info = bad.size() - magic.size() - 12;
+    for (std::size_t i = 8; i < 12; ++i) bad[info + i] = std::byte{0x7f};
+    auto refused = engine::strip_module_signature(bad);
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message().find("signature"), std::string::npos) << refused.error().message();
+    // Only the magic (no room for the signature information).
+    std::vector<std::byte> only_magic(magic.size());
+    std::memcpy(only_magic.data(), magic.data(), magic.size());
+    EXPECT_FALSE(engine::strip_module_signature(only_magic));
+    std::mt19937 random(5);
+    for (int round = 0; round < 200; ++round) {
+        auto broken = module;
+        broken[broken.size() - 1 - random() % 64] ^= std::byte(static_cast<unsigned char>(1 + random() % 255));
+        if (auto cut = engine::strip_module_signature(broken)) {
+            EXPECT_LE(cut->size(), broken.size());
+        }
+    }
+}
+
 TEST(GuestAssets, LoadOrderPutsDependenciesFirst) {
     std::vector<engine::ModuleInfo> modules = {{"virtio_blk", {"virtio", "virtio_ring"}},
                                                {"virtio_ring", {}},

@@ -27,7 +27,9 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
+#include <tuple>
 
 namespace boxlite::engine {
 namespace {
@@ -35,13 +37,13 @@ namespace {
 namespace fs = std::filesystem;
 
 /// Bumped whenever the initramfs layout or the vmlinux extraction changes: new cache files.
-constexpr std::string_view kAssetFormat = "boxlite-guest-assets 1";
-constexpr std::size_t kMaxKernelImage = 256U << 20;    // a bzImage or vmlinux file
-constexpr std::size_t kMaxVmlinux = 512U << 20;        // the uncompressed kernel
-constexpr std::size_t kMaxModule = 64U << 20;          // one .ko
-constexpr std::size_t kMaxAgent = 256U << 20;          // the static agent
-constexpr std::size_t kLz4LegacyBlock = 8U << 20;      // lz4 -l: 8 MiB of output per block
-constexpr std::uint32_t kLz4LegacyMagic = 0x184C2102;  // bytes 02 21 4c 18
+constexpr std::string_view kAssetFormat = "boxlite-guest-assets 2";  // 2: modules unsigned
+constexpr std::size_t kMaxKernelImage = 256U << 20;                  // a bzImage or vmlinux file
+constexpr std::size_t kMaxVmlinux = 512U << 20;                      // the uncompressed kernel
+constexpr std::size_t kMaxModule = 64U << 20;                        // one .ko
+constexpr std::size_t kMaxAgent = 256U << 20;                        // the static agent
+constexpr std::size_t kLz4LegacyBlock = 8U << 20;                    // lz4 -l: 8 MiB of output per block
+constexpr std::uint32_t kLz4LegacyMagic = 0x184C2102;                // bytes 02 21 4c 18
 constexpr std::string_view kDefaultKernelCache = "/var/cache/boxlite/kernel";
 
 std::uint16_t le16(std::span<const std::byte> b, std::size_t at) {
@@ -326,6 +328,37 @@ BoxliteResult<ModuleSet> collect_modules(const fs::path& root) {
     return set;
 }
 
+/// "<dev>:<ino>:<size>:<mtime ns>" of `path`, or "" when it cannot be read (nothing is remembered).
+std::string file_identity(const fs::path& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return {};
+    return fmt::format("{}:{}:{}:{}.{}", st.st_dev, st.st_ino, st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+}
+
+using AssetKeys = std::tuple<std::string, std::string, bool>;  // kernel key, key, ELF image
+
+std::mutex& keys_mutex() {
+    static std::mutex mutex;
+    return mutex;
+}
+std::map<std::string, AssetKeys>& keys_memo() {
+    static std::map<std::string, AssetKeys> memo;
+    return memo;
+}
+
+std::optional<AssetKeys> remembered_keys(const std::string& name) {
+    std::lock_guard lock(keys_mutex());
+    const auto at = keys_memo().find(name);
+    if (at == keys_memo().end()) return std::nullopt;
+    return at->second;
+}
+
+void remember_keys(const std::string& name, AssetKeys keys) {
+    std::lock_guard lock(keys_mutex());
+    if (keys_memo().size() > 64) keys_memo().clear();  // bounded: kernels and agents are few
+    keys_memo()[name] = std::move(keys);
+}
+
 // ---- the initramfs
 
 struct CpioFile {
@@ -522,6 +555,24 @@ BoxliteResult<void> validate_vmlinux(std::span<const std::byte> elf) {
     return fail(ErrorKind::Config, "kernel has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); it needs CONFIG_PVH");
 }
 
+BoxliteResult<std::span<const std::byte>> strip_module_signature(std::span<const std::byte> module) {
+    constexpr std::string_view kMagic = "~Module signature appended~\n";
+    constexpr std::size_t kSignatureInfo = 12;  // struct module_signature
+    if (module.size() < kMagic.size() ||
+        std::memcmp(module.data() + module.size() - kMagic.size(), kMagic.data(), kMagic.size()) != 0)
+        return module;
+    const std::size_t before_magic = module.size() - kMagic.size();
+    if (before_magic < kSignatureInfo)
+        return fail(ErrorKind::Config, "kernel module: a signature trailer without its signature information");
+    const auto info = module.subspan(before_magic - kSignatureInfo, kSignatureInfo);
+    std::uint32_t length = 0;
+    for (std::size_t i = 8; i < 12; ++i) length = length << 8 | std::to_integer<std::uint32_t>(info[i]);
+    const std::size_t rest = before_magic - kSignatureInfo;
+    if (length == 0 || length > rest)
+        return fail(ErrorKind::Config, "kernel module: its signature says it is {} bytes, {} precede it", length, rest);
+    return module.first(rest - length);
+}
+
 BoxliteResult<std::vector<std::string>> read_modinfo(std::span<const std::byte> module) {
     if (module.size() < 64 ||
         std::memcmp(module.data(),
@@ -643,25 +694,42 @@ BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options
     assets.kernel_origin = source.origin;
     assets.kernel_release = tree->release;
 
-    auto image = read_bytes(tree->image, kMaxKernelImage, "guest kernel");
-    if (!image) return with_source(image.error());
-    BOXLITE_TRY(auto agent, read_bytes(agent_path, kMaxAgent, "guest agent"));
-    const bool is_elf = image->size() >= 4 && std::memcmp(image->data(),
-                                                          "\x7f"
-                                                          "ELF",
-                                                          4) == 0;
-
-    XXH3_state_t* state = XXH3_createState();
-    XXH3_64bits_reset(state);
-    XXH3_64bits_update(state, kAssetFormat.data(), kAssetFormat.size());
-    XXH3_64bits_update(state, image->data(), image->size());
-    // The vmlinux depends on the kernel image alone (50 MB: one per kernel, not per agent build).
-    const std::string kernel_key = hex64(XXH3_64bits_digest(state));
+    // The keys hash the kernel image (~8 MB) and the agent (~2 MB): 10 ms of every box start.
+    // They are remembered per process for files whose identity (device, inode, size, mtime in
+    // ns) has not changed; a file replaced or touched is hashed again.
     const std::string module_root = tree->module_root.string();
-    XXH3_64bits_update(state, module_root.c_str(), module_root.size() + 1);
-    XXH3_64bits_update(state, agent.data(), agent.size());
-    const std::string key = hex64(XXH3_64bits_digest(state));
-    XXH3_freeState(state);
+    const auto image_identity = file_identity(tree->image);
+    const auto agent_identity = file_identity(agent_path);
+    const bool memo_usable = !image_identity.empty() && !agent_identity.empty();
+    const auto memo_name = fmt::format("{}|{}|{}|{}|{}", image_identity, agent_identity, tree->image.string(),
+                                       agent_path.string(), module_root);
+    std::optional<std::vector<std::byte>> image, agent;
+    bool is_elf = false;
+    std::string kernel_key, key;
+    if (auto known = memo_usable ? remembered_keys(memo_name) : std::nullopt) {
+        std::tie(kernel_key, key, is_elf) = *known;
+    } else {
+        auto read_image = read_bytes(tree->image, kMaxKernelImage, "guest kernel");
+        if (!read_image) return with_source(read_image.error());
+        image = std::move(*read_image);
+        BOXLITE_TRY(auto read_agent, read_bytes(agent_path, kMaxAgent, "guest agent"));
+        agent = std::move(read_agent);
+        is_elf = image->size() >= 4 && std::memcmp(image->data(),
+                                                   "\x7f"
+                                                   "ELF",
+                                                   4) == 0;
+        XXH3_state_t* state = XXH3_createState();
+        XXH3_64bits_reset(state);
+        XXH3_64bits_update(state, kAssetFormat.data(), kAssetFormat.size());
+        XXH3_64bits_update(state, image->data(), image->size());
+        // The vmlinux depends on the kernel image alone (50 MB: one per kernel, not per agent build).
+        kernel_key = hex64(XXH3_64bits_digest(state));
+        XXH3_64bits_update(state, module_root.c_str(), module_root.size() + 1);
+        XXH3_64bits_update(state, agent->data(), agent->size());
+        key = hex64(XXH3_64bits_digest(state));
+        XXH3_freeState(state);
+        if (memo_usable) remember_keys(memo_name, {kernel_key, key, is_elf});
+    }
 
     const fs::path dir = options.home / "init";
     std::error_code ec;
@@ -691,6 +759,13 @@ BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options
     BOXLITE_TRY(auto lock, base::FileLock::acquire(dir / "lock", base::FileLock::Mode::Exclusive));
     assets.present = true;
     if (load_manifest()) return assets;
+    if (!image) {  // the keys were remembered, the files are gone: read what the build needs
+        auto read_image = read_bytes(tree->image, kMaxKernelImage, "guest kernel");
+        if (!read_image) return with_source(read_image.error());
+        image = std::move(*read_image);
+        BOXLITE_TRY(auto read_agent, read_bytes(agent_path, kMaxAgent, "guest agent"));
+        agent = std::move(read_agent);
+    }
 
     if (is_elf) {
         if (auto valid = validate_vmlinux(*image); !valid) return with_source(valid.error());
@@ -705,6 +780,9 @@ BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options
     std::string order;
     for (const auto& [name, path] : modules->ordered) {
         BOXLITE_TRY(auto bytes, read_bytes(path, kMaxModule, "kernel module"));
+        auto unsigned_part = strip_module_signature(bytes);
+        if (!unsigned_part) return with_source(unsigned_part.error().with_context(path.string()));
+        bytes.resize(unsigned_part->size());
         module_bytes.push_back(std::move(bytes));
         order += name + "\n";
         assets.modules.push_back(name);
@@ -717,7 +795,7 @@ BoxliteResult<GuestAssets> prepare_guest_assets(const GuestAssetOptions& options
                                    {"sys", S_IFDIR | 0555, {}, 0, 0},
                                    {"lib", S_IFDIR | 0755, {}, 0, 0},
                                    {std::string(kInitramfsModuleDir), S_IFDIR | 0755, {}, 0, 0},
-                                   {"init", S_IFREG | 0755, agent, 0, 0}};
+                                   {"init", S_IFREG | 0755, *agent, 0, 0}};
     for (std::size_t i = 0; i < module_bytes.size(); ++i)
         files.push_back({fmt::format("{}/{}", kInitramfsModuleDir, modules->ordered[i].first), S_IFREG | 0644,
                          module_bytes[i], 0, 0});

@@ -7,6 +7,8 @@
 
 #include <boxlite/detail/process.hpp>
 #include <boxlite/engine/kvm_engine.hpp>
+#include <boxlite/protocol/client.hpp>
+#include <boxlite/transport/vsock_uds_transport.hpp>
 
 #include "base/fd.hpp"
 #include "base/unix_address.hpp"
@@ -55,6 +57,19 @@ bool agent_answers(const fs::path& uds, std::uint32_t port) {
     if (::write(fd.get(), request.data(), request.size()) != static_cast<ssize_t>(request.size())) return false;
     auto line = engine::read_line(fd.get(), std::chrono::milliseconds(500));
     return line && line->rfind("OK ", 0) == 0;
+}
+
+/// agent_answers(), then the protocol's hello on a connection of its own: the agent's socket
+/// listens before its boot ends (guest/vm_init.hpp) and the guest kernel queues the connection,
+/// so the hello-ack comes when the agent serves. Waits for it until `deadline`; a VM that dies
+/// closes the connection, which ends the wait at once.
+bool agent_serves(const fs::path& uds, std::uint32_t port, std::chrono::steady_clock::time_point deadline) {
+    if (!agent_answers(uds, port)) return false;
+    const auto left = std::max(std::chrono::milliseconds(1), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                                 deadline - std::chrono::steady_clock::now()));
+    auto stream = VsockUdsTransport{}.connect(fmt::format("vsock-uds:{}:{}", uds.string(), port),
+                                              std::min(left, std::chrono::milliseconds(500)));
+    return stream && protocol::AgentClient::connect(std::move(*stream), left).has_value();
 }
 
 void reap_if_child(std::int32_t pid) {
@@ -198,7 +213,7 @@ namespace boxlite::detail {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using engine::WatchdogRegistry;
-using vmm::agent_answers;
+using vmm::agent_serves;
 using vmm::find_shim;
 using vmm::home_of;
 using vmm::reap_if_child;
@@ -276,7 +291,7 @@ BoxliteResult<EngineHandle> kvm_engine_start(const KvmEngineOptions& options, co
     const auto t_boot = Clock::now();
     const auto deadline = t_boot + options.boot_timeout;
     while (Clock::now() < deadline) {
-        if (agent_answers(uds, options.agent_port)) {
+        if (agent_serves(uds, options.agent_port, deadline)) {
             if (launch.timings) launch.timings->guest_boot = since(t_boot);
             return handle;
         }

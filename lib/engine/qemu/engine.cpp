@@ -39,17 +39,20 @@ using engine::WatchdogRegistry;
 
 namespace {
 
-/// The hybrid vsock handshake against the shim's socket: "CONNECT <port>\n" → "OK <n>\n".
-bool agent_answers(const fs::path& uds, std::uint32_t port) {
-    base::OwnedFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!fd) return false;
-    base::UnixAddress address;
-    if (std::string why; !base::UnixAddress::make(uds.string(), address, why)) return false;
-    if (::connect(fd.get(), address.get(), address.size()) != 0) return false;
-    const auto request = fmt::format("CONNECT {}\n", port);
-    if (::write(fd.get(), request.data(), request.size()) != static_cast<ssize_t>(request.size())) return false;
-    auto line = engine::read_line(fd.get(), std::chrono::milliseconds(500));
-    return line && line->rfind("OK ", 0) == 0;
+/// Whether the agent serves: the hybrid vsock handshake against the shim's socket ("CONNECT
+/// <port>" → "OK <n>", retried while the guest refuses, for up to half a second), then the
+/// protocol's hello. The agent's socket listens before its boot ends (guest/vm_init.hpp) and the
+/// guest kernel queues the connection, so the hello-ack comes the moment the agent serves: no
+/// polling interval between the guest being ready and the host knowing it. The hello waits
+/// until `deadline`; a VM that dies closes the connection, which ends the wait at once.
+bool agent_serves(const std::string& endpoint, Clock::time_point deadline) {
+    const auto left = [&] {
+        return std::max(std::chrono::milliseconds(1),
+                        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+    };
+    auto stream = VsockUdsTransport{}.connect(endpoint, std::min(left(), std::chrono::milliseconds(500)));
+    if (!stream) return false;
+    return protocol::AgentClient::connect(std::move(*stream), left()).has_value();
 }
 
 std::string console_tail(const fs::path& box_dir) {
@@ -58,10 +61,18 @@ std::string console_tail(const fs::path& box_dir) {
 
 /// The guest's boot until its agent listened and, within it, the agent's own set-up (from the
 /// init's first line to listening), in guest time, from the box's console; nullopt where absent.
+/// The agent writes the line before it serves, but the shim copies the console into the file on
+/// its own schedule: a line not there yet gets a few more looks (a console without it, e.g. one
+/// past its cap, costs 20 ms once).
 void guest_boot_from_console(const fs::path& box_dir, EngineStartTimings& timings) {
-    const auto text = vmm::read_file_text((box_dir / "console.log").string(), 64 * 1024);
+    std::string text;
+    std::optional<std::uint64_t> ready;
+    for (int look = 0; look < 10 && !ready; ++look) {
+        if (look > 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        text = vmm::read_file_text((box_dir / "console.log").string(), 64 * 1024);
+        ready = guest_console_ms(text, "listening on vsock port");
+    }
     const auto first = guest_console_ms(text, "VM boot:");
-    const auto ready = guest_console_ms(text, "listening on vsock port");
     if (!ready) return;
     timings.guest_boot = std::chrono::milliseconds(*ready);
     if (first && *first <= *ready) timings.container_init = std::chrono::milliseconds(*ready - *first);
@@ -144,7 +155,7 @@ BoxliteResult<EngineHandle> start(const QemuEngineOptions& options, const Engine
     const auto t_boot = Clock::now();
     const auto deadline = t_boot + options.boot_timeout;
     while (Clock::now() < deadline) {
-        if (agent_answers(uds, options.agent_port)) {
+        if (agent_serves(handle.endpoint, deadline)) {
             if (launch.timings) {
                 // The guest's own clock when the console says so (TCG or KVM alike); else the
                 // host's, from the shim's spawn (which then includes QEMU's start-up).
@@ -160,7 +171,7 @@ BoxliteResult<EngineHandle> start(const QemuEngineOptions& options, const Engine
                         "box {}: the VM (qemu, {}) stopped before its agent answered; shim log: {}; console: {}",
                         box.id, host.accel, vmm::read_file_text(spawn.log.string(), 1000), console_tail(box_dir));
         }
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
