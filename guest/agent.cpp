@@ -172,6 +172,9 @@ public:
             (void)!::write(ready_fd, "ready\n", 6);
             ::close(ready_fd);
         }
+        // Forked after "ready", while the host connects; its join follows the init's own
+        // cgroup joins closely, which often spares it the grace period.
+        ensure_spare();
         while (!exit_now_) loop_once();
         return shutdown_everything();
     }
@@ -313,6 +316,12 @@ private:
             else if (c->closing && c->out_offset >= c->out.size()) drop(*c);
         }
         std::erase_if(connections_, [](const auto& c) { return c->fd < 0; });
+        // Once replies are flushed (a Started frame is not held up by the fork). One attempt per
+        // request: under a full pids limit the fork fails, and the next exec asks again.
+        if (spare_wanted_) {
+            spare_wanted_ = false;
+            ensure_spare();
+        }
         if (shutting_down_) {
             bool idle = true;
             for (auto& c : connections_) idle = idle && c->out_offset >= c->out.size();
@@ -814,6 +823,292 @@ private:
         errno = denied ? EACCES : ENOENT;
     }
 
+    // ----------------------------------------------------------------- a command's process
+    /// Reports why a command's process cannot become the command (on the status pipe, which the
+    /// agent reads until the exec closes it) and exits.
+    [[noreturn]] static void child_fail(int status_fd, const std::string& what) {
+        const int e = errno;
+        const std::string msg = what + ": " + std::strerror(e);
+        (void)!::write(status_fd, msg.data(), msg.size());
+        ::_exit(127);
+    }
+
+    /// The agent blocks its signals for the signalfd and ignores SIGPIPE; a command starts with
+    /// neither.
+    static void leave_agent_signals() {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::signal(SIGPIPE, SIG_DFL);
+    }
+
+    /// The agent is exempt from the OOM killer (-1000, set by the box's init); its commands are
+    /// not. Raising the value needs no privilege.
+    static void reset_oom_score_adj() {
+        if (const int adj = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); adj >= 0) {
+            (void)!::write(adj, "0", 1);
+            ::close(adj);
+        }
+    }
+
+    /// In a command's process (a session leader already): its stdio (the pseudo-terminal's slave
+    /// when `pty` names one, else the three pipe ends), its working directory and its user.
+    static void enter_command(int status_fd, const std::string& pty, int in_fd, int out_fd, int err_fd,
+                              const std::string& cwd, const std::string& user, const Identity& ids) {
+        if (!pty.empty()) {
+            const int slave = ::open(pty.c_str(), O_RDWR);
+            if (slave < 0) child_fail(status_fd, "opening the pseudo-terminal");
+            ::ioctl(slave, TIOCSCTTY, 0);
+            ::dup2(slave, 0);
+            ::dup2(slave, 1);
+            ::dup2(slave, 2);
+            if (slave > 2) ::close(slave);
+        } else {
+            ::dup2(in_fd, 0);
+            ::dup2(out_fd, 1);
+            ::dup2(err_fd, 2);
+        }
+        if (::chdir(cwd.c_str()) != 0) child_fail(status_fd, "working directory '" + cwd + "'");
+        // As root: exactly the user's groups, then gid, then uid. An agent that is not root
+        // (run directly, in tests) can only run commands as itself.
+        if (::geteuid() == 0) {
+            if (::setgroups(ids.groups.size(), ids.groups.data()) != 0 || ::setgid(ids.gid) != 0 ||
+                ::setuid(ids.uid) != 0) {
+                child_fail(status_fd, "switching to user '" + user + "'");
+            }
+        } else if (ids.uid != ::geteuid() || ids.gid != ::getegid()) {
+            errno = EPERM;
+            child_fail(status_fd, "switching to user '" + user + "' (the agent is not root)");
+        }
+    }
+
+    // ----------------------------------------------------------------- the spare
+    // Where the agent is kept out of the box's memory cgroup (cgroup v1 without CAP_SYS_RESOURCE),
+    // each command joins it before its exec, and on cgroup v1 a join waits for an RCU grace period
+    // (cgroup_threadgroup_rwsem; 7-25 ms on this host) unless another join happened within one.
+    // That wait was most of a `boxlite exec` on a quiet host. So the agent keeps one child forked
+    // ahead of time that has joined already and waits for its command: an exec hands it the
+    // command (descriptors by SCM_RIGHTS, the rest as bytes) and then forks the next spare, whose
+    // join overlaps the command. The spare is a direct child of the agent, reaped like any
+    // command, non-dumpable like the agent (the flag is inherited), and holds no descriptor of
+    // the agent's but its socket. Without a spare (it died, a fork failed, a copy execution), the
+    // agent forks the command itself as before.
+    struct Spare {
+        pid_t pid = -1;
+        int sock = -1;
+    };
+    /// What a spare needs to become a command: everything start_execution resolved, and the
+    /// descriptors it made (the status pipe's write end; stdin, stdout and stderr unless a tty).
+    struct CommandSpec {
+        const std::string& program;
+        const std::string& search_path;
+        const std::string& cwd;
+        const std::string& user;
+        const std::string& pty;
+        const Identity& ids;
+        const std::vector<std::string>& argv;
+        const std::vector<std::string>& env;
+        int status_fd, in_fd, out_fd, err_fd;
+    };
+    /// A command bigger than this (arguments and environment) is forked here instead: the hand-off
+    /// then always fits in the socket's buffer and never blocks the agent.
+    static constexpr std::size_t kMaxSpareJob = 64 * 1024;
+
+    static void put_u32(std::string& out, std::uint32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); }
+    static void put_string(std::string& out, const std::string& text) {
+        put_u32(out, static_cast<std::uint32_t>(text.size()));
+        out += text;
+    }
+    static void put_strings(std::string& out, const std::vector<std::string>& list) {
+        put_u32(out, static_cast<std::uint32_t>(list.size()));
+        for (const auto& text : list) put_string(out, text);
+    }
+
+    /// Reads what put_* wrote; every read is bounds-checked (ok() is false past the end).
+    struct JobReader {
+        const std::string& data;
+        std::size_t at = 0;
+        bool good = true;
+        std::uint32_t u32() {
+            std::uint32_t v = 0;
+            if (data.size() - at < 4) {
+                good = false;
+                return 0;
+            }
+            std::memcpy(&v, data.data() + at, 4);
+            at += 4;
+            return v;
+        }
+        std::string string() {
+            const auto n = u32();
+            if (!good || data.size() - at < n) {
+                good = false;
+                return {};
+            }
+            std::string text = data.substr(at, n);
+            at += n;
+            return text;
+        }
+        std::vector<std::string> strings() {
+            const auto n = u32();
+            std::vector<std::string> list;
+            for (std::uint32_t i = 0; good && i < n; ++i) list.push_back(string());
+            return list;
+        }
+    };
+
+    /// Forks the next spare, unless there is one, the agent is not kept out of the memory
+    /// cgroup, or the box is shutting down. A failed fork (the pids limit) leaves none.
+    void ensure_spare() {
+        if (memory_cgroup_fd_ < 0 || spare_.pid > 0 || shutting_down_) return;
+        int sv[2] = {-1, -1};
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return;
+        const pid_t pid = ::fork();
+        if (pid == 0) run_spare(sv[1]);
+        ::close(sv[1]);
+        if (pid < 0) {
+            ::close(sv[0]);
+            return;
+        }
+        spare_ = Spare{pid, sv[0]};
+    }
+
+    /// Ends the spare (a failed hand-off, or shutdown) and reaps it.
+    void discard_spare() {
+        if (spare_.pid <= 0) return;
+        ::close(spare_.sock);
+        ::kill(spare_.pid, SIGKILL);
+        ::waitpid(spare_.pid, nullptr, 0);
+        spare_ = Spare{};
+    }
+
+    /// Hands the command to the spare; returns its pid (now the command's), or -1 when it could
+    /// not (the caller forks instead).
+    pid_t hand_to_spare(const CommandSpec& spec) {
+        std::string job;
+        put_string(job, spec.program);
+        put_string(job, spec.search_path);
+        put_string(job, spec.cwd);
+        put_string(job, spec.user);
+        put_string(job, spec.pty);
+        put_u32(job, spec.ids.uid);
+        put_u32(job, spec.ids.gid);
+        put_u32(job, static_cast<std::uint32_t>(spec.ids.groups.size()));
+        for (const auto g : spec.ids.groups) put_u32(job, g);
+        put_strings(job, spec.argv);
+        put_strings(job, spec.env);
+        if (job.size() > kMaxSpareJob) return -1;
+
+        // The length, with the descriptors attached; then the job.
+        const bool pipes = spec.pty.empty();
+        int fds[4] = {spec.status_fd, spec.in_fd, spec.out_fd, spec.err_fd};
+        const std::size_t nfds = pipes ? 4 : 1;
+        std::uint32_t length = static_cast<std::uint32_t>(job.size());
+        iovec iov{&length, sizeof length};
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+        cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+        std::memcpy(CMSG_DATA(cmsg), fds, nfds * sizeof(int));
+        bool sent = ::sendmsg(spare_.sock, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof length);
+        for (std::size_t done = 0; sent && done < job.size();) {
+            const auto n = ::send(spare_.sock, job.data() + done, job.size() - done, MSG_NOSIGNAL);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) sent = false;
+            else done += static_cast<std::size_t>(n);
+        }
+        if (!sent) {
+            discard_spare();
+            return -1;
+        }
+        const pid_t pid = spare_.pid;
+        ::close(spare_.sock);
+        spare_ = Spare{};
+        return pid;
+    }
+
+    /// The spare's life: join the memory cgroup, wait for a command, become it. Exits quietly
+    /// when the agent closes the socket without a command.
+    [[noreturn]] void run_spare(int sock) {
+        leave_agent_signals();
+        ::setsid();
+        ::prctl(PR_SET_NAME, "boxlite-spare");
+        // Nothing of the agent's stays open here but the socket and the cgroup file.
+        const int keep_low = std::min(sock, memory_cgroup_fd_), keep_high = std::max(sock, memory_cgroup_fd_);
+        if (keep_low > 3) ::close_range(3, static_cast<unsigned>(keep_low - 1), 0);
+        if (keep_high > keep_low + 1)
+            ::close_range(static_cast<unsigned>(keep_low + 1), static_cast<unsigned>(keep_high - 1), 0);
+        ::close_range(static_cast<unsigned>(keep_high + 1), ~0U, 0);
+        int join_error = 0;
+        if (::write(memory_cgroup_fd_, "0", 1) != 1) join_error = errno != 0 ? errno : EIO;
+        ::close(memory_cgroup_fd_);
+        reset_oom_score_adj();
+
+        std::uint32_t length = 0;
+        int fds[4] = {-1, -1, -1, -1};
+        iovec iov{&length, sizeof length};
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        ssize_t got = -1;
+        do {
+            got = ::recvmsg(sock, &msg, MSG_WAITALL | MSG_CMSG_CLOEXEC);
+        } while (got < 0 && errno == EINTR);
+        if (got != static_cast<ssize_t>(sizeof length)) ::_exit(0);  // the agent let it go
+        std::size_t nfds = 0;
+        for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+            if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS) {
+                nfds = std::min<std::size_t>(4, (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+                std::memcpy(fds, CMSG_DATA(cmsg), nfds * sizeof(int));
+            }
+        }
+        if (nfds == 0 || length > kMaxSpareJob) ::_exit(127);
+        const int status_fd = fds[0];
+        std::string job(length, '\0');
+        for (std::size_t done = 0; done < job.size();) {
+            const auto n = ::read(sock, job.data() + done, job.size() - done);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) ::_exit(127);
+            done += static_cast<std::size_t>(n);
+        }
+        ::close(sock);
+        JobReader r{job};
+        const auto program = r.string(), search_path = r.string(), cwd = r.string(), user = r.string(),
+                   pty = r.string();
+        Identity ids;
+        ids.uid = r.u32();
+        ids.gid = r.u32();
+        const auto ngroups = r.u32();
+        for (std::uint32_t i = 0; r.good && i < ngroups; ++i) ids.groups.push_back(r.u32());
+        auto argv_storage = r.strings();
+        auto env = r.strings();
+        if (!r.good || argv_storage.empty() || (pty.empty() && nfds != 4)) {
+            errno = EPROTO;
+            child_fail(status_fd, "the command handed to the spare was malformed");
+        }
+        if (join_error != 0) {
+            errno = join_error;
+            child_fail(status_fd, "joining the memory cgroup");
+        }
+        enter_command(status_fd, pty, fds[1], fds[2], fds[3], cwd, user, ids);
+        std::vector<char*> argv, envp;
+        for (auto& a : argv_storage) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        for (auto& kv : env) envp.push_back(kv.data());
+        envp.push_back(nullptr);
+        exec_program(program, argv.data(), envp.data(), search_path);
+        child_fail(status_fd, "cannot run '" + program + "'");
+    }
+
     /// Runs in the forked child for copy executions: tar on stdin/stdout, errors on stderr.
     [[noreturn]] static void run_copy(const ExecRequest& req) {
         BoxliteResult<void> result;
@@ -954,58 +1249,30 @@ private:
         const std::string cwd = !req.working_dir.empty() ? req.working_dir : default_workdir_;
 
         const std::uint64_t oom_kills_at_fork = oom_kills();
-        const pid_t pid = ::fork();
+        // A command goes to the spare (already in the memory cgroup) when there is one; a copy,
+        // or a command when the spare is missing or gone, to a child forked here.
+        pid_t pid = -1;
+        if (req.kind == ExecKind::Command && spare_.pid > 0) {
+            const CommandSpec spec{req.program, search_path,  cwd, user,      slave_name,
+                                   *ids,        argv_storage, env, status[1], master >= 0 ? -1 : in[0],
+                                   out[1],      err[1]};
+            pid = hand_to_spare(spec);
+        }
+        if (pid < 0) pid = ::fork();
         if (pid < 0) {
             close_all();
             return send_error(c, f.stream, std::string("fork: ") + std::strerror(errno));
         }
         if (pid == 0) {
             // Child: its own session and process group, so signals reach everything it starts.
-            auto die = [&](const char* what) {
-                const int e = errno;
-                std::string msg = std::string(what) + ": " + std::strerror(e);
-                (void)!::write(status[1], msg.data(), msg.size());
-                ::_exit(127);
-            };
-            sigset_t none;
-            sigemptyset(&none);
-            sigprocmask(SIG_SETMASK, &none, nullptr);
-            ::signal(SIGPIPE, SIG_DFL);
+            leave_agent_signals();
             ::setsid();
             // Into the box's memory cgroup (as root, before the user switch), where the agent
             // is kept out of it.
-            if (memory_cgroup_fd_ >= 0 && ::write(memory_cgroup_fd_, "0", 1) != 1) die("joining the memory cgroup");
-            // The agent is exempt from the OOM killer (-1000, set by the box's init); its
-            // commands are not. Raising the value needs no privilege.
-            if (const int adj = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); adj >= 0) {
-                (void)!::write(adj, "0", 1);
-                ::close(adj);
-            }
-            if (master >= 0) {
-                const int slave = ::open(slave_name.c_str(), O_RDWR);
-                if (slave < 0) die("opening the pseudo-terminal");
-                ::ioctl(slave, TIOCSCTTY, 0);
-                ::dup2(slave, 0);
-                ::dup2(slave, 1);
-                ::dup2(slave, 2);
-                if (slave > 2) ::close(slave);
-            } else {
-                ::dup2(in[0], 0);
-                ::dup2(out[1], 1);
-                ::dup2(err[1], 2);
-            }
-            if (::chdir(cwd.c_str()) != 0) die(("working directory '" + cwd + "'").c_str());
-            // As root: exactly the user's groups, then gid, then uid. An agent that is not root
-            // (run directly, in tests) can only run commands as itself.
-            if (::geteuid() == 0) {
-                if (::setgroups(ids->groups.size(), ids->groups.data()) != 0 || ::setgid(ids->gid) != 0 ||
-                    ::setuid(ids->uid) != 0) {
-                    die(("switching to user '" + user + "'").c_str());
-                }
-            } else if (ids->uid != ::geteuid() || ids->gid != ::getegid()) {
-                errno = EPERM;
-                die(("switching to user '" + user + "' (the agent is not root)").c_str());
-            }
+            if (memory_cgroup_fd_ >= 0 && ::write(memory_cgroup_fd_, "0", 1) != 1)
+                child_fail(status[1], "joining the memory cgroup");
+            reset_oom_score_adj();
+            enter_command(status[1], slave_name, in[0], out[1], err[1], cwd, user, *ids);
             if (req.kind != ExecKind::Command) {
                 // No exec follows, so O_CLOEXEC does not help: drop every inherited descriptor
                 // (sockets, other executions' pipes, our own stdin's write end) by hand.
@@ -1013,7 +1280,7 @@ private:
                 run_copy(req);
             }
             exec_program(req.program, argv.data(), envp.data(), search_path);
-            die(("cannot run '" + req.program + "'").c_str());
+            child_fail(status[1], "cannot run '" + req.program + "'");
         }
         // Parent: the status pipe closes on a successful exec (CLOEXEC) or carries the reason.
         ::close(status[1]);
@@ -1066,6 +1333,7 @@ private:
         send(c, FrameType::Started, e->id, protocol::Started{pid, e->stdin_window}.encode());
         by_pid_[pid] = e.get();
         c.executions[e->id] = std::move(e);
+        if (memory_cgroup_fd_ >= 0) spare_wanted_ = true;  // the next command's, joining while this one runs
     }
 
     void close_exec_fds(Execution& e) {
@@ -1107,6 +1375,11 @@ private:
             int status = 0;
             const pid_t pid = ::waitpid(-1, &status, WNOHANG);
             if (pid <= 0) break;
+            if (pid == spare_.pid) {  // killed in the box (kill -9 -1) or failed: the next exec forks
+                ::close(spare_.sock);
+                spare_ = Spare{};
+                continue;
+            }
             auto it = by_pid_.find(pid);
             if (it == by_pid_.end()) continue;  // an orphan we adopted as PID 1
             auto* e = it->second;
@@ -1181,6 +1454,7 @@ private:
     void begin_shutdown() {
         if (shutting_down_) return;
         shutting_down_ = true;
+        discard_spare();
         shutdown_deadline_ = Clock::now() + std::chrono::seconds(2);
         for (auto& c : connections_) {
             for (auto& [id, e] : c->executions) signal_group(*e, SIGTERM);
@@ -1230,6 +1504,8 @@ private:
     /// cgroup.procs of the box's memory cgroup when the agent itself is kept out of it (a host
     /// where it cannot be -1000): each command joins it before its exec.
     int memory_cgroup_fd_ = -1;
+    Spare spare_;
+    bool spare_wanted_ = false;
     std::vector<std::string> base_env_;
     std::string default_workdir_;
     std::string default_user_;
