@@ -172,9 +172,6 @@ public:
             (void)!::write(ready_fd, "ready\n", 6);
             ::close(ready_fd);
         }
-        // Forked after "ready", while the host connects; its join follows the init's own
-        // cgroup joins closely, which often spares it the grace period.
-        ensure_spare();
         while (!exit_now_) loop_once();
         return shutdown_everything();
     }
@@ -889,7 +886,7 @@ private:
     // That wait was most of a `boxlite exec` on a quiet host. So the agent keeps one child forked
     // ahead of time that has joined already and waits for its command: an exec hands it the
     // command (descriptors by SCM_RIGHTS, the rest as bytes) and then forks the next spare, whose
-    // join overlaps the command. The spare is a direct child of the agent, reaped like any
+    // join overlaps the command. The first command of a box is forked here (see start_execution). The spare is a direct child of the agent, reaped like any
     // command, non-dumpable like the agent (the flag is inherited), and holds no descriptor of
     // the agent's but its socket. Without a spare (it died, a fork failed, a copy execution), the
     // agent forks the command itself as before.
@@ -913,6 +910,8 @@ private:
     /// A command bigger than this (arguments and environment) is forked here instead: the hand-off
     /// then always fits in the socket's buffer and never blocks the agent.
     static constexpr std::size_t kMaxSpareJob = 64 * 1024;
+    /// The first byte a spare writes on the status pipe: it has the command.
+    static constexpr char kSpareTookIt = 'R';
 
     static void put_u32(std::string& out, std::uint32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); }
     static void put_string(std::string& out, const std::string& text) {
@@ -1081,6 +1080,7 @@ private:
             done += static_cast<std::size_t>(n);
         }
         ::close(sock);
+        (void)!::write(status_fd, &kSpareTookIt, 1);
         JobReader r{job};
         const auto program = r.string(), search_path = r.string(), cwd = r.string(), user = r.string(),
                    pty = r.string();
@@ -1257,6 +1257,28 @@ private:
                                    *ids,        argv_storage, env, status[1], master >= 0 ? -1 : in[0],
                                    out[1],      err[1]};
             pid = hand_to_spare(spec);
+            if (pid > 0) {
+                // The spare says it took the command before anything else on the status pipe; an
+                // end of file first means it died with the command unread (`kill -9 -1` in the box
+                // just before): reap it and fork the command here, with a fresh status pipe.
+                ::close(status[1]);
+                status[1] = -1;
+                char mark = 0;
+                ssize_t n = -1;
+                do {
+                    n = ::read(status[0], &mark, 1);
+                } while (n < 0 && errno == EINTR);
+                if (n != 1 || mark != kSpareTookIt) {
+                    ::waitpid(pid, nullptr, 0);
+                    pid = -1;
+                    ::close(status[0]);
+                    status[0] = -1;
+                    if (::pipe2(status, O_CLOEXEC) != 0) {
+                        close_all();
+                        return send_error(c, f.stream, std::string("pipe: ") + std::strerror(errno));
+                    }
+                }
+            }
         }
         if (pid < 0) pid = ::fork();
         if (pid < 0) {
@@ -1283,7 +1305,7 @@ private:
             child_fail(status[1], "cannot run '" + req.program + "'");
         }
         // Parent: the status pipe closes on a successful exec (CLOEXEC) or carries the reason.
-        ::close(status[1]);
+        if (status[1] >= 0) ::close(status[1]);
         status[1] = -1;
         std::string failure;
         char buf[512];
@@ -1333,7 +1355,11 @@ private:
         send(c, FrameType::Started, e->id, protocol::Started{pid, e->stdin_window}.encode());
         by_pid_[pid] = e.get();
         c.executions[e->id] = std::move(e);
-        if (memory_cgroup_fd_ >= 0) spare_wanted_ = true;  // the next command's, joining while this one runs
+        // The next command's spare, joining while this one runs. Never before the first command:
+        // the shim moves the agent into the box's other cgroups (pids, cpu) after "ready", and a
+        // process forked before that move would stay outside them; the host sends no command
+        // before the shim reported the box started, after the move.
+        if (memory_cgroup_fd_ >= 0) spare_wanted_ = true;
     }
 
     void close_exec_fds(Execution& e) {

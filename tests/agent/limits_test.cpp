@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -153,6 +154,100 @@ TEST_F(NamespaceLimits, AgentIsOutOfTheOomKillersReachEitherWay) {
     // Also for another user (the join happens before the user switch).
     const auto user = run(box, BoxCommand("sh").args({"-c", "grep :memory: /proc/self/cgroup"}).user("box")).stdout_text;
     EXPECT_NE(user.find("/boxlite/" + box.id().str()), std::string::npos) << user;
+}
+
+std::string read_file_text(const std::string& path) {
+    std::ifstream in(path);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// The agent's children named boxlite-spare (guest/agent.cpp: the process the next command
+/// becomes, where the agent is kept out of the box's memory cgroup).
+std::vector<int> spares_of(int agent) {
+    std::vector<int> found;
+    for (const auto& entry : fs::directory_iterator("/proc")) {
+        const auto name = entry.path().filename().string();
+        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+        const auto stat = read_proc(entry.path().string() + "/stat");
+        const auto open = stat.find('('), close = stat.rfind(')');
+        if (open == std::string::npos || close == std::string::npos) continue;
+        std::istringstream rest(stat.substr(close + 2));
+        char state = 0;
+        int ppid = 0;
+        rest >> state >> ppid;
+        if (ppid == agent && stat.substr(open + 1, close - open - 1) == "boxlite-spare" && state != 'Z')
+            found.push_back(std::stoi(name));
+    }
+    return found;
+}
+
+TEST_F(NamespaceLimits, TheNextCommandsSpareWaitsInTheMemoryCgroupHoldingNothingOfTheAgents) {
+    auto box = make_box();
+    const auto info = cgroup_info(box);
+    if (info.find("applied memory=") == std::string::npos) {
+        GTEST_SKIP() << "precondition: no writable memory cgroup controller on this host\n" << info;
+    }
+    const int agent = agent_pid(box);
+    if (read_proc("/proc/" + std::to_string(agent) + "/oom_score_adj") == "-1000") {
+        // The agent is in the memory cgroup itself: commands are forked there, no spare.
+        EXPECT_TRUE(spares_of(agent).empty());
+        return;
+    }
+    // The spare of the next command was forked once the last one had started (it names itself
+    // right after the fork).
+    auto spares = spares_of(agent);
+    for (int i = 0; i < 10000 && spares.empty(); ++i) {
+        ::usleep(1000);
+        spares = spares_of(agent);
+    }
+    ASSERT_EQ(spares.size(), 1U) << "the agent has no spare (or more than one)";
+    const auto spare = std::to_string(spares[0]);
+    std::ifstream cgroups("/proc/" + spare + "/cgroup");
+    std::string memory;
+    for (std::string line; std::getline(cgroups, line);) {
+        if (line.find(":memory:") != std::string::npos) memory = line;
+    }
+    EXPECT_NE(memory.find("/boxlite/" + box.id().str()), std::string::npos) << memory;
+    // In every other cgroup it is where the agent is (the box's pids and cpu limits bind it).
+    std::ifstream agent_cgroups("/proc/" + std::to_string(agent) + "/cgroup");
+    const auto spare_cgroups = read_file_text("/proc/" + spare + "/cgroup");
+    for (std::string line; std::getline(agent_cgroups, line);) {
+        if (line.find(":memory:") == std::string::npos) {
+            EXPECT_NE(spare_cgroups.find(line + "\n"), std::string::npos) << line << "\n" << spare_cgroups;
+        }
+    }
+    // Its descriptors: the agent's stdio and its socket to the agent, nothing else (no listening
+    // socket, no connection, no other command's pipe).
+    std::vector<std::string> extra;
+    for (const auto& fd : fs::directory_iterator("/proc/" + spare + "/fd")) {
+        const auto n = fd.path().filename().string();
+        if (n != "0" && n != "1" && n != "2") extra.push_back(fs::read_symlink(fd.path()).string());
+    }
+    ASSERT_EQ(extra.size(), 1U);
+    EXPECT_EQ(extra[0].rfind("socket:", 0), 0U) << extra[0];
+
+    // Killed from the host, the next command is forked by the agent (and joins the cgroup);
+    // a new spare follows it.
+    ASSERT_EQ(::kill(spares[0], SIGKILL), 0);
+    for (int i = 0; i < 10000 && fs::exists("/proc/" + spare); ++i) ::usleep(1000);
+    ASSERT_FALSE(fs::exists("/proc/" + spare)) << "the agent did not reap its killed spare";
+    const auto command = sh(box, "grep :memory: /proc/self/cgroup");
+    EXPECT_NE(command.find("/boxlite/" + box.id().str()), std::string::npos) << command;
+    spares = spares_of(agent);
+    for (int i = 0; i < 10000 && spares.empty(); ++i) {
+        ::usleep(1000);
+        spares = spares_of(agent);
+    }
+    ASSERT_EQ(spares.size(), 1U);
+    EXPECT_NE(std::to_string(spares[0]), spare);
+
+    // Killed from inside the box just before the next exec (`kill -9 -1` spares only the caller
+    // and PID 1): whether or not the spare had taken the command, the command runs.
+    for (int round = 0; round < 10; ++round) {
+        const auto killer = run(box, BoxCommand("sh").args({"-c", "kill -9 -1; echo killed"}));
+        EXPECT_EQ(killer.stdout_text, "killed\n");
+        EXPECT_EQ(sh(box, "echo alive"), "alive\nrc=0\n") << "round " << round;
+    }
 }
 
 TEST_F(NamespaceLimits, PidsLimitIs4096ByDefault) {
