@@ -193,8 +193,10 @@ TEST_F(NamespaceLimits, TheNextCommandsSpareWaitsInTheMemoryCgroupHoldingNothing
         EXPECT_TRUE(spares_of(agent).empty());
         return;
     }
-    // The spare of the next command was forked once the last one had started (it names itself
-    // right after the fork).
+    // From the second command on, the spare of the next one is forked once the last one has
+    // started (it names itself right after the fork).
+    EXPECT_TRUE(spares_of(agent).empty()) << "a spare after the box's first command";
+    EXPECT_EQ(sh(box, "echo second"), "second\nrc=0\n");
     auto spares = spares_of(agent);
     for (int i = 0; i < 10000 && spares.empty(); ++i) {
         ::usleep(1000);
