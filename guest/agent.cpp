@@ -149,10 +149,11 @@ void signal_group(Execution& e, int signo) {
 class Agent {
 public:
     Agent(int listen_fd, std::vector<std::string> base_env, std::string default_workdir, std::string default_user,
-          int memory_events_fd = -1, int memory_cgroup_fd = -1)
+          int memory_events_fd = -1, int memory_cgroup_fd = -1, int cgroups_joined_fd = -1)
         : listen_fd_(listen_fd),
           memory_events_fd_(memory_events_fd),
           memory_cgroup_fd_(memory_cgroup_fd),
+          cgroups_joined_fd_(memory_cgroup_fd >= 0 ? cgroups_joined_fd : -1),
           base_env_(std::move(base_env)),
           default_workdir_(default_workdir.empty() ? "/" : std::move(default_workdir)),
           default_user_(std::move(default_user)) {}
@@ -217,7 +218,7 @@ private:
     // ----------------------------------------------------------------- loop
     void loop_once() {
         std::vector<pollfd> fds;
-        enum class Kind { Listen, Signal, Conn, Out, Err, In, Park };
+        enum class Kind { Listen, Signal, Joined, Conn, Out, Err, In, Park };
         struct Slot {
             Kind kind;
             Connection* conn;
@@ -235,6 +236,7 @@ private:
         };
         if (!shutting_down_) add(listen_fd_, POLLIN, Kind::Listen, nullptr, nullptr);
         add(signal_fd_, POLLIN, Kind::Signal, nullptr, nullptr);
+        if (cgroups_joined_fd_ >= 0) add(cgroups_joined_fd_, POLLIN, Kind::Joined, nullptr, nullptr);
         auto timeout_ms = -1;
         const auto now = Clock::now();
         auto wake_at = [&](Clock::time_point when) {
@@ -282,6 +284,16 @@ private:
             switch (s.kind) {
                 case Kind::Listen: accept_connections(); break;
                 case Kind::Signal: handle_signals(); break;
+                case Kind::Joined: {
+                    char byte = 0;
+                    (void)!::read(cgroups_joined_fd_, &byte, 1);
+                    ::close(cgroups_joined_fd_);
+                    cgroups_joined_fd_ = -1;
+                    // The first command's spare; its join follows the shim's joins closely, which
+                    // usually spares it the grace period, and overlaps the host's connect.
+                    if (executions_started_ == 0) spare_wanted_ = true;
+                    break;
+                }
                 case Kind::Conn:
                     if (s.conn->fd >= 0 && (fds[i].revents & POLLIN)) read_connection(*s.conn);
                     if (s.conn->fd >= 0 && (fds[i].revents & (POLLHUP | POLLERR)) && !(fds[i].revents & POLLIN))
@@ -1355,10 +1367,11 @@ private:
         send(c, FrameType::Started, e->id, protocol::Started{pid, e->stdin_window}.encode());
         by_pid_[pid] = e.get();
         c.executions[e->id] = std::move(e);
-        // The next command's spare, joining while this one runs. Never before the first command:
-        // the shim moves the agent into the box's other cgroups (pids, cpu) after "ready", and a
-        // process forked before that move would stay outside them; the host sends no command
-        // before the shim reported the box started, after the move. Nor after the first: a box
+        // The next command's spare, joining while this one runs. Never before the first command
+        // unless the shim said it has moved the agent into the box's other cgroups (pids, cpu;
+        // Kind::Joined): it does so while the box starts, and a process forked before that move
+        // would stay outside them; the host sends no command before the shim reported the box
+        // started, after the move. Nor after the first: a box
         // that has run one command may be a `run --rm` about to stop, where the spare would be
         // forked for nothing and, caught in its join, hold the stop up by a grace period.
         if (memory_cgroup_fd_ >= 0 && executions_started_ >= 2) spare_wanted_ = true;
@@ -1541,6 +1554,10 @@ private:
     /// cgroup.procs of the box's memory cgroup when the agent itself is kept out of it (a host
     /// where it cannot be -1000): each command joins it before its exec.
     int memory_cgroup_fd_ = -1;
+    /// Readable (a byte, or EOF) once the shim has moved the agent into the box's other cgroups
+    /// (pids, cpu): from then on a spare forked here is in them too, so the first command's may
+    /// be forked before that command arrives.
+    int cgroups_joined_fd_ = -1;
     Spare spare_;
     bool spare_wanted_ = false;
     std::vector<std::string> base_env_;
@@ -1596,6 +1613,7 @@ int main(int argc, char** argv) {
     int ready_fd = -1;
     int memory_events_fd = -1;
     int memory_cgroup_fd = -1;
+    int cgroups_joined_fd = -1;
     std::string default_workdir = "/";
     std::string default_user;
     for (int i = 1; i < argc; ++i) {
@@ -1622,6 +1640,8 @@ int main(int argc, char** argv) {
             memory_events_fd = std::atoi(argv[++i]);
         } else if (arg == "--memory-cgroup-fd" && has_value) {
             memory_cgroup_fd = std::atoi(argv[++i]);
+        } else if (arg == "--cgroups-joined-fd" && has_value) {
+            cgroups_joined_fd = std::atoi(argv[++i]);
         } else if (arg == "--workdir" && has_value) {
             default_workdir = argv[++i];
         } else if (arg == "--user" && has_value) {
@@ -1642,8 +1662,10 @@ int main(int argc, char** argv) {
     if (ready_fd >= 0) set_cloexec(ready_fd);
     if (memory_events_fd >= 0) set_cloexec(memory_events_fd);
     if (memory_cgroup_fd >= 0) set_cloexec(memory_cgroup_fd);
+    if (cgroups_joined_fd >= 0) set_cloexec(cgroups_joined_fd);
     std::vector<std::string> base_env;
     for (char** e = environ; *e != nullptr; ++e) base_env.emplace_back(*e);
-    Agent agent(listen_fd, std::move(base_env), default_workdir, default_user, memory_events_fd, memory_cgroup_fd);
+    Agent agent(listen_fd, std::move(base_env), default_workdir, default_user, memory_events_fd, memory_cgroup_fd,
+                cgroups_joined_fd);
     return agent.run(ready_fd);
 }

@@ -479,7 +479,8 @@ std::string write_network_files(const BoxRoot& root, const std::string& hostname
 /// Everything the box's PID 1 does before it becomes the agent. Returns an error text, or
 /// never returns on success.
 std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready_fd, int agent_fd, int log_fd,
-                            const std::string& memory_events, const std::string& memory_procs, int tap_channel) {
+                            const std::string& memory_events, const std::string& memory_procs, int tap_channel,
+                            int cgroups_joined_fd) {
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return errno_text("PR_SET_PDEATHSIG");
     protect_agent_from_oom_killer();
     if (::unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET) != 0) return errno_text("unshare");
@@ -513,7 +514,10 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
         if (!mkdir_p(dir, 0755)) return errno_text("creating " + dir);
     }
     const auto overlay_options = "lowerdir=" + o.rootfs + ",upperdir=" + upper + ",workdir=" + work;
-    if (::mount("overlay", merged.c_str(), "overlay", MS_NODEV, overlay_options.c_str()) != 0) {
+    // A kernel before 5.10 has no volatile overlays (EINVAL): then the upper layer is synced.
+    const bool mounted_volatile = o.volatile_upper && ::mount("overlay", merged.c_str(), "overlay", MS_NODEV,
+                                                              (overlay_options + ",volatile").c_str()) == 0;
+    if (!mounted_volatile && ::mount("overlay", merged.c_str(), "overlay", MS_NODEV, overlay_options.c_str()) != 0) {
         return errno_text("mounting the overlay root (" + overlay_options + ")");
     }
     const BoxRoot root(merged);
@@ -633,9 +637,12 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
     for (int* fd : {&listen_fd, &agent_ready_fd, &agent_fd}) {
         if ((*fd = ::fcntl(*fd, F_DUPFD_CLOEXEC, 10)) < 0) return errno_text("moving a descriptor above 9");
     }
+    if (cgroups_joined_fd >= 0 && (cgroups_joined_fd = ::fcntl(cgroups_joined_fd, F_DUPFD_CLOEXEC, 10)) < 0)
+        return errno_text("moving a descriptor above 9");
     if (::dup2(listen_fd, 3) < 0 || ::dup2(agent_ready_fd, 4) < 0) return errno_text("dup2");
     if (memory_events_fd >= 0 && ::dup2(memory_events_fd, 5) < 0) return errno_text("dup2");
     if (memory_procs_fd >= 0 && ::dup2(memory_procs_fd, 6) < 0) return errno_text("dup2");
+    if (memory_procs_fd >= 0 && cgroups_joined_fd >= 0 && ::dup2(cgroups_joined_fd, 7) < 0) return errno_text("dup2");
 
     // Last, so that no step of the set-up above is filtered or lacks a capability.
     if (o.seccomp) {
@@ -644,10 +651,11 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
     if (!o.all_capabilities) {
         if (auto ok = jailer::restrict_capabilities(jailer::kBoxCapabilities); !ok) return ok.error().message();
     }
-    // Everything else is closed at exec (CLOEXEC); 3 to 6 are the agent's.
+    // Everything else is closed at exec (CLOEXEC); 3 to 7 are the agent's.
     std::vector<std::string> args = {"boxlite-agent", "--listen-fd", "3", "--ready-fd", "4"};
     if (memory_events_fd >= 0) args.insert(args.end(), {"--memory-events-fd", "5"});
     if (memory_procs_fd >= 0) args.insert(args.end(), {"--memory-cgroup-fd", "6"});
+    if (memory_procs_fd >= 0 && cgroups_joined_fd >= 0) args.insert(args.end(), {"--cgroups-joined-fd", "7"});
     if (!o.workdir.empty()) args.insert(args.end(), {"--workdir", o.workdir});
     if (!o.user.empty()) args.insert(args.end(), {"--user", o.user});
     std::vector<char*> argv;
@@ -890,8 +898,20 @@ int run_namespace_mode(const ShimOptions& o) {
         stop_network();
         return fail_start(errno_text("unshare(CLONE_NEWPID)"));
     }
+    // Where the agent stays out of the memory cgroup, it forks each command's process ahead of
+    // time (a spare that joins the memory cgroup early: guest/agent.cpp), but only once it is in
+    // the box's other cgroups, which happens below while the box's init sets up: this pipe says
+    // when. Best effort: without it the agent forks no spare before the first command.
+    const bool agent_outside_memory = !oom_protected && !cgroups.v2() && !cgroups.memory_dir().empty();
+    int cgroups_joined[2] = {-1, -1};
+    if (agent_outside_memory && ::pipe2(cgroups_joined, O_CLOEXEC) != 0) cgroups_joined[0] = cgroups_joined[1] = -1;
     const pid_t child = ::fork();
-    if (child < 0) return fail_start(errno_text("fork"));
+    if (child < 0) {
+        for (const int fd : cgroups_joined) {
+            if (fd >= 0) ::close(fd);
+        }
+        return fail_start(errno_text("fork"));
+    }
     if (child == 0) {
         sigset_t none;
         sigemptyset(&none);
@@ -905,14 +925,19 @@ int run_namespace_mode(const ShimOptions& o) {
             memory_events = cgroups.memory_dir() + (cgroups.v2() ? "/memory.events" : "/memory.oom_control");
             if (!oom_protected && !cgroups.v2()) memory_procs = cgroups.memory_dir() + "/cgroup.procs";
         }
+        if (cgroups_joined[1] >= 0) ::close(cgroups_joined[1]);
         const auto message = become_box_init(o, listen_fd, agent_ready[1], agent_fd, log_pipe[1], memory_events,
-                                             memory_procs, tap_channel[1]);
+                                             memory_procs, tap_channel[1], cgroups_joined[0]);
         (void)!::write(child_error[1], message.data(), message.size());
         ::_exit(1);
     }
     if (tap_channel[1] >= 0) ::close(tap_channel[1]);
-    const bool agent_outside_memory = !oom_protected && !cgroups.v2() && !cgroups.memory_dir().empty();
+    if (cgroups_joined[0] >= 0) ::close(cgroups_joined[0]);
     cgroups.add(static_cast<int>(child), agent_outside_memory);
+    if (cgroups_joined[1] >= 0) {
+        (void)!::write(cgroups_joined[1], "j", 1);
+        ::close(cgroups_joined[1]);
+    }
     if (agent_outside_memory) {
         log("box " + o.box_id + ": oom_score_adj -1000 is refused here; the agent stays out of the memory cgroup " +
             cgroups.memory_dir() + " and moves each command into it");

@@ -43,6 +43,11 @@ struct ShimOptions {
     /// --ready-ack on: after "ok" the shim waits for one byte back on the ready fd (a socket)
     /// saying the runtime recorded the box; EOF instead (the starter died) ends the box.
     bool ready_ack = false;
+    /// --upper volatile: the box's upper layer goes with the box (an auto-remove box), so the
+    /// overlay is mounted with `volatile`: its unmount, when the box's last process exits, skips
+    /// syncing the host filesystem under the upper layer (a whole-filesystem sync on the stop path,
+    /// flushing every other process's dirty data too). "durable" (the default) keeps the sync.
+    bool volatile_upper = false;
     /// --lock-fd N: the box's lock file (flock'ed by the starter, shared with us), held until
     /// the runtime has recorded the box, so nobody works on a box still being set up.
     int lock_fd = -1;

@@ -36,7 +36,7 @@ int usage(const std::string& problem) {
         "       boxlite-shim namespace --box-id ID --hostname NAME --box-dir DIR --rootfs DIR --agent PATH\n"
         "         --socket PATH [--ready-fd N] [--watchdog-fd N] [--memory BYTES] [--cpus N] [--pids N]\n"
         "         [--nofile N] [--fsize BYTES] [--cpu-time SECONDS] [--log-max-bytes N] [--disk-bytes N] [--volume HOST --volume-target GUEST [--volume-mode ro|rw]]... [--env K=V]... [--workdir DIR] [--user USER]\n"
-        "         [--capabilities box|all] [--seccomp on|off]\n",
+        "         [--capabilities box|all] [--seccomp on|off] [--upper volatile|durable]\n",
         problem.c_str());
     return 2;
 }
@@ -86,6 +86,11 @@ int main(int argc, char** argv) {
             const std::string v = value;
             if (v != "on" && v != "off") return usage("--ready-ack must be 'on' or 'off', got '" + v + "'");
             o.ready_ack = v == "on";
+        } else if (flag == "--upper") {
+            const std::string v = value;
+            if (v != "volatile" && v != "durable")
+                return usage("--upper must be 'volatile' or 'durable', got '" + v + "'");
+            o.volatile_upper = v == "volatile";
         } else if (flag == "--seccomp") {
             const std::string v = value;
             if (v != "on" && v != "off") return usage("--seccomp must be 'on' or 'off', got '" + v + "'");

@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 
 #include <signal.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 
 #include <atomic>
@@ -352,6 +353,38 @@ TEST_F(NamespaceBox, StopKillsWhatIgnoresSigterm) {
     // A shim whose agent exits logs it; this one was SIGKILLed before the agent's grace ran out.
     const auto log_after = test::read_file(box_dir / "shim.log");
     EXPECT_EQ(log_after.substr(log_before.size()).find("agent exited"), std::string::npos) << log_after;
+}
+
+TEST_F(NamespaceBox, OnlyAnAutoRemoveBoxsRootIsAVolatileOverlay) {
+    // volatile (Linux 5.10 and later) skips the sync of the host filesystem when the box's
+    // overlay goes away; only a box whose upper layer goes with it may have it.
+    utsname host{};
+    ASSERT_EQ(::uname(&host), 0);
+    int major = 0, minor = 0;
+    std::sscanf(host.release, "%d.%d", &major, &minor);
+    const bool kernel_has_volatile = major > 5 || (major == 5 && minor >= 10);
+    for (const bool auto_remove : {true, false}) {
+        auto box = make_box(auto_remove);
+        EXPECT_EQ(run(box, BoxCommand("true")).exit_code, 0);
+        std::ifstream pid_file(home_->path() / "boxes" / box.id().str() / "agent.pid");
+        int agent = 0;
+        pid_file >> agent;
+        ASSERT_GT(agent, 0);
+        std::ifstream mountinfo("/proc/" + std::to_string(agent) + "/mountinfo");
+        std::string root;
+        for (std::string line; std::getline(mountinfo, line);) {
+            std::istringstream fields(line);
+            std::string id, parent, device, source_root, mount_point;
+            fields >> id >> parent >> device >> source_root >> mount_point;
+            if (mount_point == "/") root = line;
+        }
+        ASSERT_NE(root.find(" - overlay "), std::string::npos) << root;
+        EXPECT_EQ(root.find("volatile") != std::string::npos, auto_remove && kernel_has_volatile)
+            << (auto_remove ? "auto-remove box: " : "kept box: ") << root;
+        if (!auto_remove) {
+            EXPECT_TRUE(box.stop());
+        }
+    }
 }
 
 TEST_F(NamespaceBox, MetricsCountTheBoxsProcesses) {

@@ -704,6 +704,28 @@ private:
         launch.timings = &engine_timings;
         const auto t_spawn = Clock::now();
 
+        // Each stage is timed where it happens; create-time stages (the pull, the first build)
+        // stay unless this start redid them. They are stored with the state, so that another
+        // process (inspect, serve) reports them too, in the same write as Running (one state
+        // write per start): `t_ready` is when the box was recorded, that is when the engine
+        // reported it up (the namespace engine records before its acknowledgement to the shim;
+        // the others after start() returned, with their timings filled in).
+        const auto stage_figures = [&](const BoxState& from, Clock::time_point t_ready) {
+            const auto build = prepared->build_time.value_or(std::chrono::nanoseconds::zero());
+            const std::chrono::nanoseconds config_time = t_spawn - t_config;
+            BoxStageTimings m = from.stages;
+            m.filesystem_setup_ms = to_ms(t_config - t_fs);
+            if (prepared->build_time) m.guest_rootfs_ms = to_ms(build);
+            m.box_config_ms = to_ms(config_time - std::min(build, config_time));
+            m.box_spawn_ms = to_ms(t_ready - t_spawn);
+            m.guest_boot_ms = optional_ms(engine_timings.guest_boot);
+            m.container_init_ms = optional_ms(engine_timings.container_init);
+            m.guest_assets_ms = optional_ms(engine_timings.guest_assets);
+            m.box_disk_ms = optional_ms(engine_timings.disk);
+            m.total_create_ms = to_ms(t_ready - t0);
+            return m;
+        };
+
         // Recorded Running before the engine lets the box stay (where the engine supports it):
         // a start killed at any point leaves no box running that storage does not know.
         bool recorded = false;
@@ -712,6 +734,7 @@ private:
             BOXLITE_TRY_VOID(running.transition_to(BoxStatus::Running));
             running.handle = started;
             running.started_at = std::chrono::system_clock::now();
+            running.stages = stage_figures(state, Clock::now());
             BOXLITE_TRY_VOID(with_storage([&](S& s) { return s.update_state(id, running); }));
             state = std::move(running);
             recorded = true;
@@ -729,7 +752,6 @@ private:
             }
             return fail_start(handle.error());
         }
-        const auto t_ready = Clock::now();
 
         if (!recorded) {
             if (auto saved = record_running(*handle); !saved) {
@@ -741,22 +763,6 @@ private:
             std::lock_guard lock(locks_mutex_);
             started_attached_.insert(id);
         }
-        // Each stage is timed where it happens; create-time stages (the pull, the first build)
-        // stay unless this start redid them. They are stored with the state, so that another
-        // process (inspect, serve) reports them too; a failed store loses only the figures.
-        const auto build = prepared->build_time.value_or(std::chrono::nanoseconds::zero());
-        const std::chrono::nanoseconds config_time = t_spawn - t_config;
-        auto& m = state.stages;
-        m.filesystem_setup_ms = to_ms(t_config - t_fs);
-        if (prepared->build_time) m.guest_rootfs_ms = to_ms(build);
-        m.box_config_ms = to_ms(config_time - std::min(build, config_time));
-        m.box_spawn_ms = to_ms(t_ready - t_spawn);
-        m.guest_boot_ms = optional_ms(engine_timings.guest_boot);
-        m.container_init_ms = optional_ms(engine_timings.container_init);
-        m.guest_assets_ms = optional_ms(engine_timings.guest_assets);
-        m.box_disk_ms = optional_ms(engine_timings.disk);
-        m.total_create_ms = to_ms(Clock::now() - t0);
-        (void)with_storage([&](S& s) { return s.update_state(id, state); });
         return *handle;
     }
 

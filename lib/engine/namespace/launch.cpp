@@ -70,6 +70,9 @@ std::vector<std::string> shim_arguments(const NamespaceEngineOptions& engine, co
         args.insert(args.end(), {"--volume", host, "--volume-target", normalized_guest_path(v.guest_path),
                                  "--volume-mode", v.read_only ? "ro" : "rw"});
     }
+    // An auto-remove box's upper layer is thrown away when it stops: no sync of the host's
+    // filesystem for it when its overlay goes (see --upper in lib/shim/shim.hpp).
+    if (options.auto_remove) args.insert(args.end(), {"--upper", "volatile"});
     args.insert(args.end(), {"--capabilities", options.security.jailer_enabled ? "box" : "all", "--seccomp",
                              options.security.seccomp_enabled ? "on" : "off"});
     return args;
