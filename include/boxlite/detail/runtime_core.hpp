@@ -254,6 +254,18 @@ public:
                 }
                 BOXLITE_TRY_VOID(state.transition_to(BoxStatus::Stopped));
                 state.handle.reset();
+                if (record.config.options.auto_remove) {
+                    // Stopped and Removing in one write (`run --rm`): the removal follows at once,
+                    // and a Removing row is what a remover killed from here on leaves for the next
+                    // process to finish, as remove_locked() would have written it.
+                    BOXLITE_TRY_VOID(state.transition_to(BoxStatus::Removing));
+                    BOXLITE_TRY_VOID(with_storage([&](S& s) { return s.update_state(id, state); }));
+                    {
+                        std::lock_guard lock(locks_mutex_);
+                        started_attached_.erase(id);
+                    }
+                    return finish_remove_locked(record);
+                }
                 BOXLITE_TRY_VOID(with_storage([&](S& s) { return s.update_state(id, state); }));
                 break;
             }
