@@ -6,8 +6,10 @@
 //                                 close); prints the mean nanoseconds per connection
 //   net_probe send IP PORT BYTES  one connection to IP:PORT, BYTES zero bytes written to it in
 //                                 256 KiB writes, then a half-close and a wait for the peer's close
-//   net_probe count               reads stdin to its end (256 KiB reads) and prints the byte count:
-//                                 the program of `nc -l -p PORT -e`
+//   net_probe count [BYTES]       reads stdin to its end, or until BYTES bytes came (256 KiB
+//                                 reads), and prints the byte count: the program of
+//                                 `nc -l -p PORT -e`. With BYTES the sender need not half-close
+//                                 to get its answer (this passt's half-close has lost answers)
 //
 // Static, so a busybox box can run it.
 #include <arpa/inet.h>
@@ -75,10 +77,10 @@ int send_bytes(const sockaddr_in& to, long long bytes) {
     return 0;
 }
 
-int count_stdin() {
+int count_stdin(long long expected) {
     std::vector<char> buffer(kChunk);
     long long total = 0;
-    for (;;) {
+    while (expected <= 0 || total < expected) {
         const ssize_t n = ::read(0, buffer.data(), buffer.size());
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
@@ -101,7 +103,7 @@ int main(int argc, char** argv) {
     if (mode == "connect" && argc == 5 && parse_address(argv[2], argv[3], to))
         return connect_loop(to, std::atol(argv[4]));
     if (mode == "send" && argc == 5 && parse_address(argv[2], argv[3], to)) return send_bytes(to, std::atoll(argv[4]));
-    if (mode == "count" && argc == 2) return count_stdin();
-    std::fputs("usage: net_probe connect IP PORT N | send IP PORT BYTES | count\n", stderr);
+    if (mode == "count" && (argc == 2 || argc == 3)) return count_stdin(argc == 3 ? std::atoll(argv[2]) : 0);
+    std::fputs("usage: net_probe connect IP PORT N | send IP PORT BYTES | count [BYTES]\n", stderr);
     return 2;
 }

@@ -1,7 +1,8 @@
 // TCP transfers for the network benchmarks (net_bench.cpp: the namespace engine against pasta;
 // qemu_net_bench.cpp: the qemu engine against QEMU's own -netdev stream), and the network
-// namespace they run in: loopback, and a tap nobody reads carrying 198.51.100.1/24 with the
-// default route, so no packet leaves the machine.
+// namespace they run in: loopback, and a tap nobody reads carrying 198.51.100.1/24 (and .2, a
+// second host address for net_bench's pasta side) with the default route, so no packet leaves
+// the machine.
 #pragma once
 
 #include <arpa/inet.h>
@@ -27,6 +28,7 @@ inline bool enter_bench_netns() {
     return ::unshare(CLONE_NEWNET) == 0 &&
            std::system(
                "ip link set lo up && ip tuntap add t0 mode tap && ip addr add 198.51.100.1/24 dev t0 && "
+               "ip addr add 198.51.100.2/24 dev t0 && "
                "ip link set t0 up && ip route add default via 198.51.100.254") == 0;
 }
 
@@ -74,10 +76,11 @@ inline double sink(int listener, std::size_t bytes) {
     return got >= bytes ? ns : 0;
 }
 
-/// Connects to `address`:`port` (127.0.0.1 unless given), sends `bytes`, half-closes and reads the
-/// answer (a count): the time from connect to the answer, 0 on failure; `answer` gets it.
+/// Connects to `address`:`port` (127.0.0.1 unless given), sends `bytes`, half-closes (unless
+/// `half_close` is false: the receiver counts to a known size) and reads the answer (a count):
+/// the time from connect to the answer, 0 on failure; `answer` gets it, or why it failed.
 inline double push(std::uint16_t port, std::size_t bytes, std::string& answer, int timeout_seconds = 120,
-                   const char* address = "127.0.0.1") {
+                   const char* address = "127.0.0.1", bool half_close = true) {
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     timeval guard{timeout_seconds, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
@@ -102,7 +105,7 @@ inline double push(std::uint16_t port, std::size_t bytes, std::string& answer, i
         }
         sent += static_cast<std::size_t>(n);
     }
-    ::shutdown(fd, SHUT_WR);
+    if (half_close) ::shutdown(fd, SHUT_WR);
     answer.clear();
     char buffer[256];
     std::string failure = "(the connection closed without an answer)";
