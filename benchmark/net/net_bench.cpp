@@ -14,17 +14,18 @@
 //                         address (198.51.100.2), so that pasta takes its tap path as ours does:
 //                         passt's code against passt's code (this pasta resets some of these
 //                         connections on a loaded machine; a run is retried twice)
-//
-// Both sides' in-box ends are the same static boxlite_net_probe (`send`, and `count N` under
-// `nc -l -e`, which answers after N bytes, so the host need not half-close): with the box's busybox `wc -c` and `head -c` on our side and the host's coreutils
-// on pasta's, the box's end was the bottleneck (busybox wc -c: ~0.4 GB/s on a pipe, coreutils'
-// ~2.3 GB/s) and the ratio measured the tools, not the network path.
 //   net_connect_firewall  connection set-up box -> host alias, 50 connections one after the
 //                         other (a static probe in the box): ours with an allow list
 //                         (host.boxlite.internal listed: every SYN checked) vs without one
 //
-// and the memory the network adds to a box (Pss of the pump and passt) next to pasta's. N is 256
-// MiB by default (BOXLITE_BENCH_NET_MIB).
+// and the memory the network adds to a box (Pss of the pump and passt) next to pasta's.
+//
+// Both sides' in-box ends are the same static boxlite_net_probe (`send`, and `count N` under
+// `nc -l -e`, which answers once N bytes came): with the box's busybox `wc -c` and `head -c` on
+// our side and the host's coreutils on pasta's, the box's end was the bottleneck (busybox wc -c:
+// ~0.4 GB/s on a pipe, coreutils' ~2.3 GB/s) and the ratio measured the tools, not the path.
+// The host still half-closes after the data (without it, this pasta reset most connections).
+// N is 256 MiB by default (BOXLITE_BENCH_NET_MIB).
 #include <boxlite/boxlite.hpp>
 
 #include "harness.hpp"
@@ -284,7 +285,7 @@ void compare_network() {
             if (auto why = f.sh(*f.open_box, "until netstat -ltn | grep -q ':8000 '; do sleep 0.05; done");
                 !why.empty())
                 return why;
-            ns = push(kOursPort, bytes, answer, 120, "127.0.0.1", false);
+            ns = push(kOursPort, bytes, answer);
             (void)server->wait();
         } else {
             // pasta's side says "ready" to the host once its server listens.
@@ -302,7 +303,7 @@ void compare_network() {
             pollfd wait_ready{ready, POLLIN, 0};
             if (::poll(&wait_ready, 1, 60000) == 1) {
                 ::close(::accept4(ready, nullptr, nullptr, SOCK_CLOEXEC));
-                ns = push(kPastaPort, bytes, answer, 120, peer_address, false);
+                ns = push(kPastaPort, bytes, answer, 120, peer_address);
             } else {
                 ns = 0;
                 answer = "(pasta's server never said ready)";
