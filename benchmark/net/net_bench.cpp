@@ -20,11 +20,12 @@
 //
 // and the memory the network adds to a box (Pss of the pump and passt) next to pasta's.
 //
-// Both sides' in-box ends are the same static boxlite_net_probe (`send`, and `count N` under
-// `nc -l -e`, which answers once N bytes came): with the box's busybox `wc -c` and `head -c` on
+// Both sides' in-box ends are the same static boxlite_net_probe (`send`, and `count` under
+// `nc -l -e`, which answers at the end of the data): with the box's busybox `wc -c` and `head -c` on
 // our side and the host's coreutils on pasta's, the box's end was the bottleneck (busybox wc -c:
 // ~0.4 GB/s on a pipe, coreutils' ~2.3 GB/s) and the ratio measured the tools, not the path.
-// The host still half-closes after the data (without it, this pasta reset most connections).
+// The end of the data is the host's half-close (`count N`, answering after N bytes with no
+// half-close, made this pasta reset or close most of its connections before the answer).
 // N is 256 MiB by default (BOXLITE_BENCH_NET_MIB).
 #include <boxlite/boxlite.hpp>
 
@@ -280,7 +281,7 @@ void compare_network() {
         std::string answer;
         if (ours) {
             auto server = f.open_box->exec(
-                BoxCommand("nc").args({"-l", "-p", "8000", "-e", "/bench/boxlite_net_probe", "count", amount}));
+                BoxCommand("nc").args({"-l", "-p", "8000", "-e", "/bench/boxlite_net_probe", "count"}));
             if (!server) return server.error().to_string();
             if (auto why = f.sh(*f.open_box, "until netstat -ltn | grep -q ':8000 '; do sleep 0.05; done");
                 !why.empty())
@@ -298,7 +299,7 @@ void compare_network() {
                     {"-t", std::to_string(kPastaPort)},
                     fmt::format("busybox nc -l -p {0} -e {1} & until busybox netstat -ltn | grep -q ':{0} '; do "
                                 "sleep 0.05; done; echo ready | busybox nc {2} {3}; wait",
-                                kPastaPort, f.probe.string() + " count " + amount, kPastaGateway, ready_port)));
+                                kPastaPort, f.probe.string() + " count", kPastaGateway, ready_port)));
             });
             pollfd wait_ready{ready, POLLIN, 0};
             if (::poll(&wait_ready, 1, 60000) == 1) {
