@@ -1,7 +1,8 @@
 // TCP transfers for the network benchmarks (net_bench.cpp: the namespace engine against pasta;
 // qemu_net_bench.cpp: the qemu engine against QEMU's own -netdev stream), and the network
-// namespace they run in: loopback, and a tap nobody reads carrying 198.51.100.1/24 with the
-// default route, so no packet leaves the machine.
+// namespace they run in: loopback, and a tap nobody reads carrying 198.51.100.1/24 (and .2, a
+// second host address for net_bench's pasta side) with the default route, so no packet leaves
+// the machine.
 #pragma once
 
 #include <arpa/inet.h>
@@ -12,6 +13,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -25,6 +28,7 @@ inline bool enter_bench_netns() {
     return ::unshare(CLONE_NEWNET) == 0 &&
            std::system(
                "ip link set lo up && ip tuntap add t0 mode tap && ip addr add 198.51.100.1/24 dev t0 && "
+               "ip addr add 198.51.100.2/24 dev t0 && "
                "ip link set t0 up && ip route add default via 198.51.100.254") == 0;
 }
 
@@ -72,18 +76,21 @@ inline double sink(int listener, std::size_t bytes) {
     return got >= bytes ? ns : 0;
 }
 
-/// Connects to 127.0.0.1:`port`, sends `bytes`, half-closes and reads the answer (a count): the
-/// time from connect to the answer, 0 on failure; `answer` gets it.
-inline double push(std::uint16_t port, std::size_t bytes, std::string& answer, int timeout_seconds = 120) {
+/// Connects to `address`:`port` (127.0.0.1 unless given), sends `bytes`, half-closes (unless
+/// `half_close` is false: the receiver counts to a known size) and reads the answer (a count):
+/// the time from connect to the answer, 0 on failure; `answer` gets it, or why it failed.
+inline double push(std::uint16_t port, std::size_t bytes, std::string& answer, int timeout_seconds = 120,
+                   const char* address = "127.0.0.1", bool half_close = true) {
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     timeval guard{timeout_seconds, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
     sockaddr_in in{};
     in.sin_family = AF_INET;
     in.sin_port = htons(port);
-    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::inet_pton(AF_INET, address, &in.sin_addr);
     const auto start = std::chrono::steady_clock::now();
     if (::connect(fd, reinterpret_cast<sockaddr*>(&in), sizeof in) != 0) {
+        answer = std::string("(connect: ") + std::strerror(errno) + ")";
         ::close(fd);
         return 0;
     }
@@ -91,21 +98,31 @@ inline double push(std::uint16_t port, std::size_t bytes, std::string& answer, i
     std::size_t sent = 0;
     while (sent < bytes) {
         const ssize_t n = ::send(fd, block.data(), std::min(block.size(), bytes - sent), MSG_NOSIGNAL);
-        if (n <= 0) break;
+        if (n <= 0) {
+            answer = "(send after " + std::to_string(sent) + " bytes: " + std::strerror(errno) + ")";
+            ::close(fd);
+            return 0;
+        }
         sent += static_cast<std::size_t>(n);
     }
-    ::shutdown(fd, SHUT_WR);
+    if (half_close) ::shutdown(fd, SHUT_WR);
     answer.clear();
     char buffer[256];
+    std::string failure = "(the connection closed without an answer)";
     for (;;) {
         const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+        if (n < 0) failure = std::string("(no answer: ") + std::strerror(errno) + ")";
         if (n <= 0) break;
         answer.append(buffer, static_cast<std::size_t>(n));
         if (answer.find('\n') != std::string::npos) break;
     }
     const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
     ::close(fd);
-    return sent == bytes && !answer.empty() ? ns : 0;
+    if (answer.empty()) {
+        answer = failure;
+        return 0;
+    }
+    return ns;
 }
 
 }  // namespace boxlite::bench::net

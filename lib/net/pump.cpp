@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -18,17 +19,68 @@ void set_nonblocking(int fd) {
 
 bool would_block(int error) { return error == EAGAIN || error == EWOULDBLOCK; }
 
+/// struct virtio_net_hdr (linux/virtio_net.h, which does not compile as C++ here), in host order
+/// as a tap wants it by default.
+struct VnetHeader {
+    std::uint8_t flags = 0;
+    std::uint8_t gso_type = 0;
+    std::uint16_t hdr_len = 0;
+    std::uint16_t gso_size = 0;
+    std::uint16_t csum_start = 0;
+    std::uint16_t csum_offset = 0;
+};
+static_assert(sizeof(VnetHeader) == 10);
+constexpr std::uint8_t kNeedsChecksum = 1;  // VIRTIO_NET_HDR_F_NEEDS_CSUM
+constexpr std::uint8_t kGsoNone = 0;        // VIRTIO_NET_HDR_GSO_NONE
+
+/// The header for a frame to the box. An IPv4 TCP segment (not a fragment) goes as a partial
+/// checksum, as a NIC with checksum offload hands it over: its checksum field becomes the
+/// pseudo-header's sum and NEEDS_CSUM names where the sum starts, so the box's stack takes the
+/// segment as verified instead of summing every byte again (a tap ignores DATA_VALID on write),
+/// and a box that forwards it elsewhere completes a correct checksum. passt made the checksum
+/// and the frame crossed no wire; anything else goes with no flags and is checked as usual.
+VnetHeader header_for_box(std::span<std::uint8_t> frame) {
+    VnetHeader header{};
+    constexpr std::size_t kEthernet = 14;
+    if (frame.size() < kEthernet + 20 || frame[12] != 0x08 || frame[13] != 0x00) return header;
+    std::uint8_t* ip = frame.data() + kEthernet;
+    const std::size_t ihl = static_cast<std::size_t>(ip[0] & 0x0f) * 4;
+    const std::size_t total = (static_cast<std::size_t>(ip[2]) << 8) | ip[3];
+    const bool fragment = ((ip[6] & 0x3f) | ip[7]) != 0;  // MF or an offset
+    if ((ip[0] >> 4) != 4 || ihl < 20 || ip[9] != 6 || fragment || total < ihl + 20 || kEthernet + total > frame.size())
+        return header;
+    const std::size_t segment = total - ihl;
+    std::uint32_t sum = 6 + static_cast<std::uint32_t>(segment);
+    for (std::size_t at = 12; at < 20; at += 2) sum += (static_cast<std::uint32_t>(ip[at]) << 8) | ip[at + 1];
+    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
+    std::uint8_t* check = ip + ihl + 16;
+    check[0] = static_cast<std::uint8_t>(sum >> 8);
+    check[1] = static_cast<std::uint8_t>(sum);
+    header.flags = kNeedsChecksum;
+    header.csum_start = static_cast<std::uint16_t>(kEthernet + ihl);
+    header.csum_offset = 16;
+    return header;
+}
+
 }  // namespace
 
-FramePump::FramePump(int box_fd, int passt_fd, EgressFirewall& firewall)
-    : box_fd_(box_fd), passt_fd_(passt_fd), firewall_(firewall), frame_(kMaxStreamFrame + 1), scratch_(kBatchBytes) {
+FramePump::FramePump(int box_fd, int passt_fd, EgressFirewall& firewall, BoxFraming box_framing)
+    : box_fd_(box_fd),
+      passt_fd_(passt_fd),
+      firewall_(firewall),
+      box_framing_(box_framing),
+      frame_(kMaxStreamFrame + 1),
+      scratch_(kBatchBytes + 4 + kMaxStreamFrame) {
     set_nonblocking(box_fd_);
     set_nonblocking(passt_fd_);
 }
 
-void FramePump::send_to_box(std::span<const std::uint8_t> frame) {
+void FramePump::send_to_box(std::span<std::uint8_t> frame) {
+    const bool with_header = box_framing_ == BoxFraming::VnetHeader;
+    VnetHeader header = with_header ? header_for_box(frame) : VnetHeader{};
+    iovec parts[2] = {{&header, sizeof header}, {frame.data(), frame.size()}};
     for (;;) {
-        const ssize_t n = ::write(box_fd_, frame.data(), frame.size());
+        const ssize_t n = with_header ? ::writev(box_fd_, parts, 2) : ::write(box_fd_, frame.data(), frame.size());
         if (n >= 0) {
             ++stats_.frames_to_box;
             return;
@@ -45,8 +97,11 @@ void FramePump::send_to_box(std::span<const std::uint8_t> frame) {
 BoxliteResult<bool> FramePump::read_box() {
     bool any = false;
     std::size_t batch = 0;
+    const bool with_header = box_framing_ == BoxFraming::VnetHeader;
+    VnetHeader header{};
+    iovec parts[2] = {{&header, sizeof header}, {frame_.data(), frame_.size()}};
     while (batch < kBatchBytes && pending_.size() - pending_sent_ + kMaxStreamFrame + 4 <= kMaxPending) {
-        const ssize_t n = ::read(box_fd_, frame_.data(), frame_.size());
+        const ssize_t n = with_header ? ::readv(box_fd_, parts, 2) : ::read(box_fd_, frame_.data(), frame_.size());
         if (n < 0) {
             if (errno == EINTR) continue;
             if (would_block(errno)) return any;
@@ -54,8 +109,13 @@ BoxliteResult<bool> FramePump::read_box() {
         }
         if (n == 0) return fail(ErrorKind::Internal, "the box's network device closed");
         any = true;
-        const auto size = static_cast<std::size_t>(n);
+        auto size = static_cast<std::size_t>(n);
         batch += size;
+        if (with_header) {
+            // A short read, or a frame that asks for an offload the tap never offered: not passed on.
+            if (size < sizeof header || header.gso_type != kGsoNone || (header.flags & kNeedsChecksum) != 0) continue;
+            size -= sizeof header;
+        }
         // Oversized (cut by the buffer) or runt frames never reach passt.
         if (size > kMaxStreamFrame || size < kMinStreamFrame) continue;
         const std::span<std::uint8_t> frame(frame_.data(), size);
@@ -103,30 +163,34 @@ BoxliteResult<void> FramePump::write_passt() {
     return {};
 }
 
-// Reads one batch (at most scratch_'s size) from passt and hands its frames on. Returns false
-// when passt closed its end.
+// Reads one batch (kBatchBytes at most) from passt and hands its whole frames on, checked and
+// written to the box from where they lie. Returns false when passt closed its end.
 BoxliteResult<bool> FramePump::read_passt() {
     for (;;) {
-        const ssize_t n = ::read(passt_fd_, scratch_.data(), scratch_.size());
+        const ssize_t n = ::read(passt_fd_, scratch_.data() + passt_kept_, kBatchBytes);
         if (n < 0) {
             if (errno == EINTR) continue;
             if (would_block(errno)) return true;
             return fail(ErrorKind::Internal, "reading frames from passt: {}", std::strerror(errno));
         }
         if (n == 0) return false;
-        decoder_.feed(std::span<const std::uint8_t>(scratch_.data(), static_cast<std::size_t>(n)));
-        std::span<const std::uint8_t> frame;
-        for (;;) {
-            const auto status = decoder_.next(frame);
-            if (status == StreamDecoder::Status::NeedMore) break;
-            if (status == StreamDecoder::Status::Invalid) {
+        const std::size_t end = passt_kept_ + static_cast<std::size_t>(n);
+        std::size_t at = 0;
+        while (end - at >= 4) {
+            const std::size_t length = stream_frame_length(scratch_.data() + at);
+            if (length < kMinStreamFrame || length > kMaxStreamFrame) {
                 return fail(ErrorKind::Internal, "passt sent a frame length outside {}-{} bytes", kMinStreamFrame,
                             kMaxStreamFrame);
             }
-            // The decoder's buffer is ours: the firewall may rewrite the frame in place.
-            std::span<std::uint8_t> writable(const_cast<std::uint8_t*>(frame.data()), frame.size());
-            if (firewall_.ingress(writable) == Verdict::Forward) send_to_box(writable);
+            if (end - at - 4 < length) break;
+            // The buffer is ours: the firewall may rewrite the frame in place.
+            const std::span<std::uint8_t> frame(scratch_.data() + at + 4, length);
+            if (firewall_.ingress(frame) == Verdict::Forward) send_to_box(frame);
+            at += 4 + length;
         }
+        // What is left is less than one frame (its length was checked, or fewer than 4 bytes).
+        passt_kept_ = end - at;
+        if (passt_kept_ > 0 && at > 0) std::memmove(scratch_.data(), scratch_.data() + at, passt_kept_);
         return true;
     }
 }

@@ -3,7 +3,12 @@
 //
 //   box side    a descriptor that carries one frame per read() and write(): a tap device in the
 //               box's network namespace (namespace engine), or a datagram socket (tests; a VM
-//               engine's device model can hand its frames over the same way).
+//               engine's device model can hand its frames over the same way). A tap opened with
+//               IFF_VNET_HDR (BoxFraming::VnetHeader) puts a 10-byte virtio_net_hdr before each
+//               frame both ways: the pump hands the box's TCP segments over as partial checksums
+//               (passt computed them, and they crossed no wire), so the box's stack does not sum
+//               every byte again; frames from the box with any offload flag set are dropped (the
+//               tap offers the box no offloads, so the kernel never makes one).
 //   passt side  passt's UNIX stream socket, frames with a 4-byte length prefix (stream_framing.hpp).
 //
 // Buffers are bounded: at most kMaxPending bytes wait for passt; while that is full the pump
@@ -30,6 +35,10 @@ struct PumpStats {
     std::uint64_t rejections_sent = 0;
 };
 
+/// What the box descriptor carries per read()/write(): a bare Ethernet frame, or a 10-byte
+/// virtio_net_hdr and the frame (a tap opened with IFF_VNET_HDR).
+enum class BoxFraming : std::uint8_t { Plain, VnetHeader };
+
 class FramePump {
 public:
     static constexpr std::size_t kMaxPending = 1024 * 1024;
@@ -37,7 +46,7 @@ public:
     static constexpr std::size_t kBatchBytes = 256 * 1024;
 
     /// Neither descriptor is owned; both are made non-blocking.
-    FramePump(int box_fd, int passt_fd, EgressFirewall& firewall);
+    FramePump(int box_fd, int passt_fd, EgressFirewall& firewall, BoxFraming box_framing = BoxFraming::Plain);
 
     /// Pumps until `stop_fd` (an eventfd or pipe, or -1) becomes readable — Ok — or passt closes
     /// its socket — Ok — or a descriptor fails — an Internal error naming it.
@@ -53,17 +62,21 @@ private:
     BoxliteResult<bool> read_box();
     BoxliteResult<bool> read_passt();
     BoxliteResult<void> write_passt();
-    void send_to_box(std::span<const std::uint8_t> frame);
+    void send_to_box(std::span<std::uint8_t> frame);
 
     int box_fd_;
     int passt_fd_;
     EgressFirewall& firewall_;
-    StreamDecoder decoder_;
+    BoxFraming box_framing_;
     std::vector<std::uint8_t> pending_;  // encoded frames waiting for passt
     std::size_t pending_sent_ = 0;
     std::vector<std::uint8_t> frame_;  // one frame read from the box
     std::vector<std::uint8_t> reply_;
-    std::vector<std::uint8_t> scratch_;  // bytes read from passt, kBatchBytes at a time
+    // Bytes read from passt, kBatchBytes at a time; frames are checked and written to the box
+    // where they lie (no copy). [0, passt_kept_) is the start of a frame the last read cut, moved
+    // to the front: less than one frame, so the buffer holds it and a whole batch.
+    std::vector<std::uint8_t> scratch_;
+    std::size_t passt_kept_ = 0;
     PumpStats stats_;
 };
 

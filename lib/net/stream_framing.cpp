@@ -26,8 +26,7 @@ StreamDecoder::Status StreamDecoder::next(std::span<const std::uint8_t>& frame) 
     const std::size_t available = buffer_.size() - consumed_;
     if (available < 4) return Status::NeedMore;
     const std::uint8_t* head = buffer_.data() + consumed_;
-    const std::size_t length = (static_cast<std::size_t>(head[0]) << 24) | (static_cast<std::size_t>(head[1]) << 16) |
-                               (static_cast<std::size_t>(head[2]) << 8) | head[3];
+    const std::size_t length = stream_frame_length(head);
     if (length < kMinStreamFrame || length > kMaxStreamFrame) {
         invalid_ = true;
         buffer_.clear();

@@ -17,6 +17,12 @@ inline constexpr std::size_t kMinStreamFrame = 14;
 /// sends up to 65490 bytes; a tap device with MTU 65520 gives 65534).
 inline constexpr std::size_t kMaxStreamFrame = 65535 + 14;
 
+/// The length a 4-byte prefix at `head` announces (not yet checked against the bounds above).
+[[nodiscard]] inline std::size_t stream_frame_length(const std::uint8_t* head) noexcept {
+    return (static_cast<std::size_t>(head[0]) << 24) | (static_cast<std::size_t>(head[1]) << 16) |
+           (static_cast<std::size_t>(head[2]) << 8) | head[3];
+}
+
 /// Appends the 4-byte length prefix and the frame to `out`.
 void append_stream_frame(std::vector<std::uint8_t>& out, std::span<const std::uint8_t> frame);
 

@@ -874,7 +874,7 @@ int run_namespace_mode(const ShimOptions& o) {
                 while (::poll(&first_frame, 1, -1) < 0 && errno == EINTR) {}
                 if (!start()) ::_exit(1);
             }
-            net::FramePump pump(tap, passt_pair[0], *firewall);
+            net::FramePump pump(tap, passt_pair[0], *firewall, net::BoxFraming::VnetHeader);
             pump.queue_to_passt(box_arp_request());
             auto result = pump.run(-1);
             if (!result) log("box " + o.box_id + ": network pump ended: " + result.error().message());

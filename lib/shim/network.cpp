@@ -63,7 +63,9 @@ int create_box_tap(std::string& error) {
     }
     ifreq ifr{};
     std::strncpy(ifr.ifr_name, kBoxInterface, IFNAMSIZ - 1);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+    // IFF_VNET_HDR: each frame crosses with a virtio_net_hdr, through which the pump tells the
+    // box's stack that passt's checksums are good (net::BoxFraming::VnetHeader); no offloads.
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
     if (::ioctl(tap, TUNSETIFF, &ifr) != 0) {
         error = errno_text("creating the tap device eth0");
         ::close(tap);

@@ -30,7 +30,8 @@ namespace boxlite::shim {
 inline constexpr const char* kBoxInterface = "eth0";
 
 /// In the box's init, right after it entered its new network namespace: creates and configures
-/// eth0 and returns its tap descriptor (close-on-exec), or -1 with `error` set.
+/// eth0 and returns its tap descriptor (close-on-exec, IFF_VNET_HDR: net::BoxFraming::VnetHeader),
+/// or -1 with `error` set.
 int create_box_tap(std::string& error);
 
 /// An ARP request from the box for the gateway: the pump sends it to passt first, so passt knows

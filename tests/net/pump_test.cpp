@@ -9,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <thread>
 
 namespace boxlite::net {
@@ -87,6 +89,111 @@ TEST(NetPump, CarriesFramesBothWaysThroughTheFirewall) {
     EXPECT_EQ(pump.stats().frames_to_passt, 1U);
     EXPECT_EQ(pump.stats().rejections_sent, 1U);
     EXPECT_EQ(pump.stats().frames_to_box, 2U);
+}
+
+// A tap with IFF_VNET_HDR: each datagram is a 10-byte virtio_net_hdr and the frame.
+TEST(NetPump, VnetHeaderFramingHandsTcpToTheBoxAsPartialChecksums) {
+    Pair device(SOCK_DGRAM);
+    Pair passt(SOCK_STREAM);
+    Pair stop(SOCK_STREAM);
+    EgressFirewall firewall(AllowList{});
+    FramePump pump(device.b, passt.b, firewall, BoxFraming::VnetHeader);
+    BoxliteResult<void> result;
+    std::thread thread([&] { result = pump.run(stop.b); });
+    auto receive = [&](std::vector<std::uint8_t>& header) {
+        std::vector<std::uint8_t> datagram(70000);
+        const ssize_t n = ::read(device.a, datagram.data(), datagram.size());
+        EXPECT_GE(n, 10);
+        datagram.resize(static_cast<std::size_t>(std::max<ssize_t>(n, 10)));
+        header.assign(datagram.begin(), datagram.begin() + 10);
+        return std::vector<std::uint8_t>(datagram.begin() + 10, datagram.end());
+    };
+    auto host16 = [](const std::vector<std::uint8_t>& bytes, std::size_t at) {
+        std::uint16_t value = 0;
+        std::memcpy(&value, bytes.data() + at, 2);
+        return value;
+    };
+
+    // passt -> box, TCP: NEEDS_CSUM from the TCP header (14 + 20) at its checksum (16), the field
+    // holding the pseudo-header's sum; completing it gives passt's checksum back.
+    const auto tcp = ip_frame(IpAddress::v4(198, 51, 100, 7), kBox, kProtoTcp, 80, 40000, kTcpAck, 1000);
+    std::vector<std::uint8_t> stream;
+    append_stream_frame(stream, tcp);
+    // passt -> box, UDP: no flags, the frame as it came.
+    const auto udp = ip_frame(IpAddress::v4(198, 51, 100, 7), kBox, kProtoUdp, 53, 40000, 0, 300);
+    append_stream_frame(stream, udp);
+    ASSERT_EQ(::write(passt.a, stream.data(), stream.size()), static_cast<ssize_t>(stream.size()));
+    std::vector<std::uint8_t> header;
+    auto received = receive(header);
+    ASSERT_EQ(received.size(), tcp.size());
+    EXPECT_EQ(header[0], 1);  // VIRTIO_NET_HDR_F_NEEDS_CSUM
+    EXPECT_EQ(header[1], 0);  // no GSO
+    EXPECT_EQ(host16(header, 6), 34);
+    EXPECT_EQ(host16(header, 8), 16);
+    auto completed = received;
+    test::put16(completed, 34 + 16, checksum_fold(checksum_add(std::span<const std::uint8_t>(completed).subspan(34))));
+    EXPECT_EQ(completed, tcp);
+    received = receive(header);
+    EXPECT_EQ(received, udp);
+    EXPECT_EQ(header, std::vector<std::uint8_t>(10, 0));
+
+    // box -> passt: the header is taken off; a frame claiming an offload never reaches passt.
+    std::vector<std::uint8_t> offloaded(10, 0);
+    offloaded[1] = 1;  // VIRTIO_NET_HDR_GSO_TCPV4
+    const auto out = ip_frame(kBox, IpAddress::v4(198, 51, 100, 7), kProtoTcp, 40000, 80, kTcpSyn, 10);
+    offloaded.insert(offloaded.end(), out.begin(), out.end());
+    ASSERT_EQ(::write(device.a, offloaded.data(), offloaded.size()), static_cast<ssize_t>(offloaded.size()));
+    std::vector<std::uint8_t> plain(10, 0);
+    plain.insert(plain.end(), out.begin(), out.end());
+    ASSERT_EQ(::write(device.a, plain.data(), plain.size()), static_cast<ssize_t>(plain.size()));
+    auto prefix = read_exact(passt.a, 4);
+    ASSERT_EQ(prefix.size(), 4U);
+    EXPECT_EQ(test::get16(prefix, 2), out.size());
+    EXPECT_EQ(read_exact(passt.a, out.size()), out);
+
+    ASSERT_EQ(::write(stop.a, "x", 1), 1);
+    thread.join();
+    EXPECT_TRUE(result) << result.error().message();
+    EXPECT_EQ(pump.stats().frames_to_passt, 1U);
+    EXPECT_EQ(pump.stats().frames_to_box, 2U);
+}
+
+// A stream of many frames in one write, cut anywhere by the socket: every frame arrives whole.
+TEST(NetPump, CarriesABurstOfFramesCutAnywhere) {
+    Pair device(SOCK_DGRAM);
+    Pair passt(SOCK_STREAM);
+    Pair stop(SOCK_STREAM);
+    EgressFirewall firewall(AllowList{});
+    FramePump pump(device.b, passt.b, firewall);
+    BoxliteResult<void> result;
+    std::thread thread([&] { result = pump.run(stop.b); });
+    std::vector<std::vector<std::uint8_t>> frames;
+    std::vector<std::uint8_t> stream;
+    // Fewer frames than a datagram socket queues (10), so none is dropped for a slow reader.
+    for (std::size_t i = 0; i < 8; ++i) {
+        frames.push_back(ip_frame(IpAddress::v4(198, 51, 100, 7), kBox, kProtoUdp, 53, 40000, 0, 2999 * (i + 1)));
+        append_stream_frame(stream, frames.back());
+    }
+    std::thread writer([&] {
+        for (std::size_t at = 0; at < stream.size();) {
+            const std::size_t piece = std::min<std::size_t>(stream.size() - at, 7777);
+            const ssize_t n = ::write(passt.a, stream.data() + at, piece);
+            if (n <= 0) break;
+            at += static_cast<std::size_t>(n);
+        }
+    });
+    for (const auto& frame : frames) {
+        std::vector<std::uint8_t> received(70000);
+        const ssize_t n = ::read(device.a, received.data(), received.size());
+        ASSERT_GT(n, 0);
+        received.resize(static_cast<std::size_t>(n));
+        EXPECT_EQ(received, frame);
+    }
+    writer.join();
+    ASSERT_EQ(::write(stop.a, "x", 1), 1);
+    thread.join();
+    EXPECT_TRUE(result) << result.error().message();
+    EXPECT_EQ(pump.stats().frames_to_box, frames.size());
 }
 
 TEST(NetPump, ABadLengthPrefixFromPasstEndsThePump) {
