@@ -463,14 +463,12 @@ BoxliteResult<void> Session::dispatch(Frame f) {
                 }
                 break;
             case FrameType::HelloAck: return fail(ErrorKind::Portal, "the agent sent a second hello-ack");
-            case FrameType::Started:
-            case FrameType::Stdout:
-            case FrameType::Stderr:
-            case FrameType::Credit:
-            case FrameType::Exit: break;
             default:
-                return fail(ErrorKind::Portal, "the agent sent a {} frame, which only the host may send",
-                            to_string(f.type));
+                if (!agent_may_send(f.type)) {
+                    return fail(ErrorKind::Portal, "the agent sent a {} frame, which only the host may send",
+                                to_string(f.type));
+                }
+                break;  // the execution's own frames
         }
         auto it = executions_.find(f.stream);
         if (it == executions_.end()) {

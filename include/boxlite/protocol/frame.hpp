@@ -75,6 +75,24 @@ enum class FrameType : std::uint8_t {
     return (value >= 1 && value <= 9) || (value >= 16 && value <= 25);
 }
 
+/// Whether the agent may send a frame of this type (the others are the host's requests and
+/// data: a host reading one from the agent ends the connection).
+[[nodiscard]] constexpr bool agent_may_send(FrameType type) noexcept {
+    switch (type) {
+        case FrameType::HelloAck:
+        case FrameType::Error:
+        case FrameType::Pong:
+        case FrameType::ShutdownAck:
+        case FrameType::MetricsReply:
+        case FrameType::Started:
+        case FrameType::Stdout:
+        case FrameType::Stderr:
+        case FrameType::Credit:
+        case FrameType::Exit: return true;
+        default: return false;
+    }
+}
+
 [[nodiscard]] constexpr std::string_view to_string(FrameType type) noexcept {
     switch (type) {
         case FrameType::Hello: return "hello";

@@ -885,6 +885,9 @@ private:
 
     BoxliteResult<void> dispatch(const protocol::FrameView& f, Completions& done) {
         using protocol::FrameType;
+        if (!protocol::agent_may_send(f.type) || f.type == FrameType::HelloAck) {
+            return fail(ErrorKind::Portal, "the agent sent a {} frame, which it may not send here", to_string(f.type));
+        }
         switch (f.type) {
             case FrameType::Pong:
             case FrameType::MetricsReply:
@@ -895,14 +898,7 @@ private:
                     return fail(ErrorKind::Rpc, "the agent ended the connection: {}", m.message);
                 }
                 break;
-            case FrameType::Started:
-            case FrameType::Stdout:
-            case FrameType::Stderr:
-            case FrameType::Credit:
-            case FrameType::Exit: break;
-            default:
-                return fail(ErrorKind::Portal, "the agent sent a {} frame, which only the host may send",
-                            to_string(f.type));
+            default: break;  // the execution's own frames
         }
         auto it = executions_.find(f.stream);
         if (it == executions_.end()) {
