@@ -511,7 +511,8 @@ TEST_F(NamespaceNetwork, KillingTheShimLeavesNoPasstBehind) {
     ASSERT_TRUE(info) << info.error().to_string();
     ASSERT_TRUE(info->pid);
     const pid_t shim = *info->pid;
-    ASSERT_EQ(passt_processes().size(), 1U);
+    const auto passt = passt_processes();
+    ASSERT_EQ(passt.size(), 1U);
     // A connection through the published port is open when the shim dies (this passt, left
     // alone, spun on its closed socket then instead of exiting).
     auto server = box.exec(BoxCommand("nc").args({"-l", "-p", "8000"}));
@@ -526,7 +527,18 @@ TEST_F(NamespaceNetwork, KillingTheShimLeavesNoPasstBehind) {
     ASSERT_EQ(::send(client, "x\n", 2, MSG_NOSIGNAL), 2);
     EXPECT_EQ(sh(box, "until netstat -tn | grep -q ':8000 .*ESTABLISHED'; do sleep 0.1; done"), "rc=0\n");
     ASSERT_EQ(::kill(shim, SIGKILL), 0);
-    for (int i = 0; i < 500 && !passt_processes().empty(); ++i) std::this_thread::sleep_for(10ms);
+    // Waits for that passt to have exited, not only to have left the namespace: an exiting
+    // process drops its namespaces before its last file references, so for a moment it is in no
+    // namespace and still holds the listening socket.
+    const auto exited = [](pid_t pid) {
+        std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+        std::string line;
+        if (!std::getline(stat, line)) return true;
+        const auto close = line.rfind(')');
+        return close != std::string::npos && line.substr(close + 2, 1) == "Z";
+    };
+    for (int i = 0; i < 500 && !exited(passt[0]); ++i) std::this_thread::sleep_for(10ms);
+    EXPECT_TRUE(exited(passt[0]));
     EXPECT_TRUE(passt_processes().empty());
     ::close(client);
     // And the published port is free again: nothing listens, a new listener binds it (with
