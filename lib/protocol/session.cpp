@@ -112,19 +112,21 @@ void Session::abandon(ExecState& e) {
     if (kill) (void)send(FrameType::Signal, e.id, SignalRequest{9}.encode());
 }
 
+BoxliteResult<std::size_t> Session::take_stdin_credit(ExecState& e, std::uint64_t most) {
+    std::unique_lock lock(mutex_);
+    if (e.stdin_closed) return fail(ErrorKind::InvalidState, "stdin of execution {} is already closed", e.id);
+    e.cv.wait(lock, [&] { return e.stdin_credit > 0 || e.finished(); });
+    if (e.finished()) {
+        return fail(ErrorKind::Execution, "execution {} has ended; its stdin accepts no more data", e.id);
+    }
+    const auto chunk = static_cast<std::size_t>(std::min<std::uint64_t>(e.stdin_credit, most));
+    e.stdin_credit -= chunk;
+    return chunk;
+}
+
 BoxliteResult<void> Session::write_stdin(ExecState& e, std::span<const std::byte> data) {
     while (!data.empty()) {
-        std::size_t chunk = 0;
-        {
-            std::unique_lock lock(mutex_);
-            if (e.stdin_closed) return fail(ErrorKind::InvalidState, "stdin of execution {} is already closed", e.id);
-            e.cv.wait(lock, [&] { return e.stdin_credit > 0 || e.finished(); });
-            if (e.finished()) {
-                return fail(ErrorKind::Execution, "execution {} has ended; its stdin accepts no more data", e.id);
-            }
-            chunk = static_cast<std::size_t>(std::min<std::uint64_t>({e.stdin_credit, data.size(), kMaxChunk}));
-            e.stdin_credit -= chunk;
-        }
+        BOXLITE_TRY(const std::size_t chunk, take_stdin_credit(e, std::min<std::uint64_t>(data.size(), kMaxChunk)));
         BOXLITE_TRY_VOID(send_stdin(e, data.first(chunk)));
         data = data.subspan(chunk);
     }
@@ -135,18 +137,8 @@ BoxliteResult<std::optional<std::size_t>> Session::splice_stdin(ExecState& e, in
     const int to = stream_.native_handle ? stream_.native_handle() : -1;
     int available = 0;
     if (to < 0 || ::ioctl(from_fd, FIONREAD, &available) != 0 || available <= 0) return std::optional<std::size_t>{};
-    std::size_t chunk = 0;
-    {
-        std::unique_lock lock(mutex_);
-        if (e.stdin_closed) return fail(ErrorKind::InvalidState, "stdin of execution {} is already closed", e.id);
-        e.cv.wait(lock, [&] { return e.stdin_credit > 0 || e.finished(); });
-        if (e.finished()) {
-            return fail(ErrorKind::Execution, "execution {} has ended; its stdin accepts no more data", e.id);
-        }
-        chunk = static_cast<std::size_t>(
-            std::min<std::uint64_t>({e.stdin_credit, static_cast<std::uint64_t>(available), kMaxPayload}));
-        e.stdin_credit -= chunk;
-    }
+    BOXLITE_TRY(const std::size_t chunk,
+                take_stdin_credit(e, std::min<std::uint64_t>(static_cast<std::uint64_t>(available), kMaxPayload)));
     const auto header = encode_header(FrameType::Stdin, e.id, static_cast<std::uint32_t>(chunk));
     std::lock_guard lock(write_mutex_);
     BOXLITE_TRY_VOID(stream_.write_all(header));

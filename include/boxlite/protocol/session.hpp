@@ -236,6 +236,9 @@ private:
     std::shared_ptr<ExecState> new_execution_state(const ExecRequest& request);
     /// Sends the Stdin frames for `data`, whose credit is already taken.
     BoxliteResult<void> send_stdin(ExecState& e, std::span<const std::byte> data);
+    /// Waits for stdin credit and takes up to `most` bytes of it (fails once stdin is closed or
+    /// the execution has ended).
+    BoxliteResult<std::size_t> take_stdin_credit(ExecState& e, std::uint64_t most);
 
     void read_loop();
 
