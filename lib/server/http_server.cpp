@@ -5,7 +5,8 @@
 // runtime. A request is read whole (header and body limits, one deadline for both: a slow-loris
 // client is cut off), handed to a worker, and its response written back on the strand.
 //
-// Shutdown (SIGTERM/SIGINT): the acceptor closes, idle connections are closed, requests in flight
+// Shutdown (SIGTERM/SIGINT): the acceptor closes (connections still in the kernel's accept queue are
+// accepted and closed first, so they end in order, not reset), idle connections are closed, requests in flight
 // finish and get their response (with `Connection: close`), attached WebSockets are closed with
 // "going away"; then serve() returns. Boxes and executions are left as they are.
 #include "server/rest_api.hpp"
@@ -27,6 +28,8 @@
 
 #include <nlohmann/json.hpp>
 #include <openssl/rand.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -617,14 +620,34 @@ public:
                                beast::bind_front_handler(&Listener::on_accept, shared_from_this()));
     }
 
+    /// Closes the listening socket. Connections the kernel has already completed but nobody has
+    /// accepted yet are accepted and closed first: a listener that closes with them still queued
+    /// makes the kernel reset them, and their clients would read "connection reset" instead of an
+    /// orderly end.
     void stop() {
         net::dispatch(acceptor_.get_executor(), [self = shared_from_this()] {
+            if (!self->acceptor_.is_open()) return;
+            for (;;) {
+                const int fd = ::accept4(self->acceptor_.native_handle(), nullptr, nullptr,
+                                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (fd < 0) break;  // EAGAIN: the queue is empty
+                close_gracefully(fd);
+            }
             error_code ec;
             self->acceptor_.close(ec);
         });
     }
 
 private:
+    /// Ends a connection with FIN, not RST: whatever the client already sent is read and dropped
+    /// first (closing a socket with unread data resets it).
+    static void close_gracefully(int fd) {
+        char sink[4096];
+        while (::recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0) {}
+        ::shutdown(fd, SHUT_RDWR);
+        ::close(fd);
+    }
+
     void on_accept(error_code ec, tcp::socket socket) {
         if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
         if (!ec) {

@@ -139,10 +139,18 @@ def test_sigterm_closes_idle_clients_and_leaves_boxes_running(home: Path, rootfs
     box = srv.create_box(rootfs)["box_id"]
     exec_id = srv.exec(box, command="sleep", args=["1000"])
     assert srv.request("GET", f"/v1/boxes/{box}/executions/{exec_id}").json()["status"] == "running"
-    idle = socket.create_connection(("127.0.0.1", srv.port))  # an idle keep-alive client
+    # Idle clients: one the server has accepted, and more that complete their handshake while the
+    # server is frozen, so that several still sit in the kernel's accept queue when it takes the
+    # signal. Each gets an orderly end (no reset, no stray bytes).
+    idle = [socket.create_connection(("127.0.0.1", srv.port))]
+    srv.proc.send_signal(signal.SIGSTOP)
+    idle += [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(8)]
+    srv.proc.send_signal(signal.SIGTERM)
+    srv.proc.send_signal(signal.SIGCONT)
     assert srv.stop() == 0
-    assert read_until_closed(idle) == b""
-    idle.close()
+    for client in idle:
+        assert read_until_closed(client) == b""
+        client.close()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", srv.port)).close()
     # A new server on the same home finds the box still running.
