@@ -5,10 +5,10 @@
 // runtime. A request is read whole (header and body limits, one deadline for both: a slow-loris
 // client is cut off), handed to a worker, and its response written back on the strand.
 //
-// Shutdown (SIGTERM/SIGINT): the acceptor closes (connections still in the kernel's accept queue are
-// accepted and closed first, so they end in order, not reset), idle connections are closed, requests in flight
-// finish and get their response (with `Connection: close`), attached WebSockets are closed with
-// "going away"; then serve() returns. Boxes and executions are left as they are.
+// Shutdown (SIGTERM/SIGINT): the acceptor closes (connections still in the kernel's accept queue
+// are accepted and closed first, so they end in order, not reset), idle connections are closed,
+// requests in flight finish and get their response (with `Connection: close`), attached WebSockets
+// are closed with "going away"; then serve() returns. Boxes and executions are left as they are.
 #include "server/rest_api.hpp"
 #include "server/server.hpp"
 
