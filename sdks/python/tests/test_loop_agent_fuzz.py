@@ -138,9 +138,8 @@ def mutate(rng: random.Random, frames: list[bytes]) -> bytes:
             i = rng.choice(headers(frames))
             f = bytearray(frames[i])
             length = struct.unpack_from("<I", f)[0]
-            f[0:4] = struct.pack(
-                "<I", rng.choice([0, max(length - 1, 0), min(length + 1, 0xFFFFFFFF), MAX_PAYLOAD, MAX_PAYLOAD + 1, 0xFFFFFFFF])
-            )
+            lengths = [0, max(length - 1, 0), min(length + 1, 0xFFFFFFFF), MAX_PAYLOAD, MAX_PAYLOAD + 1]
+            f[0:4] = struct.pack("<I", rng.choice(lengths + [0xFFFFFFFF]))
             frames[i] = bytes(f)
         elif choice == 6 and frames:  # flip bytes
             i = rng.randrange(len(frames))
@@ -305,10 +304,52 @@ async def test_seeds_and_mutations() -> None:
     baseline = _rss_kib()
     cases = int(os.environ.get("BOXLITE_FUZZ_CASES", "300"))
     for i in range(cases):
-        seed = rng.randrange(len(all_seeds))
-        data = mutate(rng, all_seeds[seed])
-        await _run_case(data, f"case {i} (seed {seed}, {len(data)} bytes: {data[:48]!r}...)", errors)
+        which = rng.randrange(len(all_seeds))
+        data = mutate(rng, all_seeds[which])
+        await _run_case(data, f"case {i} (seed {which}, {len(data)} bytes: {data[:48]!r}...)", errors)
     # Nothing a hostile agent sends is kept beyond one frame (<= 1 MiB) and what the executions
     # printed: hundreds of cases must not add up.
     grown = _rss_kib() - baseline
     assert grown < 64 * 1024, f"peak RSS grew by {grown} KiB over {cases} cases"
+
+
+async def test_invalid_utf8_from_the_agent_is_replaced() -> None:
+    """An agent's text with ill-formed UTF-8 reaches Python with U+FFFD in place of each bad byte,
+    as output does, instead of a UnicodeDecodeError in place of the result or the error."""
+    loop = asyncio.get_running_loop()
+    host, agent = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    agent.sendall(_hello_ack())
+    native = core.LoopAgent._over_socket(host.fileno(), ExecResult)
+    host.close()
+    driver = _LoopAgent(_FakeBox(), loop, native)  # type: ignore[arg-type]
+    futures = [driver.exec("utf8", [], [], None, None, None)[1] for _ in range(2)]
+    agent.sendall(
+        started(1)
+        + frame(STDOUT, 1, b"ok \xff")
+        + exit_(1, 3, b"bad \xff\xc3\x28 \xe2\x82\xac")
+        + error(2, b"refused \xed\xa0\x80!")
+    )
+    first = await futures[0]
+    assert (first.exit_code, first.stdout, first.error_message) == (3, "ok \ufffd", "bad \ufffd\ufffd( \u20ac")
+    try:
+        await futures[1]
+    except boxlite.BoxliteError as e:
+        assert "refused \ufffd\ufffd\ufffd!" in str(e), str(e)
+    else:
+        raise AssertionError("a refused execution succeeded")
+    agent.close()
+    await asyncio.sleep(0)
+    driver.close()
+
+    host, agent = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        agent.sendall(error(0, b"go away \xff"))
+        try:
+            core.LoopAgent._over_socket(host.fileno(), ExecResult)
+        except boxlite.BoxliteError as e:
+            assert "go away \ufffd" in str(e), str(e)
+        else:
+            raise AssertionError("the handshake accepted a refusal")
+    finally:
+        host.close()
+        agent.close()
