@@ -8,13 +8,10 @@ and hangs up, often mid-frame. Each case must end with every future resolved -- 
 ExecResult, or a BoxliteError naming what was wrong -- and nothing else: no other exception in
 the loop's callbacks, no future left pending or kept alive by the native side, and bounded memory.
 
-BOXLITE_FUZZ_CASES sets the number of mutated cases (default 300: a few seconds). CI's sanitizer
-build has no Python module; to run this under ASan + UBSan, compile src/module.cpp with
--fsanitize=address,undefined (libboxlite may stay uninstrumented: LoopAgent and the frame decoder
-are all in the module), point BOXLITE_NATIVE_DIR at it, and run with
-LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" and
-ASAN_OPTIONS=detect_leaks=0:quarantine_size_mb=16 (the interpreter's own allocations would be
-reported as leaks, and the default quarantine alone exceeds the RSS bound)."""
+BOXLITE_FUZZ_CASES sets the number of mutated cases (default 300: a few seconds). ctest runs it
+twice: in python_sdk, and as python_sdk_loop_agent_asan against the module built with ASan + UBSan
+(sdks/python/CMakeLists.txt: the GCC runtimes preloaded into the interpreter, no leak check, a small
+quarantine so that the RSS bound holds)."""
 
 from __future__ import annotations
 
