@@ -12,6 +12,7 @@
 #include <boxlite/boxlite.hpp>
 #include <boxlite/detail/time.hpp>
 #include <boxlite/image/image_store.hpp>
+#include <boxlite/transport/unix_transport.hpp>
 
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
@@ -65,6 +66,45 @@ std::map<std::string, PyObject*>& error_classes() {
 }
 
 [[noreturn]] void raise(const BoxliteError& error) { throw NativeError{error}; }
+
+/// `bytes` as well-formed UTF-8: each byte that does not start a well-formed sequence becomes
+/// U+FFFD. Messages and output from the agent may hold any bytes, and Python's strict decoding
+/// of std::string would turn them into a UnicodeDecodeError in place of the error they carry.
+std::string well_formed_utf8(std::string_view bytes) {
+    // The length of the well-formed sequence at i (Unicode table 3-7), or 0.
+    const auto sequence = [&](std::size_t i) -> std::size_t {
+        const auto at = [&](std::size_t k) { return static_cast<unsigned char>(bytes[k]); };
+        const unsigned char b = at(i);
+        if (b < 0x80) return 1;
+        std::size_t n = 0;
+        unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range
+        if (b >= 0xC2 && b <= 0xDF) n = 2;
+        else if (b == 0xE0) n = 3, lo = 0xA0;
+        else if (b == 0xED) n = 3, hi = 0x9F;
+        else if (b >= 0xE1 && b <= 0xEF) n = 3;
+        else if (b == 0xF0) n = 4, lo = 0x90;
+        else if (b == 0xF4) n = 4, hi = 0x8F;
+        else if (b >= 0xF1 && b <= 0xF3) n = 4;
+        else return 0;
+        if (i + n > bytes.size() || at(i + 1) < lo || at(i + 1) > hi) return 0;
+        for (std::size_t k = 2; k < n; ++k) {
+            if (at(i + k) < 0x80 || at(i + k) > 0xBF) return 0;
+        }
+        return n;
+    };
+    std::string out;
+    std::size_t copied = 0;  // bytes[0, copied) are in out, when out is in use
+    for (std::size_t i = 0; i < bytes.size();) {
+        if (const auto n = sequence(i); n != 0) {
+            i += n;
+            continue;
+        }
+        out.append(bytes.substr(copied, i - copied)).append("\xEF\xBF\xBD");
+        copied = ++i;
+    }
+    if (copied == 0) return std::string(bytes);
+    return out.append(bytes.substr(copied));
+}
 
 template <class T>
 T unwrap(BoxliteResult<T>&& result) {
@@ -234,7 +274,11 @@ nb::dict image_dict(const image::ImageInfo& image) {
 
 using ExitTuple = std::tuple<int, std::optional<std::string>, bool>;
 
-ExitTuple exit_tuple(const ExecResult& result) { return {result.exit_code, result.error_message, result.timed_out}; }
+ExitTuple exit_tuple(const ExecResult& result) {
+    std::optional<std::string> message;
+    if (result.error_message) message = well_formed_utf8(*result.error_message);
+    return {result.exit_code, std::move(message), result.timed_out};
+}
 
 // --- executions -----------------------------------------------------------------------------
 
@@ -643,8 +687,24 @@ public:
         return agent;
     }
 
+    /// For the hostile-agent fuzz test (tests/test_loop_agent_fuzz.py): a LoopAgent over a duplicate
+    /// of `fd`, one end of a socket pair whose other end a fake agent serves; no box behind it.
+    static std::unique_ptr<LoopAgent> over_socket(int fd, nb::object result_type) {
+        BoxliteResult<std::unique_ptr<LoopAgent>> opened = [&]() -> BoxliteResult<std::unique_ptr<LoopAgent>> {
+            nb::gil_scoped_release release;
+            const int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+            if (own < 0) return fail(ErrorKind::InvalidArgument, "fd {}: {}", fd, std::strerror(errno));
+            auto agent = std::unique_ptr<LoopAgent>(new LoopAgent(std::nullopt, AnyStream(UnixStream(own))));
+            BOXLITE_TRY_VOID(agent->handshake());
+            return agent;
+        }();
+        auto agent = unwrap(std::move(opened));
+        agent->result_type_ = std::move(result_type);
+        return agent;
+    }
+
     ~LoopAgent() {
-        if (!dead_) box_.record_bytes(bytes_in_, bytes_out_);
+        if (!dead_) record_bytes();
         stream_.close();
     }
     LoopAgent(const LoopAgent&) = delete;
@@ -668,9 +728,9 @@ public:
                        std::optional<double> timeout_secs) {
         const auto command = NativeBox::make_command(program, args, env, false, user, cwd, timeout_secs);
         if (auto valid = protocol::validate_command(command); !valid) {
-            raise(valid.error().with_context(fmt::format("running '{}' in box {}", program, box_.id())));
+            raise(valid.error().with_context(fmt::format("running '{}' in box {}", program, box_id())));
         }
-        if (dead_) raise(dead_->with_context(fmt::format("running '{}' in box {}", program, box_.id())));
+        if (dead_) raise(dead_->with_context(fmt::format("running '{}' in box {}", program, box_id())));
         const auto id = next_id_++;
         if (next_id_ == 0) next_id_ = 1;
         auto& e = executions_[id];
@@ -754,9 +814,18 @@ private:
         std::uint32_t owed[2] = {0, 0};  // received, not yet granted back
     };
 
-    LoopAgent(LiteBox box, AnyStream stream) : box_(std::move(box)), stream_(std::move(stream)) {
+    LoopAgent(std::optional<LiteBox> box, AnyStream stream) : box_(std::move(box)), stream_(std::move(stream)) {
         fd_ = stream_.native_handle();
     }
+
+    // The box's counters and name; none for over_socket()'s test connections.
+    void record_command(bool ok) {
+        if (box_) box_->record_command(ok);
+    }
+    void record_bytes() {
+        if (box_) box_->record_bytes(bytes_in_, bytes_out_);
+    }
+    [[nodiscard]] std::string box_id() const { return box_ ? box_->id().str() : std::string("(none)"); }
 
     BoxliteResult<void> handshake() {
         if (fd_ < 0) return fail(ErrorKind::Unsupported, "the agent connection has no descriptor to poll");
@@ -852,15 +921,16 @@ private:
             auto& registry = error_classes();
             const auto it = registry.find(std::string(to_identifier(error.kind())));
             PyObject* cls = it != registry.end() ? it->second : PyExc_RuntimeError;
-            const auto contexted = error.with_context(fmt::format("running '{}' in box {}", e.program, box_.id()));
-            nb::object exception = nb::steal(PyObject_CallFunction(cls, "s", contexted.to_string().c_str()));
+            const auto contexted = error.with_context(fmt::format("running '{}' in box {}", e.program, box_id()));
+            nb::object exception = nb::steal(
+                PyObject_CallFunction(cls, "s", well_formed_utf8(contexted.to_string()).c_str()));
             if (!exception.is_valid()) throw nb::python_error();
             done.push_back({std::move(e.future), std::move(exception), true});
             return;
         }
         // As Execution.wait() reports a lost connection: exit code -1 with the reason.
-        done.push_back(
-            {std::move(e.future), result_type_(-1, text(e.texts[0]), text(e.texts[1]), error.to_string(), false)});
+        done.push_back({std::move(e.future), result_type_(-1, text(e.texts[0]), text(e.texts[1]),
+                                                          well_formed_utf8(error.to_string()), false)});
     }
 
     static nb::object text(const std::string& bytes) {
@@ -873,12 +943,12 @@ private:
         if (dead_) return;
         dead_ = reason;
         ::shutdown(fd_, SHUT_RDWR);
-        box_.record_bytes(bytes_in_, bytes_out_);
+        record_bytes();
         auto executions = std::move(executions_);
         executions_.clear();
         for (auto& entry : executions) {
             auto& e = entry.second;
-            if (!e.started && !e.abandoned) box_.record_command(false);
+            if (!e.started && !e.abandoned) record_command(false);
             finish_error(e, reason, done);
         }
     }
@@ -908,7 +978,7 @@ private:
         switch (f.type) {
             case FrameType::Error: {
                 BOXLITE_TRY(auto m, protocol::ErrorMessage::decode(f.payload));
-                if (!e.started) box_.record_command(false);
+                if (!e.started) record_command(false);
                 const BoxliteError error(e.started ? ErrorKind::Rpc : ErrorKind::Execution, m.message);
                 finish_error(e, error, done);
                 executions_.erase(it);
@@ -919,7 +989,7 @@ private:
                 BOXLITE_TRY(auto m, protocol::Started::decode(f.payload));
                 (void)m;
                 e.started = true;
-                box_.record_command(true);
+                record_command(true);
                 if (e.abandoned) queue(FrameType::Signal, f.stream, protocol::SignalRequest{9}.encode());
                 return {};
             }
@@ -957,7 +1027,7 @@ private:
                     return fail(ErrorKind::Portal, "the agent ended execution {} before starting it", f.stream);
                 BOXLITE_TRY(auto m, protocol::ExitStatus::decode(f.payload));
                 if (!e.abandoned) {
-                    nb::object message = m.message.empty() ? nb::none() : nb::object(nb::str(m.message.c_str()));
+                    nb::object message = m.message.empty() ? nb::none() : text(m.message);
                     done.push_back({std::move(e.future),
                                     result_type_(m.code, text(e.texts[0]), text(e.texts[1]), message, m.timed_out)});
                 }
@@ -968,7 +1038,7 @@ private:
         }
     }
 
-    LiteBox box_;
+    std::optional<LiteBox> box_;
     AnyStream stream_;
     nb::object result_type_;
     int fd_ = -1;
@@ -1146,7 +1216,7 @@ NB_MODULE(_core, m) {
             auto& registry = error_classes();
             const auto it = registry.find(std::string(to_identifier(e.error.kind())));
             PyObject* cls = it != registry.end() ? it->second : PyExc_RuntimeError;
-            PyErr_SetString(cls, e.error.to_string().c_str());
+            PyErr_SetString(cls, well_formed_utf8(e.error.to_string()).c_str());
         }
     });
 
@@ -1200,6 +1270,7 @@ NB_MODULE(_core, m) {
 
     nb::class_<LoopAgent>(m, "LoopAgent")
         .def_static("open", &LoopAgent::open, "box"_a, "result_type"_a)
+        .def_static("_over_socket", &LoopAgent::over_socket, "fd"_a, "result_type"_a)
         .def_prop_ro("fd", &LoopAgent::fd)
         .def_prop_ro("alive", &LoopAgent::alive)
         .def_prop_ro("wants_write", &LoopAgent::wants_write)
