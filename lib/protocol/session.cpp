@@ -115,7 +115,7 @@ void Session::abandon(ExecState& e) {
 BoxliteResult<std::size_t> Session::take_stdin_credit(ExecState& e, std::uint64_t most) {
     std::unique_lock lock(mutex_);
     if (e.stdin_closed) return fail(ErrorKind::InvalidState, "stdin of execution {} is already closed", e.id);
-    e.cv.wait(lock, [&] { return e.stdin_credit > 0 || e.finished(); });
+    e.stdin_cv.wait(lock, [&] { return e.stdin_credit > 0 || e.finished(); });
     if (e.finished()) {
         return fail(ErrorKind::Execution, "execution {} has ended; its stdin accepts no more data", e.id);
     }
@@ -254,7 +254,7 @@ BoxliteResult<std::size_t> Session::read_output(ExecState& e, Channel channel, s
     {
         std::unique_lock lock(mutex_);
         auto& buf = channel == Channel::Stderr ? e.err : e.out;
-        e.cv.wait(lock, [&] { return buf.buffered > 0 || e.finished(); });
+        buf.cv.wait(lock, [&] { return buf.buffered > 0 || e.finished(); });
         if (buf.buffered == 0) {
             if (e.failure && !e.exit) return fail(*e.failure);
             return std::size_t{0};
@@ -430,6 +430,7 @@ BoxliteResult<void> Session::dispatch(Frame f) {
     std::vector<std::pair<Channel, std::uint64_t>> grants;
     std::shared_ptr<ExecState> state;
     bool kill_abandoned = false;
+    auto change = Change::State;
     {
         std::lock_guard lock(mutex_);
         switch (f.type) {
@@ -509,6 +510,7 @@ BoxliteResult<void> Session::dispatch(Frame f) {
                     buf.buffered += f.payload.size();
                     buf.chunks.push_back(std::move(f.payload));
                 }
+                change = f.type == FrameType::Stderr ? Change::Stderr : Change::Stdout;
                 break;
             }
             case FrameType::Credit: {
@@ -516,6 +518,7 @@ BoxliteResult<void> Session::dispatch(Frame f) {
                 if (m.channel != Channel::Stdin)
                     return fail(ErrorKind::Portal, "the agent granted credit for an output channel");
                 e.stdin_credit = std::min<std::uint64_t>(e.stdin_credit + m.bytes, 1ULL << 40);
+                change = Change::StdinCredit;
                 break;
             }
             case FrameType::Exit: {
@@ -527,8 +530,10 @@ BoxliteResult<void> Session::dispatch(Frame f) {
             }
             default: break;
         }
-        notify(e);
+        if (e.waker) e.waker();
     }
+    // Woken after the lock is released, so that the woken thread does not wait for it at once.
+    notify_waiters(*state, change);
     for (auto [channel, bytes] : grants) {
         BOXLITE_TRY_VOID(
             send(FrameType::Credit, f.stream, Credit{channel, static_cast<std::uint32_t>(bytes)}.encode()));

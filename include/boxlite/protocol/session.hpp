@@ -73,13 +73,21 @@ struct OutputBuffer {
     std::uint32_t window = kDefaultWindow;  ///< granted in Exec; credit returns per quarter of it
     bool discard = false;                   ///< nobody will read: drop and re-credit on arrival
     bool taken = false;
+    /// The reader of this channel waits here: woken by its own output and by the end, not by
+    /// the other channel's output or by stdin credit.
+    std::condition_variable cv;
 };
 
 struct ExecState {
     std::uint32_t id = 0;  ///< the stream number on its connection (1, 2, ... per connection)
     /// Unique across connections, processes and boxes (a ULID): what Execution::id() returns.
     std::string execution_id;
+    /// Waits for a change of state (started, ended) or for output on either channel. The
+    /// stdin writer and each channel's reader wait on their own condition variable instead
+    /// (stdin_cv, out.cv, err.cv), so that a Credit frame wakes only the writer and an output
+    /// frame only its reader: one wake-up per frame, not one per thread of the caller.
     std::condition_variable cv;
+    std::condition_variable stdin_cv;  ///< stdin credit arrived (or the execution ended)
     // Everything below is guarded by Session::mutex_.
     bool started = false;
     std::optional<BoxliteError> start_error;
@@ -228,8 +236,29 @@ private:
     /// Takes buffered output (mutex_ held) and returns the credit to give back, if any is due.
     static std::uint32_t take_and_credit(ExecState& e, OutputBuffer& buf, std::span<std::byte> out,
                                          std::size_t& copied);
-    static void notify(ExecState& e) {
-        e.cv.notify_all();
+    /// What a frame changed, for the condition variables it must wake.
+    enum class Change { State, Stdout, Stderr, StdinCredit };
+    static void notify_waiters(ExecState& e, Change change) {
+        switch (change) {
+            case Change::StdinCredit: e.stdin_cv.notify_all(); return;
+            case Change::Stdout:
+                e.out.cv.notify_all();
+                e.cv.notify_all();
+                return;
+            case Change::Stderr:
+                e.err.cv.notify_all();
+                e.cv.notify_all();
+                return;
+            case Change::State:
+                e.cv.notify_all();
+                e.stdin_cv.notify_all();
+                e.out.cv.notify_all();
+                e.err.cv.notify_all();
+                return;
+        }
+    }
+    static void notify(ExecState& e, Change change = Change::State) {
+        notify_waiters(e, change);
         if (e.waker) e.waker();
     }
     /// A new execution's state (its id, windows and credit), not yet registered.
