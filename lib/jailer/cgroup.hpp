@@ -21,6 +21,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -245,17 +246,21 @@ public:
         if (procs.empty()) return;
         const auto pid = std::to_string(::getpid());
         stopped_ = false;
-        thread_ = std::thread([this, procs, pid, period, limit] {
-            const auto until = std::chrono::steady_clock::now() + limit;
-            std::unique_lock lock(mutex_);
-            while (!stopped_ && std::chrono::steady_clock::now() < until) {
-                lock.unlock();
-                const bool written = CgroupSet::write(procs, pid);
-                lock.lock();
-                if (!written) break;
-                wake_.wait_for(lock, period, [this] { return stopped_; });
-            }
-        });
+        try {
+            thread_ = std::thread([this, procs, pid, period, limit] {
+                const auto until = std::chrono::steady_clock::now() + limit;
+                std::unique_lock lock(mutex_);
+                while (!stopped_ && std::chrono::steady_clock::now() < until) {
+                    lock.unlock();
+                    const bool written = CgroupSet::write(procs, pid);
+                    lock.lock();
+                    if (!written) break;
+                    wake_.wait_for(lock, period, [this] { return stopped_; });
+                }
+            });
+        } catch (const std::system_error&) {
+            // No thread to be had: stay inert (the join then pays its grace period, as before).
+        }
     }
 
     void stop() {
