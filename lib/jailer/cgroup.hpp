@@ -248,6 +248,10 @@ public:
         stopped_ = false;
         try {
             thread_ = std::thread([this, procs, pid, period, limit] {
+                // Only ever a write that moves nothing: the file must list this process already
+                // (a path from /proc/self/cgroup that names another cgroup here, as in a container
+                // without its own cgroup namespace, would move it).
+                if (!lists(procs, pid)) return;
                 const auto until = std::chrono::steady_clock::now() + limit;
                 std::unique_lock lock(mutex_);
                 while (!stopped_ && std::chrono::steady_clock::now() < until) {
@@ -274,6 +278,16 @@ public:
     }
 
 private:
+    /// Whether the cgroup.procs file `procs` lists `pid` (one pid per line).
+    static bool lists(const std::string& procs, const std::string& pid) {
+        std::ifstream in(procs);
+        std::string line;
+        while (std::getline(in, line)) {
+            if (line == pid) return true;
+        }
+        return false;
+    }
+
     /// This process's own cgroup.procs in the v1 pids hierarchy; empty where there is none.
     static std::string own_pids_procs() {
         const std::string root = "/sys/fs/cgroup";
