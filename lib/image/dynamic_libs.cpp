@@ -73,37 +73,59 @@ BoxliteResult<const CurlApi*> curl() {
 }
 
 BoxliteResult<const ArchiveApi*> libarchive() {
-    static const BoxliteResult<const ArchiveApi*> loaded = load<ArchiveApi>(
-        "libarchive.so.13", "to unpack and load images", "libarchive13 (bookworm) or libarchive13t64 (trixie)",
-        [](void* library, ArchiveApi& api, std::string& missing) {
-            bool ok = true;
-            BOXLITE_BIND(archive_read_new);
-            BOXLITE_BIND(archive_read_support_filter_gzip);
-            BOXLITE_BIND(archive_read_support_filter_zstd);
-            BOXLITE_BIND(archive_read_support_filter_none);
-            BOXLITE_BIND(archive_read_support_format_tar);
-            BOXLITE_BIND(archive_read_support_format_raw);
-            BOXLITE_BIND(archive_read_open_filename);
-            BOXLITE_BIND(archive_read_next_header);
-            BOXLITE_BIND(archive_read_data_block);
-            BOXLITE_BIND(archive_read_free);
-            BOXLITE_BIND(archive_error_string);
-            BOXLITE_BIND(archive_entry_pathname);
-            BOXLITE_BIND(archive_entry_pathname_utf8);
-            BOXLITE_BIND(archive_entry_hardlink);
-            BOXLITE_BIND(archive_entry_symlink);
-            BOXLITE_BIND(archive_entry_filetype);
-            BOXLITE_BIND(archive_entry_perm);
-            BOXLITE_BIND(archive_entry_uid);
-            BOXLITE_BIND(archive_entry_gid);
-            BOXLITE_BIND(archive_entry_size);
-            BOXLITE_BIND(archive_entry_mtime);
-            BOXLITE_BIND(archive_entry_mtime_nsec);
-            BOXLITE_BIND(archive_entry_xattr_reset);
-            BOXLITE_BIND(archive_entry_xattr_next);
-            BOXLITE_BIND(archive_entry_xattr_count);
-            return ok;
-        });
+    static const BoxliteResult<const ArchiveApi*> loaded =
+        load<ArchiveApi>("libarchive.so.13", "to unpack and load images and for tar copies",
+                         "libarchive13 (bookworm) or libarchive13t64 (trixie)",
+                         [](void* library, ArchiveApi& api, std::string& missing) {
+                             bool ok = true;
+                             BOXLITE_BIND(archive_read_new);
+                             BOXLITE_BIND(archive_read_support_filter_gzip);
+                             BOXLITE_BIND(archive_read_support_filter_zstd);
+                             BOXLITE_BIND(archive_read_support_filter_none);
+                             BOXLITE_BIND(archive_read_support_format_tar);
+                             BOXLITE_BIND(archive_read_support_format_raw);
+                             BOXLITE_BIND(archive_read_open_filename);
+                             BOXLITE_BIND(archive_read_next_header);
+                             BOXLITE_BIND(archive_read_data_block);
+                             BOXLITE_BIND(archive_read_free);
+                             BOXLITE_BIND(archive_error_string);
+                             BOXLITE_BIND(archive_entry_pathname);
+                             BOXLITE_BIND(archive_entry_pathname_utf8);
+                             BOXLITE_BIND(archive_entry_hardlink);
+                             BOXLITE_BIND(archive_entry_symlink);
+                             BOXLITE_BIND(archive_entry_filetype);
+                             BOXLITE_BIND(archive_entry_perm);
+                             BOXLITE_BIND(archive_entry_uid);
+                             BOXLITE_BIND(archive_entry_gid);
+                             BOXLITE_BIND(archive_entry_size);
+                             BOXLITE_BIND(archive_entry_mtime);
+                             BOXLITE_BIND(archive_entry_mtime_nsec);
+                             BOXLITE_BIND(archive_entry_xattr_reset);
+                             BOXLITE_BIND(archive_entry_xattr_next);
+                             BOXLITE_BIND(archive_entry_xattr_count);
+                             BOXLITE_BIND(archive_read_support_filter_all);
+                             BOXLITE_BIND(archive_read_support_format_gnutar);
+                             BOXLITE_BIND(archive_read_open_memory);
+                             BOXLITE_BIND(archive_write_new);
+                             BOXLITE_BIND(archive_write_disk_new);
+                             BOXLITE_BIND(archive_write_disk_set_options);
+                             BOXLITE_BIND(archive_write_set_format_pax_restricted);
+                             BOXLITE_BIND(archive_write_set_bytes_in_last_block);
+                             BOXLITE_BIND(archive_write_open);
+                             BOXLITE_BIND(archive_write_header);
+                             BOXLITE_BIND(archive_write_data);
+                             BOXLITE_BIND(archive_write_data_block);
+                             BOXLITE_BIND(archive_write_finish_entry);
+                             BOXLITE_BIND(archive_write_close);
+                             BOXLITE_BIND(archive_write_free);
+                             BOXLITE_BIND(archive_entry_new);
+                             BOXLITE_BIND(archive_entry_free);
+                             BOXLITE_BIND(archive_entry_copy_stat);
+                             BOXLITE_BIND(archive_entry_set_pathname);
+                             BOXLITE_BIND(archive_entry_set_hardlink);
+                             BOXLITE_BIND(archive_entry_set_symlink);
+                             return ok;
+                         });
     return loaded;
 }
 

@@ -1,6 +1,6 @@
 // libcurl and libarchive, loaded on first use with dlopen().
 //
-// Only pulls need libcurl and only unpacking and `load` need libarchive, yet linking them pulls
+// Only pulls need libcurl and only unpacking, `load` and the REST API's tar copies need libarchive, yet linking them pulls
 // about 35 shared libraries (GnuTLS, Kerberos, LDAP, ICU, libxml2 …) into every process that
 // links BoxLite: about 9 ms of dynamic loading before `main`, on every `boxlite exec` and in
 // every program embedding the library. Loading them when an image operation first needs them
@@ -63,6 +63,28 @@ struct ArchiveApi {
     BOXLITE_DYNAMIC_FN(archive_entry_xattr_reset);
     BOXLITE_DYNAMIC_FN(archive_entry_xattr_next);
     BOXLITE_DYNAMIC_FN(archive_entry_xattr_count);
+    // Tar archives of the REST API (lib/server/tar.cpp: file copies in and out of a box).
+    BOXLITE_DYNAMIC_FN(archive_read_support_filter_all);
+    BOXLITE_DYNAMIC_FN(archive_read_support_format_gnutar);
+    BOXLITE_DYNAMIC_FN(archive_read_open_memory);
+    BOXLITE_DYNAMIC_FN(archive_write_new);
+    BOXLITE_DYNAMIC_FN(archive_write_disk_new);
+    BOXLITE_DYNAMIC_FN(archive_write_disk_set_options);
+    BOXLITE_DYNAMIC_FN(archive_write_set_format_pax_restricted);
+    BOXLITE_DYNAMIC_FN(archive_write_set_bytes_in_last_block);
+    BOXLITE_DYNAMIC_FN(archive_write_open);
+    BOXLITE_DYNAMIC_FN(archive_write_header);
+    BOXLITE_DYNAMIC_FN(archive_write_data);
+    BOXLITE_DYNAMIC_FN(archive_write_data_block);
+    BOXLITE_DYNAMIC_FN(archive_write_finish_entry);
+    BOXLITE_DYNAMIC_FN(archive_write_close);
+    BOXLITE_DYNAMIC_FN(archive_write_free);
+    BOXLITE_DYNAMIC_FN(archive_entry_new);
+    BOXLITE_DYNAMIC_FN(archive_entry_free);
+    BOXLITE_DYNAMIC_FN(archive_entry_copy_stat);
+    BOXLITE_DYNAMIC_FN(archive_entry_set_pathname);
+    BOXLITE_DYNAMIC_FN(archive_entry_set_hardlink);
+    BOXLITE_DYNAMIC_FN(archive_entry_set_symlink);
 };
 #undef BOXLITE_DYNAMIC_FN
 #undef BOXLITE_DYNAMIC_AS

@@ -13,10 +13,16 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 namespace boxlite::jailer {
@@ -92,6 +98,26 @@ public:
         for (const auto& dir : dirs_) {
             for (int i = 0; i < 100 && ::rmdir(dir.c_str()) != 0 && errno == EBUSY; ++i) ::usleep(10000);
         }
+    }
+
+    /// The v1 hierarchies a box's cgroups are made in (create_v1), in that order.
+    static constexpr const char* kV1Controllers[] = {"memory", "pids", "cpu", "cpuacct"};
+
+    /// On a cgroup v1 host, makes the (empty, limit-less) cgroup directories `create` would make
+    /// for box `name`, so that a later `create` finds them (EEXIST) and takes no cgroup lock; see
+    /// AttachLockWarmer. Returns the directories made (empty on v2 or where nothing is writable).
+    static std::vector<std::string> precreate_v1(const std::string& name) {
+        std::vector<std::string> made;
+        const std::string root = "/sys/fs/cgroup";
+        if (::access((root + "/cgroup.controllers").c_str(), F_OK) == 0) return made;
+        for (const char* ctl : kV1Controllers) {
+            const auto hierarchy = root + "/" + ctl;
+            if (::access(hierarchy.c_str(), W_OK) != 0) continue;
+            ::mkdir((hierarchy + "/boxlite").c_str(), 0755);
+            const auto dir = hierarchy + "/boxlite/" + name;
+            if (::mkdir(dir.c_str(), 0755) == 0) made.push_back(dir);
+        }
+        return made;
     }
 
     [[nodiscard]] const std::vector<std::string>& dirs() const noexcept { return dirs_; }
@@ -192,6 +218,100 @@ private:
     std::vector<std::string> applied_dirs_;  ///< the cgroup each applied_ entry was set in
     std::vector<std::string> skipped_;
     std::string memory_dir_, cpu_dir_, pids_dir_, cpuacct_dir_;
+};
+
+/// Pays the kernel's cgroup-attach grace period early, off a box's start path (cgroup v1).
+///
+/// Every write to a `cgroup.procs` takes `cgroup_threadgroup_rwsem` for writing, and taking it
+/// waits for an RCU grace period (7-16 ms on this kind of host) unless another writer took it
+/// within about the last grace period; it holds the global `cgroup_mutex` meanwhile, so a
+/// `mkdir` of a cgroup waits as well. The shim's join of the box's init is such a write, and the
+/// box is reported ready only after it. This thread writes the process's own pid into the cgroup
+/// it is already in (no move: only the lock is taken), once at once and then every `period`,
+/// until stopped or `limit` has passed, so the shim's join finds the lock warm and takes
+/// microseconds. Start it only after the box's cgroup directories exist (precreate_v1): a
+/// `mkdir` behind the first write would wait out the grace period on the start path instead.
+/// Inert on a cgroup v2 host, without a writable v1 pids hierarchy, or when the write fails.
+class AttachLockWarmer {
+public:
+    AttachLockWarmer() = default;
+    AttachLockWarmer(const AttachLockWarmer&) = delete;
+    AttachLockWarmer& operator=(const AttachLockWarmer&) = delete;
+    ~AttachLockWarmer() { stop(); }
+
+    void start(std::chrono::milliseconds period = std::chrono::milliseconds(2),
+               std::chrono::milliseconds limit = std::chrono::milliseconds(2000)) {
+        if (thread_.joinable()) return;
+        const auto procs = own_pids_procs();
+        if (procs.empty()) return;
+        const auto pid = std::to_string(::getpid());
+        stopped_ = false;
+        try {
+            thread_ = std::thread([this, procs, pid, period, limit] {
+                // Only ever a write that moves nothing: the file must list this process already
+                // (a path from /proc/self/cgroup that names another cgroup here, as in a container
+                // without its own cgroup namespace, would move it).
+                if (!lists(procs, pid)) return;
+                const auto until = std::chrono::steady_clock::now() + limit;
+                std::unique_lock lock(mutex_);
+                while (!stopped_ && std::chrono::steady_clock::now() < until) {
+                    lock.unlock();
+                    const bool written = CgroupSet::write(procs, pid);
+                    lock.lock();
+                    if (!written) break;
+                    wake_.wait_for(lock, period, [this] { return stopped_; });
+                }
+            });
+        } catch (const std::system_error&) {
+            // No thread to be had: stay inert (the join then pays its grace period, as before).
+        }
+    }
+
+    void stop() {
+        if (!thread_.joinable()) return;
+        {
+            std::lock_guard lock(mutex_);
+            stopped_ = true;
+        }
+        wake_.notify_all();
+        thread_.join();
+    }
+
+private:
+    /// Whether the cgroup.procs file `procs` lists `pid` (one pid per line).
+    static bool lists(const std::string& procs, const std::string& pid) {
+        std::ifstream in(procs);
+        std::string line;
+        while (std::getline(in, line)) {
+            if (line == pid) return true;
+        }
+        return false;
+    }
+
+    /// This process's own cgroup.procs in the v1 pids hierarchy; empty where there is none.
+    static std::string own_pids_procs() {
+        const std::string root = "/sys/fs/cgroup";
+        if (::access((root + "/cgroup.controllers").c_str(), F_OK) == 0) return {};
+        std::ifstream in("/proc/self/cgroup");
+        std::string line;
+        while (std::getline(in, line)) {
+            const auto first = line.find(':');
+            const auto second = first == std::string::npos ? first : line.find(':', first + 1);
+            if (second == std::string::npos) continue;
+            const auto controllers = "," + line.substr(first + 1, second - first - 1) + ",";
+            if (controllers.find(",pids,") == std::string::npos) continue;
+            const auto path = line.substr(second + 1);
+            if (path.empty() || path[0] != '/' || path.find("/..") != std::string::npos) return {};
+            const auto procs = root + "/pids" + (path == "/" ? std::string() : path) + "/cgroup.procs";
+            return ::access(procs.c_str(), W_OK) == 0 ? procs : std::string();
+        }
+        return {};
+    }
+
+    std::thread thread_;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    bool stopped_ = false;
 };
 
 }  // namespace boxlite::jailer

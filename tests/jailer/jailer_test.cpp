@@ -25,6 +25,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <string>
 #include <thread>
 
@@ -288,6 +289,50 @@ TEST(CgroupSet, AJoinedProcessKeepsItsLimits) {
         procs >> member;
         EXPECT_EQ(member, child) << dir;
     }
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    set.remove();
+    for (const auto& dir : set.dirs()) EXPECT_FALSE(std::filesystem::exists(dir)) << dir;
+}
+
+TEST(CgroupSet, PrecreatedDirectoriesAreTakenOverAndTheLockWarmerMovesNothing) {
+    if (auto reason = test::cgroup_limits_unsupported_reason(); !reason.empty()) GTEST_SKIP() << reason;
+    const std::string name = "jailer-test-warm-" + std::to_string(::getpid());
+    auto own_cgroups = [] {
+        std::ifstream in("/proc/self/cgroup");
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    const auto before = own_cgroups();
+    const auto made = jailer::CgroupSet::precreate_v1(name);
+    jailer::AttachLockWarmer warmer;
+    warmer.start();
+    if (std::filesystem::exists("/sys/fs/cgroup/cgroup.controllers")) {
+        EXPECT_TRUE(made.empty()) << "cgroup v2: nothing is made ahead";
+    } else {
+        ASSERT_FALSE(made.empty()) << "this host has writable v1 cgroups, yet none was made ahead";
+        for (const auto& dir : made) EXPECT_TRUE(std::filesystem::is_directory(dir)) << dir;
+    }
+    // create() takes the directories over (they exist already) and applies its limits there.
+    auto set = jailer::CgroupSet::create(name, {std::uint64_t{256} << 20, std::nullopt, std::uint64_t{64}});
+    if (!made.empty()) {
+        EXPECT_EQ(set.dirs(), made);
+    }
+    ASSERT_NE(set.pids_dir(), "") << "pids limit not applied";
+    const pid_t child = ::fork();
+    if (child == 0) {
+        ::pause();
+        ::_exit(0);
+    }
+    EXPECT_TRUE(set.add(child));
+    warmer.stop();
+    {
+        std::ifstream procs(set.pids_dir() + "/cgroup.procs");
+        pid_t member = 0;
+        procs >> member;
+        EXPECT_EQ(member, child);
+    }
+    // The warmer only takes the lock: this process is still where it was, in every hierarchy.
+    EXPECT_EQ(own_cgroups(), before);
     ::kill(child, SIGKILL);
     ::waitpid(child, nullptr, 0);
     set.remove();
