@@ -125,10 +125,9 @@ int create_box_tap(std::string& error) {
         // Debian 12's passt drops the box's segments that its host socket cannot take at once (it
         // offers the box the host peer's whole window on loopback), and offers neither SACK nor
         // timestamps: each lost segment waits for a retransmission timeout, and the box's TCP backs
-        // those off (0.2, 0.4, ... 6.4 s) until passt resets the stalled connection. A 50 ms floor
-        // and a 1 s ceiling keep a loss a short pause (docs/networking.md, "Stalls and resets").
-        // Best effort: the ceiling needs Linux 6.15, the floor 6.11.
-        write_sysctl("/proc/sys/net/ipv4/tcp_rto_min_us", "50000");
+        // those off (0.2, 0.4, ... 6.4 s) until passt resets the stalled connection. A 1 s ceiling
+        // keeps a loss a short pause (docs/networking.md, "Stalls and resets"). Best effort: Linux
+        // 6.15 and later.
         write_sysctl("/proc/sys/net/ipv4/tcp_rto_max_ms", "1000");
         ok = step(SIOCGIFFLAGS, req, "reading flags");
     }

@@ -661,8 +661,12 @@ TEST_F(NamespaceNetwork, BulkTransfersFromTheBoxToTheHostAllArriveIntact) {
         });
         // The box does not half-close (this passt never sends its FIN to a guest that closed its
         // side first): nc ends when the host closes.
+        const auto start = std::chrono::steady_clock::now();
         const auto out = sh(*box, "timeout 300 nc 192.168.127.254 " + std::to_string(port) + " < /data/blob");
         sink.join();
+        // Printed, not judged: a stall shows as one transfer far slower than the others.
+        std::printf("transfer %zu: %zu bytes in %.2f s\n", round + 1, got,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
         ::close(listener);
         EXPECT_EQ(got, bytes) << "transfer " << round + 1 << " of " << transfers << ": " << why << "; box: " << out;
         EXPECT_EQ(first_difference, bytes)
