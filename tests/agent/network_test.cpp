@@ -604,7 +604,7 @@ std::size_t env_size(const char* name, std::size_t fallback) {
 // unchanged; the guards (a 120 s receive timeout, `timeout` in the box) only catch a hang.
 TEST_F(NamespaceNetwork, BulkTransfersFromTheBoxToTheHostAllArriveIntact) {
     const std::size_t transfers = env_size("BOXLITE_TEST_NET_TRANSFERS", 4);
-    const std::size_t bytes = env_size("BOXLITE_TEST_NET_MIB", 64) << 20;
+    const std::size_t bytes = env_size("BOXLITE_TEST_NET_MIB", 32) << 20;
     const auto data = bulk_data(bytes);
     const fs::path dir = fs::temp_directory_path() / ("boxlite-bulk-" + std::to_string(::getpid()));
     fs::create_directories(dir);
