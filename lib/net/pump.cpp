@@ -2,9 +2,11 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 
@@ -143,21 +145,58 @@ BoxliteResult<bool> FramePump::read_box() {
     return any;
 }
 
+// Writes what waits for passt in writes of whole frames (kMaxAtomicWrite bytes at most, or one
+// larger frame alone), many per sendmmsg(); each is queued whole or not at all (pump.hpp).
 BoxliteResult<void> FramePump::write_passt() {
+    constexpr std::size_t kWrites = 64;
     while (pending_sent_ < pending_.size()) {
-        const ssize_t n = ::write(passt_fd_, pending_.data() + pending_sent_, pending_.size() - pending_sent_);
-        if (n < 0) {
+        std::array<iovec, kWrites> parts{};
+        std::array<mmsghdr, kWrites> writes{};
+        std::size_t count = 0;
+        for (std::size_t at = pending_sent_; count < kWrites && at < pending_.size(); ++count) {
+            std::size_t end = at;
+            if (at < pending_cut_end_) {
+                end = pending_cut_end_;  // the rest of a cut write, alone
+            } else {
+                while (end < pending_.size()) {
+                    const std::size_t next = end + 4 + stream_frame_length(pending_.data() + end);
+                    if (end > at && next - at > kMaxAtomicWrite) break;
+                    end = next;
+                }
+            }
+            parts[count] = {pending_.data() + at, end - at};
+            writes[count].msg_hdr.msg_iov = &parts[count];
+            writes[count].msg_hdr.msg_iovlen = 1;
+            at = end;
+        }
+        const int sent = ::sendmmsg(passt_fd_, writes.data(), static_cast<unsigned>(count),
+                                    MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (sent < 0) {
             if (errno == EINTR) continue;
             if (would_block(errno)) break;
             return fail(ErrorKind::Internal, "writing frames to passt: {}", std::strerror(errno));
         }
-        pending_sent_ += static_cast<std::size_t>(n);
+        bool full = static_cast<std::size_t>(sent) < count;
+        for (int i = 0; i < sent; ++i) {
+            const auto wrote = static_cast<std::size_t>(writes[static_cast<std::size_t>(i)].msg_len);
+            const std::size_t wanted = parts[static_cast<std::size_t>(i)].iov_len;
+            pending_sent_ += wrote;
+            if (wrote < wanted) {
+                // Only a write larger than one socket buffer can be cut: its rest goes next, alone.
+                pending_cut_end_ = pending_sent_ + (wanted - wrote);
+                full = true;
+                break;
+            }
+        }
+        if (full) break;
     }
     if (pending_sent_ == pending_.size()) {
         pending_.clear();
         pending_sent_ = 0;
+        pending_cut_end_ = 0;
     } else if (pending_sent_ > kMaxPending / 2) {
         pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(pending_sent_));
+        pending_cut_end_ = pending_cut_end_ > pending_sent_ ? pending_cut_end_ - pending_sent_ : 0;
         pending_sent_ = 0;
     }
     return {};

@@ -15,6 +15,14 @@
 // stops reading the box (the tap's own queue then drops, like a NIC). A frame for the box that
 // the device cannot take at once is dropped, as a NIC would. A length prefix out of range from
 // passt ends the pump (the stream cannot be resynchronised).
+//
+// Towards passt every write() holds whole frames only, at most kMaxAtomicWrite bytes (or one
+// larger frame alone, whose rest is written before anything else): a UNIX stream socket queues
+// such a write as one buffer, whole or not at all, so passt never finds a frame cut. Debian 12's
+// passt (2023-03) loses the stream's framing when a read ends inside a frame (a length prefix
+// cut: its bytes are discarded; a frame whose rest is not yet queued: the frame is dropped and
+// its rest read as the next length), which stalled or reset the box's connections
+// (docs/networking.md, "The stream to passt").
 #pragma once
 
 #include "net/firewall.hpp"
@@ -44,6 +52,10 @@ public:
     static constexpr std::size_t kMaxPending = 1024 * 1024;
     /// Bytes read from one side per wake-up, at most (then the other side has its turn).
     static constexpr std::size_t kBatchBytes = 256 * 1024;
+    /// The most one write() to passt carries (whole frames): one frame of the namespace engine's
+    /// MTU 32768 with its Ethernet header and length prefix. A UNIX stream socket's buffers hold
+    /// 32 KiB of pages plus a head of about 3.5 KiB, so such a write is one buffer.
+    static constexpr std::size_t kMaxAtomicWrite = 4 + 14 + 32768;
 
     /// Neither descriptor is owned; both are made non-blocking.
     FramePump(int box_fd, int passt_fd, EgressFirewall& firewall, BoxFraming box_framing = BoxFraming::Plain);
@@ -70,6 +82,9 @@ private:
     BoxFraming box_framing_;
     std::vector<std::uint8_t> pending_;  // encoded frames waiting for passt
     std::size_t pending_sent_ = 0;
+    // The end of the last write a short write cut (a frame larger than kMaxAtomicWrite): the
+    // next write finishes it alone. 0 when none is cut.
+    std::size_t pending_cut_end_ = 0;
     std::vector<std::uint8_t> frame_;  // one frame read from the box
     std::vector<std::uint8_t> reply_;
     // Bytes read from passt, kBatchBytes at a time; frames are checked and written to the box

@@ -108,8 +108,6 @@ bool mkdir_p(const std::string& path, mode_t mode) {
 constexpr const char* kMaskedProcPaths[] = {"/proc/acpi",        "/proc/asound",        "/proc/kcore",
                                             "/proc/keys",        "/proc/latency_stats", "/proc/timer_list",
                                             "/proc/timer_stats", "/proc/sched_debug",   "/proc/scsi"};
-// The socketpair between passt and the pump, each way (docs/networking.md, Performance).
-constexpr int kPasstSocketBuffer = 8 * 1024 * 1024;
 constexpr const char* kReadOnlyProcPaths[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"};
 constexpr const char* kMaskedSysPaths[] = {"/sys/firmware", "/sys/devices/virtual/powercap"};
 
@@ -841,13 +839,7 @@ int run_namespace_mode(const ShimOptions& o) {
             ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, passt_pair) != 0) {
             return fail_start(errno_text("socketpair for the box network"));
         }
-        // Big buffers both ways (root may exceed net.core.wmem_max): passt drops a frame it
-        // cannot write at once, and the pump must hold a window's worth of the box's frames.
-        for (const int fd : passt_pair) {
-            const int bytes = kPasstSocketBuffer;
-            ::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes);
-            ::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes);
-        }
+        size_passt_socket_pair(passt_pair[0], passt_pair[1]);
         const pid_t shim_pid = ::getpid();
         pump_pid = ::fork();
         if (pump_pid == 0) {

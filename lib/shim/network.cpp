@@ -23,6 +23,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 namespace boxlite::shim {
@@ -111,15 +112,23 @@ int create_box_tap(std::string& error) {
             (void)!::write(v6, "1", 1);
             ::close(v6);
         }
+        auto write_sysctl = [](const char* path, std::string_view text) {
+            const int fd = ::open(path, O_WRONLY | O_CLOEXEC);
+            if (fd < 0) return;
+            (void)!::write(fd, text.data(), text.size());
+            ::close(fd);
+        };
         // A 1 MiB initial receive window in the box's namespace (the default, 128 KiB of buffer and
         // a window of about two 65520-byte frames, made every round trip through the pump and passt
         // wait for the box's ACK: docs/networking.md, Performance). Best effort.
-        const int rmem = ::open("/proc/sys/net/ipv4/tcp_rmem", O_WRONLY | O_CLOEXEC);
-        if (rmem >= 0) {
-            const char text[] = "4096 2097152 16777216";  // min, default (window = half), max
-            (void)!::write(rmem, text, sizeof text - 1);
-            ::close(rmem);
-        }
+        write_sysctl("/proc/sys/net/ipv4/tcp_rmem", "4096 2097152 16777216");  // min, default, max
+        // Debian 12's passt drops the box's segments that its host socket cannot take at once (it
+        // offers the box the host peer's whole window on loopback), and offers neither SACK nor
+        // timestamps: each lost segment waits for a retransmission timeout, and the box's TCP backs
+        // those off (0.2, 0.4, ... 6.4 s) until passt resets the stalled connection. A 1 s ceiling
+        // keeps a loss a short pause (docs/networking.md, "Stalls and resets"). Best effort: Linux
+        // 6.15 and later.
+        write_sysctl("/proc/sys/net/ipv4/tcp_rto_max_ms", "1000");
         ok = step(SIOCGIFFLAGS, req, "reading flags");
     }
     if (ok) {
@@ -407,11 +416,18 @@ void PasstNetwork::shut_down() noexcept {
     }
 }
 
-namespace {
-/// The socket pair between passt and the pump, each way: passt drops a frame it cannot write at
-/// once, and the pump must hold a window's worth of the box's frames (docs/networking.md).
-constexpr int kPasstSocketBuffer = 8 * 1024 * 1024;
-}  // namespace
+void size_passt_socket_pair(int pump_end, int passt_end) {
+    auto set = [](int fd, int option, int forced, int bytes) {
+        if (::setsockopt(fd, SOL_SOCKET, forced, &bytes, sizeof bytes) != 0)
+            ::setsockopt(fd, SOL_SOCKET, option, &bytes, sizeof bytes);
+    };
+    constexpr int kLarge = 8 * 1024 * 1024;
+    constexpr int kPumpWrites = 2 * 1024 * 1024;
+    set(pump_end, SO_SNDBUF, SO_SNDBUFFORCE, kPumpWrites);
+    set(pump_end, SO_RCVBUF, SO_RCVBUFFORCE, kLarge);
+    set(passt_end, SO_SNDBUF, SO_SNDBUFFORCE, kLarge);
+    set(passt_end, SO_RCVBUF, SO_RCVBUFFORCE, kLarge);
+}
 
 BoxliteResult<base::OwnedFd> start_passt_network(const std::vector<std::string>& allow_net,
                                                  const ShimOptions& passt_options, PasstNetwork& network) {
@@ -424,13 +440,7 @@ BoxliteResult<base::OwnedFd> start_passt_network(const std::vector<std::string>&
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
         return fail_errno(ErrorKind::Engine, "socketpair for passt", errno);
     base::OwnedFd ours(pair[0]), theirs(pair[1]);
-    for (const int fd : pair) {
-        const int bytes = kPasstSocketBuffer;
-        if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0)
-            ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
-        if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0)
-            ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
-    }
+    size_passt_socket_pair(ours.get(), theirs.get());
     std::string error;
     network.passt = start_passt(passt_options, theirs.get(), error);
     if (network.passt < 0) return fail(ErrorKind::Engine, "starting passt for the box network: {}", error);

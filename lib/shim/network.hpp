@@ -57,6 +57,13 @@ std::string find_passt(const ShimOptions& o, std::string& error);
 /// or -1 with `error` set.
 pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error);
 
+/// Sizes the socket pair between the pump and passt (root may exceed net.core.wmem_max): 8 MiB
+/// for passt's writes (it drops a frame it cannot write at once) and the pump's reads; 2 MiB for
+/// the pump's writes, so that what waits for passt (at most twice that) stays below the 8 MiB
+/// that Debian 12's passt reads at once: a read of its never ends inside a frame
+/// (docs/networking.md, "The stream to passt").
+void size_passt_socket_pair(int pump_end, int passt_end);
+
 /// Waits (up to `timeout_ms`) until every port of `publish` is bound on the host (a TCP listener
 /// or a UDP socket, as /proc/net says), so a box reported ready takes connections on them. False
 /// on timeout, or when `starter` (the process that starts passt) has ended first (it is not

@@ -4,12 +4,14 @@
 #include "frames.hpp"
 #include "net/pump.hpp"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <thread>
 
@@ -194,6 +196,70 @@ TEST(NetPump, CarriesABurstOfFramesCutAnywhere) {
     thread.join();
     EXPECT_TRUE(result) << result.error().message();
     EXPECT_EQ(pump.stats().frames_to_box, frames.size());
+}
+
+// Issue 19: Debian 12's passt reads its stream socket in batches and loses the framing when a
+// read ends inside a frame, which stalled and reset the box's connections. The pump therefore
+// writes whole frames only, each write one socket buffer: whatever passt reads (here with a
+// buffer larger than the socket can hold, as passt's 8 MiB) ends at a frame's end, even while the
+// socket is full and the pump's writes come back short.
+TEST(NetPump, PasstNeverReadsAFrameCutWhileTheSocketIsFull) {
+    Pair device(SOCK_SEQPACKET);
+    Pair passt(SOCK_STREAM);
+    Pair stop(SOCK_STREAM);
+    const int small = 64 * 1024;  // the pump's end fills after a few frames
+    ASSERT_EQ(::setsockopt(passt.b, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    EgressFirewall firewall(AllowList{});
+    FramePump pump(device.b, passt.b, firewall);
+    BoxliteResult<void> result;
+    std::thread thread([&] { result = pump.run(stop.b); });
+    // Sizes from a runt-sized UDP datagram to a whole MTU-32768 frame, mixed so that frames cross
+    // every write and buffer boundary.
+    std::vector<std::vector<std::uint8_t>> frames;
+    const std::size_t payloads[] = {0, 1372, 32740, 7, 20000, 32740, 513, 32740, 32740, 65, 9000};
+    for (std::size_t i = 0; i < 400; ++i) {
+        auto frame = ip_frame(kBox, IpAddress::v4(198, 51, 100, 7), kProtoUdp, 40000, 9, 0,
+                              payloads[i % std::size(payloads)]);
+        frame.back() = static_cast<std::uint8_t>(i);
+        frames.push_back(std::move(frame));
+    }
+    std::thread box([&] {
+        for (const auto& frame : frames) {
+            if (::write(device.a, frame.data(), frame.size()) != static_cast<ssize_t>(frame.size())) return;
+        }
+    });
+    std::vector<std::uint8_t> stream;
+    std::vector<std::uint8_t> buffer(8 << 20);
+    std::size_t reads_cut = 0;
+    std::size_t total = 0;
+    for (const auto& frame : frames) total += 4 + frame.size();
+    while (stream.size() < total) {
+        pollfd ready{passt.a, POLLIN, 0};
+        ASSERT_EQ(::poll(&ready, 1, 60'000), 1) << "no frames for 60 s (a hang)";
+        // Let the pump run into the full socket before reading, as a busy passt would.
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        const ssize_t n = ::recv(passt.a, buffer.data(), buffer.size(), MSG_DONTWAIT);
+        ASSERT_GT(n, 0);
+        stream.insert(stream.end(), buffer.begin(), buffer.begin() + n);
+        std::size_t at = 0;
+        while (stream.size() - at >= 4 && stream.size() - at - 4 >= stream_frame_length(stream.data() + at))
+            at += 4 + stream_frame_length(stream.data() + at);
+        if (at != stream.size()) ++reads_cut;
+    }
+    box.join();
+    EXPECT_EQ(reads_cut, 0U) << "reads that ended inside a frame";
+    std::size_t at = 0;
+    for (const auto& frame : frames) {
+        ASSERT_LE(at + 4 + frame.size(), stream.size());
+        ASSERT_EQ(stream_frame_length(stream.data() + at), frame.size());
+        ASSERT_TRUE(std::equal(frame.begin(), frame.end(), stream.begin() + static_cast<std::ptrdiff_t>(at + 4)));
+        at += 4 + frame.size();
+    }
+    EXPECT_EQ(at, stream.size());
+    ASSERT_EQ(::write(stop.a, "x", 1), 1);
+    thread.join();
+    EXPECT_TRUE(result) << result.error().message();
+    EXPECT_EQ(pump.stats().frames_to_passt, frames.size());
 }
 
 TEST(NetPump, ABadLengthPrefixFromPasstEndsThePump) {
