@@ -29,6 +29,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <map>
 #include <sstream>
 #include <string_view>
@@ -258,11 +259,13 @@ void write_network_files(const std::string& hostname) {
 
 /// The network's modules loaded from `modules` (opened before the root moved: the files go with
 /// the initramfs), then eth0 (our virtio-net device) up with the box network's address and
-/// default route (net/box_interface.hpp, as the namespace engine's eth0). Runs on its own thread
-/// while the boot goes on, and uses no path: the root moves under it (IPv6 is turned off through
-/// `sysctl_net_dir`, /proc/sys/net opened before). Logs what fails; the box still serves without
-/// a network.
-void network_up(std::vector<std::pair<std::string, int>> modules, int sysctl_net_dir) {
+/// default route (net/box_interface.hpp, as the namespace engine's eth0), then, once `root` says
+/// the box root is in place (false: the boot gave up), its /etc/hosts and /etc/resolv.conf. Runs
+/// on its own thread while the boot goes on, and uses no path until then: the root moves under it
+/// (IPv6 is turned off through `sysctl_net_dir`, /proc/sys/net opened before). Logs what fails;
+/// the box still serves without a network.
+void network_up(std::vector<std::pair<std::string, int>> modules, int sysctl_net_dir, std::future<bool> root,
+                std::string hostname) {
     const auto started = vm_uptime_ms();
     std::string loaded;
     for (auto& [name, fd] : modules) {
@@ -286,6 +289,7 @@ void network_up(std::vector<std::pair<std::string, int>> modules, int sysctl_net
                         modules_done - started, loaded, vm_uptime_ms() - modules_done));
     }
     if (sysctl_net_dir >= 0) ::close(sysctl_net_dir);
+    if (root.get()) write_network_files(hostname);
 }
 
 void apply_limits(const vmm::GuestLimits& limits) {
@@ -422,8 +426,16 @@ VmBoot vm_boot() {
     load_modules(order, ModuleStep::Transport, "transport");
     const int listen_fd = listen_vsock(launch.agent_port);
     if (listen_fd >= 0) say(fmt::format("vsock port {} open: connections wait until the boot ends", launch.agent_port));
+    // The network thread writes the box's /etc files once the root is in place (or never).
+    std::promise<bool> root_in_place;
+    bool root_told = false;
+    auto tell_root = [&](bool in_place) {
+        if (!root_told) root_in_place.set_value(in_place);
+        root_told = true;
+    };
     auto give_up = [&] {
         if (listen_fd >= 0) ::close(listen_fd);
+        tell_root(false);
         boot.wait_for_network();
         return std::move(boot);
     };
@@ -444,7 +456,9 @@ VmBoot vm_boot() {
             modules.emplace_back(name, fd);
         }
         const int sysctl_net_dir = ::open("/proc/sys/net", O_PATH | O_DIRECTORY | O_CLOEXEC);
-        boot.network = std::thread(network_up, std::move(modules), sysctl_net_dir);
+        const std::string hostname = launch.box_id.substr(0, BoxID::kShortLength);
+        boot.network = std::thread(network_up, std::move(modules), sysctl_net_dir, root_in_place.get_future(),
+                                   hostname);
     }
     if (!launch.volumes.empty()) load_modules(order, ModuleStep::Volumes, "volumes");
 
@@ -464,6 +478,7 @@ VmBoot vm_boot() {
     // A box without the volumes it was given must not run as if it had them: power off, and the
     // host reports the console's reason.
     if (!mount_volumes(launch.volumes)) vm_power_off();
+    tell_root(true);
 
     // As the namespace engine does: the box's short id as host name, and the same base
     // environment under the launch's own.
@@ -471,7 +486,6 @@ VmBoot vm_boot() {
     if (!hostname.empty() && ::sethostname(hostname.data(), hostname.size()) != 0)
         say(fmt::format("cannot set the host name: {}", why()));
     loopback_up();
-    if (launch.network) write_network_files(hostname);
     apply_limits(launch.rlimits);
     std::map<std::string, std::string> env = {{"PATH", kDefaultPath}, {"HOME", "/root"}};
     if (!hostname.empty()) env["HOSTNAME"] = hostname;
