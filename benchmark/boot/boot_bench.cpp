@@ -168,7 +168,7 @@ struct OursRun {
     std::string id;
     BoxMetrics metrics;
     long long guest_ready_ms = -1;
-    long long guest_init_ms = -1;  ///< our init's first console line until it serves (guest clock)
+    long long guest_init_ms = -1;                     ///< our init's first console line until it serves (guest clock)
     double create_ms = 0, start_ms = 0, exec_ms = 0;  ///< the host's split of the timed span
     double second_exec_ms = 0;                        ///< an `echo` after it (not timed): warm
 };
