@@ -50,6 +50,7 @@
 #include <cstring>
 #include <dirent.h>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -157,6 +158,10 @@ public:
           base_env_(std::move(base_env)),
           default_workdir_(default_workdir.empty() ? "/" : std::move(default_workdir)),
           default_user_(std::move(default_user)) {}
+
+    /// Called once, before the first execution starts (whatever its kind): what must be done
+    /// before anything runs in the box that the agent could serve without.
+    void before_first_execution(std::function<void()> wait) { before_first_execution_ = std::move(wait); }
 
     int run(int ready_fd) {
         sigset_t mask;
@@ -1183,6 +1188,11 @@ private:
         if (!req_result) return send_error(c, f.stream, req_result.error().message());
         const auto& req = *req_result;
         if (req.kind == ExecKind::Command && req.program.empty()) return send_error(c, f.stream, "empty program name");
+        if (before_first_execution_) {  // the VM's network, brought up while the agent served already
+            const auto wait = std::move(before_first_execution_);
+            before_first_execution_ = nullptr;
+            wait();
+        }
 
         const auto& user = req.user.empty() ? default_user_ : req.user;
         // A non-root agent (run directly, in tests) runs unnamed users as itself.
@@ -1561,6 +1571,7 @@ private:
     Spare spare_;
     bool spare_wanted_ = false;
     std::vector<std::string> base_env_;
+    std::function<void()> before_first_execution_;
     std::string default_workdir_;
     std::string default_user_;
     int signal_fd_ = -1;
@@ -1605,8 +1616,10 @@ int main(int argc, char** argv) {
         auto boot = boxlite::guest::vm_boot();
         if (boot.listen_fd >= 0 && !boot.power_off_when_ready) {
             Agent agent(boot.listen_fd, std::move(boot.env), boot.working_dir, boot.user);
+            agent.before_first_execution([&boot] { boot.wait_for_network(); });
             agent.run(-1);
         }
+        boot.wait_for_network();
         boxlite::guest::vm_power_off();
     }
     int listen_fd = -1;

@@ -2,6 +2,7 @@
 #include "vm_init.hpp"
 
 #include "engine/kvm/launch.hpp"
+#include "net/box_interface.hpp"
 
 #include <boxlite/box_id.hpp>
 
@@ -25,9 +26,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <map>
 #include <sstream>
 #include <string_view>
@@ -236,21 +239,6 @@ void loopback_up() {
     ::close(fd);
 }
 
-// The box network's addresses (upstream's; the namespace engine's eth0 has the same ones):
-// docs/networking.md. The gateway is passt's, which answers DNS; .254 is host.boxlite.internal.
-constexpr const char* kBoxAddress = "192.168.127.2";
-constexpr const char* kBoxNetmask = "255.255.255.0";
-constexpr const char* kGatewayAddress = "192.168.127.1";
-
-sockaddr ipv4_sockaddr(const char* address) {
-    sockaddr_in in{};
-    in.sin_family = AF_INET;
-    ::inet_pton(AF_INET, address, &in.sin_addr);
-    sockaddr out{};
-    std::memcpy(&out, &in, sizeof in);
-    return out;
-}
-
 bool write_text_file(const char* path, const std::string& text) {
     const int fd = ::open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return false;
@@ -259,65 +247,50 @@ bool write_text_file(const char* path, const std::string& text) {
     return ok;
 }
 
-/// eth0 (our virtio-net device) up with the box network's address and the default route via the
-/// gateway, IPv6 off on it; then /etc/hosts (the box's name, host.boxlite.internal) and
-/// /etc/resolv.conf in the box root. Logs what fails; the box still serves without a network.
-void network_up(const std::string& hostname) {
-    // The driver binds while its module loads; give a slow probe a little time anyway.
-    for (int i = 0; i < 100 && ::if_nametoindex("eth0") == 0; ++i)
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    if (::if_nametoindex("eth0") == 0) {
-        say("no eth0 after 5 s: the box has loopback only");
-        return;
-    }
-    if (const int v6 = ::open("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", O_WRONLY | O_CLOEXEC); v6 >= 0) {
-        (void)!::write(v6, "1", 1);
-        ::close(v6);
-    }
-    const int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (s < 0) {
-        say(fmt::format("cannot configure eth0: socket: {}", why()));
-        return;
-    }
-    ifreq req{};
-    std::strncpy(req.ifr_name, "eth0", IFNAMSIZ - 1);
-    auto step = [&](unsigned long request, const char* what) {
-        if (::ioctl(s, request, &req) == 0) return true;
-        say(fmt::format("cannot configure eth0: {}: {}", what, why()));
-        return false;
-    };
-    req.ifr_addr = ipv4_sockaddr(kBoxAddress);
-    bool ok = step(SIOCSIFADDR, "address");
-    if (ok) {
-        req.ifr_netmask = ipv4_sockaddr(kBoxNetmask);
-        ok = step(SIOCSIFNETMASK, "netmask");
-    }
-    if (ok) ok = step(SIOCGIFFLAGS, "reading flags");
-    if (ok) {
-        req.ifr_flags = static_cast<short>(req.ifr_flags | IFF_UP | IFF_RUNNING);
-        ok = step(SIOCSIFFLAGS, "bringing it up");
-    }
-    if (ok) {
-        rtentry route{};
-        route.rt_dst = ipv4_sockaddr("0.0.0.0");
-        route.rt_genmask = ipv4_sockaddr("0.0.0.0");
-        route.rt_gateway = ipv4_sockaddr(kGatewayAddress);
-        route.rt_flags = RTF_UP | RTF_GATEWAY;
-        char device[IFNAMSIZ] = "eth0";
-        route.rt_dev = device;
-        if (::ioctl(s, SIOCADDRT, &route) != 0) {
-            say(fmt::format("cannot add the default route via {}: {}", kGatewayAddress, why()));
-            ok = false;
-        }
-    }
-    ::close(s);
+/// /etc/hosts (the box's name, host.boxlite.internal) and /etc/resolv.conf (passt's gateway
+/// answers DNS) in the box root: files only, written before the agent serves.
+void write_network_files(const std::string& hostname) {
     ::mkdir("/etc", 0755);
     const std::string hosts = std::string("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n") +
-                              kBoxAddress + "\t" + hostname + "\n192.168.127.254\thost.boxlite.internal\n";
+                              net::kBoxAddress + "\t" + hostname + "\n" + net::kHostAlias + "\thost.boxlite.internal\n";
     if (!write_text_file("/etc/hosts", hosts)) say(fmt::format("cannot write /etc/hosts: {}", why()));
-    if (!write_text_file("/etc/resolv.conf", std::string("nameserver ") + kGatewayAddress + "\n"))
+    if (!write_text_file("/etc/resolv.conf", std::string("nameserver ") + net::kGatewayAddress + "\n"))
         say(fmt::format("cannot write /etc/resolv.conf: {}", why()));
-    if (ok) say(fmt::format("eth0 up: {}/24 via {}", kBoxAddress, kGatewayAddress));
+}
+
+/// The network's modules loaded from `modules` (opened before the root moved: the files go with
+/// the initramfs), then eth0 (our virtio-net device) up with the box network's address and
+/// default route (net/box_interface.hpp, as the namespace engine's eth0), then, once `root` says
+/// the box root is in place (false: the boot gave up), its /etc/hosts and /etc/resolv.conf. Runs
+/// on its own thread while the boot goes on, and uses no path until then: the root moves under it
+/// (IPv6 is turned off through `sysctl_net_dir`, /proc/sys/net opened before). Logs what fails;
+/// the box still serves without a network.
+void network_up(std::vector<std::pair<std::string, int>> modules, int sysctl_net_dir, std::future<bool> root,
+                std::string hostname) {
+    const auto started = vm_uptime_ms();
+    std::string loaded;
+    for (auto& [name, fd] : modules) {
+        if (::syscall(SYS_finit_module, fd, "", 0) != 0 && errno != EEXIST) {
+            say(fmt::format("cannot load module {}: {}", name, why()));
+        } else {
+            loaded += (loaded.empty() ? "" : " ") + name.substr(0, name.rfind(".ko"));
+        }
+        ::close(fd);
+    }
+    const auto modules_done = vm_uptime_ms();
+    // The driver binds while its module loads; give a slow probe a little time anyway.
+    for (int i = 0; i < 1000 && ::if_nametoindex("eth0") == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (::if_nametoindex("eth0") == 0) {
+        say("no eth0 after 5 s: the box has loopback only");
+    } else if (std::string error; !net::configure_box_interface("eth0", sysctl_net_dir, error)) {
+        say(fmt::format("cannot configure eth0: {}", error));
+    } else {
+        say(fmt::format("eth0 up: {}/24 via {} (modules {} ms: {}; eth0 {} ms)", net::kBoxAddress, net::kGatewayAddress,
+                        modules_done - started, loaded, vm_uptime_ms() - modules_done));
+    }
+    if (sysctl_net_dir >= 0) ::close(sysctl_net_dir);
+    if (root.get()) write_network_files(hostname);
 }
 
 void apply_limits(const vmm::GuestLimits& limits) {
@@ -409,6 +382,37 @@ bool mount_volumes(const std::vector<vmm::GuestVolume>& volumes) {
     return true;
 }
 
+/// What a first command reads from the box disk whatever it is, read ahead while the agent is
+/// still waiting for the host: /etc/passwd and /etc/group (the agent resolves the command's user
+/// from them), the default PATH's directories (its search), and the file /bin/sh resolves to (the
+/// shell, and the multi-call binary of busybox images), in a few large reads instead of one page
+/// fault after another. Best effort, on a thread of its own; it only reads. A file is opened
+/// O_PATH first and read only if it is a regular file: a box's symlink to a device is never
+/// opened for real.
+void read_ahead_first_command() {
+    auto read_ahead = [](const char* path) {
+        const int handle = ::open(path, O_PATH | O_CLOEXEC);
+        if (handle < 0) return;
+        struct stat st {};
+        if (::fstat(handle, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+            const std::string reopen = "/proc/self/fd/" + std::to_string(handle);
+            if (const int fd = ::open(reopen.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK); fd >= 0) {
+                constexpr off_t kMost = 16 << 20;
+                (void)::readahead(fd, 0, static_cast<std::size_t>(std::min<off_t>(st.st_size, kMost)));
+                ::close(fd);
+            }
+        }
+        ::close(handle);
+    };
+    read_ahead("/etc/passwd");
+    read_ahead("/etc/group");
+    for (const auto& dir : {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}) {
+        struct stat st {};
+        (void)::stat(dir, &st);
+    }
+    read_ahead("/bin/sh");
+}
+
 int listen_vsock(std::uint32_t port) {
     const int fd = ::socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -454,13 +458,40 @@ VmBoot vm_boot() {
     load_modules(order, ModuleStep::Transport, "transport");
     const int listen_fd = listen_vsock(launch.agent_port);
     if (listen_fd >= 0) say(fmt::format("vsock port {} open: connections wait until the boot ends", launch.agent_port));
+    // The network thread writes the box's /etc files once the root is in place (or never).
+    std::promise<bool> root_in_place;
+    bool root_told = false;
+    auto tell_root = [&](bool in_place) {
+        if (!root_told) root_in_place.set_value(in_place);
+        root_told = true;
+    };
     auto give_up = [&] {
         if (listen_fd >= 0) ::close(listen_fd);
-        return boot;
+        tell_root(false);
+        boot.wait_for_network();
+        return std::move(boot);
     };
     // All before the root moves: the modules are files of the initramfs.
     load_modules(order, ModuleStep::Disk, "disk");
-    if (launch.network) load_modules(order, ModuleStep::Network, "network");
+    if (launch.network) {
+        // The network on its own thread, off the path to serving: the agent holds every command
+        // back until it is done (VmBoot::wait_for_network), so no command sees a box without it.
+        std::vector<std::pair<std::string, int>> modules;
+        for (const auto& name : order) {
+            if (module_step(name) != ModuleStep::Network) continue;
+            const std::string path = "/lib/modules/" + name;
+            const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd < 0) {
+                say(fmt::format("cannot open module {}: {}", path, why()));
+                continue;
+            }
+            modules.emplace_back(name, fd);
+        }
+        const int sysctl_net_dir = ::open("/proc/sys/net", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        const std::string hostname = launch.box_id.substr(0, BoxID::kShortLength);
+        boot.network = std::thread(network_up, std::move(modules), sysctl_net_dir, root_in_place.get_future(),
+                                   hostname);
+    }
     if (!launch.volumes.empty()) load_modules(order, ModuleStep::Volumes, "volumes");
 
     if (wait_for(kBoxDisk, std::chrono::seconds(10))) {
@@ -479,6 +510,8 @@ VmBoot vm_boot() {
     // A box without the volumes it was given must not run as if it had them: power off, and the
     // host reports the console's reason.
     if (!mount_volumes(launch.volumes)) vm_power_off();
+    tell_root(true);
+    std::thread(read_ahead_first_command).detach();
 
     // As the namespace engine does: the box's short id as host name, and the same base
     // environment under the launch's own.
@@ -486,7 +519,6 @@ VmBoot vm_boot() {
     if (!hostname.empty() && ::sethostname(hostname.data(), hostname.size()) != 0)
         say(fmt::format("cannot set the host name: {}", why()));
     loopback_up();
-    if (launch.network) network_up(hostname);
     apply_limits(launch.rlimits);
     std::map<std::string, std::string> env = {{"PATH", kDefaultPath}, {"HOME", "/root"}};
     if (!hostname.empty()) env["HOSTNAME"] = hostname;
@@ -506,6 +538,11 @@ VmBoot vm_boot() {
         say(fmt::format("listening on vsock port {} (host name {})", launch.agent_port,
                         hostname.empty() ? "unset" : hostname));
     return boot;
+}
+
+void VmBoot::wait_for_network() {
+    if (!network.joinable()) return;
+    network.join();
 }
 
 void vm_power_off() {

@@ -15,14 +15,18 @@
 //   4. wait for the box disk /dev/vda, mount its ext4 on /newroot, grow it to the disk's size
 //      (EXT4_IOC_RESIZE_FS, online), move /dev, /proc, /sys onto it and make it the root
 //      (MS_MOVE + chroot: the initramfs cannot be pivot_root'ed away), then devpts and /dev/shm;
-//   5. set the host name (the box's short id), bring up lo (and eth0 with the box network's
-//      addresses, /etc/hosts and /etc/resolv.conf, when the launch says network), apply the
-//      rlimits, build the base environment (PATH, HOME, HOSTNAME, then the launch's), and return
-//      the listening socket to serve ("listening on vsock port ...": the agent is ready).
+//   5. set the host name (the box's short id), bring up lo (and write /etc/hosts and
+//      /etc/resolv.conf when the launch says network), apply the rlimits, build the base
+//      environment (PATH, HOME, HOSTNAME, then the launch's), and return the listening socket to
+//      serve ("listening on vsock port ...": the agent is ready).
+// The network (its modules, then eth0 with the box network's addresses: net/box_interface.hpp)
+// comes up on a thread of its own from step 3 on, while the disk is mounted and the agent starts
+// serving; the agent runs no command before it is done (VmBoot::wait_for_network).
 // Without a disk it logs so and serves from the initramfs.
 #pragma once
 
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace boxlite::guest {
@@ -33,6 +37,10 @@ struct VmBoot {
     std::string working_dir = "/";
     std::string user;
     bool power_off_when_ready = false;
+    std::thread network;  ///< bringing eth0 up (when the box has a network), until joined
+
+    /// Returns once the network set-up has ended (done, or failed and logged); at once without one.
+    void wait_for_network();
 };
 
 /// Steps 1-5; on a failure that leaves nothing to serve, logs it and returns listen_fd -1.

@@ -4,6 +4,7 @@
 #include "store_impl.hpp"
 #include "unpack.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,6 +34,17 @@ BoxliteResult<void> make_ext4(const fs::path& tree, const fs::path& disk) {
     return run_program({"mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-N", std::to_string(inode_count),
                         "-L", "boxlite-rootfs", "-d", tree.string(), disk.string(), fmt::format("{}k", size / 1024)},
                        ErrorKind::Storage);
+}
+
+/// fsync of the file or directory at `path`.
+BoxliteResult<void> sync_file(const fs::path& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return fail_errno(ErrorKind::Storage, "opening " + path.string() + " to sync it", errno);
+    const int synced = ::fsync(fd);
+    const int saved = errno;
+    ::close(fd);
+    if (synced != 0) return fail_errno(ErrorKind::Storage, "fsync " + path.string(), saved);
+    return {};
 }
 
 }  // namespace
@@ -148,6 +160,9 @@ BoxliteResult<std::pair<fs::path, bool>> ImageStore::Impl::build_disk(const Imag
                       fmt::format(".tmp-{}-{}.ext4", digest_hex(image.manifest_digest).substr(0, 16), random_suffix());
     auto built = make_ext4(tree.first, temp);
     if (built) built = correct_disk_ownership(image, tree.first, temp);
+    // On disk before the rename makes it the cache's: after a power loss, every box of this image
+    // would boot whatever of it had reached the disk (mke2fs and debugfs do not sync).
+    if (built) built = sync_file(temp);
     if (!built) {
         ::unlink(temp.c_str());
         return fail(built.error().with_context(fmt::format("building the ext4 disk of image {}", image.reference)));
@@ -157,6 +172,7 @@ BoxliteResult<std::pair<fs::path, bool>> ImageStore::Impl::build_disk(const Imag
         ::unlink(temp.c_str());
         return fail_errno(ErrorKind::Storage, "renaming into " + target.string(), saved);
     }
+    BOXLITE_TRY_VOID(sync_file(disks));  // the rename itself
     return std::pair{target, true};
 }
 

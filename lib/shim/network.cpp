@@ -1,5 +1,6 @@
 #include "network.hpp"
 
+#include "net/box_interface.hpp"
 #include "net/pump.hpp"
 
 #include <arpa/inet.h>
@@ -31,20 +32,10 @@ namespace {
 
 std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
 
-sockaddr ipv4_sockaddr(const char* address) {
-    sockaddr_in in{};
-    in.sin_family = AF_INET;
-    ::inet_pton(AF_INET, address, &in.sin_addr);
-    sockaddr out{};
-    std::memcpy(&out, &in, sizeof in);
-    return out;
-}
-
 // The box's MAC and addresses: upstream's (docs/networking.md).
 constexpr unsigned char kBoxMac[6] = {0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee};
-constexpr const char* kBoxAddress = "192.168.127.2";
-constexpr const char* kBoxNetmask = "255.255.255.0";
-constexpr const char* kGatewayAddress = "192.168.127.1";
+using net::kBoxAddress;
+using net::kGatewayAddress;
 // Not pasta's 65520: this passt (Debian 12's, 2023-03) reads its stream socket in big batches and,
 // when a read ends inside a frame, makes one more blocking recv() for the rest and drops the frame
 // if that recv() returns less. A UNIX stream socket queues a write in buffers of about 36 KiB
@@ -98,20 +89,6 @@ int create_box_tap(std::string& error) {
         ok = step(SIOCSIFMTU, req, "MTU");
     }
     if (ok) {
-        req.ifr_addr = ipv4_sockaddr(kBoxAddress);
-        ok = step(SIOCSIFADDR, req, "address");
-    }
-    if (ok) {
-        req.ifr_netmask = ipv4_sockaddr(kBoxNetmask);
-        ok = step(SIOCSIFNETMASK, req, "netmask");
-    }
-    if (ok) {
-        // IPv6 off on eth0 before it comes up: the box network is IPv4 (docs/networking.md).
-        const int v6 = ::open("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", O_WRONLY | O_CLOEXEC);
-        if (v6 >= 0) {
-            (void)!::write(v6, "1", 1);
-            ::close(v6);
-        }
         auto write_sysctl = [](const char* path, std::string_view text) {
             const int fd = ::open(path, O_WRONLY | O_CLOEXEC);
             if (fd < 0) return;
@@ -129,25 +106,8 @@ int create_box_tap(std::string& error) {
         // keeps a loss a short pause (docs/networking.md, "Stalls and resets"). Best effort: Linux
         // 6.15 and later.
         write_sysctl("/proc/sys/net/ipv4/tcp_rto_max_ms", "1000");
-        ok = step(SIOCGIFFLAGS, req, "reading flags");
-    }
-    if (ok) {
-        req.ifr_flags = static_cast<short>(req.ifr_flags | IFF_UP | IFF_RUNNING);
-        ok = step(SIOCSIFFLAGS, req, "bringing it up");
-    }
-    if (ok) {
-        rtentry route{};
-        route.rt_dst = ipv4_sockaddr("0.0.0.0");
-        route.rt_genmask = ipv4_sockaddr("0.0.0.0");
-        route.rt_gateway = ipv4_sockaddr(kGatewayAddress);
-        route.rt_flags = RTF_UP | RTF_GATEWAY;
-        char device[IFNAMSIZ] = {};
-        std::strncpy(device, kBoxInterface, IFNAMSIZ - 1);
-        route.rt_dev = device;
-        if (::ioctl(s, SIOCADDRT, &route) != 0) {
-            error = errno_text("adding the default route via " + std::string(kGatewayAddress));
-            ok = false;
-        }
+        // Address, IPv6 off, up, default route: as the VM guest's eth0 (net/box_interface.hpp).
+        ok = net::configure_box_interface(kBoxInterface, -1, error);
     }
     if (s >= 0) ::close(s);
     if (!ok) {

@@ -637,6 +637,20 @@ TEST_F(QemuNetwork, TheBoxReachesTheHostLoopbackThroughTheAliasOnly) {
     EXPECT_NE(out.out.find("gateway-refused"), std::string::npos) << out;
 }
 
+// The guest brings eth0 up on a thread while the agent already serves (docs/guest.md): the box's
+// very first command, run right after start, must still find it configured, with no retry.
+TEST_F(QemuNetwork, TheFirstCommandFindsEth0UpWithItsAddressRouteAndHostsFile) {
+    const auto out = sh({}, "ip -4 addr show dev eth0; cat /proc/net/route /etc/hosts /etc/resolv.conf");
+    EXPECT_EQ(out.status, 0) << out;
+    EXPECT_NE(out.out.find("inet 192.168.127.2/24"), std::string::npos) << out;
+    EXPECT_NE(out.out.find(",UP"), std::string::npos) << out;
+    // The default route via 192.168.127.1 (/proc/net/route's little-endian hex).
+    EXPECT_NE(out.out.find("eth0\t00000000\t017FA8C0"), std::string::npos) << out;
+    EXPECT_NE(out.out.find("192.168.127.2\t"), std::string::npos) << out;
+    EXPECT_NE(out.out.find("nameserver 192.168.127.1"), std::string::npos) << out;
+    EXPECT_NE(out.out.find("rc=0"), std::string::npos) << out;
+}
+
 TEST_F(QemuNetwork, APublishedTcpPortReachesAServerInTheBox) {
     ASSERT_EQ(run({"run", "-d", "--name", "web", "-p", "127.0.0.1:18093:8000", image(), "sh", "-c",
                    "while true; do echo hello-from-the-box | nc -l -p 8000; done"},
