@@ -859,6 +859,16 @@ TEST_F(CliE2E, InteractiveStdinPipeIsPassedFileAndTerminalStream) {
     EXPECT_TRUE(box_stdin.starts_with("pipe:[")) << "a file must stream as frames into the agent's pipe: " << from_file;
     EXPECT_EQ(status, "cli=7") << from_file;
 
+    // Signals still reach the command (the CLI relays them; it reads nothing itself): `yes` keeps
+    // the pipe full until the box's readers are gone.
+    const auto marker = work_->path() / "stdin-started";
+    auto signalled = run_shell(
+        home_,
+        R"(yes | { "$0" exec -i stdinbox sh -c 'trap "exit 9" TERM; echo started; cat >/dev/null & wait' > "$1" & pid=$!
+        until grep -q started "$1" 2>/dev/null; do sleep 0.05; done; kill -TERM $pid; wait $pid; echo "cli=$?"; })",
+        {marker.string()});
+    EXPECT_EQ(trim(signalled.out), "cli=9") << signalled;
+
     {
         PtySession session(home_, {"exec", "-i", "stdinbox", "--", "sh", "-c", "read x; echo got-$x; exit 3"});
         session.type("typed\r");
