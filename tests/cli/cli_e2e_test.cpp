@@ -860,11 +860,12 @@ TEST_F(CliE2E, InteractiveStdinPipeIsPassedFileAndTerminalStream) {
     EXPECT_EQ(status, "cli=7") << from_file;
 
     // Signals still reach the command (the CLI relays them; it reads nothing itself): `yes` keeps
-    // the pipe full until the box's readers are gone.
+    // the pipe full until the box's readers are gone. (fd 3: an asynchronous command's stdin
+    // would be /dev/null.)
     const auto marker = work_->path() / "stdin-started";
     auto signalled = run_shell(
         home_,
-        R"(yes | { "$0" exec -i stdinbox sh -c 'trap "exit 9" TERM; echo started; cat >/dev/null & wait' > "$1" & pid=$!
+        R"(yes | { "$0" exec -i stdinbox sh -c 'trap "exit 9" TERM; exec 3<&0; echo started; cat <&3 >/dev/null & wait' > "$1" & pid=$!
         until grep -q started "$1" 2>/dev/null; do sleep 0.05; done; kill -TERM $pid; wait $pid; echo "cli=$?"; })",
         {marker.string()});
     EXPECT_EQ(trim(signalled.out), "cli=9") << signalled;
