@@ -242,6 +242,36 @@ protected:
     std::optional<RawPeer> fake_;
 };
 
+// An agent that does not offer kFeatureStdinDescriptor (a VM's, or an older one) gets stdin as
+// frames even when the caller gives a pipe: the Exec says nothing of a descriptor.
+TEST_F(SessionVsHostileAgent, AnAgentWithoutTheFeatureGetsStdinAsFrames) {
+    auto client = connect();
+    int p[2];
+    ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    auto answered = std::async(std::launch::async, [&]() -> std::optional<std::uint32_t> {
+        auto exec = fake_->next_of(FrameType::Exec);
+        if (!exec) return std::nullopt;
+        auto request = ExecRequest::decode(exec->payload);
+        if (!request || request->stdin_descriptor) return std::nullopt;
+        if (!fake_->send(FrameType::Started, exec->stream, Started{4242, kDefaultWindow}.encode())) return std::nullopt;
+        return exec->stream;
+    });
+    auto execution = client.exec(BoxCommand("cat").stdin_descriptor(p[0]));
+    const auto stream = answered.get();
+    ASSERT_TRUE(stream) << "the exec request asked for a descriptor the agent does not take";
+    ASSERT_TRUE(execution) << execution.error().to_string();
+    EXPECT_FALSE(execution->stdin_passed());
+    auto in = execution->stdin();
+    ASSERT_TRUE(in);
+    ASSERT_TRUE(in->write("framed"));
+    auto data = fake_->next_of(FrameType::Stdin);
+    ASSERT_TRUE(data);
+    EXPECT_EQ(data->stream, *stream);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(data->payload.data()), data->payload.size()), "framed");
+    ::close(p[0]);
+    ::close(p[1]);
+}
+
 TEST(SessionHandshake, AgentThatAcceptsAndNeverAnswersTimesOut) {
     test::TempDir dir("boxlite-silent-agent");
     const auto path = (dir.path() / "agent.sock").string();
