@@ -1046,22 +1046,11 @@ private:
 
         // The length, with the descriptors attached; then the job.
         const bool pipes = spec.pty.empty();
-        int fds[4] = {spec.status_fd, spec.in_fd, spec.out_fd, spec.err_fd};
-        const std::size_t nfds = pipes ? 4 : 1;
+        const int fds[4] = {spec.status_fd, spec.in_fd, spec.out_fd, spec.err_fd};
         std::uint32_t length = static_cast<std::uint32_t>(job.size());
-        iovec iov{&length, sizeof length};
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-        cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-        cmsg->cmsg_level = SOL_SOCKET;
-        cmsg->cmsg_type = SCM_RIGHTS;
-        cmsg->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-        std::memcpy(CMSG_DATA(cmsg), fds, nfds * sizeof(int));
-        bool sent = ::sendmsg(spare_.sock, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof length);
+        bool sent = base::send_with_fds(spare_.sock, std::as_bytes(std::span(&length, 1)),
+                                        std::span<const int>(fds, pipes ? 4 : 1)) ==
+                    static_cast<ssize_t>(sizeof length);
         for (std::size_t done = 0; sent && done < job.size();) {
             const auto n = ::send(spare_.sock, job.data() + done, job.size() - done, MSG_NOSIGNAL);
             if (n < 0 && errno == EINTR) continue;
@@ -1096,26 +1085,15 @@ private:
         reset_oom_score_adj();
 
         std::uint32_t length = 0;
-        int fds[4] = {-1, -1, -1, -1};
-        iovec iov{&length, sizeof length};
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
+        std::vector<int> received;
         ssize_t got = -1;
         do {
-            got = ::recvmsg(sock, &msg, MSG_WAITALL | MSG_CMSG_CLOEXEC);
+            got = base::recv_with_fds(sock, std::as_writable_bytes(std::span(&length, 1)), MSG_WAITALL, received);
         } while (got < 0 && errno == EINTR);
         if (got != static_cast<ssize_t>(sizeof length)) ::_exit(0);  // the agent let it go
-        std::size_t nfds = 0;
-        for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
-            if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS) {
-                nfds = std::min<std::size_t>(4, (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-                std::memcpy(fds, CMSG_DATA(cmsg), nfds * sizeof(int));
-            }
-        }
+        int fds[4] = {-1, -1, -1, -1};
+        const std::size_t nfds = std::min<std::size_t>(4, received.size());
+        std::copy_n(received.begin(), nfds, fds);
         if (nfds == 0 || length > kMaxSpareJob) ::_exit(127);
         const int status_fd = fds[0];
         std::string job(length, '\0');
