@@ -24,8 +24,10 @@
 #include <boxlite/error.hpp>
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <poll.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -42,7 +44,10 @@ namespace boxlite::cli {
 
 struct AttachOptions {
     bool interactive = false;  ///< forward fd 0 to the box's stdin
-    bool tty = false;          ///< the command has a terminal in the box
+    /// The command reads fd 0 itself (Execution::stdin_passed()): nothing is forwarded and the
+    /// box's stdin is not closed here (it ends when every writer of the pipe has closed it).
+    bool stdin_passed = false;
+    bool tty = false;  ///< the command has a terminal in the box
     int in_fd = STDIN_FILENO;
     int out_fd = STDOUT_FILENO;
     int err_fd = STDERR_FILENO;
@@ -53,6 +58,19 @@ inline constexpr std::initializer_list<int> kRelayedSignals = {SIGINT,  SIGTERM,
                                                                SIGUSR1, SIGUSR2, SIGWINCH};
 
 namespace attach_detail {
+
+/// Whether `fd` may be handed to the box command as its stdin (BoxCommand::stdin_descriptor):
+/// only the read end of an anonymous pipe. Never a terminal (the box could push input into the
+/// caller's shell with TIOCSTI), a regular file, a socket, a named FIFO, or anything open for
+/// writing. (The library checks the same again, lib/base/fd_passing.hpp; so does the agent.)
+inline bool passable_stdin(int fd) {
+    struct stat st {};
+    struct statfs fs {};
+    if (::fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) return false;
+    if (::fstatfs(fd, &fs) != 0 || fs.f_type != PIPEFS_MAGIC) return false;
+    const int flags = ::fcntl(fd, F_GETFL);
+    return flags >= 0 && (flags & O_ACCMODE) == O_RDONLY;
+}
 
 /// write(2) until done; the errno that stopped it (EPIPE: the reader left), or 0.
 inline int write_fully(int fd, const std::byte* data, std::size_t size) {
@@ -220,7 +238,7 @@ template <class Exec>
             }
             (void)in->close();
         });
-    } else if (in) {
+    } else if (in && !options.stdin_passed) {
         (void)in->close();
     }
 

@@ -21,6 +21,7 @@
 // As PID 1 it also reaps orphans and, on Shutdown or SIGTERM, stops everything and exits.
 #include <boxlite/protocol/frame.hpp>
 #include <boxlite/protocol/messages.hpp>
+#include "base/fd_passing.hpp"
 #include "base/unix_address.hpp"
 #include "protocol/tar.hpp"
 #include "vm_init.hpp"
@@ -120,6 +121,11 @@ struct Connection {
     std::size_t out_offset = 0;
     bool hello_done = false;
     bool closing = false;  // flush `out`, then close
+    // A UNIX socket (the namespace engine): descriptors may come with frames (HelloAck offers
+    // kFeatureStdinDescriptor). `frame_fds` are those that came with the header of the frame
+    // being read; whatever its handling does not take is closed once it is handled.
+    bool passes_fds = false;
+    std::vector<int> frame_fds;
     // A stdin frame whose header was taken and whose payload is still in the socket: it goes
     // from there into the execution's stdin pipe by splice(2) (see read_connection).
     std::uint32_t stdin_stream = 0;
@@ -351,11 +357,22 @@ private:
             ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
             auto c = std::make_unique<Connection>();
             c->fd = fd;
+            int domain = 0;
+            socklen_t length = sizeof domain;
+            c->passes_fds = ::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) == 0 && domain == AF_UNIX;
             connections_.push_back(std::move(c));
         }
     }
 
+    /// Closes the descriptors that came with the last frame and were not taken: the agent keeps
+    /// no descriptor of the host's beyond the frame that brought it.
+    static void close_frame_fds(Connection& c) {
+        for (const int fd : c.frame_fds) ::close(fd);
+        c.frame_fds.clear();
+    }
+
     void drop(Connection& c) {
+        close_frame_fds(c);
         // A host that goes away takes its executions with it: nobody could read their output.
         // That includes groups whose leader already exited but whose members still run.
         for (auto& [id, e] : c.executions) {
@@ -387,7 +404,22 @@ private:
             auto room = c.decoder.prepare(missing > 0              ? missing
                                           : buffered < kHeaderSize ? kHeaderSize - buffered
                                                                    : kMaxChunk + kHeaderSize);
-            const auto n = ::recv(c.fd, room.data(), room.size(), MSG_DONTWAIT);
+            // On a UNIX socket, descriptors come with a frame's first bytes (the kernel hands
+            // them out with the bytes of the sendmsg that carried them, and this reads one frame
+            // at a time): those of a receive at a frame boundary belong to that frame; any other
+            // (mid-frame, hostile) is closed at once.
+            if (buffered == 0) close_frame_fds(c);
+            ssize_t n = -1;
+            if (c.passes_fds) {
+                std::vector<int> fds;
+                n = base::recv_with_fds(c.fd, room, MSG_DONTWAIT, fds);
+                for (const int fd : fds) {
+                    if (buffered == 0 && n > 0) c.frame_fds.push_back(fd);
+                    else ::close(fd);
+                }
+            } else {
+                n = ::recv(c.fd, room.data(), room.size(), MSG_DONTWAIT);
+            }
             if (n < 0 && errno == EINTR) continue;
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
             if (n <= 0) {
@@ -405,6 +437,7 @@ private:
                 }
                 if (!*frame) break;
                 handle_frame(c, **frame);
+                close_frame_fds(c);
                 if (c.fd < 0) return;
             }
         }
@@ -425,7 +458,8 @@ private:
                                                          kMaxVersion));
             }
             c.hello_done = true;
-            send(c, FrameType::HelloAck, 0, HelloAck{version, kAgentVersion}.encode());
+            send(c, FrameType::HelloAck, 0,
+                 HelloAck{version, kAgentVersion, version >= 2 && c.passes_fds ? kFeatureStdinDescriptor : 0U}.encode());
             return;
         }
         switch (f.type) {
@@ -1017,22 +1051,11 @@ private:
 
         // The length, with the descriptors attached; then the job.
         const bool pipes = spec.pty.empty();
-        int fds[4] = {spec.status_fd, spec.in_fd, spec.out_fd, spec.err_fd};
-        const std::size_t nfds = pipes ? 4 : 1;
+        const int fds[4] = {spec.status_fd, spec.in_fd, spec.out_fd, spec.err_fd};
         std::uint32_t length = static_cast<std::uint32_t>(job.size());
-        iovec iov{&length, sizeof length};
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-        cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-        cmsg->cmsg_level = SOL_SOCKET;
-        cmsg->cmsg_type = SCM_RIGHTS;
-        cmsg->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-        std::memcpy(CMSG_DATA(cmsg), fds, nfds * sizeof(int));
-        bool sent = ::sendmsg(spare_.sock, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof length);
+        bool sent = base::send_with_fds(spare_.sock, std::as_bytes(std::span(&length, 1)),
+                                        std::span<const int>(fds, pipes ? 4 : 1)) ==
+                    static_cast<ssize_t>(sizeof length);
         for (std::size_t done = 0; sent && done < job.size();) {
             const auto n = ::send(spare_.sock, job.data() + done, job.size() - done, MSG_NOSIGNAL);
             if (n < 0 && errno == EINTR) continue;
@@ -1067,26 +1090,15 @@ private:
         reset_oom_score_adj();
 
         std::uint32_t length = 0;
-        int fds[4] = {-1, -1, -1, -1};
-        iovec iov{&length, sizeof length};
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
+        std::vector<int> received;
         ssize_t got = -1;
         do {
-            got = ::recvmsg(sock, &msg, MSG_WAITALL | MSG_CMSG_CLOEXEC);
+            got = base::recv_with_fds(sock, std::as_writable_bytes(std::span(&length, 1)), MSG_WAITALL, received);
         } while (got < 0 && errno == EINTR);
         if (got != static_cast<ssize_t>(sizeof length)) ::_exit(0);  // the agent let it go
-        std::size_t nfds = 0;
-        for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
-            if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS) {
-                nfds = std::min<std::size_t>(4, (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-                std::memcpy(fds, CMSG_DATA(cmsg), nfds * sizeof(int));
-            }
-        }
+        int fds[4] = {-1, -1, -1, -1};
+        const std::size_t nfds = std::min<std::size_t>(4, received.size());
+        std::copy_n(received.begin(), nfds, fds);
         if (nfds == 0 || length > kMaxSpareJob) ::_exit(127);
         const int status_fd = fds[0];
         std::string job(length, '\0');
@@ -1193,6 +1205,12 @@ private:
             before_first_execution_ = nullptr;
             wait();
         }
+        // The command's stdin as a host pipe (see ExecRequest::stdin_descriptor). It stays with
+        // the frame (closed after it, whatever happens) until close_all below owns it.
+        if (req.stdin_descriptor) {
+            auto refused = check_passed_stdin(c, req);
+            if (!refused.empty()) return send_error(c, f.stream, refused);
+        }
 
         const auto& user = req.user.empty() ? default_user_ : req.user;
         // A non-root agent (run directly, in tests) runs unnamed users as itself.
@@ -1207,7 +1225,12 @@ private:
         }
         const auto& home = ids->home;
 
-        int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, status[2] = {-1, -1};
+        int passed_stdin = -1;
+        if (req.stdin_descriptor) {
+            passed_stdin = c.frame_fds.front();
+            c.frame_fds.clear();
+        }
+        int in[2] = {passed_stdin, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, status[2] = {-1, -1};
         int master = -1;
         std::string slave_name;
         auto close_all = [&] {
@@ -1215,8 +1238,10 @@ private:
                 if (fd >= 0) ::close(fd);
             }
         };
-        if (::pipe2(status, O_CLOEXEC) != 0)
+        if (::pipe2(status, O_CLOEXEC) != 0) {
+            close_all();
             return send_error(c, f.stream, std::string("pipe: ") + std::strerror(errno));
+        }
         if (req.tty && req.kind == ExecKind::Command) {
             master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
             if (master < 0 || ::grantpt(master) != 0 || ::unlockpt(master) != 0) {
@@ -1229,7 +1254,8 @@ private:
             ws.ws_row = req.rows;
             ws.ws_col = req.cols;
             ::ioctl(master, TIOCSWINSZ, &ws);
-        } else if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+        } else if ((passed_stdin < 0 && ::pipe2(in, O_CLOEXEC) != 0) || ::pipe2(out, O_CLOEXEC) != 0 ||
+                   ::pipe2(err, O_CLOEXEC) != 0) {
             close_all();
             return send_error(c, f.stream, std::string("pipe: ") + std::strerror(errno));
         } else {
@@ -1237,7 +1263,7 @@ private:
             // sixteenth as often. Best effort: a lower fs.pipe-max-size keeps the default.
             (void)::fcntl(out[0], F_SETPIPE_SZ, 1 << 20);
             (void)::fcntl(err[0], F_SETPIPE_SZ, 1 << 20);
-            (void)::fcntl(in[1], F_SETPIPE_SZ, 1 << 20);  // and a fast reader of stdin
+            if (in[1] >= 0) (void)::fcntl(in[1], F_SETPIPE_SZ, 1 << 20);  // and a fast reader of stdin
         }
 
         // The box's environment (the image's Env and BoxOptions::env, given to the agent at
@@ -1363,10 +1389,10 @@ private:
             e->stdin_fd = master;
             e->stdout_fd = master;
         } else {
-            ::close(in[0]);
+            ::close(in[0]);  // a passed stdin too: only the command holds it now
             ::close(out[1]);
             ::close(err[1]);
-            set_nonblocking(in[1]);
+            if (in[1] >= 0) set_nonblocking(in[1]);
             set_nonblocking(out[0]);
             set_nonblocking(err[0]);
             e->stdin_fd = in[1];
@@ -1385,6 +1411,23 @@ private:
         // that has run one command may be a `run --rm` about to stop, where the spare would be
         // forked for nothing and, caught in its join, hold the stop up by a grace period.
         if (memory_cgroup_fd_ >= 0 && executions_started_ >= 2) spare_wanted_ = true;
+    }
+
+    /// Why an exec that says its stdin is a descriptor is refused, or empty: exactly one
+    /// descriptor came with the frame, the read end of an anonymous pipe (base::stdin_pipe_problem),
+    /// for a command without a tty.
+    static std::string check_passed_stdin(const Connection& c, const ExecRequest& req) {
+        if (!c.passes_fds) return "a stdin descriptor cannot be passed on this connection (not a UNIX socket)";
+        if (req.kind != ExecKind::Command || req.tty)
+            return "a stdin descriptor is allowed only for a command without a tty";
+        if (c.frame_fds.size() != 1) {
+            return fmt::format(
+                "the exec request says its stdin is a descriptor but {} descriptors came with it "
+                "(allowed: exactly 1, the read end of a pipe)",
+                c.frame_fds.size());
+        }
+        const char* problem = base::stdin_pipe_problem(c.frame_fds.front());
+        return problem != nullptr ? std::string(problem) : std::string();
     }
 
     void close_exec_fds(Execution& e) {

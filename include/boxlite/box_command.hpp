@@ -53,6 +53,16 @@ public:
         return *this;
     }
     BoxCommand&& user(std::string name) && { return std::move(user(std::move(name))); }
+    /// A host pipe (borrowed: the caller keeps and closes it) that the command should read as its
+    /// stdin itself, the way runc hands a container the caller's descriptors. Used only where the
+    /// box's agent takes descriptors (the namespace engine) and `fd` is the read end of a FIFO
+    /// and the command has no tty; Execution::stdin_passed() tells whether it was. When it was, the
+    /// caller must not read `fd` while the command runs and its ExecStdin writes nothing. -1: none.
+    BoxCommand& stdin_descriptor(int fd) & {
+        stdin_fd_ = fd;
+        return *this;
+    }
+    BoxCommand&& stdin_descriptor(int fd) && { return std::move(stdin_descriptor(fd)); }
 
     [[nodiscard]] const std::string& program() const noexcept { return program_; }
     [[nodiscard]] const std::vector<std::string>& arguments() const noexcept { return args_; }
@@ -61,6 +71,7 @@ public:
     [[nodiscard]] const std::optional<std::string>& working_directory() const noexcept { return working_dir_; }
     [[nodiscard]] bool is_tty() const noexcept { return tty_; }
     [[nodiscard]] const std::optional<std::string>& user_name() const noexcept { return user_; }
+    [[nodiscard]] int stdin_descriptor_value() const noexcept { return stdin_fd_; }
 
     friend bool operator==(const BoxCommand&, const BoxCommand&) = default;
 
@@ -72,6 +83,7 @@ private:
     std::optional<std::string> working_dir_;
     bool tty_ = false;
     std::optional<std::string> user_;
+    int stdin_fd_ = -1;
 };
 
 }  // namespace boxlite

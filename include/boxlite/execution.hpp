@@ -205,6 +205,9 @@ public:
     [[nodiscard]] const std::string& id() const { return link_.state->execution_id; }
     /// The process id inside the box.
     [[nodiscard]] std::int32_t pid() const { return link_.state->pid; }
+    /// The command reads the host pipe given as BoxCommand::stdin_descriptor() itself: nothing
+    /// is to be written to stdin() (its write fails, its close does nothing).
+    [[nodiscard]] bool stdin_passed() const { return link_.state->stdin_passed; }
 
     [[nodiscard]] std::optional<ExecStdin> stdin() {
         if (std::exchange(stdin_taken_, true)) return std::nullopt;

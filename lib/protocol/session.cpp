@@ -2,9 +2,12 @@
 // includes the host side of the protocol.
 #include <boxlite/protocol/session.hpp>
 
+#include "base/fd_passing.hpp"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <cstring>
@@ -24,16 +27,55 @@ BoxliteResult<void> Session::handshake(std::chrono::milliseconds timeout) {
     return {};
 }
 
-BoxliteResult<std::shared_ptr<ExecState>> Session::start(const ExecRequest& request,
-                                                         std::chrono::milliseconds timeout) {
+bool Session::can_pass_stdin(int fd) {
+    if (fd < 0 || (features_ & kFeatureStdinDescriptor) == 0) return false;
+    const int sock = stream_.native_handle ? stream_.native_handle() : -1;
+    int domain = 0;
+    socklen_t length = sizeof domain;
+    if (sock < 0 || ::getsockopt(sock, SOL_SOCKET, SO_DOMAIN, &domain, &length) != 0 || domain != AF_UNIX) return false;
+    // Only the read end of an anonymous pipe: never a terminal (TIOCSTI), a file, a socket, a
+    // named FIFO or anything the box could write to.
+    return base::stdin_pipe_problem(fd) == nullptr;
+}
+
+BoxliteResult<std::shared_ptr<ExecState>> Session::start(const ExecRequest& request, std::chrono::milliseconds timeout,
+                                                         int stdin_fd) {
     auto state = new_execution_state(request);
+    const bool pass = stdin_fd >= 0 && !request.tty && request.kind == ExecKind::Command && can_pass_stdin(stdin_fd);
     {
         std::lock_guard lock(mutex_);
         if (dead_) return fail(*dead_);
         state->id = next_id_++;
+        if (pass) state->stdin_passed = state->stdin_closed = true;
         executions_[state->id] = state;
     }
-    if (auto sent = send(FrameType::Exec, state->id, request.encode()); !sent) {
+    BoxliteResult<void> sent;
+    if (pass) {
+        ExecRequest with_fd = request;
+        with_fd.stdin_descriptor = true;
+        const auto payload = with_fd.encode();
+        const auto header = encode_header(FrameType::Exec, state->id, static_cast<std::uint32_t>(payload.size()));
+        std::vector<std::byte> frame(header.begin(), header.end());
+        frame.insert(frame.end(), payload.begin(), payload.end());
+        // The descriptor goes with the frame's first bytes; whatever sendmsg did not take follows
+        // by the stream's own writes (the agent reads frame by frame, so it finds the descriptor
+        // with this frame's header).
+        std::lock_guard lock(write_mutex_);
+        const int fds[1] = {stdin_fd};
+        const int sock = stream_.native_handle();
+        auto n = base::send_with_fds(sock, frame, fds, MSG_DONTWAIT);
+        while (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            pollfd writable{sock, POLLOUT, 0};
+            (void)::poll(&writable, 1, -1);
+            n = base::send_with_fds(sock, frame, fds, MSG_DONTWAIT);
+        }
+        if (n <= 0) sent = fail_errno(ErrorKind::Rpc, "sending the exec request with its stdin descriptor", errno);
+        else if (static_cast<std::size_t>(n) < frame.size())
+            sent = stream_.write_all(std::span<const std::byte>(frame).subspan(static_cast<std::size_t>(n)));
+    } else {
+        sent = send(FrameType::Exec, state->id, request.encode());
+    }
+    if (!sent) {
         forget(state->id);
         return fail(sent.error());
     }
@@ -114,6 +156,12 @@ void Session::abandon(ExecState& e) {
 
 BoxliteResult<std::size_t> Session::take_stdin_credit(ExecState& e, std::uint64_t most) {
     std::unique_lock lock(mutex_);
+    if (e.stdin_passed) {
+        return fail(ErrorKind::InvalidState,
+                    "stdin of execution {} is a host pipe the command reads itself; nothing is written through the "
+                    "connection",
+                    e.id);
+    }
     if (e.stdin_closed) return fail(ErrorKind::InvalidState, "stdin of execution {} is already closed", e.id);
     e.stdin_cv.wait(lock, [&] { return e.stdin_credit > 0 || e.finished(); });
     if (e.finished()) {
@@ -419,6 +467,7 @@ BoxliteResult<void> Session::dispatch_handshake(const Frame& f) {
     std::lock_guard lock(mutex_);
     version_ = ack.version;
     agent_version_ = ack.agent_version;
+    features_ = ack.features;
     handshake_done_ = true;
     control_cv_.notify_all();
     return {};

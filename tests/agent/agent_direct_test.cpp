@@ -10,7 +10,9 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -531,6 +533,79 @@ TEST_F(DirectAgent, AnAbandonedBeginIsKilled) {
         for (int i = 0; i < 30000 && !processes_with(marker).empty(); ++i) std::this_thread::sleep_for(1ms);
         EXPECT_TRUE(processes_with(marker).empty()) << "the abandoned execution still runs";
     }
+}
+
+// ---- stdin as a descriptor: the command reads a host pipe itself --------------------------------
+
+/// Whether process `pid` has the pipe `fd` (any end) open.
+bool holds_pipe(pid_t pid, int fd) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) return false;
+    const auto wanted = "pipe:[" + std::to_string(st.st_ino) + "]";
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(fmt::format("/proc/{}/fd", pid), ec)) {
+        if (fs::read_symlink(entry.path(), ec).string() == wanted) return true;
+    }
+    return false;
+}
+
+TEST_F(DirectAgent, StdinPipeIsReadByTheCommandItself) {
+    int p[2];
+    ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    auto exec = agent().exec(BoxCommand("/bin/sh").args({"-c", "cat | wc -c"}).stdin_descriptor(p[0]));
+    ASSERT_TRUE(exec) << exec.error().to_string();
+    EXPECT_TRUE(exec->stdin_passed());
+    EXPECT_FALSE(holds_pipe(pid_, p[0])) << "the agent kept a copy of the command's stdin";
+    ::close(p[0]);
+    // Nothing goes through the connection: writing fails, closing does nothing.
+    auto in = exec->stdin();
+    ASSERT_TRUE(in);
+    EXPECT_FALSE(in->write("x"));
+    EXPECT_TRUE(in->close());
+    std::thread writer([&] {
+        std::vector<char> chunk(1 << 20, 'a');
+        for (int i = 0; i < 8; ++i) {
+            for (std::size_t done = 0; done < chunk.size();) {
+                const auto n = ::write(p[1], chunk.data() + done, chunk.size() - done);
+                if (n <= 0) return;
+                done += static_cast<std::size_t>(n);
+            }
+        }
+        ::close(p[1]);
+    });
+    auto out = exec->collect();
+    writer.join();
+    ASSERT_TRUE(out) << out.error().to_string();
+    EXPECT_EQ(out->exit_code, 0) << out->stderr_text;
+    EXPECT_EQ(out->stdout_text, "8388608\n");
+}
+
+TEST_F(DirectAgent, StdinThatIsNotAReadOnlyPipeStreamsAsFrames) {
+    const auto file = dir_.path() / "input";
+    std::ofstream(file) << "from a file";
+    const int regular = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    int p[2];
+    ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    for (const int fd : {regular, p[1]}) {
+        auto exec = agent().exec(BoxCommand("/bin/cat").stdin_descriptor(fd));
+        ASSERT_TRUE(exec) << exec.error().to_string();
+        EXPECT_FALSE(exec->stdin_passed());
+        auto in = exec->stdin();
+        ASSERT_TRUE(in);
+        ASSERT_TRUE(in->write("framed"));
+        ASSERT_TRUE(in->close());
+        auto out = exec->stdout();
+        ASSERT_TRUE(out);
+        auto text = out->read_all();
+        ASSERT_TRUE(text);
+        EXPECT_EQ(*text, "framed");
+        auto result = exec->wait();
+        ASSERT_TRUE(result);
+        EXPECT_EQ(result->exit_code, 0);
+    }
+    ::close(regular);
+    ::close(p[0]);
+    ::close(p[1]);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <boxlite/protocol/client.hpp>
 #include <boxlite/transport/unix_transport.hpp>
 
+#include "base/fd_passing.hpp"
 #include "raw_peer.hpp"
 #include "raw_tar.hpp"
 #include "support/support.hpp"
@@ -15,11 +16,13 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
 #include <array>
+#include <fstream>
 #include <cstring>
 #include <future>
 #include <stdexcept>
@@ -239,6 +242,36 @@ protected:
     std::optional<RawPeer> fake_;
 };
 
+// An agent that does not offer kFeatureStdinDescriptor (a VM's, or an older one) gets stdin as
+// frames even when the caller gives a pipe: the Exec says nothing of a descriptor.
+TEST_F(SessionVsHostileAgent, AnAgentWithoutTheFeatureGetsStdinAsFrames) {
+    auto client = connect();
+    int p[2];
+    ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    auto answered = std::async(std::launch::async, [&]() -> std::optional<std::uint32_t> {
+        auto exec = fake_->next_of(FrameType::Exec);
+        if (!exec) return std::nullopt;
+        auto request = ExecRequest::decode(exec->payload);
+        if (!request || request->stdin_descriptor) return std::nullopt;
+        if (!fake_->send(FrameType::Started, exec->stream, Started{4242, kDefaultWindow}.encode())) return std::nullopt;
+        return exec->stream;
+    });
+    auto execution = client.exec(BoxCommand("cat").stdin_descriptor(p[0]));
+    const auto stream = answered.get();
+    ASSERT_TRUE(stream) << "the exec request asked for a descriptor the agent does not take";
+    ASSERT_TRUE(execution) << execution.error().to_string();
+    EXPECT_FALSE(execution->stdin_passed());
+    auto in = execution->stdin();
+    ASSERT_TRUE(in);
+    ASSERT_TRUE(in->write("framed"));
+    auto data = fake_->next_of(FrameType::Stdin);
+    ASSERT_TRUE(data);
+    EXPECT_EQ(data->stream, *stream);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(data->payload.data()), data->payload.size()), "framed");
+    ::close(p[0]);
+    ::close(p[1]);
+}
+
 TEST(SessionHandshake, AgentThatAcceptsAndNeverAnswersTimesOut) {
     test::TempDir dir("boxlite-silent-agent");
     const auto path = (dir.path() / "agent.sock").string();
@@ -422,6 +455,96 @@ TEST_F(SessionVsHostileAgent, CopyOutArchiveLandsOnlyUnderItsOwnNameWithoutSetui
     struct stat st {};
     ASSERT_EQ(::lstat((host.path() / "data/suid").c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 07777, 0755U) << "a setuid file from the guest reached the host";
+}
+
+// ---- stdin as a descriptor (ExecRequest::stdin_descriptor, SCM_RIGHTS) ----------------------
+
+/// Whether every read end of the pipe whose write end is `write_fd` is closed (POLLERR).
+bool readers_gone(int write_fd) {
+    pollfd p{write_fd, POLLOUT, 0};
+    return ::poll(&p, 1, 0) == 1 && (p.revents & POLLERR) != 0;
+}
+
+/// An exec frame for `cat` on `stream` saying its stdin is a descriptor, sent with `fds`.
+bool send_exec_with_fds(RawPeer& peer, std::uint32_t stream, std::span<const int> fds, bool tty = false) {
+    ExecRequest request;
+    request.program = "/bin/cat";
+    request.tty = tty;
+    request.stdin_descriptor = true;
+    const auto frame = encode_frame(FrameType::Exec, stream, request.encode());
+    return base::send_with_fds(peer.fd(), frame, fds) == static_cast<ssize_t>(frame.size());
+}
+
+TEST_F(AgentVsHostileHost, UnixConnectionOffersStdinDescriptors) {
+    ASSERT_TRUE(peer_->send(FrameType::Hello, 0, Hello{}.encode()));
+    auto ack = peer_->next();
+    ASSERT_TRUE(ack);
+    ASSERT_EQ(ack->type, FrameType::HelloAck);
+    auto decoded = HelloAck::decode(ack->payload);
+    ASSERT_TRUE(decoded) << decoded.error().to_string();
+    EXPECT_NE(decoded->features & kFeatureStdinDescriptor, 0U);
+}
+
+TEST_F(AgentVsHostileHost, StdinDescriptorThatIsNotOneReadOnlyPipeIsRefusedAndClosed) {
+    hello();
+    int p[2];
+    ASSERT_EQ(::pipe(p), 0);
+    const auto file = dir_.path() / "plain";
+    std::ofstream(file) << "x";
+    const int regular = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(regular, 0);
+    const auto fifo = dir_.path() / "named";
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    const int named = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    ASSERT_GE(named, 0);
+    struct Case {
+        std::vector<int> fds;
+        bool tty;
+        std::string expected;
+    };
+    const std::vector<Case> cases = {
+        {{regular}, false, "not an anonymous pipe"}, {{named}, false, "not an anonymous pipe"},
+        {{p[1]}, false, "open for writing"},         {{}, false, "0 descriptors"},
+        {{p[0], p[0]}, false, "2 descriptors"},      {{p[0]}, true, "without a tty"},
+    };
+    std::uint32_t stream = 1;
+    for (const auto& c : cases) {
+        SCOPED_TRACE(c.expected);
+        ASSERT_TRUE(send_exec_with_fds(*peer_, stream, c.fds, c.tty));
+        auto error = peer_->next_of(FrameType::Error);
+        ASSERT_TRUE(error) << "no refusal";
+        EXPECT_EQ(error->stream, stream);
+        EXPECT_NE(test::error_text(*error).find(c.expected), std::string::npos) << test::error_text(*error);
+        ++stream;
+    }
+    // The connection still works, and the agent kept none of the descriptors: with ours closed,
+    // the pipe has no reader left.
+    ASSERT_TRUE(peer_->send(FrameType::Ping, 0));
+    ASSERT_TRUE(peer_->next_of(FrameType::Pong));
+    ::close(p[0]);
+    EXPECT_TRUE(readers_gone(p[1])) << "the agent still holds a refused stdin descriptor";
+    ::close(p[1]);
+    ::close(regular);
+    ::close(named);
+}
+
+TEST_F(AgentVsHostileHost, DescriptorsBesideOtherFramesAreClosed) {
+    hello();
+    int p[2];
+    ASSERT_TRUE(::pipe(p) == 0);
+    // With a ping, and with an exec that does not ask for one: neither keeps it.
+    const auto ping = encode_frame(FrameType::Ping, 0, {});
+    const int fds[1] = {p[0]};
+    ASSERT_EQ(base::send_with_fds(peer_->fd(), ping, fds), static_cast<ssize_t>(ping.size()));
+    ASSERT_TRUE(peer_->next_of(FrameType::Pong));
+    ExecRequest request;
+    request.program = "/bin/true";
+    const auto exec = encode_frame(FrameType::Exec, 1, request.encode());
+    ASSERT_EQ(base::send_with_fds(peer_->fd(), exec, fds), static_cast<ssize_t>(exec.size()));
+    ASSERT_TRUE(peer_->next_of(FrameType::Exit));
+    ::close(p[0]);
+    EXPECT_TRUE(readers_gone(p[1])) << "the agent kept a descriptor no frame asked for";
+    ::close(p[1]);
 }
 
 }  // namespace

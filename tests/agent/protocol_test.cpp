@@ -72,6 +72,44 @@ TEST(WireFormat, HelloMatchesTheDocument) {
     EXPECT_EQ(hello->max_version, 1);
 }
 
+// Version 2's trailing fields: sent only when set, so a version-1 peer's bytes are unchanged, and
+// decoded when present; anything else after them is refused.
+TEST(WireFormat, VersionTwoTrailingFieldsAreOptional) {
+    HelloAck plain{2, "a"};
+    EXPECT_EQ(plain.encode().size(), 2U + 4U + 1U);
+    HelloAck with{2, "a", kFeatureStdinDescriptor};
+    const auto bytes = with.encode();
+    ASSERT_EQ(bytes.size(), 2U + 4U + 1U + 4U);
+    auto decoded = HelloAck::decode(bytes);
+    ASSERT_TRUE(decoded) << decoded.error().to_string();
+    EXPECT_EQ(decoded->features, kFeatureStdinDescriptor);
+    auto old = HelloAck::decode(plain.encode());
+    ASSERT_TRUE(old);
+    EXPECT_EQ(old->features, 0U);
+    auto short_features = std::vector<std::byte>(bytes.begin(), bytes.end() - 1);
+    EXPECT_FALSE(HelloAck::decode(short_features)) << "a cut feature field must be refused";
+
+    ExecRequest request;
+    request.program = "cat";
+    const auto v1 = request.encode();
+    request.stdin_descriptor = true;
+    const auto v2 = request.encode();
+    ASSERT_EQ(v2.size(), v1.size() + 1);
+    EXPECT_EQ(std::to_integer<int>(v2.back()), 1);
+    auto without = ExecRequest::decode(v1);
+    ASSERT_TRUE(without);
+    EXPECT_FALSE(without->stdin_descriptor);
+    auto with_fd = ExecRequest::decode(v2);
+    ASSERT_TRUE(with_fd);
+    EXPECT_TRUE(with_fd->stdin_descriptor);
+    auto extra = v2;
+    extra.push_back(std::byte{0});
+    EXPECT_FALSE(ExecRequest::decode(extra)) << "bytes after stdin_descriptor must be refused";
+    auto bad_flag = v1;
+    bad_flag.push_back(std::byte{7});
+    EXPECT_FALSE(ExecRequest::decode(bad_flag)) << "stdin_descriptor must be 0 or 1";
+}
+
 TEST(WireFormat, ExecRequestMatchesTheDocument) {
     const auto wire = wire_concat({{0x47, 0x00, 0x00, 0x00,   // length 71
                                     0x10, 0x00, 0x00, 0x00,   // type 16 Exec, flags, reserved

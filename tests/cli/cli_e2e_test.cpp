@@ -25,6 +25,7 @@
 #include <iterator>
 #include <map>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -822,6 +823,60 @@ TEST_F(CliE2E, ExecInteractiveTerminal) {
         EXPECT_TRUE(session.cooked());
     }
     EXPECT_EQ(cli({"rm", "-f", "ttybox"}).status, 0);
+}
+
+// `exec -i` with a pipe on fd 0: the box command reads that host pipe itself (the same pipe
+// inode on both sides); from a file or a terminal, stdin streams as frames as before.
+TEST_F(CliE2E, InteractiveStdinPipeIsPassedFileAndTerminalStream) {
+    ASSERT_EQ(cli({"run", "-d", "--name", "stdinbox", "--rootfs", rootfs_->string(), "sleep", "1000"}).status, 0);
+    const auto data = work_->path() / "stdin-data";
+    boxlite::test::shell("head -c 25165824 /dev/urandom > '" + data.string() + "'");
+    const auto expected = trim(boxlite::test::shell("sha256sum < '" + data.string() + "' | cut -d' ' -f1"));
+    ASSERT_EQ(expected.size(), 64U);
+    const std::string box_script = "cat | sha256sum | cut -d' ' -f1; readlink /proc/self/fd/0; exit 7";
+
+    auto piped =
+        run_shell(home_, R"(cat "$1" | { readlink /proc/self/fd/0; "$0" exec -i stdinbox sh -c "$2"; echo "cli=$?"; })",
+                  {data.string(), box_script});
+    std::istringstream lines(piped.out);
+    std::string host_pipe, sum, box_stdin, status;
+    std::getline(lines, host_pipe);
+    std::getline(lines, sum);
+    std::getline(lines, box_stdin);
+    std::getline(lines, status);
+    EXPECT_EQ(sum, expected) << piped;
+    EXPECT_TRUE(host_pipe.starts_with("pipe:[")) << piped;
+    EXPECT_EQ(box_stdin, host_pipe) << "the command did not read the host pipe itself: " << piped;
+    EXPECT_EQ(status, "cli=7") << piped;
+
+    auto from_file = run_shell(home_, R"("$0" exec -i stdinbox sh -c "$2" < "$1"; echo "cli=$?")",
+                               {data.string(), box_script});
+    std::istringstream file_lines(from_file.out);
+    std::getline(file_lines, sum);
+    std::getline(file_lines, box_stdin);
+    std::getline(file_lines, status);
+    EXPECT_EQ(sum, expected) << from_file;
+    EXPECT_TRUE(box_stdin.starts_with("pipe:[")) << "a file must stream as frames into the agent's pipe: " << from_file;
+    EXPECT_EQ(status, "cli=7") << from_file;
+
+    // Signals still reach the command (the CLI relays them; it reads nothing itself): `yes` keeps
+    // the pipe full until the box's readers are gone. (fd 3: an asynchronous command's stdin
+    // would be /dev/null.)
+    const auto marker = work_->path() / "stdin-started";
+    auto signalled = run_shell(
+        home_,
+        R"(yes | { "$0" exec -i stdinbox sh -c 'trap "exit 9" TERM; exec 3<&0; echo started; cat <&3 >/dev/null & wait' > "$1" & pid=$!
+        until grep -q started "$1" 2>/dev/null; do sleep 0.05; done; kill -TERM $pid; wait $pid; echo "cli=$?"; })",
+        {marker.string()});
+    EXPECT_EQ(trim(signalled.out), "cli=9") << signalled;
+
+    {
+        PtySession session(home_, {"exec", "-i", "stdinbox", "--", "sh", "-c", "read x; echo got-$x; exit 3"});
+        session.type("typed\r");
+        EXPECT_TRUE(session.expect("got-typed")) << session.transcript();
+        EXPECT_EQ(session.wait(), 3) << session.transcript();
+    }
+    EXPECT_EQ(cli({"rm", "-f", "stdinbox"}).status, 0);
 }
 
 }  // namespace

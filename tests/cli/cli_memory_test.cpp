@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -66,7 +67,10 @@ Child spawn_boxlite(const std::map<std::string, std::string>& env, std::vector<s
     envp.push_back(nullptr);
     int in[2] = {-1, -1}, out[2] = {-1, -1};
     if (::pipe2(out, O_CLOEXEC) != 0) return {};
-    if (with_stdin && ::pipe2(in, O_CLOEXEC) != 0) return {};
+    // stdin is a socket, not a pipe: on the namespace engine the CLI hands a pipe to the box
+    // command itself (docs/protocol.md, "Stdin as a descriptor"), and what is bounded here is the
+    // frame path's memory, the one a terminal, a file, a socket or a VM box takes.
+    if (with_stdin && ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in) != 0) return {};
     const pid_t pid = ::fork();
     if (pid == 0) {
         const int null_in = ::open("/dev/null", O_RDONLY);

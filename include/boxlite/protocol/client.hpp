@@ -128,7 +128,8 @@ public:
 
     [[nodiscard]] BoxliteResult<Execution> exec(const BoxCommand& command, const ExecDefaults& defaults = {}) {
         BOXLITE_TRY_VOID(validate_command(command));
-        BOXLITE_TRY(auto state, session_->start(make_exec_request(command, defaults), start_timeout_));
+        BOXLITE_TRY(auto state, session_->start(make_exec_request(command, defaults), start_timeout_,
+                                                command.stdin_descriptor_value()));
         return Execution(session_, std::move(state));
     }
 

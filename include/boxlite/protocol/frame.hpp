@@ -28,9 +28,10 @@
 namespace boxlite::protocol {
 
 /// The protocol versions this build speaks. Hello carries [min, max]; the agent picks the highest
-/// common one or refuses.
+/// common one or refuses. Version 2 adds HelloAck's feature bits and ExecRequest's
+/// stdin_descriptor (both trailing fields, see messages.hpp); a version-1 peer never sees either.
 inline constexpr std::uint16_t kMinVersion = 1;
-inline constexpr std::uint16_t kMaxVersion = 1;
+inline constexpr std::uint16_t kMaxVersion = 2;
 
 inline constexpr std::size_t kHeaderSize = 12;
 /// Largest payload of one frame. Data frames carry at most kMaxChunk; 1 MiB leaves room for an

@@ -156,18 +156,32 @@ struct Hello {
     }
 };
 
+/// HelloAck feature bits: what this agent's connection can do beyond version 1.
+/// kFeatureStdinDescriptor: an ExecRequest may say `stdin_descriptor` and bring the command's
+/// stdin as a FIFO read end by SCM_RIGHTS (a UNIX-socket connection, the namespace engine; a
+/// vsock connection of a VM never offers it).
+inline constexpr std::uint32_t kFeatureStdinDescriptor = 1U << 0;
+
 struct HelloAck {
     std::uint16_t version = kMaxVersion;
     std::string agent_version;
+    /// Feature bits (kFeature*), version 2 only. Optional on the wire: sent only when non-zero
+    /// (never to a version-1 host), so an agent without features answers exactly as before, and
+    /// an absent field decodes as 0.
+    std::uint32_t features = 0;
 
     [[nodiscard]] std::vector<std::byte> encode() const {
-        return PayloadWriter{}.u16(version).str(agent_version).take();
+        PayloadWriter w;
+        w.u16(version).str(agent_version);
+        if (features != 0) w.u32(features);
+        return w.take();
     }
     [[nodiscard]] static BoxliteResult<HelloAck> decode(std::span<const std::byte> p) {
         PayloadReader r(p, "hello-ack");
         HelloAck m;
         m.version = r.u16("version");
         m.agent_version = r.str("agent_version");
+        if (r.remaining() > 0) m.features = r.u32("features");
         BOXLITE_TRY_VOID(r.finish());
         return m;
     }
@@ -205,11 +219,17 @@ struct ExecRequest {
     std::uint32_t stdout_window = kDefaultWindow;
     std::uint32_t stderr_window = kDefaultWindow;
     std::string path;  ///< copy-in: destination directory; copy-out: source path
+    /// The command's stdin is a descriptor sent by SCM_RIGHTS with this frame's first byte (only
+    /// to an agent that offered kFeatureStdinDescriptor; only for a command without a tty). The
+    /// agent refuses the exec unless exactly one descriptor came, a FIFO not open for writing.
+    /// Optional on the wire: a trailing u8 sent only when set.
+    bool stdin_descriptor = false;
 
     [[nodiscard]] std::vector<std::byte> encode() const {
         PayloadWriter w;
         w.u8(static_cast<std::uint8_t>(kind)).str(program).strings(args).strings(env).str(working_dir).str(user);
         w.u8(tty ? 1 : 0).u16(rows).u16(cols).u64(timeout_ms).u32(stdout_window).u32(stderr_window).str(path);
+        if (stdin_descriptor) w.u8(1);
         return w.take();
     }
     [[nodiscard]] static BoxliteResult<ExecRequest> decode(std::span<const std::byte> p) {
@@ -228,6 +248,7 @@ struct ExecRequest {
         m.stdout_window = r.u32("stdout_window");
         m.stderr_window = r.u32("stderr_window");
         m.path = r.str("path");
+        if (r.remaining() > 0) m.stdin_descriptor = r.boolean("stdin_descriptor");
         BOXLITE_TRY_VOID(r.finish());
         if (kind > 2)
             return fail(ErrorKind::Portal, "exec kind {} is unknown (allowed: 0 command, 1 copy-in, 2 copy-out)", kind);

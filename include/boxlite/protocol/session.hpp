@@ -95,6 +95,9 @@ struct ExecState {
     std::uint64_t stdin_credit = 0;
     bool stdin_closed = false;
     bool stdin_taken = false;
+    /// The command reads a host pipe itself (Session::start with a stdin descriptor): nothing is
+    /// written to its stdin through the connection; write_stdin fails and close_stdin does nothing.
+    bool stdin_passed = false;
     OutputBuffer out;
     OutputBuffer err;
     std::optional<ExitStatus> exit;
@@ -128,6 +131,8 @@ public:
 
     [[nodiscard]] const std::string& agent_version() const noexcept { return agent_version_; }
     [[nodiscard]] std::uint16_t version() const noexcept { return version_; }
+    /// The agent's HelloAck feature bits (kFeature*); 0 for an agent that offers none.
+    [[nodiscard]] std::uint32_t features() const noexcept { return features_; }
     [[nodiscard]] SessionCounters& counters() noexcept { return counters_; }
     [[nodiscard]] bool alive() {
         std::lock_guard lock(mutex_);
@@ -146,7 +151,19 @@ public:
     }
 
     /// Sends Exec and waits up to `timeout` for Started (or the agent's refusal).
-    BoxliteResult<std::shared_ptr<ExecState>> start(const ExecRequest& request, std::chrono::milliseconds timeout);
+    ///
+    /// `stdin_fd` (borrowed, -1 for none): a host pipe the command should read itself, as runc
+    /// gives a container the caller's stdio. It is passed (SCM_RIGHTS with the Exec frame) only
+    /// when the agent offered kFeatureStdinDescriptor, this connection is a UNIX socket, the
+    /// command has no tty, and `stdin_fd` is a FIFO open read-only; then ExecState::stdin_passed
+    /// is set, write_stdin() fails and close_stdin() is a no-op (the command reads EOF when every
+    /// writer of the pipe has closed it). Otherwise stdin streams as frames, as without it. The
+    /// caller keeps its descriptor and must not read it while the command runs.
+    BoxliteResult<std::shared_ptr<ExecState>> start(const ExecRequest& request, std::chrono::milliseconds timeout,
+                                                    int stdin_fd = -1);
+
+    /// Whether start() can pass `fd` as a command's stdin on this connection (see start()).
+    [[nodiscard]] bool can_pass_stdin(int fd);
 
     // ---- stdin -------------------------------------------------------------------------------
     BoxliteResult<void> write_stdin(ExecState& e, std::span<const std::byte> data);
@@ -291,6 +308,7 @@ private:
     bool handshake_done_ = false;
     std::uint16_t version_ = 0;
     std::string agent_version_;
+    std::uint32_t features_ = 0;
     SessionCounters counters_;
     std::function<void(const SessionCounters&)> on_close_;
 };

@@ -8,6 +8,8 @@ fuzzer=$1 work=$2 seconds=$3
 mkdir -p "$work/corpus"
 # Seeds: a hello, an exec header with a short payload, a credit frame.
 printf '\x04\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01\x00' > "$work/corpus/hello"
+# HelloAck of version 2 with its feature bits (the optional trailing u32)
+printf '\x0b\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x02\x00\x01\x00\x00\x00v\x01\x00\x00\x00' > "$work/corpus/hello-ack-features"
 printf '\x05\x00\x00\x00\x16\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\x01\x00' > "$work/corpus/credit"
 printf '\x0a\x00\x00\x00\x19\x00\x00\x00\x02\x00\x00\x00\xf7\xff\xff\xff\x01\x00\x00\x00\x00\x00' > "$work/corpus/exit"
 # A whole execution on stream 1 as an agent answers it: started, stdout "hi", stdin credit, exit 0.
