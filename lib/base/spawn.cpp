@@ -61,23 +61,51 @@ BoxliteResult<std::int32_t> spawn(const SpawnOptions& options) {
     argv.push_back(nullptr);
     const int target_count = static_cast<int>(options.fds.size());
 
+    // With `detach`, the intermediate child reports its fork's result on this pipe, and that report
+    // (not its exit status) is what counts: a tool that hooks process exit, such as valgrind's leak
+    // check in a forked child of a threaded program, may change the status of a child that did its
+    // job.
+    int report[2] = {-1, -1};
+    if (options.detach && ::pipe2(report, O_CLOEXEC) != 0) {
+        return fail_errno(ErrorKind::Engine, "pipe for " + options.argv.front(), errno);
+    }
     const pid_t parent = ::getpid();
     const pid_t pid = ::fork();
-    if (pid < 0) return fail_errno(ErrorKind::Engine, "fork for " + options.argv.front(), errno);
+    if (pid < 0) {
+        const int error = errno;
+        if (options.detach) {
+            ::close(report[0]);
+            ::close(report[1]);
+        }
+        return fail_errno(ErrorKind::Engine, "fork for " + options.argv.front(), error);
+    }
     if (pid == 0) {
         if (options.detach) {
             if (options.new_session) ::setsid();
             const pid_t grandchild = ::fork();
-            if (grandchild != 0) ::_exit(grandchild < 0 ? 1 : 0);
+            if (grandchild != 0) {
+                const int result = grandchild > 0 ? 0 : errno;
+                [[maybe_unused]] auto n = ::write(report[1], &result, sizeof result);
+                ::_exit(grandchild < 0 ? 1 : 0);
+            }
         }
         exec_child(options, argv.data(), target_count, parent);
     }
     if (!options.detach) return pid;
+    ::close(report[1]);
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        return fail(ErrorKind::Engine, "fork for {} (detached) failed", options.argv.front());
+    int result = -1;
+    ssize_t got = -1;
+    do {
+        got = ::read(report[0], &result, sizeof result);
+    } while (got < 0 && errno == EINTR);
+    ::close(report[0]);
+    if (got != static_cast<ssize_t>(sizeof result)) {
+        return fail(ErrorKind::Engine, "fork for {} (detached) failed: the intermediate process ended without a word",
+                    options.argv.front());
     }
+    if (result != 0) return fail_errno(ErrorKind::Engine, "fork for " + options.argv.front() + " (detached)", result);
     return 0;
 }
 
