@@ -1,5 +1,6 @@
 #include "network.hpp"
 
+#include "base/fd_passing.hpp"
 #include "net/box_interface.hpp"
 #include "net/pump.hpp"
 
@@ -24,6 +25,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -132,45 +134,22 @@ std::vector<unsigned char> box_arp_request() {
 }
 
 bool send_fd(int socket, int fd) {
-    char byte = 'f';
-    iovec iov{&byte, 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(cmsg), &fd, sizeof fd);
-    return ::sendmsg(socket, &msg, MSG_NOSIGNAL) == 1;
+    const std::byte byte{'f'};
+    return base::send_with_fds(socket, std::span(&byte, 1), std::span(&fd, 1)) == 1;
 }
 
 int receive_fd(int socket) {
-    char byte = 0;
-    iovec iov{&byte, 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
+    std::byte byte{};
+    std::vector<int> fds;
     ssize_t n;
     do {
-        n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
+        n = base::recv_with_fds(socket, std::span(&byte, 1), 0, fds);
     } while (n < 0 && errno == EINTR);
-    if (n != 1) return -1;
-    for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
-        if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS &&
-            cmsg->cmsg_len == CMSG_LEN(sizeof(int))) {
-            int fd = -1;
-            std::memcpy(&fd, CMSG_DATA(cmsg), sizeof fd);
-            return fd;
-        }
+    const int fd = n == 1 && !fds.empty() ? fds.front() : -1;
+    for (const int extra : fds) {
+        if (extra != fd) ::close(extra);  // one was asked for: any more are the sender's mistake
     }
-    return -1;
+    return fd;
 }
 
 void close_descriptors_from(int first, std::initializer_list<int> keep) {
