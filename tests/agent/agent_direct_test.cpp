@@ -505,8 +505,7 @@ std::vector<pid_t> processes_with(const std::string& marker) {
     for (const auto& entry : fs::directory_iterator("/proc")) {
         const auto name = entry.path().filename().string();
         if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-        std::ifstream in(entry.path() / "cmdline", std::ios::binary);
-        const std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        const std::string cmdline = boxlite::test::read_proc_file(entry.path() / "cmdline");
         const auto pid = static_cast<pid_t>(std::stoi(name));
         if (pid != ::getpid() && cmdline.find(marker) != std::string::npos) found.push_back(pid);
     }

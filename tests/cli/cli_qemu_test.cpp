@@ -63,8 +63,7 @@ std::vector<pid_t> processes_mentioning(const std::string& needle) {
     for (const auto& entry : fs::directory_iterator("/proc")) {
         const auto name = entry.path().filename().string();
         if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-        std::ifstream in(entry.path() / "cmdline", std::ios::binary);
-        std::string cmdline((std::istreambuf_iterator<char>(in)), {});
+        const std::string cmdline = boxlite::test::read_proc_file(entry.path() / "cmdline");
         if (cmdline.find(needle) != std::string::npos && std::stoi(name) != ::getpid()) out.push_back(std::stoi(name));
     }
     return out;
@@ -251,8 +250,7 @@ TEST_F(QemuCli, KillingTheShimOrQemuLeavesAStoppedBoxThatRmRemoves) {
 std::vector<pid_t> virtiofsd_serving(const std::string& needle) {
     std::vector<pid_t> out;
     for (const pid_t pid : processes_mentioning(needle)) {
-        std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
-        std::string cmdline((std::istreambuf_iterator<char>(in)), {});
+        const std::string cmdline = boxlite::test::read_proc_file("/proc/" + std::to_string(pid) + "/cmdline");
         if (cmdline.find("virtiofsd") != std::string::npos) out.push_back(pid);
     }
     return out;

@@ -11,6 +11,7 @@
 #include "engine/common/volumes.hpp"
 #include "engine/kvm/launch.hpp"
 #include "engine/kvm/probe.hpp"
+#include "support/support.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -219,8 +220,7 @@ std::vector<pid_t> processes_with(const std::string& text) {
     for (const auto& entry : fs::directory_iterator("/proc")) {
         const auto name = entry.path().filename().string();
         if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-        std::ifstream in(entry.path() / "cmdline", std::ios::binary);
-        const std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        const std::string cmdline = boxlite::test::read_proc_file(entry.path() / "cmdline");
         if (cmdline.find(text) != std::string::npos) pids.push_back(static_cast<pid_t>(std::stol(name)));
     }
     return pids;
