@@ -994,8 +994,7 @@ namespace {
 
 /// The state letter of /proc/<pid>/stat ('Z' for a zombie), or 0 when there is no such process.
 char process_state(pid_t pid) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const std::string text = boxlite::test::read_proc_file("/proc/" + std::to_string(pid) + "/stat");
     const auto close = text.rfind(')');
     return close == std::string::npos || close + 2 >= text.size() ? '\0' : text[close + 2];
 }

@@ -545,8 +545,7 @@ TEST_F(QemuCli, ScenarioLifecycleAndFormats) {
 
 /// The parent pid of `pid`, or 0.
 pid_t parent_of(pid_t pid) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(in)), {});
+    const std::string stat = boxlite::test::read_proc_file("/proc/" + std::to_string(pid) + "/stat");
     const auto close = stat.rfind(')');
     if (close == std::string::npos) return 0;
     std::istringstream fields(stat.substr(close + 2));
@@ -583,8 +582,7 @@ std::vector<pid_t> passt_of(pid_t shim) {
 
 /// Whether process `pid` is still there (a zombie counts as gone).
 bool process_running(pid_t pid) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(in)), {});
+    const std::string stat = boxlite::test::read_proc_file("/proc/" + std::to_string(pid) + "/stat");
     const auto close = stat.rfind(')');
     return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
 }
