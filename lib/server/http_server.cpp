@@ -752,8 +752,15 @@ BoxliteResult<void> serve(BoxliteRuntime runtime, const ServeOptions& options,
         if (error) return;
         state.stopping = true;
         listener->stop();
-        std::lock_guard lock(state.sessions_mutex);
-        for (auto& closer : state.closers) closer();
+        // Called on a copy, with the lock released: a closer may drop the last reference to its
+        // session, whose destructor takes the lock to unregister (holding it here deadlocked this
+        // thread, and erasing from the list being walked would be undefined).
+        std::vector<std::function<void()>> closers;
+        {
+            std::lock_guard lock(state.sessions_mutex);
+            closers.assign(state.closers.begin(), state.closers.end());
+        }
+        for (auto& closer : closers) closer();
     });
     if (on_listening) on_listening(port);
 
