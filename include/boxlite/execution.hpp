@@ -41,6 +41,11 @@ struct ExecResult {
     friend bool operator==(const ExecResult&, const ExecResult&) = default;
 };
 
+/// The most stdout and stderr together that `collect()` (and `run()`) keep by default: a box that
+/// prints without end must not grow the caller's memory without end. Larger outputs are read as
+/// streams (`Execution::stdout()` / `stderr()`), or collected with a larger limit.
+inline constexpr std::size_t kDefaultMaxOutputBytes = std::size_t{256} << 20;
+
 /// A finished command with everything it printed (the convenience `run`).
 struct ExecOutput {
     int exit_code = 0;
@@ -53,6 +58,15 @@ struct ExecOutput {
 };
 
 namespace detail {
+/// The error of a collect() whose command printed more than `max_output_bytes`.
+inline BoxliteError output_limit_exceeded(std::size_t max_output_bytes) {
+    return BoxliteError(ErrorKind::Execution,
+                        fmt::format("the command printed more than {} bytes (stdout and stderr together), the most "
+                                    "collect() keeps, and was killed; read a larger output as a stream (exec(), then "
+                                    "stdout() and stderr()), or pass a larger max_output_bytes",
+                                    max_output_bytes));
+}
+
 struct ExecLink {
     std::shared_ptr<protocol::Session> session;
     std::shared_ptr<protocol::ExecState> state;
@@ -249,10 +263,15 @@ public:
     /// runs with the connection locked, on its reader thread: it may only post a notice.
     void set_waker(std::function<void()> waker) { link_.session->set_waker(*link_.state, std::move(waker)); }
 
-    /// Reads stdout and stderr to their ends, then waits. Needs both streams untaken.
-    BoxliteResult<ExecOutput> collect() {
+    /// Reads stdout and stderr to their ends, then waits. Needs both streams untaken. A command
+    /// whose stdout and stderr together pass `max_output_bytes` is killed, and the result is an
+    /// Execution error naming the limit (nothing of its output is returned half).
+    BoxliteResult<ExecOutput> collect(std::size_t max_output_bytes = kDefaultMaxOutputBytes) {
         if (stdout_taken_ || stderr_taken_) {
             return fail(ErrorKind::InvalidState, "collect() needs stdout and stderr, but one was already taken");
+        }
+        if (max_output_bytes == 0) {
+            return fail(ErrorKind::InvalidArgument, "collect()'s max_output_bytes must be at least 1");
         }
         stdout_taken_ = stderr_taken_ = true;
         if (!stdin_taken_) {
@@ -272,8 +291,13 @@ public:
                 if (!open) continue;
                 if (session.buffered(state, channel) == 0 && !finished()) continue;
                 BOXLITE_TRY(auto n, session.read_output(state, channel, std::as_writable_bytes(std::span(buf))));
-                if (n == 0) open = false;
-                else (channel == protocol::Channel::Stdout ? output.stdout_text : output.stderr_text).append(buf, n);
+                if (n == 0) {
+                    open = false;
+                } else if (output.stdout_text.size() + output.stderr_text.size() + n > max_output_bytes) {
+                    return fail(over_output_limit(max_output_bytes));
+                } else {
+                    (channel == protocol::Channel::Stdout ? output.stdout_text : output.stderr_text).append(buf, n);
+                }
             }
         }
         BOXLITE_TRY(auto status, session.wait_exit(state));
@@ -302,6 +326,16 @@ public:
 
 private:
     bool finished() { return link_.session->finished(*link_.state); }
+
+    /// collect()'s end for a command that printed more than it keeps: killed, the rest of its
+    /// output dropped as it comes, its exit waited for (so the box holds nothing of it).
+    BoxliteError over_output_limit(std::size_t max_output_bytes) {
+        (void)signal(SIGKILL);
+        link_.session->discard_output(*link_.state, protocol::Channel::Stdout);
+        link_.session->discard_output(*link_.state, protocol::Channel::Stderr);
+        (void)link_.session->wait_exit(*link_.state);
+        return detail::output_limit_exceeded(max_output_bytes);
+    }
     static ExecResult to_result(const protocol::ExitStatus& status) {
         ExecResult result;
         result.exit_code = status.code;

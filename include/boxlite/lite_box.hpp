@@ -86,10 +86,12 @@ public:
         return execution;
     }
 
-    /// Runs `command` to completion and returns its exit code with everything it printed.
-    [[nodiscard]] BoxliteResult<ExecOutput> run(const BoxCommand& command) {
+    /// Runs `command` to completion and returns its exit code with everything it printed (at
+    /// most `max_output_bytes` of stdout and stderr together: see Execution::collect).
+    [[nodiscard]] BoxliteResult<ExecOutput> run(const BoxCommand& command,
+                                                std::size_t max_output_bytes = kDefaultMaxOutputBytes) {
         BOXLITE_TRY(auto execution, exec(command));
-        return execution.collect();
+        return execution.collect(max_output_bytes);
     }
 
     /// Copies a host file or directory tree into the box (into `box_path` when it is a directory

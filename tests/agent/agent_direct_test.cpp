@@ -133,6 +133,43 @@ TEST_F(DirectAgent, TimeoutKills) {
     EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
 }
 
+std::vector<pid_t> processes_with(const std::string& marker);
+
+// A command that prints without end must not grow the caller's memory without end: collect()
+// keeps at most max_output_bytes of stdout and stderr together; past it the command's group is
+// killed and the result is an Execution error naming the limit. The connection serves on.
+TEST_F(DirectAgent, CollectKillsACommandThatPrintsMoreThanItsLimitAndSaysSo) {
+    const BoxCommand sixteen = BoxCommand("/bin/sh").args({"-c", "printf 12345678; printf abcdefgh >&2"});
+    auto exact = agent().run(sixteen, {}, 16);
+    ASSERT_TRUE(exact) << exact.error().to_string();
+    EXPECT_EQ(exact->stdout_text, "12345678");
+    EXPECT_EQ(exact->stderr_text, "abcdefgh");
+    auto one_over = agent().run(sixteen, {}, 15);
+    ASSERT_FALSE(one_over);
+    EXPECT_EQ(one_over.error().kind(), ErrorKind::Execution);
+
+    const std::string marker = "boxlite-collect-limit-" + std::to_string(::getpid());
+    auto endless = agent().run(BoxCommand("/bin/sh").args({"-c", "while :; do echo out; echo err >&2; done", marker}),
+                               {}, 1 << 20);
+    ASSERT_FALSE(endless) << "an endless printer was collected";
+    EXPECT_EQ(endless.error().kind(), ErrorKind::Execution);
+    const auto message = endless.error().to_string();
+    EXPECT_NE(message.find("more than 1048576 bytes"), std::string::npos) << message;
+    EXPECT_NE(message.find("max_output_bytes"), std::string::npos) << message;
+    EXPECT_TRUE(processes_with(marker).empty()) << "the printer outlived its collect()";
+
+    auto after = agent().run(BoxCommand("/bin/sh").args({"-c", "echo still serving"}));
+    ASSERT_TRUE(after) << after.error().to_string();
+    EXPECT_EQ(after->stdout_text, "still serving\n");
+
+    auto execution = agent().exec(BoxCommand("/bin/true"));
+    ASSERT_TRUE(execution) << execution.error().to_string();
+    auto zero = execution->collect(0);
+    ASSERT_FALSE(zero);
+    EXPECT_EQ(zero.error().kind(), ErrorKind::InvalidArgument);
+    EXPECT_TRUE(execution->wait());
+}
+
 TEST_F(DirectAgent, CopyRoundTripWithSymlinks) {
     test::TempDir src("boxlite-copy-src");
     fs::create_directories(src.path() / "tree/sub");

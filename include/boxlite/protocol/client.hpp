@@ -145,10 +145,12 @@ public:
     /// How long exec() and the copies wait for the agent to start a process.
     void set_start_timeout(std::chrono::milliseconds timeout) { start_timeout_ = timeout; }
 
-    /// Runs a command to completion and returns what it printed.
-    [[nodiscard]] BoxliteResult<ExecOutput> run(const BoxCommand& command, const ExecDefaults& defaults = {}) {
+    /// Runs a command to completion and returns what it printed (at most `max_output_bytes` of
+    /// stdout and stderr together: see Execution::collect).
+    [[nodiscard]] BoxliteResult<ExecOutput> run(const BoxCommand& command, const ExecDefaults& defaults = {},
+                                                std::size_t max_output_bytes = kDefaultMaxOutputBytes) {
         BOXLITE_TRY(auto execution, exec(command, defaults));
-        return execution.collect();
+        return execution.collect(max_output_bytes);
     }
 
     /// Copies a host file or tree into the box (docker-cp naming: into `guest_dest` when it is an

@@ -58,7 +58,7 @@ from .options import (
 )
 from .rest import AccessToken, ApiKeyCredential, BoxliteRestOptions, Credential
 from .runtime import Box, Boxlite, ExecStderr, ExecStdin, ExecStdout, Execution, ImageHandle
-from .simplebox import SimpleBox
+from .simplebox import DEFAULT_MAX_OUTPUT_BYTES, SimpleBox
 
 #: The C++ core's version (include/boxlite/version.hpp); the package has the same.
 __version__: str = _core.__version__
@@ -95,6 +95,7 @@ __all__ = [
     "ImageInfo",
     "ImagePullResult",
     "SimpleBox",
+    "DEFAULT_MAX_OUTPUT_BYTES",
     "CodeBox",
     "InteractiveBox",
     "BoxliteError",

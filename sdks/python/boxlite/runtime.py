@@ -313,9 +313,10 @@ class _LoopAgent:
         user: Optional[str],
         cwd: Optional[str],
         timeout: Optional[float],
+        max_output_bytes: int = core.DEFAULT_MAX_OUTPUT_BYTES,
     ) -> tuple[int, "asyncio.Future[ExecResult]"]:
         fut: asyncio.Future[ExecResult] = self.loop.create_future()
-        ident: int = self.native.exec(fut, cmd, args, env, user, cwd, timeout)
+        ident: int = self.native.exec(fut, cmd, args, env, user, cwd, timeout, max_output_bytes)
         if self.native.wants_write and not self.writing:
             self.writing = True
             self.loop.add_writer(self.fd, self._on_writable)

@@ -7,7 +7,18 @@ from typing import Any, Mapping, Optional
 
 from .info import BoxInfo, BoxMetrics, ExecResult
 from .options import BoxOptions, CopyOptions
+from ._native import core
+from .errors import InvalidArgumentError
 from .runtime import Box, Boxlite, Execution, _env_pairs, _ExecIO
+
+#: The most stdout and stderr together that ``SimpleBox.exec`` keeps by default (as the C++
+#: ``collect()``): a box that prints without end must not grow the caller's memory without end.
+DEFAULT_MAX_OUTPUT_BYTES: int = core.DEFAULT_MAX_OUTPUT_BYTES
+
+
+def _check_max_output_bytes(max_output_bytes: int) -> None:
+    if isinstance(max_output_bytes, bool) or not isinstance(max_output_bytes, int) or max_output_bytes < 1:
+        raise InvalidArgumentError(f"max_output_bytes must be an int of at least 1, not {max_output_bytes!r}")
 
 
 class SimpleBox:
@@ -102,16 +113,20 @@ class SimpleBox:
         user: Optional[str] = None,
         timeout: Optional[float] = None,
         cwd: Optional[str] = None,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> ExecResult:
         """Runs ``cmd`` to completion, draining stdout and stderr concurrently. A non-zero exit
         is returned, never raised; ``timeout`` (seconds) kills the command when it runs longer
-        (``timed_out`` is then set)."""
+        (``timed_out`` is then set). A command whose stdout and stderr together pass
+        ``max_output_bytes`` is killed and raises ``ExecutionError``: read a larger output as a
+        stream (``Box.exec``) or raise the limit."""
+        _check_max_output_bytes(max_output_bytes)
         box = self._require()
         agent = box._loop_agents.get(asyncio.get_running_loop())
         if agent is None or not agent.usable():
             agent = await box._loop_agent()
         if agent is not None:
-            ident, fut = agent.exec(cmd, list(args), _env_pairs(env), user, cwd, timeout)
+            ident, fut = agent.exec(cmd, list(args), _env_pairs(env), user, cwd, timeout, max_output_bytes)
             try:
                 return await fut
             except asyncio.CancelledError:
@@ -123,8 +138,8 @@ class SimpleBox:
         pending = native_box.begin_exec(cmd, list(args), _env_pairs(env), False, user, cwd, timeout)
         if pending is None:  # the connection died in between: the general path reconnects
             execution = await box.exec(cmd, list(args), env, user=user, timeout_secs=timeout, cwd=cwd)
-            return await _collect(execution)
-        return await _start_and_collect(pending)
+            return await _collect(execution, max_output_bytes)
+        return await _start_and_collect(pending, max_output_bytes)
 
     async def copy_in(
         self,
@@ -161,7 +176,11 @@ class SimpleBox:
         await self.stop()
 
 
-async def _start_and_collect(pending: Any) -> ExecResult:
+# What a collecting poller returns for a command that printed more than it may keep.
+_OVER_LIMIT = object()
+
+
+async def _start_and_collect(pending: Any, max_output_bytes: int) -> ExecResult:
     """exec + _collect in one poller: the start, the output and the exit are all handled on the
     execution's reactor token, with no task switch in between (the round trip SimpleBox.exec is
     measured by, benchmark/python)."""
@@ -170,6 +189,7 @@ async def _start_and_collect(pending: Any) -> ExecResult:
     streams: list[Any] = []
     parts: list[list[bytes]] = [[], []]
     open_streams = [True, True]
+    kept = [0]  # bytes of both streams in parts
 
     def attempt() -> tuple[bool, Any]:
         if not started:
@@ -186,7 +206,10 @@ async def _start_and_collect(pending: Any) -> ExecResult:
                     break
                 if not chunk:
                     open_streams[i] = False
+                elif kept[0] + len(chunk) > max_output_bytes:
+                    return (True, _OVER_LIMIT)
                 else:
+                    kept[0] += len(chunk)
                     parts[i].append(chunk)
         if any(open_streams):
             return (False, None)
@@ -195,7 +218,7 @@ async def _start_and_collect(pending: Any) -> ExecResult:
 
     fut = io.until(attempt)
     try:
-        code, message, timed_out = await fut
+        status = await fut
     except asyncio.CancelledError:
         if started:
             started[0].kill()
@@ -205,18 +228,25 @@ async def _start_and_collect(pending: Any) -> ExecResult:
     except Exception as error:  # noqa: BLE001 - a refused start raises; a failed wait is exit_code -1
         if not started:
             raise
-        code, message, timed_out = -1, str(error), False
+        status = (-1, str(error), False)
+    if status is _OVER_LIMIT:
+        started[0].kill()
+        for stream in streams:
+            stream.discard()
+        core._raise_output_limit(max_output_bytes)
+    code, message, timed_out = status
     stdout, stderr = (b"".join(p).decode("utf-8", errors="replace") for p in parts)
     return ExecResult(exit_code=code, stdout=stdout, stderr=stderr, error_message=message, timed_out=timed_out)
 
 
-async def _collect(execution: Execution) -> ExecResult:
+async def _collect(execution: Execution, max_output_bytes: int) -> ExecResult:
     """Closes stdin, drains stdout and stderr as they arrive and waits for the exit, all in one
     poller on the execution's reactor token (one wake-up per batch of events, no extra tasks)."""
     execution.stdin()._native.close()
     streams = [execution.stdout()._native, execution.stderr()._native]
     parts: list[list[bytes]] = [[], []]
     open_streams = [True, True]
+    kept = [0]  # bytes of both streams in parts
 
     def attempt() -> tuple[bool, Any]:
         for i, stream in enumerate(streams):
@@ -226,7 +256,10 @@ async def _collect(execution: Execution) -> ExecResult:
                     break
                 if not chunk:
                     open_streams[i] = False
+                elif kept[0] + len(chunk) > max_output_bytes:
+                    return (True, _OVER_LIMIT)
                 else:
+                    kept[0] += len(chunk)
                     parts[i].append(chunk)
         if any(open_streams):
             return (False, None)
@@ -235,11 +268,16 @@ async def _collect(execution: Execution) -> ExecResult:
 
     try:
         status = await execution._io.until(attempt)
-        code, message, timed_out = status
     except asyncio.CancelledError:
         raise
     except Exception as error:  # noqa: BLE001 - as upstream: a failed wait is exit_code -1
-        code, message, timed_out = -1, str(error), False
+        status = (-1, str(error), False)
+    if status is _OVER_LIMIT:
+        execution._native.kill()
+        for stream in streams:
+            stream.discard()
+        core._raise_output_limit(max_output_bytes)
+    code, message, timed_out = status
     stdout, stderr = (b"".join(p).decode("utf-8", errors="replace") for p in parts)
     return ExecResult(exit_code=code, stdout=stdout, stderr=stderr, error_message=message, timed_out=timed_out)
 

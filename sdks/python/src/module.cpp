@@ -67,6 +67,10 @@ std::map<std::string, PyObject*>& error_classes() {
 
 [[noreturn]] void raise(const BoxliteError& error) { throw NativeError{error}; }
 
+void check_max_output_bytes(std::size_t max_output_bytes) {
+    if (max_output_bytes == 0) raise(BoxliteError(ErrorKind::InvalidArgument, "max_output_bytes must be at least 1"));
+}
+
 /// `bytes` as well-formed UTF-8: each byte that does not start a well-formed sequence becomes
 /// U+FFFD. Messages and output from the agent may hold any bytes, and Python's strict decoding
 /// of std::string would turn them into a UnicodeDecodeError in place of the error they carry.
@@ -291,10 +295,11 @@ public:
 
     /// Up to max_bytes without waiting: None while nothing has arrived, b"" at the end.
     std::optional<nb::bytes> try_read(std::size_t max_bytes) {
+        if (!stream_) return nb::bytes("", 0);  // discarded: at its end
         // One buffer per thread, not per stream: a new stream costs no 256 KiB allocation.
         thread_local std::vector<char> buffer(kMaxRead);
         const auto view = std::span(buffer).first(std::clamp<std::size_t>(max_bytes, 1, kMaxRead));
-        auto n = unwrap(stream_.try_read_some(std::as_writable_bytes(view)));
+        auto n = unwrap(stream_->try_read_some(std::as_writable_bytes(view)));
         if (!n) return std::nullopt;
         return nb::bytes(buffer.data(), *n);
     }
@@ -308,8 +313,12 @@ public:
         }
     }
 
+    /// Drops what is buffered and whatever else arrives (flow-control credit keeps flowing, so
+    /// the command's exit can come); reads then see the end.
+    void discard() { stream_.reset(); }
+
 private:
-    ExecOutputStream stream_;
+    std::optional<ExecOutputStream> stream_;
     std::shared_ptr<Notifier> notifier_;
 };
 
@@ -394,7 +403,8 @@ public:
 
     /// Closes stdin, reads stdout and stderr to their ends and waits (interruptible by Ctrl-C):
     /// (stdout, stderr, (exit_code, error_message, timed_out)). For the sync SimpleBox.exec.
-    std::tuple<nb::bytes, nb::bytes, ExitTuple> collect() {
+    std::tuple<nb::bytes, nb::bytes, ExitTuple> collect(std::size_t max_output_bytes) {
+        check_max_output_bytes(max_output_bytes);
         auto in = execution_.stdin();
         auto out = execution_.stdout();
         auto err = execution_.stderr();
@@ -412,8 +422,14 @@ public:
                 while (open[i]) {
                     auto n = unwrap(streams[i]->try_read_some(buffer));
                     if (!n) break;
-                    if (*n == 0) open[i] = false;
-                    else texts[i].append(reinterpret_cast<const char*>(buffer.data()), *n);
+                    if (*n == 0) {
+                        open[i] = false;
+                    } else if (texts[0].size() + texts[1].size() + *n > max_output_bytes) {
+                        (void)execution_.kill();  // the rest is dropped as the streams close
+                        raise(boxlite::detail::output_limit_exceeded(max_output_bytes));
+                    } else {
+                        texts[i].append(reinterpret_cast<const char*>(buffer.data()), *n);
+                    }
                 }
             }
             if (!open[0] && !open[1]) {
@@ -725,8 +741,9 @@ public:
     std::uint32_t exec(nb::object future, const std::string& program, const std::vector<std::string>& args,
                        const std::vector<std::pair<std::string, std::string>>& env,
                        const std::optional<std::string>& user, const std::optional<std::string>& cwd,
-                       std::optional<double> timeout_secs) {
+                       std::optional<double> timeout_secs, std::size_t max_output_bytes) {
         const auto command = NativeBox::make_command(program, args, env, false, user, cwd, timeout_secs);
+        check_max_output_bytes(max_output_bytes);
         if (auto valid = protocol::validate_command(command); !valid) {
             raise(valid.error().with_context(fmt::format("running '{}' in box {}", program, box_id())));
         }
@@ -736,6 +753,7 @@ public:
         auto& e = executions_[id];
         e.program = program;
         e.future = std::move(future);
+        e.max_output_bytes = max_output_bytes;
         queue(protocol::FrameType::Exec, id, protocol::make_exec_request(command).encode());
         queue(protocol::FrameType::StdinClose, id, {});
         flush();
@@ -809,6 +827,7 @@ private:
         nb::object future;  // None once cancelled
         bool started = false;
         bool abandoned = false;
+        std::size_t max_output_bytes = kDefaultMaxOutputBytes;  // stdout and stderr together
         std::string texts[2];
         std::uint32_t credit[2] = {protocol::kDefaultWindow, protocol::kDefaultWindow};  // the agent may send
         std::uint32_t owed[2] = {0, 0};  // received, not yet granted back
@@ -915,17 +934,22 @@ private:
         }
     }
 
+    /// The exception of `error`'s kind (boxlite.ExecutionError, …) for execution `e`.
+    nb::object exception_for(const Exec& e, const BoxliteError& error) {
+        auto& registry = error_classes();
+        const auto it = registry.find(std::string(to_identifier(error.kind())));
+        PyObject* cls = it != registry.end() ? it->second : PyExc_RuntimeError;
+        const auto contexted = error.with_context(fmt::format("running '{}' in box {}", e.program, box_id()));
+        nb::object exception = nb::steal(
+            PyObject_CallFunction(cls, "s", well_formed_utf8(contexted.to_string()).c_str()));
+        if (!exception.is_valid()) throw nb::python_error();
+        return exception;
+    }
+
     void finish_error(Exec& e, const BoxliteError& error, Completions& done) {
         if (e.abandoned) return;
         if (!e.started) {
-            auto& registry = error_classes();
-            const auto it = registry.find(std::string(to_identifier(error.kind())));
-            PyObject* cls = it != registry.end() ? it->second : PyExc_RuntimeError;
-            const auto contexted = error.with_context(fmt::format("running '{}' in box {}", e.program, box_id()));
-            nb::object exception = nb::steal(
-                PyObject_CallFunction(cls, "s", well_formed_utf8(contexted.to_string()).c_str()));
-            if (!exception.is_valid()) throw nb::python_error();
-            done.push_back({std::move(e.future), std::move(exception), true});
+            done.push_back({std::move(e.future), exception_for(e, error), true});
             return;
         }
         // As Execution.wait() reports a lost connection: exit code -1 with the reason.
@@ -1006,6 +1030,16 @@ private:
                 }
                 e.credit[i] -= size;
                 e.owed[i] += size;
+                if (!e.abandoned && e.texts[0].size() + e.texts[1].size() + size > e.max_output_bytes) {
+                    // As Execution::collect: killed, its future failed, the rest of it dropped.
+                    done.push_back({std::move(e.future),
+                                    exception_for(e, boxlite::detail::output_limit_exceeded(e.max_output_bytes)),
+                                    true});
+                    e.abandoned = true;
+                    e.texts[0] = std::string();
+                    e.texts[1] = std::string();
+                    queue(FrameType::Signal, f.stream, protocol::SignalRequest{9}.encode());
+                }
                 if (!e.abandoned) e.texts[i].append(reinterpret_cast<const char*>(f.payload.data()), size);
                 // Everything is kept, so credit goes back at once, a quarter window at a time.
                 if (e.owed[i] >= protocol::kDefaultWindow / 4) {
@@ -1198,6 +1232,12 @@ NB_MODULE(_core, m) {
             }
         },
         "classes"_a, "ErrorKind identifier -> exception class (boxlite/errors.py calls this once).");
+    m.attr("DEFAULT_MAX_OUTPUT_BYTES") = kDefaultMaxOutputBytes;
+    m.def(
+        "_raise_output_limit",
+        [](std::size_t max_output_bytes) { raise(boxlite::detail::output_limit_exceeded(max_output_bytes)); },
+        "max_output_bytes"_a,
+        "Raises the ExecutionError of a collected execution that printed more than `max_output_bytes`.");
     m.def(
         "_raise_for_test",
         [](const std::string& kind, const std::string& message) {
@@ -1224,7 +1264,8 @@ NB_MODULE(_core, m) {
 
     nb::class_<OutputStream>(m, "OutputStream")
         .def("try_read", &OutputStream::try_read, "max_bytes"_a)
-        .def("read", &OutputStream::read, "max_bytes"_a);
+        .def("read", &OutputStream::read, "max_bytes"_a)
+        .def("discard", &OutputStream::discard);
 
     nb::class_<InputStream>(m, "InputStream")
         .def("try_write", &InputStream::try_write, "data"_a, "offset"_a = 0)
@@ -1240,7 +1281,7 @@ NB_MODULE(_core, m) {
         .def("take_stderr", &NativeExecution::take_stderr)
         .def("try_wait", &NativeExecution::try_wait)
         .def("wait", &NativeExecution::wait)
-        .def("collect", &NativeExecution::collect)
+        .def("collect", &NativeExecution::collect, "max_output_bytes"_a = kDefaultMaxOutputBytes)
         .def("kill", &NativeExecution::kill)
         .def("signal", &NativeExecution::signal, "signo"_a)
         .def("resize_tty", &NativeExecution::resize_tty, "rows"_a, "cols"_a);
@@ -1276,7 +1317,7 @@ NB_MODULE(_core, m) {
         .def_prop_ro("wants_write", &LoopAgent::wants_write)
         .def("usable", &LoopAgent::usable)
         .def("exec", &LoopAgent::exec, "future"_a, "program"_a, "args"_a, "env"_a, "user"_a.none(), "cwd"_a.none(),
-             "timeout_secs"_a.none())
+             "timeout_secs"_a.none(), "max_output_bytes"_a = kDefaultMaxOutputBytes)
         .def("cancel", &LoopAgent::cancel, "id"_a)
         .def("on_readable", &LoopAgent::on_readable)
         .def("on_writable", &LoopAgent::on_writable)

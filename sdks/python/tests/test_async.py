@@ -387,6 +387,38 @@ async def test_cancel_simplebox_exec_kills_what_it_started(runtime: boxlite.Boxl
         assert (await box.exec("echo", "after")).stdout == "after\n"
 
 
+async def test_simplebox_exec_bounds_what_it_keeps(runtime: boxlite.Boxlite, rootfs: str) -> None:
+    """A box that prints without end must not grow the caller's memory without end: past
+    max_output_bytes (stdout and stderr together) the command is killed and ExecutionError
+    names the limit, on the loop's own connection and on a streaming Execution's collect."""
+    from boxlite.simplebox import _collect
+
+    assert boxlite.DEFAULT_MAX_OUTPUT_BYTES == 256 << 20
+    sixteen = ("sh", "-c", "printf 12345678; printf abcdefgh >&2")
+    async with boxlite.SimpleBox(rootfs_path=rootfs, runtime=runtime) as box:
+        exact = await box.exec(*sixteen, max_output_bytes=16)
+        assert (exact.exit_code, exact.stdout, exact.stderr) == (0, "12345678", "abcdefgh")
+        with pytest.raises(boxlite.ExecutionError, match="more than 15 bytes"):
+            await box.exec(*sixteen, max_output_bytes=15)
+        endless = "while :; do echo out; echo err >&2; done"
+        with pytest.raises(boxlite.ExecutionError, match=r"more than 1048576 bytes .*max_output_bytes"):
+            await box.exec("sh", "-c", endless, "collect-limit", max_output_bytes=1 << 20)
+        # The regex's brackets keep the search's own command line from matching it.
+        printers = "pgrep -f 'collect[-]limit' || true"
+        for _ in range(500):
+            if (await box.exec("sh", "-c", printers)).stdout == "":
+                break
+            await asyncio.sleep(0.01)
+        assert (await box.exec("sh", "-c", printers)).stdout == ""
+        execution = await box.box.exec("sh", ["-c", endless, "collect-limit"])
+        with pytest.raises(boxlite.ExecutionError, match="more than 4096 bytes"):
+            await _collect(execution, 4096)
+        assert (await execution.wait()).exit_code == -9
+        with pytest.raises(boxlite.InvalidArgumentError, match="max_output_bytes"):
+            await box.exec("true", max_output_bytes=0)
+        assert (await box.exec("echo", "after")).stdout == "after\n"
+
+
 async def test_simplebox_exec_on_the_loops_own_connection(runtime: boxlite.Boxlite, rootfs: str) -> None:
     """SimpleBox.exec reads the agent's socket on the event loop itself (one connection per
     loop): large output on both streams (flow-control credit returned as it arrives), bytes

@@ -209,7 +209,11 @@ async def _run_case(data: bytes, case: str, errors: list[str], cancel: int = 0) 
         host.close()
         agent.setblocking(False)
         driver = _LoopAgent(_FakeBox(), loop, native)  # type: ignore[arg-type]
-        futures = [driver.exec("fuzzed", [str(i)], [], None, None, None)[1] for i in range(EXECUTIONS)]
+        # The second execution keeps at most 64 bytes: output past it must fail that one alone.
+        futures = [
+            driver.exec("fuzzed", [str(i)], [], None, None, None, 64 if i == 1 else core.DEFAULT_MAX_OUTPUT_BYTES)[1]
+            for i in range(EXECUTIONS)
+        ]
         watched = [weakref.ref(f) for f in futures]
         if cancel:
             futures[cancel - 1].cancel()
@@ -362,3 +366,62 @@ async def test_invalid_utf8_from_the_agent_is_replaced() -> None:
     finally:
         host.close()
         agent.close()
+
+
+def _frames(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(kind, stream, payload) of each whole frame in `data`."""
+    out = []
+    while len(data) >= 12:
+        length, kind, _, _, stream = struct.unpack_from("<IBBHI", data)
+        if len(data) < 12 + length:
+            break
+        out.append((kind, stream, data[12 : 12 + length]))
+        data = data[12 + length :]
+    return out
+
+
+async def test_output_past_the_limit_fails_that_execution_alone() -> None:
+    """An execution that prints more than its max_output_bytes fails with ExecutionError naming
+    the limit, the host sends the agent a kill for it and drops what else comes for it, and the
+    other executions on the connection end as they would."""
+    loop = asyncio.get_running_loop()
+    host, agent = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    agent.sendall(_hello_ack())
+    native = core.LoopAgent._over_socket(host.fileno(), ExecResult)
+    host.close()
+    driver = _LoopAgent(_FakeBox(), loop, native)  # type: ignore[arg-type]
+    small = driver.exec("small", [], [], None, None, None, 10)[1]
+    other = driver.exec("other", [], [], None, None, None)[1]
+    agent.sendall(
+        started(1)
+        + started(2)
+        + frame(STDOUT, 1, b"0123456789")
+        + frame(STDOUT, 2, b"fine")
+        + frame(STDERR, 1, b"!")
+        + frame(STDOUT, 1, b"dropped")
+        + exit_(1, -9)
+        + exit_(2, 0)
+    )
+    try:
+        await small
+    except boxlite.ExecutionError as e:
+        assert "more than 10 bytes" in str(e) and "max_output_bytes" in str(e), str(e)
+    else:
+        raise AssertionError("an execution past its limit succeeded")
+    result = await other
+    assert (result.exit_code, result.stdout) == (0, "fine")
+    agent.setblocking(False)
+    sent = b""
+    while True:
+        try:
+            chunk = agent.recv(1 << 16)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        sent += chunk
+    assert (SIGNAL, 1, struct.pack("<i", 9)) in _frames(sent)
+    assert not [f for f in _frames(sent) if f[0] == SIGNAL and f[1] == 2]
+    agent.close()
+    await asyncio.sleep(0)
+    driver.close()

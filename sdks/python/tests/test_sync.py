@@ -64,6 +64,9 @@ def _exercise(runtime: SyncBoxlite, rootfs: str, tmp: Path) -> None:
         assert (result.exit_code, result.stdout, result.stderr) == (4, "y\n", "e\n")
         big = simple.exec("sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' a; head -c 3000000 /dev/zero >&2")
         assert big.stdout == "a" * 3_000_000 and len(big.stderr) == 3_000_000
+        with pytest.raises(boxlite.ExecutionError, match="more than 4096 bytes"):
+            simple.exec("sh", "-c", "while :; do echo out; done", max_output_bytes=4096)
+        assert simple.exec("echo", "after").stdout == "after\n"
     runtime.remove("sync")
     with pytest.raises(boxlite.NotFoundError):
         runtime.remove("sync")

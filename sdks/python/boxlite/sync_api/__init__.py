@@ -14,9 +14,10 @@ import threading
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence, Union
 
 from .._native import core
-from ..errors import AlreadyExistsError, InvalidStateError, TimeoutError, UnsupportedError
+from ..errors import AlreadyExistsError, ExecutionError, InvalidStateError, TimeoutError, UnsupportedError
 from ..info import BoxInfo, BoxMetrics, ExecResult, ImageInfo, ImagePullResult, RuntimeMetrics
 from ..options import BoxOptions, CopyOptions, Options
+from ..simplebox import DEFAULT_MAX_OUTPUT_BYTES, _check_max_output_bytes
 
 if TYPE_CHECKING:
     from ..rest import BoxliteRestOptions
@@ -396,12 +397,16 @@ class SyncSimpleBox:
         user: Optional[str] = None,
         timeout: Optional[float] = None,
         cwd: Optional[str] = None,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> ExecResult:
+        """As SimpleBox.exec: a command whose stdout and stderr together pass
+        ``max_output_bytes`` is killed and raises ``ExecutionError``."""
+        _check_max_output_bytes(max_output_bytes)
         execution = self._require().exec(cmd, list(args), env, user=user, timeout_secs=timeout, cwd=cwd)
         # Both streams are drained as they arrive, on this thread, so neither pipe can fill up.
         try:
-            out, err, (code, message, timed_out) = execution._native.collect()
-        except KeyboardInterrupt:
+            out, err, (code, message, timed_out) = execution._native.collect(max_output_bytes)
+        except (KeyboardInterrupt, ExecutionError):
             raise
         except Exception as error:  # noqa: BLE001 - as upstream: a failed wait is exit_code -1
             return ExecResult(exit_code=-1, error_message=str(error))
