@@ -175,11 +175,11 @@ BoxliteResult<void> spawn_detached(Context& context, const std::string& box_id, 
 
 /// Runs `command` in `box` attached to this process's stdio; the ExecResult's exit code.
 /// `relay`: see attach(). `then_shut_down` (`run`, which stops the box once the command has
-/// ended): the command runs on an agent connection of its own, and once it has ended the agent is
-/// asked on that same connection to stop everything and exit (the graceful part of a stop, with
-/// this as its timeout), so the stop that follows finds the box ending instead of connecting and
-/// handshaking a second time (docs/performance.md, `run --rm`, fifth pass). A box type without
-/// open_agent() runs the command as without it.
+/// ended): the command runs on an agent connection of its own, and once it has ended the agent of
+/// a namespace box is asked on that same connection to stop everything and exit (the graceful part
+/// of a stop, with this as its timeout), so the stop that follows finds the box ending instead of
+/// connecting and handshaking a second time (docs/performance.md, `run --rm`, fifth pass). A box
+/// type without open_agent() runs the command as without it.
 template <class Box>
 BoxliteResult<int> run_attached(Box& box, const BoxCommand& command, bool interactive, Context& context,
                                 SignalRelay* relay = nullptr,
@@ -240,7 +240,11 @@ BoxliteResult<int> run_attached(Box& box, const BoxCommand& command, bool intera
         context.debug("execution ended: exit code {}{}{}", result.exit_code, result.timed_out ? " (timed out)" : "",
                       result.error_message ? ", " + *result.error_message : std::string());
         if constexpr (kOwnConnection) {
-            if (agent) {
+            // Namespace boxes only: that engine's stop tells an agent socket that is gone from
+            // one not there yet; the VM engines' stop would wait out its connect budget for an
+            // agent that has powered its guest off already.
+            const auto info = agent ? box.info() : decltype(box.info())(fail(ErrorKind::NotFound, "no agent"));
+            if (info && info->engine == "namespace") {
                 // Best effort: the stop that follows does it all again if this did not happen.
                 if (auto down = agent->shutdown(*then_shut_down); !down) {
                     context.debug("asking the agent of box {} to shut down: {}", box.id(), down.error().to_string());
