@@ -262,9 +262,12 @@ BoxliteResult<void> NamespaceEngine::stop(const EngineHandle& handle, std::chron
                                       std::min(timeout, std::chrono::milliseconds(2000));
         auto stream = UnixTransport{}.connect(handle.endpoint, std::chrono::milliseconds(0));
         for (auto delay = std::chrono::microseconds(200);
-             !stream && is_alive(handle) && std::chrono::steady_clock::now() < connect_deadline;
+             !stream && std::chrono::steady_clock::now() < connect_deadline;
              delay = std::min(delay * 2, std::chrono::microseconds(20000))) {
-            std::this_thread::sleep_for(delay);
+            // The pause between attempts ends as soon as the shim does (pidfd).
+            if (detail::wait_for_exit(handle.pid, handle.pid_start_time, std::chrono::steady_clock::now() + delay)) {
+                break;
+            }
             stream = UnixTransport{}.connect(handle.endpoint, std::chrono::milliseconds(0));
         }
         if (stream) {
