@@ -111,7 +111,7 @@ struct GoodStorage {
     BoxliteResult<std::vector<BoxRecord>> list() { return std::vector<BoxRecord>{}; }
     BoxliteResult<void> update_state(const BoxID&, const BoxState&) { return {}; }
     BoxliteResult<bool> update_state_if(const BoxID&, const BoxState&, const BoxState&) { return true; }
-    BoxliteResult<void> remove(const BoxID&) { return {}; }
+    BoxliteResult<void> remove(const BoxID&, RemoveSync = RemoveSync::Durable) { return {}; }
 };
 
 /// No lookup(): id-or-name resolution is part of the contract.
@@ -121,7 +121,7 @@ struct StorageWithoutLookup {
     BoxliteResult<std::vector<BoxRecord>> list() { return std::vector<BoxRecord>{}; }
     BoxliteResult<void> update_state(const BoxID&, const BoxState&) { return {}; }
     BoxliteResult<bool> update_state_if(const BoxID&, const BoxState&, const BoxState&) { return true; }
-    BoxliteResult<void> remove(const BoxID&) { return {}; }
+    BoxliteResult<void> remove(const BoxID&, RemoveSync = RemoveSync::Durable) { return {}; }
 };
 
 /// No update_state_if(): a storage without compare-and-swap lets a reader that noticed a dead
@@ -132,12 +132,12 @@ struct StorageWithoutCompareAndSwap {
     BoxliteResult<BoxRecord> lookup(std::string_view) { return fail(ErrorKind::NotFound, "x"); }
     BoxliteResult<std::vector<BoxRecord>> list() { return std::vector<BoxRecord>{}; }
     BoxliteResult<void> update_state(const BoxID&, const BoxState&) { return {}; }
-    BoxliteResult<void> remove(const BoxID&) { return {}; }
+    BoxliteResult<void> remove(const BoxID&, RemoveSync = RemoveSync::Durable) { return {}; }
 };
 
 /// remove() reports failure as bool instead of BoxliteResult<void>.
 struct StorageWithBoolRemove : GoodStorage {
-    bool remove(const BoxID&) { return true; }
+    bool remove(const BoxID&, RemoveSync = RemoveSync::Durable) { return true; }
 };
 
 }  // namespace boxlite::concept_tests

@@ -13,6 +13,12 @@
 
 namespace boxlite {
 
+/// How durable a remove() must be. A box the user kept must not come back once removed, even
+/// after a power loss (Durable); the removal of an auto-remove box may be taken back by a power
+/// loss, because the row it leaves is one of the box's own earlier ones, which the next look at
+/// the box reaps again (Relaxed; docs/performance.md, "The FULL syncs").
+enum class RemoveSync { Durable, Relaxed };
+
 /// A box's two records, as Storage returns them.
 struct BoxRecord {
     BoxConfig config;
@@ -36,6 +42,8 @@ struct BoxRecord {
 //                              do not hold the box's lock (a reader noticing a dead engine) use it,
 //                              so they never overwrite what a concurrent start() or stop() wrote
 //   remove(id)                 NotFound when absent
+//   remove(id, sync)           the same, as durable as `sync` asks (RemoveSync): a storage may treat
+//                              Relaxed as Durable
 // ---------------------------------------------------------------------------------------------
 template <class S>
 concept Storage = requires(S& storage, const BoxConfig& config, const BoxState& state, const BoxID& id,
@@ -47,6 +55,7 @@ concept Storage = requires(S& storage, const BoxConfig& config, const BoxState& 
     { storage.update_state(id, state) } -> std::same_as<BoxliteResult<void>>;
     { storage.update_state_if(id, state, state) } -> std::same_as<BoxliteResult<bool>>;
     { storage.remove(id) } -> std::same_as<BoxliteResult<void>>;
+    { storage.remove(id, RemoveSync::Relaxed) } -> std::same_as<BoxliteResult<void>>;
 };
 
 }  // namespace boxlite

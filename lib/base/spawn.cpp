@@ -86,15 +86,14 @@ BoxliteResult<std::int32_t> spawn(const SpawnOptions& options) {
             if (grandchild != 0) {
                 const int result = grandchild > 0 ? 0 : errno;
                 [[maybe_unused]] auto n = ::write(report[1], &result, sizeof result);
-                ::_exit(grandchild < 0 ? 1 : 0);
+                ::_exit(0);  // the report says how it went; the status is not read
             }
         }
         exec_child(options, argv.data(), target_count, parent);
     }
     if (!options.detach) return pid;
     ::close(report[1]);
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {}
     int result = -1;
     ssize_t got = -1;
     do {

@@ -430,25 +430,18 @@ BoxliteResult<bool> SqliteStorage::update_state_if(const BoxID& id, const BoxSta
     return true;
 }
 
-BoxliteResult<void> SqliteStorage::remove(const BoxID& id) {
+BoxliteResult<void> SqliteStorage::remove(const BoxID& id, RemoveSync sync) {
     {
         std::lock_guard lock(impl_->mutex);
-        // The delete of an auto-remove box commits without a sync of its own (synchronous=NORMAL):
-        // safe from any process crash (WAL), and a power loss can only take back the last commits,
-        // leaving the row as an earlier commit of its own made it: the rows a power loss before the
-        // delete could leave already, which the next look at the box settles (a dead engine:
-        // Stopped, then reaped; Removing: finished).
-        // Any other box's delete stays FULL: a kept box, once removed, must not come back
+        // A Relaxed delete (an auto-remove box's) commits without a sync of its own
+        // (synchronous=NORMAL): safe from any process crash (WAL), and a power loss can only take
+        // back the last commits, leaving the row as an earlier commit of its own made it: the rows
+        // a power loss before the delete could leave already, which the next look at the box
+        // settles (a dead engine: Stopped, then reaped; Removing: finished).
+        // A Durable delete (a kept box's) stays FULL: once removed, it must not come back
         // (docs/performance.md, "The FULL syncs").
-        bool transient = false;
-        {
-            Statement st(impl_->db, "SELECT json_extract(config, '$.options.auto_remove') FROM boxes WHERE id = ?1");
-            st.bind(1, id.view());
-            BOXLITE_TRY(const bool row, st.step(fmt::format("reading box {}", id)));
-            transient = row && st.integer(0) == 1;
-        }
         std::optional<Impl::Durable> durable;
-        if (!transient) durable.emplace(impl_->db);
+        if (sync == RemoveSync::Durable) durable.emplace(impl_->db);
         Statement st(impl_->db, "DELETE FROM boxes WHERE id = ?1");
         st.bind(1, id.view());
         BOXLITE_TRY_VOID(st.run(fmt::format("removing box {}", id)));

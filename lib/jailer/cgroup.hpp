@@ -12,11 +12,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <fstream>
 #include <mutex>
 #include <optional>
@@ -102,6 +104,19 @@ public:
 
     /// The v1 hierarchies a box's cgroups are made in (create_v1), in that order.
     static constexpr const char* kV1Controllers[] = {"memory", "pids", "cpu", "cpuacct"};
+    static constexpr std::size_t kV1Count = std::size(kV1Controllers);
+
+    /// Box `name`'s folder in each v1 hierarchy of kV1Controllers (same order): "" for a hierarchy
+    /// that is missing or not writable here. The one place that names them: create_v1 makes
+    /// these, precreate_v1 makes them ahead.
+    static std::array<std::string, kV1Count> v1_dirs(const std::string& root, const std::string& name) {
+        std::array<std::string, kV1Count> dirs;
+        for (std::size_t i = 0; i < kV1Count; ++i) {
+            const auto hierarchy = root + "/" + kV1Controllers[i];
+            if (::access(hierarchy.c_str(), W_OK) == 0) dirs[i] = hierarchy + "/boxlite/" + name;
+        }
+        return dirs;
+    }
 
     /// On a cgroup v1 host, makes the (empty, limit-less) cgroup directories `create` would make
     /// for box `name`, so that a later `create` finds them (EEXIST) and takes no cgroup lock; see
@@ -110,12 +125,8 @@ public:
         std::vector<std::string> made;
         const std::string root = "/sys/fs/cgroup";
         if (::access((root + "/cgroup.controllers").c_str(), F_OK) == 0) return made;
-        for (const char* ctl : kV1Controllers) {
-            const auto hierarchy = root + "/" + ctl;
-            if (::access(hierarchy.c_str(), W_OK) != 0) continue;
-            ::mkdir((hierarchy + "/boxlite").c_str(), 0755);
-            const auto dir = hierarchy + "/boxlite/" + name;
-            if (::mkdir(dir.c_str(), 0755) == 0) made.push_back(dir);
+        for (const auto& dir : v1_dirs(root, name)) {
+            if (!dir.empty() && make_dir(dir) == 0) made.push_back(dir);
         }
         return made;
     }
@@ -142,11 +153,19 @@ public:
     }
 
 private:
-    std::string make(const std::string& hierarchy, const std::string& name) {
-        const auto parent = hierarchy + "/boxlite";
-        ::mkdir(parent.c_str(), 0755);
-        const auto dir = parent + "/" + name;
-        if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return {};
+    /// mkdir of `dir` (<hierarchy>/boxlite/<name>) and of its parent: 0, or the mkdir's errno.
+    static int make_dir(const std::string& dir) {
+        ::mkdir(dir.substr(0, dir.rfind('/')).c_str(), 0755);
+        return ::mkdir(dir.c_str(), 0755) == 0 ? 0 : errno;
+    }
+
+    /// Makes `dir` (or finds it made, by precreate_v1) and records it; "" when it cannot be made.
+    std::string make(const std::string& dir) {
+        if (dir.empty()) return {};
+        if (const int error = make_dir(dir); error != 0 && error != EEXIST) {
+            errno = error;
+            return {};
+        }
         dirs_.push_back(dir);
         return dir;
     }
@@ -158,7 +177,7 @@ private:
         const auto parent = root + "/boxlite";
         ::mkdir(parent.c_str(), 0755);
         write(parent + "/cgroup.subtree_control", "+memory +pids +cpu");
-        const auto dir = make(root, name);
+        const auto dir = make(parent + "/" + name);
         if (dir.empty()) {
             skipped_.push_back("all (cannot create " + root + "/boxlite/" + name + ": " + std::strerror(errno) + ")");
             return;
@@ -171,15 +190,12 @@ private:
     }
 
     void create_v1(const std::string& root, const std::string& name, const CgroupLimits& limits) {
-        auto controller = [&](const char* ctl) -> std::string {
-            const auto hierarchy = root + "/" + ctl;
-            if (::access(hierarchy.c_str(), W_OK) != 0) return {};
-            return make(hierarchy, name);
-        };
-        memory_dir_ = controller("memory");
-        pids_dir_ = controller("pids");
-        cpu_dir_ = controller("cpu");
-        cpuacct_dir_ = controller("cpuacct");
+        static_assert(kV1Count == 4, "memory, pids, cpu, cpuacct: the order the lines below index");
+        const auto dirs = v1_dirs(root, name);
+        memory_dir_ = make(dirs[0]);
+        pids_dir_ = make(dirs[1]);
+        cpu_dir_ = make(dirs[2]);
+        cpuacct_dir_ = make(dirs[3]);
         if (memory_dir_.empty()) {
             if (limits.memory_bytes) skipped_.emplace_back("memory (no writable v1 memory controller)");
         } else {

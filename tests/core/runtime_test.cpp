@@ -107,7 +107,9 @@ public:
     BoxliteResult<bool> update_state_if(const BoxID& id, const BoxState& expected, const BoxState& s) {
         return inner_.update_state_if(id, expected, s);
     }
-    BoxliteResult<void> remove(const BoxID& id) { return inner_.remove(id); }
+    BoxliteResult<void> remove(const BoxID& id, RemoveSync sync = RemoveSync::Durable) {
+        return inner_.remove(id, sync);
+    }
 
 private:
     MemoryStorage inner_;

@@ -79,6 +79,19 @@ TYPED_TEST(StorageContract, InsertGetUpdateRemove) {
     EXPECT_EQ(this->storage_.update_state(config.id, running).error().kind(), ErrorKind::NotFound);
 }
 
+// A Relaxed remove (an auto-remove box's) differs only in its durability against a power loss:
+// the row goes, the name is free again, and a second remove finds nothing, as with a Durable one.
+TYPED_TEST(StorageContract, RelaxedRemoveRemovesLikeDurable) {
+    auto config = config_with("01ARZ3NDEKTSV4RRFFQ69G5FAW", "transient");
+    ASSERT_TRUE(this->storage_.insert(config, BoxState{}));
+    ASSERT_TRUE(this->storage_.remove(config.id, RemoveSync::Relaxed));
+    EXPECT_EQ(this->storage_.get(config.id).error().kind(), ErrorKind::NotFound);
+    EXPECT_EQ(this->storage_.remove(config.id, RemoveSync::Relaxed).error().kind(), ErrorKind::NotFound);
+    auto again = config_with("01ARZ3NDEKTSV4RRFFQ69G5FAX", "transient");
+    ASSERT_TRUE(this->storage_.insert(again, BoxState{}));
+    EXPECT_EQ(this->storage_.lookup("transient")->config.id, again.id);
+}
+
 TYPED_TEST(StorageContract, IdsAndNamesAreUnique) {
     auto first = config_with("01ARZ3NDEKTSV4RRFFQ69G5FAV", "alpha");
     ASSERT_TRUE(this->storage_.insert(first, BoxState{}));

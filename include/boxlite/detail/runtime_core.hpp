@@ -870,7 +870,9 @@ private:
                             removal.message());
             }
         }
-        if (auto removed = with_storage([&](S& s) { return s.remove(id); });
+        // An auto-remove box's delete need not survive a power loss (RemoveSync).
+        const auto sync = record.config.options.auto_remove ? RemoveSync::Relaxed : RemoveSync::Durable;
+        if (auto removed = with_storage([&](S& s) { return s.remove(id, sync); });
             !removed && removed.error().kind() != ErrorKind::NotFound) {
             return fail(removed.error());
         }

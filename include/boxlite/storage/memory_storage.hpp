@@ -95,7 +95,8 @@ public:
         return true;
     }
 
-    BoxliteResult<void> remove(const BoxID& id) {
+    /// Nothing here outlives the process, so every RemoveSync is the same.
+    BoxliteResult<void> remove(const BoxID& id, RemoveSync /*sync*/ = RemoveSync::Durable) {
         std::lock_guard lock(data_->mutex);
         if (data_->boxes.erase(id) == 0) return detail::not_found(id.view());
         return {};

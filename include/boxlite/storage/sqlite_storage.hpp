@@ -50,7 +50,8 @@ public:
     BoxliteResult<std::vector<BoxRecord>> list() const;
     BoxliteResult<void> update_state(const BoxID& id, const BoxState& state);
     BoxliteResult<bool> update_state_if(const BoxID& id, const BoxState& expected, const BoxState& state);
-    BoxliteResult<void> remove(const BoxID& id);
+    /// Durable commits with synchronous=FULL; Relaxed with NORMAL (no sync of its own).
+    BoxliteResult<void> remove(const BoxID& id, RemoveSync sync = RemoveSync::Durable);
 
     /// The schema version found in the file (after migrations: kSchemaVersion).
     [[nodiscard]] BoxliteResult<int> schema_version() const;

@@ -254,7 +254,22 @@ BoxliteResult<void> NamespaceEngine::stop(const EngineHandle& handle, std::chron
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     {
         // Graceful: the agent stops every process and exits; PID 1's exit ends the box.
-        auto stream = UnixTransport{}.connect(handle.endpoint, std::min(timeout, std::chrono::milliseconds(2000)));
+        // A socket that is missing or refuses is retried only while the shim lives: the agent is
+        // then gone or going (asked to shut down on another connection already, as `run` does once
+        // its command has ended), and the shim unlinks the socket before it exits, so waiting the
+        // whole connect budget for it would only delay the stop (by 2 s when it raced the unlink).
+        const auto connect_deadline = std::chrono::steady_clock::now() +
+                                      std::min(timeout, std::chrono::milliseconds(2000));
+        auto stream = UnixTransport{}.connect(handle.endpoint, std::chrono::milliseconds(0));
+        for (auto delay = std::chrono::microseconds(200);
+             !stream && std::chrono::steady_clock::now() < connect_deadline;
+             delay = std::min(delay * 2, std::chrono::microseconds(20000))) {
+            // The pause between attempts ends as soon as the shim does (pidfd).
+            if (detail::wait_for_exit(handle.pid, handle.pid_start_time, std::chrono::steady_clock::now() + delay)) {
+                break;
+            }
+            stream = UnixTransport{}.connect(handle.endpoint, std::chrono::milliseconds(0));
+        }
         if (stream) {
             // A wedged agent must not hold stop() past its timeout in the handshake either.
             const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
