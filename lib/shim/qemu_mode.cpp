@@ -15,7 +15,9 @@
 // shim through the egress firewall (lib/net/pump.hpp, the same pump as the namespace engine's
 // tap) to a passt started as the namespace shim starts it: on a socket pair, in a PID namespace
 // of its own whose keeper dies with this shim (kill -9 included), so no passt outlives the box
-// and no published port stays bound.
+// and no published port stays bound. QEMU starts first (it needs only the device's listening
+// back end); passt and the pump follow, and if passt cannot start, QEMU is killed before the
+// shim reports its error.
 //
 // Volumes: one virtiofsd per volume (lib/engine/common/virtiofsd.hpp: a child of this shim, in
 // a private mount namespace where a read-only volume is a read-only bind of its folder).
