@@ -15,9 +15,7 @@
 // shim through the egress firewall (lib/net/pump.hpp, the same pump as the namespace engine's
 // tap) to a passt started as the namespace shim starts it: on a socket pair, in a PID namespace
 // of its own whose keeper dies with this shim (kill -9 included), so no passt outlives the box
-// and no published port stays bound. QEMU starts first (it needs only the device's listening
-// back end); passt and the pump follow, and if passt cannot start, QEMU is killed before the
-// shim reports its error.
+// and no published port stays bound.
 //
 // Volumes: one virtiofsd per volume (lib/engine/common/virtiofsd.hpp: a child of this shim, in
 // a private mount namespace where a read-only volume is a read-only bind of its folder).
@@ -149,10 +147,6 @@ struct BoxNetwork {
     bool qemu_pid_set = false;
     std::string address;        // the abstract UNIX address QEMU connects to
     base::OwnedFd peer_stream;  // benchmark peer only: QEMU's own -netdev stream straight to passt
-    // The back end's accept waits on this (not link.stop: passt, which makes that, starts after
-    // QEMU), and the device's host end waits here for the pump.
-    base::OwnedFd accept_stop;
-    base::OwnedFd box_end;
 
     BoxNetwork() = default;
     BoxNetwork(const BoxNetwork&) = delete;
@@ -166,10 +160,6 @@ struct BoxNetwork {
     }
     void shut_down() {
         set_qemu_pid(-1);
-        if (accept_stop) {
-            const std::uint64_t one = 1;
-            [[maybe_unused]] auto n = ::write(accept_stop.get(), &one, sizeof one);
-        }
         link.signal_stop();
         if (served) {
             served->backend->stop();
@@ -208,7 +198,7 @@ BoxliteResult<std::unique_ptr<ServedDevice>> serve_listening(std::shared_ptr<dev
         };
     served->backend = std::make_unique<vhost_user::Backend>(std::move(device), std::move(options));
     auto* raw = served.get();
-    served->thread = std::thread([raw, listener = std::move(listener), stop = network.accept_stop.get(),
+    served->thread = std::thread([raw, listener = std::move(listener), stop = network.link.stop.get(),
                                   qemu = network.qemu_pid.get_future().share(), failure_fd]() mutable {
         for (;;) {
             auto connection = vhost_user::accept_one(listener.get(), stop);
@@ -246,46 +236,27 @@ bool stream_peer_wanted() {
     return peer != nullptr && std::string_view(peer) == "stream";
 }
 
-/// The part of the box network QEMU needs at its start: the device and its listening back end
-/// (the allow list checked here, so a malformed one is a Config error before anything runs).
-/// passt and the pump follow QEMU (start_network_link): the guest's eth0 comes up seconds later,
-/// and its first frames wait in the device's host end until the pump reads them. The benchmark
-/// peer's `-netdev stream` needs passt's socket on QEMU's command line, so it starts passt here.
-BoxliteResult<void> start_network_device(const qemu::QemuShimConfig& config, int failure_fd, BoxNetwork& network) {
+BoxliteResult<void> start_network(const qemu::QemuShimConfig& config, int failure_fd, BoxNetwork& network) {
     const auto& n = config.network;
     const bool peer = stream_peer_wanted();
     if (peer && !n.allow_net.empty())
         return fail(ErrorKind::Config,
                     "BOXLITE_QEMU_NET_PEER=stream (a benchmark peer) has no firewall; the box "
                     "has an allow list: unset it");
-    if (peer) {
-        ShimOptions passt_options;
-        passt_options.passt = n.passt;
-        passt_options.dns = n.dns;
-        for (const auto& p : n.publish) passt_options.publish.push_back(PublishedPort{p.udp, p.spec});
-        BOXLITE_TRY(network.peer_stream, start_passt_network(n.allow_net, passt_options, network.link));
-        return {};
-    }
-    if (auto allow = net::AllowList::parse(n.allow_net); !allow)
-        return fail(ErrorKind::Config, "box network: {}", allow.error().message());
-    network.accept_stop.reset(::eventfd(0, EFD_CLOEXEC));
-    if (!network.accept_stop) return fail_errno(ErrorKind::Engine, "eventfd for the box network", errno);
-    BOXLITE_TRY(auto device, devices::virtio::NetDevice::create(qemu::kBoxMac));
-    network.box_end = device->take_host_end();
-    BOXLITE_TRY(network.served, serve_listening(device, 2, failure_fd, network, config.vm.box_id));
-    return {};
-}
-
-/// passt and the pump between it and the device's host end (after QEMU is started).
-BoxliteResult<void> start_network_link(const qemu::QemuShimConfig& config, BoxNetwork& network) {
-    if (network.peer_stream || !network.served) return {};  // the benchmark peer's passt runs already
-    const auto& n = config.network;
     ShimOptions passt_options;
     passt_options.passt = n.passt;
     passt_options.dns = n.dns;
     for (const auto& p : n.publish) passt_options.publish.push_back(PublishedPort{p.udp, p.spec});
+    // passt first: the back end's accept waits on the stop eventfd this makes.
     BOXLITE_TRY(auto ours, start_passt_network(n.allow_net, passt_options, network.link));
-    start_pump(network.link, std::move(network.box_end), std::move(ours), "boxlite-shim-qemu");
+    if (peer) {
+        network.peer_stream = std::move(ours);
+        return {};
+    }
+    BOXLITE_TRY(auto device, devices::virtio::NetDevice::create(qemu::kBoxMac));
+    auto box_end = device->take_host_end();
+    BOXLITE_TRY(network.served, serve_listening(device, 2, failure_fd, network, config.vm.box_id));
+    start_pump(network.link, std::move(box_end), std::move(ours), "boxlite-shim-qemu");
     return {};
 }
 
@@ -354,10 +325,14 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
                          "boxlite-shim-qemu: box %s: BOXLITE_QEMU_NET_PEER=stream: QEMU's own virtio-net on "
                          "-netdev stream to passt, no pump and no firewall (a benchmark peer)\n",
                          vm.box_id.c_str());
-        if (auto started = start_network_device(*config, failure_fd.get(), network); !started) {
+        if (auto started = start_network(*config, failure_fd.get(), network); !started) {
             network.shut_down();
             return error(started.error());
         }
+        std::fprintf(stderr,
+                     "boxlite-shim-qemu: box %s: network through passt (pid %d), %zu allow rule(s), %zu port(s)\n",
+                     vm.box_id.c_str(), network.link.passt, config->network.allow_net.size(),
+                     config->network.publish.size());
     }
     std::string initrd;
     if (!vm.initrd.empty() || !vm.guest_launch.is_null()) {
@@ -411,28 +386,6 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
     if (network.served) network.set_qemu_pid(*qemu);
     network.peer_stream.reset();  // QEMU's copy is passt's peer now
     const pid_t qemu_pid = *qemu;
-    // passt after QEMU: QEMU's own start (~0.1 s before the guest runs) no longer waits for
-    // passt's exec and namespace set-up. A failure here ends the QEMU just started.
-    if (config->network.enabled) {
-        if (auto linked = start_network_link(*config, network); !linked) {
-            ::kill(qemu_pid, SIGKILL);
-            while (::waitpid(qemu_pid, nullptr, 0) < 0 && errno == EINTR) {}
-            for (auto* served : {blk.get(), vsock.get()}) {
-                if (!served) continue;
-                served->backend->stop();
-                if (served->thread.joinable()) served->thread.join();
-            }
-            network.shut_down();
-            for (auto& d : daemons) d.frontend_end.reset();
-            engine::reap_virtiofsd(daemons, std::chrono::milliseconds(0));
-            if (!initrd.empty()) ::unlink(initrd.c_str());
-            return error(linked.error());
-        }
-        std::fprintf(stderr,
-                     "boxlite-shim-qemu: box %s: network through passt (pid %d), %zu allow rule(s), %zu port(s)\n",
-                     vm.box_id.c_str(), network.link.passt, config->network.allow_net.size(),
-                     config->network.publish.size());
-    }
     console_write.reset();
     if (vsock) vsock->qemu_end.reset();  // QEMU's copy is the only one: its exit is the back end's EOF
     if (blk) blk->qemu_end.reset();
