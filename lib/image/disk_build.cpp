@@ -328,9 +328,8 @@ BoxliteResult<std::pair<fs::path, bool>> directory_disk(const fs::path& tree, co
             // The tree changed while mke2fs read it: this disk is the box's alone.
             if (directory_key(tree) != key) {
                 if (::rename(temp.c_str(), disk.c_str()) != 0) {
-                    const int saved = errno;
                     ::unlink(temp.c_str());
-                    return fail_errno(ErrorKind::Storage, "renaming into " + disk.string(), saved);
+                    return build_directory_disk(tree, disk);  // another filesystem: built beside the box
                 }
                 return std::pair{disk, true};
             }
