@@ -6,9 +6,14 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <optional>
+#include <string>
+#include <vector>
 
 namespace boxlite::image {
 namespace {
@@ -186,9 +191,95 @@ BoxliteResult<fs::path> ImageStore::disk_image(const ImageInfo& image) {
     return built.first;
 }
 
-BoxliteResult<std::pair<fs::path, bool>> directory_disk(const fs::path& tree, const fs::path& disk) {
-    struct stat st {};
-    if (::lstat(disk.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return std::pair{disk, false};
+namespace {
+
+/// Bump when make_ext4's recipe (or anything else about the disk a directory becomes) changes: a
+/// cached base of an older recipe is then never used (its key differs).
+constexpr int kDirectoryDiskFormat = 1;
+/// An entry whose mtime or ctime is this close to the walk's start (or later) is "racily clean"
+/// (git's term): it may change again within the clock's granularity without its timestamps
+/// moving, so a key built from it is not trusted. 2 s covers filesystems with 1 s and 2 s
+/// timestamps; ext4, xfs and tmpfs stamp with the kernel's coarse clock (a jiffy).
+constexpr std::int64_t kRacyWindowNs = 2'000'000'000;
+/// Cached bases no box links to any more are removed when older than this (at the next build).
+constexpr std::int64_t kUnusedBaseMaxAgeS = 24 * 3600;
+
+std::int64_t ns_of(const struct timespec& t) { return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
+
+/// The cache key of the directory `tree`'s contents as mke2fs -d would copy them: a walk's
+/// names, types and modes, owners, sizes, inode numbers, link counts, mtimes and ctimes, device
+/// numbers and symlink targets, with the disk format and the tree's path. nullopt when any entry
+/// is racily clean (changed within kRacyWindowNs of the walk) or the walk fails: then the disk is
+/// built for the box alone, as without the cache. A file's contents cannot change without its
+/// ctime moving, and ctime cannot be set from user space.
+std::optional<std::string> directory_key(const fs::path& tree) {
+    struct timespec now {};
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    const std::int64_t trusted_before = ns_of(now) - kRacyWindowNs;
+    std::vector<std::string> lines;
+    auto add = [&](const fs::path& path, const std::string& relative) {
+        struct stat st {};
+        if (::lstat(path.c_str(), &st) != 0) return false;
+        if (ns_of(st.st_mtim) >= trusted_before || ns_of(st.st_ctim) >= trusted_before) return false;
+        std::string target;
+        if (S_ISLNK(st.st_mode)) {
+            std::error_code ec;
+            target = fs::read_symlink(path, ec).string();
+            if (ec) return false;
+        }
+        // Lengths first: no name or target can make two different trees print the same lines.
+        lines.push_back(fmt::format("{}:{} {:o} {}:{} {} {} {} {} {}.{:09} {}.{:09} {}:{}", relative.size(), relative,
+                                    st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_ino, st.st_nlink, st.st_rdev,
+                                    st.st_mtim.tv_sec, st.st_mtim.tv_nsec, st.st_ctim.tv_sec, st.st_ctim.tv_nsec,
+                                    target.size(), target));
+        return true;
+    };
+    if (!add(tree, "")) return std::nullopt;
+    std::error_code ec;
+    for (auto it = fs::recursive_directory_iterator(tree, fs::directory_options::none, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+        if (!add(it->path(), it->path().lexically_relative(tree).string())) return std::nullopt;
+    }
+    if (ec) return std::nullopt;
+    std::sort(lines.begin(), lines.end());
+    Sha256 hash;
+    const auto head = fmt::format("boxlite directory disk format {}\n{}:{}\n", kDirectoryDiskFormat,
+                                  tree.string().size(), tree.string());
+    hash.update(head);
+    for (const auto& line : lines) {
+        hash.update(line);
+        hash.update("\n");
+    }
+    return std::string(digest_hex(hash.finish()));
+}
+
+/// <home>/images/directory-disks for a box disk at <home>/boxes/<id>/<name>; nullopt elsewhere
+/// (then nothing is cached).
+std::optional<fs::path> directory_disk_cache(const fs::path& disk) {
+    const auto box_dir = disk.lexically_normal().parent_path();
+    if (box_dir.parent_path().filename() != "boxes") return std::nullopt;
+    return box_dir.parent_path().parent_path() / "images" / "directory-disks";
+}
+
+/// Under the cache's lock: removes bases no box links to (one link: the cache's own) built more
+/// than kUnusedBaseMaxAgeS ago, and temporary files of builds that died an hour ago or more.
+void prune_directory_disks(const fs::path& cache, const fs::path& keep) {
+    struct timespec now {};
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(cache, ec)) {
+        const auto name = entry.path().filename().string();
+        struct stat st {};
+        if (entry.path() == keep || ::lstat(entry.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        const auto age = now.tv_sec - st.st_mtim.tv_sec;
+        const bool stale_temp = name.starts_with(".tmp-") && age > 3600;
+        const bool unused = name.ends_with(".ext4") && st.st_nlink == 1 && age > kUnusedBaseMaxAgeS;
+        if (stale_temp || unused) ::unlink(entry.path().c_str());
+    }
+}
+
+/// The uncached build: the box's own ext4 at `disk`.
+BoxliteResult<std::pair<fs::path, bool>> build_directory_disk(const fs::path& tree, const fs::path& disk) {
     const auto temp = fs::path(disk.string() + fmt::format(".tmp-{}", random_suffix()));
     if (auto built = make_ext4(tree, temp); !built) {
         ::unlink(temp.c_str());
@@ -201,6 +292,62 @@ BoxliteResult<std::pair<fs::path, bool>> directory_disk(const fs::path& tree, co
         return fail_errno(ErrorKind::Storage, "renaming into " + disk.string(), saved);
     }
     return std::pair{disk, true};
+}
+
+}  // namespace
+
+// A rootfs directory's ext4 is built once per contents and kept as a base in
+// <home>/images/directory-disks/<key>.ext4, as an image's base is kept per manifest digest; each
+// box's `disk` is a hard link to it (so a removed or pruned cache entry never pulls a base from
+// under a box's overlay, which opens it read-only). One lock serializes the builds, so a
+// concurrent first use builds once; a build is written to a temporary file, fsynced and renamed.
+BoxliteResult<std::pair<fs::path, bool>> directory_disk(const fs::path& tree, const fs::path& disk) {
+    struct stat st {};
+    if (::lstat(disk.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return std::pair{disk, false};
+    const auto cache = directory_disk_cache(disk);
+    const auto key = cache ? directory_key(tree) : std::nullopt;
+    if (!key) return build_directory_disk(tree, disk);
+    std::error_code ec;
+    fs::create_directories(*cache, ec);
+    if (ec) return build_directory_disk(tree, disk);
+    ::chmod(cache->c_str(), 0700);  // the bases hold copies of the users' directories
+    const auto base = *cache / (*key + ".ext4");
+    bool built = false;
+    if (::lstat(base.c_str(), &st) != 0) {
+        BOXLITE_TRY(auto lock, base::FileLock::acquire(*cache / ".lock", base::FileLock::Mode::Exclusive));
+        if (::lstat(base.c_str(), &st) != 0) {
+            const auto temp = *cache / fmt::format(".tmp-{}-{}.ext4", key->substr(0, 16), random_suffix());
+            auto made = make_ext4(tree, temp);
+            // On disk before the rename makes it the cache's (mke2fs does not sync).
+            if (made) made = sync_file(temp);
+            if (!made) {
+                ::unlink(temp.c_str());
+                return fail(made.error().with_context(
+                    fmt::format("building an ext4 disk from the rootfs directory {}", tree.string())));
+            }
+            // The tree changed while mke2fs read it: this disk is the box's alone.
+            if (directory_key(tree) != key) {
+                if (::rename(temp.c_str(), disk.c_str()) != 0) {
+                    ::unlink(temp.c_str());
+                    return build_directory_disk(tree, disk);  // another filesystem: built beside the box
+                }
+                return std::pair{disk, true};
+            }
+            if (::rename(temp.c_str(), base.c_str()) != 0) {
+                const int saved = errno;
+                ::unlink(temp.c_str());
+                return fail_errno(ErrorKind::Storage, "renaming into " + base.string(), saved);
+            }
+            BOXLITE_TRY_VOID(sync_file(*cache));  // the rename itself
+            built = true;
+            prune_directory_disks(*cache, base);
+        }
+    }
+    if (::link(base.c_str(), disk.c_str()) != 0) {
+        if (errno == EEXIST) return std::pair{disk, false};
+        return build_directory_disk(tree, disk);  // another filesystem, or no hard links there
+    }
+    return std::pair{disk, built};
 }
 
 }  // namespace boxlite::image

@@ -12,10 +12,12 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -289,6 +291,68 @@ TEST_F(RuntimeTest, ARootfsDirectoryBecomesTheBoxsOwnExt4OnADiskEngine) {
     EXPECT_EQ(std::filesystem::last_write_time(disk), built);
     ASSERT_TRUE(runtime.remove("disk", true));
     EXPECT_FALSE(std::filesystem::exists(disk));
+}
+
+// A rootfs directory's ext4 is built once per contents (<home>/images/directory-disks) and each
+// box's rootfs.ext4 is a hard link to that base: a box of the unchanged directory reuses it; after
+// a file in the directory changes, a box does not. An entry changed within the last 2 s is "racily
+// clean" (git's rule) and never trusted, so the test lets 2 s pass before it expects a cache.
+TEST_F(RuntimeTest, ARootfsDirectorysExt4IsBuiltOncePerContentsAndNotReusedAfterAChange) {
+    MockEngine disk_engine(MockEngine::Options{RootfsKind::Ext4Disk, "pipe"});
+    MemoryStorage storage;
+    const auto home = home_.path() / "cache-home";
+    TestRuntime runtime(BoxliteOptions{home, {}, EngineKind::Mock}, disk_engine, transport_, storage, settings());
+    test::write_file(rootfs_dir() / "hello.txt", "first\n");
+    const auto racy_window = std::chrono::milliseconds(2200);
+    std::this_thread::sleep_for(racy_window);
+    auto start_box = [&](const std::string& name) -> std::filesystem::path {
+        auto box = runtime.create(path_options(), name);
+        EXPECT_TRUE(box) << box.error().to_string();
+        if (!box) return {};
+        auto started = box->start();
+        EXPECT_TRUE(started) << started.error().to_string();
+        return home / "boxes" / box->id().str() / "rootfs.ext4";
+    };
+    auto inode = [](const std::filesystem::path& path) {
+        struct stat st {};
+        EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+        return std::pair{st.st_ino, st.st_nlink};
+    };
+    auto hello = [](const std::filesystem::path& disk) {
+        return test::shell("debugfs -R 'cat /hello.txt' " + disk.string() + " 2>/dev/null");
+    };
+    auto cached_bases = [&] {
+        std::vector<std::filesystem::path> bases;
+        for (const auto& entry : std::filesystem::directory_iterator(home / "images" / "directory-disks"))
+            if (entry.path().extension() == ".ext4") bases.push_back(entry.path());
+        return bases;
+    };
+
+    const auto a = start_box("a");
+    const auto b = start_box("b");
+    ASSERT_EQ(cached_bases().size(), 1u);
+    EXPECT_EQ(inode(a).first, inode(cached_bases()[0]).first);
+    EXPECT_EQ(inode(b).first, inode(a).first);  // the second box reused the base
+    EXPECT_EQ(inode(a).second, 3u);             // the cache's link and the two boxes'
+    EXPECT_EQ(hello(b), "first\n");
+
+    test::write_file(rootfs_dir() / "hello.txt", "second\n");
+    const auto c = start_box("c");  // changed just now: racily clean, built for this box alone
+    EXPECT_NE(inode(c).first, inode(a).first);
+    EXPECT_EQ(inode(c).second, 1u);
+    EXPECT_EQ(hello(c), "second\n");
+    EXPECT_EQ(cached_bases().size(), 1u);
+
+    std::this_thread::sleep_for(racy_window);
+    const auto d = start_box("d");  // the changed directory's own base, never the old one
+    EXPECT_NE(inode(d).first, inode(a).first);
+    EXPECT_EQ(inode(d).second, 2u);
+    EXPECT_EQ(hello(d), "second\n");
+    EXPECT_EQ(cached_bases().size(), 2u);
+    EXPECT_EQ(hello(a), "first\n");  // the first boxes keep theirs
+
+    for (const char* name : {"a", "b", "c", "d"}) ASSERT_TRUE(runtime.remove(name, true));
+    EXPECT_EQ(inode(cached_bases()[0]).second, 1u);  // only the cache's link is left
 }
 
 TEST_F(RuntimeTest, AutoRemoveRemovesOnStop) {
