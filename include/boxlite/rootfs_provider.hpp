@@ -79,7 +79,10 @@ namespace image {
 /// The ext4 disk at `disk` built from the directory `tree` as an image's base disk is (mke2fs -d,
 /// sized to the tree plus room for metadata; owners, modes and links as they are in the tree),
 /// when `disk` does not exist yet; an existing one is kept (a box's QCOW2 overlay sits on it, so
-/// it must not change under the box). The bool says whether it was built now.
+/// it must not change under the box). The bool says whether it was built now. A tree whose walk
+/// (names, modes, owners, sizes, inodes, times; entries changed within the last 2 s never
+/// trusted) matches an earlier build's is not built again: `disk` becomes a hard link to that
+/// build's base in `<home>/images/directory-disks/` (docs/qemu-engine.md).
 [[nodiscard]] BoxliteResult<std::pair<std::filesystem::path, bool>> directory_disk(const std::filesystem::path& tree,
                                                                                    const std::filesystem::path& disk);
 }  // namespace image
