@@ -6,7 +6,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -66,66 +65,6 @@ VnetHeader header_for_box(std::span<std::uint8_t> frame) {
 }
 
 }  // namespace
-
-// Lengths are checked here, not trusted: the frame passed the firewall's parser, but passt (and
-// what it relays) is not trusted with the pump's memory.
-void FramePump::clamp_window(std::span<std::uint8_t> frame) {
-    constexpr std::size_t kEthernet = 14;
-    if (frame.size() < kEthernet + 40 || frame[12] != 0x08 || frame[13] != 0x00) return;
-    std::uint8_t* ip = frame.data() + kEthernet;
-    const std::size_t ihl = static_cast<std::size_t>(ip[0] & 0x0f) * 4;
-    const std::size_t total = (static_cast<std::size_t>(ip[2]) << 8) | ip[3];
-    if ((ip[0] >> 4) != 4 || ihl < 20 || ip[9] != 6 || ((ip[6] & 0x3f) | ip[7]) != 0 || total < ihl + 20 ||
-        kEthernet + total > frame.size())
-        return;
-    std::uint8_t* tcp = ip + ihl;
-    const std::size_t tcp_header = static_cast<std::size_t>(tcp[12] >> 4) * 4;
-    if (tcp_header < 20 || ihl + tcp_header > total) return;
-    std::uint64_t key = 0;
-    for (std::size_t at = 12; at < 16; ++at) key = (key << 8) | ip[at];      // passt's side: address,
-    key = (key << 16) | (static_cast<std::uint64_t>(tcp[0]) << 8) | tcp[1];  // port,
-    key = (key << 16) | (static_cast<std::uint64_t>(tcp[2]) << 8) | tcp[3];  // the box's port
-    const std::uint8_t flags = tcp[13];
-    if ((flags & 0x04) != 0 || (flags & 0x01) != 0) {  // RST or FIN: forget the connection
-        window_scale_.erase(key);
-        return;
-    }
-    if ((flags & 0x02) != 0) {  // SYN: its window is never scaled; read the scale it announces
-        std::uint8_t scale = 0;
-        for (std::size_t at = 20; at < tcp_header;) {
-            const std::uint8_t kind = tcp[at];
-            if (kind == 0) break;
-            if (kind == 1) {
-                ++at;
-                continue;
-            }
-            if (at + 1 >= tcp_header || tcp[at + 1] < 2 || at + tcp[at + 1] > tcp_header) break;
-            if (kind == 3 && tcp[at + 1] == 3) scale = std::min<std::uint8_t>(tcp[at + 2], 14);
-            at += tcp[at + 1];
-        }
-        if (window_scale_.size() >= kMaxScaledConnections) window_scale_.clear();
-        window_scale_[key] = scale;
-        return;
-    }
-    const auto found = window_scale_.find(key);
-    if (found == window_scale_.end()) return;
-    const std::uint32_t limit = std::max<std::uint32_t>(window_clamp_ >> found->second, 1);
-    const std::uint16_t window = static_cast<std::uint16_t>((tcp[14] << 8) | tcp[15]);
-    if (window <= limit) return;
-    const auto clamped = static_cast<std::uint16_t>(std::min<std::uint32_t>(limit, 0xffff));
-    tcp[14] = static_cast<std::uint8_t>(clamped >> 8);
-    tcp[15] = static_cast<std::uint8_t>(clamped);
-    // RFC 1624: HC' = ~(~HC + ~m + m').
-    const std::uint16_t check = static_cast<std::uint16_t>((tcp[16] << 8) | tcp[17]);
-    std::uint32_t sum = static_cast<std::uint16_t>(~check);
-    sum += static_cast<std::uint16_t>(~window);
-    sum += clamped;
-    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
-    const auto updated = static_cast<std::uint16_t>(~sum);
-    tcp[16] = static_cast<std::uint8_t>(updated >> 8);
-    tcp[17] = static_cast<std::uint8_t>(updated);
-    ++stats_.windows_clamped;
-}
 
 FramePump::FramePump(int box_fd, int passt_fd, EgressFirewall& firewall, BoxFraming box_framing)
     : box_fd_(box_fd),
@@ -285,10 +224,7 @@ BoxliteResult<bool> FramePump::read_passt() {
             if (end - at - 4 < length) break;
             // The buffer is ours: the firewall may rewrite the frame in place.
             const std::span<std::uint8_t> frame(scratch_.data() + at + 4, length);
-            if (firewall_.ingress(frame) == Verdict::Forward) {
-                if (window_clamp_ != 0) clamp_window(frame);
-                send_to_box(frame);
-            }
+            if (firewall_.ingress(frame) == Verdict::Forward) send_to_box(frame);
             at += 4 + length;
         }
         // What is left is less than one frame (its length was checked, or fewer than 4 bytes).

@@ -32,7 +32,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <unordered_map>
 #include <vector>
 
 namespace boxlite::net {
@@ -42,7 +41,6 @@ struct PumpStats {
     std::uint64_t frames_to_box = 0;
     std::uint64_t frames_dropped_to_box = 0;
     std::uint64_t rejections_sent = 0;
-    std::uint64_t windows_clamped = 0;
 };
 
 /// What the box descriptor carries per read()/write(): a bare Ethernet frame, or a 10-byte
@@ -72,20 +70,11 @@ public:
     /// frames: an ARP request that teaches passt the box's MAC before anything comes in).
     void queue_to_passt(std::span<const std::uint8_t> frame) { append_stream_frame(pending_, frame); }
 
-    /// Caps the receive window passt advertises to the box on IPv4 TCP connections at `bytes`
-    /// (0: off, the default). The pump learns each connection's window scale from passt's SYN; a
-    /// connection whose SYN it did not see keeps its window. The TCP checksum is fixed
-    /// incrementally. An experiment against Debian 12's passt, which offers the box the host
-    /// peer's whole window on loopback and drops what its own socket does not take
-    /// (docs/networking.md, "The window clamp"); not used by default.
-    void set_window_clamp(std::uint32_t bytes) { window_clamp_ = bytes; }
-
 private:
     BoxliteResult<bool> read_box();
     BoxliteResult<bool> read_passt();
     BoxliteResult<void> write_passt();
     void send_to_box(std::span<std::uint8_t> frame);
-    void clamp_window(std::span<std::uint8_t> frame);
 
     int box_fd_;
     int passt_fd_;
@@ -103,11 +92,6 @@ private:
     // to the front: less than one frame, so the buffer holds it and a whole batch.
     std::vector<std::uint8_t> scratch_;
     std::size_t passt_kept_ = 0;
-    std::uint32_t window_clamp_ = 0;
-    // Window scale passt announced per connection (its address and port, the box's port), at
-    // most kMaxScaledConnections entries (then forgotten: those connections keep their window).
-    static constexpr std::size_t kMaxScaledConnections = 4096;
-    std::unordered_map<std::uint64_t, std::uint8_t> window_scale_;
     PumpStats stats_;
 };
 

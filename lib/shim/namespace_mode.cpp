@@ -76,7 +76,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <optional>
@@ -868,9 +867,6 @@ int run_namespace_mode(const ShimOptions& o) {
                 if (!start()) ::_exit(1);
             }
             net::FramePump pump(tap, passt_pair[0], *firewall, net::BoxFraming::VnetHeader);
-            // An experiment's knob (docs/networking.md, "The window clamp"): off unless set.
-            if (const char* clamp = std::getenv("BOXLITE_NET_WINDOW_CLAMP"))
-                pump.set_window_clamp(static_cast<std::uint32_t>(std::strtoul(clamp, nullptr, 10)));
             pump.queue_to_passt(box_arp_request());
             auto result = pump.run(-1);
             if (!result) log("box " + o.box_id + ": network pump ended: " + result.error().message());

@@ -160,62 +160,6 @@ TEST(NetPump, VnetHeaderFramingHandsTcpToTheBoxAsPartialChecksums) {
     EXPECT_EQ(pump.stats().frames_to_box, 2U);
 }
 
-// The window clamp (an experiment's knob, off by default): the scale comes from passt's SYN, the
-// window passt advertises is capped at the clamp, the checksum still verifies, and a connection
-// whose SYN the pump did not see keeps its window.
-TEST(NetPump, ClampsTheWindowPasstAdvertisesWithTheScaleOfItsSyn) {
-    Pair device(SOCK_DGRAM);
-    Pair passt(SOCK_STREAM);
-    Pair stop(SOCK_STREAM);
-    EgressFirewall firewall(AllowList{});
-    FramePump pump(device.b, passt.b, firewall);
-    pump.set_window_clamp(1U << 20);
-    BoxliteResult<void> result;
-    std::thread thread([&] { result = pump.run(stop.b); });
-    const auto host = IpAddress::v4(198, 51, 100, 7);
-    constexpr std::size_t kTcp = 14 + 20;
-    auto with_window = [&](std::vector<std::uint8_t> frame, std::uint16_t window) {
-        test::put16(frame, kTcp + 14, window);
-        test::put16(frame, kTcp + 16, 0);
-        std::uint32_t sum = checksum_add(std::span(host.bytes.data(), 4));
-        sum = checksum_add(std::span(kBox.bytes.data(), 4), sum);
-        sum += kProtoTcp + static_cast<std::uint32_t>(frame.size() - kTcp);
-        test::put16(frame, kTcp + 16,
-                    checksum_fold(checksum_add(std::span<const std::uint8_t>(frame).subspan(kTcp), sum)));
-        return frame;
-    };
-    // A SYN-ACK announcing window scale 8 (NOP, WS 8 as its 4 option bytes).
-    const std::uint8_t options[4] = {1, 3, 3, 8};
-    auto syn_options = ip_frame(host, kBox, kProtoTcp, 80, 40000, static_cast<std::uint8_t>(kTcpSyn | kTcpAck), 0,
-                                options);
-    syn_options[kTcp + 12] = 6 << 4;
-    const auto syn = with_window(syn_options, 65535);
-    const auto big = with_window(ip_frame(host, kBox, kProtoTcp, 80, 40000, kTcpAck, 100), 55698);
-    const auto small = with_window(ip_frame(host, kBox, kProtoTcp, 80, 40000, kTcpAck), 100);
-    const auto unseen = with_window(ip_frame(host, kBox, kProtoTcp, 81, 40001, kTcpAck), 55698);
-    std::vector<std::uint8_t> stream;
-    for (const auto* frame : {&syn, &big, &small, &unseen}) append_stream_frame(stream, *frame);
-    ASSERT_EQ(::write(passt.a, stream.data(), stream.size()), static_cast<ssize_t>(stream.size()));
-    std::vector<std::vector<std::uint8_t>> received;
-    for (int i = 0; i < 4; ++i) {
-        std::vector<std::uint8_t> frame(70000);
-        const ssize_t n = ::read(device.a, frame.data(), frame.size());
-        ASSERT_GT(n, 0);
-        frame.resize(static_cast<std::size_t>(n));
-        EXPECT_TRUE(test::checksums_valid(frame)) << "frame " << i;
-        received.push_back(std::move(frame));
-    }
-    EXPECT_EQ(received[0], syn);  // a SYN's window is never scaled: left alone
-    EXPECT_EQ(test::get16(received[1], kTcp + 14), (1U << 20) >> 8);
-    EXPECT_EQ(received[2], small);
-    EXPECT_EQ(received[3], unseen);
-
-    ASSERT_EQ(::write(stop.a, "x", 1), 1);
-    thread.join();
-    EXPECT_TRUE(result) << result.error().message();
-    EXPECT_EQ(pump.stats().windows_clamped, 1U);
-}
-
 // A stream of many frames in one write, cut anywhere by the socket: every frame arrives whole.
 TEST(NetPump, CarriesABurstOfFramesCutAnywhere) {
     Pair device(SOCK_DGRAM);
