@@ -14,8 +14,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 
 namespace boxlite::net {
@@ -35,11 +38,21 @@ inline sockaddr ipv4_sockaddr(const char* address) {
     return out;
 }
 
+/// Optional link settings, made before the interface goes up: a device that picks its own (the VM
+/// guest's virtio-net, whose MAC and MTU the device model offers) leaves them unset; the namespace
+/// engine's tap sets both.
+struct BoxLink {
+    std::optional<std::array<std::uint8_t, 6>> mac;
+    std::optional<int> mtu;
+};
+
 /// Configures the existing interface `name` (at most IFNAMSIZ - 1 bytes) as the box's eth0: IPv6
 /// off on it (through `sysctl_net_dir`, an open descriptor of /proc/sys/net, or -1 to open that
-/// path; best effort: a kernel without IPv6 has no such file), its address and netmask, up, and
-/// the default route via the gateway. Returns false with `error` naming the step that failed.
-inline bool configure_box_interface(const char* name, int sysctl_net_dir, std::string& error) {
+/// path; best effort: a kernel without IPv6 has no such file), `link`'s MAC and MTU when set, its
+/// address and netmask, up, and the default route via the gateway. Returns false with `error`
+/// naming the step that failed.
+inline bool configure_box_interface(const char* name, int sysctl_net_dir, std::string& error,
+                                    const BoxLink& link = {}) {
     auto failed = [&](const std::string& what) {
         error = std::string("configuring ") + name + ": " + what + ": " + std::strerror(errno);
         return false;
@@ -65,8 +78,20 @@ inline bool configure_box_interface(const char* name, int sysctl_net_dir, std::s
         failed(what);
         return false;
     };
-    req.ifr_addr = ipv4_sockaddr(kBoxAddress);
-    bool ok = step(SIOCSIFADDR, "address");
+    bool ok = true;
+    if (link.mac) {
+        req.ifr_hwaddr.sa_family = 1;  // ARPHRD_ETHER
+        std::memcpy(req.ifr_hwaddr.sa_data, link.mac->data(), link.mac->size());
+        ok = step(SIOCSIFHWADDR, "MAC address");
+    }
+    if (ok && link.mtu) {
+        req.ifr_mtu = *link.mtu;
+        ok = step(SIOCSIFMTU, "MTU");
+    }
+    if (ok) {
+        req.ifr_addr = ipv4_sockaddr(kBoxAddress);
+        ok = step(SIOCSIFADDR, "address");
+    }
     if (ok) {
         req.ifr_netmask = ipv4_sockaddr(kBoxNetmask);
         ok = step(SIOCSIFNETMASK, "netmask");

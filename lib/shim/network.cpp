@@ -71,26 +71,7 @@ int create_box_tap(std::string& error) {
     // kernel tears down (eth0 with it) in the background once the box and the tap fd are gone.
     // Best effort: without it the box works the same, and only stops slower.
     (void)::ioctl(tap, TUNSETPERSIST, 1);
-    const int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    auto step = [&](unsigned long request, ifreq& req, const char* what) {
-        if (::ioctl(s, request, &req) == 0) return true;
-        error = errno_text(std::string("configuring eth0: ") + what);
-        return false;
-    };
-    bool ok = s >= 0;
-    if (!ok) error = errno_text("socket");
-    ifreq req{};
-    std::strncpy(req.ifr_name, kBoxInterface, IFNAMSIZ - 1);
-    if (ok) {
-        req.ifr_hwaddr.sa_family = 1;  // ARPHRD_ETHER
-        std::memcpy(req.ifr_hwaddr.sa_data, kBoxMac, 6);
-        ok = step(SIOCSIFHWADDR, req, "MAC address");
-    }
-    if (ok) {
-        req.ifr_mtu = kBoxMtu;
-        ok = step(SIOCSIFMTU, req, "MTU");
-    }
-    if (ok) {
+    {
         auto write_sysctl = [](const char* path, std::string_view text) {
             const int fd = ::open(path, O_WRONLY | O_CLOEXEC);
             if (fd < 0) return;
@@ -108,11 +89,14 @@ int create_box_tap(std::string& error) {
         // keeps a loss a short pause (docs/networking.md, "Stalls and resets"). Best effort: Linux
         // 6.15 and later.
         write_sysctl("/proc/sys/net/ipv4/tcp_rto_max_ms", "1000");
-        // Address, IPv6 off, up, default route: as the VM guest's eth0 (net/box_interface.hpp).
-        ok = net::configure_box_interface(kBoxInterface, -1, error);
     }
-    if (s >= 0) ::close(s);
-    if (!ok) {
+    // MAC, MTU, address, IPv6 off, up, default route: as the VM guest's eth0 (net/box_interface.hpp),
+    // which keeps the MAC and MTU its device offers.
+    net::BoxLink link;
+    link.mac.emplace();
+    std::memcpy(link.mac->data(), kBoxMac, link.mac->size());
+    link.mtu = kBoxMtu;
+    if (!net::configure_box_interface(kBoxInterface, -1, error, link)) {
         ::close(tap);
         return -1;
     }
