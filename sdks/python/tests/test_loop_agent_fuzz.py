@@ -184,6 +184,15 @@ def _hello_ack(version: int = 1) -> bytes:
     return frame(HELLO_ACK, 0, struct.pack("<H", version) + text(b"fuzz"))
 
 
+def _connected_driver() -> tuple[socket.socket, _LoopAgent]:
+    """A fake agent's end of a socket pair that has answered the hello, and the host's driver."""
+    host, agent = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    agent.sendall(_hello_ack())
+    native = core.LoopAgent._over_socket(host.fileno(), ExecResult)
+    host.close()
+    return agent, _LoopAgent(_FakeBox(), asyncio.get_running_loop(), native)  # type: ignore[arg-type]
+
+
 async def _drain(sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     while await loop.sock_recv(sock, 1 << 16):
@@ -329,12 +338,7 @@ async def test_seeds_and_mutations() -> None:
 async def test_invalid_utf8_from_the_agent_is_replaced() -> None:
     """An agent's text with ill-formed UTF-8 reaches Python with U+FFFD in place of each bad byte,
     as output does, instead of a UnicodeDecodeError in place of the result or the error."""
-    loop = asyncio.get_running_loop()
-    host, agent = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    agent.sendall(_hello_ack())
-    native = core.LoopAgent._over_socket(host.fileno(), ExecResult)
-    host.close()
-    driver = _LoopAgent(_FakeBox(), loop, native)  # type: ignore[arg-type]
+    agent, driver = _connected_driver()
     futures = [driver.exec("utf8", [], [], None, None, None)[1] for _ in range(2)]
     agent.sendall(
         started(1)
@@ -384,12 +388,7 @@ async def test_output_past_the_limit_fails_that_execution_alone() -> None:
     """An execution that prints more than its max_output_bytes fails with ExecutionError naming
     the limit, the host sends the agent a kill for it and drops what else comes for it, and the
     other executions on the connection end as they would."""
-    loop = asyncio.get_running_loop()
-    host, agent = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    agent.sendall(_hello_ack())
-    native = core.LoopAgent._over_socket(host.fileno(), ExecResult)
-    host.close()
-    driver = _LoopAgent(_FakeBox(), loop, native)  # type: ignore[arg-type]
+    agent, driver = _connected_driver()
     small = driver.exec("small", [], [], None, None, None, 10)[1]
     other = driver.exec("other", [], [], None, None, None)[1]
     agent.sendall(
