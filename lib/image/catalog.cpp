@@ -418,6 +418,7 @@ BoxliteResult<GcReport> ImageStore::gc(const GcOptions& options) {
             report.bytes_freed += size;
         }
     }
+    impl_->collect_directory_disks(report);
     return report;
 }
 

@@ -296,6 +296,27 @@ BoxliteResult<std::pair<fs::path, bool>> build_directory_disk(const fs::path& tr
 
 }  // namespace
 
+void ImageStore::Impl::collect_directory_disks(GcReport& report) const {
+    const auto cache = images / "directory-disks";
+    std::error_code ec;
+    if (!fs::is_directory(cache, ec)) return;
+    // Builds hold this lock from their first check to their rename: what is left is either a
+    // finished base or the temporary file of a build that died. A box that found a base before
+    // this took the lock and links it after falls back to a disk of its own (directory_disk).
+    auto lock = base::FileLock::acquire(cache / ".lock", base::FileLock::Mode::Exclusive);
+    if (!lock) return;
+    for (const auto& entry : fs::directory_iterator(cache, ec)) {
+        const auto name = entry.path().filename().string();
+        struct stat st {};
+        if (::lstat(entry.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        const bool temp = name.starts_with(".tmp-");
+        if (!temp && !(name.ends_with(".ext4") && st.st_nlink == 1)) continue;
+        if (::unlink(entry.path().c_str()) != 0) continue;
+        report.bytes_freed += static_cast<std::uint64_t>(st.st_blocks) * 512;
+        if (!temp) ++report.disk_images_removed;
+    }
+}
+
 // A rootfs directory's ext4 is built once per contents and kept as a base in
 // <home>/images/directory-disks/<key>.ext4, as an image's base is kept per manifest digest; each
 // box's `disk` is a hard link to it (so a removed or pruned cache entry never pulls a base from

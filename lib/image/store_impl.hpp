@@ -86,6 +86,9 @@ struct ImageStore::Impl {
     // are rewritten with debugfs. Its top directory tells who unpacked the tree.
     BoxliteResult<void> correct_disk_ownership(const ImageInfo& image, const fs::path& tree, const fs::path& disk);
     BoxliteResult<std::pair<fs::path, bool>> build_disk(const ImageInfo& image);
+    /// gc's part for <images>/directory-disks (rootfs directories' cached ext4 bases): under the
+    /// cache's build lock, every base no box links to and every temporary file of a build.
+    void collect_directory_disks(GcReport& report) const;
 };
 
 }  // namespace boxlite::image

@@ -1,6 +1,7 @@
 // The runtime's state machine, lookups and lifecycle rules over MockEngine + MemoryStorage
 // (compile-time policies), and the agent seam over PipeTransport.
 #include <boxlite/engine/mock_engine.hpp>
+#include <boxlite/image/image_store.hpp>
 #include <boxlite/runtime.hpp>
 #include <boxlite/storage/memory_storage.hpp>
 #include <boxlite/storage/sqlite_storage.hpp>
@@ -351,8 +352,20 @@ TEST_F(RuntimeTest, ARootfsDirectorysExt4IsBuiltOncePerContentsAndNotReusedAfter
     EXPECT_EQ(cached_bases().size(), 2u);
     EXPECT_EQ(hello(a), "first\n");  // the first boxes keep theirs
 
-    for (const char* name : {"a", "b", "c", "d"}) ASSERT_TRUE(runtime.remove(name, true));
-    EXPECT_EQ(inode(cached_bases()[0]).second, 1u);  // only the cache's link is left
+    for (const char* name : {"a", "b", "c"}) ASSERT_TRUE(runtime.remove(name, true));
+    // The image store's gc (`images prune`) takes the bases no box links to, and only those.
+    auto store = image::ImageStore::open({home, {}, {}});
+    ASSERT_TRUE(store) << store.error().to_string();
+    auto report = store->gc();
+    ASSERT_TRUE(report) << report.error().to_string();
+    EXPECT_EQ(report->disk_images_removed, 1u);
+    ASSERT_EQ(cached_bases().size(), 1u);
+    EXPECT_EQ(inode(cached_bases()[0]).first, inode(d).first);  // d's, still linked
+    ASSERT_TRUE(runtime.remove("d", true));
+    report = store->gc();
+    ASSERT_TRUE(report) << report.error().to_string();
+    EXPECT_EQ(report->disk_images_removed, 1u);
+    EXPECT_TRUE(cached_bases().empty());
 }
 
 TEST_F(RuntimeTest, AutoRemoveRemovesOnStop) {
