@@ -174,12 +174,14 @@ BoxliteResult<void> spawn_detached(Context& context, const std::string& box_id, 
 }
 
 /// Runs `command` in `box` attached to this process's stdio; the ExecResult's exit code.
-/// `relay`: see attach(). `then_shut_down` (`run`, which stops the box once the command has
-/// ended): the command runs on an agent connection of its own, and once it has ended the agent of
-/// a namespace box is asked on that same connection to stop everything and exit (the graceful part
-/// of a stop, with this as its timeout), so the stop that follows finds the box ending instead of
-/// connecting and handshaking a second time (docs/performance.md, `run --rm`, fifth pass). A box
-/// type without open_agent() runs the command as without it.
+/// `relay`: see attach(). `then_shut_down` (`run` of a namespace box, which stops the box once the
+/// command has ended): the command runs on an agent connection of its own, and once it has ended
+/// the agent is asked on that same connection to stop everything and exit (the graceful part of a
+/// stop, with this as its timeout), so the stop that follows finds the box ending instead of
+/// connecting and handshaking a second time (docs/performance.md, `run --rm`, fifth pass). Only
+/// the namespace engine's stop tells an agent socket that is gone from one not there yet; the VM
+/// engines' stop would wait out its connect budget for an agent that has powered its guest off
+/// already. A box type without open_agent() runs the command as without it.
 template <class Box>
 BoxliteResult<int> run_attached(Box& box, const BoxCommand& command, bool interactive, Context& context,
                                 SignalRelay* relay = nullptr,
@@ -240,12 +242,8 @@ BoxliteResult<int> run_attached(Box& box, const BoxCommand& command, bool intera
         context.debug("execution ended: exit code {}{}{}", result.exit_code, result.timed_out ? " (timed out)" : "",
                       result.error_message ? ", " + *result.error_message : std::string());
         if constexpr (kOwnConnection) {
-            // Namespace boxes only: that engine's stop tells an agent socket that is gone from
-            // one not there yet; the VM engines' stop would wait out its connect budget for an
-            // agent that has powered its guest off already.
-            const auto info = agent ? box.info() : decltype(box.info())(fail(ErrorKind::NotFound, "no agent"));
-            if (info && info->engine == "namespace") {
-                // Best effort: the stop that follows does it all again if this did not happen.
+            // Best effort: the stop that follows does it all again if this did not happen.
+            if (agent) {
                 if (auto down = agent->shutdown(*then_shut_down); !down) {
                     context.debug("asking the agent of box {} to shut down: {}", box.id(), down.error().to_string());
                 }
@@ -382,8 +380,10 @@ BoxliteResult<int> cmd_run(Context& context) {
         fmt::print("{}\n", box.id());
         return kExitSuccess;
     }
-    return finish(
-        run_attached(box, command, request.interactive, context, &relay, cli_runtime_settings(context).stop_timeout));
+    // The runtime's engine is the new box's: known without reading the box back.
+    std::optional<std::chrono::milliseconds> then_shut_down;
+    if (runtime->engine().kind() == "namespace") then_shut_down = cli_runtime_settings(context).stop_timeout;
+    return finish(run_attached(box, command, request.interactive, context, &relay, then_shut_down));
 }
 
 BoxliteResult<int> cmd_exec(Context& context) {

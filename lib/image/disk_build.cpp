@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -203,6 +204,8 @@ constexpr int kDirectoryDiskFormat = 1;
 constexpr std::int64_t kRacyWindowNs = 2'000'000'000;
 /// Cached bases no box links to any more are removed when older than this (at the next build).
 constexpr std::int64_t kUnusedBaseMaxAgeS = 24 * 3600;
+/// A build's temporary file this old is a build that died (builds take seconds).
+constexpr std::int64_t kStaleTempAgeS = 3600;
 
 std::int64_t ns_of(const struct timespec& t) { return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
 
@@ -261,9 +264,11 @@ std::optional<fs::path> directory_disk_cache(const fs::path& disk) {
     return box_dir.parent_path().parent_path() / "images" / "directory-disks";
 }
 
-/// Under the cache's lock: removes bases no box links to (one link: the cache's own) built more
-/// than kUnusedBaseMaxAgeS ago, and temporary files of builds that died an hour ago or more.
-void prune_directory_disks(const fs::path& cache, const fs::path& keep) {
+/// Under the cache's lock (builds hold it from their first check to their rename): removes the
+/// bases no box links to (one link: the cache's own) and the temporary files of builds that
+/// died, each when older than the age given (seconds), all but `keep`; counted into `report`.
+void sweep_directory_disks(const fs::path& cache, std::int64_t unused_base_age, std::int64_t temp_age,
+                           const fs::path& keep, GcReport& report) {
     struct timespec now {};
     ::clock_gettime(CLOCK_REALTIME, &now);
     std::error_code ec;
@@ -272,9 +277,12 @@ void prune_directory_disks(const fs::path& cache, const fs::path& keep) {
         struct stat st {};
         if (entry.path() == keep || ::lstat(entry.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
         const auto age = now.tv_sec - st.st_mtim.tv_sec;
-        const bool stale_temp = name.starts_with(".tmp-") && age > 3600;
-        const bool unused = name.ends_with(".ext4") && st.st_nlink == 1 && age > kUnusedBaseMaxAgeS;
-        if (stale_temp || unused) ::unlink(entry.path().c_str());
+        const bool temp = name.starts_with(".tmp-");
+        const bool unused_base = name.ends_with(".ext4") && st.st_nlink == 1;
+        if (!(temp && age >= temp_age) && !(unused_base && age >= unused_base_age)) continue;
+        if (::unlink(entry.path().c_str()) != 0) continue;
+        report.bytes_freed += static_cast<std::uint64_t>(st.st_blocks) * 512;
+        if (!temp) ++report.disk_images_removed;
     }
 }
 
@@ -300,21 +308,11 @@ void ImageStore::Impl::collect_directory_disks(GcReport& report) const {
     const auto cache = images / "directory-disks";
     std::error_code ec;
     if (!fs::is_directory(cache, ec)) return;
-    // Builds hold this lock from their first check to their rename: what is left is either a
-    // finished base or the temporary file of a build that died. A box that found a base before
-    // this took the lock and links it after falls back to a disk of its own (directory_disk).
+    // Whatever its age: a box that found a base before this took the lock and links it after
+    // falls back to a disk of its own (directory_disk).
     auto lock = base::FileLock::acquire(cache / ".lock", base::FileLock::Mode::Exclusive);
-    if (!lock) return;
-    for (const auto& entry : fs::directory_iterator(cache, ec)) {
-        const auto name = entry.path().filename().string();
-        struct stat st {};
-        if (::lstat(entry.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-        const bool temp = name.starts_with(".tmp-");
-        if (!temp && !(name.ends_with(".ext4") && st.st_nlink == 1)) continue;
-        if (::unlink(entry.path().c_str()) != 0) continue;
-        report.bytes_freed += static_cast<std::uint64_t>(st.st_blocks) * 512;
-        if (!temp) ++report.disk_images_removed;
-    }
+    constexpr auto kAnyAge = std::numeric_limits<std::int64_t>::min();
+    if (lock) sweep_directory_disks(cache, kAnyAge, kAnyAge, {}, report);
 }
 
 // A rootfs directory's ext4 is built once per contents and kept as a base in
@@ -361,7 +359,8 @@ BoxliteResult<std::pair<fs::path, bool>> directory_disk(const fs::path& tree, co
             }
             BOXLITE_TRY_VOID(sync_file(*cache));  // the rename itself
             built = true;
-            prune_directory_disks(*cache, base);
+            GcReport swept;  // a build's own sweep: nothing reports it
+            sweep_directory_disks(*cache, kUnusedBaseMaxAgeS, kStaleTempAgeS, base, swept);
         }
     }
     if (::link(base.c_str(), disk.c_str()) != 0) {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, NoReturn, Optional
 
 from .info import BoxInfo, BoxMetrics, ExecResult
 from .options import BoxOptions, CopyOptions
@@ -176,8 +176,47 @@ class SimpleBox:
         await self.stop()
 
 
-# What a collecting poller returns for a command that printed more than it may keep.
-_OVER_LIMIT = object()
+class _Collected:
+    """What a collecting poller keeps of stdout and stderr: at most ``max_output_bytes`` of the
+    two together."""
+
+    def __init__(self, max_output_bytes: int) -> None:
+        self.max_output_bytes = max_output_bytes
+        self.streams: list[Any] = []  # the native stdout and stderr, once there
+        self.parts: list[list[bytes]] = [[], []]
+        self.open = [True, True]
+        self.kept = 0
+        self.over_limit = False
+
+    def drain(self) -> bool:
+        """Reads what has arrived; True once both streams have ended or the output passed the
+        limit (``over_limit``)."""
+        for i, stream in enumerate(self.streams):
+            while self.open[i]:
+                chunk = stream.try_read(256 * 1024)
+                if chunk is None:
+                    break
+                if not chunk:
+                    self.open[i] = False
+                elif self.kept + len(chunk) > self.max_output_bytes:
+                    self.over_limit = True
+                    return True
+                else:
+                    self.kept += len(chunk)
+                    self.parts[i].append(chunk)
+        return not any(self.open)
+
+    def give_up(self, kill: Callable[[], None]) -> NoReturn:
+        """Past the limit: the command is killed, the rest of its output dropped as it comes
+        (so its exit still can), and ExecutionError names the limit."""
+        kill()
+        for stream in self.streams:
+            stream.discard()
+        core._raise_output_limit(self.max_output_bytes)
+
+    def result(self, code: int, message: Optional[str], timed_out: bool) -> ExecResult:
+        stdout, stderr = (b"".join(p).decode("utf-8", errors="replace") for p in self.parts)
+        return ExecResult(exit_code=code, stdout=stdout, stderr=stderr, error_message=message, timed_out=timed_out)
 
 
 async def _start_and_collect(pending: Any, max_output_bytes: int) -> ExecResult:
@@ -186,10 +225,7 @@ async def _start_and_collect(pending: Any, max_output_bytes: int) -> ExecResult:
     measured by, benchmark/python)."""
     io = _ExecIO(pending)
     started: list[Any] = []
-    streams: list[Any] = []
-    parts: list[list[bytes]] = [[], []]
-    open_streams = [True, True]
-    kept = [0]  # bytes of both streams in parts
+    collected = _Collected(max_output_bytes)
 
     def attempt() -> tuple[bool, Any]:
         if not started:
@@ -198,21 +234,11 @@ async def _start_and_collect(pending: Any, max_output_bytes: int) -> ExecResult:
                 return (False, None)
             started.append(native)
             native.take_stdin().close()
-            streams.extend([native.take_stdout(), native.take_stderr()])
-        for i, stream in enumerate(streams):
-            while open_streams[i]:
-                chunk = stream.try_read(256 * 1024)
-                if chunk is None:
-                    break
-                if not chunk:
-                    open_streams[i] = False
-                elif kept[0] + len(chunk) > max_output_bytes:
-                    return (True, _OVER_LIMIT)
-                else:
-                    kept[0] += len(chunk)
-                    parts[i].append(chunk)
-        if any(open_streams):
+            collected.streams.extend([native.take_stdout(), native.take_stderr()])
+        if not collected.drain():
             return (False, None)
+        if collected.over_limit:
+            return (True, None)
         status = started[0].try_wait()
         return (status is not None, status)
 
@@ -229,40 +255,23 @@ async def _start_and_collect(pending: Any, max_output_bytes: int) -> ExecResult:
         if not started:
             raise
         status = (-1, str(error), False)
-    if status is _OVER_LIMIT:
-        started[0].kill()
-        for stream in streams:
-            stream.discard()
-        core._raise_output_limit(max_output_bytes)
-    code, message, timed_out = status
-    stdout, stderr = (b"".join(p).decode("utf-8", errors="replace") for p in parts)
-    return ExecResult(exit_code=code, stdout=stdout, stderr=stderr, error_message=message, timed_out=timed_out)
+    if collected.over_limit:
+        collected.give_up(started[0].kill)
+    return collected.result(*status)
 
 
 async def _collect(execution: Execution, max_output_bytes: int) -> ExecResult:
     """Closes stdin, drains stdout and stderr as they arrive and waits for the exit, all in one
     poller on the execution's reactor token (one wake-up per batch of events, no extra tasks)."""
     execution.stdin()._native.close()
-    streams = [execution.stdout()._native, execution.stderr()._native]
-    parts: list[list[bytes]] = [[], []]
-    open_streams = [True, True]
-    kept = [0]  # bytes of both streams in parts
+    collected = _Collected(max_output_bytes)
+    collected.streams.extend([execution.stdout()._native, execution.stderr()._native])
 
     def attempt() -> tuple[bool, Any]:
-        for i, stream in enumerate(streams):
-            while open_streams[i]:
-                chunk = stream.try_read(256 * 1024)
-                if chunk is None:
-                    break
-                if not chunk:
-                    open_streams[i] = False
-                elif kept[0] + len(chunk) > max_output_bytes:
-                    return (True, _OVER_LIMIT)
-                else:
-                    kept[0] += len(chunk)
-                    parts[i].append(chunk)
-        if any(open_streams):
+        if not collected.drain():
             return (False, None)
+        if collected.over_limit:
+            return (True, None)
         status = execution._native.try_wait()
         return (status is not None, status)
 
@@ -272,14 +281,9 @@ async def _collect(execution: Execution, max_output_bytes: int) -> ExecResult:
         raise
     except Exception as error:  # noqa: BLE001 - as upstream: a failed wait is exit_code -1
         status = (-1, str(error), False)
-    if status is _OVER_LIMIT:
-        execution._native.kill()
-        for stream in streams:
-            stream.discard()
-        core._raise_output_limit(max_output_bytes)
-    code, message, timed_out = status
-    stdout, stderr = (b"".join(p).decode("utf-8", errors="replace") for p in parts)
-    return ExecResult(exit_code=code, stdout=stdout, stderr=stderr, error_message=message, timed_out=timed_out)
+    if collected.over_limit:
+        collected.give_up(execution._native.kill)
+    return collected.result(*status)
 
 
 __all__ = ["SimpleBox"]
