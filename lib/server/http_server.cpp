@@ -17,6 +17,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -333,6 +334,18 @@ public:
 
     void run(http::request<http::string_body> request) {
         request_ = std::move(request);
+        attach_deadline_ = std::chrono::steady_clock::now() + kReattachGrace;
+        attach();
+    }
+
+private:
+    /// How long an attach waits for the execution's previous client to be detached. A client
+    /// that closes and attaches again at once can be faster than the server's end of its first
+    /// session, which detaches only once its read completes after the close reply went out; a
+    /// second client attached for real is refused (409) when this has passed.
+    static constexpr auto kReattachGrace = std::chrono::milliseconds(500);
+
+    void attach() {
         std::weak_ptr<WebSocketSession> weak = this->shared_from_this();
         {
             std::lock_guard lock(queue_mutex_);
@@ -342,6 +355,13 @@ public:
             });
             if (!backlog) {
                 attached_ = false;
+                if (std::chrono::steady_clock::now() < attach_deadline_) {
+                    retry_timer_.expires_after(std::chrono::milliseconds(10));
+                    retry_timer_.async_wait([self = this->shared_from_this()](error_code ec) {
+                        if (!ec) self->attach();
+                    });
+                    return;
+                }
                 return refuse();
             }
             attached_ = true;
@@ -374,7 +394,6 @@ public:
         ws_.async_accept(request_, beast::bind_front_handler(&WebSocketSession::on_accept, this->shared_from_this()));
     }
 
-private:
     static std::string frame(std::uint8_t channel, std::string_view data) {
         std::string out;
         out.reserve(data.size() + 1);
@@ -572,6 +591,8 @@ private:
     beast::flat_buffer in_;
     std::shared_ptr<ExecSession> exec_;
     http::request<http::string_body> request_;
+    net::steady_timer retry_timer_{ws_.get_executor()};
+    std::chrono::steady_clock::time_point attach_deadline_;
 
     std::mutex queue_mutex_;
     std::condition_variable drained_;

@@ -141,6 +141,19 @@ def test_late_attach_replays_the_backlog_and_reconnect(server: Server, rootfs: s
     assert t.stdout == b"first\nsecond again\n" and t.exit_code == 0
 
 
+def test_a_client_that_leaves_and_attaches_again_at_once_is_attached(server: Server, rootfs: str) -> None:
+    """Its close can reach the client before the server's end of the first session has detached:
+    the new attach waits for that instead of being refused as a second client (409)."""
+    box = server.create_box(rootfs)["box_id"]
+    exec_id = server.exec(box, command="sh", args=["-c", "echo ready; sleep 1000"])
+    for _ in range(int(os.environ.get("BOXLITE_TEST_REATTACHES", "300"))):
+        with attach(server, box, exec_id) as ws:
+            assert drain(ws, until_stdout=b"ready\n").stdout == b"ready\n"
+    with attach(server, box, exec_id) as ws:
+        ws.send(json.dumps({"type": "signal", "sig": 15}))
+        assert drain(ws).exit_code == -15
+
+
 def test_one_client_at_a_time_and_errors(server: Server, rootfs: str) -> None:
     box = server.create_box(rootfs)["box_id"]
     exec_id = server.exec(box, command="sleep", args=["1000"])
