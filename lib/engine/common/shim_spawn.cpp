@@ -106,17 +106,16 @@ BoxliteResult<ShimProcess> spawn_shim_process(const ShimProcessSpawn& spawn) {
     devnull.reset();
 
     const auto deadline = Clock::now() + spawn.ready_timeout;
-    bool sent = true;
     if (config_parent) {
-        sent = send_all(config_parent.get(), *spawn.config, deadline);
+        // A shim that could not be executed, or died before reading its config, refuses the
+        // send (EPIPE); its ready line, read next either way, says why (the exec failure line).
+        send_all(config_parent.get(), *spawn.config, deadline);
         config_parent.reset();  // EOF: the shim reads the config to the end
     }
     ShimProcess process;
     process.pid = pid;
-    if (sent) {
-        process.ready = read_line(ready_read.get(), std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                        std::max(deadline - Clock::now(), Clock::duration::zero())));
-    }
+    process.ready = read_line(ready_read.get(), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                    std::max(deadline - Clock::now(), Clock::duration::zero())));
     if (spawn.keep_ready_channel) process.ready_channel = std::move(ready_read);
     return process;
 }
