@@ -205,7 +205,7 @@ bool port_bound(const char* table, int port, bool tcp) {
 }  // namespace
 
 bool wait_for_published_ports(const std::vector<PublishedPort>& publish, int timeout_ms, pid_t starter,
-                              std::string& error) {
+                              std::string& error, std::string_view starter_name) {
     for (int waited = 0;; ++waited) {
         const PublishedPort* missing = nullptr;
         for (const auto& p : publish) {
@@ -228,7 +228,7 @@ bool wait_for_published_ports(const std::vector<PublishedPort>& publish, int tim
         if (starter_ended || waited >= timeout_ms) {
             error = "passt did not bind the published " + std::string(missing->udp ? "UDP" : "TCP") + " port " +
                     missing->spec +
-                    (starter_ended ? std::string(" (the network pump ended; see shim.log)")
+                    (starter_ended ? " (" + std::string(starter_name) + " ended; see shim.log)"
                                    : " within " + std::to_string(timeout_ms) + " ms");
             return false;
         }

@@ -22,6 +22,7 @@
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -66,10 +67,10 @@ void size_passt_socket_pair(int pump_end, int passt_end);
 
 /// Waits (up to `timeout_ms`) until every port of `publish` is bound on the host (a TCP listener
 /// or a UDP socket, as /proc/net says), so a box reported ready takes connections on them. False
-/// on timeout, or when `starter` (the process that starts passt) has ended first (it is not
-/// reaped), with `error` naming the first port still unbound.
+/// on timeout, or when `starter` (the process that starts passt, called `starter_name` in the
+/// error) has ended first (it is not reaped), with `error` naming the first port still unbound.
 bool wait_for_published_ports(const std::vector<PublishedPort>& publish, int timeout_ms, pid_t starter,
-                              std::string& error);
+                              std::string& error, std::string_view starter_name = "the network pump");
 
 /// The VM engines' box network past the device (boxlite-shim-kvm and boxlite-shim-qemu alike):
 /// the egress firewall, a passt on its end of a socket pair, and the pump thread between the

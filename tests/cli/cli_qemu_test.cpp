@@ -653,13 +653,21 @@ TEST_F(QemuNetwork, APublishedTcpPortReachesAServerInTheBox) {
                   {}, net_env())
                   .status,
               0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(18093);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    {
+        // The box is reported started only once passt listens on its published ports (as on the
+        // namespace engine): the first connection, right after `run -d`, is taken.
+        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to), 0)
+            << "nothing listens on the published port when run -d returned: " << std::strerror(errno);
+        ::close(fd);
+    }
     std::string got;
     for (int attempt = 0; attempt < 100 && got.find("hello-from-the-box") == std::string::npos; ++attempt) {
         const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in to{};
-        to.sin_family = AF_INET;
-        to.sin_port = htons(18093);
-        to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         if (::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0) {
             timeval timeout{5, 0};
             ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
