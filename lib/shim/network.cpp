@@ -5,6 +5,7 @@
 #include "net/pump.hpp"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
@@ -25,6 +26,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
+#include <set>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -182,21 +185,73 @@ int host_port(const std::string& spec) {
     return std::atoi(rest.substr(0, rest.find(':')).c_str());
 }
 
-/// Whether a socket in /proc/net/<table> is bound to local `port` (TCP: listening).
-bool port_bound(const char* table, int port, bool tcp) {
+/// The inodes of the sockets that the processes below `root` hold open (its descendants, up to
+/// four levels: the namespace engine's pump, passt's keeper, the init of passt's PID namespace,
+/// passt), or nullopt when /proc cannot say: no children lists (CONFIG_PROC_CHILDREN), or a
+/// descendant whose descriptors this user may not read.
+std::optional<std::set<unsigned long>> socket_inodes_below(pid_t root) {
+    std::set<unsigned long> inodes;
+    std::vector<pid_t> level = {root};
+    for (int depth = 0; depth < 4 && !level.empty(); ++depth) {
+        std::vector<pid_t> next;
+        for (const pid_t pid : level) {
+            const std::string proc = "/proc/" + std::to_string(pid);
+            if (depth > 0) {
+                DIR* fds = ::opendir((proc + "/fd").c_str());
+                if (fds == nullptr) {
+                    if (errno == ENOENT) continue;  // gone meanwhile
+                    return std::nullopt;
+                }
+                while (auto* entry = ::readdir(fds)) {
+                    char target[64] = {};
+                    const auto n = ::readlinkat(::dirfd(fds), entry->d_name, target, sizeof target - 1);
+                    unsigned long inode = 0;
+                    if (n > 0 && std::sscanf(target, "socket:[%lu]", &inode) == 1) inodes.insert(inode);
+                }
+                ::closedir(fds);
+            }
+            DIR* tasks = ::opendir((proc + "/task").c_str());
+            if (tasks == nullptr) continue;
+            while (auto* entry = ::readdir(tasks)) {
+                if (entry->d_name[0] == '.') continue;
+                std::FILE* children = std::fopen((proc + "/task/" + entry->d_name + "/children").c_str(), "re");
+                if (children == nullptr) {
+                    if (errno == ENOENT && depth == 0 && std::string_view(entry->d_name) == std::to_string(pid)) {
+                        ::closedir(tasks);
+                        return std::nullopt;  // the kernel keeps no children lists
+                    }
+                    continue;
+                }
+                for (int child = 0; std::fscanf(children, "%d", &child) == 1;) next.push_back(child);
+                std::fclose(children);
+            }
+            ::closedir(tasks);
+        }
+        level = std::move(next);
+    }
+    return inodes;
+}
+
+/// Whether a socket in /proc/net/<table> is bound to local `port` (TCP: listening), and, when
+/// `held_by` is given, is one of those inodes (another program's socket on the port does not count).
+bool port_bound(const char* table, int port, bool tcp, const std::set<unsigned long>* held_by) {
     std::FILE* f = std::fopen(table, "re");
     if (f == nullptr) return false;
     char line[512];
     bool found = false;
     while (!found && std::fgets(line, sizeof line, f) != nullptr) {
-        // "  sl  local_address rem_address   st ...": local "HEXADDR:HEXPORT", state hex.
+        // "  sl  local_address rem_address   st tx_queue:rx_queue tr:tm->when retrnsmt   uid  timeout
+        // inode ...": local "HEXADDR:HEXPORT", state hex.
         char local[128] = {}, remote[128] = {};
         unsigned state = 0;
-        if (std::sscanf(line, "%*s %127s %127s %x", local, remote, &state) != 3) continue;
+        unsigned long inode = 0;
+        if (std::sscanf(line, "%*s %127s %127s %x %*s %*s %*s %*u %*u %lu", local, remote, &state, &inode) != 4)
+            continue;
         const char* colon = std::strrchr(local, ':');
         if (colon == nullptr) continue;
         const long local_port = std::strtol(colon + 1, nullptr, 16);
-        found = local_port == port && (!tcp || state == 0x0A);  // TCP_LISTEN
+        found = local_port == port && (!tcp || state == 0x0A) &&  // TCP_LISTEN
+                (held_by == nullptr || held_by->count(inode) != 0);
     }
     std::fclose(f);
     return found;
@@ -208,12 +263,17 @@ bool wait_for_published_ports(const std::vector<PublishedPort>& publish, int tim
                               std::string& error, std::string_view starter_name) {
     for (int waited = 0;; ++waited) {
         const PublishedPort* missing = nullptr;
+        // Only passt's own sockets count (those of the processes below the starter), so a port
+        // another program took in the meantime is not mistaken for passt's; where /proc cannot
+        // say whose a socket is, any socket on the port does.
+        const auto inodes = starter > 0 ? socket_inodes_below(starter) : std::nullopt;
+        const auto* held_by = inodes ? &*inodes : nullptr;
         for (const auto& p : publish) {
             const int port = host_port(p.spec);
-            const bool bound = p.udp ? port_bound("/proc/net/udp", port, false) ||
-                                           port_bound("/proc/net/udp6", port, false)
-                                     : port_bound("/proc/net/tcp", port, true) ||
-                                           port_bound("/proc/net/tcp6", port, true);
+            const bool bound = p.udp ? port_bound("/proc/net/udp", port, false, held_by) ||
+                                           port_bound("/proc/net/udp6", port, false, held_by)
+                                     : port_bound("/proc/net/tcp", port, true, held_by) ||
+                                           port_bound("/proc/net/tcp6", port, true, held_by);
             if (!bound) {
                 missing = &p;
                 break;

@@ -335,12 +335,43 @@ TEST_F(ShimFixture, APublishedPortIsBoundWhileTheVmRunsAndFreedAfter) {
     config.network.publish = {{false, fmt::format("127.0.0.1/{}:80", port)}};
     auto shim = spawn_shim(vmm::to_json_document(config).dump());
     ASSERT_EQ(shim.ready, fmt::format("ok {}", shim.pid));
-    EXPECT_TRUE(eventually([&] { return loopback_tcp(port, /*connect=*/true); }))
-        << "nothing listens on the published port " << port;
+    // Bound before the shim said ok (as on the namespace engine): no retry.
+    EXPECT_TRUE(loopback_tcp(port, /*connect=*/true)) << "nothing listens on the published port " << port;
     ::kill(shim.pid, SIGTERM);
     EXPECT_EQ(wait_exit(shim.pid), 0);
     EXPECT_TRUE(eventually([&] { return loopback_tcp(port, /*connect=*/false); }))
         << "the published port " << port << " is still taken after the shim ended";
+}
+
+// A published port that passt cannot bind (the host's port is taken by another program after
+// the engine's own check) fails the start, naming the port, instead of a box without it.
+TEST_F(ShimFixture, APublishedPortThatPasstCannotBindFailsTheStartNamingIt) {
+    if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (passt is started as root and drops to nobody)";
+    const unsigned char spin[] = {0xeb, 0xfe};  // jmp .
+    std::ofstream(dir / "spin.bin", std::ios::binary).write(reinterpret_cast<const char*>(spin), 2);
+    const int taken = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t size = sizeof address;
+    ASSERT_EQ(::bind(taken, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+    ASSERT_EQ(::listen(taken, 1), 0);
+    ASSERT_EQ(::getsockname(taken, reinterpret_cast<sockaddr*>(&address), &size), 0);
+    const std::uint16_t port = ntohs(address.sin_port);
+    vmm::KvmShimConfig config;
+    config.box_id = "tiny-taken";
+    config.memory_mib = 16;
+    config.flat32_image = (dir / "spin.bin").string();
+    config.network.enabled = true;
+    config.network.publish = {{false, fmt::format("127.0.0.1/{}:80", port)}};
+    auto shim = spawn_shim(vmm::to_json_document(config).dump());
+    ::close(taken);
+    EXPECT_EQ(shim.ready.rfind("error ", 0), 0u) << shim.ready;
+    EXPECT_NE(shim.ready.find(fmt::format("did not bind the published TCP port 127.0.0.1/{}:80", port)),
+              std::string::npos)
+        << shim.ready;
+    EXPECT_NE(shim.ready.find("passt ended"), std::string::npos) << shim.ready;
+    EXPECT_EQ(wait_exit(shim.pid), 1);
 }
 
 // A virtiofsd that dies while the guest runs stops the VM (the guest's mount would hang): the
