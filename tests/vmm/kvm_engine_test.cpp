@@ -22,9 +22,11 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <utility>
 
 namespace boxlite {
 namespace {
@@ -309,31 +311,46 @@ bool eventually(F done) {
     return true;
 }
 
-// A published port on the kvm engine: the shim's passt binds it on the host while the VM runs,
-// and it is free again once the shim has stopped (passt is killed and reaped with the box).
-TEST_F(ShimFixture, APublishedPortIsBoundWhileTheVmRunsAndFreedAfter) {
-    if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (passt is started as root and drops to nobody)";
+/// A TCP socket bound to a loopback port the kernel picks (listening when `listen`): its fd (-1
+/// with errno on failure) and port.
+std::pair<int, std::uint16_t> loopback_socket(bool listen) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t size = sizeof address;
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+        (listen && ::listen(fd, 1) != 0) || ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size) != 0) {
+        const int saved = errno;
+        if (fd >= 0) ::close(fd);
+        errno = saved;
+        return {-1, 0};
+    }
+    return {fd, ntohs(address.sin_port)};
+}
+
+/// A tiny guest that spins (written to `dir`/spin.bin) with the box network on, publishing the
+/// host's 127.0.0.1:`port` as the box's port 80.
+vmm::KvmShimConfig spinning_guest_publishing(const fs::path& dir, const char* box_id, std::uint16_t port) {
     const unsigned char spin[] = {0xeb, 0xfe};  // jmp .
     std::ofstream(dir / "spin.bin", std::ios::binary).write(reinterpret_cast<const char*>(spin), 2);
-    std::uint16_t port = 0;
-    {
-        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in address{};
-        address.sin_family = AF_INET;
-        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t size = sizeof address;
-        ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-        ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size), 0);
-        port = ntohs(address.sin_port);
-        ::close(fd);
-    }
     vmm::KvmShimConfig config;
-    config.box_id = "tiny-port";
+    config.box_id = box_id;
     config.memory_mib = 16;
     config.flat32_image = (dir / "spin.bin").string();
     config.network.enabled = true;
     config.network.publish = {{false, fmt::format("127.0.0.1/{}:80", port)}};
-    auto shim = spawn_shim(vmm::to_json_document(config).dump());
+    return config;
+}
+
+// A published port on the kvm engine: the shim's passt binds it on the host while the VM runs,
+// and it is free again once the shim has stopped (passt is killed and reaped with the box).
+TEST_F(ShimFixture, APublishedPortIsBoundWhileTheVmRunsAndFreedAfter) {
+    if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (passt is started as root and drops to nobody)";
+    const auto [fd, port] = loopback_socket(/*listen=*/false);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    ::close(fd);
+    auto shim = spawn_shim(vmm::to_json_document(spinning_guest_publishing(dir, "tiny-port", port)).dump());
     ASSERT_EQ(shim.ready, fmt::format("ok {}", shim.pid));
     // Bound before the shim said ok (as on the namespace engine): no retry.
     EXPECT_TRUE(loopback_tcp(port, /*connect=*/true)) << "nothing listens on the published port " << port;
@@ -347,24 +364,9 @@ TEST_F(ShimFixture, APublishedPortIsBoundWhileTheVmRunsAndFreedAfter) {
 // the engine's own check) fails the start, naming the port, instead of a box without it.
 TEST_F(ShimFixture, APublishedPortThatPasstCannotBindFailsTheStartNamingIt) {
     if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (passt is started as root and drops to nobody)";
-    const unsigned char spin[] = {0xeb, 0xfe};  // jmp .
-    std::ofstream(dir / "spin.bin", std::ios::binary).write(reinterpret_cast<const char*>(spin), 2);
-    const int taken = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t size = sizeof address;
-    ASSERT_EQ(::bind(taken, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-    ASSERT_EQ(::listen(taken, 1), 0);
-    ASSERT_EQ(::getsockname(taken, reinterpret_cast<sockaddr*>(&address), &size), 0);
-    const std::uint16_t port = ntohs(address.sin_port);
-    vmm::KvmShimConfig config;
-    config.box_id = "tiny-taken";
-    config.memory_mib = 16;
-    config.flat32_image = (dir / "spin.bin").string();
-    config.network.enabled = true;
-    config.network.publish = {{false, fmt::format("127.0.0.1/{}:80", port)}};
-    auto shim = spawn_shim(vmm::to_json_document(config).dump());
+    const auto [taken, port] = loopback_socket(/*listen=*/true);
+    ASSERT_GE(taken, 0) << std::strerror(errno);
+    auto shim = spawn_shim(vmm::to_json_document(spinning_guest_publishing(dir, "tiny-taken", port)).dump());
     ::close(taken);
     EXPECT_EQ(shim.ready.rfind("error ", 0), 0u) << shim.ready;
     EXPECT_NE(shim.ready.find(fmt::format("did not bind the published TCP port 127.0.0.1/{}:80", port)),
