@@ -281,18 +281,13 @@ int run_kvm_mode(int config_fd, int ready_fd, int watchdog_fd) {
     }
     // Published ports take connections once the box is reported ready, as on the namespace
     // engine: passt bound them while the machine was built (a few /proc reads), or failed to.
-    if (config->network.enabled && !config->network.publish.empty()) {
-        std::vector<PublishedPort> publish;
-        for (const auto& p : config->network.publish) publish.push_back(PublishedPort{p.udp, p.spec});
-        std::string unbound;
-        if (!wait_for_published_ports(publish, 10'000, network.passt, unbound, "passt")) {
-            network.shut_down();
-            end_daemons();
-            say(ready_fd, "error " + BoxliteError(ErrorKind::Engine, unbound)
-                                         .with_context(fmt::format("box {}", config->box_id))
-                                         .to_string());
-            return 1;
-        }
+    if (std::string unbound; !wait_for_passt_ports(network, unbound)) {
+        network.shut_down();
+        end_daemons();
+        say(ready_fd, "error " + BoxliteError(ErrorKind::Engine, unbound)
+                                     .with_context(fmt::format("box {}", config->box_id))
+                                     .to_string());
+        return 1;
     }
     std::thread stop_watcher(
         [&] { watch_for_stop(*vm->machine, config->box_id, signal_fd, watchdog_fd, done_fd, daemon_exits); });

@@ -427,7 +427,12 @@ BoxliteResult<base::OwnedFd> start_passt_network(const std::vector<std::string>&
     std::string error;
     network.passt = start_passt(passt_options, theirs.get(), error);
     if (network.passt < 0) return fail(ErrorKind::Engine, "starting passt for the box network: {}", error);
+    network.publish = passt_options.publish;
     return ours;
+}
+
+bool wait_for_passt_ports(const PasstNetwork& network, std::string& error) {
+    return network.publish.empty() || wait_for_published_ports(network.publish, 10'000, network.passt, error, "passt");
 }
 
 void start_pump(PasstNetwork& network, base::OwnedFd box_end, base::OwnedFd passt_end, const char* who) {

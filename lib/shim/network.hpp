@@ -79,6 +79,7 @@ struct PasstNetwork {
     std::optional<net::EgressFirewall> firewall;
     base::OwnedFd stop;  ///< eventfd: written once, the pump (and a vhost-user accept) return
     pid_t passt = -1;
+    std::vector<PublishedPort> publish;  ///< the ports passt was told to publish
     std::thread pump;
 
     PasstNetwork() = default;
@@ -97,6 +98,10 @@ struct PasstNetwork {
 /// publish). Returns the pump's end of the pair.
 BoxliteResult<base::OwnedFd> start_passt_network(const std::vector<std::string>& allow_net,
                                                  const ShimOptions& passt_options, PasstNetwork& network);
+
+/// wait_for_published_ports() for a VM shim's `network`: its ports, passt's keeper as the
+/// starter, 10 s. True at once without ports.
+bool wait_for_passt_ports(const PasstNetwork& network, std::string& error);
 
 /// Starts the pump thread: frames between `box_end` (a device's host end, one frame per datagram)
 /// and `passt_end`, through the firewall; it first sends passt box_arp_request(). `who` prefixes

@@ -394,17 +394,12 @@ int run_qemu_mode(int config_fd, int ready_fd, int watchdog_fd) {
                  config->accel.c_str());
     // Published ports take connections once the box is reported ready, as on the namespace
     // engine: passt bound them long before QEMU got this far (a few /proc reads), or failed to.
-    if (config->network.enabled && !config->network.publish.empty()) {
-        std::vector<PublishedPort> publish;
-        for (const auto& p : config->network.publish) publish.push_back(PublishedPort{p.udp, p.spec});
-        std::string unbound;
-        if (!wait_for_published_ports(publish, 10'000, network.link.passt, unbound, "passt")) {
-            ::kill(qemu_pid, SIGKILL);
-            while (::waitpid(qemu_pid, nullptr, 0) < 0 && errno == EINTR) {}
-            engine::reap_virtiofsd(daemons, std::chrono::milliseconds(0));
-            network.shut_down();
-            return error(BoxliteError(ErrorKind::Engine, unbound));
-        }
+    if (std::string unbound; !wait_for_passt_ports(network.link, unbound)) {
+        ::kill(qemu_pid, SIGKILL);
+        while (::waitpid(qemu_pid, nullptr, 0) < 0 && errno == EINTR) {}
+        engine::reap_virtiofsd(daemons, std::chrono::milliseconds(0));
+        network.shut_down();
+        return error(BoxliteError(ErrorKind::Engine, unbound));
     }
     say(ready_fd, fmt::format("ok {}", ::getpid()));
 

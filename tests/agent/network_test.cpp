@@ -153,31 +153,41 @@ TEST_F(NamespaceNetwork, MalformedAllowNetIsAConfigError) {
     EXPECT_NE(box.error().message().find("10.0.0.0/8"), std::string::npos) << box.error().to_string();
 }
 
-/// Whether something accepts a TCP connection on 127.0.0.1:`port`.
-bool host_port_listens(std::uint16_t port) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+/// A socket of `type` (SOCK_STREAM or SOCK_DGRAM) connected to the host's 127.0.0.1:`port`, or
+/// -1 with errno set.
+int connect_loopback(int type, std::uint16_t port) {
+    const int fd = ::socket(AF_INET, type | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
     sockaddr_in in{};
     in.sin_family = AF_INET;
     in.sin_port = htons(port);
     in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    const bool connected = ::connect(fd, reinterpret_cast<sockaddr*>(&in), sizeof in) == 0;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&in), sizeof in) != 0) {
+        const int saved = errno;
+        ::close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+/// Whether something accepts a TCP connection on 127.0.0.1:`port`.
+bool host_port_listens(std::uint16_t port) {
+    const int fd = connect_loopback(SOCK_STREAM, port);
+    if (fd < 0) return false;
     ::close(fd);
-    return connected;
+    return true;
 }
 
 /// One exchange with a server on the host's `address`:`port` (TCP or UDP): sends `message`,
 /// returns what came back (empty on no answer; a 60 s receive guard, not a performance bound).
 std::string exchange(bool udp, std::uint16_t port, const std::string& message) {
-    const int fd = ::socket(AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+    const int fd = connect_loopback(udp ? SOCK_DGRAM : SOCK_STREAM, port);
+    if (fd < 0) return {};
     timeval guard{60, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
-    sockaddr_in in{};
-    in.sin_family = AF_INET;
-    in.sin_port = htons(port);
-    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     std::string out;
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&in), sizeof in) == 0 &&
-        ::send(fd, message.data(), message.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(message.size())) {
+    if (::send(fd, message.data(), message.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(message.size())) {
         char buffer[4096];
         // TCP: read up to the first newline (the box's server answers one line).
         for (;;) {
@@ -219,14 +229,10 @@ TEST_F(NamespaceNetwork, APublishedTcpPortCarriesDataBothWays) {
     auto bulk = box->exec(BoxCommand("nc").args({"-l", "-p", "8000", "-e", "/bulk.sh"}));
     ASSERT_TRUE(bulk) << bulk.error().to_string();
     EXPECT_EQ(sh(*box, "until netstat -ltn | grep -q ':8000 '; do sleep 0.1; done"), "rc=0\n");
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int fd = connect_loopback(SOCK_STREAM, 18081);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
     timeval guard{60, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
-    sockaddr_in in{};
-    in.sin_family = AF_INET;
-    in.sin_port = htons(18081);
-    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&in), sizeof in), 0) << std::strerror(errno);
     const std::string chunk(65536, 'x');
     for (int i = 0; i < 64; ++i) {
         ASSERT_EQ(::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL), static_cast<ssize_t>(chunk.size()));
@@ -250,9 +256,9 @@ TEST_F(NamespaceNetwork, APublishedTcpPortCarriesDataBothWays) {
     auto greet = box->exec(BoxCommand("nc").args({"-l", "-p", "8000", "-e", "/greet.sh"}));
     ASSERT_TRUE(greet) << greet.error().to_string();
     EXPECT_EQ(sh(*box, "until netstat -ltn | grep -q ':8000 '; do sleep 0.1; done"), "rc=0\n");
-    const int speaker = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int speaker = connect_loopback(SOCK_STREAM, 18081);
+    ASSERT_GE(speaker, 0) << std::strerror(errno);
     ::setsockopt(speaker, SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
-    ASSERT_EQ(::connect(speaker, reinterpret_cast<sockaddr*>(&in), sizeof in), 0) << std::strerror(errno);
     std::string greeting;
     for (;;) {
         const ssize_t n = ::recv(speaker, buffer, sizeof buffer, 0);
@@ -283,12 +289,8 @@ TEST_F(NamespaceNetwork, APublishedUdpPortEchoesADatagram) {
     // UDP promises no delivery: as a real client does, the datagram is sent again (on the same
     // socket, so a late answer still counts) until the answer comes; a refusal while passt's host
     // port is still being bound counts as a loss. Bounded: 60 tries a second apart.
-    const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(15353);
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to), 0) << std::strerror(errno);
+    const int fd = connect_loopback(SOCK_DGRAM, 15353);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
     const std::string ping = "ping over udp";
     std::string answer;
     for (int attempt = 0; attempt < 60 && answer.empty(); ++attempt) {
@@ -542,12 +544,8 @@ TEST_F(NamespaceNetwork, KillingTheShimLeavesNoPasstBehind) {
     auto server = box.exec(BoxCommand("nc").args({"-l", "-p", "8000"}));
     ASSERT_TRUE(server) << server.error().to_string();
     EXPECT_EQ(sh(box, "until netstat -ltn | grep -q ':8000 '; do sleep 0.1; done"), "rc=0\n");
-    const int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(18083);
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::connect(client, reinterpret_cast<sockaddr*>(&to), sizeof to), 0) << std::strerror(errno);
+    const int client = connect_loopback(SOCK_STREAM, 18083);
+    ASSERT_GE(client, 0) << std::strerror(errno);
     ASSERT_EQ(::send(client, "x\n", 2, MSG_NOSIGNAL), 2);
     EXPECT_EQ(sh(box, "until netstat -tn | grep -q ':8000 .*ESTABLISHED'; do sleep 0.1; done"), "rc=0\n");
     ASSERT_EQ(::kill(shim, SIGKILL), 0);
