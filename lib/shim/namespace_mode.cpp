@@ -711,6 +711,25 @@ int copy_to_memfd(const std::string& path, std::string& error) {
     return fd;
 }
 
+/// Sends the port forwarder the box's network namespace (its init `box` is in it by the time
+/// the agent is ready) and waits for its word that it has entered it (10 s at most).
+bool hand_over_box_network(int channel, pid_t box, std::string& error) {
+    const int network = ::open(("/proc/" + std::to_string(box) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC);
+    if (network < 0) {
+        error = errno_text("opening the box's network namespace for its published TCP ports");
+        return false;
+    }
+    const bool sent = send_fd(channel, network);
+    ::close(network);
+    char answer[512] = {};
+    pollfd ready{channel, POLLIN, 0};
+    const ssize_t n = sent && ::poll(&ready, 1, 10'000) == 1 ? ::recv(channel, answer, sizeof answer - 1, 0) : -1;
+    if (n == 1 && answer[0] == 'k') return true;
+    error = n > 0 ? std::string(answer, static_cast<std::size_t>(n))
+                  : "the port forwarder of the published TCP ports did not start (see shim.log)";
+    return false;
+}
+
 }  // namespace
 
 void report(int& ready_fd, const std::string& line) {
@@ -832,6 +851,43 @@ int run_namespace_mode(const ShimOptions& o) {
     // (network.hpp, start_passt).
     int tap_channel[2] = {-1, -1};
     pid_t pump_pid = -1;
+    // Published TCP ports: bound here (a port taken since the engine's check fails the start,
+    // naming it) and forwarded by a process of their own with splice(), straight into the box's
+    // network namespace (lib/net/port_forwarder.hpp); passt carries only the UDP ones.
+    ShimOptions passt_options = o;
+    passt_options.publish.clear();
+    std::vector<net::ForwardedPort> forwarded;
+    for (const auto& port : o.publish) {
+        if (port.udp) {
+            passt_options.publish.push_back(port);
+            continue;
+        }
+        auto bound = bind_published_tcp_port(port);
+        if (!bound) return fail_start(bound.error().message());
+        forwarded.push_back(std::move(*bound));
+    }
+    int forward_channel[2] = {-1, -1};
+    pid_t forwarder_pid = -1;
+    if (!forwarded.empty()) {
+        if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, forward_channel) != 0)
+            return fail_start(errno_text("socketpair for the port forwarder"));
+        const pid_t shim_pid = ::getpid();
+        forwarder_pid = ::fork();
+        if (forwarder_pid == 0) {
+            sigset_t none;
+            sigemptyset(&none);
+            sigprocmask(SIG_SETMASK, &none, nullptr);
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (::getppid() != shim_pid) ::_exit(0);
+            std::vector<int> keep = {forward_channel[1]};
+            for (const auto& port : forwarded) keep.push_back(port.listener.get());
+            close_descriptors_from(3, keep);
+            run_port_forwarder(forward_channel[1], std::move(forwarded), o.box_id);
+        }
+        ::close(forward_channel[1]);
+        forwarded.clear();  // the forwarder holds the listeners now
+        if (forwarder_pid < 0) return fail_start(errno_text("fork for the port forwarder"));
+    }
     if (o.network) {
         if (find_passt(o, error).empty()) return fail_start(error);  // now, not at the box's first frame
         int passt_pair[2] = {-1, -1};
@@ -853,15 +909,15 @@ int run_namespace_mode(const ShimOptions& o) {
             close_descriptors_from(3, {tap_channel[0], passt_pair[0], passt_pair[1]});
             std::string passt_error;
             auto start = [&] {
-                const pid_t passt = start_passt(o, passt_pair[1], passt_error);
+                const pid_t passt = start_passt(passt_options, passt_pair[1], passt_error);
                 ::close(passt_pair[1]);
                 if (passt < 0) log("box " + o.box_id + ": network: " + passt_error);
                 return passt >= 0;
             };
-            if (!o.publish.empty() && !start()) ::_exit(1);
+            if (!passt_options.publish.empty() && !start()) ::_exit(1);
             const int tap = receive_fd(tap_channel[0]);
             if (tap < 0) ::_exit(0);
-            if (o.publish.empty()) {
+            if (passt_options.publish.empty()) {
                 pollfd first_frame{tap, POLLIN, 0};
                 while (::poll(&first_frame, 1, -1) < 0 && errno == EINTR) {}
                 if (!start()) ::_exit(1);
@@ -880,10 +936,13 @@ int run_namespace_mode(const ShimOptions& o) {
     // The pump's exit is quick (eth0 is persistent, so its last close does not unregister it:
     // network.cpp), and its passt goes with it.
     auto stop_network = [&] {
-        if (pump_pid <= 0) return;
-        ::kill(pump_pid, SIGKILL);
-        ::waitpid(pump_pid, nullptr, 0);
-        pump_pid = -1;
+        for (pid_t* pid : {&pump_pid, &forwarder_pid}) {
+            if (*pid <= 0) continue;
+            ::kill(*pid, SIGKILL);
+            ::waitpid(*pid, nullptr, 0);
+            *pid = -1;
+        }
+        if (forward_channel[0] >= 0) forward_channel[0] = (::close(forward_channel[0]), -1);
     };
 
     if (::unshare(CLONE_NEWPID) != 0) {
@@ -984,10 +1043,11 @@ int run_namespace_mode(const ShimOptions& o) {
     // starts (the pump starts it at once when ports are published), usually before the agent is
     // ready; this waits out the rest (a few /proc reads when it has, nothing without ports). A
     // port passt could not bind fails the start, as the engine's own check would have.
-    if (ready && o.network && !o.publish.empty() &&
-        !wait_for_published_ports(o.publish, 10'000, pump_pid, child_text)) {
+    if (ready && !passt_options.publish.empty() &&
+        !wait_for_published_ports(passt_options.publish, 10'000, pump_pid, child_text)) {
         ready = false;
     }
+    if (ready && forwarder_pid > 0 && !hand_over_box_network(forward_channel[0], child, child_text)) ready = false;
     if (!ready) {
         ::kill(child, SIGKILL);
         ::waitpid(child, nullptr, 0);

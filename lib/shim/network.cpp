@@ -4,6 +4,8 @@
 #include "net/box_interface.hpp"
 #include "net/pump.hpp"
 
+#include <fmt/format.h>
+
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -16,6 +18,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -140,6 +143,10 @@ int receive_fd(int socket) {
 }
 
 void close_descriptors_from(int first, std::initializer_list<int> keep) {
+    close_descriptors_from(first, std::span<const int>(keep.begin(), keep.size()));
+}
+
+void close_descriptors_from(int first, std::span<const int> keep) {
     std::vector<int> kept;
     for (const int fd : keep) {
         if (fd >= first) kept.push_back(fd);
@@ -444,6 +451,85 @@ void start_pump(PasstNetwork& network, base::OwnedFd box_end, base::OwnedFd pass
             auto result = pump.run(stop);
             if (!result) std::fprintf(stderr, "%s: network pump ended: %s\n", who, result.error().to_string().c_str());
         });
+}
+
+BoxliteResult<net::ForwardedPort> bind_published_tcp_port(const PublishedPort& port) {
+    // "[ADDR/]HOSTPORT:BOXPORT", as engine::passt_port_spec() writes it.
+    const auto slash = port.spec.find('/');
+    const std::string address = slash == std::string::npos ? "" : port.spec.substr(0, slash);
+    const std::string ports = slash == std::string::npos ? port.spec : port.spec.substr(slash + 1);
+    const auto colon = ports.find(':');
+    const long host_port = std::strtol(ports.substr(0, colon).c_str(), nullptr, 10);
+    const long box_port = colon == std::string::npos ? host_port : std::strtol(ports.c_str() + colon + 1, nullptr, 10);
+    if (host_port < 1 || host_port > 65535 || box_port < 1 || box_port > 65535) {
+        return fail(ErrorKind::Config, "published TCP port '{}': expected [ADDR/]HOSTPORT:BOXPORT with ports 1-65535",
+                    port.spec);
+    }
+    sockaddr_storage host{};
+    socklen_t host_length = 0;
+    if (address.find(':') != std::string::npos) {
+        auto* in6 = reinterpret_cast<sockaddr_in6*>(&host);
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(static_cast<std::uint16_t>(host_port));
+        if (::inet_pton(AF_INET6, address.c_str(), &in6->sin6_addr) != 1)
+            return fail(ErrorKind::Config, "published TCP port '{}': '{}' is not an IPv6 address", port.spec, address);
+        host_length = sizeof *in6;
+    } else {
+        auto* in = reinterpret_cast<sockaddr_in*>(&host);
+        in->sin_family = AF_INET;
+        in->sin_port = htons(static_cast<std::uint16_t>(host_port));
+        if (!address.empty() && ::inet_pton(AF_INET, address.c_str(), &in->sin_addr) != 1)
+            return fail(ErrorKind::Config, "published TCP port '{}': '{}' is not an IPv4 address", port.spec, address);
+        host_length = sizeof *in;
+    }
+    net::ForwardedPort forwarded;
+    forwarded.listener.reset(::socket(host.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!forwarded.listener) return fail_errno(ErrorKind::Engine, "socket for a published TCP port", errno);
+    const int one = 1;  // as passt binds: a port in TIME_WAIT is free, a listener is not
+    ::setsockopt(forwarded.listener.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (host.ss_family == AF_INET6) ::setsockopt(forwarded.listener.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (::bind(forwarded.listener.get(), reinterpret_cast<sockaddr*>(&host), host_length) != 0 ||
+        ::listen(forwarded.listener.get(), SOMAXCONN) != 0) {
+        const int error = errno;
+        if (error == EADDRINUSE) {
+            return fail(ErrorKind::Config,
+                        "the published TCP port {}: host port {} is already in use, by another box or program",
+                        port.spec, host_port);
+        }
+        return fail_errno(ErrorKind::Engine, fmt::format("binding the published TCP port {}", port.spec), error);
+    }
+    auto* target = reinterpret_cast<sockaddr_in*>(&forwarded.target);
+    target->sin_family = AF_INET;
+    target->sin_port = htons(static_cast<std::uint16_t>(box_port));
+    ::inet_pton(AF_INET, kBoxAddress, &target->sin_addr);
+    forwarded.target_length = sizeof *target;
+    return forwarded;
+}
+
+void run_port_forwarder(int channel, std::vector<net::ForwardedPort> ports, const std::string& box_id) {
+    auto say = [&](const std::string& line) { (void)!::send(channel, line.data(), line.size(), MSG_NOSIGNAL); };
+    const int box_network = receive_fd(channel);
+    if (box_network < 0) ::_exit(0);  // the shim gave up on the box before it was ready
+    if (::setns(box_network, CLONE_NEWNET) != 0) {
+        say(errno_text("entering the box's network namespace for its published TCP ports"));
+        ::_exit(1);
+    }
+    ::close(box_network);
+    // Each connection holds six descriptors (two sockets, two pipes): room for the limit.
+    rlimit files{};
+    if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < 4096 && files.rlim_max > files.rlim_cur) {
+        files.rlim_cur = std::min<rlim_t>(files.rlim_max, 4096);
+        ::setrlimit(RLIMIT_NOFILE, &files);
+    }
+    const std::size_t room = files.rlim_cur > 64 ? (static_cast<std::size_t>(files.rlim_cur) - 32) / 6 : 1;
+    net::PortForwarder forwarder(std::move(ports), std::min(net::PortForwarder::kDefaultMaxConnections, room));
+    say("k");
+    ::close(channel);
+    auto result = forwarder.run(-1);
+    const auto line = "boxlite-shim: box " + box_id +
+                      ": port forwarder ended: " + (result ? std::string("stopped") : result.error().message()) + "\n";
+    (void)!::write(2, line.data(), line.size());
+    ::_exit(result ? 0 : 1);
 }
 
 }  // namespace boxlite::shim

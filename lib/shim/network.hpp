@@ -14,6 +14,7 @@
 
 #include "base/fd.hpp"
 #include "net/firewall.hpp"
+#include "net/port_forwarder.hpp"
 
 #include <boxlite/error.hpp>
 
@@ -21,6 +22,7 @@
 
 #include <initializer_list>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -49,6 +51,7 @@ int receive_fd(int socket);
 /// instead of one close() per possible descriptor (thousands of system calls in each process the
 /// network starts, on the box's start path).
 void close_descriptors_from(int first, std::initializer_list<int> keep);
+void close_descriptors_from(int first, std::span<const int> keep);
 
 /// The passt binary to run (--passt, else the usual places), or empty with `error` set.
 std::string find_passt(const ShimOptions& o, std::string& error);
@@ -71,6 +74,18 @@ void size_passt_socket_pair(int pump_end, int passt_end);
 /// error) has ended first (it is not reaped), with `error` naming the first port still unbound.
 bool wait_for_published_ports(const std::vector<PublishedPort>& publish, int timeout_ms, pid_t starter,
                               std::string& error, std::string_view starter_name = "the network pump");
+
+/// The host side of a published TCP port that the namespace engine forwards itself (spec
+/// "[ADDR/]HOSTPORT:BOXPORT"; no ADDR: every IPv4 address): a listening socket, bound with
+/// SO_REUSEADDR as passt binds, and the box's own address and port as the target. A Config error
+/// naming the port when the host port is taken.
+BoxliteResult<net::ForwardedPort> bind_published_tcp_port(const PublishedPort& port);
+
+/// The forwarder process of the namespace engine's published TCP ports (net::PortForwarder):
+/// it waits on `channel` for the box's network namespace (a descriptor sent with send_fd()),
+/// enters it, answers one byte ('k', or an error line), and forwards until it is killed. Never
+/// returns.
+[[noreturn]] void run_port_forwarder(int channel, std::vector<net::ForwardedPort> ports, const std::string& box_id);
 
 /// The VM engines' box network past the device (boxlite-shim-kvm and boxlite-shim-qemu alike):
 /// the egress firewall, a passt on its end of a socket pair, and the pump thread between the

@@ -272,6 +272,33 @@ TEST_F(NamespaceNetwork, APublishedTcpPortCarriesDataBothWays) {
     EXPECT_EQ(greeting, "hello from the box\n");
 }
 
+// The forwarder connects to the box's own address, where a connection through passt arrived: a
+// server that listens on the box's loopback only stays private, as under Docker's -p. The box
+// sees the connection come from its own address.
+TEST_F(NamespaceNetwork, AServerOnTheBoxsLoopbackOnlyIsNotPublished) {
+    auto o = options();
+    o.ports = {PortSpec{18085, 8000, PortProtocol::Tcp, "127.0.0.1"}};
+    VolumeSpec probe;
+    probe.host_path = test::built_binary("netprobe/boxlite_udp_echo_probe").parent_path().string();
+    probe.guest_path = "/netprobe";
+    probe.read_only = true;
+    o.volumes = {probe};
+    auto box = runtime_->create(o);
+    ASSERT_TRUE(box) << box.error().to_string();
+    auto private_server = box->exec(BoxCommand("/netprobe/boxlite_udp_echo_probe").args({"tcp", "127.0.0.1", "8000"}));
+    ASSERT_TRUE(private_server) << private_server.error().to_string();
+    EXPECT_EQ(sh(*box, "until netstat -ltn | grep -q '127.0.0.1:8000 '; do sleep 0.1; done"), "rc=0\n");
+    EXPECT_EQ(exchange(false, 18085, "hello\n"), "");
+    EXPECT_EQ(sh(*box, "nc 127.0.0.1 8000 < /dev/null"), "box saw 127.0.0.1\nrc=0\n");  // it answers the box
+    auto done = private_server->wait();
+    ASSERT_TRUE(done) << done.error().to_string();
+
+    auto public_server = box->exec(BoxCommand("/netprobe/boxlite_udp_echo_probe").args({"tcp", "0.0.0.0", "8000"}));
+    ASSERT_TRUE(public_server) << public_server.error().to_string();
+    EXPECT_EQ(sh(*box, "until netstat -ltn | grep -q '0.0.0.0:8000 '; do sleep 0.1; done"), "rc=0\n");
+    EXPECT_EQ(exchange(false, 18085, "hello\n"), "box saw 192.168.127.2\n");
+}
+
 TEST_F(NamespaceNetwork, APublishedUdpPortEchoesADatagram) {
     auto o = options();
     o.ports = {PortSpec{15353, 5353, PortProtocol::Udp, "127.0.0.1"}};
@@ -495,7 +522,7 @@ TEST_F(NamespaceNetwork, APublishedTcpPortIsBoundOnceAndNotTakenTwice) {
     auto box = runtime_->create(o);
     ASSERT_TRUE(box) << box.error().to_string();
     EXPECT_EQ(sh(*box, "true"), "rc=0\n");
-    EXPECT_TRUE(host_port_listens(18080)) << "passt does not listen on the published port";
+    EXPECT_TRUE(host_port_listens(18080)) << "nothing listens on the published port";
 
     auto second = runtime_->create(o);
     ASSERT_TRUE(second) << second.error().to_string();
@@ -526,7 +553,11 @@ std::vector<pid_t> passt_processes() {
     return out;
 }
 
-TEST_F(NamespaceNetwork, KillingTheShimLeavesNoPasstBehind) {
+// A shim killed with connections open through both of its network processes: passt (a box ->
+// host connection; this passt, left alone, spun on its closed socket instead of exiting) and the
+// port forwarder (a host -> box connection through the published TCP port). Neither outlives it,
+// and the published port is free again.
+TEST_F(NamespaceNetwork, KillingTheShimLeavesNoPasstAndNoForwarderBehind) {
     auto o = options();
     o.ports = {PortSpec{18083, 8000, PortProtocol::Tcp, "127.0.0.1"}};
     auto created = runtime_->create(o);
@@ -537,10 +568,29 @@ TEST_F(NamespaceNetwork, KillingTheShimLeavesNoPasstBehind) {
     ASSERT_TRUE(info) << info.error().to_string();
     ASSERT_TRUE(info->pid);
     const pid_t shim = *info->pid;
+
+    // Box -> host, through passt: a listener on the host's loopback, and nc in the box held open.
+    std::uint16_t host_port = 0;
+    const int host_listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof in;
+    ASSERT_EQ(::bind(host_listener, reinterpret_cast<sockaddr*>(&in), sizeof in), 0);
+    ASSERT_EQ(::listen(host_listener, 1), 0);
+    ::getsockname(host_listener, reinterpret_cast<sockaddr*>(&in), &length);
+    host_port = ntohs(in.sin_port);
+    auto outgoing = box.exec(
+        BoxCommand("sh").args({"-c", "sleep 600 | nc host.boxlite.internal " + std::to_string(host_port)}));
+    ASSERT_TRUE(outgoing) << outgoing.error().to_string();
+    pollfd incoming{host_listener, POLLIN, 0};
+    ASSERT_EQ(::poll(&incoming, 1, 30'000), 1) << "the box's connection to the host did not arrive";
+    const int from_box = ::accept4(host_listener, nullptr, nullptr, SOCK_CLOEXEC);
+    ASSERT_GE(from_box, 0);
     const auto passt = passt_processes();
     ASSERT_EQ(passt.size(), 1U);
-    // A connection through the published port is open when the shim dies (this passt, left
-    // alone, spun on its closed socket then instead of exiting).
+
+    // Host -> box, through the forwarder.
     auto server = box.exec(BoxCommand("nc").args({"-l", "-p", "8000"}));
     ASSERT_TRUE(server) << server.error().to_string();
     EXPECT_EQ(sh(box, "until netstat -ltn | grep -q ':8000 '; do sleep 0.1; done"), "rc=0\n");
@@ -548,10 +598,11 @@ TEST_F(NamespaceNetwork, KillingTheShimLeavesNoPasstBehind) {
     ASSERT_GE(client, 0) << std::strerror(errno);
     ASSERT_EQ(::send(client, "x\n", 2, MSG_NOSIGNAL), 2);
     EXPECT_EQ(sh(box, "until netstat -tn | grep -q ':8000 .*ESTABLISHED'; do sleep 0.1; done"), "rc=0\n");
+
     ASSERT_EQ(::kill(shim, SIGKILL), 0);
     // Waits for that passt to have exited, not only to have left the namespace: an exiting
     // process drops its namespaces before its last file references, so for a moment it is in no
-    // namespace and still holds the listening socket.
+    // namespace and still holds its sockets.
     const auto exited = [](pid_t pid) {
         std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
         std::string line;
@@ -562,18 +613,27 @@ TEST_F(NamespaceNetwork, KillingTheShimLeavesNoPasstBehind) {
     for (int i = 0; i < 500 && !exited(passt[0]); ++i) std::this_thread::sleep_for(10ms);
     EXPECT_TRUE(exited(passt[0]));
     EXPECT_TRUE(passt_processes().empty());
-    ::close(client);
-    // And the published port is free again: nothing listens, a new listener binds it (with
-    // SO_REUSEADDR, as passt and the start-time check bind: the killed connection's TIME_WAIT
+    // The forwarder dies with the shim (its parent-death signal): the client's connection ends
+    // and the published port is free again: nothing listens, and a new listener binds it (with
+    // SO_REUSEADDR, as the shim and the start-time check bind: the killed connection's TIME_WAIT
     // holds no port).
-    EXPECT_FALSE(host_port_listens(18083));
+    timeval guard{10, 0};
+    ::setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
+    char byte = 0;
+    EXPECT_LE(::recv(client, &byte, 1, 0), 0) << "the connection through the forwarder outlived the shim";
+    ::close(client);
+    ::close(from_box);
+    ::close(host_listener);
+    bool freed = false;
+    for (int i = 0; i < 500 && !freed; ++i) {
+        freed = !host_port_listens(18083);
+        if (!freed) std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_TRUE(freed) << "the published port is still taken after the shim ended";
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     const int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in in{};
-    in.sin_family = AF_INET;
     in.sin_port = htons(18083);
-    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&in), sizeof in), 0) << std::strerror(errno);
     ::close(fd);
 }

@@ -1,6 +1,9 @@
-// Run inside a box by network_test.cpp: binds UDP PORT on every address, answers one datagram
-// with "box got " and its payload, and exits. Static, so it runs in any box root (busybox's nc
-// has no UDP).
+// Run inside a box by network_test.cpp. Static, so it runs in any box root (busybox's nc has no
+// UDP, and cannot choose the address it listens on).
+//   udp_echo_probe PORT           binds UDP PORT on every address, answers one datagram with
+//                                 "box got " and its payload, and exits
+//   udp_echo_probe tcp ADDR PORT  listens on TCP ADDR:PORT, answers one connection with
+//                                 "box saw PEER-ADDRESS", and exits
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -12,9 +15,36 @@
 #include <cstring>
 #include <string>
 
+namespace {
+
+int tcp_answer(const char* address, const char* port) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    in.sin_port = htons(static_cast<std::uint16_t>(std::atoi(port)));
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || ::inet_pton(AF_INET, address, &in.sin_addr) != 1 ||
+        ::bind(fd, reinterpret_cast<sockaddr*>(&in), sizeof in) != 0 || ::listen(fd, 4) != 0) {
+        std::printf("listen: %s\n", std::strerror(errno));
+        return 1;
+    }
+    sockaddr_in peer{};
+    socklen_t length = sizeof peer;
+    const int c = ::accept(fd, reinterpret_cast<sockaddr*>(&peer), &length);
+    if (c < 0) return 1;
+    char text[INET_ADDRSTRLEN] = {};
+    ::inet_ntop(AF_INET, &peer.sin_addr, text, sizeof text);
+    const std::string answer = "box saw " + std::string(text) + "\n";
+    return ::write(c, answer.data(), answer.size()) == static_cast<ssize_t>(answer.size()) ? 0 : 1;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+    if (argc == 4 && std::string(argv[1]) == "tcp") return tcp_answer(argv[2], argv[3]);
     if (argc != 2) {
-        std::fputs("usage: udp_echo_probe PORT\n", stderr);
+        std::fputs("usage: udp_echo_probe PORT | udp_echo_probe tcp ADDR PORT\n", stderr);
         return 2;
     }
     const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);

@@ -1,0 +1,341 @@
+#include "net/port_forwarder.hpp"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <vector>
+
+namespace boxlite::net {
+
+namespace {
+
+bool transient(int error) { return error == EAGAIN || error == EWOULDBLOCK || error == EINTR; }
+
+/// Closes `fd` with a reset (SO_LINGER 0) instead of a FIN: the peer learns the other side failed.
+void close_with_reset(int fd) {
+    if (fd < 0) return;
+    const linger abort{1, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+    ::close(fd);
+}
+
+void no_delay(int fd) {
+    const int one = 1;  // what the ends wrote goes on as written; their own Nagle already batched
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+}  // namespace
+
+struct PortForwarder::Watch {
+    enum class Kind : std::uint8_t { Stop, Listener, Client, Box };
+    Kind kind = Kind::Stop;
+    std::size_t port = 0;
+    Connection* connection = nullptr;
+};
+
+/// One direction of a connection: bytes spliced from one socket into the pipe, and on to the other.
+struct Half {
+    int read_end = -1;
+    int write_end = -1;
+    std::size_t capacity = 0;
+    std::size_t queued = 0;  ///< in the pipe, not yet written on
+    bool eof = false;        ///< the source sent its FIN
+    bool shut = false;       ///< the FIN was passed on (shutdown(SHUT_WR) of the destination)
+    // The last read found the pipe full or the source empty and the pipe not: with a pipe's
+    // slots counted per buffer, not per byte, a pipe can be full below its capacity. No read is
+    // asked for until a write has drained some of it (else a level-triggered EPOLLIN would spin).
+    bool blocked = false;
+
+    bool open_pipe() {
+        int ends[2];
+        if (::pipe2(ends, O_CLOEXEC | O_NONBLOCK) != 0) return false;
+        read_end = ends[0];
+        write_end = ends[1];
+        (void)::fcntl(write_end, F_SETPIPE_SZ, static_cast<int>(PortForwarder::kPipeBytes));
+        const int size = ::fcntl(write_end, F_GETPIPE_SZ);
+        capacity = size > 0 ? static_cast<std::size_t>(size) : 65536;
+        return true;
+    }
+    void close_pipe() {
+        if (read_end >= 0) ::close(read_end);
+        if (write_end >= 0) ::close(write_end);
+        read_end = write_end = -1;
+    }
+    [[nodiscard]] bool done() const noexcept { return shut; }
+
+    /// Moves what it can from `from` to `to`. False on a failure of either socket (a reset).
+    bool move(int from, int to, std::uint64_t& counted) {
+        for (;;) {
+            bool progress = false;
+            if (queued > 0) {
+                const ssize_t n = ::splice(read_end, nullptr, to, nullptr, queued, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+                if (n > 0) {
+                    queued -= static_cast<std::size_t>(n);
+                    counted += static_cast<std::uint64_t>(n);
+                    blocked = false;
+                    progress = true;
+                } else if (n < 0 && !transient(errno)) {
+                    return false;
+                }
+            }
+            if (!eof && !blocked && queued < capacity) {
+                const ssize_t n =
+                    ::splice(from, nullptr, write_end, nullptr, capacity - queued, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+                if (n > 0) {
+                    queued += static_cast<std::size_t>(n);
+                    progress = true;
+                } else if (n == 0) {
+                    eof = true;
+                    progress = true;
+                } else if (!transient(errno)) {
+                    return false;
+                } else if (queued > 0) {
+                    blocked = true;
+                }
+            }
+            if (eof && queued == 0 && !shut) {
+                ::shutdown(to, SHUT_WR);
+                shut = true;
+            }
+            if (!progress) return true;
+        }
+    }
+};
+
+struct PortForwarder::Connection {
+    int client = -1;
+    int box = -1;
+    bool connecting = true;
+    bool dead = false;
+    Half in;   ///< client -> box
+    Half out;  ///< box -> client
+    Watch client_watch;
+    Watch box_watch;
+    std::uint32_t client_events = 0;
+    std::uint32_t box_events = 0;
+    bool client_parked = false;  ///< out of the epoll set: nothing more to do on that socket
+    bool box_parked = false;
+};
+
+PortForwarder::PortForwarder(std::vector<ForwardedPort> ports, std::size_t max_connections)
+    : ports_(std::move(ports)), max_connections_(max_connections == 0 ? 1 : max_connections) {
+    for (auto& port : ports_) {
+        const int flags = ::fcntl(port.listener.get(), F_GETFL);
+        if (flags >= 0) ::fcntl(port.listener.get(), F_SETFL, flags | O_NONBLOCK);
+    }
+}
+
+PortForwarder::~PortForwarder() {
+    for (auto* c : live_) {
+        if (!c->dead) close_connection(*c, /*reset=*/true);
+    }
+    release_closed();
+    for (auto* watch : listener_watches_) delete watch;
+    if (epoll_ >= 0) ::close(epoll_);
+}
+
+void PortForwarder::release_closed() {
+    for (auto* c : closed_) {
+        std::erase(live_, c);
+        delete c;
+    }
+    closed_.clear();
+}
+
+void PortForwarder::set_listening(bool on) {
+    if (on == listening_) return;
+    for (std::size_t i = 0; i < ports_.size(); ++i) {
+        epoll_event event{};
+        event.events = on ? static_cast<std::uint32_t>(EPOLLIN) : 0U;
+        event.data.ptr = listener_watches_[i];
+        ::epoll_ctl(epoll_, EPOLL_CTL_MOD, ports_[i].listener.get(), &event);
+    }
+    listening_ = on;
+}
+
+void PortForwarder::accept_from(std::size_t port) {
+    while (connections_ < max_connections_) {
+        const int client = ::accept4(ports_[port].listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (client < 0) {
+            // EMFILE and the like: leave the client in the backlog until a connection closes.
+            if (!transient(errno) && errno != ECONNABORTED && connections_ > 0) set_listening(false);
+            return;
+        }
+        ++stats_.accepted;
+        const auto& target = ports_[port].target;
+        const int box = ::socket(target.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        const bool started = box >= 0 && (::connect(box, reinterpret_cast<const sockaddr*>(&target),
+                                                    ports_[port].target_length) == 0 ||
+                                           errno == EINPROGRESS);
+        auto* c = new Connection;
+        c->client = client;
+        c->box = box;
+        if (!started || !c->in.open_pipe() || !c->out.open_pipe()) {
+            ++stats_.refused;
+            c->dead = true;
+            c->in.close_pipe();
+            c->out.close_pipe();
+            if (box >= 0) ::close(box);
+            close_with_reset(client);
+            delete c;
+            continue;
+        }
+        no_delay(client);
+        no_delay(box);
+        c->client_watch = {Watch::Kind::Client, port, c};
+        c->box_watch = {Watch::Kind::Box, port, c};
+        epoll_event event{};
+        event.data.ptr = &c->client_watch;
+        ::epoll_ctl(epoll_, EPOLL_CTL_ADD, client, &event);
+        event.events = c->box_events = EPOLLOUT;  // connected (or refused) when writable
+        event.data.ptr = &c->box_watch;
+        ::epoll_ctl(epoll_, EPOLL_CTL_ADD, box, &event);
+        live_.push_back(c);
+        ++connections_;
+    }
+    set_listening(false);  // at the limit: clients wait in the backlog
+}
+
+void PortForwarder::connected(Connection& c) {
+    int error = 0;
+    socklen_t length = sizeof error;
+    if (::getsockopt(c.box, SOL_SOCKET, SO_ERROR, &error, &length) != 0) error = errno;
+    if (error != 0) {
+        ++stats_.refused;
+        close_connection(c, /*reset=*/true);
+        return;
+    }
+    c.connecting = false;
+    service(c);
+}
+
+void PortForwarder::service(Connection& c) {
+    if (c.dead || c.connecting) return;
+    if (!c.in.move(c.client, c.box, stats_.bytes_in) || !c.out.move(c.box, c.client, stats_.bytes_out)) {
+        close_connection(c, /*reset=*/true);
+        return;
+    }
+    if (c.in.done() && c.out.done()) {
+        close_connection(c, /*reset=*/false);
+        return;
+    }
+    update_interest(c);
+}
+
+void PortForwarder::update_interest(Connection& c) {
+    const auto wanted = [](const Half& reading, const Half& writing) {
+        std::uint32_t events = 0;
+        if (!reading.eof && !reading.blocked) events |= EPOLLIN;
+        if (writing.queued > 0) events |= EPOLLOUT;
+        return events;
+    };
+    const std::uint32_t client = wanted(c.in, c.out);
+    const std::uint32_t box = wanted(c.out, c.in);
+    epoll_event event{};
+    if (client != c.client_events && !c.client_parked) {
+        event.events = c.client_events = client;
+        event.data.ptr = &c.client_watch;
+        ::epoll_ctl(epoll_, EPOLL_CTL_MOD, c.client, &event);
+    }
+    if (box != c.box_events && !c.box_parked) {
+        event.events = c.box_events = box;
+        event.data.ptr = &c.box_watch;
+        ::epoll_ctl(epoll_, EPOLL_CTL_MOD, c.box, &event);
+    }
+}
+
+void PortForwarder::close_connection(Connection& c, bool reset) {
+    if (c.dead) return;
+    c.dead = true;
+    ::epoll_ctl(epoll_, EPOLL_CTL_DEL, c.client, nullptr);
+    ::epoll_ctl(epoll_, EPOLL_CTL_DEL, c.box, nullptr);
+    if (reset) {
+        close_with_reset(c.client);
+        close_with_reset(c.box);
+    } else {
+        ::close(c.client);
+        ::close(c.box);
+    }
+    c.in.close_pipe();
+    c.out.close_pipe();
+    closed_.push_back(&c);
+    --connections_;
+    set_listening(true);
+}
+
+BoxliteResult<void> PortForwarder::run(int stop_fd) {
+    epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_ < 0) return fail_errno(ErrorKind::Internal, "epoll_create1 for the port forwarder", errno);
+    Watch stop{Watch::Kind::Stop, 0, nullptr};
+    if (stop_fd >= 0) {
+        epoll_event event{};
+        event.events = EPOLLIN;
+        event.data.ptr = &stop;
+        if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, stop_fd, &event) != 0)
+            return fail_errno(ErrorKind::Internal, "watching the port forwarder's stop descriptor", errno);
+    }
+    for (std::size_t i = 0; i < ports_.size(); ++i) {
+        listener_watches_.push_back(new Watch{Watch::Kind::Listener, i, nullptr});
+        epoll_event event{};
+        event.events = EPOLLIN;
+        event.data.ptr = listener_watches_.back();
+        if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, ports_[i].listener.get(), &event) != 0)
+            return fail_errno(ErrorKind::Internal, "watching a published port's listener", errno);
+    }
+    listening_ = true;
+
+    std::array<epoll_event, 64> events{};
+    for (;;) {
+        const int n = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()), -1);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return fail_errno(ErrorKind::Internal, "epoll_wait in the port forwarder", errno);
+        }
+        for (int i = 0; i < n; ++i) {
+            auto* watch = static_cast<Watch*>(events[i].data.ptr);
+            const std::uint32_t what = events[i].events;
+            if (watch->kind == Watch::Kind::Stop) {
+                for (auto* c : live_) {
+                    if (!c->dead) close_connection(*c, /*reset=*/true);
+                }
+                release_closed();
+                return {};
+            }
+            if (watch->kind == Watch::Kind::Listener) {
+                accept_from(watch->port);
+                continue;
+            }
+            Connection& c = *watch->connection;
+            if (c.dead) continue;
+            if (c.connecting) {
+                if (watch->kind == Watch::Kind::Box) connected(c);
+                else if ((what & (EPOLLERR | EPOLLHUP)) != 0) close_connection(c, /*reset=*/true);  // client gone
+                continue;
+            }
+            service(c);
+            if (c.dead || (what & EPOLLHUP) == 0) continue;
+            // Both directions of that socket are shut: its peer's FIN and ours, or a reset. Until
+            // its FIN is read, EPOLLIN reads it. Then, with our FIN not sent, the peer is gone
+            // (a reset); with it sent, the socket has nothing more to do, and leaves the epoll set
+            // (its HUP would wake every wait) while the other socket finishes.
+            const bool client = watch->kind == Watch::Kind::Client;
+            const Half& reading = client ? c.in : c.out;
+            const Half& writing = client ? c.out : c.in;
+            if (!reading.eof) continue;
+            if (!writing.shut) {
+                close_connection(c, /*reset=*/true);
+                continue;
+            }
+            ::epoll_ctl(epoll_, EPOLL_CTL_DEL, client ? c.client : c.box, nullptr);
+            (client ? c.client_parked : c.box_parked) = true;
+        }
+        release_closed();  // not before: a later event of the batch may name a closed one
+    }
+}
+
+}  // namespace boxlite::net

@@ -1,0 +1,91 @@
+// The namespace engine's published TCP ports, forwarded by the shim with splice() instead of
+// through passt and the frame pump (docs/networking.md, "Published TCP ports on the namespace
+// engine").
+//
+//   host client -> listener (host netns) -> accept -> pipe -> socket made in the box's netns,
+//                  connected to the box's own address (192.168.127.2:BOXPORT) -> box's server
+//
+// A box's own kernel carries the box's end of the connection over its loopback, so the bytes
+// never cross the tap, the pump, the stream socket or passt's TCP stack: two splice() calls per
+// chunk, no copy into user space. This is what pasta does for a connection from the host's
+// loopback, and the kernel-side path rootlesskit's "builtin" port driver takes. The box sees the
+// connection come from its own address. A server that listens on the box's loopback only is not
+// reached (the forwarder connects to 192.168.127.2, not 127.0.0.1), as through passt before.
+//
+// Everything the box controls is bounded: each direction holds at most one pipe's worth of
+// bytes (kPipeBytes) between a reader and a slower writer, and at most `max_connections`
+// connections are open at once (the listeners are not polled while at the limit: clients wait in
+// the kernel's backlog). A reset on either side resets the other; a half-close (FIN) is passed on
+// once the bytes before it have been written.
+#pragma once
+
+#include "base/fd.hpp"
+
+#include <boxlite/error.hpp>
+
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace boxlite::net {
+
+struct ForwardedPort {
+    base::OwnedFd listener;  ///< a listening TCP socket (any netns)
+    sockaddr_storage target{};
+    socklen_t target_length = 0;
+};
+
+struct ForwarderStats {
+    std::uint64_t accepted = 0;
+    std::uint64_t refused = 0;  ///< connections whose target could not be reached
+    std::uint64_t bytes_in = 0;   ///< client -> target
+    std::uint64_t bytes_out = 0;  ///< target -> client
+};
+
+class PortForwarder {
+public:
+    /// Bytes in flight per direction of one connection (the pipe between the two splices).
+    static constexpr std::size_t kPipeBytes = 256 * 1024;
+    static constexpr std::size_t kDefaultMaxConnections = 128;
+
+    /// The listeners are made non-blocking. Sockets to the targets are made in the network
+    /// namespace of the thread that calls run().
+    explicit PortForwarder(std::vector<ForwardedPort> ports, std::size_t max_connections = kDefaultMaxConnections);
+    ~PortForwarder();
+    PortForwarder(const PortForwarder&) = delete;
+    PortForwarder& operator=(const PortForwarder&) = delete;
+
+    /// Forwards until `stop_fd` (an eventfd or pipe; -1 for never) becomes readable. An error
+    /// only when the forwarder itself cannot go on (epoll); a failing connection is closed.
+    [[nodiscard]] BoxliteResult<void> run(int stop_fd);
+
+    [[nodiscard]] const ForwarderStats& stats() const noexcept { return stats_; }
+    /// Connections open now (for tests of the limit).
+    [[nodiscard]] std::size_t open_connections() const noexcept { return connections_; }
+
+private:
+    struct Connection;
+    struct Watch;
+
+    void accept_from(std::size_t port);
+    void connected(Connection& c);
+    void service(Connection& c);
+    void update_interest(Connection& c);
+    void close_connection(Connection& c, bool reset);
+    void set_listening(bool on);
+    void release_closed();
+
+    std::vector<ForwardedPort> ports_;
+    std::vector<Watch*> listener_watches_;
+    std::size_t max_connections_;
+    std::size_t connections_ = 0;
+    bool listening_ = false;
+    int epoll_ = -1;
+    std::vector<Connection*> live_;    // every connection not yet freed
+    std::vector<Connection*> closed_;  // freed after the current batch of events
+    ForwarderStats stats_;
+};
+
+}  // namespace boxlite::net

@@ -1,0 +1,284 @@
+// The splice port forwarder (lib/net/port_forwarder.*) on the host's loopback: a listener on one
+// port, the target a real server on another. Bytes cross whole both ways with their half-closes,
+// a refused or resetting target resets the client, the connection limit holds clients in the
+// backlog, and a target that never reads stops the client instead of filling memory.
+#include "net/port_forwarder.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace boxlite::net {
+namespace {
+
+using namespace std::chrono_literals;
+
+/// A TCP socket bound to 127.0.0.1 on a free port, listening; its port in `port`.
+base::OwnedFd loopback_listener(std::uint16_t& port) {
+    base::OwnedFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof in;
+    EXPECT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&in), sizeof in), 0) << std::strerror(errno);
+    EXPECT_EQ(::listen(fd.get(), 64), 0);
+    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&in), &length);
+    port = ntohs(in.sin_port);
+    return fd;
+}
+
+sockaddr_storage loopback_address(std::uint16_t port) {
+    sockaddr_storage storage{};
+    auto* in = reinterpret_cast<sockaddr_in*>(&storage);
+    in->sin_family = AF_INET;
+    in->sin_port = htons(port);
+    in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return storage;
+}
+
+int connect_to(std::uint16_t port) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const auto address = loopback_address(port);
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(sockaddr_in)) != 0) {
+        ::close(fd);
+        return -1;
+    }
+    timeval guard{30, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &guard, sizeof guard);
+    return fd;
+}
+
+std::string pattern(std::size_t bytes, std::uint64_t seed) {
+    std::string data(bytes, '\0');
+    for (std::size_t i = 0; i < bytes; ++i) {
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        data[i] = static_cast<char>(seed >> 56);
+    }
+    return data;
+}
+
+bool send_all(int fd, const std::string& data) {
+    for (std::size_t sent = 0; sent < data.size();) {
+        const ssize_t n = ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+        if (n <= 0) return false;
+        sent += static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+/// Reads to EOF (or an error: its errno in `error`).
+std::string read_all(int fd, int* error = nullptr) {
+    std::string out;
+    char buffer[65536];
+    for (;;) {
+        const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+        if (n > 0) {
+            out.append(buffer, static_cast<std::size_t>(n));
+            continue;
+        }
+        if (error != nullptr) *error = n == 0 ? 0 : errno;
+        return out;
+    }
+}
+
+/// The forwarder on its own thread: from a fresh listener to `target_port`.
+struct Running {
+    std::uint16_t port = 0;
+    base::OwnedFd stop{::eventfd(0, EFD_CLOEXEC)};
+    std::unique_ptr<PortForwarder> forwarder;
+    BoxliteResult<void> result;
+    std::thread thread;
+
+    Running(std::uint16_t target_port, std::size_t max_connections = PortForwarder::kDefaultMaxConnections) {
+        std::vector<ForwardedPort> ports(1);
+        ports[0].listener = loopback_listener(port);
+        ports[0].target = loopback_address(target_port);
+        ports[0].target_length = sizeof(sockaddr_in);
+        forwarder = std::make_unique<PortForwarder>(std::move(ports), max_connections);
+        thread = std::thread([this] { result = forwarder->run(stop.get()); });
+    }
+    ~Running() { finish(); }
+    void finish() {
+        if (!thread.joinable()) return;
+        const std::uint64_t one = 1;
+        (void)!::write(stop.get(), &one, sizeof one);
+        thread.join();
+        EXPECT_TRUE(result) << result.error().to_string();
+    }
+};
+
+TEST(PortForwarder, CarriesBytesBothWaysWithTheirHalfCloses) {
+    std::uint16_t target_port = 0;
+    auto server = loopback_listener(target_port);
+    Running forward(target_port);
+    const auto upload = pattern(8 << 20, 1);
+    const auto download = pattern(6 << 20, 2);
+    std::string received_by_server;
+    std::thread serve([&] {
+        const int c = ::accept4(server.get(), nullptr, nullptr, SOCK_CLOEXEC);
+        ASSERT_GE(c, 0);
+        received_by_server = read_all(c);  // to the client's FIN
+        EXPECT_TRUE(send_all(c, download));
+        ::close(c);
+    });
+    const int client = connect_to(forward.port);
+    ASSERT_GE(client, 0) << std::strerror(errno);
+    ASSERT_TRUE(send_all(client, upload));
+    ::shutdown(client, SHUT_WR);
+    // A slow reader: the server has sent everything and closed while most of it still waits in
+    // the forwarder (the server's socket is then fully shut, and must not end the connection).
+    std::this_thread::sleep_for(200ms);
+    int error = -1;
+    const auto received = read_all(client, &error);
+    ::close(client);
+    serve.join();
+    EXPECT_EQ(error, 0) << "the server's FIN did not arrive: " << std::strerror(error);
+    EXPECT_TRUE(received_by_server == upload) << received_by_server.size() << " of " << upload.size() << " bytes";
+    EXPECT_TRUE(received == download) << received.size() << " of " << download.size() << " bytes";
+    forward.finish();
+    EXPECT_EQ(forward.forwarder->stats().accepted, 1U);
+    EXPECT_EQ(forward.forwarder->stats().bytes_in, upload.size());
+    EXPECT_EQ(forward.forwarder->stats().bytes_out, download.size());
+    EXPECT_EQ(forward.forwarder->open_connections(), 0U);
+}
+
+TEST(PortForwarder, ManyConnectionsAtOnceEachGetTheirOwnBytes) {
+    std::uint16_t target_port = 0;
+    auto server = loopback_listener(target_port);
+    Running forward(target_port);
+    constexpr int kClients = 16;
+    std::thread serve([&] {  // an echo server, one thread per connection
+        std::vector<std::thread> echoes;
+        for (int i = 0; i < kClients; ++i) {
+            const int c = ::accept4(server.get(), nullptr, nullptr, SOCK_CLOEXEC);
+            ASSERT_GE(c, 0);
+            echoes.emplace_back([c] {
+                char buffer[16384];
+                for (ssize_t n; (n = ::recv(c, buffer, sizeof buffer, 0)) > 0;) {
+                    if (::send(c, buffer, static_cast<std::size_t>(n), MSG_NOSIGNAL) != n) break;
+                }
+                ::close(c);
+            });
+        }
+        for (auto& e : echoes) e.join();
+    });
+    std::vector<std::thread> clients;
+    std::atomic<int> intact{0};
+    for (int i = 0; i < kClients; ++i) {
+        clients.emplace_back([&, i] {
+            const int fd = connect_to(forward.port);
+            if (fd < 0) return;
+            const auto data = pattern(256 << 10, static_cast<std::uint64_t>(i) + 10);
+            std::thread writer([&] {
+                send_all(fd, data);
+                ::shutdown(fd, SHUT_WR);
+            });
+            const auto echoed = read_all(fd);
+            writer.join();
+            ::close(fd);
+            if (echoed == data) ++intact;
+        });
+    }
+    for (auto& c : clients) c.join();
+    serve.join();
+    EXPECT_EQ(intact.load(), kClients);
+}
+
+TEST(PortForwarder, ARefusedTargetResetsTheClient) {
+    std::uint16_t closed_port = 0;
+    { auto gone = loopback_listener(closed_port); }  // a port nobody listens on now
+    Running forward(closed_port);
+    const int client = connect_to(forward.port);
+    ASSERT_GE(client, 0);
+    int error = 0;
+    EXPECT_EQ(read_all(client, &error), "");
+    EXPECT_EQ(error, ECONNRESET) << std::strerror(error);
+    ::close(client);
+    forward.finish();
+    EXPECT_EQ(forward.forwarder->stats().refused, 1U);
+}
+
+TEST(PortForwarder, ATargetThatResetsResetsTheClient) {
+    std::uint16_t target_port = 0;
+    auto server = loopback_listener(target_port);
+    Running forward(target_port);
+    const int client = connect_to(forward.port);
+    ASSERT_GE(client, 0);
+    const int c = ::accept4(server.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    ASSERT_GE(c, 0);
+    ASSERT_TRUE(send_all(c, "before the reset"));
+    char got[16];
+    ASSERT_EQ(::recv(client, got, sizeof got, MSG_WAITALL), 16);
+    const linger abort{1, 0};
+    ::setsockopt(c, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+    ::close(c);
+    int error = 0;
+    EXPECT_EQ(read_all(client, &error), "");
+    EXPECT_EQ(error, ECONNRESET) << std::strerror(error);
+    ::close(client);
+}
+
+TEST(PortForwarder, TheConnectionLimitHoldsClientsInTheBacklog) {
+    std::uint16_t target_port = 0;
+    auto server = loopback_listener(target_port);
+    Running forward(target_port, /*max_connections=*/2);
+    std::vector<int> clients;
+    for (int i = 0; i < 3; ++i) clients.push_back(connect_to(forward.port));  // the kernel completes all three
+    std::vector<int> accepted;
+    auto accept_within = [&](std::chrono::milliseconds wait) {
+        pollfd ready{server.get(), POLLIN, 0};
+        if (::poll(&ready, 1, static_cast<int>(wait.count())) != 1) return false;
+        accepted.push_back(::accept4(server.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        return true;
+    };
+    EXPECT_TRUE(accept_within(10s));
+    EXPECT_TRUE(accept_within(10s));
+    EXPECT_FALSE(accept_within(300ms)) << "a third connection reached the target past the limit of 2";
+    ::close(clients[0]);  // its FIN, then the target's: the first connection ends
+    ::close(accepted[0]);
+    EXPECT_TRUE(accept_within(10s)) << "the third client was not let through after one closed";
+    for (const int fd : clients) ::close(fd);
+    for (const int fd : accepted) ::close(fd);
+}
+
+TEST(PortForwarder, ATargetThatNeverReadsStopsTheClientInsteadOfFillingMemory) {
+    std::uint16_t target_port = 0;
+    auto server = loopback_listener(target_port);
+    Running forward(target_port);
+    const int client = connect_to(forward.port);
+    ASSERT_GE(client, 0);
+    const int c = ::accept4(server.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    ASSERT_GE(c, 0);  // accepted, never read
+    const std::string chunk(1 << 20, 'x');
+    std::size_t sent = 0;
+    for (int quiet = 0; quiet < 20 && sent < (1ULL << 30);) {
+        const ssize_t n = ::send(client, chunk.data(), chunk.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            sent += static_cast<std::size_t>(n);
+            quiet = 0;
+        } else {
+            ++quiet;
+            std::this_thread::sleep_for(20ms);
+        }
+    }
+    // What is held: the two sockets' buffers (a few MiB on loopback) and one pipe.
+    EXPECT_LT(sent, 64ULL << 20) << "the forwarder kept reading from a client whose target does not read";
+    ::close(c);
+    ::close(client);
+}
+
+}  // namespace
+}  // namespace boxlite::net
