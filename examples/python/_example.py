@@ -8,6 +8,7 @@ exits 1.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -37,7 +38,9 @@ def rootfs() -> str:
     kind = subprocess.run(["file", "-bL", busybox], capture_output=True, text=True).stdout
     if "statically linked" not in kind and "static-pie" not in kind:
         skip("busybox-static is not installed")
-    tree = Path(tempfile.mkdtemp(prefix="boxlite-example-rootfs")) / "rootfs"
+    made = tempfile.mkdtemp(prefix="boxlite-example-rootfs")
+    atexit.register(shutil.rmtree, made, ignore_errors=True)
+    tree = Path(made) / "rootfs"
     (tree / "bin").mkdir(parents=True)
     for d in ("etc", "proc", "sys", "dev", "tmp", "root"):
         (tree / d).mkdir()
@@ -52,10 +55,12 @@ def rootfs() -> str:
 
 
 def runtime() -> boxlite.Boxlite:
-    """A runtime in a fresh temporary home (never the user's ~/.boxlite)."""
+    """A runtime in a fresh temporary home (never the user's ~/.boxlite), removed at exit."""
     if os.geteuid() != 0:
         skip("not root (the namespace engine needs root)")
-    return boxlite.Boxlite(boxlite.Options(home_dir=tempfile.mkdtemp(prefix="boxlite-example-"), engine="namespace"))
+    home = tempfile.mkdtemp(prefix="boxlite-example-")
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    return boxlite.Boxlite(boxlite.Options(home_dir=home, engine="namespace"))
 
 
 class Checks:

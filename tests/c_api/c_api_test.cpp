@@ -187,8 +187,13 @@ INSTANTIATE_TEST_SUITE_P(
 class CApi : public ::testing::Test {
 protected:
     void SetUp() override {
-        home_ = fs::temp_directory_path() / ("boxlite-c-api-test-" + std::to_string(::getpid()) + "-" +
-                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+        // A death test's child (the "threadsafe" style re-runs the test in a new process) works
+        // inside its parent's home, which the parent removes: it dies before its own TearDown.
+        const bool death_test_child = !GTEST_FLAG_GET(internal_run_death_test).empty();
+        home_ = fs::temp_directory_path() /
+                ("boxlite-c-api-test-" + std::to_string(death_test_child ? ::getppid() : ::getpid()) + "-" +
+                 ::testing::UnitTest::GetInstance()->current_test_info()->name());
+        if (death_test_child) home_ /= "death-test-child-" + std::to_string(::getpid());
         fs::remove_all(home_);
         fs::create_directories(home_ / "rootfs");
         ::setenv("BOXLITE_ENGINE", "mock", 1);
