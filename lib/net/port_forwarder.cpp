@@ -84,8 +84,8 @@ struct Half {
                 }
             }
             if (!eof && !blocked && queued < capacity) {
-                const ssize_t n =
-                    ::splice(from, nullptr, write_end, nullptr, capacity - queued, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+                const ssize_t n = ::splice(from, nullptr, write_end, nullptr, capacity - queued,
+                                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
                 if (n > 0) {
                     queued += static_cast<std::size_t>(n);
                     progress = true;
@@ -171,7 +171,7 @@ void PortForwarder::accept_from(std::size_t port) {
         const int box = ::socket(target.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         const bool started = box >= 0 && (::connect(box, reinterpret_cast<const sockaddr*>(&target),
                                                     ports_[port].target_length) == 0 ||
-                                           errno == EINPROGRESS);
+                                          errno == EINPROGRESS);
         auto* c = new Connection;
         c->client = client;
         c->box = box;

@@ -39,7 +39,7 @@ struct ForwardedPort {
 
 struct ForwarderStats {
     std::uint64_t accepted = 0;
-    std::uint64_t refused = 0;  ///< connections whose target could not be reached
+    std::uint64_t refused = 0;    ///< connections whose target could not be reached
     std::uint64_t bytes_in = 0;   ///< client -> target
     std::uint64_t bytes_out = 0;  ///< target -> client
 };
