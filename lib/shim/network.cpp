@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <grp.h>
 #include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -522,6 +523,22 @@ void run_port_forwarder(int channel, std::vector<net::ForwardedPort> ports, cons
         ::setrlimit(RLIMIT_NOFILE, &files);
     }
     const std::size_t room = files.rlim_cur > 64 ? (static_cast<std::size_t>(files.rlim_cur) - 32) / 6 : 1;
+    // Nothing below needs root: the listeners are bound, and connecting to the box's address needs
+    // no privilege. So the forwarder, which handles bytes from the box and from the host's
+    // clients, runs as nobody (as passt does), cannot be traced by other processes of nobody's
+    // (not dumpable), and can gain nothing by exec. A change of user clears the parent-death
+    // signal: it is set again, and a parent that died in between is caught by getppid().
+    const pid_t shim = ::getppid();
+    const gid_t nobody_group = 65534;
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(nobody_group, nobody_group, nobody_group) != 0 ||
+        ::setresuid(65534, 65534, 65534) != 0) {
+        say(errno_text("dropping the port forwarder's privileges"));
+        ::_exit(1);
+    }
+    ::prctl(PR_SET_DUMPABLE, 0);
+    ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != shim) ::_exit(0);
     net::PortForwarder forwarder(std::move(ports), std::min(net::PortForwarder::kDefaultMaxConnections, room));
     say("k");
     ::close(channel);

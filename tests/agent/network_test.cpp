@@ -28,6 +28,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -557,6 +558,43 @@ std::vector<pid_t> passt_processes() {
 // host connection; this passt, left alone, spun on its closed socket instead of exiting) and the
 // port forwarder (a host -> box connection through the published TCP port). Neither outlives it,
 // and the published port is free again.
+/// The processes that hold a listening TCP socket on `port` (this test's network namespace).
+std::vector<pid_t> processes_holding_tcp_listener(std::uint16_t port) {
+    std::set<std::string> inodes;
+    std::ifstream table("/proc/net/tcp");
+    std::string line;
+    std::getline(table, line);  // the header
+    while (std::getline(table, line)) {
+        std::istringstream fields(line);
+        std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout, inode;
+        fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
+        if (state == "0A" && std::stoul(local.substr(local.find(':') + 1), nullptr, 16) == port) inodes.insert(inode);
+    }
+    std::vector<pid_t> out;
+    for (const auto& entry : fs::directory_iterator("/proc")) {
+        const auto name = entry.path().filename().string();
+        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+        std::error_code ec;
+        for (const auto& fd : fs::directory_iterator(entry.path() / "fd", ec)) {
+            const auto target = fs::read_symlink(fd.path(), ec).string();
+            if (target.starts_with("socket:[") && inodes.count(target.substr(8, target.size() - 9)) != 0) {
+                out.push_back(static_cast<pid_t>(std::stoi(name)));
+                break;
+            }
+        }
+    }
+    return out;
+}
+
+/// The real user id of `pid` (-1 when gone).
+long process_uid(pid_t pid) {
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(status, line);) {
+        if (line.starts_with("Uid:")) return std::stol(line.substr(4));
+    }
+    return -1;
+}
+
 TEST_F(NamespaceNetwork, KillingTheShimLeavesNoPasstAndNoForwarderBehind) {
     auto o = options();
     o.ports = {PortSpec{18083, 8000, PortProtocol::Tcp, "127.0.0.1"}};
@@ -589,6 +627,11 @@ TEST_F(NamespaceNetwork, KillingTheShimLeavesNoPasstAndNoForwarderBehind) {
     ASSERT_GE(from_box, 0);
     const auto passt = passt_processes();
     ASSERT_EQ(passt.size(), 1U);
+
+    // The forwarder holds the published port's listener, and runs as nobody.
+    const auto holders = processes_holding_tcp_listener(18083);
+    ASSERT_EQ(holders.size(), 1U) << "one process should hold the published port";
+    EXPECT_EQ(process_uid(holders[0]), 65534) << "the port forwarder runs as root";
 
     // Host -> box, through the forwarder.
     auto server = box.exec(BoxCommand("nc").args({"-l", "-p", "8000"}));
