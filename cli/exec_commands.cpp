@@ -43,11 +43,17 @@ constexpr bool kRunStreams = requires(Box& box, const BoxCommand& command) {
 };
 template <class Box>
 constexpr bool kCanExec = kExecStreams<Box> || kRunStreams<Box>;
-/// A box whose agent connection can be had (LiteBox::open_agent), and its type.
+/// A box whose agent connection can be had (LiteBox::open_agent) and can start a command
+/// (LiteBox::exec(agent, command)), and its type.
 template <class Box>
-constexpr bool kOpensAgent = requires(Box& box) {
+constexpr bool kOpensAgent = requires(Box& box, const BoxCommand& command,
+                                      std::remove_cvref_t<decltype(*std::declval<Box&>().open_agent())>& agent) {
     box.open_agent()->shutdown(std::chrono::milliseconds(1));
+    box.exec(agent, command);
 };
+// The real box must take the own-connection path (a signature change would otherwise turn it off
+// silently: `run` would then connect to the agent a second time to stop the box).
+static_assert(kOpensAgent<LiteBox>);
 template <class Box>
 struct AgentOf {
     using type = std::monostate;
@@ -215,13 +221,7 @@ BoxliteResult<int> run_attached(Box& box, const BoxCommand& command, bool intera
                 if (then_shut_down) {
                     BOXLITE_TRY(auto opened, box.open_agent());
                     agent.emplace(std::move(opened));
-                    auto started = agent->exec(with_stdin);
-                    box.record_command(started.has_value());
-                    if (!started) {
-                        return fail(started.error().with_context(
-                            fmt::format("running '{}' in box {}", command.program(), box.id())));
-                    }
-                    return started;
+                    return box.exec(*agent, with_stdin);
                 }
             }
             return start_execution(box, with_stdin);

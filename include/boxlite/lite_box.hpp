@@ -79,6 +79,13 @@ public:
     /// returns its streaming handle, as the reference's `LiteBox::exec`.
     [[nodiscard]] BoxliteResult<Execution> exec(const BoxCommand& command) {
         BOXLITE_TRY(auto agent, open_agent());
+        return exec(agent, command);
+    }
+
+    /// Starts `command` on an agent connection the caller holds (open_agent()), counted and
+    /// reported as exec(command) does; the connection can then carry more requests (a shutdown
+    /// once the command has ended, as `boxlite run` asks).
+    [[nodiscard]] BoxliteResult<Execution> exec(protocol::AgentClient& agent, const BoxCommand& command) {
         auto execution = agent.exec(command);
         record_command(execution.has_value());
         if (!execution)
