@@ -162,8 +162,12 @@ void PortForwarder::accept_from(std::size_t port) {
     while (connections_ < max_connections_) {
         const int client = ::accept4(ports_[port].listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (client < 0) {
-            // EMFILE and the like: leave the client in the backlog until a connection closes.
-            if (!transient(errno) && errno != ECONNABORTED && connections_ > 0) set_listening(false);
+            // EMFILE and the like: the client waits in the backlog until a connection closes, or
+            // (none open) the next try, kRetryMs later; a level-triggered listener would spin.
+            if (!transient(errno) && errno != ECONNABORTED) {
+                set_listening(false);
+                retry_listening_ = connections_ == 0;
+            }
             return;
         }
         ++stats_.accepted;
@@ -291,7 +295,13 @@ BoxliteResult<void> PortForwarder::run(int stop_fd) {
 
     std::array<epoll_event, 64> events{};
     for (;;) {
-        const int n = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()), -1);
+        const int n = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()),
+                                   retry_listening_ ? kRetryMs : -1);
+        if (n == 0 && retry_listening_) {
+            retry_listening_ = false;
+            set_listening(true);
+            continue;
+        }
         if (n < 0) {
             if (errno == EINTR) continue;
             return fail_errno(ErrorKind::Internal, "epoll_wait in the port forwarder", errno);

@@ -82,6 +82,10 @@ private:
     std::size_t max_connections_;
     std::size_t connections_ = 0;
     bool listening_ = false;
+    /// Accepting failed for want of descriptors or memory with no connection open to free any:
+    /// the listeners are polled again after kRetryMs.
+    bool retry_listening_ = false;
+    static constexpr int kRetryMs = 100;
     int epoll_ = -1;
     std::vector<Connection*> live_;    // every connection not yet freed
     std::vector<Connection*> closed_;  // freed after the current batch of events

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -252,6 +253,56 @@ TEST(PortForwarder, TheConnectionLimitHoldsClientsInTheBacklog) {
     EXPECT_TRUE(accept_within(10s)) << "the third client was not let through after one closed";
     for (const int fd : clients) ::close(fd);
     for (const int fd : accepted) ::close(fd);
+}
+
+// Out of descriptors, accept() fails while the client stays in the backlog: the forwarder must
+// not spin on its level-triggered listener, and must take the client once descriptors are back.
+TEST(PortForwarder, OutOfDescriptorsItWaitsWithoutSpinningAndRecovers) {
+    std::uint16_t target_port = 0;
+    auto server = loopback_listener(target_port);
+    Running forward(target_port);
+    {  // one connection through first: the forwarder is in its loop, its own descriptors made
+        const int warm = connect_to(forward.port);
+        ASSERT_GE(warm, 0);
+        const int c = ::accept4(server.get(), nullptr, nullptr, SOCK_CLOEXEC);
+        ASSERT_GE(c, 0);
+        ::close(warm);
+        ::close(c);
+        std::this_thread::sleep_for(100ms);  // its descriptors closed: the limit below binds
+    }
+    const int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // made before the limit
+    ASSERT_GE(client, 0);
+    rlimit saved{};
+    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+    const int probe = ::dup(0);  // the lowest free descriptor: the limit makes it the first refused
+    ASSERT_GE(probe, 0);
+    ::close(probe);
+    rlimit tight = saved;
+    tight.rlim_cur = static_cast<rlim_t>(probe);
+    rusage before{};
+    ::getrusage(RUSAGE_SELF, &before);
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
+    const auto address = loopback_address(forward.port);
+    const int connected = ::connect(client, reinterpret_cast<const sockaddr*>(&address), sizeof(sockaddr_in));
+    std::this_thread::sleep_for(500ms);
+    ::setrlimit(RLIMIT_NOFILE, &saved);
+    rusage after{};
+    ::getrusage(RUSAGE_SELF, &after);
+    const auto cpu_ms = [](const rusage& u) {
+        return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000.0 + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1000.0;
+    };
+    ASSERT_EQ(connected, 0) << std::strerror(errno);  // the kernel completes it: the client is in the backlog
+    EXPECT_LT(cpu_ms(after) - cpu_ms(before), 250.0) << "the forwarder spun while out of descriptors";
+    timeval guard{30, 0};
+    ::setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
+    pollfd ready{server.get(), POLLIN, 0};
+    ASSERT_EQ(::poll(&ready, 1, 10'000), 1) << "the client was not taken once descriptors were back";
+    const int c = ::accept4(server.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    ASSERT_GE(c, 0);
+    ASSERT_TRUE(send_all(c, "late but whole"));
+    ::close(c);
+    EXPECT_EQ(read_all(client), "late but whole");
+    ::close(client);
 }
 
 TEST(PortForwarder, ATargetThatNeverReadsStopsTheClientInsteadOfFillingMemory) {
