@@ -871,14 +871,8 @@ int run_namespace_mode(const ShimOptions& o) {
     if (!forwarded.empty()) {
         if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, forward_channel) != 0)
             return fail_start(errno_text("socketpair for the port forwarder"));
-        const pid_t shim_pid = ::getpid();
-        forwarder_pid = ::fork();
+        forwarder_pid = fork_tied_to_parent();
         if (forwarder_pid == 0) {
-            sigset_t none;
-            sigemptyset(&none);
-            sigprocmask(SIG_SETMASK, &none, nullptr);
-            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-            if (::getppid() != shim_pid) ::_exit(0);
             std::vector<int> keep = {forward_channel[1]};
             for (const auto& port : forwarded) keep.push_back(port.listener.get());
             close_descriptors_from(3, keep);
@@ -896,14 +890,8 @@ int run_namespace_mode(const ShimOptions& o) {
             return fail_start(errno_text("socketpair for the box network"));
         }
         size_passt_socket_pair(passt_pair[0], passt_pair[1]);
-        const pid_t shim_pid = ::getpid();
-        pump_pid = ::fork();
+        pump_pid = fork_tied_to_parent();
         if (pump_pid == 0) {
-            sigset_t none;
-            sigemptyset(&none);
-            sigprocmask(SIG_SETMASK, &none, nullptr);
-            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-            if (::getppid() != shim_pid) ::_exit(0);
             // Nothing of the shim's but the three sockets: the ready pipe, the box lock and the
             // watchdog must close when the shim closes them.
             close_descriptors_from(3, {tap_channel[0], passt_pair[0], passt_pair[1]});

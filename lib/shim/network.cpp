@@ -165,6 +165,18 @@ void close_descriptors_from(int first, std::span<const int> keep) {
     close_between(low, ~0U);
 }
 
+pid_t fork_tied_to_parent(int orphan_status) {
+    const pid_t parent = ::getpid();
+    const pid_t pid = ::fork();
+    if (pid != 0) return pid;
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(orphan_status);
+    return 0;
+}
+
 std::string find_passt(const ShimOptions& o, std::string& error) {
     std::string binary = o.passt;
     if (binary.empty()) {
@@ -327,7 +339,6 @@ pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error) {
     // keeper below, and the keeper with its caller (the namespace engine's pump, whose exit or
     // death thus ends passt): the kernel kills whatever the namespace holds when its init goes,
     // whoever that is running as. The caller knows the keeper as passt.
-    const pid_t shim = ::getpid();
     int alive[2] = {-1, -1};  // the init's way to learn that the keeper is already gone
     if (::pipe2(alive, O_CLOEXEC) != 0) {
         error = errno_text("pipe for passt's keeper");
@@ -339,7 +350,7 @@ pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error) {
         ::close(end);
         end = moved;
     }
-    const pid_t pid = ::fork();
+    const pid_t pid = fork_tied_to_parent(127);
     if (pid < 0) {
         error = errno_text("fork for passt");
         ::close(alive[0]);
@@ -347,11 +358,6 @@ pid_t start_passt(const ShimOptions& o, int passt_fd, std::string& error) {
         return -1;
     }
     if (pid == 0) {
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, nullptr);
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (::getppid() != shim) ::_exit(127);
         if (passt_fd == 3) {
             ::fcntl(3, F_SETFD, 0);
         } else if (::dup2(passt_fd, 3) != 3) {

@@ -53,6 +53,11 @@ int receive_fd(int socket);
 void close_descriptors_from(int first, std::initializer_list<int> keep);
 void close_descriptors_from(int first, std::span<const int> keep);
 
+/// fork(), and in the child: every signal unblocked, SIGKILL when the parent dies (and an exit
+/// with `orphan_status` when it died already). For the shim's helper processes (the pump, the
+/// port forwarder, passt's keeper), which must never outlive it.
+pid_t fork_tied_to_parent(int orphan_status = 0);
+
 /// The passt binary to run (--passt, else the usual places), or empty with `error` set.
 std::string find_passt(const ShimOptions& o, std::string& error);
 

@@ -173,6 +173,15 @@ int connect_loopback(int type, std::uint16_t port) {
 }
 
 /// Whether something accepts a TCP connection on 127.0.0.1:`port`.
+/// The static probe (udp_echo_probe.cpp) as a read-only volume at /netprobe: it runs in any box.
+VolumeSpec probe_volume() {
+    VolumeSpec probe;
+    probe.host_path = test::built_binary("netprobe/boxlite_udp_echo_probe").parent_path().string();
+    probe.guest_path = "/netprobe";
+    probe.read_only = true;
+    return probe;
+}
+
 bool host_port_listens(std::uint16_t port) {
     const int fd = connect_loopback(SOCK_STREAM, port);
     if (fd < 0) return false;
@@ -279,11 +288,7 @@ TEST_F(NamespaceNetwork, APublishedTcpPortCarriesDataBothWays) {
 TEST_F(NamespaceNetwork, AServerOnTheBoxsLoopbackOnlyIsNotPublished) {
     auto o = options();
     o.ports = {PortSpec{18085, 8000, PortProtocol::Tcp, "127.0.0.1"}};
-    VolumeSpec probe;
-    probe.host_path = test::built_binary("netprobe/boxlite_udp_echo_probe").parent_path().string();
-    probe.guest_path = "/netprobe";
-    probe.read_only = true;
-    o.volumes = {probe};
+    o.volumes = {probe_volume()};
     auto box = runtime_->create(o);
     ASSERT_TRUE(box) << box.error().to_string();
     auto private_server = box->exec(BoxCommand("/netprobe/boxlite_udp_echo_probe").args({"tcp", "127.0.0.1", "8000"}));
@@ -303,12 +308,7 @@ TEST_F(NamespaceNetwork, AServerOnTheBoxsLoopbackOnlyIsNotPublished) {
 TEST_F(NamespaceNetwork, APublishedUdpPortEchoesADatagram) {
     auto o = options();
     o.ports = {PortSpec{15353, 5353, PortProtocol::Udp, "127.0.0.1"}};
-    // The echo server comes in through a read-only volume (it is static).
-    VolumeSpec probe;
-    probe.host_path = test::built_binary("netprobe/boxlite_udp_echo_probe").parent_path().string();
-    probe.guest_path = "/netprobe";
-    probe.read_only = true;
-    o.volumes = {probe};
+    o.volumes = {probe_volume()};
     auto box = runtime_->create(o);
     ASSERT_TRUE(box) << box.error().to_string();
     auto server = box->exec(BoxCommand("/netprobe/boxlite_udp_echo_probe").arg("5353"));

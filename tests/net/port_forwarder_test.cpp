@@ -95,6 +95,20 @@ std::string read_all(int fd, int* error = nullptr) {
     }
 }
 
+/// A client connected through the forwarder at `port`, and the target server's end of it (its
+/// listener `server`); either invalid on failure.
+struct Ends {
+    base::OwnedFd client;
+    base::OwnedFd target;
+    [[nodiscard]] bool ok() const { return client.valid() && target.valid(); }
+};
+Ends connect_through(std::uint16_t port, int server) {
+    Ends ends;
+    ends.client.reset(connect_to(port));
+    if (ends.client) ends.target.reset(::accept4(server, nullptr, nullptr, SOCK_CLOEXEC));
+    return ends;
+}
+
 /// The forwarder on its own thread: from a fresh listener to `target_port`.
 struct Running {
     std::uint16_t port = 0;
@@ -216,20 +230,17 @@ TEST(PortForwarder, ATargetThatResetsResetsTheClient) {
     std::uint16_t target_port = 0;
     auto server = loopback_listener(target_port);
     Running forward(target_port);
-    const int client = connect_to(forward.port);
-    ASSERT_GE(client, 0);
-    const int c = ::accept4(server.get(), nullptr, nullptr, SOCK_CLOEXEC);
-    ASSERT_GE(c, 0);
-    ASSERT_TRUE(send_all(c, "before the reset"));
+    auto ends = connect_through(forward.port, server.get());
+    ASSERT_TRUE(ends.ok()) << std::strerror(errno);
+    ASSERT_TRUE(send_all(ends.target.get(), "before the reset"));
     char got[16];
-    ASSERT_EQ(::recv(client, got, sizeof got, MSG_WAITALL), 16);
+    ASSERT_EQ(::recv(ends.client.get(), got, sizeof got, MSG_WAITALL), 16);
     const linger abort{1, 0};
-    ::setsockopt(c, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
-    ::close(c);
+    ::setsockopt(ends.target.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+    ends.target.reset();
     int error = 0;
-    EXPECT_EQ(read_all(client, &error), "");
+    EXPECT_EQ(read_all(ends.client.get(), &error), "");
     EXPECT_EQ(error, ECONNRESET) << std::strerror(error);
-    ::close(client);
 }
 
 TEST(PortForwarder, TheConnectionLimitHoldsClientsInTheBacklog) {
@@ -262,12 +273,9 @@ TEST(PortForwarder, OutOfDescriptorsItWaitsWithoutSpinningAndRecovers) {
     auto server = loopback_listener(target_port);
     Running forward(target_port);
     {  // one connection through first: the forwarder is in its loop, its own descriptors made
-        const int warm = connect_to(forward.port);
-        ASSERT_GE(warm, 0);
-        const int c = ::accept4(server.get(), nullptr, nullptr, SOCK_CLOEXEC);
-        ASSERT_GE(c, 0);
-        ::close(warm);
-        ::close(c);
+        auto warm = connect_through(forward.port, server.get());
+        ASSERT_TRUE(warm.ok()) << std::strerror(errno);
+        warm = {};
         std::this_thread::sleep_for(100ms);  // its descriptors closed: the limit below binds
     }
     const int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // made before the limit
@@ -309,10 +317,9 @@ TEST(PortForwarder, ATargetThatNeverReadsStopsTheClientInsteadOfFillingMemory) {
     std::uint16_t target_port = 0;
     auto server = loopback_listener(target_port);
     Running forward(target_port);
-    const int client = connect_to(forward.port);
-    ASSERT_GE(client, 0);
-    const int c = ::accept4(server.get(), nullptr, nullptr, SOCK_CLOEXEC);
-    ASSERT_GE(c, 0);  // accepted, never read
+    auto ends = connect_through(forward.port, server.get());  // the target's end is never read
+    ASSERT_TRUE(ends.ok()) << std::strerror(errno);
+    const int client = ends.client.get();
     const std::string chunk(1 << 20, 'x');
     std::size_t sent = 0;
     for (int quiet = 0; quiet < 20 && sent < (1ULL << 30);) {
@@ -327,8 +334,6 @@ TEST(PortForwarder, ATargetThatNeverReadsStopsTheClientInsteadOfFillingMemory) {
     }
     // What is held: the two sockets' buffers (a few MiB on loopback) and one pipe.
     EXPECT_LT(sent, 64ULL << 20) << "the forwarder kept reading from a client whose target does not read";
-    ::close(c);
-    ::close(client);
 }
 
 }  // namespace
