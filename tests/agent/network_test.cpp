@@ -305,6 +305,32 @@ TEST_F(NamespaceNetwork, AServerOnTheBoxsLoopbackOnlyIsNotPublished) {
     EXPECT_EQ(exchange(false, 18085, "hello\n"), "box saw 192.168.127.2\n");
 }
 
+// A host address of IPv6 (`-p [::1]:18086:8000`): the shim binds it (IPv6 only), and the
+// connection reaches the box's server as any other.
+TEST_F(NamespaceNetwork, APublishedTcpPortOnAnIpv6HostAddressReachesTheBox) {
+    auto o = options();
+    o.ports = {PortSpec{18086, 8000, PortProtocol::Tcp, "::1"}};
+    o.volumes = {probe_volume()};
+    auto box = runtime_->create(o);
+    ASSERT_TRUE(box) << box.error().to_string();
+    auto server = box->exec(BoxCommand("/netprobe/boxlite_udp_echo_probe").args({"tcp", "0.0.0.0", "8000"}));
+    ASSERT_TRUE(server) << server.error().to_string();
+    EXPECT_EQ(sh(*box, "until netstat -ltn | grep -q '0.0.0.0:8000 '; do sleep 0.1; done"), "rc=0\n");
+    const int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in6 in6{};
+    in6.sin6_family = AF_INET6;
+    in6.sin6_port = htons(18086);
+    in6.sin6_addr = in6addr_loopback;
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&in6), sizeof in6), 0) << std::strerror(errno);
+    timeval guard{60, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
+    char answer[64] = {};
+    const ssize_t n = ::recv(fd, answer, sizeof answer - 1, MSG_WAITALL);
+    ::close(fd);
+    EXPECT_EQ(std::string(answer, n > 0 ? static_cast<std::size_t>(n) : 0), "box saw 192.168.127.2\n");
+    EXPECT_FALSE(host_port_listens(18086)) << "an IPv6 host address was bound on IPv4 too";
+}
+
 TEST_F(NamespaceNetwork, APublishedUdpPortEchoesADatagram) {
     auto o = options();
     o.ports = {PortSpec{15353, 5353, PortProtocol::Udp, "127.0.0.1"}};
