@@ -1098,6 +1098,17 @@ int run_namespace_mode(const ShimOptions& o) {
         }
         const auto r = ::waitpid(child, &status, WNOHANG);
         if (r == child) exited = true;
+        // A network helper that ended while the box runs (it never should): reaped and said in
+        // shim.log, as the box goes on without it (no network, or no published TCP ports).
+        for (auto [pid, what] : {std::pair{&pump_pid, "network pump"}, std::pair{&forwarder_pid, "port forwarder"}}) {
+            int helper = 0;
+            if (*pid <= 0 || ::waitpid(*pid, &helper, WNOHANG) != *pid) continue;
+            *pid = -1;
+            log("box " + o.box_id + ": the " + what + " ended (" +
+                (WIFEXITED(helper) ? "status " + std::to_string(WEXITSTATUS(helper))
+                                   : "signal " + std::to_string(WTERMSIG(helper))) +
+                ")");
+        }
     }
     stop_network();
     drain_log();

@@ -707,6 +707,29 @@ TEST_F(NamespaceNetwork, KillingTheShimLeavesNoPasstAndNoForwarderBehind) {
     ::close(fd);
 }
 
+// A port forwarder that dies while the box runs (it never should) is reaped and named in
+// shim.log; the box goes on (its published port no longer answers).
+TEST_F(NamespaceNetwork, AForwarderThatDiesIsReapedAndLoggedAndTheBoxGoesOn) {
+    auto o = options();
+    o.ports = {PortSpec{18087, 8000, PortProtocol::Tcp, "127.0.0.1"}};
+    auto created = runtime_->create(o);
+    ASSERT_TRUE(created) << created.error().to_string();
+    auto box = *created;
+    EXPECT_EQ(sh(box, "true"), "rc=0\n");
+    const auto holders = processes_holding_tcp_listener(18087);
+    ASSERT_EQ(holders.size(), 1U);
+    ASSERT_EQ(::kill(holders[0], SIGKILL), 0);
+    const auto log = home_->path() / "boxes" / box.id().str() / "shim.log";
+    bool logged = false;
+    for (int i = 0; i < 500 && !logged; ++i) {
+        logged = test::read_file(log).find("the port forwarder ended (signal 9)") != std::string::npos;
+        if (!logged) std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_TRUE(logged) << test::read_file(log);
+    EXPECT_EQ(sh(box, "echo still here"), "still here\nrc=0\n");
+    EXPECT_FALSE(host_port_listens(18087));
+}
+
 TEST_F(NamespaceNetwork, PasstStartsAtTheBoxsFirstFrameAndItsFirstConnectionGetsThrough) {
     // Without published ports nothing outside can reach the box, so passt starts only when the
     // box sends its first frame (docs/performance.md): a box that never uses the network never
