@@ -46,10 +46,6 @@ struct Half {
     std::size_t queued = 0;  ///< in the pipe, not yet written on
     bool eof = false;        ///< the source sent its FIN
     bool shut = false;       ///< the FIN was passed on (shutdown(SHUT_WR) of the destination)
-    // The last read found the pipe full or the source empty and the pipe not: with a pipe's
-    // slots counted per buffer, not per byte, a pipe can be full below its capacity. No read is
-    // asked for until a write has drained some of it (else a level-triggered EPOLLIN would spin).
-    bool blocked = false;
 
     bool open_pipe() {
         int ends[2];
@@ -68,7 +64,10 @@ struct Half {
     }
     [[nodiscard]] bool done() const noexcept { return shut; }
 
-    /// Moves what it can from `from` to `to`. False on a failure of either socket (a reset).
+    /// Moves what it can from `from` to `to`, until neither socket takes a step (both sockets
+    /// are edge-triggered: what stops here resumes at the next edge of either; a read stopped by
+    /// a full pipe resumes after the next write, in this loop). False on a failure of either
+    /// socket (a reset).
     bool move(int from, int to, std::uint64_t& counted) {
         for (;;) {
             bool progress = false;
@@ -77,13 +76,12 @@ struct Half {
                 if (n > 0) {
                     queued -= static_cast<std::size_t>(n);
                     counted += static_cast<std::uint64_t>(n);
-                    blocked = false;
                     progress = true;
                 } else if (n < 0 && !transient(errno)) {
                     return false;
                 }
             }
-            if (!eof && !blocked && queued < capacity) {
+            if (!eof && queued < capacity) {
                 const ssize_t n = ::splice(from, nullptr, write_end, nullptr, capacity - queued,
                                            SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
                 if (n > 0) {
@@ -94,8 +92,6 @@ struct Half {
                     progress = true;
                 } else if (!transient(errno)) {
                     return false;
-                } else if (queued > 0) {
-                    blocked = true;
                 }
             }
             if (eof && queued == 0 && !shut) {
@@ -116,10 +112,6 @@ struct PortForwarder::Connection {
     Half out;  ///< box -> client
     Watch client_watch;
     Watch box_watch;
-    std::uint32_t client_events = 0;
-    std::uint32_t box_events = 0;
-    bool client_parked = false;  ///< out of the epoll set: nothing more to do on that socket
-    bool box_parked = false;
 };
 
 PortForwarder::PortForwarder(std::vector<ForwardedPort> ports, std::size_t max_connections)
@@ -193,10 +185,14 @@ void PortForwarder::accept_from(std::size_t port) {
         no_delay(box);
         c->client_watch = {Watch::Kind::Client, port, c};
         c->box_watch = {Watch::Kind::Box, port, c};
+        // Edge-triggered, both ways, for good: every wake-up moves all it can, so nothing is
+        // missed, and a socket's hang-up or error wakes the forwarder once, not at every wait
+        // (level-triggered, a client that resets or hangs up behind a target that does not read
+        // would spin it). The box's socket is connected (or refused) at its first EPOLLOUT.
         epoll_event event{};
+        event.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
         event.data.ptr = &c->client_watch;
         ::epoll_ctl(epoll_, EPOLL_CTL_ADD, client, &event);
-        event.events = c->box_events = EPOLLOUT;  // connected (or refused) when writable
         event.data.ptr = &c->box_watch;
         ::epoll_ctl(epoll_, EPOLL_CTL_ADD, box, &event);
         live_.push_back(c);
@@ -224,33 +220,7 @@ void PortForwarder::service(Connection& c) {
         close_connection(c, /*reset=*/true);
         return;
     }
-    if (c.in.done() && c.out.done()) {
-        close_connection(c, /*reset=*/false);
-        return;
-    }
-    update_interest(c);
-}
-
-void PortForwarder::update_interest(Connection& c) {
-    const auto wanted = [](const Half& reading, const Half& writing) {
-        std::uint32_t events = 0;
-        if (!reading.eof && !reading.blocked) events |= EPOLLIN;
-        if (writing.queued > 0) events |= EPOLLOUT;
-        return events;
-    };
-    const std::uint32_t client = wanted(c.in, c.out);
-    const std::uint32_t box = wanted(c.out, c.in);
-    epoll_event event{};
-    if (client != c.client_events && !c.client_parked) {
-        event.events = c.client_events = client;
-        event.data.ptr = &c.client_watch;
-        ::epoll_ctl(epoll_, EPOLL_CTL_MOD, c.client, &event);
-    }
-    if (box != c.box_events && !c.box_parked) {
-        event.events = c.box_events = box;
-        event.data.ptr = &c.box_watch;
-        ::epoll_ctl(epoll_, EPOLL_CTL_MOD, c.box, &event);
-    }
+    if (c.in.done() && c.out.done()) close_connection(c, /*reset=*/false);
 }
 
 void PortForwarder::close_connection(Connection& c, bool reset) {
@@ -322,27 +292,24 @@ BoxliteResult<void> PortForwarder::run(int stop_fd) {
             }
             Connection& c = *watch->connection;
             if (c.dead) continue;
+            const bool client = watch->kind == Watch::Kind::Client;
             if (c.connecting) {
-                if (watch->kind == Watch::Kind::Box) connected(c);
-                else if ((what & (EPOLLERR | EPOLLHUP)) != 0) close_connection(c, /*reset=*/true);  // client gone
+                if (!client) connected(c);  // the client's bytes wait: service() reads them then
+                else if ((what & EPOLLERR) != 0) close_connection(c, /*reset=*/true);
+                continue;
+            }
+            if ((what & EPOLLERR) != 0) {  // a reset (or a timeout): nothing more gets through it
+                close_connection(c, /*reset=*/true);
                 continue;
             }
             service(c);
             if (c.dead || (what & EPOLLHUP) == 0) continue;
-            // Both directions of that socket are shut: its peer's FIN and ours, or a reset. Until
-            // its FIN is read, EPOLLIN reads it. Then, with our FIN not sent, the peer is gone
-            // (a reset); with it sent, the socket has nothing more to do, and leaves the epoll set
-            // (its HUP would wake every wait) while the other socket finishes.
-            const bool client = watch->kind == Watch::Kind::Client;
+            // Both directions of that socket are shut. Once its FIN is read, nothing more can be
+            // written to it: with our own FIN not yet sent, its peer went away without taking the
+            // rest (a reset for the other side).
             const Half& reading = client ? c.in : c.out;
             const Half& writing = client ? c.out : c.in;
-            if (!reading.eof) continue;
-            if (!writing.shut) {
-                close_connection(c, /*reset=*/true);
-                continue;
-            }
-            ::epoll_ctl(epoll_, EPOLL_CTL_DEL, client ? c.client : c.box, nullptr);
-            (client ? c.client_parked : c.box_parked) = true;
+            if (reading.eof && !writing.shut) close_connection(c, /*reset=*/true);
         }
         release_closed();  // not before: a later event of the batch may name a closed one
     }

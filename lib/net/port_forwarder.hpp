@@ -72,7 +72,6 @@ private:
     void accept_from(std::size_t port);
     void connected(Connection& c);
     void service(Connection& c);
-    void update_interest(Connection& c);
     void close_connection(Connection& c, bool reset);
     void set_listening(bool on);
     void release_closed();

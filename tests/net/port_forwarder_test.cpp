@@ -5,6 +5,7 @@
 #include "net/port_forwarder.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -93,6 +94,13 @@ std::string read_all(int fd, int* error = nullptr) {
         if (error != nullptr) *error = n == 0 ? 0 : errno;
         return out;
     }
+}
+
+/// CPU time of this process (every thread: the forwarder's included), in ms.
+double process_cpu_ms() {
+    rusage u{};
+    ::getrusage(RUSAGE_SELF, &u);
+    return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000.0 + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1000.0;
 }
 
 /// A client connected through the forwarder at `port`, and the target server's end of it (its
@@ -287,20 +295,15 @@ TEST(PortForwarder, OutOfDescriptorsItWaitsWithoutSpinningAndRecovers) {
     ::close(probe);
     rlimit tight = saved;
     tight.rlim_cur = static_cast<rlim_t>(probe);
-    rusage before{};
-    ::getrusage(RUSAGE_SELF, &before);
+    const double before = process_cpu_ms();
     ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
     const auto address = loopback_address(forward.port);
     const int connected = ::connect(client, reinterpret_cast<const sockaddr*>(&address), sizeof(sockaddr_in));
     std::this_thread::sleep_for(500ms);
     ::setrlimit(RLIMIT_NOFILE, &saved);
-    rusage after{};
-    ::getrusage(RUSAGE_SELF, &after);
-    const auto cpu_ms = [](const rusage& u) {
-        return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000.0 + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1000.0;
-    };
+    const double after = process_cpu_ms();
     ASSERT_EQ(connected, 0) << std::strerror(errno);  // the kernel completes it: the client is in the backlog
-    EXPECT_LT(cpu_ms(after) - cpu_ms(before), 250.0) << "the forwarder spun while out of descriptors";
+    EXPECT_LT(after - before, 250.0) << "the forwarder spun while out of descriptors";
     timeval guard{30, 0};
     ::setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard);
     pollfd ready{server.get(), POLLIN, 0};
@@ -311,6 +314,61 @@ TEST(PortForwarder, OutOfDescriptorsItWaitsWithoutSpinningAndRecovers) {
     ::close(c);
     EXPECT_EQ(read_all(client), "late but whole");
     ::close(client);
+}
+
+/// Fills the path from `fd` until it takes no more (its peer does not read): 1 GiB at most.
+void fill(int fd) {
+    const std::string chunk(1 << 20, 'x');
+    std::size_t sent = 0;
+    for (int quiet = 0; quiet < 10 && sent < (1ULL << 30);) {
+        const ssize_t n = ::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            sent += static_cast<std::size_t>(n);
+            quiet = 0;
+        } else {
+            ++quiet;
+            std::this_thread::sleep_for(20ms);
+        }
+    }
+}
+
+// A socket that fails (the client resets) or is shut both ways (the target half-closed, the
+// client sent its FIN) while the other side does not read: its error or hang-up must not wake
+// the forwarder again and again (a level-triggered HUP or ERR would spin it, at a client's will).
+TEST(PortForwarder, AClientThatResetsOrHangsUpBehindASlowTargetDoesNotSpinIt) {
+    std::uint16_t target_port = 0;
+    auto server = loopback_listener(target_port);
+    Running forward(target_port);
+    // The client resets with its bytes still queued towards a target that does not read.
+    auto reset = connect_through(forward.port, server.get());
+    ASSERT_TRUE(reset.ok()) << std::strerror(errno);
+    fill(reset.client.get());
+    const linger abort{1, 0};
+    ::setsockopt(reset.client.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+    // The target half-closes (its FIN reaches the client) and reads nothing; the client fills the
+    // path and sends its FIN: the forwarder's client socket is then shut both ways.
+    auto hung = connect_through(forward.port, server.get());
+    ASSERT_TRUE(hung.ok()) << std::strerror(errno);
+    ::shutdown(hung.target.get(), SHUT_WR);
+    char byte = 0;
+    ASSERT_EQ(::recv(hung.client.get(), &byte, 1, 0), 0);  // the target's FIN, passed on
+    fill(hung.client.get());
+    ::shutdown(hung.client.get(), SHUT_WR);
+    const double before = process_cpu_ms();
+    reset.client.reset();
+    std::this_thread::sleep_for(500ms);
+    EXPECT_LT(process_cpu_ms() - before, 250.0) << "the forwarder spun on a failed or hung-up socket";
+    // The reset client's connection is closed: its target sees the end (a reset or EOF once read).
+    ::fcntl(reset.target.get(), F_SETFL, O_NONBLOCK);
+    std::string drained;
+    int error = 0;
+    for (int i = 0; i < 200; ++i) {
+        const auto got = read_all(reset.target.get(), &error);
+        drained += got;
+        if (error != EAGAIN) break;
+        std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_TRUE(error == 0 || error == ECONNRESET) << std::strerror(error);
 }
 
 TEST(PortForwarder, ATargetThatNeverReadsStopsTheClientInsteadOfFillingMemory) {
