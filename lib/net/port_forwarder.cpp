@@ -1,6 +1,8 @@
 #include "net/port_forwarder.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -242,7 +244,38 @@ void PortForwarder::close_connection(Connection& c, bool reset) {
     set_listening(true);
 }
 
+namespace {
+
+/// splice() into a socket whose peer has gone raises SIGPIPE (it has no MSG_NOSIGNAL): blocked in
+/// the forwarding thread for as long as it forwards, so the call fails with EPIPE instead of the
+/// signal ending the process. The SIGPIPEs left pending are taken before the old mask returns.
+class SigpipeBlocked {
+public:
+    SigpipeBlocked() {
+        sigset_t pipe;
+        sigemptyset(&pipe);
+        sigaddset(&pipe, SIGPIPE);
+        ::pthread_sigmask(SIG_BLOCK, &pipe, &old_);
+    }
+    ~SigpipeBlocked() {
+        sigset_t pipe;
+        sigemptyset(&pipe);
+        sigaddset(&pipe, SIGPIPE);
+        const timespec now{0, 0};
+        while (::sigtimedwait(&pipe, nullptr, &now) == SIGPIPE) {}
+        ::pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    }
+    SigpipeBlocked(const SigpipeBlocked&) = delete;
+    SigpipeBlocked& operator=(const SigpipeBlocked&) = delete;
+
+private:
+    sigset_t old_{};
+};
+
+}  // namespace
+
 BoxliteResult<void> PortForwarder::run(int stop_fd) {
+    const SigpipeBlocked no_sigpipe;
     epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
     if (epoll_ < 0) return fail_errno(ErrorKind::Internal, "epoll_create1 for the port forwarder", errno);
     Watch stop{Watch::Kind::Stop, 0, nullptr};
@@ -298,12 +331,13 @@ BoxliteResult<void> PortForwarder::run(int stop_fd) {
                 else if ((what & EPOLLERR) != 0) close_connection(c, /*reset=*/true);
                 continue;
             }
+            service(c);  // first: what a peer sent before it reset can still be read and passed on
+            if (c.dead) continue;
             if ((what & EPOLLERR) != 0) {  // a reset (or a timeout): nothing more gets through it
                 close_connection(c, /*reset=*/true);
                 continue;
             }
-            service(c);
-            if (c.dead || (what & EPOLLHUP) == 0) continue;
+            if ((what & EPOLLHUP) == 0) continue;
             // Both directions of that socket are shut. Once its FIN is read, nothing more can be
             // written to it: with our own FIN not yet sent, its peer went away without taking the
             // rest (a reset for the other side).

@@ -59,6 +59,7 @@ public:
 
     /// Forwards until `stop_fd` (an eventfd or pipe; -1 for never) becomes readable. An error
     /// only when the forwarder itself cannot go on (epoll); a failing connection is closed.
+    /// SIGPIPE is blocked in the calling thread meanwhile (splice() cannot suppress it).
     [[nodiscard]] BoxliteResult<void> run(int stop_fd);
 
     [[nodiscard]] const ForwarderStats& stats() const noexcept { return stats_; }
