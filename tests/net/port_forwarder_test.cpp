@@ -316,11 +316,12 @@ TEST(PortForwarder, OutOfDescriptorsItWaitsWithoutSpinningAndRecovers) {
     ::close(client);
 }
 
-/// Fills the path from `fd` until it takes no more (its peer does not read): 1 GiB at most.
-void fill(int fd) {
+/// Fills the path from `fd` until it takes no more (its peer does not read; `quiet_tries` sends
+/// 20 ms apart found no room): 1 GiB at most. Returns the bytes sent.
+std::size_t fill(int fd, int quiet_tries = 10) {
     const std::string chunk(1 << 20, 'x');
     std::size_t sent = 0;
-    for (int quiet = 0; quiet < 10 && sent < (1ULL << 30);) {
+    for (int quiet = 0; quiet < quiet_tries && sent < (1ULL << 30);) {
         const ssize_t n = ::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             sent += static_cast<std::size_t>(n);
@@ -330,6 +331,7 @@ void fill(int fd) {
             std::this_thread::sleep_for(20ms);
         }
     }
+    return sent;
 }
 
 // A socket that fails (the client resets) or is shut both ways (the target half-closed, the
@@ -377,19 +379,7 @@ TEST(PortForwarder, ATargetThatNeverReadsStopsTheClientInsteadOfFillingMemory) {
     Running forward(target_port);
     auto ends = connect_through(forward.port, server.get());  // the target's end is never read
     ASSERT_TRUE(ends.ok()) << std::strerror(errno);
-    const int client = ends.client.get();
-    const std::string chunk(1 << 20, 'x');
-    std::size_t sent = 0;
-    for (int quiet = 0; quiet < 20 && sent < (1ULL << 30);) {
-        const ssize_t n = ::send(client, chunk.data(), chunk.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n > 0) {
-            sent += static_cast<std::size_t>(n);
-            quiet = 0;
-        } else {
-            ++quiet;
-            std::this_thread::sleep_for(20ms);
-        }
-    }
+    const std::size_t sent = fill(ends.client.get(), 20);
     // What is held: the two sockets' buffers (a few MiB on loopback) and one pipe.
     EXPECT_LT(sent, 64ULL << 20) << "the forwarder kept reading from a client whose target does not read";
 }
