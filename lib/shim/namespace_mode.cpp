@@ -1091,8 +1091,12 @@ int run_namespace_mode(const ShimOptions& o) {
             watchdog_fd = -1;
         }
         signalfd_siginfo info{};
+        bool child_signal = false;
         while (::read(signal_fd, &info, sizeof info) == sizeof info) {
-            if (info.ssi_signo == SIGCHLD) continue;
+            if (info.ssi_signo == SIGCHLD) {
+                child_signal = true;
+                continue;
+            }
             // SIGTERM/SIGINT/SIGHUP: ask the agent to shut down gracefully.
             ::kill(child, SIGTERM);
         }
@@ -1102,7 +1106,7 @@ int run_namespace_mode(const ShimOptions& o) {
         // shim.log, as the box goes on without it (no network, or no published TCP ports).
         for (auto [pid, what] : {std::pair{&pump_pid, "network pump"}, std::pair{&forwarder_pid, "port forwarder"}}) {
             int helper = 0;
-            if (*pid <= 0 || ::waitpid(*pid, &helper, WNOHANG) != *pid) continue;
+            if (!child_signal || *pid <= 0 || ::waitpid(*pid, &helper, WNOHANG) != *pid) continue;
             *pid = -1;
             log("box " + o.box_id + ": the " + what + " ended (" +
                 (WIFEXITED(helper) ? "status " + std::to_string(WEXITSTATUS(helper))

@@ -198,11 +198,22 @@ std::string find_passt(const ShimOptions& o, std::string& error) {
 
 namespace {
 
-/// The host port of a published port's spec, "[ADDR/]HOSTPORT:BOXPORT" (or HOSTPORT alone).
-int host_port(const std::string& spec) {
+/// A published port's spec as passt takes it and engine::passt_port_spec() writes it,
+/// "[ADDR/]HOSTPORT:BOXPORT" (or HOSTPORT alone: the same port in the box).
+struct PortSpecParts {
+    std::string address;  ///< empty: every address
+    long host_port = 0;
+    long box_port = 0;
+};
+PortSpecParts parse_port_spec(const std::string& spec) {
+    PortSpecParts parts;
     const auto slash = spec.find('/');
-    const std::string rest = slash == std::string::npos ? spec : spec.substr(slash + 1);
-    return std::atoi(rest.substr(0, rest.find(':')).c_str());
+    if (slash != std::string::npos) parts.address = spec.substr(0, slash);
+    const std::string ports = slash == std::string::npos ? spec : spec.substr(slash + 1);
+    const auto colon = ports.find(':');
+    parts.host_port = std::strtol(ports.substr(0, colon).c_str(), nullptr, 10);
+    parts.box_port = colon == std::string::npos ? parts.host_port : std::strtol(ports.c_str() + colon + 1, nullptr, 10);
+    return parts;
 }
 
 /// The inodes of the sockets that the processes below `root` hold open (its descendants, up to
@@ -289,7 +300,7 @@ bool wait_for_published_ports(const std::vector<PublishedPort>& publish, int tim
         const auto inodes = starter > 0 ? socket_inodes_below(starter) : std::nullopt;
         const auto* held_by = inodes ? &*inodes : nullptr;
         for (const auto& p : publish) {
-            const int port = host_port(p.spec);
+            const int port = static_cast<int>(parse_port_spec(p.spec).host_port);
             const bool bound = p.udp ? port_bound("/proc/net/udp", port, false, held_by) ||
                                            port_bound("/proc/net/udp6", port, false, held_by)
                                      : port_bound("/proc/net/tcp", port, true, held_by) ||
@@ -461,13 +472,7 @@ void start_pump(PasstNetwork& network, base::OwnedFd box_end, base::OwnedFd pass
 }
 
 BoxliteResult<net::ForwardedPort> bind_published_tcp_port(const PublishedPort& port) {
-    // "[ADDR/]HOSTPORT:BOXPORT", as engine::passt_port_spec() writes it.
-    const auto slash = port.spec.find('/');
-    const std::string address = slash == std::string::npos ? "" : port.spec.substr(0, slash);
-    const std::string ports = slash == std::string::npos ? port.spec : port.spec.substr(slash + 1);
-    const auto colon = ports.find(':');
-    const long host_port = std::strtol(ports.substr(0, colon).c_str(), nullptr, 10);
-    const long box_port = colon == std::string::npos ? host_port : std::strtol(ports.c_str() + colon + 1, nullptr, 10);
+    const auto [address, host_port, box_port] = parse_port_spec(port.spec);
     if (host_port < 1 || host_port > 65535 || box_port < 1 || box_port > 65535) {
         return fail(ErrorKind::Config, "published TCP port '{}': expected [ADDR/]HOSTPORT:BOXPORT with ports 1-65535",
                     port.spec);
