@@ -2,10 +2,14 @@
 // (loopback, and a tap nobody reads carrying 198.51.100.1/24 with the default route: no packet
 // leaves the machine). Interleaved, one ratio line each:
 //
-//   net_tcp_box_to_host   N MiB from the box to a sink on the host's 127.0.0.1: ours through
-//                         host.boxlite.internal (eth0, the shim's pump and firewall, passt),
-//                         peer pasta (the same passt code on its own tap) through its gateway;
-//                         timed by the sink from accept to the last byte
+//   net_tcp_box_to_host   N MiB from the box to a sink, a service on the host's 127.0.0.1 at a
+//                         fixed port that the box has reached before: ours through
+//                         host.boxlite.internal, spliced (the box's connect hook, the forwarder),
+//                         peer pasta (its tap and TCP translation) through its gateway; timed by
+//                         the sink from accept to the last byte
+//   net_tcp_box_to_host_first  the same to a port the host never served the box before: ours
+//                         through eth0, the shim's pump and firewall, and passt (the same passt
+//                         code as pasta's, on its own tap)
 //   net_tcp_host_to_box   N MiB from the host's loopback into a published port (ours -p, pasta
 //                         -t), the box counting them; timed from connect to the count's arrival.
 //                         pasta splices a connection from the host's loopback to the namespace's
@@ -14,9 +18,11 @@
 //                         address (198.51.100.2), so that pasta takes its tap path as ours does:
 //                         passt's code against passt's code (this pasta resets some of these
 //                         connections on a loaded machine; a run is retried twice)
-//   net_connect_firewall  connection set-up box -> host alias, 50 connections one after the
-//                         other (a static probe in the box): ours with an allow list
-//                         (host.boxlite.internal listed: every SYN checked) vs without one
+//   net_connect_firewall  connection set-up box -> 198.51.100.2 (through passt), 50 connections
+//                         one after the other (a static probe in the box): ours with an allow
+//                         list (that address listed: every SYN checked) vs without one
+//   net_connect_host      connection set-up box -> a host service on 127.0.0.1, 50 connections:
+//                         ours through host.boxlite.internal (spliced) vs pasta's gateway
 //
 // and the memory the network adds to a box (Pss of the pump and passt) next to pasta's.
 //
@@ -43,6 +49,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <functional>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -60,6 +67,7 @@ namespace {
 
 constexpr std::uint16_t kOursPort = 18180;   // ours: host 127.0.0.1:18180 -> box 8000
 constexpr std::uint16_t kPastaPort = 18181;  // pasta: host 18181 -> namespace 18181
+constexpr std::uint16_t kSinkPort = 18182;   // the host's service that the boxes send to
 constexpr const char* kPastaGateway = "198.51.100.254";
 // The bench namespace's second address (net_tcp_host_to_box_tap): a connection to it is not
 // from the host's loopback, so pasta does not splice it. Not .1, the address pasta copies into
@@ -172,7 +180,7 @@ struct NetFixture {
             o.memory_mib = 1024;
             o.volumes = {{probe_dir.string(), "/bench", true}};
             if (listed) {
-                o.network.allow_net = {"host.boxlite.internal"};
+                o.network.allow_net = {"host.boxlite.internal", kBenchHostAddress};
             } else {
                 o.ports = {PortSpec{kOursPort, 8000, PortProtocol::Tcp, "127.0.0.1"}};
             }
@@ -247,9 +255,24 @@ void compare_network() {
     const auto note_out = fmt::format("{} MiB; time ratio, ours/pasta (<1: ours faster)", net_mib());
 
     // Box -> host: a sink on the host's loopback; ours reaches it as host.boxlite.internal, pasta
-    // through its gateway (both map to the host's loopback).
-    auto to_host = [&](bool ours, double& ns) -> std::string {
-        std::uint16_t port = 0;
+    // through its gateway (both map to the host's loopback). `service`: the sink is a service at a
+    // fixed port that the box has reached before (ours: spliced, docs/networking.md "The host
+    // alias, spliced"); else a port the host never served the box before (ours: through passt).
+    bool warmed = false;
+    auto to_host = [&](bool ours, bool service, double& ns) -> std::string {
+        std::uint16_t port = service ? kSinkPort : 0;
+        if (ours && service && !warmed) {
+            // The box's first connection to the service goes through passt: not timed.
+            const int listener = listen_loopback(port);
+            if (listener < 0) return "listen on the host's loopback";
+            std::thread warm([&] { (void)sink(listener, 1); });
+            const auto why = f.sh(*f.open_box, fmt::format("/bench/boxlite_net_probe send 192.168.127.254 {} 1", port));
+            warm.join();
+            ::close(listener);
+            if (!why.empty()) return why;
+            warmed = true;
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the forwarder takes the port
+        }
         const int listener = listen_loopback(port);
         if (listener < 0) return "listen on the host's loopback";
         double timed = 0;
@@ -272,8 +295,11 @@ void compare_network() {
         return "";
     };
     compare(
-        "net_tcp_box_to_host", 7, [&](double& ns) { return to_host(true, ns); },
-        [&](double& ns) { return to_host(false, ns); }, {1, {}, note_out});
+        "net_tcp_box_to_host", 7, [&](double& ns) { return to_host(true, true, ns); },
+        [&](double& ns) { return to_host(false, true, ns); }, {1, {}, note_out});
+    compare(
+        "net_tcp_box_to_host_first", 7, [&](double& ns) { return to_host(true, false, ns); },
+        [&](double& ns) { return to_host(false, false, ns); }, {1, {}, note_out});
 
     // Host -> box: into a published port (ours -p, pasta -t), the box counting the bytes (wc -c);
     // each side's server is listening before the clock starts.
@@ -325,11 +351,18 @@ void compare_network() {
         [&](double& ns) { return to_box(false, kBenchHostAddress, ns); },
         {1, {}, note_out + "; pasta through its tap"});
 
-    // Connection set-up from the box to the host alias: 50 connections one after the other,
-    // with the allow list (every SYN checked against it) and without.
-    {
-        std::uint16_t port = 0;
-        const int listener = listen_loopback(port);
+    // Connection set-up, 50 connections one after the other, to an acceptor on `address`.
+    auto with_acceptor = [&](const char* address, const std::function<void(std::uint16_t)>& body) {
+        const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in in{};
+        in.sin_family = AF_INET;
+        ::inet_pton(AF_INET, address, &in.sin_addr);
+        socklen_t length = sizeof in;
+        if (::bind(listener, reinterpret_cast<sockaddr*>(&in), sizeof in) != 0 || ::listen(listener, 64) != 0 ||
+            ::getsockname(listener, reinterpret_cast<sockaddr*>(&in), &length) != 0) {
+            ::close(listener);
+            return;
+        }
         std::atomic<bool> stop{false};
         std::thread acceptor([&] {
             while (!stop) {
@@ -337,32 +370,46 @@ void compare_network() {
                 if (fd >= 0) ::close(fd);
             }
         });
-        auto connect_loop = [&](LiteBox& box, double& ns) -> std::string {
-            auto out = box.run(
-                BoxCommand("/bench/boxlite_net_probe").args({"connect", "192.168.127.254", std::to_string(port), "50"}));
-            if (!out) return out.error().to_string();
-            if (out->exit_code != 0) return out->stderr_text;
-            ns = std::atof(out->stdout_text.c_str());
-            return ns > 0 ? "" : "no time printed: " + out->stdout_text;
-        };
-        compare(
-            "net_connect_firewall", 9, [&](double& ns) { return connect_loop(*f.listed_box, ns); },
-            [&](double& ns) { return connect_loop(*f.open_box, ns); },
-            {1, "connect", "ours with an allow list vs ours without (the firewall's cost)"});
+        body(ntohs(in.sin_port));
         stop = true;
         ::shutdown(listener, SHUT_RDWR);
-        // Wake the acceptor if shutdown did not.
-        std::uint16_t wake_port = port;
-        const int wake = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in in{};
-        in.sin_family = AF_INET;
-        in.sin_port = htons(wake_port);
-        in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        const int wake = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // if shutdown did not
         (void)::connect(wake, reinterpret_cast<sockaddr*>(&in), sizeof in);
         ::close(wake);
         acceptor.join();
         ::close(listener);
-    }
+    };
+    auto connect_loop = [&](LiteBox& box, const char* address, std::uint16_t port, double& ns) -> std::string {
+        auto out = box.run(
+            BoxCommand("/bench/boxlite_net_probe").args({"connect", address, std::to_string(port), "50"}));
+        if (!out) return out.error().to_string();
+        if (out->exit_code != 0) return out->stderr_text;
+        ns = std::atof(out->stdout_text.c_str());
+        return ns > 0 ? "" : "no time printed: " + out->stdout_text;
+    };
+    // Through the pump and passt (an address of the bench's namespace, not the host alias), with
+    // the allow list (every SYN checked against it) and without: the firewall's cost.
+    with_acceptor(kBenchHostAddress, [&](std::uint16_t port) {
+        compare(
+            "net_connect_firewall", 9,
+            [&](double& ns) { return connect_loop(*f.listed_box, kBenchHostAddress, port, ns); },
+            [&](double& ns) { return connect_loop(*f.open_box, kBenchHostAddress, port, ns); },
+            {1, "connect", "ours with an allow list vs ours without (the firewall's cost)"});
+    });
+    // To a host service through the host alias: ours spliced (after the first run's first
+    // connection, through passt), pasta through its gateway.
+    with_acceptor("127.0.0.1", [&](std::uint16_t port) {
+        compare(
+            "net_connect_host", 9, [&](double& ns) { return connect_loop(*f.open_box, "192.168.127.254", port, ns); },
+            [&](double& ns) {
+                const auto result = bench::run_program(
+                    NetFixture::pasta({}, fmt::format("{} connect {} {} 50", f.probe.string(), kPastaGateway, port)));
+                if (!result.ok()) return result.describe();
+                ns = std::atof(result.out.c_str());
+                return ns > 0 ? std::string() : "no time printed: " + result.out;
+            },
+            {1, "connect", "ours (host.boxlite.internal, spliced) vs pasta (its gateway)"});
+    });
 
     // Memory: the Pss of the pump and passt of one box, next to one pasta's.
     if (bench::selected("net_memory_per_box")) {

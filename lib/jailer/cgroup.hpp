@@ -79,7 +79,7 @@ public:
             }
             if (!moved) skipped_.push_back("accounting (" + why + ")");
             ::rmdir(dir.c_str());
-            for (auto* member : {&memory_dir_, &cpu_dir_, &pids_dir_, &cpuacct_dir_}) {
+            for (auto* member : {&memory_dir_, &cpu_dir_, &pids_dir_, &cpuacct_dir_, &bpf_dir_}) {
                 if (*member == dir) member->clear();
             }
             dirs_.erase(dirs_.begin() + static_cast<std::ptrdiff_t>(i));
@@ -102,8 +102,10 @@ public:
         }
     }
 
-    /// The v1 hierarchies a box's cgroups are made in (create_v1), in that order.
-    static constexpr const char* kV1Controllers[] = {"memory", "pids", "cpu", "cpuacct"};
+    /// The v1 hierarchies a box's cgroups are made in (create_v1), in that order; the last is a
+    /// hybrid host's cgroup v2 hierarchy, which has no controllers there: the box's cgroup in it
+    /// carries the box's cgroup BPF programs (bpf_dir()).
+    static constexpr const char* kV1Controllers[] = {"memory", "pids", "cpu", "cpuacct", "unified"};
     static constexpr std::size_t kV1Count = std::size(kV1Controllers);
 
     /// Box `name`'s folder in each v1 hierarchy of kV1Controllers (same order): "" for a hierarchy
@@ -113,7 +115,8 @@ public:
         std::array<std::string, kV1Count> dirs;
         for (std::size_t i = 0; i < kV1Count; ++i) {
             const auto hierarchy = root + "/" + kV1Controllers[i];
-            if (::access(hierarchy.c_str(), W_OK) == 0) dirs[i] = hierarchy + "/boxlite/" + name;
+            // Every hierarchy has a cgroup.procs at its root (a folder that merely exists is none).
+            if (::access((hierarchy + "/cgroup.procs").c_str(), W_OK) == 0) dirs[i] = hierarchy + "/boxlite/" + name;
         }
         return dirs;
     }
@@ -138,6 +141,9 @@ public:
     [[nodiscard]] const std::string& cpu_dir() const noexcept { return cpu_dir_; }
     [[nodiscard]] const std::string& pids_dir() const noexcept { return pids_dir_; }
     [[nodiscard]] const std::string& cpuacct_dir() const noexcept { return cpuacct_dir_; }
+    /// The box's cgroup v2 directory, where cgroup BPF programs attach: the box's cgroup on a v2
+    /// host, its cgroup in the unified hierarchy on a hybrid one; "" where there is none.
+    [[nodiscard]] const std::string& bpf_dir() const noexcept { return bpf_dir_; }
     [[nodiscard]] bool v2() const noexcept { return v2_; }
 
     /// One write(2) of `value`, so errno says why the kernel refused it (a buffered stream
@@ -182,7 +188,7 @@ private:
             skipped_.push_back("all (cannot create " + root + "/boxlite/" + name + ": " + std::strerror(errno) + ")");
             return;
         }
-        memory_dir_ = cpu_dir_ = pids_dir_ = dir;
+        memory_dir_ = cpu_dir_ = pids_dir_ = bpf_dir_ = dir;
         apply(limits.memory_bytes, dir + "/memory.max", "memory", [](std::uint64_t v) { return std::to_string(v); });
         apply(limits.pids, dir + "/pids.max", "pids", [](std::uint64_t v) { return std::to_string(v); });
         apply(limits.cpus ? std::optional<std::uint64_t>(*limits.cpus) : std::nullopt, dir + "/cpu.max", "cpu",
@@ -190,12 +196,13 @@ private:
     }
 
     void create_v1(const std::string& root, const std::string& name, const CgroupLimits& limits) {
-        static_assert(kV1Count == 4, "memory, pids, cpu, cpuacct: the order the lines below index");
+        static_assert(kV1Count == 5, "memory, pids, cpu, cpuacct, unified: the order the lines below index");
         const auto dirs = v1_dirs(root, name);
         memory_dir_ = make(dirs[0]);
         pids_dir_ = make(dirs[1]);
         cpu_dir_ = make(dirs[2]);
         cpuacct_dir_ = make(dirs[3]);
+        bpf_dir_ = make(dirs[4]);
         if (memory_dir_.empty()) {
             if (limits.memory_bytes) skipped_.emplace_back("memory (no writable v1 memory controller)");
         } else {
@@ -233,7 +240,7 @@ private:
     std::vector<std::string> applied_;
     std::vector<std::string> applied_dirs_;  ///< the cgroup each applied_ entry was set in
     std::vector<std::string> skipped_;
-    std::string memory_dir_, cpu_dir_, pids_dir_, cpuacct_dir_;
+    std::string memory_dir_, cpu_dir_, pids_dir_, cpuacct_dir_, bpf_dir_;
 };
 
 /// Pays the kernel's cgroup-attach grace period early, off a box's start path (cgroup v1).

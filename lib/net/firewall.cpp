@@ -783,6 +783,9 @@ Verdict EgressFirewall::ingress(std::span<std::uint8_t> frame) {
     if (!info.source.v6 && info.source == layout_.gateway &&
         alias_.contains(Flow{info.protocol, layout_.gateway, info.destination_port, info.source_port})) {
         rewrite_ipv4_address(frame, info, false, layout_.host_alias);
+        if (host_alias_accepted_ && info.protocol == kProtoTcp &&
+            (info.tcp_flags & (kTcpSyn | kTcpAck)) == (kTcpSyn | kTcpAck))
+            host_alias_accepted_(info.source_port);
         ++stats_.forwarded;
         return Verdict::Forward;
     }

@@ -78,6 +78,10 @@ struct AllowList {
     /// "*.host", or "host.boxlite.internal[:PORT]". A malformed one is a Config error that names it.
     [[nodiscard]] static BoxliteResult<AllowList> parse(const std::vector<std::string>& patterns);
     [[nodiscard]] bool allows_host_alias(std::uint16_t port) const noexcept;
+    /// Whether the box may reach the host alias on any port at all.
+    [[nodiscard]] bool allows_any_host_alias_port() const noexcept {
+        return !restricted || host_alias_any_port || !host_alias_ports.empty();
+    }
 };
 
 /// Forward: on to passt. Drop: nothing. Reject: refused, `reply` (if any) answers the box.
@@ -132,6 +136,14 @@ public:
     [[nodiscard]] const FirewallStats& stats() const noexcept { return stats_; }
     [[nodiscard]] const AllowList& allow_list() const noexcept { return allow_; }
 
+    /// Called by ingress() with the port of each TCP connection to the host alias that the host
+    /// accepted (passt's SYN-ACK from the gateway, on a flow the box opened to the alias): the
+    /// host has a server there, and this box may reach it (its SYN passed egress()). The namespace
+    /// shim splices such ports from then on (docs/networking.md, "The host alias, spliced").
+    void on_host_alias_accepted(std::function<void(std::uint16_t)> callback) {
+        host_alias_accepted_ = std::move(callback);
+    }
+
 private:
     struct Flow {
         std::uint8_t protocol = 0;
@@ -183,6 +195,7 @@ private:
     std::unordered_map<Flow, NameCheck, FlowHash> name_checks_;
     std::uint64_t name_checks_opened_ = 0;
     std::vector<std::uint8_t> to_passt_;
+    std::function<void(std::uint16_t)> host_alias_accepted_;
     Clock clock_;
     FirewallStats stats_;
 };

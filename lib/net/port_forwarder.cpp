@@ -34,7 +34,7 @@ void no_delay(int fd) {
 }  // namespace
 
 struct PortForwarder::Watch {
-    enum class Kind : std::uint8_t { Stop, Listener, Client, Box };
+    enum class Kind : std::uint8_t { Stop, Listener, Client, Box, Fd };
     Kind kind = Kind::Stop;
     std::size_t port = 0;
     Connection* connection = nullptr;
@@ -116,11 +116,71 @@ struct PortForwarder::Connection {
     Watch box_watch;
 };
 
+namespace {
+
+void make_non_blocking(int fd) {
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags >= 0) ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+}  // namespace
+
 PortForwarder::PortForwarder(std::vector<ForwardedPort> ports, std::size_t max_connections)
     : ports_(std::move(ports)), max_connections_(max_connections == 0 ? 1 : max_connections) {
-    for (auto& port : ports_) {
-        const int flags = ::fcntl(port.listener.get(), F_GETFL);
-        if (flags >= 0) ::fcntl(port.listener.get(), F_SETFL, flags | O_NONBLOCK);
+    for (auto& port : ports_) make_non_blocking(port.listener.get());
+}
+
+std::size_t PortForwarder::add_port(ForwardedPort port) {
+    make_non_blocking(port.listener.get());
+    std::size_t index = 0;
+    while (index < ports_.size() && ports_[index].listener) ++index;
+    if (index == ports_.size()) {
+        ports_.push_back(std::move(port));
+    } else {
+        ports_[index] = std::move(port);
+    }
+    if (epoll_ >= 0) register_port(index);
+    return index;
+}
+
+void PortForwarder::remove_port(std::size_t index) {
+    if (index >= ports_.size() || !ports_[index].listener) return;
+    if (epoll_ >= 0) ::epoll_ctl(epoll_, EPOLL_CTL_DEL, ports_[index].listener.get(), nullptr);
+    ports_[index].listener.reset();
+}
+
+void PortForwarder::register_port(std::size_t index) {
+    while (listener_watches_.size() <= index)
+        listener_watches_.push_back(new Watch{Watch::Kind::Listener, listener_watches_.size(), nullptr});
+    epoll_event event{};
+    event.events = listening_ ? static_cast<std::uint32_t>(EPOLLIN) : 0U;
+    event.data.ptr = listener_watches_[index];
+    ::epoll_ctl(epoll_, EPOLL_CTL_ADD, ports_[index].listener.get(), &event);
+}
+
+void PortForwarder::watch(int fd, std::function<void()> on_readable) {
+    std::size_t index = 0;
+    while (index < fd_watches_.size() && fd_watches_[index].fd >= 0) ++index;
+    if (index == fd_watches_.size()) fd_watches_.push_back({});
+    auto& entry = fd_watches_[index];
+    entry.fd = fd;
+    entry.on_readable = std::move(on_readable);
+    if (entry.watch == nullptr) entry.watch = new Watch{Watch::Kind::Fd, index, nullptr};
+    if (epoll_ >= 0) register_watch(index);
+}
+
+void PortForwarder::register_watch(std::size_t index) {
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.ptr = fd_watches_[index].watch;
+    ::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd_watches_[index].fd, &event);
+}
+
+void PortForwarder::unwatch(int fd) {
+    for (auto& entry : fd_watches_) {
+        if (entry.fd != fd || fd < 0) continue;
+        if (epoll_ >= 0) ::epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);
+        entry.fd = -1;  // its callback is kept until the slot is used again: it may be running now
     }
 }
 
@@ -130,6 +190,7 @@ PortForwarder::~PortForwarder() {
     }
     release_closed();
     for (auto* watch : listener_watches_) delete watch;
+    for (auto& entry : fd_watches_) delete entry.watch;
     if (epoll_ >= 0) ::close(epoll_);
 }
 
@@ -144,6 +205,7 @@ void PortForwarder::release_closed() {
 void PortForwarder::set_listening(bool on) {
     if (on == listening_) return;
     for (std::size_t i = 0; i < ports_.size(); ++i) {
+        if (!ports_[i].listener) continue;
         epoll_event event{};
         event.events = on ? static_cast<std::uint32_t>(EPOLLIN) : 0U;
         event.data.ptr = listener_watches_[i];
@@ -153,7 +215,7 @@ void PortForwarder::set_listening(bool on) {
 }
 
 void PortForwarder::accept_from(std::size_t port) {
-    while (connections_ < max_connections_) {
+    while (connections_ < max_connections_ && ports_[port].listener) {
         const int client = ::accept4(ports_[port].listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (client < 0) {
             // EMFILE and the like: the client waits in the backlog until a connection closes, or
@@ -166,10 +228,16 @@ void PortForwarder::accept_from(std::size_t port) {
         }
         ++stats_.accepted;
         const auto& target = ports_[port].target;
-        const int box = ::socket(target.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int box = -1;
+        if (!ports_[port].target_elsewhere) {
+            box = ::socket(target.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        } else if (socket_maker_ && (box = socket_maker_(target.ss_family)) >= 0) {
+            make_non_blocking(box);
+        }
         const bool started = box >= 0 && (::connect(box, reinterpret_cast<const sockaddr*>(&target),
                                                     ports_[port].target_length) == 0 ||
                                           errno == EINPROGRESS);
+        const bool target_failed = box >= 0 && !started;
         auto* c = new Connection;
         c->client = client;
         c->box = box;
@@ -181,6 +249,7 @@ void PortForwarder::accept_from(std::size_t port) {
             if (box >= 0) ::close(box);
             close_with_reset(client);
             delete c;
+            if (target_failed && on_refused_) on_refused_(port);  // may remove the port
             continue;
         }
         no_delay(client);
@@ -210,6 +279,7 @@ void PortForwarder::connected(Connection& c) {
     if (error != 0) {
         ++stats_.refused;
         close_connection(c, /*reset=*/true);
+        if (on_refused_) on_refused_(c.box_watch.port);
         return;
     }
     c.connecting = false;
@@ -286,15 +356,13 @@ BoxliteResult<void> PortForwarder::run(int stop_fd) {
         if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, stop_fd, &event) != 0)
             return fail_errno(ErrorKind::Internal, "watching the port forwarder's stop descriptor", errno);
     }
-    for (std::size_t i = 0; i < ports_.size(); ++i) {
-        listener_watches_.push_back(new Watch{Watch::Kind::Listener, i, nullptr});
-        epoll_event event{};
-        event.events = EPOLLIN;
-        event.data.ptr = listener_watches_.back();
-        if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, ports_[i].listener.get(), &event) != 0)
-            return fail_errno(ErrorKind::Internal, "watching a published port's listener", errno);
-    }
     listening_ = true;
+    for (std::size_t i = 0; i < ports_.size(); ++i) {
+        if (ports_[i].listener) register_port(i);
+    }
+    for (std::size_t i = 0; i < fd_watches_.size(); ++i) {
+        if (fd_watches_[i].fd >= 0) register_watch(i);
+    }
 
     std::array<epoll_event, 64> events{};
     for (;;) {
@@ -320,7 +388,15 @@ BoxliteResult<void> PortForwarder::run(int stop_fd) {
                 return {};
             }
             if (watch->kind == Watch::Kind::Listener) {
-                accept_from(watch->port);
+                if (watch->port < ports_.size() && ports_[watch->port].listener) accept_from(watch->port);
+                continue;
+            }
+            if (watch->kind == Watch::Kind::Fd) {
+                auto& entry = fd_watches_[watch->port];
+                if (entry.fd >= 0) {
+                    auto callback = entry.on_readable;  // a copy: the callback may unwatch its fd
+                    callback();
+                }
                 continue;
             }
             Connection& c = *watch->connection;

@@ -27,6 +27,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace boxlite::net {
@@ -35,6 +36,9 @@ struct ForwardedPort {
     base::OwnedFd listener;  ///< a listening TCP socket (any netns)
     sockaddr_storage target{};
     socklen_t target_length = 0;
+    /// The target lies in another network namespace: its sockets come from the forwarder's
+    /// SocketMaker instead of being made in the calling thread's.
+    bool target_elsewhere = false;
 };
 
 struct ForwarderStats {
@@ -50,8 +54,12 @@ public:
     static constexpr std::size_t kPipeBytes = 256 * 1024;
     static constexpr std::size_t kDefaultMaxConnections = 128;
 
+    /// A new stream socket of `family` (close-on-exec), made in the namespace of the targets marked
+    /// `target_elsewhere`; -1 with errno on failure.
+    using SocketMaker = std::function<int(int family)>;
+
     /// The listeners are made non-blocking. Sockets to the targets are made in the network
-    /// namespace of the thread that calls run().
+    /// namespace of the thread that calls run(), or by the SocketMaker (target_elsewhere).
     explicit PortForwarder(std::vector<ForwardedPort> ports, std::size_t max_connections = kDefaultMaxConnections);
     ~PortForwarder();
     PortForwarder(const PortForwarder&) = delete;
@@ -61,6 +69,24 @@ public:
     /// only when the forwarder itself cannot go on (epoll); a failing connection is closed.
     /// SIGPIPE is blocked in the calling thread meanwhile (splice() cannot suppress it).
     [[nodiscard]] BoxliteResult<void> run(int stop_fd);
+
+    void set_socket_maker(SocketMaker maker) { socket_maker_ = std::move(maker); }
+
+    /// Adds a listener, before run() or from a callback that run() calls (watch, on_refused);
+    /// returns its index. Indexes of removed ports are used again.
+    std::size_t add_port(ForwardedPort port);
+    /// Closes the listener of port `index` (clients in its backlog are reset); the connections it
+    /// accepted live on.
+    void remove_port(std::size_t index);
+
+    /// run() calls `on_readable` whenever `fd` is readable (level-triggered: it must read), until
+    /// unwatch(fd).
+    void watch(int fd, std::function<void()> on_readable);
+    void unwatch(int fd);
+
+    /// run() calls `callback(index)` when a connection accepted on port `index` could not reach
+    /// its target (refused, unreachable).
+    void on_refused(std::function<void(std::size_t)> callback) { on_refused_ = std::move(callback); }
 
     [[nodiscard]] const ForwarderStats& stats() const noexcept { return stats_; }
     /// Connections open now (for tests of the limit).
@@ -76,9 +102,19 @@ private:
     void close_connection(Connection& c, bool reset);
     void set_listening(bool on);
     void release_closed();
+    void register_port(std::size_t index);
+    void register_watch(std::size_t index);
 
-    std::vector<ForwardedPort> ports_;
+    std::vector<ForwardedPort> ports_;  // a removed port's listener is closed
     std::vector<Watch*> listener_watches_;
+    struct FdWatch {
+        int fd = -1;
+        std::function<void()> on_readable;
+        Watch* watch = nullptr;
+    };
+    std::vector<FdWatch> fd_watches_;
+    SocketMaker socket_maker_;
+    std::function<void(std::size_t)> on_refused_;
     std::size_t max_connections_;
     std::size_t connections_ = 0;
     bool listening_ = false;

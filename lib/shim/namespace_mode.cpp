@@ -882,6 +882,20 @@ int run_namespace_mode(const ShimOptions& o) {
         forwarded.clear();  // the forwarder holds the listeners now
         if (forwarder_pid < 0) return fail_start(errno_text("fork for the port forwarder"));
     }
+    // The box's connections to host.boxlite.internal: once the host has accepted one on a port,
+    // the pump starts a forwarder that attaches a connect hook to the box's cgroup, and the box's
+    // later connections to that port are spliced to the host's loopback instead of going through
+    // passt (docs/networking.md, "The host alias, spliced"). Nothing of it is on the box's start
+    // path. Where it cannot be had (no cgroup v2 hierarchy, no BPF), all goes through passt.
+    std::string alias_cgroup;
+    if (o.network && firewall->allow_list().allows_any_host_alias_port()) {
+        alias_cgroup = cgroups.bpf_dir();
+        if (alias_cgroup.empty()) {
+            log("box " + o.box_id +
+                ": network: host.boxlite.internal goes through passt only: no cgroup v2 "
+                "hierarchy for the box's cgroup");
+        }
+    }
     if (o.network) {
         if (find_passt(o, error).empty()) return fail_start(error);  // now, not at the box's first frame
         int passt_pair[2] = {-1, -1};
@@ -909,6 +923,11 @@ int run_namespace_mode(const ShimOptions& o) {
                 pollfd first_frame{tap, POLLIN, 0};
                 while (::poll(&first_frame, 1, -1) < 0 && errno == EINTR) {}
                 if (!start()) ::_exit(1);
+            }
+            std::optional<HostAliasSplicer> splicer;
+            if (!alias_cgroup.empty()) {
+                splicer.emplace(o.box_id, alias_cgroup, tap);
+                firewall->on_host_alias_accepted([&](std::uint16_t port) { splicer->accepted(port); });
             }
             net::FramePump pump(tap, passt_pair[0], *firewall, net::BoxFraming::VnetHeader);
             pump.queue_to_passt(box_arp_request());
@@ -985,6 +1004,7 @@ int run_namespace_mode(const ShimOptions& o) {
         std::ofstream info(o.box_dir + "/cgroup.info");
         info << "memory " << cgroups.memory_dir() << "\ncpu " << cgroups.cpu_dir() << "\npids " << cgroups.pids_dir()
              << "\ncpuacct " << cgroups.cpuacct_dir() << "\n";
+        if (!cgroups.v2()) info << "unified " << cgroups.bpf_dir() << "\n";
         for (const auto& a : cgroups.applied()) info << "applied " << a << "\n";
         for (const auto& s : cgroups.skipped()) info << "skipped " << s << "\n";
     }

@@ -2,6 +2,7 @@
 
 #include "base/fd_passing.hpp"
 #include "net/box_interface.hpp"
+#include "net/connect_redirect.hpp"
 #include "net/pump.hpp"
 
 #include <fmt/format.h>
@@ -30,10 +31,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <optional>
 #include <set>
 #include <span>
 #include <string_view>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 namespace boxlite::shim {
@@ -518,9 +522,103 @@ BoxliteResult<net::ForwardedPort> bind_published_tcp_port(const PublishedPort& p
     return forwarded;
 }
 
-void run_port_forwarder(int channel, std::vector<net::ForwardedPort> ports, const std::string& box_id) {
-    auto say = [&](const std::string& line) { (void)!::send(channel, line.data(), line.size(), MSG_NOSIGNAL); };
-    const int box_network = receive_fd(channel);
+namespace {
+
+/// Makes TCP sockets in the network namespace of the thread that start()ed it, for a thread that
+/// has since entered another one: a socket belongs to the namespace of the thread that makes it.
+/// One request at a time, over a SEQPACKET pair; the thread lives as long as the process.
+class SocketMakerThread {
+public:
+    bool start() {
+        int pair[2];
+        if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return false;
+        request_ = pair[0];
+        const int served = pair[1];
+        try {
+            std::thread([served] {
+                int family = 0;
+                while (::recv(served, &family, sizeof family, 0) == static_cast<ssize_t>(sizeof family)) {
+                    int answer[2] = {::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), 0};
+                    answer[1] = answer[0] < 0 ? errno : 0;
+                    (void)::send(served, answer, sizeof answer, MSG_NOSIGNAL);
+                }
+            }).detach();
+        } catch (const std::system_error&) {
+            ::close(pair[0]);
+            ::close(pair[1]);
+            request_ = -1;
+            return false;
+        }
+        return true;
+    }
+
+    int make(int family) const {
+        int answer[2] = {-1, EIO};
+        if (::send(request_, &family, sizeof family, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof family) ||
+            ::recv(request_, answer, sizeof answer, 0) != static_cast<ssize_t>(sizeof answer)) {
+            errno = EIO;
+            return -1;
+        }
+        errno = answer[1];
+        return answer[0];
+    }
+
+private:
+    int request_ = -1;
+};
+
+/// A listener on the box's loopback (the calling thread's namespace) at a port the kernel picks.
+std::optional<std::pair<base::OwnedFd, std::uint16_t>> box_loopback_listener() {
+    base::OwnedFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof address;
+    if (!listener || ::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+        ::listen(listener.get(), SOMAXCONN) != 0 ||
+        ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&address), &length) != 0)
+        return std::nullopt;
+    return std::pair{std::move(listener), ntohs(address.sin_port)};
+}
+
+void forwarder_log(const std::string& box_id, const std::string& text) {
+    const auto line = "boxlite-shim: box " + box_id + ": " + text + "\n";
+    (void)!::write(2, line.data(), line.size());
+}
+
+}  // namespace
+
+void run_port_forwarder(int channel, std::vector<net::ForwardedPort> ports, const std::string& box_id,
+                        HostAliasSplice splice, int box_network) {
+    auto say = [&](const std::string& line) {
+        if (channel >= 0) {
+            (void)!::send(channel, line.data(), line.size(), MSG_NOSIGNAL);
+        } else if (line != "k") {
+            forwarder_log(box_id, "host alias forwarder: " + line);
+        }
+    };
+    // The box's connect hook, while this process is still root; its maps stay here. The thread
+    // is started before the move into the box's namespace, so that its sockets are the host's.
+    std::optional<net::ConnectRedirect> hook;
+    SocketMakerThread host_sockets;
+    if (splice.on()) {
+        auto loaded = net::ConnectRedirect::load();
+        if (loaded) {
+            if (auto attached = loaded->attach(splice.cgroup_dir); !attached) loaded = fail(attached.error());
+        }
+        if (!loaded) {
+            forwarder_log(box_id,
+                          "network: host.boxlite.internal goes through passt only: " + loaded.error().message());
+        } else if (!host_sockets.start()) {
+            forwarder_log(box_id,
+                          "network: host.boxlite.internal goes through passt only: no thread for the host's "
+                          "sockets");
+        } else {
+            hook.emplace(std::move(*loaded));
+        }
+        if (!hook && ports.empty()) ::_exit(0);  // nothing left to forward
+    }
+    if (box_network < 0) box_network = receive_fd(channel);
     if (box_network < 0) ::_exit(0);  // the shim gave up on the box before it was ready
     if (::setns(box_network, CLONE_NEWNET) != 0) {
         say(errno_text("entering the box's network namespace for its published TCP ports"));
@@ -551,13 +649,137 @@ void run_port_forwarder(int channel, std::vector<net::ForwardedPort> ports, cons
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != shim) ::_exit(0);
     net::PortForwarder forwarder(std::move(ports), std::min(net::PortForwarder::kDefaultMaxConnections, room));
+    // The host alias: each port the pump names (the host accepted a connection of the box's to
+    // it) gets a listener on the box's loopback, and the box's connect hook sends later
+    // connections to that port there; they are spliced to the host's 127.0.0.1:PORT. A port
+    // whose host server has gone (a connection refused) goes back to passt.
+    struct Spliced {
+        std::uint16_t alias_port;
+        std::uint16_t local_port;
+    };
+    std::map<std::size_t, Spliced> spliced;  // by forwarder port index
+    auto splicing = [&](std::uint16_t alias_port) {
+        return std::ranges::any_of(spliced, [&](const auto& entry) { return entry.second.alias_port == alias_port; });
+    };
+    if (hook) {
+        forwarder.set_socket_maker([&](int family) { return host_sockets.make(family); });
+        forwarder.watch(splice.learn, [&] {
+            for (;;) {
+                std::uint8_t bytes[2];
+                const ssize_t n = ::recv(splice.learn, bytes, sizeof bytes, MSG_DONTWAIT);
+                if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                    forwarder.unwatch(splice.learn);  // the pump has gone
+                    return;
+                }
+                if (n < 0) return;
+                const auto alias_port = static_cast<std::uint16_t>(bytes[0] << 8 | bytes[1]);
+                if (n != 2 || alias_port == 0 || splicing(alias_port) || spliced.size() >= kMaxSplicedAliasPorts)
+                    continue;
+                auto listener = box_loopback_listener();
+                if (!listener) {
+                    forwarder_log(box_id, fmt::format("host.boxlite.internal:{} is not spliced: {}", alias_port,
+                                                      std::strerror(errno)));
+                    continue;
+                }
+                net::ForwardedPort port;
+                port.listener = std::move(listener->first);
+                auto* target = reinterpret_cast<sockaddr_in*>(&port.target);
+                target->sin_family = AF_INET;
+                target->sin_port = htons(alias_port);
+                target->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+                port.target_length = sizeof *target;
+                port.target_elsewhere = true;
+                const auto index = forwarder.add_port(std::move(port));
+                if (!net::ConnectRedirect::set_port(hook->forward_map(), hook->reverse_map(), alias_port,
+                                                    listener->second)) {
+                    forwarder_log(box_id, fmt::format("host.boxlite.internal:{} is not spliced: {}", alias_port,
+                                                      std::strerror(errno)));
+                    forwarder.remove_port(index);
+                    continue;
+                }
+                spliced[index] = {alias_port, listener->second};
+                forwarder_log(box_id, fmt::format("host.boxlite.internal:{} spliced from now on", alias_port));
+            }
+        });
+        forwarder.on_refused([&](std::size_t index) {
+            const auto it = spliced.find(index);
+            if (it == spliced.end()) return;
+            // The hook first: a connection made meanwhile goes through passt, not to a closed port.
+            (void)net::ConnectRedirect::clear_port(hook->forward_map(), hook->reverse_map(), it->second.alias_port,
+                                                   it->second.local_port);
+            forwarder.remove_port(index);
+            forwarder_log(box_id, fmt::format("host.boxlite.internal:{} refused a spliced connection (reset); back "
+                                              "through passt",
+                                              it->second.alias_port));
+            spliced.erase(it);
+        });
+    }
     say("k");
-    ::close(channel);
+    if (channel >= 0) ::close(channel);
     auto result = forwarder.run(-1);
-    const auto line = "boxlite-shim: box " + box_id +
-                      ": port forwarder ended: " + (result ? std::string("stopped") : result.error().message()) + "\n";
-    (void)!::write(2, line.data(), line.size());
+    forwarder_log(box_id, "port forwarder ended: " + (result ? std::string("stopped") : result.error().message()));
     ::_exit(result ? 0 : 1);
+}
+
+HostAliasSplicer::~HostAliasSplicer() {
+    if (learn_ >= 0) ::close(learn_);
+}
+
+void HostAliasSplicer::give_up(const std::string& why) {
+    if (!given_up_) {
+        const auto line = "boxlite-shim: box " + box_id_ +
+                          ": network: host.boxlite.internal goes through passt only: " + why + "\n";
+        (void)!::write(2, line.data(), line.size());
+    }
+    given_up_ = true;
+    if (learn_ >= 0) learn_ = (::close(learn_), -1);
+}
+
+bool HostAliasSplicer::start() {
+    // The box's network namespace, from its eth0: the forwarder enters it at once.
+    const int network = ::ioctl(tap_, TUNGETDEVNETNS);
+    if (network < 0) {
+        give_up(errno_text("the box's network namespace (TUNGETDEVNETNS)"));
+        return false;
+    }
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+        ::close(network);
+        give_up(errno_text("socketpair for the host alias forwarder"));
+        return false;
+    }
+    forwarder_ = fork_tied_to_parent();
+    if (forwarder_ == 0) {
+        close_descriptors_from(3, {pair[1], network});
+        run_port_forwarder(-1, {}, box_id_, {cgroup_dir_, pair[1]}, network);
+    }
+    ::close(pair[1]);
+    ::close(network);
+    if (forwarder_ < 0) {
+        ::close(pair[0]);
+        give_up(errno_text("fork for the host alias forwarder"));
+        return false;
+    }
+    learn_ = pair[0];
+    // The pump never blocks on it: a port named when its queue is full is named again by the
+    // host's next accept.
+    const int flags = ::fcntl(learn_, F_GETFL);
+    if (flags >= 0) ::fcntl(learn_, F_SETFL, flags | O_NONBLOCK);
+    return true;
+}
+
+void HostAliasSplicer::accepted(std::uint16_t port) {
+    if (given_up_ || (learn_ < 0 && !start())) return;
+    const std::uint8_t bytes[2] = {static_cast<std::uint8_t>(port >> 8), static_cast<std::uint8_t>(port & 0xff)};
+    if (::send(learn_, bytes, sizeof bytes, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0 || errno == EAGAIN) return;
+    // The forwarder has ended (it logged why, when it could): reaped here, once.
+    int status = 0;
+    std::string how = "it ended";
+    if (::waitpid(forwarder_, &status, WNOHANG) == forwarder_) {
+        how = WIFSIGNALED(status) ? fmt::format("its forwarder ended (signal {})", WTERMSIG(status))
+                                  : fmt::format("its forwarder ended (exit {})", WEXITSTATUS(status));
+    }
+    give_up(how);
 }
 
 }  // namespace boxlite::shim

@@ -13,6 +13,7 @@
 #include "shim.hpp"
 
 #include "base/fd.hpp"
+#include "net/connect_redirect.hpp"
 #include "net/firewall.hpp"
 #include "net/port_forwarder.hpp"
 
@@ -86,11 +87,57 @@ bool wait_for_published_ports(const std::vector<PublishedPort>& publish, int tim
 /// naming the port when the host port is taken.
 BoxliteResult<net::ForwardedPort> bind_published_tcp_port(const PublishedPort& port);
 
-/// The forwarder process of the namespace engine's published TCP ports (net::PortForwarder):
-/// it waits on `channel` for the box's network namespace (a descriptor sent with send_fd()),
-/// enters it, answers one byte ('k', or an error line), and forwards until it is killed. Never
-/// returns.
-[[noreturn]] void run_port_forwarder(int channel, std::vector<net::ForwardedPort> ports, const std::string& box_id);
+/// The splice of the box's connections to host.boxlite.internal (docs/networking.md, "The host
+/// alias, spliced"), as run_port_forwarder() takes it: the box's cgroup v2 directory, where the
+/// forwarder attaches the box's connect hook (net::ConnectRedirect), and the socket on which the
+/// pump names each host port the host accepted a connection of the box's on.
+struct HostAliasSplice {
+    std::string cgroup_dir;
+    int learn = -1;
+    [[nodiscard]] bool on() const noexcept { return !cgroup_dir.empty() && learn >= 0; }
+};
+
+/// Host alias ports spliced at once, at most (each holds a listener in the box's network
+/// namespace, and an entry in the hook's maps); beyond, connections go through passt.
+inline constexpr std::size_t kMaxSplicedAliasPorts = net::ConnectRedirect::kMaxPorts;
+
+/// The forwarder process of the namespace engine (net::PortForwarder): the published TCP ports
+/// (started by the shim), or the host alias ports the pump names on `splice.learn` (started by
+/// the pump, HostAliasSplicer). For the latter it first loads and attaches the box's connect hook
+/// (still root) and starts a thread that stays in the host's network namespace (it makes the
+/// sockets to the host's loopback). It enters the box's network namespace, `box_network`, or one
+/// it waits for on `channel` (a descriptor sent with send_fd(); it answers one byte there, 'k' or
+/// an error line), drops to nobody, and forwards until it is killed. Never returns.
+[[noreturn]] void run_port_forwarder(int channel, std::vector<net::ForwardedPort> ports, const std::string& box_id,
+                                     HostAliasSplice splice = {}, int box_network = -1);
+
+/// In the pump: the splice of the box's connections to host.boxlite.internal. The first port the
+/// host accepts a connection of the box's on (the firewall's on_host_alias_accepted) forks the
+/// alias forwarder (run_port_forwarder: no published ports, the network namespace of the box's
+/// `tap`); that port and each later one are named to it. Nothing is done before: a box that never
+/// reaches the host alias pays nothing. A forwarder that cannot start, or ends, is logged once,
+/// and the box's connections go on through passt.
+class HostAliasSplicer {
+public:
+    HostAliasSplicer(std::string box_id, std::string cgroup_dir, int tap)
+        : box_id_(std::move(box_id)), cgroup_dir_(std::move(cgroup_dir)), tap_(tap) {}
+    ~HostAliasSplicer();
+    HostAliasSplicer(const HostAliasSplicer&) = delete;
+    HostAliasSplicer& operator=(const HostAliasSplicer&) = delete;
+
+    void accepted(std::uint16_t port);
+
+private:
+    bool start();
+    void give_up(const std::string& why);
+
+    std::string box_id_;
+    std::string cgroup_dir_;
+    int tap_;
+    int learn_ = -1;
+    pid_t forwarder_ = -1;
+    bool given_up_ = false;
+};
 
 /// The VM engines' box network past the device (boxlite-shim-kvm and boxlite-shim-qemu alike):
 /// the egress firewall, a passt on its end of a socket pair, and the pump thread between the

@@ -730,6 +730,150 @@ TEST_F(NamespaceNetwork, AForwarderThatDiesIsReapedAndLoggedAndTheBoxGoesOn) {
     EXPECT_FALSE(host_port_listens(18087));
 }
 
+/// A server on the host's 127.0.0.1: answers each connection, after its first line (or its
+/// end), with "host answered N" (N: the connections so far), and closes it.
+class LineServer {
+public:
+    LineServer() {
+        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in in{};
+        in.sin_family = AF_INET;
+        in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t length = sizeof in;
+        ok_ = ::bind(fd_, reinterpret_cast<sockaddr*>(&in), sizeof in) == 0 && ::listen(fd_, 16) == 0 &&
+              ::getsockname(fd_, reinterpret_cast<sockaddr*>(&in), &length) == 0;
+        port_ = ntohs(in.sin_port);
+        thread_ = std::thread([this] {
+            for (;;) {
+                const int client = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+                if (client < 0) return;
+                const int number = ++connections_;
+                std::lock_guard lock(mutex_);
+                clients_.push_back(client);
+                // One thread per connection: a connection held open does not stop the others.
+                handlers_.emplace_back([client, number] {
+                    char byte = 0;
+                    while (::read(client, &byte, 1) == 1 && byte != '\n') {}
+                    const auto answer = "host answered " + std::to_string(number) + "\n";
+                    (void)::send(client, answer.data(), answer.size(), MSG_NOSIGNAL);
+                    ::shutdown(client, SHUT_RDWR);
+                });
+            }
+        });
+    }
+    ~LineServer() { stop(); }
+    /// Closes the listener (connections to its port are refused from now on) and every connection.
+    void stop() {
+        if (!thread_.joinable()) return;
+        ::shutdown(fd_, SHUT_RDWR);
+        thread_.join();
+        ::close(fd_);
+        std::lock_guard lock(mutex_);
+        for (const int client : clients_) ::shutdown(client, SHUT_RDWR);
+        for (auto& handler : handlers_) handler.join();
+        for (const int client : clients_) ::close(client);
+    }
+    [[nodiscard]] bool ok() const { return ok_; }
+    [[nodiscard]] std::uint16_t port() const { return port_; }
+    [[nodiscard]] int connections() const { return connections_; }
+
+private:
+    int fd_ = -1;
+    bool ok_ = false;
+    std::uint16_t port_ = 0;
+    std::atomic<int> connections_{0};
+    std::mutex mutex_;
+    std::vector<int> clients_;
+    std::vector<std::thread> handlers_;
+    std::thread thread_;
+};
+
+/// Waits (10 s at most) for `text` in the box's shim.log.
+bool shim_log_shows(const fs::path& log, const std::string& text) {
+    for (int i = 0; i < 1000; ++i) {
+        if (test::read_file(log).find(text) != std::string::npos) return true;
+        std::this_thread::sleep_for(10ms);
+    }
+    return false;
+}
+
+// The host alias, spliced (docs/networking.md): once the host has accepted a connection of the
+// box's to host.boxlite.internal:PORT through passt, later ones are sent by the box's connect hook
+// to the forwarder and spliced to the host's 127.0.0.1:PORT. The box still sees its peer as
+// 192.168.127.254:PORT, and a half-close now passes (this passt drops it). When the host's server
+// goes, the next connection is reset and the port goes back to passt, where connecting fails.
+TEST_F(NamespaceNetwork, HostAliasConnectionsAreSplicedOnceTheHostAcceptedOne) {
+    LineServer host;
+    ASSERT_TRUE(host.ok());
+    const auto port = std::to_string(host.port());
+    auto o = options();
+    o.volumes = {probe_volume()};
+    auto created = runtime_->create(o);
+    ASSERT_TRUE(created) << created.error().to_string();
+    auto box = *created;
+    const auto log = home_->path() / "boxes" / box.id().str() / "shim.log";
+    const auto first = sh(box, "{ echo first; sleep 1; } | nc -w 5 host.boxlite.internal " + port);
+    EXPECT_NE(first.find("host answered 1"), std::string::npos) << first;
+    if (const auto text = test::read_file(log); text.find("goes through passt only") != std::string::npos)
+        GTEST_SKIP() << "precondition: no connect hook here: " << text;
+    ASSERT_TRUE(shim_log_shows(log, "host.boxlite.internal:" + port + " spliced from now on")) << test::read_file(log);
+
+    const std::string probe = "/netprobe/boxlite_udp_echo_probe connect 192.168.127.254 " + port;
+    const auto second = sh(box, probe);
+    EXPECT_EQ(second, "peer 192.168.127.254:" + port + "\nhost answered 2\nrc=0\n");
+    // Through the box's loopback: its end is a loopback connection (getpeername shows the alias,
+    // /proc/net/tcp the truth), and passt saw none of it.
+    const auto held = box.exec(BoxCommand("sh").args({"-c", "sleep 600 | nc host.boxlite.internal " + port}));
+    ASSERT_TRUE(held) << held.error().to_string();
+    EXPECT_EQ(sh(box, "until netstat -tn | grep -q '127.0.0.1:.*ESTABLISHED'; do sleep 0.1; done"), "rc=0\n");
+
+    host.stop();
+    const auto stale = sh(box, probe);
+    EXPECT_TRUE(stale.ends_with("rc=1\n")) << stale;
+    EXPECT_TRUE(stale.find("reset") != std::string::npos || stale.find("Broken pipe") != std::string::npos) << stale;
+    EXPECT_TRUE(shim_log_shows(log, "host.boxlite.internal:" + port + " refused a spliced connection"))
+        << test::read_file(log);
+    // Back through passt, the connect itself fails, as for a port the host never served (this
+    // passt lets the box's SYNs time out rather than answer them with a reset).
+    const auto after = sh(box, probe);
+    EXPECT_TRUE(after.starts_with("connect: ") && after.ends_with("rc=1\n")) << after;
+    EXPECT_EQ(host.connections(), 3);
+}
+
+// With an allow list, only a listed host alias port is ever spliced (only its connections pass
+// the pump to be accepted), and a connection straight to the forwarder's listener on the box's
+// loopback reaches that listed port and nothing else.
+TEST_F(NamespaceNetwork, OnlyAnAllowedHostAliasPortIsSpliced) {
+    LineServer listed, unlisted;
+    ASSERT_TRUE(listed.ok() && unlisted.ok());
+    auto o = options();
+    o.volumes = {probe_volume()};
+    o.network.allow_net = {"host.boxlite.internal:" + std::to_string(listed.port())};
+    auto created = runtime_->create(o);
+    ASSERT_TRUE(created) << created.error().to_string();
+    auto box = *created;
+    const auto log = home_->path() / "boxes" / box.id().str() / "shim.log";
+    const auto first = sh(box,
+                          "{ echo first; sleep 1; } | nc -w 5 host.boxlite.internal " + std::to_string(listed.port()));
+    EXPECT_NE(first.find("host answered 1"), std::string::npos) << first;
+    if (const auto text = test::read_file(log); text.find("goes through passt only") != std::string::npos)
+        GTEST_SKIP() << "precondition: no connect hook here: " << text;
+    ASSERT_TRUE(shim_log_shows(log, "host.boxlite.internal:" + std::to_string(listed.port()) + " spliced"));
+    const auto refused = sh(box, "/netprobe/boxlite_udp_echo_probe connect 192.168.127.254 " +
+                                     std::to_string(unlisted.port()));
+    EXPECT_EQ(refused, "connect: Connection refused\nrc=1\n");
+    EXPECT_EQ(unlisted.connections(), 0);
+    EXPECT_EQ(test::read_file(log).find("host.boxlite.internal:" + std::to_string(unlisted.port()) + " spliced"),
+              std::string::npos);
+    // The forwarder's listener on the box's loopback, reached by number: the listed port only.
+    const auto listeners = sh(box, "netstat -ltn | grep -o '127.0.0.1:[0-9]*' | cut -d: -f2");
+    ASSERT_TRUE(listeners.ends_with("rc=0\n")) << listeners;
+    const auto local_port = listeners.substr(0, listeners.find('\n'));
+    const auto direct = sh(box, "/netprobe/boxlite_udp_echo_probe connect 127.0.0.1 " + local_port);
+    EXPECT_NE(direct.find("host answered 2"), std::string::npos) << direct;
+    EXPECT_EQ(unlisted.connections(), 0);
+}
+
 TEST_F(NamespaceNetwork, PasstStartsAtTheBoxsFirstFrameAndItsFirstConnectionGetsThrough) {
     // Without published ports nothing outside can reach the box, so passt starts only when the
     // box sends its first frame (docs/performance.md): a box that never uses the network never

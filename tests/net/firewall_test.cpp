@@ -257,6 +257,35 @@ TEST(NetFirewall, TheHostAliasIsRewrittenToTheGatewayAndBack) {
     EXPECT_EQ(parse_frame(answer)->source, kGateway);
 }
 
+// The namespace shim splices a host alias port once the host has accepted a connection of the
+// box's on it: the firewall names the port at passt's SYN-ACK on such a flow, and at nothing else.
+TEST(NetFirewall, NamesTheHostAliasPortsTheHostAcceptedAConnectionOn) {
+    auto firewall = firewall_for({});
+    std::vector<std::uint16_t> named;
+    firewall.on_host_alias_accepted([&](std::uint16_t port) { named.push_back(port); });
+    std::vector<std::uint8_t> reply;
+    auto syn = ip_frame(kBox, kAlias, kProtoTcp, 40000, 8080, kTcpSyn, 3);
+    ASSERT_EQ(firewall.egress(syn, reply), Verdict::Forward);
+    EXPECT_TRUE(named.empty()) << "named at the box's SYN, before the host answered";
+    auto refused = ip_frame(kGateway, kBox, kProtoTcp, 8080, 40000, kTcpRst | kTcpAck, 0);
+    ASSERT_EQ(firewall.ingress(refused), Verdict::Forward);
+    EXPECT_TRUE(named.empty()) << "a refused connection named its port";
+    auto accepted = ip_frame(kGateway, kBox, kProtoTcp, 8080, 40000, kTcpSyn | kTcpAck, 7);
+    ASSERT_EQ(firewall.ingress(accepted), Verdict::Forward);
+    EXPECT_EQ(named, std::vector<std::uint16_t>{8080});
+    auto data = ip_frame(kGateway, kBox, kProtoTcp, 8080, 40000, kTcpAck, 7);
+    ASSERT_EQ(firewall.ingress(data), Verdict::Forward);
+    // A SYN-ACK from the gateway on a flow the box did not open to the alias (a DNS-over-TCP
+    // answer, say) names nothing; neither does UDP.
+    auto other = ip_frame(kGateway, kBox, kProtoTcp, 53, 40001, kTcpSyn | kTcpAck, 7);
+    (void)firewall.ingress(other);
+    auto udp_out = ip_frame(kBox, kAlias, kProtoUdp, 5000, 9999, 0, 11);
+    ASSERT_EQ(firewall.egress(udp_out, reply), Verdict::Forward);
+    auto udp_back = ip_frame(kGateway, kBox, kProtoUdp, 9999, 5000, 0, 11);
+    ASSERT_EQ(firewall.ingress(udp_back), Verdict::Forward);
+    EXPECT_EQ(named, std::vector<std::uint16_t>{8080});
+}
+
 TEST(NetFirewall, AnAllowListLimitsDestinationsAndTheHostAlias) {
     auto firewall = firewall_for({"198.51.100.7", "203.0.113.0/28"});
     std::vector<std::uint8_t> reply;

@@ -384,5 +384,73 @@ TEST(PortForwarder, ATargetThatNeverReadsStopsTheClientInsteadOfFillingMemory) {
     EXPECT_LT(sent, 64ULL << 20) << "the forwarder kept reading from a client whose target does not read";
 }
 
+// The host alias splice's use of the forwarder (lib/shim/network.cpp): a port added while it
+// runs, from a watched descriptor; its target's sockets from the socket maker; a refused
+// connection reported, and the port removed from that report.
+TEST(PortForwarder, APortAddedWhileRunningUsesTheSocketMakerAndIsRemovedWhenItsTargetRefuses) {
+    std::uint16_t target_port = 0;
+    auto server = loopback_listener(target_port);
+    base::OwnedFd stop(::eventfd(0, EFD_CLOEXEC));
+    base::OwnedFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    PortForwarder forwarder({});
+    std::atomic<int> made{0};
+    forwarder.set_socket_maker([&](int family) {
+        ++made;
+        return ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);  // blocking: the forwarder makes it non-blocking
+    });
+    std::atomic<std::uint16_t> added_port{0};
+    std::atomic<int> refused_index{-1};
+    std::size_t added_index = 0;
+    forwarder.watch(wake.get(), [&] {
+        std::uint64_t value = 0;
+        (void)!::read(wake.get(), &value, sizeof value);
+        std::uint16_t port = 0;
+        ForwardedPort added;
+        added.listener = loopback_listener(port);
+        added.target = loopback_address(target_port);
+        added.target_length = sizeof(sockaddr_in);
+        added.target_elsewhere = true;
+        added_index = forwarder.add_port(std::move(added));
+        added_port = port;
+    });
+    forwarder.on_refused([&](std::size_t index) {
+        refused_index = static_cast<int>(index);
+        forwarder.remove_port(index);
+    });
+    BoxliteResult<void> result;
+    std::thread thread([&] { result = forwarder.run(stop.get()); });
+    const std::uint64_t one = 1;
+    ASSERT_EQ(::write(wake.get(), &one, sizeof one), 8);
+    for (int i = 0; i < 500 && added_port == 0; ++i) std::this_thread::sleep_for(2ms);
+    ASSERT_NE(added_port.load(), 0) << "the watched descriptor's callback never ran";
+
+    auto ends = connect_through(added_port, server.get());
+    ASSERT_TRUE(ends.ok()) << std::strerror(errno);
+    ASSERT_TRUE(send_all(ends.client.get(), "ping"));
+    char got[4] = {};
+    ASSERT_EQ(::recv(ends.target.get(), got, sizeof got, MSG_WAITALL), 4);
+    EXPECT_EQ(std::string(got, 4), "ping");
+    EXPECT_EQ(made.load(), 1) << "the target's socket did not come from the socket maker";
+    ends = {};
+
+    // The target's server goes: the next connection is reset, the port reported and removed.
+    server.reset();
+    const int client = connect_to(added_port);
+    ASSERT_GE(client, 0) << "the listener should still accept the connection it then resets";
+    int error = 0;
+    (void)read_all(client, &error);
+    ::close(client);
+    EXPECT_EQ(error, ECONNRESET) << std::strerror(error);
+    for (int i = 0; i < 500 && refused_index < 0; ++i) std::this_thread::sleep_for(2ms);
+    EXPECT_EQ(refused_index.load(), static_cast<int>(added_index));
+    EXPECT_LT(connect_to(added_port), 0) << "a removed port's listener still accepts";
+    EXPECT_EQ(errno, ECONNREFUSED);
+
+    (void)!::write(stop.get(), &one, sizeof one);
+    thread.join();
+    EXPECT_TRUE(result) << result.error().to_string();
+    EXPECT_EQ(forwarder.stats().refused, 1U);
+}
+
 }  // namespace
 }  // namespace boxlite::net

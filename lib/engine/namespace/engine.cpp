@@ -84,7 +84,7 @@ void sweep_stale_cgroups() {
     const auto now = fs::file_time_type::clock::now();
     for (const char* hierarchy :
          {"/sys/fs/cgroup/boxlite", "/sys/fs/cgroup/memory/boxlite", "/sys/fs/cgroup/cpu/boxlite",
-          "/sys/fs/cgroup/cpuacct/boxlite", "/sys/fs/cgroup/pids/boxlite"}) {
+          "/sys/fs/cgroup/cpuacct/boxlite", "/sys/fs/cgroup/pids/boxlite", "/sys/fs/cgroup/unified/boxlite"}) {
         for (const auto& entry : fs::directory_iterator(hierarchy, ec)) {
             if (!entry.is_directory(ec)) continue;
             const auto modified = fs::last_write_time(entry.path(), ec);
