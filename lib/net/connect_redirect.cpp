@@ -225,30 +225,35 @@ BoxliteResult<ConnectRedirect> ConnectRedirect::load(std::uint32_t alias_ipv4) {
     return redirect;
 }
 
-BoxliteResult<void> ConnectRedirect::attach(const std::string& cgroup_v2_dir) const {
+BoxliteResult<void> ConnectRedirect::attach(const std::string& cgroup_v2_dir) {
     const base::OwnedFd cgroup(::open(cgroup_v2_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!cgroup) return fail_errno(ErrorKind::InvalidArgument, fmt::format("opening cgroup {}", cgroup_v2_dir), errno);
-    auto request = [&](int command, const base::OwnedFd& program, bpf_attach_type type) {
+    // A link, not BPF_PROG_ATTACH: a program attached that way stays on the cgroup after its
+    // loader has gone, and with the forwarder gone its map would still send the box's connects to
+    // loopback ports nobody listens on any more.
+    auto link = [&](const base::OwnedFd& program, bpf_attach_type type) {
         bpf_attr attr = zeroed();
-        attr.target_fd = static_cast<std::uint32_t>(cgroup.get());
-        attr.attach_bpf_fd = static_cast<std::uint32_t>(program.get());
-        attr.attach_type = type;
-        if (command == BPF_PROG_ATTACH) attr.attach_flags = BPF_F_ALLOW_MULTI;
-        return bpf(command, attr);
+        attr.link_create.prog_fd = static_cast<std::uint32_t>(program.get());
+        attr.link_create.target_fd = static_cast<std::uint32_t>(cgroup.get());
+        attr.link_create.attach_type = type;
+        return base::OwnedFd(static_cast<int>(bpf(BPF_LINK_CREATE, attr)));
     };
-    if (request(BPF_PROG_ATTACH, connect4_, BPF_CGROUP_INET4_CONNECT) != 0) {
+    base::OwnedFd connect4 = link(connect4_, BPF_CGROUP_INET4_CONNECT);
+    if (!connect4) {
         return fail_errno(ErrorKind::Unsupported,
                           fmt::format("attaching the connect redirect to cgroup {} (a cgroup v2 directory?)",
                                       cgroup_v2_dir),
                           errno);
     }
-    if (request(BPF_PROG_ATTACH, getpeername4_, BPF_CGROUP_INET4_GETPEERNAME) != 0) {
-        const int error = errno;
-        // Half a redirect would show the box its peer as 127.0.0.1:F: none at all instead.
-        (void)request(BPF_PROG_DETACH, connect4_, BPF_CGROUP_INET4_CONNECT);
+    // Half a redirect would show the box its peer as 127.0.0.1:F: none at all instead (the first
+    // link goes with `connect4` on a failure).
+    base::OwnedFd getpeername4 = link(getpeername4_, BPF_CGROUP_INET4_GETPEERNAME);
+    if (!getpeername4) {
         return fail_errno(ErrorKind::Unsupported,
-                          fmt::format("attaching the getpeername rewrite to cgroup {}", cgroup_v2_dir), error);
+                          fmt::format("attaching the getpeername rewrite to cgroup {}", cgroup_v2_dir), errno);
     }
+    connect4_link_ = std::move(connect4);
+    getpeername4_link_ = std::move(getpeername4);
     return {};
 }
 

@@ -9,7 +9,8 @@
 // Without it the SYN would cross the tap, the frame pump and passt's TCP stack; with it the box's
 // kernel carries the connection over its loopback and only the forwarder's splices remain. The
 // programs are attached to the box's cgroup, not its netns: every process of the box is in the
-// cgroup whatever namespaces it made, and a socket keeps the cgroup it was made in.
+// cgroup whatever namespaces it made, and a socket keeps the cgroup it was made in. They are
+// attached through BPF links that this object holds, so they go with the process that holds it.
 //
 // Two hash maps, both written by whoever holds their descriptors (the forwarder, which may run as
 // nobody: since Linux 5.19, commit c8644cd0efe7, commands on a map descriptor one already has need
@@ -55,10 +56,11 @@ public:
     /// runs without the fast path.
     [[nodiscard]] static BoxliteResult<ConnectRedirect> load(std::uint32_t alias_ipv4 = kHostAliasIpv4);
 
-    /// Attaches both programs to the cgroup v2 directory `cgroup_v2_dir` (BPF_F_ALLOW_MULTI: other
-    /// programs there, and in the cgroups above, still run). The attachment belongs to the cgroup:
-    /// it outlives this object and the process, and goes when the cgroup is removed.
-    [[nodiscard]] BoxliteResult<void> attach(const std::string& cgroup_v2_dir) const;
+    /// Attaches both programs to the cgroup v2 directory `cgroup_v2_dir` through BPF links (other
+    /// programs there, and in the cgroups above, still run). The attachment lasts as long as this
+    /// object (it holds the links): when its holder ends, however it ends, the box's connects go
+    /// to the alias again, never to a loopback port whose listener has gone with it.
+    [[nodiscard]] BoxliteResult<void> attach(const std::string& cgroup_v2_dir);
 
     /// The maps' descriptors, owned by this object (dup() them to keep them longer).
     [[nodiscard]] int forward_map() const noexcept { return forward_.get(); }
@@ -80,6 +82,8 @@ private:
     base::OwnedFd reverse_;
     base::OwnedFd connect4_;
     base::OwnedFd getpeername4_;
+    base::OwnedFd connect4_link_;
+    base::OwnedFd getpeername4_link_;
 };
 
 }  // namespace boxlite::net

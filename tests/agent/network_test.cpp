@@ -840,6 +840,65 @@ TEST_F(NamespaceNetwork, HostAliasConnectionsAreSplicedOnceTheHostAcceptedOne) {
     EXPECT_EQ(host.connections(), 3);
 }
 
+// The alias forwarder killed (it never should end): its connect hook goes with it, so the box's
+// connections to a port it spliced go through passt again instead of to a loopback port nobody
+// listens on; the pump names its end in shim.log, once.
+TEST_F(NamespaceNetwork, AKilledHostAliasForwarderLeavesTheHostReachableThroughPasst) {
+    LineServer host;
+    ASSERT_TRUE(host.ok());
+    const auto port = std::to_string(host.port());
+    auto o = options();
+    o.volumes = {probe_volume()};
+    auto created = runtime_->create(o);
+    ASSERT_TRUE(created) << created.error().to_string();
+    auto box = *created;
+    const auto log = home_->path() / "boxes" / box.id().str() / "shim.log";
+    const auto first = sh(box, "{ echo first; sleep 1; } | nc -w 5 host.boxlite.internal " + port);
+    EXPECT_NE(first.find("host answered 1"), std::string::npos) << first;
+    if (const auto text = test::read_file(log); text.find("goes through passt only") != std::string::npos)
+        GTEST_SKIP() << "precondition: no connect hook here: " << text;
+    ASSERT_TRUE(shim_log_shows(log, "host.boxlite.internal:" + port + " spliced from now on"));
+    // The alias forwarder: the one boxlite-shim process of nobody's below this box's shim (passt
+    // is `passt`; other tests' boxes may run meanwhile).
+    auto info = runtime_->get_info(box.id().str());
+    ASSERT_TRUE(info && info->pid);
+    auto parent_of = [](pid_t pid) -> pid_t {
+        std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+        std::string line;
+        if (!std::getline(stat, line) || line.rfind(')') == std::string::npos) return 0;
+        std::istringstream rest(line.substr(line.rfind(')') + 2));
+        std::string state;
+        pid_t parent = 0;
+        rest >> state >> parent;
+        return parent;
+    };
+    std::vector<pid_t> forwarders;
+    for (const auto& entry : fs::directory_iterator("/proc")) {
+        const auto name = entry.path().filename().string();
+        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+        const pid_t pid = std::stoi(name);
+        if (process_uid(pid) != 65534 || test::read_file(entry.path() / "comm") != "boxlite-shim\n") continue;
+        pid_t ancestor = parent_of(pid);
+        for (int depth = 0; depth < 4 && ancestor > 1 && ancestor != static_cast<pid_t>(*info->pid); ++depth)
+            ancestor = parent_of(ancestor);
+        if (ancestor == static_cast<pid_t>(*info->pid)) forwarders.push_back(pid);
+    }
+    ASSERT_EQ(forwarders.size(), 1U);
+    ASSERT_EQ(::kill(forwarders[0], SIGKILL), 0);
+    auto gone = [&] {  // exited: a zombie until the pump reaps it
+        std::ifstream stat("/proc/" + std::to_string(forwarders[0]) + "/stat");
+        std::string line;
+        if (!std::getline(stat, line)) return true;
+        const auto close = line.rfind(')');
+        return close != std::string::npos && line.substr(close + 2, 1) == "Z";
+    };
+    for (int i = 0; i < 500 && !gone(); ++i) std::this_thread::sleep_for(10ms);
+    const auto after = sh(box, "{ echo again; sleep 1; } | nc -w 5 host.boxlite.internal " + port);
+    EXPECT_NE(after.find("host answered 2"), std::string::npos) << after;
+    EXPECT_TRUE(shim_log_shows(log, "host.boxlite.internal goes through passt only: its forwarder ended (signal 9)"))
+        << test::read_file(log);
+}
+
 // With an allow list, only a listed host alias port is ever spliced (only its connections pass
 // the pump to be accepted), and a connection straight to the forwarder's listener on the box's
 // loopback reaches that listed port and nothing else.

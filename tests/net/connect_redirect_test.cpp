@@ -260,6 +260,40 @@ TEST_F(ConnectRedirectTest, MappedPortReachesTheLoopbackListenerAndThePeerIsTheA
     EXPECT_EQ(in_box(true, [](int listener) { return expect_redirected(listener, kAliasPort); }), "");
 }
 
+// The forwarder that holds the redirect can die (it never should): its listeners go with it, so
+// its redirect must go too, or the box's connects would be sent to loopback ports nobody listens
+// on. A holder killed with SIGKILL takes its links, and so its attachment, with it.
+TEST_F(ConnectRedirectTest, TheRedirectEndsWithTheProcessThatHoldsIt) {
+    int ready[2];
+    ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
+    const pid_t holder = ::fork();
+    ASSERT_GE(holder, 0);
+    if (holder == 0) {
+        ::close(ready[0]);
+        auto own = ConnectRedirect::load();
+        const bool ok = own && own->attach(cgroup_.string()) &&
+                        ConnectRedirect::set_port(own->forward_map(), own->reverse_map(), kAliasPort, kLocalPort);
+        (void)!::write(ready[1], ok ? "y" : "n", 1);
+        ::pause();
+        ::_exit(0);
+    }
+    ::close(ready[1]);
+    char answer = 0;
+    ASSERT_EQ(::read(ready[0], &answer, 1), 1);
+    ::close(ready[0]);
+    EXPECT_EQ(answer, 'y') << "the holder could not load, attach or map";
+    EXPECT_EQ(in_box(true, [](int listener) { return expect_redirected(listener, kAliasPort); }), "");
+    ASSERT_EQ(::kill(holder, SIGKILL), 0);
+    int status = 0;
+    ASSERT_EQ(::waitpid(holder, &status, 0), holder);
+    EXPECT_EQ(in_box(true,
+                     [](int) {
+                         return expect_unreachable(connect_alias_from_new_socket(SOCK_STREAM, kAliasPort),
+                                                   "TCP to a port mapped by a holder that has gone");
+                     }),
+              "");
+}
+
 TEST_F(ConnectRedirectTest, UnmappedPortIsLeftAlone) {
     ASSERT_TRUE(set(kAliasPort, kLocalPort)) << errno_text("set_port");
     EXPECT_EQ(in_box(true,
