@@ -102,19 +102,33 @@ private:
     std::vector<std::size_t> jumps_;
 };
 
-/// Both programs are this one with other constants: a stream socket's address `from` (network
-/// order, as ctx->user_ip4 holds it) and a port found in `map` become `to` and the map's value.
-/// Always returns 1: the call goes on (rewritten or not); a getpeername program may return
+/// Which address field a program reads and writes: IPv4's, or the last word of an IPv6 socket's
+/// address when the first three make it IPv4-mapped (::ffff:a.b.c.d; a dual-stack socket, as
+/// Java's, reaches an IPv4 address that way).
+enum class Family : std::uint8_t { Ipv4, Ipv4Mapped };
+
+/// All four programs are this one with other constants: a stream socket's address `from`
+/// (network order, as ctx->user_ip4 holds it) and a port found in `map` become `to` and the map's
+/// value. Always returns 1: the call goes on (rewritten or not); a getpeername program may return
 /// nothing else.
-std::vector<bpf_insn> rewrite_program(int map_fd, std::uint32_t from, std::uint32_t to) {
+std::vector<bpf_insn> rewrite_program(int map_fd, std::uint32_t from, std::uint32_t to, Family family) {
     constexpr auto type = offsetof(bpf_sock_addr, type);
-    constexpr auto user_ip4 = offsetof(bpf_sock_addr, user_ip4);
+    constexpr auto user_ip6 = offsetof(bpf_sock_addr, user_ip6);
     constexpr auto user_port = offsetof(bpf_sock_addr, user_port);
+    const auto address = family == Family::Ipv4 ? offsetof(bpf_sock_addr, user_ip4) : user_ip6 + 12;
     Assembler a;
     a.mov64_reg(R6, R1);  // the context survives the helper call in a callee-saved register
     a.load32(R2, R6, type);
     a.jump32_if_not_equal(R2, SOCK_STREAM);
-    a.load32(R2, R6, user_ip4);
+    if (family == Family::Ipv4Mapped) {
+        a.load32(R2, R6, user_ip6);
+        a.jump32_if_not_equal(R2, 0);
+        a.load32(R2, R6, user_ip6 + 4);
+        a.jump32_if_not_equal(R2, 0);
+        a.load32(R2, R6, user_ip6 + 8);
+        a.jump32_if_not_equal(R2, htonl(0xffff));
+    }
+    a.load32(R2, R6, address);
     a.jump32_if_not_equal(R2, from);
     a.load32(R2, R6, user_port);  // the key: the port as it is in the context
     a.store32(R10, -4, R2);
@@ -127,7 +141,7 @@ std::vector<bpf_insn> rewrite_program(int map_fd, std::uint32_t from, std::uint3
     a.store32(R6, static_cast<std::int16_t>(user_port), R2);
     // From a register: the verifier refuses BPF_ST (store of an immediate) into the context.
     a.mov32_imm(R2, static_cast<std::int32_t>(to));
-    a.store32(R6, static_cast<std::int16_t>(user_ip4), R2);
+    a.store32(R6, static_cast<std::int16_t>(address), R2);
     a.label();
     a.mov64_imm(R0, 1);
     a.exit();
@@ -218,10 +232,16 @@ BoxliteResult<ConnectRedirect> ConnectRedirect::load(std::uint32_t alias_ipv4) {
     BOXLITE_TRY(redirect.reverse_, create_map("boxlite_rev"));
     const std::uint32_t alias = htonl(alias_ipv4);
     const std::uint32_t loopback = htonl(INADDR_LOOPBACK);
-    BOXLITE_TRY(redirect.connect4_, load_program(rewrite_program(redirect.forward_.get(), alias, loopback),
+    const int forward = redirect.forward_.get();
+    const int reverse = redirect.reverse_.get();
+    BOXLITE_TRY(redirect.connect4_, load_program(rewrite_program(forward, alias, loopback, Family::Ipv4),
                                                  BPF_CGROUP_INET4_CONNECT, "boxlite_conn4"));
-    BOXLITE_TRY(redirect.getpeername4_, load_program(rewrite_program(redirect.reverse_.get(), loopback, alias),
+    BOXLITE_TRY(redirect.getpeername4_, load_program(rewrite_program(reverse, loopback, alias, Family::Ipv4),
                                                      BPF_CGROUP_INET4_GETPEERNAME, "boxlite_peer4"));
+    BOXLITE_TRY(redirect.connect6_, load_program(rewrite_program(forward, alias, loopback, Family::Ipv4Mapped),
+                                                 BPF_CGROUP_INET6_CONNECT, "boxlite_conn6"));
+    BOXLITE_TRY(redirect.getpeername6_, load_program(rewrite_program(reverse, loopback, alias, Family::Ipv4Mapped),
+                                                     BPF_CGROUP_INET6_GETPEERNAME, "boxlite_peer6"));
     return redirect;
 }
 
@@ -238,22 +258,25 @@ BoxliteResult<void> ConnectRedirect::attach(const std::string& cgroup_v2_dir) {
         attr.link_create.attach_type = type;
         return base::OwnedFd(static_cast<int>(bpf(BPF_LINK_CREATE, attr)));
     };
-    base::OwnedFd connect4 = link(connect4_, BPF_CGROUP_INET4_CONNECT);
-    if (!connect4) {
-        return fail_errno(ErrorKind::Unsupported,
-                          fmt::format("attaching the connect redirect to cgroup {} (a cgroup v2 directory?)",
-                                      cgroup_v2_dir),
-                          errno);
+    // All or none: half a redirect would show the box its peer as 127.0.0.1:F, or redirect one
+    // family only. The links made so far go with `links` on a failure.
+    const std::pair<const base::OwnedFd*, bpf_attach_type> programs[] = {
+        {&connect4_, BPF_CGROUP_INET4_CONNECT},
+        {&getpeername4_, BPF_CGROUP_INET4_GETPEERNAME},
+        {&connect6_, BPF_CGROUP_INET6_CONNECT},
+        {&getpeername6_, BPF_CGROUP_INET6_GETPEERNAME},
+    };
+    std::vector<base::OwnedFd> links;
+    for (const auto& [program, type] : programs) {
+        links.push_back(link(*program, type));
+        if (!links.back()) {
+            return fail_errno(ErrorKind::Unsupported,
+                              fmt::format("attaching the connect redirect to cgroup {} (a cgroup v2 directory?)",
+                                          cgroup_v2_dir),
+                              errno);
+        }
     }
-    // Half a redirect would show the box its peer as 127.0.0.1:F: none at all instead (the first
-    // link goes with `connect4` on a failure).
-    base::OwnedFd getpeername4 = link(getpeername4_, BPF_CGROUP_INET4_GETPEERNAME);
-    if (!getpeername4) {
-        return fail_errno(ErrorKind::Unsupported,
-                          fmt::format("attaching the getpeername rewrite to cgroup {}", cgroup_v2_dir), errno);
-    }
-    connect4_link_ = std::move(connect4);
-    getpeername4_link_ = std::move(getpeername4);
+    links_ = std::move(links);
     return {};
 }
 

@@ -1,5 +1,5 @@
 // A fast path from a namespace-engine box to a host service on host.boxlite.internal
-// (192.168.127.254): two cgroup BPF programs rewrite the box's TCP connect() to the alias into a
+// (192.168.127.254): cgroup BPF programs rewrite the box's TCP connect() to the alias into a
 // connect() to a listener on the loopback of the box's own network namespace, which a host-side
 // forwarder splices to the host's 127.0.0.1 (lib/net/port_forwarder.*, the other direction).
 //
@@ -23,10 +23,13 @@
 // struct bpf_sock_addr's user_port holds it, so the programs compare and copy without swapping.
 // A port not in `forward` is not touched: the connect goes to the alias as before (through passt).
 //
-// What it does not do: UDP (connect4 checks SOCK_STREAM; a datagram's sendmsg() has its own hook),
-// IPv6, and it cannot tell a socket it redirected from one the box connected to 127.0.0.1:F by
-// itself (getpeername4 reports the alias for both; F is the forwarder's ephemeral port, which the
-// box has no reason to use).
+// The same two programs for IPv6 sockets (connect6, getpeername6) act on the IPv4-mapped alias
+// (::ffff:192.168.127.254), which a dual-stack socket (Java's, by default) connects to.
+//
+// What it does not do: UDP (the programs check SOCK_STREAM; a datagram's sendmsg() has its own
+// hook), a real IPv6 alias (there is none), and it cannot tell a socket it redirected from one the
+// box connected to 127.0.0.1:F by itself (getpeername reports the alias for both; F is the
+// forwarder's ephemeral port, which the box has no reason to use).
 //
 // The programs are assembled here by hand (no libbpf, no clang): each is some twenty instructions.
 #pragma once
@@ -38,6 +41,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace boxlite::net {
 
@@ -48,15 +52,15 @@ public:
     /// host.boxlite.internal, host byte order.
     static constexpr std::uint32_t kHostAliasIpv4 = 0xC0A87FFE;  // 192.168.127.254
 
-    /// Creates the two maps and loads the two programs (BPF_PROG_TYPE_CGROUP_SOCK_ADDR, one for
-    /// BPF_CGROUP_INET4_CONNECT, one for BPF_CGROUP_INET4_GETPEERNAME) that redirect
-    /// connects to `alias_ipv4` (host byte order). Unsupported, with the reason, when the kernel
+    /// Creates the two maps and loads the four programs (BPF_PROG_TYPE_CGROUP_SOCK_ADDR, for
+    /// BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET4_GETPEERNAME and their INET6 twins) that redirect
+    /// connects to `alias_ipv4` (host byte order; IPv4-mapped on an IPv6 socket). Unsupported, with the reason, when the kernel
     /// will not (EPERM without CAP_BPF and CAP_NET_ADMIN; EINVAL before Linux 5.8, which has no
     /// getpeername hook; EACCES and the verifier's log if it rejects a program): the caller then
     /// runs without the fast path.
     [[nodiscard]] static BoxliteResult<ConnectRedirect> load(std::uint32_t alias_ipv4 = kHostAliasIpv4);
 
-    /// Attaches both programs to the cgroup v2 directory `cgroup_v2_dir` through BPF links (other
+    /// Attaches the four programs to the cgroup v2 directory `cgroup_v2_dir` through BPF links (other
     /// programs there, and in the cgroups above, still run). The attachment lasts as long as this
     /// object (it holds the links): when its holder ends, however it ends, the box's connects go
     /// to the alias again, never to a loopback port whose listener has gone with it.
@@ -82,8 +86,9 @@ private:
     base::OwnedFd reverse_;
     base::OwnedFd connect4_;
     base::OwnedFd getpeername4_;
-    base::OwnedFd connect4_link_;
-    base::OwnedFd getpeername4_link_;
+    base::OwnedFd connect6_;
+    base::OwnedFd getpeername6_;
+    std::vector<base::OwnedFd> links_;
 };
 
 }  // namespace boxlite::net

@@ -294,6 +294,51 @@ TEST_F(ConnectRedirectTest, TheRedirectEndsWithTheProcessThatHoldsIt) {
               "");
 }
 
+/// connect() of a new IPv6 stream socket to the IPv4-mapped alias, ::ffff:192.168.127.254:`port`
+/// (how a dual-stack program, Java by default, reaches it): 0 and the peer it is then told, or
+/// the errno.
+std::pair<int, std::string> connect_mapped_alias(std::uint16_t port, base::OwnedFd& fd) {
+    fd.reset(::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in6 to{};
+    to.sin6_family = AF_INET6;
+    to.sin6_port = htons(port);
+    ::inet_pton(AF_INET6, "::ffff:192.168.127.254", &to.sin6_addr);
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&to), sizeof to) != 0) return {errno, ""};
+    sockaddr_in6 peer{};
+    socklen_t length = sizeof peer;
+    if (::getpeername(fd.get(), reinterpret_cast<sockaddr*>(&peer), &length) != 0)
+        return {0, errno_text("getpeername")};
+    char text[INET6_ADDRSTRLEN] = {};
+    ::inet_ntop(AF_INET6, &peer.sin6_addr, text, sizeof text);
+    return {0, fmt::format("[{}]:{}", text, ntohs(peer.sin6_port))};
+}
+
+TEST_F(ConnectRedirectTest, AnIpv6SocketReachesTheMappedPortThroughTheIpv4MappedAlias) {
+    ASSERT_TRUE(set(kAliasPort, kLocalPort)) << errno_text("set_port");
+    EXPECT_EQ(in_box(true,
+                     [](int listener) -> std::string {
+                         base::OwnedFd client;
+                         const auto [error, peer] = connect_mapped_alias(kAliasPort, client);
+                         if (error != 0) return fmt::format("connect: {}", std::strerror(error));
+                         const base::OwnedFd server(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+                         if (!server) return errno_text("accept");
+                         if (::send(client.get(), "v6", 2, 0) != 2) return errno_text("send");
+                         char got[2] = {};
+                         if (::recv(server.get(), got, 2, MSG_WAITALL) != 2 || std::string(got, 2) != "v6")
+                             return "the listener did not get the client's bytes";
+                         if (peer != fmt::format("[::ffff:192.168.127.254]:{}", kAliasPort))
+                             return "the client's peer is " + peer + ", not the alias";
+                         // Another port of the alias, and another IPv4-mapped address: left alone.
+                         base::OwnedFd other;
+                         if (auto failed = expect_unreachable(connect_mapped_alias(kAliasPort + 1, other).first,
+                                                              "an unmapped port through an IPv6 socket");
+                             !failed.empty())
+                             return failed;
+                         return "";
+                     }),
+              "");
+}
+
 TEST_F(ConnectRedirectTest, UnmappedPortIsLeftAlone) {
     ASSERT_TRUE(set(kAliasPort, kLocalPort)) << errno_text("set_port");
     EXPECT_EQ(in_box(true,
