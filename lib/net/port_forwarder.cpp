@@ -108,6 +108,8 @@ struct Half {
 struct PortForwarder::Connection {
     int client = -1;
     int box = -1;
+    std::size_t port = 0;
+    std::uint64_t generation = 0;  ///< of the port it was accepted on
     bool connecting = true;
     bool dead = false;
     Half in;   ///< client -> box
@@ -128,6 +130,7 @@ void make_non_blocking(int fd) {
 PortForwarder::PortForwarder(std::vector<ForwardedPort> ports, std::size_t max_connections)
     : ports_(std::move(ports)), max_connections_(max_connections == 0 ? 1 : max_connections) {
     for (auto& port : ports_) make_non_blocking(port.listener.get());
+    for (std::size_t i = 0; i < ports_.size(); ++i) generations_.push_back(next_generation_++);
 }
 
 std::size_t PortForwarder::add_port(ForwardedPort port) {
@@ -136,8 +139,10 @@ std::size_t PortForwarder::add_port(ForwardedPort port) {
     while (index < ports_.size() && ports_[index].listener) ++index;
     if (index == ports_.size()) {
         ports_.push_back(std::move(port));
+        generations_.push_back(next_generation_++);
     } else {
         ports_[index] = std::move(port);
+        generations_[index] = next_generation_++;
     }
     if (epoll_ >= 0) register_port(index);
     return index;
@@ -147,6 +152,7 @@ void PortForwarder::remove_port(std::size_t index) {
     if (index >= ports_.size() || !ports_[index].listener) return;
     if (epoll_ >= 0) ::epoll_ctl(epoll_, EPOLL_CTL_DEL, ports_[index].listener.get(), nullptr);
     ports_[index].listener.reset();
+    generations_[index] = next_generation_++;  // its connections' refusals are no longer reported
 }
 
 void PortForwarder::register_port(std::size_t index) {
@@ -241,6 +247,8 @@ void PortForwarder::accept_from(std::size_t port) {
         auto* c = new Connection;
         c->client = client;
         c->box = box;
+        c->port = port;
+        c->generation = generations_[port];
         if (!started || !c->in.open_pipe() || !c->out.open_pipe()) {
             ++stats_.refused;
             c->dead = true;
@@ -279,7 +287,7 @@ void PortForwarder::connected(Connection& c) {
     if (error != 0) {
         ++stats_.refused;
         close_connection(c, /*reset=*/true);
-        if (on_refused_) on_refused_(c.box_watch.port);
+        if (on_refused_ && c.generation == generations_[c.port]) on_refused_(c.port);
         return;
     }
     c.connecting = false;

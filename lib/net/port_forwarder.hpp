@@ -85,7 +85,8 @@ public:
     void unwatch(int fd);
 
     /// run() calls `callback(index)` when a connection accepted on port `index` could not reach
-    /// its target (refused, unreachable).
+    /// its target (refused, unreachable), unless that port has been removed since (its index may
+    /// name another port by then).
     void on_refused(std::function<void(std::size_t)> callback) { on_refused_ = std::move(callback); }
 
     [[nodiscard]] const ForwarderStats& stats() const noexcept { return stats_; }
@@ -105,7 +106,9 @@ private:
     void register_port(std::size_t index);
     void register_watch(std::size_t index);
 
-    std::vector<ForwardedPort> ports_;  // a removed port's listener is closed
+    std::vector<ForwardedPort> ports_;        // a removed port's listener is closed
+    std::vector<std::uint64_t> generations_;  // of each slot of ports_, new at each add_port() and remove_port()
+    std::uint64_t next_generation_ = 1;
     std::vector<Watch*> listener_watches_;
     struct FdWatch {
         int fd = -1;
