@@ -42,6 +42,18 @@ bool passt_installed() { return ::access("/usr/bin/passt", X_OK) == 0 || std::ge
 
 using test::HttpServer;
 
+/// Waits (10 s at most) for `text` in the box's shim.log.
+bool shim_log_shows(const fs::path& log, const std::string& text) {
+    for (int i = 0; i < 1000; ++i) {
+        if (test::read_file(log).find(text) != std::string::npos) return true;
+        std::this_thread::sleep_for(10ms);
+    }
+    return false;
+}
+
+/// VolumeSpec for the static probe (udp_echo_probe.cpp), defined below.
+VolumeSpec probe_volume();
+
 class NamespaceNetwork : public test::NamespaceBox {
 protected:
     void SetUp() override {
@@ -80,6 +92,39 @@ protected:
     }
     static bool answered(const std::string& out, const std::string& body) {
         return out.find(body) != std::string::npos && out.ends_with("rc=0\n");
+    }
+
+    /// A box (the probe at /netprobe; `allow_net`) whose first connection to the host's
+    /// 127.0.0.1:`port` (a LineServer) went through passt and made the port spliced (docs/
+    /// networking.md, "The host alias, spliced"). `skip` says why there is no splice here; `box`
+    /// is empty on a failure, which is reported.
+    struct SplicedBox {
+        std::optional<LiteBox> box;
+        fs::path log;  ///< its shim.log
+        std::string skip;
+    };
+    SplicedBox box_with_spliced_port(std::uint16_t port, std::vector<std::string> allow_net = {}) {
+        SplicedBox spliced;
+        auto o = options();
+        o.volumes = {probe_volume()};
+        o.network.allow_net = std::move(allow_net);
+        auto created = runtime_->create(o);
+        if (!created) {
+            ADD_FAILURE() << created.error().to_string();
+            return spliced;
+        }
+        spliced.log = home_->path() / "boxes" / created->id().str() / "shim.log";
+        const auto first = sh(*created,
+                              "{ echo first; sleep 1; } | nc -w 5 host.boxlite.internal " + std::to_string(port));
+        EXPECT_NE(first.find("host answered 1"), std::string::npos) << first;
+        if (const auto text = test::read_file(spliced.log); text.find("goes through passt only") != std::string::npos) {
+            spliced.skip = "precondition: no connect hook here: " + text;
+        } else if (!shim_log_shows(spliced.log, fmt::format("host.boxlite.internal:{} spliced from now on", port))) {
+            ADD_FAILURE() << "the port was not spliced: " << test::read_file(spliced.log);
+            return spliced;
+        }
+        spliced.box = std::move(*created);
+        return spliced;
     }
 };
 
@@ -788,15 +833,6 @@ private:
     std::thread thread_;
 };
 
-/// Waits (10 s at most) for `text` in the box's shim.log.
-bool shim_log_shows(const fs::path& log, const std::string& text) {
-    for (int i = 0; i < 1000; ++i) {
-        if (test::read_file(log).find(text) != std::string::npos) return true;
-        std::this_thread::sleep_for(10ms);
-    }
-    return false;
-}
-
 // The host alias, spliced (docs/networking.md): once the host has accepted a connection of the
 // box's to host.boxlite.internal:PORT through passt, later ones are sent by the box's connect hook
 // to the forwarder and spliced to the host's 127.0.0.1:PORT. The box still sees its peer as
@@ -806,17 +842,11 @@ TEST_F(NamespaceNetwork, HostAliasConnectionsAreSplicedOnceTheHostAcceptedOne) {
     LineServer host;
     ASSERT_TRUE(host.ok());
     const auto port = std::to_string(host.port());
-    auto o = options();
-    o.volumes = {probe_volume()};
-    auto created = runtime_->create(o);
-    ASSERT_TRUE(created) << created.error().to_string();
-    auto box = *created;
-    const auto log = home_->path() / "boxes" / box.id().str() / "shim.log";
-    const auto first = sh(box, "{ echo first; sleep 1; } | nc -w 5 host.boxlite.internal " + port);
-    EXPECT_NE(first.find("host answered 1"), std::string::npos) << first;
-    if (const auto text = test::read_file(log); text.find("goes through passt only") != std::string::npos)
-        GTEST_SKIP() << "precondition: no connect hook here: " << text;
-    ASSERT_TRUE(shim_log_shows(log, "host.boxlite.internal:" + port + " spliced from now on")) << test::read_file(log);
+    auto spliced = box_with_spliced_port(host.port());
+    if (!spliced.skip.empty()) GTEST_SKIP() << spliced.skip;
+    ASSERT_TRUE(spliced.box);
+    auto& box = *spliced.box;
+    const auto& log = spliced.log;
 
     const std::string probe = "/netprobe/boxlite_udp_echo_probe connect 192.168.127.254 " + port;
     const auto second = sh(box, probe);
@@ -847,17 +877,11 @@ TEST_F(NamespaceNetwork, AKilledHostAliasForwarderLeavesTheHostReachableThroughP
     LineServer host;
     ASSERT_TRUE(host.ok());
     const auto port = std::to_string(host.port());
-    auto o = options();
-    o.volumes = {probe_volume()};
-    auto created = runtime_->create(o);
-    ASSERT_TRUE(created) << created.error().to_string();
-    auto box = *created;
-    const auto log = home_->path() / "boxes" / box.id().str() / "shim.log";
-    const auto first = sh(box, "{ echo first; sleep 1; } | nc -w 5 host.boxlite.internal " + port);
-    EXPECT_NE(first.find("host answered 1"), std::string::npos) << first;
-    if (const auto text = test::read_file(log); text.find("goes through passt only") != std::string::npos)
-        GTEST_SKIP() << "precondition: no connect hook here: " << text;
-    ASSERT_TRUE(shim_log_shows(log, "host.boxlite.internal:" + port + " spliced from now on"));
+    auto spliced = box_with_spliced_port(host.port());
+    if (!spliced.skip.empty()) GTEST_SKIP() << spliced.skip;
+    ASSERT_TRUE(spliced.box);
+    auto& box = *spliced.box;
+    const auto& log = spliced.log;
     // The alias forwarder: the one boxlite-shim process of nobody's below this box's shim (passt
     // is `passt`; other tests' boxes may run meanwhile).
     auto info = runtime_->get_info(box.id().str());
@@ -905,19 +929,11 @@ TEST_F(NamespaceNetwork, AKilledHostAliasForwarderLeavesTheHostReachableThroughP
 TEST_F(NamespaceNetwork, OnlyAnAllowedHostAliasPortIsSpliced) {
     LineServer listed, unlisted;
     ASSERT_TRUE(listed.ok() && unlisted.ok());
-    auto o = options();
-    o.volumes = {probe_volume()};
-    o.network.allow_net = {"host.boxlite.internal:" + std::to_string(listed.port())};
-    auto created = runtime_->create(o);
-    ASSERT_TRUE(created) << created.error().to_string();
-    auto box = *created;
-    const auto log = home_->path() / "boxes" / box.id().str() / "shim.log";
-    const auto first = sh(box,
-                          "{ echo first; sleep 1; } | nc -w 5 host.boxlite.internal " + std::to_string(listed.port()));
-    EXPECT_NE(first.find("host answered 1"), std::string::npos) << first;
-    if (const auto text = test::read_file(log); text.find("goes through passt only") != std::string::npos)
-        GTEST_SKIP() << "precondition: no connect hook here: " << text;
-    ASSERT_TRUE(shim_log_shows(log, "host.boxlite.internal:" + std::to_string(listed.port()) + " spliced"));
+    auto spliced = box_with_spliced_port(listed.port(), {"host.boxlite.internal:" + std::to_string(listed.port())});
+    if (!spliced.skip.empty()) GTEST_SKIP() << spliced.skip;
+    ASSERT_TRUE(spliced.box);
+    auto& box = *spliced.box;
+    const auto& log = spliced.log;
     const auto refused = sh(box, "/netprobe/boxlite_udp_echo_probe connect 192.168.127.254 " +
                                      std::to_string(unlisted.port()));
     EXPECT_EQ(refused, "connect: Connection refused\nrc=1\n");
