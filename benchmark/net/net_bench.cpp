@@ -77,6 +77,7 @@ constexpr const char* kBenchHostAddress = "198.51.100.2";
 long long net_mib() { return bench::net::transfer_mib("BOXLITE_BENCH_NET_MIB", 256); }
 
 using bench::net::listen_loopback;
+using bench::net::listen_on;
 using bench::net::sink;
 
 using bench::net::push;
@@ -353,16 +354,9 @@ void compare_network() {
 
     // Connection set-up, 50 connections one after the other, to an acceptor on `address`.
     auto with_acceptor = [&](const char* address, const std::function<void(std::uint16_t)>& body) {
-        const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in in{};
-        in.sin_family = AF_INET;
-        ::inet_pton(AF_INET, address, &in.sin_addr);
-        socklen_t length = sizeof in;
-        if (::bind(listener, reinterpret_cast<sockaddr*>(&in), sizeof in) != 0 || ::listen(listener, 64) != 0 ||
-            ::getsockname(listener, reinterpret_cast<sockaddr*>(&in), &length) != 0) {
-            ::close(listener);
-            return;
-        }
+        std::uint16_t port = 0;
+        const int listener = listen_on(address, port);
+        if (listener < 0) return;
         std::atomic<bool> stop{false};
         std::thread acceptor([&] {
             while (!stop) {
@@ -370,10 +364,14 @@ void compare_network() {
                 if (fd >= 0) ::close(fd);
             }
         });
-        body(ntohs(in.sin_port));
+        body(port);
         stop = true;
         ::shutdown(listener, SHUT_RDWR);
-        const int wake = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // if shutdown did not
+        sockaddr_in in{};  // a connection wakes the acceptor if shutdown did not
+        in.sin_family = AF_INET;
+        in.sin_port = htons(port);
+        ::inet_pton(AF_INET, address, &in.sin_addr);
+        const int wake = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         (void)::connect(wake, reinterpret_cast<sockaddr*>(&in), sizeof in);
         ::close(wake);
         acceptor.join();

@@ -40,15 +40,17 @@ inline long long transfer_mib(const char* env, long long fallback) {
     return fallback;
 }
 
-inline int listen_loopback(std::uint16_t& port) {
+/// A TCP listener on IPv4 `address`:`port` (0: one the kernel picks; the port bound is written
+/// back), or -1.
+inline int listen_on(const char* address, std::uint16_t& port) {
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     const int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     sockaddr_in in{};
     in.sin_family = AF_INET;
     in.sin_port = htons(port);
-    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&in), sizeof in) != 0 || ::listen(fd, 64) != 0) {
+    if (::inet_pton(AF_INET, address, &in.sin_addr) != 1 ||
+        ::bind(fd, reinterpret_cast<sockaddr*>(&in), sizeof in) != 0 || ::listen(fd, 64) != 0) {
         ::close(fd);
         return -1;
     }
@@ -57,6 +59,8 @@ inline int listen_loopback(std::uint16_t& port) {
     port = ntohs(in.sin_port);
     return fd;
 }
+
+inline int listen_loopback(std::uint16_t& port) { return listen_on("127.0.0.1", port); }
 
 /// Accepts one connection on `listener` and reads `bytes` from it: the time from the accept to
 /// the last byte (0 when fewer came).

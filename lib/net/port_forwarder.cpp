@@ -108,8 +108,7 @@ struct Half {
 struct PortForwarder::Connection {
     int client = -1;
     int box = -1;
-    std::size_t port = 0;
-    std::uint64_t generation = 0;  ///< of the port it was accepted on
+    std::uint64_t generation = 0;  ///< of the port it was accepted on (box_watch.port)
     bool connecting = true;
     bool dead = false;
     Half in;   ///< client -> box
@@ -247,7 +246,6 @@ void PortForwarder::accept_from(std::size_t port) {
         auto* c = new Connection;
         c->client = client;
         c->box = box;
-        c->port = port;
         c->generation = generations_[port];
         if (!started || !c->in.open_pipe() || !c->out.open_pipe()) {
             ++stats_.refused;
@@ -287,7 +285,7 @@ void PortForwarder::connected(Connection& c) {
     if (error != 0) {
         ++stats_.refused;
         close_connection(c, /*reset=*/true);
-        if (on_refused_ && c.generation == generations_[c.port]) on_refused_(c.port);
+        if (on_refused_ && c.generation == generations_[c.box_watch.port]) on_refused_(c.box_watch.port);
         return;
     }
     c.connecting = false;

@@ -581,7 +581,8 @@ std::optional<std::pair<base::OwnedFd, std::uint16_t>> box_loopback_listener() {
     return std::pair{std::move(listener), ntohs(address.sin_port)};
 }
 
-void forwarder_log(const std::string& box_id, const std::string& text) {
+/// A line of `box_id`'s in shim.log (the shim's and its helpers' stderr).
+void box_log(const std::string& box_id, const std::string& text) {
     const auto line = "boxlite-shim: box " + box_id + ": " + text + "\n";
     (void)!::write(2, line.data(), line.size());
 }
@@ -594,7 +595,7 @@ void run_port_forwarder(int channel, std::vector<net::ForwardedPort> ports, cons
         if (channel >= 0) {
             (void)!::send(channel, line.data(), line.size(), MSG_NOSIGNAL);
         } else if (line != "k") {
-            forwarder_log(box_id, "host alias forwarder: " + line);
+            box_log(box_id, "host alias forwarder: " + line);
         }
     };
     // The box's connect hook, while this process is still root; its maps stay here. The thread
@@ -607,12 +608,11 @@ void run_port_forwarder(int channel, std::vector<net::ForwardedPort> ports, cons
             if (auto attached = loaded->attach(splice.cgroup_dir); !attached) loaded = fail(attached.error());
         }
         if (!loaded) {
-            forwarder_log(box_id,
-                          "network: host.boxlite.internal goes through passt only: " + loaded.error().message());
+            box_log(box_id, "network: host.boxlite.internal goes through passt only: " + loaded.error().message());
         } else if (!host_sockets.start()) {
-            forwarder_log(box_id,
-                          "network: host.boxlite.internal goes through passt only: no thread for the host's "
-                          "sockets");
+            box_log(box_id,
+                    "network: host.boxlite.internal goes through passt only: no thread for the host's "
+                    "sockets");
         } else {
             hook.emplace(std::move(*loaded));
         }
@@ -677,8 +677,8 @@ void run_port_forwarder(int channel, std::vector<net::ForwardedPort> ports, cons
                     continue;
                 auto listener = box_loopback_listener();
                 if (!listener) {
-                    forwarder_log(box_id, fmt::format("host.boxlite.internal:{} is not spliced: {}", alias_port,
-                                                      std::strerror(errno)));
+                    box_log(box_id, fmt::format("host.boxlite.internal:{} is not spliced: {}", alias_port,
+                                                std::strerror(errno)));
                     continue;
                 }
                 net::ForwardedPort port;
@@ -692,13 +692,13 @@ void run_port_forwarder(int channel, std::vector<net::ForwardedPort> ports, cons
                 const auto index = forwarder.add_port(std::move(port));
                 if (!net::ConnectRedirect::set_port(hook->forward_map(), hook->reverse_map(), alias_port,
                                                     listener->second)) {
-                    forwarder_log(box_id, fmt::format("host.boxlite.internal:{} is not spliced: {}", alias_port,
-                                                      std::strerror(errno)));
+                    box_log(box_id, fmt::format("host.boxlite.internal:{} is not spliced: {}", alias_port,
+                                                std::strerror(errno)));
                     forwarder.remove_port(index);
                     continue;
                 }
                 spliced[index] = {alias_port, listener->second};
-                forwarder_log(box_id, fmt::format("host.boxlite.internal:{} spliced from now on", alias_port));
+                box_log(box_id, fmt::format("host.boxlite.internal:{} spliced from now on", alias_port));
             }
         });
         forwarder.on_refused([&](std::size_t index) {
@@ -708,16 +708,16 @@ void run_port_forwarder(int channel, std::vector<net::ForwardedPort> ports, cons
             (void)net::ConnectRedirect::clear_port(hook->forward_map(), hook->reverse_map(), it->second.alias_port,
                                                    it->second.local_port);
             forwarder.remove_port(index);
-            forwarder_log(box_id, fmt::format("host.boxlite.internal:{} refused a spliced connection (reset); back "
-                                              "through passt",
-                                              it->second.alias_port));
+            box_log(box_id, fmt::format("host.boxlite.internal:{} refused a spliced connection (reset); back "
+                                        "through passt",
+                                        it->second.alias_port));
             spliced.erase(it);
         });
     }
     say("k");
     if (channel >= 0) ::close(channel);
     auto result = forwarder.run(-1);
-    forwarder_log(box_id, "port forwarder ended: " + (result ? std::string("stopped") : result.error().message()));
+    box_log(box_id, "port forwarder ended: " + (result ? std::string("stopped") : result.error().message()));
     ::_exit(result ? 0 : 1);
 }
 
@@ -726,11 +726,7 @@ HostAliasSplicer::~HostAliasSplicer() {
 }
 
 void HostAliasSplicer::give_up(const std::string& why) {
-    if (!given_up_) {
-        const auto line = "boxlite-shim: box " + box_id_ +
-                          ": network: host.boxlite.internal goes through passt only: " + why + "\n";
-        (void)!::write(2, line.data(), line.size());
-    }
+    if (!given_up_) box_log(box_id_, "network: host.boxlite.internal goes through passt only: " + why);
     given_up_ = true;
     if (learn_ >= 0) learn_ = (::close(learn_), -1);
 }

@@ -94,6 +94,16 @@ protected:
         return out.find(body) != std::string::npos && out.ends_with("rc=0\n");
     }
 
+    /// The probe's one-connection TCP server (`tcp ADDRESS 8000`) started in `box` (the probe at
+    /// /netprobe), listening by the time this returns.
+    BoxliteResult<Execution> probe_server(LiteBox& box, const std::string& address) {
+        auto server = box.exec(BoxCommand("/netprobe/boxlite_udp_echo_probe").args({"tcp", address, "8000"}));
+        if (server) {
+            EXPECT_EQ(sh(box, "until netstat -ltn | grep -q '" + address + ":8000 '; do sleep 0.1; done"), "rc=0\n");
+        }
+        return server;
+    }
+
     /// A box (the probe at /netprobe; `allow_net`) whose first connection to the host's
     /// 127.0.0.1:`port` (a LineServer) went through passt and made the port spliced (docs/
     /// networking.md, "The host alias, spliced"). `skip` says why there is no splice here; `box`
@@ -256,8 +266,6 @@ std::string exchange(bool udp, std::uint16_t port, const std::string& message) {
     return out;
 }
 
-/// Starts `server` in the box in the background and waits (in the box) until something listens
-/// on `port` (`udp`: a bound UDP socket), read from /proc/net.
 TEST_F(NamespaceNetwork, APublishedTcpPortCarriesDataBothWays) {
     auto o = options();
     o.ports = {PortSpec{18081, 8000, PortProtocol::Tcp, "127.0.0.1"}};
@@ -336,17 +344,15 @@ TEST_F(NamespaceNetwork, AServerOnTheBoxsLoopbackOnlyIsNotPublished) {
     o.volumes = {probe_volume()};
     auto box = runtime_->create(o);
     ASSERT_TRUE(box) << box.error().to_string();
-    auto private_server = box->exec(BoxCommand("/netprobe/boxlite_udp_echo_probe").args({"tcp", "127.0.0.1", "8000"}));
+    auto private_server = probe_server(*box, "127.0.0.1");
     ASSERT_TRUE(private_server) << private_server.error().to_string();
-    EXPECT_EQ(sh(*box, "until netstat -ltn | grep -q '127.0.0.1:8000 '; do sleep 0.1; done"), "rc=0\n");
     EXPECT_EQ(exchange(false, 18085, "hello\n"), "");
     EXPECT_EQ(sh(*box, "nc 127.0.0.1 8000 < /dev/null"), "box saw 127.0.0.1\nrc=0\n");  // it answers the box
     auto done = private_server->wait();
     ASSERT_TRUE(done) << done.error().to_string();
 
-    auto public_server = box->exec(BoxCommand("/netprobe/boxlite_udp_echo_probe").args({"tcp", "0.0.0.0", "8000"}));
+    auto public_server = probe_server(*box, "0.0.0.0");
     ASSERT_TRUE(public_server) << public_server.error().to_string();
-    EXPECT_EQ(sh(*box, "until netstat -ltn | grep -q '0.0.0.0:8000 '; do sleep 0.1; done"), "rc=0\n");
     EXPECT_EQ(exchange(false, 18085, "hello\n"), "box saw 192.168.127.2\n");
 }
 
@@ -358,9 +364,8 @@ TEST_F(NamespaceNetwork, APublishedTcpPortOnAnIpv6HostAddressReachesTheBox) {
     o.volumes = {probe_volume()};
     auto box = runtime_->create(o);
     ASSERT_TRUE(box) << box.error().to_string();
-    auto server = box->exec(BoxCommand("/netprobe/boxlite_udp_echo_probe").args({"tcp", "0.0.0.0", "8000"}));
+    auto server = probe_server(*box, "0.0.0.0");
     ASSERT_TRUE(server) << server.error().to_string();
-    EXPECT_EQ(sh(*box, "until netstat -ltn | grep -q '0.0.0.0:8000 '; do sleep 0.1; done"), "rc=0\n");
     const int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in6 in6{};
     in6.sin6_family = AF_INET6;
