@@ -22,13 +22,8 @@ if(TARGET boxlite_c)
           INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 endif()
 
-# Installed programs that link the library find it relative to themselves.
-file(RELATIVE_PATH _boxlite_bin_to_lib ${CMAKE_INSTALL_FULL_BINDIR} ${CMAKE_INSTALL_FULL_LIBDIR})
-foreach(_boxlite_program boxlite_cli)
-  if(TARGET ${_boxlite_program})
-    set_target_properties(${_boxlite_program} PROPERTIES INSTALL_RPATH "$ORIGIN/${_boxlite_bin_to_lib}")
-  endif()
-endforeach()
+# The installed `boxlite` CLI links the core statically (boxlite_static): it loads no BoxLite
+# library, so it needs no RPATH, and finds its helpers from its own place (helper_binary.hpp).
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/boxlite DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
         FILES_MATCHING PATTERN "*.hpp" PATTERN "*.h")
 install(EXPORT boxliteTargets NAMESPACE boxlite:: DESTINATION ${BOXLITE_INSTALL_CMAKEDIR})

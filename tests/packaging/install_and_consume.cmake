@@ -1,6 +1,6 @@
 # ctest driver: install the build tree into a fresh prefix, then build and run a consumer project
 # against it — once through find_package(boxlite), once through pkg-config — and check that an
-# incompatible version request is refused. Each consumer also runs a box on the namespace engine
+# incompatible version request is refused. Each consumer, and the installed CLI, also runs a box on the namespace engine
 # (as root; it says "run skipped" otherwise), with no BOXLITE_* variable set: the installed
 # library must find its own helpers under the prefix.
 # The C API too: the C examples (EXAMPLES_DIR) are built by a C project through
@@ -70,6 +70,27 @@ message(STATUS "${last_output}")
 if(NOT last_output MATCHES "consumer ok")
   message(FATAL_ERROR "consumer did not report success:\n${last_output}")
 endif()
+set(consumer_ran_a_box TRUE)
+if(last_output MATCHES "run skipped")
+  set(consumer_ran_a_box FALSE)
+endif()
+
+# The installed CLI (the core linked in, no RPATH) runs a box in the consumer's rootfs, finding
+# its helpers under the prefix: `boxlite run` with nothing set but the home.
+function(run_installed_cli what cli)
+  if(NOT consumer_ran_a_box)
+    message(STATUS "${what}: skipped (the namespace engine needs root)")
+    return()
+  endif()
+  file(REMOVE_RECURSE ${WORK_DIR}/cli-home)
+  run("${what}" ${clean_env} BOXLITE_HOME=${WORK_DIR}/cli-home ${cli} --engine namespace run --rm
+      --rootfs ${WORK_DIR}/rootfs/busybox echo installed cli ok)
+  if(NOT last_output MATCHES "installed cli ok")
+    message(FATAL_ERROR "${what} did not print its command's output:\n${last_output}")
+  endif()
+  message(STATUS "${what}: ok")
+endfunction()
+run_installed_cli("installed boxlite run" ${prefix}/bin/boxlite)
 
 # 1b. find_package(boxlite COMPONENTS c): the C examples, from a C-only project.
 run("configure C consumer" ${CMAKE_COMMAND} -S ${SOURCE_DIR}/consumer_c -B ${WORK_DIR}/build-c -G ${GENERATOR}
@@ -120,6 +141,7 @@ run("run pkg-config consumer from the moved prefix" ${clean_env} LD_LIBRARY_PATH
 if(NOT last_output MATCHES "consumer ok")
   message(FATAL_ERROR "pkg-config consumer did not report success:\n${last_output}")
 endif()
+run_installed_cli("boxlite run from the moved prefix" ${WORK_DIR}/moved/bin/boxlite)
 # The C examples from the moved prefix: libboxlite_c finds libboxlite beside itself ($ORIGIN),
 # and libboxlite its helpers.
 foreach(name quickstart streaming nonblocking)

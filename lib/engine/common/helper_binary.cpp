@@ -46,9 +46,11 @@ BoxliteResult<fs::path> locate_helper_binary(std::string_view name, const char* 
     if (!ec && usable(self.parent_path() / name)) return self.parent_path() / name;
     const auto own = own_directory();
 #ifdef BOXLITE_BUILD_LIB_DIR
-    // Only the library in its build tree (not a copy installed from it, not even one installed
-    // under the build tree) looks in that tree's bin/.
-    if (!own.empty() && fs::equivalent(own, fs::path(BOXLITE_BUILD_LIB_DIR), ec)) {
+    // Only the library in its build tree, or the CLI built there with the core linked in (not a
+    // copy installed from them, not even one installed under the build tree), looks in that
+    // tree's bin/.
+    if (!own.empty() && (fs::equivalent(own, fs::path(BOXLITE_BUILD_LIB_DIR), ec) ||
+                         fs::equivalent(own, fs::path(BOXLITE_BUILD_CLI_DIR), ec))) {
         const auto built = fs::path(BOXLITE_BUILD_BIN_DIR) / name;
         if (usable(built)) return built;
     }
@@ -56,6 +58,13 @@ BoxliteResult<fs::path> locate_helper_binary(std::string_view name, const char* 
 #ifdef BOXLITE_LIBEXEC_FROM_LIBDIR
     if (!own.empty()) {
         const auto installed = (own / BOXLITE_LIBEXEC_FROM_LIBDIR / name).lexically_normal();
+        if (usable(installed)) return installed;
+    }
+#endif
+#ifdef BOXLITE_LIBEXEC_FROM_BINDIR
+    // The installed CLI, which links the core statically: its own file is <prefix>/<bindir>/boxlite.
+    if (!own.empty()) {
+        const auto installed = (own / BOXLITE_LIBEXEC_FROM_BINDIR / name).lexically_normal();
         if (usable(installed)) return installed;
     }
 #endif

@@ -8,7 +8,9 @@
 //   3. the build tree's bin/ (only in a library built in that tree, never an installed one);
 //   4. <the library's own directory>/../libexec/boxlite/ (the relative path from the install's
 //      libdir to its libexecdir), found with dladdr(): an installed tree finds its helpers
-//      wherever it was installed or moved to, and nothing is baked into its consumers.
+//      wherever it was installed or moved to, and nothing is baked into its consumers;
+//   5. the same from the bindir, for the `boxlite` CLI, which links the core statically (dladdr()
+//      then names the executable).
 #pragma once
 
 #include <boxlite/error.hpp>
