@@ -375,6 +375,7 @@ tl::expected<Invocation, ParseStop> parse_command_line(const std::vector<std::st
         return usage_error(parser.selected(), error.what());
     }
     parser.invocation.command = parser.selected();
+    parser.invocation.argv = argv;
     // A bad global option points at the global help, not at the subcommand's; a bad
     // BOXLITE_ENGINE is named as such (the user typed no --engine).
     if (auto engine = parse_engine(parser.engine_text); !engine) {

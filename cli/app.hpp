@@ -151,6 +151,8 @@ struct VersionArgs {
 
 /// What the command line asked for.
 struct Invocation {
+    /// The command line as given, argv[0] included (`serve` hands it to boxlite-serve).
+    std::vector<std::string> argv;
     GlobalFlags global;
     /// "run", "exec", "create", "start", "stop", "restart", "rm", "list", "cp", "inspect", "logs",
     /// "stats", "pull", "images", "images rm", "images prune", "load", "info", "version", "serve".

@@ -67,6 +67,8 @@ private:
 [[nodiscard]] BoxliteResult<int> cmd_images_rm(Context& context);
 [[nodiscard]] BoxliteResult<int> cmd_images_prune(Context& context);
 [[nodiscard]] BoxliteResult<int> cmd_load(Context& context);
+/// `boxlite serve`: in the `boxlite` executable, an exec of boxlite-serve with the same command
+/// line (serve_exec.cpp); in boxlite-serve, the REST server itself (serve_command.cpp).
 [[nodiscard]] BoxliteResult<int> cmd_serve(Context& context);
 /// ls, rm and exec against the server of --url (remote_commands.cpp).
 [[nodiscard]] BoxliteResult<int> cmd_remote(Context& context);

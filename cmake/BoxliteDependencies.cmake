@@ -10,7 +10,6 @@ set(BOXLITE_CMAKE_PACKAGES
   "fmt"
   "tl-expected"
   "nlohmann_json 3.10"
-  "OpenSSL COMPONENTS Crypto"
   "ZLIB")
 # "<PREFIX> <pkg-config module>": imported as PkgConfig::<PREFIX>.
 set(BOXLITE_PKG_CONFIG_MODULES
@@ -22,6 +21,9 @@ set(BOXLITE_PKG_CONFIG_MODULES
 set(BOXLITE_DLOPEN_PKG_CONFIG_MODULES
   "LIBCURL libcurl"
   "LIBARCHIVE libarchive")
+# The same for libcrypto (SHA-256, lib/image/digest.hpp), found with CMake's module; `serve`'s TLS
+# links it (lib/server).
+find_package(OpenSSL REQUIRED COMPONENTS Crypto SSL)
 
 find_package(PkgConfig REQUIRED)
 foreach(entry ${BOXLITE_CMAKE_PACKAGES})
@@ -38,5 +40,5 @@ endforeach()
 # What a consumer of boxlite::boxlite links transitively.
 set(BOXLITE_PUBLIC_DEPENDENCIES
   fmt::fmt tl::expected nlohmann_json::nlohmann_json Threads::Threads
-  OpenSSL::Crypto ZLIB::ZLIB ${CMAKE_DL_LIBS}
+  ZLIB::ZLIB ${CMAKE_DL_LIBS}
   PkgConfig::SQLITE3 PkgConfig::LIBSECCOMP PkgConfig::LIBXXHASH)

@@ -1,41 +1,66 @@
-// SHA-256 over OpenSSL's EVP interface: every blob that reaches the store is verified with it.
+// SHA-256: every blob that reaches the store is verified with it.
+//
+// OpenSSL's implementation (libcrypto, loaded on first use: dynamic_libs.hpp) wherever libcrypto
+// can be loaded, so a process that never hashes (every `boxlite exec`, `ls`, `run` of a rootfs
+// directory) does not load it; the portable one below (FIPS 180-4) where it cannot, so hashing
+// never fails. Both give the same digests (tests/image/digest_test.cpp).
 #pragma once
 
 #include <boxlite/error.hpp>
 
 #include <openssl/evp.h>
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
-#include <memory>
-#include <span>
 #include <string>
 #include <string_view>
 
 namespace boxlite::image {
 
-class Sha256 {
+namespace dynamic {
+struct CryptoApi;
+}
+
+/// FIPS 180-4 SHA-256 in plain C++: Sha256's fallback, and the reference its tests compare with.
+class PortableSha256 {
 public:
-    Sha256() : ctx_(EVP_MD_CTX_new(), &EVP_MD_CTX_free) { reset(); }
-    void reset() { EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr); }
-    void update(const void* data, std::size_t size) { EVP_DigestUpdate(ctx_.get(), data, size); }
-    void update(std::string_view data) { update(data.data(), data.size()); }
-    /// "sha256:<64 hex>"; the hasher must be reset() before reuse.
-    [[nodiscard]] std::string finish() {
-        unsigned char out[EVP_MAX_MD_SIZE];
-        unsigned int length = 0;
-        EVP_DigestFinal_ex(ctx_.get(), out, &length);
-        static constexpr char kHex[] = "0123456789abcdef";
-        std::string text = "sha256:";
-        for (unsigned int i = 0; i < length; ++i) {
-            text += kHex[out[i] >> 4];
-            text += kHex[out[i] & 0xf];
-        }
-        return text;
-    }
+    PortableSha256() { reset(); }
+    void reset();
+    void update(const void* data, std::size_t size);
+    /// The 32 bytes of the digest; reset() before reuse.
+    [[nodiscard]] std::array<unsigned char, 32> finish();
 
 private:
-    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx_;
+    void compress(const unsigned char* block);
+
+    std::array<std::uint32_t, 8> state_{};
+    std::array<unsigned char, 64> block_{};
+    std::size_t used_ = 0;      ///< bytes of block_ filled
+    std::uint64_t length_ = 0;  ///< bytes hashed in all
+};
+
+class Sha256 {
+public:
+    enum class Backend { Best, Portable };
+    /// Best: OpenSSL's where libcrypto loads, the portable one otherwise. Portable: for tests.
+    explicit Sha256(Backend backend = Backend::Best);
+    ~Sha256();
+    Sha256(const Sha256&) = delete;
+    Sha256& operator=(const Sha256&) = delete;
+
+    void reset();
+    void update(const void* data, std::size_t size);
+    void update(std::string_view data) { update(data.data(), data.size()); }
+    /// "sha256:<64 hex>"; the hasher must be reset() before reuse.
+    [[nodiscard]] std::string finish();
+    /// Whether this hasher is OpenSSL's (for tests and diagnostics).
+    [[nodiscard]] bool uses_openssl() const noexcept { return ctx_ != nullptr; }
+
+private:
+    const dynamic::CryptoApi* api_ = nullptr;
+    EVP_MD_CTX* ctx_ = nullptr;  ///< null: portable_ hashes
+    PortableSha256 portable_;
 };
 
 [[nodiscard]] inline std::string sha256_digest(std::string_view data) {

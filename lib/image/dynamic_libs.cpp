@@ -1,4 +1,4 @@
-// dlopen() of libcurl and libarchive (see dynamic_libs.hpp).
+// dlopen() of libcurl, libarchive and libcrypto (see dynamic_libs.hpp).
 #include "dynamic_libs.hpp"
 
 #include <dlfcn.h>
@@ -126,6 +126,22 @@ BoxliteResult<const ArchiveApi*> libarchive() {
                              BOXLITE_BIND(archive_entry_set_symlink);
                              return ok;
                          });
+    return loaded;
+}
+
+BoxliteResult<const CryptoApi*> libcrypto() {
+    static const BoxliteResult<const CryptoApi*> loaded =
+        load<CryptoApi>("libcrypto.so.3", "for SHA-256 at OpenSSL's speed", "libssl3 (bookworm) or libssl3t64 (trixie)",
+                        [](void* library, CryptoApi& api, std::string& missing) {
+                            bool ok = true;
+                            BOXLITE_BIND(EVP_MD_CTX_new);
+                            BOXLITE_BIND(EVP_MD_CTX_free);
+                            BOXLITE_BIND(EVP_DigestInit_ex);
+                            BOXLITE_BIND(EVP_DigestUpdate);
+                            BOXLITE_BIND(EVP_DigestFinal_ex);
+                            BOXLITE_BIND(EVP_sha256);
+                            return ok;
+                        });
     return loaded;
 }
 

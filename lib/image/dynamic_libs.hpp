@@ -1,4 +1,4 @@
-// libcurl and libarchive, loaded on first use with dlopen().
+// libcurl, libarchive and libcrypto, loaded on first use with dlopen().
 //
 // Only pulls need libcurl and only unpacking, `load` and the REST API's tar copies need libarchive, yet linking them pulls
 // about 35 shared libraries (GnuTLS, Kerberos, LDAP, ICU, libxml2 …) into every process that
@@ -16,6 +16,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <curl/curl.h>
+#include <openssl/evp.h>
 
 namespace boxlite::image::dynamic {
 
@@ -86,6 +87,16 @@ struct ArchiveApi {
     BOXLITE_DYNAMIC_FN(archive_entry_set_hardlink);
     BOXLITE_DYNAMIC_FN(archive_entry_set_symlink);
 };
+// SHA-256 (digest.hpp). libcrypto alone costs about 1 ms of loading and relocation at every start
+// of every process linking it, and most never hash: `exec`, `ls`, `run` of a rootfs directory.
+struct CryptoApi {
+    BOXLITE_DYNAMIC_FN(EVP_MD_CTX_new);
+    BOXLITE_DYNAMIC_FN(EVP_MD_CTX_free);
+    BOXLITE_DYNAMIC_FN(EVP_DigestInit_ex);
+    BOXLITE_DYNAMIC_FN(EVP_DigestUpdate);
+    BOXLITE_DYNAMIC_FN(EVP_DigestFinal_ex);
+    BOXLITE_DYNAMIC_FN(EVP_sha256);
+};
 #undef BOXLITE_DYNAMIC_FN
 #undef BOXLITE_DYNAMIC_AS
 
@@ -93,5 +104,8 @@ struct ArchiveApi {
 [[nodiscard]] BoxliteResult<const CurlApi*> curl();
 /// libarchive.so.13, loaded once; thread-safe.
 [[nodiscard]] BoxliteResult<const ArchiveApi*> libarchive();
+/// libcrypto.so.3, loaded once; thread-safe. Its error is for diagnostics: Sha256 falls back to
+/// its portable implementation without it.
+[[nodiscard]] BoxliteResult<const CryptoApi*> libcrypto();
 
 }  // namespace boxlite::image::dynamic

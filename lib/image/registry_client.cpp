@@ -6,7 +6,6 @@
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <nlohmann/json.hpp>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,29 +27,47 @@ std::string to_lower(std::string_view text) {
     return out;
 }
 
+constexpr std::string_view kBase64Alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
 std::string base64_encode(std::string_view data) {
-    std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-    const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                  reinterpret_cast<const unsigned char*>(data.data()), static_cast<int>(data.size()));
-    out.resize(static_cast<std::size_t>(std::max(n, 0)));
+    std::string out;
+    out.reserve(4 * ((data.size() + 2) / 3));
+    for (std::size_t i = 0; i < data.size(); i += 3) {
+        const std::size_t n = std::min<std::size_t>(3, data.size() - i);
+        std::uint32_t group = 0;
+        for (std::size_t j = 0; j < 3; ++j) group = group << 8 | (j < n ? static_cast<unsigned char>(data[i + j]) : 0u);
+        for (std::size_t j = 0; j < 4; ++j) out += j <= n ? kBase64Alphabet[(group >> (18 - 6 * j)) & 0x3f] : '=';
+    }
     return out;
 }
 
+/// Standard base64 with padding (line breaks and spaces ignored); nullopt for anything else.
 std::optional<std::string> base64_decode(std::string_view data) {
     std::string clean;
     for (char c : data) {
         if (c != '\n' && c != '\r' && c != ' ') clean += c;
     }
     if (clean.size() % 4 != 0 || clean.size() > (1u << 16)) return std::nullopt;
-    std::string out(clean.size() / 4 * 3 + 1, '\0');
-    const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                  reinterpret_cast<const unsigned char*>(clean.data()), static_cast<int>(clean.size()));
-    if (n < 0) return std::nullopt;
-    std::size_t length = static_cast<std::size_t>(n);
-    // EVP_DecodeBlock counts padding as zero bytes.
-    if (!clean.empty() && clean.back() == '=') --length;
-    if (clean.size() > 1 && clean[clean.size() - 2] == '=') --length;
-    out.resize(length);
+    std::string out;
+    for (std::size_t i = 0; i < clean.size(); i += 4) {
+        std::uint32_t group = 0;
+        std::size_t padding = 0;
+        for (std::size_t j = 0; j < 4; ++j) {
+            const char c = clean[i + j];
+            std::size_t value = 0;
+            if (c == '=') {
+                // Only at the end, at most two, and nothing but padding after the first.
+                if (i + 4 != clean.size() || j < 2) return std::nullopt;
+                ++padding;
+            } else {
+                if (padding > 0) return std::nullopt;
+                value = kBase64Alphabet.find(c);
+                if (value == std::string_view::npos) return std::nullopt;
+            }
+            group = group << 6 | static_cast<std::uint32_t>(value);
+        }
+        for (std::size_t j = 0; j < 3 - padding; ++j) out += static_cast<char>((group >> (16 - 8 * j)) & 0xff);
+    }
     return out;
 }
 

@@ -4,18 +4,20 @@
 //
 //   boxlite_image_probe pull <home> <reference>
 //   boxlite_image_probe load <home> <archive>
+//   boxlite_image_probe libs <home> -      opens the store, then says whether libcrypto is mapped
 //
 // Prints "ok" or the error's message; exits 0 on success, 1 on an error, 2 on bad usage.
 #include <boxlite/image/image_store.hpp>
 
 #include <fmt/format.h>
 
+#include <fstream>
 #include <string>
 
 int main(int argc, char** argv) {
     using namespace boxlite::image;
     if (argc != 4) {
-        fmt::print(stderr, "usage: boxlite_image_probe pull|load <home> <reference|archive>\n");
+        fmt::print(stderr, "usage: boxlite_image_probe pull|load|libs <home> <reference|archive|->\n");
         return 2;
     }
     const std::string command = argv[1];
@@ -34,6 +36,13 @@ int main(int argc, char** argv) {
     } else if (command == "load") {
         auto loaded = store->load(argv[3]);
         if (!loaded) result = boxlite::fail(loaded.error());
+    } else if (command == "libs") {
+        std::ifstream maps("/proc/self/maps");
+        bool crypto = false;
+        for (std::string line; std::getline(maps, line);)
+            crypto = crypto || line.find("libcrypto.so") != std::string::npos;
+        fmt::print("libcrypto {}\n", crypto ? "mapped" : "not mapped");
+        return 0;
     } else {
         return 2;
     }

@@ -212,6 +212,26 @@ TEST_F(DockerConfig, MalformedIsAConfigError) {
     auto bad_auth = docker_config_credentials(write(R"({"auths":{"docker.io":{"auth":"!!!!"}}})"), "docker.io");
     ASSERT_FALSE(bad_auth);
     EXPECT_NE(bad_auth.error().message().find("base64"), std::string::npos);
+    // Padding only at the end, at most two; lengths not a multiple of four.
+    for (const char* auth : {"aHVi=npz", "aHViOnNlY3JldA=a", "aHViOnNlY3JldA===", "aHViOnNlY3JldA", "=AAA"}) {
+        auto bad = docker_config_credentials(write(fmt::format(R"({{"auths":{{"docker.io":{{"auth":"{}"}}}}}})", auth)),
+                                             "docker.io");
+        EXPECT_FALSE(bad) << auth;
+    }
+}
+
+TEST_F(DockerConfig, DecodesBase64WithAndWithoutPadding) {
+    // One padding byte, two, none, and a line break inside (ignored, as base64 -w wraps).
+    for (const auto& [auth, user, password] :
+         {std::tuple{"Ym94bGl0ZTpzM2NyZXQ=", "boxlite", "s3cret"}, std::tuple{"YTpiYw==", "a", "bc"},
+          std::tuple{"YWI6Y2Rl", "ab", "cde"}, std::tuple{"Ym94\\nbGl0ZTpzM2NyZXQ=", "boxlite", "s3cret"}}) {
+        auto found = docker_config_credentials(write(
+                                                   fmt::format(R"({{"auths":{{"docker.io":{{"auth":"{}"}}}}}})", auth)),
+                                               "docker.io");
+        ASSERT_TRUE(found && *found) << auth;
+        EXPECT_EQ((*found)->username, user) << auth;
+        EXPECT_EQ((*found)->password, password) << auth;
+    }
 }
 
 // Mutation fuzzing: flip, insert, delete and duplicate bytes of valid inputs. Every parser must

@@ -1460,5 +1460,34 @@ TEST_F(ImageRegistry, SaysWhichPackageToInstallWhenLibcurlOrLibarchiveIsMissing)
     EXPECT_NE(no_archive.find("libarchive13 (bookworm) or libarchive13t64 (trixie)"), std::string::npos) << no_archive;
 }
 
+// libcrypto (SHA-256) is dlopen()ed too, when something first hashes: a program that opens the
+// store and hashes nothing never maps it, and one that cannot load it still verifies every blob,
+// with the portable SHA-256 (a load checks each blob against the digest skopeo wrote).
+TEST_F(ImageRegistry, LibcryptoIsLoadedOnlyToHashAndWithoutItHashingStillWorks) {
+    if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (a private mount namespace)";
+    if (sh("command -v unshare >/dev/null 2>&1") != 0)
+        GTEST_SKIP() << "precondition: unshare (util-linux) is not installed";
+    std::string crypto;
+    if (void* handle = ::dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL); handle != nullptr) {
+        link_map* map = nullptr;
+        if (::dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0 && map != nullptr && map->l_name != nullptr)
+            crypto = map->l_name;
+        ::dlclose(handle);
+    }
+    ASSERT_FALSE(crypto.empty());
+    test::TempDir exports;
+    const auto oci_tar = exports.path() / "single.tar";
+    ASSERT_EQ(sh(fmt::format("skopeo copy -q oci:{}:single oci-archive:{} >/dev/null", oci().string(),
+                             oci_tar.string())),
+              0);
+    test::TempDir home{"boxlite-home"};
+    EXPECT_EQ(capture(fmt::format("{} libs {} - 2>&1", BOXLITE_IMAGE_PROBE, home.path().string())),
+              "libcrypto not mapped\n");
+    const auto loaded = capture(
+        fmt::format("unshare -m --propagation private sh -c 'mount --bind /dev/null {} && exec {} load {} {}' 2>&1",
+                    crypto, BOXLITE_IMAGE_PROBE, home.path().string(), oci_tar.string()));
+    EXPECT_EQ(loaded, "ok\n");
+}
+
 }  // namespace
 }  // namespace boxlite::image

@@ -26,7 +26,7 @@ set(prefix ${WORK_DIR}/prefix)
 
 run("install" ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
 foreach(file include/boxlite/boxlite.hpp include/boxlite/runtime.hpp include/boxlite/c/boxlite.h
-             libexec/boxlite/boxlite-shim libexec/boxlite/boxlite-agent)
+             libexec/boxlite/boxlite-shim libexec/boxlite/boxlite-agent libexec/boxlite/boxlite-serve)
   if(NOT EXISTS ${prefix}/${file})
     message(FATAL_ERROR "install did not produce ${file}")
   endif()
@@ -91,6 +91,14 @@ function(run_installed_cli what cli)
   message(STATUS "${what}: ok")
 endfunction()
 run_installed_cli("installed boxlite run" ${prefix}/bin/boxlite)
+# `boxlite serve` execs boxlite-serve from <prefix>/libexec/boxlite: a bad grace period in the
+# environment is refused by the server's own code, so its message proves the exec found it.
+execute_process(COMMAND ${clean_env} BOXLITE_HOME=${WORK_DIR}/cli-home BOXLITE_SHUTDOWN_GRACE=soon
+                ${prefix}/bin/boxlite serve --port 0 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+if(rc EQUAL 0 OR NOT out MATCHES "BOXLITE_SHUTDOWN_GRACE='soon'")
+  message(FATAL_ERROR "installed boxlite serve did not reach boxlite-serve (${rc}):\n${out}")
+endif()
+message(STATUS "installed boxlite serve: reaches libexec/boxlite/boxlite-serve")
 
 # 1b. find_package(boxlite COMPONENTS c): the C examples, from a C-only project.
 run("configure C consumer" ${CMAKE_COMMAND} -S ${SOURCE_DIR}/consumer_c -B ${WORK_DIR}/build-c -G ${GENERATOR}
