@@ -119,6 +119,17 @@ std::string capture(const std::string& command) {
     return out;
 }
 
+/// The file the dynamic loader would load for `soname` (empty when it cannot load it).
+std::string library_file(const char* soname) {
+    void* handle = ::dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) return {};
+    link_map* map = nullptr;
+    std::string path;
+    if (::dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0 && map != nullptr && map->l_name != nullptr) path = map->l_name;
+    ::dlclose(handle);
+    return path;
+}
+
 // fault_proxy.py in front of a registry (registry_harness.sh start-proxy), misbehaving on blob
 // requests as `fault` says; stopped on destruction. requests() is what it saw, in order.
 class FaultProxy {
@@ -1421,16 +1432,6 @@ TEST_F(ImageRegistry, SaysWhichPackageToInstallWhenLibcurlOrLibarchiveIsMissing)
     if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (a private mount namespace)";
     if (sh("command -v unshare >/dev/null 2>&1") != 0)
         GTEST_SKIP() << "precondition: unshare (util-linux) is not installed";
-    auto library_file = [](const char* soname) -> std::string {
-        void* handle = ::dlopen(soname, RTLD_NOW | RTLD_LOCAL);
-        if (handle == nullptr) return {};
-        link_map* map = nullptr;
-        std::string path;
-        if (::dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0 && map != nullptr && map->l_name != nullptr)
-            path = map->l_name;
-        ::dlclose(handle);
-        return path;
-    };
     const auto curl = library_file("libcurl.so.4");
     const auto archive = library_file("libarchive.so.13");
     ASSERT_FALSE(curl.empty());
@@ -1467,13 +1468,7 @@ TEST_F(ImageRegistry, LibcryptoIsLoadedOnlyToHashAndWithoutItHashingStillWorks) 
     if (::geteuid() != 0) GTEST_SKIP() << "precondition: not root (a private mount namespace)";
     if (sh("command -v unshare >/dev/null 2>&1") != 0)
         GTEST_SKIP() << "precondition: unshare (util-linux) is not installed";
-    std::string crypto;
-    if (void* handle = ::dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL); handle != nullptr) {
-        link_map* map = nullptr;
-        if (::dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0 && map != nullptr && map->l_name != nullptr)
-            crypto = map->l_name;
-        ::dlclose(handle);
-    }
+    const auto crypto = library_file("libcrypto.so.3");
     ASSERT_FALSE(crypto.empty());
     test::TempDir exports;
     const auto oci_tar = exports.path() / "single.tar";
