@@ -53,7 +53,9 @@ BoxliteResult<void> Database::keep_wal_between_connections() const {
     if (const int rc = sqlite3_db_config(db_, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr); rc != SQLITE_OK) {
         return fail(ErrorKind::Database, "configuring {}: {}", sqlite3_db_filename(db_, "main"), sqlite3_errstr(rc));
     }
-    return {};
+    if (sqlite3_wal_autocheckpoint(db_, kWalCheckpointPages) != SQLITE_OK) return sqlite_error(db_, "");
+    const auto limit = fmt::format("PRAGMA journal_size_limit={}", kWalSizeLimit);
+    return exec(limit.c_str());
 }
 
 Database& Database::operator=(Database&& other) noexcept {

@@ -209,6 +209,39 @@ TEST(SqliteStorageFiles, ReopenSeesTheSameBoxesAndState) {
     EXPECT_FALSE(std::filesystem::exists(dir.path() / "boxes" / config.id.str() / "config.json"));
 }
 
+// Every CLI command opens the database in a new process, and the first connection rebuilds the
+// WAL index by reading every frame since the last checkpoint. The WAL must stay short (it grew to
+// 4 MB at SQLite's default of 1000 pages) and must still persist between connections.
+TEST(SqliteStorageFiles, TheWalStaysShortAcrossManyShortLivedConnections) {
+    TempDir dir;
+    const auto wal = dir.path() / "db" / "boxes.db-wal";
+    BoxState running;
+    running.status = BoxStatus::Running;
+    for (int i = 0; i < 150; ++i) {
+        auto storage = SqliteStorage::open(dir.path());
+        ASSERT_TRUE(storage) << storage.error().message();
+        auto config = config_with(BoxID::generate().str());
+        ASSERT_TRUE(storage->insert(config, BoxState{}));
+        ASSERT_TRUE(storage->update_state(config.id, running));
+        ASSERT_TRUE(storage->remove(config.id, i % 2 == 0 ? RemoveSync::Relaxed : RemoveSync::Durable));
+    }
+    ASSERT_TRUE(std::filesystem::exists(wal)) << "the WAL is kept between connections";
+    EXPECT_LE(std::filesystem::file_size(wal), 600U * 1024U);
+
+    // The frames a new connection must read: what the WAL holds since its last checkpoint.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir.path() / "db" / "boxes.db").c_str(), &db), SQLITE_OK);
+    // The first read opens the WAL (a connection finds the journal mode lazily).
+    ASSERT_EQ(sqlite3_exec(db, "SELECT count(*) FROM boxes", nullptr, nullptr, nullptr), SQLITE_OK);
+    int log_frames = -1;
+    int checkpointed = -1;
+    ASSERT_EQ(sqlite3_wal_checkpoint_v2(db, "main", SQLITE_CHECKPOINT_PASSIVE, &log_frames, &checkpointed), SQLITE_OK)
+        << sqlite3_errmsg(db);
+    sqlite3_close(db);
+    EXPECT_GE(log_frames, 0);
+    EXPECT_LE(log_frames, 100);
+}
+
 void run_sql(const std::filesystem::path& db_path, const char* sql) {
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open(db_path.c_str(), &db), SQLITE_OK);
