@@ -1,5 +1,6 @@
 // The runtime's state machine, lookups and lifecycle rules over MockEngine + MemoryStorage
 // (compile-time policies), and the agent seam over PipeTransport.
+#include <boxlite/engine/any_engine.hpp>
 #include <boxlite/engine/mock_engine.hpp>
 #include <boxlite/image/image_store.hpp>
 #include <boxlite/runtime.hpp>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <array>
 #include <chrono>
 #include <filesystem>
@@ -196,6 +198,78 @@ protected:
     MemoryStorage storage_;
     TestRuntime runtime_;
 };
+
+// AnyEngine::deferred, as select_engine() makes the default engine: a maker that counts how
+// often the default ("auto") is made, standing in for the kvm probe.
+namespace deferred {
+std::atomic<int> made_default{0};
+MockEngine* mock = nullptr;
+BoxliteResult<AnyEngine> maker(std::string_view kind) {
+    if (kind == "auto") ++made_default;
+    if (kind == "auto" || kind == "mock") return AnyEngine(*mock);
+    return fail(ErrorKind::UnsupportedEngine, "no {} engine here", kind);
+}
+BoxliteResult<AnyEngine> refusing(std::string_view kind) {
+    return fail(ErrorKind::UnsupportedEngine, "{}: no engine can run here (the probe failed)", kind);
+}
+}  // namespace deferred
+
+TEST_F(RuntimeTest, TheDefaultEngineIsMadeOnlyWhenABoxNeedsIt) {
+    deferred::mock = &engine_;
+    deferred::made_default = 0;
+    ASSERT_TRUE(runtime_.create(path_options(), "web"));  // a box of the mock engine
+    using AnyRuntime = BasicRuntime<AnyEngine, PipeTransport, MemoryStorage>;
+    AnyRuntime runtime(BoxliteOptions{home_.path() / "home", {}, EngineKind::Auto},
+                       AnyEngine::deferred("auto", {"auto", "kvm", "qemu"}, &deferred::maker), transport_, storage_,
+                       settings());
+    EXPECT_TRUE(runtime.engine().may_be("kvm"));
+    EXPECT_FALSE(runtime.engine().may_be("mock"));
+
+    // Everything a box of another engine needs, and the default engine is never made.
+    ASSERT_EQ(runtime.list_info()->size(), 1U);
+    auto box = runtime.get("web");
+    ASSERT_TRUE(box) << box.error().to_string();
+    ASSERT_TRUE(box->start()) << "start";
+    EXPECT_EQ(box->info()->status, BoxStatus::Running);
+    ASSERT_TRUE(box->stop());
+    ASSERT_TRUE(runtime.remove("web"));
+    EXPECT_TRUE(runtime.list_info()->empty());
+    EXPECT_EQ(deferred::made_default.load(), 0);
+
+    // A box of the default engine makes it, once, and records what it turned out to be.
+    auto fresh = runtime.create(path_options(), "new");
+    ASSERT_TRUE(fresh) << fresh.error().to_string();
+    EXPECT_EQ(fresh->info()->engine, "mock");
+    ASSERT_TRUE(runtime.create(path_options(), "newer"));
+    ASSERT_TRUE(fresh->start());
+    EXPECT_EQ(deferred::made_default.load(), 1);
+    EXPECT_EQ(runtime.engine().kind(), "mock");
+    EXPECT_FALSE(runtime.engine().may_be("kvm"));
+    EXPECT_TRUE(runtime.engine().may_be("mock"));
+    ASSERT_TRUE(fresh->stop());
+}
+
+TEST_F(RuntimeTest, ADefaultEngineThatCannotBeMadeSaysWhyOnUse) {
+    deferred::mock = &engine_;
+    ASSERT_TRUE(runtime_.create(path_options(), "web"));
+    using AnyRuntime = BasicRuntime<AnyEngine, PipeTransport, MemoryStorage>;
+    AnyRuntime runtime(BoxliteOptions{home_.path() / "home", {}, EngineKind::Auto},
+                       AnyEngine::deferred("auto", {"auto", "kvm", "qemu"}, &deferred::refusing), transport_, storage_,
+                       settings());
+    EXPECT_EQ(runtime.list_info()->size(), 1U);  // the runtime opens and lists
+    auto available = runtime.engine().available();
+    ASSERT_FALSE(available);
+    EXPECT_EQ(available.error().kind(), ErrorKind::UnsupportedEngine);
+    EXPECT_EQ(available.error().message(), "auto: no engine can run here (the probe failed)");
+    EXPECT_EQ(runtime.engine().kind(), "auto");
+    // A box made with it keeps "auto", and its start says why.
+    auto box = runtime.create(path_options(), "new");
+    ASSERT_TRUE(box) << box.error().to_string();
+    EXPECT_EQ(box->info()->engine, "auto");
+    auto started = box->start();
+    ASSERT_FALSE(started);
+    EXPECT_NE(started.error().message().find("the probe failed"), std::string::npos) << started.error().to_string();
+}
 
 TEST_F(RuntimeTest, CreateRecordsAConfiguredBoxAndRunsNothing) {
     auto box = runtime_.create(path_options(), "web");

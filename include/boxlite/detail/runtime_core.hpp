@@ -523,7 +523,10 @@ private:
     /// else, when E is a PerKindEngine, the one engine_for(kind) made, once, on first need
     /// (a failure is not kept: the next call asks again); else UnsupportedEngine.
     BoxliteResult<E*> engine_for(std::string_view kind) {
-        if (kind == engine_.kind()) return &engine_;
+        // An engine that can tell it is not of `kind` is not made to find out (AnyEngine::deferred).
+        bool may_be = true;
+        if constexpr (requires { engine_.may_be(kind); }) may_be = engine_.may_be(kind);
+        if (may_be && kind == engine_.kind()) return &engine_;
         if constexpr (PerKindEngine<E>) {
             std::lock_guard lock(engines_mutex_);
             if (auto it = engines_.find(kind); it != engines_.end()) return it->second.get();

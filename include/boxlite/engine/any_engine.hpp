@@ -3,6 +3,12 @@
 //
 // It is a PerKindEngine (engine.hpp): given a maker (select_engine() passes make_engine_named),
 // engine_for(kind) makes an engine of another kind, so one runtime drives boxes of every engine.
+//
+// AnyEngine::deferred(name, kinds, maker) is made by its maker only when something first needs
+// it (kind(), available(), start(), ...). select_engine() uses it, so a command that never
+// starts a box of the default engine (`ls`, `rm`, `exec` into a namespace box) does not pay for
+// that engine's probe: under `auto`, the kvm probe runs a tiny 64-bit guest, about 3 ms here.
+// may_be(kind) answers whether it could be of that kind without making it.
 #pragma once
 
 #include <boxlite/engine.hpp>
@@ -10,10 +16,13 @@
 
 #include <chrono>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace boxlite {
 
@@ -31,6 +40,21 @@ public:
     [[nodiscard]] static AnyEngine unavailable(std::string kind, BoxliteError why, Maker maker = nullptr) {
         return AnyEngine(Unavailable{std::move(kind), std::move(why)}, maker);
     }
+
+    /// The engine `name` stands for, made by `maker(name)` when first needed, once; until then
+    /// it may be of any kind in `kinds` (may_be). When the maker fails, every call reports why,
+    /// as unavailable() does, and kind() is `name`. Copies share the one engine made.
+    [[nodiscard]] static AnyEngine deferred(std::string name, std::vector<std::string> kinds, Maker maker) {
+        auto state = std::make_shared<Deferred::State>();
+        state->name = std::move(name);
+        state->kinds = std::move(kinds);
+        state->maker = maker;
+        return AnyEngine(Deferred{std::move(state)}, maker);
+    }
+
+    /// Whether this engine is, or (deferred and not made yet) may turn out to be, of `kind`.
+    /// Never makes a deferred engine.
+    [[nodiscard]] bool may_be(std::string_view kind) const { return impl_->may_be(kind); }
 
     /// This engine, making engines of other kinds with `maker`.
     [[nodiscard]] AnyEngine with_maker(Maker maker) const {
@@ -74,6 +98,7 @@ private:
         std::string name;
         BoxliteError why;
         [[nodiscard]] std::string_view kind() const { return name; }
+        [[nodiscard]] bool may_be(std::string_view k) const { return k == name; }
         [[nodiscard]] RootfsKind rootfs_kind() const { return RootfsKind::Directory; }
         [[nodiscard]] BoxliteResult<void> available() const { return fail(why); }
         BoxliteResult<EngineHandle> start(const EngineLaunch&) { return fail(why); }
@@ -83,9 +108,79 @@ private:
         BoxliteResult<EngineMetrics> metrics(const EngineHandle&) { return fail(why); }
     };
 
+    struct Deferred {
+        struct State {
+            std::string name;
+            std::vector<std::string> kinds;
+            Maker maker = nullptr;
+            std::mutex mutex;
+            bool tried = false;
+            std::unique_ptr<AnyEngine> engine;  // when the maker succeeded
+            std::optional<BoxliteError> why;    // when it did not
+        };
+        std::shared_ptr<State> state;
+
+        /// The engine, made on the first call (callers meanwhile wait); null when it cannot be.
+        [[nodiscard]] AnyEngine* made() const {
+            std::lock_guard lock(state->mutex);
+            if (!state->tried) {
+                auto engine = state->maker != nullptr
+                                  ? state->maker(state->name)
+                                  : fail(ErrorKind::UnsupportedEngine, "no way to make the {} engine", state->name);
+                if (engine) state->engine = std::make_unique<AnyEngine>(std::move(*engine));
+                else state->why = engine.error();
+                state->tried = true;
+            }
+            return state->engine.get();
+        }
+        [[nodiscard]] bool may_be(std::string_view kind) const {
+            if (kind == state->name) return true;
+            std::lock_guard lock(state->mutex);
+            if (state->tried) return state->engine != nullptr && state->engine->kind() == kind;
+            for (const auto& k : state->kinds)
+                if (k == kind) return true;
+            return false;
+        }
+        [[nodiscard]] std::string_view kind() const {
+            auto* e = made();
+            return e != nullptr ? e->kind() : std::string_view(state->name);
+        }
+        [[nodiscard]] RootfsKind rootfs_kind() const {
+            auto* e = made();
+            return e != nullptr ? e->rootfs_kind() : RootfsKind::Directory;
+        }
+        [[nodiscard]] BoxliteResult<void> available() const {
+            auto* e = made();
+            return e != nullptr ? e->available() : fail(*state->why);
+        }
+        BoxliteResult<EngineHandle> start(const EngineLaunch& l) {
+            auto* e = made();
+            if (e == nullptr) return fail(*state->why);
+            return e->start(l);
+        }
+        BoxliteResult<void> stop(const EngineHandle& h, std::chrono::milliseconds t) {
+            auto* e = made();
+            return e != nullptr ? e->stop(h, t) : fail(*state->why);
+        }
+        BoxliteResult<void> kill(const EngineHandle& h) {
+            auto* e = made();
+            return e != nullptr ? e->kill(h) : fail(*state->why);
+        }
+        [[nodiscard]] bool is_alive(const EngineHandle& h) const {
+            auto* e = made();
+            return e != nullptr && e->is_alive(h);
+        }
+        BoxliteResult<EngineMetrics> metrics(const EngineHandle& h) {
+            auto* e = made();
+            if (e == nullptr) return fail(*state->why);
+            return e->metrics(h);
+        }
+    };
+
     struct Base {
         virtual ~Base() = default;
         virtual std::string_view kind() const = 0;
+        virtual bool may_be(std::string_view kind) const = 0;
         virtual RootfsKind rootfs_kind() const = 0;
         virtual BoxliteResult<void> available() const = 0;
         virtual BoxliteResult<EngineHandle> start(const EngineLaunch&) = 0;
@@ -98,6 +193,10 @@ private:
     struct Model final : Base {
         explicit Model(E e) : engine(std::move(e)) {}
         std::string_view kind() const override { return engine.kind(); }
+        bool may_be(std::string_view k) const override {
+            if constexpr (requires { engine.may_be(k); }) return engine.may_be(k);
+            else return engine.kind() == k;
+        }
         RootfsKind rootfs_kind() const override { return engine.rootfs_kind(); }
         BoxliteResult<void> available() const override { return engine.available(); }
         BoxliteResult<EngineHandle> start(const EngineLaunch& l) override { return engine.start(l); }

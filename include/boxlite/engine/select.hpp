@@ -5,9 +5,11 @@
 //                            namespace isolation: when neither works the error lists why each
 //                            was rejected.
 //   make_engine_named(kind)  make_engine by the name a box stores (BoxConfig::engine)
-//   select_engine(options)   what open_runtime() uses: make_engine, except that an engine that
-//                            cannot run becomes AnyEngine::unavailable(...) so the runtime still
-//                            opens (list, inspect and remove work; start reports the reason).
+//   select_engine(options)   what open_runtime() uses: make_engine, deferred until first needed
+//                            (AnyEngine::deferred: `ls` or `exec` into a namespace box does not
+//                            run the kvm probe), and an engine that cannot run reports why on
+//                            use, so the runtime still opens (list, inspect and remove work;
+//                            start reports the reason).
 //                            Options::engine is the engine of new boxes; the result makes the
 //                            engine of any other kind on demand (make_engine_named), so a box
 //                            keeps the engine it was created with.
@@ -87,11 +89,12 @@ namespace detail {
 }
 
 [[nodiscard]] inline BoxliteResult<AnyEngine> select_engine(const BoxliteOptions& options) {
-    auto engine = make_engine(options.engine);
-    if (!engine) {
-        return AnyEngine::unavailable(std::string(to_string(options.engine)), engine.error(), &make_engine_named);
-    }
-    return engine->with_maker(&make_engine_named);
+    // Made when first needed (AnyEngine::deferred): listing, inspecting, removing boxes or
+    // running a command in a box of another engine never probes this one.
+    std::string name(to_string(options.engine));
+    std::vector<std::string> kinds{name};
+    if (options.engine == EngineKind::Auto) kinds = {name, "kvm", "qemu"};
+    return AnyEngine::deferred(std::move(name), std::move(kinds), &make_engine_named);
 }
 
 [[nodiscard]] inline AnyTransport default_transport() {
