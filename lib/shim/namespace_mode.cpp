@@ -6,7 +6,7 @@
 //    └── agent, PID 1 in the box: unshare(mount/uts/ipc/net), overlay + /proc /sys /dev /tmp,
 //        /proc masks, hostname, loopback up, pivot_root, rlimits, seccomp filter, capability
 //        drop, then execveat() of the agent binary from an fd opened before the pivot (nothing
-//        is added to the box's filesystem).
+//        is added to the box's filesystem; jailer/sealed_exec.hpp: the box cannot write it).
 //
 // The agent gets PDEATHSIG=SIGKILL, so killing the shim takes the whole box down (PID 1 dying
 // kills every process in its PID namespace). The listening socket is created by the shim in
@@ -46,6 +46,7 @@
 #include "jailer/capabilities.hpp"
 #include "jailer/cgroup.hpp"
 #include "jailer/seccomp_filter.hpp"
+#include "jailer/sealed_exec.hpp"
 
 #include "net/firewall.hpp"
 #include "net/pump.hpp"
@@ -61,7 +62,6 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/sendfile.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -682,35 +682,6 @@ int listen_on(const std::string& path, std::string& error) {
     return fd;
 }
 
-int copy_to_memfd(const std::string& path, std::string& error) {
-    const int in = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (in < 0) {
-        error = errno_text("opening the agent binary " + path);
-        return -1;
-    }
-    const int fd = static_cast<int>(::syscall(SYS_memfd_create, "boxlite-agent", MFD_CLOEXEC | MFD_ALLOW_SEALING));
-    if (fd < 0) {
-        error = errno_text("memfd_create");
-        ::close(in);
-        return -1;
-    }
-    // In-kernel copy (page cache to shmem); no bounce through a user buffer.
-    while (true) {
-        const auto n = ::sendfile(fd, in, nullptr, 1 << 30);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            error = errno_text("copying the agent binary " + path);
-            ::close(in);
-            ::close(fd);
-            return -1;
-        }
-        if (n == 0) break;
-    }
-    ::close(in);
-    ::fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
-    return fd;
-}
-
 /// Sends the port forwarder the box's network namespace (its init `box` is in it by the time
 /// the agent is ready) and waits for its word that it has entered it (10 s at most).
 bool hand_over_box_network(int channel, pid_t box, std::string& error) {
@@ -794,10 +765,16 @@ int run_namespace_mode(const ShimOptions& o) {
     std::string error;
     const int listen_fd = listen_on(o.socket, error);
     if (listen_fd < 0) return fail_start(error);
-    // The agent runs from a sealed in-memory copy: the kernel refuses to exec a file whose mount
-    // was detached by the pivot, and the box must not see (or change) the host's binary.
-    const int agent_fd = copy_to_memfd(o.agent, error);
-    if (agent_fd < 0) return fail_start(error);
+    // The agent runs from a file the box can execute and never write, opened before the pivot
+    // (jailer/sealed_exec.hpp): the binary through a read-only overlay that is never attached to
+    // any mount namespace, else a sealed copy in memory.
+    auto sealed = jailer::open_sealed_executable(o.agent, o.box_dir, error);
+    if (!sealed.fd) return fail_start(error);
+    if (sealed.method == jailer::SealMethod::MemfdCopy) {
+        log("box " + o.box_id + ": agent: run from a sealed copy in memory (no read-only overlay: " + sealed.fallback +
+            ")");
+    }
+    const int agent_fd = sealed.fd.release();
     // The agent's stdout and stderr are a pipe that we copy into agent.log, capped and rotated:
     // a file descriptor of agent.log itself in the box would let it grow without bound.
     CappedLog agent_log;

@@ -7,12 +7,15 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <sys/ipc.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <thread>
 
@@ -66,6 +69,33 @@ TEST_F(NamespaceIsolation, CapabilitiesAreDockersDefaultsWithoutMknodAndNetRaw) 
     const auto user = run(box, BoxCommand("cat").arg("/proc/self/status").user("box")).stdout_text;
     EXPECT_NE(user.find("CapEff:\t0000000000000000\n"), std::string::npos) << user;
     EXPECT_NE(user.find("CapBnd:\t" + expected + "\n"), std::string::npos) << user;
+}
+
+// The agent binary the box runs cannot be written through /proc/<agent>/exe (runc's
+// CVE-2019-5736), seen from the host, where nothing of the box's confinement applies: it is the
+// host's file through a read-only overlay that is mounted nowhere (jailer/sealed_exec.hpp), not a
+// copy, and the host's binary is unchanged after the box tried.
+TEST_F(NamespaceIsolation, TheAgentBinaryCannotBeWrittenThroughItsExe) {
+    auto box = make_box();
+    ASSERT_EQ(sh(box, "true"), "rc=0\n");  // started
+    std::ifstream pid_file(home_->path() / "boxes" / box.id().str() / "agent.pid");
+    int agent = 0;
+    pid_file >> agent;
+    ASSERT_GT(agent, 0);
+    const auto exe = fmt::format("/proc/{}/exe", agent);
+    std::error_code ec;
+    const auto target = fs::read_symlink(exe, ec);
+    ASSERT_FALSE(ec) << ec.message();
+    EXPECT_EQ(target.filename(), "boxlite-agent") << target;
+    EXPECT_EQ(target.string().find("memfd:"), std::string::npos) << "not a copy: " << target;
+    errno = 0;
+    EXPECT_LT(::open(exe.c_str(), O_WRONLY | O_CLOEXEC), 0);
+    EXPECT_EQ(errno, EROFS) << std::strerror(errno);
+    EXPECT_LT(::open(exe.c_str(), O_RDWR | O_APPEND | O_CLOEXEC), 0);
+    // From inside: the agent is not dumpable, so its exe cannot even be opened.
+    EXPECT_NE(sh(box, "echo x >> /proc/1/exe").find("rc=1"), std::string::npos);
+    // Still the same program: commands keep running.
+    EXPECT_EQ(sh(box, "echo alive"), "alive\nrc=0\n");
 }
 
 TEST_F(NamespaceIsolation, NoWayToADeviceNode) {

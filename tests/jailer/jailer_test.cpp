@@ -4,6 +4,7 @@
 #include "jailer/capabilities.hpp"
 #include "jailer/cgroup.hpp"
 #include "jailer/seccomp_filter.hpp"
+#include "jailer/sealed_exec.hpp"
 
 #include "support/support.hpp"
 
@@ -337,6 +338,103 @@ TEST(CgroupSet, PrecreatedDirectoriesAreTakenOverAndTheLockWarmerMovesNothing) {
     ::waitpid(child, nullptr, 0);
     set.remove();
     for (const auto& dir : set.dirs()) EXPECT_FALSE(std::filesystem::exists(dir)) << dir;
+}
+
+// --- sealed_exec.hpp: the agent binary a box runs and cannot write ---------------------------
+
+/// A copy of /bin/echo in <dir>/bin/echo, and <dir>/spare: the two layers of the overlay.
+struct EchoBinary {
+    test::TempDir dir{"boxlite-sealed"};
+    std::string binary = (dir.path() / "bin" / "echo").string();
+    std::string spare = (dir.path() / "spare").string();
+    EchoBinary() {
+        std::filesystem::create_directories(dir.path() / "bin");
+        std::filesystem::create_directories(spare);
+        std::filesystem::copy_file("/bin/echo", binary);
+        std::filesystem::permissions(binary, std::filesystem::perms::owner_all);
+    }
+};
+
+/// What the sealed file prints when executed from its descriptor in a child, or why not.
+std::string run_sealed(int fd) {
+    int out[2];
+    if (::pipe2(out, O_CLOEXEC) != 0) return "pipe failed";
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        ::dup2(out[1], 1);
+        char arg0[] = "echo";
+        char arg1[] = "sealed";
+        char* argv[] = {arg0, arg1, nullptr};
+        char* envp[] = {nullptr};
+        ::syscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH);
+        ::_exit(127);
+    }
+    ::close(out[1]);
+    std::string text;
+    char buf[256];
+    ssize_t n = 0;
+    while ((n = ::read(out[0], buf, sizeof buf)) > 0) text.append(buf, static_cast<std::size_t>(n));
+    ::close(out[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) text += "exit status " + std::to_string(status);
+    return text;
+}
+
+std::string fd_target(int fd) {
+    std::error_code ec;
+    return std::filesystem::read_symlink("/proc/self/fd/" + std::to_string(fd), ec).string();
+}
+
+TEST(SealedExecutable, AReadOnlyOverlayMountedNowhere) {
+    EchoBinary echo;
+    std::string error;
+    auto sealed = jailer::open_sealed_executable(echo.binary, echo.spare, error);
+    ASSERT_TRUE(sealed.fd) << error;
+    EXPECT_EQ(sealed.method, jailer::SealMethod::ReadOnlyOverlay) << sealed.fallback;
+    EXPECT_TRUE(sealed.fallback.empty()) << sealed.fallback;
+    // The file is the binary itself (not a copy), seen through a mount that is nowhere in the tree.
+    EXPECT_EQ(fd_target(sealed.fd.get()), "/echo");
+    const auto path = "/proc/self/fd/" + std::to_string(sealed.fd.get());
+    EXPECT_EQ(fails_with("open for writing", ::open(path.c_str(), O_WRONLY | O_CLOEXEC), EROFS), "");
+    EXPECT_EQ(fails_with("open for appending", ::open(path.c_str(), O_RDWR | O_APPEND | O_CLOEXEC), EROFS), "");
+    EXPECT_EQ(fails_with("truncate", ::truncate(path.c_str(), 0), EROFS), "");
+    EXPECT_EQ(run_sealed(sealed.fd.get()), "sealed\n");
+    // The host's file itself stays writable by the host, and a later seal sees the same bytes.
+    EXPECT_EQ(std::filesystem::file_size(echo.binary), std::filesystem::file_size("/bin/echo"));
+}
+
+TEST(SealedExecutable, FallsBackToASealedCopyWhereNoOverlayCanBeMade) {
+    EchoBinary echo;
+    std::string error;
+    // The spare folder holds the binary's folder: overlayfs refuses nested layers.
+    auto sealed = jailer::open_sealed_executable(echo.binary, echo.dir.path().string(), error);
+    ASSERT_TRUE(sealed.fd) << error;
+    EXPECT_EQ(sealed.method, jailer::SealMethod::MemfdCopy);
+    EXPECT_FALSE(sealed.fallback.empty());
+    EXPECT_EQ(fd_target(sealed.fd.get()).rfind("/memfd:boxlite-agent", 0), 0U) << fd_target(sealed.fd.get());
+    const int writer = ::open(("/proc/self/fd/" + std::to_string(sealed.fd.get())).c_str(), O_WRONLY | O_CLOEXEC);
+    if (writer >= 0) {
+        EXPECT_EQ(fails_with("write", ::write(writer, "x", 1), EPERM), "") << "sealed against writes";
+        ::close(writer);
+    }
+    EXPECT_EQ(run_sealed(sealed.fd.get()), "sealed\n");
+
+    // Asked for directly: no overlay is tried, so there is no reason to give.
+    auto copied = jailer::open_sealed_executable(echo.binary, echo.spare, error, jailer::SealMethod::MemfdCopy);
+    ASSERT_TRUE(copied.fd) << error;
+    EXPECT_EQ(copied.method, jailer::SealMethod::MemfdCopy);
+    EXPECT_TRUE(copied.fallback.empty());
+    EXPECT_EQ(run_sealed(copied.fd.get()), "sealed\n");
+}
+
+TEST(SealedExecutable, AMissingBinaryIsAnErrorNamingIt) {
+    EchoBinary echo;
+    std::string error;
+    auto sealed = jailer::open_sealed_executable(echo.binary + "-missing", echo.spare, error);
+    EXPECT_FALSE(sealed.fd);
+    EXPECT_NE(error.find(echo.binary + "-missing"), std::string::npos) << error;
+    EXPECT_NE(error.find("No such file"), std::string::npos) << error;
 }
 
 }  // namespace
