@@ -34,16 +34,15 @@ using namespace boxlite;
 
 namespace {
 
-/// Runs `body` in a forked child and returns its report: "" when every check passed, the
-/// failures otherwise, or how the child died.
-std::string in_child(const std::function<std::string()>& body) {
+/// Forks; `child(report_fd)` runs in the child, which then exits 0. Returns what the child wrote
+/// to report_fd, followed by how it ended when it did not exit 0.
+std::string fork_and_read(const std::function<void(int)>& child) {
     int report[2];
     if (::pipe2(report, O_CLOEXEC) != 0) return "pipe failed";
     const pid_t pid = ::fork();
     if (pid == 0) {
         ::close(report[0]);
-        const auto text = body();
-        (void)!::write(report[1], text.data(), text.size());
+        child(report[1]);
         ::_exit(0);
     }
     ::close(report[1]);
@@ -55,7 +54,17 @@ std::string in_child(const std::function<std::string()>& body) {
     int status = 0;
     ::waitpid(pid, &status, 0);
     if (WIFSIGNALED(status)) text += "child killed by signal " + std::to_string(WTERMSIG(status));
+    else if (WEXITSTATUS(status) != 0) text += "child exited with " + std::to_string(WEXITSTATUS(status));
     return text;
+}
+
+/// Runs `body` in a forked child and returns its report: "" when every check passed, the
+/// failures otherwise, or how the child died.
+std::string in_child(const std::function<std::string()>& body) {
+    return fork_and_read([&body](int report) {
+        const auto text = body();
+        (void)!::write(report, text.data(), text.size());
+    });
 }
 
 /// "" if the call failed with `expected`, else a line saying what happened. Call it with the
@@ -357,28 +366,15 @@ struct EchoBinary {
 
 /// What the sealed file prints when executed from its descriptor in a child, or why not.
 std::string run_sealed(int fd) {
-    int out[2];
-    if (::pipe2(out, O_CLOEXEC) != 0) return "pipe failed";
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-        ::dup2(out[1], 1);
+    return fork_and_read([fd](int out) {
+        ::dup2(out, 1);
         char arg0[] = "echo";
         char arg1[] = "sealed";
         char* argv[] = {arg0, arg1, nullptr};
         char* envp[] = {nullptr};
         ::syscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH);
         ::_exit(127);
-    }
-    ::close(out[1]);
-    std::string text;
-    char buf[256];
-    ssize_t n = 0;
-    while ((n = ::read(out[0], buf, sizeof buf)) > 0) text.append(buf, static_cast<std::size_t>(n));
-    ::close(out[0]);
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) text += "exit status " + std::to_string(status);
-    return text;
+    });
 }
 
 std::string fd_target(int fd) {
