@@ -1,6 +1,7 @@
 // The real `boxlite` binary, end to end, on the namespace engine: every subcommand and flag,
 // exit-code rules, output formats, stdin piping, a local registry (tests/image/registry_harness.sh),
-// and an interactive session on a pseudo-terminal driven the way a person types.
+// and an interactive session on a pseudo-terminal driven the way a person types. ctest runs the
+// same scenarios again on the qemu engine (`qemu.CliE2E.*`, BOXLITE_E2E_ENGINE=qemu).
 #include <support/support.hpp>
 
 #include <nlohmann/json.hpp>
@@ -48,10 +49,30 @@ std::ostream& operator<<(std::ostream& os, const Result& r) {
               << r.err;
 }
 
-/// The environment every CLI run gets: a private home, the namespace engine, and what the
+/// The engine the scenarios run on: the namespace engine, or BOXLITE_E2E_ENGINE (ctest runs them
+/// again as `qemu.*` with qemu, label vm: tests/cli/CMakeLists.txt).
+std::string e2e_engine() {
+    const char* engine = std::getenv("BOXLITE_E2E_ENGINE");
+    return engine != nullptr && *engine != '\0' ? engine : "namespace";
+}
+
+/// A VM box's console log is also the guest's serial console (docs/cli.md, `logs`): the kernel's
+/// messages and the agent's boot and shutdown lines. Those lines dropped, on a VM engine.
+std::string without_guest_console(const std::string& text) {
+    if (e2e_engine() == "namespace") return text;
+    static const std::regex guest_line(R"(^(\[ *[0-9]+\.[0-9]+\] |boxlite-agent: ))");
+    std::istringstream in(text);
+    std::string line, out;
+    while (std::getline(in, line)) {
+        if (!std::regex_search(line, guest_line)) out += line + "\n";
+    }
+    return out;
+}
+
+/// The environment every CLI run gets: a private home, the scenarios' engine, and what the
 /// test adds. Nothing else of the test runner's environment leaks in except PATH and HOME.
 std::vector<std::string> cli_environment(const fs::path& home, const std::map<std::string, std::string>& extra) {
-    std::map<std::string, std::string> env = {{"BOXLITE_HOME", home.string()}, {"BOXLITE_ENGINE", "namespace"}};
+    std::map<std::string, std::string> env = {{"BOXLITE_HOME", home.string()}, {"BOXLITE_ENGINE", e2e_engine()}};
     for (const char* keep : {"PATH", "HOME", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"}) {
         if (const char* value = std::getenv(keep)) env[keep] = value;
     }
@@ -211,8 +232,11 @@ protected:
         }
         const auto data = nlohmann::json::parse(info.out, nullptr, false);
         if (data.is_discarded() || data.value("engineStatus", "") != "available") {
-            setup_failure_ = "as root, the namespace engine says it is not available: " +
-                             (data.is_discarded() ? info.out : data.value("engineStatus", ""));
+            // The namespace engine must run as root; a VM engine may lack its kernel or QEMU here.
+            const auto why = data.is_discarded() ? info.out : data.value("engineStatus", "");
+            if (e2e_engine() == "namespace")
+                setup_failure_ = "as root, the namespace engine says it is not available: " + why;
+            else skip_reason_ = "precondition: the " + e2e_engine() + " engine cannot run here: " + why;
         }
     }
 
@@ -846,7 +870,12 @@ TEST_F(CliE2E, InteractiveStdinPipeIsPassedFileAndTerminalStream) {
     std::getline(lines, status);
     EXPECT_EQ(sum, expected) << piped;
     EXPECT_TRUE(host_pipe.starts_with("pipe:[")) << piped;
-    EXPECT_EQ(box_stdin, host_pipe) << "the command did not read the host pipe itself: " << piped;
+    if (e2e_engine() == "namespace") {
+        EXPECT_EQ(box_stdin, host_pipe) << "the command did not read the host pipe itself: " << piped;
+    } else {
+        // A VM's command cannot share a host pipe: stdin streams as frames into the agent's pipe.
+        EXPECT_TRUE(box_stdin.starts_with("pipe:[")) << piped;
+    }
     EXPECT_EQ(status, "cli=7") << piped;
 
     auto from_file = run_shell(home_, R"("$0" exec -i stdinbox sh -c "$2" < "$1"; echo "cli=$?")",
@@ -960,8 +989,14 @@ TEST_F(CliE2E, StreamingCommandsEndCleanly) {
         ASSERT_EQ(cli({"stop", "streamer"}).status, 0);
         EXPECT_EQ(logs.wait(), 0) << logs.transcript();
     }
-    auto tail = cli({"logs", "-n", "1", "streamer"});
-    EXPECT_EQ(tail.out, "second\n") << tail;
+    if (e2e_engine() == "namespace") {
+        auto tail = cli({"logs", "-n", "1", "streamer"});
+        EXPECT_EQ(tail.out, "second\n") << tail;
+    } else {
+        // The guest's shutdown lines come last in a VM's console log.
+        auto all = cli({"logs", "streamer"});
+        EXPECT_EQ(without_guest_console(all.out), "first\nsecond\n") << all;
+    }
     EXPECT_EQ(cli({"rm", "streamer"}).status, 0);
 }
 
@@ -1029,7 +1064,11 @@ TEST_F(CliE2E, ReaderThatLeavesEndsTheCommandAndTheBoxGoes) {
     EXPECT_EQ(exec.out, "y\ncli=141\n") << exec;
     EXPECT_EQ(trim(run_cli(home, {"inspect", "-f", "{{.State.Status}}", "reader"}).out), "running");
     // logs -f stops following once its reader has gone, with the status SIGPIPE would give.
-    auto logs = run_shell(home, R"("$0" logs -f reader | head -1; echo "cli=${PIPESTATUS[0]}")");
+    // (On a VM the guest's boot lines come first in the console log: skipped by grep.)
+    const std::string guest_lines = e2e_engine() == "namespace" ? "^$" : R"(^(\[ *[0-9]+\.[0-9]+\] |boxlite-agent: ))";
+    auto logs = run_shell(
+        home, R"("$0" logs -f reader | grep --line-buffered -v -E "$1" | head -1; echo "cli=${PIPESTATUS[0]}")",
+        {guest_lines});
     EXPECT_EQ(logs.out, "tick\ncli=141\n") << logs;
     EXPECT_EQ(run_cli(home, {"rm", "-f", "reader"}).status, 0);
     EXPECT_EQ(trim(run_cli(home, {"ls", "-aq"}).out), "");
@@ -1047,8 +1086,13 @@ TEST_F(CliE2E, SignalWhileSettingUpRemovesTheBox) {
     ASSERT_EQ(::mkfifo(started.c_str(), 0600), 0);
     ASSERT_EQ(::mkfifo(gate.c_str(), 0600), 0);
     const auto shim = dir.path() / "gated-shim";
+    // The shim of the scenarios' engine, and the variable that names another one for it.
+    const bool qemu = e2e_engine() == "qemu";
+    const std::string real_shim = qemu ? (fs::path(BOXLITE_SHIM_PATH).parent_path() / "boxlite-shim-qemu").string()
+                                       : std::string(BOXLITE_SHIM_PATH);
+    const std::string shim_variable = qemu ? "BOXLITE_SHIM_QEMU" : "BOXLITE_SHIM";
     boxlite::test::write_file(shim, "#!/bin/sh\necho $$ > '" + started.string() + "'\nread _ < '" + gate.string() +
-                                        "'\nexec '" BOXLITE_SHIM_PATH "' \"$@\"\n");
+                                        "'\nexec '" + real_shim + "' \"$@\"\n");
     fs::permissions(shim, fs::perms::owner_all);
     const auto home = work_->path() / "setup-home";
     struct Case {
@@ -1062,7 +1106,7 @@ TEST_F(CliE2E, SignalWhileSettingUpRemovesTheBox) {
         std::vector<std::string> args = {"run", "--name", "interrupted"};
         args.insert(args.end(), c.flags.begin(), c.flags.end());
         args.insert(args.end(), {"--rootfs", rootfs_->string(), "echo", "never"});
-        PtySession session(home, args, {{"BOXLITE_SHIM", shim.string()}});
+        PtySession session(home, args, {{shim_variable, shim.string()}});
         // The gated shim's pid, once it runs (the CLI is then waiting in start).
         std::string pid_text;
         const auto deadline = std::chrono::steady_clock::now() + 30s;
@@ -1225,6 +1269,17 @@ TEST_F(CliE2E, LimitsAreRecordedAndApplied) {
     ASSERT_EQ(run.status, 0) << run;
     EXPECT_EQ(trim(cli({"inspect", "-f", "{{.Config.Cpus}} {{.Config.MemoryMib}}", "limited"}).out), "1 256");
     EXPECT_EQ(trim(cli({"ls", "--format", "{{.Name}} {{.Cpus}} {{.MemoryMib}}"}).out), "limited 1 256");
+    if (e2e_engine() != "namespace") {
+        // A VM's limits are its own size: one vCPU, 256 MiB of guest RAM (the kernel keeps some).
+        EXPECT_EQ(trim(cli({"exec", "limited", "nproc"}).out), "1");
+        const auto total = cli(
+            {"exec", "limited", "sh", "-c", "grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2"});
+        const auto kib = std::stol("0" + trim(total.out));
+        EXPECT_GT(kib, 150L * 1024) << total;
+        EXPECT_LE(kib, 256L * 1024) << total;
+        EXPECT_EQ(cli({"rm", "-f", "limited"}).status, 0);
+        return;
+    }
     // The namespace engine writes what it applied (or why not) to cgroup.info in the box dir.
     // Whether it can apply them is the host's to say (its cgroup mounts), not the engine's.
     const auto dir = trim(cli({"inspect", "-f", "{{.Path}}", "limited"}).out);
@@ -1323,7 +1378,7 @@ TEST_F(CliE2E, MoreFormats) {
     auto info = cli({"info"});
     EXPECT_EQ(info.status, 0) << info;
     EXPECT_NE(info.out.find("homeDir: " + home_.string() + "\n"), std::string::npos) << info.out;
-    EXPECT_NE(info.out.find("engine: namespace\n"), std::string::npos) << info.out;
+    EXPECT_NE(info.out.find("engine: " + e2e_engine() + "\n"), std::string::npos) << info.out;
     EXPECT_EQ(info.out.find('{'), std::string::npos) << "not YAML: " << info.out;
     // version: yaml and a template.
     auto version_yaml = cli({"version", "--format", "yaml"});
