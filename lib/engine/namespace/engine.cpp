@@ -60,10 +60,25 @@ std::map<std::string, std::string> cgroup_info(const EngineHandle& handle) {
     return info;
 }
 
-/// What a SIGKILLed shim could not undo: the socket and the cgroup directories.
+/// Waits (2 s at most) for the box's init, the agent, when a SIGKILLed shim left it behind for a
+/// moment: its PDEATHSIG arrives asynchronously, and as the init of the box's PID namespace it
+/// ends only after the kernel has killed and reaped every other process of the box. Its cgroups
+/// may already be empty by then (a task leaves them early in its exit). agent.pid names it; a
+/// pid that is no longer an agent is not waited for.
+void wait_for_agent(const std::filesystem::path& dir) {
+    std::int32_t pid = 0;
+    if (!(std::ifstream(dir / "agent.pid") >> pid) || pid <= 0) return;
+    std::string name;
+    if (!std::getline(std::ifstream("/proc/" + std::to_string(pid) + "/comm"), name) || name != "boxlite-agent") return;
+    (void)detail::wait_for_exit(pid, 0, std::chrono::steady_clock::now() + std::chrono::seconds(2));
+}
+
+/// What a SIGKILLed shim could not undo: the socket and the cgroup directories. Returns once no
+/// process of the box is left.
 BoxliteResult<void> cleanup(const EngineHandle& handle) {
     WatchdogRegistry::instance().release(handle.pid);
     const auto dir = box_dir_of(handle);
+    wait_for_agent(dir);
     std::error_code ec;
     std::filesystem::remove(dir / "agent.sock", ec);
     for (const auto& [key, path] : cgroup_info(handle)) {
