@@ -74,7 +74,7 @@ TEST_F(NamespaceIsolation, CapabilitiesAreDockersDefaultsWithoutMknodAndNetRaw) 
 // The agent binary the box runs cannot be written through /proc/<agent>/exe (runc's
 // CVE-2019-5736), seen from the host, where nothing of the box's confinement applies: it is the
 // host's file through a read-only overlay that is mounted nowhere (jailer/sealed_exec.hpp), not a
-// copy, and the host's binary is unchanged after the box tried.
+// copy; from inside, the box cannot even open it.
 TEST_F(NamespaceIsolation, TheAgentBinaryCannotBeWrittenThroughItsExe) {
     auto box = make_box();
     ASSERT_EQ(sh(box, "true"), "rc=0\n");  // started

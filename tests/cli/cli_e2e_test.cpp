@@ -57,10 +57,14 @@ std::string e2e_engine() {
 }
 
 /// A VM box's console log is also the guest's serial console (docs/cli.md, `logs`): the kernel's
-/// messages and the agent's boot and shutdown lines. Those lines dropped, on a VM engine.
+/// messages and the agent's boot and shutdown lines, which start like this (an extended regular
+/// expression, for std::regex and grep -E alike).
+constexpr const char* kGuestConsoleLine = R"(^(\[ *[0-9]+\.[0-9]+\] |boxlite-agent: ))";
+
+/// `text` without the guest's console lines, on a VM engine.
 std::string without_guest_console(const std::string& text) {
     if (e2e_engine() == "namespace") return text;
-    static const std::regex guest_line(R"(^(\[ *[0-9]+\.[0-9]+\] |boxlite-agent: ))");
+    static const std::regex guest_line(kGuestConsoleLine);
     std::istringstream in(text);
     std::string line, out;
     while (std::getline(in, line)) {
@@ -1065,7 +1069,7 @@ TEST_F(CliE2E, ReaderThatLeavesEndsTheCommandAndTheBoxGoes) {
     EXPECT_EQ(trim(run_cli(home, {"inspect", "-f", "{{.State.Status}}", "reader"}).out), "running");
     // logs -f stops following once its reader has gone, with the status SIGPIPE would give.
     // (On a VM the guest's boot lines come first in the console log: skipped by grep.)
-    const std::string guest_lines = e2e_engine() == "namespace" ? "^$" : R"(^(\[ *[0-9]+\.[0-9]+\] |boxlite-agent: ))";
+    const std::string guest_lines = e2e_engine() == "namespace" ? "^$" : kGuestConsoleLine;
     auto logs = run_shell(
         home, R"("$0" logs -f reader | grep --line-buffered -v -E "$1" | head -1; echo "cli=${PIPESTATUS[0]}")",
         {guest_lines});

@@ -17,7 +17,6 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -114,67 +113,39 @@ private:
             std::vector<std::string> kinds;
             Maker maker = nullptr;
             std::mutex mutex;
-            bool tried = false;
-            std::unique_ptr<AnyEngine> engine;  // when the maker succeeded
-            std::optional<BoxliteError> why;    // when it did not
+            std::unique_ptr<AnyEngine> engine;  // once made: the maker's engine, or unavailable()
         };
         std::shared_ptr<State> state;
 
-        /// The engine, made on the first call (callers meanwhile wait); null when it cannot be.
-        [[nodiscard]] AnyEngine* made() const {
+        /// The engine, made on the first call (callers meanwhile wait); when the maker fails, an
+        /// unavailable() engine named `name` that reports why.
+        [[nodiscard]] AnyEngine& made() const {
             std::lock_guard lock(state->mutex);
-            if (!state->tried) {
+            if (!state->engine) {
                 auto engine = state->maker != nullptr
                                   ? state->maker(state->name)
                                   : fail(ErrorKind::UnsupportedEngine, "no way to make the {} engine", state->name);
-                if (engine) state->engine = std::make_unique<AnyEngine>(std::move(*engine));
-                else state->why = engine.error();
-                state->tried = true;
+                state->engine = std::make_unique<AnyEngine>(
+                    engine ? std::move(*engine) : AnyEngine::unavailable(state->name, engine.error()));
             }
-            return state->engine.get();
+            return *state->engine;
         }
         [[nodiscard]] bool may_be(std::string_view kind) const {
             if (kind == state->name) return true;
             std::lock_guard lock(state->mutex);
-            if (state->tried) return state->engine != nullptr && state->engine->kind() == kind;
+            if (state->engine) return state->engine->kind() == kind;
             for (const auto& k : state->kinds)
                 if (k == kind) return true;
             return false;
         }
-        [[nodiscard]] std::string_view kind() const {
-            auto* e = made();
-            return e != nullptr ? e->kind() : std::string_view(state->name);
-        }
-        [[nodiscard]] RootfsKind rootfs_kind() const {
-            auto* e = made();
-            return e != nullptr ? e->rootfs_kind() : RootfsKind::Directory;
-        }
-        [[nodiscard]] BoxliteResult<void> available() const {
-            auto* e = made();
-            return e != nullptr ? e->available() : fail(*state->why);
-        }
-        BoxliteResult<EngineHandle> start(const EngineLaunch& l) {
-            auto* e = made();
-            if (e == nullptr) return fail(*state->why);
-            return e->start(l);
-        }
-        BoxliteResult<void> stop(const EngineHandle& h, std::chrono::milliseconds t) {
-            auto* e = made();
-            return e != nullptr ? e->stop(h, t) : fail(*state->why);
-        }
-        BoxliteResult<void> kill(const EngineHandle& h) {
-            auto* e = made();
-            return e != nullptr ? e->kill(h) : fail(*state->why);
-        }
-        [[nodiscard]] bool is_alive(const EngineHandle& h) const {
-            auto* e = made();
-            return e != nullptr && e->is_alive(h);
-        }
-        BoxliteResult<EngineMetrics> metrics(const EngineHandle& h) {
-            auto* e = made();
-            if (e == nullptr) return fail(*state->why);
-            return e->metrics(h);
-        }
+        [[nodiscard]] std::string_view kind() const { return made().kind(); }
+        [[nodiscard]] RootfsKind rootfs_kind() const { return made().rootfs_kind(); }
+        [[nodiscard]] BoxliteResult<void> available() const { return made().available(); }
+        BoxliteResult<EngineHandle> start(const EngineLaunch& l) { return made().start(l); }
+        BoxliteResult<void> stop(const EngineHandle& h, std::chrono::milliseconds t) { return made().stop(h, t); }
+        BoxliteResult<void> kill(const EngineHandle& h) { return made().kill(h); }
+        [[nodiscard]] bool is_alive(const EngineHandle& h) const { return made().is_alive(h); }
+        BoxliteResult<EngineMetrics> metrics(const EngineHandle& h) { return made().metrics(h); }
     };
 
     struct Base {
