@@ -477,7 +477,7 @@ std::string write_network_files(const BoxRoot& root, const std::string& hostname
 /// Everything the box's PID 1 does before it becomes the agent. Returns an error text, or
 /// never returns on success.
 std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready_fd, int agent_fd, int log_fd,
-                            const std::string& memory_events, const std::string& memory_procs, int tap_channel,
+                            const std::string& memory_events, const std::string& memory_tasks, int tap_channel,
                             int cgroups_joined_fd) {
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return errno_text("PR_SET_PDEATHSIG");
     protect_agent_from_oom_killer();
@@ -604,9 +604,9 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
     // Moved above 9 so that the dup2s to 3, 4 and 5 below can neither overwrite it nor be no-ops.
     int memory_events_fd = memory_events.empty() ? -1 : ::open(memory_events.c_str(), O_RDONLY | O_CLOEXEC);
     if (memory_events_fd >= 0) memory_events_fd = ::fcntl(memory_events_fd, F_DUPFD_CLOEXEC, 10);
-    // The memory cgroup's cgroup.procs, when the agent is kept out of it (see run_namespace_mode).
-    int memory_procs_fd = memory_procs.empty() ? -1 : ::open(memory_procs.c_str(), O_WRONLY | O_CLOEXEC);
-    if (memory_procs_fd >= 0) memory_procs_fd = ::fcntl(memory_procs_fd, F_DUPFD_CLOEXEC, 10);
+    // The memory cgroup's `tasks`, when the agent is kept out of it (see run_namespace_mode).
+    int memory_tasks_fd = memory_tasks.empty() ? -1 : ::open(memory_tasks.c_str(), O_WRONLY | O_CLOEXEC);
+    if (memory_tasks_fd >= 0) memory_tasks_fd = ::fcntl(memory_tasks_fd, F_DUPFD_CLOEXEC, 10);
     if (::chdir(merged.c_str()) != 0) return errno_text("chdir to the box root");
     // pivot_root(".", "."): the old root ends up stacked under the new one and is detached at once.
     if (::syscall(SYS_pivot_root, ".", ".") != 0) return errno_text("pivot_root");
@@ -639,8 +639,8 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
         return errno_text("moving a descriptor above 9");
     if (::dup2(listen_fd, 3) < 0 || ::dup2(agent_ready_fd, 4) < 0) return errno_text("dup2");
     if (memory_events_fd >= 0 && ::dup2(memory_events_fd, 5) < 0) return errno_text("dup2");
-    if (memory_procs_fd >= 0 && ::dup2(memory_procs_fd, 6) < 0) return errno_text("dup2");
-    if (memory_procs_fd >= 0 && cgroups_joined_fd >= 0 && ::dup2(cgroups_joined_fd, 7) < 0) return errno_text("dup2");
+    if (memory_tasks_fd >= 0 && ::dup2(memory_tasks_fd, 6) < 0) return errno_text("dup2");
+    if (memory_tasks_fd >= 0 && cgroups_joined_fd >= 0 && ::dup2(cgroups_joined_fd, 7) < 0) return errno_text("dup2");
 
     // Last, so that no step of the set-up above is filtered or lacks a capability.
     if (o.seccomp) {
@@ -652,8 +652,8 @@ std::string become_box_init(const ShimOptions& o, int listen_fd, int agent_ready
     // Everything else is closed at exec (CLOEXEC); 3 to 7 are the agent's.
     std::vector<std::string> args = {"boxlite-agent", "--listen-fd", "3", "--ready-fd", "4"};
     if (memory_events_fd >= 0) args.insert(args.end(), {"--memory-events-fd", "5"});
-    if (memory_procs_fd >= 0) args.insert(args.end(), {"--memory-cgroup-fd", "6"});
-    if (memory_procs_fd >= 0 && cgroups_joined_fd >= 0) args.insert(args.end(), {"--cgroups-joined-fd", "7"});
+    if (memory_tasks_fd >= 0) args.insert(args.end(), {"--memory-cgroup-fd", "6"});
+    if (memory_tasks_fd >= 0 && cgroups_joined_fd >= 0) args.insert(args.end(), {"--cgroups-joined-fd", "7"});
     if (!o.workdir.empty()) args.insert(args.end(), {"--workdir", o.workdir});
     if (!o.user.empty()) args.insert(args.end(), {"--user", o.user});
     std::vector<char*> argv;
@@ -738,11 +738,11 @@ int run_namespace_mode(const ShimOptions& o) {
             return fail_start(error);
     }
 
-    // The box's cgroups. The box's init joins them right after the fork, while it sets up its
-    // mounts and starts the agent: on cgroup v1 the first attach waits for an RCU grace period
-    // (10-25 ms here), which would otherwise be spent before the fork. Nothing runs in the box
-    // before the agent reports ready, and "ok" is reported only after the join, so every command
-    // and all its children are inside. The shim itself stays out (it is not the box's workload).
+    // The box's cgroups. The box's init joins them itself as it starts, before anything else, in
+    // ways that skip the kernel's global attach lock (a write to cgroup.procs would wait for an
+    // RCU grace period, 7-16 ms here: jailer::CgroupSet::SelfJoin). Nothing runs in the box before
+    // the agent reports ready, so every command and all its children are inside. The shim itself
+    // stays out (it is not the box's workload).
     // cgroup.info (read by NamespaceEngine for metrics and clean-up) is written once the init has
     // joined, so it names only cgroups the box is really in and limits that really bind it.
     auto cgroups = jailer::CgroupSet::create(o.box_id, {o.memory_bytes, o.cpus, o.pids});
@@ -940,14 +940,31 @@ int run_namespace_mode(const ShimOptions& o) {
     const bool agent_outside_memory = !oom_protected && !cgroups.v2() && !cgroups.memory_dir().empty();
     int cgroups_joined[2] = {-1, -1};
     if (agent_outside_memory && ::pipe2(cgroups_joined, O_CLOEXEC) != 0) cgroups_joined[0] = cgroups_joined[1] = -1;
-    const pid_t child = ::fork();
-    if (child < 0) {
+    // The box's init joins its cgroups itself, without the kernel's global attach lock
+    // (jailer::CgroupSet::SelfJoin): born in the v2 one, then into each v1 one through its `tasks`.
+    // It reports the joins it could not make on this pipe, and closes it, before anything else.
+    jailer::CgroupSet::SelfJoin self_join;
+    cgroups.open_self_join(self_join, agent_outside_memory);
+    int join_report[2] = {-1, -1};
+    if (::pipe2(join_report, O_CLOEXEC) != 0) {
         for (const int fd : cgroups_joined) {
+            if (fd >= 0) ::close(fd);
+        }
+        return fail_start(errno_text("pipe"));
+    }
+    bool born_in_v2 = false;
+    const pid_t child = jailer::fork_into_cgroup(self_join.v2_fd(), born_in_v2);
+    if (child < 0) {
+        for (const int fd : {cgroups_joined[0], cgroups_joined[1], join_report[0], join_report[1]}) {
             if (fd >= 0) ::close(fd);
         }
         return fail_start(errno_text("fork"));
     }
     if (child == 0) {
+        const auto failed_joins = self_join.join();
+        (void)!::write(join_report[1], failed_joins.data(), failed_joins.size());
+        ::close(join_report[1]);
+        ::close(join_report[0]);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -955,20 +972,33 @@ int run_namespace_mode(const ShimOptions& o) {
         ::close(child_error[0]);
         ::close(log_pipe[0]);
         agent_log.close();
-        std::string memory_events, memory_procs;
+        std::string memory_events, memory_tasks;
         if (!cgroups.memory_dir().empty()) {
             memory_events = cgroups.memory_dir() + (cgroups.v2() ? "/memory.events" : "/memory.oom_control");
-            if (!oom_protected && !cgroups.v2()) memory_procs = cgroups.memory_dir() + "/cgroup.procs";
+            // `tasks`: each single-threaded command process moves itself in ("0"), without the
+            // global attach lock (see SelfJoin).
+            if (!oom_protected && !cgroups.v2()) memory_tasks = cgroups.memory_dir() + "/tasks";
         }
         if (cgroups_joined[1] >= 0) ::close(cgroups_joined[1]);
         const auto message = become_box_init(o, listen_fd, agent_ready[1], agent_fd, log_pipe[1], memory_events,
-                                             memory_procs, tap_channel[1], cgroups_joined[0]);
+                                             memory_tasks, tap_channel[1], cgroups_joined[0]);
         (void)!::write(child_error[1], message.data(), message.size());
         ::_exit(1);
     }
     if (tap_channel[1] >= 0) ::close(tap_channel[1]);
     if (cgroups_joined[0] >= 0) ::close(cgroups_joined[0]);
-    cgroups.add(static_cast<int>(child), agent_outside_memory);
+    ::close(join_report[1]);
+    std::string failed_joins;
+    {
+        char buf[4096];
+        for (;;) {
+            const auto n = ::read(join_report[0], buf, sizeof buf);
+            if (n > 0 && failed_joins.size() < 65536) failed_joins.append(buf, static_cast<std::size_t>(n));
+            if (n == 0 || (n < 0 && errno != EINTR)) break;
+        }
+        ::close(join_report[0]);
+    }
+    cgroups.settle_self_join(self_join, static_cast<int>(child), born_in_v2, agent_outside_memory, failed_joins);
     if (cgroups_joined[1] >= 0) {
         (void)!::write(cgroups_joined[1], "j", 1);
         ::close(cgroups_joined[1]);

@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -305,48 +306,136 @@ TEST(CgroupSet, AJoinedProcessKeepsItsLimits) {
     for (const auto& dir : set.dirs()) EXPECT_FALSE(std::filesystem::exists(dir)) << dir;
 }
 
-TEST(CgroupSet, PrecreatedDirectoriesAreTakenOverAndTheLockWarmerMovesNothing) {
+/// The cgroup of `pid` in each hierarchy, from /proc/<pid>/cgroup: "<controllers>:<path>" lines.
+static std::string cgroups_of(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/cgroup");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+/// A child made as the shim makes a box's init: it joins `set`'s cgroups itself, reports, then
+/// waits to be killed. Returns its pid, and whether it was born in the v2 cgroup.
+static pid_t spawn_self_joining(jailer::CgroupSet& set, bool except_memory, std::string& report, bool& born_in_v2) {
+    jailer::CgroupSet::SelfJoin join;
+    set.open_self_join(join, except_memory);
+    int pipe_fds[2];
+    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return -1;
+    const pid_t child = jailer::fork_into_cgroup(join.v2_fd(), born_in_v2);
+    if (child == 0) {
+        const auto failed = join.join();
+        (void)!::write(pipe_fds[1], failed.data(), failed.size());
+        ::close(pipe_fds[1]);
+        ::pause();
+        ::_exit(0);
+    }
+    ::close(pipe_fds[1]);
+    char buf[4096];
+    for (ssize_t n; (n = ::read(pipe_fds[0], buf, sizeof buf)) > 0;) report.append(buf, static_cast<std::size_t>(n));
+    ::close(pipe_fds[0]);
+    if (child > 0) set.settle_self_join(join, child, born_in_v2, except_memory, report);
+    return child;
+}
+
+TEST(CgroupSet, ABoxInitJoinsEveryCgroupItselfAndKeepsItsLimits) {
     if (auto reason = test::cgroup_limits_unsupported_reason(); !reason.empty()) GTEST_SKIP() << reason;
-    const std::string name = "jailer-test-warm-" + std::to_string(::getpid());
-    auto own_cgroups = [] {
-        std::ifstream in("/proc/self/cgroup");
-        return std::string(std::istreambuf_iterator<char>(in), {});
-    };
-    const auto before = own_cgroups();
-    const auto made = jailer::CgroupSet::precreate_v1(name);
-    jailer::AttachLockWarmer warmer;
-    warmer.start();
-    if (std::filesystem::exists("/sys/fs/cgroup/cgroup.controllers")) {
-        EXPECT_TRUE(made.empty()) << "cgroup v2: nothing is made ahead";
-    } else {
-        ASSERT_FALSE(made.empty()) << "this host has writable v1 cgroups, yet none was made ahead";
-        for (const auto& dir : made) EXPECT_TRUE(std::filesystem::is_directory(dir)) << dir;
-    }
-    // create() takes the directories over (they exist already) and applies its limits there.
-    auto set = jailer::CgroupSet::create(name, {std::uint64_t{256} << 20, std::nullopt, std::uint64_t{64}});
-    if (!made.empty()) {
-        EXPECT_EQ(set.dirs(), made);
-    }
+    const std::string name = "jailer-test-self-" + std::to_string(::getpid());
+    auto set = jailer::CgroupSet::create(name, {std::uint64_t{256} << 20, std::uint32_t{1}, std::uint64_t{64}});
+    ASSERT_NE(set.memory_dir(), "") << "memory limit not applied";
     ASSERT_NE(set.pids_dir(), "") << "pids limit not applied";
+    const auto applied = set.applied();
+    const auto dirs = set.dirs();
+    const auto before = cgroups_of(::getpid());
+    std::string report;
+    bool born_in_v2 = false;
+    const pid_t child = spawn_self_joining(set, /*except_memory=*/false, report, born_in_v2);
+    ASSERT_GT(child, 0) << std::strerror(errno);
+    EXPECT_EQ(report, "");
+    EXPECT_EQ(set.applied(), applied);
+    EXPECT_EQ(set.dirs(), dirs);
+    if (!set.bpf_dir().empty()) {
+        EXPECT_TRUE(born_in_v2) << "clone3 into " << set.bpf_dir() << " was refused";
+    }
+    // In every hierarchy: the cgroup lists the process, and /proc names one box cgroup per
+    // hierarchy (memory, pids, cpu, cpuacct and, on a hybrid host, the v2 one).
+    for (const auto& dir : set.dirs()) {
+        std::ifstream procs(dir + "/cgroup.procs");
+        pid_t member = 0;
+        procs >> member;
+        EXPECT_EQ(member, child) << dir;
+    }
+    const auto membership = cgroups_of(child);
+    std::size_t inside = 0;
+    for (std::size_t at = 0; (at = membership.find(":/boxlite/" + name + "\n", at)) != std::string::npos; ++at)
+        ++inside;
+    EXPECT_EQ(inside, set.dirs().size()) << membership;
+    // Only the child moved.
+    EXPECT_EQ(cgroups_of(::getpid()), before);
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    set.remove();
+    for (const auto& dir : dirs) EXPECT_FALSE(std::filesystem::exists(dir)) << dir << " was left behind";
+}
+
+TEST(CgroupSet, ABoxInitKeptOutOfMemoryJoinsTheRest) {
+    if (auto reason = test::cgroup_limits_unsupported_reason(); !reason.empty()) GTEST_SKIP() << reason;
+    if (std::filesystem::exists("/sys/fs/cgroup/cgroup.controllers"))
+        GTEST_SKIP() << "cgroup v2: memory is no hierarchy of its own";
+    const std::string name = "jailer-test-self-mem-" + std::to_string(::getpid());
+    auto set = jailer::CgroupSet::create(name, {std::uint64_t{256} << 20, std::nullopt, std::uint64_t{64}});
+    ASSERT_NE(set.memory_dir(), "");
+    ASSERT_NE(set.pids_dir(), "");
+    std::string report;
+    bool born_in_v2 = false;
+    const pid_t child = spawn_self_joining(set, /*except_memory=*/true, report, born_in_v2);
+    ASSERT_GT(child, 0) << std::strerror(errno);
+    EXPECT_EQ(report, "");
+    const auto membership = cgroups_of(child);
+    EXPECT_NE(membership.find(":pids:/boxlite/" + name + "\n"), std::string::npos) << membership;
+    EXPECT_EQ(membership.find(":memory:/boxlite/" + name), std::string::npos) << membership;
+    // What the agent does for each command: a single-threaded process writes "0" to `tasks`.
+    const int tasks = ::open((set.memory_dir() + "/tasks").c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(tasks, 0);
+    const pid_t command = ::fork();
+    if (command == 0)
+        ::_exit(::write(tasks, "0", 1) == 1 &&
+                        cgroups_of(::getpid()).find(":memory:/boxlite/" + name) != std::string::npos
+                    ? 0
+                    : 1);
+    ::close(tasks);
+    int status = 0;
+    ::waitpid(command, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "a command could not move itself into memory";
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    set.remove();
+}
+
+TEST(CgroupSet, AJoinTheInitCouldNotMakeMovesItsLimitsToSkipped) {
+    if (auto reason = test::cgroup_limits_unsupported_reason(); !reason.empty()) GTEST_SKIP() << reason;
+    if (std::filesystem::exists("/sys/fs/cgroup/cgroup.controllers")) GTEST_SKIP() << "cgroup v2: no `tasks` files";
+    const std::string name = "jailer-test-self-fail-" + std::to_string(::getpid());
+    auto set = jailer::CgroupSet::create(name, {std::uint64_t{256} << 20, std::nullopt, std::uint64_t{64}});
+    ASSERT_NE(set.pids_dir(), "");
+    const auto pids_dir = set.pids_dir();
+    // What the init reports when the kernel refuses a join.
+    const std::string report = std::to_string(EACCES) + " " + pids_dir + "\n";
+    jailer::CgroupSet::SelfJoin join;
+    set.open_self_join(join, false);
     const pid_t child = ::fork();
     if (child == 0) {
         ::pause();
         ::_exit(0);
     }
-    EXPECT_TRUE(set.add(child));
-    warmer.stop();
-    {
-        std::ifstream procs(set.pids_dir() + "/cgroup.procs");
-        pid_t member = 0;
-        procs >> member;
-        EXPECT_EQ(member, child);
-    }
-    // The warmer only takes the lock: this process is still where it was, in every hierarchy.
-    EXPECT_EQ(own_cgroups(), before);
+    EXPECT_FALSE(set.settle_self_join(join, child, /*born_in_v2=*/false, false, report));
+    EXPECT_EQ(set.pids_dir(), "");
+    EXPECT_FALSE(std::filesystem::exists(pids_dir));
+    std::string skipped;
+    for (const auto& s : set.skipped()) skipped += s + "\n";
+    EXPECT_NE(skipped.find("pids=64 (joining " + pids_dir + " failed: Permission denied)"), std::string::npos)
+        << skipped;
+    EXPECT_NE(set.memory_dir(), "") << "memory was joined: it stays";
     ::kill(child, SIGKILL);
     ::waitpid(child, nullptr, 0);
     set.remove();
-    for (const auto& dir : set.dirs()) EXPECT_FALSE(std::filesystem::exists(dir)) << dir;
 }
 
 // --- sealed_exec.hpp: the agent binary a box runs and cannot write ---------------------------

@@ -206,23 +206,12 @@ BoxliteResult<EngineHandle> NamespaceEngine::start(const EngineLaunch& launch) {
         spawn.watchdog_read_fd = watchdog.read_end;
     }
     const auto log_path = spawn.log.string();
-    // cgroup v1: the shim's join of the box's init waits for a grace period of the kernel's
-    // cgroup-attach lock (7-16 ms here), and the box is reported ready only after it. That wait
-    // is paid from here, in parallel with the shim's start: the box's cgroup directories are
-    // made first (the shim then finds them, and its mkdir does not queue behind the lock), then
-    // a thread keeps the lock warm until the shim has reported (jailer::AttachLockWarmer).
-    const auto precreated = jailer::CgroupSet::precreate_v1(config.id.str());
-    jailer::AttachLockWarmer warmer;
-    if (!precreated.empty()) warmer.start();
     auto give_up = [&](std::string why) -> BoxliteResult<EngineHandle> {
         if (watchdog.write_end >= 0) ::close(watchdog.write_end);  // a shim still starting sees EOF and stops
-        warmer.stop();
-        for (const auto& dir : precreated) ::rmdir(dir.c_str());  // EBUSY while a box process is in it
         return fail(ErrorKind::Engine, "starting box {} with the namespace engine: {} (see {})", config.id, why,
                     log_path);
     };
     auto spawned = engine::spawn_shim_process(spawn);
-    warmer.stop();  // the shim has joined (it reports only after the join) or failed
     if (!spawned) return give_up(spawned.error().message());
 
     // One line back: "ok <agent-pid> <shim-pid>" or "error <message>".
