@@ -1,7 +1,9 @@
 #include "base/spawn.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,6 +22,16 @@ namespace {
     // A detached child is already in the session its intermediate parent made (and must not lead
     // one: a session leader that opens a terminal would acquire it).
     if (options.new_session && !options.detach) ::setsid();
+    // The caller's handlers must not run here (this process may share the caller's memory, see
+    // spawn()), and a signal blocked until now may arrive as soon as the mask is cleared.
+    for (int sig = 1; sig < NSIG; ++sig) {
+        struct sigaction action {};
+        if (::sigaction(sig, nullptr, &action) != 0) continue;
+        if (action.sa_handler == SIG_DFL || action.sa_handler == SIG_IGN) continue;
+        action = {};
+        action.sa_handler = SIG_DFL;
+        ::sigaction(sig, &action, nullptr);
+    }
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -49,6 +61,99 @@ namespace {
     ::_exit(127);
 }
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kShareMemoryUntilExec = true;  // the sanitizers' runtimes expect fork()
+#else
+constexpr bool kShareMemoryUntilExec = true;
+#endif
+
+/// What the processes made by spawn() read from the caller's memory, which they share until
+/// their exec (clone with CLONE_VM | CLONE_VFORK, as posix_spawn does): no copy of the caller's
+/// page tables, which for a large process such as the CLI cost more than the exec itself.
+struct Shared {
+    const SpawnOptions* options;
+    char* const* argv;
+    int target_count;
+    pid_t parent;
+    char* program_stack;  ///< top of the stack of the program's process (detach)
+    int fork_error;       ///< written by the intermediate process (detach)
+};
+
+int program_main(void* arg) {
+    auto* shared = static_cast<Shared*>(arg);
+    exec_child(*shared->options, shared->argv, shared->target_count, shared->parent);
+}
+
+/// The intermediate process of a detached spawn: makes the program's process, which it leaves
+/// to init as it exits. Suspended until that process has exec'd (CLONE_VFORK), as the caller is
+/// until this one has exited.
+int intermediate_main(void* arg) {
+    auto* shared = static_cast<Shared*>(arg);
+    if (shared->options->new_session) ::setsid();
+    const int pid = ::clone(program_main, shared->program_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, shared);
+    shared->fork_error = pid > 0 ? 0 : errno;
+    ::_exit(0);
+}
+
+/// A stack for a process made with CLONE_VM (it must not run on the caller's).
+class ChildStacks {
+public:
+    explicit ChildStacks(int count) : size_(static_cast<std::size_t>(count) * kStack) {
+        base_ = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (base_ == MAP_FAILED) base_ = nullptr;
+    }
+    ~ChildStacks() {
+        if (base_ != nullptr) ::munmap(base_, size_);
+    }
+    ChildStacks(const ChildStacks&) = delete;
+    ChildStacks& operator=(const ChildStacks&) = delete;
+    [[nodiscard]] bool valid() const noexcept { return base_ != nullptr; }
+    /// The top of stack `i` (stacks grow down).
+    [[nodiscard]] char* top(int i) const noexcept {
+        return static_cast<char*>(base_) + (static_cast<std::size_t>(i) + 1) * kStack;
+    }
+
+private:
+    static constexpr std::size_t kStack = 64 * 1024;
+    void* base_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+/// All signals blocked in the calling thread for its lifetime: a process made with CLONE_VM
+/// must not run the caller's handlers before it has reset them (exec_child).
+class BlockAllSignals {
+public:
+    BlockAllSignals() {
+        sigset_t all;
+        sigfillset(&all);
+        ::pthread_sigmask(SIG_SETMASK, &all, &saved_);
+    }
+    ~BlockAllSignals() { ::pthread_sigmask(SIG_SETMASK, &saved_, nullptr); }
+    BlockAllSignals(const BlockAllSignals&) = delete;
+    BlockAllSignals& operator=(const BlockAllSignals&) = delete;
+
+private:
+    sigset_t saved_{};
+};
+
+/// spawn() with the program's process (and the intermediate one) sharing the caller's memory
+/// until exec. Returns the child's pid (not detached), 0 (detached), or -1 with errno.
+pid_t spawn_sharing_memory(const SpawnOptions& options, char* const* argv, int target_count) {
+    ChildStacks stacks(options.detach ? 2 : 1);
+    if (!stacks.valid()) return -1;
+    Shared shared{&options, argv, target_count, ::getpid(), stacks.top(1), 0};
+    const BlockAllSignals blocked;
+    if (!options.detach) return ::clone(program_main, stacks.top(0), CLONE_VM | CLONE_VFORK | SIGCHLD, &shared);
+    const int intermediate = ::clone(intermediate_main, stacks.top(0), CLONE_VM | CLONE_VFORK | SIGCHLD, &shared);
+    if (intermediate < 0) return -1;
+    while (::waitpid(intermediate, nullptr, 0) < 0 && errno == EINTR) {}
+    if (shared.fork_error != 0) {
+        errno = shared.fork_error;
+        return -1;
+    }
+    return 0;
+}
+
 }  // namespace
 
 BoxliteResult<std::int32_t> spawn(const SpawnOptions& options) {
@@ -60,6 +165,14 @@ BoxliteResult<std::int32_t> spawn(const SpawnOptions& options) {
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     const int target_count = static_cast<int>(options.fds.size());
+    if constexpr (kShareMemoryUntilExec) {
+        const pid_t pid = spawn_sharing_memory(options, argv.data(), target_count);
+        if (pid < 0) {
+            return fail_errno(ErrorKind::Engine,
+                              "fork for " + options.argv.front() + (options.detach ? " (detached)" : ""), errno);
+        }
+        return pid;
+    }
 
     // With `detach`, the intermediate child reports its fork's result on this pipe, and that report
     // (not its exit status) is what counts: a tool that hooks process exit, such as valgrind's leak

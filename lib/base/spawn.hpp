@@ -1,5 +1,7 @@
 // Process spawning: fork + exec with chosen descriptors handed on at chosen numbers, safe to
-// call from a multi-threaded process (the child makes async-signal-safe calls only).
+// call from a multi-threaded process (the child makes async-signal-safe calls only). The child
+// shares the caller's memory until its exec (clone with CLONE_VM | CLONE_VFORK, as posix_spawn
+// does), so the caller's page tables are never copied; sanitizer builds use fork().
 #pragma once
 
 #include <boxlite/error.hpp>
@@ -19,7 +21,7 @@ struct SpawnOptions {
     /// The child starts a session of its own, so signals to the caller's process group do not
     /// reach it; its signal mask is cleared.
     bool new_session = true;
-    /// Double fork: the program is not a child of the caller (nobody has to reap it) and 0 is
+    /// Two generations: the program is not a child of the caller (nobody has to reap it) and 0 is
     /// returned instead of its pid (the program reports its own pid if the caller needs it).
     bool detach = false;
     /// The child is sent SIGKILL when the calling thread's process dies (PR_SET_PDEATHSIG): a

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 
@@ -116,6 +118,54 @@ TEST(Spawn, HandsDescriptorsOnAtTheirTargetNumbersAndClosesTheRest) {
     while (std::getline(in, fd)) {
         EXPECT_NE(fd, std::to_string(unrelated.get())) << "an unrelated descriptor leaked into the child";
     }
+}
+
+/// The caller's handler for SIGUSR2 in the tests below (never to run outside this process).
+static void count_usr2(int) {}
+
+TEST(Spawn, TheProgramStartsWithNoBlockedSignalsAndTheCallersStateIsRestored) {
+    // The caller blocks SIGUSR1 and catches SIGUSR2; spawn() blocks everything while a process
+    // shares its memory. The program must see neither, detached or not, and the caller must get
+    // its own mask and handler back.
+    struct sigaction action {};
+    action.sa_handler = count_usr2;
+    struct sigaction old_action {};
+    ASSERT_EQ(::sigaction(SIGUSR2, &action, &old_action), 0);
+    sigset_t usr1, old_mask;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    ASSERT_EQ(::pthread_sigmask(SIG_BLOCK, &usr1, &old_mask), 0);
+    for (const bool detach : {false, true}) {
+        test::TempDir dir("boxlite-base-spawn");
+        const auto out_path = dir.path() / "status";
+        OwnedFd out(::open(out_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+        ASSERT_TRUE(out);
+        base::SpawnOptions options;
+        options.argv = {"/bin/sh", "-c", "grep -E '^(SigBlk|SigCgt):' /proc/$$/status >&3; echo done >&3"};
+        options.fds = {-1, -1, -1, out.get()};
+        options.detach = detach;
+        auto pid = base::spawn(options);
+        ASSERT_TRUE(pid) << pid.error().to_string();
+        if (!detach) {
+            ASSERT_EQ(::waitpid(*pid, nullptr, 0), *pid);
+        }
+        std::string text;
+        for (int i = 0; i < 500 && text.find("done") == std::string::npos; ++i) {
+            if (detach) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            std::ifstream in(out_path);
+            text.assign(std::istreambuf_iterator<char>(in), {});
+        }
+        EXPECT_NE(text.find("SigBlk:\t0000000000000000\n"), std::string::npos) << "detach=" << detach << "\n" << text;
+        sigset_t now;
+        ASSERT_EQ(::pthread_sigmask(SIG_SETMASK, nullptr, &now), 0);
+        EXPECT_EQ(sigismember(&now, SIGUSR1), 1) << "the caller's mask was not restored";
+        EXPECT_EQ(sigismember(&now, SIGTERM), 0) << "the caller was left with everything blocked";
+        struct sigaction current {};
+        ASSERT_EQ(::sigaction(SIGUSR2, nullptr, &current), 0);
+        EXPECT_EQ(current.sa_handler, &count_usr2) << "the caller's handler was reset";
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    ::sigaction(SIGUSR2, &old_action, nullptr);
 }
 
 TEST(Spawn, ReportsAnExecFailureOnTheChosenDescriptor) {
