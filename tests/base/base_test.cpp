@@ -123,6 +123,18 @@ TEST(Spawn, HandsDescriptorsOnAtTheirTargetNumbersAndClosesTheRest) {
 /// The caller's handler for SIGUSR2 in the tests below (never to run outside this process).
 static void count_usr2(int) {}
 
+/// Spawns `sh -c script`, its descriptor 3 writing into the file `path`.
+static BoxliteResult<std::int32_t> spawn_shell_writing_to(const std::string& script, const std::filesystem::path& path,
+                                                          bool detach) {
+    OwnedFd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+    if (!out) return fail_errno(ErrorKind::Storage, "opening " + path.string(), errno);
+    base::SpawnOptions options;
+    options.argv = {"/bin/sh", "-c", script};
+    options.fds = {-1, -1, -1, out.get()};
+    options.detach = detach;
+    return base::spawn(options);
+}
+
 TEST(Spawn, TheProgramStartsWithNoBlockedSignalsAndTheCallersStateIsRestored) {
     // The caller blocks SIGUSR1 and catches SIGUSR2; spawn() blocks everything while a process
     // shares its memory. The program must see neither, detached or not, and the caller must get
@@ -138,19 +150,14 @@ TEST(Spawn, TheProgramStartsWithNoBlockedSignalsAndTheCallersStateIsRestored) {
     for (const bool detach : {false, true}) {
         test::TempDir dir("boxlite-base-spawn");
         const auto out_path = dir.path() / "status";
-        OwnedFd out(::open(out_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
-        ASSERT_TRUE(out);
-        base::SpawnOptions options;
-        options.argv = {"/bin/sh", "-c", "grep -E '^(SigBlk|SigCgt):' /proc/$$/status >&3; echo done >&3"};
-        options.fds = {-1, -1, -1, out.get()};
-        options.detach = detach;
-        auto pid = base::spawn(options);
+        // The program itself reads its mask (`exec`: a shell blocks every signal around its forks).
+        auto pid = spawn_shell_writing_to("exec grep -E '^(SigBlk|SigCgt):' /proc/self/status >&3", out_path, detach);
         ASSERT_TRUE(pid) << pid.error().to_string();
         if (!detach) {
             ASSERT_EQ(::waitpid(*pid, nullptr, 0), *pid);
         }
         std::string text;
-        for (int i = 0; i < 500 && text.find("done") == std::string::npos; ++i) {
+        for (int i = 0; i < 500 && text.find("SigCgt") == std::string::npos; ++i) {
             if (detach) std::this_thread::sleep_for(std::chrono::milliseconds(10));
             std::ifstream in(out_path);
             text.assign(std::istreambuf_iterator<char>(in), {});
@@ -191,12 +198,7 @@ TEST(Spawn, ReportsAnExecFailureOnTheChosenDescriptor) {
 TEST(Spawn, ADetachedProgramIsNotOurChild) {
     test::TempDir dir("boxlite-base-spawn");
     const auto pid_file = dir.path() / "pid";
-    OwnedFd out(::open(pid_file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
-    base::SpawnOptions options;
-    options.argv = {"/bin/sh", "-c", "echo $$ >&3"};
-    options.fds = {-1, -1, -1, out.get()};
-    options.detach = true;
-    auto pid = base::spawn(options);
+    auto pid = spawn_shell_writing_to("echo $$ >&3", pid_file, /*detach=*/true);
     ASSERT_TRUE(pid) << pid.error().to_string();
     EXPECT_EQ(*pid, 0);
     std::string text;
