@@ -62,7 +62,7 @@ namespace {
 }
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kShareMemoryUntilExec = true;  // the sanitizers' runtimes expect fork()
+constexpr bool kShareMemoryUntilExec = false;  // the sanitizers' runtimes expect fork()
 #else
 constexpr bool kShareMemoryUntilExec = true;
 #endif
