@@ -80,9 +80,9 @@ public:
     /// (itself) to a v1 hierarchy's `tasks` moves only itself and skips the lock (0.15 ms for the
     /// four hierarchies here, against 8-11 ms), and a process made by clone3 with
     /// CLONE_INTO_CGROUP starts in a cgroup v2 directory (0.2 ms against 9 ms). The shim opens
-    /// what the init needs before making it (open_self_join), makes it with spawn_into(), the
-    /// init calls join() first thing, and the shim settles the outcome with settle_self_join(),
-    /// which does add()'s bookkeeping for whatever could not be joined that way.
+    /// what the init needs before making it (open_self_join), makes it with fork_into_cgroup(),
+    /// the init calls join() first thing, and the shim settles the outcome with
+    /// settle_self_join(), which does add()'s bookkeeping for whatever could not be joined that way.
     class SelfJoin {
     public:
         SelfJoin() = default;
@@ -93,12 +93,13 @@ public:
         /// The v2 directory's descriptor for CLONE_INTO_CGROUP; -1 where there is none.
         [[nodiscard]] int v2_fd() const noexcept { return v2_fd_; }
 
-        /// In the new process, first thing (single-threaded; async-signal-safe): writes "0" to
-        /// every v1 `tasks` file, then closes them. Returns "<errno> <dir>\n" per failed join.
-        std::string join() noexcept {
+        /// In the new process, first thing (the shim makes it while it has a single thread, so it
+        /// may allocate): writes "0" to every v1 `tasks` file, then closes them.
+        /// Returns "<errno> <dir>\n" per failed join.
+        std::string join() {
             std::string report;
             for (auto& [dir, fd] : tasks_) {
-                if (::write(fd, "0", 1) != 1) report += std::to_string(errno) + " " + dir + "\n";
+                if (::write(fd, "0", 1) != 1) report += std::to_string(errno != 0 ? errno : EIO) + " " + dir + "\n";
                 ::close(fd);
                 fd = -1;
             }
