@@ -141,7 +141,7 @@ private:
 pid_t spawn_sharing_memory(const SpawnOptions& options, char* const* argv, int target_count) {
     ChildStacks stacks(options.detach ? 2 : 1);
     if (!stacks.valid()) return -1;
-    Shared shared{&options, argv, target_count, ::getpid(), stacks.top(1), 0};
+    Shared shared{&options, argv, target_count, ::getpid(), options.detach ? stacks.top(1) : nullptr, 0};
     const BlockAllSignals blocked;
     if (!options.detach) return ::clone(program_main, stacks.top(0), CLONE_VM | CLONE_VFORK | SIGCHLD, &shared);
     const int intermediate = ::clone(intermediate_main, stacks.top(0), CLONE_VM | CLONE_VFORK | SIGCHLD, &shared);

@@ -34,6 +34,33 @@ struct CgroupLimits {
     std::optional<std::uint64_t> pids;
 };
 
+/// fork(), but the child starts in the cgroup v2 directory `v2_fd` (clone3 with
+/// CLONE_INTO_CGROUP, see CgroupSet::SelfJoin) when there is one and this process has a single
+/// thread (glibc's fork bookkeeping is then moot: no lock can be held by another thread).
+/// `born_in_v2` says whether it does; where the kernel refuses (before 5.7, a v2 directory that
+/// cannot take processes, …) this falls back to fork().
+inline pid_t fork_into_cgroup(int v2_fd, bool& born_in_v2) {
+    born_in_v2 = false;
+    struct stat task {};
+    // /proc/self/task has two links plus one per thread.
+    if (v2_fd >= 0 && ::stat("/proc/self/task", &task) == 0 && task.st_nlink == 3) {
+        struct {  // struct clone_args, as of Linux 5.7 (CLONE_ARGS_SIZE_VER2)
+            std::uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
+                set_tid_size, cgroup;
+        } args{};
+        constexpr std::uint64_t kCloneIntoCgroup = 0x200000000ULL;
+        args.flags = kCloneIntoCgroup;
+        args.exit_signal = SIGCHLD;
+        args.cgroup = static_cast<std::uint64_t>(v2_fd);
+        const long pid = ::syscall(SYS_clone3, &args, sizeof args);
+        if (pid >= 0) {
+            born_in_v2 = true;
+            return static_cast<pid_t>(pid);
+        }
+    }
+    return ::fork();
+}
+
 class CgroupSet {
 public:
     /// Creates boxlite/<name> in every hierarchy that has the controllers and applies `limits`.
@@ -83,6 +110,7 @@ public:
     /// what the init needs before making it (open_self_join), makes it with fork_into_cgroup(),
     /// the init calls join() first thing, and the shim settles the outcome with
     /// settle_self_join(), which does add()'s bookkeeping for whatever could not be joined that way.
+    /// fork_self_joined() does all of it.
     class SelfJoin {
     public:
         SelfJoin() = default;
@@ -169,6 +197,50 @@ public:
             drop(i, why);
         }
         return all;
+    }
+
+    /// What fork_self_joined() made: the child's pid (-1 with errno when none could be made; 0 in
+    /// the child), whether it was born in the v2 cgroup, and the joins it reported as failed.
+    struct SelfJoined {
+        pid_t pid = -1;
+        bool born_in_v2 = false;
+        std::string failed_joins;
+    };
+
+    /// fork() for a box's init that joins every created cgroup itself (SelfJoin; on v1 not the
+    /// memory one with `except_memory`) before it returns in the child; in the parent the joins
+    /// are settled (settle_self_join) before it returns. Call it while single-threaded.
+    SelfJoined fork_self_joined(bool except_memory) {
+        SelfJoined made;
+        SelfJoin join;
+        open_self_join(join, except_memory);
+        int report[2];
+        if (::pipe2(report, O_CLOEXEC) != 0) return made;
+        made.pid = fork_into_cgroup(join.v2_fd(), made.born_in_v2);
+        if (made.pid < 0) {
+            const int error = errno;
+            ::close(report[0]);
+            ::close(report[1]);
+            errno = error;
+            return made;
+        }
+        if (made.pid == 0) {
+            made.failed_joins = join.join();
+            (void)!::write(report[1], made.failed_joins.data(), made.failed_joins.size());
+            ::close(report[1]);
+            ::close(report[0]);
+            return made;
+        }
+        ::close(report[1]);
+        char buf[4096];
+        for (;;) {
+            const auto n = ::read(report[0], buf, sizeof buf);
+            if (n > 0 && made.failed_joins.size() < 65536) made.failed_joins.append(buf, static_cast<std::size_t>(n));
+            if (n == 0 || (n < 0 && errno != EINTR)) break;
+        }
+        ::close(report[0]);
+        settle_self_join(join, made.pid, made.born_in_v2, except_memory, made.failed_joins);
+        return made;
     }
 
     /// Moves `pid` back to each hierarchy's root cgroup (a cgroup with a member cannot be removed).
@@ -356,32 +428,5 @@ private:
     std::vector<std::string> skipped_;
     std::string memory_dir_, cpu_dir_, pids_dir_, cpuacct_dir_, bpf_dir_;
 };
-
-/// fork(), but the child starts in the cgroup v2 directory `v2_fd` (clone3 with
-/// CLONE_INTO_CGROUP, see CgroupSet::SelfJoin) when there is one and this process has a single
-/// thread (glibc's fork bookkeeping is then moot: no lock can be held by another thread).
-/// `born_in_v2` says whether it does; where the kernel refuses (before 5.7, a v2 directory that
-/// cannot take processes, …) this falls back to fork().
-inline pid_t fork_into_cgroup(int v2_fd, bool& born_in_v2) {
-    born_in_v2 = false;
-    struct stat task {};
-    // /proc/self/task has two links plus one per thread.
-    if (v2_fd >= 0 && ::stat("/proc/self/task", &task) == 0 && task.st_nlink == 3) {
-        struct {  // struct clone_args, as of Linux 5.7 (CLONE_ARGS_SIZE_VER2)
-            std::uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
-                set_tid_size, cgroup;
-        } args{};
-        constexpr std::uint64_t kCloneIntoCgroup = 0x200000000ULL;
-        args.flags = kCloneIntoCgroup;
-        args.exit_signal = SIGCHLD;
-        args.cgroup = static_cast<std::uint64_t>(v2_fd);
-        const long pid = ::syscall(SYS_clone3, &args, sizeof args);
-        if (pid >= 0) {
-            born_in_v2 = true;
-            return static_cast<pid_t>(pid);
-        }
-    }
-    return ::fork();
-}
 
 }  // namespace boxlite::jailer

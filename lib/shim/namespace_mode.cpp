@@ -941,30 +941,16 @@ int run_namespace_mode(const ShimOptions& o) {
     int cgroups_joined[2] = {-1, -1};
     if (agent_outside_memory && ::pipe2(cgroups_joined, O_CLOEXEC) != 0) cgroups_joined[0] = cgroups_joined[1] = -1;
     // The box's init joins its cgroups itself, without the kernel's global attach lock
-    // (jailer::CgroupSet::SelfJoin): born in the v2 one, then into each v1 one through its `tasks`.
-    // It reports the joins it could not make on this pipe, and closes it, before anything else.
-    jailer::CgroupSet::SelfJoin self_join;
-    cgroups.open_self_join(self_join, agent_outside_memory);
-    int join_report[2] = {-1, -1};
-    if (::pipe2(join_report, O_CLOEXEC) != 0) {
-        for (const int fd : cgroups_joined) {
-            if (fd >= 0) ::close(fd);
-        }
-        return fail_start(errno_text("pipe"));
-    }
-    bool born_in_v2 = false;
-    const pid_t child = jailer::fork_into_cgroup(self_join.v2_fd(), born_in_v2);
+    // (jailer::CgroupSet::SelfJoin): born in the v2 one, then into each v1 one through its `tasks`,
+    // before anything else; the shim has settled the joins when this returns.
+    const pid_t child = cgroups.fork_self_joined(agent_outside_memory).pid;
     if (child < 0) {
-        for (const int fd : {cgroups_joined[0], cgroups_joined[1], join_report[0], join_report[1]}) {
+        for (const int fd : cgroups_joined) {
             if (fd >= 0) ::close(fd);
         }
         return fail_start(errno_text("fork"));
     }
     if (child == 0) {
-        const auto failed_joins = self_join.join();
-        (void)!::write(join_report[1], failed_joins.data(), failed_joins.size());
-        ::close(join_report[1]);
-        ::close(join_report[0]);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -987,18 +973,6 @@ int run_namespace_mode(const ShimOptions& o) {
     }
     if (tap_channel[1] >= 0) ::close(tap_channel[1]);
     if (cgroups_joined[0] >= 0) ::close(cgroups_joined[0]);
-    ::close(join_report[1]);
-    std::string failed_joins;
-    {
-        char buf[4096];
-        for (;;) {
-            const auto n = ::read(join_report[0], buf, sizeof buf);
-            if (n > 0 && failed_joins.size() < 65536) failed_joins.append(buf, static_cast<std::size_t>(n));
-            if (n == 0 || (n < 0 && errno != EINTR)) break;
-        }
-        ::close(join_report[0]);
-    }
-    cgroups.settle_self_join(self_join, static_cast<int>(child), born_in_v2, agent_outside_memory, failed_joins);
     if (cgroups_joined[1] >= 0) {
         (void)!::write(cgroups_joined[1], "j", 1);
         ::close(cgroups_joined[1]);

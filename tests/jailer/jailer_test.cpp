@@ -312,27 +312,17 @@ static std::string cgroups_of(pid_t pid) {
     return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-/// A child made as the shim makes a box's init: it joins `set`'s cgroups itself, reports, then
-/// waits to be killed. Returns its pid, and whether it was born in the v2 cgroup.
+/// A child made as the shim makes a box's init (fork_self_joined): it joins `set`'s cgroups
+/// itself, then waits to be killed. Returns its pid, its report and whether it was born in v2.
 static pid_t spawn_self_joining(jailer::CgroupSet& set, bool except_memory, std::string& report, bool& born_in_v2) {
-    jailer::CgroupSet::SelfJoin join;
-    set.open_self_join(join, except_memory);
-    int pipe_fds[2];
-    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return -1;
-    const pid_t child = jailer::fork_into_cgroup(join.v2_fd(), born_in_v2);
-    if (child == 0) {
-        const auto failed = join.join();
-        (void)!::write(pipe_fds[1], failed.data(), failed.size());
-        ::close(pipe_fds[1]);
+    const auto made = set.fork_self_joined(except_memory);
+    if (made.pid == 0) {
         ::pause();
         ::_exit(0);
     }
-    ::close(pipe_fds[1]);
-    char buf[4096];
-    for (ssize_t n; (n = ::read(pipe_fds[0], buf, sizeof buf)) > 0;) report.append(buf, static_cast<std::size_t>(n));
-    ::close(pipe_fds[0]);
-    if (child > 0) set.settle_self_join(join, child, born_in_v2, except_memory, report);
-    return child;
+    report = made.failed_joins;
+    born_in_v2 = made.born_in_v2;
+    return made.pid;
 }
 
 TEST(CgroupSet, ABoxInitJoinsEveryCgroupItselfAndKeepsItsLimits) {
